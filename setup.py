@@ -1,0 +1,45 @@
+"""Builds fastnn's Cython kernels; all other metadata lives in pyproject.toml.
+
+Set FASTNN_CYTHON_DEBUG=1 to build with bounds and initialisation checks on
+(slow, for debugging a kernel).
+"""
+
+import os
+from pathlib import Path
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+KERNEL_DIR = Path("src/fastnn/_kernels")
+
+# One place for the compiler directives (scikit-learn's set). The debug switch turns
+# the checks back on without touching the sources.
+DEBUG = os.environ.get("FASTNN_CYTHON_DEBUG", "") not in ("", "0")
+DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": False,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "nonecheck": False,
+    "embedsignature": True,
+}
+
+# -ffp-contract=off: no FMA contraction, so kernels that must equal the NumPy reference
+# bit for bit round every product and sum as the reference does. Never -ffast-math.
+# -fno-math-errno only lets sqrt compile to one instruction; it changes no value.
+COMPILE_ARGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
+if DEBUG:
+    COMPILE_ARGS = ["-O0", "-g", "-ffp-contract=off"]
+
+extensions = [
+    Extension(
+        f"fastnn._kernels.{pyx.stem}",
+        [str(pyx)],
+        extra_compile_args=COMPILE_ARGS,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+    for pyx in sorted(KERNEL_DIR.glob("*.pyx"))
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES))

@@ -1,0 +1,25 @@
+"""fastnn: fast CPU training of dense neural networks.
+
+The compiled core (Numba and Cython kernels) sits under a thin Python API; a pure
+NumPy reference (``fastnn.reference``) defines what every kernel computes.
+
+>>> import fastnn
+>>> k = fastnn.backend()          # the fastest backend that is built
+>>> k.name in fastnn.available_backends()
+True
+"""
+
+from ._backend import (
+    BACKENDS, Backend, BuildWarning, available_backends, backend, default_backend_name,
+)
+from ._backend import warn_if_unbuilt as _warn_if_unbuilt
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKENDS", "Backend", "BuildWarning", "available_backends", "backend",
+    "default_backend_name", "__version__",
+]
+
+_warn_if_unbuilt()
+del _warn_if_unbuilt

@@ -1,0 +1,626 @@
+"""The backend registry: ``fastnn.backend(name)`` and the checked kernel namespace.
+
+Each backend ("numpy", "numba", "cython") provides the same raw kernel functions (see
+``fastnn.reference`` for their contract). :class:`Backend` wraps one of them with the
+argument checks, output allocation and contiguity handling that kernels never do, so
+model code calls the same methods whichever backend runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+
+from . import _validation as v
+from ._kernels.codes import ACTIVATION_CODES, DEFAULT_ALPHA
+
+BACKENDS = ("numpy", "numba", "cython")
+
+# Kernel families; each backend has one module per family with the same names.
+FAMILIES = ("activations", "dense", "losses", "optimizers", "normalization")
+
+BUILD_HINT = (
+    "fastnn's Cython kernels are not built. Install the package with `pip install .` "
+    "or, in a source checkout, build them in place with "
+    "`python setup.py build_ext --inplace`."
+)
+
+
+class BuildWarning(UserWarning):
+    """fastnn runs without its Cython kernels (an unbuilt source tree)."""
+
+
+def _load_raw(name: str) -> SimpleNamespace:
+    """The raw kernel functions of one backend, gathered from its family modules."""
+    if name == "numpy":
+        modules = [importlib.import_module(f"fastnn.reference.{f}") for f in FAMILIES]
+    elif name == "numba":
+        modules = [importlib.import_module(f"fastnn._kernels.{f}_numba") for f in FAMILIES]
+    elif name == "cython":
+        try:
+            modules = [importlib.import_module(f"fastnn._kernels.{f}_cython")
+                       for f in FAMILIES]
+        except ImportError as exc:
+            raise ImportError(f"{BUILD_HINT} ({exc})") from None
+    else:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {name!r}")
+    ns = {}
+    for mod in modules:
+        for fname in mod.__all__:
+            ns[fname] = getattr(mod, fname)
+    return SimpleNamespace(**ns)
+
+
+def cython_is_built() -> bool:
+    return all(importlib.util.find_spec(f"fastnn._kernels.{f}_cython") is not None
+               for f in FAMILIES)
+
+
+def default_backend_name() -> str:
+    """$FASTNN_BACKEND if set, else the Cython kernels (no JIT wait) when built, else Numba."""
+    env = os.environ.get("FASTNN_BACKEND")
+    if env:
+        return v.choice(env, "FASTNN_BACKEND", BACKENDS)
+    return "cython" if cython_is_built() else "numba"
+
+
+def available_backends() -> tuple[str, ...]:
+    """The backends that can run here, fastest first."""
+    names = ["numba", "numpy"]
+    if cython_is_built():
+        names.insert(0, "cython")
+    return tuple(names)
+
+
+_CACHE: dict[str, "Backend"] = {}
+
+
+def backend(name: str | None = None) -> "Backend":
+    """The kernel namespace of backend ``name`` ("numpy", "numba" or "cython").
+
+    ``None`` picks the default: ``$FASTNN_BACKEND`` if set, else "cython" when its
+    extensions are built, else "numba". All backends expose the same methods and give
+    the same numbers within SPEC's equivalence rules.
+    """
+    if name is None:
+        name = default_backend_name()
+    v.choice(name, "backend", BACKENDS)
+    if name not in _CACHE:
+        _CACHE[name] = Backend(name, _load_raw(name))
+    return _CACHE[name]
+
+
+def resolve_activation(activation, alpha):
+    """(code, alpha) for an activation name; alpha defaults per SPEC."""
+    v.choice(activation, "activation", ACTIVATION_CODES)
+    if alpha is None:
+        alpha = DEFAULT_ALPHA.get(activation, 0.0)
+    return ACTIVATION_CODES[activation], v.scalar(alpha, "alpha")
+
+
+class _Output:
+    """An output or in-place buffer handed to a kernel as C-contiguous memory.
+
+    A caller's non-contiguous array is replaced by a contiguous work copy during the
+    call and written back afterwards, so kernels only ever see contiguous memory.
+    """
+
+    def __init__(self, arr, name, shape, dtype, *, inplace=False):
+        shape = tuple(shape)
+        if arr is None:
+            self.target, self.work = None, np.empty(shape, dtype)
+            return
+        if not isinstance(arr, np.ndarray):
+            raise TypeError(f"{name} must be a NumPy array, got {type(arr).__name__}")
+        if arr.dtype != np.dtype(dtype):
+            raise TypeError(f"{name} must have dtype {np.dtype(dtype).name}, got "
+                            f"{arr.dtype}")
+        v.check_shape(arr, name, shape)
+        if not arr.flags.writeable:
+            raise ValueError(f"{name} must be writeable")
+        if arr.flags.c_contiguous:
+            self.target, self.work = None, arr
+        else:
+            self.target = arr
+            self.work = np.ascontiguousarray(arr) if inplace else np.empty(shape, dtype)
+
+    def done(self):
+        if self.target is not None:
+            self.target[...] = self.work
+            return self.target
+        return self.work
+
+
+def _flat(a):
+    return a.reshape(-1)
+
+
+class Backend:
+    """Checked access to one backend's kernels; see ``fastnn.reference`` for formulas.
+
+    Every method validates its arguments, allocates the outputs it is not given and
+    returns them. Arrays are float32 or float64, one dtype per call.
+    """
+
+    def __init__(self, name: str, raw: SimpleNamespace):
+        self.name = name
+        self.raw = raw
+
+    def __repr__(self):
+        return f"fastnn.backend({self.name!r})"
+
+    # --- activations -------------------------------------------------------------
+    def _elementwise(self, fn, z, out, *scalars):
+        z = v.float_array(z, "z")
+        o = _Output(out, "out", z.shape, z.dtype)
+        if out is not None and not _same_memory(z, o.work) and np.shares_memory(z, o.work):
+            raise ValueError("out must be z itself or not overlap it")
+        fn(_flat(z), *scalars, _flat(o.work))
+        return o.done()
+
+    def identity(self, z, out=None):
+        """g(z) = z, elementwise."""
+        return self._elementwise(self.raw.identity, z, out)
+
+    def step(self, z, out=None):
+        """g(z) = 1 if z >= 0 else 0, elementwise."""
+        return self._elementwise(self.raw.step, z, out)
+
+    def sigmoid(self, z, out=None):
+        """g(z) = 1 / (1 + e^-z), elementwise, without overflow."""
+        return self._elementwise(self.raw.sigmoid, z, out)
+
+    def tanh(self, z, out=None):
+        """g(z) = tanh z, elementwise."""
+        return self._elementwise(self.raw.tanh, z, out)
+
+    def relu(self, z, out=None):
+        """g(z) = max(0, z), elementwise."""
+        return self._elementwise(self.raw.relu, z, out)
+
+    def leaky_relu(self, z, alpha=0.01, out=None):
+        """g(z) = z if z > 0 else alpha z, elementwise."""
+        return self._elementwise(self.raw.leaky_relu, z, out, v.scalar(alpha, "alpha"))
+
+    def elu(self, z, alpha=1.0, out=None):
+        """g(z) = z if z > 0 else alpha (e^z - 1), elementwise."""
+        return self._elementwise(self.raw.elu, z, out, v.scalar(alpha, "alpha"))
+
+    def identity_derivative(self, z, out=None):
+        """g'(z) = 1."""
+        return self._elementwise(self.raw.identity_derivative, z, out)
+
+    def step_derivative(self, z, out=None):
+        """g'(z) = 0."""
+        return self._elementwise(self.raw.step_derivative, z, out)
+
+    def sigmoid_derivative(self, z, out=None):
+        """g'(z) = s (1 - s), s = sigmoid(z)."""
+        return self._elementwise(self.raw.sigmoid_derivative, z, out)
+
+    def tanh_derivative(self, z, out=None):
+        """g'(z) = 1 - tanh^2 z."""
+        return self._elementwise(self.raw.tanh_derivative, z, out)
+
+    def relu_derivative(self, z, out=None):
+        """g'(z) = 1 if z > 0 else 0."""
+        return self._elementwise(self.raw.relu_derivative, z, out)
+
+    def leaky_relu_derivative(self, z, alpha=0.01, out=None):
+        """g'(z) = 1 if z > 0 else alpha."""
+        return self._elementwise(self.raw.leaky_relu_derivative, z, out,
+                                 v.scalar(alpha, "alpha"))
+
+    def elu_derivative(self, z, alpha=1.0, out=None):
+        """g'(z) = 1 if z > 0 else alpha e^z."""
+        return self._elementwise(self.raw.elu_derivative, z, out, v.scalar(alpha, "alpha"))
+
+    def _rows(self, z, name):
+        z = v.float_array(z, name, ndim=(1, 2))
+        return z.reshape(1, -1) if z.ndim == 1 else z
+
+    def softmax(self, z, out=None):
+        """Row-wise softmax of z (m, k); a 1-D z is one row."""
+        shape = np.shape(z)
+        z2 = self._rows(z, "z")
+        o = _Output(out, "out", shape, z2.dtype)
+        self.raw.softmax(z2, o.work.reshape(z2.shape))
+        return o.done()
+
+    def softmax_backward(self, a, da, out=None):
+        """dz = a * (da - sum_j da_j a_j) row-wise, a = softmax(z), da = dL/da."""
+        shape = np.shape(a)
+        a2 = self._rows(a, "a")
+        da2 = v.float_array(da, "da", dtype=a2.dtype)
+        v.check_shape(da2, "da", shape)
+        o = _Output(out, "out", shape, a2.dtype)
+        self.raw.softmax_backward(a2, da2.reshape(a2.shape), o.work.reshape(a2.shape))
+        return o.done()
+
+    def activation_forward(self, z, activation="relu", alpha=None, out=None):
+        """out = g(z) for the activation named ``activation``; z is (m, k)."""
+        code, alpha = resolve_activation(activation, alpha)
+        z = v.float_array(z, "z", ndim=2)
+        o = _Output(out, "out", z.shape, z.dtype)
+        self.raw.activation_forward(z, code, alpha, o.work)
+        return o.done()
+
+    def activation_backward(self, da, z, a, activation="relu", alpha=None, out=None):
+        """out = da * g'(z) given z and its saved output a = g(z); all (m, k)."""
+        code, alpha = resolve_activation(activation, alpha)
+        z = v.float_array(z, "z", ndim=2)
+        a = v.float_array(a, "a", dtype=z.dtype)
+        da = v.float_array(da, "da", dtype=z.dtype)
+        v.check_shape(a, "a", z.shape)
+        v.check_shape(da, "da", z.shape)
+        o = _Output(out, "out", z.shape, z.dtype)
+        self.raw.activation_backward(da, z, a, code, alpha, o.work)
+        return o.done()
+
+    # --- dense layer ---------------------------------------------------------------
+    def dense_forward(self, x, w, b, activation="identity", alpha=None, z=None, a=None):
+        """z = x @ w + b, a = g(z); x (m, n_in), w (n_in, n_out), b (n_out,).
+
+        Returns ``(z, a)``; ``a`` may be given as the same array as ``z``.
+        """
+        code, alpha = resolve_activation(activation, alpha)
+        x = v.float_array(x, "x", ndim=2)
+        w = v.float_array(w, "w", ndim=2, dtype=x.dtype)
+        b = v.float_array(b, "b", ndim=1, dtype=x.dtype)
+        m, n_in = x.shape
+        if w.shape[0] != n_in:
+            raise ValueError(f"w must have shape ({n_in}, n_out) to multiply x of shape "
+                             f"{x.shape}, got {w.shape}")
+        n_out = w.shape[1]
+        v.check_shape(b, "b", (n_out,))
+        _check_nonempty_product(m, n_in, n_out)
+        zo = _Output(z, "z", (m, n_out), x.dtype)
+        same = a is not None and a is z
+        ao = zo if same else _Output(a, "a", (m, n_out), x.dtype)
+        v.check_no_overlap(x=x, z=zo.work)
+        v.check_no_overlap(w=w, z=zo.work)
+        if not same:
+            v.check_no_overlap(z=zo.work, a=ao.work)
+        self.raw.dense_forward(x, w, b, code, alpha, zo.work, ao.work)
+        zr = zo.done()
+        return zr, (zr if same else ao.done())
+
+    def dense_backward(self, x, z, a, da, activation="identity", alpha=None,
+                       dz=None, dw=None, db=None):
+        """dz = da * g'(z), dw = x.T @ dz, db = sum of dz over rows.
+
+        x (m, n_in); z, a, da, dz (m, n_out); dw (n_in, n_out); db (n_out,). ``dz`` may
+        be ``da``. Returns ``(dz, dw, db)``.
+        """
+        code, alpha = resolve_activation(activation, alpha)
+        x = v.float_array(x, "x", ndim=2)
+        z = v.float_array(z, "z", ndim=2, dtype=x.dtype)
+        m, n_in = x.shape
+        if z.shape[0] != m:
+            raise ValueError(f"z must have {m} rows like x, got shape {z.shape}")
+        n_out = z.shape[1]
+        _check_nonempty_product(m, n_in, n_out)
+        a = v.float_array(a, "a", dtype=x.dtype)
+        v.check_shape(a, "a", z.shape)
+        in_place = dz is not None and dz is da
+        da_arr = v.float_array(da, "da", dtype=x.dtype)
+        v.check_shape(da_arr, "da", z.shape)
+        dzo = _Output(dz, "dz", z.shape, x.dtype, inplace=in_place)
+        if in_place:
+            da_arr = dzo.work
+        dwo = _Output(dw, "dw", (n_in, n_out), x.dtype)
+        dbo = _Output(db, "db", (n_out,), x.dtype)
+        v.check_no_overlap(dz=dzo.work, dw=dwo.work, db=dbo.work, x=x)
+        self.raw.dense_backward(x, z, a, da_arr, code, alpha, dzo.work, dwo.work, dbo.work)
+        return dzo.done(), dwo.done(), dbo.done()
+
+    def dense_input_gradient(self, dz, w, dx=None):
+        """dx = dz @ w.T; dz (m, n_out), w (n_in, n_out), dx (m, n_in)."""
+        dz = v.float_array(dz, "dz", ndim=2)
+        w = v.float_array(w, "w", ndim=2, dtype=dz.dtype)
+        m, n_out = dz.shape
+        if w.shape[1] != n_out:
+            raise ValueError(f"w must have shape (n_in, {n_out}) to match dz of shape "
+                             f"{dz.shape}, got {w.shape}")
+        n_in = w.shape[0]
+        _check_nonempty_product(m, n_in, n_out)
+        o = _Output(dx, "dx", (m, n_in), dz.dtype)
+        v.check_no_overlap(dx=o.work, dz=dz, w=w)
+        self.raw.dense_input_gradient(dz, w, o.work)
+        return o.done()
+
+    # --- losses ---------------------------------------------------------------------
+    def _pair(self, y_pred, y, pred_name, *, ndim=None):
+        p = v.float_array(y_pred, pred_name, ndim=ndim)
+        t = v.float_array(y, "y", dtype=p.dtype)
+        v.check_shape(t, "y", p.shape)
+        if p.size == 0:
+            raise ValueError(f"{pred_name} is empty: a loss needs at least one sample")
+        return p, t
+
+    def mse(self, y_pred, y) -> float:
+        """L = mean((y_pred - y)^2) over all elements."""
+        return self.raw.mse(*self._pair(y_pred, y, "y_pred"))
+
+    def mse_gradient(self, y_pred, y, out=None):
+        """dL/dy_pred = 2 (y_pred - y) / size."""
+        p, t = self._pair(y_pred, y, "y_pred")
+        o = _Output(out, "out", p.shape, p.dtype)
+        self.raw.mse_gradient(p, t, o.work)
+        return o.done()
+
+    def binary_cross_entropy(self, z, y) -> float:
+        """L = mean(max(z,0) - z y + log(1 + e^-|z|)) on logits z (m,) or (m, k)."""
+        return self.raw.binary_cross_entropy(*self._pair(z, y, "z", ndim=(1, 2)))
+
+    def binary_cross_entropy_gradient(self, z, y, out=None):
+        """dL/dz = (sigmoid(z) - y) / m, m the number of samples (rows)."""
+        p, t = self._pair(z, y, "z", ndim=(1, 2))
+        o = _Output(out, "out", p.shape, p.dtype)
+        self.raw.binary_cross_entropy_gradient(p, t, o.work)
+        return o.done()
+
+    def _logits_targets(self, z, y):
+        """(z, y, sparse): y as int64 class indices or as float targets shaped like z."""
+        z = v.float_array(z, "z", ndim=2)
+        if z.shape[0] == 0 or z.shape[1] == 0:
+            raise ValueError(f"z must have at least one row and one class, got {z.shape}")
+        y_arr = np.asarray(y)
+        if y_arr.dtype.kind in "iu":
+            return z, v.label_array(y_arr, "y", z.shape[0], z.shape[1]), True
+        t = v.float_array(y_arr, "y", dtype=z.dtype)
+        v.check_shape(t, "y", z.shape)
+        return z, t, False
+
+    def cross_entropy(self, z, y) -> float:
+        """L = mean(logsumexp(z) - z[y]); y class indices (m,) or one-hot (m, k)."""
+        z, t, sparse = self._logits_targets(z, y)
+        return (self.raw.sparse_cross_entropy if sparse else self.raw.cross_entropy)(z, t)
+
+    def cross_entropy_gradient(self, z, y, out=None):
+        """dL/dz = (softmax(z) - onehot(y)) / m."""
+        z, t, sparse = self._logits_targets(z, y)
+        o = _Output(out, "out", z.shape, z.dtype)
+        fn = self.raw.sparse_cross_entropy_gradient if sparse else self.raw.cross_entropy_gradient
+        fn(z, t, o.work)
+        return o.done()
+
+    def sparse_cross_entropy(self, z, labels) -> float:
+        """cross_entropy with int class indices ``labels`` (m,)."""
+        z = v.float_array(z, "z", ndim=2)
+        return self.raw.sparse_cross_entropy(
+            z, v.label_array(labels, "labels", z.shape[0], z.shape[1]))
+
+    def sparse_cross_entropy_gradient(self, z, labels, out=None):
+        """cross_entropy_gradient with int class indices ``labels`` (m,)."""
+        z = v.float_array(z, "z", ndim=2)
+        labels = v.label_array(labels, "labels", z.shape[0], z.shape[1])
+        o = _Output(out, "out", z.shape, z.dtype)
+        self.raw.sparse_cross_entropy_gradient(z, labels, o.work)
+        return o.done()
+
+    # --- optimizers -----------------------------------------------------------------
+    def _buffers(self, param, grad, **state):
+        """Checked (param, grad, state...) work buffers and the handles to write back."""
+        if not isinstance(param, np.ndarray):
+            raise TypeError(f"param must be a NumPy array, got {type(param).__name__}")
+        p_dtype = v.float_array(param[:0] if param.ndim else param, "param").dtype
+        outs = [_Output(param, "param", param.shape, p_dtype, inplace=True)]
+        g = v.float_array(grad, "grad", dtype=p_dtype)
+        v.check_shape(g, "grad", param.shape)
+        for name, arr in state.items():
+            outs.append(_Output(arr, name, param.shape, p_dtype, inplace=True))
+        v.check_no_overlap(param=outs[0].work,
+                           **{n: o.work for n, o in zip(state, outs[1:])})
+        for n, o in zip(state, outs[1:]):
+            v.check_no_overlap(**{n: o.work, "grad": g})
+        return outs, g
+
+    @staticmethod
+    def _finish(outs):
+        for o in outs:
+            o.done()
+
+    def sgd_step(self, param, grad, lr, weight_decay=0.0):
+        """theta -= lr (g + wd theta), in place."""
+        lr = v.scalar(lr, "lr", low=0)
+        wd = v.scalar(weight_decay, "weight_decay", low=0)
+        outs, g = self._buffers(param, grad)
+        self.raw.sgd_step(_flat(outs[0].work), _flat(g), lr, wd)
+        self._finish(outs)
+
+    def _momentum_like(self, fn, param, grad, velocity, lr, momentum, dampening,
+                       weight_decay):
+        lr = v.scalar(lr, "lr", low=0)
+        momentum = v.scalar(momentum, "momentum", low=0, high=1, high_open=True)
+        dampening = v.scalar(dampening, "dampening", low=0, high=1)
+        wd = v.scalar(weight_decay, "weight_decay", low=0)
+        outs, g = self._buffers(param, grad, velocity=velocity)
+        fn(_flat(outs[0].work), _flat(g), _flat(outs[1].work), lr, momentum, dampening, wd)
+        self._finish(outs)
+
+    def momentum_step(self, param, grad, velocity, lr, momentum=0.9, dampening=0.0,
+                      weight_decay=0.0):
+        """v = beta v + (1 - d) g; theta -= lr v, in place."""
+        self._momentum_like(self.raw.momentum_step, param, grad, velocity, lr, momentum,
+                            dampening, weight_decay)
+
+    def nesterov_step(self, param, grad, velocity, lr, momentum=0.9, dampening=0.0,
+                      weight_decay=0.0):
+        """v = beta v + (1 - d) g; theta -= lr (g + beta v), in place."""
+        self._momentum_like(self.raw.nesterov_step, param, grad, velocity, lr, momentum,
+                            dampening, weight_decay)
+
+    def adagrad_step(self, param, grad, sum_sq, lr=0.01, eps=1e-10, eps_inside_sqrt=False,
+                     weight_decay=0.0):
+        """G += g^2; theta -= lr g / (sqrt(G) + eps), in place."""
+        lr = v.scalar(lr, "lr", low=0)
+        eps = v.scalar(eps, "eps", low=0, low_open=True)
+        inside = v.boolean(eps_inside_sqrt, "eps_inside_sqrt")
+        wd = v.scalar(weight_decay, "weight_decay", low=0)
+        outs, g = self._buffers(param, grad, sum_sq=sum_sq)
+        self.raw.adagrad_step(_flat(outs[0].work), _flat(g), _flat(outs[1].work), lr, eps,
+                              inside, wd)
+        self._finish(outs)
+
+    def rmsprop_step(self, param, grad, sq_avg, lr=0.01, rho=0.9, eps=1e-8,
+                     eps_inside_sqrt=False, weight_decay=0.0):
+        """s = rho s + (1 - rho) g^2; theta -= lr g / (sqrt(s) + eps), in place."""
+        lr = v.scalar(lr, "lr", low=0)
+        rho = v.scalar(rho, "rho", low=0, high=1, high_open=True)
+        eps = v.scalar(eps, "eps", low=0, low_open=True)
+        inside = v.boolean(eps_inside_sqrt, "eps_inside_sqrt")
+        wd = v.scalar(weight_decay, "weight_decay", low=0)
+        outs, g = self._buffers(param, grad, sq_avg=sq_avg)
+        self.raw.rmsprop_step(_flat(outs[0].work), _flat(g), _flat(outs[1].work), lr, rho,
+                              eps, inside, wd)
+        self._finish(outs)
+
+    def _adam_like(self, fn, param, grad, m, v_, step, lr, beta1, beta2, eps, weight_decay):
+        step = v.integer(step, "step", low=1)
+        lr = v.scalar(lr, "lr", low=0)
+        beta1 = v.scalar(beta1, "beta1", low=0, high=1, high_open=True)
+        beta2 = v.scalar(beta2, "beta2", low=0, high=1, high_open=True)
+        eps = v.scalar(eps, "eps", low=0, low_open=True)
+        wd = v.scalar(weight_decay, "weight_decay", low=0)
+        outs, g = self._buffers(param, grad, m=m, v=v_)
+        fn(_flat(outs[0].work), _flat(g), _flat(outs[1].work), _flat(outs[2].work), step,
+           lr, beta1, beta2, eps, wd)
+        self._finish(outs)
+
+    def adam_step(self, param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999,
+                  eps=1e-8, weight_decay=0.0):
+        """One Adam update at step ``step`` >= 1 (bias-corrected), in place."""
+        self._adam_like(self.raw.adam_step, param, grad, m, v, step, lr, beta1, beta2, eps,
+                        weight_decay)
+
+    def adamw_step(self, param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999,
+                   eps=1e-8, weight_decay=0.01):
+        """One AdamW update: theta -= lr wd theta, then Adam; in place."""
+        self._adam_like(self.raw.adamw_step, param, grad, m, v, step, lr, beta1, beta2,
+                        eps, weight_decay)
+
+    def squared_norm(self, x) -> float:
+        """sum x^2, accumulated in float64."""
+        return self.raw.squared_norm(_flat(v.float_array(x, "x")))
+
+    def scale_inplace(self, x, factor):
+        """x *= factor, in place."""
+        factor = v.scalar(factor, "factor")
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"x must be a NumPy array, got {type(x).__name__}")
+        o = _Output(x, "x", x.shape, v.float_array(x[:0] if x.ndim else x, "x").dtype,
+                    inplace=True)
+        self.raw.scale_inplace(_flat(o.work), factor)
+        o.done()
+
+    def clip_grad_norm(self, grad, max_norm) -> float:
+        """Scale ``grad`` in place by max_norm / ||grad|| when its L2 norm exceeds
+        max_norm; returns the norm before clipping (as torch's clip_grad_norm_)."""
+        max_norm = v.scalar(max_norm, "max_norm", low=0, low_open=True)
+        norm = float(np.sqrt(self.squared_norm(grad)))
+        if norm > max_norm:
+            self.scale_inplace(grad, max_norm / norm)
+        return norm
+
+    # --- dropout and batch normalisation -------------------------------------------
+    def dropout(self, x, mask, rate, out=None):
+        """out = mask * x / (1 - rate), mask the boolean keep mask (shape of x)."""
+        x = v.float_array(x, "x")
+        rate = v.scalar(rate, "rate", low=0, high=1, high_open=True)
+        mask = v.mask_array(mask, "mask", x.shape)
+        o = _Output(out, "out", x.shape, x.dtype)
+        self.raw.dropout(_flat(x), _flat(mask), rate, _flat(o.work))
+        return o.done()
+
+    def _bn_params(self, x, gamma, beta, name_x="x"):
+        x = v.float_array(x, name_x, ndim=2)
+        k = x.shape[1]
+        gamma = v.float_array(gamma, "gamma", ndim=1, dtype=x.dtype)
+        beta = v.float_array(beta, "beta", ndim=1, dtype=x.dtype)
+        v.check_shape(gamma, "gamma", (k,))
+        v.check_shape(beta, "beta", (k,))
+        return x, gamma, beta
+
+    def batch_norm_train(self, x, gamma, beta, running_mean, running_var, eps=1e-5,
+                         momentum=0.1, out=None, x_hat=None, inv_std=None):
+        """Batch normalisation of x (m, k), m >= 2, updating the running statistics.
+
+        Returns ``(out, x_hat, inv_std)``; the last two feed ``batch_norm_backward``.
+        """
+        x, gamma, beta = self._bn_params(x, gamma, beta)
+        m, k = x.shape
+        if m < 2:
+            raise ValueError(f"batch normalisation in training needs at least 2 rows, "
+                             f"got x of shape {x.shape}")
+        eps = v.scalar(eps, "eps", low=0, low_open=True)
+        momentum = v.scalar(momentum, "momentum", low=0, high=1)
+        rm = _Output(running_mean, "running_mean", (k,), x.dtype, inplace=True)
+        rv = _Output(running_var, "running_var", (k,), x.dtype, inplace=True)
+        o = _Output(out, "out", x.shape, x.dtype)
+        xh = _Output(x_hat, "x_hat", x.shape, x.dtype)
+        inv = _Output(inv_std, "inv_std", (k,), x.dtype)
+        v.check_no_overlap(running_mean=rm.work, running_var=rv.work, out=o.work,
+                           x_hat=xh.work, inv_std=inv.work)
+        self.raw.batch_norm_train(x, gamma, beta, eps, momentum, rm.work, rv.work, o.work,
+                                  xh.work, inv.work)
+        rm.done()
+        rv.done()
+        return o.done(), xh.done(), inv.done()
+
+    def batch_norm_eval(self, x, gamma, beta, running_mean, running_var, eps=1e-5,
+                        out=None):
+        """out = gamma (x - running_mean) / sqrt(running_var + eps) + beta."""
+        x, gamma, beta = self._bn_params(x, gamma, beta)
+        k = x.shape[1]
+        rm = v.float_array(running_mean, "running_mean", ndim=1, dtype=x.dtype)
+        rv = v.float_array(running_var, "running_var", ndim=1, dtype=x.dtype)
+        v.check_shape(rm, "running_mean", (k,))
+        v.check_shape(rv, "running_var", (k,))
+        eps = v.scalar(eps, "eps", low=0, low_open=True)
+        o = _Output(out, "out", x.shape, x.dtype)
+        self.raw.batch_norm_eval(x, gamma, beta, rm, rv, eps, o.work)
+        return o.done()
+
+    def batch_norm_backward(self, dout, x_hat, gamma, inv_std, dx=None, dgamma=None,
+                            dbeta=None):
+        """Gradients of batch_norm_train; returns ``(dx, dgamma, dbeta)``."""
+        dout = v.float_array(dout, "dout", ndim=2)
+        m, k = dout.shape
+        if m == 0:
+            raise ValueError("dout is empty: batch normalisation needs at least one row")
+        x_hat = v.float_array(x_hat, "x_hat", dtype=dout.dtype)
+        v.check_shape(x_hat, "x_hat", dout.shape)
+        gamma = v.float_array(gamma, "gamma", ndim=1, dtype=dout.dtype)
+        inv_std = v.float_array(inv_std, "inv_std", ndim=1, dtype=dout.dtype)
+        v.check_shape(gamma, "gamma", (k,))
+        v.check_shape(inv_std, "inv_std", (k,))
+        dxo = _Output(dx, "dx", dout.shape, dout.dtype)
+        dgo = _Output(dgamma, "dgamma", (k,), dout.dtype)
+        dbo = _Output(dbeta, "dbeta", (k,), dout.dtype)
+        v.check_no_overlap(dx=dxo.work, dgamma=dgo.work, dbeta=dbo.work, dout=dout)
+        self.raw.batch_norm_backward(dout, x_hat, gamma, inv_std, dxo.work, dgo.work,
+                                     dbo.work)
+        return dxo.done(), dgo.done(), dbo.done()
+
+
+def _same_memory(a, b) -> bool:
+    return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides)
+
+
+def _check_nonempty_product(m, n_in, n_out):
+    if m == 0 or n_in == 0 or n_out == 0:
+        raise ValueError(f"a dense layer needs at least one sample, one input and one "
+                         f"output, got m={m}, n_in={n_in}, n_out={n_out}")
+
+
+def warn_if_unbuilt() -> None:
+    if not cython_is_built():
+        warnings.warn(BUILD_HINT + " Falling back to the Numba backend.", BuildWarning,
+                      stacklevel=3)

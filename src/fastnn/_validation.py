@@ -1,0 +1,140 @@
+"""Argument checks shared by the public layers.
+
+Kernels never validate (bounds checks are off in them); everything that reaches a
+kernel has passed through these functions first. Errors name the argument and say
+what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _dtype_name(dtype) -> str:
+    return np.dtype(dtype).name
+
+
+def float_array(x, name: str, *, ndim: int | tuple[int, ...] | None = None,
+                dtype=None) -> np.ndarray:
+    """``x`` as a C-contiguous float32/float64 array in native byte order.
+
+    A non-contiguous input (Fortran order, strided view) is copied; ints, bools,
+    float16, complex, objects and strings are refused, never converted silently.
+    ``dtype``, when given, is the dtype every float argument of the call must share.
+    """
+    if isinstance(x, np.ndarray):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:  # ragged lists and other non-arrays
+            raise TypeError(f"{name} must be an array of float32 or float64, "
+                            f"got {type(x).__name__} ({exc})") from None
+    if arr.dtype.kind != "f" or arr.dtype.newbyteorder("=") not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got dtype "
+                        f"{arr.dtype}; convert it with .astype(np.float32) "
+                        f"or .astype(np.float64)")
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if dtype is not None and arr.dtype != np.dtype(dtype):
+        raise TypeError(f"{name} has dtype {arr.dtype} but this call works in "
+                        f"{_dtype_name(dtype)}; fastnn never mixes dtypes, so convert "
+                        f"it with .astype(np.{_dtype_name(dtype)})")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if arr.ndim not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            raise ValueError(f"{name} must be {want}, got an array of shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def check_shape(arr: np.ndarray, name: str, shape: tuple[int, ...]) -> None:
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
+
+
+def label_array(labels, name: str, n_rows: int, n_classes: int) -> np.ndarray:
+    """Class indices as C-contiguous int64 of shape (n_rows,), each in [0, n_classes)."""
+    arr = np.asarray(labels)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer class indices, got dtype {arr.dtype}")
+    if arr.shape != (n_rows,):
+        raise ValueError(f"{name} must have shape ({n_rows},), one class index per "
+                         f"row of the logits, got {arr.shape}")
+    if n_rows and (arr.min() < 0 or arr.max() >= n_classes):
+        raise ValueError(f"{name} must be class indices in [0, {n_classes}), got values "
+                         f"in [{arr.min()}, {arr.max()}]")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def mask_array(mask, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A keep mask (bool, or integers 0/1) as C-contiguous uint8 of the given shape."""
+    arr = np.asarray(mask)
+    if arr.dtype.kind not in "biu":
+        raise TypeError(f"{name} must be a boolean keep mask, got dtype {arr.dtype}")
+    check_shape(arr, name, shape)
+    if arr.dtype.kind != "b" and arr.size and (arr.min() < 0 or arr.max() > 1):
+        raise ValueError(f"{name} must hold only 0 and 1 (keep or drop)")
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def scalar(value, name: str, *, low: float | None = None, high: float | None = None,
+           low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real hyperparameter as a Python float, optionally within bounds.
+
+    Returned as a Python float so that NumPy treats it as a weak scalar: it is cast
+    to the array dtype once, never the array promoted to float64.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    lo_bad = low is not None and (v <= low if low_open else v < low)
+    hi_bad = high is not None and (v >= high if high_open else v > high)
+    if lo_bad or hi_bad:
+        lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
+        hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
+        if low is None:
+            rng = f"<{'' if high_open else '='} {high:g}"
+        elif high is None:
+            rng = f">{'' if low_open else '='} {low:g}"
+        else:
+            rng = f"in {lo}, {hi}"
+        raise ValueError(f"{name} must be {rng}, got {v:g}")
+    return v
+
+
+def integer(value, name: str, *, low: int | None = None) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    v = int(value)
+    if low is not None and v < low:
+        raise ValueError(f"{name} must be >= {low}, got {v}")
+    return v
+
+
+def boolean(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def choice(value, name: str, options) -> str:
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name} must be one of {sorted(options)}, got {value!r}")
+    return value
+
+
+def check_no_overlap(**arrays: np.ndarray) -> None:
+    """Refuse buffers that share memory where the kernel needs them distinct."""
+    items = [(k, v) for k, v in arrays.items() if v is not None]
+    for i, (na, a) in enumerate(items):
+        for nb, b in items[i + 1:]:
+            if np.shares_memory(a, b):
+                raise ValueError(f"{na} and {nb} must not share memory")
