@@ -344,24 +344,31 @@ class Backend:
 
     def mse(self, y_pred, y) -> float:
         """L = mean((y_pred - y)^2) over all elements."""
-        return self.raw.mse(*self._pair(y_pred, y, "y_pred"))
+        p, t = self._pair(y_pred, y, "y_pred")
+        return self.raw.mse(_flat(p), _flat(t))
 
     def mse_gradient(self, y_pred, y, out=None):
         """dL/dy_pred = 2 (y_pred - y) / size."""
         p, t = self._pair(y_pred, y, "y_pred")
         o = _Output(out, "out", p.shape, p.dtype)
-        self.raw.mse_gradient(p, t, o.work)
+        self.raw.mse_gradient(_flat(p), _flat(t), _flat(o.work))
         return o.done()
+
+    @staticmethod
+    def _as_rows(a):
+        return a.reshape(a.shape[0], -1)
 
     def binary_cross_entropy(self, z, y) -> float:
         """L = mean(max(z,0) - z y + log(1 + e^-|z|)) on logits z (m,) or (m, k)."""
-        return self.raw.binary_cross_entropy(*self._pair(z, y, "z", ndim=(1, 2)))
+        p, t = self._pair(z, y, "z", ndim=(1, 2))
+        return self.raw.binary_cross_entropy(self._as_rows(p), self._as_rows(t))
 
     def binary_cross_entropy_gradient(self, z, y, out=None):
         """dL/dz = (sigmoid(z) - y) / m, m the number of samples (rows)."""
         p, t = self._pair(z, y, "z", ndim=(1, 2))
         o = _Output(out, "out", p.shape, p.dtype)
-        self.raw.binary_cross_entropy_gradient(p, t, o.work)
+        self.raw.binary_cross_entropy_gradient(self._as_rows(p), self._as_rows(t),
+                                               self._as_rows(o.work))
         return o.done()
 
     def _logits_targets(self, z, y):

@@ -8,7 +8,9 @@ Contract shared by every backend:
 - A gradient is written into ``out`` (the shape and dtype of the prediction) and
   already holds the 1/m (or 1/size) factor. Gradients with exp or log are evaluated in
   float64 and rounded once; ``mse_gradient`` stays in the array dtype.
-- ``y`` has the prediction's shape and dtype; ``labels`` are int64 class indices.
+- ``mse`` works on 1-D arrays (the checked layer flattens); the cross-entropies on
+  2-D (m, k) logits, one row per sample. ``y`` has the prediction's shape and dtype;
+  ``labels`` are int64 class indices of shape (m,), each in [0, k).
 """
 
 import numpy as np
