@@ -1,0 +1,75 @@
+"""Weight initialisation (SPEC "Initialisation"): Xavier/Glorot and He/Kaiming.
+
+Weights are drawn in float64 and rounded once to the model's dtype, so a float32 and
+a float64 model built from the same seed start from the same numbers (up to that
+rounding). Biases are always zero.
+
+>>> import numpy as np
+>>> w = np.empty((3, 2), np.float32)
+>>> _ = initialize(w, "he", "normal", np.random.default_rng(0))
+>>> w.dtype, w.shape
+(dtype('float32'), (3, 2))
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _validation as v
+
+__all__ = ["INITIALIZERS", "DISTRIBUTIONS", "default_init", "init_scale", "initialize"]
+
+# Name -> the variance numerator and the fans it divides by (SPEC: Xavier 2/(in+out),
+# He 2/in; the uniform bound sqrt(3 var) gives sqrt(6/(in+out)) and sqrt(6/in)).
+INITIALIZERS = ("xavier", "glorot", "he", "kaiming")
+DISTRIBUTIONS = ("normal", "uniform")
+
+# SPEC: He for relu-family layers, Xavier for sigmoid/tanh/identity (and the others).
+_RELU_FAMILY = frozenset({"relu", "leaky_relu", "elu"})
+
+
+def default_init(activation: str) -> str:
+    """"he" for relu, leaky_relu and elu layers, "xavier" for every other activation."""
+    return "he" if activation in _RELU_FAMILY else "xavier"
+
+
+def init_scale(init: str, distribution: str, fan_in: int, fan_out: int) -> float:
+    """The standard deviation (normal) or the bound b of U(-b, b) (uniform).
+
+    Xavier: var = 2 / (fan_in + fan_out); He: var = 2 / fan_in; the uniform bound is
+    sqrt(3 var).
+    """
+    v.choice(init, "init", INITIALIZERS)
+    v.choice(distribution, "init_distribution", DISTRIBUTIONS)
+    fan_in = v.integer(fan_in, "fan_in", low=1)
+    fan_out = v.integer(fan_out, "fan_out", low=1)
+    var = 2.0 / fan_in if init in ("he", "kaiming") else 2.0 / (fan_in + fan_out)
+    return math.sqrt(var) if distribution == "normal" else math.sqrt(3.0 * var)
+
+
+def initialize(w: np.ndarray, init: str, distribution: str,
+               rng: np.random.Generator) -> np.ndarray:
+    """Fill the weight matrix ``w`` (fan_in, fan_out) in place and return it.
+
+    Parameters
+    ----------
+    w : ndarray of float32 or float64, shape (fan_in, fan_out)
+        Written in place (it is usually a view into a model's flat buffer).
+    init : {"xavier", "glorot", "he", "kaiming"}
+    distribution : {"normal", "uniform"}
+    rng : numpy.random.Generator
+        The only source of randomness; the same generator state gives the same weights.
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    if not isinstance(w, np.ndarray) or w.ndim != 2:
+        raise ValueError("w must be a 2-D NumPy array (fan_in, fan_out)")
+    fan_in, fan_out = w.shape
+    scale = init_scale(init, distribution, fan_in, fan_out)
+    if distribution == "normal":
+        w[...] = rng.standard_normal(w.shape) * scale
+    else:
+        w[...] = rng.uniform(-scale, scale, w.shape)
+    return w

@@ -1,0 +1,380 @@
+"""Saving and loading models: numbers and plain metadata only, never code.
+
+The file layout is safetensors' (see ``docs/format.md``): an 8-byte little-endian
+header length, a JSON header describing each array (dtype, shape, byte range) plus a
+``__metadata__`` map of strings, then the raw little-endian array bytes. fastnn
+writes and reads it itself with the standard library and NumPy (the ``safetensors``
+package can read the files too, but is not needed). Loading parses JSON and copies
+bytes into freshly allocated arrays; nothing is unpickled or executed, and every
+declared size is checked against the file's size before anything is allocated.
+
+>>> import fastnn, tempfile, os
+>>> net = fastnn.MLP([2, 4, 1], backend="numpy", random_state=0)
+>>> path = os.path.join(tempfile.mkdtemp(), "net.fastnn")
+>>> fastnn.save(net, path)
+>>> fastnn.load(path).n_params == net.n_params
+True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["save", "load", "ModelFileError", "write_payload", "read_payload", "Payload",
+           "FORMAT_NAME", "FORMAT_VERSION"]
+
+FORMAT_NAME = "fastnn"
+FORMAT_VERSION = 1
+
+# Limits that no genuine file reaches; they bound what a hostile header can make us do.
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+MAX_TENSORS = 4096
+MAX_NDIM = 8
+MAX_LAYERS = 10_000
+
+_DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8"), "I64": np.dtype("<i8"),
+           "I32": np.dtype("<i4"), "U8": np.dtype("u1"), "BOOL": np.dtype("?")}
+_CODES = {dt.newbyteorder("=") if dt.kind != "b" else dt: code
+          for code, dt in _DTYPES.items()}
+
+# Kinds of saved objects other than a bare model: kind -> "module:function" inside
+# fastnn, the function taking (model, metadata, arrays) and returning the object.
+# Only names listed here are ever imported; a file cannot name a module.
+KIND_LOADERS: dict[str, str] = {}
+
+
+class ModelFileError(ValueError):
+    """A file that is not a readable fastnn model (the message names the file)."""
+
+
+@dataclass
+class Payload:
+    """What a fastnn file holds: the model and, for other kinds, their own data."""
+
+    kind: str
+    model: object
+    metadata: dict = field(default_factory=dict)
+    arrays: dict = field(default_factory=dict)
+
+
+# --- writing -------------------------------------------------------------------------------
+
+def _json(obj) -> str:
+    return json.dumps(obj, allow_nan=False, separators=(",", ":"), sort_keys=True)
+
+
+def _write_file(path, metadata: dict[str, str], arrays: dict[str, np.ndarray]) -> None:
+    header = {"__metadata__": metadata}
+    offset = 0
+    blobs = []
+    for name, arr in arrays.items():
+        arr = np.ascontiguousarray(arr)
+        code = _CODES.get(arr.dtype.newbyteorder("=") if arr.dtype.kind != "b" else arr.dtype)
+        if code is None:
+            raise TypeError(f"cannot save array {name!r} of dtype {arr.dtype}")
+        data = arr.astype(_DTYPES[code], copy=False)
+        header[name] = {"dtype": code, "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + data.nbytes]}
+        offset += data.nbytes
+        blobs.append(data)
+    head = _json(header).encode()
+    head += b" " * (-len(head) % 8)  # the data starts 8-byte aligned, as safetensors pads
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
+                               dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(struct.pack("<Q", len(head)))
+            f.write(head)
+            for data in blobs:
+                f.write(memoryview(data).cast("B"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic: a crash leaves the old file or the new one
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_payload(path, model, *, kind: str = "model", metadata: dict | None = None,
+                  arrays: dict | None = None, include_optimizer: bool = True) -> None:
+    """Write ``model`` (and its optimizer) plus a kind's own JSON metadata and arrays.
+
+    ``metadata`` must be JSON-able (finite floats); ``arrays`` names must not start
+    with "model." or "optimizer.". The estimators use this to add what they hold
+    beyond the network (classes, scaler...).
+    """
+    from . import __version__
+    from .model import MLP
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be a fastnn.MLP, got {type(model).__name__}")
+    meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
+            "fastnn_version": __version__, "kind": kind,
+            "model": _json({**model.get_config(), "rng": model.rng_states()})}
+    out = {"model.params": model.params}
+    if model.buffers.size:
+        out["model.buffers"] = model.buffers
+    opt = model.optimizer if include_optimizer else None
+    if opt is not None:
+        st = opt.state_dict()
+        meta["optimizer"] = _json({k: st[k] for k in ("name", "config", "t", "epoch",
+                                                      "schedule_state")})
+        for name, arr in st["arrays"].items():
+            out["optimizer." + name] = arr
+    if metadata:
+        meta["extra"] = _json(metadata)
+    for name, arr in (arrays or {}).items():
+        if name.startswith(("model.", "optimizer.")):
+            raise ValueError(f"array name {name!r} is reserved")
+        out["extra." + name] = np.asarray(arr)
+    _write_file(path, meta, out)
+
+
+def save(obj, path, *, include_optimizer: bool = True) -> None:
+    """Save a model (or an object that knows how: an estimator) to ``path``.
+
+    The file holds the parameters, batch-norm statistics, the architecture, the random
+    streams' states and, unless ``include_optimizer=False``, ``model.optimizer`` with
+    its state, so that :func:`load` gives a model that predicts bit-identically and
+    continues training exactly where it stopped. The write is atomic (a temporary
+    file renamed over ``path``).
+    """
+    from .model import MLP
+    if isinstance(obj, MLP):
+        write_payload(path, obj, include_optimizer=include_optimizer)
+        return
+    payload = getattr(obj, "_fastnn_payload", None)
+    if payload is None:
+        raise TypeError(f"fastnn.save saves fastnn models and estimators, got "
+                        f"{type(obj).__name__}")
+    p = payload()
+    write_payload(path, p.model, kind=p.kind, metadata=p.metadata, arrays=p.arrays,
+                  include_optimizer=include_optimizer)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+def _read_file(path):
+    """(metadata, arrays) of a safetensors-layout file, every declared size checked."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        if size < 8:
+            raise ModelFileError(f"{path}: not a fastnn model file (only {size} bytes)")
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n == 0 or n > MAX_HEADER_BYTES:
+            raise ModelFileError(f"{path}: not a fastnn model file (header length {n} is "
+                                 f"impossible)")
+        if 8 + n > size:
+            raise ModelFileError(f"{path}: file is truncated (its header needs {n} bytes, "
+                                 f"{size - 8} remain)")
+        raw = f.read(n)
+        try:
+            header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates,
+                                parse_constant=_no_constant)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ModelFileError(f"{path}: not a fastnn model file (header is not valid "
+                                 f"JSON: {exc})") from None
+        if not isinstance(header, dict):
+            raise ModelFileError(f"{path}: not a fastnn model file (header is not a JSON "
+                                 f"object)")
+        meta = header.pop("__metadata__", None)
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+            raise ModelFileError(f"{path}: not a fastnn model file (no "
+                                 f"'format': 'fastnn' entry in its metadata)")
+        if not all(isinstance(k, str) and isinstance(x, str) for k, x in meta.items()):
+            raise ModelFileError(f"{path}: metadata values must be strings")
+        try:
+            version = int(meta.get("format_version", ""))
+        except ValueError:
+            raise ModelFileError(f"{path}: format_version {meta.get('format_version')!r} "
+                                 f"is not an integer") from None
+        if version > FORMAT_VERSION:
+            raise ModelFileError(f"{path}: written in fastnn format version {version}, "
+                                 f"newer than this fastnn reads ({FORMAT_VERSION}); "
+                                 f"upgrade fastnn to load it")
+        if version < 1:
+            raise ModelFileError(f"{path}: invalid format_version {version}")
+        if len(header) > MAX_TENSORS:
+            raise ModelFileError(f"{path}: declares {len(header)} arrays (limit "
+                                 f"{MAX_TENSORS})")
+        data_len = size - 8 - n
+        entries = []
+        for name, info in header.items():
+            entries.append((*_check_entry(path, name, info), name))
+        entries.sort()
+        pos = 0
+        for begin, end, _, _, name in entries:
+            if begin != pos:
+                raise ModelFileError(f"{path}: array {name!r} starts at byte {begin}, "
+                                     f"expected {pos} (arrays must be contiguous)")
+            pos = end
+        if pos > data_len:
+            raise ModelFileError(f"{path}: file is truncated (the arrays need {pos} bytes "
+                                 f"of data, {data_len} present)")
+        if pos < data_len:
+            raise ModelFileError(f"{path}: {data_len - pos} unexpected bytes after the "
+                                 f"arrays")
+        arrays = {}
+        for begin, end, dtype, shape, name in entries:
+            arr = np.empty(shape, dtype)
+            f.seek(8 + n + begin)
+            got = f.readinto(memoryview(arr.reshape(-1)).cast("B")) if end > begin else 0
+            if got != end - begin:
+                raise ModelFileError(f"{path}: file is truncated (array {name!r})")
+            arrays[name] = arr.astype(dtype.newbyteorder("="), copy=False) \
+                if dtype.kind != "b" else arr
+    return meta, arrays
+
+
+def _no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise ValueError("duplicate keys")
+    return dict(pairs)
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not allowed")
+
+
+def _check_entry(path, name, info):
+    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+        raise ModelFileError(f"{path}: array entry {name!r} must have exactly dtype, shape "
+                             f"and data_offsets")
+    dtype = _DTYPES.get(info["dtype"])
+    if dtype is None:
+        raise ModelFileError(f"{path}: array {name!r} has unsupported dtype "
+                             f"{info['dtype']!r}")
+    shape, offs = info["shape"], info["data_offsets"]
+    if (not isinstance(shape, list) or len(shape) > MAX_NDIM
+            or not all(type(d) is int and d >= 0 for d in shape)):
+        raise ModelFileError(f"{path}: array {name!r} has an invalid shape {shape!r}")
+    if (not isinstance(offs, list) or len(offs) != 2
+            or not all(type(o) is int and o >= 0 for o in offs) or offs[0] > offs[1]):
+        raise ModelFileError(f"{path}: array {name!r} has invalid data_offsets {offs!r}")
+    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+    if offs[1] - offs[0] != nbytes:
+        raise ModelFileError(f"{path}: array {name!r} declares shape {shape} "
+                             f"({nbytes} bytes) but spans {offs[1] - offs[0]} bytes")
+    return offs[0], offs[1], dtype, tuple(shape)
+
+
+def _parse_json(path, meta, key):
+    try:
+        return json.loads(meta[key], parse_constant=_no_constant)
+    except (KeyError, ValueError) as exc:
+        raise ModelFileError(f"{path}: metadata entry {key!r} is missing or not valid "
+                             f"JSON ({exc})") from None
+
+
+def _expected_sizes(path, layers):
+    """(n_params, n_buffers) that the declared layers need, before allocating anything."""
+    if not isinstance(layers, list) or not 1 <= len(layers) <= MAX_LAYERS:
+        raise ModelFileError(f"{path}: model metadata must list 1 to {MAX_LAYERS} layers")
+    n_params = n_buf = 0
+    for i, spec in enumerate(layers):
+        if not isinstance(spec, dict):
+            raise ModelFileError(f"{path}: layer {i} is not a JSON object")
+        n_in, n_out, bn = spec.get("n_in"), spec.get("n_out"), spec.get("batch_norm")
+        if type(n_in) is not int or type(n_out) is not int or n_in < 1 or n_out < 1:
+            raise ModelFileError(f"{path}: layer {i} has invalid sizes n_in={n_in!r}, "
+                                 f"n_out={n_out!r}")
+        if type(bn) is not bool:
+            raise ModelFileError(f"{path}: layer {i} has invalid batch_norm {bn!r}")
+        n_params += n_in * n_out + (2 * n_out if bn else n_out)
+        n_buf += 2 * n_out if bn else 0
+    return n_params, n_buf
+
+
+def read_payload(path, *, backend: str | None = None) -> Payload:
+    """Read any fastnn file: the model (with its optimizer) and the kind's own data."""
+    from ._backend import available_backends
+    from .model import MLP
+    from .optim import optimizer_from_state
+    path = os.fspath(path)
+    meta, arrays = _read_file(path)
+    cfg = _parse_json(path, meta, "model")
+    if not isinstance(cfg, dict):
+        raise ModelFileError(f"{path}: model metadata is not a JSON object")
+    n_params, n_buf = _expected_sizes(path, cfg.get("layers"))
+    dtype = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}.get(
+        cfg.get("dtype"))
+    if dtype is None:
+        raise ModelFileError(f"{path}: model dtype {cfg.get('dtype')!r} is not float32 "
+                             f"or float64")
+    params = arrays.pop("model.params", None)
+    buffers = arrays.pop("model.buffers", np.zeros(0, dtype))
+    for name, arr, size in (("model.params", params, n_params),
+                            ("model.buffers", buffers, n_buf)):
+        if arr is None or arr.dtype != dtype or arr.shape != (size,):
+            got = "missing" if arr is None else f"{arr.dtype} of shape {arr.shape}"
+            raise ModelFileError(f"{path}: {name} must be {dtype.name} of shape ({size},) "
+                                 f"for the declared layers, got {got}")
+    if backend is None:
+        saved = cfg.get("backend")
+        backend = saved if saved in available_backends() else None
+    try:
+        model = MLP.from_config(cfg, backend=backend)
+        model.set_state({"params": params, "buffers": buffers})
+        model.set_rng_states(cfg["rng"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: invalid model metadata ({type(exc).__name__}: "
+                             f"{exc})") from None
+    if "optimizer" in meta:
+        ost = _parse_json(path, meta, "optimizer")
+        if not isinstance(ost, dict):
+            raise ModelFileError(f"{path}: optimizer metadata is not a JSON object")
+        ost["arrays"] = {k[len("optimizer."):]: arrays.pop(k)
+                         for k in [k for k in arrays if k.startswith("optimizer.")]}
+        for k, arr in ost["arrays"].items():
+            if arr.dtype != dtype or arr.shape != (n_params,):
+                raise ModelFileError(f"{path}: optimizer state {k!r} must be {dtype.name} "
+                                     f"of shape ({n_params},), got {arr.dtype} {arr.shape}")
+        try:
+            model.optimizer = optimizer_from_state(ost)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{path}: invalid optimizer metadata ({exc})") from None
+        model.optimizer._bind(model)
+    extra = _parse_json(path, meta, "extra") if "extra" in meta else {}
+    leftover = [k for k in arrays if not k.startswith("extra.")]
+    if leftover:
+        raise ModelFileError(f"{path}: unknown arrays {leftover}")
+    kind = meta.get("kind", "model")
+    return Payload(kind, model, extra,
+                   {k[len("extra."):]: a for k, a in arrays.items()})
+
+
+def load(path, *, backend: str | None = None):
+    """Load what :func:`save` wrote: a model (or an estimator).
+
+    ``backend`` None runs the model on the backend it was saved from when that one is
+    available here (so that predictions are bit-identical), else on the default.
+
+    Raises
+    ------
+    ModelFileError (a ValueError)
+        The file is not a fastnn model, is truncated or damaged, declares sizes that
+        disagree with its data, or comes from a newer format version.
+    """
+    payload = read_payload(path, backend=backend)
+    if payload.kind == "model":
+        return payload.model
+    target = KIND_LOADERS.get(payload.kind)
+    if target is None:
+        raise ModelFileError(f"{os.fspath(path)}: unknown kind of saved object "
+                             f"{payload.kind!r}")
+    import importlib
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)(payload.model, payload.metadata,
+                                                           payload.arrays)

@@ -1,0 +1,220 @@
+"""Losses fused with the output activation (SPEC "Losses").
+
+A model's last layer computes ``out``; the loss decides what ``out`` means:
+
+========================  ===============  ==========================================
+loss                      ``out`` is       probabilities (``predict_proba``)
+========================  ===============  ==========================================
+``mse``                   the prediction   none (regression)
+``binary_cross_entropy``  logits z         sigmoid(z), one independent label per column
+``cross_entropy``         logits z         softmax(z) over the columns
+========================  ===============  ==========================================
+
+The two cross-entropies take logits and use the stable formulas of the kernels;
+probabilities are never formed and then logged. Every value and gradient is computed
+by the model's backend (``fastnn.backend(name)``); this module only chooses the kernel
+and prepares the targets.
+
+Targets (``prepare_targets``):
+
+- ``mse``: real numbers, shape (n,) for one output or (n, n_outputs).
+- ``binary_cross_entropy``: values in [0, 1], shape (n,) for one output or
+  (n, n_outputs) (multi-label).
+- ``cross_entropy``: class indices (n,) in [0, n_classes) -- integers, or floats
+  holding whole numbers -- or one-hot / probability rows (n, n_classes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _validation as v
+
+__all__ = ["Loss", "MSE", "BinaryCrossEntropy", "CrossEntropy", "LOSSES", "get_loss"]
+
+
+def _real_array(y, name: str) -> np.ndarray:
+    """y as an ndarray of real numbers (bool, int or float); anything else is refused."""
+    try:
+        arr = np.asarray(y)
+    except Exception as exc:  # ragged nested lists
+        raise TypeError(f"{name} must be an array of numbers ({exc})") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return arr
+
+
+def _check_finite(arr: np.ndarray, name: str) -> None:
+    if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+
+
+class Loss:
+    """One loss: which kernels compute it and how targets and outputs are read.
+
+    Attributes
+    ----------
+    name : str
+        Key in :data:`LOSSES`.
+    fused : bool
+        True when the output layer produces logits and the loss applies the sigmoid or
+        softmax itself (the output layer's activation is then "identity").
+    is_classifier : bool
+        True for the cross-entropies (accuracy is reported, ``predict_proba`` works).
+    """
+
+    name = ""
+    fused = False
+    is_classifier = False
+    min_outputs = 1
+
+    def value(self, k, out: np.ndarray, y: np.ndarray) -> float:
+        """The mean loss over the batch, a Python float."""
+        raise NotImplementedError
+
+    def gradient(self, k, out: np.ndarray, y: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        """dL/d(out) written into ``grad`` (the shape of ``out``); includes the 1/m."""
+        raise NotImplementedError
+
+    def prepare_targets(self, y, n_outputs: int, dtype, name: str = "y") -> np.ndarray:
+        """Checked, C-contiguous targets in the form the kernels take."""
+        raise NotImplementedError
+
+    def proba(self, k, out: np.ndarray) -> np.ndarray:
+        raise ValueError(f"predict_proba needs a classification loss (binary_cross_entropy "
+                         f"or cross_entropy); this model uses {self.name!r}")
+
+    def predict(self, k, out: np.ndarray) -> np.ndarray:
+        """Predictions from the model output: values, 0/1 labels or class indices."""
+        raise NotImplementedError
+
+    def n_correct(self, out: np.ndarray, y: np.ndarray) -> int:
+        """How many rows are predicted exactly right (classification only)."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"get_loss({self.name!r})"
+
+
+class MSE(Loss):
+    """L = mean((out - y)^2) over all elements; dL/dout = 2 (out - y) / size."""
+
+    name = "mse"
+
+    def value(self, k, out, y):
+        return k.mse(out, y)
+
+    def gradient(self, k, out, y, grad):
+        return k.mse_gradient(out, y, out=grad)
+
+    def prepare_targets(self, y, n_outputs, dtype, name="y"):
+        arr = _real_array(y, name)
+        _check_finite(arr, name)
+        return _as_2d_float(arr, n_outputs, dtype, name)
+
+    def predict(self, k, out):
+        return out
+
+
+def _as_2d_float(arr, n_outputs, dtype, name):
+    if arr.ndim == 1 and n_outputs == 1:
+        arr = arr.reshape(-1, 1)
+    if arr.ndim != 2 or arr.shape[1] != n_outputs:
+        want = f"(n,) or (n, {n_outputs})" if n_outputs == 1 else f"(n, {n_outputs})"
+        raise ValueError(f"{name} must have shape {want} for a model with {n_outputs} "
+                         f"output(s), got {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+class BinaryCrossEntropy(Loss):
+    """Sigmoid fused in: L = mean(max(z,0) - z y + log(1 + e^-|z|)), dL/dz = (s - y) / m.
+
+    Each output column is an independent yes/no label (binary or multi-label).
+    """
+
+    name = "binary_cross_entropy"
+    fused = True
+    is_classifier = True
+
+    def value(self, k, out, y):
+        return k.binary_cross_entropy(out, y)
+
+    def gradient(self, k, out, y, grad):
+        return k.binary_cross_entropy_gradient(out, y, out=grad)
+
+    def prepare_targets(self, y, n_outputs, dtype, name="y"):
+        arr = _real_array(y, name)
+        _check_finite(arr, name)
+        if arr.size and (arr.min() < 0 or arr.max() > 1):
+            raise ValueError(f"{name} must hold targets in [0, 1] for binary_cross_entropy, "
+                             f"got values in [{arr.min()}, {arr.max()}]")
+        return _as_2d_float(arr, n_outputs, dtype, name)
+
+    def proba(self, k, out):
+        return k.sigmoid(out)
+
+    def predict(self, k, out):
+        # sigmoid(z) > 1/2 exactly when z > 0: no transcendental call needed.
+        return (out > 0).astype(np.int64)
+
+    def n_correct(self, out, y):
+        return int(np.count_nonzero(((out > 0) == (y > 0.5)).all(axis=1)))
+
+
+class CrossEntropy(Loss):
+    """Softmax fused in: L = mean(logsumexp(z) - z[y]), dL/dz = (softmax(z) - onehot(y)) / m."""
+
+    name = "cross_entropy"
+    fused = True
+    is_classifier = True
+    min_outputs = 2
+
+    def value(self, k, out, y):
+        return k.cross_entropy(out, y)
+
+    def gradient(self, k, out, y, grad):
+        return k.cross_entropy_gradient(out, y, out=grad)
+
+    def prepare_targets(self, y, n_outputs, dtype, name="y"):
+        arr = _real_array(y, name)
+        _check_finite(arr, name)
+        if arr.ndim == 1:
+            if arr.dtype.kind == "b":
+                raise TypeError(f"{name} must hold integer class indices, got booleans")
+            if arr.dtype.kind == "f":
+                if arr.size and not np.array_equal(arr, np.round(arr)):
+                    raise ValueError(f"{name} must hold class indices (whole numbers) for "
+                                     f"cross_entropy; for probabilities pass an array of "
+                                     f"shape (n, {n_outputs})")
+            if arr.size and (arr.min() < 0 or arr.max() >= n_outputs):
+                raise ValueError(f"{name} must be class indices in [0, {n_outputs}), got "
+                                 f"values in [{arr.min()}, {arr.max()}]")
+            return np.ascontiguousarray(arr, dtype=np.int64)
+        if arr.ndim != 2 or arr.shape[1] != n_outputs:
+            raise ValueError(f"{name} must be class indices of shape (n,) or one-hot rows "
+                             f"of shape (n, {n_outputs}), got {arr.shape}")
+        if arr.size and arr.min() < 0:
+            raise ValueError(f"{name} must hold non-negative class probabilities")
+        return np.ascontiguousarray(arr, dtype=dtype)
+
+    def proba(self, k, out):
+        return k.softmax(out)
+
+    def predict(self, k, out):
+        return np.argmax(out, axis=1)
+
+    def n_correct(self, out, y):
+        truth = y if y.ndim == 1 else np.argmax(y, axis=1)
+        return int(np.count_nonzero(np.argmax(out, axis=1) == truth))
+
+
+LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (MSE, BinaryCrossEntropy,
+                                                           CrossEntropy)}
+
+
+def get_loss(loss: str | Loss) -> Loss:
+    """The Loss named ``loss`` ("mse", "binary_cross_entropy" or "cross_entropy")."""
+    if isinstance(loss, Loss):
+        return loss
+    v.choice(loss, "loss", LOSSES)
+    return LOSSES[loss]()

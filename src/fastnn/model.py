@@ -1,0 +1,916 @@
+"""The sequential multi-layer perceptron: layers, flat parameter buffers, forward and backward.
+
+Layer ``i`` computes ``z = x @ W + b``, then optionally batch normalisation, then its
+activation ``g``, then optionally inverted dropout (hidden layers only)::
+
+    x --(W, b)--> z --[batch norm: gamma, beta]--> g(.) = a --[dropout]--> next layer
+
+Memory layout. All trainable numbers of a model live in ONE contiguous buffer
+``model.params``; layers hold views into it. The order is every layer's weight matrix
+``W`` (row-major, (n_in, n_out)) first, then per layer its bias ``b`` -- or, for a
+batch-normalised layer, ``gamma`` and ``beta`` (the bias is then dropped: ``beta``
+plays its role). L2 decay of weights only is therefore the slice
+``params[:n_weights]``. ``model.grads`` has the same layout; ``model.buffers`` holds
+the batch-norm running statistics (not trained, saved with the model).
+
+Workspaces (activations and their gradients) are allocated once per batch size and
+reused, so a training step allocates no array in steady state.
+
+Input rule. ``X`` may hold any real dtype (bool, int, float); it is converted once per
+call to the model's dtype (float32 or float64) -- a float64 array given to a float32
+model is rounded to float32, an int array is converted. Complex, object and string
+arrays are refused. NaN and infinity are refused (after conversion, so values too
+large for float32 are caught too). Kernels only ever see the model's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import _validation as v
+from ._backend import backend as _get_backend
+from ._backend import default_backend_name
+from ._kernels.codes import ACTIVATION_CODES, DEFAULT_ALPHA
+from .initializers import DISTRIBUTIONS, INITIALIZERS, default_init, initialize
+from .losses import Loss, get_loss
+from .optim import DivergenceError
+
+__all__ = ["MLP", "Dense", "check_X", "check_random_state"]
+
+ACTIVATIONS = tuple(ACTIVATION_CODES)
+
+
+# --- argument helpers ------------------------------------------------------------------
+
+def check_random_state(random_state) -> np.random.SeedSequence:
+    """A SeedSequence from None (fresh entropy), an int >= 0, a SeedSequence or a Generator."""
+    if random_state is None:
+        return np.random.SeedSequence()
+    if isinstance(random_state, np.random.SeedSequence):
+        return random_state
+    if isinstance(random_state, np.random.Generator):
+        return np.random.SeedSequence(random_state.integers(0, 2**63, size=4).tolist())
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be >= 0, got {random_state}")
+        return np.random.SeedSequence(int(random_state))
+    raise TypeError(f"random_state must be None, an int, a numpy SeedSequence or Generator, "
+                    f"got {type(random_state).__name__}")
+
+
+def check_dtype(dtype) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in v.FLOAT_DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """True when every element is finite; one cheap float64 sum in the common case."""
+    if a.dtype.kind != "f" or a.size == 0:
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = float(np.sum(a, dtype=np.float64))
+    return math.isfinite(s) or bool(np.isfinite(a).all())
+
+
+def check_X(X, dtype, n_features: int | None = None, name: str = "X") -> np.ndarray:
+    """``X`` as a C-contiguous 2-D array of ``dtype``, checked (see the module's input rule).
+
+    Raises TypeError for non-numeric data and ValueError for a wrong shape, an empty
+    array, a wrong number of features or non-finite values.
+    """
+    if hasattr(X, "tocsr") or hasattr(X, "toarray"):
+        raise TypeError(f"{name} is a sparse matrix; fastnn needs dense data "
+                        f"(convert it with {name}.toarray())")
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # ragged nested lists
+        raise TypeError(f"{name} must be a 2-D array of numbers ({exc})") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers (bool, int or float), got dtype "
+                        f"{arr.dtype}")
+    if arr.ndim != 2:
+        hint = f"; use {name}.reshape(-1, 1) for a single feature" if arr.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape "
+                         f"{arr.shape}{hint}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it has 0 samples (shape {arr.shape})")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(f"{name} has {arr.shape[1]} features, but this model expects "
+                         f"{n_features}")
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(arr, dtype=dtype)
+    if not _all_finite(out):
+        extra = "" if out.dtype == arr.dtype else f" (after conversion to {out.dtype})"
+        raise ValueError(f"{name} contains NaN or infinity{extra}")
+    return out
+
+
+def _per_layer(value, name, n, check):
+    """A scalar setting repeated n times, or a sequence of exactly n settings, checked."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        return [check(value, name) for _ in range(n)]
+    if len(value) != n:
+        raise ValueError(f"{name} must be one value or a list of {n} (one per hidden "
+                         f"layer), got {len(value)}")
+    return [check(x, f"{name}[{i}]") for i, x in enumerate(value)]
+
+
+def _activation(value, name):
+    return v.choice(value, name, ACTIVATIONS)
+
+
+def _rate(value, name):
+    return v.scalar(value, name, low=0, high=1, high_open=True)
+
+
+# --- layers -----------------------------------------------------------------------------
+
+class Dense:
+    """One layer of an :class:`MLP`; its arrays are views into the model's buffers.
+
+    Attributes
+    ----------
+    n_in, n_out : int
+    activation : str
+        Name of g (the output layer of a cross-entropy model computes logits: "identity").
+    alpha : float
+        The slope (leaky_relu) or scale (elu) of g; ignored by other activations.
+    dropout : float
+        Drop probability of inverted dropout after g (0: none).
+    batch_norm : bool
+        Batch normalisation between z and g.
+    W : ndarray (n_in, n_out)
+    b : ndarray (n_out,) or None
+        None for batch-normalised layers (``beta`` is their shift).
+    gamma, beta, running_mean, running_var : ndarray (n_out,) or None
+        Batch-normalisation scale and shift, and the inference statistics.
+    frozen : bool
+        A frozen layer's parameters are not updated (and its batch normalisation uses
+        the running statistics, as in inference).
+    """
+
+    def __init__(self, index, n_in, n_out, activation, alpha, dropout, batch_norm):
+        self.index = index
+        self.n_in, self.n_out = n_in, n_out
+        self.activation, self.alpha = activation, alpha
+        self.dropout, self.batch_norm = dropout, batch_norm
+        self.frozen = False
+        self.W = self.b = self.gamma = self.beta = None
+        self.running_mean = self.running_var = None
+        self.dW = self.db = self.dgamma = self.dbeta = None
+
+    def spec(self) -> dict:
+        """The layer's configuration as plain JSON-able values."""
+        return {"n_in": self.n_in, "n_out": self.n_out, "activation": self.activation,
+                "alpha": self.alpha, "dropout": self.dropout, "batch_norm": self.batch_norm,
+                "frozen": self.frozen}
+
+    def __repr__(self):
+        extra = ""
+        if self.batch_norm:
+            extra += ", batch_norm=True"
+        if self.dropout:
+            extra += f", dropout={self.dropout}"
+        if self.frozen:
+            extra += ", frozen=True"
+        return f"Dense({self.n_in} -> {self.n_out}, {self.activation!r}{extra})"
+
+
+class _TrainSpace:
+    """Buffers of one training step for batch size m (allocated once, reused)."""
+
+    def __init__(self, model, m):
+        dt = model.dtype
+        self.m = m
+        self.xb = np.empty((m, model.n_features_in), dt)
+        self.yb = {}
+        self.z, self.zn, self.a, self.out, self.g, self.h = [], [], [], [], [], []
+        self.x_hat, self.inv_std, self.mask, self.u, self.db = [], [], [], [], []
+        n_layers = len(model.layers)
+        for i, layer in enumerate(model.layers):
+            shape = (m, layer.n_out)
+            z = np.empty(shape, dt)
+            fused_out = i == n_layers - 1 and model.loss.fused
+            bn = layer.batch_norm
+            zn = np.empty(shape, dt) if bn else None
+            a = z if (fused_out and not bn) else np.empty(shape, dt)
+            self.z.append(z)
+            self.zn.append(zn)
+            self.a.append(a)
+            self.x_hat.append(np.empty(shape, dt) if bn else None)
+            self.inv_std.append(np.empty(layer.n_out, dt) if bn else None)
+            self.h.append(np.empty(shape, dt) if bn else None)
+            self.db.append(np.empty(layer.n_out, dt) if bn else None)
+            if layer.dropout:
+                self.mask.append(np.empty(shape, np.uint8))
+                self.u.append(np.empty(shape, np.float32))
+                self.out.append(np.empty(shape, dt))
+            else:
+                self.mask.append(None)
+                self.u.append(None)
+                self.out.append(a)
+            self.g.append(np.empty(shape, dt))
+
+    def target_buffer(self, y):
+        key = (y.shape[1:], y.dtype)
+        buf = self.yb.get(key)
+        if buf is None:
+            buf = self.yb[key] = np.empty((self.m, *y.shape[1:]), y.dtype)
+        return buf
+
+
+class _EvalSpace:
+    """Buffers of one inference pass over m rows (one or two per layer)."""
+
+    def __init__(self, model, m):
+        dt = model.dtype
+        self.z = [np.empty((m, layer.n_out), dt) for layer in model.layers]
+        self.zn = [np.empty((m, layer.n_out), dt) if layer.batch_norm else None
+                   for layer in model.layers]
+
+
+# --- the model -----------------------------------------------------------------------------
+
+class MLP:
+    """A sequential multi-layer perceptron of dense layers.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        ``(n_features, hidden_1, ..., hidden_k, n_outputs)``, at least two entries.
+    activation : str or list of str, default "relu"
+        Hidden-layer activation, one for all or one per hidden layer: "identity",
+        "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu" or "softmax".
+    loss : {"mse", "binary_cross_entropy", "cross_entropy"}, default "mse"
+        The cross-entropies are fused with the output activation (sigmoid / softmax):
+        the output layer computes logits (see :mod:`fastnn.losses`).
+    output_activation : str or None
+        For "mse", the output layer's activation (default "identity"). For the
+        cross-entropies only None or the fused activation ("sigmoid" /
+        "softmax") is accepted.
+    dropout : float or list of float, default 0
+        Drop rate of inverted dropout after each hidden layer, in [0, 1).
+    batch_norm : bool or list of bool, default False
+        Batch normalisation before each hidden layer's activation.
+    activation_alpha : float or list of float or None
+        alpha of leaky_relu (default 0.01) and elu (default 1.0) hidden layers.
+    init : {"auto", "he", "kaiming", "xavier", "glorot"}, default "auto"
+        "auto": He for relu, leaky_relu and elu layers, Xavier for the others.
+    init_distribution : {"normal", "uniform"}, default "normal"
+    bn_momentum, bn_eps : float
+        Running statistics move by ``bn_momentum`` per step; ``bn_eps`` is added to
+        the variance.
+    dtype : float32 or float64, default float32
+    backend : {"numpy", "numba", "cython"} or None
+        Which kernels run the model (None: ``fastnn.default_backend_name()``).
+    random_state : None, int, numpy SeedSequence or Generator
+        Seeds the initial weights, the shuffling, the validation split and the dropout
+        masks (four independent streams).
+
+    Examples
+    --------
+    >>> import fastnn
+    >>> net = fastnn.MLP([2, 16, 3], loss="cross_entropy", backend="numpy",
+    ...                  random_state=0)
+    >>> net.n_params
+    99
+    """
+
+    def __init__(self, layer_sizes: Sequence[int], activation="relu", *, loss="mse",
+                 output_activation: str | None = None, dropout=0.0, batch_norm=False,
+                 activation_alpha=None, init: str = "auto",
+                 init_distribution: str = "normal", bn_momentum: float = 0.1,
+                 bn_eps: float = 1e-5, dtype="float32", backend: str | None = None,
+                 random_state=None):
+        sizes = self._check_sizes(layer_sizes)
+        n_hidden = len(sizes) - 2
+        acts = _per_layer(activation, "activation", n_hidden, _activation)
+        rates = _per_layer(dropout, "dropout", n_hidden, _rate)
+        bns = _per_layer(batch_norm, "batch_norm", n_hidden, v.boolean)
+        if activation_alpha is None:
+            alphas = [DEFAULT_ALPHA.get(a, 0.0) for a in acts]
+        else:
+            alphas = _per_layer(activation_alpha, "activation_alpha", n_hidden, v.scalar)
+        self.loss: Loss = get_loss(loss)
+        out_act = self._check_output_activation(self.loss, output_activation, sizes[-1])
+        self.init = v.choice(init, "init", ("auto",) + INITIALIZERS)
+        self.init_distribution = v.choice(init_distribution, "init_distribution",
+                                          DISTRIBUTIONS)
+        self.bn_momentum = v.scalar(bn_momentum, "bn_momentum", low=0, high=1)
+        self.bn_eps = v.scalar(bn_eps, "bn_eps", low=0, low_open=True)
+        self.dtype = check_dtype(dtype)
+        self.set_backend(backend)
+        seeds = check_random_state(random_state).spawn(4)
+        self.rngs = {name: np.random.default_rng(s)
+                     for name, s in zip(("init", "shuffle", "split", "dropout"), seeds)}
+        specs = [dict(activation=acts[i], alpha=alphas[i], dropout=rates[i],
+                      batch_norm=bns[i]) for i in range(n_hidden)]
+        specs.append(dict(activation=out_act, alpha=DEFAULT_ALPHA.get(out_act, 0.0),
+                          dropout=0.0, batch_norm=False))
+        for i, spec in enumerate(specs):
+            spec.update(n_in=sizes[i], n_out=sizes[i + 1])
+        self.optimizer = None
+        self.history = None
+        self._build(specs)
+        self.reset_parameters()
+
+    # --- construction -----------------------------------------------------------------
+    @staticmethod
+    def _check_sizes(layer_sizes):
+        if isinstance(layer_sizes, (str, bytes)) or not isinstance(layer_sizes, Sequence):
+            raise TypeError("layer_sizes must be a sequence of ints (n_features, hidden..., "
+                            f"n_outputs), got {layer_sizes!r}")
+        if len(layer_sizes) < 2:
+            raise ValueError("layer_sizes needs at least 2 entries (n_features and "
+                             f"n_outputs), got {list(layer_sizes)}")
+        return [v.integer(s, f"layer_sizes[{i}]", low=1) for i, s in enumerate(layer_sizes)]
+
+    @staticmethod
+    def _check_output_activation(loss, output_activation, n_out):
+        if n_out < loss.min_outputs:
+            raise ValueError(f"loss {loss.name!r} needs at least {loss.min_outputs} "
+                             f"outputs, got layer_sizes[-1] = {n_out}")
+        if loss.fused:
+            fused = "softmax" if loss.name == "cross_entropy" else "sigmoid"
+            if output_activation not in (None, fused):
+                raise ValueError(f"output_activation must be None or {fused!r} with loss "
+                                 f"{loss.name!r} (the loss applies it to the logits), got "
+                                 f"{output_activation!r}")
+            return "identity"
+        if output_activation is None:
+            return "identity"
+        return _activation(output_activation, "output_activation")
+
+    def _build(self, specs, old_layers=None):
+        """Allocate the flat buffers for ``specs`` and point the layers into them.
+
+        ``old_layers[i]``, when given, is a layer whose values layer i takes over.
+        """
+        layers = [Dense(i, s["n_in"], s["n_out"], s["activation"], s["alpha"],
+                        s["dropout"], s["batch_norm"]) for i, s in enumerate(specs)]
+        for layer, s in zip(layers, specs):
+            layer.frozen = bool(s.get("frozen", False))
+        n_w = sum(layer.n_in * layer.n_out for layer in layers)
+        n_rest = sum(layer.n_out * (2 if layer.batch_norm else 1) for layer in layers)
+        n_buf = sum(2 * layer.n_out for layer in layers if layer.batch_norm)
+        params = np.zeros(n_w + n_rest, self.dtype)
+        grads = np.zeros(n_w + n_rest, self.dtype)
+        buffers = np.zeros(n_buf, self.dtype)
+        w_off, r_off, b_off = 0, n_w, 0
+        segments = []  # (start, stop, is_weight, layer index)
+        for layer in layers:
+            size = layer.n_in * layer.n_out
+            shape = (layer.n_in, layer.n_out)
+            layer.W = params[w_off:w_off + size].reshape(shape)
+            layer.dW = grads[w_off:w_off + size].reshape(shape)
+            segments.append((w_off, w_off + size, True, layer.index))
+            w_off += size
+            k = layer.n_out
+            if layer.batch_norm:
+                layer.gamma, layer.dgamma = params[r_off:r_off + k], grads[r_off:r_off + k]
+                layer.beta = params[r_off + k:r_off + 2 * k]
+                layer.dbeta = grads[r_off + k:r_off + 2 * k]
+                segments.append((r_off, r_off + 2 * k, False, layer.index))
+                r_off += 2 * k
+                layer.running_mean = buffers[b_off:b_off + k]
+                layer.running_var = buffers[b_off + k:b_off + 2 * k]
+                b_off += 2 * k
+                layer.gamma[...] = 1
+                layer.running_var[...] = 1
+                layer.zero_bias = np.zeros(k, self.dtype)
+            else:
+                layer.b, layer.db = params[r_off:r_off + k], grads[r_off:r_off + k]
+                segments.append((r_off, r_off + k, False, layer.index))
+                r_off += k
+        if old_layers is not None:
+            for layer, old in zip(layers, old_layers):
+                if old is None:
+                    continue
+                for name in ("W", "b", "gamma", "beta", "running_mean", "running_var"):
+                    if getattr(layer, name) is not None:
+                        getattr(layer, name)[...] = getattr(old, name)
+        self.layers = layers
+        self.params, self.grads, self.buffers = params, grads, buffers
+        self.n_weights = n_w
+        segments.sort()
+        self._segments = segments
+        self._layout_token = object()  # optimizer state is tied to this layout
+        self._frozen_version = 0
+        self._train_spaces: OrderedDict[int, _TrainSpace] = OrderedDict()
+        self._eval_spaces: OrderedDict[int, _EvalSpace] = OrderedDict()
+
+    def _init_layer(self, layer):
+        name = default_init(layer.activation) if self.init == "auto" else self.init
+        initialize(layer.W, name, self.init_distribution, self.rngs["init"])
+        if layer.b is not None:
+            layer.b[...] = 0
+        if layer.batch_norm:
+            layer.gamma[...] = 1
+            layer.beta[...] = 0
+            layer.running_mean[...] = 0
+            layer.running_var[...] = 1
+
+    def reset_parameters(self) -> None:
+        """Draw fresh initial weights (SPEC initialisation; biases zero, gamma one)."""
+        for layer in self.layers:
+            self._init_layer(layer)
+
+    # --- description ---------------------------------------------------------------------
+    @property
+    def layer_sizes(self) -> list[int]:
+        return [self.layers[0].n_in] + [layer.n_out for layer in self.layers]
+
+    @property
+    def n_features_in(self) -> int:
+        return self.layers[0].n_in
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layers[-1].n_out
+
+    @property
+    def n_params(self) -> int:
+        return self.params.size
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """The weight matrices W (n_in, n_out), views into ``params``."""
+        return [layer.W for layer in self.layers]
+
+    @property
+    def biases(self) -> list[np.ndarray | None]:
+        """The biases b (n_out,), views into ``params`` (None for batch-normalised layers)."""
+        return [layer.b for layer in self.layers]
+
+    def get_config(self) -> dict:
+        """The architecture and settings as plain JSON-able values (no weights)."""
+        return {"layers": [layer.spec() for layer in self.layers], "loss": self.loss.name,
+                "init": self.init, "init_distribution": self.init_distribution,
+                "bn_momentum": self.bn_momentum, "bn_eps": self.bn_eps,
+                "dtype": self.dtype.name, "backend": self.backend_name}
+
+    @classmethod
+    def from_config(cls, config: dict, *, backend: str | None = None,
+                    random_state=None) -> "MLP":
+        """A freshly initialised model with the architecture of ``get_config()``."""
+        layers = config["layers"]
+        if not isinstance(layers, list) or not layers:
+            raise ValueError("config['layers'] must be a non-empty list")
+        sizes = [layers[0]["n_in"]] + [s["n_out"] for s in layers]
+        for i in range(1, len(layers)):
+            if layers[i]["n_in"] != layers[i - 1]["n_out"]:
+                raise ValueError(f"config layer {i} has n_in {layers[i]['n_in']} but "
+                                 f"layer {i - 1} has n_out {layers[i - 1]['n_out']}")
+        hidden = layers[:-1]
+        out = layers[-1]
+        loss = get_loss(config["loss"])
+        model = cls(sizes, [s["activation"] for s in hidden], loss=loss.name,
+                    output_activation=None if loss.fused else out["activation"],
+                    dropout=[s["dropout"] for s in hidden],
+                    batch_norm=[s["batch_norm"] for s in hidden],
+                    activation_alpha=[s["alpha"] for s in hidden],
+                    init=config.get("init", "auto"),
+                    init_distribution=config.get("init_distribution", "normal"),
+                    bn_momentum=config.get("bn_momentum", 0.1),
+                    bn_eps=config.get("bn_eps", 1e-5), dtype=config["dtype"],
+                    backend=backend, random_state=random_state)
+        if out.get("dropout", 0.0) or out.get("batch_norm", False):
+            raise ValueError("the output layer cannot have dropout or batch normalisation")
+        if not loss.fused:
+            model.layers[-1].alpha = v.scalar(out.get("alpha", 0.0), "alpha")
+        for layer, s in zip(model.layers, layers):
+            layer.frozen = v.boolean(s.get("frozen", False), "frozen")
+        model._frozen_version += 1
+        return model
+
+    def __repr__(self):
+        acts = [layer.activation for layer in self.layers[:-1]]
+        return (f"MLP({self.layer_sizes}, activation={acts}, loss={self.loss.name!r}, "
+                f"dtype={self.dtype.name}, backend={self.backend_name!r}, "
+                f"n_params={self.n_params})")
+
+    # --- backend ---------------------------------------------------------------------------
+    def set_backend(self, name: str | None = None) -> "MLP":
+        """Run this model on another backend (None: the default); returns self."""
+        if name is None:
+            name = default_backend_name()
+        self.kernels = _get_backend(name)
+        self.backend_name = self.kernels.name
+        return self
+
+    # --- freezing and transfer learning ---------------------------------------------------
+    def _layer_indices(self, layers):
+        n = len(self.layers)
+        if layers is None:
+            return list(range(n))
+        if isinstance(layers, slice):
+            return list(range(n))[layers]
+        if isinstance(layers, numbers.Integral):
+            layers = [layers]
+        out = []
+        for i in layers:
+            i = v.integer(i, "layers")
+            if not -n <= i < n:
+                raise ValueError(f"layer index {i} is out of range for {n} layers")
+            out.append(i % n)
+        return out
+
+    def freeze(self, layers=None) -> "MLP":
+        """Freeze layers (an index, a list of indices, a slice; None: all). Returns self.
+
+        A frozen layer's parameters are not updated by any optimizer (nor decayed) and
+        its batch normalisation, if any, uses the running statistics.
+        """
+        for i in self._layer_indices(layers):
+            self.layers[i].frozen = True
+        self._frozen_version += 1
+        return self
+
+    def unfreeze(self, layers=None) -> "MLP":
+        """Make layers trainable again (None: all). Returns self."""
+        for i in self._layer_indices(layers):
+            self.layers[i].frozen = False
+        self._frozen_version += 1
+        return self
+
+    def param_segments(self) -> list[tuple[int, int, bool]]:
+        """(start, stop, is_weight) slices of ``params`` of the trainable layers, in order."""
+        return [(s, e, w) for s, e, w, i in self._segments if not self.layers[i].frozen]
+
+    def replace_output(self, n_outputs: int, *, loss: str | None = None,
+                       output_activation: str | None = None) -> "MLP":
+        """Replace the output layer by a freshly initialised one with ``n_outputs`` units.
+
+        Hidden layers keep their values and frozen flags; ``loss`` changes the loss
+        (default: keep it). The parameter buffers are rebuilt, so the model's
+        optimizer is dropped (its state belongs to the old layout). Returns self.
+        """
+        n_outputs = v.integer(n_outputs, "n_outputs", low=1)
+        new_loss = get_loss(loss if loss is not None else self.loss.name)
+        out_act = self._check_output_activation(new_loss, output_activation, n_outputs)
+        specs = [layer.spec() for layer in self.layers]
+        specs[-1] = dict(n_in=self.layers[-1].n_in, n_out=n_outputs, activation=out_act,
+                         alpha=DEFAULT_ALPHA.get(out_act, 0.0), dropout=0.0,
+                         batch_norm=False, frozen=False)
+        old = self.layers[:-1] + [None]
+        self.loss = new_loss
+        self._build(specs, old_layers=old)
+        self._init_layer(self.layers[-1])
+        self.optimizer = None
+        return self
+
+    # --- workspaces -------------------------------------------------------------------------
+    _MAX_SPACES = 4
+
+    def _space(self, cache, cls, m):
+        ws = cache.get(m)
+        if ws is None:
+            ws = cache[m] = cls(self, m)
+            while len(cache) > self._MAX_SPACES:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(m)
+        return ws
+
+    def _inference_rows(self, n):
+        widest = max(self.layer_sizes)
+        return max(1, min(n, (1 << 20) // widest))
+
+    # --- forward ---------------------------------------------------------------------------
+    def _forward_train(self, x, ws):
+        """Training-mode forward of one batch into ws; returns the model output array."""
+        k = self.kernels
+        for i, layer in enumerate(self.layers):
+            z, a = ws.z[i], ws.a[i]
+            if layer.batch_norm:
+                k.dense_forward(x, layer.W, layer.zero_bias, "identity", None, z=z, a=z)
+                zn = ws.zn[i]
+                if layer.frozen:
+                    k.batch_norm_eval(z, layer.gamma, layer.beta, layer.running_mean,
+                                      layer.running_var, self.bn_eps, out=zn)
+                else:
+                    k.batch_norm_train(z, layer.gamma, layer.beta, layer.running_mean,
+                                       layer.running_var, self.bn_eps, self.bn_momentum,
+                                       out=zn, x_hat=ws.x_hat[i], inv_std=ws.inv_std[i])
+                k.activation_forward(zn, layer.activation, layer.alpha, out=a)
+            else:
+                k.dense_forward(x, layer.W, layer.b, layer.activation, layer.alpha, z=z, a=a)
+            if layer.dropout:
+                u, mask = ws.u[i], ws.mask[i]
+                self.rngs["dropout"].random(dtype=np.float32, out=u)
+                np.greater_equal(u, layer.dropout, out=mask.view(np.bool_))
+                k.dropout(a, mask, layer.dropout, out=ws.out[i])
+            x = ws.out[i]
+        return x
+
+    def _forward_eval(self, x, ws):
+        k = self.kernels
+        for i, layer in enumerate(self.layers):
+            z = ws.z[i]
+            if layer.batch_norm:
+                k.dense_forward(x, layer.W, layer.zero_bias, "identity", None, z=z, a=z)
+                k.batch_norm_eval(z, layer.gamma, layer.beta, layer.running_mean,
+                                  layer.running_var, self.bn_eps, out=ws.zn[i])
+                k.activation_forward(ws.zn[i], layer.activation, layer.alpha, out=z)
+            else:
+                k.dense_forward(x, layer.W, layer.b, layer.activation, layer.alpha, z=z, a=z)
+            x = z
+        return x
+
+    def decision_function(self, X) -> np.ndarray:
+        """The model output in inference mode: logits for the cross-entropies, else g(z).
+
+        X (n, n_features) of any real dtype (converted, see the module's input rule);
+        returns (n, n_outputs) of the model's dtype. Evaluated in chunks of rows so that
+        the workspace stays small; dropout is off and batch normalisation uses the
+        running statistics.
+        """
+        return self._decision_checked(check_X(X, self.dtype, self.n_features_in))
+
+    def forward(self, X, *, training: bool = False) -> np.ndarray:
+        """The output for X; ``training=True`` uses batch statistics and dropout.
+
+        In training mode the batch-norm running statistics are updated and dropout
+        masks drawn, exactly as in a training step (without the update). Returns a new
+        array (n, n_outputs).
+        """
+        if not training:
+            return self.decision_function(X)
+        X = check_X(X, self.dtype, self.n_features_in)
+        ws = self._space(self._train_spaces, _TrainSpace, X.shape[0])
+        self._check_bn_batch(X.shape[0])
+        return self._forward_train(X, ws).copy()
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Probabilities: sigmoid (binary_cross_entropy) or softmax (cross_entropy) of the logits."""
+        return self.loss.proba(self.kernels, self.decision_function(X))
+
+    def predict(self, X) -> np.ndarray:
+        """mse: the outputs (n, n_outputs); binary_cross_entropy: 0/1 labels (n, n_outputs);
+        cross_entropy: class indices (n,)."""
+        return self.loss.predict(self.kernels, self.decision_function(X))
+
+    # --- targets -------------------------------------------------------------------------------
+    def check_targets(self, y, n_samples: int | None = None, name: str = "y") -> np.ndarray:
+        """``y`` checked and converted for this model's loss (see :mod:`fastnn.losses`)."""
+        t = self.loss.prepare_targets(y, self.n_outputs, self.dtype, name)
+        if n_samples is not None and t.shape[0] != n_samples:
+            raise ValueError(f"X and {name} have different numbers of samples "
+                             f"({n_samples} and {t.shape[0]})")
+        return t
+
+    def check_data(self, X, y) -> tuple[np.ndarray, np.ndarray]:
+        """(X, y) checked and converted for training or evaluation."""
+        X = check_X(X, self.dtype, self.n_features_in)
+        return X, self.check_targets(y, X.shape[0])
+
+    # --- training ------------------------------------------------------------------------------
+    def _check_bn_batch(self, m):
+        if m < 2 and any(layer.batch_norm and not layer.frozen for layer in self.layers):
+            raise ValueError("batch normalisation in training needs batches of at least "
+                             f"2 samples, got {m}")
+
+    def _backward(self, x, y, ws, out):
+        k = self.kernels
+        layers = self.layers
+        lowest = next((i for i, layer in enumerate(layers) if not layer.frozen), None)
+        if lowest is None:
+            raise ValueError("every layer of the model is frozen: nothing to train")
+        self.loss.gradient(k, out, y, ws.g[-1])
+        for i in range(len(layers) - 1, lowest - 1, -1):
+            layer, g = layers[i], ws.g[i]
+            x_in = x if i == 0 else ws.out[i - 1]
+            if layer.dropout:
+                k.dropout(g, ws.mask[i], layer.dropout, out=g)
+            if layer.batch_norm:
+                h = ws.h[i]
+                k.activation_backward(g, ws.zn[i], ws.a[i], layer.activation, layer.alpha,
+                                      out=h)
+                if layer.frozen:
+                    inv = 1 / np.sqrt(layer.running_var.astype(np.float64) + self.bn_eps)
+                    np.multiply(h, (layer.gamma * inv).astype(self.dtype), out=g)
+                else:
+                    k.batch_norm_backward(h, ws.x_hat[i], layer.gamma, ws.inv_std[i],
+                                          dx=g, dgamma=layer.dgamma, dbeta=layer.dbeta)
+                k.dense_backward(x_in, ws.z[i], ws.z[i], g, "identity", None,
+                                 dz=g, dw=layer.dW, db=ws.db[i])
+            else:
+                k.dense_backward(x_in, ws.z[i], ws.a[i], g, layer.activation, layer.alpha,
+                                 dz=g, dw=layer.dW, db=layer.db)
+            if i > lowest:
+                k.dense_input_gradient(g, layer.W, dx=ws.g[i - 1])
+
+    def _check_batch(self, xb, yb):
+        if not (isinstance(xb, np.ndarray) and xb.dtype == self.dtype and xb.ndim == 2
+                and xb.shape[1] == self.n_features_in):
+            raise ValueError(f"xb must be an (m, {self.n_features_in}) {self.dtype.name} "
+                             f"array; prepare data with model.check_data(X, y)")
+        m = xb.shape[0]
+        if m == 0:
+            raise ValueError("xb is empty: a training step needs at least one sample")
+        if len(yb) != m:
+            raise ValueError(f"xb and yb have different numbers of samples ({m} and "
+                             f"{len(yb)})")
+        self._check_bn_batch(m)
+        return m
+
+    def _loss_and_gradient(self, xb, yb) -> float:
+        ws = self._space(self._train_spaces, _TrainSpace, self._check_batch(xb, yb))
+        out = self._forward_train(xb, ws)
+        loss = self.loss.value(self.kernels, out, yb)
+        self._last_output = out
+        if not math.isfinite(loss):
+            raise DivergenceError(f"the loss is {loss}", what="loss", value=loss)
+        self._backward(xb, yb, ws, out)
+        return loss
+
+    def loss_and_gradient(self, X, y) -> float:
+        """Training-mode loss on (X, y), with its gradient written into ``model.grads``.
+
+        Nothing is updated except the batch-norm running statistics (and the dropout
+        stream). Gradients of frozen layers (below the lowest trainable one) are not
+        computed. Useful for gradient checks and custom optimizers.
+        """
+        X, y = self.check_data(X, y)
+        return self._loss_and_gradient(X, y)
+
+    def train_step(self, xb: np.ndarray, yb: np.ndarray, optimizer) -> float:
+        """One optimizer step on the batch (xb, yb); returns the batch loss.
+
+        ``xb`` (m, n_features) in the model's dtype and ``yb`` as returned by
+        :meth:`check_targets` (the training loop prepares both once per fit). The step
+        is forward (training mode), loss, backward, then ``optimizer.step(self)``; it
+        is the unit a compiled whole-step path would replace.
+
+        Raises
+        ------
+        DivergenceError
+            When the loss or the gradient is not finite. Parameters are untouched then.
+        """
+        loss = self._loss_and_gradient(xb, yb)
+        optimizer.step(self)
+        return loss
+
+    def _batches(self, n, batch_size):
+        """Batch bounds over n rows; the last partial batch is kept (merged into the
+        previous one when it would be a single sample and batch norm needs >= 2)."""
+        bounds = [(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
+        if (len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1
+                and any(layer.batch_norm and not layer.frozen for layer in self.layers)):
+            last = bounds.pop()
+            bounds[-1] = (bounds[-1][0], last[1])
+        return bounds
+
+    def train_epoch(self, X: np.ndarray, y: np.ndarray, optimizer, batch_size: int, *,
+                    shuffle: bool = True, on_step=None) -> dict:
+        """One pass over (X, y) in mini-batches; returns ``{"loss", "accuracy"?}``.
+
+        X and y must be prepared by :meth:`check_data`. With ``shuffle`` the batches
+        follow a fresh permutation from the model's shuffle stream; each batch is
+        gathered into a reused buffer (the data set is never copied). ``loss`` is the
+        mean of the per-sample training losses seen during the epoch (each batch's
+        loss weighted by its size); ``accuracy`` (classification) counts the batch
+        predictions made before each update, as Keras reports it.
+        ``on_step(step_index, batch_loss)`` is called after every completed step.
+
+        This is the method a compiled whole-epoch path would replace.
+        """
+        n = X.shape[0]
+        order = self.rngs["shuffle"].permutation(n) if shuffle else None
+        total, correct = 0.0, 0
+        classify = self.loss.is_classifier
+        for j, (s, e) in enumerate(self._batches(n, batch_size)):
+            if order is None:
+                xb, yb = X[s:e], y[s:e]
+            else:
+                ws = self._space(self._train_spaces, _TrainSpace, e - s)
+                idx = order[s:e]
+                xb = np.take(X, idx, axis=0, out=ws.xb, mode="clip")
+                yb = np.take(y, idx, axis=0, out=ws.target_buffer(y), mode="clip")
+            loss = self.train_step(xb, yb, optimizer)
+            total += loss * (e - s)
+            if classify:
+                correct += self.loss.n_correct(self._last_output, yb)
+            if on_step is not None:
+                on_step(j, loss)
+        logs = {"loss": total / n}
+        if classify:
+            logs["accuracy"] = correct / n
+        return logs
+
+    # --- evaluation ------------------------------------------------------------------------------
+    def evaluate(self, X, y, *, checked: bool = False) -> dict:
+        """Inference-mode loss and metrics on (X, y): ``{"loss", "accuracy" | "r2"}``.
+
+        ``accuracy`` for the cross-entropies (a row counts when all its labels are
+        right), ``r2`` (coefficient of determination, averaged over outputs) for mse.
+        ``checked=True`` skips the input checks for data prepared by :meth:`check_data`.
+        """
+        if not checked:
+            X, y = self.check_data(X, y)
+        out = self._decision_checked(X)
+        n = X.shape[0]
+        rows = self._inference_rows(n)
+        total = 0.0
+        for s in range(0, n, rows):
+            e = min(n, s + rows)
+            total += self.loss.value(self.kernels, out[s:e], y[s:e]) * (e - s)
+        logs = {"loss": total / n}
+        if self.loss.is_classifier:
+            logs["accuracy"] = self.loss.n_correct(out, y) / n
+        else:
+            logs["r2"] = _r2(y, out)
+        return logs
+
+    def _decision_checked(self, X):
+        n = X.shape[0]
+        result = np.empty((n, self.n_outputs), self.dtype)
+        rows = self._inference_rows(n)
+        for s in range(0, n, rows):
+            e = min(n, s + rows)
+            ws = self._space(self._eval_spaces, _EvalSpace, e - s)
+            result[s:e] = self._forward_eval(X[s:e], ws)
+        return result
+
+    def score(self, X, y) -> float:
+        """Accuracy (classification) or R^2 (regression) on (X, y)."""
+        logs = self.evaluate(X, y)
+        return logs["accuracy"] if self.loss.is_classifier else logs["r2"]
+
+    def fit(self, X, y, **kwargs):
+        """Train the model; see :func:`fastnn.training.fit` for the arguments."""
+        from .training import fit
+        return fit(self, X, y, **kwargs)
+
+    # --- state -----------------------------------------------------------------------------------
+    def get_state(self) -> dict:
+        """Copies of ``params`` and ``buffers`` (restore with :meth:`set_state`)."""
+        return {"params": self.params.copy(), "buffers": self.buffers.copy()}
+
+    def set_state(self, state: dict) -> None:
+        """Copy saved ``params`` and ``buffers`` back in place (the layout must match)."""
+        for name in ("params", "buffers"):
+            src, dst = np.asarray(state[name]), getattr(self, name)
+            if src.shape != dst.shape:
+                raise ValueError(f"{name} must have shape {dst.shape}, got {src.shape}")
+            np.copyto(dst, src, casting="same_kind")
+
+    def rng_states(self) -> dict:
+        """The bit-generator states of the four random streams (JSON-able)."""
+        return {name: _rng_state_to_json(g) for name, g in self.rngs.items()}
+
+    def set_rng_states(self, states: dict) -> None:
+        for name, g in self.rngs.items():
+            g.bit_generator.state = _rng_state_from_json(states[name], name)
+
+    def copy(self) -> "MLP":
+        """An independent model with the same configuration, values and random states."""
+        clone = MLP.from_config(self.get_config(), backend=self.backend_name)
+        clone.set_state(self.get_state())
+        clone.set_rng_states(self.rng_states())
+        return clone
+
+
+def _r2(y, out):
+    y64 = np.asarray(y, np.float64)
+    resid = ((y64 - out) ** 2).sum(axis=0)
+    total = ((y64 - y64.mean(axis=0)) ** 2).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(total > 0, 1 - resid / np.where(total > 0, total, 1),
+                      np.where(resid == 0, 1.0, 0.0))
+    return float(r2.mean())
+
+
+def _rng_state_to_json(g: np.random.Generator) -> dict:
+    st = g.bit_generator.state
+    if st.get("bit_generator") != "PCG64":
+        raise ValueError(f"only PCG64 generators can be saved, got {st.get('bit_generator')}")
+    # Python ints are arbitrary precision but other JSON readers are not: decimal strings.
+    return {"bit_generator": "PCG64", "state": str(st["state"]["state"]),
+            "inc": str(st["state"]["inc"]), "has_uint32": int(st["has_uint32"]),
+            "uinteger": int(st["uinteger"])}
+
+
+def _rng_state_from_json(d, name) -> dict:
+    try:
+        if d["bit_generator"] != "PCG64":
+            raise ValueError
+        state, inc = int(d["state"]), int(d["inc"])
+        has, uint = int(d["has_uint32"]), int(d["uinteger"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"random state {name!r} is not a valid PCG64 state") from None
+    if not (0 <= state < 2**128 and 0 <= inc < 2**128 and has in (0, 1)
+            and 0 <= uint < 2**32):
+        raise ValueError(f"random state {name!r} is out of range")
+    return {"bit_generator": "PCG64", "state": {"state": state, "inc": inc},
+            "has_uint32": has, "uinteger": uint}

@@ -1,0 +1,387 @@
+"""Optimizers (SPEC "Optimizers"): one fused kernel call per step over a model's flat buffers.
+
+Every model keeps all its parameters in one contiguous buffer (weights of every layer
+first, then biases and normalisation parameters) and all gradients in a matching one.
+An optimizer therefore updates the whole model with one call of its backend kernel
+(``fastnn.backend(name).adam_step(...)`` and so on) -- two when L2 decay must skip the
+bias slice, a few more when frozen layers cut the buffer into pieces.
+
+>>> Adam()
+Adam(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, weight_decay=0.0)
+>>> from fastnn.schedules import Cosine
+>>> SGD(lr=Cosine(0.1, T=50), weight_decay=1e-4)
+SGD(lr=Cosine(lr=0.1, T=50, eta_min=0.0, per='epoch'), weight_decay=0.0001)
+
+Each step, before anything is updated, the global L2 norm of the trainable gradient
+is computed (one reduction per piece): a non-finite norm raises
+:class:`DivergenceError` and leaves the parameters untouched, and ``clip_norm``
+rescales the gradient when the norm exceeds it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _validation as v
+from .schedules import (Constant, Schedule, as_schedule, schedule_from_config,
+                        schedule_to_config)
+
+__all__ = [
+    "DivergenceError", "Optimizer", "SGD", "Momentum", "Nesterov", "Adagrad", "RMSProp",
+    "Adam", "AdamW", "OPTIMIZERS", "get_optimizer", "optimizer_from_state",
+]
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a non-finite loss or gradient and was stopped.
+
+    Attributes
+    ----------
+    what : str
+        "loss" or "gradient".
+    value : float
+        The offending value (nan or inf).
+    history : fastnn.training.History or None
+        What was recorded before the stop (set by the training loop).
+    """
+
+    def __init__(self, message: str, *, what: str = "loss", value: float = math.nan):
+        super().__init__(message)
+        self.what = what
+        self.value = value
+        self.history = None
+
+
+class Optimizer:
+    """Base class. Subclasses set ``name``, ``state_names`` and implement ``_update``.
+
+    Parameters
+    ----------
+    lr : float or Schedule
+        Learning rate, or a schedule giving it (see :mod:`fastnn.schedules`).
+    weight_decay : float, default 0
+        L2 regularisation ``g += weight_decay * theta`` (decoupled decay for AdamW).
+    decay_biases : bool, default False
+        Decay biases and normalisation parameters too (by default only weights).
+    clip_norm : float or None
+        Rescale the gradient by ``clip_norm / ||g||`` when its global L2 norm (over all
+        trainable parameters) exceeds ``clip_norm``.
+    """
+
+    name = ""
+    state_names: tuple[str, ...] = ()
+    _defaults: dict = {}
+
+    def __init__(self, lr, *, weight_decay: float = 0.0, decay_biases: bool = False,
+                 clip_norm: float | None = None):
+        self.schedule: Schedule = as_schedule(lr)
+        self.weight_decay = v.scalar(weight_decay, "weight_decay", low=0)
+        self.decay_biases = v.boolean(decay_biases, "decay_biases")
+        self.clip_norm = None if clip_norm is None else v.scalar(
+            clip_norm, "clip_norm", low=0, low_open=True)
+        self.reset()
+
+    # --- state ----------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the step count, the epoch count and every state buffer."""
+        self.t = 0              # optimizer steps completed
+        self.epoch = 0          # epochs completed (the clock of per-epoch schedules)
+        self.state: dict[str, np.ndarray] = {}
+        self.last_grad_norm = math.nan
+        self._token = None      # the model parameter layout the state belongs to
+        self._runs_key = None
+        self._runs = ()
+
+    def _bind(self, model) -> None:
+        if self._token is model._layout_token:
+            return
+        n, dtype = model.params.size, model.params.dtype
+        if self.state or self.t:
+            if all(a.shape == (n,) and a.dtype == dtype for a in self.state.values()) \
+                    and self._token is None:
+                self._token = model._layout_token  # state loaded from a file for this model
+                return
+            raise ValueError(
+                f"this {type(self).__name__} holds state for another model (or for this "
+                f"model before its layers changed); call optimizer.reset() or create a "
+                f"new optimizer")
+        self.state = {name: np.zeros(n, dtype) for name in self.state_names}
+        self._token = model._layout_token
+
+    # --- learning rate ----------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        """The learning rate the next step will use."""
+        return self.schedule(self.t if self.schedule.per == "step" else self.epoch)
+
+    def end_epoch(self, monitored: float | None = None) -> None:
+        """Advance the epoch clock; ``monitored`` (the validation loss) feeds plateau schedules."""
+        self.epoch += 1
+        if monitored is not None:
+            self.schedule.observe(monitored)
+
+    # --- the step -----------------------------------------------------------------------
+    def _update_runs(self, model):
+        """Contiguous (start, stop, decayed) pieces of the trainable parameters."""
+        decays = self.weight_decay > 0
+        key = (model._layout_token, model._frozen_version, self.decay_biases, decays)
+        if key != self._runs_key:
+            runs = []
+            for start, stop, is_weight in model.param_segments():
+                decayed = decays and (is_weight or self.decay_biases)
+                if runs and runs[-1][1] == start and runs[-1][2] == decayed:
+                    runs[-1] = (runs[-1][0], stop, decayed)
+                else:
+                    runs.append((start, stop, decayed))
+            self._runs_key, self._runs = key, tuple(runs)
+        return self._runs
+
+    def step(self, model) -> float:
+        """Update ``model.params`` in place from ``model.grads``; returns the gradient norm.
+
+        Raises
+        ------
+        DivergenceError
+            If the gradient norm is not finite; nothing is updated then.
+        """
+        self._bind(model)
+        runs = self._update_runs(model)
+        if not runs:
+            raise ValueError("every layer of the model is frozen: nothing to train")
+        k, p, g = model.kernels, model.params, model.grads
+        sq = 0.0
+        for s, e, _ in runs:
+            sq += k.squared_norm(g[s:e])
+        norm = math.sqrt(sq)
+        self.last_grad_norm = norm
+        if not math.isfinite(norm):
+            raise DivergenceError(f"the gradient norm is {norm}", what="gradient",
+                                  value=norm)
+        if self.clip_norm is not None and norm > self.clip_norm:
+            factor = self.clip_norm / norm
+            for s, e, _ in runs:
+                k.scale_inplace(g[s:e], factor)
+        lr = self.lr
+        self.t += 1
+        for s, e, decayed in runs:
+            st = {name: arr[s:e] for name, arr in self.state.items()}
+            self._update(k, p[s:e], g[s:e], st, lr, self.weight_decay if decayed else 0.0)
+        return norm
+
+    def _update(self, k, param, grad, state, lr, weight_decay):
+        raise NotImplementedError
+
+    # --- description, saving --------------------------------------------------------------
+    def hyperparameters(self) -> dict:
+        """The optimizer-specific hyperparameters (not lr, decay or clipping)."""
+        return {name: getattr(self, name) for name in self._defaults}
+
+    def get_config(self) -> dict:
+        """Constructor arguments, JSON-able (a schedule as its config)."""
+        lr = self.schedule
+        return {"lr": lr.lr if isinstance(lr, Constant) else schedule_to_config(lr),
+                **self.hyperparameters(), "weight_decay": self.weight_decay,
+                "decay_biases": self.decay_biases, "clip_norm": self.clip_norm}
+
+    def __repr__(self):
+        cfg = self.get_config()
+        parts = [f"lr={self.schedule.lr!r}" if isinstance(cfg["lr"], float)
+                 else f"lr={self.schedule!r}"]
+        parts += [f"{k}={val!r}" for k, val in self.hyperparameters().items()]
+        parts.append(f"weight_decay={self.weight_decay!r}")
+        if self.decay_biases:
+            parts.append("decay_biases=True")
+        if self.clip_norm is not None:
+            parts.append(f"clip_norm={self.clip_norm!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue training: JSON-able metadata plus arrays.
+
+        Returns ``{"name", "config", "t", "epoch", "schedule_state", "arrays"}``,
+        ``arrays`` mapping state names to copies of the flat state buffers.
+        """
+        return {"name": self.name, "config": self.get_config(), "t": self.t,
+                "epoch": self.epoch, "schedule_state": self.schedule.state_dict(),
+                "arrays": {k: a.copy() for k, a in self.state.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore counters, schedule state and buffers saved by :meth:`state_dict`."""
+        if state.get("name") != self.name:
+            raise ValueError(f"state is for optimizer {state.get('name')!r}, not "
+                             f"{self.name!r}")
+        arrays = state.get("arrays", {})
+        if arrays and set(arrays) != set(self.state_names):
+            raise ValueError(f"{self.name} state arrays must be {list(self.state_names)}, "
+                             f"got {sorted(arrays)}")
+        sizes = {a.shape for a in arrays.values()}
+        if len(sizes) > 1 or any(len(s) != 1 for s in sizes):
+            raise ValueError("optimizer state arrays must be 1-D and of one length")
+        t = v.integer(state.get("t", 0), "t", low=0)
+        epoch = v.integer(state.get("epoch", 0), "epoch", low=0)
+        self.reset()
+        self.schedule.load_state_dict(state.get("schedule_state", {}))
+        self.t, self.epoch = t, epoch
+        self.state = {k: np.array(a, copy=True, order="C") for k, a in arrays.items()}
+
+
+def _momentum(value):
+    return v.scalar(value, "momentum", low=0, high=1, high_open=True)
+
+
+class SGD(Optimizer):
+    """theta -= lr g (SPEC SGD); default lr 0.01."""
+
+    name = "sgd"
+
+    def __init__(self, lr=0.01, *, weight_decay=0.0, decay_biases=False, clip_norm=None):
+        super().__init__(lr, weight_decay=weight_decay, decay_biases=decay_biases,
+                         clip_norm=clip_norm)
+
+    def _update(self, k, param, grad, state, lr, weight_decay):
+        k.sgd_step(param, grad, lr, weight_decay)
+
+
+class Momentum(Optimizer):
+    """v = momentum v + (1 - dampening) g; theta -= lr v.
+
+    dampening = 0 is the heavy-ball form (PyTorch's default); dampening = momentum the
+    moving-average form of seeds 001 and 003.
+    """
+
+    name = "momentum"
+    state_names = ("velocity",)
+    _defaults = {"momentum": 0.9, "dampening": 0.0}
+
+    def __init__(self, lr=0.01, momentum=0.9, dampening=0.0, *, weight_decay=0.0,
+                 decay_biases=False, clip_norm=None):
+        self.momentum = _momentum(momentum)
+        self.dampening = v.scalar(dampening, "dampening", low=0, high=1)
+        super().__init__(lr, weight_decay=weight_decay, decay_biases=decay_biases,
+                         clip_norm=clip_norm)
+
+    def _update(self, k, param, grad, state, lr, weight_decay):
+        k.momentum_step(param, grad, state["velocity"], lr, self.momentum, self.dampening,
+                        weight_decay)
+
+
+class Nesterov(Momentum):
+    """Nesterov accelerated gradient: v = momentum v + (1 - d) g; theta -= lr (g + momentum v)."""
+
+    name = "nesterov"
+
+    def _update(self, k, param, grad, state, lr, weight_decay):
+        k.nesterov_step(param, grad, state["velocity"], lr, self.momentum, self.dampening,
+                        weight_decay)
+
+
+class Adagrad(Optimizer):
+    """G += g^2; theta -= lr g / (sqrt(G) + eps), or lr g / sqrt(G + eps) with eps_inside_sqrt."""
+
+    name = "adagrad"
+    state_names = ("sum_sq",)
+    _defaults = {"eps": 1e-10, "eps_inside_sqrt": False}
+
+    def __init__(self, lr=0.01, eps=1e-10, eps_inside_sqrt=False, *, weight_decay=0.0,
+                 decay_biases=False, clip_norm=None):
+        self.eps = v.scalar(eps, "eps", low=0, low_open=True)
+        self.eps_inside_sqrt = v.boolean(eps_inside_sqrt, "eps_inside_sqrt")
+        super().__init__(lr, weight_decay=weight_decay, decay_biases=decay_biases,
+                         clip_norm=clip_norm)
+
+    def _update(self, k, param, grad, state, lr, weight_decay):
+        k.adagrad_step(param, grad, state["sum_sq"], lr, self.eps, self.eps_inside_sqrt,
+                       weight_decay)
+
+
+class RMSProp(Optimizer):
+    """s = rho s + (1 - rho) g^2; theta -= lr g / (sqrt(s) + eps) (or sqrt(s + eps))."""
+
+    name = "rmsprop"
+    state_names = ("sq_avg",)
+    _defaults = {"rho": 0.9, "eps": 1e-8, "eps_inside_sqrt": False}
+
+    def __init__(self, lr=0.01, rho=0.9, eps=1e-8, eps_inside_sqrt=False, *,
+                 weight_decay=0.0, decay_biases=False, clip_norm=None):
+        self.rho = v.scalar(rho, "rho", low=0, high=1, high_open=True)
+        self.eps = v.scalar(eps, "eps", low=0, low_open=True)
+        self.eps_inside_sqrt = v.boolean(eps_inside_sqrt, "eps_inside_sqrt")
+        super().__init__(lr, weight_decay=weight_decay, decay_biases=decay_biases,
+                         clip_norm=clip_norm)
+
+    def _update(self, k, param, grad, state, lr, weight_decay):
+        k.rmsprop_step(param, grad, state["sq_avg"], lr, self.rho, self.eps,
+                       self.eps_inside_sqrt, weight_decay)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with bias corrections; L2 ``weight_decay`` added to the gradient."""
+
+    name = "adam"
+    state_names = ("m", "v")
+    _defaults = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, *, weight_decay=0.0,
+                 decay_biases=False, clip_norm=None):
+        self.beta1 = v.scalar(beta1, "beta1", low=0, high=1, high_open=True)
+        self.beta2 = v.scalar(beta2, "beta2", low=0, high=1, high_open=True)
+        self.eps = v.scalar(eps, "eps", low=0, low_open=True)
+        super().__init__(lr, weight_decay=weight_decay, decay_biases=decay_biases,
+                         clip_norm=clip_norm)
+
+    def _update(self, k, param, grad, state, lr, weight_decay):
+        k.adam_step(param, grad, state["m"], state["v"], self.t, lr, self.beta1,
+                    self.beta2, self.eps, weight_decay)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: theta -= lr wd theta, then the Adam step.
+
+    Default ``weight_decay`` 0.01 (applied to weights only unless ``decay_biases``).
+    """
+
+    name = "adamw"
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, *, weight_decay=0.01,
+                 decay_biases=False, clip_norm=None):
+        super().__init__(lr, beta1, beta2, eps, weight_decay=weight_decay,
+                         decay_biases=decay_biases, clip_norm=clip_norm)
+
+    def _update(self, k, param, grad, state, lr, weight_decay):
+        step = k.adamw_step if weight_decay else k.adam_step
+        step(param, grad, state["m"], state["v"], self.t, lr, self.beta1, self.beta2,
+             self.eps, weight_decay)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    cls.name: cls for cls in (SGD, Momentum, Nesterov, Adagrad, RMSProp, Adam, AdamW)
+}
+
+
+def get_optimizer(optimizer: str | Optimizer = "adam", **kwargs) -> Optimizer:
+    """An optimizer instance: returned as is, or built from its name and ``kwargs``.
+
+    Names: "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw".
+    """
+    if isinstance(optimizer, Optimizer):
+        if kwargs:
+            raise TypeError("keyword arguments are only accepted with an optimizer name")
+        return optimizer
+    v.choice(optimizer, "optimizer", OPTIMIZERS)
+    return OPTIMIZERS[optimizer](**kwargs)
+
+
+def optimizer_from_state(state: dict) -> Optimizer:
+    """Rebuild an optimizer from :meth:`Optimizer.state_dict` output (names from OPTIMIZERS)."""
+    name = v.choice(state.get("name"), "optimizer name", OPTIMIZERS)
+    config = dict(state.get("config", {}))
+    if isinstance(config.get("lr"), dict):
+        config["lr"] = schedule_from_config(config["lr"])
+    try:
+        opt = OPTIMIZERS[name](**config)
+    except TypeError as exc:
+        raise ValueError(f"bad arguments for optimizer {name!r}: {exc}") from None
+    opt.load_state_dict(state)
+    return opt
