@@ -726,12 +726,15 @@ class MLP:
 
     def _loss_and_gradient(self, xb, yb) -> float:
         ws = self._space(self._train_spaces, _TrainSpace, self._check_batch(xb, yb))
-        out = self._forward_train(xb, ws)
-        loss = self.loss.value(self.kernels, out, yb)
-        self._last_output = out
-        if not math.isfinite(loss):
-            raise DivergenceError(f"the loss is {loss}", what="loss", value=loss)
-        self._backward(xb, yb, ws, out)
+        # Overflow on the way to a divergence is detected below and reported with
+        # advice; NumPy's floating-point warnings would only add noise before it.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            out = self._forward_train(xb, ws)
+            loss = self.loss.value(self.kernels, out, yb)
+            self._last_output = out
+            if not math.isfinite(loss):
+                raise DivergenceError(f"the loss is {loss}", what="loss", value=loss)
+            self._backward(xb, yb, ws, out)
         return loss
 
     def loss_and_gradient(self, X, y) -> float:
@@ -758,7 +761,8 @@ class MLP:
             When the loss or the gradient is not finite. Parameters are untouched then.
         """
         loss = self._loss_and_gradient(xb, yb)
-        optimizer.step(self)
+        with np.errstate(over="ignore", invalid="ignore"):
+            optimizer.step(self)
         return loss
 
     def _batches(self, n, batch_size):

@@ -248,14 +248,14 @@ class _DeferredInterrupt:
             raise KeyboardInterrupt
 
 
-def _progress_bar(enabled, total, verbose):
+def _progress_bar(enabled, total):
     if not enabled:
         return None
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, unit="epoch", leave=verbose > 0, dynamic_ncols=True)
+    return tqdm(total=total, unit="epoch", dynamic_ncols=True)
 
 
 def _format_logs(logs):
@@ -381,7 +381,7 @@ def fit(model, X, y, *, optimizer: Optimizer | str | None = None, epochs: int = 
     for cb in cbs:
         cb.on_train_begin(model, {"has_validation": has_val})
 
-    bar = _progress_bar(progress, epochs, verbose)
+    bar = _progress_bar(progress, epochs)
     say = bar.write if bar is not None else print
     snapshot = None
     state = {"epoch": 0, "step": -1}
