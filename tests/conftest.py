@@ -1,0 +1,29 @@
+"""Test-suite setup: hypothesis profiles and a quiet import of fastnn.
+
+Profiles (select with HYPOTHESIS_PROFILE=<name>; "ci" is the default):
+
+- "ci": 40 examples per property, derandomised so a CI run is reproducible, no
+  deadline (the first call of a Numba kernel compiles it).
+- "dev": 10 examples, random, for quick local runs.
+- "nojit": 3 examples, for the NUMBA_DISABLE_JIT run where kernels are Python loops.
+"""
+
+import os
+import warnings
+
+from hypothesis import HealthCheck, settings
+
+_COMMON = dict(deadline=None, print_blob=True,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("ci", max_examples=40, derandomize=True, **_COMMON)
+settings.register_profile("dev", max_examples=10, **_COMMON)
+settings.register_profile("nojit", max_examples=3, derandomize=True, **_COMMON)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# Importing fastnn from a tree whose Cython extensions are not built emits a
+# BuildWarning, which `filterwarnings = error` would turn into a collection error for
+# every test module. The Cython tests do not need the warning to fail: asking for
+# fastnn.backend("cython") raises ImportError with the build command in that case.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="fastnn's Cython kernels are not built")
+    import fastnn  # noqa: F401,E402

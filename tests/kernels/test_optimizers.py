@@ -1,0 +1,220 @@
+"""Optimizer updates: each compiled backend equals the NumPy reference bit for bit.
+
+SPEC rule 1: every update is computed in the array dtype in the reference's operation
+order, with each hyperparameter expression (1 - beta1, lr * wd, 1 - beta1 ** step)
+computed in float64 and cast once, and no FMA. So param and every state buffer must
+be identical after each step (``assert_exact``), over several consecutive steps, for
+float32 and float64, for any values including NaN, inf, signed zeros and subnormals.
+squared_norm is a float64 reduction (summation-order bound); scale_inplace is exact.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kernels._support import (
+    ALL_BACKENDS, COMPILED, DTYPES, IN_LAYOUTS, SMALL, any_floats, arrays, assert_exact,
+    assert_within, backend, case_id, finite_floats, laid_out, reduction_floats,
+    rng_array, run_pair, shapes_any, sum_bound, ulp,
+)
+
+# name -> (state buffers, whether a state holds squares (non-negative))
+OPTIMIZERS = {
+    "sgd_step": (),
+    "momentum_step": ("velocity",),
+    "nesterov_step": ("velocity",),
+    "adagrad_step": ("sum_sq",),
+    "rmsprop_step": ("sq_avg",),
+    "adam_step": ("m", "v"),
+    "adamw_step": ("m", "v"),
+}
+SQUARES = {"sum_sq", "sq_avg", "v"}
+
+unit_open = st.floats(0.0, 1.0, exclude_max=True)
+
+
+def hyper_strategy(opt):
+    """Hyperparameters in their valid ranges, the SPEC defaults among them."""
+    lr = st.one_of(st.sampled_from([0.0, 1e-3, 0.01, 0.1, 1.0]), st.floats(0.0, 10.0))
+    wd = st.one_of(st.just(0.0), st.sampled_from([1e-4, 0.01, 0.1]), st.floats(0.0, 1.0))
+    eps = st.one_of(st.sampled_from([1e-10, 1e-8]), st.floats(1e-12, 0.1))
+    if opt == "sgd_step":
+        return st.fixed_dictionaries({"lr": lr, "weight_decay": wd})
+    if opt in ("momentum_step", "nesterov_step"):
+        return st.fixed_dictionaries({
+            "lr": lr, "weight_decay": wd,
+            "momentum": st.one_of(st.just(0.9), unit_open),
+            "dampening": st.one_of(st.just(0.0), st.floats(0.0, 1.0))})
+    if opt == "adagrad_step":
+        return st.fixed_dictionaries({"lr": lr, "weight_decay": wd, "eps": eps,
+                                      "eps_inside_sqrt": st.booleans()})
+    if opt == "rmsprop_step":
+        return st.fixed_dictionaries({"lr": lr, "weight_decay": wd, "eps": eps,
+                                      "rho": st.one_of(st.just(0.9), unit_open),
+                                      "eps_inside_sqrt": st.booleans()})
+    return st.fixed_dictionaries({
+        "lr": lr, "eps": eps, "weight_decay": wd,
+        "beta1": st.one_of(st.just(0.9), unit_open),
+        "beta2": st.one_of(st.just(0.999), unit_open),
+        "step": st.one_of(st.integers(1, 20), st.integers(1, 10**7))})
+
+
+DEFAULTS = {
+    "sgd_step": {"lr": 0.1, "weight_decay": 0.01},
+    "momentum_step": {"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "weight_decay": 0.01},
+    "nesterov_step": {"lr": 0.1, "momentum": 0.9, "dampening": 0.0, "weight_decay": 0.01},
+    "adagrad_step": {"lr": 0.1, "eps": 1e-10, "eps_inside_sqrt": False, "weight_decay": 0.01},
+    "rmsprop_step": {"lr": 0.01, "rho": 0.9, "eps": 1e-8, "eps_inside_sqrt": True,
+                     "weight_decay": 0.01},
+    "adam_step": {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 1e-4},
+    "adamw_step": {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
+                   "weight_decay": 0.01},
+}
+
+
+def run_steps(name, opt, param, grads, state, hyper, layout, err, first_step=1):
+    """Consecutive updates with grads[i]; bit-identical param and state after each."""
+    cur = {"param": param, **state}
+    inplace = ("param",) + OPTIMIZERS[opt]
+    for i, g in enumerate(grads):
+        h = dict(hyper)
+        if opt in ("adam_step", "adamw_step"):
+            h["step"] = hyper.get("step", first_step) + i
+        args = {**cur, "grad": g, **h}
+        actual, expected = run_pair(name, opt, args, inplace=inplace, in_layout=layout)
+        for buf in inplace:
+            assert_exact(actual[buf], expected[buf], f"{buf} after step {i + 1}: {err}")
+        cur = {buf: np.ascontiguousarray(expected[buf]) for buf in inplace}
+        assert actual.get("result") is None
+
+
+def initial_state(opt, rng, shape, dtype):
+    return {s: (np.abs(rng_array(rng, shape, dtype)) if s in SQUARES
+                else rng_array(rng, shape, dtype)) for s in OPTIMIZERS[opt]}
+
+
+@pytest.mark.parametrize("layout", IN_LAYOUTS)
+@pytest.mark.parametrize("opt", list(OPTIMIZERS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", COMPILED)
+def test_optimizer_layouts(name, dtype, opt, layout):
+    """param and state in ``layout`` (written back when not contiguous), grad too."""
+    rng = np.random.default_rng(30)
+    shape = (5, 7)
+    param = rng_array(rng, shape, dtype)
+    grads = [rng_array(rng, shape, dtype) for _ in range(3)]
+    run_steps(name, opt, param, grads, initial_state(opt, rng, shape, dtype),
+              DEFAULTS[opt], layout, case_id(name, dtype, opt, layout))
+
+
+@pytest.mark.parametrize("variant", ["eps_outside", "eps_inside", "no_decay"])
+@pytest.mark.parametrize("opt", list(OPTIMIZERS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", COMPILED)
+def test_optimizer_large_many_steps(name, dtype, opt, variant):
+    """A long buffer (not a multiple of any SIMD width) over 5 steps from zero state;
+    the Adam step count starts at 1 or, to exercise the bias corrections near 1, 4999."""
+    n = 101 if SMALL else 100_003
+    rng = np.random.default_rng(31)
+    hyper = dict(DEFAULTS[opt])
+    if "eps_inside_sqrt" in hyper:
+        hyper["eps_inside_sqrt"] = variant == "eps_inside"
+    if variant == "no_decay":
+        hyper["weight_decay"] = 0.0
+    state = {s: np.zeros(n, dtype) for s in OPTIMIZERS[opt]}
+    grads = [rng_array(rng, n, dtype) for _ in range(5)]
+    first = 1 if variant == "eps_outside" else 4999
+    run_steps(name, opt, rng_array(rng, n, dtype), grads, state, hyper, "C",
+              case_id(name, dtype, opt, variant), first_step=first)
+
+
+@pytest.mark.parametrize("opt", list(OPTIMIZERS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", COMPILED)
+def test_optimizer_property(name, dtype, opt):
+    @given(data=st.data(), hyper=hyper_strategy(opt), layout=st.sampled_from(IN_LAYOUTS))
+    def prop(data, hyper, layout):
+        shape = data.draw(shapes_any(), "shape")
+        el = any_floats(dtype)
+        param = data.draw(arrays(dtype, shape, el), "param")
+        grads = [data.draw(arrays(dtype, shape, el), "grad") for _ in range(2)]
+        state = {s: data.draw(arrays(dtype, shape, el.map(abs) if s in SQUARES else el), s)
+                 for s in OPTIMIZERS[opt]}
+        run_steps(name, opt, param, grads, state, hyper, layout,
+                  case_id(name, dtype, opt, shape, hyper, layout))
+    prop()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", COMPILED)
+def test_squared_norm_and_scale_property(name, dtype):
+    """squared_norm: sum x^2 accumulated in float64, within sum_bound of the reference's
+    pairwise sum (terms x^2 are exact in float64 for float32 x, rounded once for float64
+    x in both). scale_inplace: x *= factor, factor cast once: exact."""
+    @given(data=st.data(), layout=st.sampled_from(IN_LAYOUTS),
+           factor=st.one_of(st.sampled_from([0.1, 0.5, -3.0, 0.0]), finite_floats(np.float64)))
+    def prop(data, layout, factor):
+        shape = data.draw(shapes_any())
+        x = data.draw(arrays(dtype, shape, reduction_floats(dtype)))
+        err = case_id(name, dtype, shape, layout, factor)
+        actual, expected = run_pair(name, "squared_norm", {"x": x}, in_layout=layout)
+        x64 = x.astype(np.float64)
+        bound = sum_bound(x.size, np.sum(x64 * x64), np.float64) \
+            + 2 * ulp(expected["result"], np.float64)
+        assert_within(actual["result"], expected["result"], bound, "squared_norm " + err)
+        lay = "C" if layout == "C_readonly" else layout
+        actual, expected = run_pair(name, "scale_inplace", {"x": x, "factor": factor},
+                                    inplace=("x",), in_layout=lay)
+        assert_exact(actual["x"], expected["x"], "scale_inplace " + err)
+    prop()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", COMPILED)
+def test_squared_norm_large(name, dtype):
+    x = rng_array(np.random.default_rng(32), 101 if SMALL else 1_000_003, dtype, scale=3.0)
+    actual, expected = run_pair(name, "squared_norm", {"x": x})
+    x64 = x.astype(np.float64)
+    bound = sum_bound(x.size, np.sum(x64 * x64), np.float64) + 2 * ulp(expected["result"],
+                                                                       np.float64)
+    assert_within(actual["result"], expected["result"], bound, case_id(name, dtype))
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+def test_clip_grad_norm(name, dtype, layout):
+    """||g|| = sqrt(squared_norm(g)); if above max_norm, g *= max_norm / ||g||, in place
+    through the Backend's own squared_norm and scale_inplace."""
+    k = backend(name)
+    g0 = rng_array(np.random.default_rng(33), (6, 5), dtype, scale=2.0)
+    g = laid_out(g0, layout)
+    norm = k.clip_grad_norm(g, max_norm=1.0)
+    want_norm = float(np.sqrt(np.sum(g0.astype(np.float64) ** 2)))
+    assert norm == pytest.approx(want_norm, rel=60 * np.finfo(np.float64).eps), name
+    want = g0.copy()
+    k.scale_inplace(want, 1.0 / norm)
+    assert_exact(g, want, case_id(name, dtype, layout))
+    before = g.copy()
+    assert k.clip_grad_norm(g, max_norm=10.0) <= 10.0  # under the bound: untouched
+    assert_exact(g, before, case_id(name, dtype, layout, "no clip"))
+
+
+@pytest.mark.parametrize("opt", list(OPTIMIZERS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+def test_nan_gradient_poisons_only_its_parameter(name, dtype, opt):
+    """NaN is never hidden: a NaN gradient element makes that parameter NaN (and its
+    state), the others update normally."""
+    k = backend(name)
+    rng = np.random.default_rng(34)
+    param = rng_array(rng, 6, dtype)
+    grad = rng_array(rng, 6, dtype)
+    grad[2] = np.nan
+    state = initial_state(opt, rng, 6, dtype)
+    hyper = dict(DEFAULTS[opt])
+    if opt in ("adam_step", "adamw_step"):
+        hyper["step"] = 1
+    getattr(k, opt)(param, grad, **state, **hyper)
+    np.testing.assert_array_equal(np.isnan(param), np.isnan(grad), err_msg=f"{name} {opt}")
