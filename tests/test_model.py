@@ -439,3 +439,25 @@ def test_replace_output_keeps_hidden_layers_and_drops_the_optimizer():
     np.testing.assert_array_equal(net.layers[0].running_mean, stats)
     assert not net.layers[-1].b.any()
     net.fit(X, X[:, 0], epochs=1)  # trains on the new task
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+def test_a_training_epoch_allocates_no_workspace_sized_arrays(backend):
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((2048, 64)), rng.integers(0, 10, 2048)
+    net = MLP([64, 256, 256, 10], loss="cross_entropy", batch_norm=True, dropout=0.1,
+              backend=backend, random_state=0)
+    net.fit(X, y, epochs=1, batch_size=128)  # warm-up: workspaces, optimizer state
+    Xc, yc = net.check_data(X, y)
+    one_activation = 128 * 256 * net.dtype.itemsize
+    tracemalloc.start()
+    try:
+        net.train_epoch(Xc, yc, net.optimizer, 128)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # 16 steps: the epoch's permutation (2048 int64) and small per-step objects only,
+    # never an array the size of one batch's activations (the NumPy reference, which
+    # allocates temporaries inside its kernels, is left out on purpose).
+    assert peak < 2048 * 8 + one_activation // 4

@@ -8,7 +8,8 @@ import pytest
 import fastnn
 from fastnn.optim import OPTIMIZERS
 from fastnn.schedules import (
-    SCHEDULES, Constant, Cosine, LinearWarmup, ReduceOnPlateau, StepDecay, as_schedule,
+    SCHEDULES, Constant, Cosine, InverseScaling, LinearWarmup, ReduceOnPlateau, StepDecay,
+    as_schedule,
     schedule_from_config, schedule_to_config,
 )
 
@@ -32,6 +33,12 @@ def test_cosine_formula_and_hold_after_T():
         want = eta_min + 0.5 * (eta0 - eta_min) * (1 + math.cos(math.pi * t / T))
         assert s(t) == pytest.approx(want, rel=1e-14)
     assert s(0) == eta0 and s(T) == pytest.approx(eta_min) and s(T + 50) == s(T)
+
+
+def test_inverse_scaling():
+    s = InverseScaling(0.1, power_t=0.5)
+    assert s.per == "step"
+    assert [s(t) for t in (0, 3, 99)] == pytest.approx([0.1, 0.05, 0.01], rel=1e-15)
 
 
 def test_linear_warmup_then_cosine_matches_the_seed_figure_shifted_by_one():
@@ -84,6 +91,7 @@ def test_reduce_on_plateau_state_round_trip():
 @pytest.mark.parametrize("schedule", [
     Constant(0.2), StepDecay(0.2, 3, 0.5, per="step"), Cosine(0.2, 10, 0.01),
     LinearWarmup(3, Cosine(0.2, 10)), LinearWarmup(2, ReduceOnPlateau(0.1)),
+    InverseScaling(0.3, 0.25, per="epoch"),
     ReduceOnPlateau(0.3, factor=0.2, patience=4),
 ])
 def test_config_round_trip(schedule):
@@ -93,8 +101,8 @@ def test_config_round_trip(schedule):
 
 
 def test_registry_and_bad_arguments():
-    assert set(SCHEDULES) == {"constant", "step_decay", "cosine", "linear_warmup",
-                              "reduce_on_plateau"}
+    assert set(SCHEDULES) == {"constant", "step_decay", "cosine", "inverse_scaling",
+                              "linear_warmup", "reduce_on_plateau"}
     with pytest.raises(ValueError, match="schedule name must be one of"):
         schedule_from_config({"name": "exponential", "lr": 0.1})
     with pytest.raises(ValueError, match="bad arguments"):

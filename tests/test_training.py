@@ -263,7 +263,7 @@ def test_non_finite_weights_are_rolled_back_to_the_start_of_the_epoch():
     np.testing.assert_array_equal(net.params, start)
 
 
-def test_keyboard_interrupt_leaves_the_last_completed_step():
+def test_keyboard_interrupt_leaves_the_last_completed_step(tmp_path):
     X, y = _blobs(64)
     net = _net()
     after_step = []
@@ -282,7 +282,9 @@ def test_keyboard_interrupt_leaves_the_last_completed_step():
     np.testing.assert_array_equal(net.params, after_step[-1])
     assert net.history.stop_reason == "interrupted"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    net.predict(X)
+    fastnn.save(net, tmp_path / "interrupted.fastnn")
+    back = fastnn.load(tmp_path / "interrupted.fastnn")
+    np.testing.assert_array_equal(back.predict(X), net.predict(X))
 
 
 def test_verbose_prints_one_line_per_epoch(capsys):

@@ -18,7 +18,9 @@ from .model import MLP
 from .optim import (
     SGD, Adagrad, Adam, AdamW, DivergenceError, Momentum, Nesterov, Optimizer, RMSProp,
 )
-from .schedules import Constant, Cosine, LinearWarmup, ReduceOnPlateau, StepDecay
+from .schedules import (
+    Constant, Cosine, InverseScaling, LinearWarmup, ReduceOnPlateau, StepDecay,
+)
 from .training import Callback, EarlyStopping, History, ModelCheckpoint, fit
 
 __version__ = "0.1.0"
@@ -29,8 +31,8 @@ __all__ = [
     # training library
     "MLP", "fit", "History", "Callback", "EarlyStopping", "ModelCheckpoint",
     "Optimizer", "SGD", "Momentum", "Nesterov", "Adagrad", "RMSProp", "Adam", "AdamW",
-    "DivergenceError", "Constant", "Cosine", "LinearWarmup", "ReduceOnPlateau",
-    "StepDecay", "save", "load", "ModelFileError",
+    "DivergenceError", "Constant", "Cosine", "InverseScaling", "LinearWarmup",
+    "ReduceOnPlateau", "StepDecay", "save", "load", "ModelFileError",
 ]
 
 _warn_if_unbuilt()

@@ -23,7 +23,8 @@ import math
 from . import _validation as v
 
 __all__ = [
-    "Schedule", "Constant", "StepDecay", "Cosine", "LinearWarmup", "ReduceOnPlateau",
+    "Schedule", "Constant", "StepDecay", "Cosine", "InverseScaling", "LinearWarmup",
+    "ReduceOnPlateau",
     "SCHEDULES", "as_schedule", "schedule_from_config", "schedule_to_config",
 ]
 
@@ -146,6 +147,23 @@ class Cosine(Schedule):
         return {"lr": self.lr, "T": self.T, "eta_min": self.eta_min, "per": self.per}
 
 
+class InverseScaling(Schedule):
+    """eta_t = lr / (t + 1) ** power_t (scikit-learn's "invscaling"); per step by default."""
+
+    name = "inverse_scaling"
+
+    def __init__(self, lr: float, power_t: float = 0.5, *, per: str = "step"):
+        self.lr = _lr(lr)
+        self.power_t = v.scalar(power_t, "power_t", low=0)
+        self.per = _per(per)
+
+    def __call__(self, t: int) -> float:
+        return self.lr / (t + 1) ** self.power_t
+
+    def get_config(self):
+        return {"lr": self.lr, "power_t": self.power_t, "per": self.per}
+
+
 class LinearWarmup(Schedule):
     """Linear warm-up over ``warmup`` units, then the schedule ``after``.
 
@@ -256,7 +274,8 @@ class ReduceOnPlateau(Schedule):
 
 
 SCHEDULES: dict[str, type[Schedule]] = {
-    cls.name: cls for cls in (Constant, StepDecay, Cosine, LinearWarmup, ReduceOnPlateau)
+    cls.name: cls for cls in (Constant, StepDecay, Cosine, InverseScaling, LinearWarmup,
+                              ReduceOnPlateau)
 }
 
 
