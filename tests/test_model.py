@@ -461,3 +461,28 @@ def test_a_training_epoch_allocates_no_workspace_sized_arrays(backend):
     # never an array the size of one batch's activations (the NumPy reference, which
     # allocates temporaries inside its kernels, is left out on purpose).
     assert peak < 2048 * 8 + one_activation // 4
+
+
+# --- input fuzzing ----------------------------------------------------------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+_FUZZ_NET = MLP([3, 4, 2], loss="cross_entropy", backend="numpy", random_state=0)
+
+
+@given(hnp.arrays(
+    dtype=st.sampled_from(["float16", "float32", "float64", "int8", "int64", "uint16",
+                           "bool", "complex64", "U3"]),
+    shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5)))
+def test_any_input_predicts_correctly_or_raises_a_clear_error(X):
+    try:
+        out = _FUZZ_NET.predict_proba(X)
+    except (TypeError, ValueError) as exc:
+        assert str(exc).startswith("X ")  # the message names the argument
+        return
+    assert X.ndim == 2 and X.shape[0] > 0 and X.shape[1] == 3
+    assert X.dtype.kind in "biuf"
+    assert out.shape == (X.shape[0], 2) and np.isfinite(out).all()
+    np.testing.assert_allclose(out.sum(1), 1, rtol=1e-5)
