@@ -302,7 +302,7 @@ def fit(model, X, y, *, optimizer: Optimizer | str | None = None, epochs: int = 
         ``model.optimizer`` (its state kept) or, for a new model, uses ``Adam()``.
         The optimizer used is stored as ``model.optimizer``.
     epochs : int
-        Number of passes over the training data (0 only evaluates nothing and returns).
+        Number of passes over the training data (0: return at once, nothing changes).
     batch_size : int
         Mini-batch size (capped at the number of samples); the last partial batch is
         kept.
