@@ -44,9 +44,17 @@ def mse_gradient(y_pred, y, out):
 
 
 def binary_cross_entropy(z, y):
-    """L = mean(max(z, 0) - z y + log(1 + e^-|z|)) on logits z, targets y in [0, 1]."""
+    """L = mean over the m rows of sum_k (max(z, 0) - z y + log(1 + e^-|z|)).
+
+    Logits z and targets y in [0, 1] of shape (m, k): the k binary outputs of a sample
+    add up and samples are averaged (SPEC: the loss is a mean over the m samples), so
+    that ``binary_cross_entropy_gradient``'s 1/m is exactly this loss's derivative.
+    scikit-learn's multilabel log-loss uses the same convention; PyTorch's
+    ``BCEWithLogitsLoss(reduction="mean")`` divides by m k instead.
+    """
     z, y = _wide(z), _wide(y)
-    return float(np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))))
+    terms = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+    return float(np.mean(np.sum(terms, axis=1)))
 
 
 def binary_cross_entropy_gradient(z, y, out):
