@@ -48,6 +48,8 @@ def _load_raw(name: str) -> SimpleNamespace:
             raise ImportError(f"{BUILD_HINT} ({exc})") from None
     else:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {name!r}")
+    if name == "numpy":
+        modules.append(importlib.import_module("fastnn.reference.training"))
     ns = {}
     for mod in modules:
         for fname in mod.__all__:

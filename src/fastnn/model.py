@@ -38,6 +38,7 @@ from ._backend import default_backend_name
 from ._kernels.codes import ACTIVATION_CODES, DEFAULT_ALPHA
 from .initializers import DISTRIBUTIONS, INITIALIZERS, default_init, initialize
 from .losses import Loss, get_loss
+from . import _fused
 from .optim import DivergenceError
 
 __all__ = ["MLP", "Dense", "check_X", "check_random_state"]
@@ -408,6 +409,7 @@ class MLP:
         self._frozen_version = 0
         self._train_spaces: OrderedDict[int, _TrainSpace] = OrderedDict()
         self._eval_spaces: OrderedDict[int, _EvalSpace] = OrderedDict()
+        self._epoch_plans: dict[int, _fused.EpochPlan] = {}
 
     def _init_layer(self, layer):
         name = default_init(layer.activation) if self.init == "auto" else self.init
@@ -787,10 +789,16 @@ class MLP:
         predictions made before each update, as Keras reports it.
         ``on_step(step_index, batch_loss)`` is called after every completed step.
 
-        This is the method a compiled whole-epoch path would replace.
+        Without ``on_step``, a model with neither dropout nor batch normalisation runs
+        the whole epoch in its backend's ``train_epoch`` kernel (one compiled call
+        for many steps); it gives the same weights as the step-by-step path.
         """
         n = X.shape[0]
         order = self.rngs["shuffle"].permutation(n) if shuffle else None
+        if on_step is None and _fused.supports(self, optimizer):
+            if order is None:
+                order = np.arange(n, dtype=np.int64)
+            return _fused.train_epoch(self, X, y, optimizer, batch_size, order)
         total, correct = 0.0, 0
         classify = self.loss.is_classifier
         for j, (s, e) in enumerate(self._batches(n, batch_size)):

@@ -1,0 +1,152 @@
+"""The bridge from :class:`fastnn.MLP` to its backend's whole-epoch kernel.
+
+``train_epoch`` (see :mod:`fastnn.reference.training` for the contract) runs forward,
+loss, backward and the optimizer update of every mini-batch inside one compiled call.
+This module decides when a model can use it, prepares the arrays it takes once per
+batch size (so steps allocate nothing) and turns its status into the same results and
+errors as the step-by-step path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._kernels import codes
+from .optim import SGD, Adagrad, Adam, AdamW, DivergenceError, Momentum, Nesterov, RMSProp
+
+_OPT_CODES = {SGD: codes.OPT_SGD, Momentum: codes.OPT_MOMENTUM,
+              Nesterov: codes.OPT_NESTEROV, Adagrad: codes.OPT_ADAGRAD,
+              RMSProp: codes.OPT_RMSPROP, Adam: codes.OPT_ADAM, AdamW: codes.OPT_ADAMW}
+
+_LOSS_CODES = {"mse": codes.LOSS_MSE, "binary_cross_entropy": codes.LOSS_BINARY_CROSS_ENTROPY,
+               "cross_entropy": codes.LOSS_CROSS_ENTROPY}
+
+# Work per call of the kernel, in floating-point operations: long epochs are cut into
+# calls of about this size so that Ctrl-C and progress are seen between them.
+_FLOPS_PER_CALL = 5e9
+
+_EMPTY_F = {}
+_EMPTY_I = np.zeros(0, np.int64)
+
+
+def supports(model, optimizer) -> bool:
+    """True when ``model`` with ``optimizer`` can train through the whole-epoch kernel.
+
+    Dropout and batch normalisation, and optimizers other than fastnn's own seven
+    (subclasses included: they may override the update), use the step-by-step path.
+    """
+    return (type(optimizer) in _OPT_CODES
+            and hasattr(model.kernels.raw, "train_epoch")
+            and not any(layer.dropout or layer.batch_norm for layer in model.layers))
+
+
+def _hyper(opt) -> np.ndarray:
+    """[h0, h1, eps, eps_inside_sqrt, weight_decay, clip_norm] as codes.py defines them."""
+    h0 = h1 = eps = inside = 0.0
+    if isinstance(opt, Momentum):
+        h0, h1 = opt.momentum, opt.dampening
+    elif isinstance(opt, Adagrad):
+        eps, inside = opt.eps, float(opt.eps_inside_sqrt)
+    elif isinstance(opt, RMSProp):
+        h0, eps, inside = opt.rho, opt.eps, float(opt.eps_inside_sqrt)
+    elif isinstance(opt, Adam):
+        h0, h1, eps = opt.beta1, opt.beta2, opt.eps
+    clip = 0.0 if opt.clip_norm is None else opt.clip_norm
+    return np.array([h0, h1, eps, inside, opt.weight_decay, clip], np.float64)
+
+
+class EpochPlan:
+    """The layout arrays and the workspace of the whole-epoch kernel for one batch size."""
+
+    def __init__(self, model, batch_size: int):
+        layers = model.layers
+        dt = model.dtype
+        self.batch_size = batch_size
+        self.dims = np.array([layers[0].n_in] + [layer.n_out for layer in layers], np.int64)
+        self.acts = np.array([codes.ACTIVATION_CODES[layer.activation] for layer in layers],
+                             np.int64)
+        self.alphas = np.array([layer.alpha for layer in layers], np.float64)
+        base = model.params.__array_interface__["data"][0]
+        item = model.params.itemsize
+        self.w_off = np.array([(layer.W.__array_interface__["data"][0] - base) // item
+                               for layer in layers], np.int64)
+        self.b_off = np.array([(layer.b.__array_interface__["data"][0] - base) // item
+                               for layer in layers], np.int64)
+        widths = [int(self.dims[0]), int(self.dims[-1])]
+        offsets, total = [], 0
+        for w in widths:
+            offsets.append(total)
+            total += batch_size * w
+        for i, layer in enumerate(layers):
+            z = total
+            total += batch_size * layer.n_out
+            if i == len(layers) - 1 and model.loss.fused:
+                a = z  # logits: the output "activation" is the identity
+            else:
+                a = total
+                total += batch_size * layer.n_out
+            g = total
+            total += batch_size * layer.n_out
+            offsets += [z, a, g]
+        self.ws_off = np.array(offsets, np.int64)
+        self.ws = np.empty(total, dt)
+        self.lb = np.empty(batch_size, np.int64)
+        self.stats = np.zeros(codes.N_STATS, np.float64)
+        flops = 6.0 * batch_size * max(1, model.n_params)
+        self.batches_per_call = max(1, int(_FLOPS_PER_CALL // flops))
+
+
+def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray) -> dict:
+    """One epoch through the backend's ``train_epoch``; the logs of ``MLP.train_epoch``."""
+    optimizer._bind(model)
+    runs = optimizer._update_runs(model)
+    if not runs:
+        raise ValueError("every layer of the model is frozen: nothing to train")
+    lowest = next(i for i, layer in enumerate(model.layers) if not layer.frozen)
+    plan = model._epoch_plans.get(batch_size)
+    if plan is None:
+        plan = model._epoch_plans[batch_size] = EpochPlan(model, batch_size)
+    n = X.shape[0]
+    n_batches = -(-n // batch_size)
+    loss_code = _LOSS_CODES[model.loss.name]
+    if loss_code == codes.LOSS_CROSS_ENTROPY and y.ndim == 1:
+        loss_code = codes.LOSS_SPARSE_CROSS_ENTROPY
+        y_float, labels = np.zeros((0, 0), model.dtype), y
+    else:
+        y_float, labels = y, _EMPTY_I
+    schedule = optimizer.schedule
+    if schedule.per == "step":
+        lrs = np.array([schedule(optimizer.t + j) for j in range(n_batches)], np.float64)
+    else:
+        lrs = np.full(n_batches, optimizer.lr, np.float64)
+    empty = np.zeros(0, model.dtype)
+    states = [optimizer.state[name] for name in optimizer.state_names] + [empty, empty]
+    segments = np.array(runs, np.int64).reshape(-1, 3)
+    stats = plan.stats
+    stats[:] = 0.0
+    raw = model.kernels.raw
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for j0 in range(0, n_batches, plan.batches_per_call):
+            j1 = min(n_batches, j0 + plan.batches_per_call)
+            raw.train_epoch(X, y_float, labels, order, batch_size, plan.dims, plan.acts,
+                            plan.alphas, plan.w_off, plan.b_off, lowest,
+                            loss_code, model.params, model.grads, plan.ws, plan.ws_off,
+                            plan.lb, _OPT_CODES[type(optimizer)], states[0], states[1],
+                            _hyper(optimizer), lrs, j0, j1, optimizer.t, segments, stats)
+            steps = int(stats[codes.STAT_STEPS])
+            optimizer.t += steps
+            if steps:
+                optimizer.last_grad_norm = float(stats[codes.STAT_GRAD_NORM])
+            status = stats[codes.STAT_STATUS]
+            if status == codes.STATUS_LOSS_NOT_FINITE:
+                bad = float(stats[codes.STAT_BAD_VALUE])
+                raise DivergenceError(f"the loss is {bad}", what="loss", value=bad)
+            if status == codes.STATUS_GRAD_NOT_FINITE:
+                bad = float(stats[codes.STAT_BAD_VALUE])
+                optimizer.last_grad_norm = bad
+                raise DivergenceError(f"the gradient norm is {bad}", what="gradient",
+                                      value=bad)
+    logs = {"loss": float(stats[codes.STAT_LOSS_SUM]) / n}
+    if model.loss.is_classifier:
+        logs["accuracy"] = int(stats[codes.STAT_CORRECT]) / n
+    return logs

@@ -1,0 +1,215 @@
+"""One epoch of training in one call: the contract of the compiled whole-epoch kernels.
+
+``train_epoch`` runs, for every mini-batch of an epoch, exactly the sequence the
+Python training step of :class:`fastnn.MLP` runs (gather the rows, dense forward,
+loss, loss gradient, dense backward, global gradient norm, clipping, optimizer update)
+by calling this backend's own kernels in the same order with the same arguments. The
+compiled backends implement it as one call into compiled code, so the Python
+interpreter is left only at epoch boundaries; being the same kernels in the same
+order, every backend's ``train_epoch`` gives bit for bit the weights its own
+step-by-step path gives.
+
+Scope: dense layers with any activation, no dropout and no batch normalisation (the
+model falls back to its step-by-step path for those).
+
+Arguments (all arrays C-contiguous; ``dt`` is the model dtype, float32 or float64):
+
+==============  ===============  ============================================================
+X               (n, d) dt        the training inputs
+y               (n, k) dt        float targets; (0, 0) with LOSS_SPARSE_CROSS_ENTROPY
+labels          (n,) int64       class indices for LOSS_SPARSE_CROSS_ENTROPY; else (0,)
+order           (n,) int64       the row order of this epoch (a permutation or arange)
+batch_size      int              rows per batch; the last partial batch is kept
+dims            (L+1,) int64     layer widths [d, h1, ..., k]
+acts, alphas    (L,) int64/f64   activation code and alpha of each layer (codes.py)
+w_off, b_off    (L,) int64       offsets of W_l (dims[l] x dims[l+1], row-major) and b_l
+                                 in ``params`` (and of dW_l, db_l in ``grads``)
+lowest          int              lowest trainable layer; gradients below it are not computed
+loss_code       int              codes.LOSS_*
+params, grads   (P,) dt          flat parameter and gradient buffers
+ws              (W,) dt          workspace; ``ws_off`` gives its regions (element offsets),
+ws_off          (2+3L,) int64    [xb, yb, z_0, a_0, g_0, z_1, ...], each region sized
+                                 batch_size x width; a batch of m rows uses the first m rows.
+                                 a_l may be z_l (same offset) for the output layer.
+lb              (batch_size,) int64  gathered labels (sparse cross-entropy), else (0,)
+opt_code        int              codes.OPT_*
+state1, state2  (P,) dt or (0,)  optimizer state: velocity | sum_sq | sq_avg | (m, v)
+hyper           (6,) float64     [h0, h1, eps, eps_inside_sqrt, weight_decay, clip_norm]
+lrs             (n_batches,) f64 learning rate of each step of the epoch
+batch_start,    int              the batches of the epoch this call runs: j in
+batch_stop                       [batch_start, batch_stop) (so long epochs can be cut
+                                 into calls that return to Python, e.g. for Ctrl-C)
+t0              int              optimizer steps completed before this call
+segments        (S, 3) int64     [start, stop, decayed] pieces of ``params`` to update
+stats           (N_STATS,) f64   see codes.STAT_*: LOSS_SUM and CORRECT accumulate across
+                                 calls (the caller zeroes them at the start of an epoch);
+                                 the others are set by each call
+==============  ===============  ============================================================
+
+Per batch j (rows s = j batch_size up to e = min(n, s + batch_size), m = e - s):
+
+1. xb = X[order[s:e]]; targets likewise.
+2. for each layer: dense_forward(x_in, W_l, b_l, acts[l], alphas[l], z_l, a_l).
+3. loss = the loss kernel on (out, targets); a non-finite loss stops the epoch with
+   STATUS_LOSS_NOT_FINITE before anything is updated. Correct rows are counted.
+4. g_{L-1} = the loss gradient; for l = L-1 .. lowest: dense_backward(...) writing dW_l,
+   db_l into ``grads``, and dense_input_gradient into g_{l-1} when l > lowest.
+5. sq = sum over segments (in order) of squared_norm(grads[start:stop]); norm = sqrt(sq)
+   (float64); a non-finite norm stops with STATUS_GRAD_NOT_FINITE, nothing updated.
+   If 0 < clip_norm < norm, every segment is scaled by clip_norm / norm.
+6. t = t0 + (j - batch_start) + 1; every segment is updated by the optimizer kernel
+   with lr = lrs[j] and weight_decay if ``decayed`` else 0 (Adam's bias corrections
+   use t; AdamW with no decay on a segment runs the Adam kernel).
+7. stats: loss_sum += loss m, correct += ..., steps += 1, grad_norm = norm.
+"""
+
+import math
+
+import numpy as np
+
+from .._kernels import codes
+from .dense import dense_backward, dense_forward, dense_input_gradient
+from .losses import (
+    binary_cross_entropy, binary_cross_entropy_gradient, cross_entropy,
+    cross_entropy_gradient, mse, mse_gradient, sparse_cross_entropy,
+    sparse_cross_entropy_gradient,
+)
+from .optimizers import (
+    adagrad_step, adam_step, adamw_step, momentum_step, nesterov_step, rmsprop_step,
+    scale_inplace, sgd_step, squared_norm,
+)
+
+__all__ = ["train_epoch"]
+
+
+def _region(ws, offset, m, width):
+    return ws[offset:offset + m * width].reshape(m, width)
+
+
+def _loss(loss_code, out, t):
+    """The mean loss of the batch."""
+    if loss_code == codes.LOSS_MSE:
+        return mse(out.reshape(-1), t.reshape(-1))
+    if loss_code == codes.LOSS_BINARY_CROSS_ENTROPY:
+        return binary_cross_entropy(out, t)
+    if loss_code == codes.LOSS_CROSS_ENTROPY:
+        return cross_entropy(out, t)
+    return sparse_cross_entropy(out, t)
+
+
+def _loss_gradient(loss_code, out, t, g):
+    """dL/d(out) written into g."""
+    if loss_code == codes.LOSS_MSE:
+        mse_gradient(out.reshape(-1), t.reshape(-1), g.reshape(-1))
+    elif loss_code == codes.LOSS_BINARY_CROSS_ENTROPY:
+        binary_cross_entropy_gradient(out, t, g)
+    elif loss_code == codes.LOSS_CROSS_ENTROPY:
+        cross_entropy_gradient(out, t, g)
+    else:
+        sparse_cross_entropy_gradient(out, t, g)
+
+
+def _n_correct(loss_code, out, t):
+    """Rows predicted right: argmax for the cross-entropies (first maximum), every
+    column's sign for binary cross-entropy, none for mse."""
+    if loss_code == codes.LOSS_SPARSE_CROSS_ENTROPY:
+        return int(np.count_nonzero(np.argmax(out, axis=1) == t))
+    if loss_code == codes.LOSS_CROSS_ENTROPY:
+        return int(np.count_nonzero(np.argmax(out, axis=1) == np.argmax(t, axis=1)))
+    if loss_code == codes.LOSS_BINARY_CROSS_ENTROPY:
+        return int(np.count_nonzero(((out > 0) == (t > 0.5)).all(axis=1)))
+    return 0
+
+
+def _update(opt_code, p, g, s1, s2, t, lr, hyper, weight_decay):
+    h0, h1, eps, inside = hyper[0], hyper[1], hyper[2], bool(hyper[3])
+    if opt_code == codes.OPT_SGD:
+        sgd_step(p, g, lr, weight_decay)
+    elif opt_code == codes.OPT_MOMENTUM:
+        momentum_step(p, g, s1, lr, h0, h1, weight_decay)
+    elif opt_code == codes.OPT_NESTEROV:
+        nesterov_step(p, g, s1, lr, h0, h1, weight_decay)
+    elif opt_code == codes.OPT_ADAGRAD:
+        adagrad_step(p, g, s1, lr, eps, inside, weight_decay)
+    elif opt_code == codes.OPT_RMSPROP:
+        rmsprop_step(p, g, s1, lr, h0, eps, inside, weight_decay)
+    elif opt_code == codes.OPT_ADAM:
+        adam_step(p, g, s1, s2, t, lr, h0, h1, eps, weight_decay)
+    elif weight_decay:
+        adamw_step(p, g, s1, s2, t, lr, h0, h1, eps, weight_decay)
+    else:  # AdamW without decay is Adam (p - 0 p would turn -0.0 into +0.0)
+        adam_step(p, g, s1, s2, t, lr, h0, h1, eps, weight_decay)
+
+
+def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
+                loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
+                lrs, batch_start, batch_stop, t0, segments, stats):
+    """One epoch of mini-batch training; see the module docstring for the contract."""
+    n, n_layers = X.shape[0], len(acts)
+    sparse = loss_code == codes.LOSS_SPARSE_CROSS_ENTROPY
+    stats[codes.STAT_STEPS] = stats[codes.STAT_STATUS] = 0.0
+    hyper = [float(h) for h in hyper]
+    weight_decay, clip_norm = hyper[4], hyper[5]
+    W = [params[w_off[i]:w_off[i] + dims[i] * dims[i + 1]].reshape(dims[i], dims[i + 1])
+         for i in range(n_layers)]
+    b = [params[b_off[i]:b_off[i] + dims[i + 1]] for i in range(n_layers)]
+    dW = [grads[w_off[i]:w_off[i] + dims[i] * dims[i + 1]].reshape(dims[i], dims[i + 1])
+          for i in range(n_layers)]
+    db = [grads[b_off[i]:b_off[i] + dims[i + 1]] for i in range(n_layers)]
+    for j in range(batch_start, batch_stop):
+        s = j * batch_size
+        e = min(n, s + batch_size)
+        m = e - s
+        rows = order[s:e]
+        xb = _region(ws, ws_off[0], m, dims[0])
+        xb[...] = X[rows]
+        if sparse:
+            t = lb[:m]
+            t[...] = labels[rows]
+        else:
+            t = _region(ws, ws_off[1], m, dims[-1])
+            t[...] = y[rows]
+        z = [_region(ws, ws_off[2 + 3 * i], m, dims[i + 1]) for i in range(n_layers)]
+        a = [_region(ws, ws_off[3 + 3 * i], m, dims[i + 1]) for i in range(n_layers)]
+        g = [_region(ws, ws_off[4 + 3 * i], m, dims[i + 1]) for i in range(n_layers)]
+
+        x_in = xb
+        for i in range(n_layers):
+            dense_forward(x_in, W[i], b[i], acts[i], alphas[i], z[i], a[i])
+            x_in = a[i]
+        out = a[-1]
+        loss = _loss(loss_code, out, t)
+        if not math.isfinite(loss):
+            stats[codes.STAT_STATUS] = codes.STATUS_LOSS_NOT_FINITE
+            stats[codes.STAT_BAD_VALUE] = loss
+            return
+        correct = _n_correct(loss_code, out, t)
+        _loss_gradient(loss_code, out, t, g[-1])
+
+        for i in range(n_layers - 1, lowest - 1, -1):
+            x_below = xb if i == 0 else a[i - 1]
+            dense_backward(x_below, z[i], a[i], g[i], acts[i], alphas[i], g[i], dW[i], db[i])
+            if i > lowest:
+                dense_input_gradient(g[i], W[i], g[i - 1])
+
+        sq = 0.0
+        for start, stop, _ in segments:
+            sq += squared_norm(grads[start:stop])
+        norm = math.sqrt(sq)
+        if not math.isfinite(norm):
+            stats[codes.STAT_STATUS] = codes.STATUS_GRAD_NOT_FINITE
+            stats[codes.STAT_BAD_VALUE] = norm
+            return
+        if 0 < clip_norm < norm:
+            for start, stop, _ in segments:
+                scale_inplace(grads[start:stop], clip_norm / norm)
+        t_step = int(t0) + (j - batch_start) + 1
+        for start, stop, decayed in segments:
+            s1 = state1[start:stop] if state1.size else state1
+            s2 = state2[start:stop] if state2.size else state2
+            _update(opt_code, params[start:stop], grads[start:stop], s1, s2, t_step,
+                    float(lrs[j]), hyper, weight_decay if decayed else 0.0)
+        stats[codes.STAT_LOSS_SUM] += loss * m
+        stats[codes.STAT_CORRECT] += correct
+        stats[codes.STAT_STEPS] += 1
+        stats[codes.STAT_GRAD_NORM] = norm

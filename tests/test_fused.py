@@ -1,0 +1,116 @@
+"""The whole-epoch kernel path gives the weights of the step-by-step path, bit for bit.
+
+``train_epoch`` (fastnn.reference.training) calls a backend's own kernels in the order
+the Python step calls them, so on one backend the two paths must agree exactly: same
+parameters, optimizer state, step count, loss and accuracy history.
+"""
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _fused
+from fastnn.optim import SGD, Adagrad, Adam, AdamW, DivergenceError, Momentum, Nesterov, RMSProp
+from fastnn.schedules import InverseScaling, StepDecay
+
+BACKENDS = ["numpy", "numba", "cython"]
+OPTIMIZERS = [
+    lambda: SGD(lr=0.05, clip_norm=0.5),
+    lambda: Momentum(lr=0.05, dampening=0.3, weight_decay=1e-3),
+    lambda: Nesterov(lr=0.05),
+    lambda: Adagrad(lr=0.05, eps_inside_sqrt=True),
+    lambda: RMSProp(lr=0.01, weight_decay=1e-3),
+    lambda: Adam(lr=InverseScaling(0.01)),
+    lambda: AdamW(lr=StepDecay(0.01, step_size=1, gamma=0.5), decay_biases=True),
+    lambda: AdamW(lr=0.01, weight_decay=0.0),
+]
+
+
+def _data(loss, n=150, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 5))
+    y3 = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
+    y = {"cross_entropy": y3, "cross_entropy_onehot": np.eye(3)[y3],
+         "binary_cross_entropy": np.eye(3)[y3], "mse": X[:, :2] * 2}[loss]
+    return X, y
+
+
+def _train(backend, loss, make_opt, dtype, *, fused, frozen=False, epochs=3,
+           monkeypatch=None):
+    X, y = _data(loss)
+    net = fastnn.MLP([5, 12, 7, 3 if loss != "mse" else 2], ["tanh", "elu"],
+                     loss=loss.replace("_onehot", ""), dtype=dtype, backend=backend,
+                     random_state=4)
+    if frozen:
+        net.freeze(0)
+    opt = make_opt()
+    assert _fused.supports(net, opt), "every backend must provide train_epoch"
+    if not fused:
+        monkeypatch.setattr(_fused, "supports", lambda model, optimizer: False)
+    hist = fastnn.fit(net, X, y, optimizer=opt, epochs=epochs, batch_size=32)
+    monkeypatch.undo()
+    return net, opt, hist
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "cross_entropy_onehot",
+                                  "binary_cross_entropy", "mse"])
+def test_fused_epoch_equals_step_path_for_every_loss(backend, dtype, loss, monkeypatch):
+    a, oa, ha = _train(backend, loss, OPTIMIZERS[5], dtype, fused=True,
+                       monkeypatch=monkeypatch)
+    b, ob, hb = _train(backend, loss, OPTIMIZERS[5], dtype, fused=False,
+                       monkeypatch=monkeypatch)
+    np.testing.assert_array_equal(a.params, b.params)
+    assert oa.t == ob.t == 3 * 5
+    assert ha.history["loss"] == hb.history["loss"]
+    assert ha.history.get("accuracy") == hb.history.get("accuracy")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("make_opt", OPTIMIZERS)
+@pytest.mark.parametrize("frozen", [False, True])
+def test_fused_epoch_equals_step_path_for_every_optimizer(backend, make_opt, frozen,
+                                                          monkeypatch):
+    a, oa, _ = _train(backend, "cross_entropy", make_opt, "float32", fused=True,
+                      frozen=frozen, monkeypatch=monkeypatch)
+    b, ob, _ = _train(backend, "cross_entropy", make_opt, "float32", fused=False,
+                      frozen=frozen, monkeypatch=monkeypatch)
+    np.testing.assert_array_equal(a.params, b.params)
+    for name in oa.state:
+        np.testing.assert_array_equal(oa.state[name], ob.state[name], err_msg=name)
+    assert oa.last_grad_norm == ob.last_grad_norm
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_epoch_cut_into_calls_gives_the_same_weights(backend, monkeypatch):
+    a, _, ha = _train(backend, "cross_entropy", OPTIMIZERS[5], "float64", fused=True,
+                      monkeypatch=monkeypatch)
+    monkeypatch.setattr(_fused, "_FLOPS_PER_CALL", 1.0)  # one batch per call
+    b, _, hb = _train(backend, "cross_entropy", OPTIMIZERS[5], "float64", fused=True,
+                      monkeypatch=monkeypatch)
+    np.testing.assert_array_equal(a.params, b.params)
+    assert ha.history["loss"] == hb.history["loss"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fused_epoch_stops_on_divergence_with_parameters_untouched(backend):
+    X, y = _data("mse")
+    net = fastnn.MLP([5, 12, 2], "relu", loss="mse", backend=backend, random_state=0)
+    opt = SGD(lr=1e6)
+    assert _fused.supports(net, opt)
+    with pytest.raises(DivergenceError) as info:
+        net.train_epoch(*net.check_data(X, y), opt, batch_size=16)
+    assert info.value.what in ("loss", "gradient")
+    assert np.isfinite(net.params).all()
+    assert opt.t >= 1
+
+
+def test_models_with_dropout_or_batch_norm_use_the_step_path():
+    opt = Adam()
+    for kw in ({"dropout": 0.2}, {"batch_norm": True}):
+        net = fastnn.MLP([3, 4, 2], **kw, backend="numpy")
+        assert not _fused.supports(net, opt)
+    class MyAdam(Adam):
+        pass
+    assert not _fused.supports(fastnn.MLP([3, 4, 2], backend="numpy"), MyAdam())
