@@ -42,4 +42,9 @@ extensions = [
     for pyx in sorted(KERNEL_DIR.glob("*.pyx"))
 ]
 
-setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES))
+# include_path: the kernels cimport each other as fastnn._kernels.<name> from src/.
+# build_dir: the debug build writes its C files apart, so that a later normal build
+# (which only compares timestamps) never compiles C generated with the checks on.
+setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES,
+                            include_path=[str(KERNEL_DIR.parent.parent)],
+                            build_dir="build/cython-debug" if DEBUG else None))

@@ -1,0 +1,116 @@
+# Header-only helpers shared by the Cython kernels: a row-major GEMM over SciPy's BLAS
+# and sums taken in exactly NumPy's order. Everything is ``cdef inline``, so modules that
+# cimport this file compile their own copy and no extension module stands behind it.
+
+from cython cimport floating
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+
+cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
+                      const floating* a, int lda, const floating* b, int ldb,
+                      floating* c, int ldc) noexcept nogil:
+    """c (m, n) = op(a) @ op(b), all row-major; op(a) is (m, k), op(b) is (k, n).
+
+    lda, ldb, ldc are the stored row lengths of a, b and c. A row-major matrix is its
+    own transpose in column-major order, so BLAS computes c^T = op(b)^T op(a)^T: b goes
+    first and no transposed copy is made. alpha = 1, beta = 0, the reference's call.
+    """
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    cdef floating one = 1
+    cdef floating zero = 0
+    if floating is float:
+        sgemm(&tb, &ta, &n, &m, &k, &one, <float*>b, &ldb, <float*>a, &lda,
+              &zero, c, &ldc)
+    else:
+        dgemm(&tb, &ta, &n, &m, &k, &one, <double*>b, &ldb, <double*>a, &lda,
+              &zero, c, &ldc)
+
+
+# --- sums in NumPy's order ---------------------------------------------------------
+# NumPy adds a contiguous run by pairwise summation: runs of up to 128 values go
+# through eight interleaved partial sums, longer runs are split in two at a multiple
+# of 8. A reduction starts from the identity +0.0 and adds that pairwise total. The
+# helpers below follow the same tree, so fastnn's sums equal the reference's bit for bit.
+
+cdef enum:
+    PW_BLOCK = 128  # NumPy's PW_BLOCKSIZE: longest run summed without splitting
+
+
+cdef inline Py_ssize_t pw_split(Py_ssize_t n) noexcept nogil:
+    """Where NumPy splits a run of n > PW_BLOCK values: about half, a multiple of 8."""
+    cdef Py_ssize_t half = n // 2
+    return half - half % 8
+
+
+cdef inline floating pw_block(const floating* a, Py_ssize_t n) noexcept nogil:
+    """Sum of a[:n] for n <= PW_BLOCK, in the order and precision of NumPy's leaf."""
+    cdef Py_ssize_t i
+    cdef floating res, r0, r1, r2, r3, r4, r5, r6, r7
+    if n < 8:
+        res = -0.0  # as NumPy, so that a run of -0.0 sums to -0.0
+        for i in range(n):
+            res = res + a[i]
+        return res
+    r0 = a[0]
+    r1 = a[1]
+    r2 = a[2]
+    r3 = a[3]
+    r4 = a[4]
+    r5 = a[5]
+    r6 = a[6]
+    r7 = a[7]
+    i = 8
+    while i < n - n % 8:
+        r0 = r0 + a[i]
+        r1 = r1 + a[i + 1]
+        r2 = r2 + a[i + 2]
+        r3 = r3 + a[i + 3]
+        r4 = r4 + a[i + 4]
+        r5 = r5 + a[i + 5]
+        r6 = r6 + a[i + 6]
+        r7 = r7 + a[i + 7]
+        i = i + 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res = res + a[i]
+        i = i + 1
+    return res
+
+
+cdef inline floating pw_sum(const floating* a, Py_ssize_t n) noexcept nogil:
+    """Pairwise sum of a[:n] in the array's own precision (NumPy's order)."""
+    cdef Py_ssize_t n2
+    if n <= PW_BLOCK:
+        return pw_block(a, n)
+    n2 = pw_split(n)
+    return pw_sum(a, n2) + pw_sum(a + n2, n - n2)
+
+
+cdef inline floating pw_dot(const floating* a, const floating* b,
+                            Py_ssize_t n) noexcept nogil:
+    """Pairwise sum of the products a[i] * b[i], each rounded to the array dtype, as
+    NumPy's ``np.sum(a * b)`` forms the product array first."""
+    cdef floating buf[PW_BLOCK]
+    cdef Py_ssize_t i, n2
+    if n <= PW_BLOCK:
+        for i in range(n):
+            buf[i] = a[i] * b[i]
+        return pw_block(buf, n)
+    n2 = pw_split(n)
+    return pw_dot(a, b, n2) + pw_dot(a + n2, b + n2, n - n2)
+
+
+cdef inline double pw_sum_wide(const floating* a, Py_ssize_t n) noexcept nogil:
+    """Pairwise sum of a[:n] converted to float64 (``np.sum(a.astype(np.float64))``)."""
+    cdef double buf[PW_BLOCK]
+    cdef Py_ssize_t i, n2
+    if floating is double:
+        return pw_sum(a, n)
+    else:
+        if n <= PW_BLOCK:
+            for i in range(n):
+                buf[i] = a[i]
+            return pw_block(buf, n)
+        n2 = pw_split(n)
+        return pw_sum_wide(a, n2) + pw_sum_wide(a + n2, n - n2)

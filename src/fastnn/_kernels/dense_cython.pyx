@@ -1,0 +1,229 @@
+"""Cython dense-layer kernels: fastnn.reference.dense compiled, same names.
+
+The forward pass is one GEMM into z, then one pass over z that adds the bias and
+applies the activation; the backward pass is one pass that forms dz and accumulates db
+row by row, then one GEMM for dw. Arguments come checked from
+``fastnn.backend("cython")``: C-contiguous arrays of one float dtype, outputs
+preallocated.
+"""
+
+from cython cimport floating
+from libc.stdlib cimport free, malloc
+
+from fastnn._kernels.activations_cython cimport (
+    ELU, IDENTITY, LEAKY_RELU, RELU, SIGMOID, SOFTMAX, STEP, TANH, c_softmax,
+    c_softmax_backward, elu_1, elu_d1, identity_d1, leaky_relu_d1, leaky_relu_to, relu_1,
+    relu_d1, sigmoid_1, step_1, step_d1, tanh_1,
+)
+from fastnn._kernels.blas_cython cimport gemm, pw_sum
+
+__all__ = [
+    "dense_forward",
+    "dense_backward",
+    "dense_input_gradient",
+]
+
+
+# --- C-level kernels -----------------------------------------------------------------
+
+cdef void c_dense_forward(const floating* x, const floating* w, const floating* b,
+                          Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
+                          int activation, double alpha, floating* z, floating* a,
+                          double* work) noexcept nogil:
+    """z = x @ w + b, a = g(z); the bias is added in the array dtype, then g as in
+    activations_cython. a may be z; work holds n_out doubles for softmax."""
+    cdef Py_ssize_t i, j, row
+    cdef floating t
+    cdef floating alpha_ = <floating>alpha
+    gemm(False, False, <int>m, <int>n_out, <int>n_in, x, <int>n_in, w, <int>n_out,
+         z, <int>n_out)
+    # One loop per activation so the code is tested once per call, not per element.
+    if activation == IDENTITY:
+        for i in range(m):
+            row = i * n_out
+            for j in range(n_out):
+                t = z[row + j] + b[j]
+                z[row + j] = t
+                a[row + j] = t
+    elif activation == STEP:
+        for i in range(m):
+            row = i * n_out
+            for j in range(n_out):
+                t = z[row + j] + b[j]
+                z[row + j] = t
+                a[row + j] = step_1(t)
+    elif activation == SIGMOID:
+        for i in range(m):
+            row = i * n_out
+            for j in range(n_out):
+                t = z[row + j] + b[j]
+                z[row + j] = t
+                a[row + j] = sigmoid_1(t)
+    elif activation == TANH:
+        for i in range(m):
+            row = i * n_out
+            for j in range(n_out):
+                t = z[row + j] + b[j]
+                z[row + j] = t
+                a[row + j] = tanh_1(t)
+    elif activation == RELU:
+        for i in range(m):
+            row = i * n_out
+            for j in range(n_out):
+                t = z[row + j] + b[j]
+                z[row + j] = t
+                a[row + j] = relu_1(t)
+    elif activation == LEAKY_RELU:
+        for i in range(m):
+            row = i * n_out
+            for j in range(n_out):
+                t = z[row + j] + b[j]
+                z[row + j] = t
+                leaky_relu_to(t, alpha_, a + row + j)
+    elif activation == ELU:
+        for i in range(m):
+            row = i * n_out
+            for j in range(n_out):
+                t = z[row + j] + b[j]
+                z[row + j] = t
+                a[row + j] = elu_1(t, alpha)
+    elif activation == SOFTMAX:
+        for i in range(m):
+            row = i * n_out
+            for j in range(n_out):
+                z[row + j] = z[row + j] + b[j]
+            c_softmax(z + row, 1, n_out, a + row, work)
+
+
+cdef void c_dense_backward(const floating* x, const floating* z, const floating* a,
+                           const floating* da, Py_ssize_t m, Py_ssize_t n_in,
+                           Py_ssize_t n_out, int activation, double alpha,
+                           floating* dz, floating* dw, floating* db) noexcept nogil:
+    """dz = da * g'(z) (activation_backward's rules), db = sum of dz's rows, dw = x^T dz.
+
+    db starts at +0.0 and adds row after row in the array dtype, NumPy's order for an
+    axis-0 sum; with one column NumPy sums pairwise instead, and so does this. dz may
+    be da: every element is read before it is written.
+    """
+    cdef Py_ssize_t i, j, row
+    cdef floating t, d
+    cdef floating one = 1
+    cdef floating zero = 0
+    cdef floating alpha_ = <floating>alpha
+    for j in range(n_out):
+        db[j] = 0
+    if activation == IDENTITY:
+        for i in range(m):
+            row = i * n_out
+            for j in range(n_out):
+                d = identity_d1(z[row + j])
+                t = da[row + j] * d
+                dz[row + j] = t
+                db[j] = db[j] + t
+    elif activation == STEP:
+        for i in range(m):
+            row = i * n_out
+            for j in range(n_out):
+                d = step_d1(z[row + j])
+                t = da[row + j] * d
+                dz[row + j] = t
+                db[j] = db[j] + t
+    elif activation == SIGMOID:
+        for i in range(m):
+            row = i * n_out
+            for j in range(n_out):
+                t = da[row + j] * (a[row + j] * (one - a[row + j]))
+                dz[row + j] = t
+                db[j] = db[j] + t
+    elif activation == TANH:
+        for i in range(m):
+            row = i * n_out
+            for j in range(n_out):
+                t = da[row + j] * (one - a[row + j] * a[row + j])
+                dz[row + j] = t
+                db[j] = db[j] + t
+    elif activation == RELU:
+        for i in range(m):
+            row = i * n_out
+            for j in range(n_out):
+                d = relu_d1(z[row + j])
+                t = da[row + j] * d
+                dz[row + j] = t
+                db[j] = db[j] + t
+    elif activation == LEAKY_RELU:
+        for i in range(m):
+            row = i * n_out
+            for j in range(n_out):
+                d = leaky_relu_d1(z[row + j], alpha_)
+                t = da[row + j] * d
+                dz[row + j] = t
+                db[j] = db[j] + t
+    elif activation == ELU:
+        for i in range(m):
+            row = i * n_out
+            for j in range(n_out):
+                d = elu_d1(z[row + j], alpha)
+                t = da[row + j] * d
+                dz[row + j] = t
+                db[j] = db[j] + t
+    elif activation == SOFTMAX:
+        for i in range(m):
+            row = i * n_out
+            c_softmax_backward(a + row, da + row, 1, n_out, dz + row)
+            for j in range(n_out):
+                db[j] = db[j] + dz[row + j]
+    if n_out == 1:
+        db[0] = zero + pw_sum(dz, m)
+    gemm(True, False, <int>n_in, <int>n_out, <int>m, x, <int>n_in, dz, <int>n_out,
+         dw, <int>n_out)
+
+
+cdef void c_dense_input_gradient(const floating* dz, const floating* w, Py_ssize_t m,
+                                 Py_ssize_t n_in, Py_ssize_t n_out,
+                                 floating* dx) noexcept nogil:
+    """dx = dz @ w^T: one GEMM, w read transposed in place."""
+    gemm(False, True, <int>m, <int>n_in, <int>n_out, dz, <int>n_out, w, <int>n_out,
+         dx, <int>n_in)
+
+
+# --- Python wrappers (the reference's signatures) ------------------------------------
+
+def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w,
+                  const floating[::1] b, int activation, double alpha,
+                  floating[:, ::1] z, floating[:, ::1] a):
+    """z = x @ w + b and a = g(z), written into z and a (a may be z)."""
+    cdef Py_ssize_t m = x.shape[0], n_in = x.shape[1], n_out = w.shape[1]
+    cdef double* work = NULL
+    if m == 0 or n_out == 0:
+        return
+    if activation == SOFTMAX:
+        work = <double*>malloc(n_out * sizeof(double))
+        if work == NULL:
+            raise MemoryError()
+    with nogil:
+        c_dense_forward(&x[0, 0], &w[0, 0], &b[0], m, n_in, n_out, activation, alpha,
+                        &z[0, 0], &a[0, 0], work)
+    free(work)
+
+
+def dense_backward(const floating[:, ::1] x, const floating[:, ::1] z,
+                   const floating[:, ::1] a, const floating[:, ::1] da, int activation,
+                   double alpha, floating[:, ::1] dz, floating[:, ::1] dw,
+                   floating[::1] db):
+    """dz = da * g'(z); dw = x.T @ dz; db = dz summed over the batch (dz may be da)."""
+    cdef Py_ssize_t m = x.shape[0], n_in = x.shape[1], n_out = z.shape[1]
+    if m == 0 or n_in == 0 or n_out == 0:
+        return
+    with nogil:
+        c_dense_backward(&x[0, 0], &z[0, 0], &a[0, 0], &da[0, 0], m, n_in, n_out,
+                         activation, alpha, &dz[0, 0], &dw[0, 0], &db[0])
+
+
+def dense_input_gradient(const floating[:, ::1] dz, const floating[:, ::1] w,
+                         floating[:, ::1] dx):
+    """dx = dz @ w.T; dz (m, n_out), w (n_in, n_out), dx (m, n_in)."""
+    cdef Py_ssize_t m = dz.shape[0], n_out = dz.shape[1], n_in = w.shape[0]
+    if m == 0 or n_in == 0 or n_out == 0:
+        return
+    with nogil:
+        c_dense_input_gradient(&dz[0, 0], &w[0, 0], m, n_in, n_out, &dx[0, 0])

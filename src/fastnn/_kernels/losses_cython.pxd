@@ -1,0 +1,35 @@
+# C-level loss kernels on raw pointers. Losses return the mean as a C double (per-sample
+# terms and sums in float64, NumPy's pairwise order); gradients are written to ``out``
+# (the prediction's shape) and include the 1/m (or 1/size) factor. 2-D arrays are
+# (m, k) row-major; labels are int64 class indices in [0, k).
+
+from cython cimport floating
+from libc.stdint cimport int64_t
+
+
+# Flat arrays of n values: mean((p - y)^2) and out = 2 (p - y) / n.
+cdef double c_mse(const floating* y_pred, const floating* y, Py_ssize_t n) noexcept nogil
+cdef void c_mse_gradient(const floating* y_pred, const floating* y, Py_ssize_t n,
+                         floating* out) noexcept nogil
+
+# Logits z (m, k), targets y (m, k) in [0, 1]: each sample sums its k terms, the loss
+# averages the m samples and the gradient divides by m.
+cdef double c_binary_cross_entropy(const floating* z, const floating* y, Py_ssize_t m,
+                                   Py_ssize_t k) noexcept nogil
+cdef void c_binary_cross_entropy_gradient(const floating* z, const floating* y,
+                                          Py_ssize_t m, Py_ssize_t k,
+                                          floating* out) noexcept nogil
+
+# Softmax cross-entropy on logits z (m, k) with one-hot (or soft) targets y (m, k) or
+# class indices labels (m,). work: scratch for k doubles.
+cdef double c_cross_entropy(const floating* z, const floating* y, Py_ssize_t m,
+                            Py_ssize_t k, double* work) noexcept nogil
+cdef void c_cross_entropy_gradient(const floating* z, const floating* y, Py_ssize_t m,
+                                   Py_ssize_t k, floating* out,
+                                   double* work) noexcept nogil
+cdef double c_sparse_cross_entropy(const floating* z, const int64_t* labels,
+                                   Py_ssize_t m, Py_ssize_t k,
+                                   double* work) noexcept nogil
+cdef void c_sparse_cross_entropy_gradient(const floating* z, const int64_t* labels,
+                                          Py_ssize_t m, Py_ssize_t k, floating* out,
+                                          double* work) noexcept nogil

@@ -1,0 +1,297 @@
+"""Cython optimizer kernels: fastnn.reference.optimizers compiled, same names.
+
+Each update is one fused in-place pass over flat buffers and equals the reference bit
+for bit: hyperparameter expressions in double rounded once to the array dtype, array
+arithmetic in the array dtype in the reference's order (no FMA: setup.py builds with
+-ffp-contract=off). Arguments come checked from ``fastnn.backend("cython")``.
+"""
+
+from cython cimport floating
+from libc.math cimport pow, sqrt, sqrtf
+
+from fastnn._kernels.blas_cython cimport PW_BLOCK, pw_block, pw_split
+
+__all__ = [
+    "sgd_step",
+    "momentum_step",
+    "nesterov_step",
+    "adagrad_step",
+    "rmsprop_step",
+    "adam_step",
+    "adamw_step",
+    "squared_norm",
+    "scale_inplace",
+]
+
+
+cdef inline floating _sqrt(floating x) noexcept nogil:
+    """Correctly rounded square root in the array dtype (np.sqrt)."""
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
+# --- C-level kernels -----------------------------------------------------------------
+
+cdef void c_sgd_step(floating* param, const floating* grad, Py_ssize_t n, double lr,
+                     double weight_decay) noexcept nogil:
+    """g = grad + wd param; param -= lr g."""
+    cdef floating lr_ = <floating>lr
+    cdef floating wd = <floating>weight_decay
+    cdef bint decay = weight_decay != 0
+    cdef floating g
+    cdef Py_ssize_t i
+    for i in range(n):
+        g = grad[i]
+        if decay:
+            g = g + wd * param[i]
+        param[i] = param[i] - lr_ * g
+
+
+cdef void c_momentum_step(floating* param, const floating* grad, floating* velocity,
+                          Py_ssize_t n, double lr, double momentum, double dampening,
+                          double weight_decay) noexcept nogil:
+    """v = beta v + (1 - d) g; param -= lr v."""
+    cdef floating lr_ = <floating>lr
+    cdef floating beta = <floating>momentum
+    cdef floating keep = <floating>(1.0 - dampening)
+    cdef floating wd = <floating>weight_decay
+    cdef bint decay = weight_decay != 0
+    cdef floating g, v
+    cdef Py_ssize_t i
+    for i in range(n):
+        g = grad[i]
+        if decay:
+            g = g + wd * param[i]
+        v = beta * velocity[i] + keep * g
+        velocity[i] = v
+        param[i] = param[i] - lr_ * v
+
+
+cdef void c_nesterov_step(floating* param, const floating* grad, floating* velocity,
+                          Py_ssize_t n, double lr, double momentum, double dampening,
+                          double weight_decay) noexcept nogil:
+    """v = beta v + (1 - d) g; param -= lr (g + beta v)."""
+    cdef floating lr_ = <floating>lr
+    cdef floating beta = <floating>momentum
+    cdef floating keep = <floating>(1.0 - dampening)
+    cdef floating wd = <floating>weight_decay
+    cdef bint decay = weight_decay != 0
+    cdef floating g, v
+    cdef Py_ssize_t i
+    for i in range(n):
+        g = grad[i]
+        if decay:
+            g = g + wd * param[i]
+        v = beta * velocity[i] + keep * g
+        velocity[i] = v
+        param[i] = param[i] - lr_ * (g + beta * v)
+
+
+cdef void c_adagrad_step(floating* param, const floating* grad, floating* sum_sq,
+                         Py_ssize_t n, double lr, double eps, bint eps_inside_sqrt,
+                         double weight_decay) noexcept nogil:
+    """G += g^2; param -= lr g / (sqrt(G) + eps), or lr g / sqrt(G + eps)."""
+    cdef floating lr_ = <floating>lr
+    cdef floating eps_ = <floating>eps
+    cdef floating wd = <floating>weight_decay
+    cdef bint decay = weight_decay != 0
+    cdef floating g, s, denom
+    cdef Py_ssize_t i
+    for i in range(n):
+        g = grad[i]
+        if decay:
+            g = g + wd * param[i]
+        s = sum_sq[i] + g * g
+        sum_sq[i] = s
+        if eps_inside_sqrt:
+            denom = _sqrt(s + eps_)
+        else:
+            denom = _sqrt(s) + eps_
+        param[i] = param[i] - lr_ * g / denom
+
+
+cdef void c_rmsprop_step(floating* param, const floating* grad, floating* sq_avg,
+                         Py_ssize_t n, double lr, double rho, double eps,
+                         bint eps_inside_sqrt, double weight_decay) noexcept nogil:
+    """s = rho s + (1 - rho) g^2; param -= lr g / (sqrt(s) + eps), or lr g / sqrt(s + eps)."""
+    cdef floating lr_ = <floating>lr
+    cdef floating rho_ = <floating>rho
+    cdef floating rest = <floating>(1.0 - rho)
+    cdef floating eps_ = <floating>eps
+    cdef floating wd = <floating>weight_decay
+    cdef bint decay = weight_decay != 0
+    cdef floating g, s, denom
+    cdef Py_ssize_t i
+    for i in range(n):
+        g = grad[i]
+        if decay:
+            g = g + wd * param[i]
+        s = rho_ * sq_avg[i] + rest * (g * g)
+        sq_avg[i] = s
+        if eps_inside_sqrt:
+            denom = _sqrt(s + eps_)
+        else:
+            denom = _sqrt(s) + eps_
+        param[i] = param[i] - lr_ * g / denom
+
+
+cdef inline void _adam(floating* param, const floating* grad, floating* m, floating* v,
+                       Py_ssize_t n, long long step, double lr, double beta1,
+                       double beta2, double eps, double weight_decay,
+                       bint decoupled) noexcept nogil:
+    """Adam with L2 decay (decoupled false) or AdamW's param -= lr wd param first."""
+    cdef floating lr_ = <floating>lr
+    cdef floating b1 = <floating>beta1
+    cdef floating b2 = <floating>beta2
+    cdef floating rest1 = <floating>(1.0 - beta1)
+    cdef floating rest2 = <floating>(1.0 - beta2)
+    # Python's beta ** step is C pow on doubles.
+    cdef floating corr1 = <floating>(1.0 - pow(beta1, <double>step))
+    cdef floating corr2 = <floating>(1.0 - pow(beta2, <double>step))
+    cdef floating eps_ = <floating>eps
+    cdef floating wd = <floating>weight_decay
+    cdef floating shrink = <floating>(lr * weight_decay)
+    cdef bint decay = weight_decay != 0 and not decoupled
+    cdef floating g, p, mi, vi
+    cdef Py_ssize_t i
+    for i in range(n):
+        p = param[i]
+        if decoupled:
+            p = p - shrink * p
+        g = grad[i]
+        if decay:
+            g = g + wd * p
+        mi = b1 * m[i] + rest1 * g
+        vi = b2 * v[i] + rest2 * (g * g)
+        m[i] = mi
+        v[i] = vi
+        param[i] = p - lr_ * (mi / corr1) / (_sqrt(vi / corr2) + eps_)
+
+
+cdef void c_adam_step(floating* param, const floating* grad, floating* m, floating* v,
+                      Py_ssize_t n, long long step, double lr, double beta1,
+                      double beta2, double eps, double weight_decay) noexcept nogil:
+    """m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+    param -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)."""
+    _adam(param, grad, m, v, n, step, lr, beta1, beta2, eps, weight_decay, False)
+
+
+cdef void c_adamw_step(floating* param, const floating* grad, floating* m, floating* v,
+                       Py_ssize_t n, long long step, double lr, double beta1,
+                       double beta2, double eps, double weight_decay) noexcept nogil:
+    """param -= lr wd param, then the Adam step without L2 decay."""
+    _adam(param, grad, m, v, n, step, lr, beta1, beta2, eps, weight_decay, True)
+
+
+cdef double _sq_sum(const floating* x, Py_ssize_t n) noexcept nogil:
+    """Pairwise float64 sum of x^2, each x widened before squaring."""
+    cdef double buf[PW_BLOCK]
+    cdef double w
+    cdef Py_ssize_t i, n2
+    if n <= PW_BLOCK:
+        for i in range(n):
+            w = x[i]
+            buf[i] = w * w
+        return pw_block(buf, n)
+    n2 = pw_split(n)
+    return _sq_sum(x, n2) + _sq_sum(x + n2, n - n2)
+
+
+cdef double c_squared_norm(const floating* x, Py_ssize_t n) noexcept nogil:
+    """sum x^2 in float64."""
+    return 0.0 + _sq_sum(x, n)
+
+
+cdef void c_scale_inplace(floating* x, Py_ssize_t n, double factor) noexcept nogil:
+    """x *= factor, the factor rounded to the array dtype."""
+    cdef floating f = <floating>factor
+    cdef Py_ssize_t i
+    for i in range(n):
+        x[i] = x[i] * f
+
+
+# --- Python wrappers (the reference's signatures) ------------------------------------
+
+def sgd_step(floating[::1] param, const floating[::1] grad, double lr,
+             double weight_decay):
+    """param -= lr (grad + weight_decay param), in place; 1-D buffers."""
+    if param.shape[0]:
+        with nogil:
+            c_sgd_step(&param[0], &grad[0], param.shape[0], lr, weight_decay)
+
+
+def momentum_step(floating[::1] param, const floating[::1] grad,
+                  floating[::1] velocity, double lr, double momentum, double dampening,
+                  double weight_decay):
+    """v = momentum v + (1 - dampening) g; param -= lr v, in place; 1-D buffers."""
+    if param.shape[0]:
+        with nogil:
+            c_momentum_step(&param[0], &grad[0], &velocity[0], param.shape[0], lr,
+                            momentum, dampening, weight_decay)
+
+
+def nesterov_step(floating[::1] param, const floating[::1] grad,
+                  floating[::1] velocity, double lr, double momentum, double dampening,
+                  double weight_decay):
+    """v = momentum v + (1 - dampening) g; param -= lr (g + momentum v); 1-D buffers."""
+    if param.shape[0]:
+        with nogil:
+            c_nesterov_step(&param[0], &grad[0], &velocity[0], param.shape[0], lr,
+                            momentum, dampening, weight_decay)
+
+
+def adagrad_step(floating[::1] param, const floating[::1] grad, floating[::1] sum_sq,
+                 double lr, double eps, bint eps_inside_sqrt, double weight_decay):
+    """G += g^2; param -= lr g / (sqrt(G) + eps) (or / sqrt(G + eps)); 1-D buffers."""
+    if param.shape[0]:
+        with nogil:
+            c_adagrad_step(&param[0], &grad[0], &sum_sq[0], param.shape[0], lr, eps,
+                           eps_inside_sqrt, weight_decay)
+
+
+def rmsprop_step(floating[::1] param, const floating[::1] grad, floating[::1] sq_avg,
+                 double lr, double rho, double eps, bint eps_inside_sqrt,
+                 double weight_decay):
+    """s = rho s + (1 - rho) g^2; param -= lr g / (sqrt(s) + eps); 1-D buffers."""
+    if param.shape[0]:
+        with nogil:
+            c_rmsprop_step(&param[0], &grad[0], &sq_avg[0], param.shape[0], lr, rho,
+                           eps, eps_inside_sqrt, weight_decay)
+
+
+def adam_step(floating[::1] param, const floating[::1] grad, floating[::1] m,
+              floating[::1] v, long long step, double lr, double beta1, double beta2,
+              double eps, double weight_decay):
+    """One bias-corrected Adam update at step >= 1, in place; 1-D buffers."""
+    if param.shape[0]:
+        with nogil:
+            c_adam_step(&param[0], &grad[0], &m[0], &v[0], param.shape[0], step, lr,
+                        beta1, beta2, eps, weight_decay)
+
+
+def adamw_step(floating[::1] param, const floating[::1] grad, floating[::1] m,
+               floating[::1] v, long long step, double lr, double beta1, double beta2,
+               double eps, double weight_decay):
+    """param -= lr weight_decay param, then Adam without L2, in place; 1-D buffers."""
+    if param.shape[0]:
+        with nogil:
+            c_adamw_step(&param[0], &grad[0], &m[0], &v[0], param.shape[0], step, lr,
+                         beta1, beta2, eps, weight_decay)
+
+
+def squared_norm(const floating[::1] x):
+    """sum of x^2 accumulated in float64; returns a Python float."""
+    cdef double res = 0.0
+    if x.shape[0]:
+        with nogil:
+            res = c_squared_norm(&x[0], x.shape[0])
+    return res
+
+
+def scale_inplace(floating[::1] x, double factor):
+    """x *= factor, in place; x 1-D."""
+    if x.shape[0]:
+        with nogil:
+            c_scale_inplace(&x[0], x.shape[0], factor)
