@@ -1,0 +1,65 @@
+"""The three backends export the same kernels (STYLE: one registry, identical names)."""
+
+import importlib
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+import fastnn
+from fastnn import reference
+from fastnn._backend import FAMILIES
+from fastnn._kernels import codes
+
+from kernels._support import ALL_BACKENDS, COMPILED
+
+MODULE = {"numba": "fastnn._kernels.{}_numba", "cython": "fastnn._kernels.{}_cython"}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("name", COMPILED)
+def test_family_modules_export_the_reference_names(name, family):
+    ref = importlib.import_module(f"fastnn.reference.{family}")
+    mod = importlib.import_module(MODULE[name].format(family))
+    assert len(set(mod.__all__)) == len(mod.__all__), f"{mod.__name__}: duplicates in __all__"
+    assert sorted(mod.__all__) == sorted(ref.__all__), (
+        f"{mod.__name__}.__all__ differs from the reference: missing "
+        f"{sorted(set(ref.__all__) - set(mod.__all__))}, extra "
+        f"{sorted(set(mod.__all__) - set(ref.__all__))}")
+    for fn in mod.__all__:
+        assert callable(getattr(mod, fn)), f"{mod.__name__}.{fn} is not callable"
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_kernels_take_the_reference_arguments(name):
+    """Where a kernel's signature is introspectable (Numba dispatchers, Cython def
+    functions with embedsignature), its parameter names are the reference's."""
+    raw = fastnn.backend(name).raw
+    for fn in reference.__all__:
+        want = list(inspect.signature(getattr(reference, fn)).parameters)
+        try:
+            got = list(inspect.signature(getattr(raw, fn)).parameters)
+        except (TypeError, ValueError):
+            continue  # a builtin without a signature: the name check above still holds
+        assert got == want, f"{name}.{fn}{tuple(got)} != reference {fn}{tuple(want)}"
+
+
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+def test_backend_methods_cover_every_kernel(name):
+    k = fastnn.backend(name)
+    assert sorted(vars(k.raw)) == sorted(reference.__all__)
+    for fn in reference.__all__:
+        assert callable(getattr(k, fn, None)), f"Backend.{fn} missing"
+
+
+def test_cython_enum_equals_codes():
+    """activations_cython.pxd declares the activation codes as a C enum; the module
+    exposes it as ACTIVATION_CODES. Both must equal codes.py."""
+    mod = importlib.import_module("fastnn._kernels.activations_cython")
+    assert mod.ACTIVATION_CODES == codes.ACTIVATION_CODES
+    pxd = Path(mod.__file__).with_name("activations_cython.pxd").read_text()
+    enum = re.search(r"cdef enum \w+:\n((?:[ \t]+\w+\s*=\s*\d+\s*\n)+)", pxd)
+    assert enum, "no C enum of activation codes in activations_cython.pxd"
+    declared = {n.lower(): int(v) for n, v in re.findall(r"(\w+)\s*=\s*(\d+)", enum.group(1))}
+    assert declared == codes.ACTIVATION_CODES
