@@ -1,0 +1,1 @@
+"""asv benchmarks for fastnn (see ../README.md); shared inputs live in ``common``."""

@@ -1,0 +1,269 @@
+"""Shared inputs for the asv suite and for ``benchmarks/compare.py``.
+
+Everything here is cheap to import (NumPy and SciPy only): asv imports every module of
+the suite during discovery, and compare.py imports this one for the training
+configurations, the GEMM-only floor and the step composed from fastnn's kernels.
+
+Environment variables read here:
+
+- ``FASTNN_BENCH_THREADS`` (default 1): BLAS/OpenMP threads for the asv suite, set once
+  at import through threadpoolctl. compare.py pins threads itself and ignores it.
+- ``FASTNN_BENCH_BACKENDS`` (default "numpy,numba,cython"): the backends parametrised
+  over, e.g. "numpy" for a fast smoke run of the suite itself.
+- ``FASTNN_BENCH_QUICK`` (unset by default): when set to a non-empty value other than
+  "0", the largest sizes (1e8 parameters) raise NotImplementedError in setup.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import blas as scipy_blas
+
+BACKENDS = tuple(b.strip() for b in os.environ.get(
+    "FASTNN_BENCH_BACKENDS", "numpy,numba,cython").split(",") if b.strip())
+DTYPES = ("float32", "float64")
+
+
+def quick_mode() -> bool:
+    """True when ``FASTNN_BENCH_QUICK`` asks for a smoke run (largest sizes skipped)."""
+    return os.environ.get("FASTNN_BENCH_QUICK", "") not in ("", "0")
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo, or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def require_memory(n_bytes: int, what: str) -> None:
+    """Raise NotImplementedError when ``n_bytes`` would take over half the free memory.
+
+    The machine is shared with other jobs; a benchmark that pushes it into swap or the
+    OOM killer measures nothing useful.
+    """
+    free = available_memory_bytes()
+    if free is not None and n_bytes > free // 2:
+        raise NotImplementedError(
+            f"{what} needs ~{n_bytes / 2**30:.1f} GiB, over half of the "
+            f"{free / 2**30:.1f} GiB available")
+
+
+def touched_zeros(shape, dtype) -> np.ndarray:
+    """Zeros whose pages are resident: np.zeros maps untouched pages that the first
+    write then faults in, which peakmem_ would charge to the benchmark, not the setup."""
+    a = np.empty(shape, dtype)
+    a.fill(0)
+    return a
+
+
+def get_backend(name: str):
+    """``fastnn.backend(name)``, or NotImplementedError when it cannot run here.
+
+    asv reports a benchmark whose setup raises NotImplementedError as skipped, which is
+    what an unbuilt Cython backend or a Numba backend still being written should be.
+    """
+    try:
+        import fastnn
+        return fastnn.backend(name)
+    except (ImportError, AttributeError) as exc:
+        raise NotImplementedError(f"fastnn backend {name!r} unavailable: {exc}") from None
+
+
+def set_bench_threads() -> int:
+    """Limit BLAS/OpenMP pools to ``$FASTNN_BENCH_THREADS`` (default 1) for this process."""
+    n = int(os.environ.get("FASTNN_BENCH_THREADS", "1"))
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return n
+    # Kept alive for the process: asv runs each benchmark in its own process.
+    global _LIMITER
+    _LIMITER = threadpool_limits(limits=n)
+    return n
+
+
+_LIMITER = None
+
+
+# --- training configurations (BENCHMARKS.md) ---------------------------------------
+
+@dataclass(frozen=True)
+class Config:
+    """A ReLU MLP trained with softmax cross-entropy and Adam (lr 1e-3)."""
+
+    name: str
+    sizes: tuple[int, ...]
+    batch: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {'-'.join(map(str, self.sizes))}, batch {self.batch}"
+
+    @property
+    def n_params(self) -> int:
+        return sum(i * o + o for i, o in zip(self.sizes[:-1], self.sizes[1:]))
+
+    @property
+    def step_flops(self) -> int:
+        """FLOPs of the step's matrix products: x@W and a.T@dz per layer, dz@W.T for
+        every layer but the first (the input gradient is never needed)."""
+        m = self.batch
+        layers = list(zip(self.sizes[:-1], self.sizes[1:]))
+        return sum(2 * m * i * o * (2 if k == 0 else 3) for k, (i, o) in enumerate(layers))
+
+
+CONFIGS = {
+    "A": Config("A", (2, 128, 3), 64),
+    "B": Config("B", (784, 256, 256, 10), 128),
+    "C": Config("C", (1024, 2048, 2048, 10), 256),
+    "D": Config("D", (784, 256, 256, 10), 1024),
+}
+
+
+def make_batches(cfg: Config, dtype, n_batches: int = 8, seed: int = 0):
+    """``n_batches`` pre-made (X, y) pairs: X (batch, n_in) standard normal in ``dtype``,
+    y int64 class indices in [0, n_out). C-contiguous, touched once."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_batches):
+        x = rng.standard_normal((cfg.batch, cfg.sizes[0])).astype(dtype)
+        y = rng.integers(0, cfg.sizes[-1], cfg.batch).astype(np.int64)
+        out.append((np.ascontiguousarray(x), y))
+    return out
+
+
+# --- GEMM-only floor -----------------------------------------------------------------
+
+_GEMM = {np.dtype(np.float32): scipy_blas.sgemm, np.dtype(np.float64): scipy_blas.dgemm}
+
+
+def _gemm_call(a, b, out, trans_a=False, trans_b=False):
+    """A zero-argument call computing out = op(a) @ op(b) (row-major) through SciPy BLAS.
+
+    Row-major C = A B is column-major C^T = B^T A^T, so B goes first and no transposed
+    copy is made (the same call fastnn.reference.blas.gemm makes). The views are built
+    here once so the timed call is the f2py call alone.
+    """
+    fn = _GEMM[out.dtype]
+    at, bt, ct = a.T, b.T, out.T
+    res = fn(1.0, bt, at, beta=0.0, c=ct, trans_a=trans_b, trans_b=trans_a,
+             overwrite_c=True)
+    if not np.shares_memory(res, out):
+        raise RuntimeError("SciPy BLAS copied the output: the GEMM-only floor would "
+                           "include a copy")
+
+    def call():
+        fn(1.0, bt, at, beta=0.0, c=ct, trans_a=trans_b, trans_b=trans_a,
+           overwrite_c=True)
+    return call
+
+
+class GemmOnly:
+    """Just the matrix products of one training step of ``cfg``, through SciPy BLAS.
+
+    Forward ``z = a @ W`` per layer; backward ``dW = a.T @ dz`` per layer and
+    ``da = dz @ W.T`` for every layer but the first, at the step's shapes. This is the
+    floor a GEMM-bound step is compared with ("within 10% of the GEMM-only time").
+    """
+
+    def __init__(self, cfg: Config, dtype, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        dtype = np.dtype(dtype)
+        m = cfg.batch
+
+        def rand(*shape):
+            return rng.standard_normal(shape).astype(dtype)
+
+        layers = list(zip(cfg.sizes[:-1], cfg.sizes[1:]))
+        acts = [rand(m, cfg.sizes[0])] + [rand(m, o) for _, o in layers]
+        weights = [rand(i, o) for i, o in layers]
+        dws = [np.empty((i, o), dtype) for i, o in layers]
+        dzs = [rand(m, o) for _, o in layers]
+        das = [np.empty((m, i), dtype) for i, _ in layers]
+        calls = [_gemm_call(acts[k], weights[k], acts[k + 1]) for k in range(len(layers))]
+        for k in reversed(range(len(layers))):
+            calls.append(_gemm_call(acts[k], dzs[k], dws[k], trans_a=True))
+            if k > 0:
+                calls.append(_gemm_call(dzs[k], weights[k], das[k], trans_b=True))
+        self.calls = calls
+        self.flops = cfg.step_flops
+        self._keep = (acts, weights, dws, dzs, das)
+
+    def __call__(self):
+        for call in self.calls:
+            call()
+
+
+# --- a training step composed from fastnn's public kernels ---------------------------
+
+class KernelStep:
+    """One training step of ``cfg`` written as Python calls to fastnn's checked kernels.
+
+    Forward ``dense_forward`` per layer (ReLU, identity on the last), the loss and its
+    gradient (``sparse_cross_entropy``), ``dense_backward`` and ``dense_input_gradient``
+    per layer, then one ``adam_step`` over the flat parameter buffer (the layers' W and
+    b are views of it, the gradients views of a second one). Workspaces are allocated
+    once. This is what fastnn's kernels give without a compiled whole-step path; it is
+    not fastnn's training library.
+    """
+
+    def __init__(self, bk, cfg: Config, dtype, batches, seed: int = 0, lr: float = 1e-3):
+        dtype = np.dtype(dtype)
+        m = cfg.batch
+        layers = list(zip(cfg.sizes[:-1], cfg.sizes[1:]))
+        self.bk, self.batches, self.lr = bk, batches, lr
+        self.params = touched_zeros(cfg.n_params, dtype)
+        self.grads = touched_zeros(cfg.n_params, dtype)
+        self.m1 = touched_zeros(cfg.n_params, dtype)
+        self.m2 = touched_zeros(cfg.n_params, dtype)
+        rng = np.random.default_rng(seed)
+        self.w, self.b, self.dw, self.db = [], [], [], []
+        off = 0
+        for i, o in layers:
+            for store, gstore, shape in ((self.w, self.dw, (i, o)), (self.b, self.db, (o,))):
+                n = int(np.prod(shape))
+                store.append(self.params[off:off + n].reshape(shape))
+                gstore.append(self.grads[off:off + n].reshape(shape))
+                off += n
+            self.w[-1][...] = rng.normal(0.0, np.sqrt(2.0 / i), (i, o))  # He init
+        self.z = [touched_zeros((m, o), dtype) for _, o in layers]
+        self.a = [touched_zeros((m, o), dtype) for _, o in layers[:-1]]
+        # Gradients w.r.t. each layer's output; no workspace is aliased beyond what the
+        # kernel contract allows (dense_backward's dz may be its da).
+        self.d = [touched_zeros((m, o), dtype) for _, o in layers]
+        self.acts = ["relu"] * (len(layers) - 1) + ["identity"]
+        self.t = 0
+        self.i = 0
+        self.loss = float("nan")
+
+    def __call__(self):
+        bk = self.bk
+        x, y = self.batches[self.i % len(self.batches)]
+        self.i += 1
+        n_layers = len(self.w)
+        inputs = [x] + self.a
+        for k in range(n_layers):
+            out_a = self.a[k] if k < n_layers - 1 else self.z[k]
+            bk.dense_forward(inputs[k], self.w[k], self.b[k], self.acts[k],
+                             z=self.z[k], a=out_a)
+        logits = self.z[-1]
+        self.loss = bk.sparse_cross_entropy(logits, y)
+        bk.sparse_cross_entropy_gradient(logits, y, out=self.d[-1])
+        for k in reversed(range(n_layers)):
+            a_k = self.a[k] if k < n_layers - 1 else self.z[k]
+            dz = self.d[k]
+            bk.dense_backward(inputs[k], self.z[k], a_k, dz, self.acts[k], dz=dz,
+                              dw=self.dw[k], db=self.db[k])
+            if k > 0:
+                bk.dense_input_gradient(dz, self.w[k], dx=self.d[k - 1])
+        self.t += 1
+        bk.adam_step(self.params, self.grads, self.m1, self.m2, self.t, lr=self.lr)
