@@ -25,19 +25,22 @@ cdef enum ActivationCode:
 # to the array dtype. The others stay in the array dtype. NaN in gives NaN out.
 
 cdef inline double sigmoid_wide(double x) noexcept nogil:
-    """1 / (1 + e^-x) by the branch whose exponential cannot overflow."""
+    """1 / (1 + e^-|x|) for x >= 0, else e^-|x| / (1 + e^-|x|): e^x never overflows.
+
+    Only the numerator depends on the sign, so the compiler selects it without a branch
+    (random signs would mispredict one); the values are the reference's two branches.
+    """
     cdef double e = exp(-fabs(x))
-    if x >= 0:
-        return 1 / (1 + e)
-    return e / (1 + e)
+    cdef double num = 1.0 if x >= 0 else e
+    return num / (1 + e)
 
 
 cdef inline double tanh_wide(double x) noexcept nogil:
-    """tanh x, correctly rounded in practice.
+    """tanh x, nearly correctly rounded: the x87 tanhl rounded to double.
 
-    NumPy's float64 tanh (its SIMD loop) is within 1 ULP of the exact value and glibc's
-    tanh within 2, so the two can differ by 3 ULP. Rounding the extended-precision tanhl
-    lands within 1 ULP of NumPy.
+    NumPy's float64 tanh is its own SIMD loop, within 1 ULP of exact; glibc's tanh is
+    within 2, and the two differ by 3 ULP at worst (1.5 in 10^5 inputs beyond 2). The
+    rounded tanhl stays within 1 ULP of NumPy's, at about 4x glibc's cost.
     """
     return <double>tanhl(x)
 
@@ -50,6 +53,7 @@ cdef inline double min0_wide(double x) noexcept nogil:
 
 
 cdef inline floating step_1(floating z) noexcept nogil:
+    """1 if z >= 0 else 0 (so step(-0.0) = 1)."""
     if z != z:
         return z
     return 1 if z >= 0 else 0
@@ -74,18 +78,21 @@ cdef inline void leaky_relu_to(floating z, floating alpha, floating* dst) noexce
 
 
 cdef inline floating sigmoid_1(floating z) noexcept nogil:
+    """sigmoid(z) in float64, rounded once."""
     return <floating>sigmoid_wide(z)
 
 
 cdef inline floating tanh_1(floating z) noexcept nogil:
+    """tanh z in float64, rounded once."""
     if floating is float:
-        # glibc's tanh is close enough once rounded to float32.
+        # glibc's tanh is close enough once rounded to float32, and 4x faster.
         return <float>tanh_libm(z)
     else:
         return tanh_wide(z)
 
 
 cdef inline floating elu_1(floating z, double alpha) noexcept nogil:
+    """z if z > 0 else alpha (e^z - 1), the latter in float64 rounded once."""
     cdef double x = z
     if x > 0:
         return z
@@ -115,6 +122,7 @@ cdef inline floating leaky_relu_d1(floating z, floating alpha) noexcept nogil:
 
 
 cdef inline floating elu_d1(floating z, double alpha) noexcept nogil:
+    """1 if z > 0 else alpha e^z, the latter in float64 rounded once."""
     cdef double x = z
     if x > 0:
         return 1
@@ -152,6 +160,7 @@ cdef void c_softmax_backward(const floating* a, const floating* da, Py_ssize_t m
 
 # out = g(z) / out = da * g'(z) for an activation code; (m, k). The backward takes
 # sigmoid's and tanh's derivative from the saved a = g(z), softmax's Jacobian from a.
+# work (k doubles) is only used by softmax and may be NULL for the other codes.
 cdef void c_activation_forward(const floating* z, Py_ssize_t m, Py_ssize_t k,
                                int activation, double alpha, floating* out,
                                double* work) noexcept nogil

@@ -5,7 +5,8 @@
 from cython cimport floating
 
 
-# z = x @ w + b and a = g(z); a may be z. work: n_out doubles (softmax's scratch).
+# z = x @ w + b and a = g(z); a may be z. work: n_out doubles, only used by softmax
+# (NULL is fine for the other codes).
 cdef void c_dense_forward(const floating* x, const floating* w, const floating* b,
                           Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
                           int activation, double alpha, floating* z, floating* a,
