@@ -13,6 +13,7 @@ from ._backend import (
     BACKENDS, Backend, BuildWarning, available_backends, backend, default_backend_name,
 )
 from ._backend import warn_if_unbuilt as _warn_if_unbuilt
+from .io import KIND_LOADERS as _KIND_LOADERS
 from .io import ModelFileError, load, save
 from .model import MLP
 from .optim import (
@@ -34,6 +35,34 @@ __all__ = [
     "DivergenceError", "Constant", "Cosine", "InverseScaling", "LinearWarmup",
     "ReduceOnPlateau", "StepDecay", "save", "load", "ModelFileError",
 ]
+
+# Saved objects other than bare models; modules are imported only when such a file is
+# loaded, so scikit-learn stays an optional dependency.
+_KIND_LOADERS.update({
+    "mlp_classifier": "fastnn.estimators:_classifier_from_payload",
+    "mlp_regressor": "fastnn.estimators:_regressor_from_payload",
+})
+del _KIND_LOADERS
+
+# The scikit-learn estimators are imported on first use: `import fastnn` must not
+# import scikit-learn (an optional extra). They are left out of __all__ so that
+# `from fastnn import *` does not need it either.
+_LAZY = {"MLPClassifier": "estimators", "MLPRegressor": "estimators"}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastnn' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(f"fastnn.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 _warn_if_unbuilt()
 del _warn_if_unbuilt

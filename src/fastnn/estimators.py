@@ -1,0 +1,1112 @@
+"""scikit-learn estimators on fastnn's kernels: :class:`MLPClassifier`, :class:`MLPRegressor`.
+
+Drop-in replacements for ``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor``:
+the same constructor parameters with the same meanings and defaults, the same fitted
+attributes and methods, plus fastnn's own options (any fastnn optimizer, dropout,
+batch normalisation, learning-rate schedules, gradient clipping, backend, dtype).
+They need scikit-learn (``pip install 'fastnn[sklearn]'``); ``import fastnn`` does not
+import it, ``from fastnn import MLPClassifier`` does.
+
+How scikit-learn's definitions map onto fastnn's
+------------------------------------------------
+scikit-learn's gradient for a batch of ``m`` samples is ``(A.T @ delta + alpha W) / m``
+with ``delta = output - target`` (softmax / logistic output with log-loss, identity
+output with half squared error). fastnn's cross-entropies have exactly this data
+gradient, so ``alpha`` becomes the L2 ``weight_decay = alpha / batch_size`` on the
+weights (biases are not decayed, as in scikit-learn). fastnn's ``mse`` is the mean of
+squared errors over the ``m k`` elements (k outputs), whose gradient is ``c = 2 / k``
+times scikit-learn's; the regressor therefore uses ``weight_decay = c alpha /
+batch_size``, divides the learning rate of the SGD family by ``c`` and multiplies the
+``epsilon`` of the adaptive optimizers by ``c``, which reproduces scikit-learn's
+updates. ``loss_curve_`` and ``loss_`` are scikit-learn's numbers: log-loss, or half
+the mean squared error, plus ``alpha / 2 ||W||^2 / m`` per batch (averaged over the
+epoch's samples; see the note on ``loss_curve_`` below).
+
+Differences from scikit-learn, on purpose
+-----------------------------------------
+- ``init="sklearn"`` (the default) draws scikit-learn's initial weights and
+  intercepts from ``random_state`` exactly as it does; fastnn's other streams
+  (shuffling, dropout) are seeded from the same RandomState afterwards, so the
+  mini-batch order differs from scikit-learn's.
+- Data of dtype float32 is trained in float32, anything else in float64 (``dtype``
+  forces one); later calls convert their input to the fitted dtype.
+- ``random_state`` seeds fastnn's independent streams once per new model; later
+  ``partial_fit`` / warm-start calls continue those streams instead of re-seeding.
+- Sparse input and ``sample_weight`` are not supported; ``loss="poisson"`` of the
+  regressor is not available.
+- Adam's ``epsilon`` is added to ``sqrt(v_hat)`` (Kingma & Ba, SPEC) where
+  scikit-learn adds it to ``sqrt(v)``; the two agree up to the size of epsilon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import numbers
+import warnings
+
+import numpy as np
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
+    raise ImportError("fastnn.MLPClassifier and fastnn.MLPRegressor need scikit-learn; "
+                      "install it with `pip install 'fastnn[sklearn]'`") from exc
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import (
+    _check_partial_fit_first_call, check_classification_targets, type_of_target,
+    unique_labels,
+)
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._backend import BACKENDS, available_backends
+from .io import ModelFileError, Payload
+from .model import MLP
+from .optim import (
+    SGD, Adagrad, Adam, AdamW, DivergenceError, Momentum, Nesterov, OPTIMIZERS, RMSProp,
+    optimizer_from_state,
+)
+from .schedules import Constant, Schedule, schedule_from_config, schedule_to_config
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+# scikit-learn's activation names and fastnn's own (step and softmax are not offered
+# for hidden layers: step has no gradient, softmax couples the units of a layer).
+ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "sigmoid": "sigmoid",
+               "tanh": "tanh", "relu": "relu", "leaky_relu": "leaky_relu", "elu": "elu"}
+
+# Updates proportional to the gradient (a gradient scale is undone by the learning
+# rate) and updates invariant to its scale (undone by scaling epsilon).
+_LINEAR_OPTIMIZERS = ("sgd", "momentum", "nesterov")
+_DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+
+
+def _threads(n_threads):
+    """Limit the BLAS thread pools to ``n_threads`` (None: leave them alone)."""
+    if n_threads is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=int(n_threads), user_api="blas")
+
+
+class _BaseMLP(BaseEstimator):
+    """Shared machinery of :class:`MLPClassifier` and :class:`MLPRegressor`."""
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None,
+                                                      closed="left")],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None,
+                                                      closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
+        "power_t": [Interval(numbers.Real, 0, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        # fastnn's momentum kernels need momentum < 1 (1 never forgets a gradient).
+        "momentum": [Interval(numbers.Real, 0, 1, closed="left")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "beta_1": [Interval(numbers.Real, 0, 1, closed="left")],
+        "beta_2": [Interval(numbers.Real, 0, 1, closed="left")],
+        "epsilon": [Interval(numbers.Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left"),
+                             Options(numbers.Real, {np.inf})],
+        "max_fun": [Interval(numbers.Integral, 1, None, closed="left")],
+        "optimizer": [None, StrOptions(set(OPTIMIZERS))],
+        "dropout": [Interval(numbers.Real, 0, 1, closed="left"), "array-like"],
+        "batch_norm": ["boolean", "array-like"],
+        "schedule": [None, Schedule],
+        "clip_norm": [None, Interval(numbers.Real, 0, None, closed="neither")],
+        "n_threads": [None, Interval(numbers.Integral, 1, None, closed="left")],
+        "backend": [None, StrOptions(set(BACKENDS))],
+        "dtype": [None, StrOptions(set(_DTYPES)), Options(type, {np.float32, np.float64})],
+        "init": [StrOptions({"sklearn", "auto", "he", "kaiming", "xavier", "glorot"})],
+    }
+
+    def __init__(self, hidden_layer_sizes, activation, solver, alpha, batch_size,
+                 learning_rate, learning_rate_init, power_t, max_iter, shuffle,
+                 random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
+                 early_stopping, validation_fraction, beta_1, beta_2, epsilon,
+                 n_iter_no_change, max_fun, optimizer, dropout, batch_norm, schedule,
+                 clip_norm, n_threads, backend, dtype, init):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.optimizer = optimizer
+        self.dropout = dropout
+        self.batch_norm = batch_norm
+        self.schedule = schedule
+        self.clip_norm = clip_norm
+        self.n_threads = n_threads
+        self.backend = backend
+        self.dtype = dtype
+        self.init = init
+
+    # --- hooks of the subclasses ----------------------------------------------------------
+    def _validate_input(self, X, y, incremental, reset, dtype):
+        """(X, targets for fastnn's loss), also setting the label attributes."""
+        raise NotImplementedError
+
+    def _loss_name(self) -> str:
+        raise NotImplementedError
+
+    def _sklearn_scale(self):
+        """(c, s): fastnn's loss gradient is c times scikit-learn's; its value times s
+        is scikit-learn's loss."""
+        return 1.0, 1.0
+
+    def _score_name(self) -> str:
+        raise NotImplementedError
+
+    # --- fitted state -----------------------------------------------------------------------
+    def __sklearn_is_fitted__(self):
+        return "_model" in self.__dict__
+
+    @property
+    def coefs_(self) -> list:
+        """Weight matrices (n_in, n_out) of every layer: views of the model's parameters."""
+        check_is_fitted(self)
+        return list(self._model.weights)
+
+    @coefs_.setter
+    def coefs_(self, values):
+        check_is_fitted(self)
+        self._assign("coefs_", self._model.weights, values)
+
+    @property
+    def intercepts_(self) -> list:
+        """Bias vectors (n_out,) of every layer (None for a batch-normalised layer)."""
+        check_is_fitted(self)
+        return list(self._model.biases)
+
+    @intercepts_.setter
+    def intercepts_(self, values):
+        check_is_fitted(self)
+        self._assign("intercepts_", self._model.biases, values)
+
+    @staticmethod
+    def _assign(name, targets, values):
+        values = list(values)
+        if len(values) != len(targets):
+            raise ValueError(f"{name} must be a list of {len(targets)} arrays, got "
+                             f"{len(values)}")
+        for i, (dst, src) in enumerate(zip(targets, values)):
+            if dst is None:
+                if src is not None:
+                    raise ValueError(f"{name}[{i}] must be None (batch-normalised layer)")
+                continue
+            src = np.asarray(src)
+            if src.shape != dst.shape:
+                raise ValueError(f"{name}[{i}] must have shape {dst.shape}, got {src.shape}")
+            dst[...] = src
+
+    @property
+    def _hidden(self) -> list[int]:
+        h = self.hidden_layer_sizes
+        h = [h] if not hasattr(h, "__iter__") else list(h)
+        if any(int(s) != s or s <= 0 for s in h):
+            raise ValueError(f"hidden_layer_sizes must be > 0, got {h}.")
+        return [int(s) for s in h]
+
+    def _uses_lr_schedule(self) -> bool:
+        """learning_rate ('invscaling', 'adaptive') applies to solver 'sgd', as in
+        scikit-learn, and to any optimizer named explicitly."""
+        return self.optimizer is not None or self.solver == "sgd"
+
+    def _optimizer_name(self) -> str:
+        if self.optimizer is not None:
+            return self.optimizer
+        if self.solver == "sgd":
+            if self.momentum > 0:
+                return "nesterov" if self.nesterovs_momentum else "momentum"
+            return "sgd"
+        return self.solver
+
+    # --- model and optimizer ------------------------------------------------------------------
+    def _new_model(self, n_features, n_outputs, dtype):
+        self._check_fastnn_options()
+        rs = check_random_state(self.random_state)
+        sizes = [n_features, *self._hidden, n_outputs]
+        if self.init == "sklearn":
+            # scikit-learn's Glorot-uniform draws, in its order (per layer: weights,
+            # then intercepts) from the same RandomState: the same random_state gives
+            # the same initial network as sklearn.neural_network.
+            factor = 2.0 if self.activation in ("logistic", "sigmoid") else 6.0
+            drawn = []
+            for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+                bound = np.sqrt(factor / (fan_in + fan_out))
+                drawn.append((rs.uniform(-bound, bound, (fan_in, fan_out)),
+                              rs.uniform(-bound, bound, fan_out)))
+        # fastnn's own streams are seeded from a copy, so that `rs` reaches the
+        # early-stopping split in the state scikit-learn's would be in.
+        seed = int(copy.deepcopy(rs).randint(np.iinfo(np.int32).max))
+        model = MLP(sizes, ACTIVATIONS[self.activation], loss=self._loss_name(),
+                    dropout=self.dropout, batch_norm=self.batch_norm,
+                    init="auto" if self.init == "sklearn" else self.init, dtype=dtype,
+                    backend=self.backend, random_state=seed)
+        if self.init == "sklearn":
+            for layer, (W, b) in zip(model.layers, drawn):
+                layer.W[...] = W
+                if layer.b is not None:
+                    layer.b[...] = b
+        self._split_random_state = rs
+        self.n_outputs_ = n_outputs
+        self.n_layers_ = len(self._hidden) + 2
+        self.n_iter_ = 0
+        self.t_ = 0
+        return model
+
+    def _check_fastnn_options(self):
+        if self.optimizer is None and self.solver == "lbfgs":
+            if np.any(np.asarray(self.dropout, dtype=float) > 0):
+                raise ValueError("solver='lbfgs' needs a deterministic loss; it cannot be "
+                                 "used with dropout > 0")
+
+    def _lr_scale(self) -> float:
+        c, _ = self._sklearn_scale()
+        return 1.0 / c if self._optimizer_name() in _LINEAR_OPTIMIZERS else 1.0
+
+    def _new_optimizer(self):
+        name = self._optimizer_name()
+        c, _ = self._sklearn_scale()
+        lr = (copy.deepcopy(self.schedule) if self.schedule is not None
+              else self.learning_rate_init * self._lr_scale())
+        common = {"clip_norm": self.clip_norm}
+        if name == "sgd":
+            return SGD(lr, **common)
+        if name == "momentum":
+            return Momentum(lr, self.momentum, **common)
+        if name == "nesterov":
+            return Nesterov(lr, self.momentum, **common)
+        if name == "adam":
+            return Adam(lr, self.beta_1, self.beta_2, self.epsilon * c, **common)
+        if name == "adamw":
+            return AdamW(lr, self.beta_1, self.beta_2, self.epsilon * c,
+                         weight_decay=self.alpha, **common)
+        if name == "rmsprop":
+            return RMSProp(lr, eps=self.epsilon * c, **common)
+        return Adagrad(lr, eps=self.epsilon * c, **common)
+
+    def _set_batch_decay(self, opt, batch_size):
+        """scikit-learn's L2 term alpha W / m as fastnn's coupled weight decay."""
+        if not isinstance(opt, AdamW):
+            c, _ = self._sklearn_scale()
+            opt.weight_decay = float(c * self.alpha / batch_size)
+
+    def _penalty_weight(self) -> float:
+        """alpha for the penalty term of loss_curve_ (0: AdamW's decay is no loss term)."""
+        return 0.0 if self._optimizer_name() == "adamw" else float(self.alpha)
+
+    def _sq_weights(self) -> float:
+        w = self._model.params[:self._model.n_weights]
+        return float(np.dot(w, w))
+
+    # --- fit ----------------------------------------------------------------------------------
+    def _fit(self, X, y, incremental=False):
+        first_pass = not self.__sklearn_is_fitted__() or (
+            not self.warm_start and not incremental)
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        hidden = self._hidden
+        if first_pass:
+            dtype = (_DTYPES[np.dtype(self.dtype).name] if self.dtype is not None
+                     else (np.float64, np.float32))
+        else:
+            dtype = self._model.dtype
+        X, Y = self._validate_input(X, y, incremental, reset=first_pass, dtype=dtype)
+        # Y: class indices (n,) for softmax outputs, else (n, n_outputs).
+        n_outputs = len(self.classes_) if Y.ndim == 1 else Y.shape[1]
+        with _threads(self.n_threads):
+            if first_pass:
+                self._model = self._new_model(X.shape[1], n_outputs, X.dtype)
+                self._learning_rate = float(self.learning_rate_init)
+                self._init_curves()
+            else:
+                model = self._model
+                if model.layer_sizes[1:-1] != hidden or model.n_outputs != n_outputs:
+                    raise ValueError(
+                        f"the fitted network has layers {model.layer_sizes}; with "
+                        f"hidden_layer_sizes={self.hidden_layer_sizes} and this y it "
+                        f"would need {[X.shape[1], *hidden, n_outputs]}. Set "
+                        f"warm_start=False to fit a new network.")
+                if self.backend is not None and self.backend != model.backend_name:
+                    model.set_backend(self.backend)
+            try:
+                if self.optimizer is None and self.solver == "lbfgs":
+                    self._fit_lbfgs(X, Y)
+                else:
+                    self._fit_stochastic(X, Y, incremental)
+            finally:
+                self.__dict__.pop("_split_random_state", None)
+        return self
+
+    def _init_curves(self):
+        if self.optimizer is None and self.solver == "lbfgs":
+            return
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        if self.early_stopping:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.best_loss_ = np.inf
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+
+    def _split(self, X, Y):
+        """scikit-learn's early-stopping split, stratified except for multilabel/regression."""
+        stratify = (Y if Y.ndim == 1 else Y[:, 0]) if self._stratify() else None
+        idx = np.arange(X.shape[0])
+        # As scikit-learn: the RandomState that drew the initial weights, or a fresh
+        # one for a warm start; the training rows keep the split's (shuffled) order.
+        rs = self.__dict__.pop("_split_random_state", None)
+        train, val = train_test_split(idx, random_state=rs if rs is not None else
+                                      check_random_state(self.random_state),
+                                      test_size=self.validation_fraction, stratify=stratify)
+        if val.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase "
+                             "'validation_fraction' or the size of your dataset.")
+        return X[train], Y[train], X[val], Y[val]
+
+    def _stratify(self) -> bool:
+        return False
+
+    def _fit_stochastic(self, X, Y, incremental):
+        model = self._model
+        if not incremental or model.optimizer is None:
+            model.optimizer = self._new_optimizer()
+        opt = model.optimizer
+        if self.early_stopping:
+            X, Y, Xv, Yv = self._split(X, Y)
+            Xv, Yv = model.check_data(Xv, Yv)
+        X, Y = model.check_data(X, Y)
+        n = X.shape[0]
+        if self.batch_size == "auto":
+            batch_size = min(200, n)
+        else:
+            if self.batch_size > n:
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
+                              "It is going to be clipped")
+            batch_size = min(self.batch_size, n)
+        self._set_batch_decay(opt, batch_size)
+        n_batches = -(-n // batch_size)
+        _, loss_scale = self._sklearn_scale()
+        alpha = self._penalty_weight()
+        own_lr = self.schedule is None
+        lr_scale = self._lr_scale()
+        snapshot = (model.params.copy(), model.buffers.copy())
+        best = None
+        from .training import _DeferredInterrupt
+        interrupt = _DeferredInterrupt()
+        self.n_iter_ = 0
+        try:
+            with interrupt:
+                for _ in range(self.max_iter):
+                    if own_lr:
+                        self._set_rate(opt, self._learning_rate * lr_scale)
+                    np.copyto(snapshot[0], model.params)
+                    np.copyto(snapshot[1], model.buffers)
+                    sq0 = self._sq_weights() if alpha else 0.0
+                    try:
+                        logs = model.train_epoch(X, Y, opt, batch_size, shuffle=self.shuffle)
+                    except DivergenceError as err:
+                        self._diverged(err, snapshot)
+                    if not (np.isfinite(model.params).all()
+                            and np.isfinite(model.buffers).all()):
+                        self._diverged(None, snapshot)
+                    loss = logs["loss"] * loss_scale
+                    if alpha:
+                        # scikit-learn adds alpha/2 ||W||^2 / m to every batch's loss,
+                        # at the weights that batch saw (before its update). The epoch
+                        # runs in one compiled call, so ||W||^2 is taken at its start
+                        # and end and interpolated linearly over its steps: exact for
+                        # one batch per epoch, within the curvature of ||W||^2 otherwise.
+                        sq1 = self._sq_weights()
+                        seen = n_batches * sq0 + 0.5 * (n_batches - 1) * (sq1 - sq0)
+                        loss += 0.5 * alpha * seen / n
+                    self.n_iter_ += 1
+                    self.loss_ = loss
+                    self.t_ += n
+                    self.loss_curve_.append(loss)
+                    opt.end_epoch(loss)
+                    if self.verbose:
+                        print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+                    if self.early_stopping:
+                        score = model.evaluate(Xv, Yv, checked=True)[self._score_name()]
+                        if best is None:
+                            best = model.get_state()
+                        self._update_no_improvement_count_val(score, best)
+                    else:
+                        self._update_no_improvement_count_loss()
+                    if own_lr and self._uses_lr_schedule() and \
+                            self.learning_rate == "invscaling":
+                        self._learning_rate = (float(self.learning_rate_init)
+                                               / (self.t_ + 1) ** self.power_t)
+                    if self._no_improvement_count > self.n_iter_no_change:
+                        if self._trigger_stopping():
+                            break
+                        self._no_improvement_count = 0
+                    if incremental:
+                        break
+                    if self.n_iter_ == self.max_iter:
+                        warnings.warn(
+                            "Stochastic Optimizer: Maximum iterations (%d) reached and "
+                            "the optimization hasn't converged yet." % self.max_iter,
+                            ConvergenceWarning)
+                    interrupt.check()
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+        if self.early_stopping and best is not None:
+            model.set_state(best)
+
+    @staticmethod
+    def _set_rate(opt, lr):
+        """Set a constant learning rate for the next epoch, scikit-learn's way.
+
+        scikit-learn's momentum buffer holds ``lr g`` terms (``u = momentum u - lr g``)
+        where fastnn's holds gradients (``theta -= lr v``); when the rate changes
+        between epochs ('invscaling', 'adaptive'), rescaling v by old / new keeps the
+        past steps at the rate they were taken with, as scikit-learn does.
+        """
+        old = opt.schedule.lr if isinstance(opt.schedule, Constant) else None
+        if old is not None and old != lr and lr > 0 and "velocity" in opt.state:
+            opt.state["velocity"] *= old / lr
+        opt.schedule = Constant(lr)
+
+    def _diverged(self, err, snapshot):
+        """Keep the last finite weights and stop with a ValueError, as scikit-learn does."""
+        model = self._model
+        if not (np.isfinite(model.params).all() and np.isfinite(model.buffers).all()):
+            model.params[...] = snapshot[0]
+            model.buffers[...] = snapshot[1]
+            what = "the weights became non-finite"
+        else:
+            what = f"the {err.what} became {err.value}"
+        raise ValueError(
+            f"Training diverged in iteration {self.n_iter_ + 1}: {what}. The model keeps "
+            f"its last finite weights. The input data may contain large values and need "
+            f"to be preprocessed (e.g. StandardScaler), or the learning rate "
+            f"(learning_rate_init={self.learning_rate_init}) is too large.") from err
+
+    def _update_no_improvement_count_loss(self):
+        last = self.loss_curve_[-1]
+        if last > self.best_loss_ - self.tol:
+            self._no_improvement_count += 1
+        else:
+            self._no_improvement_count = 0
+        if last < self.best_loss_:
+            self.best_loss_ = last
+
+    def _update_no_improvement_count_val(self, score, best):
+        self.validation_scores_.append(score)
+        if self.verbose:
+            print("Validation score: %f" % score)
+        if score < self.best_validation_score_ + self.tol:
+            self._no_improvement_count += 1
+        else:
+            self._no_improvement_count = 0
+        if score > self.best_validation_score_:
+            self.best_validation_score_ = score
+            np.copyto(best["params"], self._model.params)
+            np.copyto(best["buffers"], self._model.buffers)
+
+    def _trigger_stopping(self) -> bool:
+        what = ("Validation score" if self.early_stopping else "Training loss")
+        msg = (f"{what} did not improve more than tol={self.tol:f} for "
+               f"{self.n_iter_no_change} consecutive epochs.")
+        if not (self._uses_lr_schedule() and self.learning_rate == "adaptive"
+                and self.schedule is None):
+            if self.verbose:
+                print(msg + " Stopping.")
+            return True
+        if self._learning_rate <= 1e-6:
+            if self.verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        self._learning_rate /= 5.0
+        if self.verbose:
+            print(msg + " Setting learning rate to %f" % self._learning_rate)
+        return False
+
+    def _fit_lbfgs(self, X, Y):
+        import scipy.optimize
+        model = self._model
+        X, Y = model.check_data(X, Y)
+        n = X.shape[0]
+        n_w = model.n_weights
+        _, s = self._sklearn_scale()
+        alpha = float(self.alpha)
+        params = model.params
+
+        def fun(x):
+            params[...] = x
+            try:
+                loss = model.loss_and_gradient(X, Y)
+            except DivergenceError as err:
+                raise ValueError(f"lbfgs: the loss became {err.value}; the input data "
+                                 f"may need to be preprocessed") from err
+            grad = model.grads.astype(np.float64)
+            grad *= s
+            w = params[:n_w].astype(np.float64)
+            grad[:n_w] += (alpha / n) * w
+            return loss * s + 0.5 * alpha * float(w @ w) / n, grad
+
+        iteration = [0]
+
+        def report(intermediate_result):
+            iteration[0] += 1
+            print("Iteration %d, loss = %.8f" % (iteration[0], intermediate_result.fun))
+
+        res = scipy.optimize.minimize(
+            fun, params.astype(np.float64), method="L-BFGS-B", jac=True,
+            callback=report if self.verbose else None,
+            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
+        params[...] = res.x
+        self.n_iter_ = min(int(res.nit), self.max_iter)
+        self.loss_ = float(res.fun)
+        if res.status != 0:
+            msg = res.message.decode() if isinstance(res.message, bytes) else res.message
+            warnings.warn(
+                f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
+                f"(status={res.status}):\n{msg}.\n\nIncrease the number of iterations "
+                f"to improve the convergence (max_iter={self.max_iter}).",
+                ConvergenceWarning)
+        if not np.isfinite(params).all():
+            raise ValueError("Solver produced non-finite parameter weights. The input "
+                             "data may contain large values and need to be preprocessed.")
+
+    # --- prediction ---------------------------------------------------------------------------
+    def _decision(self, X) -> np.ndarray:
+        """The network output (logits for classifiers) for validated X."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=self._model.dtype)
+        with _threads(self.n_threads):
+            return self._model.decision_function(X)
+
+    # --- pickling and saving ----------------------------------------------------------------
+    def __getstate__(self):
+        # Layers hold views into the model's flat buffers: pickling them one by one
+        # would give copies that training no longer updates. Store what fastnn.save
+        # stores and rebuild the model (and its backend handle) on load.
+        state = dict(super().__getstate__())
+        model = state.pop("_model", None)
+        if model is not None:
+            state["_model_state"] = {
+                "config": model.get_config(), "params": model.params.copy(),
+                "buffers": model.buffers.copy(), "rng": model.rng_states(),
+                "optimizer": (None if model.optimizer is None
+                              else model.optimizer.state_dict())}
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        ms = state.pop("_model_state", None)
+        super().__setstate__(state)
+        if ms is not None:
+            saved = ms["config"].get("backend")
+            model = MLP.from_config(ms["config"], backend=saved if saved in
+                                    available_backends() else None)
+            model.set_state({"params": ms["params"], "buffers": ms["buffers"]})
+            model.set_rng_states(ms["rng"])
+            if ms["optimizer"] is not None:
+                model.optimizer = optimizer_from_state(ms["optimizer"])
+            self._model = model
+
+    _FITTED = ("n_features_in_", "n_outputs_", "n_layers_", "n_iter_", "t_", "loss_",
+               "best_loss_", "loss_curve_", "validation_scores_", "best_validation_score_",
+               "out_activation_", "_no_improvement_count", "_learning_rate")
+
+    def _fastnn_payload(self) -> Payload:
+        """What :func:`fastnn.save` writes: the model, parameters and fitted attributes."""
+        check_is_fitted(self)
+        fitted = {k: _jsonable(getattr(self, k)) for k in self._FITTED if hasattr(self, k)}
+        if hasattr(self, "feature_names_in_"):
+            fitted["feature_names_in_"] = [str(s) for s in self.feature_names_in_]
+        meta = {"estimator": type(self).__name__, "params": _params_to_json(self),
+                "fitted": fitted}
+        arrays = {}
+        if hasattr(self, "classes_"):
+            meta["classes"], arrays = _classes_to_payload(self.classes_)
+            meta["y_type"] = self._label_binarizer.y_type_
+        return Payload(self._KIND, self._model, meta, arrays)
+
+    @classmethod
+    def _from_payload(cls, model, metadata, arrays):
+        try:
+            if metadata.get("estimator") != cls.__name__:
+                raise ValueError(f"the file holds a {metadata.get('estimator')!r}")
+            est = cls(**_params_from_json(metadata["params"]))
+            est._validate_params()
+            for k, value in metadata["fitted"].items():
+                if k not in cls._FITTED and k != "feature_names_in_":
+                    raise ValueError(f"unknown fitted attribute {k!r}")
+                setattr(est, k, _from_jsonable(value))
+            if "feature_names_in_" in metadata["fitted"]:
+                est.feature_names_in_ = np.asarray(metadata["fitted"]["feature_names_in_"],
+                                                   dtype=object)
+            if "classes" in metadata:
+                lb = LabelBinarizer()
+                lb.classes_ = _classes_from_payload(metadata["classes"], arrays)
+                lb.y_type_ = metadata["y_type"]
+                lb.sparse_input_ = False
+                est._label_binarizer = lb
+                est.classes_ = lb.classes_
+            if model.n_features_in != est.n_features_in_ or \
+                    model.layer_sizes[1:-1] != est._hidden:
+                raise ValueError("the network's layers do not match the estimator's "
+                                 "hidden_layer_sizes and n_features_in_")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"invalid {cls.__name__} metadata: {exc}") from None
+        est._model = model
+        return est
+
+
+# --- JSON helpers for saving ----------------------------------------------------------------
+
+def _jsonable(value):
+    """Python / NumPy scalars and lists as JSON values; non-finite floats as strings."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        f = float(value)
+        return f if math.isfinite(f) else {"float": repr(f)}
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"cannot save a value of type {type(value).__name__}")
+
+
+def _from_jsonable(value):
+    if isinstance(value, list):
+        return [_from_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        if set(value) != {"float"} or value["float"] not in ("inf", "-inf", "nan"):
+            raise ValueError(f"invalid saved value {value!r}")
+        return float(value["float"])
+    return value
+
+
+def _params_to_json(est) -> dict:
+    out = {}
+    for k, value in est.get_params(deep=False).items():
+        if k == "random_state":
+            # A RandomState's state is not plain metadata; the fitted model carries
+            # its own random streams, so only integer seeds are kept.
+            value = value if isinstance(value, numbers.Integral) else None
+        elif k == "schedule" and value is not None:
+            value = {"schedule": schedule_to_config(value)}
+        elif k == "dtype" and value is not None:
+            value = np.dtype(value).name
+        elif k == "hidden_layer_sizes" and not hasattr(value, "__iter__"):
+            value = [value]
+        out[k] = _jsonable(value) if k != "schedule" else value
+    return out
+
+
+def _params_from_json(params: dict) -> dict:
+    out = {}
+    for k, value in params.items():
+        if k == "schedule" and value is not None:
+            value = schedule_from_config(value["schedule"])
+        elif k == "hidden_layer_sizes":
+            value = tuple(value)
+        else:
+            value = _from_jsonable(value)
+        out[k] = value
+    return out
+
+
+def _classes_to_payload(classes):
+    classes = np.asarray(classes)
+    if classes.dtype.kind in "biuf":
+        return {"array": "classes"}, {"classes": classes}
+    if all(isinstance(c, str) for c in classes.tolist()):
+        return {"strings": classes.tolist(), "object": classes.dtype.kind == "O"}, {}
+    raise TypeError(f"fastnn.save can store numeric or string class labels, got "
+                    f"{classes.dtype} labels")
+
+
+def _classes_from_payload(info, arrays):
+    if "array" in info:
+        return np.asarray(arrays["classes"])
+    strings = info["strings"]
+    if not all(isinstance(s, str) for s in strings):
+        raise ValueError("class labels must be strings")
+    return np.asarray(strings, dtype=object if info.get("object") else None)
+
+
+def _check_solver(est) -> bool:
+    if est.optimizer is None and est.solver not in ("sgd", "adam"):
+        raise AttributeError("partial_fit is only available for stochastic optimizers. "
+                             f"{est.solver} is not stochastic.")
+    return True
+
+
+_FASTNN_PARAMS_DOC = """
+    optimizer : {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"} or None
+        fastnn's optimizer by name; overrides ``solver``. ``learning_rate_init``,
+        ``momentum`` (momentum, nesterov), ``beta_1``, ``beta_2`` and ``epsilon``
+        (adam, adamw; epsilon also rmsprop and adagrad) are passed on, and
+        ``learning_rate`` applies. For "adamw", ``alpha`` is the decoupled weight
+        decay (``W -= lr alpha W`` per step) instead of an L2 term.
+    dropout : float or list of float, default=0.0
+        Inverted-dropout rate after each hidden layer, in [0, 1).
+    batch_norm : bool or list of bool, default=False
+        Batch normalisation before each hidden activation (the layer then has no
+        intercept: its entry in ``intercepts_`` is None).
+    schedule : fastnn.schedules.Schedule or None
+        A learning-rate schedule (e.g. ``fastnn.Cosine(0.01, T=100)``) replacing
+        ``learning_rate`` and ``learning_rate_init``; it is copied at every fit.
+    clip_norm : float or None
+        Clip the gradient to this global L2 norm.
+    n_threads : int or None
+        Limit the BLAS thread pools to this many threads during fit and predict
+        (via threadpoolctl); None leaves them as they are.
+    backend : {"numpy", "numba", "cython"} or None
+        Which kernels run the network; None picks the fastest built one.
+    dtype : {"float32", "float64"} or None
+        Training dtype. None: float32 input is trained in float32 and anything else
+        in float64 (scikit-learn's rule).
+    init : {"sklearn", "auto", "he", "xavier"}, default="sklearn"
+        "sklearn": scikit-learn's Glorot-uniform weights and intercepts, drawn in its
+        order from ``random_state`` (the same seed gives the same initial network as
+        scikit-learn's estimator). The others are fastnn's normal initialisations
+        with zero biases ("auto": He for relu-family activations, else Xavier).
+"""
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    __doc__ = """Multi-layer perceptron classifier trained by fastnn's kernels.
+
+    A drop-in replacement for ``sklearn.neural_network.MLPClassifier`` (the same
+    parameters, defaults, fitted attributes and methods; see the module docstring for
+    how scikit-learn's definitions map onto fastnn's). Binary targets get one
+    logistic output, multiclass targets a softmax output, multilabel indicator
+    matrices one logistic output per label; all are trained on logits with fused,
+    stable cross-entropies.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : array-like of int, default=(100,)
+    activation : {"identity", "logistic", "tanh", "relu", "leaky_relu", "elu", "sigmoid"}
+        Hidden activation ("sigmoid" is "logistic"), default "relu".
+    solver : {"adam", "sgd", "lbfgs"}, default="adam"
+        "lbfgs" minimises the full-batch loss with SciPy's L-BFGS-B.
+    alpha, batch_size, learning_rate, learning_rate_init, power_t, max_iter, shuffle,
+    random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
+    early_stopping, validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change,
+    max_fun :
+        As in scikit-learn (``momentum`` must be < 1).
+    """ + _FASTNN_PARAMS_DOC + """
+    Attributes
+    ----------
+    classes_ : ndarray (n_classes,)
+    coefs_, intercepts_ : list of ndarray
+        Views of the network's parameters (assigning copies values in).
+    loss_, loss_curve_, best_loss_, validation_scores_, best_validation_score_ :
+        As in scikit-learn (loss_curve_ etc. only for the stochastic solvers).
+    n_iter_ : int
+        Epochs run by the last fit call.
+    t_ : int
+        Training samples seen since the network was created.
+    n_features_in_, feature_names_in_, n_outputs_, n_layers_ : as in scikit-learn
+    out_activation_ : {"softmax", "logistic"}
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from fastnn import MLPClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = MLPClassifier((32,), max_iter=300, random_state=0).fit(X, y)
+    >>> clf.score(X, y) > 0.9
+    True
+    """
+
+    _KIND = "mlp_classifier"
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False,
+                 momentum=0.9, nesterovs_momentum=True, early_stopping=False,
+                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                 n_iter_no_change=10, max_fun=15000, optimizer=None, dropout=0.0,
+                 batch_norm=False, schedule=None, clip_norm=None, n_threads=None,
+                 backend=None, dtype=None, init="sklearn"):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
+            alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
+            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
+            warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+            optimizer=optimizer, dropout=dropout, batch_norm=batch_norm,
+            schedule=schedule, clip_norm=clip_norm, n_threads=n_threads,
+            backend=backend, dtype=dtype, init=init)
+
+    def _loss_name(self):
+        return ("cross_entropy" if self._label_binarizer.y_type_ == "multiclass"
+                else "binary_cross_entropy")
+
+    def _score_name(self):
+        return "accuracy"
+
+    def _stratify(self):
+        return self._label_binarizer.y_type_ != "multilabel-indicator"
+
+    def _validate_input(self, X, y, incremental, reset, dtype):
+        X, y = validate_data(self, X, y, multi_output=True, dtype=dtype, reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same classes as "
+                        f"in the previous call to fit. Previously got {self.classes_}, "
+                        f"`y` has {classes}")
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError("`y` has classes not in `self.classes_`. "
+                                 f"`self.classes_` has {self.classes_}. 'y' has {classes}.")
+        if len(self.classes_) < 2:
+            raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes "
+                             f"in y; got only one class: {self.classes_.tolist()[0]!r}")
+        lb = self._label_binarizer
+        if lb.y_type_ == "multiclass":
+            self.out_activation_ = "softmax"
+            Y = np.searchsorted(self.classes_, y) if y.ndim == 1 else y
+            if y.ndim == 1 and not np.array_equal(self.classes_[Y], y):
+                Y = lb.transform(y).argmax(axis=1)
+        else:
+            self.out_activation_ = "logistic"
+            Y = lb.transform(y)
+        return X, Y
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Fit the network to data X (n_samples, n_features) and labels y.
+
+        y : (n_samples,) labels of any type scikit-learn accepts, or a multilabel
+        indicator matrix (n_samples, n_labels). Returns self.
+        """
+        return self._fit(X, y, incremental=False)
+
+    @available_if(_check_solver)
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over (X, y), continuing with the current optimizer state.
+
+        ``classes`` (all labels that will ever be seen) is required on the first call,
+        as in scikit-learn. Returns self.
+        """
+        if _check_partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+        return self._fit(X, y, incremental=True)
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted labels (n_samples,), or an indicator matrix for multilabel."""
+        z = self._decision(X)
+        lb = self._label_binarizer
+        if lb.y_type_ == "multiclass":
+            return self.classes_.take(np.argmax(z, axis=1))
+        if lb.y_type_ == "binary":
+            return self.classes_.take((z[:, 0] > 0).astype(np.intp))
+        return lb.inverse_transform((z > 0).astype(z.dtype))
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities (n_samples, n_classes) in the order of ``classes_``.
+
+        softmax of the logits (multiclass), [1 - p, p] with p = sigmoid(logit)
+        (binary), or sigmoid per label (multilabel).
+        """
+        z = self._decision(X)
+        k = self._model.kernels
+        if self.out_activation_ == "softmax":
+            return k.softmax(z)
+        p = k.sigmoid(z)
+        if self._label_binarizer.y_type_ == "binary":
+            return np.hstack([1 - p, p])
+        return p
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        """Log of :meth:`predict_proba`, computed from the logits (never log(p)).
+
+        ``z - logsumexp(z)`` (multiclass) or ``-log(1 + e^-z)`` and ``-log(1 + e^z)``
+        (logistic outputs), evaluated in float64 and returned in the model dtype.
+        """
+        z = self._decision(X).astype(np.float64)
+        if self.out_activation_ == "softmax":
+            zmax = z.max(axis=1, keepdims=True)
+            shifted = z - zmax
+            out = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        elif self._label_binarizer.y_type_ == "binary":
+            out = np.hstack([-np.logaddexp(0.0, z), -np.logaddexp(0.0, -z)])
+        else:
+            out = -np.logaddexp(0.0, -z)
+        return out.astype(self._model.dtype)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        tags.input_tags.sparse = False
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    __doc__ = """Multi-layer perceptron regressor trained by fastnn's kernels.
+
+    A drop-in replacement for ``sklearn.neural_network.MLPRegressor``: identity
+    output, squared error (``loss_`` is half the mean squared error as in
+    scikit-learn), single or multiple outputs.
+
+    Parameters
+    ----------
+    loss : {"squared_error"}, default="squared_error"
+        scikit-learn's "poisson" is not available.
+    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
+    learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose,
+    warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction,
+    beta_1, beta_2, epsilon, n_iter_no_change, max_fun :
+        As for :class:`MLPClassifier` and scikit-learn.
+    """ + _FASTNN_PARAMS_DOC + """
+    Attributes
+    ----------
+    As :class:`MLPClassifier` without ``classes_``; ``out_activation_`` is
+    "identity" and validation scores are R^2.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastnn import MLPRegressor
+    >>> X = np.linspace(-1, 1, 200).reshape(-1, 1)
+    >>> reg = MLPRegressor((32,), max_iter=500, random_state=0).fit(X, X[:, 0] ** 2)
+    >>> reg.score(X, X[:, 0] ** 2) > 0.9
+    True
+    """
+
+    _KIND = "mlp_regressor"
+    _parameter_constraints = {**_BaseMLP._parameter_constraints,
+                              "loss": [StrOptions({"squared_error"})]}
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu",
+                 *, solver="adam", alpha=0.0001, batch_size="auto",
+                 learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
+                 max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
+                 warm_start=False, momentum=0.9, nesterovs_momentum=True,
+                 early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, optimizer=None,
+                 dropout=0.0, batch_norm=False, schedule=None, clip_norm=None,
+                 n_threads=None, backend=None, dtype=None, init="sklearn"):
+        self.loss = loss
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
+            alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
+            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
+            warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+            optimizer=optimizer, dropout=dropout, batch_norm=batch_norm,
+            schedule=schedule, clip_norm=clip_norm, n_threads=n_threads,
+            backend=backend, dtype=dtype, init=init)
+
+    def _loss_name(self):
+        return "mse"
+
+    def _score_name(self):
+        return "r2"
+
+    def _sklearn_scale(self):
+        # fastnn's mse: mean over m k elements, gradient 2 (p - y) / (m k);
+        # scikit-learn: half the mean, gradient (p - y) / m.
+        return 2.0 / self.n_outputs_, 0.5
+
+    def _validate_input(self, X, y, incremental, reset, dtype):
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=dtype,
+                             reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        self.out_activation_ = "identity"
+        return X, (y.reshape(-1, 1) if y.ndim == 1 else y)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Fit the network to X (n_samples, n_features) and y (n_samples,) or
+        (n_samples, n_outputs). Returns self."""
+        return self._fit(X, y, incremental=False)
+
+    @available_if(_check_solver)
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y):
+        """One epoch over (X, y), continuing with the current optimizer state."""
+        return self._fit(X, y, incremental=True)
+
+    def predict(self, X) -> np.ndarray:
+        """Predictions (n_samples,) for one output, else (n_samples, n_outputs)."""
+        out = self._decision(X)
+        return out.ravel() if out.shape[1] == 1 else out
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.input_tags.sparse = False
+        return tags
+
+
+def _classifier_from_payload(model, metadata, arrays):
+    return MLPClassifier._from_payload(model, metadata, arrays)
+
+
+def _regressor_from_payload(model, metadata, arrays):
+    return MLPRegressor._from_payload(model, metadata, arrays)
