@@ -505,6 +505,8 @@ def targets(rows, opts) -> list[dict]:
     out = []
 
     def add(what, dtype, bk, value, threshold, higher_is_better, reason=""):
+        if reason == "not in this run":  # a case this run did not ask for
+            return
         met = None if value is None else (value >= threshold if higher_is_better
                                           else value <= threshold)
         out.append({"target": what, "dtype": dtype, "backend": bk, "value": value,
