@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from fastnn._kernels import codes
 from kernels._support import (
+    LAYOUT_PAIRS,
     ALL_BACKENDS, CANCELLING, COMPILED, DTYPES, EXACT, IN_LAYOUTS, OUT_LAYOUTS, SMALL,
     TRANSCENDENTAL, TRANSCENDENTAL_ULP, any_floats, arrays, assert_exact, assert_ulp,
     backend, case_id, check_activation, check_elementwise, check_softmax,
@@ -46,8 +47,7 @@ def mixed_values(dtype, shape, seed=0):
 
 # --- elementwise kernels ----------------------------------------------------------------
 
-@pytest.mark.parametrize("out_layout", OUT_LAYOUTS)
-@pytest.mark.parametrize("in_layout", IN_LAYOUTS)
+@pytest.mark.parametrize("in_layout,out_layout", LAYOUT_PAIRS)
 @pytest.mark.parametrize("kernel", ELEMENTWISE)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", COMPILED)
@@ -206,8 +206,7 @@ def test_kinks_and_signed_zero(name, dtype):
 
 # --- row-wise: softmax and softmax_backward -------------------------------------------
 
-@pytest.mark.parametrize("out_layout", OUT_LAYOUTS)
-@pytest.mark.parametrize("in_layout", IN_LAYOUTS)
+@pytest.mark.parametrize("in_layout,out_layout", LAYOUT_PAIRS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", COMPILED)
 def test_softmax_layouts(name, dtype, in_layout, out_layout):
@@ -276,8 +275,7 @@ def _fused_args(activation, dtype, z):
     return fwd, {"da": da, "z": z, "a": a, "activation": activation}
 
 
-@pytest.mark.parametrize("out_layout", OUT_LAYOUTS)
-@pytest.mark.parametrize("in_layout", IN_LAYOUTS)
+@pytest.mark.parametrize("in_layout,out_layout", LAYOUT_PAIRS)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", COMPILED)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from fastnn._kernels import codes
 from fastnn.reference.blas import gemm
 from kernels._support import (
+    LAYOUT_PAIRS,
     ALL_BACKENDS, COMPILED, DTYPES, IN_LAYOUTS, OUT_LAYOUTS, SMALL, arrays, assert_exact,
     assert_within, backend, case_id, check_activation, laid_out, quiet_reference,
     reduction_floats, reference, rng_array, run_pair, sizes, sum_bound,
@@ -63,8 +64,7 @@ def make_layer(rng, dtype, m, n_in, n_out, activation):
     return fwd, bwd
 
 
-@pytest.mark.parametrize("out_layout", OUT_LAYOUTS)
-@pytest.mark.parametrize("in_layout", IN_LAYOUTS)
+@pytest.mark.parametrize("in_layout,out_layout", LAYOUT_PAIRS)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", COMPILED)

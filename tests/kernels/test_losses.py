@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kernels._support import (
+    LAYOUT_PAIRS,
     ALL_BACKENDS, COMPILED, DTYPES, IN_LAYOUTS, OUT_LAYOUTS, SMALL, arrays, assert_exact,
     backend, case_id, check_bce, check_bce_gradient, check_ce, check_ce_gradient,
     check_mse, check_sparse_ce, finite_floats, reduction_floats, rng_array, run_pair,
@@ -95,8 +96,7 @@ def layout_inputs(kind, dtype, rng, m=6, k=5):
     return "sparse", z, labels
 
 
-@pytest.mark.parametrize("out_layout", OUT_LAYOUTS)
-@pytest.mark.parametrize("in_layout", IN_LAYOUTS)
+@pytest.mark.parametrize("in_layout,out_layout", LAYOUT_PAIRS)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", COMPILED)

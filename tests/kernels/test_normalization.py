@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kernels._support import (
+    LAYOUT_PAIRS,
     COMPILED, DTYPES, IN_LAYOUTS, OUT_LAYOUTS, SMALL, any_floats, arrays, assert_exact,
     assert_within, bn_backward_bounds, bn_train_bounds, case_id, finite_floats,
     reduction_floats, rng_array, run_pair, shapes_2d, shapes_any,
@@ -74,8 +75,7 @@ def bn_args(rng, dtype, m, k):
     return train, ev, back
 
 
-@pytest.mark.parametrize("out_layout", OUT_LAYOUTS)
-@pytest.mark.parametrize("in_layout", IN_LAYOUTS)
+@pytest.mark.parametrize("in_layout,out_layout", LAYOUT_PAIRS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", COMPILED)
 def test_normalization_layouts(name, dtype, in_layout, out_layout):

@@ -142,21 +142,21 @@ def _bce_magnitude(z, y):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ALL_BACKENDS)
 def test_binary_cross_entropy_with_logits(name, dtype, shape):
-    """Loss for one and for k outputs per sample (torch's mean runs over all m k
-    elements, like fastnn's loss). The gradient only for (m,): for (m, k) fastnn's
-    gradient divides by m, not m k (see tests/reference/test_gradients.py)."""
+    """One and k outputs per sample. fastnn sums a sample's k outputs and averages the
+    m samples (the loss whose derivative is (sigmoid - y) / m); torch's mean reduction
+    divides by m k, so the twin is torch's sum reduction divided by m."""
     k = backend(name)
     z = sample(dtype, shape, 65)
     y = np.random.default_rng(66).random(shape).astype(dtype)
+    m = shape[0]
     tz = t(z).clone().requires_grad_(True)
-    loss = F.binary_cross_entropy_with_logits(tz, t(y), reduction="mean")
+    loss = F.binary_cross_entropy_with_logits(tz, t(y), reduction="sum") / m
     loss.backward()
     got = k.binary_cross_entropy(z, y)
-    assert abs(got - loss.item()) <= _loss_bound(z.size, _bce_magnitude(z, y), dtype), \
-        (name, got, loss.item())
-    if len(shape) == 1:
-        assert_ulp_close(k.binary_cross_entropy_gradient(z, y), tz.grad.numpy(), TORCH_ULP,
-                         f"{name} bce'", atol=5 * np.finfo(dtype).eps / shape[0])
+    assert abs(got - loss.item()) <= _loss_bound(z.size, _bce_magnitude(z, y), dtype) \
+        * z.size / m, (name, got, loss.item())
+    assert_ulp_close(k.binary_cross_entropy_gradient(z, y), tz.grad.numpy(), TORCH_ULP,
+                     f"{name} bce'", atol=5 * np.finfo(dtype).eps / m)
 
 
 @pytest.mark.parametrize("targets", ["indices", "probabilities"])
