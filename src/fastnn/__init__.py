@@ -41,6 +41,7 @@ __all__ = [
 _KIND_LOADERS.update({
     "mlp_classifier": "fastnn.estimators:_classifier_from_payload",
     "mlp_regressor": "fastnn.estimators:_regressor_from_payload",
+    "tabular": "fastnn.cli:_tabular_from_payload",
 })
 del _KIND_LOADERS
 

@@ -75,7 +75,8 @@ def plot_learning_curves(history, ax=None, *, metrics=None, label: str | None = 
     ax : matplotlib Axes, optional
         Where to draw; a new figure when None.
     metrics : sequence of str, optional
-        Which curves to draw (default: every loss, accuracy and R^2 curve present).
+        Which curves to draw (default: every curve but "lr" and "time"). Names other
+        than the accuracy and R^2 ones are drawn on the loss axes.
     label : str, optional
         Prefix of the legend entries, to compare several runs on one axes
         (``label="fastnn"`` gives "fastnn loss").
@@ -90,7 +91,10 @@ def plot_learning_curves(history, ax=None, *, metrics=None, label: str | None = 
     _check_matplotlib()
     curves = _curves(history)
     if metrics is None:
+        # Losses and scores in a fixed order, then any other curve (a custom loss
+        # name); the learning rate and the epoch times are not drawn by default.
         metrics = [k for k in _LOSSES + _SCORES if k in curves]
+        metrics += [k for k in curves if k not in metrics and k not in ("lr", "time")]
     else:
         missing = [m for m in metrics if m not in curves]
         if missing:
