@@ -353,7 +353,6 @@ class _BaseMLP(BaseEstimator):
         with _threads(self.n_threads):
             if first_pass:
                 self._model = self._new_model(X.shape[1], n_outputs, X.dtype)
-                self._learning_rate = float(self.learning_rate_init)
                 self._init_curves()
             else:
                 model = self._model
@@ -409,7 +408,9 @@ class _BaseMLP(BaseEstimator):
     def _fit_stochastic(self, X, Y, incremental):
         model = self._model
         if not incremental or model.optimizer is None:
+            # A new optimizer starts again from learning_rate_init, as scikit-learn's.
             model.optimizer = self._new_optimizer()
+            self._learning_rate = float(self.learning_rate_init)
         opt = model.optimizer
         if self.early_stopping:
             X, Y, Xv, Yv = self._split(X, Y)
@@ -1029,7 +1030,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     >>> import numpy as np
     >>> from fastnn import MLPRegressor
     >>> X = np.linspace(-1, 1, 200).reshape(-1, 1)
-    >>> reg = MLPRegressor((32,), max_iter=500, random_state=0).fit(X, X[:, 0] ** 2)
+    >>> reg = MLPRegressor(hidden_layer_sizes=(32,), learning_rate_init=0.01,
+    ...                    random_state=0).fit(X, X[:, 0] ** 2)
     >>> reg.score(X, X[:, 0] ** 2) > 0.9
     True
     """
