@@ -157,10 +157,9 @@ class Backend:
 
     # --- activations -------------------------------------------------------------
     def _elementwise(self, fn, z, out, *scalars):
+        _no_overlap({"out": out}, {"z": z}, allow={("out", "z")})
         z = v.float_array(z, "z")
         o = _Output(out, "out", z.shape, z.dtype)
-        if out is not None and not _same_memory(z, o.work) and np.shares_memory(z, o.work):
-            raise ValueError("out must be z itself or not overlap it")
         fn(_flat(z), *scalars, _flat(o.work))
         return o.done()
 
@@ -223,10 +222,14 @@ class Backend:
 
     def _rows(self, z, name):
         z = v.float_array(z, name, ndim=(1, 2))
+        if z.size == 0 or z.shape[-1] == 0:
+            raise ValueError(f"{name} must have at least one row and one column for a "
+                             f"row-wise softmax, got shape {z.shape}")
         return z.reshape(1, -1) if z.ndim == 1 else z
 
     def softmax(self, z, out=None):
-        """Row-wise softmax of z (m, k); a 1-D z is one row."""
+        """Row-wise softmax of z (m, k); a 1-D z is one row. ``out`` may be ``z``."""
+        _no_overlap({"out": out}, {"z": z}, allow={("out", "z")})
         shape = np.shape(z)
         z2 = self._rows(z, "z")
         o = _Output(out, "out", shape, z2.dtype)
@@ -235,6 +238,7 @@ class Backend:
 
     def softmax_backward(self, a, da, out=None):
         """dz = a * (da - sum_j da_j a_j) row-wise, a = softmax(z), da = dL/da."""
+        _no_overlap({"out": out}, {"a": a, "da": da})
         shape = np.shape(a)
         a2 = self._rows(a, "a")
         da2 = v.float_array(da, "da", dtype=a2.dtype)
@@ -244,17 +248,28 @@ class Backend:
         return o.done()
 
     def activation_forward(self, z, activation="relu", alpha=None, out=None):
-        """out = g(z) for the activation named ``activation``; z is (m, k)."""
+        """out = g(z) for the activation named ``activation``; z is (m, k); out may be z."""
+        _no_overlap({"out": out}, {"z": z}, allow={("out", "z")})
         code, alpha = resolve_activation(activation, alpha)
         z = v.float_array(z, "z", ndim=2)
+        if code == ACTIVATION_CODES["softmax"]:
+            self._rows(z, "z")
         o = _Output(out, "out", z.shape, z.dtype)
         self.raw.activation_forward(z, code, alpha, o.work)
         return o.done()
 
     def activation_backward(self, da, z, a, activation="relu", alpha=None, out=None):
-        """out = da * g'(z) given z and its saved output a = g(z); all (m, k)."""
+        """out = da * g'(z) given z and its saved output a = g(z); all (m, k).
+
+        ``out`` may be ``da`` (except for softmax, whose row sums read all of ``da``).
+        """
         code, alpha = resolve_activation(activation, alpha)
+        softmax = code == ACTIVATION_CODES["softmax"]
+        _no_overlap({"out": out}, {"da": da, "z": z, "a": a},
+                    allow=set() if softmax else {("out", "da")})
         z = v.float_array(z, "z", ndim=2)
+        if softmax:
+            self._rows(z, "z")
         a = v.float_array(a, "a", dtype=z.dtype)
         da = v.float_array(da, "da", dtype=z.dtype)
         v.check_shape(a, "a", z.shape)
@@ -270,6 +285,7 @@ class Backend:
         Returns ``(z, a)``; ``a`` may be given as the same array as ``z``.
         """
         code, alpha = resolve_activation(activation, alpha)
+        _no_overlap({"z": z, "a": a}, {"x": x, "w": w, "b": b}, allow={("z", "a")})
         x = v.float_array(x, "x", ndim=2)
         w = v.float_array(w, "w", ndim=2, dtype=x.dtype)
         b = v.float_array(b, "b", ndim=1, dtype=x.dtype)
@@ -283,10 +299,6 @@ class Backend:
         zo = _Output(z, "z", (m, n_out), x.dtype)
         same = a is not None and a is z
         ao = zo if same else _Output(a, "a", (m, n_out), x.dtype)
-        v.check_no_overlap(x=x, z=zo.work)
-        v.check_no_overlap(w=w, z=zo.work)
-        if not same:
-            v.check_no_overlap(z=zo.work, a=ao.work)
         self.raw.dense_forward(x, w, b, code, alpha, zo.work, ao.work)
         zr = zo.done()
         return zr, (zr if same else ao.done())
@@ -299,6 +311,8 @@ class Backend:
         be ``da``. Returns ``(dz, dw, db)``.
         """
         code, alpha = resolve_activation(activation, alpha)
+        _no_overlap({"dz": dz, "dw": dw, "db": db}, {"x": x, "z": z, "a": a, "da": da},
+                    allow={("dz", "da")})
         x = v.float_array(x, "x", ndim=2)
         z = v.float_array(z, "z", ndim=2, dtype=x.dtype)
         m, n_in = x.shape
@@ -316,12 +330,12 @@ class Backend:
             da_arr = dzo.work
         dwo = _Output(dw, "dw", (n_in, n_out), x.dtype)
         dbo = _Output(db, "db", (n_out,), x.dtype)
-        v.check_no_overlap(dz=dzo.work, dw=dwo.work, db=dbo.work, x=x)
         self.raw.dense_backward(x, z, a, da_arr, code, alpha, dzo.work, dwo.work, dbo.work)
         return dzo.done(), dwo.done(), dbo.done()
 
     def dense_input_gradient(self, dz, w, dx=None):
         """dx = dz @ w.T; dz (m, n_out), w (n_in, n_out), dx (m, n_in)."""
+        _no_overlap({"dx": dx}, {"dz": dz, "w": w})
         dz = v.float_array(dz, "dz", ndim=2)
         w = v.float_array(w, "w", ndim=2, dtype=dz.dtype)
         m, n_out = dz.shape
@@ -331,7 +345,6 @@ class Backend:
         n_in = w.shape[0]
         _check_nonempty_product(m, n_in, n_out)
         o = _Output(dx, "dx", (m, n_in), dz.dtype)
-        v.check_no_overlap(dx=o.work, dz=dz, w=w)
         self.raw.dense_input_gradient(dz, w, o.work)
         return o.done()
 
@@ -351,6 +364,7 @@ class Backend:
 
     def mse_gradient(self, y_pred, y, out=None):
         """dL/dy_pred = 2 (y_pred - y) / size."""
+        _no_overlap({"out": out}, {"y_pred": y_pred, "y": y})
         p, t = self._pair(y_pred, y, "y_pred")
         o = _Output(out, "out", p.shape, p.dtype)
         self.raw.mse_gradient(_flat(p), _flat(t), _flat(o.work))
@@ -367,17 +381,23 @@ class Backend:
 
     def binary_cross_entropy_gradient(self, z, y, out=None):
         """dL/dz = (sigmoid(z) - y) / m, m the number of samples (rows)."""
+        _no_overlap({"out": out}, {"z": z, "y": y})
         p, t = self._pair(z, y, "z", ndim=(1, 2))
         o = _Output(out, "out", p.shape, p.dtype)
         self.raw.binary_cross_entropy_gradient(self._as_rows(p), self._as_rows(t),
                                                self._as_rows(o.work))
         return o.done()
 
-    def _logits_targets(self, z, y):
-        """(z, y, sparse): y as int64 class indices or as float targets shaped like z."""
+    @staticmethod
+    def _logits(z):
         z = v.float_array(z, "z", ndim=2)
         if z.shape[0] == 0 or z.shape[1] == 0:
             raise ValueError(f"z must have at least one row and one class, got {z.shape}")
+        return z
+
+    def _logits_targets(self, z, y):
+        """(z, y, sparse): y as int64 class indices or as float targets shaped like z."""
+        z = self._logits(z)
         y_arr = np.asarray(y)
         if y_arr.dtype.kind in "iu":
             return z, v.label_array(y_arr, "y", z.shape[0], z.shape[1]), True
@@ -392,6 +412,7 @@ class Backend:
 
     def cross_entropy_gradient(self, z, y, out=None):
         """dL/dz = (softmax(z) - onehot(y)) / m."""
+        _no_overlap({"out": out}, {"z": z, "y": y})
         z, t, sparse = self._logits_targets(z, y)
         o = _Output(out, "out", z.shape, z.dtype)
         fn = self.raw.sparse_cross_entropy_gradient if sparse else self.raw.cross_entropy_gradient
@@ -400,13 +421,14 @@ class Backend:
 
     def sparse_cross_entropy(self, z, labels) -> float:
         """cross_entropy with int class indices ``labels`` (m,)."""
-        z = v.float_array(z, "z", ndim=2)
+        z = self._logits(z)
         return self.raw.sparse_cross_entropy(
             z, v.label_array(labels, "labels", z.shape[0], z.shape[1]))
 
     def sparse_cross_entropy_gradient(self, z, labels, out=None):
         """cross_entropy_gradient with int class indices ``labels`` (m,)."""
-        z = v.float_array(z, "z", ndim=2)
+        _no_overlap({"out": out}, {"z": z, "labels": labels})
+        z = self._logits(z)
         labels = v.label_array(labels, "labels", z.shape[0], z.shape[1])
         o = _Output(out, "out", z.shape, z.dtype)
         self.raw.sparse_cross_entropy_gradient(z, labels, o.work)
@@ -417,16 +439,13 @@ class Backend:
         """Checked (param, grad, state...) work buffers and the handles to write back."""
         if not isinstance(param, np.ndarray):
             raise TypeError(f"param must be a NumPy array, got {type(param).__name__}")
+        _no_overlap({"param": param, **state}, {"grad": grad})
         p_dtype = v.float_array(param[:0] if param.ndim else param, "param").dtype
         outs = [_Output(param, "param", param.shape, p_dtype, inplace=True)]
         g = v.float_array(grad, "grad", dtype=p_dtype)
         v.check_shape(g, "grad", param.shape)
         for name, arr in state.items():
             outs.append(_Output(arr, name, param.shape, p_dtype, inplace=True))
-        v.check_no_overlap(param=outs[0].work,
-                           **{n: o.work for n, o in zip(state, outs[1:])})
-        for n, o in zip(state, outs[1:]):
-            v.check_no_overlap(**{n: o.work, "grad": g})
         return outs, g
 
     @staticmethod
@@ -538,7 +557,11 @@ class Backend:
 
     # --- dropout and batch normalisation -------------------------------------------
     def dropout(self, x, mask, rate, out=None):
-        """out = mask * x / (1 - rate), mask the boolean keep mask (shape of x)."""
+        """out = mask * x / (1 - rate), mask the boolean keep mask (shape of x).
+
+        ``out`` may be ``x``; the same call carries the gradient backwards.
+        """
+        _no_overlap({"out": out}, {"x": x, "mask": mask}, allow={("out", "x")})
         x = v.float_array(x, "x")
         rate = v.scalar(rate, "rate", low=0, high=1, high_open=True)
         mask = v.mask_array(mask, "mask", x.shape)
@@ -561,6 +584,8 @@ class Backend:
 
         Returns ``(out, x_hat, inv_std)``; the last two feed ``batch_norm_backward``.
         """
+        _no_overlap({"running_mean": running_mean, "running_var": running_var, "out": out,
+                     "x_hat": x_hat, "inv_std": inv_std}, {"x": x, "gamma": gamma, "beta": beta})
         x, gamma, beta = self._bn_params(x, gamma, beta)
         m, k = x.shape
         if m < 2:
@@ -573,8 +598,6 @@ class Backend:
         o = _Output(out, "out", x.shape, x.dtype)
         xh = _Output(x_hat, "x_hat", x.shape, x.dtype)
         inv = _Output(inv_std, "inv_std", (k,), x.dtype)
-        v.check_no_overlap(running_mean=rm.work, running_var=rv.work, out=o.work,
-                           x_hat=xh.work, inv_std=inv.work)
         self.raw.batch_norm_train(x, gamma, beta, eps, momentum, rm.work, rv.work, o.work,
                                   xh.work, inv.work)
         rm.done()
@@ -584,6 +607,8 @@ class Backend:
     def batch_norm_eval(self, x, gamma, beta, running_mean, running_var, eps=1e-5,
                         out=None):
         """out = gamma (x - running_mean) / sqrt(running_var + eps) + beta."""
+        _no_overlap({"out": out}, {"x": x, "gamma": gamma, "beta": beta,
+                                   "running_mean": running_mean, "running_var": running_var})
         x, gamma, beta = self._bn_params(x, gamma, beta)
         k = x.shape[1]
         rm = v.float_array(running_mean, "running_mean", ndim=1, dtype=x.dtype)
@@ -598,6 +623,8 @@ class Backend:
     def batch_norm_backward(self, dout, x_hat, gamma, inv_std, dx=None, dgamma=None,
                             dbeta=None):
         """Gradients of batch_norm_train; returns ``(dx, dgamma, dbeta)``."""
+        _no_overlap({"dx": dx, "dgamma": dgamma, "dbeta": dbeta},
+                    {"dout": dout, "x_hat": x_hat, "gamma": gamma, "inv_std": inv_std})
         dout = v.float_array(dout, "dout", ndim=2)
         m, k = dout.shape
         if m == 0:
@@ -611,10 +638,26 @@ class Backend:
         dxo = _Output(dx, "dx", dout.shape, dout.dtype)
         dgo = _Output(dgamma, "dgamma", (k,), dout.dtype)
         dbo = _Output(dbeta, "dbeta", (k,), dout.dtype)
-        v.check_no_overlap(dx=dxo.work, dgamma=dgo.work, dbeta=dbo.work, dout=dout)
         self.raw.batch_norm_backward(dout, x_hat, gamma, inv_std, dxo.work, dgo.work,
                                      dbo.work)
         return dxo.done(), dgo.done(), dbo.done()
+
+
+def _no_overlap(outputs: dict, inputs: dict, allow=()) -> None:
+    """Refuse an output (or in-place buffer) that shares memory with an input or with
+    another output, except the pairs in ``allow`` when they are the very same array
+    (an elementwise kernel may write over its input; a partial overlap would let it
+    read what it has already written)."""
+    outs = [(n, a) for n, a in outputs.items() if isinstance(a, np.ndarray)]
+    ins = [(n, a) for n, a in inputs.items() if isinstance(a, np.ndarray)]
+    for i, (no, o) in enumerate(outs):
+        for ni, x in outs[i + 1:] + ins:
+            if not np.may_share_memory(o, x) or not np.shares_memory(o, x):
+                continue
+            if ((no, ni) in allow or (ni, no) in allow) and _same_memory(o, x):
+                continue
+            hint = f" ({no} may be {ni} itself)" if (no, ni) in allow else ""
+            raise ValueError(f"{no} and {ni} must not share memory{hint}")
 
 
 def _same_memory(a, b) -> bool:

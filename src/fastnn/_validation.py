@@ -129,12 +129,3 @@ def choice(value, name: str, options) -> str:
     if not isinstance(value, str) or value not in options:
         raise ValueError(f"{name} must be one of {sorted(options)}, got {value!r}")
     return value
-
-
-def check_no_overlap(**arrays: np.ndarray) -> None:
-    """Refuse buffers that share memory where the kernel needs them distinct."""
-    items = [(k, v) for k, v in arrays.items() if v is not None]
-    for i, (na, a) in enumerate(items):
-        for nb, b in items[i + 1:]:
-            if np.shares_memory(a, b):
-                raise ValueError(f"{na} and {nb} must not share memory")
