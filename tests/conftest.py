@@ -2,7 +2,7 @@
 
 Profiles (select with HYPOTHESIS_PROFILE=<name>; "ci" is the default):
 
-- "ci": 40 examples per property, derandomised so a CI run is reproducible, no
+- "ci": 30 examples per property, derandomised so a CI run is reproducible, no
   deadline (the first call of a Numba kernel compiles it).
 - "dev": 10 examples, random, for quick local runs.
 - "nojit": 3 examples and no shrinking, for the NUMBA_DISABLE_JIT run where kernels
@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, Phase, settings
 
 _COMMON = dict(deadline=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("ci", max_examples=40, derandomize=True, **_COMMON)
+settings.register_profile("ci", max_examples=30, derandomize=True, **_COMMON)
 settings.register_profile("dev", max_examples=10, **_COMMON)
 # No shrinking in Python mode: a failure is reported as found, shrinking it through
 # pure-Python kernel loops would take minutes.

@@ -9,7 +9,6 @@ hypothesis fuzz of random shapes and dtypes runs in a subprocess, so that a kern
 reading out of bounds (a segfault) fails the test instead of killing pytest.
 """
 
-import importlib.util
 import os
 import subprocess
 import sys
