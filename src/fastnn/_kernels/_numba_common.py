@@ -1,0 +1,321 @@
+"""Shared pieces of the Numba kernels.
+
+- ``jit``: the one decorator policy of every kernel (cached, GIL released, NumPy's
+  error model so division loops vectorise; never fast-math, so no FMA contraction).
+- ``cast_like``: a constant in the dtype of an array or scalar (Numba promotes
+  ``float32 * 2.0`` to float64; NumPy 2 casts the Python float to float32 first).
+- ``pairwise_sum`` and the pieces of its walk: NumPy's pairwise summation, so sums and
+  means come out as the reference's ``np.sum``/``np.mean`` bit for bit.
+- ``gemm``: the very SciPy BLAS call ``fastnn.reference.blas.gemm`` makes.
+- ``tanh_f64``: NumPy's own float64 tanh loop (see its docstring for why).
+
+The two foreign functions are reached through named symbols registered with LLVM at
+import, not through addresses baked into the machine code, so the compiled kernels stay
+valid in Numba's on-disk cache across processes. Under ``NUMBA_DISABLE_JIT=1`` every
+helper has a plain Python body with the same results.
+"""
+
+import ctypes
+import functools
+
+import numpy as np
+from numba import njit, types
+from numba.core import config
+from numba.extending import get_cython_function_address, intrinsic, overload
+
+DISABLE_JIT = bool(config.DISABLE_JIT)
+
+_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+if not DISABLE_JIT:
+    # The decorator policy of every kernel and helper.
+    jit = njit(**_OPTIONS)
+    # Small scalar helpers are inlined into their callers at the Numba IR level: the
+    # same machine code, without a separate compilation per helper.
+    jit_inline = njit(inline="always", **_OPTIONS)
+else:
+    def jit(func):
+        """Python mode: the plain function, without NumPy's floating-point warnings
+        (compiled kernels overflow to inf and produce NaN silently)."""
+        @functools.wraps(func)
+        def kernel(*args):
+            with np.errstate(all="ignore"):
+                return func(*args)
+        return kernel
+
+    def jit_inline(func):
+        return func
+
+
+# --- dtype-exact constants ------------------------------------------------------------
+
+def cast_like(x, v):
+    """``v`` converted (rounded to nearest) to the dtype of array or scalar ``x``."""
+    return x.dtype.type(v)
+
+
+@overload(cast_like, inline="always")
+def _cast_like_overload(x, v):
+    dt = x.dtype if isinstance(x, types.Array) else x
+
+    def impl(x, v):
+        return dt(v)
+    return impl
+
+
+# --- NumPy's pairwise summation -------------------------------------------------------
+
+# NumPy sums a contiguous run of n values by halving it (at multiples of 8) down to
+# blocks of at most PW_BLOCK values, each added with 8 interleaved accumulators.
+# ``pairwise_sum`` does this on an array. A kernel whose terms are computed on the fly
+# runs the same walk itself: ``pairwise_descend`` gives the next block, the kernel fills
+# a PW_BLOCK buffer with that block's terms and adds it with ``block_sum``, and
+# ``pairwise_combine`` folds the block's sum into the pending halves. The walk keeps
+# its own stack (a recursive Numba function cannot be cached when another calls it)
+# and takes no function argument (a kernel passing one cannot be cached either).
+PW_BLOCK = 128
+PW_DEPTH = 64  # each split halves n: 64 pending halves cover any length
+
+
+@jit_inline
+def pairwise_stack(dtype_like):
+    """The walk's stack: pending right halves (lo, n, left done) and left sums."""
+    return np.empty((PW_DEPTH, 3), np.int64), np.zeros(PW_DEPTH, dtype_like.dtype)
+
+
+@jit_inline
+def pairwise_descend(nodes, sp, lo, n):
+    """Split [lo, lo + n) down to its first block: push the right halves, return
+    (sp, block length)."""
+    while n > PW_BLOCK:
+        half = n // 2
+        half -= half % 8
+        nodes[sp, 0] = lo + half
+        nodes[sp, 1] = n - half
+        nodes[sp, 2] = 0
+        sp += 1
+        n = half
+    return sp, n
+
+
+@jit_inline
+def pairwise_combine(nodes, sums, sp, v):
+    """Fold the sum v of a finished block into the pending halves.
+
+    Returns (sp, v, lo, n): [lo, lo + n) is the next run to descend into, or n == 0
+    when v is the whole sum.
+    """
+    while sp > 0:
+        top = sp - 1
+        if nodes[top, 2] == 0:
+            sums[top] = v
+            nodes[top, 2] = 1
+            return sp, v, nodes[top, 0], nodes[top, 1]
+        v = sums[top] + v
+        sp -= 1
+    return 0, v, 0, 0
+
+
+@jit
+def block_sum(a, lo, n):
+    """a[lo] + ... + a[lo + n - 1], 1 <= n <= PW_BLOCK, as NumPy adds one block.
+
+    The accumulators have the dtype of a.
+    """
+    if n < 8:
+        res = a[lo]
+        for i in range(lo + 1, lo + n):
+            res += a[i]
+        return res
+    r0 = a[lo]
+    r1 = a[lo + 1]
+    r2 = a[lo + 2]
+    r3 = a[lo + 3]
+    r4 = a[lo + 4]
+    r5 = a[lo + 5]
+    r6 = a[lo + 6]
+    r7 = a[lo + 7]
+    end8 = lo + n - n % 8
+    for i in range(lo + 8, end8, 8):
+        r0 += a[i]
+        r1 += a[i + 1]
+        r2 += a[i + 2]
+        r3 += a[i + 3]
+        r4 += a[i + 4]
+        r5 += a[i + 5]
+        r6 += a[i + 6]
+        r7 += a[i + 7]
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for i in range(end8, lo + n):
+        res += a[i]
+    return res
+
+
+@jit
+def pairwise_sum(a, n):
+    """a[0] + ... + a[n - 1], n >= 1, in NumPy's pairwise order and a's dtype.
+
+    NumPy's reductions add this to their initial 0.0; callers do the same where the
+    sign of a zero sum matters.
+    """
+    lo = np.intp(0)  # not the literal 0: that would compile block_sum once more
+    if n <= PW_BLOCK:
+        return block_sum(a, lo, n)
+    nodes, sums = pairwise_stack(a)
+    sp, cnt = pairwise_descend(nodes, 0, lo, n)
+    while True:
+        sp, v, lo, n = pairwise_combine(nodes, sums, sp, block_sum(a, lo, cnt))
+        if n == 0:
+            return v
+        sp, cnt = pairwise_descend(nodes, sp, lo, n)
+
+
+# --- BLAS: the reference's SciPy GEMM call --------------------------------------------
+
+_GEMM_SYMBOLS = {types.float32: "fastnn_cython_blas_sgemm",
+                 types.float64: "fastnn_cython_blas_dgemm"}
+_NOTRANS, _TRANS = ord("N"), ord("T")
+
+if not DISABLE_JIT:
+    import llvmlite.binding as _llvm
+    from llvmlite import ir as _ir
+    from numba.core import cgutils as _cgutils
+
+    for _ty, _sym in _GEMM_SYMBOLS.items():
+        _llvm.add_symbol(_sym, get_cython_function_address(
+            "scipy.linalg.cython_blas", "sgemm" if _ty == types.float32 else "dgemm"))
+
+    def _slot(builder, value):
+        """A stack slot holding ``value``: BLAS takes every argument by pointer."""
+        return _cgutils.alloca_once_value(builder, value)
+
+    @intrinsic
+    def _xgemm(typingctx, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
+        """Column-major C = op(A) op(B) through scipy.linalg.cython_blas ?gemm."""
+        symbol = _GEMM_SYMBOLS[c.dtype]
+        sig = types.void(transa, transb, m, n, k, a, lda, b, ldb, c, ldc)
+
+        def codegen(context, builder, signature, args):
+            i8, i32 = _ir.IntType(8), _ir.IntType(32)
+            fty = context.get_value_type(c.dtype)
+            fnty = _ir.FunctionType(_ir.VoidType(), [
+                i8.as_pointer(), i8.as_pointer(), i32.as_pointer(), i32.as_pointer(),
+                i32.as_pointer(), fty.as_pointer(), fty.as_pointer(), i32.as_pointer(),
+                fty.as_pointer(), i32.as_pointer(), fty.as_pointer(), fty.as_pointer(),
+                i32.as_pointer()])
+            fn = _cgutils.get_or_insert_function(builder.module, fnty, symbol)
+            ta, tb, m_, n_, k_, a_, lda_, b_, ldb_, c_, ldc_ = args
+
+            def data(ty, val):
+                return context.make_array(ty)(context, builder, val).data
+
+            def char(v):
+                return _slot(builder, builder.trunc(v, i8))
+
+            def int32(v):
+                return _slot(builder, builder.trunc(v, i32))
+
+            builder.call(fn, [char(ta), char(tb), int32(m_), int32(n_), int32(k_),
+                              _slot(builder, fty(1.0)), data(a, a_), int32(lda_),
+                              data(b, b_), int32(ldb_), _slot(builder, fty(0.0)),
+                              data(c, c_), int32(ldc_)])
+            return context.get_dummy_value()
+        return sig, codegen
+
+    @jit
+    def gemm(a, b, out, trans_a, trans_b):
+        """out = op(a) @ op(b) for C-contiguous row-major a, b, out (beta = 0).
+
+        Exactly the call ``fastnn.reference.blas.gemm`` makes through f2py: the
+        column-major product out.T = op(b).T op(a).T, b first, nothing copied.
+        """
+        br, bc = b.shape
+        ar, ac = a.shape
+        m = br if trans_b else bc
+        k = bc if trans_b else br
+        n = ac if trans_a else ar
+        _xgemm(np.int64(_TRANS if trans_b else _NOTRANS),
+               np.int64(_TRANS if trans_a else _NOTRANS), m, n, k, b, bc, a, ac, out, m)
+else:
+    def gemm(a, b, out, trans_a, trans_b):
+        """out = op(a) @ op(b) (pure-Python mode: the reference's call itself)."""
+        from ..reference.blas import gemm as reference_gemm
+        reference_gemm(a, b, out, trans_a=trans_a, trans_b=trans_b)
+
+
+# --- tanh: NumPy's float64 loop -------------------------------------------------------
+
+# NumPy's float64 tanh (a SIMD polynomial, within 1 ULP) and glibc's (up to 2 ULP) differ
+# by up to 3 ULP, and the reference's derivative 1 - tanh^2 z magnifies any such
+# difference by 2 tanh^2 / (1 - tanh^2) (thousands of ULP for |z| > 4). Only NumPy's own
+# loop reproduces the reference, so the kernels call it, through the ufunc loop access
+# NumPy provides for JIT compilers (``ufunc._get_strided_loop``).
+_TANH_LOOP = "fastnn_numpy_tanh_f64_loop"
+_TANH_ARGS = "fastnn_numpy_tanh_f64_args"
+
+
+class _UfuncCallInfo(ctypes.Structure):
+    """NumPy's ``ufunc_call_info`` (capsule "numpy_1.24_ufunc_call_info")."""
+    _fields_ = [("strided_loop", ctypes.c_void_p), ("context", ctypes.c_void_p),
+                ("auxdata", ctypes.c_void_p), ("requires_pyapi", ctypes.c_ubyte),
+                ("no_floatingpoint_errors", ctypes.c_ubyte)]
+
+
+def _numpy_strided_loop(ufunc, dtype):
+    """(capsule, call info) of ufunc's strided loop for dtype -> dtype."""
+    _, capsule = ufunc._resolve_dtypes_and_context((np.dtype(dtype), np.dtype(dtype)))
+    ufunc._get_strided_loop(capsule)
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype = ctypes.c_void_p
+    get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    info = _UfuncCallInfo.from_address(get_pointer(capsule, b"numpy_1.24_ufunc_call_info"))
+    if info.requires_pyapi:
+        raise RuntimeError(f"NumPy's {ufunc.__name__} loop needs the GIL")
+    return capsule, info
+
+
+if not DISABLE_JIT:
+    # The capsule owns the loop's context and auxdata: keep both alive with the module.
+    _tanh_capsule, _tanh_info = _numpy_strided_loop(np.tanh, np.float64)
+    _tanh_args = (ctypes.c_void_p * 2)(_tanh_info.context, _tanh_info.auxdata)
+    _llvm.add_symbol(_TANH_LOOP, _tanh_info.strided_loop)
+    _llvm.add_symbol(_TANH_ARGS, ctypes.addressof(_tanh_args))
+
+    @intrinsic
+    def _numpy_tanh_loop(typingctx, buf, n):
+        """buf[:n] = tanh(buf[:n]) in place by NumPy's strided loop (float64 buf)."""
+        sig = types.void(buf, n)
+
+        def codegen(context, builder, signature, args):
+            i8p = _ir.IntType(8).as_pointer()
+            i32, i64 = _ir.IntType(32), _ir.IntType(64)
+            module = builder.module
+            fnty = _ir.FunctionType(i32, [i8p, i8p.as_pointer(), i64.as_pointer(),
+                                          i64.as_pointer(), i8p])
+            fn = _cgutils.get_or_insert_function(module, fnty, _TANH_LOOP)
+            gv = module.globals.get(_TANH_ARGS)
+            if gv is None:  # declared here, defined by the symbol registered at import
+                gv = _ir.GlobalVariable(module, _ir.ArrayType(i8p, 2), _TANH_ARGS)
+            zero = i32(0)
+            ctx = builder.load(builder.gep(gv, [zero, zero]))
+            aux = builder.load(builder.gep(gv, [zero, i32(1)]))
+            arr = context.make_array(buf)(context, builder, args[0])
+            ptr = builder.bitcast(arr.data, i8p)
+            data = _cgutils.alloca_once(builder, i8p, size=2)
+            builder.store(ptr, data)
+            builder.store(ptr, builder.gep(data, [i32(1)]))
+            strides = _cgutils.alloca_once(builder, i64, size=2)
+            builder.store(i64(8), strides)
+            builder.store(i64(8), builder.gep(strides, [i32(1)]))
+            builder.call(fn, [ctx, data, _slot(builder, args[1]), strides, aux])
+            return context.get_dummy_value()
+        return sig, codegen
+
+    @jit
+    def tanh_f64(buf, n):
+        """buf[:n] = np.tanh(buf[:n]) in place; buf is a C-contiguous float64 1-D array."""
+        _numpy_tanh_loop(buf, np.int64(n))
+else:
+    def tanh_f64(buf, n):
+        """buf[:n] = np.tanh(buf[:n]) in place (pure-Python mode)."""
+        np.tanh(buf[:n], out=buf[:n])

@@ -1,0 +1,363 @@
+"""Numba kernels for the activations (contract: ``fastnn.reference.activations``).
+
+Each activation and derivative is a scalar function (``_relu(v)``, ``_elu(v, alpha)``)
+that the kernels here and in ``dense_numba`` call inside their loops; the activation
+code is switched on once per call, outside the loops. Formulas without exp/log/tanh
+stay in the array dtype with dtype-cast constants; the others are evaluated in float64
+and rounded once on store. tanh is NumPy's own float64 loop
+(``_numba_common.tanh_f64``), run over blocks of a float64 buffer.
+"""
+
+import numpy as np
+
+from . import codes
+from ._numba_common import cast_like, jit, jit_inline, pairwise_sum, tanh_f64
+
+__all__ = [
+    "identity",
+    "step",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "elu",
+    "softmax",
+    "identity_derivative",
+    "step_derivative",
+    "sigmoid_derivative",
+    "tanh_derivative",
+    "relu_derivative",
+    "leaky_relu_derivative",
+    "elu_derivative",
+    "softmax_backward",
+    "activation_forward",
+    "activation_backward",
+]
+
+_TANH_BLOCK = 512  # float64 buffer length for tanh of float32 data
+
+
+# --- scalar functions: v in the array dtype -------------------------------------------
+
+@jit_inline
+def _step(v):
+    if v != v:
+        return v
+    return cast_like(v, 1.0) if v >= 0 else cast_like(v, 0.0)
+
+
+@jit_inline
+def _relu(v):
+    # as np.maximum(z, 0): NaN stays, -0.0 gives +0.0
+    zero = cast_like(v, 0.0)
+    return zero if v <= zero else v
+
+
+@jit_inline
+def _leaky_relu(v, alpha):
+    """alpha already in the dtype of v."""
+    return v if v > 0 else alpha * v
+
+
+@jit_inline
+def _sigmoid(v):
+    """float64; the branch on the sign keeps e^x <= 1."""
+    x = np.float64(v)
+    e = np.exp(-np.abs(x))
+    return 1.0 / (1.0 + e) if x >= 0 else e / (1.0 + e)
+
+
+@jit_inline
+def _elu(v, alpha):
+    """float64, alpha float64; min(x, 0) as np.minimum (NaN stays, -0.0 gives +0.0)."""
+    x = np.float64(v)
+    return x if x > 0 else alpha * np.expm1(0.0 if x >= 0 else x)
+
+
+@jit_inline
+def _identity_d(v):
+    return v if v != v else cast_like(v, 1.0)
+
+
+@jit_inline
+def _step_d(v):
+    return v if v != v else cast_like(v, 0.0)
+
+
+@jit_inline
+def _relu_d(v):
+    if v != v:
+        return v
+    return cast_like(v, 1.0) if v > 0 else cast_like(v, 0.0)
+
+
+@jit_inline
+def _leaky_relu_d(v, alpha):
+    """alpha already in the dtype of v."""
+    if v != v:
+        return v
+    return cast_like(v, 1.0) if v > 0 else alpha
+
+
+@jit_inline
+def _sigmoid_d(v):
+    s = _sigmoid(v)
+    return s * (1.0 - s)
+
+
+@jit_inline
+def _elu_d(v, alpha):
+    """float64, alpha float64; NaN stays NaN through exp."""
+    x = np.float64(v)
+    return 1.0 if x > 0 else alpha * np.exp(0.0 if x >= 0 else x)
+
+
+@jit_inline
+def _sigmoid_d_from_a(a):
+    """g'(z) from the saved a = sigmoid(z), in the dtype of a."""
+    return a * (cast_like(a, 1.0) - a)
+
+
+@jit_inline
+def _tanh_d_from_a(a):
+    """g'(z) from the saved a = tanh(z), in the dtype of a."""
+    return cast_like(a, 1.0) - a * a
+
+
+# --- row and block helpers ------------------------------------------------------------
+
+@jit
+def _tanh_into(z, out, derivative):
+    """out = tanh z, or 1 - tanh^2 z, over flat arrays, tanh in float64 by blocks."""
+    n = z.size
+    buf = np.empty(min(n, _TANH_BLOCK))
+    for lo in range(0, n, _TANH_BLOCK):
+        cnt = min(_TANH_BLOCK, n - lo)
+        for j in range(cnt):
+            buf[j] = z[lo + j]
+        tanh_f64(buf, cnt)
+        if derivative:
+            for j in range(cnt):
+                t = buf[j]
+                out[lo + j] = 1.0 - t * t
+        else:
+            for j in range(cnt):
+                out[lo + j] = buf[j]
+
+
+@jit
+def _softmax_row(z, i, out, e):
+    """out[i] = softmax(z[i]), e a float64 scratch row; out may be z."""
+    k = z.shape[1]
+    mx = np.float64(z[i, 0])
+    for j in range(1, k):
+        x = np.float64(z[i, j])
+        if x > mx or x != x:  # NaN wins, as in ndarray.max
+            mx = x
+    for j in range(k):
+        e[j] = np.exp(np.float64(z[i, j]) - mx)
+    s = pairwise_sum(e, k)
+    for j in range(k):
+        out[i, j] = e[j] / s
+
+
+@jit
+def _softmax_backward_row(a, da, i, out, prod):
+    """out[i] = a[i] * (da[i] - sum_j da[i, j] a[i, j]) in the array dtype.
+
+    prod is a scratch row of that dtype; out may be da.
+    """
+    k = a.shape[1]
+    for j in range(k):
+        prod[j] = da[i, j] * a[i, j]
+    s = pairwise_sum(prod, k)
+    for j in range(k):
+        out[i, j] = a[i, j] * (da[i, j] - s)
+
+
+# --- forward: out = g(z), flat arrays, out may be z -----------------------------------
+
+@jit
+def identity(z, out):
+    """out = z."""
+    for i in range(z.size):
+        out[i] = z[i]
+
+
+@jit
+def step(z, out):
+    """out = 1 if z >= 0 else 0; NaN stays NaN."""
+    for i in range(z.size):
+        out[i] = _step(z[i])
+
+
+@jit
+def sigmoid(z, out):
+    """out = 1 / (1 + e^-z), float64 inside, rounded once."""
+    for i in range(z.size):
+        out[i] = _sigmoid(z[i])
+
+
+@jit
+def tanh(z, out):
+    """out = tanh z: NumPy's float64 tanh, rounded once."""
+    _tanh_into(z, out, False)
+
+
+@jit
+def relu(z, out):
+    """out = max(0, z); relu(-0.0) = +0.0."""
+    for i in range(z.size):
+        out[i] = _relu(z[i])
+
+
+@jit
+def leaky_relu(z, alpha, out):
+    """out = z if z > 0 else alpha z, alpha cast to the dtype."""
+    a = cast_like(z, alpha)
+    for i in range(z.size):
+        out[i] = _leaky_relu(z[i], a)
+
+
+@jit
+def elu(z, alpha, out):
+    """out = z if z > 0 else alpha (e^z - 1), float64 inside."""
+    for i in range(z.size):
+        out[i] = _elu(z[i], alpha)
+
+
+@jit
+def softmax(z, out):
+    """out = row-wise softmax of z (m, k): max-shifted, float64 inside."""
+    if z.shape[1] == 0:
+        return
+    e = np.empty(z.shape[1])
+    for i in range(z.shape[0]):
+        _softmax_row(z, i, out, e)
+
+
+# --- derivatives: out = g'(z), flat arrays, out may be z ------------------------------
+
+@jit
+def identity_derivative(z, out):
+    """out = 1; NaN where z is NaN."""
+    for i in range(z.size):
+        out[i] = _identity_d(z[i])
+
+
+@jit
+def step_derivative(z, out):
+    """out = 0; NaN where z is NaN."""
+    for i in range(z.size):
+        out[i] = _step_d(z[i])
+
+
+@jit
+def sigmoid_derivative(z, out):
+    """out = s (1 - s), s = sigmoid(z), float64 inside."""
+    for i in range(z.size):
+        out[i] = _sigmoid_d(z[i])
+
+
+@jit
+def tanh_derivative(z, out):
+    """out = 1 - tanh^2 z, float64 inside."""
+    _tanh_into(z, out, True)
+
+
+@jit
+def relu_derivative(z, out):
+    """out = 1 if z > 0 else 0; NaN where z is NaN."""
+    for i in range(z.size):
+        out[i] = _relu_d(z[i])
+
+
+@jit
+def leaky_relu_derivative(z, alpha, out):
+    """out = 1 if z > 0 else alpha; NaN where z is NaN."""
+    a = cast_like(z, alpha)
+    for i in range(z.size):
+        out[i] = _leaky_relu_d(z[i], a)
+
+
+@jit
+def elu_derivative(z, alpha, out):
+    """out = 1 if z > 0 else alpha e^z, float64 inside."""
+    for i in range(z.size):
+        out[i] = _elu_d(z[i], alpha)
+
+
+@jit
+def softmax_backward(a, da, out):
+    """out = a * (da - sum_j da_j a_j) row-wise, all (m, k), array dtype; out may be da."""
+    if a.shape[1] == 0:
+        return
+    prod = np.empty_like(a[0])
+    for i in range(a.shape[0]):
+        _softmax_backward_row(a, da, i, out, prod)
+
+
+# --- by activation code, (m, k) arrays ------------------------------------------------
+
+@jit
+def activation_forward(z, activation, alpha, out):
+    """out = g(z) for the activation with integer code ``activation``; out may be z."""
+    if activation == codes.SOFTMAX:
+        softmax(z, out)
+        return
+    zf = z.reshape(z.size)
+    of = out.reshape(out.size)
+    if activation == codes.IDENTITY:
+        identity(zf, of)
+    elif activation == codes.STEP:
+        step(zf, of)
+    elif activation == codes.SIGMOID:
+        sigmoid(zf, of)
+    elif activation == codes.TANH:
+        tanh(zf, of)
+    elif activation == codes.RELU:
+        relu(zf, of)
+    elif activation == codes.LEAKY_RELU:
+        leaky_relu(zf, alpha, of)
+    elif activation == codes.ELU:
+        elu(zf, alpha, of)
+
+
+@jit
+def activation_backward(da, z, a, activation, alpha, out):
+    """out = da * g'(z), all (m, k); out may be da.
+
+    sigmoid and tanh take g' from the saved a = g(z), softmax applies its Jacobian; the
+    other derivatives are rounded to the dtype before the product, as the reference
+    stores them in an array of that dtype.
+    """
+    if activation == codes.SOFTMAX:
+        softmax_backward(a, da, out)
+        return
+    n = da.size
+    daf = da.reshape(n)
+    zf = z.reshape(n)
+    af = a.reshape(n)
+    of = out.reshape(n)
+    if activation == codes.SIGMOID:
+        for i in range(n):
+            of[i] = daf[i] * _sigmoid_d_from_a(af[i])
+    elif activation == codes.TANH:
+        for i in range(n):
+            of[i] = daf[i] * _tanh_d_from_a(af[i])
+    elif activation == codes.IDENTITY:
+        for i in range(n):
+            of[i] = daf[i] * _identity_d(zf[i])
+    elif activation == codes.STEP:
+        for i in range(n):
+            of[i] = daf[i] * _step_d(zf[i])
+    elif activation == codes.RELU:
+        for i in range(n):
+            of[i] = daf[i] * _relu_d(zf[i])
+    elif activation == codes.LEAKY_RELU:
+        alpha_ = cast_like(z, alpha)
+        for i in range(n):
+            of[i] = daf[i] * _leaky_relu_d(zf[i], alpha_)
+    elif activation == codes.ELU:
+        for i in range(n):
+            of[i] = daf[i] * cast_like(daf, _elu_d(zf[i], alpha))

@@ -1,0 +1,129 @@
+"""Numba kernels for dropout and batch normalisation (contract:
+``fastnn.reference.normalization``).
+
+Batch statistics are float64 sums over the rows, added row after row as NumPy's
+``sum(axis=0)`` does; for a single column NumPy sums pairwise instead, and so do these
+kernels. Normalised values are rounded once to the array dtype; the affine part
+``gamma * x_hat + beta`` runs in the array dtype on the rounded x_hat.
+"""
+
+import numpy as np
+
+from ._numba_common import cast_like, jit, pairwise_sum
+
+__all__ = [
+    "dropout",
+    "batch_norm_train",
+    "batch_norm_eval",
+    "batch_norm_backward",
+]
+
+
+@jit
+def dropout(x, mask, rate, out):
+    """out = mask * x / (1 - rate) over flat arrays; mask uint8 (or bool) 0/1."""
+    keep = cast_like(x, 1.0 - rate)
+    for i in range(x.size):
+        out[i] = cast_like(x, mask[i]) * x[i] / keep
+
+
+@jit
+def _column_sums(x, total, center, squares):
+    """total[j] = sum over rows of x[:, j], or of (x[:, j] - center[j])^2, in float64."""
+    m, k = x.shape
+    if k == 1:  # NumPy reduces a single column pairwise
+        col = np.empty(m)
+        for i in range(m):
+            d = np.float64(x[i, 0])
+            col[i] = (d - center[0]) * (d - center[0]) if squares else d
+        total[0] = 0.0 + pairwise_sum(col, m)
+        return
+    total[:] = 0.0
+    for i in range(m):
+        for j in range(k):
+            if squares:
+                d = np.float64(x[i, j]) - center[j]
+                total[j] += d * d
+            else:
+                total[j] += x[i, j]
+
+
+@jit
+def batch_norm_train(x, gamma, beta, eps, momentum, running_mean, running_var,
+                     out, x_hat, inv_std):
+    """Normalise x (m, k), m >= 2, with its batch statistics; update the running ones.
+
+    mu, var (biased) in float64; inv_std = 1 / sqrt(var + eps); x_hat = (x - mu) inv_std;
+    out = gamma x_hat + beta; running stats move by momentum towards mu and var m/(m-1).
+    """
+    m, k = x.shape
+    mean = np.empty(k)
+    var = np.empty(k)
+    _column_sums(x, mean, mean, False)
+    for j in range(k):
+        mean[j] /= m
+    _column_sums(x, var, mean, True)
+    keep = 1.0 - momentum
+    for j in range(k):
+        var[j] /= m
+        inv = 1.0 / np.sqrt(var[j] + eps)
+        inv_std[j] = inv
+        running_mean[j] = keep * np.float64(running_mean[j]) + momentum * mean[j]
+        running_var[j] = (keep * np.float64(running_var[j])
+                          + momentum * (var[j] * m / (m - 1)))
+        var[j] = inv  # from here on var holds the float64 inv_std
+    for i in range(m):
+        for j in range(k):
+            xh = cast_like(x, (np.float64(x[i, j]) - mean[j]) * var[j])
+            x_hat[i, j] = xh
+            out[i, j] = gamma[j] * xh + beta[j]
+
+
+@jit
+def batch_norm_eval(x, gamma, beta, running_mean, running_var, eps, out):
+    """out = gamma (x - running_mean) / sqrt(running_var + eps) + beta, x (m, k).
+
+    The normalised value is formed in float64 and rounded once, the affine part runs in
+    the array dtype.
+    """
+    m, k = x.shape
+    inv = np.empty(k)
+    for j in range(k):
+        inv[j] = 1.0 / np.sqrt(np.float64(running_var[j]) + eps)
+    for i in range(m):
+        for j in range(k):
+            xh = cast_like(x, (np.float64(x[i, j]) - np.float64(running_mean[j])) * inv[j])
+            out[i, j] = gamma[j] * xh + beta[j]
+
+
+@jit
+def batch_norm_backward(dout, x_hat, gamma, inv_std, dx, dgamma, dbeta):
+    """dbeta = sum dout, dgamma = sum dout x_hat (float64, over the m rows),
+    dx = gamma inv_std / m (m dout - dbeta - x_hat dgamma), rounded once."""
+    m, k = dout.shape
+    db = np.empty(k)
+    dg = np.empty(k)
+    if k == 1:  # NumPy reduces a single column pairwise
+        col = np.empty(m)
+        for i in range(m):
+            col[i] = dout[i, 0]
+        db[0] = 0.0 + pairwise_sum(col, m)
+        for i in range(m):
+            col[i] = np.float64(dout[i, 0]) * np.float64(x_hat[i, 0])
+        dg[0] = 0.0 + pairwise_sum(col, m)
+    else:
+        db[:] = 0.0
+        dg[:] = 0.0
+        for i in range(m):
+            for j in range(k):
+                d = np.float64(dout[i, j])
+                db[j] += d
+                dg[j] += d * np.float64(x_hat[i, j])
+    for i in range(m):
+        for j in range(k):
+            scale = np.float64(gamma[j]) * np.float64(inv_std[j]) / m
+            dx[i, j] = scale * ((m * np.float64(dout[i, j]) - db[j])
+                                - np.float64(x_hat[i, j]) * dg[j])
+    for j in range(k):
+        dgamma[j] = dg[j]
+        dbeta[j] = db[j]

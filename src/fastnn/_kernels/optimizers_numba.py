@@ -1,0 +1,189 @@
+"""Numba kernels for the optimizer updates (contract: ``fastnn.reference.optimizers``).
+
+One pass over flat, C-contiguous buffers, in place. Every scalar expression of the
+hyperparameters is computed in float64 and cast once to the array dtype; the array
+expressions then run in the array dtype in the reference's order, so the results equal
+the reference bit for bit. The L2 term ``g = grad + wd * param`` is a local value (grad
+is never written) and, as in the reference, only exists when wd != 0.
+"""
+
+import numpy as np
+
+from ._numba_common import (
+    PW_BLOCK, block_sum, cast_like, jit, pairwise_combine, pairwise_descend, pairwise_stack,
+)
+
+__all__ = [
+    "sgd_step",
+    "momentum_step",
+    "nesterov_step",
+    "adagrad_step",
+    "rmsprop_step",
+    "adam_step",
+    "adamw_step",
+    "squared_norm",
+    "scale_inplace",
+]
+
+
+@jit
+def sgd_step(param, grad, lr, weight_decay):
+    """theta -= lr g, g = grad (+ wd theta)."""
+    lr_ = cast_like(param, lr)
+    wd = cast_like(param, weight_decay)
+    decay = weight_decay != 0
+    for i in range(param.size):
+        p = param[i]
+        g = grad[i] + wd * p if decay else grad[i]
+        param[i] = p - lr_ * g
+
+
+@jit
+def momentum_step(param, grad, velocity, lr, momentum, dampening, weight_decay):
+    """v = beta v + (1 - d) g; theta -= lr v."""
+    lr_ = cast_like(param, lr)
+    beta = cast_like(param, momentum)
+    keep = cast_like(param, 1.0 - dampening)
+    wd = cast_like(param, weight_decay)
+    decay = weight_decay != 0
+    for i in range(param.size):
+        p = param[i]
+        g = grad[i] + wd * p if decay else grad[i]
+        v = beta * velocity[i] + keep * g
+        velocity[i] = v
+        param[i] = p - lr_ * v
+
+
+@jit
+def nesterov_step(param, grad, velocity, lr, momentum, dampening, weight_decay):
+    """v = beta v + (1 - d) g; theta -= lr (g + beta v)."""
+    lr_ = cast_like(param, lr)
+    beta = cast_like(param, momentum)
+    keep = cast_like(param, 1.0 - dampening)
+    wd = cast_like(param, weight_decay)
+    decay = weight_decay != 0
+    for i in range(param.size):
+        p = param[i]
+        g = grad[i] + wd * p if decay else grad[i]
+        v = beta * velocity[i] + keep * g
+        velocity[i] = v
+        param[i] = p - lr_ * (g + beta * v)
+
+
+@jit
+def adagrad_step(param, grad, sum_sq, lr, eps, eps_inside_sqrt, weight_decay):
+    """G += g^2; theta -= lr g / (sqrt(G) + eps), or lr g / sqrt(G + eps)."""
+    lr_ = cast_like(param, lr)
+    eps_ = cast_like(param, eps)
+    wd = cast_like(param, weight_decay)
+    decay = weight_decay != 0
+    for i in range(param.size):
+        p = param[i]
+        g = grad[i] + wd * p if decay else grad[i]
+        s = sum_sq[i] + g * g
+        sum_sq[i] = s
+        denom = np.sqrt(s + eps_) if eps_inside_sqrt else np.sqrt(s) + eps_
+        param[i] = p - lr_ * g / denom
+
+
+@jit
+def rmsprop_step(param, grad, sq_avg, lr, rho, eps, eps_inside_sqrt, weight_decay):
+    """s = rho s + (1 - rho) g^2; theta -= lr g / (sqrt(s) + eps), or lr g / sqrt(s + eps).
+    """
+    lr_ = cast_like(param, lr)
+    rho_ = cast_like(param, rho)
+    keep = cast_like(param, 1.0 - rho)
+    eps_ = cast_like(param, eps)
+    wd = cast_like(param, weight_decay)
+    decay = weight_decay != 0
+    for i in range(param.size):
+        p = param[i]
+        g = grad[i] + wd * p if decay else grad[i]
+        s = rho_ * sq_avg[i] + keep * (g * g)
+        sq_avg[i] = s
+        denom = np.sqrt(s + eps_) if eps_inside_sqrt else np.sqrt(s) + eps_
+        param[i] = p - lr_ * g / denom
+
+
+@jit
+def _adam(param, grad, m, v, lr, beta1, beta2, correction1, correction2, eps,
+          weight_decay, decoupled):
+    """Adam with bias corrections 1 - beta^t given (Python's pow, not Numba's).
+
+    decoupled (AdamW): theta -= (lr wd) theta first and no L2 term; otherwise L2 when
+    wd != 0.
+    """
+    lr_ = cast_like(param, lr)
+    b1 = cast_like(param, beta1)
+    k1 = cast_like(param, 1.0 - beta1)
+    b2 = cast_like(param, beta2)
+    k2 = cast_like(param, 1.0 - beta2)
+    c1 = cast_like(param, correction1)
+    c2 = cast_like(param, correction2)
+    eps_ = cast_like(param, eps)
+    wd = cast_like(param, weight_decay)
+    lr_wd = cast_like(param, lr * weight_decay)
+    decay = weight_decay != 0 and not decoupled
+    for i in range(param.size):
+        p = param[i]
+        if decoupled:
+            p = p - lr_wd * p
+        g = grad[i] + wd * p if decay else grad[i]
+        mi = b1 * m[i] + k1 * g
+        m[i] = mi
+        vi = b2 * v[i] + k2 * (g * g)
+        v[i] = vi
+        param[i] = p - lr_ * (mi / c1) / (np.sqrt(vi / c2) + eps_)
+
+
+def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    """Adam at step t >= 1: m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+    theta -= lr m_hat / (sqrt(v_hat) + eps), m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t).
+
+    The bias corrections 1 - beta^t use Python's pow (C pow), as the reference does.
+    """
+    _adam(param, grad, m, v, lr, beta1, beta2, 1.0 - beta1 ** step, 1.0 - beta2 ** step,
+          eps, weight_decay, False)
+
+
+def adamw_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    """AdamW: theta -= lr wd theta (decoupled decay), then the Adam step without L2."""
+    _adam(param, grad, m, v, lr, beta1, beta2, 1.0 - beta1 ** step, 1.0 - beta2 ** step,
+          eps, weight_decay, True)
+
+
+@jit
+def _block_squares(x, lo, n, buf):
+    """Sum of x[i]^2 in float64 for one block [lo, lo + n)."""
+    for j in range(n):
+        v = np.float64(x[lo + j])
+        buf[j] = v * v
+    return block_sum(buf, np.intp(0), n)
+
+
+@jit
+def squared_norm(x):
+    """sum x^2 over the flat buffer, in float64, in NumPy's pairwise order."""
+    n = x.size
+    if n == 0:
+        return 0.0
+    buf = np.empty(PW_BLOCK)
+    lo = np.intp(0)
+    if n <= PW_BLOCK:
+        return 0.0 + _block_squares(x, lo, n, buf)
+    nodes, sums = pairwise_stack(buf)
+    sp, cnt = pairwise_descend(nodes, 0, lo, n)
+    while True:
+        sp, total, lo, n = pairwise_combine(nodes, sums, sp,
+                                            _block_squares(x, lo, cnt, buf))
+        if n == 0:
+            return 0.0 + total
+        sp, cnt = pairwise_descend(nodes, sp, lo, n)
+
+
+@jit
+def scale_inplace(x, factor):
+    """x *= factor, factor cast once to the dtype of x."""
+    f = cast_like(x, factor)
+    for i in range(x.size):
+        x[i] *= f
