@@ -7,8 +7,8 @@ Sections (``--sections``):
   lr 1e-3), each step on the next of a few pre-made batches: PyTorch eager (default
   Adam, ``fused=True``), scikit-learn's MLPClassifier via ``partial_fit``, a
   hand-written NumPy step, JAX jit when installed, the GEMM-only time of the step's
-  shapes through SciPy BLAS, and fastnn (training library and kernels composed in
-  Python) per backend.
+  shapes through SciPy BLAS, and fastnn per backend (``MLP.train_step``,
+  ``MLP.train_epoch`` per step, and its kernels composed in Python).
 - ``optimizer``: Adam on one flat buffer of N parameters and SGD+momentum, for torch
   (default, fused), the NumPy textbook update and fastnn's backends.
 - ``digits``: sklearn's bundled digits, 64-128-128-10, Adam 1e-3, batch 64, N epochs:
@@ -100,8 +100,11 @@ SECTION_LABELS = {
 def label(impl: str, section: str = "step") -> str:
     if impl.startswith("fastnn_kernels:"):
         return f"fastnn {impl.split(':')[1]} kernels, Python loop"
+    if impl.startswith("fastnn_epoch:"):
+        return f"fastnn {impl.split(':')[1]} train_epoch (per step)"
     if impl.startswith("fastnn:"):
-        return f"fastnn {impl.split(':')[1]}"
+        suffix = " train_step" if section == "step" else ""
+        return f"fastnn {impl.split(':')[1]}{suffix}"
     return SECTION_LABELS.get(section, {}).get(impl, LABELS[impl])
 
 
@@ -283,6 +286,10 @@ def step_section(opts) -> list[dict]:
                 for bk in opts.backends:
                     cands.append(Candidate(
                         f"fastnn:{bk}", lambda bk=bk, t=threads: fa.fastnn_train_step(
+                            bk, cfg, dtype, batches, t)))
+                for bk in opts.backends:
+                    cands.append(Candidate(
+                        f"fastnn_epoch:{bk}", lambda bk=bk, t=threads: fa.fastnn_epoch_step(
                             bk, cfg, dtype, batches, t)))
                 for bk in opts.backends:
                     cands.append(Candidate(
@@ -520,16 +527,9 @@ def targets(rows, opts) -> list[dict]:
         for bk in opts.backends:
             me = f"fastnn:{bk}"
             for what, sec, case, peer, thr in TARGETS:
-                mine, theirs = (sec, case, dtype, 1, me), (sec, case, dtype, 1, peer)
-                if mine in idx and theirs in idx:
-                    a, p = idx[mine]["median_ms"], idx[theirs]["median_ms"]
-                    if peer == "gemm":
-                        add(what, dtype, bk, a / p, thr, False)
-                    else:
-                        add(what, dtype, bk, p / a, thr, True)
-                else:
-                    missing = mine if mine not in idx else theirs
-                    add(what, dtype, bk, None, thr, True, reason_for(missing))
+                for mine_impl in ([me, f"fastnn_epoch:{bk}"] if sec == "step" else [me]):
+                    _target(idx, add, reason_for, what, dtype, bk, sec, case, peer, thr,
+                             mine_impl)
             mine = ("digits", digits_case, dtype, 1, me)
             sk = ("digits", digits_case, dtype, 1, "sklearn")
             if mine in idx and sk in idx:
@@ -558,6 +558,21 @@ def targets(rows, opts) -> list[dict]:
                     add(f"{case}: 2 threads at most 5% slower than 1 (t2/t1)", dtype, bk,
                         two["median_ms"] / one["median_ms"], 1.05, False)
     return out
+
+
+def _target(idx, add, reason_for, what, dtype, bk, sec, case, peer, thr, mine_impl):
+    """One ratio target for one fastnn row (train_step, or train_epoch per step)."""
+    mine, theirs = (sec, case, dtype, 1, mine_impl), (sec, case, dtype, 1, peer)
+    who = bk if mine_impl.startswith("fastnn:") else f"{bk} train_epoch"
+    if mine in idx and theirs in idx:
+        a, p = idx[mine]["median_ms"], idx[theirs]["median_ms"]
+        if peer == "gemm":
+            add(what, dtype, who, a / p, thr, False)
+        else:
+            add(what, dtype, who, p / a, thr, True)
+    else:
+        add(what, dtype, who, None, thr, True,
+            reason_for(mine if mine not in idx else theirs))
 
 
 # --- report ------------------------------------------------------------------------------------
