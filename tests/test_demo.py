@@ -49,7 +49,7 @@ def test_quick_demo_prints_both_experiments_side_by_side_and_plots(tmp_path, cap
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
     png = tmp_path / "demo.png"
-    assert main(["demo", "--quick", "--plot", str(png), "--threads", "1"]) == 0
+    assert main(["demo", "--quick", "--plot", str(png)]) == 0
     out = capsys.readouterr().out
     assert "BLAS threads 1" in out
     assert "digits: 1437 train / 360 test images" in out and "10 epochs" in out

@@ -476,14 +476,8 @@ def _cell(value):
 
 def cmd_demo(args, out=print) -> int:
     from .demo import run_demo
-    if args.threads is not None:
-        from threadpoolctl import threadpool_limits
-        with threadpool_limits(limits=args.threads, user_api="blas"):
-            run_demo(args.backend, quick=args.quick, plot=args.plot,
-                     compare=not args.no_compare, out=out)
-    else:
-        run_demo(args.backend, quick=args.quick, plot=args.plot,
-                 compare=not args.no_compare, out=out)
+    run_demo(args.backend, quick=args.quick, plot=args.plot, compare=not args.no_compare,
+             threads=args.threads or None, out=out)
     return 0
 
 
@@ -619,8 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fastnn kernels (default: the fastest built)")
     p.add_argument("--quick", action="store_true",
                    help="10 digits and 60 spiral epochs: a fast smoke run")
-    p.add_argument("--threads", type=_positive(int), default=None,
-                   help="limit BLAS to this many threads for both libraries")
+    p.add_argument("--threads", type=_positive(int, 0), default=1,
+                   help="BLAS threads for both libraries; 0 leaves BLAS as configured")
     p.add_argument("--no-compare", action="store_true",
                    help="do not train scikit-learn's MLPClassifier")
     p.set_defaults(func=cmd_demo)

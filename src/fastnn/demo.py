@@ -196,7 +196,7 @@ def _table(out, runs, what):
 
 
 def run_demo(backend: str | None = None, *, quick: bool = False, plot: str | None = None,
-             compare: bool = True, out=print) -> DemoResult:
+             compare: bool = True, threads: int | None = 1, out=print) -> DemoResult:
     """Run the demo, printing with ``out``; returns the measurements.
 
     Parameters
@@ -211,7 +211,19 @@ def run_demo(backend: str | None = None, *, quick: bool = False, plot: str | Non
         boundary) to this file; needs matplotlib.
     compare : bool
         Also train scikit-learn's MLPClassifier when scikit-learn is installed.
+    threads : int or None, default 1
+        BLAS threads for both libraries during the demo (1, as BENCHMARKS.md measures:
+        these small matrix products gain nothing from a second thread); None leaves
+        the BLAS thread pools as they are.
     """
+    if threads is None:
+        return _run_demo(backend, quick, plot, compare, out)
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=threads, user_api="blas"):
+        return _run_demo(backend, quick, plot, compare, out)
+
+
+def _run_demo(backend, quick, plot, compare, out) -> DemoResult:
     if plot is not None:
         from .plots import _check_matplotlib
         _check_matplotlib()  # fail before training, not after
