@@ -180,6 +180,25 @@ def test_tol_stopping_and_adaptive_rate_follow_scikit_learn():
             assert a._learning_rate <= 1e-6 * 5
 
 
+def test_warm_start_restarts_the_adaptive_rate_as_scikit_learn():
+    # A warm-start fit creates a new optimizer at learning_rate_init and keeps
+    # best_loss_ and the no-improvement count: the second fit follows scikit-learn's.
+    X, y = _clf_data()
+    kw = dict(hidden_layer_sizes=(8,), solver="sgd", shuffle=False, batch_size=100,
+              learning_rate="adaptive", learning_rate_init=0.2, tol=1e-2,
+              n_iter_no_change=2, warm_start=True, random_state=0, max_iter=25)
+    a, b = _twin_fits(MLPClassifier, sknn.MLPClassifier, X, y, **kw)
+    assert a._learning_rate < 0.2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a.fit(X, y)
+        b.fit(X, y)
+    assert a.n_iter_ == b.n_iter_ and len(a.loss_curve_) == len(b.loss_curve_)
+    assert a._learning_rate == pytest.approx(b._optimizer.learning_rate)
+    for p, q in zip(_weights(a), _weights(b)):
+        np.testing.assert_allclose(p, q, rtol=1e-8, atol=1e-12)
+
+
 def test_invscaling_rate():
     X, y = _clf_data()
     est = MLPClassifier((8,), solver="sgd", learning_rate="invscaling",
