@@ -479,3 +479,28 @@ def test_any_input_predicts_correctly_or_raises_a_clear_error(X):
     assert X.dtype.kind in "biuf"
     assert out.shape == (X.shape[0], 2) and np.isfinite(out).all()
     np.testing.assert_allclose(out.sum(1), 1, rtol=1e-5)
+
+
+# --- pickling --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_pickled_model_keeps_its_layout_and_trains_like_the_original(backend):
+    import copy
+    import pickle
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    net = MLP([3, 8, 2], loss="cross_entropy", batch_norm=True, backend=backend,
+              random_state=0)
+    net.fit(X, y, epochs=2, batch_size=16, optimizer=fastnn.Adam(0.01))
+    for twin in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
+        # The layers are views of the rebuilt flat buffers again.
+        assert np.shares_memory(twin.layers[0].W, twin.params)
+        assert np.shares_memory(twin.layers[0].dW, twin.grads)
+        assert twin.backend_name == backend and twin.optimizer.t == net.optimizer.t
+        np.testing.assert_array_equal(twin.predict_proba(X), net.predict_proba(X))
+    twin = pickle.loads(pickle.dumps(net))
+    net.fit(X, y, epochs=2, batch_size=16)
+    twin.fit(X, y, epochs=2, batch_size=16)
+    np.testing.assert_array_equal(twin.params, net.params)
+    np.testing.assert_array_equal(twin.buffers, net.buffers)

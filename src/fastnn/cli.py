@@ -481,7 +481,7 @@ def cmd_demo(args, out=print) -> int:
     return 0
 
 
-# --- argument parsing ------------------------------------------------------------------------------
+# --- argument parsing --------------------------------------------------------------------------
 
 def _hidden(text: str) -> list[int]:
     if text.strip() in ("", "none"):

@@ -65,12 +65,11 @@ from sklearn.utils.multiclass import (
 )
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._backend import BACKENDS, available_backends
+from ._backend import BACKENDS
 from .io import ModelFileError, Payload
 from .model import MLP
 from .optim import (
-    SGD, Adagrad, Adam, AdamW, DivergenceError, Momentum, Nesterov, OPTIMIZERS, RMSProp,
-    optimizer_from_state,
+    OPTIMIZERS, SGD, Adagrad, Adam, AdamW, DivergenceError, Momentum, Nesterov, RMSProp,
 )
 from .schedules import Constant, Schedule, schedule_from_config, schedule_to_config
 
@@ -619,35 +618,7 @@ class _BaseMLP(BaseEstimator):
         with _threads(self.n_threads):
             return self._model.decision_function(X)
 
-    # --- pickling and saving ----------------------------------------------------------------
-    def __getstate__(self):
-        # Layers hold views into the model's flat buffers: pickling them one by one
-        # would give copies that training no longer updates. Store what fastnn.save
-        # stores and rebuild the model (and its backend handle) on load.
-        state = dict(super().__getstate__())
-        model = state.pop("_model", None)
-        if model is not None:
-            state["_model_state"] = {
-                "config": model.get_config(), "params": model.params.copy(),
-                "buffers": model.buffers.copy(), "rng": model.rng_states(),
-                "optimizer": (None if model.optimizer is None
-                              else model.optimizer.state_dict())}
-        return state
-
-    def __setstate__(self, state):
-        state = dict(state)
-        ms = state.pop("_model_state", None)
-        super().__setstate__(state)
-        if ms is not None:
-            saved = ms["config"].get("backend")
-            model = MLP.from_config(ms["config"], backend=saved if saved in
-                                    available_backends() else None)
-            model.set_state({"params": ms["params"], "buffers": ms["buffers"]})
-            model.set_rng_states(ms["rng"])
-            if ms["optimizer"] is not None:
-                model.optimizer = optimizer_from_state(ms["optimizer"])
-            self._model = model
-
+    # --- saving (pickling is fastnn.MLP's: it rebuilds the layer views and backend) ---------
     _FITTED = ("n_features_in_", "n_outputs_", "n_layers_", "n_iter_", "t_", "loss_",
                "best_loss_", "loss_curve_", "validation_scores_", "best_validation_score_",
                "out_activation_", "_no_improvement_count", "_learning_rate")

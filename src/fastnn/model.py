@@ -885,6 +885,29 @@ class MLP:
         for name, g in self.rngs.items():
             g.bit_generator.state = _rng_state_from_json(states[name], name)
 
+    def __getstate__(self):
+        # Layers hold views into params/grads/buffers: pickled one by one they would
+        # come back as independent copies (backward would write gradients the
+        # optimizer never reads, and training would silently change nothing), and the
+        # backend handle belongs to this process. Pickle what fastnn.save stores.
+        return {"config": self.get_config(), "params": self.params,
+                "buffers": self.buffers, "rng": self.rng_states(),
+                "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+                "history": self.history}
+
+    def __setstate__(self, state):
+        from ._backend import available_backends
+        from .optim import optimizer_from_state
+        saved = state["config"].get("backend")
+        rebuilt = MLP.from_config(state["config"], backend=saved if saved in
+                                  available_backends() else None)
+        self.__dict__.update(rebuilt.__dict__)
+        self.set_state({"params": state["params"], "buffers": state["buffers"]})
+        self.set_rng_states(state["rng"])
+        if state["optimizer"] is not None:
+            self.optimizer = optimizer_from_state(state["optimizer"])
+        self.history = state["history"]
+
     def copy(self) -> "MLP":
         """An independent model with the same configuration, values and random states."""
         clone = MLP.from_config(self.get_config(), backend=self.backend_name)
