@@ -45,10 +45,15 @@ def _train(backend, loss, make_opt, dtype, *, fused, frozen=False, epochs=3,
         net.freeze(0)
     opt = make_opt()
     assert _fused.supports(net, opt), "every backend must provide train_epoch"
+    calls = []
+    kernel = net.kernels.raw.train_epoch
+    monkeypatch.setattr(net.kernels.raw, "train_epoch",
+                        lambda *a: (calls.append(1), kernel(*a))[1])
     if not fused:
         monkeypatch.setattr(_fused, "supports", lambda model, optimizer: False)
     hist = fastnn.fit(net, X, y, optimizer=opt, epochs=epochs, batch_size=32)
     monkeypatch.undo()
+    assert bool(calls) == fused  # fit really took the path under test
     return net, opt, hist
 
 
@@ -114,3 +119,45 @@ def test_models_with_dropout_or_batch_norm_use_the_step_path():
     class MyAdam(Adam):
         pass
     assert not _fused.supports(fastnn.MLP([3, 4, 2], backend="numpy"), MyAdam())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_plan_is_allocated_once_per_batch_size(backend):
+    X, y = _data("cross_entropy", n=100)
+    net = fastnn.MLP([5, 8, 3], loss="cross_entropy", backend=backend, random_state=0)
+    net.fit(X, y, epochs=1, batch_size=32)
+    plan = net._epoch_plans[32]
+    ws, stats = plan.ws, plan.stats
+    net.fit(X, y, epochs=2, batch_size=32)
+    assert net._epoch_plans[32] is plan and plan.ws is ws and plan.stats is stats
+    assert list(net._epoch_plans) == [32]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ctrl_c_stops_between_compiled_calls_at_a_step_boundary(backend, monkeypatch,
+                                                                tmp_path):
+    """A Ctrl-C that arrives during a compiled call is acted on when the call returns:
+    the model holds the weights of its last completed step and can be saved."""
+    import os
+    import signal
+    X, y = _data("cross_entropy", n=64)
+    net = fastnn.MLP([5, 8, 3], loss="cross_entropy", backend=backend, random_state=0)
+    monkeypatch.setattr(_fused, "_FLOPS_PER_CALL", 1.0)  # one batch per call
+    after = []
+    kernel = net.kernels.raw.train_epoch
+
+    def call(*args):
+        if len(after) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives during the third call
+        kernel(*args)
+        after.append(net.params.copy())
+    monkeypatch.setattr(net.kernels.raw, "train_epoch", call)
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, y, epochs=5, batch_size=8)
+    assert len(after) == 3 and net.optimizer.t == 3
+    np.testing.assert_array_equal(net.params, after[-1])
+    assert net.history.stop_reason == "interrupted"
+    monkeypatch.undo()
+    fastnn.save(net, tmp_path / "interrupted.fastnn")
+    np.testing.assert_array_equal(fastnn.load(tmp_path / "interrupted.fastnn").predict(X),
+                                  net.predict(X))

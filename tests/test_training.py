@@ -26,6 +26,13 @@ def _net(**kw):
     return MLP([2, 16, 3], **args)
 
 
+def _step_by_step(monkeypatch):
+    """Make fit use the step-by-step path: these tests instrument train_step, the loss
+    or the optimizer, which the whole-epoch kernel does not call back into (its
+    equivalence with this path is tested in test_fused.py)."""
+    monkeypatch.setattr("fastnn._fused.supports", lambda model, optimizer: False)
+
+
 def _record_batches(net):
     """Wrap train_step to record the rows of every batch (by their first feature)."""
     seen = []
@@ -38,7 +45,8 @@ def _record_batches(net):
     return seen
 
 
-def test_every_epoch_is_a_fresh_permutation_with_the_last_partial_batch_kept():
+def test_every_epoch_is_a_fresh_permutation_with_the_last_partial_batch_kept(monkeypatch):
+    _step_by_step(monkeypatch)
     X = np.arange(70, dtype=float).reshape(35, 2)
     y = np.arange(35) % 3
     net = _net()
@@ -53,7 +61,8 @@ def test_every_epoch_is_a_fresh_permutation_with_the_last_partial_batch_kept():
     assert net.optimizer.t == 15
 
 
-def test_no_shuffle_keeps_the_order():
+def test_no_shuffle_keeps_the_order(monkeypatch):
+    _step_by_step(monkeypatch)
     X = np.arange(20, dtype=float).reshape(10, 2)
     net = _net()
     seen = _record_batches(net)
@@ -75,7 +84,8 @@ def test_history_keys_and_values():
     assert set(h.history) == {"loss", "val_loss", "val_r2", "lr", "time"}
 
 
-def test_validation_split_holds_out_the_right_rows():
+def test_validation_split_holds_out_the_right_rows(monkeypatch):
+    _step_by_step(monkeypatch)
     X, y = _blobs(100)
     net = _net()
     seen = _record_batches(net)
@@ -225,7 +235,8 @@ def test_divergence_stops_with_advice_and_keeps_finite_weights():
     net.predict(X)  # still usable
 
 
-def test_nan_gradient_never_reaches_the_parameters():
+def test_nan_gradient_never_reaches_the_parameters(monkeypatch):
+    _step_by_step(monkeypatch)
     X, y = _blobs(40)
     net = _net()
     net.fit(X, y, epochs=1)
@@ -243,7 +254,8 @@ def test_nan_gradient_never_reaches_the_parameters():
     assert net.optimizer.t == t_before
 
 
-def test_non_finite_weights_are_rolled_back_to_the_start_of_the_epoch():
+def test_non_finite_weights_are_rolled_back_to_the_start_of_the_epoch(monkeypatch):
+    _step_by_step(monkeypatch)
     X, y = _blobs(40)
     net = _net()
     net.fit(X, y, epochs=1, batch_size=10)
@@ -263,7 +275,8 @@ def test_non_finite_weights_are_rolled_back_to_the_start_of_the_epoch():
     np.testing.assert_array_equal(net.params, start)
 
 
-def test_keyboard_interrupt_leaves_the_last_completed_step(tmp_path):
+def test_keyboard_interrupt_leaves_the_last_completed_step(tmp_path, monkeypatch):
+    _step_by_step(monkeypatch)
     X, y = _blobs(64)
     net = _net()
     after_step = []

@@ -96,8 +96,12 @@ class EpochPlan:
         self.batches_per_call = max(1, int(_FLOPS_PER_CALL // flops))
 
 
-def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray) -> dict:
-    """One epoch through the backend's ``train_epoch``; the logs of ``MLP.train_epoch``."""
+def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray,
+                poll=None) -> dict:
+    """One epoch through the backend's ``train_epoch``; the logs of ``MLP.train_epoch``.
+
+    ``poll(steps_done)`` is called after each compiled call (see ``MLP.train_epoch``).
+    """
     optimizer._bind(model)
     runs = optimizer._update_runs(model)
     if not runs:
@@ -138,14 +142,19 @@ def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray) -> d
             if steps:
                 optimizer.last_grad_norm = float(stats[codes.STAT_GRAD_NORM])
             status = stats[codes.STAT_STATUS]
-            if status == codes.STATUS_LOSS_NOT_FINITE:
+            done = j0 + steps
+            if status != codes.STATUS_OK:
                 bad = float(stats[codes.STAT_BAD_VALUE])
-                raise DivergenceError(f"the loss is {bad}", what="loss", value=bad)
-            if status == codes.STATUS_GRAD_NOT_FINITE:
-                bad = float(stats[codes.STAT_BAD_VALUE])
-                optimizer.last_grad_norm = bad
-                raise DivergenceError(f"the gradient norm is {bad}", what="gradient",
-                                      value=bad)
+                if status == codes.STATUS_LOSS_NOT_FINITE:
+                    err = DivergenceError(f"the loss is {bad}", what="loss", value=bad)
+                else:
+                    optimizer.last_grad_norm = bad
+                    err = DivergenceError(f"the gradient norm is {bad}", what="gradient",
+                                          value=bad)
+                err.steps_done = done
+                raise err
+            if poll is not None:
+                poll(done)
     logs = {"loss": float(stats[codes.STAT_LOSS_SUM]) / n}
     if model.loss.is_classifier:
         logs["accuracy"] = int(stats[codes.STAT_CORRECT]) / n

@@ -778,7 +778,7 @@ class MLP:
         return bounds
 
     def train_epoch(self, X: np.ndarray, y: np.ndarray, optimizer, batch_size: int, *,
-                    shuffle: bool = True, on_step=None) -> dict:
+                    shuffle: bool = True, on_step=None, poll=None) -> dict:
         """One pass over (X, y) in mini-batches; returns ``{"loss", "accuracy"?}``.
 
         X and y must be prepared by :meth:`check_data`. With ``shuffle`` the batches
@@ -787,18 +787,26 @@ class MLP:
         mean of the per-sample training losses seen during the epoch (each batch's
         loss weighted by its size); ``accuracy`` (classification) counts the batch
         predictions made before each update, as Keras reports it.
-        ``on_step(step_index, batch_loss)`` is called after every completed step.
 
-        Without ``on_step``, a model with neither dropout nor batch normalisation runs
-        the whole epoch in its backend's ``train_epoch`` kernel (one compiled call
-        for many steps); it gives the same weights as the step-by-step path.
+        A model with neither dropout nor batch normalisation runs the epoch in its
+        backend's ``train_epoch`` kernel (many steps per compiled call, the same
+        weights as the step-by-step path), unless ``on_step`` is given.
+
+        Parameters
+        ----------
+        on_step : callable ``(step_index, batch_loss)``, optional
+            Called after every completed step; forces the step-by-step path.
+        poll : callable ``(steps_done)``, optional
+            Called between compiled calls (after every step on the step-by-step path)
+            with the number of steps completed in this epoch; it may raise (e.g.
+            ``KeyboardInterrupt``) to stop at a step boundary.
         """
         n = X.shape[0]
         order = self.rngs["shuffle"].permutation(n) if shuffle else None
         if on_step is None and _fused.supports(self, optimizer):
             if order is None:
                 order = np.arange(n, dtype=np.int64)
-            return _fused.train_epoch(self, X, y, optimizer, batch_size, order)
+            return _fused.train_epoch(self, X, y, optimizer, batch_size, order, poll)
         total, correct = 0.0, 0
         classify = self.loss.is_classifier
         for j, (s, e) in enumerate(self._batches(n, batch_size)):
@@ -815,6 +823,8 @@ class MLP:
                 correct += self.loss.n_correct(self._last_output, yb)
             if on_step is not None:
                 on_step(j, loss)
+            if poll is not None:
+                poll(j + 1)
         logs = {"loss": total / n}
         if classify:
             logs["accuracy"] = correct / n

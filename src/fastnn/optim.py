@@ -45,6 +45,9 @@ class DivergenceError(FloatingPointError):
         The offending value (nan or inf).
     history : fastnn.training.History or None
         What was recorded before the stop (set by the training loop).
+    steps_done : int or None
+        Steps completed in the epoch before the failing one, when the whole-epoch
+        kernel reports it (the step-by-step loop tracks it itself).
     """
 
     def __init__(self, message: str, *, what: str = "loss", value: float = math.nan):
@@ -52,6 +55,7 @@ class DivergenceError(FloatingPointError):
         self.what = what
         self.value = value
         self.history = None
+        self.steps_done = None
 
 
 class Optimizer:

@@ -387,8 +387,8 @@ def fit(model, X, y, *, optimizer: Optimizer | str | None = None, epochs: int = 
     state = {"epoch": 0, "step": -1}
     interrupt = _DeferredInterrupt()
 
-    def on_step(j, loss):
-        state["step"] = j
+    def poll(steps_done):
+        state["step"] = steps_done - 1
         interrupt.check()
 
     try:
@@ -400,7 +400,7 @@ def fit(model, X, y, *, optimizer: Optimizer | str | None = None, epochs: int = 
                 lr = opt.lr
                 t0 = time.perf_counter()
                 logs = model.train_epoch(X, y, opt, batch_size, shuffle=shuffle,
-                                         on_step=on_step)
+                                         poll=poll)
                 if not _all_finite(model.params, model.buffers):
                     raise DivergenceError("the weights became non-finite", what="weights")
                 if has_val:
@@ -473,7 +473,8 @@ def _take_snapshot(model, opt, snapshot):
 
 def _diverged(model, opt, err, state, snapshot):
     epoch = state["epoch"] + 1
-    step = state["step"] + 2  # the step that failed, 1-based within its epoch
+    # The step that failed, 1-based within its epoch.
+    step = (err.steps_done if err.steps_done is not None else state["step"] + 1) + 1
     if err.what == "weights":
         where = f"during epoch {epoch}: the weights became non-finite"
     else:
