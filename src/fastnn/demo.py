@@ -218,6 +218,11 @@ def run_demo(backend: str | None = None, *, quick: bool = False, plot: str | Non
     """
     if threads is None:
         return _run_demo(backend, quick, plot, compare, out)
+    # threadpoolctl limits the BLAS libraries loaded when it is called: load fastnn's
+    # kernels (SciPy's BLAS) and scikit-learn first.
+    _get_backend(backend)
+    if compare and _have_sklearn():
+        import sklearn.neural_network  # noqa: F401
     from threadpoolctl import threadpool_limits
     with threadpool_limits(limits=threads, user_api="blas"):
         return _run_demo(backend, quick, plot, compare, out)

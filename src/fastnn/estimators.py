@@ -66,6 +66,7 @@ from sklearn.utils.multiclass import (
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._backend import BACKENDS
+from ._backend import backend as _get_backend
 from .io import ModelFileError, Payload
 from .model import MLP
 from .optim import (
@@ -86,10 +87,13 @@ _LINEAR_OPTIMIZERS = ("sgd", "momentum", "nesterov")
 _DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 
 
-def _threads(n_threads):
+def _threads(n_threads, backend):
     """Limit the BLAS thread pools to ``n_threads`` (None: leave them alone)."""
     if n_threads is None:
         return contextlib.nullcontext()
+    # threadpoolctl acts on the BLAS libraries loaded when it is called; loading the
+    # backend's kernels first brings in the one they call (SciPy's).
+    _get_backend(backend)
     from threadpoolctl import threadpool_limits
     return threadpool_limits(limits=int(n_threads), user_api="blas")
 
@@ -349,7 +353,7 @@ class _BaseMLP(BaseEstimator):
         X, Y = self._validate_input(X, y, incremental, reset=first_pass, dtype=dtype)
         # Y: class indices (n,) for softmax outputs, else (n, n_outputs).
         n_outputs = len(self.classes_) if Y.ndim == 1 else Y.shape[1]
-        with _threads(self.n_threads):
+        with _threads(self.n_threads, self.backend):
             if first_pass:
                 self._model = self._new_model(X.shape[1], n_outputs, X.dtype)
                 self._init_curves()
@@ -615,7 +619,7 @@ class _BaseMLP(BaseEstimator):
         """The network output (logits for classifiers) for validated X."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=self._model.dtype)
-        with _threads(self.n_threads):
+        with _threads(self.n_threads, self._model.backend_name):
             return self._model.decision_function(X)
 
     # --- saving (pickling is fastnn.MLP's: it rebuilds the layer views and backend) ---------
