@@ -471,22 +471,40 @@ def test_backends_agree(backend):
     np.testing.assert_allclose(other.predict_proba(X), ref.predict_proba(X), rtol=1e-9)
 
 
-def test_n_threads_limits_blas_during_fit(monkeypatch):
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    seen = []
-    real = fastnn.MLP.train_epoch
+N_THREADS_SCRIPT = """
+import warnings, numpy as np, threadpoolctl, fastnn
+from fastnn import MLPClassifier
+seen = []
+real = fastnn.MLP.train_epoch
+def spy(model, *args, **kwargs):
+    seen.append(sorted(p["num_threads"] for p in threadpoolctl.threadpool_info()
+                       if p["user_api"] == "blas"))
+    return real(model, *args, **kwargs)
+fastnn.MLP.train_epoch = spy
+X = np.random.RandomState(0).randn(50, 3); y = np.arange(50) % 2
+warnings.simplefilter("ignore")
+MLPClassifier((4,), max_iter=2, n_threads=N).fit(X, y)
+print(seen[-1])
+"""
 
-    def spy(model, *args, **kwargs):
-        seen.append(max((p["num_threads"] for p in threadpoolctl.threadpool_info()
-                         if p["user_api"] == "blas"), default=1))
-        return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(fastnn.MLP, "train_epoch", spy)
-    X, y = _clf_data()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        MLPClassifier((4,), max_iter=2, n_threads=1).fit(X, y)
-    assert seen == [1, 1]
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores to see a limit")
+def test_n_threads_limits_every_blas_during_fit():
+    # A fresh process: the backend's BLAS (SciPy's OpenBLAS, loaded with the kernels)
+    # must be limited too, not only the ones loaded before fit.
+    pytest.importorskip("threadpoolctl")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    env["PYTHONPATH"] = SRC
+
+    def run(n):
+        out = subprocess.run([sys.executable, "-W", "ignore", "-c",
+                              N_THREADS_SCRIPT.replace("N)", f"{n})")],
+                             env=env, capture_output=True, text=True, check=True)
+        return eval(out.stdout.strip().splitlines()[-1])
+
+    limited = run(1)
+    assert limited and all(n == 1 for n in limited), limited
+    assert max(run(None)) > 1
 
 
 def test_keyboard_interrupt_keeps_the_model(monkeypatch):

@@ -48,8 +48,12 @@ def _load_raw(name: str) -> SimpleNamespace:
             raise ImportError(f"{BUILD_HINT} ({exc})") from None
     else:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {name!r}")
+    # The whole-epoch kernel (train_epoch) is not a kernel family of the Backend API:
+    # only fastnn._fused calls it. A backend without one trains step by step.
     if name == "numpy":
         modules.append(importlib.import_module("fastnn.reference.training"))
+    elif name == "numba":
+        modules.append(importlib.import_module("fastnn._kernels.training_numba"))
     ns = {}
     for mod in modules:
         for fname in mod.__all__:

@@ -1,0 +1,317 @@
+"""Numba whole-epoch training kernel (contract: ``fastnn.reference.training``).
+
+``train_epoch`` checks its arguments once, in Python (types, dtypes, layout) and at the
+top of the compiled call (sizes and offsets against the buffers), then runs every batch
+of [batch_start, batch_stop) inside one compiled call that never leaves native code. Each
+step calls this backend's own kernels (``dense_numba``, ``losses_numba``,
+``optimizers_numba``) in the reference's order with the reference's arguments, so the
+weights equal the Numba step-by-step path bit for bit.
+"""
+
+import math
+import operator
+
+import numpy as np
+
+from . import codes
+from ._numba_common import jit, jit_inline
+from .dense_numba import dense_backward, dense_forward, dense_input_gradient
+from .losses_numba import (
+    binary_cross_entropy, binary_cross_entropy_gradient, cross_entropy,
+    cross_entropy_gradient, mse, mse_gradient, sparse_cross_entropy,
+    sparse_cross_entropy_gradient,
+)
+from .optimizers_numba import (
+    _adam, adagrad_step, momentum_step, nesterov_step, rmsprop_step, scale_inplace,
+    sgd_step, squared_norm,
+)
+
+__all__ = ["train_epoch"]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_I64 = np.dtype(np.int64)
+_F64 = np.dtype(np.float64)
+
+
+@jit_inline
+def _bias_correction(beta, t):
+    """1 - beta^t with C pow, as Python's ``beta ** t`` (Numba's float ** int would
+    multiply repeatedly; the float exponent keeps the libm call)."""
+    return 1.0 - math.pow(beta, np.float64(t))
+
+
+@jit_inline
+def _argmax_row(a, i):
+    """np.argmax(a[i]): the first NaN, else the first maximum."""
+    best = 0
+    bv = a[i, 0]
+    for j in range(1, a.shape[1]):
+        if bv != bv:
+            break
+        v = a[i, j]
+        if v > bv or v != v:
+            best = j
+            bv = v
+    return best
+
+
+@jit
+def _n_correct(loss_code, out, yb, lb):
+    """Rows predicted right, as the reference's ``_n_correct``."""
+    m, k = out.shape
+    c = 0
+    if loss_code == codes.LOSS_SPARSE_CROSS_ENTROPY:
+        for i in range(m):
+            if _argmax_row(out, i) == lb[i]:
+                c += 1
+    elif loss_code == codes.LOSS_CROSS_ENTROPY:
+        for i in range(m):
+            if _argmax_row(out, i) == _argmax_row(yb, i):
+                c += 1
+    elif loss_code == codes.LOSS_BINARY_CROSS_ENTROPY:
+        for i in range(m):
+            ok = True
+            for j in range(k):
+                if (out[i, j] > 0) != (yb[i, j] > 0.5):
+                    ok = False
+                    break
+            if ok:
+                c += 1
+    return c
+
+
+@jit
+def _check_layout(X, y, labels, order, batch_size, dims, acts, w_off, b_off, lowest,
+                  loss_code, params, ws, ws_off, lb, opt_code, state1, state2, lrs,
+                  batch_start, batch_stop, segments):
+    """Every index the epoch will use stays inside its buffer (ValueError otherwise)."""
+    n_layers = acts.size
+    n, P = X.shape[0], params.size
+    if n_layers < 1 or dims.size != n_layers + 1 or w_off.size != n_layers \
+            or b_off.size != n_layers or ws_off.size != 2 + 3 * n_layers:
+        raise ValueError("train_epoch: dims, acts, alphas, w_off, b_off, ws_off disagree "
+                         "on the number of layers")
+    if not 0 <= lowest < n_layers or not 0 <= loss_code <= 3 or not 0 <= opt_code <= 6:
+        raise ValueError("train_epoch: lowest, loss_code or opt_code out of range")
+    for i in range(n_layers + 1):
+        if dims[i] < 1:
+            raise ValueError("train_epoch: every layer width must be >= 1")
+    for i in range(n_layers):
+        if not 0 <= acts[i] <= codes.SOFTMAX:
+            raise ValueError("train_epoch: unknown activation code")
+        size = dims[i] * dims[i + 1]
+        if w_off[i] < 0 or w_off[i] + size > P or b_off[i] < 0 \
+                or b_off[i] + dims[i + 1] > P:
+            raise ValueError("train_epoch: a layer lies outside params")
+    if X.shape[1] != dims[0] or order.size != n or batch_size < 1:
+        raise ValueError("train_epoch: X, order or batch_size do not match dims")
+    k = dims[n_layers]
+    sparse = loss_code == codes.LOSS_SPARSE_CROSS_ENTROPY
+    if sparse:
+        if labels.size != n or lb.size < batch_size:
+            raise ValueError("train_epoch: labels or lb too short")
+    elif y.shape[0] != n or y.shape[1] != k:
+        raise ValueError("train_epoch: y must have shape (n, dims[-1])")
+    for r in range(2 + 3 * n_layers):
+        width = dims[0] if r == 0 else k if r == 1 else dims[(r - 2) // 3 + 1]
+        if r == 1 and sparse:
+            continue
+        if ws_off[r] < 0 or ws_off[r] + batch_size * width > ws.size:
+            raise ValueError("train_epoch: ws is too small for ws_off")
+    n_batches = (n + batch_size - 1) // batch_size
+    if not 0 <= batch_start <= batch_stop <= n_batches or lrs.size < batch_stop:
+        raise ValueError("train_epoch: batch range or lrs out of range")
+    if segments.shape[1] != 3:
+        raise ValueError("train_epoch: segments must have shape (S, 3)")
+    for s in range(segments.shape[0]):
+        if not 0 <= segments[s, 0] <= segments[s, 1] <= P:
+            raise ValueError("train_epoch: a segment lies outside params")
+    n_states = 0 if opt_code == codes.OPT_SGD else 2 if opt_code >= codes.OPT_ADAM else 1
+    if (n_states >= 1 and state1.size != P) or (n_states == 2 and state2.size != P):
+        raise ValueError("train_epoch: optimizer state does not match params")
+    # the rows (and labels) this call reads
+    for i in range(batch_start * batch_size, min(n, batch_stop * batch_size)):
+        row = order[i]
+        if not 0 <= row < n:
+            raise ValueError("train_epoch: order holds a row outside X")
+        if sparse and not 0 <= labels[row] < k:
+            raise ValueError("train_epoch: a label is outside [0, dims[-1])")
+
+
+@jit
+def _update(opt_code, p, g, s1, s2, t, lr, hyper, weight_decay):
+    """The optimizer kernel of the step path for one segment (reference ``_update``)."""
+    h0, h1, eps = hyper[0], hyper[1], hyper[2]
+    inside = hyper[3] != 0.0
+    if opt_code == codes.OPT_SGD:
+        sgd_step(p, g, lr, weight_decay)
+    elif opt_code == codes.OPT_MOMENTUM:
+        momentum_step(p, g, s1, lr, h0, h1, weight_decay)
+    elif opt_code == codes.OPT_NESTEROV:
+        nesterov_step(p, g, s1, lr, h0, h1, weight_decay)
+    elif opt_code == codes.OPT_ADAGRAD:
+        adagrad_step(p, g, s1, lr, eps, inside, weight_decay)
+    elif opt_code == codes.OPT_RMSPROP:
+        rmsprop_step(p, g, s1, lr, h0, eps, inside, weight_decay)
+    else:
+        # AdamW without decay on a segment is Adam (p - 0 p would turn -0.0 into +0.0)
+        decoupled = opt_code == codes.OPT_ADAMW and weight_decay != 0.0
+        _adam(p, g, s1, s2, lr, h0, h1, _bias_correction(h0, t), _bias_correction(h1, t),
+              eps, weight_decay, decoupled)
+
+
+@jit
+def _train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
+                 loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
+                 lrs, batch_start, batch_stop, t0, segments, stats):
+    _check_layout(X, y, labels, order, batch_size, dims, acts, w_off, b_off, lowest,
+                  loss_code, params, ws, ws_off, lb, opt_code, state1, state2, lrs,
+                  batch_start, batch_stop, segments)
+    n = X.shape[0]
+    n_layers = acts.size
+    d, k = dims[0], dims[n_layers]
+    sparse = loss_code == codes.LOSS_SPARSE_CROSS_ENTROPY
+    weight_decay, clip_norm = hyper[4], hyper[5]
+    stats[codes.STAT_STEPS] = 0.0
+    stats[codes.STAT_STATUS] = 0.0
+    for j in range(batch_start, batch_stop):
+        s = j * batch_size
+        m = min(n, s + batch_size) - s
+        # 1. gather the batch
+        xb = ws[ws_off[0]:ws_off[0] + m * d].reshape((m, d))
+        yb = ws[ws_off[1]:ws_off[1] + (0 if sparse else m * k)].reshape((m, 0 if sparse else k))
+        for r in range(m):
+            row = order[s + r]
+            for c in range(d):
+                xb[r, c] = X[row, c]
+            if sparse:
+                lb[r] = labels[row]
+            else:
+                for c in range(k):
+                    yb[r, c] = y[row, c]
+        t_lab = lb[:m]
+
+        # 2. forward
+        x_in = xb
+        for i in range(n_layers):
+            ni, no = dims[i], dims[i + 1]
+            w = params[w_off[i]:w_off[i] + ni * no].reshape((ni, no))
+            b = params[b_off[i]:b_off[i] + no]
+            z = ws[ws_off[2 + 3 * i]:ws_off[2 + 3 * i] + m * no].reshape((m, no))
+            a = ws[ws_off[3 + 3 * i]:ws_off[3 + 3 * i] + m * no].reshape((m, no))
+            dense_forward(x_in, w, b, acts[i], alphas[i], z, a)
+            x_in = a
+        out = x_in
+        g_off = ws_off[4 + 3 * (n_layers - 1)]
+        g_out = ws[g_off:g_off + m * k].reshape((m, k))
+
+        # 3. loss (stop before any update when it is not finite), correct rows
+        if loss_code == codes.LOSS_MSE:
+            loss = mse(out.reshape(m * k), yb.reshape(m * k))
+        elif loss_code == codes.LOSS_BINARY_CROSS_ENTROPY:
+            loss = binary_cross_entropy(out, yb)
+        elif loss_code == codes.LOSS_CROSS_ENTROPY:
+            loss = cross_entropy(out, yb)
+        else:
+            loss = sparse_cross_entropy(out, t_lab)
+        if not math.isfinite(loss):
+            stats[codes.STAT_STATUS] = codes.STATUS_LOSS_NOT_FINITE
+            stats[codes.STAT_BAD_VALUE] = loss
+            return
+        correct = _n_correct(loss_code, out, yb, t_lab)
+
+        # 4. loss gradient, backward down to the lowest trainable layer
+        if loss_code == codes.LOSS_MSE:
+            mse_gradient(out.reshape(m * k), yb.reshape(m * k), g_out.reshape(m * k))
+        elif loss_code == codes.LOSS_BINARY_CROSS_ENTROPY:
+            binary_cross_entropy_gradient(out, yb, g_out)
+        elif loss_code == codes.LOSS_CROSS_ENTROPY:
+            cross_entropy_gradient(out, yb, g_out)
+        else:
+            sparse_cross_entropy_gradient(out, t_lab, g_out)
+        for i in range(n_layers - 1, lowest - 1, -1):
+            ni, no = dims[i], dims[i + 1]
+            if i == 0:
+                x_below = xb
+            else:
+                off = ws_off[3 + 3 * (i - 1)]
+                x_below = ws[off:off + m * ni].reshape((m, ni))
+            z = ws[ws_off[2 + 3 * i]:ws_off[2 + 3 * i] + m * no].reshape((m, no))
+            a = ws[ws_off[3 + 3 * i]:ws_off[3 + 3 * i] + m * no].reshape((m, no))
+            g = ws[ws_off[4 + 3 * i]:ws_off[4 + 3 * i] + m * no].reshape((m, no))
+            dw = grads[w_off[i]:w_off[i] + ni * no].reshape((ni, no))
+            db = grads[b_off[i]:b_off[i] + no]
+            dense_backward(x_below, z, a, g, acts[i], alphas[i], g, dw, db)
+            if i > lowest:
+                w = params[w_off[i]:w_off[i] + ni * no].reshape((ni, no))
+                off = ws_off[4 + 3 * (i - 1)]
+                dense_input_gradient(g, w, ws[off:off + m * ni].reshape((m, ni)))
+
+        # 5. global norm over the segments, in order; clipping
+        sq = 0.0
+        for si in range(segments.shape[0]):
+            sq += squared_norm(grads[segments[si, 0]:segments[si, 1]])
+        norm = math.sqrt(sq)
+        if not math.isfinite(norm):
+            stats[codes.STAT_STATUS] = codes.STATUS_GRAD_NOT_FINITE
+            stats[codes.STAT_BAD_VALUE] = norm
+            return
+        if 0 < clip_norm < norm:
+            factor = clip_norm / norm
+            for si in range(segments.shape[0]):
+                scale_inplace(grads[segments[si, 0]:segments[si, 1]], factor)
+
+        # 6. the optimizer update of every segment
+        t = t0 + (j - batch_start) + 1
+        lr = lrs[j]
+        for si in range(segments.shape[0]):
+            lo, hi = segments[si, 0], segments[si, 1]
+            wd = weight_decay if segments[si, 2] != 0 else 0.0
+            s1 = state1[lo:hi] if state1.size else state1
+            s2 = state2[lo:hi] if state2.size else state2
+            _update(opt_code, params[lo:hi], grads[lo:hi], s1, s2, t, lr, hyper, wd)
+
+        # 7. statistics
+        stats[codes.STAT_LOSS_SUM] += loss * m
+        stats[codes.STAT_CORRECT] += correct
+        stats[codes.STAT_STEPS] += 1
+        stats[codes.STAT_GRAD_NORM] = norm
+
+
+def _array(a, name, dtype, ndim):
+    if type(a) is not np.ndarray or a.dtype != dtype or a.ndim != ndim \
+            or not a.flags.c_contiguous:
+        raise ValueError(f"train_epoch: {name} must be a C-contiguous {ndim}-D "
+                         f"{np.dtype(dtype).name} array")
+
+
+def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
+                loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
+                lrs, batch_start, batch_stop, t0, segments, stats):
+    """One epoch (batches [batch_start, batch_stop)) of mini-batch training in one
+    compiled call; see :mod:`fastnn.reference.training` for the arguments.
+
+    Types, dtypes and layouts are checked here, sizes and offsets at the top of the
+    compiled call, so a bad call raises ValueError instead of touching memory outside
+    the arrays. ``stats`` receives the results (LOSS_SUM and CORRECT accumulate).
+    """
+    dt = getattr(params, "dtype", None)
+    if dt not in _FLOATS:
+        raise ValueError("train_epoch: params must be a float32 or float64 array")
+    for a, name in ((X, "X"), (y, "y"), (grads, "grads"), (ws, "ws"), (state1, "state1"),
+                    (state2, "state2"), (params, "params")):
+        _array(a, name, dt, 2 if name in ("X", "y") else 1)
+    for a, name in ((labels, "labels"), (order, "order"), (dims, "dims"), (acts, "acts"),
+                    (w_off, "w_off"), (b_off, "b_off"), (ws_off, "ws_off"), (lb, "lb")):
+        _array(a, name, _I64, 1)
+    _array(segments, "segments", _I64, 2)
+    for a, name in ((alphas, "alphas"), (hyper, "hyper"), (lrs, "lrs"), (stats, "stats")):
+        _array(a, name, _F64, 1)
+    if alphas.size != acts.size or hyper.size != 6 or stats.size < codes.N_STATS \
+            or grads.size != params.size:
+        raise ValueError("train_epoch: alphas, hyper, stats or grads have a wrong size")
+    idx = operator.index
+    _train_epoch(X, y, labels, order, idx(batch_size), dims, acts, alphas, w_off, b_off,
+                 idx(lowest), idx(loss_code), params, grads, ws, ws_off, lb, idx(opt_code),
+                 state1, state2, hyper, lrs, idx(batch_start), idx(batch_stop), idx(t0),
+                 segments, stats)
