@@ -447,7 +447,10 @@ class _BaseMLP(BaseEstimator):
                     np.copyto(snapshot[1], model.buffers)
                     sq0 = self._sq_weights() if alpha else 0.0
                     try:
-                        logs = model.train_epoch(X, Y, opt, batch_size, shuffle=self.shuffle)
+                        # Ctrl-C is seen between compiled calls: the epoch stops at a
+                        # step boundary, then the loop stops as scikit-learn's does.
+                        logs = model.train_epoch(X, Y, opt, batch_size, shuffle=self.shuffle,
+                                                 poll=lambda steps: interrupt.check())
                     except DivergenceError as err:
                         self._diverged(err, snapshot)
                     if not (np.isfinite(model.params).all()
