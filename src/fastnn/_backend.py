@@ -20,8 +20,16 @@ from ._kernels.codes import ACTIVATION_CODES, DEFAULT_ALPHA
 
 BACKENDS = ("numpy", "numba", "cython")
 
-# Kernel families; each backend has one module per family with the same names.
+# Kernel families; each backend has one module per family with the same names
+# (fastnn.reference.<f>, fastnn._kernels.<f>_numba, fastnn._kernels.<f>_cython).
+# FAMILIES hold the kernels behind Backend's checked methods (fastnn.reference.__all__);
+# MODEL_FAMILIES hold whole-model kernels (train_epoch), which only fastnn._fused calls,
+# with the arguments it prepares itself.
 FAMILIES = ("activations", "dense", "losses", "optimizers", "normalization")
+MODEL_FAMILIES = ("training",)
+
+_MODULES = {"numpy": "fastnn.reference.{}", "numba": "fastnn._kernels.{}_numba",
+            "cython": "fastnn._kernels.{}_cython"}
 
 BUILD_HINT = (
     "fastnn's Cython kernels are not built. Install the package with `pip install .` "
@@ -36,24 +44,15 @@ class BuildWarning(UserWarning):
 
 def _load_raw(name: str) -> SimpleNamespace:
     """The raw kernel functions of one backend, gathered from its family modules."""
-    if name == "numpy":
-        modules = [importlib.import_module(f"fastnn.reference.{f}") for f in FAMILIES]
-    elif name == "numba":
-        modules = [importlib.import_module(f"fastnn._kernels.{f}_numba") for f in FAMILIES]
-    elif name == "cython":
-        try:
-            modules = [importlib.import_module(f"fastnn._kernels.{f}_cython")
-                       for f in FAMILIES]
-        except ImportError as exc:
-            raise ImportError(f"{BUILD_HINT} ({exc})") from None
-    else:
+    if name not in _MODULES:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {name!r}")
-    # The whole-epoch kernel (train_epoch) is not a kernel family of the Backend API:
-    # only fastnn._fused calls it. A backend without one trains step by step.
-    if name == "numpy":
-        modules.append(importlib.import_module("fastnn.reference.training"))
-    elif name == "numba":
-        modules.append(importlib.import_module("fastnn._kernels.training_numba"))
+    try:
+        modules = [importlib.import_module(_MODULES[name].format(f))
+                   for f in FAMILIES + MODEL_FAMILIES]
+    except ImportError as exc:
+        if name != "cython":
+            raise
+        raise ImportError(f"{BUILD_HINT} ({exc})") from None
     ns = {}
     for mod in modules:
         for fname in mod.__all__:
@@ -63,7 +62,7 @@ def _load_raw(name: str) -> SimpleNamespace:
 
 def cython_is_built() -> bool:
     return all(importlib.util.find_spec(f"fastnn._kernels.{f}_cython") is not None
-               for f in FAMILIES)
+               for f in FAMILIES + MODEL_FAMILIES)
 
 
 def default_backend_name() -> str:

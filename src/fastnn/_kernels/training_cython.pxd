@@ -1,0 +1,49 @@
+# C-level whole-epoch training kernel (fastnn.reference.training's contract) on raw
+# pointers. The layout arrays are described once per call by two structs; the kernel
+# runs batches [batch_start, batch_stop) without the GIL, calling the C-level kernels of
+# the other families in the order the Python step path calls their wrappers.
+
+from cython cimport floating
+from libc.stdint cimport int64_t
+
+
+# The model: n_layers dense layers, widths dims[0..n_layers], the offsets of W_l and b_l
+# in params (and of dW_l, db_l in grads), and of the workspace regions
+# [xb, yb, z_0, a_0, g_0, z_1, ...] in ws (elements).
+cdef struct EpochNet:
+    Py_ssize_t n_layers
+    Py_ssize_t lowest
+    int loss_code
+    const int64_t* dims
+    const int64_t* acts
+    const double* alphas
+    const int64_t* w_off
+    const int64_t* b_off
+    const int64_t* ws_off
+
+
+# The optimizer: its code and hyperparameters (codes.py's ``hyper``), and the
+# (start, stop, decayed) segments of params it updates, n_segments x 3 values.
+cdef struct EpochOpt:
+    int opt_code
+    double h0
+    double h1
+    double eps
+    bint eps_inside_sqrt
+    double weight_decay
+    double clip_norm
+    const int64_t* segments
+    Py_ssize_t n_segments
+
+
+# One call of train_epoch. X (n, dims[0]); y (n, dims[-1]) or NULL and labels (n,) for
+# sparse cross-entropy; order (n,); lb (batch_size,) gathered labels; state1/state2
+# (P,) or NULL; lrs indexed by batch; stats (N_STATS,). work: scratch for
+# max(dims[1:]) doubles (softmax rows). Inputs are trusted: the def wrapper checks them.
+cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* labels,
+                        Py_ssize_t n, const int64_t* order, Py_ssize_t batch_size,
+                        const EpochNet* net, const EpochOpt* opt, floating* params,
+                        floating* grads, floating* ws, int64_t* lb, floating* state1,
+                        floating* state2, const double* lrs, Py_ssize_t batch_start,
+                        Py_ssize_t batch_stop, long long t0, double* stats,
+                        double* work) noexcept nogil

@@ -1,0 +1,418 @@
+"""Cython whole-epoch training kernel: fastnn.reference.training compiled, same name.
+
+``train_epoch`` runs every mini-batch of [batch_start, batch_stop) in C with the GIL
+released: gather the rows, dense forward, loss, loss gradient, dense backward, global
+gradient norm, clipping, optimizer update. Each of these is the C-level kernel the
+Cython backend's own ``def`` wrapper calls, with the same arguments in the same order,
+so the epoch gives bit for bit the weights of the Cython step-by-step path. Nothing is
+allocated per step: the one scratch buffer (softmax rows) is allocated once per call.
+
+The arguments come from fastnn._fused, already consistent; since the C code trusts
+them (no bounds checks), the wrapper still checks every length and offset once at entry
+and raises ValueError rather than touch memory outside the arrays.
+"""
+
+from cython cimport floating
+from libc.math cimport isfinite, sqrt
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+from fastnn._kernels.dense_cython cimport (
+    c_dense_backward, c_dense_forward, c_dense_input_gradient,
+)
+from fastnn._kernels.losses_cython cimport (
+    c_binary_cross_entropy, c_binary_cross_entropy_gradient, c_cross_entropy,
+    c_cross_entropy_gradient, c_mse, c_mse_gradient, c_sparse_cross_entropy,
+    c_sparse_cross_entropy_gradient,
+)
+from fastnn._kernels.optimizers_cython cimport (
+    c_adagrad_step, c_adam_step, c_adamw_step, c_momentum_step, c_nesterov_step,
+    c_rmsprop_step, c_scale_inplace, c_sgd_step, c_squared_norm,
+)
+
+__all__ = ["train_epoch"]
+
+# The values of fastnn/_kernels/codes.py (the wrapper checks them against it once).
+cdef enum:
+    LOSS_MSE = 0
+    LOSS_BINARY_CROSS_ENTROPY = 1
+    LOSS_CROSS_ENTROPY = 2
+    LOSS_SPARSE_CROSS_ENTROPY = 3
+
+    OPT_SGD = 0
+    OPT_MOMENTUM = 1
+    OPT_NESTEROV = 2
+    OPT_ADAGRAD = 3
+    OPT_RMSPROP = 4
+    OPT_ADAM = 5
+    OPT_ADAMW = 6
+
+    STAT_LOSS_SUM = 0
+    STAT_CORRECT = 1
+    STAT_STEPS = 2
+    STAT_STATUS = 3
+    STAT_GRAD_NORM = 4
+    STAT_BAD_VALUE = 5
+    N_STATS = 6
+    STATUS_LOSS_NOT_FINITE = 1
+    STATUS_GRAD_NOT_FINITE = 2
+
+    N_ACTIVATIONS = 8  # codes 0 .. SOFTMAX
+
+
+# --- pieces of one step --------------------------------------------------------------
+
+cdef inline Py_ssize_t _argmax(const floating* row, Py_ssize_t k) noexcept nogil:
+    """np.argmax of a row: the first maximum, or the first NaN (NumPy's NaN wins)."""
+    cdef Py_ssize_t j, best = 0
+    cdef floating mx = row[0]
+    if mx != mx:
+        return 0
+    for j in range(1, k):
+        if row[j] > mx:
+            mx = row[j]
+            best = j
+        elif row[j] != row[j]:
+            return j
+    return best
+
+
+cdef Py_ssize_t _n_correct(int loss_code, const floating* out, const floating* t,
+                           const int64_t* lb, Py_ssize_t m,
+                           Py_ssize_t k) noexcept nogil:
+    """Rows predicted right, as the reference's _n_correct (none for mse)."""
+    cdef Py_ssize_t i, j, count = 0
+    cdef bint right
+    if loss_code == LOSS_SPARSE_CROSS_ENTROPY:
+        for i in range(m):
+            count += _argmax(out + i * k, k) == lb[i]
+    elif loss_code == LOSS_CROSS_ENTROPY:
+        for i in range(m):
+            count += _argmax(out + i * k, k) == _argmax(t + i * k, k)
+    elif loss_code == LOSS_BINARY_CROSS_ENTROPY:
+        for i in range(m):
+            right = True
+            for j in range(k):
+                if (out[i * k + j] > 0) != (t[i * k + j] > 0.5):
+                    right = False
+                    break
+            count += right
+    return count
+
+
+cdef double _loss(int loss_code, const floating* out, const floating* t,
+                  const int64_t* lb, Py_ssize_t m, Py_ssize_t k,
+                  double* work) noexcept nogil:
+    """The batch's mean loss: the C function behind the loss's def wrapper."""
+    if loss_code == LOSS_MSE:
+        return c_mse(out, t, m * k)
+    if loss_code == LOSS_BINARY_CROSS_ENTROPY:
+        return c_binary_cross_entropy(out, t, m, k)
+    if loss_code == LOSS_CROSS_ENTROPY:
+        return c_cross_entropy(out, t, m, k, work)
+    return c_sparse_cross_entropy(out, lb, m, k, work)
+
+
+cdef void _loss_gradient(int loss_code, const floating* out, const floating* t,
+                         const int64_t* lb, Py_ssize_t m, Py_ssize_t k, floating* g,
+                         double* work) noexcept nogil:
+    """dL/d(out) into g (m, k)."""
+    if loss_code == LOSS_MSE:
+        c_mse_gradient(out, t, m * k, g)
+    elif loss_code == LOSS_BINARY_CROSS_ENTROPY:
+        c_binary_cross_entropy_gradient(out, t, m, k, g)
+    elif loss_code == LOSS_CROSS_ENTROPY:
+        c_cross_entropy_gradient(out, t, m, k, g, work)
+    else:
+        c_sparse_cross_entropy_gradient(out, lb, m, k, g, work)
+
+
+cdef void _update(const EpochOpt* opt, floating* p, const floating* g, floating* s1,
+                  floating* s2, Py_ssize_t n, long long t, double lr,
+                  double weight_decay) noexcept nogil:
+    """One optimizer kernel on a segment, as the optimizer's _update calls it."""
+    cdef int code = opt.opt_code
+    if code == OPT_SGD:
+        c_sgd_step(p, g, n, lr, weight_decay)
+    elif code == OPT_MOMENTUM:
+        c_momentum_step(p, g, s1, n, lr, opt.h0, opt.h1, weight_decay)
+    elif code == OPT_NESTEROV:
+        c_nesterov_step(p, g, s1, n, lr, opt.h0, opt.h1, weight_decay)
+    elif code == OPT_ADAGRAD:
+        c_adagrad_step(p, g, s1, n, lr, opt.eps, opt.eps_inside_sqrt, weight_decay)
+    elif code == OPT_RMSPROP:
+        c_rmsprop_step(p, g, s1, n, lr, opt.h0, opt.eps, opt.eps_inside_sqrt,
+                       weight_decay)
+    elif code == OPT_ADAMW and weight_decay != 0:
+        c_adamw_step(p, g, s1, s2, n, t, lr, opt.h0, opt.h1, opt.eps, weight_decay)
+    else:  # Adam, and AdamW without decay on this segment (p - 0 p would turn -0.0 to +0.0)
+        c_adam_step(p, g, s1, s2, n, t, lr, opt.h0, opt.h1, opt.eps, weight_decay)
+
+
+# --- the epoch -----------------------------------------------------------------------
+
+cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* labels,
+                        Py_ssize_t n, const int64_t* order, Py_ssize_t batch_size,
+                        const EpochNet* net, const EpochOpt* opt, floating* params,
+                        floating* grads, floating* ws, int64_t* lb, floating* state1,
+                        floating* state2, const double* lrs, Py_ssize_t batch_start,
+                        Py_ssize_t batch_stop, long long t0, double* stats,
+                        double* work) noexcept nogil:
+    """Batches [batch_start, batch_stop) of the epoch; see fastnn.reference.training."""
+    cdef Py_ssize_t L = net.n_layers
+    cdef const int64_t* dims = net.dims
+    cdef const int64_t* off = net.ws_off
+    cdef const int64_t* seg = opt.segments
+    cdef Py_ssize_t d = dims[0], k = dims[L]
+    cdef Py_ssize_t i, j, r, s, e, m, start, stop, correct
+    cdef bint sparse = net.loss_code == LOSS_SPARSE_CROSS_ENTROPY
+    cdef floating* xb = ws + off[0]
+    cdef floating* yb = ws + off[1]
+    cdef const floating* x_in
+    cdef const floating* t
+    cdef floating* out
+    cdef double loss, sq, norm, factor
+    cdef long long step
+    stats[STAT_STEPS] = 0.0
+    stats[STAT_STATUS] = 0.0
+    for j in range(batch_start, batch_stop):
+        s = j * batch_size
+        e = s + batch_size if s + batch_size < n else n
+        m = e - s
+        # 1. gather the rows of this batch (row-major: one copy per row)
+        for r in range(m):
+            memcpy(xb + r * d, X + order[s + r] * d, d * sizeof(floating))
+        if sparse:
+            for r in range(m):
+                lb[r] = labels[order[s + r]]
+        else:
+            for r in range(m):
+                memcpy(yb + r * k, y + order[s + r] * k, k * sizeof(floating))
+        t = yb
+
+        # 2. forward; z_i, a_i, g_i are ws + off[2 + 3 i + 0/1/2]
+        x_in = xb
+        for i in range(L):
+            c_dense_forward(x_in, params + net.w_off[i], params + net.b_off[i], m,
+                            dims[i], dims[i + 1], <int>net.acts[i], net.alphas[i],
+                            ws + off[2 + 3 * i], ws + off[3 + 3 * i], work)
+            x_in = ws + off[3 + 3 * i]
+        out = ws + off[3 + 3 * (L - 1)]
+
+        # 3. loss; a non-finite one stops before anything is updated
+        loss = _loss(net.loss_code, out, t, lb, m, k, work)
+        if not isfinite(loss):
+            stats[STAT_STATUS] = STATUS_LOSS_NOT_FINITE
+            stats[STAT_BAD_VALUE] = loss
+            return
+        correct = _n_correct(net.loss_code, out, t, lb, m, k)
+
+        # 4. backward down to the lowest trainable layer
+        _loss_gradient(net.loss_code, out, t, lb, m, k, ws + off[4 + 3 * (L - 1)], work)
+        for i in range(L - 1, net.lowest - 1, -1):
+            x_in = xb if i == 0 else ws + off[3 + 3 * (i - 1)]
+            c_dense_backward(x_in, ws + off[2 + 3 * i], ws + off[3 + 3 * i],
+                             ws + off[4 + 3 * i], m, dims[i], dims[i + 1],
+                             <int>net.acts[i], net.alphas[i], ws + off[4 + 3 * i],
+                             grads + net.w_off[i], grads + net.b_off[i])
+            if i > net.lowest:
+                c_dense_input_gradient(ws + off[4 + 3 * i], params + net.w_off[i], m,
+                                       dims[i], dims[i + 1], ws + off[4 + 3 * (i - 1)])
+
+        # 5. global gradient norm (segment by segment, as Optimizer.step), clipping
+        sq = 0.0
+        for i in range(opt.n_segments):
+            start = seg[3 * i]
+            stop = seg[3 * i + 1]
+            if stop > start:
+                sq += c_squared_norm(grads + start, stop - start)
+        norm = sqrt(sq)
+        if not isfinite(norm):
+            stats[STAT_STATUS] = STATUS_GRAD_NOT_FINITE
+            stats[STAT_BAD_VALUE] = norm
+            return
+        if 0 < opt.clip_norm < norm:
+            factor = opt.clip_norm / norm
+            for i in range(opt.n_segments):
+                start = seg[3 * i]
+                stop = seg[3 * i + 1]
+                c_scale_inplace(grads + start, stop - start, factor)
+
+        # 6. the optimizer update of every segment
+        step = t0 + (j - batch_start) + 1
+        for i in range(opt.n_segments):
+            start = seg[3 * i]
+            stop = seg[3 * i + 1]
+            if stop > start:
+                _update(opt, params + start, grads + start,
+                        state1 + start if state1 != NULL else NULL,
+                        state2 + start if state2 != NULL else NULL,
+                        stop - start, step, lrs[j],
+                        opt.weight_decay if seg[3 * i + 2] else 0.0)
+
+        # 7. statistics
+        stats[STAT_LOSS_SUM] += loss * m
+        stats[STAT_CORRECT] += correct
+        stats[STAT_STEPS] += 1
+        stats[STAT_GRAD_NORM] = norm
+
+
+# --- entry checks and the Python wrapper ---------------------------------------------
+
+cdef inline bint _within(int64_t offset, int64_t length, Py_ssize_t size) noexcept:
+    return 0 <= offset and 0 <= length and offset <= size - length
+
+
+def _check_codes():
+    """The enum above equals codes.py (called once at import)."""
+    from fastnn._kernels import codes
+    mine = {"LOSS_MSE": LOSS_MSE, "LOSS_BINARY_CROSS_ENTROPY": LOSS_BINARY_CROSS_ENTROPY,
+            "LOSS_CROSS_ENTROPY": LOSS_CROSS_ENTROPY,
+            "LOSS_SPARSE_CROSS_ENTROPY": LOSS_SPARSE_CROSS_ENTROPY,
+            "OPT_SGD": OPT_SGD, "OPT_MOMENTUM": OPT_MOMENTUM,
+            "OPT_NESTEROV": OPT_NESTEROV, "OPT_ADAGRAD": OPT_ADAGRAD,
+            "OPT_RMSPROP": OPT_RMSPROP, "OPT_ADAM": OPT_ADAM, "OPT_ADAMW": OPT_ADAMW,
+            "STAT_LOSS_SUM": STAT_LOSS_SUM, "STAT_CORRECT": STAT_CORRECT,
+            "STAT_STEPS": STAT_STEPS, "STAT_STATUS": STAT_STATUS,
+            "STAT_GRAD_NORM": STAT_GRAD_NORM, "STAT_BAD_VALUE": STAT_BAD_VALUE,
+            "N_STATS": N_STATS, "STATUS_LOSS_NOT_FINITE": STATUS_LOSS_NOT_FINITE,
+            "STATUS_GRAD_NOT_FINITE": STATUS_GRAD_NOT_FINITE}
+    for name, value in mine.items():
+        if getattr(codes, name) != value:
+            raise ImportError(f"training_cython was built with {name} = {value}, "
+                              f"codes.py says {getattr(codes, name)}: rebuild")
+    if len(codes.ACTIVATION_CODES) != N_ACTIVATIONS:
+        raise ImportError("training_cython: the activation codes changed; rebuild")
+
+
+_check_codes()
+
+
+def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
+                const int64_t[::1] labels, const int64_t[::1] order,
+                Py_ssize_t batch_size, const int64_t[::1] dims, const int64_t[::1] acts,
+                const double[::1] alphas, const int64_t[::1] w_off,
+                const int64_t[::1] b_off, Py_ssize_t lowest, int loss_code,
+                floating[::1] params, floating[::1] grads, floating[::1] ws,
+                const int64_t[::1] ws_off, int64_t[::1] lb, int opt_code,
+                floating[::1] state1, floating[::1] state2, const double[::1] hyper,
+                const double[::1] lrs, Py_ssize_t batch_start, Py_ssize_t batch_stop,
+                long long t0, const int64_t[:, ::1] segments, double[::1] stats):
+    """One epoch (batches [batch_start, batch_stop)) of mini-batch training in C.
+
+    See fastnn.reference.training for the arguments and the steps; ``params``,
+    ``grads``, ``ws``, ``lb``, the optimizer state and ``stats`` are updated in place.
+    Raises ValueError when the arrays do not fit together (nothing is touched then).
+    """
+    cdef Py_ssize_t L = acts.shape[0], n = X.shape[0], P = params.shape[0]
+    cdef Py_ssize_t W = ws.shape[0], i, c, r, row, k, widest, first, last
+    cdef bint sparse = loss_code == LOSS_SPARSE_CROSS_ENTROPY
+    cdef EpochNet net
+    cdef EpochOpt opt
+    cdef double* work
+
+    # Layout of the model.
+    if L < 1 or dims.shape[0] != L + 1 or alphas.shape[0] != L or w_off.shape[0] != L \
+            or b_off.shape[0] != L or ws_off.shape[0] != 2 + 3 * L:
+        raise ValueError(f"train_epoch: dims, acts, alphas, w_off, b_off and ws_off do "
+                         f"not describe one model of {L} layers")
+    if not 0 <= lowest < L:
+        raise ValueError(f"train_epoch: lowest = {lowest} is not a layer of {L}")
+    if not 0 <= loss_code <= LOSS_SPARSE_CROSS_ENTROPY or not 0 <= opt_code <= OPT_ADAMW:
+        raise ValueError(f"train_epoch: unknown loss_code {loss_code} or opt_code "
+                         f"{opt_code}")
+    for i in range(L + 1):
+        if dims[i] < 1:
+            raise ValueError(f"train_epoch: layer widths must be >= 1, got dims[{i}] = "
+                             f"{dims[i]}")
+    if grads.shape[0] != P:
+        raise ValueError("train_epoch: params and grads differ in length")
+    for i in range(L):
+        if not 0 <= acts[i] < N_ACTIVATIONS:
+            raise ValueError(f"train_epoch: unknown activation code {acts[i]}")
+        if not (_within(w_off[i], dims[i] * dims[i + 1], P)
+                and _within(b_off[i], dims[i + 1], P)):
+            raise ValueError(f"train_epoch: layer {i}'s parameters lie outside params")
+    k = dims[L]
+
+    # Data, batches and workspace.
+    if X.shape[1] != dims[0] or order.shape[0] != n:
+        raise ValueError("train_epoch: X or order does not match dims / the row count")
+    if sparse:
+        if labels.shape[0] != n or lb.shape[0] < batch_size:
+            raise ValueError("train_epoch: labels must have one entry per row and lb "
+                             "batch_size entries")
+    elif y.shape[0] != n or y.shape[1] != k:
+        raise ValueError(f"train_epoch: y must have shape ({n}, {k})")
+    if batch_size < 1 or not 0 <= batch_start <= batch_stop \
+            or batch_stop > (n + batch_size - 1) // batch_size or lrs.shape[0] < batch_stop:
+        raise ValueError("train_epoch: batch_size, batch_start, batch_stop or lrs are "
+                         "inconsistent with the number of rows")
+    if not _within(ws_off[0], batch_size * dims[0], W) \
+            or not (sparse or _within(ws_off[1], batch_size * k, W)):
+        raise ValueError("train_epoch: the batch buffers lie outside ws")
+    for i in range(L):
+        for c in range(3):
+            if not _within(ws_off[2 + 3 * i + c], batch_size * dims[i + 1], W):
+                raise ValueError(f"train_epoch: layer {i}'s workspace lies outside ws")
+
+    # Optimizer.
+    if hyper.shape[0] < 6 or stats.shape[0] < N_STATS or segments.shape[1] != 3:
+        raise ValueError("train_epoch: hyper needs 6 values, stats N_STATS, segments "
+                         "3 columns")
+    for i in range(segments.shape[0]):
+        if not _within(segments[i, 0], segments[i, 1] - segments[i, 0], P):
+            raise ValueError(f"train_epoch: segment {i} lies outside params")
+    if opt_code != OPT_SGD and state1.shape[0] != P \
+            or opt_code >= OPT_ADAM and state2.shape[0] != P:
+        raise ValueError("train_epoch: the optimizer state must have params' length")
+
+    # Rows this call reads (so a bad order or label never reads outside X or z).
+    first = batch_start * batch_size
+    last = min(n, batch_stop * batch_size)
+    for r in range(first, last):
+        row = order[r]
+        if not 0 <= row < n:
+            raise ValueError(f"train_epoch: order[{r}] = {row} is not a row index")
+        if sparse and not 0 <= labels[row] < k:
+            raise ValueError(f"train_epoch: label {labels[row]} of row {row} is not in "
+                             f"[0, {k})")
+    if first >= last:
+        stats[STAT_STEPS] = 0.0
+        stats[STAT_STATUS] = 0.0
+        return
+
+    net.n_layers = L
+    net.lowest = lowest
+    net.loss_code = loss_code
+    net.dims = &dims[0]
+    net.acts = &acts[0]
+    net.alphas = &alphas[0]
+    net.w_off = &w_off[0]
+    net.b_off = &b_off[0]
+    net.ws_off = &ws_off[0]
+    opt.opt_code = opt_code
+    opt.h0 = hyper[0]
+    opt.h1 = hyper[1]
+    opt.eps = hyper[2]
+    opt.eps_inside_sqrt = hyper[3] != 0
+    opt.weight_decay = hyper[4]
+    opt.clip_norm = hyper[5]
+    opt.segments = &segments[0, 0] if segments.shape[0] else NULL
+    opt.n_segments = segments.shape[0]
+
+    widest = 1
+    for i in range(1, L + 1):
+        widest = max(widest, dims[i])
+    work = <double*>malloc(widest * sizeof(double))
+    if work == NULL:
+        raise MemoryError()
+    with nogil:
+        c_train_epoch(&X[0, 0], &y[0, 0] if not sparse else NULL,
+                      &labels[0] if sparse else NULL, n, &order[0], batch_size, &net,
+                      &opt, &params[0], &grads[0], &ws[0], &lb[0] if sparse else NULL,
+                      &state1[0] if state1.shape[0] else NULL,
+                      &state2[0] if state2.shape[0] else NULL, &lrs[0], batch_start,
+                      batch_stop, t0, &stats[0], work)
+    free(work)
