@@ -32,10 +32,17 @@ COMPILE_ARGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
 if DEBUG:
     COMPILE_ARGS = ["-O0", "-g", "-ffp-contract=off"]
 
+# C headers the kernels include (fastnn_simd.h: loops multiversioned for the CPU):
+# found through include_dirs wherever the generated C lands, and a dependency of every
+# module, so that editing one rebuilds them.
+HEADERS = sorted(str(h) for h in KERNEL_DIR.glob("*.h"))
+
 extensions = [
     Extension(
         f"fastnn._kernels.{pyx.stem}",
         [str(pyx)],
+        include_dirs=[str(KERNEL_DIR)],
+        depends=HEADERS,
         extra_compile_args=COMPILE_ARGS,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )

@@ -2,13 +2,20 @@
 
 The enum in activations_cython.pxd, the names and signatures of every raw kernel, the
 C-level API other Cython modules cimport, read-only inputs, the GIL released around
-the C call, and sums that follow NumPy's pairwise order past its 128-value block and
-8192-value cast buffer (bit for bit: the Cython reductions take NumPy's order).
+the C call, sums that follow NumPy's pairwise order past its 128-value block and
+8192-value cast buffer (bit for bit: the Cython reductions take NumPy's order), the
+CPU-dispatched loops of fastnn_simd.h (every instruction-set version gives the same
+bits), and the whole-epoch kernel: its entry checks and its equality with the step
+path for the activations and losses tests/test_fused.py does not cover.
 """
 
+import ctypes
 import importlib
 import inspect
 import re
+import shutil
+import subprocess
+import sysconfig
 import threading
 import time
 from pathlib import Path
@@ -17,8 +24,10 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn._backend import FAMILIES
+from fastnn import _fused
+from fastnn._backend import FAMILIES, MODEL_FAMILIES
 from fastnn._kernels import codes
+from fastnn.optim import Adam, AdamW, Momentum, RMSProp
 
 KERNELS = Path(codes.__file__).parent
 DTYPES = (np.float32, np.float64)
@@ -43,7 +52,7 @@ def test_pxd_enum_has_the_values_of_codes_py():
     assert cython_module("activations").ACTIVATION_CODES == codes.ACTIVATION_CODES
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + MODEL_FAMILIES)
 def test_names_and_signatures_match_the_reference(family):
     cy, ref = cython_module(family), reference_module(family)
     assert cy.__all__ == ref.__all__
@@ -53,7 +62,7 @@ def test_names_and_signatures_match_the_reference(family):
         assert got == want, f"{family}.{name}: {got} != {want}"
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + MODEL_FAMILIES)
 def test_every_kernel_has_a_cimportable_c_level_twin(family):
     """c_<name> for float and double is exported for cimport (its .pxd declares it)."""
     cy = cython_module(family)
@@ -154,3 +163,313 @@ def test_axis0_sums_are_bit_identical(dtype, n_out):
     for arr_got, arr_want in zip(cy.batch_norm_backward(xb, got[1], g, got[2]),
                                  ref.batch_norm_backward(xb, got[1], g, got[2])):
         np.testing.assert_array_equal(arr_got, arr_want)
+
+
+# --- fastnn_simd.h: every instruction-set version gives the same bits -------------------
+
+# The header's functions, with T the array type; wrappers with these arguments are
+# compiled below for each instruction set. Flags (int) are chosen per call.
+SIMD_FUNCS = {
+    "sgd": "T* param, const T* grad, ptrdiff_t n, T lr, T wd, int decay",
+    "momentum": "T* param, const T* grad, T* velocity, ptrdiff_t n, T lr, T beta, T keep, "
+                "T wd, int decay, int nesterov",
+    "adaptive": "T* param, const T* grad, T* sq, ptrdiff_t n, T lr, T rho, T rest, T eps, "
+                "T wd, int decay, int inside, int rmsprop",
+    "adam": "T* param, const T* grad, T* m, T* v, ptrdiff_t n, T lr, T b1, T b2, T rest1, "
+            "T rest2, T corr1, T corr2, T eps, T wd, T shrink, int decay, int decoupled",
+    "scale": "T* x, ptrdiff_t n, T f",
+    "bias_act": "T* z, const T* b, ptrdiff_t m, ptrdiff_t k, int act, T alpha, T* a",
+    "act_grad_bias": "const T* da, const T* z, ptrdiff_t m, ptrdiff_t k, int act, T alpha, "
+                     "T* dz, T* db",
+}
+# The instruction sets of the header's target_clones, as compiler flags.
+ISAS = {"default": [], "avx2": ["-mavx2"], "avx512f": ["-mavx512f"]}
+
+
+def _cpu_flags():
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return set(line.split(":", 1)[-1].split())
+
+
+def _simd_source():
+    lines = ["#define FNN_CLONES", '#include "fastnn_simd.h"']
+    for tname, suffix in (("float", "f32"), ("double", "f64")):
+        for name, params in SIMD_FUNCS.items():
+            params = params.replace("T", tname)
+            args = ", ".join(p.split()[-1].lstrip("*") for p in params.split(","))
+            ret = "int" if name in ("bias_act", "act_grad_bias") else "void"
+            lines.append(f"{ret} t_{name}_{suffix}({params}) "
+                         f"{{ {'return ' if ret == 'int' else ''}fnn_{name}_{suffix}({args}); }}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def simd_versions(tmp_path_factory):
+    """{isa: ctypes library} of the header built once per instruction set this CPU runs,
+    with setup.py's floating-point flags."""
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None or not _cpu_flags() >= {"avx2"}:
+        pytest.skip("needs a C compiler and an x86-64 CPU with AVX2")
+    tmp = tmp_path_factory.mktemp("simd")
+    src = tmp / "simd_versions.c"
+    src.write_text(_simd_source())
+    libs = {}
+    for isa, flags in ISAS.items():
+        if isa != "default" and isa not in _cpu_flags():
+            continue
+        so = tmp / f"simd_{isa}.so"
+        subprocess.run([cc, "-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared",
+                        *flags, f"-I{KERNELS}", str(src), "-o", str(so)], check=True,
+                       capture_output=True)
+        libs[isa] = ctypes.CDLL(str(so))
+    return libs
+
+
+def _special_values(n, dtype, seed):
+    """Values over many magnitudes with NaN, infinities, signed zeros and subnormals."""
+    rng = np.random.default_rng(seed)
+    x = _values(n, dtype, seed, spread=3)
+    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, np.finfo(dtype).smallest_subnormal,
+                         -np.finfo(dtype).smallest_subnormal, np.finfo(dtype).max], dtype)
+    where = rng.choice(n, size=n // 10, replace=False)
+    x[where] = rng.choice(specials, size=where.size)
+    return x
+
+
+def _same_bits(a, b):
+    """Equal bit for bit, except that any NaN equals any NaN (x86 may pick either NaN
+    operand's payload when both are NaN)."""
+    nan = np.isnan(a)
+    return np.array_equal(nan, np.isnan(b)) and np.array_equal(
+        a[~nan].view(f"u{a.itemsize}"), b[~nan].view(f"u{b.itemsize}"))
+
+
+def _simd_call(lib, name, dtype, arrays, scalars, flags):
+    ct = ctypes.c_float if dtype == np.float32 else ctypes.c_double
+    suffix = "f32" if dtype == np.float32 else "f64"
+    fn = getattr(lib, f"t_{name}_{suffix}")
+    fn.restype = ctypes.c_int if name in ("bias_act", "act_grad_bias") else None
+    args = []
+    for param in SIMD_FUNCS[name].split(","):
+        kind, pname = param.split()[-2:]
+        if pname.startswith("*") or kind.endswith("*"):
+            args.append(arrays[pname.lstrip("*")].ctypes.data_as(ctypes.c_void_p))
+        elif kind == "ptrdiff_t":
+            args.append(ctypes.c_ssize_t(scalars[pname]))
+        elif kind == "int":
+            args.append(ctypes.c_int(scalars.get(pname, flags.get(pname, 0))))
+        else:
+            args.append(ct(scalars[pname]))
+    return fn(*args)
+
+
+def _simd_cases(dtype):
+    n = 1013  # not a multiple of any vector width: the remainder loops run too
+    rng = np.random.default_rng(11)
+    pos = lambda seed: np.abs(_special_values(n, dtype, seed))  # noqa: E731
+    hyper = {"lr": 1e-3, "wd": 1e-2, "beta": 0.9, "keep": 0.7, "rho": 0.9, "rest": 0.1,
+             "eps": 1e-8, "b1": 0.9, "b2": 0.999, "rest1": 0.1, "rest2": 0.001,
+             "corr1": 0.19, "corr2": 0.002, "shrink": 1e-5, "f": 0.37, "n": n}
+    opt = {"param": _special_values(n, dtype, 1), "grad": _special_values(n, dtype, 2)}
+    for decay in (0, 1):
+        yield "sgd", dict(opt), hyper, {"decay": decay}
+        for nesterov in (0, 1):
+            yield ("momentum", {**opt, "velocity": _special_values(n, dtype, 3)}, hyper,
+                   {"decay": decay, "nesterov": nesterov})
+        for inside in (0, 1):
+            for rmsprop in (0, 1):
+                yield ("adaptive", {**opt, "sq": pos(4)}, hyper,
+                       {"decay": decay, "inside": inside, "rmsprop": rmsprop})
+        for decoupled in (0, 1):
+            yield ("adam", {**opt, "m": _special_values(n, dtype, 5), "v": pos(6)}, hyper,
+                   {"decay": decay and not decoupled, "decoupled": decoupled})
+    yield "scale", {"x": _special_values(n, dtype, 7)}, hyper, {}
+    m, k = 9, 37
+    for act in (codes.IDENTITY, codes.RELU, codes.LEAKY_RELU):
+        shape = {"m": m, "k": k, "act": act, "alpha": 0.01}
+        z, b = _special_values(m * k, dtype, 8), _special_values(k, dtype, 9)
+        yield "bias_act", {"z": z, "b": b, "a": np.zeros_like(z)}, shape, {}
+        yield "bias_act", {"z": z, "b": b, "a": "z"}, shape, {}  # a is z
+        da = _special_values(m * k, dtype, 10)
+        yield ("act_grad_bias", {"da": da, "z": z, "dz": np.zeros_like(z),
+                                 "db": np.zeros(k, dtype)}, shape, {})
+        yield ("act_grad_bias", {"da": da, "z": z, "dz": "da", "db": np.zeros(k, dtype)},
+               shape, {})  # dz is da
+    assert rng is not None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_simd_versions_give_identical_bits(simd_versions, dtype):
+    """Each instruction-set version of every fastnn_simd.h loop, on NaN, infinities,
+    signed zeros, subnormals and ordinary values, with every flag combination: the same
+    bits as the baseline version. (The equivalence suite checks the version this CPU
+    runs against the reference, so each version equals the reference.)"""
+    assert "default" in simd_versions and len(simd_versions) >= 2
+    with np.errstate(all="ignore"):
+        for case, (name, arrays, scalars, flags) in enumerate(_simd_cases(dtype)):
+            results = {}
+            for isa, lib in simd_versions.items():
+                mine = {key: a.copy() for key, a in arrays.items() if not isinstance(a, str)}
+                mine.update({key: mine[a] for key, a in arrays.items() if isinstance(a, str)})
+                ret = _simd_call(lib, name, dtype, mine, scalars, flags)
+                results[isa] = (ret, mine)
+            ret0, base = results["default"]
+            for isa, (ret, mine) in results.items():
+                assert ret == ret0, (name, isa)
+                for key in base:
+                    assert _same_bits(mine[key], base[key]), (name, case, flags, isa, key)
+
+
+# --- the whole-epoch kernel --------------------------------------------------------------
+
+def _epoch_args(dtype=np.float32, sparse=True, n=50, batch_size=16):
+    """Valid train_epoch arguments for a 3-8-4 ReLU net with Adam, as _fused builds them."""
+    rng = np.random.default_rng(0)
+    net = fastnn.MLP([3, 8, 4], loss="cross_entropy", dtype=np.dtype(dtype).name,
+                     backend="cython", random_state=0)
+    X = rng.standard_normal((n, 3)).astype(dtype)
+    labels = rng.integers(0, 4, n)
+    y = np.eye(4, dtype=dtype)[labels]
+    plan = _fused.EpochPlan(net, batch_size)
+    opt = Adam(lr=1e-2)
+    opt._bind(net)
+    n_batches = -(-n // batch_size)
+    args = dict(
+        X=X, y=np.zeros((0, 0), dtype) if sparse else y,
+        labels=labels if sparse else np.zeros(0, np.int64),
+        order=rng.permutation(n).astype(np.int64), batch_size=batch_size, dims=plan.dims,
+        acts=plan.acts, alphas=plan.alphas, w_off=plan.w_off, b_off=plan.b_off, lowest=0,
+        loss_code=codes.LOSS_SPARSE_CROSS_ENTROPY if sparse else codes.LOSS_CROSS_ENTROPY,
+        params=net.params, grads=net.grads, ws=plan.ws, ws_off=plan.ws_off, lb=plan.lb,
+        opt_code=codes.OPT_ADAM, state1=opt.state["m"], state2=opt.state["v"],
+        hyper=_fused._hyper(opt), lrs=np.full(n_batches, 1e-2), batch_start=0,
+        batch_stop=n_batches, t0=0,
+        segments=np.array(opt._update_runs(net), np.int64).reshape(-1, 3),
+        stats=np.zeros(codes.N_STATS))
+    return net, args
+
+
+def _corrupt(args, key, value):
+    bad = dict(args)
+    bad[key] = value(args[key]) if callable(value) else value
+    return bad
+
+
+BAD_CALLS = {
+    "ws too small": ("ws", lambda ws: ws[:-1]),
+    "region outside ws": ("ws_off", lambda off: off + np.int64(3)),
+    "segment outside params": ("segments", lambda s: s + np.int64(1)),
+    "segment reversed": ("segments", lambda s: s[:, [1, 0, 2]].copy()),
+    "row index out of range": ("order", lambda o: np.where(o == 0, 50, o)),
+    "negative row index": ("order", lambda o: np.where(o == 0, -1, o)),
+    "order too short": ("order", lambda o: o[:-1]),
+    "label out of range": ("labels", lambda lab: np.where(lab == 0, 4, lab)),
+    "too many batches": ("batch_stop", lambda b: b + 1),
+    "lrs too short": ("lrs", lambda lrs: lrs[:-1]),
+    "dims do not match X": ("dims", lambda d: d + np.int64(1)),
+    "layer outside params": ("w_off", lambda w: w + np.int64(10_000)),
+    "lowest not a layer": ("lowest", 2),
+    "unknown activation": ("acts", lambda a: a + np.int64(100)),
+    "unknown loss": ("loss_code", 9),
+    "unknown optimizer": ("opt_code", 9),
+    "state too short": ("state2", lambda s: s[:-1]),
+    "lb too short": ("lb", lambda lb: lb[:-1]),
+    "batch_size 0": ("batch_size", 0),
+    "hyper too short": ("hyper", lambda h: h[:5]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CALLS))
+def test_train_epoch_refuses_inconsistent_arguments_before_touching_memory(case):
+    net, args = _epoch_args()
+    key, value = BAD_CALLS[case]
+    before = [args[k].copy() for k in ("params", "grads", "state1", "state2", "ws")]
+    with pytest.raises(ValueError):
+        fastnn.backend("cython").raw.train_epoch(**_corrupt(args, key, value))
+    for arr, old in zip([args[k] for k in ("params", "grads", "state1", "state2", "ws")],
+                        before):
+        np.testing.assert_array_equal(arr, old)
+
+
+def test_train_epoch_refuses_wrong_targets():
+    net, args = _epoch_args(sparse=False)
+    with pytest.raises(ValueError):
+        fastnn.backend("cython").raw.train_epoch(**_corrupt(args, "y", lambda y: y[:, :3].copy()))
+    fastnn.backend("cython").raw.train_epoch(**args)  # the valid call runs
+    assert args["stats"][codes.STAT_STEPS] == 4
+
+
+def test_train_epoch_counts_and_accumulates_stats_across_calls():
+    """LOSS_SUM and CORRECT accumulate; STEPS, STATUS and GRAD_NORM belong to the call;
+    an empty range of batches does nothing but reset STEPS and STATUS."""
+    raw = fastnn.backend("cython").raw
+    net, args = _epoch_args()
+    raw.train_epoch(**{**args, "batch_stop": 2})
+    first = args["stats"].copy()
+    assert first[codes.STAT_STEPS] == 2 and first[codes.STAT_STATUS] == codes.STATUS_OK
+    assert 0 <= first[codes.STAT_CORRECT] <= 32 and first[codes.STAT_LOSS_SUM] > 0
+    raw.train_epoch(**{**args, "batch_start": 2, "t0": 2})
+    stats = args["stats"]
+    assert stats[codes.STAT_STEPS] == 2 and stats[codes.STAT_LOSS_SUM] > first[0]
+    assert stats[codes.STAT_CORRECT] >= first[codes.STAT_CORRECT]
+    params = net.params.copy()
+    raw.train_epoch(**{**args, "batch_start": 4, "batch_stop": 4})
+    assert stats[codes.STAT_STEPS] == 0
+    np.testing.assert_array_equal(net.params, params)
+
+
+def _fit_both_paths(layers, acts, loss, output_activation, dtype, y, optimizer):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((45, layers[0]))
+    kw = {} if output_activation is None else {"output_activation": output_activation}
+    nets = []
+    for fused in (True, False):
+        net = fastnn.MLP(layers, acts, loss=loss, dtype=dtype, backend="cython",
+                         random_state=5, **kw)
+        opt = optimizer()
+        assert _fused.supports(net, opt)
+        Xc, yc = net.check_data(X, y)
+        logs = []
+        for shuffle in (True, False):  # shuffled; then in order with a partial batch
+            if fused:
+                logs.append(net.train_epoch(Xc, yc, opt, 16, shuffle=shuffle))
+            else:  # on_step makes MLP.train_epoch take the step-by-step path
+                logs.append(net.train_epoch(Xc, yc, opt, 16, shuffle=shuffle,
+                                            on_step=lambda j, loss: None))
+        nets.append((net.params.copy(), logs, opt.t, dict(opt.state)))
+    return nets
+
+
+FIT_CASES = [
+    # hidden activations with and without fastnn_simd.h loops; the output layer's own
+    ([4, 9, 6, 1], ["relu", "leaky_relu"], "mse", None, "mse1"),
+    ([4, 9, 6, 3], ["sigmoid", "step"], "mse", "sigmoid", "mse3"),
+    ([4, 9, 6, 3], ["identity", "elu"], "mse", "softmax", "mse3"),
+    ([4, 9, 6, 1], ["tanh", "relu"], "binary_cross_entropy", None, "bce1"),
+    ([4, 9, 6, 3], ["leaky_relu", "identity"], "binary_cross_entropy", None, "bce3"),
+    ([4, 9, 6, 3], ["relu", "softmax"], "cross_entropy", None, "labels"),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", range(len(FIT_CASES)))
+def test_fused_epoch_equals_step_path_for_every_activation(case, dtype):
+    layers, acts, loss, out_act, target = FIT_CASES[case]
+    rng = np.random.default_rng(4)
+    y = {"mse1": rng.standard_normal(45), "mse3": rng.standard_normal((45, 3)),
+         "bce1": (rng.random(45) > 0.5).astype(float),
+         "bce3": (rng.random((45, 3)) > 0.5).astype(float),
+         "labels": rng.integers(0, 3, 45)}[target]
+    for make_opt in (lambda: Adam(lr=0.02), lambda: AdamW(lr=0.02, weight_decay=0.1),
+                     lambda: Momentum(lr=0.05, clip_norm=0.1),
+                     lambda: RMSProp(lr=0.01, eps_inside_sqrt=True, weight_decay=1e-3)):
+        (pa, la, ta, sa), (pb, lb, tb, sb) = _fit_both_paths(layers, acts, loss, out_act,
+                                                             dtype, y, make_opt)
+        np.testing.assert_array_equal(pa, pb)
+        assert la == lb and ta == tb == 6
+        for name in sa:
+            np.testing.assert_array_equal(sa[name], sb[name], err_msg=name)

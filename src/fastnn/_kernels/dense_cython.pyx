@@ -11,11 +11,13 @@ from cython cimport floating
 from libc.stdlib cimport free, malloc
 
 from fastnn._kernels.activations_cython cimport (
-    ELU, IDENTITY, LEAKY_RELU, RELU, SIGMOID, SOFTMAX, STEP, TANH, c_softmax,
-    c_softmax_backward, elu_1, elu_d1, identity_d1, leaky_relu_d1, leaky_relu_to, relu_1,
-    relu_d1, sigmoid_1, step_1, step_d1, tanh_1,
+    ELU, SIGMOID, SOFTMAX, STEP, TANH, c_softmax, c_softmax_backward, elu_1, elu_d1,
+    sigmoid_1, step_1, step_d1, tanh_1,
 )
 from fastnn._kernels.blas_cython cimport gemm, pw_sum
+from fastnn._kernels.fastnn_simd cimport (
+    fnn_act_grad_bias_f32, fnn_act_grad_bias_f64, fnn_bias_act_f32, fnn_bias_act_f64,
+)
 
 __all__ = [
     "dense_forward",
@@ -37,15 +39,15 @@ cdef void c_dense_forward(const floating* x, const floating* w, const floating* 
     cdef floating alpha_ = <floating>alpha
     gemm(False, False, <int>m, <int>n_out, <int>n_in, x, <int>n_in, w, <int>n_out,
          z, <int>n_out)
-    # One loop per activation so the code is tested once per call, not per element.
-    if activation == IDENTITY:
-        for i in range(m):
-            row = i * n_out
-            for j in range(n_out):
-                t = z[row + j] + b[j]
-                z[row + j] = t
-                a[row + j] = t
-    elif activation == STEP:
+    # Identity, relu and leaky_relu: fastnn_simd.h's pass, multiversioned for the CPU.
+    if floating is float:
+        if fnn_bias_act_f32(z, b, m, n_out, activation, alpha_, a):
+            return
+    else:
+        if fnn_bias_act_f64(z, b, m, n_out, activation, alpha_, a):
+            return
+    # The others: one loop per activation so the code is tested once per call.
+    if activation == STEP:
         for i in range(m):
             row = i * n_out
             for j in range(n_out):
@@ -66,20 +68,6 @@ cdef void c_dense_forward(const floating* x, const floating* w, const floating* 
                 t = z[row + j] + b[j]
                 z[row + j] = t
                 a[row + j] = tanh_1(t)
-    elif activation == RELU:
-        for i in range(m):
-            row = i * n_out
-            for j in range(n_out):
-                t = z[row + j] + b[j]
-                z[row + j] = t
-                a[row + j] = relu_1(t)
-    elif activation == LEAKY_RELU:
-        for i in range(m):
-            row = i * n_out
-            for j in range(n_out):
-                t = z[row + j] + b[j]
-                z[row + j] = t
-                leaky_relu_to(t, alpha_, a + row + j)
     elif activation == ELU:
         for i in range(m):
             row = i * n_out
@@ -110,16 +98,16 @@ cdef void c_dense_backward(const floating* x, const floating* z, const floating*
     cdef floating one = 1
     cdef floating zero = 0
     cdef floating alpha_ = <floating>alpha
+    cdef bint done
     for j in range(n_out):
         db[j] = 0
-    if activation == IDENTITY:
-        for i in range(m):
-            row = i * n_out
-            for j in range(n_out):
-                d = identity_d1(z[row + j])
-                t = da[row + j] * d
-                dz[row + j] = t
-                db[j] = db[j] + t
+    # Identity, relu and leaky_relu: fastnn_simd.h's pass, multiversioned for the CPU.
+    if floating is float:
+        done = fnn_act_grad_bias_f32(da, z, m, n_out, activation, alpha_, dz, db)
+    else:
+        done = fnn_act_grad_bias_f64(da, z, m, n_out, activation, alpha_, dz, db)
+    if done:
+        pass  # identity, relu, leaky_relu
     elif activation == STEP:
         for i in range(m):
             row = i * n_out
@@ -140,22 +128,6 @@ cdef void c_dense_backward(const floating* x, const floating* z, const floating*
             row = i * n_out
             for j in range(n_out):
                 t = da[row + j] * (one - a[row + j] * a[row + j])
-                dz[row + j] = t
-                db[j] = db[j] + t
-    elif activation == RELU:
-        for i in range(m):
-            row = i * n_out
-            for j in range(n_out):
-                d = relu_d1(z[row + j])
-                t = da[row + j] * d
-                dz[row + j] = t
-                db[j] = db[j] + t
-    elif activation == LEAKY_RELU:
-        for i in range(m):
-            row = i * n_out
-            for j in range(n_out):
-                d = leaky_relu_d1(z[row + j], alpha_)
-                t = da[row + j] * d
                 dz[row + j] = t
                 db[j] = db[j] + t
     elif activation == ELU:

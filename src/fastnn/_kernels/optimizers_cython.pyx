@@ -3,13 +3,19 @@
 Each update is one fused in-place pass over flat buffers and equals the reference bit
 for bit: hyperparameter expressions in double rounded once to the array dtype, array
 arithmetic in the array dtype in the reference's order (no FMA: setup.py builds with
--ffp-contract=off). Arguments come checked from ``fastnn.backend("cython")``.
+-ffp-contract=off). The passes are fastnn_simd.h's loops, chosen at load time for the
+CPU (AVX-512F, AVX2 or baseline) with identical results. Arguments come checked from
+``fastnn.backend("cython")``.
 """
 
 from cython cimport floating
-from libc.math cimport pow, sqrt, sqrtf
+from libc.math cimport pow
 
 from fastnn._kernels.blas_cython cimport PW_BLOCK, pw_block, pw_split
+from fastnn._kernels.fastnn_simd cimport (
+    fnn_adam_f32, fnn_adam_f64, fnn_adaptive_f32, fnn_adaptive_f64, fnn_momentum_f32,
+    fnn_momentum_f64, fnn_scale_f32, fnn_scale_f64, fnn_sgd_f32, fnn_sgd_f64,
+)
 
 __all__ = [
     "sgd_step",
@@ -24,117 +30,82 @@ __all__ = [
 ]
 
 
-cdef inline floating _sqrt(floating x) noexcept nogil:
-    """Correctly rounded square root in the array dtype (np.sqrt)."""
-    if floating is float:
-        return sqrtf(x)
-    else:
-        return sqrt(x)
-
-
 # --- C-level kernels -----------------------------------------------------------------
+# The hyperparameter expressions are computed here in double and rounded once to the
+# array dtype; the loop itself is fastnn_simd.h's, built for several instruction sets
+# with identical results.
 
 cdef void c_sgd_step(floating* param, const floating* grad, Py_ssize_t n, double lr,
                      double weight_decay) noexcept nogil:
     """g = grad + wd param; param -= lr g."""
     cdef floating lr_ = <floating>lr
     cdef floating wd = <floating>weight_decay
-    cdef bint decay = weight_decay != 0
-    cdef floating g
-    cdef Py_ssize_t i
-    for i in range(n):
-        g = grad[i]
-        if decay:
-            g = g + wd * param[i]
-        param[i] = param[i] - lr_ * g
+    cdef int decay = weight_decay != 0
+    if floating is float:
+        fnn_sgd_f32(param, grad, n, lr_, wd, decay)
+    else:
+        fnn_sgd_f64(param, grad, n, lr_, wd, decay)
+
+
+cdef inline void _momentum(floating* param, const floating* grad, floating* velocity,
+                           Py_ssize_t n, double lr, double momentum, double dampening,
+                           double weight_decay, int nesterov) noexcept nogil:
+    cdef floating lr_ = <floating>lr
+    cdef floating beta = <floating>momentum
+    cdef floating keep = <floating>(1.0 - dampening)
+    cdef floating wd = <floating>weight_decay
+    cdef int decay = weight_decay != 0
+    if floating is float:
+        fnn_momentum_f32(param, grad, velocity, n, lr_, beta, keep, wd, decay, nesterov)
+    else:
+        fnn_momentum_f64(param, grad, velocity, n, lr_, beta, keep, wd, decay, nesterov)
 
 
 cdef void c_momentum_step(floating* param, const floating* grad, floating* velocity,
                           Py_ssize_t n, double lr, double momentum, double dampening,
                           double weight_decay) noexcept nogil:
     """v = beta v + (1 - d) g; param -= lr v."""
-    cdef floating lr_ = <floating>lr
-    cdef floating beta = <floating>momentum
-    cdef floating keep = <floating>(1.0 - dampening)
-    cdef floating wd = <floating>weight_decay
-    cdef bint decay = weight_decay != 0
-    cdef floating g, v
-    cdef Py_ssize_t i
-    for i in range(n):
-        g = grad[i]
-        if decay:
-            g = g + wd * param[i]
-        v = beta * velocity[i] + keep * g
-        velocity[i] = v
-        param[i] = param[i] - lr_ * v
+    _momentum(param, grad, velocity, n, lr, momentum, dampening, weight_decay, 0)
 
 
 cdef void c_nesterov_step(floating* param, const floating* grad, floating* velocity,
                           Py_ssize_t n, double lr, double momentum, double dampening,
                           double weight_decay) noexcept nogil:
     """v = beta v + (1 - d) g; param -= lr (g + beta v)."""
+    _momentum(param, grad, velocity, n, lr, momentum, dampening, weight_decay, 1)
+
+
+cdef inline void _adaptive(floating* param, const floating* grad, floating* sq,
+                           Py_ssize_t n, double lr, double rho, double eps,
+                           bint eps_inside_sqrt, double weight_decay,
+                           int rmsprop) noexcept nogil:
     cdef floating lr_ = <floating>lr
-    cdef floating beta = <floating>momentum
-    cdef floating keep = <floating>(1.0 - dampening)
+    cdef floating rho_ = <floating>rho
+    cdef floating rest = <floating>(1.0 - rho)
+    cdef floating eps_ = <floating>eps
     cdef floating wd = <floating>weight_decay
-    cdef bint decay = weight_decay != 0
-    cdef floating g, v
-    cdef Py_ssize_t i
-    for i in range(n):
-        g = grad[i]
-        if decay:
-            g = g + wd * param[i]
-        v = beta * velocity[i] + keep * g
-        velocity[i] = v
-        param[i] = param[i] - lr_ * (g + beta * v)
+    cdef int decay = weight_decay != 0
+    cdef int inside = eps_inside_sqrt
+    if floating is float:
+        fnn_adaptive_f32(param, grad, sq, n, lr_, rho_, rest, eps_, wd, decay, inside,
+                         rmsprop)
+    else:
+        fnn_adaptive_f64(param, grad, sq, n, lr_, rho_, rest, eps_, wd, decay, inside,
+                         rmsprop)
 
 
 cdef void c_adagrad_step(floating* param, const floating* grad, floating* sum_sq,
                          Py_ssize_t n, double lr, double eps, bint eps_inside_sqrt,
                          double weight_decay) noexcept nogil:
     """G += g^2; param -= lr g / (sqrt(G) + eps), or lr g / sqrt(G + eps)."""
-    cdef floating lr_ = <floating>lr
-    cdef floating eps_ = <floating>eps
-    cdef floating wd = <floating>weight_decay
-    cdef bint decay = weight_decay != 0
-    cdef floating g, s, denom
-    cdef Py_ssize_t i
-    for i in range(n):
-        g = grad[i]
-        if decay:
-            g = g + wd * param[i]
-        s = sum_sq[i] + g * g
-        sum_sq[i] = s
-        if eps_inside_sqrt:
-            denom = _sqrt(s + eps_)
-        else:
-            denom = _sqrt(s) + eps_
-        param[i] = param[i] - lr_ * g / denom
+    _adaptive(param, grad, sum_sq, n, lr, 0.0, eps, eps_inside_sqrt, weight_decay, 0)
 
 
 cdef void c_rmsprop_step(floating* param, const floating* grad, floating* sq_avg,
                          Py_ssize_t n, double lr, double rho, double eps,
                          bint eps_inside_sqrt, double weight_decay) noexcept nogil:
     """s = rho s + (1 - rho) g^2; param -= lr g / (sqrt(s) + eps), or lr g / sqrt(s + eps)."""
-    cdef floating lr_ = <floating>lr
-    cdef floating rho_ = <floating>rho
-    cdef floating rest = <floating>(1.0 - rho)
-    cdef floating eps_ = <floating>eps
-    cdef floating wd = <floating>weight_decay
-    cdef bint decay = weight_decay != 0
-    cdef floating g, s, denom
-    cdef Py_ssize_t i
-    for i in range(n):
-        g = grad[i]
-        if decay:
-            g = g + wd * param[i]
-        s = rho_ * sq_avg[i] + rest * (g * g)
-        sq_avg[i] = s
-        if eps_inside_sqrt:
-            denom = _sqrt(s + eps_)
-        else:
-            denom = _sqrt(s) + eps_
-        param[i] = param[i] - lr_ * g / denom
+    _adaptive(param, grad, sq_avg, n, lr, rho, eps, eps_inside_sqrt, weight_decay, 1)
 
 
 cdef inline void _adam(floating* param, const floating* grad, floating* m, floating* v,
@@ -153,21 +124,13 @@ cdef inline void _adam(floating* param, const floating* grad, floating* m, float
     cdef floating eps_ = <floating>eps
     cdef floating wd = <floating>weight_decay
     cdef floating shrink = <floating>(lr * weight_decay)
-    cdef bint decay = weight_decay != 0 and not decoupled
-    cdef floating g, p, mi, vi
-    cdef Py_ssize_t i
-    for i in range(n):
-        p = param[i]
-        if decoupled:
-            p = p - shrink * p
-        g = grad[i]
-        if decay:
-            g = g + wd * p
-        mi = b1 * m[i] + rest1 * g
-        vi = b2 * v[i] + rest2 * (g * g)
-        m[i] = mi
-        v[i] = vi
-        param[i] = p - lr_ * (mi / corr1) / (_sqrt(vi / corr2) + eps_)
+    cdef int decay = weight_decay != 0 and not decoupled
+    if floating is float:
+        fnn_adam_f32(param, grad, m, v, n, lr_, b1, b2, rest1, rest2, corr1, corr2, eps_,
+                     wd, shrink, decay, decoupled)
+    else:
+        fnn_adam_f64(param, grad, m, v, n, lr_, b1, b2, rest1, rest2, corr1, corr2, eps_,
+                     wd, shrink, decay, decoupled)
 
 
 cdef void c_adam_step(floating* param, const floating* grad, floating* m, floating* v,
@@ -207,9 +170,10 @@ cdef double c_squared_norm(const floating* x, Py_ssize_t n) noexcept nogil:
 cdef void c_scale_inplace(floating* x, Py_ssize_t n, double factor) noexcept nogil:
     """x *= factor, the factor rounded to the array dtype."""
     cdef floating f = <floating>factor
-    cdef Py_ssize_t i
-    for i in range(n):
-        x[i] = x[i] * f
+    if floating is float:
+        fnn_scale_f32(x, n, f)
+    else:
+        fnn_scale_f64(x, n, f)
 
 
 # --- Python wrappers (the reference's signatures) ------------------------------------

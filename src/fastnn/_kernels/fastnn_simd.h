@@ -1,0 +1,164 @@
+/*
+ * Hot elementwise loops of fastnn's Cython kernels, compiled once per instruction set.
+ *
+ * Wheels are built for baseline x86-64 (SSE2). With GCC's (or Clang's) target_clones,
+ * each function below is also compiled for AVX2 and AVX-512F, and the dynamic loader
+ * picks the widest version the CPU supports (an ifunc, resolved once at load time).
+ *
+ * The versions give identical results: every loop is elementwise (each output depends
+ * on its own inputs only, never on a running sum across elements), every operation is
+ * an IEEE add, multiply, divide or square root, correctly rounded at any vector width,
+ * and setup.py builds with -ffp-contract=off (no FMA) and without fast-math (no
+ * reassociation, NaN checks kept). The "avx2" and "avx512f" targets do not even enable
+ * FMA instructions.
+ *
+ * Scalars arrive already rounded to the array dtype by the Cython caller (each
+ * hyperparameter expression in double, cast once); the array arithmetic follows the
+ * reference's order (fastnn/reference/optimizers.py, dense.py). Each function exists
+ * for float (_f32) and double (_f64), generated from one macro.
+ */
+#ifndef FASTNN_SIMD_H
+#define FASTNN_SIMD_H
+
+#include <math.h>
+#include <stddef.h>
+
+/* Multiversioning needs ifunc support: ELF on x86-64 with GCC or Clang. Defining
+ * FNN_CLONES (empty) before including this header builds a single version for the
+ * compiler's own -m flags instead (tests compare the versions that way). */
+#ifndef FNN_CLONES
+#  if defined(__x86_64__) && defined(__ELF__) && defined(__GNUC__) && defined(__has_attribute)
+#    if __has_attribute(target_clones)
+#      define FNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#    endif
+#  endif
+#endif
+#ifndef FNN_CLONES
+#  define FNN_CLONES
+#endif
+
+#define FNN_UNUSED __attribute__((unused))
+
+/* --- optimizers: one in-place pass over flat buffers of n values ------------------- */
+
+/* g = grad + wd param (when decay); param -= lr g. */
+#define FNN_SGD(T, S)                                                                  \
+    FNN_CLONES FNN_UNUSED static void fnn_sgd_##S(T *param, const T *grad, ptrdiff_t n, \
+                                                  T lr, T wd, int decay)               \
+    {                                                                                  \
+        for (ptrdiff_t i = 0; i < n; i++) {                                            \
+            T g = grad[i];                                                             \
+            if (decay) g = g + wd * param[i];                                          \
+            param[i] = param[i] - lr * g;                                              \
+        }                                                                              \
+    }
+
+/* v = beta v + keep g; param -= lr v (momentum) or lr (g + beta v) (nesterov). */
+#define FNN_MOMENTUM(T, S)                                                             \
+    FNN_CLONES FNN_UNUSED static void fnn_momentum_##S(                                \
+        T *param, const T *grad, T *velocity, ptrdiff_t n, T lr, T beta, T keep, T wd, \
+        int decay, int nesterov)                                                       \
+    {                                                                                  \
+        for (ptrdiff_t i = 0; i < n; i++) {                                            \
+            T g = grad[i];                                                             \
+            if (decay) g = g + wd * param[i];                                          \
+            T v = beta * velocity[i] + keep * g;                                       \
+            velocity[i] = v;                                                           \
+            if (nesterov)                                                              \
+                param[i] = param[i] - lr * (g + beta * v);                             \
+            else                                                                       \
+                param[i] = param[i] - lr * v;                                          \
+        }                                                                              \
+    }
+
+/* s = rho s + rest g^2 (rmsprop) or s + g^2 (adagrad, rmsprop = 0);
+ * param -= lr g / (sqrt(s) + eps), or lr g / sqrt(s + eps) when inside. */
+#define FNN_ADAPTIVE(T, S, SQRT)                                                       \
+    FNN_CLONES FNN_UNUSED static void fnn_adaptive_##S(                                \
+        T *param, const T *grad, T *sq, ptrdiff_t n, T lr, T rho, T rest, T eps, T wd, \
+        int decay, int inside, int rmsprop)                                            \
+    {                                                                                  \
+        for (ptrdiff_t i = 0; i < n; i++) {                                            \
+            T g = grad[i];                                                             \
+            if (decay) g = g + wd * param[i];                                          \
+            T s;                                                                       \
+            if (rmsprop)                                                               \
+                s = rho * sq[i] + rest * (g * g);                                      \
+            else                                                                       \
+                s = sq[i] + g * g;                                                     \
+            sq[i] = s;                                                                 \
+            T denom = inside ? SQRT(s + eps) : SQRT(s) + eps;                          \
+            param[i] = param[i] - lr * g / denom;                                      \
+        }                                                                              \
+    }
+
+/* Adam: m = b1 m + rest1 g; v = b2 v + rest2 g^2;
+ * param -= lr (m / corr1) / (sqrt(v / corr2) + eps). decay adds wd param to g (L2);
+ * decoupled (AdamW) first takes p = param - shrink param and uses p from then on. */
+#define FNN_ADAM(T, S, SQRT)                                                           \
+    FNN_CLONES FNN_UNUSED static void fnn_adam_##S(                                    \
+        T *param, const T *grad, T *m, T *v, ptrdiff_t n, T lr, T b1, T b2, T rest1,   \
+        T rest2, T corr1, T corr2, T eps, T wd, T shrink, int decay, int decoupled)    \
+    {                                                                                  \
+        for (ptrdiff_t i = 0; i < n; i++) {                                            \
+            T p = param[i];                                                            \
+            if (decoupled) p = p - shrink * p;                                         \
+            T g = grad[i];                                                             \
+            if (decay) g = g + wd * p;                                                 \
+            T mi = b1 * m[i] + rest1 * g;                                              \
+            T vi = b2 * v[i] + rest2 * (g * g);                                        \
+            m[i] = mi;                                                                 \
+            v[i] = vi;                                                                 \
+            param[i] = p - lr * (mi / corr1) / (SQRT(vi / corr2) + eps);               \
+        }                                                                              \
+    }
+
+/* x *= f. */
+#define FNN_SCALE(T, S)                                                                \
+    FNN_CLONES FNN_UNUSED static void fnn_scale_##S(T *x, ptrdiff_t n, T f)            \
+    {                                                                                  \
+        for (ptrdiff_t i = 0; i < n; i++) x[i] = x[i] * f;                             \
+    }
+
+/* --- dense layers: the passes around the GEMMs, on (m, k) row-major --------------- */
+/* Activation codes as in codes.py; only the ones without transcendentals are here. */
+enum { FNN_IDENTITY = 0, FNN_RELU = 4, FNN_LEAKY_RELU = 5 };
+
+/* g(t) and g'(t) for those codes: relu keeps NaN and maps -0.0 to +0.0
+ * (np.maximum(t, 0)); leaky_relu is t if t > 0 else alpha t; g'(NaN) is NaN. */
+#define FNN_G_IDENTITY(t, alpha) (t)
+#define FNN_G_RELU(t, alpha) (((t) > 0 || (t) != (t)) ? (t) : 0)
+#define FNN_G_LEAKY_RELU(t, alpha) ((t) > 0 ? (t) : (alpha) * (t))
+#define FNN_D_IDENTITY(t, alpha) ((t) != (t) ? (t) : 1)
+#define FNN_D_RELU(t, alpha) ((t) != (t) ? (t) : ((t) > 0 ? 1 : 0))
+#define FNN_D_LEAKY_RELU(t, alpha) ((t) != (t) ? (t) : ((t) > 0 ? 1 : (alpha)))
+
+/* The row loops, once per activation. The pointers that the kernel contract keeps
+ * apart are restrict; the one allowed alias (a = z, dz = da) has its own loop, so
+ * the compiler needs no run-time overlap test (which would fail on the alias). */
+#define FNN_FORWARD_LOOPS(T, G)                                                            if (a == z) {                                                                              T *restrict zz = z;                                                                    for (ptrdiff_t i = 0; i < m; i++)                                                          for (ptrdiff_t j = 0; j < k; j++) {                                                        T t = zz[i * k + j] + b[j];                                                            zz[i * k + j] = G(t, alpha);                                                       }                                                                              } else {                                                                                   T *restrict zz = z, *restrict aa = a;                                                  for (ptrdiff_t i = 0; i < m; i++)                                                          for (ptrdiff_t j = 0; j < k; j++) {                                                        T t = zz[i * k + j] + b[j];                                                            zz[i * k + j] = t;                                                                     aa[i * k + j] = G(t, alpha);                                                       }                                                                              }
+
+#define FNN_BACKWARD_LOOPS(T, D)                                                           if (dz == da) {                                                                            T *restrict g = dz, *restrict s = db;                                                  for (ptrdiff_t i = 0; i < m; i++)                                                          for (ptrdiff_t j = 0; j < k; j++) {                                                        T zj = z[i * k + j], d = D(zj, alpha);                                                 T t = g[i * k + j] * d;                                                                g[i * k + j] = t;                                                                      s[j] = s[j] + t;                                                                   }                                                                              } else {                                                                                   T *restrict g = dz, *restrict s = db;                                                  const T *restrict in = da;                                                             for (ptrdiff_t i = 0; i < m; i++)                                                          for (ptrdiff_t j = 0; j < k; j++) {                                                        T zj = z[i * k + j], d = D(zj, alpha);                                                 T t = in[i * k + j] * d;                                                               g[i * k + j] = t;                                                                      s[j] = s[j] + t;                                                                   }                                                                              }
+
+/* z += b (row by row) and a = g(z); a may be z (then z ends as g(z + b)).
+ * Returns 0, doing nothing, for an activation code not handled here. */
+#define FNN_BIAS_ACT(T, S)                                                                 FNN_CLONES FNN_UNUSED static int fnn_bias_act_##S(                                         T *z, const T *restrict b, ptrdiff_t m, ptrdiff_t k, int act, T alpha, T *a)       {                                                                                          if (act == FNN_IDENTITY) {                                                                 FNN_FORWARD_LOOPS(T, FNN_G_IDENTITY)                                               } else if (act == FNN_RELU) {                                                              FNN_FORWARD_LOOPS(T, FNN_G_RELU)                                                   } else if (act == FNN_LEAKY_RELU) {                                                        FNN_FORWARD_LOOPS(T, FNN_G_LEAKY_RELU)                                             } else {                                                                                   return 0;                                                                          }                                                                                      return 1;                                                                          }
+
+/* dz = da * g'(z) and db += dz row by row (the caller zeroes db); dz may be da, the
+ * derivative is rounded to T before the product. Returns 0, doing nothing, for an
+ * activation code not handled here. */
+#define FNN_ACT_GRAD_BIAS(T, S)                                                            FNN_CLONES FNN_UNUSED static int fnn_act_grad_bias_##S(                                    const T *da, const T *restrict z, ptrdiff_t m, ptrdiff_t k, int act, T alpha,          T *dz, T *db)                                                                      {                                                                                          if (act == FNN_IDENTITY) {                                                                 FNN_BACKWARD_LOOPS(T, FNN_D_IDENTITY)                                              } else if (act == FNN_RELU) {                                                              FNN_BACKWARD_LOOPS(T, FNN_D_RELU)                                                  } else if (act == FNN_LEAKY_RELU) {                                                        FNN_BACKWARD_LOOPS(T, FNN_D_LEAKY_RELU)                                            } else {                                                                                   return 0;                                                                          }                                                                                      return 1;                                                                          }
+
+#define FNN_ALL(T, S, SQRT)                                                            \
+    FNN_SGD(T, S)                                                                      \
+    FNN_MOMENTUM(T, S)                                                                 \
+    FNN_ADAPTIVE(T, S, SQRT)                                                           \
+    FNN_ADAM(T, S, SQRT)                                                               \
+    FNN_SCALE(T, S)                                                                    \
+    FNN_BIAS_ACT(T, S)                                                                 \
+    FNN_ACT_GRAD_BIAS(T, S)
+
+FNN_ALL(float, f32, sqrtf)
+FNN_ALL(double, f64, sqrt)
+
+#endif /* FASTNN_SIMD_H */

@@ -1,0 +1,41 @@
+# Declarations of fastnn_simd.h: the hot elementwise loops, multiversioned for
+# AVX-512F / AVX2 / baseline x86-64 (see the header). Scalars are already rounded to the
+# array dtype; flags are 0/1. Only the C compiler sees the header, so this file has no
+# .pyx and no extension module behind it.
+
+cdef extern from "fastnn_simd.h" nogil:
+    void fnn_sgd_f32(float* param, const float* grad, Py_ssize_t n, float lr, float wd,
+                     int decay)
+    void fnn_sgd_f64(double* param, const double* grad, Py_ssize_t n, double lr,
+                     double wd, int decay)
+    void fnn_momentum_f32(float* param, const float* grad, float* velocity, Py_ssize_t n,
+                          float lr, float beta, float keep, float wd, int decay,
+                          int nesterov)
+    void fnn_momentum_f64(double* param, const double* grad, double* velocity,
+                          Py_ssize_t n, double lr, double beta, double keep, double wd,
+                          int decay, int nesterov)
+    void fnn_adaptive_f32(float* param, const float* grad, float* sq, Py_ssize_t n,
+                          float lr, float rho, float rest, float eps, float wd, int decay,
+                          int inside, int rmsprop)
+    void fnn_adaptive_f64(double* param, const double* grad, double* sq, Py_ssize_t n,
+                          double lr, double rho, double rest, double eps, double wd,
+                          int decay, int inside, int rmsprop)
+    void fnn_adam_f32(float* param, const float* grad, float* m, float* v, Py_ssize_t n,
+                      float lr, float b1, float b2, float rest1, float rest2, float corr1,
+                      float corr2, float eps, float wd, float shrink, int decay,
+                      int decoupled)
+    void fnn_adam_f64(double* param, const double* grad, double* m, double* v,
+                      Py_ssize_t n, double lr, double b1, double b2, double rest1,
+                      double rest2, double corr1, double corr2, double eps, double wd,
+                      double shrink, int decay, int decoupled)
+    void fnn_scale_f32(float* x, Py_ssize_t n, float f)
+    void fnn_scale_f64(double* x, Py_ssize_t n, double f)
+    int fnn_bias_act_f32(float* z, const float* b, Py_ssize_t m, Py_ssize_t k, int act,
+                         float alpha, float* a)
+    int fnn_bias_act_f64(double* z, const double* b, Py_ssize_t m, Py_ssize_t k, int act,
+                         double alpha, double* a)
+    int fnn_act_grad_bias_f32(const float* da, const float* z, Py_ssize_t m,
+                              Py_ssize_t k, int act, float alpha, float* dz, float* db)
+    int fnn_act_grad_bias_f64(const double* da, const double* z, Py_ssize_t m,
+                              Py_ssize_t k, int act, double alpha, double* dz,
+                              double* db)
