@@ -79,6 +79,14 @@ def test_demo_without_scikit_learn_runs_the_spiral(monkeypatch):
     assert result.spiral["fastnn"].samples_per_s > 0
 
 
+def test_no_compare_trains_fastnn_only():
+    pytest.importorskip("sklearn")
+    lines = []
+    result = demo.run_demo(quick=True, compare=False, out=lines.append)
+    assert list(result.digits) == ["fastnn"] and list(result.spiral) == ["fastnn"]
+    assert not any("scikit-learn" in line for line in lines)
+
+
 def test_plot_without_matplotlib_fails_before_training(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     called = []

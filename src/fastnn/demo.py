@@ -122,7 +122,7 @@ def _timed(fn):
     return out, time.perf_counter() - t0
 
 
-def _digits(backend, epochs, out, result):
+def _digits(backend, epochs, out, result, compare):
     import sklearn.neural_network as sknn
 
     from .estimators import MLPClassifier
@@ -134,7 +134,8 @@ def _digits(backend, epochs, out, result):
     out(f"digits: {len(Xtr)} train / {len(Xte)} test images (8x8, standardised, "
         f"float32), 64-128-128-10 ReLU, Adam lr 1e-3, batch 64, {epochs} epochs")
     libs = [("fastnn", lambda **a: MLPClassifier(backend=backend, **a))]
-    libs.append(("scikit-learn", sknn.MLPClassifier))
+    if compare:
+        libs.append(("scikit-learn", sknn.MLPClassifier))
     with warnings.catch_warnings():
         # Both run the full max_iter on purpose.
         from sklearn.exceptions import ConvergenceWarning
@@ -240,7 +241,7 @@ def _run_demo(backend, quick, plot, compare, out) -> DemoResult:
         f"{_blas_threads()}")
     out("")
     if have_sklearn:
-        _digits(kernels.name, 10 if quick else 50, out, result)
+        _digits(kernels.name, 10 if quick else 50, out, result, compare)
     else:
         note = ("scikit-learn is not installed: skipping the digits (its bundled data set) "
                 "and the side-by-side comparison (pip install 'fastnn[sklearn]')")
