@@ -158,10 +158,19 @@ def pairwise_sum(a, n):
     NumPy's reductions add this to their initial 0.0; callers do the same where the
     sign of a zero sum matters.
     """
+    if n <= PW_BLOCK:
+        return block_sum(a, np.intp(0), n)
+    nodes, sums = pairwise_stack(a)
+    return pairwise_sum_ws(a, n, nodes, sums)
+
+
+@jit
+def pairwise_sum_ws(a, n, nodes, sums):
+    """pairwise_sum with the walk's stack given (``pairwise_stack``; sums of a's dtype),
+    so that a kernel running many sums allocates it once."""
     lo = np.intp(0)  # not the literal 0: that would compile block_sum once more
     if n <= PW_BLOCK:
         return block_sum(a, lo, n)
-    nodes, sums = pairwise_stack(a)
     sp, cnt = pairwise_descend(nodes, 0, lo, n)
     while True:
         sp, v, lo, n = pairwise_combine(nodes, sums, sp, block_sum(a, lo, cnt))

@@ -11,7 +11,7 @@ and rounded once on store. tanh is NumPy's own float64 loop
 import numpy as np
 
 from . import codes
-from ._numba_common import cast_like, jit, jit_inline, pairwise_sum, tanh_f64
+from ._numba_common import cast_like, jit, jit_inline, pairwise_stack, pairwise_sum_ws, tanh_f64
 
 __all__ = [
     "identity",
@@ -146,8 +146,9 @@ def _tanh_into(z, out, derivative):
 
 
 @jit
-def _softmax_row(z, i, out, e):
-    """out[i] = softmax(z[i]), e a float64 scratch row; out may be z."""
+def _softmax_row(z, i, out, e, nodes, sums):
+    """out[i] = softmax(z[i]), e a float64 scratch row, (nodes, sums) a float64
+    ``pairwise_stack``; out may be z."""
     k = z.shape[1]
     mx = np.float64(z[i, 0])
     for j in range(1, k):
@@ -156,21 +157,22 @@ def _softmax_row(z, i, out, e):
             mx = x
     for j in range(k):
         e[j] = np.exp(np.float64(z[i, j]) - mx)
-    s = pairwise_sum(e, k)
+    s = pairwise_sum_ws(e, k, nodes, sums)
     for j in range(k):
         out[i, j] = e[j] / s
 
 
 @jit
-def _softmax_backward_row(a, da, i, out, prod):
+def _softmax_backward_row(a, da, i, out, prod, nodes, sums):
     """out[i] = a[i] * (da[i] - sum_j da[i, j] a[i, j]) in the array dtype.
 
-    prod is a scratch row of that dtype; out may be da.
+    prod is a scratch row and (nodes, sums) a ``pairwise_stack`` of that dtype; out may
+    be da.
     """
     k = a.shape[1]
     for j in range(k):
         prod[j] = da[i, j] * a[i, j]
-    s = pairwise_sum(prod, k)
+    s = pairwise_sum_ws(prod, k, nodes, sums)
     for j in range(k):
         out[i, j] = a[i, j] * (da[i, j] - s)
 
@@ -232,8 +234,9 @@ def softmax(z, out):
     if z.shape[1] == 0:
         return
     e = np.empty(z.shape[1])
+    nodes, sums = pairwise_stack(e)
     for i in range(z.shape[0]):
-        _softmax_row(z, i, out, e)
+        _softmax_row(z, i, out, e, nodes, sums)
 
 
 # --- derivatives: out = g'(z), flat arrays, out may be z ------------------------------
@@ -293,8 +296,9 @@ def softmax_backward(a, da, out):
     if a.shape[1] == 0:
         return
     prod = np.empty_like(a[0])
+    nodes, sums = pairwise_stack(prod)
     for i in range(a.shape[0]):
-        _softmax_backward_row(a, da, i, out, prod)
+        _softmax_backward_row(a, da, i, out, prod, nodes, sums)
 
 
 # --- by activation code, (m, k) arrays ------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 
 from ._numba_common import (
     PW_BLOCK, block_sum, cast_like, jit, jit_inline, pairwise_combine, pairwise_descend,
-    pairwise_stack, pairwise_sum,
+    pairwise_stack, pairwise_sum_ws,
 )
 
 __all__ = [
@@ -39,13 +39,11 @@ def _block_squared_errors(u, v, lo, n, buf):
 
 
 @jit
-def _pairwise_squared_errors(u, v, lo, n):
+def _pairwise_squared_errors(u, v, lo, n, buf, nodes, sums):
     """Float64 sum of (u[i] - v[i])^2, i in [lo, lo + n), n >= 1, in NumPy's pairwise
-    order."""
-    buf = np.empty(PW_BLOCK)
+    order; buf a float64 block (PW_BLOCK), (nodes, sums) a float64 ``pairwise_stack``."""
     if n <= PW_BLOCK:
         return _block_squared_errors(u, v, lo, n, buf)
-    nodes, sums = pairwise_stack(buf)
     sp, cnt = pairwise_descend(nodes, 0, lo, n)
     while True:
         sp, total, lo, n = pairwise_combine(nodes, sums, sp,
@@ -58,12 +56,22 @@ def _pairwise_squared_errors(u, v, lo, n):
 @jit
 def mse(y_pred, y):
     """L = mean((y_pred - y)^2) over flat arrays, accumulated in float64."""
+    buf = np.empty(PW_BLOCK)
+    nodes, sums = pairwise_stack(buf)
+    return mse_ws(y_pred, y, buf, nodes, sums)
+
+
+@jit
+def mse_ws(y_pred, y, buf, nodes, sums):
+    """mse with its scratch given: buf float64 (>= PW_BLOCK), (nodes, sums) a float64
+    ``pairwise_stack``."""
     n = y_pred.size
     # NumPy sums float64 in one pairwise run, float32 cast buffer by buffer
     chunk = n if y_pred.itemsize == 8 else _NUMPY_BUFSIZE
     total = 0.0
     for lo in range(0, n, chunk):
-        total += _pairwise_squared_errors(y_pred, y, lo, min(chunk, n - lo))
+        total += _pairwise_squared_errors(y_pred, y, lo, min(chunk, n - lo), buf, nodes,
+                                          sums)
     return total / n
 
 
@@ -76,23 +84,43 @@ def mse_gradient(y_pred, y, out):
         out[i] = two * (y_pred[i] - y[i]) / size
 
 
+# --- binary cross-entropy: terms in float64 -------------------------------------------
+
+@jit_inline
+def _bce_term(x, y, e):
+    """max(x, 0) - x y + log(1 + e), e = exp(-|x|); max as np.maximum (NaN stays)."""
+    return ((0.0 if x <= 0 else x) - x * y) + np.log1p(e)
+
+
+@jit_inline
+def _bce_grad(x, y, e, m):
+    """(sigmoid(x) - y) / m from e = exp(-|x|); the branch on the sign keeps e <= 1."""
+    s = 1.0 / (1.0 + e) if x >= 0 else e / (1.0 + e)
+    return (s - y) / m
+
+
 @jit
 def binary_cross_entropy(z, y):
     """L = mean over the m rows of sum_k (max(z, 0) - z y + log(1 + e^-|z|)); z, y (m, k).
-
-    Terms in float64; each row's sum and the mean over rows are pairwise, as NumPy's.
     """
+    terms = np.empty(z.shape[1])
+    rows = np.empty(z.shape[0])
+    nodes, sums = pairwise_stack(rows)
+    return binary_cross_entropy_ws(z, y, terms, rows, nodes, sums)
+
+
+@jit
+def binary_cross_entropy_ws(z, y, terms, rows, nodes, sums):
+    """binary_cross_entropy with float64 scratch terms (>= k), rows (>= m) and a float64
+    ``pairwise_stack``. Terms in float64; each row's sum and the mean over rows are
+    pairwise, as NumPy's."""
     m, k = z.shape
-    terms = np.empty(k)
-    rows = np.empty(m)
     for i in range(m):
         for j in range(k):
             x = np.float64(z[i, j])
-            # max(x, 0) as np.maximum: NaN stays
-            terms[j] = (((0.0 if x <= 0 else x) - x * np.float64(y[i, j]))
-                        + np.log1p(np.exp(-np.abs(x))))
-        rows[i] = 0.0 + pairwise_sum(terms, k)
-    return (0.0 + pairwise_sum(rows, m)) / m
+            terms[j] = _bce_term(x, np.float64(y[i, j]), np.exp(-np.abs(x)))
+        rows[i] = 0.0 + pairwise_sum_ws(terms, k, nodes, sums)
+    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m
 
 
 @jit
@@ -104,13 +132,29 @@ def binary_cross_entropy_gradient(z, y, out):
     of = out.reshape(out.size)
     for i in range(zf.size):
         x = np.float64(zf[i])
-        e = np.exp(-np.abs(x))
-        s = 1.0 / (1.0 + e) if x >= 0 else e / (1.0 + e)
-        of[i] = (s - np.float64(yf[i])) / m
+        of[i] = _bce_grad(x, np.float64(yf[i]), np.exp(-np.abs(x)), m)
 
 
 @jit
-def _shifted_exp_row(z, i, e):
+def binary_cross_entropy_and_gradient(z, y, out, terms, rows, nodes, sums):
+    """binary_cross_entropy(z, y), returned, and its gradient written into out, with
+    one exp per element (the two kernels' values exactly)."""
+    m, k = z.shape
+    for i in range(m):
+        for j in range(k):
+            x = np.float64(z[i, j])
+            t = np.float64(y[i, j])
+            e = np.exp(-np.abs(x))
+            terms[j] = _bce_term(x, t, e)
+            out[i, j] = _bce_grad(x, t, e, m)
+        rows[i] = 0.0 + pairwise_sum_ws(terms, k, nodes, sums)
+    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m
+
+
+# --- softmax cross-entropy ------------------------------------------------------------
+
+@jit
+def _shifted_exp_row(z, i, e, nodes, sums):
     """Row i of z: e[j] = exp(z[i, j] - max), returns (max, pairwise sum of e), float64."""
     k = z.shape[1]
     mx = np.float64(z[i, 0])
@@ -120,59 +164,113 @@ def _shifted_exp_row(z, i, e):
             mx = x
     for j in range(k):
         e[j] = np.exp(np.float64(z[i, j]) - mx)
-    return mx, pairwise_sum(e, k)
+    return mx, pairwise_sum_ws(e, k, nodes, sums)
+
+
+@jit_inline
+def _ce_row(z, y, i, mx, s, terms, nodes, sums):
+    """-sum_j y_j (z_j - max - log s) of row i, terms a float64 scratch row."""
+    k = z.shape[1]
+    log_s = np.log(s)
+    for j in range(k):
+        terms[j] = np.float64(y[i, j]) * ((np.float64(z[i, j]) - mx) - log_s)
+    return -(0.0 + pairwise_sum_ws(terms, k, nodes, sums))
 
 
 @jit
 def cross_entropy(z, y):
     """L = mean over rows of -sum_k y_k log softmax(z)_k; z, y (m, k)."""
-    m, k = z.shape
-    e = np.empty(k)
-    rows = np.empty(m)
+    e = np.empty(z.shape[1])
+    rows = np.empty(z.shape[0])
+    nodes, sums = pairwise_stack(rows)
+    return cross_entropy_ws(z, y, e, rows, nodes, sums)
+
+
+@jit
+def cross_entropy_ws(z, y, e, rows, nodes, sums):
+    """cross_entropy with float64 scratch e (>= k), rows (>= m), a float64 stack."""
+    m = z.shape[0]
     for i in range(m):
-        mx, s = _shifted_exp_row(z, i, e)
-        log_s = np.log(s)
-        for j in range(k):  # e now holds the terms y (z - max - log s) of the row
-            e[j] = np.float64(y[i, j]) * ((np.float64(z[i, j]) - mx) - log_s)
-        rows[i] = -(0.0 + pairwise_sum(e, k))
-    return (0.0 + pairwise_sum(rows, m)) / m
+        mx, s = _shifted_exp_row(z, i, e, nodes, sums)
+        rows[i] = _ce_row(z, y, i, mx, s, e, nodes, sums)  # e becomes the terms
+    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m
 
 
 @jit
 def cross_entropy_gradient(z, y, out):
     """out = (softmax(z) - y) / m, z, y, out (m, k), float64 inside."""
+    e = np.empty(z.shape[1])
+    nodes, sums = pairwise_stack(e)
     m, k = z.shape
-    e = np.empty(k)
     for i in range(m):
-        mx, s = _shifted_exp_row(z, i, e)
+        _, s = _shifted_exp_row(z, i, e, nodes, sums)
         for j in range(k):
             out[i, j] = (e[j] / s - np.float64(y[i, j])) / m
 
 
 @jit
+def cross_entropy_and_gradient(z, y, out, e, terms, rows, nodes, sums):
+    """cross_entropy(z, y), returned, and its gradient written into out, the softmax
+    of each row computed once (the two kernels' values exactly); float64 scratch e,
+    terms (>= k), rows (>= m) and a float64 stack."""
+    m, k = z.shape
+    for i in range(m):
+        mx, s = _shifted_exp_row(z, i, e, nodes, sums)
+        rows[i] = _ce_row(z, y, i, mx, s, terms, nodes, sums)
+        for j in range(k):
+            out[i, j] = (e[j] / s - np.float64(y[i, j])) / m
+    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m
+
+
+@jit
 def sparse_cross_entropy(z, labels):
     """L = mean over rows of logsumexp(z) - z[label]; labels int64 (m,)."""
-    m, k = z.shape
+    e = np.empty(z.shape[1])
+    rows = np.empty(z.shape[0])
+    nodes, sums = pairwise_stack(rows)
+    return sparse_cross_entropy_ws(z, labels, e, rows, nodes, sums)
+
+
+@jit
+def sparse_cross_entropy_ws(z, labels, e, rows, nodes, sums):
+    """sparse_cross_entropy with float64 scratch e (>= k), rows (>= m), a float64 stack.
+    """
+    m = z.shape[0]
     if m == 0:
         return np.nan  # the mean of no sample, as np.mean
-    e = np.empty(k)
-    rows = np.empty(m)
     for i in range(m):
-        mx, s = _shifted_exp_row(z, i, e)
+        mx, s = _shifted_exp_row(z, i, e, nodes, sums)
         rows[i] = np.log(s) - (np.float64(z[i, labels[i]]) - mx)
-    return (0.0 + pairwise_sum(rows, m)) / m
+    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m
 
 
 @jit
 def sparse_cross_entropy_gradient(z, labels, out):
     """out = (softmax(z) - onehot(labels)) / m, float64 inside."""
+    e = np.empty(z.shape[1])
+    nodes, sums = pairwise_stack(e)
     m, k = z.shape
-    e = np.empty(k)
     for i in range(m):
-        _, s = _shifted_exp_row(z, i, e)
-        label = labels[i]
-        for j in range(k):
-            g = e[j] / s
-            if j == label:
-                g -= 1.0
-            out[i, j] = g / m
+        _, s = _shifted_exp_row(z, i, e, nodes, sums)
+        _sparse_grad_row(out, i, e, s, labels[i], m)
+
+
+@jit_inline
+def _sparse_grad_row(out, i, e, s, label, m):
+    for j in range(out.shape[1]):
+        g = e[j] / s
+        if j == label:
+            g -= 1.0
+        out[i, j] = g / m
+
+
+@jit
+def sparse_cross_entropy_and_gradient(z, labels, out, e, rows, nodes, sums):
+    """sparse_cross_entropy(z, labels), returned, and its gradient written into out,
+    the softmax of each row computed once (the two kernels' values exactly)."""
+    m = z.shape[0]
+    for i in range(m):
+        mx, s = _shifted_exp_row(z, i, e, nodes, sums)
+        rows[i] = np.log(s) - (np.float64(z[i, labels[i]]) - mx)
+        _sparse_grad_row(out, i, e, s, labels[i], m)
+    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m

@@ -164,14 +164,21 @@ def _block_squares(x, lo, n, buf):
 @jit
 def squared_norm(x):
     """sum x^2 over the flat buffer, in float64, in NumPy's pairwise order."""
+    buf = np.empty(PW_BLOCK)
+    nodes, sums = pairwise_stack(buf)
+    return squared_norm_ws(x, buf, nodes, sums)
+
+
+@jit
+def squared_norm_ws(x, buf, nodes, sums):
+    """squared_norm with its scratch given: buf float64 (>= PW_BLOCK), (nodes, sums) a
+    float64 ``pairwise_stack``."""
     n = x.size
     if n == 0:
         return 0.0
-    buf = np.empty(PW_BLOCK)
     lo = np.intp(0)
     if n <= PW_BLOCK:
         return 0.0 + _block_squares(x, lo, n, buf)
-    nodes, sums = pairwise_stack(buf)
     sp, cnt = pairwise_descend(nodes, 0, lo, n)
     while True:
         sp, total, lo, n = pairwise_combine(nodes, sums, sp,

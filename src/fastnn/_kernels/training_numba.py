@@ -14,16 +14,15 @@ import operator
 import numpy as np
 
 from . import codes
-from ._numba_common import jit, jit_inline
-from .dense_numba import dense_backward, dense_forward, dense_input_gradient
+from ._numba_common import PW_BLOCK, jit, jit_inline, pairwise_stack
+from .dense_numba import dense_backward_ws, dense_forward_ws, dense_input_gradient
 from .losses_numba import (
-    binary_cross_entropy, binary_cross_entropy_gradient, cross_entropy,
-    cross_entropy_gradient, mse, mse_gradient, sparse_cross_entropy,
-    sparse_cross_entropy_gradient,
+    binary_cross_entropy_and_gradient, cross_entropy_and_gradient, mse_gradient, mse_ws,
+    sparse_cross_entropy_and_gradient,
 )
 from .optimizers_numba import (
     _adam, adagrad_step, momentum_step, nesterov_step, rmsprop_step, scale_inplace,
-    sgd_step, squared_norm,
+    sgd_step, squared_norm_ws,
 )
 
 __all__ = ["train_epoch"]
@@ -172,6 +171,18 @@ def _train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_o
     d, k = dims[0], dims[n_layers]
     sparse = loss_code == codes.LOSS_SPARSE_CROSS_ENTROPY
     weight_decay, clip_norm = hyper[4], hyper[5]
+    # The kernels' scratch, allocated once per call: float64 rows (softmax/tanh rows,
+    # exps, loss terms, pairwise blocks), per-sample losses, an array-dtype row
+    # (softmax backward) and the pairwise walk's stacks.
+    width = PW_BLOCK
+    for i in range(n_layers + 1):
+        width = max(width, dims[i])
+    e = np.empty(width)
+    terms = np.empty(width)
+    rows = np.empty(batch_size)
+    prod = np.empty(width, params.dtype)
+    nodes, sums = pairwise_stack(e)
+    _, sums_dt = pairwise_stack(prod)
     stats[codes.STAT_STEPS] = 0.0
     stats[codes.STAT_STATUS] = 0.0
     for j in range(batch_start, batch_stop):
@@ -179,7 +190,8 @@ def _train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_o
         m = min(n, s + batch_size) - s
         # 1. gather the batch
         xb = ws[ws_off[0]:ws_off[0] + m * d].reshape((m, d))
-        yb = ws[ws_off[1]:ws_off[1] + (0 if sparse else m * k)].reshape((m, 0 if sparse else k))
+        ky = 0 if sparse else k
+        yb = ws[ws_off[1]:ws_off[1] + m * ky].reshape((m, ky))
         for r in range(m):
             row = order[s + r]
             for c in range(d):
@@ -199,21 +211,24 @@ def _train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_o
             b = params[b_off[i]:b_off[i] + no]
             z = ws[ws_off[2 + 3 * i]:ws_off[2 + 3 * i] + m * no].reshape((m, no))
             a = ws[ws_off[3 + 3 * i]:ws_off[3 + 3 * i] + m * no].reshape((m, no))
-            dense_forward(x_in, w, b, acts[i], alphas[i], z, a)
+            dense_forward_ws(x_in, w, b, acts[i], alphas[i], z, a, e, nodes, sums)
             x_in = a
         out = x_in
         g_off = ws_off[4 + 3 * (n_layers - 1)]
         g_out = ws[g_off:g_off + m * k].reshape((m, k))
 
-        # 3. loss (stop before any update when it is not finite), correct rows
+        # 3. loss (stop before any update when it is not finite), correct rows; the
+        # cross-entropies write their gradient in the same pass (into workspace only)
         if loss_code == codes.LOSS_MSE:
-            loss = mse(out.reshape(m * k), yb.reshape(m * k))
+            loss = mse_ws(out.reshape(m * k), yb.reshape(m * k), e, nodes, sums)
         elif loss_code == codes.LOSS_BINARY_CROSS_ENTROPY:
-            loss = binary_cross_entropy(out, yb)
+            loss = binary_cross_entropy_and_gradient(out, yb, g_out, terms, rows, nodes,
+                                                     sums)
         elif loss_code == codes.LOSS_CROSS_ENTROPY:
-            loss = cross_entropy(out, yb)
+            loss = cross_entropy_and_gradient(out, yb, g_out, e, terms, rows, nodes, sums)
         else:
-            loss = sparse_cross_entropy(out, t_lab)
+            loss = sparse_cross_entropy_and_gradient(out, t_lab, g_out, e, rows, nodes,
+                                                     sums)
         if not math.isfinite(loss):
             stats[codes.STAT_STATUS] = codes.STATUS_LOSS_NOT_FINITE
             stats[codes.STAT_BAD_VALUE] = loss
@@ -223,12 +238,6 @@ def _train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_o
         # 4. loss gradient, backward down to the lowest trainable layer
         if loss_code == codes.LOSS_MSE:
             mse_gradient(out.reshape(m * k), yb.reshape(m * k), g_out.reshape(m * k))
-        elif loss_code == codes.LOSS_BINARY_CROSS_ENTROPY:
-            binary_cross_entropy_gradient(out, yb, g_out)
-        elif loss_code == codes.LOSS_CROSS_ENTROPY:
-            cross_entropy_gradient(out, yb, g_out)
-        else:
-            sparse_cross_entropy_gradient(out, t_lab, g_out)
         for i in range(n_layers - 1, lowest - 1, -1):
             ni, no = dims[i], dims[i + 1]
             if i == 0:
@@ -241,7 +250,8 @@ def _train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_o
             g = ws[ws_off[4 + 3 * i]:ws_off[4 + 3 * i] + m * no].reshape((m, no))
             dw = grads[w_off[i]:w_off[i] + ni * no].reshape((ni, no))
             db = grads[b_off[i]:b_off[i] + no]
-            dense_backward(x_below, z, a, g, acts[i], alphas[i], g, dw, db)
+            dense_backward_ws(x_below, z, a, g, acts[i], alphas[i], g, dw, db, prod, nodes,
+                              sums_dt)
             if i > lowest:
                 w = params[w_off[i]:w_off[i] + ni * no].reshape((ni, no))
                 off = ws_off[4 + 3 * (i - 1)]
@@ -250,7 +260,7 @@ def _train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_o
         # 5. global norm over the segments, in order; clipping
         sq = 0.0
         for si in range(segments.shape[0]):
-            sq += squared_norm(grads[segments[si, 0]:segments[si, 1]])
+            sq += squared_norm_ws(grads[segments[si, 0]:segments[si, 1]], e, nodes, sums)
         norm = math.sqrt(sq)
         if not math.isfinite(norm):
             stats[codes.STAT_STATUS] = codes.STATUS_GRAD_NOT_FINITE
