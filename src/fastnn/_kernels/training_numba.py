@@ -9,12 +9,14 @@ weights equal the Numba step-by-step path bit for bit.
 """
 
 import math
-import operator
 
 import numpy as np
+from numba import types
+from numba.core.errors import TypingError
+from numba.extending import overload
 
 from . import codes
-from ._numba_common import PW_BLOCK, jit, jit_inline, pairwise_stack
+from ._numba_common import DISABLE_JIT, PW_BLOCK, jit, jit_inline, pairwise_stack
 from .dense_numba import dense_backward_ws, dense_forward_ws, dense_input_gradient
 from .losses_numba import (
     binary_cross_entropy_and_gradient, cross_entropy_and_gradient, mse_gradient, mse_ws,
@@ -80,12 +82,15 @@ def _n_correct(loss_code, out, yb, lb):
 
 
 @jit
-def _check_layout(X, y, labels, order, batch_size, dims, acts, w_off, b_off, lowest,
-                  loss_code, params, ws, ws_off, lb, opt_code, state1, state2, lrs,
-                  batch_start, batch_stop, segments):
+def _check_layout(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off,
+                  lowest, loss_code, params, grads, ws, ws_off, lb, opt_code, state1,
+                  state2, hyper, lrs, batch_start, batch_stop, segments, stats):
     """Every index the epoch will use stays inside its buffer (ValueError otherwise)."""
     n_layers = acts.size
     n, P = X.shape[0], params.size
+    if alphas.size != n_layers or hyper.size != 6 or stats.size < codes.N_STATS \
+            or grads.size != P:
+        raise ValueError("train_epoch: alphas, hyper, stats or grads have a wrong size")
     if n_layers < 1 or dims.size != n_layers + 1 or w_off.size != n_layers \
             or b_off.size != n_layers or ws_off.size != 2 + 3 * n_layers:
         raise ValueError("train_epoch: dims, acts, alphas, w_off, b_off, ws_off disagree "
@@ -163,9 +168,12 @@ def _update(opt_code, p, g, s1, s2, t, lr, hyper, weight_decay):
 def _train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
                  loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
                  lrs, batch_start, batch_stop, t0, segments, stats):
-    _check_layout(X, y, labels, order, batch_size, dims, acts, w_off, b_off, lowest,
-                  loss_code, params, ws, ws_off, lb, opt_code, state1, state2, lrs,
-                  batch_start, batch_stop, segments)
+    _check_types(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
+                 loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
+                 lrs, batch_start, batch_stop, t0, segments, stats)
+    _check_layout(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off,
+                  lowest, loss_code, params, grads, ws, ws_off, lb, opt_code, state1,
+                  state2, hyper, lrs, batch_start, batch_stop, segments, stats)
     n = X.shape[0]
     n_layers = acts.size
     d, k = dims[0], dims[n_layers]
@@ -288,11 +296,75 @@ def _train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_o
         stats[codes.STAT_GRAD_NORM] = norm
 
 
-def _array(a, name, dtype, ndim):
-    if type(a) is not np.ndarray or a.dtype != dtype or a.ndim != ndim \
-            or not a.flags.c_contiguous:
-        raise ValueError(f"train_epoch: {name} must be a C-contiguous {ndim}-D "
-                         f"{np.dtype(dtype).name} array")
+# What each argument must be, in signature order: an array of the model dtype ("f"),
+# of int64 ("i") or of float64 ("d") with its ndim, or an integer ("n"); "+" marks the
+# arrays the kernel writes.
+_ARGS = (("X", "f2"), ("y", "f2"), ("labels", "i1"), ("order", "i1"), ("batch_size", "n"),
+         ("dims", "i1"), ("acts", "i1"), ("alphas", "d1"), ("w_off", "i1"), ("b_off", "i1"),
+         ("lowest", "n"), ("loss_code", "n"), ("params", "f1+"), ("grads", "f1+"),
+         ("ws", "f1+"), ("ws_off", "i1"), ("lb", "i1+"), ("opt_code", "n"),
+         ("state1", "f1+"), ("state2", "f1+"), ("hyper", "d1"), ("lrs", "d1"),
+         ("batch_start", "n"), ("batch_stop", "n"), ("t0", "n"), ("segments", "i2"),
+         ("stats", "d1+"))
+
+
+def _wanted(name, kind, dt):
+    what = {"f": dt.name, "i": "int64", "d": "float64"}[kind[0]]
+    ro = "writeable " if kind.endswith("+") else ""
+    return f"train_epoch: {name} must be a {ro}C-contiguous {kind[1]}-D {what} array"
+
+
+def _check_types(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
+                 loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
+                 lrs, batch_start, batch_stop, t0, segments, stats):
+    """ValueError unless every argument has the type, dtype and layout of ``_ARGS``.
+
+    Compiled, the same check runs once per signature at typing time (see the
+    overload below), so that the call itself pays nothing for it.
+    """
+    values = locals()
+    dt = getattr(params, "dtype", None)
+    if dt not in _FLOATS:
+        raise ValueError("train_epoch: params must be a float32 or float64 array")
+    for name, kind in _ARGS:
+        a = values[name]
+        if kind == "n":
+            if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
+                raise ValueError(f"train_epoch: {name} must be an integer")
+            continue
+        want = {"f": dt, "i": _I64, "d": _F64}[kind[0]]
+        if type(a) is not np.ndarray or a.dtype != want or a.ndim != int(kind[1]) \
+                or not a.flags.c_contiguous or (kind.endswith("+") and not a.flags.writeable):
+            raise ValueError(_wanted(name, kind, dt))
+
+
+if not DISABLE_JIT:
+    @overload(_check_types)
+    def _check_types_typing(X, y, labels, order, batch_size, dims, acts, alphas, w_off,
+                            b_off, lowest, loss_code, params, grads, ws, ws_off, lb,
+                            opt_code, state1, state2, hyper, lrs, batch_start, batch_stop,
+                            t0, segments, stats):
+        values = locals()
+        dt = params.dtype if isinstance(params, types.Array) else None
+        if dt not in (types.float32, types.float64):
+            raise TypingError("train_epoch: params must be a float32 or float64 array")
+        for name, kind in _ARGS:
+            ty = values[name]
+            if kind == "n":
+                if not isinstance(ty, types.Integer):
+                    raise TypingError(f"train_epoch: {name} must be an integer")
+                continue
+            want = {"f": dt, "i": types.int64, "d": types.float64}[kind[0]]
+            if not isinstance(ty, types.Array) or ty.dtype != want \
+                    or ty.ndim != int(kind[1]) or ty.layout != "C" \
+                    or (kind.endswith("+") and not ty.mutable):
+                raise TypingError(_wanted(name, kind, np.dtype(str(dt))))
+
+        def impl(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
+                 loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
+                 lrs, batch_start, batch_stop, t0, segments, stats):
+            pass
+        return impl
 
 
 def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
@@ -301,27 +373,17 @@ def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_of
     """One epoch (batches [batch_start, batch_stop)) of mini-batch training in one
     compiled call; see :mod:`fastnn.reference.training` for the arguments.
 
-    Types, dtypes and layouts are checked here, sizes and offsets at the top of the
-    compiled call, so a bad call raises ValueError instead of touching memory outside
-    the arrays. ``stats`` receives the results (LOSS_SUM and CORRECT accumulate).
+    A bad call raises ValueError instead of touching memory outside the arrays: types,
+    dtypes and layouts are checked when a signature is compiled (so a call with wrong
+    types fails to compile, and the Python check below names the argument), sizes and
+    offsets at the top of every call. ``stats`` receives the results (LOSS_SUM and
+    CORRECT accumulate, the caller zeroes them).
     """
-    dt = getattr(params, "dtype", None)
-    if dt not in _FLOATS:
-        raise ValueError("train_epoch: params must be a float32 or float64 array")
-    for a, name in ((X, "X"), (y, "y"), (grads, "grads"), (ws, "ws"), (state1, "state1"),
-                    (state2, "state2"), (params, "params")):
-        _array(a, name, dt, 2 if name in ("X", "y") else 1)
-    for a, name in ((labels, "labels"), (order, "order"), (dims, "dims"), (acts, "acts"),
-                    (w_off, "w_off"), (b_off, "b_off"), (ws_off, "ws_off"), (lb, "lb")):
-        _array(a, name, _I64, 1)
-    _array(segments, "segments", _I64, 2)
-    for a, name in ((alphas, "alphas"), (hyper, "hyper"), (lrs, "lrs"), (stats, "stats")):
-        _array(a, name, _F64, 1)
-    if alphas.size != acts.size or hyper.size != 6 or stats.size < codes.N_STATS \
-            or grads.size != params.size:
-        raise ValueError("train_epoch: alphas, hyper, stats or grads have a wrong size")
-    idx = operator.index
-    _train_epoch(X, y, labels, order, idx(batch_size), dims, acts, alphas, w_off, b_off,
-                 idx(lowest), idx(loss_code), params, grads, ws, ws_off, lb, idx(opt_code),
-                 state1, state2, hyper, lrs, idx(batch_start), idx(batch_stop), idx(t0),
-                 segments, stats)
+    args = (X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
+            loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper, lrs,
+            batch_start, batch_stop, t0, segments, stats)
+    try:
+        _train_epoch(*args)
+    except (TypingError, TypeError):
+        _check_types(*args)
+        raise
