@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
 import tempfile
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ FORMAT_VERSION = 1
 
 # Limits that no genuine file reaches; they bound what a hostile header can make us do.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
+# JSON values a header may hold (counted as commas and brackets, before parsing): a
+# 16 MiB header of "[],[],..." would otherwise become 5 million Python lists (~380 MB).
+MAX_HEADER_ITEMS = 1_000_000
 MAX_TENSORS = 4096
 MAX_NDIM = 8
 MAX_LAYERS = 10_000
@@ -91,6 +95,9 @@ def _write_file(path, metadata: dict[str, str], arrays: dict[str, np.ndarray]) -
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
                                dir=directory)
     try:
+        # mkstemp creates the file private (0600); the saved model gets the mode an
+        # ordinary open() would give it (the old file's, or 0666 less the umask).
+        os.chmod(tmp, _file_mode(path))
         with os.fdopen(fd, "wb") as f:
             f.write(struct.pack("<Q", len(head)))
             f.write(head)
@@ -105,6 +112,39 @@ def _write_file(path, metadata: dict[str, str], arrays: dict[str, np.ndarray]) -
         except OSError:
             pass
         raise
+    _fsync_directory(directory)
+
+
+def _file_mode(path: str) -> int:
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:  # Linux: no race
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it (briefly)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename itself durable: without this a power cut soon after a save can
+    bring back the directory entry of the previous file (POSIX; a no-op elsewhere)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a directory; the data itself is synced
+    finally:
+        os.close(fd)
 
 
 def write_payload(path, model, *, kind: str = "model", metadata: dict | None = None,
@@ -179,10 +219,14 @@ def _read_file(path):
             raise ModelFileError(f"{path}: file is truncated (its header needs {n} bytes, "
                                  f"{size - 8} remain)")
         raw = f.read(n)
+        items = raw.count(b",") + raw.count(b"[") + raw.count(b"{")
+        if items > MAX_HEADER_ITEMS:
+            raise ModelFileError(f"{path}: not a fastnn model file (its header holds "
+                                 f"over {MAX_HEADER_ITEMS:,} JSON values)")
         try:
             header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates,
                                 parse_constant=_no_constant)
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise ModelFileError(f"{path}: not a fastnn model file (header is not valid "
                                  f"JSON: {exc})") from None
         if not isinstance(header, dict):
@@ -194,11 +238,10 @@ def _read_file(path):
                                  f"'format': 'fastnn' entry in its metadata)")
         if not all(isinstance(k, str) and isinstance(x, str) for k, x in meta.items()):
             raise ModelFileError(f"{path}: metadata values must be strings")
-        try:
-            version = int(meta.get("format_version", ""))
-        except ValueError:
-            raise ModelFileError(f"{path}: format_version {meta.get('format_version')!r} "
-                                 f"is not an integer") from None
+        text = meta.get("format_version", "")
+        if not re.fullmatch(r"[0-9]{1,9}", text):  # int() would take " 1", "1_0", "١"
+            raise ModelFileError(f"{path}: format_version {text[:40]!r} is not an integer")
+        version = int(text)
         if version > FORMAT_VERSION:
             raise ModelFileError(f"{path}: written in fastnn format version {version}, "
                                  f"newer than this fastnn reads ({FORMAT_VERSION}); "
@@ -273,7 +316,7 @@ def _check_entry(path, name, info):
 def _parse_json(path, meta, key):
     try:
         return json.loads(meta[key], parse_constant=_no_constant)
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, RecursionError) as exc:  # deep nesting: RecursionError
         raise ModelFileError(f"{path}: metadata entry {key!r} is missing or not valid "
                              f"JSON ({exc})") from None
 
@@ -308,8 +351,9 @@ def read_payload(path, *, backend: str | None = None) -> Payload:
     if not isinstance(cfg, dict):
         raise ModelFileError(f"{path}: model metadata is not a JSON object")
     n_params, n_buf = _expected_sizes(path, cfg.get("layers"))
+    name = cfg.get("dtype")
     dtype = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}.get(
-        cfg.get("dtype"))
+        name) if isinstance(name, str) else None
     if dtype is None:
         raise ModelFileError(f"{path}: model dtype {cfg.get('dtype')!r} is not float32 "
                              f"or float64")
@@ -347,6 +391,8 @@ def read_payload(path, *, backend: str | None = None) -> Payload:
             raise ModelFileError(f"{path}: invalid optimizer metadata ({exc})") from None
         model.optimizer._bind(model)
     extra = _parse_json(path, meta, "extra") if "extra" in meta else {}
+    if not isinstance(extra, dict):
+        raise ModelFileError(f"{path}: extra metadata is not a JSON object")
     leftover = [k for k in arrays if not k.startswith("extra.")]
     if leftover:
         raise ModelFileError(f"{path}: unknown arrays {leftover}")
@@ -376,5 +422,9 @@ def load(path, *, backend: str | None = None):
                              f"{payload.kind!r}")
     import importlib
     module, func = target.split(":")
-    return getattr(importlib.import_module(module), func)(payload.model, payload.metadata,
-                                                           payload.arrays)
+    try:
+        return getattr(importlib.import_module(module), func)(payload.model,
+                                                               payload.metadata,
+                                                               payload.arrays)
+    except ModelFileError as exc:  # the kind's loader does not know the path
+        raise ModelFileError(f"{os.fspath(path)}: {exc}") from None
