@@ -134,7 +134,8 @@ class _BaseMLP(BaseEstimator):
         "batch_norm": ["boolean", "array-like"],
         "schedule": [None, Schedule],
         "clip_norm": [None, Interval(numbers.Real, 0, None, closed="neither")],
-        "n_threads": [None, Interval(numbers.Integral, 1, None, closed="left")],
+        # Bounded: threadpoolctl passes it to C as an int (2**31 used to crash predict).
+        "n_threads": [None, Interval(numbers.Integral, 1, 2**15, closed="both")],
         "backend": [None, StrOptions(set(BACKENDS))],
         "dtype": [None, StrOptions(set(_DTYPES)), Options(type, {np.float32, np.float64})],
         "init": [StrOptions({"sklearn", "auto", "he", "kaiming", "xavier", "glorot"})],
@@ -408,6 +409,11 @@ class _BaseMLP(BaseEstimator):
     def _stratify(self) -> bool:
         return False
 
+    def _check_loaded_outputs(self, model) -> None:
+        """Refuse a loaded network whose loss does not fit the estimator (hook)."""
+        if model.loss.name != "mse":
+            raise ValueError(f"a regressor needs an mse network, got {model.loss.name!r}")
+
     def _fit_stochastic(self, X, Y, incremental):
         model = self._model
         if not incremental or model.optimizer is None:
@@ -649,6 +655,9 @@ class _BaseMLP(BaseEstimator):
         try:
             if metadata.get("estimator") != cls.__name__:
                 raise ValueError(f"the file holds a {metadata.get('estimator')!r}")
+            for key in ("params", "fitted"):
+                if not isinstance(metadata.get(key), dict):
+                    raise ValueError(f"{key!r} must be a JSON object")
             est = cls(**_params_from_json(metadata["params"]))
             est._validate_params()
             for k, value in metadata["fitted"].items():
@@ -665,10 +674,12 @@ class _BaseMLP(BaseEstimator):
                 lb.sparse_input_ = False
                 est._label_binarizer = lb
                 est.classes_ = lb.classes_
-            if model.n_features_in != est.n_features_in_ or \
-                    model.layer_sizes[1:-1] != est._hidden:
+            if model.n_features_in != getattr(est, "n_features_in_", None) or \
+                    model.layer_sizes[1:-1] != est._hidden or \
+                    model.n_outputs != getattr(est, "n_outputs_", None):
                 raise ValueError("the network's layers do not match the estimator's "
-                                 "hidden_layer_sizes and n_features_in_")
+                                 "hidden_layer_sizes, n_features_in_ and n_outputs_")
+            est._check_loaded_outputs(model)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"invalid {cls.__name__} metadata: {exc}") from None
         est._model = model
@@ -872,6 +883,28 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _stratify(self):
         return self._label_binarizer.y_type_ != "multilabel-indicator"
+
+    def _check_loaded_outputs(self, model):
+        # predict indexes classes_ with the network's outputs: they must agree.
+        lb = getattr(self, "_label_binarizer", None)
+        if lb is None:
+            raise ValueError("the class labels are missing")
+        y_type, k = lb.y_type_, len(self.classes_)
+        want = {"binary": ("binary_cross_entropy", 1, k == 2),
+                "multiclass": ("cross_entropy", k, k >= 2),
+                "multilabel-indicator": ("binary_cross_entropy", k, k >= 1)}.get(y_type)
+        if want is None:
+            raise ValueError(f"unknown target type {y_type!r}")
+        loss, n_out, ok = want
+        if not ok or model.loss.name != loss or model.n_outputs != n_out or \
+                np.ndim(self.classes_) != 1:
+            raise ValueError(f"{k} class labels of type {y_type!r} do not match a "
+                             f"{model.loss.name} network with {model.n_outputs} outputs")
+        out = {"binary": "logistic", "multiclass": "softmax",
+               "multilabel-indicator": "logistic"}[y_type]
+        if getattr(self, "out_activation_", out) != out:
+            raise ValueError(f"out_activation_ {self.out_activation_!r} does not match "
+                             f"the class labels")
 
     def _validate_input(self, X, y, incremental, reset, dtype):
         X, y = validate_data(self, X, y, multi_output=True, dtype=dtype, reset=reset)
