@@ -637,7 +637,25 @@ class MLP:
         the workspace stays small; dropout is off and batch normalisation uses the
         running statistics.
         """
-        return self._decision_checked(check_X(X, self.dtype, self.n_features_in))
+        X = check_X(X, self.dtype, self.n_features_in)
+        return self._check_output(self._decision_checked(X), X)
+
+    def _check_output(self, out, X):
+        """``out``, or ValueError when it is not finite: NaN logits would otherwise come
+        out of predict as class 0, a wrong answer that looks like a right one."""
+        if _all_finite(out):
+            return out
+        if not _all_finite(self.params) or not _all_finite(self.buffers):
+            raise ValueError("the model's weights are not finite (training diverged with "
+                             "rollback=False?): re-initialise or reload the model")
+        bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+        with np.errstate(over="ignore"):
+            big = float(np.abs(X).max())
+        raise ValueError(f"X is too large for this model: its output overflows to "
+                         f"infinity or NaN in {self.dtype.name} for {bad.size} of "
+                         f"{out.shape[0]} rows (first: row {bad[0]}; largest |X| is "
+                         f"{big:.3g}); scale the inputs (e.g. standardise them as for "
+                         f"training)")
 
     def forward(self, X, *, training: bool = False) -> np.ndarray:
         """The output for X; ``training=True`` uses batch statistics and dropout.
@@ -841,6 +859,8 @@ class MLP:
         if not checked:
             X, y = self.check_data(X, y)
         out = self._decision_checked(X)
+        if not checked:
+            self._check_output(out, X)
         n = X.shape[0]
         rows = self._inference_rows(n)
         total = 0.0
