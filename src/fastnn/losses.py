@@ -123,7 +123,18 @@ def _as_2d_float(arr, n_outputs, dtype, name):
         want = f"(n,) or (n, {n_outputs})" if n_outputs == 1 else f"(n, {n_outputs})"
         raise ValueError(f"{name} must have shape {want} for a model with {n_outputs} "
                          f"output(s), got {arr.shape}")
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return _converted(arr, dtype, name)
+
+
+def _converted(arr, dtype, name):
+    """arr as C-contiguous ``dtype``, refusing values that overflow in the conversion
+    (1e300 as float32 is inf: training would then report a divergence, not the data)."""
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(arr, dtype=dtype)
+    if out.dtype != arr.dtype and out.size and not np.isfinite(out).all():
+        raise ValueError(f"{name} contains values too large for {np.dtype(dtype).name} "
+                         f"(largest |{name}| is {float(np.abs(arr).max()):.3g})")
+    return out
 
 
 class BinaryCrossEntropy(Loss):
@@ -195,7 +206,7 @@ class CrossEntropy(Loss):
                              f"of shape (n, {n_outputs}), got {arr.shape}")
         if arr.size and arr.min() < 0:
             raise ValueError(f"{name} must hold non-negative class probabilities")
-        return np.ascontiguousarray(arr, dtype=dtype)
+        return _converted(arr, dtype, name)
 
     def proba(self, k, out):
         return k.softmax(out)
