@@ -32,7 +32,8 @@ from ._kernels.codes import ACTIVATION_CODES
 from .io import ModelFileError, Payload
 from .optim import OPTIMIZERS, DivergenceError, get_optimizer
 
-__all__ = ["main", "build_parser", "TabularModel", "Table", "read_csv", "CLIError"]
+__all__ = ["main", "build_parser", "TabularModel", "Table", "read_csv", "CLIError",
+           "InputOverflow"]
 
 HIDDEN_ACTIVATIONS = tuple(a for a in ACTIVATION_CODES if a not in ("step", "softmax"))
 # A numeric target with at most this many distinct whole-number values is taken as
@@ -42,6 +43,16 @@ MAX_AUTO_CLASSES = 20
 
 class CLIError(Exception):
     """A problem with the user's input, reported as one line without a traceback."""
+
+
+class InputOverflow(ValueError):
+    """A feature value too large for a :class:`TabularModel`'s network."""
+
+    def __init__(self, row: int, column: str, value: float, dtype):
+        self.row, self.column, self.value = row, column, value
+        super().__init__(f"row {row}: column {column!r} holds {value:.6g}, too large for "
+                         f"this model (standardised, it is not finite in "
+                         f"{np.dtype(dtype).name})")
 
 
 # --- CSV --------------------------------------------------------------------------------------
@@ -172,11 +183,20 @@ class TabularModel:
                 f"features={self.features}, model={self.model!r})")
 
     def transform(self, X) -> np.ndarray:
-        """Standardised inputs (n, n_features) in the network's dtype."""
+        """Standardised inputs (n, n_features) in the network's dtype.
+
+        Raises :class:`InputOverflow` (a ValueError) when a value is too large for the
+        network: standardised, it is not finite in the network's dtype.
+        """
         X = np.asarray(X, np.float64)
         if X.ndim != 2 or X.shape[1] != len(self.features):
             raise ValueError(f"X must have shape (n, {len(self.features)}), got {X.shape}")
-        return ((X - self.x_mean) / self.x_scale).astype(self.model.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            Z = ((X - self.x_mean) / self.x_scale).astype(self.model.dtype)
+        if not np.isfinite(Z).all():
+            i, j = np.argwhere(~np.isfinite(Z))[0]
+            raise InputOverflow(int(i), self.features[j], float(X[i, j]), Z.dtype)
+        return Z
 
     def predict(self, X) -> np.ndarray:
         """Class labels (str) or regression values (float64), one per row of X."""
@@ -247,10 +267,32 @@ def _split_rows(n, fraction, seed):
 
 
 def _standardise(X):
-    mean = X.mean(axis=0)
-    scale = X.std(axis=0)
+    """Column means and standard deviations (1 for constant columns), never inf for
+    finite data: columns whose squares overflow are measured in units of their
+    largest value."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = X.mean(axis=0)
+        scale = X.std(axis=0)
+    bad = ~(np.isfinite(mean) & np.isfinite(scale))
+    if bad.any():
+        top = np.abs(X[:, bad]).max(axis=0)
+        unit = X[:, bad] / top
+        mean[bad] = unit.mean(axis=0) * top
+        scale[bad] = unit.std(axis=0) * top
     scale[scale == 0] = 1.0  # constant columns: centred, not scaled (as StandardScaler)
     return mean, scale
+
+
+def _transform(tab, X, table, rows=None):
+    """``tab.transform(X)``; a value too large is reported with its CSV line."""
+    try:
+        return tab.transform(X)
+    except InputOverflow as exc:
+        i = exc.row if rows is None else int(rows[exc.row])
+        raise CLIError(f"{table.path}, line {table.lines[i]}: column {exc.column!r} holds "
+                       f"{exc.value:.6g}, too large for this model (standardised with the "
+                       f"training rows, it overflows {tab.model.dtype.name}); rescale "
+                       f"the column or train in float64 (--dtype float64)") from None
 
 
 def cmd_train(args, out=print) -> int:
@@ -305,7 +347,8 @@ def cmd_train(args, out=print) -> int:
     x_mean, x_scale = _standardise(X[train])
     y_mean, y_scale = 0.0, 1.0
     if task == "regress":
-        y_mean, y_scale = float(y[train].mean()), float(y[train].std()) or 1.0
+        m, sc = _standardise(y[train].reshape(-1, 1))
+        y_mean, y_scale = float(m[0]), float(sc[0])
     tab = TabularModel(None, features, args.target, task, classes, x_mean, x_scale,
                        y_mean, y_scale)
     model = MLP([len(features), *args.hidden, n_out], args.activation, loss=loss,
@@ -315,8 +358,8 @@ def cmd_train(args, out=print) -> int:
     def targets(rows_idx):
         return y[rows_idx] if task == "classify" else (y[rows_idx] - y_mean) / y_scale
 
-    Xtr, ytr = tab.transform(X[train]), targets(train)
-    val_data = None if val is None else (tab.transform(X[val]), targets(val))
+    Xtr, ytr = _transform(tab, X[train], table, train), targets(train)
+    val_data = None if val is None else (_transform(tab, X[val], table, val), targets(val))
     opt = (get_optimizer(args.optimizer) if args.lr is None
            else get_optimizer(args.optimizer, lr=args.lr))
     out(f"{args.data}: {len(rows)} rows, {len(features)} feature columns, target "
@@ -375,10 +418,12 @@ def _report(out, name, tab, X, labels, y):
                                                 None))))
         out(f"  {name:<10} accuracy {acc:.4f}   log-loss {logloss:.4f}   ({len(y)} rows)")
     else:
-        resid = y - pred
-        ss = float(((y - y.mean()) ** 2).sum())
+        # in units of the target's scale, so that targets near 1e300 do not overflow
+        u, p = (y - tab.y_mean) / tab.y_scale, (pred - tab.y_mean) / tab.y_scale
+        resid = u - p
+        ss = float(((u - u.mean()) ** 2).sum())
         r2 = 1 - float((resid ** 2).sum()) / ss if ss > 0 else float("nan")
-        rmse = float(np.sqrt(np.mean(resid ** 2)))
+        rmse = float(np.sqrt(np.mean(resid ** 2))) * tab.y_scale
         out(f"  {name:<10} R^2 {r2:.4f}   RMSE {rmse:.6g}   ({len(y)} rows)")
 
 
@@ -399,6 +444,7 @@ def cmd_predict(args, out=print) -> int:
             raise CLIError(f"{args.data}: no column(s) {missing}; the model was trained on "
                            f"{', '.join(obj.features)}")
         X = numeric_columns(table, obj.features)
+        _transform(obj, X, table)  # a value too large: named with its line
         pred = obj.predict(X)
         if obj.task == "classify":
             classes = obj.classes
