@@ -33,64 +33,112 @@ def dense_forward(x, w, b, activation, alpha, z, a):
 @jit
 def dense_forward_ws(x, w, b, activation, alpha, z, a, e, nodes, sums):
     """dense_forward with its scratch given: e float64 (>= n_out), (nodes, sums) a
-    float64 ``pairwise_stack``.
-
-    The pass adds b and applies g row by row; softmax and tanh (NumPy's float64 loop)
-    finish each row through the float64 row e.
-    """
+    float64 ``pairwise_stack``. The GEMM, then the pass of the activation."""
     gemm(x, w, z, False, False)
-    m, n = z.shape
     if activation == codes.IDENTITY:
-        for i in range(m):
-            for j in range(n):
-                t = z[i, j] + b[j]
-                z[i, j] = t
-                a[i, j] = t
+        forward_identity(z, a, b)
     elif activation == codes.STEP:
-        for i in range(m):
-            for j in range(n):
-                t = z[i, j] + b[j]
-                z[i, j] = t
-                a[i, j] = _step(t)
+        forward_step(z, a, b)
     elif activation == codes.SIGMOID:
-        for i in range(m):
-            for j in range(n):
-                t = z[i, j] + b[j]
-                z[i, j] = t
-                a[i, j] = _sigmoid(t)
-    elif activation == codes.RELU:
-        for i in range(m):
-            for j in range(n):
-                t = z[i, j] + b[j]
-                z[i, j] = t
-                a[i, j] = _relu(t)
-    elif activation == codes.LEAKY_RELU:
-        alpha_ = cast_like(z, alpha)
-        for i in range(m):
-            for j in range(n):
-                t = z[i, j] + b[j]
-                z[i, j] = t
-                a[i, j] = _leaky_relu(t, alpha_)
-    elif activation == codes.ELU:
-        for i in range(m):
-            for j in range(n):
-                t = z[i, j] + b[j]
-                z[i, j] = t
-                a[i, j] = _elu(t, alpha)
+        forward_sigmoid(z, a, b)
     elif activation == codes.TANH:
-        for i in range(m):
-            for j in range(n):
-                t = z[i, j] + b[j]
-                z[i, j] = t
-                e[j] = t
-            tanh_f64(e, n)
-            for j in range(n):
-                a[i, j] = e[j]
+        forward_tanh(z, a, b, e)
+    elif activation == codes.RELU:
+        forward_relu(z, a, b)
+    elif activation == codes.LEAKY_RELU:
+        forward_leaky_relu(z, a, b, alpha)
+    elif activation == codes.ELU:
+        forward_elu(z, a, b, alpha)
     elif activation == codes.SOFTMAX:
-        for i in range(m):
-            for j in range(n):
-                z[i, j] += b[j]
-            _softmax_row(z, i, a, e, nodes, sums)
+        forward_softmax(z, a, b, e, nodes, sums)
+
+
+# --- forward passes after the GEMM: z += b, a = g(z), row by row ------------------------
+# One function per activation, so that a caller that knows which activations it needs
+# (the whole-epoch kernel) compiles only those.
+
+@jit
+def forward_identity(z, a, b):
+    m, n = z.shape
+    for i in range(m):
+        for j in range(n):
+            t = z[i, j] + b[j]
+            z[i, j] = t
+            a[i, j] = t
+
+
+@jit
+def forward_step(z, a, b):
+    m, n = z.shape
+    for i in range(m):
+        for j in range(n):
+            t = z[i, j] + b[j]
+            z[i, j] = t
+            a[i, j] = _step(t)
+
+
+@jit
+def forward_sigmoid(z, a, b):
+    m, n = z.shape
+    for i in range(m):
+        for j in range(n):
+            t = z[i, j] + b[j]
+            z[i, j] = t
+            a[i, j] = _sigmoid(t)
+
+
+@jit
+def forward_relu(z, a, b):
+    m, n = z.shape
+    for i in range(m):
+        for j in range(n):
+            t = z[i, j] + b[j]
+            z[i, j] = t
+            a[i, j] = _relu(t)
+
+
+@jit
+def forward_leaky_relu(z, a, b, alpha):
+    m, n = z.shape
+    alpha_ = cast_like(z, alpha)
+    for i in range(m):
+        for j in range(n):
+            t = z[i, j] + b[j]
+            z[i, j] = t
+            a[i, j] = _leaky_relu(t, alpha_)
+
+
+@jit
+def forward_elu(z, a, b, alpha):
+    m, n = z.shape
+    for i in range(m):
+        for j in range(n):
+            t = z[i, j] + b[j]
+            z[i, j] = t
+            a[i, j] = _elu(t, alpha)
+
+
+@jit
+def forward_tanh(z, a, b, e):
+    """tanh by NumPy's float64 loop over each row, through the float64 row e."""
+    m, n = z.shape
+    for i in range(m):
+        for j in range(n):
+            t = z[i, j] + b[j]
+            z[i, j] = t
+            e[j] = t
+        tanh_f64(e, n)
+        for j in range(n):
+            a[i, j] = e[j]
+
+
+@jit
+def forward_softmax(z, a, b, e, nodes, sums):
+    m, n = z.shape
+    for i in range(m):
+        for j in range(n):
+            z[i, j] += b[j]
+        _softmax_row(z, i, a, e, nodes, sums)
 
 
 @jit
@@ -106,70 +154,143 @@ def dense_backward_ws(x, z, a, da, activation, alpha, dz, dw, db, prod, nodes, s
     """dense_backward with its scratch given: prod (>= n_out) and (nodes, sums), a
     ``pairwise_stack``, of the array dtype.
 
-    dz = da * g'(z) with db = dz summed over rows in the same pass; dw = x.T @ dz.
-    The pass runs in place on dz (da is copied there first unless dz is da): with one
-    array read and written, the compiler vectorises it without a run-time overlap test
-    (which an in-place call would fail). sigmoid and tanh take g' from the saved a, as
-    the reference does; the other derivatives are rounded to the dtype before the
-    product. db adds row after row in the array dtype, as NumPy's dz.sum(axis=0); NumPy
-    sums a single column pairwise instead, so that case is summed again at the end.
+    dz = da * g'(z) with db = dz summed over rows in the same pass; dw = x.T @ dz. The
+    pass runs in place on dz (da is copied there first unless dz is da): with one array
+    read and written, the compiler vectorises it without a run-time overlap test (which
+    an in-place call would fail).
     """
-    m, n = dz.shape
     if dz.ctypes.data != da.ctypes.data:
+        m, n = dz.shape
         dzf = dz.reshape(m * n)
         daf = da.reshape(m * n)
         for i in range(m * n):
             dzf[i] = daf[i]
+    if activation == codes.IDENTITY:
+        backward_identity(z, dz, db)
+    elif activation == codes.STEP:
+        backward_step(z, dz, db)
+    elif activation == codes.SIGMOID:
+        backward_sigmoid(a, dz, db)
+    elif activation == codes.TANH:
+        backward_tanh(a, dz, db)
+    elif activation == codes.RELU:
+        backward_relu(z, dz, db)
+    elif activation == codes.LEAKY_RELU:
+        backward_leaky_relu(z, dz, db, alpha)
+    elif activation == codes.ELU:
+        backward_elu(z, dz, db, alpha)
+    elif activation == codes.SOFTMAX:
+        backward_softmax(a, dz, db, prod, nodes, sums)
+    backward_finish(x, dz, dw, db, nodes, sums)
+
+
+# --- backward passes: g = g * g'(z) in place, db = g summed over rows ----------------------
+# sigmoid and tanh take g' from the saved a, as the reference does; the other derivatives
+# are rounded to the dtype before the product. db adds row after row in the array dtype,
+# as NumPy's dz.sum(axis=0) (``backward_finish`` redoes the single-column case).
+
+@jit
+def backward_identity(z, g, db):
+    m, n = g.shape
     for j in range(n):
         db[j] = 0
-    if activation == codes.IDENTITY:
-        for i in range(m):
-            for j in range(n):
-                v = dz[i, j] * _identity_d(z[i, j])
-                dz[i, j] = v
-                db[j] += v
-    elif activation == codes.STEP:
-        for i in range(m):
-            for j in range(n):
-                v = dz[i, j] * _step_d(z[i, j])
-                dz[i, j] = v
-                db[j] += v
-    elif activation == codes.SIGMOID:
-        for i in range(m):
-            for j in range(n):
-                v = dz[i, j] * _sigmoid_d_from_a(a[i, j])
-                dz[i, j] = v
-                db[j] += v
-    elif activation == codes.TANH:
-        for i in range(m):
-            for j in range(n):
-                v = dz[i, j] * _tanh_d_from_a(a[i, j])
-                dz[i, j] = v
-                db[j] += v
-    elif activation == codes.RELU:
-        for i in range(m):
-            for j in range(n):
-                v = dz[i, j] * _relu_d(z[i, j])
-                dz[i, j] = v
-                db[j] += v
-    elif activation == codes.LEAKY_RELU:
-        alpha_ = cast_like(z, alpha)
-        for i in range(m):
-            for j in range(n):
-                v = dz[i, j] * _leaky_relu_d(z[i, j], alpha_)
-                dz[i, j] = v
-                db[j] += v
-    elif activation == codes.ELU:
-        for i in range(m):
-            for j in range(n):
-                v = dz[i, j] * cast_like(dz, _elu_d(z[i, j], alpha))
-                dz[i, j] = v
-                db[j] += v
-    elif activation == codes.SOFTMAX:
-        for i in range(m):
-            _softmax_backward_row(a, dz, i, dz, prod, nodes, sums)
-            for j in range(n):
-                db[j] += dz[i, j]
+    for i in range(m):
+        for j in range(n):
+            v = g[i, j] * _identity_d(z[i, j])
+            g[i, j] = v
+            db[j] += v
+
+
+@jit
+def backward_step(z, g, db):
+    m, n = g.shape
+    for j in range(n):
+        db[j] = 0
+    for i in range(m):
+        for j in range(n):
+            v = g[i, j] * _step_d(z[i, j])
+            g[i, j] = v
+            db[j] += v
+
+
+@jit
+def backward_sigmoid(a, g, db):
+    m, n = g.shape
+    for j in range(n):
+        db[j] = 0
+    for i in range(m):
+        for j in range(n):
+            v = g[i, j] * _sigmoid_d_from_a(a[i, j])
+            g[i, j] = v
+            db[j] += v
+
+
+@jit
+def backward_tanh(a, g, db):
+    m, n = g.shape
+    for j in range(n):
+        db[j] = 0
+    for i in range(m):
+        for j in range(n):
+            v = g[i, j] * _tanh_d_from_a(a[i, j])
+            g[i, j] = v
+            db[j] += v
+
+
+@jit
+def backward_relu(z, g, db):
+    m, n = g.shape
+    for j in range(n):
+        db[j] = 0
+    for i in range(m):
+        for j in range(n):
+            v = g[i, j] * _relu_d(z[i, j])
+            g[i, j] = v
+            db[j] += v
+
+
+@jit
+def backward_leaky_relu(z, g, db, alpha):
+    m, n = g.shape
+    alpha_ = cast_like(z, alpha)
+    for j in range(n):
+        db[j] = 0
+    for i in range(m):
+        for j in range(n):
+            v = g[i, j] * _leaky_relu_d(z[i, j], alpha_)
+            g[i, j] = v
+            db[j] += v
+
+
+@jit
+def backward_elu(z, g, db, alpha):
+    m, n = g.shape
+    for j in range(n):
+        db[j] = 0
+    for i in range(m):
+        for j in range(n):
+            v = g[i, j] * cast_like(g, _elu_d(z[i, j], alpha))
+            g[i, j] = v
+            db[j] += v
+
+
+@jit
+def backward_softmax(a, g, db, prod, nodes, sums):
+    """The softmax Jacobian row by row (prod and the stack of the array dtype)."""
+    m, n = g.shape
+    for j in range(n):
+        db[j] = 0
+    for i in range(m):
+        _softmax_backward_row(a, g, i, g, prod, nodes, sums)
+        for j in range(n):
+            db[j] += g[i, j]
+
+
+@jit
+def backward_finish(x, dz, dw, db, nodes, sums):
+    """NumPy sums a single column pairwise, not row after row: db again in that case;
+    then dw = x.T @ dz."""
+    m, n = dz.shape
     if n == 1:
         db[0] = cast_like(db, 0.0) + pairwise_sum_ws(dz.reshape(m), m, nodes, sums)
     gemm(x, dz, dw, True, False)

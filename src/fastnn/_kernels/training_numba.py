@@ -17,7 +17,13 @@ from numba.extending import overload
 
 from . import codes
 from ._numba_common import DISABLE_JIT, PW_BLOCK, jit, jit_inline, pairwise_stack
-from .dense_numba import dense_backward_ws, dense_forward_ws, dense_input_gradient
+from ._numba_common import gemm
+from .dense_numba import (
+    backward_elu, backward_finish, backward_identity, backward_leaky_relu, backward_relu,
+    backward_sigmoid, backward_softmax, backward_step, backward_tanh, dense_input_gradient,
+    forward_elu, forward_identity, forward_leaky_relu, forward_relu, forward_sigmoid,
+    forward_softmax, forward_step, forward_tanh,
+)
 from .losses_numba import (
     binary_cross_entropy_and_gradient, cross_entropy_and_gradient, mse_gradient, mse_ws,
     sparse_cross_entropy_and_gradient,
@@ -57,27 +63,25 @@ def _argmax_row(a, i):
 
 
 @jit
-def _n_correct(loss_code, out, yb, lb):
-    """Rows predicted right, as the reference's ``_n_correct``."""
+def _n_correct(sparse, binary, out, yb, lb):
+    """Rows predicted right, as the reference's ``_n_correct``: argmax (first maximum)
+    against the label or the target's argmax; binary: every column's (out > 0) equals
+    (target > 0.5)."""
     m, k = out.shape
     c = 0
-    if loss_code == codes.LOSS_SPARSE_CROSS_ENTROPY:
-        for i in range(m):
-            if _argmax_row(out, i) == lb[i]:
-                c += 1
-    elif loss_code == codes.LOSS_CROSS_ENTROPY:
-        for i in range(m):
-            if _argmax_row(out, i) == _argmax_row(yb, i):
-                c += 1
-    elif loss_code == codes.LOSS_BINARY_CROSS_ENTROPY:
-        for i in range(m):
+    for i in range(m):
+        if binary:
             ok = True
             for j in range(k):
                 if (out[i, j] > 0) != (yb[i, j] > 0.5):
                     ok = False
                     break
-            if ok:
-                c += 1
+        elif sparse:
+            ok = _argmax_row(out, i) == lb[i]
+        else:
+            ok = _argmax_row(out, i) == _argmax_row(yb, i)
+        if ok:
+            c += 1
     return c
 
 
@@ -142,158 +146,244 @@ def _check_layout(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_
             raise ValueError("train_epoch: a label is outside [0, dims[-1])")
 
 
-@jit
-def _update(opt_code, p, g, s1, s2, t, lr, hyper, weight_decay):
-    """The optimizer kernel of the step path for one segment (reference ``_update``)."""
-    h0, h1, eps = hyper[0], hyper[1], hyper[2]
-    inside = hyper[3] != 0.0
-    if opt_code == codes.OPT_SGD:
-        sgd_step(p, g, lr, weight_decay)
-    elif opt_code == codes.OPT_MOMENTUM:
-        momentum_step(p, g, s1, lr, h0, h1, weight_decay)
-    elif opt_code == codes.OPT_NESTEROV:
-        nesterov_step(p, g, s1, lr, h0, h1, weight_decay)
-    elif opt_code == codes.OPT_ADAGRAD:
-        adagrad_step(p, g, s1, lr, eps, inside, weight_decay)
-    elif opt_code == codes.OPT_RMSPROP:
-        rmsprop_step(p, g, s1, lr, h0, eps, inside, weight_decay)
-    else:
-        # AdamW without decay on a segment is Adam (p - 0 p would turn -0.0 into +0.0)
-        decoupled = opt_code == codes.OPT_ADAMW and weight_decay != 0.0
-        _adam(p, g, s1, s2, lr, h0, h1, _bias_correction(h0, t), _bias_correction(h1, t),
-              eps, weight_decay, decoupled)
+# The codes as plain globals: a condition on them and on a closure's constant is
+# resolved by Numba before typing, so the branches a variant cannot take are dropped.
+_MSE, _BCE = codes.LOSS_MSE, codes.LOSS_BINARY_CROSS_ENTROPY
+_CE, _SPARSE = codes.LOSS_CROSS_ENTROPY, codes.LOSS_SPARSE_CROSS_ENTROPY
+_SGD, _MOMENTUM, _NESTEROV = codes.OPT_SGD, codes.OPT_MOMENTUM, codes.OPT_NESTEROV
+_ADAGRAD, _RMSPROP, _ADAM, _ADAMW = (codes.OPT_ADAGRAD, codes.OPT_RMSPROP, codes.OPT_ADAM,
+                                     codes.OPT_ADAMW)
+_IDENTITY, _STEP, _SIGMOID, _TANH = codes.IDENTITY, codes.STEP, codes.SIGMOID, codes.TANH
+_RELU, _LEAKY_RELU, _ELU, _SOFTMAX = codes.RELU, codes.LEAKY_RELU, codes.ELU, codes.SOFTMAX
 
 
-@jit
-def _train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
-                 loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
-                 lrs, batch_start, batch_stop, t0, segments, stats):
-    _check_types(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
-                 loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
-                 lrs, batch_start, batch_stop, t0, segments, stats)
-    _check_layout(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off,
-                  lowest, loss_code, params, grads, ws, ws_off, lb, opt_code, state1,
-                  state2, hyper, lrs, batch_start, batch_stop, segments, stats)
-    n = X.shape[0]
-    n_layers = acts.size
-    d, k = dims[0], dims[n_layers]
-    sparse = loss_code == codes.LOSS_SPARSE_CROSS_ENTROPY
-    weight_decay, clip_norm = hyper[4], hyper[5]
-    # The kernels' scratch, allocated once per call: float64 rows (softmax/tanh rows,
-    # exps, loss terms, pairwise blocks), per-sample losses, an array-dtype row
-    # (softmax backward) and the pairwise walk's stacks.
-    width = PW_BLOCK
-    for i in range(n_layers + 1):
-        width = max(width, dims[i])
-    e = np.empty(width)
-    terms = np.empty(width)
-    rows = np.empty(batch_size)
-    prod = np.empty(width, params.dtype)
-    nodes, sums = pairwise_stack(e)
-    _, sums_dt = pairwise_stack(prod)
-    stats[codes.STAT_STEPS] = 0.0
-    stats[codes.STAT_STATUS] = 0.0
-    for j in range(batch_start, batch_stop):
-        s = j * batch_size
-        m = min(n, s + batch_size) - s
-        # 1. gather the batch
-        xb = ws[ws_off[0]:ws_off[0] + m * d].reshape((m, d))
-        ky = 0 if sparse else k
-        yb = ws[ws_off[1]:ws_off[1] + m * ky].reshape((m, ky))
-        for r in range(m):
-            row = order[s + r]
-            for c in range(d):
-                xb[r, c] = X[row, c]
-            if sparse:
-                lb[r] = labels[row]
-            else:
-                for c in range(k):
-                    yb[r, c] = y[row, c]
-        t_lab = lb[:m]
+def _make_epoch(loss_kind, used):
+    """The epoch kernel for one loss and a set of activations.
 
-        # 2. forward
-        x_in = xb
-        for i in range(n_layers):
-            ni, no = dims[i], dims[i + 1]
-            w = params[w_off[i]:w_off[i] + ni * no].reshape((ni, no))
-            b = params[b_off[i]:b_off[i] + no]
-            z = ws[ws_off[2 + 3 * i]:ws_off[2 + 3 * i] + m * no].reshape((m, no))
-            a = ws[ws_off[3 + 3 * i]:ws_off[3 + 3 * i] + m * no].reshape((m, no))
-            dense_forward_ws(x_in, w, b, acts[i], alphas[i], z, a, e, nodes, sums)
-            x_in = a
-        out = x_in
-        g_off = ws_off[4 + 3 * (n_layers - 1)]
-        g_out = ws[g_off:g_off + m * k].reshape((m, k))
+    ``used[c]`` is True when activation code c may occur. Each variant is its own
+    compiled (and cached) function containing only the loss and activation kernels it
+    can call (those are most of the compile time; the optimizers are cheap and stay a
+    run-time branch), so a first call compiles about half of what one kernel for every
+    case would. Only plain constants are captured: a closure over a compiled function
+    would never be found in Numba's cache.
+    """
+    (has_identity, has_step, has_sigmoid, has_tanh, has_relu, has_leaky_relu, has_elu,
+     has_softmax) = used
 
-        # 3. loss (stop before any update when it is not finite), correct rows; the
-        # cross-entropies write their gradient in the same pass (into workspace only)
-        if loss_code == codes.LOSS_MSE:
-            loss = mse_ws(out.reshape(m * k), yb.reshape(m * k), e, nodes, sums)
-        elif loss_code == codes.LOSS_BINARY_CROSS_ENTROPY:
-            loss = binary_cross_entropy_and_gradient(out, yb, g_out, terms, rows, nodes,
-                                                     sums)
-        elif loss_code == codes.LOSS_CROSS_ENTROPY:
-            loss = cross_entropy_and_gradient(out, yb, g_out, e, terms, rows, nodes, sums)
-        else:
-            loss = sparse_cross_entropy_and_gradient(out, t_lab, g_out, e, rows, nodes,
-                                                     sums)
-        if not math.isfinite(loss):
-            stats[codes.STAT_STATUS] = codes.STATUS_LOSS_NOT_FINITE
-            stats[codes.STAT_BAD_VALUE] = loss
-            return
-        correct = _n_correct(loss_code, out, yb, t_lab)
+    @jit
+    def epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
+              loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
+              lrs, batch_start, batch_stop, t0, segments, stats):
+        _check_types(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off,
+                     lowest, loss_code, params, grads, ws, ws_off, lb, opt_code, state1,
+                     state2, hyper, lrs, batch_start, batch_stop, t0, segments, stats)
+        _check_layout(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off,
+                      lowest, loss_kind, params, grads, ws, ws_off, lb, opt_code, state1,
+                      state2, hyper, lrs, batch_start, batch_stop, segments, stats)
+        n = X.shape[0]
+        n_layers = acts.size
+        d, k = dims[0], dims[n_layers]
+        sparse = loss_kind == _SPARSE
+        h0, h1, eps = hyper[0], hyper[1], hyper[2]
+        inside = hyper[3] != 0.0
+        weight_decay, clip_norm = hyper[4], hyper[5]
+        # The kernels' scratch, allocated once per call: float64 rows (softmax/tanh
+        # rows, exps, loss terms, pairwise blocks), per-sample losses, an array-dtype
+        # row (softmax backward) and the pairwise walk's stacks.
+        width = PW_BLOCK
+        for i in range(n_layers + 1):
+            width = max(width, dims[i])
+        e = np.empty(width)
+        terms = np.empty(width)
+        rows = np.empty(batch_size)
+        prod = np.empty(width, params.dtype)
+        nodes, sums = pairwise_stack(e)
+        _, sums_dt = pairwise_stack(prod)
+        stats[codes.STAT_STEPS] = 0.0
+        stats[codes.STAT_STATUS] = 0.0
+        for j in range(batch_start, batch_stop):
+            s = j * batch_size
+            m = min(n, s + batch_size) - s
+            # 1. gather the batch
+            xb = ws[ws_off[0]:ws_off[0] + m * d].reshape((m, d))
+            ky = 0 if sparse else k
+            yb = ws[ws_off[1]:ws_off[1] + m * ky].reshape((m, ky))
+            for r in range(m):
+                row = order[s + r]
+                for c in range(d):
+                    xb[r, c] = X[row, c]
+                if sparse:
+                    lb[r] = labels[row]
+                else:
+                    for c in range(k):
+                        yb[r, c] = y[row, c]
+            t_lab = lb[:m]
 
-        # 4. loss gradient, backward down to the lowest trainable layer
-        if loss_code == codes.LOSS_MSE:
-            mse_gradient(out.reshape(m * k), yb.reshape(m * k), g_out.reshape(m * k))
-        for i in range(n_layers - 1, lowest - 1, -1):
-            ni, no = dims[i], dims[i + 1]
-            if i == 0:
-                x_below = xb
-            else:
-                off = ws_off[3 + 3 * (i - 1)]
-                x_below = ws[off:off + m * ni].reshape((m, ni))
-            z = ws[ws_off[2 + 3 * i]:ws_off[2 + 3 * i] + m * no].reshape((m, no))
-            a = ws[ws_off[3 + 3 * i]:ws_off[3 + 3 * i] + m * no].reshape((m, no))
-            g = ws[ws_off[4 + 3 * i]:ws_off[4 + 3 * i] + m * no].reshape((m, no))
-            dw = grads[w_off[i]:w_off[i] + ni * no].reshape((ni, no))
-            db = grads[b_off[i]:b_off[i] + no]
-            dense_backward_ws(x_below, z, a, g, acts[i], alphas[i], g, dw, db, prod, nodes,
-                              sums_dt)
-            if i > lowest:
+            # 2. forward
+            x_in = xb
+            for i in range(n_layers):
+                ni, no = dims[i], dims[i + 1]
                 w = params[w_off[i]:w_off[i] + ni * no].reshape((ni, no))
-                off = ws_off[4 + 3 * (i - 1)]
-                dense_input_gradient(g, w, ws[off:off + m * ni].reshape((m, ni)))
+                b = params[b_off[i]:b_off[i] + no]
+                z = ws[ws_off[2 + 3 * i]:ws_off[2 + 3 * i] + m * no].reshape((m, no))
+                a = ws[ws_off[3 + 3 * i]:ws_off[3 + 3 * i] + m * no].reshape((m, no))
+                # dense_forward: the GEMM, then the activation's pass
+                gemm(x_in, w, z, False, False)
+                act, alpha = acts[i], alphas[i]
+                if has_relu and act == _RELU:
+                    forward_relu(z, a, b)
+                elif has_identity and act == _IDENTITY:
+                    forward_identity(z, a, b)
+                elif has_step and act == _STEP:
+                    forward_step(z, a, b)
+                elif has_sigmoid and act == _SIGMOID:
+                    forward_sigmoid(z, a, b)
+                elif has_tanh and act == _TANH:
+                    forward_tanh(z, a, b, e)
+                elif has_leaky_relu and act == _LEAKY_RELU:
+                    forward_leaky_relu(z, a, b, alpha)
+                elif has_elu and act == _ELU:
+                    forward_elu(z, a, b, alpha)
+                elif has_softmax and act == _SOFTMAX:
+                    forward_softmax(z, a, b, e, nodes, sums)
+                x_in = a
+            out = x_in
+            g_off = ws_off[4 + 3 * (n_layers - 1)]
+            g_out = ws[g_off:g_off + m * k].reshape((m, k))
 
-        # 5. global norm over the segments, in order; clipping
-        sq = 0.0
-        for si in range(segments.shape[0]):
-            sq += squared_norm_ws(grads[segments[si, 0]:segments[si, 1]], e, nodes, sums)
-        norm = math.sqrt(sq)
-        if not math.isfinite(norm):
-            stats[codes.STAT_STATUS] = codes.STATUS_GRAD_NOT_FINITE
-            stats[codes.STAT_BAD_VALUE] = norm
-            return
-        if 0 < clip_norm < norm:
-            factor = clip_norm / norm
+            # 3. loss (stop before any update when it is not finite), correct rows; the
+            # cross-entropies write their gradient in the same pass (into workspace)
+            if loss_kind == _MSE:
+                loss = mse_ws(out.reshape(m * k), yb.reshape(m * k), e, nodes, sums)
+            elif loss_kind == _BCE:
+                loss = binary_cross_entropy_and_gradient(out, yb, g_out, terms, rows,
+                                                         nodes, sums)
+            elif loss_kind == _CE:
+                loss = cross_entropy_and_gradient(out, yb, g_out, e, terms, rows, nodes,
+                                                  sums)
+            else:
+                loss = sparse_cross_entropy_and_gradient(out, t_lab, g_out, e, rows, nodes,
+                                                         sums)
+            if not math.isfinite(loss):
+                stats[codes.STAT_STATUS] = codes.STATUS_LOSS_NOT_FINITE
+                stats[codes.STAT_BAD_VALUE] = loss
+                return
+            correct = 0
+            if loss_kind != _MSE:
+                correct = _n_correct(loss_kind == _SPARSE, loss_kind == _BCE, out, yb,
+                                     t_lab)
+
+            # 4. loss gradient, backward down to the lowest trainable layer
+            if loss_kind == _MSE:
+                mse_gradient(out.reshape(m * k), yb.reshape(m * k), g_out.reshape(m * k))
+            for i in range(n_layers - 1, lowest - 1, -1):
+                ni, no = dims[i], dims[i + 1]
+                if i == 0:
+                    x_below = xb
+                else:
+                    off = ws_off[3 + 3 * (i - 1)]
+                    x_below = ws[off:off + m * ni].reshape((m, ni))
+                z = ws[ws_off[2 + 3 * i]:ws_off[2 + 3 * i] + m * no].reshape((m, no))
+                a = ws[ws_off[3 + 3 * i]:ws_off[3 + 3 * i] + m * no].reshape((m, no))
+                g = ws[ws_off[4 + 3 * i]:ws_off[4 + 3 * i] + m * no].reshape((m, no))
+                dw = grads[w_off[i]:w_off[i] + ni * no].reshape((ni, no))
+                db = grads[b_off[i]:b_off[i] + no]
+                # dense_backward in place on g: the activation's pass, db, dw
+                act, alpha = acts[i], alphas[i]
+                if has_relu and act == _RELU:
+                    backward_relu(z, g, db)
+                elif has_identity and act == _IDENTITY:
+                    backward_identity(z, g, db)
+                elif has_step and act == _STEP:
+                    backward_step(z, g, db)
+                elif has_sigmoid and act == _SIGMOID:
+                    backward_sigmoid(a, g, db)
+                elif has_tanh and act == _TANH:
+                    backward_tanh(a, g, db)
+                elif has_leaky_relu and act == _LEAKY_RELU:
+                    backward_leaky_relu(z, g, db, alpha)
+                elif has_elu and act == _ELU:
+                    backward_elu(z, g, db, alpha)
+                elif has_softmax and act == _SOFTMAX:
+                    backward_softmax(a, g, db, prod, nodes, sums_dt)
+                backward_finish(x_below, g, dw, db, nodes, sums_dt)
+                if i > lowest:
+                    w = params[w_off[i]:w_off[i] + ni * no].reshape((ni, no))
+                    off = ws_off[4 + 3 * (i - 1)]
+                    dense_input_gradient(g, w, ws[off:off + m * ni].reshape((m, ni)))
+
+            # 5. global norm over the segments, in order; clipping
+            sq = 0.0
             for si in range(segments.shape[0]):
-                scale_inplace(grads[segments[si, 0]:segments[si, 1]], factor)
+                sq += squared_norm_ws(grads[segments[si, 0]:segments[si, 1]], e, nodes,
+                                      sums)
+            norm = math.sqrt(sq)
+            if not math.isfinite(norm):
+                stats[codes.STAT_STATUS] = codes.STATUS_GRAD_NOT_FINITE
+                stats[codes.STAT_BAD_VALUE] = norm
+                return
+            if 0 < clip_norm < norm:
+                factor = clip_norm / norm
+                for si in range(segments.shape[0]):
+                    scale_inplace(grads[segments[si, 0]:segments[si, 1]], factor)
 
-        # 6. the optimizer update of every segment
-        t = t0 + (j - batch_start) + 1
-        lr = lrs[j]
-        for si in range(segments.shape[0]):
-            lo, hi = segments[si, 0], segments[si, 1]
-            wd = weight_decay if segments[si, 2] != 0 else 0.0
-            s1 = state1[lo:hi] if state1.size else state1
-            s2 = state2[lo:hi] if state2.size else state2
-            _update(opt_code, params[lo:hi], grads[lo:hi], s1, s2, t, lr, hyper, wd)
+            # 6. the optimizer kernel of the step path on every segment (reference
+            # ``_update``); Adam's bias corrections 1 - beta^t with t this step's count
+            t = t0 + (j - batch_start) + 1
+            lr = lrs[j]
+            for si in range(segments.shape[0]):
+                lo, hi = segments[si, 0], segments[si, 1]
+                wd = weight_decay if segments[si, 2] != 0 else 0.0
+                p, g1 = params[lo:hi], grads[lo:hi]
+                if opt_code == _SGD:
+                    sgd_step(p, g1, lr, wd)
+                elif opt_code == _MOMENTUM:
+                    momentum_step(p, g1, state1[lo:hi], lr, h0, h1, wd)
+                elif opt_code == _NESTEROV:
+                    nesterov_step(p, g1, state1[lo:hi], lr, h0, h1, wd)
+                elif opt_code == _ADAGRAD:
+                    adagrad_step(p, g1, state1[lo:hi], lr, eps, inside, wd)
+                elif opt_code == _RMSPROP:
+                    rmsprop_step(p, g1, state1[lo:hi], lr, h0, eps, inside, wd)
+                else:
+                    # AdamW without decay on a segment is Adam (p - 0 p would turn -0.0
+                    # into +0.0)
+                    _adam(p, g1, state1[lo:hi], state2[lo:hi], lr, h0, h1,
+                          _bias_correction(h0, t), _bias_correction(h1, t), eps, wd,
+                          opt_code == _ADAMW and wd != 0.0)
 
-        # 7. statistics
-        stats[codes.STAT_LOSS_SUM] += loss * m
-        stats[codes.STAT_CORRECT] += correct
-        stats[codes.STAT_STEPS] += 1
-        stats[codes.STAT_GRAD_NORM] = norm
+            # 7. statistics
+            stats[codes.STAT_LOSS_SUM] += loss * m
+            stats[codes.STAT_CORRECT] += correct
+            stats[codes.STAT_STEPS] += 1
+            stats[codes.STAT_GRAD_NORM] = norm
+
+    return epoch
+
+
+# The epoch kernels made so far: by (loss_code, acts.tobytes()) for the call, and by
+# the variant itself.
+_EPOCHS = {}
+_VARIANTS = {}
+
+
+def _epoch_kernel(loss_code, acts):
+    """The variant for these codes (made and cached on first use); ValueError for
+    unknown codes."""
+    ok = isinstance(loss_code, (int, np.integer)) and not isinstance(loss_code, np.bool_)
+    if not (ok and not isinstance(loss_code, bool) and 0 <= loss_code <= 3):
+        raise ValueError(f"train_epoch: unknown loss_code {loss_code!r}")
+    if type(acts) is not np.ndarray or acts.dtype != _I64 or acts.ndim != 1:
+        raise ValueError(_wanted("acts", "i1", _F64))
+    present = set(acts.tolist())
+    if not present <= set(range(codes.SOFTMAX + 1)):
+        raise ValueError("train_epoch: unknown activation code")
+    variant = (int(loss_code), tuple(c in present for c in range(codes.SOFTMAX + 1)))
+    kernel = _VARIANTS.get(variant)
+    if kernel is None:
+        kernel = _VARIANTS[variant] = _make_epoch(*variant)
+    _EPOCHS[(loss_code, acts.tobytes())] = kernel
+    return kernel
 
 
 # What each argument must be, in signature order: an array of the model dtype ("f"),
@@ -383,7 +473,11 @@ def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_of
             loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper, lrs,
             batch_start, batch_stop, t0, segments, stats)
     try:
-        _train_epoch(*args)
+        kernel = _EPOCHS[(loss_code, acts.tobytes())]
+    except (KeyError, AttributeError, TypeError):
+        kernel = _epoch_kernel(loss_code, acts)
+    try:
+        kernel(*args)
     except (TypingError, TypeError):
         _check_types(*args)
         raise
