@@ -44,6 +44,7 @@ import contextlib
 import copy
 import math
 import numbers
+import re
 import warnings
 
 import numpy as np
@@ -627,7 +628,8 @@ class _BaseMLP(BaseEstimator):
     def _decision(self, X) -> np.ndarray:
         """The network output (logits for classifiers) for validated X."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=self._model.dtype)
+        with _naming_the_argument("X"):
+            X = validate_data(self, X, reset=False, dtype=self._model.dtype)
         with _threads(self.n_threads, self._model.backend_name):
             return self._model.decision_function(X)
 
@@ -684,6 +686,41 @@ class _BaseMLP(BaseEstimator):
             raise ModelFileError(f"invalid {cls.__name__} metadata: {exc}") from None
         est._model = model
         return est
+
+
+# --- errors that name their argument ----------------------------------------------------------
+
+_NAMED = re.compile(r"\b(X|y|Input|input|array|sample|feature)s?\b")
+
+
+@contextlib.contextmanager
+def _naming_the_argument(name):
+    """Prefix scikit-learn's validation errors that name no argument ("could not
+    convert string to float: 'a'") with the argument's name; ``name`` may be a
+    function that finds it (called only on that error path)."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        if _NAMED.search(str(exc)):
+            raise
+        which = name() if callable(name) else name
+        try:
+            new = type(exc)(f"{which}: {exc}")
+        except Exception:  # an exception type with another signature: keep it
+            raise exc from None
+        raise new from exc
+
+
+def _culprit(X, dtype) -> str:
+    """Which of X and y made validate_data fail: X when it fails alone."""
+    from sklearn.utils import check_array
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            check_array(X, dtype=dtype)
+    except (ValueError, TypeError):
+        return "X"
+    return "y"
 
 
 # --- JSON helpers for saving ----------------------------------------------------------------
@@ -907,7 +944,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                              f"the class labels")
 
     def _validate_input(self, X, y, incremental, reset, dtype):
-        X, y = validate_data(self, X, y, multi_output=True, dtype=dtype, reset=reset)
+        with _naming_the_argument(lambda: _culprit(X, dtype)):
+            X, y = validate_data(self, X, y, multi_output=True, dtype=dtype, reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
@@ -1086,8 +1124,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return 2.0 / self.n_outputs_, 0.5
 
     def _validate_input(self, X, y, incremental, reset, dtype):
-        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=dtype,
-                             reset=reset)
+        with _naming_the_argument(lambda: _culprit(X, dtype)):
+            X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
+                                 dtype=dtype, reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         self.out_activation_ = "identity"
