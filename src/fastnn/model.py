@@ -96,6 +96,8 @@ def check_X(X, dtype, n_features: int | None = None, name: str = "X") -> np.ndar
         arr = np.asarray(X)
     except Exception as exc:  # ragged nested lists
         raise TypeError(f"{name} must be a 2-D array of numbers ({exc})") from None
+    if arr.dtype.kind == "O" and hasattr(X, "dtypes") and hasattr(X, "columns"):
+        arr = _frame_values(X, name)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers (bool, int or float), got dtype "
                         f"{arr.dtype}")
@@ -114,6 +116,18 @@ def check_X(X, dtype, n_features: int | None = None, name: str = "X") -> np.ndar
         extra = "" if out.dtype == arr.dtype else f" (after conversion to {out.dtype})"
         raise ValueError(f"{name} contains NaN or infinity{extra}")
     return out
+
+
+def _frame_values(frame, name):
+    """A DataFrame whose columns mix bool, int and float (NumPy gives object) as
+    float64, as scikit-learn converts it; other columns are named in a TypeError."""
+    bad = [(c, dt) for c, dt in zip(frame.columns, frame.dtypes)
+           if not (isinstance(dt, np.dtype) and dt.kind in "biuf")]
+    if bad:
+        shown = ", ".join(f"{c!r} ({dt})" for c, dt in bad[:5])
+        raise TypeError(f"{name} must hold real numbers (bool, int or float); column(s) "
+                        f"{shown} do not: encode or drop them first")
+    return np.asarray(frame, dtype=np.float64)
 
 
 def _per_layer(value, name, n, check):
