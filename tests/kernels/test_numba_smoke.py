@@ -6,6 +6,9 @@
   and NumPy-loop symbols must resolve there, and a kernel that passes a function as an
   argument or calls a recursive one would silently not be cached (or crash on load).
 - Every kernel releases the GIL and uses NumPy's error model.
+- The whole-epoch kernel: Adam's bias corrections are Python's pow, a bad call raises
+  ValueError before touching memory, a step allocates nothing, and its variants are
+  cached.
 """
 
 import json
@@ -112,12 +115,15 @@ def test_kernels_are_cached_and_load_in_a_new_process(tmp_path):
 
 
 def _kernels():
-    for family in fastnn._backend.FAMILIES:
+    from fastnn._kernels import codes
+    from fastnn._kernels.training_numba import _make_epoch
+    for family in (*fastnn._backend.FAMILIES, "training"):
         mod = __import__(f"fastnn._kernels.{family}_numba", fromlist=["__all__"])
         for name in dir(mod):
             obj = getattr(mod, name)
             if isinstance(obj, CPUDispatcher):
                 yield f"{family}.{name}", obj
+    yield "training.epoch", _make_epoch(codes.LOSS_MSE, (True,) * 8)
 
 
 def test_every_kernel_releases_the_gil_and_never_uses_fast_math():
@@ -129,3 +135,147 @@ def test_every_kernel_releases_the_gil_and_never_uses_fast_math():
         assert opts.get("error_model") == "numpy", name
         assert type(fn._cache).__name__ != "NullCache", f"{name} is not cached"
         assert not opts.get("fastmath"), name
+
+
+# --- the whole-epoch kernel (training_numba) ---------------------------------------------
+
+def _epoch_args(monkeypatch, n=50, batch=16, loss="cross_entropy", dtype="float32"):
+    """The arguments fastnn._fused passes to train_epoch for a small model, as a list,
+    and the names of training_numba._ARGS."""
+    from fastnn._kernels import training_numba as T
+    from fastnn.optim import Adam
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, 5))
+    y = rng.integers(0, 3, n)
+    net = fastnn.MLP([5, 8, 3], ["relu"], loss=loss, dtype=dtype, backend="numba",
+                     random_state=0)
+    X, y = net.check_data(X, y)
+    seen = []
+    kernel = net.kernels.raw.train_epoch
+    monkeypatch.setattr(net.kernels.raw, "train_epoch",
+                        lambda *a: (seen.append(a), kernel(*a))[1])
+    net.train_epoch(X, y, Adam(), batch)
+    monkeypatch.undo()
+    return list(seen[0]), [name for name, _ in T._ARGS]
+
+
+def test_bias_correction_is_pythons_pow():
+    """Adam's 1 - beta^t inside the epoch kernel equals the step path's Python
+    ``1.0 - beta ** t`` (C pow) for every t up to 10^6: Numba's float ** int would
+    multiply repeatedly and differ in the last bits."""
+    from numba import njit
+
+    from fastnn._kernels.training_numba import _bias_correction
+
+    @njit
+    def corrections(beta, n, out):
+        for t in range(1, n + 1):
+            out[t - 1] = _bias_correction(beta, t)
+
+    n = 1_000_000
+    out = np.empty(n)
+    for beta in (0.9, 0.999, 0.99, 0.95, 0.5, 0.123456789):
+        corrections(beta, n, out)
+        want = np.array([1.0 - beta ** t for t in range(1, n + 1)])
+        bad = np.flatnonzero(out.view(np.int64) != want.view(np.int64))
+        assert bad.size == 0, f"beta={beta}: t={bad[:5] + 1}"
+
+
+def test_train_epoch_refuses_bad_calls_without_touching_memory(monkeypatch):
+    from fastnn._kernels.training_numba import train_epoch
+    good, names = _epoch_args(monkeypatch)
+    g = dict(zip(names, good))
+    ro = g["params"].copy()
+    ro.flags.writeable = False
+    # A wrongly typed call fails to compile (about a second each): a few of those, then
+    # values that compile but do not fit the buffers.
+    bad = {
+        "X": [g["X"].astype(np.float64), np.asfortranarray(g["X"]), g["X"][:, :4].copy()],
+        "batch_size": [True, 0],
+        "lowest": [5], "loss_code": [7, 2.0], "opt_code": [9],
+        "ws": [g["ws"][:10]],
+        "order": [g["order"][:10], np.full(50, 99, np.int64)],
+        "labels": [np.full(50, 7, np.int64)],
+        "segments": [np.array([[0, 10**6, 0]], np.int64), np.array([[5, 2, 0]], np.int64)],
+        "state2": [np.zeros(0, np.float32)],
+        "batch_stop": [100], "batch_start": [-1],
+        "params": [np.zeros(3, np.float32), ro],
+        "stats": [np.zeros(2)], "hyper": [np.zeros(5)], "lrs": [np.zeros(1)],
+        "dims": [np.array([5, 8, 4], np.int64)],
+        "w_off": [np.array([0, 10**9], np.int64), np.array([-1, 0], np.int64)],
+        "ws_off": [g["ws_off"][:3], np.array([0, 0, 0, 0, 0, 10**9, 0, 0], np.int64)],
+        "acts": [np.array([4, 99], np.int64)],
+    }
+    before = {name: np.copy(v) for name, v in g.items() if isinstance(v, np.ndarray)}
+    for name, values in bad.items():
+        for value in values:
+            args = list(good)
+            args[names.index(name)] = value
+            with pytest.raises(ValueError, match="train_epoch"):
+                train_epoch(*args)
+            for key, arr in before.items():
+                np.testing.assert_array_equal(g[key], arr, err_msg=f"{name} changed {key}")
+
+
+def test_train_epoch_allocates_nothing_per_step(monkeypatch):
+    """The scratch is allocated once per call: a call running 1 batch and one running
+    13 allocate the same number of NRT blocks."""
+    from numba.core.runtime import _nrt_python as nrt
+
+    from fastnn._kernels.training_numba import train_epoch
+    args, names = _epoch_args(monkeypatch, n=200, batch=15)
+    start, stop = names.index("batch_start"), names.index("batch_stop")
+    counts = []
+    enabled = nrt.memsys_stats_enabled()
+    nrt.memsys_enable_stats()
+    try:
+        for n_batches in (1, 13, 1):
+            args[start], args[stop] = 0, n_batches
+            before = nrt.memsys_get_stats_alloc()
+            train_epoch(*args)
+            counts.append(nrt.memsys_get_stats_alloc() - before)
+    finally:
+        if not enabled:
+            nrt.memsys_disable_stats()
+    assert counts[0] == counts[1] == counts[2] > 0, counts
+
+
+_EPOCH_SCRIPT = textwrap.dedent("""
+    import json, warnings
+    import numpy as np
+    from numba.core.errors import NumbaWarning
+    warnings.simplefilter("error", NumbaWarning)  # "Cannot cache ..." fails the run
+    import fastnn
+    from fastnn._kernels import training_numba as T
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 3))
+    y = rng.integers(0, 2, 40)
+    net = fastnn.MLP([3, 6, 2], "tanh", loss="cross_entropy", backend="numba",
+                     random_state=1)
+    hist = fastnn.fit(net, X, y, optimizer="adam", epochs=2, batch_size=8)
+    kernels = list(T._VARIANTS.values())
+    print(json.dumps({
+        "params": net.params.tolist(), "loss": hist.history["loss"],
+        "hits": [sum(k.stats.cache_hits.values()) for k in kernels],
+    }))
+""")
+
+
+def test_epoch_kernel_is_cached_and_loads_in_a_new_process(tmp_path):
+    """Each (loss, activations) variant is a closure: Numba caches it by its captured
+    constants, and a second process must load it instead of compiling again."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("NUMBA_DISABLE_JIT", None)
+    src = str(Path(fastnn.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-W", "ignore::UserWarning", "-c",
+                               _EPOCH_SCRIPT], capture_output=True, text=True, env=env,
+                              timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    cold, warm = runs
+    assert cold["hits"] == [0], cold["hits"]
+    assert warm["hits"] == [1], f"not loaded from the cache: {warm['hits']}"
+    assert warm["params"] == cold["params"] and warm["loss"] == cold["loss"]
