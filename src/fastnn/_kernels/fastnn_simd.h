@@ -120,6 +120,43 @@
         for (ptrdiff_t i = 0; i < n; i++) x[i] = x[i] * f;                             \
     }
 
+/* --- squared norm: one leaf of NumPy's pairwise sum ------------------------------- */
+
+/* sum of x[i]^2 over n <= 128 values, each widened to double before squaring, in the
+ * order of NumPy's pairwise leaf: eight interleaved partial sums, combined as
+ * ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)), then the tail; fewer than eight
+ * values are added to -0.0 one by one. The eight partial sums are independent, so a
+ * vector register can hold them without changing any rounding. */
+#define FNN_SQ_LEAF(T, S)                                                              \
+    FNN_CLONES FNN_UNUSED static double fnn_sq_leaf_##S(const T *x, ptrdiff_t n)       \
+    {                                                                                  \
+        double r[8], res, w;                                                           \
+        ptrdiff_t i, l;                                                                \
+        if (n < 8) {                                                                   \
+            res = -0.0;                                                                \
+            for (i = 0; i < n; i++) {                                                  \
+                w = x[i];                                                              \
+                res = res + w * w;                                                     \
+            }                                                                          \
+            return res;                                                                \
+        }                                                                              \
+        for (l = 0; l < 8; l++) {                                                      \
+            w = x[l];                                                                  \
+            r[l] = w * w;                                                              \
+        }                                                                              \
+        for (i = 8; i < n - n % 8; i += 8)                                             \
+            for (l = 0; l < 8; l++) {                                                  \
+                w = x[i + l];                                                          \
+                r[l] = r[l] + w * w;                                                   \
+            }                                                                          \
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));       \
+        for (; i < n; i++) {                                                           \
+            w = x[i];                                                                  \
+            res = res + w * w;                                                         \
+        }                                                                              \
+        return res;                                                                    \
+    }
+
 /* --- dense layers: the passes around the GEMMs, on (m, k) row-major --------------- */
 /* Activation codes as in codes.py; only the ones without transcendentals are here. */
 enum { FNN_IDENTITY = 0, FNN_RELU = 4, FNN_LEAKY_RELU = 5 };
@@ -136,18 +173,83 @@ enum { FNN_IDENTITY = 0, FNN_RELU = 4, FNN_LEAKY_RELU = 5 };
 /* The row loops, once per activation. The pointers that the kernel contract keeps
  * apart are restrict; the one allowed alias (a = z, dz = da) has its own loop, so
  * the compiler needs no run-time overlap test (which would fail on the alias). */
-#define FNN_FORWARD_LOOPS(T, G)                                                            if (a == z) {                                                                              T *restrict zz = z;                                                                    for (ptrdiff_t i = 0; i < m; i++)                                                          for (ptrdiff_t j = 0; j < k; j++) {                                                        T t = zz[i * k + j] + b[j];                                                            zz[i * k + j] = G(t, alpha);                                                       }                                                                              } else {                                                                                   T *restrict zz = z, *restrict aa = a;                                                  for (ptrdiff_t i = 0; i < m; i++)                                                          for (ptrdiff_t j = 0; j < k; j++) {                                                        T t = zz[i * k + j] + b[j];                                                            zz[i * k + j] = t;                                                                     aa[i * k + j] = G(t, alpha);                                                       }                                                                              }
+#define FNN_FORWARD_LOOPS(T, G)                                                        \
+    if (a == z) {                                                                      \
+        T *restrict zz = z;                                                            \
+        for (ptrdiff_t i = 0; i < m; i++)                                              \
+            for (ptrdiff_t j = 0; j < k; j++) {                                        \
+                T t = zz[i * k + j] + b[j];                                            \
+                zz[i * k + j] = G(t, alpha);                                           \
+            }                                                                          \
+    } else {                                                                           \
+        T *restrict zz = z, *restrict aa = a;                                          \
+        for (ptrdiff_t i = 0; i < m; i++)                                              \
+            for (ptrdiff_t j = 0; j < k; j++) {                                        \
+                T t = zz[i * k + j] + b[j];                                            \
+                zz[i * k + j] = t;                                                     \
+                aa[i * k + j] = G(t, alpha);                                           \
+            }                                                                          \
+    }
 
-#define FNN_BACKWARD_LOOPS(T, D)                                                           if (dz == da) {                                                                            T *restrict g = dz, *restrict s = db;                                                  for (ptrdiff_t i = 0; i < m; i++)                                                          for (ptrdiff_t j = 0; j < k; j++) {                                                        T zj = z[i * k + j], d = D(zj, alpha);                                                 T t = g[i * k + j] * d;                                                                g[i * k + j] = t;                                                                      s[j] = s[j] + t;                                                                   }                                                                              } else {                                                                                   T *restrict g = dz, *restrict s = db;                                                  const T *restrict in = da;                                                             for (ptrdiff_t i = 0; i < m; i++)                                                          for (ptrdiff_t j = 0; j < k; j++) {                                                        T zj = z[i * k + j], d = D(zj, alpha);                                                 T t = in[i * k + j] * d;                                                               g[i * k + j] = t;                                                                      s[j] = s[j] + t;                                                                   }                                                                              }
+#define FNN_BACKWARD_LOOPS(T, D)                                                       \
+    if (dz == da) {                                                                    \
+        T *restrict g = dz, *restrict s = db;                                          \
+        for (ptrdiff_t i = 0; i < m; i++)                                              \
+            for (ptrdiff_t j = 0; j < k; j++) {                                        \
+                T zj = z[i * k + j], d = D(zj, alpha);                                 \
+                T t = g[i * k + j] * d;                                                \
+                g[i * k + j] = t;                                                      \
+                s[j] = s[j] + t;                                                       \
+            }                                                                          \
+    } else {                                                                           \
+        T *restrict g = dz, *restrict s = db;                                          \
+        const T *restrict in = da;                                                     \
+        for (ptrdiff_t i = 0; i < m; i++)                                              \
+            for (ptrdiff_t j = 0; j < k; j++) {                                        \
+                T zj = z[i * k + j], d = D(zj, alpha);                                 \
+                T t = in[i * k + j] * d;                                               \
+                g[i * k + j] = t;                                                      \
+                s[j] = s[j] + t;                                                       \
+            }                                                                          \
+    }
 
 /* z += b (row by row) and a = g(z); a may be z (then z ends as g(z + b)).
  * Returns 0, doing nothing, for an activation code not handled here. */
-#define FNN_BIAS_ACT(T, S)                                                                 FNN_CLONES FNN_UNUSED static int fnn_bias_act_##S(                                         T *z, const T *restrict b, ptrdiff_t m, ptrdiff_t k, int act, T alpha, T *a)       {                                                                                          if (act == FNN_IDENTITY) {                                                                 FNN_FORWARD_LOOPS(T, FNN_G_IDENTITY)                                               } else if (act == FNN_RELU) {                                                              FNN_FORWARD_LOOPS(T, FNN_G_RELU)                                                   } else if (act == FNN_LEAKY_RELU) {                                                        FNN_FORWARD_LOOPS(T, FNN_G_LEAKY_RELU)                                             } else {                                                                                   return 0;                                                                          }                                                                                      return 1;                                                                          }
+#define FNN_BIAS_ACT(T, S)                                                             \
+    FNN_CLONES FNN_UNUSED static int fnn_bias_act_##S(                                 \
+        T *z, const T *restrict b, ptrdiff_t m, ptrdiff_t k, int act, T alpha, T *a)   \
+    {                                                                                  \
+        if (act == FNN_IDENTITY) {                                                     \
+            FNN_FORWARD_LOOPS(T, FNN_G_IDENTITY)                                       \
+        } else if (act == FNN_RELU) {                                                  \
+            FNN_FORWARD_LOOPS(T, FNN_G_RELU)                                           \
+        } else if (act == FNN_LEAKY_RELU) {                                            \
+            FNN_FORWARD_LOOPS(T, FNN_G_LEAKY_RELU)                                     \
+        } else {                                                                       \
+            return 0;                                                                  \
+        }                                                                              \
+        return 1;                                                                      \
+    }
 
 /* dz = da * g'(z) and db += dz row by row (the caller zeroes db); dz may be da, the
  * derivative is rounded to T before the product. Returns 0, doing nothing, for an
  * activation code not handled here. */
-#define FNN_ACT_GRAD_BIAS(T, S)                                                            FNN_CLONES FNN_UNUSED static int fnn_act_grad_bias_##S(                                    const T *da, const T *restrict z, ptrdiff_t m, ptrdiff_t k, int act, T alpha,          T *dz, T *db)                                                                      {                                                                                          if (act == FNN_IDENTITY) {                                                                 FNN_BACKWARD_LOOPS(T, FNN_D_IDENTITY)                                              } else if (act == FNN_RELU) {                                                              FNN_BACKWARD_LOOPS(T, FNN_D_RELU)                                                  } else if (act == FNN_LEAKY_RELU) {                                                        FNN_BACKWARD_LOOPS(T, FNN_D_LEAKY_RELU)                                            } else {                                                                                   return 0;                                                                          }                                                                                      return 1;                                                                          }
+#define FNN_ACT_GRAD_BIAS(T, S)                                                        \
+    FNN_CLONES FNN_UNUSED static int fnn_act_grad_bias_##S(                            \
+        const T *da, const T *restrict z, ptrdiff_t m, ptrdiff_t k, int act, T alpha,  \
+        T *dz, T *db)                                                                  \
+    {                                                                                  \
+        if (act == FNN_IDENTITY) {                                                     \
+            FNN_BACKWARD_LOOPS(T, FNN_D_IDENTITY)                                      \
+        } else if (act == FNN_RELU) {                                                  \
+            FNN_BACKWARD_LOOPS(T, FNN_D_RELU)                                          \
+        } else if (act == FNN_LEAKY_RELU) {                                            \
+            FNN_BACKWARD_LOOPS(T, FNN_D_LEAKY_RELU)                                    \
+        } else {                                                                       \
+            return 0;                                                                  \
+        }                                                                              \
+        return 1;                                                                      \
+    }
 
 #define FNN_ALL(T, S, SQRT)                                                            \
     FNN_SGD(T, S)                                                                      \
@@ -155,6 +257,7 @@ enum { FNN_IDENTITY = 0, FNN_RELU = 4, FNN_LEAKY_RELU = 5 };
     FNN_ADAPTIVE(T, S, SQRT)                                                           \
     FNN_ADAM(T, S, SQRT)                                                               \
     FNN_SCALE(T, S)                                                                    \
+    FNN_SQ_LEAF(T, S)                                                                  \
     FNN_BIAS_ACT(T, S)                                                                 \
     FNN_ACT_GRAD_BIAS(T, S)
 

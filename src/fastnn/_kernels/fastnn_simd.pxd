@@ -30,6 +30,8 @@ cdef extern from "fastnn_simd.h" nogil:
                       double shrink, int decay, int decoupled)
     void fnn_scale_f32(float* x, Py_ssize_t n, float f)
     void fnn_scale_f64(double* x, Py_ssize_t n, double f)
+    double fnn_sq_leaf_f32(const float* x, Py_ssize_t n)
+    double fnn_sq_leaf_f64(const double* x, Py_ssize_t n)
     int fnn_bias_act_f32(float* z, const float* b, Py_ssize_t m, Py_ssize_t k, int act,
                          float alpha, float* a)
     int fnn_bias_act_f64(double* z, const double* b, Py_ssize_t m, Py_ssize_t k, int act,

@@ -11,10 +11,11 @@ CPU (AVX-512F, AVX2 or baseline) with identical results. Arguments come checked 
 from cython cimport floating
 from libc.math cimport pow
 
-from fastnn._kernels.blas_cython cimport PW_BLOCK, pw_block, pw_split
+from fastnn._kernels.blas_cython cimport PW_BLOCK, pw_split
 from fastnn._kernels.fastnn_simd cimport (
     fnn_adam_f32, fnn_adam_f64, fnn_adaptive_f32, fnn_adaptive_f64, fnn_momentum_f32,
     fnn_momentum_f64, fnn_scale_f32, fnn_scale_f64, fnn_sgd_f32, fnn_sgd_f64,
+    fnn_sq_leaf_f32, fnn_sq_leaf_f64,
 )
 
 __all__ = [
@@ -149,15 +150,14 @@ cdef void c_adamw_step(floating* param, const floating* grad, floating* m, float
 
 
 cdef double _sq_sum(const floating* x, Py_ssize_t n) noexcept nogil:
-    """Pairwise float64 sum of x^2, each x widened before squaring."""
-    cdef double buf[PW_BLOCK]
-    cdef double w
-    cdef Py_ssize_t i, n2
+    """Pairwise float64 sum of x^2, each x widened before squaring: NumPy's tree, its
+    leaves summed by fastnn_simd.h."""
+    cdef Py_ssize_t n2
     if n <= PW_BLOCK:
-        for i in range(n):
-            w = x[i]
-            buf[i] = w * w
-        return pw_block(buf, n)
+        if floating is float:
+            return fnn_sq_leaf_f32(x, n)
+        else:
+            return fnn_sq_leaf_f64(x, n)
     n2 = pw_split(n)
     return _sq_sum(x, n2) + _sq_sum(x + n2, n - n2)
 
