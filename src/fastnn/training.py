@@ -456,16 +456,29 @@ def _check_named(model, X, name):
 
 
 def _take_snapshot(model, opt, snapshot):
-    """Copy params, buffers and optimizer state into ``snapshot`` (allocated once)."""
+    """Copy params, buffers and optimizer state into ``snapshot``, reusing its arrays.
+
+    Arrays are allocated once (the optimizer's state appears at its first step, so
+    only those are added then): re-copying everything would hold the old and the new
+    copies at once, one more parameter-sized array at the peak.
+    """
     if snapshot is None or snapshot["params"].shape != model.params.shape \
-            or set(snapshot["opt"]) != set(opt.state):
+            or snapshot["buffers"].shape != model.buffers.shape:
         snapshot = {"params": model.params.copy(), "buffers": model.buffers.copy(),
-                    "opt": {k: a.copy() for k, a in opt.state.items()}}
+                    "opt": {}}
     else:
         np.copyto(snapshot["params"], model.params)
         np.copyto(snapshot["buffers"], model.buffers)
-        for k, a in opt.state.items():
-            np.copyto(snapshot["opt"][k], a)
+    saved = snapshot["opt"]
+    for k in [k for k, a in saved.items()
+              if k not in opt.state or a.shape != opt.state[k].shape
+              or a.dtype != opt.state[k].dtype]:
+        del saved[k]
+    for k, a in opt.state.items():
+        if k in saved:
+            np.copyto(saved[k], a)
+        else:
+            saved[k] = a.copy()
     snapshot["t"], snapshot["epoch"] = opt.t, opt.epoch
     snapshot["schedule"] = opt.schedule.state_dict()
     return snapshot
@@ -484,9 +497,10 @@ def _diverged(model, opt, err, state, snapshot):
     elif snapshot is not None:
         model.params[...] = snapshot["params"]
         model.buffers[...] = snapshot["buffers"]
-        if set(snapshot["opt"]) == set(opt.state):
-            for k, a in snapshot["opt"].items():
-                opt.state[k][...] = a
+        for k, a in opt.state.items():
+            # state created during the epoch (a new optimizer's first step) started as
+            # zeros, which is what it is put back to
+            a[...] = snapshot["opt"][k] if k in snapshot["opt"] else 0
         opt.t, opt.epoch = snapshot["t"], snapshot["epoch"]
         opt.schedule.load_state_dict(snapshot["schedule"])
         kept = (f"The weights had become non-finite, so the model and its optimizer were "
