@@ -652,7 +652,9 @@ class MLP:
         running statistics.
         """
         X = check_X(X, self.dtype, self.n_features_in)
-        return self._check_output(self._decision_checked(X), X)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            out = self._decision_checked(X)
+        return self._check_output(out, X)
 
     def _check_output(self, out, X):
         """``out``, or ValueError when it is not finite: NaN logits would otherwise come
@@ -872,7 +874,8 @@ class MLP:
         """
         if not checked:
             X, y = self.check_data(X, y)
-        out = self._decision_checked(X)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = self._decision_checked(X)
         if not checked:
             self._check_output(out, X)
         n = X.shape[0]
