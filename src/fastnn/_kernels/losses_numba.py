@@ -137,34 +137,58 @@ def binary_cross_entropy_gradient(z, y, out):
 
 @jit
 def binary_cross_entropy_and_gradient(z, y, out, terms, rows, nodes, sums):
-    """binary_cross_entropy(z, y), returned, and its gradient written into out, with
-    one exp per element (the two kernels' values exactly)."""
+    """(binary_cross_entropy(z, y), rows right) with its gradient written into out, one
+    exp per element (the two kernels' values exactly). A row is right when every
+    column's (z > 0) equals (y > 0.5)."""
     m, k = z.shape
+    correct = 0
     for i in range(m):
+        right = True
         for j in range(k):
             x = np.float64(z[i, j])
             t = np.float64(y[i, j])
             e = np.exp(-np.abs(x))
             terms[j] = _bce_term(x, t, e)
             out[i, j] = _bce_grad(x, t, e, m)
+            right = right and (x > 0) == (t > 0.5)
         rows[i] = 0.0 + pairwise_sum_ws(terms, k, nodes, sums)
-    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m
+        correct += right
+    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m, correct
 
 
 # --- softmax cross-entropy ------------------------------------------------------------
 
-@jit
+@jit_inline
 def _shifted_exp_row(z, i, e, nodes, sums):
-    """Row i of z: e[j] = exp(z[i, j] - max), returns (max, pairwise sum of e), float64."""
+    """Row i of z: e[j] = exp(z[i, j] - max); returns (max, pairwise sum of e, index of
+    the first maximum), float64. The index is np.argmax's unless the row holds NaN
+    (then max, and the loss, are NaN)."""
     k = z.shape[1]
     mx = np.float64(z[i, 0])
+    at = 0
     for j in range(1, k):
         x = np.float64(z[i, j])
         if x > mx or x != x:  # NaN wins, as in ndarray.max
             mx = x
+            at = j
     for j in range(k):
         e[j] = np.exp(np.float64(z[i, j]) - mx)
-    return mx, pairwise_sum_ws(e, k, nodes, sums)
+    return mx, pairwise_sum_ws(e, k, nodes, sums), at
+
+
+@jit_inline
+def _argmax_row(a, i):
+    """np.argmax(a[i]): the first NaN, else the first maximum."""
+    at = 0
+    best = a[i, 0]
+    for j in range(1, a.shape[1]):
+        if best != best:
+            break
+        v = a[i, j]
+        if v > best or v != v:
+            at = j
+            best = v
+    return at
 
 
 @jit_inline
@@ -191,7 +215,7 @@ def cross_entropy_ws(z, y, e, rows, nodes, sums):
     """cross_entropy with float64 scratch e (>= k), rows (>= m), a float64 stack."""
     m = z.shape[0]
     for i in range(m):
-        mx, s = _shifted_exp_row(z, i, e, nodes, sums)
+        mx, s, _ = _shifted_exp_row(z, i, e, nodes, sums)
         rows[i] = _ce_row(z, y, i, mx, s, e, nodes, sums)  # e becomes the terms
     return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m
 
@@ -203,23 +227,26 @@ def cross_entropy_gradient(z, y, out):
     nodes, sums = pairwise_stack(e)
     m, k = z.shape
     for i in range(m):
-        _, s = _shifted_exp_row(z, i, e, nodes, sums)
+        _, s, _ = _shifted_exp_row(z, i, e, nodes, sums)
         for j in range(k):
             out[i, j] = (e[j] / s - np.float64(y[i, j])) / m
 
 
 @jit
 def cross_entropy_and_gradient(z, y, out, e, terms, rows, nodes, sums):
-    """cross_entropy(z, y), returned, and its gradient written into out, the softmax
-    of each row computed once (the two kernels' values exactly); float64 scratch e,
-    terms (>= k), rows (>= m) and a float64 stack."""
+    """(cross_entropy(z, y), rows right) with its gradient written into out, the
+    softmax of each row computed once (the two kernels' values exactly); float64
+    scratch e, terms (>= k), rows (>= m) and a float64 stack. A row is right when the
+    argmax of z is the argmax of y (first maxima)."""
     m, k = z.shape
+    correct = 0
     for i in range(m):
-        mx, s = _shifted_exp_row(z, i, e, nodes, sums)
+        mx, s, at = _shifted_exp_row(z, i, e, nodes, sums)
         rows[i] = _ce_row(z, y, i, mx, s, terms, nodes, sums)
         for j in range(k):
             out[i, j] = (e[j] / s - np.float64(y[i, j])) / m
-    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m
+        correct += at == _argmax_row(y, i)
+    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m, correct
 
 
 @jit
@@ -239,7 +266,7 @@ def sparse_cross_entropy_ws(z, labels, e, rows, nodes, sums):
     if m == 0:
         return np.nan  # the mean of no sample, as np.mean
     for i in range(m):
-        mx, s = _shifted_exp_row(z, i, e, nodes, sums)
+        mx, s, _ = _shifted_exp_row(z, i, e, nodes, sums)
         rows[i] = np.log(s) - (np.float64(z[i, labels[i]]) - mx)
     return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m
 
@@ -251,7 +278,7 @@ def sparse_cross_entropy_gradient(z, labels, out):
     nodes, sums = pairwise_stack(e)
     m, k = z.shape
     for i in range(m):
-        _, s = _shifted_exp_row(z, i, e, nodes, sums)
+        _, s, _ = _shifted_exp_row(z, i, e, nodes, sums)
         _sparse_grad_row(out, i, e, s, labels[i], m)
 
 
@@ -266,11 +293,15 @@ def _sparse_grad_row(out, i, e, s, label, m):
 
 @jit
 def sparse_cross_entropy_and_gradient(z, labels, out, e, rows, nodes, sums):
-    """sparse_cross_entropy(z, labels), returned, and its gradient written into out,
-    the softmax of each row computed once (the two kernels' values exactly)."""
+    """(sparse_cross_entropy(z, labels), rows right) with its gradient written into
+    out, the softmax of each row computed once (the two kernels' values exactly). A row
+    is right when the argmax of z (first maximum) is its label."""
     m = z.shape[0]
+    correct = 0
     for i in range(m):
-        mx, s = _shifted_exp_row(z, i, e, nodes, sums)
-        rows[i] = np.log(s) - (np.float64(z[i, labels[i]]) - mx)
-        _sparse_grad_row(out, i, e, s, labels[i], m)
-    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m
+        mx, s, at = _shifted_exp_row(z, i, e, nodes, sums)
+        label = labels[i]
+        rows[i] = np.log(s) - (np.float64(z[i, label]) - mx)
+        _sparse_grad_row(out, i, e, s, label, m)
+        correct += at == label
+    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m, correct

@@ -47,44 +47,6 @@ def _bias_correction(beta, t):
     return 1.0 - math.pow(beta, np.float64(t))
 
 
-@jit_inline
-def _argmax_row(a, i):
-    """np.argmax(a[i]): the first NaN, else the first maximum."""
-    best = 0
-    bv = a[i, 0]
-    for j in range(1, a.shape[1]):
-        if bv != bv:
-            break
-        v = a[i, j]
-        if v > bv or v != v:
-            best = j
-            bv = v
-    return best
-
-
-@jit
-def _n_correct(sparse, binary, out, yb, lb):
-    """Rows predicted right, as the reference's ``_n_correct``: argmax (first maximum)
-    against the label or the target's argmax; binary: every column's (out > 0) equals
-    (target > 0.5)."""
-    m, k = out.shape
-    c = 0
-    for i in range(m):
-        if binary:
-            ok = True
-            for j in range(k):
-                if (out[i, j] > 0) != (yb[i, j] > 0.5):
-                    ok = False
-                    break
-        elif sparse:
-            ok = _argmax_row(out, i) == lb[i]
-        else:
-            ok = _argmax_row(out, i) == _argmax_row(yb, i)
-        if ok:
-            c += 1
-    return c
-
-
 @jit
 def _check_layout(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off,
                   lowest, loss_code, params, grads, ws, ws_off, lb, opt_code, state1,
@@ -253,25 +215,22 @@ def _make_epoch(loss_kind, used):
 
             # 3. loss (stop before any update when it is not finite), correct rows; the
             # cross-entropies write their gradient in the same pass (into workspace)
+            correct = 0
             if loss_kind == _MSE:
                 loss = mse_ws(out.reshape(m * k), yb.reshape(m * k), e, nodes, sums)
             elif loss_kind == _BCE:
-                loss = binary_cross_entropy_and_gradient(out, yb, g_out, terms, rows,
-                                                         nodes, sums)
+                loss, correct = binary_cross_entropy_and_gradient(out, yb, g_out, terms,
+                                                                  rows, nodes, sums)
             elif loss_kind == _CE:
-                loss = cross_entropy_and_gradient(out, yb, g_out, e, terms, rows, nodes,
-                                                  sums)
+                loss, correct = cross_entropy_and_gradient(out, yb, g_out, e, terms, rows,
+                                                           nodes, sums)
             else:
-                loss = sparse_cross_entropy_and_gradient(out, t_lab, g_out, e, rows, nodes,
-                                                         sums)
+                loss, correct = sparse_cross_entropy_and_gradient(out, t_lab, g_out, e,
+                                                                  rows, nodes, sums)
             if not math.isfinite(loss):
                 stats[codes.STAT_STATUS] = codes.STATUS_LOSS_NOT_FINITE
                 stats[codes.STAT_BAD_VALUE] = loss
                 return
-            correct = 0
-            if loss_kind != _MSE:
-                correct = _n_correct(loss_kind == _SPARSE, loss_kind == _BCE, out, yb,
-                                     t_lab)
 
             # 4. loss gradient, backward down to the lowest trainable layer
             if loss_kind == _MSE:
