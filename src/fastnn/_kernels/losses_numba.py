@@ -171,9 +171,18 @@ def _shifted_exp_row(z, i, e, nodes, sums):
         if x > mx or x != x:  # NaN wins, as in ndarray.max
             mx = x
             at = j
-    for j in range(k):
-        e[j] = np.exp(np.float64(z[i, j]) - mx)
-    return mx, pairwise_sum_ws(e, k, nodes, sums), at
+    if k >= 8:
+        for j in range(k):
+            e[j] = np.exp(np.float64(z[i, j]) - mx)
+        return mx, pairwise_sum_ws(e, k, nodes, sums), at
+    # fewer than 8 terms: NumPy (block_sum) adds them left to right; done here in the
+    # exp loop, without a call per row
+    s = e[0] = np.exp(np.float64(z[i, 0]) - mx)
+    for j in range(1, k):
+        v = np.exp(np.float64(z[i, j]) - mx)
+        e[j] = v
+        s += v
+    return mx, s, at
 
 
 @jit_inline

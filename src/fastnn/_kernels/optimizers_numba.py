@@ -10,7 +10,8 @@ is never written) and, as in the reference, only exists when wd != 0.
 import numpy as np
 
 from ._numba_common import (
-    PW_BLOCK, block_sum, cast_like, jit, pairwise_combine, pairwise_descend, pairwise_stack,
+    PW_BLOCK, block_sum, cast_like, jit, jit_inline, pairwise_combine, pairwise_descend,
+    pairwise_stack,
 )
 
 __all__ = [
@@ -152,7 +153,7 @@ def adamw_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
           eps, weight_decay, True)
 
 
-@jit
+@jit_inline
 def _block_squares(x, lo, n, buf):
     """Sum of x[i]^2 in float64 for one block [lo, lo + n)."""
     for j in range(n):
