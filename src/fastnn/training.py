@@ -485,6 +485,8 @@ def _take_snapshot(model, opt, snapshot):
 
 
 def _diverged(model, opt, err, state, snapshot):
+    # No update ever happened: the learning rate cannot be the cause, the data is.
+    before_any_update = opt.t == 0 and err.what in ("loss", "gradient")
     epoch = state["epoch"] + 1
     # The step that failed, 1-based within its epoch.
     step = (err.steps_done if err.steps_done is not None else state["step"] + 1) + 1
@@ -508,6 +510,13 @@ def _diverged(model, opt, err, state, snapshot):
     else:
         kept = ("The weights had become non-finite and rollback=False kept no copy: "
                 "re-initialise or reload the model before using it.")
+    if before_any_update:
+        return DivergenceError(
+            f"Training diverged {where}, before any update: the learning rate is not "
+            f"the cause, the data is too large for the model's {model.dtype.name} "
+            f"arithmetic. {kept} Standardise X and y"
+            f"{' (or train in float64)' if model.dtype == np.float32 else ''}.",
+            what=err.what, value=err.value)
     clip = ("" if opt.clip_norm is None else f" (it is {opt.clip_norm:g} now)")
     msg = (f"Training diverged {where}. {kept} Try a lower learning rate (the current "
            f"one is {opt.lr:g}), gradient clipping with a smaller clip_norm on the "
