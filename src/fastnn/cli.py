@@ -502,9 +502,11 @@ def cmd_predict(args, out=print) -> int:
             print(f"{args.data} has the target column {obj.target!r}: accuracy {acc:.4f}",
                   file=sys.stderr)
         elif all(_is_number(t) for t in truth):
-            t = np.array([float(v) for v in truth])
+            # in units of the model's target scale: targets near 1e300 do not overflow
+            t = (np.array([float(v) for v in truth]) - obj.y_mean) / obj.y_scale
+            p = (np.asarray(pred, np.float64) - obj.y_mean) / obj.y_scale
             ss = float(((t - t.mean()) ** 2).sum())
-            r2 = 1 - float(((t - pred) ** 2).sum()) / ss if ss > 0 else float("nan")
+            r2 = 1 - float(((t - p) ** 2).sum()) / ss if ss > 0 else float("nan")
             print(f"{args.data} has the target column {obj.target!r}: R^2 {r2:.4f}",
                   file=sys.stderr)
     if args.output:
