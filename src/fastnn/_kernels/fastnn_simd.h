@@ -5,12 +5,14 @@
  * each function below is also compiled for AVX2 and AVX-512F, and the dynamic loader
  * picks the widest version the CPU supports (an ifunc, resolved once at load time).
  *
- * The versions give identical results: every loop is elementwise (each output depends
- * on its own inputs only, never on a running sum across elements), every operation is
- * an IEEE add, multiply, divide or square root, correctly rounded at any vector width,
- * and setup.py builds with -ffp-contract=off (no FMA) and without fast-math (no
- * reassociation, NaN checks kept). The "avx2" and "avx512f" targets do not even enable
- * FMA instructions.
+ * The versions give identical results: the loops are elementwise, and the two that
+ * accumulate (db over the rows of a batch, the squared norm's eight partial sums) keep
+ * each sum's order, the vector lanes running across independent sums, never along one.
+ * Every operation is an IEEE add, multiply, divide or square root, correctly rounded
+ * at any vector width, and setup.py builds with -ffp-contract=off (no FMA) and without
+ * fast-math (no reassociation, NaN checks kept); the "avx2" and "avx512f" targets do
+ * not even enable FMA instructions. tests/kernels/test_cython_smoke.py compares the
+ * versions bit for bit.
  *
  * Scalars arrive already rounded to the array dtype by the Cython caller (each
  * hyperparameter expression in double, cast once); the array arithmetic follows the
