@@ -192,7 +192,7 @@ def test_train_epoch_refuses_bad_calls_without_touching_memory(monkeypatch):
     bad = {
         "X": [g["X"].astype(np.float64), np.asfortranarray(g["X"]), g["X"][:, :4].copy()],
         "batch_size": [True, 0],
-        "lowest": [5], "loss_code": [7, 2.0], "opt_code": [9],
+        "lowest": [5], "loss_code": [7], "opt_code": [9],
         "ws": [g["ws"][:10]],
         "order": [g["order"][:10], np.full(50, 99, np.int64)],
         "labels": [np.full(50, 7, np.int64)],
@@ -279,3 +279,79 @@ def test_epoch_kernel_is_cached_and_loads_in_a_new_process(tmp_path):
     assert cold["hits"] == [0], cold["hits"]
     assert warm["hits"] == [1], f"not loaded from the cache: {warm['hits']}"
     assert warm["params"] == cold["params"] and warm["loss"] == cold["loss"]
+
+
+def _fused_and_step(activations, loss, dtype, monkeypatch):
+    """(params, logs) after two epochs through train_epoch and through the step path."""
+    from fastnn import _fused
+    from fastnn.optim import Adam
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((70, 4))
+    y = {"mse": X[:, :2] * 2, "cross_entropy": rng.integers(0, 3, 70),
+         "binary_cross_entropy": rng.integers(0, 2, (70, 3)).astype(float)}[loss]
+    n_out = 2 if loss == "mse" else 3
+    runs = []
+    for fused in (True, False):
+        net = fastnn.MLP([4] + [5] * len(activations) + [n_out], activations, loss=loss,
+                         dtype=dtype, backend="numba", random_state=2)
+        X_, y_ = net.check_data(X, y)
+        opt = Adam(lr=0.05, clip_norm=0.5)
+        assert _fused.supports(net, opt)
+        if not fused:
+            monkeypatch.setattr(_fused, "supports", lambda model, optimizer: False)
+        # shuffled, then in order (the kernel then reads X in place)
+        logs = [net.train_epoch(X_, y_, opt, 16, shuffle=shuffle)
+                for shuffle in (True, False)]
+        monkeypatch.undo()
+        runs.append((net.params, logs, opt.state["m"], opt.t))
+    return runs
+
+
+def test_epoch_kernel_equals_step_path_for_every_activation(monkeypatch):
+    """tests/test_fused.py covers the losses and optimizers; here every activation code
+    goes through the epoch kernel's own forward and backward dispatch."""
+    acts = ["identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softmax"]
+    fused, step = _fused_and_step(acts, "mse", "float64", monkeypatch)
+    np.testing.assert_array_equal(fused[0], step[0])
+    np.testing.assert_array_equal(fused[2], step[2])
+    assert fused[1] == step[1] and fused[3] == step[3] == 10
+
+
+_PY_MODE_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    import fastnn
+    from fastnn import _fused
+    from fastnn.optim import Adam
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 3))
+    labels = rng.integers(0, 3, 40)
+    supports = _fused.supports
+    for acts, loss, y in ((["tanh", "softmax"], "cross_entropy", labels),
+                          ("relu", "binary_cross_entropy", np.eye(3)[labels])):
+        runs = []
+        for fused in (True, False):
+            net = fastnn.MLP([3, 5, 4, 3], acts, loss=loss, backend="numba",
+                             random_state=0)
+            X_, y_ = net.check_data(X, y)
+            opt = Adam(lr=0.05, clip_norm=0.3)
+            _fused.supports = supports if fused else (lambda model, optimizer: False)
+            logs = [net.train_epoch(X_, y_, opt, 16, shuffle=shuffle)
+                    for shuffle in (True, False)]
+            runs.append((net.params, logs))
+        _fused.supports = supports
+        assert np.array_equal(runs[0][0], runs[1][0]), (acts, loss)
+        assert runs[0][1] == runs[1][1], (acts, loss)
+    print("ok")
+""")
+
+
+def test_epoch_kernel_runs_as_python(tmp_path):
+    """training_numba with NUMBA_DISABLE_JIT=1 (as coverage sees it) equals the step
+    path too."""
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1", NUMBA_CACHE_DIR=str(tmp_path / "c"))
+    src = str(Path(fastnn.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    proc = subprocess.run([sys.executable, "-W", "ignore", "-c", _PY_MODE_SCRIPT],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

@@ -166,20 +166,33 @@ def _make_epoch(loss_kind, used):
         for j in range(batch_start, batch_stop):
             s = j * batch_size
             m = min(n, s + batch_size) - s
-            # 1. gather the batch
-            xb = ws[ws_off[0]:ws_off[0] + m * d].reshape((m, d))
+            # 1. the batch: rows order[s:s + m] of X and of the targets, gathered into
+            # ws; a run of consecutive rows (an epoch without shuffling) is used in
+            # place, as the step path does (same values, so the same results)
+            row0 = order[s]
+            run = True
+            for r in range(1, m):
+                if order[s + r] != row0 + r:
+                    run = False
+                    break
             ky = 0 if sparse else k
-            yb = ws[ws_off[1]:ws_off[1] + m * ky].reshape((m, ky))
-            for r in range(m):
-                row = order[s + r]
-                for c in range(d):
-                    xb[r, c] = X[row, c]
-                if sparse:
-                    lb[r] = labels[row]
-                else:
-                    for c in range(k):
-                        yb[r, c] = y[row, c]
-            t_lab = lb[:m]
+            if run:
+                xb = X[row0:row0 + m]
+                yb = y[row0:row0 + m] if not sparse else y[:0]
+                t_lab = labels[row0:row0 + m] if sparse else lb[:0]
+            else:
+                xb = ws[ws_off[0]:ws_off[0] + m * d].reshape((m, d))
+                yb = ws[ws_off[1]:ws_off[1] + m * ky].reshape((m, ky))
+                for r in range(m):
+                    row = order[s + r]
+                    for c in range(d):
+                        xb[r, c] = X[row, c]
+                    if sparse:
+                        lb[r] = labels[row]
+                    else:
+                        for c in range(k):
+                            yb[r, c] = y[row, c]
+                t_lab = lb[:m]
 
             # 2. forward
             x_in = xb
