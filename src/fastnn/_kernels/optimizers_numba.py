@@ -10,8 +10,7 @@ is never written) and, as in the reference, only exists when wd != 0.
 import numpy as np
 
 from ._numba_common import (
-    PW_BLOCK, block_sum, cast_like, jit, jit_inline, pairwise_combine, pairwise_descend,
-    pairwise_stack,
+    PW_BLOCK, cast_like, jit, jit_inline, pairwise_combine, pairwise_descend, pairwise_stack,
 )
 
 __all__ = [
@@ -154,36 +153,63 @@ def adamw_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
 
 
 @jit_inline
-def _block_squares(x, lo, n, buf):
-    """Sum of x[i]^2 in float64 for one block [lo, lo + n)."""
-    for j in range(n):
-        v = np.float64(x[lo + j])
-        buf[j] = v * v
-    return block_sum(buf, np.intp(0), n)
+def _sq(x, i):
+    v = np.float64(x[i])
+    return v * v
+
+
+@jit
+def _block_squares(x, lo, n):
+    """Sum of x[i]^2 in float64 over one block [lo, lo + n), 1 <= n <= PW_BLOCK: the
+    terms computed on the fly, added as ``block_sum`` adds a block (NumPy's order)."""
+    if n < 8:
+        res = _sq(x, lo)
+        for i in range(lo + 1, lo + n):
+            res += _sq(x, i)
+        return res
+    r0 = _sq(x, lo)
+    r1 = _sq(x, lo + 1)
+    r2 = _sq(x, lo + 2)
+    r3 = _sq(x, lo + 3)
+    r4 = _sq(x, lo + 4)
+    r5 = _sq(x, lo + 5)
+    r6 = _sq(x, lo + 6)
+    r7 = _sq(x, lo + 7)
+    end8 = lo + n - n % 8
+    for i in range(lo + 8, end8, 8):
+        r0 += _sq(x, i)
+        r1 += _sq(x, i + 1)
+        r2 += _sq(x, i + 2)
+        r3 += _sq(x, i + 3)
+        r4 += _sq(x, i + 4)
+        r5 += _sq(x, i + 5)
+        r6 += _sq(x, i + 6)
+        r7 += _sq(x, i + 7)
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for i in range(end8, lo + n):
+        res += _sq(x, i)
+    return res
 
 
 @jit
 def squared_norm(x):
     """sum x^2 over the flat buffer, in float64, in NumPy's pairwise order."""
-    buf = np.empty(PW_BLOCK)
-    nodes, sums = pairwise_stack(buf)
-    return squared_norm_ws(x, buf, nodes, sums)
+    nodes, sums = pairwise_stack(np.empty(0))
+    return squared_norm_ws(x, nodes, sums)
 
 
 @jit
-def squared_norm_ws(x, buf, nodes, sums):
-    """squared_norm with its scratch given: buf float64 (>= PW_BLOCK), (nodes, sums) a
-    float64 ``pairwise_stack``."""
+def squared_norm_ws(x, nodes, sums):
+    """squared_norm with its scratch given: (nodes, sums) a float64 ``pairwise_stack``."""
     n = x.size
     if n == 0:
         return 0.0
     lo = np.intp(0)
     if n <= PW_BLOCK:
-        return 0.0 + _block_squares(x, lo, n, buf)
+        return 0.0 + _block_squares(x, lo, n)
     sp, cnt = pairwise_descend(nodes, 0, lo, n)
     while True:
-        sp, total, lo, n = pairwise_combine(nodes, sums, sp,
-                                            _block_squares(x, lo, cnt, buf))
+        sp, total, lo, n = pairwise_combine(nodes, sums, sp, _block_squares(x, lo, cnt))
         if n == 0:
             return 0.0 + total
         sp, cnt = pairwise_descend(nodes, sp, lo, n)

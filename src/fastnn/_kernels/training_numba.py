@@ -287,8 +287,7 @@ def _make_epoch(loss_kind, used):
             # 5. global norm over the segments, in order; clipping
             sq = 0.0
             for si in range(segments.shape[0]):
-                sq += squared_norm_ws(grads[segments[si, 0]:segments[si, 1]], e, nodes,
-                                      sums)
+                sq += squared_norm_ws(grads[segments[si, 0]:segments[si, 1]], nodes, sums)
             norm = math.sqrt(sq)
             if not math.isfinite(norm):
                 stats[codes.STAT_STATUS] = codes.STATUS_GRAD_NOT_FINITE
