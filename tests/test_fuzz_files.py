@@ -610,7 +610,7 @@ def test_no_payload_is_ever_executed_or_imported(saved, tmp_path):
 
 # --- coverage-guided fuzzing (atheris), bounded --------------------------------------------
 
-ATHERIS_RUNS = 4000
+ATHERIS_RUNS = 2500
 
 
 def test_atheris_loader_fuzzer_bounded_run(saved, tmp_path):

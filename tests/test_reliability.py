@@ -23,7 +23,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -63,13 +62,6 @@ def _regression(n=64, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, 4))
     return X, X @ rng.standard_normal(4) * 3
-
-
-def _hash(*arrays):
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
 
 
 # --- divergence -------------------------------------------------------------------------------
@@ -152,6 +144,13 @@ def test_an_infinite_gradient_never_reaches_the_parameters(backend, path, monkey
     np.testing.assert_array_equal(net.params, before)
     assert net.optimizer.t == 0 and not np.any(net.optimizer.state["m"])
     _DIVERGENCE[("gradient", backend, path)] = True
+
+
+def test_a_loss_that_is_infinite_before_any_update_blames_the_data():
+    net = MLP([1, 3, 1], dtype="float64", backend="numpy", random_state=0)
+    with pytest.raises(DivergenceError, match="before any update: the learning rate is "
+                                              "not the cause.*Standardise X and y\\.$"):
+        net.fit(np.ones((4, 1)), np.full(4, 1e300), epochs=1)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -367,6 +366,52 @@ def test_sigkill_at_random_moments_of_continuous_checkpointing(tmp_path):
                "the previous one (its epoch and step count)")
 
 
+def test_a_checkpoint_is_synced_then_renamed_then_its_directory_synced(tmp_path,
+                                                                      monkeypatch):
+    """The order that makes a save durable and atomic: data to disk (fsync of the
+    temporary file), one rename over the target, then the directory entry to disk."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", "dir" if os.path.isdir(f"/proc/self/fd/{fd}") else
+                       os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.basename(src), os.path.basename(dst)))
+        return real_replace(src, dst)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    X, y = _regression(32)
+    MLP([4, 3, 1], backend="numpy", random_state=0).fit(
+        X, y, epochs=2, callbacks=[ModelCheckpoint(tmp_path / "ck.fnn", every=2)])
+    assert len(events) == 3, events
+    (_, synced), (_, src, dst), last = events
+    assert synced == src and src.startswith("ck.fnn.") and src.endswith(".tmp")
+    assert dst == "ck.fnn" and last == ("fsync", "dir")
+    assert os.listdir(tmp_path) == ["ck.fnn"]
+
+
+def test_saved_files_get_ordinary_permissions(tmp_path):
+    net = MLP([2, 1], backend="numpy")
+    old = os.umask(0o022)
+    try:
+        fastnn.save(net, tmp_path / "new.fnn")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "new.fnn").st_mode & 0o777 == 0o644  # mkstemp gave 0600
+    os.chmod(tmp_path / "new.fnn", 0o640)
+    fastnn.save(net, tmp_path / "new.fnn")  # overwriting keeps the file's mode
+    assert os.stat(tmp_path / "new.fnn").st_mode & 0o777 == 0o640
+    record("faults.save_order", "training faults",
+           "the system calls of a checkpoint save (ModelCheckpoint), and the "
+           "permissions of a new and of an overwritten file", 2,
+           "fsync of the temporary file, one rename over the target, fsync of the "
+           "directory; a new file is 0666 less the umask, an overwritten one keeps its "
+           "mode")
+
+
 # --- concurrency and determinism ------------------------------------------------------------
 
 def _two_models(backend, dropout=0.0):
@@ -417,7 +462,7 @@ def test_compiled_epochs_release_the_gil_and_run_at_the_same_time(backend, monke
     sampling both models' weights: it can only run while the calls hold no GIL, and it
     sees both models half-way through their epochs at the same moment."""
     monkeypatch.setattr(_fused, "_FLOPS_PER_CALL", 1e18)  # one compiled call per epoch
-    X, y = _class_data(60000)
+    X, y = _class_data(100000)
     nets = _two_models(backend)
     for net in nets:
         net.fit(X[:64], y[:64], optimizer=SGD(0.01), epochs=1, batch_size=16)  # warm up
@@ -491,7 +536,7 @@ def test_concurrency_recorded():
            "other, on every backend, compiled epoch and step-by-step (dropout) paths",
            len(_THREADS), "bit-identical weights and loss histories")
     record("concurrency.gil", "concurrency",
-           "one compiled call per epoch in each of two threads (60000 rows) while the main "
+           "one compiled call per epoch in each of two threads (100000 rows) while the main "
            "thread samples both models' weights", len(_GIL),
            "the main thread runs during the calls and sees both models half-way through "
            "their epochs at the same moment: the kernels release the GIL and run at once",

@@ -141,14 +141,15 @@ def labels(draw, n, kind):
 # --- the oracle -----------------------------------------------------------------------------
 
 ARG_NAMES = re.compile(r"\b(X|y|X_val|y_val|x|xb|yb|classes|input|Input)\b|column|sample|"
-                       r"feature|label|class|target|array|dtype|sparse|dense|Complex")
+                       r"feature|label|class|target|array|dtype|sparse|dense|Complex|validation")
 
 
 def clean_error(exc, what):
     """An error the user can act on: its type and that its message names an argument."""
     if isinstance(exc, DivergenceError):
         msg = str(exc)
-        assert "diverged" in msg and "Try" in msg, f"{what}: divergence without advice: {msg}"
+        assert "diverged" in msg and ("Try" in msg or "Standardise" in msg), \
+            f"{what}: divergence without advice: {msg}"
         return "diverged (with advice)"
     assert isinstance(exc, (ValueError, TypeError)), \
         f"{what}: raised {type(exc).__name__}: {exc}"
@@ -213,7 +214,8 @@ def fuzz_model(n_examples):
         outcome, logs = attempt("evaluate " + what, lambda: net.evaluate(X, y))
         OUTCOMES["evaluate: " + outcome] += 1
         if logs is not None:
-            assert all(np.isfinite(v) for v in logs.values()), f"{what}: {logs}"
+            # an mse of 1e300-sized errors is honestly inf; NaN would be no answer
+            assert not any(np.isnan(v) for v in logs.values()), f"{what}: {logs}"
     run()
 
 
