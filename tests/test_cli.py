@@ -121,6 +121,19 @@ def test_train_regression_reports_r2_in_original_units(tmp_path, capsys):
     assert tab.y_scale > 1
 
 
+def test_regression_report_with_a_target_far_outside_the_training_rows(tmp_path, capsys):
+    # The training rows' targets are all 0, so y_scale is 1 and the validation row's
+    # 1e300 would overflow a plain sum of squares: scores are reported, no warning.
+    data = _write_csv(tmp_path / "d.csv", ["a", "b", "y"],
+                      [["0", "0", "0"], ["0", "0", "1e300"]])
+    code, out, err = _run(capsys, "train", data, "--target", "y", "--task", "regress",
+                          "--validation-split", "0.3", "--epochs", "1", "-q", "--dtype", "float64",
+                          "-o", tmp_path / "m.fnn")
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if line.strip().startswith("validation"))
+    assert "RMSE" in line and "nan" not in line.split("RMSE")[1]
+
+
 @pytest.mark.parametrize("values, task", [
     (["1", "2", "3"] * 10, "classify"),          # few whole numbers: class labels
     ([f"{v:.3f}" for v in np.linspace(0, 1, 30)], "regress"),

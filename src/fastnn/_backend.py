@@ -9,6 +9,7 @@ model code calls the same methods whichever backend runs.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import warnings
 from types import SimpleNamespace

@@ -29,6 +29,7 @@ import numpy as np
 from . import __version__
 from ._backend import BACKENDS
 from ._kernels.codes import ACTIVATION_CODES
+from ._metrics import regression_scores
 from .io import ModelFileError, Payload
 from .optim import OPTIMIZERS, DivergenceError, get_optimizer
 
@@ -420,10 +421,8 @@ def _report(out, name, tab, X, labels, y):
     else:
         # in units of the target's scale, so that targets near 1e300 do not overflow
         u, p = (y - tab.y_mean) / tab.y_scale, (pred - tab.y_mean) / tab.y_scale
-        resid = u - p
-        ss = float(((u - u.mean()) ** 2).sum())
-        r2 = 1 - float((resid ** 2).sum()) / ss if ss > 0 else float("nan")
-        rmse = float(np.sqrt(np.mean(resid ** 2))) * tab.y_scale
+        r2, rmse = (float(v[0]) for v in regression_scores(u[:, None], p[:, None]))
+        rmse *= tab.y_scale
         out(f"  {name:<10} R^2 {r2:.4f}   RMSE {rmse:.6g}   ({len(y)} rows)")
 
 
@@ -505,8 +504,7 @@ def cmd_predict(args, out=print) -> int:
             # in units of the model's target scale: targets near 1e300 do not overflow
             t = (np.array([float(v) for v in truth]) - obj.y_mean) / obj.y_scale
             p = (np.asarray(pred, np.float64) - obj.y_mean) / obj.y_scale
-            ss = float(((t - t.mean()) ** 2).sum())
-            r2 = 1 - float(((t - p) ** 2).sum()) / ss if ss > 0 else float("nan")
+            r2 = float(regression_scores(t[:, None], p[:, None])[0][0])
             print(f"{args.data} has the target column {obj.target!r}: R^2 {r2:.4f}",
                   file=sys.stderr)
     if args.output:

@@ -39,6 +39,7 @@ from ._kernels.codes import ACTIVATION_CODES, DEFAULT_ALPHA
 from .initializers import DISTRIBUTIONS, INITIALIZERS, default_init, initialize
 from .losses import Loss, get_loss
 from . import _fused
+from ._metrics import regression_scores
 from .optim import DivergenceError
 
 __all__ = ["MLP", "Dense", "check_X", "check_random_state"]
@@ -964,21 +965,7 @@ class MLP:
 
 
 def _r2(y, out):
-    y64 = np.asarray(y, np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        resid = ((y64 - out) ** 2).sum(axis=0)
-        total = ((y64 - y64.mean(axis=0)) ** 2).sum(axis=0)
-    if not (np.isfinite(resid).all() and np.isfinite(total).all()):
-        # values near 1e300 overflow the squares; R^2 does not depend on the unit
-        scale = np.maximum(np.abs(y64).max(axis=0), np.abs(out).max(axis=0))
-        scale[~(scale > 0)] = 1.0
-        y64, out = y64 / scale, np.asarray(out, np.float64) / scale
-        resid = ((y64 - out) ** 2).sum(axis=0)
-        total = ((y64 - y64.mean(axis=0)) ** 2).sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r2 = np.where(total > 0, 1 - resid / np.where(total > 0, total, 1),
-                      np.where(resid == 0, 1.0, 0.0))
-    return float(r2.mean())
+    return float(regression_scores(y, out)[0].mean())
 
 
 def _rng_state_to_json(g: np.random.Generator) -> dict:

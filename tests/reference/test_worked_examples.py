@@ -72,7 +72,7 @@ def test_gradient_descent_step(name, dtype):
     # w1 = w0 - lr dC/dw = 0 - 0.1 * (-6) = 0.6 (0.1 rounded to the dtype first).
     k.sgd_step(w, g, lr=0.1)
     assert w[0] == dtype(0) - dtype(0.1) * dtype(-6.0)
-    assert float(w[0]) == pytest.approx(0.6, rel=np.finfo(dtype).eps)
+    assert float(w[0]) == pytest.approx(0.6, rel=float(np.finfo(dtype).eps))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
