@@ -605,7 +605,6 @@ def _run_trial(study_name, storage, sampler, pruner, objective, catch):
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler,
                               pruner=pruner)
     study.optimize(objective, n_trials=1, catch=catch)
-    return study.trials[-1].number if study.trials else None
 
 
 def optimize_on_dask(study, objective: Callable, n_trials: int, *,
