@@ -28,9 +28,11 @@ DIRECTIVES = {
 # -ffp-contract=off: no FMA contraction, so kernels that must equal the NumPy reference
 # bit for bit round every product and sum as the reference does. Never -ffast-math.
 # -fno-math-errno only lets sqrt compile to one instruction; it changes no value.
-COMPILE_ARGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
+# -fopenmp: the GEMM blocks of the whole-epoch kernel run on OpenMP threads (prange).
+COMPILE_ARGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fopenmp"]
 if DEBUG:
-    COMPILE_ARGS = ["-O0", "-g", "-ffp-contract=off"]
+    COMPILE_ARGS = ["-O0", "-g", "-ffp-contract=off", "-fopenmp"]
+LINK_ARGS = ["-fopenmp"]
 
 # C headers the kernels include (fastnn_simd.h: loops multiversioned for the CPU):
 # found through include_dirs wherever the generated C lands, and a dependency of every
@@ -44,6 +46,7 @@ extensions = [
         include_dirs=[str(KERNEL_DIR)],
         depends=HEADERS,
         extra_compile_args=COMPILE_ARGS,
+        extra_link_args=LINK_ARGS,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
     for pyx in sorted(KERNEL_DIR.glob("*.pyx"))

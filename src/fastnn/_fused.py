@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _threads
 from ._kernels import codes
 from .optim import SGD, Adagrad, Adam, AdamW, DivergenceError, Momentum, Nesterov, RMSProp
 
@@ -129,14 +130,17 @@ def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray,
     stats = plan.stats
     stats[:] = 0.0
     raw = model.kernels.raw
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    n_threads = _threads.resolve(model.n_threads, model.backend_name)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
+            _threads.single_threaded_blas():
         for j0 in range(0, n_batches, plan.batches_per_call):
             j1 = min(n_batches, j0 + plan.batches_per_call)
             raw.train_epoch(X, y_float, labels, order, batch_size, plan.dims, plan.acts,
                             plan.alphas, plan.w_off, plan.b_off, lowest,
                             loss_code, model.params, model.grads, plan.ws, plan.ws_off,
                             plan.lb, _OPT_CODES[type(optimizer)], states[0], states[1],
-                            _hyper(optimizer), lrs, j0, j1, optimizer.t, segments, stats)
+                            _hyper(optimizer), lrs, j0, j1, optimizer.t, segments, stats,
+                            n_threads)
             steps = int(stats[codes.STAT_STEPS])
             optimizer.t += steps
             if steps:

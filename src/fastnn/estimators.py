@@ -369,6 +369,7 @@ class _BaseMLP(BaseEstimator):
                         f"warm_start=False to fit a new network.")
                 if self.backend is not None and self.backend != model.backend_name:
                     model.set_backend(self.backend)
+            self._model.n_threads = self.n_threads
             try:
                 if self.optimizer is None and self.solver == "lbfgs":
                     self._fit_lbfgs(X, Y)
@@ -825,8 +826,11 @@ _FASTNN_PARAMS_DOC = """
     clip_norm : float or None
         Clip the gradient to this global L2 norm.
     n_threads : int or None
-        Limit the BLAS thread pools to this many threads during fit and predict
-        (via threadpoolctl); None leaves them as they are.
+        Threads of training (the whole-epoch kernel runs the blocks of its large
+        matrix products on this many threads, BLAS on one; the results do not depend
+        on it) and the BLAS pools' limit during fit and predict (via threadpoolctl).
+        None: the BLAS pools are left as they are and training uses as many threads
+        as the process may without oversubscribing (see ``fastnn.MLP``).
     backend : {"numpy", "numba", "cython"} or None
         Which kernels run the network; None picks the fastest built one.
     dtype : {"float32", "float64"} or None

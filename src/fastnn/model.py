@@ -38,7 +38,7 @@ from ._backend import default_backend_name
 from ._kernels.codes import ACTIVATION_CODES, DEFAULT_ALPHA
 from .initializers import DISTRIBUTIONS, INITIALIZERS, default_init, initialize
 from .losses import Loss, get_loss
-from . import _fused
+from . import _fused, _threads
 from ._metrics import regression_scores
 from .optim import DivergenceError
 
@@ -292,6 +292,14 @@ class MLP:
     random_state : None, int, numpy SeedSequence or Generator
         Seeds the initial weights, the shuffling, the validation split and the dropout
         masks (four independent streams).
+    n_threads : int or None, default None
+        Threads of the whole-epoch training kernel (``train_epoch``, ``fit``): the
+        blocks of its large matrix products run side by side, BLAS's own pool held at
+        one thread meanwhile; products too small to be cut run on one thread. The
+        results are the same for every count. None: as many as the process may use
+        without oversubscribing (CPU affinity, the BLAS and OpenMP limits set by
+        ``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS`` or threadpoolctl, as joblib and
+        Dask workers do). A setting of this process: neither saved nor pickled.
 
     Examples
     --------
@@ -307,8 +315,9 @@ class MLP:
                  activation_alpha=None, init: str = "auto",
                  init_distribution: str = "normal", bn_momentum: float = 0.1,
                  bn_eps: float = 1e-5, dtype="float32", backend: str | None = None,
-                 random_state=None):
+                 random_state=None, n_threads: int | None = None):
         sizes = self._check_sizes(layer_sizes)
+        self.n_threads = n_threads
         n_hidden = len(sizes) - 2
         acts = _per_layer(activation, "activation", n_hidden, _activation)
         rates = _per_layer(dropout, "dropout", n_hidden, _rate)
@@ -339,6 +348,15 @@ class MLP:
         self.history = None
         self._build(specs)
         self.reset_parameters()
+
+    @property
+    def n_threads(self) -> int | None:
+        """Threads of the whole-epoch kernel (None: chosen per call; see the class)."""
+        return self._n_threads
+
+    @n_threads.setter
+    def n_threads(self, value) -> None:
+        self._n_threads = _threads.check_n_threads(value)
 
     # --- construction -----------------------------------------------------------------
     @staticmethod
@@ -961,6 +979,7 @@ class MLP:
         clone = MLP.from_config(self.get_config(), backend=self.backend_name)
         clone.set_state(self.get_state())
         clone.set_rng_states(self.rng_states())
+        clone.n_threads = self.n_threads
         return clone
 
 

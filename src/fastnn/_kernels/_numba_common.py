@@ -6,7 +6,8 @@
   ``float32 * 2.0`` to float64; NumPy 2 casts the Python float to float32 first).
 - ``pairwise_sum`` and the pieces of its walk: NumPy's pairwise summation, so sums and
   means come out as the reference's ``np.sum``/``np.mean`` bit for bit.
-- ``gemm``: the very SciPy BLAS call ``fastnn.reference.blas.gemm`` makes.
+- ``gemm``, ``gemm_threads``: the very SciPy BLAS calls ``fastnn.reference.blas.gemm``
+  makes (its shape-determined blocks), on one thread or on Numba's threads.
 - ``tanh_f64``: NumPy's own float64 tanh loop (see its docstring for why).
 
 The two foreign functions are reached through named symbols registered with LLVM at
@@ -22,6 +23,8 @@ import numpy as np
 from numba import njit, types
 from numba.core import config
 from numba.extending import get_cython_function_address, intrinsic, overload
+
+from ..reference.blas import GEMM_SPLIT4_FLOPS, GEMM_SPLIT_FLOPS, GEMM_UNIT
 
 DISABLE_JIT = bool(config.DISABLE_JIT)
 
@@ -179,15 +182,35 @@ def pairwise_sum_ws(a, n, nodes, sums):
         sp, cnt = pairwise_descend(nodes, sp, lo, n)
 
 
-# --- BLAS: the reference's SciPy GEMM call --------------------------------------------
+# --- BLAS: the reference's SciPy GEMM calls --------------------------------------------
 
 _GEMM_SYMBOLS = {types.float32: "fastnn_cython_blas_sgemm",
                  types.float64: "fastnn_cython_blas_dgemm"}
 _NOTRANS, _TRANS = ord("N"), ord("T")
 
+# fastnn.reference.blas.gemm_partition's constants (one rule for every backend).
+_UNIT, _SPLIT, _SPLIT4 = GEMM_UNIT, GEMM_SPLIT_FLOPS, GEMM_SPLIT4_FLOPS
+
+
+@jit_inline
+def gemm_block(m, n, k):
+    """fastnn.reference.blas.gemm_partition: (by_columns, block size)."""
+    flops = 2 * np.int64(m) * n * k
+    parts = 4 if flops >= _SPLIT4 else 2 if flops >= _SPLIT else 1
+    by_columns = n >= m
+    side = n if by_columns else m
+    while parts > 1 and side < parts * _UNIT:
+        parts //= 2
+    if parts == 1:
+        return by_columns, side
+    per = (side + parts - 1) // parts
+    return by_columns, (per + _UNIT - 1) // _UNIT * _UNIT
+
+
 if not DISABLE_JIT:
     import llvmlite.binding as _llvm
     from llvmlite import ir as _ir
+    from numba import prange as _prange
     from numba.core import cgutils as _cgutils
 
     for _ty, _sym in _GEMM_SYMBOLS.items():
@@ -199,10 +222,13 @@ if not DISABLE_JIT:
         return _cgutils.alloca_once_value(builder, value)
 
     @intrinsic
-    def _xgemm(typingctx, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
-        """Column-major C = op(A) op(B) through scipy.linalg.cython_blas ?gemm."""
+    def _xgemm(typingctx, transa, transb, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off,
+               ldc):
+        """Column-major C = op(A) op(B) through scipy.linalg.cython_blas ?gemm, each
+        matrix starting ``*_off`` elements into its array's data."""
         symbol = _GEMM_SYMBOLS[c.dtype]
-        sig = types.void(transa, transb, m, n, k, a, lda, b, ldb, c, ldc)
+        sig = types.void(transa, transb, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off,
+                         ldc)
 
         def codegen(context, builder, signature, args):
             i8, i32 = _ir.IntType(8), _ir.IntType(32)
@@ -213,10 +239,11 @@ if not DISABLE_JIT:
                 fty.as_pointer(), i32.as_pointer(), fty.as_pointer(), fty.as_pointer(),
                 i32.as_pointer()])
             fn = _cgutils.get_or_insert_function(builder.module, fnty, symbol)
-            ta, tb, m_, n_, k_, a_, lda_, b_, ldb_, c_, ldc_ = args
+            ta, tb, m_, n_, k_, a_, ao, lda_, b_, bo, ldb_, c_, co, ldc_ = args
 
-            def data(ty, val):
-                return context.make_array(ty)(context, builder, val).data
+            def data(ty, val, off):
+                ptr = context.make_array(ty)(context, builder, val).data
+                return builder.gep(ptr, [off])
 
             def char(v):
                 return _slot(builder, builder.trunc(v, i8))
@@ -225,31 +252,80 @@ if not DISABLE_JIT:
                 return _slot(builder, builder.trunc(v, i32))
 
             builder.call(fn, [char(ta), char(tb), int32(m_), int32(n_), int32(k_),
-                              _slot(builder, fty(1.0)), data(a, a_), int32(lda_),
-                              data(b, b_), int32(ldb_), _slot(builder, fty(0.0)),
-                              data(c, c_), int32(ldc_)])
+                              _slot(builder, fty(1.0)), data(a, a_, ao), int32(lda_),
+                              data(b, b_, bo), int32(ldb_), _slot(builder, fty(0.0)),
+                              data(c, c_, co), int32(ldc_)])
             return context.get_dummy_value()
         return sig, codegen
 
-    @jit
-    def gemm(a, b, out, trans_a, trans_b):
-        """out = op(a) @ op(b) for C-contiguous row-major a, b, out (beta = 0).
-
-        Exactly the call ``fastnn.reference.blas.gemm`` makes through f2py: the
-        column-major product out.T = op(b).T op(a).T, b first, nothing copied.
-        """
+    @jit_inline
+    def _gemm_part(a, b, out, trans_a, trans_b, by_columns, lo, hi):
+        """Block [lo, hi) of out's columns (by_columns) or rows: one BLAS call of
+        ``fastnn.reference.blas.gemm``, out.T = op(b).T op(a).T, b first, no copies."""
         br, bc = b.shape
         ar, ac = a.shape
-        m = br if trans_b else bc
+        m = br if trans_b else bc  # out's columns
         k = bc if trans_b else br
-        n = ac if trans_a else ar
+        n = ac if trans_a else ar  # out's rows
+        a_off = b_off = c_off = np.int64(0)
+        if by_columns:
+            b_off = np.int64(lo * bc if trans_b else lo)
+            c_off = np.int64(lo)
+            m = hi - lo
+        else:
+            a_off = np.int64(lo if trans_a else lo * ac)
+            c_off = np.int64(lo * out.shape[1])
+            n = hi - lo
         _xgemm(np.int64(_TRANS if trans_b else _NOTRANS),
-               np.int64(_TRANS if trans_a else _NOTRANS), m, n, k, b, bc, a, ac, out, m)
-else:
+               np.int64(_TRANS if trans_a else _NOTRANS), m, n, k, b, b_off, bc, a, a_off,
+               ac, out, c_off, out.shape[1])
+
+    @njit(parallel=True, **_OPTIONS)
+    def _gemm_parallel(a, b, out, trans_a, trans_b, by_columns, block, side):
+        """The blocks of one product side by side on Numba's threads (as many as
+        ``numba.get_num_threads()``: the caller sets it, outside compiled code, where
+        setting it does not prevent caching)."""
+        n_blocks = (side + block - 1) // block
+        for i in _prange(n_blocks):
+            _gemm_part(a, b, out, trans_a, trans_b, by_columns, i * block,
+                       min(side, i * block + block))
+
+    @jit
+    def gemm_threads(a, b, out, trans_a, trans_b, n_threads):
+        """out = op(a) @ op(b) for C-contiguous row-major a, b, out (beta = 0).
+
+        Exactly the calls ``fastnn.reference.blas.gemm`` makes through f2py (its
+        blocks, each a column-major product out.T = op(b).T op(a).T, b first, nothing
+        copied); the blocks run one after the other, or side by side on Numba's
+        threads when ``n_threads`` > 1 (the caller sets their number with
+        ``numba.set_num_threads``); the same bits either way.
+        """
+        rows, cols = out.shape
+        k = a.shape[0] if trans_a else a.shape[1]
+        by_columns, block = gemm_block(rows, cols, k)
+        side = cols if by_columns else rows
+        if block <= 0 or block >= side:
+            _gemm_part(a, b, out, trans_a, trans_b, by_columns, 0, side)
+        elif n_threads <= 1:
+            for lo in range(0, side, block):
+                _gemm_part(a, b, out, trans_a, trans_b, by_columns, lo,
+                           min(side, lo + block))
+        else:
+            _gemm_parallel(a, b, out, trans_a, trans_b, by_columns, block, side)
+
+    @jit
     def gemm(a, b, out, trans_a, trans_b):
+        """out = op(a) @ op(b) on one thread (``gemm_threads`` with one thread)."""
+        gemm_threads(a, b, out, trans_a, trans_b, 1)
+else:
+    def gemm_threads(a, b, out, trans_a, trans_b, n_threads):
         """out = op(a) @ op(b) (pure-Python mode: the reference's call itself)."""
         from ..reference.blas import gemm as reference_gemm
         reference_gemm(a, b, out, trans_a=trans_a, trans_b=trans_b)
+
+    def gemm(a, b, out, trans_a, trans_b):
+        """out = op(a) @ op(b) (pure-Python mode: the reference's call itself)."""
+        gemm_threads(a, b, out, trans_a, trans_b, 1)
 
 
 # --- tanh: NumPy's float64 loop -------------------------------------------------------

@@ -1,15 +1,38 @@
 # Header-only helpers shared by the Cython kernels: a row-major GEMM over SciPy's BLAS
-# and sums taken in exactly NumPy's order. Everything is ``cdef inline``, so modules that
+# (cut into shape-determined blocks, run on one thread or on OpenMP threads) and sums
+# taken in exactly NumPy's order. Everything is ``cdef inline``, so modules that
 # cimport this file compile their own copy and no extension module stands behind it.
 
 from cython cimport floating
+from cython.parallel cimport prange
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 
-cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
-                      const floating* a, int lda, const floating* b, int ldb,
-                      floating* c, int ldc) noexcept nogil:
-    """c (m, n) = op(a) @ op(b), all row-major; op(a) is (m, k), op(b) is (k, n).
+# The partition rule of fastnn.reference.blas.gemm_partition (kept equal to it; a test
+# compares them on many shapes through the products' bits).
+cdef enum:
+    GEMM_UNIT = 16
+
+
+cdef inline int gemm_block(int m, int n, int k, bint* by_columns) noexcept nogil:
+    """fastnn.reference.blas.gemm_partition: sets by_columns, returns the block size."""
+    cdef double flops = 2.0 * m * n * k
+    cdef int parts = 4 if flops >= 1073741824.0 else 2 if flops >= 33554432.0 else 1
+    cdef int side, per
+    by_columns[0] = n >= m
+    side = n if by_columns[0] else m
+    while parts > 1 and side < parts * GEMM_UNIT:
+        parts = parts // 2
+    if parts == 1:
+        return side
+    per = (side + parts - 1) // parts
+    return (per + GEMM_UNIT - 1) // GEMM_UNIT * GEMM_UNIT
+
+
+cdef inline void gemm_call(bint trans_a, bint trans_b, int m, int n, int k,
+                           const floating* a, int lda, const floating* b, int ldb,
+                           floating* c, int ldc) noexcept nogil:
+    """c (m, n) = op(a) @ op(b), all row-major, in one BLAS call.
 
     lda, ldb, ldc are the stored row lengths of a, b and c. A row-major matrix is its
     own transpose in column-major order, so BLAS computes c^T = op(b)^T op(a)^T: b goes
@@ -25,6 +48,47 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     else:
         dgemm(&tb, &ta, &n, &m, &k, &one, <double*>b, &ldb, <double*>a, &lda,
               &zero, c, &ldc)
+
+
+cdef inline void gemm_part(bint trans_a, bint trans_b, int m, int n, int k,
+                           const floating* a, int lda, const floating* b, int ldb,
+                           floating* c, int ldc, bint by_columns, int lo,
+                           int hi) noexcept nogil:
+    """Block [lo, hi) of c's columns (by_columns) or rows: one BLAS call."""
+    if by_columns:  # c[:, lo:hi] = op(a) @ op(b)[:, lo:hi]
+        gemm_call(trans_a, trans_b, m, hi - lo, k, a, lda,
+                  b + lo * ldb if trans_b else b + lo, ldb, c + lo, ldc)
+    else:  # c[lo:hi] = op(a)[lo:hi] @ op(b)
+        gemm_call(trans_a, trans_b, hi - lo, n, k, a + lo if trans_a else a + lo * lda,
+                  lda, b, ldb, c + lo * ldc, ldc)
+
+
+cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
+                      const floating* a, int lda, const floating* b, int ldb,
+                      floating* c, int ldc, int n_threads) noexcept nogil:
+    """c (m, n) = op(a) @ op(b), all row-major; op(a) is (m, k), op(b) is (k, n).
+
+    The blocks of gemm_block, each one BLAS call (gemm_call), run one after the other,
+    or on up to n_threads OpenMP threads: the same calls either way, so the same bits
+    as the reference's gemm. BLAS itself should run on one thread (the caller's job).
+    """
+    cdef bint by_columns
+    cdef int block = gemm_block(m, n, k, &by_columns)
+    cdef int side = n if by_columns else m
+    cdef int n_blocks, i, lo
+    if block <= 0 or block >= side:
+        gemm_call(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
+        return
+    n_blocks = (side + block - 1) // block
+    if n_threads <= 1:
+        for i in range(n_blocks):
+            lo = i * block
+            gemm_part(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, by_columns, lo,
+                      min(side, lo + block))
+        return
+    for i in prange(n_blocks, num_threads=min(n_threads, n_blocks), schedule="static"):
+        gemm_part(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, by_columns,
+                  i * block, min(side, i * block + block))
 
 
 # --- sums in NumPy's order ---------------------------------------------------------

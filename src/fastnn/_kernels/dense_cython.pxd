@@ -1,6 +1,7 @@
 # C-level dense-layer kernels on raw pointers. Row-major: x (m, n_in), w (n_in, n_out),
 # b (n_out,), z, a, da, dz (m, n_out), dw (n_in, n_out), dx (m, n_in). Products go
-# through SciPy's BLAS with the reference's operands; nothing divides by m.
+# through SciPy's BLAS with the reference's operands and blocks, the blocks on up to
+# n_threads OpenMP threads (the same bits for any n_threads); nothing divides by m.
 
 from cython cimport floating
 
@@ -10,15 +11,16 @@ from cython cimport floating
 cdef void c_dense_forward(const floating* x, const floating* w, const floating* b,
                           Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
                           int activation, double alpha, floating* z, floating* a,
-                          double* work) noexcept nogil
+                          double* work, int n_threads) noexcept nogil
 
 # dz = da * g'(z), db = dz summed over rows, dw = x^T @ dz; dz may be da.
 cdef void c_dense_backward(const floating* x, const floating* z, const floating* a,
                            const floating* da, Py_ssize_t m, Py_ssize_t n_in,
                            Py_ssize_t n_out, int activation, double alpha,
-                           floating* dz, floating* dw, floating* db) noexcept nogil
+                           floating* dz, floating* dw, floating* db,
+                           int n_threads) noexcept nogil
 
 # dx = dz @ w^T.
 cdef void c_dense_input_gradient(const floating* dz, const floating* w, Py_ssize_t m,
                                  Py_ssize_t n_in, Py_ssize_t n_out,
-                                 floating* dx) noexcept nogil
+                                 floating* dx, int n_threads) noexcept nogil

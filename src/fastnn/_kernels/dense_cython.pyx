@@ -31,14 +31,15 @@ __all__ = [
 cdef void c_dense_forward(const floating* x, const floating* w, const floating* b,
                           Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
                           int activation, double alpha, floating* z, floating* a,
-                          double* work) noexcept nogil:
+                          double* work, int n_threads) noexcept nogil:
     """z = x @ w + b, a = g(z); the bias is added in the array dtype, then g as in
-    activations_cython. a may be z; work holds n_out doubles for softmax."""
+    activations_cython. a may be z; work holds n_out doubles for softmax; the GEMM's
+    blocks run on up to n_threads threads."""
     cdef Py_ssize_t i, j, row
     cdef floating t
     cdef floating alpha_ = <floating>alpha
     gemm(False, False, <int>m, <int>n_out, <int>n_in, x, <int>n_in, w, <int>n_out,
-         z, <int>n_out)
+         z, <int>n_out, n_threads)
     # Identity, relu and leaky_relu: fastnn_simd.h's pass, multiversioned for the CPU.
     if floating is float:
         if fnn_bias_act_f32(z, b, m, n_out, activation, alpha_, a):
@@ -86,7 +87,8 @@ cdef void c_dense_forward(const floating* x, const floating* w, const floating* 
 cdef void c_dense_backward(const floating* x, const floating* z, const floating* a,
                            const floating* da, Py_ssize_t m, Py_ssize_t n_in,
                            Py_ssize_t n_out, int activation, double alpha,
-                           floating* dz, floating* dw, floating* db) noexcept nogil:
+                           floating* dz, floating* dw, floating* db,
+                           int n_threads) noexcept nogil:
     """dz = da * g'(z) (activation_backward's rules), db = sum of dz's rows, dw = x^T dz.
 
     db starts at +0.0 and adds row after row in the array dtype, NumPy's order for an
@@ -147,15 +149,15 @@ cdef void c_dense_backward(const floating* x, const floating* z, const floating*
     if n_out == 1:
         db[0] = zero + pw_sum(dz, m)
     gemm(True, False, <int>n_in, <int>n_out, <int>m, x, <int>n_in, dz, <int>n_out,
-         dw, <int>n_out)
+         dw, <int>n_out, n_threads)
 
 
 cdef void c_dense_input_gradient(const floating* dz, const floating* w, Py_ssize_t m,
                                  Py_ssize_t n_in, Py_ssize_t n_out,
-                                 floating* dx) noexcept nogil:
+                                 floating* dx, int n_threads) noexcept nogil:
     """dx = dz @ w^T: one GEMM, w read transposed in place."""
     gemm(False, True, <int>m, <int>n_in, <int>n_out, dz, <int>n_out, w, <int>n_out,
-         dx, <int>n_in)
+         dx, <int>n_in, n_threads)
 
 
 # --- Python wrappers (the reference's signatures) ------------------------------------
@@ -174,7 +176,7 @@ def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w,
             raise MemoryError()
     with nogil:
         c_dense_forward(&x[0, 0], &w[0, 0], &b[0], m, n_in, n_out, activation, alpha,
-                        &z[0, 0], &a[0, 0], work)
+                        &z[0, 0], &a[0, 0], work, 1)
     free(work)
 
 
@@ -188,7 +190,7 @@ def dense_backward(const floating[:, ::1] x, const floating[:, ::1] z,
         return
     with nogil:
         c_dense_backward(&x[0, 0], &z[0, 0], &a[0, 0], &da[0, 0], m, n_in, n_out,
-                         activation, alpha, &dz[0, 0], &dw[0, 0], &db[0])
+                         activation, alpha, &dz[0, 0], &dw[0, 0], &db[0], 1)
 
 
 def dense_input_gradient(const floating[:, ::1] dz, const floating[:, ::1] w,
@@ -198,4 +200,4 @@ def dense_input_gradient(const floating[:, ::1] dz, const floating[:, ::1] w,
     if m == 0 or n_in == 0 or n_out == 0:
         return
     with nogil:
-        c_dense_input_gradient(&dz[0, 0], &w[0, 0], m, n_in, n_out, &dx[0, 0])
+        c_dense_input_gradient(&dz[0, 0], &w[0, 0], m, n_in, n_out, &dx[0, 0], 1)

@@ -9,7 +9,7 @@ the activation code switched on once per call.
 import numpy as np
 
 from . import codes
-from ._numba_common import cast_like, gemm, jit, pairwise_stack, pairwise_sum_ws, tanh_f64
+from ._numba_common import cast_like, gemm, gemm_threads, jit, pairwise_stack, pairwise_sum_ws, tanh_f64
 from .activations_numba import (
     _elu, _elu_d, _identity_d, _leaky_relu, _leaky_relu_d, _relu, _relu_d, _sigmoid,
     _sigmoid_d_from_a, _softmax_backward_row, _softmax_row, _step, _step_d, _tanh_d_from_a,
@@ -186,7 +186,7 @@ def dense_backward_ws(x, z, a, da, activation, alpha, dz, dw, db, prod, nodes, s
         backward_elu(z, dz, db, alpha)
     elif activation == codes.SOFTMAX:
         backward_softmax(a, dz, db, prod, nodes, sums)
-    backward_finish(x, dz, dw, db, nodes, sums)
+    backward_finish(x, dz, dw, db, nodes, sums, 1)
 
 
 # --- backward passes: g = g * g'(z) in place, db = g summed over rows ----------------------
@@ -292,13 +292,13 @@ def backward_softmax(a, g, db, prod, nodes, sums):
 
 
 @jit
-def backward_finish(x, dz, dw, db, nodes, sums):
+def backward_finish(x, dz, dw, db, nodes, sums, n_threads):
     """NumPy sums a single column pairwise, not row after row: db again in that case;
-    then dw = x.T @ dz."""
+    then dw = x.T @ dz (its blocks on up to n_threads threads)."""
     m, n = dz.shape
     if n == 1:
         db[0] = cast_like(db, 0.0) + pairwise_sum_ws(dz.reshape(m), m, nodes, sums)
-    gemm(x, dz, dw, True, False)
+    gemm_threads(x, dz, dw, True, False, n_threads)
 
 
 @jit

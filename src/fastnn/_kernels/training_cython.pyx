@@ -17,6 +17,7 @@ from libc.math cimport isfinite, sqrt
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
+from openmp cimport omp_get_max_threads
 
 from fastnn._kernels.dense_cython cimport (
     c_dense_backward, c_dense_forward, c_dense_input_gradient,
@@ -32,6 +33,12 @@ from fastnn._kernels.optimizers_cython cimport (
 )
 
 __all__ = ["train_epoch"]
+
+
+def openmp_max_threads():
+    """omp_get_max_threads() of the OpenMP runtime these kernels run on (it follows
+    OMP_NUM_THREADS and threadpoolctl's limits)."""
+    return omp_get_max_threads()
 
 # The values of fastnn/_kernels/codes.py (the wrapper checks them against it once).
 cdef enum:
@@ -158,7 +165,7 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
                         floating* grads, floating* ws, int64_t* lb, floating* state1,
                         floating* state2, const double* lrs, Py_ssize_t batch_start,
                         Py_ssize_t batch_stop, long long t0, double* stats,
-                        double* work) noexcept nogil:
+                        double* work, int n_threads) noexcept nogil:
     """Batches [batch_start, batch_stop) of the epoch; see fastnn.reference.training."""
     cdef Py_ssize_t L = net.n_layers
     cdef const int64_t* dims = net.dims
@@ -196,7 +203,7 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
         for i in range(L):
             c_dense_forward(x_in, params + net.w_off[i], params + net.b_off[i], m,
                             dims[i], dims[i + 1], <int>net.acts[i], net.alphas[i],
-                            ws + off[2 + 3 * i], ws + off[3 + 3 * i], work)
+                            ws + off[2 + 3 * i], ws + off[3 + 3 * i], work, n_threads)
             x_in = ws + off[3 + 3 * i]
         out = ws + off[3 + 3 * (L - 1)]
 
@@ -215,10 +222,11 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
             c_dense_backward(x_in, ws + off[2 + 3 * i], ws + off[3 + 3 * i],
                              ws + off[4 + 3 * i], m, dims[i], dims[i + 1],
                              <int>net.acts[i], net.alphas[i], ws + off[4 + 3 * i],
-                             grads + net.w_off[i], grads + net.b_off[i])
+                             grads + net.w_off[i], grads + net.b_off[i], n_threads)
             if i > net.lowest:
                 c_dense_input_gradient(ws + off[4 + 3 * i], params + net.w_off[i], m,
-                                       dims[i], dims[i + 1], ws + off[4 + 3 * (i - 1)])
+                                       dims[i], dims[i + 1], ws + off[4 + 3 * (i - 1)],
+                                       n_threads)
 
         # 5. global gradient norm (segment by segment, as Optimizer.step), clipping
         sq = 0.0
@@ -298,10 +306,12 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
                 const int64_t[::1] ws_off, int64_t[::1] lb, int opt_code,
                 floating[::1] state1, floating[::1] state2, const double[::1] hyper,
                 const double[::1] lrs, Py_ssize_t batch_start, Py_ssize_t batch_stop,
-                long long t0, const int64_t[:, ::1] segments, double[::1] stats):
+                long long t0, const int64_t[:, ::1] segments, double[::1] stats,
+                int n_threads=1):
     """One epoch (batches [batch_start, batch_stop)) of mini-batch training in C.
 
-    See fastnn.reference.training for the arguments and the steps; ``params``,
+    See fastnn.reference.training for the arguments and the steps; the GEMMs' blocks
+    run on up to ``n_threads`` OpenMP threads (the same bits for any count); ``params``,
     ``grads``, ``ws``, ``lb``, the optimizer state and ``stats`` are updated in place.
     Raises ValueError when the arrays do not fit together (nothing is touched then).
     """
@@ -414,5 +424,5 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
                       &opt, &params[0], &grads[0], &ws[0], &lb[0] if sparse else NULL,
                       &state1[0] if state1.shape[0] else NULL,
                       &state2[0] if state2.shape[0] else NULL, &lrs[0], batch_start,
-                      batch_stop, t0, &stats[0], work)
+                      batch_stop, t0, &stats[0], work, max(1, n_threads))
     free(work)

@@ -10,17 +10,19 @@ weights equal the Numba step-by-step path bit for bit.
 
 import math
 
+import numba
 import numpy as np
 from numba import types
+from numba.core import config
 from numba.core.errors import TypingError
 from numba.extending import overload
 
 from . import codes
 from ._numba_common import DISABLE_JIT, PW_BLOCK, jit, jit_inline, pairwise_stack
-from ._numba_common import gemm
+from ._numba_common import gemm_threads
 from .dense_numba import (
     backward_elu, backward_finish, backward_identity, backward_leaky_relu, backward_relu,
-    backward_sigmoid, backward_softmax, backward_step, backward_tanh, dense_input_gradient,
+    backward_sigmoid, backward_softmax, backward_step, backward_tanh,
     forward_elu, forward_identity, forward_leaky_relu, forward_relu, forward_sigmoid,
     forward_softmax, forward_step, forward_tanh,
 )
@@ -36,6 +38,8 @@ from .optimizers_numba import (
 __all__ = ["train_epoch"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+# Numba's pool size: numba.set_num_threads refuses more.
+_MAX_THREADS = 1 if DISABLE_JIT else config.NUMBA_NUM_THREADS
 _I64 = np.dtype(np.int64)
 _F64 = np.dtype(np.float64)
 
@@ -135,7 +139,7 @@ def _make_epoch(loss_kind, used):
     @jit
     def epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
               loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
-              lrs, batch_start, batch_stop, t0, segments, stats):
+              lrs, batch_start, batch_stop, t0, segments, stats, n_threads):
         _check_types(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off,
                      lowest, loss_code, params, grads, ws, ws_off, lb, opt_code, state1,
                      state2, hyper, lrs, batch_start, batch_stop, t0, segments, stats)
@@ -203,7 +207,7 @@ def _make_epoch(loss_kind, used):
                 z = ws[ws_off[2 + 3 * i]:ws_off[2 + 3 * i] + m * no].reshape((m, no))
                 a = ws[ws_off[3 + 3 * i]:ws_off[3 + 3 * i] + m * no].reshape((m, no))
                 # dense_forward: the GEMM, then the activation's pass
-                gemm(x_in, w, z, False, False)
+                gemm_threads(x_in, w, z, False, False, n_threads)
                 act, alpha = acts[i], alphas[i]
                 if has_relu and act == _RELU:
                     forward_relu(z, a, b)
@@ -278,11 +282,12 @@ def _make_epoch(loss_kind, used):
                     backward_elu(z, g, db, alpha)
                 elif has_softmax and act == _SOFTMAX:
                     backward_softmax(a, g, db, prod, nodes, sums_dt)
-                backward_finish(x_below, g, dw, db, nodes, sums_dt)
+                backward_finish(x_below, g, dw, db, nodes, sums_dt, n_threads)
                 if i > lowest:
                     w = params[w_off[i]:w_off[i] + ni * no].reshape((ni, no))
                     off = ws_off[4 + 3 * (i - 1)]
-                    dense_input_gradient(g, w, ws[off:off + m * ni].reshape((m, ni)))
+                    gemm_threads(g, w, ws[off:off + m * ni].reshape((m, ni)), False, True,
+                                 n_threads)
 
             # 5. global norm over the segments, in order; clipping
             sq = 0.0
@@ -430,7 +435,7 @@ if not DISABLE_JIT:
 
 def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
                 loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
-                lrs, batch_start, batch_stop, t0, segments, stats):
+                lrs, batch_start, batch_stop, t0, segments, stats, n_threads=1):
     """One epoch (batches [batch_start, batch_stop)) of mini-batch training in one
     compiled call; see :mod:`fastnn.reference.training` for the arguments.
 
@@ -438,17 +443,30 @@ def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_of
     dtypes and layouts are checked when a signature is compiled (so a call with wrong
     types fails to compile, and the Python check below names the argument), sizes and
     offsets at the top of every call. ``stats`` receives the results (LOSS_SUM and
-    CORRECT accumulate, the caller zeroes them).
+    CORRECT accumulate, the caller zeroes them). The GEMMs' blocks run on up to
+    ``n_threads`` Numba threads (at most ``numba.config.NUMBA_NUM_THREADS``); the
+    results never depend on it.
     """
     args = (X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
             loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper, lrs,
             batch_start, batch_stop, t0, segments, stats)
+    if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, (int, np.integer)):
+        raise ValueError("train_epoch: n_threads must be an integer")
+    n_threads = max(1, min(int(n_threads), _MAX_THREADS))
     try:
         kernel = _EPOCHS[(loss_code, acts.tobytes())]
     except (KeyError, AttributeError, TypeError):
         kernel = _epoch_kernel(loss_code, acts)
+    # Numba's thread count is per calling thread and read when a parallel loop starts;
+    # set here, not in compiled code (where it would keep the kernel out of the cache).
+    before = numba.get_num_threads() if n_threads > 1 else n_threads
+    if before != n_threads:
+        numba.set_num_threads(n_threads)
     try:
-        kernel(*args)
+        kernel(*args, n_threads)
     except (TypingError, TypeError):
         _check_types(*args)
         raise
+    finally:
+        if before != n_threads:
+            numba.set_num_threads(before)

@@ -44,6 +44,9 @@ segments        (S, 3) int64     [start, stop, decayed] pieces of ``params`` to 
 stats           (N_STATS,) f64   see codes.STAT_*: LOSS_SUM and CORRECT accumulate across
                                  calls (the caller zeroes them at the start of an epoch);
                                  the others are set by each call
+n_threads       int (default 1)  threads the compiled kernels may run the blocks of each
+                                 GEMM on (``fastnn.reference.blas.gemm_partition``); the
+                                 results never depend on it, so the reference ignores it
 ==============  ===============  ============================================================
 
 Per batch j (rows s = j batch_size up to e = min(n, s + batch_size), m = e - s):
@@ -143,7 +146,7 @@ def _update(opt_code, p, g, s1, s2, t, lr, hyper, weight_decay):
 
 def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
                 loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
-                lrs, batch_start, batch_stop, t0, segments, stats):
+                lrs, batch_start, batch_stop, t0, segments, stats, n_threads=1):
     """One epoch of mini-batch training; see the module docstring for the contract."""
     n, n_layers = X.shape[0], len(acts)
     sparse = loss_code == codes.LOSS_SPARSE_CROSS_ENTROPY

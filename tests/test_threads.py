@@ -1,0 +1,169 @@
+"""One thread policy: the bits of training never depend on the thread count.
+
+Every product is cut into blocks by a rule on its shape alone
+(``fastnn.reference.blas.gemm_partition``), each block one single-threaded BLAS call;
+the whole-epoch kernels run the blocks on ``n_threads`` threads while BLAS's own pool
+is held at one. The shapes below are large enough to be cut (into 2 and into 4 blocks,
+with a shorter last block), so these tests see the threaded code run. No timing here:
+speed is benchmarks/compare.py's job.
+"""
+
+import warnings
+
+import numba
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import fastnn
+from fastnn import _threads
+from fastnn.reference import blas
+from fastnn.reference import dense as ref_dense
+
+BACKENDS = ["numpy", "numba", "cython"]
+DTYPES = ["float32", "float64"]
+
+
+def _scipy_blas_threads():
+    return sorted({i["num_threads"] for i in threadpool_info()
+                   if i["user_api"] == "blas" and "scipy" in i["filepath"].rsplit("/", 1)[-1]})
+
+
+def test_partition_depends_on_the_shape_only():
+    assert blas.gemm_partition(64, 128, 2) == (True, 128)  # small: one block
+    assert blas.gemm_partition(128, 256, 784) == (True, 128)  # 51 Mflop: 2 blocks
+    assert blas.gemm_partition(1024, 256, 784) == (False, 512)  # rows are longer
+    assert blas.gemm_partition(256, 2048, 1024) == (True, 512)  # 2**30 flop: 4 blocks
+    assert blas.gemm_partition(130, 600, 300) == (True, 304)  # last block shorter
+    assert blas.gemm_partition(20, 20, 10 ** 6) == (True, 20)  # sides < 2 units: whole
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, n_in, n_out", [(130, 300, 600), (512, 80, 600), (16, 20, 1),
+                                            (256, 700, 100)])
+def test_dense_kernels_make_the_reference_blocks(backend, dtype, m, n_in, n_out):
+    """The backends' products are the reference's blocks, bit for bit (float32 products
+    computed whole differ from the blocks, so this sees a wrong partition)."""
+    raw = fastnn.backend(backend).raw
+    rng = np.random.default_rng(m + n_out)
+    x = rng.standard_normal((m, n_in)).astype(dtype)
+    w = rng.standard_normal((n_in, n_out)).astype(dtype)
+    b = np.zeros(n_out, dtype)
+    dz = rng.standard_normal((m, n_out)).astype(dtype)
+    with threadpool_limits(1, user_api="blas"):
+        for mod in (ref_dense, raw):
+            z = np.empty((m, n_out), dtype)
+            mod.dense_forward(x, w, b, 0, 0.0, z, z)  # identity: z = x @ w
+            dw, db = np.empty((n_in, n_out), dtype), np.empty(n_out, dtype)
+            mod.dense_backward(x, z, z, dz.copy(), 0, 0.0, dz.copy(), dw, db)
+            dx = np.empty((m, n_in), dtype)
+            mod.dense_input_gradient(dz, w, dx)
+            if mod is ref_dense:
+                want = z, dw, dx
+    for got, ref in zip((z, dw, dx), want):
+        np.testing.assert_array_equal(got, ref)
+
+
+def _fit(backend, dtype, sizes, n_threads, *, fused=True, batch=128, n=256, epochs=2,
+         monkeypatch=None):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((n, sizes[0]))
+    y = rng.integers(0, sizes[-1], n)
+    net = fastnn.MLP(sizes, "relu", loss="cross_entropy", dtype=dtype, backend=backend,
+                     random_state=2, n_threads=n_threads)
+    opt = fastnn.Adam(lr=1e-3, clip_norm=1.0)
+    Xc, yc = net.check_data(X, y)
+    seen = []
+    kernel = net.kernels.raw.train_epoch
+
+    def spy(*args):
+        seen.append((args[-1], _scipy_blas_threads()))
+        return kernel(*args)
+    monkeypatch.setattr(net.kernels.raw, "train_epoch", spy)
+    for _ in range(epochs):
+        net.train_epoch(Xc, yc, opt, batch, on_step=None if fused else (lambda j, loss: 0))
+    monkeypatch.undo()
+    return net, opt, seen
+
+
+# 2 blocks (batch 128: 2 * 128 * 520 * 600 flop) with a shorter last one, one product of
+# a single block (the output layer); and 4 blocks (2 * 512 * 2048 * 512 = 2**30 flop).
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes, batch", [([520, 600, 300, 7], 128), ([512, 2048, 10], 512)])
+def test_epoch_is_the_same_on_one_and_two_threads(backend, dtype, sizes, batch, monkeypatch):
+    with threadpool_limits(2, user_api="blas"):
+        one, opt1, seen1 = _fit(backend, dtype, sizes, 1, batch=batch, n=2 * batch,
+                                monkeypatch=monkeypatch)
+        two, opt2, seen2 = _fit(backend, dtype, sizes, 2, batch=batch, n=2 * batch,
+                                monkeypatch=monkeypatch)
+        after = _scipy_blas_threads()
+    np.testing.assert_array_equal(one.params, two.params)
+    np.testing.assert_array_equal(opt1.state["m"], opt2.state["m"])
+    # the kernel got the model's count, BLAS ran on one thread meanwhile, and was given
+    # its own count back afterwards
+    assert {s[0] for s in seen1} == {1} and {s[0] for s in seen2} == {2}
+    assert all(s[1] == [1] for s in seen1 + seen2)
+    assert after == [2]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_epoch_equals_the_step_path_with_one_blas_thread(backend, monkeypatch):
+    """The step-by-step path (BLAS on one thread) makes the same blocks."""
+    sizes = [520, 600, 300, 7]
+    with threadpool_limits(1, user_api="blas"):
+        step, _, _ = _fit(backend, "float32", sizes, 1, fused=False, epochs=1,
+                          monkeypatch=monkeypatch)
+    fused, _, _ = _fit(backend, "float32", sizes, 2, epochs=1, monkeypatch=monkeypatch)
+    np.testing.assert_array_equal(step.params, fused.params)
+
+
+def test_default_respects_the_blas_limit_and_the_affinity(monkeypatch):
+    """n_threads=None inside a worker limited to one thread (joblib's loky and Dask do
+    this through threadpoolctl or OPENBLAS_NUM_THREADS) runs on one thread."""
+    with threadpool_limits(1, user_api="blas"):
+        _, _, seen = _fit("cython", "float32", [20, 30, 3], None, epochs=1,
+                          monkeypatch=monkeypatch)
+    assert {s[0] for s in seen} == {1}
+    with threadpool_limits(2, user_api="blas"):
+        monkeypatch.setattr(_threads, "available_cpus", lambda: 1)
+        assert _threads.resolve(None, "numba") == 1
+        monkeypatch.setattr(_threads, "available_cpus", lambda: 2)
+        assert _threads.resolve(None, "numba") == 2
+        assert _threads.resolve(3, "numba") == 3
+    fastnn.backend("cython")  # its OpenMP runtime is loaded before threadpoolctl looks
+    with threadpool_limits(1, user_api="openmp"), threadpool_limits(2, user_api="blas"):
+        assert _threads.resolve(None, "cython") == 1
+
+
+def test_numba_thread_count_is_given_back(monkeypatch):
+    before = numba.get_num_threads()
+    _fit("numba", "float32", [520, 600, 300, 7], min(2, numba.config.NUMBA_NUM_THREADS),
+         epochs=1, monkeypatch=monkeypatch)
+    assert numba.get_num_threads() == before
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (True, TypeError), (1.5, TypeError)])
+def test_n_threads_is_checked(bad, error):
+    with pytest.raises(error, match="n_threads"):
+        fastnn.MLP([2, 3], n_threads=bad)
+    net = fastnn.MLP([2, 3], n_threads=2)
+    assert net.copy().n_threads == 2
+
+
+def test_estimator_passes_n_threads_to_the_kernel(monkeypatch):
+    pytest.importorskip("sklearn")
+    seen = []
+    est = fastnn.MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, n_threads=2,
+                               backend="cython", random_state=0)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((64, 4)), rng.integers(0, 2, 64)
+    raw = fastnn.backend("cython").raw
+    kernel = raw.train_epoch
+    monkeypatch.setattr(raw, "train_epoch",
+                        lambda *a: (seen.append((a[-1], _scipy_blas_threads())), kernel(*a)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # max_iter=2 does not converge
+        est.fit(X, y)
+    assert seen and {s[0] for s in seen} == {2} and all(s[1] == [1] for s in seen)
