@@ -1,0 +1,40 @@
+"""An unbuilt source tree imports with a message that says how to build it."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import fastnn
+
+PACKAGE = os.path.dirname(os.path.abspath(fastnn.__file__))
+
+SCRIPT = """
+import warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import fastnn
+print("WARNING:", [str(w.message) for w in caught if issubclass(w.category, fastnn.BuildWarning)])
+print("DEFAULT:", fastnn.default_backend_name())
+try:
+    fastnn.backend("cython")
+except ImportError as exc:
+    print("IMPORTERROR:", exc)
+print("NUMPY:", float(fastnn.backend("numpy").relu([-1.0, 2.0]).sum()))
+"""
+
+
+def test_unbuilt_tree_says_how_to_build(tmp_path):
+    # the Python sources of the package without any compiled extension
+    shutil.copytree(PACKAGE, tmp_path / "fastnn",
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    env.pop("FASTNN_BACKEND", None)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "python setup.py build_ext --inplace" in out.split("WARNING:")[1].split("\n")[0]
+    assert "DEFAULT: numba" in out
+    assert "IMPORTERROR:" in out and "pip install ." in out.split("IMPORTERROR:")[1]
+    assert "NUMPY: 2.0" in out
