@@ -3,11 +3,6 @@ loopback, started and stopped here. Searches and out-of-core fits on the cluster
 the bits of the same computation in this process, a search survives a killed worker,
 and the out-of-core fit keeps only a few blocks in memory (Optuna: test_optuna.py)."""
 
-import os
-import signal
-import time
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import pytest
 
@@ -15,28 +10,19 @@ distributed = pytest.importorskip("distributed")
 pytest.importorskip("sklearn")
 da = pytest.importorskip("dask.array")
 
-from distributed import Client, LocalCluster  # noqa: E402
 from distributed.diagnostics.plugin import SchedulerPlugin  # noqa: E402
 from sklearn.datasets import make_classification, make_regression  # noqa: E402
 from sklearn.model_selection import GridSearchCV, RandomizedSearchCV  # noqa: E402
 
 import fastnn.dask as fdask  # noqa: E402
+from _dask_support import local_cluster_client, run_killing_a_worker  # noqa: E402
 from fastnn import MLPClassifier, MLPRegressor  # noqa: E402
 
 # Short fits end at max_iter on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
-@pytest.fixture(scope="module")
-def client():
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           host="127.0.0.1", dashboard_address=None)
-    c = Client(cluster)
-    try:
-        yield c
-    finally:
-        c.close()
-        cluster.close()
+client = pytest.fixture(scope="module")(local_cluster_client)
 
 
 @pytest.fixture
@@ -95,11 +81,6 @@ def test_thread_budget_is_set_in_workers_and_undone(cluster_client):
         fdask.ThreadBudget(0)
 
 
-def _worker_pids(cluster):
-    return {nanny.worker_address: nanny.process.process.pid
-            for nanny in cluster.workers.values() if nanny.process is not None}
-
-
 def test_search_survives_a_killed_worker(cluster_client):
     X, y = _data(360, seed=1)
     space = {"learning_rate_init": [1e-3, 3e-3, 1e-2], "alpha": [1e-4, 1e-3, 1e-2],
@@ -110,28 +91,13 @@ def test_search_survives_a_killed_worker(cluster_client):
                                   space, n_iter=8, cv=3, random_state=0)
 
     local = search().fit(X, y)
-    cluster = cluster_client.cluster
-    pids = _worker_pids(cluster)
-    assert len(pids) == 2
 
     def run():
         # X and y go to every worker once; the rest travels with the tasks.
         with fdask.parallel_search(cluster_client, scatter=[X, y]):
             return search().fit(X, y)
 
-    with ThreadPoolExecutor(1) as pool:
-        result = pool.submit(run)
-        # Kill the first worker seen running a fit, while the search is under way.
-        victim = None
-        deadline = time.monotonic() + 60
-        while victim is None and time.monotonic() < deadline and not result.done():
-            busy = [w for w, tasks in cluster_client.processing().items() if tasks]
-            victim = busy[0] if busy else None
-            time.sleep(0.02)
-        assert victim is not None and not result.done()
-        os.kill(pids[victim], signal.SIGKILL)
-        remote = result.result(timeout=300)
-    assert victim not in cluster_client.scheduler_info()["workers"]
+    remote, _ = run_killing_a_worker(cluster_client, run)
     _same_cv_results(remote, local)
 
 
