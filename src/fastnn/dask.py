@@ -58,8 +58,10 @@ class ThreadBudget(distributed.WorkerPlugin):
     A worker running ``k`` tasks at once then uses ``k n`` threads at most: with
     ``nthreads`` worker threads per process and ``n = 1`` (the default), a search
     never oversubscribes the cores. The limit is set when the plugin reaches a worker
-    (also one restarted later) and undone when it is unregistered. A fastnn
-    estimator's own ``n_threads`` still applies inside its fit and predict calls.
+    (also one restarted later) and undone when it is unregistered. fastnn's training
+    with ``n_threads=None`` never uses more threads than the BLAS pool has, so it
+    keeps to the budget too; an explicit ``n_threads`` on an estimator or model
+    applies inside its own fit and predict calls.
 
     Parameters
     ----------
@@ -520,7 +522,8 @@ class Objective:
     dtype : {"float32", "float64"}, default "float32"
     backend : str or None
     n_threads : int or None, default 1
-        BLAS threads of each trial (threadpoolctl); None leaves the pools alone.
+        Threads of each trial's training (``fastnn.MLP(n_threads=...)``) and limit of
+        the BLAS pools meanwhile; None: fastnn's default and the pools left alone.
 
     Trials that diverge raise :class:`fastnn.DivergenceError`: pass
     ``catch=(fastnn.DivergenceError,)`` to ``study.optimize`` to record them as
@@ -585,7 +588,8 @@ class Objective:
         model = fastnn.MLP([X.shape[1], *units, self._n_outputs()],
                            self._suggest(trial, "activation"), loss=self.loss,
                            dropout=self._suggest(trial, "dropout"), dtype=self.dtype,
-                           backend=self.backend, random_state=self.random_state)
+                           backend=self.backend, random_state=self.random_state,
+                           n_threads=self.n_threads)
         y = self.y if self.loss != "mse" or np.ndim(self.y) == 2 else \
             np.asarray(self.y).reshape(-1, 1)
         y_val = self.y_val if self.loss != "mse" or np.ndim(self.y_val) == 2 else \
