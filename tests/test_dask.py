@@ -11,7 +11,9 @@ pytest.importorskip("sklearn")
 da = pytest.importorskip("dask.array")
 
 from distributed.diagnostics.plugin import SchedulerPlugin  # noqa: E402
-from sklearn.datasets import make_classification, make_regression  # noqa: E402
+from sklearn.datasets import (  # noqa: E402
+    make_classification, make_multilabel_classification, make_regression,
+)
 from sklearn.model_selection import GridSearchCV, RandomizedSearchCV  # noqa: E402
 
 import fastnn.dask as fdask  # noqa: E402
@@ -163,6 +165,23 @@ def test_fit_blocks_dataframe_and_regression(cluster_client):
     np.testing.assert_array_equal(pred.to_numpy(), remote.predict(frame))
     assert fdask.score(remote, Xd, yd) == pytest.approx(remote.score(frame, targets),
                                                         rel=1e-12, abs=1e-12)
+
+
+def test_blockwise_predict_and_score_multilabel_and_one_output(cluster_client):
+    X, Y = make_multilabel_classification(120, 6, n_classes=3, random_state=0)
+    clf = MLPClassifier((8,), max_iter=50, random_state=0, n_threads=1).fit(X, Y)
+    # y's row blocks differ from X's: they are rechunked to match.
+    Xd, Yd = da.from_array(X, chunks=(25, 3)), da.from_array(Y, chunks=(30, 3))
+    np.testing.assert_array_equal(fdask.predict(clf, Xd).compute(), clf.predict(X))
+    assert fdask.score(clf, Xd, Yd) == clf.score(X, Y)
+    y = X @ np.linspace(-1, 1, 6)
+    reg = MLPRegressor(hidden_layer_sizes=(8,), max_iter=50, random_state=0,
+                       n_threads=1).fit(X, y)
+    pred = fdask.predict(reg, Xd)
+    assert pred.shape == (120,)
+    np.testing.assert_array_equal(pred.compute(), reg.predict(X))
+    assert fdask.score(reg, Xd, da.from_array(y, chunks=40)) == pytest.approx(
+        reg.score(X, y), rel=1e-12)
 
 
 class _BlocksInMemory(SchedulerPlugin):

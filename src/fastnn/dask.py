@@ -43,7 +43,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without Dask
 from .training import Callback
 
 __all__ = ["ThreadBudget", "parallel_search", "fit_blocks", "predict", "predict_proba",
-           "score", "PruningCallback", "Objective", "optimize_on_dask"]
+           "score", "PruningCallback", "Objective", "DEFAULT_SPACE", "optimize_on_dask"]
 
 # Environment variables read by BLAS / OpenMP libraries when they are loaded.
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
