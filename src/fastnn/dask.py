@@ -294,7 +294,8 @@ def fit_blocks(estimator, X, y, *, epochs: int = 1, classes=None,
                                                               blocks_per_call)]
         if client is False:
             for g in groups:
-                xb, yb = dask.compute([xs[i] for i in g], [ys[i] for i in g])
+                xb, yb = dask.compute([xs[i] for i in g], [ys[i] for i in g],
+                                      scheduler="threads")
                 est = _partial_fit_step(est, xb, yb, fit_params)
         else:
             est = _epoch_on_cluster(client, est, xs, ys, groups, fit_params, prefetch)
