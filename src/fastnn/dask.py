@@ -53,11 +53,13 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
 # --- thread budget and parallel search -------------------------------------------------------
 
 class ThreadBudget(distributed.WorkerPlugin):
-    """Worker plugin limiting every BLAS / OpenMP pool of a worker process to ``n`` threads.
+    """Worker plugin limiting the BLAS pools of a worker process to ``n`` threads.
 
-    A worker running ``k`` tasks at once then uses ``k n`` threads at most: with
-    ``nthreads`` worker threads per process and ``n = 1`` (the default), a search
-    never oversubscribes the cores. The limit is set when the plugin reaches a worker
+    It also sets ``OMP_NUM_THREADS`` and the like to ``n`` for libraries loaded later
+    (OpenMP's own limit is per thread, so it cannot be set from the plugin's thread
+    for the task threads). A worker running ``k`` tasks at once then uses ``k n``
+    BLAS threads at most: with ``nthreads`` worker threads per process and ``n = 1``
+    (the default), a search never oversubscribes the cores. The limit is set when the plugin reaches a worker
     (also one restarted later) and undone when it is unregistered. fastnn's training
     with ``n_threads=None`` never uses more threads than the BLAS pool has, so it
     keeps to the budget too; an explicit ``n_threads`` on an estimator or model
