@@ -142,6 +142,21 @@ def test_fit_blocks_on_cluster_equals_in_process(cluster_client, per_call):
     assert fdask.score(remote, Xd, yd) == remote.score(X, y)
 
 
+def test_fit_blocks_survives_a_killed_worker(cluster_client):
+    X, y = _data(360, seed=2)
+    Xd, yd = da.from_array(X, chunks=30), da.from_array(y, chunks=30)
+
+    def est():
+        return MLPClassifier((16,), random_state=3, n_threads=1, learning_rate_init=0.01)
+
+    remote, _ = run_killing_a_worker(cluster_client, lambda: fdask.fit_blocks(
+        est(), Xd, yd, epochs=4, classes=[0, 1, 2], random_state=7, client=cluster_client))
+    by_hand = _block_order_fit(est(), X, y, 30, 4, 7, classes=[0, 1, 2])
+    for a, b in zip(remote.coefs_, by_hand.coefs_):
+        np.testing.assert_array_equal(a, b)
+    assert remote.t_ == 4 * len(X)
+
+
 def test_fit_blocks_dataframe_and_regression(cluster_client):
     pd = pytest.importorskip("pandas")
     dd = pytest.importorskip("dask.dataframe")
