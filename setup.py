@@ -28,11 +28,11 @@ DIRECTIVES = {
 # -ffp-contract=off: no FMA contraction, so kernels that must equal the NumPy reference
 # bit for bit round every product and sum as the reference does. Never -ffast-math.
 # -fno-math-errno only lets sqrt compile to one instruction; it changes no value.
-# -fopenmp: the GEMM blocks of the whole-epoch kernel run on OpenMP threads (prange).
-COMPILE_ARGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fopenmp"]
+# -pthread: fastnn_pool.h's helper threads run the GEMM blocks of the epoch kernel.
+COMPILE_ARGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-pthread"]
 if DEBUG:
-    COMPILE_ARGS = ["-O0", "-g", "-ffp-contract=off", "-fopenmp"]
-LINK_ARGS = ["-fopenmp"]
+    COMPILE_ARGS = ["-O0", "-g", "-ffp-contract=off", "-pthread"]
+LINK_ARGS = ["-pthread"]
 
 # C headers the kernels include (fastnn_simd.h: loops multiversioned for the CPU):
 # found through include_dirs wherever the generated C lands, and a dependency of every

@@ -72,9 +72,9 @@ def make_fastnn_model(backend: str, sizes: tuple[int, ...], dtype, batch: int,
     Returns an object with ``prepare(xb, yb)`` (called once per pre-made batch, not
     timed), ``train_step(xb, yb)`` (one forward, loss, backward and Adam update) and
     ``train_epoch(X, Y, batch)`` (consecutive steps over X in one call, fastnn's
-    whole-epoch path). Threads are pinned by the harness around every call; fastnn.MLP
-    has no thread setting of its own (the estimators' ``n_threads`` does the same
-    pinning).
+    whole-epoch path). Threads are pinned by the harness around every call (BLAS for the
+    step path); ``n_threads`` is also the model's own setting, the thread count of its
+    whole-epoch kernel.
     """
     try:
         from fastnn import MLP, Adam
@@ -82,6 +82,8 @@ def make_fastnn_model(backend: str, sizes: tuple[int, ...], dtype, batch: int,
         raise Unavailable(NOT_YET, f"fastnn has no MLP/Adam yet ({exc})") from None
     net = MLP(list(sizes), "relu", loss="cross_entropy", dtype=np.dtype(dtype).name,
               backend=backend, random_state=seed)
+    if hasattr(net, "n_threads"):
+        net.n_threads = n_threads
     return _MLPStepper(net, Adam(lr=LR))
 
 

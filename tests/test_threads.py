@@ -132,8 +132,8 @@ def test_default_respects_the_blas_limit_and_the_affinity(monkeypatch):
         monkeypatch.setattr(_threads, "available_cpus", lambda: 2)
         assert _threads.resolve(None, "numba") == 2
         assert _threads.resolve(3, "numba") == 3
-    fastnn.backend("cython")  # its OpenMP runtime is loaded before threadpoolctl looks
-    with threadpool_limits(1, user_api="openmp"), threadpool_limits(2, user_api="blas"):
+    with threadpool_limits(2, user_api="blas"):
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
         assert _threads.resolve(None, "cython") == 1
 
 

@@ -3,7 +3,8 @@
 Every matrix product is cut into blocks by a rule that looks at its shape only
 (:func:`fastnn.reference.blas.gemm_partition`); each block is one single-threaded BLAS
 call, and the whole-epoch kernels run the blocks of one product side by side on their
-own threads (OpenMP in Cython, Numba's pool in Numba). Small products are one block, so
+own threads (Cython: ``fastnn_pool.h``, where the caller never waits for a helper that
+has not started a block; Numba: its ``prange`` pool). Small products are one block, so
 small models run serially whatever the thread count. The bits never depend on the
 number of threads, and BLAS's own pool is held at one thread while a kernel runs so that
 the two pools never compete (OpenBLAS's threading would also change float32 results).
@@ -11,8 +12,8 @@ the two pools never compete (OpenBLAS's threading would also change float32 resu
 ``n_threads=None`` means: as many threads as this process may use without
 oversubscribing, the smallest of the CPUs it may run on (``os.sched_getaffinity``), the
 BLAS pool's current size (``OPENBLAS_NUM_THREADS``, threadpoolctl's limits: joblib's loky
-and Dask workers set these to share the machine between workers) and, for the Cython
-backend, the OpenMP runtime's ``omp_get_max_threads()`` (``OMP_NUM_THREADS``).
+and Dask workers set these to share the machine between workers), ``OMP_NUM_THREADS``
+when set, and for Numba its pool size (``NUMBA_NUM_THREADS``).
 """
 
 from __future__ import annotations
@@ -50,11 +51,10 @@ def blas_threads() -> int:
     return max(1, min(counts)) if counts else 1
 
 
-def _openmp_max_threads(backend_name: str) -> int | None:
-    if backend_name != "cython":
-        return None
-    from ._kernels import training_cython
-    return training_cython.openmp_max_threads()
+def _env_threads() -> int | None:
+    """OMP_NUM_THREADS as a cap (its first entry), when set to a positive int."""
+    value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def resolve(n_threads, backend_name: str) -> int:
@@ -63,9 +63,12 @@ def resolve(n_threads, backend_name: str) -> int:
     if n_threads is not None:
         return int(n_threads)
     limit = min(available_cpus(), blas_threads())
-    omp = _openmp_max_threads(backend_name)
-    if omp is not None:
-        limit = min(limit, omp)
+    env = _env_threads()
+    if env is not None:
+        limit = min(limit, env)
+    if backend_name == "numba":
+        import numba
+        limit = min(limit, numba.config.NUMBA_NUM_THREADS)
     return max(1, limit)
 
 

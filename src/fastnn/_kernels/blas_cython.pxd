@@ -1,10 +1,9 @@
 # Header-only helpers shared by the Cython kernels: a row-major GEMM over SciPy's BLAS
-# (cut into shape-determined blocks, run on one thread or on OpenMP threads) and sums
+# (cut into shape-determined blocks, run on one thread or on fastnn_pool.h's) and sums
 # taken in exactly NumPy's order. Everything is ``cdef inline``, so modules that
 # cimport this file compile their own copy and no extension module stands behind it.
 
 from cython cimport floating
-from cython.parallel cimport prange
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 
@@ -63,32 +62,75 @@ cdef inline void gemm_part(bint trans_a, bint trans_b, int m, int n, int k,
                   lda, b, ldb, c + lo * ldc, ldc)
 
 
+cdef extern from "fastnn_pool.h" nogil:
+    ctypedef void (*fnn_task_fn)(void* ctx, int task) noexcept nogil
+    void fnn_pool_run(fnn_task_fn fn, void* ctx, int n_tasks, int n_threads)
+
+
+# One product's blocks as a job of fastnn_pool.h (float or double behind the void*).
+cdef struct GemmJob:
+    bint trans_a
+    bint trans_b
+    bint by_columns
+    int m, n, k, lda, ldb, ldc, block, side
+    const void* a
+    const void* b
+    void* c
+
+
+cdef inline void gemm_task_f32(void* job, int i) noexcept nogil:
+    cdef GemmJob* g = <GemmJob*>job
+    gemm_part(g.trans_a, g.trans_b, g.m, g.n, g.k, <const float*>g.a, g.lda,
+              <const float*>g.b, g.ldb, <float*>g.c, g.ldc, g.by_columns, i * g.block,
+              min(g.side, i * g.block + g.block))
+
+
+cdef inline void gemm_task_f64(void* job, int i) noexcept nogil:
+    cdef GemmJob* g = <GemmJob*>job
+    gemm_part(g.trans_a, g.trans_b, g.m, g.n, g.k, <const double*>g.a, g.lda,
+              <const double*>g.b, g.ldb, <double*>g.c, g.ldc, g.by_columns, i * g.block,
+              min(g.side, i * g.block + g.block))
+
+
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                       const floating* a, int lda, const floating* b, int ldb,
                       floating* c, int ldc, int n_threads) noexcept nogil:
     """c (m, n) = op(a) @ op(b), all row-major; op(a) is (m, k), op(b) is (k, n).
 
     The blocks of gemm_block, each one BLAS call (gemm_call), run one after the other,
-    or on up to n_threads OpenMP threads: the same calls either way, so the same bits
-    as the reference's gemm. BLAS itself should run on one thread (the caller's job).
+    or as one job of fastnn_pool.h on the caller and up to n_threads - 1 helper
+    threads: the same calls either way, so the same bits as the reference's gemm.
+    BLAS itself should run on one thread (the caller's job).
     """
-    cdef bint by_columns
-    cdef int block = gemm_block(m, n, k, &by_columns)
-    cdef int side = n if by_columns else m
+    cdef GemmJob job
     cdef int n_blocks, i, lo
-    if block <= 0 or block >= side:
+    job.block = gemm_block(m, n, k, &job.by_columns)
+    job.side = n if job.by_columns else m
+    if job.block <= 0 or job.block >= job.side:
         gemm_call(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
         return
-    n_blocks = (side + block - 1) // block
+    n_blocks = (job.side + job.block - 1) // job.block
     if n_threads <= 1:
         for i in range(n_blocks):
-            lo = i * block
-            gemm_part(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, by_columns, lo,
-                      min(side, lo + block))
+            lo = i * job.block
+            gemm_part(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, job.by_columns,
+                      lo, min(job.side, lo + job.block))
         return
-    for i in prange(n_blocks, num_threads=min(n_threads, n_blocks), schedule="static"):
-        gemm_part(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, by_columns,
-                  i * block, min(side, i * block + block))
+    job.trans_a = trans_a
+    job.trans_b = trans_b
+    job.m = m
+    job.n = n
+    job.k = k
+    job.lda = lda
+    job.ldb = ldb
+    job.ldc = ldc
+    job.a = a
+    job.b = b
+    job.c = c
+    if floating is float:
+        fnn_pool_run(gemm_task_f32, &job, n_blocks, n_threads)
+    else:
+        fnn_pool_run(gemm_task_f64, &job, n_blocks, n_threads)
 
 
 # --- sums in NumPy's order ---------------------------------------------------------

@@ -1,7 +1,8 @@
 # C-level dense-layer kernels on raw pointers. Row-major: x (m, n_in), w (n_in, n_out),
 # b (n_out,), z, a, da, dz (m, n_out), dw (n_in, n_out), dx (m, n_in). Products go
 # through SciPy's BLAS with the reference's operands and blocks, the blocks on up to
-# n_threads OpenMP threads (the same bits for any n_threads); nothing divides by m.
+# n_threads threads (fastnn_pool.h; the same bits for any n_threads); nothing divides
+# by m.
 
 from cython cimport floating
 

@@ -39,8 +39,8 @@ cdef struct EpochOpt:
 # One call of train_epoch. X (n, dims[0]); y (n, dims[-1]) or NULL and labels (n,) for
 # sparse cross-entropy; order (n,); lb (batch_size,) gathered labels; state1/state2
 # (P,) or NULL; lrs indexed by batch; stats (N_STATS,). work: scratch for
-# max(dims[1:]) doubles (softmax rows). The GEMMs' blocks run on up to n_threads OpenMP
-# threads (same bits for any count). Inputs are trusted: the def wrapper checks them.
+# max(dims[1:]) doubles (softmax rows). The GEMMs' blocks run on up to n_threads
+# threads of fastnn_pool.h (same bits for any count). Inputs are trusted: the def wrapper checks them.
 cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* labels,
                         Py_ssize_t n, const int64_t* order, Py_ssize_t batch_size,
                         const EpochNet* net, const EpochOpt* opt, floating* params,

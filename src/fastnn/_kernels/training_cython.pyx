@@ -17,7 +17,6 @@ from libc.math cimport isfinite, sqrt
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
-from openmp cimport omp_get_max_threads
 
 from fastnn._kernels.dense_cython cimport (
     c_dense_backward, c_dense_forward, c_dense_input_gradient,
@@ -33,12 +32,6 @@ from fastnn._kernels.optimizers_cython cimport (
 )
 
 __all__ = ["train_epoch"]
-
-
-def openmp_max_threads():
-    """omp_get_max_threads() of the OpenMP runtime these kernels run on (it follows
-    OMP_NUM_THREADS and threadpoolctl's limits)."""
-    return omp_get_max_threads()
 
 # The values of fastnn/_kernels/codes.py (the wrapper checks them against it once).
 cdef enum:
@@ -311,8 +304,9 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
     """One epoch (batches [batch_start, batch_stop)) of mini-batch training in C.
 
     See fastnn.reference.training for the arguments and the steps; the GEMMs' blocks
-    run on up to ``n_threads`` OpenMP threads (the same bits for any count); ``params``,
-    ``grads``, ``ws``, ``lb``, the optimizer state and ``stats`` are updated in place.
+    run on up to ``n_threads`` threads (fastnn_pool.h; the same bits for any count);
+    ``params``, ``grads``, ``ws``, ``lb``, the optimizer state and ``stats`` are updated
+    in place.
     Raises ValueError when the arrays do not fit together (nothing is touched then).
     """
     cdef Py_ssize_t L = acts.shape[0], n = X.shape[0], P = params.shape[0]
