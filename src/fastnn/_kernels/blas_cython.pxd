@@ -16,7 +16,7 @@ cdef enum:
 cdef inline int gemm_block(int m, int n, int k, bint* by_columns) noexcept nogil:
     """fastnn.reference.blas.gemm_partition: sets by_columns, returns the block size."""
     cdef double flops = 2.0 * m * n * k
-    cdef int parts = 4 if flops >= 1073741824.0 else 2 if flops >= 33554432.0 else 1
+    cdef int parts = 4 if flops >= 8589934592.0 else 2 if flops >= 33554432.0 else 1
     cdef int side, per
     by_columns[0] = n >= m
     side = n if by_columns[0] else m

@@ -19,12 +19,14 @@ _GEMM = {np.dtype(np.float32): _scipy_blas.sgemm, np.dtype(np.float64): _scipy_b
 
 # The partition rule; the Cython (blas_cython.pxd) and Numba (_numba_common.py) copies
 # must stay equal to it. Products of 2 m n k >= 2**25 flops (a few hundred microseconds)
-# are cut in 2 blocks, from 2**30 in 4; a block spans a multiple of GEMM_UNIT rows or
-# columns (the BLAS micro-kernels' tile sizes divide it), so each stays one efficient
-# call.
+# are cut in 2 blocks, from 2**33 (~0.1 s) in 4; a block spans a multiple of GEMM_UNIT
+# rows or columns (the BLAS micro-kernels' tile sizes divide it), so each stays one
+# efficient call. On one thread 2 blocks cost 0-8% of a product's time (OpenBLAS,
+# Zen 3), 4 blocks up to 20%: hence 4 only where a product is long enough for more
+# than two cores to pay.
 GEMM_UNIT = 16
 GEMM_SPLIT_FLOPS = 2 ** 25
-GEMM_SPLIT4_FLOPS = 2 ** 30
+GEMM_SPLIT4_FLOPS = 2 ** 33
 
 
 def gemm_partition(m, n, k):
