@@ -24,7 +24,7 @@ from numba import njit, types
 from numba.core import config
 from numba.extending import get_cython_function_address, intrinsic, overload
 
-from ..reference.blas import GEMM_SPLIT4_FLOPS, GEMM_SPLIT_FLOPS, GEMM_UNIT
+from ..reference.blas import gemm_partition
 
 DISABLE_JIT = bool(config.DISABLE_JIT)
 
@@ -188,23 +188,8 @@ _GEMM_SYMBOLS = {types.float32: "fastnn_cython_blas_sgemm",
                  types.float64: "fastnn_cython_blas_dgemm"}
 _NOTRANS, _TRANS = ord("N"), ord("T")
 
-# fastnn.reference.blas.gemm_partition's constants (one rule for every backend).
-_UNIT, _SPLIT, _SPLIT4 = GEMM_UNIT, GEMM_SPLIT_FLOPS, GEMM_SPLIT4_FLOPS
-
-
-@jit_inline
-def gemm_block(m, n, k):
-    """fastnn.reference.blas.gemm_partition: (by_columns, block size)."""
-    flops = 2 * np.int64(m) * n * k
-    parts = 4 if flops >= _SPLIT4 else 2 if flops >= _SPLIT else 1
-    by_columns = n >= m
-    side = n if by_columns else m
-    while parts > 1 and side < parts * _UNIT:
-        parts //= 2
-    if parts == 1:
-        return by_columns, side
-    per = (side + parts - 1) // parts
-    return by_columns, (per + _UNIT - 1) // _UNIT * _UNIT
+# fastnn.reference.blas.gemm_partition itself, compiled: one rule for every backend.
+gemm_block = jit_inline(gemm_partition)
 
 
 if not DISABLE_JIT:

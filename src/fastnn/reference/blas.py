@@ -17,13 +17,13 @@ from scipy.linalg import blas as _scipy_blas
 
 _GEMM = {np.dtype(np.float32): _scipy_blas.sgemm, np.dtype(np.float64): _scipy_blas.dgemm}
 
-# The partition rule; the Cython (blas_cython.pxd) and Numba (_numba_common.py) copies
-# must stay equal to it. Products of 2 m n k >= 2**25 flops (a few hundred microseconds)
-# are cut in 2 blocks, from 2**33 (~0.1 s) in 4; a block spans a multiple of GEMM_UNIT
-# rows or columns (the BLAS micro-kernels' tile sizes divide it), so each stays one
-# efficient call. On one thread 2 blocks cost 0-8% of a product's time (OpenBLAS,
-# Zen 3), 4 blocks up to 20%: hence 4 only where a product is long enough for more
-# than two cores to pay.
+# The partition rule: Numba compiles gemm_partition itself, the Cython kernels carry a
+# copy (blas_cython.pxd's gemm_block) that must stay equal to it (tests/test_threads.py).
+# Products of 2 m n k >= 2**25 flops (a few hundred microseconds) are cut in 2 blocks,
+# from 2**33 (~0.1 s) in 4; a block spans a multiple of GEMM_UNIT rows or columns (the
+# BLAS micro-kernels' tile sizes divide it), so each stays one efficient call. On one
+# thread 2 blocks cost 0-8% of a product's time (OpenBLAS, Zen 3), 4 blocks up to 20%:
+# hence 4 only where a product is long enough for more than two cores to pay.
 GEMM_UNIT = 16
 GEMM_SPLIT_FLOPS = 2 ** 25
 GEMM_SPLIT4_FLOPS = 2 ** 33
