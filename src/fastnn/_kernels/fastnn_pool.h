@@ -10,7 +10,7 @@
  *
  * One job at a time per process: a second caller that finds the pool busy (another
  * Python thread training another model) runs its tasks itself. A forked child (whose
- * helpers did not survive the fork) starts a fresh pool. Helpers spin briefly on the
+ * helpers did not survive the fork) starts a fresh pool. Helpers spin (10 ms) on the
  * next job (cheap back-to-back GEMMs), then sleep on a condition variable.
  *
  * Claims carry the job's generation in their upper 32 bits, so a helper waking late
@@ -23,6 +23,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <time.h>
 #include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -39,10 +40,11 @@
 #endif
 
 #define FNN_POOL_MAX_HELPERS 63
-/* Pause loops a helper spins on the next job before it sleeps (a few ms): waking a
- * sleeping thread can take longer than a small GEMM block, and a block taken late
- * makes the caller wait. */
-#define FNN_POOL_SPIN 200000
+/* How long a helper spins on the next job before it sleeps: waking a sleeping thread
+ * can take longer than a GEMM block (milliseconds on a busy VM), and a block a helper
+ * takes late makes the caller wait; a step's serial part (the optimizer's pass over
+ * every parameter) lasts a few milliseconds. */
+#define FNN_POOL_SPIN_NS 10000000L
 
 typedef void (*fnn_task_fn)(void *ctx, int task);
 
@@ -95,10 +97,16 @@ FNN_POOL_UNUSED static void *fnn_pool_helper(void *arg) {
     for (;;) {
         uint32_t gen;
         int spins = 0;
-        while ((gen = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen
-               && spins < FNN_POOL_SPIN) {
+        struct timespec t0, now;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while ((gen = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen) {
             FNN_PAUSE();
-            spins++;
+            if (++spins % 256 == 0) {
+                clock_gettime(CLOCK_MONOTONIC, &now);
+                if ((now.tv_sec - t0.tv_sec) * 1000000000L + (now.tv_nsec - t0.tv_nsec)
+                        > FNN_POOL_SPIN_NS)
+                    break;
+            }
         }
         if (gen == seen) {
             pthread_mutex_lock(&p->wake_lock);
