@@ -6,6 +6,8 @@
 
 from cython cimport floating
 
+from fastnn._kernels.blas_cython cimport fnn_task_fn
+
 
 # z = x @ w + b and a = g(z); a may be z. work: n_out doubles, only used by softmax
 # (NULL is fine for the other codes).
@@ -25,3 +27,9 @@ cdef void c_dense_backward(const floating* x, const floating* z, const floating*
 cdef void c_dense_input_gradient(const floating* dz, const floating* w, Py_ssize_t m,
                                  Py_ssize_t n_in, Py_ssize_t n_out,
                                  floating* dx, int n_threads) noexcept nogil
+
+# fn(ctx, 0 .. n_tasks - 1) on the caller and up to n_threads - 1 helpers: the thread
+# pool of fastnn_pool.h that this module's GEMMs run on, shared so that one set of
+# helper threads serves the whole epoch kernel.
+cdef void c_run_tasks(fnn_task_fn fn, void* ctx, int n_tasks,
+                      int n_threads) noexcept nogil

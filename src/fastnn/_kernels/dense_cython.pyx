@@ -14,7 +14,7 @@ from fastnn._kernels.activations_cython cimport (
     ELU, SIGMOID, SOFTMAX, STEP, TANH, c_softmax, c_softmax_backward, elu_1, elu_d1,
     sigmoid_1, step_1, step_d1, tanh_1,
 )
-from fastnn._kernels.blas_cython cimport gemm, pw_sum
+from fastnn._kernels.blas_cython cimport fnn_pool_run, fnn_task_fn, gemm, pw_sum
 from fastnn._kernels.fastnn_simd cimport (
     fnn_act_grad_bias_f32, fnn_act_grad_bias_f64, fnn_bias_act_f32, fnn_bias_act_f64,
 )
@@ -158,6 +158,12 @@ cdef void c_dense_input_gradient(const floating* dz, const floating* w, Py_ssize
     """dx = dz @ w^T: one GEMM, w read transposed in place."""
     gemm(False, True, <int>m, <int>n_in, <int>n_out, dz, <int>n_out, w, <int>n_out,
          dx, <int>n_in, n_threads)
+
+
+cdef void c_run_tasks(fnn_task_fn fn, void* ctx, int n_tasks,
+                      int n_threads) noexcept nogil:
+    """fn(ctx, i) for i < n_tasks on this module's thread pool (fastnn_pool.h)."""
+    fnn_pool_run(fn, ctx, n_tasks, n_threads)
 
 
 # --- Python wrappers (the reference's signatures) ------------------------------------

@@ -19,7 +19,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from fastnn._kernels.dense_cython cimport (
-    c_dense_backward, c_dense_forward, c_dense_input_gradient,
+    c_dense_backward, c_dense_forward, c_dense_input_gradient, c_run_tasks,
 )
 from fastnn._kernels.losses_cython cimport (
     c_binary_cross_entropy, c_binary_cross_entropy_gradient, c_cross_entropy,
@@ -150,6 +150,69 @@ cdef void _update(const EpochOpt* opt, floating* p, const floating* g, floating*
         c_adam_step(p, g, s1, s2, n, t, lr, opt.h0, opt.h1, opt.eps, weight_decay)
 
 
+# The optimizer update is elementwise, so any cut gives the same bits: segments of at
+# least UPDATE_SPLIT parameters are updated in n_threads pieces (multiples of 64).
+cdef enum:
+    UPDATE_SPLIT = 131072
+
+
+cdef struct UpdateJob:
+    const EpochOpt* opt
+    void* p
+    const void* g
+    void* s1
+    void* s2
+    Py_ssize_t n
+    Py_ssize_t chunk
+    long long t
+    double lr
+    double wd
+
+
+cdef void _update_piece_f32(void* job, int i) noexcept nogil:
+    cdef UpdateJob* u = <UpdateJob*>job
+    cdef Py_ssize_t lo = i * u.chunk
+    cdef Py_ssize_t hi = min(u.n, lo + u.chunk)
+    if hi > lo:
+        _update(u.opt, <float*>u.p + lo, <const float*>u.g + lo,
+                <float*>u.s1 + lo if u.s1 != NULL else NULL,
+                <float*>u.s2 + lo if u.s2 != NULL else NULL, hi - lo, u.t, u.lr, u.wd)
+
+
+cdef void _update_piece_f64(void* job, int i) noexcept nogil:
+    cdef UpdateJob* u = <UpdateJob*>job
+    cdef Py_ssize_t lo = i * u.chunk
+    cdef Py_ssize_t hi = min(u.n, lo + u.chunk)
+    if hi > lo:
+        _update(u.opt, <double*>u.p + lo, <const double*>u.g + lo,
+                <double*>u.s1 + lo if u.s1 != NULL else NULL,
+                <double*>u.s2 + lo if u.s2 != NULL else NULL, hi - lo, u.t, u.lr, u.wd)
+
+
+cdef void _update_threads(const EpochOpt* opt, floating* p, const floating* g,
+                          floating* s1, floating* s2, Py_ssize_t n, long long t,
+                          double lr, double weight_decay, int n_threads) noexcept nogil:
+    """_update on a segment, in pieces on the thread pool when it is long enough."""
+    cdef UpdateJob job
+    if n_threads <= 1 or n < UPDATE_SPLIT:
+        _update(opt, p, g, s1, s2, n, t, lr, weight_decay)
+        return
+    job.opt = opt
+    job.p = p
+    job.g = g
+    job.s1 = s1
+    job.s2 = s2
+    job.n = n
+    job.chunk = ((n + n_threads - 1) // n_threads + 63) // 64 * 64
+    job.t = t
+    job.lr = lr
+    job.wd = weight_decay
+    if floating is float:
+        c_run_tasks(_update_piece_f32, &job, n_threads, n_threads)
+    else:
+        c_run_tasks(_update_piece_f64, &job, n_threads, n_threads)
+
+
 # --- the epoch -----------------------------------------------------------------------
 
 cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* labels,
@@ -246,11 +309,11 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
             start = seg[3 * i]
             stop = seg[3 * i + 1]
             if stop > start:
-                _update(opt, params + start, grads + start,
-                        state1 + start if state1 != NULL else NULL,
-                        state2 + start if state2 != NULL else NULL,
-                        stop - start, step, lrs[j],
-                        opt.weight_decay if seg[3 * i + 2] else 0.0)
+                _update_threads(opt, params + start, grads + start,
+                                state1 + start if state1 != NULL else NULL,
+                                state2 + start if state2 != NULL else NULL,
+                                stop - start, step, lrs[j],
+                                opt.weight_decay if seg[3 * i + 2] else 0.0, n_threads)
 
         # 7. statistics
         stats[STAT_LOSS_SUM] += loss * m
