@@ -169,24 +169,24 @@ cdef struct UpdateJob:
     double wd
 
 
-cdef void _update_piece_f32(void* job, int i) noexcept nogil:
-    cdef UpdateJob* u = <UpdateJob*>job
+cdef inline void _update_piece(const UpdateJob* u, int i, floating* p, const floating* g,
+                               floating* s1, floating* s2) noexcept nogil:
+    """Piece i of the job's segment (p, g, s1, s2 are the job's pointers, typed)."""
     cdef Py_ssize_t lo = i * u.chunk
     cdef Py_ssize_t hi = min(u.n, lo + u.chunk)
     if hi > lo:
-        _update(u.opt, <float*>u.p + lo, <const float*>u.g + lo,
-                <float*>u.s1 + lo if u.s1 != NULL else NULL,
-                <float*>u.s2 + lo if u.s2 != NULL else NULL, hi - lo, u.t, u.lr, u.wd)
+        _update(u.opt, p + lo, g + lo, s1 + lo if s1 != NULL else NULL,
+                s2 + lo if s2 != NULL else NULL, hi - lo, u.t, u.lr, u.wd)
+
+
+cdef void _update_piece_f32(void* job, int i) noexcept nogil:
+    cdef UpdateJob* u = <UpdateJob*>job
+    _update_piece(u, i, <float*>u.p, <const float*>u.g, <float*>u.s1, <float*>u.s2)
 
 
 cdef void _update_piece_f64(void* job, int i) noexcept nogil:
     cdef UpdateJob* u = <UpdateJob*>job
-    cdef Py_ssize_t lo = i * u.chunk
-    cdef Py_ssize_t hi = min(u.n, lo + u.chunk)
-    if hi > lo:
-        _update(u.opt, <double*>u.p + lo, <const double*>u.g + lo,
-                <double*>u.s1 + lo if u.s1 != NULL else NULL,
-                <double*>u.s2 + lo if u.s2 != NULL else NULL, hi - lo, u.t, u.lr, u.wd)
+    _update_piece(u, i, <double*>u.p, <const double*>u.g, <double*>u.s1, <double*>u.s2)
 
 
 cdef void _update_threads(const EpochOpt* opt, floating* p, const floating* g,
