@@ -134,21 +134,9 @@ def measure_threads(repeats: int = 3) -> list[dict]:
         for _ in range(12):
             A @ A
     with threadpool_limits(1, user_api="blas"):
-        seq, par = [], []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            gemms()
-            gemms()
-            seq.append(time.perf_counter() - t0)
-            threads = [threading.Thread(target=gemms) for _ in range(2)]
-            t0 = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            par.append(time.perf_counter() - t0)
-    rows.append({"backend": "baseline: NumPy 1200 x 1200 GEMMs", "sequential": min(seq),
-                 "threads": min(par)})
+        seq, par = _sequential_and_threaded(gemms, [None, None], repeats)
+    rows.append({"backend": "baseline: NumPy 1200 x 1200 GEMMs", "sequential": seq,
+                 "threads": par})
     for backend in fastnn.available_backends():
         if backend == "numpy":
             continue
@@ -160,22 +148,28 @@ def measure_threads(repeats: int = 3) -> list[dict]:
 
             def train(net):
                 net.fit(X, y, epochs=1, batch_size=32)
-            seq, par = [], []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                for net in nets:
-                    train(net)
-                seq.append(time.perf_counter() - t0)
-                threads = [threading.Thread(target=train, args=(net,)) for net in nets]
-                t0 = time.perf_counter()
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
-                par.append(time.perf_counter() - t0)
-        rows.append({"backend": f"fastnn {backend}", "sequential": min(seq),
-                     "threads": min(par)})
+            seq, par = _sequential_and_threaded(train, nets, repeats)
+        rows.append({"backend": f"fastnn {backend}", "sequential": seq, "threads": par})
     return rows
+
+
+def _sequential_and_threaded(work, args: list, repeats: int) -> tuple[float, float]:
+    """Best wall times of work(a) for every a in args, one after the other and each in
+    its own thread."""
+    seq, par = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for a in args:
+            work(a)
+        seq.append(time.perf_counter() - t0)
+        threads = [threading.Thread(target=work, args=(a,)) for a in args]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        par.append(time.perf_counter() - t0)
+    return min(seq), min(par)
 
 
 def _load_average():

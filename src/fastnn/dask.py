@@ -40,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without Dask
     raise ImportError("fastnn.dask needs Dask; install it with "
                       "`pip install 'fastnn[dask]'`") from exc
 
-from .training import Callback
+from .training import Callback, monitored_value
 
 __all__ = ["ThreadBudget", "parallel_search", "fit_blocks", "predict", "predict_proba",
            "score", "PruningCallback", "Objective", "DEFAULT_SPACE", "optimize_on_dask"]
@@ -470,10 +470,7 @@ class PruningCallback(Callback):
         self.monitor = monitor
 
     def on_epoch_end(self, epoch, logs):
-        if self.monitor not in logs:
-            raise ValueError(f"PruningCallback monitors {self.monitor!r}, which is not "
-                             f"among the epoch logs {sorted(logs)}")
-        value = float(logs[self.monitor])
+        value = monitored_value(self, self.monitor, logs)
         self.trial.report(value, epoch)
         if self.trial.should_prune():
             raise _optuna().TrialPruned(f"pruned after epoch {epoch + 1}: "

@@ -115,6 +115,15 @@ def _mode_for(monitor: str) -> str:
     return "max" if monitor.endswith(("accuracy", "r2")) else "min"
 
 
+def monitored_value(callback: Callback, monitor: str, logs: dict) -> float:
+    """``logs[monitor]`` as a float, or a ValueError naming the callback, the key and
+    the keys the epoch logs do have."""
+    if monitor not in logs:
+        raise ValueError(f"{type(callback).__name__} monitors {monitor!r}, which is not "
+                         f"among the epoch logs {sorted(logs)}")
+    return float(logs[monitor])
+
+
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved for ``patience`` epochs; restore the best weights.
 
@@ -169,10 +178,7 @@ class EarlyStopping(Callback):
         self._best_state = None
 
     def on_epoch_end(self, epoch, logs):
-        if self._monitor not in logs:
-            raise ValueError(f"EarlyStopping monitors {self._monitor!r}, which is not "
-                             f"among the epoch logs {sorted(logs)}")
-        value = self._sign * float(logs[self._monitor])
+        value = self._sign * monitored_value(self, self._monitor, logs)
         if math.isfinite(value) and value < self.best - self.min_delta:
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:

@@ -97,18 +97,24 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_kernels_are_cached_and_load_in_a_new_process(tmp_path):
+def _run_twice_with_a_fresh_cache(script, tmp_path, timeout):
+    """Run `script` in two new processes sharing one empty Numba cache; return the JSON
+    each printed last (the first compiles, the second should load from the cache)."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     env.pop("NUMBA_DISABLE_JIT", None)
     src = str(Path(fastnn.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     runs = []
     for _ in range(2):
-        proc = subprocess.run([sys.executable, "-W", "ignore::UserWarning", "-c", _SCRIPT],
-                              capture_output=True, text=True, env=env, timeout=600)
+        proc = subprocess.run([sys.executable, "-W", "ignore::UserWarning", "-c", script],
+                              capture_output=True, text=True, env=env, timeout=timeout)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    cold, warm = runs
+    return runs
+
+
+def test_kernels_are_cached_and_load_in_a_new_process(tmp_path):
+    cold, warm = _run_twice_with_a_fresh_cache(_SCRIPT, tmp_path, timeout=600)
     assert not any(cold["hits"].values()), cold["hits"]
     assert all(warm["hits"].values()), f"not loaded from the cache: {warm['hits']}"
     assert warm["values"] == cold["values"]
@@ -264,18 +270,7 @@ _EPOCH_SCRIPT = textwrap.dedent("""
 def test_epoch_kernel_is_cached_and_loads_in_a_new_process(tmp_path):
     """Each (loss, activations) variant is a closure: Numba caches it by its captured
     constants, and a second process must load it instead of compiling again."""
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
-    env.pop("NUMBA_DISABLE_JIT", None)
-    src = str(Path(fastnn.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    runs = []
-    for _ in range(2):
-        proc = subprocess.run([sys.executable, "-W", "ignore::UserWarning", "-c",
-                               _EPOCH_SCRIPT], capture_output=True, text=True, env=env,
-                              timeout=900)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    cold, warm = runs
+    cold, warm = _run_twice_with_a_fresh_cache(_EPOCH_SCRIPT, tmp_path, timeout=900)
     assert cold["hits"] == [0], cold["hits"]
     assert warm["hits"] == [1], f"not loaded from the cache: {warm['hits']}"
     assert warm["params"] == cold["params"] and warm["loss"] == cold["loss"]
