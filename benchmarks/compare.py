@@ -13,6 +13,11 @@ Sections (``--sections``):
   (default, fused), the NumPy textbook update and fastnn's backends.
 - ``digits``: sklearn's bundled digits, 64-128-128-10, Adam 1e-3, batch 64, N epochs:
   wall time of ``fit`` and test accuracy.
+- ``startup``: ``import fastnn`` and a new process's first training step, per backend
+  (footprint.py: each figure from a child process).
+- ``memory``: the peak traced memory of ``fastnn.fit`` and ``MLPClassifier.fit`` on
+  200,000 x 100 rows against data + parameters + optimizer state + one batch of
+  activations (footprint.py).
 
 Every case runs at each thread count (``--threads``, pinned with threadpoolctl and
 ``torch.set_num_threads``) and dtype (``--dtypes``; peers run in the same dtype). Each
@@ -59,6 +64,7 @@ if str(HERE) not in sys.path:
 import numpy as np  # noqa: E402
 
 import fastnn_adapters as fa  # noqa: E402
+import footprint  # noqa: E402
 import peers  # noqa: E402
 from benchmarks.common import CONFIGS, GemmOnly, available_memory_bytes  # noqa: E402
 from peers import Unavailable  # noqa: E402
@@ -114,6 +120,9 @@ PEERS = {
     "optimizer": ["torch", "torch_fused", "numpy"],
     "digits": ["sklearn", "torch", "torch_fused"],
 }
+
+
+SECTIONS = ("step", "optimizer", "digits", "startup", "memory")
 
 
 # --- threads -----------------------------------------------------------------------------
@@ -457,7 +466,7 @@ def ratios(rows) -> list[dict]:
     idx = _index(rows)
     out = []
     for (sec, case, dtype, threads, impl), r in idx.items():
-        for peer in PEERS[sec] + (["gemm"] if sec == "step" else []):
+        for peer in PEERS.get(sec, []) + (["gemm"] if sec == "step" else []):
             p = idx.get((sec, case, dtype, threads, peer))
             if p is None or peer == impl:
                 continue
@@ -543,6 +552,11 @@ def targets(rows, opts) -> list[dict]:
             else:
                 add("digits fit >= 3x faster than sklearn", dtype, bk, None, 3.0, True,
                     reason_for(mine if mine not in idx else sk))
+            for r in rows:
+                if r["section"] == "memory" and r["status"] == "ok" and \
+                        r["dtype"] == dtype and r["impl"] == me:
+                    add(f"{r['case']} peak memory <= 1.3x budget", dtype, bk, r["ratio"],
+                        1.3, False)
             for case in opts.configs:
                 one = idx.get(("step", case, dtype, 1, me))
                 two = idx.get(("step", case, dtype, 2, me))
@@ -557,6 +571,12 @@ def targets(rows, opts) -> list[dict]:
                 if one and two:
                     add(f"{case}: 2 threads at most 5% slower than 1 (t2/t1)", dtype, bk,
                         two["median_ms"] / one["median_ms"], 1.05, False)
+    for r in rows:
+        if r["section"] == "startup" and r["status"] == "ok" and r["case"] == "default":
+            add("import fastnn < 0.5 s (median)", "float32", r["backend"],
+                r["import_median_s"], 0.5, False)
+            add("new process to the end of its first step < 1 s (median, whole process)",
+                "float32", r["backend"], r["first_step_median_s"], 1.0, False)
     return out
 
 
@@ -748,6 +768,8 @@ def render(result: dict) -> str:
                 out += table(["implementation", "fit (s)", "test accuracy", "vs sklearn",
                               "vs torch eager"], body)
 
+    out += _render_footprint(rows)
+
     if result["targets"]:
         out += ["## BENCHMARKS.md targets (fastnn, 1 thread unless said)", ""]
         body = []
@@ -773,6 +795,46 @@ def render(result: dict) -> str:
     out += ["## Notes", ""] + [f"- {n}" for n in meta["notes"]]
     out += [f"- {s}" for s in skipped] + [""]
     return "\n".join(out)
+
+
+def _render_footprint(rows) -> list[str]:
+    """The startup and memory sections' tables."""
+    out = []
+    start = [r for r in rows if r["section"] == "startup"]
+    if start:
+        out += ["## Start-up (s; each run a new process)", ""]
+        body = []
+        for r in start:
+            if r["status"] != "ok":
+                body.append([r["case"], r["status"] + ": " + r.get("note", ""), "", "", ""])
+                continue
+            body.append([f"{r['case']} ({r['backend']})", str(r["runs"]),
+                         f"{r['import_median_s']:.3f} [max {r['import_max_s']:.3f}]",
+                         f"{r['in_process_median_s']:.3f}",
+                         f"{r['first_step_median_s']:.3f} [max {r['first_step_max_s']:.3f}]"])
+        out += table(["backend", "runs", "import fastnn", "to the end of step 1, in the "
+                      "process", "whole process (start to exit)"], body)
+    mem = [r for r in rows if r["section"] == "memory"]
+    if mem:
+        shape = footprint.MEMORY_SHAPE
+        out += [f"## Peak memory of fit (MB; tracemalloc; {shape['n']:,} x {shape['d']}, "
+                f"{shape['d']}-{shape['hidden']}-{shape['hidden']}-{shape['k']}, Adam, "
+                f"batch {shape['batch']}, {shape['epochs']} epochs)", ""]
+        body = []
+        for r in mem:
+            if r["status"] != "ok":
+                body.append([r["case"], r["dtype"], r["impl"], r["status"] + ": " +
+                             r.get("note", ""), "", "", ""])
+                continue
+            mb = {k: r[k] / 1e6 for k in ("peak", "data", "params", "state", "activations",
+                                           "budget")}
+            body.append([r["case"], r["dtype"], r["backend"], f"{mb['peak']:.1f}",
+                         f"{mb['budget']:.1f} = {mb['data']:.1f} + {mb['params']:.2f} + "
+                         f"{mb['state']:.2f} + {mb['activations']:.2f}",
+                         f"{r['ratio']:.3f}"])
+        out += table(["fit", "dtype", "backend", "peak", "budget = data + params + "
+                      "optimizer state + one batch of activations", "peak / budget"], body)
+    return out
 
 
 # --- metadata ------------------------------------------------------------------------------------
@@ -860,7 +922,8 @@ def parse_args(argv=None):
                    help="smoke run: configs A,B, 3 repeats, short samples, Adam/SGD at "
                         "1e6 only, 2 digits epochs (figures indicative only)")
     p.add_argument("--repeats", type=int, help="timed samples per cell (default 11; quick 3)")
-    p.add_argument("--sections", type=_csv(str), default=["step", "optimizer", "digits"])
+    p.add_argument("--sections", type=_csv(str),
+                   default=["step", "optimizer", "digits", "startup", "memory"])
     p.add_argument("--configs", type=_csv(str),
                    help="training configs (default A,B,C,D; quick A,B: C and D take the "
                         "same code paths, only longer)")
@@ -896,6 +959,9 @@ def parse_args(argv=None):
         if getattr(opts, k) is None:
             setattr(opts, k, v)
     opts.min_warmup_calls = 2
+    unknown = [x for x in opts.sections if x not in SECTIONS]
+    if unknown:
+        p.error(f"unknown sections {unknown}; choose from {list(SECTIONS)}")
     bad = [c for c in opts.configs if c not in CONFIGS]
     if bad:
         p.error(f"unknown configs {bad}; choose from {list(CONFIGS)}")
@@ -947,6 +1013,13 @@ def main(argv=None) -> int:
         rows += optimizer_section(opts)
     if "digits" in opts.sections:
         rows += digits_section(opts)
+    if "startup" in opts.sections:
+        log("startup: import and first step, each in a new process")
+        rows += footprint.startup_rows([b for b in opts.backends if b != "numpy"],
+                                       repeats=1 if opts.quick else 5)
+    if "memory" in opts.sections:
+        log("memory: peak of fit, each in a new process")
+        rows += footprint.memory_rows(opts.backends, opts.dtypes)
     meta["elapsed_s"] = time.perf_counter() - started
     meta["loadavg_end"] = os.getloadavg()
     busy = max(meta["loadavg_start"][0], meta["loadavg_end"][0])

@@ -30,3 +30,27 @@ def test_asv_discovers_the_suite():
                           text=True, timeout=600, env=ENV)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "No problems found" in proc.stdout
+
+
+def test_compare_measures_startup_and_fit_memory_in_new_processes(tmp_path):
+    """compare.py's footprint sections run end to end and produce their tables; the
+    memory figure is a count of bytes, so its BENCHMARKS.md bound is checked too."""
+    out_json, out_md = tmp_path / "c.json", tmp_path / "c.md"
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "compare.py"), "--quick",
+                           "--sections", "startup,memory", "--backends", "cython",
+                           "--dtypes", "float32", "--out-json", str(out_json),
+                           "--out-md", str(out_md)],
+                          capture_output=True, text=True, timeout=900, env=ENV)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import json
+    rows = json.loads(out_json.read_text())["rows"]
+    start = [r for r in rows if r["section"] == "startup"]
+    mem = [r for r in rows if r["section"] == "memory"]
+    assert {r["case"] for r in start} == {"default", "cython"}
+    assert {r["case"] for r in mem} == {"fastnn.fit", "MLPClassifier"}
+    assert all(r["status"] == "ok" for r in start + mem), start + mem
+    for r in mem:  # data + params + Adam state + one batch, and nothing per sample more
+        assert r["budget"] == r["data"] + r["params"] + 2 * r["params"] + r["activations"]
+        assert r["ratio"] <= 1.3, r
+    md = out_md.read_text()
+    assert "## Start-up" in md and "## Peak memory of fit" in md
