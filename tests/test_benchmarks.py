@@ -54,3 +54,12 @@ def test_compare_measures_startup_and_fit_memory_in_new_processes(tmp_path):
         assert r["ratio"] <= 1.3, r
     md = out_md.read_text()
     assert "## Start-up" in md and "## Peak memory of fit" in md
+
+
+def test_profile_step_runs_a_config_in_steady_state():
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "profile_step.py"),
+                           "--config", "A", "--steps", "16", "--threads", "2"],
+                          capture_output=True, text=True, timeout=600, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "steady state after" in proc.stdout
+    assert "2 thread(s)" in proc.stdout and "ms per step over 16 steps" in proc.stdout

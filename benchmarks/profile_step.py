@@ -1,0 +1,75 @@
+#!/usr/bin/env python
+"""Run one training configuration's steps in steady state, for a sampling profiler.
+
+compare.py says how long a step takes; this says where the time goes. It builds the
+config's network (benchmarks/common.py: A-D), warms it up (workspaces, BLAS buffers,
+the optimizer state's first touch), prints when the steady state starts, runs
+``--steps`` steps through ``MLP.train_epoch`` (the path ``fit`` takes) and prints the
+time per step. Profile it from outside, skipping the set-up:
+
+    perf record -e cpu-clock -F 4000 -D 5000 -o step.data \\
+        python benchmarks/profile_step.py --config C --steps 128
+    perf report -i step.data --no-children --sort sym
+
+(``-D`` delays recording by that many ms; choose it past the "steady state" line.
+``py-spy record --native`` works too.) Threads: ``--threads`` for fastnn's pool, BLAS
+held at one thread as in fit.
+"""
+
+from __future__ import annotations
+
+import time
+
+T_START = time.perf_counter()
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path
+
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from benchmarks.common import CONFIGS  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", choices=sorted(CONFIGS), default="C")
+    p.add_argument("--steps", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--backend", default=None, help="numpy, numba or cython (default: "
+                   "fastnn's default)")
+    opts = p.parse_args(argv)
+
+    import fastnn
+    from threadpoolctl import threadpool_limits
+
+    cfg = CONFIGS[opts.config]
+    batches = 16  # steps per train_epoch call
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((cfg.batch * batches, cfg.sizes[0])).astype(opts.dtype)
+    y = rng.integers(0, cfg.sizes[-1], X.shape[0])
+    net = fastnn.MLP(list(cfg.sizes), loss="cross_entropy", dtype=opts.dtype,
+                     backend=opts.backend, random_state=0, n_threads=opts.threads)
+    opt = fastnn.Adam(lr=1e-3)
+    calls = max(1, -(-opts.steps // batches))
+    with threadpool_limits(1, user_api="blas"):
+        net.train_epoch(X, y, opt, cfg.batch, shuffle=False)
+        net.train_epoch(X, y, opt, cfg.batch, shuffle=False)
+        print(f"steady state after {time.perf_counter() - T_START:.1f} s", flush=True)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            net.train_epoch(X, y, opt, cfg.batch, shuffle=False)
+        dt = time.perf_counter() - t0
+    print(f"config {cfg.name} {cfg.sizes} batch {cfg.batch}, {opts.dtype}, backend "
+          f"{net.backend_name}, {opts.threads} thread(s): {dt / (calls * batches) * 1e3:.2f} "
+          f"ms per step over {calls * batches} steps")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
