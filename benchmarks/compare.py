@@ -7,7 +7,7 @@ Sections (``--sections``):
   lr 1e-3), each step on the next of a few pre-made batches: PyTorch eager (default
   Adam, ``fused=True``), scikit-learn's MLPClassifier via ``partial_fit``, a
   hand-written NumPy step, JAX jit when installed, the GEMM-only time of the step's
-  shapes through SciPy BLAS, and fastnn per backend (``MLP.train_step``,
+  shapes through SciPy BLAS (and through ``torch.mm``), and fastnn per backend (``MLP.train_step``,
   ``MLP.train_epoch`` per step, and its kernels composed in Python).
 - ``optimizer``: Adam on one flat buffer of N parameters and SGD+momentum, for torch
   (default, fused), the NumPy textbook update and fastnn's backends.
@@ -94,6 +94,7 @@ LABELS = {
     "numpy": "NumPy textbook",
     "jax": "JAX jit",
     "gemm": "GEMM-only (SciPy BLAS)",
+    "torch_gemm": "GEMM-only (torch.mm)",
 }
 
 
@@ -291,6 +292,7 @@ def step_section(opts) -> list[dict]:
                               lambda: peers.sklearn_step(cfg, dtype, batches, "all")),
                     Candidate("numpy", lambda: peers.numpy_step(cfg, dtype, batches)),
                     Candidate("gemm", lambda: gemm),
+                    Candidate("torch_gemm", lambda: peers.torch_gemm(gemm)),
                 ]
                 for bk in opts.backends:
                     cands.append(Candidate(
@@ -666,7 +668,7 @@ def render(result: dict) -> str:
                     for c in configs:
                         r = by.get(("step", c, dtype, t, impl))
                         extra = ""
-                        if r and r["status"] == "ok" and impl == "gemm":
+                        if r and r["status"] == "ok" and impl in ("gemm", "torch_gemm"):
                             extra = f" ({r['gflops']:.0f} GFLOP/s)"
                         cells.append(cell(r, extra))
                     body.append([label(impl)] + cells)
@@ -678,7 +680,7 @@ def render(result: dict) -> str:
                 for c in configs:
                     for impl in impls:
                         r = by.get(("step", c, dtype, t, impl))
-                        if not r or r["status"] != "ok" or impl == "gemm":
+                        if not r or r["status"] != "ok" or impl in ("gemm", "torch_gemm"):
                             continue
                         cells = []
                         for p in peers_here:

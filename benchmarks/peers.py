@@ -86,6 +86,25 @@ def torch_step(cfg, dtype, batches, fused: bool, seed: int = 0):
     return step
 
 
+def torch_gemm(gemm):
+    """The products of :class:`benchmarks.common.GemmOnly` ``gemm``, on the same arrays,
+    through ``torch.mm(..., out=...)``: how fast torch's own BLAS runs the step's
+    shapes, beside SciPy's (torch's step is built on these)."""
+    torch = require("torch")
+    acts, weights, dws, dzs, das = ([torch.from_numpy(a) for a in group]
+                                    for group in gemm.arrays)
+    L = len(weights)
+
+    def products():
+        for k in range(L):
+            torch.mm(acts[k], weights[k], out=acts[k + 1])
+        for k in reversed(range(L)):
+            torch.mm(acts[k].t(), dzs[k], out=dws[k])
+            if k > 0:
+                torch.mm(dzs[k], weights[k].t(), out=das[k])
+    return products
+
+
 def _sklearn_mlp(sizes, batch, seed, **kw):
     nn = require("sklearn.neural_network")
     # alpha=0: no L2 term, like every other implementation here.

@@ -196,7 +196,8 @@ class GemmOnly:
                 calls.append(_gemm_call(dzs[k], weights[k], das[k], trans_b=True))
         self.calls = calls
         self.flops = cfg.step_flops
-        self._keep = (acts, weights, dws, dzs, das)
+        # the operands, layer by layer: inputs/outputs, W, dW, dZ, dA
+        self.arrays = (acts, weights, dws, dzs, das)
 
     def __call__(self):
         for call in self.calls:
