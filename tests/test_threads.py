@@ -106,6 +106,7 @@ def test_epoch_is_the_same_on_one_and_two_threads(backend, dtype, sizes, batch, 
         after = _scipy_blas_threads()
     np.testing.assert_array_equal(one.params, two.params)
     np.testing.assert_array_equal(opt1.state["m"], opt2.state["m"])
+    assert opt1.last_grad_norm == opt2.last_grad_norm  # the norm's halves on 2 threads
     # the kernel got the model's count, BLAS ran on one thread meanwhile, and was given
     # its own count back afterwards
     assert {s[0] for s in seen1} == {1} and {s[0] for s in seen2} == {2}

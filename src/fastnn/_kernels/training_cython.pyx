@@ -18,6 +18,7 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
+from fastnn._kernels.blas_cython cimport pw_split
 from fastnn._kernels.dense_cython cimport (
     c_dense_backward, c_dense_forward, c_dense_input_gradient, c_run_tasks,
 )
@@ -213,6 +214,47 @@ cdef void _update_threads(const EpochOpt* opt, floating* p, const floating* g,
         c_run_tasks(_update_piece_f64, &job, n_threads, n_threads)
 
 
+# The squared norm is NumPy's pairwise sum: x's two halves (split where the tree splits)
+# are summed independently and added, so two threads may each take one and the total
+# keeps its bits (c_squared_norm's leading 0.0 + only turns a -0.0 into +0.0, which
+# the final 0.0 + does anyway).
+cdef struct NormJob:
+    const void* x
+    Py_ssize_t n
+    Py_ssize_t half
+    double part[2]
+
+
+cdef void _norm_half_f32(void* job, int i) noexcept nogil:
+    cdef NormJob* u = <NormJob*>job
+    cdef const float* x = <const float*>u.x
+    u.part[i] = (c_squared_norm(x, u.half) if i == 0
+                 else c_squared_norm(x + u.half, u.n - u.half))
+
+
+cdef void _norm_half_f64(void* job, int i) noexcept nogil:
+    cdef NormJob* u = <NormJob*>job
+    cdef const double* x = <const double*>u.x
+    u.part[i] = (c_squared_norm(x, u.half) if i == 0
+                 else c_squared_norm(x + u.half, u.n - u.half))
+
+
+cdef double _squared_norm_threads(const floating* x, Py_ssize_t n,
+                                  int n_threads) noexcept nogil:
+    """c_squared_norm(x, n), its two halves on two threads when x is long enough."""
+    cdef NormJob job
+    if n_threads <= 1 or n < UPDATE_SPLIT:
+        return c_squared_norm(x, n)
+    job.x = x
+    job.n = n
+    job.half = pw_split(n)
+    if floating is float:
+        c_run_tasks(_norm_half_f32, &job, 2, n_threads)
+    else:
+        c_run_tasks(_norm_half_f64, &job, 2, n_threads)
+    return 0.0 + (job.part[0] + job.part[1])
+
+
 # --- the epoch -----------------------------------------------------------------------
 
 cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* labels,
@@ -290,7 +332,7 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
             start = seg[3 * i]
             stop = seg[3 * i + 1]
             if stop > start:
-                sq += c_squared_norm(grads + start, stop - start)
+                sq += _squared_norm_threads(grads + start, stop - start, n_threads)
         norm = sqrt(sq)
         if not isfinite(norm):
             stats[STAT_STATUS] = STATUS_GRAD_NOT_FINITE
