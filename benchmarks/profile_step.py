@@ -49,7 +49,10 @@ def main(argv=None) -> int:
     from threadpoolctl import threadpool_limits
 
     cfg = CONFIGS[opts.config]
-    batches = 16  # steps per train_epoch call
+    # steps per train_epoch call: an epoch of up to 1024 batches or 16 MB of data, so
+    # the Python around each call weighs on small configs no more than in fit
+    batches = max(1, min(1024, 2**24 // (cfg.batch * cfg.sizes[0] * np.dtype(
+        opts.dtype).itemsize)))
     rng = np.random.default_rng(0)
     X = rng.standard_normal((cfg.batch * batches, cfg.sizes[0])).astype(opts.dtype)
     y = rng.integers(0, cfg.sizes[-1], X.shape[0])
@@ -66,7 +69,7 @@ def main(argv=None) -> int:
             net.train_epoch(X, y, opt, cfg.batch, shuffle=False)
         dt = time.perf_counter() - t0
     print(f"config {cfg.name} {cfg.sizes} batch {cfg.batch}, {opts.dtype}, backend "
-          f"{net.backend_name}, {opts.threads} thread(s): {dt / (calls * batches) * 1e3:.2f} "
+          f"{net.backend_name}, {opts.threads} thread(s): {dt / (calls * batches) * 1e3:.4g} "
           f"ms per step over {calls * batches} steps")
     return 0
 

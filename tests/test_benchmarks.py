@@ -62,4 +62,4 @@ def test_profile_step_runs_a_config_in_steady_state():
                           capture_output=True, text=True, timeout=600, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "steady state after" in proc.stdout
-    assert "2 thread(s)" in proc.stdout and "ms per step over 16 steps" in proc.stdout
+    assert "2 thread(s)" in proc.stdout and "ms per step over 1024 steps" in proc.stdout
