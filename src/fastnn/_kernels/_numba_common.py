@@ -36,6 +36,9 @@ if not DISABLE_JIT:
     # Small scalar helpers are inlined into their callers at the Numba IR level: the
     # same machine code, without a separate compilation per helper.
     jit_inline = njit(inline="always", **_OPTIONS)
+    # Loops over a few large independent pieces (numba.prange), run on Numba's threads
+    # (as many as numba.get_num_threads(): the caller sets it outside compiled code).
+    jit_parallel = njit(parallel=True, **_OPTIONS)
 else:
     def jit(func):
         """Python mode: the plain function, without NumPy's floating-point warnings
@@ -48,6 +51,8 @@ else:
 
     def jit_inline(func):
         return func
+
+    jit_parallel = jit
 
 
 # --- dtype-exact constants ------------------------------------------------------------
@@ -87,12 +92,18 @@ def pairwise_stack(dtype_like):
 
 
 @jit_inline
+def pairwise_split(n):
+    """Where a run of n > PW_BLOCK values is halved: n // 2 down to a multiple of 8."""
+    half = n // 2
+    return half - half % 8
+
+
+@jit_inline
 def pairwise_descend(nodes, sp, lo, n):
     """Split [lo, lo + n) down to its first block: push the right halves, return
     (sp, block length)."""
     while n > PW_BLOCK:
-        half = n // 2
-        half -= half % 8
+        half = pairwise_split(n)
         nodes[sp, 0] = lo + half
         nodes[sp, 1] = n - half
         nodes[sp, 2] = 0

@@ -12,14 +12,14 @@ import math
 
 import numba
 import numpy as np
-from numba import types
+from numba import prange, types
 from numba.core import config
 from numba.core.errors import TypingError
 from numba.extending import overload
 
 from . import codes
-from ._numba_common import DISABLE_JIT, PW_BLOCK, jit, jit_inline, pairwise_stack
-from ._numba_common import gemm_threads
+from ._numba_common import DISABLE_JIT, PW_BLOCK, jit, jit_inline, jit_parallel
+from ._numba_common import gemm_threads, pairwise_split, pairwise_stack
 from .dense_numba import (
     backward_elu, backward_finish, backward_identity, backward_leaky_relu, backward_relu,
     backward_sigmoid, backward_softmax, backward_step, backward_tanh,
@@ -49,6 +49,58 @@ def _bias_correction(beta, t):
     """1 - beta^t with C pow, as Python's ``beta ** t`` (Numba's float ** int would
     multiply repeatedly; the float exponent keeps the libm call)."""
     return 1.0 - math.pow(beta, np.float64(t))
+
+
+# Segments of at least UPDATE_SPLIT parameters are updated in n_threads pieces (the
+# update is elementwise) and their squared norm taken as its pairwise tree's two halves
+# side by side (the tree adds the halves anyway): the same bits on any number of
+# threads, as in the Cython kernel.
+UPDATE_SPLIT = 131072
+
+
+@jit
+def _update(opt_code, p, g, s1, s2, lr, h0, h1, c1, c2, eps, inside, wd, adamw):
+    """The optimizer kernel of the step path on one segment (reference ``_update``)."""
+    if opt_code == _SGD:
+        sgd_step(p, g, lr, wd)
+    elif opt_code == _MOMENTUM:
+        momentum_step(p, g, s1, lr, h0, h1, wd)
+    elif opt_code == _NESTEROV:
+        nesterov_step(p, g, s1, lr, h0, h1, wd)
+    elif opt_code == _ADAGRAD:
+        adagrad_step(p, g, s1, lr, eps, inside, wd)
+    elif opt_code == _RMSPROP:
+        rmsprop_step(p, g, s1, lr, h0, eps, inside, wd)
+    else:
+        _adam(p, g, s1, s2, lr, h0, h1, c1, c2, eps, wd, adamw)
+
+
+@jit_parallel
+def _update_pieces(opt_code, p, g, s1, s2, lr, h0, h1, c1, c2, eps, inside, wd, adamw,
+                   n_pieces):
+    """_update on n_pieces consecutive pieces (multiples of 64) side by side; s1 and s2
+    are cut alike when the optimizer has them."""
+    n = p.size
+    chunk = ((n + n_pieces - 1) // n_pieces + 63) // 64 * 64
+    for i in prange(n_pieces):
+        lo = i * chunk
+        hi = min(n, lo + chunk)
+        if hi > lo:
+            _update(opt_code, p[lo:hi], g[lo:hi], s1[lo:hi] if s1.size else s1,
+                    s2[lo:hi] if s2.size else s2, lr, h0, h1, c1, c2, eps, inside, wd,
+                    adamw)
+
+
+@jit_parallel
+def _norm_halves(x, nodes, sums, nodes2, sums2, part):
+    """part[0], part[1] = squared_norm of x's two pairwise halves, side by side (each
+    half with its own scratch)."""
+    half = pairwise_split(x.size)
+    for i in prange(2):
+        if i == 0:
+            part[0] = squared_norm_ws(x[:half], nodes, sums)
+        else:
+            part[1] = squared_norm_ws(x[half:], nodes2, sums2)
 
 
 @jit
@@ -165,6 +217,8 @@ def _make_epoch(loss_kind, used):
         prod = np.empty(width, params.dtype)
         nodes, sums = pairwise_stack(e)
         _, sums_dt = pairwise_stack(prod)
+        nodes2, sums2 = pairwise_stack(e)  # a second thread's, for the norm's halves
+        halves = np.empty(2)
         stats[codes.STAT_STEPS] = 0.0
         stats[codes.STAT_STATUS] = 0.0
         for j in range(batch_start, batch_stop):
@@ -292,7 +346,12 @@ def _make_epoch(loss_kind, used):
             # 5. global norm over the segments, in order; clipping
             sq = 0.0
             for si in range(segments.shape[0]):
-                sq += squared_norm_ws(grads[segments[si, 0]:segments[si, 1]], nodes, sums)
+                seg = grads[segments[si, 0]:segments[si, 1]]
+                if n_threads > 1 and seg.size >= UPDATE_SPLIT:
+                    _norm_halves(seg, nodes, sums, nodes2, sums2, halves)
+                    sq += 0.0 + (halves[0] + halves[1])
+                else:
+                    sq += squared_norm_ws(seg, nodes, sums)
             norm = math.sqrt(sq)
             if not math.isfinite(norm):
                 stats[codes.STAT_STATUS] = codes.STATUS_GRAD_NOT_FINITE
@@ -307,26 +366,21 @@ def _make_epoch(loss_kind, used):
             # ``_update``); Adam's bias corrections 1 - beta^t with t this step's count
             t = t0 + (j - batch_start) + 1
             lr = lrs[j]
+            c1, c2 = _bias_correction(h0, t), _bias_correction(h1, t)
             for si in range(segments.shape[0]):
                 lo, hi = segments[si, 0], segments[si, 1]
                 wd = weight_decay if segments[si, 2] != 0 else 0.0
-                p, g1 = params[lo:hi], grads[lo:hi]
-                if opt_code == _SGD:
-                    sgd_step(p, g1, lr, wd)
-                elif opt_code == _MOMENTUM:
-                    momentum_step(p, g1, state1[lo:hi], lr, h0, h1, wd)
-                elif opt_code == _NESTEROV:
-                    nesterov_step(p, g1, state1[lo:hi], lr, h0, h1, wd)
-                elif opt_code == _ADAGRAD:
-                    adagrad_step(p, g1, state1[lo:hi], lr, eps, inside, wd)
-                elif opt_code == _RMSPROP:
-                    rmsprop_step(p, g1, state1[lo:hi], lr, h0, eps, inside, wd)
+                s1 = state1[lo:hi] if state1.size else state1
+                s2 = state2[lo:hi] if state2.size else state2
+                # AdamW without decay on a segment is Adam (p - 0 p would turn -0.0
+                # into +0.0)
+                adamw = opt_code == _ADAMW and wd != 0.0
+                if n_threads > 1 and hi - lo >= UPDATE_SPLIT:
+                    _update_pieces(opt_code, params[lo:hi], grads[lo:hi], s1, s2, lr, h0,
+                                   h1, c1, c2, eps, inside, wd, adamw, n_threads)
                 else:
-                    # AdamW without decay on a segment is Adam (p - 0 p would turn -0.0
-                    # into +0.0)
-                    _adam(p, g1, state1[lo:hi], state2[lo:hi], lr, h0, h1,
-                          _bias_correction(h0, t), _bias_correction(h1, t), eps, wd,
-                          opt_code == _ADAMW and wd != 0.0)
+                    _update(opt_code, params[lo:hi], grads[lo:hi], s1, s2, lr, h0, h1,
+                            c1, c2, eps, inside, wd, adamw)
 
             # 7. statistics
             stats[codes.STAT_LOSS_SUM] += loss * m
