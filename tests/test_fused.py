@@ -161,3 +161,37 @@ def test_ctrl_c_stops_between_compiled_calls_at_a_step_boundary(backend, monkeyp
     fastnn.save(net, tmp_path / "interrupted.fastnn")
     np.testing.assert_array_equal(fastnn.load(tmp_path / "interrupted.fastnn").predict(X),
                                   net.predict(X))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("fused", [True, False], ids=["epoch kernel", "step path"])
+def test_an_explicit_order_visits_the_rows_in_that_order(backend, fused):
+    """train_epoch(order=o) on X trains exactly as an unshuffled epoch on X[o]."""
+    X, y = _data("cross_entropy", n=90)
+    order = np.random.default_rng(5).permutation(90)
+    nets = [fastnn.MLP([5, 7, 3], loss="cross_entropy", backend=backend, random_state=1)
+            for _ in range(2)]
+    opts = [Adam(lr=0.01), Adam(lr=0.01)]
+    on_step = None if fused else (lambda j, loss: None)
+    a = nets[0].train_epoch(*nets[0].check_data(X, y), opts[0], 16, order=order,
+                            on_step=on_step)
+    b = nets[1].train_epoch(*nets[1].check_data(X[order], y[order]), opts[1], 16,
+                            shuffle=False, on_step=on_step)
+    np.testing.assert_array_equal(nets[0].params, nets[1].params)
+    assert a == b
+
+
+@pytest.mark.parametrize("order, match", [
+    (np.arange(89), "90 integer row indices"),
+    (np.arange(90.0), "90 integer row indices"),
+    (np.arange(90).reshape(9, 10), "90 integer row indices"),
+    (np.arange(1, 91), r"in \[0, 90\)"),
+    (np.arange(90) - 1, r"in \[0, 90\)"),
+])
+def test_a_bad_order_is_refused_before_training(order, match):
+    X, y = _data("cross_entropy", n=90)
+    net = fastnn.MLP([5, 7, 3], loss="cross_entropy", random_state=1)
+    before = net.params.copy()
+    with pytest.raises(ValueError, match=match):
+        net.train_epoch(*net.check_data(X, y), Adam(), 16, order=order)
+    np.testing.assert_array_equal(net.params, before)

@@ -25,13 +25,19 @@ epoch's samples; see the note on ``loss_curve_`` below).
 Differences from scikit-learn, on purpose
 -----------------------------------------
 - ``init="sklearn"`` (the default) draws scikit-learn's initial weights and
-  intercepts from ``random_state`` exactly as it does; fastnn's other streams
-  (shuffling, dropout) are seeded from the same RandomState afterwards, so the
-  mini-batch order differs from scikit-learn's.
+  intercepts from ``random_state`` exactly as it does, and every epoch visits the
+  samples in scikit-learn's order (its shuffle of the last epoch's order, from the same
+  RandomState, after the early-stopping split): the same ``random_state`` trains
+  through the same mini-batches as scikit-learn, to rounding. Dropout's masks come from
+  a fastnn stream seeded from that RandomState.
+- The early-stopping split of a multiclass classifier is stratified (scikit-learn
+  stratifies only binary targets), so with ``early_stopping=True`` and more than two
+  classes the validation rows, and the orders after them, differ from scikit-learn's.
 - Data of dtype float32 is trained in float32, anything else in float64 (``dtype``
   forces one); later calls convert their input to the fitted dtype.
-- ``random_state`` seeds fastnn's independent streams once per new model; later
-  ``partial_fit`` / warm-start calls continue those streams instead of re-seeding.
+- ``random_state`` seeds fastnn's own streams (dropout) once per new model; later
+  ``partial_fit`` / warm-start calls continue them. The sample order of each call is
+  scikit-learn's: from a RandomState made afresh from ``random_state``.
 - Sparse input and ``sample_weight`` are not supported; ``loss="poisson"`` of the
   regressor is not available.
 - Adam's ``epsilon`` is added to ``sqrt(v_hat)`` (Kingma & Ba, SPEC) where
@@ -57,7 +63,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils import check_random_state, column_or_1d, shuffle
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import (
@@ -393,15 +399,20 @@ class _BaseMLP(BaseEstimator):
             self.validation_scores_ = None
             self.best_validation_score_ = None
 
-    def _split(self, X, Y):
+    def _fit_random_state(self):
+        """scikit-learn's RandomState of this fit: the one that drew the initial weights
+        (a first fit), or a fresh one from random_state (a warm start, partial_fit). It
+        then makes the early-stopping split and every epoch's sample order, in that
+        order, as scikit-learn's does."""
+        rs = self.__dict__.pop("_split_random_state", None)
+        return rs if rs is not None else check_random_state(self.random_state)
+
+    def _split(self, X, Y, rs):
         """scikit-learn's early-stopping split, stratified except for multilabel/regression."""
         stratify = (Y if Y.ndim == 1 else Y[:, 0]) if self._stratify() else None
         idx = np.arange(X.shape[0])
-        # As scikit-learn: the RandomState that drew the initial weights, or a fresh
-        # one for a warm start; the training rows keep the split's (shuffled) order.
-        rs = self.__dict__.pop("_split_random_state", None)
-        train, val = train_test_split(idx, random_state=rs if rs is not None else
-                                      check_random_state(self.random_state),
+        # the training rows keep the split's (shuffled) order, as scikit-learn's
+        train, val = train_test_split(idx, random_state=rs,
                                       test_size=self.validation_fraction, stratify=stratify)
         if val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase "
@@ -423,8 +434,9 @@ class _BaseMLP(BaseEstimator):
             model.optimizer = self._new_optimizer()
             self._learning_rate = float(self.learning_rate_init)
         opt = model.optimizer
+        rs = self._fit_random_state()
         if self.early_stopping:
-            X, Y, Xv, Yv = self._split(X, Y)
+            X, Y, Xv, Yv = self._split(X, Y, rs)
             Xv, Yv = model.check_data(Xv, Yv)
         X, Y = model.check_data(X, Y)
         n = X.shape[0]
@@ -443,6 +455,7 @@ class _BaseMLP(BaseEstimator):
         lr_scale = self._lr_scale()
         snapshot = (model.params.copy(), model.buffers.copy())
         best = None
+        order = np.arange(n)
         from .training import _DeferredInterrupt
         interrupt = _DeferredInterrupt()
         self.n_iter_ = 0
@@ -454,10 +467,15 @@ class _BaseMLP(BaseEstimator):
                     np.copyto(snapshot[0], model.params)
                     np.copyto(snapshot[1], model.buffers)
                     sq0 = self._sq_weights() if alpha else 0.0
+                    if self.shuffle:
+                        # scikit-learn's batches: its shuffle of the last epoch's order,
+                        # drawn from the same RandomState
+                        order = shuffle(order, random_state=rs)
                     try:
                         # Ctrl-C is seen between compiled calls: the epoch stops at a
                         # step boundary, then the loop stops as scikit-learn's does.
-                        logs = model.train_epoch(X, Y, opt, batch_size, shuffle=self.shuffle,
+                        logs = model.train_epoch(X, Y, opt, batch_size, shuffle=False,
+                                                 order=order if self.shuffle else None,
                                                  poll=lambda steps: interrupt.check())
                     except DivergenceError as err:
                         self._diverged(err, snapshot)

@@ -84,6 +84,18 @@ def _all_finite(a: np.ndarray) -> bool:
     return math.isfinite(s) or bool(np.isfinite(a).all())
 
 
+def _check_order(order, n: int) -> np.ndarray:
+    """``order`` as C-contiguous int64 row indices: n of them, each in [0, n)."""
+    arr = np.asarray(order)
+    if arr.ndim != 1 or arr.shape[0] != n or (arr.size and arr.dtype.kind not in "iu"):
+        raise ValueError(f"order must be {n} integer row indices (one per sample), got "
+                         f"shape {arr.shape} of dtype {arr.dtype}")
+    if n and (arr.min() < 0 or arr.max() >= n):
+        raise ValueError(f"order must hold row indices in [0, {n}), got values from "
+                         f"{arr.min()} to {arr.max()}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
 def check_X(X, dtype, n_features: int | None = None, name: str = "X") -> np.ndarray:
     """``X`` as a C-contiguous 2-D array of ``dtype``, checked (see the module's input rule).
 
@@ -831,7 +843,7 @@ class MLP:
         return bounds
 
     def train_epoch(self, X: np.ndarray, y: np.ndarray, optimizer, batch_size: int, *,
-                    shuffle: bool = True, on_step=None, poll=None) -> dict:
+                    shuffle: bool = True, order=None, on_step=None, poll=None) -> dict:
         """One pass over (X, y) in mini-batches; returns ``{"loss", "accuracy"?}``.
 
         X and y must be prepared by :meth:`check_data`. With ``shuffle`` the batches
@@ -847,6 +859,10 @@ class MLP:
 
         Parameters
         ----------
+        order : array of int (n,), optional
+            The rows of X in the order this epoch visits them (batch j is
+            ``order[j * batch_size:(j + 1) * batch_size]``); given, it replaces
+            ``shuffle``. The scikit-learn estimators pass scikit-learn's own order.
         on_step : callable ``(step_index, batch_loss)``, optional
             Called after every completed step; forces the step-by-step path.
         poll : callable ``(steps_done)``, optional
@@ -855,7 +871,10 @@ class MLP:
             ``KeyboardInterrupt``) to stop at a step boundary.
         """
         n = X.shape[0]
-        order = self.rngs["shuffle"].permutation(n) if shuffle else None
+        if order is not None:
+            order = _check_order(order, n)
+        elif shuffle:
+            order = self.rngs["shuffle"].permutation(n)
         if on_step is None and _fused.supports(self, optimizer):
             if order is None:
                 order = np.arange(n, dtype=np.int64)
