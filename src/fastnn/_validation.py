@@ -58,18 +58,25 @@ def check_shape(arr: np.ndarray, name: str, shape: tuple[int, ...]) -> None:
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
 
 
-def label_array(labels, name: str, n_rows: int, n_classes: int) -> np.ndarray:
-    """Class indices as C-contiguous int64 of shape (n_rows,), each in [0, n_classes)."""
-    arr = np.asarray(labels)
+def index_array(values, name: str, n: int, bound: int, what: str,
+                each: str) -> np.ndarray:
+    """Indices as C-contiguous int64 of shape (n,), each in [0, bound); ``what`` names
+    them ("class indices") and ``each`` says what one is for ("one per row")."""
+    arr = np.asarray(values)
     if arr.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integer class indices, got dtype {arr.dtype}")
-    if arr.shape != (n_rows,):
-        raise ValueError(f"{name} must have shape ({n_rows},), one class index per "
-                         f"row of the logits, got {arr.shape}")
-    if n_rows and (arr.min() < 0 or arr.max() >= n_classes):
-        raise ValueError(f"{name} must be class indices in [0, {n_classes}), got values "
+        raise TypeError(f"{name} must hold integer {what}, got dtype {arr.dtype}")
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), {each}, got {arr.shape}")
+    if n and (arr.min() < 0 or arr.max() >= bound):
+        raise ValueError(f"{name} must be {what} in [0, {bound}), got values "
                          f"in [{arr.min()}, {arr.max()}]")
     return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def label_array(labels, name: str, n_rows: int, n_classes: int) -> np.ndarray:
+    """Class indices as C-contiguous int64 of shape (n_rows,), each in [0, n_classes)."""
+    return index_array(labels, name, n_rows, n_classes, "class indices",
+                       "one class index per row of the logits")
 
 
 def mask_array(mask, name: str, shape: tuple[int, ...]) -> np.ndarray:

@@ -84,18 +84,6 @@ def _all_finite(a: np.ndarray) -> bool:
     return math.isfinite(s) or bool(np.isfinite(a).all())
 
 
-def _check_order(order, n: int) -> np.ndarray:
-    """``order`` as C-contiguous int64 row indices: n of them, each in [0, n)."""
-    arr = np.asarray(order)
-    if arr.ndim != 1 or arr.shape[0] != n or (arr.size and arr.dtype.kind not in "iu"):
-        raise ValueError(f"order must be {n} integer row indices (one per sample), got "
-                         f"shape {arr.shape} of dtype {arr.dtype}")
-    if n and (arr.min() < 0 or arr.max() >= n):
-        raise ValueError(f"order must hold row indices in [0, {n}), got values from "
-                         f"{arr.min()} to {arr.max()}")
-    return np.ascontiguousarray(arr, dtype=np.int64)
-
-
 def check_X(X, dtype, n_features: int | None = None, name: str = "X") -> np.ndarray:
     """``X`` as a C-contiguous 2-D array of ``dtype``, checked (see the module's input rule).
 
@@ -872,7 +860,8 @@ class MLP:
         """
         n = X.shape[0]
         if order is not None:
-            order = _check_order(order, n)
+            order = v.index_array(order, "order", n, n, "row indices",
+                                  "one row index per sample")
         elif shuffle:
             order = self.rngs["shuffle"].permutation(n)
         if on_step is None and _fused.supports(self, optimizer):
