@@ -283,7 +283,8 @@ class _BaseMLP(BaseEstimator):
                 drawn.append((rs.uniform(-bound, bound, (fan_in, fan_out)),
                               rs.uniform(-bound, bound, fan_out)))
         # fastnn's own streams are seeded from a copy, so that `rs` reaches the
-        # early-stopping split in the state scikit-learn's would be in.
+        # early-stopping split and the epochs' shuffles in the state scikit-learn's
+        # would be in (_fit_random_state hands it on).
         seed = int(copy.deepcopy(rs).randint(np.iinfo(np.int32).max))
         model = MLP(sizes, ACTIVATIONS[self.activation], loss=self._loss_name(),
                     dropout=self.dropout, batch_norm=self.batch_norm,
@@ -294,7 +295,7 @@ class _BaseMLP(BaseEstimator):
                 layer.W[...] = W
                 if layer.b is not None:
                     layer.b[...] = b
-        self._split_random_state = rs
+        self._init_random_state = rs
         self.n_outputs_ = n_outputs
         self.n_layers_ = len(self._hidden) + 2
         self.n_iter_ = 0
@@ -382,7 +383,7 @@ class _BaseMLP(BaseEstimator):
                 else:
                     self._fit_stochastic(X, Y, incremental)
             finally:
-                self.__dict__.pop("_split_random_state", None)
+                self.__dict__.pop("_init_random_state", None)
         return self
 
     def _init_curves(self):
@@ -404,7 +405,7 @@ class _BaseMLP(BaseEstimator):
         (a first fit), or a fresh one from random_state (a warm start, partial_fit). It
         then makes the early-stopping split and every epoch's sample order, in that
         order, as scikit-learn's does."""
-        rs = self.__dict__.pop("_split_random_state", None)
+        rs = self.__dict__.pop("_init_random_state", None)
         return rs if rs is not None else check_random_state(self.random_state)
 
     def _split(self, X, Y, rs):
