@@ -22,6 +22,7 @@ import json
 import math
 import os
 import re
+import stat
 import struct
 import tempfile
 from dataclasses import dataclass, field
@@ -91,13 +92,19 @@ def _write_file(path, metadata: dict[str, str], arrays: dict[str, np.ndarray]) -
     head = _json(header).encode()
     head += b" " * (-len(head) % 8)  # the data starts 8-byte aligned, as safetensors pads
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
+    target = _destination(path)
+    directory = os.path.dirname(target)
+    try:
+        # A short name of our own: "<name>.<random>.tmp" would exceed NAME_MAX (255)
+        # for a legal name of 250+ characters.
+        fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise type(exc)(f"{path}: cannot create a file in {directory} "
+                        f"({exc.strerror or exc})") from None
     try:
         # mkstemp creates the file private (0600); the saved model gets the mode an
         # ordinary open() would give it (the old file's, or 0666 less the umask).
-        os.chmod(tmp, _file_mode(path))
+        os.chmod(tmp, _file_mode(target))
         with os.fdopen(fd, "wb") as f:
             f.write(struct.pack("<Q", len(head)))
             f.write(head)
@@ -105,7 +112,7 @@ def _write_file(path, metadata: dict[str, str], arrays: dict[str, np.ndarray]) -
                 f.write(memoryview(data).cast("B"))
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic: a crash leaves the old file or the new one
+        os.replace(tmp, target)  # atomic: a crash leaves the old file or the new one
     except BaseException:
         try:
             os.unlink(tmp)
@@ -113,6 +120,47 @@ def _write_file(path, metadata: dict[str, str], arrays: dict[str, np.ndarray]) -
             pass
         raise
     _fsync_directory(directory)
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(mode: int) -> str:
+    """What a non-regular file is, in words ("a FIFO (named pipe)")."""
+    return next((what for test, what in _KINDS if test(mode)), "not a regular file")
+
+
+def _destination(path: str) -> str:
+    """The absolute path a save replaces: ``path``, or the file a symlink leads to.
+
+    Saving replaces the destination by a rename, so it must be a regular file (or
+    not exist yet): renaming over /dev/null or a FIFO would replace the device or
+    pipe with a regular file, and over a symlink would replace the link, leaving its
+    target unwritten. A read-only file is refused as ``open(path, "w")`` refuses it,
+    also for root (who could write it): its mode says it is not to be changed.
+    """
+    target = os.path.realpath(path)  # follows every link; a dangling one: its target
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        directory = os.path.dirname(target)
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"{path}: cannot save there, the directory "
+                                    f"{os.path.dirname(path) or directory} does not "
+                                    f"exist") from None
+        return target
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(f"{path}: is a directory; give a file name to save to")
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(f"{path}: is {_not_regular(st.st_mode)}; fastnn saves to regular "
+                      f"files only")
+    if not st.st_mode & 0o222 or not os.access(target, os.W_OK):
+        raise PermissionError(f"{path}: the file is read-only (mode "
+                              f"{stat.S_IMODE(st.st_mode):04o}); make it writable or "
+                              f"save to another file")
+    return target
 
 
 def _file_mode(path: str) -> int:
@@ -188,7 +236,14 @@ def save(obj, path, *, include_optimizer: bool = True) -> None:
     streams' states and, unless ``include_optimizer=False``, ``model.optimizer`` with
     its state, so that :func:`load` gives a model that predicts bit-identically and
     continues training exactly where it stopped. The write is atomic (a temporary
-    file renamed over ``path``).
+    file renamed over ``path``); a symlink is written through to its target.
+
+    Raises
+    ------
+    OSError
+        ``path`` is a directory (IsADirectoryError), a device, FIFO or socket, a
+        read-only file (PermissionError), or in a directory that does not exist
+        (FileNotFoundError). Nothing is written then.
     """
     from .model import MLP
     if isinstance(obj, MLP):
@@ -207,8 +262,8 @@ def save(obj, path, *, include_optimizer: bool = True) -> None:
 
 def _read_file(path):
     """(metadata, arrays) of a safetensors-layout file, every declared size checked."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
+    f, size = _open_regular(path)
+    with f:
         if size < 8:
             raise ModelFileError(f"{path}: not a fastnn model file (only {size} bytes)")
         (n,) = struct.unpack("<Q", f.read(8))
@@ -278,6 +333,34 @@ def _read_file(path):
             arrays[name] = arr.astype(dtype.newbyteorder("="), copy=False) \
                 if dtype.kind != "b" else arr
     return meta, arrays
+
+
+def _open_regular(path):
+    """(binary file, its size) of a regular file; anything else is refused unopened.
+
+    A FIFO would block open() (and read()) forever, a directory fails in open(). The
+    size comes from the opened descriptor, not the path: a save renaming another file
+    over the path between a stat of the path and the open would otherwise make a
+    complete file look truncated.
+    """
+    st = os.stat(path)  # a missing file: FileNotFoundError, as open() gives
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelFileError(f"{path}: is {_not_regular(st.st_mode)}, not a fastnn "
+                             f"model file")
+    # O_NONBLOCK: should a FIFO take the file's place after the stat, the open
+    # returns at once and fstat refuses it (no effect on regular files).
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+                 | getattr(os, "O_BINARY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelFileError(f"{path}: is {_not_regular(st.st_mode)}, not a fastnn "
+                                 f"model file")
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    return f, st.st_size
 
 
 def _no_duplicates(pairs):
@@ -410,8 +493,9 @@ def load(path, *, backend: str | None = None):
     Raises
     ------
     ModelFileError (a ValueError)
-        The file is not a fastnn model, is truncated or damaged, declares sizes that
-        disagree with its data, or comes from a newer format version.
+        The file is not a fastnn model (or not a regular file: a directory, device,
+        FIFO or socket), is truncated or damaged, declares sizes that disagree with
+        its data, or comes from a newer format version.
     """
     payload = read_payload(path, backend=backend)
     if payload.kind == "model":
