@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _threads
+from . import _blas, _threads
 from ._kernels import codes
 from .optim import SGD, Adagrad, Adam, AdamW, DivergenceError, Momentum, Nesterov, RMSProp
 
@@ -132,7 +132,7 @@ def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray,
     raw = model.kernels.raw
     n_threads = _threads.resolve(model.n_threads, model.backend_name)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
-            _threads.single_threaded_blas():
+            _blas.hold_one_thread():
         for j0 in range(0, n_batches, plan.batches_per_call):
             j1 = min(n_batches, j0 + plan.batches_per_call)
             raw.train_epoch(X, y_float, labels, order, batch_size, plan.dims, plan.acts,

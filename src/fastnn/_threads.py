@@ -6,8 +6,9 @@ call, and the whole-epoch kernels run the blocks of one product side by side on 
 own threads (Cython: ``fastnn_pool.h``, where the caller never waits for a helper that
 has not started a block; Numba: its ``prange`` pool). Small products are one block, so
 small models run serially whatever the thread count. The bits never depend on the
-number of threads, and BLAS's own pool is held at one thread while a kernel runs so that
-the two pools never compete (OpenBLAS's threading would also change float32 results).
+number of threads. BLAS itself always runs on one thread: fastnn calls its own private
+instance of SciPy's OpenBLAS, held at one thread (:mod:`fastnn._blas`), so the two pools
+never compete and no thread or library can change the products' bits.
 
 ``n_threads=None`` means: as many threads as this process may use without
 oversubscribing, the smallest of the CPUs it may run on (``os.sched_getaffinity``), the
@@ -18,7 +19,6 @@ when set, and for Numba its pool size (``NUMBA_NUM_THREADS``).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 
@@ -70,21 +70,6 @@ def resolve(n_threads, backend_name: str) -> int:
         import numba
         limit = min(limit, numba.config.NUMBA_NUM_THREADS)
     return max(1, limit)
-
-
-@contextlib.contextmanager
-def single_threaded_blas():
-    """BLAS's own pool held at one thread inside the block (restored afterwards)."""
-    ctls = _blas_controllers()
-    before = [c.get_num_threads() for c in ctls]
-    changed = [(c, n) for c, n in zip(ctls, before) if n and n != 1]
-    for c, _ in changed:
-        c.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for c, n in changed:
-            c.set_num_threads(n)
 
 
 def check_n_threads(n_threads, name: str = "n_threads"):

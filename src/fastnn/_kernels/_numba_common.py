@@ -6,8 +6,9 @@
   ``float32 * 2.0`` to float64; NumPy 2 casts the Python float to float32 first).
 - ``pairwise_sum`` and the pieces of its walk: NumPy's pairwise summation, so sums and
   means come out as the reference's ``np.sum``/``np.mean`` bit for bit.
-- ``gemm``, ``gemm_threads``: the very SciPy BLAS calls ``fastnn.reference.blas.gemm``
-  makes (its shape-determined blocks), on one thread or on Numba's threads.
+- ``gemm``, ``gemm_threads``: the very BLAS calls ``fastnn.reference.blas.gemm`` makes
+  (its shape-determined blocks, through :mod:`fastnn._blas`), on one thread or on
+  Numba's threads.
 - ``tanh_f64``: NumPy's own float64 tanh loop (see its docstring for why).
 
 The two foreign functions are reached through named symbols registered with LLVM at
@@ -22,8 +23,9 @@ import functools
 import numpy as np
 from numba import njit, types
 from numba.core import config
-from numba.extending import get_cython_function_address, intrinsic, overload
+from numba.extending import intrinsic, overload
 
+from .. import _blas as _fastnn_blas
 from ..reference.blas import gemm_partition
 
 DISABLE_JIT = bool(config.DISABLE_JIT)
@@ -193,8 +195,10 @@ def pairwise_sum_ws(a, n, nodes, sums):
         sp, cnt = pairwise_descend(nodes, sp, lo, n)
 
 
-# --- BLAS: the reference's SciPy GEMM calls --------------------------------------------
+# --- BLAS: the reference's GEMM calls --------------------------------------------------
 
+# (Names kept from when they were SciPy's cython_blas functions: kernels compiled into
+# Numba's on-disk cache by an earlier version still link, to fastnn._blas's functions.)
 _GEMM_SYMBOLS = {types.float32: "fastnn_cython_blas_sgemm",
                  types.float64: "fastnn_cython_blas_dgemm"}
 _NOTRANS, _TRANS = ord("N"), ord("T")
@@ -209,9 +213,9 @@ if not DISABLE_JIT:
     from numba import prange as _prange
     from numba.core import cgutils as _cgutils
 
-    for _ty, _sym in _GEMM_SYMBOLS.items():
-        _llvm.add_symbol(_sym, get_cython_function_address(
-            "scipy.linalg.cython_blas", "sgemm" if _ty == types.float32 else "dgemm"))
+    # fastnn's own single-threaded BLAS instance (fastnn._blas), as every backend calls.
+    for _sym, _address in zip(_GEMM_SYMBOLS.values(), _fastnn_blas.gemm_addresses()):
+        _llvm.add_symbol(_sym, _address)
 
     def _slot(builder, value):
         """A stack slot holding ``value``: BLAS takes every argument by pointer."""
@@ -220,7 +224,7 @@ if not DISABLE_JIT:
     @intrinsic
     def _xgemm(typingctx, transa, transb, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off,
                ldc):
-        """Column-major C = op(A) op(B) through scipy.linalg.cython_blas ?gemm, each
+        """Column-major C = op(A) op(B) through fastnn._blas's ?gemm_, each
         matrix starting ``*_off`` elements into its array's data."""
         symbol = _GEMM_SYMBOLS[c.dtype]
         sig = types.void(transa, transb, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off,

@@ -1,10 +1,23 @@
-# Header-only helpers shared by the Cython kernels: a row-major GEMM over SciPy's BLAS
-# (cut into shape-determined blocks, run on one thread or on fastnn_pool.h's) and sums
-# taken in exactly NumPy's order. Everything is ``cdef inline``, so modules that
-# cimport this file compile their own copy and no extension module stands behind it.
+# Header-only helpers shared by the Cython kernels: a row-major GEMM over fastnn's BLAS
+# (fastnn/_blas.py: a private single-threaded instance of SciPy's OpenBLAS; cut into
+# shape-determined blocks, run on one thread or on fastnn_pool.h's) and sums taken in
+# exactly NumPy's order. Everything is ``cdef inline``, so modules that cimport this
+# file compile their own copy and no extension module stands behind it. A module that
+# calls gemm sets its BLAS pointers when it is imported:
+#     fnn_set_gemm(*fastnn._blas.gemm_addresses())
 
 from cython cimport floating
-from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+
+cdef extern from "fastnn_blas.h" nogil:
+    ctypedef void (*fnn_sgemm_fn)(char*, char*, int*, int*, int*, float*, float*, int*,
+                                  float*, int*, float*, float*, int*) noexcept nogil
+    ctypedef void (*fnn_dgemm_fn)(char*, char*, int*, int*, int*, double*, double*,
+                                  int*, double*, int*, double*, double*,
+                                  int*) noexcept nogil
+    fnn_sgemm_fn fnn_sgemm
+    fnn_dgemm_fn fnn_dgemm
+    void fnn_set_gemm(size_t s, size_t d)
 
 
 # The partition rule of fastnn.reference.blas.gemm_partition (kept equal to it; a test
@@ -42,11 +55,11 @@ cdef inline void gemm_call(bint trans_a, bint trans_b, int m, int n, int k,
     cdef floating one = 1
     cdef floating zero = 0
     if floating is float:
-        sgemm(&tb, &ta, &n, &m, &k, &one, <float*>b, &ldb, <float*>a, &lda,
-              &zero, c, &ldc)
+        fnn_sgemm(&tb, &ta, &n, &m, &k, &one, <float*>b, &ldb, <float*>a, &lda,
+                  &zero, c, &ldc)
     else:
-        dgemm(&tb, &ta, &n, &m, &k, &one, <double*>b, &ldb, <double*>a, &lda,
-              &zero, c, &ldc)
+        fnn_dgemm(&tb, &ta, &n, &m, &k, &one, <double*>b, &ldb, <double*>a, &lda,
+                  &zero, c, &ldc)
 
 
 cdef inline void gemm_part(bint trans_a, bint trans_b, int m, int n, int k,

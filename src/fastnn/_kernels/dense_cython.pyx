@@ -14,7 +14,9 @@ from fastnn._kernels.activations_cython cimport (
     ELU, SIGMOID, SOFTMAX, STEP, TANH, c_softmax, c_softmax_backward, elu_1, elu_d1,
     sigmoid_1, step_1, step_d1, tanh_1,
 )
-from fastnn._kernels.blas_cython cimport fnn_pool_run, fnn_task_fn, gemm, pw_sum
+from fastnn._kernels.blas_cython cimport (
+    fnn_pool_run, fnn_set_gemm, fnn_task_fn, gemm, pw_sum,
+)
 from fastnn._kernels.fastnn_simd cimport (
     fnn_act_grad_bias_f32, fnn_act_grad_bias_f64, fnn_bias_act_f32, fnn_bias_act_f64,
 )
@@ -24,6 +26,13 @@ __all__ = [
     "dense_backward",
     "dense_input_gradient",
 ]
+
+# Every product of the Cython kernels (the epoch kernel's too) is made in this module:
+# point its GEMM at fastnn's single-threaded BLAS instance before anything runs.
+from fastnn._blas import gemm_addresses as _gemm_addresses
+
+_sgemm, _dgemm = _gemm_addresses()
+fnn_set_gemm(_sgemm, _dgemm)
 
 
 # --- C-level kernels -----------------------------------------------------------------

@@ -9,6 +9,7 @@ weights equal the Numba step-by-step path bit for bit.
 """
 
 import math
+import os
 
 import numba
 import numpy as np
@@ -40,6 +41,20 @@ __all__ = ["train_epoch"]
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # Numba's pool size: numba.set_num_threads refuses more.
 _MAX_THREADS = 1 if DISABLE_JIT else config.NUMBA_NUM_THREADS
+
+# Numba's parallel loops run on its threading layer, GNU OpenMP here, which terminates a
+# process forked after it started ("fork() called from a process already using GNU
+# OpenMP"). A child forked from a process whose epochs ran threaded therefore runs its
+# epochs on one thread: the same bits (they never depend on the thread count).
+_state = {"threaded": False, "forked_after_threads": False}
+
+
+def _after_fork_in_child():
+    if _state["threaded"]:
+        _state["forked_after_threads"] = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 _I64 = np.dtype(np.int64)
 _F64 = np.dtype(np.float64)
 
@@ -498,8 +513,8 @@ def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_of
     types fails to compile, and the Python check below names the argument), sizes and
     offsets at the top of every call. ``stats`` receives the results (LOSS_SUM and
     CORRECT accumulate, the caller zeroes them). The GEMMs' blocks run on up to
-    ``n_threads`` Numba threads (at most ``numba.config.NUMBA_NUM_THREADS``); the
-    results never depend on it.
+    ``n_threads`` Numba threads (at most ``numba.config.NUMBA_NUM_THREADS``; one in a
+    child forked after threaded epochs, see ``_state``); the results never depend on it.
     """
     args = (X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
             loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper, lrs,
@@ -507,6 +522,10 @@ def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_of
     if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, (int, np.integer)):
         raise ValueError("train_epoch: n_threads must be an integer")
     n_threads = max(1, min(int(n_threads), _MAX_THREADS))
+    if _state["forked_after_threads"]:
+        n_threads = 1
+    elif n_threads > 1:
+        _state["threaded"] = True
     try:
         kernel = _EPOCHS[(loss_code, acts.tobytes())]
     except (KeyError, AttributeError, TypeError):

@@ -1,9 +1,10 @@
-"""Row-major matrix products through SciPy's BLAS, the library the compiled kernels call.
+"""Row-major matrix products through fastnn's BLAS, the library the compiled kernels call.
 
-NumPy's ``@`` links its own OpenBLAS build; going through ``scipy.linalg.blas`` here
-makes the reference run the very GEMM the Numba and Cython kernels run, so products
-agree between backends bit for bit (SPEC: "equal to the reference computed with the
-same BLAS call").
+NumPy's ``@`` links its own OpenBLAS build, threaded as its user set it; going through
+:mod:`fastnn._blas` (a private, single-threaded instance of SciPy's OpenBLAS) makes the
+reference run the very GEMM calls the Numba and Cython kernels run, so products agree
+between backends bit for bit (SPEC: "equal to the reference computed with the same BLAS
+call"), whatever thread calls them and whatever BLAS thread limits are set.
 
 Every product is cut into blocks by :func:`gemm_partition`, a rule that looks at the
 shape only, and each block is one BLAS call. The compiled kernels make the same calls,
@@ -13,9 +14,8 @@ instead of in blocks, changes float32 results).
 """
 
 import numpy as np
-from scipy.linalg import blas as _scipy_blas
 
-_GEMM = {np.dtype(np.float32): _scipy_blas.sgemm, np.dtype(np.float64): _scipy_blas.dgemm}
+from .._blas import gemm_call
 
 # The partition rule: Numba compiles gemm_partition itself, the Cython kernels carry a
 # copy (blas_cython.pxd's gemm_block) that must stay equal to it (tests/test_threads.py).
@@ -48,31 +48,32 @@ def gemm_partition(m, n, k):
     return by_columns, -(-per // GEMM_UNIT) * GEMM_UNIT
 
 
-def _gemm_block(a, b, out, trans_a, trans_b, beta):
-    gemm_ = _GEMM[out.dtype]
-    result = gemm_(1.0, b.T, a.T, beta=beta, c=out.T, trans_a=trans_b, trans_b=trans_a,
-                   overwrite_c=True)
-    if not np.shares_memory(result, out):  # f2py copied (a block of out is strided)
-        out[...] = result.T
-
-
 def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
     """out = op(a) @ op(b) + beta * out, row-major; op transposes when asked.
 
-    ``a``, ``b`` and ``out`` are C-contiguous 2-D arrays of one dtype. A C-contiguous
-    row-major matrix is its own transpose in column-major order, so each block's call
-    computes out.T = op(b).T @ op(a).T without copying anything (f2py copies the
-    strided blocks; BLAS packs its operands anyway, so the values are the same).
+    ``a`` (m, k) or (k, m) and ``b`` (k, n) or (n, k), ``out`` (m, n), all 2-D of one
+    dtype. Each block of :func:`gemm_partition` is one call of fastnn's single-threaded
+    BLAS (:func:`fastnn._blas.gemm_call`) on the arrays' own buffers, as the compiled
+    kernels make it; operands that are not C-contiguous are copied first (the values
+    are the same: BLAS packs its operands anyway).
     """
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    target = out
+    if not out.flags.c_contiguous:
+        out = np.ascontiguousarray(out)
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
+    lda, ldb, ldc = max(1, a.shape[1]), max(1, b.shape[1]), max(1, n)
     by_columns, block = gemm_partition(m, n, k)
-    for lo in range(0, max(n if by_columns else m, 1), block or 1):
-        hi = lo + block
+    side = n if by_columns else m
+    for lo in range(0, side, block or 1):
+        hi = min(side, lo + block)
         if by_columns:  # out[:, lo:hi] = op(a) @ op(b)[:, lo:hi]
-            b_part = b[lo:hi] if trans_b else b[:, lo:hi]
-            _gemm_block(a, b_part, out[:, lo:hi], trans_a, trans_b, beta)
+            gemm_call(trans_a, trans_b, m, hi - lo, k, a, 0, lda, b,
+                      lo * ldb if trans_b else lo, ldb, out, lo, ldc, beta)
         else:  # out[lo:hi] = op(a)[lo:hi] @ op(b)
-            a_part = a[:, lo:hi] if trans_a else a[lo:hi]
-            _gemm_block(a_part, b, out[lo:hi], trans_a, trans_b, beta)
-    return out
+            gemm_call(trans_a, trans_b, hi - lo, n, k, a, lo if trans_a else lo * lda,
+                      lda, b, 0, ldb, out, lo * ldc, ldc, beta)
+    if out is not target:
+        target[...] = out
+    return target

@@ -1,0 +1,226 @@
+"""The BLAS that every fastnn matrix product calls: SciPy's OpenBLAS, in a private copy.
+
+fastnn's products must run on one BLAS thread whatever thread calls them (docs/spec.md,
+"Matrix products"): OpenBLAS cuts a product differently on several threads, which changes
+float32 and float64 results, and a threaded product holds OpenBLAS's level-3 lock and
+its thread pool, which a ``fork`` from another thread copies locked (the child hangs).
+OpenBLAS's thread count is one number for the whole process, which any thread or library
+can change at any moment (threadpoolctl, joblib, another model's kernels), so setting it
+around a call guarantees nothing.
+
+So fastnn loads the very file SciPy's BLAS comes from a second time, as a private
+instance (an in-memory copy of the file, opened ``RTLD_LOCAL | RTLD_DEEPBIND``, so
+neither its symbols nor its thread count are shared), sets that instance to one thread
+once, and makes every GEMM through it: the reference through ctypes, the Numba kernels
+through a linked symbol, the Cython kernels through a function pointer set when their
+module loads. threadpoolctl finds BLAS libraries by file name and does not see it. It is
+the same code on the same CPU kernel, so its products are SciPy's single-threaded ones,
+bit for bit.
+
+Where that cannot be done (SciPy built against a BLAS other than OpenBLAS, no
+``memfd_create``), fastnn calls SciPy's own BLAS and holds its pool at one thread while
+a whole-epoch kernel runs (:func:`hold_one_thread`), a process-wide setting that others
+can change: :func:`info` says which of the two is in use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+_PREFIXES = ("scipy_", "")  # SciPy's OpenBLAS wheels prefix their symbols
+
+
+@dataclass(frozen=True)
+class _Blas:
+    sgemm: ctypes._CFuncPtr
+    dgemm: ctypes._CFuncPtr
+    private: bool
+    source: str
+    threads: int | None  # the private instance's thread count when loaded
+
+
+_lock = threading.Lock()
+_loaded: _Blas | None = None
+_GEMM_ARGTYPES = [ctypes.c_char_p, ctypes.c_char_p] + [ctypes.c_void_p] * 11
+
+
+def _openblas_candidates() -> list[str]:
+    """Files of the OpenBLAS libraries loaded, SciPy's first (NumPy's is ILP64: its
+    symbols have other names, and it is only a fallback source)."""
+    from ._threads import _blas_controllers
+    paths = [c.filepath for c in _blas_controllers()
+             if c.internal_api == "openblas" and os.path.isfile(c.filepath)]
+    return sorted(paths, key=lambda p: "scipy.libs" not in p)
+
+
+def _symbol(lib, names):
+    for prefix in _PREFIXES:
+        for name in names:
+            fn = getattr(lib, prefix + name, None)
+            if fn is not None:
+                return fn
+    return None
+
+
+def _private_copy(path: str):
+    """A second instance of the library at ``path``, loaded from an in-memory copy."""
+    fd = os.memfd_create("fastnn-openblas", os.MFD_CLOEXEC)
+    try:
+        with open(path, "rb") as src:
+            size = os.fstat(src.fileno()).st_size
+            sent = 0
+            while sent < size:
+                n = os.sendfile(fd, src.fileno(), sent, size - sent)
+                if n == 0:
+                    raise OSError(f"short copy of {path}")
+                sent += n
+        mode = os.RTLD_NOW | os.RTLD_LOCAL | getattr(os, "RTLD_DEEPBIND", 0)
+        return ctypes.CDLL(f"/proc/self/fd/{fd}", mode=mode)
+    finally:
+        os.close(fd)  # the mapping outlives the descriptor
+
+
+def _load_private() -> _Blas | None:
+    if not hasattr(os, "memfd_create"):
+        return None
+    for path in _openblas_candidates():
+        shared = ctypes.CDLL(path)  # already loaded: only a handle to look symbols up
+        if _symbol(shared, ["sgemm_"]) is None:
+            continue  # ILP64 (64-bit integers): not the interface the kernels call
+        try:
+            lib = _private_copy(path)
+        except OSError:
+            return None
+        sgemm, dgemm = _symbol(lib, ["sgemm_"]), _symbol(lib, ["dgemm_"])
+        set_threads = _symbol(lib, ["openblas_set_num_threads"])
+        get_threads = _symbol(lib, ["openblas_get_num_threads"])
+        if None in (sgemm, dgemm, set_threads, get_threads):
+            return None
+        set_threads.argtypes, set_threads.restype = [ctypes.c_int], None
+        get_threads.argtypes, get_threads.restype = [], ctypes.c_int
+        set_threads(1)
+        if get_threads() != 1:
+            return None
+        return _Blas(sgemm, dgemm, True, path, get_threads())
+    return None
+
+
+def _load_shared() -> _Blas:
+    """SciPy's own BLAS (the fallback): the functions scipy.linalg.cython_blas exports."""
+    import scipy.linalg.cython_blas as cb
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object,
+                                                                  ctypes.c_char_p]
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+
+    def function(name):
+        capsule = cb.__pyx_capi__[name]
+        address = get_pointer(capsule, get_name(capsule))
+        return ctypes.CFUNCTYPE(None, *_GEMM_ARGTYPES)(address)
+
+    return _Blas(function("sgemm"), function("dgemm"), False, cb.__file__, None)
+
+
+def _instance() -> _Blas:
+    global _loaded
+    if _loaded is None:
+        with _lock:
+            if _loaded is None:
+                loaded = None
+                if os.environ.get("FASTNN_SHARED_BLAS", "") in ("", "0"):
+                    loaded = _load_private()
+                if loaded is None:
+                    loaded = _load_shared()
+                for fn in (loaded.sgemm, loaded.dgemm):
+                    fn.argtypes, fn.restype = _GEMM_ARGTYPES, None
+                _loaded = loaded
+    return _loaded
+
+
+def info() -> dict:
+    """Which BLAS fastnn's products run on: ``{"private": bool, "source": path}``.
+
+    ``private`` is True when fastnn runs its own single-threaded instance of SciPy's
+    OpenBLAS (the normal case); False when it falls back to SciPy's shared BLAS
+    (``FASTNN_SHARED_BLAS=1``, or a SciPy built on another BLAS).
+    """
+    b = _instance()
+    return {"private": b.private, "source": b.source}
+
+
+def gemm_addresses() -> tuple[int, int]:
+    """The addresses of the Fortran ``sgemm_`` and ``dgemm_`` the kernels call."""
+    b = _instance()
+    return (ctypes.cast(b.sgemm, ctypes.c_void_p).value,
+            ctypes.cast(b.dgemm, ctypes.c_void_p).value)
+
+
+def gemm_call(trans_a: bool, trans_b: bool, m: int, n: int, k: int, a: np.ndarray,
+              a_off: int, lda: int, b: np.ndarray, b_off: int, ldb: int, c: np.ndarray,
+              c_off: int, ldc: int, beta: float = 0.0) -> None:
+    """c (m, n) = op(a) @ op(b) + beta c, row-major, in one BLAS call (alpha = 1).
+
+    Each matrix starts ``*_off`` elements into its array's buffer and has rows of
+    ``ld*`` elements. A row-major matrix is its own transpose in column-major order, so
+    BLAS computes c^T = op(b)^T op(a)^T: b goes first and nothing is copied. The
+    Cython and Numba kernels make exactly this call (blas_cython.pxd's gemm_call,
+    _numba_common.py's _gemm_part). Shapes are not checked: callers pass consistent ones.
+    """
+    if m == 0 or n == 0:
+        return
+    ctype = np.ctypeslib.as_ctypes_type(c.dtype)
+    fn = _instance().sgemm if c.dtype == np.float32 else _instance().dgemm
+    size = c.itemsize
+    ints = [ctypes.c_int(v) for v in (n, m, k, ldb, lda, ldc)]
+    alpha, beta_ = ctype(1.0), ctype(beta)
+    fn(b"T" if trans_b else b"N", b"T" if trans_a else b"N",
+       ctypes.byref(ints[0]), ctypes.byref(ints[1]), ctypes.byref(ints[2]),
+       ctypes.byref(alpha), b.ctypes.data + b_off * size, ctypes.byref(ints[3]),
+       a.ctypes.data + a_off * size, ctypes.byref(ints[4]), ctypes.byref(beta_),
+       c.ctypes.data + c_off * size, ctypes.byref(ints[5]))
+
+
+# --- the fallback's guard -------------------------------------------------------------
+
+_hold_lock = threading.Lock()
+_holders = 0
+_restore: list = []
+
+
+@contextlib.contextmanager
+def hold_one_thread():
+    """SciPy's shared BLAS pool held at one thread inside the block (fallback only).
+
+    Nested and concurrent holders share one hold: the first sets one thread, the last
+    restores what was there. With the private instance (the normal case) it does
+    nothing: that instance is always on one thread.
+    """
+    global _holders
+    if _instance().private:
+        yield
+        return
+    from ._threads import _blas_controllers
+    with _hold_lock:
+        if _holders == 0:
+            _restore[:] = [(c, c.get_num_threads()) for c in _blas_controllers()]
+            for c, n in _restore:
+                if n and n != 1:
+                    c.set_num_threads(1)
+        _holders += 1
+    try:
+        yield
+    finally:
+        with _hold_lock:
+            _holders -= 1
+            if _holders == 0:
+                for c, n in _restore:
+                    if n and n != 1:
+                        c.set_num_threads(n)
+                _restore.clear()

@@ -1,0 +1,119 @@
+"""fastnn's products run on its own single-threaded BLAS instance (fastnn._blas).
+
+OpenBLAS's thread count is one number for the whole process; a product computed on
+several BLAS threads has other bits. These tests change that number from the test (as a
+user's threadpool_limits, joblib or another library would), train in worker threads and
+check that fastnn's results never move.
+"""
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import fastnn
+from fastnn import _blas
+from fastnn.reference.blas import gemm
+
+BACKENDS = fastnn.available_backends()
+# Shapes whose float32 and float64 products differ between 1 and 2 OpenBLAS threads
+# (seen on Zen 3 and Skylake-X kernels); others are computed identically either way.
+SHAPES = [(128, 256, 784), (1024, 256, 784)]
+
+
+def _scipy_is_openblas():
+    return any(p["internal_api"] == "openblas" and "scipy" in p["filepath"]
+               for p in threadpool_info())
+
+
+def test_the_private_instance_is_used_and_invisible_to_threadpoolctl():
+    if not _scipy_is_openblas():
+        pytest.skip("SciPy's BLAS is not OpenBLAS: fastnn falls back to it")
+    assert _blas.info()["private"] is True
+    gemm(np.ones((2, 3)), np.ones((3, 4)), np.empty((2, 4)))
+    seen = [p["filepath"] for p in threadpool_info()]
+    # The private copy is loaded from /proc/self/fd/N (a memfd): no library of that
+    # name is under threadpoolctl's control, so its limits never reach it.
+    assert not any(path.startswith("/proc/") or "memfd" in path for path in seen), seen
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_products_ignore_the_process_wide_blas_thread_count(shape, dtype):
+    m, n, k = shape
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    outs = []
+    for limit in (1, 2, 1, 2):
+        with threadpool_limits(limits=limit, user_api="blas"):
+            outs.append(gemm(a, b, np.empty((m, n), dtype)))
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
+
+
+def _train(backend, dropout, out):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((512, 784)).astype(np.float32)
+    y = rng.integers(0, 10, 512)
+    net = fastnn.MLP([784, 256, 256, 10], loss="cross_entropy", dropout=dropout,
+                     random_state=0, backend=backend, n_threads=1)
+    net.fit(X, y, optimizer=fastnn.Adam(lr=1e-3), epochs=1, batch_size=128, verbose=0)
+    out.append(net.params.copy())
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2], ids=["compiled-epoch", "step-path"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_worker_thread_trains_the_main_threads_bits(backend, dropout):
+    """A worker thread, with another thread flipping the shared BLAS pool between 1 and
+    2 threads all along, trains the very weights the main thread trains."""
+    main = []
+    _train(backend, dropout, main)
+    stop = threading.Event()
+    flips = [0]
+
+    def flip():
+        while not stop.is_set():
+            with threadpool_limits(limits=1 + flips[0] % 2, user_api="blas"):
+                flips[0] += 1
+
+    worker = []
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    try:
+        t = threading.Thread(target=_train, args=(backend, dropout, worker))
+        t.start()
+        t.join()
+    finally:
+        stop.set()
+        flipper.join()
+    assert flips[0] > 0
+    np.testing.assert_array_equal(worker[0], main[0])
+
+
+def test_the_shared_fallback_gives_the_same_bits():
+    """FASTNN_SHARED_BLAS=1 calls SciPy's own BLAS (held at one thread while an epoch
+    kernel runs): the same products as the private instance."""
+    code = (
+        "import numpy as np, fastnn\n"
+        "from fastnn import _blas\n"
+        "from threadpoolctl import threadpool_limits\n"
+        "rng = np.random.default_rng(0)\n"
+        "X = rng.standard_normal((256, 784)).astype(np.float32)\n"
+        "y = rng.integers(0, 10, 256)\n"
+        "with threadpool_limits(limits=1, user_api='blas'):\n"
+        "    net = fastnn.MLP([784, 256, 10], loss='cross_entropy', random_state=0)\n"
+        "    net.fit(X, y, epochs=1, batch_size=64, verbose=0)\n"
+        "print(_blas.info()['private'], net.params.astype(np.float64).sum().hex())\n")
+    outs = []
+    for shared in ("1", "0"):
+        env = {**__import__("os").environ, "FASTNN_SHARED_BLAS": shared}
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        outs.append(run.stdout.split())
+    assert outs[0][0] == "False"
+    assert outs[0][1] == outs[1][1]
