@@ -90,6 +90,37 @@ def mask_array(mask, name: str, shape: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
+# The largest integer any setting or size may be: the kernels take int64. A counter
+# (optimizer steps, epochs) stays below 2**53, where floats still count exactly.
+MAX_INT = 2**63 - 1
+MAX_COUNT = 2**53
+
+
+def show_number(value) -> str:
+    """A number for an error message: a huge integer by its size, not by its digits
+    (a 401-digit setting would fill the screen; str() refuses above 4300 digits)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        n = int(value)
+        if abs(n) >= 10**30:
+            digits = int(abs(n).bit_length() * math.log10(2)) + 1
+            return f"{'-' if n < 0 else ''}an integer of about {digits} digits"
+        return str(n)
+    return f"{float(value):g}"
+
+
+def real(value, name: str) -> float:
+    """``value`` (a real number, not a bool) as a Python float; an integer or fraction
+    too large for a float64 is refused with a ValueError naming ``name`` (float()
+    would raise OverflowError)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be finite, got {show_number(value)} (too large "
+                         f"for a float)") from None
+
+
 def scalar(value, name: str, *, low: float | None = None, high: float | None = None,
            low_open: bool = False, high_open: bool = False) -> float:
     """A finite real hyperparameter as a Python float, optionally within bounds.
@@ -97,9 +128,7 @@ def scalar(value, name: str, *, low: float | None = None, high: float | None = N
     Returned as a Python float so that NumPy treats it as a weak scalar: it is cast
     to the array dtype once, never the array promoted to float64.
     """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    v = float(value)
+    v = real(value, name)
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v}")
     lo_bad = low is not None and (v <= low if low_open else v < low)
@@ -117,13 +146,23 @@ def scalar(value, name: str, *, low: float | None = None, high: float | None = N
     return v
 
 
-def integer(value, name: str, *, low: int | None = None) -> int:
+def integer(value, name: str, *, low: int | None = None, high: int | None = MAX_INT) -> int:
+    """An integer setting, size or counter in [low, high] (high: 2**63 - 1 unless
+    given, so that no absurd value reaches an int64 kernel or an allocation)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     v = int(value)
     if low is not None and v < low:
-        raise ValueError(f"{name} must be >= {low}, got {v}")
+        raise ValueError(f"{name} must be >= {low}, got {show_number(v)}")
+    if high is not None and v > high:
+        shown = "2**63 - 1" if high == MAX_INT else "2**53" if high == MAX_COUNT else high
+        raise ValueError(f"{name} must be <= {shown}, got {show_number(v)}")
     return v
+
+
+def counter(value, name: str) -> int:
+    """A count of steps or epochs: an integer in [0, 2**53]."""
+    return integer(value, name, low=0, high=MAX_COUNT)
 
 
 def boolean(value, name: str) -> bool:

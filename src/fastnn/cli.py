@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import __version__
+from . import _validation as _v
 from ._backend import BACKENDS
 from ._kernels.codes import ACTIVATION_CODES
 from ._metrics import regression_scores
@@ -238,8 +239,9 @@ def _tabular_from_payload(model, metadata, arrays) -> TabularModel:
                 raise ValueError(f"{name} has shape {arrays[name].shape}")
         return TabularModel(model, features, str(metadata["target"]), task,
                             classes if task == "classify" else None, arrays["x_mean"],
-                            arrays["x_scale"], float(metadata["y_mean"]),
-                            float(metadata["y_scale"]))
+                            arrays["x_scale"], _v.scalar(metadata["y_mean"], "y_mean"),
+                            _v.scalar(metadata["y_scale"], "y_scale", low=0,
+                                      low_open=True))
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"invalid tabular model metadata: {exc}") from None
 

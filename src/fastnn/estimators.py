@@ -72,6 +72,7 @@ from sklearn.utils.multiclass import (
 )
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import _validation as _v
 from ._backend import BACKENDS
 from ._backend import backend as _get_backend
 from .io import ModelFileError, Payload
@@ -186,6 +187,18 @@ class _BaseMLP(BaseEstimator):
         self.backend = backend
         self.dtype = dtype
         self.init = init
+
+    def _validate_params(self):
+        """scikit-learn's checks, then no number beyond what fit computes with: a
+        401-digit alpha is inside Interval(Real, 0, None) but float() overflows."""
+        super()._validate_params()
+        for name, value in self.get_params(deep=False).items():
+            if name == "random_state" or isinstance(value, (bool, np.bool_)):
+                continue
+            if isinstance(value, numbers.Integral):
+                _v.integer(value, name)
+            elif isinstance(value, numbers.Real):
+                _v.real(value, name)
 
     # --- hooks of the subclasses ----------------------------------------------------------
     def _validate_input(self, X, y, incremental, reset, dtype):
@@ -685,7 +698,7 @@ class _BaseMLP(BaseEstimator):
             for k, value in metadata["fitted"].items():
                 if k not in cls._FITTED and k != "feature_names_in_":
                     raise ValueError(f"unknown fitted attribute {k!r}")
-                setattr(est, k, _from_jsonable(value))
+                setattr(est, k, _from_jsonable(value, k))
             if "feature_names_in_" in metadata["fitted"]:
                 est.feature_names_in_ = np.asarray(metadata["fitted"]["feature_names_in_"],
                                                    dtype=object)
@@ -761,9 +774,11 @@ def _jsonable(value):
     raise TypeError(f"cannot save a value of type {type(value).__name__}")
 
 
-def _from_jsonable(value):
+def _from_jsonable(value, name="value"):
     if isinstance(value, list):
-        return [_from_jsonable(v) for v in value]
+        return [_from_jsonable(v, name) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _v.integer(value, name, low=-_v.MAX_INT)  # counters: no 401-digit t_
     if isinstance(value, dict):
         if set(value) != {"float"} or value["float"] not in ("inf", "-inf", "nan"):
             raise ValueError(f"invalid saved value {value!r}")
@@ -796,7 +811,7 @@ def _params_from_json(params: dict) -> dict:
         elif k == "hidden_layer_sizes":
             value = tuple(value)
         else:
-            value = _from_jsonable(value)
+            value = _from_jsonable(value, k)
         out[k] = value
     return out
 

@@ -43,6 +43,10 @@ MAX_HEADER_ITEMS = 1_000_000
 MAX_TENSORS = 4096
 MAX_NDIM = 8
 MAX_LAYERS = 10_000
+MAX_INT = 2**63 - 1  # a layer's size, as MLP accepts it
+# No array NumPy can make is larger (its sizes are signed 64-bit); this bounds the
+# declared dimensions of empty arrays too.
+MAX_ARRAY_BYTES = 2**62
 
 _DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8"), "I64": np.dtype("<i8"),
            "I32": np.dtype("<i4"), "U8": np.dtype("u1"), "BOOL": np.dtype("?")}
@@ -364,10 +368,12 @@ def _open_regular(path):
 
 
 def _no_duplicates(pairs):
-    keys = [k for k, _ in pairs]
-    if len(keys) != len(set(keys)):
-        raise ValueError("duplicate keys")
-    return dict(pairs)
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"duplicate key {dup[:60]!r}")
+    return out
 
 
 def _no_constant(name):
@@ -385,20 +391,42 @@ def _check_entry(path, name, info):
     shape, offs = info["shape"], info["data_offsets"]
     if (not isinstance(shape, list) or len(shape) > MAX_NDIM
             or not all(type(d) is int and d >= 0 for d in shape)):
-        raise ModelFileError(f"{path}: array {name!r} has an invalid shape {shape!r}")
+        raise ModelFileError(f"{path}: array {name!r} has an invalid shape "
+                             f"{_brief(shape)}")
     if (not isinstance(offs, list) or len(offs) != 2
             or not all(type(o) is int and o >= 0 for o in offs) or offs[0] > offs[1]):
-        raise ModelFileError(f"{path}: array {name!r} has invalid data_offsets {offs!r}")
+        raise ModelFileError(f"{path}: array {name!r} has invalid data_offsets "
+                             f"{_brief(offs)}")
     nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+    if math.prod(max(d, 1) for d in shape) * dtype.itemsize > MAX_ARRAY_BYTES:
+        # an empty array ([0, 10**30]) spans 0 bytes, yet NumPy refuses the shape
+        raise ModelFileError(f"{path}: array {name!r} has an impossible shape "
+                             f"{_short_shape(shape)}")
     if offs[1] - offs[0] != nbytes:
         raise ModelFileError(f"{path}: array {name!r} declares shape {shape} "
                              f"({nbytes} bytes) but spans {offs[1] - offs[0]} bytes")
     return offs[0], offs[1], dtype, tuple(shape)
 
 
+def _short_shape(shape) -> str:
+    from ._validation import show_number
+    return "[" + ", ".join(show_number(d) for d in shape) + "]"
+
+
+def _brief(value) -> str:
+    """A JSON value for a message, cut short (a 401-digit number is not shown whole)."""
+    try:
+        text = json.dumps(value)
+    except ValueError:  # an integer beyond Python's 4300-digit str() limit
+        text = type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _parse_json(path, meta, key):
     try:
-        return json.loads(meta[key], parse_constant=_no_constant)
+        # the header's own rule: a duplicated key would be read as its last value
+        return json.loads(meta[key], object_pairs_hook=_no_duplicates,
+                          parse_constant=_no_constant)
     except (KeyError, ValueError, RecursionError) as exc:  # deep nesting: RecursionError
         raise ModelFileError(f"{path}: metadata entry {key!r} is missing or not valid "
                              f"JSON ({exc})") from None
@@ -413,14 +441,21 @@ def _expected_sizes(path, layers):
         if not isinstance(spec, dict):
             raise ModelFileError(f"{path}: layer {i} is not a JSON object")
         n_in, n_out, bn = spec.get("n_in"), spec.get("n_out"), spec.get("batch_norm")
-        if type(n_in) is not int or type(n_out) is not int or n_in < 1 or n_out < 1:
-            raise ModelFileError(f"{path}: layer {i} has invalid sizes n_in={n_in!r}, "
-                                 f"n_out={n_out!r}")
+        if (type(n_in) is not int or type(n_out) is not int or not 1 <= n_in <= MAX_INT
+                or not 1 <= n_out <= MAX_INT):
+            raise ModelFileError(f"{path}: layer {i} has invalid sizes n_in={_brief(n_in)}, "
+                                 f"n_out={_brief(n_out)}")
         if type(bn) is not bool:
             raise ModelFileError(f"{path}: layer {i} has invalid batch_norm {bn!r}")
         n_params += n_in * n_out + (2 * n_out if bn else n_out)
         n_buf += 2 * n_out if bn else 0
     return n_params, n_buf
+
+
+# What building objects from metadata raises on bad values. The checks raise
+# ValueError/TypeError; the others are a safety net, so that no number or nesting a
+# check missed reaches the caller as anything but ModelFileError.
+_BAD_METADATA = (KeyError, TypeError, ValueError, OverflowError, RecursionError)
 
 
 def read_payload(path, *, backend: str | None = None) -> Payload:
@@ -455,7 +490,7 @@ def read_payload(path, *, backend: str | None = None) -> Payload:
         model = MLP.from_config(cfg, backend=backend)
         model.set_state({"params": params, "buffers": buffers})
         model.set_rng_states(cfg["rng"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except _BAD_METADATA as exc:
         raise ModelFileError(f"{path}: invalid model metadata ({type(exc).__name__}: "
                              f"{exc})") from None
     if "optimizer" in meta:
@@ -470,7 +505,7 @@ def read_payload(path, *, backend: str | None = None) -> Payload:
                                      f"of shape ({n_params},), got {arr.dtype} {arr.shape}")
         try:
             model.optimizer = optimizer_from_state(ost)
-        except (KeyError, TypeError, ValueError) as exc:
+        except _BAD_METADATA as exc:
             raise ModelFileError(f"{path}: invalid optimizer metadata ({exc})") from None
         model.optimizer._bind(model)
     extra = _parse_json(path, meta, "extra") if "extra" in meta else {}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -129,6 +130,20 @@ def _frame_values(frame, name):
         raise TypeError(f"{name} must hold real numbers (bool, int or float); column(s) "
                         f"{shown} do not: encode or drop them first")
     return np.asarray(frame, dtype=np.float64)
+
+
+def _physical_memory() -> int | None:
+    """Bytes of physical memory (POSIX), None where the system does not say."""
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return pages * size if pages > 0 and size > 0 else None
+
+
+def _short_sizes(sizes) -> str:
+    text = str(list(sizes))
+    return text if len(text) <= 80 else text[:77] + "...]"
 
 
 def _per_layer(value, name, n, check):
@@ -264,6 +279,8 @@ class MLP:
     ----------
     layer_sizes : sequence of int
         ``(n_features, hidden_1, ..., hidden_k, n_outputs)``, at least two entries.
+        The parameters and their gradients must fit in the machine's physical memory
+        (checked before anything is allocated).
     activation : str or list of str, default "relu"
         Hidden-layer activation, one for all or one per hidden layer: "identity",
         "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu" or "softmax".
@@ -334,6 +351,7 @@ class MLP:
         self.bn_momentum = v.scalar(bn_momentum, "bn_momentum", low=0, high=1)
         self.bn_eps = v.scalar(bn_eps, "bn_eps", low=0, low_open=True)
         self.dtype = check_dtype(dtype)
+        self._check_memory(sizes, bns, self.dtype)
         self.set_backend(backend)
         seeds = check_random_state(random_state).spawn(4)
         self.rngs = {name: np.random.default_rng(s)
@@ -368,6 +386,23 @@ class MLP:
             raise ValueError("layer_sizes needs at least 2 entries (n_features and "
                              f"n_outputs), got {list(layer_sizes)}")
         return [v.integer(s, f"layer_sizes[{i}]", low=1) for i, s in enumerate(layer_sizes)]
+
+    @staticmethod
+    def _check_memory(sizes, batch_norm, dtype):
+        """Refuse, before allocating, a network whose parameters and gradients alone
+        need more than the machine's physical memory (or 2**62 bytes where that is
+        unknown): NumPy would fail with a message that names no argument, or the
+        system would start swapping or kill the process during training."""
+        n = sum(a * b + b for a, b in zip(sizes, sizes[1:]))  # weights and biases
+        n += sum(sizes[i + 1] for i, bn in enumerate(batch_norm) if bn)  # gamma, buffers
+        needed = 2 * n * np.dtype(dtype).itemsize  # params and grads
+        limit = _physical_memory() or 2**62
+        if needed > limit:
+            raise ValueError(
+                f"layer_sizes {_short_sizes(sizes)} make {n:.3g} parameters: "
+                f"{needed / 2**30:,.3g} GiB for them and their gradients, more than "
+                f"{'this machine has' if limit < 2**62 else 'any machine has'} "
+                f"({limit / 2**30:,.3g} GiB); use smaller layers")
 
     @staticmethod
     def _check_output_activation(loss, output_activation, n_out):
@@ -521,8 +556,9 @@ class MLP:
                     backend=backend, random_state=random_state)
         if out.get("dropout", 0.0) or out.get("batch_norm", False):
             raise ValueError("the output layer cannot have dropout or batch normalisation")
+        alpha = v.scalar(out.get("alpha", 0.0), "alpha")  # checked even when unused
         if not loss.fused:
-            model.layers[-1].alpha = v.scalar(out.get("alpha", 0.0), "alpha")
+            model.layers[-1].alpha = alpha
         for layer, s in zip(model.layers, layers):
             layer.frozen = v.boolean(s.get("frozen", False), "frozen")
         model._frozen_version += 1
@@ -1013,8 +1049,13 @@ def _rng_state_from_json(d, name) -> dict:
         has, uint = int(d["has_uint32"]), int(d["uinteger"])
     except (KeyError, TypeError, ValueError):
         raise ValueError(f"random state {name!r} is not a valid PCG64 state") from None
-    if not (0 <= state < 2**128 and 0 <= inc < 2**128 and has in (0, 1)
-            and 0 <= uint < 2**32):
-        raise ValueError(f"random state {name!r} is out of range")
+    for field, value, bound, shown in (("state", state, 2**128, "2**128"),
+                                       ("inc", inc, 2**128, "2**128"),
+                                       ("has_uint32", has, 2, "2"),
+                                       ("uinteger", uint, 2**32, "2**32")):
+        if not 0 <= value < bound:
+            raise ValueError(f"random state {name!r} is out of range ({field} must be "
+                             f"in [0, {shown}))")
+
     return {"bit_generator": "PCG64", "state": {"state": state, "inc": inc},
             "has_uint32": has, "uinteger": uint}

@@ -223,8 +223,8 @@ class Optimizer:
         sizes = {a.shape for a in arrays.values()}
         if len(sizes) > 1 or any(len(s) != 1 for s in sizes):
             raise ValueError("optimizer state arrays must be 1-D and of one length")
-        t = v.integer(state.get("t", 0), "t", low=0)
-        epoch = v.integer(state.get("epoch", 0), "epoch", low=0)
+        t = v.counter(state.get("t", 0), "t")
+        epoch = v.counter(state.get("epoch", 0), "epoch")
         self.reset()
         self.schedule.load_state_dict(state.get("schedule_state", {}))
         self.t, self.epoch = t, epoch

@@ -29,6 +29,9 @@ __all__ = [
 ]
 
 PER = ("epoch", "step")
+# Schedules nest only through LinearWarmup(after=...); a few levels are all anyone
+# needs, and a bound keeps a file's 500-deep chain from exhausting Python's stack.
+MAX_DEPTH = 32
 
 
 class Schedule:
@@ -171,7 +174,7 @@ class LinearWarmup(Schedule):
     eta0 = after(0). This is SPEC's ``eta0 t / Tw`` (t <= Tw) with t counted from 1
     for the current epoch or step, so the first epoch already trains at eta0 / Tw
     instead of being spent at a learning rate of zero. The clock (``per``) is the
-    ``after`` schedule's.
+    ``after`` schedule's. Warm-ups of warm-ups nest at most ``MAX_DEPTH`` (32) levels.
     """
 
     name = "linear_warmup"
@@ -179,6 +182,9 @@ class LinearWarmup(Schedule):
     def __init__(self, warmup: int, after: Schedule | float):
         self.warmup = v.integer(warmup, "warmup", low=1)
         self.after = as_schedule(after, "after")
+        if _depth(self.after) >= MAX_DEPTH:
+            raise ValueError(f"after already nests {_depth(self.after)} schedules deep; "
+                             f"schedules nest at most {MAX_DEPTH} levels deep")
         self.per = self.after.per
 
     def __call__(self, t: int) -> float:
@@ -269,14 +275,22 @@ class ReduceOnPlateau(Schedule):
             raise ValueError(f"ReduceOnPlateau state must have keys {sorted(expected)}")
         self.current_lr = _lr(state["current_lr"], "current_lr")
         self.best = math.inf if state["best"] is None else v.scalar(state["best"], "best")
-        self.bad_epochs = v.integer(state["bad_epochs"], "bad_epochs", low=0)
-        self.cooldown_left = v.integer(state["cooldown_left"], "cooldown_left", low=0)
+        self.bad_epochs = v.counter(state["bad_epochs"], "bad_epochs")
+        self.cooldown_left = v.counter(state["cooldown_left"], "cooldown_left")
 
 
 SCHEDULES: dict[str, type[Schedule]] = {
     cls.name: cls for cls in (Constant, StepDecay, Cosine, InverseScaling, LinearWarmup,
                               ReduceOnPlateau)
 }
+
+
+def _depth(schedule) -> int:
+    """Levels of a schedule (1 for one that holds no other), counted without recursion."""
+    n = 1
+    while isinstance(schedule, LinearWarmup):
+        schedule, n = schedule.after, n + 1
+    return n
 
 
 def as_schedule(lr, name: str = "lr") -> Schedule:
@@ -299,6 +313,12 @@ def schedule_from_config(config: dict) -> Schedule:
     """Rebuild a schedule from ``{"name": ..., **arguments}`` (names from SCHEDULES only)."""
     if not isinstance(config, dict) or "name" not in config:
         raise ValueError(f"a schedule config must be a dict with a 'name', got {config!r}")
+    depth, inner = 1, config
+    while isinstance(inner, dict) and inner.get("name") == "linear_warmup":
+        inner, depth = inner.get("after"), depth + 1
+        if depth > MAX_DEPTH:  # checked before the recursion below
+            raise ValueError(f"the schedule nests more than {MAX_DEPTH} levels deep (the "
+                             f"limit)")
     kwargs = dict(config)
     name = v.choice(kwargs.pop("name"), "schedule name", SCHEDULES)
     if name == "linear_warmup" and isinstance(kwargs.get("after"), dict):
