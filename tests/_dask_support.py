@@ -43,3 +43,19 @@ def run_killing_a_worker(client, work, timeout=300):
         value = result.result(timeout=timeout)
     assert victim not in client.scheduler_info()["workers"]
     return value, victim
+
+
+class CountingObjective:
+    """An Optuna objective that first records, in the trial's user attributes, how many
+    trials of its study had finished (complete or pruned) when it started: what the
+    sampler of the worker running it could learn from."""
+
+    def __init__(self, objective):
+        self.objective = objective
+
+    def __call__(self, trial):
+        import optuna
+        done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        trial.set_user_attr("finished_before", len(trial.study.get_trials(
+            deepcopy=False, states=done)))
+        return self.objective(trial)

@@ -14,7 +14,9 @@ from sklearn.datasets import make_classification  # noqa: E402
 
 import fastnn  # noqa: E402
 import fastnn.dask as fdask  # noqa: E402
-from _dask_support import local_cluster_client, run_killing_a_worker  # noqa: E402
+from _dask_support import (  # noqa: E402
+    CountingObjective, local_cluster_client, run_killing_a_worker,
+)
 
 # Optuna flags DaskStorage as experimental.
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -100,6 +102,30 @@ def test_optimize_on_dask(client):
     # The best trial, trained again in this process, gives the same value.
     best = study.best_trial
     assert _objective()(optuna.trial.FixedTrial(best.params)) == best.value
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_optimize_on_dask_explores_and_learns(client, sampler):
+    """Every task used to unpickle the same seeded sampler and draw the same
+    parameters (1 distinct set in 10 trials). Now trials differ, and the sampler of the
+    worker that runs a trial sees the trials finished before it, so TPE leaves its
+    random start-up phase as study.optimize(n_jobs=...) does."""
+    n_trials, startup = 10, 3
+    made = {"tpe": lambda: optuna.samplers.TPESampler(seed=0, n_startup_trials=startup),
+            "random": lambda: optuna.samplers.RandomSampler(seed=0)}[sampler]
+    study = optuna.create_study(storage=optuna_integration.DaskStorage(client=client),
+                                direction="maximize", sampler=made())
+    fdask.optimize_on_dask(study, CountingObjective(_objective(epochs=2)), n_trials,
+                           client=client)
+    trials = study.trials
+    assert len(trials) == n_trials
+    distinct = {tuple(sorted(t.params.items())) for t in trials}
+    assert len(distinct) == n_trials, [t.params for t in trials]
+    if sampler == "tpe":
+        # Two single-threaded workers: trial i starts after at least i - 2 ended, so
+        # from trial startup + 2 on TPE has its start-up trials to learn from.
+        seen = [t.user_attrs["finished_before"] for t in trials]
+        assert all(n >= startup for n in seen[startup + 2:]), seen
 
 
 def test_optimize_on_dask_needs_a_shared_storage(client):

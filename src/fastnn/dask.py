@@ -606,6 +606,10 @@ class Objective:
 
 def _run_trial(study_name, storage, sampler, pruner, objective, catch):
     optuna = _optuna()
+    # Every task unpickles the same sampler: reseeded from the OS, each draws its own
+    # parameters (as study.optimize(n_jobs=...) reseeds); what it learns from comes
+    # from the shared storage's finished trials.
+    sampler.reseed_rng()
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler,
                               pruner=pruner)
     study.optimize(objective, n_trials=1, catch=catch)
@@ -621,8 +625,11 @@ def optimize_on_dask(study, objective: Callable, n_trials: int, *,
     study as RUNNING). Each task loads the study from its storage with the study's
     sampler and pruner, so the storage must be reachable from the workers: create the
     study with ``storage=optuna_integration.DaskStorage(client=client)`` (kept by the
-    scheduler), an RDB URL or a journal file on a shared file system. Samplers see
-    the trials finished so far, as with ``study.optimize(n_jobs=...)``.
+    scheduler), an RDB URL or a journal file on a shared file system. Each task
+    reseeds its copy of the sampler (``sampler.reseed_rng()``), so trials draw
+    different parameters, and samplers see the trials finished so far, as with
+    ``study.optimize(n_jobs=...)``; as there, a seeded sampler does not make the
+    parallel study reproducible as a whole.
 
     Parameters
     ----------
