@@ -38,6 +38,11 @@ Differences from scikit-learn, on purpose
 - ``random_state`` seeds fastnn's own streams (dropout) once per new model; later
   ``partial_fit`` / warm-start calls continue them. The sample order of each call is
   scikit-learn's: from a RandomState made afresh from ``random_state``.
+- Threads: ``predict``, ``predict_proba``, ``predict_log_proba`` and ``score`` may
+  be called from any number of threads at once (each gets the answer it would get
+  alone). ``fit`` and ``partial_fit`` run alone: while one runs, the others and every
+  prediction from another thread raise RuntimeError (see :mod:`fastnn.model`,
+  "Threads"); a fit waits for the predictions already under way.
 - Sparse input and ``sample_weight`` are not supported; ``loss="poisson"`` of the
   regressor is not available.
 - Adam's ``epsilon`` is added to ``sqrt(v_hat)`` (Kingma & Ba, SPEC) where
@@ -51,6 +56,7 @@ import copy
 import math
 import numbers
 import re
+import threading
 import warnings
 
 import numpy as np
@@ -75,6 +81,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import _validation as _v
 from ._backend import BACKENDS
 from ._backend import backend as _get_backend
+from ._guard import TrainingGuard, trains, uses
 from .io import ModelFileError, Payload
 from .model import MLP
 from .optim import (
@@ -104,6 +111,9 @@ def _threads(n_threads, backend):
     _get_backend(backend)
     from threadpoolctl import threadpool_limits
     return threadpool_limits(limits=int(n_threads), user_api="blas")
+
+
+_GUARD_CREATION = threading.Lock()  # estimators make their thread guard at first use
 
 
 class _BaseMLP(BaseEstimator):
@@ -216,6 +226,24 @@ class _BaseMLP(BaseEstimator):
     def _score_name(self) -> str:
         raise NotImplementedError
 
+    # --- threads (see fastnn.model, "Threads") --------------------------------------------------
+    @property
+    def _guard(self) -> TrainingGuard:
+        """This estimator's thread guard (made at first use; never pickled or copied)."""
+        guard = self.__dict__.get("_thread_guard")
+        if guard is None:
+            with _GUARD_CREATION:
+                guard = self.__dict__.get("_thread_guard")
+                if guard is None:
+                    guard = TrainingGuard(f"this {type(self).__name__}")
+                    self.__dict__["_thread_guard"] = guard
+        return guard
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop("_thread_guard", None)
+        return state
+
     # --- fitted state -----------------------------------------------------------------------
     def __sklearn_is_fitted__(self):
         return "_model" in self.__dict__
@@ -227,9 +255,11 @@ class _BaseMLP(BaseEstimator):
         return list(self._model.weights)
 
     @coefs_.setter
+    @trains
     def coefs_(self, values):
         check_is_fitted(self)
-        self._assign("coefs_", self._model.weights, values)
+        with self._model._guard.train("setting coefs_"):
+            self._assign("coefs_", self._model.weights, values)
 
     @property
     def intercepts_(self) -> list:
@@ -238,9 +268,11 @@ class _BaseMLP(BaseEstimator):
         return list(self._model.biases)
 
     @intercepts_.setter
+    @trains
     def intercepts_(self, values):
         check_is_fitted(self)
-        self._assign("intercepts_", self._model.biases, values)
+        with self._model._guard.train("setting intercepts_"):
+            self._assign("intercepts_", self._model.biases, values)
 
     @staticmethod
     def _assign(name, targets, values):
@@ -389,14 +421,16 @@ class _BaseMLP(BaseEstimator):
                         f"warm_start=False to fit a new network.")
                 if self.backend is not None and self.backend != model.backend_name:
                     model.set_backend(self.backend)
-            self._model.n_threads = self.n_threads
-            try:
-                if self.optimizer is None and self.solver == "lbfgs":
-                    self._fit_lbfgs(X, Y)
-                else:
-                    self._fit_stochastic(X, Y, incremental)
-            finally:
-                self.__dict__.pop("_init_random_state", None)
+            # the network is trained alone (the lbfgs path writes its parameters too)
+            with self._model._guard.train("fit()"):
+                self._model.n_threads = self.n_threads
+                try:
+                    if self.optimizer is None and self.solver == "lbfgs":
+                        self._fit_lbfgs(X, Y)
+                    else:
+                        self._fit_stochastic(X, Y, incremental)
+                finally:
+                    self.__dict__.pop("_init_random_state", None)
         return self
 
     def _init_curves(self):
@@ -671,6 +705,7 @@ class _BaseMLP(BaseEstimator):
                "best_loss_", "loss_curve_", "validation_scores_", "best_validation_score_",
                "out_activation_", "_no_improvement_count", "_learning_rate")
 
+    @uses
     def _fastnn_payload(self) -> Payload:
         """What :func:`fastnn.save` writes: the model, parameters and fitted attributes."""
         check_is_fitted(self)
@@ -1017,6 +1052,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return X, Y
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @trains
     def fit(self, X, y):
         """Fit the network to data X (n_samples, n_features) and labels y.
 
@@ -1027,6 +1063,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     @available_if(_check_solver)
     @_fit_context(prefer_skip_nested_validation=True)
+    @trains
     def partial_fit(self, X, y, classes=None):
         """One epoch over (X, y), continuing with the current optimizer state.
 
@@ -1041,6 +1078,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 self._label_binarizer.fit(classes)
         return self._fit(X, y, incremental=True)
 
+    @uses
     def predict(self, X) -> np.ndarray:
         """Predicted labels (n_samples,), or an indicator matrix for multilabel."""
         z = self._decision(X)
@@ -1051,6 +1089,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return self.classes_.take((z[:, 0] > 0).astype(np.intp))
         return lb.inverse_transform((z > 0).astype(z.dtype))
 
+    @uses
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (n_samples, n_classes) in the order of ``classes_``.
 
@@ -1066,6 +1105,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return np.hstack([1 - p, p])
         return p
 
+    @uses
     def predict_log_proba(self, X) -> np.ndarray:
         """Log of :meth:`predict_proba`, computed from the logits (never log(p)).
 
@@ -1171,6 +1211,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return X, (y.reshape(-1, 1) if y.ndim == 1 else y)
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @trains
     def fit(self, X, y):
         """Fit the network to X (n_samples, n_features) and y (n_samples,) or
         (n_samples, n_outputs). Returns self."""
@@ -1178,10 +1219,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     @available_if(_check_solver)
     @_fit_context(prefer_skip_nested_validation=True)
+    @trains
     def partial_fit(self, X, y):
         """One epoch over (X, y), continuing with the current optimizer state."""
         return self._fit(X, y, incremental=True)
 
+    @uses
     def predict(self, X) -> np.ndarray:
         """Predictions (n_samples,) for one output, else (n_samples, n_outputs)."""
         out = self._decision(X)

@@ -16,6 +16,17 @@ the batch-norm running statistics (not trained, saved with the model).
 Workspaces (activations and their gradients) are allocated once per batch size and
 reused, so a training step allocates no array in steady state.
 
+Threads. One model may be used from many threads at once (a model served by a
+threaded web server): inference (``predict``, ``predict_proba``,
+``decision_function``, ``evaluate``, ``score``) runs from any number of threads at
+once, each call on workspaces lent to it alone, and gives every thread the answer it
+would get alone. Training and whatever changes the parameters or layers (``fit``,
+``train_epoch``, ``train_step``, ``set_state``, ``reset_parameters``, ``freeze``,
+``replace_output``...) runs in one thread at a time: from another thread, inference
+and training raise RuntimeError while it runs (the training thread itself, e.g. its
+callbacks, may predict), and it waits for the inference calls already under way
+before it changes anything. See :mod:`fastnn._guard`.
+
 Input rule. ``X`` may hold any real dtype (bool, int, float); it is converted once per
 call to the model's dtype (float32 or float64) -- a float64 array given to a float32
 model is rounded to float32, an int array is converted. Complex, object and string
@@ -28,6 +39,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -40,6 +52,7 @@ from ._kernels.codes import ACTIVATION_CODES, DEFAULT_ALPHA
 from .initializers import DISTRIBUTIONS, INITIALIZERS, default_init, initialize
 from .losses import Loss, get_loss
 from . import _fused, _threads
+from ._guard import TrainingGuard, trains, uses
 from ._metrics import regression_scores
 from .optim import DivergenceError
 
@@ -265,9 +278,41 @@ class _EvalSpace:
 
     def __init__(self, model, m):
         dt = model.dtype
+        self.m = m
         self.z = [np.empty((m, layer.n_out), dt) for layer in model.layers]
         self.zn = [np.empty((m, layer.n_out), dt) if layer.batch_norm else None
                    for layer in model.layers]
+
+
+class _EvalPool:
+    """Inference workspaces, each lent to one call at a time (calls from several
+    threads never share one); up to ``limit`` returned ones are kept for reuse, the
+    least recently returned dropped first, so memory stays bounded whatever the
+    number of threads."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self._free: list[_EvalSpace] = []  # least recently returned first
+        self._lock = threading.Lock()
+
+    def take(self, model, m) -> _EvalSpace:
+        with self._lock:
+            free = self._free
+            for i in range(len(free) - 1, -1, -1):
+                if free[i].m == m:
+                    return free.pop(i)
+        return _EvalSpace(model, m)
+
+    def give_back(self, ws: _EvalSpace) -> None:
+        with self._lock:
+            self._free.append(ws)
+            if len(self._free) > self.limit:
+                del self._free[0]
+
+    def sizes(self) -> list[int]:
+        """Row counts of the workspaces kept (least recently returned first)."""
+        with self._lock:
+            return [ws.m for ws in self._free]
 
 
 # --- the model -----------------------------------------------------------------------------
@@ -333,6 +378,7 @@ class MLP:
                  init_distribution: str = "normal", bn_momentum: float = 0.1,
                  bn_eps: float = 1e-5, dtype="float32", backend: str | None = None,
                  random_state=None, n_threads: int | None = None):
+        self._guard = TrainingGuard("this MLP")
         sizes = self._check_sizes(layer_sizes)
         self.n_threads = n_threads
         n_hidden = len(sizes) - 2
@@ -476,7 +522,7 @@ class MLP:
         self._layout_token = object()  # optimizer state is tied to this layout
         self._frozen_version = 0
         self._train_spaces: OrderedDict[int, _TrainSpace] = OrderedDict()
-        self._eval_spaces: OrderedDict[int, _EvalSpace] = OrderedDict()
+        self._eval_pool = _EvalPool(self._MAX_EVAL_SPACES)
         self._epoch_plans: dict[int, _fused.EpochPlan] = {}
 
     def _init_layer(self, layer):
@@ -490,6 +536,7 @@ class MLP:
             layer.running_mean[...] = 0
             layer.running_var[...] = 1
 
+    @trains
     def reset_parameters(self) -> None:
         """Draw fresh initial weights (SPEC initialisation; biases zero, gamma one)."""
         for layer in self.layers:
@@ -571,6 +618,7 @@ class MLP:
                 f"n_params={self.n_params})")
 
     # --- backend ---------------------------------------------------------------------------
+    @trains
     def set_backend(self, name: str | None = None) -> "MLP":
         """Run this model on another backend (None: the default); returns self."""
         if name is None:
@@ -596,6 +644,7 @@ class MLP:
             out.append(i % n)
         return out
 
+    @trains
     def freeze(self, layers=None) -> "MLP":
         """Freeze layers (an index, a list of indices, a slice; None: all). Returns self.
 
@@ -607,6 +656,7 @@ class MLP:
         self._frozen_version += 1
         return self
 
+    @trains
     def unfreeze(self, layers=None) -> "MLP":
         """Make layers trainable again (None: all). Returns self."""
         for i in self._layer_indices(layers):
@@ -618,6 +668,7 @@ class MLP:
         """(start, stop, is_weight) slices of ``params`` of the trainable layers, in order."""
         return [(s, e, w) for s, e, w, i in self._segments if not self.layers[i].frozen]
 
+    @trains
     def replace_output(self, n_outputs: int, *, loss: str | None = None,
                        output_activation: str | None = None) -> "MLP":
         """Replace the output layer by a freshly initialised one with ``n_outputs`` units.
@@ -641,7 +692,8 @@ class MLP:
         return self
 
     # --- workspaces -------------------------------------------------------------------------
-    _MAX_SPACES = 4
+    _MAX_SPACES = 4  # training workspaces kept, one per batch size (one thread trains)
+    _MAX_EVAL_SPACES = 8  # inference workspaces kept, lent to every thread's calls
 
     def _space(self, cache, cls, m):
         ws = cache.get(m)
@@ -698,6 +750,7 @@ class MLP:
             x = z
         return x
 
+    @uses
     def decision_function(self, X) -> np.ndarray:
         """The model output in inference mode: logits for the cross-entropies, else g(z).
 
@@ -737,15 +790,21 @@ class MLP:
         """
         if not training:
             return self.decision_function(X)
+        return self._forward_training(X)
+
+    @trains
+    def _forward_training(self, X):
         X = check_X(X, self.dtype, self.n_features_in)
         ws = self._space(self._train_spaces, _TrainSpace, X.shape[0])
         self._check_bn_batch(X.shape[0])
         return self._forward_train(X, ws).copy()
 
+    @uses
     def predict_proba(self, X) -> np.ndarray:
         """Probabilities: sigmoid (binary_cross_entropy) or softmax (cross_entropy) of the logits."""
         return self.loss.proba(self.kernels, self.decision_function(X))
 
+    @uses
     def predict(self, X) -> np.ndarray:
         """mse: the outputs (n, n_outputs); binary_cross_entropy: 0/1 labels (n, n_outputs);
         cross_entropy: class indices (n,)."""
@@ -828,6 +887,7 @@ class MLP:
             self._backward(xb, yb, ws, out)
         return loss
 
+    @trains
     def loss_and_gradient(self, X, y) -> float:
         """Training-mode loss on (X, y), with its gradient written into ``model.grads``.
 
@@ -838,6 +898,7 @@ class MLP:
         X, y = self.check_data(X, y)
         return self._loss_and_gradient(X, y)
 
+    @trains
     def train_step(self, xb: np.ndarray, yb: np.ndarray, optimizer) -> float:
         """One optimizer step on the batch (xb, yb); returns the batch loss.
 
@@ -866,6 +927,7 @@ class MLP:
             bounds[-1] = (bounds[-1][0], last[1])
         return bounds
 
+    @trains
     def train_epoch(self, X: np.ndarray, y: np.ndarray, optimizer, batch_size: int, *,
                     shuffle: bool = True, order=None, on_step=None, poll=None) -> dict:
         """One pass over (X, y) in mini-batches; returns ``{"loss", "accuracy"?}``.
@@ -928,6 +990,7 @@ class MLP:
         return logs
 
     # --- evaluation ------------------------------------------------------------------------------
+    @uses
     def evaluate(self, X, y, *, checked: bool = False) -> dict:
         """Inference-mode loss and metrics on (X, y): ``{"loss", "accuracy" | "r2"}``.
 
@@ -960,25 +1023,32 @@ class MLP:
         rows = self._inference_rows(n)
         for s in range(0, n, rows):
             e = min(n, s + rows)
-            ws = self._space(self._eval_spaces, _EvalSpace, e - s)
-            result[s:e] = self._forward_eval(X[s:e], ws)
+            ws = self._eval_pool.take(self, e - s)
+            try:
+                result[s:e] = self._forward_eval(X[s:e], ws)
+            finally:
+                self._eval_pool.give_back(ws)
         return result
 
+    @uses
     def score(self, X, y) -> float:
         """Accuracy (classification) or R^2 (regression) on (X, y)."""
         logs = self.evaluate(X, y)
         return logs["accuracy"] if self.loss.is_classifier else logs["r2"]
 
+    @trains
     def fit(self, X, y, **kwargs):
         """Train the model; see :func:`fastnn.training.fit` for the arguments."""
         from .training import fit
         return fit(self, X, y, **kwargs)
 
     # --- state -----------------------------------------------------------------------------------
+    @uses
     def get_state(self) -> dict:
         """Copies of ``params`` and ``buffers`` (restore with :meth:`set_state`)."""
         return {"params": self.params.copy(), "buffers": self.buffers.copy()}
 
+    @trains
     def set_state(self, state: dict) -> None:
         """Copy saved ``params`` and ``buffers`` back in place (the layout must match)."""
         for name in ("params", "buffers"):
@@ -987,19 +1057,23 @@ class MLP:
                 raise ValueError(f"{name} must have shape {dst.shape}, got {src.shape}")
             np.copyto(dst, src, casting="same_kind")
 
+    @uses
     def rng_states(self) -> dict:
         """The bit-generator states of the four random streams (JSON-able)."""
         return {name: _rng_state_to_json(g) for name, g in self.rngs.items()}
 
+    @trains
     def set_rng_states(self, states: dict) -> None:
         for name, g in self.rngs.items():
             g.bit_generator.state = _rng_state_from_json(states[name], name)
 
+    @uses
     def __getstate__(self):
         # Layers hold views into params/grads/buffers: pickled one by one they would
         # come back as independent copies (backward would write gradients the
         # optimizer never reads, and training would silently change nothing), and the
-        # backend handle belongs to this process. Pickle what fastnn.save stores.
+        # backend handle belongs to this process. Pickle what fastnn.save stores (not
+        # the thread guard nor the workspaces: the copy makes its own).
         return {"config": self.get_config(), "params": self.params,
                 "buffers": self.buffers, "rng": self.rng_states(),
                 "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
@@ -1018,6 +1092,7 @@ class MLP:
             self.optimizer = optimizer_from_state(state["optimizer"])
         self.history = state["history"]
 
+    @uses
     def copy(self) -> "MLP":
         """An independent model with the same configuration, values and random states."""
         clone = MLP.from_config(self.get_config(), backend=self.backend_name)

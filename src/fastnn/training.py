@@ -31,6 +31,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import _validation as v
+from ._guard import trains_model
 from .model import _all_finite as _array_finite
 from .model import check_X
 from .optim import DivergenceError, Optimizer, get_optimizer
@@ -290,6 +291,7 @@ def _all_finite(*arrays):
     return all(_array_finite(a) for a in arrays)
 
 
+@trains_model
 def fit(model, X, y, *, optimizer: Optimizer | str | None = None, epochs: int = 10,
         batch_size: int = 32, shuffle: bool = True, validation_split: float = 0.0,
         validation_data: tuple | None = None, early_stopping=False, callbacks=(),
@@ -342,6 +344,10 @@ def fit(model, X, y, *, optimizer: Optimizer | str | None = None, epochs: int = 
         weights (``err.history`` holds what was recorded).
     KeyboardInterrupt
         After Ctrl-C, once the step under way has completed.
+    RuntimeError
+        When another thread is training the model (or, from another thread, while this
+        fit runs: see :mod:`fastnn.model`, "Threads"). Callbacks run in the training
+        thread and may use the model.
     """
     epochs = v.integer(epochs, "epochs", low=0)
     batch_size = v.integer(batch_size, "batch_size", low=1)
