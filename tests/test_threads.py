@@ -8,6 +8,7 @@ shorter last block, and into 4), so these tests see the threaded code run. No ti
 speed is benchmarks/compare.py's job.
 """
 
+import contextlib
 import warnings
 
 import numba
@@ -127,22 +128,56 @@ def test_epoch_equals_the_step_path_with_one_blas_thread(backend, monkeypatch):
     np.testing.assert_array_equal(step.params, fused.params)
 
 
+@contextlib.contextmanager
+def _thread_settings(*, cpus, blas, omp=None, numba_pool=64):
+    """Every input of ``_threads.resolve(None, ...)`` set, whatever the host's
+    environment and what earlier tests left behind: the CPUs this process may use
+    (affinity), the BLAS pool's size, OMP_NUM_THREADS (unset when None) and Numba's
+    pool size. Everything is restored on exit."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_threads, "available_cpus", lambda: cpus)
+        mp.setattr(_threads, "blas_threads", lambda: blas)
+        if omp is None:
+            mp.delenv("OMP_NUM_THREADS", raising=False)
+        else:
+            mp.setenv("OMP_NUM_THREADS", omp)
+        mp.setattr(numba.config, "NUMBA_NUM_THREADS", numba_pool)
+        yield
+
+
+# (cpus, BLAS pool, OMP_NUM_THREADS, Numba pool, backend) -> resolve(None, backend)
+RESOLVE_CASES = [
+    ((2, 2, None, 64, "numba"), 2),
+    ((1, 2, None, 64, "numba"), 1),     # the affinity
+    ((4, 1, None, 64, "cython"), 1),    # a BLAS limit (joblib's loky, Dask workers)
+    ((4, 3, None, 64, "numpy"), 3),
+    ((4, 4, "1", 64, "cython"), 1),     # OMP_NUM_THREADS
+    ((4, 4, "3,2", 64, "cython"), 3),   # its first entry (nested levels)
+    ((4, 4, "0", 64, "cython"), 4),     # not a positive int: no cap
+    ((4, 4, "many", 64, "cython"), 4),
+    ((4, 4, None, 2, "numba"), 2),      # Numba's pool size ...
+    ((4, 4, None, 2, "cython"), 4),     # ... only for Numba
+]
+
+
+@pytest.mark.parametrize("settings, expected", RESOLVE_CASES,
+                         ids=["-".join(map(str, c)) for c, _ in RESOLVE_CASES])
+def test_default_thread_count_is_the_smallest_limit(settings, expected):
+    cpus, blas, omp, pool, backend = settings
+    with _thread_settings(cpus=cpus, blas=blas, omp=omp, numba_pool=pool):
+        assert _threads.resolve(None, backend) == expected
+        assert _threads.resolve(3, backend) == 3  # a count given is used as it is
+
+
 def test_default_respects_the_blas_limit_and_the_affinity(monkeypatch):
     """n_threads=None inside a worker limited to one thread (joblib's loky and Dask do
-    this through threadpoolctl or OPENBLAS_NUM_THREADS) runs on one thread."""
-    with threadpool_limits(1, user_api="blas"):
-        _, _, seen = _fit("cython", "float32", [20, 30, 3], None, epochs=1,
-                          monkeypatch=monkeypatch)
-    assert {s[0] for s in seen} == {1}
-    with threadpool_limits(2, user_api="blas"):
-        monkeypatch.setattr(_threads, "available_cpus", lambda: 1)
-        assert _threads.resolve(None, "numba") == 1
-        monkeypatch.setattr(_threads, "available_cpus", lambda: 2)
-        assert _threads.resolve(None, "numba") == 2
-        assert _threads.resolve(3, "numba") == 3
-    with threadpool_limits(2, user_api="blas"):
-        monkeypatch.setenv("OMP_NUM_THREADS", "1")
-        assert _threads.resolve(None, "cython") == 1
+    this through threadpoolctl or OPENBLAS_NUM_THREADS) runs on one thread, and on two
+    where everything allows two; the kernel gets that count."""
+    for blas in (1, 2):
+        with _thread_settings(cpus=2, blas=blas):
+            _, _, seen = _fit("cython", "float32", [20, 30, 3], None, epochs=1,
+                              monkeypatch=monkeypatch)
+        assert seen and {s[0] for s in seen} == {blas}
 
 
 def test_numba_thread_count_is_given_back(monkeypatch):
