@@ -22,7 +22,7 @@ def test_unknown_backend_is_a_clear_value_error():
 def test_numpy_backend_is_the_reference():
     k = fastnn.backend("numpy")
     assert isinstance(k, Backend)
-    assert k.raw.relu is reference.relu
+    assert k._raw.relu is reference.relu
     assert fastnn.backend("numpy") is k  # one instance per backend
 
 

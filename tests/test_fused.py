@@ -46,8 +46,8 @@ def _train(backend, loss, make_opt, dtype, *, fused, frozen=False, epochs=3,
     opt = make_opt()
     assert _fused.supports(net, opt), "every backend must provide train_epoch"
     calls = []
-    kernel = net.kernels.raw.train_epoch
-    monkeypatch.setattr(net.kernels.raw, "train_epoch",
+    kernel = net.kernels._raw.train_epoch
+    monkeypatch.setattr(net.kernels._raw, "train_epoch",
                         lambda *a: (calls.append(1), kernel(*a))[1])
     if not fused:
         monkeypatch.setattr(_fused, "supports", lambda model, optimizer: False)
@@ -144,14 +144,14 @@ def test_ctrl_c_stops_between_compiled_calls_at_a_step_boundary(backend, monkeyp
     net = fastnn.MLP([5, 8, 3], loss="cross_entropy", backend=backend, random_state=0)
     monkeypatch.setattr(_fused, "_FLOPS_PER_CALL", 1.0)  # one batch per call
     after = []
-    kernel = net.kernels.raw.train_epoch
+    kernel = net.kernels._raw.train_epoch
 
     def call(*args):
         if len(after) == 2:
             os.kill(os.getpid(), signal.SIGINT)  # arrives during the third call
         kernel(*args)
         after.append(net.params.copy())
-    monkeypatch.setattr(net.kernels.raw, "train_epoch", call)
+    monkeypatch.setattr(net.kernels._raw, "train_epoch", call)
     with pytest.raises(KeyboardInterrupt):
         net.fit(X, y, epochs=5, batch_size=8)
     assert len(after) == 3 and net.optimizer.t == 3

@@ -220,7 +220,7 @@ def test_ctrl_c_in_an_estimator_stops_at_a_step_boundary(backend, monkeypatch, t
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clf.fit(X[:32], y[:32] > 0)
-    kernel = clf._model.kernels.raw.train_epoch if _fused.supports(
+    kernel = clf._model.kernels._raw.train_epoch if _fused.supports(
         clf._model, clf._model.optimizer) else None
 
     def call(*args):
@@ -229,7 +229,7 @@ def test_ctrl_c_in_an_estimator_stops_at_a_step_boundary(backend, monkeypatch, t
         kernel(*args)
         calls.append(clf._model.params.copy())
     if kernel is not None:
-        monkeypatch.setattr(clf._model.kernels.raw, "train_epoch", call)
+        monkeypatch.setattr(clf._model.kernels._raw, "train_epoch", call)
     clf.set_params(warm_start=True)
     with pytest.warns(UserWarning, match="Training interrupted by user"):
         clf.fit(X, y > 0)

@@ -50,7 +50,7 @@ def test_dense_kernels_make_the_reference_blocks(backend, dtype, m, n_in, n_out)
     shape's forward product (2**33 flop) is cut in 4."""
     if m * n_in * n_out > 2 ** 30 and dtype == "float64":
         pytest.skip("the 4-block shape once is enough (float32: the partition is shared)")
-    raw = fastnn.backend(backend).raw
+    raw = fastnn.backend(backend)._raw
     rng = np.random.default_rng(m + n_out)
     x = rng.standard_normal((m, n_in)).astype(dtype)
     w = rng.standard_normal((n_in, n_out)).astype(dtype)
@@ -80,12 +80,12 @@ def _fit(backend, dtype, sizes, n_threads, *, fused=True, batch=128, n=256, epoc
     opt = fastnn.Adam(lr=1e-3, clip_norm=1.0)
     Xc, yc = net.check_data(X, y)
     seen = []
-    kernel = net.kernels.raw.train_epoch
+    kernel = net.kernels._raw.train_epoch
 
     def spy(*args):
         seen.append((args[-1], _scipy_blas_threads()))
         return kernel(*args)
-    monkeypatch.setattr(net.kernels.raw, "train_epoch", spy)
+    monkeypatch.setattr(net.kernels._raw, "train_epoch", spy)
     for _ in range(epochs):
         net.train_epoch(Xc, yc, opt, batch, on_step=None if fused else (lambda j, loss: 0))
     monkeypatch.undo()
@@ -202,7 +202,7 @@ def test_estimator_passes_n_threads_to_the_kernel(monkeypatch):
                                backend="cython", random_state=0)
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((64, 4)), rng.integers(0, 2, 64)
-    raw = fastnn.backend("cython").raw
+    raw = fastnn.backend("cython")._raw
     kernel = raw.train_epoch
     monkeypatch.setattr(raw, "train_epoch",
                         lambda *a: (seen.append((a[-1], _scipy_blas_threads())), kernel(*a)))

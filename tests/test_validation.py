@@ -43,7 +43,7 @@ def spied(name):
                                 "not refuse the argument")
         return spy
 
-    raw = SimpleNamespace(**{n: spy_for(n) for n in vars(real.raw)})
+    raw = SimpleNamespace(**{n: spy_for(n) for n in vars(real._raw)})
     return Backend(name, raw), calls
 
 

@@ -4,6 +4,11 @@ Each backend ("numpy", "numba", "cython") provides the same raw kernel functions
 ``fastnn.reference`` for their contract). :class:`Backend` wraps one of them with the
 argument checks, output allocation and contiguity handling that kernels never do, so
 model code calls the same methods whichever backend runs.
+
+The raw functions themselves are kept in ``Backend._raw``: private, unchecked
+internal API used by fastnn's own hot paths (``fastnn._fused``), which prepare
+their arguments themselves. The compiled kernels do no bounds checks, so an
+inconsistent length there reads or writes out of bounds; call the checked methods.
 """
 
 from __future__ import annotations
@@ -112,16 +117,19 @@ class _Output:
     """An output or in-place buffer handed to a kernel as C-contiguous memory.
 
     A caller's non-contiguous array is replaced by a contiguous work copy during the
-    call and written back afterwards, so kernels only ever see contiguous memory.
+    call and written back afterwards, so kernels only ever see contiguous memory. An
+    ndarray subclass (np.memmap, np.matrix...) is written through a base-class view of
+    its memory and returned as given, like a NumPy ufunc's ``out``; masked arrays are
+    refused.
     """
 
     def __init__(self, arr, name, shape, dtype, *, inplace=False):
         shape = tuple(shape)
+        self.given = arr
         if arr is None:
             self.target, self.work = None, np.empty(shape, dtype)
             return
-        if not isinstance(arr, np.ndarray):
-            raise TypeError(f"{name} must be a NumPy array, got {type(arr).__name__}")
+        arr = v.plain_view(arr, name)
         if arr.dtype != np.dtype(dtype):
             raise TypeError(f"{name} must have dtype {np.dtype(dtype).name}, got "
                             f"{arr.dtype}")
@@ -137,8 +145,7 @@ class _Output:
     def done(self):
         if self.target is not None:
             self.target[...] = self.work
-            return self.target
-        return self.work
+        return self.work if self.given is None else self.given
 
 
 def _flat(a):
@@ -150,11 +157,22 @@ class Backend:
 
     Every method validates its arguments, allocates the outputs it is not given and
     returns them. Arrays are float32 or float64, one dtype per call.
+
+    Inputs may be any array-like: ndarray subclasses are read through a base-class
+    view (results are plain ndarrays); masked arrays are refused, since the kernels
+    would ignore the mask. Outputs and in-place buffers (``out=``, ``param``...) must
+    be NumPy arrays of the exact shape and dtype; a subclass such as np.memmap or
+    np.matrix is written through a view of its memory and returned as given, like a
+    ufunc's ``out``. Elementwise methods keep the shape of their input, 0-d included.
+
+    ``_raw`` holds the backend's kernel functions unchecked: it is private internal
+    API for fastnn's own hot paths (they never validate their arguments, and a wrong
+    length there corrupts memory), not part of the public interface.
     """
 
     def __init__(self, name: str, raw: SimpleNamespace):
         self.name = name
-        self.raw = raw
+        self._raw = raw
 
     def __repr__(self):
         return f"fastnn.backend({self.name!r})"
@@ -169,60 +187,60 @@ class Backend:
 
     def identity(self, z, out=None):
         """g(z) = z, elementwise."""
-        return self._elementwise(self.raw.identity, z, out)
+        return self._elementwise(self._raw.identity, z, out)
 
     def step(self, z, out=None):
         """g(z) = 1 if z >= 0 else 0, elementwise."""
-        return self._elementwise(self.raw.step, z, out)
+        return self._elementwise(self._raw.step, z, out)
 
     def sigmoid(self, z, out=None):
         """g(z) = 1 / (1 + e^-z), elementwise, without overflow."""
-        return self._elementwise(self.raw.sigmoid, z, out)
+        return self._elementwise(self._raw.sigmoid, z, out)
 
     def tanh(self, z, out=None):
         """g(z) = tanh z, elementwise."""
-        return self._elementwise(self.raw.tanh, z, out)
+        return self._elementwise(self._raw.tanh, z, out)
 
     def relu(self, z, out=None):
         """g(z) = max(0, z), elementwise."""
-        return self._elementwise(self.raw.relu, z, out)
+        return self._elementwise(self._raw.relu, z, out)
 
     def leaky_relu(self, z, alpha=0.01, out=None):
         """g(z) = z if z > 0 else alpha z, elementwise."""
-        return self._elementwise(self.raw.leaky_relu, z, out, v.scalar(alpha, "alpha"))
+        return self._elementwise(self._raw.leaky_relu, z, out, v.scalar(alpha, "alpha"))
 
     def elu(self, z, alpha=1.0, out=None):
         """g(z) = z if z > 0 else alpha (e^z - 1), elementwise."""
-        return self._elementwise(self.raw.elu, z, out, v.scalar(alpha, "alpha"))
+        return self._elementwise(self._raw.elu, z, out, v.scalar(alpha, "alpha"))
 
     def identity_derivative(self, z, out=None):
         """g'(z) = 1."""
-        return self._elementwise(self.raw.identity_derivative, z, out)
+        return self._elementwise(self._raw.identity_derivative, z, out)
 
     def step_derivative(self, z, out=None):
         """g'(z) = 0."""
-        return self._elementwise(self.raw.step_derivative, z, out)
+        return self._elementwise(self._raw.step_derivative, z, out)
 
     def sigmoid_derivative(self, z, out=None):
         """g'(z) = s (1 - s), s = sigmoid(z)."""
-        return self._elementwise(self.raw.sigmoid_derivative, z, out)
+        return self._elementwise(self._raw.sigmoid_derivative, z, out)
 
     def tanh_derivative(self, z, out=None):
         """g'(z) = 1 - tanh^2 z."""
-        return self._elementwise(self.raw.tanh_derivative, z, out)
+        return self._elementwise(self._raw.tanh_derivative, z, out)
 
     def relu_derivative(self, z, out=None):
         """g'(z) = 1 if z > 0 else 0."""
-        return self._elementwise(self.raw.relu_derivative, z, out)
+        return self._elementwise(self._raw.relu_derivative, z, out)
 
     def leaky_relu_derivative(self, z, alpha=0.01, out=None):
         """g'(z) = 1 if z > 0 else alpha."""
-        return self._elementwise(self.raw.leaky_relu_derivative, z, out,
+        return self._elementwise(self._raw.leaky_relu_derivative, z, out,
                                  v.scalar(alpha, "alpha"))
 
     def elu_derivative(self, z, alpha=1.0, out=None):
         """g'(z) = 1 if z > 0 else alpha e^z."""
-        return self._elementwise(self.raw.elu_derivative, z, out, v.scalar(alpha, "alpha"))
+        return self._elementwise(self._raw.elu_derivative, z, out, v.scalar(alpha, "alpha"))
 
     def _rows(self, z, name):
         z = v.float_array(z, name, ndim=(1, 2))
@@ -237,7 +255,7 @@ class Backend:
         shape = np.shape(z)
         z2 = self._rows(z, "z")
         o = _Output(out, "out", shape, z2.dtype)
-        self.raw.softmax(z2, o.work.reshape(z2.shape))
+        self._raw.softmax(z2, o.work.reshape(z2.shape))
         return o.done()
 
     def softmax_backward(self, a, da, out=None):
@@ -248,7 +266,7 @@ class Backend:
         da2 = v.float_array(da, "da", dtype=a2.dtype)
         v.check_shape(da2, "da", shape)
         o = _Output(out, "out", shape, a2.dtype)
-        self.raw.softmax_backward(a2, da2.reshape(a2.shape), o.work.reshape(a2.shape))
+        self._raw.softmax_backward(a2, da2.reshape(a2.shape), o.work.reshape(a2.shape))
         return o.done()
 
     def activation_forward(self, z, activation="relu", alpha=None, out=None):
@@ -259,7 +277,7 @@ class Backend:
         if code == ACTIVATION_CODES["softmax"]:
             self._rows(z, "z")
         o = _Output(out, "out", z.shape, z.dtype)
-        self.raw.activation_forward(z, code, alpha, o.work)
+        self._raw.activation_forward(z, code, alpha, o.work)
         return o.done()
 
     def activation_backward(self, da, z, a, activation="relu", alpha=None, out=None):
@@ -279,7 +297,7 @@ class Backend:
         v.check_shape(a, "a", z.shape)
         v.check_shape(da, "da", z.shape)
         o = _Output(out, "out", z.shape, z.dtype)
-        self.raw.activation_backward(da, z, a, code, alpha, o.work)
+        self._raw.activation_backward(da, z, a, code, alpha, o.work)
         return o.done()
 
     # --- dense layer ---------------------------------------------------------------
@@ -303,7 +321,7 @@ class Backend:
         zo = _Output(z, "z", (m, n_out), x.dtype)
         same = a is not None and a is z
         ao = zo if same else _Output(a, "a", (m, n_out), x.dtype)
-        self.raw.dense_forward(x, w, b, code, alpha, zo.work, ao.work)
+        self._raw.dense_forward(x, w, b, code, alpha, zo.work, ao.work)
         zr = zo.done()
         return zr, (zr if same else ao.done())
 
@@ -334,7 +352,7 @@ class Backend:
             da_arr = dzo.work
         dwo = _Output(dw, "dw", (n_in, n_out), x.dtype)
         dbo = _Output(db, "db", (n_out,), x.dtype)
-        self.raw.dense_backward(x, z, a, da_arr, code, alpha, dzo.work, dwo.work, dbo.work)
+        self._raw.dense_backward(x, z, a, da_arr, code, alpha, dzo.work, dwo.work, dbo.work)
         return dzo.done(), dwo.done(), dbo.done()
 
     def dense_input_gradient(self, dz, w, dx=None):
@@ -349,7 +367,7 @@ class Backend:
         n_in = w.shape[0]
         _check_nonempty_product(m, n_in, n_out)
         o = _Output(dx, "dx", (m, n_in), dz.dtype)
-        self.raw.dense_input_gradient(dz, w, o.work)
+        self._raw.dense_input_gradient(dz, w, o.work)
         return o.done()
 
     # --- losses ---------------------------------------------------------------------
@@ -364,14 +382,14 @@ class Backend:
     def mse(self, y_pred, y) -> float:
         """L = mean((y_pred - y)^2) over all elements."""
         p, t = self._pair(y_pred, y, "y_pred")
-        return self.raw.mse(_flat(p), _flat(t))
+        return self._raw.mse(_flat(p), _flat(t))
 
     def mse_gradient(self, y_pred, y, out=None):
         """dL/dy_pred = 2 (y_pred - y) / size."""
         _no_overlap({"out": out}, {"y_pred": y_pred, "y": y})
         p, t = self._pair(y_pred, y, "y_pred")
         o = _Output(out, "out", p.shape, p.dtype)
-        self.raw.mse_gradient(_flat(p), _flat(t), _flat(o.work))
+        self._raw.mse_gradient(_flat(p), _flat(t), _flat(o.work))
         return o.done()
 
     @staticmethod
@@ -381,14 +399,14 @@ class Backend:
     def binary_cross_entropy(self, z, y) -> float:
         """L = mean(max(z,0) - z y + log(1 + e^-|z|)) on logits z (m,) or (m, k)."""
         p, t = self._pair(z, y, "z", ndim=(1, 2))
-        return self.raw.binary_cross_entropy(self._as_rows(p), self._as_rows(t))
+        return self._raw.binary_cross_entropy(self._as_rows(p), self._as_rows(t))
 
     def binary_cross_entropy_gradient(self, z, y, out=None):
         """dL/dz = (sigmoid(z) - y) / m, m the number of samples (rows)."""
         _no_overlap({"out": out}, {"z": z, "y": y})
         p, t = self._pair(z, y, "z", ndim=(1, 2))
         o = _Output(out, "out", p.shape, p.dtype)
-        self.raw.binary_cross_entropy_gradient(self._as_rows(p), self._as_rows(t),
+        self._raw.binary_cross_entropy_gradient(self._as_rows(p), self._as_rows(t),
                                                self._as_rows(o.work))
         return o.done()
 
@@ -402,7 +420,7 @@ class Backend:
     def _logits_targets(self, z, y):
         """(z, y, sparse): y as int64 class indices or as float targets shaped like z."""
         z = self._logits(z)
-        y_arr = np.asarray(y)
+        y_arr = v.plain_array(y, "y")
         if y_arr.dtype.kind in "iu":
             return z, v.label_array(y_arr, "y", z.shape[0], z.shape[1]), True
         t = v.float_array(y_arr, "y", dtype=z.dtype)
@@ -412,21 +430,21 @@ class Backend:
     def cross_entropy(self, z, y) -> float:
         """L = mean(logsumexp(z) - z[y]); y class indices (m,) or one-hot (m, k)."""
         z, t, sparse = self._logits_targets(z, y)
-        return (self.raw.sparse_cross_entropy if sparse else self.raw.cross_entropy)(z, t)
+        return (self._raw.sparse_cross_entropy if sparse else self._raw.cross_entropy)(z, t)
 
     def cross_entropy_gradient(self, z, y, out=None):
         """dL/dz = (softmax(z) - onehot(y)) / m."""
         _no_overlap({"out": out}, {"z": z, "y": y})
         z, t, sparse = self._logits_targets(z, y)
         o = _Output(out, "out", z.shape, z.dtype)
-        fn = self.raw.sparse_cross_entropy_gradient if sparse else self.raw.cross_entropy_gradient
+        fn = self._raw.sparse_cross_entropy_gradient if sparse else self._raw.cross_entropy_gradient
         fn(z, t, o.work)
         return o.done()
 
     def sparse_cross_entropy(self, z, labels) -> float:
         """cross_entropy with int class indices ``labels`` (m,)."""
         z = self._logits(z)
-        return self.raw.sparse_cross_entropy(
+        return self._raw.sparse_cross_entropy(
             z, v.label_array(labels, "labels", z.shape[0], z.shape[1]))
 
     def sparse_cross_entropy_gradient(self, z, labels, out=None):
@@ -435,14 +453,13 @@ class Backend:
         z = self._logits(z)
         labels = v.label_array(labels, "labels", z.shape[0], z.shape[1])
         o = _Output(out, "out", z.shape, z.dtype)
-        self.raw.sparse_cross_entropy_gradient(z, labels, o.work)
+        self._raw.sparse_cross_entropy_gradient(z, labels, o.work)
         return o.done()
 
     # --- optimizers -----------------------------------------------------------------
     def _buffers(self, param, grad, **state):
         """Checked (param, grad, state...) work buffers and the handles to write back."""
-        if not isinstance(param, np.ndarray):
-            raise TypeError(f"param must be a NumPy array, got {type(param).__name__}")
+        v.plain_view(param, "param")
         _no_overlap({"param": param, **state}, {"grad": grad})
         p_dtype = v.float_array(param[:0] if param.ndim else param, "param").dtype
         outs = [_Output(param, "param", param.shape, p_dtype, inplace=True)]
@@ -462,7 +479,7 @@ class Backend:
         lr = v.scalar(lr, "lr", low=0)
         wd = v.scalar(weight_decay, "weight_decay", low=0)
         outs, g = self._buffers(param, grad)
-        self.raw.sgd_step(_flat(outs[0].work), _flat(g), lr, wd)
+        self._raw.sgd_step(_flat(outs[0].work), _flat(g), lr, wd)
         self._finish(outs)
 
     def _momentum_like(self, fn, param, grad, velocity, lr, momentum, dampening,
@@ -478,13 +495,13 @@ class Backend:
     def momentum_step(self, param, grad, velocity, lr, momentum=0.9, dampening=0.0,
                       weight_decay=0.0):
         """v = beta v + (1 - d) g; theta -= lr v, in place."""
-        self._momentum_like(self.raw.momentum_step, param, grad, velocity, lr, momentum,
+        self._momentum_like(self._raw.momentum_step, param, grad, velocity, lr, momentum,
                             dampening, weight_decay)
 
     def nesterov_step(self, param, grad, velocity, lr, momentum=0.9, dampening=0.0,
                       weight_decay=0.0):
         """v = beta v + (1 - d) g; theta -= lr (g + beta v), in place."""
-        self._momentum_like(self.raw.nesterov_step, param, grad, velocity, lr, momentum,
+        self._momentum_like(self._raw.nesterov_step, param, grad, velocity, lr, momentum,
                             dampening, weight_decay)
 
     def adagrad_step(self, param, grad, sum_sq, lr=0.01, eps=1e-10, eps_inside_sqrt=False,
@@ -495,7 +512,7 @@ class Backend:
         inside = v.boolean(eps_inside_sqrt, "eps_inside_sqrt")
         wd = v.scalar(weight_decay, "weight_decay", low=0)
         outs, g = self._buffers(param, grad, sum_sq=sum_sq)
-        self.raw.adagrad_step(_flat(outs[0].work), _flat(g), _flat(outs[1].work), lr, eps,
+        self._raw.adagrad_step(_flat(outs[0].work), _flat(g), _flat(outs[1].work), lr, eps,
                               inside, wd)
         self._finish(outs)
 
@@ -508,7 +525,7 @@ class Backend:
         inside = v.boolean(eps_inside_sqrt, "eps_inside_sqrt")
         wd = v.scalar(weight_decay, "weight_decay", low=0)
         outs, g = self._buffers(param, grad, sq_avg=sq_avg)
-        self.raw.rmsprop_step(_flat(outs[0].work), _flat(g), _flat(outs[1].work), lr, rho,
+        self._raw.rmsprop_step(_flat(outs[0].work), _flat(g), _flat(outs[1].work), lr, rho,
                               eps, inside, wd)
         self._finish(outs)
 
@@ -527,36 +544,38 @@ class Backend:
     def adam_step(self, param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999,
                   eps=1e-8, weight_decay=0.0):
         """One Adam update at step ``step`` >= 1 (bias-corrected), in place."""
-        self._adam_like(self.raw.adam_step, param, grad, m, v, step, lr, beta1, beta2, eps,
+        self._adam_like(self._raw.adam_step, param, grad, m, v, step, lr, beta1, beta2, eps,
                         weight_decay)
 
     def adamw_step(self, param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999,
                    eps=1e-8, weight_decay=0.01):
         """One AdamW update: theta -= lr wd theta, then Adam; in place."""
-        self._adam_like(self.raw.adamw_step, param, grad, m, v, step, lr, beta1, beta2,
+        self._adam_like(self._raw.adamw_step, param, grad, m, v, step, lr, beta1, beta2,
                         eps, weight_decay)
 
     def squared_norm(self, x) -> float:
         """sum x^2, accumulated in float64."""
-        return self.raw.squared_norm(_flat(v.float_array(x, "x")))
+        return self._raw.squared_norm(_flat(v.float_array(x, "x")))
 
     def scale_inplace(self, x, factor):
         """x *= factor, in place."""
         factor = v.scalar(factor, "factor")
-        if not isinstance(x, np.ndarray):
-            raise TypeError(f"x must be a NumPy array, got {type(x).__name__}")
+        v.plain_view(x, "x")
         o = _Output(x, "x", x.shape, v.float_array(x[:0] if x.ndim else x, "x").dtype,
                     inplace=True)
-        self.raw.scale_inplace(_flat(o.work), factor)
+        self._raw.scale_inplace(_flat(o.work), factor)
         o.done()
 
     def clip_grad_norm(self, grad, max_norm) -> float:
         """Scale ``grad`` in place by max_norm / ||grad|| when its L2 norm exceeds
         max_norm; returns the norm before clipping (as torch's clip_grad_norm_)."""
         max_norm = v.scalar(max_norm, "max_norm", low=0, low_open=True)
-        norm = float(np.sqrt(self.squared_norm(grad)))
+        g = v.float_array(v.plain_view(grad, "grad"), "grad")
+        norm = float(np.sqrt(self._raw.squared_norm(_flat(g))))
         if norm > max_norm:
-            self.scale_inplace(grad, max_norm / norm)
+            o = _Output(grad, "grad", g.shape, g.dtype, inplace=True)
+            self._raw.scale_inplace(_flat(o.work), max_norm / norm)
+            o.done()
         return norm
 
     # --- dropout and batch normalisation -------------------------------------------
@@ -570,7 +589,7 @@ class Backend:
         rate = v.scalar(rate, "rate", low=0, high=1, high_open=True)
         mask = v.mask_array(mask, "mask", x.shape)
         o = _Output(out, "out", x.shape, x.dtype)
-        self.raw.dropout(_flat(x), _flat(mask), rate, _flat(o.work))
+        self._raw.dropout(_flat(x), _flat(mask), rate, _flat(o.work))
         return o.done()
 
     def _bn_params(self, x, gamma, beta, name_x="x"):
@@ -602,7 +621,7 @@ class Backend:
         o = _Output(out, "out", x.shape, x.dtype)
         xh = _Output(x_hat, "x_hat", x.shape, x.dtype)
         inv = _Output(inv_std, "inv_std", (k,), x.dtype)
-        self.raw.batch_norm_train(x, gamma, beta, eps, momentum, rm.work, rv.work, o.work,
+        self._raw.batch_norm_train(x, gamma, beta, eps, momentum, rm.work, rv.work, o.work,
                                   xh.work, inv.work)
         rm.done()
         rv.done()
@@ -621,7 +640,7 @@ class Backend:
         v.check_shape(rv, "running_var", (k,))
         eps = v.scalar(eps, "eps", low=0, low_open=True)
         o = _Output(out, "out", x.shape, x.dtype)
-        self.raw.batch_norm_eval(x, gamma, beta, rm, rv, eps, o.work)
+        self._raw.batch_norm_eval(x, gamma, beta, rm, rv, eps, o.work)
         return o.done()
 
     def batch_norm_backward(self, dout, x_hat, gamma, inv_std, dx=None, dgamma=None,
@@ -642,7 +661,7 @@ class Backend:
         dxo = _Output(dx, "dx", dout.shape, dout.dtype)
         dgo = _Output(dgamma, "dgamma", (k,), dout.dtype)
         dbo = _Output(dbeta, "dbeta", (k,), dout.dtype)
-        self.raw.batch_norm_backward(dout, x_hat, gamma, inv_std, dxo.work, dgo.work,
+        self._raw.batch_norm_backward(dout, x_hat, gamma, inv_std, dxo.work, dgo.work,
                                      dbo.work)
         return dxo.done(), dgo.done(), dbo.done()
 

@@ -37,7 +37,7 @@ def supports(model, optimizer) -> bool:
     (subclasses included: they may override the update), use the step-by-step path.
     """
     return (type(optimizer) in _OPT_CODES
-            and hasattr(model.kernels.raw, "train_epoch")
+            and hasattr(model.kernels._raw, "train_epoch")
             and not any(layer.dropout or layer.batch_norm for layer in model.layers))
 
 
@@ -129,7 +129,7 @@ def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray,
     segments = np.array(runs, np.int64).reshape(-1, 3)
     stats = plan.stats
     stats[:] = 0.0
-    raw = model.kernels.raw
+    raw = model.kernels._raw
     n_threads = _threads.resolve(model.n_threads, model.backend_name)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
             _blas.hold_one_thread():

@@ -19,16 +19,44 @@ def _dtype_name(dtype) -> str:
     return np.dtype(dtype).name
 
 
+def _refuse_masked(x, name: str) -> None:
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array (numpy.ma): fastnn's kernels would "
+                        f"ignore its mask; pass {name}.filled(value) or a plain array")
+
+
+def plain_view(x, name: str) -> np.ndarray:
+    """An output or in-place buffer ``x`` as a base-class ``np.ndarray`` over the same
+    memory (no copy), so kernels never see a subclass's shape rules (np.matrix stays
+    2-D through ``reshape(-1)``). np.memmap, np.matrix and other subclasses are
+    written through this view; masked arrays are refused (the mask would be ignored).
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(x).__name__}")
+    _refuse_masked(x, name)
+    return x if type(x) is np.ndarray else np.ndarray.view(x, np.ndarray)
+
+
+def plain_array(x, name: str) -> np.ndarray:
+    """An input ``x`` as a base-class ``np.ndarray``: ndarray subclasses as a view of
+    their memory (np.matrix, np.memmap...), other objects through ``np.asarray``.
+    Masked arrays are refused: converting them would silently drop the mask."""
+    if isinstance(x, np.ndarray):
+        return plain_view(x, name)
+    return np.asarray(x)
+
+
 def float_array(x, name: str, *, ndim: int | tuple[int, ...] | None = None,
                 dtype=None) -> np.ndarray:
-    """``x`` as a C-contiguous float32/float64 array in native byte order.
+    """``x`` as a C-contiguous float32/float64 base-class ndarray in native byte order.
 
     A non-contiguous input (Fortran order, strided view) is copied; ints, bools,
     float16, complex, objects and strings are refused, never converted silently.
     ``dtype``, when given, is the dtype every float argument of the call must share.
+    The number of dimensions is kept (a 0-d input stays 0-d, as with NumPy ufuncs).
     """
     if isinstance(x, np.ndarray):
-        arr = x
+        arr = plain_view(x, name)
     else:
         try:
             arr = np.asarray(x)
@@ -50,7 +78,8 @@ def float_array(x, name: str, *, ndim: int | tuple[int, ...] | None = None,
         if arr.ndim not in allowed:
             want = " or ".join(f"{d}-D" for d in allowed)
             raise ValueError(f"{name} must be {want}, got an array of shape {arr.shape}")
-    return np.ascontiguousarray(arr)
+    # np.ascontiguousarray would turn a 0-d array into shape (1,)
+    return np.asarray(arr, order="C")
 
 
 def check_shape(arr: np.ndarray, name: str, shape: tuple[int, ...]) -> None:
@@ -62,7 +91,7 @@ def index_array(values, name: str, n: int, bound: int, what: str,
                 each: str) -> np.ndarray:
     """Indices as C-contiguous int64 of shape (n,), each in [0, bound); ``what`` names
     them ("class indices") and ``each`` says what one is for ("one per row")."""
-    arr = np.asarray(values)
+    arr = plain_array(values, name)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integer {what}, got dtype {arr.dtype}")
     if arr.shape != (n,):
@@ -70,7 +99,7 @@ def index_array(values, name: str, n: int, bound: int, what: str,
     if n and (arr.min() < 0 or arr.max() >= bound):
         raise ValueError(f"{name} must be {what} in [0, {bound}), got values "
                          f"in [{arr.min()}, {arr.max()}]")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+    return np.asarray(arr, dtype=np.int64, order="C")
 
 
 def label_array(labels, name: str, n_rows: int, n_classes: int) -> np.ndarray:
@@ -81,13 +110,13 @@ def label_array(labels, name: str, n_rows: int, n_classes: int) -> np.ndarray:
 
 def mask_array(mask, name: str, shape: tuple[int, ...]) -> np.ndarray:
     """A keep mask (bool, or integers 0/1) as C-contiguous uint8 of the given shape."""
-    arr = np.asarray(mask)
+    arr = plain_array(mask, name)
     if arr.dtype.kind not in "biu":
         raise TypeError(f"{name} must be a boolean keep mask, got dtype {arr.dtype}")
     check_shape(arr, name, shape)
     if arr.dtype.kind != "b" and arr.size and (arr.min() < 0 or arr.max() > 1):
         raise ValueError(f"{name} must hold only 0 and 1 (keep or drop)")
-    return np.ascontiguousarray(arr, dtype=np.uint8)
+    return np.asarray(arr, dtype=np.uint8, order="C")
 
 
 # The largest integer any setting or size may be: the kernels take int64. A counter

@@ -75,7 +75,7 @@ def test_every_kernel_has_a_cimportable_c_level_twin(family):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_read_only_inputs_are_accepted(dtype):
-    raw = fastnn.backend("cython").raw
+    raw = fastnn.backend("cython")._raw
     z = np.array([[-1.0, 0.5], [2.0, -0.0]], dtype=dtype)
     w = np.eye(2, dtype=dtype)
     b = np.ones(2, dtype=dtype)
@@ -440,7 +440,7 @@ def test_train_epoch_refuses_inconsistent_arguments_before_touching_memory(case)
     key, value = BAD_CALLS[case]
     before = [args[k].copy() for k in ("params", "grads", "state1", "state2", "ws")]
     with pytest.raises(ValueError):
-        fastnn.backend("cython").raw.train_epoch(**_corrupt(args, key, value))
+        fastnn.backend("cython")._raw.train_epoch(**_corrupt(args, key, value))
     for arr, old in zip([args[k] for k in ("params", "grads", "state1", "state2", "ws")],
                         before):
         np.testing.assert_array_equal(arr, old)
@@ -449,15 +449,15 @@ def test_train_epoch_refuses_inconsistent_arguments_before_touching_memory(case)
 def test_train_epoch_refuses_wrong_targets():
     net, args = _epoch_args(sparse=False)
     with pytest.raises(ValueError):
-        fastnn.backend("cython").raw.train_epoch(**_corrupt(args, "y", lambda y: y[:, :3].copy()))
-    fastnn.backend("cython").raw.train_epoch(**args)  # the valid call runs
+        fastnn.backend("cython")._raw.train_epoch(**_corrupt(args, "y", lambda y: y[:, :3].copy()))
+    fastnn.backend("cython")._raw.train_epoch(**args)  # the valid call runs
     assert args["stats"][codes.STAT_STEPS] == 4
 
 
 def test_train_epoch_counts_and_accumulates_stats_across_calls():
     """LOSS_SUM and CORRECT accumulate; STEPS, STATUS and GRAD_NORM belong to the call;
     an empty range of batches does nothing but reset STEPS and STATUS."""
-    raw = fastnn.backend("cython").raw
+    raw = fastnn.backend("cython")._raw
     net, args = _epoch_args()
     raw.train_epoch(**{**args, "batch_stop": 2})
     first = args["stats"].copy()

@@ -35,7 +35,7 @@ def test_family_modules_export_the_reference_names(name, family):
 def test_kernels_take_the_reference_arguments(name):
     """Where a kernel's signature is introspectable (Numba dispatchers, Cython def
     functions with embedsignature), its parameter names are the reference's."""
-    raw = fastnn.backend(name).raw
+    raw = fastnn.backend(name)._raw
     for fn in reference.__all__:
         want = list(inspect.signature(getattr(reference, fn)).parameters)
         try:
@@ -49,15 +49,15 @@ def test_kernels_take_the_reference_arguments(name):
 def test_backends_export_identical_kernels(name):
     """The raw namespace of each compiled backend has exactly the NumPy backend's
     kernels (the reference families plus any whole-model kernel such as train_epoch)."""
-    want = set(vars(fastnn.backend("numpy").raw))
-    got = set(vars(fastnn.backend(name).raw))
+    want = set(vars(fastnn.backend("numpy")._raw))
+    got = set(vars(fastnn.backend(name)._raw))
     assert got == want, (f"{name}: missing {sorted(want - got)}, extra {sorted(got - want)}")
 
 
 @pytest.mark.parametrize("name", ALL_BACKENDS)
 def test_backend_methods_cover_every_kernel(name):
     k = fastnn.backend(name)
-    assert set(reference.__all__) <= set(vars(k.raw))
+    assert set(reference.__all__) <= set(vars(k._raw))
     for fn in reference.__all__:
         assert callable(getattr(k, fn, None)), f"Backend.{fn} missing"
 

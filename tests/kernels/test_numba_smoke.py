@@ -157,8 +157,8 @@ def _epoch_args(monkeypatch, n=50, batch=16, loss="cross_entropy", dtype="float3
                      random_state=0)
     X, y = net.check_data(X, y)
     seen = []
-    kernel = net.kernels.raw.train_epoch
-    monkeypatch.setattr(net.kernels.raw, "train_epoch",
+    kernel = net.kernels._raw.train_epoch
+    monkeypatch.setattr(net.kernels._raw, "train_epoch",
                         lambda *a: (seen.append(a), kernel(*a))[1])
     net.train_epoch(X, y, Adam(), batch)
     monkeypatch.undo()

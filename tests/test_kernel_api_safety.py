@@ -1,0 +1,413 @@
+"""The checked kernel API never corrupts memory and behaves like NumPy (issue 11).
+
+1. ndarray subclasses through every checked method of every backend
+   (``SUBCLASS_CASES``: every array argument, input, output or in-place buffer, of
+   every method in ``CALLS``, given as each of ``SUBCLASSES``). The policy, stated
+   in ``fastnn.Backend``'s docstring:
+
+   - np.ma.MaskedArray is refused with a TypeError naming the argument (a kernel
+     would ignore the mask; converting would drop it silently);
+   - np.memmap and a plain ndarray subclass are real buffers: inputs are read and
+     outputs written through a base-class view, with the same numbers as plain
+     arrays, and an ``out=`` is returned as given (like a ufunc's ``out``);
+   - np.matrix likewise where the argument is 2-D; where the method needs a 1-D
+     argument, the matrix's (1, n) shape is refused with a ValueError naming it.
+
+   Before the fix, np.matrix outputs went to the kernels as 2-D arrays through
+   ``reshape(-1)`` and the Numba kernels wrote past their end (SIGSEGV), so every
+   case runs in one child process per backend (``_child_results``): a crash fails the
+   case that was running instead of killing pytest (a new child goes on with the
+   next case).
+   ``ISSUE_CASES`` are the issue's own calls, a (1, 100000) np.matrix out.
+2. 0-d input to the elementwise methods gives a 0-d result, like a NumPy ufunc
+   (``ZERO_D_CASES``).
+3. The raw kernels are private: ``Backend._raw``, no public ``raw`` attribute, and
+   no public documentation presents them (``RAW_CASES``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastnn
+
+from kernels._support import ALL_BACKENDS
+
+ROOT = Path(__file__).resolve().parents[1]
+F64 = np.float64
+
+# --- valid calls of every checked method ----------------------------------------------
+
+
+def _vals(shape, seed, low=-2.0, high=2.0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(low, high, shape).astype(F64)
+
+
+def _elementwise(extra=None):
+    return lambda: ({"z": _vals((2, 3), 1), "out": np.zeros((2, 3)), **(extra or {})},
+                    ("out",), ())
+
+
+def _optimizer(*state, **hyper):
+    def build():
+        args = {"param": _vals((2, 3), 1), "grad": _vals((2, 3), 2)}
+        for i, name in enumerate(state):
+            args[name] = _vals((2, 3), 3 + i, 0.1, 1.0)
+        return {**args, **hyper}, (), ("param",) + state
+    return build
+
+
+def _softmax_rows(seed):
+    z = _vals((2, 3), seed)
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+ELEMENTWISE = ("identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu",
+               "identity_derivative", "step_derivative", "sigmoid_derivative",
+               "tanh_derivative", "relu_derivative", "leaky_relu_derivative",
+               "elu_derivative")
+
+# method -> builder of (kwargs with plain arrays, output names, in-place names)
+CALLS = {
+    **{m: _elementwise() for m in ELEMENTWISE},
+    "softmax": _elementwise(),
+    "softmax_backward": lambda: ({"a": _softmax_rows(1), "da": _vals((2, 3), 2),
+                                  "out": np.zeros((2, 3))}, ("out",), ()),
+    "activation_forward": _elementwise({"activation": "tanh"}),
+    "activation_backward": lambda: ({"da": _vals((2, 3), 2), "z": _vals((2, 3), 1),
+                                     "a": np.tanh(_vals((2, 3), 1)), "activation": "tanh",
+                                     "out": np.zeros((2, 3))}, ("out",), ()),
+    "dense_forward": lambda: ({"x": _vals((4, 3), 1), "w": _vals((3, 2), 2),
+                               "b": _vals(2, 3), "activation": "relu",
+                               "z": np.zeros((4, 2)), "a": np.zeros((4, 2))},
+                              ("z", "a"), ()),
+    "dense_backward": lambda: ({"x": _vals((4, 3), 1), "z": _vals((4, 2), 2),
+                                "a": np.maximum(_vals((4, 2), 2), 0), "da": _vals((4, 2), 3),
+                                "activation": "relu", "dz": np.zeros((4, 2)),
+                                "dw": np.zeros((3, 2)), "db": np.zeros(2)},
+                               ("dz", "dw", "db"), ()),
+    "dense_input_gradient": lambda: ({"dz": _vals((4, 2), 1), "w": _vals((3, 2), 2),
+                                      "dx": np.zeros((4, 3))}, ("dx",), ()),
+    "mse": lambda: ({"y_pred": _vals((2, 3), 1), "y": _vals((2, 3), 2)}, (), ()),
+    "mse_gradient": lambda: ({"y_pred": _vals((2, 3), 1), "y": _vals((2, 3), 2),
+                              "out": np.zeros((2, 3))}, ("out",), ()),
+    "binary_cross_entropy": lambda: ({"z": _vals((2, 3), 1),
+                                      "y": _vals((2, 3), 2, 0.0, 1.0)}, (), ()),
+    "binary_cross_entropy_gradient": lambda: ({"z": _vals((2, 3), 1),
+                                               "y": _vals((2, 3), 2, 0.0, 1.0),
+                                               "out": np.zeros((2, 3))}, ("out",), ()),
+    "cross_entropy": lambda: ({"z": _vals((2, 3), 1), "y": np.array([2, 0])}, (), ()),
+    "cross_entropy_gradient": lambda: ({"z": _vals((2, 3), 1), "y": np.array([2, 0]),
+                                        "out": np.zeros((2, 3))}, ("out",), ()),
+    "sparse_cross_entropy": lambda: ({"z": _vals((2, 3), 1), "labels": np.array([1, 2])},
+                                     (), ()),
+    "sparse_cross_entropy_gradient": lambda: ({"z": _vals((2, 3), 1),
+                                               "labels": np.array([1, 2]),
+                                               "out": np.zeros((2, 3))}, ("out",), ()),
+    "sgd_step": _optimizer(lr=0.1),
+    "momentum_step": _optimizer("velocity", lr=0.1),
+    "nesterov_step": _optimizer("velocity", lr=0.1),
+    "adagrad_step": _optimizer("sum_sq"),
+    "rmsprop_step": _optimizer("sq_avg"),
+    "adam_step": _optimizer("m", "v", step=2),
+    "adamw_step": _optimizer("m", "v", step=2),
+    "squared_norm": lambda: ({"x": _vals((2, 3), 1)}, (), ()),
+    "scale_inplace": lambda: ({"x": _vals((2, 3), 1), "factor": 0.5}, (), ("x",)),
+    "clip_grad_norm": lambda: ({"grad": _vals((2, 3), 1), "max_norm": 0.1}, (), ("grad",)),
+    "dropout": lambda: ({"x": _vals((2, 3), 1), "mask": _vals((2, 3), 2) > 0, "rate": 0.25,
+                         "out": np.zeros((2, 3))}, ("out",), ()),
+    "batch_norm_train": lambda: ({"x": _vals((4, 3), 1), "gamma": _vals(3, 2),
+                                  "beta": _vals(3, 3), "running_mean": _vals(3, 4),
+                                  "running_var": _vals(3, 5, 0.5, 2.0),
+                                  "out": np.zeros((4, 3)), "x_hat": np.zeros((4, 3)),
+                                  "inv_std": np.zeros(3)},
+                                 ("out", "x_hat", "inv_std"),
+                                 ("running_mean", "running_var")),
+    "batch_norm_eval": lambda: ({"x": _vals((4, 3), 1), "gamma": _vals(3, 2),
+                                 "beta": _vals(3, 3), "running_mean": _vals(3, 4),
+                                 "running_var": _vals(3, 5, 0.5, 2.0),
+                                 "out": np.zeros((4, 3))}, ("out",), ()),
+    "batch_norm_backward": lambda: ({"dout": _vals((4, 3), 1), "x_hat": _vals((4, 3), 2),
+                                     "gamma": _vals(3, 3), "inv_std": _vals(3, 4, 0.5, 2.0),
+                                     "dx": np.zeros((4, 3)), "dgamma": np.zeros(3),
+                                     "dbeta": np.zeros(3)}, ("dx", "dgamma", "dbeta"), ()),
+}
+
+
+def test_calls_cover_every_checked_method():
+    public = {n for n in dir(fastnn.Backend) if not n.startswith("_")}
+    assert set(CALLS) == public
+
+
+# --- ndarray subclasses ---------------------------------------------------------------
+
+class Tagged(np.ndarray):
+    """A do-nothing ndarray subclass (as libraries define them)."""
+
+
+def _memmap(a, folder):
+    fd, path = tempfile.mkstemp(suffix=".dat", dir=folder)
+    os.close(fd)
+    m = np.memmap(path, dtype=a.dtype, mode="w+", shape=a.shape)
+    m[...] = a
+    return m
+
+
+SUBCLASSES = {
+    "matrix": lambda a, folder: np.asmatrix(a),
+    "masked": lambda a, folder: np.ma.masked_array(a),
+    "memmap": _memmap,
+    "tagged": lambda a, folder: a.view(Tagged),
+}
+
+
+def _expected(subclass, base):
+    """"ok", or the exception class name the argument must raise."""
+    if subclass == "masked":
+        return "TypeError"
+    if subclass == "matrix" and base.ndim != 2:
+        return "ValueError"
+    return "ok"
+
+
+SUBCLASS_CASES = [(method, arg, sub)
+                  for method, build in CALLS.items()
+                  for arg, val in build()[0].items() if isinstance(val, np.ndarray)
+                  for sub in SUBCLASSES]
+
+
+def _values(result):
+    """A method's return value as a list of float64 arrays (or floats)."""
+    if result is None:
+        return []
+    items = result if isinstance(result, tuple) else (result,)
+    return [np.array(r, dtype=F64) for r in items]
+
+
+def _run_subclass_case(k, method, arg, sub, folder):
+    build = CALLS[method]
+    ref_args, outputs, inplace = build()
+    ref = _values(getattr(k, method)(**ref_args))
+    args = build()[0]
+    base = args[arg]
+    given = SUBCLASSES[sub](base.copy(), folder)
+    args[arg] = given
+    expected = _expected(sub, base)
+    try:
+        got = getattr(k, method)(**args)
+    except (TypeError, ValueError) as exc:
+        if type(exc).__name__ != expected:
+            return f"raised {type(exc).__name__}: {exc} (expected {expected})"
+        if not re.search(rf"\b{arg}\b", str(exc)):
+            return f"{type(exc).__name__} does not name {arg!r}: {exc}"
+        return "ok"
+    if expected != "ok":
+        return f"returned instead of raising {expected}"
+    got_values = _values(got)
+    if len(got_values) != len(ref):
+        return f"returned {len(got_values)} values, expected {len(ref)}"
+    for i, (g, r) in enumerate(zip(got_values, ref)):
+        if g.shape != r.shape or not np.array_equal(g, r, equal_nan=True):
+            return f"result {i} differs from the plain-array call: {g} != {r}"
+    if arg in outputs:
+        returned = got if isinstance(got, tuple) else (got,)
+        if returned[outputs.index(arg)] is not given:
+            return f"{arg} given as {sub} was not returned as given"
+    if arg in outputs or arg in inplace:
+        if not np.array_equal(np.asarray(given), np.asarray(ref_args[arg]), equal_nan=True):
+            return f"{arg} given as {sub} does not hold the result"
+    elif not np.array_equal(np.asarray(given), base):
+        return f"input {arg} given as {sub} was modified"
+    return "ok"
+
+
+# The issue's reproductions: a (1, 100_000) float32 np.matrix as out / in-place buffer.
+ISSUE_CASES = ["sigmoid", "relu", "tanh", "mse_gradient", "dropout", "scale_inplace",
+               "clip_grad_norm"]
+
+
+def _run_issue_case(k, method):
+    n = 100_000
+    z = np.linspace(-3, 3, n, dtype=np.float32).reshape(1, n)
+    out = np.asmatrix(np.zeros((1, n), np.float32))
+    if method in ("sigmoid", "relu", "tanh"):
+        res, want = getattr(k, method)(z, out=out), getattr(k, method)(z)
+    elif method == "mse_gradient":
+        res, want = k.mse_gradient(z, z * 0.5, out=out), k.mse_gradient(z, z * 0.5)
+    elif method == "dropout":
+        mask = np.arange(n).reshape(1, n) % 3 > 0
+        res, want = k.dropout(z, mask, 0.25, out=out), k.dropout(z, mask, 0.25)
+    else:
+        out[...] = z
+        plain = z.copy()
+        if method == "scale_inplace":
+            k.scale_inplace(out, 0.5)
+            k.scale_inplace(plain, 0.5)
+        else:
+            k.clip_grad_norm(out, 1.0)
+            k.clip_grad_norm(plain, 1.0)
+        res, want = out, plain
+    if res is not out:
+        return "out was not returned as given"
+    if not np.array_equal(np.asarray(out), want):
+        return "out does not hold the plain-array result"
+    return "ok"
+
+
+def _cases():
+    return ([("issue", m) for m in ISSUE_CASES]
+            + [("subclass", *c) for c in SUBCLASS_CASES])
+
+
+def _child_main(backend, folder, start):
+    """Run the cases from index ``start`` on ``backend``, printing START before and
+    RESULT after each."""
+    import faulthandler
+    import warnings
+    warnings.simplefilter("ignore")
+    k = fastnn.backend(backend)
+    for case in _cases()[start:]:
+        key = "|".join(case)
+        print("START", key, flush=True)
+        # A kernel running over memory it does not own may also loop for ever: a
+        # case (first JIT compilation included) that takes this long ends the child.
+        faulthandler.dump_traceback_later(CASE_TIMEOUT, exit=True)
+        try:
+            if case[0] == "issue":
+                result = _run_issue_case(k, case[1])
+            else:
+                result = _run_subclass_case(k, *case[1:], folder)
+        except Exception as exc:  # reported, not raised: the other cases still run
+            result = f"unexpected {type(exc).__name__}: {exc}"
+        faulthandler.cancel_dump_traceback_later()
+        print("RESULT", key, json.dumps(result), flush=True)
+
+
+_RESULTS: dict = {}
+MAX_CRASHES = 5  # child processes restarted after a crash, per backend
+CASE_TIMEOUT = 120  # seconds
+
+
+def _child_results(backend):
+    """{case key: "ok" or what went wrong}, from child processes on ``backend``: one
+    runs every case; a crash fails the case it was running and a new child goes on
+    with the next one (at most MAX_CRASHES times; "__died__" records the crashes)."""
+    if backend in _RESULTS:
+        return _RESULTS[backend]
+    keys = ["|".join(c) for c in _cases()]
+    results, crashes = {}, []
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT / "tests")] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    with tempfile.TemporaryDirectory() as folder:
+        while len(results) < len(keys) and len(crashes) <= MAX_CRASHES:
+            start = len(results)
+            code = ("import importlib.util, sys\n"
+                    f"spec = importlib.util.spec_from_file_location('_safety', {__file__!r})\n"
+                    "mod = importlib.util.module_from_spec(spec)\n"
+                    "spec.loader.exec_module(mod)\n"
+                    f"mod._child_main({backend!r}, {folder!r}, {start})\n")
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                  text=True, env=env, timeout=1800)
+            running = None
+            for line in proc.stdout.splitlines():
+                if line.startswith("START "):
+                    running = line[6:]
+                elif line.startswith("RESULT "):
+                    key, _, value = line[7:].partition(" ")
+                    results[key] = json.loads(value)
+                    running = None
+            if proc.returncode == 0 and len(results) == len(keys):
+                break
+            died = (f"the child process exited with {proc.returncode} while running "
+                    f"{running!r} (a crash, or a hang of {CASE_TIMEOUT} s): "
+                    f"{proc.stderr[-2000:]}")
+            crashes.append(died)
+            if running is None:
+                break  # died outside a case (e.g. on import): nothing to skip
+            results[running] = died
+    if crashes:
+        results["__died__"] = "\n".join(crashes)
+    _RESULTS[backend] = results
+    return results
+
+
+def _result(backend, key):
+    results = _child_results(backend)
+    return results.get(key, results.get("__died__", "the case did not run"))
+
+
+@pytest.mark.parametrize("method", ISSUE_CASES)
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+def test_matrix_out_of_the_issue_is_written_correctly(name, method):
+    """The issue's SIGSEGV: sigmoid(z, out=np.asmatrix(np.empty((1, 100_000)))) etc."""
+    assert _result(name, f"issue|{method}") == "ok"
+
+
+@pytest.mark.parametrize("method,arg,subclass", SUBCLASS_CASES,
+                         ids=[f"{m}-{a}-{s}" for m, a, s in SUBCLASS_CASES])
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+def test_ndarray_subclass_arguments(name, method, arg, subclass):
+    assert _result(name, f"subclass|{method}|{arg}|{subclass}") == "ok"
+
+
+def test_child_process_completed():
+    for name in ALL_BACKENDS:
+        assert "__died__" not in _child_results(name), _child_results(name)["__died__"]
+
+
+# --- 0-d input ----------------------------------------------------------------------
+
+ZERO_D_CASES = [(m, kind) for m in ELEMENTWISE for kind in ("array", "scalar", "out")]
+
+
+@pytest.mark.parametrize("method,kind", ZERO_D_CASES)
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+def test_zero_d_input_gives_zero_d_output(name, method, kind):
+    """Like a NumPy ufunc: np.relu-like(np.float64(x)) has shape (), not (1,)."""
+    k = fastnn.backend(name)
+    fn = getattr(k, method)
+    for value in (-1.5, 0.0, 2.0):
+        want = fn(np.array([value]))[0]
+        z = np.float64(value) if kind == "scalar" else np.array(value)
+        if kind == "out":
+            out = np.array(np.nan)
+            got = fn(z, out=out)
+            assert got is out
+        else:
+            got = fn(z)
+        assert isinstance(got, np.ndarray) and got.shape == (), (method, got)
+        assert got.dtype == F64
+        assert got[()] == want
+
+
+# --- the raw tier is private -----------------------------------------------------------
+
+RAW_CASES = list(ALL_BACKENDS)
+
+
+@pytest.mark.parametrize("name", RAW_CASES)
+def test_raw_kernels_are_private(name):
+    k = fastnn.backend(name)
+    assert not hasattr(k, "raw"), "the unchecked kernels must not be public"
+    assert callable(k._raw.relu)
+    for doc in (fastnn.Backend.__doc__, sys.modules["fastnn._backend"].__doc__):
+        assert "_raw" in doc and "unchecked" in doc and "private" in doc
+
+
+def test_public_docs_do_not_present_raw_kernels():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert not re.search(r"\.raw\b", text), f"{page} presents the raw kernels"
