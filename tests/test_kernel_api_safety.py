@@ -411,3 +411,126 @@ def test_public_docs_do_not_present_raw_kernels():
     for page in pages:
         text = page.read_text(encoding="utf-8")
         assert not re.search(r"\.raw\b", text), f"{page} presents the raw kernels"
+
+
+# --- learning rates from a schedule (item 5) -------------------------------------------
+
+class BadRate(fastnn.schedules.Schedule):
+    """0.01, then ``value`` from time ``bad_from`` on."""
+
+    name = "bad_rate"  # not in SCHEDULES: a user's own schedule
+
+    def __init__(self, value, bad_from=3, per="step"):
+        self.value, self.bad_from, self.per = value, bad_from, per
+
+    def __call__(self, t):
+        return self.value if t >= self.bad_from else 0.01
+
+    def get_config(self):
+        return {"value": repr(self.value), "bad_from": self.bad_from, "per": self.per}
+
+
+# Each bad value and the exception it must raise.
+BAD_RATES = [(-0.5, ValueError), (-1e-300, ValueError), (float("nan"), ValueError),
+             (float("inf"), ValueError), ("0.1", TypeError), (None, TypeError),
+             (True, TypeError), (np.array(0.1), TypeError), (1j, TypeError)]
+
+# Every path that turns a schedule's value into a rate.
+RATE_PATHS = ["compiled epoch", "step path", "train_step", "fit", "estimator"]
+
+
+def _rate_data(net=None):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 4))
+    y = X[:, :1] * 2 - X[:, 1:2]
+    return (X, y) if net is None else net.check_data(X, y)
+
+
+def _train_on(path, schedule, net):
+    """One epoch of 8 batches of 8 rows (no shuffle) on ``path``."""
+    X, y = _rate_data(net)
+    opt = fastnn.SGD(schedule)
+    if path == "compiled epoch":
+        assert fastnn._fused.supports(net, opt)
+        net.train_epoch(X, y, opt, 8, shuffle=False)
+    elif path == "step path":
+        net.train_epoch(X, y, opt, 8, shuffle=False, on_step=lambda j, loss: None)
+    elif path == "train_step":
+        for s in range(0, 64, 8):
+            net.train_step(X[s:s + 8], y[s:s + 8], opt)
+    elif path == "fit":
+        fastnn.fit(net, X, y, optimizer=opt, epochs=2, batch_size=8, shuffle=False)
+    else:
+        raise AssertionError(path)
+    return opt
+
+
+def _net():
+    return fastnn.MLP([4, 8, 1], "tanh", random_state=0)
+
+
+@pytest.mark.parametrize("value,exc", BAD_RATES, ids=[repr(b[0]) for b in BAD_RATES])
+@pytest.mark.parametrize("path", RATE_PATHS)
+def test_bad_rates_from_a_schedule_are_refused_on_every_path(path, value, exc):
+    """A custom schedule returning -0.5 made the whole-epoch kernel climb the loss
+    (4.6e6, no error) and a string was trained with; the step path refused them with
+    another message. Now one check (schedules.checked_rate) names the schedule, the
+    value and the step on every path, before the bad rate updates anything."""
+    where = re.escape(f"schedule BadRate returned lr={value!r} at step 3: "
+                      "learning rates must be")
+    if path == "estimator":
+        pytest.importorskip("sklearn")
+        X, y = _rate_data()
+        est = fastnn.MLPRegressor(hidden_layer_sizes=(8,), solver="sgd", batch_size=8,
+                                  max_iter=3, shuffle=False, random_state=0,
+                                  schedule=BadRate(value))
+        with pytest.raises(exc, match=where):
+            est.fit(X, y.ravel())
+        return
+    net, good = _net(), _net()
+    with pytest.raises(exc, match=where):
+        _train_on(path, BadRate(value), net)
+    # The first three steps ran (the compiled epoch, which fit takes here, refuses all
+    # 8 before the first); the step with the bad rate updated nothing.
+    X, y = _rate_data(good)
+    opt = fastnn.SGD(0.01)
+    if path not in ("compiled epoch", "fit"):
+        for s in range(0, 24, 8):
+            good.train_step(X[s:s + 8], y[s:s + 8], opt)
+    np.testing.assert_array_equal(net.params, good.params)
+
+
+EPOCH_RATE_PATHS = ["compiled epoch", "step path", "fit"]
+
+
+@pytest.mark.parametrize("path", EPOCH_RATE_PATHS)
+def test_bad_rate_of_a_per_epoch_schedule_names_the_epoch(path):
+    """Per-epoch schedules are checked too; the message counts epochs."""
+    net = _net()
+    opt = fastnn.SGD(BadRate(-0.5, bad_from=1, per="epoch"))
+    X, y = _rate_data(net)
+    kwargs = {} if path != "step path" else {"on_step": lambda j, loss: None}
+    if path == "fit":
+        fastnn.fit(net, X, y, optimizer=opt, epochs=1, batch_size=8)
+    else:
+        net.train_epoch(X, y, opt, 8, **kwargs)
+        opt.end_epoch()
+    with pytest.raises(ValueError, match=re.escape(
+            "schedule BadRate returned lr=-0.5 at epoch 1: learning rates must be finite "
+            "numbers >= 0")):
+        if path == "fit":
+            fastnn.fit(net, X, y, optimizer=opt, epochs=1, batch_size=8)
+        else:
+            net.train_epoch(X, y, opt, 8, **kwargs)
+
+
+ZERO_RATE_PATHS = ["compiled epoch", "step path", "train_step", "fit"]
+
+
+@pytest.mark.parametrize("path", ZERO_RATE_PATHS)
+def test_a_zero_rate_is_allowed_and_changes_nothing(path):
+    """lr = 0 is a rate (a cosine schedule ends there; PyTorch allows it)."""
+    net = _net()
+    before = net.params.copy()
+    _train_on(path, BadRate(0.0, bad_from=0), net)
+    np.testing.assert_array_equal(net.params, before)

@@ -14,6 +14,7 @@ import numpy as np
 from . import _blas, _threads
 from ._kernels import codes
 from .optim import SGD, Adagrad, Adam, AdamW, DivergenceError, Momentum, Nesterov, RMSProp
+from .schedules import checked_rate
 
 _OPT_CODES = {SGD: codes.OPT_SGD, Momentum: codes.OPT_MOMENTUM,
               Nesterov: codes.OPT_NESTEROV, Adagrad: codes.OPT_ADAGRAD,
@@ -121,7 +122,9 @@ def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray,
         y_float, labels = y, _EMPTY_I
     schedule = optimizer.schedule
     if schedule.per == "step":
-        lrs = np.array([schedule(optimizer.t + j) for j in range(n_batches)], np.float64)
+        # Every rate is checked before the first step runs: the epoch is refused whole.
+        lrs = np.array([checked_rate(schedule, optimizer.t + j) for j in range(n_batches)],
+                       np.float64)
     else:
         lrs = np.full(n_batches, optimizer.lr, np.float64)
     empty = np.zeros(0, model.dtype)

@@ -25,8 +25,8 @@ import math
 import numpy as np
 
 from . import _validation as v
-from .schedules import (Constant, Schedule, as_schedule, schedule_from_config,
-                        schedule_to_config)
+from .schedules import (Constant, Schedule, as_schedule, checked_rate,
+                        schedule_from_config, schedule_to_config)
 
 __all__ = [
     "DivergenceError", "Optimizer", "SGD", "Momentum", "Nesterov", "Adagrad", "RMSProp",
@@ -117,8 +117,10 @@ class Optimizer:
     # --- learning rate ----------------------------------------------------------------
     @property
     def lr(self) -> float:
-        """The learning rate the next step will use."""
-        return self.schedule(self.t if self.schedule.per == "step" else self.epoch)
+        """The learning rate the next step will use (checked by
+        :func:`fastnn.schedules.checked_rate`: a finite number >= 0)."""
+        return checked_rate(self.schedule,
+                            self.t if self.schedule.per == "step" else self.epoch)
 
     def end_epoch(self, monitored: float | None = None) -> None:
         """Advance the epoch clock; ``monitored`` (the validation loss) feeds plateau schedules."""

@@ -19,13 +19,15 @@ so fastnn's model files can store them without pickling code.
 from __future__ import annotations
 
 import math
+import numbers
 
 from . import _validation as v
 
 __all__ = [
     "Schedule", "Constant", "StepDecay", "Cosine", "InverseScaling", "LinearWarmup",
     "ReduceOnPlateau",
-    "SCHEDULES", "as_schedule", "schedule_from_config", "schedule_to_config",
+    "SCHEDULES", "as_schedule", "checked_rate", "schedule_from_config",
+    "schedule_to_config",
 ]
 
 PER = ("epoch", "step")
@@ -51,7 +53,7 @@ class Schedule:
     @property
     def initial_lr(self) -> float:
         """The learning rate at t = 0."""
-        return self(0)
+        return checked_rate(self, 0)
 
     def observe(self, value: float) -> None:
         """Record the monitored loss of the epoch that just ended (default: ignore it)."""
@@ -77,6 +79,34 @@ class Schedule:
                 and self.state_dict() == other.state_dict())
 
     __hash__ = None
+
+
+def checked_rate(schedule, t: int) -> float:
+    """``schedule(t)`` as a learning rate: a finite real number >= 0, as a Python float.
+
+    The one place where a schedule's value becomes a rate: :attr:`Optimizer.lr
+    <fastnn.optim.Optimizer.lr>` (the step-by-step path, the training loop, the
+    estimators) and the whole-epoch kernel's per-step rates all call it, so a custom
+    schedule cannot make any path climb the loss with a negative rate. A rate of 0 is
+    allowed (a cosine schedule ends there; PyTorch allows it too).
+
+    Raises
+    ------
+    TypeError
+        If the value is not a real number (a string, None, a bool, an array).
+    ValueError
+        If it is negative, nan or infinite.
+    """
+    value = schedule(t)
+    where = (f"schedule {type(schedule).__name__} returned lr={value!r} at "
+             f"{getattr(schedule, 'per', 'epoch')} {t}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{where}: learning rates must be real numbers, got "
+                        f"{type(value).__name__}")
+    lr = float(value)
+    if not (math.isfinite(lr) and lr >= 0):
+        raise ValueError(f"{where}: learning rates must be finite numbers >= 0")
+    return lr
 
 
 def _short(value):
