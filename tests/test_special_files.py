@@ -98,11 +98,15 @@ def test_save_refuses_special_files_and_leaves_them_alone(tmp_path, monkeypatch,
             _SOCKETS.pop().close()
 
 
-def test_save_refuses_dev_null_and_leaves_it_a_device():
-    # Run only once the FIFO case above passes: a regression here as root would
-    # turn the machine's /dev/null into a regular file.
+def test_save_refuses_dev_null_and_leaves_it_a_device(tmp_path):
+    # Tried only once a FIFO is refused: a regression here as root would turn the
+    # machine's /dev/null into a regular file.
     if not stat.S_ISCHR(os.stat("/dev/null").st_mode):
         pytest.skip("/dev/null is not a character device here")
+    fifo = tmp_path / "canary"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="FIFO"):  # else do not try the device
+        fastnn.save(_net(), fifo)
     with pytest.raises(OSError, match="character device"):
         fastnn.save(_net(), "/dev/null")
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)

@@ -20,7 +20,9 @@ import argparse
 import csv
 import math
 import os
+import stat
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -90,6 +92,8 @@ def read_csv(path) -> Table:
             if header is None:
                 raise CLIError(f"{path}: the file is empty (expected a header row)")
             header = [h.strip() for h in header]
+            if any("\x00" in h for h in header):
+                raise CLIError(_not_text(path))
             if any(not h for h in header):
                 raise CLIError(f"{path}: the header row has an empty column name "
                                f"(column {header.index('') + 1})")
@@ -98,6 +102,8 @@ def read_csv(path) -> Table:
                 raise CLIError(f"{path}: duplicate column names {dup}")
             rows, lines = [], []
             for row in reader:
+                if any("\x00" in c for c in row):
+                    raise CLIError(_not_text(path, reader.line_num))
                 if not row or all(not c.strip() for c in row):
                     continue  # blank lines
                 if len(row) != len(header):
@@ -112,6 +118,14 @@ def read_csv(path) -> Table:
     if not rows:
         raise CLIError(f"{path}: no data rows after the header")
     return Table(os.fspath(path), header, rows, lines)
+
+
+def _not_text(path, line=None) -> str:
+    # UTF-16 without a byte-order mark decodes as "valid" UTF-8 with a NUL after
+    # every ASCII character; the csv module would then report odd field counts.
+    where = f", line {line}" if line is not None else ""
+    return (f"{path}{where}: not a UTF-8 text file (it holds NUL bytes, as UTF-16 "
+            f"text and binary files do); save it as UTF-8 CSV")
 
 
 def _float(value: str) -> float:
@@ -301,6 +315,8 @@ def _transform(tab, X, table, rows=None):
 def cmd_train(args, out=print) -> int:
     from .model import MLP
     t_start = time.perf_counter()
+    if args.output:
+        _check_model_output(args.output)  # before training, not after it
     table = read_csv(args.data)
     header = table.header
     if args.target not in header:
@@ -354,8 +370,11 @@ def cmd_train(args, out=print) -> int:
         y_mean, y_scale = float(m[0]), float(sc[0])
     tab = TabularModel(None, features, args.target, task, classes, x_mean, x_scale,
                        y_mean, y_scale)
-    model = MLP([len(features), *args.hidden, n_out], args.activation, loss=loss,
-                dtype=args.dtype, backend=args.backend, random_state=args.seed)
+    try:
+        model = MLP([len(features), *args.hidden, n_out], args.activation, loss=loss,
+                    dtype=args.dtype, backend=args.backend, random_state=args.seed)
+    except ValueError as exc:  # layers too large for memory: say which option
+        raise CLIError(f"--hidden {','.join(map(str, args.hidden))}: {exc}") from None
     tab.model = model
 
     def targets(rows_idx):
@@ -394,9 +413,40 @@ def cmd_train(args, out=print) -> int:
         f"(wall time {time.perf_counter() - t_start:.2f} s)")
     if args.output:
         from .io import save
-        save(tab, args.output)
+        try:
+            save(tab, args.output)
+        except OSError as exc:  # changed since the check: a full disk, a new FIFO...
+            raise CLIError(_os_error(args.output, exc, "cannot save the model")) from None
         out(f"saved the model to {args.output} (use: fastnn predict {args.output} DATA.csv)")
     return 0
+
+
+def _os_error(path, exc: OSError, doing: str) -> str:
+    """One line for an OSError: fastnn's own name the path already."""
+    text = str(exc)
+    if text.startswith(os.fspath(path)):
+        return text
+    return f"{path}: {doing} ({exc.strerror or text})"
+
+
+def _writable_directory(path, what: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CLIError(f"{path}: the directory {os.path.dirname(path) or directory} does "
+                       f"not exist; create it or choose another {what}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise CLIError(f"{path}: cannot write in the directory {directory} (permission "
+                       f"denied); choose another {what}")
+
+
+def _check_model_output(path) -> None:
+    """Refuse an --output that fastnn.save would refuse, before the training run."""
+    from .io import _destination
+    try:
+        target = _destination(path)
+    except OSError as exc:
+        raise CLIError(_os_error(path, exc, "cannot save the model there")) from None
+    _writable_directory(target, "--output")
 
 
 def _is_number(text):
@@ -435,6 +485,8 @@ def cmd_predict(args, out=print) -> int:
     from .model import MLP
     if not os.path.exists(args.model):
         raise CLIError(f"{args.model}: no such file")
+    if args.output:
+        _check_predictions_output(args.output)
     obj = load(args.model)
     table = read_csv(args.data)
     header, rows = table.header, table.rows
@@ -485,8 +537,7 @@ def cmd_predict(args, out=print) -> int:
                                                   range(pred.shape[1])]
     if proba is not None:
         cols += [f"proba_{c}" for c in classes]
-    stream = open(args.output, "w", newline="") if args.output else sys.stdout
-    try:
+    def write(stream):
         writer = csv.writer(stream)
         writer.writerow(cols)
         for i in range(len(rows)):
@@ -494,9 +545,10 @@ def cmd_predict(args, out=print) -> int:
             if proba is not None:
                 cells += [f"{p:.6g}" for p in proba[i]]
             writer.writerow(cells)
-    finally:
-        if args.output:
-            stream.close()
+    if args.output:
+        _write_atomically(args.output, write)
+    else:
+        write(sys.stdout)
     if truth is not None:
         if obj.task == "classify":
             acc = float(np.mean(pred == np.asarray(truth, dtype=object)))
@@ -512,6 +564,62 @@ def cmd_predict(args, out=print) -> int:
     if args.output:
         out(f"wrote {len(rows)} predictions to {args.output}")
     return 0
+
+
+def _check_predictions_output(path) -> None:
+    """Refuse an --output that cannot be written, before loading and predicting."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        _writable_directory(path, "--output")
+        return
+    except OSError as exc:
+        raise CLIError(_os_error(path, exc, "cannot write there")) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise CLIError(f"{path}: is a directory; give a file name for the predictions")
+    if stat.S_ISREG(st.st_mode):
+        _writable_directory(os.path.realpath(path), "--output")
+        if not st.st_mode & 0o222 or not os.access(path, os.W_OK):
+            raise CLIError(f"{path}: the file is read-only; make it writable or choose "
+                           f"another --output")
+
+
+def _write_atomically(path, write) -> None:
+    """Call ``write(stream)`` on a temporary file beside ``path``, renamed over it at
+    the end: an error or Ctrl-C midway leaves no partial CSV that looks complete
+    (nor destroys the previous file). A device or FIFO (/dev/stdout) is written
+    directly."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        try:
+            with open(path, "w", newline="") as stream:
+                write(stream)
+        except OSError as exc:
+            raise CLIError(_os_error(path, exc, "cannot write the predictions")) from None
+        return
+    from .io import _file_mode
+    target = os.path.realpath(path)  # through a symlink: replace its target
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp",
+                                   dir=os.path.dirname(target))
+    except OSError as exc:
+        raise CLIError(_os_error(path, exc, "cannot write the predictions")) from None
+    try:
+        os.chmod(tmp, _file_mode(target))  # the old file's, or what open() would give
+        with os.fdopen(fd, "w", newline="") as stream:
+            write(stream)
+        os.replace(tmp, target)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise CLIError(_os_error(path, exc, "cannot write the predictions")) from None
+        raise
 
 
 def _cell(value):
@@ -626,7 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_positive(int, 0), default=None,
                    help="random seed (initial weights, shuffling, validation split)")
     p.add_argument("--output", "-o", metavar="MODEL.fnn",
-                   help="save the trained model to this file")
+                   help="save the trained model to this file (checked before training)")
     p.add_argument("--quiet", "-q", action="store_true", help="no per-epoch lines")
     p.set_defaults(func=cmd_train)
 
@@ -641,7 +749,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="a fastnn model file")
     p.add_argument("data", metavar="DATA.csv", help="rows to predict (CSV with a header row)")
     p.add_argument("--output", "-o", metavar="PREDS.csv",
-                   help="write the predictions here (default: standard output)")
+                   help="write the predictions here, whole or not at all (default: "
+                        "standard output)")
     p.add_argument("--proba", action="store_true",
                    help="also write one probability column per class")
     p.set_defaults(func=cmd_predict)
@@ -689,6 +798,15 @@ def main(argv=None) -> int:
         # quietly, and keep Python from complaining again when it flushes stdout.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except OSError as exc:  # a file that could not be read or written
+        name = f"{exc.filename}: " if exc.filename and str(exc.filename) not in str(
+            exc) else ""
+        print(f"fastnn {args.command}: error: {name}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"fastnn {args.command}: error: out of memory; use smaller layers, "
+              f"batches or data", file=sys.stderr)
         return 1
 
 
