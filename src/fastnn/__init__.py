@@ -47,8 +47,11 @@ del _KIND_LOADERS
 
 # The scikit-learn estimators are imported on first use: `import fastnn` must not
 # import scikit-learn (an optional extra). They are left out of __all__ so that
-# `from fastnn import *` does not need it either.
-_LAZY = {"MLPClassifier": "estimators", "MLPRegressor": "estimators"}
+# `from fastnn import *` does not need it either. The same for the ONNX export
+# (onnx, onnxruntime and skl2onnx: the "onnx" extra); importing fastnn.onnx_export
+# also registers the estimators with skl2onnx.
+_LAZY = {"MLPClassifier": "estimators", "MLPRegressor": "estimators",
+         "to_onnx": "onnx_export", "register_skl2onnx": "onnx_export"}
 
 
 def __getattr__(name):
