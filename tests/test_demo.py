@@ -53,7 +53,7 @@ def test_quick_demo_prints_both_experiments_side_by_side_and_plots(tmp_path, cap
     out = capsys.readouterr().out
     assert "BLAS threads 1" in out
     assert "digits: 1437 train / 360 test images" in out and "10 epochs" in out
-    assert "spiral (seed 002): 900 points" in out and "60 epochs" in out
+    assert "spiral: 900 points" in out and "60 epochs" in out
     for head in ("test acc", "train acc"):
         assert head in out
     rows = [line.split() for line in out.splitlines() if line.startswith("  ")

@@ -1,5 +1,4 @@
-"""The main job (``fastnn demo``): the seeds' two experiments, timed, side by side with
-scikit-learn.
+"""The main job (``fastnn demo``): two experiments, timed, side by side with scikit-learn.
 
 1. **Digits** (scikit-learn's bundled 8x8 images, 1797 samples, 10 classes): a fixed
    stratified 80/20 split, standardised with the training part's mean and standard
@@ -7,11 +6,12 @@ scikit-learn.
    epochs, scikit-learn's default alpha. fastnn's :class:`~fastnn.MLPClassifier` and
    scikit-learn's ``MLPClassifier`` get the same arguments (and so start from the same
    initial network); the test accuracy and training speed of both are printed.
-2. **Spiral** (seed 002: three interleaved arms of 300 points): a 2-128-3 ReLU network,
-   Adam lr 0.005, batch 64, L2 1e-4 on the weights, 300 epochs, through the core API
-   (:class:`fastnn.MLP` and ``fit``); the seed reaches 0.9967 training accuracy.
-   scikit-learn's MLPClassifier trains the same network (``alpha = 1e-4 * 64``, its
-   L2 term being alpha / batch size per batch).
+2. **Spiral** (three interleaved arms of 300 points, the worked example of
+   docs/spec.md §12): a 2-128-3 ReLU network, Adam lr 0.005, batch 64, L2 1e-4 on the
+   weights, 300 epochs, through the core API (:class:`fastnn.MLP` and ``fit``); the
+   original experiment reports 0.9967 training accuracy. scikit-learn's MLPClassifier
+   trains the same network (``alpha = 1e-4 * 64``, its L2 term being alpha / batch
+   size per batch).
 
 Timings are the ``fit`` calls alone, after a short warm-up fit of each library (so
 that one-time costs -- JIT compilation, first allocations -- are not counted);
@@ -36,7 +36,7 @@ __all__ = ["spiral", "load_digits_split", "run_demo", "DemoResult"]
 
 
 def spiral(n_points: int = 300, n_classes: int = 3, seed: int = 42):
-    """Seed 002's spiral: ``n_classes`` arms of ``n_points`` points, generated as the seed does.
+    """The spiral of docs/spec.md §12: ``n_classes`` arms of ``n_points`` points.
 
     Returns X (n_points * n_classes, 2) float64 and y (n,) int64 class indices.
     Arm k has radius r = linspace(0, 1) and angle linspace(4k, 4(k + 1)) plus
@@ -152,7 +152,7 @@ def _digits(backend, epochs, out, result, compare):
 def _spiral(backend, epochs, out, result, compare):
     X, y = spiral()
     result.spiral_data = (X, y)
-    out(f"spiral (seed 002): {len(X)} points, 3 classes, 2-128-3 ReLU, Adam lr 0.005, "
+    out(f"spiral: {len(X)} points, 3 classes, 2-128-3 ReLU, Adam lr 0.005, "
         f"batch 64, L2 1e-4, {epochs} epochs")
     X32 = X.astype(np.float32)
 

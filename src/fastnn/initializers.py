@@ -1,4 +1,4 @@
-"""Weight initialisation (SPEC "Initialisation"): Xavier/Glorot and He/Kaiming.
+"""Weight initialisation (docs/spec.md §8): Xavier/Glorot and He/Kaiming.
 
 Weights are drawn in float64 and rounded once to the model's dtype, so a float32 and
 a float64 model built from the same seed start from the same numbers (up to that
@@ -21,12 +21,12 @@ from . import _validation as v
 
 __all__ = ["INITIALIZERS", "DISTRIBUTIONS", "default_init", "init_scale", "initialize"]
 
-# Name -> the variance numerator and the fans it divides by (SPEC: Xavier 2/(in+out),
-# He 2/in; the uniform bound sqrt(3 var) gives sqrt(6/(in+out)) and sqrt(6/in)).
+# Name -> the variance numerator and the fans it divides by (docs/spec.md §8: Xavier
+# 2/(in+out), He 2/in; the uniform bound sqrt(3 var) gives sqrt(6/(in+out)) and sqrt(6/in)).
 INITIALIZERS = ("xavier", "glorot", "he", "kaiming")
 DISTRIBUTIONS = ("normal", "uniform")
 
-# SPEC: He for relu-family layers, Xavier for sigmoid/tanh/identity (and the others).
+# docs/spec.md §8: He for relu-family layers, Xavier for every other activation.
 _RELU_FAMILY = frozenset({"relu", "leaky_relu", "elu"})
 
 

@@ -1,4 +1,4 @@
-"""Losses fused with the output activation (SPEC "Losses").
+"""Losses fused with the output activation (docs/spec.md §4).
 
 A model's last layer computes ``out``; the loss decides what ``out`` means:
 

@@ -24,7 +24,8 @@ ACTIVATION_CODES: dict[str, int] = {
     "softmax": SOFTMAX,
 }
 
-# SPEC's default alpha for the activations that take one; ignored by the others.
+# The default alpha of the activations that take one (docs/spec.md §3); ignored by the
+# others.
 DEFAULT_ALPHA: dict[str, float] = {"leaky_relu": 0.01, "elu": 1.0}
 
 # Losses of the whole-epoch training kernel (``train_epoch``).

@@ -1,4 +1,4 @@
-"""The pure NumPy reference: SPEC's formulas written literally.
+"""The pure NumPy reference: the formulas of docs/spec.md written literally.
 
 It is one of fastnn's three backends (``fastnn.backend("numpy")``) and the yardstick
 the Numba and Cython kernels are tested against. The functions here take their

@@ -1,4 +1,4 @@
-"""Activation functions g and their derivatives g', written literally from SPEC.
+"""Activation functions g and their derivatives g', written literally from docs/spec.md §3.
 
 Contract shared by every backend (same names, same arguments):
 
@@ -182,7 +182,7 @@ def activation_forward(z, activation, alpha, out):
 def activation_backward(da, z, a, activation, alpha, out):
     """out = da * g'(z), with a = g(z) the saved forward output; all of shape (m, k).
 
-    Where SPEC writes g' through g itself (sigmoid: a (1 - a); tanh: 1 - a^2) the
+    Where g' can be written through g itself (sigmoid: a (1 - a); tanh: 1 - a^2) the
     derivative is taken from the saved ``a``, as a training step does; the others use
     ``z``. No transcendental call remains except elu's e^z.
     """

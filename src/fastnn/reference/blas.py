@@ -3,8 +3,8 @@
 NumPy's ``@`` links its own OpenBLAS build, threaded as its user set it; going through
 :mod:`fastnn._blas` (a private, single-threaded instance of SciPy's OpenBLAS) makes the
 reference run the very GEMM calls the Numba and Cython kernels run, so products agree
-between backends bit for bit (SPEC: "equal to the reference computed with the same BLAS
-call"), whatever thread calls them and whatever BLAS thread limits are set.
+between backends bit for bit (docs/spec.md §10, rule 2 of §11), whatever thread calls
+them and whatever BLAS thread limits are set.
 
 Every product is cut into blocks by :func:`gemm_partition`, a rule that looks at the
 shape only, and each block is one BLAS call. The compiled kernels make the same calls,

@@ -1,4 +1,4 @@
-"""Dense layer forward and backward (SPEC "Dense layer"), batch-first and row-major.
+"""Dense layer forward and backward (docs/spec.md §2), batch-first and row-major.
 
 x (m, n_in), w (n_in, n_out), b (n_out,), z and a (m, n_out). The loss owns the 1/m
 batch averaging, so nothing here divides by m.

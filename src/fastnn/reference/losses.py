@@ -1,4 +1,4 @@
-"""Losses on a batch of m samples and their gradients (SPEC "Losses").
+"""Losses on a batch of m samples and their gradients (docs/spec.md §4).
 
 Logits in, stable formulas only: probabilities are never formed and then logged.
 Contract shared by every backend:
@@ -47,7 +47,7 @@ def binary_cross_entropy(z, y):
     """L = mean over the m rows of sum_k (max(z, 0) - z y + log(1 + e^-|z|)).
 
     Logits z and targets y in [0, 1] of shape (m, k): the k binary outputs of a sample
-    add up and samples are averaged (SPEC: the loss is a mean over the m samples), so
+    add up and samples are averaged (docs/spec.md §4: a mean over the m samples), so
     that ``binary_cross_entropy_gradient``'s 1/m is exactly this loss's derivative.
     scikit-learn's multilabel log-loss uses the same convention; PyTorch's
     ``BCEWithLogitsLoss(reduction="mean")`` divides by m k instead.

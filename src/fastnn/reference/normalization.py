@@ -1,4 +1,4 @@
-"""Inverted dropout and batch normalisation (SPEC "Regularisation and normalisation").
+"""Inverted dropout and batch normalisation (docs/spec.md §7).
 
 Batch statistics are reductions over the m rows of a (m, k) batch; they are
 accumulated in float64, row after row, and the normalised values rounded once to the

@@ -1,4 +1,4 @@
-"""Optimizer updates (SPEC "Optimizers"), in place on flat parameter buffers.
+"""Optimizer updates (docs/spec.md §5), in place on flat parameter buffers.
 
 Contract shared by every backend:
 
