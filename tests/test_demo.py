@@ -11,8 +11,8 @@ from fastnn.cli import main
 
 
 def test_spiral_is_seed_002s():
-    # Seed 002 writes it with NumPy's global generator; the same statements, verbatim
-    # in spirit, give the same points.
+    # The experiment's own code draws it with NumPy's global generator; the same
+    # statements give the same points.
     np_state = np.random.get_state()
     try:
         np.random.seed(42)
@@ -100,7 +100,7 @@ def test_plot_without_matplotlib_fails_before_training(monkeypatch, capsys, tmp_
 def test_full_demo_reaches_the_seeds_accuracies():
     pytest.importorskip("sklearn")
     result = demo.run_demo(out=lambda line: None)
-    # Seed 002's spiral reaches 0.9967; seed 001's digits network about 0.97-0.98.
+    # The spiral's original experiment reports 0.9967; the digits network about 0.97-0.98.
     assert result.spiral["fastnn"].accuracy >= 0.99
     assert result.digits["fastnn"].accuracy >= 0.96
     assert set(result.digits) == {"fastnn", "scikit-learn"}

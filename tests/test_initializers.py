@@ -1,4 +1,5 @@
-"""Weight initialisation: SPEC's Xavier/He variances, distributions, defaults and seeding."""
+"""Weight initialisation (docs/spec.md §8): Xavier/He variances, distributions, defaults,
+seeding."""
 
 import math
 
@@ -19,7 +20,8 @@ def test_default_init_is_he_for_relu_family_else_xavier(activation, expected):
 
 
 def test_init_scale_formulas():
-    # SPEC: Xavier N(0, 2/(in+out)) or U(+-sqrt(6/(in+out))); He N(0, 2/in) or U(+-sqrt(6/in)).
+    # docs/spec.md §8: Xavier N(0, 2/(in+out)) or U(+-sqrt(6/(in+out)));
+    # He N(0, 2/in) or U(+-sqrt(6/in)).
     assert init_scale("xavier", "normal", 30, 10) == pytest.approx(math.sqrt(2 / 40))
     assert init_scale("glorot", "uniform", 30, 10) == pytest.approx(math.sqrt(6 / 40))
     assert init_scale("he", "normal", 30, 10) == pytest.approx(math.sqrt(2 / 30))

@@ -144,7 +144,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["m.fastnn"]  # and no temporary file is left
 
 
-# --- transfer learning from a saved model (seed 001, 3.6) -----------------------------------
+# --- transfer learning from a saved model -----------------------------------------------
 
 def test_transfer_learning_from_a_saved_model(tmp_path):
     X, y = _data(200)

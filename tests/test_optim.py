@@ -1,5 +1,6 @@
-"""Optimizers: SPEC formulas over the flat buffers, weight decay slicing, clipping, frozen
-layers, one fused kernel call per step, divergence guard, state save/restore."""
+"""Optimizers: the formulas of docs/spec.md §5 over the flat buffers, weight decay slicing,
+clipping, frozen layers, one fused kernel call per step, divergence guard, state
+save/restore."""
 
 import math
 from collections import Counter
@@ -66,7 +67,8 @@ def test_get_optimizer_by_name():
 # --- the update formulas, written again in NumPy in the reference's operation order --------
 
 def _expected(name, hyper, p, g, st, t, lr, wd_vec, decoupled):
-    """SPEC's update on a flat float buffer; wd_vec holds each element's L2 coefficient."""
+    """The docs/spec.md §5 update on a flat float buffer; wd_vec holds each element's L2
+    coefficient."""
     if decoupled:
         g = g.copy()
     else:
@@ -126,7 +128,7 @@ def test_updates_follow_spec_exactly_and_skip_biases_when_decaying(name, dtype, 
             p = _expected("adam", hyper, p, g, state, t, 0.05, np.zeros_like(p), True)
         else:
             p = _expected(name, hyper, p, g, state, t, 0.05, wd_vec, False)
-        # SPEC: every optimizer update equals the reference bit for bit
+        # docs/spec.md §11: every optimizer update equals the reference bit for bit
         np.testing.assert_array_equal(net.params, p, err_msg=f"{name} step {t}")
         for s in opt.state_names:
             np.testing.assert_array_equal(opt.state[s], state[s], err_msg=s)
@@ -287,7 +289,7 @@ def test_learning_rate_follows_the_schedule_clock():
 
 
 def test_gradient_descent_seed_example():
-    # Seed 001, 3.1.1: C(w) = (w - 3)^2 from w0 = 0 with lr 0.1 gives w1 = 0.6.
+    # docs/spec.md §12: C(w) = (w - 3)^2 from w0 = 0 with lr 0.1 gives w1 = 0.6.
     # As a one-weight linear model: x = 1, y = 3, mse loss (w x + b - y)^2.
     net = MLP([1, 1], "identity", loss="mse", dtype="float64", backend="numpy")
     net.params[...] = 0

@@ -1,4 +1,5 @@
-"""Learning-rate schedules: SPEC formulas, warm-up, plateau, configs, use with every optimizer."""
+"""Learning-rate schedules: the formulas of docs/spec.md §6, warm-up, plateau, configs, use
+with every optimizer."""
 
 import math
 
@@ -21,7 +22,7 @@ def test_constant():
 
 
 def test_step_decay_is_eta0_gamma_power_floor():
-    s = StepDecay(0.1, step_size=60)  # the seed's figure: 0.1 * 0.1 ** (t // 60)
+    s = StepDecay(0.1, step_size=60)  # 0.1 * 0.1 ** (t // 60)
     for t in (0, 59, 60, 119, 120, 199):
         assert s(t) == pytest.approx(0.1 * 0.1 ** (t // 60), rel=1e-15)
 
@@ -42,8 +43,8 @@ def test_inverse_scaling():
 
 
 def test_linear_warmup_then_cosine_matches_the_seed_figure_shifted_by_one():
-    # seed 002: eta0 * t / Tw for t < Tw, then cosine over the remaining T - Tw epochs;
-    # fastnn counts the current epoch from 1 in the ramp (SPEC's t <= Tw) so the first
+    # Textbook warm-up: eta0 * t / Tw for t < Tw, then cosine over the remaining T - Tw epochs;
+    # fastnn counts the current epoch from 1 in the ramp (docs/spec.md §6: t <= Tw) so the first
     # epoch trains at eta0 / Tw instead of 0.
     T, Tw, eta0, eta_min = 200, 20, 0.1, 1e-5
     s = LinearWarmup(Tw, after=Cosine(eta0, T - Tw, eta_min))

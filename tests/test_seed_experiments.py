@@ -1,4 +1,4 @@
-"""The seeds' worked examples and experiments through the model API, on every backend,
+"""The worked examples of docs/spec.md §12 through the model API, on every backend,
 plus agreement between backends and with a PyTorch twin."""
 
 import numpy as np
@@ -11,7 +11,7 @@ BACKENDS = ("numpy", "numba", "cython")
 
 
 def spiral(n_pts=300, n_cls=3, seed=42):
-    """Seed 002's three-class spiral, generated exactly as the seed does."""
+    """The three-class spiral of docs/spec.md §12 (as fastnn.demo.spiral)."""
     rs = np.random.RandomState(seed)
     X = np.zeros((n_pts * n_cls, 2))
     y = np.zeros(n_pts * n_cls, dtype=int)
@@ -28,7 +28,7 @@ def spiral(n_pts=300, n_cls=3, seed=42):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_perceptron(backend):
-    # Seed 001, 1.2: w = (1, -1), b = 0, step activation.
+    # w = (1, -1), b = 0, step activation.
     net = MLP([2, 1], loss="mse", output_activation="step", dtype="float64",
               backend=backend)
     net.layers[0].W[:, 0] = (1, -1)
@@ -45,7 +45,7 @@ def test_sigmoid_values_and_two_sigmoid_layers(backend):
     # sigmoid(-1) = 0.2689, sigmoid(0) = 0.5, sigmoid(2) = 0.8808
     np.testing.assert_allclose(net.predict([[-1], [0], [2]])[:, 0], [0.2689, 0.5, 0.8808],
                                atol=5e-5)
-    # Seed 001, 1.4: w1 = 0.5, b1 = -1, w2 = 1, b2 = 0, x = 2: h1 = 0.5, y = 0.6225
+    # Two sigmoid layers: w1 = 0.5, b1 = -1, w2 = 1, b2 = 0, x = 2: h1 = 0.5, y = 0.6225
     two = MLP([1, 1, 1], "sigmoid", loss="mse", output_activation="sigmoid",
               dtype="float64", backend=backend)
     two.layers[0].W[...] = 0.5
@@ -57,7 +57,7 @@ def test_sigmoid_values_and_two_sigmoid_layers(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_gradient_descent_step(backend):
-    # Seed 001, 3.1.1: C(w) = (w - 3)^2 from w0 = 0, lr 0.1: w1 = 0.6. As a one-input
+    # C(w) = (w - 3)^2 from w0 = 0, lr 0.1: w1 = 0.6. As a one-input
     # linear model with x = 1, y = 3 and mse loss (w x + b - y)^2.
     net = MLP([1, 1], "identity", loss="mse", dtype="float64", backend=backend)
     net.params[...] = 0
@@ -67,7 +67,7 @@ def test_gradient_descent_step(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_three_four_one_relu_network(backend):
-    # Seed 002: np.random.seed(0); W1 = randn(4, 3) * 0.5, w2 = randn(4) * 0.5,
+    # np.random.seed(0); W1 = randn(4, 3) * 0.5, w2 = randn(4) * 0.5,
     # x = (1, -0.5, 0.3), y = 1.5, loss (z2 - y)^2 -- mse on one sample.
     np.random.seed(0)
     W1 = np.random.randn(4, 3) * 0.5
@@ -98,8 +98,8 @@ def test_three_four_one_relu_network(backend):
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_spiral_reaches_99_percent_on_every_backend(backend):
-    # Seed 002: 2-128-3 ReLU, Adam lr 0.005, batch 64, L2 1e-4 (weights only, as the
-    # seed adds lam * W to the weight gradients), 300 epochs; the seed reaches 0.9967.
+    # 2-128-3 ReLU, Adam lr 0.005, batch 64, L2 1e-4 (weights only), 300
+    # epochs; the original experiment reports 0.9967.
     X, y = spiral()
     net = MLP([2, 128, 3], "relu", loss="cross_entropy", dtype="float64",
               backend=backend, random_state=0)
@@ -124,7 +124,7 @@ def _train(backend, dtype, loss, act, epochs=10):
 @pytest.mark.parametrize("backend", ["numba", "cython"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_backends_train_bit_identically_without_transcendentals(backend, dtype):
-    # relu + mse + Adam + L2: every kernel on the path is exact by SPEC (identical
+    # relu + mse + Adam + L2: every kernel on the path is exact by docs/spec.md §11 (identical
     # BLAS products, row-after-row bias sums, elementwise arithmetic and optimizer
     # updates bit for bit), so whole training runs agree exactly.
     ref = _train("numpy", dtype, "mse", "relu")
@@ -137,7 +137,7 @@ def test_backends_train_bit_identically_without_transcendentals(backend, dtype):
 @pytest.mark.parametrize("act", ["relu", "tanh", "elu"])
 def test_backends_train_to_the_same_weights_with_transcendentals(backend, dtype, act):
     # softmax/cross-entropy and tanh/elu may differ by up to 2 ULP per kernel call
-    # (SPEC). A relative perturbation delta of a gradient moves an Adam update by
+    # (docs/spec.md §11). A relative perturbation delta of a gradient moves an Adam update by
     # about lr * delta times an amplification kappa (m_hat / sqrt(v_hat) is a ratio of
     # gradient averages, sensitive where gradients are small); over n steps the
     # difference is bounded to first order by n * lr * kappa * delta. With n = 100

@@ -4,8 +4,8 @@ Every compiled backend is compared with the NumPy reference (``fastnn.backend("n
 through the public :class:`fastnn.Backend` methods, so the checks cover the copies and
 write-backs the Backend layer does for non-contiguous arrays as well as the kernels.
 
-Tolerances (SPEC "Equivalence with the reference")
-=================================================
+Tolerances (docs/spec.md §11, "Equivalence rules")
+==================================================
 
 u = unit roundoff of a dtype (2**-24 for float32, 2**-53 for float64); U64 is the
 float64 one, used where the contract evaluates in float64 whatever the array dtype;
@@ -20,7 +20,7 @@ exactly where the reference has NaN, +-inf exactly where it has the same infinit
    activation_backward for identity/step/relu/leaky_relu and for sigmoid/tanh (from
    the saved a); the dense bias add; batch_norm_eval (only the correctly rounded
    -, *, sqrt, / in float64, one rounding); out = gamma x_hat + beta given x_hat.
-   Why: SPEC rule 1, the same operations in the same order in the array dtype, the
+   Why: docs/spec.md §5, the same operations in the same order in the array dtype, the
    scalars computed in float64 and cast once, no FMA: nothing is left to differ.
 2. Exact products: z = x @ w (+ b), dw = x.T @ dz, dx = dz @ w.T, each compared with
    the same SciPy ?gemm call on the kernel's own operands.
@@ -316,7 +316,7 @@ CANCELLING = ["sigmoid_derivative", "tanh_derivative"]  # 1 - s, 1 - t*t
 
 
 def check_elementwise(kernel, actual, expected, err):
-    """The SPEC rule for one elementwise kernel (see the _support table)."""
+    """The docs/spec.md §11 rule for one elementwise kernel (see the _support table)."""
     if kernel in EXACT:
         assert_exact(actual, expected, err)
     elif kernel in TRANSCENDENTAL:

@@ -326,7 +326,7 @@ def test_activation_forward_backward_property(name, dtype, activation):
 @pytest.mark.parametrize("name", ALL_BACKENDS)
 def test_activation_forward_matches_the_elementwise_kernels(name, dtype, activation):
     """activation_forward(z, "name") is the kernel ``name`` (same backend), the default
-    alpha being SPEC's (0.01 for leaky_relu, 1.0 for elu)."""
+    alpha being docs/spec.md §3's (0.01 for leaky_relu, 1.0 for elu)."""
     k = backend(name)
     z = rng_array(np.random.default_rng(6), (4, 5), dtype, scale=3.0)
     fused = k.activation_forward(z, activation)

@@ -29,7 +29,7 @@ def check_forward(activation, actual, expected, err):
 
 
 def check_db(db, dz, err):
-    """db is dz summed over the m rows in the array dtype. SPEC: row after row; NumPy's
+    """db is dz summed over the m rows in the array dtype. docs/spec.md §2: row after row; NumPy's
     axis-0 sum does that for k >= 2 columns but sums pairwise when k == 1, so the
     reference is only within sum_bound(m, sum|dz|) of a row-by-row sum."""
     dz = np.asarray(dz)

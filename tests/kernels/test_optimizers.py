@@ -1,10 +1,11 @@
 """Optimizer updates: each compiled backend equals the NumPy reference bit for bit.
 
-SPEC rule 1: every update is computed in the array dtype in the reference's operation
-order, with each hyperparameter expression (1 - beta1, lr * wd, 1 - beta1 ** step)
-computed in float64 and cast once, and no FMA. So param and every state buffer must
-be identical after each step (``assert_exact``), over several consecutive steps, for
-float32 and float64, for any values including NaN, inf, signed zeros and subnormals.
+docs/spec.md §5 and rule 1 of §11: every update is computed in the array dtype in the
+reference's operation order, with each hyperparameter expression (1 - beta1, lr * wd,
+1 - beta1 ** step) computed in float64 and cast once, and no FMA. So param and every
+state buffer must be identical after each step (``assert_exact``), over several
+consecutive steps, for float32 and float64, for any values including NaN, inf, signed
+zeros and subnormals.
 squared_norm is a float64 reduction (summation-order bound); scale_inplace is exact.
 """
 
@@ -35,7 +36,7 @@ unit_open = st.floats(0.0, 1.0, exclude_max=True)
 
 
 def hyper_strategy(opt):
-    """Hyperparameters in their valid ranges, the SPEC defaults among them."""
+    """Hyperparameters in their valid ranges, the defaults of docs/spec.md §5 among them."""
     lr = st.one_of(st.sampled_from([0.0, 1e-3, 0.01, 0.1, 1.0]), st.floats(0.0, 10.0))
     wd = st.one_of(st.just(0.0), st.sampled_from([1e-4, 0.01, 0.1]), st.floats(0.0, 1.0))
     eps = st.one_of(st.sampled_from([1e-10, 1e-8]), st.floats(1e-12, 0.1))

@@ -198,25 +198,25 @@ def _torch_trajectory(make_opt, p0, grads):
 
 OPTIMIZERS = {
     # name: (torch optimizer factory, fastnn method, fastnn kwargs, state buffers)
-    # torch's SGD momentum buffer starts as g at step 1, without (1 - dampening); SPEC's
-    # v = beta 0 + (1 - d) g equals it only for d = 0, the default here.
+    # torch's SGD momentum buffer starts as g at step 1, without (1 - dampening);
+    # fastnn's (docs/spec.md §5) v = beta 0 + (1 - d) g equals it only for d = 0, the default here.
     "sgd": (lambda ps: torch.optim.SGD(ps, lr=0.1), "sgd_step", {"lr": 0.1}, ()),
     "sgd_l2": (lambda ps: torch.optim.SGD(ps, lr=0.1, weight_decay=0.01), "sgd_step",
                {"lr": 0.1, "weight_decay": 0.01}, ()),
     "momentum": (lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, dampening=0),
                  "momentum_step", {"lr": 0.05, "momentum": 0.9, "dampening": 0.0},
                  ("velocity",)),
-    # torch's Nesterov: g + beta buf, the same rewritten form as SPEC.
+    # torch's Nesterov: g + beta buf, the same rewritten form as docs/spec.md §5.
     "nesterov": (lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True,
                                             weight_decay=1e-3),
                  "nesterov_step", {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3},
                  ("velocity",)),
     # torch Adagrad: sum += g g; p -= clr g / (sqrt(sum) + eps), clr = lr with no decay:
-    # eps outside the square root, as SPEC's default.
+    # eps outside the square root, fastnn's default (docs/spec.md §5).
     "adagrad": (lambda ps: torch.optim.Adagrad(ps, lr=0.1, eps=1e-10), "adagrad_step",
                 {"lr": 0.1, "eps": 1e-10}, ("sum_sq",)),
     # torch RMSprop (alpha = rho): s = alpha s + (1 - alpha) g g via mul_/addcmul_;
-    # p -= lr g / (sqrt(s) + eps): eps outside, as SPEC's default.
+    # p -= lr g / (sqrt(s) + eps): eps outside, fastnn's default (docs/spec.md §5).
     "rmsprop": (lambda ps: torch.optim.RMSprop(ps, lr=0.01, alpha=0.9, eps=1e-8),
                 "rmsprop_step", {"lr": 0.01, "rho": 0.9, "eps": 1e-8}, ("sq_avg",)),
     # torch Adam: m.lerp_(g, 1 - b1) (m + (1 - b1)(g - m) instead of b1 m + (1 - b1) g);

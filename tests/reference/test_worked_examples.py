@@ -1,6 +1,6 @@
-"""SPEC "Worked examples from the seeds", each on every backend, hand computation beside.
+"""The worked examples of docs/spec.md §12, each on every backend, hand computation beside.
 
-The seeds write the column-per-sample form (Z = W A + b); fastnn is batch-first
+Textbooks write the column-per-sample form (Z = W A + b); fastnn is batch-first
 (Z = X W + b with W of shape (n_in, n_out)), so weights are transposed on the way in.
 """
 
@@ -13,7 +13,7 @@ from kernels._support import ALL_BACKENDS, DTYPES, backend
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ALL_BACKENDS)
 def test_perceptron_step(name, dtype):
-    # Seed 001, "Perceptron monocouche": y = step(w1 x1 + w2 x2 + b), w = (1, -1), b = 0.
+    # Single-layer perceptron: y = step(w1 x1 + w2 x2 + b), w = (1, -1), b = 0.
     k = backend(name)
     x = np.array([[1, 1], [0, 1], [1, 0], [0, 0]], dtype=dtype)
     w = np.array([[1], [-1]], dtype=dtype)   # (n_in=2, n_out=1)
@@ -28,7 +28,7 @@ def test_perceptron_step(name, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ALL_BACKENDS)
 def test_sigmoid_values(name, dtype):
-    # Seed 001, 1.3.5: sigma(-1) = 1/(1 + e^1) = 1/(1 + 2.718) ~ 0.2689;
+    # sigma(-1) = 1/(1 + e^1) = 1/(1 + 2.718) ~ 0.2689;
     # sigma(0) = 1/(1 + e^0) = 1/2 = 0.5; sigma(2) = 1/(1 + e^-2) = 1/(1 + 0.1353) ~ 0.8808.
     s = backend(name).sigmoid(np.array([-1.0, 0.0, 2.0], dtype=dtype))
     np.testing.assert_array_equal(np.round(s.astype(np.float64), 4), [0.2689, 0.5, 0.8808])
@@ -41,7 +41,7 @@ def test_sigmoid_values(name, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ALL_BACKENDS)
 def test_two_sigmoid_layers(name, dtype):
-    # Seed 001, 1.4.1: h1 = sigma(w1 x + b1), y = sigma(w2 h1 + b2),
+    # h1 = sigma(w1 x + b1), y = sigma(w2 h1 + b2),
     # w1 = 0.5, b1 = -1, w2 = 1, b2 = 0, x = 2.
     k = backend(name)
     x = np.array([[2.0]], dtype=dtype)
@@ -60,7 +60,7 @@ def test_two_sigmoid_layers(name, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ALL_BACKENDS)
 def test_gradient_descent_step(name, dtype):
-    # Seed 001, 3.1.1: C(w) = (w - 3)^2, lr 0.1, w0 = 0.
+    # C(w) = (w - 3)^2, lr 0.1, w0 = 0.
     k = backend(name)
     w = np.zeros(1, dtype=dtype)
     target = np.array([3.0], dtype=dtype)
@@ -78,21 +78,21 @@ def test_gradient_descent_step(name, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ALL_BACKENDS)
 def test_quadratic_cost_both_conventions(name, dtype):
-    # Seed 001, 2.3.5: C = 1/2 (y_hat - y)^2 with y_hat = 0.5, y = 1:
+    # The half-squared convention: C = 1/2 (y_hat - y)^2 with y_hat = 0.5, y = 1:
     # C = 1/2 (0.5 - 1)^2 = 1/2 * 0.25 = 0.125 and dC/dy_hat = y_hat - y = -0.5.
-    # SPEC's mse has no 1/2: mean((y_hat - y)^2) = 0.25 and 2 (y_hat - y) = -1.
+    # fastnn's mse (docs/spec.md §4) has no 1/2: mean((y_hat - y)^2) = 0.25 and 2 (y_hat - y) = -1.
     k = backend(name)
     y_hat = np.array([0.5], dtype=dtype)
     y = np.array([1.0], dtype=dtype)
     loss = k.mse(y_hat, y)
     grad = k.mse_gradient(y_hat, y)
     assert loss == 0.25 and grad[0] == -1.0
-    # The seed's convention is SPEC's divided by 2, the same minimiser.
+    # That convention is fastnn's divided by 2, the same minimiser.
     assert loss / 2 == 0.125 and grad[0] / 2 == -0.5
 
 
 def seed002_network():
-    """Seed 002's 3-4-1 ReLU network, drawn exactly as the seed draws it."""
+    """The 3-4-1 ReLU network of docs/spec.md §12, drawn in the column-per-sample form."""
     state = np.random.get_state()
     try:
         np.random.seed(0)
@@ -104,7 +104,7 @@ def seed002_network():
     return W1, w2
 
 
-# The seed's printed output (np.random.seed(0), x = (1, -0.5, 0.3), y = 1.5).
+# The expected values of docs/spec.md §12 (np.random.seed(0), x = (1, -0.5, 0.3), y = 1.5).
 SEED002_Z1 = [0.92879757, 0.50696542, 0.49740068, 0.38742938]
 SEED002_DW2 = [-1.74745077, -0.95381076, -0.93581555, -0.72891424]
 SEED002_DELTA1 = [-0.71591271, -0.11446041, -0.41754478, -0.31388942]
@@ -153,11 +153,11 @@ def test_seed002_relu_network(name, dtype):
     dz1, dW1, db1 = k.dense_backward(x, z1, a1, da1, activation="relu")
     np.testing.assert_allclose(dz1[0], SEED002_DELTA1, rtol=0, atol=tol)
     np.testing.assert_array_equal(db1, dz1[0])
-    # dL/dW1 = delta1 x^T in the seed's (h, d) layout; fastnn's dW1 = x.T dz1 is (d, h).
+    # dL/dW1 = delta1 x^T in the column form's (h, d) layout; fastnn's dW1 = x.T dz1 is (d, h).
     np.testing.assert_allclose(dW1.T, SEED002_DW1, rtol=0, atol=tol)
 
     if dtype == np.float64:
-        # The seed's own column-form computation, run here: the same numbers to within
+        # The column-form computation, run here: the same numbers to within
         # the rounding of a 3- or 4-term dot product (a few ulp).
         xs, ys = x[0], 1.5
         z1s = W1 @ xs
