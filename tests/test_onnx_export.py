@@ -341,3 +341,64 @@ def test_refusals():
     clf.classes_ = np.array([0.5, 1.5])  # scikit-learn itself refuses to fit these
     with pytest.raises(ValueError, match="not whole numbers"):
         to_onnx(clf)
+
+
+# --- the command line ------------------------------------------------------------------------
+
+def _export(capsys, *argv):
+    from fastnn.cli import main
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_export_tabular_and_bare_models(tmp_path, capsys):
+    from fastnn.cli import TabularModel
+    X, _ = _data(d=3)
+    model = fastnn.MLP([3, 8, 2], "tanh", loss="cross_entropy", batch_norm=True,
+                       backend="numpy", random_state=0)
+    tab = TabularModel(model, ["a", "b", "c"], "t", "classify", ["no", "yes"],
+                       X.mean(axis=0), X.std(axis=0))
+    fastnn.save(tab, tmp_path / "tab.fnn")
+    code, out, err = _export(capsys, "export", tmp_path / "tab.fnn", tmp_path / "tab.onnx")
+    assert code == 0 and err == ""
+    assert "tab.onnx" in out and "label, probabilities" in out
+    res = _run(onnx.load(tmp_path / "tab.onnx"), X)
+    np.testing.assert_array_equal(res["label"], tab.predict(X))
+    # a bare MLP, over an existing file; no temporary file is left behind
+    fastnn.save(model, tmp_path / "net.fnn")
+    code, out, err = _export(capsys, "export", tmp_path / "net.fnn", tmp_path / "tab.onnx",
+                             "--opset", "15")
+    assert code == 0, err
+    proto = onnx.load(tmp_path / "tab.onnx")
+    assert proto.opset_import[0].version == 15
+    np.testing.assert_allclose(_run(proto, X.astype(np.float32))["probabilities"],
+                               model.predict_proba(X), **TOL["float32"])
+    assert sorted(os.listdir(tmp_path)) == ["net.fnn", "tab.fnn", "tab.onnx"]
+
+
+def test_cli_export_estimator(tmp_path, capsys):
+    X, _ = _data()
+    y = X[:, :2] @ [1.0, -2.0]
+    reg = fastnn.MLPRegressor(hidden_layer_sizes=(6,), max_iter=10, random_state=0)
+    fastnn.save(reg.fit(X, y), tmp_path / "reg.fnn")
+    code, out, err = _export(capsys, "export", tmp_path / "reg.fnn", tmp_path / "reg.onnx")
+    assert code == 0, err
+    res = _run(onnx.load(tmp_path / "reg.onnx"), X)
+    np.testing.assert_allclose(res["variable"][:, 0], reg.predict(X), **TOL["float64"])
+
+
+def test_cli_export_errors(tmp_path, capsys):
+    model = fastnn.MLP([3, 2], backend="numpy", random_state=0)
+    fastnn.save(model, tmp_path / "net.fnn")
+    code, _, err = _export(capsys, "export", tmp_path / "missing.fnn", tmp_path / "o.onnx")
+    assert code == 1 and err.startswith("fastnn export: error: ") and "no such file" in err
+    code, _, err = _export(capsys, "export", tmp_path / "net.fnn",
+                           tmp_path / "nodir" / "o.onnx")
+    assert code == 1 and err.startswith("fastnn export: error: ") and "nodir" in err
+    code, _, err = _export(capsys, "export", tmp_path / "net.fnn", tmp_path)
+    assert code == 1 and "is a directory" in err
+    code, _, err = _export(capsys, "export", tmp_path / "net.fnn", tmp_path / "o.onnx",
+                           "--opset", "12")
+    assert code == 1 and "opset must be in [13, " in err
+    assert sorted(os.listdir(tmp_path)) == ["net.fnn"]

@@ -5,6 +5,7 @@
     fastnn train data.csv --target label --hidden 64,64 --epochs 30 --output model.fnn
     fastnn predict model.fnn new.csv --output predictions.csv
     fastnn demo --plot demo.png
+    fastnn export model.fnn model.onnx
 
 ``train`` reads a CSV file with a header row (the standard library's csv module),
 standardises the feature columns with the training rows' mean and standard deviation,
@@ -628,6 +629,51 @@ def _cell(value):
     return str(value)
 
 
+# --- export ------------------------------------------------------------------------------------
+
+def cmd_export(args, out=print) -> int:
+    """Write a saved model as ONNX (see :mod:`fastnn.onnx_export`), atomically."""
+    from .io import _file_mode, load
+    from .onnx_export import to_onnx  # ImportError: the "onnx" extra, reported by main
+    if not os.path.exists(args.model):
+        raise CLIError(f"{args.model}: no such file")
+    if os.path.isdir(args.output):
+        raise CLIError(f"{args.output}: is a directory; give a file name for the ONNX model")
+    _writable_directory(args.output, "output file")
+    obj = load(args.model)
+    try:
+        proto = to_onnx(obj, opset=args.opset)
+    except TypeError as exc:  # an object fastnn cannot export
+        raise CLIError(f"{args.model}: {exc}") from None
+    target = os.path.realpath(args.output)  # through a symlink: replace its target
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp",
+                                   dir=os.path.dirname(target))
+    except OSError as exc:
+        raise CLIError(_os_error(args.output, exc, "cannot write the ONNX model")) from None
+    try:
+        os.chmod(tmp, _file_mode(target))
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(proto.SerializeToString())
+        os.replace(tmp, target)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise CLIError(_os_error(args.output, exc, "cannot write the ONNX model")) \
+                from None
+        raise
+    from onnx.helper import tensor_dtype_to_np_dtype
+    x = proto.graph.input[0].type.tensor_type
+    outputs = ", ".join(o.name for o in proto.graph.output)
+    out(f"wrote {args.output}: ONNX opset {proto.opset_import[0].version}, input "
+        f"{proto.graph.input[0].name} ({x.shape.dim[1].dim_value} columns, "
+        f"{tensor_dtype_to_np_dtype(x.elem_type).name}), outputs {outputs}")
+    return 0
+
+
 # --- demo --------------------------------------------------------------------------------------
 
 def cmd_demo(args, out=print) -> int:
@@ -754,6 +800,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proba", action="store_true",
                    help="also write one probability column per class")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "export", formatter_class=fmt,
+        help="write a saved model as ONNX",
+        description="Write a model saved by `fastnn train --output` (input: the raw "
+                    "feature columns in training order, standardised inside the graph), "
+                    "by fastnn.save of an MLPClassifier/MLPRegressor or of a bare "
+                    "fastnn.MLP as an ONNX model that onnxruntime runs (see "
+                    "fastnn.to_onnx). Needs `pip install 'fastnn[onnx]'`.")
+    p.add_argument("model", metavar="MODEL", help="a fastnn model file")
+    p.add_argument("output", metavar="OUT.onnx", help="the ONNX file to write")
+    p.add_argument("--opset", type=_positive(int), default=None,
+                   help="ONNX opset (default: 17)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "demo", formatter_class=fmt,

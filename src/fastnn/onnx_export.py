@@ -78,6 +78,7 @@ option (default: a ZipMap, as for scikit-learn's classifiers).
 from __future__ import annotations
 
 import numbers
+import sys
 
 import numpy as np
 
@@ -339,12 +340,15 @@ def _kind(obj) -> str:
     if isinstance(obj, MLP):
         return "mlp"
     cls = type(obj)
-    module = cls.__module__ or ""
-    if module == "fastnn.estimators" and cls.__name__ in ("MLPClassifier", "MLPRegressor"):
+    # Only modules already imported can have made obj: scikit-learn is not imported
+    # for a bare MLP.
+    estimators, cli = sys.modules.get("fastnn.estimators"), sys.modules.get("fastnn.cli")
+    if estimators is not None and isinstance(obj, (estimators.MLPClassifier,
+                                                   estimators.MLPRegressor)):
         from sklearn.utils.validation import check_is_fitted
         check_is_fitted(obj)  # NotFittedError, a ValueError, naming the estimator
-        return "classifier" if cls.__name__ == "MLPClassifier" else "regressor"
-    if module == "fastnn.cli" and cls.__name__ == "TabularModel":
+        return "classifier" if isinstance(obj, estimators.MLPClassifier) else "regressor"
+    if cli is not None and isinstance(obj, cli.TabularModel):
         return "tabular"
     raise TypeError(f"fastnn.to_onnx exports a fastnn.MLP, a fitted fastnn.MLPClassifier "
                     f"or MLPRegressor, or a model saved by `fastnn train`; got "
