@@ -17,8 +17,9 @@ def _blocks():
 @pytest.mark.parametrize("index", range(len(_blocks())))
 def test_readme_example_runs(index, tmp_path, monkeypatch):
     code = _blocks()[index]
-    if "sklearn" in code:
-        pytest.importorskip("sklearn")
+    for module in ("sklearn", "onnx", "onnxruntime", "skl2onnx"):  # optional extras
+        if module in code:
+            pytest.importorskip(module)
     monkeypatch.chdir(tmp_path)  # examples may save files
     with warnings.catch_warnings():
         # the digits example stops at max_iter, as scikit-learn's would, and says so
