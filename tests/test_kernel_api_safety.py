@@ -534,3 +534,106 @@ def test_a_zero_rate_is_allowed_and_changes_nothing(path):
     before = net.params.copy()
     _train_on(path, BadRate(0.0, bad_from=0), net)
     np.testing.assert_array_equal(net.params, before)
+
+
+# --- MLP.train_epoch on unprepared data (item 10) ----------------------------------------
+
+def _classification(net):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((64, 4))
+    return net.check_data(X, (X[:, 0] > 0).astype(int) + (X[:, 1] > 0))
+
+
+# (model: "mse" or "ce", change to the prepared (X, y, batch_size), exception, the
+#  argument the message must name)
+TRAIN_EPOCH_CASES = {
+    "X float64 for a float32 model": ("mse", lambda X, y, b: (X.astype(F64), y, b),
+                                      TypeError, "X"),
+    "X int": ("mse", lambda X, y, b: (X.astype(int), y, b), TypeError, "X"),
+    "X list": ("mse", lambda X, y, b: (X.tolist(), y, b), TypeError, "X"),
+    "X Fortran order": ("mse", lambda X, y, b: (np.asfortranarray(X), y, b),
+                        ValueError, "X"),
+    "X strided rows": ("mse", lambda X, y, b: (np.repeat(X, 2, axis=0)[::2], y, b),
+                       ValueError, "X"),
+    "X 1-D": ("mse", lambda X, y, b: (X[:, 0].copy(), y, b), ValueError, "X"),
+    "X wrong width": ("mse", lambda X, y, b: (X[:, :3].copy(), y, b), ValueError, "X"),
+    "X empty": ("mse", lambda X, y, b: (X[:0], y[:0], b), ValueError, "X"),
+    "X masked": ("mse", lambda X, y, b: (np.ma.masked_array(X), y, b), TypeError, "X"),
+    "y int": ("mse", lambda X, y, b: (X, y.astype(int), b), TypeError, "y"),
+    "y float64": ("mse", lambda X, y, b: (X, y.astype(F64), b), TypeError, "y"),
+    "y 1-D": ("mse", lambda X, y, b: (X, y[:, 0].copy(), b), ValueError, "y"),
+    "y fewer rows": ("mse", lambda X, y, b: (X, y[:10], b), ValueError, "y"),
+    "y more rows": ("mse", lambda X, y, b: (X[:10], y, b), ValueError, "y"),
+    "y Fortran (n, 2)": ("mse2", lambda X, y, b: (X, np.asfortranarray(y), b),
+                         ValueError, "y"),
+    "labels int32": ("ce", lambda X, y, b: (X, y.astype(np.int32), b), TypeError, "y"),
+    "labels float": ("ce", lambda X, y, b: (X, y.astype(np.float32), b), TypeError, "y"),
+    "labels = k": ("ce", lambda X, y, b: (X, np.where(y == 0, 3, y), b), ValueError, "y"),
+    "labels 10**9": ("ce", lambda X, y, b: (X, np.where(y == 0, 10**9, y), b),
+                     ValueError, "y"),
+    "labels negative": ("ce", lambda X, y, b: (X, y - 1, b), ValueError, "y"),
+    "batch_size=0": ("mse", lambda X, y, b: (X, y, 0), ValueError, "batch_size"),
+    "batch_size=-1": ("mse", lambda X, y, b: (X, y, -1), ValueError, "batch_size"),
+    "batch_size=1.5": ("mse", lambda X, y, b: (X, y, 1.5), TypeError, "batch_size"),
+    "batch_size=8.0": ("mse", lambda X, y, b: (X, y, 8.0), TypeError, "batch_size"),
+    "batch_size=True": ("mse", lambda X, y, b: (X, y, True), TypeError, "batch_size"),
+    "batch_size='8'": ("mse", lambda X, y, b: (X, y, "8"), TypeError, "batch_size"),
+    "batch_size=None": ("mse", lambda X, y, b: (X, y, None), TypeError, "batch_size"),
+}
+
+
+def _model(kind, backend):
+    if kind == "ce":
+        net = fastnn.MLP([4, 8, 3], "tanh", loss="cross_entropy", backend=backend,
+                         random_state=0)
+        return net, _classification(net)
+    n_out = 2 if kind == "mse2" else 1
+    net = fastnn.MLP([4, 8, n_out], "tanh", backend=backend, random_state=0)
+    X, y = _rate_data()
+    return net, net.check_data(X, np.tile(y, (1, n_out)))
+
+
+@pytest.mark.parametrize("path", ["compiled epoch", "step path"])
+@pytest.mark.parametrize("case", list(TRAIN_EPOCH_CASES))
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+def test_train_epoch_refuses_unprepared_data(name, case, path):
+    """A clear TypeError/ValueError naming the argument (and, for data, pointing to
+    check_data), never "Buffer dtype mismatch", "No matching signature found" or a
+    ZeroDivisionError from the kernels; nothing is trained."""
+    kind, change, exc, arg = TRAIN_EPOCH_CASES[case]
+    net, (X, y) = _model(kind, name)
+    before = net.params.copy()
+    X, y, batch_size = change(X, y, 8)
+    kwargs = {} if path == "compiled epoch" else {"on_step": lambda j, loss: None}
+    with pytest.raises(exc) as info:
+        net.train_epoch(X, y, fastnn.SGD(0.01), batch_size, **kwargs)
+    msg = str(info.value)
+    assert re.search(rf"\b{arg}\b", msg), msg
+    if arg in ("X", "y") and not re.search("samples|empty|masked", msg):
+        assert "check_data" in msg, msg
+    np.testing.assert_array_equal(net.params, before)
+
+
+# Prepared data in forms check_data may give, or equivalent views: accepted.
+TRAIN_EPOCH_ACCEPTED = {
+    "prepared": lambda X, y, b: (X, y, b),
+    "batch_size np.int64": lambda X, y, b: (X, y, np.int64(b)),
+    "batch_size > n": lambda X, y, b: (X, y, 1000),
+    "X memmap-like subclass": lambda X, y, b: (X.view(Tagged), y, b),
+    "X np.matrix": lambda X, y, b: (np.asmatrix(X), y, b),
+}
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("path", ["compiled epoch", "step path"])
+@pytest.mark.parametrize("case", list(TRAIN_EPOCH_ACCEPTED))
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+def test_train_epoch_accepts_prepared_data(name, case, path):
+    net, (X, y) = _model("mse", name)
+    ref, _ = _model("mse", name)
+    kwargs = {} if path == "compiled epoch" else {"on_step": lambda j, loss: None}
+    X2, y2, batch_size = TRAIN_EPOCH_ACCEPTED[case](X, y, 8)
+    logs = net.train_epoch(X2, y2, fastnn.SGD(0.01), batch_size, shuffle=False, **kwargs)
+    want = ref.train_epoch(X, y, fastnn.SGD(0.01), int(batch_size), shuffle=False, **kwargs)
+    assert logs == want
+    np.testing.assert_array_equal(net.params, ref.params)

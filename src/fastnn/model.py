@@ -927,6 +927,48 @@ class MLP:
             bounds[-1] = (bounds[-1][0], last[1])
         return bounds
 
+    def _check_prepared(self, X, y, batch_size):
+        """train_epoch's (X, y, batch_size), refused unless X and y are what
+        :meth:`check_data` returns (so that no kernel reads them out of bounds or in
+        another dtype); returns base-class views of X and y (no copy)."""
+        hint = "; prepare X and y once with model.check_data(X, y)"
+        batch_size = v.integer(batch_size, "batch_size", low=1)
+        dt = self.dtype.name
+        if not isinstance(X, np.ndarray):
+            raise TypeError(f"X must be a NumPy array, got {type(X).__name__}{hint}")
+        X = v.plain_view(X, "X")
+        if X.dtype != self.dtype:
+            raise TypeError(f"X must have dtype {dt} (the model's), got {X.dtype}{hint}")
+        if X.ndim != 2 or X.shape[1] != self.n_features_in:
+            raise ValueError(f"X must have shape (n, {self.n_features_in}), got "
+                             f"{X.shape}{hint}")
+        if not X.flags.c_contiguous:
+            raise ValueError(f"X must be C-contiguous{hint}")
+        n = X.shape[0]
+        if n == 0:
+            raise ValueError("X is empty: an epoch needs at least one sample")
+        if not isinstance(y, np.ndarray):
+            raise TypeError(f"y must be a NumPy array, got {type(y).__name__}{hint}")
+        y = v.plain_view(y, "y")
+        k = self.n_outputs
+        if self.loss.name == "cross_entropy" and y.ndim == 1:
+            if y.dtype != np.int64:
+                raise TypeError(f"y must hold class indices as int64 or targets as {dt}, "
+                                f"got {y.dtype}{hint}")
+            if y.min() < 0 or y.max() >= k:
+                raise ValueError(f"y must be class indices in [0, {k}), got values in "
+                                 f"[{y.min()}, {y.max()}]{hint}")
+        elif y.dtype != self.dtype:
+            raise TypeError(f"y must have dtype {dt} (the model's), got {y.dtype}{hint}")
+        elif y.ndim != 2 or y.shape[1] != k:
+            raise ValueError(f"y must have shape (n, {k}), got {y.shape}{hint}")
+        if y.shape[0] != n:
+            raise ValueError(f"X and y have different numbers of samples ({n} and "
+                             f"{y.shape[0]})")
+        if not y.flags.c_contiguous:
+            raise ValueError(f"y must be C-contiguous{hint}")
+        return X, y, batch_size
+
     @trains
     def train_epoch(self, X: np.ndarray, y: np.ndarray, optimizer, batch_size: int, *,
                     shuffle: bool = True, order=None, on_step=None, poll=None) -> dict:
@@ -955,7 +997,14 @@ class MLP:
             Called between compiled calls (after every step on the step-by-step path)
             with the number of steps completed in this epoch; it may raise (e.g.
             ``KeyboardInterrupt``) to stop at a step boundary.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For X or y not as :meth:`check_data` returns them (another dtype, shape or
+            layout; X empty) and for a batch_size that is not an integer >= 1.
         """
+        X, y, batch_size = self._check_prepared(X, y, batch_size)
         n = X.shape[0]
         if order is not None:
             order = v.index_array(order, "order", n, n, "row indices",
