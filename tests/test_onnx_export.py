@@ -71,7 +71,8 @@ def _check_mlp(model, X):
 def test_mlp_every_activation_and_loss(activation, loss, dtype):
     rng = np.random.default_rng(0)
     model = fastnn.MLP([5, 8, 7, 3], activation, loss=loss, dtype=dtype,
-                       activation_alpha=0.2 if activation in ("leaky_relu", "elu") else None,
+                       activation_alpha=(0.2 if activation in ("leaky_relu", "elu")
+                                         else None),
                        backend="numpy", random_state=1)
     X = rng.normal(size=(40, 5)) * 2
     _check_mlp(model, X)
@@ -204,8 +205,9 @@ def test_classifier_multilabel(dtype):
 def test_regressor(n_outputs, dtype):
     X, rng = _data()
     y = X @ rng.normal(size=(5, n_outputs))
-    reg = fastnn.MLPRegressor(hidden_layer_sizes=(8, 8), activation="elu", max_iter=20, dtype=dtype,
-                              random_state=0).fit(X, y[:, 0] if n_outputs == 1 else y)
+    reg = fastnn.MLPRegressor(hidden_layer_sizes=(8, 8), activation="elu", max_iter=20,
+                              dtype=dtype, random_state=0)
+    reg.fit(X, y[:, 0] if n_outputs == 1 else y)
     Xd = X.astype(reg._model.dtype)
     out = _run(to_onnx(reg), Xd)
     assert list(out) == ["variable"] and out["variable"].shape == (80, n_outputs)
@@ -248,8 +250,8 @@ def test_pipeline_column_transformer_regressor_float64_through_skl2onnx():
     pipe = Pipeline([
         ("cols", ColumnTransformer([("std", StandardScaler(), [0, 1]),
                                     ("mm", MinMaxScaler(), [2, 3])])),
-        ("mlp", fastnn.MLPRegressor(hidden_layer_sizes=(8,), max_iter=20, batch_norm=True, dtype="float64",
-                                    random_state=0)),
+        ("mlp", fastnn.MLPRegressor(hidden_layer_sizes=(8,), max_iter=20, batch_norm=True,
+                                    dtype="float64", random_state=0)),
     ]).fit(X, y)
     _randomise_batch_norm(pipe[-1]._model, rng)
     proto = skl2onnx.to_onnx(pipe, X[:1])  # double input: double all the way
@@ -402,3 +404,21 @@ def test_cli_export_errors(tmp_path, capsys):
                            "--opset", "12")
     assert code == 1 and "opset must be in [13, " in err
     assert sorted(os.listdir(tmp_path)) == ["net.fnn"]
+
+
+def test_without_skl2onnx_or_onnx():
+    """skl2onnx is optional for to_onnx; without onnx, fastnn.to_onnx names the extra."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['skl2onnx'] = None\n"
+            "import numpy as np, fastnn\n"
+            "m = fastnn.MLP([2, 3], backend='numpy', random_state=0)\n"
+            "assert fastnn.to_onnx(m).graph.output[0].name == 'output'\n"
+            "try:\n    fastnn.register_skl2onnx()\nexcept ImportError as e:\n"
+            "    assert \"fastnn[onnx]\" in str(e), e\nelse:\n    raise AssertionError\n")
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    code = ("import sys; sys.modules['onnx'] = None\nimport fastnn\n"
+            "try:\n    fastnn.to_onnx\nexcept ImportError as e:\n"
+            "    assert \"fastnn[onnx]\" in str(e), e\nelse:\n    raise AssertionError\n")
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
