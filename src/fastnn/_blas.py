@@ -40,6 +40,8 @@ _PREFIXES = ("scipy_", "")  # SciPy's OpenBLAS wheels prefix their symbols
 class _Blas:
     sgemm: ctypes._CFuncPtr
     dgemm: ctypes._CFuncPtr
+    sdot: ctypes._CFuncPtr
+    ddot: ctypes._CFuncPtr
     private: bool
     source: str
     threads: int | None  # the private instance's thread count when loaded
@@ -48,6 +50,7 @@ class _Blas:
 _lock = threading.Lock()
 _loaded: _Blas | None = None
 _GEMM_ARGTYPES = [ctypes.c_char_p, ctypes.c_char_p] + [ctypes.c_void_p] * 11
+_DOT_ARGTYPES = [ctypes.c_void_p] * 5
 
 
 def _openblas_candidates() -> list[str]:
@@ -98,16 +101,17 @@ def _load_private() -> _Blas | None:
         except OSError:
             return None
         sgemm, dgemm = _symbol(lib, ["sgemm_"]), _symbol(lib, ["dgemm_"])
+        sdot, ddot = _symbol(lib, ["sdot_"]), _symbol(lib, ["ddot_"])
         set_threads = _symbol(lib, ["openblas_set_num_threads"])
         get_threads = _symbol(lib, ["openblas_get_num_threads"])
-        if None in (sgemm, dgemm, set_threads, get_threads):
+        if None in (sgemm, dgemm, sdot, ddot, set_threads, get_threads):
             return None
         set_threads.argtypes, set_threads.restype = [ctypes.c_int], None
         get_threads.argtypes, get_threads.restype = [], ctypes.c_int
         set_threads(1)
         if get_threads() != 1:
             return None
-        return _Blas(sgemm, dgemm, True, path, get_threads())
+        return _Blas(sgemm, dgemm, sdot, ddot, True, path, get_threads())
     return None
 
 
@@ -120,12 +124,14 @@ def _load_shared() -> _Blas:
     get_name = ctypes.pythonapi.PyCapsule_GetName
     get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
 
-    def function(name):
+    def function(name, restype=None):
         capsule = cb.__pyx_capi__[name]
         address = get_pointer(capsule, get_name(capsule))
-        return ctypes.CFUNCTYPE(None, *_GEMM_ARGTYPES)(address)
+        return ctypes.CFUNCTYPE(restype, *_DOT_ARGTYPES)(address) if restype else \
+            ctypes.CFUNCTYPE(None, *_GEMM_ARGTYPES)(address)
 
-    return _Blas(function("sgemm"), function("dgemm"), False, cb.__file__, None)
+    return _Blas(function("sgemm"), function("dgemm"), function("sdot", ctypes.c_float),
+                 function("ddot", ctypes.c_double), False, cb.__file__, None)
 
 
 def _instance() -> _Blas:
@@ -140,6 +146,8 @@ def _instance() -> _Blas:
                     loaded = _load_shared()
                 for fn in (loaded.sgemm, loaded.dgemm):
                     fn.argtypes, fn.restype = _GEMM_ARGTYPES, None
+                loaded.sdot.argtypes, loaded.sdot.restype = _DOT_ARGTYPES, ctypes.c_float
+                loaded.ddot.argtypes, loaded.ddot.restype = _DOT_ARGTYPES, ctypes.c_double
                 _loaded = loaded
     return _loaded
 
@@ -185,6 +193,22 @@ def gemm_call(trans_a: bool, trans_b: bool, m: int, n: int, k: int, a: np.ndarra
        ctypes.byref(alpha), b.ctypes.data + b_off * size, ctypes.byref(ints[3]),
        a.ctypes.data + a_off * size, ctypes.byref(ints[4]), ctypes.byref(beta_),
        c.ctypes.data + c_off * size, ctypes.byref(ints[5]))
+
+
+def dot(x: np.ndarray) -> float:
+    """x . x for a 1-D contiguous float32/float64 array, one single-threaded BLAS call.
+
+    NumPy's ``np.dot`` runs on NumPy's own OpenBLAS, threaded above 10,000 values as
+    its user set it, so its last bits depend on the BLAS thread count; this one never
+    does (the sum of squares in the estimators' L2 penalty, which decides their
+    stopping rule).
+    """
+    x = np.ascontiguousarray(x)
+    b = _instance()
+    fn = b.sdot if x.dtype == np.float32 else b.ddot
+    n, one = ctypes.c_int(x.size), ctypes.c_int(1)
+    return float(fn(ctypes.byref(n), x.ctypes.data, ctypes.byref(one), x.ctypes.data,
+                    ctypes.byref(one)))
 
 
 # --- the fallback's guard -------------------------------------------------------------

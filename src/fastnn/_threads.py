@@ -33,7 +33,9 @@ def available_cpus() -> int:
 
 @functools.lru_cache(maxsize=1)
 def _blas_controllers() -> tuple:
-    """threadpoolctl's controllers of SciPy's BLAS (the one the kernels call).
+    """threadpoolctl's controllers of SciPy's and NumPy's BLAS: their pool sizes are
+    the limits joblib, Dask or the user set (fastnn's own instance, :mod:`fastnn._blas`,
+    is not among them).
 
     threadpoolctl sees the libraries loaded when it looks: SciPy's BLAS is loaded first.
     """

@@ -78,6 +78,7 @@ from sklearn.utils.multiclass import (
 )
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import _blas
 from . import _validation as _v
 from ._backend import BACKENDS
 from ._backend import backend as _get_backend
@@ -100,17 +101,6 @@ ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "sigmoid": "sigmoi
 # rate) and updates invariant to its scale (undone by scaling epsilon).
 _LINEAR_OPTIMIZERS = ("sgd", "momentum", "nesterov")
 _DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
-
-
-def _threads(n_threads, backend):
-    """Limit the BLAS thread pools to ``n_threads`` (None: leave them alone)."""
-    if n_threads is None:
-        return contextlib.nullcontext()
-    # threadpoolctl acts on the BLAS libraries loaded when it is called; loading the
-    # backend's kernels first brings in the one they call (SciPy's).
-    _get_backend(backend)
-    from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=int(n_threads), user_api="blas")
 
 
 _GUARD_CREATION = threading.Lock()  # estimators make their thread guard at first use
@@ -389,8 +379,9 @@ class _BaseMLP(BaseEstimator):
         return 0.0 if self._optimizer_name() == "adamw" else float(self.alpha)
 
     def _sq_weights(self) -> float:
-        w = self._model.params[:self._model.n_weights]
-        return float(np.dot(w, w))
+        # One single-threaded BLAS dot: NumPy's is threaded above 10,000 values, and
+        # this sum decides the stopping rule (tol / n_iter_no_change) through loss_.
+        return _blas.dot(self._model.params[:self._model.n_weights])
 
     # --- fit ----------------------------------------------------------------------------------
     def _fit(self, X, y, incremental=False):
@@ -407,30 +398,29 @@ class _BaseMLP(BaseEstimator):
         X, Y = self._validate_input(X, y, incremental, reset=first_pass, dtype=dtype)
         # Y: class indices (n,) for softmax outputs, else (n, n_outputs).
         n_outputs = len(self.classes_) if Y.ndim == 1 else Y.shape[1]
-        with _threads(self.n_threads, self.backend):
-            if first_pass:
-                self._model = self._new_model(X.shape[1], n_outputs, X.dtype)
-                self._init_curves()
-            else:
-                model = self._model
-                if model.layer_sizes[1:-1] != hidden or model.n_outputs != n_outputs:
-                    raise ValueError(
-                        f"the fitted network has layers {model.layer_sizes}; with "
-                        f"hidden_layer_sizes={self.hidden_layer_sizes} and this y it "
-                        f"would need {[X.shape[1], *hidden, n_outputs]}. Set "
-                        f"warm_start=False to fit a new network.")
-                if self.backend is not None and self.backend != model.backend_name:
-                    model.set_backend(self.backend)
-            # the network is trained alone (the lbfgs path writes its parameters too)
-            with self._model._guard.train("fit()"):
-                self._model.n_threads = self.n_threads
-                try:
-                    if self.optimizer is None and self.solver == "lbfgs":
-                        self._fit_lbfgs(X, Y)
-                    else:
-                        self._fit_stochastic(X, Y, incremental)
-                finally:
-                    self.__dict__.pop("_init_random_state", None)
+        if first_pass:
+            self._model = self._new_model(X.shape[1], n_outputs, X.dtype)
+            self._init_curves()
+        else:
+            model = self._model
+            if model.layer_sizes[1:-1] != hidden or model.n_outputs != n_outputs:
+                raise ValueError(
+                    f"the fitted network has layers {model.layer_sizes}; with "
+                    f"hidden_layer_sizes={self.hidden_layer_sizes} and this y it "
+                    f"would need {[X.shape[1], *hidden, n_outputs]}. Set "
+                    f"warm_start=False to fit a new network.")
+            if self.backend is not None and self.backend != model.backend_name:
+                model.set_backend(self.backend)
+        # the network is trained alone (the lbfgs path writes its parameters too)
+        with self._model._guard.train("fit()"):
+            self._model.n_threads = self.n_threads
+            try:
+                if self.optimizer is None and self.solver == "lbfgs":
+                    self._fit_lbfgs(X, Y)
+                else:
+                    self._fit_stochastic(X, Y, incremental)
+            finally:
+                self.__dict__.pop("_init_random_state", None)
         return self
 
     def _init_curves(self):
@@ -665,7 +655,7 @@ class _BaseMLP(BaseEstimator):
             grad *= s
             w = params[:n_w].astype(np.float64)
             grad[:n_w] += (alpha / n) * w
-            return loss * s + 0.5 * alpha * float(w @ w) / n, grad
+            return loss * s + 0.5 * alpha * _blas.dot(w) / n, grad
 
         iteration = [0]
 
@@ -697,8 +687,7 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self)
         with _naming_the_argument("X"):
             X = validate_data(self, X, reset=False, dtype=self._model.dtype)
-        with _threads(self.n_threads, self._model.backend_name):
-            return self._model.decision_function(X)
+        return self._model.decision_function(X)
 
     # --- saving (pickling is fastnn.MLP's: it rebuilds the layer views and backend) ---------
     _FITTED = ("n_features_in_", "n_outputs_", "n_layers_", "n_iter_", "t_", "loss_",
@@ -897,9 +886,9 @@ _FASTNN_PARAMS_DOC = """
     n_threads : int or None
         Threads of training (the whole-epoch kernel runs the blocks of its large
         matrix products on this many threads, BLAS on one; the results do not depend
-        on it) and the BLAS pools' limit during fit and predict (via threadpoolctl).
-        None: the BLAS pools are left as they are and training uses as many threads
-        as the process may without oversubscribing (see ``fastnn.MLP``).
+        on it). None: as many threads as the process may use without oversubscribing
+        (see ``fastnn.MLP``). The process's BLAS pools are never changed: fastnn's
+        products run on its own single-threaded BLAS instance.
     backend : {"numpy", "numba", "cython"} or None
         Which kernels run the network; None picks the fastest built one.
     dtype : {"float32", "float64"} or None
