@@ -1,6 +1,6 @@
 """A hand-written NumPy MLP: the "what a user writes from the textbook" peer.
 
-Forward, backward and Adam exactly as a course writes them (seed 002's two-layer class,
+Forward, backward and Adam exactly as a course writes them (the textbook two-layer class,
 generalised to any depth): ``@`` for products (NumPy's own BLAS), fresh arrays for
 every intermediate, one Adam update per parameter array. It is a peer for
 compare.py, not part of fastnn, and deliberately not optimised.

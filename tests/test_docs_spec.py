@@ -35,24 +35,6 @@ OUTSIDE = [
     (re.compile(r"\bcourse texts?\b", re.I), "cites the course texts"),
 ]
 
-# Citations in files other engineers were editing when the citations were replaced
-# (issue 12, item 7). Each entry is (path, text found on the offending line); remove
-# an entry once its file cites docs/spec.md instead (test_pending_entries_still_exist
-# says when).
-PENDING = [
-    ("src/fastnn/cli.py", "seed 002's"),
-    ("src/fastnn/model.py", "SPEC initialisation"),
-    ("src/fastnn/optim.py", 'SPEC "Optimizers"'),
-    ("src/fastnn/optim.py", "SPEC SGD"),
-    ("src/fastnn/optim.py", "seeds 001 and 003"),
-    ("src/fastnn/estimators.py", "Kingma & Ba, SPEC"),
-    ("src/fastnn/_backend.py", "SPEC's equivalence rules"),
-    ("src/fastnn/_backend.py", "alpha defaults per SPEC"),
-    ("src/fastnn/schedules.py", 'SPEC "Learning-rate schedules"'),
-    ("src/fastnn/schedules.py", "SPEC's step decay"),
-    ("src/fastnn/schedules.py", "SPEC's ``eta0 t / Tw``"),
-]
-
 
 def _files(top, extensions):
     for dirpath, dirnames, filenames in os.walk(os.path.join(ROOT, top)):
@@ -140,18 +122,9 @@ def _outside_citations():
 
 def test_src_cites_docs_spec_not_the_outside_texts():
     bad = [f"{path}:{i}: {reason}: {line}"
-           for path, i, line, reason in _outside_citations()
-           if not any(path == p and text in line for p, text in PENDING)]
+           for path, i, line, reason in _outside_citations()]
     assert not bad, ("cite docs/spec.md §N instead of the texts outside the "
                      "repository:\n" + "\n".join(bad))
-
-
-def test_pending_entries_still_exist():
-    found = list(_outside_citations())
-    stale = [f"{p}: {text!r}" for p, text in PENDING
-             if not any(path == p and text in line for path, _, line, _ in found)]
-    assert not stale, ("these citations are gone: remove them from PENDING in "
-                       "tests/test_docs_spec.py:\n" + "\n".join(stale))
 
 
 @pytest.mark.parametrize("pattern,reason", OUTSIDE)

@@ -1,7 +1,7 @@
 """fastnn.MLPClassifier / MLPRegressor: scikit-learn's own estimator checks, equivalence
 with sklearn.neural_network step by step, fitted attributes, integration with
-scikit-learn's tools, pickling and fastnn.save, bad input, and seed 001's digits
-experiment."""
+scikit-learn's tools, pickling and fastnn.save, bad input, and the digits
+experiment that ``fastnn demo`` runs."""
 
 import copy
 import os
@@ -731,7 +731,7 @@ def test_batch_size_larger_than_data_is_clipped_with_a_warning():
             MLPClassifier((4,), batch_size=1000, max_iter=2).fit(X, y)
 
 
-# --- seed 001's digits experiment ------------------------------------------------------------
+# --- the digits experiment (fastnn demo) -----------------------------------------------------
 
 @pytest.mark.slow
 def test_digits_reaches_scikit_learn_accuracy():

@@ -95,7 +95,7 @@ def backend(name: str | None = None) -> "Backend":
 
     ``None`` picks the default: ``$FASTNN_BACKEND`` if set, else "cython" when its
     extensions are built, else "numba". All backends expose the same methods and give
-    the same numbers within SPEC's equivalence rules.
+    the same numbers within the equivalence rules of docs/spec.md §11.
     """
     if name is None:
         name = default_backend_name()
@@ -106,7 +106,7 @@ def backend(name: str | None = None) -> "Backend":
 
 
 def resolve_activation(activation, alpha):
-    """(code, alpha) for an activation name; alpha defaults per SPEC."""
+    """(code, alpha) for an activation name; alpha defaults per docs/spec.md §3."""
     v.choice(activation, "activation", ACTIVATION_CODES)
     if alpha is None:
         alpha = DEFAULT_ALPHA.get(activation, 0.0)

@@ -1,7 +1,7 @@
 """The BLAS that every fastnn matrix product calls: SciPy's OpenBLAS, in a private copy.
 
-fastnn's products must run on one BLAS thread whatever thread calls them (docs/spec.md,
-"Matrix products"): OpenBLAS cuts a product differently on several threads, which changes
+fastnn's products must run on one BLAS thread whatever thread calls them (docs/spec.md
+§10): OpenBLAS cuts a product differently on several threads, which changes
 float32 and float64 results, and a threaded product holds OpenBLAS's level-3 lock and
 its thread pool, which a ``fork`` from another thread copies locked (the child hangs).
 OpenBLAS's thread count is one number for the whole process, which any thread or library

@@ -819,7 +819,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", formatter_class=fmt,
         help="the main job: digits and spiral, side by side with scikit-learn",
         description="Train on scikit-learn's bundled digits (64-128-128-10, Adam 1e-3, "
-                    "batch 64, 50 epochs, standardised, fixed split) and on seed 002's "
+                    "batch 64, 50 epochs, standardised, fixed split) and on the "
                     "three-class spiral (2-128-3, Adam 0.005, batch 64, L2 1e-4, 300 "
                     "epochs); print test/training accuracy, samples/s and wall time, and "
                     "scikit-learn's MLPClassifier on the same data when it is installed.")

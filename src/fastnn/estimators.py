@@ -45,7 +45,7 @@ Differences from scikit-learn, on purpose
   "Threads"); a fit waits for the predictions already under way.
 - Sparse input and ``sample_weight`` are not supported; ``loss="poisson"`` of the
   regressor is not available.
-- Adam's ``epsilon`` is added to ``sqrt(v_hat)`` (Kingma & Ba, SPEC) where
+- Adam's ``epsilon`` is added to ``sqrt(v_hat)`` (Kingma & Ba; docs/spec.md §5) where
   scikit-learn adds it to ``sqrt(v)``; the two agree up to the size of epsilon.
 """
 

@@ -538,7 +538,7 @@ class MLP:
 
     @trains
     def reset_parameters(self) -> None:
-        """Draw fresh initial weights (SPEC initialisation; biases zero, gamma one)."""
+        """Draw fresh initial weights (docs/spec.md §8; biases zero, gamma one)."""
         for layer in self.layers:
             self._init_layer(layer)
 

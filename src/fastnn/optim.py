@@ -1,4 +1,4 @@
-"""Optimizers (SPEC "Optimizers"): one fused kernel call per step over a model's flat buffers.
+"""Optimizers (docs/spec.md §5): one fused kernel call per step over a model's flat buffers.
 
 Every model keeps all its parameters in one contiguous buffer (weights of every layer
 first, then biases and normalisation parameters) and all gradients in a matching one.
@@ -238,7 +238,7 @@ def _momentum(value):
 
 
 class SGD(Optimizer):
-    """theta -= lr g (SPEC SGD); default lr 0.01."""
+    """theta -= lr g (docs/spec.md §5); default lr 0.01."""
 
     name = "sgd"
 
@@ -254,7 +254,7 @@ class Momentum(Optimizer):
     """v = momentum v + (1 - dampening) g; theta -= lr v.
 
     dampening = 0 is the heavy-ball form (PyTorch's default); dampening = momentum the
-    moving-average form of seeds 001 and 003.
+    exponential moving-average form (docs/spec.md §5).
     """
 
     name = "momentum"

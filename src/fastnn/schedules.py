@@ -1,4 +1,4 @@
-"""Learning-rate schedules (SPEC "Learning-rate schedules"), usable with every optimizer.
+"""Learning-rate schedules (docs/spec.md §6), usable with every optimizer.
 
 A schedule maps a time ``t`` (0-based: the number of epochs, or of optimizer steps,
 completed before the current one) to a learning rate. ``per`` says which clock it
@@ -140,7 +140,7 @@ class Constant(Schedule):
 
 
 class StepDecay(Schedule):
-    """eta_t = lr * gamma ** floor(t / step_size) (SPEC's step decay, gamma = 0.1)."""
+    """eta_t = lr * gamma ** floor(t / step_size) (docs/spec.md §6; default gamma = 0.1)."""
 
     name = "step_decay"
 
@@ -201,8 +201,8 @@ class LinearWarmup(Schedule):
     """Linear warm-up over ``warmup`` units, then the schedule ``after``.
 
     eta_t = eta0 (t + 1) / warmup for t < warmup, then after(t - warmup), with
-    eta0 = after(0). This is SPEC's ``eta0 t / Tw`` (t <= Tw) with t counted from 1
-    for the current epoch or step, so the first epoch already trains at eta0 / Tw
+    eta0 = after(0) (docs/spec.md §6): the usual ``eta0 t / Tw`` (t <= Tw) with t counted
+    from 1 for the current epoch or step, so the first epoch already trains at eta0 / Tw
     instead of being spent at a learning rate of zero. The clock (``per``) is the
     ``after`` schedule's. Warm-ups of warm-ups nest at most ``MAX_DEPTH`` (32) levels.
     """
