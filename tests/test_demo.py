@@ -93,7 +93,7 @@ def test_plot_without_matplotlib_fails_before_training(monkeypatch, capsys, tmp_
     monkeypatch.setattr(demo, "_spiral", lambda *a, **k: called.append(1))
     assert main(["demo", "--quick", "--plot", str(tmp_path / "x.png")]) == 1
     err = capsys.readouterr().err
-    assert "pip install 'fastnn[plot]'" in err and not called
+    assert "pip install 'fastnn-mlp[plot]'" in err and not called
 
 
 @pytest.mark.slow

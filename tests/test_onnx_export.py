@@ -415,10 +415,10 @@ def test_without_skl2onnx_or_onnx():
             "m = fastnn.MLP([2, 3], backend='numpy', random_state=0)\n"
             "assert fastnn.to_onnx(m).graph.output[0].name == 'output'\n"
             "try:\n    fastnn.register_skl2onnx()\nexcept ImportError as e:\n"
-            "    assert \"fastnn[onnx]\" in str(e), e\nelse:\n    raise AssertionError\n")
+            "    assert \"fastnn-mlp[onnx]\" in str(e), e\nelse:\n    raise AssertionError\n")
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
     code = ("import sys; sys.modules['onnx'] = None\nimport fastnn\n"
             "try:\n    fastnn.to_onnx\nexcept ImportError as e:\n"
-            "    assert \"fastnn[onnx]\" in str(e), e\nelse:\n    raise AssertionError\n")
+            "    assert \"fastnn-mlp[onnx]\" in str(e), e\nelse:\n    raise AssertionError\n")
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -200,9 +200,9 @@ def test_decision_boundary_bad_input():
 
 def test_missing_matplotlib_gives_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(ImportError, match=r"pip install 'fastnn\[plot\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'fastnn-mlp\[plot\]'"):
         plot_learning_curves({"loss": [1.0]})
-    with pytest.raises(ImportError, match=r"pip install 'fastnn\[plot\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'fastnn-mlp\[plot\]'"):
         plot_decision_boundary(_SignOfX1(), np.zeros((2, 2)), ["left", "right"])
 
 

@@ -808,7 +808,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "feature columns in training order, standardised inside the graph), "
                     "by fastnn.save of an MLPClassifier/MLPRegressor or of a bare "
                     "fastnn.MLP as an ONNX model that onnxruntime runs (see "
-                    "fastnn.to_onnx). Needs `pip install 'fastnn[onnx]'`.")
+                    "fastnn.to_onnx). Needs `pip install 'fastnn-mlp[onnx]'`.")
     p.add_argument("model", metavar="MODEL", help="a fastnn model file")
     p.add_argument("output", metavar="OUT.onnx", help="the ONNX file to write")
     p.add_argument("--opset", type=_positive(int), default=None,

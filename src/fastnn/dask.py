@@ -1,8 +1,8 @@
 """fastnn on a Dask cluster: parallel searches, Optuna studies, out-of-core training.
 
 fastnn does not schedule work across machines itself; this module plugs its
-estimators and training loop into Dask (``pip install 'fastnn[dask]'``, plus
-``'fastnn[optuna]'`` for the Optuna pieces). ``import fastnn`` does not import it.
+estimators and training loop into Dask (``pip install 'fastnn-mlp[dask]'``, plus
+``'fastnn-mlp[optuna]'`` for the Optuna pieces). ``import fastnn`` does not import it.
 
 - :func:`parallel_search` runs scikit-learn's joblib-parallel work (GridSearchCV,
   RandomizedSearchCV, cross_validate, ...) on a Dask cluster through joblib's Dask
@@ -38,7 +38,7 @@ try:
     import distributed
 except ImportError as exc:  # pragma: no cover - exercised only without Dask
     raise ImportError("fastnn.dask needs Dask; install it with "
-                      "`pip install 'fastnn[dask]'`") from exc
+                      "`pip install 'fastnn-mlp[dask]'`") from exc
 
 from .training import Callback, monitored_value
 
@@ -446,7 +446,7 @@ def _optuna():
         import optuna
     except ImportError as exc:  # pragma: no cover - exercised only without Optuna
         raise ImportError("this needs Optuna; install it with "
-                          "`pip install 'fastnn[optuna]'`") from exc
+                          "`pip install 'fastnn-mlp[optuna]'`") from exc
     return optuna
 
 

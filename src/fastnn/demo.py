@@ -65,7 +65,7 @@ def load_digits_split(test_size: float = 0.2, seed: int = 0, dtype=np.float32):
         from sklearn.model_selection import train_test_split
     except ImportError as exc:
         raise ImportError("the digits data set ships with scikit-learn; install it with "
-                          "`pip install 'fastnn[sklearn]'`") from exc
+                          "`pip install 'fastnn-mlp[sklearn]'`") from exc
     X, y = load_digits(return_X_y=True)
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=test_size, random_state=seed,
                                           stratify=y)
@@ -244,7 +244,7 @@ def _run_demo(backend, quick, plot, compare, out) -> DemoResult:
         _digits(kernels.name, 10 if quick else 50, out, result, compare)
     else:
         note = ("scikit-learn is not installed: skipping the digits (its bundled data set) "
-                "and the side-by-side comparison (pip install 'fastnn[sklearn]')")
+                "and the side-by-side comparison (pip install 'fastnn-mlp[sklearn]')")
         result.notes.append(note)
         out(note)
         out("")

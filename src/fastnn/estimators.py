@@ -4,7 +4,7 @@ Drop-in replacements for ``sklearn.neural_network.MLPClassifier`` / ``MLPRegress
 the same constructor parameters with the same meanings and defaults, the same fitted
 attributes and methods, plus fastnn's own options (any fastnn optimizer, dropout,
 batch normalisation, learning-rate schedules, gradient clipping, backend, dtype).
-They need scikit-learn (``pip install 'fastnn[sklearn]'``); ``import fastnn`` does not
+They need scikit-learn (``pip install 'fastnn-mlp[sklearn]'``); ``import fastnn`` does not
 import it, ``from fastnn import MLPClassifier`` does.
 
 How scikit-learn's definitions map onto fastnn's
@@ -65,7 +65,7 @@ try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError("fastnn.MLPClassifier and fastnn.MLPRegressor need scikit-learn; "
-                      "install it with `pip install 'fastnn[sklearn]'`") from exc
+                      "install it with `pip install 'fastnn-mlp[sklearn]'`") from exc
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer

@@ -13,7 +13,7 @@ Importing this module (which ``fastnn.to_onnx`` does on first use) also register
 the estimators with skl2onnx when it is installed, so that a scikit-learn ``Pipeline``
 ending in (or containing) a fastnn estimator converts with ``skl2onnx.to_onnx``;
 :func:`register_skl2onnx` does it explicitly. onnx, onnxruntime and skl2onnx are
-optional: ``pip install 'fastnn[onnx]'``.
+optional: ``pip install 'fastnn-mlp[onnx]'``.
 
 The graph
 ---------
@@ -87,7 +87,7 @@ try:
     from onnx import TensorProto, helper, numpy_helper
 except ImportError as exc:  # pragma: no cover - exercised only without onnx
     raise ImportError("fastnn.to_onnx needs onnx; install it with "
-                      "`pip install 'fastnn[onnx]'`") from exc
+                      "`pip install 'fastnn-mlp[onnx]'`") from exc
 
 from .model import MLP
 
@@ -592,7 +592,7 @@ def register_skl2onnx() -> None:
         from skl2onnx import update_registered_converter
     except ImportError as exc:
         raise ImportError("registering fastnn's estimators with skl2onnx needs skl2onnx; "
-                          "install it with `pip install 'fastnn[onnx]'`") from exc
+                          "install it with `pip install 'fastnn-mlp[onnx]'`") from exc
     from .estimators import MLPClassifier, MLPRegressor
     update_registered_converter(MLPClassifier, "FastnnMLPClassifier",
                                 _skl_shape_classifier, _skl_convert_classifier,

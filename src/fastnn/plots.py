@@ -1,6 +1,6 @@
 """Plots: learning curves of a training run and the decision boundary of a 2-D classifier.
 
-matplotlib is an optional extra (``pip install 'fastnn[plot]'``) imported only when a
+matplotlib is an optional extra (``pip install 'fastnn-mlp[plot]'``) imported only when a
 function here is called. Both functions draw into ``ax`` when given (so they compose
 into any figure) and otherwise into a new figure from ``matplotlib.pyplot``; both
 return the axes they drew on.
@@ -14,7 +14,7 @@ import numpy as np
 
 __all__ = ["plot_learning_curves", "plot_decision_boundary"]
 
-_INSTALL_HINT = "fastnn's plots need matplotlib; install it with `pip install 'fastnn[plot]'`"
+_INSTALL_HINT = "fastnn's plots need matplotlib; install it with `pip install 'fastnn-mlp[plot]'`"
 
 
 def _pyplot():
