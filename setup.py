@@ -1,7 +1,9 @@
 """Builds fastnn's Cython kernels; all other metadata lives in pyproject.toml.
 
 Set FASTNN_CYTHON_DEBUG=1 to build with bounds and initialisation checks on
-(slow, for debugging a kernel).
+(slow, for debugging a kernel). Set FASTNN_SIMD_TARGETS to a comma-separated list of
+GCC target_clones targets (e.g. "avx2,default") to build fastnn_simd.h's loops for
+those instruction sets only, e.g. to test an AVX-512 host as an AVX2 one.
 """
 
 import os
@@ -35,6 +37,12 @@ if DEBUG:
     COMPILE_ARGS = ["-O0", "-g", "-ffp-contract=off", "-pthread"]
 LINK_ARGS = ["-pthread"]
 
+MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+SIMD_TARGETS = os.environ.get("FASTNN_SIMD_TARGETS", "").strip()
+if SIMD_TARGETS:
+    targets = ",".join(f'"{t.strip()}"' for t in SIMD_TARGETS.split(","))
+    MACROS.append(("FNN_CLONES", f"__attribute__((target_clones({targets})))"))
+
 # C headers the kernels include (fastnn_simd.h: loops multiversioned for the CPU):
 # found through include_dirs wherever the generated C lands, and a dependency of every
 # module, so that editing one rebuilds them.
@@ -48,7 +56,7 @@ extensions = [
         depends=HEADERS,
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=LINK_ARGS,
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        define_macros=MACROS,
     )
     for pyx in sorted(KERNEL_DIR.glob("*.pyx"))
 ]
