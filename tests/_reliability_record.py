@@ -57,3 +57,24 @@ def record(key: str, area: str, what: str, cases: int, outcome: str,
     want = [entry["area"], entry["what"], str(entry["cases"]), entry["outcome"]]
     assert row[:4] == want, (f"docs/reliability.md row {key!r} says {row[:4]}, the test "
                              f"did {want}; {REGENERATE}")
+
+
+# node id -> "passed" / "failed" / "skipped", filled by tests/conftest.py.
+OUTCOMES: dict[str, str] = {}
+
+
+def record_module_once_passed(request, key: str, area: str, what: str, cases: int,
+                              outcome: str, breakdown: str = "") -> None:
+    """:func:`record`, from a module's last test, once every other test of the module
+    ran in this session and passed (skipped otherwise: a partial run tried less than
+    the row says)."""
+    import pytest
+    own = request.node.nodeid
+    module = own.split("::")[0]
+    others = [item.nodeid for item in request.session.items
+              if item.nodeid.split("::")[0] == module and item.nodeid != own]
+    missing = [n for n in others if OUTCOMES.get(n) != "passed"]
+    if missing:
+        pytest.skip(f"{len(missing)} of {len(others)} tests of {module} did not run and "
+                    f"pass in this session (first: {missing[0]})")
+    record(key, area, what, cases, outcome, breakdown)

@@ -31,3 +31,18 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="fastnn's Cython kernels are not built")
     import fastnn  # noqa: F401,E402
+
+
+# The outcome of every test's call phase, by node id, for the reliability records
+# (tests/_reliability_record.py: record_module_once_passed).
+import pytest  # noqa: E402
+
+import _reliability_record  # noqa: E402
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        _reliability_record.OUTCOMES[item.nodeid] = report.outcome

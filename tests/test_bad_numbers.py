@@ -22,6 +22,7 @@ from fastnn import MLP, ModelFileError
 from fastnn.cli import TabularModel
 from fastnn.optim import OPTIMIZERS
 from fastnn.schedules import MAX_DEPTH, SCHEDULES
+from _reliability_record import record_module_once_passed
 
 HUGE = [10**400, -10**400]  # beyond float64 (float() raises OverflowError)
 X = np.random.default_rng(0).standard_normal((30, 3))
@@ -217,7 +218,10 @@ def test_every_numeric_field_with_a_huge_integer(saved, kind, tmp_path):
                 _assert_refused(_write(path, h, data), field)
                 tried += 1
     assert tried >= 2 * 20  # every kind has at least 20 numeric fields
+    _FIELDS_TRIED[kind] = tried
 
+
+_FIELDS_TRIED: dict[str, int] = {}
 
 COUNTERS = [("t", 2**53 + 1), ("epoch", 2**53 + 1), ("t", 2**63), ("epoch", 10**30)]
 
@@ -313,3 +317,25 @@ def test_duplicate_keys_in_nested_metadata_are_refused(saved, tmp_path, section,
     h["__metadata__"][section] = edit(text)
     assert h["__metadata__"][section] != text
     _assert_refused(_write(tmp_path / "x.fnn", h, data), "duplicate key", section)
+
+
+def test_bad_numbers_recorded(request):
+    constructors = (2 * len(CONSTRUCTOR_CASES) + 2 * len(ESTIMATOR_PARAMS)
+                    + len(LAYER_SIZES_TOO_BIG) + 1)
+    record_module_once_passed(
+        request, "api.huge_numbers", "public API",
+        "+-10**400 for every numeric argument of the optimizers, schedules, MLP and "
+        "the estimators; layer sizes too large for memory (up to 2**62); schedules "
+        "nested past the depth limit", constructors,
+        "ValueError naming the argument, before any allocation")
+    files = (sum(_FIELDS_TRIED.values()) + len(COUNTERS) + len(PLATEAU_COUNTERS)
+             + len(EMPTY_SHAPES) + len(SCHEDULE_DEPTHS) + 1 + len(DUPLICATES))
+    record_module_once_passed(
+        request, "files.huge_numbers", "model files",
+        "saved files with a 401-digit integer in every numeric metadata field (model, "
+        "estimator, batch-norm and tabular files), absurd step and plateau counters, "
+        "empty arrays of impossible shapes, schedules nested 33-2000 deep, duplicate "
+        "keys in nested metadata", files,
+        "ModelFileError naming the file and the field; a schedule at the depth limit "
+        "loads and trains",
+        ", ".join(f"{k} {v} fields" for k, v in sorted(_FIELDS_TRIED.items())))

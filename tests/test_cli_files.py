@@ -21,6 +21,8 @@ from fastnn import MLP
 from fastnn import cli
 from fastnn.cli import TabularModel, main
 
+from _reliability_record import record_module_once_passed
+
 POSIX = hasattr(os, "mkfifo")
 
 
@@ -279,3 +281,17 @@ def test_predictions_replace_the_file_whole(tmp_path, capsys):
     assert rows[0] == ["prediction"] and len(rows) == 41
     assert stat.S_IMODE(os.stat(output).st_mode) == 0o640
     assert sorted(os.listdir(tmp_path)) == ["d.csv", "m.fnn", "preds.csv"]
+
+
+def test_cli_files_recorded(request):
+    record_module_once_passed(
+        request, "api.cli_files", "special files",
+        "fastnn train / predict with outputs in missing directories, directories, "
+        "/dev/full, /dev/null, read-only files and FIFOs; --hidden too large for memory; "
+        "directories, FIFOs, binary and UTF-16 files as inputs; Ctrl-C and a full disk "
+        "while predictions are written",
+        len(TRAIN_BAD_OUTPUTS) + len(HIDDEN_TOO_LARGE) + len(PREDICT_BAD_INPUTS)
+        + len(PREDICT_BAD_OUTPUTS) + 1 + 2 * len(INTERRUPTIONS) + 1,
+        "one error line naming the file or option, before any training; predictions "
+        "written to a temporary file and renamed (no partial CSV left); a device is "
+        "written through")

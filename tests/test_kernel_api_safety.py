@@ -43,6 +43,8 @@ import fastnn
 
 from kernels._support import ALL_BACKENDS
 
+from _reliability_record import record_module_once_passed
+
 ROOT = Path(__file__).resolve().parents[1]
 F64 = np.float64
 
@@ -637,3 +639,33 @@ def test_train_epoch_accepts_prepared_data(name, case, path):
     want = ref.train_epoch(X, y, fastnn.SGD(0.01), int(batch_size), shuffle=False, **kwargs)
     assert logs == want
     np.testing.assert_array_equal(net.params, ref.params)
+
+
+def test_kernel_api_safety_recorded(request):
+    n = len(ALL_BACKENDS)
+    record_module_once_passed(
+        request, "api.kernel_arrays", "public API",
+        "every checked kernel method of every backend given np.matrix, masked, memmap "
+        "and other ndarray-subclass arrays as each input and output (the issue's "
+        "np.matrix out= cases included), and 0-d inputs and outputs to the elementwise "
+        "kernels (in child processes that survive a crash)",
+        n * (len(SUBCLASS_CASES) + len(ISSUE_CASES) + len(ZERO_D_CASES)),
+        "outputs written in place and returned as given, inputs read as plain arrays, "
+        "masked arrays and wrong shapes refused with an error naming the argument, 0-d "
+        "in gives 0-d out; no crash; the raw kernels are private (_raw)")
+    record_module_once_passed(
+        request, "api.learning_rates", "public API",
+        "schedules yielding negative, NaN, infinite, string, None, bool and complex "
+        "rates, on the compiled epoch, the step path, train_step, fit and the "
+        "estimators; per-epoch schedules; a rate of 0",
+        len(BAD_RATES) * len(RATE_PATHS) + len(EPOCH_RATE_PATHS) + len(ZERO_RATE_PATHS),
+        "ValueError / TypeError naming the schedule and the step or epoch, the "
+        "parameters left as the last good step made them; a rate of 0 trains nothing")
+    record_module_once_passed(
+        request, "api.train_epoch_inputs", "public API",
+        "MLP.train_epoch given data check_data did not prepare (other dtypes, "
+        "non-contiguous, wrong shapes, out-of-range labels, mismatched rows, empty) and "
+        "bad batch sizes (0, -1, 1.5, True), both paths, every backend",
+        n * 2 * len(TRAIN_EPOCH_CASES),
+        "ValueError / TypeError naming the argument and saying to call check_data, "
+        "before any kernel runs; the model untouched")

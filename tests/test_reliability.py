@@ -175,7 +175,8 @@ def test_divergence_recorded():
     record("faults.divergence", "training faults",
            f"divergence on every backend ({', '.join(BACKENDS)}) x {{compiled epoch, step "
            f"by step}}: SGD lr 5 (loss blows up), momentum / SGD lr 1e38 (the update "
-           f"overflows, with and without rollback), a finite loss with an infinite gradient (Adam); and "
+           f"overflows, with and without rollback), a finite loss with an infinite gradient "
+           f"(Adam); and "
            f"MLPRegressor with lr 50 per backend", len(_DIVERGENCE),
            "DivergenceError saying where, what and what to try; weights equal to the last "
            "completed step (blow-up), weights and optimizer restored to the epoch start "
@@ -250,8 +251,8 @@ def test_ctrl_c_in_the_command_line(tmp_path):
                fmt="%.5g")
     proc = subprocess.Popen([sys.executable, "-m", "fastnn.cli", "train", "d.csv",
                              "--target", "y", "--epochs", "100000", "--hidden", "64"],
-                            cwd=tmp_path, env=dict(ENV, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=dict(ENV, PYTHONUNBUFFERED="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     line = ""
     while "Epoch 2/" not in line and time.monotonic() < deadline:
@@ -388,7 +389,7 @@ def test_a_checkpoint_is_synced_then_renamed_then_its_directory_synced(tmp_path,
         X, y, epochs=2, callbacks=[ModelCheckpoint(tmp_path / "ck.fnn", every=2)])
     assert len(events) == 3, events
     (_, synced), (_, src, dst), last = events
-    assert synced == src and src.startswith("ck.fnn.") and src.endswith(".tmp")
+    assert synced == src and src.startswith(".fastnn-") and src.endswith(".tmp")
     assert dst == "ck.fnn" and last == ("fsync", "dir")
     assert os.listdir(tmp_path) == ["ck.fnn"]
 

@@ -20,6 +20,7 @@ import pytest
 
 import fastnn
 from fastnn import MLP, ModelFileError
+from _reliability_record import record_module_once_passed
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX only")
 
@@ -299,3 +300,26 @@ def test_load_while_another_thread_saves(tmp_path, monkeypatch):
         sys.setswitchinterval(old_interval)
     assert not errors, errors
     assert all(seen), seen  # the saver did run meanwhile
+
+
+def test_special_files_recorded(request):
+    saves = len(REFUSED_DESTINATIONS) + 1 + 2 * len(LINKS) + len(READ_ONLY) + 1 + 4
+    record_module_once_passed(
+        request, "files.special_save", "special files",
+        "fastnn.save to a FIFO, a socket, a directory, /dev/null, symlinks (relative, "
+        "absolute, chained, to a directory; target existing or dangling), read-only "
+        "files (directly and through a link), a missing directory, 200-255-character "
+        "file names", saves,
+        "special and read-only files refused with an error naming the path and left as "
+        "they were (/dev/null stays a device); a symlink's target is replaced "
+        "atomically and the link kept; names up to 255 characters saved")
+    record_module_once_passed(
+        request, "files.special_load", "special files",
+        "fastnn.load of a FIFO, a socket, a directory, a symlink to a FIFO and a "
+        "character device", len(LOAD_REFUSED) + 1,
+        "ModelFileError naming the file, without opening it for reading (no hang)")
+    record_module_once_passed(
+        request, "files.concurrent_save_load", "concurrent save/load",
+        "fastnn.load in a loop while another thread saves two different models in "
+        "turn over the same path", CONCURRENT_LOADS,
+        "every load succeeds and equals one of the two models bit for bit")

@@ -30,6 +30,7 @@ import pytest
 
 import fastnn
 from fastnn import MLP
+from _reliability_record import record_module_once_passed
 
 BACKENDS = list(fastnn.available_backends())
 
@@ -395,3 +396,27 @@ def test_models_and_estimators_used_by_threads_pickle_and_copy(backend, fitted):
     _check([[("predict", lambda: clf.predict(Xc))]] * 2, 10)
     for clone in (pickle.loads(pickle.dumps(clf)), copy.deepcopy(clf)):
         assert np.array_equal(clone.predict_proba(Xc), clf.predict_proba(Xc))
+
+
+def test_thread_safety_recorded(request):
+    n = len(BACKENDS)
+    answers = (n * len(ARCHITECTURES) * MLP_THREADS * MLP_CALLS + n * 2 * MLP_CALLS
+               + n * 2 * ESTIMATOR_THREADS * ESTIMATOR_CALLS)
+    record_module_once_passed(
+        request, "threads.inference", "threads",
+        f"one model answering from many threads at once, every backend: MLP predict / "
+        f"predict_proba / decision_function / evaluate (plain; batch norm + dropout) "
+        f"from {MLP_THREADS} threads x {MLP_CALLS} calls on batches of {len(ROWS)} "
+        f"sizes, 2 threads x {MLP_CALLS} predicts of 64 rows, MLPClassifier / "
+        f"MLPRegressor predict and predict_proba from {ESTIMATOR_THREADS} threads x "
+        f"{ESTIMATOR_CALLS} calls", answers,
+        "every answer bit-identical to the same call made alone")
+    record_module_once_passed(
+        request, "threads.training_guard", "threads",
+        "a model or estimator used from another thread while it trains: 16 kinds of "
+        "call on an MLP during fit (inference, training, state changes), 7 on an "
+        "estimator during fit and partial_fit, and a fit started while predictions "
+        "are under way, every backend", n * 16 + n * 2 * 7 + n,
+        "each call refused with RuntimeError naming the training thread, the training "
+        "unchanged by them (equal to a training alone); the training thread's own "
+        "callbacks predict; a fit waits for the predictions under way")

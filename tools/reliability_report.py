@@ -32,9 +32,13 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "reliability.md"
 RECORDS = ROOT / "docs" / "reliability.json"
-TESTS = ["tests/test_fuzz_files.py", "tests/test_fuzz_api.py", "tests/test_reliability.py"]
-AREAS = ["public API", "model files", "training faults", "concurrency", "determinism",
-         "resources"]
+TESTS = ["tests/test_fuzz_files.py", "tests/test_fuzz_api.py", "tests/test_reliability.py",
+         "tests/test_bad_numbers.py", "tests/test_kernel_api_safety.py",
+         "tests/test_cli_files.py", "tests/test_special_files.py",
+         "tests/test_thread_safety.py", "tests/test_blas_isolation.py",
+         "tests/test_fork_safety.py"]
+AREAS = ["public API", "model files", "special files", "concurrent save/load",
+         "training faults", "concurrency", "threads", "forks", "determinism", "resources"]
 
 LONGER = """\
 CI runs bounded numbers of cases. Run by hand for longer while they were written, with
@@ -48,6 +52,45 @@ no finding left open:
 
 FIXED = """\
 What these tests found, each fixed in its own commit (see `git log`):
+
+- **Wrong answers from threads.** Models cached one inference workspace per batch
+  size, shared by every thread: two threads predicting with one model got 1-2% wrong
+  labels, an `MLPClassifier` behind 8 threads 10-15%. Workspaces are now lent per call
+  from a bounded pool, and a per-model (and per-estimator) guard refuses inference and
+  training from other threads while a model trains (the training thread's callbacks
+  still predict).
+- **Results that depended on the calling thread, and forks that hung.** fastnn held
+  OpenBLAS at one thread by saving and restoring its process-wide thread count around
+  the epoch kernel; two threads raced on it, so a worker thread trained other bits than
+  the main thread (1.8e-05 after one epoch) and a fork taken while another thread
+  trained hung (OpenBLAS's level-3 lock and thread pool copied mid-product). Every
+  product now runs on a private, single-threaded instance of SciPy's OpenBLAS
+  (`fastnn._blas`) that no thread or library can reconfigure; the estimators no longer
+  change the process's BLAS pools, and their L2 sum is a single-threaded BLAS dot
+  (NumPy's is threaded above 10,000 values). A Numba epoch in a child forked after
+  threaded epochs runs on one thread (GNU OpenMP terminates such a child).
+- **Memory corruption through the checked kernel API.** `np.matrix` outputs kept two
+  dimensions through flattening and the Numba kernels wrote past their end (SIGSEGV);
+  subclasses are now viewed as plain arrays, masked arrays refused, 0-d stays 0-d, and
+  the unchecked kernels are private (`_raw`).
+- **Gradient ascent without a word.** A schedule yielding a negative (or string)
+  learning rate trained on the compiled path; every rate a schedule yields is now
+  checked on every path.
+- **Files destroyed or hung on.** `fastnn.save` replaced `/dev/null` (as root), FIFOs
+  and symlinks by regular files and overwrote read-only files; `fastnn.load` of a FIFO
+  hung, and a load racing a save could read a short size ("truncated"). Save now
+  writes through symlinks atomically and refuses special and read-only files; load
+  refuses non-regular files before reading and sizes the file from its descriptor.
+- **Exceptions other than ValueError / ModelFileError**: 401-digit integers
+  (OverflowError) in any numeric field or constructor argument, impossible empty
+  shapes, schedules nested 500 deep (RecursionError in fit), absurd counters loaded
+  silently, duplicate keys in nested metadata, `train_epoch` on unprepared data
+  (Cython/Numba internals, ZeroDivisionError).
+- **The command line lost work.** `fastnn train -o missing/dir/m.fnn` failed after
+  training (outputs are now checked first); `predict -o` wrote in place (a partial CSV
+  after Ctrl-C; now a temporary file renamed at the end); `--hidden 100000,100000`
+  tried a 37 GiB allocation (layer sizes are checked against memory); special or
+  UTF-16 files gave tracebacks or misleading messages.
 
 - **Wrong answers presented as right.** Finite inputs that overflow the network
   (3e38 in float32) gave NaN logits, and `predict` answered class 0 for those rows
@@ -84,6 +127,16 @@ What these tests found, each fixed in its own commit (see `git log`):
 LEFT = """\
 Found and left as they are (decisions for the maintainers):
 
+- The unchecked kernels (`fastnn.backend(...)._raw`) still have no length checks: they
+  are private, for fastnn's own hot paths, which check their arguments first.
+- Writing into a model's parameter views (`net.params[...] = ...`, `layer.W`) from
+  another thread while it predicts cannot be guarded; `fastnn.save` of a model that
+  another thread is training is not refused.
+- Where SciPy's BLAS is not OpenBLAS (or with `FASTNN_SHARED_BLAS=1`), fastnn falls
+  back to SciPy's shared BLAS and holds it at one thread during the compiled epochs
+  only: the step path and inference then run on whatever the process set.
+- Saving replaces the file by a rename, so it breaks hard links to it.
+
 - **Building** a model draws its initial weights in float64 (`initializers.py`:
   `rng.standard_normal(shape) * scale`): a float32 model of 1e8 parameters peaks at
   about 4 x its parameters while being built (see the 1e8 row). Drawing row blocks
@@ -98,7 +151,7 @@ Found and left as they are (decisions for the maintainers):
   make the copy unnecessary; that is a change to the kernels and the epoch bridge,
   not made here. Until then `rollback=False` is the way to train models near the
   memory limit (the error then says to reload the model).
-- A process killed during a save leaves its temporary file (`NAME.XXXX.tmp`) next to
+- A process killed during a save leaves its temporary file (`.fastnn-XXXXXXXX.tmp`) next to
   the target; the previous file is intact, the temporary one can be deleted.
 - The command line parses numbers with Python's `float`, which also accepts "1_000"
   and non-ASCII digits; nothing wrong comes of it, but it is laxer than other CSV
@@ -191,8 +244,8 @@ def render(records: list[dict], threads: list[dict] | None, meta: dict) -> str:
         "",
         "fastnn is fed hostile inputs, damaged and malicious model files, runs that "
         "blow up, interruptions, killed processes and threads. Each row below is one "
-        "test (the first column names the `record()` call in tests/test_fuzz_files.py, "
-        "tests/test_fuzz_api.py or tests/test_reliability.py); *Cases* is how many "
+        "test (the first column names the `record()` call in one of the test files "
+        "listed at the end of this page); *Cases* is how many "
         "inputs, files or faults it tries, *Outcome* what it asserts for every one of "
         "them. Every CI run checks that each test still tries what its row says and "
         "asserts that outcome; *Breakdown* is informational, from the run that "
@@ -232,7 +285,9 @@ def render(records: list[dict], threads: list[dict] | None, meta: dict) -> str:
                   "is well above 0.5, and fastnn's rows should be read against it, not "
                   "against 0.5.", ""]
     lines += ["## Longer runs", "", LONGER, "## Found and fixed", "", FIXED,
-              "## Found and left", "", LEFT]
+              "## Found and left", "", LEFT, "## The tests", "",
+              "The rows come from these files: "
+              + ", ".join(f"`{t}`" for t in TESTS) + ".", ""]
     return "\n".join(lines)
 
 
