@@ -679,6 +679,20 @@ def _impl_order(rows):
     return seen
 
 
+def _fastnn_blas_line(meta) -> str:
+    fb = meta.get("fastnn_blas") or {}
+    unset = meta.get("openblas_env_unset") or {}
+    kept = {k: v for k, v in meta.get("env", {}).items() if k in OPENBLAS_PINS}
+    own = (f"fastnn's own single-threaded copy of {Path(fb['source']).name} "
+           f"(kernel {fb.get('kernel')})" if fb.get("private") else
+           f"SciPy's shared BLAS ({fb.get('source')})" if fb else "not loaded")
+    env = ("OpenBLAS pins unset for this run: "
+           + ", ".join(f"{k}={v}" for k, v in unset.items()) if unset else
+           "OpenBLAS pins KEPT: " + ", ".join(f"{k}={v}" for k, v in kept.items())
+           if kept else "no OpenBLAS pin in the environment")
+    return f"- fastnn's products: {own}; {env}."
+
+
 def render(result: dict) -> str:
     meta, rows, opts = result["meta"], result["rows"], result["meta"]["options"]
     by = {(r["section"], r["case"], r["dtype"], r["threads"], r["impl"]): r for r in rows}
@@ -691,6 +705,7 @@ def render(result: dict) -> str:
            f"AVX2 {m['avx2']}, AVX-512 {m['avx512f']}.",
            "- BLAS: " + "; ".join(f"{b['lib']} {b['version']} ({b['core']})"
                                    for b in meta["blas"] if b["api"] == "openblas") + ".",
+           _fastnn_blas_line(meta),
            "- Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
            f"- {'QUICK smoke run: figures are indicative only. ' if opts['quick'] else ''}"
            f"Median [min–max] of {opts['repeats']} samples per cell (digits: "
@@ -912,6 +927,16 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _fastnn_blas() -> dict | None:
+    """The BLAS fastnn's products run on (its private instance, which threadpoolctl does
+    not list): the file it was copied from and the CPU kernel that instance chose."""
+    fastnn = sys.modules.get("fastnn")
+    if fastnn is None:
+        return None
+    from fastnn import _blas
+    return _blas.info()
+
+
 def metadata(opts) -> dict:
     from threadpoolctl import threadpool_info
     info = _lscpu()
@@ -942,7 +967,8 @@ def metadata(opts) -> dict:
              "threading": i.get("threading_layer"), "filepath": i["filepath"]}
             for i in threadpool_info()]
     torch = sys.modules.get("torch")
-    env_keys = ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+    env_keys = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
+                "OMP_NUM_THREADS",
                 "MKL_NUM_THREADS", "FASTNN_BACKEND", "NUMBA_NUM_THREADS",
                 "NUMBA_THREADING_LAYER", "XLA_FLAGS", "OMP_WAIT_POLICY")
     return {
@@ -955,6 +981,9 @@ def metadata(opts) -> dict:
                     "avx512f": "avx512f" in flags, "platform": platform.platform()},
         "versions": versions,
         "blas": blas,
+        "fastnn_blas": _fastnn_blas(),
+        "openblas_env_unset": json.loads(os.environ.get("FASTNN_BENCH_UNSET_OPENBLAS",
+                                                        "{}")),
         "torch": ({"mkl": torch.backends.mkl.is_available(),
                    "interop_threads": torch.get_num_interop_threads()} if torch else None),
         "pinning": {str(t): pinning_check(t) for t in opts.threads},
@@ -1008,6 +1037,9 @@ def parse_args(argv=None):
     p.add_argument("--out-json", type=Path, default=HERE / "compare-results" / "compare.json")
     p.add_argument("--out-md", type=Path, default=HERE / "compare-results" / "compare.md")
     p.add_argument("--no-jax", action="store_true", help="do not start the JAX subprocess")
+    p.add_argument("--keep-openblas-env", action="store_true",
+                   help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (by default the run "
+                        "re-executes itself without them, as on a user's machine)")
     p.add_argument("--jax-worker", action="store_true", help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
     q = opts.quick
@@ -1051,11 +1083,35 @@ def import_fastnn():
     return fastnn
 
 
+# Some hosts of this project's kind set these to pin OpenBLAS to an older kernel (older
+# OpenBLAS builds misbehave on their CPUs); a current NumPy/SciPy on a user's machine
+# runs its best kernel, and PyTorch and JAX bring their own, so a comparison under the
+# pin compares unlike things. compare.py runs without them unless told otherwise
+# (--keep-openblas-env), and records what it did and which kernel ran.
+OPENBLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def _unpinned_openblas(opts, argv) -> None:
+    """Re-execute this command without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (OpenBLAS
+    reads them when it is loaded, so they must be gone before the process starts)."""
+    pinned = {k: os.environ[k] for k in OPENBLAS_PINS if k in os.environ}
+    if not pinned or opts.keep_openblas_env or opts.jax_worker:
+        return
+    env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_PINS}
+    env["FASTNN_BENCH_UNSET_OPENBLAS"] = json.dumps(pinned)
+    log(f"re-running without {', '.join(f'{k}={v}' for k, v in pinned.items())} "
+        f"(--keep-openblas-env keeps them)")
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()),
+                               *(sys.argv[1:] if argv is None else argv)], env)
+
+
 def main(argv=None) -> int:
     opts = parse_args(argv)
     if opts.jax_worker:
         jax_worker(opts)
         return 0
+    _unpinned_openblas(opts, argv)
     import_fastnn()
     for mod in ("torch", "sklearn.neural_network"):
         # Loaded before any pinning, so threadpoolctl sees their BLAS/OpenMP libraries.

@@ -30,21 +30,26 @@ import ctypes
 import os
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import _ctypes
 
 _PREFIXES = ("scipy_", "")  # SciPy's OpenBLAS wheels prefix their symbols
 
 
 @dataclass(frozen=True)
 class _Blas:
-    sgemm: ctypes._CFuncPtr
-    dgemm: ctypes._CFuncPtr
-    sdot: ctypes._CFuncPtr
-    ddot: ctypes._CFuncPtr
+    sgemm: _ctypes.CFuncPtr
+    dgemm: _ctypes.CFuncPtr
+    sdot: _ctypes.CFuncPtr
+    ddot: _ctypes.CFuncPtr
     private: bool
     source: str
     threads: int | None  # the private instance's thread count when loaded
+    kernel: str | None = None  # OpenBLAS's CPU kernel ("Haswell", "SkylakeX", ...)
 
 
 _lock = threading.Lock()
@@ -111,7 +116,12 @@ def _load_private() -> _Blas | None:
         set_threads(1)
         if get_threads() != 1:
             return None
-        return _Blas(sgemm, dgemm, sdot, ddot, True, path, get_threads())
+        corename = _symbol(lib, ["openblas_get_corename"])
+        kernel = None
+        if corename is not None:
+            corename.argtypes, corename.restype = [], ctypes.c_char_p
+            kernel = corename().decode("ascii", "replace")
+        return _Blas(sgemm, dgemm, sdot, ddot, True, path, get_threads(), kernel)
     return None
 
 
@@ -153,21 +163,22 @@ def _instance() -> _Blas:
 
 
 def info() -> dict:
-    """Which BLAS fastnn's products run on: ``{"private": bool, "source": path}``.
+    """Which BLAS fastnn's products run on: ``{"private", "source", "kernel"}``.
 
     ``private`` is True when fastnn runs its own single-threaded instance of SciPy's
     OpenBLAS (the normal case); False when it falls back to SciPy's shared BLAS
-    (``FASTNN_SHARED_BLAS=1``, or a SciPy built on another BLAS).
+    (``FASTNN_SHARED_BLAS=1``, or a SciPy built on another BLAS). ``kernel`` is the
+    CPU kernel the private OpenBLAS instance chose (None when unknown).
     """
     b = _instance()
-    return {"private": b.private, "source": b.source}
+    return {"private": b.private, "source": b.source, "kernel": b.kernel}
 
 
 def gemm_addresses() -> tuple[int, int]:
     """The addresses of the Fortran ``sgemm_`` and ``dgemm_`` the kernels call."""
     b = _instance()
-    return (ctypes.cast(b.sgemm, ctypes.c_void_p).value,
-            ctypes.cast(b.dgemm, ctypes.c_void_p).value)
+    return (cast(int, ctypes.cast(b.sgemm, ctypes.c_void_p).value),
+            cast(int, ctypes.cast(b.dgemm, ctypes.c_void_p).value))
 
 
 def gemm_call(trans_a: bool, trans_b: bool, m: int, n: int, k: int, a: np.ndarray,
