@@ -57,6 +57,9 @@ _CODES = {dt.newbyteorder("=") if dt.kind != "b" else dt: code
 # fastnn, the function taking (model, metadata, arrays) and returning the object.
 # Only names listed here are ever imported; a file cannot name a module.
 KIND_LOADERS: dict[str, str] = {}
+# scikit-learn pipelines (and other scikit-learn objects) holding fastnn estimators:
+# the file's one array is a skops file, read by fastnn._pipeline_io.
+PIPELINE_KIND = "pipeline"
 
 
 class ModelFileError(ValueError):
@@ -242,6 +245,12 @@ def save(obj, path, *, include_optimizer: bool = True) -> None:
     continues training exactly where it stopped. The write is atomic (a temporary
     file renamed over ``path``); a symlink is written through to its target.
 
+    ``obj`` may also be a scikit-learn ``Pipeline`` / ``ColumnTransformer`` with fastnn
+    estimators and common preprocessing steps inside (needs skops:
+    ``pip install 'fastnn-mlp[pipeline]'``); see ``docs/format.md``, "Pipelines". A step that
+    :func:`load` would refuse (another class, a ``FunctionTransformer`` with a
+    function) raises TypeError naming it, before anything is written.
+
     Raises
     ------
     OSError
@@ -255,11 +264,21 @@ def save(obj, path, *, include_optimizer: bool = True) -> None:
         return
     payload = getattr(obj, "_fastnn_payload", None)
     if payload is None:
-        raise TypeError(f"fastnn.save saves fastnn models and estimators, got "
-                        f"{type(obj).__name__}")
+        if _is_sklearn_estimator(obj):  # a Pipeline, ColumnTransformer, scaler...
+            from ._pipeline_io import save_pipeline
+            save_pipeline(obj, path)
+            return
+        raise TypeError(f"fastnn.save saves fastnn models and estimators, and "
+                        f"scikit-learn pipelines of them, got {type(obj).__name__}")
     p = payload()
     write_payload(path, p.model, kind=p.kind, metadata=p.metadata, arrays=p.arrays,
                   include_optimizer=include_optimizer)
+
+
+def _is_sklearn_estimator(obj) -> bool:
+    import sys
+    base = getattr(sys.modules.get("sklearn.base"), "BaseEstimator", None)
+    return base is not None and isinstance(obj, base)
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -460,11 +479,15 @@ _BAD_METADATA = (KeyError, TypeError, ValueError, OverflowError, RecursionError)
 
 def read_payload(path, *, backend: str | None = None) -> Payload:
     """Read any fastnn file: the model (with its optimizer) and the kind's own data."""
+    path = os.fspath(path)
+    meta, arrays = _read_file(path)
+    return _payload_from(path, meta, arrays, backend)
+
+
+def _payload_from(path, meta, arrays, backend) -> Payload:
     from ._backend import available_backends
     from .model import MLP
     from .optim import optimizer_from_state
-    path = os.fspath(path)
-    meta, arrays = _read_file(path)
     cfg = _parse_json(path, meta, "model")
     if not isinstance(cfg, dict):
         raise ModelFileError(f"{path}: model metadata is not a JSON object")
@@ -520,7 +543,7 @@ def read_payload(path, *, backend: str | None = None) -> Payload:
 
 
 def load(path, *, backend: str | None = None):
-    """Load what :func:`save` wrote: a model (or an estimator).
+    """Load what :func:`save` wrote: a model (or an estimator, or a pipeline).
 
     ``backend`` None runs the model on the backend it was saved from when that one is
     available here (so that predictions are bit-identical), else on the default.
@@ -530,9 +553,16 @@ def load(path, *, backend: str | None = None):
     ModelFileError (a ValueError)
         The file is not a fastnn model (or not a regular file: a directory, device,
         FIFO or socket), is truncated or damaged, declares sizes that disagree with
-        its data, or comes from a newer format version.
+        its data, or comes from a newer format version; or a pipeline file holds a
+        type outside fastnn's list (``docs/format.md``, "Pipelines"), refused before
+        anything in it is built.
     """
-    payload = read_payload(path, backend=backend)
+    path = os.fspath(path)
+    meta, arrays = _read_file(path)
+    if meta.get("kind") == PIPELINE_KIND:  # scikit-learn objects, persisted by skops
+        from ._pipeline_io import load_pipeline
+        return load_pipeline(path, meta, arrays, backend=backend)
+    payload = _payload_from(path, meta, arrays, backend)
     if payload.kind == "model":
         return payload.model
     target = KIND_LOADERS.get(payload.kind)

@@ -1130,7 +1130,19 @@ class MLP:
 
     def __setstate__(self, state):
         from ._backend import available_backends
+        from .io import ModelFileError, _expected_sizes
         from .optim import optimizer_from_state
+        # The arrays' sizes are checked against the declared layers before the model is
+        # built (as fastnn.load does): a state read from a file (fastnn.save of a
+        # pipeline, via skops) cannot make this allocate more than the file holds.
+        try:
+            n_params, n_buf = _expected_sizes("MLP state", state["config"]["layers"])
+        except ModelFileError as exc:
+            raise ValueError(str(exc)) from None
+        for name, size in (("params", n_params), ("buffers", n_buf)):
+            if np.shape(state[name]) != (size,):
+                raise ValueError(f"MLP state: {name} must have shape ({size},) for the "
+                                 f"declared layers, got {np.shape(state[name])}")
         saved = state["config"].get("backend")
         rebuilt = MLP.from_config(state["config"], backend=saved if saved in
                                   available_backends() else None)
