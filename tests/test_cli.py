@@ -41,6 +41,19 @@ def _regression_csv(path, n=200, seed=0):
                       [[*map(str, x), f"{t:.6f}"] for x, t in zip(X, y)])
 
 
+def _saved(path):
+    """(feature columns, class labels or None, layer sizes, predict(DataFrame)) of a
+    model file written by `fastnn train`: a scikit-learn Pipeline (preprocessing and a
+    fastnn estimator) where fastnn.save takes pipelines, else a TabularModel."""
+    obj = fastnn.load(path)
+    if isinstance(obj, TabularModel):
+        return (obj.features, obj.classes, obj.model.layer_sizes,
+                lambda df: obj.predict(df[obj.features].to_numpy(float)))
+    pre, est = obj.steps[0][1], obj.steps[-1][1]
+    classes = list(est.classes_) if hasattr(est, "classes_") else None
+    return list(pre.feature_names_in_), classes, est._model.layer_sizes, obj.predict
+
+
 def _run(capsys, *argv):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
@@ -65,10 +78,9 @@ def test_train_classifier_prints_progress_metrics_speed_and_saves(tmp_path, caps
     train_line = next(line for line in out.splitlines() if line.strip().startswith("train "))
     assert float(train_line.split()[2]) > 0.9
     assert "samples/s" in out and "wall time" in out
-    tab = fastnn.load(model_path)
-    assert isinstance(tab, TabularModel)
-    assert tab.features == ["x1", "x2", "noise"] and tab.classes == ["east", "north", "south"]
-    assert tab.model.layer_sizes == [3, 16, 3]
+    features, classes, sizes, _ = _saved(model_path)
+    assert features == ["x1", "x2", "noise"] and classes == ["east", "north", "south"]
+    assert sizes == [3, 16, 3]
 
 
 def test_train_then_predict_round_trip(tmp_path, capsys):
@@ -90,9 +102,11 @@ def test_train_then_predict_round_trip(tmp_path, capsys):
         got = list(csv.reader(f))
     assert got[0] == ["prediction", "proba_east", "proba_north", "proba_south"]
     assert len(got) == 91
-    tab = fastnn.load(model_path)
-    X = np.array([[float(r[0]), float(r[1]), float(r[2])] for r in rows[1:]])
-    assert [g[0] for g in got[1:]] == list(tab.predict(X))
+    import pandas as pd
+    predict = _saved(model_path)[3]
+    X = pd.DataFrame([[float(r[0]), float(r[1]), float(r[2])] for r in rows[1:]],
+                     columns=["x1", "x2", "noise"])
+    assert [g[0] for g in got[1:]] == list(predict(X))
     np.testing.assert_allclose(np.array(got[1:])[:, 1:].astype(float).sum(1), 1, atol=1e-5)
     # Without --output the predictions go to stdout.
     code, out, _ = _run(capsys, "predict", model_path, reordered)
@@ -110,7 +124,6 @@ def test_train_regression_reports_r2_in_original_units(tmp_path, capsys):
     line = next(line for line in out.splitlines() if line.strip().startswith("train "))
     assert float(line.split()[2]) > 0.9  # R^2
     assert "validating on 40" in out
-    tab = fastnn.load(model_path)
     preds = tmp_path / "p.csv"
     code, _, err = _run(capsys, "predict", model_path, data, "-o", preds)
     assert "R^2" in err
@@ -118,7 +131,6 @@ def test_train_regression_reports_r2_in_original_units(tmp_path, capsys):
         values = np.array([float(r[0]) for r in list(csv.reader(f))[1:]])
     # Predictions are in the target's units (around 100), not standardised ones.
     assert 80 < values.mean() < 120
-    assert tab.y_scale > 1
 
 
 def test_regression_report_with_a_target_far_outside_the_training_rows(tmp_path, capsys):
@@ -170,15 +182,16 @@ def test_missing_file_and_missing_target_column(tmp_path, capsys):
     assert "no column 'species'; the columns are x1, x2, noise, label" in err
 
 
-def test_non_numeric_feature_names_the_column_and_line(tmp_path, capsys):
-    data = _write_csv(tmp_path / "d.csv", ["a", "b", "y"],
-                      [["1", "2", "u"], ["3", "oops", "v"], ["5", "6", "u"]])
+def test_a_stray_word_in_a_number_column_names_the_column_and_line(tmp_path, capsys):
+    # A column of numbers with one word is a typo, not a text column (a column with
+    # a few numbers among words is text, one-hot encoded: see test_cli_csv.py).
+    rows = [[str(i % 7), str(i), "uv"[i % 2]] for i in range(30)]
+    rows[4][1] = "oops"
+    data = _write_csv(tmp_path / "d.csv", ["a", "b", "y"], rows)
     code, _, err = _run(capsys, "train", data, "--target", "y")
     assert code == 1
-    assert "d.csv, line 3: column 'b' holds 'oops'" in err and "--features" in err
-    data = _write_csv(tmp_path / "e.csv", ["a", "y"], [["1", "u"], ["", "v"]])
-    code, _, err = _run(capsys, "train", data, "--target", "y")
-    assert code == 1 and "line 3: column 'a' is empty" in err
+    assert "d.csv, line 6: column 'b' holds numbers, but here 'oops'" in err
+    assert "--exclude" in err
 
 
 def test_bad_targets(tmp_path, capsys):

@@ -7,12 +7,16 @@
     fastnn demo --plot demo.png
     fastnn export model.fnn model.onnx
 
-``train`` reads a CSV file with a header row (the standard library's csv module),
-standardises the feature columns with the training rows' mean and standard deviation,
-trains a :class:`fastnn.MLP` and prints one line per epoch, then the final metrics and
-the training speed. ``--output`` saves a :class:`TabularModel` -- the network plus the
-column names, the standardisation and the class labels -- in fastnn's model format
-(numbers and plain metadata only), which ``predict`` and :func:`fastnn.load` read.
+``train`` reads a CSV file with pandas (delimiter detected; see :mod:`fastnn._csv`),
+sorts the feature columns into numbers, booleans and text, fits scikit-learn's
+preprocessing on the training rows (numbers: median imputation and standardisation;
+booleans: 0/1; text: one-hot), trains a :class:`fastnn.MLP` and prints one line per
+epoch, then the final metrics and the training speed (Numba's compilation excluded).
+``--output`` saves a scikit-learn Pipeline -- the fitted preprocessing, then a fastnn
+MLPClassifier (labels as written in the CSV) or MLPRegressor (outputs in the target's
+units) -- with :func:`fastnn.save`; ``predict`` applies it to a CSV file, matching
+columns by name. Files from earlier versions hold a :class:`TabularModel` (numeric
+columns, standardised), which ``predict`` and :func:`fastnn.load` still read.
 """
 
 from __future__ import annotations
@@ -20,17 +24,20 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import re
+import warnings
 import os
 import stat
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from . import __version__
+from . import _csv
 from . import _validation as _v
+from ._csv import CLIError, Table
 from ._backend import BACKENDS
 from ._kernels.codes import ACTIVATION_CODES
 from ._metrics import regression_scores
@@ -46,10 +53,6 @@ HIDDEN_ACTIVATIONS = tuple(a for a in ACTIVATION_CODES if a not in ("step", "sof
 MAX_AUTO_CLASSES = 20
 
 
-class CLIError(Exception):
-    """A problem with the user's input, reported as one line without a traceback."""
-
-
 class InputOverflow(ValueError):
     """A feature value too large for a :class:`TabularModel`'s network."""
 
@@ -61,72 +64,12 @@ class InputOverflow(ValueError):
 
 
 # --- CSV --------------------------------------------------------------------------------------
-
-@dataclass
-class Table:
-    """A CSV file's header, its data rows (stripped strings) and their line numbers."""
-
-    path: str
-    header: list
-    rows: list
-    lines: list
-
-    def column(self, name) -> list:
-        j = self.header.index(name)
-        return [row[j] for row in self.rows]
+# Reading (pandas), column kinds and the preprocessing live in fastnn._csv.
 
 
-def read_csv(path) -> Table:
-    """A CSV file with a header row; every data row must have every column."""
-    try:
-        f = open(path, newline="", encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise CLIError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CLIError(f"{path}: is a directory, not a CSV file") from None
-    except OSError as exc:
-        raise CLIError(f"{path}: cannot read it ({exc.strerror})") from None
-    with f:
-        try:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise CLIError(f"{path}: the file is empty (expected a header row)")
-            header = [h.strip() for h in header]
-            if any("\x00" in h for h in header):
-                raise CLIError(_not_text(path))
-            if any(not h for h in header):
-                raise CLIError(f"{path}: the header row has an empty column name "
-                               f"(column {header.index('') + 1})")
-            dup = sorted({h for h in header if header.count(h) > 1})
-            if dup:
-                raise CLIError(f"{path}: duplicate column names {dup}")
-            rows, lines = [], []
-            for row in reader:
-                if any("\x00" in c for c in row):
-                    raise CLIError(_not_text(path, reader.line_num))
-                if not row or all(not c.strip() for c in row):
-                    continue  # blank lines
-                if len(row) != len(header):
-                    raise CLIError(f"{path}, line {reader.line_num}: {len(row)} fields, but "
-                                   f"the header has {len(header)} columns")
-                rows.append([c.strip() for c in row])
-                lines.append(reader.line_num)
-        except UnicodeDecodeError:
-            raise CLIError(f"{path}: not a UTF-8 text file") from None
-        except csv.Error as exc:
-            raise CLIError(f"{path}: not a valid CSV file ({exc})") from None
-    if not rows:
-        raise CLIError(f"{path}: no data rows after the header")
-    return Table(os.fspath(path), header, rows, lines)
-
-
-def _not_text(path, line=None) -> str:
-    # UTF-16 without a byte-order mark decodes as "valid" UTF-8 with a NUL after
-    # every ASCII character; the csv module would then report odd field counts.
-    where = f", line {line}" if line is not None else ""
-    return (f"{path}{where}: not a UTF-8 text file (it holds NUL bytes, as UTF-16 "
-            f"text and binary files do); save it as UTF-8 CSV")
+def read_csv(path, **options) -> Table:
+    """The CSV file as a :class:`Table` (see :func:`fastnn._csv.read_csv`)."""
+    return _csv.read_csv(path, **options)
 
 
 def _float(value: str) -> float:
@@ -136,21 +79,17 @@ def _float(value: str) -> float:
     return x
 
 
-def numeric_columns(table: Table, names) -> np.ndarray:
-    """The named columns as a float64 array (n_rows, len(names)); non-numbers are refused."""
-    out = np.empty((len(table.rows), len(names)), np.float64)
+def numeric_columns(table: Table, names, hint="") -> np.ndarray:
+    """The named columns as a float64 array (n_rows, len(names)); a cell that is not a
+    finite number is refused, naming its line (``hint`` ends the message)."""
+    out = np.empty((table.n_rows, len(names)), np.float64)
     for j, name in enumerate(names):
-        c = table.header.index(name)
-        for i, row in enumerate(table.rows):
-            cell = row[c]
-            try:
-                out[i, j] = _float(cell)
-            except ValueError:
-                what = "is empty" if cell == "" else f"holds {cell!r}"
-                raise CLIError(
-                    f"{table.path}, line {table.lines[i]}: column {name!r} {what}; "
-                    f"feature columns must hold finite numbers (leave other columns out "
-                    f"with --features)") from None
+        out[:, j] = _csv.as_kind(table, name, "numeric", hint=hint)
+        miss = np.isnan(out[:, j])
+        if miss.any():
+            i = int(np.argmax(miss))
+            raise CLIError(f"{table.path}, line {table.line(i)}: column {name!r} is empty"
+                           f"{hint}")
     return out
 
 
@@ -307,10 +246,125 @@ def _transform(tab, X, table, rows=None):
         return tab.transform(X)
     except InputOverflow as exc:
         i = exc.row if rows is None else int(rows[exc.row])
-        raise CLIError(f"{table.path}, line {table.lines[i]}: column {exc.column!r} holds "
+        raise CLIError(f"{table.path}, line {table.line(i)}: column {exc.column!r} holds "
                        f"{exc.value:.6g}, too large for this model (standardised with the "
                        f"training rows, it overflows {tab.model.dtype.name}); rescale "
                        f"the column or train in float64 (--dtype float64)") from None
+
+
+def _column_list(values, header, option) -> list:
+    """Column names from repeated ``--features A,B`` values: a name containing commas
+    (``city_New York, NY``) is recognised when it is a column of the file; names
+    given with --feature / --exclude-column are taken whole."""
+    names = []
+    for value in values or ():
+        if value in header:
+            names.append(value)
+            continue
+        parts, i = value.split(","), 0
+        while i < len(parts):
+            for j in range(len(parts), i, -1):  # the longest run that names a column
+                name = ",".join(parts[i:j]).strip()
+                if name in header:
+                    break
+            else:
+                name, j = parts[i].strip(), i + 1
+            if name:
+                names.append(name)
+            i = j
+    return list(dict.fromkeys(names))
+
+
+def _choose_features(args, table) -> list:
+    header, path = table.header, table.path
+    given = _column_list(args.features, header, "--features") + list(args.feature or ())
+    excluded = _column_list(args.exclude, header, "--exclude")
+    for names, option in ((given, "--features/--feature"), (excluded, "--exclude")):
+        missing = [f for f in names if f not in header]
+        if missing:
+            raise CLIError(f"{path}: no column(s) {missing} (from {option}); the columns "
+                           f"are {', '.join(header)}")
+    if args.target in given:
+        raise CLIError(f"--features includes the target column {args.target!r}")
+    if given:
+        features = [f for f in dict.fromkeys(given) if f not in excluded]
+    else:
+        features = [h for h in header if h != args.target and h not in excluded]
+    if not features:
+        raise CLIError(f"{path}: no feature columns besides the target {args.target!r}")
+    return features
+
+
+def _first_line(table, mask) -> int:
+    return table.line(int(np.argmax(mask)))
+
+
+def _overflow_check(table, ct, Z, dtype, rows=None):
+    """Refuse inputs whose standardised values are not finite in the network's dtype,
+    naming the CSV line and the column."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = ~np.isfinite(Z.astype(dtype))
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        row = int(i) if rows is None else int(rows[i])
+        name = _csv.feature_of_output(ct, int(j))
+        value = table.frame[name].iloc[row]
+        raise CLIError(f"{table.path}, line {table.line(row)}: column {name!r} holds "
+                       f"{float(value):.6g}, too large for this model (standardised with "
+                       f"the training rows, it overflows {np.dtype(dtype).name}); rescale "
+                       f"the column or train in float64 (--dtype float64)")
+
+
+def _quietly(func, *args):
+    """scikit-learn's preprocessing without its warnings (unknown categories at
+    predict time are encoded as zeros, as intended)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return func(*args)
+
+
+def _numba_cache_is_cold(module="training_numba") -> bool:
+    """True when the Numba backend will compile: its on-disk cache (__pycache__ or
+    $NUMBA_CACHE_DIR) holds no index for the kernels ``module`` defines."""
+    try:
+        from ._kernels import _numba_common
+        if _numba_common.DISABLE_JIT:
+            return False
+        kernels = __import__(f"fastnn._kernels.{module}", fromlist=["_"])
+        dispatcher = next(v for v in vars(kernels).values() if hasattr(v, "_cache")
+                          and hasattr(v._cache, "_cache_path"))
+        where = dispatcher._cache._cache_path
+        return not any(n.startswith(f"{module}.") and n.endswith(".nbi")
+                       for n in os.listdir(where))
+    except Exception:  # no Numba, no cache directory yet, a Numba without these names
+        return True
+
+
+COMPILING = "fastnn: compiling fastnn's Numba kernels (first run only, ~30 s)..."
+
+
+def _announce_compilation(backend_name, module="training_numba") -> bool:
+    if backend_name == "numba" and _numba_cache_is_cold(module):
+        print(COMPILING, file=sys.stderr, flush=True)
+        return True
+    return False
+
+
+def _warm_up(model, activation, Xtr, ytr, val_data, make_optimizer, batch_size) -> float:
+    """Train a network of the same shape for one epoch on a few rows (and predict with
+    it), so that Numba compiles before the timed run; the seconds it took."""
+    from .model import MLP
+    t0 = time.perf_counter()
+    tiny = MLP(model.layer_sizes, activation, loss=model.loss.name, dtype=model.dtype,
+               backend=model.backend_name, random_state=0)
+    n = min(len(Xtr), batch_size + 1)
+    val = None if val_data is None else (val_data[0][:2], val_data[1][:2])
+    tiny.fit(Xtr[:n], ytr[:n], optimizer=make_optimizer(), epochs=1,
+             batch_size=batch_size, validation_data=val, verbose=0)
+    tiny.predict(Xtr[:2])
+    if model.loss.name == "cross_entropy":
+        tiny.predict_proba(Xtr[:2])
+    return time.perf_counter() - t0
 
 
 def cmd_train(args, out=print) -> int:
@@ -318,29 +372,23 @@ def cmd_train(args, out=print) -> int:
     t_start = time.perf_counter()
     if args.output:
         _check_model_output(args.output)  # before training, not after it
-    table = read_csv(args.data)
+    table = read_csv(args.data, text=[args.target], encoding=args.encoding,
+                     header=args.header)
+    if table.note:
+        out(table.note)
     header = table.header
     if args.target not in header:
         raise CLIError(f"{args.data}: no column {args.target!r}; the columns are "
                        f"{', '.join(header)}")
-    if args.features:
-        features = [f.strip() for f in args.features.split(",") if f.strip()]
-        missing = [f for f in features if f not in header]
-        if missing:
-            raise CLIError(f"{args.data}: no column(s) {missing} (from --features); the "
-                           f"columns are {', '.join(header)}")
-        if args.target in features:
-            raise CLIError(f"--features includes the target column {args.target!r}")
-    else:
-        features = [h for h in header if h != args.target]
-    if not features:
-        raise CLIError(f"{args.data}: no feature columns besides the target {args.target!r}")
-    X = numeric_columns(table, features)
+    features = _choose_features(args, table)
     target = table.column(args.target)
-    if "" in target:
-        i = target.index("")
-        raise CLIError(f"{args.data}, line {table.lines[i]}: the target column "
-                       f"{args.target!r} is empty")
+    missing = np.array([t is None or t == "" for t in target])
+    if missing.all():
+        raise CLIError(f"{args.data}: the target column {args.target!r} is empty on every "
+                       f"row")
+    if missing.any():
+        raise CLIError(f"{args.data}, line {_first_line(table, missing)}: the target "
+                       f"column {args.target!r} is empty")
     task, why = (args.task, "given") if args.task != "auto" else _auto_task(target)
 
     if task == "classify":
@@ -355,24 +403,43 @@ def cmd_train(args, out=print) -> int:
         classes = None
         bad = [i for i, t in enumerate(target) if not _is_number(t)]
         if bad:
-            raise CLIError(f"{args.data}, line {table.lines[bad[0]]}: the target column "
+            raise CLIError(f"{args.data}, line {table.line(bad[0])}: the target column "
                            f"{args.target!r} holds {target[bad[0]]!r}, not a number; use "
                            f"--task classify for class labels")
         y = np.array([_float(t) for t in target])
         loss, n_out = "mse", 1
 
-    rows = table.rows
-    train, val = _split_rows(len(rows), args.validation_split,
+    kinds = {f: _csv.column_kind(table, f) for f in features}
+    frame = _csv.frame_of(table, kinds)
+    n = table.n_rows
+    train, val = _split_rows(n, args.validation_split,
                              0 if args.seed is None else args.seed)
-    x_mean, x_scale = _standardise(X[train])
     y_mean, y_scale = 0.0, 1.0
     if task == "regress":
         m, sc = _standardise(y[train].reshape(-1, 1))
         y_mean, y_scale = float(m[0]), float(sc[0])
-    tab = TabularModel(None, features, args.target, task, classes, x_mean, x_scale,
-                       y_mean, y_scale)
+    as_pipeline = bool(args.output) and _saves_pipelines()
+    if as_pipeline and task == "regress" and args.dtype == "float32" and \
+            max(abs(y_mean), y_scale) > 1e30:
+        raise CLIError(f"{args.data}: the target column {args.target!r} reaches "
+                       f"{np.abs(y).max():.3g}, beyond what a float32 network's saved "
+                       f"predictions can hold; train in float64 (--dtype float64)")
+    ct = _csv.preprocessor(kinds)
+    _quietly(ct.fit, frame.iloc[train])
+    _csv.robust_scaler(ct, frame.iloc[train])
+    Z = _quietly(ct.transform, frame).astype(np.float64)
+    _overflow_check(table, ct, Z, args.dtype)
+    for f in features:  # after the checks: a refused file prints one line only
+        reason = _csv.identifier_reason(f, kinds[f], frame[f].to_numpy())
+        if reason:
+            print(f"fastnn train: warning: column {f!r} looks like a row identifier "
+                  f"({reason}) and is used as a feature; leave it out with --exclude "
+                  f"{_quote_option(f)}", file=sys.stderr)
+    n_in = Z.shape[1]
+    tab = TabularModel(None, [f"z{j}" for j in range(n_in)], args.target, task, classes,
+                       np.zeros(n_in), np.ones(n_in), y_mean, y_scale)
     try:
-        model = MLP([len(features), *args.hidden, n_out], args.activation, loss=loss,
+        model = MLP([n_in, *args.hidden, n_out], args.activation, loss=loss,
                     dtype=args.dtype, backend=args.backend, random_state=args.seed)
     except ValueError as exc:  # layers too large for memory: say which option
         raise CLIError(f"--hidden {','.join(map(str, args.hidden))}: {exc}") from None
@@ -381,11 +448,17 @@ def cmd_train(args, out=print) -> int:
     def targets(rows_idx):
         return y[rows_idx] if task == "classify" else (y[rows_idx] - y_mean) / y_scale
 
-    Xtr, ytr = _transform(tab, X[train], table, train), targets(train)
-    val_data = None if val is None else (_transform(tab, X[val], table, val), targets(val))
-    opt = (get_optimizer(args.optimizer) if args.lr is None
-           else get_optimizer(args.optimizer, lr=args.lr))
-    out(f"{args.data}: {len(rows)} rows, {len(features)} feature columns, target "
+    Xtr, ytr = tab.transform(Z[train]), targets(train)
+    val_data = None if val is None else (tab.transform(Z[val]), targets(val))
+
+    def make_optimizer():
+        return (get_optimizer(args.optimizer) if args.lr is None
+                else get_optimizer(args.optimizer, lr=args.lr))
+    opt = make_optimizer()
+    counts = {k: sum(1 for v in kinds.values() if v == k) for k in ("numeric", "boolean",
+                                                                     "text")}
+    kinds_text = ", ".join(f"{c} {k}" for k, c in counts.items() if c)
+    out(f"{args.data}: {n} rows, {len(features)} feature columns ({kinds_text}), target "
         f"{args.target!r}")
     out(f"task: {task} ({why})" + (f", {len(classes)} classes: "
                                      f"{_short_list(classes)}" if classes else ""))
@@ -394,6 +467,12 @@ def cmd_train(args, out=print) -> int:
     out(f"training on {len(train)} rows" + (f", validating on {len(val)}" if val is not None
                                              else "") + f": {opt!r}, batch "
         f"{args.batch_size}, {args.epochs} epochs")
+    compile_s = None
+    if model.backend_name == "numba":
+        # Compile before the timed run: the speed below is training only.
+        _announce_compilation("numba")
+        compile_s = _warm_up(model, args.activation, Xtr, ytr, val_data, make_optimizer,
+                             args.batch_size)
     t0 = time.perf_counter()
     try:
         hist = model.fit(Xtr, ytr, optimizer=opt, epochs=args.epochs,
@@ -405,21 +484,83 @@ def cmd_train(args, out=print) -> int:
 
     out("")
     out("final metrics:")
-    _report(out, "train", tab, X[train], np.asarray(target, dtype=object)[train], y[train])
+    labels = np.asarray(target, dtype=object)
+    _report(out, "train", tab, Z[train], labels[train], y[train])
     if val is not None:
-        _report(out, "validation", tab, X[val], np.asarray(target, dtype=object)[val],
-                y[val])
+        _report(out, "validation", tab, Z[val], labels[val], y[val])
     n_seen = len(train) * len(hist)
+    extra = ("" if compile_s is None else
+             f"; Numba compilation, {compile_s:.1f} s, before the timed run")
     out(f"speed: {len(hist)} epochs in {fit_s:.3f} s, {n_seen / fit_s:,.0f} samples/s "
-        f"(wall time {time.perf_counter() - t_start:.2f} s)")
+        f"(wall time {time.perf_counter() - t_start:.2f} s{extra})")
     if args.output:
         from .io import save
+        if as_pipeline:
+            saved = _pipeline(ct, model, task, classes, y_mean, y_scale, args, len(train),
+                              len(hist))
+        elif all(k == "numeric" for k in kinds.values()) and not frame.isna().any().any():
+            scaler = ct.named_transformers_["numeric"].named_steps["scale"]
+            saved = TabularModel(model, features, args.target, task, classes,
+                                 scaler.mean_, scaler.scale_, y_mean, y_scale)
+        else:
+            raise CLIError(f"{args.output}: saving a model with text, boolean or missing "
+                           f"values needs fastnn.save of scikit-learn pipelines (skops): "
+                           f"pip install 'fastnn-mlp[cli]'")
         try:
-            save(tab, args.output)
+            save(saved, args.output)
         except OSError as exc:  # changed since the check: a full disk, a new FIFO...
             raise CLIError(_os_error(args.output, exc, "cannot save the model")) from None
         out(f"saved the model to {args.output} (use: fastnn predict {args.output} DATA.csv)")
     return 0
+
+
+def _quote_option(name) -> str:
+    return name if re.fullmatch(r"[\w.\-]+", name) else repr(name)
+
+
+def _saves_pipelines() -> bool:
+    """fastnn.save takes scikit-learn pipelines (fastnn._pipeline_io, with skops)."""
+    import importlib.util
+    return (importlib.util.find_spec("fastnn._pipeline_io") is not None
+            and importlib.util.find_spec("skops") is not None)
+
+
+def _pipeline(ct, model, task, classes, y_mean, y_scale, args, n_train, n_epochs):
+    """Pipeline([("preprocess", ct), ("model", MLPClassifier | MLPRegressor)]) around
+    the trained network; a regression network's last layer takes the target's scale
+    (its outputs are in the target's units)."""
+    from sklearn.pipeline import Pipeline
+    from .estimators import MLPClassifier, MLPRegressor, _classes_to_payload, \
+        _params_to_json
+    cls = MLPClassifier if task == "classify" else MLPRegressor
+    lr = args.lr if args.lr is not None else getattr(get_optimizer(args.optimizer), "lr",
+                                                     1e-3)
+    est = cls(hidden_layer_sizes=tuple(args.hidden), activation=args.activation,
+              optimizer=args.optimizer, learning_rate_init=float(lr) if isinstance(
+                  lr, (int, float)) else 1e-3, batch_size=args.batch_size,
+              max_iter=args.epochs, random_state=args.seed, backend=args.backend,
+              dtype=args.dtype)
+    fitted = {"n_features_in_": model.n_features_in, "n_outputs_": model.n_outputs,
+              "n_layers_": len(model.layer_sizes), "n_iter_": n_epochs,
+              "t_": n_train * n_epochs,
+              "out_activation_": "softmax" if task == "classify" else "identity"}
+    meta = {"estimator": cls.__name__, "params": _params_to_json(est), "fitted": fitted}
+    arrays = {}
+    if task == "classify":
+        meta["classes"], arrays = _classes_to_payload(np.asarray(classes, dtype=object))
+        meta["y_type"] = "multiclass"  # one softmax output per class, even for two
+    else:
+        last = model.layers[-1]
+        with np.errstate(over="ignore", invalid="ignore"):
+            last.W[...] = last.W * y_scale
+            last.b[...] = last.b * y_scale + y_mean
+        if not (np.isfinite(last.W).all() and np.isfinite(last.b).all()):
+            raise CLIError(f"{args.output}: the target's scale ({y_scale:.3g}) overflows "
+                           f"{model.dtype.name}; train in float64 (--dtype float64)")
+    est = cls._from_payload(model, meta, arrays)
+    pipe = Pipeline([("preprocess", ct), ("model", est)])
+    pipe.fastnn_target_ = args.target
+    return pipe
 
 
 def _os_error(path, exc: OSError, doing: str) -> str:
@@ -481,6 +622,21 @@ def _report(out, name, tab, X, labels, y):
 
 # --- predict -------------------------------------------------------------------------------------
 
+def _csv_pipeline(obj):
+    """The (preprocessing, final estimator) of a scikit-learn Pipeline whose first step
+    selects DataFrame columns by name (a ColumnTransformer), else None."""
+    steps = getattr(obj, "steps", None)
+    if not steps or len(steps) < 2:
+        return None
+    first = steps[0][1]
+    if not hasattr(first, "feature_names_in_"):
+        return None
+    return first, steps[-1][1]
+
+
+PREDICT_HINT = " (the model was trained with this kind of value in this column)"
+
+
 def cmd_predict(args, out=print) -> int:
     from .io import load
     from .model import MLP
@@ -489,28 +645,66 @@ def cmd_predict(args, out=print) -> int:
     if args.output:
         _check_predictions_output(args.output)
     obj = load(args.model)
-    table = read_csv(args.data)
-    header, rows = table.header, table.rows
-    proba, classes, truth = None, None, None
+    target_name = None
+    parts = _csv_pipeline(obj)
+    text = []
+    if isinstance(obj, TabularModel):
+        target_name = obj.target
+    elif parts is not None:
+        target_name = getattr(obj, "fastnn_target_", None)
+        kinds = _csv.kinds_of(parts[0]) or {}
+        text = [c for c, k in kinds.items() if k == "text"]
+    table = read_csv(args.data, text=[*text, *([target_name] if target_name else [])],
+                     encoding=args.encoding, header=args.header)
+    header = table.header
+    proba, classes, truth, task = None, None, None, None
+    backend = getattr(getattr(obj, "model", None), "backend_name", None) or getattr(
+        getattr(obj, "_model", None), "backend_name", None) or getattr(
+        obj, "backend_name", None)
+    if parts is not None:
+        backend = getattr(getattr(parts[1], "_model", None), "backend_name", None)
+    _announce_compilation(backend, "dense_numba")
     if isinstance(obj, TabularModel):
         missing = [f for f in obj.features if f not in header]
         if missing:
             raise CLIError(f"{args.data}: no column(s) {missing}; the model was trained on "
                            f"{', '.join(obj.features)}")
-        X = numeric_columns(table, obj.features)
+        X = numeric_columns(table, obj.features, hint=PREDICT_HINT)
         _transform(obj, X, table)  # a value too large: named with its line
         pred = obj.predict(X)
+        task = obj.task
         if obj.task == "classify":
             classes = obj.classes
             proba = obj.predict_proba(X) if args.proba else None
-        if obj.target in header:
-            truth = table.column(obj.target)
+    elif parts is not None:
+        pre, final = parts
+        names = [str(c) for c in pre.feature_names_in_]
+        missing = [f for f in names if f not in header]
+        if missing:
+            raise CLIError(f"{args.data}: no column(s) {missing}; the model was trained on "
+                           f"{', '.join(names)}")
+        kinds = _csv.kinds_of(pre)
+        if kinds is not None:
+            frame = _csv.frame_of(table, kinds, hint=PREDICT_HINT)
+        else:
+            frame = table.frame[names]
+        Z = _quietly(obj[:-1].transform, frame)
+        net = getattr(final, "_model", None)
+        if net is not None and kinds is not None:
+            _overflow_check(table, pre, np.asarray(Z, np.float64), net.dtype)
+        pred = _quietly(final.predict, Z)
+        if hasattr(final, "predict_proba") and np.ndim(getattr(final, "classes_", [])) == 1:
+            task = "classify"
+            classes = list(final.classes_)
+            proba = _quietly(final.predict_proba, Z) if args.proba else None
+        else:
+            task = "regress"
     elif isinstance(obj, MLP):
         if len(header) != obj.n_features_in:
             raise CLIError(f"{args.data}: {len(header)} columns, but the model takes "
                            f"{obj.n_features_in} inputs (a bare fastnn.MLP reads every "
                            f"column, in order)")
-        X = numeric_columns(table, header)
+        X = numeric_columns(table, header, hint=PREDICT_HINT)
         pred = obj.predict(X)
         if obj.loss.name == "cross_entropy":
             classes = list(range(obj.n_outputs))
@@ -525,7 +719,7 @@ def cmd_predict(args, out=print) -> int:
         elif len(header) != obj.n_features_in_:
             raise CLIError(f"{args.data}: {len(header)} columns, but the estimator takes "
                            f"{obj.n_features_in_} features (every column, in order)")
-        X = numeric_columns(table, names or header)
+        X = numeric_columns(table, names or header, hint=PREDICT_HINT)
         pred = obj.predict(X)
         if hasattr(obj, "predict_proba") and np.ndim(obj.classes_) == 1:
             classes = list(obj.classes_)
@@ -533,15 +727,19 @@ def cmd_predict(args, out=print) -> int:
     else:
         raise CLIError(f"{args.model}: holds a {type(obj).__name__}, which predict cannot "
                        f"use")
+    if target_name and target_name in header:
+        truth = table.column(target_name)
+    n_rows = table.n_rows
     pred = np.asarray(pred)
     cols = ["prediction"] if pred.ndim == 1 else [f"prediction_{j}" for j in
                                                   range(pred.shape[1])]
     if proba is not None:
         cols += [f"proba_{c}" for c in classes]
+
     def write(stream):
         writer = csv.writer(stream)
         writer.writerow(cols)
-        for i in range(len(rows)):
+        for i in range(n_rows):
             cells = [_cell(v) for v in np.atleast_1d(pred[i])]
             if proba is not None:
                 cells += [f"{p:.6g}" for p in proba[i]]
@@ -550,20 +748,24 @@ def cmd_predict(args, out=print) -> int:
         _write_atomically(args.output, write)
     else:
         write(sys.stdout)
-    if truth is not None:
-        if obj.task == "classify":
-            acc = float(np.mean(pred == np.asarray(truth, dtype=object)))
-            print(f"{args.data} has the target column {obj.target!r}: accuracy {acc:.4f}",
-                  file=sys.stderr)
+    if truth is not None and all(t not in (None, "") for t in truth):
+        if task == "classify":
+            acc = float(np.mean(np.asarray([_cell(p) for p in pred], dtype=object)
+                                == np.asarray(truth, dtype=object)))
+            print(f"{args.data} has the target column {target_name!r}: accuracy "
+                  f"{acc:.4f}", file=sys.stderr)
         elif all(_is_number(t) for t in truth):
-            # in units of the model's target scale: targets near 1e300 do not overflow
-            t = (np.array([float(v) for v in truth]) - obj.y_mean) / obj.y_scale
-            p = (np.asarray(pred, np.float64) - obj.y_mean) / obj.y_scale
+            # in units of the target's scale: targets near 1e300 do not overflow
+            y_mean, y_scale = ((obj.y_mean, obj.y_scale) if isinstance(obj, TabularModel)
+                               else _standardise(np.array([[float(v)] for v in truth])))
+            y_mean, y_scale = float(np.ravel(y_mean)[0]), float(np.ravel(y_scale)[0])
+            t = (np.array([float(v) for v in truth]) - y_mean) / y_scale
+            p = (np.asarray(pred, np.float64) - y_mean) / y_scale
             r2 = float(regression_scores(t[:, None], p[:, None])[0][0])
-            print(f"{args.data} has the target column {obj.target!r}: R^2 {r2:.4f}",
+            print(f"{args.data} has the target column {target_name!r}: R^2 {r2:.4f}",
                   file=sys.stderr)
     if args.output:
-        out(f"wrote {len(rows)} predictions to {args.output}")
+        out(f"wrote {n_rows} predictions to {args.output}")
     return 0
 
 
@@ -745,17 +947,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train", formatter_class=fmt,
         help="train a network on a CSV file",
-        description="Train an MLP on a CSV file with a header row. Every column except the "
-                    "target (or the --features columns) must be numeric; features are "
-                    "standardised with the training rows' mean and standard deviation. "
-                    "Prints one line per epoch, then the final metrics and the speed.",
-        epilog="example: fastnn train iris.csv --target species --hidden 32 --epochs 100 "
-               "--output iris.fnn")
+        description="Train an MLP on a CSV file with a header row (comma, semicolon, tab "
+                    "or space separated, detected). Feature columns may hold numbers, "
+                    "true/false or text; empty cells and NA are missing values. Numbers "
+                    "are imputed with the median and standardised, booleans become 0/1, "
+                    "text is one-hot encoded (all fitted on the training rows only); "
+                    "--output saves this preprocessing with the network. Prints one "
+                    "line per epoch, then the final metrics and the speed.",
+        epilog="example: fastnn train customers.csv --target plan --exclude id "
+               "--hidden 32 --epochs 100 --output plan.fnn")
     p.add_argument("data", metavar="DATA.csv", help="training data (CSV with a header row)")
     p.add_argument("--target", required=True, metavar="COLUMN",
                    help="name of the column to predict")
-    p.add_argument("--features", metavar="COL,COL,...",
-                   help="feature columns to use (default: every column but the target)")
+    p.add_argument("--features", metavar="COL,COL,...", action="append",
+                   help="feature columns to use (default: every column but the target); "
+                        "may be repeated; a column name containing commas is recognised")
+    p.add_argument("--feature", metavar="COLUMN", action="append",
+                   help="one feature column, its name taken whole; may be repeated")
+    p.add_argument("--exclude", metavar="COL,COL,...", action="append",
+                   help="columns not to use as features (an id column, say); may be "
+                        "repeated")
     p.add_argument("--task", choices=("auto", "classify", "regress"), default="auto",
                    help="auto: text targets, or at most "
                         f"{MAX_AUTO_CLASSES} distinct whole numbers, are class labels")
@@ -782,13 +993,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", metavar="MODEL.fnn",
                    help="save the trained model to this file (checked before training)")
     p.add_argument("--quiet", "-q", action="store_true", help="no per-epoch lines")
+    p.add_argument("--encoding", default="utf-8-sig", metavar="NAME",
+                   help="text encoding of the CSV file (default: UTF-8, with or without "
+                        "a byte-order mark)")
+    p.add_argument("--header", choices=("auto", "names", "none"), default="auto",
+                   help="auto: the first line holds the column names, or scikit-learn's "
+                        "counts (n_samples,n_features,...: columns feature_0, ..., target); "
+                        "names: always column names; none: no header (column_1, ...)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "predict", formatter_class=fmt,
         help="predict with a saved model",
         description="Predict every row of a CSV file with a model saved by `fastnn train "
-                    "--output` (columns are matched by name; a target column, if present, "
+                    "--output` (columns are matched by name, other columns are ignored, "
+                    "the saved preprocessing is applied; a target column, if present, "
                     "is used to report the accuracy or R^2 on stderr), by fastnn.save of an "
                     "MLPClassifier/MLPRegressor, or of a bare fastnn.MLP (every column, in "
                     "order).")
@@ -799,6 +1018,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "standard output)")
     p.add_argument("--proba", action="store_true",
                    help="also write one probability column per class")
+    p.add_argument("--encoding", default="utf-8-sig", metavar="NAME",
+                   help="text encoding of the CSV file (default: UTF-8, with or without "
+                        "a byte-order mark)")
+    p.add_argument("--header", choices=("auto", "names", "none"), default="auto",
+                   help="auto: the first line holds the column names, or scikit-learn's "
+                        "counts (n_samples,n_features,...: columns feature_0, ..., target); "
+                        "names: always column names; none: no header (column_1, ...)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
