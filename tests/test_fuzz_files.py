@@ -402,7 +402,7 @@ def test_shapes_that_disagree_with_the_data(saved, tmp_path):
                                              "classes": ["no", "yes", "maybe"]})
     cases["tabular: 3 classes for 2 outputs"] = _join(h, data)
     path = tmp_path / "shape.fnn"
-    for name, content in cases.items():
+    for content in cases.values():
         path.write_bytes(content)
         with pytest.raises(ModelFileError, match=str(path)):
             fastnn.load(path)

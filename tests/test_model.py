@@ -266,7 +266,7 @@ def test_batch_norm_needs_two_samples_and_merges_a_final_single_sample():
     assert plain._batches(9, 4) == [(0, 4), (4, 8), (8, 9)]
 
 
-# --- dtype and input rules -------------------------------------------------------------------------
+# --- dtype and input rules ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_model_dtype_is_kept_and_inputs_are_converted(dtype):

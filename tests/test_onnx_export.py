@@ -7,7 +7,6 @@ Every exported model passes ``onnx.checker.check_model``.
 """
 
 import os
-import warnings
 
 import numpy as np
 import pytest

@@ -8,7 +8,6 @@ from collections import Counter
 import numpy as np
 import pytest
 
-import fastnn
 from fastnn.model import MLP
 from fastnn.optim import (
     OPTIMIZERS, SGD, Adagrad, Adam, AdamW, DivergenceError, Momentum, Nesterov, RMSProp,
@@ -273,7 +272,7 @@ def test_learning_rate_follows_the_schedule_clock():
     per_step = SGD(StepDecay(1.0, step_size=2, gamma=0.5, per="step"))
     per_epoch = SGD(StepDecay(1.0, step_size=2, gamma=0.5))
     seen_step, seen_epoch = [], []
-    for epoch in range(3):
+    for _epoch in range(3):
         for _ in range(2):
             seen_step.append(per_step.lr)
             seen_epoch.append(per_epoch.lr)

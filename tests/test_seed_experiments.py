@@ -4,7 +4,6 @@ plus agreement between backends and with a PyTorch twin."""
 import numpy as np
 import pytest
 
-import fastnn
 from fastnn import MLP, SGD, Adam
 
 BACKENDS = ("numpy", "numba", "cython")

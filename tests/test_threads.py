@@ -173,11 +173,11 @@ def test_default_respects_the_blas_limit_and_the_affinity(monkeypatch):
     """n_threads=None inside a worker limited to one thread (joblib's loky and Dask do
     this through threadpoolctl or OPENBLAS_NUM_THREADS) runs on one thread, and on two
     where everything allows two; the kernel gets that count."""
-    for blas in (1, 2):
-        with _thread_settings(cpus=2, blas=blas):
+    for limit in (1, 2):
+        with _thread_settings(cpus=2, blas=limit):
             _, _, seen = _fit("cython", "float32", [20, 30, 3], None, epochs=1,
                               monkeypatch=monkeypatch)
-        assert seen and {s[0] for s in seen} == {blas}
+        assert seen and {s[0] for s in seen} == {limit}
 
 
 def test_numba_thread_count_is_given_back(monkeypatch):

@@ -87,10 +87,10 @@ def available_backends() -> tuple[str, ...]:
     return tuple(names)
 
 
-_CACHE: dict[str, "Backend"] = {}
+_CACHE: dict[str, Backend] = {}
 
 
-def backend(name: str | None = None) -> "Backend":
+def backend(name: str | None = None) -> Backend:
     """The kernel namespace of backend ``name`` ("numpy", "numba" or "cython").
 
     ``None`` picks the default: ``$FASTNN_BACKEND`` if set, else "cython" when its
@@ -397,7 +397,7 @@ class Backend:
         return a.reshape(a.shape[0], -1)
 
     def binary_cross_entropy(self, z, y) -> float:
-        """L = mean(max(z,0) - z y + log(1 + e^-|z|)) on logits z (m,) or (m, k)."""
+        """``L = mean(max(z,0) - z y + log(1 + e^-|z|))`` on logits z (m,) or (m, k)."""
         p, t = self._pair(z, y, "z", ndim=(1, 2))
         return self._raw.binary_cross_entropy(self._as_rows(p), self._as_rows(t))
 
@@ -558,7 +558,7 @@ class Backend:
         return self._raw.squared_norm(_flat(v.float_array(x, "x")))
 
     def scale_inplace(self, x, factor):
-        """x *= factor, in place."""
+        """``x *= factor``, in place."""
         factor = v.scalar(factor, "factor")
         v.plain_view(x, "x")
         o = _Output(x, "x", x.shape, v.float_array(x[:0] if x.ndim else x, "x").dtype,
@@ -568,7 +568,7 @@ class Backend:
 
     def clip_grad_norm(self, grad, max_norm) -> float:
         """Scale ``grad`` in place by max_norm / ||grad|| when its L2 norm exceeds
-        max_norm; returns the norm before clipping (as torch's clip_grad_norm_)."""
+        max_norm; returns the norm before clipping (as torch's ``clip_grad_norm_``)."""
         max_norm = v.scalar(max_norm, "max_norm", low=0, low_open=True)
         g = v.float_array(v.plain_view(grad, "grad"), "grad")
         norm = float(np.sqrt(self._raw.squared_norm(_flat(g))))

@@ -27,7 +27,6 @@ _LOSS_CODES = {"mse": codes.LOSS_MSE, "binary_cross_entropy": codes.LOSS_BINARY_
 # calls of about this size so that Ctrl-C and progress are seen between them.
 _FLOPS_PER_CALL = 5e9
 
-_EMPTY_F = {}
 _EMPTY_I = np.zeros(0, np.int64)
 
 

@@ -41,9 +41,9 @@ class TrainingGuard:
     def __init__(self, name: str):
         self.name = name
         self._cond = threading.Condition(threading.Lock())
-        self._owner = None  # ident of the training thread
+        self._owner: int | None = None  # ident of the training thread
         self._depth = 0     # its nesting
-        self._users = {}    # thread ident -> nesting of its inference calls
+        self._users: dict[int, int] = {}  # thread ident -> nesting of its inference calls
 
     def __reduce__(self):
         raise TypeError("a TrainingGuard holds a lock and cannot be pickled or copied")

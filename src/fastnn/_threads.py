@@ -70,7 +70,7 @@ def resolve(n_threads, backend_name: str) -> int:
         limit = min(limit, env)
     if backend_name == "numba":
         import numba
-        limit = min(limit, numba.config.NUMBA_NUM_THREADS)
+        limit = min(limit, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     return max(1, limit)
 
 
@@ -81,6 +81,6 @@ def check_n_threads(n_threads, name: str = "n_threads"):
     import numbers
     if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
         raise TypeError(f"{name} must be None or an int >= 1, got {n_threads!r}")
-    if not 1 <= n_threads <= 2 ** 15:
+    if not 1 <= int(n_threads) <= 2 ** 15:
         raise ValueError(f"{name} must be None or an int in [1, 32768], got {n_threads!r}")
     return int(n_threads)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -142,7 +143,7 @@ def _digits(backend, epochs, out, result, compare):
         warnings.simplefilter("ignore", ConvergenceWarning)
         for name, make in libs:
             make(**{**kw, "max_iter": 1}).fit(Xtr[:256], ytr[:256])  # warm-up
-            est, secs = _timed(lambda: make(**kw).fit(Xtr, ytr))
+            est, secs = _timed(lambda make=make: make(**kw).fit(Xtr, ytr))
             result.digits[name] = Run(name, est.score(Xte, yte), secs,
                                       len(Xtr) * est.n_iter_ / secs,
                                       {"loss": list(est.loss_curve_)})
@@ -279,7 +280,7 @@ def save_demo_plot(result: DemoResult, path) -> None:
         plot_learning_curves({"loss + L2 term": result.spiral["scikit-learn"].curve["loss"]},
                              ax, label="scikit-learn")
     ax.set_title("spiral: learning curves")
-    X, y = result.spiral_data
+    X, y = cast(tuple, result.spiral_data)
     ax = plot_decision_boundary(result.spiral_model, X, y, axes.pop(0))
     ax.set_title(f"spiral: fastnn decision boundary (train acc {fast.accuracy:.4f})")
     fig.savefig(path, dpi=100)

@@ -42,6 +42,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,7 @@ from .losses import Loss, get_loss
 from . import _fused, _threads
 from ._guard import TrainingGuard, trains, uses
 from ._metrics import regression_scores
-from .optim import DivergenceError
+from .optim import DivergenceError, Optimizer
 
 __all__ = ["MLP", "Dense", "check_X", "check_random_state"]
 
@@ -203,6 +204,20 @@ class Dense:
         the running statistics, as in inference).
     """
 
+    # Views into the model's buffers, set when the model is built (None until then, and
+    # b for batch-normalised layers); zero_bias: zeros for batch-normalised layers.
+    W: Any
+    b: Any
+    gamma: Any
+    beta: Any
+    running_mean: Any
+    running_var: Any
+    dW: Any
+    db: Any
+    dgamma: Any
+    dbeta: Any
+    zero_bias: Any
+
     def __init__(self, index, n_in, n_out, activation, alpha, dropout, batch_norm):
         self.index = index
         self.n_in, self.n_out = n_in, n_out
@@ -232,6 +247,10 @@ class Dense:
 
 class _TrainSpace:
     """Buffers of one training step for batch size m (allocated once, reused)."""
+
+    # Per layer; None where the layer has no such buffer (dropout, batch norm).
+    mask: list[np.ndarray | None]
+    u: list[np.ndarray | None]
 
     def __init__(self, model, m):
         dt = model.dtype
@@ -408,7 +427,7 @@ class MLP:
                           dropout=0.0, batch_norm=False))
         for i, spec in enumerate(specs):
             spec.update(n_in=sizes[i], n_out=sizes[i + 1])
-        self.optimizer = None
+        self.optimizer: Optimizer | None = None
         self.history = None
         self._build(specs)
         self.reset_parameters()
@@ -578,7 +597,7 @@ class MLP:
 
     @classmethod
     def from_config(cls, config: dict, *, backend: str | None = None,
-                    random_state=None) -> "MLP":
+                    random_state=None) -> MLP:
         """A freshly initialised model with the architecture of ``get_config()``."""
         layers = config["layers"]
         if not isinstance(layers, list) or not layers:
@@ -619,7 +638,7 @@ class MLP:
 
     # --- backend ---------------------------------------------------------------------------
     @trains
-    def set_backend(self, name: str | None = None) -> "MLP":
+    def set_backend(self, name: str | None = None) -> MLP:
         """Run this model on another backend (None: the default); returns self."""
         if name is None:
             name = default_backend_name()
@@ -645,7 +664,7 @@ class MLP:
         return out
 
     @trains
-    def freeze(self, layers=None) -> "MLP":
+    def freeze(self, layers=None) -> MLP:
         """Freeze layers (an index, a list of indices, a slice; None: all). Returns self.
 
         A frozen layer's parameters are not updated by any optimizer (nor decayed) and
@@ -657,7 +676,7 @@ class MLP:
         return self
 
     @trains
-    def unfreeze(self, layers=None) -> "MLP":
+    def unfreeze(self, layers=None) -> MLP:
         """Make layers trainable again (None: all). Returns self."""
         for i in self._layer_indices(layers):
             self.layers[i].frozen = False
@@ -670,7 +689,7 @@ class MLP:
 
     @trains
     def replace_output(self, n_outputs: int, *, loss: str | None = None,
-                       output_activation: str | None = None) -> "MLP":
+                       output_activation: str | None = None) -> MLP:
         """Replace the output layer by a freshly initialised one with ``n_outputs`` units.
 
         Hidden layers keep their values and frozen flags; ``loss`` changes the loss
@@ -801,7 +820,7 @@ class MLP:
 
     @uses
     def predict_proba(self, X) -> np.ndarray:
-        """Probabilities: sigmoid (binary_cross_entropy) or softmax (cross_entropy) of the logits."""
+        """Probabilities: sigmoid (binary_cross_entropy) or softmax (cross_entropy) of logits."""
         return self.loss.proba(self.kernels, self.decision_function(X))
 
     @uses
@@ -1154,7 +1173,7 @@ class MLP:
         self.history = state["history"]
 
     @uses
-    def copy(self) -> "MLP":
+    def copy(self) -> MLP:
         """An independent model with the same configuration, values and random states."""
         clone = MLP.from_config(self.get_config(), backend=self.backend_name)
         clone.set_state(self.get_state())

@@ -135,7 +135,8 @@ class _Graph:
         arr = np.asarray(value)
         if arr.dtype.kind in "USO":
             tensor = helper.make_tensor(name, TensorProto.STRING, arr.shape,
-                                        [str(s).encode("utf-8") for s in arr.ravel()])
+                                        [str(s).encode("utf-8")  # type: ignore[misc]
+                                         for s in arr.ravel()])
         else:
             tensor = numpy_helper.from_array(np.ascontiguousarray(arr), name)
         self.initializers.append(tensor)
@@ -361,7 +362,7 @@ def _check_opset(opset) -> int:
         return min(DEFAULT_OPSET, newest)
     if isinstance(opset, bool) or not isinstance(opset, numbers.Integral):
         raise TypeError(f"opset must be an int, got {opset!r}")
-    if not MIN_OPSET <= opset <= newest:
+    if not MIN_OPSET <= int(opset) <= newest:
         raise ValueError(f"opset must be in [{MIN_OPSET}, {newest}] (the newest this onnx "
                          f"{onnx.__version__} knows), got {opset}")
     return int(opset)
@@ -372,7 +373,7 @@ def _tensor(name, proto, shape):
 
 
 def to_onnx(model_or_estimator, *, opset: int | None = None,
-            name: str | None = None) -> "onnx.ModelProto":
+            name: str | None = None) -> onnx.ModelProto:
     """The ONNX graph of a fastnn model, as an ``onnx.ModelProto``.
 
     Parameters

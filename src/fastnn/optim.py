@@ -21,6 +21,7 @@ rescales the gradient when the norm exceeds it.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class DivergenceError(FloatingPointError):
         self.what = what
         self.value = value
         self.history = None
-        self.steps_done = None
+        self.steps_done: int | None = None
 
 
 class Optimizer:
@@ -95,8 +96,8 @@ class Optimizer:
         self.state: dict[str, np.ndarray] = {}
         self.last_grad_norm = math.nan
         self._token = None      # the model parameter layout the state belongs to
-        self._runs_key = None
-        self._runs = ()
+        self._runs_key: tuple | None = None
+        self._runs: tuple[tuple[int, int, bool], ...] = ()
 
     def _bind(self, model) -> None:
         if self._token is model._layout_token:
@@ -134,7 +135,7 @@ class Optimizer:
         decays = self.weight_decay > 0
         key = (model._layout_token, model._frozen_version, self.decay_biases, decays)
         if key != self._runs_key:
-            runs = []
+            runs: list[tuple[int, int, bool]] = []
             for start, stop, is_weight in model.param_segments():
                 decayed = decays and (is_weight or self.decay_biases)
                 if runs and runs[-1][1] == start and runs[-1][2] == decayed:
@@ -193,7 +194,7 @@ class Optimizer:
 
     def __repr__(self):
         cfg = self.get_config()
-        parts = [f"lr={self.schedule.lr!r}" if isinstance(cfg["lr"], float)
+        parts = [f"lr={cast(Constant, self.schedule).lr!r}" if isinstance(cfg["lr"], float)
                  else f"lr={self.schedule!r}"]
         parts += [f"{k}={val!r}" for k, val in self.hyperparameters().items()]
         parts.append(f"weight_decay={self.weight_decay!r}")

@@ -165,10 +165,10 @@ def _predictor(model):
     if not hasattr(model, "predict"):
         raise TypeError(f"model must be a fastnn MLP or a fitted classifier with predict, "
                         f"got {type(model).__name__}")
-    classes = getattr(model, "classes_", None)
-    if classes is not None and np.ndim(classes) != 1:
+    labels = getattr(model, "classes_", None)
+    if labels is not None and np.ndim(labels) != 1:
         raise ValueError("plot_decision_boundary needs a single-output classifier")
-    return model.predict, classes
+    return model.predict, labels
 
 
 def plot_decision_boundary(model_or_estimator, X, y, ax=None, resolution: int = 200, *,

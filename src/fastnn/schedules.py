@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any, cast
 
 from . import _validation as v
 
@@ -78,7 +79,7 @@ class Schedule:
         return (type(self) is type(other) and self.get_config() == other.get_config()
                 and self.state_dict() == other.state_dict())
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]
 
 
 def checked_rate(schedule, t: int) -> float:
@@ -343,7 +344,7 @@ def schedule_from_config(config: dict) -> Schedule:
     """Rebuild a schedule from ``{"name": ..., **arguments}`` (names from SCHEDULES only)."""
     if not isinstance(config, dict) or "name" not in config:
         raise ValueError(f"a schedule config must be a dict with a 'name', got {config!r}")
-    depth, inner = 1, config
+    depth, inner = 1, cast(Any, config)
     while isinstance(inner, dict) and inner.get("name") == "linear_warmup":
         inner, depth = inner.get("after"), depth + 1
         if depth > MAX_DEPTH:  # checked before the recursion below

@@ -244,7 +244,8 @@ def fuzz_estimators(n_examples):
             allowed = est.classes_ if classify and np.ndim(est.classes_) == 1 else None
             for method in ("predict", "score") + (("predict_proba",) if classify else ()):
                 args = (X, y) if method == "score" else (X,)
-                outcome, out = attempt(f"{method} {what}", lambda: getattr(est, method)(*args))
+                outcome, out = attempt(f"{method} {what}",
+                                       lambda m=method, a=args: getattr(est, m)(*a))
                 OUTCOMES[f"{method}: {outcome}"] += 1
                 if out is None:
                     continue

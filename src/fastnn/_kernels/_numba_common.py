@@ -341,6 +341,7 @@ _TANH_ARGS = "fastnn_numpy_tanh_f64_args"
 
 class _UfuncCallInfo(ctypes.Structure):
     """NumPy's ``ufunc_call_info`` (capsule "numpy_1.24_ufunc_call_info")."""
+
     _fields_ = [("strided_loop", ctypes.c_void_p), ("context", ctypes.c_void_p),
                 ("auxdata", ctypes.c_void_p), ("requires_pyapi", ctypes.c_ubyte),
                 ("no_floatingpoint_errors", ctypes.c_ubyte)]

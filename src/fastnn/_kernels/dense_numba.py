@@ -9,7 +9,9 @@ the activation code switched on once per call.
 import numpy as np
 
 from . import codes
-from ._numba_common import cast_like, gemm, gemm_threads, jit, pairwise_stack, pairwise_sum_ws, tanh_f64
+from ._numba_common import (
+    cast_like, gemm, gemm_threads, jit, pairwise_stack, pairwise_sum_ws, tanh_f64,
+)
 from .activations_numba import (
     _elu, _elu_d, _identity_d, _leaky_relu, _leaky_relu_d, _relu, _relu_d, _sigmoid,
     _sigmoid_d_from_a, _softmax_backward_row, _softmax_row, _step, _step_d, _tanh_d_from_a,

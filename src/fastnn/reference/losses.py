@@ -44,7 +44,7 @@ def mse_gradient(y_pred, y, out):
 
 
 def binary_cross_entropy(z, y):
-    """L = mean over the m rows of sum_k (max(z, 0) - z y + log(1 + e^-|z|)).
+    """``L = mean over the m rows of sum_k (max(z, 0) - z y + log(1 + e^-|z|))``.
 
     Logits z and targets y in [0, 1] of shape (m, k): the k binary outputs of a sample
     add up and samples are averaged (docs/spec.md §4: a mean over the m samples), so

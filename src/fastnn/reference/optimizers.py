@@ -97,5 +97,5 @@ def squared_norm(x):
 
 
 def scale_inplace(x, factor):
-    """x *= factor, the factor cast once to the dtype of x."""
+    """``x *= factor``, the factor cast once to the dtype of x."""
     x *= factor

@@ -31,11 +31,12 @@ ws              (W,) dt          workspace; ``ws_off`` gives its regions (elemen
 ws_off          (2+3L,) int64    [xb, yb, z_0, a_0, g_0, z_1, ...], each region sized
                                  batch_size x width; a batch of m rows uses the first m rows.
                                  a_l may be z_l (same offset) for the output layer.
-lb              (batch_size,) int64  gathered labels (sparse cross-entropy), else (0,)
+lb              (bs,) int64      gathered labels (sparse cross-entropy), else (0,);
+                                 bs = batch_size
 opt_code        int              codes.OPT_*
 state1, state2  (P,) dt or (0,)  optimizer state: velocity | sum_sq | sq_avg | (m, v)
 hyper           (6,) float64     [h0, h1, eps, eps_inside_sqrt, weight_decay, clip_norm]
-lrs             (n_batches,) f64 learning rate of each step of the epoch
+lrs             (nb,) float64    learning rate of each step of the epoch (nb batches)
 batch_start,    int              the batches of the epoch this call runs: j in
 batch_stop                       [batch_start, batch_stop) (so long epochs can be cut
                                  into calls that return to Python, e.g. for Ctrl-C)
