@@ -368,7 +368,7 @@ def _finite(table, name, x) -> None:
     if bad.any():
         i = int(np.argmax(bad))
         raise CLIError(f"{table.path}, line {table.line(i)}: column {name!r} holds "
-                       f"{x[i]!r}; feature values must be finite numbers (leave missing "
+                       f"{x[i]:g}; feature values must be finite numbers (leave missing "
                        f"values empty or NA)")
 
 
@@ -383,10 +383,10 @@ def as_kind(table: Table, name, kind, *, hint="") -> np.ndarray:
         values[miss] = np.nan
         return values
     if kind == "boolean" and pd.api.types.is_bool_dtype(s.dtype):
-        return s.to_numpy(dtype=np.float64)
+        return np.array(s, dtype=np.float64)
     if kind == "numeric" and pd.api.types.is_numeric_dtype(s.dtype) \
             and not pd.api.types.is_bool_dtype(s.dtype):
-        x = s.to_numpy(dtype=np.float64)
+        x = np.array(s, dtype=np.float64)
         _finite(table, name, x)
         return x
     values, miss = _strings(s)
@@ -396,7 +396,7 @@ def as_kind(table: Table, name, kind, *, hint="") -> np.ndarray:
         bad = ~miss & np.isnan(x)
         want = "true or false"
     else:
-        x = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
+        x = np.array(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=np.float64)
         bad = ~miss & np.isnan(x)
         want = "a number"
     x[miss] = np.nan
