@@ -350,6 +350,53 @@ def test_truncated_and_corrupt_files(tmp_path):
             pass
 
 
+def test_random_damage_gives_model_file_error_or_a_loadable_pipeline(tmp_path):
+    """Values of schema.json replaced, keys dropped, bytes flipped: fastnn.load raises
+    ModelFileError or returns an object (never another exception)."""
+    import copy
+    import random
+    pipe, X = _classifier_pipeline()
+    data = sio.dumps(pipe)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        schema = json.loads(zf.read("schema.json"))
+    rnd = random.Random(0)
+    values = [None, 0, -1, 10**30, "x", [], {}, 1.5, True, "numpy.ndarray",
+              _json_node("1e400")]
+    refused = 0
+    for _ in range(150):
+        s = copy.deepcopy(schema)
+        objs = [d for d in _dicts(s) if d]
+        for _ in range(rnd.randint(1, 3)):
+            d = rnd.choice(objs)
+            key = rnd.choice(list(d))
+            if rnd.random() < 0.3:
+                del d[key]
+            else:
+                d[key] = copy.deepcopy(rnd.choice(values + objs[:20]))
+        bad = _rezip(data, lambda t, s=s: (t.clear(), t.update(s)))
+        if rnd.random() < 0.5:
+            i = rnd.randrange(len(bad))
+            bad = bad[:i] + bytes([bad[i] ^ 0xFF]) + bad[i + 1:]
+        _write_pipeline_file(tmp_path / "f", bad)
+        try:
+            fastnn.load(tmp_path / "f")
+        except ModelFileError:
+            refused += 1
+    assert refused > 100
+
+
+def _dicts(state):
+    stack, out = [state], []
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            out.append(v)
+            stack.extend(v.values())
+    return out
+
+
 def test_compressed_members_are_refused(tmp_path):
     pipe, _ = _classifier_pipeline()
     data = _rezip(sio.dumps(pipe), lambda s: None, compression=zipfile.ZIP_DEFLATED)

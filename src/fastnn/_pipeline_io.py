@@ -130,8 +130,11 @@ def _schema(data: bytes) -> tuple[dict, set[str]]:
     """
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"not a skops (zip) archive: {exc}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # BadZipFile, NotImplementedError (zip version)...
+        raise ValueError(f"not a skops (zip) archive: {type(exc).__name__}: "
+                         f"{str(exc)[:200]}") from None
     with zf:
         infos = zf.infolist()
         if len(infos) > MAX_MEMBERS:
@@ -143,14 +146,19 @@ def _schema(data: bytes) -> tuple[dict, set[str]]:
             if i.compress_type != zipfile.ZIP_STORED:
                 raise ValueError(f"archive member {i.filename[:60]!r} is compressed "
                                  f"(fastnn writes and reads uncompressed skops files)")
+            if i.flag_bits & 0x1:
+                raise ValueError(f"archive member {i.filename[:60]!r} is encrypted")
         if sum(i.file_size for i in infos) > len(data):
             raise ValueError("archive members declare more bytes than the archive holds")
         if "schema.json" not in names:
             raise ValueError("no schema.json in the skops archive")
         try:
             raw = zf.read("schema.json")
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-            raise ValueError(f"schema.json cannot be read: {exc}") from None
+        except MemoryError:
+            raise
+        except Exception as exc:  # BadZipFile (CRC), EOFError...
+            raise ValueError(f"schema.json cannot be read: {type(exc).__name__}: "
+                             f"{str(exc)[:200]}") from None
     if raw.count(b",") + raw.count(b"[") + raw.count(b"{") > MAX_HEADER_ITEMS:
         raise ValueError(f"schema.json holds over {MAX_HEADER_ITEMS:,} JSON values")
     try:
@@ -196,10 +204,11 @@ def _audit(data: bytes) -> None:
         name = f"{module}.{cls}"
         if name not in allowed.get(loader, ()):
             refused.add(name if loader == "ObjectNode" else f"{name} ({loader})")
+        member = value.get("file")
         if loader == "NdArrayNode" and value.get("type") == "numpy" \
-                and value.get("file") not in members:
+                and (not isinstance(member, str) or member not in members):
             raise ValueError(f"an array refers to a missing archive member "
-                             f"{str(value.get('file'))[:60]!r}")
+                             f"{str(member)[:60]!r}")
     if refused:
         raise _Refused(*sorted(refused))
     if root[0] != "ObjectNode" or root[1] not in allowed["ObjectNode"]:
@@ -308,7 +317,7 @@ def load_pipeline(path, meta: dict, arrays: dict, *, backend: str | None = None)
         raise ModelFileError(f"{path}: refused: the pipeline holds {', '.join(exc.args)}, "
                              f"outside the types fastnn loads (docs/format.md, "
                              f"\"Pipelines\"); nothing was loaded") from None
-    except ValueError as exc:
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
         raise ModelFileError(f"{path}: damaged pipeline data ({exc})") from None
     trusted = trusted_types()
     try:
