@@ -9,6 +9,7 @@ import io
 import json
 import os
 import struct
+import sys
 import zipfile
 
 import numpy as np
@@ -214,6 +215,32 @@ def test_save_refuses_an_unknown_class_and_a_function_in_a_parameter(tmp_path):
     with pytest.raises(TypeError, match=r"step 'scale' holds builtins\.print"):
         fastnn.save(pipe, tmp_path / "p")
     assert not os.listdir(tmp_path)
+
+
+def test_save_refuses_a_random_state_object(tmp_path):
+    X, y = _numeric()
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(
+        hidden_layer_sizes=(3,), max_iter=5, random_state=np.random.RandomState(0)))
+    with pytest.raises(TypeError, match=r"step 'mlpclassifier' has random_state="
+                                        r"RandomState\(\.\.\.\).*integer seed"):
+        fastnn.save(pipe.fit(X, y), tmp_path / "p")
+
+
+def test_without_skops_save_and_load_say_what_to_install(tmp_path, monkeypatch, capsys):
+    pipe, X = _classifier_pipeline()
+    fastnn.save(pipe, tmp_path / "p")
+    monkeypatch.setitem(sys.modules, "skops", None)  # `import skops.io` fails
+    monkeypatch.setitem(sys.modules, "skops.io", None)
+    hint = r"pip install 'fastnn-mlp\[pipeline\]'"
+    with pytest.raises(ImportError, match=hint):
+        fastnn.save(pipe, tmp_path / "q")
+    with pytest.raises(ImportError, match=hint):
+        fastnn.load(tmp_path / "p")
+    (tmp_path / "x.csv").write_text("a,b,c\n1,2,3\n")
+    capsys.readouterr()
+    assert cli_main(["predict", str(tmp_path / "p"), str(tmp_path / "x.csv")]) == 1
+    assert "fastnn-mlp[pipeline]" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
 
 
 def test_save_of_other_objects_still_refused(tmp_path):

@@ -198,7 +198,8 @@ def _audit(data: bytes) -> None:
             raise ValueError(f"over {MAX_NODES:,} objects")
         loader, module, cls = (value.get(k) for k in ("__loader__", "__module__",
                                                        "__class__"))
-        if not all(isinstance(x, str) for x in (loader, module, cls)):
+        if not (isinstance(loader, str) and isinstance(module, str)
+                and isinstance(cls, str)):
             raise ValueError("an object without a string __loader__, __module__ and "
                              "__class__")
         name = f"{module}.{cls}"
@@ -250,6 +251,12 @@ def _check_steps(obj) -> None:
                 f"pipeline file holds only {', '.join(t.__name__ for t in types)} "
                 f"steps (and 'passthrough' / 'drop'), so that loading never runs code "
                 f"named by the file")
+        seed = getattr(step, "random_state", None)
+        if isinstance(seed, (np.random.RandomState, np.random.Generator)):
+            raise TypeError(
+                f"fastnn.save: {where} has random_state={type(seed).__name__}(...), "
+                f"which a saved pipeline cannot hold; give an integer seed or None "
+                f"(the fitted network carries its own random streams)")
         if isinstance(step, FunctionTransformer):
             for attr in ("func", "inverse_func", "feature_names_out"):
                 value = getattr(step, attr, None)
