@@ -409,3 +409,32 @@ def test_a_fresh_numba_cache_is_detected_as_cold(tmp_path):
                           env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["True", "True"]
+
+
+# --- the README's example -------------------------------------------------------------------
+
+def test_readme_csv_example_runs(tmp_path):
+    import re
+    import shutil
+    readme = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
+    with open(readme, encoding="utf-8") as f:
+        blocks = [b for b in re.findall(r"```bash\n(.*?)```", f.read(), re.S)
+                  if "customers.csv" in b]
+    assert len(blocks) == 1
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    bindir = os.path.dirname(sys.executable)
+    if not os.path.exists(os.path.join(bindir, "fastnn")):
+        pytest.skip("the fastnn console script is not installed beside this Python")
+    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
+           "FASTNN_BACKEND": "numpy"}
+    proc = subprocess.run(["bash", "-e", "-c", blocks[0]], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    # the id column is excluded: no warning; predict reports the accuracy on stderr
+    assert proc.stderr.splitlines() == [
+        f"customers.csv has the target column 'plan': accuracy "
+        f"{proc.stderr.split('accuracy ')[-1].strip()}"], proc.stderr
+    got = _predictions(tmp_path / "plans.csv")
+    assert got[0] == ["prediction", "proba_basic", "proba_premium"] and len(got) == 9
+    assert {g[0] for g in got[1:]} <= {"basic", "premium"}
