@@ -378,6 +378,46 @@ def test_cli_export_tabular_and_bare_models(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["net.fnn", "tab.fnn", "tab.onnx"]
 
 
+@pytest.mark.parametrize("task", ["classify", "regress"])
+def test_cli_export_of_a_model_trained_on_a_mixed_csv(tmp_path, capsys, task):
+    """`fastnn train` on a CSV with numeric, boolean and text columns (and empty
+    cells) saves Pipeline(ColumnTransformer, estimator); `fastnn export` turns it into
+    a graph with one input per column (float32 numbers, strings with "" for a missing
+    cell) whose answers are `fastnn predict`'s."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("skops")
+    rng = np.random.default_rng(0)
+    n = 240
+    df = pd.DataFrame({"age": rng.integers(18, 80, n).astype(float),
+                       "city": rng.choice(["Berlin", "Paris", "Rome"], n),
+                       "vip": rng.choice([True, False], n),
+                       "spend": rng.normal(100, 30, n)})
+    df.loc[::17, "age"] = np.nan
+    df.loc[::23, "city"] = None
+    score = df.spend + (df.city == "Paris") * 40
+    df["plan"] = np.where(score > 110, "gold", "basic") if task == "classify" else score
+    df.to_csv(tmp_path / "c.csv", index=False)
+    from fastnn.cli import main
+    assert main(["train", str(tmp_path / "c.csv"), "--target", "plan", "--epochs", "3",
+                 "-o", str(tmp_path / "m.fnn")]) == 0
+    assert main(["predict", str(tmp_path / "m.fnn"), str(tmp_path / "c.csv"), "-o",
+                 str(tmp_path / "p.csv")]) == 0
+    code, out, err = _export(capsys, "export", tmp_path / "m.fnn", tmp_path / "m.onnx")
+    assert code == 0, err
+    assert "4 inputs, one per column (age, city, vip, spend)" in out
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    feeds = {i.name: (df[i.name].fillna("").astype(str) if i.type == "tensor(string)"
+                      else df[i.name].astype(np.float32)).to_numpy().reshape(-1, 1)
+             for i in sess.get_inputs()}
+    got = sess.run(None, feeds)[0].ravel()
+    want = pd.read_csv(tmp_path / "p.csv")["prediction"].to_numpy()
+    if task == "classify":
+        np.testing.assert_array_equal(got, want.astype(str))
+    else:  # float32 preprocessing in the graph: the standardised inputs differ in the
+        # 7th digit, the outputs of a small network as much
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
 def test_cli_export_estimator(tmp_path, capsys):
     X, _ = _data()
     y = X[:, :2] @ [1.0, -2.0]

@@ -868,11 +868,16 @@ def cmd_export(args, out=print) -> int:
                 from None
         raise
     from onnx.helper import tensor_dtype_to_np_dtype
-    x = proto.graph.input[0].type.tensor_type
+    opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    inputs = proto.graph.input
     outputs = ", ".join(o.name for o in proto.graph.output)
-    out(f"wrote {args.output}: ONNX opset {proto.opset_import[0].version}, input "
-        f"{proto.graph.input[0].name} ({x.shape.dim[1].dim_value} columns, "
-        f"{tensor_dtype_to_np_dtype(x.elem_type).name}), outputs {outputs}")
+    if len(inputs) == 1:
+        x = inputs[0].type.tensor_type
+        what = (f"input {inputs[0].name} ({x.shape.dim[1].dim_value} columns, "
+                f"{tensor_dtype_to_np_dtype(x.elem_type).name})")
+    else:  # a pipeline over named columns: one input per column
+        what = f"{len(inputs)} inputs, one per column ({', '.join(i.name for i in inputs)})"
+    out(f"wrote {args.output}: ONNX opset {opset}, {what}, outputs {outputs}")
     return 0
 
 

@@ -378,8 +378,10 @@ def to_onnx(model_or_estimator, *, opset: int | None = None,
 
     Parameters
     ----------
-    model_or_estimator : fastnn.MLP, fitted fastnn.MLPClassifier / MLPRegressor, or
-        the tabular model ``fastnn train --output`` saves (``fastnn.load`` of it)
+    model_or_estimator : fastnn.MLP, fitted fastnn.MLPClassifier / MLPRegressor, a
+        fitted scikit-learn Pipeline ending in one (converted by skl2onnx: one input per
+        column when it starts with a ColumnTransformer over named columns, as the
+        models ``fastnn train --output`` saves), or the older tabular model
     opset : int, optional
         ONNX opset of the default domain, in [13, the newest the installed onnx knows];
         default :data:`DEFAULT_OPSET` (17).
@@ -401,6 +403,8 @@ def to_onnx(model_or_estimator, *, opset: int | None = None,
         model whose weights are not finite, class labels ONNX cannot hold (floats that
         are not whole numbers), or an activation ONNX cannot express.
     """
+    if _is_sklearn_pipeline(model_or_estimator):
+        return _pipeline_to_onnx(model_or_estimator, _check_opset(opset), name)
     kind = _kind(model_or_estimator)
     opset = _check_opset(opset)
     if name is not None and not isinstance(name, str):
@@ -421,6 +425,89 @@ def to_onnx(model_or_estimator, *, opset: int | None = None,
                               producer_version=_version())
     proto.ir_version = helper.find_min_ir_version_for(opsets)
     helper.set_model_props(proto, meta)
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def _is_sklearn_pipeline(obj) -> bool:
+    pipeline = sys.modules.get("sklearn.pipeline")
+    return pipeline is not None and isinstance(obj, pipeline.Pipeline)
+
+
+def _pipeline_inputs(pipe) -> list:
+    """skl2onnx's initial types of a fitted Pipeline: one input per DataFrame column
+    when it starts with a ColumnTransformer over named columns (strings for the columns
+    its encoders read, float32 for the others, as ``fastnn train`` reads a CSV), else
+    one float32 matrix "X" of ``n_features_in_`` columns. float32, not float64: ONNX
+    Runtime's Imputer and Scaler have no float64 kernels, so the preprocessing runs in
+    float32 in the exported graph."""
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+    first = pipe.steps[0][1]
+    names = getattr(first, "feature_names_in_", None)
+    if not isinstance(first, ColumnTransformer) or names is None:
+        return [("X", FloatTensorType([None, int(pipe.n_features_in_)]))]
+    text = set()
+    for _, transformer, cols in first.transformers_:
+        steps = getattr(transformer, "steps", [(None, transformer)])
+        if any(isinstance(t, (OneHotEncoder, OrdinalEncoder)) for _, t in steps):
+            text.update(cols if not isinstance(cols, str) else [cols])
+    return [(str(c), StringTensorType([None, 1]) if c in text else
+             FloatTensorType([None, 1])) for c in names]
+
+
+def _string_missing_values(pipe):
+    """A copy of ``pipe`` whose imputers of text columns take "" as the missing value:
+    skl2onnx converts an imputer of strings only with a string missing value (pandas
+    reads an empty text cell as NaN). The ONNX model's string inputs use "" for a
+    missing cell; fitted statistics are unchanged."""
+    import copy
+
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    first = pipe.steps[0][1]
+    if not isinstance(first, ColumnTransformer):
+        return pipe
+    text = {name for name, kind in _input_kinds(pipe).items() if kind == "string"}
+    pipe = copy.deepcopy(pipe)
+    first = pipe.steps[0][1]
+    for _, transformer, cols in first.transformers_:
+        cols = [cols] if isinstance(cols, str) else list(cols)
+        if not cols or not set(cols) <= text:
+            continue
+        for _, step in getattr(transformer, "steps", [(None, transformer)]):
+            if isinstance(step, SimpleImputer) and not isinstance(step.missing_values, str):
+                step.missing_values = ""
+    return pipe
+
+
+def _input_kinds(pipe) -> dict:
+    """name -> "string" / "float" of a ColumnTransformer-led pipeline's input columns."""
+    return {name: ("string" if type(t).__name__ == "StringTensorType" else "float")
+            for name, t in _pipeline_inputs(pipe)}
+
+
+def _pipeline_to_onnx(pipe, opset: int, name: str | None):
+    """A scikit-learn Pipeline holding a fastnn estimator, through skl2onnx (whose
+    converters for fastnn's estimators :func:`register_skl2onnx` registers)."""
+    try:
+        import skl2onnx
+    except ImportError as exc:
+        raise ImportError("exporting a Pipeline needs skl2onnx; install it with "
+                          "`pip install 'fastnn-mlp[onnx]'`") from exc
+    from sklearn.utils.validation import check_is_fitted
+    check_is_fitted(pipe)
+    register_skl2onnx()
+    pipe = _string_missing_values(pipe)
+    options = {}
+    final = pipe.steps[-1][1]
+    estimators = sys.modules.get("fastnn.estimators")
+    if estimators is not None and isinstance(final, estimators.MLPClassifier):
+        options = {id(final): {"zipmap": False}}  # "probabilities" as a plain tensor
+    proto = skl2onnx.to_onnx(pipe, initial_types=_pipeline_inputs(pipe),
+                             target_opset=opset, options=options,
+                             naming=name or "Pipeline")
     onnx.checker.check_model(proto)
     return proto
 
