@@ -127,49 +127,26 @@ class _Section:
         return False
 
 
-def uses(method):
-    """Decorator: the method is inference on ``self._guard`` (shared)."""
-    what = f"{method.__name__}()"
+def _guarded(section: str, doc: str):
+    """A decorator factory: ``function(obj, ...)`` runs inside ``obj._guard.<section>()``
+    (objects without a guard, duck-typed models, are passed through)."""
+    def decorator(function):
+        what = f"{function.__name__}()"
 
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        guard = self._guard
-        guard.begin_use(what)
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            guard.end_use()
-    return wrapper
-
-
-def trains(method):
-    """Decorator: the method trains or changes ``self`` (exclusive on ``self._guard``)."""
-    what = f"{method.__name__}()"
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        guard = self._guard
-        guard.begin_training(what)
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            guard.end_training()
-    return wrapper
+        @functools.wraps(function)
+        def wrapper(obj, *args, **kwargs):
+            guard = getattr(obj, "_guard", None)
+            if guard is None:
+                return function(obj, *args, **kwargs)
+            with getattr(guard, section)(what):
+                return function(obj, *args, **kwargs)
+        return wrapper
+    decorator.__doc__ = doc
+    return decorator
 
 
-def trains_model(function):
-    """Decorator: ``function(model, ...)`` trains ``model`` (exclusive on its guard;
-    objects without one, duck-typed models, are passed through)."""
-    what = f"{function.__name__}()"
-
-    @functools.wraps(function)
-    def wrapper(model, *args, **kwargs):
-        guard = getattr(model, "_guard", None)
-        if guard is None:
-            return function(model, *args, **kwargs)
-        guard.begin_training(what)
-        try:
-            return function(model, *args, **kwargs)
-        finally:
-            guard.end_training()
-    return wrapper
+uses = _guarded("use", "Decorator: the method is inference on ``self._guard`` (shared).")
+trains = _guarded("train", "Decorator: the method trains or changes ``self`` (exclusive "
+                           "on ``self._guard``).")
+trains_model = _guarded("train", "Decorator: ``function(model, ...)`` trains ``model`` "
+                                 "(exclusive on its guard).")
