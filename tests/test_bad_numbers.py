@@ -23,6 +23,7 @@ from fastnn.cli import TabularModel
 from fastnn.optim import OPTIMIZERS
 from fastnn.schedules import MAX_DEPTH, SCHEDULES
 from _reliability_record import record_module_once_passed
+from _saved_files import save_each
 
 HUGE = [10**400, -10**400]  # beyond float64 (float() raises OverflowError)
 X = np.random.default_rng(0).standard_normal((30, 3))
@@ -143,15 +144,8 @@ def _make(kind):
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """kind -> (header, data) of a valid file of that kind."""
-    d = tmp_path_factory.mktemp("valid")
     out = {}
-    for kind in KINDS:
-        try:
-            obj = _make(kind)
-        except pytest.skip.Exception:
-            continue
-        fastnn.save(obj, d / kind)
-        raw = (d / kind).read_bytes()
+    for kind, raw in save_each(tmp_path_factory, KINDS, _make).items():
         (n,) = struct.unpack("<Q", raw[:8])
         out[kind] = (json.loads(raw[8:8 + n]), raw[8 + n:])
     return out

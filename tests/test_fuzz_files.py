@@ -34,6 +34,7 @@ from fastnn.cli import TabularModel
 from fastnn.io import FORMAT_VERSION, MAX_HEADER_BYTES, MAX_TENSORS
 
 from _reliability_record import record
+from _saved_files import save_each
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KINDS = ("model", "batchnorm64", "classifier", "regressor", "tabular")
@@ -69,16 +70,7 @@ def _make(kind):
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """kind -> bytes of a valid file of that kind."""
-    d = tmp_path_factory.mktemp("valid")
-    out = {}
-    for kind in KINDS:
-        try:
-            obj = _make(kind)
-        except pytest.skip.Exception:
-            continue
-        fastnn.save(obj, d / kind)
-        out[kind] = (d / kind).read_bytes()
-    return out
+    return save_each(tmp_path_factory, KINDS, _make)
 
 
 def _split(raw):
