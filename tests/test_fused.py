@@ -111,14 +111,163 @@ def test_fused_epoch_stops_on_divergence_with_parameters_untouched(backend):
     assert opt.t >= 1
 
 
-def test_models_with_dropout_or_batch_norm_use_the_step_path():
+def test_models_with_batch_norm_use_the_step_path_and_dropout_the_kernel():
     opt = Adam()
-    for kw in ({"dropout": 0.2}, {"batch_norm": True}):
-        net = fastnn.MLP([3, 4, 2], **kw, backend="numpy")
-        assert not _fused.supports(net, opt)
+    assert not _fused.supports(fastnn.MLP([3, 4, 2], batch_norm=True, backend="numpy"), opt)
+    assert _fused.supports(fastnn.MLP([3, 4, 2], dropout=0.2, backend="numpy"), opt)
     class MyAdam(Adam):
         pass
     assert not _fused.supports(fastnn.MLP([3, 4, 2], backend="numpy"), MyAdam())
+
+
+# --- dropout in the whole-epoch contract (docs/spec.md §7) -----------------------------
+
+def _dropout_net(backend, dtype="float32", n_threads=1, loss="mse"):
+    """relu and leaky_relu (exact kernels); with mse every kernel on the path is exact
+    across backends (docs/spec.md §11), with cross_entropy softmax is not."""
+    return fastnn.MLP([5, 12, 9, 3 if loss != "mse" else 2], ["relu", "leaky_relu"],
+                      loss=loss, dropout=[0.3, 0.5], dtype=dtype, backend=backend,
+                      random_state=4, n_threads=n_threads)
+
+
+def _fit(net, path, make_opt=OPTIMIZERS[5], epochs=3, monkeypatch=None):
+    """fit through the epoch kernel ("fused"), the step path ("step") or the NumPy
+    reference contract on this backend's model ("reference")."""
+    X, y = _data(net.loss.name)
+    opt = make_opt()
+    if path == "reference":
+        from fastnn.reference import training
+        monkeypatch.setattr(net.kernels._raw, "train_epoch", training.train_epoch)
+    if path == "step":
+        monkeypatch.setattr(_fused, "supports", lambda model, optimizer: False)
+    hist = fastnn.fit(net, X, y, optimizer=opt, epochs=epochs, batch_size=32)
+    if monkeypatch is not None:
+        monkeypatch.undo()
+    return opt, hist
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_dropout_epoch_kernel_equals_reference_and_step_path(backend, dtype, loss,
+                                                             monkeypatch):
+    """The epoch kernel gives the step path's weights bit for bit; relu mse models (no
+    transcendental) also the NumPy reference contract's."""
+    runs = {}
+    paths = ("fused", "step", "reference") if loss == "mse" else ("fused", "step")
+    for path in paths:
+        net = _dropout_net(backend, dtype, loss=loss)
+        calls = []
+        kernel = net.kernels._raw.train_epoch
+        if path == "fused":
+            monkeypatch.setattr(net.kernels._raw, "train_epoch",
+                                lambda *a: (calls.append(1), kernel(*a))[1])
+        opt, hist = _fit(net, path, monkeypatch=monkeypatch)
+        monkeypatch.undo()
+        assert bool(calls) == (path == "fused")
+        runs[path] = (net, opt, hist)
+    a = runs["fused"][0]
+    assert a._dropout_step == runs["step"][0]._dropout_step == 15
+    for path in paths[1:]:
+        net, opt, hist = runs[path]
+        np.testing.assert_array_equal(a.params, net.params, err_msg=path)
+        assert runs["fused"][2].history["loss"] == hist.history["loss"]
+        assert runs["fused"][1].last_grad_norm == opt.last_grad_norm
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dropout_weights_agree_across_backends_and_thread_counts(dtype):
+    """The masks are the same everywhere: relu mse models give the same bits on every
+    backend (docs/spec.md §11) and thread count."""
+    nets = []
+    for backend in BACKENDS:
+        for n_threads in (1, 2):
+            net = _dropout_net(backend, dtype, n_threads)
+            _fit(net, "fused")
+            nets.append(((backend, n_threads), net))
+    for name, net in nets[1:]:
+        np.testing.assert_array_equal(nets[0][1].params, net.params, err_msg=str(name))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dropout_masks_of_every_backend_are_the_reference_masks(backend):
+    """The masks the epoch kernel leaves in its workspace are dropout_mask's, whatever
+    the thread count; the step path's too."""
+    from fastnn.reference.masks import dropout_mask
+    X, y = _data("mse", n=32)
+    for n_threads in (1, 2):
+        net = _dropout_net(backend, n_threads=n_threads)
+        net.train_epoch(*net.check_data(X, y), Adam(), 32, shuffle=False)
+        plan = net._epoch_plans[32]
+        for i, layer in enumerate(net.layers[:2]):
+            lo = plan.dropout_off[i, 1]
+            got = plan.masks[lo:lo + 32 * layer.n_out].reshape(32, layer.n_out)
+            want = dropout_mask(net._dropout_seed, 0, i, layer.dropout,
+                                np.empty((32, layer.n_out), np.uint8))
+            np.testing.assert_array_equal(got, want)
+    step = _dropout_net(backend)
+    step.train_epoch(*step.check_data(X, y), Adam(), 32, shuffle=False,
+                     on_step=lambda j, loss: None)
+    np.testing.assert_array_equal(step._train_spaces[32].mask[1], want)
+
+
+def test_dropout_mask_keep_rate_is_within_a_binomial_bound():
+    from fastnn.reference.masks import dropout_mask, dropout_threshold
+    n = 1 << 20
+    for rate in (0.1, 0.2, 0.5, 0.9):
+        keep = dropout_mask(12345, 7, 1, rate, np.empty(n, np.uint8)).mean()
+        p = 1 - dropout_threshold(rate) / 2**24
+        assert abs(p - (1 - rate)) <= 2**-24
+        # 6 standard deviations of a Binomial(n, p) mean
+        assert abs(keep - p) < 6 * np.sqrt(p * (1 - p) / n), rate
+    # different steps and layers draw different masks
+    a, b, c = (dropout_mask(1, t, l, 0.5, np.empty(4096, np.uint8))
+               for t, l in ((0, 0), (1, 0), (0, 1)))
+    assert 0.4 < (a != b).mean() < 0.6 and 0.4 < (a != c).mean() < 0.6
+    assert dropout_mask(1, 0, 0, 0.0, np.empty(64, np.uint8)).all()
+
+
+def test_dropout_mask_is_splitmix64():
+    """The published SplitMix64 test vector (seed 1234567) and the threshold rule."""
+    from fastnn.reference.masks import dropout_threshold, splitmix
+    assert splitmix(1234567, 1) == 6457827717110365317
+    assert splitmix(1234567, 2) == 3203168211198807973
+    assert dropout_threshold(0.5) == 1 << 23 and dropout_threshold(0.0) == 0
+    assert dropout_threshold(2**-30) == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dropout_model_saved_and_loaded_continues_bit_identically(backend, tmp_path):
+    X, y = _data("mse")
+    a = _dropout_net(backend)
+    a.fit(X, y, optimizer=Adam(lr=0.01), epochs=2, batch_size=32)
+    fastnn.save(a, tmp_path / "a.fastnn")
+    b = fastnn.load(tmp_path / "a.fastnn", backend=backend)
+    assert (b._dropout_seed, b._dropout_step) == (a._dropout_seed, a._dropout_step)
+    a.fit(X, y, epochs=2, batch_size=32)
+    b.fit(X, y, epochs=2, batch_size=32)
+    np.testing.assert_array_equal(a.params, b.params)
+    c = a.copy()
+    assert (c._dropout_seed, c._dropout_step) == (a._dropout_seed, a._dropout_step)
+
+
+def test_files_without_a_dropout_key_load_and_derive_it_from_the_dropout_stream():
+    """States saved before the key existed: the seed is drawn from the restored dropout
+    stream (deterministic), the step count starts at 0."""
+    a = _dropout_net("numpy")
+    states = a.rng_states()
+    del states["dropout_key"]
+    b, c = _dropout_net("numpy"), _dropout_net("numpy")
+    b.set_rng_states(states)
+    c.set_rng_states(states)
+    g = np.random.default_rng()
+    g.bit_generator.state = a.rngs["dropout"].bit_generator.state
+    expect = int(g.integers(0, 2**64, dtype=np.uint64))
+    assert b._dropout_seed == c._dropout_seed == expect and b._dropout_step == 0
+    X, y = _data("mse")
+    b.fit(X, y, optimizer=Adam(lr=0.01), epochs=1, batch_size=32)
+    c.fit(X, y, optimizer=Adam(lr=0.01), epochs=1, batch_size=32)
+    np.testing.assert_array_equal(b.params, c.params)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

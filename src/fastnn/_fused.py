@@ -33,12 +33,13 @@ _EMPTY_I = np.zeros(0, np.int64)
 def supports(model, optimizer) -> bool:
     """True when ``model`` with ``optimizer`` can train through the whole-epoch kernel.
 
-    Dropout and batch normalisation, and optimizers other than fastnn's own seven
-    (subclasses included: they may override the update), use the step-by-step path.
+    Batch normalisation, and optimizers other than fastnn's own seven (subclasses
+    included: they may override the update), use the step-by-step path. Dropout runs
+    in the kernel (its masks are the step path's: docs/spec.md §7).
     """
     return (type(optimizer) in _OPT_CODES
             and hasattr(model.kernels._raw, "train_epoch")
-            and not any(layer.dropout or layer.batch_norm for layer in model.layers))
+            and not any(layer.batch_norm for layer in model.layers))
 
 
 def _hyper(opt) -> np.ndarray:
@@ -89,6 +90,16 @@ class EpochPlan:
             g = total
             total += batch_size * layer.n_out
             offsets += [z, a, g]
+        # Dropout: each such layer's output o_l (in ws) and keep mask (in masks).
+        self.dropout = np.array([layer.dropout for layer in layers], np.float64)
+        self.dropout_off = np.zeros((len(layers), 2), np.int64)
+        n_mask = 0
+        for i, layer in enumerate(layers):
+            if layer.dropout:
+                self.dropout_off[i] = (total, n_mask)
+                total += batch_size * layer.n_out
+                n_mask += batch_size * layer.n_out
+        self.masks = np.zeros(n_mask, np.uint8)
         self.ws_off = np.array(offsets, np.int64)
         self.ws = np.empty(total, dt)
         self.lb = np.empty(batch_size, np.int64)
@@ -142,12 +153,15 @@ def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray,
                             loss_code, model.params, model.grads, plan.ws, plan.ws_off,
                             plan.lb, _OPT_CODES[type(optimizer)], states[0], states[1],
                             _hyper(optimizer), lrs, j0, j1, optimizer.t, segments, stats,
-                            n_threads)
+                            n_threads, plan.dropout, plan.dropout_off, plan.masks,
+                            model._dropout_seed, model._dropout_step)
             steps = int(stats[codes.STAT_STEPS])
+            status = stats[codes.STAT_STATUS]
+            # every batch run made a training forward (the failed one included)
+            model._dropout_step += steps + int(status != codes.STATUS_OK)
             optimizer.t += steps
             if steps:
                 optimizer.last_grad_norm = float(stats[codes.STAT_GRAD_NORM])
-            status = stats[codes.STAT_STATUS]
             done = j0 + steps
             if status != codes.STATUS_OK:
                 bad = float(stats[codes.STAT_BAD_VALUE])

@@ -55,6 +55,7 @@ from .losses import Loss, get_loss
 from . import _fused, _threads
 from ._guard import TrainingGuard, trains, uses
 from ._metrics import regression_scores
+from .reference.masks import dropout_mask, dropout_ramp
 from .optim import DivergenceError, Optimizer
 
 __all__ = ["MLP", "Dense", "check_X", "check_random_state"]
@@ -276,13 +277,17 @@ class _TrainSpace:
             self.db.append(np.empty(layer.n_out, dt) if bn else None)
             if layer.dropout:
                 self.mask.append(np.empty(shape, np.uint8))
-                self.u.append(np.empty(shape, np.float32))
+                self.u.append(np.empty(shape, np.uint64))
                 self.out.append(np.empty(shape, dt))
             else:
                 self.mask.append(None)
                 self.u.append(None)
                 self.out.append(a)
             self.g.append(np.empty(shape, dt))
+        # the dropout masks' shared uint64 scratch (fastnn.reference.masks)
+        n_mask = max([m * layer.n_out for layer in model.layers if layer.dropout] or [0])
+        self.mask_tmp = np.empty(n_mask, np.uint64)
+        self.mask_ramp = dropout_ramp(n_mask)
 
     def target_buffer(self, y):
         key = (y.shape[1:], y.dtype)
@@ -421,6 +426,7 @@ class MLP:
         seeds = check_random_state(random_state).spawn(4)
         self.rngs = {name: np.random.default_rng(s)
                      for name, s in zip(("init", "shuffle", "split", "dropout"), seeds)}
+        self._draw_dropout_key()
         specs = [dict(activation=acts[i], alpha=alphas[i], dropout=rates[i],
                       batch_norm=bns[i]) for i in range(n_hidden)]
         specs.append(dict(activation=out_act, alpha=DEFAULT_ALPHA.get(out_act, 0.0),
@@ -431,6 +437,12 @@ class MLP:
         self.history = None
         self._build(specs)
         self.reset_parameters()
+
+    def _draw_dropout_key(self):
+        """The dropout masks' 64-bit seed, drawn once from the dropout stream, and the
+        count of training forwards run so far (docs/spec.md §7)."""
+        self._dropout_seed = int(self.rngs["dropout"].integers(0, 2**64, dtype=np.uint64))
+        self._dropout_step = 0
 
     @property
     def n_threads(self) -> int | None:
@@ -748,11 +760,11 @@ class MLP:
             else:
                 k.dense_forward(x, layer.W, layer.b, layer.activation, layer.alpha, z=z, a=a)
             if layer.dropout:
-                u, mask = ws.u[i], ws.mask[i]
-                self.rngs["dropout"].random(dtype=np.float32, out=u)
-                np.greater_equal(u, layer.dropout, out=mask.view(np.bool_))
-                k.dropout(a, mask, layer.dropout, out=ws.out[i])
+                dropout_mask(self._dropout_seed, self._dropout_step, i, layer.dropout,
+                             ws.mask[i], ws.u[i], ws.mask_tmp, ws.mask_ramp)
+                k.dropout(a, ws.mask[i], layer.dropout, out=ws.out[i])
             x = ws.out[i]
+        self._dropout_step += 1
         return x
 
     def _forward_eval(self, x, ws):
@@ -1000,9 +1012,9 @@ class MLP:
         loss weighted by its size); ``accuracy`` (classification) counts the batch
         predictions made before each update, as Keras reports it.
 
-        A model with neither dropout nor batch normalisation runs the epoch in its
-        backend's ``train_epoch`` kernel (many steps per compiled call, the same
-        weights as the step-by-step path), unless ``on_step`` is given.
+        A model without batch normalisation runs the epoch in its backend's
+        ``train_epoch`` kernel (many steps per compiled call, dropout included, the
+        same weights as the step-by-step path), unless ``on_step`` is given.
 
         Parameters
         ----------
@@ -1127,13 +1139,34 @@ class MLP:
 
     @uses
     def rng_states(self) -> dict:
-        """The bit-generator states of the four random streams (JSON-able)."""
-        return {name: _rng_state_to_json(g) for name, g in self.rngs.items()}
+        """The bit-generator states of the four random streams and the dropout key
+        (its seed and step count, decimal strings; JSON-able)."""
+        out = {name: _rng_state_to_json(g) for name, g in self.rngs.items()}
+        out["dropout_key"] = {"seed": str(self._dropout_seed),
+                              "step": str(self._dropout_step)}
+        return out
 
     @trains
     def set_rng_states(self, states: dict) -> None:
+        """Restore :meth:`rng_states`. States saved before the dropout key existed
+        (no ``dropout_key``) derive it as a new model does: the seed drawn from the
+        restored dropout stream, step 0."""
+        key = states.get("dropout_key") if isinstance(states, dict) else None
+        if key is not None:
+            try:
+                seed, step = int(key["seed"]), int(key["step"])
+            except (KeyError, TypeError, ValueError):
+                raise ValueError("random state 'dropout_key' is not a valid dropout key "
+                                 "(seed and step as decimal strings)") from None
+            if not (0 <= seed < 2**64 and 0 <= step < 2**63):
+                raise ValueError("random state 'dropout_key' is out of range (seed must "
+                                 "be in [0, 2**64), step in [0, 2**63))")
         for name, g in self.rngs.items():
             g.bit_generator.state = _rng_state_from_json(states[name], name)
+        if key is None:
+            self._draw_dropout_key()
+        else:
+            self._dropout_seed, self._dropout_step = seed, step
 
     @uses
     def __getstate__(self):

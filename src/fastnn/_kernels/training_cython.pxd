@@ -4,12 +4,15 @@
 # the other families in the order the Python step path calls their wrappers.
 
 from cython cimport floating
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 
 # The model: n_layers dense layers, widths dims[0..n_layers], the offsets of W_l and b_l
 # in params (and of dW_l, db_l in grads), and of the workspace regions
-# [xb, yb, z_0, a_0, g_0, z_1, ...] in ws (elements).
+# [xb, yb, z_0, a_0, g_0, z_1, ...] in ws (elements). Dropout: the rate of each layer
+# (0: none), and per dropout layer the offsets of its output o_l in ws and of its keep
+# mask in masks (dropout_off, n_layers x 2); masks are drawn for training forward
+# dropout_t0 + (j - batch_start) with dropout_seed (fastnn.reference.masks).
 cdef struct EpochNet:
     Py_ssize_t n_layers
     Py_ssize_t lowest
@@ -20,6 +23,11 @@ cdef struct EpochNet:
     const int64_t* w_off
     const int64_t* b_off
     const int64_t* ws_off
+    const double* dropout
+    const int64_t* dropout_off
+    unsigned char* masks
+    uint64_t dropout_seed
+    long long dropout_t0
 
 
 # The optimizer: its code and hyperparameters (codes.py's ``hyper``), and the

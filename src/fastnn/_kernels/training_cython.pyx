@@ -13,8 +13,8 @@ and raises ValueError rather than touch memory outside the arrays.
 """
 
 from cython cimport floating
-from libc.math cimport isfinite, sqrt
-from libc.stdint cimport int64_t
+from libc.math cimport ceil, isfinite, sqrt
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
@@ -22,6 +22,7 @@ from fastnn._kernels.blas_cython cimport pw_split
 from fastnn._kernels.dense_cython cimport (
     c_dense_backward, c_dense_forward, c_dense_input_gradient, c_run_tasks,
 )
+from fastnn._kernels.normalization_cython cimport c_dropout
 from fastnn._kernels.losses_cython cimport (
     c_binary_cross_entropy, c_binary_cross_entropy_gradient, c_cross_entropy,
     c_cross_entropy_gradient, c_mse, c_mse_gradient, c_sparse_cross_entropy,
@@ -63,6 +64,31 @@ cdef enum:
 
 
 # --- pieces of one step --------------------------------------------------------------
+
+# SplitMix64 (fastnn.reference.masks): the increment and the finaliser.
+cdef enum:
+    MASK_SHIFT = 40
+
+cdef uint64_t GAMMA = 0x9E3779B97F4A7C15ULL
+
+
+cdef inline uint64_t _mix64(uint64_t z) noexcept nogil:
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef void _dropout_mask(unsigned char* mask, Py_ssize_t n, uint64_t seed, long long t,
+                        Py_ssize_t layer, double rate) noexcept nogil:
+    """mask[:n] = the keep mask of ``layer`` in training forward t (reference
+    dropout_mask): unit i kept when splitmix(key_tl, i + 1) >> 40 >= ceil(rate 2^24)."""
+    cdef uint64_t thr = <uint64_t>ceil(rate * 16777216.0)
+    cdef uint64_t key = _mix64(seed + <uint64_t>(t + 1) * GAMMA)
+    cdef Py_ssize_t i
+    key = _mix64(key + <uint64_t>(layer + 1) * GAMMA)
+    for i in range(n):
+        mask[i] = (_mix64(key + <uint64_t>(i + 1) * GAMMA) >> MASK_SHIFT) >= thr
+
 
 cdef inline Py_ssize_t _argmax(const floating* row, Py_ssize_t k) noexcept nogil:
     """np.argmax of a row: the first maximum, or the first NaN (NumPy's NaN wins)."""
@@ -296,14 +322,22 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
                 memcpy(yb + r * k, y + order[s + r] * k, k * sizeof(floating))
         t = yb
 
-        # 2. forward; z_i, a_i, g_i are ws + off[2 + 3 i + 0/1/2]
+        # 2. forward; z_i, a_i, g_i are ws + off[2 + 3 i + 0/1/2]; with dropout, the
+        # step path's mask and its dropout kernel into o_i, which the layer above reads
         x_in = xb
         for i in range(L):
             c_dense_forward(x_in, params + net.w_off[i], params + net.b_off[i], m,
                             dims[i], dims[i + 1], <int>net.acts[i], net.alphas[i],
                             ws + off[2 + 3 * i], ws + off[3 + 3 * i], work, n_threads)
             x_in = ws + off[3 + 3 * i]
-        out = ws + off[3 + 3 * (L - 1)]
+            if net.dropout[i] != 0:
+                _dropout_mask(net.masks + net.dropout_off[2 * i + 1], m * dims[i + 1],
+                              net.dropout_seed, net.dropout_t0 + (j - batch_start), i,
+                              net.dropout[i])
+                c_dropout(ws + off[3 + 3 * i], net.masks + net.dropout_off[2 * i + 1],
+                          m * dims[i + 1], net.dropout[i], ws + net.dropout_off[2 * i])
+                x_in = ws + net.dropout_off[2 * i]
+        out = <floating*>x_in
 
         # 3. loss; a non-finite one stops before anything is updated
         loss = _loss(net.loss_code, out, t, lb, m, k, work)
@@ -316,7 +350,15 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
         # 4. backward down to the lowest trainable layer
         _loss_gradient(net.loss_code, out, t, lb, m, k, ws + off[4 + 3 * (L - 1)], work)
         for i in range(L - 1, net.lowest - 1, -1):
-            x_in = xb if i == 0 else ws + off[3 + 3 * (i - 1)]
+            if i == 0:
+                x_in = xb
+            elif net.dropout[i - 1] != 0:
+                x_in = ws + net.dropout_off[2 * (i - 1)]
+            else:
+                x_in = ws + off[3 + 3 * (i - 1)]
+            if net.dropout[i] != 0:
+                c_dropout(ws + off[4 + 3 * i], net.masks + net.dropout_off[2 * i + 1],
+                          m * dims[i + 1], net.dropout[i], ws + off[4 + 3 * i])
             c_dense_backward(x_in, ws + off[2 + 3 * i], ws + off[3 + 3 * i],
                              ws + off[4 + 3 * i], m, dims[i], dims[i + 1],
                              <int>net.acts[i], net.alphas[i], ws + off[4 + 3 * i],
@@ -405,13 +447,15 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
                 floating[::1] state1, floating[::1] state2, const double[::1] hyper,
                 const double[::1] lrs, Py_ssize_t batch_start, Py_ssize_t batch_stop,
                 long long t0, const int64_t[:, ::1] segments, double[::1] stats,
-                int n_threads=1):
+                int n_threads=1, const double[::1] dropout=None,
+                const int64_t[:, ::1] dropout_off=None, unsigned char[::1] masks=None,
+                dropout_seed=0, long long dropout_t0=0):
     """One epoch (batches [batch_start, batch_stop)) of mini-batch training in C.
 
     See fastnn.reference.training for the arguments and the steps; the GEMMs' blocks
     run on up to ``n_threads`` threads (fastnn_pool.h; the same bits for any count);
     ``params``, ``grads``, ``ws``, ``lb``, the optimizer state and ``stats`` are updated
-    in place.
+    in place (and ``masks``; ``dropout=None``: no layer has dropout).
     Raises ValueError when the arrays do not fit together (nothing is touched then).
     """
     cdef Py_ssize_t L = acts.shape[0], n = X.shape[0], P = params.shape[0]
@@ -420,6 +464,9 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
     cdef EpochNet net
     cdef EpochOpt opt
     cdef double* work
+    cdef double* no_rates = NULL
+    cdef int64_t* no_off = NULL
+    cdef uint64_t seed
 
     # Layout of the model.
     if L < 1 or dims.shape[0] != L + 1 or alphas.shape[0] != L or w_off.shape[0] != L \
@@ -466,6 +513,27 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
             if not _within(ws_off[2 + 3 * i + c], batch_size * dims[i + 1], W):
                 raise ValueError(f"train_epoch: layer {i}'s workspace lies outside ws")
 
+    # Dropout.
+    if dropout is not None:
+        if dropout.shape[0] != L or dropout_off is None or dropout_off.shape[0] != L \
+                or dropout_off.shape[1] != 2 or masks is None:
+            raise ValueError(f"train_epoch: dropout needs {L} rates, dropout_off "
+                             f"({L}, 2) offsets and masks")
+        for i in range(L):
+            if not 0.0 <= dropout[i] < 1.0:
+                raise ValueError(f"train_epoch: dropout rate {dropout[i]} of layer {i} "
+                                 f"is not in [0, 1)")
+            if dropout[i] != 0 and not (
+                    _within(dropout_off[i, 0], batch_size * dims[i + 1], W)
+                    and _within(dropout_off[i, 1], batch_size * dims[i + 1],
+                                masks.shape[0])):
+                raise ValueError(f"train_epoch: layer {i}'s dropout output or mask lies "
+                                 f"outside ws or masks")
+    if not 0 <= dropout_seed < 2**64 or dropout_t0 < 0:
+        raise ValueError("train_epoch: dropout_seed must be in [0, 2**64) and "
+                         "dropout_t0 >= 0")
+    seed = dropout_seed
+
     # Optimizer.
     if hyper.shape[0] < 6 or stats.shape[0] < N_STATS or segments.shape[1] != 3:
         raise ValueError("train_epoch: hyper needs 6 values, stats N_STATS, segments "
@@ -501,6 +569,25 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
     net.w_off = &w_off[0]
     net.b_off = &b_off[0]
     net.ws_off = &ws_off[0]
+    net.dropout_seed = seed
+    net.dropout_t0 = dropout_t0
+    if dropout is None:
+        no_rates = <double*>malloc(L * sizeof(double))
+        no_off = <int64_t*>malloc(2 * L * sizeof(int64_t))
+        if no_rates == NULL or no_off == NULL:
+            free(no_rates)
+            free(no_off)
+            raise MemoryError()
+        for i in range(L):
+            no_rates[i] = 0.0
+            no_off[2 * i] = no_off[2 * i + 1] = 0
+        net.dropout = no_rates
+        net.dropout_off = no_off
+        net.masks = NULL
+    else:
+        net.dropout = &dropout[0]
+        net.dropout_off = &dropout_off[0, 0]
+        net.masks = &masks[0] if masks.shape[0] else NULL
     opt.opt_code = opt_code
     opt.h0 = hyper[0]
     opt.h1 = hyper[1]
@@ -516,6 +603,8 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
         widest = max(widest, dims[i])
     work = <double*>malloc(widest * sizeof(double))
     if work == NULL:
+        free(no_rates)
+        free(no_off)
         raise MemoryError()
     with nogil:
         c_train_epoch(&X[0, 0], &y[0, 0] if not sparse else NULL,
@@ -525,3 +614,5 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
                       &state2[0] if state2.shape[0] else NULL, &lrs[0], batch_start,
                       batch_stop, t0, &stats[0], work, max(1, n_threads))
     free(work)
+    free(no_rates)
+    free(no_off)

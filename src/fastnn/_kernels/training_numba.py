@@ -27,6 +27,7 @@ from .dense_numba import (
     forward_elu, forward_identity, forward_leaky_relu, forward_relu, forward_sigmoid,
     forward_softmax, forward_step, forward_tanh,
 )
+from .normalization_numba import dropout as dropout_kernel
 from .losses_numba import (
     binary_cross_entropy_and_gradient, cross_entropy_and_gradient, mse_gradient, mse_ws,
     sparse_cross_entropy_and_gradient,
@@ -57,6 +58,33 @@ def _after_fork_in_child():
 os.register_at_fork(after_in_child=_after_fork_in_child)
 _I64 = np.dtype(np.int64)
 _F64 = np.dtype(np.float64)
+_U8 = np.dtype(np.uint8)
+
+# SplitMix64 (fastnn.reference.masks): the increment and the finaliser's multipliers.
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31, _S40 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(40)
+
+
+@jit_inline
+def _mix64(z):
+    """SplitMix64's finaliser (uint64, wrapping)."""
+    z = (z ^ (z >> _S30)) * _MIX1
+    z = (z ^ (z >> _S27)) * _MIX2
+    return z ^ (z >> _S31)
+
+
+@jit
+def _dropout_mask(mask, n, seed, t, layer, rate):
+    """mask[:n] = the keep mask of ``layer`` in training forward t (reference
+    ``dropout_mask``): unit i kept when splitmix(key_tl, i + 1) >> 40 >= ceil(rate 2^24)."""
+    thr = np.uint64(math.ceil(rate * 16777216.0))
+    key = _mix64(seed + np.uint64(t + 1) * _GAMMA)
+    key = _mix64(key + np.uint64(layer + 1) * _GAMMA)
+    for i in range(n):
+        z = key + np.uint64(i + 1) * _GAMMA
+        mask[i] = np.uint8((_mix64(z) >> _S40) >= thr)
 
 
 @jit_inline
@@ -121,9 +149,22 @@ def _norm_halves(x, nodes, sums, nodes2, sums2, part):
 @jit
 def _check_layout(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off,
                   lowest, loss_code, params, grads, ws, ws_off, lb, opt_code, state1,
-                  state2, hyper, lrs, batch_start, batch_stop, segments, stats):
+                  state2, hyper, lrs, batch_start, batch_stop, segments, stats, dropout,
+                  dropout_off, masks, dropout_t0):
     """Every index the epoch will use stays inside its buffer (ValueError otherwise)."""
     n_layers = acts.size
+    if dropout.size != n_layers or dropout_off.shape[0] != n_layers \
+            or dropout_off.shape[1] != 2 or dropout_t0 < 0:
+        raise ValueError("train_epoch: dropout, dropout_off or dropout_t0 do not fit")
+    for i in range(n_layers):
+        if not 0.0 <= dropout[i] < 1.0:
+            raise ValueError("train_epoch: a dropout rate is outside [0, 1)")
+        if dropout[i] != 0.0 and i + 1 < dims.size:
+            size = batch_size * dims[i + 1]
+            if dropout_off[i, 0] < 0 or dropout_off[i, 0] + size > ws.size \
+                    or dropout_off[i, 1] < 0 or dropout_off[i, 1] + size > masks.size:
+                raise ValueError("train_epoch: a dropout layer's output or mask lies "
+                                 "outside ws or masks")
     n, P = X.shape[0], params.size
     if alphas.size != n_layers or hyper.size != 6 or stats.size < codes.N_STATS \
             or grads.size != P:
@@ -206,13 +247,16 @@ def _make_epoch(loss_kind, used):
     @jit
     def epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
               loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
-              lrs, batch_start, batch_stop, t0, segments, stats, n_threads):
+              lrs, batch_start, batch_stop, t0, segments, stats, dropout, dropout_off,
+              masks, dropout_seed, dropout_t0, n_threads):
         _check_types(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off,
                      lowest, loss_code, params, grads, ws, ws_off, lb, opt_code, state1,
-                     state2, hyper, lrs, batch_start, batch_stop, t0, segments, stats)
+                     state2, hyper, lrs, batch_start, batch_stop, t0, segments, stats,
+                     dropout, dropout_off, masks, dropout_seed, dropout_t0)
         _check_layout(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off,
                       lowest, loss_kind, params, grads, ws, ws_off, lb, opt_code, state1,
-                      state2, hyper, lrs, batch_start, batch_stop, segments, stats)
+                      state2, hyper, lrs, batch_start, batch_stop, segments, stats,
+                      dropout, dropout_off, masks, dropout_t0)
         n = X.shape[0]
         n_layers = acts.size
         d, k = dims[0], dims[n_layers]
@@ -295,6 +339,16 @@ def _make_epoch(loss_kind, used):
                 elif has_softmax and act == _SOFTMAX:
                     forward_softmax(z, a, b, e, nodes, sums)
                 x_in = a
+                rate = dropout[i]
+                if rate != 0.0:
+                    # the step path's mask, then its dropout kernel into o_i
+                    o0, k0 = dropout_off[i, 0], dropout_off[i, 1]
+                    mk = masks[k0:k0 + m * no]
+                    _dropout_mask(mk, m * no, dropout_seed, dropout_t0 + (j - batch_start),
+                                  i, rate)
+                    o = ws[o0:o0 + m * no]
+                    dropout_kernel(a.reshape(m * no), mk, rate, o)
+                    x_in = o.reshape((m, no))
             out = x_in
             g_off = ws_off[4 + 3 * (n_layers - 1)]
             g_out = ws[g_off:g_off + m * k].reshape((m, k))
@@ -327,12 +381,19 @@ def _make_epoch(loss_kind, used):
                     x_below = xb
                 else:
                     off = ws_off[3 + 3 * (i - 1)]
+                    if dropout[i - 1] != 0.0:
+                        off = dropout_off[i - 1, 0]
                     x_below = ws[off:off + m * ni].reshape((m, ni))
                 z = ws[ws_off[2 + 3 * i]:ws_off[2 + 3 * i] + m * no].reshape((m, no))
                 a = ws[ws_off[3 + 3 * i]:ws_off[3 + 3 * i] + m * no].reshape((m, no))
                 g = ws[ws_off[4 + 3 * i]:ws_off[4 + 3 * i] + m * no].reshape((m, no))
                 dw = grads[w_off[i]:w_off[i] + ni * no].reshape((ni, no))
                 db = grads[b_off[i]:b_off[i] + no]
+                rate = dropout[i]
+                if rate != 0.0:
+                    gf = g.reshape(m * no)
+                    k0 = dropout_off[i, 1]
+                    dropout_kernel(gf, masks[k0:k0 + m * no], rate, gf)
                 # dense_backward in place on g: the activation's pass, db, dw
                 act, alpha = acts[i], alphas[i]
                 if has_relu and act == _RELU:
@@ -440,18 +501,20 @@ _ARGS = (("X", "f2"), ("y", "f2"), ("labels", "i1"), ("order", "i1"), ("batch_si
          ("ws", "f1+"), ("ws_off", "i1"), ("lb", "i1+"), ("opt_code", "n"),
          ("state1", "f1+"), ("state2", "f1+"), ("hyper", "d1"), ("lrs", "d1"),
          ("batch_start", "n"), ("batch_stop", "n"), ("t0", "n"), ("segments", "i2"),
-         ("stats", "d1+"))
+         ("stats", "d1+"), ("dropout", "d1"), ("dropout_off", "i2"), ("masks", "u1+"),
+         ("dropout_seed", "n"), ("dropout_t0", "n"))
 
 
 def _wanted(name, kind, dt):
-    what = {"f": dt.name, "i": "int64", "d": "float64"}[kind[0]]
+    what = {"f": dt.name, "i": "int64", "d": "float64", "u": "uint8"}[kind[0]]
     ro = "writeable " if kind.endswith("+") else ""
     return f"train_epoch: {name} must be a {ro}C-contiguous {kind[1]}-D {what} array"
 
 
 def _check_types(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
                  loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
-                 lrs, batch_start, batch_stop, t0, segments, stats):
+                 lrs, batch_start, batch_stop, t0, segments, stats, dropout, dropout_off,
+                 masks, dropout_seed, dropout_t0):
     """ValueError unless every argument has the type, dtype and layout of ``_ARGS``.
 
     Compiled, the same check runs once per signature at typing time (see the
@@ -467,7 +530,7 @@ def _check_types(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_o
             if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
                 raise ValueError(f"train_epoch: {name} must be an integer")
             continue
-        want = {"f": dt, "i": _I64, "d": _F64}[kind[0]]
+        want = {"f": dt, "i": _I64, "d": _F64, "u": _U8}[kind[0]]
         if type(a) is not np.ndarray or a.dtype != want or a.ndim != int(kind[1]) \
                 or not a.flags.c_contiguous or (kind.endswith("+") and not a.flags.writeable):
             raise ValueError(_wanted(name, kind, dt))
@@ -478,7 +541,8 @@ if not DISABLE_JIT:
     def _check_types_typing(X, y, labels, order, batch_size, dims, acts, alphas, w_off,
                             b_off, lowest, loss_code, params, grads, ws, ws_off, lb,
                             opt_code, state1, state2, hyper, lrs, batch_start, batch_stop,
-                            t0, segments, stats):
+                            t0, segments, stats, dropout, dropout_off, masks, dropout_seed,
+                            dropout_t0):
         values = locals()
         dt = params.dtype if isinstance(params, types.Array) else None
         if dt not in (types.float32, types.float64):
@@ -489,7 +553,8 @@ if not DISABLE_JIT:
                 if not isinstance(ty, types.Integer):
                     raise TypingError(f"train_epoch: {name} must be an integer")
                 continue
-            want = {"f": dt, "i": types.int64, "d": types.float64}[kind[0]]
+            want = {"f": dt, "i": types.int64, "d": types.float64,
+                    "u": types.uint8}[kind[0]]
             if not isinstance(ty, types.Array) or ty.dtype != want \
                     or ty.ndim != int(kind[1]) or ty.layout != "C" \
                     or (kind.endswith("+") and not ty.mutable):
@@ -497,16 +562,19 @@ if not DISABLE_JIT:
 
         def impl(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
                  loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
-                 lrs, batch_start, batch_stop, t0, segments, stats):
+                 lrs, batch_start, batch_stop, t0, segments, stats, dropout, dropout_off,
+                 masks, dropout_seed, dropout_t0):
             pass
         return impl
 
 
 def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
                 loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
-                lrs, batch_start, batch_stop, t0, segments, stats, n_threads=1):
+                lrs, batch_start, batch_stop, t0, segments, stats, n_threads=1,
+                dropout=None, dropout_off=None, masks=None, dropout_seed=0, dropout_t0=0):
     """One epoch (batches [batch_start, batch_stop)) of mini-batch training in one
-    compiled call; see :mod:`fastnn.reference.training` for the arguments.
+    compiled call; see :mod:`fastnn.reference.training` for the arguments
+    (``dropout=None``: no layer has dropout).
 
     A bad call raises ValueError instead of touching memory outside the arrays: types,
     dtypes and layouts are checked when a signature is compiled (so a call with wrong
@@ -516,9 +584,20 @@ def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_of
     ``n_threads`` Numba threads (at most ``numba.config.NUMBA_NUM_THREADS``; one in a
     child forked after threaded epochs, see ``_state``); the results never depend on it.
     """
+    if dropout is None:
+        L = getattr(acts, "size", 0)
+        dropout, dropout_off = np.zeros(L), np.zeros((L, 2), np.int64)
+        masks = np.zeros(0, np.uint8)
+    for name, value, bound in (("dropout_seed", dropout_seed, 2**64),
+                               ("dropout_t0", dropout_t0, 2**63)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+                or not 0 <= int(value) < bound:
+            raise ValueError(f"train_epoch: {name} must be an integer in [0, {bound})")
+    # one signature: the seed as uint64, the count as int64
     args = (X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
             loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper, lrs,
-            batch_start, batch_stop, t0, segments, stats)
+            batch_start, batch_stop, t0, segments, stats, dropout, dropout_off, masks,
+            np.uint64(int(dropout_seed)), np.int64(dropout_t0))
     if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, (int, np.integer)):
         raise ValueError("train_epoch: n_threads must be an integer")
     n_threads = max(1, min(int(n_threads), _MAX_THREADS))

@@ -9,8 +9,8 @@ interpreter is left only at epoch boundaries; being the same kernels in the same
 order, every backend's ``train_epoch`` gives bit for bit the weights its own
 step-by-step path gives.
 
-Scope: dense layers with any activation, no dropout and no batch normalisation (the
-model falls back to its step-by-step path for those).
+Scope: dense layers with any activation and inverted dropout, no batch normalisation
+(the model falls back to its step-by-step path for that).
 
 Arguments (all arrays C-contiguous; ``dt`` is the model dtype, float32 or float64):
 
@@ -48,16 +48,33 @@ stats           (N_STATS,) f64   see codes.STAT_*: LOSS_SUM and CORRECT accumula
 n_threads       int (default 1)  threads the compiled kernels may run the blocks of each
                                  GEMM on (``fastnn.reference.blas.gemm_partition``); the
                                  results never depend on it, so the reference ignores it
+dropout         (L,) f64 or None drop rate of each layer, in [0, 1) (0: no dropout). None
+                                 (the default): no layer has dropout, and the four
+                                 arguments below are not read
+dropout_off     (L, 2) int64     per layer with dropout: the element offset in ``ws`` of
+                                 its output o_l (batch_size x width; what the layer above
+                                 reads) and the offset in ``masks`` of its keep mask
+                                 (batch_size x width); ignored for the other layers
+masks           (M,) uint8       the keep masks' workspace
+dropout_seed    int [0, 2**64)   the model's dropout seed (docs/spec.md §7)
+dropout_t0      int >= 0         training forwards the model ran before this call: batch
+                                 j draws the masks of forward t = dropout_t0 + (j -
+                                 batch_start) (``fastnn.reference.masks``). The caller
+                                 advances its count by STAT_STEPS, plus one when the call
+                                 stopped on a non-finite value (that batch's forward ran)
 ==============  ===============  ============================================================
 
 Per batch j (rows s = j batch_size up to e = min(n, s + batch_size), m = e - s):
 
 1. xb = X[order[s:e]]; targets likewise.
-2. for each layer: dense_forward(x_in, W_l, b_l, acts[l], alphas[l], z_l, a_l).
+2. for each layer: dense_forward(x_in, W_l, b_l, acts[l], alphas[l], z_l, a_l); with
+   dropout, mask_l = dropout_mask(dropout_seed, t, l, rate_l) and
+   o_l = dropout(a_l, mask_l, rate_l) (the layer above reads o_l instead of a_l).
 3. loss = the loss kernel on (out, targets); a non-finite loss stops the epoch with
    STATUS_LOSS_NOT_FINITE before anything is updated. Correct rows are counted.
-4. g_{L-1} = the loss gradient; for l = L-1 .. lowest: dense_backward(...) writing dW_l,
-   db_l into ``grads``, and dense_input_gradient into g_{l-1} when l > lowest.
+4. g_{L-1} = the loss gradient; for l = L-1 .. lowest: with dropout, g_l =
+   dropout(g_l, mask_l, rate_l) in place; dense_backward(...) writing dW_l, db_l into
+   ``grads``, and dense_input_gradient into g_{l-1} when l > lowest.
 5. sq = sum over segments (in order) of squared_norm(grads[start:stop]); norm = sqrt(sq)
    (float64); a non-finite norm stops with STATUS_GRAD_NOT_FINITE, nothing updated.
    If 0 < clip_norm < norm, every segment is scaled by clip_norm / norm.
@@ -73,6 +90,8 @@ import numpy as np
 
 from .._kernels import codes
 from .dense import dense_backward, dense_forward, dense_input_gradient
+from .masks import dropout_mask
+from .normalization import dropout as dropout_kernel
 from .losses import (
     binary_cross_entropy, binary_cross_entropy_gradient, cross_entropy,
     cross_entropy_gradient, mse, mse_gradient, sparse_cross_entropy,
@@ -147,9 +166,14 @@ def _update(opt_code, p, g, s1, s2, t, lr, hyper, weight_decay):
 
 def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
                 loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
-                lrs, batch_start, batch_stop, t0, segments, stats, n_threads=1):
+                lrs, batch_start, batch_stop, t0, segments, stats, n_threads=1,
+                dropout=None, dropout_off=None, masks=None, dropout_seed=0, dropout_t0=0):
     """One epoch of mini-batch training; see the module docstring for the contract."""
     n, n_layers = X.shape[0], len(acts)
+    rates = [0.0] * n_layers if dropout is None else [float(r) for r in dropout]
+    # Python floats, as the step path passes them: a NumPy float64 scalar would make
+    # NumPy 2 compute leaky_relu's alpha z of a float32 z in float64
+    alphas = [float(al) for al in alphas]
     sparse = loss_code == codes.LOSS_SPARSE_CROSS_ENTROPY
     stats[codes.STAT_STEPS] = stats[codes.STAT_STATUS] = 0.0
     hyper = [float(h) for h in hyper]
@@ -177,11 +201,23 @@ def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_of
         a = [_region(ws, ws_off[3 + 3 * i], m, dims[i + 1]) for i in range(n_layers)]
         g = [_region(ws, ws_off[4 + 3 * i], m, dims[i + 1]) for i in range(n_layers)]
 
+        o = list(a)
+        mask = [None] * n_layers
+        t_drop = int(dropout_t0) + (j - batch_start)
+        for i in range(n_layers):
+            if rates[i]:
+                o[i] = _region(ws, dropout_off[i, 0], m, dims[i + 1])
+                mask[i] = masks[dropout_off[i, 1]:dropout_off[i, 1] + m * dims[i + 1]]
+                mask[i] = mask[i].reshape(m, dims[i + 1])
+
         x_in = xb
         for i in range(n_layers):
             dense_forward(x_in, W[i], b[i], acts[i], alphas[i], z[i], a[i])
-            x_in = a[i]
-        out = a[-1]
+            if rates[i]:
+                dropout_mask(dropout_seed, t_drop, i, rates[i], mask[i])
+                dropout_kernel(a[i], mask[i], rates[i], o[i])
+            x_in = o[i]
+        out = o[-1]
         loss = _loss(loss_code, out, t)
         if not math.isfinite(loss):
             stats[codes.STAT_STATUS] = codes.STATUS_LOSS_NOT_FINITE
@@ -191,7 +227,9 @@ def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_of
         _loss_gradient(loss_code, out, t, g[-1])
 
         for i in range(n_layers - 1, lowest - 1, -1):
-            x_below = xb if i == 0 else a[i - 1]
+            x_below = xb if i == 0 else o[i - 1]
+            if rates[i]:
+                dropout_kernel(g[i], mask[i], rates[i], g[i])
             dense_backward(x_below, z[i], a[i], g[i], acts[i], alphas[i], g[i], dW[i], db[i])
             if i > lowest:
                 dense_input_gradient(g[i], W[i], g[i - 1])
