@@ -344,3 +344,29 @@ def test_a_bad_order_is_refused_before_training(order, error, match):
     with pytest.raises(error, match=match):
         net.train_epoch(*net.check_data(X, y), Adam(), 16, order=order)
     np.testing.assert_array_equal(net.params, before)
+
+
+def test_a_file_written_without_a_dropout_key_loads_and_trains_deterministically(
+        tmp_path, monkeypatch):
+    """A file as fastnn wrote it before the key existed (rng: the four streams only)."""
+    import json
+
+    from fastnn.model import MLP, _rng_state_to_json
+    a = _dropout_net("numpy")
+    X, y = _data("mse")
+    a.fit(X, y, optimizer=Adam(lr=0.01), epochs=1, batch_size=32)
+    with monkeypatch.context() as m:
+        m.setattr(MLP, "rng_states",
+                  lambda self: {n: _rng_state_to_json(g) for n, g in self.rngs.items()})
+        fastnn.save(a, tmp_path / "old.fastnn")
+    with open(tmp_path / "old.fastnn", "rb") as f:
+        assert b"dropout_key" not in f.read()
+    b, c = (fastnn.load(tmp_path / "old.fastnn") for _ in range(2))
+    g = np.random.default_rng()
+    g.bit_generator.state = a.rngs["dropout"].bit_generator.state
+    assert b._dropout_seed == int(g.integers(0, 2**64, dtype=np.uint64))
+    assert (c._dropout_seed, c._dropout_step) == (b._dropout_seed, 0)
+    b.fit(X, y, epochs=1, batch_size=32)
+    c.fit(X, y, epochs=1, batch_size=32)
+    np.testing.assert_array_equal(b.params, c.params)
+    assert json.loads(json.dumps(b.rng_states()))["dropout_key"]["step"] == "5"
