@@ -416,8 +416,9 @@ def test_saved_files_get_ordinary_permissions(tmp_path):
 # --- concurrency and determinism ------------------------------------------------------------
 
 def _two_models(backend, dropout=0.0):
-    return [MLP([32, 64, 4], loss="cross_entropy", dropout=dropout, backend=backend,
-                random_state=seed) for seed in (1, 2)]
+    # batch norm keeps a model on the step-by-step path (dropout alone is compiled)
+    return [MLP([32, 64, 4], loss="cross_entropy", dropout=dropout, batch_norm=dropout > 0,
+                backend=backend, random_state=seed) for seed in (1, 2)]
 
 
 def _class_data(n):
@@ -534,7 +535,8 @@ def test_concurrency_recorded():
         pytest.skip("not every concurrency case ran in this session")
     record("concurrency.threads", "concurrency",
            "two models (Adam, 2 epochs) trained in two threads at once vs one after the "
-           "other, on every backend, compiled epoch and step-by-step (dropout) paths",
+           "other, on every backend, compiled epoch and step-by-step (dropout + batch "
+           "norm) paths",
            len(_THREADS), "bit-identical weights and loss histories")
     record("concurrency.gil", "concurrency",
            "one compiled call per epoch in each of two threads (100000 rows) while the main "
@@ -575,7 +577,8 @@ def test_an_epoch_never_copies_the_data(dropout):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((1_000_000, 100), dtype=np.float32)
     y = (X[:, 0] > 0).astype(np.int64)
-    net = MLP([100, 8, 2], loss="cross_entropy", dropout=dropout, random_state=0)
+    net = MLP([100, 8, 2], loss="cross_entropy", dropout=dropout, batch_norm=dropout > 0,
+              random_state=0)
     mem = _EpochMemory()
     tracemalloc.start()
     try:
@@ -599,7 +602,8 @@ def _rss():
 @pytest.mark.parametrize("dropout", [0.0, 0.1], ids=["compiled epoch", "step by step"])
 def test_memory_is_flat_over_100_epochs(dropout):
     X, y = _class_data(2000)
-    net = MLP([32, 64, 4], loss="cross_entropy", dropout=dropout, random_state=0)
+    net = MLP([32, 64, 4], loss="cross_entropy", dropout=dropout, batch_norm=dropout > 0,
+              random_state=0)
     current, rss = [], []
 
     def probe(epoch, logs):
@@ -664,7 +668,7 @@ def test_resources_recorded():
         pytest.skip("not every resource case ran in this session")
     record("resources.epoch_copy", "resources",
            "fit on 1e6 x 100 float32 (400 MB), 2 epochs, compiled and step-by-step "
-           "(dropout) paths, tracemalloc per epoch", 2,
+           "(dropout + batch norm) paths, tracemalloc per epoch", 2,
            "each epoch allocates < 1/20 of the data (no copy of the data set)",
            f"compiled: {_RESOURCES['epoch-0.0'] / 1e6:.1f} MB, step by step: "
            f"{_RESOURCES['epoch-0.1'] / 1e6:.1f} MB per epoch")
