@@ -408,23 +408,6 @@ def test_multioutput_regression():
         assert single.fit(X, y[:, 0]).predict(X).shape == (300,)
 
 
-def test_predict_log_proba_is_stable_from_logits():
-    X, y = _clf_data()
-    for est, yy in ((MLPClassifier((4,), max_iter=5, random_state=0), y),
-                    (MLPClassifier((4,), max_iter=5, random_state=0), y == 0)):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            est.fit(X, yy)
-        np.testing.assert_allclose(est.predict_log_proba(X), np.log(est.predict_proba(X)),
-                                   rtol=1e-10, atol=1e-12)
-        # Huge logits: log(proba) underflows to -inf, the log-proba stays finite.
-        est.coefs_ = [w * 1e4 for w in est.coefs_]
-        with np.errstate(divide="ignore"):
-            assert np.isinf(np.log(est.predict_proba(X))).any()
-        logp = est.predict_log_proba(X)
-        assert np.isfinite(logp).all() and (logp <= 0).all()
-
-
 @pytest.mark.parametrize("dtype_in, dtype_param, expected", [
     (np.float32, None, np.float32), (np.float64, None, np.float64),
     (np.int64, None, np.float64), (np.float64, "float32", np.float32),
@@ -666,12 +649,6 @@ def test_bad_data_messages(Est):
         est.predict(X[:, :5])
     with pytest.raises(ValueError, match="Input X contains NaN"):
         est.predict(np.full((2, 6), np.nan))
-
-
-def test_single_class_is_refused():
-    X, _ = _clf_data()
-    with pytest.raises(ValueError, match="at least 2 classes.*only one class: 'a'"):
-        MLPClassifier().fit(X, ["a"] * len(X))
 
 
 def test_continuous_labels_are_refused():

@@ -33,6 +33,35 @@ Differences from scikit-learn, on purpose
 - The early-stopping split of a multiclass classifier is stratified (scikit-learn
   stratifies only binary targets), so with ``early_stopping=True`` and more than two
   classes the validation rows, and the orders after them, differ from scikit-learn's.
+  A class too small to stratify is named by its label (scikit-learn's error names
+  its internal code, ``['True']``).
+- A run that diverges (the loss, the gradient or the weights become non-finite)
+  stops at the epoch that diverged: fastnn cannot train non-finite weights, where
+  scikit-learn trains on to ``max_iter``. With ``early_stopping=True`` that epoch is
+  recorded as scikit-learn records the epochs after a divergence (NaN in
+  ``loss_curve_`` and ``validation_scores_``, ``loss_`` NaN; ``n_iter_`` counts the
+  epochs run, scikit-learn's is ``max_iter``), the best-validation weights are
+  restored as in scikit-learn (the weights the fit started from if no score was
+  finite) and a ConvergenceWarning says so (scikit-learn's warning is the
+  maximum-iterations one). scikit-learn's classifier scores non-finite outputs as the
+  accuracy of the labels its NaN comparisons pick; fastnn records NaN. Without early
+  stopping fastnn raises ValueError at once and keeps the last finite weights;
+  scikit-learn trains on, then raises ValueError ("Solver produced non-finite
+  parameter weights") with the non-finite weights in place.
+- A warm-started fit with ``early_stopping=True`` that never beats the previous
+  ``best_validation_score_`` keeps the weights it started from (those that scored
+  it); scikit-learn's best-weights list is then its live list of weights, so it keeps
+  the last epoch's.
+- ``coefs_`` and ``intercepts_`` are lists of the network's own arrays, as
+  scikit-learn's: writing into an array (``coefs_[0][:] = 0``) or assigning an item
+  (``coefs_[1] = W``, or the whole list) changes the network. An assigned item is
+  copied into the layer after checking its shape and that it is real-valued (a
+  ValueError / TypeError names the layer), in the network's dtype: the item then is
+  the layer's array, not ``W`` (later changes to ``W`` do not reach the network), and
+  the lists cannot grow or shrink. Values assigned before the first fit read back as
+  assigned and the fit replaces them, as in scikit-learn, but they do not make the
+  estimator fitted (scikit-learn's ``check_is_fitted`` passes, then ``predict``
+  raises AttributeError; fastnn's raises NotFittedError).
 - Data of dtype float32 is trained in float32, anything else in float64 (``dtype``
   forces one); later calls convert their input to the fitted dtype.
 - ``random_state`` seeds fastnn's own streams (dropout) once per new model; later
@@ -66,6 +95,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError("fastnn.MLPClassifier and fastnn.MLPRegressor need scikit-learn; "
                       "install it with `pip install 'fastnn-mlp[sklearn]'`") from exc
+from scipy.special import expit
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
@@ -84,7 +114,7 @@ from ._backend import BACKENDS
 from ._backend import backend as _get_backend
 from ._guard import TrainingGuard, trains, uses
 from .io import ModelFileError, Payload
-from .model import MLP
+from .model import MLP, _r2
 from .optim import (
     OPTIMIZERS, SGD, Adagrad, Adam, AdamW, DivergenceError, Momentum, Nesterov, RMSProp,
 )
@@ -240,45 +270,67 @@ class _BaseMLP(BaseEstimator):
 
     @property
     def coefs_(self) -> list:
-        """Weight matrices (n_in, n_out) of every layer: views of the model's parameters."""
-        check_is_fitted(self)
-        return list(self._model.weights)
+        """Weight matrices (n_in, n_out) of every layer: the network's own arrays.
+
+        As scikit-learn's list: ``coefs_[i][...] = ...`` and ``coefs_[i] = W`` change
+        the network (see :class:`_Layers`); ``coefs_ = [...]`` sets every layer.
+        """
+        return self._layers("coefs_")
 
     @coefs_.setter
-    @trains
     def coefs_(self, values):
-        check_is_fitted(self)
-        with self._model._guard.train("setting coefs_"):
-            self._assign("coefs_", self._model.weights, values)
+        self._set_layers("coefs_", values)
 
     @property
     def intercepts_(self) -> list:
         """Bias vectors (n_out,) of every layer (None for a batch-normalised layer)."""
-        check_is_fitted(self)
-        return list(self._model.biases)
+        return self._layers("intercepts_")
 
     @intercepts_.setter
-    @trains
     def intercepts_(self, values):
-        check_is_fitted(self)
-        with self._model._guard.train("setting intercepts_"):
-            self._assign("intercepts_", self._model.biases, values)
+        self._set_layers("intercepts_", values)
 
-    @staticmethod
-    def _assign(name, targets, values):
-        values = list(values)
-        if len(values) != len(targets):
-            raise ValueError(f"{name} must be a list of {len(targets)} arrays, got "
-                             f"{len(values)}")
-        for i, (dst, src) in enumerate(zip(targets, values)):
-            if dst is None:
-                if src is not None:
-                    raise ValueError(f"{name}[{i}] must be None (batch-normalised layer)")
-                continue
-            src = np.asarray(src)
-            if src.shape != dst.shape:
-                raise ValueError(f"{name}[{i}] must have shape {dst.shape}, got {src.shape}")
-            dst[...] = src
+    def _layer_arrays(self, name) -> list:
+        return self._model.weights if name == "coefs_" else self._model.biases
+
+    def _layers(self, name):
+        if not self.__sklearn_is_fitted__():
+            # a value assigned before fit reads back as assigned (scikit-learn's plain
+            # attribute); fit replaces it
+            unfitted = self.__dict__.get("_unfitted_layers", {})
+            if name in unfitted:
+                return unfitted[name]
+            check_is_fitted(self)
+        return _Layers(self, name, self._layer_arrays(name))
+
+    def _set_layers(self, name, values):
+        """``coefs_ = values`` / ``intercepts_ = values``: training (see _guard)."""
+        with self._guard.train(f"setting {name}"):
+            if not self.__sklearn_is_fitted__():
+                self.__dict__.setdefault("_unfitted_layers", {})[name] = values
+                return
+            try:
+                values = list(values)
+            except TypeError:
+                raise TypeError(f"{name} must be a list of arrays, got "
+                                f"{type(values).__name__}") from None
+            n = len(self._layer_arrays(name))
+            if len(values) != n:
+                raise ValueError(f"{name} must be a list of {n} arrays (one per layer), "
+                                 f"got {len(values)}")
+            self._write_layers(name, range(n), values)
+
+    def _write_layers(self, name, indices, values):
+        """Copy values into the layers' arrays, all checked before any is written."""
+        with self._guard.train(f"setting {name}"):
+            check_is_fitted(self)
+            targets = self._layer_arrays(name)
+            checked = [(targets[i], _layer_value(name, i, targets[i], v))
+                       for i, v in zip(indices, values)]
+            with self._model._guard.train(f"setting {name}"):
+                for dst, src in checked:
+                    if dst is not None:
+                        dst[...] = src
 
     @property
     def _hidden(self) -> list[int]:
@@ -398,8 +450,15 @@ class _BaseMLP(BaseEstimator):
         X, Y = self._validate_input(X, y, incremental, reset=first_pass, dtype=dtype)
         # Y: class indices (n,) for softmax outputs, else (n, n_outputs).
         n_outputs = len(self.classes_) if Y.ndim == 1 else Y.shape[1]
+        if X.shape[0] < 2 and np.any(np.asarray(self.batch_norm, dtype=bool)):
+            # (scikit-learn's one-sample check: a y of one class reaches the training)
+            raise ValueError(f"batch_norm needs at least 2 samples to train (batch "
+                             f"statistics), got n_samples={X.shape[0]}")
         if first_pass:
             self._model = self._new_model(X.shape[1], n_outputs, X.dtype)
+            # coefs_ / intercepts_ assigned before the first fit are replaced, as
+            # scikit-learn's first fit replaces them
+            self.__dict__.pop("_unfitted_layers", None)
             self._init_curves()
         else:
             model = self._model
@@ -450,8 +509,22 @@ class _BaseMLP(BaseEstimator):
         stratify = (Y if Y.ndim == 1 else Y[:, 0]) if self._stratify() else None
         idx = np.arange(X.shape[0])
         # the training rows keep the split's (shuffled) order, as scikit-learn's
-        train, val = train_test_split(idx, random_state=rs,
-                                      test_size=self.validation_fraction, stratify=stratify)
+        try:
+            train, val = train_test_split(idx, random_state=rs,
+                                          test_size=self.validation_fraction,
+                                          stratify=stratify)
+        except ValueError as exc:
+            marker = "Classes with too few members are:"
+            if stratify is None or marker not in str(exc):
+                raise
+            # scikit-learn's message names the codes it was given (fastnn's class
+            # indices; scikit-learn's own estimator names 'True'): name the labels.
+            codes, counts = np.unique(stratify.astype(np.intp), return_counts=True)
+            labels = self.classes_[codes[counts < 2]].tolist()
+            raise ValueError(
+                f"{str(exc).split(marker)[0]}{marker} {labels} (early_stopping=True "
+                f"holds out a stratified validation set: every class needs at least 2 "
+                f"samples)") from None
         if val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase "
                              "'validation_fraction' or the size of your dataset.")
@@ -492,7 +565,9 @@ class _BaseMLP(BaseEstimator):
         own_lr = self.schedule is None
         lr_scale = self._lr_scale()
         snapshot = (model.params.copy(), model.buffers.copy())
-        best = None
+        # scikit-learn's best-validation weights start as the network's weights at the
+        # start (its _best_coefs), so an early stop always has weights to restore.
+        best = model.get_state() if self.early_stopping else None
         order = np.arange(n)
         from .training import _DeferredInterrupt
         interrupt = _DeferredInterrupt()
@@ -509,17 +584,23 @@ class _BaseMLP(BaseEstimator):
                         # scikit-learn's batches: its shuffle of the last epoch's order,
                         # drawn from the same RandomState
                         order = shuffle(order, random_state=rs)
+                    diverged, err = False, None
                     try:
                         # Ctrl-C is seen between compiled calls: the epoch stops at a
                         # step boundary, then the loop stops as scikit-learn's does.
                         logs = model.train_epoch(X, Y, opt, batch_size, shuffle=False,
                                                  order=order if self.shuffle else None,
                                                  poll=lambda steps: interrupt.check())
-                    except DivergenceError as err:
-                        self._diverged(err, snapshot)
-                    if not (np.isfinite(model.params).all()
-                            and np.isfinite(model.buffers).all()):
-                        self._diverged(None, snapshot)
+                    except DivergenceError as exc:
+                        diverged, err = True, exc
+                    if not diverged and not (np.isfinite(model.params).all()
+                                             and np.isfinite(model.buffers).all()):
+                        diverged = True  # (err None: the weights became non-finite)
+                    if diverged:
+                        if not self.early_stopping:
+                            self._diverged(err, snapshot)  # raises ValueError
+                        self._stop_diverged(err, n)
+                        break
                     loss = logs["loss"] * loss_scale
                     if alpha:
                         # scikit-learn adds alpha/2 ||W||^2 / m to every batch's loss,
@@ -538,10 +619,8 @@ class _BaseMLP(BaseEstimator):
                     if self.verbose:
                         print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
                     if self.early_stopping:
-                        score = model.evaluate(Xv, Yv, checked=True)[self._score_name()]
-                        if best is None:
-                            best = model.get_state()
-                        self._update_no_improvement_count_val(score, best)
+                        self._update_no_improvement_count_val(
+                            self._validation_score(Xv, Yv), best)
                     else:
                         self._update_no_improvement_count_loss()
                     if own_lr and self._uses_lr_schedule() and \
@@ -562,8 +641,8 @@ class _BaseMLP(BaseEstimator):
                     interrupt.check()
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
-        if self.early_stopping and best is not None:
-            model.set_state(best)
+        if self.early_stopping:
+            model.set_state(best)  # scikit-learn's: the best-validation weights
 
     @staticmethod
     def _set_rate(opt, lr):
@@ -593,6 +672,41 @@ class _BaseMLP(BaseEstimator):
             f"its last finite weights. The input data may contain large values and need "
             f"to be preprocessed (e.g. StandardScaler), or the learning rate "
             f"(learning_rate_init={self.learning_rate_init}) is too large.") from err
+
+    def _stop_diverged(self, err, n):
+        """Early stopping saw the training diverge: record the epoch, warn, stop.
+
+        scikit-learn trains on with non-finite weights to max_iter, recording NaN
+        losses and validation scores (the score of non-finite predictions is NaN), then
+        restores its best-validation weights. fastnn cannot train non-finite weights:
+        it records the diverged epoch as scikit-learn records the epochs after it (loss
+        NaN, validation score NaN), stops, and the caller restores the best weights.
+        """
+        if err is None:
+            what = "the weights became non-finite"
+        else:
+            what = f"the {err.what} became {err.value}"
+        self.n_iter_ += 1
+        self.t_ += n
+        self.loss_ = math.nan
+        self.loss_curve_.append(math.nan)
+        self.validation_scores_.append(math.nan)
+        if self.verbose:
+            print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+            print("Validation score: %f" % math.nan)
+        best = self.best_validation_score_
+        kept = ("the weights it started from" if best == -np.inf else
+                f"the weights of its best validation score ({best:.6g})")
+        warnings.warn(
+            f"Training diverged in iteration {self.n_iter_}: {what}. Training stopped "
+            f"and the network keeps {kept} (early_stopping=True). The input data may "
+            f"contain large values and need to be preprocessed (e.g. StandardScaler), "
+            f"or the learning rate (learning_rate_init={self.learning_rate_init}) is "
+            f"too large.", ConvergenceWarning)
+
+    def _validation_score(self, Xv, Yv) -> float:
+        """scikit-learn's validation score (accuracy or R^2) of the network on (Xv, Yv)."""
+        return self._model.evaluate(Xv, Yv, checked=True)[self._score_name()]
 
     def _update_no_improvement_count_loss(self):
         last = self.loss_curve_[-1]
@@ -743,6 +857,94 @@ class _BaseMLP(BaseEstimator):
             raise ModelFileError(f"invalid {cls.__name__} metadata: {exc}") from None
         est._model = model
         return est
+
+
+# --- coefs_ and intercepts_ --------------------------------------------------------------------
+
+class _Layers(list):
+    """``coefs_`` / ``intercepts_`` of a fitted estimator: a list of the network's own
+    arrays (views of its parameters), as scikit-learn's list is of the arrays its
+    model uses.
+
+    Writing into an array (``coefs_[0][:] = 0``) changes the network. Assigning an item
+    (``coefs_[1] = W``, slices too) copies ``W``'s values into that layer, after
+    checking its shape and dtype; the item then is the layer's array again (not ``W``:
+    later changes to ``W`` do not reach the network). The number of layers is fixed:
+    the methods that would add, remove or reorder items raise TypeError. Copies
+    (``copy.copy``, ``pickle``, ``list(...)``) are plain lists.
+    """
+
+    __slots__ = ("_est", "_name")
+
+    def __init__(self, est, name, arrays):
+        super().__init__(arrays)
+        self._est = est
+        self._name = name
+
+    def __setitem__(self, index, value):
+        if isinstance(index, slice):
+            indices = range(len(self))[index]
+            try:
+                value = list(value)
+            except TypeError:
+                raise TypeError(f"can only assign a list of arrays to a slice of "
+                                f"{self._name}") from None
+            if len(value) != len(indices):
+                raise ValueError(f"this slice of {self._name} has {len(indices)} layers, "
+                                 f"got {len(value)} arrays: the number of layers is "
+                                 f"fixed")
+        else:
+            try:
+                indices = [range(len(self))[index]]
+            except IndexError:
+                raise IndexError(f"{self._name} has {len(self)} layers; there is no "
+                                 f"layer {index}") from None
+            value = [value]
+        self._est._write_layers(self._name, indices, value)
+        live = self._est._layer_arrays(self._name)
+        for i in indices:
+            list.__setitem__(self, i, live[i])
+
+    def _fixed(self, *args, **kwargs):
+        raise TypeError(f"{self._name} has one entry per layer of the network; it cannot "
+                        f"grow, shrink or be reordered (assign arrays to its items)")
+
+    append = extend = insert = pop = remove = clear = sort = reverse = _fixed
+    __delitem__ = __iadd__ = __imul__ = _fixed
+
+    def __reduce__(self):
+        return list, (list(self),)
+
+    def __copy__(self):
+        return list(self)
+
+    def __deepcopy__(self, memo):
+        return copy.deepcopy(list(self), memo)
+
+
+def _layer_value(name, i, dst, src):
+    """src checked for layer i of coefs_ / intercepts_ (dst: the layer's array)."""
+    if dst is None:
+        if src is not None:
+            raise ValueError(f"{name}[{i}] must be None: layer {i} is batch-normalised "
+                             f"and has no intercept")
+        return None
+    what = "weight matrix" if name == "coefs_" else "intercept vector"
+    if src is None:
+        raise TypeError(f"{name}[{i}] must be an array of shape {dst.shape} (the {what} "
+                        f"of layer {i}), got None")
+    try:
+        arr = np.asarray(src)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name}[{i}] must be an array of shape {dst.shape} (the "
+                         f"{what} of layer {i}): {exc}") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}[{i}] must be a real-valued array of shape {dst.shape} "
+                        f"(the {what} of layer {i}), got dtype {arr.dtype}")
+    if arr.shape != dst.shape:
+        raise ValueError(f"{name}[{i}] must have shape {dst.shape} (the {what} of layer "
+                         f"{i}), got {arr.shape}")
+    return arr
 
 
 # --- errors that name their argument ----------------------------------------------------------
@@ -910,7 +1112,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     how scikit-learn's definitions map onto fastnn's). Binary targets get one
     logistic output, multiclass targets a softmax output, multilabel indicator
     matrices one logistic output per label; all are trained on logits with fused,
-    stable cross-entropies.
+    stable cross-entropies. A ``y`` of a single class is fitted as scikit-learn fits
+    it (a binary target of one class: ``classes_`` holds it, ``predict`` returns it,
+    ``predict_proba`` has scikit-learn's two columns).
 
     Parameters
     ----------
@@ -929,7 +1133,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ----------
     classes_ : ndarray (n_classes,)
     coefs_, intercepts_ : list of ndarray
-        Views of the network's parameters (assigning copies values in).
+        The network's own arrays (views of its parameters): writing into them, or
+        assigning an item or the whole list, changes the network (values are copied
+        in; see the module docstring).
     loss_, loss_curve_, best_loss_, validation_scores_, best_validation_score_ :
         As in scikit-learn (loss_curve_ etc. only for the stochastic solvers).
     n_iter_ : int
@@ -983,13 +1189,18 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _stratify(self):
         return self._label_binarizer.y_type_ != "multilabel-indicator"
 
+    def _validation_score(self, Xv, Yv):
+        if len(self.classes_) == 1:  # every prediction is that class (scikit-learn's)
+            return 1.0
+        return super()._validation_score(Xv, Yv)
+
     def _check_loaded_outputs(self, model):
         # predict indexes classes_ with the network's outputs: they must agree.
         lb = getattr(self, "_label_binarizer", None)
         if lb is None:
             raise ValueError("the class labels are missing")
         y_type, k = lb.y_type_, len(self.classes_)
-        want = {"binary": ("binary_cross_entropy", 1, k == 2),
+        want = {"binary": ("binary_cross_entropy", 1, k in (1, 2)),
                 "multiclass": ("cross_entropy", k, k >= 2),
                 "multilabel-indicator": ("binary_cross_entropy", k, k >= 1)}.get(y_type)
         if want is None:
@@ -1026,9 +1237,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
                 raise ValueError("`y` has classes not in `self.classes_`. "
                                  f"`self.classes_` has {self.classes_}. 'y' has {classes}.")
-        if len(self.classes_) < 2:
-            raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes "
-                             f"in y; got only one class: {self.classes_.tolist()[0]!r}")
+        # A single class is fitted as scikit-learn fits it: a "binary" target of one
+        # logistic output trained towards 0 (LabelBinarizer's code for it).
         lb = self._label_binarizer
         if lb.y_type_ == "multiclass":
             self.out_activation_ = "softmax"
@@ -1075,6 +1285,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if lb.y_type_ == "multiclass":
             return self.classes_.take(np.argmax(z, axis=1))
         if lb.y_type_ == "binary":
+            if len(self.classes_) == 1:  # scikit-learn's LabelBinarizer: that class
+                return np.repeat(self.classes_, z.shape[0])
             return self.classes_.take((z[:, 0] > 0).astype(np.intp))
         return lb.inverse_transform((z > 0).astype(z.dtype))
 
@@ -1083,34 +1295,30 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """Class probabilities (n_samples, n_classes) in the order of ``classes_``.
 
         softmax of the logits (multiclass), [1 - p, p] with p = sigmoid(logit)
-        (binary), or sigmoid per label (multilabel).
+        (binary), or sigmoid per label (multilabel). A classifier fitted on a single
+        class answers (n_samples, 2) as scikit-learn's does: column 0 is the
+        probability of that class, column 1 its complement.
         """
         z = self._decision(X)
-        k = self._model.kernels
         if self.out_activation_ == "softmax":
-            return k.softmax(z)
-        p = k.sigmoid(z)
+            return self._model.kernels.softmax(z)
+        # scikit-learn's logistic output is SciPy's expit, which rounds to 0 below
+        # e^-709.78 (float64; e^-88.7 in float32) where fastnn's sigmoid keeps subnormal
+        # numbers: expit gives scikit-learn's 0 and 1 (-inf and 0 in predict_log_proba).
+        p = expit(z)
         if self._label_binarizer.y_type_ == "binary":
             return np.hstack([1 - p, p])
         return p
 
     @uses
     def predict_log_proba(self, X) -> np.ndarray:
-        """Log of :meth:`predict_proba`, computed from the logits (never log(p)).
+        """``np.log(predict_proba(X))``, as scikit-learn computes it.
 
-        ``z - logsumexp(z)`` (multiclass) or ``-log(1 + e^-z)`` and ``-log(1 + e^z)``
-        (logistic outputs), evaluated in float64 and returned in the model dtype.
+        A probability that underflows to 0 (a logit far below the others) gives -inf,
+        with NumPy's "divide by zero" RuntimeWarning, exactly as scikit-learn's.
         """
-        z = self._decision(X).astype(np.float64)
-        if self.out_activation_ == "softmax":
-            zmax = z.max(axis=1, keepdims=True)
-            shifted = z - zmax
-            out = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        elif self._label_binarizer.y_type_ == "binary":
-            out = np.hstack([-np.logaddexp(0.0, z), -np.logaddexp(0.0, -z)])
-        else:
-            out = -np.logaddexp(0.0, -z)
-        return out.astype(self._model.dtype)
+        proba = self.predict_proba(X)
+        return np.log(proba, out=proba)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -1184,6 +1392,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _score_name(self):
         return "r2"
+
+    def _validation_score(self, Xv, Yv):
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = self._model._decision_checked(Xv)
+        if not np.isfinite(out).all():
+            return math.nan  # scikit-learn's score of non-finite predictions
+        return _r2(Yv, out)
 
     def _sklearn_scale(self):
         # fastnn's mse: mean over m k elements, gradient 2 (p - y) / (m k);

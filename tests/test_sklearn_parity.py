@@ -1,0 +1,438 @@
+"""fastnn.MLPClassifier / MLPRegressor behave as scikit-learn's own estimators where
+fastnn used to differ (issue 13, item 1): a single-class y, a run that diverges with
+early stopping, coefs_ / intercepts_ as lists of the live weights, predict_log_proba
+as log(predict_proba), and the early-stopping split's error naming the user's labels.
+Each behaviour is run side by side with sklearn.neural_network on the same data."""
+
+import copy
+import pickle
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+import sklearn.neural_network as sknn  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
+
+import fastnn  # noqa: E402
+from fastnn import MLP, MLPClassifier, MLPRegressor  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+PAIRS = {"clf": (MLPClassifier, sknn.MLPClassifier),
+         "reg": (MLPRegressor, sknn.MLPRegressor)}
+
+
+def _X(n=60, d=3, seed=0):
+    return np.random.RandomState(seed).randn(n, d)
+
+
+def _both(kind, X, y, **kw):
+    """(fastnn's, scikit-learn's) estimator fitted alike, and the warnings of each."""
+    fitted, caught = [], []
+    for cls in PAIRS[kind]:
+        with warnings.catch_warnings(record=True) as w, np.errstate(all="ignore"):
+            warnings.simplefilter("always")
+            fitted.append(cls(**kw).fit(X, y))
+        caught.append([x for x in w if not issubclass(x.category, RuntimeWarning)])
+    return fitted, caught
+
+
+def _same_floats(a, b, rtol=1e-6):
+    """Equal lists of floats, NaN and infinities in the same places."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    assert a.shape == b.shape
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    np.testing.assert_array_equal(np.isinf(a), np.isinf(b))
+    np.testing.assert_allclose(a, b, rtol=rtol, equal_nan=True)
+
+
+# --- 1. a single class ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("labels", [["a"], [0], [2.0], [True]])
+@pytest.mark.parametrize("settings", [dict(), dict(early_stopping=True),
+                                      dict(solver="lbfgs", max_iter=50),
+                                      dict(solver="sgd", warm_start=True)])
+def test_single_class_is_fitted_as_scikit_learn_fits_it(labels, settings):
+    X = _X()
+    y = np.array(labels * len(X))
+    (ours, theirs), (w_ours, w_theirs) = _both(
+        "clf", X, y, **{"hidden_layer_sizes": (5,), "max_iter": 5, "random_state": 0,
+                        **settings})
+    assert ours.classes_.tolist() == theirs.classes_.tolist() == labels
+    assert ours.classes_.dtype == theirs.classes_.dtype
+    assert ours.n_outputs_ == theirs.n_outputs_ == 1
+    assert ours.out_activation_ == theirs.out_activation_ == "logistic"
+    assert [c.shape for c in ours.coefs_] == [c.shape for c in theirs.coefs_]
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+    assert ours.predict(X).dtype == theirs.predict(X).dtype
+    # scikit-learn answers two columns for its one class: [1 - p, p]
+    assert ours.predict_proba(X).shape == theirs.predict_proba(X).shape == (len(X), 2)
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), rtol=1e-6)
+    np.testing.assert_allclose(ours.predict_log_proba(X), theirs.predict_log_proba(X),
+                               rtol=1e-6)
+    assert ours.score(X, y) == theirs.score(X, y) == 1.0
+    assert ours.n_iter_ == theirs.n_iter_
+    if settings.get("early_stopping"):
+        assert ours.validation_scores_ == theirs.validation_scores_ == [1.0] * 5
+        assert ours.n_iter_ == 5
+        assert ours.best_validation_score_ == theirs.best_validation_score_ == 1.0
+    assert [x.category for x in w_ours] == [x.category for x in w_theirs]
+    if settings.get("warm_start"):
+        for est in (ours, theirs):
+            est.fit(X, y)
+        np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X),
+                                   rtol=1e-6)
+
+
+def test_single_class_partial_fit_and_saving(tmp_path):
+    X = _X()
+    ests = [cls(hidden_layer_sizes=(5,), random_state=0) for cls in PAIRS["clf"]]
+    for est in ests:
+        est.partial_fit(X, np.zeros(len(X)), classes=[0.0])
+        est.partial_fit(X, np.zeros(len(X)))
+    ours, theirs = ests
+    assert ours.classes_.tolist() == theirs.classes_.tolist() == [0.0]
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), rtol=1e-6)
+    for est in ests:
+        with pytest.raises(ValueError, match="`y` has classes not in `self.classes_`"):
+            est.partial_fit(X, np.arange(len(X)) % 2)
+    fastnn.save(ours, tmp_path / "one.fnn")
+    back = fastnn.load(tmp_path / "one.fnn")
+    np.testing.assert_array_equal(back.predict(X), ours.predict(X))
+    np.testing.assert_array_equal(back.predict_proba(X), ours.predict_proba(X))
+
+
+# --- 2. divergence with early stopping ------------------------------------------------------
+
+def _diverging_regression():
+    rs = np.random.RandomState(0)
+    X = rs.randn(200, 4)
+    return X, X @ rs.randn(4) * 10
+
+
+def _check_diverged_like_scikit_learn(ours, theirs, w_ours, w_theirs):
+    k = len(ours.validation_scores_)
+    # the epochs before the divergence are scikit-learn's, to rounding
+    _same_floats(ours.loss_curve_[:k - 1], theirs.loss_curve_[:k - 1])
+    _same_floats(ours.validation_scores_[:k - 1], theirs.validation_scores_[:k - 1])
+    # the diverged epoch is recorded as scikit-learn records it: a NaN score (NaN loss)
+    assert np.isnan(ours.validation_scores_[-1]) and np.isnan(ours.loss_curve_[-1])
+    assert np.isnan(theirs.validation_scores_[-1]) and np.isnan(theirs.loss_curve_[-1])
+    assert np.isnan(ours.loss_) and np.isnan(theirs.loss_)
+    assert ours.n_iter_ == len(ours.loss_curve_) == k <= theirs.n_iter_
+    assert ours.best_loss_ is None and theirs.best_loss_ is None
+    # both keep the best-validation weights
+    assert ours.best_validation_score_ == pytest.approx(theirs.best_validation_score_,
+                                                        rel=1e-9)
+    for a, b in zip([*ours.coefs_, *ours.intercepts_],
+                    [*theirs.coefs_, *theirs.intercepts_]):
+        assert np.isfinite(a).all()
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    # scikit-learn trains on to max_iter and warns that it did; fastnn stops and says why
+    assert [str(x.message) for x in w_theirs] == [
+        f"Stochastic Optimizer: Maximum iterations ({theirs.max_iter}) reached and the "
+        f"optimization hasn't converged yet."]
+    assert len(w_ours) == 1 and w_ours[0].category is ConvergenceWarning
+    assert f"Training diverged in iteration {k}" in str(w_ours[0].message)
+
+
+@pytest.mark.parametrize("lr", [0.1, 1.0])
+def test_regressor_divergence_with_early_stopping_keeps_the_best_weights(lr):
+    X, y = _diverging_regression()
+    (ours, theirs), (w_ours, w_theirs) = _both(
+        "reg", X, y, hidden_layer_sizes=(8,), solver="sgd", learning_rate_init=lr,
+        max_iter=30, random_state=0, early_stopping=True)
+    _check_diverged_like_scikit_learn(ours, theirs, w_ours, w_theirs)
+    assert "best validation score" in str(w_ours[0].message)
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-9)
+    assert ours.score(X, y) == pytest.approx(theirs.score(X, y), rel=1e-9)
+
+
+def test_divergence_in_the_first_epoch_keeps_the_initial_weights():
+    X, y = _diverging_regression()
+    (ours, theirs), (w_ours, w_theirs) = _both(
+        "reg", X * 1e200, y, hidden_layer_sizes=(8,), solver="sgd", max_iter=5,
+        random_state=0, early_stopping=True)
+    assert ours.best_validation_score_ == theirs.best_validation_score_ == -np.inf
+    assert ours.n_iter_ == 1 and np.isnan(ours.validation_scores_).all()
+    assert np.isnan(theirs.validation_scores_).all()
+    assert "keeps the weights it started from" in str(w_ours[0].message)
+    init = sknn.MLPRegressor(hidden_layer_sizes=(8,), solver="sgd", max_iter=1,
+                             random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        init._random_state = np.random.RandomState(0)
+        init._initialize(y.reshape(-1, 1), [4, 8, 1], np.float64)
+    for a, b, c in zip(ours.coefs_, theirs.coefs_, init.coefs_):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(b, c)
+
+
+def test_classifier_divergence_with_early_stopping_keeps_the_best_weights():
+    rs = np.random.RandomState(0)
+    X = rs.randn(200, 4)
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    (ours, theirs), (w_ours, _) = _both(
+        "clf", X * 1e30, y, hidden_layer_sizes=(8,), solver="sgd", momentum=0.0,
+        learning_rate_init=1.0, max_iter=20, random_state=0, early_stopping=True)
+    k = ours.n_iter_
+    assert k < 20 and np.isnan(ours.validation_scores_[-1]) and np.isnan(ours.loss_)
+    # scikit-learn's accuracy of non-finite outputs is that of the labels its NaN
+    # comparisons pick, not NaN: only the epochs before the divergence compare
+    np.testing.assert_array_equal(ours.validation_scores_[:k - 1],
+                                  theirs.validation_scores_[:k - 1])
+    assert ours.best_validation_score_ == theirs.best_validation_score_
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+    assert len(w_ours) == 1 and "Training diverged" in str(w_ours[0].message)
+
+
+def test_divergence_without_early_stopping_still_raises():
+    X, y = _diverging_regression()
+    for cls in PAIRS["reg"]:
+        est = cls(hidden_layer_sizes=(8,), solver="sgd", learning_rate_init=1.0,
+                  max_iter=30, random_state=0)
+        with np.errstate(all="ignore"), pytest.raises(ValueError, match="non-finite|diverged"):
+            est.fit(X, y)
+    assert all(np.isfinite(w).all() for w in est.coefs_) if cls is MLPRegressor else True
+
+
+# --- 3. coefs_ and intercepts_ ----------------------------------------------------------------
+
+def _fitted_pair(kind="clf"):
+    X = _X(80, 4)
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0) if kind == "clf" else X[:, 0] ** 2
+    (ours, theirs), _ = _both(kind, X, y, hidden_layer_sizes=(6,), max_iter=20,
+                              random_state=0)
+    # the same network in both (Adam's epsilon differs, docs: up to its size)
+    ours.coefs_, ours.intercepts_ = theirs.coefs_, theirs.intercepts_
+    return X, ours, theirs
+
+
+def _answers(est, X):
+    return est.predict_proba(X) if hasattr(est, "predict_proba") else est.predict(X)
+
+
+@pytest.mark.parametrize("kind", ["clf", "reg"])
+def test_coefs_are_live_lists_as_in_scikit_learn(kind):
+    X, ours, theirs = _fitted_pair(kind)
+    np.testing.assert_allclose(_answers(ours, X), _answers(theirs, X), rtol=1e-9)
+    rs = np.random.RandomState(1)
+    W = rs.randn(*theirs.coefs_[1].shape)
+    b = rs.randn(*theirs.intercepts_[0].shape)
+    for est in (ours, theirs):
+        assert isinstance(est.coefs_, list) and isinstance(est.intercepts_, list)
+        est.coefs_[0][:, 0] = 0.5           # writing into an array
+        est.coefs_[1] = W                   # replacing a layer
+        est.intercepts_[0] = b
+        est.intercepts_[-1][...] = 0.25
+    for a, c in zip([*ours.coefs_, *ours.intercepts_],
+                    [*theirs.coefs_, *theirs.intercepts_]):
+        np.testing.assert_array_equal(a, c)
+    np.testing.assert_allclose(_answers(ours, X), _answers(theirs, X), rtol=1e-9)
+    if kind == "clf":
+        np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+    # the items are the network's arrays: the item assigned reads back as the layer
+    assert ours.coefs_[1] is ours._model.layers[1].W
+    layers = ours.coefs_
+    layers[1] = 2 * W
+    assert layers[1] is ours._model.layers[1].W and np.array_equal(layers[1], 2 * W)
+    # whole lists and slices
+    ours.coefs_ = [np.ones_like(c) for c in theirs.coefs_]
+    ours.coefs_[:] = [c.copy() for c in theirs.coefs_]
+    ours.coefs_[1:] = [2 * W]
+    theirs.coefs_[1] = 2 * W
+    np.testing.assert_allclose(_answers(ours, X), _answers(theirs, X), rtol=1e-9)
+    # copies are plain lists of the values
+    for dup in (copy.copy(ours.coefs_), copy.deepcopy(ours.coefs_),
+                pickle.loads(pickle.dumps(ours.coefs_)), list(ours.coefs_)):
+        assert type(dup) is list and np.array_equal(dup[1], 2 * W)
+
+
+def test_coefs_assignment_errors_name_the_layer():
+    X, ours, _ = _fitted_pair()
+    with pytest.raises(ValueError, match=r"coefs_\[1\] must have shape \(6, 3\) \(the "
+                                         r"weight matrix of layer 1\), got \(3, 6\)"):
+        ours.coefs_[1] = np.zeros((3, 6))
+    with pytest.raises(ValueError, match=r"intercepts_\[0\] must have shape \(6,\)"):
+        ours.intercepts_[-2] = np.zeros(5)
+    with pytest.raises(TypeError, match=r"coefs_\[0\] must be a real-valued array .* "
+                                        r"got dtype complex128"):
+        ours.coefs_[0] = np.zeros((4, 6), complex)
+    with pytest.raises(TypeError, match=r"coefs_\[0\] .* got None"):
+        ours.coefs_[0] = None
+    with pytest.raises(IndexError, match="coefs_ has 2 layers; there is no layer 2"):
+        ours.coefs_[2] = np.zeros((6, 3))
+    with pytest.raises(ValueError, match="coefs_ must be a list of 2 arrays"):
+        ours.coefs_ = [np.zeros((4, 6))]
+    for grow in (lambda c: c.append(c[0]), lambda c: c.pop(), lambda c: c.__delitem__(0),
+                 lambda c: c.extend([]), lambda c: c.insert(0, c[0])):
+        with pytest.raises(TypeError, match="one entry per layer"):
+            grow(ours.coefs_)
+    with pytest.raises(ValueError, match=r"has 2 layers, got 1 arrays"):
+        ours.coefs_[:] = [ours.coefs_[0]]
+    # nothing was written by a failed assignment, even one checked item by item
+    before = [c.copy() for c in ours.coefs_]
+    with pytest.raises(ValueError):
+        ours.coefs_ = [np.zeros((4, 6)), np.zeros((3, 6))]
+    for a, b in zip(ours.coefs_, before):
+        np.testing.assert_array_equal(a, b)
+    # a float64 array in a float32 network is rounded to float32
+    est = MLPClassifier((6,), max_iter=2, dtype="float32", random_state=0).fit(
+        X, X[:, 0] > 0)
+    est.coefs_[0] = np.full((4, 6), 0.1)
+    assert est.coefs_[0].dtype == np.float32 and est.coefs_[0][0, 0] == np.float32(0.1)
+
+
+def test_batch_normalised_layers_take_none_as_intercept():
+    X = _X(80, 4)
+    est = MLPClassifier((6,), batch_norm=True, max_iter=2, random_state=0).fit(
+        X, X[:, 0] > 0)
+    est.intercepts_[0] = None
+    est.intercepts_ = [None, np.zeros(1)]
+    with pytest.raises(ValueError, match=r"intercepts_\[0\] must be None: layer 0 is "
+                                         r"batch-normalised"):
+        est.intercepts_[0] = np.zeros(6)
+
+
+@pytest.mark.parametrize("kind", ["clf", "reg"])
+def test_coefs_assigned_before_fit_as_in_scikit_learn(kind):
+    X = _X(80, 4)
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0) if kind == "clf" else X[:, 0] ** 2
+    kw = dict(hidden_layer_sizes=(6,), max_iter=20, random_state=0)
+    (fresh, theirs), _ = _both(kind, X, y, **kw)
+    zeros = [np.zeros((4, 6)), np.zeros((6, 3))]
+    ests = [cls(**kw) for cls in PAIRS[kind]]
+    for est in ests:
+        est.coefs_ = zeros            # scikit-learn's plain attribute: no error
+        est.intercepts_ = []
+        assert est.coefs_ is zeros and est.intercepts_ == []
+    with pytest.raises(NotFittedError):
+        ests[0].predict(X)            # scikit-learn: AttributeError (NotFittedError is one)
+    with pytest.raises(AttributeError):
+        ests[1].predict(X)
+    for est in ests:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(X, y)             # the first fit replaces them
+    ours, again = ests
+    for a, b, c in zip(ours.coefs_, fresh.coefs_, again.coefs_):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(again.coefs_[0], theirs.coefs_[0])
+    with pytest.raises(NotFittedError):
+        MLPClassifier().coefs_  # noqa: B018
+
+
+def test_setting_coefs_counts_as_training():
+    X, ours, _ = _fitted_pair()
+    y = (X[:, 0] > 0).astype(int)
+    in_fit, tried = threading.Event(), threading.Event()
+    real_epoch = MLP.train_epoch
+    errors = []
+
+    def held_epoch(self, *args, **kwargs):
+        logs = real_epoch(self, *args, **kwargs)
+        if threading.current_thread().name == "trainer" and not in_fit.is_set():
+            in_fit.set()
+            tried.wait(30)
+        return logs
+
+    def train():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ours.set_params(max_iter=2).fit(X, y)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    MLP.train_epoch = held_epoch
+    try:
+        trainer = threading.Thread(target=train, name="trainer")
+        trainer.start()
+        try:
+            assert in_fit.wait(30)
+            layers = ours.coefs_
+            attempts = (lambda: layers.__setitem__(0, np.zeros((4, 6))),
+                        lambda: setattr(ours, "coefs_", layers),
+                        lambda: setattr(ours, "intercepts_", ours.intercepts_),
+                        lambda: ours.intercepts_.__setitem__(1, np.zeros(3)))
+            for attempt in attempts:
+                with pytest.raises(RuntimeError, match="being trained in another thread"):
+                    attempt()
+        finally:
+            tried.set()
+            trainer.join(60)
+    finally:
+        MLP.train_epoch = real_epoch
+    assert not errors, errors
+    ours.coefs_[0] = np.zeros((4, 6))  # once the fit is over
+    assert not ours.coefs_[0].any()
+
+
+# --- 4. predict_log_proba is log(predict_proba) --------------------------------------------
+
+@pytest.mark.parametrize("target", ["binary", "multiclass", "multilabel"])
+def test_predict_log_proba_is_log_of_predict_proba(target):
+    X = _X(80, 4)
+    y = {"binary": (X[:, 0] > 0).astype(int),
+         "multiclass": (X[:, 0] > 0).astype(int) + (X[:, 1] > 0),
+         "multilabel": np.c_[X[:, 0] > 0, X[:, 1] > 0, X[:, 2] > 0].astype(int)}[target]
+    (ours, theirs), _ = _both("clf", X, y, hidden_layer_sizes=(6,), max_iter=20,
+                              random_state=0)
+    ours.coefs_, ours.intercepts_ = theirs.coefs_, theirs.intercepts_
+    np.testing.assert_array_equal(ours.predict_log_proba(X),
+                                  np.log(ours.predict_proba(X)))
+    np.testing.assert_allclose(ours.predict_log_proba(X), theirs.predict_log_proba(X),
+                               rtol=1e-9)
+    # Huge logits: probabilities round to 1 and underflow to 0; the logs are log(p),
+    # -inf where p is 0, with NumPy's warning, as scikit-learn's.
+    for est in (ours, theirs):
+        est.coefs_[1] = theirs.coefs_[1] * 1e3
+    proba = theirs.predict_proba(X)
+    assert (proba == 0).any() and (proba == 1).any()
+    np.testing.assert_array_equal(ours.predict_proba(X) == 0, proba == 0)
+    logs = []
+    for est in (ours, theirs):
+        with pytest.warns(RuntimeWarning, match="divide by zero encountered in log"):
+            logs.append(est.predict_log_proba(X))
+    np.testing.assert_array_equal(np.isneginf(logs[0]), np.isneginf(logs[1]))
+    np.testing.assert_array_equal(logs[0] == 0, logs[1] == 0)
+    finite = np.isfinite(logs[1])
+    np.testing.assert_allclose(logs[0][finite], logs[1][finite], rtol=1e-6)
+    with np.errstate(divide="ignore"):
+        np.testing.assert_array_equal(logs[0], np.log(ours.predict_proba(X)))
+
+
+def test_predict_log_proba_keeps_the_dtype():
+    X = _X(80, 4).astype(np.float32)
+    est = MLPClassifier((6,), max_iter=3, random_state=0).fit(X, X[:, 0] > 0)
+    assert est.predict_log_proba(X).dtype == np.float32
+    np.testing.assert_array_equal(est.predict_log_proba(X), np.log(est.predict_proba(X)))
+
+
+# --- 5. the early-stopping split names the user's labels -------------------------------------
+
+def test_too_small_class_for_the_stratified_split_is_named():
+    X = _X(40, 3)
+    y = np.array(["cat"] * 39 + ["dog"])
+    kw = dict(hidden_layer_sizes=(4,), early_stopping=True, max_iter=3, random_state=0)
+    theirs = sknn.MLPClassifier(**kw)
+    with pytest.raises(ValueError, match=r"least populated classes.* too few members "
+                                         r"are: \['True'\]"):
+        theirs.fit(X, y)                  # scikit-learn names its binarised code
+    with pytest.raises(ValueError, match=r"least populated classes in y have only 1 "
+                                         r"member.* too few members are: \['dog'\] "
+                                         r"\(early_stopping=True"):
+        MLPClassifier(**kw).fit(X, y)
+    # fastnn stratifies multiclass targets too (scikit-learn does not)
+    y3 = np.array(["cat"] * 20 + ["dog"] * 19 + ["emu"])
+    with pytest.raises(ValueError, match=r"too few members are: \['emu'\]"):
+        MLPClassifier(**kw).fit(X, y3)
+    y3 = np.array([7] * 20 + [3] + [5] * 19)
+    with pytest.raises(ValueError, match=r"too few members are: \[3\]"):
+        MLPClassifier(**kw).fit(X, y3)
