@@ -27,7 +27,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re

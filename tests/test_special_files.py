@@ -165,7 +165,7 @@ READ_ONLY = [(0o444, False), (0o400, False), (0o555, False), (0o444, True)]
 
 
 @pytest.mark.parametrize("mode, via_link", READ_ONLY,
-                         ids=[f"{m:o}{' via link' if l else ''}" for m, l in READ_ONLY])
+                         ids=[f"{m:o}{' via link' if link else ''}" for m, link in READ_ONLY])
 def test_save_refuses_a_read_only_file(tmp_path, mode, via_link):
     target = tmp_path / "m.fnn"
     fastnn.save(_net(), target)

@@ -18,11 +18,11 @@ training rows and saves in front of the network.
 from __future__ import annotations
 
 import csv
-import io
 import os
 import re
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +65,7 @@ class Table:
 
     path: str
     header: list
-    frame: object
+    frame: Any  # a pandas DataFrame (pandas is imported on first use)
     first_line: int
     sep: str
     encoding: str
@@ -280,8 +280,8 @@ def read_csv(path, *, text=(), encoding="utf-8-sig", header="auto") -> Table:
             warnings.simplefilter("ignore")  # ParserWarning, DtypeWarning
             frame = pd.read_csv(
                 path, sep=sep, header=None, skiprows=first_line - 1, dtype=dtype,
-                engine="c", low_memory=False, decimal=decimal, skipinitialspace=True, encoding=encoding,
-                skip_blank_lines=True, keep_default_na=True, quotechar='"')
+                engine="c", low_memory=False, decimal=decimal, skipinitialspace=True,
+                encoding=encoding, skip_blank_lines=True, keep_default_na=True, quotechar='"')
     except pd.errors.EmptyDataError:
         frame = pd.DataFrame(columns=range(len(names)))
     except pd.errors.ParserError as exc:
@@ -503,7 +503,7 @@ def robust_scaler(ct, frame) -> None:
         scaler.var_ = scaler.scale_ ** 2
 
 
-def kinds_of(ct) -> dict:
+def kinds_of(ct) -> dict | None:
     """name -> kind of a ColumnTransformer made by :func:`preprocessor` (None if it is
     some other transformer)."""
     kinds = {}

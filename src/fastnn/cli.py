@@ -648,6 +648,7 @@ def cmd_predict(args, out=print) -> int:
     target_name = None
     parts = _csv_pipeline(obj)
     text = []
+    kinds: dict | None  # of the pipeline's ColumnTransformer (None: some other one)
     if isinstance(obj, TabularModel):
         target_name = obj.target
     elif parts is not None:
@@ -734,6 +735,7 @@ def cmd_predict(args, out=print) -> int:
     cols = ["prediction"] if pred.ndim == 1 else [f"prediction_{j}" for j in
                                                   range(pred.shape[1])]
     if proba is not None:
+        assert classes is not None  # every branch that sets proba sets classes
         cols += [f"proba_{c}" for c in classes]
 
     def write(stream):
@@ -939,6 +941,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``fastnn`` command line's argument parser: one subcommand per command."""
     parser = argparse.ArgumentParser(
         prog="fastnn",
         description="Fast CPU training of dense neural networks (MLPs).",

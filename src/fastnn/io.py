@@ -48,8 +48,9 @@ MAX_INT = 2**63 - 1  # a layer's size, as MLP accepts it
 # declared dimensions of empty arrays too.
 MAX_ARRAY_BYTES = 2**62
 
-_DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8"), "I64": np.dtype("<i8"),
-           "I32": np.dtype("<i4"), "U8": np.dtype("u1"), "BOOL": np.dtype("?")}
+_DTYPES: dict[str, np.dtype] = {
+    "F32": np.dtype("<f4"), "F64": np.dtype("<f8"), "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"), "U8": np.dtype("u1"), "BOOL": np.dtype("?")}
 _CODES = {dt.newbyteorder("=") if dt.kind != "b" else dt: code
           for code, dt in _DTYPES.items()}
 
@@ -83,7 +84,7 @@ def _json(obj) -> str:
 
 
 def _write_file(path, metadata: dict[str, str], arrays: dict[str, np.ndarray]) -> None:
-    header = {"__metadata__": metadata}
+    header: dict[str, object] = {"__metadata__": metadata}
     offset = 0
     blobs = []
     for name, arr in arrays.items():
@@ -116,7 +117,7 @@ def _write_file(path, metadata: dict[str, str], arrays: dict[str, np.ndarray]) -
             f.write(struct.pack("<Q", len(head)))
             f.write(head)
             for data in blobs:
-                f.write(memoryview(data).cast("B"))
+                f.write(data.data.cast("B"))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)  # atomic: a crash leaves the old file or the new one
@@ -350,7 +351,7 @@ def _read_file(path):
         for begin, end, dtype, shape, name in entries:
             arr = np.empty(shape, dtype)
             f.seek(8 + n + begin)
-            got = f.readinto(memoryview(arr.reshape(-1)).cast("B")) if end > begin else 0
+            got = f.readinto(arr.reshape(-1).data.cast("B")) if end > begin else 0
             if got != end - begin:
                 raise ModelFileError(f"{path}: file is truncated (array {name!r})")
             arrays[name] = arr.astype(dtype.newbyteorder("="), copy=False) \
@@ -389,9 +390,11 @@ def _open_regular(path):
 def _no_duplicates(pairs):
     out = dict(pairs)
     if len(out) != len(pairs):
-        seen = set()
-        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise ValueError(f"duplicate key {dup[:60]!r}")
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise ValueError(f"duplicate key {k[:60]!r}")
+            seen.add(k)
     return out
 
 
@@ -493,8 +496,9 @@ def _payload_from(path, meta, arrays, backend) -> Payload:
         raise ModelFileError(f"{path}: model metadata is not a JSON object")
     n_params, n_buf = _expected_sizes(path, cfg.get("layers"))
     name = cfg.get("dtype")
-    dtype = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}.get(
-        name) if isinstance(name, str) else None
+    dtypes: dict[str, np.dtype] = {"float32": np.dtype(np.float32),
+                                   "float64": np.dtype(np.float64)}
+    dtype = dtypes.get(name) if isinstance(name, str) else None
     if dtype is None:
         raise ModelFileError(f"{path}: model dtype {cfg.get('dtype')!r} is not float32 "
                              f"or float64")

@@ -448,7 +448,7 @@ def _pipeline_inputs(pipe) -> list:
     names = getattr(first, "feature_names_in_", None)
     if not isinstance(first, ColumnTransformer) or names is None:
         return [("X", FloatTensorType([None, int(pipe.n_features_in_)]))]
-    text = set()
+    text: set[object] = set()  # names of the encoded (string) columns
     for _, transformer, cols in first.transformers_:
         steps = getattr(transformer, "steps", [(None, transformer)])
         if any(isinstance(t, (OneHotEncoder, OrdinalEncoder)) for _, t in steps):
