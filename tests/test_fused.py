@@ -161,7 +161,8 @@ def test_dropout_epoch_kernel_equals_reference_and_step_path(backend, dtype, los
         kernel = net.kernels._raw.train_epoch
         if path == "fused":
             monkeypatch.setattr(net.kernels._raw, "train_epoch",
-                                lambda *a: (calls.append(1), kernel(*a))[1])
+                                lambda *a, calls=calls, kernel=kernel:
+                                (calls.append(1), kernel(*a))[1])
         opt, hist = _fit(net, path, monkeypatch=monkeypatch)
         monkeypatch.undo()
         assert bool(calls) == (path == "fused")
@@ -221,8 +222,8 @@ def test_dropout_mask_keep_rate_is_within_a_binomial_bound():
         # 6 standard deviations of a Binomial(n, p) mean
         assert abs(keep - p) < 6 * np.sqrt(p * (1 - p) / n), rate
     # different steps and layers draw different masks
-    a, b, c = (dropout_mask(1, t, l, 0.5, np.empty(4096, np.uint8))
-               for t, l in ((0, 0), (1, 0), (0, 1)))
+    a, b, c = (dropout_mask(1, t, layer, 0.5, np.empty(4096, np.uint8))
+               for t, layer in ((0, 0), (1, 0), (0, 1)))
     assert 0.4 < (a != b).mean() < 0.6 and 0.4 < (a != c).mean() < 0.6
     assert dropout_mask(1, 0, 0, 0.0, np.empty(64, np.uint8)).all()
 

@@ -48,7 +48,7 @@ stats           (N_STATS,) f64   see codes.STAT_*: LOSS_SUM and CORRECT accumula
 n_threads       int (default 1)  threads the compiled kernels may run the blocks of each
                                  GEMM on (``fastnn.reference.blas.gemm_partition``); the
                                  results never depend on it, so the reference ignores it
-dropout         (L,) f64 or None drop rate of each layer, in [0, 1) (0: no dropout). None
+dropout         (L,) f64 | None  drop rate of each layer, in [0, 1) (0: no dropout). None
                                  (the default): no layer has dropout, and the four
                                  arguments below are not read
 dropout_off     (L, 2) int64     per layer with dropout: the element offset in ``ws`` of
@@ -202,13 +202,13 @@ def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_of
         g = [_region(ws, ws_off[4 + 3 * i], m, dims[i + 1]) for i in range(n_layers)]
 
         o = list(a)
-        mask = [None] * n_layers
+        mask: list[np.ndarray | None] = [None] * n_layers
         t_drop = int(dropout_t0) + (j - batch_start)
         for i in range(n_layers):
             if rates[i]:
                 o[i] = _region(ws, dropout_off[i, 0], m, dims[i + 1])
-                mask[i] = masks[dropout_off[i, 1]:dropout_off[i, 1] + m * dims[i + 1]]
-                mask[i] = mask[i].reshape(m, dims[i + 1])
+                lo = dropout_off[i, 1]
+                mask[i] = masks[lo:lo + m * dims[i + 1]].reshape(m, dims[i + 1])
 
         x_in = xb
         for i in range(n_layers):
