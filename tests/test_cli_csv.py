@@ -115,6 +115,24 @@ def test_numeric_labels_keep_their_spelling(tmp_path, capsys):
     assert set(out.splitlines()[1:]) == set(labels)
 
 
+def test_a_single_class_model_predicts_it_with_one_probability_column(tmp_path, capsys):
+    # `fastnn train` refuses a single-class target; an estimator fitted on one (as
+    # scikit-learn allows) and saved has predict_proba of two columns
+    rs = np.random.RandomState(2)
+    rows = [[f"{rs.randn():.4f}", "yes"] for _ in range(40)]
+    model = tmp_path / "m.fnn"
+    X = np.array([[float(r[0])] for r in rows])
+    est = fastnn.MLPClassifier((4,), max_iter=3, n_iter_no_change=1, tol=1e9,
+                               random_state=0).fit(X, ["yes"] * len(X))
+    fastnn.save(est, model)
+    features = _write(tmp_path / "x.csv", ["x"], [r[:1] for r in rows])
+    code, out, err = _run(capsys, "predict", model, features, "--proba")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "prediction,proba_yes"
+    assert all(line.startswith("yes,") and line.count(",") == 1 for line in lines[1:])
+
+
 def test_regression_with_text_features_predicts_in_target_units(tmp_path, capsys):
     rs = np.random.RandomState(0)
     rows = []

@@ -169,6 +169,15 @@ def test_classifier_binary_int_labels(dtype):
     assert set(out["label"]) == {7, -3}
 
 
+def test_classifier_of_a_single_class():
+    """scikit-learn fits a single-class y (one logistic output, predict_proba of two
+    columns): the exported graph answers that class for every row."""
+    X, _ = _data()
+    clf = fastnn.MLPClassifier((8,), max_iter=5, random_state=0).fit(X, ["only"] * len(X))
+    out = _check_classifier(clf, X)
+    assert set(out["label"]) == {"only"} and out["probabilities"].shape == (len(X), 2)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_classifier_multiclass_string_labels(dtype):
     X, rng = _data()

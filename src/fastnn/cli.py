@@ -725,6 +725,10 @@ def cmd_predict(args, out=print) -> int:
         if hasattr(obj, "predict_proba") and np.ndim(obj.classes_) == 1:
             classes = list(obj.classes_)
             proba = obj.predict_proba(X) if args.proba else None
+            if proba is not None and len(classes) == 1:
+                # scikit-learn's single-class predict_proba has two columns, the
+                # class's probability first: one column per class here
+                proba = proba[:, :1]
     else:
         raise CLIError(f"{args.model}: holds a {type(obj).__name__}, which predict cannot "
                        f"use")

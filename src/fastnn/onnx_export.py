@@ -319,9 +319,18 @@ def _emit_classifier_head(g, est, z, label_out, proba_out, proba_proto) -> None:
         g.op("Cast", [pos], out=label_out, to=TensorProto.INT64)
         _emit_cast(g, p, dtype, proba_proto, proba_out)
         return
-    g.op("Gather", [g.const("classes", _label_constant(est.classes_)), idx], out=label_out,
+    classes = est.classes_
+    if len(classes) == 1:  # a single-class fit (as scikit-learn's): every index is it
+        classes = np.repeat(classes, 2)
+    g.op("Gather", [g.const("classes", _label_constant(classes)), idx], out=label_out,
          axis=0)
     _emit_cast(g, p, dtype, proba_proto, proba_out)
+
+
+def _n_proba_columns(est) -> int:
+    """predict_proba's columns: one per class, two for a single class (scikit-learn
+    fits it as a binary target)."""
+    return max(2, len(est.classes_)) if _y_type(est) == "binary" else len(est.classes_)
 
 
 def _label_proto(est) -> int:
@@ -551,7 +560,7 @@ def _build(g: _Graph, kind: str, obj, model: MLP):
     _emit_classifier_head(g, obj, z, label, proba, proto_t)
     k = _n_label_columns(obj)
     outputs = [_tensor(label, _label_proto(obj), ["N"] if k is None else ["N", k]),
-               _tensor(proba, proto_t, ["N", len(obj.classes_)])]
+               _tensor(proba, proto_t, ["N", _n_proba_columns(obj)])]
     meta["fastnn.classes"] = repr(np.asarray(obj.classes_).tolist())
     return graph_input, outputs, meta
 
@@ -619,7 +628,7 @@ def _skl_shape_classifier(operator):
     label_t = String if _label_proto(est) == TensorProto.STRING else Int64
     operator.outputs[0].type = label_t(shape=[N] if k is None else [N, k])
     if len(operator.outputs) > 1:
-        operator.outputs[1].type = out_t(shape=[N, len(est.classes_)])
+        operator.outputs[1].type = out_t(shape=[N, _n_proba_columns(est)])
 
 
 def _skl_shape_regressor(operator):
