@@ -9,6 +9,9 @@ Sections (``--sections``):
   hand-written NumPy step, JAX jit when installed, the GEMM-only time of the step's
   shapes through SciPy BLAS (and through ``torch.mm``), and fastnn per backend (``MLP.train_step``,
   ``MLP.train_epoch`` per step, and its kernels composed in Python).
+- ``regularised``: fastnn's ``MLP.train_epoch`` per step of the plain model, with
+  dropout 0.2 and with batch normalisation, same configs, interleaved; the ratio to the
+  plain model (target: at most 1.2x).
 - ``optimizer``: Adam on one flat buffer of N parameters and SGD+momentum, for torch
   (default, fused), the NumPy textbook update and fastnn's backends.
 - ``digits``: sklearn's bundled digits, 64-128-128-10, Adam 1e-3, batch 64, N epochs:
@@ -109,7 +112,9 @@ def label(impl: str, section: str = "step") -> str:
     if impl.startswith("fastnn_kernels:"):
         return f"fastnn {impl.split(':')[1]} kernels, Python loop"
     if impl.startswith("fastnn_epoch:"):
-        return f"fastnn {impl.split(':')[1]} train_epoch (per step)"
+        parts = impl.split(":")
+        kind = f", {parts[2]}" if len(parts) > 2 else ""
+        return f"fastnn {parts[1]} train_epoch (per step{kind})"
     if impl.startswith("fastnn:"):
         suffix = " train_step" if section == "step" else ""
         return f"fastnn {impl.split(':')[1]}{suffix}"
@@ -124,7 +129,7 @@ PEERS = {
 }
 
 
-SECTIONS = ("step", "optimizer", "digits", "startup", "memory")
+SECTIONS = ("step", "regularised", "optimizer", "digits", "startup", "memory")
 
 
 # --- threads -----------------------------------------------------------------------------
@@ -313,6 +318,37 @@ def step_section(opts) -> list[dict]:
                 def extra(c, row, cfg=cfg):
                     return {"gflops": cfg.step_flops / (row["median_ms"] * 1e6)}
                 out += rows_from(cands, "step", name, dtype, threads, extra)
+    return out
+
+
+# Regularised models against the plain one, same config and run (the architecture
+# issue's target: a dropout 0.2 or batch-norm model's step within 1.2x of the plain one's).
+REGULARISED = {"plain": {}, "dropout 0.2": {"dropout": 0.2}, "batch norm": {"batch_norm": True}}
+
+
+def regularised_section(opts) -> list[dict]:
+    from benchmarks.common import make_batches
+    out = []
+    for dtype in opts.dtypes:
+        for name in opts.configs:
+            cfg = CONFIGS[name]
+            batches = make_batches(cfg, dtype, opts.n_batches)
+            for threads in opts.threads:
+                log(f"regularised {cfg.label} {dtype} {threads} thread(s)")
+                cands = [Candidate(f"fastnn_epoch:{bk}:{kind}",
+                                   lambda bk=bk, t=threads, kw=kw: fa.fastnn_epoch_step(
+                                       bk, cfg, dtype, batches, t, **kw))
+                         for bk in opts.backends for kind, kw in REGULARISED.items()]
+                with pinned(threads):
+                    measure(cands, opts, opts.repeats)
+                rows = rows_from(cands, "regularised", name, dtype, threads)
+                plain = {r["impl"].rsplit(":", 1)[0]: r for r in rows
+                         if r["impl"].endswith(":plain") and r.get("median_ms")}
+                for r in rows:
+                    base = plain.get(r["impl"].rsplit(":", 1)[0])
+                    if base and r.get("median_ms"):
+                        r["vs_plain"] = r["median_ms"] / base["median_ms"]
+                out += rows
     return out
 
 
@@ -619,6 +655,12 @@ def targets(rows, opts) -> list[dict]:
                     add(f"{case}: 2 threads at most 5% slower than 1 (t2/t1)", dtype, bk,
                         two["median_ms"] / one["median_ms"], 1.05, False)
     for r in rows:
+        if r["section"] == "regularised" and r.get("vs_plain") and r["threads"] == 1 \
+                and not r["impl"].endswith(":plain"):
+            bk, kind = r["impl"].split(":")[1:]
+            add(f"{r['case']}: {kind} step <= 1.2x the plain model's", r["dtype"], bk,
+                r["vs_plain"], 1.2, False)
+    for r in rows:
         if r["section"] == "startup" and r["status"] == "ok" and r["case"] == "default":
             add("import fastnn < 0.5 s (median)", "float32", r["backend"],
                 r["import_median_s"], 0.5, False)
@@ -839,6 +881,15 @@ def render(result: dict) -> str:
                      if r["status"] == "ok" else [r["status"], r["note"]])
                     for r in seeded]
             out += table(["implementation", "dtype", "mean", "per seed"], body)
+
+    reg = [r for r in rows if r["section"] == "regularised"]
+    if reg:
+        out += ["## Regularised models: train_epoch per step against the plain model "
+                "(ms; ReLU, cross-entropy, Adam)", ""]
+        body = [[f"{r['case']} {r['dtype']} {r['threads']}t", label(r["impl"]),
+                 cell(r) if r["status"] == "ok" else r["status"],
+                 f"{r['vs_plain']:.3f}x" if r.get("vs_plain") else ""] for r in reg]
+        out += table(["case", "implementation", "ms per step", "vs plain"], body)
 
     out += _render_footprint(rows)
 
@@ -1126,6 +1177,8 @@ def main(argv=None) -> int:
     if "step" in opts.sections:
         rows += step_section(opts)
         rows += [] if opts.no_jax else jax_rows(opts)
+    if "regularised" in opts.sections:
+        rows += regularised_section(opts)
     if "optimizer" in opts.sections:
         rows += optimizer_section(opts)
     if "digits" in opts.sections:

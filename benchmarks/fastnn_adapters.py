@@ -64,7 +64,7 @@ class _MLPStepper:
 
 
 def make_fastnn_model(backend: str, sizes: tuple[int, ...], dtype, batch: int,
-                      n_threads: int, seed: int = 0):
+                      n_threads: int, seed: int = 0, **regularisation):
     """fastnn's model for a ReLU MLP ``sizes`` with softmax cross-entropy and Adam
     (lr 1e-3, betas 0.9/0.999, eps 1e-8, no weight decay), running on ``backend`` in
     ``dtype``, ready for batches of ``batch`` rows.
@@ -74,14 +74,15 @@ def make_fastnn_model(backend: str, sizes: tuple[int, ...], dtype, batch: int,
     ``train_epoch(X, Y, batch)`` (consecutive steps over X in one call, fastnn's
     whole-epoch path). Threads are pinned by the harness around every call (BLAS for the
     step path); ``n_threads`` is also the model's own setting, the thread count of its
-    whole-epoch kernel.
+    whole-epoch kernel. ``regularisation``: ``dropout=`` / ``batch_norm=`` of
+    ``fastnn.MLP``.
     """
     try:
         from fastnn import MLP, Adam
     except ImportError as exc:
         raise Unavailable(NOT_YET, f"fastnn has no MLP/Adam yet ({exc})") from None
     net = MLP(list(sizes), "relu", loss="cross_entropy", dtype=np.dtype(dtype).name,
-              backend=backend, random_state=seed)
+              backend=backend, random_state=seed, **regularisation)
     if hasattr(net, "n_threads"):
         net.n_threads = n_threads
     return _MLPStepper(net, Adam(lr=LR))
@@ -104,11 +105,13 @@ def fastnn_train_step(backend: str, cfg, dtype, batches, n_threads: int, seed: i
     return step
 
 
-def fastnn_epoch_step(backend: str, cfg, dtype, batches, n_threads: int, seed: int = 0):
+def fastnn_epoch_step(backend: str, cfg, dtype, batches, n_threads: int, seed: int = 0,
+                      **regularisation):
     """fastnn's ``train_epoch`` over all pre-made batches stacked (in order): one call
     does ``len(batches)`` steps, and the harness divides by ``steps_per_call``."""
     fastnn_backend(backend)
-    model = make_fastnn_model(backend, cfg.sizes, dtype, cfg.batch, n_threads, seed)
+    model = make_fastnn_model(backend, cfg.sizes, dtype, cfg.batch, n_threads, seed,
+                              **regularisation)
     if not hasattr(model, "train_epoch"):
         raise Unavailable(NOT_YET, "fastnn's model has no train_epoch")
     prepared = _prepared(model, batches)
