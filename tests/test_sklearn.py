@@ -708,6 +708,33 @@ def test_batch_size_larger_than_data_is_clipped_with_a_warning():
             MLPClassifier((4,), batch_size=1000, max_iter=2).fit(X, y)
 
 
+def test_fit_warnings_name_the_callers_line():
+    # stacklevel: each warning of fit / partial_fit points at the call in this file
+    X, y = _clf_data()
+    Xr, yr = _reg_data(1)
+    rs = np.random.RandomState(0)
+    Xd = rs.randn(200, 4)
+    yd = Xd @ rs.randn(4) * 10
+    diverging = dict(hidden_layer_sizes=(8,), solver="sgd", max_iter=5, random_state=0,
+                     early_stopping=True)
+    calls = [
+        lambda: MLPClassifier((4,), batch_size=1000, max_iter=2).fit(X, y),
+        lambda: MLPClassifier((4,), batch_size=1000).partial_fit(X, y, classes=[0, 1, 2]),
+        lambda: MLPRegressor(hidden_layer_sizes=(4,), solver="lbfgs", max_iter=1).fit(Xr, yr),
+        lambda: MLPRegressor(**diverging).fit(Xd * 1e200, yd),
+    ]
+    seen = set()
+    for call in calls:
+        with warnings.catch_warnings(record=True) as w, np.errstate(all="ignore"):
+            warnings.simplefilter("always")
+            call()
+        assert w
+        for x in w:
+            seen.add(str(x.message).split()[0])
+            assert (x.filename, x.lineno) == (__file__, call.__code__.co_firstlineno), x
+    assert seen == {"Got", "Stochastic", "lbfgs", "Training"}
+
+
 # --- the digits experiment (fastnn demo) -----------------------------------------------------
 
 @pytest.mark.slow

@@ -87,6 +87,7 @@ import numbers
 import re
 import threading
 import warnings
+from typing import cast
 
 import numpy as np
 
@@ -111,7 +112,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import _blas
 from . import _validation as _v
 from ._backend import BACKENDS
-from ._backend import backend as _get_backend
 from ._guard import TrainingGuard, trains, uses
 from .io import ModelFileError, Payload
 from .model import MLP, _r2
@@ -134,6 +134,11 @@ _DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 
 
 _GUARD_CREATION = threading.Lock()  # estimators make their thread guard at first use
+
+# The stacklevel of a warning warned in _fit_stochastic / _fit_lbfgs: it names the
+# user's fit / partial_fit call, above _fit, fit / partial_fit, the @trains wrapper and
+# scikit-learn's @_fit_context wrapper (tests/test_sklearn.py checks the file).
+_FIT_STACKLEVEL = 6
 
 
 class _BaseMLP(BaseEstimator):
@@ -455,7 +460,7 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"batch_norm needs at least 2 samples to train (batch "
                              f"statistics), got n_samples={X.shape[0]}")
         if first_pass:
-            self._model = self._new_model(X.shape[1], n_outputs, X.dtype)
+            self._model: MLP = self._new_model(X.shape[1], n_outputs, X.dtype)
             # coefs_ / intercepts_ assigned before the first fit are replaced, as
             # scikit-learn's first fit replaces them
             self.__dict__.pop("_unfitted_layers", None)
@@ -488,9 +493,9 @@ class _BaseMLP(BaseEstimator):
         self.loss_curve_ = []
         self._no_improvement_count = 0
         if self.early_stopping:
-            self.validation_scores_ = []
-            self.best_validation_score_ = -np.inf
-            self.best_loss_ = None
+            self.validation_scores_: list[float] | None = []
+            self.best_validation_score_: float | None = -np.inf
+            self.best_loss_: float | None = None
         else:
             self.best_loss_ = np.inf
             self.validation_scores_ = None
@@ -556,7 +561,7 @@ class _BaseMLP(BaseEstimator):
         else:
             if self.batch_size > n:
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
-                              "It is going to be clipped")
+                              "It is going to be clipped", stacklevel=_FIT_STACKLEVEL)
             batch_size = min(self.batch_size, n)
         self._set_batch_decay(opt, batch_size)
         n_batches = -(-n // batch_size)
@@ -617,7 +622,7 @@ class _BaseMLP(BaseEstimator):
                     self.loss_curve_.append(loss)
                     opt.end_epoch(loss)
                     if self.verbose:
-                        print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+                        print(f"Iteration {self.n_iter_:d}, loss = {self.loss_:.8f}")
                     if self.early_stopping:
                         self._update_no_improvement_count_val(
                             self._validation_score(Xv, Yv), best)
@@ -635,12 +640,12 @@ class _BaseMLP(BaseEstimator):
                         break
                     if self.n_iter_ == self.max_iter:
                         warnings.warn(
-                            "Stochastic Optimizer: Maximum iterations (%d) reached and "
-                            "the optimization hasn't converged yet." % self.max_iter,
-                            ConvergenceWarning)
+                            f"Stochastic Optimizer: Maximum iterations ({self.max_iter:d}) "
+                            f"reached and the optimization hasn't converged yet.",
+                            ConvergenceWarning, stacklevel=_FIT_STACKLEVEL)
                     interrupt.check()
         except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
+            warnings.warn("Training interrupted by user.", stacklevel=_FIT_STACKLEVEL)
         if self.early_stopping:
             model.set_state(best)  # scikit-learn's: the best-validation weights
 
@@ -690,10 +695,11 @@ class _BaseMLP(BaseEstimator):
         self.t_ += n
         self.loss_ = math.nan
         self.loss_curve_.append(math.nan)
-        self.validation_scores_.append(math.nan)
+        # (early stopping: _init_curves made the list)
+        cast("list[float]", self.validation_scores_).append(math.nan)
         if self.verbose:
-            print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-            print("Validation score: %f" % math.nan)
+            print(f"Iteration {self.n_iter_:d}, loss = {self.loss_:.8f}")
+            print(f"Validation score: {math.nan:f}")
         best = self.best_validation_score_
         kept = ("the weights it started from" if best == -np.inf else
                 f"the weights of its best validation score ({best:.6g})")
@@ -702,7 +708,8 @@ class _BaseMLP(BaseEstimator):
             f"and the network keeps {kept} (early_stopping=True). The input data may "
             f"contain large values and need to be preprocessed (e.g. StandardScaler), "
             f"or the learning rate (learning_rate_init={self.learning_rate_init}) is "
-            f"too large.", ConvergenceWarning)
+            f"too large.", ConvergenceWarning,
+            stacklevel=_FIT_STACKLEVEL + 1)  # (called by _fit_stochastic)
 
     def _validation_score(self, Xv, Yv) -> float:
         """scikit-learn's validation score (accuracy or R^2) of the network on (Xv, Yv)."""
@@ -718,9 +725,9 @@ class _BaseMLP(BaseEstimator):
             self.best_loss_ = last
 
     def _update_no_improvement_count_val(self, score, best):
-        self.validation_scores_.append(score)
+        cast("list[float]", self.validation_scores_).append(score)  # (early stopping)
         if self.verbose:
-            print("Validation score: %f" % score)
+            print(f"Validation score: {score:f}")
         if score < self.best_validation_score_ + self.tol:
             self._no_improvement_count += 1
         else:
@@ -745,7 +752,7 @@ class _BaseMLP(BaseEstimator):
             return True
         self._learning_rate /= 5.0
         if self.verbose:
-            print(msg + " Setting learning rate to %f" % self._learning_rate)
+            print(f"{msg} Setting learning rate to {self._learning_rate:f}")
         return False
 
     def _fit_lbfgs(self, X, Y):
@@ -775,7 +782,7 @@ class _BaseMLP(BaseEstimator):
 
         def report(intermediate_result):
             iteration[0] += 1
-            print("Iteration %d, loss = %.8f" % (iteration[0], intermediate_result.fun))
+            print(f"Iteration {iteration[0]:d}, loss = {intermediate_result.fun:.8f}")
 
         res = scipy.optimize.minimize(
             fun, params.astype(np.float64), method="L-BFGS-B", jac=True,
@@ -790,7 +797,7 @@ class _BaseMLP(BaseEstimator):
                 f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
                 f"(status={res.status}):\n{msg}.\n\nIncrease the number of iterations "
                 f"to improve the convergence (max_iter={self.max_iter}).",
-                ConvergenceWarning)
+                ConvergenceWarning, stacklevel=_FIT_STACKLEVEL)
         if not np.isfinite(params).all():
             raise ValueError("Solver produced non-finite parameter weights. The input "
                              "data may contain large values and need to be preprocessed.")
@@ -883,7 +890,7 @@ class _Layers(list):
 
     def __setitem__(self, index, value):
         if isinstance(index, slice):
-            indices = range(len(self))[index]
+            indices: range | list[int] = range(len(self))[index]
             try:
                 value = list(value)
             except TypeError:
@@ -1104,7 +1111,9 @@ _FASTNN_PARAMS_DOC = """
 """
 
 
-class MLPClassifier(ClassifierMixin, _BaseMLP):
+# (D101: the docstring is the __doc__ assigned in the body, joined with
+# _FASTNN_PARAMS_DOC; ruff sees only a literal docstring)
+class MLPClassifier(ClassifierMixin, _BaseMLP):  # noqa: D101
     __doc__ = """Multi-layer perceptron classifier trained by fastnn's kernels.
 
     A drop-in replacement for ``sklearn.neural_network.MLPClassifier`` (the same
@@ -1327,7 +1336,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return tags
 
 
-class MLPRegressor(RegressorMixin, _BaseMLP):
+# (D101: the docstring is the __doc__ assigned in the body, joined with
+# _FASTNN_PARAMS_DOC; ruff sees only a literal docstring)
+class MLPRegressor(RegressorMixin, _BaseMLP):  # noqa: D101
     __doc__ = """Multi-layer perceptron regressor trained by fastnn's kernels.
 
     A drop-in replacement for ``sklearn.neural_network.MLPRegressor``: identity
