@@ -13,8 +13,9 @@ from distributed import Client, LocalCluster
 
 def local_cluster_client():
     """Generator for a module fixture: a client of 2 single-threaded worker processes."""
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           host="127.0.0.1", dashboard_address=None)
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    )
     client = Client(cluster)
     try:
         yield client
@@ -27,8 +28,11 @@ def run_killing_a_worker(client, work, timeout=300):
     """Run ``work()`` in a thread; SIGKILL the process of the first worker seen
     running a task while it runs. Returns (work's result, the killed worker's address)."""
     client.wait_for_workers(2, timeout=60)
-    pids = {nanny.worker_address: nanny.process.process.pid
-            for nanny in client.cluster.workers.values() if nanny.process is not None}
+    pids = {
+        nanny.worker_address: nanny.process.process.pid
+        for nanny in client.cluster.workers.values()
+        if nanny.process is not None
+    }
     assert len(pids) == 2
     with ThreadPoolExecutor(1) as pool:
         result = pool.submit(work)
@@ -55,7 +59,9 @@ class CountingObjective:
 
     def __call__(self, trial):
         import optuna
+
         done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        trial.set_user_attr("finished_before", len(trial.study.get_trials(
-            deepcopy=False, states=done)))
+        trial.set_user_attr(
+            "finished_before", len(trial.study.get_trials(deepcopy=False, states=done))
+        )
         return self.objective(trial)

@@ -42,11 +42,16 @@ def _clean(text: str) -> str:
     return " ".join(str(text).replace("|", "/").split())
 
 
-def record(key: str, area: str, what: str, cases: int, outcome: str,
-           breakdown: str = "") -> None:
+def record(key: str, area: str, what: str, cases: int, outcome: str, breakdown: str = "") -> None:
     """Record one row; fail when docs/reliability.md documents it differently."""
-    entry = {"key": key, "area": _clean(area), "what": _clean(what), "cases": int(cases),
-             "outcome": _clean(outcome), "breakdown": _clean(breakdown)}
+    entry = {
+        "key": key,
+        "area": _clean(area),
+        "what": _clean(what),
+        "cases": int(cases),
+        "outcome": _clean(outcome),
+        "breakdown": _clean(breakdown),
+    }
     out = os.environ.get("FASTNN_RELIABILITY_JSON")
     if out:
         with open(out, "a", encoding="utf-8") as f:
@@ -55,26 +60,34 @@ def record(key: str, area: str, what: str, cases: int, outcome: str,
     row = documented().get(key)
     assert row is not None, f"docs/reliability.md has no row {key!r}; {REGENERATE}"
     want = [entry["area"], entry["what"], str(entry["cases"]), entry["outcome"]]
-    assert row[:4] == want, (f"docs/reliability.md row {key!r} says {row[:4]}, the test "
-                             f"did {want}; {REGENERATE}")
+    assert row[:4] == want, (
+        f"docs/reliability.md row {key!r} says {row[:4]}, the test did {want}; {REGENERATE}"
+    )
 
 
 # node id -> "passed" / "failed" / "skipped", filled by tests/conftest.py.
 OUTCOMES: dict[str, str] = {}
 
 
-def record_module_once_passed(request, key: str, area: str, what: str, cases: int,
-                              outcome: str, breakdown: str = "") -> None:
+def record_module_once_passed(
+    request, key: str, area: str, what: str, cases: int, outcome: str, breakdown: str = ""
+) -> None:
     """:func:`record`, from a module's last test, once every other test of the module
     ran in this session and passed (skipped otherwise: a partial run tried less than
     the row says)."""
     import pytest
+
     own = request.node.nodeid
     module = own.split("::")[0]
-    others = [item.nodeid for item in request.session.items
-              if item.nodeid.split("::")[0] == module and item.nodeid != own]
+    others = [
+        item.nodeid
+        for item in request.session.items
+        if item.nodeid.split("::")[0] == module and item.nodeid != own
+    ]
     missing = [n for n in others if OUTCOMES.get(n) != "passed"]
     if missing:
-        pytest.skip(f"{len(missing)} of {len(others)} tests of {module} did not run and "
-                    f"pass in this session (first: {missing[0]})")
+        pytest.skip(
+            f"{len(missing)} of {len(others)} tests of {module} did not run and "
+            f"pass in this session (first: {missing[0]})"
+        )
     record(key, area, what, cases, outcome, breakdown)

@@ -14,14 +14,22 @@ import warnings
 
 from hypothesis import HealthCheck, Phase, settings
 
-_COMMON = dict(deadline=None, print_blob=True,
-               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+_COMMON = dict(
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 settings.register_profile("ci", max_examples=30, derandomize=True, **_COMMON)
 settings.register_profile("dev", max_examples=10, **_COMMON)
 # No shrinking in Python mode: a failure is reported as found, shrinking it through
 # pure-Python kernel loops would take minutes.
-settings.register_profile("nojit", max_examples=3, derandomize=True,
-                          phases=[Phase.explicit, Phase.reuse, Phase.generate], **_COMMON)
+settings.register_profile(
+    "nojit",
+    max_examples=3,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    **_COMMON,
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Importing fastnn from a tree whose Cython extensions are not built emits a

@@ -28,6 +28,7 @@ def test_numpy_backend_is_the_reference():
 
 def test_reference_all_lists_every_family_function():
     import importlib
+
     names = set()
     for fam in FAMILIES:
         names |= set(importlib.import_module(f"fastnn.reference.{fam}").__all__)

@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 
 import fastnn
+from _reliability_record import record_module_once_passed
+from _saved_files import save_each
 from fastnn import MLP, ModelFileError
 from fastnn.cli import TabularModel
 from fastnn.optim import OPTIMIZERS
 from fastnn.schedules import MAX_DEPTH, SCHEDULES
-from _reliability_record import record_module_once_passed
-from _saved_files import save_each
 
-HUGE = [10**400, -10**400]  # beyond float64 (float() raises OverflowError)
+HUGE = [10**400, -(10**400)]  # beyond float64 (float() raises OverflowError)
 X = np.random.default_rng(0).standard_normal((30, 3))
 Y = (X[:, 0] > 0).astype(int)
 
@@ -44,27 +44,45 @@ def _numeric_arguments(cls, base):
 
 # --- constructors ------------------------------------------------------------------------------
 
-SCHEDULE_BASE = {"constant": {"lr": 0.1}, "step_decay": {"lr": 0.1, "step_size": 2},
-                 "cosine": {"lr": 0.1, "T": 10}, "inverse_scaling": {"lr": 0.1},
-                 "linear_warmup": {"warmup": 2, "after": 0.1},
-                 "reduce_on_plateau": {"lr": 0.1}}
-MLP_BASE = {"layer_sizes": [3, 4, 2], "dropout": 0.1, "activation_alpha": 0.01,
-            "bn_momentum": 0.1, "bn_eps": 1e-5}
+SCHEDULE_BASE = {
+    "constant": {"lr": 0.1},
+    "step_decay": {"lr": 0.1, "step_size": 2},
+    "cosine": {"lr": 0.1, "T": 10},
+    "inverse_scaling": {"lr": 0.1},
+    "linear_warmup": {"warmup": 2, "after": 0.1},
+    "reduce_on_plateau": {"lr": 0.1},
+}
+MLP_BASE = {
+    "layer_sizes": [3, 4, 2],
+    "dropout": 0.1,
+    "activation_alpha": 0.01,
+    "bn_momentum": 0.1,
+    "bn_eps": 1e-5,
+}
 
 CONSTRUCTOR_CASES = (
-    [(cls.__name__, cls, {}, name) for cls in OPTIMIZERS.values()
-     for name in _numeric_arguments(cls, {})]
-    + [(cls.__name__, cls, SCHEDULE_BASE[key], name) for key, cls in SCHEDULES.items()
-       for name in _numeric_arguments(cls, SCHEDULE_BASE[key])]
-    + [("MLP", MLP, MLP_BASE, name) for name in ("dropout", "activation_alpha",
-                                                  "bn_momentum", "bn_eps")]
+    [
+        (cls.__name__, cls, {}, name)
+        for cls in OPTIMIZERS.values()
+        for name in _numeric_arguments(cls, {})
+    ]
+    + [
+        (cls.__name__, cls, SCHEDULE_BASE[key], name)
+        for key, cls in SCHEDULES.items()
+        for name in _numeric_arguments(cls, SCHEDULE_BASE[key])
+    ]
+    + [
+        ("MLP", MLP, MLP_BASE, name)
+        for name in ("dropout", "activation_alpha", "bn_momentum", "bn_eps")
+    ]
     + [("MLP", MLP, MLP_BASE, "layer_sizes")]
 )
 
 
 @pytest.mark.parametrize("huge", HUGE, ids=["+10**400", "-10**400"])
-@pytest.mark.parametrize("owner, cls, base, name", CONSTRUCTOR_CASES,
-                         ids=[f"{c[0]}.{c[3]}" for c in CONSTRUCTOR_CASES])
+@pytest.mark.parametrize(
+    "owner, cls, base, name", CONSTRUCTOR_CASES, ids=[f"{c[0]}.{c[3]}" for c in CONSTRUCTOR_CASES]
+)
 def test_constructors_refuse_huge_numbers_naming_the_argument(owner, cls, base, name, huge):
     kwargs = dict(base)
     if name == "layer_sizes":
@@ -79,8 +97,12 @@ def test_constructors_refuse_huge_numbers_naming_the_argument(owner, cls, base, 
 
 # A network too large to allocate: refused up front, naming layer_sizes (NumPy said
 # "Maximum allowed dimension exceeded", or a 37 GiB allocation was attempted).
-LAYER_SIZES_TOO_BIG = [[3, 2**62, 2**62, 2], [1, 10**7, 10**7, 1], [2**40, 2**40],
-                       [3, 2**63 - 1, 2]]
+LAYER_SIZES_TOO_BIG = [
+    [3, 2**62, 2**62, 2],
+    [1, 10**7, 10**7, 1],
+    [2**40, 2**40],
+    [3, 2**63 - 1, 2],
+]
 
 
 @pytest.mark.parametrize("sizes", LAYER_SIZES_TOO_BIG, ids=str)
@@ -89,8 +111,17 @@ def test_mlp_refuses_layers_too_large_for_memory(sizes):
         MLP(sizes, backend="numpy")
 
 
-ESTIMATOR_PARAMS = ["alpha", "learning_rate_init", "power_t", "tol", "epsilon",
-                    "clip_norm", "max_iter", "batch_size", "max_fun"]
+ESTIMATOR_PARAMS = [
+    "alpha",
+    "learning_rate_init",
+    "power_t",
+    "tol",
+    "epsilon",
+    "clip_norm",
+    "max_iter",
+    "batch_size",
+    "max_fun",
+]
 
 
 @pytest.mark.parametrize("huge", HUGE, ids=["+10**400", "-10**400"])
@@ -98,6 +129,7 @@ ESTIMATOR_PARAMS = ["alpha", "learning_rate_init", "power_t", "tol", "epsilon",
 def test_estimators_refuse_huge_numbers_naming_the_parameter(name, huge):
     pytest.importorskip("sklearn")
     from fastnn import MLPClassifier
+
     est = MLPClassifier((3,), max_iter=2, backend="numpy", random_state=0)
     est.set_params(**{name: huge})
     with pytest.raises(ValueError, match=name):
@@ -125,17 +157,19 @@ def _make(kind):
         net.fit(X, Y, optimizer=opt, epochs=1, verbose=0)
         return net
     if kind == "batchnorm64":
-        net = MLP([3, 4, 1], batch_norm=True, dtype="float64", backend="numpy",
-                  random_state=0)
-        net.fit(X, X[:, 0], optimizer=fastnn.Momentum(fastnn.Cosine(0.01, T=3)), epochs=1,
-                verbose=0)
+        net = MLP([3, 4, 1], batch_norm=True, dtype="float64", backend="numpy", random_state=0)
+        net.fit(
+            X, X[:, 0], optimizer=fastnn.Momentum(fastnn.Cosine(0.01, T=3)), epochs=1, verbose=0
+        )
         return net
     if kind == "tabular":
         net = MLP([3, 4, 1], backend="numpy", random_state=0)
-        return TabularModel(net, ["a", "b", "c"], "y", "regress", None, np.zeros(3),
-                            np.ones(3), 2.5, 3.0)
+        return TabularModel(
+            net, ["a", "b", "c"], "y", "regress", None, np.zeros(3), np.ones(3), 2.5, 3.0
+        )
     pytest.importorskip("sklearn")
     from fastnn import MLPClassifier
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return MLPClassifier((3,), max_iter=2, backend="numpy", random_state=0).fit(X, Y)
@@ -147,7 +181,7 @@ def saved(tmp_path_factory):
     out = {}
     for kind, raw in save_each(tmp_path_factory, KINDS, _make).items():
         (n,) = struct.unpack("<Q", raw[:8])
-        out[kind] = (json.loads(raw[8:8 + n]), raw[8 + n:])
+        out[kind] = (json.loads(raw[8 : 8 + n]), raw[8 + n :])
     return out
 
 
@@ -233,8 +267,9 @@ def test_absurd_optimizer_counters_are_refused(saved, tmp_path, field, value):
 PLATEAU_COUNTERS = [("bad_epochs", 2**53 + 1), ("cooldown_left", 2**63)]
 
 
-@pytest.mark.parametrize("field, value", PLATEAU_COUNTERS,
-                         ids=[f"{f}={v}" for f, v in PLATEAU_COUNTERS])
+@pytest.mark.parametrize(
+    "field, value", PLATEAU_COUNTERS, ids=[f"{f}={v}" for f, v in PLATEAU_COUNTERS]
+)
 def test_absurd_schedule_counters_are_refused(saved, tmp_path, field, value):
     header, data = saved["model"]
     h = copy.deepcopy(header)
@@ -252,8 +287,7 @@ EMPTY_SHAPES = [[0, 10**30], [10**30, 0], [0, 2**62, 2**62], [0, 2**63], [0, 10*
 def test_impossible_shapes_of_empty_arrays(saved, tmp_path, shape):
     header, data = saved["model"]
     h = copy.deepcopy(header)
-    h["extra.empty"] = {"dtype": "F32", "shape": shape,
-                        "data_offsets": [len(data), len(data)]}
+    h["extra.empty"] = {"dtype": "F32", "shape": shape, "data_offsets": [len(data), len(data)]}
     _assert_refused(_write(tmp_path / "x.fnn", h, data), "extra.empty", "shape")
 
 
@@ -261,8 +295,7 @@ def _nested(depth):
     """JSON text of a schedule ``depth`` levels deep (written as text: json.dumps
     itself cannot nest 2000 levels)."""
     inner = '{"name":"constant","lr":0.01,"per":"epoch"}'
-    return '{"name":"linear_warmup","warmup":1,"after":' * (depth - 1) + inner + \
-        "}" * (depth - 1)
+    return '{"name":"linear_warmup","warmup":1,"after":' * (depth - 1) + inner + "}" * (depth - 1)
 
 
 def _with_schedule(header, depth):
@@ -270,8 +303,7 @@ def _with_schedule(header, depth):
     ost = json.loads(h["__metadata__"]["optimizer"])
     ost["config"]["lr"] = "@@SCHEDULE@@"
     ost["schedule_state"] = {}
-    h["__metadata__"]["optimizer"] = json.dumps(ost).replace('"@@SCHEDULE@@"',
-                                                             _nested(depth))
+    h["__metadata__"]["optimizer"] = json.dumps(ost).replace('"@@SCHEDULE@@"', _nested(depth))
     return h
 
 
@@ -301,8 +333,9 @@ DUPLICATES = [
 ]
 
 
-@pytest.mark.parametrize("section, edit", DUPLICATES,
-                         ids=[f"{s}-{i}" for i, (s, _) in enumerate(DUPLICATES)])
+@pytest.mark.parametrize(
+    "section, edit", DUPLICATES, ids=[f"{s}-{i}" for i, (s, _) in enumerate(DUPLICATES)]
+)
 def test_duplicate_keys_in_nested_metadata_are_refused(saved, tmp_path, section, edit):
     kind = "tabular" if section == "extra" else "model"
     header, data = saved[kind]
@@ -314,22 +347,38 @@ def test_duplicate_keys_in_nested_metadata_are_refused(saved, tmp_path, section,
 
 
 def test_bad_numbers_recorded(request):
-    constructors = (2 * len(CONSTRUCTOR_CASES) + 2 * len(ESTIMATOR_PARAMS)
-                    + len(LAYER_SIZES_TOO_BIG) + 1)
+    constructors = (
+        2 * len(CONSTRUCTOR_CASES) + 2 * len(ESTIMATOR_PARAMS) + len(LAYER_SIZES_TOO_BIG) + 1
+    )
     record_module_once_passed(
-        request, "api.huge_numbers", "public API",
+        request,
+        "api.huge_numbers",
+        "public API",
         "+-10**400 for every numeric argument of the optimizers, schedules, MLP and "
         "the estimators; layer sizes too large for memory (up to 2**62); schedules "
-        "nested past the depth limit", constructors,
-        "ValueError naming the argument, before any allocation")
-    files = (sum(_FIELDS_TRIED.values()) + len(COUNTERS) + len(PLATEAU_COUNTERS)
-             + len(EMPTY_SHAPES) + len(SCHEDULE_DEPTHS) + 1 + len(DUPLICATES))
+        "nested past the depth limit",
+        constructors,
+        "ValueError naming the argument, before any allocation",
+    )
+    files = (
+        sum(_FIELDS_TRIED.values())
+        + len(COUNTERS)
+        + len(PLATEAU_COUNTERS)
+        + len(EMPTY_SHAPES)
+        + len(SCHEDULE_DEPTHS)
+        + 1
+        + len(DUPLICATES)
+    )
     record_module_once_passed(
-        request, "files.huge_numbers", "model files",
+        request,
+        "files.huge_numbers",
+        "model files",
         "saved files with a 401-digit integer in every numeric metadata field (model, "
         "estimator, batch-norm and tabular files), absurd step and plateau counters, "
         "empty arrays of impossible shapes, schedules nested 33-2000 deep, duplicate "
-        "keys in nested metadata", files,
+        "keys in nested metadata",
+        files,
         "ModelFileError naming the file and the field; a schedule at the depth limit "
         "loads and trains",
-        ", ".join(f"{k} {v} fields" for k, v in sorted(_FIELDS_TRIED.items())))
+        ", ".join(f"{k} {v} fields" for k, v in sorted(_FIELDS_TRIED.items())),
+    )

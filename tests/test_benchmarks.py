@@ -17,8 +17,13 @@ ENV = dict(os.environ, PYTHONPATH=SRC, ASV_PYTHONPATH=SRC, FASTNN_BENCH_QUICK="1
 
 
 def test_every_benchmark_runs_once_at_its_smallest_size():
-    proc = subprocess.run([sys.executable, os.path.join(BENCH, "smoke.py")],
-                          capture_output=True, text=True, timeout=900, env=ENV)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "smoke.py")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=ENV,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     assert " 0 failed" in proc.stdout
 
@@ -26,8 +31,14 @@ def test_every_benchmark_runs_once_at_its_smallest_size():
 def test_asv_discovers_the_suite():
     pytest.importorskip("asv")
     asv = shutil.which("asv", path=os.path.dirname(sys.executable)) or shutil.which("asv")
-    proc = subprocess.run([asv, "check", "--python=same"], cwd=BENCH, capture_output=True,
-                          text=True, timeout=600, env=ENV)
+    proc = subprocess.run(
+        [asv, "check", "--python=same"],
+        cwd=BENCH,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "No problems found" in proc.stdout
 
@@ -36,13 +47,30 @@ def test_compare_measures_startup_and_fit_memory_in_new_processes(tmp_path):
     """compare.py's footprint sections run end to end and produce their tables; the
     memory figure is a count of bytes, so its BENCHMARKS.md bound is checked too."""
     out_json, out_md = tmp_path / "c.json", tmp_path / "c.md"
-    proc = subprocess.run([sys.executable, os.path.join(BENCH, "compare.py"), "--quick",
-                           "--sections", "startup,memory", "--backends", "cython",
-                           "--dtypes", "float32", "--out-json", str(out_json),
-                           "--out-md", str(out_md)],
-                          capture_output=True, text=True, timeout=900, env=ENV)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(BENCH, "compare.py"),
+            "--quick",
+            "--sections",
+            "startup,memory",
+            "--backends",
+            "cython",
+            "--dtypes",
+            "float32",
+            "--out-json",
+            str(out_json),
+            "--out-md",
+            str(out_md),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=ENV,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     import json
+
     rows = json.loads(out_json.read_text())["rows"]
     start = [r for r in rows if r["section"] == "startup"]
     mem = [r for r in rows if r["section"] == "memory"]
@@ -57,9 +85,22 @@ def test_compare_measures_startup_and_fit_memory_in_new_processes(tmp_path):
 
 
 def test_profile_step_runs_a_config_in_steady_state():
-    proc = subprocess.run([sys.executable, os.path.join(BENCH, "profile_step.py"),
-                           "--config", "A", "--steps", "16", "--threads", "2"],
-                          capture_output=True, text=True, timeout=600, env=ENV)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(BENCH, "profile_step.py"),
+            "--config",
+            "A",
+            "--steps",
+            "16",
+            "--threads",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "steady state after" in proc.stdout
     assert "2 thread(s)" in proc.stdout and "ms per step over 1024 steps" in proc.stdout

@@ -15,9 +15,9 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import fastnn
+from _reliability_record import record
 from fastnn import _blas
 from fastnn.reference.blas import gemm
-from _reliability_record import record
 
 BACKENDS = fastnn.available_backends()
 _TRAINED = []
@@ -27,8 +27,9 @@ SHAPES = [(128, 256, 784), (1024, 256, 784)]
 
 
 def _scipy_is_openblas():
-    return any(p["internal_api"] == "openblas" and "scipy" in p["filepath"]
-               for p in threadpool_info())
+    return any(
+        p["internal_api"] == "openblas" and "scipy" in p["filepath"] for p in threadpool_info()
+    )
 
 
 def test_the_private_instance_is_used_and_invisible_to_threadpoolctl():
@@ -62,8 +63,15 @@ def _train(backend, dropout, out):
     X = rng.standard_normal((512, 784)).astype(np.float32)
     y = rng.integers(0, 10, 512)
     # batch norm keeps the dropout model on the step-by-step path
-    net = fastnn.MLP([784, 256, 256, 10], loss="cross_entropy", dropout=dropout,
-                     batch_norm=dropout > 0, random_state=0, backend=backend, n_threads=1)
+    net = fastnn.MLP(
+        [784, 256, 256, 10],
+        loss="cross_entropy",
+        dropout=dropout,
+        batch_norm=dropout > 0,
+        random_state=0,
+        backend=backend,
+        n_threads=1,
+    )
     net.fit(X, y, optimizer=fastnn.Adam(lr=1e-3), epochs=1, batch_size=128, verbose=0)
     out.append(net.params.copy())
 
@@ -111,12 +119,14 @@ def test_the_shared_fallback_gives_the_same_bits():
         "with threadpool_limits(limits=1, user_api='blas'):\n"
         "    net = fastnn.MLP([784, 256, 10], loss='cross_entropy', random_state=0)\n"
         "    net.fit(X, y, epochs=1, batch_size=64, verbose=0)\n"
-        "print(_blas.info()['private'], net.params.astype(np.float64).sum().hex())\n")
+        "print(_blas.info()['private'], net.params.astype(np.float64).sum().hex())\n"
+    )
     outs = []
     for shared in ("1", "0"):
         env = {**__import__("os").environ, "FASTNN_SHARED_BLAS": shared}
-        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True, timeout=300)
+        run = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+        )
         assert run.returncode == 0, run.stderr
         outs.append(run.stdout.split())
     assert outs[0][0] == "False"
@@ -126,8 +136,12 @@ def test_the_shared_fallback_gives_the_same_bits():
 def test_blas_isolation_recorded():
     if len(_TRAINED) < 2 * len(BACKENDS):
         pytest.skip("not every case ran in this session")
-    record("concurrency.blas_threads", "threads",
-           "a model trained in a worker thread while another thread keeps switching the "
-           "process's BLAS pools between 1 and 2 threads (threadpoolctl), every backend, "
-           "compiled epoch and step-by-step (dropout + batch norm) paths",
-           len(_TRAINED), "weights bit-identical to the same training in the main thread")
+    record(
+        "concurrency.blas_threads",
+        "threads",
+        "a model trained in a worker thread while another thread keeps switching the "
+        "process's BLAS pools between 1 and 2 threads (threadpoolctl), every backend, "
+        "compiled epoch and step-by-step (dropout + batch norm) paths",
+        len(_TRAINED),
+        "weights bit-identical to the same training in the main thread",
+    )

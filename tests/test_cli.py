@@ -37,8 +37,9 @@ def _regression_csv(path, n=200, seed=0):
     rs = np.random.RandomState(seed)
     X = rs.uniform(-1, 1, (n, 3))
     y = 100 + 50 * X[:, 0] - 20 * X[:, 1] ** 2 + rs.randn(n)
-    return _write_csv(path, ["a", "b", "c", "y"],
-                      [[*map(str, x), f"{t:.6f}"] for x, t in zip(X, y)])
+    return _write_csv(
+        path, ["a", "b", "c", "y"], [[*map(str, x), f"{t:.6f}"] for x, t in zip(X, y)]
+    )
 
 
 def _saved(path):
@@ -47,8 +48,12 @@ def _saved(path):
     fastnn estimator) where fastnn.save takes pipelines, else a TabularModel."""
     obj = fastnn.load(path)
     if isinstance(obj, TabularModel):
-        return (obj.features, obj.classes, obj.model.layer_sizes,
-                lambda df: obj.predict(df[obj.features].to_numpy(float)))
+        return (
+            obj.features,
+            obj.classes,
+            obj.model.layer_sizes,
+            lambda df: obj.predict(df[obj.features].to_numpy(float)),
+        )
     pre, est = obj.steps[0][1], obj.steps[-1][1]
     classes = list(est.classes_) if hasattr(est, "classes_") else None
     return list(pre.feature_names_in_), classes, est._model.layer_sizes, obj.predict
@@ -62,12 +67,31 @@ def _run(capsys, *argv):
 
 # --- train ---------------------------------------------------------------------------------
 
+
 def test_train_classifier_prints_progress_metrics_speed_and_saves(tmp_path, capsys):
     data = _blobs_csv(tmp_path / "blobs.csv")
     model_path = tmp_path / "blobs.fnn"
-    code, out, err = _run(capsys, "train", data, "--target", "label", "--hidden", "16",
-                          "--epochs", "30", "--batch-size", "16", "--lr", "0.01",
-                          "--seed", "0", "--backend", "numpy", "--output", model_path)
+    code, out, err = _run(
+        capsys,
+        "train",
+        data,
+        "--target",
+        "label",
+        "--hidden",
+        "16",
+        "--epochs",
+        "30",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.01",
+        "--seed",
+        "0",
+        "--backend",
+        "numpy",
+        "--output",
+        model_path,
+    )
     assert code == 0, err
     assert "task: classify (the target holds text), 3 classes: east, north, south" in out
     assert "model: [3, 16, 3] relu, loss cross_entropy, float32, backend 'numpy'" in out
@@ -86,13 +110,34 @@ def test_train_classifier_prints_progress_metrics_speed_and_saves(tmp_path, caps
 def test_train_then_predict_round_trip(tmp_path, capsys):
     data = _blobs_csv(tmp_path / "blobs.csv")
     model_path = tmp_path / "m.fnn"
-    _run(capsys, "train", data, "--target", "label", "--hidden", "16", "--epochs", "20",
-         "--batch-size", "16", "--lr", "0.01", "--seed", "1", "-q", "-o", model_path)
+    _run(
+        capsys,
+        "train",
+        data,
+        "--target",
+        "label",
+        "--hidden",
+        "16",
+        "--epochs",
+        "20",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.01",
+        "--seed",
+        "1",
+        "-q",
+        "-o",
+        model_path,
+    )
     # Columns are matched by name: reorder them in the data to predict.
     with open(data) as f:
         rows = list(csv.reader(f))
-    reordered = _write_csv(tmp_path / "new.csv", ["noise", "label", "x2", "x1"],
-                           [[r[2], r[3], r[1], r[0]] for r in rows[1:]])
+    reordered = _write_csv(
+        tmp_path / "new.csv",
+        ["noise", "label", "x2", "x1"],
+        [[r[2], r[3], r[1], r[0]] for r in rows[1:]],
+    )
     preds = tmp_path / "preds.csv"
     code, out, err = _run(capsys, "predict", model_path, reordered, "--proba", "-o", preds)
     assert code == 0, err
@@ -103,9 +148,11 @@ def test_train_then_predict_round_trip(tmp_path, capsys):
     assert got[0] == ["prediction", "proba_east", "proba_north", "proba_south"]
     assert len(got) == 91
     import pandas as pd
+
     predict = _saved(model_path)[3]
-    X = pd.DataFrame([[float(r[0]), float(r[1]), float(r[2])] for r in rows[1:]],
-                     columns=["x1", "x2", "noise"])
+    X = pd.DataFrame(
+        [[float(r[0]), float(r[1]), float(r[2])] for r in rows[1:]], columns=["x1", "x2", "noise"]
+    )
     assert [g[0] for g in got[1:]] == list(predict(X))
     np.testing.assert_allclose(np.array(got[1:])[:, 1:].astype(float).sum(1), 1, atol=1e-5)
     # Without --output the predictions go to stdout.
@@ -116,9 +163,26 @@ def test_train_then_predict_round_trip(tmp_path, capsys):
 def test_train_regression_reports_r2_in_original_units(tmp_path, capsys):
     data = _regression_csv(tmp_path / "reg.csv")
     model_path = tmp_path / "reg.fnn"
-    code, out, err = _run(capsys, "train", data, "--target", "y", "--hidden", "32,32",
-                          "--epochs", "60", "--batch-size", "16", "--seed", "0", "-q",
-                          "--validation-split", "0.2", "-o", model_path)
+    code, out, err = _run(
+        capsys,
+        "train",
+        data,
+        "--target",
+        "y",
+        "--hidden",
+        "32,32",
+        "--epochs",
+        "60",
+        "--batch-size",
+        "16",
+        "--seed",
+        "0",
+        "-q",
+        "--validation-split",
+        "0.2",
+        "-o",
+        model_path,
+    )
     assert code == 0, err
     assert "task: regress (real-valued target)" in out
     line = next(line for line in out.splitlines() if line.strip().startswith("train "))
@@ -136,42 +200,78 @@ def test_train_regression_reports_r2_in_original_units(tmp_path, capsys):
 def test_regression_report_with_a_target_far_outside_the_training_rows(tmp_path, capsys):
     # The training rows' targets are all 0, so y_scale is 1 and the validation row's
     # 1e300 would overflow a plain sum of squares: scores are reported, no warning.
-    data = _write_csv(tmp_path / "d.csv", ["a", "b", "y"],
-                      [["0", "0", "0"], ["0", "0", "1e300"]])
-    code, out, err = _run(capsys, "train", data, "--target", "y", "--task", "regress",
-                          "--validation-split", "0.3", "--epochs", "1", "-q", "--dtype", "float64",
-                          "-o", tmp_path / "m.fnn")
+    data = _write_csv(tmp_path / "d.csv", ["a", "b", "y"], [["0", "0", "0"], ["0", "0", "1e300"]])
+    code, out, err = _run(
+        capsys,
+        "train",
+        data,
+        "--target",
+        "y",
+        "--task",
+        "regress",
+        "--validation-split",
+        "0.3",
+        "--epochs",
+        "1",
+        "-q",
+        "--dtype",
+        "float64",
+        "-o",
+        tmp_path / "m.fnn",
+    )
     assert code == 0, err
     line = next(line for line in out.splitlines() if line.strip().startswith("validation"))
     assert "RMSE" in line and "nan" not in line.split("RMSE")[1]
 
 
-@pytest.mark.parametrize("values, task", [
-    (["1", "2", "3"] * 10, "classify"),          # few whole numbers: class labels
-    ([f"{v:.3f}" for v in np.linspace(0, 1, 30)], "regress"),
-    ([str(i) for i in range(30)], "regress"),     # too many distinct values
-    (["a", "b"] * 15, "classify"),
-])
+@pytest.mark.parametrize(
+    "values, task",
+    [
+        (["1", "2", "3"] * 10, "classify"),  # few whole numbers: class labels
+        ([f"{v:.3f}" for v in np.linspace(0, 1, 30)], "regress"),
+        ([str(i) for i in range(30)], "regress"),  # too many distinct values
+        (["a", "b"] * 15, "classify"),
+    ],
+)
 def test_auto_task(tmp_path, capsys, values, task):
     rows = [[str(i), v] for i, v in enumerate(values)]
     data = _write_csv(tmp_path / "d.csv", ["x", "t"], rows)
-    code, out, err = _run(capsys, "train", data, "--target", "t", "--epochs", "1",
-                          "--hidden", "4", "-q")
+    code, out, err = _run(
+        capsys, "train", data, "--target", "t", "--epochs", "1", "--hidden", "4", "-q"
+    )
     assert code == 0, err
     assert f"task: {task}" in out
 
 
 def test_features_option_and_numeric_class_order(tmp_path, capsys):
     data = _blobs_csv(tmp_path / "b.csv", labels=(10, 2, 1))
-    code, out, err = _run(capsys, "train", data, "--target", "label", "--features",
-                          "x1,x2", "--epochs", "2", "--hidden", "none", "-q",
-                          "--task", "classify", "--optimizer", "sgd", "--dtype", "float64")
+    code, out, err = _run(
+        capsys,
+        "train",
+        data,
+        "--target",
+        "label",
+        "--features",
+        "x1,x2",
+        "--epochs",
+        "2",
+        "--hidden",
+        "none",
+        "-q",
+        "--task",
+        "classify",
+        "--optimizer",
+        "sgd",
+        "--dtype",
+        "float64",
+    )
     assert code == 0, err
     assert "3 classes: 1, 2, 10" in out  # numeric labels sort as numbers
     assert "model: [2, 3] relu" in out and "float64" in out
 
 
 # --- errors ----------------------------------------------------------------------------------
+
 
 def test_missing_file_and_missing_target_column(tmp_path, capsys):
     code, _, err = _run(capsys, "train", tmp_path / "nope.csv", "--target", "y")
@@ -222,21 +322,25 @@ def test_malformed_csv_files(tmp_path, capsys):
     assert code == 1 and "duplicate column names ['a']" in err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--hidden", "12,x"], "argument --hidden: expected comma-separated layer widths"),
-    (["--hidden", "0"], "argument --hidden: layer widths must be >= 1"),
-    (["--epochs", "0"], "argument --epochs: must be >= 1"),
-    (["--lr", "-1"], "argument --lr: must be > 0"),
-    (["--validation-split", "1"], r"argument --validation-split: must be in \[0, 1\)"),
-    (["--optimizer", "adamax"], "argument --optimizer: invalid choice: 'adamax'"),
-    (["--activation", "softmax"], "argument --activation: invalid choice"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--hidden", "12,x"], "argument --hidden: expected comma-separated layer widths"),
+        (["--hidden", "0"], "argument --hidden: layer widths must be >= 1"),
+        (["--epochs", "0"], "argument --epochs: must be >= 1"),
+        (["--lr", "-1"], "argument --lr: must be > 0"),
+        (["--validation-split", "1"], r"argument --validation-split: must be in \[0, 1\)"),
+        (["--optimizer", "adamax"], "argument --optimizer: invalid choice: 'adamax'"),
+        (["--activation", "softmax"], "argument --activation: invalid choice"),
+    ],
+)
 def test_bad_options_are_usage_errors(tmp_path, capsys, args, message):
     data = _blobs_csv(tmp_path / "b.csv")
     with pytest.raises(SystemExit) as info:
         main(["train", data, "--target", "label", *args])
     assert info.value.code == 2
     import re
+
     assert re.search(message, capsys.readouterr().err)
 
 
@@ -247,8 +351,7 @@ def test_predict_errors(tmp_path, capsys):
     code, _, err = _run(capsys, "predict", data, data)
     assert code == 1 and "not a fastnn model file" in err
     model_path = tmp_path / "m.fnn"
-    _run(capsys, "train", data, "--target", "label", "--epochs", "1", "-q", "-o",
-         model_path)
+    _run(capsys, "train", data, "--target", "label", "--epochs", "1", "-q", "-o", model_path)
     other = _write_csv(tmp_path / "o.csv", ["x1", "noise"], [["1", "2"]])
     code, _, err = _run(capsys, "predict", model_path, other)
     assert code == 1 and "no column(s) ['x2']; the model was trained on x1, x2, noise" in err
@@ -270,8 +373,10 @@ def test_predict_with_a_bare_mlp_and_an_estimator(tmp_path, capsys):
     assert code == 1 and "3 columns, but the model takes 2 inputs" in err
     pytest.importorskip("sklearn")
     from fastnn import MLPRegressor
+
     est = MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, random_state=0)
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est.fit(np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]]), [1.0, 2.0, 3.0])
@@ -279,8 +384,7 @@ def test_predict_with_a_bare_mlp_and_an_estimator(tmp_path, capsys):
     code, out, err = _run(capsys, "predict", tmp_path / "est.fnn", data)
     assert code == 0, err
     got = [float(v) for v in out.splitlines()[1:]]
-    np.testing.assert_allclose(got, est.predict(np.array([[0.5, 1.0], [-1.0, 2.0]])),
-                               rtol=1e-7)
+    np.testing.assert_allclose(got, est.predict(np.array([[0.5, 1.0], [-1.0, 2.0]])), rtol=1e-7)
 
 
 def test_tabular_file_with_bad_metadata_is_refused(tmp_path):
@@ -294,6 +398,7 @@ def test_tabular_file_with_bad_metadata_is_refused(tmp_path):
 
 # --- help and the console script ----------------------------------------------------------------
 
+
 def test_help_texts(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--help"])
@@ -301,10 +406,22 @@ def test_help_texts(capsys):
     out = capsys.readouterr().out
     for command in ("train", "predict", "demo"):
         assert command in out
-    for command, options in (("train", ["--target", "--hidden", "--epochs", "--output",
-                                        "--validation-split", "--seed", "--dtype"]),
-                             ("predict", ["--output", "--proba"]),
-                             ("demo", ["--plot", "--backend", "--quick"])):
+    for command, options in (
+        (
+            "train",
+            [
+                "--target",
+                "--hidden",
+                "--epochs",
+                "--output",
+                "--validation-split",
+                "--seed",
+                "--dtype",
+            ],
+        ),
+        ("predict", ["--output", "--proba"]),
+        ("demo", ["--plot", "--backend", "--quick"]),
+    ):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         out = capsys.readouterr().out
@@ -315,7 +432,10 @@ def test_help_texts(capsys):
 
 
 def test_runs_as_a_module():
-    proc = subprocess.run([sys.executable, "-m", "fastnn.cli", "--version"],
-                          capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": SRC})
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastnn.cli", "--version"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": SRC},
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == f"fastnn {fastnn.__version__}"

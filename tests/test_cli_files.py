@@ -17,11 +17,9 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import MLP
-from fastnn import cli
-from fastnn.cli import TabularModel, main
-
 from _reliability_record import record_module_once_passed
+from fastnn import MLP, cli
+from fastnn.cli import TabularModel, main
 
 POSIX = hasattr(os, "mkfifo")
 
@@ -39,8 +37,10 @@ def _csv(path, n=40, seed=0):
 
 def _model(path):
     net = MLP([2, 4, 2], loss="cross_entropy", backend="numpy", random_state=0)
-    fastnn.save(TabularModel(net, ["a", "b"], "label", "classify", ["no", "yes"],
-                             np.zeros(2), np.ones(2)), path)
+    fastnn.save(
+        TabularModel(net, ["a", "b"], "label", "classify", ["no", "yes"], np.zeros(2), np.ones(2)),
+        path,
+    )
     return str(path)
 
 
@@ -74,6 +74,7 @@ def _canary(tmp_path):
 
 # --- train --output: checked before training -------------------------------------------------
 
+
 def _missing_dir(d):
     return d / "missing" / "dir" / "m.fnn"
 
@@ -105,8 +106,9 @@ TRAIN_BAD_OUTPUTS = [
 
 
 @pytest.mark.skipif(not POSIX, reason="POSIX only")
-@pytest.mark.parametrize("name, make, words", TRAIN_BAD_OUTPUTS,
-                         ids=[c[0] for c in TRAIN_BAD_OUTPUTS])
+@pytest.mark.parametrize(
+    "name, make, words", TRAIN_BAD_OUTPUTS, ids=[c[0] for c in TRAIN_BAD_OUTPUTS]
+)
 def test_train_checks_the_output_before_training(tmp_path, capsys, name, make, words):
     data = _csv(tmp_path / "d.csv")
     output = str(make(tmp_path))
@@ -115,8 +117,21 @@ def test_train_checks_the_output_before_training(tmp_path, capsys, name, make, w
             pytest.skip(f"{output} is not a character device here")
         _canary(tmp_path)
     before = os.stat(output).st_mode if os.path.exists(output) else None
-    code, out, err = _run(capsys, "train", data, "--target", "label", "--hidden", "4",
-                          "--epochs", "1", "--backend", "numpy", "-o", output)
+    code, out, err = _run(
+        capsys,
+        "train",
+        data,
+        "--target",
+        "label",
+        "--hidden",
+        "4",
+        "--epochs",
+        "1",
+        "--backend",
+        "numpy",
+        "-o",
+        output,
+    )
     assert code == 1
     line = _one_error_line(err, "train")
     assert output in line and words in line, line
@@ -131,8 +146,19 @@ HIDDEN_TOO_LARGE = ["100000,100000", "10000000000", "1" + "0" * 30]
 @pytest.mark.parametrize("hidden", HIDDEN_TOO_LARGE, ids=lambda h: f"{len(h)}chars")
 def test_train_refuses_layers_too_large_in_one_line(tmp_path, capsys, hidden):
     data = _csv(tmp_path / "d.csv")
-    code, out, err = _run(capsys, "train", data, "--target", "label", "--hidden", hidden,
-                          "--epochs", "1", "--backend", "numpy")
+    code, out, err = _run(
+        capsys,
+        "train",
+        data,
+        "--target",
+        "label",
+        "--hidden",
+        hidden,
+        "--epochs",
+        "1",
+        "--backend",
+        "numpy",
+    )
     assert code == 1
     line = _one_error_line(err, "train")
     assert "--hidden" in line and "layer_sizes" in line, line
@@ -140,6 +166,7 @@ def test_train_refuses_layers_too_large_in_one_line(tmp_path, capsys, hidden):
 
 
 # --- predict: files that are not what they should be -----------------------------------------
+
 
 def _utf16(path, encoding):
     src = path.with_suffix(".utf8")
@@ -158,22 +185,32 @@ def _binary(path):
 # A FIFO as the model is tried in test_special_files.py, guarded against blocking.
 PREDICT_BAD_INPUTS = [
     ("model is a directory", lambda d: (d, _csv(d / "d.csv")), 0, "is a directory"),
-    ("data is UTF-16-LE without BOM", lambda d: (_model(d / "m.fnn"),
-                                                 _utf16(d / "d.csv", "utf-16-le")),
-     1, "not a UTF-8 text file"),
-    ("data is UTF-16-BE without BOM", lambda d: (_model(d / "m.fnn"),
-                                                 _utf16(d / "d.csv", "utf-16-be")),
-     1, "not a UTF-8 text file"),
-    ("data is binary", lambda d: (_model(d / "m.fnn"), _binary(d / "d.csv")), 1,
-     "not a UTF-8 text file"),
+    (
+        "data is UTF-16-LE without BOM",
+        lambda d: (_model(d / "m.fnn"), _utf16(d / "d.csv", "utf-16-le")),
+        1,
+        "not a UTF-8 text file",
+    ),
+    (
+        "data is UTF-16-BE without BOM",
+        lambda d: (_model(d / "m.fnn"), _utf16(d / "d.csv", "utf-16-be")),
+        1,
+        "not a UTF-8 text file",
+    ),
+    (
+        "data is binary",
+        lambda d: (_model(d / "m.fnn"), _binary(d / "d.csv")),
+        1,
+        "not a UTF-8 text file",
+    ),
 ]
 
 
 @pytest.mark.skipif(not POSIX, reason="POSIX only")
-@pytest.mark.parametrize("name, make, which, words", PREDICT_BAD_INPUTS,
-                         ids=[c[0] for c in PREDICT_BAD_INPUTS])
-def test_predict_names_bad_input_files_in_one_line(tmp_path, capsys, name, make, which,
-                                                    words):
+@pytest.mark.parametrize(
+    "name, make, which, words", PREDICT_BAD_INPUTS, ids=[c[0] for c in PREDICT_BAD_INPUTS]
+)
+def test_predict_names_bad_input_files_in_one_line(tmp_path, capsys, name, make, which, words):
     paths = [str(p) for p in make(tmp_path)]
     code, out, err = _run(capsys, "predict", *paths)
     assert code == 1
@@ -197,8 +234,9 @@ PREDICT_BAD_OUTPUTS = [
 
 
 @pytest.mark.skipif(not POSIX, reason="POSIX only")
-@pytest.mark.parametrize("name, make, words", PREDICT_BAD_OUTPUTS,
-                         ids=[c[0] for c in PREDICT_BAD_OUTPUTS])
+@pytest.mark.parametrize(
+    "name, make, words", PREDICT_BAD_OUTPUTS, ids=[c[0] for c in PREDICT_BAD_OUTPUTS]
+)
 def test_predict_output_errors_in_one_line(tmp_path, capsys, name, make, words):
     model, data = _model(tmp_path / "m.fnn"), _csv(tmp_path / "d.csv")
     output = str(make(tmp_path))
@@ -225,6 +263,7 @@ def test_predict_to_a_character_device_writes_through(tmp_path, capsys):
 
 # --- predict -o: no partial CSV --------------------------------------------------------------
 
+
 def _failing_writer(exc, after):
     """csv.writer whose writerow raises ``exc`` after ``after`` rows (Ctrl-C, a full
     disk midway through the predictions)."""
@@ -241,7 +280,9 @@ def _failing_writer(exc, after):
                     raise exc
                 Failing.rows += 1
                 return w.writerow(row)
+
         return Failing()
+
     return writer
 
 
@@ -252,10 +293,10 @@ INTERRUPTIONS = [
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new file", "existing file"])
-@pytest.mark.parametrize("name, exc, status", INTERRUPTIONS,
-                         ids=[c[0] for c in INTERRUPTIONS])
-def test_interrupted_predictions_leave_no_partial_csv(tmp_path, capsys, monkeypatch, name,
-                                                      exc, status, existing):
+@pytest.mark.parametrize("name, exc, status", INTERRUPTIONS, ids=[c[0] for c in INTERRUPTIONS])
+def test_interrupted_predictions_leave_no_partial_csv(
+    tmp_path, capsys, monkeypatch, name, exc, status, existing
+):
     model, data = _model(tmp_path / "m.fnn"), _csv(tmp_path / "d.csv", n=200)
     output = tmp_path / "preds.csv"
     if existing:
@@ -285,13 +326,21 @@ def test_predictions_replace_the_file_whole(tmp_path, capsys):
 
 def test_cli_files_recorded(request):
     record_module_once_passed(
-        request, "api.cli_files", "special files",
+        request,
+        "api.cli_files",
+        "special files",
         "fastnn train / predict with outputs in missing directories, directories, "
         "/dev/full, /dev/null, read-only files and FIFOs; --hidden too large for memory; "
         "directories, FIFOs, binary and UTF-16 files as inputs; Ctrl-C and a full disk "
         "while predictions are written",
-        len(TRAIN_BAD_OUTPUTS) + len(HIDDEN_TOO_LARGE) + len(PREDICT_BAD_INPUTS)
-        + len(PREDICT_BAD_OUTPUTS) + 1 + 2 * len(INTERRUPTIONS) + 1,
+        len(TRAIN_BAD_OUTPUTS)
+        + len(HIDDEN_TOO_LARGE)
+        + len(PREDICT_BAD_INPUTS)
+        + len(PREDICT_BAD_OUTPUTS)
+        + 1
+        + 2 * len(INTERRUPTIONS)
+        + 1,
         "one error line naming the file or option, before any training; predictions "
         "written to a temporary file and renamed (no partial CSV left); a device is "
-        "written through")
+        "written through",
+    )

@@ -56,8 +56,13 @@ def test_quick_demo_prints_both_experiments_side_by_side_and_plots(tmp_path, cap
     assert "spiral: 900 points" in out and "60 epochs" in out
     for head in ("test acc", "train acc"):
         assert head in out
-    rows = [line.split() for line in out.splitlines() if line.startswith("  ")
-            and line.split()[0] in ("fastnn", "scikit-learn") and line.split()[1] != "is"]
+    rows = [
+        line.split()
+        for line in out.splitlines()
+        if line.startswith("  ")
+        and line.split()[0] in ("fastnn", "scikit-learn")
+        and line.split()[1] != "is"
+    ]
     assert [r[0] for r in rows] == ["fastnn", "scikit-learn"] * 2
     for r in rows:
         assert 0 <= float(r[1]) <= 1 and float(r[2]) > 0 and r[3] == "s"

@@ -47,9 +47,9 @@ def started(tmp_path_factory):
     # The scripts run elsewhere: they (and their workers) must import the fastnn
     # imported here, so that package's parent goes first on an absolute PYTHONPATH.
     import fastnn
+
     paths = [os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))]
-    paths += [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-              if p]
+    paths += [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     procs = {}
     for index, code in enumerate(_recipes()):
@@ -61,8 +61,12 @@ def started(tmp_path_factory):
         # Output to files, not pipes: a script blocked on a full pipe while another
         # is waited for would stall its cluster.
         with open(folder / "out.txt", "w") as out, open(folder / "err.txt", "w") as err:
-            procs[index] = (subprocess.Popen([sys.executable, str(script)], cwd=folder,
-                                             env=env, stdout=out, stderr=err), folder)
+            procs[index] = (
+                subprocess.Popen(
+                    [sys.executable, str(script)], cwd=folder, env=env, stdout=out, stderr=err
+                ),
+                folder,
+            )
     yield procs
     for proc, _ in procs.values():
         if proc.poll() is None:

@@ -38,8 +38,9 @@ OUTSIDE = [
 
 def _files(top, extensions):
     for dirpath, dirnames, filenames in os.walk(os.path.join(ROOT, top)):
-        dirnames[:] = sorted(d for d in dirnames
-                             if d not in SKIP_DIRS and not d.endswith(".egg-info"))
+        dirnames[:] = sorted(
+            d for d in dirnames if d not in SKIP_DIRS and not d.endswith(".egg-info")
+        )
         for name in sorted(filenames):
             if name.endswith(extensions):
                 yield os.path.join(dirpath, name)
@@ -82,8 +83,11 @@ def test_sections_are_numbered_in_order():
 def test_the_page_cross_references_its_own_sections():
     text = _read(SPEC_PAGE)
     numbers = {n for n, _ in _sections()}
-    bad = [f"docs/spec.md:{_line(text, m.start())}: §{m.group(1)}"
-           for m in re.finditer(r"§\s*(\d+)", text) if int(m.group(1)) not in numbers]
+    bad = [
+        f"docs/spec.md:{_line(text, m.start())}: §{m.group(1)}"
+        for m in re.finditer(r"§\s*(\d+)", text)
+        if int(m.group(1)) not in numbers
+    ]
     assert not bad, "sections that do not exist:\n" + "\n".join(bad)
 
 
@@ -98,14 +102,17 @@ def test_every_citation_names_an_existing_section():
             for n in re.findall(r"\d+", m.group(1)):
                 seen += 1
                 if int(n) not in numbers:
-                    bad.append(f"{_rel(path)}:{_line(text, m.start())}: §{n} "
-                               f"(docs/spec.md has §1-§{max(numbers)})")
+                    bad.append(
+                        f"{_rel(path)}:{_line(text, m.start())}: §{n} "
+                        f"(docs/spec.md has §1-§{max(numbers)})"
+                    )
         for m in TITLED.finditer(text):
             seen += 1
             cited = " ".join(m.group(1).split()).lower()
             if not any(title.startswith(cited) for title in titles):
-                bad.append(f"{_rel(path)}:{_line(text, m.start())}: no section titled "
-                           f"{m.group(1)!r}")
+                bad.append(
+                    f"{_rel(path)}:{_line(text, m.start())}: no section titled {m.group(1)!r}"
+                )
     assert seen, "no citation of docs/spec.md found: the scan is broken"
     assert not bad, "citations of missing sections:\n" + "\n".join(bad)
 
@@ -121,10 +128,10 @@ def _outside_citations():
 
 
 def test_src_cites_docs_spec_not_the_outside_texts():
-    bad = [f"{path}:{i}: {reason}: {line}"
-           for path, i, line, reason in _outside_citations()]
-    assert not bad, ("cite docs/spec.md §N instead of the texts outside the "
-                     "repository:\n" + "\n".join(bad))
+    bad = [f"{path}:{i}: {reason}: {line}" for path, i, line, reason in _outside_citations()]
+    assert not bad, (
+        "cite docs/spec.md §N instead of the texts outside the repository:\n" + "\n".join(bad)
+    )
 
 
 @pytest.mark.parametrize("pattern,reason", OUTSIDE)
@@ -132,8 +139,9 @@ def test_patterns_catch_what_they_are_for(pattern, reason):
     examples = {
         "cites SPEC (the steering document outside the repository)": "see SPEC.md",
         "cites a course text by number": "as Seed 002 does",
-        "cites the course texts": ("the seeds' experiments" if "'" in pattern.pattern
-                                   else "the course texts"),
+        "cites the course texts": (
+            "the seeds' experiments" if "'" in pattern.pattern else "the course texts"
+        ),
         "cites a course text": "generated as the seed does",
         "points at the course texts' directory": "in seeds/ beside it",
         "names a course text's file": "000_fc259c190a6dd655.txt",

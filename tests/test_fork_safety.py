@@ -71,8 +71,12 @@ os._exit(0 if codes == [0] * n_forks and not t.is_alive() else 1)  # even if t h
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_forking_while_a_thread_trains_never_deadlocks(backend):
-    run = subprocess.run([sys.executable, "-c", SCENARIO, backend, str(N_FORKS)],
-                         capture_output=True, text=True, timeout=420)
+    run = subprocess.run(
+        [sys.executable, "-c", SCENARIO, backend, str(N_FORKS)],
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
     assert run.returncode == 0, (run.stdout, run.stderr)
     _DONE.append(backend)
 
@@ -80,9 +84,12 @@ def test_forking_while_a_thread_trains_never_deadlocks(backend):
 def test_forks_recorded():
     if len(_DONE) < len(BACKENDS):
         pytest.skip("not every fork case ran in this session")
-    record("concurrency.fork", "forks",
-           "a 'fork' child started while another thread trains ([256, 512, 512, 2], "
-           "n_threads=2), the child training the same model, every backend",
-           N_FORKS * len(BACKENDS),
-           "no deadlock (each child and the training thread end within their time "
-           "limits); the child's and the thread's weights equal a training done alone")
+    record(
+        "concurrency.fork",
+        "forks",
+        "a 'fork' child started while another thread trains ([256, 512, 512, 2], "
+        "n_threads=2), the child training the same model, every backend",
+        N_FORKS * len(BACKENDS),
+        "no deadlock (each child and the training thread end within their time "
+        "limits); the child's and the thread's weights equal a training done alone",
+    )

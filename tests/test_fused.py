@@ -30,25 +30,34 @@ def _data(loss, n=150, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, 5))
     y3 = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
-    y = {"cross_entropy": y3, "cross_entropy_onehot": np.eye(3)[y3],
-         "binary_cross_entropy": np.eye(3)[y3], "mse": X[:, :2] * 2}[loss]
+    y = {
+        "cross_entropy": y3,
+        "cross_entropy_onehot": np.eye(3)[y3],
+        "binary_cross_entropy": np.eye(3)[y3],
+        "mse": X[:, :2] * 2,
+    }[loss]
     return X, y
 
 
-def _train(backend, loss, make_opt, dtype, *, fused, frozen=False, epochs=3,
-           monkeypatch=None):
+def _train(backend, loss, make_opt, dtype, *, fused, frozen=False, epochs=3, monkeypatch=None):
     X, y = _data(loss)
-    net = fastnn.MLP([5, 12, 7, 3 if loss != "mse" else 2], ["tanh", "elu"],
-                     loss=loss.replace("_onehot", ""), dtype=dtype, backend=backend,
-                     random_state=4)
+    net = fastnn.MLP(
+        [5, 12, 7, 3 if loss != "mse" else 2],
+        ["tanh", "elu"],
+        loss=loss.replace("_onehot", ""),
+        dtype=dtype,
+        backend=backend,
+        random_state=4,
+    )
     if frozen:
         net.freeze(0)
     opt = make_opt()
     assert _fused.supports(net, opt), "every backend must provide train_epoch"
     calls = []
     kernel = net.kernels._raw.train_epoch
-    monkeypatch.setattr(net.kernels._raw, "train_epoch",
-                        lambda *a: (calls.append(1), kernel(*a))[1])
+    monkeypatch.setattr(
+        net.kernels._raw, "train_epoch", lambda *a: (calls.append(1), kernel(*a))[1]
+    )
     if not fused:
         monkeypatch.setattr(_fused, "supports", lambda model, optimizer: False)
     hist = fastnn.fit(net, X, y, optimizer=opt, epochs=epochs, batch_size=32)
@@ -59,13 +68,12 @@ def _train(backend, loss, make_opt, dtype, *, fused, frozen=False, epochs=3,
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("loss", ["cross_entropy", "cross_entropy_onehot",
-                                  "binary_cross_entropy", "mse"])
+@pytest.mark.parametrize(
+    "loss", ["cross_entropy", "cross_entropy_onehot", "binary_cross_entropy", "mse"]
+)
 def test_fused_epoch_equals_step_path_for_every_loss(backend, dtype, loss, monkeypatch):
-    a, oa, ha = _train(backend, loss, OPTIMIZERS[5], dtype, fused=True,
-                       monkeypatch=monkeypatch)
-    b, ob, hb = _train(backend, loss, OPTIMIZERS[5], dtype, fused=False,
-                       monkeypatch=monkeypatch)
+    a, oa, ha = _train(backend, loss, OPTIMIZERS[5], dtype, fused=True, monkeypatch=monkeypatch)
+    b, ob, hb = _train(backend, loss, OPTIMIZERS[5], dtype, fused=False, monkeypatch=monkeypatch)
     np.testing.assert_array_equal(a.params, b.params)
     assert oa.t == ob.t == 3 * 5
     assert ha.history["loss"] == hb.history["loss"]
@@ -75,12 +83,25 @@ def test_fused_epoch_equals_step_path_for_every_loss(backend, dtype, loss, monke
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("make_opt", OPTIMIZERS)
 @pytest.mark.parametrize("frozen", [False, True])
-def test_fused_epoch_equals_step_path_for_every_optimizer(backend, make_opt, frozen,
-                                                          monkeypatch):
-    a, oa, _ = _train(backend, "cross_entropy", make_opt, "float32", fused=True,
-                      frozen=frozen, monkeypatch=monkeypatch)
-    b, ob, _ = _train(backend, "cross_entropy", make_opt, "float32", fused=False,
-                      frozen=frozen, monkeypatch=monkeypatch)
+def test_fused_epoch_equals_step_path_for_every_optimizer(backend, make_opt, frozen, monkeypatch):
+    a, oa, _ = _train(
+        backend,
+        "cross_entropy",
+        make_opt,
+        "float32",
+        fused=True,
+        frozen=frozen,
+        monkeypatch=monkeypatch,
+    )
+    b, ob, _ = _train(
+        backend,
+        "cross_entropy",
+        make_opt,
+        "float32",
+        fused=False,
+        frozen=frozen,
+        monkeypatch=monkeypatch,
+    )
     np.testing.assert_array_equal(a.params, b.params)
     for name in oa.state:
         np.testing.assert_array_equal(oa.state[name], ob.state[name], err_msg=name)
@@ -89,11 +110,13 @@ def test_fused_epoch_equals_step_path_for_every_optimizer(backend, make_opt, fro
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_epoch_cut_into_calls_gives_the_same_weights(backend, monkeypatch):
-    a, _, ha = _train(backend, "cross_entropy", OPTIMIZERS[5], "float64", fused=True,
-                      monkeypatch=monkeypatch)
+    a, _, ha = _train(
+        backend, "cross_entropy", OPTIMIZERS[5], "float64", fused=True, monkeypatch=monkeypatch
+    )
     monkeypatch.setattr(_fused, "_FLOPS_PER_CALL", 1.0)  # one batch per call
-    b, _, hb = _train(backend, "cross_entropy", OPTIMIZERS[5], "float64", fused=True,
-                      monkeypatch=monkeypatch)
+    b, _, hb = _train(
+        backend, "cross_entropy", OPTIMIZERS[5], "float64", fused=True, monkeypatch=monkeypatch
+    )
     np.testing.assert_array_equal(a.params, b.params)
     assert ha.history["loss"] == hb.history["loss"]
 
@@ -115,19 +138,29 @@ def test_models_with_batch_norm_use_the_step_path_and_dropout_the_kernel():
     opt = Adam()
     assert not _fused.supports(fastnn.MLP([3, 4, 2], batch_norm=True, backend="numpy"), opt)
     assert _fused.supports(fastnn.MLP([3, 4, 2], dropout=0.2, backend="numpy"), opt)
+
     class MyAdam(Adam):
         pass
+
     assert not _fused.supports(fastnn.MLP([3, 4, 2], backend="numpy"), MyAdam())
 
 
 # --- dropout in the whole-epoch contract (docs/spec.md §7) -----------------------------
 
+
 def _dropout_net(backend, dtype="float32", n_threads=1, loss="mse"):
     """relu and leaky_relu (exact kernels); with mse every kernel on the path is exact
     across backends (docs/spec.md §11), with cross_entropy softmax is not."""
-    return fastnn.MLP([5, 12, 9, 3 if loss != "mse" else 2], ["relu", "leaky_relu"],
-                      loss=loss, dropout=[0.3, 0.5], dtype=dtype, backend=backend,
-                      random_state=4, n_threads=n_threads)
+    return fastnn.MLP(
+        [5, 12, 9, 3 if loss != "mse" else 2],
+        ["relu", "leaky_relu"],
+        loss=loss,
+        dropout=[0.3, 0.5],
+        dtype=dtype,
+        backend=backend,
+        random_state=4,
+        n_threads=n_threads,
+    )
 
 
 def _fit(net, path, make_opt=OPTIMIZERS[5], epochs=3, monkeypatch=None):
@@ -137,6 +170,7 @@ def _fit(net, path, make_opt=OPTIMIZERS[5], epochs=3, monkeypatch=None):
     opt = make_opt()
     if path == "reference":
         from fastnn.reference import training
+
         monkeypatch.setattr(net.kernels._raw, "train_epoch", training.train_epoch)
     if path == "step":
         monkeypatch.setattr(_fused, "supports", lambda model, optimizer: False)
@@ -149,8 +183,7 @@ def _fit(net, path, make_opt=OPTIMIZERS[5], epochs=3, monkeypatch=None):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
-def test_dropout_epoch_kernel_equals_reference_and_step_path(backend, dtype, loss,
-                                                             monkeypatch):
+def test_dropout_epoch_kernel_equals_reference_and_step_path(backend, dtype, loss, monkeypatch):
     """The epoch kernel gives the step path's weights bit for bit; relu mse models (no
     transcendental) also the NumPy reference contract's."""
     runs = {}
@@ -160,9 +193,11 @@ def test_dropout_epoch_kernel_equals_reference_and_step_path(backend, dtype, los
         calls = []
         kernel = net.kernels._raw.train_epoch
         if path == "fused":
-            monkeypatch.setattr(net.kernels._raw, "train_epoch",
-                                lambda *a, calls=calls, kernel=kernel:
-                                (calls.append(1), kernel(*a))[1])
+            monkeypatch.setattr(
+                net.kernels._raw,
+                "train_epoch",
+                lambda *a, calls=calls, kernel=kernel: (calls.append(1), kernel(*a))[1],
+            )
         opt, hist = _fit(net, path, monkeypatch=monkeypatch)
         monkeypatch.undo()
         assert bool(calls) == (path == "fused")
@@ -195,6 +230,7 @@ def test_dropout_masks_of_every_backend_are_the_reference_masks(backend):
     """The masks the epoch kernel leaves in its workspace are dropout_mask's, whatever
     the thread count; the step path's too."""
     from fastnn.reference.masks import dropout_mask
+
     X, y = _data("mse", n=32)
     for n_threads in (1, 2):
         net = _dropout_net(backend, n_threads=n_threads)
@@ -202,18 +238,21 @@ def test_dropout_masks_of_every_backend_are_the_reference_masks(backend):
         plan = net._epoch_plans[32]
         for i, layer in enumerate(net.layers[:2]):
             lo = plan.dropout_off[i, 1]
-            got = plan.masks[lo:lo + 32 * layer.n_out].reshape(32, layer.n_out)
-            want = dropout_mask(net._dropout_seed, 0, i, layer.dropout,
-                                np.empty((32, layer.n_out), np.uint8))
+            got = plan.masks[lo : lo + 32 * layer.n_out].reshape(32, layer.n_out)
+            want = dropout_mask(
+                net._dropout_seed, 0, i, layer.dropout, np.empty((32, layer.n_out), np.uint8)
+            )
             np.testing.assert_array_equal(got, want)
     step = _dropout_net(backend)
-    step.train_epoch(*step.check_data(X, y), Adam(), 32, shuffle=False,
-                     on_step=lambda j, loss: None)
+    step.train_epoch(
+        *step.check_data(X, y), Adam(), 32, shuffle=False, on_step=lambda j, loss: None
+    )
     np.testing.assert_array_equal(step._train_spaces[32].mask[1], want)
 
 
 def test_dropout_mask_keep_rate_is_within_a_binomial_bound():
     from fastnn.reference.masks import dropout_mask, dropout_threshold
+
     n = 1 << 20
     for rate in (0.1, 0.2, 0.5, 0.9):
         keep = dropout_mask(12345, 7, 1, rate, np.empty(n, np.uint8)).mean()
@@ -222,8 +261,10 @@ def test_dropout_mask_keep_rate_is_within_a_binomial_bound():
         # 6 standard deviations of a Binomial(n, p) mean
         assert abs(keep - p) < 6 * np.sqrt(p * (1 - p) / n), rate
     # different steps and layers draw different masks
-    a, b, c = (dropout_mask(1, t, layer, 0.5, np.empty(4096, np.uint8))
-               for t, layer in ((0, 0), (1, 0), (0, 1)))
+    a, b, c = (
+        dropout_mask(1, t, layer, 0.5, np.empty(4096, np.uint8))
+        for t, layer in ((0, 0), (1, 0), (0, 1))
+    )
     assert 0.4 < (a != b).mean() < 0.6 and 0.4 < (a != c).mean() < 0.6
     assert dropout_mask(1, 0, 0, 0.0, np.empty(64, np.uint8)).all()
 
@@ -231,6 +272,7 @@ def test_dropout_mask_keep_rate_is_within_a_binomial_bound():
 def test_dropout_mask_is_splitmix64():
     """The published SplitMix64 test vector (seed 1234567) and the threshold rule."""
     from fastnn.reference.masks import dropout_threshold, splitmix
+
     assert splitmix(1234567, 1) == 6457827717110365317
     assert splitmix(1234567, 2) == 3203168211198807973
     assert dropout_threshold(0.5) == 1 << 23 and dropout_threshold(0.0) == 0
@@ -284,12 +326,12 @@ def test_the_plan_is_allocated_once_per_batch_size(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_ctrl_c_stops_between_compiled_calls_at_a_step_boundary(backend, monkeypatch,
-                                                                tmp_path):
+def test_ctrl_c_stops_between_compiled_calls_at_a_step_boundary(backend, monkeypatch, tmp_path):
     """A Ctrl-C that arrives during a compiled call is acted on when the call returns:
     the model holds the weights of its last completed step and can be saved."""
     import os
     import signal
+
     X, y = _data("cross_entropy", n=64)
     net = fastnn.MLP([5, 8, 3], loss="cross_entropy", backend=backend, random_state=0)
     monkeypatch.setattr(_fused, "_FLOPS_PER_CALL", 1.0)  # one batch per call
@@ -301,6 +343,7 @@ def test_ctrl_c_stops_between_compiled_calls_at_a_step_boundary(backend, monkeyp
             os.kill(os.getpid(), signal.SIGINT)  # arrives during the third call
         kernel(*args)
         after.append(net.params.copy())
+
     monkeypatch.setattr(net.kernels._raw, "train_epoch", call)
     with pytest.raises(KeyboardInterrupt):
         net.fit(X, y, epochs=5, batch_size=8)
@@ -309,8 +352,9 @@ def test_ctrl_c_stops_between_compiled_calls_at_a_step_boundary(backend, monkeyp
     assert net.history.stop_reason == "interrupted"
     monkeypatch.undo()
     fastnn.save(net, tmp_path / "interrupted.fastnn")
-    np.testing.assert_array_equal(fastnn.load(tmp_path / "interrupted.fastnn").predict(X),
-                                  net.predict(X))
+    np.testing.assert_array_equal(
+        fastnn.load(tmp_path / "interrupted.fastnn").predict(X), net.predict(X)
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -319,25 +363,30 @@ def test_an_explicit_order_visits_the_rows_in_that_order(backend, fused):
     """train_epoch(order=o) on X trains exactly as an unshuffled epoch on X[o]."""
     X, y = _data("cross_entropy", n=90)
     order = np.random.default_rng(5).permutation(90)
-    nets = [fastnn.MLP([5, 7, 3], loss="cross_entropy", backend=backend, random_state=1)
-            for _ in range(2)]
+    nets = [
+        fastnn.MLP([5, 7, 3], loss="cross_entropy", backend=backend, random_state=1)
+        for _ in range(2)
+    ]
     opts = [Adam(lr=0.01), Adam(lr=0.01)]
     on_step = None if fused else (lambda j, loss: None)
-    a = nets[0].train_epoch(*nets[0].check_data(X, y), opts[0], 16, order=order,
-                            on_step=on_step)
-    b = nets[1].train_epoch(*nets[1].check_data(X[order], y[order]), opts[1], 16,
-                            shuffle=False, on_step=on_step)
+    a = nets[0].train_epoch(*nets[0].check_data(X, y), opts[0], 16, order=order, on_step=on_step)
+    b = nets[1].train_epoch(
+        *nets[1].check_data(X[order], y[order]), opts[1], 16, shuffle=False, on_step=on_step
+    )
     np.testing.assert_array_equal(nets[0].params, nets[1].params)
     assert a == b
 
 
-@pytest.mark.parametrize("order, error, match", [
-    (np.arange(89), ValueError, r"order must have shape \(90,\)"),
-    (np.arange(90).reshape(9, 10), ValueError, r"order must have shape \(90,\)"),
-    (np.arange(90.0), TypeError, "order must hold integer row indices"),
-    (np.arange(1, 91), ValueError, r"row indices in \[0, 90\)"),
-    (np.arange(90) - 1, ValueError, r"row indices in \[0, 90\)"),
-])
+@pytest.mark.parametrize(
+    "order, error, match",
+    [
+        (np.arange(89), ValueError, r"order must have shape \(90,\)"),
+        (np.arange(90).reshape(9, 10), ValueError, r"order must have shape \(90,\)"),
+        (np.arange(90.0), TypeError, "order must hold integer row indices"),
+        (np.arange(1, 91), ValueError, r"row indices in \[0, 90\)"),
+        (np.arange(90) - 1, ValueError, r"row indices in \[0, 90\)"),
+    ],
+)
 def test_a_bad_order_is_refused_before_training(order, error, match):
     X, y = _data("cross_entropy", n=90)
     net = fastnn.MLP([5, 7, 3], loss="cross_entropy", random_state=1)
@@ -348,17 +397,20 @@ def test_a_bad_order_is_refused_before_training(order, error, match):
 
 
 def test_a_file_written_without_a_dropout_key_loads_and_trains_deterministically(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     """A file as fastnn wrote it before the key existed (rng: the four streams only)."""
     import json
 
     from fastnn.model import MLP, _rng_state_to_json
+
     a = _dropout_net("numpy")
     X, y = _data("mse")
     a.fit(X, y, optimizer=Adam(lr=0.01), epochs=1, batch_size=32)
     with monkeypatch.context() as m:
-        m.setattr(MLP, "rng_states",
-                  lambda self: {n: _rng_state_to_json(g) for n, g in self.rngs.items()})
+        m.setattr(
+            MLP, "rng_states", lambda self: {n: _rng_state_to_json(g) for n, g in self.rngs.items()}
+        )
         fastnn.save(a, tmp_path / "old.fastnn")
     with open(tmp_path / "old.fastnn", "rb") as f:
         assert b"dropout_key" not in f.read()

@@ -21,31 +21,31 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import MLP
-
 from _reliability_record import record
+from fastnn import MLP
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # the fastnn this process imported (the source tree, or site-packages when installed)
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
-ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, HERE, os.environ.get("PYTHONPATH",
-                                                                             "")]))
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, HERE, os.environ.get("PYTHONPATH", "")]))
 EXAMPLES = {"model": 200, "estimators": 150, "cli": 200}
 WHAT = {
     "model": "MLP fit / predict / evaluate on every backend, float32 and float64, "
-             "mse / cross-entropies, with and without dropout",
+    "mse / cross-entropies, with and without dropout",
     "estimators": "MLPClassifier / MLPRegressor fit / predict / predict_proba / score / "
-                  "partial_fit, solvers adam, sgd, lbfgs, with and without early stopping",
+    "partial_fit, solvers adam, sgd, lbfgs, with and without early stopping",
     "cli": "fastnn train then predict (in-process main()) on generated CSV files: special "
-           "cells (nan, inf, 1e300, 5e-324, '0x10', '1_000', NUL, unicode, empty), "
-           "duplicate or empty column names, ragged rows, 0-12 rows, every --task",
+    "cells (nan, inf, 1e300, 5e-324, '0x10', '1_000', NUL, unicode, empty), "
+    "duplicate or empty column names, ragged rows, 0-12 rows, every --task",
 }
-INPUTS = ("inputs: 0-20 samples x 0-3 features as float64/32/16, int64/8, uint8, bool, "
-          "complex, object (numbers or strings), str, lists, Fortran, big-endian, "
-          "strided, sparse, DataFrames (mixed bool/int/float, strings, nullable ints), "
-          "1-D, 3-D, scalars, None; NaN, +-inf, 1e30, 1e300, 3e38, subnormals; labels of "
-          "ints, strings, bools, floats, NaN, objects, one class, one-hot, wrong length, "
-          "huge")
+INPUTS = (
+    "inputs: 0-20 samples x 0-3 features as float64/32/16, int64/8, uint8, bool, "
+    "complex, object (numbers or strings), str, lists, Fortran, big-endian, "
+    "strided, sparse, DataFrames (mixed bool/int/float, strings, nullable ints), "
+    "1-D, 3-D, scalars, None; NaN, +-inf, 1e30, 1e300, 3e38, subnormals; labels of "
+    "ints, strings, bools, floats, NaN, objects, one class, one-hot, wrong length, "
+    "huge"
+)
 
 
 @pytest.mark.parametrize("surface", sorted(EXAMPLES))
@@ -54,28 +54,44 @@ def test_fuzz_in_a_child_process(surface):
         pytest.importorskip("sklearn")
     pytest.importorskip("pandas")
     n = EXAMPLES[surface]
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "fuzz", "api_fuzz.py"),
-                           surface, str(n)], capture_output=True, text=True, timeout=300,
-                          env=ENV)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(HERE, "fuzz", "api_fuzz.py"), surface, str(n)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
     # a negative status is a signal: -11 a segfault, -6 an abort
     assert proc.returncode == 0, f"status {proc.returncode}\n{proc.stderr[-6000:]}"
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     outcomes = summary["outcomes"]
     assert any(k.endswith("worked") for k in outcomes), outcomes  # not all refused
     split = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
-    record(f"api.{surface}", "public API", WHAT[surface] + (
-        "; " + INPUTS if surface != "cli" else ""), n,
+    record(
+        f"api.{surface}",
+        "public API",
+        WHAT[surface] + ("; " + INPUTS if surface != "cli" else ""),
+        n,
         "each works with an honest answer (finite weights; predictions of the right "
         "length that are training classes or finite numbers) or raises ValueError / "
         "TypeError naming the argument (fit may stop with DivergenceError and advice); "
-        "no crash, no hang (child process, 300 s)", split)
+        "no crash, no hang (child process, 300 s)",
+        split,
+    )
 
 
 # --- command lines run as real processes ----------------------------------------------------
 
+
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "fastnn.cli", *args], capture_output=True,
-                          text=True, timeout=120, cwd=cwd, env=ENV)
+    return subprocess.run(
+        [sys.executable, "-m", "fastnn.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env=ENV,
+    )
 
 
 def test_command_line_in_real_processes(tmp_path):
@@ -88,11 +104,27 @@ def test_command_line_in_real_processes(tmp_path):
     (tmp_path / "bin.csv").write_bytes(b"a,b\n\xff\xfe\x00,1\n")
     (tmp_path / "garbage.fnn").write_bytes(os.urandom(256))
     cases = [
-        (("train", "ok.csv", "--target", "label", "--epochs", "3", "-q", "-o", "m.fnn"), 0,
-         "final metrics"),
+        (
+            ("train", "ok.csv", "--target", "label", "--epochs", "3", "-q", "-o", "m.fnn"),
+            0,
+            "final metrics",
+        ),
         (("predict", "m.fnn", "ok.csv"), 0, "prediction"),
-        (("train", "huge.csv", "--target", "label", "--epochs", "2", "-q",
-          "--validation-split", "0"), 0, "final metrics"),
+        (
+            (
+                "train",
+                "huge.csv",
+                "--target",
+                "label",
+                "--epochs",
+                "2",
+                "-q",
+                "--validation-split",
+                "0",
+            ),
+            0,
+            "final metrics",
+        ),
         (("predict", "m.fnn", "huge.csv"), 1, "line 2: column 'a' holds 1e+300"),
         (("train", "bad.csv", "--target", "label"), 1, "column 'b' holds 'x'"),
         (("train", "bin.csv", "--target", "b"), 1, "not a UTF-8 text file"),
@@ -104,14 +136,19 @@ def test_command_line_in_real_processes(tmp_path):
         assert proc.returncode == status, (args, proc.stderr)
         assert text in proc.stdout + proc.stderr, (args, proc.stdout, proc.stderr)
         assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr
-    record("api.cli_processes", "public API",
-           "fastnn train / predict as real processes: a good file, 1e300 features, a "
-           "non-numeric cell, a binary file, a random-bytes model file, a bad option",
-           len(cases), "the expected exit status (0, 1 with one 'error:' line, 2 for "
-           "usage), no traceback, no warning on stderr")
+    record(
+        "api.cli_processes",
+        "public API",
+        "fastnn train / predict as real processes: a good file, 1e300 features, a "
+        "non-numeric cell, a binary file, a random-bytes model file, a bad option",
+        len(cases),
+        "the expected exit status (0, 1 with one 'error:' line, 2 for "
+        "usage), no traceback, no warning on stderr",
+    )
 
 
 # --- regressions found by the fuzzers ----------------------------------------------------------
+
 
 @pytest.mark.parametrize("backend", fastnn.available_backends())
 def test_overflowing_outputs_are_not_presented_as_classes(backend):
@@ -133,11 +170,11 @@ def test_overflowing_outputs_are_not_presented_as_classes(backend):
 def test_estimators_refuse_overflowing_outputs():
     pytest.importorskip("sklearn")
     from fastnn import MLPClassifier
+
     X = np.random.default_rng(0).standard_normal((20, 3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        clf = MLPClassifier((4,), max_iter=2, random_state=0, dtype="float32").fit(
-            X, X[:, 0] > 0)
+        clf = MLPClassifier((4,), max_iter=2, random_state=0, dtype="float32").fit(X, X[:, 0] > 0)
     for method in (clf.predict, clf.predict_proba, clf.predict_log_proba):
         with pytest.raises(ValueError, match="X is too large"):
             method(np.array([[3e38, -3e38, 3e38]], np.float32))
@@ -147,15 +184,19 @@ def test_estimators_refuse_overflowing_outputs():
 def test_targets_overflowing_the_dtype_are_named(y):
     loss = "mse" if y.ndim == 1 else "cross_entropy"
     net = MLP([2, 3, 1 if y.ndim == 1 else 2], loss=loss, backend="numpy")
-    with pytest.raises(ValueError, match=r"y contains values too large for float32 "
-                                         r"\(largest \|y\| is 1e\+300\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"y contains values too large for float32 "
+        r"\(largest \|y\| is 1e\+300\)",
+    ):
         net.fit(np.ones((6, 2)), y, epochs=1)
 
 
 def test_dataframes_mixing_numeric_columns_are_converted():
     pd = pytest.importorskip("pandas")
-    df = pd.DataFrame({"a": [1, 2, 3, 4], "b": [True, False, True, False],
-                       "c": [0.5, 1.5, 2.5, 3.5]})
+    df = pd.DataFrame(
+        {"a": [1, 2, 3, 4], "b": [True, False, True, False], "c": [0.5, 1.5, 2.5, 3.5]}
+    )
     net = MLP([3, 4, 2], loss="cross_entropy", backend="numpy", random_state=0)
     net.fit(df, [0, 1, 0, 1], epochs=1)
     np.testing.assert_array_equal(net.predict(df), net.predict(df.to_numpy(float)))
@@ -167,11 +208,11 @@ def test_estimator_errors_name_the_argument():
     pd = pytest.importorskip("pandas")
     pytest.importorskip("sklearn")
     from fastnn import MLPClassifier, MLPRegressor
+
     X = pd.DataFrame({"a": ["u", "v", "w"], "b": [1.0, 2.0, 3.0]})
     with pytest.raises(ValueError, match="^X: could not convert string to float"):
         MLPRegressor(hidden_layer_sizes=(2,)).fit(X, [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="^y: could not convert string to float"):
-        MLPRegressor(hidden_layer_sizes=(2,)).fit(X[["b"]], np.array(["a", "b", "c"],
-                                                                    dtype=object))
+        MLPRegressor(hidden_layer_sizes=(2,)).fit(X[["b"]], np.array(["a", "b", "c"], dtype=object))
     with pytest.raises(ValueError, match="n_threads"):
         MLPClassifier(n_threads=2**70).fit(X[["b"]], [0, 1, 0])

@@ -10,11 +10,19 @@ import fastnn
 from fastnn.initializers import default_init, init_scale, initialize
 
 
-@pytest.mark.parametrize("activation, expected", [
-    ("relu", "he"), ("leaky_relu", "he"), ("elu", "he"),
-    ("sigmoid", "xavier"), ("tanh", "xavier"), ("identity", "xavier"),
-    ("softmax", "xavier"), ("step", "xavier"),
-])
+@pytest.mark.parametrize(
+    "activation, expected",
+    [
+        ("relu", "he"),
+        ("leaky_relu", "he"),
+        ("elu", "he"),
+        ("sigmoid", "xavier"),
+        ("tanh", "xavier"),
+        ("identity", "xavier"),
+        ("softmax", "xavier"),
+        ("step", "xavier"),
+    ],
+)
 def test_default_init_is_he_for_relu_family_else_xavier(activation, expected):
     assert default_init(activation) == expected
 
@@ -67,8 +75,14 @@ def test_bad_arguments_name_themselves():
 
 
 def test_model_initialisation_follows_spec_per_layer():
-    net = fastnn.MLP([200, 300, 300, 5], ["relu", "tanh"], loss="mse", dtype="float64",
-                     backend="numpy", random_state=0)
+    net = fastnn.MLP(
+        [200, 300, 300, 5],
+        ["relu", "tanh"],
+        loss="mse",
+        dtype="float64",
+        backend="numpy",
+        random_state=0,
+    )
     w0, w1, w2 = net.weights
     # relu layer: He; tanh layer: Xavier; identity output: Xavier (2% = 10 std errors)
     assert w0.std() == pytest.approx(math.sqrt(2 / 200), rel=0.02)
@@ -79,8 +93,15 @@ def test_model_initialisation_follows_spec_per_layer():
 
 
 def test_model_init_options_and_batch_norm_defaults():
-    net = fastnn.MLP([50, 60, 2], "relu", init="xavier", init_distribution="uniform",
-                     batch_norm=True, backend="numpy", random_state=0)
+    net = fastnn.MLP(
+        [50, 60, 2],
+        "relu",
+        init="xavier",
+        init_distribution="uniform",
+        batch_norm=True,
+        backend="numpy",
+        random_state=0,
+    )
     bound = math.sqrt(6 / 110)
     assert np.abs(net.weights[0]).max() <= bound
     layer = net.layers[0]

@@ -37,7 +37,7 @@ def _split_file(path):
     with open(path, "rb") as f:
         raw = f.read()
     (n,) = struct.unpack("<Q", raw[:8])
-    return json.loads(raw[8:8 + n]), raw[8 + n:]
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
 
 
 def _join_file(path, header, data):
@@ -48,11 +48,15 @@ def _join_file(path, header, data):
 
 # --- round trips --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kw", [
-    dict(),
-    dict(dtype="float64", batch_norm=True, dropout=[0.2, 0.1]),
-    dict(activation=["tanh", "elu"], loss="binary_cross_entropy"),
-])
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(dtype="float64", batch_norm=True, dropout=[0.2, 0.1]),
+        dict(activation=["tanh", "elu"], loss="binary_cross_entropy"),
+    ],
+)
 def test_round_trip_predicts_bit_identically(tmp_path, kw):
     if kw.get("loss") == "binary_cross_entropy":
         net = MLP([3, 8, 6, 1], **{**dict(backend="numpy", random_state=0), **kw})
@@ -78,8 +82,14 @@ def test_loaded_model_continues_training_exactly(tmp_path, name):
     X, y = _data()
     sched = LinearWarmup(1, ReduceOnPlateau(0.01, patience=1))
     a = MLP([3, 8, 3], loss="cross_entropy", dropout=0.1, backend="numpy", random_state=0)
-    a.fit(X, y, optimizer=OPTIMIZERS[name](lr=sched, weight_decay=1e-3), epochs=3,
-          batch_size=16, validation_split=0.25)
+    a.fit(
+        X,
+        y,
+        optimizer=OPTIMIZERS[name](lr=sched, weight_decay=1e-3),
+        epochs=3,
+        batch_size=16,
+        validation_split=0.25,
+    )
     fastnn.save(a, tmp_path / "a.fastnn")
     b = fastnn.load(tmp_path / "a.fastnn")
     assert b.optimizer.t == a.optimizer.t and b.optimizer.epoch == 3
@@ -111,9 +121,13 @@ def test_file_is_readable_by_the_safetensors_library(tmp_path):
 
 def test_extra_metadata_and_arrays_for_other_kinds(tmp_path):
     net = _trained()
-    write_payload(tmp_path / "e.fastnn", net, kind="test_kind",
-                  metadata={"classes": ["a", "b", "c"]},
-                  arrays={"mean": np.arange(3.0)})
+    write_payload(
+        tmp_path / "e.fastnn",
+        net,
+        kind="test_kind",
+        metadata={"classes": ["a", "b", "c"]},
+        arrays={"mean": np.arange(3.0)},
+    )
     p = read_payload(tmp_path / "e.fastnn")
     assert p.kind == "test_kind" and p.metadata == {"classes": ["a", "b", "c"]}
     np.testing.assert_array_equal(p.arrays["mean"], np.arange(3.0))
@@ -136,15 +150,17 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 
     def boom(*a, **k):
         raise OSError("disk full")
+
     monkeypatch.setattr(os, "fsync", boom)
     net.params[...] = 0
     with pytest.raises(OSError, match="disk full"):
         fastnn.save(net, path)
-    assert path.read_bytes() == good           # the old file is intact
+    assert path.read_bytes() == good  # the old file is intact
     assert os.listdir(tmp_path) == ["m.fastnn"]  # and no temporary file is left
 
 
 # --- transfer learning from a saved model -----------------------------------------------
+
 
 def test_transfer_learning_from_a_saved_model(tmp_path):
     X, y = _data(200)
@@ -164,23 +180,27 @@ def test_transfer_learning_from_a_saved_model(tmp_path):
 
 # --- damaged and hostile files ---------------------------------------------------------------
 
+
 def _saved(tmp_path):
     path = tmp_path / "m.fastnn"
     fastnn.save(_trained(batch_norm=True), path)
     return path
 
 
-@pytest.mark.parametrize("content, match", [
-    (b"", "only 0 bytes"),
-    (b"abc", "only 3 bytes"),
-    (b"\xff" * 64, "header length .* is impossible"),
-    (struct.pack("<Q", 5) + b"{}   ", "no 'format': 'fastnn'"),
-    (struct.pack("<Q", 4) + b"[1] ", "not a JSON object"),
-    (struct.pack("<Q", 5) + b"{\"a\":", "not valid JSON"),
-    (struct.pack("<Q", 100) + b"{}", "truncated"),
-    (pickle.dumps({"params": np.zeros(3)}), "fastnn model file"),
-    (b"PK\x03\x04" + b"\x00" * 60, "fastnn model file"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"", "only 0 bytes"),
+        (b"abc", "only 3 bytes"),
+        (b"\xff" * 64, "header length .* is impossible"),
+        (struct.pack("<Q", 5) + b"{}   ", "no 'format': 'fastnn'"),
+        (struct.pack("<Q", 4) + b"[1] ", "not a JSON object"),
+        (struct.pack("<Q", 5) + b'{"a":', "not valid JSON"),
+        (struct.pack("<Q", 100) + b"{}", "truncated"),
+        (pickle.dumps({"params": np.zeros(3)}), "fastnn model file"),
+        (b"PK\x03\x04" + b"\x00" * 60, "fastnn model file"),
+    ],
+)
 def test_files_that_are_not_models_are_rejected(tmp_path, content, match):
     path = tmp_path / "bad"
     path.write_bytes(content)
@@ -196,6 +216,7 @@ def test_a_pickled_payload_is_never_executed(tmp_path):
     class Evil:
         def __reduce__(self):
             return (open, (str(marker), "w"))
+
     path = tmp_path / "evil.fastnn"
     path.write_bytes(pickle.dumps(Evil()))
     with pytest.raises(ModelFileError):
@@ -213,8 +234,7 @@ def test_truncated_files_are_rejected_at_every_cut(tmp_path):
     path = _saved(tmp_path)
     raw = path.read_bytes()
     cut = tmp_path / "cut"
-    for n in sorted({1, 7, 8, 9, 50, len(raw) // 3, len(raw) // 2, len(raw) - 8,
-                     len(raw) - 1}):
+    for n in sorted({1, 7, 8, 9, 50, len(raw) // 3, len(raw) // 2, len(raw) - 8, len(raw) - 1}):
         cut.write_bytes(raw[:n])
         with pytest.raises(ModelFileError, match="truncated|only|impossible"):
             fastnn.load(cut)
@@ -235,27 +255,37 @@ def _edit(path, fn):
     _join_file(path, header, data)
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda h: h["model.params"].update(shape=[7]), "declares shape"),
-    (lambda h: h["model.params"].update(dtype="F16"), "unsupported dtype"),
-    (lambda h: h["model.params"].update(dtype="I32"), "must be float32"),
-    (lambda h: h["model.params"].update(data_offsets=[8, 4]), "invalid data_offsets"),
-    (lambda h: h["model.params"].update(shape=[-1]), "invalid shape"),
-    (lambda h: h["model.params"].pop("dtype"), "must have exactly"),
-    (lambda h: h["__metadata__"].update(format_version="one"), "not an integer"),
-    (lambda h: h["__metadata__"].update(model="{"), "not valid JSON"),
-    (lambda h: h["__metadata__"].update(model=_model_edit(h, 0, n_out=9)),
-     "model.params must be float32 of shape"),
-    (lambda h: h["__metadata__"].update(model=_model_edit(h, 0, n_out=10**12)),
-     "must be float32 of shape"),
-    (lambda h: h["__metadata__"].update(model=_model_edit(h, 0, n_out="8")),
-     "invalid sizes"),
-    (lambda h: h["__metadata__"].update(model=_model_edit(h, 0, activation="gelu")),
-     "invalid model metadata"),
-    (lambda h: h["__metadata__"].update(optimizer='{"name": "adamax"}'),
-     "invalid optimizer metadata"),
-    (lambda h: h["__metadata__"].update(fastnn=1), "metadata values must be strings"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda h: h["model.params"].update(shape=[7]), "declares shape"),
+        (lambda h: h["model.params"].update(dtype="F16"), "unsupported dtype"),
+        (lambda h: h["model.params"].update(dtype="I32"), "must be float32"),
+        (lambda h: h["model.params"].update(data_offsets=[8, 4]), "invalid data_offsets"),
+        (lambda h: h["model.params"].update(shape=[-1]), "invalid shape"),
+        (lambda h: h["model.params"].pop("dtype"), "must have exactly"),
+        (lambda h: h["__metadata__"].update(format_version="one"), "not an integer"),
+        (lambda h: h["__metadata__"].update(model="{"), "not valid JSON"),
+        (
+            lambda h: h["__metadata__"].update(model=_model_edit(h, 0, n_out=9)),
+            "model.params must be float32 of shape",
+        ),
+        (
+            lambda h: h["__metadata__"].update(model=_model_edit(h, 0, n_out=10**12)),
+            "must be float32 of shape",
+        ),
+        (lambda h: h["__metadata__"].update(model=_model_edit(h, 0, n_out="8")), "invalid sizes"),
+        (
+            lambda h: h["__metadata__"].update(model=_model_edit(h, 0, activation="gelu")),
+            "invalid model metadata",
+        ),
+        (
+            lambda h: h["__metadata__"].update(optimizer='{"name": "adamax"}'),
+            "invalid optimizer metadata",
+        ),
+        (lambda h: h["__metadata__"].update(fastnn=1), "metadata values must be strings"),
+    ],
+)
 def test_inconsistent_metadata_is_rejected(tmp_path, edit, match):
     path = _saved(tmp_path)
     _edit(path, edit)
@@ -294,8 +324,10 @@ def test_trailing_bytes_and_overlapping_arrays_are_rejected(tmp_path):
     path = _saved(tmp_path)
     header, data = _split_file(path)
     header["__metadata__"]["x"] = "1"
-    header["model.buffers"]["data_offsets"] = [0, header["model.buffers"]["data_offsets"][1]
-                                               - header["model.buffers"]["data_offsets"][0]]
+    header["model.buffers"]["data_offsets"] = [
+        0,
+        header["model.buffers"]["data_offsets"][1] - header["model.buffers"]["data_offsets"][0],
+    ]
     _join_file(path, header, data)
     with pytest.raises(ModelFileError, match="contiguous|declares shape"):
         fastnn.load(path)
@@ -305,21 +337,24 @@ def test_duplicate_keys_and_nan_constants_are_rejected(tmp_path):
     path = _saved(tmp_path)
     raw = path.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
-    head = raw[8:8 + n].rstrip()
+    head = raw[8 : 8 + n].rstrip()
     dup = head[:-1] + b',"model.params":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}'
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(dup)) + dup + raw[8 + n:])
+        f.write(struct.pack("<Q", len(dup)) + dup + raw[8 + n :])
     with pytest.raises(ModelFileError, match="not valid JSON"):
         fastnn.load(path)
     path = _saved(tmp_path)
-    _edit(path, lambda h: h["__metadata__"].update(
-        optimizer=h["__metadata__"]["optimizer"].replace('"t":', '"x":NaN,"t":')))
+    _edit(
+        path,
+        lambda h: h["__metadata__"].update(
+            optimizer=h["__metadata__"]["optimizer"].replace('"t":', '"x":NaN,"t":')
+        ),
+    )
     with pytest.raises(ModelFileError, match="not valid JSON"):
         fastnn.load(path)
 
 
-@given(st.lists(st.tuples(st.integers(0, 10**9), st.integers(1, 255)), min_size=1,
-                max_size=4))
+@given(st.lists(st.tuples(st.integers(0, 10**9), st.integers(1, 255)), min_size=1, max_size=4))
 def test_flipped_bytes_load_or_fail_cleanly(tmp_path_factory, flips):
     d = tmp_path_factory.mktemp("flip")
     path = d / "m.fastnn"

@@ -39,10 +39,8 @@ import numpy as np
 import pytest
 
 import fastnn
-
-from kernels._support import ALL_BACKENDS
-
 from _reliability_record import record_module_once_passed
+from kernels._support import ALL_BACKENDS
 
 ROOT = Path(__file__).resolve().parents[1]
 F64 = np.float64
@@ -56,8 +54,7 @@ def _vals(shape, seed, low=-2.0, high=2.0):
 
 
 def _elementwise(extra=None):
-    return lambda: ({"z": _vals((2, 3), 1), "out": np.zeros((2, 3)), **(extra or {})},
-                    ("out",), ())
+    return lambda: ({"z": _vals((2, 3), 1), "out": np.zeros((2, 3)), **(extra or {})}, ("out",), ())
 
 
 def _optimizer(*state, **hyper):
@@ -66,6 +63,7 @@ def _optimizer(*state, **hyper):
         for i, name in enumerate(state):
             args[name] = _vals((2, 3), 3 + i, 0.1, 1.0)
         return {**args, **hyper}, (), ("param",) + state
+
     return build
 
 
@@ -75,48 +73,103 @@ def _softmax_rows(seed):
     return e / e.sum(1, keepdims=True)
 
 
-ELEMENTWISE = ("identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu",
-               "identity_derivative", "step_derivative", "sigmoid_derivative",
-               "tanh_derivative", "relu_derivative", "leaky_relu_derivative",
-               "elu_derivative")
+ELEMENTWISE = (
+    "identity",
+    "step",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "elu",
+    "identity_derivative",
+    "step_derivative",
+    "sigmoid_derivative",
+    "tanh_derivative",
+    "relu_derivative",
+    "leaky_relu_derivative",
+    "elu_derivative",
+)
 
 # method -> builder of (kwargs with plain arrays, output names, in-place names)
 CALLS = {
     **{m: _elementwise() for m in ELEMENTWISE},
     "softmax": _elementwise(),
-    "softmax_backward": lambda: ({"a": _softmax_rows(1), "da": _vals((2, 3), 2),
-                                  "out": np.zeros((2, 3))}, ("out",), ()),
+    "softmax_backward": lambda: (
+        {"a": _softmax_rows(1), "da": _vals((2, 3), 2), "out": np.zeros((2, 3))},
+        ("out",),
+        (),
+    ),
     "activation_forward": _elementwise({"activation": "tanh"}),
-    "activation_backward": lambda: ({"da": _vals((2, 3), 2), "z": _vals((2, 3), 1),
-                                     "a": np.tanh(_vals((2, 3), 1)), "activation": "tanh",
-                                     "out": np.zeros((2, 3))}, ("out",), ()),
-    "dense_forward": lambda: ({"x": _vals((4, 3), 1), "w": _vals((3, 2), 2),
-                               "b": _vals(2, 3), "activation": "relu",
-                               "z": np.zeros((4, 2)), "a": np.zeros((4, 2))},
-                              ("z", "a"), ()),
-    "dense_backward": lambda: ({"x": _vals((4, 3), 1), "z": _vals((4, 2), 2),
-                                "a": np.maximum(_vals((4, 2), 2), 0), "da": _vals((4, 2), 3),
-                                "activation": "relu", "dz": np.zeros((4, 2)),
-                                "dw": np.zeros((3, 2)), "db": np.zeros(2)},
-                               ("dz", "dw", "db"), ()),
-    "dense_input_gradient": lambda: ({"dz": _vals((4, 2), 1), "w": _vals((3, 2), 2),
-                                      "dx": np.zeros((4, 3))}, ("dx",), ()),
+    "activation_backward": lambda: (
+        {
+            "da": _vals((2, 3), 2),
+            "z": _vals((2, 3), 1),
+            "a": np.tanh(_vals((2, 3), 1)),
+            "activation": "tanh",
+            "out": np.zeros((2, 3)),
+        },
+        ("out",),
+        (),
+    ),
+    "dense_forward": lambda: (
+        {
+            "x": _vals((4, 3), 1),
+            "w": _vals((3, 2), 2),
+            "b": _vals(2, 3),
+            "activation": "relu",
+            "z": np.zeros((4, 2)),
+            "a": np.zeros((4, 2)),
+        },
+        ("z", "a"),
+        (),
+    ),
+    "dense_backward": lambda: (
+        {
+            "x": _vals((4, 3), 1),
+            "z": _vals((4, 2), 2),
+            "a": np.maximum(_vals((4, 2), 2), 0),
+            "da": _vals((4, 2), 3),
+            "activation": "relu",
+            "dz": np.zeros((4, 2)),
+            "dw": np.zeros((3, 2)),
+            "db": np.zeros(2),
+        },
+        ("dz", "dw", "db"),
+        (),
+    ),
+    "dense_input_gradient": lambda: (
+        {"dz": _vals((4, 2), 1), "w": _vals((3, 2), 2), "dx": np.zeros((4, 3))},
+        ("dx",),
+        (),
+    ),
     "mse": lambda: ({"y_pred": _vals((2, 3), 1), "y": _vals((2, 3), 2)}, (), ()),
-    "mse_gradient": lambda: ({"y_pred": _vals((2, 3), 1), "y": _vals((2, 3), 2),
-                              "out": np.zeros((2, 3))}, ("out",), ()),
-    "binary_cross_entropy": lambda: ({"z": _vals((2, 3), 1),
-                                      "y": _vals((2, 3), 2, 0.0, 1.0)}, (), ()),
-    "binary_cross_entropy_gradient": lambda: ({"z": _vals((2, 3), 1),
-                                               "y": _vals((2, 3), 2, 0.0, 1.0),
-                                               "out": np.zeros((2, 3))}, ("out",), ()),
+    "mse_gradient": lambda: (
+        {"y_pred": _vals((2, 3), 1), "y": _vals((2, 3), 2), "out": np.zeros((2, 3))},
+        ("out",),
+        (),
+    ),
+    "binary_cross_entropy": lambda: (
+        {"z": _vals((2, 3), 1), "y": _vals((2, 3), 2, 0.0, 1.0)},
+        (),
+        (),
+    ),
+    "binary_cross_entropy_gradient": lambda: (
+        {"z": _vals((2, 3), 1), "y": _vals((2, 3), 2, 0.0, 1.0), "out": np.zeros((2, 3))},
+        ("out",),
+        (),
+    ),
     "cross_entropy": lambda: ({"z": _vals((2, 3), 1), "y": np.array([2, 0])}, (), ()),
-    "cross_entropy_gradient": lambda: ({"z": _vals((2, 3), 1), "y": np.array([2, 0]),
-                                        "out": np.zeros((2, 3))}, ("out",), ()),
-    "sparse_cross_entropy": lambda: ({"z": _vals((2, 3), 1), "labels": np.array([1, 2])},
-                                     (), ()),
-    "sparse_cross_entropy_gradient": lambda: ({"z": _vals((2, 3), 1),
-                                               "labels": np.array([1, 2]),
-                                               "out": np.zeros((2, 3))}, ("out",), ()),
+    "cross_entropy_gradient": lambda: (
+        {"z": _vals((2, 3), 1), "y": np.array([2, 0]), "out": np.zeros((2, 3))},
+        ("out",),
+        (),
+    ),
+    "sparse_cross_entropy": lambda: ({"z": _vals((2, 3), 1), "labels": np.array([1, 2])}, (), ()),
+    "sparse_cross_entropy_gradient": lambda: (
+        {"z": _vals((2, 3), 1), "labels": np.array([1, 2]), "out": np.zeros((2, 3))},
+        ("out",),
+        (),
+    ),
     "sgd_step": _optimizer(lr=0.1),
     "momentum_step": _optimizer("velocity", lr=0.1),
     "nesterov_step": _optimizer("velocity", lr=0.1),
@@ -127,23 +180,55 @@ CALLS = {
     "squared_norm": lambda: ({"x": _vals((2, 3), 1)}, (), ()),
     "scale_inplace": lambda: ({"x": _vals((2, 3), 1), "factor": 0.5}, (), ("x",)),
     "clip_grad_norm": lambda: ({"grad": _vals((2, 3), 1), "max_norm": 0.1}, (), ("grad",)),
-    "dropout": lambda: ({"x": _vals((2, 3), 1), "mask": _vals((2, 3), 2) > 0, "rate": 0.25,
-                         "out": np.zeros((2, 3))}, ("out",), ()),
-    "batch_norm_train": lambda: ({"x": _vals((4, 3), 1), "gamma": _vals(3, 2),
-                                  "beta": _vals(3, 3), "running_mean": _vals(3, 4),
-                                  "running_var": _vals(3, 5, 0.5, 2.0),
-                                  "out": np.zeros((4, 3)), "x_hat": np.zeros((4, 3)),
-                                  "inv_std": np.zeros(3)},
-                                 ("out", "x_hat", "inv_std"),
-                                 ("running_mean", "running_var")),
-    "batch_norm_eval": lambda: ({"x": _vals((4, 3), 1), "gamma": _vals(3, 2),
-                                 "beta": _vals(3, 3), "running_mean": _vals(3, 4),
-                                 "running_var": _vals(3, 5, 0.5, 2.0),
-                                 "out": np.zeros((4, 3))}, ("out",), ()),
-    "batch_norm_backward": lambda: ({"dout": _vals((4, 3), 1), "x_hat": _vals((4, 3), 2),
-                                     "gamma": _vals(3, 3), "inv_std": _vals(3, 4, 0.5, 2.0),
-                                     "dx": np.zeros((4, 3)), "dgamma": np.zeros(3),
-                                     "dbeta": np.zeros(3)}, ("dx", "dgamma", "dbeta"), ()),
+    "dropout": lambda: (
+        {
+            "x": _vals((2, 3), 1),
+            "mask": _vals((2, 3), 2) > 0,
+            "rate": 0.25,
+            "out": np.zeros((2, 3)),
+        },
+        ("out",),
+        (),
+    ),
+    "batch_norm_train": lambda: (
+        {
+            "x": _vals((4, 3), 1),
+            "gamma": _vals(3, 2),
+            "beta": _vals(3, 3),
+            "running_mean": _vals(3, 4),
+            "running_var": _vals(3, 5, 0.5, 2.0),
+            "out": np.zeros((4, 3)),
+            "x_hat": np.zeros((4, 3)),
+            "inv_std": np.zeros(3),
+        },
+        ("out", "x_hat", "inv_std"),
+        ("running_mean", "running_var"),
+    ),
+    "batch_norm_eval": lambda: (
+        {
+            "x": _vals((4, 3), 1),
+            "gamma": _vals(3, 2),
+            "beta": _vals(3, 3),
+            "running_mean": _vals(3, 4),
+            "running_var": _vals(3, 5, 0.5, 2.0),
+            "out": np.zeros((4, 3)),
+        },
+        ("out",),
+        (),
+    ),
+    "batch_norm_backward": lambda: (
+        {
+            "dout": _vals((4, 3), 1),
+            "x_hat": _vals((4, 3), 2),
+            "gamma": _vals(3, 3),
+            "inv_std": _vals(3, 4, 0.5, 2.0),
+            "dx": np.zeros((4, 3)),
+            "dgamma": np.zeros(3),
+            "dbeta": np.zeros(3),
+        },
+        ("dx", "dgamma", "dbeta"),
+        (),
+    ),
 }
 
 
@@ -153,6 +238,7 @@ def test_calls_cover_every_checked_method():
 
 
 # --- ndarray subclasses ---------------------------------------------------------------
+
 
 class Tagged(np.ndarray):
     """A do-nothing ndarray subclass (as libraries define them)."""
@@ -175,7 +261,7 @@ SUBCLASSES = {
 
 
 def _expected(subclass, base):
-    """"ok", or the exception class name the argument must raise."""
+    """ "ok", or the exception class name the argument must raise."""
     if subclass == "masked":
         return "TypeError"
     if subclass == "matrix" and base.ndim != 2:
@@ -183,10 +269,13 @@ def _expected(subclass, base):
     return "ok"
 
 
-SUBCLASS_CASES = [(method, arg, sub)
-                  for method, build in CALLS.items()
-                  for arg, val in build()[0].items() if isinstance(val, np.ndarray)
-                  for sub in SUBCLASSES]
+SUBCLASS_CASES = [
+    (method, arg, sub)
+    for method, build in CALLS.items()
+    for arg, val in build()[0].items()
+    if isinstance(val, np.ndarray)
+    for sub in SUBCLASSES
+]
 
 
 def _values(result):
@@ -235,8 +324,15 @@ def _run_subclass_case(k, method, arg, sub, folder):
 
 
 # The issue's reproductions: a (1, 100_000) float32 np.matrix as out / in-place buffer.
-ISSUE_CASES = ["sigmoid", "relu", "tanh", "mse_gradient", "dropout", "scale_inplace",
-               "clip_grad_norm"]
+ISSUE_CASES = [
+    "sigmoid",
+    "relu",
+    "tanh",
+    "mse_gradient",
+    "dropout",
+    "scale_inplace",
+    "clip_grad_norm",
+]
 
 
 def _run_issue_case(k, method):
@@ -268,8 +364,7 @@ def _run_issue_case(k, method):
 
 
 def _cases():
-    return ([("issue", m) for m in ISSUE_CASES]
-            + [("subclass", *c) for c in SUBCLASS_CASES])
+    return [("issue", m) for m in ISSUE_CASES] + [("subclass", *c) for c in SUBCLASS_CASES]
 
 
 def _child_main(backend, folder, start):
@@ -277,6 +372,7 @@ def _child_main(backend, folder, start):
     RESULT after each."""
     import faulthandler
     import warnings
+
     warnings.simplefilter("ignore")
     k = fastnn.backend(backend)
     for case in _cases()[start:]:
@@ -309,18 +405,25 @@ def _child_results(backend):
         return _RESULTS[backend]
     keys = ["|".join(c) for c in _cases()]
     results, crashes = {}, []
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT / "tests")] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [str(ROOT / "tests")] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+        ),
+    )
     with tempfile.TemporaryDirectory() as folder:
         while len(results) < len(keys) and len(crashes) <= MAX_CRASHES:
             start = len(results)
-            code = ("import importlib.util, sys\n"
-                    f"spec = importlib.util.spec_from_file_location('_safety', {__file__!r})\n"
-                    "mod = importlib.util.module_from_spec(spec)\n"
-                    "spec.loader.exec_module(mod)\n"
-                    f"mod._child_main({backend!r}, {folder!r}, {start})\n")
-            proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                                  text=True, env=env, timeout=1800)
+            code = (
+                "import importlib.util, sys\n"
+                f"spec = importlib.util.spec_from_file_location('_safety', {__file__!r})\n"
+                "mod = importlib.util.module_from_spec(spec)\n"
+                "spec.loader.exec_module(mod)\n"
+                f"mod._child_main({backend!r}, {folder!r}, {start})\n"
+            )
+            proc = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=1800
+            )
             running = None
             for line in proc.stdout.splitlines():
                 if line.startswith("START "):
@@ -331,9 +434,11 @@ def _child_results(backend):
                     running = None
             if proc.returncode == 0 and len(results) == len(keys):
                 break
-            died = (f"the child process exited with {proc.returncode} while running "
-                    f"{running!r} (a crash, or a hang of {CASE_TIMEOUT} s): "
-                    f"{proc.stderr[-2000:]}")
+            died = (
+                f"the child process exited with {proc.returncode} while running "
+                f"{running!r} (a crash, or a hang of {CASE_TIMEOUT} s): "
+                f"{proc.stderr[-2000:]}"
+            )
             crashes.append(died)
             if running is None:
                 break  # died outside a case (e.g. on import): nothing to skip
@@ -356,8 +461,9 @@ def test_matrix_out_of_the_issue_is_written_correctly(name, method):
     assert _result(name, f"issue|{method}") == "ok"
 
 
-@pytest.mark.parametrize("method,arg,subclass", SUBCLASS_CASES,
-                         ids=[f"{m}-{a}-{s}" for m, a, s in SUBCLASS_CASES])
+@pytest.mark.parametrize(
+    "method,arg,subclass", SUBCLASS_CASES, ids=[f"{m}-{a}-{s}" for m, a, s in SUBCLASS_CASES]
+)
 @pytest.mark.parametrize("name", ALL_BACKENDS)
 def test_ndarray_subclass_arguments(name, method, arg, subclass):
     assert _result(name, f"subclass|{method}|{arg}|{subclass}") == "ok"
@@ -416,6 +522,7 @@ def test_public_docs_do_not_present_raw_kernels():
 
 # --- learning rates from a schedule (item 5) -------------------------------------------
 
+
 class BadRate(fastnn.schedules.Schedule):
     """0.01, then ``value`` from time ``bad_from`` on."""
 
@@ -432,9 +539,17 @@ class BadRate(fastnn.schedules.Schedule):
 
 
 # Each bad value and the exception it must raise.
-BAD_RATES = [(-0.5, ValueError), (-1e-300, ValueError), (float("nan"), ValueError),
-             (float("inf"), ValueError), ("0.1", TypeError), (None, TypeError),
-             (True, TypeError), (np.array(0.1), TypeError), (1j, TypeError)]
+BAD_RATES = [
+    (-0.5, ValueError),
+    (-1e-300, ValueError),
+    (float("nan"), ValueError),
+    (float("inf"), ValueError),
+    ("0.1", TypeError),
+    (None, TypeError),
+    (True, TypeError),
+    (np.array(0.1), TypeError),
+    (1j, TypeError),
+]
 
 # Every path that turns a schedule's value into a rate.
 RATE_PATHS = ["compiled epoch", "step path", "train_step", "fit", "estimator"]
@@ -458,7 +573,7 @@ def _train_on(path, schedule, net):
         net.train_epoch(X, y, opt, 8, shuffle=False, on_step=lambda j, loss: None)
     elif path == "train_step":
         for s in range(0, 64, 8):
-            net.train_step(X[s:s + 8], y[s:s + 8], opt)
+            net.train_step(X[s : s + 8], y[s : s + 8], opt)
     elif path == "fit":
         fastnn.fit(net, X, y, optimizer=opt, epochs=2, batch_size=8, shuffle=False)
     else:
@@ -477,14 +592,19 @@ def test_bad_rates_from_a_schedule_are_refused_on_every_path(path, value, exc):
     (4.6e6, no error) and a string was trained with; the step path refused them with
     another message. Now one check (schedules.checked_rate) names the schedule, the
     value and the step on every path, before the bad rate updates anything."""
-    where = re.escape(f"schedule BadRate returned lr={value!r} at step 3: "
-                      "learning rates must be")
+    where = re.escape(f"schedule BadRate returned lr={value!r} at step 3: learning rates must be")
     if path == "estimator":
         pytest.importorskip("sklearn")
         X, y = _rate_data()
-        est = fastnn.MLPRegressor(hidden_layer_sizes=(8,), solver="sgd", batch_size=8,
-                                  max_iter=3, shuffle=False, random_state=0,
-                                  schedule=BadRate(value))
+        est = fastnn.MLPRegressor(
+            hidden_layer_sizes=(8,),
+            solver="sgd",
+            batch_size=8,
+            max_iter=3,
+            shuffle=False,
+            random_state=0,
+            schedule=BadRate(value),
+        )
         with pytest.raises(exc, match=where):
             est.fit(X, y.ravel())
         return
@@ -497,7 +617,7 @@ def test_bad_rates_from_a_schedule_are_refused_on_every_path(path, value, exc):
     opt = fastnn.SGD(0.01)
     if path not in ("compiled epoch", "fit"):
         for s in range(0, 24, 8):
-            good.train_step(X[s:s + 8], y[s:s + 8], opt)
+            good.train_step(X[s : s + 8], y[s : s + 8], opt)
     np.testing.assert_array_equal(net.params, good.params)
 
 
@@ -516,9 +636,13 @@ def test_bad_rate_of_a_per_epoch_schedule_names_the_epoch(path):
     else:
         net.train_epoch(X, y, opt, 8, **kwargs)
         opt.end_epoch()
-    with pytest.raises(ValueError, match=re.escape(
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
             "schedule BadRate returned lr=-0.5 at epoch 1: learning rates must be finite "
-            "numbers >= 0")):
+            "numbers >= 0"
+        ),
+    ):
         if path == "fit":
             fastnn.fit(net, X, y, optimizer=opt, epochs=1, batch_size=8)
         else:
@@ -539,6 +663,7 @@ def test_a_zero_rate_is_allowed_and_changes_nothing(path):
 
 # --- MLP.train_epoch on unprepared data (item 10) ----------------------------------------
 
+
 def _classification(net):
     rng = np.random.default_rng(1)
     X = rng.standard_normal((64, 4))
@@ -548,14 +673,16 @@ def _classification(net):
 # (model: "mse" or "ce", change to the prepared (X, y, batch_size), exception, the
 #  argument the message must name)
 TRAIN_EPOCH_CASES = {
-    "X float64 for a float32 model": ("mse", lambda X, y, b: (X.astype(F64), y, b),
-                                      TypeError, "X"),
+    "X float64 for a float32 model": ("mse", lambda X, y, b: (X.astype(F64), y, b), TypeError, "X"),
     "X int": ("mse", lambda X, y, b: (X.astype(int), y, b), TypeError, "X"),
     "X list": ("mse", lambda X, y, b: (X.tolist(), y, b), TypeError, "X"),
-    "X Fortran order": ("mse", lambda X, y, b: (np.asfortranarray(X), y, b),
-                        ValueError, "X"),
-    "X strided rows": ("mse", lambda X, y, b: (np.repeat(X, 2, axis=0)[::2], y, b),
-                       ValueError, "X"),
+    "X Fortran order": ("mse", lambda X, y, b: (np.asfortranarray(X), y, b), ValueError, "X"),
+    "X strided rows": (
+        "mse",
+        lambda X, y, b: (np.repeat(X, 2, axis=0)[::2], y, b),
+        ValueError,
+        "X",
+    ),
     "X 1-D": ("mse", lambda X, y, b: (X[:, 0].copy(), y, b), ValueError, "X"),
     "X wrong width": ("mse", lambda X, y, b: (X[:, :3].copy(), y, b), ValueError, "X"),
     "X empty": ("mse", lambda X, y, b: (X[:0], y[:0], b), ValueError, "X"),
@@ -565,13 +692,11 @@ TRAIN_EPOCH_CASES = {
     "y 1-D": ("mse", lambda X, y, b: (X, y[:, 0].copy(), b), ValueError, "y"),
     "y fewer rows": ("mse", lambda X, y, b: (X, y[:10], b), ValueError, "y"),
     "y more rows": ("mse", lambda X, y, b: (X[:10], y, b), ValueError, "y"),
-    "y Fortran (n, 2)": ("mse2", lambda X, y, b: (X, np.asfortranarray(y), b),
-                         ValueError, "y"),
+    "y Fortran (n, 2)": ("mse2", lambda X, y, b: (X, np.asfortranarray(y), b), ValueError, "y"),
     "labels int32": ("ce", lambda X, y, b: (X, y.astype(np.int32), b), TypeError, "y"),
     "labels float": ("ce", lambda X, y, b: (X, y.astype(np.float32), b), TypeError, "y"),
     "labels = k": ("ce", lambda X, y, b: (X, np.where(y == 0, 3, y), b), ValueError, "y"),
-    "labels 10**9": ("ce", lambda X, y, b: (X, np.where(y == 0, 10**9, y), b),
-                     ValueError, "y"),
+    "labels 10**9": ("ce", lambda X, y, b: (X, np.where(y == 0, 10**9, y), b), ValueError, "y"),
     "labels negative": ("ce", lambda X, y, b: (X, y - 1, b), ValueError, "y"),
     "batch_size=0": ("mse", lambda X, y, b: (X, y, 0), ValueError, "batch_size"),
     "batch_size=-1": ("mse", lambda X, y, b: (X, y, -1), ValueError, "batch_size"),
@@ -585,8 +710,7 @@ TRAIN_EPOCH_CASES = {
 
 def _model(kind, backend):
     if kind == "ce":
-        net = fastnn.MLP([4, 8, 3], "tanh", loss="cross_entropy", backend=backend,
-                         random_state=0)
+        net = fastnn.MLP([4, 8, 3], "tanh", loss="cross_entropy", backend=backend, random_state=0)
         return net, _classification(net)
     n_out = 2 if kind == "mse2" else 1
     net = fastnn.MLP([4, 8, n_out], "tanh", backend=backend, random_state=0)
@@ -643,7 +767,9 @@ def test_train_epoch_accepts_prepared_data(name, case, path):
 def test_kernel_api_safety_recorded(request):
     n = len(ALL_BACKENDS)
     record_module_once_passed(
-        request, "api.kernel_arrays", "public API",
+        request,
+        "api.kernel_arrays",
+        "public API",
         "every checked kernel method of every backend given np.matrix, masked, memmap "
         "and other ndarray-subclass arrays as each input and output (the issue's "
         "np.matrix out= cases included), and 0-d inputs and outputs to the elementwise "
@@ -651,20 +777,27 @@ def test_kernel_api_safety_recorded(request):
         n * (len(SUBCLASS_CASES) + len(ISSUE_CASES) + len(ZERO_D_CASES)),
         "outputs written in place and returned as given, inputs read as plain arrays, "
         "masked arrays and wrong shapes refused with an error naming the argument, 0-d "
-        "in gives 0-d out; no crash; the raw kernels are private (_raw)")
+        "in gives 0-d out; no crash; the raw kernels are private (_raw)",
+    )
     record_module_once_passed(
-        request, "api.learning_rates", "public API",
+        request,
+        "api.learning_rates",
+        "public API",
         "schedules yielding negative, NaN, infinite, string, None, bool and complex "
         "rates, on the compiled epoch, the step path, train_step, fit and the "
         "estimators; per-epoch schedules; a rate of 0",
         len(BAD_RATES) * len(RATE_PATHS) + len(EPOCH_RATE_PATHS) + len(ZERO_RATE_PATHS),
         "ValueError / TypeError naming the schedule and the step or epoch, the "
-        "parameters left as the last good step made them; a rate of 0 trains nothing")
+        "parameters left as the last good step made them; a rate of 0 trains nothing",
+    )
     record_module_once_passed(
-        request, "api.train_epoch_inputs", "public API",
+        request,
+        "api.train_epoch_inputs",
+        "public API",
         "MLP.train_epoch given data check_data did not prepare (other dtypes, "
         "non-contiguous, wrong shapes, out-of-range labels, mismatched rows, empty) and "
         "bad batch sizes (0, -1, 1.5, True), both paths, every backend",
         n * 2 * len(TRAIN_EPOCH_CASES),
         "ValueError / TypeError naming the argument and saying to call check_data, "
-        "before any kernel runs; the model untouched")
+        "before any kernel runs; the model untouched",
+    )

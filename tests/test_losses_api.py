@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn.losses import LOSSES, BinaryCrossEntropy, CrossEntropy, MSE, get_loss
+from fastnn.losses import LOSSES, MSE, BinaryCrossEntropy, CrossEntropy, get_loss
 
 K = fastnn.backend("numpy")
 
@@ -23,8 +23,9 @@ def test_registry_and_unknown_names():
 def test_fused_losses_make_the_output_layer_linear():
     net = fastnn.MLP([2, 3, 4], "tanh", loss="cross_entropy", backend="numpy")
     assert net.layers[-1].activation == "identity"
-    net = fastnn.MLP([2, 3, 1], "tanh", loss="binary_cross_entropy",
-                     output_activation="sigmoid", backend="numpy")
+    net = fastnn.MLP(
+        [2, 3, 1], "tanh", loss="binary_cross_entropy", output_activation="sigmoid", backend="numpy"
+    )
     assert net.layers[-1].activation == "identity"
     net = fastnn.MLP([2, 3, 1], loss="mse", output_activation="sigmoid", backend="numpy")
     assert net.layers[-1].activation == "sigmoid"
@@ -36,8 +37,7 @@ def test_extreme_logits_stay_finite_and_exact():
     z = np.array([[1000.0, 0.0, -1000.0], [0.0, 0.0, 0.0]])
     ce = CrossEntropy()
     # row 1: logsumexp = 1000 (+ e^-1000 ~ 0), label 2 -> 2000; row 2: log 3 - 0
-    assert ce.value(K, z, np.array([2, 0])) == pytest.approx((2000 + np.log(3)) / 2,
-                                                             rel=1e-15)
+    assert ce.value(K, z, np.array([2, 0])) == pytest.approx((2000 + np.log(3)) / 2, rel=1e-15)
     bce = BinaryCrossEntropy()
     zb = np.array([[800.0], [-800.0]])
     assert bce.value(K, zb, np.array([[0.0], [0.0]])) == pytest.approx(400.0, rel=1e-15)
@@ -92,7 +92,8 @@ def test_accuracy_counts():
 def test_model_loss_value_is_the_backend_loss():
     X = np.random.default_rng(0).standard_normal((10, 3))
     y = np.arange(10) % 4
-    net = fastnn.MLP([3, 5, 4], loss="cross_entropy", dtype="float64", backend="numpy",
-                     random_state=0)
+    net = fastnn.MLP(
+        [3, 5, 4], loss="cross_entropy", dtype="float64", backend="numpy", random_state=0
+    )
     z = net.decision_function(X)
     assert net.evaluate(X, y)["loss"] == pytest.approx(K.cross_entropy(z, y), rel=1e-15)

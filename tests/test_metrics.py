@@ -10,8 +10,9 @@ def test_matches_scikit_learn_on_ordinary_data():
     rs = np.random.RandomState(0)
     y, pred = rs.randn(40, 3), rs.randn(40, 3)
     r2, rmse = regression_scores(y, pred)
-    np.testing.assert_allclose(r2, sklearn_metrics.r2_score(y, pred, multioutput="raw_values"),
-                               rtol=1e-13)
+    np.testing.assert_allclose(
+        r2, sklearn_metrics.r2_score(y, pred, multioutput="raw_values"), rtol=1e-13
+    )
     np.testing.assert_allclose(rmse, np.sqrt(((y - pred) ** 2).mean(axis=0)), rtol=1e-14)
 
 

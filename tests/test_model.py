@@ -19,6 +19,7 @@ def _address(a):
 
 # --- layout -------------------------------------------------------------------------------
 
+
 def test_parameters_live_in_one_buffer_weights_first():
     net = MLP([3, 5, 4, 2], batch_norm=[False, True], backend="numpy", random_state=0)
     sizes = [3 * 5, 5 * 4, 4 * 2]
@@ -30,7 +31,7 @@ def test_parameters_live_in_one_buffer_weights_first():
         assert np.shares_memory(layer.W, net.params)
         assert _address(layer.W) == _address(net.params[offset:])
         offset += size
-    tail = net.params[net.n_weights:]
+    tail = net.params[net.n_weights :]
     for arr in (net.layers[0].b, net.layers[1].gamma, net.layers[1].beta, net.layers[2].b):
         assert np.shares_memory(arr, tail)
     assert net.layers[1].b is None
@@ -47,8 +48,7 @@ def test_writing_a_layer_view_changes_the_flat_buffer():
 
 
 def test_repr_and_config_round_trip():
-    net = MLP([4, 8, 3], "tanh", loss="cross_entropy", dropout=0.2, backend="numpy",
-              random_state=0)
+    net = MLP([4, 8, 3], "tanh", loss="cross_entropy", dropout=0.2, backend="numpy", random_state=0)
     assert "MLP([4, 8, 3]" in repr(net) and "cross_entropy" in repr(net)
     clone = MLP.from_config(net.get_config(), backend="numpy")
     assert clone.get_config() == net.get_config()
@@ -59,6 +59,7 @@ def test_repr_and_config_round_trip():
 
 
 # --- forward ---------------------------------------------------------------------------------
+
 
 def _np_act(name, z, alpha):
     if name == "identity":
@@ -87,8 +88,15 @@ ACTS = ["identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "sof
 @pytest.mark.parametrize("act", ACTS)
 def test_forward_matches_numpy(act):
     X = _data()
-    net = MLP([3, 6, 2], act, loss="mse", output_activation="tanh", dtype="float64",
-              backend="numpy", random_state=1)
+    net = MLP(
+        [3, 6, 2],
+        act,
+        loss="mse",
+        output_activation="tanh",
+        dtype="float64",
+        backend="numpy",
+        random_state=1,
+    )
     for layer in net.layers:  # nonzero biases so that they are exercised
         layer.b[...] = np.linspace(-0.3, 0.3, layer.n_out)
     h = _np_act(act, X @ net.weights[0] + net.biases[0], net.layers[0].alpha)
@@ -99,14 +107,14 @@ def test_forward_matches_numpy(act):
 
 def test_classification_outputs():
     X = _data(10)
-    net = MLP([3, 5, 4], loss="cross_entropy", dtype="float64", backend="numpy",
-              random_state=0)
+    net = MLP([3, 5, 4], loss="cross_entropy", dtype="float64", backend="numpy", random_state=0)
     logits = net.decision_function(X)
     p = net.predict_proba(X)
     np.testing.assert_allclose(p.sum(1), 1, rtol=1e-14)
     np.testing.assert_array_equal(net.predict(X), logits.argmax(1))
-    bce = MLP([3, 5, 2], loss="binary_cross_entropy", dtype="float64", backend="numpy",
-              random_state=0)
+    bce = MLP(
+        [3, 5, 2], loss="binary_cross_entropy", dtype="float64", backend="numpy", random_state=0
+    )
     z = bce.decision_function(X)
     np.testing.assert_allclose(bce.predict_proba(X), 1 / (1 + np.exp(-z)), rtol=1e-14)
     np.testing.assert_array_equal(bce.predict(X), (z > 0).astype(int))
@@ -121,11 +129,13 @@ def test_inference_is_chunked_without_changing_results():
     rows = net._inference_rows(len(X))
     assert rows < len(X)  # the widest layer forces several chunks
     h = np.maximum(X @ net.weights[0] + net.biases[0], 0)
-    np.testing.assert_allclose(net.predict(X), h @ net.weights[1] + net.biases[1],
-                               rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(
+        net.predict(X), h @ net.weights[1] + net.biases[1], rtol=1e-11, atol=1e-12
+    )
 
 
 # --- backward: finite differences -------------------------------------------------------------
+
 
 def _grad_check(net, X, y, fix_dropout=False, n_check=40):
     def loss_at():
@@ -153,43 +163,68 @@ def _grad_check(net, X, y, fix_dropout=False, n_check=40):
         assert numeric == pytest.approx(analytic[i], rel=1e-5, abs=1e-6), i
 
 
-@pytest.mark.parametrize("act", ["identity", "sigmoid", "tanh", "relu", "leaky_relu",
-                                 "elu", "softmax"])
+@pytest.mark.parametrize(
+    "act", ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softmax"]
+)
 def test_gradients_match_finite_differences_for_every_activation(act):
     X = _data(16)
     y = np.random.default_rng(1).standard_normal((16, 2))
-    net = MLP([3, 5, 4, 2], act, loss="mse", output_activation="sigmoid",
-              dtype="float64", backend="numpy", random_state=2)
+    net = MLP(
+        [3, 5, 4, 2],
+        act,
+        loss="mse",
+        output_activation="sigmoid",
+        dtype="float64",
+        backend="numpy",
+        random_state=2,
+    )
     _grad_check(net, X, y)
 
 
-@pytest.mark.parametrize("loss, y, n_out", [
-    ("cross_entropy", np.arange(16) % 3, 3),
-    ("cross_entropy", np.eye(3)[np.arange(16) % 3], 3),
-    ("binary_cross_entropy", (np.arange(16) % 2).astype(float), 1),
-    ("binary_cross_entropy", (np.arange(48).reshape(16, 3) % 2).astype(float), 3),
-    ("mse", np.linspace(-1, 1, 48).reshape(16, 3), 3),
-])
+@pytest.mark.parametrize(
+    "loss, y, n_out",
+    [
+        ("cross_entropy", np.arange(16) % 3, 3),
+        ("cross_entropy", np.eye(3)[np.arange(16) % 3], 3),
+        ("binary_cross_entropy", (np.arange(16) % 2).astype(float), 1),
+        ("binary_cross_entropy", (np.arange(48).reshape(16, 3) % 2).astype(float), 3),
+        ("mse", np.linspace(-1, 1, 48).reshape(16, 3), 3),
+    ],
+)
 def test_gradients_match_finite_differences_for_every_loss(loss, y, n_out):
     X = _data(16)
-    net = MLP([3, 6, n_out], "tanh", loss=loss, dtype="float64", backend="numpy",
-              random_state=3)
+    net = MLP([3, 6, n_out], "tanh", loss=loss, dtype="float64", backend="numpy", random_state=3)
     _grad_check(net, X, y)
 
 
 def test_gradients_with_batch_norm_and_dropout():
     X = _data(20)
     y = np.arange(20) % 3
-    net = MLP([3, 8, 6, 3], "relu", loss="cross_entropy", batch_norm=True,
-              dropout=[0.3, 0.0], dtype="float64", backend="numpy", random_state=4)
+    net = MLP(
+        [3, 8, 6, 3],
+        "relu",
+        loss="cross_entropy",
+        batch_norm=True,
+        dropout=[0.3, 0.0],
+        dtype="float64",
+        backend="numpy",
+        random_state=4,
+    )
     _grad_check(net, X, y, fix_dropout=True, n_check=60)
 
 
 def test_gradient_through_a_frozen_batch_norm_layer():
     X = _data(20)
     y = np.arange(20) % 2
-    net = MLP([3, 6, 5, 2], "tanh", loss="cross_entropy", batch_norm=[False, True],
-              dtype="float64", backend="numpy", random_state=5)
+    net = MLP(
+        [3, 6, 5, 2],
+        "tanh",
+        loss="cross_entropy",
+        batch_norm=[False, True],
+        dtype="float64",
+        backend="numpy",
+        random_state=5,
+    )
     layer = net.layers[1]
     layer.running_mean[...] = 0.1
     layer.running_var[...] = 2.0
@@ -202,8 +237,7 @@ def test_gradient_through_a_frozen_batch_norm_layer():
 
 def test_frozen_bottom_layers_get_no_gradient_computation():
     X, y = _data(8), np.arange(8) % 2
-    net = MLP([3, 4, 4, 2], loss="cross_entropy", dtype="float64", backend="numpy",
-              random_state=0)
+    net = MLP([3, 4, 4, 2], loss="cross_entropy", dtype="float64", backend="numpy", random_state=0)
     net.freeze([0])
     net.grads[...] = 7.0
     net.loss_and_gradient(X, y)
@@ -213,10 +247,12 @@ def test_frozen_bottom_layers_get_no_gradient_computation():
 
 # --- dropout and batch normalisation -----------------------------------------------------------
 
+
 def test_dropout_is_inverted_in_training_and_off_at_inference():
     X = np.ones((2000, 1))
-    net = MLP([1, 50, 1], "identity", dropout=0.25, dtype="float64", backend="numpy",
-              random_state=0)
+    net = MLP(
+        [1, 50, 1], "identity", dropout=0.25, dtype="float64", backend="numpy", random_state=0
+    )
     net.layers[0].W[...] = 1.0
     net.layers[1].W[...] = 1.0 / 50
     assert np.all(net.predict(X) == pytest.approx(1.0))
@@ -239,8 +275,9 @@ def test_dropout_masks_drop_the_requested_fraction():
 
 def test_batch_norm_training_normalises_and_updates_running_statistics():
     X = _data(256, 3) * 5 + 3
-    net = MLP([3, 4, 1], "identity", batch_norm=True, dtype="float64", backend="numpy",
-              random_state=0)
+    net = MLP(
+        [3, 4, 1], "identity", batch_norm=True, dtype="float64", backend="numpy", random_state=0
+    )
     net.forward(X, training=True)
     ws = net._train_spaces[256]
     zn = ws.zn[0]
@@ -268,12 +305,18 @@ def test_batch_norm_needs_two_samples_and_merges_a_final_single_sample():
 
 # --- dtype and input rules ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_model_dtype_is_kept_and_inputs_are_converted(dtype):
     net = MLP([3, 4, 2], dtype=dtype, backend="numpy", random_state=0)
     assert net.params.dtype == dtype
-    for X in (_data(5), _data(5).astype(np.float32), np.arange(15).reshape(5, 3),
-              np.ones((5, 3), bool), _data(5).tolist()):
+    for X in (
+        _data(5),
+        _data(5).astype(np.float32),
+        np.arange(15).reshape(5, 3),
+        np.ones((5, 3), bool),
+        _data(5).tolist(),
+    ):
         out = net.predict(X)
         assert out.dtype == dtype and out.shape == (5, 2)
     # a float64 input is rounded once to float32: same result as converting it yourself
@@ -281,17 +324,20 @@ def test_model_dtype_is_kept_and_inputs_are_converted(dtype):
     np.testing.assert_array_equal(net.predict(X), net.predict(X.astype(dtype)))
 
 
-@pytest.mark.parametrize("X, exc, match", [
-    (np.ones((4, 3), complex), TypeError, "X must hold real numbers"),
-    (np.array([["a", "b", "c"]]), TypeError, "X must hold real numbers"),
-    (np.array([[1, None, 2]], dtype=object), TypeError, "X must hold real numbers"),
-    (np.ones(3), ValueError, "X must be 2-D"),
-    (np.ones((0, 3)), ValueError, "X is empty"),
-    (np.ones((4, 2)), ValueError, "X has 2 features, but this model expects 3"),
-    (np.array([[1.0, np.nan, 2.0]]), ValueError, "X contains NaN or infinity"),
-    (np.array([[1.0, np.inf, 2.0]]), ValueError, "X contains NaN or infinity"),
-    (np.array([[1e300, 0.0, 0.0]]), ValueError, r"after conversion to float32"),
-])
+@pytest.mark.parametrize(
+    "X, exc, match",
+    [
+        (np.ones((4, 3), complex), TypeError, "X must hold real numbers"),
+        (np.array([["a", "b", "c"]]), TypeError, "X must hold real numbers"),
+        (np.array([[1, None, 2]], dtype=object), TypeError, "X must hold real numbers"),
+        (np.ones(3), ValueError, "X must be 2-D"),
+        (np.ones((0, 3)), ValueError, "X is empty"),
+        (np.ones((4, 2)), ValueError, "X has 2 features, but this model expects 3"),
+        (np.array([[1.0, np.nan, 2.0]]), ValueError, "X contains NaN or infinity"),
+        (np.array([[1.0, np.inf, 2.0]]), ValueError, "X contains NaN or infinity"),
+        (np.array([[1e300, 0.0, 0.0]]), ValueError, r"after conversion to float32"),
+    ],
+)
 def test_bad_X_is_rejected_with_a_clear_message(X, exc, match):
     net = MLP([3, 4, 1], backend="numpy", random_state=0)
     with pytest.raises(exc, match=match):
@@ -305,17 +351,20 @@ def test_sparse_input_is_refused_with_a_hint():
         net.predict(sparse.csr_matrix(np.ones((2, 3))))
 
 
-@pytest.mark.parametrize("y, loss, exc, match", [
-    (np.ones(5), "mse", ValueError, "different numbers of samples"),
-    (np.array([0, 1, np.nan, 1]), "mse", ValueError, "y contains NaN"),
-    (np.array([0, 1, 3, 1]), "cross_entropy", ValueError, r"class indices in \[0, 3\)"),
-    (np.array([0, 1, -1, 1]), "cross_entropy", ValueError, "class indices"),
-    (np.array([0.5, 1, 2, 1]), "cross_entropy", ValueError, "whole numbers"),
-    (np.array([0, 1, 2, 1]) > 0, "cross_entropy", TypeError, "booleans"),
-    (np.array([0, 1, 2, 1]), "binary_cross_entropy", ValueError, r"in \[0, 1\]"),
-    (np.array(["a", "b", "a", "b"]), "mse", TypeError, "real numbers"),
-    (np.ones((4, 2)), "mse", ValueError, "must have shape"),
-])
+@pytest.mark.parametrize(
+    "y, loss, exc, match",
+    [
+        (np.ones(5), "mse", ValueError, "different numbers of samples"),
+        (np.array([0, 1, np.nan, 1]), "mse", ValueError, "y contains NaN"),
+        (np.array([0, 1, 3, 1]), "cross_entropy", ValueError, r"class indices in \[0, 3\)"),
+        (np.array([0, 1, -1, 1]), "cross_entropy", ValueError, "class indices"),
+        (np.array([0.5, 1, 2, 1]), "cross_entropy", ValueError, "whole numbers"),
+        (np.array([0, 1, 2, 1]) > 0, "cross_entropy", TypeError, "booleans"),
+        (np.array([0, 1, 2, 1]), "binary_cross_entropy", ValueError, r"in \[0, 1\]"),
+        (np.array(["a", "b", "a", "b"]), "mse", TypeError, "real numbers"),
+        (np.ones((4, 2)), "mse", ValueError, "must have shape"),
+    ],
+)
 def test_bad_y_is_rejected_with_a_clear_message(y, loss, exc, match):
     n_out = 3 if loss == "cross_entropy" else 1
     net = MLP([2, 4, n_out], loss=loss, backend="numpy", random_state=0)
@@ -323,28 +372,34 @@ def test_bad_y_is_rejected_with_a_clear_message(y, loss, exc, match):
         net.fit(np.ones((4, 2)), y, epochs=1)
 
 
-@pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(layer_sizes=[3]), ValueError, "at least 2 entries"),
-    (dict(layer_sizes=[3, 0, 1]), ValueError, r"layer_sizes\[1\] must be >= 1"),
-    (dict(layer_sizes=[3, 2.5, 1]), TypeError, r"layer_sizes\[1\] must be an integer"),
-    (dict(layer_sizes="abc"), TypeError, "layer_sizes must be a sequence"),
-    (dict(activation="swish"), ValueError, "activation must be one of"),
-    (dict(activation=["relu", "tanh"]), ValueError, "one per hidden layer"),
-    (dict(loss="hinge"), ValueError, "loss must be one of"),
-    (dict(loss="cross_entropy", output_activation="tanh"), ValueError,
-     "output_activation must be None or 'softmax'"),
-    (dict(output_activation="gelu"), ValueError, "output_activation must be one of"),
-    (dict(dropout=1.0), ValueError, r"dropout must be in \[0, 1\)"),
-    (dict(dropout=-0.1), ValueError, "dropout"),
-    (dict(batch_norm="yes"), TypeError, "batch_norm"),
-    (dict(init="lecun"), ValueError, "init must be one of"),
-    (dict(dtype="float16"), ValueError, "dtype must be float32 or float64"),
-    (dict(dtype="int"), ValueError, "dtype must be float32 or float64"),
-    (dict(backend="torch"), ValueError, "backend must be one of"),
-    (dict(random_state=-1), ValueError, "random_state"),
-    (dict(random_state="seed"), TypeError, "random_state"),
-    (dict(bn_eps=0.0), ValueError, "bn_eps"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(layer_sizes=[3]), ValueError, "at least 2 entries"),
+        (dict(layer_sizes=[3, 0, 1]), ValueError, r"layer_sizes\[1\] must be >= 1"),
+        (dict(layer_sizes=[3, 2.5, 1]), TypeError, r"layer_sizes\[1\] must be an integer"),
+        (dict(layer_sizes="abc"), TypeError, "layer_sizes must be a sequence"),
+        (dict(activation="swish"), ValueError, "activation must be one of"),
+        (dict(activation=["relu", "tanh"]), ValueError, "one per hidden layer"),
+        (dict(loss="hinge"), ValueError, "loss must be one of"),
+        (
+            dict(loss="cross_entropy", output_activation="tanh"),
+            ValueError,
+            "output_activation must be None or 'softmax'",
+        ),
+        (dict(output_activation="gelu"), ValueError, "output_activation must be one of"),
+        (dict(dropout=1.0), ValueError, r"dropout must be in \[0, 1\)"),
+        (dict(dropout=-0.1), ValueError, "dropout"),
+        (dict(batch_norm="yes"), TypeError, "batch_norm"),
+        (dict(init="lecun"), ValueError, "init must be one of"),
+        (dict(dtype="float16"), ValueError, "dtype must be float32 or float64"),
+        (dict(dtype="int"), ValueError, "dtype must be float32 or float64"),
+        (dict(backend="torch"), ValueError, "backend must be one of"),
+        (dict(random_state=-1), ValueError, "random_state"),
+        (dict(random_state="seed"), TypeError, "random_state"),
+        (dict(bn_eps=0.0), ValueError, "bn_eps"),
+    ],
+)
 def test_bad_constructor_arguments_name_themselves(kwargs, exc, match):
     args = dict(layer_sizes=[3, 4, 2], backend="numpy")
     args.update(kwargs)
@@ -359,6 +414,7 @@ def test_cross_entropy_needs_two_outputs():
 
 # --- workspaces --------------------------------------------------------------------------------
 
+
 def test_training_reuses_its_workspaces(monkeypatch):
     monkeypatch.setattr("fastnn._fused.supports", lambda model, optimizer: False)
     X, y = _data(100), np.arange(100) % 2
@@ -369,12 +425,14 @@ def test_training_reuses_its_workspaces(monkeypatch):
     ids = {m: [id(a) for a in ws.z + ws.g] + [id(ws.xb)] for m, ws in spaces.items()}
     params_id = id(net.params)
     net.fit(X, y, epochs=3, batch_size=32)
-    assert {m: [id(a) for a in ws.z + ws.g] + [id(ws.xb)]
-            for m, ws in net._train_spaces.items()} == ids
+    assert {
+        m: [id(a) for a in ws.z + ws.g] + [id(ws.xb)] for m, ws in net._train_spaces.items()
+    } == ids
     assert id(net.params) == params_id
 
 
 # --- backends -------------------------------------------------------------------------------
+
 
 def test_default_backend_and_switching():
     net = MLP([2, 3, 1], random_state=0)
@@ -385,21 +443,21 @@ def test_default_backend_and_switching():
 
 # --- freezing and transfer learning ------------------------------------------------------------
 
+
 def test_frozen_layers_are_not_updated():
     X, y = _data(64), np.arange(64) % 3
     net = MLP([3, 8, 8, 3], loss="cross_entropy", backend="numpy", random_state=0)
     before = net.params.copy()
     net.freeze([0, 1])
     assert [layer.frozen for layer in net.layers] == [True, True, False]
-    net.fit(X, y, optimizer=fastnn.Adam(0.01, weight_decay=0.1, decay_biases=True),
-            epochs=3)
+    net.fit(X, y, optimizer=fastnn.Adam(0.01, weight_decay=0.1, decay_biases=True), epochs=3)
     changed = net.params != before
     w_out = net.n_weights - net.layers[2].W.size
-    assert not changed[:w_out].any()           # weights of layers 0 and 1
-    assert changed[w_out:net.n_weights].all()  # output weights
+    assert not changed[:w_out].any()  # weights of layers 0 and 1
+    assert changed[w_out : net.n_weights].all()  # output weights
     b = net.n_weights
-    assert not changed[b:b + 16].any()          # biases of layers 0 and 1
-    assert changed[b + 16:].all()               # output bias
+    assert not changed[b : b + 16].any()  # biases of layers 0 and 1
+    assert changed[b + 16 :].all()  # output bias
     net.unfreeze()
     assert not any(layer.frozen for layer in net.layers)
 
@@ -419,8 +477,13 @@ def test_freeze_arguments():
 
 def test_replace_output_keeps_hidden_layers_and_drops_the_optimizer():
     X = _data(60)
-    net = MLP([3, 6, 5, 3], loss="cross_entropy", batch_norm=[True, False],
-              backend="numpy", random_state=0)
+    net = MLP(
+        [3, 6, 5, 3],
+        loss="cross_entropy",
+        batch_norm=[True, False],
+        backend="numpy",
+        random_state=0,
+    )
     net.fit(X, np.arange(60) % 3, epochs=2)
     hidden = [layer.W.copy() for layer in net.layers[:-1]]
     stats = net.layers[0].running_mean.copy()
@@ -438,10 +501,17 @@ def test_replace_output_keeps_hidden_layers_and_drops_the_optimizer():
 @pytest.mark.parametrize("backend", ["numba", "cython"])
 def test_a_training_epoch_allocates_no_workspace_sized_arrays(backend):
     import tracemalloc
+
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((2048, 64)), rng.integers(0, 10, 2048)
-    net = MLP([64, 256, 256, 10], loss="cross_entropy", batch_norm=True, dropout=0.1,
-              backend=backend, random_state=0)
+    net = MLP(
+        [64, 256, 256, 10],
+        loss="cross_entropy",
+        batch_norm=True,
+        dropout=0.1,
+        backend=backend,
+        random_state=0,
+    )
     net.fit(X, y, epochs=1, batch_size=128)  # warm-up: workspaces, optimizer state
     Xc, yc = net.check_data(X, y)
     one_activation = 128 * 256 * net.dtype.itemsize
@@ -466,10 +536,14 @@ from hypothesis.extra import numpy as hnp  # noqa: E402
 _FUZZ_NET = MLP([3, 4, 2], loss="cross_entropy", backend="numpy", random_state=0)
 
 
-@given(hnp.arrays(
-    dtype=st.sampled_from(["float16", "float32", "float64", "int8", "int64", "uint16",
-                           "bool", "complex64", "U3"]),
-    shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5)))
+@given(
+    hnp.arrays(
+        dtype=st.sampled_from(
+            ["float16", "float32", "float64", "int8", "int64", "uint16", "bool", "complex64", "U3"]
+        ),
+        shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5),
+    )
+)
 def test_any_input_predicts_correctly_or_raises_a_clear_error(X):
     try:
         out = _FUZZ_NET.predict_proba(X)
@@ -484,15 +558,16 @@ def test_any_input_predicts_correctly_or_raises_a_clear_error(X):
 
 # --- pickling --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_pickled_model_keeps_its_layout_and_trains_like_the_original(backend):
     import copy
     import pickle
+
     rng = np.random.default_rng(0)
     X = rng.standard_normal((64, 3)).astype(np.float32)
     y = (X[:, 0] > 0).astype(np.int64)
-    net = MLP([3, 8, 2], loss="cross_entropy", batch_norm=True, backend=backend,
-              random_state=0)
+    net = MLP([3, 8, 2], loss="cross_entropy", batch_norm=True, backend=backend, random_state=0)
     net.fit(X, y, epochs=2, batch_size=16, optimizer=fastnn.Adam(0.01))
     for twin in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
         # The layers are views of the rebuilt flat buffers again.

@@ -19,19 +19,16 @@ skl2onnx = pytest.importorskip("skl2onnx")
 import fastnn  # noqa: E402
 from fastnn.onnx_export import DEFAULT_OPSET, to_onnx  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore::sklearn.exceptions.ConvergenceWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
-ACTIVATIONS = ["identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu",
-               "softmax"]
+ACTIVATIONS = ["identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softmax"]
 TOL = {"float32": dict(rtol=1e-5, atol=1e-5), "float64": dict(rtol=1e-12, atol=1e-12)}
 
 
 def _run(proto, X):
     """Check the model, run it in onnxruntime; {output name: array}."""
     onnx.checker.check_model(proto, full_check=True)
-    sess = ort.InferenceSession(proto.SerializeToString(),
-                                providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     return dict(zip(names, sess.run(None, {sess.get_inputs()[0].name: X})))
 
@@ -69,10 +66,15 @@ def _check_mlp(model, X):
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_mlp_every_activation_and_loss(activation, loss, dtype):
     rng = np.random.default_rng(0)
-    model = fastnn.MLP([5, 8, 7, 3], activation, loss=loss, dtype=dtype,
-                       activation_alpha=(0.2 if activation in ("leaky_relu", "elu")
-                                         else None),
-                       backend="numpy", random_state=1)
+    model = fastnn.MLP(
+        [5, 8, 7, 3],
+        activation,
+        loss=loss,
+        dtype=dtype,
+        activation_alpha=(0.2 if activation in ("leaky_relu", "elu") else None),
+        backend="numpy",
+        random_state=1,
+    )
     X = rng.normal(size=(40, 5)) * 2
     _check_mlp(model, X)
 
@@ -81,8 +83,14 @@ def test_mlp_every_activation_and_loss(activation, loss, dtype):
 @pytest.mark.parametrize("activation", ["elu", "step", "sigmoid", "relu"])
 def test_mse_output_activations(activation, dtype):
     rng = np.random.default_rng(1)
-    model = fastnn.MLP([4, 6, 2], "tanh", output_activation=activation, dtype=dtype,
-                       backend="numpy", random_state=2)
+    model = fastnn.MLP(
+        [4, 6, 2],
+        "tanh",
+        output_activation=activation,
+        dtype=dtype,
+        backend="numpy",
+        random_state=2,
+    )
     _check_mlp(model, rng.normal(size=(30, 4)))
 
 
@@ -91,13 +99,22 @@ def test_mse_output_activations(activation, dtype):
 def test_batch_norm_dropout_and_trained_multilayer(loss, dtype):
     rng = np.random.default_rng(2)
     X = rng.normal(size=(120, 6))
-    y = {"mse": X[:, :2] @ rng.normal(size=(2, 2)),
-         "binary_cross_entropy": (X[:, :2] > 0).astype(float),
-         "cross_entropy": (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)}[loss]
+    y = {
+        "mse": X[:, :2] @ rng.normal(size=(2, 2)),
+        "binary_cross_entropy": (X[:, :2] > 0).astype(float),
+        "cross_entropy": (X[:, 0] > 0).astype(int) + (X[:, 1] > 0),
+    }[loss]
     n_out = 3 if loss == "cross_entropy" else 2
-    model = fastnn.MLP([6, 16, 12, 8, n_out], ["relu", "elu", "tanh"], loss=loss,
-                       batch_norm=[True, False, True], dropout=[0.2, 0.0, 0.1],
-                       dtype=dtype, backend="numpy", random_state=3)
+    model = fastnn.MLP(
+        [6, 16, 12, 8, n_out],
+        ["relu", "elu", "tanh"],
+        loss=loss,
+        batch_norm=[True, False, True],
+        dropout=[0.2, 0.0, 0.1],
+        dtype=dtype,
+        backend="numpy",
+        random_state=3,
+    )
     model.fit(X, y, epochs=3, batch_size=16, verbose=0)
     _randomise_batch_norm(model, rng)
     _check_mlp(model, X)
@@ -136,13 +153,15 @@ def test_graph_shape_names_opset_and_dynamic_batch():
 
 def test_other_input_dtypes_are_refused_by_onnxruntime():
     model = fastnn.MLP([3, 2], backend="numpy", random_state=0)
-    sess = ort.InferenceSession(to_onnx(model).SerializeToString(),
-                                providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        to_onnx(model).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     with pytest.raises(Exception, match="(?i)type"):
         sess.run(None, {"X": np.ones((2, 3), np.float64)})
 
 
 # --- estimators ------------------------------------------------------------------------------
+
 
 def _data(n=80, d=5, seed=0):
     rng = np.random.default_rng(seed)
@@ -153,8 +172,9 @@ def _check_classifier(clf, X):
     X = X.astype(clf._model.dtype)
     out = _run(to_onnx(clf), X)
     assert list(out) == ["label", "probabilities"]
-    np.testing.assert_allclose(out["probabilities"], clf.predict_proba(X),
-                               **TOL[clf._model.dtype.name])
+    np.testing.assert_allclose(
+        out["probabilities"], clf.predict_proba(X), **TOL[clf._model.dtype.name]
+    )
     np.testing.assert_array_equal(out["label"], clf.predict(X))
     return out
 
@@ -182,8 +202,14 @@ def test_classifier_of_a_single_class():
 def test_classifier_multiclass_string_labels(dtype):
     X, rng = _data()
     y = np.array(["cat", "dog", "emu"])[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)]
-    clf = fastnn.MLPClassifier((10, 6), activation="tanh", max_iter=30, dtype=dtype,
-                               batch_norm=[True, False], random_state=0).fit(X, y)
+    clf = fastnn.MLPClassifier(
+        (10, 6),
+        activation="tanh",
+        max_iter=30,
+        dtype=dtype,
+        batch_norm=[True, False],
+        random_state=0,
+    ).fit(X, y)
     _randomise_batch_norm(clf._model, rng)
     out = _check_classifier(clf, X)
     assert out["label"].dtype == object and set(out["label"]) <= {"cat", "dog", "emu"}
@@ -202,8 +228,9 @@ def test_classifier_bool_and_whole_float_labels():
 def test_classifier_multilabel(dtype):
     X, _ = _data()
     Y = np.stack([X[:, 0] > 0, X[:, 1] > 0, X[:, 0] + X[:, 2] > 0], axis=1).astype(int)
-    clf = fastnn.MLPClassifier((8,), activation="logistic", max_iter=20, dtype=dtype,
-                               random_state=0).fit(X, Y)
+    clf = fastnn.MLPClassifier(
+        (8,), activation="logistic", max_iter=20, dtype=dtype, random_state=0
+    ).fit(X, Y)
     out = _check_classifier(clf, X)
     assert out["label"].shape == (80, 3) and out["label"].dtype == np.int64
 
@@ -213,26 +240,27 @@ def test_classifier_multilabel(dtype):
 def test_regressor(n_outputs, dtype):
     X, rng = _data()
     y = X @ rng.normal(size=(5, n_outputs))
-    reg = fastnn.MLPRegressor(hidden_layer_sizes=(8, 8), activation="elu", max_iter=20,
-                              dtype=dtype, random_state=0)
+    reg = fastnn.MLPRegressor(
+        hidden_layer_sizes=(8, 8), activation="elu", max_iter=20, dtype=dtype, random_state=0
+    )
     reg.fit(X, y[:, 0] if n_outputs == 1 else y)
     Xd = X.astype(reg._model.dtype)
     out = _run(to_onnx(reg), Xd)
     assert list(out) == ["variable"] and out["variable"].shape == (80, n_outputs)
-    np.testing.assert_allclose(out["variable"], reg.predict(Xd).reshape(80, -1),
-                               **TOL[dtype])
+    np.testing.assert_allclose(out["variable"], reg.predict(Xd).reshape(80, -1), **TOL[dtype])
 
 
 # --- skl2onnx --------------------------------------------------------------------------------
 
+
 def test_pipeline_scaler_classifier_through_skl2onnx():
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
     X, _ = _data(d=4)
     X = (X * [1, 10, 100, 0.1] + 5).astype(np.float32)
     y = np.array(["no", "yes", "maybe"])[(X[:, 0] > 5).astype(int) + (X[:, 1] > 8)]
-    pipe = make_pipeline(StandardScaler(),
-                         fastnn.MLPClassifier((12,), max_iter=30, random_state=0))
+    pipe = make_pipeline(StandardScaler(), fastnn.MLPClassifier((12,), max_iter=30, random_state=0))
     pipe.fit(X, y)
     clf = pipe[-1]
     # ZipMap off: skl2onnx's "label" / "probabilities" tensors
@@ -241,8 +269,7 @@ def test_pipeline_scaler_classifier_through_skl2onnx():
     assert list(out) == ["label", "probabilities"]
     np.testing.assert_array_equal(out["label"], pipe.predict(X))
     # skl2onnx scales in float32 where scikit-learn scales in float64
-    np.testing.assert_allclose(out["probabilities"], pipe.predict_proba(X),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["probabilities"], pipe.predict_proba(X), rtol=1e-4, atol=1e-5)
     # default: a ZipMap, as for scikit-learn's classifiers
     out = _run(skl2onnx.to_onnx(pipe, X[:1]), X)
     np.testing.assert_array_equal(out["output_label"], pipe.predict(X))
@@ -253,14 +280,29 @@ def test_pipeline_column_transformer_regressor_float64_through_skl2onnx():
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
     X, rng = _data(d=4)
     y = X @ rng.normal(size=(4, 2))
-    pipe = Pipeline([
-        ("cols", ColumnTransformer([("std", StandardScaler(), [0, 1]),
-                                    ("mm", MinMaxScaler(), [2, 3])])),
-        ("mlp", fastnn.MLPRegressor(hidden_layer_sizes=(8,), max_iter=20, batch_norm=True,
-                                    dtype="float64", random_state=0)),
-    ]).fit(X, y)
+    pipe = Pipeline(
+        [
+            (
+                "cols",
+                ColumnTransformer(
+                    [("std", StandardScaler(), [0, 1]), ("mm", MinMaxScaler(), [2, 3])]
+                ),
+            ),
+            (
+                "mlp",
+                fastnn.MLPRegressor(
+                    hidden_layer_sizes=(8,),
+                    max_iter=20,
+                    batch_norm=True,
+                    dtype="float64",
+                    random_state=0,
+                ),
+            ),
+        ]
+    ).fit(X, y)
     _randomise_batch_norm(pipe[-1]._model, rng)
     proto = skl2onnx.to_onnx(pipe, X[:1])  # double input: double all the way
     out = _run(proto, X)
@@ -278,56 +320,73 @@ def test_estimator_alone_and_multilabel_through_skl2onnx():
     X32 = X.astype(np.float32)
     out = _run(skl2onnx.to_onnx(clf, X32[:1], options={"zipmap": False}), X32)
     np.testing.assert_array_equal(out["label"], clf.predict(X32))
-    np.testing.assert_allclose(out["probabilities"], clf.predict_proba(X32),
-                               **TOL["float32"])
+    np.testing.assert_allclose(out["probabilities"], clf.predict_proba(X32), **TOL["float32"])
 
 
 def test_importing_fastnn_does_not_import_onnx():
     import subprocess
     import sys
-    code = ("import sys, fastnn; assert 'onnx' not in sys.modules, 'onnx'; "
-            "assert 'skl2onnx' not in sys.modules; "
-            "f = fastnn.to_onnx; assert 'onnx' in sys.modules; "
-            "import fastnn.onnx_export as e; assert f is e.to_onnx")
+
+    code = (
+        "import sys, fastnn; assert 'onnx' not in sys.modules, 'onnx'; "
+        "assert 'skl2onnx' not in sys.modules; "
+        "f = fastnn.to_onnx; assert 'onnx' in sys.modules; "
+        "import fastnn.onnx_export as e; assert f is e.to_onnx"
+    )
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
 # --- the tabular model of the command line ---------------------------------------------------
 
+
 @pytest.mark.parametrize("task", ["classify", "regress"])
 def test_tabular_model(task):
     from fastnn.cli import TabularModel
+
     X, rng = _data(d=3)
     X = X * [1, 100, 0.01] + [0, 1000, -5]
     classify = task == "classify"
-    model = fastnn.MLP([3, 8, 3 if classify else 1], "relu",
-                       loss="cross_entropy" if classify else "mse", backend="numpy",
-                       random_state=0)
-    tab = TabularModel(model, ["a", "b", "c"], "t", task,
-                       ["x", "y", "z"] if classify else None, X.mean(axis=0),
-                       X.std(axis=0), y_mean=50.0, y_scale=3.0)
+    model = fastnn.MLP(
+        [3, 8, 3 if classify else 1],
+        "relu",
+        loss="cross_entropy" if classify else "mse",
+        backend="numpy",
+        random_state=0,
+    )
+    tab = TabularModel(
+        model,
+        ["a", "b", "c"],
+        "t",
+        task,
+        ["x", "y", "z"] if classify else None,
+        X.mean(axis=0),
+        X.std(axis=0),
+        y_mean=50.0,
+        y_scale=3.0,
+    )
     proto = to_onnx(tab)
     props = {p.key: p.value for p in proto.metadata_props}
     assert props["fastnn.features"] == "a,b,c"
     out = _run(proto, X)
     if classify:
         np.testing.assert_array_equal(out["label"], tab.predict(X))
-        np.testing.assert_allclose(out["probabilities"], tab.predict_proba(X),
-                                   **TOL["float32"])
+        np.testing.assert_allclose(out["probabilities"], tab.predict_proba(X), **TOL["float32"])
     else:
         assert out["variable"].dtype == np.float64
-        np.testing.assert_allclose(out["variable"][:, 0], tab.predict(X), rtol=1e-5,
-                                   atol=1e-4)
+        np.testing.assert_allclose(out["variable"][:, 0], tab.predict(X), rtol=1e-5, atol=1e-4)
 
 
 # --- refusals --------------------------------------------------------------------------------
 
+
 def test_refusals():
     from sklearn.exceptions import NotFittedError
+
     with pytest.raises(TypeError, match="fastnn.to_onnx exports a fastnn.MLP"):
         to_onnx(object())
     from sklearn.neural_network import MLPClassifier as SkMLP
+
     with pytest.raises(TypeError, match="sklearn.neural_network"):
         to_onnx(SkMLP())
     with pytest.raises(NotFittedError, match="MLPClassifier"):
@@ -355,8 +414,10 @@ def test_refusals():
 
 # --- the command line ------------------------------------------------------------------------
 
+
 def _export(capsys, *argv):
     from fastnn.cli import main
+
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
@@ -364,11 +425,14 @@ def _export(capsys, *argv):
 
 def test_cli_export_tabular_and_bare_models(tmp_path, capsys):
     from fastnn.cli import TabularModel
+
     X, _ = _data(d=3)
-    model = fastnn.MLP([3, 8, 2], "tanh", loss="cross_entropy", batch_norm=True,
-                       backend="numpy", random_state=0)
-    tab = TabularModel(model, ["a", "b", "c"], "t", "classify", ["no", "yes"],
-                       X.mean(axis=0), X.std(axis=0))
+    model = fastnn.MLP(
+        [3, 8, 2], "tanh", loss="cross_entropy", batch_norm=True, backend="numpy", random_state=0
+    )
+    tab = TabularModel(
+        model, ["a", "b", "c"], "t", "classify", ["no", "yes"], X.mean(axis=0), X.std(axis=0)
+    )
     fastnn.save(tab, tmp_path / "tab.fnn")
     code, out, err = _export(capsys, "export", tmp_path / "tab.fnn", tmp_path / "tab.onnx")
     assert code == 0 and err == ""
@@ -377,13 +441,15 @@ def test_cli_export_tabular_and_bare_models(tmp_path, capsys):
     np.testing.assert_array_equal(res["label"], tab.predict(X))
     # a bare MLP, over an existing file; no temporary file is left behind
     fastnn.save(model, tmp_path / "net.fnn")
-    code, out, err = _export(capsys, "export", tmp_path / "net.fnn", tmp_path / "tab.onnx",
-                             "--opset", "15")
+    code, out, err = _export(
+        capsys, "export", tmp_path / "net.fnn", tmp_path / "tab.onnx", "--opset", "15"
+    )
     assert code == 0, err
     proto = onnx.load(tmp_path / "tab.onnx")
     assert proto.opset_import[0].version == 15
-    np.testing.assert_allclose(_run(proto, X.astype(np.float32))["probabilities"],
-                               model.predict_proba(X), **TOL["float32"])
+    np.testing.assert_allclose(
+        _run(proto, X.astype(np.float32))["probabilities"], model.predict_proba(X), **TOL["float32"]
+    )
     assert sorted(os.listdir(tmp_path)) == ["net.fnn", "tab.fnn", "tab.onnx"]
 
 
@@ -397,27 +463,62 @@ def test_cli_export_of_a_model_trained_on_a_mixed_csv(tmp_path, capsys, task):
     pytest.importorskip("skops")
     rng = np.random.default_rng(0)
     n = 240
-    df = pd.DataFrame({"age": rng.integers(18, 80, n).astype(float),
-                       "city": rng.choice(["Berlin", "Paris", "Rome"], n),
-                       "vip": rng.choice([True, False], n),
-                       "spend": rng.normal(100, 30, n)})
+    df = pd.DataFrame(
+        {
+            "age": rng.integers(18, 80, n).astype(float),
+            "city": rng.choice(["Berlin", "Paris", "Rome"], n),
+            "vip": rng.choice([True, False], n),
+            "spend": rng.normal(100, 30, n),
+        }
+    )
     df.loc[::17, "age"] = np.nan
     df.loc[::23, "city"] = None
     score = df.spend + (df.city == "Paris") * 40
     df["plan"] = np.where(score > 110, "gold", "basic") if task == "classify" else score
     df.to_csv(tmp_path / "c.csv", index=False)
     from fastnn.cli import main
-    assert main(["train", str(tmp_path / "c.csv"), "--target", "plan", "--epochs", "3",
-                 "-o", str(tmp_path / "m.fnn")]) == 0
-    assert main(["predict", str(tmp_path / "m.fnn"), str(tmp_path / "c.csv"), "-o",
-                 str(tmp_path / "p.csv")]) == 0
+
+    assert (
+        main(
+            [
+                "train",
+                str(tmp_path / "c.csv"),
+                "--target",
+                "plan",
+                "--epochs",
+                "3",
+                "-o",
+                str(tmp_path / "m.fnn"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "m.fnn"),
+                str(tmp_path / "c.csv"),
+                "-o",
+                str(tmp_path / "p.csv"),
+            ]
+        )
+        == 0
+    )
     code, out, err = _export(capsys, "export", tmp_path / "m.fnn", tmp_path / "m.onnx")
     assert code == 0, err
     assert "4 inputs, one per column (age, city, vip, spend)" in out
     sess = ort.InferenceSession(str(tmp_path / "m.onnx"))
-    feeds = {i.name: (df[i.name].fillna("").astype(str) if i.type == "tensor(string)"
-                      else df[i.name].astype(np.float32)).to_numpy().reshape(-1, 1)
-             for i in sess.get_inputs()}
+    feeds = {
+        i.name: (
+            df[i.name].fillna("").astype(str)
+            if i.type == "tensor(string)"
+            else df[i.name].astype(np.float32)
+        )
+        .to_numpy()
+        .reshape(-1, 1)
+        for i in sess.get_inputs()
+    }
     got = sess.run(None, feeds)[0].ravel()
     want = pd.read_csv(tmp_path / "p.csv")["prediction"].to_numpy()
     if task == "classify":
@@ -443,13 +544,13 @@ def test_cli_export_errors(tmp_path, capsys):
     fastnn.save(model, tmp_path / "net.fnn")
     code, _, err = _export(capsys, "export", tmp_path / "missing.fnn", tmp_path / "o.onnx")
     assert code == 1 and err.startswith("fastnn export: error: ") and "no such file" in err
-    code, _, err = _export(capsys, "export", tmp_path / "net.fnn",
-                           tmp_path / "nodir" / "o.onnx")
+    code, _, err = _export(capsys, "export", tmp_path / "net.fnn", tmp_path / "nodir" / "o.onnx")
     assert code == 1 and err.startswith("fastnn export: error: ") and "nodir" in err
     code, _, err = _export(capsys, "export", tmp_path / "net.fnn", tmp_path)
     assert code == 1 and "is a directory" in err
-    code, _, err = _export(capsys, "export", tmp_path / "net.fnn", tmp_path / "o.onnx",
-                           "--opset", "12")
+    code, _, err = _export(
+        capsys, "export", tmp_path / "net.fnn", tmp_path / "o.onnx", "--opset", "12"
+    )
     assert code == 1 and "opset must be in [13, " in err
     assert sorted(os.listdir(tmp_path)) == ["net.fnn"]
 
@@ -458,15 +559,20 @@ def test_without_skl2onnx_or_onnx():
     """skl2onnx is optional for to_onnx; without onnx, fastnn.to_onnx names the extra."""
     import subprocess
     import sys
-    code = ("import sys; sys.modules['skl2onnx'] = None\n"
-            "import numpy as np, fastnn\n"
-            "m = fastnn.MLP([2, 3], backend='numpy', random_state=0)\n"
-            "assert fastnn.to_onnx(m).graph.output[0].name == 'output'\n"
-            "try:\n    fastnn.register_skl2onnx()\nexcept ImportError as e:\n"
-            "    assert \"fastnn-mlp[onnx]\" in str(e), e\nelse:\n    raise AssertionError\n")
+
+    code = (
+        "import sys; sys.modules['skl2onnx'] = None\n"
+        "import numpy as np, fastnn\n"
+        "m = fastnn.MLP([2, 3], backend='numpy', random_state=0)\n"
+        "assert fastnn.to_onnx(m).graph.output[0].name == 'output'\n"
+        "try:\n    fastnn.register_skl2onnx()\nexcept ImportError as e:\n"
+        '    assert "fastnn-mlp[onnx]" in str(e), e\nelse:\n    raise AssertionError\n'
+    )
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
-    code = ("import sys; sys.modules['onnx'] = None\nimport fastnn\n"
-            "try:\n    fastnn.to_onnx\nexcept ImportError as e:\n"
-            "    assert \"fastnn-mlp[onnx]\" in str(e), e\nelse:\n    raise AssertionError\n")
+    code = (
+        "import sys; sys.modules['onnx'] = None\nimport fastnn\n"
+        "try:\n    fastnn.to_onnx\nexcept ImportError as e:\n"
+        '    assert "fastnn-mlp[onnx]" in str(e), e\nelse:\n    raise AssertionError\n'
+    )
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -10,8 +10,17 @@ import pytest
 
 from fastnn.model import MLP
 from fastnn.optim import (
-    OPTIMIZERS, SGD, Adagrad, Adam, AdamW, DivergenceError, Momentum, Nesterov, RMSProp,
-    get_optimizer, optimizer_from_state,
+    OPTIMIZERS,
+    SGD,
+    Adagrad,
+    Adam,
+    AdamW,
+    DivergenceError,
+    Momentum,
+    Nesterov,
+    RMSProp,
+    get_optimizer,
+    optimizer_from_state,
 )
 from fastnn.schedules import Cosine, StepDecay
 
@@ -21,35 +30,42 @@ BACKENDS = ("numpy", "numba", "cython")
 def test_defaults_and_readable_repr():
     assert repr(SGD()) == "SGD(lr=0.01, weight_decay=0.0)"
     assert repr(Momentum()) == "Momentum(lr=0.01, momentum=0.9, dampening=0.0, weight_decay=0.0)"
-    assert repr(Nesterov(0.1, momentum=0.5)) == \
-        "Nesterov(lr=0.1, momentum=0.5, dampening=0.0, weight_decay=0.0)"
-    assert repr(Adagrad()) == \
-        "Adagrad(lr=0.01, eps=1e-10, eps_inside_sqrt=False, weight_decay=0.0)"
-    assert repr(RMSProp()) == \
-        "RMSProp(lr=0.01, rho=0.9, eps=1e-08, eps_inside_sqrt=False, weight_decay=0.0)"
+    assert (
+        repr(Nesterov(0.1, momentum=0.5))
+        == "Nesterov(lr=0.1, momentum=0.5, dampening=0.0, weight_decay=0.0)"
+    )
+    assert repr(Adagrad()) == "Adagrad(lr=0.01, eps=1e-10, eps_inside_sqrt=False, weight_decay=0.0)"
+    assert (
+        repr(RMSProp())
+        == "RMSProp(lr=0.01, rho=0.9, eps=1e-08, eps_inside_sqrt=False, weight_decay=0.0)"
+    )
     assert repr(Adam()) == "Adam(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, weight_decay=0.0)"
-    assert repr(AdamW()) == \
-        "AdamW(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, weight_decay=0.01)"
-    assert repr(SGD(0.1, clip_norm=1.0, decay_biases=True, weight_decay=1e-4)) == \
-        "SGD(lr=0.1, weight_decay=0.0001, decay_biases=True, clip_norm=1.0)"
+    assert repr(AdamW()) == "AdamW(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, weight_decay=0.01)"
+    assert (
+        repr(SGD(0.1, clip_norm=1.0, decay_biases=True, weight_decay=1e-4))
+        == "SGD(lr=0.1, weight_decay=0.0001, decay_biases=True, clip_norm=1.0)"
+    )
     assert repr(Adam(Cosine(0.1, T=10))).startswith("Adam(lr=Cosine(lr=0.1, T=10")
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: SGD(lr=-1), "lr must be >= 0"),
-    (lambda: SGD(lr="fast"), "lr must be a real number"),
-    (lambda: Adam(beta1=1.0), r"beta1 must be in \[0, 1\)"),
-    (lambda: Adam(beta2=-0.1), "beta2"),
-    (lambda: Adam(eps=0), "eps must be > 0"),
-    (lambda: Momentum(momentum=1.5), "momentum"),
-    (lambda: Momentum(dampening=2), "dampening"),
-    (lambda: RMSProp(rho=1), "rho"),
-    (lambda: Adagrad(eps_inside_sqrt=1), "eps_inside_sqrt must be True or False"),
-    (lambda: SGD(weight_decay=-1e-4), "weight_decay must be >= 0"),
-    (lambda: SGD(clip_norm=0), "clip_norm must be > 0"),
-    (lambda: SGD(lr=math.nan), "lr must be finite"),
-    (lambda: get_optimizer("adamax"), "optimizer must be one of"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: SGD(lr=-1), "lr must be >= 0"),
+        (lambda: SGD(lr="fast"), "lr must be a real number"),
+        (lambda: Adam(beta1=1.0), r"beta1 must be in \[0, 1\)"),
+        (lambda: Adam(beta2=-0.1), "beta2"),
+        (lambda: Adam(eps=0), "eps must be > 0"),
+        (lambda: Momentum(momentum=1.5), "momentum"),
+        (lambda: Momentum(dampening=2), "dampening"),
+        (lambda: RMSProp(rho=1), "rho"),
+        (lambda: Adagrad(eps_inside_sqrt=1), "eps_inside_sqrt must be True or False"),
+        (lambda: SGD(weight_decay=-1e-4), "weight_decay must be >= 0"),
+        (lambda: SGD(clip_norm=0), "clip_norm must be > 0"),
+        (lambda: SGD(lr=math.nan), "lr must be finite"),
+        (lambda: get_optimizer("adamax"), "optimizer must be one of"),
+    ],
+)
 def test_invalid_hyperparameters_name_themselves(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
@@ -59,11 +75,11 @@ def test_get_optimizer_by_name():
     assert isinstance(get_optimizer("nesterov", lr=0.1), Nesterov)
     opt = Adam()
     assert get_optimizer(opt) is opt
-    assert set(OPTIMIZERS) == {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam",
-                               "adamw"}
+    assert set(OPTIMIZERS) == {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"}
 
 
 # --- the update formulas, written again in NumPy in the reference's operation order --------
+
 
 def _expected(name, hyper, p, g, st, t, lr, wd_vec, decoupled):
     """The docs/spec.md §5 update on a flat float buffer; wd_vec holds each element's L2
@@ -93,8 +109,8 @@ def _expected(name, hyper, p, g, st, t, lr, wd_vec, decoupled):
             p = p - (lr * wd_vec) * p
         st["m"] = b1 * st["m"] + (1 - b1) * g
         st["v"] = b2 * st["v"] + (1 - b2) * (g * g)
-        m_hat = st["m"] / (1 - b1 ** t)
-        v_hat = st["v"] / (1 - b2 ** t)
+        m_hat = st["m"] / (1 - b1**t)
+        v_hat = st["v"] / (1 - b2**t)
         p = p - lr * m_hat / (np.sqrt(v_hat) + hyper["eps"])
     return p
 
@@ -105,7 +121,7 @@ def _expected(name, hyper, p, g, st, t, lr, wd_vec, decoupled):
 def test_updates_follow_spec_exactly_and_skip_biases_when_decaying(name, dtype, backend):
     net = MLP([3, 4, 2], loss="mse", dtype=dtype, backend=backend, random_state=0)
     rng = np.random.default_rng(1)
-    net.params[net.n_weights:] = rng.standard_normal(net.n_params - net.n_weights)
+    net.params[net.n_weights :] = rng.standard_normal(net.n_params - net.n_weights)
     opt = OPTIMIZERS[name](lr=0.05, weight_decay=0.1)
     hyper = opt.hyperparameters()
     dt = np.dtype(dtype)
@@ -113,7 +129,7 @@ def test_updates_follow_spec_exactly_and_skip_biases_when_decaying(name, dtype, 
     state = {s: np.zeros_like(p) for s in opt.state_names}
     # L2 only on the weights: the coefficient is 0 on biases (cast like the kernels: once)
     wd_vec = np.zeros_like(p)
-    wd_vec[:net.n_weights] = 0.1
+    wd_vec[: net.n_weights] = 0.1
     for t in (1, 2, 3):
         g = rng.standard_normal(net.n_params).astype(dt)
         net.grads[...] = g
@@ -136,14 +152,14 @@ def test_updates_follow_spec_exactly_and_skip_biases_when_decaying(name, dtype, 
 
 def test_decay_biases_decays_everything():
     net = MLP([2, 3, 1], dtype="float64", backend="numpy", random_state=0)
-    net.params[net.n_weights:] = 1.0
+    net.params[net.n_weights :] = 1.0
     before = net.params.copy()
     net.grads[...] = 0
     SGD(0.1, weight_decay=0.5, decay_biases=True).step(net)
     np.testing.assert_array_equal(net.params, before - 0.1 * (0.5 * before))
     net.params[...] = before
     SGD(0.1, weight_decay=0.5).step(net)
-    np.testing.assert_array_equal(net.params[net.n_weights:], before[net.n_weights:])
+    np.testing.assert_array_equal(net.params[net.n_weights :], before[net.n_weights :])
 
 
 class _Spy:
@@ -161,17 +177,21 @@ class _Spy:
         def wrapped(*args, **kwargs):
             self.calls[name] += 1
             return fn(*args, **kwargs)
+
         return wrapped
 
 
-@pytest.mark.parametrize("wd, decay_biases, frozen, calls", [
-    (0.0, False, [], 1),          # one fused call over the whole flat buffer
-    (1e-4, True, [], 1),          # decaying everything: still one call
-    (1e-4, False, [], 2),         # weights decayed, biases not: two slices
-    (0.0, False, [0], 2),         # frozen first layer: its bias splits W1 W2 | b1 b2
-    (1e-4, False, [0], 2),
-    (0.0, False, [1], 3),         # frozen middle layer: W0 | W2 b0 | b2
-])
+@pytest.mark.parametrize(
+    "wd, decay_biases, frozen, calls",
+    [
+        (0.0, False, [], 1),  # one fused call over the whole flat buffer
+        (1e-4, True, [], 1),  # decaying everything: still one call
+        (1e-4, False, [], 2),  # weights decayed, biases not: two slices
+        (0.0, False, [0], 2),  # frozen first layer: its bias splits W1 W2 | b1 b2
+        (1e-4, False, [0], 2),
+        (0.0, False, [1], 3),  # frozen middle layer: W0 | W2 b0 | b2
+    ],
+)
 def test_one_fused_kernel_call_per_step(wd, decay_biases, frozen, calls):
     X, y = np.ones((8, 3)), np.zeros((8, 2))
     net = MLP([3, 4, 4, 2], backend="numpy", random_state=0)

@@ -41,11 +41,15 @@ def _legend_texts(ax):
 
 def test_import_does_not_import_matplotlib():
     code = "import sys, fastnn.plots; assert 'matplotlib' not in sys.modules"
-    subprocess.run([sys.executable, "-W", "ignore", "-c", code], check=True,
-                   env={**os.environ, "PYTHONPATH": SRC})
+    subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code],
+        check=True,
+        env={**os.environ, "PYTHONPATH": SRC},
+    )
 
 
 # --- learning curves ----------------------------------------------------------------------
+
 
 def test_learning_curves_from_a_fit_history():
     X, y = _blobs()
@@ -71,10 +75,11 @@ def test_learning_curves_from_a_fit_history():
 def test_learning_curves_from_an_estimator_and_two_runs_on_one_axes():
     sklearn = pytest.importorskip("sklearn")  # noqa: F841
     from fastnn import MLPClassifier
+
     X, y = _blobs()
-    est = MLPClassifier((8,), max_iter=15, early_stopping=True, n_iter_no_change=50,
-                        random_state=0)
+    est = MLPClassifier((8,), max_iter=15, early_stopping=True, n_iter_no_change=50, random_state=0)
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est.fit(X, y)
@@ -91,8 +96,7 @@ def test_learning_curves_from_an_estimator_and_two_runs_on_one_axes():
 
 
 def test_learning_curves_regression_and_log_scale():
-    ax = plot_learning_curves({"loss": [100.0, 1.0, 0.1], "val_r2": [0.1, 0.8, 0.9]},
-                              _axes())
+    ax = plot_learning_curves({"loss": [100.0, 1.0, 0.1], "val_r2": [0.1, 0.8, 0.9]}, _axes())
     assert ax.get_yscale() == "log"
     twin = [a for a in ax.figure.axes if a is not ax][0]
     assert twin.get_ylabel() == "R²"
@@ -111,6 +115,7 @@ def test_learning_curves_bad_input():
 
 def test_learning_curves_new_figure_when_no_axes():
     import matplotlib.pyplot as plt
+
     ax = plot_learning_curves({"loss": [3.0, 2.0, 1.0]})
     try:
         assert ax.figure is not None and len(ax.get_lines()) == 1
@@ -119,6 +124,7 @@ def test_learning_curves_new_figure_when_no_axes():
 
 
 # --- decision boundary ----------------------------------------------------------------------
+
 
 def test_decision_boundary_of_an_mlp():
     X, y = _blobs()
@@ -163,20 +169,21 @@ def test_decision_boundary_is_where_the_prediction_changes():
 def test_decision_boundary_of_a_binary_mlp_and_an_estimator():
     X, y = _blobs()
     yb = (y == 1).astype(int)
-    net = fastnn.MLP([2, 8, 1], loss="binary_cross_entropy", backend="numpy",
-                     random_state=0)
+    net = fastnn.MLP([2, 8, 1], loss="binary_cross_entropy", backend="numpy", random_state=0)
     net.fit(X, yb, epochs=20, batch_size=16)
     ax = plot_decision_boundary(net, X, yb, _axes(), resolution=30)
     assert _legend_texts(ax) == ["0", "1"]
     pytest.importorskip("sklearn")
-    from fastnn import MLPClassifier
     import warnings
+
+    from fastnn import MLPClassifier
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        est = MLPClassifier((8,), max_iter=30, random_state=0).fit(
-            X, np.array(["a", "b", "c"])[y])
-    ax = plot_decision_boundary(est, X, np.array(["a", "b", "c"])[y], _axes(),
-                                resolution=30, cmap="viridis")
+        est = MLPClassifier((8,), max_iter=30, random_state=0).fit(X, np.array(["a", "b", "c"])[y])
+    ax = plot_decision_boundary(
+        est, X, np.array(["a", "b", "c"])[y], _axes(), resolution=30, cmap="viridis"
+    )
     assert _legend_texts(ax) == ["a", "b", "c"]
 
 

@@ -38,16 +38,14 @@ import numpy as np
 import pytest
 
 import fastnn
+from _reliability_record import record
 from fastnn import MLP, SGD, Adam, DivergenceError, Momentum, _fused
 from fastnn.training import ModelCheckpoint
-
-from _reliability_record import record
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # the fastnn this process imported (the source tree, or site-packages when installed)
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
-ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, HERE, os.environ.get("PYTHONPATH",
-                                                                             "")]))
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, HERE, os.environ.get("PYTHONPATH", "")]))
 BACKENDS = fastnn.available_backends()
 COMPILED = [b for b in BACKENDS if b != "numpy"]
 PATHS = ("compiled epoch", "step by step")
@@ -75,8 +73,9 @@ def _steps_until_divergence(net, X, y, opt, batch_size, epochs):
     after = [net.params.copy()]
     try:
         for _ in range(epochs):
-            net.train_epoch(X, y, opt, batch_size,
-                            on_step=lambda j, loss: after.append(net.params.copy()))
+            net.train_epoch(
+                X, y, opt, batch_size, on_step=lambda j, loss: after.append(net.params.copy())
+            )
             opt.end_epoch()
     except DivergenceError:
         return after
@@ -85,8 +84,7 @@ def _steps_until_divergence(net, X, y, opt, batch_size, epochs):
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_learning_rate_that_blows_up_keeps_the_last_finite_weights(backend, path,
-                                                                    monkeypatch):
+def test_a_learning_rate_that_blows_up_keeps_the_last_finite_weights(backend, path, monkeypatch):
     X, y = _regression()
     net = MLP([4, 16, 1], backend=backend, random_state=0)
     ref = net.copy()
@@ -95,9 +93,14 @@ def test_a_learning_rate_that_blows_up_keeps_the_last_finite_weights(backend, pa
     with pytest.raises(DivergenceError) as info:
         net.fit(X, y, optimizer=SGD(5.0), epochs=30, batch_size=8)
     msg = str(info.value)
-    for text in ("Training diverged at step", "the loss became inf",
-                 "keeps its last finite weights", "Try a lower learning rate (the current "
-                 "one is 5)", "clip_norm", "standardised inputs"):
+    for text in (
+        "Training diverged at step",
+        "the loss became inf",
+        "keeps its last finite weights",
+        "Try a lower learning rate (the current one is 5)",
+        "clip_norm",
+        "standardised inputs",
+    ):
         assert text in msg, msg
     np.testing.assert_array_equal(net.params, expected)  # the last completed step's
     assert net.history.stop_reason == "diverged"
@@ -148,8 +151,10 @@ def test_an_infinite_gradient_never_reaches_the_parameters(backend, path, monkey
 
 def test_a_loss_that_is_infinite_before_any_update_blames_the_data():
     net = MLP([1, 3, 1], dtype="float64", backend="numpy", random_state=0)
-    with pytest.raises(DivergenceError, match="before any update: the learning rate is "
-                                              "not the cause.*Standardise X and y\\.$"):
+    with pytest.raises(
+        DivergenceError,
+        match="before any update: the learning rate is not the cause.*Standardise X and y\\.$",
+    ):
         net.fit(np.ones((4, 1)), np.full(4, 1e300), epochs=1)
 
 
@@ -157,12 +162,21 @@ def test_a_loss_that_is_infinite_before_any_update_blames_the_data():
 def test_estimators_stop_on_divergence_with_finite_weights(backend):
     pytest.importorskip("sklearn")
     from fastnn import MLPRegressor
+
     X, y = _regression(200)
-    reg = MLPRegressor(hidden_layer_sizes=(16,), solver="sgd", momentum=0.0,
-                       learning_rate_init=50.0, max_iter=50, backend=backend,
-                       random_state=0)
-    with pytest.raises(ValueError, match="Training diverged in iteration .* keeps its last "
-                                         "finite weights.*too large"):
+    reg = MLPRegressor(
+        hidden_layer_sizes=(16,),
+        solver="sgd",
+        momentum=0.0,
+        learning_rate_init=50.0,
+        max_iter=50,
+        backend=backend,
+        random_state=0,
+    )
+    with pytest.raises(
+        ValueError,
+        match="Training diverged in iteration .* keeps its last finite weights.*too large",
+    ):
         reg.fit(X * 100, y * 100)
     assert np.isfinite(reg._model.params).all()
     assert np.isfinite(reg.predict(X)).all()
@@ -172,20 +186,25 @@ def test_estimators_stop_on_divergence_with_finite_weights(backend):
 def test_divergence_recorded():
     if len(_DIVERGENCE) < 3 * len(BACKENDS) * len(PATHS) + len(BACKENDS):
         pytest.skip("not every divergence case ran in this session")
-    record("faults.divergence", "training faults",
-           f"divergence on every backend ({', '.join(BACKENDS)}) x {{compiled epoch, step "
-           f"by step}}: SGD lr 5 (loss blows up), momentum / SGD lr 1e38 (the update "
-           f"overflows, with and without rollback), a finite loss with an infinite gradient "
-           f"(Adam); and "
-           f"MLPRegressor with lr 50 per backend", len(_DIVERGENCE),
-           "DivergenceError saying where, what and what to try; weights equal to the last "
-           "completed step (blow-up), weights and optimizer restored to the epoch start "
-           "(overflow) or untouched "
-           "with no optimizer step (gradient); with rollback=False predict refuses the "
-           "non-finite weights")
+    record(
+        "faults.divergence",
+        "training faults",
+        f"divergence on every backend ({', '.join(BACKENDS)}) x {{compiled epoch, step "
+        f"by step}}: SGD lr 5 (loss blows up), momentum / SGD lr 1e38 (the update "
+        f"overflows, with and without rollback), a finite loss with an infinite gradient "
+        f"(Adam); and "
+        f"MLPRegressor with lr 50 per backend",
+        len(_DIVERGENCE),
+        "DivergenceError saying where, what and what to try; weights equal to the last "
+        "completed step (blow-up), weights and optimizer restored to the epoch start "
+        "(overflow) or untouched "
+        "with no optimizer step (gradient); with rollback=False predict refuses the "
+        "non-finite weights",
+    )
 
 
 # --- interruption -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("backend", COMPILED)
 def test_ctrl_c_on_the_step_path_of_the_compiled_backends(backend, monkeypatch, tmp_path):
@@ -201,6 +220,7 @@ def test_ctrl_c_on_the_step_path_of_the_compiled_backends(backend, monkeypatch, 
         loss = orig(xb, yb, opt)
         after.append(net.params.copy())
         return loss
+
     net.train_step = step
     with pytest.raises(KeyboardInterrupt):
         net.fit(X, y, epochs=5, batch_size=8)
@@ -214,6 +234,7 @@ def test_ctrl_c_on_the_step_path_of_the_compiled_backends(backend, monkeypatch, 
 def test_ctrl_c_in_an_estimator_stops_at_a_step_boundary(backend, monkeypatch, tmp_path):
     pytest.importorskip("sklearn")
     from fastnn import MLPClassifier
+
     X, y = _regression(256)
     monkeypatch.setattr(_fused, "_FLOPS_PER_CALL", 1.0)  # one batch per compiled call
     clf = MLPClassifier((8,), batch_size=16, max_iter=20, backend=backend, random_state=0)
@@ -221,14 +242,18 @@ def test_ctrl_c_in_an_estimator_stops_at_a_step_boundary(backend, monkeypatch, t
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clf.fit(X[:32], y[:32] > 0)
-    kernel = clf._model.kernels._raw.train_epoch if _fused.supports(
-        clf._model, clf._model.optimizer) else None
+    kernel = (
+        clf._model.kernels._raw.train_epoch
+        if _fused.supports(clf._model, clf._model.optimizer)
+        else None
+    )
 
     def call(*args):
         if len(calls) == 5:
             os.kill(os.getpid(), signal.SIGINT)
         kernel(*args)
         calls.append(clf._model.params.copy())
+
     if kernel is not None:
         monkeypatch.setattr(clf._model.kernels._raw, "train_epoch", call)
     clf.set_params(warm_start=True)
@@ -239,20 +264,40 @@ def test_ctrl_c_in_an_estimator_stops_at_a_step_boundary(backend, monkeypatch, t
         np.testing.assert_array_equal(clf._model.params, calls[-1])
     monkeypatch.undo()
     fastnn.save(clf, tmp_path / "clf.fnn")
-    np.testing.assert_array_equal(fastnn.load(tmp_path / "clf.fnn").predict(X),
-                                  clf.predict(X))
+    np.testing.assert_array_equal(fastnn.load(tmp_path / "clf.fnn").predict(X), clf.predict(X))
 
 
 def test_ctrl_c_in_the_command_line(tmp_path):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((20000, 8))
-    np.savetxt(tmp_path / "d.csv", np.column_stack([X, X[:, 0] > 0]), delimiter=",",
-               header=",".join([f"f{i}" for i in range(8)] + ["y"]), comments="",
-               fmt="%.5g")
-    proc = subprocess.Popen([sys.executable, "-m", "fastnn.cli", "train", "d.csv",
-                             "--target", "y", "--epochs", "100000", "--hidden", "64"],
-                            cwd=tmp_path, env=dict(ENV, PYTHONUNBUFFERED="1"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    np.savetxt(
+        tmp_path / "d.csv",
+        np.column_stack([X, X[:, 0] > 0]),
+        delimiter=",",
+        header=",".join([f"f{i}" for i in range(8)] + ["y"]),
+        comments="",
+        fmt="%.5g",
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fastnn.cli",
+            "train",
+            "d.csv",
+            "--target",
+            "y",
+            "--epochs",
+            "100000",
+            "--hidden",
+            "64",
+        ],
+        cwd=tmp_path,
+        env=dict(ENV, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     line = ""
     while "Epoch 2/" not in line and time.monotonic() < deadline:
@@ -261,19 +306,22 @@ def test_ctrl_c_in_the_command_line(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "fastnn train: interrupted" in err and "Traceback" not in err, err
-    record("faults.interrupt", "training faults",
-           "Ctrl-C (SIGINT) during fit: the step path of the compiled backends "
-           f"({', '.join(COMPILED)}), the estimators on every backend (in a compiled "
-           "call), and a `fastnn train` process; (the compiled epoch path and numpy's "
-           "step path are tested in test_fused.py and test_training.py)",
-           len(COMPILED) + len(BACKENDS) + 1,
-           "stops at the last completed step (the weights equal that step's), the model "
-           "saves and reloads bit-identically; the command line exits 130 with one line")
+    record(
+        "faults.interrupt",
+        "training faults",
+        "Ctrl-C (SIGINT) during fit: the step path of the compiled backends "
+        f"({', '.join(COMPILED)}), the estimators on every backend (in a compiled "
+        "call), and a `fastnn train` process; (the compiled epoch path and numpy's "
+        "step path are tested in test_fused.py and test_training.py)",
+        len(COMPILED) + len(BACKENDS) + 1,
+        "stops at the last completed step (the weights equal that step's), the model "
+        "saves and reloads bit-identically; the command line exits 130 with one line",
+    )
 
 
 # --- a process killed in the middle of a checkpoint save ------------------------------------
 
-_CHILD = textwrap.dedent('''
+_CHILD = textwrap.dedent("""
     import os, sys, time
     import numpy as np
     import fastnn
@@ -304,14 +352,19 @@ _CHILD = textwrap.dedent('''
     net = fastnn.MLP([64, 512, 512, 10], loss="cross_entropy", random_state=0)
     net.fit(X, rng.integers(0, 10, 256), epochs=100000, batch_size=64,
             callbacks=[Mark(), ModelCheckpoint(sys.argv[1], every=1), Report()])
-''')
+""")
 
 
 @pytest.mark.parametrize("where", ["fsync", "replace"])
 def test_sigkill_during_a_checkpoint_save_keeps_the_previous_one(tmp_path, where):
     ckpt = tmp_path / "ckpt.fnn"
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(ckpt), where], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(ckpt), where],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lines = []
         while not lines or not lines[-1].startswith("saving"):
@@ -343,8 +396,13 @@ def test_sigkill_at_random_moments_of_continuous_checkpointing(tmp_path):
     rng = np.random.default_rng(0)
     kills = 0
     for delay in rng.uniform(0.0, 0.5, 6):
-        proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(ckpt), "none"], env=ENV,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(ckpt), "none"],
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             while not proc.stdout.readline().startswith("saved"):
                 assert proc.poll() is None, proc.stderr.read()
@@ -358,35 +416,46 @@ def test_sigkill_at_random_moments_of_continuous_checkpointing(tmp_path):
         assert np.isfinite(net.params).all() and net.optimizer.epoch >= 1
         kills += 1
     if len(_KILLED) == 2:
-        record("faults.sigkill_checkpoint", "training faults",
-               "a training process checkpointing a 0.4 M-parameter model every epoch "
-               "(ModelCheckpoint) killed with SIGKILL: while the temporary file is "
-               "written (before fsync), after it is complete (before the rename), and "
-               "at 6 random moments", 2 + kills,
-               "the checkpoint on disk always loads; when killed mid-save it is exactly "
-               "the previous one (its epoch and step count)")
+        record(
+            "faults.sigkill_checkpoint",
+            "training faults",
+            "a training process checkpointing a 0.4 M-parameter model every epoch "
+            "(ModelCheckpoint) killed with SIGKILL: while the temporary file is "
+            "written (before fsync), after it is complete (before the rename), and "
+            "at 6 random moments",
+            2 + kills,
+            "the checkpoint on disk always loads; when killed mid-save it is exactly "
+            "the previous one (its epoch and step count)",
+        )
 
 
-def test_a_checkpoint_is_synced_then_renamed_then_its_directory_synced(tmp_path,
-                                                                      monkeypatch):
+def test_a_checkpoint_is_synced_then_renamed_then_its_directory_synced(tmp_path, monkeypatch):
     """The order that makes a save durable and atomic: data to disk (fsync of the
     temporary file), one rename over the target, then the directory entry to disk."""
     events = []
     real_fsync, real_replace = os.fsync, os.replace
 
     def fsync(fd):
-        events.append(("fsync", "dir" if os.path.isdir(f"/proc/self/fd/{fd}") else
-                       os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+        events.append(
+            (
+                "fsync",
+                "dir"
+                if os.path.isdir(f"/proc/self/fd/{fd}")
+                else os.path.basename(os.readlink(f"/proc/self/fd/{fd}")),
+            )
+        )
         return real_fsync(fd)
 
     def replace(src, dst):
         events.append(("replace", os.path.basename(src), os.path.basename(dst)))
         return real_replace(src, dst)
+
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
     X, y = _regression(32)
     MLP([4, 3, 1], backend="numpy", random_state=0).fit(
-        X, y, epochs=2, callbacks=[ModelCheckpoint(tmp_path / "ck.fnn", every=2)])
+        X, y, epochs=2, callbacks=[ModelCheckpoint(tmp_path / "ck.fnn", every=2)]
+    )
     assert len(events) == 3, events
     (_, synced), (_, src, dst), last = events
     assert synced == src and src.startswith(".fastnn-") and src.endswith(".tmp")
@@ -405,20 +474,34 @@ def test_saved_files_get_ordinary_permissions(tmp_path):
     os.chmod(tmp_path / "new.fnn", 0o640)
     fastnn.save(net, tmp_path / "new.fnn")  # overwriting keeps the file's mode
     assert os.stat(tmp_path / "new.fnn").st_mode & 0o777 == 0o640
-    record("faults.save_order", "training faults",
-           "the system calls of a checkpoint save (ModelCheckpoint), and the "
-           "permissions of a new and of an overwritten file", 2,
-           "fsync of the temporary file, one rename over the target, fsync of the "
-           "directory; a new file is 0666 less the umask, an overwritten one keeps its "
-           "mode")
+    record(
+        "faults.save_order",
+        "training faults",
+        "the system calls of a checkpoint save (ModelCheckpoint), and the "
+        "permissions of a new and of an overwritten file",
+        2,
+        "fsync of the temporary file, one rename over the target, fsync of the "
+        "directory; a new file is 0666 less the umask, an overwritten one keeps its "
+        "mode",
+    )
 
 
 # --- concurrency and determinism ------------------------------------------------------------
 
+
 def _two_models(backend, dropout=0.0):
     # batch norm keeps a model on the step-by-step path (dropout alone is compiled)
-    return [MLP([32, 64, 4], loss="cross_entropy", dropout=dropout, batch_norm=dropout > 0,
-                backend=backend, random_state=seed) for seed in (1, 2)]
+    return [
+        MLP(
+            [32, 64, 4],
+            loss="cross_entropy",
+            dropout=dropout,
+            batch_norm=dropout > 0,
+            backend=backend,
+            random_state=seed,
+        )
+        for seed in (1, 2)
+    ]
 
 
 def _class_data(n):
@@ -443,6 +526,7 @@ def test_two_threads_give_the_sequential_results(backend, dropout):
             net.fit(X, y, optimizer=Adam(0.01), epochs=2, batch_size=32)
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
+
     threads = [threading.Thread(target=work, args=(net,)) for net in together]
     for t in threads:
         t.start()
@@ -476,6 +560,7 @@ def test_compiled_epochs_release_the_gil_and_run_at_the_same_time(backend, monke
         barrier.wait()
         nets[i].fit(X, y, epochs=1, batch_size=16)
         finished[i].set()
+
     threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1)]
     for t in threads:
         t.start()
@@ -494,7 +579,7 @@ def test_compiled_epochs_release_the_gil_and_run_at_the_same_time(backend, monke
 
 _GIL: list = []
 
-_SAME_SEED = textwrap.dedent('''
+_SAME_SEED = textwrap.dedent("""
     import hashlib, sys
     import numpy as np
     import fastnn
@@ -511,15 +596,22 @@ _SAME_SEED = textwrap.dedent('''
             out.append(hashlib.sha256(net.params.tobytes() + net.buffers.tobytes())
                        .hexdigest())
     print(" ".join(out))
-''')
+""")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_the_same_seed_gives_bit_identical_weights_in_separate_processes(backend):
     threads = 2  # fixed; 1 vs 2 threads is the thread policy's test, not this one's
-    runs = [subprocess.run([sys.executable, "-c", _SAME_SEED, backend, str(threads)],
-                           capture_output=True, text=True, timeout=300, env=ENV)
-            for _ in range(2)]
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", _SAME_SEED, backend, str(threads)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=ENV,
+        )
+        for _ in range(2)
+    ]
     for r in runs:
         assert r.returncode == 0, r.stderr
     assert runs[0].stdout == runs[1].stdout
@@ -530,27 +622,43 @@ _SEEDS: list = []
 
 
 def test_concurrency_recorded():
-    if len(_THREADS) < 2 * len(BACKENDS) or len(_GIL) < len(COMPILED) \
-            or len(_SEEDS) < len(BACKENDS):
+    if (
+        len(_THREADS) < 2 * len(BACKENDS)
+        or len(_GIL) < len(COMPILED)
+        or len(_SEEDS) < len(BACKENDS)
+    ):
         pytest.skip("not every concurrency case ran in this session")
-    record("concurrency.threads", "concurrency",
-           "two models (Adam, 2 epochs) trained in two threads at once vs one after the "
-           "other, on every backend, compiled epoch and step-by-step (dropout + batch "
-           "norm) paths",
-           len(_THREADS), "bit-identical weights and loss histories")
-    record("concurrency.gil", "concurrency",
-           "one compiled call per epoch in each of two threads (100000 rows) while the main "
-           "thread samples both models' weights", len(_GIL),
-           "the main thread runs during the calls and sees both models half-way through "
-           "their epochs at the same moment: the kernels release the GIL and run at once",
-           "; ".join(f"{b}: {both} of {n} samples" for b, n, both in _GIL))
-    record("determinism.seed", "determinism",
-           "the same seed trained twice in separate processes at 2 BLAS threads "
-           "(compiled path; dropout + batch norm + validation split), every backend",
-           len(_SEEDS), "bit-identical parameters and batch-norm statistics")
+    record(
+        "concurrency.threads",
+        "concurrency",
+        "two models (Adam, 2 epochs) trained in two threads at once vs one after the "
+        "other, on every backend, compiled epoch and step-by-step (dropout + batch "
+        "norm) paths",
+        len(_THREADS),
+        "bit-identical weights and loss histories",
+    )
+    record(
+        "concurrency.gil",
+        "concurrency",
+        "one compiled call per epoch in each of two threads (100000 rows) while the main "
+        "thread samples both models' weights",
+        len(_GIL),
+        "the main thread runs during the calls and sees both models half-way through "
+        "their epochs at the same moment: the kernels release the GIL and run at once",
+        "; ".join(f"{b}: {both} of {n} samples" for b, n, both in _GIL),
+    )
+    record(
+        "determinism.seed",
+        "determinism",
+        "the same seed trained twice in separate processes at 2 BLAS threads "
+        "(compiled path; dropout + batch norm + validation split), every backend",
+        len(_SEEDS),
+        "bit-identical parameters and batch-norm statistics",
+    )
 
 
 # --- resources ----------------------------------------------------------------------------------
+
 
 class _EpochMemory(fastnn.Callback):
     """tracemalloc peak above the epoch's starting point, for every epoch."""
@@ -577,8 +685,9 @@ def test_an_epoch_never_copies_the_data(dropout):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((1_000_000, 100), dtype=np.float32)
     y = (X[:, 0] > 0).astype(np.int64)
-    net = MLP([100, 8, 2], loss="cross_entropy", dropout=dropout, batch_norm=dropout > 0,
-              random_state=0)
+    net = MLP(
+        [100, 8, 2], loss="cross_entropy", dropout=dropout, batch_norm=dropout > 0, random_state=0
+    )
     mem = _EpochMemory()
     tracemalloc.start()
     try:
@@ -602,17 +711,18 @@ def _rss():
 @pytest.mark.parametrize("dropout", [0.0, 0.1], ids=["compiled epoch", "step by step"])
 def test_memory_is_flat_over_100_epochs(dropout):
     X, y = _class_data(2000)
-    net = MLP([32, 64, 4], loss="cross_entropy", dropout=dropout, batch_norm=dropout > 0,
-              random_state=0)
+    net = MLP(
+        [32, 64, 4], loss="cross_entropy", dropout=dropout, batch_norm=dropout > 0, random_state=0
+    )
     current, rss = [], []
 
     def probe(epoch, logs):
         current.append(tracemalloc.get_traced_memory()[0])
         rss.append(_rss())
+
     tracemalloc.start()
     try:
-        net.fit(X, y, epochs=100, batch_size=64, callbacks=[probe],
-                validation_split=0.1)
+        net.fit(X, y, epochs=100, batch_size=64, callbacks=[probe], validation_split=0.1)
     finally:
         tracemalloc.stop()
     grown = current[-1] - current[9]
@@ -622,7 +732,7 @@ def test_memory_is_flat_over_100_epochs(dropout):
     _RESOURCES[f"flat-{dropout}"] = (grown, rss[-1] - rss[9])
 
 
-_BIG = textwrap.dedent('''
+_BIG = textwrap.dedent("""
     import json, resource, sys, tracemalloc
     import numpy as np
     import fastnn
@@ -640,7 +750,7 @@ _BIG = textwrap.dedent('''
     print(json.dumps({"n_params": net.n_params, "param_bytes": net.params.nbytes,
                       "build_peak": built[1], "fit_peak": peak,
                       "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
-''')
+""")
 
 
 @pytest.mark.slow
@@ -650,8 +760,13 @@ def test_a_model_of_1e8_parameters_trains_in_params_state_and_one_batch():
     its copy of parameters and optimizer state (3 x 400 MB)."""
     got = {}
     for rollback in (False, True):
-        r = subprocess.run([sys.executable, "-c", _BIG, str(int(rollback))],
-                           capture_output=True, text=True, timeout=600, env=ENV)
+        r = subprocess.run(
+            [sys.executable, "-c", _BIG, str(int(rollback))],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=ENV,
+        )
         assert r.returncode == 0, r.stderr
         got[rollback] = json.loads(r.stdout.strip().splitlines()[-1])
     P = got[False]["param_bytes"]
@@ -663,32 +778,45 @@ def test_a_model_of_1e8_parameters_trains_in_params_state_and_one_batch():
 
 
 def test_resources_recorded():
-    if not all(k in _RESOURCES for k in ("epoch-0.0", "epoch-0.1", "flat-0.0", "flat-0.1",
-                                         "big")):
+    if not all(k in _RESOURCES for k in ("epoch-0.0", "epoch-0.1", "flat-0.0", "flat-0.1", "big")):
         pytest.skip("not every resource case ran in this session")
-    record("resources.epoch_copy", "resources",
-           "fit on 1e6 x 100 float32 (400 MB), 2 epochs, compiled and step-by-step "
-           "(dropout + batch norm) paths, tracemalloc per epoch", 2,
-           "each epoch allocates < 1/20 of the data (no copy of the data set)",
-           f"compiled: {_RESOURCES['epoch-0.0'] / 1e6:.1f} MB, step by step: "
-           f"{_RESOURCES['epoch-0.1'] / 1e6:.1f} MB per epoch")
-    record("resources.flat", "resources",
-           "100 epochs of a small model with a validation split, both paths, tracemalloc "
-           "and RSS after epoch 10 and 100", 2,
-           "traced memory grows < 90 kB (the History's floats), RSS < 4 MB",
-           "; ".join(f"{'compiled' if k.endswith('0.0') else 'step'}: "
-                     f"+{_RESOURCES[k][0] / 1e3:.1f} kB traced, "
-                     f"+{_RESOURCES[k][1] / 2**20:.1f} MB RSS"
-                     for k in ("flat-0.0", "flat-0.1")))
+    record(
+        "resources.epoch_copy",
+        "resources",
+        "fit on 1e6 x 100 float32 (400 MB), 2 epochs, compiled and step-by-step "
+        "(dropout + batch norm) paths, tracemalloc per epoch",
+        2,
+        "each epoch allocates < 1/20 of the data (no copy of the data set)",
+        f"compiled: {_RESOURCES['epoch-0.0'] / 1e6:.1f} MB, step by step: "
+        f"{_RESOURCES['epoch-0.1'] / 1e6:.1f} MB per epoch",
+    )
+    record(
+        "resources.flat",
+        "resources",
+        "100 epochs of a small model with a validation split, both paths, tracemalloc "
+        "and RSS after epoch 10 and 100",
+        2,
+        "traced memory grows < 90 kB (the History's floats), RSS < 4 MB",
+        "; ".join(
+            f"{'compiled' if k.endswith('0.0') else 'step'}: "
+            f"+{_RESOURCES[k][0] / 1e3:.1f} kB traced, "
+            f"+{_RESOURCES[k][1] / 2**20:.1f} MB RSS"
+            for k in ("flat-0.0", "flat-0.1")
+        ),
+    )
     big = _RESOURCES["big"]
     P = big[False]["param_bytes"]
-    record("resources.1e8_params", "resources",
-           "Adam on a [10000, 10000] float32 model (1e8 parameters, 400 MB), two epochs of "
-           "2 batches of 32, rollback=False and the default rollback=True (child "
-           "processes)", 2,
-           "fit allocates < optimizer state (2 x params) + one batch of workspace + 5%; "
-           "the default rollback adds one copy of params and optimizer state (3 x params)",
-           f"fit peak above the built model: {big[False]['fit_peak'] / P:.2f} x params "
-           f"(rollback=False), {big[True]['fit_peak'] / P:.2f} x params (rollback=True); "
-           f"building the model peaks at {big[False]['build_peak'] / P:.1f} x params "
-           f"(float64 draws of the initial weights)")
+    record(
+        "resources.1e8_params",
+        "resources",
+        "Adam on a [10000, 10000] float32 model (1e8 parameters, 400 MB), two epochs of "
+        "2 batches of 32, rollback=False and the default rollback=True (child "
+        "processes)",
+        2,
+        "fit allocates < optimizer state (2 x params) + one batch of workspace + 5%; "
+        "the default rollback adds one copy of params and optimizer state (3 x params)",
+        f"fit peak above the built model: {big[False]['fit_peak'] / P:.2f} x params "
+        f"(rollback=False), {big[True]['fit_peak'] / P:.2f} x params (rollback=True); "
+        f"building the model peaks at {big[False]['build_peak'] / P:.1f} x params "
+        f"(float64 draws of the initial weights)",
+    )

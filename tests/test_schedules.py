@@ -9,9 +9,16 @@ import pytest
 import fastnn
 from fastnn.optim import OPTIMIZERS
 from fastnn.schedules import (
-    SCHEDULES, Constant, Cosine, InverseScaling, LinearWarmup, ReduceOnPlateau, StepDecay,
+    SCHEDULES,
+    Constant,
+    Cosine,
+    InverseScaling,
+    LinearWarmup,
+    ReduceOnPlateau,
+    StepDecay,
     as_schedule,
-    schedule_from_config, schedule_to_config,
+    schedule_from_config,
+    schedule_to_config,
 )
 
 
@@ -60,8 +67,7 @@ def test_linear_warmup_then_cosine_matches_the_seed_figure_shifted_by_one():
 
 
 def test_reduce_on_plateau():
-    s = ReduceOnPlateau(1.0, factor=0.5, patience=2, min_delta=0.01, cooldown=1,
-                        min_lr=0.2)
+    s = ReduceOnPlateau(1.0, factor=0.5, patience=2, min_delta=0.01, cooldown=1, min_lr=0.2)
     seen = []
     for loss in [1.0, 0.5, 0.495, 0.6, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4]:
         s.observe(loss)
@@ -89,12 +95,18 @@ def test_reduce_on_plateau_state_round_trip():
         t.load_state_dict({"best": 1})
 
 
-@pytest.mark.parametrize("schedule", [
-    Constant(0.2), StepDecay(0.2, 3, 0.5, per="step"), Cosine(0.2, 10, 0.01),
-    LinearWarmup(3, Cosine(0.2, 10)), LinearWarmup(2, ReduceOnPlateau(0.1)),
-    InverseScaling(0.3, 0.25, per="epoch"),
-    ReduceOnPlateau(0.3, factor=0.2, patience=4),
-])
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        Constant(0.2),
+        StepDecay(0.2, 3, 0.5, per="step"),
+        Cosine(0.2, 10, 0.01),
+        LinearWarmup(3, Cosine(0.2, 10)),
+        LinearWarmup(2, ReduceOnPlateau(0.1)),
+        InverseScaling(0.3, 0.25, per="epoch"),
+        ReduceOnPlateau(0.3, factor=0.2, patience=4),
+    ],
+)
 def test_config_round_trip(schedule):
     clone = schedule_from_config(schedule_to_config(schedule))
     assert clone == schedule and repr(clone) == repr(schedule)
@@ -102,8 +114,14 @@ def test_config_round_trip(schedule):
 
 
 def test_registry_and_bad_arguments():
-    assert set(SCHEDULES) == {"constant", "step_decay", "cosine", "inverse_scaling",
-                              "linear_warmup", "reduce_on_plateau"}
+    assert set(SCHEDULES) == {
+        "constant",
+        "step_decay",
+        "cosine",
+        "inverse_scaling",
+        "linear_warmup",
+        "reduce_on_plateau",
+    }
     with pytest.raises(ValueError, match="schedule name must be one of"):
         schedule_from_config({"name": "exponential", "lr": 0.1})
     with pytest.raises(ValueError, match="bad arguments"):

@@ -25,11 +25,11 @@ def spiral(n_pts=300, n_cls=3, seed=42):
 
 # --- worked examples ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_perceptron(backend):
     # w = (1, -1), b = 0, step activation.
-    net = MLP([2, 1], loss="mse", output_activation="step", dtype="float64",
-              backend=backend)
+    net = MLP([2, 1], loss="mse", output_activation="step", dtype="float64", backend=backend)
     net.layers[0].W[:, 0] = (1, -1)
     net.layers[0].b[...] = 0
     X = np.array([[1, 1], [0, 1], [1, 0], [0, 0]])
@@ -38,15 +38,21 @@ def test_perceptron(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sigmoid_values_and_two_sigmoid_layers(backend):
-    net = MLP([1, 1], loss="mse", output_activation="sigmoid", dtype="float64",
-              backend=backend)
+    net = MLP([1, 1], loss="mse", output_activation="sigmoid", dtype="float64", backend=backend)
     net.params[...] = (1, 0)
     # sigmoid(-1) = 0.2689, sigmoid(0) = 0.5, sigmoid(2) = 0.8808
-    np.testing.assert_allclose(net.predict([[-1], [0], [2]])[:, 0], [0.2689, 0.5, 0.8808],
-                               atol=5e-5)
+    np.testing.assert_allclose(
+        net.predict([[-1], [0], [2]])[:, 0], [0.2689, 0.5, 0.8808], atol=5e-5
+    )
     # Two sigmoid layers: w1 = 0.5, b1 = -1, w2 = 1, b2 = 0, x = 2: h1 = 0.5, y = 0.6225
-    two = MLP([1, 1, 1], "sigmoid", loss="mse", output_activation="sigmoid",
-              dtype="float64", backend=backend)
+    two = MLP(
+        [1, 1, 1],
+        "sigmoid",
+        loss="mse",
+        output_activation="sigmoid",
+        dtype="float64",
+        backend=backend,
+    )
     two.layers[0].W[...] = 0.5
     two.layers[0].b[...] = -1
     two.layers[1].W[...] = 1
@@ -81,18 +87,23 @@ def test_three_four_one_relu_network(backend):
     loss = net.loss_and_gradient(x, y)
     assert loss == pytest.approx(0.8849, abs=5e-5)
     assert net.layers[1].db[0] == pytest.approx(-1.8814, abs=5e-5)  # delta2
-    np.testing.assert_allclose(net.layers[1].dW[:, 0],
-                               [-1.74745077, -0.95381076, -0.93581555, -0.72891424],
-                               atol=5e-9)
-    dW1 = np.array([[-0.71591271, 0.35795635, -0.21477381],
-                    [-0.11446041, 0.05723021, -0.03433812],
-                    [-0.41754478, 0.20877239, -0.12526343],
-                    [-0.31388942, 0.15694471, -0.09416683]])
+    np.testing.assert_allclose(
+        net.layers[1].dW[:, 0], [-1.74745077, -0.95381076, -0.93581555, -0.72891424], atol=5e-9
+    )
+    dW1 = np.array(
+        [
+            [-0.71591271, 0.35795635, -0.21477381],
+            [-0.11446041, 0.05723021, -0.03433812],
+            [-0.41754478, 0.20877239, -0.12526343],
+            [-0.31388942, 0.15694471, -0.09416683],
+        ]
+    )
     np.testing.assert_allclose(net.layers[0].dW, dW1.T, atol=5e-9)
     np.testing.assert_allclose(net.layers[0].db, dW1[:, 0], atol=5e-9)  # delta1
 
 
 # --- the spiral experiment ---------------------------------------------------------------------
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -100,23 +111,22 @@ def test_spiral_reaches_99_percent_on_every_backend(backend):
     # 2-128-3 ReLU, Adam lr 0.005, batch 64, L2 1e-4 (weights only), 300
     # epochs; the original experiment reports 0.9967.
     X, y = spiral()
-    net = MLP([2, 128, 3], "relu", loss="cross_entropy", dtype="float64",
-              backend=backend, random_state=0)
-    hist = net.fit(X, y, optimizer=Adam(0.005, weight_decay=1e-4), epochs=300,
-                   batch_size=64)
+    net = MLP(
+        [2, 128, 3], "relu", loss="cross_entropy", dtype="float64", backend=backend, random_state=0
+    )
+    hist = net.fit(X, y, optimizer=Adam(0.005, weight_decay=1e-4), epochs=300, batch_size=64)
     assert net.score(X, y) >= 0.99
     assert hist["loss"][-1] < 0.1
 
 
 # --- backends agree ------------------------------------------------------------------------------
 
+
 def _train(backend, dtype, loss, act, epochs=10):
     X, y = spiral(100)
     target = y if loss == "cross_entropy" else np.eye(3)[y]
-    net = MLP([2, 32, 16, 3], act, loss=loss, dtype=dtype, backend=backend,
-              random_state=0)
-    net.fit(X, target, optimizer=Adam(0.005, weight_decay=1e-4), epochs=epochs,
-            batch_size=32)
+    net = MLP([2, 32, 16, 3], act, loss=loss, dtype=dtype, backend=backend, random_state=0)
+    net.fit(X, target, optimizer=Adam(0.005, weight_decay=1e-4), epochs=epochs, batch_size=32)
     return net
 
 
@@ -153,13 +163,15 @@ def test_backends_train_to_the_same_weights_with_transcendentals(backend, dtype,
 
 # --- PyTorch twin ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("act", ["relu", "tanh"])
 def test_float64_training_matches_a_pytorch_twin_step_by_step(backend, act):
     torch = pytest.importorskip("torch")
     X, y = spiral(60)
-    net = MLP([2, 16, 8, 3], act, loss="cross_entropy", dtype="float64",
-              backend=backend, random_state=3)
+    net = MLP(
+        [2, 16, 8, 3], act, loss="cross_entropy", dtype="float64", backend=backend, random_state=3
+    )
     lin = [torch.nn.Linear(a, b, dtype=torch.float64) for a, b in ((2, 16), (16, 8), (8, 3))]
     with torch.no_grad():
         for layer, mine in zip(lin, net.layers):
@@ -174,9 +186,15 @@ def test_float64_training_matches_a_pytorch_twin_step_by_step(backend, act):
 
     lr, wd = 0.01, 1e-3
     # L2 on the weights only, as fastnn does by default: two parameter groups
-    t_opt = torch.optim.Adam([{"params": [m.weight for m in lin], "weight_decay": wd},
-                              {"params": [m.bias for m in lin], "weight_decay": 0.0}],
-                             lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    t_opt = torch.optim.Adam(
+        [
+            {"params": [m.weight for m in lin], "weight_decay": wd},
+            {"params": [m.bias for m in lin], "weight_decay": 0.0},
+        ],
+        lr=lr,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+    )
     opt = Adam(lr, weight_decay=wd)
     Xc, yc = net.check_data(X, y)
     rng = np.random.default_rng(0)
@@ -184,8 +202,9 @@ def test_float64_training_matches_a_pytorch_twin_step_by_step(backend, act):
         idx = rng.choice(len(X), size=16, replace=False)
         loss = net.train_step(np.ascontiguousarray(Xc[idx]), yc[idx], opt)
         t_opt.zero_grad()
-        t_loss = torch.nn.functional.cross_entropy(forward(torch.from_numpy(Xc[idx])),
-                                                   torch.from_numpy(yc[idx]))
+        t_loss = torch.nn.functional.cross_entropy(
+            forward(torch.from_numpy(Xc[idx])), torch.from_numpy(yc[idx])
+        )
         t_loss.backward()
         t_opt.step()
         # Different BLAS and a different Adam operation order (torch divides by
@@ -195,7 +214,9 @@ def test_float64_training_matches_a_pytorch_twin_step_by_step(backend, act):
         # show at ~1e-4.
         assert loss == pytest.approx(t_loss.item(), rel=1e-10), step
         for layer, mine in zip(lin, net.layers):
-            np.testing.assert_allclose(mine.W, layer.weight.detach().numpy().T, rtol=0,
-                                       atol=1e-10, err_msg=f"step {step}")
-            np.testing.assert_allclose(mine.b, layer.bias.detach().numpy(), rtol=0,
-                                       atol=1e-10, err_msg=f"step {step}")
+            np.testing.assert_allclose(
+                mine.W, layer.weight.detach().numpy().T, rtol=0, atol=1e-10, err_msg=f"step {step}"
+            )
+            np.testing.assert_allclose(
+                mine.b, layer.bias.detach().numpy(), rtol=0, atol=1e-10, err_msg=f"step {step}"
+            )

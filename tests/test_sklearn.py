@@ -19,16 +19,22 @@ import joblib  # noqa: E402
 import sklearn.neural_network as sknn  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import (  # noqa: E402
-    load_digits, make_classification, make_multilabel_classification, make_regression,
+    load_digits,
+    make_classification,
+    make_multilabel_classification,
+    make_regression,
 )
 from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
 from sklearn.model_selection import (  # noqa: E402
-    GridSearchCV, cross_val_score, train_test_split,
+    GridSearchCV,
+    cross_val_score,
+    train_test_split,
 )
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import (  # noqa: E402
-    check_param_validation, parametrize_with_checks,
+    check_param_validation,
+    parametrize_with_checks,
 )
 
 import fastnn  # noqa: E402
@@ -48,11 +54,17 @@ pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceW
 CHECKED = [
     MLPClassifier(max_iter=100),
     MLPRegressor(max_iter=100),
-    MLPClassifier(hidden_layer_sizes=(32,), activation="elu", optimizer="nesterov",
-                  learning_rate_init=0.05, batch_norm=True, clip_norm=5.0,
-                  schedule=fastnn.Cosine(0.05, T=100), max_iter=100),
-    MLPRegressor(hidden_layer_sizes=(32,), activation="tanh", solver="lbfgs",
-                 max_iter=200),
+    MLPClassifier(
+        hidden_layer_sizes=(32,),
+        activation="elu",
+        optimizer="nesterov",
+        learning_rate_init=0.05,
+        batch_norm=True,
+        clip_norm=5.0,
+        schedule=fastnn.Cosine(0.05, T=100),
+        max_iter=100,
+    ),
+    MLPRegressor(hidden_layer_sizes=(32,), activation="tanh", solver="lbfgs", max_iter=200),
 ]
 
 
@@ -70,9 +82,11 @@ def test_param_validation_check(est):
 
 
 def test_import_fastnn_does_not_import_sklearn():
-    code = ("import sys, fastnn; assert 'sklearn' not in sys.modules; "
-            "from fastnn import MLPClassifier; assert 'sklearn' in sys.modules; "
-            "assert 'MLPClassifier' in dir(fastnn)")
+    code = (
+        "import sys, fastnn; assert 'sklearn' not in sys.modules; "
+        "from fastnn import MLPClassifier; assert 'sklearn' in sys.modules; "
+        "assert 'MLPClassifier' in dir(fastnn)"
+    )
     env = {**os.environ, "PYTHONPATH": SRC}
     subprocess.run([sys.executable, "-W", "ignore", "-c", code], check=True, env=env)
 
@@ -84,14 +98,14 @@ def test_unknown_attribute_of_fastnn():
 
 # --- equivalence with scikit-learn ---------------------------------------------------------
 
+
 def _reg_data(n_targets=3):
     X, y = make_regression(300, 6, n_targets=n_targets, noise=1.0, random_state=0)
     return X, y / y.std()
 
 
 def _clf_data(n_classes=3):
-    return make_classification(300, 6, n_classes=n_classes, n_informative=4,
-                               random_state=0)
+    return make_classification(300, 6, n_classes=n_classes, n_informative=4, random_state=0)
 
 
 def _weights(est):
@@ -130,8 +144,18 @@ def test_sgd_training_equals_scikit_learn(case, settings):
     # epoch): with alpha = 0.5 and 6 batches per epoch that is within 1e-4 relative.
     _, ours, theirs, data = case
     X, y = data()
-    a, b = _twin_fits(ours, theirs, X, y, hidden_layer_sizes=(8, 5), shuffle=False,
-                      batch_size=50, max_iter=8, random_state=3, **settings)
+    a, b = _twin_fits(
+        ours,
+        theirs,
+        X,
+        y,
+        hidden_layer_sizes=(8, 5),
+        shuffle=False,
+        batch_size=50,
+        max_iter=8,
+        random_state=3,
+        **settings,
+    )
     for p, q in zip(_weights(a), _weights(b)):
         np.testing.assert_allclose(p, q, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(a.loss_curve_, b.loss_curve_, rtol=1e-4)
@@ -148,8 +172,18 @@ def test_shuffled_training_follows_scikit_learns_batches(case):
     # scikit-learn's default L2 term, alpha 1e-4; see the test above).
     _, ours, theirs, data = case
     X, y = data()
-    a, b = _twin_fits(ours, theirs, X, y, hidden_layer_sizes=(8, 5), shuffle=True,
-                      batch_size=50, max_iter=8, random_state=3, **SGD_SETTINGS[1])
+    a, b = _twin_fits(
+        ours,
+        theirs,
+        X,
+        y,
+        hidden_layer_sizes=(8, 5),
+        shuffle=True,
+        batch_size=50,
+        max_iter=8,
+        random_state=3,
+        **SGD_SETTINGS[1],
+    )
     for p, q in zip(_weights(a), _weights(b)):
         np.testing.assert_allclose(p, q, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(a.loss_curve_, b.loss_curve_, rtol=1e-6)
@@ -161,9 +195,19 @@ def test_full_batch_loss_curve_equals_scikit_learn(case):
     # uses, so the whole loss curve agrees to rounding.
     _, ours, theirs, data = case
     X, y = data()
-    a, b = _twin_fits(ours, theirs, X, y, hidden_layer_sizes=(8,), solver="sgd",
-                      batch_size=300, alpha=0.3, learning_rate_init=0.1, max_iter=6,
-                      random_state=1)
+    a, b = _twin_fits(
+        ours,
+        theirs,
+        X,
+        y,
+        hidden_layer_sizes=(8,),
+        solver="sgd",
+        batch_size=300,
+        alpha=0.3,
+        learning_rate_init=0.1,
+        max_iter=6,
+        random_state=1,
+    )
     np.testing.assert_allclose(a.loss_curve_, b.loss_curve_, rtol=1e-10)
 
 
@@ -173,8 +217,17 @@ def test_adam_training_close_to_scikit_learn(case):
     # the updates agree to about epsilon / sqrt(v_hat) relative.
     _, ours, theirs, data = case
     X, y = data()
-    a, b = _twin_fits(ours, theirs, X, y, hidden_layer_sizes=(8,), shuffle=False,
-                      batch_size=100, max_iter=5, random_state=0)
+    a, b = _twin_fits(
+        ours,
+        theirs,
+        X,
+        y,
+        hidden_layer_sizes=(8,),
+        shuffle=False,
+        batch_size=100,
+        max_iter=5,
+        random_state=0,
+    )
     for p, q in zip(_weights(a), _weights(b)):
         np.testing.assert_allclose(p, q, rtol=0, atol=1e-5)
 
@@ -183,9 +236,17 @@ def test_tol_stopping_and_adaptive_rate_follow_scikit_learn():
     # Identical trajectories make scikit-learn's stopping rule (loss > best - tol for
     # more than n_iter_no_change epochs) and its adaptive rate (divide by 5) testable.
     X, y = _clf_data()
-    kw = dict(hidden_layer_sizes=(8,), solver="sgd", shuffle=False, batch_size=100,
-              learning_rate_init=0.2, tol=1e-2, n_iter_no_change=3, random_state=0,
-              max_iter=300)
+    kw = dict(
+        hidden_layer_sizes=(8,),
+        solver="sgd",
+        shuffle=False,
+        batch_size=100,
+        learning_rate_init=0.2,
+        tol=1e-2,
+        n_iter_no_change=3,
+        random_state=0,
+        max_iter=300,
+    )
     for lr in ("constant", "adaptive"):
         a, b = _twin_fits(MLPClassifier, sknn.MLPClassifier, X, y, learning_rate=lr, **kw)
         assert a.n_iter_ == b.n_iter_ < 300
@@ -200,9 +261,19 @@ def test_warm_start_restarts_the_adaptive_rate_as_scikit_learn():
     # A warm-start fit creates a new optimizer at learning_rate_init and keeps
     # best_loss_ and the no-improvement count: the second fit follows scikit-learn's.
     X, y = _clf_data()
-    kw = dict(hidden_layer_sizes=(8,), solver="sgd", shuffle=False, batch_size=100,
-              learning_rate="adaptive", learning_rate_init=0.2, tol=1e-2,
-              n_iter_no_change=2, warm_start=True, random_state=0, max_iter=25)
+    kw = dict(
+        hidden_layer_sizes=(8,),
+        solver="sgd",
+        shuffle=False,
+        batch_size=100,
+        learning_rate="adaptive",
+        learning_rate_init=0.2,
+        tol=1e-2,
+        n_iter_no_change=2,
+        warm_start=True,
+        random_state=0,
+        max_iter=25,
+    )
     a, b = _twin_fits(MLPClassifier, sknn.MLPClassifier, X, y, **kw)
     assert a._learning_rate < 0.2
     with warnings.catch_warnings():
@@ -217,8 +288,15 @@ def test_warm_start_restarts_the_adaptive_rate_as_scikit_learn():
 
 def test_invscaling_rate():
     X, y = _clf_data()
-    est = MLPClassifier((8,), solver="sgd", learning_rate="invscaling",
-                        learning_rate_init=0.1, power_t=0.25, max_iter=3, random_state=0)
+    est = MLPClassifier(
+        (8,),
+        solver="sgd",
+        learning_rate="invscaling",
+        learning_rate_init=0.1,
+        power_t=0.25,
+        max_iter=3,
+        random_state=0,
+    )
     with pytest.warns(ConvergenceWarning):
         est.fit(X, y)
     # scikit-learn's rule: lr = lr_init / (t_ + 1) ** power_t after each epoch, t_
@@ -232,10 +310,20 @@ def test_early_stopping_follows_scikit_learn():
     # RandomState) and unshuffled batches: the validation scores and the stopping
     # epoch are scikit-learn's; the best weights are restored at the end.
     X, y = _reg_data(1)
-    kw = dict(hidden_layer_sizes=(8,), solver="sgd", momentum=0.0, shuffle=False,
-              early_stopping=True, validation_fraction=0.2, batch_size=60,
-              learning_rate_init=0.2, n_iter_no_change=2, tol=1e-3, random_state=0,
-              max_iter=200)
+    kw = dict(
+        hidden_layer_sizes=(8,),
+        solver="sgd",
+        momentum=0.0,
+        shuffle=False,
+        early_stopping=True,
+        validation_fraction=0.2,
+        batch_size=60,
+        learning_rate_init=0.2,
+        n_iter_no_change=2,
+        tol=1e-3,
+        random_state=0,
+        max_iter=200,
+    )
     a, b = _twin_fits(MLPRegressor, sknn.MLPRegressor, X, y, **kw)
     assert a.n_iter_ == b.n_iter_ < 200
     np.testing.assert_allclose(a.validation_scores_, b.validation_scores_, rtol=1e-8)
@@ -246,10 +334,12 @@ def test_early_stopping_follows_scikit_learn():
 
 
 def test_early_stopping_classifier_split_is_stratified():
-    X, y = make_classification(400, 8, n_classes=4, n_informative=4,
-                               weights=[0.55, 0.3, 0.1, 0.05], random_state=0)
-    est = MLPClassifier((16,), early_stopping=True, validation_fraction=0.25,
-                        max_iter=30, random_state=0)
+    X, y = make_classification(
+        400, 8, n_classes=4, n_informative=4, weights=[0.55, 0.3, 0.1, 0.05], random_state=0
+    )
+    est = MLPClassifier(
+        (16,), early_stopping=True, validation_fraction=0.25, max_iter=30, random_state=0
+    )
     seen = {}
     real = fastnn.MLP.evaluate
 
@@ -271,8 +361,14 @@ def test_early_stopping_classifier_split_is_stratified():
 
 def test_partial_fit_follows_scikit_learn():
     X, y = _clf_data()
-    kw = dict(hidden_layer_sizes=(8,), solver="sgd", shuffle=False, batch_size=100,
-              learning_rate_init=0.05, random_state=0)
+    kw = dict(
+        hidden_layer_sizes=(8,),
+        solver="sgd",
+        shuffle=False,
+        batch_size=100,
+        learning_rate_init=0.05,
+        random_state=0,
+    )
     a, b = MLPClassifier(**kw), sknn.MLPClassifier(**kw)
     for _ in range(3):
         a.partial_fit(X, y, classes=[0, 1, 2])
@@ -305,8 +401,7 @@ def test_partial_fit_unavailable_for_lbfgs():
 
 def test_warm_start_continues_with_a_fresh_optimizer():
     X, y = _reg_data()
-    est = MLPRegressor(hidden_layer_sizes=(8,), warm_start=True, max_iter=3,
-                       random_state=0)
+    est = MLPRegressor(hidden_layer_sizes=(8,), warm_start=True, max_iter=3, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.fit(X, y)
@@ -335,8 +430,16 @@ def test_warm_start_with_other_layers_is_refused():
 
 def test_lbfgs_close_to_scikit_learn():
     X, y = _clf_data()
-    a, b = _twin_fits(MLPClassifier, sknn.MLPClassifier, X, y, hidden_layer_sizes=(8,),
-                      solver="lbfgs", max_iter=30, random_state=0)
+    a, b = _twin_fits(
+        MLPClassifier,
+        sknn.MLPClassifier,
+        X,
+        y,
+        hidden_layer_sizes=(8,),
+        solver="lbfgs",
+        max_iter=30,
+        random_state=0,
+    )
     # The same objective and start: L-BFGS-B's first iterations agree closely.
     assert a.loss_ == pytest.approx(b.loss_, rel=1e-4)
     assert a.n_iter_ == b.n_iter_ == 30
@@ -361,6 +464,7 @@ def test_convergence_warning_only_at_max_iter():
 
 
 # --- fitted attributes, labels and outputs -----------------------------------------------
+
 
 def test_fitted_attributes_multiclass_strings():
     X, y = _clf_data()
@@ -408,10 +512,16 @@ def test_multioutput_regression():
         assert single.fit(X, y[:, 0]).predict(X).shape == (300,)
 
 
-@pytest.mark.parametrize("dtype_in, dtype_param, expected", [
-    (np.float32, None, np.float32), (np.float64, None, np.float64),
-    (np.int64, None, np.float64), (np.float64, "float32", np.float32),
-    (np.float32, np.float64, np.float64)])
+@pytest.mark.parametrize(
+    "dtype_in, dtype_param, expected",
+    [
+        (np.float32, None, np.float32),
+        (np.float64, None, np.float64),
+        (np.int64, None, np.float64),
+        (np.float64, "float32", np.float32),
+        (np.float32, np.float64, np.float64),
+    ],
+)
 def test_training_dtype(dtype_in, dtype_param, expected):
     X, y = _clf_data()
     est = MLPClassifier((8,), max_iter=2, dtype=dtype_param, random_state=0)
@@ -440,8 +550,7 @@ def test_coefs_are_views_and_assignable():
 
 def test_batch_norm_layers_have_no_intercept():
     X, y = _clf_data()
-    est = MLPClassifier((8, 8), batch_norm=[True, False], dropout=0.1, max_iter=3,
-                        random_state=0)
+    est = MLPClassifier((8, 8), batch_norm=[True, False], dropout=0.1, max_iter=3, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.fit(X, y)
@@ -489,8 +598,9 @@ print(seen[-1])
 
 # The affinity, not os.cpu_count(): OpenBLAS sizes its pool from the CPUs this process
 # may run on, so a process pinned to one core has one-thread pools anyway.
-@pytest.mark.skipif(fastnn._threads.available_cpus() < 2,
-                    reason="needs 2 usable cores to see a limit")
+@pytest.mark.skipif(
+    fastnn._threads.available_cpus() < 2, reason="needs 2 usable cores to see a limit"
+)
 def test_fit_leaves_the_process_blas_pools_alone():
     """n_threads is fastnn's own thread count: the process's BLAS pools (which other
     threads and libraries share) keep their size during fit, whatever it is; fastnn's
@@ -500,9 +610,13 @@ def test_fit_leaves_the_process_blas_pools_alone():
     env["PYTHONPATH"] = SRC
 
     def run(n):
-        out = subprocess.run([sys.executable, "-W", "ignore", "-c",
-                              N_THREADS_SCRIPT.replace("N)", f"{n})")],
-                             env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-W", "ignore", "-c", N_THREADS_SCRIPT.replace("N)", f"{n})")],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return eval(out.stdout.strip().splitlines()[-1])
 
     assert run(1) == run(None) == run(2)
@@ -528,8 +642,14 @@ def test_keyboard_interrupt_keeps_the_model(monkeypatch):
 
 def test_divergence_is_a_clear_value_error():
     X, y = _reg_data(1)
-    est = MLPRegressor(hidden_layer_sizes=(8,), solver="sgd", learning_rate_init=1e6,
-                       momentum=0.0, max_iter=50, random_state=0)
+    est = MLPRegressor(
+        hidden_layer_sizes=(8,),
+        solver="sgd",
+        learning_rate_init=1e6,
+        momentum=0.0,
+        max_iter=50,
+        random_state=0,
+    )
     with pytest.raises(ValueError, match="diverged.*last finite weights"):
         est.fit(X * 1e3, y * 1e3)
     assert all(np.isfinite(w).all() for w in est.coefs_)
@@ -537,24 +657,31 @@ def test_divergence_is_a_clear_value_error():
 
 # --- scikit-learn's tools --------------------------------------------------------------------
 
+
 def test_pipeline_gridsearch_cross_val_score():
     X, y = _clf_data()
-    pipe = make_pipeline(StandardScaler(), MLPClassifier(batch_size=32, max_iter=30,
-                                                         random_state=0))
+    pipe = make_pipeline(
+        StandardScaler(), MLPClassifier(batch_size=32, max_iter=30, random_state=0)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         scores = cross_val_score(pipe, X, y, cv=3)
         # n_jobs=2 sends the estimators to worker processes by pickling them.
-        grid = GridSearchCV(pipe, {"mlpclassifier__optimizer": [None, "rmsprop"]},
-                            cv=2, n_jobs=2).fit(X, y)
+        grid = GridSearchCV(
+            pipe, {"mlpclassifier__optimizer": [None, "rmsprop"]}, cv=2, n_jobs=2
+        ).fit(X, y)
     assert scores.shape == (3,) and scores.mean() > 0.7
     assert grid.best_score_ > 0.7 and len(grid.cv_results_["params"]) == 2
     assert grid.predict(X).shape == (300,)
 
 
 def test_clone_is_unfitted_with_equal_params():
-    est = MLPRegressor(hidden_layer_sizes=(8,), schedule=fastnn.Cosine(0.01, T=10),
-                       dtype="float32", backend="numpy")
+    est = MLPRegressor(
+        hidden_layer_sizes=(8,),
+        schedule=fastnn.Cosine(0.01, T=10),
+        dtype="float32",
+        backend="numpy",
+    )
     c = clone(est)
     assert c.get_params()["schedule"] == est.schedule
     assert c.get_params()["schedule"] is not est.schedule
@@ -569,16 +696,36 @@ def _fitted_examples():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return [
-            (MLPClassifier((8,), max_iter=5, random_state=0).fit(
-                X, np.array(["x", "y", "z"])[y]), X, "predict_proba"),
-            (MLPClassifier((8,), max_iter=5, batch_norm=True, optimizer="adamw",
-                           dtype="float32", random_state=0).fit(X, y == 1),
-             X, "predict_proba"),
-            (MLPClassifier((8,), max_iter=5, random_state=0).fit(Xm, Ym), Xm,
-             "predict_proba"),
-            (MLPRegressor(hidden_layer_sizes=(8,), max_iter=5, random_state=0,
-                          schedule=fastnn.ReduceOnPlateau(0.01)).fit(Xr, yr), Xr,
-             "predict"),
+            (
+                MLPClassifier((8,), max_iter=5, random_state=0).fit(
+                    X, np.array(["x", "y", "z"])[y]
+                ),
+                X,
+                "predict_proba",
+            ),
+            (
+                MLPClassifier(
+                    (8,),
+                    max_iter=5,
+                    batch_norm=True,
+                    optimizer="adamw",
+                    dtype="float32",
+                    random_state=0,
+                ).fit(X, y == 1),
+                X,
+                "predict_proba",
+            ),
+            (MLPClassifier((8,), max_iter=5, random_state=0).fit(Xm, Ym), Xm, "predict_proba"),
+            (
+                MLPRegressor(
+                    hidden_layer_sizes=(8,),
+                    max_iter=5,
+                    random_state=0,
+                    schedule=fastnn.ReduceOnPlateau(0.01),
+                ).fit(Xr, yr),
+                Xr,
+                "predict",
+            ),
         ]
 
 
@@ -587,8 +734,7 @@ def test_pickle_joblib_and_deepcopy_round_trips(tmp_path):
         expected = getattr(est, method)(X)
         path = tmp_path / "est.joblib"
         joblib.dump(est, path)
-        for other in (pickle.loads(pickle.dumps(est)), joblib.load(path),
-                      copy.deepcopy(est)):
+        for other in (pickle.loads(pickle.dumps(est)), joblib.load(path), copy.deepcopy(est)):
             np.testing.assert_array_equal(getattr(other, method)(X), expected)
             # The rebuilt layers are views of the rebuilt parameter buffer again:
             # further training moves what predict uses.
@@ -604,8 +750,17 @@ def test_fastnn_save_load_bit_identical_and_continues(tmp_path):
         assert type(loaded) is type(est)
         assert loaded.get_params() == est.get_params()
         np.testing.assert_array_equal(getattr(loaded, method)(X), getattr(est, method)(X))
-        for name in ("n_iter_", "t_", "loss_", "loss_curve_", "best_loss_",
-                     "n_features_in_", "out_activation_", "n_outputs_", "n_layers_"):
+        for name in (
+            "n_iter_",
+            "t_",
+            "loss_",
+            "loss_curve_",
+            "best_loss_",
+            "n_features_in_",
+            "out_activation_",
+            "n_outputs_",
+            "n_layers_",
+        ):
             assert getattr(loaded, name) == getattr(est, name), name
         if hasattr(est, "classes_"):
             np.testing.assert_array_equal(loaded.classes_, est.classes_)
@@ -627,6 +782,7 @@ def test_saved_estimator_file_is_plain_data(tmp_path):
 
 
 # --- bad input ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
 def test_bad_data_messages(Est):
@@ -657,21 +813,27 @@ def test_continuous_labels_are_refused():
         MLPClassifier().fit(X, np.linspace(0, 1, len(X)))
 
 
-@pytest.mark.parametrize("param, value, match", [
-    ("activation", "softplus", "'activation' parameter of MLPClassifier must be a str "
-                               "among"),
-    ("solver", "newton", "'solver' parameter"),
-    ("optimizer", "adamax", "'optimizer' parameter"),
-    ("backend", "cuda", "'backend' parameter"),
-    ("alpha", -1.0, r"'alpha' parameter of MLPClassifier must be a float in the range "
-                    r"\[0.0, inf\)"),
-    ("hidden_layer_sizes", 0, "'hidden_layer_sizes' parameter"),
-    ("batch_size", 0, "'batch_size' parameter"),
-    ("momentum", 1.0, "'momentum' parameter"),
-    ("dtype", "float16", "'dtype' parameter"),
-    ("n_threads", 0, "'n_threads' parameter"),
-    ("clip_norm", 0.0, "'clip_norm' parameter"),
-])
+@pytest.mark.parametrize(
+    "param, value, match",
+    [
+        ("activation", "softplus", "'activation' parameter of MLPClassifier must be a str among"),
+        ("solver", "newton", "'solver' parameter"),
+        ("optimizer", "adamax", "'optimizer' parameter"),
+        ("backend", "cuda", "'backend' parameter"),
+        (
+            "alpha",
+            -1.0,
+            r"'alpha' parameter of MLPClassifier must be a float in the range "
+            r"\[0.0, inf\)",
+        ),
+        ("hidden_layer_sizes", 0, "'hidden_layer_sizes' parameter"),
+        ("batch_size", 0, "'batch_size' parameter"),
+        ("momentum", 1.0, "'momentum' parameter"),
+        ("dtype", "float16", "'dtype' parameter"),
+        ("n_threads", 0, "'n_threads' parameter"),
+        ("clip_norm", 0.0, "'clip_norm' parameter"),
+    ],
+)
 def test_invalid_hyperparameters_name_the_argument(param, value, match):
     X, y = _clf_data()
     with pytest.raises(ValueError, match=match):
@@ -715,8 +877,9 @@ def test_fit_warnings_name_the_callers_line():
     rs = np.random.RandomState(0)
     Xd = rs.randn(200, 4)
     yd = Xd @ rs.randn(4) * 10
-    diverging = dict(hidden_layer_sizes=(8,), solver="sgd", max_iter=5, random_state=0,
-                     early_stopping=True)
+    diverging = dict(
+        hidden_layer_sizes=(8,), solver="sgd", max_iter=5, random_state=0, early_stopping=True
+    )
     calls = [
         lambda: MLPClassifier((4,), batch_size=1000, max_iter=2).fit(X, y),
         lambda: MLPClassifier((4,), batch_size=1000).partial_fit(X, y, classes=[0, 1, 2]),
@@ -737,6 +900,7 @@ def test_fit_warnings_name_the_callers_line():
 
 # --- the digits experiment (fastnn demo) -----------------------------------------------------
 
+
 @pytest.mark.slow
 def test_digits_reaches_scikit_learn_accuracy():
     # 64-128-128-10 ReLU, Adam lr 1e-3, batch 64, 50 epochs (n_iter_no_change=50: no
@@ -746,20 +910,23 @@ def test_digits_reaches_scikit_learn_accuracy():
     # mini-batches; they differ in precision (float32) and Adam's epsilon placement, so
     # a run may differ by a test image: the test compares the mean over 8 seeds.
     X, y = load_digits(return_X_y=True)
-    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.2, random_state=0,
-                                          stratify=y)
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
     scaler = StandardScaler().fit(Xtr)
     Xtr = scaler.transform(Xtr).astype(np.float32)
     Xte = scaler.transform(Xte).astype(np.float32)
-    kw = dict(hidden_layer_sizes=(128, 128), solver="adam", learning_rate_init=1e-3,
-              batch_size=64, max_iter=50, n_iter_no_change=50)
+    kw = dict(
+        hidden_layer_sizes=(128, 128),
+        solver="adam",
+        learning_rate_init=1e-3,
+        batch_size=64,
+        max_iter=50,
+        n_iter_no_change=50,
+    )
     ours, theirs = [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for seed in range(8):
-            ours.append(MLPClassifier(random_state=seed, **kw).fit(Xtr, ytr)
-                        .score(Xte, yte))
-            theirs.append(sknn.MLPClassifier(random_state=seed, **kw).fit(Xtr, ytr)
-                          .score(Xte, yte))
+            ours.append(MLPClassifier(random_state=seed, **kw).fit(Xtr, ytr).score(Xte, yte))
+            theirs.append(sknn.MLPClassifier(random_state=seed, **kw).fit(Xtr, ytr).score(Xte, yte))
     assert min(ours) > 0.96
     assert np.mean(ours) >= np.mean(theirs), (ours, theirs)

@@ -22,8 +22,7 @@ from fastnn import MLP, MLPClassifier, MLPRegressor  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
-PAIRS = {"clf": (MLPClassifier, sknn.MLPClassifier),
-         "reg": (MLPRegressor, sknn.MLPRegressor)}
+PAIRS = {"clf": (MLPClassifier, sknn.MLPClassifier), "reg": (MLPRegressor, sknn.MLPRegressor)}
 
 
 def _X(n=60, d=3, seed=0):
@@ -52,16 +51,23 @@ def _same_floats(a, b, rtol=1e-6):
 
 # --- 1. a single class ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("labels", [["a"], [0], [2.0], [True]])
-@pytest.mark.parametrize("settings", [dict(), dict(early_stopping=True),
-                                      dict(solver="lbfgs", max_iter=50),
-                                      dict(solver="sgd", warm_start=True)])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(),
+        dict(early_stopping=True),
+        dict(solver="lbfgs", max_iter=50),
+        dict(solver="sgd", warm_start=True),
+    ],
+)
 def test_single_class_is_fitted_as_scikit_learn_fits_it(labels, settings):
     X = _X()
     y = np.array(labels * len(X))
     (ours, theirs), (w_ours, w_theirs) = _both(
-        "clf", X, y, **{"hidden_layer_sizes": (5,), "max_iter": 5, "random_state": 0,
-                        **settings})
+        "clf", X, y, **{"hidden_layer_sizes": (5,), "max_iter": 5, "random_state": 0, **settings}
+    )
     assert ours.classes_.tolist() == theirs.classes_.tolist() == labels
     assert ours.classes_.dtype == theirs.classes_.dtype
     assert ours.n_outputs_ == theirs.n_outputs_ == 1
@@ -72,8 +78,7 @@ def test_single_class_is_fitted_as_scikit_learn_fits_it(labels, settings):
     # scikit-learn answers two columns for its one class: [1 - p, p]
     assert ours.predict_proba(X).shape == theirs.predict_proba(X).shape == (len(X), 2)
     np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), rtol=1e-6)
-    np.testing.assert_allclose(ours.predict_log_proba(X), theirs.predict_log_proba(X),
-                               rtol=1e-6)
+    np.testing.assert_allclose(ours.predict_log_proba(X), theirs.predict_log_proba(X), rtol=1e-6)
     assert ours.score(X, y) == theirs.score(X, y) == 1.0
     assert ours.n_iter_ == theirs.n_iter_
     if settings.get("early_stopping"):
@@ -84,8 +89,7 @@ def test_single_class_is_fitted_as_scikit_learn_fits_it(labels, settings):
     if settings.get("warm_start"):
         for est in (ours, theirs):
             est.fit(X, y)
-        np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), rtol=1e-6)
 
 
 def test_single_class_partial_fit_and_saving(tmp_path):
@@ -109,6 +113,7 @@ def test_single_class_partial_fit_and_saving(tmp_path):
 
 # --- 2. divergence with early stopping ------------------------------------------------------
 
+
 def _diverging_regression():
     rs = np.random.RandomState(0)
     X = rs.randn(200, 4)
@@ -118,8 +123,8 @@ def _diverging_regression():
 def _check_diverged_like_scikit_learn(ours, theirs, w_ours, w_theirs):
     k = len(ours.validation_scores_)
     # the epochs before the divergence are scikit-learn's, to rounding
-    _same_floats(ours.loss_curve_[:k - 1], theirs.loss_curve_[:k - 1])
-    _same_floats(ours.validation_scores_[:k - 1], theirs.validation_scores_[:k - 1])
+    _same_floats(ours.loss_curve_[: k - 1], theirs.loss_curve_[: k - 1])
+    _same_floats(ours.validation_scores_[: k - 1], theirs.validation_scores_[: k - 1])
     # the diverged epoch is recorded as scikit-learn records it: a NaN score (NaN loss)
     assert np.isnan(ours.validation_scores_[-1]) and np.isnan(ours.loss_curve_[-1])
     assert np.isnan(theirs.validation_scores_[-1]) and np.isnan(theirs.loss_curve_[-1])
@@ -127,16 +132,15 @@ def _check_diverged_like_scikit_learn(ours, theirs, w_ours, w_theirs):
     assert ours.n_iter_ == len(ours.loss_curve_) == k <= theirs.n_iter_
     assert ours.best_loss_ is None and theirs.best_loss_ is None
     # both keep the best-validation weights
-    assert ours.best_validation_score_ == pytest.approx(theirs.best_validation_score_,
-                                                        rel=1e-9)
-    for a, b in zip([*ours.coefs_, *ours.intercepts_],
-                    [*theirs.coefs_, *theirs.intercepts_]):
+    assert ours.best_validation_score_ == pytest.approx(theirs.best_validation_score_, rel=1e-9)
+    for a, b in zip([*ours.coefs_, *ours.intercepts_], [*theirs.coefs_, *theirs.intercepts_]):
         assert np.isfinite(a).all()
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
     # scikit-learn trains on to max_iter and warns that it did; fastnn stops and says why
     assert [str(x.message) for x in w_theirs] == [
         f"Stochastic Optimizer: Maximum iterations ({theirs.max_iter}) reached and the "
-        f"optimization hasn't converged yet."]
+        f"optimization hasn't converged yet."
+    ]
     assert len(w_ours) == 1 and w_ours[0].category is ConvergenceWarning
     assert f"Training diverged in iteration {k}" in str(w_ours[0].message)
 
@@ -145,8 +149,16 @@ def _check_diverged_like_scikit_learn(ours, theirs, w_ours, w_theirs):
 def test_regressor_divergence_with_early_stopping_keeps_the_best_weights(lr):
     X, y = _diverging_regression()
     (ours, theirs), (w_ours, w_theirs) = _both(
-        "reg", X, y, hidden_layer_sizes=(8,), solver="sgd", learning_rate_init=lr,
-        max_iter=30, random_state=0, early_stopping=True)
+        "reg",
+        X,
+        y,
+        hidden_layer_sizes=(8,),
+        solver="sgd",
+        learning_rate_init=lr,
+        max_iter=30,
+        random_state=0,
+        early_stopping=True,
+    )
     _check_diverged_like_scikit_learn(ours, theirs, w_ours, w_theirs)
     assert "best validation score" in str(w_ours[0].message)
     np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-9)
@@ -156,14 +168,20 @@ def test_regressor_divergence_with_early_stopping_keeps_the_best_weights(lr):
 def test_divergence_in_the_first_epoch_keeps_the_initial_weights():
     X, y = _diverging_regression()
     (ours, theirs), (w_ours, w_theirs) = _both(
-        "reg", X * 1e200, y, hidden_layer_sizes=(8,), solver="sgd", max_iter=5,
-        random_state=0, early_stopping=True)
+        "reg",
+        X * 1e200,
+        y,
+        hidden_layer_sizes=(8,),
+        solver="sgd",
+        max_iter=5,
+        random_state=0,
+        early_stopping=True,
+    )
     assert ours.best_validation_score_ == theirs.best_validation_score_ == -np.inf
     assert ours.n_iter_ == 1 and np.isnan(ours.validation_scores_).all()
     assert np.isnan(theirs.validation_scores_).all()
     assert "keeps the weights it started from" in str(w_ours[0].message)
-    init = sknn.MLPRegressor(hidden_layer_sizes=(8,), solver="sgd", max_iter=1,
-                             random_state=0)
+    init = sknn.MLPRegressor(hidden_layer_sizes=(8,), solver="sgd", max_iter=1, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         init._random_state = np.random.RandomState(0)
@@ -178,14 +196,24 @@ def test_classifier_divergence_with_early_stopping_keeps_the_best_weights():
     X = rs.randn(200, 4)
     y = (X[:, 0] + X[:, 1] > 0).astype(int)
     (ours, theirs), (w_ours, _) = _both(
-        "clf", X * 1e30, y, hidden_layer_sizes=(8,), solver="sgd", momentum=0.0,
-        learning_rate_init=1.0, max_iter=20, random_state=0, early_stopping=True)
+        "clf",
+        X * 1e30,
+        y,
+        hidden_layer_sizes=(8,),
+        solver="sgd",
+        momentum=0.0,
+        learning_rate_init=1.0,
+        max_iter=20,
+        random_state=0,
+        early_stopping=True,
+    )
     k = ours.n_iter_
     assert k < 20 and np.isnan(ours.validation_scores_[-1]) and np.isnan(ours.loss_)
     # scikit-learn's accuracy of non-finite outputs is that of the labels its NaN
     # comparisons pick, not NaN: only the epochs before the divergence compare
-    np.testing.assert_array_equal(ours.validation_scores_[:k - 1],
-                                  theirs.validation_scores_[:k - 1])
+    np.testing.assert_array_equal(
+        ours.validation_scores_[: k - 1], theirs.validation_scores_[: k - 1]
+    )
     assert ours.best_validation_score_ == theirs.best_validation_score_
     np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
     assert len(w_ours) == 1 and "Training diverged" in str(w_ours[0].message)
@@ -193,17 +221,19 @@ def test_classifier_divergence_with_early_stopping_keeps_the_best_weights():
 
 def test_divergence_without_early_stopping_still_raises():
     X, y = _diverging_regression()
-    kw = dict(hidden_layer_sizes=(8,), solver="sgd", learning_rate_init=1.0, max_iter=30,
-              random_state=0)
+    kw = dict(
+        hidden_layer_sizes=(8,), solver="sgd", learning_rate_init=1.0, max_iter=30, random_state=0
+    )
     ours, theirs = MLPRegressor(**kw), sknn.MLPRegressor(**kw)
     with np.errstate(all="ignore"):
         # scikit-learn trains on to max_iter, then refuses its non-finite weights
-        with pytest.warns(ConvergenceWarning, match="Maximum iterations"), \
-                pytest.raises(ValueError, match="Solver produced non-finite parameter"):
+        with (
+            pytest.warns(ConvergenceWarning, match="Maximum iterations"),
+            pytest.raises(ValueError, match="Solver produced non-finite parameter"),
+        ):
             theirs.fit(X, y)
         # fastnn stops at the epoch that diverged, keeping the last finite weights
-        with pytest.raises(ValueError, match="diverged in iteration 6.*last finite "
-                                             "weights"):
+        with pytest.raises(ValueError, match="diverged in iteration 6.*last finite weights"):
             ours.fit(X, y)
     assert theirs.n_iter_ == 30 and not np.isfinite(theirs.coefs_[0]).all()
     assert ours.n_iter_ == 5 and all(np.isfinite(w).all() for w in ours.coefs_)
@@ -211,11 +241,11 @@ def test_divergence_without_early_stopping_still_raises():
 
 # --- 3. coefs_ and intercepts_ ----------------------------------------------------------------
 
+
 def _fitted_pair(kind="clf"):
     X = _X(80, 4)
     y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0) if kind == "clf" else X[:, 0] ** 2
-    (ours, theirs), _ = _both(kind, X, y, hidden_layer_sizes=(6,), max_iter=20,
-                              random_state=0)
+    (ours, theirs), _ = _both(kind, X, y, hidden_layer_sizes=(6,), max_iter=20, random_state=0)
     # the same network in both (Adam's epsilon differs, docs: up to its size)
     ours.coefs_, ours.intercepts_ = theirs.coefs_, theirs.intercepts_
     return X, ours, theirs
@@ -234,12 +264,11 @@ def test_coefs_are_live_lists_as_in_scikit_learn(kind):
     b = rs.randn(*theirs.intercepts_[0].shape)
     for est in (ours, theirs):
         assert isinstance(est.coefs_, list) and isinstance(est.intercepts_, list)
-        est.coefs_[0][:, 0] = 0.5           # writing into an array
-        est.coefs_[1] = W                   # replacing a layer
+        est.coefs_[0][:, 0] = 0.5  # writing into an array
+        est.coefs_[1] = W  # replacing a layer
         est.intercepts_[0] = b
         est.intercepts_[-1][...] = 0.25
-    for a, c in zip([*ours.coefs_, *ours.intercepts_],
-                    [*theirs.coefs_, *theirs.intercepts_]):
+    for a, c in zip([*ours.coefs_, *ours.intercepts_], [*theirs.coefs_, *theirs.intercepts_]):
         np.testing.assert_array_equal(a, c)
     np.testing.assert_allclose(_answers(ours, X), _answers(theirs, X), rtol=1e-9)
     if kind == "clf":
@@ -256,20 +285,30 @@ def test_coefs_are_live_lists_as_in_scikit_learn(kind):
     theirs.coefs_[1] = 2 * W
     np.testing.assert_allclose(_answers(ours, X), _answers(theirs, X), rtol=1e-9)
     # copies are plain lists of the values
-    for dup in (copy.copy(ours.coefs_), copy.deepcopy(ours.coefs_),
-                pickle.loads(pickle.dumps(ours.coefs_)), list(ours.coefs_)):
+    for dup in (
+        copy.copy(ours.coefs_),
+        copy.deepcopy(ours.coefs_),
+        pickle.loads(pickle.dumps(ours.coefs_)),
+        list(ours.coefs_),
+    ):
         assert type(dup) is list and np.array_equal(dup[1], 2 * W)
 
 
 def test_coefs_assignment_errors_name_the_layer():
     X, ours, _ = _fitted_pair()
-    with pytest.raises(ValueError, match=r"coefs_\[1\] must have shape \(6, 3\) \(the "
-                                         r"weight matrix of layer 1\), got \(3, 6\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"coefs_\[1\] must have shape \(6, 3\) \(the "
+        r"weight matrix of layer 1\), got \(3, 6\)",
+    ):
         ours.coefs_[1] = np.zeros((3, 6))
     with pytest.raises(ValueError, match=r"intercepts_\[0\] must have shape \(6,\)"):
         ours.intercepts_[-2] = np.zeros(5)
-    with pytest.raises(TypeError, match=r"coefs_\[0\] must be a real-valued array .* "
-                                        r"got dtype complex128"):
+    with pytest.raises(
+        TypeError,
+        match=r"coefs_\[0\] must be a real-valued array .* "
+        r"got dtype complex128",
+    ):
         ours.coefs_[0] = np.zeros((4, 6), complex)
     with pytest.raises(TypeError, match=r"coefs_\[0\] .* got None"):
         ours.coefs_[0] = None
@@ -277,8 +316,13 @@ def test_coefs_assignment_errors_name_the_layer():
         ours.coefs_[2] = np.zeros((6, 3))
     with pytest.raises(ValueError, match="coefs_ must be a list of 2 arrays"):
         ours.coefs_ = [np.zeros((4, 6))]
-    for grow in (lambda c: c.append(c[0]), lambda c: c.pop(), lambda c: c.__delitem__(0),
-                 lambda c: c.extend([]), lambda c: c.insert(0, c[0])):
+    for grow in (
+        lambda c: c.append(c[0]),
+        lambda c: c.pop(),
+        lambda c: c.__delitem__(0),
+        lambda c: c.extend([]),
+        lambda c: c.insert(0, c[0]),
+    ):
         with pytest.raises(TypeError, match="one entry per layer"):
             grow(ours.coefs_)
     with pytest.raises(ValueError, match=r"has 2 layers, got 1 arrays"):
@@ -290,20 +334,21 @@ def test_coefs_assignment_errors_name_the_layer():
     for a, b in zip(ours.coefs_, before):
         np.testing.assert_array_equal(a, b)
     # a float64 array in a float32 network is rounded to float32
-    est = MLPClassifier((6,), max_iter=2, dtype="float32", random_state=0).fit(
-        X, X[:, 0] > 0)
+    est = MLPClassifier((6,), max_iter=2, dtype="float32", random_state=0).fit(X, X[:, 0] > 0)
     est.coefs_[0] = np.full((4, 6), 0.1)
     assert est.coefs_[0].dtype == np.float32 and est.coefs_[0][0, 0] == np.float32(0.1)
 
 
 def test_batch_normalised_layers_take_none_as_intercept():
     X = _X(80, 4)
-    est = MLPClassifier((6,), batch_norm=True, max_iter=2, random_state=0).fit(
-        X, X[:, 0] > 0)
+    est = MLPClassifier((6,), batch_norm=True, max_iter=2, random_state=0).fit(X, X[:, 0] > 0)
     est.intercepts_[0] = None
     est.intercepts_ = [None, np.zeros(1)]
-    with pytest.raises(ValueError, match=r"intercepts_\[0\] must be None: layer 0 is "
-                                         r"batch-normalised"):
+    with pytest.raises(
+        ValueError,
+        match=r"intercepts_\[0\] must be None: layer 0 is "
+        r"batch-normalised",
+    ):
         est.intercepts_[0] = np.zeros(6)
 
 
@@ -316,17 +361,17 @@ def test_coefs_assigned_before_fit_as_in_scikit_learn(kind):
     zeros = [np.zeros((4, 6)), np.zeros((6, 3))]
     ests = [cls(**kw) for cls in PAIRS[kind]]
     for est in ests:
-        est.coefs_ = zeros            # scikit-learn's plain attribute: no error
+        est.coefs_ = zeros  # scikit-learn's plain attribute: no error
         est.intercepts_ = []
         assert est.coefs_ is zeros and est.intercepts_ == []
     with pytest.raises(NotFittedError):
-        ests[0].predict(X)            # scikit-learn: AttributeError (NotFittedError is one)
+        ests[0].predict(X)  # scikit-learn: AttributeError (NotFittedError is one)
     with pytest.raises(AttributeError):
         ests[1].predict(X)
     for est in ests:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            est.fit(X, y)             # the first fit replaces them
+            est.fit(X, y)  # the first fit replaces them
     ours, again = ests
     for a, b, c in zip(ours.coefs_, fresh.coefs_, again.coefs_):
         np.testing.assert_array_equal(a, b)
@@ -365,10 +410,12 @@ def test_setting_coefs_counts_as_training():
         try:
             assert in_fit.wait(30)
             layers = ours.coefs_
-            attempts = (lambda: layers.__setitem__(0, np.zeros((4, 6))),
-                        lambda: setattr(ours, "coefs_", layers),
-                        lambda: setattr(ours, "intercepts_", ours.intercepts_),
-                        lambda: ours.intercepts_.__setitem__(1, np.zeros(3)))
+            attempts = (
+                lambda: layers.__setitem__(0, np.zeros((4, 6))),
+                lambda: setattr(ours, "coefs_", layers),
+                lambda: setattr(ours, "intercepts_", ours.intercepts_),
+                lambda: ours.intercepts_.__setitem__(1, np.zeros(3)),
+            )
             for attempt in attempts:
                 with pytest.raises(RuntimeError, match="being trained in another thread"):
                     attempt()
@@ -384,19 +431,19 @@ def test_setting_coefs_counts_as_training():
 
 # --- 4. predict_log_proba is log(predict_proba) --------------------------------------------
 
+
 @pytest.mark.parametrize("target", ["binary", "multiclass", "multilabel"])
 def test_predict_log_proba_is_log_of_predict_proba(target):
     X = _X(80, 4)
-    y = {"binary": (X[:, 0] > 0).astype(int),
-         "multiclass": (X[:, 0] > 0).astype(int) + (X[:, 1] > 0),
-         "multilabel": np.c_[X[:, 0] > 0, X[:, 1] > 0, X[:, 2] > 0].astype(int)}[target]
-    (ours, theirs), _ = _both("clf", X, y, hidden_layer_sizes=(6,), max_iter=20,
-                              random_state=0)
+    y = {
+        "binary": (X[:, 0] > 0).astype(int),
+        "multiclass": (X[:, 0] > 0).astype(int) + (X[:, 1] > 0),
+        "multilabel": np.c_[X[:, 0] > 0, X[:, 1] > 0, X[:, 2] > 0].astype(int),
+    }[target]
+    (ours, theirs), _ = _both("clf", X, y, hidden_layer_sizes=(6,), max_iter=20, random_state=0)
     ours.coefs_, ours.intercepts_ = theirs.coefs_, theirs.intercepts_
-    np.testing.assert_array_equal(ours.predict_log_proba(X),
-                                  np.log(ours.predict_proba(X)))
-    np.testing.assert_allclose(ours.predict_log_proba(X), theirs.predict_log_proba(X),
-                               rtol=1e-9)
+    np.testing.assert_array_equal(ours.predict_log_proba(X), np.log(ours.predict_proba(X)))
+    np.testing.assert_allclose(ours.predict_log_proba(X), theirs.predict_log_proba(X), rtol=1e-9)
     # Huge logits: probabilities round to 1 and underflow to 0; the logs are log(p),
     # -inf where p is 0, with NumPy's warning, as scikit-learn's.
     for est in (ours, theirs):
@@ -425,17 +472,24 @@ def test_predict_log_proba_keeps_the_dtype():
 
 # --- 5. the early-stopping split names the user's labels -------------------------------------
 
+
 def test_too_small_class_for_the_stratified_split_is_named():
     X = _X(40, 3)
     y = np.array(["cat"] * 39 + ["dog"])
     kw = dict(hidden_layer_sizes=(4,), early_stopping=True, max_iter=3, random_state=0)
     theirs = sknn.MLPClassifier(**kw)
-    with pytest.raises(ValueError, match=r"least populated classes.* too few members "
-                                         r"are: \['True'\]"):
-        theirs.fit(X, y)                  # scikit-learn names its binarised code
-    with pytest.raises(ValueError, match=r"least populated classes in y have only 1 "
-                                         r"member.* too few members are: \['dog'\] "
-                                         r"\(early_stopping=True"):
+    with pytest.raises(
+        ValueError,
+        match=r"least populated classes.* too few members "
+        r"are: \['True'\]",
+    ):
+        theirs.fit(X, y)  # scikit-learn names its binarised code
+    with pytest.raises(
+        ValueError,
+        match=r"least populated classes in y have only 1 "
+        r"member.* too few members are: \['dog'\] "
+        r"\(early_stopping=True",
+    ):
         MLPClassifier(**kw).fit(X, y)
     # fastnn stratifies multiclass targets too (scikit-learn does not)
     y3 = np.array(["cat"] * 20 + ["dog"] * 19 + ["emu"])

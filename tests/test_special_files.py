@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import MLP, ModelFileError
 from _reliability_record import record_module_once_passed
+from fastnn import MLP, ModelFileError
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX only")
 
@@ -30,8 +30,11 @@ def _net(sizes=(3, 4, 2), seed=0):
 
 
 def _same(a, b):
-    return (a.layer_sizes == b.layer_sizes and a.params.dtype == b.params.dtype
-            and np.array_equal(a.params.view(np.uint8), b.params.view(np.uint8)))
+    return (
+        a.layer_sizes == b.layer_sizes
+        and a.params.dtype == b.params.dtype
+        and np.array_equal(a.params.view(np.uint8), b.params.view(np.uint8))
+    )
 
 
 def _leftovers(*dirs):
@@ -40,6 +43,7 @@ def _leftovers(*dirs):
 
 
 # --- save: destinations that must not be replaced ---------------------------------------------
+
 
 def _fifo(path):
     os.mkfifo(path)
@@ -81,10 +85,10 @@ REFUSED_DESTINATIONS = [
 ]
 
 
-@pytest.mark.parametrize("name, make, what", REFUSED_DESTINATIONS,
-                         ids=[c[0] for c in REFUSED_DESTINATIONS])
-def test_save_refuses_special_files_and_leaves_them_alone(tmp_path, monkeypatch, name,
-                                                          make, what):
+@pytest.mark.parametrize(
+    "name, make, what", REFUSED_DESTINATIONS, ids=[c[0] for c in REFUSED_DESTINATIONS]
+)
+def test_save_refuses_special_files_and_leaves_them_alone(tmp_path, monkeypatch, name, make, what):
     monkeypatch.chdir(tmp_path)
     path = str(tmp_path / "dest")
     still = make(path)
@@ -115,6 +119,7 @@ def test_save_refuses_dev_null_and_leaves_it_a_device(tmp_path):
 
 # --- save: symlinks are written through, atomically -------------------------------------------
 
+
 def _relative_link(d):
     os.symlink("target.fnn", d / "link.fnn")
     return d / "link.fnn", d / "target.fnn"
@@ -138,8 +143,12 @@ def _link_through_linked_directory(d):
     return d / "dir" / "target.fnn", d / "real" / "target.fnn"
 
 
-LINKS = [("relative", _relative_link), ("absolute, other directory", _absolute_link_elsewhere),
-         ("chain of two", _chain_of_links), ("linked directory", _link_through_linked_directory)]
+LINKS = [
+    ("relative", _relative_link),
+    ("absolute, other directory", _absolute_link_elsewhere),
+    ("chain of two", _chain_of_links),
+    ("linked directory", _link_through_linked_directory),
+]
 
 
 @pytest.mark.parametrize("existing", [True, False], ids=["target exists", "dangling"])
@@ -164,8 +173,11 @@ def test_save_writes_through_symlinks_to_their_target(tmp_path, name, make, exis
 READ_ONLY = [(0o444, False), (0o400, False), (0o555, False), (0o444, True)]
 
 
-@pytest.mark.parametrize("mode, via_link", READ_ONLY,
-                         ids=[f"{m:o}{' via link' if link else ''}" for m, link in READ_ONLY])
+@pytest.mark.parametrize(
+    "mode, via_link",
+    READ_ONLY,
+    ids=[f"{m:o}{' via link' if link else ''}" for m, link in READ_ONLY],
+)
 def test_save_refuses_a_read_only_file(tmp_path, mode, via_link):
     target = tmp_path / "m.fnn"
     fastnn.save(_net(), target)
@@ -194,6 +206,7 @@ def test_save_into_a_missing_directory_names_it(tmp_path):
 
 # --- save: the temporary file's name ---------------------------------------------------------
 
+
 @pytest.mark.parametrize("length", [200, 250, 254, 255])
 def test_save_to_the_longest_legal_file_names(tmp_path, length):
     path = tmp_path / ("m" * length)
@@ -204,6 +217,7 @@ def test_save_to_the_longest_legal_file_names(tmp_path, length):
 
 
 # --- load: non-regular files are refused without blocking -----------------------------------
+
 
 def _load_in_thread(path):
     """fastnn.load(path) in a thread: (finished, exception); a FIFO that blocks the
@@ -216,6 +230,7 @@ def _load_in_thread(path):
             result["exc"] = None
         except BaseException as exc:  # noqa: BLE001 - handed to the test
             result["exc"] = exc
+
     t = threading.Thread(target=run, daemon=True)
     t.start()
     t.join(60)  # a generous bound: the fixed loader returns at once
@@ -285,6 +300,7 @@ def test_load_while_another_thread_saves(tmp_path, monkeypatch):
                 saves[0] += 1
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append(exc)
+
     t = threading.Thread(target=saver, daemon=True)
     t.start()
     seen = [0, 0]
@@ -305,21 +321,32 @@ def test_load_while_another_thread_saves(tmp_path, monkeypatch):
 def test_special_files_recorded(request):
     saves = len(REFUSED_DESTINATIONS) + 1 + 2 * len(LINKS) + len(READ_ONLY) + 1 + 4
     record_module_once_passed(
-        request, "files.special_save", "special files",
+        request,
+        "files.special_save",
+        "special files",
         "fastnn.save to a FIFO, a socket, a directory, /dev/null, symlinks (relative, "
         "absolute, chained, to a directory; target existing or dangling), read-only "
         "files (directly and through a link), a missing directory, 200-255-character "
-        "file names", saves,
+        "file names",
+        saves,
         "special and read-only files refused with an error naming the path and left as "
         "they were (/dev/null stays a device); a symlink's target is replaced "
-        "atomically and the link kept; names up to 255 characters saved")
+        "atomically and the link kept; names up to 255 characters saved",
+    )
     record_module_once_passed(
-        request, "files.special_load", "special files",
-        "fastnn.load of a FIFO, a socket, a directory, a symlink to a FIFO and a "
-        "character device", len(LOAD_REFUSED) + 1,
-        "ModelFileError naming the file, without opening it for reading (no hang)")
+        request,
+        "files.special_load",
+        "special files",
+        "fastnn.load of a FIFO, a socket, a directory, a symlink to a FIFO and a character device",
+        len(LOAD_REFUSED) + 1,
+        "ModelFileError naming the file, without opening it for reading (no hang)",
+    )
     record_module_once_passed(
-        request, "files.concurrent_save_load", "concurrent save/load",
+        request,
+        "files.concurrent_save_load",
+        "concurrent save/load",
         "fastnn.load in a loop while another thread saves two different models in "
-        "turn over the same path", CONCURRENT_LOADS,
-        "every load succeeds and equals one of the two models bit for bit")
+        "turn over the same path",
+        CONCURRENT_LOADS,
+        "every load succeeds and equals one of the two models bit for bit",
+    )

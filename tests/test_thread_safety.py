@@ -29,33 +29,34 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import MLP
 from _reliability_record import record_module_once_passed
+from fastnn import MLP
 
 BACKENDS = list(fastnn.available_backends())
 
 # Inference hammering: threads x calls per thread, every answer compared.
 MLP_THREADS = 4
-MLP_CALLS = 500            # per thread, per backend and architecture
+MLP_CALLS = 500  # per thread, per backend and architecture
 ESTIMATOR_THREADS = 8
-ESTIMATOR_CALLS = 150      # per thread, per backend and estimator
+ESTIMATOR_CALLS = 150  # per thread, per backend and estimator
 # Row counts of the threads' inputs (thread i gets ROWS[i % len(ROWS)]): equal sizes share
 # a workspace size, different ones make the model keep several and evict some.
 ROWS = (64, 64, 17, 200, 64, 33, 1, 129)
-TIMEOUT = 600              # seconds; only a guard against a hang, never reached when green
+TIMEOUT = 600  # seconds; only a guard against a hang, never reached when green
 
 
 def _inputs(n_features, seed):
     rng = np.random.default_rng(seed)
-    return [rng.standard_normal((ROWS[i % len(ROWS)], n_features)).astype(np.float32)
-            for i in range(max(MLP_THREADS, ESTIMATOR_THREADS))]
+    return [
+        rng.standard_normal((ROWS[i % len(ROWS)], n_features)).astype(np.float32)
+        for i in range(max(MLP_THREADS, ESTIMATOR_THREADS))
+    ]
 
 
 def _same(got, want):
     if isinstance(want, dict):
         return got == want
-    return (isinstance(got, np.ndarray) and got.dtype == want.dtype
-            and np.array_equal(got, want))
+    return isinstance(got, np.ndarray) and got.dtype == want.dtype and np.array_equal(got, want)
 
 
 def _hammer(jobs_per_thread, n_calls):
@@ -80,6 +81,7 @@ def _hammer(jobs_per_thread, n_calls):
             calls[0] += made
             for k, n in mine.items():
                 wrong[k] = wrong.get(k, 0) + n
+
     threads = [threading.Thread(target=work, args=(jobs,)) for jobs in jobs_per_thread]
     for t in threads:
         t.start()
@@ -115,8 +117,7 @@ ARCHITECTURES = {
 
 def _model(backend, arch, seed=0):
     kw = dict(ARCHITECTURES[arch])
-    net = MLP(kw.pop("layer_sizes"), loss="cross_entropy", backend=backend,
-              random_state=seed, **kw)
+    net = MLP(kw.pop("layer_sizes"), loss="cross_entropy", backend=backend, random_state=seed, **kw)
     if kw.get("batch_norm"):  # running statistics away from their initial 0 and 1
         for layer in net.layers[:-1]:
             layer.running_mean[...] = np.linspace(-0.5, 0.5, layer.n_out)
@@ -134,10 +135,14 @@ def test_mlp_inference_from_many_threads_equals_the_single_threaded_answers(back
     for i in range(MLP_THREADS):
         X = xs[i]
         y = labels.integers(0, net.n_outputs, X.shape[0])
-        jobs.append([("predict", lambda X=X: net.predict(X)),
-                     ("predict_proba", lambda X=X: net.predict_proba(X)),
-                     ("decision_function", lambda X=X: net.decision_function(X)),
-                     ("evaluate", lambda X=X, y=y: net.evaluate(X, y))])
+        jobs.append(
+            [
+                ("predict", lambda X=X: net.predict(X)),
+                ("predict_proba", lambda X=X: net.predict_proba(X)),
+                ("decision_function", lambda X=X: net.decision_function(X)),
+                ("evaluate", lambda X=X, y=y: net.evaluate(X, y)),
+            ]
+        )
     _check(jobs, MLP_CALLS)
 
 
@@ -151,6 +156,7 @@ def test_the_issue_case_two_threads_predicting_64_rows(backend):
 
 
 # --- the estimators --------------------------------------------------------------------------
+
 
 def _classification(n=400, n_features=20, seed=0):
     rng = np.random.default_rng(seed)
@@ -168,10 +174,12 @@ def fitted():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # max_iter does not converge
         for backend in BACKENDS:
-            clf = fastnn.MLPClassifier((64,), max_iter=20, random_state=0,
-                                       backend=backend).fit(X, y)
-            reg = fastnn.MLPRegressor(hidden_layer_sizes=(64,), max_iter=20, random_state=0,
-                                      backend=backend).fit(X, X[:, :2] @ [1.0, -2.0])
+            clf = fastnn.MLPClassifier((64,), max_iter=20, random_state=0, backend=backend).fit(
+                X, y
+            )
+            reg = fastnn.MLPRegressor(
+                hidden_layer_sizes=(64,), max_iter=20, random_state=0, backend=backend
+            ).fit(X, X[:, :2] @ [1.0, -2.0])
             out[backend] = clf, reg
     return out
 
@@ -180,9 +188,13 @@ def fitted():
 def test_classifier_predictions_from_many_threads(backend, fitted):
     clf, _ = fitted[backend]
     xs = _inputs(clf.n_features_in_, 4)
-    jobs = [[("predict", lambda X=X: clf.predict(X)),
-             ("predict_proba", lambda X=X: clf.predict_proba(X))]
-            for X in xs[:ESTIMATOR_THREADS]]
+    jobs = [
+        [
+            ("predict", lambda X=X: clf.predict(X)),
+            ("predict_proba", lambda X=X: clf.predict_proba(X)),
+        ]
+        for X in xs[:ESTIMATOR_THREADS]
+    ]
     _check(jobs, ESTIMATOR_CALLS)
 
 
@@ -211,6 +223,7 @@ def _run(target, errors, name=None):
             target()
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
+
     t = threading.Thread(target=wrapped, name=name)
     t.start()
     return t
@@ -236,8 +249,12 @@ def test_inference_and_training_from_another_thread_during_a_fit_are_refused(bac
             assert tried.wait(TIMEOUT)
 
     errors = []
-    fitter = _run(lambda: net.fit(X, y, epochs=2, batch_size=32, callbacks=[callback],
-                                  validation_data=(Xv, yv)), errors)
+    fitter = _run(
+        lambda: net.fit(
+            X, y, epochs=2, batch_size=32, callbacks=[callback], validation_data=(Xv, yv)
+        ),
+        errors,
+    )
     refused = []
     try:
         assert in_fit.wait(TIMEOUT)
@@ -300,6 +317,7 @@ def test_a_fit_waits_for_the_predictions_under_way(backend, monkeypatch):
             inside.set()
             assert release.wait(TIMEOUT)
         return out
+
     monkeypatch.setattr(net, "_forward_eval", held_forward)
     errors, got = [], []
     predictor = _run(lambda: got.append(net.predict_proba(Xp)), errors, "predictor")
@@ -329,14 +347,15 @@ def test_a_fit_waits_for_the_predictions_under_way(backend, monkeypatch):
 
 @pytest.mark.parametrize("incremental", [False, True], ids=["fit", "partial_fit"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_estimator_use_during_a_fit_in_another_thread_is_refused(backend, incremental,
-                                                                   monkeypatch):
+def test_estimator_use_during_a_fit_in_another_thread_is_refused(backend, incremental, monkeypatch):
     """A refit builds a new network and new class labels: another thread must neither
     see the new labels with the old network nor the new network before it is trained."""
     pytest.importorskip("sklearn")
     X, y = _classification()
-    make = lambda: fastnn.MLPClassifier((32,), max_iter=3, random_state=0,  # noqa: E731
-                                        backend=backend)
+
+    def make():
+        return fastnn.MLPClassifier((32,), max_iter=3, random_state=0, backend=backend)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clf = make().fit(X, y)
@@ -354,6 +373,7 @@ def test_estimator_use_during_a_fit_in_another_thread_is_refused(backend, increm
             in_fit.set()
             assert tried.wait(TIMEOUT)
         return logs
+
     monkeypatch.setattr(MLP, "train_epoch", held_epoch)
     errors = []
 
@@ -364,13 +384,19 @@ def test_estimator_use_during_a_fit_in_another_thread_is_refused(backend, increm
                 clf.partial_fit(X[:100], y[:100])
             else:
                 clf.fit(X[:100], y[:100])
+
     fitter = _run(train, errors, "trainer")
     try:
         assert in_fit.wait(TIMEOUT)
-        for attempt in (lambda: clf.predict(X), lambda: clf.predict_proba(X),
-                        lambda: clf.predict_log_proba(X), lambda: clf.score(X, y),
-                        lambda: clf.fit(X, y), lambda: clf.partial_fit(X, y),
-                        lambda: setattr(clf, "coefs_", clf.coefs_)):
+        for attempt in (
+            lambda: clf.predict(X),
+            lambda: clf.predict_proba(X),
+            lambda: clf.predict_log_proba(X),
+            lambda: clf.score(X, y),
+            lambda: clf.fit(X, y),
+            lambda: clf.partial_fit(X, y),
+            lambda: setattr(clf, "coefs_", clf.coefs_),
+        ):
             with pytest.raises(RuntimeError, match=REFUSED):
                 attempt()
     finally:
@@ -382,13 +408,13 @@ def test_estimator_use_during_a_fit_in_another_thread_is_refused(backend, increm
 
 # --- pickling and copying keep working --------------------------------------------------------
 
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_models_and_estimators_used_by_threads_pickle_and_copy(backend, fitted):
     net = _model(backend, "plain")
     X = _inputs(32, 6)[0]
     _check([[("predict", lambda: net.predict(X))]] * 2, 10)
-    for clone in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net), copy.copy(net),
-                  net.copy()):
+    for clone in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net), copy.copy(net), net.copy()):
         assert np.array_equal(clone.predict_proba(X), net.predict_proba(X))
         clone.fit(X, np.zeros(X.shape[0], int), epochs=1)  # its own, free guard
     clf, _ = fitted[backend]
@@ -400,23 +426,34 @@ def test_models_and_estimators_used_by_threads_pickle_and_copy(backend, fitted):
 
 def test_thread_safety_recorded(request):
     n = len(BACKENDS)
-    answers = (n * len(ARCHITECTURES) * MLP_THREADS * MLP_CALLS + n * 2 * MLP_CALLS
-               + n * 2 * ESTIMATOR_THREADS * ESTIMATOR_CALLS)
+    answers = (
+        n * len(ARCHITECTURES) * MLP_THREADS * MLP_CALLS
+        + n * 2 * MLP_CALLS
+        + n * 2 * ESTIMATOR_THREADS * ESTIMATOR_CALLS
+    )
     record_module_once_passed(
-        request, "threads.inference", "threads",
+        request,
+        "threads.inference",
+        "threads",
         f"one model answering from many threads at once, every backend: MLP predict / "
         f"predict_proba / decision_function / evaluate (plain; batch norm + dropout) "
         f"from {MLP_THREADS} threads x {MLP_CALLS} calls on batches of {len(ROWS)} "
         f"sizes, 2 threads x {MLP_CALLS} predicts of 64 rows, MLPClassifier / "
         f"MLPRegressor predict and predict_proba from {ESTIMATOR_THREADS} threads x "
-        f"{ESTIMATOR_CALLS} calls", answers,
-        "every answer bit-identical to the same call made alone")
+        f"{ESTIMATOR_CALLS} calls",
+        answers,
+        "every answer bit-identical to the same call made alone",
+    )
     record_module_once_passed(
-        request, "threads.training_guard", "threads",
+        request,
+        "threads.training_guard",
+        "threads",
         "a model or estimator used from another thread while it trains: 16 kinds of "
         "call on an MLP during fit (inference, training, state changes), 7 on an "
         "estimator during fit and partial_fit, and a fit started while predictions "
-        "are under way, every backend", n * 16 + n * 2 * 7 + n,
+        "are under way, every backend",
+        n * 16 + n * 2 * 7 + n,
         "each call refused with RuntimeError naming the training thread, the training "
         "unchanged by them (equal to a training alone); the training thread's own "
-        "callbacks predict; a fit waits for the predictions under way")
+        "callbacks predict; a fit waits for the predictions under way",
+    )

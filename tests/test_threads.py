@@ -26,8 +26,13 @@ DTYPES = ["float32", "float64"]
 
 
 def _scipy_blas_threads():
-    return sorted({i["num_threads"] for i in threadpool_info()
-                   if i["user_api"] == "blas" and "scipy" in i["filepath"].rsplit("/", 1)[-1]})
+    return sorted(
+        {
+            i["num_threads"]
+            for i in threadpool_info()
+            if i["user_api"] == "blas" and "scipy" in i["filepath"].rsplit("/", 1)[-1]
+        }
+    )
 
 
 def test_partition_depends_on_the_shape_only():
@@ -37,18 +42,20 @@ def test_partition_depends_on_the_shape_only():
     assert blas.gemm_partition(256, 2048, 1024) == (True, 1024)  # 2**30 flop: 2 blocks
     assert blas.gemm_partition(1024, 2048, 2048) == (True, 512)  # 2**33 flop: 4 blocks
     assert blas.gemm_partition(130, 600, 300) == (True, 304)  # last block shorter
-    assert blas.gemm_partition(20, 20, 10 ** 6) == (True, 20)  # sides < 2 units: whole
+    assert blas.gemm_partition(20, 20, 10**6) == (True, 20)  # sides < 2 units: whole
 
 
 @pytest.mark.parametrize("backend", ["numba", "cython"])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("m, n_in, n_out", [(130, 300, 600), (512, 80, 600), (16, 20, 1),
-                                            (256, 700, 100), (1024, 2048, 2048)])
+@pytest.mark.parametrize(
+    "m, n_in, n_out",
+    [(130, 300, 600), (512, 80, 600), (16, 20, 1), (256, 700, 100), (1024, 2048, 2048)],
+)
 def test_dense_kernels_make_the_reference_blocks(backend, dtype, m, n_in, n_out):
     """The backends' products are the reference's blocks, bit for bit (float32 products
     computed whole differ from the blocks, so this sees a wrong partition). The last
     shape's forward product (2**33 flop) is cut in 4."""
-    if m * n_in * n_out > 2 ** 30 and dtype == "float64":
+    if m * n_in * n_out > 2**30 and dtype == "float64":
         pytest.skip("the 4-block shape once is enough (float32: the partition is shared)")
     raw = fastnn.backend(backend)._raw
     rng = np.random.default_rng(m + n_out)
@@ -70,13 +77,21 @@ def test_dense_kernels_make_the_reference_blocks(backend, dtype, m, n_in, n_out)
         np.testing.assert_array_equal(got, ref)
 
 
-def _fit(backend, dtype, sizes, n_threads, *, fused=True, batch=128, n=256, epochs=2,
-         monkeypatch=None):
+def _fit(
+    backend, dtype, sizes, n_threads, *, fused=True, batch=128, n=256, epochs=2, monkeypatch=None
+):
     rng = np.random.default_rng(1)
     X = rng.standard_normal((n, sizes[0]))
     y = rng.integers(0, sizes[-1], n)
-    net = fastnn.MLP(sizes, "relu", loss="cross_entropy", dtype=dtype, backend=backend,
-                     random_state=2, n_threads=n_threads)
+    net = fastnn.MLP(
+        sizes,
+        "relu",
+        loss="cross_entropy",
+        dtype=dtype,
+        backend=backend,
+        random_state=2,
+        n_threads=n_threads,
+    )
     opt = fastnn.Adam(lr=1e-3, clip_norm=1.0)
     Xc, yc = net.check_data(X, y)
     seen = []
@@ -85,6 +100,7 @@ def _fit(backend, dtype, sizes, n_threads, *, fused=True, batch=128, n=256, epoc
     def spy(*args):
         seen.append((args[-1], _scipy_blas_threads()))
         return kernel(*args)
+
     monkeypatch.setattr(net.kernels._raw, "train_epoch", spy)
     for _ in range(epochs):
         net.train_epoch(Xc, yc, opt, batch, on_step=None if fused else (lambda j, loss: 0))
@@ -100,10 +116,12 @@ def _fit(backend, dtype, sizes, n_threads, *, fused=True, batch=128, n=256, epoc
 @pytest.mark.parametrize("sizes, batch", [([520, 600, 300, 7], 128), ([400, 100, 7], 512)])
 def test_epoch_is_the_same_on_one_and_two_threads(backend, dtype, sizes, batch, monkeypatch):
     with threadpool_limits(2, user_api="blas"):
-        one, opt1, seen1 = _fit(backend, dtype, sizes, 1, batch=batch, n=2 * batch,
-                                monkeypatch=monkeypatch)
-        two, opt2, seen2 = _fit(backend, dtype, sizes, 2, batch=batch, n=2 * batch,
-                                monkeypatch=monkeypatch)
+        one, opt1, seen1 = _fit(
+            backend, dtype, sizes, 1, batch=batch, n=2 * batch, monkeypatch=monkeypatch
+        )
+        two, opt2, seen2 = _fit(
+            backend, dtype, sizes, 2, batch=batch, n=2 * batch, monkeypatch=monkeypatch
+        )
         after = _scipy_blas_threads()
     np.testing.assert_array_equal(one.params, two.params)
     np.testing.assert_array_equal(opt1.state["m"], opt2.state["m"])
@@ -122,8 +140,9 @@ def test_epoch_equals_the_step_path_with_one_blas_thread(backend, monkeypatch):
     """The step-by-step path (BLAS on one thread) makes the same blocks."""
     sizes = [520, 600, 300, 7]
     with threadpool_limits(1, user_api="blas"):
-        step, _, _ = _fit(backend, "float32", sizes, 1, fused=False, epochs=1,
-                          monkeypatch=monkeypatch)
+        step, _, _ = _fit(
+            backend, "float32", sizes, 1, fused=False, epochs=1, monkeypatch=monkeypatch
+        )
     fused, _, _ = _fit(backend, "float32", sizes, 2, epochs=1, monkeypatch=monkeypatch)
     np.testing.assert_array_equal(step.params, fused.params)
 
@@ -148,20 +167,21 @@ def _thread_settings(*, cpus, blas, omp=None, numba_pool=64):
 # (cpus, BLAS pool, OMP_NUM_THREADS, Numba pool, backend) -> resolve(None, backend)
 RESOLVE_CASES = [
     ((2, 2, None, 64, "numba"), 2),
-    ((1, 2, None, 64, "numba"), 1),     # the affinity
-    ((4, 1, None, 64, "cython"), 1),    # a BLAS limit (joblib's loky, Dask workers)
+    ((1, 2, None, 64, "numba"), 1),  # the affinity
+    ((4, 1, None, 64, "cython"), 1),  # a BLAS limit (joblib's loky, Dask workers)
     ((4, 3, None, 64, "numpy"), 3),
-    ((4, 4, "1", 64, "cython"), 1),     # OMP_NUM_THREADS
-    ((4, 4, "3,2", 64, "cython"), 3),   # its first entry (nested levels)
-    ((4, 4, "0", 64, "cython"), 4),     # not a positive int: no cap
+    ((4, 4, "1", 64, "cython"), 1),  # OMP_NUM_THREADS
+    ((4, 4, "3,2", 64, "cython"), 3),  # its first entry (nested levels)
+    ((4, 4, "0", 64, "cython"), 4),  # not a positive int: no cap
     ((4, 4, "many", 64, "cython"), 4),
-    ((4, 4, None, 2, "numba"), 2),      # Numba's pool size ...
-    ((4, 4, None, 2, "cython"), 4),     # ... only for Numba
+    ((4, 4, None, 2, "numba"), 2),  # Numba's pool size ...
+    ((4, 4, None, 2, "cython"), 4),  # ... only for Numba
 ]
 
 
-@pytest.mark.parametrize("settings, expected", RESOLVE_CASES,
-                         ids=["-".join(map(str, c)) for c, _ in RESOLVE_CASES])
+@pytest.mark.parametrize(
+    "settings, expected", RESOLVE_CASES, ids=["-".join(map(str, c)) for c, _ in RESOLVE_CASES]
+)
 def test_default_thread_count_is_the_smallest_limit(settings, expected):
     cpus, blas, omp, pool, backend = settings
     with _thread_settings(cpus=cpus, blas=blas, omp=omp, numba_pool=pool):
@@ -175,15 +195,22 @@ def test_default_respects_the_blas_limit_and_the_affinity(monkeypatch):
     where everything allows two; the kernel gets that count."""
     for limit in (1, 2):
         with _thread_settings(cpus=2, blas=limit):
-            _, _, seen = _fit("cython", "float32", [20, 30, 3], None, epochs=1,
-                              monkeypatch=monkeypatch)
+            _, _, seen = _fit(
+                "cython", "float32", [20, 30, 3], None, epochs=1, monkeypatch=monkeypatch
+            )
         assert seen and {s[0] for s in seen} == {limit}
 
 
 def test_numba_thread_count_is_given_back(monkeypatch):
     before = numba.get_num_threads()
-    _fit("numba", "float32", [520, 600, 300, 7], min(2, numba.config.NUMBA_NUM_THREADS),
-         epochs=1, monkeypatch=monkeypatch)
+    _fit(
+        "numba",
+        "float32",
+        [520, 600, 300, 7],
+        min(2, numba.config.NUMBA_NUM_THREADS),
+        epochs=1,
+        monkeypatch=monkeypatch,
+    )
     assert numba.get_num_threads() == before
 
 
@@ -198,14 +225,16 @@ def test_n_threads_is_checked(bad, error):
 def test_estimator_passes_n_threads_to_the_kernel(monkeypatch):
     pytest.importorskip("sklearn")
     seen = []
-    est = fastnn.MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, n_threads=2,
-                               backend="cython", random_state=0)
+    est = fastnn.MLPClassifier(
+        hidden_layer_sizes=(8,), max_iter=2, n_threads=2, backend="cython", random_state=0
+    )
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((64, 4)), rng.integers(0, 2, 64)
     raw = fastnn.backend("cython")._raw
     kernel = raw.train_epoch
-    monkeypatch.setattr(raw, "train_epoch",
-                        lambda *a: (seen.append((a[-1], _scipy_blas_threads())), kernel(*a)))
+    monkeypatch.setattr(
+        raw, "train_epoch", lambda *a: (seen.append((a[-1], _scipy_blas_threads())), kernel(*a))
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # max_iter=2 does not converge
         est.fit(X, y)

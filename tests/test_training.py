@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import MLP, Adam, DivergenceError, EarlyStopping, SGD
+from fastnn import MLP, SGD, Adam, DivergenceError, EarlyStopping
 from fastnn.training import Callback, ModelCheckpoint
 
 
@@ -41,6 +41,7 @@ def _record_batches(net):
     def spy(xb, yb, opt):
         seen.append(xb[:, 0].copy())
         return orig(xb, yb, opt)
+
     net.train_step = spy
     return seen
 
@@ -53,7 +54,7 @@ def test_every_epoch_is_a_fresh_permutation_with_the_last_partial_batch_kept(mon
     seen = _record_batches(net)
     net.fit(X, y, epochs=3, batch_size=8)
     assert [len(b) for b in seen] == [8, 8, 8, 8, 3] * 3
-    epochs = [np.concatenate(seen[i * 5:(i + 1) * 5]) for i in range(3)]
+    epochs = [np.concatenate(seen[i * 5 : (i + 1) * 5]) for i in range(3)]
     for e in epochs:
         np.testing.assert_array_equal(np.sort(e), X[:, 0])  # each row exactly once
     assert not np.array_equal(epochs[0], epochs[1])
@@ -74,8 +75,7 @@ def test_history_keys_and_values():
     X, y = _blobs()
     hist = _net().fit(X, y, epochs=5, batch_size=16, validation_split=0.25)
     assert hist.epoch == [1, 2, 3, 4, 5]
-    assert set(hist.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr",
-                                 "time"}
+    assert set(hist.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr", "time"}
     assert hist["loss"][-1] < hist["loss"][0]
     assert all(0 <= a <= 1 for a in hist["val_accuracy"])
     assert hist.stop_reason == "completed" and len(hist) == 5
@@ -108,16 +108,19 @@ def test_validation_data_is_evaluated_in_inference_mode():
     assert hist["val_loss"][-1] == pytest.approx(net.evaluate(X, y)["loss"], rel=1e-12)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(epochs=-1), "epochs must be >= 0"),
-    (dict(batch_size=0), "batch_size must be >= 1"),
-    (dict(batch_size=2.5), "batch_size must be an integer"),
-    (dict(validation_split=1.0), "validation_split"),
-    (dict(optimizer="adamax"), "optimizer must be one of"),
-    (dict(early_stopping="yes"), "early_stopping"),
-    (dict(verbose=-1), "verbose"),
-    (dict(callbacks=[3]), "callbacks must be Callback objects or functions"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(epochs=-1), "epochs must be >= 0"),
+        (dict(batch_size=0), "batch_size must be >= 1"),
+        (dict(batch_size=2.5), "batch_size must be an integer"),
+        (dict(validation_split=1.0), "validation_split"),
+        (dict(optimizer="adamax"), "optimizer must be one of"),
+        (dict(early_stopping="yes"), "early_stopping"),
+        (dict(verbose=-1), "verbose"),
+        (dict(callbacks=[3]), "callbacks must be Callback objects or functions"),
+    ],
+)
 def test_bad_fit_arguments(kwargs, match):
     X, y = _blobs(20)
     with pytest.raises((TypeError, ValueError), match=match):
@@ -145,8 +148,14 @@ def test_same_seed_same_weights_bit_for_bit():
     a, b = run(), run()
     np.testing.assert_array_equal(a.params, b.params)
     np.testing.assert_array_equal(a.buffers, b.buffers)
-    c = MLP([2, 16, 3], loss="cross_entropy", dropout=0.2, batch_norm=True,
-            backend="numpy", random_state=1)
+    c = MLP(
+        [2, 16, 3],
+        loss="cross_entropy",
+        dropout=0.2,
+        batch_norm=True,
+        backend="numpy",
+        random_state=1,
+    )
     c.fit(X, y, optimizer=Adam(0.01), epochs=4, batch_size=16, validation_split=0.2)
     assert not np.array_equal(a.params, c.params)
 
@@ -195,9 +204,15 @@ def test_early_stopping_stops_after_patience_and_restores_the_best_weights():
     snapshots = []
     net = _net()
     es = EarlyStopping(patience=3)
-    hist = net.fit(X[:40], y[:40], optimizer=Adam(0.05), epochs=100,
-                   validation_data=(X[40:], y[40:]), early_stopping=es,
-                   callbacks=[lambda e, logs: snapshots.append(net.params.copy())])
+    hist = net.fit(
+        X[:40],
+        y[:40],
+        optimizer=Adam(0.05),
+        epochs=100,
+        validation_data=(X[40:], y[40:]),
+        early_stopping=es,
+        callbacks=[lambda e, logs: snapshots.append(net.params.copy())],
+    )
     vl = hist["val_loss"]
     best = int(np.argmin(vl))
     assert hist.stop_reason == "early_stopping"
@@ -210,8 +225,9 @@ def test_early_stopping_min_delta_and_monitor():
     es = EarlyStopping(monitor="val_accuracy", patience=2, min_delta=0.05)
     net = _net()
     es.on_train_begin(net, {"has_validation": True})
-    stops = [es.on_epoch_end(i, {"val_accuracy": a})
-             for i, a in enumerate([0.5, 0.52, 0.6, 0.61, 0.62])]
+    stops = [
+        es.on_epoch_end(i, {"val_accuracy": a}) for i, a in enumerate([0.5, 0.52, 0.6, 0.61, 0.62])
+    ]
     assert stops == [None, None, None, None, True]  # 0.61 and 0.62 are within min_delta
     assert es.best_epoch == 2
     with pytest.raises(ValueError, match="no validation data"):
@@ -247,6 +263,7 @@ def test_nan_gradient_never_reaches_the_parameters(monkeypatch):
     def poisoned(k, out, yb, grad):
         orig(k, out, yb, grad)
         grad[0, 0] = np.nan
+
     net.loss.gradient = poisoned
     with pytest.raises(DivergenceError, match="gradient"):
         net.fit(X, y, epochs=1)
@@ -268,7 +285,8 @@ def test_non_finite_weights_are_rolled_back_to_the_start_of_the_epoch(monkeypatc
         orig(k, param, grad, state, lr, wd)
         count[0] += 1
         if count[0] == 2:
-            param[0] = np.inf   # as if an update overflowed
+            param[0] = np.inf  # as if an update overflowed
+
     opt._update = overflow
     with pytest.raises(DivergenceError, match="restored to the start of epoch 1"):
         net.fit(X, y, epochs=2, batch_size=10)
@@ -288,6 +306,7 @@ def test_keyboard_interrupt_leaves_the_last_completed_step(tmp_path, monkeypatch
         loss = orig(xb, yb, opt)
         after_step.append(net.params.copy())
         return loss
+
     net.train_step = step
     with pytest.raises(KeyboardInterrupt):
         net.fit(X, y, epochs=5, batch_size=8)
@@ -331,8 +350,14 @@ def test_model_checkpoint_saves_every_n_epochs(tmp_path):
 
 def test_batch_norm_and_dropout_model_learns():
     X, y = _blobs(300)
-    net = MLP([2, 32, 32, 3], loss="cross_entropy", batch_norm=True, dropout=0.1,
-              backend="numpy", random_state=0)
+    net = MLP(
+        [2, 32, 32, 3],
+        loss="cross_entropy",
+        batch_norm=True,
+        dropout=0.1,
+        backend="numpy",
+        random_state=0,
+    )
     net.fit(X, y, optimizer=Adam(0.01), epochs=15, batch_size=32)
     assert net.score(X, y) > 0.95
 

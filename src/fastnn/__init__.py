@@ -10,39 +10,84 @@ True
 """
 
 from ._backend import (
-    BACKENDS, Backend, BuildWarning, available_backends, backend, default_backend_name,
+    BACKENDS,
+    Backend,
+    BuildWarning,
+    available_backends,
+    backend,
+    default_backend_name,
 )
 from ._backend import warn_if_unbuilt as _warn_if_unbuilt
 from .io import KIND_LOADERS as _KIND_LOADERS
 from .io import ModelFileError, load, save
 from .model import MLP
 from .optim import (
-    SGD, Adagrad, Adam, AdamW, DivergenceError, Momentum, Nesterov, Optimizer, RMSProp,
+    SGD,
+    Adagrad,
+    Adam,
+    AdamW,
+    DivergenceError,
+    Momentum,
+    Nesterov,
+    Optimizer,
+    RMSProp,
 )
 from .schedules import (
-    Constant, Cosine, InverseScaling, LinearWarmup, ReduceOnPlateau, StepDecay,
+    Constant,
+    Cosine,
+    InverseScaling,
+    LinearWarmup,
+    ReduceOnPlateau,
+    StepDecay,
 )
 from .training import Callback, EarlyStopping, History, ModelCheckpoint, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BACKENDS", "Backend", "BuildWarning", "available_backends", "backend",
-    "default_backend_name", "__version__",
+    "BACKENDS",
+    "Backend",
+    "BuildWarning",
+    "available_backends",
+    "backend",
+    "default_backend_name",
+    "__version__",
     # training library
-    "MLP", "fit", "History", "Callback", "EarlyStopping", "ModelCheckpoint",
-    "Optimizer", "SGD", "Momentum", "Nesterov", "Adagrad", "RMSProp", "Adam", "AdamW",
-    "DivergenceError", "Constant", "Cosine", "InverseScaling", "LinearWarmup",
-    "ReduceOnPlateau", "StepDecay", "save", "load", "ModelFileError",
+    "MLP",
+    "fit",
+    "History",
+    "Callback",
+    "EarlyStopping",
+    "ModelCheckpoint",
+    "Optimizer",
+    "SGD",
+    "Momentum",
+    "Nesterov",
+    "Adagrad",
+    "RMSProp",
+    "Adam",
+    "AdamW",
+    "DivergenceError",
+    "Constant",
+    "Cosine",
+    "InverseScaling",
+    "LinearWarmup",
+    "ReduceOnPlateau",
+    "StepDecay",
+    "save",
+    "load",
+    "ModelFileError",
 ]
 
 # Saved objects other than bare models; modules are imported only when such a file is
 # loaded, so scikit-learn stays an optional dependency.
-_KIND_LOADERS.update({
-    "mlp_classifier": "fastnn.estimators:_classifier_from_payload",
-    "mlp_regressor": "fastnn.estimators:_regressor_from_payload",
-    "tabular": "fastnn.cli:_tabular_from_payload",
-})
+_KIND_LOADERS.update(
+    {
+        "mlp_classifier": "fastnn.estimators:_classifier_from_payload",
+        "mlp_regressor": "fastnn.estimators:_regressor_from_payload",
+        "tabular": "fastnn.cli:_tabular_from_payload",
+    }
+)
 del _KIND_LOADERS
 
 # The scikit-learn estimators are imported on first use: `import fastnn` must not
@@ -50,8 +95,12 @@ del _KIND_LOADERS
 # `from fastnn import *` does not need it either. The same for the ONNX export
 # (onnx, onnxruntime and skl2onnx: the "onnx" extra); importing fastnn.onnx_export
 # also registers the estimators with skl2onnx.
-_LAZY = {"MLPClassifier": "estimators", "MLPRegressor": "estimators",
-         "to_onnx": "onnx_export", "register_skl2onnx": "onnx_export"}
+_LAZY = {
+    "MLPClassifier": "estimators",
+    "MLPRegressor": "estimators",
+    "to_onnx": "onnx_export",
+    "register_skl2onnx": "onnx_export",
+}
 
 
 def __getattr__(name):
@@ -59,6 +108,7 @@ def __getattr__(name):
     if module is None:
         raise AttributeError(f"module 'fastnn' has no attribute {name!r}")
     import importlib
+
     value = getattr(importlib.import_module(f"fastnn.{module}"), name)
     globals()[name] = value
     return value

@@ -34,8 +34,11 @@ BACKENDS = ("numpy", "numba", "cython")
 FAMILIES = ("activations", "dense", "losses", "optimizers", "normalization")
 MODEL_FAMILIES = ("training",)
 
-_MODULES = {"numpy": "fastnn.reference.{}", "numba": "fastnn._kernels.{}_numba",
-            "cython": "fastnn._kernels.{}_cython"}
+_MODULES = {
+    "numpy": "fastnn.reference.{}",
+    "numba": "fastnn._kernels.{}_numba",
+    "cython": "fastnn._kernels.{}_cython",
+}
 
 BUILD_HINT = (
     "fastnn's Cython kernels are not built. Install the package with `pip install .` "
@@ -53,8 +56,9 @@ def _load_raw(name: str) -> SimpleNamespace:
     if name not in _MODULES:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {name!r}")
     try:
-        modules = [importlib.import_module(_MODULES[name].format(f))
-                   for f in FAMILIES + MODEL_FAMILIES]
+        modules = [
+            importlib.import_module(_MODULES[name].format(f)) for f in FAMILIES + MODEL_FAMILIES
+        ]
     except ImportError as exc:
         if name != "cython":
             raise
@@ -67,8 +71,10 @@ def _load_raw(name: str) -> SimpleNamespace:
 
 
 def cython_is_built() -> bool:
-    return all(importlib.util.find_spec(f"fastnn._kernels.{f}_cython") is not None
-               for f in FAMILIES + MODEL_FAMILIES)
+    return all(
+        importlib.util.find_spec(f"fastnn._kernels.{f}_cython") is not None
+        for f in FAMILIES + MODEL_FAMILIES
+    )
 
 
 def default_backend_name() -> str:
@@ -131,8 +137,7 @@ class _Output:
             return
         arr = v.plain_view(arr, name)
         if arr.dtype != np.dtype(dtype):
-            raise TypeError(f"{name} must have dtype {np.dtype(dtype).name}, got "
-                            f"{arr.dtype}")
+            raise TypeError(f"{name} must have dtype {np.dtype(dtype).name}, got {arr.dtype}")
         v.check_shape(arr, name, shape)
         if not arr.flags.writeable:
             raise ValueError(f"{name} must be writeable")
@@ -235,8 +240,7 @@ class Backend:
 
     def leaky_relu_derivative(self, z, alpha=0.01, out=None):
         """g'(z) = 1 if z > 0 else alpha."""
-        return self._elementwise(self._raw.leaky_relu_derivative, z, out,
-                                 v.scalar(alpha, "alpha"))
+        return self._elementwise(self._raw.leaky_relu_derivative, z, out, v.scalar(alpha, "alpha"))
 
     def elu_derivative(self, z, alpha=1.0, out=None):
         """g'(z) = 1 if z > 0 else alpha e^z."""
@@ -245,8 +249,10 @@ class Backend:
     def _rows(self, z, name):
         z = v.float_array(z, name, ndim=(1, 2))
         if z.size == 0 or z.shape[-1] == 0:
-            raise ValueError(f"{name} must have at least one row and one column for a "
-                             f"row-wise softmax, got shape {z.shape}")
+            raise ValueError(
+                f"{name} must have at least one row and one column for a "
+                f"row-wise softmax, got shape {z.shape}"
+            )
         return z.reshape(1, -1) if z.ndim == 1 else z
 
     def softmax(self, z, out=None):
@@ -287,8 +293,9 @@ class Backend:
         """
         code, alpha = resolve_activation(activation, alpha)
         softmax = code == ACTIVATION_CODES["softmax"]
-        _no_overlap({"out": out}, {"da": da, "z": z, "a": a},
-                    allow=set() if softmax else {("out", "da")})
+        _no_overlap(
+            {"out": out}, {"da": da, "z": z, "a": a}, allow=set() if softmax else {("out", "da")}
+        )
         z = v.float_array(z, "z", ndim=2)
         if softmax:
             self._rows(z, "z")
@@ -313,8 +320,9 @@ class Backend:
         b = v.float_array(b, "b", ndim=1, dtype=x.dtype)
         m, n_in = x.shape
         if w.shape[0] != n_in:
-            raise ValueError(f"w must have shape ({n_in}, n_out) to multiply x of shape "
-                             f"{x.shape}, got {w.shape}")
+            raise ValueError(
+                f"w must have shape ({n_in}, n_out) to multiply x of shape {x.shape}, got {w.shape}"
+            )
         n_out = w.shape[1]
         v.check_shape(b, "b", (n_out,))
         _check_nonempty_product(m, n_in, n_out)
@@ -325,16 +333,18 @@ class Backend:
         zr = zo.done()
         return zr, (zr if same else ao.done())
 
-    def dense_backward(self, x, z, a, da, activation="identity", alpha=None,
-                       dz=None, dw=None, db=None):
+    def dense_backward(
+        self, x, z, a, da, activation="identity", alpha=None, dz=None, dw=None, db=None
+    ):
         """dz = da * g'(z), dw = x.T @ dz, db = sum of dz over rows.
 
         x (m, n_in); z, a, da, dz (m, n_out); dw (n_in, n_out); db (n_out,). ``dz`` may
         be ``da``. Returns ``(dz, dw, db)``.
         """
         code, alpha = resolve_activation(activation, alpha)
-        _no_overlap({"dz": dz, "dw": dw, "db": db}, {"x": x, "z": z, "a": a, "da": da},
-                    allow={("dz", "da")})
+        _no_overlap(
+            {"dz": dz, "dw": dw, "db": db}, {"x": x, "z": z, "a": a, "da": da}, allow={("dz", "da")}
+        )
         x = v.float_array(x, "x", ndim=2)
         z = v.float_array(z, "z", ndim=2, dtype=x.dtype)
         m, n_in = x.shape
@@ -362,8 +372,9 @@ class Backend:
         w = v.float_array(w, "w", ndim=2, dtype=dz.dtype)
         m, n_out = dz.shape
         if w.shape[1] != n_out:
-            raise ValueError(f"w must have shape (n_in, {n_out}) to match dz of shape "
-                             f"{dz.shape}, got {w.shape}")
+            raise ValueError(
+                f"w must have shape (n_in, {n_out}) to match dz of shape {dz.shape}, got {w.shape}"
+            )
         n_in = w.shape[0]
         _check_nonempty_product(m, n_in, n_out)
         o = _Output(dx, "dx", (m, n_in), dz.dtype)
@@ -406,8 +417,9 @@ class Backend:
         _no_overlap({"out": out}, {"z": z, "y": y})
         p, t = self._pair(z, y, "z", ndim=(1, 2))
         o = _Output(out, "out", p.shape, p.dtype)
-        self._raw.binary_cross_entropy_gradient(self._as_rows(p), self._as_rows(t),
-                                               self._as_rows(o.work))
+        self._raw.binary_cross_entropy_gradient(
+            self._as_rows(p), self._as_rows(t), self._as_rows(o.work)
+        )
         return o.done()
 
     @staticmethod
@@ -445,7 +457,8 @@ class Backend:
         """cross_entropy with int class indices ``labels`` (m,)."""
         z = self._logits(z)
         return self._raw.sparse_cross_entropy(
-            z, v.label_array(labels, "labels", z.shape[0], z.shape[1]))
+            z, v.label_array(labels, "labels", z.shape[0], z.shape[1])
+        )
 
     def sparse_cross_entropy_gradient(self, z, labels, out=None):
         """cross_entropy_gradient with int class indices ``labels`` (m,)."""
@@ -482,8 +495,7 @@ class Backend:
         self._raw.sgd_step(_flat(outs[0].work), _flat(g), lr, wd)
         self._finish(outs)
 
-    def _momentum_like(self, fn, param, grad, velocity, lr, momentum, dampening,
-                       weight_decay):
+    def _momentum_like(self, fn, param, grad, velocity, lr, momentum, dampening, weight_decay):
         lr = v.scalar(lr, "lr", low=0)
         momentum = v.scalar(momentum, "momentum", low=0, high=1, high_open=True)
         dampening = v.scalar(dampening, "dampening", low=0, high=1)
@@ -492,32 +504,47 @@ class Backend:
         fn(_flat(outs[0].work), _flat(g), _flat(outs[1].work), lr, momentum, dampening, wd)
         self._finish(outs)
 
-    def momentum_step(self, param, grad, velocity, lr, momentum=0.9, dampening=0.0,
-                      weight_decay=0.0):
+    def momentum_step(
+        self, param, grad, velocity, lr, momentum=0.9, dampening=0.0, weight_decay=0.0
+    ):
         """v = beta v + (1 - d) g; theta -= lr v, in place."""
-        self._momentum_like(self._raw.momentum_step, param, grad, velocity, lr, momentum,
-                            dampening, weight_decay)
+        self._momentum_like(
+            self._raw.momentum_step, param, grad, velocity, lr, momentum, dampening, weight_decay
+        )
 
-    def nesterov_step(self, param, grad, velocity, lr, momentum=0.9, dampening=0.0,
-                      weight_decay=0.0):
+    def nesterov_step(
+        self, param, grad, velocity, lr, momentum=0.9, dampening=0.0, weight_decay=0.0
+    ):
         """v = beta v + (1 - d) g; theta -= lr (g + beta v), in place."""
-        self._momentum_like(self._raw.nesterov_step, param, grad, velocity, lr, momentum,
-                            dampening, weight_decay)
+        self._momentum_like(
+            self._raw.nesterov_step, param, grad, velocity, lr, momentum, dampening, weight_decay
+        )
 
-    def adagrad_step(self, param, grad, sum_sq, lr=0.01, eps=1e-10, eps_inside_sqrt=False,
-                     weight_decay=0.0):
+    def adagrad_step(
+        self, param, grad, sum_sq, lr=0.01, eps=1e-10, eps_inside_sqrt=False, weight_decay=0.0
+    ):
         """G += g^2; theta -= lr g / (sqrt(G) + eps), in place."""
         lr = v.scalar(lr, "lr", low=0)
         eps = v.scalar(eps, "eps", low=0, low_open=True)
         inside = v.boolean(eps_inside_sqrt, "eps_inside_sqrt")
         wd = v.scalar(weight_decay, "weight_decay", low=0)
         outs, g = self._buffers(param, grad, sum_sq=sum_sq)
-        self._raw.adagrad_step(_flat(outs[0].work), _flat(g), _flat(outs[1].work), lr, eps,
-                              inside, wd)
+        self._raw.adagrad_step(
+            _flat(outs[0].work), _flat(g), _flat(outs[1].work), lr, eps, inside, wd
+        )
         self._finish(outs)
 
-    def rmsprop_step(self, param, grad, sq_avg, lr=0.01, rho=0.9, eps=1e-8,
-                     eps_inside_sqrt=False, weight_decay=0.0):
+    def rmsprop_step(
+        self,
+        param,
+        grad,
+        sq_avg,
+        lr=0.01,
+        rho=0.9,
+        eps=1e-8,
+        eps_inside_sqrt=False,
+        weight_decay=0.0,
+    ):
         """s = rho s + (1 - rho) g^2; theta -= lr g / (sqrt(s) + eps), in place."""
         lr = v.scalar(lr, "lr", low=0)
         rho = v.scalar(rho, "rho", low=0, high=1, high_open=True)
@@ -525,8 +552,9 @@ class Backend:
         inside = v.boolean(eps_inside_sqrt, "eps_inside_sqrt")
         wd = v.scalar(weight_decay, "weight_decay", low=0)
         outs, g = self._buffers(param, grad, sq_avg=sq_avg)
-        self._raw.rmsprop_step(_flat(outs[0].work), _flat(g), _flat(outs[1].work), lr, rho,
-                              eps, inside, wd)
+        self._raw.rmsprop_step(
+            _flat(outs[0].work), _flat(g), _flat(outs[1].work), lr, rho, eps, inside, wd
+        )
         self._finish(outs)
 
     def _adam_like(self, fn, param, grad, m, v_, step, lr, beta1, beta2, eps, weight_decay):
@@ -537,21 +565,35 @@ class Backend:
         eps = v.scalar(eps, "eps", low=0, low_open=True)
         wd = v.scalar(weight_decay, "weight_decay", low=0)
         outs, g = self._buffers(param, grad, m=m, v=v_)
-        fn(_flat(outs[0].work), _flat(g), _flat(outs[1].work), _flat(outs[2].work), step,
-           lr, beta1, beta2, eps, wd)
+        fn(
+            _flat(outs[0].work),
+            _flat(g),
+            _flat(outs[1].work),
+            _flat(outs[2].work),
+            step,
+            lr,
+            beta1,
+            beta2,
+            eps,
+            wd,
+        )
         self._finish(outs)
 
-    def adam_step(self, param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999,
-                  eps=1e-8, weight_decay=0.0):
+    def adam_step(
+        self, param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0
+    ):
         """One Adam update at step ``step`` >= 1 (bias-corrected), in place."""
-        self._adam_like(self._raw.adam_step, param, grad, m, v, step, lr, beta1, beta2, eps,
-                        weight_decay)
+        self._adam_like(
+            self._raw.adam_step, param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay
+        )
 
-    def adamw_step(self, param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999,
-                   eps=1e-8, weight_decay=0.01):
+    def adamw_step(
+        self, param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01
+    ):
         """One AdamW update: theta -= lr wd theta, then Adam; in place."""
-        self._adam_like(self._raw.adamw_step, param, grad, m, v, step, lr, beta1, beta2,
-                        eps, weight_decay)
+        self._adam_like(
+            self._raw.adamw_step, param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay
+        )
 
     def squared_norm(self, x) -> float:
         """sum x^2, accumulated in float64."""
@@ -561,8 +603,7 @@ class Backend:
         """``x *= factor``, in place."""
         factor = v.scalar(factor, "factor")
         v.plain_view(x, "x")
-        o = _Output(x, "x", x.shape, v.float_array(x[:0] if x.ndim else x, "x").dtype,
-                    inplace=True)
+        o = _Output(x, "x", x.shape, v.float_array(x[:0] if x.ndim else x, "x").dtype, inplace=True)
         self._raw.scale_inplace(_flat(o.work), factor)
         o.done()
 
@@ -601,19 +642,39 @@ class Backend:
         v.check_shape(beta, "beta", (k,))
         return x, gamma, beta
 
-    def batch_norm_train(self, x, gamma, beta, running_mean, running_var, eps=1e-5,
-                         momentum=0.1, out=None, x_hat=None, inv_std=None):
+    def batch_norm_train(
+        self,
+        x,
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        eps=1e-5,
+        momentum=0.1,
+        out=None,
+        x_hat=None,
+        inv_std=None,
+    ):
         """Batch normalisation of x (m, k), m >= 2, updating the running statistics.
 
         Returns ``(out, x_hat, inv_std)``; the last two feed ``batch_norm_backward``.
         """
-        _no_overlap({"running_mean": running_mean, "running_var": running_var, "out": out,
-                     "x_hat": x_hat, "inv_std": inv_std}, {"x": x, "gamma": gamma, "beta": beta})
+        _no_overlap(
+            {
+                "running_mean": running_mean,
+                "running_var": running_var,
+                "out": out,
+                "x_hat": x_hat,
+                "inv_std": inv_std,
+            },
+            {"x": x, "gamma": gamma, "beta": beta},
+        )
         x, gamma, beta = self._bn_params(x, gamma, beta)
         m, k = x.shape
         if m < 2:
-            raise ValueError(f"batch normalisation in training needs at least 2 rows, "
-                             f"got x of shape {x.shape}")
+            raise ValueError(
+                f"batch normalisation in training needs at least 2 rows, got x of shape {x.shape}"
+            )
         eps = v.scalar(eps, "eps", low=0, low_open=True)
         momentum = v.scalar(momentum, "momentum", low=0, high=1)
         rm = _Output(running_mean, "running_mean", (k,), x.dtype, inplace=True)
@@ -621,17 +682,25 @@ class Backend:
         o = _Output(out, "out", x.shape, x.dtype)
         xh = _Output(x_hat, "x_hat", x.shape, x.dtype)
         inv = _Output(inv_std, "inv_std", (k,), x.dtype)
-        self._raw.batch_norm_train(x, gamma, beta, eps, momentum, rm.work, rv.work, o.work,
-                                  xh.work, inv.work)
+        self._raw.batch_norm_train(
+            x, gamma, beta, eps, momentum, rm.work, rv.work, o.work, xh.work, inv.work
+        )
         rm.done()
         rv.done()
         return o.done(), xh.done(), inv.done()
 
-    def batch_norm_eval(self, x, gamma, beta, running_mean, running_var, eps=1e-5,
-                        out=None):
+    def batch_norm_eval(self, x, gamma, beta, running_mean, running_var, eps=1e-5, out=None):
         """out = gamma (x - running_mean) / sqrt(running_var + eps) + beta."""
-        _no_overlap({"out": out}, {"x": x, "gamma": gamma, "beta": beta,
-                                   "running_mean": running_mean, "running_var": running_var})
+        _no_overlap(
+            {"out": out},
+            {
+                "x": x,
+                "gamma": gamma,
+                "beta": beta,
+                "running_mean": running_mean,
+                "running_var": running_var,
+            },
+        )
         x, gamma, beta = self._bn_params(x, gamma, beta)
         k = x.shape[1]
         rm = v.float_array(running_mean, "running_mean", ndim=1, dtype=x.dtype)
@@ -643,11 +712,12 @@ class Backend:
         self._raw.batch_norm_eval(x, gamma, beta, rm, rv, eps, o.work)
         return o.done()
 
-    def batch_norm_backward(self, dout, x_hat, gamma, inv_std, dx=None, dgamma=None,
-                            dbeta=None):
+    def batch_norm_backward(self, dout, x_hat, gamma, inv_std, dx=None, dgamma=None, dbeta=None):
         """Gradients of batch_norm_train; returns ``(dx, dgamma, dbeta)``."""
-        _no_overlap({"dx": dx, "dgamma": dgamma, "dbeta": dbeta},
-                    {"dout": dout, "x_hat": x_hat, "gamma": gamma, "inv_std": inv_std})
+        _no_overlap(
+            {"dx": dx, "dgamma": dgamma, "dbeta": dbeta},
+            {"dout": dout, "x_hat": x_hat, "gamma": gamma, "inv_std": inv_std},
+        )
         dout = v.float_array(dout, "dout", ndim=2)
         m, k = dout.shape
         if m == 0:
@@ -661,8 +731,7 @@ class Backend:
         dxo = _Output(dx, "dx", dout.shape, dout.dtype)
         dgo = _Output(dgamma, "dgamma", (k,), dout.dtype)
         dbo = _Output(dbeta, "dbeta", (k,), dout.dtype)
-        self._raw.batch_norm_backward(dout, x_hat, gamma, inv_std, dxo.work, dgo.work,
-                                     dbo.work)
+        self._raw.batch_norm_backward(dout, x_hat, gamma, inv_std, dxo.work, dgo.work, dbo.work)
         return dxo.done(), dgo.done(), dbo.done()
 
 
@@ -674,7 +743,7 @@ def _no_overlap(outputs: dict, inputs: dict, allow=()) -> None:
     outs = [(n, a) for n, a in outputs.items() if isinstance(a, np.ndarray)]
     ins = [(n, a) for n, a in inputs.items() if isinstance(a, np.ndarray)]
     for i, (no, o) in enumerate(outs):
-        for ni, x in outs[i + 1:] + ins:
+        for ni, x in outs[i + 1 :] + ins:
             if not np.may_share_memory(o, x) or not np.shares_memory(o, x):
                 continue
             if ((no, ni) in allow or (ni, no) in allow) and _same_memory(o, x):
@@ -684,18 +753,25 @@ def _no_overlap(outputs: dict, inputs: dict, allow=()) -> None:
 
 
 def _same_memory(a, b) -> bool:
-    return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
-            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.shape == b.shape and a.strides == b.strides)
+    return (
+        isinstance(a, np.ndarray)
+        and isinstance(b, np.ndarray)
+        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.shape == b.shape
+        and a.strides == b.strides
+    )
 
 
 def _check_nonempty_product(m, n_in, n_out):
     if m == 0 or n_in == 0 or n_out == 0:
-        raise ValueError(f"a dense layer needs at least one sample, one input and one "
-                         f"output, got m={m}, n_in={n_in}, n_out={n_out}")
+        raise ValueError(
+            f"a dense layer needs at least one sample, one input and one "
+            f"output, got m={m}, n_in={n_in}, n_out={n_out}"
+        )
 
 
 def warn_if_unbuilt() -> None:
     if not cython_is_built():
-        warnings.warn(BUILD_HINT + " Falling back to the Numba backend.", BuildWarning,
-                      stacklevel=3)
+        warnings.warn(
+            BUILD_HINT + " Falling back to the Numba backend.", BuildWarning, stacklevel=3
+        )

@@ -62,8 +62,12 @@ def _openblas_candidates() -> list[str]:
     """Files of the OpenBLAS libraries loaded, SciPy's first (NumPy's is ILP64: its
     symbols have other names, and it is only a fallback source)."""
     from ._threads import _blas_controllers
-    paths = [c.filepath for c in _blas_controllers()
-             if c.internal_api == "openblas" and os.path.isfile(c.filepath)]
+
+    paths = [
+        c.filepath
+        for c in _blas_controllers()
+        if c.internal_api == "openblas" and os.path.isfile(c.filepath)
+    ]
     return sorted(paths, key=lambda p: "scipy.libs" not in p)
 
 
@@ -128,20 +132,30 @@ def _load_private() -> _Blas | None:
 def _load_shared() -> _Blas:
     """SciPy's own BLAS (the fallback): the functions scipy.linalg.cython_blas exports."""
     import scipy.linalg.cython_blas as cb
+
     get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object,
-                                                                  ctypes.c_char_p]
+    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
     get_name = ctypes.pythonapi.PyCapsule_GetName
     get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
 
     def function(name, restype=None):
         capsule = cb.__pyx_capi__[name]
         address = get_pointer(capsule, get_name(capsule))
-        return ctypes.CFUNCTYPE(restype, *_DOT_ARGTYPES)(address) if restype else \
-            ctypes.CFUNCTYPE(None, *_GEMM_ARGTYPES)(address)
+        return (
+            ctypes.CFUNCTYPE(restype, *_DOT_ARGTYPES)(address)
+            if restype
+            else ctypes.CFUNCTYPE(None, *_GEMM_ARGTYPES)(address)
+        )
 
-    return _Blas(function("sgemm"), function("dgemm"), function("sdot", ctypes.c_float),
-                 function("ddot", ctypes.c_double), False, cb.__file__, None)
+    return _Blas(
+        function("sgemm"),
+        function("dgemm"),
+        function("sdot", ctypes.c_float),
+        function("ddot", ctypes.c_double),
+        False,
+        cb.__file__,
+        None,
+    )
 
 
 def _instance() -> _Blas:
@@ -177,13 +191,29 @@ def info() -> dict:
 def gemm_addresses() -> tuple[int, int]:
     """The addresses of the Fortran ``sgemm_`` and ``dgemm_`` the kernels call."""
     b = _instance()
-    return (cast(int, ctypes.cast(b.sgemm, ctypes.c_void_p).value),
-            cast(int, ctypes.cast(b.dgemm, ctypes.c_void_p).value))
+    return (
+        cast(int, ctypes.cast(b.sgemm, ctypes.c_void_p).value),
+        cast(int, ctypes.cast(b.dgemm, ctypes.c_void_p).value),
+    )
 
 
-def gemm_call(trans_a: bool, trans_b: bool, m: int, n: int, k: int, a: np.ndarray,
-              a_off: int, lda: int, b: np.ndarray, b_off: int, ldb: int, c: np.ndarray,
-              c_off: int, ldc: int, beta: float = 0.0) -> None:
+def gemm_call(
+    trans_a: bool,
+    trans_b: bool,
+    m: int,
+    n: int,
+    k: int,
+    a: np.ndarray,
+    a_off: int,
+    lda: int,
+    b: np.ndarray,
+    b_off: int,
+    ldb: int,
+    c: np.ndarray,
+    c_off: int,
+    ldc: int,
+    beta: float = 0.0,
+) -> None:
     """c (m, n) = op(a) @ op(b) + beta c, row-major, in one BLAS call (alpha = 1).
 
     Each matrix starts ``*_off`` elements into its array's buffer and has rows of
@@ -199,11 +229,21 @@ def gemm_call(trans_a: bool, trans_b: bool, m: int, n: int, k: int, a: np.ndarra
     size = c.itemsize
     ints = [ctypes.c_int(v) for v in (n, m, k, ldb, lda, ldc)]
     alpha, beta_ = ctype(1.0), ctype(beta)
-    fn(b"T" if trans_b else b"N", b"T" if trans_a else b"N",
-       ctypes.byref(ints[0]), ctypes.byref(ints[1]), ctypes.byref(ints[2]),
-       ctypes.byref(alpha), b.ctypes.data + b_off * size, ctypes.byref(ints[3]),
-       a.ctypes.data + a_off * size, ctypes.byref(ints[4]), ctypes.byref(beta_),
-       c.ctypes.data + c_off * size, ctypes.byref(ints[5]))
+    fn(
+        b"T" if trans_b else b"N",
+        b"T" if trans_a else b"N",
+        ctypes.byref(ints[0]),
+        ctypes.byref(ints[1]),
+        ctypes.byref(ints[2]),
+        ctypes.byref(alpha),
+        b.ctypes.data + b_off * size,
+        ctypes.byref(ints[3]),
+        a.ctypes.data + a_off * size,
+        ctypes.byref(ints[4]),
+        ctypes.byref(beta_),
+        c.ctypes.data + c_off * size,
+        ctypes.byref(ints[5]),
+    )
 
 
 def dot(x: np.ndarray) -> float:
@@ -218,8 +258,9 @@ def dot(x: np.ndarray) -> float:
     b = _instance()
     fn = b.sdot if x.dtype == np.float32 else b.ddot
     n, one = ctypes.c_int(x.size), ctypes.c_int(1)
-    return float(fn(ctypes.byref(n), x.ctypes.data, ctypes.byref(one), x.ctypes.data,
-                    ctypes.byref(one)))
+    return float(
+        fn(ctypes.byref(n), x.ctypes.data, ctypes.byref(one), x.ctypes.data, ctypes.byref(one))
+    )
 
 
 # --- the fallback's guard -------------------------------------------------------------
@@ -242,6 +283,7 @@ def hold_one_thread():
         yield
         return
     from ._threads import _blas_controllers
+
     with _hold_lock:
         if _holders == 0:
             _restore[:] = [(c, c.get_num_threads()) for c in _blas_controllers()]

@@ -26,8 +26,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CLIError", "Table", "read_csv", "column_kind", "as_kind", "preprocessor",
-           "identifier_reason", "NA_VALUES"]
+__all__ = [
+    "CLIError",
+    "Table",
+    "read_csv",
+    "column_kind",
+    "as_kind",
+    "preprocessor",
+    "identifier_reason",
+    "NA_VALUES",
+]
 
 
 class CLIError(Exception):
@@ -35,9 +43,29 @@ class CLIError(Exception):
 
 
 # pandas' default missing-value markers (pandas.io.parsers STR_NA_VALUES).
-NA_VALUES = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
-                       "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None",
-                       "n/a", "nan", "null"})
+NA_VALUES = frozenset(
+    {
+        "",
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    }
+)
 DELIMITERS = (",", ";", "\t", "|")
 WHITESPACE = r"\s+"
 SAMPLE_BYTES = 1 << 16
@@ -49,8 +77,9 @@ def _pandas():
     try:
         import pandas
     except ImportError:
-        raise ImportError("fastnn train / predict read CSV files with pandas: "
-                          "pip install 'fastnn-mlp[cli]'") from None
+        raise ImportError(
+            "fastnn train / predict read CSV files with pandas: pip install 'fastnn-mlp[cli]'"
+        ) from None
     return pandas
 
 
@@ -89,8 +118,11 @@ class Table:
 
 
 def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and v != v) or (
-        not isinstance(v, (str, bool, int, float, np.generic)) and _pandas().isna(v))
+    return (
+        v is None
+        or (isinstance(v, float) and v != v)
+        or (not isinstance(v, (str, bool, int, float, np.generic)) and _pandas().isna(v))
+    )
 
 
 def _scan(table: Table):
@@ -124,16 +156,20 @@ def _not_text(path, line=None) -> str:
     # UTF-16 without a byte-order mark decodes as "valid" UTF-8 with a NUL after
     # every ASCII character; binary files hold NUL bytes too.
     where = f", line {line}" if line is not None else ""
-    return (f"{path}{where}: not a UTF-8 text file (it holds NUL bytes, as UTF-16 "
-            f"text and binary files do); save it as UTF-8 CSV")
+    return (
+        f"{path}{where}: not a UTF-8 text file (it holds NUL bytes, as UTF-16 "
+        f"text and binary files do); save it as UTF-8 CSV"
+    )
 
 
 def _check_bytes(path, f, sample) -> int:
     """Refuse UTF-16 (byte-order mark) and files holding NUL bytes, naming the line;
     the number of lines otherwise."""
     if sample.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise CLIError(f"{path}: not a UTF-8 text file (it starts with a UTF-16 "
-                       f"byte-order mark); save it as UTF-8 CSV")
+        raise CLIError(
+            f"{path}: not a UTF-8 text file (it starts with a UTF-16 "
+            f"byte-order mark); save it as UTF-8 CSV"
+        )
     lines, chunk, last = 0, sample, b"\n"
     while chunk:
         at = chunk.find(b"\x00")
@@ -155,13 +191,20 @@ def _count_header(first, data_width, n_lines=None) -> bool:
     """scikit-learn's "n_samples,n_features,target names..." first line: the second
     count is the number of feature columns; when the line is as wide as the data rows
     (iris.csv), the first count must also be the number of data lines."""
-    if not (len(first) >= 2 and first[0].strip().isdigit() and first[1].strip().isdigit()
-            and int(first[1]) + 1 == data_width):
+    if not (
+        len(first) >= 2
+        and first[0].strip().isdigit()
+        and first[1].strip().isdigit()
+        and int(first[1]) + 1 == data_width
+    ):
         return False
     if len(first) != data_width:
         return True
-    return (n_lines is not None and int(first[0]) == n_lines - 1
-            and not any(_NUMBER.match(t.strip()) for t in first[2:]))
+    return (
+        n_lines is not None
+        and int(first[0]) == n_lines - 1
+        and not any(_NUMBER.match(t.strip()) for t in first[2:])
+    )
 
 
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -186,8 +229,11 @@ def detect_delimiter(lines) -> str:
         if data[0] < 2 or any(w != data[0] for w in data):
             continue
         if widths[0] != data[0]:
-            first = (lines[0].split() if sep == WHITESPACE
-                     else next(csv.reader([lines[0]], delimiter=sep)))
+            first = (
+                lines[0].split()
+                if sep == WHITESPACE
+                else next(csv.reader([lines[0]], delimiter=sep))
+            )
             if not _count_header(first, data[0]):
                 continue
         if best is None or data[0] > best[0]:
@@ -219,59 +265,71 @@ def read_csv(path, *, text=(), encoding="utf-8-sig", header="auto") -> Table:
         raise CLIError(f"{path}: the file is empty (expected a header row)")
     cut = sample
     if len(sample) == SAMPLE_BYTES and b"\n" in sample:
-        cut = sample[:sample.rfind(b"\n") + 1]
+        cut = sample[: sample.rfind(b"\n") + 1]
     try:
         text_sample = cut.decode(encoding)
     except LookupError:
         raise CLIError(f"--encoding {encoding}: unknown encoding") from None
     except UnicodeDecodeError as exc:
-        line = cut[:exc.start].count(b"\n") + 1
-        raise CLIError(f"{path}, line {line}: not a UTF-8 text file (byte "
-                       f"0x{cut[exc.start]:02x}); save it as UTF-8 CSV or give its "
-                       f"--encoding") from None
+        line = cut[: exc.start].count(b"\n") + 1
+        raise CLIError(
+            f"{path}, line {line}: not a UTF-8 text file (byte "
+            f"0x{cut[exc.start]:02x}); save it as UTF-8 CSV or give its "
+            f"--encoding"
+        ) from None
     lines = text_sample.splitlines()
     skipped = 0
     while skipped < len(lines) and not lines[skipped].strip():
         skipped += 1
-    sample_lines = lines[skipped:skipped + SAMPLE_LINES]
+    sample_lines = lines[skipped : skipped + SAMPLE_LINES]
     sep = detect_delimiter(sample_lines)
-    first = (sample_lines[0].split() if sep == WHITESPACE
-             else next(csv.reader([sample_lines[0]], delimiter=sep, skipinitialspace=True)))
+    first = (
+        sample_lines[0].split()
+        if sep == WHITESPACE
+        else next(csv.reader([sample_lines[0]], delimiter=sep, skipinitialspace=True))
+    )
     first = [h.strip() for h in first]
     data_widths = _widths([ln for ln in sample_lines[1:] if ln.strip()][:1], sep)
     note = None
     if header == "none":
         names = [f"column_{j + 1}" for j in range(len(first))]
         first_line = skipped + 1
-    elif header == "auto" and data_widths and _count_header(first, data_widths[0],
-                                                            n_lines - skipped):
+    elif (
+        header == "auto" and data_widths and _count_header(first, data_widths[0], n_lines - skipped)
+    ):
         p = int(first[1])
         names = [f"feature_{j}" for j in range(p)] + ["target"]
         first_line = skipped + 2
         targets = [t for t in first[2:] if t]
-        note = (f"{path}: line {skipped + 1} is scikit-learn's count line ({first[0]} "
-                f"rows, {p} features" + (f", targets {', '.join(targets)}" if targets
-                                          else "") + f"): columns named feature_0 ... "
-                f"feature_{p - 1}, target")
+        note = (
+            f"{path}: line {skipped + 1} is scikit-learn's count line ({first[0]} "
+            f"rows, {p} features"
+            + (f", targets {', '.join(targets)}" if targets else "")
+            + f"): columns named feature_0 ... "
+            f"feature_{p - 1}, target"
+        )
     else:
         names = first
         first_line = skipped + 2
         if any(not h for h in names):
-            raise CLIError(f"{path}: the header row has an empty column name "
-                           f"(column {names.index('') + 1})")
+            raise CLIError(
+                f"{path}: the header row has an empty column name (column {names.index('') + 1})"
+            )
         dup = sorted({h for h in names if names.count(h) > 1})
         if dup:
             raise CLIError(f"{path}: duplicate column names {dup}")
     if data_widths and data_widths[0] != len(names):
-        raise CLIError(f"{path}, line {first_line + _blank_before(lines, first_line)}: "
-                       f"{data_widths[0]} fields, but the header has {len(names)} columns")
+        raise CLIError(
+            f"{path}, line {first_line + _blank_before(lines, first_line)}: "
+            f"{data_widths[0]} fields, but the header has {len(names)} columns"
+        )
     # semicolon-separated files with decimal commas (1,5), as spreadsheets write them
     decimal = "."
     if sep == ";":
-        cells = [c.strip() for row in csv.reader(sample_lines[1:], delimiter=sep)
-                 for c in row]
+        cells = [c.strip() for row in csv.reader(sample_lines[1:], delimiter=sep) for c in row]
         if any(_DECIMAL_COMMA.match(c) for c in cells) and not any(
-                "." in c and _NUMBER.match(c) for c in cells):
+            "." in c and _NUMBER.match(c) for c in cells
+        ):
             decimal = ","
     position = {name: j for j, name in enumerate(names)}
     dtype = {position[c]: str for c in text if c in position}
@@ -279,28 +337,45 @@ def read_csv(path, *, text=(), encoding="utf-8-sig", header="auto") -> Table:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ParserWarning, DtypeWarning
             frame = pd.read_csv(
-                path, sep=sep, header=None, skiprows=first_line - 1, dtype=dtype,
-                engine="c", low_memory=False, decimal=decimal, skipinitialspace=True,
-                encoding=encoding, skip_blank_lines=True, keep_default_na=True, quotechar='"')
+                path,
+                sep=sep,
+                header=None,
+                skiprows=first_line - 1,
+                dtype=dtype,
+                engine="c",
+                low_memory=False,
+                decimal=decimal,
+                skipinitialspace=True,
+                encoding=encoding,
+                skip_blank_lines=True,
+                keep_default_na=True,
+                quotechar='"',
+            )
     except pd.errors.EmptyDataError:
         frame = pd.DataFrame(columns=range(len(names)))
     except pd.errors.ParserError as exc:
         m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
         if m:
-            raise CLIError(f"{path}, line {m.group(2)}: {m.group(3)} fields, but the header "
-                           f"has {len(names)} columns") from None
+            raise CLIError(
+                f"{path}, line {m.group(2)}: {m.group(3)} fields, but the header "
+                f"has {len(names)} columns"
+            ) from None
         raise CLIError(f"{path}: not a valid CSV file ({str(exc).strip()})") from None
     except UnicodeDecodeError as exc:
-        raise CLIError(f"{path}: not a UTF-8 text file (byte 0x{exc.object[exc.start]:02x}"
-                       f" after the first {len(cut)} bytes); save it as UTF-8 CSV or give "
-                       f"its --encoding") from None
+        raise CLIError(
+            f"{path}: not a UTF-8 text file (byte 0x{exc.object[exc.start]:02x}"
+            f" after the first {len(cut)} bytes); save it as UTF-8 CSV or give "
+            f"its --encoding"
+        ) from None
     except OSError as exc:
         raise _open_error(path, exc) from None
     if len(frame) == 0:
         raise CLIError(f"{path}: no data rows after the header")
     if frame.shape[1] != len(names):
-        raise CLIError(f"{path}, line {first_line}: {frame.shape[1]} fields, but the header "
-                       f"has {len(names)} columns")
+        raise CLIError(
+            f"{path}, line {first_line}: {frame.shape[1]} fields, but the header "
+            f"has {len(names)} columns"
+        )
     frame.columns = names
     table = Table(path, names, frame, first_line, sep, encoding, note)
     # A row with fewer fields than the header comes back padded with missing cells;
@@ -308,15 +383,16 @@ def read_csv(path, *, text=(), encoding="utf-8-sig", header="auto") -> Table:
     if frame[names[-1]].isna().any():
         for line, width in _scan(table):
             if width < len(names):
-                raise CLIError(f"{path}, line {line}: {width} fields, but the header has "
-                               f"{len(names)} columns")
+                raise CLIError(
+                    f"{path}, line {line}: {width} fields, but the header has {len(names)} columns"
+                )
     return table
 
 
 def _blank_before(lines, first_line) -> int:
     """Blank lines between the header and the first data row."""
     n = 0
-    for ln in lines[first_line - 1:]:
+    for ln in lines[first_line - 1 :]:
         if ln.strip():
             break
         n += 1
@@ -324,6 +400,7 @@ def _blank_before(lines, first_line) -> int:
 
 
 # --- column kinds ----------------------------------------------------------------------------
+
 
 def _strings(series):
     """Stripped strings of the non-missing cells, and the missing mask."""
@@ -333,7 +410,7 @@ def _strings(series):
 
 
 def column_kind(table: Table, name) -> str:
-    """"numeric", "boolean" or "text" for a feature column (see :func:`as_kind`);
+    """The kind of a feature column, "numeric", "boolean" or "text" (see :func:`as_kind`);
     CLIError for a number column with a stray word, or infinite values."""
     pd = _pandas()
     s = table.frame[name]
@@ -357,9 +434,11 @@ def column_kind(table: Table, name) -> str:
     n_num = int((~miss & ~bad).sum())
     if n_num >= 10 and n_num >= 0.9 * len(present):
         i = int(np.argmax(bad))
-        raise CLIError(f"{table.path}, line {table.line(i)}: column {name!r} holds "
-                       f"numbers, but here {values[i]!r}; leave missing values empty (or "
-                       f"NA), or leave the column out with --exclude")
+        raise CLIError(
+            f"{table.path}, line {table.line(i)}: column {name!r} holds "
+            f"numbers, but here {values[i]!r}; leave missing values empty (or "
+            f"NA), or leave the column out with --exclude"
+        )
     return "text"
 
 
@@ -367,9 +446,11 @@ def _finite(table, name, x) -> None:
     bad = np.isinf(x)
     if bad.any():
         i = int(np.argmax(bad))
-        raise CLIError(f"{table.path}, line {table.line(i)}: column {name!r} holds "
-                       f"{x[i]:g}; feature values must be finite numbers (leave missing "
-                       f"values empty or NA)")
+        raise CLIError(
+            f"{table.path}, line {table.line(i)}: column {name!r} holds "
+            f"{x[i]:g}; feature values must be finite numbers (leave missing "
+            f"values empty or NA)"
+        )
 
 
 def as_kind(table: Table, name, kind, *, hint="") -> np.ndarray:
@@ -384,8 +465,11 @@ def as_kind(table: Table, name, kind, *, hint="") -> np.ndarray:
         return values
     if kind == "boolean" and pd.api.types.is_bool_dtype(s.dtype):
         return np.array(s, dtype=np.float64)
-    if kind == "numeric" and pd.api.types.is_numeric_dtype(s.dtype) \
-            and not pd.api.types.is_bool_dtype(s.dtype):
+    if (
+        kind == "numeric"
+        and pd.api.types.is_numeric_dtype(s.dtype)
+        and not pd.api.types.is_bool_dtype(s.dtype)
+    ):
         x = np.array(s, dtype=np.float64)
         _finite(table, name, x)
         return x
@@ -402,8 +486,10 @@ def as_kind(table: Table, name, kind, *, hint="") -> np.ndarray:
     x[miss] = np.nan
     if bad.any():
         i = int(np.argmax(bad))
-        raise CLIError(f"{table.path}, line {table.line(i)}: column {name!r} holds "
-                       f"{values[i]!r}, not {want}{hint}")
+        raise CLIError(
+            f"{table.path}, line {table.line(i)}: column {name!r} holds "
+            f"{values[i]!r}, not {want}{hint}"
+        )
     if kind == "numeric":
         _finite(table, name, x)
     return x
@@ -412,14 +498,18 @@ def as_kind(table: Table, name, kind, *, hint="") -> np.ndarray:
 def frame_of(table: Table, kinds: dict, *, hint=""):
     """A DataFrame of the named columns converted by :func:`as_kind`."""
     pd = _pandas()
-    return pd.DataFrame({name: as_kind(table, name, kind, hint=hint)
-                         for name, kind in kinds.items()})
+    return pd.DataFrame(
+        {name: as_kind(table, name, kind, hint=hint) for name, kind in kinds.items()}
+    )
 
 
 # --- identifier columns ----------------------------------------------------------------------
 
-_ID_NAME = re.compile(r"(^|[^a-z])(id|ids|uuid|guid|key|index|idx)$|^(id|uuid|guid)[^a-z]|"
-                      r"^(row|record)[ _-]?(no|num|number|nr)$", re.I)
+_ID_NAME = re.compile(
+    r"(^|[^a-z])(id|ids|uuid|guid|key|index|idx)$|^(id|uuid|guid)[^a-z]|"
+    r"^(row|record)[ _-]?(no|num|number|nr)$",
+    re.I,
+)
 _ID_CAMEL = re.compile(r"[a-z](Id|ID|Uuid|UUID)$")
 
 
@@ -441,13 +531,17 @@ def identifier_reason(name, kind, column) -> str | None:
         return None
     if kind == "text":
         present = [v for v in column if isinstance(v, str)]
-        if len(present) == n and len(set(present)) == n and (
-                _ID_NAME.search(name) or _ID_CAMEL.search(name)):
+        if (
+            len(present) == n
+            and len(set(present)) == n
+            and (_ID_NAME.search(name) or _ID_CAMEL.search(name))
+        ):
             return "its values are all different"
     return None
 
 
 # --- preprocessing -------------------------------------------------------------------------
+
 
 def preprocessor(kinds: dict):
     """The ColumnTransformer for these feature columns (name -> kind): numeric ->
@@ -458,22 +552,48 @@ def preprocessor(kinds: dict):
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
-    groups = {k: [n for n, kind in kinds.items() if kind == k]
-              for k in ("numeric", "boolean", "text")}
+
+    groups = {
+        k: [n for n, kind in kinds.items() if kind == k] for k in ("numeric", "boolean", "text")
+    }
     parts = []
     if groups["numeric"]:
-        parts.append(("numeric", Pipeline([
-            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-            ("scale", StandardScaler())]), groups["numeric"]))
+        parts.append(
+            (
+                "numeric",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                        ("scale", StandardScaler()),
+                    ]
+                ),
+                groups["numeric"],
+            )
+        )
     if groups["boolean"]:
-        parts.append(("boolean", SimpleImputer(strategy="most_frequent",
-                                               keep_empty_features=True),
-                      groups["boolean"]))
+        parts.append(
+            (
+                "boolean",
+                SimpleImputer(strategy="most_frequent", keep_empty_features=True),
+                groups["boolean"],
+            )
+        )
     if groups["text"]:
-        parts.append(("text", Pipeline([
-            ("impute", SimpleImputer(strategy="most_frequent", keep_empty_features=True)),
-            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))]),
-            groups["text"]))
+        parts.append(
+            (
+                "text",
+                Pipeline(
+                    [
+                        (
+                            "impute",
+                            SimpleImputer(strategy="most_frequent", keep_empty_features=True),
+                        ),
+                        ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+                    ]
+                ),
+                groups["text"],
+            )
+        )
     return ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0)
 
 
@@ -500,7 +620,7 @@ def robust_scaler(ct, frame) -> None:
     scale[scale == 0] = 1.0
     scaler.scale_[bad] = scale
     with np.errstate(over="ignore"):
-        scaler.var_ = scaler.scale_ ** 2
+        scaler.var_ = scaler.scale_**2
 
 
 def kinds_of(ct) -> dict | None:

@@ -16,12 +16,21 @@ from ._kernels import codes
 from .optim import SGD, Adagrad, Adam, AdamW, DivergenceError, Momentum, Nesterov, RMSProp
 from .schedules import checked_rate
 
-_OPT_CODES = {SGD: codes.OPT_SGD, Momentum: codes.OPT_MOMENTUM,
-              Nesterov: codes.OPT_NESTEROV, Adagrad: codes.OPT_ADAGRAD,
-              RMSProp: codes.OPT_RMSPROP, Adam: codes.OPT_ADAM, AdamW: codes.OPT_ADAMW}
+_OPT_CODES = {
+    SGD: codes.OPT_SGD,
+    Momentum: codes.OPT_MOMENTUM,
+    Nesterov: codes.OPT_NESTEROV,
+    Adagrad: codes.OPT_ADAGRAD,
+    RMSProp: codes.OPT_RMSPROP,
+    Adam: codes.OPT_ADAM,
+    AdamW: codes.OPT_ADAMW,
+}
 
-_LOSS_CODES = {"mse": codes.LOSS_MSE, "binary_cross_entropy": codes.LOSS_BINARY_CROSS_ENTROPY,
-               "cross_entropy": codes.LOSS_CROSS_ENTROPY}
+_LOSS_CODES = {
+    "mse": codes.LOSS_MSE,
+    "binary_cross_entropy": codes.LOSS_BINARY_CROSS_ENTROPY,
+    "cross_entropy": codes.LOSS_CROSS_ENTROPY,
+}
 
 # Work per call of the kernel, in floating-point operations: long epochs are cut into
 # calls of about this size so that Ctrl-C and progress are seen between them.
@@ -37,9 +46,11 @@ def supports(model, optimizer) -> bool:
     included: they may override the update), use the step-by-step path. Dropout runs
     in the kernel (its masks are the step path's: docs/spec.md §7).
     """
-    return (type(optimizer) in _OPT_CODES
-            and hasattr(model.kernels._raw, "train_epoch")
-            and not any(layer.batch_norm for layer in model.layers))
+    return (
+        type(optimizer) in _OPT_CODES
+        and hasattr(model.kernels._raw, "train_epoch")
+        and not any(layer.batch_norm for layer in model.layers)
+    )
 
 
 def _hyper(opt) -> np.ndarray:
@@ -65,15 +76,18 @@ class EpochPlan:
         dt = model.dtype
         self.batch_size = batch_size
         self.dims = np.array([layers[0].n_in] + [layer.n_out for layer in layers], np.int64)
-        self.acts = np.array([codes.ACTIVATION_CODES[layer.activation] for layer in layers],
-                             np.int64)
+        self.acts = np.array(
+            [codes.ACTIVATION_CODES[layer.activation] for layer in layers], np.int64
+        )
         self.alphas = np.array([layer.alpha for layer in layers], np.float64)
         base = model.params.__array_interface__["data"][0]
         item = model.params.itemsize
-        self.w_off = np.array([(layer.W.__array_interface__["data"][0] - base) // item
-                               for layer in layers], np.int64)
-        self.b_off = np.array([(layer.b.__array_interface__["data"][0] - base) // item
-                               for layer in layers], np.int64)
+        self.w_off = np.array(
+            [(layer.W.__array_interface__["data"][0] - base) // item for layer in layers], np.int64
+        )
+        self.b_off = np.array(
+            [(layer.b.__array_interface__["data"][0] - base) // item for layer in layers], np.int64
+        )
         widths = [int(self.dims[0]), int(self.dims[-1])]
         offsets, total = [], 0
         for w in widths:
@@ -108,8 +122,7 @@ class EpochPlan:
         self.batches_per_call = max(1, int(_FLOPS_PER_CALL // flops))
 
 
-def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray,
-                poll=None) -> dict:
+def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray, poll=None) -> dict:
     """One epoch through the backend's ``train_epoch``; the logs of ``MLP.train_epoch``.
 
     ``poll(steps_done)`` is called after each compiled call (see ``MLP.train_epoch``).
@@ -133,8 +146,9 @@ def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray,
     schedule = optimizer.schedule
     if schedule.per == "step":
         # Every rate is checked before the first step runs: the epoch is refused whole.
-        lrs = np.array([checked_rate(schedule, optimizer.t + j) for j in range(n_batches)],
-                       np.float64)
+        lrs = np.array(
+            [checked_rate(schedule, optimizer.t + j) for j in range(n_batches)], np.float64
+        )
     else:
         lrs = np.full(n_batches, optimizer.lr, np.float64)
     empty = np.zeros(0, model.dtype)
@@ -144,17 +158,44 @@ def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray,
     stats[:] = 0.0
     raw = model.kernels._raw
     n_threads = _threads.resolve(model.n_threads, model.backend_name)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
-            _blas.hold_one_thread():
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), _blas.hold_one_thread():
         for j0 in range(0, n_batches, plan.batches_per_call):
             j1 = min(n_batches, j0 + plan.batches_per_call)
-            raw.train_epoch(X, y_float, labels, order, batch_size, plan.dims, plan.acts,
-                            plan.alphas, plan.w_off, plan.b_off, lowest,
-                            loss_code, model.params, model.grads, plan.ws, plan.ws_off,
-                            plan.lb, _OPT_CODES[type(optimizer)], states[0], states[1],
-                            _hyper(optimizer), lrs, j0, j1, optimizer.t, segments, stats,
-                            n_threads, plan.dropout, plan.dropout_off, plan.masks,
-                            model._dropout_seed, model._dropout_step)
+            raw.train_epoch(
+                X,
+                y_float,
+                labels,
+                order,
+                batch_size,
+                plan.dims,
+                plan.acts,
+                plan.alphas,
+                plan.w_off,
+                plan.b_off,
+                lowest,
+                loss_code,
+                model.params,
+                model.grads,
+                plan.ws,
+                plan.ws_off,
+                plan.lb,
+                _OPT_CODES[type(optimizer)],
+                states[0],
+                states[1],
+                _hyper(optimizer),
+                lrs,
+                j0,
+                j1,
+                optimizer.t,
+                segments,
+                stats,
+                n_threads,
+                plan.dropout,
+                plan.dropout_off,
+                plan.masks,
+                model._dropout_seed,
+                model._dropout_step,
+            )
             steps = int(stats[codes.STAT_STEPS])
             status = stats[codes.STAT_STATUS]
             # every batch run made a training forward (the failed one included)
@@ -169,8 +210,7 @@ def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray,
                     err = DivergenceError(f"the loss is {bad}", what="loss", value=bad)
                 else:
                     optimizer.last_grad_norm = bad
-                    err = DivergenceError(f"the gradient norm is {bad}", what="gradient",
-                                          value=bad)
+                    err = DivergenceError(f"the gradient norm is {bad}", what="gradient", value=bad)
                 err.steps_done = done
                 raise err
             if poll is not None:

@@ -42,7 +42,7 @@ class TrainingGuard:
         self.name = name
         self._cond = threading.Condition(threading.Lock())
         self._owner: int | None = None  # ident of the training thread
-        self._depth = 0     # its nesting
+        self._depth = 0  # its nesting
         self._users: dict[int, int] = {}  # thread ident -> nesting of its inference calls
 
     def __reduce__(self):
@@ -59,7 +59,8 @@ class TrainingGuard:
             f"that training has returned. Inference may run from any number of threads "
             f"at once, training only alone: to keep serving predictions while a model "
             f"trains, train a copy (model.copy(), copy.deepcopy(estimator)) and swap it "
-            f"in when it is done.")
+            f"in when it is done."
+        )
 
     # --- inference: shared ---------------------------------------------------------------
     def begin_use(self, what: str = "inference") -> None:
@@ -130,6 +131,7 @@ class _Section:
 def _guarded(section: str, doc: str):
     """A decorator factory: ``function(obj, ...)`` runs inside ``obj._guard.<section>()``
     (objects without a guard, duck-typed models, are passed through)."""
+
     def decorator(function):
         what = f"{function.__name__}()"
 
@@ -140,13 +142,17 @@ def _guarded(section: str, doc: str):
                 return function(obj, *args, **kwargs)
             with getattr(guard, section)(what):
                 return function(obj, *args, **kwargs)
+
         return wrapper
+
     decorator.__doc__ = doc
     return decorator
 
 
 uses = _guarded("use", "Decorator: the method is inference on ``self._guard`` (shared).")
-trains = _guarded("train", "Decorator: the method trains or changes ``self`` (exclusive "
-                           "on ``self._guard``).")
-trains_model = _guarded("train", "Decorator: ``function(model, ...)`` trains ``model`` "
-                                 "(exclusive on its guard).")
+trains = _guarded(
+    "train", "Decorator: the method trains or changes ``self`` (exclusive on ``self._guard``)."
+)
+trains_model = _guarded(
+    "train", "Decorator: ``function(model, ...)`` trains ``model`` (exclusive on its guard)."
+)

@@ -30,7 +30,8 @@ def regression_scores(y, pred):
         unit[~(unit > 0) | ~np.isfinite(unit)] = 1.0
         resid, total = _sums_of_squares(y / unit, pred / unit)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        r2 = np.where(total > 0, 1 - resid / np.where(total > 0, total, 1),
-                      np.where(resid == 0, 1.0, 0.0))
+        r2 = np.where(
+            total > 0, 1 - resid / np.where(total > 0, total, 1), np.where(resid == 0, 1.0, 0.0)
+        )
         rmse = np.sqrt(resid / y.shape[0]) * unit
     return r2, rmse

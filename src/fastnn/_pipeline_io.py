@@ -24,8 +24,15 @@ import zipfile
 import numpy as np
 
 from .io import (
-    FORMAT_NAME, FORMAT_VERSION, MAX_HEADER_ITEMS, PIPELINE_KIND, ModelFileError, _json,
-    _no_constant, _no_duplicates, _write_file,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MAX_HEADER_ITEMS,
+    PIPELINE_KIND,
+    ModelFileError,
+    _json,
+    _no_constant,
+    _no_duplicates,
+    _write_file,
 )
 
 __all__ = ["save_pipeline", "load_pipeline", "allowed_types", "trusted_types"]
@@ -56,6 +63,7 @@ _SKLEARN_INTERNAL = (("sklearn.preprocessing", "LabelBinarizer"),)
 
 def _import(pairs):
     import importlib
+
     return [getattr(importlib.import_module(m), c) for m, c in pairs]
 
 
@@ -69,14 +77,17 @@ def _require():
         import sklearn  # noqa: F401
         import skops.io
     except ImportError as exc:
-        raise ImportError(f"saving and loading scikit-learn pipelines needs skops and "
-                          f"scikit-learn: {_HINT} ({exc})") from exc
+        raise ImportError(
+            f"saving and loading scikit-learn pipelines needs skops and "
+            f"scikit-learn: {_HINT} ({exc})"
+        ) from exc
     return skops.io
 
 
 @functools.cache
 def _step_types() -> tuple:
     from .estimators import MLPClassifier, MLPRegressor
+
     return tuple(_import(_SKLEARN_STEPS)) + (MLPClassifier, MLPRegressor)
 
 
@@ -89,10 +100,24 @@ def allowed_types() -> dict[str, frozenset[str]]:
     from . import schedules
     from .model import MLP
     from .training import History
-    objects = [*_step_types(), *_import(_SKLEARN_INTERNAL), MLP, History,
-               *(getattr(schedules, n) for n in ("Constant", "StepDecay", "Cosine",
-                                                 "InverseScaling", "LinearWarmup",
-                                                 "ReduceOnPlateau"))]
+
+    objects = [
+        *_step_types(),
+        *_import(_SKLEARN_INTERNAL),
+        MLP,
+        History,
+        *(
+            getattr(schedules, n)
+            for n in (
+                "Constant",
+                "StepDecay",
+                "Cosine",
+                "InverseScaling",
+                "LinearWarmup",
+                "ReduceOnPlateau",
+            )
+        ),
+    ]
     scalars = {_name(t) for t in set(np.sctypeDict.values())}  # numpy.float64, ...
     builtins = {"builtins.str", "builtins.int", "builtins.float", "builtins.bool"}
     return {
@@ -118,6 +143,7 @@ def trusted_types() -> list[str]:
 
 # --- what a skops file holds ---------------------------------------------------------------
 
+
 class _Refused(Exception):
     """The skops data names node types outside allowed_types() (args: the names)."""
 
@@ -133,8 +159,9 @@ def _schema(data: bytes) -> tuple[dict, set[str]]:
     except MemoryError:
         raise
     except Exception as exc:  # BadZipFile, NotImplementedError (zip version)...
-        raise ValueError(f"not a skops (zip) archive: {type(exc).__name__}: "
-                         f"{str(exc)[:200]}") from None
+        raise ValueError(
+            f"not a skops (zip) archive: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
     with zf:
         infos = zf.infolist()
         if len(infos) > MAX_MEMBERS:
@@ -144,8 +171,10 @@ def _schema(data: bytes) -> tuple[dict, set[str]]:
             raise ValueError("duplicate archive member names")
         for i in infos:
             if i.compress_type != zipfile.ZIP_STORED:
-                raise ValueError(f"archive member {i.filename[:60]!r} is compressed "
-                                 f"(fastnn writes and reads uncompressed skops files)")
+                raise ValueError(
+                    f"archive member {i.filename[:60]!r} is compressed "
+                    f"(fastnn writes and reads uncompressed skops files)"
+                )
             if i.flag_bits & 0x1:
                 raise ValueError(f"archive member {i.filename[:60]!r} is encrypted")
         if sum(i.file_size for i in infos) > len(data):
@@ -157,13 +186,15 @@ def _schema(data: bytes) -> tuple[dict, set[str]]:
         except MemoryError:
             raise
         except Exception as exc:  # BadZipFile (CRC), EOFError...
-            raise ValueError(f"schema.json cannot be read: {type(exc).__name__}: "
-                             f"{str(exc)[:200]}") from None
+            raise ValueError(
+                f"schema.json cannot be read: {type(exc).__name__}: {str(exc)[:200]}"
+            ) from None
     if raw.count(b",") + raw.count(b"[") + raw.count(b"{") > MAX_HEADER_ITEMS:
         raise ValueError(f"schema.json holds over {MAX_HEADER_ITEMS:,} JSON values")
     try:
-        schema = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates,
-                            parse_constant=_no_constant)
+        schema = json.loads(
+            raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
+        )
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ValueError(f"schema.json is not valid JSON: {exc}") from None
     if not isinstance(schema, dict):
@@ -196,20 +227,19 @@ def _audit(data: bytes) -> None:
         nodes += 1
         if nodes > MAX_NODES:
             raise ValueError(f"over {MAX_NODES:,} objects")
-        loader, module, cls = (value.get(k) for k in ("__loader__", "__module__",
-                                                       "__class__"))
-        if not (isinstance(loader, str) and isinstance(module, str)
-                and isinstance(cls, str)):
-            raise ValueError("an object without a string __loader__, __module__ and "
-                             "__class__")
+        loader, module, cls = (value.get(k) for k in ("__loader__", "__module__", "__class__"))
+        if not (isinstance(loader, str) and isinstance(module, str) and isinstance(cls, str)):
+            raise ValueError("an object without a string __loader__, __module__ and __class__")
         name = f"{module}.{cls}"
         if name not in allowed.get(loader, ()):
             refused.add(name if loader == "ObjectNode" else f"{name} ({loader})")
         member = value.get("file")
-        if loader == "NdArrayNode" and value.get("type") == "numpy" \
-                and (not isinstance(member, str) or member not in members):
-            raise ValueError(f"an array refers to a missing archive member "
-                             f"{str(member)[:60]!r}")
+        if (
+            loader == "NdArrayNode"
+            and value.get("type") == "numpy"
+            and (not isinstance(member, str) or member not in members)
+        ):
+            raise ValueError(f"an array refers to a missing archive member {str(member)[:60]!r}")
     if refused:
         raise _Refused(*sorted(refused))
     if root[0] != "ObjectNode" or root[1] not in allowed["ObjectNode"]:
@@ -218,10 +248,12 @@ def _audit(data: bytes) -> None:
 
 # --- saving --------------------------------------------------------------------------------
 
+
 def _leaf_steps(obj, where="the object"):
     """(description, object) of every step in a Pipeline / ColumnTransformer tree."""
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
+
     yield where, obj
     if isinstance(obj, Pipeline):
         steps = obj.steps
@@ -235,13 +267,15 @@ def _leaf_steps(obj, where="the object"):
     for name, step in steps:
         if isinstance(step, str) or step is None:  # "passthrough", "drop"
             continue
-        yield from _leaf_steps(step, f"step {name!r}" if where == "the object"
-                               else f"{where[:-1]}/{name}'")
+        yield from _leaf_steps(
+            step, f"step {name!r}" if where == "the object" else f"{where[:-1]}/{name}'"
+        )
 
 
 def _check_steps(obj) -> None:
     """TypeError naming the step that fastnn.load could not bring back safely."""
     from sklearn.preprocessing import FunctionTransformer
+
     types = _step_types()
     for where, step in _leaf_steps(obj):
         if type(step) not in types:
@@ -250,32 +284,38 @@ def _check_steps(obj) -> None:
                 f"{type(step).__qualname__}, which fastnn cannot save in a pipeline: a "
                 f"pipeline file holds only {', '.join(t.__name__ for t in types)} "
                 f"steps (and 'passthrough' / 'drop'), so that loading never runs code "
-                f"named by the file")
+                f"named by the file"
+            )
         seed = getattr(step, "random_state", None)
         if isinstance(seed, (np.random.RandomState, np.random.Generator)):
             raise TypeError(
                 f"fastnn.save: {where} has random_state={type(seed).__name__}(...), "
                 f"which a saved pipeline cannot hold; give an integer seed or None "
-                f"(the fitted network carries its own random streams)")
+                f"(the fitted network carries its own random streams)"
+            )
         if isinstance(step, FunctionTransformer):
             for attr in ("func", "inverse_func", "feature_names_out"):
                 value = getattr(step, attr, None)
-                if value is not None and not (attr == "feature_names_out"
-                                              and value == "one-to-one"):
+                if value is not None and not (
+                    attr == "feature_names_out" and value == "one-to-one"
+                ):
                     raise TypeError(
                         f"fastnn.save: {where} is a FunctionTransformer with "
                         f"{attr}={value!r}; a saved pipeline cannot hold a function "
                         f"(loading it would run code named by the file). Only "
                         f"FunctionTransformer() without functions (the identity) is "
-                        f"saved")
+                        f"saved"
+                    )
 
 
 def _dumps(sio, obj) -> bytes:
     try:
         return sio.dumps(obj)  # uncompressed (ZIP_STORED), as _schema requires
     except Exception as exc:  # skops: UnsupportedTypeException, TypeError, ...
-        raise TypeError(f"fastnn.save: skops cannot save this "
-                        f"{type(obj).__name__} ({type(exc).__name__}: {exc})") from None
+        raise TypeError(
+            f"fastnn.save: skops cannot save this "
+            f"{type(obj).__name__} ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def save_pipeline(obj, path) -> None:
@@ -285,6 +325,7 @@ def save_pipeline(obj, path) -> None:
     :func:`load_pipeline` would refuse (naming the step and the type).
     """
     from . import __version__
+
     sio = _require()
     _check_steps(obj)
     data = _dumps(sio, obj)
@@ -297,48 +338,61 @@ def save_pipeline(obj, path) -> None:
                 _audit(_dumps(sio, step))
             except (_Refused, TypeError):
                 where = w
-        raise TypeError(f"fastnn.save: {where} holds {', '.join(exc.args)}, which "
-                        f"fastnn.load does not load (it loads only the types listed in "
-                        f"docs/format.md, \"Pipelines\")") from None
+        raise TypeError(
+            f"fastnn.save: {where} holds {', '.join(exc.args)}, which "
+            f"fastnn.load does not load (it loads only the types listed in "
+            f'docs/format.md, "Pipelines")'
+        ) from None
     import skops
-    meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
-            "fastnn_version": __version__, "kind": PIPELINE_KIND,
-            "object": f"{type(obj).__module__}.{type(obj).__qualname__}",
-            "skops_version": skops.__version__}
+
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "fastnn_version": __version__,
+        "kind": PIPELINE_KIND,
+        "object": f"{type(obj).__module__}.{type(obj).__qualname__}",
+        "skops_version": skops.__version__,
+    }
     _write_file(path, meta, {"skops": np.frombuffer(data, np.uint8)})
 
 
 # --- loading -------------------------------------------------------------------------------
 
+
 def load_pipeline(path, meta: dict, arrays: dict, *, backend: str | None = None):
     """The object of a fastnn file of kind "pipeline" (fastnn.load dispatches here)."""
-    if set(arrays) != {"skops"} or arrays["skops"].dtype != np.uint8 \
-            or arrays["skops"].ndim != 1:
-        raise ModelFileError(f"{path}: a pipeline file holds one uint8 array 'skops', "
-                             f"got {sorted(arrays)[:10]}")
+    if set(arrays) != {"skops"} or arrays["skops"].dtype != np.uint8 or arrays["skops"].ndim != 1:
+        raise ModelFileError(
+            f"{path}: a pipeline file holds one uint8 array 'skops', got {sorted(arrays)[:10]}"
+        )
     sio = _require()
     data = arrays["skops"].tobytes()
     try:
         _audit(data)
     except _Refused as exc:
-        raise ModelFileError(f"{path}: refused: the pipeline holds {', '.join(exc.args)}, "
-                             f"outside the types fastnn loads (docs/format.md, "
-                             f"\"Pipelines\"); nothing was loaded") from None
+        raise ModelFileError(
+            f"{path}: refused: the pipeline holds {', '.join(exc.args)}, "
+            f"outside the types fastnn loads (docs/format.md, "
+            f'"Pipelines"); nothing was loaded'
+        ) from None
     except (ValueError, TypeError, KeyError, RecursionError) as exc:
         raise ModelFileError(f"{path}: damaged pipeline data ({exc})") from None
     trusted = trusted_types()
     try:
         untrusted = [t for t in sio.get_untrusted_types(data=data) if t not in trusted]
         if untrusted:  # the audit above already refuses these; skops' own view agrees
-            raise ModelFileError(f"{path}: refused: the pipeline holds "
-                                 f"{', '.join(untrusted)}, outside the types fastnn "
-                                 f"loads; nothing was loaded")
+            raise ModelFileError(
+                f"{path}: refused: the pipeline holds "
+                f"{', '.join(untrusted)}, outside the types fastnn "
+                f"loads; nothing was loaded"
+            )
         obj = sio.loads(data, trusted=trusted)
     except (ModelFileError, MemoryError):
         raise
     except Exception as exc:  # whatever skops or a __setstate__ raises on bad data
-        raise ModelFileError(f"{path}: damaged pipeline data ({type(exc).__name__}: "
-                             f"{str(exc)[:300]})") from None
+        raise ModelFileError(
+            f"{path}: damaged pipeline data ({type(exc).__name__}: {str(exc)[:300]})"
+        ) from None
     _check_loaded(path, obj, backend)
     return obj
 
@@ -353,6 +407,7 @@ def _check_loaded(path, root, backend) -> None:
     """
     from .estimators import _BaseMLP
     from .model import MLP
+
     stack, seen = [root], set()
     while stack:
         obj = stack.pop()
@@ -370,13 +425,14 @@ def _check_loaded(path, root, backend) -> None:
                 p = obj._fastnn_payload()
                 if not isinstance(p.model, MLP):
                     raise ValueError("its network is not a fastnn.MLP")
-                rebuilt = type(obj)._from_payload(p.model, json.loads(_json(p.metadata)),
-                                                  p.arrays)
+                rebuilt = type(obj)._from_payload(p.model, json.loads(_json(p.metadata)), p.arrays)
             except ModelFileError as exc:
                 raise ModelFileError(f"{path}: {exc}") from None
             except Exception as exc:
-                raise ModelFileError(f"{path}: invalid {type(obj).__name__} in the "
-                                     f"pipeline ({type(exc).__name__}: {exc})") from None
+                raise ModelFileError(
+                    f"{path}: invalid {type(obj).__name__} in the "
+                    f"pipeline ({type(exc).__name__}: {exc})"
+                ) from None
             obj.__dict__.clear()
             obj.__dict__.update(rebuilt.__getstate__())
             stack.append(obj._model)

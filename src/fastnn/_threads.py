@@ -41,6 +41,7 @@ def _blas_controllers() -> tuple:
     """
     import scipy.linalg.cython_blas  # noqa: F401
     from threadpoolctl import ThreadpoolController
+
     blas = ThreadpoolController().select(user_api="blas").lib_controllers
     scipy_own = tuple(c for c in blas if "scipy" in os.path.basename(c.filepath))
     return scipy_own or tuple(blas)
@@ -70,6 +71,7 @@ def resolve(n_threads, backend_name: str) -> int:
         limit = min(limit, env)
     if backend_name == "numba":
         import numba
+
         limit = min(limit, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     return max(1, limit)
 
@@ -79,8 +81,9 @@ def check_n_threads(n_threads, name: str = "n_threads"):
     if n_threads is None:
         return None
     import numbers
+
     if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
         raise TypeError(f"{name} must be None or an int >= 1, got {n_threads!r}")
-    if not 1 <= int(n_threads) <= 2 ** 15:
+    if not 1 <= int(n_threads) <= 2**15:
         raise ValueError(f"{name} must be None or an int in [1, 32768], got {n_threads!r}")
     return int(n_threads)

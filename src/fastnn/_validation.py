@@ -21,8 +21,10 @@ def _dtype_name(dtype) -> str:
 
 def _refuse_masked(x, name: str) -> None:
     if isinstance(x, np.ma.MaskedArray):
-        raise TypeError(f"{name} is a masked array (numpy.ma): fastnn's kernels would "
-                        f"ignore its mask; pass {name}.filled(value) or a plain array")
+        raise TypeError(
+            f"{name} is a masked array (numpy.ma): fastnn's kernels would "
+            f"ignore its mask; pass {name}.filled(value) or a plain array"
+        )
 
 
 def plain_view(x, name: str) -> np.ndarray:
@@ -46,8 +48,9 @@ def plain_array(x, name: str) -> np.ndarray:
     return np.asarray(x)
 
 
-def float_array(x, name: str, *, ndim: int | tuple[int, ...] | None = None,
-                dtype=None) -> np.ndarray:
+def float_array(
+    x, name: str, *, ndim: int | tuple[int, ...] | None = None, dtype=None
+) -> np.ndarray:
     """``x`` as a C-contiguous float32/float64 base-class ndarray in native byte order.
 
     A non-contiguous input (Fortran order, strided view) is copied; ints, bools,
@@ -61,18 +64,23 @@ def float_array(x, name: str, *, ndim: int | tuple[int, ...] | None = None,
         try:
             arr = np.asarray(x)
         except Exception as exc:  # ragged lists and other non-arrays
-            raise TypeError(f"{name} must be an array of float32 or float64, "
-                            f"got {type(x).__name__} ({exc})") from None
+            raise TypeError(
+                f"{name} must be an array of float32 or float64, got {type(x).__name__} ({exc})"
+            ) from None
     if arr.dtype.kind != "f" or arr.dtype.newbyteorder("=") not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32 or float64, got dtype "
-                        f"{arr.dtype}; convert it with .astype(np.float32) "
-                        f"or .astype(np.float64)")
+        raise TypeError(
+            f"{name} must be float32 or float64, got dtype "
+            f"{arr.dtype}; convert it with .astype(np.float32) "
+            f"or .astype(np.float64)"
+        )
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     if dtype is not None and arr.dtype != np.dtype(dtype):
-        raise TypeError(f"{name} has dtype {arr.dtype} but this call works in "
-                        f"{_dtype_name(dtype)}; fastnn never mixes dtypes, so convert "
-                        f"it with .astype(np.{_dtype_name(dtype)})")
+        raise TypeError(
+            f"{name} has dtype {arr.dtype} but this call works in "
+            f"{_dtype_name(dtype)}; fastnn never mixes dtypes, so convert "
+            f"it with .astype(np.{_dtype_name(dtype)})"
+        )
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else ndim
         if arr.ndim not in allowed:
@@ -87,8 +95,7 @@ def check_shape(arr: np.ndarray, name: str, shape: tuple[int, ...]) -> None:
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
 
 
-def index_array(values, name: str, n: int, bound: int, what: str,
-                each: str) -> np.ndarray:
+def index_array(values, name: str, n: int, bound: int, what: str, each: str) -> np.ndarray:
     """Indices as C-contiguous int64 of shape (n,), each in [0, bound); ``what`` names
     them ("class indices") and ``each`` says what one is for ("one per row")."""
     arr = plain_array(values, name)
@@ -97,15 +104,17 @@ def index_array(values, name: str, n: int, bound: int, what: str,
     if arr.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},), {each}, got {arr.shape}")
     if n and (arr.min() < 0 or arr.max() >= bound):
-        raise ValueError(f"{name} must be {what} in [0, {bound}), got values "
-                         f"in [{arr.min()}, {arr.max()}]")
+        raise ValueError(
+            f"{name} must be {what} in [0, {bound}), got values in [{arr.min()}, {arr.max()}]"
+        )
     return np.asarray(arr, dtype=np.int64, order="C")
 
 
 def label_array(labels, name: str, n_rows: int, n_classes: int) -> np.ndarray:
     """Class indices as C-contiguous int64 of shape (n_rows,), each in [0, n_classes)."""
-    return index_array(labels, name, n_rows, n_classes, "class indices",
-                       "one class index per row of the logits")
+    return index_array(
+        labels, name, n_rows, n_classes, "class indices", "one class index per row of the logits"
+    )
 
 
 def mask_array(mask, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -146,12 +155,20 @@ def real(value, name: str) -> float:
     try:
         return float(value)
     except OverflowError:
-        raise ValueError(f"{name} must be finite, got {show_number(value)} (too large "
-                         f"for a float)") from None
+        raise ValueError(
+            f"{name} must be finite, got {show_number(value)} (too large for a float)"
+        ) from None
 
 
-def scalar(value, name: str, *, low: float | None = None, high: float | None = None,
-           low_open: bool = False, high_open: bool = False) -> float:
+def scalar(
+    value,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """A finite real hyperparameter as a Python float, optionally within bounds.
 
     Returned as a Python float so that NumPy treats it as a weak scalar: it is cast

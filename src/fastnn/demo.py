@@ -65,11 +65,12 @@ def load_digits_split(test_size: float = 0.2, seed: int = 0, dtype=np.float32):
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
     except ImportError as exc:
-        raise ImportError("the digits data set ships with scikit-learn; install it with "
-                          "`pip install 'fastnn-mlp[sklearn]'`") from exc
+        raise ImportError(
+            "the digits data set ships with scikit-learn; install it with "
+            "`pip install 'fastnn-mlp[sklearn]'`"
+        ) from exc
     X, y = load_digits(return_X_y=True)
-    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=test_size, random_state=seed,
-                                          stratify=y)
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=test_size, random_state=seed, stratify=y)
     mean = Xtr.mean(axis=0)
     scale = Xtr.std(axis=0)
     scale[scale == 0] = 1.0
@@ -92,8 +93,8 @@ class DemoResult:
     """What :func:`run_demo` measured (``None`` where a part did not run)."""
 
     backend: str
-    digits: dict = field(default_factory=dict)   # library -> Run
-    spiral: dict = field(default_factory=dict)   # library -> Run
+    digits: dict = field(default_factory=dict)  # library -> Run
+    spiral: dict = field(default_factory=dict)  # library -> Run
     spiral_model: MLP | None = None
     spiral_data: tuple | None = None
     wall_seconds: float = 0.0
@@ -127,78 +128,128 @@ def _digits(backend, epochs, out, result, compare):
     import sklearn.neural_network as sknn
 
     from .estimators import MLPClassifier
+
     Xtr, Xte, ytr, yte = load_digits_split()
-    kw = dict(hidden_layer_sizes=(128, 128), activation="relu", solver="adam",
-              learning_rate_init=1e-3, batch_size=64, max_iter=epochs,
-              # Run all epochs in both libraries (no stop on a training-loss plateau).
-              n_iter_no_change=epochs, random_state=0)
-    out(f"digits: {len(Xtr)} train / {len(Xte)} test images (8x8, standardised, "
-        f"float32), 64-128-128-10 ReLU, Adam lr 1e-3, batch 64, {epochs} epochs")
+    kw = dict(
+        hidden_layer_sizes=(128, 128),
+        activation="relu",
+        solver="adam",
+        learning_rate_init=1e-3,
+        batch_size=64,
+        max_iter=epochs,
+        # Run all epochs in both libraries (no stop on a training-loss plateau).
+        n_iter_no_change=epochs,
+        random_state=0,
+    )
+    out(
+        f"digits: {len(Xtr)} train / {len(Xte)} test images (8x8, standardised, "
+        f"float32), 64-128-128-10 ReLU, Adam lr 1e-3, batch 64, {epochs} epochs"
+    )
     libs = [("fastnn", lambda **a: MLPClassifier(backend=backend, **a))]
     if compare:
         libs.append(("scikit-learn", sknn.MLPClassifier))
     with warnings.catch_warnings():
         # Both run the full max_iter on purpose.
         from sklearn.exceptions import ConvergenceWarning
+
         warnings.simplefilter("ignore", ConvergenceWarning)
         for name, make in libs:
             make(**{**kw, "max_iter": 1}).fit(Xtr[:256], ytr[:256])  # warm-up
             est, secs = _timed(lambda make=make: make(**kw).fit(Xtr, ytr))
-            result.digits[name] = Run(name, est.score(Xte, yte), secs,
-                                      len(Xtr) * est.n_iter_ / secs,
-                                      {"loss": list(est.loss_curve_)})
+            result.digits[name] = Run(
+                name,
+                est.score(Xte, yte),
+                secs,
+                len(Xtr) * est.n_iter_ / secs,
+                {"loss": list(est.loss_curve_)},
+            )
     _table(out, result.digits, "test acc")
 
 
 def _spiral(backend, epochs, out, result, compare):
     X, y = spiral()
     result.spiral_data = (X, y)
-    out(f"spiral: {len(X)} points, 3 classes, 2-128-3 ReLU, Adam lr 0.005, "
-        f"batch 64, L2 1e-4, {epochs} epochs")
+    out(
+        f"spiral: {len(X)} points, 3 classes, 2-128-3 ReLU, Adam lr 0.005, "
+        f"batch 64, L2 1e-4, {epochs} epochs"
+    )
     X32 = X.astype(np.float32)
 
     def make():
-        return MLP([2, 128, 3], "relu", loss="cross_entropy", dtype="float32",
-                   backend=backend, random_state=0)
+        return MLP(
+            [2, 128, 3],
+            "relu",
+            loss="cross_entropy",
+            dtype="float32",
+            backend=backend,
+            random_state=0,
+        )
 
     make().fit(X32, y, optimizer=Adam(0.005, weight_decay=1e-4), epochs=1, batch_size=64)
     net = make()
-    hist, secs = _timed(lambda: net.fit(X32, y, optimizer=Adam(0.005, weight_decay=1e-4),
-                                        epochs=epochs, batch_size=64))
+    hist, secs = _timed(
+        lambda: net.fit(
+            X32, y, optimizer=Adam(0.005, weight_decay=1e-4), epochs=epochs, batch_size=64
+        )
+    )
     result.spiral_model = net
-    result.spiral["fastnn"] = Run("fastnn", net.score(X32, y), secs,
-                                  len(X) * len(hist) / secs, dict(hist.history))
+    result.spiral["fastnn"] = Run(
+        "fastnn", net.score(X32, y), secs, len(X) * len(hist) / secs, dict(hist.history)
+    )
     if compare:
         import sklearn.neural_network as sknn
         from sklearn.exceptions import ConvergenceWarning
-        kw = dict(hidden_layer_sizes=(128,), solver="adam", learning_rate_init=0.005,
-                  batch_size=64, alpha=1e-4 * 64, max_iter=epochs,
-                  n_iter_no_change=epochs, random_state=0)
+
+        kw = dict(
+            hidden_layer_sizes=(128,),
+            solver="adam",
+            learning_rate_init=0.005,
+            batch_size=64,
+            alpha=1e-4 * 64,
+            max_iter=epochs,
+            n_iter_no_change=epochs,
+            random_state=0,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             sknn.MLPClassifier(**{**kw, "max_iter": 1}).fit(X32, y)
             est, secs = _timed(lambda: sknn.MLPClassifier(**kw).fit(X32, y))
-        result.spiral["scikit-learn"] = Run("scikit-learn", est.score(X32, y), secs,
-                                            len(X) * est.n_iter_ / secs,
-                                            {"loss": list(est.loss_curve_)})
+        result.spiral["scikit-learn"] = Run(
+            "scikit-learn",
+            est.score(X32, y),
+            secs,
+            len(X) * est.n_iter_ / secs,
+            {"loss": list(est.loss_curve_)},
+        )
     _table(out, result.spiral, "train acc")
 
 
 def _table(out, runs, what):
     out(f"  {'':14}{what:>10}{'fit time':>11}{'samples/s':>13}")
     for run in runs.values():
-        out(f"  {run.library:14}{run.accuracy:>10.4f}{run.seconds:>9.3f} s"
-            f"{run.samples_per_s:>13,.0f}")
+        out(
+            f"  {run.library:14}{run.accuracy:>10.4f}{run.seconds:>9.3f} s"
+            f"{run.samples_per_s:>13,.0f}"
+        )
     if "fastnn" in runs and "scikit-learn" in runs:
         ratio = runs["scikit-learn"].seconds / runs["fastnn"].seconds
         delta = runs["fastnn"].accuracy - runs["scikit-learn"].accuracy
-        out(f"  fastnn is {ratio:.1f}x {'faster' if ratio >= 1 else 'slower'} than "
-            f"scikit-learn, accuracy {delta:+.4f}")
+        out(
+            f"  fastnn is {ratio:.1f}x {'faster' if ratio >= 1 else 'slower'} than "
+            f"scikit-learn, accuracy {delta:+.4f}"
+        )
     out("")
 
 
-def run_demo(backend: str | None = None, *, quick: bool = False, plot: str | None = None,
-             compare: bool = True, threads: int | None = 1, out=print) -> DemoResult:
+def run_demo(
+    backend: str | None = None,
+    *,
+    quick: bool = False,
+    plot: str | None = None,
+    compare: bool = True,
+    threads: int | None = 1,
+    out=print,
+) -> DemoResult:
     """Run the demo, printing with ``out``; returns the measurements.
 
     Parameters
@@ -226,6 +277,7 @@ def run_demo(backend: str | None = None, *, quick: bool = False, plot: str | Non
     if compare and _have_sklearn():
         import sklearn.neural_network  # noqa: F401
     from threadpoolctl import threadpool_limits
+
     with threadpool_limits(limits=threads, user_api="blas"):
         return _run_demo(backend, quick, plot, compare, out)
 
@@ -233,19 +285,21 @@ def run_demo(backend: str | None = None, *, quick: bool = False, plot: str | Non
 def _run_demo(backend, quick, plot, compare, out) -> DemoResult:
     if plot is not None:
         from .plots import _check_matplotlib
+
         _check_matplotlib()  # fail before training, not after
     t0 = time.perf_counter()
     kernels = _get_backend(backend)
     have_sklearn = _have_sklearn()
     result = DemoResult(kernels.name)
-    out(f"fastnn {__version__} demo: backend {kernels.name!r}, BLAS threads "
-        f"{_blas_threads()}")
+    out(f"fastnn {__version__} demo: backend {kernels.name!r}, BLAS threads {_blas_threads()}")
     out("")
     if have_sklearn:
         _digits(kernels.name, 10 if quick else 50, out, result, compare)
     else:
-        note = ("scikit-learn is not installed: skipping the digits (its bundled data set) "
-                "and the side-by-side comparison (pip install 'fastnn-mlp[sklearn]')")
+        note = (
+            "scikit-learn is not installed: skipping the digits (its bundled data set) "
+            "and the side-by-side comparison (pip install 'fastnn-mlp[sklearn]')"
+        )
         result.notes.append(note)
         out(note)
         out("")
@@ -263,6 +317,7 @@ def save_demo_plot(result: DemoResult, path) -> None:
     from matplotlib.figure import Figure
 
     from .plots import plot_decision_boundary, plot_learning_curves
+
     panels = (1 if result.digits else 0) + 2
     fig = Figure(figsize=(5.2 * panels, 4.6), layout="constrained")
     axes = list(np.atleast_1d(fig.subplots(1, panels)))
@@ -273,12 +328,16 @@ def save_demo_plot(result: DemoResult, path) -> None:
         ax.set_title("digits: training loss")
     ax = axes.pop(0)
     fast = result.spiral["fastnn"]
-    plot_learning_curves(fast.curve, ax, metrics=[m for m in ("loss", "accuracy")
-                                                  if m in fast.curve], label="fastnn")
+    plot_learning_curves(
+        fast.curve, ax, metrics=[m for m in ("loss", "accuracy") if m in fast.curve], label="fastnn"
+    )
     if "scikit-learn" in result.spiral:
         # scikit-learn's loss_curve_ includes its L2 term; fastnn's History does not.
-        plot_learning_curves({"loss + L2 term": result.spiral["scikit-learn"].curve["loss"]},
-                             ax, label="scikit-learn")
+        plot_learning_curves(
+            {"loss + L2 term": result.spiral["scikit-learn"].curve["loss"]},
+            ax,
+            label="scikit-learn",
+        )
     ax.set_title("spiral: learning curves")
     X, y = cast(tuple, result.spiral_data)
     ax = plot_decision_boundary(result.spiral_model, X, y, axes.pop(0))

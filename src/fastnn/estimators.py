@@ -94,8 +94,10 @@ import numpy as np
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
-    raise ImportError("fastnn.MLPClassifier and fastnn.MLPRegressor need scikit-learn; "
-                      "install it with `pip install 'fastnn-mlp[sklearn]'`") from exc
+    raise ImportError(
+        "fastnn.MLPClassifier and fastnn.MLPRegressor need scikit-learn; "
+        "install it with `pip install 'fastnn-mlp[sklearn]'`"
+    ) from exc
 from scipy.special import expit
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
@@ -104,7 +106,9 @@ from sklearn.utils import check_random_state, column_or_1d, shuffle
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import (
-    _check_partial_fit_first_call, check_classification_targets, type_of_target,
+    _check_partial_fit_first_call,
+    check_classification_targets,
+    type_of_target,
     unique_labels,
 )
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -116,7 +120,15 @@ from ._guard import TrainingGuard, trains, uses
 from .io import ModelFileError, Payload
 from .model import MLP, _r2
 from .optim import (
-    OPTIMIZERS, SGD, Adagrad, Adam, AdamW, DivergenceError, Momentum, Nesterov, RMSProp,
+    OPTIMIZERS,
+    SGD,
+    Adagrad,
+    Adam,
+    AdamW,
+    DivergenceError,
+    Momentum,
+    Nesterov,
+    RMSProp,
 )
 from .schedules import Constant, Schedule, schedule_from_config, schedule_to_config
 
@@ -124,8 +136,15 @@ __all__ = ["MLPClassifier", "MLPRegressor"]
 
 # scikit-learn's activation names and fastnn's own (step and softmax are not offered
 # for hidden layers: step has no gradient, softmax couples the units of a layer).
-ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "sigmoid": "sigmoid",
-               "tanh": "tanh", "relu": "relu", "leaky_relu": "leaky_relu", "elu": "elu"}
+ACTIVATIONS = {
+    "identity": "identity",
+    "logistic": "sigmoid",
+    "sigmoid": "sigmoid",
+    "tanh": "tanh",
+    "relu": "relu",
+    "leaky_relu": "leaky_relu",
+    "elu": "elu",
+}
 
 # Updates proportional to the gradient (a gradient scale is undone by the learning
 # rate) and updates invariant to its scale (undone by scaling epsilon).
@@ -145,13 +164,11 @@ class _BaseMLP(BaseEstimator):
     """Shared machinery of :class:`MLPClassifier` and :class:`MLPRegressor`."""
 
     _parameter_constraints: dict = {
-        "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None,
-                                                      closed="left")],
+        "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(ACTIVATIONS))],
         "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
         "alpha": [Interval(numbers.Real, 0, None, closed="left")],
-        "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None,
-                                                      closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
         "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
         "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
         "power_t": [Interval(numbers.Real, 0, None, closed="left")],
@@ -169,8 +186,10 @@ class _BaseMLP(BaseEstimator):
         "beta_1": [Interval(numbers.Real, 0, 1, closed="left")],
         "beta_2": [Interval(numbers.Real, 0, 1, closed="left")],
         "epsilon": [Interval(numbers.Real, 0, None, closed="neither")],
-        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left"),
-                             Options(numbers.Real, {np.inf})],
+        "n_iter_no_change": [
+            Interval(numbers.Integral, 1, None, closed="left"),
+            Options(numbers.Real, {np.inf}),
+        ],
         "max_fun": [Interval(numbers.Integral, 1, None, closed="left")],
         "optimizer": [None, StrOptions(set(OPTIMIZERS))],
         "dropout": [Interval(numbers.Real, 0, 1, closed="left"), "array-like"],
@@ -184,12 +203,41 @@ class _BaseMLP(BaseEstimator):
         "init": [StrOptions({"sklearn", "auto", "he", "kaiming", "xavier", "glorot"})],
     }
 
-    def __init__(self, hidden_layer_sizes, activation, solver, alpha, batch_size,
-                 learning_rate, learning_rate_init, power_t, max_iter, shuffle,
-                 random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
-                 early_stopping, validation_fraction, beta_1, beta_2, epsilon,
-                 n_iter_no_change, max_fun, optimizer, dropout, batch_norm, schedule,
-                 clip_norm, n_threads, backend, dtype, init):
+    def __init__(
+        self,
+        hidden_layer_sizes,
+        activation,
+        solver,
+        alpha,
+        batch_size,
+        learning_rate,
+        learning_rate_init,
+        power_t,
+        max_iter,
+        shuffle,
+        random_state,
+        tol,
+        verbose,
+        warm_start,
+        momentum,
+        nesterovs_momentum,
+        early_stopping,
+        validation_fraction,
+        beta_1,
+        beta_2,
+        epsilon,
+        n_iter_no_change,
+        max_fun,
+        optimizer,
+        dropout,
+        batch_norm,
+        schedule,
+        clip_norm,
+        n_threads,
+        backend,
+        dtype,
+        init,
+    ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -317,12 +365,14 @@ class _BaseMLP(BaseEstimator):
             try:
                 values = list(values)
             except TypeError:
-                raise TypeError(f"{name} must be a list of arrays, got "
-                                f"{type(values).__name__}") from None
+                raise TypeError(
+                    f"{name} must be a list of arrays, got {type(values).__name__}"
+                ) from None
             n = len(self._layer_arrays(name))
             if len(values) != n:
-                raise ValueError(f"{name} must be a list of {n} arrays (one per layer), "
-                                 f"got {len(values)}")
+                raise ValueError(
+                    f"{name} must be a list of {n} arrays (one per layer), got {len(values)}"
+                )
             self._write_layers(name, range(n), values)
 
     def _write_layers(self, name, indices, values):
@@ -330,8 +380,9 @@ class _BaseMLP(BaseEstimator):
         with self._guard.train(f"setting {name}"):
             check_is_fitted(self)
             targets = self._layer_arrays(name)
-            checked = [(targets[i], _layer_value(name, i, targets[i], v))
-                       for i, v in zip(indices, values)]
+            checked = [
+                (targets[i], _layer_value(name, i, targets[i], v)) for i, v in zip(indices, values)
+            ]
             with self._model._guard.train(f"setting {name}"):
                 for dst, src in checked:
                     if dst is not None:
@@ -372,16 +423,27 @@ class _BaseMLP(BaseEstimator):
             drawn = []
             for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
                 bound = np.sqrt(factor / (fan_in + fan_out))
-                drawn.append((rs.uniform(-bound, bound, (fan_in, fan_out)),
-                              rs.uniform(-bound, bound, fan_out)))
+                drawn.append(
+                    (
+                        rs.uniform(-bound, bound, (fan_in, fan_out)),
+                        rs.uniform(-bound, bound, fan_out),
+                    )
+                )
         # fastnn's own streams are seeded from a copy, so that `rs` reaches the
         # early-stopping split and the epochs' shuffles in the state scikit-learn's
         # would be in (_fit_random_state hands it on).
         seed = int(copy.deepcopy(rs).randint(np.iinfo(np.int32).max))
-        model = MLP(sizes, ACTIVATIONS[self.activation], loss=self._loss_name(),
-                    dropout=self.dropout, batch_norm=self.batch_norm,
-                    init="auto" if self.init == "sklearn" else self.init, dtype=dtype,
-                    backend=self.backend, random_state=seed)
+        model = MLP(
+            sizes,
+            ACTIVATIONS[self.activation],
+            loss=self._loss_name(),
+            dropout=self.dropout,
+            batch_norm=self.batch_norm,
+            init="auto" if self.init == "sklearn" else self.init,
+            dtype=dtype,
+            backend=self.backend,
+            random_state=seed,
+        )
         if self.init == "sklearn":
             for layer, (W, b) in zip(model.layers, drawn):
                 layer.W[...] = W
@@ -397,8 +459,9 @@ class _BaseMLP(BaseEstimator):
     def _check_fastnn_options(self):
         if self.optimizer is None and self.solver == "lbfgs":
             if np.any(np.asarray(self.dropout, dtype=float) > 0):
-                raise ValueError("solver='lbfgs' needs a deterministic loss; it cannot be "
-                                 "used with dropout > 0")
+                raise ValueError(
+                    "solver='lbfgs' needs a deterministic loss; it cannot be used with dropout > 0"
+                )
 
     def _lr_scale(self) -> float:
         c, _ = self._sklearn_scale()
@@ -407,8 +470,11 @@ class _BaseMLP(BaseEstimator):
     def _new_optimizer(self):
         name = self._optimizer_name()
         c, _ = self._sklearn_scale()
-        lr = (copy.deepcopy(self.schedule) if self.schedule is not None
-              else self.learning_rate_init * self._lr_scale())
+        lr = (
+            copy.deepcopy(self.schedule)
+            if self.schedule is not None
+            else self.learning_rate_init * self._lr_scale()
+        )
         common = {"clip_norm": self.clip_norm}
         if name == "sgd":
             return SGD(lr, **common)
@@ -419,8 +485,9 @@ class _BaseMLP(BaseEstimator):
         if name == "adam":
             return Adam(lr, self.beta_1, self.beta_2, self.epsilon * c, **common)
         if name == "adamw":
-            return AdamW(lr, self.beta_1, self.beta_2, self.epsilon * c,
-                         weight_decay=self.alpha, **common)
+            return AdamW(
+                lr, self.beta_1, self.beta_2, self.epsilon * c, weight_decay=self.alpha, **common
+            )
         if name == "rmsprop":
             return RMSProp(lr, eps=self.epsilon * c, **common)
         return Adagrad(lr, eps=self.epsilon * c, **common)
@@ -438,18 +505,20 @@ class _BaseMLP(BaseEstimator):
     def _sq_weights(self) -> float:
         # One single-threaded BLAS dot: NumPy's is threaded above 10,000 values, and
         # this sum decides the stopping rule (tol / n_iter_no_change) through loss_.
-        return _blas.dot(self._model.params[:self._model.n_weights])
+        return _blas.dot(self._model.params[: self._model.n_weights])
 
     # --- fit ----------------------------------------------------------------------------------
     def _fit(self, X, y, incremental=False):
-        first_pass = not self.__sklearn_is_fitted__() or (
-            not self.warm_start and not incremental)
+        first_pass = not self.__sklearn_is_fitted__() or (not self.warm_start and not incremental)
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         hidden = self._hidden
         if first_pass:
-            dtype = (_DTYPES[np.dtype(self.dtype).name] if self.dtype is not None
-                     else (np.float64, np.float32))
+            dtype = (
+                _DTYPES[np.dtype(self.dtype).name]
+                if self.dtype is not None
+                else (np.float64, np.float32)
+            )
         else:
             dtype = self._model.dtype
         X, Y = self._validate_input(X, y, incremental, reset=first_pass, dtype=dtype)
@@ -457,8 +526,10 @@ class _BaseMLP(BaseEstimator):
         n_outputs = len(self.classes_) if Y.ndim == 1 else Y.shape[1]
         if X.shape[0] < 2 and np.any(np.asarray(self.batch_norm, dtype=bool)):
             # (scikit-learn's one-sample check: a y of one class reaches the training)
-            raise ValueError(f"batch_norm needs at least 2 samples to train (batch "
-                             f"statistics), got n_samples={X.shape[0]}")
+            raise ValueError(
+                f"batch_norm needs at least 2 samples to train (batch "
+                f"statistics), got n_samples={X.shape[0]}"
+            )
         if first_pass:
             self._model: MLP = self._new_model(X.shape[1], n_outputs, X.dtype)
             # coefs_ / intercepts_ assigned before the first fit are replaced, as
@@ -472,7 +543,8 @@ class _BaseMLP(BaseEstimator):
                     f"the fitted network has layers {model.layer_sizes}; with "
                     f"hidden_layer_sizes={self.hidden_layer_sizes} and this y it "
                     f"would need {[X.shape[1], *hidden, n_outputs]}. Set "
-                    f"warm_start=False to fit a new network.")
+                    f"warm_start=False to fit a new network."
+                )
             if self.backend is not None and self.backend != model.backend_name:
                 model.set_backend(self.backend)
         # the network is trained alone (the lbfgs path writes its parameters too)
@@ -515,9 +587,9 @@ class _BaseMLP(BaseEstimator):
         idx = np.arange(X.shape[0])
         # the training rows keep the split's (shuffled) order, as scikit-learn's
         try:
-            train, val = train_test_split(idx, random_state=rs,
-                                          test_size=self.validation_fraction,
-                                          stratify=stratify)
+            train, val = train_test_split(
+                idx, random_state=rs, test_size=self.validation_fraction, stratify=stratify
+            )
         except ValueError as exc:
             marker = "Classes with too few members are:"
             if stratify is None or marker not in str(exc):
@@ -529,10 +601,13 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(
                 f"{str(exc).split(marker)[0]}{marker} {labels} (early_stopping=True "
                 f"holds out a stratified validation set: every class needs at least 2 "
-                f"samples)") from None
+                f"samples)"
+            ) from None
         if val.shape[0] < 2:
-            raise ValueError("The validation set is too small. Increase "
-                             "'validation_fraction' or the size of your dataset.")
+            raise ValueError(
+                "The validation set is too small. Increase "
+                "'validation_fraction' or the size of your dataset."
+            )
         return X[train], Y[train], X[val], Y[val]
 
     def _stratify(self) -> bool:
@@ -560,8 +635,11 @@ class _BaseMLP(BaseEstimator):
             batch_size = min(200, n)
         else:
             if self.batch_size > n:
-                warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
-                              "It is going to be clipped", stacklevel=_FIT_STACKLEVEL)
+                warnings.warn(
+                    "Got `batch_size` less than 1 or larger than sample size. "
+                    "It is going to be clipped",
+                    stacklevel=_FIT_STACKLEVEL,
+                )
             batch_size = min(self.batch_size, n)
         self._set_batch_decay(opt, batch_size)
         n_batches = -(-n // batch_size)
@@ -575,6 +653,7 @@ class _BaseMLP(BaseEstimator):
         best = model.get_state() if self.early_stopping else None
         order = np.arange(n)
         from .training import _DeferredInterrupt
+
         interrupt = _DeferredInterrupt()
         self.n_iter_ = 0
         try:
@@ -593,13 +672,20 @@ class _BaseMLP(BaseEstimator):
                     try:
                         # Ctrl-C is seen between compiled calls: the epoch stops at a
                         # step boundary, then the loop stops as scikit-learn's does.
-                        logs = model.train_epoch(X, Y, opt, batch_size, shuffle=False,
-                                                 order=order if self.shuffle else None,
-                                                 poll=lambda steps: interrupt.check())
+                        logs = model.train_epoch(
+                            X,
+                            Y,
+                            opt,
+                            batch_size,
+                            shuffle=False,
+                            order=order if self.shuffle else None,
+                            poll=lambda steps: interrupt.check(),
+                        )
                     except DivergenceError as exc:
                         diverged, err = True, exc
-                    if not diverged and not (np.isfinite(model.params).all()
-                                             and np.isfinite(model.buffers).all()):
+                    if not diverged and not (
+                        np.isfinite(model.params).all() and np.isfinite(model.buffers).all()
+                    ):
                         diverged = True  # (err None: the weights became non-finite)
                     if diverged:
                         if not self.early_stopping:
@@ -624,14 +710,13 @@ class _BaseMLP(BaseEstimator):
                     if self.verbose:
                         print(f"Iteration {self.n_iter_:d}, loss = {self.loss_:.8f}")
                     if self.early_stopping:
-                        self._update_no_improvement_count_val(
-                            self._validation_score(Xv, Yv), best)
+                        self._update_no_improvement_count_val(self._validation_score(Xv, Yv), best)
                     else:
                         self._update_no_improvement_count_loss()
-                    if own_lr and self._uses_lr_schedule() and \
-                            self.learning_rate == "invscaling":
-                        self._learning_rate = (float(self.learning_rate_init)
-                                               / (self.t_ + 1) ** self.power_t)
+                    if own_lr and self._uses_lr_schedule() and self.learning_rate == "invscaling":
+                        self._learning_rate = (
+                            float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
+                        )
                     if self._no_improvement_count > self.n_iter_no_change:
                         if self._trigger_stopping():
                             break
@@ -642,7 +727,9 @@ class _BaseMLP(BaseEstimator):
                         warnings.warn(
                             f"Stochastic Optimizer: Maximum iterations ({self.max_iter:d}) "
                             f"reached and the optimization hasn't converged yet.",
-                            ConvergenceWarning, stacklevel=_FIT_STACKLEVEL)
+                            ConvergenceWarning,
+                            stacklevel=_FIT_STACKLEVEL,
+                        )
                     interrupt.check()
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=_FIT_STACKLEVEL)
@@ -676,7 +763,8 @@ class _BaseMLP(BaseEstimator):
             f"Training diverged in iteration {self.n_iter_ + 1}: {what}. The model keeps "
             f"its last finite weights. The input data may contain large values and need "
             f"to be preprocessed (e.g. StandardScaler), or the learning rate "
-            f"(learning_rate_init={self.learning_rate_init}) is too large.") from err
+            f"(learning_rate_init={self.learning_rate_init}) is too large."
+        ) from err
 
     def _stop_diverged(self, err, n):
         """Early stopping saw the training diverge: record the epoch, warn, stop.
@@ -701,15 +789,20 @@ class _BaseMLP(BaseEstimator):
             print(f"Iteration {self.n_iter_:d}, loss = {self.loss_:.8f}")
             print(f"Validation score: {math.nan:f}")
         best = self.best_validation_score_
-        kept = ("the weights it started from" if best == -np.inf else
-                f"the weights of its best validation score ({best:.6g})")
+        kept = (
+            "the weights it started from"
+            if best == -np.inf
+            else f"the weights of its best validation score ({best:.6g})"
+        )
         warnings.warn(
             f"Training diverged in iteration {self.n_iter_}: {what}. Training stopped "
             f"and the network keeps {kept} (early_stopping=True). The input data may "
             f"contain large values and need to be preprocessed (e.g. StandardScaler), "
             f"or the learning rate (learning_rate_init={self.learning_rate_init}) is "
-            f"too large.", ConvergenceWarning,
-            stacklevel=_FIT_STACKLEVEL + 1)  # (called by _fit_stochastic)
+            f"too large.",
+            ConvergenceWarning,
+            stacklevel=_FIT_STACKLEVEL + 1,
+        )  # (called by _fit_stochastic)
 
     def _validation_score(self, Xv, Yv) -> float:
         """scikit-learn's validation score (accuracy or R^2) of the network on (Xv, Yv)."""
@@ -738,11 +831,14 @@ class _BaseMLP(BaseEstimator):
             np.copyto(best["buffers"], self._model.buffers)
 
     def _trigger_stopping(self) -> bool:
-        what = ("Validation score" if self.early_stopping else "Training loss")
-        msg = (f"{what} did not improve more than tol={self.tol:f} for "
-               f"{self.n_iter_no_change} consecutive epochs.")
-        if not (self._uses_lr_schedule() and self.learning_rate == "adaptive"
-                and self.schedule is None):
+        what = "Validation score" if self.early_stopping else "Training loss"
+        msg = (
+            f"{what} did not improve more than tol={self.tol:f} for "
+            f"{self.n_iter_no_change} consecutive epochs."
+        )
+        if not (
+            self._uses_lr_schedule() and self.learning_rate == "adaptive" and self.schedule is None
+        ):
             if self.verbose:
                 print(msg + " Stopping.")
             return True
@@ -757,6 +853,7 @@ class _BaseMLP(BaseEstimator):
 
     def _fit_lbfgs(self, X, Y):
         import scipy.optimize
+
         model = self._model
         X, Y = model.check_data(X, Y)
         n = X.shape[0]
@@ -770,8 +867,10 @@ class _BaseMLP(BaseEstimator):
             try:
                 loss = model.loss_and_gradient(X, Y)
             except DivergenceError as err:
-                raise ValueError(f"lbfgs: the loss became {err.value}; the input data "
-                                 f"may need to be preprocessed") from err
+                raise ValueError(
+                    f"lbfgs: the loss became {err.value}; the input data "
+                    f"may need to be preprocessed"
+                ) from err
             grad = model.grads.astype(np.float64)
             grad *= s
             w = params[:n_w].astype(np.float64)
@@ -785,9 +884,13 @@ class _BaseMLP(BaseEstimator):
             print(f"Iteration {iteration[0]:d}, loss = {intermediate_result.fun:.8f}")
 
         res = scipy.optimize.minimize(
-            fun, params.astype(np.float64), method="L-BFGS-B", jac=True,
+            fun,
+            params.astype(np.float64),
+            method="L-BFGS-B",
+            jac=True,
             callback=report if self.verbose else None,
-            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
+            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol},
+        )
         params[...] = res.x
         self.n_iter_ = min(int(res.nit), self.max_iter)
         self.loss_ = float(res.fun)
@@ -797,10 +900,14 @@ class _BaseMLP(BaseEstimator):
                 f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
                 f"(status={res.status}):\n{msg}.\n\nIncrease the number of iterations "
                 f"to improve the convergence (max_iter={self.max_iter}).",
-                ConvergenceWarning, stacklevel=_FIT_STACKLEVEL)
+                ConvergenceWarning,
+                stacklevel=_FIT_STACKLEVEL,
+            )
         if not np.isfinite(params).all():
-            raise ValueError("Solver produced non-finite parameter weights. The input "
-                             "data may contain large values and need to be preprocessed.")
+            raise ValueError(
+                "Solver produced non-finite parameter weights. The input "
+                "data may contain large values and need to be preprocessed."
+            )
 
     # --- prediction ---------------------------------------------------------------------------
     def _decision(self, X) -> np.ndarray:
@@ -811,9 +918,21 @@ class _BaseMLP(BaseEstimator):
         return self._model.decision_function(X)
 
     # --- saving (pickling is fastnn.MLP's: it rebuilds the layer views and backend) ---------
-    _FITTED = ("n_features_in_", "n_outputs_", "n_layers_", "n_iter_", "t_", "loss_",
-               "best_loss_", "loss_curve_", "validation_scores_", "best_validation_score_",
-               "out_activation_", "_no_improvement_count", "_learning_rate")
+    _FITTED = (
+        "n_features_in_",
+        "n_outputs_",
+        "n_layers_",
+        "n_iter_",
+        "t_",
+        "loss_",
+        "best_loss_",
+        "loss_curve_",
+        "validation_scores_",
+        "best_validation_score_",
+        "out_activation_",
+        "_no_improvement_count",
+        "_learning_rate",
+    )
 
     @uses
     def _fastnn_payload(self) -> Payload:
@@ -822,8 +941,7 @@ class _BaseMLP(BaseEstimator):
         fitted = {k: _jsonable(getattr(self, k)) for k in self._FITTED if hasattr(self, k)}
         if hasattr(self, "feature_names_in_"):
             fitted["feature_names_in_"] = [str(s) for s in self.feature_names_in_]
-        meta = {"estimator": type(self).__name__, "params": _params_to_json(self),
-                "fitted": fitted}
+        meta = {"estimator": type(self).__name__, "params": _params_to_json(self), "fitted": fitted}
         arrays = {}
         if hasattr(self, "classes_"):
             meta["classes"], arrays = _classes_to_payload(self.classes_)
@@ -845,8 +963,9 @@ class _BaseMLP(BaseEstimator):
                     raise ValueError(f"unknown fitted attribute {k!r}")
                 setattr(est, k, _from_jsonable(value, k))
             if "feature_names_in_" in metadata["fitted"]:
-                est.feature_names_in_ = np.asarray(metadata["fitted"]["feature_names_in_"],
-                                                   dtype=object)
+                est.feature_names_in_ = np.asarray(
+                    metadata["fitted"]["feature_names_in_"], dtype=object
+                )
             if "classes" in metadata:
                 lb = LabelBinarizer()
                 lb.classes_ = _classes_from_payload(metadata["classes"], arrays)
@@ -854,11 +973,15 @@ class _BaseMLP(BaseEstimator):
                 lb.sparse_input_ = False
                 est._label_binarizer = lb
                 est.classes_ = lb.classes_
-            if model.n_features_in != getattr(est, "n_features_in_", None) or \
-                    model.layer_sizes[1:-1] != est._hidden or \
-                    model.n_outputs != getattr(est, "n_outputs_", None):
-                raise ValueError("the network's layers do not match the estimator's "
-                                 "hidden_layer_sizes, n_features_in_ and n_outputs_")
+            if (
+                model.n_features_in != getattr(est, "n_features_in_", None)
+                or model.layer_sizes[1:-1] != est._hidden
+                or model.n_outputs != getattr(est, "n_outputs_", None)
+            ):
+                raise ValueError(
+                    "the network's layers do not match the estimator's "
+                    "hidden_layer_sizes, n_features_in_ and n_outputs_"
+                )
             est._check_loaded_outputs(model)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"invalid {cls.__name__} metadata: {exc}") from None
@@ -867,6 +990,7 @@ class _BaseMLP(BaseEstimator):
 
 
 # --- coefs_ and intercepts_ --------------------------------------------------------------------
+
 
 class _Layers(list):
     """``coefs_`` / ``intercepts_`` of a fitted estimator: a list of the network's own
@@ -894,18 +1018,22 @@ class _Layers(list):
             try:
                 value = list(value)
             except TypeError:
-                raise TypeError(f"can only assign a list of arrays to a slice of "
-                                f"{self._name}") from None
+                raise TypeError(
+                    f"can only assign a list of arrays to a slice of {self._name}"
+                ) from None
             if len(value) != len(indices):
-                raise ValueError(f"this slice of {self._name} has {len(indices)} layers, "
-                                 f"got {len(value)} arrays: the number of layers is "
-                                 f"fixed")
+                raise ValueError(
+                    f"this slice of {self._name} has {len(indices)} layers, "
+                    f"got {len(value)} arrays: the number of layers is "
+                    f"fixed"
+                )
         else:
             try:
                 indices = [range(len(self))[index]]
             except IndexError:
-                raise IndexError(f"{self._name} has {len(self)} layers; there is no "
-                                 f"layer {index}") from None
+                raise IndexError(
+                    f"{self._name} has {len(self)} layers; there is no layer {index}"
+                ) from None
             value = [value]
         self._est._write_layers(self._name, indices, value)
         live = self._est._layer_arrays(self._name)
@@ -913,8 +1041,10 @@ class _Layers(list):
             list.__setitem__(self, i, live[i])
 
     def _fixed(self, *args, **kwargs):
-        raise TypeError(f"{self._name} has one entry per layer of the network; it cannot "
-                        f"grow, shrink or be reordered (assign arrays to its items)")
+        raise TypeError(
+            f"{self._name} has one entry per layer of the network; it cannot "
+            f"grow, shrink or be reordered (assign arrays to its items)"
+        )
 
     append = extend = insert = pop = remove = clear = sort = reverse = _fixed
     __delitem__ = __iadd__ = __imul__ = _fixed
@@ -933,24 +1063,30 @@ def _layer_value(name, i, dst, src):
     """src checked for layer i of coefs_ / intercepts_ (dst: the layer's array)."""
     if dst is None:
         if src is not None:
-            raise ValueError(f"{name}[{i}] must be None: layer {i} is batch-normalised "
-                             f"and has no intercept")
+            raise ValueError(
+                f"{name}[{i}] must be None: layer {i} is batch-normalised and has no intercept"
+            )
         return None
     what = "weight matrix" if name == "coefs_" else "intercept vector"
     if src is None:
-        raise TypeError(f"{name}[{i}] must be an array of shape {dst.shape} (the {what} "
-                        f"of layer {i}), got None")
+        raise TypeError(
+            f"{name}[{i}] must be an array of shape {dst.shape} (the {what} of layer {i}), got None"
+        )
     try:
         arr = np.asarray(src)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{name}[{i}] must be an array of shape {dst.shape} (the "
-                         f"{what} of layer {i}): {exc}") from None
+        raise ValueError(
+            f"{name}[{i}] must be an array of shape {dst.shape} (the {what} of layer {i}): {exc}"
+        ) from None
     if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name}[{i}] must be a real-valued array of shape {dst.shape} "
-                        f"(the {what} of layer {i}), got dtype {arr.dtype}")
+        raise TypeError(
+            f"{name}[{i}] must be a real-valued array of shape {dst.shape} "
+            f"(the {what} of layer {i}), got dtype {arr.dtype}"
+        )
     if arr.shape != dst.shape:
-        raise ValueError(f"{name}[{i}] must have shape {dst.shape} (the {what} of layer "
-                         f"{i}), got {arr.shape}")
+        raise ValueError(
+            f"{name}[{i}] must have shape {dst.shape} (the {what} of layer {i}), got {arr.shape}"
+        )
     return arr
 
 
@@ -980,6 +1116,7 @@ def _naming_the_argument(name):
 def _culprit(X, dtype) -> str:
     """Which of X and y made validate_data fail: X when it fails alone."""
     from sklearn.utils import check_array
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -990,6 +1127,7 @@ def _culprit(X, dtype) -> str:
 
 
 # --- JSON helpers for saving ----------------------------------------------------------------
+
 
 def _jsonable(value):
     """Python / NumPy scalars and lists as JSON values; non-finite floats as strings."""
@@ -1055,8 +1193,9 @@ def _classes_to_payload(classes):
         return {"array": "classes"}, {"classes": classes}
     if all(isinstance(c, str) for c in classes.tolist()):
         return {"strings": classes.tolist(), "object": classes.dtype.kind == "O"}, {}
-    raise TypeError(f"fastnn.save can store numeric or string class labels, got "
-                    f"{classes.dtype} labels")
+    raise TypeError(
+        f"fastnn.save can store numeric or string class labels, got {classes.dtype} labels"
+    )
 
 
 def _classes_from_payload(info, arrays):
@@ -1070,8 +1209,10 @@ def _classes_from_payload(info, arrays):
 
 def _check_solver(est) -> bool:
     if est.optimizer is None and est.solver not in ("sgd", "adam"):
-        raise AttributeError("partial_fit is only available for stochastic optimizers. "
-                             f"{est.solver} is not stochastic.")
+        raise AttributeError(
+            "partial_fit is only available for stochastic optimizers. "
+            f"{est.solver} is not stochastic."
+        )
     return True
 
 
@@ -1114,7 +1255,8 @@ _FASTNN_PARAMS_DOC = """
 # (D101: the docstring is the __doc__ assigned in the body, joined with
 # _FASTNN_PARAMS_DOC; ruff sees only a literal docstring)
 class MLPClassifier(ClassifierMixin, _BaseMLP):  # noqa: D101
-    __doc__ = """Multi-layer perceptron classifier trained by fastnn's kernels.
+    __doc__ = (
+        """Multi-layer perceptron classifier trained by fastnn's kernels.
 
     A drop-in replacement for ``sklearn.neural_network.MLPClassifier`` (the same
     parameters, defaults, fitted attributes and methods; see the module docstring for
@@ -1137,7 +1279,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # noqa: D101
     early_stopping, validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change,
     max_fun :
         As in scikit-learn (``momentum`` must be < 1).
-    """ + _FASTNN_PARAMS_DOC + """
+    """
+        + _FASTNN_PARAMS_DOC
+        + """
     Attributes
     ----------
     classes_ : ndarray (n_classes,)
@@ -1163,34 +1307,87 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # noqa: D101
     >>> clf.score(X, y) > 0.9
     True
     """
+    )
 
     _KIND = "mlp_classifier"
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
-                 alpha=0.0001, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False,
-                 momentum=0.9, nesterovs_momentum=True, early_stopping=False,
-                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, max_fun=15000, optimizer=None, dropout=0.0,
-                 batch_norm=False, schedule=None, clip_norm=None, n_threads=None,
-                 backend=None, dtype=None, init="sklearn"):
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        optimizer=None,
+        dropout=0.0,
+        batch_norm=False,
+        schedule=None,
+        clip_norm=None,
+        n_threads=None,
+        backend=None,
+        dtype=None,
+        init="sklearn",
+    ):
         super().__init__(
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
-            alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
-            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-            warm_start=warm_start, momentum=momentum,
-            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
-            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
-            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
-            optimizer=optimizer, dropout=dropout, batch_norm=batch_norm,
-            schedule=schedule, clip_norm=clip_norm, n_threads=n_threads,
-            backend=backend, dtype=dtype, init=init)
+            hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation,
+            solver=solver,
+            alpha=alpha,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init,
+            power_t=power_t,
+            max_iter=max_iter,
+            shuffle=shuffle,
+            random_state=random_state,
+            tol=tol,
+            verbose=verbose,
+            warm_start=warm_start,
+            momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun,
+            optimizer=optimizer,
+            dropout=dropout,
+            batch_norm=batch_norm,
+            schedule=schedule,
+            clip_norm=clip_norm,
+            n_threads=n_threads,
+            backend=backend,
+            dtype=dtype,
+            init=init,
+        )
 
     def _loss_name(self):
-        return ("cross_entropy" if self._label_binarizer.y_type_ == "multiclass"
-                else "binary_cross_entropy")
+        return (
+            "cross_entropy"
+            if self._label_binarizer.y_type_ == "multiclass"
+            else "binary_cross_entropy"
+        )
 
     def _score_name(self):
         return "accuracy"
@@ -1209,21 +1406,31 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # noqa: D101
         if lb is None:
             raise ValueError("the class labels are missing")
         y_type, k = lb.y_type_, len(self.classes_)
-        want = {"binary": ("binary_cross_entropy", 1, k in (1, 2)),
-                "multiclass": ("cross_entropy", k, k >= 2),
-                "multilabel-indicator": ("binary_cross_entropy", k, k >= 1)}.get(y_type)
+        want = {
+            "binary": ("binary_cross_entropy", 1, k in (1, 2)),
+            "multiclass": ("cross_entropy", k, k >= 2),
+            "multilabel-indicator": ("binary_cross_entropy", k, k >= 1),
+        }.get(y_type)
         if want is None:
             raise ValueError(f"unknown target type {y_type!r}")
         loss, n_out, ok = want
-        if not ok or model.loss.name != loss or model.n_outputs != n_out or \
-                np.ndim(self.classes_) != 1:
-            raise ValueError(f"{k} class labels of type {y_type!r} do not match a "
-                             f"{model.loss.name} network with {model.n_outputs} outputs")
-        out = {"binary": "logistic", "multiclass": "softmax",
-               "multilabel-indicator": "logistic"}[y_type]
+        if (
+            not ok
+            or model.loss.name != loss
+            or model.n_outputs != n_out
+            or np.ndim(self.classes_) != 1
+        ):
+            raise ValueError(
+                f"{k} class labels of type {y_type!r} do not match a "
+                f"{model.loss.name} network with {model.n_outputs} outputs"
+            )
+        out = {"binary": "logistic", "multiclass": "softmax", "multilabel-indicator": "logistic"}[
+            y_type
+        ]
         if getattr(self, "out_activation_", out) != out:
-            raise ValueError(f"out_activation_ {self.out_activation_!r} does not match "
-                             f"the class labels")
+            raise ValueError(
+                f"out_activation_ {self.out_activation_!r} does not match the class labels"
+            )
 
     def _validate_input(self, X, y, incremental, reset, dtype):
         with _naming_the_argument(lambda: _culprit(X, dtype)):
@@ -1242,10 +1449,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # noqa: D101
                     raise ValueError(
                         "warm_start can only be used where `y` has the same classes as "
                         f"in the previous call to fit. Previously got {self.classes_}, "
-                        f"`y` has {classes}")
+                        f"`y` has {classes}"
+                    )
             elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
-                raise ValueError("`y` has classes not in `self.classes_`. "
-                                 f"`self.classes_` has {self.classes_}. 'y' has {classes}.")
+                raise ValueError(
+                    "`y` has classes not in `self.classes_`. "
+                    f"`self.classes_` has {self.classes_}. 'y' has {classes}."
+                )
         # A single class is fitted as scikit-learn fits it: a "binary" target of one
         # logistic output trained towards 0 (LabelBinarizer's code for it).
         lb = self._label_binarizer
@@ -1339,7 +1549,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # noqa: D101
 # (D101: the docstring is the __doc__ assigned in the body, joined with
 # _FASTNN_PARAMS_DOC; ruff sees only a literal docstring)
 class MLPRegressor(RegressorMixin, _BaseMLP):  # noqa: D101
-    __doc__ = """Multi-layer perceptron regressor trained by fastnn's kernels.
+    __doc__ = (
+        """Multi-layer perceptron regressor trained by fastnn's kernels.
 
     A drop-in replacement for ``sklearn.neural_network.MLPRegressor``: identity
     output, squared error (``loss_`` is half the mean squared error as in
@@ -1354,7 +1565,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # noqa: D101
     warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction,
     beta_1, beta_2, epsilon, n_iter_no_change, max_fun :
         As for :class:`MLPClassifier` and scikit-learn.
-    """ + _FASTNN_PARAMS_DOC + """
+    """
+        + _FASTNN_PARAMS_DOC
+        + """
     Attributes
     ----------
     As :class:`MLPClassifier` without ``classes_``; ``out_activation_`` is
@@ -1370,33 +1583,86 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # noqa: D101
     >>> reg.score(X, X[:, 0] ** 2) > 0.9
     True
     """
+    )
 
     _KIND = "mlp_regressor"
-    _parameter_constraints = {**_BaseMLP._parameter_constraints,
-                              "loss": [StrOptions({"squared_error"})]}
+    _parameter_constraints = {
+        **_BaseMLP._parameter_constraints,
+        "loss": [StrOptions({"squared_error"})],
+    }
 
-    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu",
-                 *, solver="adam", alpha=0.0001, batch_size="auto",
-                 learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
-                 max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
-                 warm_start=False, momentum=0.9, nesterovs_momentum=True,
-                 early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, optimizer=None,
-                 dropout=0.0, batch_norm=False, schedule=None, clip_norm=None,
-                 n_threads=None, backend=None, dtype=None, init="sklearn"):
+    def __init__(
+        self,
+        loss="squared_error",
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        optimizer=None,
+        dropout=0.0,
+        batch_norm=False,
+        schedule=None,
+        clip_norm=None,
+        n_threads=None,
+        backend=None,
+        dtype=None,
+        init="sklearn",
+    ):
         self.loss = loss
         super().__init__(
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
-            alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
-            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-            warm_start=warm_start, momentum=momentum,
-            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
-            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
-            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
-            optimizer=optimizer, dropout=dropout, batch_norm=batch_norm,
-            schedule=schedule, clip_norm=clip_norm, n_threads=n_threads,
-            backend=backend, dtype=dtype, init=init)
+            hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation,
+            solver=solver,
+            alpha=alpha,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init,
+            power_t=power_t,
+            max_iter=max_iter,
+            shuffle=shuffle,
+            random_state=random_state,
+            tol=tol,
+            verbose=verbose,
+            warm_start=warm_start,
+            momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun,
+            optimizer=optimizer,
+            dropout=dropout,
+            batch_norm=batch_norm,
+            schedule=schedule,
+            clip_norm=clip_norm,
+            n_threads=n_threads,
+            backend=backend,
+            dtype=dtype,
+            init=init,
+        )
 
     def _loss_name(self):
         return "mse"
@@ -1418,8 +1684,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # noqa: D101
 
     def _validate_input(self, X, y, incremental, reset, dtype):
         with _naming_the_argument(lambda: _culprit(X, dtype)):
-            X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
-                                 dtype=dtype, reset=reset)
+            X, y = validate_data(
+                self, X, y, multi_output=True, y_numeric=True, dtype=dtype, reset=reset
+            )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         self.out_activation_ = "identity"

@@ -31,7 +31,7 @@ _RELU_FAMILY = frozenset({"relu", "leaky_relu", "elu"})
 
 
 def default_init(activation: str) -> str:
-    """"he" for relu, leaky_relu and elu layers, "xavier" for every other activation."""
+    """The initialiser: "he" for relu, leaky_relu and elu layers, else "xavier"."""
     return "he" if activation in _RELU_FAMILY else "xavier"
 
 
@@ -49,8 +49,7 @@ def init_scale(init: str, distribution: str, fan_in: int, fan_out: int) -> float
     return math.sqrt(var) if distribution == "normal" else math.sqrt(3.0 * var)
 
 
-def initialize(w: np.ndarray, init: str, distribution: str,
-               rng: np.random.Generator) -> np.ndarray:
+def initialize(w: np.ndarray, init: str, distribution: str, rng: np.random.Generator) -> np.ndarray:
     """Fill the weight matrix ``w`` (fan_in, fan_out) in place and return it.
 
     Parameters

@@ -29,8 +29,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["save", "load", "ModelFileError", "write_payload", "read_payload", "Payload",
-           "FORMAT_NAME", "FORMAT_VERSION"]
+__all__ = [
+    "save",
+    "load",
+    "ModelFileError",
+    "write_payload",
+    "read_payload",
+    "Payload",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+]
 
 FORMAT_NAME = "fastnn"
 FORMAT_VERSION = 1
@@ -49,10 +57,14 @@ MAX_INT = 2**63 - 1  # a layer's size, as MLP accepts it
 MAX_ARRAY_BYTES = 2**62
 
 _DTYPES: dict[str, np.dtype] = {
-    "F32": np.dtype("<f4"), "F64": np.dtype("<f8"), "I64": np.dtype("<i8"),
-    "I32": np.dtype("<i4"), "U8": np.dtype("u1"), "BOOL": np.dtype("?")}
-_CODES = {dt.newbyteorder("=") if dt.kind != "b" else dt: code
-          for code, dt in _DTYPES.items()}
+    "F32": np.dtype("<f4"),
+    "F64": np.dtype("<f8"),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+}
+_CODES = {dt.newbyteorder("=") if dt.kind != "b" else dt: code for code, dt in _DTYPES.items()}
 
 # Kinds of saved objects other than a bare model: kind -> "module:function" inside
 # fastnn, the function taking (model, metadata, arrays) and returning the object.
@@ -79,6 +91,7 @@ class Payload:
 
 # --- writing -------------------------------------------------------------------------------
 
+
 def _json(obj) -> str:
     return json.dumps(obj, allow_nan=False, separators=(",", ":"), sort_keys=True)
 
@@ -93,8 +106,11 @@ def _write_file(path, metadata: dict[str, str], arrays: dict[str, np.ndarray]) -
         if code is None:
             raise TypeError(f"cannot save array {name!r} of dtype {arr.dtype}")
         data = arr.astype(_DTYPES[code], copy=False)
-        header[name] = {"dtype": code, "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + data.nbytes]}
+        header[name] = {
+            "dtype": code,
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + data.nbytes],
+        }
         offset += data.nbytes
         blobs.append(data)
     head = _json(header).encode()
@@ -107,8 +123,9 @@ def _write_file(path, metadata: dict[str, str], arrays: dict[str, np.ndarray]) -
         # for a legal name of 250+ characters.
         fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
     except OSError as exc:
-        raise type(exc)(f"{path}: cannot create a file in {directory} "
-                        f"({exc.strerror or exc})") from None
+        raise type(exc)(
+            f"{path}: cannot create a file in {directory} ({exc.strerror or exc})"
+        ) from None
     try:
         # mkstemp creates the file private (0600); the saved model gets the mode an
         # ordinary open() would give it (the old file's, or 0666 less the umask).
@@ -130,9 +147,13 @@ def _write_file(path, metadata: dict[str, str], arrays: dict[str, np.ndarray]) -
     _fsync_directory(directory)
 
 
-_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-          (stat.S_ISSOCK, "a socket"))
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def _not_regular(mode: int) -> str:
@@ -155,19 +176,22 @@ def _destination(path: str) -> str:
     except FileNotFoundError:
         directory = os.path.dirname(target)
         if not os.path.isdir(directory):
-            raise FileNotFoundError(f"{path}: cannot save there, the directory "
-                                    f"{os.path.dirname(path) or directory} does not "
-                                    f"exist") from None
+            raise FileNotFoundError(
+                f"{path}: cannot save there, the directory "
+                f"{os.path.dirname(path) or directory} does not "
+                f"exist"
+            ) from None
         return target
     if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(f"{path}: is a directory; give a file name to save to")
     if not stat.S_ISREG(st.st_mode):
-        raise OSError(f"{path}: is {_not_regular(st.st_mode)}; fastnn saves to regular "
-                      f"files only")
+        raise OSError(f"{path}: is {_not_regular(st.st_mode)}; fastnn saves to regular files only")
     if not st.st_mode & 0o222 or not os.access(target, os.W_OK):
-        raise PermissionError(f"{path}: the file is read-only (mode "
-                              f"{stat.S_IMODE(st.st_mode):04o}); make it writable or "
-                              f"save to another file")
+        raise PermissionError(
+            f"{path}: the file is read-only (mode "
+            f"{stat.S_IMODE(st.st_mode):04o}); make it writable or "
+            f"save to another file"
+        )
     return target
 
 
@@ -203,8 +227,15 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def write_payload(path, model, *, kind: str = "model", metadata: dict | None = None,
-                  arrays: dict | None = None, include_optimizer: bool = True) -> None:
+def write_payload(
+    path,
+    model,
+    *,
+    kind: str = "model",
+    metadata: dict | None = None,
+    arrays: dict | None = None,
+    include_optimizer: bool = True,
+) -> None:
     """Write ``model`` (and its optimizer) plus a kind's own JSON metadata and arrays.
 
     ``metadata`` must be JSON-able (finite floats); ``arrays`` names must not start
@@ -213,19 +244,25 @@ def write_payload(path, model, *, kind: str = "model", metadata: dict | None = N
     """
     from . import __version__
     from .model import MLP
+
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a fastnn.MLP, got {type(model).__name__}")
-    meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
-            "fastnn_version": __version__, "kind": kind,
-            "model": _json({**model.get_config(), "rng": model.rng_states()})}
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "fastnn_version": __version__,
+        "kind": kind,
+        "model": _json({**model.get_config(), "rng": model.rng_states()}),
+    }
     out = {"model.params": model.params}
     if model.buffers.size:
         out["model.buffers"] = model.buffers
     opt = model.optimizer if include_optimizer else None
     if opt is not None:
         st = opt.state_dict()
-        meta["optimizer"] = _json({k: st[k] for k in ("name", "config", "t", "epoch",
-                                                      "schedule_state")})
+        meta["optimizer"] = _json(
+            {k: st[k] for k in ("name", "config", "t", "epoch", "schedule_state")}
+        )
         for name, arr in st["arrays"].items():
             out["optimizer." + name] = arr
     if metadata:
@@ -260,6 +297,7 @@ def save(obj, path, *, include_optimizer: bool = True) -> None:
         (FileNotFoundError). Nothing is written then.
     """
     from .model import MLP
+
     if isinstance(obj, MLP):
         write_payload(path, obj, include_optimizer=include_optimizer)
         return
@@ -267,22 +305,33 @@ def save(obj, path, *, include_optimizer: bool = True) -> None:
     if payload is None:
         if _is_sklearn_estimator(obj):  # a Pipeline, ColumnTransformer, scaler...
             from ._pipeline_io import save_pipeline
+
             save_pipeline(obj, path)
             return
-        raise TypeError(f"fastnn.save saves fastnn models and estimators, and "
-                        f"scikit-learn pipelines of them, got {type(obj).__name__}")
+        raise TypeError(
+            f"fastnn.save saves fastnn models and estimators, and "
+            f"scikit-learn pipelines of them, got {type(obj).__name__}"
+        )
     p = payload()
-    write_payload(path, p.model, kind=p.kind, metadata=p.metadata, arrays=p.arrays,
-                  include_optimizer=include_optimizer)
+    write_payload(
+        path,
+        p.model,
+        kind=p.kind,
+        metadata=p.metadata,
+        arrays=p.arrays,
+        include_optimizer=include_optimizer,
+    )
 
 
 def _is_sklearn_estimator(obj) -> bool:
     import sys
+
     base = getattr(sys.modules.get("sklearn.base"), "BaseEstimator", None)
     return base is not None and isinstance(obj, base)
 
 
 # --- reading -------------------------------------------------------------------------------
+
 
 def _read_file(path):
     """(metadata, arrays) of a safetensors-layout file, every declared size checked."""
@@ -292,29 +341,35 @@ def _read_file(path):
             raise ModelFileError(f"{path}: not a fastnn model file (only {size} bytes)")
         (n,) = struct.unpack("<Q", f.read(8))
         if n == 0 or n > MAX_HEADER_BYTES:
-            raise ModelFileError(f"{path}: not a fastnn model file (header length {n} is "
-                                 f"impossible)")
+            raise ModelFileError(
+                f"{path}: not a fastnn model file (header length {n} is impossible)"
+            )
         if 8 + n > size:
-            raise ModelFileError(f"{path}: file is truncated (its header needs {n} bytes, "
-                                 f"{size - 8} remain)")
+            raise ModelFileError(
+                f"{path}: file is truncated (its header needs {n} bytes, {size - 8} remain)"
+            )
         raw = f.read(n)
         items = raw.count(b",") + raw.count(b"[") + raw.count(b"{")
         if items > MAX_HEADER_ITEMS:
-            raise ModelFileError(f"{path}: not a fastnn model file (its header holds "
-                                 f"over {MAX_HEADER_ITEMS:,} JSON values)")
+            raise ModelFileError(
+                f"{path}: not a fastnn model file (its header holds "
+                f"over {MAX_HEADER_ITEMS:,} JSON values)"
+            )
         try:
-            header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates,
-                                parse_constant=_no_constant)
+            header = json.loads(
+                raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
+            )
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise ModelFileError(f"{path}: not a fastnn model file (header is not valid "
-                                 f"JSON: {exc})") from None
+            raise ModelFileError(
+                f"{path}: not a fastnn model file (header is not valid JSON: {exc})"
+            ) from None
         if not isinstance(header, dict):
-            raise ModelFileError(f"{path}: not a fastnn model file (header is not a JSON "
-                                 f"object)")
+            raise ModelFileError(f"{path}: not a fastnn model file (header is not a JSON object)")
         meta = header.pop("__metadata__", None)
         if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-            raise ModelFileError(f"{path}: not a fastnn model file (no "
-                                 f"'format': 'fastnn' entry in its metadata)")
+            raise ModelFileError(
+                f"{path}: not a fastnn model file (no 'format': 'fastnn' entry in its metadata)"
+            )
         if not all(isinstance(k, str) and isinstance(x, str) for k, x in meta.items()):
             raise ModelFileError(f"{path}: metadata values must be strings")
         text = meta.get("format_version", "")
@@ -322,14 +377,15 @@ def _read_file(path):
             raise ModelFileError(f"{path}: format_version {text[:40]!r} is not an integer")
         version = int(text)
         if version > FORMAT_VERSION:
-            raise ModelFileError(f"{path}: written in fastnn format version {version}, "
-                                 f"newer than this fastnn reads ({FORMAT_VERSION}); "
-                                 f"upgrade fastnn to load it")
+            raise ModelFileError(
+                f"{path}: written in fastnn format version {version}, "
+                f"newer than this fastnn reads ({FORMAT_VERSION}); "
+                f"upgrade fastnn to load it"
+            )
         if version < 1:
             raise ModelFileError(f"{path}: invalid format_version {version}")
         if len(header) > MAX_TENSORS:
-            raise ModelFileError(f"{path}: declares {len(header)} arrays (limit "
-                                 f"{MAX_TENSORS})")
+            raise ModelFileError(f"{path}: declares {len(header)} arrays (limit {MAX_TENSORS})")
         data_len = size - 8 - n
         entries = []
         for name, info in header.items():
@@ -338,15 +394,18 @@ def _read_file(path):
         pos = 0
         for begin, end, _, _, name in entries:
             if begin != pos:
-                raise ModelFileError(f"{path}: array {name!r} starts at byte {begin}, "
-                                     f"expected {pos} (arrays must be contiguous)")
+                raise ModelFileError(
+                    f"{path}: array {name!r} starts at byte {begin}, "
+                    f"expected {pos} (arrays must be contiguous)"
+                )
             pos = end
         if pos > data_len:
-            raise ModelFileError(f"{path}: file is truncated (the arrays need {pos} bytes "
-                                 f"of data, {data_len} present)")
+            raise ModelFileError(
+                f"{path}: file is truncated (the arrays need {pos} bytes "
+                f"of data, {data_len} present)"
+            )
         if pos < data_len:
-            raise ModelFileError(f"{path}: {data_len - pos} unexpected bytes after the "
-                                 f"arrays")
+            raise ModelFileError(f"{path}: {data_len - pos} unexpected bytes after the arrays")
         arrays = {}
         for begin, end, dtype, shape, name in entries:
             arr = np.empty(shape, dtype)
@@ -354,8 +413,9 @@ def _read_file(path):
             got = f.readinto(arr.reshape(-1).data.cast("B")) if end > begin else 0
             if got != end - begin:
                 raise ModelFileError(f"{path}: file is truncated (array {name!r})")
-            arrays[name] = arr.astype(dtype.newbyteorder("="), copy=False) \
-                if dtype.kind != "b" else arr
+            arrays[name] = (
+                arr.astype(dtype.newbyteorder("="), copy=False) if dtype.kind != "b" else arr
+            )
     return meta, arrays
 
 
@@ -369,17 +429,14 @@ def _open_regular(path):
     """
     st = os.stat(path)  # a missing file: FileNotFoundError, as open() gives
     if not stat.S_ISREG(st.st_mode):
-        raise ModelFileError(f"{path}: is {_not_regular(st.st_mode)}, not a fastnn "
-                             f"model file")
+        raise ModelFileError(f"{path}: is {_not_regular(st.st_mode)}, not a fastnn model file")
     # O_NONBLOCK: should a FIFO take the file's place after the stat, the open
     # returns at once and fstat refuses it (no effect on regular files).
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
-                 | getattr(os, "O_BINARY", 0))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise ModelFileError(f"{path}: is {_not_regular(st.st_mode)}, not a fastnn "
-                                 f"model file")
+            raise ModelFileError(f"{path}: is {_not_regular(st.st_mode)}, not a fastnn model file")
         f = os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
@@ -404,34 +461,43 @@ def _no_constant(name):
 
 def _check_entry(path, name, info):
     if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-        raise ModelFileError(f"{path}: array entry {name!r} must have exactly dtype, shape "
-                             f"and data_offsets")
+        raise ModelFileError(
+            f"{path}: array entry {name!r} must have exactly dtype, shape and data_offsets"
+        )
     dtype = _DTYPES.get(info["dtype"])
     if dtype is None:
-        raise ModelFileError(f"{path}: array {name!r} has unsupported dtype "
-                             f"{info['dtype']!r}")
+        raise ModelFileError(f"{path}: array {name!r} has unsupported dtype {info['dtype']!r}")
     shape, offs = info["shape"], info["data_offsets"]
-    if (not isinstance(shape, list) or len(shape) > MAX_NDIM
-            or not all(type(d) is int and d >= 0 for d in shape)):
-        raise ModelFileError(f"{path}: array {name!r} has an invalid shape "
-                             f"{_brief(shape)}")
-    if (not isinstance(offs, list) or len(offs) != 2
-            or not all(type(o) is int and o >= 0 for o in offs) or offs[0] > offs[1]):
-        raise ModelFileError(f"{path}: array {name!r} has invalid data_offsets "
-                             f"{_brief(offs)}")
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_NDIM
+        or not all(type(d) is int and d >= 0 for d in shape)
+    ):
+        raise ModelFileError(f"{path}: array {name!r} has an invalid shape {_brief(shape)}")
+    if (
+        not isinstance(offs, list)
+        or len(offs) != 2
+        or not all(type(o) is int and o >= 0 for o in offs)
+        or offs[0] > offs[1]
+    ):
+        raise ModelFileError(f"{path}: array {name!r} has invalid data_offsets {_brief(offs)}")
     nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
     if math.prod(max(d, 1) for d in shape) * dtype.itemsize > MAX_ARRAY_BYTES:
         # an empty array ([0, 10**30]) spans 0 bytes, yet NumPy refuses the shape
-        raise ModelFileError(f"{path}: array {name!r} has an impossible shape "
-                             f"{_short_shape(shape)}")
+        raise ModelFileError(
+            f"{path}: array {name!r} has an impossible shape {_short_shape(shape)}"
+        )
     if offs[1] - offs[0] != nbytes:
-        raise ModelFileError(f"{path}: array {name!r} declares shape {shape} "
-                             f"({nbytes} bytes) but spans {offs[1] - offs[0]} bytes")
+        raise ModelFileError(
+            f"{path}: array {name!r} declares shape {shape} "
+            f"({nbytes} bytes) but spans {offs[1] - offs[0]} bytes"
+        )
     return offs[0], offs[1], dtype, tuple(shape)
 
 
 def _short_shape(shape) -> str:
     from ._validation import show_number
+
     return "[" + ", ".join(show_number(d) for d in shape) + "]"
 
 
@@ -447,11 +513,11 @@ def _brief(value) -> str:
 def _parse_json(path, meta, key):
     try:
         # the header's own rule: a duplicated key would be read as its last value
-        return json.loads(meta[key], object_pairs_hook=_no_duplicates,
-                          parse_constant=_no_constant)
+        return json.loads(meta[key], object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except (KeyError, ValueError, RecursionError) as exc:  # deep nesting: RecursionError
-        raise ModelFileError(f"{path}: metadata entry {key!r} is missing or not valid "
-                             f"JSON ({exc})") from None
+        raise ModelFileError(
+            f"{path}: metadata entry {key!r} is missing or not valid JSON ({exc})"
+        ) from None
 
 
 def _expected_sizes(path, layers):
@@ -463,10 +529,15 @@ def _expected_sizes(path, layers):
         if not isinstance(spec, dict):
             raise ModelFileError(f"{path}: layer {i} is not a JSON object")
         n_in, n_out, bn = spec.get("n_in"), spec.get("n_out"), spec.get("batch_norm")
-        if (type(n_in) is not int or type(n_out) is not int or not 1 <= n_in <= MAX_INT
-                or not 1 <= n_out <= MAX_INT):
-            raise ModelFileError(f"{path}: layer {i} has invalid sizes n_in={_brief(n_in)}, "
-                                 f"n_out={_brief(n_out)}")
+        if (
+            type(n_in) is not int
+            or type(n_out) is not int
+            or not 1 <= n_in <= MAX_INT
+            or not 1 <= n_out <= MAX_INT
+        ):
+            raise ModelFileError(
+                f"{path}: layer {i} has invalid sizes n_in={_brief(n_in)}, n_out={_brief(n_out)}"
+            )
         if type(bn) is not bool:
             raise ModelFileError(f"{path}: layer {i} has invalid batch_norm {bn!r}")
         n_params += n_in * n_out + (2 * n_out if bn else n_out)
@@ -491,25 +562,25 @@ def _payload_from(path, meta, arrays, backend) -> Payload:
     from ._backend import available_backends
     from .model import MLP
     from .optim import optimizer_from_state
+
     cfg = _parse_json(path, meta, "model")
     if not isinstance(cfg, dict):
         raise ModelFileError(f"{path}: model metadata is not a JSON object")
     n_params, n_buf = _expected_sizes(path, cfg.get("layers"))
     name = cfg.get("dtype")
-    dtypes: dict[str, np.dtype] = {"float32": np.dtype(np.float32),
-                                   "float64": np.dtype(np.float64)}
+    dtypes: dict[str, np.dtype] = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
     dtype = dtypes.get(name) if isinstance(name, str) else None
     if dtype is None:
-        raise ModelFileError(f"{path}: model dtype {cfg.get('dtype')!r} is not float32 "
-                             f"or float64")
+        raise ModelFileError(f"{path}: model dtype {cfg.get('dtype')!r} is not float32 or float64")
     params = arrays.pop("model.params", None)
     buffers = arrays.pop("model.buffers", np.zeros(0, dtype))
-    for name, arr, size in (("model.params", params, n_params),
-                            ("model.buffers", buffers, n_buf)):
+    for name, arr, size in (("model.params", params, n_params), ("model.buffers", buffers, n_buf)):
         if arr is None or arr.dtype != dtype or arr.shape != (size,):
             got = "missing" if arr is None else f"{arr.dtype} of shape {arr.shape}"
-            raise ModelFileError(f"{path}: {name} must be {dtype.name} of shape ({size},) "
-                                 f"for the declared layers, got {got}")
+            raise ModelFileError(
+                f"{path}: {name} must be {dtype.name} of shape ({size},) "
+                f"for the declared layers, got {got}"
+            )
     if backend is None:
         saved = cfg.get("backend")
         backend = saved if saved in available_backends() else None
@@ -518,18 +589,23 @@ def _payload_from(path, meta, arrays, backend) -> Payload:
         model.set_state({"params": params, "buffers": buffers})
         model.set_rng_states(cfg["rng"])
     except _BAD_METADATA as exc:
-        raise ModelFileError(f"{path}: invalid model metadata ({type(exc).__name__}: "
-                             f"{exc})") from None
+        raise ModelFileError(
+            f"{path}: invalid model metadata ({type(exc).__name__}: {exc})"
+        ) from None
     if "optimizer" in meta:
         ost = _parse_json(path, meta, "optimizer")
         if not isinstance(ost, dict):
             raise ModelFileError(f"{path}: optimizer metadata is not a JSON object")
-        ost["arrays"] = {k[len("optimizer."):]: arrays.pop(k)
-                         for k in [k for k in arrays if k.startswith("optimizer.")]}
+        ost["arrays"] = {
+            k[len("optimizer.") :]: arrays.pop(k)
+            for k in [k for k in arrays if k.startswith("optimizer.")]
+        }
         for k, arr in ost["arrays"].items():
             if arr.dtype != dtype or arr.shape != (n_params,):
-                raise ModelFileError(f"{path}: optimizer state {k!r} must be {dtype.name} "
-                                     f"of shape ({n_params},), got {arr.dtype} {arr.shape}")
+                raise ModelFileError(
+                    f"{path}: optimizer state {k!r} must be {dtype.name} "
+                    f"of shape ({n_params},), got {arr.dtype} {arr.shape}"
+                )
         try:
             model.optimizer = optimizer_from_state(ost)
         except _BAD_METADATA as exc:
@@ -542,8 +618,7 @@ def _payload_from(path, meta, arrays, backend) -> Payload:
     if leftover:
         raise ModelFileError(f"{path}: unknown arrays {leftover}")
     kind = meta.get("kind", "model")
-    return Payload(kind, model, extra,
-                   {k[len("extra."):]: a for k, a in arrays.items()})
+    return Payload(kind, model, extra, {k[len("extra.") :]: a for k, a in arrays.items()})
 
 
 def load(path, *, backend: str | None = None):
@@ -565,19 +640,20 @@ def load(path, *, backend: str | None = None):
     meta, arrays = _read_file(path)
     if meta.get("kind") == PIPELINE_KIND:  # scikit-learn objects, persisted by skops
         from ._pipeline_io import load_pipeline
+
         return load_pipeline(path, meta, arrays, backend=backend)
     payload = _payload_from(path, meta, arrays, backend)
     if payload.kind == "model":
         return payload.model
     target = KIND_LOADERS.get(payload.kind)
     if target is None:
-        raise ModelFileError(f"{os.fspath(path)}: unknown kind of saved object "
-                             f"{payload.kind!r}")
+        raise ModelFileError(f"{os.fspath(path)}: unknown kind of saved object {payload.kind!r}")
     import importlib
+
     module, func = target.split(":")
     try:
-        return getattr(importlib.import_module(module), func)(payload.model,
-                                                               payload.metadata,
-                                                               payload.arrays)
+        return getattr(importlib.import_module(module), func)(
+            payload.model, payload.metadata, payload.arrays
+        )
     except ModelFileError as exc:  # the kind's loader does not know the path
         raise ModelFileError(f"{os.fspath(path)}: {exc}") from None

@@ -81,8 +81,10 @@ class Loss:
         raise NotImplementedError
 
     def proba(self, k, out: np.ndarray) -> np.ndarray:
-        raise ValueError(f"predict_proba needs a classification loss (binary_cross_entropy "
-                         f"or cross_entropy); this model uses {self.name!r}")
+        raise ValueError(
+            f"predict_proba needs a classification loss (binary_cross_entropy "
+            f"or cross_entropy); this model uses {self.name!r}"
+        )
 
     def predict(self, k, out: np.ndarray) -> np.ndarray:
         """Predictions from the model output: values, 0/1 labels or class indices."""
@@ -121,8 +123,9 @@ def _as_2d_float(arr, n_outputs, dtype, name):
         arr = arr.reshape(-1, 1)
     if arr.ndim != 2 or arr.shape[1] != n_outputs:
         want = f"(n,) or (n, {n_outputs})" if n_outputs == 1 else f"(n, {n_outputs})"
-        raise ValueError(f"{name} must have shape {want} for a model with {n_outputs} "
-                         f"output(s), got {arr.shape}")
+        raise ValueError(
+            f"{name} must have shape {want} for a model with {n_outputs} output(s), got {arr.shape}"
+        )
     return _converted(arr, dtype, name)
 
 
@@ -132,8 +135,10 @@ def _converted(arr, dtype, name):
     with np.errstate(over="ignore"):
         out = np.ascontiguousarray(arr, dtype=dtype)
     if out.dtype != arr.dtype and out.size and not np.isfinite(out).all():
-        raise ValueError(f"{name} contains values too large for {np.dtype(dtype).name} "
-                         f"(largest |{name}| is {float(np.abs(arr).max()):.3g})")
+        raise ValueError(
+            f"{name} contains values too large for {np.dtype(dtype).name} "
+            f"(largest |{name}| is {float(np.abs(arr).max()):.3g})"
+        )
     return out
 
 
@@ -157,8 +162,10 @@ class BinaryCrossEntropy(Loss):
         arr = _real_array(y, name)
         _check_finite(arr, name)
         if arr.size and (arr.min() < 0 or arr.max() > 1):
-            raise ValueError(f"{name} must hold targets in [0, 1] for binary_cross_entropy, "
-                             f"got values in [{arr.min()}, {arr.max()}]")
+            raise ValueError(
+                f"{name} must hold targets in [0, 1] for binary_cross_entropy, "
+                f"got values in [{arr.min()}, {arr.max()}]"
+            )
         return _as_2d_float(arr, n_outputs, dtype, name)
 
     def proba(self, k, out):
@@ -194,16 +201,22 @@ class CrossEntropy(Loss):
                 raise TypeError(f"{name} must hold integer class indices, got booleans")
             if arr.dtype.kind == "f":
                 if arr.size and not np.array_equal(arr, np.round(arr)):
-                    raise ValueError(f"{name} must hold class indices (whole numbers) for "
-                                     f"cross_entropy; for probabilities pass an array of "
-                                     f"shape (n, {n_outputs})")
+                    raise ValueError(
+                        f"{name} must hold class indices (whole numbers) for "
+                        f"cross_entropy; for probabilities pass an array of "
+                        f"shape (n, {n_outputs})"
+                    )
             if arr.size and (arr.min() < 0 or arr.max() >= n_outputs):
-                raise ValueError(f"{name} must be class indices in [0, {n_outputs}), got "
-                                 f"values in [{arr.min()}, {arr.max()}]")
+                raise ValueError(
+                    f"{name} must be class indices in [0, {n_outputs}), got "
+                    f"values in [{arr.min()}, {arr.max()}]"
+                )
             return np.ascontiguousarray(arr, dtype=np.int64)
         if arr.ndim != 2 or arr.shape[1] != n_outputs:
-            raise ValueError(f"{name} must be class indices of shape (n,) or one-hot rows "
-                             f"of shape (n, {n_outputs}), got {arr.shape}")
+            raise ValueError(
+                f"{name} must be class indices of shape (n,) or one-hot rows "
+                f"of shape (n, {n_outputs}), got {arr.shape}"
+            )
         if arr.size and arr.min() < 0:
             raise ValueError(f"{name} must hold non-negative class probabilities")
         return _converted(arr, dtype, name)
@@ -219,8 +232,7 @@ class CrossEntropy(Loss):
         return int(np.count_nonzero(np.argmax(out, axis=1) == truth))
 
 
-LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (MSE, BinaryCrossEntropy,
-                                                           CrossEntropy)}
+LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (MSE, BinaryCrossEntropy, CrossEntropy)}
 
 
 def get_loss(loss: str | Loss) -> Loss:

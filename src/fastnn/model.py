@@ -46,17 +46,17 @@ from typing import Any
 
 import numpy as np
 
+from . import _fused, _threads
 from . import _validation as v
 from ._backend import backend as _get_backend
 from ._backend import default_backend_name
+from ._guard import TrainingGuard, trains, uses
 from ._kernels.codes import ACTIVATION_CODES, DEFAULT_ALPHA
+from ._metrics import regression_scores
 from .initializers import DISTRIBUTIONS, INITIALIZERS, default_init, initialize
 from .losses import Loss, get_loss
-from . import _fused, _threads
-from ._guard import TrainingGuard, trains, uses
-from ._metrics import regression_scores
-from .reference.masks import dropout_mask, dropout_ramp
 from .optim import DivergenceError, Optimizer
+from .reference.masks import dropout_mask, dropout_ramp
 
 __all__ = ["MLP", "Dense", "check_X", "check_random_state"]
 
@@ -64,6 +64,7 @@ ACTIVATIONS = tuple(ACTIVATION_CODES)
 
 
 # --- argument helpers ------------------------------------------------------------------
+
 
 def check_random_state(random_state) -> np.random.SeedSequence:
     """A SeedSequence from None (fresh entropy), an int >= 0, a SeedSequence or a Generator."""
@@ -77,8 +78,10 @@ def check_random_state(random_state) -> np.random.SeedSequence:
         if random_state < 0:
             raise ValueError(f"random_state must be >= 0, got {random_state}")
         return np.random.SeedSequence(int(random_state))
-    raise TypeError(f"random_state must be None, an int, a numpy SeedSequence or Generator, "
-                    f"got {type(random_state).__name__}")
+    raise TypeError(
+        f"random_state must be None, an int, a numpy SeedSequence or Generator, "
+        f"got {type(random_state).__name__}"
+    )
 
 
 def check_dtype(dtype) -> np.dtype:
@@ -107,8 +110,9 @@ def check_X(X, dtype, n_features: int | None = None, name: str = "X") -> np.ndar
     array, a wrong number of features or non-finite values.
     """
     if hasattr(X, "tocsr") or hasattr(X, "toarray"):
-        raise TypeError(f"{name} is a sparse matrix; fastnn needs dense data "
-                        f"(convert it with {name}.toarray())")
+        raise TypeError(
+            f"{name} is a sparse matrix; fastnn needs dense data (convert it with {name}.toarray())"
+        )
     try:
         arr = np.asarray(X)
     except Exception as exc:  # ragged nested lists
@@ -116,17 +120,16 @@ def check_X(X, dtype, n_features: int | None = None, name: str = "X") -> np.ndar
     if arr.dtype.kind == "O" and hasattr(X, "dtypes") and hasattr(X, "columns"):
         arr = _frame_values(X, name)
     if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must hold real numbers (bool, int or float), got dtype "
-                        f"{arr.dtype}")
+        raise TypeError(
+            f"{name} must hold real numbers (bool, int or float), got dtype {arr.dtype}"
+        )
     if arr.ndim != 2:
         hint = f"; use {name}.reshape(-1, 1) for a single feature" if arr.ndim == 1 else ""
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape "
-                         f"{arr.shape}{hint}")
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}{hint}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: it has 0 samples (shape {arr.shape})")
     if n_features is not None and arr.shape[1] != n_features:
-        raise ValueError(f"{name} has {arr.shape[1]} features, but this model expects "
-                         f"{n_features}")
+        raise ValueError(f"{name} has {arr.shape[1]} features, but this model expects {n_features}")
     with np.errstate(over="ignore"):
         out = np.ascontiguousarray(arr, dtype=dtype)
     if not _all_finite(out):
@@ -138,12 +141,17 @@ def check_X(X, dtype, n_features: int | None = None, name: str = "X") -> np.ndar
 def _frame_values(frame, name):
     """A DataFrame whose columns mix bool, int and float (NumPy gives object) as
     float64, as scikit-learn converts it; other columns are named in a TypeError."""
-    bad = [(c, dt) for c, dt in zip(frame.columns, frame.dtypes)
-           if not (isinstance(dt, np.dtype) and dt.kind in "biuf")]
+    bad = [
+        (c, dt)
+        for c, dt in zip(frame.columns, frame.dtypes)
+        if not (isinstance(dt, np.dtype) and dt.kind in "biuf")
+    ]
     if bad:
         shown = ", ".join(f"{c!r} ({dt})" for c, dt in bad[:5])
-        raise TypeError(f"{name} must hold real numbers (bool, int or float); column(s) "
-                        f"{shown} do not: encode or drop them first")
+        raise TypeError(
+            f"{name} must hold real numbers (bool, int or float); column(s) "
+            f"{shown} do not: encode or drop them first"
+        )
     return np.asarray(frame, dtype=np.float64)
 
 
@@ -166,8 +174,9 @@ def _per_layer(value, name, n, check):
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         return [check(value, name) for _ in range(n)]
     if len(value) != n:
-        raise ValueError(f"{name} must be one value or a list of {n} (one per hidden "
-                         f"layer), got {len(value)}")
+        raise ValueError(
+            f"{name} must be one value or a list of {n} (one per hidden layer), got {len(value)}"
+        )
     return [check(x, f"{name}[{i}]") for i, x in enumerate(value)]
 
 
@@ -180,6 +189,7 @@ def _rate(value, name):
 
 
 # --- layers -----------------------------------------------------------------------------
+
 
 class Dense:
     """One layer of an :class:`MLP`; its arrays are views into the model's buffers.
@@ -231,9 +241,15 @@ class Dense:
 
     def spec(self) -> dict:
         """The layer's configuration as plain JSON-able values."""
-        return {"n_in": self.n_in, "n_out": self.n_out, "activation": self.activation,
-                "alpha": self.alpha, "dropout": self.dropout, "batch_norm": self.batch_norm,
-                "frozen": self.frozen}
+        return {
+            "n_in": self.n_in,
+            "n_out": self.n_out,
+            "activation": self.activation,
+            "alpha": self.alpha,
+            "dropout": self.dropout,
+            "batch_norm": self.batch_norm,
+            "frozen": self.frozen,
+        }
 
     def __repr__(self):
         extra = ""
@@ -304,8 +320,9 @@ class _EvalSpace:
         dt = model.dtype
         self.m = m
         self.z = [np.empty((m, layer.n_out), dt) for layer in model.layers]
-        self.zn = [np.empty((m, layer.n_out), dt) if layer.batch_norm else None
-                   for layer in model.layers]
+        self.zn = [
+            np.empty((m, layer.n_out), dt) if layer.batch_norm else None for layer in model.layers
+        ]
 
 
 class _EvalPool:
@@ -340,6 +357,7 @@ class _EvalPool:
 
 
 # --- the model -----------------------------------------------------------------------------
+
 
 class MLP:
     """A sequential multi-layer perceptron of dense layers.
@@ -396,12 +414,25 @@ class MLP:
     99
     """
 
-    def __init__(self, layer_sizes: Sequence[int], activation="relu", *, loss="mse",
-                 output_activation: str | None = None, dropout=0.0, batch_norm=False,
-                 activation_alpha=None, init: str = "auto",
-                 init_distribution: str = "normal", bn_momentum: float = 0.1,
-                 bn_eps: float = 1e-5, dtype="float32", backend: str | None = None,
-                 random_state=None, n_threads: int | None = None):
+    def __init__(
+        self,
+        layer_sizes: Sequence[int],
+        activation="relu",
+        *,
+        loss="mse",
+        output_activation: str | None = None,
+        dropout=0.0,
+        batch_norm=False,
+        activation_alpha=None,
+        init: str = "auto",
+        init_distribution: str = "normal",
+        bn_momentum: float = 0.1,
+        bn_eps: float = 1e-5,
+        dtype="float32",
+        backend: str | None = None,
+        random_state=None,
+        n_threads: int | None = None,
+    ):
         self._guard = TrainingGuard("this MLP")
         sizes = self._check_sizes(layer_sizes)
         self.n_threads = n_threads
@@ -416,21 +447,30 @@ class MLP:
         self.loss: Loss = get_loss(loss)
         out_act = self._check_output_activation(self.loss, output_activation, sizes[-1])
         self.init = v.choice(init, "init", ("auto",) + INITIALIZERS)
-        self.init_distribution = v.choice(init_distribution, "init_distribution",
-                                          DISTRIBUTIONS)
+        self.init_distribution = v.choice(init_distribution, "init_distribution", DISTRIBUTIONS)
         self.bn_momentum = v.scalar(bn_momentum, "bn_momentum", low=0, high=1)
         self.bn_eps = v.scalar(bn_eps, "bn_eps", low=0, low_open=True)
         self.dtype = check_dtype(dtype)
         self._check_memory(sizes, bns, self.dtype)
         self.set_backend(backend)
         seeds = check_random_state(random_state).spawn(4)
-        self.rngs = {name: np.random.default_rng(s)
-                     for name, s in zip(("init", "shuffle", "split", "dropout"), seeds)}
+        self.rngs = {
+            name: np.random.default_rng(s)
+            for name, s in zip(("init", "shuffle", "split", "dropout"), seeds)
+        }
         self._draw_dropout_key()
-        specs = [dict(activation=acts[i], alpha=alphas[i], dropout=rates[i],
-                      batch_norm=bns[i]) for i in range(n_hidden)]
-        specs.append(dict(activation=out_act, alpha=DEFAULT_ALPHA.get(out_act, 0.0),
-                          dropout=0.0, batch_norm=False))
+        specs = [
+            dict(activation=acts[i], alpha=alphas[i], dropout=rates[i], batch_norm=bns[i])
+            for i in range(n_hidden)
+        ]
+        specs.append(
+            dict(
+                activation=out_act,
+                alpha=DEFAULT_ALPHA.get(out_act, 0.0),
+                dropout=0.0,
+                batch_norm=False,
+            )
+        )
         for i, spec in enumerate(specs):
             spec.update(n_in=sizes[i], n_out=sizes[i + 1])
         self.optimizer: Optimizer | None = None
@@ -457,11 +497,15 @@ class MLP:
     @staticmethod
     def _check_sizes(layer_sizes):
         if isinstance(layer_sizes, (str, bytes)) or not isinstance(layer_sizes, Sequence):
-            raise TypeError("layer_sizes must be a sequence of ints (n_features, hidden..., "
-                            f"n_outputs), got {layer_sizes!r}")
+            raise TypeError(
+                "layer_sizes must be a sequence of ints (n_features, hidden..., "
+                f"n_outputs), got {layer_sizes!r}"
+            )
         if len(layer_sizes) < 2:
-            raise ValueError("layer_sizes needs at least 2 entries (n_features and "
-                             f"n_outputs), got {list(layer_sizes)}")
+            raise ValueError(
+                "layer_sizes needs at least 2 entries (n_features and "
+                f"n_outputs), got {list(layer_sizes)}"
+            )
         return [v.integer(s, f"layer_sizes[{i}]", low=1) for i, s in enumerate(layer_sizes)]
 
     @staticmethod
@@ -479,19 +523,24 @@ class MLP:
                 f"layer_sizes {_short_sizes(sizes)} make {n:.3g} parameters: "
                 f"{needed / 2**30:,.3g} GiB for them and their gradients, more than "
                 f"{'this machine has' if limit < 2**62 else 'any machine has'} "
-                f"({limit / 2**30:,.3g} GiB); use smaller layers")
+                f"({limit / 2**30:,.3g} GiB); use smaller layers"
+            )
 
     @staticmethod
     def _check_output_activation(loss, output_activation, n_out):
         if n_out < loss.min_outputs:
-            raise ValueError(f"loss {loss.name!r} needs at least {loss.min_outputs} "
-                             f"outputs, got layer_sizes[-1] = {n_out}")
+            raise ValueError(
+                f"loss {loss.name!r} needs at least {loss.min_outputs} "
+                f"outputs, got layer_sizes[-1] = {n_out}"
+            )
         if loss.fused:
             fused = "softmax" if loss.name == "cross_entropy" else "sigmoid"
             if output_activation not in (None, fused):
-                raise ValueError(f"output_activation must be None or {fused!r} with loss "
-                                 f"{loss.name!r} (the loss applies it to the logits), got "
-                                 f"{output_activation!r}")
+                raise ValueError(
+                    f"output_activation must be None or {fused!r} with loss "
+                    f"{loss.name!r} (the loss applies it to the logits), got "
+                    f"{output_activation!r}"
+                )
             return "identity"
         if output_activation is None:
             return "identity"
@@ -502,8 +551,12 @@ class MLP:
 
         ``old_layers[i]``, when given, is a layer whose values layer i takes over.
         """
-        layers = [Dense(i, s["n_in"], s["n_out"], s["activation"], s["alpha"],
-                        s["dropout"], s["batch_norm"]) for i, s in enumerate(specs)]
+        layers = [
+            Dense(
+                i, s["n_in"], s["n_out"], s["activation"], s["alpha"], s["dropout"], s["batch_norm"]
+            )
+            for i, s in enumerate(specs)
+        ]
         for layer, s in zip(layers, specs):
             layer.frozen = bool(s.get("frozen", False))
         n_w = sum(layer.n_in * layer.n_out for layer in layers)
@@ -517,25 +570,25 @@ class MLP:
         for layer in layers:
             size = layer.n_in * layer.n_out
             shape = (layer.n_in, layer.n_out)
-            layer.W = params[w_off:w_off + size].reshape(shape)
-            layer.dW = grads[w_off:w_off + size].reshape(shape)
+            layer.W = params[w_off : w_off + size].reshape(shape)
+            layer.dW = grads[w_off : w_off + size].reshape(shape)
             segments.append((w_off, w_off + size, True, layer.index))
             w_off += size
             k = layer.n_out
             if layer.batch_norm:
-                layer.gamma, layer.dgamma = params[r_off:r_off + k], grads[r_off:r_off + k]
-                layer.beta = params[r_off + k:r_off + 2 * k]
-                layer.dbeta = grads[r_off + k:r_off + 2 * k]
+                layer.gamma, layer.dgamma = params[r_off : r_off + k], grads[r_off : r_off + k]
+                layer.beta = params[r_off + k : r_off + 2 * k]
+                layer.dbeta = grads[r_off + k : r_off + 2 * k]
                 segments.append((r_off, r_off + 2 * k, False, layer.index))
                 r_off += 2 * k
-                layer.running_mean = buffers[b_off:b_off + k]
-                layer.running_var = buffers[b_off + k:b_off + 2 * k]
+                layer.running_mean = buffers[b_off : b_off + k]
+                layer.running_var = buffers[b_off + k : b_off + 2 * k]
                 b_off += 2 * k
                 layer.gamma[...] = 1
                 layer.running_var[...] = 1
                 layer.zero_bias = np.zeros(k, self.dtype)
             else:
-                layer.b, layer.db = params[r_off:r_off + k], grads[r_off:r_off + k]
+                layer.b, layer.db = params[r_off : r_off + k], grads[r_off : r_off + k]
                 segments.append((r_off, r_off + k, False, layer.index))
                 r_off += k
         if old_layers is not None:
@@ -602,14 +655,19 @@ class MLP:
 
     def get_config(self) -> dict:
         """The architecture and settings as plain JSON-able values (no weights)."""
-        return {"layers": [layer.spec() for layer in self.layers], "loss": self.loss.name,
-                "init": self.init, "init_distribution": self.init_distribution,
-                "bn_momentum": self.bn_momentum, "bn_eps": self.bn_eps,
-                "dtype": self.dtype.name, "backend": self.backend_name}
+        return {
+            "layers": [layer.spec() for layer in self.layers],
+            "loss": self.loss.name,
+            "init": self.init,
+            "init_distribution": self.init_distribution,
+            "bn_momentum": self.bn_momentum,
+            "bn_eps": self.bn_eps,
+            "dtype": self.dtype.name,
+            "backend": self.backend_name,
+        }
 
     @classmethod
-    def from_config(cls, config: dict, *, backend: str | None = None,
-                    random_state=None) -> MLP:
+    def from_config(cls, config: dict, *, backend: str | None = None, random_state=None) -> MLP:
         """A freshly initialised model with the architecture of ``get_config()``."""
         layers = config["layers"]
         if not isinstance(layers, list) or not layers:
@@ -617,21 +675,29 @@ class MLP:
         sizes = [layers[0]["n_in"]] + [s["n_out"] for s in layers]
         for i in range(1, len(layers)):
             if layers[i]["n_in"] != layers[i - 1]["n_out"]:
-                raise ValueError(f"config layer {i} has n_in {layers[i]['n_in']} but "
-                                 f"layer {i - 1} has n_out {layers[i - 1]['n_out']}")
+                raise ValueError(
+                    f"config layer {i} has n_in {layers[i]['n_in']} but "
+                    f"layer {i - 1} has n_out {layers[i - 1]['n_out']}"
+                )
         hidden = layers[:-1]
         out = layers[-1]
         loss = get_loss(config["loss"])
-        model = cls(sizes, [s["activation"] for s in hidden], loss=loss.name,
-                    output_activation=None if loss.fused else out["activation"],
-                    dropout=[s["dropout"] for s in hidden],
-                    batch_norm=[s["batch_norm"] for s in hidden],
-                    activation_alpha=[s["alpha"] for s in hidden],
-                    init=config.get("init", "auto"),
-                    init_distribution=config.get("init_distribution", "normal"),
-                    bn_momentum=config.get("bn_momentum", 0.1),
-                    bn_eps=config.get("bn_eps", 1e-5), dtype=config["dtype"],
-                    backend=backend, random_state=random_state)
+        model = cls(
+            sizes,
+            [s["activation"] for s in hidden],
+            loss=loss.name,
+            output_activation=None if loss.fused else out["activation"],
+            dropout=[s["dropout"] for s in hidden],
+            batch_norm=[s["batch_norm"] for s in hidden],
+            activation_alpha=[s["alpha"] for s in hidden],
+            init=config.get("init", "auto"),
+            init_distribution=config.get("init_distribution", "normal"),
+            bn_momentum=config.get("bn_momentum", 0.1),
+            bn_eps=config.get("bn_eps", 1e-5),
+            dtype=config["dtype"],
+            backend=backend,
+            random_state=random_state,
+        )
         if out.get("dropout", 0.0) or out.get("batch_norm", False):
             raise ValueError("the output layer cannot have dropout or batch normalisation")
         alpha = v.scalar(out.get("alpha", 0.0), "alpha")  # checked even when unused
@@ -644,9 +710,11 @@ class MLP:
 
     def __repr__(self):
         acts = [layer.activation for layer in self.layers[:-1]]
-        return (f"MLP({self.layer_sizes}, activation={acts}, loss={self.loss.name!r}, "
-                f"dtype={self.dtype.name}, backend={self.backend_name!r}, "
-                f"n_params={self.n_params})")
+        return (
+            f"MLP({self.layer_sizes}, activation={acts}, loss={self.loss.name!r}, "
+            f"dtype={self.dtype.name}, backend={self.backend_name!r}, "
+            f"n_params={self.n_params})"
+        )
 
     # --- backend ---------------------------------------------------------------------------
     @trains
@@ -700,8 +768,9 @@ class MLP:
         return [(s, e, w) for s, e, w, i in self._segments if not self.layers[i].frozen]
 
     @trains
-    def replace_output(self, n_outputs: int, *, loss: str | None = None,
-                       output_activation: str | None = None) -> MLP:
+    def replace_output(
+        self, n_outputs: int, *, loss: str | None = None, output_activation: str | None = None
+    ) -> MLP:
         """Replace the output layer by a freshly initialised one with ``n_outputs`` units.
 
         Hidden layers keep their values and frozen flags; ``loss`` changes the loss
@@ -712,9 +781,15 @@ class MLP:
         new_loss = get_loss(loss if loss is not None else self.loss.name)
         out_act = self._check_output_activation(new_loss, output_activation, n_outputs)
         specs = [layer.spec() for layer in self.layers]
-        specs[-1] = dict(n_in=self.layers[-1].n_in, n_out=n_outputs, activation=out_act,
-                         alpha=DEFAULT_ALPHA.get(out_act, 0.0), dropout=0.0,
-                         batch_norm=False, frozen=False)
+        specs[-1] = dict(
+            n_in=self.layers[-1].n_in,
+            n_out=n_outputs,
+            activation=out_act,
+            alpha=DEFAULT_ALPHA.get(out_act, 0.0),
+            dropout=0.0,
+            batch_norm=False,
+            frozen=False,
+        )
         old = self.layers[:-1] + [None]
         self.loss = new_loss
         self._build(specs, old_layers=old)
@@ -750,18 +825,42 @@ class MLP:
                 k.dense_forward(x, layer.W, layer.zero_bias, "identity", None, z=z, a=z)
                 zn = ws.zn[i]
                 if layer.frozen:
-                    k.batch_norm_eval(z, layer.gamma, layer.beta, layer.running_mean,
-                                      layer.running_var, self.bn_eps, out=zn)
+                    k.batch_norm_eval(
+                        z,
+                        layer.gamma,
+                        layer.beta,
+                        layer.running_mean,
+                        layer.running_var,
+                        self.bn_eps,
+                        out=zn,
+                    )
                 else:
-                    k.batch_norm_train(z, layer.gamma, layer.beta, layer.running_mean,
-                                       layer.running_var, self.bn_eps, self.bn_momentum,
-                                       out=zn, x_hat=ws.x_hat[i], inv_std=ws.inv_std[i])
+                    k.batch_norm_train(
+                        z,
+                        layer.gamma,
+                        layer.beta,
+                        layer.running_mean,
+                        layer.running_var,
+                        self.bn_eps,
+                        self.bn_momentum,
+                        out=zn,
+                        x_hat=ws.x_hat[i],
+                        inv_std=ws.inv_std[i],
+                    )
                 k.activation_forward(zn, layer.activation, layer.alpha, out=a)
             else:
                 k.dense_forward(x, layer.W, layer.b, layer.activation, layer.alpha, z=z, a=a)
             if layer.dropout:
-                dropout_mask(self._dropout_seed, self._dropout_step, i, layer.dropout,
-                             ws.mask[i], ws.u[i], ws.mask_tmp, ws.mask_ramp)
+                dropout_mask(
+                    self._dropout_seed,
+                    self._dropout_step,
+                    i,
+                    layer.dropout,
+                    ws.mask[i],
+                    ws.u[i],
+                    ws.mask_tmp,
+                    ws.mask_ramp,
+                )
                 k.dropout(a, ws.mask[i], layer.dropout, out=ws.out[i])
             x = ws.out[i]
         self._dropout_step += 1
@@ -773,8 +872,15 @@ class MLP:
             z = ws.z[i]
             if layer.batch_norm:
                 k.dense_forward(x, layer.W, layer.zero_bias, "identity", None, z=z, a=z)
-                k.batch_norm_eval(z, layer.gamma, layer.beta, layer.running_mean,
-                                  layer.running_var, self.bn_eps, out=ws.zn[i])
+                k.batch_norm_eval(
+                    z,
+                    layer.gamma,
+                    layer.beta,
+                    layer.running_mean,
+                    layer.running_var,
+                    self.bn_eps,
+                    out=ws.zn[i],
+                )
                 k.activation_forward(ws.zn[i], layer.activation, layer.alpha, out=z)
             else:
                 k.dense_forward(x, layer.W, layer.b, layer.activation, layer.alpha, z=z, a=z)
@@ -801,16 +907,20 @@ class MLP:
         if _all_finite(out):
             return out
         if not _all_finite(self.params) or not _all_finite(self.buffers):
-            raise ValueError("the model's weights are not finite (training diverged with "
-                             "rollback=False?): re-initialise or reload the model")
+            raise ValueError(
+                "the model's weights are not finite (training diverged with "
+                "rollback=False?): re-initialise or reload the model"
+            )
         bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
         with np.errstate(over="ignore"):
             big = float(np.abs(X).max())
-        raise ValueError(f"X is too large for this model: its output overflows to "
-                         f"infinity or NaN in {self.dtype.name} for {bad.size} of "
-                         f"{out.shape[0]} rows (first: row {bad[0]}; largest |X| is "
-                         f"{big:.3g}); scale the inputs (e.g. standardise them as for "
-                         f"training)")
+        raise ValueError(
+            f"X is too large for this model: its output overflows to "
+            f"infinity or NaN in {self.dtype.name} for {bad.size} of "
+            f"{out.shape[0]} rows (first: row {bad[0]}; largest |X| is "
+            f"{big:.3g}); scale the inputs (e.g. standardise them as for "
+            f"training)"
+        )
 
     def forward(self, X, *, training: bool = False) -> np.ndarray:
         """The output for X; ``training=True`` uses batch statistics and dropout.
@@ -846,8 +956,9 @@ class MLP:
         """``y`` checked and converted for this model's loss (see :mod:`fastnn.losses`)."""
         t = self.loss.prepare_targets(y, self.n_outputs, self.dtype, name)
         if n_samples is not None and t.shape[0] != n_samples:
-            raise ValueError(f"X and {name} have different numbers of samples "
-                             f"({n_samples} and {t.shape[0]})")
+            raise ValueError(
+                f"X and {name} have different numbers of samples ({n_samples} and {t.shape[0]})"
+            )
         return t
 
     def check_data(self, X, y) -> tuple[np.ndarray, np.ndarray]:
@@ -858,8 +969,9 @@ class MLP:
     # --- training ------------------------------------------------------------------------------
     def _check_bn_batch(self, m):
         if m < 2 and any(layer.batch_norm and not layer.frozen for layer in self.layers):
-            raise ValueError("batch normalisation in training needs batches of at least "
-                             f"2 samples, got {m}")
+            raise ValueError(
+                f"batch normalisation in training needs batches of at least 2 samples, got {m}"
+            )
 
     def _backward(self, x, y, ws, out):
         k = self.kernels
@@ -875,33 +987,54 @@ class MLP:
                 k.dropout(g, ws.mask[i], layer.dropout, out=g)
             if layer.batch_norm:
                 h = ws.h[i]
-                k.activation_backward(g, ws.zn[i], ws.a[i], layer.activation, layer.alpha,
-                                      out=h)
+                k.activation_backward(g, ws.zn[i], ws.a[i], layer.activation, layer.alpha, out=h)
                 if layer.frozen:
                     inv = 1 / np.sqrt(layer.running_var.astype(np.float64) + self.bn_eps)
                     np.multiply(h, (layer.gamma * inv).astype(self.dtype), out=g)
                 else:
-                    k.batch_norm_backward(h, ws.x_hat[i], layer.gamma, ws.inv_std[i],
-                                          dx=g, dgamma=layer.dgamma, dbeta=layer.dbeta)
-                k.dense_backward(x_in, ws.z[i], ws.z[i], g, "identity", None,
-                                 dz=g, dw=layer.dW, db=ws.db[i])
+                    k.batch_norm_backward(
+                        h,
+                        ws.x_hat[i],
+                        layer.gamma,
+                        ws.inv_std[i],
+                        dx=g,
+                        dgamma=layer.dgamma,
+                        dbeta=layer.dbeta,
+                    )
+                k.dense_backward(
+                    x_in, ws.z[i], ws.z[i], g, "identity", None, dz=g, dw=layer.dW, db=ws.db[i]
+                )
             else:
-                k.dense_backward(x_in, ws.z[i], ws.a[i], g, layer.activation, layer.alpha,
-                                 dz=g, dw=layer.dW, db=layer.db)
+                k.dense_backward(
+                    x_in,
+                    ws.z[i],
+                    ws.a[i],
+                    g,
+                    layer.activation,
+                    layer.alpha,
+                    dz=g,
+                    dw=layer.dW,
+                    db=layer.db,
+                )
             if i > lowest:
                 k.dense_input_gradient(g, layer.W, dx=ws.g[i - 1])
 
     def _check_batch(self, xb, yb):
-        if not (isinstance(xb, np.ndarray) and xb.dtype == self.dtype and xb.ndim == 2
-                and xb.shape[1] == self.n_features_in):
-            raise ValueError(f"xb must be an (m, {self.n_features_in}) {self.dtype.name} "
-                             f"array; prepare data with model.check_data(X, y)")
+        if not (
+            isinstance(xb, np.ndarray)
+            and xb.dtype == self.dtype
+            and xb.ndim == 2
+            and xb.shape[1] == self.n_features_in
+        ):
+            raise ValueError(
+                f"xb must be an (m, {self.n_features_in}) {self.dtype.name} "
+                f"array; prepare data with model.check_data(X, y)"
+            )
         m = xb.shape[0]
         if m == 0:
             raise ValueError("xb is empty: a training step needs at least one sample")
         if len(yb) != m:
-            raise ValueError(f"xb and yb have different numbers of samples ({m} and "
-                             f"{len(yb)})")
+            raise ValueError(f"xb and yb have different numbers of samples ({m} and {len(yb)})")
         self._check_bn_batch(m)
         return m
 
@@ -952,8 +1085,11 @@ class MLP:
         """Batch bounds over n rows; the last partial batch is kept (merged into the
         previous one when it would be a single sample and batch norm needs >= 2)."""
         bounds = [(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
-        if (len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1
-                and any(layer.batch_norm and not layer.frozen for layer in self.layers)):
+        if (
+            len(bounds) > 1
+            and bounds[-1][1] - bounds[-1][0] == 1
+            and any(layer.batch_norm and not layer.frozen for layer in self.layers)
+        ):
             last = bounds.pop()
             bounds[-1] = (bounds[-1][0], last[1])
         return bounds
@@ -971,8 +1107,7 @@ class MLP:
         if X.dtype != self.dtype:
             raise TypeError(f"X must have dtype {dt} (the model's), got {X.dtype}{hint}")
         if X.ndim != 2 or X.shape[1] != self.n_features_in:
-            raise ValueError(f"X must have shape (n, {self.n_features_in}), got "
-                             f"{X.shape}{hint}")
+            raise ValueError(f"X must have shape (n, {self.n_features_in}), got {X.shape}{hint}")
         if not X.flags.c_contiguous:
             raise ValueError(f"X must be C-contiguous{hint}")
         n = X.shape[0]
@@ -984,25 +1119,37 @@ class MLP:
         k = self.n_outputs
         if self.loss.name == "cross_entropy" and y.ndim == 1:
             if y.dtype != np.int64:
-                raise TypeError(f"y must hold class indices as int64 or targets as {dt}, "
-                                f"got {y.dtype}{hint}")
+                raise TypeError(
+                    f"y must hold class indices as int64 or targets as {dt}, got {y.dtype}{hint}"
+                )
             if y.min() < 0 or y.max() >= k:
-                raise ValueError(f"y must be class indices in [0, {k}), got values in "
-                                 f"[{y.min()}, {y.max()}]{hint}")
+                raise ValueError(
+                    f"y must be class indices in [0, {k}), got values in "
+                    f"[{y.min()}, {y.max()}]{hint}"
+                )
         elif y.dtype != self.dtype:
             raise TypeError(f"y must have dtype {dt} (the model's), got {y.dtype}{hint}")
         elif y.ndim != 2 or y.shape[1] != k:
             raise ValueError(f"y must have shape (n, {k}), got {y.shape}{hint}")
         if y.shape[0] != n:
-            raise ValueError(f"X and y have different numbers of samples ({n} and "
-                             f"{y.shape[0]})")
+            raise ValueError(f"X and y have different numbers of samples ({n} and {y.shape[0]})")
         if not y.flags.c_contiguous:
             raise ValueError(f"y must be C-contiguous{hint}")
         return X, y, batch_size
 
     @trains
-    def train_epoch(self, X: np.ndarray, y: np.ndarray, optimizer, batch_size: int, *,
-                    shuffle: bool = True, order=None, on_step=None, poll=None) -> dict:
+    def train_epoch(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        optimizer,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        order=None,
+        on_step=None,
+        poll=None,
+    ) -> dict:
         """One pass over (X, y) in mini-batches; returns ``{"loss", "accuracy"?}``.
 
         X and y must be prepared by :meth:`check_data`. With ``shuffle`` the batches
@@ -1038,8 +1185,7 @@ class MLP:
         X, y, batch_size = self._check_prepared(X, y, batch_size)
         n = X.shape[0]
         if order is not None:
-            order = v.index_array(order, "order", n, n, "row indices",
-                                  "one row index per sample")
+            order = v.index_array(order, "order", n, n, "row indices", "one row index per sample")
         elif shuffle:
             order = self.rngs["shuffle"].permutation(n)
         if on_step is None and _fused.supports(self, optimizer):
@@ -1120,6 +1266,7 @@ class MLP:
     def fit(self, X, y, **kwargs):
         """Train the model; see :func:`fastnn.training.fit` for the arguments."""
         from .training import fit
+
         return fit(self, X, y, **kwargs)
 
     # --- state -----------------------------------------------------------------------------------
@@ -1142,8 +1289,7 @@ class MLP:
         """The bit-generator states of the four random streams and the dropout key
         (its seed and step count, decimal strings; JSON-able)."""
         out = {name: _rng_state_to_json(g) for name, g in self.rngs.items()}
-        out["dropout_key"] = {"seed": str(self._dropout_seed),
-                              "step": str(self._dropout_step)}
+        out["dropout_key"] = {"seed": str(self._dropout_seed), "step": str(self._dropout_step)}
         return out
 
     @trains
@@ -1156,11 +1302,15 @@ class MLP:
             try:
                 seed, step = int(key["seed"]), int(key["step"])
             except (KeyError, TypeError, ValueError):
-                raise ValueError("random state 'dropout_key' is not a valid dropout key "
-                                 "(seed and step as decimal strings)") from None
+                raise ValueError(
+                    "random state 'dropout_key' is not a valid dropout key "
+                    "(seed and step as decimal strings)"
+                ) from None
             if not (0 <= seed < 2**64 and 0 <= step < 2**63):
-                raise ValueError("random state 'dropout_key' is out of range (seed must "
-                                 "be in [0, 2**64), step in [0, 2**63))")
+                raise ValueError(
+                    "random state 'dropout_key' is out of range (seed must "
+                    "be in [0, 2**64), step in [0, 2**63))"
+                )
         for name, g in self.rngs.items():
             g.bit_generator.state = _rng_state_from_json(states[name], name)
         if key is None:
@@ -1175,15 +1325,20 @@ class MLP:
         # optimizer never reads, and training would silently change nothing), and the
         # backend handle belongs to this process. Pickle what fastnn.save stores (not
         # the thread guard nor the workspaces: the copy makes its own).
-        return {"config": self.get_config(), "params": self.params,
-                "buffers": self.buffers, "rng": self.rng_states(),
-                "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
-                "history": self.history}
+        return {
+            "config": self.get_config(),
+            "params": self.params,
+            "buffers": self.buffers,
+            "rng": self.rng_states(),
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "history": self.history,
+        }
 
     def __setstate__(self, state):
         from ._backend import available_backends
         from .io import ModelFileError, _expected_sizes
         from .optim import optimizer_from_state
+
         # The arrays' sizes are checked against the declared layers before the model is
         # built (as fastnn.load does): a state read from a file (fastnn.save of a
         # pipeline, via skops) cannot make this allocate more than the file holds.
@@ -1193,11 +1348,14 @@ class MLP:
             raise ValueError(str(exc)) from None
         for name, size in (("params", n_params), ("buffers", n_buf)):
             if np.shape(state[name]) != (size,):
-                raise ValueError(f"MLP state: {name} must have shape ({size},) for the "
-                                 f"declared layers, got {np.shape(state[name])}")
+                raise ValueError(
+                    f"MLP state: {name} must have shape ({size},) for the "
+                    f"declared layers, got {np.shape(state[name])}"
+                )
         saved = state["config"].get("backend")
-        rebuilt = MLP.from_config(state["config"], backend=saved if saved in
-                                  available_backends() else None)
+        rebuilt = MLP.from_config(
+            state["config"], backend=saved if saved in available_backends() else None
+        )
         self.__dict__.update(rebuilt.__dict__)
         self.set_state({"params": state["params"], "buffers": state["buffers"]})
         self.set_rng_states(state["rng"])
@@ -1224,9 +1382,13 @@ def _rng_state_to_json(g: np.random.Generator) -> dict:
     if st.get("bit_generator") != "PCG64":
         raise ValueError(f"only PCG64 generators can be saved, got {st.get('bit_generator')}")
     # Python ints are arbitrary precision but other JSON readers are not: decimal strings.
-    return {"bit_generator": "PCG64", "state": str(st["state"]["state"]),
-            "inc": str(st["state"]["inc"]), "has_uint32": int(st["has_uint32"]),
-            "uinteger": int(st["uinteger"])}
+    return {
+        "bit_generator": "PCG64",
+        "state": str(st["state"]["state"]),
+        "inc": str(st["state"]["inc"]),
+        "has_uint32": int(st["has_uint32"]),
+        "uinteger": int(st["uinteger"]),
+    }
 
 
 def _rng_state_from_json(d, name) -> dict:
@@ -1237,13 +1399,20 @@ def _rng_state_from_json(d, name) -> dict:
         has, uint = int(d["has_uint32"]), int(d["uinteger"])
     except (KeyError, TypeError, ValueError):
         raise ValueError(f"random state {name!r} is not a valid PCG64 state") from None
-    for field, value, bound, shown in (("state", state, 2**128, "2**128"),
-                                       ("inc", inc, 2**128, "2**128"),
-                                       ("has_uint32", has, 2, "2"),
-                                       ("uinteger", uint, 2**32, "2**32")):
+    for field, value, bound, shown in (
+        ("state", state, 2**128, "2**128"),
+        ("inc", inc, 2**128, "2**128"),
+        ("has_uint32", has, 2, "2"),
+        ("uinteger", uint, 2**32, "2**32"),
+    ):
         if not 0 <= value < bound:
-            raise ValueError(f"random state {name!r} is out of range ({field} must be "
-                             f"in [0, {shown}))")
+            raise ValueError(
+                f"random state {name!r} is out of range ({field} must be in [0, {shown}))"
+            )
 
-    return {"bit_generator": "PCG64", "state": {"state": state, "inc": inc},
-            "has_uint32": has, "uinteger": uint}
+    return {
+        "bit_generator": "PCG64",
+        "state": {"state": state, "inc": inc},
+        "has_uint32": has,
+        "uinteger": uint,
+    }

@@ -86,8 +86,9 @@ try:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 except ImportError as exc:  # pragma: no cover - exercised only without onnx
-    raise ImportError("fastnn.to_onnx needs onnx; install it with "
-                      "`pip install 'fastnn-mlp[onnx]'`") from exc
+    raise ImportError(
+        "fastnn.to_onnx needs onnx; install it with `pip install 'fastnn-mlp[onnx]'`"
+    ) from exc
 
 from .model import MLP
 
@@ -101,11 +102,11 @@ DEFAULT_OPSET = 17
 MIN_OPSET = 13
 
 _PROTO = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}
-_ACTIVATIONS = ("identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu",
-                "softmax")
+_ACTIVATIONS = ("identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softmax")
 
 
 # --- graph builders --------------------------------------------------------------------------
+
 
 class _Graph:
     """Nodes and initializers of a graph being built, with unique names."""
@@ -134,20 +135,41 @@ class _Graph:
         name = self.name(hint)
         arr = np.asarray(value)
         if arr.dtype.kind in "USO":
-            tensor = helper.make_tensor(name, TensorProto.STRING, arr.shape,
-                                        [str(s).encode("utf-8")  # type: ignore[misc]
-                                         for s in arr.ravel()])
+            tensor = helper.make_tensor(
+                name,
+                TensorProto.STRING,
+                arr.shape,
+                [
+                    str(s).encode("utf-8")  # type: ignore[misc]
+                    for s in arr.ravel()
+                ],
+            )
         else:
             tensor = numpy_helper.from_array(np.ascontiguousarray(arr), name)
         self.initializers.append(tensor)
         return name
 
-    def op(self, op_type: str, inputs, hint: str | None = None, *, out: str | None = None,
-           domain: str = "", **attrs) -> str:
+    def op(
+        self,
+        op_type: str,
+        inputs,
+        hint: str | None = None,
+        *,
+        out: str | None = None,
+        domain: str = "",
+        **attrs,
+    ) -> str:
         out = out if out is not None else self.name(hint or op_type.lower())
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out],
-                                           name=self.name(f"{op_type}_node"),
-                                           domain=domain or None, **attrs))
+        self.nodes.append(
+            helper.make_node(
+                op_type,
+                list(inputs),
+                [out],
+                name=self.name(f"{op_type}_node"),
+                domain=domain or None,
+                **attrs,
+            )
+        )
         return out
 
 
@@ -168,8 +190,12 @@ class _SklGraph(_Graph):
         name = self.name(hint)
         arr = np.asarray(value)
         if arr.dtype.kind in "USO":
-            self.container.add_initializer(name, TensorProto.STRING, list(arr.shape),
-                                           [str(s).encode("utf-8") for s in arr.ravel()])
+            self.container.add_initializer(
+                name,
+                TensorProto.STRING,
+                list(arr.shape),
+                [str(s).encode("utf-8") for s in arr.ravel()],
+            )
         else:
             tensor = numpy_helper.from_array(np.ascontiguousarray(arr), name)
             self.container.add_initializer(name, tensor.data_type, list(arr.shape), tensor)
@@ -177,12 +203,19 @@ class _SklGraph(_Graph):
 
     def op(self, op_type, inputs, hint=None, *, out=None, domain="", **attrs):
         out = out if out is not None else self.name(hint or op_type.lower())
-        self.container.add_node(op_type, list(inputs), [out], op_domain=domain,
-                                name=self.scope.get_unique_operator_name(op_type), **attrs)
+        self.container.add_node(
+            op_type,
+            list(inputs),
+            [out],
+            op_domain=domain,
+            name=self.scope.get_unique_operator_name(op_type),
+            **attrs,
+        )
         return out
 
 
 # --- the network -------------------------------------------------------------------------------
+
 
 def _scalar(value, dtype) -> np.ndarray:
     return np.asarray(value, dtype=dtype)
@@ -191,8 +224,10 @@ def _scalar(value, dtype) -> np.ndarray:
 def _emit_activation(g: _Graph, layer, z: str, dtype, where: str, out=None) -> str:
     act, alpha = layer.activation, float(layer.alpha)
     if act not in _ACTIVATIONS:
-        raise ValueError(f"{where} has activation {act!r}, which fastnn.to_onnx cannot "
-                         f"express in ONNX (it knows {', '.join(_ACTIVATIONS)})")
+        raise ValueError(
+            f"{where} has activation {act!r}, which fastnn.to_onnx cannot "
+            f"express in ONNX (it knows {', '.join(_ACTIVATIONS)})"
+        )
     f64 = dtype == np.float64
     if act == "identity":
         return z if out is None else g.op("Identity", [z], out=out)
@@ -226,9 +261,11 @@ def _emit_batch_norm(g: _Graph, model: MLP, layer, z: str, i: int) -> str:
     dtype = model.dtype
     inv = 1.0 / np.sqrt(layer.running_var.astype(np.float64) + model.bn_eps)
     zw = z if dtype == np.float64 else g.op("Cast", [z], f"z{i}_f64", to=TensorProto.DOUBLE)
-    centred = g.op("Sub", [zw, g.const(f"running_mean{i}",
-                                       layer.running_mean.astype(np.float64))],
-                   f"centred{i}")
+    centred = g.op(
+        "Sub",
+        [zw, g.const(f"running_mean{i}", layer.running_mean.astype(np.float64))],
+        f"centred{i}",
+    )
     x_hat = g.op("Mul", [centred, g.const(f"inv_std{i}", inv)], f"x_hat{i}")
     if dtype != np.float64:
         x_hat = g.op("Cast", [x_hat], f"x_hat{i}_f32", to=_PROTO[dtype])
@@ -247,25 +284,29 @@ def _emit_network(g: _Graph, model: MLP, x: str, out: str | None = None) -> str:
             z = _emit_batch_norm(g, model, layer, z, i)
         else:
             z = g.op("Gemm", [x, W, g.const(f"b{i}", layer.b.copy())], f"z{i}")
-        x = _emit_activation(g, layer, z, model.dtype, where,
-                             out=out if i == n - 1 else None)
+        x = _emit_activation(g, layer, z, model.dtype, where, out=out if i == n - 1 else None)
     return x
 
 
 def _check_model(model: MLP, what: str) -> None:
     if not (np.isfinite(model.params).all() and np.isfinite(model.buffers).all()):
-        raise ValueError(f"{what}'s weights are not finite (training diverged with "
-                         f"rollback=False?): nothing sensible to export")
+        raise ValueError(
+            f"{what}'s weights are not finite (training diverged with "
+            f"rollback=False?): nothing sensible to export"
+        )
     for i, layer in enumerate(model.layers):
         if layer.activation not in _ACTIVATIONS:
             n = len(model.layers)
             where = f"layer {i} ({'output' if i == n - 1 else 'hidden'} layer)"
-            raise ValueError(f"{where} has activation {layer.activation!r}, which "
-                             f"fastnn.to_onnx cannot express in ONNX (it knows "
-                             f"{', '.join(_ACTIVATIONS)})")
+            raise ValueError(
+                f"{where} has activation {layer.activation!r}, which "
+                f"fastnn.to_onnx cannot express in ONNX (it knows "
+                f"{', '.join(_ACTIVATIONS)})"
+            )
 
 
 # --- heads: what each kind of object outputs ---------------------------------------------------
+
 
 def _label_constant(classes) -> np.ndarray:
     """Class labels as an int64 or string array for a Gather (skl2onnx's rule: integer,
@@ -277,17 +318,20 @@ def _label_constant(classes) -> np.ndarray:
         return arr.astype(np.int64)
     if arr.dtype.kind == "f":
         if not (np.isfinite(arr).all() and np.array_equal(arr, np.round(arr))):
-            raise ValueError(f"class labels {arr.tolist()} are floats that are not whole "
-                             f"numbers; ONNX labels must be integers or strings (encode "
-                             f"them, e.g. with str or LabelEncoder, before fitting)")
+            raise ValueError(
+                f"class labels {arr.tolist()} are floats that are not whole "
+                f"numbers; ONNX labels must be integers or strings (encode "
+                f"them, e.g. with str or LabelEncoder, before fitting)"
+            )
         return arr.astype(np.int64)
-    if arr.dtype.kind in "US" or (arr.dtype.kind == "O" and
-                                  all(isinstance(c, str) for c in arr)):
+    if arr.dtype.kind in "US" or (arr.dtype.kind == "O" and all(isinstance(c, str) for c in arr)):
         return arr.astype(str)
     if arr.dtype.kind == "O" and all(isinstance(c, numbers.Integral) for c in arr):
         return arr.astype(np.int64)
-    raise ValueError(f"class labels of type {arr.dtype} ({arr[:3].tolist()}...) cannot "
-                     f"be ONNX labels: use integers or strings")
+    raise ValueError(
+        f"class labels of type {arr.dtype} ({arr[:3].tolist()}...) cannot "
+        f"be ONNX labels: use integers or strings"
+    )
 
 
 def _y_type(est) -> str:
@@ -311,8 +355,14 @@ def _emit_classifier_head(g, est, z, label_out, proba_out, proba_proto) -> None:
         p0 = g.op("Sub", [g.const("one", _scalar(1, dtype)), p1], "one_minus_p")
         p = g.op("Concat", [p0, p1], "proba", axis=1)
         pos = g.op("Greater", [z, g.const("zero", _scalar(0, dtype))], "positive")
-        idx = g.op("Reshape", [g.op("Cast", [pos], "positive_int", to=TensorProto.INT64),
-                               g.const("flat", np.array([-1], np.int64))], "label_index")
+        idx = g.op(
+            "Reshape",
+            [
+                g.op("Cast", [pos], "positive_int", to=TensorProto.INT64),
+                g.const("flat", np.array([-1], np.int64)),
+            ],
+            "label_index",
+        )
     else:  # multilabel-indicator
         p = g.op("Sigmoid", [z], "sigmoid")
         pos = g.op("Greater", [z, g.const("zero", _scalar(0, dtype))], "positive")
@@ -322,8 +372,7 @@ def _emit_classifier_head(g, est, z, label_out, proba_out, proba_proto) -> None:
     classes = est.classes_
     if len(classes) == 1:  # a single-class fit (as scikit-learn's): every index is it
         classes = np.repeat(classes, 2)
-    g.op("Gather", [g.const("classes", _label_constant(classes)), idx], out=label_out,
-         axis=0)
+    g.op("Gather", [g.const("classes", _label_constant(classes)), idx], out=label_out, axis=0)
     _emit_cast(g, p, dtype, proba_proto, proba_out)
 
 
@@ -336,8 +385,9 @@ def _n_proba_columns(est) -> int:
 def _label_proto(est) -> int:
     if _y_type(est) == "multilabel-indicator":
         return TensorProto.INT64
-    return TensorProto.STRING if _label_constant(est.classes_).dtype.kind == "U" \
-        else TensorProto.INT64
+    return (
+        TensorProto.STRING if _label_constant(est.classes_).dtype.kind == "U" else TensorProto.INT64
+    )
 
 
 def _n_label_columns(est) -> int | None:
@@ -346,6 +396,7 @@ def _n_label_columns(est) -> int | None:
 
 # --- what can be exported -------------------------------------------------------------------
 
+
 def _kind(obj) -> str:
     if isinstance(obj, MLP):
         return "mlp"
@@ -353,16 +404,20 @@ def _kind(obj) -> str:
     # Only modules already imported can have made obj: scikit-learn is not imported
     # for a bare MLP.
     estimators, cli = sys.modules.get("fastnn.estimators"), sys.modules.get("fastnn.cli")
-    if estimators is not None and isinstance(obj, (estimators.MLPClassifier,
-                                                   estimators.MLPRegressor)):
+    if estimators is not None and isinstance(
+        obj, (estimators.MLPClassifier, estimators.MLPRegressor)
+    ):
         from sklearn.utils.validation import check_is_fitted
+
         check_is_fitted(obj)  # NotFittedError, a ValueError, naming the estimator
         return "classifier" if isinstance(obj, estimators.MLPClassifier) else "regressor"
     if cli is not None and isinstance(obj, cli.TabularModel):
         return "tabular"
-    raise TypeError(f"fastnn.to_onnx exports a fastnn.MLP, a fitted fastnn.MLPClassifier "
-                    f"or MLPRegressor, or a model saved by `fastnn train`; got "
-                    f"{cls.__module__}.{cls.__qualname__}")
+    raise TypeError(
+        f"fastnn.to_onnx exports a fastnn.MLP, a fitted fastnn.MLPClassifier "
+        f"or MLPRegressor, or a model saved by `fastnn train`; got "
+        f"{cls.__module__}.{cls.__qualname__}"
+    )
 
 
 def _check_opset(opset) -> int:
@@ -372,8 +427,10 @@ def _check_opset(opset) -> int:
     if isinstance(opset, bool) or not isinstance(opset, numbers.Integral):
         raise TypeError(f"opset must be an int, got {opset!r}")
     if not MIN_OPSET <= int(opset) <= newest:
-        raise ValueError(f"opset must be in [{MIN_OPSET}, {newest}] (the newest this onnx "
-                         f"{onnx.__version__} knows), got {opset}")
+        raise ValueError(
+            f"opset must be in [{MIN_OPSET}, {newest}] (the newest this onnx "
+            f"{onnx.__version__} knows), got {opset}"
+        )
     return int(opset)
 
 
@@ -381,8 +438,9 @@ def _tensor(name, proto, shape):
     return helper.make_tensor_value_info(name, proto, shape)
 
 
-def to_onnx(model_or_estimator, *, opset: int | None = None,
-            name: str | None = None) -> onnx.ModelProto:
+def to_onnx(
+    model_or_estimator, *, opset: int | None = None, name: str | None = None
+) -> onnx.ModelProto:
     """The ONNX graph of a fastnn model, as an ``onnx.ModelProto``.
 
     Parameters
@@ -425,13 +483,17 @@ def to_onnx(model_or_estimator, *, opset: int | None = None,
         g = _Graph()
         graph_input, outputs, meta = _build(g, kind, obj, model)
     dtype_note = "float64" if kind == "tabular" else model.dtype.name
-    graph = helper.make_graph(g.nodes, name or type(obj).__name__, [graph_input], outputs,
-                              initializer=g.initializers)
-    graph.doc_string = (f"fastnn {type(obj).__name__} {model.layer_sizes}, loss "
-                        f"{model.loss.name}; input X ({dtype_note})")
+    graph = helper.make_graph(
+        g.nodes, name or type(obj).__name__, [graph_input], outputs, initializer=g.initializers
+    )
+    graph.doc_string = (
+        f"fastnn {type(obj).__name__} {model.layer_sizes}, loss "
+        f"{model.loss.name}; input X ({dtype_note})"
+    )
     opsets = [helper.make_opsetid("", opset)]
-    proto = helper.make_model(graph, opset_imports=opsets, producer_name="fastnn",
-                              producer_version=_version())
+    proto = helper.make_model(
+        graph, opset_imports=opsets, producer_name="fastnn", producer_version=_version()
+    )
     proto.ir_version = helper.find_min_ir_version_for(opsets)
     helper.set_model_props(proto, meta)
     onnx.checker.check_model(proto)
@@ -453,6 +515,7 @@ def _pipeline_inputs(pipe) -> list:
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
     from sklearn.compose import ColumnTransformer
     from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
     first = pipe.steps[0][1]
     names = getattr(first, "feature_names_in_", None)
     if not isinstance(first, ColumnTransformer) or names is None:
@@ -462,8 +525,10 @@ def _pipeline_inputs(pipe) -> list:
         steps = getattr(transformer, "steps", [(None, transformer)])
         if any(isinstance(t, (OneHotEncoder, OrdinalEncoder)) for _, t in steps):
             text.update(cols if not isinstance(cols, str) else [cols])
-    return [(str(c), StringTensorType([None, 1]) if c in text else
-             FloatTensorType([None, 1])) for c in names]
+    return [
+        (str(c), StringTensorType([None, 1]) if c in text else FloatTensorType([None, 1]))
+        for c in names
+    ]
 
 
 def _string_missing_values(pipe):
@@ -475,6 +540,7 @@ def _string_missing_values(pipe):
 
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
+
     first = pipe.steps[0][1]
     if not isinstance(first, ColumnTransformer):
         return pipe
@@ -493,8 +559,10 @@ def _string_missing_values(pipe):
 
 def _input_kinds(pipe) -> dict:
     """name -> "string" / "float" of a ColumnTransformer-led pipeline's input columns."""
-    return {name: ("string" if type(t).__name__ == "StringTensorType" else "float")
-            for name, t in _pipeline_inputs(pipe)}
+    return {
+        name: ("string" if type(t).__name__ == "StringTensorType" else "float")
+        for name, t in _pipeline_inputs(pipe)
+    }
 
 
 def _pipeline_to_onnx(pipe, opset: int, name: str | None):
@@ -503,9 +571,11 @@ def _pipeline_to_onnx(pipe, opset: int, name: str | None):
     try:
         import skl2onnx
     except ImportError as exc:
-        raise ImportError("exporting a Pipeline needs skl2onnx; install it with "
-                          "`pip install 'fastnn-mlp[onnx]'`") from exc
+        raise ImportError(
+            "exporting a Pipeline needs skl2onnx; install it with `pip install 'fastnn-mlp[onnx]'`"
+        ) from exc
     from sklearn.utils.validation import check_is_fitted
+
     check_is_fitted(pipe)
     register_skl2onnx()
     pipe = _string_missing_values(pipe)
@@ -514,23 +584,27 @@ def _pipeline_to_onnx(pipe, opset: int, name: str | None):
     estimators = sys.modules.get("fastnn.estimators")
     if estimators is not None and isinstance(final, estimators.MLPClassifier):
         options = {id(final): {"zipmap": False}}  # "probabilities" as a plain tensor
-    proto = skl2onnx.to_onnx(pipe, initial_types=_pipeline_inputs(pipe),
-                             target_opset=opset, options=options,
-                             naming=name or "Pipeline")
+    proto = skl2onnx.to_onnx(
+        pipe,
+        initial_types=_pipeline_inputs(pipe),
+        target_opset=opset,
+        options=options,
+        naming=name or "Pipeline",
+    )
     onnx.checker.check_model(proto)
     return proto
 
 
 def _version() -> str:
     from . import __version__
+
     return __version__
 
 
 def _build(g: _Graph, kind: str, obj, model: MLP):
     dtype, proto_t = model.dtype, _PROTO[model.dtype]
     n_in, n_out = model.n_features_in, model.n_outputs
-    meta = {"fastnn.kind": kind, "fastnn.loss": model.loss.name,
-            "fastnn.dtype": dtype.name}
+    meta = {"fastnn.kind": kind, "fastnn.loss": model.loss.name, "fastnn.dtype": dtype.name}
     if kind == "tabular":
         return _build_tabular(g, obj, model, meta)
     x = g.reserve("X")
@@ -543,13 +617,17 @@ def _build(g: _Graph, kind: str, obj, model: MLP):
             g.op("Sigmoid", [z], out=g.reserve("probabilities"))
             pos = g.op("Greater", [z, g.const("zero", _scalar(0, dtype))], "positive")
             g.op("Cast", [pos], out=g.reserve("label"), to=TensorProto.INT64)
-            outputs += [_tensor("probabilities", proto_t, ["N", n_out]),
-                        _tensor("label", TensorProto.INT64, ["N", n_out])]
+            outputs += [
+                _tensor("probabilities", proto_t, ["N", n_out]),
+                _tensor("label", TensorProto.INT64, ["N", n_out]),
+            ]
         elif loss == "cross_entropy":
             g.op("Softmax", [z], out=g.reserve("probabilities"), axis=1)
             g.op("ArgMax", [z], out=g.reserve("label"), axis=1, keepdims=0)
-            outputs += [_tensor("probabilities", proto_t, ["N", n_out]),
-                        _tensor("label", TensorProto.INT64, ["N"])]
+            outputs += [
+                _tensor("probabilities", proto_t, ["N", n_out]),
+                _tensor("label", TensorProto.INT64, ["N"]),
+            ]
         return graph_input, outputs, meta
     if kind == "regressor":
         _emit_network(g, model, x, out=g.reserve("variable"))
@@ -559,8 +637,10 @@ def _build(g: _Graph, kind: str, obj, model: MLP):
     label, proba = g.reserve("label"), g.reserve("probabilities")
     _emit_classifier_head(g, obj, z, label, proba, proto_t)
     k = _n_label_columns(obj)
-    outputs = [_tensor(label, _label_proto(obj), ["N"] if k is None else ["N", k]),
-               _tensor(proba, proto_t, ["N", _n_proba_columns(obj)])]
+    outputs = [
+        _tensor(label, _label_proto(obj), ["N"] if k is None else ["N", k]),
+        _tensor(proba, proto_t, ["N", _n_proba_columns(obj)]),
+    ]
     meta["fastnn.classes"] = repr(np.asarray(obj.classes_).tolist())
     return graph_input, outputs, meta
 
@@ -572,25 +652,38 @@ def _build_tabular(g: _Graph, tab, model: MLP, meta: dict):
     x = g.reserve("X")
     graph_input = _tensor(x, TensorProto.DOUBLE, ["N", len(tab.features)])
     centred = g.op("Sub", [x, g.const("x_mean", tab.x_mean.astype(np.float64))], "centred")
-    std = g.op("Div", [centred, g.const("x_scale", tab.x_scale.astype(np.float64))],
-               "standardised")
+    std = g.op("Div", [centred, g.const("x_scale", tab.x_scale.astype(np.float64))], "standardised")
     std = _emit_cast(g, std, np.float64, _PROTO[dtype], None)
     z = _emit_network(g, model, std)
-    meta.update({"fastnn.features": ",".join(tab.features), "fastnn.target": tab.target,
-                 "fastnn.task": tab.task})
+    meta.update(
+        {
+            "fastnn.features": ",".join(tab.features),
+            "fastnn.target": tab.target,
+            "fastnn.task": tab.task,
+        }
+    )
     if tab.task == "classify":
         label, proba = g.reserve("label"), g.reserve("probabilities")
         g.op("Softmax", [z], out=proba, axis=1)
         idx = g.op("ArgMax", [z], "argmax", axis=1, keepdims=0)
-        g.op("Gather", [g.const("classes", np.asarray(tab.classes, dtype=str)), idx],
-             out=label, axis=0)
+        g.op(
+            "Gather",
+            [g.const("classes", np.asarray(tab.classes, dtype=str)), idx],
+            out=label,
+            axis=0,
+        )
         meta["fastnn.classes"] = repr(list(tab.classes))
-        return graph_input, [_tensor(label, TensorProto.STRING, ["N"]),
-                             _tensor(proba, _PROTO[dtype], ["N", model.n_outputs])], meta
+        return (
+            graph_input,
+            [
+                _tensor(label, TensorProto.STRING, ["N"]),
+                _tensor(proba, _PROTO[dtype], ["N", model.n_outputs]),
+            ],
+            meta,
+        )
     first = z
     if model.n_outputs != 1:
-        first = g.op("Gather", [z, g.const("first", np.array([0], np.int64))], "first",
-                     axis=1)
+        first = g.op("Gather", [z, g.const("first", np.array([0], np.int64))], "first", axis=1)
     first = _emit_cast(g, first, dtype, TensorProto.DOUBLE, None)
     scaled = g.op("Mul", [g.const("y_scale", np.float64(tab.y_scale)), first], "scaled")
     out = g.reserve("variable")
@@ -600,22 +693,29 @@ def _build_tabular(g: _Graph, tab, model: MLP, meta: dict):
 
 # --- skl2onnx --------------------------------------------------------------------------------
 
+
 def _skl_types():
     from skl2onnx.common.data_types import (
-        DoubleTensorType, FloatTensorType, Int64TensorType, StringTensorType,
+        DoubleTensorType,
+        FloatTensorType,
+        Int64TensorType,
+        StringTensorType,
     )
+
     return DoubleTensorType, FloatTensorType, Int64TensorType, StringTensorType
 
 
 def _skl_check_input(operator):
     from skl2onnx.common.utils import check_input_and_output_numbers
+
     Double, Float, Int64, _ = _skl_types()
-    check_input_and_output_numbers(operator, input_count_range=1,
-                                   output_count_range=[1, 2])
+    check_input_and_output_numbers(operator, input_count_range=1, output_count_range=[1, 2])
     t = operator.inputs[0].type
     if not isinstance(t, (Double, Float, Int64)):
-        raise TypeError(f"{type(operator.raw_operator).__name__} takes a float, double or "
-                        f"int64 tensor, got {type(t).__name__}")
+        raise TypeError(
+            f"{type(operator.raw_operator).__name__} takes a float, double or "
+            f"int64 tensor, got {type(t).__name__}"
+        )
     return Double if isinstance(t, Double) else Float
 
 
@@ -640,16 +740,21 @@ def _skl_shape_regressor(operator):
 def _skl_prepare(scope, operator, container):
     est = operator.raw_operator
     if container.target_opset < MIN_OPSET:
-        raise RuntimeError(f"fastnn's {type(est).__name__} needs target_opset >= "
-                           f"{MIN_OPSET}, got {container.target_opset}")
+        raise RuntimeError(
+            f"fastnn's {type(est).__name__} needs target_opset >= "
+            f"{MIN_OPSET}, got {container.target_opset}"
+        )
     model = est._model
     _check_model(model, f"the {type(est).__name__}")
     g = _SklGraph(scope, container)
     x = operator.inputs[0].full_name
     Double = _skl_types()[0]
     in_t = operator.inputs[0].type
-    in_proto = TensorProto.DOUBLE if isinstance(in_t, Double) else (
-        TensorProto.FLOAT if isinstance(in_t, _skl_types()[1]) else TensorProto.INT64)
+    in_proto = (
+        TensorProto.DOUBLE
+        if isinstance(in_t, Double)
+        else (TensorProto.FLOAT if isinstance(in_t, _skl_types()[1]) else TensorProto.INT64)
+    )
     if in_proto != _PROTO[model.dtype]:
         x = g.op("Cast", [x], "cast_input", to=_PROTO[model.dtype])
     out_proto = TensorProto.DOUBLE if isinstance(in_t, Double) else TensorProto.FLOAT
@@ -660,8 +765,9 @@ def _skl_convert_classifier(scope, operator, container):
     est, model, g, x, out_proto = _skl_prepare(scope, operator, container)
     with model._guard.use("exporting to ONNX"):
         z = _emit_network(g, model, x)
-        proba = (operator.outputs[1].full_name if len(operator.outputs) > 1
-                 else g.name("probabilities"))
+        proba = (
+            operator.outputs[1].full_name if len(operator.outputs) > 1 else g.name("probabilities")
+        )
         _emit_classifier_head(g, est, z, operator.outputs[0].full_name, proba, out_proto)
 
 
@@ -688,22 +794,29 @@ def register_skl2onnx() -> None:
     try:
         from skl2onnx import update_registered_converter
     except ImportError as exc:
-        raise ImportError("registering fastnn's estimators with skl2onnx needs skl2onnx; "
-                          "install it with `pip install 'fastnn-mlp[onnx]'`") from exc
+        raise ImportError(
+            "registering fastnn's estimators with skl2onnx needs skl2onnx; "
+            "install it with `pip install 'fastnn-mlp[onnx]'`"
+        ) from exc
     from .estimators import MLPClassifier, MLPRegressor
-    update_registered_converter(MLPClassifier, "FastnnMLPClassifier",
-                                _skl_shape_classifier, _skl_convert_classifier,
-                                options={"zipmap": [True, False, "columns"],
-                                         "nocl": [False]})
-    update_registered_converter(MLPRegressor, "FastnnMLPRegressor",
-                                _skl_shape_regressor, _skl_convert_regressor)
+
+    update_registered_converter(
+        MLPClassifier,
+        "FastnnMLPClassifier",
+        _skl_shape_classifier,
+        _skl_convert_classifier,
+        options={"zipmap": [True, False, "columns"], "nocl": [False]},
+    )
+    update_registered_converter(
+        MLPRegressor, "FastnnMLPRegressor", _skl_shape_regressor, _skl_convert_regressor
+    )
     _REGISTERED = True
 
 
 def _register_if_available() -> None:
     import importlib.util
-    if (importlib.util.find_spec("skl2onnx") is None
-            or importlib.util.find_spec("sklearn") is None):
+
+    if importlib.util.find_spec("skl2onnx") is None or importlib.util.find_spec("sklearn") is None:
         return
     register_skl2onnx()
 

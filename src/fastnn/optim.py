@@ -26,12 +26,28 @@ from typing import cast
 import numpy as np
 
 from . import _validation as v
-from .schedules import (Constant, Schedule, as_schedule, checked_rate,
-                        schedule_from_config, schedule_to_config)
+from .schedules import (
+    Constant,
+    Schedule,
+    as_schedule,
+    checked_rate,
+    schedule_from_config,
+    schedule_to_config,
+)
 
 __all__ = [
-    "DivergenceError", "Optimizer", "SGD", "Momentum", "Nesterov", "Adagrad", "RMSProp",
-    "Adam", "AdamW", "OPTIMIZERS", "get_optimizer", "optimizer_from_state",
+    "DivergenceError",
+    "Optimizer",
+    "SGD",
+    "Momentum",
+    "Nesterov",
+    "Adagrad",
+    "RMSProp",
+    "Adam",
+    "AdamW",
+    "OPTIMIZERS",
+    "get_optimizer",
+    "optimizer_from_state",
 ]
 
 
@@ -79,23 +95,30 @@ class Optimizer:
     state_names: tuple[str, ...] = ()
     _defaults: dict = {}
 
-    def __init__(self, lr, *, weight_decay: float = 0.0, decay_biases: bool = False,
-                 clip_norm: float | None = None):
+    def __init__(
+        self,
+        lr,
+        *,
+        weight_decay: float = 0.0,
+        decay_biases: bool = False,
+        clip_norm: float | None = None,
+    ):
         self.schedule: Schedule = as_schedule(lr)
         self.weight_decay = v.scalar(weight_decay, "weight_decay", low=0)
         self.decay_biases = v.boolean(decay_biases, "decay_biases")
-        self.clip_norm = None if clip_norm is None else v.scalar(
-            clip_norm, "clip_norm", low=0, low_open=True)
+        self.clip_norm = (
+            None if clip_norm is None else v.scalar(clip_norm, "clip_norm", low=0, low_open=True)
+        )
         self.reset()
 
     # --- state ----------------------------------------------------------------------
     def reset(self) -> None:
         """Forget the step count, the epoch count and every state buffer."""
-        self.t = 0              # optimizer steps completed
-        self.epoch = 0          # epochs completed (the clock of per-epoch schedules)
+        self.t = 0  # optimizer steps completed
+        self.epoch = 0  # epochs completed (the clock of per-epoch schedules)
         self.state: dict[str, np.ndarray] = {}
         self.last_grad_norm = math.nan
-        self._token = None      # the model parameter layout the state belongs to
+        self._token = None  # the model parameter layout the state belongs to
         self._runs_key: tuple | None = None
         self._runs: tuple[tuple[int, int, bool], ...] = ()
 
@@ -104,14 +127,17 @@ class Optimizer:
             return
         n, dtype = model.params.size, model.params.dtype
         if self.state or self.t:
-            if all(a.shape == (n,) and a.dtype == dtype for a in self.state.values()) \
-                    and self._token is None:
+            if (
+                all(a.shape == (n,) and a.dtype == dtype for a in self.state.values())
+                and self._token is None
+            ):
                 self._token = model._layout_token  # state loaded from a file for this model
                 return
             raise ValueError(
                 f"this {type(self).__name__} holds state for another model (or for this "
                 f"model before its layers changed); call optimizer.reset() or create a "
-                f"new optimizer")
+                f"new optimizer"
+            )
         self.state = {name: np.zeros(n, dtype) for name in self.state_names}
         self._token = model._layout_token
 
@@ -120,8 +146,7 @@ class Optimizer:
     def lr(self) -> float:
         """The learning rate the next step will use (checked by
         :func:`fastnn.schedules.checked_rate`: a finite number >= 0)."""
-        return checked_rate(self.schedule,
-                            self.t if self.schedule.per == "step" else self.epoch)
+        return checked_rate(self.schedule, self.t if self.schedule.per == "step" else self.epoch)
 
     def end_epoch(self, monitored: float | None = None) -> None:
         """Advance the epoch clock; ``monitored`` (the validation loss) feeds plateau schedules."""
@@ -164,8 +189,7 @@ class Optimizer:
         norm = math.sqrt(sq)
         self.last_grad_norm = norm
         if not math.isfinite(norm):
-            raise DivergenceError(f"the gradient norm is {norm}", what="gradient",
-                                  value=norm)
+            raise DivergenceError(f"the gradient norm is {norm}", what="gradient", value=norm)
         if self.clip_norm is not None and norm > self.clip_norm:
             factor = self.clip_norm / norm
             for s, e, _ in runs:
@@ -188,14 +212,21 @@ class Optimizer:
     def get_config(self) -> dict:
         """Constructor arguments, JSON-able (a schedule as its config)."""
         lr = self.schedule
-        return {"lr": lr.lr if isinstance(lr, Constant) else schedule_to_config(lr),
-                **self.hyperparameters(), "weight_decay": self.weight_decay,
-                "decay_biases": self.decay_biases, "clip_norm": self.clip_norm}
+        return {
+            "lr": lr.lr if isinstance(lr, Constant) else schedule_to_config(lr),
+            **self.hyperparameters(),
+            "weight_decay": self.weight_decay,
+            "decay_biases": self.decay_biases,
+            "clip_norm": self.clip_norm,
+        }
 
     def __repr__(self):
         cfg = self.get_config()
-        parts = [f"lr={cast(Constant, self.schedule).lr!r}" if isinstance(cfg["lr"], float)
-                 else f"lr={self.schedule!r}"]
+        parts = [
+            f"lr={cast(Constant, self.schedule).lr!r}"
+            if isinstance(cfg["lr"], float)
+            else f"lr={self.schedule!r}"
+        ]
         parts += [f"{k}={val!r}" for k, val in self.hyperparameters().items()]
         parts.append(f"weight_decay={self.weight_decay!r}")
         if self.decay_biases:
@@ -210,19 +241,24 @@ class Optimizer:
         Returns ``{"name", "config", "t", "epoch", "schedule_state", "arrays"}``,
         ``arrays`` mapping state names to copies of the flat state buffers.
         """
-        return {"name": self.name, "config": self.get_config(), "t": self.t,
-                "epoch": self.epoch, "schedule_state": self.schedule.state_dict(),
-                "arrays": {k: a.copy() for k, a in self.state.items()}}
+        return {
+            "name": self.name,
+            "config": self.get_config(),
+            "t": self.t,
+            "epoch": self.epoch,
+            "schedule_state": self.schedule.state_dict(),
+            "arrays": {k: a.copy() for k, a in self.state.items()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore counters, schedule state and buffers saved by :meth:`state_dict`."""
         if state.get("name") != self.name:
-            raise ValueError(f"state is for optimizer {state.get('name')!r}, not "
-                             f"{self.name!r}")
+            raise ValueError(f"state is for optimizer {state.get('name')!r}, not {self.name!r}")
         arrays = state.get("arrays", {})
         if arrays and set(arrays) != set(self.state_names):
-            raise ValueError(f"{self.name} state arrays must be {list(self.state_names)}, "
-                             f"got {sorted(arrays)}")
+            raise ValueError(
+                f"{self.name} state arrays must be {list(self.state_names)}, got {sorted(arrays)}"
+            )
         sizes = {a.shape for a in arrays.values()}
         if len(sizes) > 1 or any(len(s) != 1 for s in sizes):
             raise ValueError("optimizer state arrays must be 1-D and of one length")
@@ -244,8 +280,9 @@ class SGD(Optimizer):
     name = "sgd"
 
     def __init__(self, lr=0.01, *, weight_decay=0.0, decay_biases=False, clip_norm=None):
-        super().__init__(lr, weight_decay=weight_decay, decay_biases=decay_biases,
-                         clip_norm=clip_norm)
+        super().__init__(
+            lr, weight_decay=weight_decay, decay_biases=decay_biases, clip_norm=clip_norm
+        )
 
     def _update(self, k, param, grad, state, lr, weight_decay):
         k.sgd_step(param, grad, lr, weight_decay)
@@ -262,16 +299,26 @@ class Momentum(Optimizer):
     state_names = ("velocity",)
     _defaults = {"momentum": 0.9, "dampening": 0.0}
 
-    def __init__(self, lr=0.01, momentum=0.9, dampening=0.0, *, weight_decay=0.0,
-                 decay_biases=False, clip_norm=None):
+    def __init__(
+        self,
+        lr=0.01,
+        momentum=0.9,
+        dampening=0.0,
+        *,
+        weight_decay=0.0,
+        decay_biases=False,
+        clip_norm=None,
+    ):
         self.momentum = _momentum(momentum)
         self.dampening = v.scalar(dampening, "dampening", low=0, high=1)
-        super().__init__(lr, weight_decay=weight_decay, decay_biases=decay_biases,
-                         clip_norm=clip_norm)
+        super().__init__(
+            lr, weight_decay=weight_decay, decay_biases=decay_biases, clip_norm=clip_norm
+        )
 
     def _update(self, k, param, grad, state, lr, weight_decay):
-        k.momentum_step(param, grad, state["velocity"], lr, self.momentum, self.dampening,
-                        weight_decay)
+        k.momentum_step(
+            param, grad, state["velocity"], lr, self.momentum, self.dampening, weight_decay
+        )
 
 
 class Nesterov(Momentum):
@@ -280,8 +327,9 @@ class Nesterov(Momentum):
     name = "nesterov"
 
     def _update(self, k, param, grad, state, lr, weight_decay):
-        k.nesterov_step(param, grad, state["velocity"], lr, self.momentum, self.dampening,
-                        weight_decay)
+        k.nesterov_step(
+            param, grad, state["velocity"], lr, self.momentum, self.dampening, weight_decay
+        )
 
 
 class Adagrad(Optimizer):
@@ -291,16 +339,26 @@ class Adagrad(Optimizer):
     state_names = ("sum_sq",)
     _defaults = {"eps": 1e-10, "eps_inside_sqrt": False}
 
-    def __init__(self, lr=0.01, eps=1e-10, eps_inside_sqrt=False, *, weight_decay=0.0,
-                 decay_biases=False, clip_norm=None):
+    def __init__(
+        self,
+        lr=0.01,
+        eps=1e-10,
+        eps_inside_sqrt=False,
+        *,
+        weight_decay=0.0,
+        decay_biases=False,
+        clip_norm=None,
+    ):
         self.eps = v.scalar(eps, "eps", low=0, low_open=True)
         self.eps_inside_sqrt = v.boolean(eps_inside_sqrt, "eps_inside_sqrt")
-        super().__init__(lr, weight_decay=weight_decay, decay_biases=decay_biases,
-                         clip_norm=clip_norm)
+        super().__init__(
+            lr, weight_decay=weight_decay, decay_biases=decay_biases, clip_norm=clip_norm
+        )
 
     def _update(self, k, param, grad, state, lr, weight_decay):
-        k.adagrad_step(param, grad, state["sum_sq"], lr, self.eps, self.eps_inside_sqrt,
-                       weight_decay)
+        k.adagrad_step(
+            param, grad, state["sum_sq"], lr, self.eps, self.eps_inside_sqrt, weight_decay
+        )
 
 
 class RMSProp(Optimizer):
@@ -310,17 +368,28 @@ class RMSProp(Optimizer):
     state_names = ("sq_avg",)
     _defaults = {"rho": 0.9, "eps": 1e-8, "eps_inside_sqrt": False}
 
-    def __init__(self, lr=0.01, rho=0.9, eps=1e-8, eps_inside_sqrt=False, *,
-                 weight_decay=0.0, decay_biases=False, clip_norm=None):
+    def __init__(
+        self,
+        lr=0.01,
+        rho=0.9,
+        eps=1e-8,
+        eps_inside_sqrt=False,
+        *,
+        weight_decay=0.0,
+        decay_biases=False,
+        clip_norm=None,
+    ):
         self.rho = v.scalar(rho, "rho", low=0, high=1, high_open=True)
         self.eps = v.scalar(eps, "eps", low=0, low_open=True)
         self.eps_inside_sqrt = v.boolean(eps_inside_sqrt, "eps_inside_sqrt")
-        super().__init__(lr, weight_decay=weight_decay, decay_biases=decay_biases,
-                         clip_norm=clip_norm)
+        super().__init__(
+            lr, weight_decay=weight_decay, decay_biases=decay_biases, clip_norm=clip_norm
+        )
 
     def _update(self, k, param, grad, state, lr, weight_decay):
-        k.rmsprop_step(param, grad, state["sq_avg"], lr, self.rho, self.eps,
-                       self.eps_inside_sqrt, weight_decay)
+        k.rmsprop_step(
+            param, grad, state["sq_avg"], lr, self.rho, self.eps, self.eps_inside_sqrt, weight_decay
+        )
 
 
 class Adam(Optimizer):
@@ -330,17 +399,37 @@ class Adam(Optimizer):
     state_names = ("m", "v")
     _defaults = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
 
-    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, *, weight_decay=0.0,
-                 decay_biases=False, clip_norm=None):
+    def __init__(
+        self,
+        lr=1e-3,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        *,
+        weight_decay=0.0,
+        decay_biases=False,
+        clip_norm=None,
+    ):
         self.beta1 = v.scalar(beta1, "beta1", low=0, high=1, high_open=True)
         self.beta2 = v.scalar(beta2, "beta2", low=0, high=1, high_open=True)
         self.eps = v.scalar(eps, "eps", low=0, low_open=True)
-        super().__init__(lr, weight_decay=weight_decay, decay_biases=decay_biases,
-                         clip_norm=clip_norm)
+        super().__init__(
+            lr, weight_decay=weight_decay, decay_biases=decay_biases, clip_norm=clip_norm
+        )
 
     def _update(self, k, param, grad, state, lr, weight_decay):
-        k.adam_step(param, grad, state["m"], state["v"], self.t, lr, self.beta1,
-                    self.beta2, self.eps, weight_decay)
+        k.adam_step(
+            param,
+            grad,
+            state["m"],
+            state["v"],
+            self.t,
+            lr,
+            self.beta1,
+            self.beta2,
+            self.eps,
+            weight_decay,
+        )
 
 
 class AdamW(Adam):
@@ -351,15 +440,41 @@ class AdamW(Adam):
 
     name = "adamw"
 
-    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, *, weight_decay=0.01,
-                 decay_biases=False, clip_norm=None):
-        super().__init__(lr, beta1, beta2, eps, weight_decay=weight_decay,
-                         decay_biases=decay_biases, clip_norm=clip_norm)
+    def __init__(
+        self,
+        lr=1e-3,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        *,
+        weight_decay=0.01,
+        decay_biases=False,
+        clip_norm=None,
+    ):
+        super().__init__(
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay=weight_decay,
+            decay_biases=decay_biases,
+            clip_norm=clip_norm,
+        )
 
     def _update(self, k, param, grad, state, lr, weight_decay):
         step = k.adamw_step if weight_decay else k.adam_step
-        step(param, grad, state["m"], state["v"], self.t, lr, self.beta1, self.beta2,
-             self.eps, weight_decay)
+        step(
+            param,
+            grad,
+            state["m"],
+            state["v"],
+            self.t,
+            lr,
+            self.beta1,
+            self.beta2,
+            self.eps,
+            weight_decay,
+        )
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {

@@ -59,8 +59,10 @@ def _curves(history) -> dict[str, list[float]]:
             key = "val_accuracy" if hasattr(history, "classes_") else "val_r2"
             out[key] = list(scores)
         return out
-    raise TypeError("history must be a fastnn History, a dict of per-epoch lists, or a "
-                    f"fitted estimator with loss_curve_, got {type(history).__name__}")
+    raise TypeError(
+        "history must be a fastnn History, a dict of per-epoch lists, or a "
+        f"fitted estimator with loss_curve_, got {type(history).__name__}"
+    )
 
 
 def plot_learning_curves(history, ax=None, *, metrics=None, label: str | None = None):
@@ -98,8 +100,7 @@ def plot_learning_curves(history, ax=None, *, metrics=None, label: str | None = 
     else:
         missing = [m for m in metrics if m not in curves]
         if missing:
-            raise ValueError(f"metrics {missing} are not in the history; it has "
-                             f"{sorted(curves)}")
+            raise ValueError(f"metrics {missing} are not in the history; it has {sorted(curves)}")
     if not metrics or not any(len(curves[m]) for m in metrics):
         raise ValueError("the history holds no epochs to plot")
     ax = _new_axes(ax)
@@ -111,16 +112,16 @@ def plot_learning_curves(history, ax=None, *, metrics=None, label: str | None = 
     for i, name in enumerate(metrics):
         values = curves[name]
         epochs = np.arange(1, len(values) + 1)
-        style = dict(label=prefix + name.replace("_", " "),
-                     color=colors[(n_drawn + i) % len(colors)])
+        style = dict(
+            label=prefix + name.replace("_", " "), color=colors[(n_drawn + i) % len(colors)]
+        )
         if name in _SCORES:
             if score_ax is None:
                 score_ax = ax.twinx()
             score_ax.set_ylabel("R²" if name.endswith("r2") else "accuracy")
             score_ax.plot(epochs, values, linestyle="--", **style)
         else:
-            ax.plot(epochs, values, linestyle="-." if name.startswith("val") else "-",
-                    **style)
+            ax.plot(epochs, values, linestyle="-." if name.startswith("val") else "-", **style)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     losses = [v for line in ax.get_lines() for v in np.asarray(line.get_ydata(), float)]
@@ -131,48 +132,67 @@ def plot_learning_curves(history, ax=None, *, metrics=None, label: str | None = 
     for a in (ax, score_ax):
         if a is not None and a.get_legend() is not None:
             a.get_legend().remove()
-    (score_ax or ax).legend(handles, [h.get_label() for h in handles], loc="best",
-                            fontsize="small", framealpha=0.9)
+    (score_ax or ax).legend(
+        handles, [h.get_label() for h in handles], loc="best", fontsize="small", framealpha=0.9
+    )
     return ax
 
 
 def _pyplot_free_colors() -> list:
     """The colours of matplotlib's property cycle (without importing pyplot)."""
     import matplotlib
+
     return matplotlib.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
 
 
 # --- decision boundary ------------------------------------------------------------------------
 
+
 def _predictor(model):
     """(predict(X) -> labels, classes or None) for a fastnn MLP or an estimator."""
     from .model import MLP
+
     if isinstance(model, MLP):
         if model.loss.name == "mse":
-            raise ValueError("plot_decision_boundary needs a classifier; this model uses "
-                             "the mse loss")
+            raise ValueError(
+                "plot_decision_boundary needs a classifier; this model uses the mse loss"
+            )
         if model.loss.name == "binary_cross_entropy" and model.n_outputs != 1:
-            raise ValueError("plot_decision_boundary needs a single-label classifier; "
-                             f"this model has {model.n_outputs} independent outputs")
+            raise ValueError(
+                "plot_decision_boundary needs a single-label classifier; "
+                f"this model has {model.n_outputs} independent outputs"
+            )
 
         def predict(X):
             out = model.predict(X)
             return out.ravel() if out.ndim == 2 else out
 
-        classes = (np.arange(model.n_outputs) if model.loss.name == "cross_entropy"
-                   else np.array([0, 1]))
+        classes = (
+            np.arange(model.n_outputs) if model.loss.name == "cross_entropy" else np.array([0, 1])
+        )
         return predict, classes
     if not hasattr(model, "predict"):
-        raise TypeError(f"model must be a fastnn MLP or a fitted classifier with predict, "
-                        f"got {type(model).__name__}")
+        raise TypeError(
+            f"model must be a fastnn MLP or a fitted classifier with predict, "
+            f"got {type(model).__name__}"
+        )
     labels = getattr(model, "classes_", None)
     if labels is not None and np.ndim(labels) != 1:
         raise ValueError("plot_decision_boundary needs a single-output classifier")
     return model.predict, labels
 
 
-def plot_decision_boundary(model_or_estimator, X, y, ax=None, resolution: int = 200, *,
-                           margin: float = 0.1, alpha: float = 0.3, cmap=None):
+def plot_decision_boundary(
+    model_or_estimator,
+    X,
+    y,
+    ax=None,
+    resolution: int = 200,
+    *,
+    margin: float = 0.1,
+    alpha: float = 0.3,
+    cmap=None,
+):
     """Regions where a 2-D classifier predicts each class, with the data on top.
 
     Parameters
@@ -208,11 +228,13 @@ def plot_decision_boundary(model_or_estimator, X, y, ax=None, resolution: int = 
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y)
     if X.ndim != 2 or X.shape[1] != 2:
-        raise ValueError(f"X must have shape (n_samples, 2) to draw a 2-D decision "
-                         f"boundary, got {X.shape}")
+        raise ValueError(
+            f"X must have shape (n_samples, 2) to draw a 2-D decision boundary, got {X.shape}"
+        )
     if y.shape != (X.shape[0],):
-        raise ValueError(f"y must have shape ({X.shape[0]},), one label per row of X, got "
-                         f"{y.shape}")
+        raise ValueError(
+            f"y must have shape ({X.shape[0]},), one label per row of X, got {y.shape}"
+        )
     if not isinstance(resolution, (int, np.integer)) or resolution < 2:
         raise ValueError(f"resolution must be an integer >= 2, got {resolution!r}")
     predict, classes = _predictor(model_or_estimator)
@@ -237,20 +259,37 @@ def plot_decision_boundary(model_or_estimator, X, y, ax=None, resolution: int = 
 
     ax = _new_axes(ax)
     levels = np.arange(k + 1) - 0.5
-    ax.contourf(xx, yy, zi, levels=levels, cmap=cmap, alpha=alpha, vmin=-0.5,
-                vmax=k - 0.5)
+    ax.contourf(xx, yy, zi, levels=levels, cmap=cmap, alpha=alpha, vmin=-0.5, vmax=k - 0.5)
     if k > 1:
-        ax.contour(xx, yy, zi, levels=levels[1:-1], colors="k", linewidths=0.6,
-                   alpha=0.6)
-    ax.scatter(X[:, 0], X[:, 1], c=yi, cmap=cmap, vmin=-0.5, vmax=k - 0.5, s=14,
-               edgecolors="k", linewidths=0.3)
+        ax.contour(xx, yy, zi, levels=levels[1:-1], colors="k", linewidths=0.6, alpha=0.6)
+    ax.scatter(
+        X[:, 0],
+        X[:, 1],
+        c=yi,
+        cmap=cmap,
+        vmin=-0.5,
+        vmax=k - 0.5,
+        s=14,
+        edgecolors="k",
+        linewidths=0.3,
+    )
     ax.set_xlim(gx[0], gx[-1])
     ax.set_ylim(gy[0], gy[-1])
     ax.set_xlabel("x1")
     ax.set_ylabel("x2")
     # The colour of class i is cmap((i + 0.5) / k), as the scatter's vmin/vmax give it.
-    handles = [Line2D([], [], marker="o", linestyle="", markerfacecolor=cmap((i + 0.5) / k),
-                      markeredgecolor="k", label=str(c)) for i, c in enumerate(classes)]
+    handles = [
+        Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="",
+            markerfacecolor=cmap((i + 0.5) / k),
+            markeredgecolor="k",
+            label=str(c),
+        )
+        for i, c in enumerate(classes)
+    ]
     ax.legend(handles=handles, title="class", loc="best", fontsize="small")
     return ax
 
@@ -262,6 +301,8 @@ def _indices(labels, classes, name):
     pos = np.clip(pos, 0, len(classes) - 1)
     if not np.array_equal(classes[pos], labels):
         unknown = np.setdiff1d(np.unique(labels), classes)
-        raise ValueError(f"{name} holds labels {unknown.tolist()[:5]} that are not among the "
-                         f"classes {classes.tolist()[:10]}")
+        raise ValueError(
+            f"{name} holds labels {unknown.tolist()[:5]} that are not among the "
+            f"classes {classes.tolist()[:10]}"
+        )
     return pos

@@ -25,9 +25,17 @@ from typing import Any, cast
 from . import _validation as v
 
 __all__ = [
-    "Schedule", "Constant", "StepDecay", "Cosine", "InverseScaling", "LinearWarmup",
+    "Schedule",
+    "Constant",
+    "StepDecay",
+    "Cosine",
+    "InverseScaling",
+    "LinearWarmup",
     "ReduceOnPlateau",
-    "SCHEDULES", "as_schedule", "checked_rate", "schedule_from_config",
+    "SCHEDULES",
+    "as_schedule",
+    "checked_rate",
+    "schedule_from_config",
     "schedule_to_config",
 ]
 
@@ -76,8 +84,11 @@ class Schedule:
         return f"{type(self).__name__}({args})"
 
     def __eq__(self, other):
-        return (type(self) is type(other) and self.get_config() == other.get_config()
-                and self.state_dict() == other.state_dict())
+        return (
+            type(self) is type(other)
+            and self.get_config() == other.get_config()
+            and self.state_dict() == other.state_dict()
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -99,11 +110,12 @@ def checked_rate(schedule, t: int) -> float:
         If it is negative, nan or infinite.
     """
     value = schedule(t)
-    where = (f"schedule {type(schedule).__name__} returned lr={value!r} at "
-             f"{getattr(schedule, 'per', 'epoch')} {t}")
+    where = (
+        f"schedule {type(schedule).__name__} returned lr={value!r} at "
+        f"{getattr(schedule, 'per', 'epoch')} {t}"
+    )
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{where}: learning rates must be real numbers, got "
-                        f"{type(value).__name__}")
+        raise TypeError(f"{where}: learning rates must be real numbers, got {type(value).__name__}")
     lr = float(value)
     if not (math.isfinite(lr) and lr >= 0):
         raise ValueError(f"{where}: learning rates must be finite numbers >= 0")
@@ -145,8 +157,7 @@ class StepDecay(Schedule):
 
     name = "step_decay"
 
-    def __init__(self, lr: float, step_size: int, gamma: float = 0.1, *,
-                 per: str = "epoch"):
+    def __init__(self, lr: float, step_size: int, gamma: float = 0.1, *, per: str = "epoch"):
         self.lr = _lr(lr)
         self.step_size = v.integer(step_size, "step_size", low=1)
         self.gamma = v.scalar(gamma, "gamma", low=0, low_open=True)
@@ -156,8 +167,7 @@ class StepDecay(Schedule):
         return self.lr * self.gamma ** (t // self.step_size)
 
     def get_config(self):
-        return {"lr": self.lr, "step_size": self.step_size, "gamma": self.gamma,
-                "per": self.per}
+        return {"lr": self.lr, "step_size": self.step_size, "gamma": self.gamma, "per": self.per}
 
 
 class Cosine(Schedule):
@@ -214,8 +224,10 @@ class LinearWarmup(Schedule):
         self.warmup = v.integer(warmup, "warmup", low=1)
         self.after = as_schedule(after, "after")
         if _depth(self.after) >= MAX_DEPTH:
-            raise ValueError(f"after already nests {_depth(self.after)} schedules deep; "
-                             f"schedules nest at most {MAX_DEPTH} levels deep")
+            raise ValueError(
+                f"after already nests {_depth(self.after)} schedules deep; "
+                f"schedules nest at most {MAX_DEPTH} levels deep"
+            )
         self.per = self.after.per
 
     def __call__(self, t: int) -> float:
@@ -249,11 +261,17 @@ class ReduceOnPlateau(Schedule):
     name = "reduce_on_plateau"
     per = "epoch"
 
-    def __init__(self, lr: float, factor: float = 0.1, patience: int = 10,
-                 min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0):
+    def __init__(
+        self,
+        lr: float,
+        factor: float = 0.1,
+        patience: int = 10,
+        min_delta: float = 1e-4,
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+    ):
         self.lr = _lr(lr)
-        self.factor = v.scalar(factor, "factor", low=0, high=1, low_open=True,
-                               high_open=True)
+        self.factor = v.scalar(factor, "factor", low=0, high=1, low_open=True, high_open=True)
         self.patience = v.integer(patience, "patience", low=1)
         self.min_delta = v.scalar(min_delta, "min_delta", low=0)
         self.cooldown = v.integer(cooldown, "cooldown", low=0)
@@ -290,15 +308,23 @@ class ReduceOnPlateau(Schedule):
             self.cooldown_left = self.cooldown
 
     def get_config(self):
-        return {"lr": self.lr, "factor": self.factor, "patience": self.patience,
-                "min_delta": self.min_delta, "cooldown": self.cooldown,
-                "min_lr": self.min_lr}
+        return {
+            "lr": self.lr,
+            "factor": self.factor,
+            "patience": self.patience,
+            "min_delta": self.min_delta,
+            "cooldown": self.cooldown,
+            "min_lr": self.min_lr,
+        }
 
     def state_dict(self):
         # JSON has no infinity: None stands for "no best value yet".
-        return {"current_lr": self.current_lr,
-                "best": None if math.isinf(self.best) else self.best,
-                "bad_epochs": self.bad_epochs, "cooldown_left": self.cooldown_left}
+        return {
+            "current_lr": self.current_lr,
+            "best": None if math.isinf(self.best) else self.best,
+            "bad_epochs": self.bad_epochs,
+            "cooldown_left": self.cooldown_left,
+        }
 
     def load_state_dict(self, state):
         expected = {"current_lr", "best", "bad_epochs", "cooldown_left"}
@@ -311,8 +337,8 @@ class ReduceOnPlateau(Schedule):
 
 
 SCHEDULES: dict[str, type[Schedule]] = {
-    cls.name: cls for cls in (Constant, StepDecay, Cosine, InverseScaling, LinearWarmup,
-                              ReduceOnPlateau)
+    cls.name: cls
+    for cls in (Constant, StepDecay, Cosine, InverseScaling, LinearWarmup, ReduceOnPlateau)
 }
 
 
@@ -348,8 +374,7 @@ def schedule_from_config(config: dict) -> Schedule:
     while isinstance(inner, dict) and inner.get("name") == "linear_warmup":
         inner, depth = inner.get("after"), depth + 1
         if depth > MAX_DEPTH:  # checked before the recursion below
-            raise ValueError(f"the schedule nests more than {MAX_DEPTH} levels deep (the "
-                             f"limit)")
+            raise ValueError(f"the schedule nests more than {MAX_DEPTH} levels deep (the limit)")
     kwargs = dict(config)
     name = v.choice(kwargs.pop("name"), "schedule name", SCHEDULES)
     if name == "linear_warmup" and isinstance(kwargs.get("after"), dict):

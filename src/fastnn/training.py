@@ -36,8 +36,7 @@ from .model import _all_finite as _array_finite
 from .model import check_X
 from .optim import DivergenceError, Optimizer, get_optimizer
 
-__all__ = ["fit", "History", "Callback", "LambdaCallback", "EarlyStopping",
-           "ModelCheckpoint"]
+__all__ = ["fit", "History", "Callback", "LambdaCallback", "EarlyStopping", "ModelCheckpoint"]
 
 
 class History:
@@ -78,8 +77,7 @@ class History:
 
     def __repr__(self):
         last = {k: vals[-1] for k, vals in self.history.items()} if self.epoch else {}
-        return (f"History(epochs={len(self.epoch)}, stop_reason={self.stop_reason!r}, "
-                f"last={last})")
+        return f"History(epochs={len(self.epoch)}, stop_reason={self.stop_reason!r}, last={last})"
 
 
 class Callback:
@@ -104,8 +102,10 @@ class LambdaCallback(Callback):
 
     def __init__(self, on_epoch_end: Callable[[int, dict], bool | None]):
         if not callable(on_epoch_end):
-            raise TypeError(f"callbacks must be Callback objects or functions, got "
-                            f"{type(on_epoch_end).__name__}")
+            raise TypeError(
+                f"callbacks must be Callback objects or functions, got "
+                f"{type(on_epoch_end).__name__}"
+            )
         self._fn = on_epoch_end
 
     def on_epoch_end(self, epoch, logs):
@@ -120,8 +120,10 @@ def monitored_value(callback: Callback, monitor: str, logs: dict) -> float:
     """``logs[monitor]`` as a float, or a ValueError naming the callback, the key and
     the keys the epoch logs do have."""
     if monitor not in logs:
-        raise ValueError(f"{type(callback).__name__} monitors {monitor!r}, which is not "
-                         f"among the epoch logs {sorted(logs)}")
+        raise ValueError(
+            f"{type(callback).__name__} monitors {monitor!r}, which is not "
+            f"among the epoch logs {sorted(logs)}"
+        )
     return float(logs[monitor])
 
 
@@ -144,9 +146,14 @@ class EarlyStopping(Callback):
         batch-norm statistics of the best epoch. The optimizer state is not restored.
     """
 
-    def __init__(self, monitor: str = "val_loss", patience: int = 10,
-                 min_delta: float = 0.0, mode: str = "auto",
-                 restore_best_weights: bool = True):
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        patience: int = 10,
+        min_delta: float = 0.0,
+        mode: str = "auto",
+        restore_best_weights: bool = True,
+    ):
         if not isinstance(monitor, str):
             raise TypeError(f"monitor must be a string, got {monitor!r}")
         self.monitor = monitor
@@ -156,21 +163,26 @@ class EarlyStopping(Callback):
         self.restore_best_weights = v.boolean(restore_best_weights, "restore_best_weights")
 
     def __repr__(self):
-        return (f"EarlyStopping(monitor={self.monitor!r}, patience={self.patience}, "
-                f"min_delta={self.min_delta}, restore_best_weights="
-                f"{self.restore_best_weights})")
+        return (
+            f"EarlyStopping(monitor={self.monitor!r}, patience={self.patience}, "
+            f"min_delta={self.min_delta}, restore_best_weights="
+            f"{self.restore_best_weights})"
+        )
 
     def on_train_begin(self, model, logs):
         monitor = self.monitor
         if monitor == "auto":
             monitor = "val_loss" if logs.get("has_validation") else "loss"
         if monitor.startswith("val_") and not logs.get("has_validation"):
-            raise ValueError(f"EarlyStopping monitors {monitor!r} but there is no "
-                             f"validation data: pass validation_split or validation_data, "
-                             f"or monitor='loss'")
+            raise ValueError(
+                f"EarlyStopping monitors {monitor!r} but there is no "
+                f"validation data: pass validation_split or validation_data, "
+                f"or monitor='loss'"
+            )
         self._monitor = monitor
-        self._sign = 1.0 if (self.mode if self.mode != "auto"
-                             else _mode_for(monitor)) == "min" else -1.0
+        self._sign = (
+            1.0 if (self.mode if self.mode != "auto" else _mode_for(monitor)) == "min" else -1.0
+        )
         self._model = model
         self.best = math.inf
         self.best_epoch = None
@@ -219,6 +231,7 @@ class ModelCheckpoint(Callback):
     def on_epoch_end(self, epoch, logs):
         if (epoch + 1) % self.every == 0:
             from .io import save
+
             save(self._model, self.path.format(epoch=epoch + 1))
 
 
@@ -238,8 +251,10 @@ class _DeferredInterrupt:
         self.pending = True
 
     def __enter__(self):
-        if (threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
             signal.signal(signal.SIGINT, self._handler)
             self._installed = True
         return self
@@ -280,8 +295,10 @@ def _split(model, X, y, validation_split):
     n = X.shape[0]
     n_val = math.ceil(n * validation_split)
     if n_val < 1 or n - n_val < 1:
-        raise ValueError(f"validation_split={validation_split} leaves {n - n_val} training "
-                         f"and {n_val} validation samples out of {n}; both need at least 1")
+        raise ValueError(
+            f"validation_split={validation_split} leaves {n - n_val} training "
+            f"and {n_val} validation samples out of {n}; both need at least 1"
+        )
     order = model.rngs["split"].permutation(n)
     val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
     return X[train], y[train], X[val], y[val]
@@ -292,10 +309,23 @@ def _all_finite(*arrays):
 
 
 @trains_model
-def fit(model, X, y, *, optimizer: Optimizer | str | None = None, epochs: int = 10,
-        batch_size: int = 32, shuffle: bool = True, validation_split: float = 0.0,
-        validation_data: tuple | None = None, early_stopping=False, callbacks=(),
-        verbose: int = 0, progress: bool = False, rollback: bool = True) -> History:
+def fit(
+    model,
+    X,
+    y,
+    *,
+    optimizer: Optimizer | str | None = None,
+    epochs: int = 10,
+    batch_size: int = 32,
+    shuffle: bool = True,
+    validation_split: float = 0.0,
+    validation_data: tuple | None = None,
+    early_stopping=False,
+    callbacks=(),
+    verbose: int = 0,
+    progress: bool = False,
+    rollback: bool = True,
+) -> History:
     """Train ``model`` on (X, y) for ``epochs`` epochs of mini-batches.
 
     Parameters
@@ -352,8 +382,7 @@ def fit(model, X, y, *, optimizer: Optimizer | str | None = None, epochs: int = 
     epochs = v.integer(epochs, "epochs", low=0)
     batch_size = v.integer(batch_size, "batch_size", low=1)
     shuffle = v.boolean(shuffle, "shuffle")
-    validation_split = v.scalar(validation_split, "validation_split", low=0, high=1,
-                                high_open=True)
+    validation_split = v.scalar(validation_split, "validation_split", low=0, high=1, high_open=True)
     verbose = v.integer(verbose, "verbose", low=0)
     progress = v.boolean(progress, "progress")
     rollback = v.boolean(rollback, "rollback")
@@ -376,6 +405,7 @@ def fit(model, X, y, *, optimizer: Optimizer | str | None = None, epochs: int = 
         model.optimizer = get_optimizer(optimizer)
     elif model.optimizer is None:
         from .optim import Adam
+
         model.optimizer = Adam()
     opt = model.optimizer
 
@@ -385,8 +415,9 @@ def fit(model, X, y, *, optimizer: Optimizer | str | None = None, epochs: int = 
     elif isinstance(early_stopping, EarlyStopping):
         cbs.append(early_stopping)
     elif early_stopping is not False and early_stopping is not None:
-        raise TypeError(f"early_stopping must be a bool or an EarlyStopping, got "
-                        f"{early_stopping!r}")
+        raise TypeError(
+            f"early_stopping must be a bool or an EarlyStopping, got {early_stopping!r}"
+        )
 
     history = History()
     model.history = history
@@ -411,8 +442,7 @@ def fit(model, X, y, *, optimizer: Optimizer | str | None = None, epochs: int = 
                     snapshot = _take_snapshot(model, opt, snapshot)
                 lr = opt.lr
                 t0 = time.perf_counter()
-                logs = model.train_epoch(X, y, opt, batch_size, shuffle=shuffle,
-                                         poll=poll)
+                logs = model.train_epoch(X, y, opt, batch_size, shuffle=shuffle, poll=poll)
                 if not _all_finite(model.params, model.buffers):
                     raise DivergenceError("the weights became non-finite", what="weights")
                 if has_val:
@@ -425,16 +455,19 @@ def fit(model, X, y, *, optimizer: Optimizer | str | None = None, epochs: int = 
                 if verbose:
                     say(f"Epoch {epoch + 1}/{epochs} - {_format_logs(logs)}")
                 if bar is not None:
-                    bar.set_postfix({k: f"{val:.4g}" for k, val in logs.items()
-                                     if k in ("loss", "val_loss", "accuracy",
-                                              "val_accuracy")})
+                    bar.set_postfix(
+                        {
+                            k: f"{val:.4g}"
+                            for k, val in logs.items()
+                            if k in ("loss", "val_loss", "accuracy", "val_accuracy")
+                        }
+                    )
                     bar.update(1)
                 stop = False
                 for cb in cbs:
                     if cb.on_epoch_end(epoch, dict(logs)):
                         stop = True
-                        reason = ("early_stopping" if isinstance(cb, EarlyStopping)
-                                  else "callback")
+                        reason = "early_stopping" if isinstance(cb, EarlyStopping) else "callback"
                         history.stop_reason = reason
                 if stop:
                     if verbose:
@@ -453,8 +486,11 @@ def fit(model, X, y, *, optimizer: Optimizer | str | None = None, epochs: int = 
         if bar is not None:
             bar.close()
         if verbose:
-            print(f"Interrupted in epoch {state['epoch'] + 1}; the model holds the "
-                  f"weights of its last completed step.", file=sys.stderr)
+            print(
+                f"Interrupted in epoch {state['epoch'] + 1}; the model holds the "
+                f"weights of its last completed step.",
+                file=sys.stderr,
+            )
         raise
     if bar is not None:
         bar.close()
@@ -474,17 +510,21 @@ def _take_snapshot(model, opt, snapshot):
     only those are added then): re-copying everything would hold the old and the new
     copies at once, one more parameter-sized array at the peak.
     """
-    if snapshot is None or snapshot["params"].shape != model.params.shape \
-            or snapshot["buffers"].shape != model.buffers.shape:
-        snapshot = {"params": model.params.copy(), "buffers": model.buffers.copy(),
-                    "opt": {}}
+    if (
+        snapshot is None
+        or snapshot["params"].shape != model.params.shape
+        or snapshot["buffers"].shape != model.buffers.shape
+    ):
+        snapshot = {"params": model.params.copy(), "buffers": model.buffers.copy(), "opt": {}}
     else:
         np.copyto(snapshot["params"], model.params)
         np.copyto(snapshot["buffers"], model.buffers)
     saved = snapshot["opt"]
-    for k in [k for k, a in saved.items()
-              if k not in opt.state or a.shape != opt.state[k].shape
-              or a.dtype != opt.state[k].dtype]:
+    for k in [
+        k
+        for k, a in saved.items()
+        if k not in opt.state or a.shape != opt.state[k].shape or a.dtype != opt.state[k].dtype
+    ]:
         del saved[k]
     for k, a in opt.state.items():
         if k in saved:
@@ -507,7 +547,7 @@ def _diverged(model, opt, err, state, snapshot):
     else:
         where = f"at step {step} of epoch {epoch}: the {err.what} became {err.value}"
     if _all_finite(model.params, model.buffers):
-        kept = ("The model keeps its last finite weights (those before the failing step).")
+        kept = "The model keeps its last finite weights (those before the failing step)."
     elif snapshot is not None:
         model.params[...] = snapshot["params"]
         model.buffers[...] = snapshot["buffers"]
@@ -517,20 +557,28 @@ def _diverged(model, opt, err, state, snapshot):
             a[...] = snapshot["opt"][k] if k in snapshot["opt"] else 0
         opt.t, opt.epoch = snapshot["t"], snapshot["epoch"]
         opt.schedule.load_state_dict(snapshot["schedule"])
-        kept = (f"The weights had become non-finite, so the model and its optimizer were "
-                f"restored to the start of epoch {epoch}, their last finite state.")
+        kept = (
+            f"The weights had become non-finite, so the model and its optimizer were "
+            f"restored to the start of epoch {epoch}, their last finite state."
+        )
     else:
-        kept = ("The weights had become non-finite and rollback=False kept no copy: "
-                "re-initialise or reload the model before using it.")
+        kept = (
+            "The weights had become non-finite and rollback=False kept no copy: "
+            "re-initialise or reload the model before using it."
+        )
     if before_any_update:
         return DivergenceError(
             f"Training diverged {where}, before any update: the learning rate is not "
             f"the cause, the data is too large for the model's {model.dtype.name} "
             f"arithmetic. {kept} Standardise X and y"
             f"{' (or train in float64)' if model.dtype == np.float32 else ''}.",
-            what=err.what, value=err.value)
-    clip = ("" if opt.clip_norm is None else f" (it is {opt.clip_norm:g} now)")
-    msg = (f"Training diverged {where}. {kept} Try a lower learning rate (the current "
-           f"one is {opt.lr:g}), gradient clipping with a smaller clip_norm on the "
-           f"optimizer{clip or ' (e.g. clip_norm=1.0)'}, or standardised inputs.")
+            what=err.what,
+            value=err.value,
+        )
+    clip = "" if opt.clip_norm is None else f" (it is {opt.clip_norm:g} now)"
+    msg = (
+        f"Training diverged {where}. {kept} Try a lower learning rate (the current "
+        f"one is {opt.lr:g}), gradient clipping with a smaller clip_norm on the "
+        f"optimizer{clip or ' (e.g. clip_norm=1.0)'}, or standardised inputs."
+    )
     return DivergenceError(msg, what=err.what, value=err.value)

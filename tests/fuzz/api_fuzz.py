@@ -33,11 +33,11 @@ from fastnn import MLP, DivergenceError
 
 OUTCOMES: Counter = Counter()
 MESSAGES: Counter = Counter()  # with FUZZ_MESSAGES=1: which errors the inputs met
-SPECIAL = [np.nan, np.inf, -np.inf, 1e30, -1e300, 1e300, 3e38, 5e-324, 1e-45, -0.0,
-           1e-310, 2.0**63]
+SPECIAL = [np.nan, np.inf, -np.inf, 1e30, -1e300, 1e300, 3e38, 5e-324, 1e-45, -0.0, 1e-310, 2.0**63]
 
 
 # --- inputs ---------------------------------------------------------------------------------
+
 
 @st.composite
 def arrays_2d(draw, n=None, f=None):
@@ -46,18 +46,42 @@ def arrays_2d(draw, n=None, f=None):
     f = draw(st.sampled_from([0, 1, 2, 3, 3])) if f is None else f
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    base = rng.standard_normal((n, f)) * draw(st.sampled_from([1.0, 1e-3, 1e3, 1e20,
-                                                               1e150]))
+    base = rng.standard_normal((n, f)) * draw(st.sampled_from([1.0, 1e-3, 1e3, 1e20, 1e150]))
     if n * f and draw(st.sampled_from([False, False, True])):
         k = draw(st.integers(1, n * f))
         base.flat[rng.integers(0, n * f, k)] = rng.choice(SPECIAL, k)
     # well-formed kinds repeated: about half the inputs can be trained on
-    kind = draw(st.sampled_from(["float64"] * 6 + ["float32"] * 4 + ["frame"] * 2 + [
-                                 "float16", "int64", "int8",
-                                 "uint8", "bool", "complex", "object-num", "object-str",
-                                 "str", "list", "fortran", "big-endian", "strided",
-                                 "sparse", "frame", "frame-mixed", "frame-str",
-                                 "frame-nullable", "1-D", "3-D", "scalar", "none"]))
+    kind = draw(
+        st.sampled_from(
+            ["float64"] * 6
+            + ["float32"] * 4
+            + ["frame"] * 2
+            + [
+                "float16",
+                "int64",
+                "int8",
+                "uint8",
+                "bool",
+                "complex",
+                "object-num",
+                "object-str",
+                "str",
+                "list",
+                "fortran",
+                "big-endian",
+                "strided",
+                "sparse",
+                "frame",
+                "frame-mixed",
+                "frame-str",
+                "frame-nullable",
+                "1-D",
+                "3-D",
+                "scalar",
+                "none",
+            ]
+        )
+    )
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if kind in ("float64", "float32", "float16"):
@@ -84,9 +108,11 @@ def arrays_2d(draw, n=None, f=None):
             return kind, np.repeat(base, 2, axis=1)[:, ::2]
         if kind == "sparse":
             import scipy.sparse as sp
+
             return kind, sp.csr_matrix(np.nan_to_num(base))
         if kind.startswith("frame"):
             import pandas as pd
+
             cols = {f"c{j}": base[:, j] for j in range(f)}
             if kind == "frame-mixed" and f:
                 cols["c0"] = base[:, 0] > 0
@@ -95,8 +121,9 @@ def arrays_2d(draw, n=None, f=None):
             elif kind == "frame-str" and f:
                 cols["c0"] = [f"v{v:.2f}" for v in base[:, 0]]
             elif kind == "frame-nullable" and f:
-                cols["c0"] = pd.array([None if v > 1 else int(v > 0) for v in base[:, 0]],
-                                      dtype="Int64")
+                cols["c0"] = pd.array(
+                    [None if v > 1 else int(v > 0) for v in base[:, 0]], dtype="Int64"
+                )
             return kind, pd.DataFrame(cols, index=range(n))
         if kind == "1-D":
             return kind, base.ravel()
@@ -109,8 +136,22 @@ def arrays_2d(draw, n=None, f=None):
 
 def labels(draw, n, kind):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    form = draw(st.sampled_from(["int"] * 6 + ["str", "bool", "float", "float-nan",
-                                 "object", "one-class", "2-D", "wrong-length", "huge"]))
+    form = draw(
+        st.sampled_from(
+            ["int"] * 6
+            + [
+                "str",
+                "bool",
+                "float",
+                "float-nan",
+                "object",
+                "one-class",
+                "2-D",
+                "wrong-length",
+                "huge",
+            ]
+        )
+    )
     k = draw(st.integers(2, 4))
     base = rng.integers(0, k, n)
     if n >= 2:
@@ -140,19 +181,21 @@ def labels(draw, n, kind):
 
 # --- the oracle -----------------------------------------------------------------------------
 
-ARG_NAMES = re.compile(r"\b(X|y|X_val|y_val|x|xb|yb|classes|input|Input)\b|column|sample|"
-                       r"feature|label|class|target|array|dtype|sparse|dense|Complex|validation")
+ARG_NAMES = re.compile(
+    r"\b(X|y|X_val|y_val|x|xb|yb|classes|input|Input)\b|column|sample|"
+    r"feature|label|class|target|array|dtype|sparse|dense|Complex|validation"
+)
 
 
 def clean_error(exc, what):
     """An error the user can act on: its type and that its message names an argument."""
     if isinstance(exc, DivergenceError):
         msg = str(exc)
-        assert "diverged" in msg and ("Try" in msg or "Standardise" in msg), \
+        assert "diverged" in msg and ("Try" in msg or "Standardise" in msg), (
             f"{what}: divergence without advice: {msg}"
+        )
         return "diverged (with advice)"
-    assert isinstance(exc, (ValueError, TypeError)), \
-        f"{what}: raised {type(exc).__name__}: {exc}"
+    assert isinstance(exc, (ValueError, TypeError)), f"{what}: raised {type(exc).__name__}: {exc}"
     msg = str(exc)
     assert msg and ARG_NAMES.search(msg), f"{what}: message names no argument: {msg!r}"
     return "clear " + ("ValueError" if isinstance(exc, ValueError) else "TypeError")
@@ -180,8 +223,13 @@ def attempt(what, fn):
 
 # --- surfaces -------------------------------------------------------------------------------
 
-SETTINGS = dict(deadline=None, derandomize=True, database=None, print_blob=True,
-                suppress_health_check=list(HealthCheck))
+SETTINGS = dict(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 def fuzz_model(n_examples):
@@ -199,9 +247,14 @@ def fuzz_model(n_examples):
             y = y % 2
         n_out = {"mse": 1, "binary_cross_entropy": 1, "cross_entropy": 4}[loss]
         f = shape[1] if len(shape) == 2 else 3
-        net = MLP([max(f, 1), 5, n_out], loss=loss, dtype=data.draw(st.sampled_from(
-            ["float32", "float64"])), backend=data.draw(st.sampled_from(backends)),
-            dropout=data.draw(st.sampled_from([0.0, 0.0, 0.2])), random_state=0)
+        net = MLP(
+            [max(f, 1), 5, n_out],
+            loss=loss,
+            dtype=data.draw(st.sampled_from(["float32", "float64"])),
+            backend=data.draw(st.sampled_from(backends)),
+            dropout=data.draw(st.sampled_from([0.0, 0.0, 0.2])),
+            random_state=0,
+        )
         what = f"MLP({loss}, {net.dtype}, {net.backend_name}).fit(X {kind} {shape}, y {form})"
         outcome, _ = attempt(what, lambda: net.fit(X, y, epochs=2, batch_size=4))
         OUTCOMES["fit: " + outcome] += 1
@@ -209,13 +262,20 @@ def fuzz_model(n_examples):
         outcome, pred = attempt("predict " + what, lambda: net.predict(X))
         OUTCOMES["predict: " + outcome] += 1
         if pred is not None:
-            honest(pred, n, np.arange(n_out) if loss == "cross_entropy" else
-                   ([0, 1] if loss == "binary_cross_entropy" else None), what)
+            honest(
+                pred,
+                n,
+                np.arange(n_out)
+                if loss == "cross_entropy"
+                else ([0, 1] if loss == "binary_cross_entropy" else None),
+                what,
+            )
         outcome, logs = attempt("evaluate " + what, lambda: net.evaluate(X, y))
         OUTCOMES["evaluate: " + outcome] += 1
         if logs is not None:
             # an mse of 1e300-sized errors is honestly inf; NaN would be no answer
             assert not any(np.isnan(v) for v in logs.values()), f"{what}: {logs}"
+
     run()
 
 
@@ -230,10 +290,14 @@ def fuzz_estimators(n_examples):
         n = shape[0] if len(shape) else 0
         classify = data.draw(st.booleans())
         form, y = labels(data.draw, n, "classify" if classify else "regress")
-        kw = dict(hidden_layer_sizes=(4,), max_iter=3, random_state=0,
-                  backend=data.draw(st.sampled_from(fastnn.available_backends())),
-                  solver=data.draw(st.sampled_from(["adam", "sgd", "lbfgs"])),
-                  early_stopping=data.draw(st.sampled_from([False, False, True])))
+        kw = dict(
+            hidden_layer_sizes=(4,),
+            max_iter=3,
+            random_state=0,
+            backend=data.draw(st.sampled_from(fastnn.available_backends())),
+            solver=data.draw(st.sampled_from(["adam", "sgd", "lbfgs"])),
+            early_stopping=data.draw(st.sampled_from([False, False, True])),
+        )
         est = (MLPClassifier if classify else MLPRegressor)(**kw)
         what = f"{type(est).__name__}({kw['solver']}).fit(X {kind} {shape}, y {form})"
         outcome, _ = attempt(what, lambda: est.fit(X, y))
@@ -244,8 +308,9 @@ def fuzz_estimators(n_examples):
             allowed = est.classes_ if classify and np.ndim(est.classes_) == 1 else None
             for method in ("predict", "score") + (("predict_proba",) if classify else ()):
                 args = (X, y) if method == "score" else (X,)
-                outcome, out = attempt(f"{method} {what}",
-                                       lambda m=method, a=args: getattr(est, m)(*a))
+                outcome, out = attempt(
+                    f"{method} {what}", lambda m=method, a=args: getattr(est, m)(*a)
+                )
                 OUTCOMES[f"{method}: {outcome}"] += 1
                 if out is None:
                     continue
@@ -265,6 +330,7 @@ def fuzz_estimators(n_examples):
                     extra["classes"] = [0, 1]
             outcome, _ = attempt("partial_fit " + what, lambda: part.partial_fit(X, y, **extra))
             OUTCOMES["partial_fit: " + outcome] += 1
+
     run()
 
 
@@ -272,41 +338,93 @@ def fuzz_estimators(n_examples):
 
 CELLS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.integers(-10**30, 10**30).map(str),
-    st.sampled_from(["", " ", "nan", "inf", "-inf", "1e300", "-1e308", "5e-324", "1e-45",
-                     "0x10", "1_000", "١٢", "NaN", "True", "a,b", '"q"', "\x00", "é",
-                     "1e999", "--", "0", "1", "2", "cat", "dog"]),
-    st.text(max_size=6))
+    st.integers(-(10**30), 10**30).map(str),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "nan",
+            "inf",
+            "-inf",
+            "1e300",
+            "-1e308",
+            "5e-324",
+            "1e-45",
+            "0x10",
+            "1_000",
+            "١٢",
+            "NaN",
+            "True",
+            "a,b",
+            '"q"',
+            "\x00",
+            "é",
+            "1e999",
+            "--",
+            "0",
+            "1",
+            "2",
+            "cat",
+            "dog",
+        ]
+    ),
+    st.text(max_size=6),
+)
 
 
 @st.composite
 def csv_files(draw):
     """(header, rows, target): mostly well-formed tables (so that training runs) with
     special cells, and sometimes broken ones (duplicate or empty names, short rows)."""
-    header = draw(st.sampled_from([["a", "b", "y"]] * 4 + [
-        ["x", "target"], ["é", " a ", "y"], ["a", "a", "y"], ["", "y"], ["y"],
-        ["a", "b", "c", "y"]]))
+    header = draw(
+        st.sampled_from(
+            [["a", "b", "y"]] * 4
+            + [
+                ["x", "target"],
+                ["é", " a ", "y"],
+                ["a", "a", "y"],
+                ["", "y"],
+                ["y"],
+                ["a", "b", "c", "y"],
+            ]
+        )
+    )
     n_rows = draw(st.sampled_from([0, 1, 2, 3, 5, 8, 8, 12]))
     numeric = draw(st.sampled_from([True, True, True, False]))
-    cell = (st.sampled_from(["0", "1", "2", "1.5", "-3", "1e30", "1e300", "-1e308",
-                             "5e-324", "0.1", "7"]) if numeric else CELLS)
-    label = st.sampled_from(["0", "1", "2", "cat", "dog", "1.5", "-2.25", "1e300", "",
-                             "nan"]) if numeric else CELLS
+    cell = (
+        st.sampled_from(
+            ["0", "1", "2", "1.5", "-3", "1e30", "1e300", "-1e308", "5e-324", "0.1", "7"]
+        )
+        if numeric
+        else CELLS
+    )
+    label = (
+        st.sampled_from(["0", "1", "2", "cat", "dog", "1.5", "-2.25", "1e300", "", "nan"])
+        if numeric
+        else CELLS
+    )
     rows = []
     ragged = draw(st.sampled_from([False] * 9 + [True]))
     for _ in range(n_rows):
         width = len(header) - (draw(st.sampled_from([0, 1])) if ragged else 0)
-        rows.append(draw(st.lists(cell, min_size=width - 1, max_size=width - 1))
-                    + [draw(label)] if width else [])
+        rows.append(
+            draw(st.lists(cell, min_size=width - 1, max_size=width - 1)) + [draw(label)]
+            if width
+            else []
+        )
     target = draw(st.sampled_from([header[-1]] * 4 + header + ["missing"]))
     return header, rows, target
 
 
 def _run_cli(args):
     from fastnn.cli import main
+
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-            warnings.catch_warnings():
+    with (
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("error")  # a RuntimeWarning on stderr is a finding
         try:
             rc = main(args)
@@ -317,11 +435,16 @@ def _run_cli(args):
 
 def fuzz_cli(n_examples):
     import csv
+
     tmp = tempfile.mkdtemp(prefix="fastnn-cli-fuzz-")
 
     @settings(max_examples=n_examples, **SETTINGS)
-    @given(csv_files(), st.sampled_from(["auto", "classify", "regress"]),
-           st.sampled_from(["0", "0.3"]), st.sampled_from(["float32", "float64"]))
+    @given(
+        csv_files(),
+        st.sampled_from(["auto", "classify", "regress"]),
+        st.sampled_from(["0", "0.3"]),
+        st.sampled_from(["float32", "float64"]),
+    )
     def run(spec, task, split, dtype):
         header, rows, target = spec
         path = os.path.join(tmp, "data.csv")
@@ -332,9 +455,29 @@ def fuzz_cli(n_examples):
         model = os.path.join(tmp, "model.fnn")
         if os.path.exists(model):
             os.unlink(model)
-        args = ["train", path, "--target", target, "--task", task, "--epochs", "2",
-                "--hidden", "4", "--batch-size", "4", "--validation-split", split,
-                "--dtype", dtype, "--seed", "0", "-q", "-o", model]
+        args = [
+            "train",
+            path,
+            "--target",
+            target,
+            "--task",
+            task,
+            "--epochs",
+            "2",
+            "--hidden",
+            "4",
+            "--batch-size",
+            "4",
+            "--validation-split",
+            split,
+            "--dtype",
+            dtype,
+            "--seed",
+            "0",
+            "-q",
+            "-o",
+            model,
+        ]
         rc, out, err = _run_cli(args)
         what = f"fastnn {' '.join(args)} on {header} {rows}"
         assert rc in (0, 1, 2), f"{what}: exit status {rc}"
@@ -357,8 +500,9 @@ def fuzz_cli(n_examples):
                         assert np.isfinite(float(p[0])), f"{what}: prediction {p[0]}"
             else:
                 OUTCOMES["predict: clear error"] += 1
-                assert err.startswith("fastnn predict: error: ") and err.count("\n") == 1, \
+                assert err.startswith("fastnn predict: error: ") and err.count("\n") == 1, (
                     f"{what}: {err!r}"
+                )
         else:
             OUTCOMES["train: " + ("clear error" if rc == 1 else "usage error")] += 1
             if os.environ.get("FUZZ_MESSAGES"):
@@ -367,6 +511,7 @@ def fuzz_cli(n_examples):
             assert err.startswith(prefix), f"{what}: {err!r}"
             if rc == 1:
                 assert err.count("\n") == 1 and "Traceback" not in err, f"{what}: {err!r}"
+
     run()
 
 

@@ -16,14 +16,13 @@ import sys
 import tempfile
 import warnings
 
-import numpy as np  # noqa: F401  (imported before instrumentation: not fuzzed)
-
 import atheris
+import numpy as np  # noqa: F401  (imported before instrumentation: not fuzzed)
 
 with atheris.instrument_imports(include=["fastnn"]):
     import fastnn
-    from fastnn import ModelFileError
     import fastnn.cli  # noqa: F401  (the "tabular" kind's loader)
+    from fastnn import ModelFileError
 
 _FD, _PATH = tempfile.mkstemp(prefix="fastnn-fuzz-", suffix=".fnn")
 os.close(_FD)
@@ -33,6 +32,7 @@ def make_corpus(directory):
     """Valid files of every kind (bare model with optimizer and schedule, batch norm,
     float64, estimators, tabular) as seeds."""
     from fastnn.cli import TabularModel
+
     os.makedirs(directory, exist_ok=True)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((40, 3))
@@ -40,13 +40,11 @@ def make_corpus(directory):
     net = fastnn.MLP([3, 4, 2], loss="cross_entropy", backend="numpy", random_state=0)
     net.fit(X, y, optimizer=fastnn.Adam(fastnn.Cosine(0.01, T=5)), epochs=1)
     fastnn.save(net, os.path.join(directory, "model.fnn"))
-    bn = fastnn.MLP([3, 4, 1], batch_norm=True, dtype="float64", backend="numpy",
-                    random_state=0)
+    bn = fastnn.MLP([3, 4, 1], batch_norm=True, dtype="float64", backend="numpy", random_state=0)
     bn.fit(X, X[:, 0], optimizer=fastnn.SGD(0.01), epochs=1)
     fastnn.save(bn, os.path.join(directory, "bn64.fnn"))
     fastnn.save(net, os.path.join(directory, "noopt.fnn"), include_optimizer=False)
-    tab = TabularModel(net, ["a", "b", "c"], "y", "classify", ["x", "z"], np.zeros(3),
-                       np.ones(3))
+    tab = TabularModel(net, ["a", "b", "c"], "y", "classify", ["x", "z"], np.zeros(3), np.ones(3))
     fastnn.save(tab, os.path.join(directory, "tabular.fnn"))
     try:
         from fastnn import MLPClassifier

@@ -126,8 +126,16 @@ OUT_LAYOUTS = (None, "C", "F", "strided")
 # The deterministic layout tests run these (input, output) pairs rather than all 16:
 # every input layout and every output layout twice, contiguous and not mixed both ways.
 # The hypothesis properties draw any pair.
-LAYOUT_PAIRS = [("C", None), ("C_readonly", "C"), ("F", "F"), ("strided", "strided"),
-                ("C", "strided"), ("F", None), ("strided", "C"), ("C_readonly", "F")]
+LAYOUT_PAIRS = [
+    ("C", None),
+    ("C_readonly", "C"),
+    ("F", "F"),
+    ("strided", "strided"),
+    ("C", "strided"),
+    ("F", None),
+    ("strided", "C"),
+    ("C_readonly", "F"),
+]
 SENTINEL = 8675309.0  # prefills caller-provided outputs: an unwritten element shows
 
 
@@ -170,8 +178,9 @@ def assert_gaps_untouched(arr, name):
     mask = np.ones(parent.shape, dtype=bool)
     mask[_strided_index(parent.ndim)] = False
     if not np.all(parent[mask] == SENTINEL):
-        raise AssertionError(f"{name}: memory between the elements of a strided output "
-                             "was overwritten")
+        raise AssertionError(
+            f"{name}: memory between the elements of a strided output was overwritten"
+        )
 
 
 def layout_of(arr):
@@ -196,6 +205,7 @@ def lay_out_all(arrays: dict, layout, *, keep_writeable=()):
 
 # --- comparisons -------------------------------------------------------------------
 
+
 def _ordered_int(x: np.ndarray) -> np.ndarray:
     """Float bits mapped to integers that are monotonic in the float value (-0 == +0)."""
     x = np.asarray(x)
@@ -219,9 +229,11 @@ def _check_arrays(actual, expected, err_msg):
     assert isinstance(actual, np.ndarray), f"{err_msg}: got {type(actual).__name__}"
     expected = np.asarray(expected)
     assert actual.shape == expected.shape, (
-        f"{err_msg}: shape {actual.shape} != reference {expected.shape}")
+        f"{err_msg}: shape {actual.shape} != reference {expected.shape}"
+    )
     assert actual.dtype == expected.dtype, (
-        f"{err_msg}: dtype {actual.dtype} != reference {expected.dtype}")
+        f"{err_msg}: dtype {actual.dtype} != reference {expected.dtype}"
+    )
     return np.asarray(actual), expected
 
 
@@ -231,21 +243,27 @@ def assert_same_nonfinite(actual, expected, err_msg=""):
     an, en = np.isnan(a), np.isnan(e)
     if not np.array_equal(an, en):
         idx = np.argwhere(an != en)[:5].tolist()
-        raise AssertionError(f"{err_msg}: NaN positions differ from the reference at "
-                             f"{idx} (actual {a[an != en][:5]}, reference {e[an != en][:5]})")
+        raise AssertionError(
+            f"{err_msg}: NaN positions differ from the reference at "
+            f"{idx} (actual {a[an != en][:5]}, reference {e[an != en][:5]})"
+        )
     ai, ei = np.isinf(a), np.isinf(e)
     bad = (ai | ei) & ~((a == e) | an)
     if np.any(bad):
         idx = np.argwhere(bad)[:5].tolist()
-        raise AssertionError(f"{err_msg}: infinities differ from the reference at {idx} "
-                             f"(actual {a[bad][:5]}, reference {e[bad][:5]})")
+        raise AssertionError(
+            f"{err_msg}: infinities differ from the reference at {idx} "
+            f"(actual {a[bad][:5]}, reference {e[bad][:5]})"
+        )
 
 
 def _report(a, e, bad, extra, err_msg, what):
     idx = np.argwhere(bad)
     first = tuple(idx[0])
-    return (f"{err_msg}: {what} at {len(idx)} of {a.size} elements; first {list(first)}: "
-            f"actual {a[first]!r}, reference {e[first]!r}{extra(first)}")
+    return (
+        f"{err_msg}: {what} at {len(idx)} of {a.size} elements; first {list(first)}: "
+        f"actual {a[first]!r}, reference {e[first]!r}{extra(first)}"
+    )
 
 
 def assert_exact(actual, expected, err_msg=""):
@@ -257,12 +275,12 @@ def assert_exact(actual, expected, err_msg=""):
         np.testing.assert_array_max_ulp(a[keep], e[keep], maxulp=0)
     except AssertionError as exc:
         bad = keep & (a != e)
-        raise AssertionError(_report(a, e, bad, lambda i: "", err_msg,
-                                     f"not bit-identical ({exc})")) from None
+        raise AssertionError(
+            _report(a, e, bad, lambda i: "", err_msg, f"not bit-identical ({exc})")
+        ) from None
     sign = keep & (np.signbit(a) != np.signbit(e))
     if np.any(sign):
-        raise AssertionError(_report(a, e, sign, lambda i: "", err_msg,
-                                     "sign of zero differs"))
+        raise AssertionError(_report(a, e, sign, lambda i: "", err_msg, "sign of zero differs"))
 
 
 def assert_ulp(actual, expected, maxulp, err_msg="", atol=0.0):
@@ -278,17 +296,25 @@ def assert_ulp(actual, expected, maxulp, err_msg="", atol=0.0):
     atol = np.broadcast_to(np.asarray(atol, dtype=np.float64), e.shape)
     bad = fin & (dist > maxulp) & ~(diff <= atol)
     if np.any(bad):
-        raise AssertionError(_report(
-            a, e, bad, lambda i: f", {dist[i]:g} ULP, |diff| {diff[i]:.3g} > atol {atol[i]:.3g}",
-            err_msg, f"more than {maxulp} ULP from the reference"))
+        raise AssertionError(
+            _report(
+                a,
+                e,
+                bad,
+                lambda i: f", {dist[i]:g} ULP, |diff| {diff[i]:.3g} > atol {atol[i]:.3g}",
+                err_msg,
+                f"more than {maxulp} ULP from the reference",
+            )
+        )
 
 
 def assert_within(actual, expected, bound, err_msg=""):
     """|actual - expected| <= bound elementwise (bound from the summation order)."""
     scalar = np.ndim(expected) == 0 and not isinstance(actual, np.ndarray)
     if scalar:
-        assert isinstance(actual, float), f"{err_msg}: expected a Python float, got " \
-                                          f"{type(actual).__name__}"
+        assert isinstance(actual, float), (
+            f"{err_msg}: expected a Python float, got {type(actual).__name__}"
+        )
         a, e = np.asarray(actual), np.asarray(expected)
     else:
         a, e = _check_arrays(actual, expected, err_msg)
@@ -301,16 +327,30 @@ def assert_within(actual, expected, bound, err_msg=""):
     if np.any(bad):
         a1, e1 = np.atleast_1d(a), np.atleast_1d(e)
         d1, b1 = np.atleast_1d(diff), np.atleast_1d(bound)
-        raise AssertionError(_report(
-            a1, e1, np.atleast_1d(bad),
-            lambda i: f", |diff| {d1[i]:.3g} > bound {b1[i]:.3g}", err_msg,
-            "outside the summation-order bound"))
+        raise AssertionError(
+            _report(
+                a1,
+                e1,
+                np.atleast_1d(bad),
+                lambda i: f", |diff| {d1[i]:.3g} > bound {b1[i]:.3g}",
+                err_msg,
+                "outside the summation-order bound",
+            )
+        )
 
 
 # --- the rule of each kernel (the table above, as code) ----------------------------
 
-EXACT = ["identity", "step", "relu", "leaky_relu", "identity_derivative",
-         "step_derivative", "relu_derivative", "leaky_relu_derivative"]
+EXACT = [
+    "identity",
+    "step",
+    "relu",
+    "leaky_relu",
+    "identity_derivative",
+    "step_derivative",
+    "relu_derivative",
+    "leaky_relu_derivative",
+]
 TRANSCENDENTAL = ["sigmoid", "tanh", "elu", "elu_derivative"]
 CANCELLING = ["sigmoid_derivative", "tanh_derivative"]  # 1 - s, 1 - t*t
 
@@ -346,9 +386,9 @@ def check_softmax_backward(actual, expected, a, da, err):
     with np.errstate(all="ignore"):
         s = np.sum(da2 * a2, axis=1, keepdims=True)
         abs_s = np.sum(np.abs(da2.astype(np.float64) * a2), axis=1, keepdims=True)
-        bound = (np.abs(a2.astype(np.float64))
-                 * (sum_bound(a2.shape[1], abs_s, dt) + ulp(da2 - s, dt))
-                 + 2 * ulp(np.atleast_2d(e), dt))
+        bound = np.abs(a2.astype(np.float64)) * (
+            sum_bound(a2.shape[1], abs_s, dt) + ulp(da2 - s, dt)
+        ) + 2 * ulp(np.atleast_2d(e), dt)
     assert_within(actual, expected, bound.reshape(e.shape), err)
 
 
@@ -374,8 +414,9 @@ def _loss_bound(expected, per_term, abs_terms, n):
     """Bound on a mean of n float64 terms: the per-term differences (``per_term``,
     summed), the order of the float64 sum (sum_bound), then the division's rounding."""
     with np.errstate(all="ignore"):
-        return (np.sum(per_term) + sum_bound(n, np.sum(abs_terms), np.float64)) / n \
-            + 2 * ulp(expected, np.float64)
+        return (np.sum(per_term) + sum_bound(n, np.sum(abs_terms), np.float64)) / n + 2 * ulp(
+            expected, np.float64
+        )
 
 
 def check_mse(actual, expected, y_pred, y, err):
@@ -408,8 +449,9 @@ def check_bce(actual, expected, z, y, err):
         per_term = 8 * U64 * c2 + 2 * U64 * np.abs(t2)
         row_order = sum_bound(k, np.abs(t2).sum(axis=1), np.float64)
         rows = np.abs(t2.sum(axis=1))
-    assert_within(actual, expected,
-                  _loss_bound(expected, np.sum(per_term) + np.sum(row_order), rows, m), err)
+    assert_within(
+        actual, expected, _loss_bound(expected, np.sum(per_term) + np.sum(row_order), rows, m), err
+    )
 
 
 def check_bce_gradient(actual, expected, z, y, err):
@@ -466,8 +508,9 @@ def check_sparse_ce(actual, expected, z, labels, err):
     picked = shifted[np.arange(m), np.asarray(labels)]
     with np.errstate(all="ignore"):
         r = log_s[:, 0] - picked
-        per_row = (2 * k + 4) * U64 * (1 + np.abs(log_s[:, 0])) \
-            + 2 * U64 * (np.abs(log_s[:, 0]) + np.abs(picked))
+        per_row = (2 * k + 4) * U64 * (1 + np.abs(log_s[:, 0])) + 2 * U64 * (
+            np.abs(log_s[:, 0]) + np.abs(picked)
+        )
     assert_within(actual, expected, _loss_bound(expected, per_row, np.abs(r), m), err)
 
 
@@ -486,19 +529,23 @@ def bn_train_bounds(x, eps, momentum):
     with np.errstate(all="ignore"):
         mean = xw.mean(axis=0)
         dev = xw - mean
-        var = (dev ** 2).mean(axis=0)
+        var = (dev**2).mean(axis=0)
         inv = 1 / np.sqrt(var + eps)
         d_mean = sum_bound(m, np.abs(xw).sum(axis=0), np.float64) / m + 2 * ulp(mean, np.float64)
-        d_var = (2 * d_mean * np.abs(dev).mean(axis=0) + d_mean ** 2
-                 + sum_bound(m, (dev ** 2).sum(axis=0), np.float64) / m + 4 * U64 * var)
+        d_var = (
+            2 * d_mean * np.abs(dev).mean(axis=0)
+            + d_mean**2
+            + sum_bound(m, (dev**2).sum(axis=0), np.float64) / m
+            + 4 * U64 * var
+        )
         d_inv = inv * (0.5 * d_var / (var + eps) + 4 * U64)
         x_hat = dev * inv
         return {
-            "x_hat": d_mean * inv + np.abs(dev) * d_inv + 2 * U64 * np.abs(x_hat)
-            + ulp(x_hat, dt),
+            "x_hat": d_mean * inv + np.abs(dev) * d_inv + 2 * U64 * np.abs(x_hat) + ulp(x_hat, dt),
             "inv_std": d_inv + ulp(inv, dt),
             "running_mean": momentum * d_mean + 4 * U64 * np.abs(mean) + ulp(mean, dt),
-            "running_var": momentum * d_var * m / (m - 1) + 4 * U64 * np.abs(var) * m / (m - 1)
+            "running_var": momentum * d_var * m / (m - 1)
+            + 4 * U64 * np.abs(var) * m / (m - 1)
             + ulp(var * m / (m - 1), dt),
         }
 
@@ -517,14 +564,18 @@ def bn_backward_bounds(dout, x_hat, gamma, inv_std, expected):
         d_db = sum_bound(m, np.abs(d).sum(axis=0), np.float64)
         d_dg = sum_bound(m, np.abs(d * xh).sum(axis=0), np.float64)
         c = np.abs(np.asarray(gamma, np.float64) * np.asarray(inv_std, np.float64) / m)
-        dx = c * (d_db + np.abs(xh) * d_dg
-                  + 4 * U64 * (np.abs(m * d) + np.abs(db) + np.abs(xh * dg)))
-        return {"dx": dx + ulp(expected["dx"], dt),
-                "dgamma": d_dg + ulp(expected["dgamma"], dt),
-                "dbeta": d_db + ulp(expected["dbeta"], dt)}
+        dx = c * (
+            d_db + np.abs(xh) * d_dg + 4 * U64 * (np.abs(m * d) + np.abs(db) + np.abs(xh * dg))
+        )
+        return {
+            "dx": dx + ulp(expected["dx"], dt),
+            "dgamma": d_dg + ulp(expected["dgamma"], dt),
+            "dbeta": d_db + ulp(expected["dbeta"], dt),
+        }
 
 
 # --- running a case on a backend and on the reference -----------------------------
+
 
 @contextmanager
 def quiet_reference():
@@ -537,12 +588,14 @@ def quiet_reference():
 
 
 def _copy_args(args):
-    return {k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v)
-            for k, v in args.items()}
+    return {
+        k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v) for k, v in args.items()
+    }
 
 
-def run_pair(name, method, args, *, outputs=(), inplace=(), in_layout="C",
-             out_layout=None, out_shapes=None):
+def run_pair(
+    name, method, args, *, outputs=(), inplace=(), in_layout="C", out_layout=None, out_shapes=None
+):
     """Call ``method`` on backend ``name`` and on the reference with the same values.
 
     ``args``: keyword arguments (arrays C-contiguous, scalars). ``inplace``: names of
@@ -606,8 +659,9 @@ MAX_SIDE = 12 if SMALL else 40
 
 def sizes():
     """A vector length: the odd sizes, or any small length."""
-    return st.one_of(st.sampled_from(ODD_SIZES if not SMALL else (1, 3, 7)),
-                     st.integers(1, MAX_SIDE))
+    return st.one_of(
+        st.sampled_from(ODD_SIZES if not SMALL else (1, 3, 7)), st.integers(1, MAX_SIDE)
+    )
 
 
 def shapes_1d():
@@ -631,8 +685,9 @@ def finite_floats(dtype, bound=None, *, allow_subnormal=True):
     kw = {}
     if bound is not None:
         kw = dict(min_value=-float(bound), max_value=float(bound))
-    return st.floats(width=width, allow_nan=False, allow_infinity=False,
-                     allow_subnormal=allow_subnormal, **kw)
+    return st.floats(
+        width=width, allow_nan=False, allow_infinity=False, allow_subnormal=allow_subnormal, **kw
+    )
 
 
 def any_floats(dtype):
@@ -667,6 +722,23 @@ def rng_array(rng, shape, dtype, scale=1.0):
 def special_values(dtype):
     """One of each kind of nasty value of dtype, as a 1-D array."""
     fi = np.finfo(dtype)
-    return np.array([0.0, -0.0, fi.smallest_subnormal, -fi.smallest_subnormal,
-                     fi.tiny, -fi.tiny, fi.max, -fi.max, 1.0, -1.0, 0.5, -2.5,
-                     np.inf, -np.inf, np.nan], dtype=dtype)
+    return np.array(
+        [
+            0.0,
+            -0.0,
+            fi.smallest_subnormal,
+            -fi.smallest_subnormal,
+            fi.tiny,
+            -fi.tiny,
+            fi.max,
+            -fi.max,
+            1.0,
+            -1.0,
+            0.5,
+            -2.5,
+            np.inf,
+            -np.inf,
+            np.nan,
+        ],
+        dtype=dtype,
+    )

@@ -14,12 +14,36 @@ from hypothesis import strategies as st
 
 from fastnn._kernels import codes
 from kernels._support import (
+    ALL_BACKENDS,
+    CANCELLING,
+    COMPILED,
+    DTYPES,
+    EXACT,
+    IN_LAYOUTS,
     LAYOUT_PAIRS,
-    ALL_BACKENDS, CANCELLING, COMPILED, DTYPES, EXACT, IN_LAYOUTS, OUT_LAYOUTS, SMALL,
-    TRANSCENDENTAL, TRANSCENDENTAL_ULP, any_floats, arrays, assert_exact, assert_ulp,
-    backend, case_id, check_activation, check_elementwise, check_softmax,
-    check_softmax_backward, laid_out, quiet_reference, reduction_floats, reference,
-    rng_array, run_pair, shapes_2d, shapes_any, special_values,
+    OUT_LAYOUTS,
+    SMALL,
+    TRANSCENDENTAL,
+    TRANSCENDENTAL_ULP,
+    any_floats,
+    arrays,
+    assert_exact,
+    assert_ulp,
+    backend,
+    case_id,
+    check_activation,
+    check_elementwise,
+    check_softmax,
+    check_softmax_backward,
+    laid_out,
+    quiet_reference,
+    reduction_floats,
+    reference,
+    rng_array,
+    run_pair,
+    shapes_2d,
+    shapes_any,
+    special_values,
 )
 
 ELEMENTWISE = EXACT + TRANSCENDENTAL + CANCELLING
@@ -40,12 +64,14 @@ def mixed_values(dtype, shape, seed=0):
     z = rng_array(rng, shape, dtype, scale=4.0)
     sp = special_values(dtype)
     flat = z.reshape(-1)
-    flat[rng.choice(flat.size, size=min(flat.size, sp.size), replace=False)] = \
-        sp[:min(flat.size, sp.size)]
+    flat[rng.choice(flat.size, size=min(flat.size, sp.size), replace=False)] = sp[
+        : min(flat.size, sp.size)
+    ]
     return z
 
 
 # --- elementwise kernels ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("in_layout,out_layout", LAYOUT_PAIRS)
 @pytest.mark.parametrize("kernel", ELEMENTWISE)
@@ -54,25 +80,40 @@ def mixed_values(dtype, shape, seed=0):
 def test_elementwise_layouts(name, dtype, kernel, in_layout, out_layout):
     z = mixed_values(dtype, (5, 7))
     args = {"z": z, **_scalars(kernel, 0.1)}
-    actual, expected = run_pair(name, kernel, args, outputs=("out",), in_layout=in_layout,
-                                out_layout=out_layout)
-    check_elementwise(kernel, actual["out"], expected["out"],
-                      case_id(name, dtype, kernel, in_layout, out_layout))
+    actual, expected = run_pair(
+        name, kernel, args, outputs=("out",), in_layout=in_layout, out_layout=out_layout
+    )
+    check_elementwise(
+        kernel, actual["out"], expected["out"], case_id(name, dtype, kernel, in_layout, out_layout)
+    )
 
 
 @pytest.mark.parametrize("kernel", ELEMENTWISE)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", COMPILED)
 def test_elementwise_property(name, dtype, kernel):
-    @given(z=shapes_any().flatmap(lambda s: arrays(dtype, s, any_floats(dtype))),
-           alpha=st.sampled_from(ALPHAS), in_layout=st.sampled_from(IN_LAYOUTS),
-           out_layout=st.sampled_from(OUT_LAYOUTS))
+    @given(
+        z=shapes_any().flatmap(lambda s: arrays(dtype, s, any_floats(dtype))),
+        alpha=st.sampled_from(ALPHAS),
+        in_layout=st.sampled_from(IN_LAYOUTS),
+        out_layout=st.sampled_from(OUT_LAYOUTS),
+    )
     def prop(z, alpha, in_layout, out_layout):
-        actual, expected = run_pair(name, kernel, {"z": z, **_scalars(kernel, alpha)},
-                                    outputs=("out",), in_layout=in_layout,
-                                    out_layout=out_layout)
-        check_elementwise(kernel, actual["out"], expected["out"],
-                          case_id(name, dtype, kernel, z.shape, in_layout, out_layout))
+        actual, expected = run_pair(
+            name,
+            kernel,
+            {"z": z, **_scalars(kernel, alpha)},
+            outputs=("out",),
+            in_layout=in_layout,
+            out_layout=out_layout,
+        )
+        check_elementwise(
+            kernel,
+            actual["out"],
+            expected["out"],
+            case_id(name, dtype, kernel, z.shape, in_layout, out_layout),
+        )
+
     prop()
 
 
@@ -82,8 +123,7 @@ def test_elementwise_property(name, dtype, kernel):
 def test_elementwise_large(name, dtype, kernel):
     shape = (13, 11) if SMALL else (129, 67)
     z = mixed_values(dtype, shape, seed=1)
-    actual, expected = run_pair(name, kernel, {"z": z, **_scalars(kernel, 0.01)},
-                                outputs=("out",))
+    actual, expected = run_pair(name, kernel, {"z": z, **_scalars(kernel, 0.01)}, outputs=("out",))
     check_elementwise(kernel, actual["out"], expected["out"], case_id(name, dtype, kernel, shape))
 
 
@@ -130,9 +170,7 @@ def test_sigmoid_saturates_exactly_without_warnings(name, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ALL_BACKENDS)
 def test_softmax_large_logits_do_not_overflow(name, dtype):
-    z = np.array([[1e4, 0.0, -1e4],
-                  [1e4, 1e4, 1e4],
-                  [-1e4, -1e4, -1e4 - 2]], dtype=dtype)
+    z = np.array([[1e4, 0.0, -1e4], [1e4, 1e4, 1e4], [-1e4, -1e4, -1e4 - 2]], dtype=dtype)
     k = backend(name)
     with warnings.catch_warnings(), np.errstate(**FP_RAISE):
         warnings.simplefilter("error")
@@ -189,22 +227,28 @@ def test_kinks_and_signed_zero(name, dtype):
     assert_exact(k.step(z), np.array([1, 1, 0, 1], dtype=dtype), f"{name} step")
     # g'(0) = 0 for relu (z > 0 is false at zero) and alpha for leaky_relu.
     assert_exact(k.relu_derivative(z), np.array([0, 0, 0, 1], dtype=dtype), f"{name} relu'")
-    assert_exact(k.leaky_relu_derivative(z, alpha=0.25),
-                 np.array([0.25, 0.25, 0.25, 1], dtype=dtype), f"{name} leaky'")
+    assert_exact(
+        k.leaky_relu_derivative(z, alpha=0.25),
+        np.array([0.25, 0.25, 0.25, 1], dtype=dtype),
+        f"{name} leaky'",
+    )
     # leaky_relu(-0.0) = 0.25 * -0.0 = -0.0 (the branch z > 0 is false).
-    assert_exact(k.leaky_relu(z, alpha=0.25),
-                 np.array([-0.0, 0.0, -0.25, 2.0], dtype=dtype), f"{name} leaky")
+    assert_exact(
+        k.leaky_relu(z, alpha=0.25), np.array([-0.0, 0.0, -0.25, 2.0], dtype=dtype), f"{name} leaky"
+    )
     # elu'(0) = alpha e^0 = alpha exactly (z > 0 is false at zero); elu'(2) = 1;
     # elu'(-1) = 1.5 e^-1 = 0.5518..., within the 2 ULP of exp.
     d = k.elu_derivative(z, alpha=1.5)
     assert_exact(d[[0, 1, 3]], np.array([1.5, 1.5, 1.0], dtype=dtype), f"{name} elu'")
-    assert_ulp(d[2:3], np.array([1.5 * np.exp(-1.0)], dtype=dtype), TRANSCENDENTAL_ULP,
-               f"{name} elu'(-1)")
+    assert_ulp(
+        d[2:3], np.array([1.5 * np.exp(-1.0)], dtype=dtype), TRANSCENDENTAL_ULP, f"{name} elu'(-1)"
+    )
     assert_exact(k.step_derivative(z), np.zeros(4, dtype=dtype), f"{name} step'")
     assert_exact(k.identity_derivative(z), np.ones(4, dtype=dtype), f"{name} identity'")
 
 
 # --- row-wise: softmax and softmax_backward -------------------------------------------
+
 
 @pytest.mark.parametrize("in_layout,out_layout", LAYOUT_PAIRS)
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -212,59 +256,93 @@ def test_kinks_and_signed_zero(name, dtype):
 def test_softmax_layouts(name, dtype, in_layout, out_layout):
     z = rng_array(np.random.default_rng(3), (6, 9), dtype, scale=5.0)
     z[2, 4] = np.nan  # the whole row becomes NaN, the others are untouched
-    actual, expected = run_pair(name, "softmax", {"z": z}, outputs=("out",),
-                                in_layout=in_layout, out_layout=out_layout)
+    actual, expected = run_pair(
+        name, "softmax", {"z": z}, outputs=("out",), in_layout=in_layout, out_layout=out_layout
+    )
     check_softmax(actual["out"], expected["out"], case_id(name, dtype, in_layout, out_layout))
 
     rng = np.random.default_rng(4)
     a = reference().softmax(rng_array(rng, (6, 9), dtype, scale=3.0))
     da = rng_array(rng, (6, 9), dtype)
-    actual, expected = run_pair(name, "softmax_backward", {"a": a, "da": da},
-                                outputs=("out",), in_layout=in_layout, out_layout=out_layout)
-    check_softmax_backward(actual["out"], expected["out"], a, da,
-                           case_id(name, dtype, "softmax_backward", in_layout, out_layout))
+    actual, expected = run_pair(
+        name,
+        "softmax_backward",
+        {"a": a, "da": da},
+        outputs=("out",),
+        in_layout=in_layout,
+        out_layout=out_layout,
+    )
+    check_softmax_backward(
+        actual["out"],
+        expected["out"],
+        a,
+        da,
+        case_id(name, dtype, "softmax_backward", in_layout, out_layout),
+    )
 
 
 def _logit_rows(dtype):
     """(m, k) logits: any float (NaN and inf included), one row and one column among
     the shapes; 1-D (one row) too."""
     return st.one_of(shapes_2d(), shapes_any()).flatmap(
-        lambda s: arrays(dtype, s, any_floats(dtype)))
+        lambda s: arrays(dtype, s, any_floats(dtype))
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", COMPILED)
 def test_softmax_property(name, dtype):
-    @given(z=_logit_rows(dtype), in_layout=st.sampled_from(IN_LAYOUTS),
-           out_layout=st.sampled_from(OUT_LAYOUTS))
+    @given(
+        z=_logit_rows(dtype),
+        in_layout=st.sampled_from(IN_LAYOUTS),
+        out_layout=st.sampled_from(OUT_LAYOUTS),
+    )
     def prop(z, in_layout, out_layout):
-        actual, expected = run_pair(name, "softmax", {"z": z}, outputs=("out",),
-                                    in_layout=in_layout, out_layout=out_layout)
-        check_softmax(actual["out"], expected["out"],
-                      case_id(name, dtype, z.shape, in_layout, out_layout))
+        actual, expected = run_pair(
+            name, "softmax", {"z": z}, outputs=("out",), in_layout=in_layout, out_layout=out_layout
+        )
+        check_softmax(
+            actual["out"], expected["out"], case_id(name, dtype, z.shape, in_layout, out_layout)
+        )
+
     prop()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", COMPILED)
 def test_softmax_backward_property(name, dtype):
-    @given(data=st.data(), in_layout=st.sampled_from(IN_LAYOUTS),
-           out_layout=st.sampled_from(OUT_LAYOUTS))
+    @given(
+        data=st.data(),
+        in_layout=st.sampled_from(IN_LAYOUTS),
+        out_layout=st.sampled_from(OUT_LAYOUTS),
+    )
     def prop(data, in_layout, out_layout):
         shape = data.draw(shapes_2d())
         z = data.draw(arrays(dtype, shape, reduction_floats(dtype)))
         with quiet_reference():
             a = reference().softmax(z)
         da = data.draw(arrays(dtype, shape, reduction_floats(dtype)))
-        actual, expected = run_pair(name, "softmax_backward", {"a": a, "da": da},
-                                    outputs=("out",), in_layout=in_layout,
-                                    out_layout=out_layout)
-        check_softmax_backward(actual["out"], expected["out"], a, da,
-                               case_id(name, dtype, shape, in_layout, out_layout))
+        actual, expected = run_pair(
+            name,
+            "softmax_backward",
+            {"a": a, "da": da},
+            outputs=("out",),
+            in_layout=in_layout,
+            out_layout=out_layout,
+        )
+        check_softmax_backward(
+            actual["out"],
+            expected["out"],
+            a,
+            da,
+            case_id(name, dtype, shape, in_layout, out_layout),
+        )
+
     prop()
 
 
 # --- fused forms used by the dense layer -----------------------------------------------
+
 
 def _fused_args(activation, dtype, z):
     """(forward args, backward args) with a = g(z) from the reference."""
@@ -284,15 +362,38 @@ def test_activation_forward_backward_layouts(name, dtype, activation, in_layout,
     if activation == "softmax":  # rows of finite values: a NaN row is checked above
         z = rng_array(np.random.default_rng(5), (5, 7), dtype, scale=4.0)
     fwd, bwd = _fused_args(activation, dtype, z)
-    actual, expected = run_pair(name, "activation_forward", fwd, outputs=("out",),
-                                in_layout=in_layout, out_layout=out_layout)
-    check_activation(activation, "forward", actual["out"], expected["out"],
-                     case_id(name, dtype, "forward", activation, in_layout, out_layout))
-    actual, expected = run_pair(name, "activation_backward", bwd, outputs=("out",),
-                                in_layout=in_layout, out_layout=out_layout)
-    check_activation(activation, "backward", actual["out"], expected["out"],
-                     case_id(name, dtype, "backward", activation, in_layout, out_layout),
-                     a=bwd["a"], da=bwd["da"])
+    actual, expected = run_pair(
+        name,
+        "activation_forward",
+        fwd,
+        outputs=("out",),
+        in_layout=in_layout,
+        out_layout=out_layout,
+    )
+    check_activation(
+        activation,
+        "forward",
+        actual["out"],
+        expected["out"],
+        case_id(name, dtype, "forward", activation, in_layout, out_layout),
+    )
+    actual, expected = run_pair(
+        name,
+        "activation_backward",
+        bwd,
+        outputs=("out",),
+        in_layout=in_layout,
+        out_layout=out_layout,
+    )
+    check_activation(
+        activation,
+        "backward",
+        actual["out"],
+        expected["out"],
+        case_id(name, dtype, "backward", activation, in_layout, out_layout),
+        a=bwd["a"],
+        da=bwd["da"],
+    )
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -301,23 +402,41 @@ def test_activation_forward_backward_layouts(name, dtype, activation, in_layout,
 def test_activation_forward_backward_property(name, dtype, activation):
     elements = reduction_floats(dtype) if activation == "softmax" else any_floats(dtype)
 
-    @given(data=st.data(), alpha=st.sampled_from(ALPHAS),
-           in_layout=st.sampled_from(IN_LAYOUTS), out_layout=st.sampled_from(OUT_LAYOUTS))
+    @given(
+        data=st.data(),
+        alpha=st.sampled_from(ALPHAS),
+        in_layout=st.sampled_from(IN_LAYOUTS),
+        out_layout=st.sampled_from(OUT_LAYOUTS),
+    )
     def prop(data, alpha, in_layout, out_layout):
         shape = data.draw(shapes_2d())
         z = data.draw(arrays(dtype, shape, elements))
         da = data.draw(arrays(dtype, shape, elements))
         fwd = {"z": z, "activation": activation, "alpha": alpha}
-        actual, expected = run_pair(name, "activation_forward", fwd, outputs=("out",),
-                                    in_layout=in_layout, out_layout=out_layout)
+        actual, expected = run_pair(
+            name,
+            "activation_forward",
+            fwd,
+            outputs=("out",),
+            in_layout=in_layout,
+            out_layout=out_layout,
+        )
         err = case_id(name, dtype, activation, shape, alpha, in_layout, out_layout)
         check_activation(activation, "forward", actual["out"], expected["out"], "fwd " + err)
         a = expected["out"]
         bwd = {"da": da, "z": z, "a": a, "activation": activation, "alpha": alpha}
-        actual, expected = run_pair(name, "activation_backward", bwd, outputs=("out",),
-                                    in_layout=in_layout, out_layout=out_layout)
-        check_activation(activation, "backward", actual["out"], expected["out"],
-                         "bwd " + err, a=a, da=da)
+        actual, expected = run_pair(
+            name,
+            "activation_backward",
+            bwd,
+            outputs=("out",),
+            in_layout=in_layout,
+            out_layout=out_layout,
+        )
+        check_activation(
+            activation, "backward", actual["out"], expected["out"], "bwd " + err, a=a, da=da
+        )
+
     prop()
 
 

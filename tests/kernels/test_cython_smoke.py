@@ -131,8 +131,9 @@ def test_kernels_release_the_gil():
         while not seen and worker.is_alive():
             started, finished = calls["started"], calls["finished"]
             first, last = out[0], out[-1]  # in this order: first written, last not yet
-            same_call = (calls["started"] == started == finished + 1
-                         and calls["finished"] == finished)
+            same_call = (
+                calls["started"] == started == finished + 1 and calls["finished"] == finished
+            )
             seen = same_call and first != sentinel and last == sentinel
     finally:
         stop.set()
@@ -141,6 +142,7 @@ def test_kernels_release_the_gil():
 
 
 # --- sums in NumPy's order, past the sizes the equivalence suite draws ------------------
+
 
 def _pair():
     return fastnn.backend("cython"), fastnn.backend("numpy")
@@ -175,15 +177,30 @@ def test_cross_entropy_reductions_are_within_the_stated_bounds(dtype, n):
     held to the stated bounds (tests/kernels/_support.py, rule 6)."""
     cy, ref = _pair()
     z, t = _values(n, dtype, 3, spread=1), np.abs(_values(n, dtype, 4, spread=0)) % 1
-    check_bce(cy.binary_cross_entropy(z, t), ref.binary_cross_entropy(z, t), z, t,
-              f"binary_cross_entropy n={n}")
+    check_bce(
+        cy.binary_cross_entropy(z, t),
+        ref.binary_cross_entropy(z, t),
+        z,
+        t,
+        f"binary_cross_entropy n={n}",
+    )
     logits = _values(n - n % 3, dtype, 5, spread=1).reshape(-1, 3)
     labels = np.random.default_rng(6).integers(0, 3, logits.shape[0])
-    check_sparse_ce(cy.cross_entropy(logits, labels), ref.cross_entropy(logits, labels),
-                    logits, labels, f"cross_entropy (labels) n={n}")
+    check_sparse_ce(
+        cy.cross_entropy(logits, labels),
+        ref.cross_entropy(logits, labels),
+        logits,
+        labels,
+        f"cross_entropy (labels) n={n}",
+    )
     onehot = np.eye(3, dtype=dtype)[labels]
-    check_ce(cy.cross_entropy(logits, onehot), ref.cross_entropy(logits, onehot),
-             logits, onehot, f"cross_entropy (one-hot) n={n}")
+    check_ce(
+        cy.cross_entropy(logits, onehot),
+        ref.cross_entropy(logits, onehot),
+        logits,
+        onehot,
+        f"cross_entropy (one-hot) n={n}",
+    )
 
 
 @pytest.mark.parametrize("n_out", [1, 3])
@@ -196,8 +213,9 @@ def test_axis0_sums_are_bit_identical(dtype, n_out):
     w = _values(4 * n_out, dtype, 8, spread=1).reshape(4, n_out)
     z, a = ref.dense_forward(x, w, np.zeros(n_out, dtype), "relu")
     da = _values(m * n_out, dtype, 9).reshape(m, n_out)
-    for got, want in zip(cy.dense_backward(x, z, a, da, "relu"),
-                         ref.dense_backward(x, z, a, da, "relu")):
+    for got, want in zip(
+        cy.dense_backward(x, z, a, da, "relu"), ref.dense_backward(x, z, a, da, "relu")
+    ):
         np.testing.assert_array_equal(got, want)
     xb = _values(m * n_out, dtype, 10, spread=2).reshape(m, n_out)
     g, bt = np.ones(n_out, dtype), np.zeros(n_out, dtype)
@@ -207,8 +225,10 @@ def test_axis0_sums_are_bit_identical(dtype, n_out):
     want = ref.batch_norm_train(xb, g, bt, *ref_stats)
     for arr_got, arr_want in zip(list(got) + stats, list(want) + ref_stats):
         np.testing.assert_array_equal(arr_got, arr_want)
-    for arr_got, arr_want in zip(cy.batch_norm_backward(xb, got[1], g, got[2]),
-                                 ref.batch_norm_backward(xb, got[1], g, got[2])):
+    for arr_got, arr_want in zip(
+        cy.batch_norm_backward(xb, got[1], g, got[2]),
+        ref.batch_norm_backward(xb, got[1], g, got[2]),
+    ):
         np.testing.assert_array_equal(arr_got, arr_want)
 
 
@@ -219,16 +239,16 @@ def test_axis0_sums_are_bit_identical(dtype, n_out):
 SIMD_FUNCS = {
     "sgd": "T* param, const T* grad, ptrdiff_t n, T lr, T wd, int decay",
     "momentum": "T* param, const T* grad, T* velocity, ptrdiff_t n, T lr, T beta, T keep, "
-                "T wd, int decay, int nesterov",
+    "T wd, int decay, int nesterov",
     "adaptive": "T* param, const T* grad, T* sq, ptrdiff_t n, T lr, T rho, T rest, T eps, "
-                "T wd, int decay, int inside, int rmsprop",
+    "T wd, int decay, int inside, int rmsprop",
     "adam": "T* param, const T* grad, T* m, T* v, ptrdiff_t n, T lr, T b1, T b2, T rest1, "
-            "T rest2, T corr1, T corr2, T eps, T wd, T shrink, int decay, int decoupled",
+    "T rest2, T corr1, T corr2, T eps, T wd, T shrink, int decay, int decoupled",
     "scale": "T* x, ptrdiff_t n, T f",
     "sq_leaf": "const T* x, ptrdiff_t n",
     "bias_act": "T* z, const T* b, ptrdiff_t m, ptrdiff_t k, int act, T alpha, T* a",
     "act_grad_bias": "const T* da, const T* z, ptrdiff_t m, ptrdiff_t k, int act, T alpha, "
-                     "T* dz, T* db",
+    "T* dz, T* db",
 }
 SIMD_RETURNS = {"bias_act": "int", "act_grad_bias": "int", "sq_leaf": "double"}
 # The instruction sets of the header's target_clones, as compiler flags.
@@ -251,8 +271,10 @@ def _simd_source():
             params = params.replace("T", tname)
             args = ", ".join(p.split()[-1].lstrip("*") for p in params.split(","))
             ret = SIMD_RETURNS.get(name, "void")
-            lines.append(f"{ret} t_{name}_{suffix}({params}) "
-                         f"{{ {'' if ret == 'void' else 'return '}fnn_{name}_{suffix}({args}); }}")
+            lines.append(
+                f"{ret} t_{name}_{suffix}({params}) "
+                f"{{ {'' if ret == 'void' else 'return '}fnn_{name}_{suffix}({args}); }}"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -271,9 +293,23 @@ def simd_versions(tmp_path_factory):
         if isa != "default" and isa not in _cpu_flags():
             continue
         so = tmp / f"simd_{isa}.so"
-        subprocess.run([cc, "-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared",
-                        *flags, f"-I{KERNELS}", str(src), "-o", str(so)], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                cc,
+                "-O3",
+                "-ffp-contract=off",
+                "-fno-math-errno",
+                "-fPIC",
+                "-shared",
+                *flags,
+                f"-I{KERNELS}",
+                str(src),
+                "-o",
+                str(so),
+            ],
+            check=True,
+            capture_output=True,
+        )
         libs[isa] = ctypes.CDLL(str(so))
     return libs
 
@@ -282,8 +318,19 @@ def _special_values(n, dtype, seed):
     """Values over many magnitudes with NaN, infinities, signed zeros and subnormals."""
     rng = np.random.default_rng(seed)
     x = _values(n, dtype, seed, spread=3)
-    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, np.finfo(dtype).smallest_subnormal,
-                         -np.finfo(dtype).smallest_subnormal, np.finfo(dtype).max], dtype)
+    specials = np.array(
+        [
+            np.nan,
+            np.inf,
+            -np.inf,
+            0.0,
+            -0.0,
+            np.finfo(dtype).smallest_subnormal,
+            -np.finfo(dtype).smallest_subnormal,
+            np.finfo(dtype).max,
+        ],
+        dtype,
+    )
     where = rng.choice(n, size=n // 10, replace=False)
     x[where] = rng.choice(specials, size=where.size)
     return x
@@ -294,7 +341,8 @@ def _same_bits(a, b):
     operand's payload when both are NaN)."""
     nan = np.isnan(a)
     return np.array_equal(nan, np.isnan(b)) and np.array_equal(
-        a[~nan].view(f"u{a.itemsize}"), b[~nan].view(f"u{b.itemsize}"))
+        a[~nan].view(f"u{a.itemsize}"), b[~nan].view(f"u{b.itemsize}")
+    )
 
 
 def _simd_call(lib, name, dtype, arrays, scalars, flags):
@@ -319,22 +367,49 @@ def _simd_call(lib, name, dtype, arrays, scalars, flags):
 def _simd_cases(dtype):
     n = 1013  # not a multiple of any vector width: the remainder loops run too
     pos = lambda seed: np.abs(_special_values(n, dtype, seed))  # noqa: E731
-    hyper = {"lr": 1e-3, "wd": 1e-2, "beta": 0.9, "keep": 0.7, "rho": 0.9, "rest": 0.1,
-             "eps": 1e-8, "b1": 0.9, "b2": 0.999, "rest1": 0.1, "rest2": 0.001,
-             "corr1": 0.19, "corr2": 0.002, "shrink": 1e-5, "f": 0.37, "n": n}
+    hyper = {
+        "lr": 1e-3,
+        "wd": 1e-2,
+        "beta": 0.9,
+        "keep": 0.7,
+        "rho": 0.9,
+        "rest": 0.1,
+        "eps": 1e-8,
+        "b1": 0.9,
+        "b2": 0.999,
+        "rest1": 0.1,
+        "rest2": 0.001,
+        "corr1": 0.19,
+        "corr2": 0.002,
+        "shrink": 1e-5,
+        "f": 0.37,
+        "n": n,
+    }
     opt = {"param": _special_values(n, dtype, 1), "grad": _special_values(n, dtype, 2)}
     for decay in (0, 1):
         yield "sgd", dict(opt), hyper, {"decay": decay}
         for nesterov in (0, 1):
-            yield ("momentum", {**opt, "velocity": _special_values(n, dtype, 3)}, hyper,
-                   {"decay": decay, "nesterov": nesterov})
+            yield (
+                "momentum",
+                {**opt, "velocity": _special_values(n, dtype, 3)},
+                hyper,
+                {"decay": decay, "nesterov": nesterov},
+            )
         for inside in (0, 1):
             for rmsprop in (0, 1):
-                yield ("adaptive", {**opt, "sq": pos(4)}, hyper,
-                       {"decay": decay, "inside": inside, "rmsprop": rmsprop})
+                yield (
+                    "adaptive",
+                    {**opt, "sq": pos(4)},
+                    hyper,
+                    {"decay": decay, "inside": inside, "rmsprop": rmsprop},
+                )
         for decoupled in (0, 1):
-            yield ("adam", {**opt, "m": _special_values(n, dtype, 5), "v": pos(6)}, hyper,
-                   {"decay": decay and not decoupled, "decoupled": decoupled})
+            yield (
+                "adam",
+                {**opt, "m": _special_values(n, dtype, 5), "v": pos(6)},
+                hyper,
+                {"decay": decay and not decoupled, "decoupled": decoupled},
+            )
     yield "scale", {"x": _special_values(n, dtype, 7)}, hyper, {}
     for size in (3, 8, 37, 128):  # one leaf of the pairwise sum holds up to 128 values
         yield "sq_leaf", {"x": _values(size, dtype, size)}, {"n": size}, {}
@@ -346,10 +421,18 @@ def _simd_cases(dtype):
         yield "bias_act", {"z": z, "b": b, "a": np.zeros_like(z)}, shape, {}
         yield "bias_act", {"z": z, "b": b, "a": "z"}, shape, {}  # a is z
         da = _special_values(m * k, dtype, 10)
-        yield ("act_grad_bias", {"da": da, "z": z, "dz": np.zeros_like(z),
-                                 "db": np.zeros(k, dtype)}, shape, {})
-        yield ("act_grad_bias", {"da": da, "z": z, "dz": "da", "db": np.zeros(k, dtype)},
-               shape, {})  # dz is da
+        yield (
+            "act_grad_bias",
+            {"da": da, "z": z, "dz": np.zeros_like(z), "db": np.zeros(k, dtype)},
+            shape,
+            {},
+        )
+        yield (
+            "act_grad_bias",
+            {"da": da, "z": z, "dz": "da", "db": np.zeros(k, dtype)},
+            shape,
+            {},
+        )  # dz is da
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -377,11 +460,17 @@ def test_simd_versions_give_identical_bits(simd_versions, dtype):
 
 # --- the whole-epoch kernel --------------------------------------------------------------
 
+
 def _epoch_args(dtype=np.float32, sparse=True, n=50, batch_size=16):
     """Valid train_epoch arguments for a 3-8-4 ReLU net with Adam, as _fused builds them."""
     rng = np.random.default_rng(0)
-    net = fastnn.MLP([3, 8, 4], loss="cross_entropy", dtype=np.dtype(dtype).name,
-                     backend="cython", random_state=0)
+    net = fastnn.MLP(
+        [3, 8, 4],
+        loss="cross_entropy",
+        dtype=np.dtype(dtype).name,
+        backend="cython",
+        random_state=0,
+    )
     X = rng.standard_normal((n, 3)).astype(dtype)
     labels = rng.integers(0, 4, n)
     y = np.eye(4, dtype=dtype)[labels]
@@ -390,17 +479,34 @@ def _epoch_args(dtype=np.float32, sparse=True, n=50, batch_size=16):
     opt._bind(net)
     n_batches = -(-n // batch_size)
     args = dict(
-        X=X, y=np.zeros((0, 0), dtype) if sparse else y,
+        X=X,
+        y=np.zeros((0, 0), dtype) if sparse else y,
         labels=labels if sparse else np.zeros(0, np.int64),
-        order=rng.permutation(n).astype(np.int64), batch_size=batch_size, dims=plan.dims,
-        acts=plan.acts, alphas=plan.alphas, w_off=plan.w_off, b_off=plan.b_off, lowest=0,
+        order=rng.permutation(n).astype(np.int64),
+        batch_size=batch_size,
+        dims=plan.dims,
+        acts=plan.acts,
+        alphas=plan.alphas,
+        w_off=plan.w_off,
+        b_off=plan.b_off,
+        lowest=0,
         loss_code=codes.LOSS_SPARSE_CROSS_ENTROPY if sparse else codes.LOSS_CROSS_ENTROPY,
-        params=net.params, grads=net.grads, ws=plan.ws, ws_off=plan.ws_off, lb=plan.lb,
-        opt_code=codes.OPT_ADAM, state1=opt.state["m"], state2=opt.state["v"],
-        hyper=_fused._hyper(opt), lrs=np.full(n_batches, 1e-2), batch_start=0,
-        batch_stop=n_batches, t0=0,
+        params=net.params,
+        grads=net.grads,
+        ws=plan.ws,
+        ws_off=plan.ws_off,
+        lb=plan.lb,
+        opt_code=codes.OPT_ADAM,
+        state1=opt.state["m"],
+        state2=opt.state["v"],
+        hyper=_fused._hyper(opt),
+        lrs=np.full(n_batches, 1e-2),
+        batch_start=0,
+        batch_stop=n_batches,
+        t0=0,
         segments=np.array(opt._update_runs(net), np.int64).reshape(-1, 3),
-        stats=np.zeros(codes.N_STATS))
+        stats=np.zeros(codes.N_STATS),
+    )
     return net, args
 
 
@@ -441,8 +547,7 @@ def test_train_epoch_refuses_inconsistent_arguments_before_touching_memory(case)
     before = [args[k].copy() for k in ("params", "grads", "state1", "state2", "ws")]
     with pytest.raises(ValueError):
         fastnn.backend("cython")._raw.train_epoch(**_corrupt(args, key, value))
-    for arr, old in zip([args[k] for k in ("params", "grads", "state1", "state2", "ws")],
-                        before):
+    for arr, old in zip([args[k] for k in ("params", "grads", "state1", "state2", "ws")], before):
         np.testing.assert_array_equal(arr, old)
 
 
@@ -479,8 +584,9 @@ def _fit_both_paths(layers, acts, loss, output_activation, dtype, y, optimizer):
     kw = {} if output_activation is None else {"output_activation": output_activation}
     nets = []
     for fused in (True, False):
-        net = fastnn.MLP(layers, acts, loss=loss, dtype=dtype, backend="cython",
-                         random_state=5, **kw)
+        net = fastnn.MLP(
+            layers, acts, loss=loss, dtype=dtype, backend="cython", random_state=5, **kw
+        )
         opt = optimizer()
         assert _fused.supports(net, opt)
         Xc, yc = net.check_data(X, y)
@@ -489,8 +595,9 @@ def _fit_both_paths(layers, acts, loss, output_activation, dtype, y, optimizer):
             if fused:
                 logs.append(net.train_epoch(Xc, yc, opt, 16, shuffle=shuffle))
             else:  # on_step makes MLP.train_epoch take the step-by-step path
-                logs.append(net.train_epoch(Xc, yc, opt, 16, shuffle=shuffle,
-                                            on_step=lambda j, loss: None))
+                logs.append(
+                    net.train_epoch(Xc, yc, opt, 16, shuffle=shuffle, on_step=lambda j, loss: None)
+                )
         nets.append((net.params.copy(), logs, opt.t, dict(opt.state)))
     return nets
 
@@ -511,15 +618,22 @@ FIT_CASES = [
 def test_fused_epoch_equals_step_path_for_every_activation(case, dtype):
     layers, acts, loss, out_act, target = FIT_CASES[case]
     rng = np.random.default_rng(4)
-    y = {"mse1": rng.standard_normal(45), "mse3": rng.standard_normal((45, 3)),
-         "bce1": (rng.random(45) > 0.5).astype(float),
-         "bce3": (rng.random((45, 3)) > 0.5).astype(float),
-         "labels": rng.integers(0, 3, 45)}[target]
-    for make_opt in (lambda: Adam(lr=0.02), lambda: AdamW(lr=0.02, weight_decay=0.1),
-                     lambda: Momentum(lr=0.05, clip_norm=0.1),
-                     lambda: RMSProp(lr=0.01, eps_inside_sqrt=True, weight_decay=1e-3)):
-        (pa, la, ta, sa), (pb, lb, tb, sb) = _fit_both_paths(layers, acts, loss, out_act,
-                                                             dtype, y, make_opt)
+    y = {
+        "mse1": rng.standard_normal(45),
+        "mse3": rng.standard_normal((45, 3)),
+        "bce1": (rng.random(45) > 0.5).astype(float),
+        "bce3": (rng.random((45, 3)) > 0.5).astype(float),
+        "labels": rng.integers(0, 3, 45),
+    }[target]
+    for make_opt in (
+        lambda: Adam(lr=0.02),
+        lambda: AdamW(lr=0.02, weight_decay=0.1),
+        lambda: Momentum(lr=0.05, clip_norm=0.1),
+        lambda: RMSProp(lr=0.01, eps_inside_sqrt=True, weight_decay=1e-3),
+    ):
+        (pa, la, ta, sa), (pb, lb, tb, sb) = _fit_both_paths(
+            layers, acts, loss, out_act, dtype, y, make_opt
+        )
         np.testing.assert_array_equal(pa, pb)
         assert la == lb and ta == tb == 6
         for name in sa:

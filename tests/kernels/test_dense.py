@@ -14,10 +14,27 @@ from hypothesis import strategies as st
 from fastnn._kernels import codes
 from fastnn.reference.blas import gemm
 from kernels._support import (
+    ALL_BACKENDS,
+    COMPILED,
+    DTYPES,
+    IN_LAYOUTS,
     LAYOUT_PAIRS,
-    ALL_BACKENDS, COMPILED, DTYPES, IN_LAYOUTS, OUT_LAYOUTS, SMALL, arrays, assert_exact,
-    assert_within, backend, case_id, check_activation, laid_out, quiet_reference,
-    reduction_floats, reference, rng_array, run_pair, sizes, sum_bound,
+    OUT_LAYOUTS,
+    SMALL,
+    arrays,
+    assert_exact,
+    assert_within,
+    backend,
+    case_id,
+    check_activation,
+    laid_out,
+    quiet_reference,
+    reduction_floats,
+    reference,
+    rng_array,
+    run_pair,
+    sizes,
+    sum_bound,
 )
 
 ACTIVATIONS = list(codes.ACTIVATION_CODES)
@@ -42,8 +59,9 @@ def check_db(db, dz, err):
 def check_backward(activation, x, bwd, actual, expected, err):
     """dz by the activation rule; dw exactly the BLAS product of the kernel's own dz;
     db within the summation bound of the kernel's own dz."""
-    check_activation(activation, "backward", actual["dz"], expected["dz"], "dz " + err,
-                     a=bwd["a"], da=bwd["da"])
+    check_activation(
+        activation, "backward", actual["dz"], expected["dz"], "dz " + err, a=bwd["a"], da=bwd["da"]
+    )
     dz = np.ascontiguousarray(actual["dz"])
     dw = np.empty((x.shape[1], dz.shape[1]), dtype=dz.dtype)
     with quiet_reference():
@@ -72,15 +90,28 @@ def test_dense_layouts(name, dtype, activation, in_layout, out_layout):
     rng = np.random.default_rng(10)
     fwd, bwd = make_layer(rng, dtype, 7, 5, 3, activation)
     err = case_id(name, dtype, activation, in_layout, out_layout)
-    actual, expected = run_pair(name, "dense_forward", fwd, outputs=("z", "a"),
-                                in_layout=in_layout, out_layout=out_layout)
+    actual, expected = run_pair(
+        name, "dense_forward", fwd, outputs=("z", "a"), in_layout=in_layout, out_layout=out_layout
+    )
     check_forward(activation, actual, expected, err)
-    actual, expected = run_pair(name, "dense_backward", bwd, outputs=("dz", "dw", "db"),
-                                in_layout=in_layout, out_layout=out_layout)
+    actual, expected = run_pair(
+        name,
+        "dense_backward",
+        bwd,
+        outputs=("dz", "dw", "db"),
+        in_layout=in_layout,
+        out_layout=out_layout,
+    )
     check_backward(activation, fwd["x"], bwd, actual, expected, err)
     args = {"dz": bwd["da"], "w": fwd["w"]}
-    actual, expected = run_pair(name, "dense_input_gradient", args, outputs=("dx",),
-                                in_layout=in_layout, out_layout=out_layout)
+    actual, expected = run_pair(
+        name,
+        "dense_input_gradient",
+        args,
+        outputs=("dx",),
+        in_layout=in_layout,
+        out_layout=out_layout,
+    )
     assert_exact(actual["dx"], expected["dx"], "dx " + err)
 
 
@@ -90,9 +121,14 @@ def test_dense_layouts(name, dtype, activation, in_layout, out_layout):
 def test_dense_property(name, dtype, activation):
     """Shapes with one row, one input, one output and odd sizes; values of every
     magnitude that no summation order overflows, zeros and subnormals included."""
-    @given(data=st.data(), dims=st.tuples(sizes(), sizes(), sizes()),
-           alpha=st.sampled_from((0.01, 0.1, 1.0)), in_layout=st.sampled_from(IN_LAYOUTS),
-           out_layout=st.sampled_from(OUT_LAYOUTS))
+
+    @given(
+        data=st.data(),
+        dims=st.tuples(sizes(), sizes(), sizes()),
+        alpha=st.sampled_from((0.01, 0.1, 1.0)),
+        in_layout=st.sampled_from(IN_LAYOUTS),
+        out_layout=st.sampled_from(OUT_LAYOUTS),
+    )
     def prop(data, dims, alpha, in_layout, out_layout):
         m, n_in, n_out = dims
         el = reduction_floats(dtype)
@@ -102,18 +138,42 @@ def test_dense_property(name, dtype, activation):
         da = data.draw(arrays(dtype, (m, n_out), el), "da")
         err = case_id(name, dtype, activation, dims, alpha, in_layout, out_layout)
         fwd = {"x": x, "w": w, "b": b, "activation": activation, "alpha": alpha}
-        actual, expected = run_pair(name, "dense_forward", fwd, outputs=("z", "a"),
-                                    in_layout=in_layout, out_layout=out_layout)
+        actual, expected = run_pair(
+            name,
+            "dense_forward",
+            fwd,
+            outputs=("z", "a"),
+            in_layout=in_layout,
+            out_layout=out_layout,
+        )
         check_forward(activation, actual, expected, err)
-        bwd = {"x": x, "z": expected["z"], "a": expected["a"], "da": da,
-               "activation": activation, "alpha": alpha}
-        actual, expected = run_pair(name, "dense_backward", bwd, outputs=("dz", "dw", "db"),
-                                    in_layout=in_layout, out_layout=out_layout)
+        bwd = {
+            "x": x,
+            "z": expected["z"],
+            "a": expected["a"],
+            "da": da,
+            "activation": activation,
+            "alpha": alpha,
+        }
+        actual, expected = run_pair(
+            name,
+            "dense_backward",
+            bwd,
+            outputs=("dz", "dw", "db"),
+            in_layout=in_layout,
+            out_layout=out_layout,
+        )
         check_backward(activation, x, bwd, actual, expected, err)
-        actual, expected = run_pair(name, "dense_input_gradient", {"dz": da, "w": w},
-                                    outputs=("dx",), in_layout=in_layout,
-                                    out_layout=out_layout)
+        actual, expected = run_pair(
+            name,
+            "dense_input_gradient",
+            {"dz": da, "w": w},
+            outputs=("dx",),
+            in_layout=in_layout,
+            out_layout=out_layout,
+        )
         assert_exact(actual["dx"], expected["dx"], "dx " + err)
+
     prop()
 
 
@@ -128,8 +188,9 @@ def test_dense_large(name, dtype, activation):
     check_forward(activation, actual, expected, err)
     actual, expected = run_pair(name, "dense_backward", bwd, outputs=("dz", "dw", "db"))
     check_backward(activation, fwd["x"], bwd, actual, expected, err)
-    actual, expected = run_pair(name, "dense_input_gradient",
-                                {"dz": bwd["da"], "w": fwd["w"]}, outputs=("dx",))
+    actual, expected = run_pair(
+        name, "dense_input_gradient", {"dz": bwd["da"], "w": fwd["w"]}, outputs=("dx",)
+    )
     assert_exact(actual["dx"], expected["dx"], "dx " + err)
 
 

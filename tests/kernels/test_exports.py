@@ -11,7 +11,6 @@ import fastnn
 from fastnn import reference
 from fastnn._backend import FAMILIES
 from fastnn._kernels import codes
-
 from kernels._support import ALL_BACKENDS, COMPILED
 
 MODULE = {"numba": "fastnn._kernels.{}_numba", "cython": "fastnn._kernels.{}_cython"}
@@ -26,7 +25,8 @@ def test_family_modules_export_the_reference_names(name, family):
     assert sorted(mod.__all__) == sorted(ref.__all__), (
         f"{mod.__name__}.__all__ differs from the reference: missing "
         f"{sorted(set(ref.__all__) - set(mod.__all__))}, extra "
-        f"{sorted(set(mod.__all__) - set(ref.__all__))}")
+        f"{sorted(set(mod.__all__) - set(ref.__all__))}"
+    )
     for fn in mod.__all__:
         assert callable(getattr(mod, fn)), f"{mod.__name__}.{fn} is not callable"
 
@@ -51,7 +51,7 @@ def test_backends_export_identical_kernels(name):
     kernels (the reference families plus any whole-model kernel such as train_epoch)."""
     want = set(vars(fastnn.backend("numpy")._raw))
     got = set(vars(fastnn.backend(name)._raw))
-    assert got == want, (f"{name}: missing {sorted(want - got)}, extra {sorted(got - want)}")
+    assert got == want, f"{name}: missing {sorted(want - got)}, extra {sorted(got - want)}"
 
 
 @pytest.mark.parametrize("name", ALL_BACKENDS)

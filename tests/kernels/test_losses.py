@@ -13,11 +13,31 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kernels._support import (
+    ALL_BACKENDS,
+    COMPILED,
+    DTYPES,
+    IN_LAYOUTS,
     LAYOUT_PAIRS,
-    ALL_BACKENDS, COMPILED, DTYPES, IN_LAYOUTS, OUT_LAYOUTS, SMALL, arrays, assert_exact,
-    backend, case_id, check_bce, check_bce_gradient, check_ce, check_ce_gradient,
-    check_mse, check_sparse_ce, finite_floats, reduction_floats, rng_array, run_pair,
-    shapes_1d, shapes_2d, shapes_any, unit_floats,
+    OUT_LAYOUTS,
+    SMALL,
+    arrays,
+    assert_exact,
+    backend,
+    case_id,
+    check_bce,
+    check_bce_gradient,
+    check_ce,
+    check_ce_gradient,
+    check_mse,
+    check_sparse_ce,
+    finite_floats,
+    reduction_floats,
+    rng_array,
+    run_pair,
+    shapes_1d,
+    shapes_2d,
+    shapes_any,
+    unit_floats,
 )
 
 
@@ -37,40 +57,66 @@ def run_loss_family(name, dtype, kind, z, y, in_layout, out_layout, err):
     if kind == "mse":
         actual, expected = run_pair(name, "mse", {"y_pred": z, "y": y}, in_layout=in_layout)
         check_mse(actual["result"], expected["result"], z, y, "mse " + err)
-        actual, expected = run_pair(name, "mse_gradient", {"y_pred": z, "y": y},
-                                    outputs=("out",), in_layout=in_layout,
-                                    out_layout=out_layout)
+        actual, expected = run_pair(
+            name,
+            "mse_gradient",
+            {"y_pred": z, "y": y},
+            outputs=("out",),
+            in_layout=in_layout,
+            out_layout=out_layout,
+        )
         assert_exact(actual["out"], expected["out"], "mse_gradient " + err)
     elif kind == "bce":
-        actual, expected = run_pair(name, "binary_cross_entropy", {"z": z, "y": y},
-                                    in_layout=in_layout)
+        actual, expected = run_pair(
+            name, "binary_cross_entropy", {"z": z, "y": y}, in_layout=in_layout
+        )
         check_bce(actual["result"], expected["result"], z, y, "bce " + err)
-        actual, expected = run_pair(name, "binary_cross_entropy_gradient", {"z": z, "y": y},
-                                    outputs=("out",), in_layout=in_layout,
-                                    out_layout=out_layout)
+        actual, expected = run_pair(
+            name,
+            "binary_cross_entropy_gradient",
+            {"z": z, "y": y},
+            outputs=("out",),
+            in_layout=in_layout,
+            out_layout=out_layout,
+        )
         check_bce_gradient(actual["out"], expected["out"], z, y, "bce_gradient " + err)
     elif kind in ("ce", "ce_labels"):
         # y: float targets (one-hot or soft) or integer labels; cross_entropy dispatches.
-        actual, expected = run_pair(name, "cross_entropy", {"z": z, "y": y},
-                                    in_layout=in_layout)
+        actual, expected = run_pair(name, "cross_entropy", {"z": z, "y": y}, in_layout=in_layout)
         if kind == "ce":
             check_ce(actual["result"], expected["result"], z, y, "ce " + err)
         else:
             check_sparse_ce(actual["result"], expected["result"], z, y, "ce labels " + err)
-        actual, expected = run_pair(name, "cross_entropy_gradient", {"z": z, "y": y},
-                                    outputs=("out",), in_layout=in_layout,
-                                    out_layout=out_layout)
+        actual, expected = run_pair(
+            name,
+            "cross_entropy_gradient",
+            {"z": z, "y": y},
+            outputs=("out",),
+            in_layout=in_layout,
+            out_layout=out_layout,
+        )
         target = y if kind == "ce" else onehot(y, z.shape[1], np.float64)
         check_ce_gradient(actual["out"], expected["out"], z, target, "ce_gradient " + err)
     elif kind == "sparse":
-        actual, expected = run_pair(name, "sparse_cross_entropy", {"z": z, "labels": y},
-                                    in_layout=in_layout)
+        actual, expected = run_pair(
+            name, "sparse_cross_entropy", {"z": z, "labels": y}, in_layout=in_layout
+        )
         check_sparse_ce(actual["result"], expected["result"], z, y, "sparse " + err)
-        actual, expected = run_pair(name, "sparse_cross_entropy_gradient",
-                                    {"z": z, "labels": y}, outputs=("out",),
-                                    in_layout=in_layout, out_layout=out_layout)
-        check_ce_gradient(actual["out"], expected["out"], z, onehot(y, z.shape[1], np.float64),
-                          "sparse_gradient " + err)
+        actual, expected = run_pair(
+            name,
+            "sparse_cross_entropy_gradient",
+            {"z": z, "labels": y},
+            outputs=("out",),
+            in_layout=in_layout,
+            out_layout=out_layout,
+        )
+        check_ce_gradient(
+            actual["out"],
+            expected["out"],
+            z,
+            onehot(y, z.shape[1], np.float64),
+            "sparse_gradient " + err,
+        )
     else:
         raise ValueError(kind)
 
@@ -102,8 +148,16 @@ def layout_inputs(kind, dtype, rng, m=6, k=5):
 @pytest.mark.parametrize("name", COMPILED)
 def test_loss_layouts(name, dtype, kind, in_layout, out_layout):
     family, z, y = layout_inputs(kind, dtype, np.random.default_rng(20))
-    run_loss_family(name, dtype, family, z, y, in_layout, out_layout,
-                    case_id(name, dtype, kind, in_layout, out_layout))
+    run_loss_family(
+        name,
+        dtype,
+        family,
+        z,
+        y,
+        in_layout,
+        out_layout,
+        case_id(name, dtype, kind, in_layout, out_layout),
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -118,14 +172,26 @@ def test_loss_large(name, dtype, kind):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", COMPILED)
 def test_mse_property(name, dtype):
-    @given(data=st.data(), in_layout=st.sampled_from(IN_LAYOUTS),
-           out_layout=st.sampled_from(OUT_LAYOUTS))
+    @given(
+        data=st.data(),
+        in_layout=st.sampled_from(IN_LAYOUTS),
+        out_layout=st.sampled_from(OUT_LAYOUTS),
+    )
     def prop(data, in_layout, out_layout):
         shape = data.draw(shapes_any())
         p = data.draw(arrays(dtype, shape, reduction_floats(dtype)))
         y = data.draw(arrays(dtype, shape, reduction_floats(dtype)))
-        run_loss_family(name, dtype, "mse", p, y, in_layout, out_layout,
-                        case_id(name, dtype, shape, in_layout, out_layout))
+        run_loss_family(
+            name,
+            dtype,
+            "mse",
+            p,
+            y,
+            in_layout,
+            out_layout,
+            case_id(name, dtype, shape, in_layout, out_layout),
+        )
+
     prop()
 
 
@@ -134,14 +200,27 @@ def test_mse_property(name, dtype):
 def test_binary_cross_entropy_property(name, dtype):
     """Logits up to 2^50 (float32) or 2^330 (float64), where no summation order of the
     mean overflows, targets in [0, 1]; (m,) and (m, k)."""
-    @given(data=st.data(), in_layout=st.sampled_from(IN_LAYOUTS),
-           out_layout=st.sampled_from(OUT_LAYOUTS))
+
+    @given(
+        data=st.data(),
+        in_layout=st.sampled_from(IN_LAYOUTS),
+        out_layout=st.sampled_from(OUT_LAYOUTS),
+    )
     def prop(data, in_layout, out_layout):
         shape = data.draw(st.one_of(shapes_1d(), shapes_2d()))
         z = data.draw(arrays(dtype, shape, reduction_floats(dtype)))
         y = data.draw(arrays(dtype, shape, unit_floats(dtype)))
-        run_loss_family(name, dtype, "bce", z, y, in_layout, out_layout,
-                        case_id(name, dtype, shape, in_layout, out_layout))
+        run_loss_family(
+            name,
+            dtype,
+            "bce",
+            z,
+            y,
+            in_layout,
+            out_layout,
+            case_id(name, dtype, shape, in_layout, out_layout),
+        )
+
     prop()
 
 
@@ -154,7 +233,8 @@ def _normalised(w, dtype):
 def _soft_rows(dtype, shape):
     """Target rows that sum to 1 (soft labels), zeros and tiny weights included."""
     return arrays(np.float64, shape, finite_floats(np.float64, 1.0).map(abs)).map(
-        lambda w: _normalised(w, dtype))
+        lambda w: _normalised(w, dtype)
+    )
 
 
 @pytest.mark.parametrize("kind", ["ce", "ce_labels", "sparse"])
@@ -163,21 +243,38 @@ def _soft_rows(dtype, shape):
 def test_cross_entropy_property(name, dtype, kind):
     """Logits of magnitudes up to 2^50 (float32) or 2^330 (float64), one row, one class,
     odd sizes; soft or one-hot targets, or labels of several integer dtypes."""
-    @given(data=st.data(), in_layout=st.sampled_from(IN_LAYOUTS),
-           out_layout=st.sampled_from(OUT_LAYOUTS))
+
+    @given(
+        data=st.data(),
+        in_layout=st.sampled_from(IN_LAYOUTS),
+        out_layout=st.sampled_from(OUT_LAYOUTS),
+    )
     def prop(data, in_layout, out_layout):
         m, k = data.draw(shapes_2d())
         z = data.draw(arrays(dtype, (m, k), reduction_floats(dtype)))
         if kind == "ce":
-            y = data.draw(st.one_of(
-                _soft_rows(dtype, (m, k)),
-                arrays(np.int64, (m,), st.integers(0, k - 1)).map(
-                    lambda lab: onehot(lab, k, dtype))))
+            y = data.draw(
+                st.one_of(
+                    _soft_rows(dtype, (m, k)),
+                    arrays(np.int64, (m,), st.integers(0, k - 1)).map(
+                        lambda lab: onehot(lab, k, dtype)
+                    ),
+                )
+            )
         else:
             ldt = data.draw(st.sampled_from([np.int64, np.int32, np.uint8]))
             y = data.draw(arrays(ldt, (m,), st.integers(0, min(k - 1, 255))))
-        run_loss_family(name, dtype, kind, z, y, in_layout, out_layout,
-                        case_id(name, dtype, kind, (m, k), in_layout, out_layout))
+        run_loss_family(
+            name,
+            dtype,
+            kind,
+            z,
+            y,
+            in_layout,
+            out_layout,
+            case_id(name, dtype, kind, (m, k), in_layout, out_layout),
+        )
+
     prop()
 
 
@@ -226,5 +323,6 @@ def test_nan_in_logits_propagates(name, dtype):
     gb = k.binary_cross_entropy_gradient(z, np.zeros_like(z))
     np.testing.assert_array_equal(np.isnan(gb), np.isnan(z), err_msg=name)
     assert np.isnan(k.mse(z, np.zeros_like(z))), name
-    np.testing.assert_array_equal(np.isnan(k.mse_gradient(z, np.zeros_like(z))),
-                                  np.isnan(z), err_msg=name)
+    np.testing.assert_array_equal(
+        np.isnan(k.mse_gradient(z, np.zeros_like(z))), np.isnan(z), err_msg=name
+    )

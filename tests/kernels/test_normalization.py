@@ -14,10 +14,25 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kernels._support import (
+    COMPILED,
+    DTYPES,
+    IN_LAYOUTS,
     LAYOUT_PAIRS,
-    COMPILED, DTYPES, IN_LAYOUTS, OUT_LAYOUTS, SMALL, any_floats, arrays, assert_exact,
-    assert_within, bn_backward_bounds, bn_train_bounds, case_id, finite_floats,
-    reduction_floats, rng_array, run_pair, shapes_2d, shapes_any,
+    OUT_LAYOUTS,
+    SMALL,
+    any_floats,
+    arrays,
+    assert_exact,
+    assert_within,
+    bn_backward_bounds,
+    bn_train_bounds,
+    case_id,
+    finite_floats,
+    reduction_floats,
+    rng_array,
+    run_pair,
+    shapes_2d,
+    shapes_any,
 )
 
 BN_OUT = ("out", "x_hat", "inv_std")
@@ -25,15 +40,27 @@ BN_STATE = ("running_mean", "running_var")
 
 
 def check_dropout(name, dtype, x, mask, rate, in_layout, out_layout, err):
-    actual, expected = run_pair(name, "dropout", {"x": x, "mask": mask, "rate": rate},
-                                outputs=("out",), in_layout=in_layout,
-                                out_layout=out_layout)
+    actual, expected = run_pair(
+        name,
+        "dropout",
+        {"x": x, "mask": mask, "rate": rate},
+        outputs=("out",),
+        in_layout=in_layout,
+        out_layout=out_layout,
+    )
     assert_exact(actual["out"], expected["out"], err)
 
 
 def check_bn_train(name, args, in_layout, out_layout, err):
-    actual, expected = run_pair(name, "batch_norm_train", args, outputs=BN_OUT,
-                                inplace=BN_STATE, in_layout=in_layout, out_layout=out_layout)
+    actual, expected = run_pair(
+        name,
+        "batch_norm_train",
+        args,
+        outputs=BN_OUT,
+        inplace=BN_STATE,
+        in_layout=in_layout,
+        out_layout=out_layout,
+    )
     bounds = bn_train_bounds(args["x"], args["eps"], args["momentum"])
     for key in ("x_hat", "inv_std", "running_mean", "running_var"):
         assert_within(actual[key], expected[key], bounds[key], f"{key} {err}")
@@ -43,17 +70,24 @@ def check_bn_train(name, args, in_layout, out_layout, err):
 
 
 def check_bn_eval(name, args, in_layout, out_layout, err):
-    actual, expected = run_pair(name, "batch_norm_eval", args, outputs=("out",),
-                                in_layout=in_layout, out_layout=out_layout)
+    actual, expected = run_pair(
+        name, "batch_norm_eval", args, outputs=("out",), in_layout=in_layout, out_layout=out_layout
+    )
     assert_exact(actual["out"], expected["out"], err)
 
 
 def check_bn_backward(name, args, in_layout, out_layout, err):
-    actual, expected = run_pair(name, "batch_norm_backward", args,
-                                outputs=("dx", "dgamma", "dbeta"), in_layout=in_layout,
-                                out_layout=out_layout)
-    bounds = bn_backward_bounds(args["dout"], args["x_hat"], args["gamma"],
-                                args["inv_std"], expected)
+    actual, expected = run_pair(
+        name,
+        "batch_norm_backward",
+        args,
+        outputs=("dx", "dgamma", "dbeta"),
+        in_layout=in_layout,
+        out_layout=out_layout,
+    )
+    bounds = bn_backward_bounds(
+        args["dout"], args["x_hat"], args["gamma"], args["inv_std"], expected
+    )
     for key in ("dx", "dgamma", "dbeta"):
         assert_within(actual[key], expected[key], bounds[key], f"{key} {err}")
 
@@ -64,14 +98,24 @@ def bn_args(rng, dtype, m, k):
     beta = rng_array(rng, (k,), dtype)
     rm = rng_array(rng, (k,), dtype)
     rv = np.abs(rng_array(rng, (k,), dtype)) + dtype(0.5)
-    train = {"x": x, "gamma": gamma, "beta": beta, "running_mean": rm, "running_var": rv,
-             "eps": 1e-5, "momentum": 0.1}
-    ev = {"x": x, "gamma": gamma, "beta": beta, "running_mean": rm, "running_var": rv,
-          "eps": 1e-5}
+    train = {
+        "x": x,
+        "gamma": gamma,
+        "beta": beta,
+        "running_mean": rm,
+        "running_var": rv,
+        "eps": 1e-5,
+        "momentum": 0.1,
+    }
+    ev = {"x": x, "gamma": gamma, "beta": beta, "running_mean": rm, "running_var": rv, "eps": 1e-5}
     x_hat = rng_array(rng, (m, k), dtype)
     inv_std = np.abs(rng_array(rng, (k,), dtype)) + dtype(0.1)
-    back = {"dout": rng_array(rng, (m, k), dtype), "x_hat": x_hat, "gamma": gamma,
-            "inv_std": inv_std}
+    back = {
+        "dout": rng_array(rng, (m, k), dtype),
+        "x_hat": x_hat,
+        "gamma": gamma,
+        "inv_std": inv_std,
+    }
     return train, ev, back
 
 
@@ -109,16 +153,29 @@ def test_normalization_large(name, dtype):
 @pytest.mark.parametrize("name", COMPILED)
 def test_dropout_property(name, dtype):
     """Any x (NaN, inf, subnormals), bool or 0/1 integer masks, any rate in [0, 1)."""
-    @given(data=st.data(), rate=st.one_of(st.sampled_from([0.0, 0.1, 0.5]),
-                                          st.floats(0.0, 1.0, exclude_max=True)),
-           in_layout=st.sampled_from(IN_LAYOUTS), out_layout=st.sampled_from(OUT_LAYOUTS))
+
+    @given(
+        data=st.data(),
+        rate=st.one_of(st.sampled_from([0.0, 0.1, 0.5]), st.floats(0.0, 1.0, exclude_max=True)),
+        in_layout=st.sampled_from(IN_LAYOUTS),
+        out_layout=st.sampled_from(OUT_LAYOUTS),
+    )
     def prop(data, rate, in_layout, out_layout):
         shape = data.draw(shapes_any())
         x = data.draw(arrays(dtype, shape, any_floats(dtype)))
         mdt = data.draw(st.sampled_from([np.bool_, np.uint8, np.int64]))
         mask = data.draw(arrays(mdt, shape, st.integers(0, 1).map(mdt)))
-        check_dropout(name, dtype, x, mask, rate, in_layout, out_layout,
-                      case_id(name, dtype, shape, rate, in_layout, out_layout))
+        check_dropout(
+            name,
+            dtype,
+            x,
+            mask,
+            rate,
+            in_layout,
+            out_layout,
+            case_id(name, dtype, shape, rate, in_layout, out_layout),
+        )
+
     prop()
 
 
@@ -132,9 +189,14 @@ def _small_floats(dtype):
 def test_batch_norm_property(name, dtype):
     """m >= 2 rows (one column among the shapes), values of many magnitudes with
     constant columns, zeros and subnormals; eps and momentum across their ranges."""
-    @given(data=st.data(), eps=st.one_of(st.just(1e-5), st.floats(1e-12, 1.0)),
-           momentum=st.floats(0.0, 1.0), in_layout=st.sampled_from(IN_LAYOUTS),
-           out_layout=st.sampled_from(OUT_LAYOUTS))
+
+    @given(
+        data=st.data(),
+        eps=st.one_of(st.just(1e-5), st.floats(1e-12, 1.0)),
+        momentum=st.floats(0.0, 1.0),
+        in_layout=st.sampled_from(IN_LAYOUTS),
+        out_layout=st.sampled_from(OUT_LAYOUTS),
+    )
     def prop(data, eps, momentum, in_layout, out_layout):
         m, k = data.draw(shapes_2d(min_rows=2), "shape")
         el = reduction_floats(dtype)
@@ -144,16 +206,42 @@ def test_batch_norm_property(name, dtype):
         rm = data.draw(arrays(dtype, (k,), el), "running_mean")
         rv = data.draw(arrays(dtype, (k,), el.map(abs)), "running_var")
         err = case_id(name, dtype, (m, k), eps, momentum, in_layout, out_layout)
-        check_bn_train(name, {"x": x, "gamma": gamma, "beta": beta, "running_mean": rm,
-                              "running_var": rv, "eps": eps, "momentum": momentum},
-                       in_layout, out_layout, "bn_train " + err)
-        check_bn_eval(name, {"x": x, "gamma": gamma, "beta": beta, "running_mean": rm,
-                             "running_var": rv, "eps": eps},
-                      in_layout, out_layout, "bn_eval " + err)
+        check_bn_train(
+            name,
+            {
+                "x": x,
+                "gamma": gamma,
+                "beta": beta,
+                "running_mean": rm,
+                "running_var": rv,
+                "eps": eps,
+                "momentum": momentum,
+            },
+            in_layout,
+            out_layout,
+            "bn_train " + err,
+        )
+        check_bn_eval(
+            name,
+            {
+                "x": x,
+                "gamma": gamma,
+                "beta": beta,
+                "running_mean": rm,
+                "running_var": rv,
+                "eps": eps,
+            },
+            in_layout,
+            out_layout,
+            "bn_eval " + err,
+        )
         small = _small_floats(dtype)
-        back = {"dout": data.draw(arrays(dtype, (m, k), small), "dout"),
-                "x_hat": data.draw(arrays(dtype, (m, k), small), "x_hat"),
-                "gamma": data.draw(arrays(dtype, (k,), small), "gamma"),
-                "inv_std": data.draw(arrays(dtype, (k,), small.map(abs)), "inv_std")}
+        back = {
+            "dout": data.draw(arrays(dtype, (m, k), small), "dout"),
+            "x_hat": data.draw(arrays(dtype, (m, k), small), "x_hat"),
+            "gamma": data.draw(arrays(dtype, (k,), small), "gamma"),
+            "inv_std": data.draw(arrays(dtype, (k,), small.map(abs)), "inv_std"),
+        }
         check_bn_backward(name, back, in_layout, out_layout, "bn_backward " + err)
+
     prop()

@@ -15,8 +15,13 @@ from pathlib import Path
 import fastnn
 
 TESTS = Path(__file__).resolve().parents[1]
-FILES = ["test_activations.py", "test_dense.py", "test_losses.py", "test_optimizers.py",
-         "test_normalization.py"]
+FILES = [
+    "test_activations.py",
+    "test_dense.py",
+    "test_losses.py",
+    "test_optimizers.py",
+    "test_normalization.py",
+]
 # Contiguous inputs with fresh outputs, strided inputs written into strided outputs,
 # the large-shape tests (small here) and the properties, numba only.
 SELECT = "numba and (C-None or strided-strided or large or property or strided])"
@@ -24,19 +29,35 @@ SELECT = "numba and (C-None or strided-strided or large or property or strided])
 
 def test_numba_kernels_as_python(tmp_path):
     env = dict(os.environ)
-    env.update(NUMBA_DISABLE_JIT="1", NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"),
-               FASTNN_TEST_SMALL="1", HYPOTHESIS_PROFILE="nojit")
+    env.update(
+        NUMBA_DISABLE_JIT="1",
+        NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"),
+        FASTNN_TEST_SMALL="1",
+        HYPOTHESIS_PROFILE="nojit",
+    )
     src = str(Path(fastnn.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     # In Python mode a kernel's scalar arithmetic is NumPy scalar arithmetic, which warns
     # on overflow (inf inputs are part of the properties); compiled with
     # error_model="numpy" the same kernel never warns. Those warnings are not failures.
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-           "-W", "ignore::RuntimeWarning",
-           "--rootdir", str(TESTS.parent), "-c", str(TESTS.parent / "pyproject.toml"),
-           "-k", SELECT, *[str(TESTS / "kernels" / f) for f in FILES]]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900,
-                          cwd=tmp_path)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "ignore::RuntimeWarning",
+        "--rootdir",
+        str(TESTS.parent),
+        "-c",
+        str(TESTS.parent / "pyproject.toml"),
+        "-k",
+        SELECT,
+        *[str(TESTS / "kernels" / f) for f in FILES],
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
     tail = proc.stdout[-6000:] + proc.stderr[-3000:]
     assert proc.returncode == 0, f"the Numba kernels fail in Python mode:\n{tail}"
     assert " passed" in proc.stdout and " deselected" in proc.stdout, tail

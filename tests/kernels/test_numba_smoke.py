@@ -59,8 +59,9 @@ def test_reductions_without_transcendentals_are_exact(dtype):
         w = _values(5 * k, dtype, 4).reshape(5, k)
         da = _values(m * k, dtype, 5).reshape(m, k)
         z, a = ref.dense_forward(x, w, np.zeros(k, dtype), "identity")
-        for got, want in zip(nb.dense_backward(x, z, a, da, "identity"),
-                             ref.dense_backward(x, z, a, da, "identity")):
+        for got, want in zip(
+            nb.dense_backward(x, z, a, da, "identity"), ref.dense_backward(x, z, a, da, "identity")
+        ):
             np.testing.assert_array_equal(got, want, err_msg=f"dense_backward {m}x{k}")
         p = ref.softmax(da)
         np.testing.assert_array_equal(nb.softmax_backward(p, a), ref.softmax_backward(p, a))
@@ -106,8 +107,13 @@ def _run_twice_with_a_fresh_cache(script, tmp_path, timeout):
     env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     runs = []
     for _ in range(2):
-        proc = subprocess.run([sys.executable, "-W", "ignore::UserWarning", "-c", script],
-                              capture_output=True, text=True, env=env, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-W", "ignore::UserWarning", "-c", script],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     return runs
@@ -123,6 +129,7 @@ def test_kernels_are_cached_and_load_in_a_new_process(tmp_path):
 def _kernels():
     from fastnn._kernels import codes
     from fastnn._kernels.training_numba import _make_epoch
+
     for family in (*fastnn._backend.FAMILIES, "training"):
         mod = __import__(f"fastnn._kernels.{family}_numba", fromlist=["__all__"])
         for name in dir(mod):
@@ -145,21 +152,21 @@ def test_every_kernel_releases_the_gil_and_never_uses_fast_math():
 
 # --- the whole-epoch kernel (training_numba) ---------------------------------------------
 
+
 def _epoch_args(monkeypatch, n=50, batch=16, loss="cross_entropy", dtype="float32"):
     """The arguments fastnn._fused passes to train_epoch for a small model, as a list,
     and the names of training_numba._ARGS."""
     from fastnn._kernels import training_numba as T
     from fastnn.optim import Adam
+
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n, 5))
     y = rng.integers(0, 3, n)
-    net = fastnn.MLP([5, 8, 3], ["relu"], loss=loss, dtype=dtype, backend="numba",
-                     random_state=0)
+    net = fastnn.MLP([5, 8, 3], ["relu"], loss=loss, dtype=dtype, backend="numba", random_state=0)
     X, y = net.check_data(X, y)
     seen = []
     kernel = net.kernels._raw.train_epoch
-    monkeypatch.setattr(net.kernels._raw, "train_epoch",
-                        lambda *a: (seen.append(a), kernel(*a))[1])
+    monkeypatch.setattr(net.kernels._raw, "train_epoch", lambda *a: (seen.append(a), kernel(*a))[1])
     net.train_epoch(X, y, Adam(), batch)
     monkeypatch.undo()
     return list(seen[0]), [name for name, _ in T._ARGS]
@@ -182,13 +189,14 @@ def test_bias_correction_is_pythons_pow():
     out = np.empty(n)
     for beta in (0.9, 0.999, 0.99, 0.95, 0.5, 0.123456789):
         corrections(beta, n, out)
-        want = np.array([1.0 - beta ** t for t in range(1, n + 1)])
+        want = np.array([1.0 - beta**t for t in range(1, n + 1)])
         bad = np.flatnonzero(out.view(np.int64) != want.view(np.int64))
         assert bad.size == 0, f"beta={beta}: t={bad[:5] + 1}"
 
 
 def test_train_epoch_refuses_bad_calls_without_touching_memory(monkeypatch):
     from fastnn._kernels.training_numba import train_epoch
+
     good, names = _epoch_args(monkeypatch)
     g = dict(zip(names, good))
     ro = g["params"].copy()
@@ -198,15 +206,20 @@ def test_train_epoch_refuses_bad_calls_without_touching_memory(monkeypatch):
     bad = {
         "X": [g["X"].astype(np.float64), np.asfortranarray(g["X"]), g["X"][:, :4].copy()],
         "batch_size": [True, 0],
-        "lowest": [5], "loss_code": [7], "opt_code": [9],
+        "lowest": [5],
+        "loss_code": [7],
+        "opt_code": [9],
         "ws": [g["ws"][:10]],
         "order": [g["order"][:10], np.full(50, 99, np.int64)],
         "labels": [np.full(50, 7, np.int64)],
         "segments": [np.array([[0, 10**6, 0]], np.int64), np.array([[5, 2, 0]], np.int64)],
         "state2": [np.zeros(0, np.float32)],
-        "batch_stop": [100], "batch_start": [-1],
+        "batch_stop": [100],
+        "batch_start": [-1],
         "params": [np.zeros(3, np.float32), ro],
-        "stats": [np.zeros(2)], "hyper": [np.zeros(5)], "lrs": [np.zeros(1)],
+        "stats": [np.zeros(2)],
+        "hyper": [np.zeros(5)],
+        "lrs": [np.zeros(1)],
         "dims": [np.array([5, 8, 4], np.int64)],
         "w_off": [np.array([0, 10**9], np.int64), np.array([-1, 0], np.int64)],
         "ws_off": [g["ws_off"][:3], np.array([0, 0, 0, 0, 0, 10**9, 0, 0], np.int64)],
@@ -229,6 +242,7 @@ def test_train_epoch_allocates_nothing_per_step(monkeypatch):
     from numba.core.runtime import _nrt_python as nrt
 
     from fastnn._kernels.training_numba import train_epoch
+
     args, names = _epoch_args(monkeypatch, n=200, batch=15)
     start, stop = names.index("batch_start"), names.index("batch_stop")
     counts = []
@@ -280,23 +294,32 @@ def _fused_and_step(activations, loss, dtype, monkeypatch):
     """(params, logs) after two epochs through train_epoch and through the step path."""
     from fastnn import _fused
     from fastnn.optim import Adam
+
     rng = np.random.default_rng(3)
     X = rng.standard_normal((70, 4))
-    y = {"mse": X[:, :2] * 2, "cross_entropy": rng.integers(0, 3, 70),
-         "binary_cross_entropy": rng.integers(0, 2, (70, 3)).astype(float)}[loss]
+    y = {
+        "mse": X[:, :2] * 2,
+        "cross_entropy": rng.integers(0, 3, 70),
+        "binary_cross_entropy": rng.integers(0, 2, (70, 3)).astype(float),
+    }[loss]
     n_out = 2 if loss == "mse" else 3
     runs = []
     for fused in (True, False):
-        net = fastnn.MLP([4] + [5] * len(activations) + [n_out], activations, loss=loss,
-                         dtype=dtype, backend="numba", random_state=2)
+        net = fastnn.MLP(
+            [4] + [5] * len(activations) + [n_out],
+            activations,
+            loss=loss,
+            dtype=dtype,
+            backend="numba",
+            random_state=2,
+        )
         X_, y_ = net.check_data(X, y)
         opt = Adam(lr=0.05, clip_norm=0.5)
         assert _fused.supports(net, opt)
         if not fused:
             monkeypatch.setattr(_fused, "supports", lambda model, optimizer: False)
         # shuffled, then in order (the kernel then reads X in place)
-        logs = [net.train_epoch(X_, y_, opt, 16, shuffle=shuffle)
-                for shuffle in (True, False)]
+        logs = [net.train_epoch(X_, y_, opt, 16, shuffle=shuffle) for shuffle in (True, False)]
         monkeypatch.undo()
         runs.append((net.params, logs, opt.state["m"], opt.t))
     return runs
@@ -347,6 +370,11 @@ def test_epoch_kernel_runs_as_python(tmp_path):
     env = dict(os.environ, NUMBA_DISABLE_JIT="1", NUMBA_CACHE_DIR=str(tmp_path / "c"))
     src = str(Path(fastnn.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    proc = subprocess.run([sys.executable, "-W", "ignore", "-c", _PY_MODE_SCRIPT],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", _PY_MODE_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

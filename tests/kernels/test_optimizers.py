@@ -15,9 +15,25 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kernels._support import (
-    ALL_BACKENDS, COMPILED, DTYPES, IN_LAYOUTS, SMALL, any_floats, arrays, assert_exact,
-    assert_within, backend, case_id, finite_floats, laid_out, reduction_floats,
-    rng_array, run_pair, shapes_any, sum_bound, ulp,
+    ALL_BACKENDS,
+    COMPILED,
+    DTYPES,
+    IN_LAYOUTS,
+    SMALL,
+    any_floats,
+    arrays,
+    assert_exact,
+    assert_within,
+    backend,
+    case_id,
+    finite_floats,
+    laid_out,
+    reduction_floats,
+    rng_array,
+    run_pair,
+    shapes_any,
+    sum_bound,
+    ulp,
 )
 
 # name -> (state buffers, whether a state holds squares (non-negative))
@@ -43,22 +59,38 @@ def hyper_strategy(opt):
     if opt == "sgd_step":
         return st.fixed_dictionaries({"lr": lr, "weight_decay": wd})
     if opt in ("momentum_step", "nesterov_step"):
-        return st.fixed_dictionaries({
-            "lr": lr, "weight_decay": wd,
-            "momentum": st.one_of(st.just(0.9), unit_open),
-            "dampening": st.one_of(st.just(0.0), st.floats(0.0, 1.0))})
+        return st.fixed_dictionaries(
+            {
+                "lr": lr,
+                "weight_decay": wd,
+                "momentum": st.one_of(st.just(0.9), unit_open),
+                "dampening": st.one_of(st.just(0.0), st.floats(0.0, 1.0)),
+            }
+        )
     if opt == "adagrad_step":
-        return st.fixed_dictionaries({"lr": lr, "weight_decay": wd, "eps": eps,
-                                      "eps_inside_sqrt": st.booleans()})
+        return st.fixed_dictionaries(
+            {"lr": lr, "weight_decay": wd, "eps": eps, "eps_inside_sqrt": st.booleans()}
+        )
     if opt == "rmsprop_step":
-        return st.fixed_dictionaries({"lr": lr, "weight_decay": wd, "eps": eps,
-                                      "rho": st.one_of(st.just(0.9), unit_open),
-                                      "eps_inside_sqrt": st.booleans()})
-    return st.fixed_dictionaries({
-        "lr": lr, "eps": eps, "weight_decay": wd,
-        "beta1": st.one_of(st.just(0.9), unit_open),
-        "beta2": st.one_of(st.just(0.999), unit_open),
-        "step": st.one_of(st.integers(1, 20), st.integers(1, 10**7))})
+        return st.fixed_dictionaries(
+            {
+                "lr": lr,
+                "weight_decay": wd,
+                "eps": eps,
+                "rho": st.one_of(st.just(0.9), unit_open),
+                "eps_inside_sqrt": st.booleans(),
+            }
+        )
+    return st.fixed_dictionaries(
+        {
+            "lr": lr,
+            "eps": eps,
+            "weight_decay": wd,
+            "beta1": st.one_of(st.just(0.9), unit_open),
+            "beta2": st.one_of(st.just(0.999), unit_open),
+            "step": st.one_of(st.integers(1, 20), st.integers(1, 10**7)),
+        }
+    )
 
 
 DEFAULTS = {
@@ -66,11 +98,15 @@ DEFAULTS = {
     "momentum_step": {"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "weight_decay": 0.01},
     "nesterov_step": {"lr": 0.1, "momentum": 0.9, "dampening": 0.0, "weight_decay": 0.01},
     "adagrad_step": {"lr": 0.1, "eps": 1e-10, "eps_inside_sqrt": False, "weight_decay": 0.01},
-    "rmsprop_step": {"lr": 0.01, "rho": 0.9, "eps": 1e-8, "eps_inside_sqrt": True,
-                     "weight_decay": 0.01},
+    "rmsprop_step": {
+        "lr": 0.01,
+        "rho": 0.9,
+        "eps": 1e-8,
+        "eps_inside_sqrt": True,
+        "weight_decay": 0.01,
+    },
     "adam_step": {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 1e-4},
-    "adamw_step": {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
-                   "weight_decay": 0.01},
+    "adamw_step": {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01},
 }
 
 
@@ -91,8 +127,10 @@ def run_steps(name, opt, param, grads, state, hyper, layout, err, first_step=1):
 
 
 def initial_state(opt, rng, shape, dtype):
-    return {s: (np.abs(rng_array(rng, shape, dtype)) if s in SQUARES
-                else rng_array(rng, shape, dtype)) for s in OPTIMIZERS[opt]}
+    return {
+        s: (np.abs(rng_array(rng, shape, dtype)) if s in SQUARES else rng_array(rng, shape, dtype))
+        for s in OPTIMIZERS[opt]
+    }
 
 
 @pytest.mark.parametrize("layout", IN_LAYOUTS)
@@ -105,8 +143,16 @@ def test_optimizer_layouts(name, dtype, opt, layout):
     shape = (5, 7)
     param = rng_array(rng, shape, dtype)
     grads = [rng_array(rng, shape, dtype) for _ in range(3)]
-    run_steps(name, opt, param, grads, initial_state(opt, rng, shape, dtype),
-              DEFAULTS[opt], layout, case_id(name, dtype, opt, layout))
+    run_steps(
+        name,
+        opt,
+        param,
+        grads,
+        initial_state(opt, rng, shape, dtype),
+        DEFAULTS[opt],
+        layout,
+        case_id(name, dtype, opt, layout),
+    )
 
 
 @pytest.mark.parametrize("variant", ["eps_outside", "eps_inside", "no_decay"])
@@ -126,8 +172,17 @@ def test_optimizer_large_many_steps(name, dtype, opt, variant):
     state = {s: np.zeros(n, dtype) for s in OPTIMIZERS[opt]}
     grads = [rng_array(rng, n, dtype) for _ in range(5)]
     first = 1 if variant == "eps_outside" else 4999
-    run_steps(name, opt, rng_array(rng, n, dtype), grads, state, hyper, "C",
-              case_id(name, dtype, opt, variant), first_step=first)
+    run_steps(
+        name,
+        opt,
+        rng_array(rng, n, dtype),
+        grads,
+        state,
+        hyper,
+        "C",
+        case_id(name, dtype, opt, variant),
+        first_step=first,
+    )
 
 
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
@@ -140,10 +195,21 @@ def test_optimizer_property(name, dtype, opt):
         el = any_floats(dtype)
         param = data.draw(arrays(dtype, shape, el), "param")
         grads = [data.draw(arrays(dtype, shape, el), "grad") for _ in range(2)]
-        state = {s: data.draw(arrays(dtype, shape, el.map(abs) if s in SQUARES else el), s)
-                 for s in OPTIMIZERS[opt]}
-        run_steps(name, opt, param, grads, state, hyper, layout,
-                  case_id(name, dtype, opt, shape, hyper, layout))
+        state = {
+            s: data.draw(arrays(dtype, shape, el.map(abs) if s in SQUARES else el), s)
+            for s in OPTIMIZERS[opt]
+        }
+        run_steps(
+            name,
+            opt,
+            param,
+            grads,
+            state,
+            hyper,
+            layout,
+            case_id(name, dtype, opt, shape, hyper, layout),
+        )
+
     prop()
 
 
@@ -153,21 +219,28 @@ def test_squared_norm_and_scale_property(name, dtype):
     """squared_norm: sum x^2 accumulated in float64, within sum_bound of the reference's
     pairwise sum (terms x^2 are exact in float64 for float32 x, rounded once for float64
     x in both). scale_inplace: x *= factor, factor cast once: exact."""
-    @given(data=st.data(), layout=st.sampled_from(IN_LAYOUTS),
-           factor=st.one_of(st.sampled_from([0.1, 0.5, -3.0, 0.0]), finite_floats(np.float64)))
+
+    @given(
+        data=st.data(),
+        layout=st.sampled_from(IN_LAYOUTS),
+        factor=st.one_of(st.sampled_from([0.1, 0.5, -3.0, 0.0]), finite_floats(np.float64)),
+    )
     def prop(data, layout, factor):
         shape = data.draw(shapes_any())
         x = data.draw(arrays(dtype, shape, reduction_floats(dtype)))
         err = case_id(name, dtype, shape, layout, factor)
         actual, expected = run_pair(name, "squared_norm", {"x": x}, in_layout=layout)
         x64 = x.astype(np.float64)
-        bound = sum_bound(x.size, np.sum(x64 * x64), np.float64) \
-            + 2 * ulp(expected["result"], np.float64)
+        bound = sum_bound(x.size, np.sum(x64 * x64), np.float64) + 2 * ulp(
+            expected["result"], np.float64
+        )
         assert_within(actual["result"], expected["result"], bound, "squared_norm " + err)
         lay = "C" if layout == "C_readonly" else layout
-        actual, expected = run_pair(name, "scale_inplace", {"x": x, "factor": factor},
-                                    inplace=("x",), in_layout=lay)
+        actual, expected = run_pair(
+            name, "scale_inplace", {"x": x, "factor": factor}, inplace=("x",), in_layout=lay
+        )
         assert_exact(actual["x"], expected["x"], "scale_inplace " + err)
+
     prop()
 
 
@@ -177,8 +250,9 @@ def test_squared_norm_large(name, dtype):
     x = rng_array(np.random.default_rng(32), 101 if SMALL else 1_000_003, dtype, scale=3.0)
     actual, expected = run_pair(name, "squared_norm", {"x": x})
     x64 = x.astype(np.float64)
-    bound = sum_bound(x.size, np.sum(x64 * x64), np.float64) + 2 * ulp(expected["result"],
-                                                                       np.float64)
+    bound = sum_bound(x.size, np.sum(x64 * x64), np.float64) + 2 * ulp(
+        expected["result"], np.float64
+    )
     assert_within(actual["result"], expected["result"], bound, case_id(name, dtype))
 
 

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastnn.reference.blas import gemm
-from kernels._support import DTYPES, finite_floats, arrays, sizes
+from kernels._support import DTYPES, arrays, finite_floats, sizes
 
 
 def gamma(k, dtype):
@@ -27,8 +27,11 @@ def check(a, b, out, trans_a, trans_b, beta, c0):
     a64, b64 = opa.astype(np.float64), opb.astype(np.float64)
     want = (opa @ opb).astype(np.float64) + beta * c0.astype(np.float64)
     kdim = opa.shape[1]
-    bound = 2 * gamma(kdim + 2, a.dtype) * (np.abs(a64) @ np.abs(b64)
-                                            + abs(beta) * np.abs(c0.astype(np.float64)))
+    bound = (
+        2
+        * gamma(kdim + 2, a.dtype)
+        * (np.abs(a64) @ np.abs(b64) + abs(beta) * np.abs(c0.astype(np.float64)))
+    )
     # The tiniest values: one subnormal ulp of slack per product term.
     bound += (kdim + 2) * np.finfo(a.dtype).smallest_subnormal
     diff = np.abs(out.astype(np.float64) - want)
@@ -37,12 +40,16 @@ def check(a, b, out, trans_a, trans_b, beta, c0):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gemm_matches_numpy_matmul(dtype):
-    @given(dims=st.tuples(sizes(), sizes(), sizes()), data=st.data(),
-           trans_a=st.booleans(), trans_b=st.booleans(),
-           beta=st.sampled_from([0.0, 1.0, -0.5]))
+    @given(
+        dims=st.tuples(sizes(), sizes(), sizes()),
+        data=st.data(),
+        trans_a=st.booleans(),
+        trans_b=st.booleans(),
+        beta=st.sampled_from([0.0, 1.0, -0.5]),
+    )
     def prop(dims, data, trans_a, trans_b, beta):
         m, kdim, n = dims
-        el = finite_floats(dtype, 2.0 ** 20)
+        el = finite_floats(dtype, 2.0**20)
         a = data.draw(arrays(dtype, (kdim, m) if trans_a else (m, kdim), el), "a")
         b = data.draw(arrays(dtype, (n, kdim) if trans_b else (kdim, n), el), "b")
         c0 = data.draw(arrays(dtype, (m, n), el), "c0")
@@ -50,6 +57,7 @@ def test_gemm_matches_numpy_matmul(dtype):
         ret = gemm(a, b, out, trans_a=trans_a, trans_b=trans_b, beta=beta)
         assert ret is out  # written in place, no copy of the result
         check(a, b, out, trans_a, trans_b, beta, c0)
+
     prop()
 
 

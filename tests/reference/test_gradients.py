@@ -37,8 +37,13 @@ def numeric_grad(f, x, h=H):
 
 
 def assert_grad(analytic, numeric, what):
-    np.testing.assert_allclose(analytic, numeric, rtol=FD_RTOL, atol=FD_ATOL,
-                               err_msg=f"{what}: analytic gradient vs central differences")
+    np.testing.assert_allclose(
+        analytic,
+        numeric,
+        rtol=FD_RTOL,
+        atol=FD_ATOL,
+        err_msg=f"{what}: analytic gradient vs central differences",
+    )
 
 
 def away_from_kinks(rng, shape, scale=2.0):
@@ -53,8 +58,7 @@ def test_activation_derivative(name, activation):
     z = away_from_kinks(np.random.default_rng(50), 12)
     fn, deriv = getattr(k, activation), getattr(k, activation + "_derivative")
     # g' is elementwise: the gradient of sum g(z) is g'(z).
-    assert_grad(deriv(z), numeric_grad(lambda v: float(np.sum(fn(v))), z),
-                f"{name} {activation}'")
+    assert_grad(deriv(z), numeric_grad(lambda v: float(np.sum(fn(v))), z), f"{name} {activation}'")
 
 
 @pytest.mark.parametrize("alpha", [0.01, 0.3, 2.0])
@@ -64,9 +68,11 @@ def test_activation_derivative_alpha(name, activation, alpha):
     k = backend(name)
     z = away_from_kinks(np.random.default_rng(51), 12)
     fn, deriv = getattr(k, activation), getattr(k, activation + "_derivative")
-    assert_grad(deriv(z, alpha=alpha),
-                numeric_grad(lambda v: float(np.sum(fn(v, alpha=alpha))), z),
-                f"{name} {activation}' alpha={alpha}")
+    assert_grad(
+        deriv(z, alpha=alpha),
+        numeric_grad(lambda v: float(np.sum(fn(v, alpha=alpha))), z),
+        f"{name} {activation}' alpha={alpha}",
+    )
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS + ["softmax"])
@@ -83,11 +89,13 @@ def test_activation_backward(name, activation):
         return float(np.sum(da * k.activation_forward(v, activation)))
 
     a = k.activation_forward(z, activation)
-    assert_grad(k.activation_backward(da, z, a, activation), numeric_grad(loss, z),
-                f"{name} activation_backward {activation}")
+    assert_grad(
+        k.activation_backward(da, z, a, activation),
+        numeric_grad(loss, z),
+        f"{name} activation_backward {activation}",
+    )
     if activation == "softmax":
-        assert_grad(k.softmax_backward(a, da), numeric_grad(loss, z),
-                    f"{name} softmax_backward")
+        assert_grad(k.softmax_backward(a, da), numeric_grad(loss, z), f"{name} softmax_backward")
 
 
 @pytest.mark.parametrize("name", ALL_BACKENDS)
@@ -107,9 +115,11 @@ def test_binary_cross_entropy_gradient(name, shape):
     rng = np.random.default_rng(54)
     z = rng.standard_normal(shape) * 3
     y = rng.random(shape)
-    assert_grad(k.binary_cross_entropy_gradient(z, y),
-                numeric_grad(lambda v: k.binary_cross_entropy(v, y), z),
-                f"{name} binary_cross_entropy {shape}")
+    assert_grad(
+        k.binary_cross_entropy_gradient(z, y),
+        numeric_grad(lambda v: k.binary_cross_entropy(v, y), z),
+        f"{name} binary_cross_entropy {shape}",
+    )
 
 
 @pytest.mark.parametrize("targets", ["labels", "onehot", "soft"])
@@ -126,13 +136,17 @@ def test_cross_entropy_gradient(name, targets):
     else:
         w = rng.random((5, 4))
         y = w / w.sum(axis=1, keepdims=True)
-    assert_grad(k.cross_entropy_gradient(z, y),
-                numeric_grad(lambda v: k.cross_entropy(v, y), z),
-                f"{name} cross_entropy {targets}")
+    assert_grad(
+        k.cross_entropy_gradient(z, y),
+        numeric_grad(lambda v: k.cross_entropy(v, y), z),
+        f"{name} cross_entropy {targets}",
+    )
     if targets == "labels":
-        assert_grad(k.sparse_cross_entropy_gradient(z, labels),
-                    numeric_grad(lambda v: k.sparse_cross_entropy(v, labels), z),
-                    f"{name} sparse_cross_entropy")
+        assert_grad(
+            k.sparse_cross_entropy_gradient(z, labels),
+            numeric_grad(lambda v: k.sparse_cross_entropy(v, labels), z),
+            f"{name} sparse_cross_entropy",
+        )
 
 
 @pytest.mark.parametrize("name", ALL_BACKENDS)
@@ -210,6 +224,7 @@ def test_dense_stack(name, stack):
 
     assert_grad(dx, numeric_grad(lambda v: total(x_=v), x), f"{name} {stack} dx")
     for i in range(len(ws)):
+
         def with_w(v, i=i):
             return total(ws_=[v if j == i else w for j, w in enumerate(ws)])
 

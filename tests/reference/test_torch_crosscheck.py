@@ -52,8 +52,10 @@ def assert_ulp_close(actual, expected, maxulp, err, atol=0.0):
     dist = ulp_distance(actual[keep], expected[keep])
     diff = np.abs(actual[keep].astype(np.float64) - expected[keep])
     bad = (dist > maxulp) & (diff > atol)
-    assert not np.any(bad), (f"{err}: {int(bad.sum())} elements beyond {maxulp} ULP / "
-                             f"atol {atol:g}; worst {dist.max():g} ULP, |diff| {diff.max():.3g}")
+    assert not np.any(bad), (
+        f"{err}: {int(bad.sum())} elements beyond {maxulp} ULP / "
+        f"atol {atol:g}; worst {dist.max():g} ULP, |diff| {diff.max():.3g}"
+    )
 
 
 def sample(dtype, shape, seed, scale=3.0):
@@ -102,15 +104,20 @@ def test_softmax(name, dtype):
     got = k.softmax(z)
     kk = z.shape[1]
     bound = (kk + 4) * u(dtype) * np.abs(want.astype(np.float64)) + TORCH_ULP * np.spacing(
-        np.abs(want)).astype(np.float64)
+        np.abs(want)
+    ).astype(np.float64)
     np.testing.assert_array_less(np.abs(got.astype(np.float64) - want), bound + 1e-300)
     # Jacobian-vector product against autograd.
     da = sample(dtype, (6, 11), 62, scale=1.0)
     tz = t(z).clone().requires_grad_(True)
     (F.softmax(tz, dim=1) * t(da)).sum().backward()
     dz = k.softmax_backward(got, da)
-    np.testing.assert_allclose(dz, tz.grad.numpy(), rtol=(kk + 8) * u(dtype) * 4,
-                               atol=(kk + 8) * np.finfo(dtype).eps * np.abs(da).max())
+    np.testing.assert_allclose(
+        dz,
+        tz.grad.numpy(),
+        rtol=(kk + 8) * u(dtype) * 4,
+        atol=(kk + 8) * np.finfo(dtype).eps * np.abs(da).max(),
+    )
 
 
 def _loss_bound(n, magnitude, dtype):
@@ -127,10 +134,16 @@ def test_mse(name, dtype):
     loss.backward()
     got = k.mse(p, y)
     n = p.size
-    assert abs(got - loss.item()) <= _loss_bound(n, np.sum((p.astype(np.float64) - y) ** 2),
-                                                 dtype), name
-    assert_ulp_close(k.mse_gradient(p, y), tp.grad.numpy(), TORCH_ULP, f"{name} mse'",
-                     atol=4 * np.finfo(dtype).eps / n)
+    assert abs(got - loss.item()) <= _loss_bound(
+        n, np.sum((p.astype(np.float64) - y) ** 2), dtype
+    ), name
+    assert_ulp_close(
+        k.mse_gradient(p, y),
+        tp.grad.numpy(),
+        TORCH_ULP,
+        f"{name} mse'",
+        atol=4 * np.finfo(dtype).eps / n,
+    )
 
 
 def _bce_magnitude(z, y):
@@ -153,10 +166,16 @@ def test_binary_cross_entropy_with_logits(name, dtype, shape):
     loss = F.binary_cross_entropy_with_logits(tz, t(y), reduction="sum") / m
     loss.backward()
     got = k.binary_cross_entropy(z, y)
-    assert abs(got - loss.item()) <= _loss_bound(z.size, _bce_magnitude(z, y), dtype) \
-        * z.size / m, (name, got, loss.item())
-    assert_ulp_close(k.binary_cross_entropy_gradient(z, y), tz.grad.numpy(), TORCH_ULP,
-                     f"{name} bce'", atol=5 * np.finfo(dtype).eps / m)
+    assert (
+        abs(got - loss.item()) <= _loss_bound(z.size, _bce_magnitude(z, y), dtype) * z.size / m
+    ), (name, got, loss.item())
+    assert_ulp_close(
+        k.binary_cross_entropy_gradient(z, y),
+        tz.grad.numpy(),
+        TORCH_ULP,
+        f"{name} bce'",
+        atol=5 * np.finfo(dtype).eps / m,
+    )
 
 
 @pytest.mark.parametrize("targets", ["indices", "probabilities"])
@@ -181,11 +200,17 @@ def test_cross_entropy(name, dtype, targets):
     z64 = z.astype(np.float64)
     mag = np.sum(np.abs(z64 - z64.max(axis=1, keepdims=True))) + m * np.log(kk) + m
     assert abs(got - loss.item()) <= _loss_bound(m * kk, mag, dtype), (name, got, loss.item())
-    assert_ulp_close(k.cross_entropy_gradient(z, y), tz.grad.numpy(), TORCH_ULP,
-                     f"{name} ce' {targets}", atol=(kk + 4) * np.finfo(dtype).eps / m)
+    assert_ulp_close(
+        k.cross_entropy_gradient(z, y),
+        tz.grad.numpy(),
+        TORCH_ULP,
+        f"{name} ce' {targets}",
+        atol=(kk + 4) * np.finfo(dtype).eps / m,
+    )
 
 
 # --- optimizers over many steps ---------------------------------------------------------
+
 
 def _torch_trajectory(make_opt, p0, grads):
     p = t(p0).clone().requires_grad_(True)
@@ -201,35 +226,63 @@ OPTIMIZERS = {
     # torch's SGD momentum buffer starts as g at step 1, without (1 - dampening);
     # fastnn's (docs/spec.md §5) v = beta 0 + (1 - d) g equals it only for d = 0, the default here.
     "sgd": (lambda ps: torch.optim.SGD(ps, lr=0.1), "sgd_step", {"lr": 0.1}, ()),
-    "sgd_l2": (lambda ps: torch.optim.SGD(ps, lr=0.1, weight_decay=0.01), "sgd_step",
-               {"lr": 0.1, "weight_decay": 0.01}, ()),
-    "momentum": (lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, dampening=0),
-                 "momentum_step", {"lr": 0.05, "momentum": 0.9, "dampening": 0.0},
-                 ("velocity",)),
+    "sgd_l2": (
+        lambda ps: torch.optim.SGD(ps, lr=0.1, weight_decay=0.01),
+        "sgd_step",
+        {"lr": 0.1, "weight_decay": 0.01},
+        (),
+    ),
+    "momentum": (
+        lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, dampening=0),
+        "momentum_step",
+        {"lr": 0.05, "momentum": 0.9, "dampening": 0.0},
+        ("velocity",),
+    ),
     # torch's Nesterov: g + beta buf, the same rewritten form as docs/spec.md §5.
-    "nesterov": (lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True,
-                                            weight_decay=1e-3),
-                 "nesterov_step", {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3},
-                 ("velocity",)),
+    "nesterov": (
+        lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+        "nesterov_step",
+        {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3},
+        ("velocity",),
+    ),
     # torch Adagrad: sum += g g; p -= clr g / (sqrt(sum) + eps), clr = lr with no decay:
     # eps outside the square root, fastnn's default (docs/spec.md §5).
-    "adagrad": (lambda ps: torch.optim.Adagrad(ps, lr=0.1, eps=1e-10), "adagrad_step",
-                {"lr": 0.1, "eps": 1e-10}, ("sum_sq",)),
+    "adagrad": (
+        lambda ps: torch.optim.Adagrad(ps, lr=0.1, eps=1e-10),
+        "adagrad_step",
+        {"lr": 0.1, "eps": 1e-10},
+        ("sum_sq",),
+    ),
     # torch RMSprop (alpha = rho): s = alpha s + (1 - alpha) g g via mul_/addcmul_;
     # p -= lr g / (sqrt(s) + eps): eps outside, fastnn's default (docs/spec.md §5).
-    "rmsprop": (lambda ps: torch.optim.RMSprop(ps, lr=0.01, alpha=0.9, eps=1e-8),
-                "rmsprop_step", {"lr": 0.01, "rho": 0.9, "eps": 1e-8}, ("sq_avg",)),
+    "rmsprop": (
+        lambda ps: torch.optim.RMSprop(ps, lr=0.01, alpha=0.9, eps=1e-8),
+        "rmsprop_step",
+        {"lr": 0.01, "rho": 0.9, "eps": 1e-8},
+        ("sq_avg",),
+    ),
     # torch Adam: m.lerp_(g, 1 - b1) (m + (1 - b1)(g - m) instead of b1 m + (1 - b1) g);
     # step lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps) instead of
     # lr * (m / bc1) / (sqrt(v / bc2) + eps): the same value in another order.
-    "adam": (lambda ps: torch.optim.Adam(ps, lr=0.01, betas=(0.9, 0.999), eps=1e-8,
-                                         foreach=False),
-             "adam_step", {"lr": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}, ("m", "v")),
-    "adam_l2": (lambda ps: torch.optim.Adam(ps, lr=0.01, weight_decay=0.01, foreach=False),
-                "adam_step", {"lr": 0.01, "weight_decay": 0.01}, ("m", "v")),
+    "adam": (
+        lambda ps: torch.optim.Adam(ps, lr=0.01, betas=(0.9, 0.999), eps=1e-8, foreach=False),
+        "adam_step",
+        {"lr": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+        ("m", "v"),
+    ),
+    "adam_l2": (
+        lambda ps: torch.optim.Adam(ps, lr=0.01, weight_decay=0.01, foreach=False),
+        "adam_step",
+        {"lr": 0.01, "weight_decay": 0.01},
+        ("m", "v"),
+    ),
     # torch AdamW: p.mul_(1 - lr wd) instead of p -= lr wd p, then Adam as above.
-    "adamw": (lambda ps: torch.optim.AdamW(ps, lr=0.01, weight_decay=0.05, foreach=False),
-              "adamw_step", {"lr": 0.01, "weight_decay": 0.05}, ("m", "v")),
+    "adamw": (
+        lambda ps: torch.optim.AdamW(ps, lr=0.01, weight_decay=0.05, foreach=False),
+        "adamw_step",
+        {"lr": 0.01, "weight_decay": 0.05},
+        ("m", "v"),
+    ),
 }
 
 

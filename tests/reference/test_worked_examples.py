@@ -16,7 +16,7 @@ def test_perceptron_step(name, dtype):
     # Single-layer perceptron: y = step(w1 x1 + w2 x2 + b), w = (1, -1), b = 0.
     k = backend(name)
     x = np.array([[1, 1], [0, 1], [1, 0], [0, 0]], dtype=dtype)
-    w = np.array([[1], [-1]], dtype=dtype)   # (n_in=2, n_out=1)
+    w = np.array([[1], [-1]], dtype=dtype)  # (n_in=2, n_out=1)
     b = np.zeros(1, dtype=dtype)
     z, a = k.dense_forward(x, w, b, activation="step")
     # (1,1): 1 - 1 + 0 = 0, step(0) = 1      (0,1): 0 - 1 = -1, step(-1) = 0
@@ -45,16 +45,17 @@ def test_two_sigmoid_layers(name, dtype):
     # w1 = 0.5, b1 = -1, w2 = 1, b2 = 0, x = 2.
     k = backend(name)
     x = np.array([[2.0]], dtype=dtype)
-    _, h1 = k.dense_forward(x, np.array([[0.5]], dtype=dtype), np.array([-1.0], dtype=dtype),
-                            activation="sigmoid")
+    _, h1 = k.dense_forward(
+        x, np.array([[0.5]], dtype=dtype), np.array([-1.0], dtype=dtype), activation="sigmoid"
+    )
     # h1 = sigma(0.5 * 2 - 1) = sigma(0) = 0.5, exactly.
     assert h1[0, 0] == 0.5
-    _, y = k.dense_forward(h1, np.array([[1.0]], dtype=dtype), np.array([0.0], dtype=dtype),
-                           activation="sigmoid")
+    _, y = k.dense_forward(
+        h1, np.array([[1.0]], dtype=dtype), np.array([0.0], dtype=dtype), activation="sigmoid"
+    )
     # y = sigma(1 * 0.5 + 0) = sigma(0.5) = 1/(1 + e^-0.5) = 1/1.6065 ~ 0.6225.
     assert round(float(y[0, 0]), 4) == 0.6225
-    np.testing.assert_array_max_ulp(y[0], np.array([1 / (1 + np.exp(-0.5))], dtype=dtype),
-                                    maxulp=2)
+    np.testing.assert_array_max_ulp(y[0], np.array([1 / (1 + np.exp(-0.5))], dtype=dtype), maxulp=2)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -97,7 +98,7 @@ def seed002_network():
     try:
         np.random.seed(0)
         d, h = 3, 4
-        W1 = np.random.randn(h, d) * 0.5   # (h, d): column-per-sample form
+        W1 = np.random.randn(h, d) * 0.5  # (h, d): column-per-sample form
         w2 = np.random.randn(h) * 0.5
     finally:
         np.random.set_state(state)
@@ -108,10 +109,12 @@ def seed002_network():
 SEED002_Z1 = [0.92879757, 0.50696542, 0.49740068, 0.38742938]
 SEED002_DW2 = [-1.74745077, -0.95381076, -0.93581555, -0.72891424]
 SEED002_DELTA1 = [-0.71591271, -0.11446041, -0.41754478, -0.31388942]
-SEED002_DW1 = [[-0.71591271, 0.35795635, -0.21477381],
-               [-0.11446041, 0.05723021, -0.03433812],
-               [-0.41754478, 0.20877239, -0.12526343],
-               [-0.31388942, 0.15694471, -0.09416683]]
+SEED002_DW1 = [
+    [-0.71591271, 0.35795635, -0.21477381],
+    [-0.11446041, 0.05723021, -0.03433812],
+    [-0.41754478, 0.20877239, -0.12526343],
+    [-0.31388942, 0.15694471, -0.09416683],
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

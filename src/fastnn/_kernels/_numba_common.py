@@ -42,13 +42,16 @@ if not DISABLE_JIT:
     # (as many as numba.get_num_threads(): the caller sets it outside compiled code).
     jit_parallel = njit(parallel=True, **_OPTIONS)
 else:
+
     def jit(func):
         """Python mode: the plain function, without NumPy's floating-point warnings
         (compiled kernels overflow to inf and produce NaN silently)."""
+
         @functools.wraps(func)
         def kernel(*args):
             with np.errstate(all="ignore"):
                 return func(*args)
+
         return kernel
 
     def jit_inline(func):
@@ -58,6 +61,7 @@ else:
 
 
 # --- dtype-exact constants ------------------------------------------------------------
+
 
 def cast_like(x, v):
     """``v`` converted (rounded to nearest) to the dtype of array or scalar ``x``."""
@@ -70,6 +74,7 @@ def _cast_like_overload(x, v):
 
     def impl(x, v):
         return dt(v)
+
     return impl
 
 
@@ -199,8 +204,10 @@ def pairwise_sum_ws(a, n, nodes, sums):
 
 # (Names kept from when they were SciPy's cython_blas functions: kernels compiled into
 # Numba's on-disk cache by an earlier version still link, to fastnn._blas's functions.)
-_GEMM_SYMBOLS = {types.float32: "fastnn_cython_blas_sgemm",
-                 types.float64: "fastnn_cython_blas_dgemm"}
+_GEMM_SYMBOLS = {
+    types.float32: "fastnn_cython_blas_sgemm",
+    types.float64: "fastnn_cython_blas_dgemm",
+}
 _NOTRANS, _TRANS = ord("N"), ord("T")
 
 # fastnn.reference.blas.gemm_partition itself, compiled: one rule for every backend.
@@ -222,22 +229,33 @@ if not DISABLE_JIT:
         return _cgutils.alloca_once_value(builder, value)
 
     @intrinsic
-    def _xgemm(typingctx, transa, transb, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off,
-               ldc):
+    def _xgemm(typingctx, transa, transb, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off, ldc):
         """Column-major C = op(A) op(B) through fastnn._blas's ?gemm_, each
         matrix starting ``*_off`` elements into its array's data."""
         symbol = _GEMM_SYMBOLS[c.dtype]
-        sig = types.void(transa, transb, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off,
-                         ldc)
+        sig = types.void(transa, transb, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off, ldc)
 
         def codegen(context, builder, signature, args):
             i8, i32 = _ir.IntType(8), _ir.IntType(32)
             fty = context.get_value_type(c.dtype)
-            fnty = _ir.FunctionType(_ir.VoidType(), [
-                i8.as_pointer(), i8.as_pointer(), i32.as_pointer(), i32.as_pointer(),
-                i32.as_pointer(), fty.as_pointer(), fty.as_pointer(), i32.as_pointer(),
-                fty.as_pointer(), i32.as_pointer(), fty.as_pointer(), fty.as_pointer(),
-                i32.as_pointer()])
+            fnty = _ir.FunctionType(
+                _ir.VoidType(),
+                [
+                    i8.as_pointer(),
+                    i8.as_pointer(),
+                    i32.as_pointer(),
+                    i32.as_pointer(),
+                    i32.as_pointer(),
+                    fty.as_pointer(),
+                    fty.as_pointer(),
+                    i32.as_pointer(),
+                    fty.as_pointer(),
+                    i32.as_pointer(),
+                    fty.as_pointer(),
+                    fty.as_pointer(),
+                    i32.as_pointer(),
+                ],
+            )
             fn = _cgutils.get_or_insert_function(builder.module, fnty, symbol)
             ta, tb, m_, n_, k_, a_, ao, lda_, b_, bo, ldb_, c_, co, ldc_ = args
 
@@ -251,11 +269,26 @@ if not DISABLE_JIT:
             def int32(v):
                 return _slot(builder, builder.trunc(v, i32))
 
-            builder.call(fn, [char(ta), char(tb), int32(m_), int32(n_), int32(k_),
-                              _slot(builder, fty(1.0)), data(a, a_, ao), int32(lda_),
-                              data(b, b_, bo), int32(ldb_), _slot(builder, fty(0.0)),
-                              data(c, c_, co), int32(ldc_)])
+            builder.call(
+                fn,
+                [
+                    char(ta),
+                    char(tb),
+                    int32(m_),
+                    int32(n_),
+                    int32(k_),
+                    _slot(builder, fty(1.0)),
+                    data(a, a_, ao),
+                    int32(lda_),
+                    data(b, b_, bo),
+                    int32(ldb_),
+                    _slot(builder, fty(0.0)),
+                    data(c, c_, co),
+                    int32(ldc_),
+                ],
+            )
             return context.get_dummy_value()
+
         return sig, codegen
 
     @jit_inline
@@ -276,9 +309,22 @@ if not DISABLE_JIT:
             a_off = np.int64(lo if trans_a else lo * ac)
             c_off = np.int64(lo * out.shape[1])
             n = hi - lo
-        _xgemm(np.int64(_TRANS if trans_b else _NOTRANS),
-               np.int64(_TRANS if trans_a else _NOTRANS), m, n, k, b, b_off, bc, a, a_off,
-               ac, out, c_off, out.shape[1])
+        _xgemm(
+            np.int64(_TRANS if trans_b else _NOTRANS),
+            np.int64(_TRANS if trans_a else _NOTRANS),
+            m,
+            n,
+            k,
+            b,
+            b_off,
+            bc,
+            a,
+            a_off,
+            ac,
+            out,
+            c_off,
+            out.shape[1],
+        )
 
     @njit(parallel=True, **_OPTIONS)
     def _gemm_parallel(a, b, out, trans_a, trans_b, by_columns, block, side):
@@ -287,8 +333,9 @@ if not DISABLE_JIT:
         setting it does not prevent caching)."""
         n_blocks = (side + block - 1) // block
         for i in _prange(n_blocks):
-            _gemm_part(a, b, out, trans_a, trans_b, by_columns, i * block,
-                       min(side, i * block + block))
+            _gemm_part(
+                a, b, out, trans_a, trans_b, by_columns, i * block, min(side, i * block + block)
+            )
 
     @jit
     def gemm_threads(a, b, out, trans_a, trans_b, n_threads):
@@ -308,8 +355,7 @@ if not DISABLE_JIT:
             _gemm_part(a, b, out, trans_a, trans_b, by_columns, 0, side)
         elif n_threads <= 1:
             for lo in range(0, side, block):
-                _gemm_part(a, b, out, trans_a, trans_b, by_columns, lo,
-                           min(side, lo + block))
+                _gemm_part(a, b, out, trans_a, trans_b, by_columns, lo, min(side, lo + block))
         else:
             _gemm_parallel(a, b, out, trans_a, trans_b, by_columns, block, side)
 
@@ -318,9 +364,11 @@ if not DISABLE_JIT:
         """out = op(a) @ op(b) on one thread (``gemm_threads`` with one thread)."""
         gemm_threads(a, b, out, trans_a, trans_b, 1)
 else:
+
     def gemm_threads(a, b, out, trans_a, trans_b, n_threads):
         """out = op(a) @ op(b) (pure-Python mode: the reference's call itself)."""
         from ..reference.blas import gemm as reference_gemm
+
         reference_gemm(a, b, out, trans_a=trans_a, trans_b=trans_b)
 
     def gemm(a, b, out, trans_a, trans_b):
@@ -342,9 +390,13 @@ _TANH_ARGS = "fastnn_numpy_tanh_f64_args"
 class _UfuncCallInfo(ctypes.Structure):
     """NumPy's ``ufunc_call_info`` (capsule "numpy_1.24_ufunc_call_info")."""
 
-    _fields_ = [("strided_loop", ctypes.c_void_p), ("context", ctypes.c_void_p),
-                ("auxdata", ctypes.c_void_p), ("requires_pyapi", ctypes.c_ubyte),
-                ("no_floatingpoint_errors", ctypes.c_ubyte)]
+    _fields_ = [
+        ("strided_loop", ctypes.c_void_p),
+        ("context", ctypes.c_void_p),
+        ("auxdata", ctypes.c_void_p),
+        ("requires_pyapi", ctypes.c_ubyte),
+        ("no_floatingpoint_errors", ctypes.c_ubyte),
+    ]
 
 
 def _numpy_strided_loop(ufunc, dtype):
@@ -376,8 +428,9 @@ if not DISABLE_JIT:
             i8p = _ir.IntType(8).as_pointer()
             i32, i64 = _ir.IntType(32), _ir.IntType(64)
             module = builder.module
-            fnty = _ir.FunctionType(i32, [i8p, i8p.as_pointer(), i64.as_pointer(),
-                                          i64.as_pointer(), i8p])
+            fnty = _ir.FunctionType(
+                i32, [i8p, i8p.as_pointer(), i64.as_pointer(), i64.as_pointer(), i8p]
+            )
             fn = _cgutils.get_or_insert_function(module, fnty, _TANH_LOOP)
             gv = module.globals.get(_TANH_ARGS)
             if gv is None:  # declared here, defined by the symbol registered at import
@@ -395,6 +448,7 @@ if not DISABLE_JIT:
             builder.store(i64(8), builder.gep(strides, [i32(1)]))
             builder.call(fn, [ctx, data, _slot(builder, args[1]), strides, aux])
             return context.get_dummy_value()
+
         return sig, codegen
 
     @jit
@@ -402,6 +456,7 @@ if not DISABLE_JIT:
         """buf[:n] = np.tanh(buf[:n]) in place; buf is a C-contiguous float64 1-D array."""
         _numpy_tanh_loop(buf, np.int64(n))
 else:
+
     def tanh_f64(buf, n):
         """buf[:n] = np.tanh(buf[:n]) in place (pure-Python mode)."""
         np.tanh(buf[:n], out=buf[:n])

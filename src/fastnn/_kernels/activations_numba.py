@@ -39,6 +39,7 @@ _TANH_BLOCK = 512  # float64 buffer length for tanh of float32 data
 
 # --- scalar functions: v in the array dtype -------------------------------------------
 
+
 @jit_inline
 def _step(v):
     if v != v:
@@ -126,6 +127,7 @@ def _tanh_d_from_a(a):
 
 # --- row and block helpers ------------------------------------------------------------
 
+
 @jit
 def _tanh_into(z, out, derivative):
     """out = tanh z, or 1 - tanh^2 z, over flat arrays, tanh in float64 by blocks."""
@@ -178,6 +180,7 @@ def _softmax_backward_row(a, da, i, out, prod, nodes, sums):
 
 
 # --- forward: out = g(z), flat arrays, out may be z -----------------------------------
+
 
 @jit
 def identity(z, out):
@@ -241,6 +244,7 @@ def softmax(z, out):
 
 # --- derivatives: out = g'(z), flat arrays, out may be z ------------------------------
 
+
 @jit
 def identity_derivative(z, out):
     """out = 1; NaN where z is NaN."""
@@ -302,6 +306,7 @@ def softmax_backward(a, da, out):
 
 
 # --- by activation code, (m, k) arrays ------------------------------------------------
+
 
 @jit
 def activation_forward(z, activation, alpha, out):

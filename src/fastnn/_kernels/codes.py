@@ -31,8 +31,8 @@ DEFAULT_ALPHA: dict[str, float] = {"leaky_relu": 0.01, "elu": 1.0}
 # Losses of the whole-epoch training kernel (``train_epoch``).
 LOSS_MSE = 0
 LOSS_BINARY_CROSS_ENTROPY = 1
-LOSS_CROSS_ENTROPY = 2          # float targets (one-hot or probabilities), (m, k)
-LOSS_SPARSE_CROSS_ENTROPY = 3   # int64 class indices, (m,)
+LOSS_CROSS_ENTROPY = 2  # float targets (one-hot or probabilities), (m, k)
+LOSS_SPARSE_CROSS_ENTROPY = 3  # int64 class indices, (m,)
 
 # Optimizers of the whole-epoch training kernel; ``hyper`` holds their settings as
 # [h0, h1, eps, eps_inside_sqrt, weight_decay, clip_norm]:
@@ -47,12 +47,12 @@ OPT_ADAM = 5
 OPT_ADAMW = 6
 
 # ``stats`` written by ``train_epoch``: indices, and the values of STAT_STATUS.
-STAT_LOSS_SUM = 0        # sum over completed steps of batch loss * batch rows
-STAT_CORRECT = 1         # rows predicted right (classification losses)
-STAT_STEPS = 2           # optimizer steps completed
+STAT_LOSS_SUM = 0  # sum over completed steps of batch loss * batch rows
+STAT_CORRECT = 1  # rows predicted right (classification losses)
+STAT_STEPS = 2  # optimizer steps completed
 STAT_STATUS = 3
-STAT_GRAD_NORM = 4       # global gradient norm of the last step (before clipping)
-STAT_BAD_VALUE = 5       # the non-finite loss or norm that stopped the epoch
+STAT_GRAD_NORM = 4  # global gradient norm of the last step (before clipping)
+STAT_BAD_VALUE = 5  # the non-finite loss or norm that stopped the epoch
 N_STATS = 6
 STATUS_OK = 0
 STATUS_LOSS_NOT_FINITE = 1

@@ -10,11 +10,29 @@ import numpy as np
 
 from . import codes
 from ._numba_common import (
-    cast_like, gemm, gemm_threads, jit, pairwise_stack, pairwise_sum_ws, tanh_f64,
+    cast_like,
+    gemm,
+    gemm_threads,
+    jit,
+    pairwise_stack,
+    pairwise_sum_ws,
+    tanh_f64,
 )
 from .activations_numba import (
-    _elu, _elu_d, _identity_d, _leaky_relu, _leaky_relu_d, _relu, _relu_d, _sigmoid,
-    _sigmoid_d_from_a, _softmax_backward_row, _softmax_row, _step, _step_d, _tanh_d_from_a,
+    _elu,
+    _elu_d,
+    _identity_d,
+    _leaky_relu,
+    _leaky_relu_d,
+    _relu,
+    _relu_d,
+    _sigmoid,
+    _sigmoid_d_from_a,
+    _softmax_backward_row,
+    _softmax_row,
+    _step,
+    _step_d,
+    _tanh_d_from_a,
 )
 
 __all__ = [
@@ -58,6 +76,7 @@ def dense_forward_ws(x, w, b, activation, alpha, z, a, e, nodes, sums):
 # --- forward passes after the GEMM: z += b, a = g(z), row by row ------------------------
 # One function per activation, so that a caller that knows which activations it needs
 # (the whole-epoch kernel) compiles only those.
+
 
 @jit
 def forward_identity(z, a, b):
@@ -195,6 +214,7 @@ def dense_backward_ws(x, z, a, da, activation, alpha, dz, dw, db, prod, nodes, s
 # sigmoid and tanh take g' from the saved a, as the reference does; the other derivatives
 # are rounded to the dtype before the product. db adds row after row in the array dtype,
 # as NumPy's dz.sum(axis=0) (``backward_finish`` redoes the single-column case).
+
 
 @jit
 def backward_identity(z, g, db):

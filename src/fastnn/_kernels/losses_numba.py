@@ -9,8 +9,15 @@ cross-entropies (m, k) logits, one row per sample.
 import numpy as np
 
 from ._numba_common import (
-    PW_BLOCK, block_sum, cast_like, jit, jit_inline, pairwise_combine, pairwise_descend,
-    pairwise_stack, pairwise_sum_ws,
+    PW_BLOCK,
+    block_sum,
+    cast_like,
+    jit,
+    jit_inline,
+    pairwise_combine,
+    pairwise_descend,
+    pairwise_stack,
+    pairwise_sum_ws,
 )
 
 __all__ = [
@@ -46,8 +53,9 @@ def _pairwise_squared_errors(u, v, lo, n, buf, nodes, sums):
         return _block_squared_errors(u, v, lo, n, buf)
     sp, cnt = pairwise_descend(nodes, 0, lo, n)
     while True:
-        sp, total, lo, n = pairwise_combine(nodes, sums, sp,
-                                            _block_squared_errors(u, v, lo, cnt, buf))
+        sp, total, lo, n = pairwise_combine(
+            nodes, sums, sp, _block_squared_errors(u, v, lo, cnt, buf)
+        )
         if n == 0:
             return total
         sp, cnt = pairwise_descend(nodes, sp, lo, n)
@@ -70,8 +78,7 @@ def mse_ws(y_pred, y, buf, nodes, sums):
     chunk = n if y_pred.itemsize == 8 else _NUMPY_BUFSIZE
     total = 0.0
     for lo in range(0, n, chunk):
-        total += _pairwise_squared_errors(y_pred, y, lo, min(chunk, n - lo), buf, nodes,
-                                          sums)
+        total += _pairwise_squared_errors(y_pred, y, lo, min(chunk, n - lo), buf, nodes, sums)
     return total / n
 
 
@@ -85,6 +92,7 @@ def mse_gradient(y_pred, y, out):
 
 
 # --- binary cross-entropy: terms in float64 -------------------------------------------
+
 
 @jit_inline
 def _bce_term(x, y, e):
@@ -101,8 +109,7 @@ def _bce_grad(x, y, e, m):
 
 @jit
 def binary_cross_entropy(z, y):
-    """L = mean over the m rows of sum_k (max(z, 0) - z y + log(1 + e^-|z|)); z, y (m, k).
-    """
+    """L = mean over the m rows of sum_k (max(z, 0) - z y + log(1 + e^-|z|)); z, y (m, k)."""
     terms = np.empty(z.shape[1])
     rows = np.empty(z.shape[0])
     nodes, sums = pairwise_stack(rows)
@@ -157,6 +164,7 @@ def binary_cross_entropy_and_gradient(z, y, out, terms, rows, nodes, sums):
 
 
 # --- softmax cross-entropy ------------------------------------------------------------
+
 
 @jit_inline
 def _shifted_exp_row(z, i, e, nodes, sums):
@@ -269,8 +277,7 @@ def sparse_cross_entropy(z, labels):
 
 @jit
 def sparse_cross_entropy_ws(z, labels, e, rows, nodes, sums):
-    """sparse_cross_entropy with float64 scratch e (>= k), rows (>= m), a float64 stack.
-    """
+    """sparse_cross_entropy with float64 scratch e (>= k), rows (>= m), a float64 stack."""
     m = z.shape[0]
     if m == 0:
         return np.nan  # the mean of no sample, as np.mean

@@ -49,8 +49,7 @@ def _column_sums(x, total, center, squares):
 
 
 @jit
-def batch_norm_train(x, gamma, beta, eps, momentum, running_mean, running_var,
-                     out, x_hat, inv_std):
+def batch_norm_train(x, gamma, beta, eps, momentum, running_mean, running_var, out, x_hat, inv_std):
     """Normalise x (m, k), m >= 2, with its batch statistics; update the running ones.
 
     mu, var (biased) in float64; inv_std = 1 / sqrt(var + eps); x_hat = (x - mu) inv_std;
@@ -69,8 +68,7 @@ def batch_norm_train(x, gamma, beta, eps, momentum, running_mean, running_var,
         inv = 1.0 / np.sqrt(var[j] + eps)
         inv_std[j] = inv
         running_mean[j] = keep * np.float64(running_mean[j]) + momentum * mean[j]
-        running_var[j] = (keep * np.float64(running_var[j])
-                          + momentum * (var[j] * m / (m - 1)))
+        running_var[j] = keep * np.float64(running_var[j]) + momentum * (var[j] * m / (m - 1))
         var[j] = inv  # from here on var holds the float64 inv_std
     for i in range(m):
         for j in range(k):
@@ -122,8 +120,9 @@ def batch_norm_backward(dout, x_hat, gamma, inv_std, dx, dgamma, dbeta):
     for i in range(m):
         for j in range(k):
             scale = np.float64(gamma[j]) * np.float64(inv_std[j]) / m
-            dx[i, j] = scale * ((m * np.float64(dout[i, j]) - db[j])
-                                - np.float64(x_hat[i, j]) * dg[j])
+            dx[i, j] = scale * (
+                (m * np.float64(dout[i, j]) - db[j]) - np.float64(x_hat[i, j]) * dg[j]
+            )
     for j in range(k):
         dgamma[j] = dg[j]
         dbeta[j] = db[j]

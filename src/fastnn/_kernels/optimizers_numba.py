@@ -10,7 +10,13 @@ is never written) and, as in the reference, only exists when wd != 0.
 import numpy as np
 
 from ._numba_common import (
-    PW_BLOCK, cast_like, jit, jit_inline, pairwise_combine, pairwise_descend, pairwise_stack,
+    PW_BLOCK,
+    cast_like,
+    jit,
+    jit_inline,
+    pairwise_combine,
+    pairwise_descend,
+    pairwise_stack,
 )
 
 __all__ = [
@@ -88,8 +94,7 @@ def adagrad_step(param, grad, sum_sq, lr, eps, eps_inside_sqrt, weight_decay):
 
 @jit
 def rmsprop_step(param, grad, sq_avg, lr, rho, eps, eps_inside_sqrt, weight_decay):
-    """s = rho s + (1 - rho) g^2; theta -= lr g / (sqrt(s) + eps), or lr g / sqrt(s + eps).
-    """
+    """s = rho s + (1 - rho) g^2; theta -= lr g / (sqrt(s) + eps), or lr g / sqrt(s + eps)."""
     lr_ = cast_like(param, lr)
     rho_ = cast_like(param, rho)
     keep = cast_like(param, 1.0 - rho)
@@ -106,8 +111,9 @@ def rmsprop_step(param, grad, sq_avg, lr, rho, eps, eps_inside_sqrt, weight_deca
 
 
 @jit
-def _adam(param, grad, m, v, lr, beta1, beta2, correction1, correction2, eps,
-          weight_decay, decoupled):
+def _adam(
+    param, grad, m, v, lr, beta1, beta2, correction1, correction2, eps, weight_decay, decoupled
+):
     """Adam with bias corrections 1 - beta^t given (Python's pow, not Numba's).
 
     decoupled (AdamW): theta -= (lr wd) theta first and no L2 term; otherwise L2 when
@@ -142,14 +148,38 @@ def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
 
     The bias corrections 1 - beta^t use Python's pow (C pow), as the reference does.
     """
-    _adam(param, grad, m, v, lr, beta1, beta2, 1.0 - beta1 ** step, 1.0 - beta2 ** step,
-          eps, weight_decay, False)
+    _adam(
+        param,
+        grad,
+        m,
+        v,
+        lr,
+        beta1,
+        beta2,
+        1.0 - beta1**step,
+        1.0 - beta2**step,
+        eps,
+        weight_decay,
+        False,
+    )
 
 
 def adamw_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
     """AdamW: theta -= lr wd theta (decoupled decay), then the Adam step without L2."""
-    _adam(param, grad, m, v, lr, beta1, beta2, 1.0 - beta1 ** step, 1.0 - beta2 ** step,
-          eps, weight_decay, True)
+    _adam(
+        param,
+        grad,
+        m,
+        v,
+        lr,
+        beta1,
+        beta2,
+        1.0 - beta1**step,
+        1.0 - beta2**step,
+        eps,
+        weight_decay,
+        True,
+    )
 
 
 @jit_inline

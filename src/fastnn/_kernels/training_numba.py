@@ -19,22 +19,52 @@ from numba.core.errors import TypingError
 from numba.extending import overload
 
 from . import codes
-from ._numba_common import DISABLE_JIT, PW_BLOCK, jit, jit_inline, jit_parallel
-from ._numba_common import gemm_threads, pairwise_split, pairwise_stack
-from .dense_numba import (
-    backward_elu, backward_finish, backward_identity, backward_leaky_relu, backward_relu,
-    backward_sigmoid, backward_softmax, backward_step, backward_tanh,
-    forward_elu, forward_identity, forward_leaky_relu, forward_relu, forward_sigmoid,
-    forward_softmax, forward_step, forward_tanh,
+from ._numba_common import (
+    DISABLE_JIT,
+    PW_BLOCK,
+    gemm_threads,
+    jit,
+    jit_inline,
+    jit_parallel,
+    pairwise_split,
+    pairwise_stack,
 )
-from .normalization_numba import dropout as dropout_kernel
+from .dense_numba import (
+    backward_elu,
+    backward_finish,
+    backward_identity,
+    backward_leaky_relu,
+    backward_relu,
+    backward_sigmoid,
+    backward_softmax,
+    backward_step,
+    backward_tanh,
+    forward_elu,
+    forward_identity,
+    forward_leaky_relu,
+    forward_relu,
+    forward_sigmoid,
+    forward_softmax,
+    forward_step,
+    forward_tanh,
+)
 from .losses_numba import (
-    binary_cross_entropy_and_gradient, cross_entropy_and_gradient, mse_gradient, mse_ws,
+    binary_cross_entropy_and_gradient,
+    cross_entropy_and_gradient,
+    mse_gradient,
+    mse_ws,
     sparse_cross_entropy_and_gradient,
 )
+from .normalization_numba import dropout as dropout_kernel
 from .optimizers_numba import (
-    _adam, adagrad_step, momentum_step, nesterov_step, rmsprop_step, scale_inplace,
-    sgd_step, squared_norm_ws,
+    _adam,
+    adagrad_step,
+    momentum_step,
+    nesterov_step,
+    rmsprop_step,
+    scale_inplace,
+    sgd_step,
+    squared_norm_ws,
 )
 
 __all__ = ["train_epoch"]
@@ -119,8 +149,7 @@ def _update(opt_code, p, g, s1, s2, lr, h0, h1, c1, c2, eps, inside, wd, adamw):
 
 
 @jit_parallel
-def _update_pieces(opt_code, p, g, s1, s2, lr, h0, h1, c1, c2, eps, inside, wd, adamw,
-                   n_pieces):
+def _update_pieces(opt_code, p, g, s1, s2, lr, h0, h1, c1, c2, eps, inside, wd, adamw, n_pieces):
     """_update on n_pieces consecutive pieces (multiples of 64) side by side; s1 and s2
     are cut alike when the optimizer has them."""
     n = p.size
@@ -129,9 +158,22 @@ def _update_pieces(opt_code, p, g, s1, s2, lr, h0, h1, c1, c2, eps, inside, wd, 
         lo = i * chunk
         hi = min(n, lo + chunk)
         if hi > lo:
-            _update(opt_code, p[lo:hi], g[lo:hi], s1[lo:hi] if s1.size else s1,
-                    s2[lo:hi] if s2.size else s2, lr, h0, h1, c1, c2, eps, inside, wd,
-                    adamw)
+            _update(
+                opt_code,
+                p[lo:hi],
+                g[lo:hi],
+                s1[lo:hi] if s1.size else s1,
+                s2[lo:hi] if s2.size else s2,
+                lr,
+                h0,
+                h1,
+                c1,
+                c2,
+                eps,
+                inside,
+                wd,
+                adamw,
+            )
 
 
 @jit_parallel
@@ -147,32 +189,74 @@ def _norm_halves(x, nodes, sums, nodes2, sums2, part):
 
 
 @jit
-def _check_layout(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off,
-                  lowest, loss_code, params, grads, ws, ws_off, lb, opt_code, state1,
-                  state2, hyper, lrs, batch_start, batch_stop, segments, stats, dropout,
-                  dropout_off, masks, dropout_t0):
+def _check_layout(
+    X,
+    y,
+    labels,
+    order,
+    batch_size,
+    dims,
+    acts,
+    alphas,
+    w_off,
+    b_off,
+    lowest,
+    loss_code,
+    params,
+    grads,
+    ws,
+    ws_off,
+    lb,
+    opt_code,
+    state1,
+    state2,
+    hyper,
+    lrs,
+    batch_start,
+    batch_stop,
+    segments,
+    stats,
+    dropout,
+    dropout_off,
+    masks,
+    dropout_t0,
+):
     """Every index the epoch will use stays inside its buffer (ValueError otherwise)."""
     n_layers = acts.size
-    if dropout.size != n_layers or dropout_off.shape[0] != n_layers \
-            or dropout_off.shape[1] != 2 or dropout_t0 < 0:
+    if (
+        dropout.size != n_layers
+        or dropout_off.shape[0] != n_layers
+        or dropout_off.shape[1] != 2
+        or dropout_t0 < 0
+    ):
         raise ValueError("train_epoch: dropout, dropout_off or dropout_t0 do not fit")
     for i in range(n_layers):
         if not 0.0 <= dropout[i] < 1.0:
             raise ValueError("train_epoch: a dropout rate is outside [0, 1)")
         if dropout[i] != 0.0 and i + 1 < dims.size:
             size = batch_size * dims[i + 1]
-            if dropout_off[i, 0] < 0 or dropout_off[i, 0] + size > ws.size \
-                    or dropout_off[i, 1] < 0 or dropout_off[i, 1] + size > masks.size:
-                raise ValueError("train_epoch: a dropout layer's output or mask lies "
-                                 "outside ws or masks")
+            if (
+                dropout_off[i, 0] < 0
+                or dropout_off[i, 0] + size > ws.size
+                or dropout_off[i, 1] < 0
+                or dropout_off[i, 1] + size > masks.size
+            ):
+                raise ValueError(
+                    "train_epoch: a dropout layer's output or mask lies outside ws or masks"
+                )
     n, P = X.shape[0], params.size
-    if alphas.size != n_layers or hyper.size != 6 or stats.size < codes.N_STATS \
-            or grads.size != P:
+    if alphas.size != n_layers or hyper.size != 6 or stats.size < codes.N_STATS or grads.size != P:
         raise ValueError("train_epoch: alphas, hyper, stats or grads have a wrong size")
-    if n_layers < 1 or dims.size != n_layers + 1 or w_off.size != n_layers \
-            or b_off.size != n_layers or ws_off.size != 2 + 3 * n_layers:
-        raise ValueError("train_epoch: dims, acts, alphas, w_off, b_off, ws_off disagree "
-                         "on the number of layers")
+    if (
+        n_layers < 1
+        or dims.size != n_layers + 1
+        or w_off.size != n_layers
+        or b_off.size != n_layers
+        or ws_off.size != 2 + 3 * n_layers
+    ):
+        raise ValueError(
+            "train_epoch: dims, acts, alphas, w_off, b_off, ws_off disagree on the number of layers"
+        )
     if not 0 <= lowest < n_layers or not 0 <= loss_code <= 3 or not 0 <= opt_code <= 6:
         raise ValueError("train_epoch: lowest, loss_code or opt_code out of range")
     for i in range(n_layers + 1):
@@ -182,8 +266,7 @@ def _check_layout(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_
         if not 0 <= acts[i] <= codes.SOFTMAX:
             raise ValueError("train_epoch: unknown activation code")
         size = dims[i] * dims[i + 1]
-        if w_off[i] < 0 or w_off[i] + size > P or b_off[i] < 0 \
-                or b_off[i] + dims[i + 1] > P:
+        if w_off[i] < 0 or w_off[i] + size > P or b_off[i] < 0 or b_off[i] + dims[i + 1] > P:
             raise ValueError("train_epoch: a layer lies outside params")
     if X.shape[1] != dims[0] or order.size != n or batch_size < 1:
         raise ValueError("train_epoch: X, order or batch_size do not match dims")
@@ -225,8 +308,12 @@ def _check_layout(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_
 _MSE, _BCE = codes.LOSS_MSE, codes.LOSS_BINARY_CROSS_ENTROPY
 _CE, _SPARSE = codes.LOSS_CROSS_ENTROPY, codes.LOSS_SPARSE_CROSS_ENTROPY
 _SGD, _MOMENTUM, _NESTEROV = codes.OPT_SGD, codes.OPT_MOMENTUM, codes.OPT_NESTEROV
-_ADAGRAD, _RMSPROP, _ADAM, _ADAMW = (codes.OPT_ADAGRAD, codes.OPT_RMSPROP, codes.OPT_ADAM,
-                                     codes.OPT_ADAMW)
+_ADAGRAD, _RMSPROP, _ADAM, _ADAMW = (
+    codes.OPT_ADAGRAD,
+    codes.OPT_RMSPROP,
+    codes.OPT_ADAM,
+    codes.OPT_ADAMW,
+)
 _IDENTITY, _STEP, _SIGMOID, _TANH = codes.IDENTITY, codes.STEP, codes.SIGMOID, codes.TANH
 _RELU, _LEAKY_RELU, _ELU, _SOFTMAX = codes.RELU, codes.LEAKY_RELU, codes.ELU, codes.SOFTMAX
 
@@ -241,22 +328,119 @@ def _make_epoch(loss_kind, used):
     case would. Only plain constants are captured: a closure over a compiled function
     would never be found in Numba's cache.
     """
-    (has_identity, has_step, has_sigmoid, has_tanh, has_relu, has_leaky_relu, has_elu,
-     has_softmax) = used
+    (
+        has_identity,
+        has_step,
+        has_sigmoid,
+        has_tanh,
+        has_relu,
+        has_leaky_relu,
+        has_elu,
+        has_softmax,
+    ) = used
 
     @jit
-    def epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
-              loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
-              lrs, batch_start, batch_stop, t0, segments, stats, dropout, dropout_off,
-              masks, dropout_seed, dropout_t0, n_threads):
-        _check_types(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off,
-                     lowest, loss_code, params, grads, ws, ws_off, lb, opt_code, state1,
-                     state2, hyper, lrs, batch_start, batch_stop, t0, segments, stats,
-                     dropout, dropout_off, masks, dropout_seed, dropout_t0)
-        _check_layout(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off,
-                      lowest, loss_kind, params, grads, ws, ws_off, lb, opt_code, state1,
-                      state2, hyper, lrs, batch_start, batch_stop, segments, stats,
-                      dropout, dropout_off, masks, dropout_t0)
+    def epoch(
+        X,
+        y,
+        labels,
+        order,
+        batch_size,
+        dims,
+        acts,
+        alphas,
+        w_off,
+        b_off,
+        lowest,
+        loss_code,
+        params,
+        grads,
+        ws,
+        ws_off,
+        lb,
+        opt_code,
+        state1,
+        state2,
+        hyper,
+        lrs,
+        batch_start,
+        batch_stop,
+        t0,
+        segments,
+        stats,
+        dropout,
+        dropout_off,
+        masks,
+        dropout_seed,
+        dropout_t0,
+        n_threads,
+    ):
+        _check_types(
+            X,
+            y,
+            labels,
+            order,
+            batch_size,
+            dims,
+            acts,
+            alphas,
+            w_off,
+            b_off,
+            lowest,
+            loss_code,
+            params,
+            grads,
+            ws,
+            ws_off,
+            lb,
+            opt_code,
+            state1,
+            state2,
+            hyper,
+            lrs,
+            batch_start,
+            batch_stop,
+            t0,
+            segments,
+            stats,
+            dropout,
+            dropout_off,
+            masks,
+            dropout_seed,
+            dropout_t0,
+        )
+        _check_layout(
+            X,
+            y,
+            labels,
+            order,
+            batch_size,
+            dims,
+            acts,
+            alphas,
+            w_off,
+            b_off,
+            lowest,
+            loss_kind,
+            params,
+            grads,
+            ws,
+            ws_off,
+            lb,
+            opt_code,
+            state1,
+            state2,
+            hyper,
+            lrs,
+            batch_start,
+            batch_stop,
+            segments,
+            stats,
+            dropout,
+            dropout_off,
+            masks,
+            dropout_t0,
+        )
         n = X.shape[0]
         n_layers = acts.size
         d, k = dims[0], dims[n_layers]
@@ -294,12 +478,12 @@ def _make_epoch(loss_kind, used):
                     break
             ky = 0 if sparse else k
             if run:
-                xb = X[row0:row0 + m]
-                yb = y[row0:row0 + m] if not sparse else y[:0]
-                t_lab = labels[row0:row0 + m] if sparse else lb[:0]
+                xb = X[row0 : row0 + m]
+                yb = y[row0 : row0 + m] if not sparse else y[:0]
+                t_lab = labels[row0 : row0 + m] if sparse else lb[:0]
             else:
-                xb = ws[ws_off[0]:ws_off[0] + m * d].reshape((m, d))
-                yb = ws[ws_off[1]:ws_off[1] + m * ky].reshape((m, ky))
+                xb = ws[ws_off[0] : ws_off[0] + m * d].reshape((m, d))
+                yb = ws[ws_off[1] : ws_off[1] + m * ky].reshape((m, ky))
                 for r in range(m):
                     row = order[s + r]
                     for c in range(d):
@@ -315,10 +499,10 @@ def _make_epoch(loss_kind, used):
             x_in = xb
             for i in range(n_layers):
                 ni, no = dims[i], dims[i + 1]
-                w = params[w_off[i]:w_off[i] + ni * no].reshape((ni, no))
-                b = params[b_off[i]:b_off[i] + no]
-                z = ws[ws_off[2 + 3 * i]:ws_off[2 + 3 * i] + m * no].reshape((m, no))
-                a = ws[ws_off[3 + 3 * i]:ws_off[3 + 3 * i] + m * no].reshape((m, no))
+                w = params[w_off[i] : w_off[i] + ni * no].reshape((ni, no))
+                b = params[b_off[i] : b_off[i] + no]
+                z = ws[ws_off[2 + 3 * i] : ws_off[2 + 3 * i] + m * no].reshape((m, no))
+                a = ws[ws_off[3 + 3 * i] : ws_off[3 + 3 * i] + m * no].reshape((m, no))
                 # dense_forward: the GEMM, then the activation's pass
                 gemm_threads(x_in, w, z, False, False, n_threads)
                 act, alpha = acts[i], alphas[i]
@@ -343,15 +527,14 @@ def _make_epoch(loss_kind, used):
                 if rate != 0.0:
                     # the step path's mask, then its dropout kernel into o_i
                     o0, k0 = dropout_off[i, 0], dropout_off[i, 1]
-                    mk = masks[k0:k0 + m * no]
-                    _dropout_mask(mk, m * no, dropout_seed, dropout_t0 + (j - batch_start),
-                                  i, rate)
-                    o = ws[o0:o0 + m * no]
+                    mk = masks[k0 : k0 + m * no]
+                    _dropout_mask(mk, m * no, dropout_seed, dropout_t0 + (j - batch_start), i, rate)
+                    o = ws[o0 : o0 + m * no]
                     dropout_kernel(a.reshape(m * no), mk, rate, o)
                     x_in = o.reshape((m, no))
             out = x_in
             g_off = ws_off[4 + 3 * (n_layers - 1)]
-            g_out = ws[g_off:g_off + m * k].reshape((m, k))
+            g_out = ws[g_off : g_off + m * k].reshape((m, k))
 
             # 3. loss (stop before any update when it is not finite), correct rows; the
             # cross-entropies write their gradient in the same pass (into workspace)
@@ -359,14 +542,17 @@ def _make_epoch(loss_kind, used):
             if loss_kind == _MSE:
                 loss = mse_ws(out.reshape(m * k), yb.reshape(m * k), e, nodes, sums)
             elif loss_kind == _BCE:
-                loss, correct = binary_cross_entropy_and_gradient(out, yb, g_out, terms,
-                                                                  rows, nodes, sums)
+                loss, correct = binary_cross_entropy_and_gradient(
+                    out, yb, g_out, terms, rows, nodes, sums
+                )
             elif loss_kind == _CE:
-                loss, correct = cross_entropy_and_gradient(out, yb, g_out, e, terms, rows,
-                                                           nodes, sums)
+                loss, correct = cross_entropy_and_gradient(
+                    out, yb, g_out, e, terms, rows, nodes, sums
+                )
             else:
-                loss, correct = sparse_cross_entropy_and_gradient(out, t_lab, g_out, e,
-                                                                  rows, nodes, sums)
+                loss, correct = sparse_cross_entropy_and_gradient(
+                    out, t_lab, g_out, e, rows, nodes, sums
+                )
             if not math.isfinite(loss):
                 stats[codes.STAT_STATUS] = codes.STATUS_LOSS_NOT_FINITE
                 stats[codes.STAT_BAD_VALUE] = loss
@@ -383,17 +569,17 @@ def _make_epoch(loss_kind, used):
                     off = ws_off[3 + 3 * (i - 1)]
                     if dropout[i - 1] != 0.0:
                         off = dropout_off[i - 1, 0]
-                    x_below = ws[off:off + m * ni].reshape((m, ni))
-                z = ws[ws_off[2 + 3 * i]:ws_off[2 + 3 * i] + m * no].reshape((m, no))
-                a = ws[ws_off[3 + 3 * i]:ws_off[3 + 3 * i] + m * no].reshape((m, no))
-                g = ws[ws_off[4 + 3 * i]:ws_off[4 + 3 * i] + m * no].reshape((m, no))
-                dw = grads[w_off[i]:w_off[i] + ni * no].reshape((ni, no))
-                db = grads[b_off[i]:b_off[i] + no]
+                    x_below = ws[off : off + m * ni].reshape((m, ni))
+                z = ws[ws_off[2 + 3 * i] : ws_off[2 + 3 * i] + m * no].reshape((m, no))
+                a = ws[ws_off[3 + 3 * i] : ws_off[3 + 3 * i] + m * no].reshape((m, no))
+                g = ws[ws_off[4 + 3 * i] : ws_off[4 + 3 * i] + m * no].reshape((m, no))
+                dw = grads[w_off[i] : w_off[i] + ni * no].reshape((ni, no))
+                db = grads[b_off[i] : b_off[i] + no]
                 rate = dropout[i]
                 if rate != 0.0:
                     gf = g.reshape(m * no)
                     k0 = dropout_off[i, 1]
-                    dropout_kernel(gf, masks[k0:k0 + m * no], rate, gf)
+                    dropout_kernel(gf, masks[k0 : k0 + m * no], rate, gf)
                 # dense_backward in place on g: the activation's pass, db, dw
                 act, alpha = acts[i], alphas[i]
                 if has_relu and act == _RELU:
@@ -414,15 +600,16 @@ def _make_epoch(loss_kind, used):
                     backward_softmax(a, g, db, prod, nodes, sums_dt)
                 backward_finish(x_below, g, dw, db, nodes, sums_dt, n_threads)
                 if i > lowest:
-                    w = params[w_off[i]:w_off[i] + ni * no].reshape((ni, no))
+                    w = params[w_off[i] : w_off[i] + ni * no].reshape((ni, no))
                     off = ws_off[4 + 3 * (i - 1)]
-                    gemm_threads(g, w, ws[off:off + m * ni].reshape((m, ni)), False, True,
-                                 n_threads)
+                    gemm_threads(
+                        g, w, ws[off : off + m * ni].reshape((m, ni)), False, True, n_threads
+                    )
 
             # 5. global norm over the segments, in order; clipping
             sq = 0.0
             for si in range(segments.shape[0]):
-                seg = grads[segments[si, 0]:segments[si, 1]]
+                seg = grads[segments[si, 0] : segments[si, 1]]
                 if n_threads > 1 and seg.size >= UPDATE_SPLIT:
                     _norm_halves(seg, nodes, sums, nodes2, sums2, halves)
                     sq += 0.0 + (halves[0] + halves[1])
@@ -436,7 +623,7 @@ def _make_epoch(loss_kind, used):
             if 0 < clip_norm < norm:
                 factor = clip_norm / norm
                 for si in range(segments.shape[0]):
-                    scale_inplace(grads[segments[si, 0]:segments[si, 1]], factor)
+                    scale_inplace(grads[segments[si, 0] : segments[si, 1]], factor)
 
             # 6. the optimizer kernel of the step path on every segment (reference
             # ``_update``); Adam's bias corrections 1 - beta^t with t this step's count
@@ -452,11 +639,40 @@ def _make_epoch(loss_kind, used):
                 # into +0.0)
                 adamw = opt_code == _ADAMW and wd != 0.0
                 if n_threads > 1 and hi - lo >= UPDATE_SPLIT:
-                    _update_pieces(opt_code, params[lo:hi], grads[lo:hi], s1, s2, lr, h0,
-                                   h1, c1, c2, eps, inside, wd, adamw, n_threads)
+                    _update_pieces(
+                        opt_code,
+                        params[lo:hi],
+                        grads[lo:hi],
+                        s1,
+                        s2,
+                        lr,
+                        h0,
+                        h1,
+                        c1,
+                        c2,
+                        eps,
+                        inside,
+                        wd,
+                        adamw,
+                        n_threads,
+                    )
                 else:
-                    _update(opt_code, params[lo:hi], grads[lo:hi], s1, s2, lr, h0, h1,
-                            c1, c2, eps, inside, wd, adamw)
+                    _update(
+                        opt_code,
+                        params[lo:hi],
+                        grads[lo:hi],
+                        s1,
+                        s2,
+                        lr,
+                        h0,
+                        h1,
+                        c1,
+                        c2,
+                        eps,
+                        inside,
+                        wd,
+                        adamw,
+                    )
 
             # 7. statistics
             stats[codes.STAT_LOSS_SUM] += loss * m
@@ -495,14 +711,40 @@ def _epoch_kernel(loss_code, acts):
 # What each argument must be, in signature order: an array of the model dtype ("f"),
 # of int64 ("i") or of float64 ("d") with its ndim, or an integer ("n"); "+" marks the
 # arrays the kernel writes.
-_ARGS = (("X", "f2"), ("y", "f2"), ("labels", "i1"), ("order", "i1"), ("batch_size", "n"),
-         ("dims", "i1"), ("acts", "i1"), ("alphas", "d1"), ("w_off", "i1"), ("b_off", "i1"),
-         ("lowest", "n"), ("loss_code", "n"), ("params", "f1+"), ("grads", "f1+"),
-         ("ws", "f1+"), ("ws_off", "i1"), ("lb", "i1+"), ("opt_code", "n"),
-         ("state1", "f1+"), ("state2", "f1+"), ("hyper", "d1"), ("lrs", "d1"),
-         ("batch_start", "n"), ("batch_stop", "n"), ("t0", "n"), ("segments", "i2"),
-         ("stats", "d1+"), ("dropout", "d1"), ("dropout_off", "i2"), ("masks", "u1+"),
-         ("dropout_seed", "n"), ("dropout_t0", "n"))
+_ARGS = (
+    ("X", "f2"),
+    ("y", "f2"),
+    ("labels", "i1"),
+    ("order", "i1"),
+    ("batch_size", "n"),
+    ("dims", "i1"),
+    ("acts", "i1"),
+    ("alphas", "d1"),
+    ("w_off", "i1"),
+    ("b_off", "i1"),
+    ("lowest", "n"),
+    ("loss_code", "n"),
+    ("params", "f1+"),
+    ("grads", "f1+"),
+    ("ws", "f1+"),
+    ("ws_off", "i1"),
+    ("lb", "i1+"),
+    ("opt_code", "n"),
+    ("state1", "f1+"),
+    ("state2", "f1+"),
+    ("hyper", "d1"),
+    ("lrs", "d1"),
+    ("batch_start", "n"),
+    ("batch_stop", "n"),
+    ("t0", "n"),
+    ("segments", "i2"),
+    ("stats", "d1+"),
+    ("dropout", "d1"),
+    ("dropout_off", "i2"),
+    ("masks", "u1+"),
+    ("dropout_seed", "n"),
+    ("dropout_t0", "n"),
+)
 
 
 def _wanted(name, kind, dt):
@@ -511,10 +753,40 @@ def _wanted(name, kind, dt):
     return f"train_epoch: {name} must be a {ro}C-contiguous {kind[1]}-D {what} array"
 
 
-def _check_types(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
-                 loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
-                 lrs, batch_start, batch_stop, t0, segments, stats, dropout, dropout_off,
-                 masks, dropout_seed, dropout_t0):
+def _check_types(
+    X,
+    y,
+    labels,
+    order,
+    batch_size,
+    dims,
+    acts,
+    alphas,
+    w_off,
+    b_off,
+    lowest,
+    loss_code,
+    params,
+    grads,
+    ws,
+    ws_off,
+    lb,
+    opt_code,
+    state1,
+    state2,
+    hyper,
+    lrs,
+    batch_start,
+    batch_stop,
+    t0,
+    segments,
+    stats,
+    dropout,
+    dropout_off,
+    masks,
+    dropout_seed,
+    dropout_t0,
+):
     """ValueError unless every argument has the type, dtype and layout of ``_ARGS``.
 
     Compiled, the same check runs once per signature at typing time (see the
@@ -531,18 +803,53 @@ def _check_types(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_o
                 raise ValueError(f"train_epoch: {name} must be an integer")
             continue
         want = {"f": dt, "i": _I64, "d": _F64, "u": _U8}[kind[0]]
-        if type(a) is not np.ndarray or a.dtype != want or a.ndim != int(kind[1]) \
-                or not a.flags.c_contiguous or (kind.endswith("+") and not a.flags.writeable):
+        if (
+            type(a) is not np.ndarray
+            or a.dtype != want
+            or a.ndim != int(kind[1])
+            or not a.flags.c_contiguous
+            or (kind.endswith("+") and not a.flags.writeable)
+        ):
             raise ValueError(_wanted(name, kind, dt))
 
 
 if not DISABLE_JIT:
+
     @overload(_check_types)
-    def _check_types_typing(X, y, labels, order, batch_size, dims, acts, alphas, w_off,
-                            b_off, lowest, loss_code, params, grads, ws, ws_off, lb,
-                            opt_code, state1, state2, hyper, lrs, batch_start, batch_stop,
-                            t0, segments, stats, dropout, dropout_off, masks, dropout_seed,
-                            dropout_t0):
+    def _check_types_typing(
+        X,
+        y,
+        labels,
+        order,
+        batch_size,
+        dims,
+        acts,
+        alphas,
+        w_off,
+        b_off,
+        lowest,
+        loss_code,
+        params,
+        grads,
+        ws,
+        ws_off,
+        lb,
+        opt_code,
+        state1,
+        state2,
+        hyper,
+        lrs,
+        batch_start,
+        batch_stop,
+        t0,
+        segments,
+        stats,
+        dropout,
+        dropout_off,
+        masks,
+        dropout_seed,
+        dropout_t0,
+    ):
         values = locals()
         dt = params.dtype if isinstance(params, types.Array) else None
         if dt not in (types.float32, types.float64):
@@ -553,25 +860,90 @@ if not DISABLE_JIT:
                 if not isinstance(ty, types.Integer):
                     raise TypingError(f"train_epoch: {name} must be an integer")
                 continue
-            want = {"f": dt, "i": types.int64, "d": types.float64,
-                    "u": types.uint8}[kind[0]]
-            if not isinstance(ty, types.Array) or ty.dtype != want \
-                    or ty.ndim != int(kind[1]) or ty.layout != "C" \
-                    or (kind.endswith("+") and not ty.mutable):
+            want = {"f": dt, "i": types.int64, "d": types.float64, "u": types.uint8}[kind[0]]
+            if (
+                not isinstance(ty, types.Array)
+                or ty.dtype != want
+                or ty.ndim != int(kind[1])
+                or ty.layout != "C"
+                or (kind.endswith("+") and not ty.mutable)
+            ):
                 raise TypingError(_wanted(name, kind, np.dtype(str(dt))))
 
-        def impl(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
-                 loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
-                 lrs, batch_start, batch_stop, t0, segments, stats, dropout, dropout_off,
-                 masks, dropout_seed, dropout_t0):
+        def impl(
+            X,
+            y,
+            labels,
+            order,
+            batch_size,
+            dims,
+            acts,
+            alphas,
+            w_off,
+            b_off,
+            lowest,
+            loss_code,
+            params,
+            grads,
+            ws,
+            ws_off,
+            lb,
+            opt_code,
+            state1,
+            state2,
+            hyper,
+            lrs,
+            batch_start,
+            batch_stop,
+            t0,
+            segments,
+            stats,
+            dropout,
+            dropout_off,
+            masks,
+            dropout_seed,
+            dropout_t0,
+        ):
             pass
+
         return impl
 
 
-def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
-                loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
-                lrs, batch_start, batch_stop, t0, segments, stats, n_threads=1,
-                dropout=None, dropout_off=None, masks=None, dropout_seed=0, dropout_t0=0):
+def train_epoch(
+    X,
+    y,
+    labels,
+    order,
+    batch_size,
+    dims,
+    acts,
+    alphas,
+    w_off,
+    b_off,
+    lowest,
+    loss_code,
+    params,
+    grads,
+    ws,
+    ws_off,
+    lb,
+    opt_code,
+    state1,
+    state2,
+    hyper,
+    lrs,
+    batch_start,
+    batch_stop,
+    t0,
+    segments,
+    stats,
+    n_threads=1,
+    dropout=None,
+    dropout_off=None,
+    masks=None,
+    dropout_seed=0,
+    dropout_t0=0,
+):
     """One epoch (batches [batch_start, batch_stop)) of mini-batch training in one
     compiled call; see :mod:`fastnn.reference.training` for the arguments
     (``dropout=None``: no layer has dropout).
@@ -588,16 +960,51 @@ def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_of
         L = getattr(acts, "size", 0)
         dropout, dropout_off = np.zeros(L), np.zeros((L, 2), np.int64)
         masks = np.zeros(0, np.uint8)
-    for name, value, bound in (("dropout_seed", dropout_seed, 2**64),
-                               ("dropout_t0", dropout_t0, 2**63)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
-                or not 0 <= int(value) < bound:
+    for name, value, bound in (
+        ("dropout_seed", dropout_seed, 2**64),
+        ("dropout_t0", dropout_t0, 2**63),
+    ):
+        if (
+            isinstance(value, (bool, np.bool_))
+            or not isinstance(value, (int, np.integer))
+            or not 0 <= int(value) < bound
+        ):
             raise ValueError(f"train_epoch: {name} must be an integer in [0, {bound})")
     # one signature: the seed as uint64, the count as int64
-    args = (X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
-            loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper, lrs,
-            batch_start, batch_stop, t0, segments, stats, dropout, dropout_off, masks,
-            np.uint64(int(dropout_seed)), np.int64(dropout_t0))
+    args = (
+        X,
+        y,
+        labels,
+        order,
+        batch_size,
+        dims,
+        acts,
+        alphas,
+        w_off,
+        b_off,
+        lowest,
+        loss_code,
+        params,
+        grads,
+        ws,
+        ws_off,
+        lb,
+        opt_code,
+        state1,
+        state2,
+        hyper,
+        lrs,
+        batch_start,
+        batch_stop,
+        t0,
+        segments,
+        stats,
+        dropout,
+        dropout_off,
+        masks,
+        np.uint64(int(dropout_seed)),
+        np.int64(dropout_t0),
+    )
     if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, (int, np.integer)):
         raise ValueError("train_epoch: n_threads must be an integer")
     n_threads = max(1, min(int(n_threads), _MAX_THREADS))

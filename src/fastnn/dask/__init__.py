@@ -29,12 +29,23 @@ try:
     import dask  # noqa: F401
     import distributed  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only without Dask
-    raise ImportError("fastnn.dask needs Dask; install it with "
-                      "`pip install 'fastnn-mlp[dask]'`") from exc
+    raise ImportError(
+        "fastnn.dask needs Dask; install it with `pip install 'fastnn-mlp[dask]'`"
+    ) from exc
 
 from .blocks import fit_blocks, predict, predict_proba, score
 from .optuna import DEFAULT_SPACE, Objective, PruningCallback, optimize_on_dask
 from .search import ThreadBudget, parallel_search
 
-__all__ = ["ThreadBudget", "parallel_search", "fit_blocks", "predict", "predict_proba",
-           "score", "PruningCallback", "Objective", "DEFAULT_SPACE", "optimize_on_dask"]
+__all__ = [
+    "ThreadBudget",
+    "parallel_search",
+    "fit_blocks",
+    "predict",
+    "predict_proba",
+    "score",
+    "PruningCallback",
+    "Objective",
+    "DEFAULT_SPACE",
+    "optimize_on_dask",
+]

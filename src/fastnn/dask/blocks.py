@@ -17,6 +17,7 @@ __all__ = ["fit_blocks", "predict", "predict_proba", "score"]
 
 # --- blocks of Dask collections --------------------------------------------------------------
 
+
 def _is_frame(obj) -> bool:
     return hasattr(obj, "npartitions") and hasattr(obj, "map_partitions")
 
@@ -28,14 +29,16 @@ def _block_list(obj, name, row_chunks=None) -> list:
     if isinstance(obj, da.Array):
         if obj.ndim not in (1, 2):
             raise ValueError(f"{name} must be 1-D or 2-D, got {obj.ndim}-D")
-        if row_chunks is not None and obj.chunks[0] != row_chunks and \
-                not any(math.isnan(c) for c in row_chunks):
+        if (
+            row_chunks is not None
+            and obj.chunks[0] != row_chunks
+            and not any(math.isnan(c) for c in row_chunks)
+        ):
             obj = obj.rechunk({0: row_chunks})
         if obj.ndim == 2 and len(obj.chunks[1]) > 1:
             obj = obj.rechunk({1: -1})
         return list(obj.to_delayed().ravel())
-    raise TypeError(f"{name} must be a Dask array, DataFrame or Series, got "
-                    f"{type(obj).__name__}")
+    raise TypeError(f"{name} must be a Dask array, DataFrame or Series, got {type(obj).__name__}")
 
 
 def _blocks(X, y=None) -> tuple[list, Any]:  # Any: a list when y is given, else None
@@ -45,8 +48,10 @@ def _blocks(X, y=None) -> tuple[list, Any]:  # Any: a list when y is given, else
     rows = X.chunks[0] if isinstance(X, da.Array) else None
     ys = _block_list(y, "y", rows)
     if len(ys) != len(xs):
-        raise ValueError(f"X has {len(xs)} blocks of rows and y {len(ys)}; give them the "
-                         f"same partitions (e.g. y.rechunk(X.chunks[0]))")
+        raise ValueError(
+            f"X has {len(xs)} blocks of rows and y {len(ys)}; give them the "
+            f"same partitions (e.g. y.rechunk(X.chunks[0]))"
+        )
     return xs, ys
 
 
@@ -55,6 +60,7 @@ def _concat(parts):
         return parts[0]
     if hasattr(parts[0], "iloc"):
         import pandas as pd
+
         return pd.concat(parts)
     return np.concatenate(parts)
 
@@ -63,16 +69,23 @@ def _partial_fit_step(estimator, xs, ys, fit_params):
     """partial_fit on the rows of some blocks, concatenated in the order given."""
     X, y = _concat(xs), _concat(ys)
     if len(X) != len(y):
-        raise ValueError(f"a block of X has {len(X)} rows and the matching block of y "
-                         f"{len(y)}")
+        raise ValueError(f"a block of X has {len(X)} rows and the matching block of y {len(y)}")
     return estimator.partial_fit(X, y, **fit_params)
 
 
-def fit_blocks(estimator, X, y, *, epochs: int = 1, classes=None,
-               random_state: int | np.random.Generator | None = None,
-               blocks_per_call: int = 1, prefetch: int = 1,
-               client: distributed.Client | None | bool = None,
-               on_epoch_end: Callable[[int, Any], bool | None] | None = None):
+def fit_blocks(
+    estimator,
+    X,
+    y,
+    *,
+    epochs: int = 1,
+    classes=None,
+    random_state: int | np.random.Generator | None = None,
+    blocks_per_call: int = 1,
+    prefetch: int = 1,
+    client: distributed.Client | None | bool = None,
+    on_epoch_end: Callable[[int, Any], bool | None] | None = None,
+):
     """Train ``estimator`` by ``partial_fit`` over the blocks of a Dask collection.
 
     Every epoch draws a permutation of the row blocks (``rng.permutation(n_blocks)``
@@ -122,6 +135,7 @@ def fit_blocks(estimator, X, y, *, epochs: int = 1, classes=None,
     if epochs < 0 or blocks_per_call < 1 or prefetch < 0:
         raise ValueError("epochs must be >= 0, blocks_per_call >= 1 and prefetch >= 0")
     from sklearn.base import is_classifier
+
     fit_params = {"classes": classes} if is_classifier(estimator) else {}
     xs, ys = _blocks(X, y)
     rng = np.random.default_rng(random_state)
@@ -133,12 +147,10 @@ def fit_blocks(estimator, X, y, *, epochs: int = 1, classes=None,
     est = copy.deepcopy(estimator)
     for epoch in range(epochs):
         order = rng.permutation(len(xs))
-        groups = [order[s:s + blocks_per_call] for s in range(0, len(order),
-                                                              blocks_per_call)]
+        groups = [order[s : s + blocks_per_call] for s in range(0, len(order), blocks_per_call)]
         if client is False:
             for g in groups:
-                xb, yb = dask.compute([xs[i] for i in g], [ys[i] for i in g],
-                                      scheduler="threads")
+                xb, yb = dask.compute([xs[i] for i in g], [ys[i] for i in g], scheduler="threads")
                 est = _partial_fit_step(est, xb, yb, fit_params)
         else:
             est = _epoch_on_cluster(client, est, xs, ys, groups, fit_params, prefetch)
@@ -158,7 +170,7 @@ def _epoch_on_cluster(client, est, xs, ys, groups, fit_params, prefetch):
     in_flight: deque = deque()
     for g in groups:
         blocks = client.compute([xs[i] for i in g] + [ys[i] for i in g])
-        xb, yb = blocks[:len(g)], blocks[len(g):]
+        xb, yb = blocks[: len(g)], blocks[len(g) :]
         model = client.submit(_partial_fit_step, model, xb, yb, fit_params, pure=False)
         in_flight.append(model)
         if len(in_flight) > prefetch:
@@ -168,12 +180,14 @@ def _epoch_on_cluster(client, est, xs, ys, groups, fit_params, prefetch):
 
 # --- blockwise prediction and scoring ----------------------------------------------------------
 
+
 def _apply(block, estimator, method):
     return getattr(estimator, method)(block)
 
 
 def _apply_frame(part, estimator, method, columns):
     import pandas as pd
+
     out = getattr(estimator, method)(part)
     if out.ndim == 1:
         return pd.Series(out, index=part.index)
@@ -183,6 +197,7 @@ def _apply_frame(part, estimator, method, columns):
 def _output_spec(estimator, method):
     """(dtype, number of columns or None for 1-D, column names) of a method's output."""
     from sklearn.base import is_classifier
+
     fdtype = estimator.coefs_[0].dtype
     if method == "predict_proba":
         return fdtype, len(estimator.classes_), list(estimator.classes_)
@@ -198,19 +213,18 @@ def _blockwise(estimator, X, method):
     dtype, k, columns = _output_spec(estimator, method)
     if _is_frame(X):
         import pandas as pd
+
         if k is None:
             meta = pd.Series([], dtype=dtype)
         else:
             meta = pd.DataFrame({c: pd.Series([], dtype=dtype) for c in columns})
         return X.map_partitions(_apply_frame, estimator, method, columns, meta=meta)
     if not isinstance(X, da.Array) or X.ndim != 2:
-        raise TypeError(f"X must be a 2-D Dask array or a Dask DataFrame, got "
-                        f"{type(X).__name__}")
+        raise TypeError(f"X must be a 2-D Dask array or a Dask DataFrame, got {type(X).__name__}")
     X = X.rechunk({1: -1})
     if k is None:
         return X.map_blocks(_apply, estimator, method, dtype=dtype, drop_axis=1)
-    return X.map_blocks(_apply, estimator, method, dtype=dtype,
-                        chunks=(X.chunks[0], (k,)))
+    return X.map_blocks(_apply, estimator, method, dtype=dtype, chunks=(X.chunks[0], (k,)))
 
 
 def predict(estimator, X):
@@ -230,6 +244,7 @@ def predict_proba(estimator, X):
 def _block_score(estimator, X, y):
     """Sufficient statistics of one block for the whole-data score."""
     from sklearn.base import is_classifier
+
     pred = estimator.predict(X)
     y = np.asarray(y)
     if is_classifier(estimator):
@@ -238,8 +253,12 @@ def _block_score(estimator, X, y):
     y = y.reshape(len(y), -1).astype(np.float64)
     pred = np.asarray(pred, dtype=np.float64).reshape(y.shape)
     mean = y.mean(axis=0) if len(y) else np.zeros(y.shape[1])
-    return {"n": len(y), "sse": ((y - pred) ** 2).sum(axis=0), "mean": mean,
-            "m2": ((y - mean) ** 2).sum(axis=0)}
+    return {
+        "n": len(y),
+        "sse": ((y - pred) ** 2).sum(axis=0),
+        "mean": mean,
+        "m2": ((y - mean) ** 2).sum(axis=0),
+    }
 
 
 def _combine_r2(stats) -> float:
@@ -253,7 +272,7 @@ def _combine_r2(stats) -> float:
             continue
         delta = s["mean"] - mean
         total = n + s["n"]
-        m2 = m2 + s["m2"] + delta ** 2 * n * s["n"] / total
+        m2 = m2 + s["m2"] + delta**2 * n * s["n"] / total
         mean = mean + delta * s["n"] / total
         n = total
         sse = sse + s["sse"]
@@ -273,9 +292,9 @@ def score(estimator, X, y) -> float:
     the floating-point sums for R^2.
     """
     from sklearn.base import is_classifier
+
     xs, ys = _blocks(X, y)
-    stats = dask.compute(*[dask.delayed(_block_score)(estimator, xb, yb)
-                           for xb, yb in zip(xs, ys)])
+    stats = dask.compute(*[dask.delayed(_block_score)(estimator, xb, yb) for xb, yb in zip(xs, ys)])
     if is_classifier(estimator):
         n = sum(s["n"] for s in stats)
         return sum(s["correct"] for s in stats) / n

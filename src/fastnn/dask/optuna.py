@@ -16,12 +16,14 @@ __all__ = ["PruningCallback", "Objective", "DEFAULT_SPACE", "optimize_on_dask"]
 
 # --- Optuna ----------------------------------------------------------------------------------
 
+
 def _optuna():
     try:
         import optuna
     except ImportError as exc:  # pragma: no cover - exercised only without Optuna
-        raise ImportError("this needs Optuna; install it with "
-                          "`pip install 'fastnn-mlp[optuna]'`") from exc
+        raise ImportError(
+            "this needs Optuna; install it with `pip install 'fastnn-mlp[optuna]'`"
+        ) from exc
     return optuna
 
 
@@ -48,8 +50,9 @@ class PruningCallback(Callback):
         value = monitored_value(self, self.monitor, logs)
         self.trial.report(value, epoch)
         if self.trial.should_prune():
-            raise _optuna().TrialPruned(f"pruned after epoch {epoch + 1}: "
-                                        f"{self.monitor} = {value:g}")
+            raise _optuna().TrialPruned(
+                f"pruned after epoch {epoch + 1}: {self.monitor} = {value:g}"
+            )
         return None
 
 
@@ -105,15 +108,27 @@ class Objective:
     failed and go on.
     """
 
-    def __init__(self, X, y, X_val, y_val, *, loss: str = "cross_entropy",
-                 epochs: int = 20, monitor: str | None = None,
-                 space: dict | None = None, random_state: int = 0,
-                 dtype: str = "float32", backend: str | None = None,
-                 n_threads: int | None = 1):
+    def __init__(
+        self,
+        X,
+        y,
+        X_val,
+        y_val,
+        *,
+        loss: str = "cross_entropy",
+        epochs: int = 20,
+        monitor: str | None = None,
+        space: dict | None = None,
+        random_state: int = 0,
+        dtype: str = "float32",
+        backend: str | None = None,
+        n_threads: int | None = 1,
+    ):
         unknown = set(space or {}) - set(DEFAULT_SPACE)
         if unknown:
-            raise ValueError(f"unknown search-space keys {sorted(unknown)}; the keys are "
-                             f"{sorted(DEFAULT_SPACE)}")
+            raise ValueError(
+                f"unknown search-space keys {sorted(unknown)}; the keys are {sorted(DEFAULT_SPACE)}"
+            )
         if loss not in ("cross_entropy", "binary_cross_entropy", "mse"):
             raise ValueError(f"unknown loss {loss!r}")
         self.X, self.y, self.X_val, self.y_val = X, y, X_val, y_val
@@ -131,8 +146,11 @@ class Objective:
         label = name if index is None else f"{name}_{index}"
         if isinstance(spec, tuple):
             low, high = spec
-            if isinstance(low, (int, np.integer)) and isinstance(high, (int, np.integer)) \
-                    and name != "lr":
+            if (
+                isinstance(low, (int, np.integer))
+                and isinstance(high, (int, np.integer))
+                and name != "lr"
+            ):
                 return trial.suggest_int(label, int(low), int(high), log=name in _LOG)
             return trial.suggest_float(label, float(low), float(high), log=name in _LOG)
         if isinstance(spec, list):
@@ -150,33 +168,52 @@ class Objective:
 
         from ..optim import get_optimizer
         from ..schedules import Cosine, StepDecay
+
         lr = self._suggest(trial, "lr")
-        units = [self._suggest(trial, "units", index=i)
-                 for i in range(self._suggest(trial, "n_layers"))]
+        units = [
+            self._suggest(trial, "units", index=i) for i in range(self._suggest(trial, "n_layers"))
+        ]
         name = self._suggest(trial, "schedule")
-        schedule = {"constant": lr,
-                    "cosine": Cosine(lr, T=max(1, self.epochs)),
-                    "step": StepDecay(lr, step_size=max(1, self.epochs // 3), gamma=0.1)}
+        schedule = {
+            "constant": lr,
+            "cosine": Cosine(lr, T=max(1, self.epochs)),
+            "step": StepDecay(lr, step_size=max(1, self.epochs // 3), gamma=0.1),
+        }
         if name not in schedule:
             raise ValueError(f"unknown schedule {name!r}; use one of {sorted(schedule)}")
         X = np.asarray(self.X)
-        model = fastnn.MLP([X.shape[1], *units, self._n_outputs()],
-                           self._suggest(trial, "activation"), loss=self.loss,
-                           dropout=self._suggest(trial, "dropout"), dtype=self.dtype,
-                           backend=self.backend, random_state=self.random_state,
-                           n_threads=self.n_threads)
-        y = self.y if self.loss != "mse" or np.ndim(self.y) == 2 else \
-            np.asarray(self.y).reshape(-1, 1)
-        y_val = self.y_val if self.loss != "mse" or np.ndim(self.y_val) == 2 else \
-            np.asarray(self.y_val).reshape(-1, 1)
+        model = fastnn.MLP(
+            [X.shape[1], *units, self._n_outputs()],
+            self._suggest(trial, "activation"),
+            loss=self.loss,
+            dropout=self._suggest(trial, "dropout"),
+            dtype=self.dtype,
+            backend=self.backend,
+            random_state=self.random_state,
+            n_threads=self.n_threads,
+        )
+        y = (
+            self.y
+            if self.loss != "mse" or np.ndim(self.y) == 2
+            else np.asarray(self.y).reshape(-1, 1)
+        )
+        y_val = (
+            self.y_val
+            if self.loss != "mse" or np.ndim(self.y_val) == 2
+            else np.asarray(self.y_val).reshape(-1, 1)
+        )
         # n_threads is fastnn's own thread count (the model's); the BLAS pools are left
         # alone, as the estimators leave them.
         history = fastnn.fit(
-            model, X, y, optimizer=get_optimizer(self._suggest(trial, "optimizer"),
-                                                 lr=schedule[name]),
-            epochs=self.epochs, batch_size=int(self._suggest(trial, "batch_size")),
+            model,
+            X,
+            y,
+            optimizer=get_optimizer(self._suggest(trial, "optimizer"), lr=schedule[name]),
+            epochs=self.epochs,
+            batch_size=int(self._suggest(trial, "batch_size")),
             validation_data=(self.X_val, y_val),
-            callbacks=[PruningCallback(trial, self.monitor)])
+            callbacks=[PruningCallback(trial, self.monitor)],
+        )
         return float(history[self.monitor][-1])
 
 
@@ -186,14 +223,21 @@ def _run_trial(study_name, storage, sampler, pruner, objective, catch):
     # parameters (as study.optimize(n_jobs=...) reseeds); what it learns from comes
     # from the shared storage's finished trials.
     sampler.reseed_rng()
-    study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler,
-                              pruner=pruner)
+    study = optuna.load_study(
+        study_name=study_name, storage=storage, sampler=sampler, pruner=pruner
+    )
     study.optimize(objective, n_trials=1, catch=catch)
 
 
-def optimize_on_dask(study, objective: Callable, n_trials: int, *,
-                     client: distributed.Client | None = None,
-                     catch: tuple = (), threads_per_task: int | None = 1) -> None:
+def optimize_on_dask(
+    study,
+    objective: Callable,
+    n_trials: int,
+    *,
+    client: distributed.Client | None = None,
+    catch: tuple = (),
+    threads_per_task: int | None = 1,
+) -> None:
     """Run ``n_trials`` trials of an Optuna study as tasks on a Dask cluster.
 
     One task per trial: the scheduler balances them over the workers, and a trial
@@ -224,18 +268,30 @@ def optimize_on_dask(study, objective: Callable, n_trials: int, *,
     client = _client(client)
     storage = study._storage
     if isinstance(storage, optuna.storages.InMemoryStorage):
-        raise ValueError("the study's storage lives in this process, where workers "
-                         "cannot reach it; create the study with "
-                         "storage=optuna_integration.DaskStorage(client=client) or a "
-                         "storage URL shared with the workers")
+        raise ValueError(
+            "the study's storage lives in this process, where workers "
+            "cannot reach it; create the study with "
+            "storage=optuna_integration.DaskStorage(client=client) or a "
+            "storage URL shared with the workers"
+        )
     plugin = None
     if threads_per_task is not None:
         plugin = ThreadBudget(threads_per_task)
         client.register_plugin(plugin)
     try:
-        futures = [client.submit(_run_trial, study.study_name, storage, study.sampler,
-                                 study.pruner, objective, tuple(catch), pure=False)
-                   for _ in range(int(n_trials))]
+        futures = [
+            client.submit(
+                _run_trial,
+                study.study_name,
+                storage,
+                study.sampler,
+                study.pruner,
+                objective,
+                tuple(catch),
+                pure=False,
+            )
+            for _ in range(int(n_trials))
+        ]
         client.gather(futures)
     finally:
         if plugin is not None:

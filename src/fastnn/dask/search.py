@@ -13,10 +13,17 @@ import numpy as np
 __all__ = ["ThreadBudget", "parallel_search"]
 
 # Environment variables read by BLAS / OpenMP libraries when they are loaded.
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
 
 # --- thread budget and parallel search -------------------------------------------------------
+
 
 class ThreadBudget(distributed.WorkerPlugin):
     """Worker plugin limiting the BLAS pools of a worker process to ``n`` threads.
@@ -50,6 +57,7 @@ class ThreadBudget(distributed.WorkerPlugin):
         # through their API.
         import scipy.linalg  # noqa: F401
         from threadpoolctl import threadpool_limits
+
         self._env = {k: os.environ.get(k) for k in _THREAD_VARS}
         os.environ.update({k: str(self.n) for k in _THREAD_VARS})
         self._limiter = threadpool_limits(limits=self.n)
@@ -96,9 +104,12 @@ def _resilient_backend():
 
 
 @contextlib.contextmanager
-def parallel_search(client: distributed.Client | None = None, *,
-                    threads_per_task: int | None = 1,
-                    scatter: Sequence | None = None) -> Iterator[distributed.Client]:
+def parallel_search(
+    client: distributed.Client | None = None,
+    *,
+    threads_per_task: int | None = 1,
+    scatter: Sequence | None = None,
+) -> Iterator[distributed.Client]:
     """Run joblib-parallel scikit-learn work inside the block on a Dask cluster.
 
     Inside ``with parallel_search(client):``, ``GridSearchCV(...).fit``,
@@ -126,6 +137,7 @@ def parallel_search(client: distributed.Client | None = None, *,
     distributed.Client
     """
     import joblib
+
     client = _client(client)
     joblib.register_parallel_backend("fastnn-dask", _resilient_backend())
     plugin = None
@@ -133,8 +145,9 @@ def parallel_search(client: distributed.Client | None = None, *,
         plugin = ThreadBudget(threads_per_task)
         client.register_plugin(plugin)
     try:
-        with joblib.parallel_config(backend="fastnn-dask", n_jobs=-1, client=client,
-                                    scatter=scatter):
+        with joblib.parallel_config(
+            backend="fastnn-dask", n_jobs=-1, client=client, scatter=scatter
+        ):
             yield client
     finally:
         if plugin is not None:

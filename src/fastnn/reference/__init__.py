@@ -13,5 +13,6 @@ from .losses import *  # noqa: F403
 from .normalization import *  # noqa: F403
 from .optimizers import *  # noqa: F403
 
-__all__ = [name for mod in (activations, dense, losses, optimizers, normalization)
-           for name in mod.__all__]
+__all__ = [
+    name for mod in (activations, dense, losses, optimizers, normalization) for name in mod.__all__
+]

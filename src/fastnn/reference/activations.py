@@ -43,6 +43,7 @@ def _wide(z):
 
 # --- forward: out = g(z) -----------------------------------------------------------
 
+
 def identity(z, out):
     """g(z) = z."""
     out[...] = z
@@ -97,6 +98,7 @@ def softmax(z, out):
 
 
 # --- derivatives: out = g'(z) ------------------------------------------------------
+
 
 def _nan_where_nan(z, d):
     """d, with NaN wherever z is NaN: a NaN input must not turn into a zero gradient."""

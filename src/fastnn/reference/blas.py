@@ -25,8 +25,8 @@ from .._blas import gemm_call
 # thread 2 blocks cost 0-8% of a product's time (OpenBLAS, Zen 3), 4 blocks up to 20%:
 # hence 4 only where a product is long enough for more than two cores to pay.
 GEMM_UNIT = 16
-GEMM_SPLIT_FLOPS = 2 ** 25
-GEMM_SPLIT4_FLOPS = 2 ** 33
+GEMM_SPLIT_FLOPS = 2**25
+GEMM_SPLIT4_FLOPS = 2**33
 
 
 def gemm_partition(m, n, k):
@@ -69,11 +69,41 @@ def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
     for lo in range(0, side, block or 1):
         hi = min(side, lo + block)
         if by_columns:  # out[:, lo:hi] = op(a) @ op(b)[:, lo:hi]
-            gemm_call(trans_a, trans_b, m, hi - lo, k, a, 0, lda, b,
-                      lo * ldb if trans_b else lo, ldb, out, lo, ldc, beta)
+            gemm_call(
+                trans_a,
+                trans_b,
+                m,
+                hi - lo,
+                k,
+                a,
+                0,
+                lda,
+                b,
+                lo * ldb if trans_b else lo,
+                ldb,
+                out,
+                lo,
+                ldc,
+                beta,
+            )
         else:  # out[lo:hi] = op(a)[lo:hi] @ op(b)
-            gemm_call(trans_a, trans_b, hi - lo, n, k, a, lo if trans_a else lo * lda,
-                      lda, b, 0, ldb, out, lo * ldc, ldc, beta)
+            gemm_call(
+                trans_a,
+                trans_b,
+                hi - lo,
+                n,
+                k,
+                a,
+                lo if trans_a else lo * lda,
+                lda,
+                b,
+                0,
+                ldb,
+                out,
+                lo * ldc,
+                ldc,
+                beta,
+            )
     if out is not target:
         target[...] = out
     return target

@@ -24,8 +24,15 @@ import math
 
 import numpy as np
 
-__all__ = ["GAMMA", "mix64", "splitmix", "dropout_threshold", "dropout_layer_key",
-           "dropout_ramp", "dropout_mask"]
+__all__ = [
+    "GAMMA",
+    "mix64",
+    "splitmix",
+    "dropout_threshold",
+    "dropout_layer_key",
+    "dropout_ramp",
+    "dropout_mask",
+]
 
 _M64 = (1 << 64) - 1
 GAMMA = 0x9E3779B97F4A7C15
@@ -71,8 +78,8 @@ def dropout_mask(seed, t, layer, rate, out, work=None, tmp=None, ramp=None):
     may be given so that nothing is allocated (the step path's training forward).
     """
     n = out.size
-    z = (np.empty(n, np.uint64) if work is None else work.reshape(-1)[:n])
-    tmp = (np.empty(n, np.uint64) if tmp is None else tmp.reshape(-1)[:n])
+    z = np.empty(n, np.uint64) if work is None else work.reshape(-1)[:n]
+    tmp = np.empty(n, np.uint64) if tmp is None else tmp.reshape(-1)[:n]
     ramp = dropout_ramp(n) if ramp is None else ramp.reshape(-1)[:n]
     # z = key + (i + 1) * GAMMA, then mix64, in place
     np.add(ramp, np.uint64(dropout_layer_key(seed, t, layer)), out=z)
@@ -83,6 +90,5 @@ def dropout_mask(seed, t, layer, rate, out, work=None, tmp=None, ramp=None):
     np.right_shift(z, np.uint64(31), out=tmp)
     z ^= tmp
     z >>= np.uint64(40)
-    np.greater_equal(z, np.uint64(dropout_threshold(rate)),
-                     out=out.reshape(-1).view(np.bool_))
+    np.greater_equal(z, np.uint64(dropout_threshold(rate)), out=out.reshape(-1).view(np.bool_))
     return out

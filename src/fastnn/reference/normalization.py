@@ -28,8 +28,7 @@ def dropout(x, mask, rate, out):
     return out
 
 
-def batch_norm_train(x, gamma, beta, eps, momentum, running_mean, running_var,
-                     out, x_hat, inv_std):
+def batch_norm_train(x, gamma, beta, eps, momentum, running_mean, running_var, out, x_hat, inv_std):
     """Normalise x (m, k) with its batch statistics and update the running ones.
 
     mu = mean(x), var = mean((x - mu)^2) (biased), inv_std = 1 / sqrt(var + eps),

@@ -80,8 +80,8 @@ def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
     g = _decayed(grad, param, weight_decay)
     m[...] = beta1 * m + (1 - beta1) * g
     v[...] = beta2 * v + (1 - beta2) * (g * g)
-    m_hat = m / (1 - beta1 ** step)
-    v_hat = v / (1 - beta2 ** step)
+    m_hat = m / (1 - beta1**step)
+    v_hat = v / (1 - beta2**step)
     param -= lr * m_hat / (np.sqrt(v_hat) + eps)
 
 

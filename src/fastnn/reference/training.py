@@ -90,23 +90,35 @@ import numpy as np
 
 from .._kernels import codes
 from .dense import dense_backward, dense_forward, dense_input_gradient
-from .masks import dropout_mask
-from .normalization import dropout as dropout_kernel
 from .losses import (
-    binary_cross_entropy, binary_cross_entropy_gradient, cross_entropy,
-    cross_entropy_gradient, mse, mse_gradient, sparse_cross_entropy,
+    binary_cross_entropy,
+    binary_cross_entropy_gradient,
+    cross_entropy,
+    cross_entropy_gradient,
+    mse,
+    mse_gradient,
+    sparse_cross_entropy,
     sparse_cross_entropy_gradient,
 )
+from .masks import dropout_mask
+from .normalization import dropout as dropout_kernel
 from .optimizers import (
-    adagrad_step, adam_step, adamw_step, momentum_step, nesterov_step, rmsprop_step,
-    scale_inplace, sgd_step, squared_norm,
+    adagrad_step,
+    adam_step,
+    adamw_step,
+    momentum_step,
+    nesterov_step,
+    rmsprop_step,
+    scale_inplace,
+    sgd_step,
+    squared_norm,
 )
 
 __all__ = ["train_epoch"]
 
 
 def _region(ws, offset, m, width):
-    return ws[offset:offset + m * width].reshape(m, width)
+    return ws[offset : offset + m * width].reshape(m, width)
 
 
 def _loss(loss_code, out, t):
@@ -164,10 +176,41 @@ def _update(opt_code, p, g, s1, s2, t, lr, hyper, weight_decay):
         adam_step(p, g, s1, s2, t, lr, h0, h1, eps, weight_decay)
 
 
-def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest,
-                loss_code, params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper,
-                lrs, batch_start, batch_stop, t0, segments, stats, n_threads=1,
-                dropout=None, dropout_off=None, masks=None, dropout_seed=0, dropout_t0=0):
+def train_epoch(
+    X,
+    y,
+    labels,
+    order,
+    batch_size,
+    dims,
+    acts,
+    alphas,
+    w_off,
+    b_off,
+    lowest,
+    loss_code,
+    params,
+    grads,
+    ws,
+    ws_off,
+    lb,
+    opt_code,
+    state1,
+    state2,
+    hyper,
+    lrs,
+    batch_start,
+    batch_stop,
+    t0,
+    segments,
+    stats,
+    n_threads=1,
+    dropout=None,
+    dropout_off=None,
+    masks=None,
+    dropout_seed=0,
+    dropout_t0=0,
+):
     """One epoch of mini-batch training; see the module docstring for the contract."""
     n, n_layers = X.shape[0], len(acts)
     rates = [0.0] * n_layers if dropout is None else [float(r) for r in dropout]
@@ -178,12 +221,16 @@ def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_of
     stats[codes.STAT_STEPS] = stats[codes.STAT_STATUS] = 0.0
     hyper = [float(h) for h in hyper]
     weight_decay, clip_norm = hyper[4], hyper[5]
-    W = [params[w_off[i]:w_off[i] + dims[i] * dims[i + 1]].reshape(dims[i], dims[i + 1])
-         for i in range(n_layers)]
-    b = [params[b_off[i]:b_off[i] + dims[i + 1]] for i in range(n_layers)]
-    dW = [grads[w_off[i]:w_off[i] + dims[i] * dims[i + 1]].reshape(dims[i], dims[i + 1])
-          for i in range(n_layers)]
-    db = [grads[b_off[i]:b_off[i] + dims[i + 1]] for i in range(n_layers)]
+    W = [
+        params[w_off[i] : w_off[i] + dims[i] * dims[i + 1]].reshape(dims[i], dims[i + 1])
+        for i in range(n_layers)
+    ]
+    b = [params[b_off[i] : b_off[i] + dims[i + 1]] for i in range(n_layers)]
+    dW = [
+        grads[w_off[i] : w_off[i] + dims[i] * dims[i + 1]].reshape(dims[i], dims[i + 1])
+        for i in range(n_layers)
+    ]
+    db = [grads[b_off[i] : b_off[i] + dims[i + 1]] for i in range(n_layers)]
     for j in range(batch_start, batch_stop):
         s = j * batch_size
         e = min(n, s + batch_size)
@@ -208,7 +255,7 @@ def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_of
             if rates[i]:
                 o[i] = _region(ws, dropout_off[i, 0], m, dims[i + 1])
                 lo = dropout_off[i, 1]
-                mask[i] = masks[lo:lo + m * dims[i + 1]].reshape(m, dims[i + 1])
+                mask[i] = masks[lo : lo + m * dims[i + 1]].reshape(m, dims[i + 1])
 
         x_in = xb
         for i in range(n_layers):
@@ -249,8 +296,17 @@ def train_epoch(X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_of
         for start, stop, decayed in segments:
             s1 = state1[start:stop] if state1.size else state1
             s2 = state2[start:stop] if state2.size else state2
-            _update(opt_code, params[start:stop], grads[start:stop], s1, s2, t_step,
-                    float(lrs[j]), hyper, weight_decay if decayed else 0.0)
+            _update(
+                opt_code,
+                params[start:stop],
+                grads[start:stop],
+                s1,
+                s2,
+                t_step,
+                float(lrs[j]),
+                hyper,
+                weight_decay if decayed else 0.0,
+            )
         stats[codes.STAT_LOSS_SUM] += loss * m
         stats[codes.STAT_CORRECT] += correct
         stats[codes.STAT_STEPS] += 1
