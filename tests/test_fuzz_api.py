@@ -100,7 +100,10 @@ def test_command_line_in_real_processes(tmp_path):
     rows = [f"{a:.6g},{b:.6g},{'yes' if a + b > 0 else 'no'}" for a, b in X]
     (tmp_path / "ok.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
     (tmp_path / "huge.csv").write_text("a,b,label\n1e300,1,yes\n-1e300,2,no\n0,3,yes\n")
-    (tmp_path / "bad.csv").write_text("a,b,label\n1,x,yes\n")
+    # a column of numbers with one word in it (a column of words is a text feature)
+    bad = [f"{i},{2 * i},{'yes' if i % 2 else 'no'}" for i in range(12)]
+    bad[5] = "5,x,yes"
+    (tmp_path / "bad.csv").write_text("a,b,label\n" + "\n".join(bad) + "\n")
     (tmp_path / "bin.csv").write_bytes(b"a,b\n\xff\xfe\x00,1\n")
     (tmp_path / "garbage.fnn").write_bytes(os.urandom(256))
     cases = [
@@ -126,7 +129,7 @@ def test_command_line_in_real_processes(tmp_path):
             "final metrics",
         ),
         (("predict", "m.fnn", "huge.csv"), 1, "line 2: column 'a' holds 1e+300"),
-        (("train", "bad.csv", "--target", "label"), 1, "column 'b' holds 'x'"),
+        (("train", "bad.csv", "--target", "label"), 1, "column 'b' holds numbers, but here 'x'"),
         (("train", "bin.csv", "--target", "b"), 1, "not a UTF-8 text file"),
         (("predict", "garbage.fnn", "ok.csv"), 1, "garbage.fnn"),
         (("train", "ok.csv", "--target", "label", "--hidden", "0"), 2, "layer widths"),
@@ -140,7 +143,8 @@ def test_command_line_in_real_processes(tmp_path):
         "api.cli_processes",
         "public API",
         "fastnn train / predict as real processes: a good file, 1e300 features, a "
-        "non-numeric cell, a binary file, a random-bytes model file, a bad option",
+        "word in a column of numbers, a binary file, a random-bytes model file, a bad "
+        "option",
         len(cases),
         "the expected exit status (0, 1 with one 'error:' line, 2 for "
         "usage), no traceback, no warning on stderr",

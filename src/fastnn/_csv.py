@@ -598,18 +598,20 @@ def preprocessor(kinds: dict):
 
 
 def robust_scaler(ct, frame) -> None:
-    """Make the numeric StandardScaler's mean_/scale_ finite for finite data: columns
-    whose squares overflow are measured in units of their largest value (as
+    """Make the numeric StandardScaler's mean_/scale_/var_ finite for finite data:
+    columns whose squares overflow are measured in units of their largest value (as
     TabularModel always was); constant columns keep scale 1."""
     if "numeric" not in ct.named_transformers_:
         return
     num = ct.named_transformers_["numeric"]
     scaler = num.named_steps["scale"]
-    if np.all(np.isfinite(scaler.mean_)) and np.all(np.isfinite(scaler.scale_)):
+    # scikit-learn leaves scale_ at 1 where the variance overflows (var_ = inf): such
+    # a column would reach the network unscaled
+    bad = ~(np.isfinite(scaler.mean_) & np.isfinite(scaler.scale_) & np.isfinite(scaler.var_))
+    if not bad.any():
         return
     cols = [c for name, _, c in ct.transformers_ if name == "numeric"][0]
     X = num.named_steps["impute"].transform(frame[cols])
-    bad = ~(np.isfinite(scaler.mean_) & np.isfinite(scaler.scale_))
     top = np.abs(X[:, bad]).max(axis=0)
     top[top == 0] = 1.0
     unit = X[:, bad] / top
