@@ -10,6 +10,7 @@ Profiles (select with HYPOTHESIS_PROFILE=<name>; "ci" is the default):
 """
 
 import os
+import signal
 import warnings
 
 from hypothesis import HealthCheck, Phase, settings
@@ -31,6 +32,12 @@ settings.register_profile(
     **_COMMON,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# A suite started in the background by a non-interactive shell (`cmd &`) inherits SIGINT
+# ignored, and Python then installs no KeyboardInterrupt handler; the Ctrl-C tests send
+# SIGINT to this process and to child processes, which need Python's usual handler.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Importing fastnn from a tree whose Cython extensions are not built emits a
 # BuildWarning, which `filterwarnings = error` would turn into a collection error for

@@ -9,6 +9,7 @@ speed is benchmarks/compare.py's job.
 """
 
 import contextlib
+import inspect
 import warnings
 
 import numba
@@ -23,6 +24,14 @@ from fastnn.reference import dense as ref_dense
 
 BACKENDS = ["numpy", "numba", "cython"]
 DTYPES = ["float32", "float64"]
+
+
+def _n_threads_of(args):
+    """The n_threads argument of a train_epoch kernel call (bound by the contract's
+    signature: the dropout arguments follow it)."""
+    from fastnn.reference.training import train_epoch
+
+    return inspect.signature(train_epoch).bind(*args).arguments["n_threads"]
 
 
 def _scipy_blas_threads():
@@ -98,7 +107,7 @@ def _fit(
     kernel = net.kernels._raw.train_epoch
 
     def spy(*args):
-        seen.append((args[-1], _scipy_blas_threads()))
+        seen.append((_n_threads_of(args), _scipy_blas_threads()))
         return kernel(*args)
 
     monkeypatch.setattr(net.kernels._raw, "train_epoch", spy)
@@ -233,7 +242,9 @@ def test_estimator_passes_n_threads_to_the_kernel(monkeypatch):
     raw = fastnn.backend("cython")._raw
     kernel = raw.train_epoch
     monkeypatch.setattr(
-        raw, "train_epoch", lambda *a: (seen.append((a[-1], _scipy_blas_threads())), kernel(*a))
+        raw,
+        "train_epoch",
+        lambda *a: (seen.append((_n_threads_of(a), _scipy_blas_threads())), kernel(*a)),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # max_iter=2 does not converge

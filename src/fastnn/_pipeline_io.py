@@ -118,7 +118,9 @@ def allowed_types() -> dict[str, frozenset[str]]:
             )
         ),
     ]
-    scalars = {_name(t) for t in set(np.sctypeDict.values())}  # numpy.float64, ...
+    # numpy.float64, ...: NumPy's own scalar types only (other libraries, ml_dtypes
+    # for one, register theirs in sctypeDict when they are imported)
+    scalars = {n for n in map(_name, set(np.sctypeDict.values())) if n.startswith("numpy.")}
     builtins = {"builtins.str", "builtins.int", "builtins.float", "builtins.bool"}
     return {
         "ObjectNode": frozenset(map(_name, objects)),  # __new__, then __setstate__/__dict__
