@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastnn
+from _cli_support import run_cli
 from fastnn.cli import TabularModel, main
 
 SRC = os.path.join(os.path.dirname(__file__), os.pardir, "src")
@@ -59,10 +60,7 @@ def _saved(path):
     return list(pre.feature_names_in_), classes, est._model.layer_sizes, obj.predict
 
 
-def _run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+_run = run_cli
 
 
 # --- train ---------------------------------------------------------------------------------

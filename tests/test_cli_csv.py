@@ -18,8 +18,9 @@ pytest.importorskip("pandas")
 pytest.importorskip("sklearn")
 
 import fastnn  # noqa: E402
+from _cli_support import run_cli
 from fastnn import cli  # noqa: E402
-from fastnn.cli import TabularModel, main  # noqa: E402
+from fastnn.cli import TabularModel  # noqa: E402
 
 SRC = os.path.join(os.path.dirname(__file__), os.pardir, "src")
 FAST = [
@@ -39,10 +40,7 @@ FAST = [
 ]
 
 
-def _run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+_run = run_cli
 
 
 def _one_error_line(err, command="train"):

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 import fastnn
+from _cli_support import run_cli
 from _reliability_record import record_module_once_passed
 from fastnn import MLP, cli
-from fastnn.cli import TabularModel, main
+from fastnn.cli import TabularModel
 
 POSIX = hasattr(os, "mkfifo")
 
@@ -44,10 +45,7 @@ def _model(path):
     return str(path)
 
 
-def _run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+_run = run_cli
 
 
 def _one_error_line(err, command):

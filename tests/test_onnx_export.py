@@ -416,11 +416,9 @@ def test_refusals():
 
 
 def _export(capsys, *argv):
-    from fastnn.cli import main
+    from _cli_support import run_cli
 
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(capsys, *argv)
 
 
 def test_cli_export_tabular_and_bare_models(tmp_path, capsys):

@@ -1111,6 +1111,24 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _add_csv_reading_options(p) -> None:
+    """--encoding and --header, read the same way by train and predict."""
+    p.add_argument(
+        "--encoding",
+        default="utf-8-sig",
+        metavar="NAME",
+        help="text encoding of the CSV file (default: UTF-8, with or without a byte-order mark)",
+    )
+    p.add_argument(
+        "--header",
+        choices=("auto", "names", "none"),
+        default="auto",
+        help="auto: the first line holds the column names, or scikit-learn's "
+        "counts (n_samples,n_features,...: columns feature_0, ..., target); "
+        "names: always column names; none: no header (column_1, ...)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``fastnn`` command line's argument parser: one subcommand per command."""
     parser = argparse.ArgumentParser(
@@ -1229,20 +1247,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="save the trained model to this file (checked before training)",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no per-epoch lines")
-    p.add_argument(
-        "--encoding",
-        default="utf-8-sig",
-        metavar="NAME",
-        help="text encoding of the CSV file (default: UTF-8, with or without a byte-order mark)",
-    )
-    p.add_argument(
-        "--header",
-        choices=("auto", "names", "none"),
-        default="auto",
-        help="auto: the first line holds the column names, or scikit-learn's "
-        "counts (n_samples,n_features,...: columns feature_0, ..., target); "
-        "names: always column names; none: no header (column_1, ...)",
-    )
+    _add_csv_reading_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -1267,20 +1272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--proba", action="store_true", help="also write one probability column per class"
     )
-    p.add_argument(
-        "--encoding",
-        default="utf-8-sig",
-        metavar="NAME",
-        help="text encoding of the CSV file (default: UTF-8, with or without a byte-order mark)",
-    )
-    p.add_argument(
-        "--header",
-        choices=("auto", "names", "none"),
-        default="auto",
-        help="auto: the first line holds the column names, or scikit-learn's "
-        "counts (n_samples,n_features,...: columns feature_0, ..., target); "
-        "names: always column names; none: no header (column_1, ...)",
-    )
+    _add_csv_reading_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
