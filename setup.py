@@ -7,6 +7,7 @@ those instruction sets only, e.g. to test an AVX-512 host as an AVX2 one.
 """
 
 import os
+import runpy
 from pathlib import Path
 
 from Cython.Build import cythonize
@@ -14,6 +15,21 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNEL_DIR = Path("src/fastnn/_kernels")
+
+
+def write_codes():
+    """codes.pxi and fastnn_codes.h from the tables of src/fastnn/registry.py (the one
+    place codes are written), rewritten only when they change so that a rebuild of
+    unchanged kernels stays a no-op."""
+    registry = runpy.run_path(str(KERNEL_DIR.parent / "registry.py"))
+    for name, text in (("codes.pxi", registry["cython_codes"]()),
+                       ("fastnn_codes.h", registry["c_codes"]())):
+        path = KERNEL_DIR / name
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+
+
+write_codes()
 
 # One place for the compiler directives (scikit-learn's set). The debug switch turns
 # the checks back on without touching the sources.
@@ -46,7 +62,7 @@ if SIMD_TARGETS:
 # C headers the kernels include (fastnn_simd.h: loops multiversioned for the CPU):
 # found through include_dirs wherever the generated C lands, and a dependency of every
 # module, so that editing one rebuilds them.
-HEADERS = sorted(str(h) for h in KERNEL_DIR.glob("*.h"))
+HEADERS = sorted(str(h) for h in [*KERNEL_DIR.glob("*.h"), *KERNEL_DIR.glob("*.pxi")])
 
 extensions = [
     Extension(

@@ -423,3 +423,35 @@ def test_a_file_written_without_a_dropout_key_loads_and_trains_deterministically
     c.fit(X, y, epochs=1, batch_size=32)
     np.testing.assert_array_equal(b.params, c.params)
     assert json.loads(json.dumps(b.rng_states()))["dropout_key"]["step"] == "5"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    "activation", [a.name for a in fastnn.registry.ACTIVATIONS if a.hidden], ids=str
+)
+def test_every_hidden_activation_trains_alike_in_the_epoch_kernel(
+    backend, dtype, activation, monkeypatch
+):
+    """Every activation of the registry reaches the epoch kernel, which gives the step
+    path's weights bit for bit (the same kernels in the same order)."""
+    X, y = _data("cross_entropy", n=70)
+    nets = []
+    for fused in (True, False):
+        net = fastnn.MLP(
+            [5, 9, 6, 3], activation, loss="cross_entropy", dtype=dtype, backend=backend,
+            random_state=2,
+        )  # fmt: skip
+        calls = []
+        kernel = net.kernels._raw.train_epoch
+        monkeypatch.setattr(
+            net.kernels._raw, "train_epoch", lambda *a, k=kernel, c=calls: (c.append(1), k(*a))[1]
+        )
+        if not fused:
+            monkeypatch.setattr(_fused, "supports", lambda model, optimizer: False)
+        fastnn.fit(net, X, y, optimizer=Adam(lr=0.01), epochs=2, batch_size=16)
+        monkeypatch.undo()
+        assert bool(calls) == fused
+        nets.append(net)
+    np.testing.assert_array_equal(nets[0].params, nets[1].params)
+    assert np.isfinite(nets[0].params).all()

@@ -21,6 +21,10 @@ from fastnn.initializers import default_init, init_scale, initialize
         ("identity", "xavier"),
         ("softmax", "xavier"),
         ("step", "xavier"),
+        ("gelu", "he"),
+        ("silu", "he"),
+        ("mish", "he"),
+        ("selu", "lecun"),
     ],
 )
 def test_default_init_is_he_for_relu_family_else_xavier(activation, expected):
@@ -34,9 +38,12 @@ def test_init_scale_formulas():
     assert init_scale("glorot", "uniform", 30, 10) == pytest.approx(math.sqrt(6 / 40))
     assert init_scale("he", "normal", 30, 10) == pytest.approx(math.sqrt(2 / 30))
     assert init_scale("kaiming", "uniform", 30, 10) == pytest.approx(math.sqrt(6 / 30))
+    # LeCun N(0, 1/in) or U(+-sqrt(3/in)), selu's.
+    assert init_scale("lecun", "normal", 30, 10) == pytest.approx(math.sqrt(1 / 30))
+    assert init_scale("lecun", "uniform", 30, 10) == pytest.approx(math.sqrt(3 / 30))
 
 
-@pytest.mark.parametrize("init", ["xavier", "he"])
+@pytest.mark.parametrize("init", ["xavier", "he", "lecun"])
 def test_normal_draws_have_the_stated_standard_deviation(init):
     w = np.empty((400, 300))
     initialize(w, init, "normal", np.random.default_rng(1))
@@ -67,7 +74,7 @@ def test_same_generator_state_same_weights_and_float32_is_rounded_float64():
 def test_bad_arguments_name_themselves():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="init must be one of"):
-        initialize(np.empty((2, 2)), "lecun", "normal", rng)
+        initialize(np.empty((2, 2)), "orthogonal", "normal", rng)
     with pytest.raises(ValueError, match="init_distribution"):
         initialize(np.empty((2, 2)), "he", "gauss", rng)
     with pytest.raises(TypeError, match="rng"):

@@ -276,7 +276,7 @@ def _edit(path, fn):
         ),
         (lambda h: h["__metadata__"].update(model=_model_edit(h, 0, n_out="8")), "invalid sizes"),
         (
-            lambda h: h["__metadata__"].update(model=_model_edit(h, 0, activation="gelu")),
+            lambda h: h["__metadata__"].update(model=_model_edit(h, 0, activation="swish")),
             "invalid model metadata",
         ),
         (

@@ -73,21 +73,11 @@ def _softmax_rows(seed):
     return e / e.sum(1, keepdims=True)
 
 
-ELEMENTWISE = (
-    "identity",
-    "step",
-    "sigmoid",
-    "tanh",
-    "relu",
-    "leaky_relu",
-    "elu",
-    "identity_derivative",
-    "step_derivative",
-    "sigmoid_derivative",
-    "tanh_derivative",
-    "relu_derivative",
-    "leaky_relu_derivative",
-    "elu_derivative",
+ELEMENTWISE = tuple(
+    kernel
+    for row in fastnn.registry.ACTIVATIONS
+    if not row.rowwise
+    for kernel in (row.name, f"{row.name}_derivative")
 )
 
 # method -> builder of (kwargs with plain arrays, output names, in-place names)

@@ -9,6 +9,7 @@ NumPy reference (``fastnn.reference``) defines what every kernel computes.
 True
 """
 
+from . import registry as registry  # the tables of activations, losses, optimizers
 from ._backend import (
     BACKENDS,
     Backend,

@@ -17,11 +17,13 @@ import importlib
 import importlib.util
 import os
 import warnings
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import numpy as np
 
 from . import _validation as v
+from . import registry
 from ._kernels.codes import ACTIVATION_CODES, DEFAULT_ALPHA
 
 BACKENDS = ("numpy", "numba", "cython")
@@ -189,62 +191,6 @@ class Backend:
         o = _Output(out, "out", z.shape, z.dtype)
         fn(_flat(z), *scalars, _flat(o.work))
         return o.done()
-
-    def identity(self, z, out=None):
-        """g(z) = z, elementwise."""
-        return self._elementwise(self._raw.identity, z, out)
-
-    def step(self, z, out=None):
-        """g(z) = 1 if z >= 0 else 0, elementwise."""
-        return self._elementwise(self._raw.step, z, out)
-
-    def sigmoid(self, z, out=None):
-        """g(z) = 1 / (1 + e^-z), elementwise, without overflow."""
-        return self._elementwise(self._raw.sigmoid, z, out)
-
-    def tanh(self, z, out=None):
-        """g(z) = tanh z, elementwise."""
-        return self._elementwise(self._raw.tanh, z, out)
-
-    def relu(self, z, out=None):
-        """g(z) = max(0, z), elementwise."""
-        return self._elementwise(self._raw.relu, z, out)
-
-    def leaky_relu(self, z, alpha=0.01, out=None):
-        """g(z) = z if z > 0 else alpha z, elementwise."""
-        return self._elementwise(self._raw.leaky_relu, z, out, v.scalar(alpha, "alpha"))
-
-    def elu(self, z, alpha=1.0, out=None):
-        """g(z) = z if z > 0 else alpha (e^z - 1), elementwise."""
-        return self._elementwise(self._raw.elu, z, out, v.scalar(alpha, "alpha"))
-
-    def identity_derivative(self, z, out=None):
-        """g'(z) = 1."""
-        return self._elementwise(self._raw.identity_derivative, z, out)
-
-    def step_derivative(self, z, out=None):
-        """g'(z) = 0."""
-        return self._elementwise(self._raw.step_derivative, z, out)
-
-    def sigmoid_derivative(self, z, out=None):
-        """g'(z) = s (1 - s), s = sigmoid(z)."""
-        return self._elementwise(self._raw.sigmoid_derivative, z, out)
-
-    def tanh_derivative(self, z, out=None):
-        """g'(z) = 1 - tanh^2 z."""
-        return self._elementwise(self._raw.tanh_derivative, z, out)
-
-    def relu_derivative(self, z, out=None):
-        """g'(z) = 1 if z > 0 else 0."""
-        return self._elementwise(self._raw.relu_derivative, z, out)
-
-    def leaky_relu_derivative(self, z, alpha=0.01, out=None):
-        """g'(z) = 1 if z > 0 else alpha."""
-        return self._elementwise(self._raw.leaky_relu_derivative, z, out, v.scalar(alpha, "alpha"))
-
-    def elu_derivative(self, z, alpha=1.0, out=None):
-        """g'(z) = 1 if z > 0 else alpha e^z."""
-        return self._elementwise(self._raw.elu_derivative, z, out, v.scalar(alpha, "alpha"))
 
     def _rows(self, z, name):
         z = v.float_array(z, name, ndim=(1, 2))
@@ -775,3 +721,42 @@ def warn_if_unbuilt() -> None:
         warnings.warn(
             BUILD_HINT + " Falling back to the Numba backend.", BuildWarning, stacklevel=3
         )
+
+
+def _elementwise_method(row: registry.Activation, derivative: bool):
+    """Backend's checked method ``<name>`` or ``<name>_derivative`` for one registry row."""
+    kernel = f"{row.name}_derivative" if derivative else row.name
+    formula = row.derivative if derivative else row.formula
+    method: Callable[..., np.ndarray]
+    if row.alpha is None:
+
+        def plain(self, z, out=None):
+            return self._elementwise(getattr(self._raw, kernel), z, out)
+
+        method = plain
+    else:
+
+        def with_alpha(self, z, alpha=row.alpha, out=None):
+            return self._elementwise(getattr(self._raw, kernel), z, out, v.scalar(alpha, "alpha"))
+
+        method = with_alpha
+    method.__name__ = kernel
+    method.__qualname__ = f"Backend.{kernel}"
+    alpha = "" if row.alpha is None else f"alpha : float, default {row.alpha!r}\n"
+    method.__doc__ = (
+        f"{formula}, elementwise (docs/spec.md §3).\n\n"
+        "Parameters\n----------\n"
+        "z : array_like of float32 or float64, any shape\n"
+        f"{alpha}"
+        "out : ndarray, optional\n    Same shape and dtype as ``z``; may be ``z`` itself.\n\n"
+        "Returns\n-------\nndarray\n    The shape and dtype of ``z``.\n"
+    )
+    return method
+
+
+# One checked method per elementwise activation and derivative of the registry.
+for _row in registry.ACTIVATIONS:
+    if not _row.rowwise:
+        setattr(Backend, _row.name, _elementwise_method(_row, False))
+        setattr(Backend, f"{_row.name}_derivative", _elementwise_method(_row, True))
+del _row

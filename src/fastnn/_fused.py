@@ -11,26 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _blas, _threads
+from . import _blas, _threads, registry
 from ._kernels import codes
-from .optim import SGD, Adagrad, Adam, AdamW, DivergenceError, Momentum, Nesterov, RMSProp
+from .optim import OPTIMIZERS, DivergenceError
 from .schedules import checked_rate
 
-_OPT_CODES = {
-    SGD: codes.OPT_SGD,
-    Momentum: codes.OPT_MOMENTUM,
-    Nesterov: codes.OPT_NESTEROV,
-    Adagrad: codes.OPT_ADAGRAD,
-    RMSProp: codes.OPT_RMSPROP,
-    Adam: codes.OPT_ADAM,
-    AdamW: codes.OPT_ADAMW,
-}
-
-_LOSS_CODES = {
-    "mse": codes.LOSS_MSE,
-    "binary_cross_entropy": codes.LOSS_BINARY_CROSS_ENTROPY,
-    "cross_entropy": codes.LOSS_CROSS_ENTROPY,
-}
+# fastnn's own optimizer classes and the loss names, by their registry codes: only the
+# exact classes (a subclass may override the update) take the whole-epoch kernel.
+_OPT_ROWS = {row.name: row for row in registry.OPTIMIZERS}
+_OPT_CODES = {OPTIMIZERS[name]: row.code for name, row in _OPT_ROWS.items()}
+_LOSS_CODES = {row.name: row.code for row in registry.LOSSES}
 
 # Work per call of the kernel, in floating-point operations: long epochs are cut into
 # calls of about this size so that Ctrl-C and progress are seen between them.
@@ -54,18 +44,14 @@ def supports(model, optimizer) -> bool:
 
 
 def _hyper(opt) -> np.ndarray:
-    """[h0, h1, eps, eps_inside_sqrt, weight_decay, clip_norm] as codes.py defines them."""
-    h0 = h1 = eps = inside = 0.0
-    if isinstance(opt, Momentum):
-        h0, h1 = opt.momentum, opt.dampening
-    elif isinstance(opt, Adagrad):
-        eps, inside = opt.eps, float(opt.eps_inside_sqrt)
-    elif isinstance(opt, RMSProp):
-        h0, eps, inside = opt.rho, opt.eps, float(opt.eps_inside_sqrt)
-    elif isinstance(opt, Adam):
-        h0, h1, eps = opt.beta1, opt.beta2, opt.eps
-    clip = 0.0 if opt.clip_norm is None else opt.clip_norm
-    return np.array([h0, h1, eps, inside, opt.weight_decay, clip], np.float64)
+    """The kernel's ``hyper`` vector (registry.HYPER_SLOTS), filled as the optimizer's
+    registry row says; slots it does not use are 0."""
+    slots = dict.fromkeys(registry.HYPER_SLOTS, 0.0)
+    for slot, attribute in _OPT_ROWS[opt.name].hyper.items():
+        slots[slot] = float(getattr(opt, attribute))
+    slots["weight_decay"] = opt.weight_decay
+    slots["clip_norm"] = 0.0 if opt.clip_norm is None else opt.clip_norm
+    return np.array([slots[s] for s in registry.HYPER_SLOTS], np.float64)
 
 
 class EpochPlan:

@@ -34,18 +34,17 @@ import warnings
 
 import numpy as np
 
-from . import __version__, _csv
+from . import __version__, _csv, registry
 from . import _validation as _v
 from ._backend import BACKENDS
 from ._csv import CLIError, Table
-from ._kernels.codes import ACTIVATION_CODES
 from ._metrics import regression_scores
 from .io import ModelFileError, Payload
 from .optim import OPTIMIZERS, DivergenceError, get_optimizer
 
 __all__ = ["main", "build_parser", "TabularModel", "Table", "read_csv", "CLIError", "InputOverflow"]
 
-HIDDEN_ACTIVATIONS = tuple(a for a in ACTIVATION_CODES if a not in ("step", "softmax"))
+HIDDEN_ACTIVATIONS = tuple(a.name for a in registry.ACTIVATIONS if a.hidden)
 # A numeric target with at most this many distinct whole-number values is taken as
 # class labels by --task auto.
 MAX_AUTO_CLASSES = 20

@@ -113,42 +113,29 @@ from sklearn.utils.multiclass import (
 )
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _blas
+from . import _blas, registry
 from . import _validation as _v
 from ._backend import BACKENDS
 from ._guard import TrainingGuard, trains, uses
+from .initializers import INITIALIZERS
 from .io import ModelFileError, Payload
 from .model import MLP, _r2
-from .optim import (
-    OPTIMIZERS,
-    SGD,
-    Adagrad,
-    Adam,
-    AdamW,
-    DivergenceError,
-    Momentum,
-    Nesterov,
-    RMSProp,
-)
+from .optim import OPTIMIZERS, AdamW, DivergenceError
 from .schedules import Constant, Schedule, schedule_from_config, schedule_to_config
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
-# scikit-learn's activation names and fastnn's own (step and softmax are not offered
-# for hidden layers: step has no gradient, softmax couples the units of a layer).
-ACTIVATIONS = {
-    "identity": "identity",
-    "logistic": "sigmoid",
-    "sigmoid": "sigmoid",
-    "tanh": "tanh",
-    "relu": "relu",
-    "leaky_relu": "leaky_relu",
-    "elu": "elu",
+# scikit-learn's activation names and fastnn's own, from the registry (step and softmax
+# are not offered for hidden layers: step has no gradient, softmax couples the units of
+# a layer).
+ACTIVATIONS = {a.name: a.name for a in registry.ACTIVATIONS if a.hidden} | {
+    a.sklearn: a.name for a in registry.ACTIVATIONS if a.hidden and a.sklearn
 }
 
 # Updates proportional to the gradient (a gradient scale is undone by the learning
 # rate) and updates invariant to its scale (undone by scaling epsilon).
-_LINEAR_OPTIMIZERS = ("sgd", "momentum", "nesterov")
+_LINEAR_OPTIMIZERS = tuple(o.name for o in registry.OPTIMIZERS if not o.scale_free)
+_OPTIMIZER_ROWS = {o.name: o for o in registry.OPTIMIZERS}
 _DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 
 
@@ -200,7 +187,7 @@ class _BaseMLP(BaseEstimator):
         "n_threads": [None, Interval(numbers.Integral, 1, 2**15, closed="both")],
         "backend": [None, StrOptions(set(BACKENDS))],
         "dtype": [None, StrOptions(set(_DTYPES)), Options(type, {np.float32, np.float64})],
-        "init": [StrOptions({"sklearn", "auto", "he", "kaiming", "xavier", "glorot"})],
+        "init": [StrOptions({"sklearn", "auto", *INITIALIZERS})],
     }
 
     def __init__(
@@ -475,22 +462,13 @@ class _BaseMLP(BaseEstimator):
             if self.schedule is not None
             else self.learning_rate_init * self._lr_scale()
         )
-        common = {"clip_norm": self.clip_norm}
-        if name == "sgd":
-            return SGD(lr, **common)
-        if name == "momentum":
-            return Momentum(lr, self.momentum, **common)
-        if name == "nesterov":
-            return Nesterov(lr, self.momentum, **common)
-        if name == "adam":
-            return Adam(lr, self.beta_1, self.beta_2, self.epsilon * c, **common)
-        if name == "adamw":
-            return AdamW(
-                lr, self.beta_1, self.beta_2, self.epsilon * c, weight_decay=self.alpha, **common
-            )
-        if name == "rmsprop":
-            return RMSProp(lr, eps=self.epsilon * c, **common)
-        return Adagrad(lr, eps=self.epsilon * c, **common)
+        # The constructor arguments the optimizer's registry row maps to estimator
+        # parameters; "*" marks the ones the gradient scale c multiplies.
+        kwargs = {"clip_norm": self.clip_norm}
+        for argument, param in _OPTIMIZER_ROWS[name].estimator.items():
+            value = getattr(self, param.rstrip("*"))
+            kwargs[argument] = value * c if param.endswith("*") else value
+        return OPTIMIZERS[name](lr, **kwargs)
 
     def _set_batch_decay(self, opt, batch_size):
         """scikit-learn's L2 term alpha W / m as fastnn's coupled weight decay."""
@@ -1270,8 +1248,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # noqa: D101
     Parameters
     ----------
     hidden_layer_sizes : array-like of int, default=(100,)
-    activation : {"identity", "logistic", "tanh", "relu", "leaky_relu", "elu", "sigmoid"}
-        Hidden activation ("sigmoid" is "logistic"), default "relu".
+    activation : str, default "relu"
+        Hidden activation: scikit-learn's "identity", "logistic", "tanh", "relu", or
+        fastnn's other hidden activations ("leaky_relu", "elu", "gelu", "silu",
+        "selu", "mish"; "sigmoid" is "logistic"; :data:`fastnn.registry.ACTIVATIONS`).
     solver : {"adam", "sgd", "lbfgs"}, default="adam"
         "lbfgs" minimises the full-batch loss with SciPy's L-BFGS-B.
     alpha, batch_size, learning_rate, learning_rate_init, power_t, max_iter, shuffle,

@@ -1,4 +1,4 @@
-"""Weight initialisation (docs/spec.md §8): Xavier/Glorot and He/Kaiming.
+"""Weight initialisation (docs/spec.md §8): Xavier/Glorot, He/Kaiming and LeCun.
 
 Weights are drawn in float64 and rounded once to the model's dtype, so a float32 and
 a float64 model built from the same seed start from the same numbers (up to that
@@ -18,34 +18,39 @@ import math
 import numpy as np
 
 from . import _validation as v
+from . import registry
 
 __all__ = ["INITIALIZERS", "DISTRIBUTIONS", "default_init", "init_scale", "initialize"]
 
-# Name -> the variance numerator and the fans it divides by (docs/spec.md §8: Xavier
-# 2/(in+out), He 2/in; the uniform bound sqrt(3 var) gives sqrt(6/(in+out)) and sqrt(6/in)).
-INITIALIZERS = ("xavier", "glorot", "he", "kaiming")
+# The variances (docs/spec.md §8): Xavier 2/(in+out), He 2/in, LeCun 1/in; the uniform
+# bound sqrt(3 var) gives sqrt(6/(in+out)), sqrt(6/in) and sqrt(3/in).
+INITIALIZERS = ("xavier", "glorot", "he", "kaiming", "lecun")
 DISTRIBUTIONS = ("normal", "uniform")
-
-# docs/spec.md §8: He for relu-family layers, Xavier for every other activation.
-_RELU_FAMILY = frozenset({"relu", "leaky_relu", "elu"})
 
 
 def default_init(activation: str) -> str:
-    """The initialiser: "he" for relu, leaky_relu and elu layers, else "xavier"."""
-    return "he" if activation in _RELU_FAMILY else "xavier"
+    """The initialiser ``init="auto"`` uses for a layer: its activation's registry row
+    says ("he" for the relu family, gelu, silu and mish; "lecun" for selu, which
+    needs it to self-normalise; "xavier" for the others)."""
+    return registry.activation(activation).init
 
 
 def init_scale(init: str, distribution: str, fan_in: int, fan_out: int) -> float:
     """The standard deviation (normal) or the bound b of U(-b, b) (uniform).
 
-    Xavier: var = 2 / (fan_in + fan_out); He: var = 2 / fan_in; the uniform bound is
-    sqrt(3 var).
+    Xavier: var = 2 / (fan_in + fan_out); He: var = 2 / fan_in; LeCun: var = 1 / fan_in;
+    the uniform bound is sqrt(3 var).
     """
     v.choice(init, "init", INITIALIZERS)
     v.choice(distribution, "init_distribution", DISTRIBUTIONS)
     fan_in = v.integer(fan_in, "fan_in", low=1)
     fan_out = v.integer(fan_out, "fan_out", low=1)
-    var = 2.0 / fan_in if init in ("he", "kaiming") else 2.0 / (fan_in + fan_out)
+    if init in ("he", "kaiming"):
+        var = 2.0 / fan_in
+    elif init == "lecun":
+        var = 1.0 / fan_in
+    else:
+        var = 2.0 / (fan_in + fan_out)
     return math.sqrt(var) if distribution == "normal" else math.sqrt(3.0 * var)
 
 
@@ -56,7 +61,7 @@ def initialize(w: np.ndarray, init: str, distribution: str, rng: np.random.Gener
     ----------
     w : ndarray of float32 or float64, shape (fan_in, fan_out)
         Written in place (it is usually a view into a model's flat buffer).
-    init : {"xavier", "glorot", "he", "kaiming"}
+    init : {"xavier", "glorot", "he", "kaiming", "lecun"}
     distribution : {"normal", "uniform"}
     rng : numpy.random.Generator
         The only source of randomness; the same generator state gives the same weights.

@@ -369,8 +369,8 @@ class MLP:
         The parameters and their gradients must fit in the machine's physical memory
         (checked before anything is allocated).
     activation : str or list of str, default "relu"
-        Hidden-layer activation, one for all or one per hidden layer: "identity",
-        "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu" or "softmax".
+        Hidden-layer activation, one for all or one per hidden layer: a name of
+        :data:`fastnn.registry.ACTIVATIONS` ("relu", "gelu", "tanh"...; docs/spec.md §3).
     loss : {"mse", "binary_cross_entropy", "cross_entropy"}, default "mse"
         The cross-entropies are fused with the output activation (sigmoid / softmax):
         the output layer computes logits (see :mod:`fastnn.losses`).
@@ -384,8 +384,9 @@ class MLP:
         Batch normalisation before each hidden layer's activation.
     activation_alpha : float or list of float or None
         alpha of leaky_relu (default 0.01) and elu (default 1.0) hidden layers.
-    init : {"auto", "he", "kaiming", "xavier", "glorot"}, default "auto"
-        "auto": He for relu, leaky_relu and elu layers, Xavier for the others.
+    init : {"auto", "he", "kaiming", "xavier", "glorot", "lecun"}, default "auto"
+        "auto": each activation's own (its registry row's ``init``: He for the relu
+        family, gelu, silu and mish, LeCun for selu, Xavier for the others).
     init_distribution : {"normal", "uniform"}, default "normal"
     bn_momentum, bn_eps : float
         Running statistics move by ``bn_momentum`` per step; ``bn_eps`` is added to

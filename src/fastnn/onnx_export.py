@@ -90,6 +90,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without onnx
         "fastnn.to_onnx needs onnx; install it with `pip install 'fastnn-mlp[onnx]'`"
     ) from exc
 
+from . import registry
 from .model import MLP
 
 __all__ = ["to_onnx", "register_skl2onnx", "DEFAULT_OPSET", "MIN_OPSET"]
@@ -102,7 +103,20 @@ DEFAULT_OPSET = 17
 MIN_OPSET = 13
 
 _PROTO = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}
-_ACTIVATIONS = ("identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softmax")
+_ACTIVATIONS = (
+    "identity",
+    "step",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "elu",
+    "softmax",
+    "gelu",
+    "silu",
+    "selu",
+    "mish",
+)
 
 
 # --- graph builders --------------------------------------------------------------------------
@@ -244,6 +258,8 @@ def _emit_activation(g: _Graph, layer, z: str, dtype, where: str, out=None) -> s
         pos = g.op("Greater", [z, g.const("zero", _scalar(0, dtype))], "positive")
         neg = g.op("Mul", [z, g.const("alpha", _scalar(alpha, dtype))], "alpha_z")
         return g.op("Where", [pos, z, neg], "leaky_relu", out=out)
+    if act in ("gelu", "silu", "selu", "mish"):
+        return _emit_modern(g, act, z, dtype, out)
     # elu
     if not f64:
         return g.op("Elu", [z], "elu", out=out, alpha=alpha)
@@ -253,6 +269,44 @@ def _emit_activation(g: _Graph, layer, z: str, dtype, where: str, out=None) -> s
     em1 = g.op("Sub", [e, g.const("one", _scalar(1, dtype))], "expm1")
     neg = g.op("Mul", [em1, g.const("alpha", _scalar(alpha, dtype))], "alpha_expm1")
     return g.op("Where", [pos, z, neg], "elu", out=out)
+
+
+def _emit_modern(g: _Graph, act: str, z: str, dtype, out) -> str:
+    """gelu, silu, selu and mish from operators every opset >= 13 has, in the model's
+    dtype (gelu's Erf excepted: onnxruntime has none for float64; docs/format.md)."""
+    one = g.const("one", _scalar(1, dtype))
+    if act == "silu":
+        return g.op("Mul", [z, g.op("Sigmoid", [z], "sigmoid")], "silu", out=out)
+    if act == "selu":
+        zero = g.const("zero", _scalar(0, dtype))
+        e = g.op("Exp", [g.op("Min", [z, zero], "negative_part")], "exp")
+        em1 = g.op("Sub", [e, one], "expm1")
+        neg = g.op("Mul", [em1, g.const("scale_alpha", _scalar(_SELU_SCALE_ALPHA, dtype))])
+        pos = g.op("Mul", [z, g.const("scale", _scalar(registry.SELU_SCALE, dtype))], "scaled")
+        positive = g.op("Greater", [z, zero], "positive")
+        return g.op("Where", [positive, pos, neg], "selu", out=out)
+    if act == "mish":  # softplus = max(z, 0) + log(1 + e^-|z|), without Softplus
+        e = g.op("Exp", [g.op("Neg", [g.op("Abs", [z], "abs")], "neg_abs")], "exp_neg_abs")
+        log1p = g.op("Log", [g.op("Add", [e, one], "one_plus_e")], "log1p")
+        zero = g.const("zero", _scalar(0, dtype))
+        softplus = g.op("Add", [g.op("Max", [z, zero], "positive_part"), log1p], "softplus")
+        t = g.op("Tanh", [softplus], "tanh_softplus")
+        return g.op("Mul", [z, t], "mish", out=out)
+    # gelu: onnxruntime has no float64 Erf, so a float64 model's gelu runs in float32.
+    f32 = z
+    if dtype == np.float64:
+        f32 = g.op("Cast", [z], "gelu_f32", to=TensorProto.FLOAT)
+    scaled = g.op("Mul", [f32, g.const("sqrt1_2", _scalar(0.5**0.5, np.float32))])
+    erf = g.op("Erf", [scaled], "erf")
+    half = g.op("Mul", [f32, g.const("half", _scalar(0.5, np.float32))], "half_z")
+    one32 = g.const("one_f32", _scalar(1, np.float32))
+    r = g.op("Mul", [half, g.op("Add", [erf, one32], "one_plus_erf")], "gelu")
+    if dtype == np.float64:
+        return g.op("Cast", [r], "gelu", out=out, to=TensorProto.DOUBLE)
+    return r if out is None else g.op("Identity", [r], out=out)
+
+
+_SELU_SCALE_ALPHA = registry.SELU_SCALE * registry.SELU_ALPHA
 
 
 def _emit_batch_norm(g: _Graph, model: MLP, layer, z: str, i: int) -> str:

@@ -25,17 +25,19 @@ exactly where the reference has NaN, +-inf exactly where it has the same infinit
 2. Exact products: z = x @ w (+ b), dw = x.T @ dz, dx = dz @ w.T, each compared with
    the same SciPy ?gemm call on the kernel's own operands.
    Why: every backend calls the same BLAS routine with the same operands.
-3. TRANSCENDENTAL_ULP = 2 (``assert_ulp``): sigmoid, tanh, elu, elu_derivative.
-   Why: exp/expm1/tanh come from different libraries (NumPy's SIMD loops, glibc),
-   each within 1 ULP of exact; float32 is evaluated in float64 and rounded once.
-4. COMPOSITE_ULP = 3: the elu branch of activation_backward.
-   Why: the <= 2 ULP derivative is rounded to the array dtype and multiplied by da:
-   one more rounding.
-5. Cancellation, 2 ULP or |diff| <= CANCELLATION_ULPS (8) * U64:
-   sigmoid_derivative s (1 - s), tanh_derivative 1 - t^2.
-   Why: s and t lie in [-1, 1] where one ulp is at most U64; a 1-2 ULP difference in
-   them becomes, after 1 - s or 1 - t^2, an absolute difference of a few U64, which is
-   many ULP of a result near 0. The bound is in ulp of the operand, not the result.
+3-5. Activations: each row of fastnn.registry.ACTIVATIONS states the bound of g, of g'
+   and of activation_backward (``activation_rule``, ``check_activation``):
+   3. ULP bounds (``assert_ulp``): 2 for sigmoid, tanh, elu, selu and elu's and
+      selu's g' (exp/expm1/tanh from different libraries, NumPy's SIMD loops and
+      glibc, each within 1 ULP of exact); 4 for silu, 8 for mish (a 1-ULP difference
+      of e^-|z| amplified by their ratios); gelu is exact (SciPy's erfc everywhere).
+      float32 is evaluated in float64 and rounded once.
+   4. activation_backward: one ULP more than g' where g' comes from z through a
+      transcendental (g' is rounded to the dtype, then multiplied by da).
+   5. Cancellation, the ULP bound or |diff| <= derivative_atol * U64: 8 for sigmoid's
+      s (1 - s) and tanh's 1 - t^2, 16 for gelu's, silu's and mish's g' (sums of
+      terms of size about 1 that cancel near a root of g'): a 1-2 ULP difference in
+      the terms is an absolute difference of a few U64, many ULP of a result near 0.
 6. Summation order, ``sum_bound(n, sum|t|) = 2 n u sum|t|``: two orders of the same n
    terms (NumPy's pairwise sum, a kernel's row-after-row loop) are each within
    (n - 1) u sum|t| of the exact sum, so they differ by at most twice that.
@@ -71,6 +73,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastnn
+from fastnn import registry
 
 # --- backends -----------------------------------------------------------------------
 
@@ -97,8 +100,6 @@ def reference() -> fastnn.Backend:
 # --- tolerances (see the table in the module docstring) ------------------------------
 
 TRANSCENDENTAL_ULP = 2
-COMPOSITE_ULP = 3
-CANCELLATION_ULPS = 8
 U64 = np.finfo(np.float64).eps / 2
 
 
@@ -341,30 +342,40 @@ def assert_within(actual, expected, bound, err_msg=""):
 
 # --- the rule of each kernel (the table above, as code) ----------------------------
 
-EXACT = [
-    "identity",
-    "step",
-    "relu",
-    "leaky_relu",
-    "identity_derivative",
-    "step_derivative",
-    "relu_derivative",
-    "leaky_relu_derivative",
+
+def activation_rule(kernel: str) -> tuple[int, int]:
+    """(ULP bound, absolute bound in U64) of an elementwise activation kernel
+    (``<name>`` or ``<name>_derivative``), from fastnn.registry (docs/spec.md §11)."""
+    name = kernel.removesuffix("_derivative")
+    row = registry.activation(name)
+    if kernel != name:
+        return row.derivative_ulp, row.derivative_atol
+    return row.ulp, 0
+
+
+ELEMENTWISE = [
+    kernel
+    for row in registry.ACTIVATIONS
+    if not row.rowwise
+    for kernel in (row.name, f"{row.name}_derivative")
 ]
-TRANSCENDENTAL = ["sigmoid", "tanh", "elu", "elu_derivative"]
-CANCELLING = ["sigmoid_derivative", "tanh_derivative"]  # 1 - s, 1 - t*t
+EXACT = [k for k in ELEMENTWISE if activation_rule(k) == (0, 0)]
+TRANSCENDENTAL = [k for k in ELEMENTWISE if activation_rule(k)[0] and not activation_rule(k)[1]]
+CANCELLING = [k for k in ELEMENTWISE if activation_rule(k)[1]]  # 1 - s, Phi + z phi...
 
 
 def check_elementwise(kernel, actual, expected, err):
-    """The docs/spec.md §11 rule for one elementwise kernel (see the _support table)."""
-    if kernel in EXACT:
+    """The docs/spec.md §11 rule for one elementwise kernel (its registry row).
+
+    Cancelling derivatives (s (1 - s), 1 - t^2, Phi(z) + z phi(z)...) are sums of terms
+    of size about 1 whose values the backends may have 1-2 ULP apart: after the
+    cancellation that is an absolute difference of a few U64, many ULP of a small result.
+    """
+    maxulp, atol = activation_rule(kernel)
+    if (maxulp, atol) == (0, 0):
         assert_exact(actual, expected, err)
-    elif kernel in TRANSCENDENTAL:
-        assert_ulp(actual, expected, TRANSCENDENTAL_ULP, err)
     else:
-        # s or t = tanh z lies in [-1, 1], where one ulp is at most U64; the backends may
-        # differ by 2 ULP there and 1 - s, 1 - t^2 turns it into an absolute difference.
-        assert_ulp(actual, expected, TRANSCENDENTAL_ULP, err, atol=CANCELLATION_ULPS * U64)
+        assert_ulp(actual, expected, maxulp, err, atol=atol * U64)
 
 
 def check_softmax(actual, expected, err):
@@ -393,21 +404,28 @@ def check_softmax_backward(actual, expected, a, da, err):
 
 
 def check_activation(name, kind, actual, expected, err, a=None, da=None):
-    """activation_forward (kind "forward") or activation_backward ("backward")."""
-    if kind == "forward":
-        if name == "softmax":
+    """activation_forward (kind "forward") or activation_backward ("backward").
+
+    The backward's g' from z is rounded to the array dtype, then times da: one more
+    rounding than g' alone (Activation.backward_ulp), and a cancelling g' keeps its
+    absolute bound, times |da|.
+    """
+    row = registry.activation(name)
+    if name == "softmax":
+        if kind == "forward":
             check_softmax(actual, expected, err)
-        elif name in ("sigmoid", "tanh", "elu"):
-            assert_ulp(actual, expected, TRANSCENDENTAL_ULP, err)
         else:
-            assert_exact(actual, expected, err)
-    elif name == "softmax":
-        check_softmax_backward(actual, expected, a, da, err)
-    elif name == "elu":
-        # e^z's derivative (<= 2 ULP) is rounded to the array dtype, then times da.
-        assert_ulp(actual, expected, COMPOSITE_ULP, err)
-    else:
+            check_softmax_backward(actual, expected, a, da, err)
+        return
+    maxulp = row.ulp if kind == "forward" else row.backward_ulp
+    if maxulp == 0:
         assert_exact(actual, expected, err)
+        return
+    atol = 0.0
+    if kind == "backward" and row.derivative_atol:
+        with np.errstate(all="ignore"):
+            atol = row.derivative_atol * U64 * np.abs(np.asarray(da, np.float64))
+    assert_ulp(actual, expected, maxulp, err, atol=atol)
 
 
 def _loss_bound(expected, per_term, abs_terms, n):

@@ -451,3 +451,24 @@ def test_activation_forward_matches_the_elementwise_kernels(name, dtype, activat
     fused = k.activation_forward(z, activation)
     alone = getattr(k, activation)(z)
     assert_exact(fused, alone, case_id(name, dtype, activation))
+
+
+@pytest.mark.parametrize("kernel", ELEMENTWISE)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+def test_infinities_give_the_limits_never_nan(name, dtype, kernel):
+    """NaN comes out only where NaN goes in: at -inf every g unbounded below is -inf and
+    every other g and g' takes its value at the most negative finite number (gelu, silu
+    and mish: -0.0, not -inf * 0), g' at +inf its value at the largest (docs/spec.md
+    §3, "Infinite tails")."""
+    k = backend(name)
+    big = np.finfo(dtype).max
+    z = np.array([-np.inf, -big, np.inf, big, np.nan], dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the reference's overflows
+        out = getattr(k, kernel)(z, **_scalars(kernel, 0.1))
+    assert np.isnan(out).tolist() == [False, False, False, False, True], out
+    if out[0] != -np.inf:
+        assert_exact(out[0:1], out[1:2], f"{name} {kernel}(-inf) vs (-max)")
+    if kernel.endswith("_derivative"):
+        assert_exact(out[2:3], out[3:4], f"{name} {kernel}(+inf) vs (+max)")

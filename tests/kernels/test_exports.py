@@ -2,15 +2,12 @@
 
 import importlib
 import inspect
-import re
-from pathlib import Path
 
 import pytest
 
 import fastnn
 from fastnn import reference
 from fastnn._backend import FAMILIES
-from fastnn._kernels import codes
 from kernels._support import ALL_BACKENDS, COMPILED
 
 MODULE = {"numba": "fastnn._kernels.{}_numba", "cython": "fastnn._kernels.{}_cython"}
@@ -60,15 +57,3 @@ def test_backend_methods_cover_every_kernel(name):
     assert set(reference.__all__) <= set(vars(k._raw))
     for fn in reference.__all__:
         assert callable(getattr(k, fn, None)), f"Backend.{fn} missing"
-
-
-def test_cython_enum_equals_codes():
-    """activations_cython.pxd declares the activation codes as a C enum; the module
-    exposes it as ACTIVATION_CODES. Both must equal codes.py."""
-    mod = importlib.import_module("fastnn._kernels.activations_cython")
-    assert mod.ACTIVATION_CODES == codes.ACTIVATION_CODES
-    pxd = Path(mod.__file__).with_name("activations_cython.pxd").read_text()
-    enum = re.search(r"cdef enum \w+:\n((?:[ \t]+\w+\s*=\s*\d+\s*\n)+)", pxd)
-    assert enum, "no C enum of activation codes in activations_cython.pxd"
-    declared = {n.lower(): int(v) for n, v in re.findall(r"(\w+)\s*=\s*(\d+)", enum.group(1))}
-    assert declared == codes.ACTIVATION_CODES

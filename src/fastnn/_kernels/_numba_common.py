@@ -10,8 +10,9 @@
   (its shape-determined blocks, through :mod:`fastnn._blas`), on one thread or on
   Numba's threads.
 - ``tanh_f64``: NumPy's own float64 tanh loop (see its docstring for why).
+- ``erfc_f64``: SciPy's scalar erfc (gelu's; scipy_special.py says why).
 
-The two foreign functions are reached through named symbols registered with LLVM at
+The foreign functions are reached through named symbols registered with LLVM at
 import, not through addresses baked into the machine code, so the compiled kernels stay
 valid in Numba's on-disk cache across processes. Under ``NUMBA_DISABLE_JIT=1`` every
 helper has a plain Python body with the same results.
@@ -27,6 +28,7 @@ from numba.extending import intrinsic, overload
 
 from .. import _blas as _fastnn_blas
 from ..reference.blas import gemm_partition
+from .scipy_special import erfc_address
 
 DISABLE_JIT = bool(config.DISABLE_JIT)
 
@@ -460,3 +462,22 @@ else:
     def tanh_f64(buf, n):
         """buf[:n] = np.tanh(buf[:n]) in place (pure-Python mode)."""
         np.tanh(buf[:n], out=buf[:n])
+
+
+# --- SciPy's erfc (scipy_special.py says why) ------------------------------------------
+_ERFC = "fastnn_scipy_erfc"
+
+if not DISABLE_JIT:
+    _llvm.add_symbol(_ERFC, erfc_address())
+    _scipy_erfc = types.ExternalFunction(_ERFC, types.float64(types.float64, types.intc))
+
+    @jit_inline
+    def erfc_f64(x):
+        """SciPy's erfc(x), x float64."""
+        return _scipy_erfc(x, 0)
+else:
+    import scipy.special as _special
+
+    def erfc_f64(x):
+        """SciPy's erfc(x) (pure-Python mode)."""
+        return float(_special.erfc(x))

@@ -8,16 +8,9 @@ from libc.math cimport exp, expm1, fabs, tanhl
 from libc.math cimport tanh as tanh_libm
 
 
-# Same values as fastnn/_kernels/codes.py (a test compares them).
-cdef enum ActivationCode:
-    IDENTITY = 0
-    STEP = 1
-    SIGMOID = 2
-    TANH = 3
-    RELU = 4
-    LEAKY_RELU = 5
-    ELU = 6
-    SOFTMAX = 7
+# The codes (ActivationCode: IDENTITY, ..., and N_ACTIVATIONS), written by setup.py
+# from fastnn/registry.py.
+include "codes.pxi"
 
 
 # --- scalar forms --------------------------------------------------------------------
@@ -157,6 +150,15 @@ cdef void c_softmax(const floating* z, Py_ssize_t m, Py_ssize_t k, floating* out
                     double* work) noexcept nogil
 cdef void c_softmax_backward(const floating* a, const floating* da, Py_ssize_t m,
                              Py_ssize_t k, floating* out) noexcept nogil
+
+# g(x) and g'(x) by code for the activations without a loop of their own in
+# dense_cython (gelu, silu, selu, mish; registry.py): float64 in and out.
+cdef double c_g(int code, double x) noexcept nogil
+cdef double c_g_d(int code, double x) noexcept nogil
+# out = g(z) / out = g'(z) elementwise for those codes, float64 inside, rounded once.
+cdef void c_by_code(const floating* z, Py_ssize_t n, int code, floating* out) noexcept nogil
+cdef void c_derivative_by_code(const floating* z, Py_ssize_t n, int code,
+                               floating* out) noexcept nogil
 
 # out = g(z) / out = da * g'(z) for an activation code; (m, k). The backward takes
 # sigmoid's and tanh's derivative from the saved a = g(z), softmax's Jacobian from a.

@@ -8,6 +8,7 @@ the array dtype, in the reference's order.
 """
 
 from cython cimport floating
+from libc.math cimport exp, expm1, fabs
 from libc.stdlib cimport free, malloc
 
 from fastnn._kernels.blas_cython cimport pw_dot, pw_sum
@@ -21,6 +22,10 @@ __all__ = [
     "leaky_relu",
     "elu",
     "softmax",
+    "gelu",
+    "silu",
+    "selu",
+    "mish",
     "identity_derivative",
     "step_derivative",
     "sigmoid_derivative",
@@ -28,6 +33,10 @@ __all__ = [
     "relu_derivative",
     "leaky_relu_derivative",
     "elu_derivative",
+    "gelu_derivative",
+    "silu_derivative",
+    "selu_derivative",
+    "mish_derivative",
     "softmax_backward",
     "activation_forward",
     "activation_backward",
@@ -43,7 +52,95 @@ ACTIVATION_CODES = {
     "leaky_relu": LEAKY_RELU,
     "elu": ELU,
     "softmax": SOFTMAX,
+    "gelu": GELU,
+    "silu": SILU,
+    "selu": SELU,
+    "mish": MISH,
 }
+
+
+# --- gelu, silu, selu, mish: float64 scalar forms (reference.activations) --------------
+
+# SciPy's erfc, the reference's (scipy_special.py says why): set once at import.
+ctypedef double (*erfc_fn)(double, int) noexcept nogil
+cdef erfc_fn scipy_erfc
+from fastnn._kernels.scipy_special import erfc_address as _erfc_address
+
+scipy_erfc = <erfc_fn><size_t>_erfc_address()
+
+cdef double SQRT1_2 = 0.7071067811865476  # 1 / sqrt 2, rounded
+cdef double INV_SQRT_2PI = 0.3989422804014327  # 1 / sqrt(2 pi), rounded
+from fastnn.registry import SELU_ALPHA as _SELU_ALPHA, SELU_SCALE as _SELU_SCALE
+
+cdef double SELU_SCALE = _SELU_SCALE
+cdef double SELU_SCALE_ALPHA = _SELU_SCALE * _SELU_ALPHA
+
+
+cdef inline double times(double x, double h) noexcept nogil:
+    """x h, and -0.0 where h = 0 (x far in the negative tail: -inf * 0 is NaN)."""
+    return -0.0 if h == 0 else x * h
+
+
+cdef inline double plus(double t, double x, double h) noexcept nogil:
+    """t + x h, and t where h = 0."""
+    return t if h == 0 else t + x * h
+
+
+cdef inline double sigmoid_e(double x, double e) noexcept nogil:
+    """sigmoid(x) from e = e^-|x|."""
+    return (1.0 if x >= 0 else e) / (1.0 + e)
+
+
+cdef inline double mish_t(double x, double e) noexcept nogil:
+    """tanh(softplus(x)) from e = e^-|x|, as a ratio without tanh or log."""
+    cdef double p
+    if x >= 0:
+        p = 1.0 + 2.0 * e
+        return p / (p + 2.0 * e * e)
+    p = e * (e + 2.0)
+    return p / (p + 2.0)
+
+
+cdef double c_g(int code, double x) noexcept nogil:
+    cdef double e
+    if code == GELU:
+        return times(0.5 * x, scipy_erfc(-x * SQRT1_2, 0))
+    if code == SILU:
+        return times(x, sigmoid_e(x, exp(-fabs(x))))
+    if code == SELU:
+        return SELU_SCALE * x if x > 0 else SELU_SCALE_ALPHA * expm1(min0_wide(x))
+    e = exp(-fabs(x))  # MISH
+    return times(x, mish_t(x, e))
+
+
+cdef double c_g_d(int code, double x) noexcept nogil:
+    cdef double e, s, t
+    if code == GELU:
+        return plus(0.5 * scipy_erfc(-x * SQRT1_2, 0), x, exp(-0.5 * x * x) * INV_SQRT_2PI)
+    if code == SILU:
+        s = sigmoid_e(x, exp(-fabs(x)))
+        return plus(s, x, s * (1.0 - s))
+    if code == SELU:
+        return SELU_SCALE if x > 0 else SELU_SCALE_ALPHA * exp(min0_wide(x))
+    e = exp(-fabs(x))  # MISH
+    t = mish_t(x, e)
+    return plus(t, x, (1.0 - t * t) * sigmoid_e(x, e))
+
+
+cdef void c_by_code(const floating* z, Py_ssize_t n, int code,
+                    floating* out) noexcept nogil:
+    """out = g(z) for an activation of c_g, in float64, rounded once."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        out[i] = <floating>c_g(code, z[i])
+
+
+cdef void c_derivative_by_code(const floating* z, Py_ssize_t n, int code,
+                               floating* out) noexcept nogil:
+    """out = g'(z) for an activation of c_g_d, in float64, rounded once."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        out[i] = <floating>c_g_d(code, z[i])
 
 
 # --- C-level kernels -----------------------------------------------------------------
@@ -225,6 +322,8 @@ cdef void c_activation_forward(const floating* z, Py_ssize_t m, Py_ssize_t k,
         c_elu(z, n, alpha, out)
     elif activation == SOFTMAX:
         c_softmax(z, m, k, out, work)
+    else:
+        c_by_code(z, n, activation, out)
 
 
 cdef void c_activation_backward(const floating* da, const floating* z,
@@ -269,6 +368,10 @@ cdef void c_activation_backward(const floating* da, const floating* z,
             out[i] = da[i] * d
     elif activation == SOFTMAX:
         c_softmax_backward(a, da, m, k, out)
+    else:
+        for i in range(n):
+            d = <floating>c_g_d(activation, z[i])
+            out[i] = da[i] * d
 
 
 # --- Python wrappers (the reference's signatures) ------------------------------------
@@ -334,6 +437,58 @@ def softmax(const floating[:, ::1] z, floating[:, ::1] out):
     with nogil:
         c_softmax(&z[0, 0], m, k, &out[0, 0], work)
     free(work)
+
+
+def _by_code(const floating[::1] z, int code, floating[::1] out):
+    if z.shape[0]:
+        with nogil:
+            c_by_code(&z[0], z.shape[0], code, &out[0])
+
+
+def _derivative_by_code(const floating[::1] z, int code, floating[::1] out):
+    if z.shape[0]:
+        with nogil:
+            c_derivative_by_code(&z[0], z.shape[0], code, &out[0])
+
+
+def gelu(z, out):
+    """out = z Phi(z) = z erfc(-z / sqrt 2) / 2 (SciPy's erfc); z, out 1-D."""
+    _by_code(z, GELU, out)
+
+
+def silu(z, out):
+    """out = z sigmoid(z); z, out 1-D."""
+    _by_code(z, SILU, out)
+
+
+def selu(z, out):
+    """out = lambda z if z > 0 else lambda alpha (e^z - 1); z, out 1-D."""
+    _by_code(z, SELU, out)
+
+
+def mish(z, out):
+    """out = z tanh(softplus(z)); z, out 1-D."""
+    _by_code(z, MISH, out)
+
+
+def gelu_derivative(z, out):
+    """out = Phi(z) + z phi(z); z, out 1-D."""
+    _derivative_by_code(z, GELU, out)
+
+
+def silu_derivative(z, out):
+    """out = s + z s (1 - s), s = sigmoid(z); z, out 1-D."""
+    _derivative_by_code(z, SILU, out)
+
+
+def selu_derivative(z, out):
+    """out = lambda if z > 0 else lambda alpha e^z; z, out 1-D."""
+    _derivative_by_code(z, SELU, out)
+
+
+def mish_derivative(z, out):
+    """out = t + z (1 - t^2) sigmoid(z), t = tanh(softplus(z)); z, out 1-D."""
+    _derivative_by_code(z, MISH, out)
 
 
 def identity_derivative(const floating[::1] z, floating[::1] out):

@@ -10,8 +10,17 @@ and rounded once on store. tanh is NumPy's own float64 loop
 
 import numpy as np
 
+from .. import registry
 from . import codes
-from ._numba_common import cast_like, jit, jit_inline, pairwise_stack, pairwise_sum_ws, tanh_f64
+from ._numba_common import (
+    cast_like,
+    erfc_f64,
+    jit,
+    jit_inline,
+    pairwise_stack,
+    pairwise_sum_ws,
+    tanh_f64,
+)
 
 __all__ = [
     "identity",
@@ -22,6 +31,10 @@ __all__ = [
     "leaky_relu",
     "elu",
     "softmax",
+    "gelu",
+    "silu",
+    "selu",
+    "mish",
     "identity_derivative",
     "step_derivative",
     "sigmoid_derivative",
@@ -29,6 +42,10 @@ __all__ = [
     "relu_derivative",
     "leaky_relu_derivative",
     "elu_derivative",
+    "gelu_derivative",
+    "silu_derivative",
+    "selu_derivative",
+    "mish_derivative",
     "softmax_backward",
     "activation_forward",
     "activation_backward",
@@ -123,6 +140,110 @@ def _sigmoid_d_from_a(a):
 def _tanh_d_from_a(a):
     """g'(z) from the saved a = tanh(z), in the dtype of a."""
     return cast_like(a, 1.0) - a * a
+
+
+# The activations below have no loop of their own in dense_numba: the dense layer and
+# the epoch kernel reach them through _g and _g_d (by code, inside the loop; their
+# exp/erfc costs far more than the branch). float64 in, float64 out; the caller rounds.
+_SQRT1_2 = 0.7071067811865476  # 1 / sqrt 2, rounded
+_INV_SQRT_2PI = 0.3989422804014327  # 1 / sqrt(2 pi), rounded
+_SELU_SCALE = registry.SELU_SCALE
+_SELU_SCALE_ALPHA = registry.SELU_SCALE * registry.SELU_ALPHA
+
+
+@jit_inline
+def _times(x, h):
+    """x h, and -0.0 where h = 0 (x far in the negative tail: -inf * 0 is NaN)."""
+    return -0.0 if h == 0.0 else x * h
+
+
+@jit_inline
+def _plus(t, x, h):
+    """t + x h, and t where h = 0."""
+    return t if h == 0.0 else t + x * h
+
+
+@jit_inline
+def _sigmoid_e(x, e):
+    """sigmoid(x) from e = e^-|x|."""
+    return (1.0 if x >= 0 else e) / (1.0 + e)
+
+
+@jit_inline
+def _mish_t(x, e):
+    """tanh(softplus(x)) from e = e^-|x| (reference.activations._mish_t)."""
+    if x >= 0:
+        p = 1.0 + 2.0 * e
+        return p / (p + 2.0 * e * e)
+    p = e * (e + 2.0)
+    return p / (p + 2.0)
+
+
+@jit_inline
+def _gelu(x):
+    return _times(0.5 * x, erfc_f64(-x * _SQRT1_2))
+
+
+@jit_inline
+def _gelu_d(x):
+    return _plus(0.5 * erfc_f64(-x * _SQRT1_2), x, np.exp(-0.5 * x * x) * _INV_SQRT_2PI)
+
+
+@jit_inline
+def _silu(x):
+    return _times(x, _sigmoid_e(x, np.exp(-np.abs(x))))
+
+
+@jit_inline
+def _silu_d(x):
+    s = _sigmoid_e(x, np.exp(-np.abs(x)))
+    return _plus(s, x, s * (1.0 - s))
+
+
+@jit_inline
+def _selu(x):
+    return _SELU_SCALE * x if x > 0 else _SELU_SCALE_ALPHA * np.expm1(0.0 if x >= 0 else x)
+
+
+@jit_inline
+def _selu_d(x):
+    return _SELU_SCALE if x > 0 else _SELU_SCALE_ALPHA * np.exp(0.0 if x >= 0 else x)
+
+
+@jit_inline
+def _mish(x):
+    return _times(x, _mish_t(x, np.exp(-np.abs(x))))
+
+
+@jit_inline
+def _mish_d(x):
+    e = np.exp(-np.abs(x))
+    t = _mish_t(x, e)
+    return _plus(t, x, (1.0 - t * t) * _sigmoid_e(x, e))
+
+
+@jit_inline
+def _g(code, x):
+    """g(x) of the activations without a loop of their own, x float64."""
+    if code == codes.GELU:
+        return _gelu(x)
+    if code == codes.SILU:
+        return _silu(x)
+    if code == codes.SELU:
+        return _selu(x)
+    return _mish(x)
+
+
+@jit_inline
+def _g_d(code, x):
+    """g'(x) of the same activations, x float64."""
+    if code == codes.GELU:
+        return _gelu_d(x)
+    if code == codes.SILU:
+        return _silu_d(x)
+    if code == codes.SELU:
+        return _selu_d(x)
+    return _mish_d(x)
 
 
 # --- row and block helpers ------------------------------------------------------------
@@ -242,7 +363,69 @@ def softmax(z, out):
         _softmax_row(z, i, out, e, nodes, sums)
 
 
+@jit
+def by_code(z, code, out):
+    """out = g(z) for one of the activations of ``_g``: float64 inside, rounded once."""
+    for i in range(z.size):
+        out[i] = _g(code, np.float64(z[i]))
+
+
+@jit
+def gelu(z, out):
+    """out = z Phi(z) = z erfc(-z / sqrt 2) / 2 (SciPy's erfc), float64 inside."""
+    by_code(z, codes.GELU, out)
+
+
+@jit
+def silu(z, out):
+    """out = z sigmoid(z), float64 inside."""
+    by_code(z, codes.SILU, out)
+
+
+@jit
+def selu(z, out):
+    """out = lambda z if z > 0 else lambda alpha (e^z - 1), float64 inside."""
+    by_code(z, codes.SELU, out)
+
+
+@jit
+def mish(z, out):
+    """out = z tanh(softplus(z)), float64 inside."""
+    by_code(z, codes.MISH, out)
+
+
 # --- derivatives: out = g'(z), flat arrays, out may be z ------------------------------
+
+
+@jit
+def derivative_by_code(z, code, out):
+    """out = g'(z) for one of the activations of ``_g_d``: float64 inside, rounded once."""
+    for i in range(z.size):
+        out[i] = _g_d(code, np.float64(z[i]))
+
+
+@jit
+def gelu_derivative(z, out):
+    """out = Phi(z) + z phi(z), float64 inside."""
+    derivative_by_code(z, codes.GELU, out)
+
+
+@jit
+def silu_derivative(z, out):
+    """out = s + z s (1 - s), s = sigmoid(z), float64 inside."""
+    derivative_by_code(z, codes.SILU, out)
+
+
+@jit
+def selu_derivative(z, out):
+    """out = lambda if z > 0 else lambda alpha e^z, float64 inside."""
+    derivative_by_code(z, codes.SELU, out)
+
+
+@jit
+def mish_derivative(z, out):
+    """out = t + z (1 - t^2) sigmoid(z), t = tanh(softplus(z)), float64 inside."""
+    derivative_by_code(z, codes.MISH, out)
 
 
 @jit
@@ -330,6 +513,8 @@ def activation_forward(z, activation, alpha, out):
         leaky_relu(zf, alpha, of)
     elif activation == codes.ELU:
         elu(zf, alpha, of)
+    else:
+        by_code(zf, activation, of)
 
 
 @jit
@@ -370,3 +555,6 @@ def activation_backward(da, z, a, activation, alpha, out):
     elif activation == codes.ELU:
         for i in range(n):
             of[i] = daf[i] * cast_like(daf, _elu_d(zf[i], alpha))
+    else:
+        for i in range(n):
+            of[i] = daf[i] * cast_like(daf, _g_d(activation, np.float64(zf[i])))

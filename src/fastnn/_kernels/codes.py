@@ -1,50 +1,37 @@
-"""Integer codes the compiled kernels use for activation functions.
+"""Integer codes the compiled kernels use, derived from ``fastnn.registry``.
 
-The public API names activations by string; the kernels branch on these codes.
-``activations_cython.pxd`` declares the same values as a C enum (a test checks it).
+The public API names activations, losses and optimizers by string; the kernels branch
+on these codes. The Cython and C kernels get the same values from ``codes.pxi`` and
+``fastnn_codes.h``, which ``setup.py`` writes from the same tables (a test compares
+the built modules with this one).
 """
 
-IDENTITY = 0
-STEP = 1
-SIGMOID = 2
-TANH = 3
-RELU = 4
-LEAKY_RELU = 5
-ELU = 6
-SOFTMAX = 7
+from .. import registry as _registry
 
-ACTIVATION_CODES: dict[str, int] = {
-    "identity": IDENTITY,
-    "step": STEP,
-    "sigmoid": SIGMOID,
-    "tanh": TANH,
-    "relu": RELU,
-    "leaky_relu": LEAKY_RELU,
-    "elu": ELU,
-    "softmax": SOFTMAX,
+ACTIVATION_CODES: dict[str, int] = _registry.activation_codes()
+N_ACTIVATIONS = len(ACTIVATION_CODES)
+
+# Module-level names for the kernels (IDENTITY, RELU, ..., LOSS_MSE, OPT_ADAM, ...), one
+# per table row; Numba reads them as compile-time constants.
+globals().update({a.name.upper(): a.code for a in _registry.ACTIVATIONS})
+globals().update({f"LOSS_{x.name.upper()}": x.code for x in _registry.LOSSES})
+globals().update({f"OPT_{o.name.upper()}": o.code for o in _registry.OPTIMIZERS})
+N_LOSSES = len(_registry.LOSSES)
+N_OPTIMIZERS = len(_registry.OPTIMIZERS)
+
+# The default alpha of the activations that take one (docs/spec.md §3).
+DEFAULT_ALPHA: dict[str, float] = {
+    a.name: a.alpha for a in _registry.ACTIVATIONS if a.alpha is not None
 }
 
-# The default alpha of the activations that take one (docs/spec.md §3); ignored by the
-# others.
-DEFAULT_ALPHA: dict[str, float] = {"leaky_relu": 0.01, "elu": 1.0}
+# Per code: the activation's backward takes g' from the saved output (1) or from z (0);
+# the number of state buffers of each optimizer.
+FROM_OUTPUT = tuple(int(a.from_output) for a in _registry.ACTIVATIONS)
+N_STATES = tuple(len(o.states) for o in _registry.OPTIMIZERS)
 
-# Losses of the whole-epoch training kernel (``train_epoch``).
-LOSS_MSE = 0
-LOSS_BINARY_CROSS_ENTROPY = 1
-LOSS_CROSS_ENTROPY = 2  # float targets (one-hot or probabilities), (m, k)
-LOSS_SPARSE_CROSS_ENTROPY = 3  # int64 class indices, (m,)
-
-# Optimizers of the whole-epoch training kernel; ``hyper`` holds their settings as
-# [h0, h1, eps, eps_inside_sqrt, weight_decay, clip_norm]:
-#   momentum, nesterov: h0 = momentum, h1 = dampening;  rmsprop: h0 = rho;
-#   adam, adamw: h0 = beta1, h1 = beta2.  clip_norm <= 0 means no clipping.
-OPT_SGD = 0
-OPT_MOMENTUM = 1
-OPT_NESTEROV = 2
-OPT_ADAGRAD = 3
-OPT_RMSPROP = 4
-OPT_ADAM = 5
-OPT_ADAMW = 6
+# ``hyper`` of the whole-epoch kernel: [h0, h1, eps, eps_inside_sqrt, weight_decay,
+# clip_norm] (registry.HYPER_SLOTS); the optimizers' rows say what fills h0 and h1.
+N_HYPER = len(_registry.HYPER_SLOTS)
 
 # ``stats`` written by ``train_epoch``: indices, and the values of STAT_STATUS.
 STAT_LOSS_SUM = 0  # sum over completed steps of batch loss * batch rows
@@ -57,3 +44,9 @@ N_STATS = 6
 STATUS_OK = 0
 STATUS_LOSS_NOT_FINITE = 1
 STATUS_GRAD_NOT_FINITE = 2
+
+
+def __getattr__(name: str) -> int:
+    """Only reached for a name no table defines (and tells type checkers that the
+    generated names above are ints)."""
+    raise AttributeError(f"fastnn._kernels.codes has no code {name!r}")

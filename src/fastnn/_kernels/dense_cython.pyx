@@ -11,8 +11,8 @@ from cython cimport floating
 from libc.stdlib cimport free, malloc
 
 from fastnn._kernels.activations_cython cimport (
-    ELU, SIGMOID, SOFTMAX, STEP, TANH, c_softmax, c_softmax_backward, elu_1, elu_d1,
-    sigmoid_1, step_1, step_d1, tanh_1,
+    ELU, SIGMOID, SOFTMAX, STEP, TANH, c_g, c_g_d, c_softmax, c_softmax_backward, elu_1,
+    elu_d1, sigmoid_1, step_1, step_d1, tanh_1,
 )
 from fastnn._kernels.blas_cython cimport (
     fnn_pool_run, fnn_set_gemm, fnn_task_fn, gemm, pw_sum,
@@ -91,6 +91,13 @@ cdef void c_dense_forward(const floating* x, const floating* w, const floating* 
             for j in range(n_out):
                 z[row + j] = z[row + j] + b[j]
             c_softmax(z + row, 1, n_out, a + row, work)
+    else:  # the activations of activations_cython.c_g, by code
+        for i in range(m):
+            row = i * n_out
+            for j in range(n_out):
+                t = z[row + j] + b[j]
+                z[row + j] = t
+                a[row + j] = <floating>c_g(activation, t)
 
 
 cdef void c_dense_backward(const floating* x, const floating* z, const floating* a,
@@ -155,6 +162,14 @@ cdef void c_dense_backward(const floating* x, const floating* z, const floating*
             c_softmax_backward(a + row, da + row, 1, n_out, dz + row)
             for j in range(n_out):
                 db[j] = db[j] + dz[row + j]
+    else:  # activations_cython.c_g_d, by code, rounded to the dtype before the product
+        for i in range(m):
+            row = i * n_out
+            for j in range(n_out):
+                d = <floating>c_g_d(activation, z[row + j])
+                t = da[row + j] * d
+                dz[row + j] = t
+                db[j] = db[j] + t
     if n_out == 1:
         db[0] = zero + pw_sum(dz, m)
     gemm(True, False, <int>n_in, <int>n_out, <int>m, x, <int>n_in, dz, <int>n_out,

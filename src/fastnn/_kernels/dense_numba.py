@@ -21,6 +21,8 @@ from ._numba_common import (
 from .activations_numba import (
     _elu,
     _elu_d,
+    _g,
+    _g_d,
     _identity_d,
     _leaky_relu,
     _leaky_relu_d,
@@ -71,6 +73,8 @@ def dense_forward_ws(x, w, b, activation, alpha, z, a, e, nodes, sums):
         forward_elu(z, a, b, alpha)
     elif activation == codes.SOFTMAX:
         forward_softmax(z, a, b, e, nodes, sums)
+    else:
+        forward_by_code(z, a, b, activation)
 
 
 # --- forward passes after the GEMM: z += b, a = g(z), row by row ------------------------
@@ -145,6 +149,17 @@ def forward_elu(z, a, b, alpha):
 
 
 @jit
+def forward_by_code(z, a, b, code):
+    """The activations without a loop of their own (activations_numba._g), by code."""
+    m, n = z.shape
+    for i in range(m):
+        for j in range(n):
+            t = z[i, j] + b[j]
+            z[i, j] = t
+            a[i, j] = _g(code, np.float64(t))
+
+
+@jit
 def forward_tanh(z, a, b, e):
     """tanh by NumPy's float64 loop over each row, through the float64 row e."""
     m, n = z.shape
@@ -207,6 +222,8 @@ def dense_backward_ws(x, z, a, da, activation, alpha, dz, dw, db, prod, nodes, s
         backward_elu(z, dz, db, alpha)
     elif activation == codes.SOFTMAX:
         backward_softmax(a, dz, db, prod, nodes, sums)
+    else:
+        backward_by_code(z, dz, db, activation)
     backward_finish(x, dz, dw, db, nodes, sums, 1)
 
 
@@ -297,6 +314,20 @@ def backward_elu(z, g, db, alpha):
     for i in range(m):
         for j in range(n):
             v = g[i, j] * cast_like(g, _elu_d(z[i, j], alpha))
+            g[i, j] = v
+            db[j] += v
+
+
+@jit
+def backward_by_code(z, g, db, code):
+    """The activations of activations_numba._g_d, by code: g' in float64, rounded to
+    the dtype before the product (as elu's)."""
+    m, n = g.shape
+    for j in range(n):
+        db[j] = 0
+    for i in range(m):
+        for j in range(n):
+            v = g[i, j] * cast_like(g, _g_d(code, np.float64(z[i, j])))
             g[i, j] = v
             db[j] += v
 

@@ -160,8 +160,9 @@
     }
 
 /* --- dense layers: the passes around the GEMMs, on (m, k) row-major --------------- */
-/* Activation codes as in codes.py; only the ones without transcendentals are here. */
-enum { FNN_IDENTITY = 0, FNN_RELU = 4, FNN_LEAKY_RELU = 5 };
+/* Activation codes (FNN_RELU...): fastnn_codes.h, written by setup.py from
+ * fastnn/registry.py. Only the ones without transcendentals have loops here. */
+#include "fastnn_codes.h"
 
 /* g(t) and g'(t) for those codes: relu keeps NaN and maps -0.0 to +0.0
  * (np.maximum(t, 0)); leaky_relu is t if t > 0 else alpha t; g'(NaN) is NaN. */

@@ -35,21 +35,11 @@ from fastnn._kernels.optimizers_cython cimport (
 
 __all__ = ["train_epoch"]
 
-# The values of fastnn/_kernels/codes.py (the wrapper checks them against it once).
+# The activation, loss and optimizer codes, written by setup.py from fastnn/registry.py.
+include "codes.pxi"
+
+# The statistics the epoch reports (fastnn/_kernels/codes.py; checked once at import).
 cdef enum:
-    LOSS_MSE = 0
-    LOSS_BINARY_CROSS_ENTROPY = 1
-    LOSS_CROSS_ENTROPY = 2
-    LOSS_SPARSE_CROSS_ENTROPY = 3
-
-    OPT_SGD = 0
-    OPT_MOMENTUM = 1
-    OPT_NESTEROV = 2
-    OPT_ADAGRAD = 3
-    OPT_RMSPROP = 4
-    OPT_ADAM = 5
-    OPT_ADAMW = 6
-
     STAT_LOSS_SUM = 0
     STAT_CORRECT = 1
     STAT_STEPS = 2
@@ -59,8 +49,6 @@ cdef enum:
     N_STATS = 6
     STATUS_LOSS_NOT_FINITE = 1
     STATUS_GRAD_NOT_FINITE = 2
-
-    N_ACTIVATIONS = 8  # codes 0 .. SOFTMAX
 
 
 # --- pieces of one step --------------------------------------------------------------
@@ -413,7 +401,8 @@ cdef inline bint _within(int64_t offset, int64_t length, Py_ssize_t size) noexce
 
 
 def _check_codes():
-    """The enum above equals codes.py (called once at import)."""
+    """The codes this module was built with equal codes.py (called once at import): a
+    table changed since the build would otherwise send the kernels the wrong codes."""
     from fastnn._kernels import codes
     mine = {"LOSS_MSE": LOSS_MSE, "LOSS_BINARY_CROSS_ENTROPY": LOSS_BINARY_CROSS_ENTROPY,
             "LOSS_CROSS_ENTROPY": LOSS_CROSS_ENTROPY,
@@ -421,6 +410,8 @@ def _check_codes():
             "OPT_SGD": OPT_SGD, "OPT_MOMENTUM": OPT_MOMENTUM,
             "OPT_NESTEROV": OPT_NESTEROV, "OPT_ADAGRAD": OPT_ADAGRAD,
             "OPT_RMSPROP": OPT_RMSPROP, "OPT_ADAM": OPT_ADAM, "OPT_ADAMW": OPT_ADAMW,
+            "N_ACTIVATIONS": N_ACTIVATIONS, "N_LOSSES": N_LOSSES,
+            "N_OPTIMIZERS": N_OPTIMIZERS,
             "STAT_LOSS_SUM": STAT_LOSS_SUM, "STAT_CORRECT": STAT_CORRECT,
             "STAT_STEPS": STAT_STEPS, "STAT_STATUS": STAT_STATUS,
             "STAT_GRAD_NORM": STAT_GRAD_NORM, "STAT_BAD_VALUE": STAT_BAD_VALUE,
@@ -430,11 +421,11 @@ def _check_codes():
         if getattr(codes, name) != value:
             raise ImportError(f"training_cython was built with {name} = {value}, "
                               f"codes.py says {getattr(codes, name)}: rebuild")
-    if len(codes.ACTIVATION_CODES) != N_ACTIVATIONS:
-        raise ImportError("training_cython: the activation codes changed; rebuild")
 
 
 _check_codes()
+# Per optimizer code, its number of state buffers; the length of ``hyper``.
+from fastnn._kernels.codes import N_HYPER as _N_HYPER, N_STATES as _N_STATES
 
 
 def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
@@ -475,7 +466,7 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
                          f"not describe one model of {L} layers")
     if not 0 <= lowest < L:
         raise ValueError(f"train_epoch: lowest = {lowest} is not a layer of {L}")
-    if not 0 <= loss_code <= LOSS_SPARSE_CROSS_ENTROPY or not 0 <= opt_code <= OPT_ADAMW:
+    if not 0 <= loss_code < N_LOSSES or not 0 <= opt_code < N_OPTIMIZERS:
         raise ValueError(f"train_epoch: unknown loss_code {loss_code} or opt_code "
                          f"{opt_code}")
     for i in range(L + 1):
@@ -535,14 +526,14 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
     seed = dropout_seed
 
     # Optimizer.
-    if hyper.shape[0] < 6 or stats.shape[0] < N_STATS or segments.shape[1] != 3:
-        raise ValueError("train_epoch: hyper needs 6 values, stats N_STATS, segments "
-                         "3 columns")
+    if hyper.shape[0] < _N_HYPER or stats.shape[0] < N_STATS or segments.shape[1] != 3:
+        raise ValueError(f"train_epoch: hyper needs {_N_HYPER} values, stats N_STATS, "
+                         f"segments 3 columns")
     for i in range(segments.shape[0]):
         if not _within(segments[i, 0], segments[i, 1] - segments[i, 0], P):
             raise ValueError(f"train_epoch: segment {i} lies outside params")
-    if opt_code != OPT_SGD and state1.shape[0] != P \
-            or opt_code >= OPT_ADAM and state2.shape[0] != P:
+    if _N_STATES[opt_code] >= 1 and state1.shape[0] != P \
+            or _N_STATES[opt_code] >= 2 and state2.shape[0] != P:
         raise ValueError("train_epoch: the optimizer state must have params' length")
 
     # Rows this call reads (so a bad order or label never reads outside X or z).

@@ -30,6 +30,7 @@ from ._numba_common import (
     pairwise_stack,
 )
 from .dense_numba import (
+    backward_by_code,
     backward_elu,
     backward_finish,
     backward_identity,
@@ -39,6 +40,7 @@ from .dense_numba import (
     backward_softmax,
     backward_step,
     backward_tanh,
+    forward_by_code,
     forward_elu,
     forward_identity,
     forward_leaky_relu,
@@ -68,6 +70,8 @@ from .optimizers_numba import (
 )
 
 __all__ = ["train_epoch"]
+
+_N_STATES = np.array(codes.N_STATES, np.int64)  # state buffers per optimizer code
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # Numba's pool size: numba.set_num_threads refuses more.
@@ -245,7 +249,12 @@ def _check_layout(
                     "train_epoch: a dropout layer's output or mask lies outside ws or masks"
                 )
     n, P = X.shape[0], params.size
-    if alphas.size != n_layers or hyper.size != 6 or stats.size < codes.N_STATS or grads.size != P:
+    if (
+        alphas.size != n_layers
+        or hyper.size != codes.N_HYPER
+        or stats.size < codes.N_STATS
+        or grads.size != P
+    ):
         raise ValueError("train_epoch: alphas, hyper, stats or grads have a wrong size")
     if (
         n_layers < 1
@@ -257,13 +266,17 @@ def _check_layout(
         raise ValueError(
             "train_epoch: dims, acts, alphas, w_off, b_off, ws_off disagree on the number of layers"
         )
-    if not 0 <= lowest < n_layers or not 0 <= loss_code <= 3 or not 0 <= opt_code <= 6:
+    if (
+        not 0 <= lowest < n_layers
+        or not 0 <= loss_code < codes.N_LOSSES
+        or not 0 <= opt_code < codes.N_OPTIMIZERS
+    ):
         raise ValueError("train_epoch: lowest, loss_code or opt_code out of range")
     for i in range(n_layers + 1):
         if dims[i] < 1:
             raise ValueError("train_epoch: every layer width must be >= 1")
     for i in range(n_layers):
-        if not 0 <= acts[i] <= codes.SOFTMAX:
+        if not 0 <= acts[i] < codes.N_ACTIVATIONS:
             raise ValueError("train_epoch: unknown activation code")
         size = dims[i] * dims[i + 1]
         if w_off[i] < 0 or w_off[i] + size > P or b_off[i] < 0 or b_off[i] + dims[i + 1] > P:
@@ -291,7 +304,7 @@ def _check_layout(
     for s in range(segments.shape[0]):
         if not 0 <= segments[s, 0] <= segments[s, 1] <= P:
             raise ValueError("train_epoch: a segment lies outside params")
-    n_states = 0 if opt_code == codes.OPT_SGD else 2 if opt_code >= codes.OPT_ADAM else 1
+    n_states = _N_STATES[opt_code]
     if (n_states >= 1 and state1.size != P) or (n_states == 2 and state2.size != P):
         raise ValueError("train_epoch: optimizer state does not match params")
     # the rows (and labels) this call reads
@@ -328,16 +341,11 @@ def _make_epoch(loss_kind, used):
     case would. Only plain constants are captured: a closure over a compiled function
     would never be found in Numba's cache.
     """
-    (
-        has_identity,
-        has_step,
-        has_sigmoid,
-        has_tanh,
-        has_relu,
-        has_leaky_relu,
-        has_elu,
-        has_softmax,
-    ) = used
+    # The activations with a loop of their own in dense_numba; the others share
+    # forward_by_code / backward_by_code.
+    has_identity, has_step, has_sigmoid, has_tanh = used[:4]
+    has_relu, has_leaky_relu, has_elu, has_softmax = used[4:8]
+    has_by_code = any(used[8:])
 
     @jit
     def epoch(
@@ -522,6 +530,8 @@ def _make_epoch(loss_kind, used):
                     forward_elu(z, a, b, alpha)
                 elif has_softmax and act == _SOFTMAX:
                     forward_softmax(z, a, b, e, nodes, sums)
+                elif has_by_code:
+                    forward_by_code(z, a, b, act)
                 x_in = a
                 rate = dropout[i]
                 if rate != 0.0:
@@ -598,6 +608,8 @@ def _make_epoch(loss_kind, used):
                     backward_elu(z, g, db, alpha)
                 elif has_softmax and act == _SOFTMAX:
                     backward_softmax(a, g, db, prod, nodes, sums_dt)
+                elif has_by_code:
+                    backward_by_code(z, g, db, act)
                 backward_finish(x_below, g, dw, db, nodes, sums_dt, n_threads)
                 if i > lowest:
                     w = params[w_off[i] : w_off[i] + ni * no].reshape((ni, no))
@@ -693,14 +705,14 @@ def _epoch_kernel(loss_code, acts):
     """The variant for these codes (made and cached on first use); ValueError for
     unknown codes."""
     ok = isinstance(loss_code, (int, np.integer)) and not isinstance(loss_code, np.bool_)
-    if not (ok and not isinstance(loss_code, bool) and 0 <= loss_code <= 3):
+    if not (ok and not isinstance(loss_code, bool) and 0 <= loss_code < codes.N_LOSSES):
         raise ValueError(f"train_epoch: unknown loss_code {loss_code!r}")
     if type(acts) is not np.ndarray or acts.dtype != _I64 or acts.ndim != 1:
         raise ValueError(_wanted("acts", "i1", _F64))
     present = set(acts.tolist())
-    if not present <= set(range(codes.SOFTMAX + 1)):
+    if not present <= set(range(codes.N_ACTIVATIONS)):
         raise ValueError("train_epoch: unknown activation code")
-    variant = (int(loss_code), tuple(c in present for c in range(codes.SOFTMAX + 1)))
+    variant = (int(loss_code), tuple(c in present for c in range(codes.N_ACTIVATIONS)))
     kernel = _VARIANTS.get(variant)
     if kernel is None:
         kernel = _VARIANTS[variant] = _make_epoch(*variant)

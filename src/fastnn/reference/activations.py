@@ -11,7 +11,9 @@ Contract shared by every backend (same names, same arguments):
 """
 
 import numpy as np
+import scipy.special
 
+from .. import registry
 from .._kernels import codes
 
 __all__ = [
@@ -23,6 +25,10 @@ __all__ = [
     "leaky_relu",
     "elu",
     "softmax",
+    "gelu",
+    "silu",
+    "selu",
+    "mish",
     "identity_derivative",
     "step_derivative",
     "sigmoid_derivative",
@@ -30,6 +36,10 @@ __all__ = [
     "relu_derivative",
     "leaky_relu_derivative",
     "elu_derivative",
+    "gelu_derivative",
+    "silu_derivative",
+    "selu_derivative",
+    "mish_derivative",
     "softmax_backward",
     "activation_forward",
     "activation_backward",
@@ -97,6 +107,68 @@ def softmax(z, out):
     return out
 
 
+def _sigmoid_parts(x):
+    """(e, s): e = e^-|x| and s = sigmoid(x) from it, x float64 (no overflow)."""
+    e = np.exp(-np.abs(x))
+    return e, np.where(x >= 0, 1.0, e) / (1 + e)
+
+
+# Where a product x * h has h = 0 (x far in the negative tail, -inf included) the value
+# is -0.0, as for a finite x: -inf * 0 would be NaN.
+def _times(x, h):
+    with np.errstate(invalid="ignore"):
+        return np.where(h == 0, -0.0, x * h)
+
+
+def gelu(z, out):
+    """g(z) = z Phi(z) = z erfc(-z / sqrt 2) / 2, the exact (erf) form.
+
+    erfc is SciPy's, in every backend, so the value is the same bit for bit; written
+    with erfc rather than 1 + erf(z / sqrt 2), which cancels to 0 below z = -8.
+    """
+    x = _wide(z)
+    out[...] = _times(0.5 * x, scipy.special.erfc(-x * _SQRT1_2))
+    return out
+
+
+def silu(z, out):
+    """g(z) = z sigmoid(z)."""
+    x = _wide(z)
+    out[...] = _times(x, _sigmoid_parts(x)[1])
+    return out
+
+
+def selu(z, out):
+    """g(z) = lambda z if z > 0 else lambda alpha (e^z - 1), registry's lambda and alpha."""
+    x = _wide(z)
+    neg = _SELU_SCALE_ALPHA * np.expm1(np.minimum(x, 0))
+    with np.errstate(over="ignore"):  # lambda z beyond the dtype's range is inf, as compiled
+        out[...] = np.where(x > 0, _SELU_SCALE * x, neg)
+    return out
+
+
+def _mish_t(x, e):
+    """t = tanh(softplus(x)) from e = e^-|x|, as a ratio without tanh or log:
+    (1 + 2e) / (1 + 2e + 2e^2) for x >= 0, e(e + 2) / (e(e + 2) + 2) below."""
+    p_pos = 1 + 2 * e
+    p_neg = e * (e + 2)
+    return np.where(x >= 0, p_pos / (p_pos + 2 * e * e), p_neg / (p_neg + 2))
+
+
+def mish(z, out):
+    """g(z) = z tanh(softplus(z)), softplus(z) = log(1 + e^z)."""
+    x = _wide(z)
+    e = np.exp(-np.abs(x))
+    out[...] = _times(x, _mish_t(x, e))
+    return out
+
+
+_SQRT1_2 = 0.7071067811865476  # 1 / sqrt 2, rounded
+_INV_SQRT_2PI = 0.3989422804014327  # 1 / sqrt(2 pi), rounded
+_SELU_SCALE = registry.SELU_SCALE
+_SELU_SCALE_ALPHA = registry.SELU_SCALE * registry.SELU_ALPHA
+
+
 # --- derivatives: out = g'(z) ------------------------------------------------------
 
 
@@ -150,6 +222,46 @@ def elu_derivative(z, alpha, out):
     return out
 
 
+def _plus(t, x, h):
+    """t + x h, or t where h = 0 (x infinite there would give NaN)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(h == 0, t, t + x * h)
+
+
+def gelu_derivative(z, out):
+    """g'(z) = Phi(z) + z phi(z), phi(z) = e^(-z^2 / 2) / sqrt(2 pi)."""
+    x = _wide(z)
+    cdf = 0.5 * scipy.special.erfc(-x * _SQRT1_2)
+    with np.errstate(invalid="ignore", over="ignore"):
+        pdf = np.exp(-0.5 * x * x) * _INV_SQRT_2PI
+    out[...] = _plus(cdf, x, pdf)
+    return out
+
+
+def silu_derivative(z, out):
+    """g'(z) = s + z s (1 - s), s = sigmoid(z)."""
+    x = _wide(z)
+    _, s = _sigmoid_parts(x)
+    out[...] = _plus(s, x, s * (1 - s))
+    return out
+
+
+def selu_derivative(z, out):
+    """g'(z) = lambda if z > 0 else lambda alpha e^z."""
+    x = _wide(z)
+    out[...] = np.where(x > 0, _SELU_SCALE, _SELU_SCALE_ALPHA * np.exp(np.minimum(x, 0)))
+    return out
+
+
+def mish_derivative(z, out):
+    """g'(z) = t + z (1 - t^2) sigmoid(z), t = tanh(softplus(z))."""
+    x = _wide(z)
+    e, s = _sigmoid_parts(x)
+    t = _mish_t(x, e)
+    out[...] = _plus(t, x, (1 - t * t) * s)
+    return out
+
+
 def softmax_backward(a, da, out):
     """Row-wise Jacobian-vector product of softmax: dz = a * (da - sum_j da_j a_j).
 
@@ -170,6 +282,23 @@ _FORWARD = {
     codes.LEAKY_RELU: leaky_relu,
     codes.ELU: elu,
     codes.SOFTMAX: lambda z, alpha, out: softmax(z, out),
+    codes.GELU: lambda z, alpha, out: gelu(z, out),
+    codes.SILU: lambda z, alpha, out: silu(z, out),
+    codes.SELU: lambda z, alpha, out: selu(z, out),
+    codes.MISH: lambda z, alpha, out: mish(z, out),
+}
+
+# g'(z) from z, for activation_backward (sigmoid, tanh and softmax use the saved a).
+_DERIVATIVE = {
+    codes.IDENTITY: lambda z, alpha, out: identity_derivative(z, out),
+    codes.STEP: lambda z, alpha, out: step_derivative(z, out),
+    codes.RELU: lambda z, alpha, out: relu_derivative(z, out),
+    codes.LEAKY_RELU: leaky_relu_derivative,
+    codes.ELU: elu_derivative,
+    codes.GELU: lambda z, alpha, out: gelu_derivative(z, out),
+    codes.SILU: lambda z, alpha, out: silu_derivative(z, out),
+    codes.SELU: lambda z, alpha, out: selu_derivative(z, out),
+    codes.MISH: lambda z, alpha, out: mish_derivative(z, out),
 }
 
 
@@ -195,18 +324,9 @@ def activation_backward(da, z, a, activation, alpha, out):
     elif activation == codes.SOFTMAX:
         softmax_backward(a, da, out)
     else:
-        d = np.empty_like(z)
-        if activation == codes.IDENTITY:
-            identity_derivative(z, d)
-        elif activation == codes.STEP:
-            step_derivative(z, d)
-        elif activation == codes.RELU:
-            relu_derivative(z, d)
-        elif activation == codes.LEAKY_RELU:
-            leaky_relu_derivative(z, alpha, d)
-        elif activation == codes.ELU:
-            elu_derivative(z, alpha, d)
-        else:
+        if activation not in _DERIVATIVE:
             raise ValueError(f"unknown activation code {activation}")
+        d = np.empty_like(z)
+        _DERIVATIVE[activation](z, alpha, d)
         out[...] = da * d
     return out
