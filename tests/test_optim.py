@@ -163,14 +163,16 @@ def test_decay_biases_decays_everything():
 
 
 class _Spy:
-    """Counts calls to a Backend's methods."""
+    """Counts calls to a Backend's methods and to its raw kernels (``internal``)."""
 
-    def __init__(self, k):
+    def __init__(self, k, calls=None):
         self._k = k
-        self.calls = Counter()
+        self.calls = Counter() if calls is None else calls
 
     def __getattr__(self, name):
         fn = getattr(self._k, name)
+        if name == "_internal":
+            return _Spy(fn, self.calls)
         if not callable(fn):
             return fn
 

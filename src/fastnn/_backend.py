@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
 import warnings
 from collections.abc import Callable
@@ -41,6 +42,11 @@ _MODULES = {
     "numba": "fastnn._kernels.{}_numba",
     "cython": "fastnn._kernels.{}_cython",
 }
+
+# The debug switch of fastnn's own hot paths: with FASTNN_CHECK_KERNELS=1, the model,
+# its losses and the optimizers call every kernel through the checked methods (which
+# validate shapes, dtypes and contiguity on every call) instead of the raw functions.
+CHECK_INTERNAL_CALLS = os.environ.get("FASTNN_CHECK_KERNELS", "") not in ("", "0")
 
 BUILD_HINT = (
     "fastnn's Cython kernels are not built. Install the package with `pip install .` "
@@ -180,6 +186,22 @@ class Backend:
     def __init__(self, name: str, raw: SimpleNamespace):
         self.name = name
         self._raw = raw
+        self._checked_raw: SimpleNamespace | None = None
+
+    @property
+    def _internal(self) -> SimpleNamespace:
+        """The kernels fastnn's own hot paths call, with the raw signatures.
+
+        The unchecked ``_raw`` functions, or, with the debug switch
+        ``FASTNN_CHECK_KERNELS=1`` (``CHECK_INTERNAL_CALLS``), the checked methods
+        behind the same signatures: a wrong argument then raises a clear error instead
+        of reading or writing out of bounds.
+        """
+        if not CHECK_INTERNAL_CALLS:
+            return self._raw
+        if self._checked_raw is None:
+            self._checked_raw = _checked_as_raw(self)
+        return self._checked_raw
 
     def __repr__(self):
         return f"fastnn.backend({self.name!r})"
@@ -760,3 +782,35 @@ for _row in registry.ACTIVATIONS:
         setattr(Backend, _row.name, _elementwise_method(_row, False))
         setattr(Backend, f"{_row.name}_derivative", _elementwise_method(_row, True))
 del _row
+
+
+def _checked_as_raw(k: Backend) -> SimpleNamespace:
+    """Backend k's checked methods called with the raw kernels' signatures (the
+    reference's parameter names; activation codes turned back into names). Kernels
+    without a checked method (train_epoch, which checks its own arguments) are kept."""
+    names = {a.code: a.name for a in registry.ACTIVATIONS}
+    out = {}
+    for fname, raw in vars(k._raw).items():
+        method = getattr(k, fname, None)
+        family = next((f for f in FAMILIES if fname in _reference_all(f)), None)
+        if method is None or family is None:
+            out[fname] = raw
+            continue
+        params = list(inspect.signature(getattr(_reference(family), fname)).parameters)
+
+        def call(*args, _name=fname, _params=params):
+            kwargs = dict(zip(_params, args))
+            if "activation" in kwargs:
+                kwargs["activation"] = names[int(kwargs["activation"])]
+            return getattr(k, _name)(**kwargs)
+
+        out[fname] = call
+    return SimpleNamespace(**out)
+
+
+def _reference(family: str):
+    return importlib.import_module(f"fastnn.reference.{family}")
+
+
+def _reference_all(family: str) -> list[str]:
+    return list(_reference(family).__all__)

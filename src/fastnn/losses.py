@@ -69,7 +69,12 @@ class Loss:
     min_outputs = 1
 
     def value(self, k, out: np.ndarray, y: np.ndarray) -> float:
-        """The mean loss over the batch, a Python float."""
+        """The mean loss over the batch, a Python float.
+
+        ``k`` is a backend's raw kernels (``Backend._internal``): ``out``, ``y`` and
+        ``grad`` must be C-contiguous, of the model's dtype (int64 class indices for
+        sparse targets), as the model's workspaces and ``prepare_targets`` make them.
+        """
         raise NotImplementedError
 
     def gradient(self, k, out: np.ndarray, y: np.ndarray, grad: np.ndarray) -> np.ndarray:
@@ -104,10 +109,11 @@ class MSE(Loss):
     name = "mse"
 
     def value(self, k, out, y):
-        return k.mse(out, y)
+        return k.mse(out.reshape(-1), y.reshape(-1))
 
     def gradient(self, k, out, y, grad):
-        return k.mse_gradient(out, y, out=grad)
+        k.mse_gradient(out.reshape(-1), y.reshape(-1), grad.reshape(-1))
+        return grad
 
     def prepare_targets(self, y, n_outputs, dtype, name="y"):
         arr = _real_array(y, name)
@@ -156,7 +162,8 @@ class BinaryCrossEntropy(Loss):
         return k.binary_cross_entropy(out, y)
 
     def gradient(self, k, out, y, grad):
-        return k.binary_cross_entropy_gradient(out, y, out=grad)
+        k.binary_cross_entropy_gradient(out, y, grad)
+        return grad
 
     def prepare_targets(self, y, n_outputs, dtype, name="y"):
         arr = _real_array(y, name)
@@ -188,10 +195,12 @@ class CrossEntropy(Loss):
     min_outputs = 2
 
     def value(self, k, out, y):
-        return k.cross_entropy(out, y)
+        return (k.sparse_cross_entropy if y.ndim == 1 else k.cross_entropy)(out, y)
 
     def gradient(self, k, out, y, grad):
-        return k.cross_entropy_gradient(out, y, out=grad)
+        fn = k.sparse_cross_entropy_gradient if y.ndim == 1 else k.cross_entropy_gradient
+        fn(out, y, grad)
+        return grad
 
     def prepare_targets(self, y, n_outputs, dtype, name="y"):
         arr = _real_array(y, name)

@@ -61,6 +61,7 @@ from .reference.masks import dropout_mask, dropout_ramp
 __all__ = ["MLP", "Dense", "check_X", "check_random_state"]
 
 ACTIVATIONS = tuple(ACTIVATION_CODES)
+_IDENTITY = ACTIVATION_CODES["identity"]
 
 
 # --- argument helpers ------------------------------------------------------------------
@@ -232,12 +233,17 @@ class Dense:
     def __init__(self, index, n_in, n_out, activation, alpha, dropout, batch_norm):
         self.index = index
         self.n_in, self.n_out = n_in, n_out
-        self.activation, self.alpha = activation, alpha
+        self.activation, self.alpha = activation, float(alpha)
         self.dropout, self.batch_norm = dropout, batch_norm
         self.frozen = False
         self.W = self.b = self.gamma = self.beta = None
         self.running_mean = self.running_var = None
         self.dW = self.db = self.dgamma = self.dbeta = None
+
+    @property
+    def code(self) -> int:
+        """The kernels' code of the activation (fastnn.registry)."""
+        return ACTIVATION_CODES[self.activation]
 
     def spec(self) -> dict:
         """The layer's configuration as plain JSON-able values."""
@@ -818,12 +824,17 @@ class MLP:
 
     # --- forward ---------------------------------------------------------------------------
     def _forward_train(self, x, ws):
-        """Training-mode forward of one batch into ws; returns the model output array."""
-        k = self.kernels
+        """Training-mode forward of one batch into ws; returns the model output array.
+
+        Calls the raw kernels (``Backend._internal``): every array here is C-contiguous
+        and of the model's dtype by construction (check_X, the workspaces, the views
+        into params), which the checked tier would verify again on every call.
+        """
+        k = self.kernels._internal
         for i, layer in enumerate(self.layers):
             z, a = ws.z[i], ws.a[i]
             if layer.batch_norm:
-                k.dense_forward(x, layer.W, layer.zero_bias, "identity", None, z=z, a=z)
+                k.dense_forward(x, layer.W, layer.zero_bias, _IDENTITY, 0.0, z, z)
                 zn = ws.zn[i]
                 if layer.frozen:
                     k.batch_norm_eval(
@@ -833,24 +844,24 @@ class MLP:
                         layer.running_mean,
                         layer.running_var,
                         self.bn_eps,
-                        out=zn,
+                        zn,
                     )
                 else:
                     k.batch_norm_train(
                         z,
                         layer.gamma,
                         layer.beta,
-                        layer.running_mean,
-                        layer.running_var,
                         self.bn_eps,
                         self.bn_momentum,
-                        out=zn,
-                        x_hat=ws.x_hat[i],
-                        inv_std=ws.inv_std[i],
+                        layer.running_mean,
+                        layer.running_var,
+                        zn,
+                        ws.x_hat[i],
+                        ws.inv_std[i],
                     )
-                k.activation_forward(zn, layer.activation, layer.alpha, out=a)
+                k.activation_forward(zn, layer.code, layer.alpha, a)
             else:
-                k.dense_forward(x, layer.W, layer.b, layer.activation, layer.alpha, z=z, a=a)
+                k.dense_forward(x, layer.W, layer.b, layer.code, layer.alpha, z, a)
             if layer.dropout:
                 dropout_mask(
                     self._dropout_seed,
@@ -862,17 +873,19 @@ class MLP:
                     ws.mask_tmp,
                     ws.mask_ramp,
                 )
-                k.dropout(a, ws.mask[i], layer.dropout, out=ws.out[i])
+                k.dropout(
+                    a.reshape(-1), ws.mask[i].reshape(-1), layer.dropout, ws.out[i].reshape(-1)
+                )
             x = ws.out[i]
         self._dropout_step += 1
         return x
 
     def _forward_eval(self, x, ws):
-        k = self.kernels
+        k = self.kernels._internal
         for i, layer in enumerate(self.layers):
             z = ws.z[i]
             if layer.batch_norm:
-                k.dense_forward(x, layer.W, layer.zero_bias, "identity", None, z=z, a=z)
+                k.dense_forward(x, layer.W, layer.zero_bias, _IDENTITY, 0.0, z, z)
                 k.batch_norm_eval(
                     z,
                     layer.gamma,
@@ -880,11 +893,11 @@ class MLP:
                     layer.running_mean,
                     layer.running_var,
                     self.bn_eps,
-                    out=ws.zn[i],
+                    ws.zn[i],
                 )
-                k.activation_forward(ws.zn[i], layer.activation, layer.alpha, out=z)
+                k.activation_forward(ws.zn[i], layer.code, layer.alpha, z)
             else:
-                k.dense_forward(x, layer.W, layer.b, layer.activation, layer.alpha, z=z, a=z)
+                k.dense_forward(x, layer.W, layer.b, layer.code, layer.alpha, z, z)
             x = z
         return x
 
@@ -975,7 +988,7 @@ class MLP:
             )
 
     def _backward(self, x, y, ws, out):
-        k = self.kernels
+        k = self.kernels._internal
         layers = self.layers
         lowest = next((i for i, layer in enumerate(layers) if not layer.frozen), None)
         if lowest is None:
@@ -985,50 +998,38 @@ class MLP:
             layer, g = layers[i], ws.g[i]
             x_in = x if i == 0 else ws.out[i - 1]
             if layer.dropout:
-                k.dropout(g, ws.mask[i], layer.dropout, out=g)
+                gf = g.reshape(-1)
+                k.dropout(gf, ws.mask[i].reshape(-1), layer.dropout, gf)
             if layer.batch_norm:
                 h = ws.h[i]
-                k.activation_backward(g, ws.zn[i], ws.a[i], layer.activation, layer.alpha, out=h)
+                k.activation_backward(g, ws.zn[i], ws.a[i], layer.code, layer.alpha, h)
                 if layer.frozen:
                     inv = 1 / np.sqrt(layer.running_var.astype(np.float64) + self.bn_eps)
                     np.multiply(h, (layer.gamma * inv).astype(self.dtype), out=g)
                 else:
                     k.batch_norm_backward(
-                        h,
-                        ws.x_hat[i],
-                        layer.gamma,
-                        ws.inv_std[i],
-                        dx=g,
-                        dgamma=layer.dgamma,
-                        dbeta=layer.dbeta,
+                        h, ws.x_hat[i], layer.gamma, ws.inv_std[i], g, layer.dgamma, layer.dbeta
                     )
-                k.dense_backward(
-                    x_in, ws.z[i], ws.z[i], g, "identity", None, dz=g, dw=layer.dW, db=ws.db[i]
-                )
+                k.dense_backward(x_in, ws.z[i], ws.z[i], g, _IDENTITY, 0.0, g, layer.dW, ws.db[i])
             else:
                 k.dense_backward(
-                    x_in,
-                    ws.z[i],
-                    ws.a[i],
-                    g,
-                    layer.activation,
-                    layer.alpha,
-                    dz=g,
-                    dw=layer.dW,
-                    db=layer.db,
+                    x_in, ws.z[i], ws.a[i], g, layer.code, layer.alpha, g, layer.dW, layer.db
                 )
             if i > lowest:
-                k.dense_input_gradient(g, layer.W, dx=ws.g[i - 1])
+                k.dense_input_gradient(g, layer.W, ws.g[i - 1])
 
     def _check_batch(self, xb, yb):
+        """m, after checking (xb, yb) as the raw kernels need them: C-contiguous, the
+        model's dtype and shapes, class indices in range (they index rows of memory)."""
         if not (
             isinstance(xb, np.ndarray)
             and xb.dtype == self.dtype
             and xb.ndim == 2
             and xb.shape[1] == self.n_features_in
+            and xb.flags.c_contiguous
         ):
             raise ValueError(
-                f"xb must be an (m, {self.n_features_in}) {self.dtype.name} "
+                f"xb must be a C-contiguous (m, {self.n_features_in}) {self.dtype.name} "
                 f"array; prepare data with model.check_data(X, y)"
             )
         m = xb.shape[0]
@@ -1036,6 +1037,22 @@ class MLP:
             raise ValueError("xb is empty: a training step needs at least one sample")
         if len(yb) != m:
             raise ValueError(f"xb and yb have different numbers of samples ({m} and {len(yb)})")
+        k = self.n_outputs
+        labels = (
+            isinstance(yb, np.ndarray)
+            and self.loss.name == "cross_entropy"
+            and yb.dtype == np.int64
+            and yb.ndim == 1
+        )
+        rows = isinstance(yb, np.ndarray) and yb.dtype == self.dtype and yb.shape == (m, k)
+        if not ((labels or rows) and yb.flags.c_contiguous):
+            raise ValueError(
+                "yb must be targets prepared for this model (C-contiguous, the model's "
+                "dtype and outputs, or int64 class indices); prepare data with "
+                "model.check_data(X, y)"
+            )
+        if labels and (yb.min() < 0 or yb.max() >= k):
+            raise ValueError(f"yb must hold class indices in [0, {k})")
         self._check_bn_batch(m)
         return m
 
@@ -1045,7 +1062,7 @@ class MLP:
         # advice; NumPy's floating-point warnings would only add noise before it.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             out = self._forward_train(xb, ws)
-            loss = self.loss.value(self.kernels, out, yb)
+            loss = self.loss.value(self.kernels._internal, out, yb)
             self._last_output = out
             if not math.isfinite(loss):
                 raise DivergenceError(f"the loss is {loss}", what="loss", value=loss)
@@ -1236,7 +1253,7 @@ class MLP:
         total = 0.0
         for s in range(0, n, rows):
             e = min(n, s + rows)
-            total += self.loss.value(self.kernels, out[s:e], y[s:e]) * (e - s)
+            total += self.loss.value(self.kernels._internal, out[s:e], y[s:e]) * (e - s)
         logs = {"loss": total / n}
         if self.loss.is_classifier:
             logs["accuracy"] = self.loss.n_correct(out, y) / n

@@ -182,7 +182,9 @@ class Optimizer:
         runs = self._update_runs(model)
         if not runs:
             raise ValueError("every layer of the model is frozen: nothing to train")
-        k, p, g = model.kernels, model.params, model.grads
+        # The raw kernels (Backend._internal): params, grads and the state are flat,
+        # C-contiguous arrays of the model's dtype, and runs lie inside them.
+        k, p, g = model.kernels._internal, model.params, model.grads
         sq = 0.0
         for s, e, _ in runs:
             sq += k.squared_norm(g[s:e])
