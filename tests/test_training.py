@@ -348,6 +348,23 @@ def test_model_checkpoint_saves_every_n_epochs(tmp_path):
     np.testing.assert_array_equal(loaded.params, net.params)
 
 
+def test_model_checkpoint_calls_the_save_function_it_is_given(tmp_path):
+    X, y = _blobs(30)
+    net = _net()
+    calls = []
+
+    def save(model, path):
+        calls.append((path, model.params.copy()))
+        fastnn.save(model, path, include_optimizer=False)
+
+    net.fit(X, y, epochs=3, callbacks=[ModelCheckpoint(tmp_path / "ck-{epoch}", save=save)])
+    assert [path for path, _ in calls] == [str(tmp_path / f"ck-{e}") for e in (1, 2, 3)]
+    np.testing.assert_array_equal(calls[-1][1], net.params)
+    assert fastnn.load(tmp_path / "ck-3").optimizer is None
+    with pytest.raises(TypeError, match="save must be a function"):
+        ModelCheckpoint(tmp_path / "x", save="fastnn.save")
+
+
 def test_batch_norm_and_dropout_model_learns():
     X, y = _blobs(300)
     net = MLP(

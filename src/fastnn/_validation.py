@@ -1,8 +1,13 @@
-"""Argument checks shared by the public layers.
+"""Argument and input checks shared by the public layers.
 
 Kernels never validate (bounds checks are off in them); everything that reaches a
 kernel has passed through these functions first. Errors name the argument and say
 what was expected.
+
+The data checks (:func:`check_X`, :func:`all_finite`) and the model's construction
+arguments (:func:`check_dtype`, :func:`check_random_state`) live here rather than in
+``model.py`` so that the training loop and the estimators check data without
+importing the model's module: the loop takes a model, it does not need its class.
 """
 
 from __future__ import annotations
@@ -221,3 +226,97 @@ def choice(value, name: str, options) -> str:
     if not isinstance(value, str) or value not in options:
         raise ValueError(f"{name} must be one of {sorted(options)}, got {value!r}")
     return value
+
+
+# --- data and model-construction inputs (used by the model, the loop and the estimators) ---
+
+
+def check_random_state(random_state) -> np.random.SeedSequence:
+    """A SeedSequence from None (fresh entropy), an int >= 0, a SeedSequence or a Generator."""
+    if random_state is None:
+        return np.random.SeedSequence()
+    if isinstance(random_state, np.random.SeedSequence):
+        return random_state
+    if isinstance(random_state, np.random.Generator):
+        return np.random.SeedSequence(random_state.integers(0, 2**63, size=4).tolist())
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be >= 0, got {random_state}")
+        return np.random.SeedSequence(int(random_state))
+    raise TypeError(
+        f"random_state must be None, an int, a numpy SeedSequence or Generator, "
+        f"got {type(random_state).__name__}"
+    )
+
+
+def check_dtype(dtype) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def all_finite(a: np.ndarray) -> bool:
+    """True when every element is finite; one cheap float64 sum in the common case."""
+    if a.dtype.kind != "f" or a.size == 0:
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = float(np.sum(a, dtype=np.float64))
+    return math.isfinite(s) or bool(np.isfinite(a).all())
+
+
+def check_X(X, dtype, n_features: int | None = None, name: str = "X") -> np.ndarray:
+    """``X`` as a C-contiguous 2-D array of ``dtype``, checked (the input rule of
+    :mod:`fastnn.model`: any real dtype, converted once; no NaN or infinity after the
+    conversion).
+
+    Raises TypeError for non-numeric data and ValueError for a wrong shape, an empty
+    array, a wrong number of features or non-finite values.
+    """
+    if hasattr(X, "tocsr") or hasattr(X, "toarray"):
+        raise TypeError(
+            f"{name} is a sparse matrix; fastnn needs dense data (convert it with {name}.toarray())"
+        )
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # ragged nested lists
+        raise TypeError(f"{name} must be a 2-D array of numbers ({exc})") from None
+    if arr.dtype.kind == "O" and hasattr(X, "dtypes") and hasattr(X, "columns"):
+        arr = _frame_values(X, name)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must hold real numbers (bool, int or float), got dtype {arr.dtype}"
+        )
+    if arr.ndim != 2:
+        hint = f"; use {name}.reshape(-1, 1) for a single feature" if arr.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}{hint}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it has 0 samples (shape {arr.shape})")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(f"{name} has {arr.shape[1]} features, but this model expects {n_features}")
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(arr, dtype=dtype)
+    if not all_finite(out):
+        extra = "" if out.dtype == arr.dtype else f" (after conversion to {out.dtype})"
+        raise ValueError(f"{name} contains NaN or infinity{extra}")
+    return out
+
+
+def _frame_values(frame, name):
+    """A DataFrame whose columns mix bool, int and float (NumPy gives object) as
+    float64, as scikit-learn converts it; other columns are named in a TypeError."""
+    bad = [
+        (c, dt)
+        for c, dt in zip(frame.columns, frame.dtypes)
+        if not (isinstance(dt, np.dtype) and dt.kind in "biuf")
+    ]
+    if bad:
+        shown = ", ".join(f"{c!r} ({dt})" for c, dt in bad[:5])
+        raise TypeError(
+            f"{name} must hold real numbers (bool, int or float); column(s) "
+            f"{shown} do not: encode or drop them first"
+        )
+    return np.asarray(frame, dtype=np.float64)

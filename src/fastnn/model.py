@@ -53,10 +53,13 @@ from ._backend import default_backend_name
 from ._guard import TrainingGuard, trains, uses
 from ._kernels.codes import ACTIVATION_CODES, DEFAULT_ALPHA
 from ._metrics import regression_scores
+from ._validation import all_finite as _all_finite
+from ._validation import check_dtype, check_random_state, check_X
 from .initializers import DISTRIBUTIONS, INITIALIZERS, default_init, initialize
 from .losses import Loss, get_loss
 from .optim import DivergenceError, Optimizer
 from .reference.masks import dropout_mask, dropout_ramp
+from .training import fit as _training_fit
 
 __all__ = ["MLP", "Dense", "check_X", "check_random_state"]
 
@@ -65,95 +68,6 @@ _IDENTITY = ACTIVATION_CODES["identity"]
 
 
 # --- argument helpers ------------------------------------------------------------------
-
-
-def check_random_state(random_state) -> np.random.SeedSequence:
-    """A SeedSequence from None (fresh entropy), an int >= 0, a SeedSequence or a Generator."""
-    if random_state is None:
-        return np.random.SeedSequence()
-    if isinstance(random_state, np.random.SeedSequence):
-        return random_state
-    if isinstance(random_state, np.random.Generator):
-        return np.random.SeedSequence(random_state.integers(0, 2**63, size=4).tolist())
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        if random_state < 0:
-            raise ValueError(f"random_state must be >= 0, got {random_state}")
-        return np.random.SeedSequence(int(random_state))
-    raise TypeError(
-        f"random_state must be None, an int, a numpy SeedSequence or Generator, "
-        f"got {type(random_state).__name__}"
-    )
-
-
-def check_dtype(dtype) -> np.dtype:
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-    if dt not in v.FLOAT_DTYPES:
-        raise ValueError(f"dtype must be float32 or float64, got {dt}")
-    return dt
-
-
-def _all_finite(a: np.ndarray) -> bool:
-    """True when every element is finite; one cheap float64 sum in the common case."""
-    if a.dtype.kind != "f" or a.size == 0:
-        return True
-    with np.errstate(over="ignore", invalid="ignore"):
-        s = float(np.sum(a, dtype=np.float64))
-    return math.isfinite(s) or bool(np.isfinite(a).all())
-
-
-def check_X(X, dtype, n_features: int | None = None, name: str = "X") -> np.ndarray:
-    """``X`` as a C-contiguous 2-D array of ``dtype``, checked (see the module's input rule).
-
-    Raises TypeError for non-numeric data and ValueError for a wrong shape, an empty
-    array, a wrong number of features or non-finite values.
-    """
-    if hasattr(X, "tocsr") or hasattr(X, "toarray"):
-        raise TypeError(
-            f"{name} is a sparse matrix; fastnn needs dense data (convert it with {name}.toarray())"
-        )
-    try:
-        arr = np.asarray(X)
-    except Exception as exc:  # ragged nested lists
-        raise TypeError(f"{name} must be a 2-D array of numbers ({exc})") from None
-    if arr.dtype.kind == "O" and hasattr(X, "dtypes") and hasattr(X, "columns"):
-        arr = _frame_values(X, name)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(
-            f"{name} must hold real numbers (bool, int or float), got dtype {arr.dtype}"
-        )
-    if arr.ndim != 2:
-        hint = f"; use {name}.reshape(-1, 1) for a single feature" if arr.ndim == 1 else ""
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}{hint}")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} is empty: it has 0 samples (shape {arr.shape})")
-    if n_features is not None and arr.shape[1] != n_features:
-        raise ValueError(f"{name} has {arr.shape[1]} features, but this model expects {n_features}")
-    with np.errstate(over="ignore"):
-        out = np.ascontiguousarray(arr, dtype=dtype)
-    if not _all_finite(out):
-        extra = "" if out.dtype == arr.dtype else f" (after conversion to {out.dtype})"
-        raise ValueError(f"{name} contains NaN or infinity{extra}")
-    return out
-
-
-def _frame_values(frame, name):
-    """A DataFrame whose columns mix bool, int and float (NumPy gives object) as
-    float64, as scikit-learn converts it; other columns are named in a TypeError."""
-    bad = [
-        (c, dt)
-        for c, dt in zip(frame.columns, frame.dtypes)
-        if not (isinstance(dt, np.dtype) and dt.kind in "biuf")
-    ]
-    if bad:
-        shown = ", ".join(f"{c!r} ({dt})" for c, dt in bad[:5])
-        raise TypeError(
-            f"{name} must hold real numbers (bool, int or float); column(s) "
-            f"{shown} do not: encode or drop them first"
-        )
-    return np.asarray(frame, dtype=np.float64)
 
 
 def _physical_memory() -> int | None:
@@ -1283,9 +1197,7 @@ class MLP:
     @trains
     def fit(self, X, y, **kwargs):
         """Train the model; see :func:`fastnn.training.fit` for the arguments."""
-        from .training import fit
-
-        return fit(self, X, y, **kwargs)
+        return _training_fit(self, X, y, **kwargs)
 
     # --- state -----------------------------------------------------------------------------------
     @uses

@@ -32,8 +32,6 @@ import numpy as np
 
 from . import _validation as v
 from ._guard import trains_model
-from .model import _all_finite as _array_finite
-from .model import check_X
 from .optim import DivergenceError, Optimizer, get_optimizer
 
 __all__ = ["fit", "History", "Callback", "LambdaCallback", "EarlyStopping", "ModelCheckpoint"]
@@ -217,22 +215,42 @@ class EarlyStopping(Callback):
 class ModelCheckpoint(Callback):
     """Save the model (with its optimizer) every ``every`` epochs.
 
-    ``path`` may contain ``{epoch}``. Each save writes a temporary file and renames
-    it, so an interrupted save never damages the previous checkpoint.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Where to write; may contain ``{epoch}`` (the 1-based epoch number).
+    every : int, default 1
+        Save after every ``every``-th epoch.
+    save : callable ``save(model, path)`` or None, default None
+        What writes the file. None: :func:`fastnn.save`, which writes a temporary file
+        and renames it, so an interrupted save never damages the previous checkpoint.
+        The loop itself knows nothing of the file format: it only calls this function
+        (and ``fastnn.io`` is imported only when None is given and a save is due).
     """
 
-    def __init__(self, path, every: int = 1):
+    def __init__(self, path, every: int = 1, *, save: Callable[..., object] | None = None):
         self.path = os.fspath(path)
         self.every = v.integer(every, "every", low=1)
+        if save is not None and not callable(save):
+            raise TypeError(f"save must be a function save(model, path), got {save!r}")
+        self.save = save
 
     def on_train_begin(self, model, logs):
         self._model = model
 
     def on_epoch_end(self, epoch, logs):
         if (epoch + 1) % self.every == 0:
-            from .io import save
-
+            save = self.save if self.save is not None else _default_save()
             save(self._model, self.path.format(epoch=epoch + 1))
+
+
+def _default_save():
+    # Imported when first needed, not at the top: io builds models (it uses
+    # fastnn.model) and fastnn.model imports this loop, so a top-level import would
+    # close the cycle model -> training -> io -> model.
+    from .io import save
+
+    return save
 
 
 class _DeferredInterrupt:
@@ -305,7 +323,7 @@ def _split(model, X, y, validation_split):
 
 
 def _all_finite(*arrays):
-    return all(_array_finite(a) for a in arrays)
+    return all(v.all_finite(a) for a in arrays)
 
 
 @trains_model
@@ -500,7 +518,7 @@ def fit(
 
 
 def _check_named(model, X, name):
-    return check_X(X, model.dtype, model.n_features_in, name=name)
+    return v.check_X(X, model.dtype, model.n_features_in, name=name)
 
 
 def _take_snapshot(model, opt, snapshot):
