@@ -4,6 +4,8 @@ import json
 import os
 import pickle
 import struct
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -135,6 +137,53 @@ def test_extra_metadata_and_arrays_for_other_kinds(tmp_path):
         fastnn.load(tmp_path / "e.fastnn")
     with pytest.raises(ValueError, match="reserved"):
         write_payload(tmp_path / "x", net, arrays={"model.params": np.zeros(1)})
+
+
+def test_registered_kinds_load_through_their_loader(tmp_path, monkeypatch):
+    net = _trained()
+    write_payload(tmp_path / "k.fastnn", net, kind="test_kind", metadata={"n": 3})
+    seen = []
+
+    def loader(model, metadata, arrays):
+        seen.append((model.n_params, metadata, arrays))
+        return "loaded"
+
+    monkeypatch.setitem(fastnn.io.KIND_LOADERS, "test_kind", None)  # removed afterwards
+    fastnn.io.register_kind("test_kind", loader)
+    assert fastnn.load(tmp_path / "k.fastnn") == "loaded"
+    assert seen == [(net.n_params, {"n": 3}, {})]
+    for kind in ("model", "pipeline", 3):
+        with pytest.raises(ValueError, match="cannot be registered"):
+            fastnn.io.register_kind(kind, loader)
+    with pytest.raises(ValueError, match="fastnn.<module>:<function>"):
+        fastnn.io.register_kind("test_kind", "os:system")
+    with pytest.raises(TypeError, match="loader must be"):
+        fastnn.io.register_kind("test_kind", 3)
+
+
+def test_a_tabular_file_loads_without_the_command_line(tmp_path):
+    # Written as `fastnn train` wrote it before it saved pipelines (kind "tabular"),
+    # then loaded in a fresh interpreter: fastnn.load must not import fastnn.cli.
+    net = MLP([2, 4, 2], loss="cross_entropy", backend="numpy", random_state=0)
+    meta = {"features": ["a", "b"], "target": "label", "task": "classify"}
+    meta.update({"classes": ["no", "yes"], "y_mean": 0.0, "y_scale": 1.0})
+    arrays = {"x_mean": np.array([1.0, 2.0]), "x_scale": np.array([3.0, 4.0])}
+    write_payload(tmp_path / "t.fnn", net, kind="tabular", metadata=meta, arrays=arrays)
+    script = (
+        "import sys, fastnn, numpy as np\n"
+        f"tab = fastnn.load({str(tmp_path / 't.fnn')!r})\n"
+        "print(type(tab).__module__, type(tab).__name__, tab.features, tab.classes,\n"
+        "      tab.x_scale.tolist(), 'fastnn.cli' in sys.modules)\n"
+        "print(tab.predict(np.array([[1.0, 2.0], [4.0, 6.0]])).tolist())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.splitlines()
+    assert first == "fastnn.tabular TabularModel ['a', 'b'] ['no', 'yes'] [3.0, 4.0] False"
+    X = (np.array([[1.0, 2.0], [4.0, 6.0]]) - [1.0, 2.0]) / [3.0, 4.0]
+    assert second == str([["no", "yes"][k] for k in net.predict(X)])
 
 
 def test_save_refuses_other_objects(tmp_path):

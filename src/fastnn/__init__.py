@@ -10,6 +10,9 @@ True
 """
 
 from . import registry as registry  # the tables of activations, losses, optimizers
+
+# fastnn.tabular, the command line's saved tabular model, registers its kind with io.
+from . import tabular  # noqa: F401
 from ._backend import (
     BACKENDS,
     Backend,
@@ -19,8 +22,8 @@ from ._backend import (
     default_backend_name,
 )
 from ._backend import warn_if_unbuilt as _warn_if_unbuilt
-from .io import KIND_LOADERS as _KIND_LOADERS
 from .io import ModelFileError, load, save
+from .io import register_kind as _register_kind
 from .model import MLP
 from .optim import (
     SGD,
@@ -80,16 +83,12 @@ __all__ = [
     "ModelFileError",
 ]
 
-# Saved objects other than bare models; modules are imported only when such a file is
-# loaded, so scikit-learn stays an optional dependency.
-_KIND_LOADERS.update(
-    {
-        "mlp_classifier": "fastnn.estimators:_classifier_from_payload",
-        "mlp_regressor": "fastnn.estimators:_regressor_from_payload",
-        "tabular": "fastnn.cli:_tabular_from_payload",
-    }
-)
-del _KIND_LOADERS
+# Saved estimators: their module is imported only when such a file is loaded, so
+# scikit-learn stays an optional dependency. (fastnn.tabular registers its own kind
+# when it is imported, above.)
+_register_kind("mlp_classifier", "fastnn.estimators:_classifier_from_payload")
+_register_kind("mlp_regressor", "fastnn.estimators:_regressor_from_payload")
+del _register_kind
 
 # The scikit-learn estimators are imported on first use: `import fastnn` must not
 # import scikit-learn (an optional extra). They are left out of __all__ so that

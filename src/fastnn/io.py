@@ -25,7 +25,9 @@ import re
 import stat
 import struct
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +40,7 @@ __all__ = [
     "Payload",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "register_kind",
 ]
 
 FORMAT_NAME = "fastnn"
@@ -66,13 +69,42 @@ _DTYPES: dict[str, np.dtype] = {
 }
 _CODES = {dt.newbyteorder("=") if dt.kind != "b" else dt: code for code, dt in _DTYPES.items()}
 
-# Kinds of saved objects other than a bare model: kind -> "module:function" inside
-# fastnn, the function taking (model, metadata, arrays) and returning the object.
-# Only names listed here are ever imported; a file cannot name a module.
-KIND_LOADERS: dict[str, str] = {}
+# Kinds of saved objects other than a bare model: kind -> the loader, a function
+# taking (model, metadata, arrays) and returning the object, or "module:function"
+# inside fastnn for a kind whose module is imported only when such a file is loaded
+# (the estimators: scikit-learn is optional). Filled by register_kind; only loaders
+# listed here are ever called or imported, a file cannot name a module.
+KIND_LOADERS: dict[str, Callable[[Any, dict, dict], Any] | str] = {}
 # scikit-learn pipelines (and other scikit-learn objects) holding fastnn estimators:
 # the file's one array is a skops file, read by fastnn._pipeline_io.
 PIPELINE_KIND = "pipeline"
+
+
+def register_kind(kind: str, loader: Callable[[Any, dict, dict], Any] | str) -> None:
+    """Make :func:`load` return ``loader(model, metadata, arrays)`` for files of ``kind``.
+
+    The module that defines a kind of saved object (an estimator, the command line's
+    tabular model) registers it, so that this module needs none of them.
+
+    Parameters
+    ----------
+    kind : str
+        The ``kind`` the object's payload writes (``"model"`` and ``"pipeline"`` are
+        read by this module itself and cannot be registered).
+    loader : callable or str
+        A function ``(model, metadata, arrays) -> object`` raising
+        :class:`ModelFileError` for metadata it refuses, or ``"fastnn.module:function"``
+        naming one, imported when a file of this kind is first loaded.
+    """
+    if not isinstance(kind, str) or kind in ("model", PIPELINE_KIND):
+        raise ValueError(f"kind {kind!r} cannot be registered")
+    if isinstance(loader, str):
+        module, _, func = loader.partition(":")
+        if not (module == "fastnn" or module.startswith("fastnn.")) or not func:
+            raise ValueError(f"loader must be 'fastnn.<module>:<function>', got {loader!r}")
+    elif not callable(loader):
+        raise TypeError(f"loader must be a function or a 'module:function' name, got {loader!r}")
+    KIND_LOADERS[kind] = loader
 
 
 class ModelFileError(ValueError):
@@ -648,12 +680,12 @@ def load(path, *, backend: str | None = None):
     target = KIND_LOADERS.get(payload.kind)
     if target is None:
         raise ModelFileError(f"{os.fspath(path)}: unknown kind of saved object {payload.kind!r}")
-    import importlib
+    if isinstance(target, str):
+        import importlib
 
-    module, func = target.split(":")
+        module, func = target.split(":")
+        target = getattr(importlib.import_module(module), func)
     try:
-        return getattr(importlib.import_module(module), func)(
-            payload.model, payload.metadata, payload.arrays
-        )
+        return target(payload.model, payload.metadata, payload.arrays)
     except ModelFileError as exc:  # the kind's loader does not know the path
         raise ModelFileError(f"{os.fspath(path)}: {exc}") from None

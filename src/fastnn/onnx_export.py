@@ -92,6 +92,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without onnx
 
 from . import registry
 from .model import MLP
+from .tabular import TabularModel
 
 __all__ = ["to_onnx", "register_skl2onnx", "DEFAULT_OPSET", "MIN_OPSET"]
 
@@ -455,9 +456,9 @@ def _kind(obj) -> str:
     if isinstance(obj, MLP):
         return "mlp"
     cls = type(obj)
-    # Only modules already imported can have made obj: scikit-learn is not imported
+    # Only an imported fastnn.estimators can have made obj: scikit-learn is not imported
     # for a bare MLP.
-    estimators, cli = sys.modules.get("fastnn.estimators"), sys.modules.get("fastnn.cli")
+    estimators = sys.modules.get("fastnn.estimators")
     if estimators is not None and isinstance(
         obj, (estimators.MLPClassifier, estimators.MLPRegressor)
     ):
@@ -465,7 +466,7 @@ def _kind(obj) -> str:
 
         check_is_fitted(obj)  # NotFittedError, a ValueError, naming the estimator
         return "classifier" if isinstance(obj, estimators.MLPClassifier) else "regressor"
-    if cli is not None and isinstance(obj, cli.TabularModel):
+    if isinstance(obj, TabularModel):
         return "tabular"
     raise TypeError(
         f"fastnn.to_onnx exports a fastnn.MLP, a fitted fastnn.MLPClassifier "
@@ -700,7 +701,7 @@ def _build(g: _Graph, kind: str, obj, model: MLP):
 
 
 def _build_tabular(g: _Graph, tab, model: MLP, meta: dict):
-    """fastnn.cli.TabularModel: standardise (float64), the network, then labels or
+    """fastnn.tabular.TabularModel: standardise (float64), the network, then labels or
     the regression value rescaled in float64."""
     dtype = model.dtype
     x = g.reserve("X")

@@ -21,7 +21,7 @@ import numpy as np  # noqa: F401  (imported before instrumentation: not fuzzed)
 
 with atheris.instrument_imports(include=["fastnn"]):
     import fastnn
-    import fastnn.cli  # noqa: F401  (the "tabular" kind's loader)
+    import fastnn.tabular  # noqa: F401  (the "tabular" kind's loader)
     from fastnn import ModelFileError
 
 _FD, _PATH = tempfile.mkstemp(prefix="fastnn-fuzz-", suffix=".fnn")
