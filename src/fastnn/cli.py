@@ -510,7 +510,8 @@ def _pipeline(ct, model, task, classes, y_mean, y_scale, args, n_train, n_epochs
     (its outputs are in the target's units)."""
     from sklearn.pipeline import Pipeline
 
-    from .estimators import MLPClassifier, MLPRegressor, _classes_to_payload, _params_to_json
+    from .estimators import MLPClassifier, MLPRegressor, _classes_to_payload
+    from .io import _params_to_json
 
     cls = MLPClassifier if task == "classify" else MLPRegressor
     lr = args.lr if args.lr is not None else getattr(get_optimizer(args.optimizer), "lr", 1e-3)

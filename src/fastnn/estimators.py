@@ -118,10 +118,17 @@ from . import _validation as _v
 from ._backend import BACKENDS
 from ._guard import TrainingGuard, trains, uses
 from .initializers import INITIALIZERS
-from .io import ModelFileError, Payload
+from .io import (
+    ModelFileError,
+    Payload,
+    _from_jsonable,
+    _jsonable,
+    _params_from_json,
+    _params_to_json,
+)
 from .model import MLP, _r2
 from .optim import OPTIMIZERS, AdamW, DivergenceError
-from .schedules import Constant, Schedule, schedule_from_config, schedule_to_config
+from .schedules import Constant, Schedule
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -1104,65 +1111,7 @@ def _culprit(X, dtype) -> str:
     return "y"
 
 
-# --- JSON helpers for saving ----------------------------------------------------------------
-
-
-def _jsonable(value):
-    """Python / NumPy scalars and lists as JSON values; non-finite floats as strings."""
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        f = float(value)
-        return f if math.isfinite(f) else {"float": repr(f)}
-    if value is None or isinstance(value, str):
-        return value
-    raise TypeError(f"cannot save a value of type {type(value).__name__}")
-
-
-def _from_jsonable(value, name="value"):
-    if isinstance(value, list):
-        return [_from_jsonable(v, name) for v in value]
-    if isinstance(value, int) and not isinstance(value, bool):
-        return _v.integer(value, name, low=-_v.MAX_INT)  # counters: no 401-digit t_
-    if isinstance(value, dict):
-        if set(value) != {"float"} or value["float"] not in ("inf", "-inf", "nan"):
-            raise ValueError(f"invalid saved value {value!r}")
-        return float(value["float"])
-    return value
-
-
-def _params_to_json(est) -> dict:
-    out = {}
-    for k, value in est.get_params(deep=False).items():
-        if k == "random_state":
-            # A RandomState's state is not plain metadata; the fitted model carries
-            # its own random streams, so only integer seeds are kept.
-            value = value if isinstance(value, numbers.Integral) else None
-        elif k == "schedule" and value is not None:
-            value = {"schedule": schedule_to_config(value)}
-        elif k == "dtype" and value is not None:
-            value = np.dtype(value).name
-        elif k == "hidden_layer_sizes" and not hasattr(value, "__iter__"):
-            value = [value]
-        out[k] = _jsonable(value) if k != "schedule" else value
-    return out
-
-
-def _params_from_json(params: dict) -> dict:
-    out = {}
-    for k, value in params.items():
-        if k == "schedule" and value is not None:
-            value = schedule_from_config(value["schedule"])
-        elif k == "hidden_layer_sizes":
-            value = tuple(value)
-        else:
-            value = _from_jsonable(value, k)
-        out[k] = value
-    return out
+# --- class labels in saved files (the JSON helpers are in fastnn.io) -----------------------
 
 
 def _classes_to_payload(classes):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import re
 import stat
@@ -30,6 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from . import _validation as _v
+from .schedules import schedule_from_config, schedule_to_config
 
 __all__ = [
     "save",
@@ -362,6 +366,74 @@ def _is_sklearn_estimator(obj) -> bool:
     return base is not None and isinstance(obj, base)
 
 
+# --- JSON values of the kinds' own metadata ------------------------------------------------
+# A kind's metadata is JSON, which has no infinity or NaN and whose integers other
+# readers may not hold exactly; these helpers turn hyperparameters and fitted scalars
+# into JSON values and back, checking what comes back as the constructors would.
+
+
+def _jsonable(value):
+    """Python / NumPy scalars and lists as JSON values; non-finite floats as strings."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        f = float(value)
+        return f if math.isfinite(f) else {"float": repr(f)}
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"cannot save a value of type {type(value).__name__}")
+
+
+def _from_jsonable(value, name="value"):
+    """A value :func:`_jsonable` wrote, integers checked (``name`` in the error)."""
+    if isinstance(value, list):
+        return [_from_jsonable(v, name) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _v.integer(value, name, low=-_v.MAX_INT)  # counters: no 401-digit t_
+    if isinstance(value, dict):
+        if set(value) != {"float"} or value["float"] not in ("inf", "-inf", "nan"):
+            raise ValueError(f"invalid saved value {value!r}")
+        return float(value["float"])
+    return value
+
+
+def _params_to_json(est) -> dict:
+    """An estimator's ``get_params(deep=False)`` as JSON values (:func:`_params_from_json`
+    reverses it)."""
+    out = {}
+    for k, value in est.get_params(deep=False).items():
+        if k == "random_state":
+            # A RandomState's state is not plain metadata; the fitted model carries
+            # its own random streams, so only integer seeds are kept.
+            value = value if isinstance(value, numbers.Integral) else None
+        elif k == "schedule" and value is not None:
+            value = {"schedule": schedule_to_config(value)}
+        elif k == "dtype" and value is not None:
+            value = np.dtype(value).name
+        elif k == "hidden_layer_sizes" and not hasattr(value, "__iter__"):
+            value = [value]
+        out[k] = _jsonable(value) if k != "schedule" else value
+    return out
+
+
+def _params_from_json(params: dict) -> dict:
+    """The constructor arguments :func:`_params_to_json` wrote."""
+    out = {}
+    for k, value in params.items():
+        if k == "schedule" and value is not None:
+            value = schedule_from_config(value["schedule"])
+        elif k == "hidden_layer_sizes":
+            value = tuple(value)
+        else:
+            value = _from_jsonable(value, k)
+        out[k] = value
+    return out
+
+
 # --- reading -------------------------------------------------------------------------------
 
 
@@ -528,9 +600,7 @@ def _check_entry(path, name, info):
 
 
 def _short_shape(shape) -> str:
-    from ._validation import show_number
-
-    return "[" + ", ".join(show_number(d) for d in shape) + "]"
+    return "[" + ", ".join(_v.show_number(d) for d in shape) + "]"
 
 
 def _brief(value) -> str:
