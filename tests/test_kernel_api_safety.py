@@ -557,7 +557,7 @@ def _train_on(path, schedule, net):
     X, y = _rate_data(net)
     opt = fastnn.SGD(schedule)
     if path == "compiled epoch":
-        assert fastnn._fused.supports(net, opt)
+        assert fastnn._epoch.supports(net, opt)
         net.train_epoch(X, y, opt, 8, shuffle=False)
     elif path == "step path":
         net.train_epoch(X, y, opt, 8, shuffle=False, on_step=lambda j, loss: None)

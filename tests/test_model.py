@@ -416,7 +416,7 @@ def test_cross_entropy_needs_two_outputs():
 
 
 def test_training_reuses_its_workspaces(monkeypatch):
-    monkeypatch.setattr("fastnn._fused.supports", lambda model, optimizer: False)
+    monkeypatch.setattr("fastnn._epoch.supports", lambda model, optimizer: False)
     X, y = _data(100), np.arange(100) % 2
     net = MLP([3, 8, 2], loss="cross_entropy", backend="numpy", random_state=0)
     net.fit(X, y, epochs=1, batch_size=32)

@@ -1,5 +1,5 @@
 """Optimizers: the formulas of docs/spec.md §5 over the flat buffers, weight decay slicing,
-clipping, frozen layers, one fused kernel call per step, divergence guard, state
+clipping, frozen layers, one kernel call per step, divergence guard, state
 save/restore."""
 
 import math
@@ -186,7 +186,7 @@ class _Spy:
 @pytest.mark.parametrize(
     "wd, decay_biases, frozen, calls",
     [
-        (0.0, False, [], 1),  # one fused call over the whole flat buffer
+        (0.0, False, [], 1),  # one call over the whole flat buffer
         (1e-4, True, [], 1),  # decaying everything: still one call
         (1e-4, False, [], 2),  # weights decayed, biases not: two slices
         (0.0, False, [0], 2),  # frozen first layer: its bias splits W1 W2 | b1 b2
@@ -194,7 +194,7 @@ class _Spy:
         (0.0, False, [1], 3),  # frozen middle layer: W0 | W2 b0 | b2
     ],
 )
-def test_one_fused_kernel_call_per_step(wd, decay_biases, frozen, calls):
+def test_one_kernel_call_per_step(wd, decay_biases, frozen, calls):
     X, y = np.ones((8, 3)), np.zeros((8, 2))
     net = MLP([3, 4, 4, 2], backend="numpy", random_state=0)
     net.freeze(frozen)

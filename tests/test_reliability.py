@@ -5,7 +5,7 @@
   gradient never reaches the parameters -- on every backend, on the step-by-step path
   and on the whole-epoch compiled path.
 - Interruption: Ctrl-C leaves the model at its last completed step (the compiled path
-  is covered in test_fused.py, the numpy step path in test_training.py; the compiled
+  is covered in test_epoch.py, the numpy step path in test_training.py; the compiled
   backends' step path, the estimators and the command line are covered here), and a
   process killed (SIGKILL) in the middle of a checkpoint save leaves the previous
   checkpoint loadable.
@@ -39,7 +39,7 @@ import pytest
 
 import fastnn
 from _reliability_record import record
-from fastnn import MLP, SGD, Adam, DivergenceError, Momentum, _fused
+from fastnn import MLP, SGD, Adam, DivergenceError, Momentum, _epoch
 from fastnn.training import ModelCheckpoint
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -53,7 +53,7 @@ PATHS = ("compiled epoch", "step by step")
 
 def _path(monkeypatch, path):
     if path == "step by step":
-        monkeypatch.setattr(_fused, "supports", lambda model, optimizer: False)
+        monkeypatch.setattr(_epoch, "supports", lambda model, optimizer: False)
 
 
 def _regression(n=64, seed=0):
@@ -236,7 +236,7 @@ def test_ctrl_c_in_an_estimator_stops_at_a_step_boundary(backend, monkeypatch, t
     from fastnn import MLPClassifier
 
     X, y = _regression(256)
-    monkeypatch.setattr(_fused, "_FLOPS_PER_CALL", 1.0)  # one batch per compiled call
+    monkeypatch.setattr(_epoch, "_FLOPS_PER_CALL", 1.0)  # one batch per compiled call
     clf = MLPClassifier((8,), batch_size=16, max_iter=20, backend=backend, random_state=0)
     calls = []
     with warnings.catch_warnings():
@@ -244,7 +244,7 @@ def test_ctrl_c_in_an_estimator_stops_at_a_step_boundary(backend, monkeypatch, t
         clf.fit(X[:32], y[:32] > 0)
     kernel = (
         clf._model.kernels._raw.train_epoch
-        if _fused.supports(clf._model, clf._model.optimizer)
+        if _epoch.supports(clf._model, clf._model.optimizer)
         else None
     )
 
@@ -312,7 +312,7 @@ def test_ctrl_c_in_the_command_line(tmp_path):
         "Ctrl-C (SIGINT) during fit: the step path of the compiled backends "
         f"({', '.join(COMPILED)}), the estimators on every backend (in a compiled "
         "call), and a `fastnn train` process; (the compiled epoch path and numpy's "
-        "step path are tested in test_fused.py and test_training.py)",
+        "step path are tested in test_epoch.py and test_training.py)",
         len(COMPILED) + len(BACKENDS) + 1,
         "stops at the last completed step (the weights equal that step's), the model "
         "saves and reloads bit-identically; the command line exits 130 with one line",
@@ -547,7 +547,7 @@ def test_compiled_epochs_release_the_gil_and_run_at_the_same_time(backend, monke
     """Two threads each run one long compiled call (a whole epoch). The main thread keeps
     sampling both models' weights: it can only run while the calls hold no GIL, and it
     sees both models half-way through their epochs at the same moment."""
-    monkeypatch.setattr(_fused, "_FLOPS_PER_CALL", 1e18)  # one compiled call per epoch
+    monkeypatch.setattr(_epoch, "_FLOPS_PER_CALL", 1e18)  # one compiled call per epoch
     X, y = _class_data(100000)
     nets = _two_models(backend)
     for net in nets:

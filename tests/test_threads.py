@@ -87,7 +87,16 @@ def test_dense_kernels_make_the_reference_blocks(backend, dtype, m, n_in, n_out)
 
 
 def _fit(
-    backend, dtype, sizes, n_threads, *, fused=True, batch=128, n=256, epochs=2, monkeypatch=None
+    backend,
+    dtype,
+    sizes,
+    n_threads,
+    *,
+    epoch_kernel=True,
+    batch=128,
+    n=256,
+    epochs=2,
+    monkeypatch=None,
 ):
     rng = np.random.default_rng(1)
     X = rng.standard_normal((n, sizes[0]))
@@ -112,7 +121,7 @@ def _fit(
 
     monkeypatch.setattr(net.kernels._raw, "train_epoch", spy)
     for _ in range(epochs):
-        net.train_epoch(Xc, yc, opt, batch, on_step=None if fused else (lambda j, loss: 0))
+        net.train_epoch(Xc, yc, opt, batch, on_step=None if epoch_kernel else (lambda j, loss: 0))
     monkeypatch.undo()
     return net, opt, seen
 
@@ -150,10 +159,10 @@ def test_epoch_equals_the_step_path_with_one_blas_thread(backend, monkeypatch):
     sizes = [520, 600, 300, 7]
     with threadpool_limits(1, user_api="blas"):
         step, _, _ = _fit(
-            backend, "float32", sizes, 1, fused=False, epochs=1, monkeypatch=monkeypatch
+            backend, "float32", sizes, 1, epoch_kernel=False, epochs=1, monkeypatch=monkeypatch
         )
-    fused, _, _ = _fit(backend, "float32", sizes, 2, epochs=1, monkeypatch=monkeypatch)
-    np.testing.assert_array_equal(step.params, fused.params)
+    epoch, _, _ = _fit(backend, "float32", sizes, 2, epochs=1, monkeypatch=monkeypatch)
+    np.testing.assert_array_equal(step.params, epoch.params)
 
 
 @contextlib.contextmanager

@@ -29,8 +29,8 @@ def _net(**kw):
 def _step_by_step(monkeypatch):
     """Make fit use the step-by-step path: these tests instrument train_step, the loss
     or the optimizer, which the whole-epoch kernel does not call back into (its
-    equivalence with this path is tested in test_fused.py)."""
-    monkeypatch.setattr("fastnn._fused.supports", lambda model, optimizer: False)
+    equivalence with this path is tested in test_epoch.py)."""
+    monkeypatch.setattr("fastnn._epoch.supports", lambda model, optimizer: False)
 
 
 def _record_batches(net):

@@ -6,7 +6,7 @@ argument checks, output allocation and contiguity handling that kernels never do
 model code calls the same methods whichever backend runs.
 
 The raw functions themselves are kept in ``Backend._raw``: private, unchecked
-internal API used by fastnn's own hot paths (``fastnn._fused``), which prepare
+internal API used by fastnn's own hot paths (``fastnn._epoch``), which prepare
 their arguments themselves. The compiled kernels do no bounds checks, so an
 inconsistent length there reads or writes out of bounds; call the checked methods.
 """
@@ -32,7 +32,7 @@ BACKENDS = ("numpy", "numba", "cython")
 # Kernel families; each backend has one module per family with the same names
 # (fastnn.reference.<f>, fastnn._kernels.<f>_numba, fastnn._kernels.<f>_cython).
 # FAMILIES hold the kernels behind Backend's checked methods (fastnn.reference.__all__);
-# MODEL_FAMILIES hold whole-model kernels (train_epoch), which only fastnn._fused calls,
+# MODEL_FAMILIES hold whole-model kernels (train_epoch), which only fastnn._epoch calls,
 # with the arguments it prepares itself.
 FAMILIES = ("activations", "dense", "losses", "optimizers", "normalization")
 MODEL_FAMILIES = ("training",)

@@ -57,8 +57,11 @@ class Loss:
     name : str
         Key in :data:`LOSSES`.
     fused : bool
-        True when the output layer produces logits and the loss applies the sigmoid or
-        softmax itself (the output layer's activation is then "identity").
+        True when the loss is fused with its output activation: the output layer
+        produces logits and the loss applies the sigmoid or softmax itself (the output
+        layer's activation is then "identity"). This is the only meaning of "fused" in
+        fastnn; the compiled whole-epoch training is the "epoch kernel"
+        (``fastnn._epoch``).
     is_classifier : bool
         True for the cross-entropies (accuracy is reported, ``predict_proba`` works).
     """

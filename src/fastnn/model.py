@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _fused, _threads
+from . import _epoch, _threads
 from . import _validation as v
 from ._backend import backend as _get_backend
 from ._backend import default_backend_name
@@ -528,7 +528,7 @@ class MLP:
         self._frozen_version = 0
         self._train_spaces: OrderedDict[int, _TrainSpace] = OrderedDict()
         self._eval_pool = _EvalPool(self._MAX_EVAL_SPACES)
-        self._epoch_plans: dict[int, _fused.EpochPlan] = {}
+        self._epoch_plans: dict[int, _epoch.EpochPlan] = {}
 
     def _init_layer(self, layer):
         name = default_init(layer.activation) if self.init == "auto" else self.init
@@ -1120,10 +1120,10 @@ class MLP:
             order = v.index_array(order, "order", n, n, "row indices", "one row index per sample")
         elif shuffle:
             order = self.rngs["shuffle"].permutation(n)
-        if on_step is None and _fused.supports(self, optimizer):
+        if on_step is None and _epoch.supports(self, optimizer):
             if order is None:
                 order = np.arange(n, dtype=np.int64)
-            return _fused.train_epoch(self, X, y, optimizer, batch_size, order, poll)
+            return _epoch.train_epoch(self, X, y, optimizer, batch_size, order, poll)
         total, correct = 0.0, 0
         classify = self.loss.is_classifier
         for j, (s, e) in enumerate(self._batches(n, batch_size)):

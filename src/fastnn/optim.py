@@ -1,4 +1,4 @@
-"""Optimizers (docs/spec.md §5): one fused kernel call per step over a model's flat buffers.
+"""Optimizers (docs/spec.md §5): one kernel call per step over a model's flat buffers.
 
 Every model keeps all its parameters in one contiguous buffer (weights of every layer
 first, then biases and normalisation parameters) and all gradients in a matching one.

@@ -6,7 +6,7 @@ the C call, sums that follow NumPy's pairwise order past its 128-value block and
 8192-value cast buffer (bit for bit: the Cython reductions take NumPy's order), the
 CPU-dispatched loops of fastnn_simd.h (every instruction-set version gives the same
 bits), and the whole-epoch kernel: its entry checks and its equality with the step
-path for the activations and losses tests/test_fused.py does not cover.
+path for the activations and losses tests/test_epoch.py does not cover.
 """
 
 import ctypes
@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import _fused
+from fastnn import _epoch
 from fastnn._backend import FAMILIES, MODEL_FAMILIES
 from fastnn._kernels import codes
 from fastnn.optim import Adam, AdamW, Momentum, RMSProp
@@ -459,7 +459,7 @@ def test_simd_versions_give_identical_bits(simd_versions, dtype):
 
 
 def _epoch_args(dtype=np.float32, sparse=True, n=50, batch_size=16):
-    """Valid train_epoch arguments for a 3-8-4 ReLU net with Adam, as _fused builds them."""
+    """Valid train_epoch arguments for a 3-8-4 ReLU net with Adam, as _epoch builds them."""
     rng = np.random.default_rng(0)
     net = fastnn.MLP(
         [3, 8, 4],
@@ -471,7 +471,7 @@ def _epoch_args(dtype=np.float32, sparse=True, n=50, batch_size=16):
     X = rng.standard_normal((n, 3)).astype(dtype)
     labels = rng.integers(0, 4, n)
     y = np.eye(4, dtype=dtype)[labels]
-    plan = _fused.EpochPlan(net, batch_size)
+    plan = _epoch.EpochPlan(net, batch_size)
     opt = Adam(lr=1e-2)
     opt._bind(net)
     n_batches = -(-n // batch_size)
@@ -496,7 +496,7 @@ def _epoch_args(dtype=np.float32, sparse=True, n=50, batch_size=16):
         opt_code=codes.OPT_ADAM,
         state1=opt.state["m"],
         state2=opt.state["v"],
-        hyper=_fused._hyper(opt),
+        hyper=_epoch._hyper(opt),
         lrs=np.full(n_batches, 1e-2),
         batch_start=0,
         batch_stop=n_batches,
@@ -580,16 +580,16 @@ def _fit_both_paths(layers, acts, loss, output_activation, dtype, y, optimizer):
     X = rng.standard_normal((45, layers[0]))
     kw = {} if output_activation is None else {"output_activation": output_activation}
     nets = []
-    for fused in (True, False):
+    for epoch_kernel in (True, False):
         net = fastnn.MLP(
             layers, acts, loss=loss, dtype=dtype, backend="cython", random_state=5, **kw
         )
         opt = optimizer()
-        assert _fused.supports(net, opt)
+        assert _epoch.supports(net, opt)
         Xc, yc = net.check_data(X, y)
         logs = []
         for shuffle in (True, False):  # shuffled; then in order with a partial batch
-            if fused:
+            if epoch_kernel:
                 logs.append(net.train_epoch(Xc, yc, opt, 16, shuffle=shuffle))
             else:  # on_step makes MLP.train_epoch take the step-by-step path
                 logs.append(
@@ -612,7 +612,7 @@ FIT_CASES = [
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("case", range(len(FIT_CASES)))
-def test_fused_epoch_equals_step_path_for_every_activation(case, dtype):
+def test_epoch_kernel_equals_step_path_for_every_activation(case, dtype):
     layers, acts, loss, out_act, target = FIT_CASES[case]
     rng = np.random.default_rng(4)
     y = {

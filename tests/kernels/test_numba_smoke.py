@@ -154,7 +154,7 @@ def test_every_kernel_releases_the_gil_and_never_uses_fast_math():
 
 
 def _epoch_args(monkeypatch, n=50, batch=16, loss="cross_entropy", dtype="float32"):
-    """The arguments fastnn._fused passes to train_epoch for a small model, as a list,
+    """The arguments fastnn._epoch passes to train_epoch for a small model, as a list,
     and the names of training_numba._ARGS."""
     from fastnn._kernels import training_numba as T
     from fastnn.optim import Adam
@@ -290,9 +290,9 @@ def test_epoch_kernel_is_cached_and_loads_in_a_new_process(tmp_path):
     assert warm["params"] == cold["params"] and warm["loss"] == cold["loss"]
 
 
-def _fused_and_step(activations, loss, dtype, monkeypatch):
+def _epoch_and_step(activations, loss, dtype, monkeypatch):
     """(params, logs) after two epochs through train_epoch and through the step path."""
-    from fastnn import _fused
+    from fastnn import _epoch
     from fastnn.optim import Adam
 
     rng = np.random.default_rng(3)
@@ -304,7 +304,7 @@ def _fused_and_step(activations, loss, dtype, monkeypatch):
     }[loss]
     n_out = 2 if loss == "mse" else 3
     runs = []
-    for fused in (True, False):
+    for epoch_kernel in (True, False):
         net = fastnn.MLP(
             [4] + [5] * len(activations) + [n_out],
             activations,
@@ -315,9 +315,9 @@ def _fused_and_step(activations, loss, dtype, monkeypatch):
         )
         X_, y_ = net.check_data(X, y)
         opt = Adam(lr=0.05, clip_norm=0.5)
-        assert _fused.supports(net, opt)
-        if not fused:
-            monkeypatch.setattr(_fused, "supports", lambda model, optimizer: False)
+        assert _epoch.supports(net, opt)
+        if not epoch_kernel:
+            monkeypatch.setattr(_epoch, "supports", lambda model, optimizer: False)
         # shuffled, then in order (the kernel then reads X in place)
         logs = [net.train_epoch(X_, y_, opt, 16, shuffle=shuffle) for shuffle in (True, False)]
         monkeypatch.undo()
@@ -326,38 +326,38 @@ def _fused_and_step(activations, loss, dtype, monkeypatch):
 
 
 def test_epoch_kernel_equals_step_path_for_every_activation(monkeypatch):
-    """tests/test_fused.py covers the losses and optimizers; here every activation code
+    """tests/test_epoch.py covers the losses and optimizers; here every activation code
     goes through the epoch kernel's own forward and backward dispatch."""
     acts = ["identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softmax"]
-    fused, step = _fused_and_step(acts, "mse", "float64", monkeypatch)
-    np.testing.assert_array_equal(fused[0], step[0])
-    np.testing.assert_array_equal(fused[2], step[2])
-    assert fused[1] == step[1] and fused[3] == step[3] == 10
+    epoch, step = _epoch_and_step(acts, "mse", "float64", monkeypatch)
+    np.testing.assert_array_equal(epoch[0], step[0])
+    np.testing.assert_array_equal(epoch[2], step[2])
+    assert epoch[1] == step[1] and epoch[3] == step[3] == 10
 
 
 _PY_MODE_SCRIPT = textwrap.dedent("""
     import numpy as np
     import fastnn
-    from fastnn import _fused
+    from fastnn import _epoch
     from fastnn.optim import Adam
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((40, 3))
     labels = rng.integers(0, 3, 40)
-    supports = _fused.supports
+    supports = _epoch.supports
     for acts, loss, y in ((["tanh", "softmax"], "cross_entropy", labels),
                           ("relu", "binary_cross_entropy", np.eye(3)[labels])):
         runs = []
-        for fused in (True, False):
+        for epoch_kernel in (True, False):
             net = fastnn.MLP([3, 5, 4, 3], acts, loss=loss, backend="numba",
                              random_state=0)
             X_, y_ = net.check_data(X, y)
             opt = Adam(lr=0.05, clip_norm=0.3)
-            _fused.supports = supports if fused else (lambda model, optimizer: False)
+            _epoch.supports = supports if epoch_kernel else (lambda model, optimizer: False)
             logs = [net.train_epoch(X_, y_, opt, 16, shuffle=shuffle)
                     for shuffle in (True, False)]
             runs.append((net.params, logs))
-        _fused.supports = supports
+        _epoch.supports = supports
         assert np.array_equal(runs[0][0], runs[1][0]), (acts, loss)
         assert runs[0][1] == runs[1][1], (acts, loss)
     print("ok")

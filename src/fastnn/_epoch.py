@@ -5,6 +5,10 @@ loss, backward and the optimizer update of every mini-batch inside one compiled 
 This module decides when a model can use it, prepares the arrays it takes once per
 batch size (so steps allocate nothing) and turns its status into the same results and
 errors as the step-by-step path.
+
+Vocabulary: this is the "epoch kernel" (or epoch path), as opposed to the "step path"
+(``MLP.train_step`` per mini-batch). "Fused" in fastnn means one thing only, a loss
+computed together with its output activation (:attr:`fastnn.losses.Loss.fused`).
 """
 
 from __future__ import annotations

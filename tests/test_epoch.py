@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import _fused
+from fastnn import _epoch
 from fastnn.optim import SGD, Adagrad, Adam, AdamW, DivergenceError, Momentum, Nesterov, RMSProp
 from fastnn.schedules import InverseScaling, StepDecay
 
@@ -39,7 +39,9 @@ def _data(loss, n=150, seed=0):
     return X, y
 
 
-def _train(backend, loss, make_opt, dtype, *, fused, frozen=False, epochs=3, monkeypatch=None):
+def _train(
+    backend, loss, make_opt, dtype, *, epoch_kernel, frozen=False, epochs=3, monkeypatch=None
+):
     X, y = _data(loss)
     net = fastnn.MLP(
         [5, 12, 7, 3 if loss != "mse" else 2],
@@ -52,17 +54,17 @@ def _train(backend, loss, make_opt, dtype, *, fused, frozen=False, epochs=3, mon
     if frozen:
         net.freeze(0)
     opt = make_opt()
-    assert _fused.supports(net, opt), "every backend must provide train_epoch"
+    assert _epoch.supports(net, opt), "every backend must provide train_epoch"
     calls = []
     kernel = net.kernels._raw.train_epoch
     monkeypatch.setattr(
         net.kernels._raw, "train_epoch", lambda *a: (calls.append(1), kernel(*a))[1]
     )
-    if not fused:
-        monkeypatch.setattr(_fused, "supports", lambda model, optimizer: False)
+    if not epoch_kernel:
+        monkeypatch.setattr(_epoch, "supports", lambda model, optimizer: False)
     hist = fastnn.fit(net, X, y, optimizer=opt, epochs=epochs, batch_size=32)
     monkeypatch.undo()
-    assert bool(calls) == fused  # fit really took the path under test
+    assert bool(calls) == epoch_kernel  # fit really took the path under test
     return net, opt, hist
 
 
@@ -71,9 +73,13 @@ def _train(backend, loss, make_opt, dtype, *, fused, frozen=False, epochs=3, mon
 @pytest.mark.parametrize(
     "loss", ["cross_entropy", "cross_entropy_onehot", "binary_cross_entropy", "mse"]
 )
-def test_fused_epoch_equals_step_path_for_every_loss(backend, dtype, loss, monkeypatch):
-    a, oa, ha = _train(backend, loss, OPTIMIZERS[5], dtype, fused=True, monkeypatch=monkeypatch)
-    b, ob, hb = _train(backend, loss, OPTIMIZERS[5], dtype, fused=False, monkeypatch=monkeypatch)
+def test_epoch_kernel_equals_step_path_for_every_loss(backend, dtype, loss, monkeypatch):
+    a, oa, ha = _train(
+        backend, loss, OPTIMIZERS[5], dtype, epoch_kernel=True, monkeypatch=monkeypatch
+    )
+    b, ob, hb = _train(
+        backend, loss, OPTIMIZERS[5], dtype, epoch_kernel=False, monkeypatch=monkeypatch
+    )
     np.testing.assert_array_equal(a.params, b.params)
     assert oa.t == ob.t == 3 * 5
     assert ha.history["loss"] == hb.history["loss"]
@@ -83,13 +89,13 @@ def test_fused_epoch_equals_step_path_for_every_loss(backend, dtype, loss, monke
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("make_opt", OPTIMIZERS)
 @pytest.mark.parametrize("frozen", [False, True])
-def test_fused_epoch_equals_step_path_for_every_optimizer(backend, make_opt, frozen, monkeypatch):
+def test_epoch_kernel_equals_step_path_for_every_optimizer(backend, make_opt, frozen, monkeypatch):
     a, oa, _ = _train(
         backend,
         "cross_entropy",
         make_opt,
         "float32",
-        fused=True,
+        epoch_kernel=True,
         frozen=frozen,
         monkeypatch=monkeypatch,
     )
@@ -98,7 +104,7 @@ def test_fused_epoch_equals_step_path_for_every_optimizer(backend, make_opt, fro
         "cross_entropy",
         make_opt,
         "float32",
-        fused=False,
+        epoch_kernel=False,
         frozen=frozen,
         monkeypatch=monkeypatch,
     )
@@ -111,22 +117,32 @@ def test_fused_epoch_equals_step_path_for_every_optimizer(backend, make_opt, fro
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_epoch_cut_into_calls_gives_the_same_weights(backend, monkeypatch):
     a, _, ha = _train(
-        backend, "cross_entropy", OPTIMIZERS[5], "float64", fused=True, monkeypatch=monkeypatch
+        backend,
+        "cross_entropy",
+        OPTIMIZERS[5],
+        "float64",
+        epoch_kernel=True,
+        monkeypatch=monkeypatch,
     )
-    monkeypatch.setattr(_fused, "_FLOPS_PER_CALL", 1.0)  # one batch per call
+    monkeypatch.setattr(_epoch, "_FLOPS_PER_CALL", 1.0)  # one batch per call
     b, _, hb = _train(
-        backend, "cross_entropy", OPTIMIZERS[5], "float64", fused=True, monkeypatch=monkeypatch
+        backend,
+        "cross_entropy",
+        OPTIMIZERS[5],
+        "float64",
+        epoch_kernel=True,
+        monkeypatch=monkeypatch,
     )
     np.testing.assert_array_equal(a.params, b.params)
     assert ha.history["loss"] == hb.history["loss"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_fused_epoch_stops_on_divergence_with_parameters_untouched(backend):
+def test_epoch_kernel_stops_on_divergence_with_parameters_untouched(backend):
     X, y = _data("mse")
     net = fastnn.MLP([5, 12, 2], "relu", loss="mse", backend=backend, random_state=0)
     opt = SGD(lr=1e6)
-    assert _fused.supports(net, opt)
+    assert _epoch.supports(net, opt)
     with pytest.raises(DivergenceError) as info:
         net.train_epoch(*net.check_data(X, y), opt, batch_size=16)
     assert info.value.what in ("loss", "gradient")
@@ -136,13 +152,13 @@ def test_fused_epoch_stops_on_divergence_with_parameters_untouched(backend):
 
 def test_models_with_batch_norm_use_the_step_path_and_dropout_the_kernel():
     opt = Adam()
-    assert not _fused.supports(fastnn.MLP([3, 4, 2], batch_norm=True, backend="numpy"), opt)
-    assert _fused.supports(fastnn.MLP([3, 4, 2], dropout=0.2, backend="numpy"), opt)
+    assert not _epoch.supports(fastnn.MLP([3, 4, 2], batch_norm=True, backend="numpy"), opt)
+    assert _epoch.supports(fastnn.MLP([3, 4, 2], dropout=0.2, backend="numpy"), opt)
 
     class MyAdam(Adam):
         pass
 
-    assert not _fused.supports(fastnn.MLP([3, 4, 2], backend="numpy"), MyAdam())
+    assert not _epoch.supports(fastnn.MLP([3, 4, 2], backend="numpy"), MyAdam())
 
 
 # --- dropout in the whole-epoch contract (docs/spec.md §7) -----------------------------
@@ -164,7 +180,7 @@ def _dropout_net(backend, dtype="float32", n_threads=1, loss="mse"):
 
 
 def _fit(net, path, make_opt=OPTIMIZERS[5], epochs=3, monkeypatch=None):
-    """fit through the epoch kernel ("fused"), the step path ("step") or the NumPy
+    """fit through the epoch kernel ("epoch"), the step path ("step") or the NumPy
     reference contract on this backend's model ("reference")."""
     X, y = _data(net.loss.name)
     opt = make_opt()
@@ -173,7 +189,7 @@ def _fit(net, path, make_opt=OPTIMIZERS[5], epochs=3, monkeypatch=None):
 
         monkeypatch.setattr(net.kernels._raw, "train_epoch", training.train_epoch)
     if path == "step":
-        monkeypatch.setattr(_fused, "supports", lambda model, optimizer: False)
+        monkeypatch.setattr(_epoch, "supports", lambda model, optimizer: False)
     hist = fastnn.fit(net, X, y, optimizer=opt, epochs=epochs, batch_size=32)
     if monkeypatch is not None:
         monkeypatch.undo()
@@ -187,12 +203,12 @@ def test_dropout_epoch_kernel_equals_reference_and_step_path(backend, dtype, los
     """The epoch kernel gives the step path's weights bit for bit; relu mse models (no
     transcendental) also the NumPy reference contract's."""
     runs = {}
-    paths = ("fused", "step", "reference") if loss == "mse" else ("fused", "step")
+    paths = ("epoch", "step", "reference") if loss == "mse" else ("epoch", "step")
     for path in paths:
         net = _dropout_net(backend, dtype, loss=loss)
         calls = []
         kernel = net.kernels._raw.train_epoch
-        if path == "fused":
+        if path == "epoch":
             monkeypatch.setattr(
                 net.kernels._raw,
                 "train_epoch",
@@ -200,15 +216,15 @@ def test_dropout_epoch_kernel_equals_reference_and_step_path(backend, dtype, los
             )
         opt, hist = _fit(net, path, monkeypatch=monkeypatch)
         monkeypatch.undo()
-        assert bool(calls) == (path == "fused")
+        assert bool(calls) == (path == "epoch")
         runs[path] = (net, opt, hist)
-    a = runs["fused"][0]
+    a = runs["epoch"][0]
     assert a._dropout_step == runs["step"][0]._dropout_step == 15
     for path in paths[1:]:
         net, opt, hist = runs[path]
         np.testing.assert_array_equal(a.params, net.params, err_msg=path)
-        assert runs["fused"][2].history["loss"] == hist.history["loss"]
-        assert runs["fused"][1].last_grad_norm == opt.last_grad_norm
+        assert runs["epoch"][2].history["loss"] == hist.history["loss"]
+        assert runs["epoch"][1].last_grad_norm == opt.last_grad_norm
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -219,7 +235,7 @@ def test_dropout_weights_agree_across_backends_and_thread_counts(dtype):
     for backend in BACKENDS:
         for n_threads in (1, 2):
             net = _dropout_net(backend, dtype, n_threads)
-            _fit(net, "fused")
+            _fit(net, "epoch")
             nets.append(((backend, n_threads), net))
     for name, net in nets[1:]:
         np.testing.assert_array_equal(nets[0][1].params, net.params, err_msg=str(name))
@@ -334,7 +350,7 @@ def test_ctrl_c_stops_between_compiled_calls_at_a_step_boundary(backend, monkeyp
 
     X, y = _data("cross_entropy", n=64)
     net = fastnn.MLP([5, 8, 3], loss="cross_entropy", backend=backend, random_state=0)
-    monkeypatch.setattr(_fused, "_FLOPS_PER_CALL", 1.0)  # one batch per call
+    monkeypatch.setattr(_epoch, "_FLOPS_PER_CALL", 1.0)  # one batch per call
     after = []
     kernel = net.kernels._raw.train_epoch
 
@@ -358,8 +374,8 @@ def test_ctrl_c_stops_between_compiled_calls_at_a_step_boundary(backend, monkeyp
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("fused", [True, False], ids=["epoch kernel", "step path"])
-def test_an_explicit_order_visits_the_rows_in_that_order(backend, fused):
+@pytest.mark.parametrize("epoch_kernel", [True, False], ids=["epoch kernel", "step path"])
+def test_an_explicit_order_visits_the_rows_in_that_order(backend, epoch_kernel):
     """train_epoch(order=o) on X trains exactly as an unshuffled epoch on X[o]."""
     X, y = _data("cross_entropy", n=90)
     order = np.random.default_rng(5).permutation(90)
@@ -368,7 +384,7 @@ def test_an_explicit_order_visits_the_rows_in_that_order(backend, fused):
         for _ in range(2)
     ]
     opts = [Adam(lr=0.01), Adam(lr=0.01)]
-    on_step = None if fused else (lambda j, loss: None)
+    on_step = None if epoch_kernel else (lambda j, loss: None)
     a = nets[0].train_epoch(*nets[0].check_data(X, y), opts[0], 16, order=order, on_step=on_step)
     b = nets[1].train_epoch(
         *nets[1].check_data(X[order], y[order]), opts[1], 16, shuffle=False, on_step=on_step
@@ -437,7 +453,7 @@ def test_every_hidden_activation_trains_alike_in_the_epoch_kernel(
     path's weights bit for bit (the same kernels in the same order)."""
     X, y = _data("cross_entropy", n=70)
     nets = []
-    for fused in (True, False):
+    for epoch_kernel in (True, False):
         net = fastnn.MLP(
             [5, 9, 6, 3], activation, loss="cross_entropy", dtype=dtype, backend=backend,
             random_state=2,
@@ -447,11 +463,11 @@ def test_every_hidden_activation_trains_alike_in_the_epoch_kernel(
         monkeypatch.setattr(
             net.kernels._raw, "train_epoch", lambda *a, k=kernel, c=calls: (c.append(1), k(*a))[1]
         )
-        if not fused:
-            monkeypatch.setattr(_fused, "supports", lambda model, optimizer: False)
+        if not epoch_kernel:
+            monkeypatch.setattr(_epoch, "supports", lambda model, optimizer: False)
         fastnn.fit(net, X, y, optimizer=Adam(lr=0.01), epochs=2, batch_size=16)
         monkeypatch.undo()
-        assert bool(calls) == fused
+        assert bool(calls) == epoch_kernel
         nets.append(net)
     np.testing.assert_array_equal(nets[0].params, nets[1].params)
     assert np.isfinite(nets[0].params).all()
