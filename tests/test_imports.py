@@ -137,6 +137,21 @@ def test_the_training_loop_does_not_import_the_model_module():
             )
 
 
+def test_the_estimators_use_no_private_name_of_the_training_loop():
+    # They drive training.run_epochs; reaching into the loop's internals (as they once
+    # took its _DeferredInterrupt) would let the two loops drift apart again.
+    tree = ast.parse((SRC / "fastnn" / "estimators.py").read_text(encoding="utf-8"))
+    names = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        and _imported_modules("fastnn.estimators", node, False) == {"fastnn.training"}
+        for alias in node.names
+    }
+    assert "run_epochs" in names
+    assert not [name for name in names if name.startswith("_")], names
+
+
 PUBLIC = sorted(
     name for name in MODULES if not any(part.startswith("_") for part in name.split("."))
 )

@@ -655,6 +655,31 @@ def test_divergence_is_a_clear_value_error():
     assert all(np.isfinite(w).all() for w in est.coefs_)
 
 
+def test_an_update_that_overflows_rolls_back_the_network_and_its_optimizer():
+    # One batch per epoch: the first update overflows the weights, which the check
+    # after the epoch sees. The network and its optimizer both go back to the start of
+    # that epoch (the shared training loop's rollback), so they stay consistent.
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((200, 3))
+    y = X @ [1.0, -2.0, 0.5]
+    est = MLPRegressor(
+        hidden_layer_sizes=(8,),
+        solver="sgd",
+        learning_rate_init=1e307,
+        momentum=0.9,
+        batch_size=200,
+        max_iter=20,
+        random_state=0,
+    )
+    with pytest.raises(ValueError, match="iteration 1: the weights became non-finite") as info:
+        est.fit(X * 1e5, y * 1e5)
+    assert info.value.__cause__ is None
+    opt = est._model.optimizer
+    assert opt.t == 0 and est.n_iter_ == 0
+    assert np.isfinite(est._model.params).all()
+    assert all(np.isfinite(a).all() for a in opt.state.values())
+
+
 # --- scikit-learn's tools --------------------------------------------------------------------
 
 

@@ -129,6 +129,7 @@ from .io import (
 from .model import MLP, _r2
 from .optim import OPTIMIZERS, AdamW, DivergenceError
 from .schedules import Constant, Schedule
+from .training import BestState, Diverged, run_epochs
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -632,94 +633,99 @@ class _BaseMLP(BaseEstimator):
         alpha = self._penalty_weight()
         own_lr = self.schedule is None
         lr_scale = self._lr_scale()
-        snapshot = (model.params.copy(), model.buffers.copy())
         # scikit-learn's best-validation weights start as the network's weights at the
         # start (its _best_coefs), so an early stop always has weights to restore.
-        best = model.get_state() if self.early_stopping else None
-        order = np.arange(n)
-        from .training import _DeferredInterrupt
+        best = BestState(model, now=True) if self.early_stopping else None
+        rows_order = np.arange(n)
+        sq0 = 0.0  # ||W||^2 at the start of the epoch (with a penalty)
+        # Warnings of the epochs are warned once the loop is left, from here: their
+        # stacklevel then names the user's fit / partial_fit call.
+        pending: list[tuple[str, type[Warning]]] = []
 
-        interrupt = _DeferredInterrupt()
+        def before_epoch(epoch):
+            nonlocal sq0
+            if own_lr:
+                self._set_rate(opt, self._learning_rate * lr_scale)
+            sq0 = self._sq_weights() if alpha else 0.0
+
+        def order(epoch):
+            nonlocal rows_order
+            if not self.shuffle:
+                return None
+            # scikit-learn's batches: its shuffle of the last epoch's order, drawn
+            # from the same RandomState
+            rows_order = shuffle(rows_order, random_state=rs)
+            return rows_order
+
+        def after_epoch(epoch, logs) -> bool:
+            loss = logs["loss"] * loss_scale
+            if alpha:
+                # scikit-learn adds alpha/2 ||W||^2 / m to every batch's loss, at the
+                # weights that batch saw (before its update). The epoch runs in one
+                # compiled call, so ||W||^2 is taken at its start and end and
+                # interpolated linearly over its steps: exact for one batch per epoch,
+                # within the curvature of ||W||^2 otherwise.
+                sq1 = self._sq_weights()
+                seen = n_batches * sq0 + 0.5 * (n_batches - 1) * (sq1 - sq0)
+                loss += 0.5 * alpha * seen / n
+            self.n_iter_ += 1
+            self.loss_ = loss
+            self.t_ += n
+            self.loss_curve_.append(loss)
+            opt.end_epoch(loss)
+            if self.verbose:
+                print(f"Iteration {self.n_iter_:d}, loss = {self.loss_:.8f}")
+            if best is not None:
+                self._update_no_improvement_count_val(self._validation_score(Xv, Yv), best)
+            else:
+                self._update_no_improvement_count_loss()
+            if own_lr and self._uses_lr_schedule() and self.learning_rate == "invscaling":
+                self._learning_rate = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
+            if self._no_improvement_count > self.n_iter_no_change:
+                if self._trigger_stopping():
+                    return True
+                self._no_improvement_count = 0
+            if incremental:
+                return True
+            if self.n_iter_ == self.max_iter:
+                pending.append(
+                    (
+                        f"Stochastic Optimizer: Maximum iterations ({self.max_iter:d}) "
+                        f"reached and the optimization hasn't converged yet.",
+                        ConvergenceWarning,
+                    )
+                )
+            return False
+
         self.n_iter_ = 0
+        interrupted = False
         try:
-            with interrupt:
-                for _ in range(self.max_iter):
-                    if own_lr:
-                        self._set_rate(opt, self._learning_rate * lr_scale)
-                    np.copyto(snapshot[0], model.params)
-                    np.copyto(snapshot[1], model.buffers)
-                    sq0 = self._sq_weights() if alpha else 0.0
-                    if self.shuffle:
-                        # scikit-learn's batches: its shuffle of the last epoch's order,
-                        # drawn from the same RandomState
-                        order = shuffle(order, random_state=rs)
-                    diverged, err = False, None
-                    try:
-                        # Ctrl-C is seen between compiled calls: the epoch stops at a
-                        # step boundary, then the loop stops as scikit-learn's does.
-                        logs = model.train_epoch(
-                            X,
-                            Y,
-                            opt,
-                            batch_size,
-                            shuffle=False,
-                            order=order if self.shuffle else None,
-                            poll=lambda steps: interrupt.check(),
-                        )
-                    except DivergenceError as exc:
-                        diverged, err = True, exc
-                    if not diverged and not (
-                        np.isfinite(model.params).all() and np.isfinite(model.buffers).all()
-                    ):
-                        diverged = True  # (err None: the weights became non-finite)
-                    if diverged:
-                        if not self.early_stopping:
-                            self._diverged(err, snapshot)  # raises ValueError
-                        self._stop_diverged(err, n)
-                        break
-                    loss = logs["loss"] * loss_scale
-                    if alpha:
-                        # scikit-learn adds alpha/2 ||W||^2 / m to every batch's loss,
-                        # at the weights that batch saw (before its update). The epoch
-                        # runs in one compiled call, so ||W||^2 is taken at its start
-                        # and end and interpolated linearly over its steps: exact for
-                        # one batch per epoch, within the curvature of ||W||^2 otherwise.
-                        sq1 = self._sq_weights()
-                        seen = n_batches * sq0 + 0.5 * (n_batches - 1) * (sq1 - sq0)
-                        loss += 0.5 * alpha * seen / n
-                    self.n_iter_ += 1
-                    self.loss_ = loss
-                    self.t_ += n
-                    self.loss_curve_.append(loss)
-                    opt.end_epoch(loss)
-                    if self.verbose:
-                        print(f"Iteration {self.n_iter_:d}, loss = {self.loss_:.8f}")
-                    if self.early_stopping:
-                        self._update_no_improvement_count_val(self._validation_score(Xv, Yv), best)
-                    else:
-                        self._update_no_improvement_count_loss()
-                    if own_lr and self._uses_lr_schedule() and self.learning_rate == "invscaling":
-                        self._learning_rate = (
-                            float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
-                        )
-                    if self._no_improvement_count > self.n_iter_no_change:
-                        if self._trigger_stopping():
-                            break
-                        self._no_improvement_count = 0
-                    if incremental:
-                        break
-                    if self.n_iter_ == self.max_iter:
-                        warnings.warn(
-                            f"Stochastic Optimizer: Maximum iterations ({self.max_iter:d}) "
-                            f"reached and the optimization hasn't converged yet.",
-                            ConvergenceWarning,
-                            stacklevel=_FIT_STACKLEVEL,
-                        )
-                    interrupt.check()
+            # Ctrl-C is seen between compiled calls: the epoch stops at a step
+            # boundary, then the loop stops as scikit-learn's does.
+            run_epochs(
+                model,
+                X,
+                Y,
+                opt,
+                epochs=1 if incremental else self.max_iter,
+                batch_size=batch_size,
+                shuffle=False,
+                order=order,
+                before_epoch=before_epoch,
+                after_epoch=after_epoch,
+            )
+        except Diverged as diverged:
+            if best is None:
+                self._diverged(diverged)  # raises ValueError
+            pending.append((self._stop_diverged(diverged, n), ConvergenceWarning))
         except KeyboardInterrupt:
+            interrupted = True
+        for message, category in pending:
+            warnings.warn(message, category, stacklevel=_FIT_STACKLEVEL)
+        if interrupted:
             warnings.warn("Training interrupted by user.", stacklevel=_FIT_STACKLEVEL)
-        if self.early_stopping:
-            model.set_state(best)  # scikit-learn's: the best-validation weights
+        if best is not None:
+            best.restore()  # scikit-learn's: the best-validation weights
 
     @staticmethod
     def _set_rate(opt, lr):
@@ -735,12 +741,11 @@ class _BaseMLP(BaseEstimator):
             opt.state["velocity"] *= old / lr
         opt.schedule = Constant(lr)
 
-    def _diverged(self, err, snapshot):
-        """Keep the last finite weights and stop with a ValueError, as scikit-learn does."""
-        model = self._model
-        if not (np.isfinite(model.params).all() and np.isfinite(model.buffers).all()):
-            model.params[...] = snapshot[0]
-            model.buffers[...] = snapshot[1]
+    def _diverged(self, diverged):
+        """Stop with a ValueError, as scikit-learn does; the loop has given the model
+        back its last finite weights."""
+        err = diverged.error
+        if diverged.kept != "finite":
             what = "the weights became non-finite"
         else:
             what = f"the {err.what} became {err.value}"
@@ -749,10 +754,11 @@ class _BaseMLP(BaseEstimator):
             f"its last finite weights. The input data may contain large values and need "
             f"to be preprocessed (e.g. StandardScaler), or the learning rate "
             f"(learning_rate_init={self.learning_rate_init}) is too large."
-        ) from err
+        ) from (None if err.what == "weights" else err)
 
-    def _stop_diverged(self, err, n):
-        """Early stopping saw the training diverge: record the epoch, warn, stop.
+    def _stop_diverged(self, diverged, n) -> str:
+        """Early stopping saw the training diverge: record the epoch and stop; returns
+        the warning to warn.
 
         scikit-learn trains on with non-finite weights to max_iter, recording NaN
         losses and validation scores (the score of non-finite predictions is NaN), then
@@ -760,7 +766,8 @@ class _BaseMLP(BaseEstimator):
         it records the diverged epoch as scikit-learn records the epochs after it (loss
         NaN, validation score NaN), stops, and the caller restores the best weights.
         """
-        if err is None:
+        err = diverged.error
+        if err.what == "weights":
             what = "the weights became non-finite"
         else:
             what = f"the {err.what} became {err.value}"
@@ -779,15 +786,13 @@ class _BaseMLP(BaseEstimator):
             if best == -np.inf
             else f"the weights of its best validation score ({best:.6g})"
         )
-        warnings.warn(
+        return (
             f"Training diverged in iteration {self.n_iter_}: {what}. Training stopped "
             f"and the network keeps {kept} (early_stopping=True). The input data may "
             f"contain large values and need to be preprocessed (e.g. StandardScaler), "
             f"or the learning rate (learning_rate_init={self.learning_rate_init}) is "
-            f"too large.",
-            ConvergenceWarning,
-            stacklevel=_FIT_STACKLEVEL + 1,
-        )  # (called by _fit_stochastic)
+            f"too large."
+        )
 
     def _validation_score(self, Xv, Yv) -> float:
         """scikit-learn's validation score (accuracy or R^2) of the network on (Xv, Yv)."""
@@ -812,8 +817,7 @@ class _BaseMLP(BaseEstimator):
             self._no_improvement_count = 0
         if score > self.best_validation_score_:
             self.best_validation_score_ = score
-            np.copyto(best["params"], self._model.params)
-            np.copyto(best["buffers"], self._model.buffers)
+            best.keep()
 
     def _trigger_stopping(self) -> bool:
         what = "Validation score" if self.early_stopping else "Training loss"

@@ -71,7 +71,7 @@ class DivergenceError(FloatingPointError):
         super().__init__(message)
         self.what = what
         self.value = value
-        self.history = None
+        self.history: object | None = None  # a fastnn.training.History
         self.steps_done: int | None = None
 
 

@@ -16,6 +16,11 @@ mini-batch) and owns everything around it:
 
 For a given ``random_state``, backend and thread count the result is bit-identical
 from run to run.
+
+The epoch loop itself (:func:`run_epochs`: the deferred Ctrl-C, the rollback copy,
+divergence detection and restoration) and :class:`BestState` are shared with the
+scikit-learn estimators' stochastic solvers, which bring their own records and
+stopping rules (scikit-learn's); they are package API, not in ``__all__``.
 """
 
 from __future__ import annotations
@@ -181,23 +186,18 @@ class EarlyStopping(Callback):
         self._sign = (
             1.0 if (self.mode if self.mode != "auto" else _mode_for(monitor)) == "min" else -1.0
         )
-        self._model = model
         self.best = math.inf
         self.best_epoch = None
         self.wait = 0
         self.stopped_epoch = None
-        self._best_state = None
+        self._best = BestState(model)
 
     def on_epoch_end(self, epoch, logs):
         value = self._sign * monitored_value(self, self._monitor, logs)
         if math.isfinite(value) and value < self.best - self.min_delta:
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
-                if self._best_state is None:
-                    self._best_state = self._model.get_state()
-                else:
-                    np.copyto(self._best_state["params"], self._model.params)
-                    np.copyto(self._best_state["buffers"], self._model.buffers)
+                self._best.keep()
             return None
         self.wait += 1
         if self.wait >= self.patience:
@@ -208,8 +208,8 @@ class EarlyStopping(Callback):
     def on_train_end(self, history):
         if self.best_epoch is not None:
             history.best_epoch = self.best_epoch + 1
-            if self.restore_best_weights and self._best_state is not None:
-                self._model.set_state(self._best_state)
+            if self.restore_best_weights and self._best.kept:
+                self._best.restore()
 
 
 class ModelCheckpoint(Callback):
@@ -286,6 +286,156 @@ class _DeferredInterrupt:
         if self.pending:
             self.pending = False
             raise KeyboardInterrupt
+
+
+class BestState:
+    """A copy of a model's parameters and batch-norm statistics, refreshed in place.
+
+    What early stopping restores: :class:`EarlyStopping` keeps the best epoch's, the
+    scikit-learn estimators their best validation score's (from the weights they
+    started with).
+
+    Parameters
+    ----------
+    model : fastnn.MLP
+    now : bool, default False
+        Take the first copy at once (else at the first :meth:`keep`).
+    """
+
+    def __init__(self, model, *, now: bool = False):
+        self._model = model
+        self._state = model.get_state() if now else None
+
+    @property
+    def kept(self) -> bool:
+        """Whether a copy has been taken."""
+        return self._state is not None
+
+    def keep(self) -> None:
+        """Copy the model's current ``params`` and ``buffers`` (into the same arrays
+        after the first time: no allocation per improvement)."""
+        if self._state is None:
+            self._state = self._model.get_state()
+        else:
+            np.copyto(self._state["params"], self._model.params)
+            np.copyto(self._state["buffers"], self._model.buffers)
+
+    def restore(self) -> None:
+        """Put the copy back into the model (nothing when none was taken)."""
+        if self._state is not None:
+            self._model.set_state(self._state)
+
+
+class Diverged(Exception):
+    """Raised by :func:`run_epochs` when training diverged, once it has restored what
+    it could; the caller words the error for its users.
+
+    Attributes
+    ----------
+    error : DivergenceError
+        What the step or the weight check raised (``what`` is "loss", "gradient" or
+        "weights").
+    epoch : int
+        The 0-based epoch (of this call) in which it happened.
+    step : int
+        The failing step, 1-based within its epoch.
+    updates : int
+        The optimizer's step count when it happened (before any rollback).
+    kept : {"finite", "rolled back", "lost"}
+        "finite": the weights were still finite (the failing step changes nothing), so
+        the model keeps its last finite weights. "rolled back": they were not, and the
+        model and its optimizer were restored to the start of the epoch. "lost": they
+        were not and ``rollback=False`` kept no copy.
+    """
+
+    def __init__(self, error: DivergenceError, epoch: int, step: int, updates: int, kept: str):
+        super().__init__(str(error))
+        self.error, self.epoch, self.step = error, epoch, step
+        self.updates, self.kept = updates, kept
+
+
+def run_epochs(
+    model,
+    X,
+    y,
+    optimizer: Optimizer,
+    *,
+    epochs: int,
+    batch_size: int,
+    after_epoch: Callable[[int, dict], bool],
+    shuffle: bool = True,
+    order: Callable[[int], np.ndarray | None] | None = None,
+    before_epoch: Callable[[int], None] | None = None,
+    rollback: bool = True,
+) -> None:
+    """The epoch loop under :func:`fit` and the scikit-learn estimators' stochastic
+    solvers: what both must do the same way lives here once.
+
+    Each epoch: ``before_epoch(epoch)``, a rollback copy of the model and optimizer,
+    ``model.train_epoch`` (rows in ``order(epoch)`` when given, else shuffled from the
+    model's stream when ``shuffle``), a check that the weights are finite, then
+    ``after_epoch(epoch, logs)``, which returns True to stop. Ctrl-C is deferred to
+    the end of the step under way.
+
+    Parameters
+    ----------
+    model : fastnn.MLP
+    X, y : ndarray
+        Prepared by ``model.check_data``.
+    optimizer : Optimizer
+    epochs, batch_size : int
+        Checked by the caller (``batch_size`` at most the number of rows).
+    after_epoch : callable ``(epoch, logs) -> bool``
+        The caller's records, validation and stopping rule; ``logs`` is what
+        ``train_epoch`` returned.
+    shuffle : bool
+    order : callable ``epoch -> ndarray of int or None``, optional
+        The rows' order of each epoch (the estimators: scikit-learn's shuffle).
+    before_epoch : callable ``epoch -> None``, optional
+        Runs before the rollback copy (the estimators set the epoch's learning rate).
+    rollback : bool
+        Keep the copy that undoes an epoch whose update made the weights non-finite.
+
+    Raises
+    ------
+    Diverged
+        The loss, a gradient or the weights became non-finite; the model (and its
+        optimizer) hold their last finite state when ``rollback`` or when the weights
+        stayed finite.
+    KeyboardInterrupt
+        After Ctrl-C, once the step under way has completed.
+    """
+    snapshot = None
+    where = {"epoch": 0, "step": -1}
+    interrupt = _DeferredInterrupt()
+
+    def poll(steps_done):
+        where["step"] = steps_done - 1
+        interrupt.check()
+
+    try:
+        with interrupt:
+            for epoch in range(epochs):
+                where["epoch"], where["step"] = epoch, -1
+                if before_epoch is not None:
+                    before_epoch(epoch)
+                if rollback:
+                    snapshot = _take_snapshot(model, optimizer, snapshot)
+                rows = order(epoch) if order is not None else None
+                logs = model.train_epoch(
+                    X, y, optimizer, batch_size, shuffle=shuffle, order=rows, poll=poll
+                )
+                if not _all_finite(model.params, model.buffers):
+                    raise DivergenceError("the weights became non-finite", what="weights")
+                if after_epoch(epoch, logs):
+                    break
+                interrupt.check()
+    except DivergenceError as err:
+        # The failing step, 1-based within its epoch.
+        step = (err.steps_done if err.steps_done is not None else where["step"] + 1) + 1
+        updates = optimizer.t
+        kept = _restore_last_finite(model, optimizer, snapshot)
+        raise Diverged(err, where["epoch"], step, updates, kept) from None
 
 
 def _progress_bar(enabled, total):
@@ -444,57 +594,58 @@ def fit(
 
     bar = _progress_bar(progress, epochs)
     say = bar.write if bar is not None else print
-    snapshot = None
-    state = {"epoch": 0, "step": -1}
-    interrupt = _DeferredInterrupt()
+    started = {"epoch": 0, "lr": 0.0, "t0": 0.0}
 
-    def poll(steps_done):
-        state["step"] = steps_done - 1
-        interrupt.check()
+    def before_epoch(epoch):
+        started["epoch"] = epoch
+        started["lr"] = opt.lr
+        started["t0"] = time.perf_counter()
+
+    def after_epoch(epoch, logs):
+        if has_val:
+            for key, value in model.evaluate(Xv, yv, checked=True).items():
+                logs["val_" + key] = value
+        logs["lr"] = started["lr"]
+        logs["time"] = time.perf_counter() - started["t0"]
+        history.append(epoch + 1, logs)
+        opt.end_epoch(logs.get("val_loss", logs["loss"]))
+        if verbose:
+            say(f"Epoch {epoch + 1}/{epochs} - {_format_logs(logs)}")
+        if bar is not None:
+            bar.set_postfix(
+                {
+                    k: f"{val:.4g}"
+                    for k, val in logs.items()
+                    if k in ("loss", "val_loss", "accuracy", "val_accuracy")
+                }
+            )
+            bar.update(1)
+        stop = False
+        for cb in cbs:
+            if cb.on_epoch_end(epoch, dict(logs)):
+                stop = True
+                reason = "early_stopping" if isinstance(cb, EarlyStopping) else "callback"
+                history.stop_reason = reason
+        if stop and verbose:
+            say(f"Stopped after epoch {epoch + 1} ({history.stop_reason}).")
+        return stop
 
     try:
-        with interrupt:
-            for epoch in range(epochs):
-                state["epoch"], state["step"] = epoch, -1
-                if rollback:
-                    snapshot = _take_snapshot(model, opt, snapshot)
-                lr = opt.lr
-                t0 = time.perf_counter()
-                logs = model.train_epoch(X, y, opt, batch_size, shuffle=shuffle, poll=poll)
-                if not _all_finite(model.params, model.buffers):
-                    raise DivergenceError("the weights became non-finite", what="weights")
-                if has_val:
-                    for key, value in model.evaluate(Xv, yv, checked=True).items():
-                        logs["val_" + key] = value
-                logs["lr"] = lr
-                logs["time"] = time.perf_counter() - t0
-                history.append(epoch + 1, logs)
-                opt.end_epoch(logs.get("val_loss", logs["loss"]))
-                if verbose:
-                    say(f"Epoch {epoch + 1}/{epochs} - {_format_logs(logs)}")
-                if bar is not None:
-                    bar.set_postfix(
-                        {
-                            k: f"{val:.4g}"
-                            for k, val in logs.items()
-                            if k in ("loss", "val_loss", "accuracy", "val_accuracy")
-                        }
-                    )
-                    bar.update(1)
-                stop = False
-                for cb in cbs:
-                    if cb.on_epoch_end(epoch, dict(logs)):
-                        stop = True
-                        reason = "early_stopping" if isinstance(cb, EarlyStopping) else "callback"
-                        history.stop_reason = reason
-                if stop:
-                    if verbose:
-                        say(f"Stopped after epoch {epoch + 1} ({history.stop_reason}).")
-                    break
-                interrupt.check()
-    except DivergenceError as err:
+        run_epochs(
+            model,
+            X,
+            y,
+            opt,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            before_epoch=before_epoch,
+            after_epoch=after_epoch,
+            rollback=rollback,
+        )
+    except Diverged as diverged:
         history.stop_reason = "diverged"
-        new = _diverged(model, opt, err, state, snapshot)
+        new = _divergence_error(model, opt, diverged)
         new.history = history
         if bar is not None:
             bar.close()
@@ -505,7 +656,7 @@ def fit(
             bar.close()
         if verbose:
             print(
-                f"Interrupted in epoch {state['epoch'] + 1}; the model holds the "
+                f"Interrupted in epoch {started['epoch'] + 1}; the model holds the "
                 f"weights of its last completed step.",
                 file=sys.stderr,
             )
@@ -554,27 +705,37 @@ def _take_snapshot(model, opt, snapshot):
     return snapshot
 
 
-def _diverged(model, opt, err, state, snapshot):
+def _restore_last_finite(model, opt, snapshot) -> str:
+    """After a divergence: the model's last finite state, and how it was obtained
+    (``Diverged.kept``)."""
+    if _all_finite(model.params, model.buffers):
+        return "finite"
+    if snapshot is None:
+        return "lost"
+    model.params[...] = snapshot["params"]
+    model.buffers[...] = snapshot["buffers"]
+    for k, a in opt.state.items():
+        # state created during the epoch (a new optimizer's first step) started as
+        # zeros, which is what it is put back to
+        a[...] = snapshot["opt"][k] if k in snapshot["opt"] else 0
+    opt.t, opt.epoch = snapshot["t"], snapshot["epoch"]
+    opt.schedule.load_state_dict(snapshot["schedule"])
+    return "rolled back"
+
+
+def _divergence_error(model, opt, diverged: Diverged) -> DivergenceError:
+    """fit's DivergenceError: where it happened, what the model now holds, what to try."""
+    err = diverged.error
     # No update ever happened: the learning rate cannot be the cause, the data is.
-    before_any_update = opt.t == 0 and err.what in ("loss", "gradient")
-    epoch = state["epoch"] + 1
-    # The step that failed, 1-based within its epoch.
-    step = (err.steps_done if err.steps_done is not None else state["step"] + 1) + 1
+    before_any_update = diverged.updates == 0 and err.what in ("loss", "gradient")
+    epoch = diverged.epoch + 1
     if err.what == "weights":
         where = f"during epoch {epoch}: the weights became non-finite"
     else:
-        where = f"at step {step} of epoch {epoch}: the {err.what} became {err.value}"
-    if _all_finite(model.params, model.buffers):
+        where = f"at step {diverged.step} of epoch {epoch}: the {err.what} became {err.value}"
+    if diverged.kept == "finite":
         kept = "The model keeps its last finite weights (those before the failing step)."
-    elif snapshot is not None:
-        model.params[...] = snapshot["params"]
-        model.buffers[...] = snapshot["buffers"]
-        for k, a in opt.state.items():
-            # state created during the epoch (a new optimizer's first step) started as
-            # zeros, which is what it is put back to
-            a[...] = snapshot["opt"][k] if k in snapshot["opt"] else 0
-        opt.t, opt.epoch = snapshot["t"], snapshot["epoch"]
-        opt.schedule.load_state_dict(snapshot["schedule"])
+    elif diverged.kept == "rolled back":
         kept = (
             f"The weights had become non-finite, so the model and its optimizer were "
             f"restored to the start of epoch {epoch}, their last finite state."
