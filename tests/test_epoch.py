@@ -150,9 +150,9 @@ def test_epoch_kernel_stops_on_divergence_with_parameters_untouched(backend):
     assert opt.t >= 1
 
 
-def test_models_with_batch_norm_use_the_step_path_and_dropout_the_kernel():
+def test_models_with_batch_norm_and_dropout_use_the_kernel():
     opt = Adam()
-    assert not _epoch.supports(fastnn.MLP([3, 4, 2], batch_norm=True, backend="numpy"), opt)
+    assert _epoch.supports(fastnn.MLP([3, 4, 2], batch_norm=True, backend="numpy"), opt)
     assert _epoch.supports(fastnn.MLP([3, 4, 2], dropout=0.2, backend="numpy"), opt)
 
     class MyAdam(Adam):
@@ -471,3 +471,231 @@ def test_every_hidden_activation_trains_alike_in_the_epoch_kernel(
         nets.append(net)
     np.testing.assert_array_equal(nets[0].params, nets[1].params)
     assert np.isfinite(nets[0].params).all()
+
+
+# --- batch normalisation in the whole-epoch contract (docs/spec.md §7, §9) --------------
+
+
+def _bn_net(backend, dtype="float32", *, dropout=0.0, frozen=None, n_threads=1, loss="mse"):
+    """Two batch-normalised hidden layers (relu and leaky_relu: exact kernels, so with
+    mse every difference between backends comes from the statistics' sums)."""
+    net = fastnn.MLP(
+        [5, 12, 9, 3 if loss != "mse" else 2],
+        ["relu", "leaky_relu"],
+        loss=loss,
+        batch_norm=True,
+        dropout=dropout,
+        dtype=dtype,
+        backend=backend,
+        random_state=4,
+        n_threads=n_threads,
+    )
+    if frozen is not None:
+        net.freeze(frozen)
+    return net
+
+
+def _bn_fit(net, path, batch_size, monkeypatch, n=148, make_opt=OPTIMIZERS[5]):
+    """fit on ``path`` ("epoch" or "step"), checking that it was the path taken."""
+    X, y = _data(net.loss.name, n=n)
+    opt = make_opt()
+    calls = []
+    kernel = net.kernels._raw.train_epoch
+    monkeypatch.setattr(
+        net.kernels._raw, "train_epoch", lambda *a: (calls.append(1), kernel(*a))[1]
+    )
+    if path == "step":
+        monkeypatch.setattr(_epoch, "supports", lambda model, optimizer: False)
+    hist = fastnn.fit(net, X, y, optimizer=opt, epochs=3, batch_size=batch_size)
+    monkeypatch.undo()
+    assert bool(calls) == (path == "epoch")
+    return opt, hist
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(),
+        dict(dropout=[0.3, 0.2]),
+        dict(frozen=1),  # a frozen batch-normalised layer above a trainable one
+        dict(frozen=0, loss="cross_entropy"),
+    ],
+    ids=["bn", "bn+dropout", "frozen middle", "frozen lowest, cross-entropy"],
+)
+# 148 rows: 4 batches of 30 and one of 28; 4 of 32 and one of 20; 7 of 21 and a single
+# row, which joins the batch before it (MLP._batches): 7 steps per epoch
+@pytest.mark.parametrize("batch_size, steps", [(30, 5), (32, 5), (21, 7)])
+def test_batch_norm_epoch_kernel_equals_step_path(
+    backend, dtype, case, batch_size, steps, monkeypatch
+):
+    """Weights, running statistics, optimizer state, losses and the gradient norm of the
+    epoch kernel are the step path's, bit for bit."""
+    runs = {}
+    for path in ("epoch", "step"):
+        net = _bn_net(backend, dtype, **case)
+        runs[path] = (net, *_bn_fit(net, path, batch_size, monkeypatch))
+    (a, oa, ha), (b, ob, hb) = runs["epoch"], runs["step"]
+    np.testing.assert_array_equal(a.params, b.params)
+    np.testing.assert_array_equal(a.buffers, b.buffers)
+    assert not np.array_equal(a.buffers, _bn_net(backend, dtype, **case).buffers)
+    for name in oa.state:
+        np.testing.assert_array_equal(oa.state[name], ob.state[name], err_msg=name)
+    assert oa.t == ob.t == 3 * steps
+    assert ha.history["loss"] == hb.history["loss"]
+    assert ha.history.get("accuracy") == hb.history.get("accuracy")
+    assert oa.last_grad_norm == ob.last_grad_norm
+    assert a._dropout_step == b._dropout_step
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("make_opt", [OPTIMIZERS[0], OPTIMIZERS[1], OPTIMIZERS[6]])
+def test_batch_norm_epoch_kernel_equals_step_path_for_other_optimizers(
+    backend, make_opt, monkeypatch
+):
+    """gamma and beta are updated like every other parameter: clipping, L2 and AdamW's
+    decay of the biases' segment included."""
+    nets = {}
+    for path in ("epoch", "step"):
+        net = _bn_net(backend, loss="cross_entropy")
+        nets[path] = (net, _bn_fit(net, path, 32, monkeypatch, make_opt=make_opt)[0])
+    np.testing.assert_array_equal(nets["epoch"][0].params, nets["step"][0].params)
+    np.testing.assert_array_equal(nets["epoch"][0].buffers, nets["step"][0].buffers)
+    assert nets["epoch"][1].last_grad_norm == nets["step"][1].last_grad_norm
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batch_norm_weights_agree_across_backends_and_thread_counts(dtype):
+    """Every backend's epoch kernel against the NumPy reference: the statistics are
+    float64 sums whose order the spec leaves to rule 6, so the bound of docs/spec.md §11
+    for whole runs (n steps of Adam, lr, kappa = 1e4, 2 ulp); on one backend any thread
+    count gives the same bits."""
+    X, y = _data("mse")
+    nets = {}
+    for backend in BACKENDS:
+        for n_threads in (1, 2):
+            net = _bn_net(backend, dtype, dropout=[0.3, 0.0], n_threads=n_threads)
+            fastnn.fit(net, X, y, optimizer=Adam(lr=0.01), epochs=3, batch_size=32)
+            nets[backend, n_threads] = net
+    ref = nets["numpy", 1]
+    n_steps, lr, kappa = ref.optimizer.t, 0.01, 1e4
+    for (backend, n_threads), net in nets.items():
+        where = f"{backend}, {n_threads} threads"
+        np.testing.assert_array_equal(net.params, nets[backend, 1].params, err_msg=where)
+        np.testing.assert_array_equal(net.buffers, nets[backend, 1].buffers, err_msg=where)
+        for mine, want in ((net.params, ref.params), (net.buffers, ref.buffers)):
+            tol = n_steps * lr * kappa * 2 * np.spacing(np.maximum(np.abs(want), 1).astype(dtype))
+            assert (np.abs(mine - want) <= tol).all(), backend
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "n, batch_size, match", [(1, 8, "X has a single row"), (40, 1, "batch_size")]
+)
+def test_batch_norm_training_refuses_batches_of_one_row_before_any_kernel(
+    backend, n, batch_size, match, monkeypatch
+):
+    """ValueError naming the argument, on both paths, before any kernel runs."""
+    X, y = _data("mse", n=n)
+    for on_step in (None, lambda j, loss: None):
+        net = _bn_net(backend)
+        Xc, yc = net.check_data(X, y)
+        before = (net.params.copy(), net.buffers.copy())
+        for name in ("train_epoch", "dense_forward", "batch_norm_train"):
+            monkeypatch.setattr(
+                net.kernels._raw, name, lambda *a, **k: pytest.fail("a kernel ran"), raising=False
+            )
+        with pytest.raises(ValueError, match=match):
+            net.train_epoch(Xc, yc, Adam(), batch_size, on_step=on_step)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(net.params, before[0])
+        np.testing.assert_array_equal(net.buffers, before[1])
+    # a frozen batch-normalised layer uses its running statistics: one row is fine
+    net = _bn_net(backend, frozen=[0, 1])
+    net.train_epoch(*net.check_data(X, y), Adam(), batch_size)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython", "numpy"])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("bn", lambda bn: bn + np.int64(3)),
+        ("bn_off", lambda off: off + np.int64(10_000)),
+        ("bn_off", lambda off: off[:, :3].copy()),
+        ("batch_size", 1),
+    ],
+)
+def test_the_epoch_kernel_refuses_bad_batch_norm_arguments(backend, key, value, monkeypatch):
+    """Codes outside 0-2, offsets outside the buffers, a batch of one row in training:
+    ValueError, with params, buffers and ws untouched."""
+    import inspect
+
+    from fastnn.reference.training import train_epoch as contract
+
+    if backend == "numpy" and key != "batch_size":
+        pytest.skip("the reference does not validate its layout (docs/spec.md §1)")
+    net = _bn_net(backend)
+    X, y = net.check_data(*_data("mse", n=40))
+    seen = []
+    kernel = net.kernels._raw.train_epoch
+    monkeypatch.setattr(net.kernels._raw, "train_epoch", lambda *a: (seen.append(a), kernel(*a))[1])
+    net.train_epoch(X, y, Adam(), 8)
+    monkeypatch.undo()
+    args = inspect.signature(contract).bind(*seen[0]).arguments
+    args[key] = value(args[key]) if callable(value) else value
+    before = [a.copy() for a in (args["params"], args["buffers"], args["ws"])]
+    with pytest.raises(ValueError, match="train_epoch"):
+        kernel(*args.values())
+    for arr, old in zip((args["params"], args["buffers"], args["ws"]), before):
+        np.testing.assert_array_equal(arr, old)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batch_norm_model_saved_and_loaded_continues_bit_identically(backend, tmp_path):
+    """The running statistics the kernel leaves are saved and load back exactly."""
+    X, y = _data("mse")
+    a = _bn_net(backend, dropout=[0.3, 0.0])
+    a.fit(X, y, optimizer=Adam(lr=0.01), epochs=2, batch_size=32)
+    fastnn.save(a, tmp_path / "a.fastnn")
+    b = fastnn.load(tmp_path / "a.fastnn", backend=backend)
+    np.testing.assert_array_equal(b.buffers, a.buffers)
+    np.testing.assert_array_equal(b.predict(X), a.predict(X))
+    a.fit(X, y, epochs=2, batch_size=32)
+    b.fit(X, y, epochs=2, batch_size=32)
+    np.testing.assert_array_equal(a.params, b.params)
+    np.testing.assert_array_equal(a.buffers, b.buffers)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batch_norm_divergence_stops_like_the_step_path(backend, monkeypatch):
+    """A non-finite loss or gradient stops the epoch kernel where the step path stops,
+    with the same parameters and running statistics left behind."""
+    X, y = _data("mse")
+    X = X * 1e30
+    left = {}
+    for path in ("epoch", "step"):
+        net = _bn_net(backend, loss="mse")
+        opt = SGD(lr=1e30)
+        if path == "step":
+            monkeypatch.setattr(_epoch, "supports", lambda model, optimizer: False)
+        with pytest.raises(DivergenceError) as info:
+            net.train_epoch(*net.check_data(X, y), opt, 16, shuffle=False)
+        monkeypatch.undo()
+        left[path] = (net.params.copy(), net.buffers.copy(), opt.t, info.value.what)
+    np.testing.assert_array_equal(left["epoch"][0], left["step"][0])
+    np.testing.assert_array_equal(left["epoch"][1], left["step"][1])
+    assert left["epoch"][2:] == left["step"][2:]
+
+
+@pytest.mark.filterwarnings("ignore:Stochastic Optimizer")  # max_iter=3 does not converge
+def test_batch_norm_estimators_train_through_the_epoch_kernel(monkeypatch):
+    from fastnn import MLPClassifier
+
+    X, y = _data("cross_entropy")
+    est = MLPClassifier((8, 8), batch_norm=[True, False], max_iter=3, random_state=0)
+    calls = []
+    real = _epoch.train_epoch
+    monkeypatch.setattr(_epoch, "train_epoch", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    est.fit(X, y)
+    assert calls

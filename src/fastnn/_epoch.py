@@ -18,6 +18,7 @@ import numpy as np
 from . import _blas, _threads, registry
 from ._kernels import codes
 from .optim import OPTIMIZERS, DivergenceError
+from .reference.training import batch_rows
 from .schedules import checked_rate
 
 # fastnn's own optimizer classes and the loss names, by their registry codes: only the
@@ -36,14 +37,19 @@ _EMPTY_I = np.zeros(0, np.int64)
 def supports(model, optimizer) -> bool:
     """True when ``model`` with ``optimizer`` can train through the whole-epoch kernel.
 
-    Batch normalisation, and optimizers other than fastnn's own seven (subclasses
-    included: they may override the update), use the step-by-step path. Dropout runs
-    in the kernel (its masks are the step path's: docs/spec.md §7).
+    Optimizers other than fastnn's own seven (subclasses included: they may override
+    the update) use the step-by-step path. Dropout and batch normalisation run in the
+    kernel (the masks and the statistics are the step path's: docs/spec.md §7).
     """
-    return (
-        type(optimizer) in _OPT_CODES
-        and hasattr(model.kernels._raw, "train_epoch")
-        and not any(layer.batch_norm for layer in model.layers)
+    return type(optimizer) in _OPT_CODES and hasattr(model.kernels._raw, "train_epoch")
+
+
+def bn_codes(model) -> np.ndarray:
+    """Per layer: 0 no batch normalisation, 1 batch statistics, 2 running statistics
+    (a frozen layer), as ``train_epoch``'s ``bn`` argument."""
+    return np.array(
+        [(2 if layer.frozen else 1) if layer.batch_norm else 0 for layer in model.layers],
+        np.int64,
     )
 
 
@@ -75,24 +81,36 @@ class EpochPlan:
         self.w_off = np.array(
             [(layer.W.__array_interface__["data"][0] - base) // item for layer in layers], np.int64
         )
+        # a batch-normalised layer's beta takes the place of its bias (docs/spec.md §1)
         self.b_off = np.array(
-            [(layer.b.__array_interface__["data"][0] - base) // item for layer in layers], np.int64
+            [
+                (
+                    (layer.beta if layer.batch_norm else layer.b).__array_interface__["data"][0]
+                    - base
+                )
+                // item
+                for layer in layers
+            ],
+            np.int64,
         )
+        # With batch normalisation a last single row joins the batch before it, so the
+        # regions hold one row more (fastnn.reference.training.batch_rows).
+        rows = batch_size + 1 if any(layer.batch_norm for layer in layers) else batch_size
         widths = [int(self.dims[0]), int(self.dims[-1])]
         offsets, total = [], 0
         for w in widths:
             offsets.append(total)
-            total += batch_size * w
+            total += rows * w
         for i, layer in enumerate(layers):
             z = total
-            total += batch_size * layer.n_out
+            total += rows * layer.n_out
             if i == len(layers) - 1 and model.loss.fused:
                 a = z  # logits: the output "activation" is the identity
             else:
                 a = total
-                total += batch_size * layer.n_out
+                total += rows * layer.n_out
             g = total
-            total += batch_size * layer.n_out
+            total += rows * layer.n_out
             offsets += [z, a, g]
         # Dropout: each such layer's output o_l (in ws) and keep mask (in masks).
         self.dropout = np.array([layer.dropout for layer in layers], np.float64)
@@ -101,12 +119,22 @@ class EpochPlan:
         for i, layer in enumerate(layers):
             if layer.dropout:
                 self.dropout_off[i] = (total, n_mask)
-                total += batch_size * layer.n_out
-                n_mask += batch_size * layer.n_out
+                total += rows * layer.n_out
+                n_mask += rows * layer.n_out
+        # Batch normalisation: gamma (params), running statistics (buffers), x_hat and
+        # inv_std (ws) of every such layer, frozen or not (freezing changes only bn).
+        self.bn_off = np.zeros((len(layers), 4), np.int64)
+        bbase = model.buffers.__array_interface__["data"][0]
+        for i, layer in enumerate(layers):
+            if layer.batch_norm:
+                g_at = (layer.gamma.__array_interface__["data"][0] - base) // item
+                r_at = (layer.running_mean.__array_interface__["data"][0] - bbase) // item
+                self.bn_off[i] = (g_at, r_at, total, total + rows * layer.n_out)
+                total += (rows + 1) * layer.n_out
         self.masks = np.zeros(n_mask, np.uint8)
         self.ws_off = np.array(offsets, np.int64)
         self.ws = np.empty(total, dt)
-        self.lb = np.empty(batch_size, np.int64)
+        self.lb = np.empty(rows, np.int64)
         self.stats = np.zeros(codes.N_STATS, np.float64)
         flops = 6.0 * batch_size * max(1, model.n_params)
         self.batches_per_call = max(1, int(_FLOPS_PER_CALL // flops))
@@ -126,7 +154,8 @@ def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray, poll
     if plan is None:
         plan = model._epoch_plans[batch_size] = EpochPlan(model, batch_size)
     n = X.shape[0]
-    n_batches = -(-n // batch_size)
+    bn = bn_codes(model)
+    n_batches = batch_rows(n, batch_size, bool((bn == 1).any()))[0]
     loss_code = _LOSS_CODES[model.loss.name]
     if loss_code == codes.LOSS_CROSS_ENTROPY and y.ndim == 1:
         loss_code = codes.LOSS_SPARSE_CROSS_ENTROPY
@@ -185,6 +214,11 @@ def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray, poll
                 plan.masks,
                 model._dropout_seed,
                 model._dropout_step,
+                bn,
+                plan.bn_off,
+                model.buffers,
+                model.bn_eps,
+                model.bn_momentum,
             )
             steps = int(stats[codes.STAT_STEPS])
             status = stats[codes.STAT_STATUS]

@@ -1091,9 +1091,9 @@ class MLP:
         loss weighted by its size); ``accuracy`` (classification) counts the batch
         predictions made before each update, as Keras reports it.
 
-        A model without batch normalisation runs the epoch in its backend's
-        ``train_epoch`` kernel (many steps per compiled call, dropout included, the
-        same weights as the step-by-step path), unless ``on_step`` is given.
+        The epoch runs in the backend's ``train_epoch`` kernel (many steps per
+        compiled call, dropout and batch normalisation included, the same weights and
+        running statistics as the step-by-step path), unless ``on_step`` is given.
 
         Parameters
         ----------
@@ -1112,10 +1112,23 @@ class MLP:
         ------
         TypeError, ValueError
             For X or y not as :meth:`check_data` returns them (another dtype, shape or
-            layout; X empty) and for a batch_size that is not an integer >= 1.
+            layout; X empty) and for a batch_size that is not an integer >= 1, or below
+            2 (X of one row) when a batch-normalised layer trains.
         """
         X, y, batch_size = self._check_prepared(X, y, batch_size)
         n = X.shape[0]
+        if any(layer.batch_norm and not layer.frozen for layer in self.layers):
+            # checked before any step, on both paths: batch statistics need two rows
+            if n < 2:
+                raise ValueError(
+                    "X has a single row: batch normalisation in training needs batches "
+                    "of at least 2 samples"
+                )
+            if batch_size < 2:
+                raise ValueError(
+                    f"batch_size must be at least 2 with batch normalisation in training "
+                    f"(batches of at least 2 samples), got {batch_size}"
+                )
         if order is not None:
             order = v.index_array(order, "order", n, n, "row indices", "one row index per sample")
         elif shuffle:

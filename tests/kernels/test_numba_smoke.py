@@ -153,7 +153,9 @@ def test_every_kernel_releases_the_gil_and_never_uses_fast_math():
 # --- the whole-epoch kernel (training_numba) ---------------------------------------------
 
 
-def _epoch_args(monkeypatch, n=50, batch=16, loss="cross_entropy", dtype="float32"):
+def _epoch_args(
+    monkeypatch, n=50, batch=16, loss="cross_entropy", dtype="float32", batch_norm=False
+):
     """The arguments fastnn._epoch passes to train_epoch for a small model, as a list,
     and the names of training_numba._ARGS."""
     from fastnn._kernels import training_numba as T
@@ -162,7 +164,15 @@ def _epoch_args(monkeypatch, n=50, batch=16, loss="cross_entropy", dtype="float3
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n, 5))
     y = rng.integers(0, 3, n)
-    net = fastnn.MLP([5, 8, 3], ["relu"], loss=loss, dtype=dtype, backend="numba", random_state=0)
+    net = fastnn.MLP(
+        [5, 8, 3],
+        ["relu"],
+        loss=loss,
+        dtype=dtype,
+        batch_norm=batch_norm,
+        backend="numba",
+        random_state=0,
+    )
     X, y = net.check_data(X, y)
     seen = []
     kernel = net.kernels._raw.train_epoch
@@ -236,14 +246,15 @@ def test_train_epoch_refuses_bad_calls_without_touching_memory(monkeypatch):
                 np.testing.assert_array_equal(g[key], arr, err_msg=f"{name} changed {key}")
 
 
-def test_train_epoch_allocates_nothing_per_step(monkeypatch):
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_train_epoch_allocates_nothing_per_step(monkeypatch, batch_norm):
     """The scratch is allocated once per call: a call running 1 batch and one running
-    13 allocate the same number of NRT blocks."""
+    13 allocate the same number of NRT blocks (batch normalisation's included)."""
     from numba.core.runtime import _nrt_python as nrt
 
     from fastnn._kernels.training_numba import train_epoch
 
-    args, names = _epoch_args(monkeypatch, n=200, batch=15)
+    args, names = _epoch_args(monkeypatch, n=200, batch=15, batch_norm=batch_norm)
     start, stop = names.index("batch_start"), names.index("batch_stop")
     counts = []
     enabled = nrt.memsys_stats_enabled()

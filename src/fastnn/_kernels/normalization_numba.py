@@ -17,6 +17,7 @@ __all__ = [
     "batch_norm_eval",
     "batch_norm_backward",
 ]
+# Also used by the whole-epoch kernel: batch_norm_statistics, batch_norm_backward_ws.
 
 
 @jit
@@ -28,11 +29,11 @@ def dropout(x, mask, rate, out):
 
 
 @jit
-def _column_sums(x, total, center, squares):
-    """total[j] = sum over rows of x[:, j], or of (x[:, j] - center[j])^2, in float64."""
+def _column_sums(x, total, center, squares, col):
+    """total[j] = sum over rows of x[:, j], or of (x[:, j] - center[j])^2, in float64;
+    col: m float64 of scratch (used when k == 1)."""
     m, k = x.shape
     if k == 1:  # NumPy reduces a single column pairwise
-        col = np.empty(m)
         for i in range(m):
             d = np.float64(x[i, 0])
             col[i] = (d - center[0]) * (d - center[0]) if squares else d
@@ -48,6 +49,28 @@ def _column_sums(x, total, center, squares):
                 total[j] += x[i, j]
 
 
+# x (m, k), m >= 2, read; running_mean, running_var (k,) moved in place; mean, inv (k,)
+# float64 and col (m,) float64 scratch written.
+@jit
+def batch_norm_statistics(x, eps, momentum, running_mean, running_var, mean, inv, col):
+    """mean = mu and inv = 1 / sqrt(var + eps) of x's columns in float64 (var biased);
+    the running statistics move by momentum towards mu and var m / (m - 1).
+
+    Shared by ``batch_norm_train`` and the whole-epoch kernel, so both sum in one order.
+    """
+    m, k = x.shape
+    _column_sums(x, mean, mean, False, col)
+    for j in range(k):
+        mean[j] /= m
+    _column_sums(x, inv, mean, True, col)
+    keep = 1.0 - momentum
+    for j in range(k):
+        var = inv[j] / m
+        running_mean[j] = keep * np.float64(running_mean[j]) + momentum * mean[j]
+        running_var[j] = keep * np.float64(running_var[j]) + momentum * (var * m / (m - 1))
+        inv[j] = 1.0 / np.sqrt(var + eps)
+
+
 @jit
 def batch_norm_train(x, gamma, beta, eps, momentum, running_mean, running_var, out, x_hat, inv_std):
     """Normalise x (m, k), m >= 2, with its batch statistics; update the running ones.
@@ -57,19 +80,10 @@ def batch_norm_train(x, gamma, beta, eps, momentum, running_mean, running_var, o
     """
     m, k = x.shape
     mean = np.empty(k)
-    var = np.empty(k)
-    _column_sums(x, mean, mean, False)
+    var = np.empty(k)  # the float64 inv_std
+    batch_norm_statistics(x, eps, momentum, running_mean, running_var, mean, var, np.empty(m))
     for j in range(k):
-        mean[j] /= m
-    _column_sums(x, var, mean, True)
-    keep = 1.0 - momentum
-    for j in range(k):
-        var[j] /= m
-        inv = 1.0 / np.sqrt(var[j] + eps)
-        inv_std[j] = inv
-        running_mean[j] = keep * np.float64(running_mean[j]) + momentum * mean[j]
-        running_var[j] = keep * np.float64(running_var[j]) + momentum * (var[j] * m / (m - 1))
-        var[j] = inv  # from here on var holds the float64 inv_std
+        inv_std[j] = var[j]
     for i in range(m):
         for j in range(k):
             xh = cast_like(x, (np.float64(x[i, j]) - mean[j]) * var[j])
@@ -99,10 +113,19 @@ def batch_norm_backward(dout, x_hat, gamma, inv_std, dx, dgamma, dbeta):
     """dbeta = sum dout, dgamma = sum dout x_hat (float64, over the m rows),
     dx = gamma inv_std / m (m dout - dbeta - x_hat dgamma), rounded once."""
     m, k = dout.shape
-    db = np.empty(k)
-    dg = np.empty(k)
+    batch_norm_backward_ws(
+        dout, x_hat, gamma, inv_std, dx, dgamma, dbeta, np.empty(k), np.empty(k), np.empty(m)
+    )
+
+
+# dout, x_hat, dx (m, k), dx may be dout; gamma, inv_std, dgamma, dbeta (k,); db, dg (k,)
+# and col (m,) float64 scratch.
+@jit
+def batch_norm_backward_ws(dout, x_hat, gamma, inv_std, dx, dgamma, dbeta, db, dg, col):
+    """``batch_norm_backward`` on caller-given scratch (the whole-epoch kernel's); every
+    element of dout is read before dx's element is written, so dx may be dout."""
+    m, k = dout.shape
     if k == 1:  # NumPy reduces a single column pairwise
-        col = np.empty(m)
         for i in range(m):
             col[i] = dout[i, 0]
         db[0] = 0.0 + pairwise_sum(col, m)

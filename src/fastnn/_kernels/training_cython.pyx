@@ -15,14 +15,19 @@ and raises ValueError rather than touch memory outside the arrays.
 from cython cimport floating
 from libc.math cimport ceil, isfinite, sqrt
 from libc.stdint cimport int64_t, uint64_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
 from fastnn._kernels.blas_cython cimport pw_split
 from fastnn._kernels.dense_cython cimport (
     c_dense_backward, c_dense_forward, c_dense_input_gradient, c_run_tasks,
 )
-from fastnn._kernels.normalization_cython cimport c_dropout
+from fastnn._kernels.activations_cython cimport (
+    IDENTITY, c_activation_backward, c_activation_forward,
+)
+from fastnn._kernels.normalization_cython cimport (
+    c_batch_norm_backward, c_batch_norm_eval, c_batch_norm_train, c_dropout,
+)
 from fastnn._kernels.losses_cython cimport (
     c_binary_cross_entropy, c_binary_cross_entropy_gradient, c_cross_entropy,
     c_cross_entropy_gradient, c_mse, c_mse_gradient, c_sparse_cross_entropy,
@@ -269,6 +274,60 @@ cdef double _squared_norm_threads(const floating* x, Py_ssize_t n,
     return 0.0 + (job.part[0] + job.part[1])
 
 
+# Batch normalisation (docs/spec.md §7): a layer with bn runs the step path's kernels in
+# its order. z = x W + 0 (the zero bias turns -0.0 into +0.0 as the step path's does),
+# normalised in place (z becomes gamma x_hat + beta), then g; backward, g's derivative,
+# the normalisation's backward in place (dgamma, dbeta into grads), then dW.
+
+cdef void _bn_forward(const EpochNet* net, Py_ssize_t i, const floating* x_in,
+                      const floating* params, floating* buffers, floating* ws,
+                      Py_ssize_t m, const floating* zeros, double* work,
+                      int n_threads) noexcept nogil:
+    """Layer i's forward with batch normalisation into z_i (then zn) and a_i."""
+    cdef Py_ssize_t k = net.dims[i + 1]
+    cdef const int64_t* bo = net.bn_off + 4 * i
+    cdef floating* z = ws + net.ws_off[2 + 3 * i]
+    cdef floating* rm = buffers + bo[1]
+    c_dense_forward(x_in, params + net.w_off[i], zeros, m, net.dims[i], k, IDENTITY, 0.0,
+                    z, z, NULL, n_threads)
+    if net.bn[i] == 1:
+        c_batch_norm_train(z, params + bo[0], params + net.b_off[i], m, k, net.bn_eps,
+                           net.bn_momentum, rm, rm + k, z, ws + bo[2], ws + bo[3], work)
+    else:
+        c_batch_norm_eval(z, params + bo[0], params + net.b_off[i], rm, rm + k, m, k,
+                          net.bn_eps, z, work)
+    c_activation_forward(z, m, k, <int>net.acts[i], net.alphas[i],
+                         ws + net.ws_off[3 + 3 * i], work)
+
+
+cdef void _bn_backward(const EpochNet* net, Py_ssize_t i, const floating* x_in,
+                       const floating* params, floating* grads, const floating* buffers,
+                       floating* ws, Py_ssize_t m, floating* db_scratch, double* work,
+                       int n_threads) noexcept nogil:
+    """Layer i's backward with batch normalisation: g_i from dL/da_i to dL/dz_i in place,
+    dgamma and dbeta (batch statistics only) and dW_i into grads."""
+    cdef Py_ssize_t r, j, k = net.dims[i + 1]
+    cdef const int64_t* bo = net.bn_off + 4 * i
+    cdef floating* z = ws + net.ws_off[2 + 3 * i]
+    cdef floating* g = ws + net.ws_off[4 + 3 * i]
+    cdef const floating* rv = buffers + bo[1] + k
+    cdef floating s
+    c_activation_backward(g, z, ws + net.ws_off[3 + 3 * i], m, k, <int>net.acts[i],
+                          net.alphas[i], g)
+    if net.bn[i] == 1:
+        c_batch_norm_backward(g, ws + bo[2], params + bo[0], ws + bo[3], m, k, g,
+                              grads + bo[0], grads + net.b_off[i], work)
+    else:  # frozen: g *= gamma / sqrt(running_var + eps), the factor in float64
+        for j in range(k):
+            work[j] = <double>params[bo[0] + j] * (1 / sqrt(<double>rv[j] + net.bn_eps))
+        for r in range(m):
+            for j in range(k):
+                s = <floating>work[j]
+                g[r * k + j] = g[r * k + j] * s
+    c_dense_backward(x_in, z, z, g, m, net.dims[i], k, IDENTITY, 0.0, g,
+                     grads + net.w_off[i], db_scratch, n_threads)
+
+
 # --- the epoch -----------------------------------------------------------------------
 
 cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* labels,
@@ -276,14 +335,15 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
                         const EpochNet* net, const EpochOpt* opt, floating* params,
                         floating* grads, floating* ws, int64_t* lb, floating* state1,
                         floating* state2, const double* lrs, Py_ssize_t batch_start,
-                        Py_ssize_t batch_stop, long long t0, double* stats,
-                        double* work, int n_threads) noexcept nogil:
+                        Py_ssize_t batch_stop, Py_ssize_t n_batches, long long t0,
+                        double* stats, double* work, floating* buffers, floating* fwork,
+                        int n_threads) noexcept nogil:
     """Batches [batch_start, batch_stop) of the epoch; see fastnn.reference.training."""
     cdef Py_ssize_t L = net.n_layers
     cdef const int64_t* dims = net.dims
     cdef const int64_t* off = net.ws_off
     cdef const int64_t* seg = opt.segments
-    cdef Py_ssize_t d = dims[0], k = dims[L]
+    cdef Py_ssize_t d = dims[0], k = dims[L], widest = 1
     cdef Py_ssize_t i, j, r, s, e, m, start, stop, correct
     cdef bint sparse = net.loss_code == LOSS_SPARSE_CROSS_ENTROPY
     cdef floating* xb = ws + off[0]
@@ -293,11 +353,13 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
     cdef floating* out
     cdef double loss, sq, norm, factor
     cdef long long step
+    for i in range(1, L + 1):
+        widest = max(widest, dims[i])
     stats[STAT_STEPS] = 0.0
     stats[STAT_STATUS] = 0.0
     for j in range(batch_start, batch_stop):
         s = j * batch_size
-        e = s + batch_size if s + batch_size < n else n
+        e = s + batch_size if s + batch_size < n and j < n_batches - 1 else n
         m = e - s
         # 1. gather the rows of this batch (row-major: one copy per row)
         for r in range(m):
@@ -314,9 +376,12 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
         # step path's mask and its dropout kernel into o_i, which the layer above reads
         x_in = xb
         for i in range(L):
-            c_dense_forward(x_in, params + net.w_off[i], params + net.b_off[i], m,
-                            dims[i], dims[i + 1], <int>net.acts[i], net.alphas[i],
-                            ws + off[2 + 3 * i], ws + off[3 + 3 * i], work, n_threads)
+            if net.bn[i] != 0:
+                _bn_forward(net, i, x_in, params, buffers, ws, m, fwork, work, n_threads)
+            else:
+                c_dense_forward(x_in, params + net.w_off[i], params + net.b_off[i], m,
+                                dims[i], dims[i + 1], <int>net.acts[i], net.alphas[i],
+                                ws + off[2 + 3 * i], ws + off[3 + 3 * i], work, n_threads)
             x_in = ws + off[3 + 3 * i]
             if net.dropout[i] != 0:
                 _dropout_mask(net.masks + net.dropout_off[2 * i + 1], m * dims[i + 1],
@@ -347,10 +412,14 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
             if net.dropout[i] != 0:
                 c_dropout(ws + off[4 + 3 * i], net.masks + net.dropout_off[2 * i + 1],
                           m * dims[i + 1], net.dropout[i], ws + off[4 + 3 * i])
-            c_dense_backward(x_in, ws + off[2 + 3 * i], ws + off[3 + 3 * i],
-                             ws + off[4 + 3 * i], m, dims[i], dims[i + 1],
-                             <int>net.acts[i], net.alphas[i], ws + off[4 + 3 * i],
-                             grads + net.w_off[i], grads + net.b_off[i], n_threads)
+            if net.bn[i] != 0:
+                _bn_backward(net, i, x_in, params, grads, buffers, ws, m, fwork + widest,
+                             work, n_threads)
+            else:
+                c_dense_backward(x_in, ws + off[2 + 3 * i], ws + off[3 + 3 * i],
+                                 ws + off[4 + 3 * i], m, dims[i], dims[i + 1],
+                                 <int>net.acts[i], net.alphas[i], ws + off[4 + 3 * i],
+                                 grads + net.w_off[i], grads + net.b_off[i], n_threads)
             if i > net.lowest:
                 c_dense_input_gradient(ws + off[4 + 3 * i], params + net.w_off[i], m,
                                        dims[i], dims[i + 1], ws + off[4 + 3 * (i - 1)],
@@ -440,17 +509,25 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
                 long long t0, const int64_t[:, ::1] segments, double[::1] stats,
                 int n_threads=1, const double[::1] dropout=None,
                 const int64_t[:, ::1] dropout_off=None, unsigned char[::1] masks=None,
-                dropout_seed=0, long long dropout_t0=0):
+                dropout_seed=0, long long dropout_t0=0, const int64_t[::1] bn=None,
+                const int64_t[:, ::1] bn_off=None, buffers=None, double bn_eps=1e-5,
+                double bn_momentum=0.1):
     """One epoch (batches [batch_start, batch_stop)) of mini-batch training in C.
 
     See fastnn.reference.training for the arguments and the steps; the GEMMs' blocks
     run on up to ``n_threads`` threads (fastnn_pool.h; the same bits for any count);
     ``params``, ``grads``, ``ws``, ``lb``, the optimizer state and ``stats`` are updated
-    in place (and ``masks``; ``dropout=None``: no layer has dropout).
+    in place (and ``masks``, and ``buffers``, the running statistics; ``dropout=None``:
+    no layer has dropout, ``bn=None``: no batch normalisation).
     Raises ValueError when the arrays do not fit together (nothing is touched then).
     """
     cdef Py_ssize_t L = acts.shape[0], n = X.shape[0], P = params.shape[0]
     cdef Py_ssize_t W = ws.shape[0], i, c, r, row, k, widest, first, last
+    cdef Py_ssize_t n_batches, rows
+    cdef bint bn_trains = False
+    cdef int64_t* no_bn = NULL
+    cdef floating[::1] buf
+    cdef floating* fwork
     cdef bint sparse = loss_code == LOSS_SPARSE_CROSS_ENTROPY
     cdef EpochNet net
     cdef EpochOpt opt
@@ -492,16 +569,48 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
                              "batch_size entries")
     elif y.shape[0] != n or y.shape[1] != k:
         raise ValueError(f"train_epoch: y must have shape ({n}, {k})")
-    if batch_size < 1 or not 0 <= batch_start <= batch_stop \
-            or batch_stop > (n + batch_size - 1) // batch_size or lrs.shape[0] < batch_stop:
+    if batch_size < 1:
+        raise ValueError("train_epoch: batch_size must be >= 1")
+    # Batch normalisation; in training a last single row joins the batch before it.
+    if bn is not None:
+        if bn.shape[0] != L or bn_off is None or bn_off.shape[0] != L \
+                or bn_off.shape[1] != 4 or buffers is None:
+            raise ValueError(f"train_epoch: bn needs {L} codes, bn_off ({L}, 4) offsets "
+                             f"and buffers")
+        buf = buffers
+        for i in range(L):
+            if not 0 <= bn[i] <= 2:
+                raise ValueError(f"train_epoch: bn code {bn[i]} of layer {i} is not 0, 1 "
+                                 f"or 2")
+            bn_trains = bn_trains or bn[i] == 1
+    if bn_trains and (batch_size < 2 or n < 2):
+        raise ValueError("train_epoch: batch normalisation in training needs batch_size "
+                         ">= 2 and n >= 2")
+    n_batches = (n + batch_size - 1) // batch_size
+    rows = batch_size
+    if bn_trains and n_batches > 1 and n - (n_batches - 1) * batch_size == 1:
+        n_batches -= 1
+        rows = batch_size + 1
+    if bn is not None:
+        for i in range(L):
+            if bn[i] != 0 and not (
+                    _within(bn_off[i, 0], dims[i + 1], P)
+                    and _within(bn_off[i, 1], 2 * dims[i + 1], buf.shape[0])
+                    and _within(bn_off[i, 2], rows * dims[i + 1], W)
+                    and _within(bn_off[i, 3], dims[i + 1], W)):
+                raise ValueError(f"train_epoch: layer {i}'s batch normalisation lies "
+                                 f"outside params, buffers or ws")
+    if sparse and lb.shape[0] < rows:
+        raise ValueError("train_epoch: lb is shorter than the largest batch")
+    if not 0 <= batch_start <= batch_stop <= n_batches or lrs.shape[0] < batch_stop:
         raise ValueError("train_epoch: batch_size, batch_start, batch_stop or lrs are "
                          "inconsistent with the number of rows")
-    if not _within(ws_off[0], batch_size * dims[0], W) \
-            or not (sparse or _within(ws_off[1], batch_size * k, W)):
+    if not _within(ws_off[0], rows * dims[0], W) \
+            or not (sparse or _within(ws_off[1], rows * k, W)):
         raise ValueError("train_epoch: the batch buffers lie outside ws")
     for i in range(L):
         for c in range(3):
-            if not _within(ws_off[2 + 3 * i + c], batch_size * dims[i + 1], W):
+            if not _within(ws_off[2 + 3 * i + c], rows * dims[i + 1], W):
                 raise ValueError(f"train_epoch: layer {i}'s workspace lies outside ws")
 
     # Dropout.
@@ -515,8 +624,8 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
                 raise ValueError(f"train_epoch: dropout rate {dropout[i]} of layer {i} "
                                  f"is not in [0, 1)")
             if dropout[i] != 0 and not (
-                    _within(dropout_off[i, 0], batch_size * dims[i + 1], W)
-                    and _within(dropout_off[i, 1], batch_size * dims[i + 1],
+                    _within(dropout_off[i, 0], rows * dims[i + 1], W)
+                    and _within(dropout_off[i, 1], rows * dims[i + 1],
                                 masks.shape[0])):
                 raise ValueError(f"train_epoch: layer {i}'s dropout output or mask lies "
                                  f"outside ws or masks")
@@ -538,7 +647,7 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
 
     # Rows this call reads (so a bad order or label never reads outside X or z).
     first = batch_start * batch_size
-    last = min(n, batch_stop * batch_size)
+    last = n if batch_stop == n_batches else min(n, batch_stop * batch_size)
     for r in range(first, last):
         row = order[r]
         if not 0 <= row < n:
@@ -579,6 +688,21 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
         net.dropout = &dropout[0]
         net.dropout_off = &dropout_off[0, 0]
         net.masks = &masks[0] if masks.shape[0] else NULL
+    net.bn_eps = bn_eps
+    net.bn_momentum = bn_momentum
+    if bn is None:
+        no_bn = <int64_t*>malloc(L * sizeof(int64_t))
+        if no_bn == NULL:
+            free(no_rates)
+            free(no_off)
+            raise MemoryError()
+        for i in range(L):
+            no_bn[i] = 0
+        net.bn = no_bn
+        net.bn_off = NULL
+    else:
+        net.bn = &bn[0]
+        net.bn_off = &bn_off[0, 0]
     opt.opt_code = opt_code
     opt.h0 = hyper[0]
     opt.h1 = hyper[1]
@@ -592,10 +716,16 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
     widest = 1
     for i in range(1, L + 1):
         widest = max(widest, dims[i])
-    work = <double*>malloc(widest * sizeof(double))
-    if work == NULL:
+    # softmax rows and batch-norm sums (3 widest doubles); the zero bias and the bias sum
+    # a batch-normalised layer discards (2 widest values)
+    work = <double*>malloc(3 * widest * sizeof(double))
+    fwork = <floating*>calloc(2 * widest, sizeof(floating))
+    if work == NULL or fwork == NULL:
+        free(work)
+        free(fwork)
         free(no_rates)
         free(no_off)
+        free(no_bn)
         raise MemoryError()
     with nogil:
         c_train_epoch(&X[0, 0], &y[0, 0] if not sparse else NULL,
@@ -603,7 +733,11 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
                       &opt, &params[0], &grads[0], &ws[0], &lb[0] if sparse else NULL,
                       &state1[0] if state1.shape[0] else NULL,
                       &state2[0] if state2.shape[0] else NULL, &lrs[0], batch_start,
-                      batch_stop, t0, &stats[0], work, max(1, n_threads))
+                      batch_stop, n_batches, t0, &stats[0], work,
+                      &buf[0] if bn is not None and buf.shape[0] else NULL, fwork,
+                      max(1, n_threads))
     free(work)
+    free(fwork)
     free(no_rates)
     free(no_off)
+    free(no_bn)

@@ -22,6 +22,7 @@ from . import codes
 from ._numba_common import (
     DISABLE_JIT,
     PW_BLOCK,
+    cast_like,
     gemm_threads,
     jit,
     jit_inline,
@@ -57,6 +58,7 @@ from .losses_numba import (
     mse_ws,
     sparse_cross_entropy_and_gradient,
 )
+from .normalization_numba import batch_norm_backward_ws, batch_norm_statistics
 from .normalization_numba import dropout as dropout_kernel
 from .optimizers_numba import (
     _adam,
@@ -119,6 +121,61 @@ def _dropout_mask(mask, n, seed, t, layer, rate):
     for i in range(n):
         z = key + np.uint64(i + 1) * _GAMMA
         mask[i] = np.uint8((_mix64(z) >> _S40) >= thr)
+
+
+def batch_count(n, batch_size, bn_trains):
+    """(batches, rows): as ``fastnn.reference.training.batch_rows`` (a last single row
+    joins the batch before it when batch normalisation trains)."""
+    n_batches = (n + batch_size - 1) // batch_size
+    if bn_trains and n_batches > 1 and n - (n_batches - 1) * batch_size == 1:
+        return n_batches - 1, batch_size + 1
+    return n_batches, batch_size
+
+
+_batch_count = jit(batch_count)
+
+
+# z, x_hat (m, k): z is overwritten in place; gamma, inv_std (k,); the running statistics
+# rm, rv (k,) moved for code 1; mean, inv (k,), col (m,) float64 scratch.
+@jit
+def _bn_forward(z, gamma, rm, rv, x_hat, inv_std, code, eps, momentum, mean, inv, col):
+    """z = gamma x_hat, x_hat = (z + 0 - mu) inv rounded once: the step path's
+    dense_forward(identity, zero bias) then batch_norm_train (code 1, saving x_hat and
+    inv_std) or batch_norm_eval (code 2) without its "+ beta", which the activation pass
+    that follows adds (its bias is beta), so that pass is the plain layers' own."""
+    m, k = z.shape
+    if code == 1:
+        batch_norm_statistics(z, eps, momentum, rm, rv, mean, inv, col)
+        for j in range(k):
+            inv_std[j] = inv[j]
+    else:
+        for j in range(k):
+            mean[j] = rm[j]
+            inv[j] = 1.0 / np.sqrt(np.float64(rv[j]) + eps)
+    zero = cast_like(z, 0.0)  # the step path's zero bias: -0.0 becomes +0.0
+    for r in range(m):
+        for j in range(k):
+            xh = cast_like(z, (np.float64(z[r, j] + zero) - mean[j]) * inv[j])
+            x_hat[r, j] = xh
+            z[r, j] = gamma[j] * xh
+
+
+# g, x_hat (m, k), g in place; gamma, inv_std, rv, dgamma, dbeta (k,); db, dg (k,) and
+# col (m,) float64 scratch.
+@jit
+def _bn_backward(g, x_hat, gamma, inv_std, rv, dgamma, dbeta, code, eps, db, dg, col):
+    """g = dL/dz from g = dL/dzn: batch_norm_backward in place (code 1, writing dgamma,
+    dbeta), or the frozen layer's g *= gamma / sqrt(running_var + eps) (code 2; the
+    factor in float64 rounded to the dtype, as the step path's NumPy expression)."""
+    if code == 1:
+        batch_norm_backward_ws(g, x_hat, gamma, inv_std, g, dgamma, dbeta, db, dg, col)
+        return
+    m, k = g.shape
+    for j in range(k):
+        db[j] = np.float64(gamma[j]) * (1.0 / np.sqrt(np.float64(rv[j]) + eps))
+    for r in range(m):
+        for j in range(k):
+            g[r, j] = g[r, j] * cast_like(g, db[j])
 
 
 @jit_inline
@@ -224,9 +281,41 @@ def _check_layout(
     dropout_off,
     masks,
     dropout_t0,
+    bn,
+    bn_off,
+    buffers,
 ):
     """Every index the epoch will use stays inside its buffer (ValueError otherwise)."""
     n_layers = acts.size
+    n = X.shape[0]
+    if bn.size != n_layers or bn_off.shape[0] != n_layers or bn_off.shape[1] != 4:
+        raise ValueError("train_epoch: bn or bn_off do not fit")
+    bn_trains = False
+    for i in range(n_layers):
+        if not 0 <= bn[i] <= 2:
+            raise ValueError("train_epoch: a bn code is outside 0, 1, 2")
+        bn_trains = bn_trains or bn[i] == 1
+    if bn_trains and (batch_size < 2 or n < 2):
+        raise ValueError(
+            "train_epoch: batch normalisation in training needs batch_size >= 2 and n >= 2"
+        )
+    n_batches, rows = _batch_count(n, max(batch_size, 1), bn_trains)
+    for i in range(n_layers):
+        if bn[i] != 0 and i + 1 < dims.size:
+            k = dims[i + 1]
+            if (
+                bn_off[i, 0] < 0
+                or bn_off[i, 0] + k > params.size
+                or bn_off[i, 1] < 0
+                or bn_off[i, 1] + 2 * k > buffers.size
+                or bn_off[i, 2] < 0
+                or bn_off[i, 2] + rows * k > ws.size
+                or bn_off[i, 3] < 0
+                or bn_off[i, 3] + k > ws.size
+            ):
+                raise ValueError(
+                    "train_epoch: a batch-normalised layer lies outside params, buffers or ws"
+                )
     if (
         dropout.size != n_layers
         or dropout_off.shape[0] != n_layers
@@ -238,7 +327,7 @@ def _check_layout(
         if not 0.0 <= dropout[i] < 1.0:
             raise ValueError("train_epoch: a dropout rate is outside [0, 1)")
         if dropout[i] != 0.0 and i + 1 < dims.size:
-            size = batch_size * dims[i + 1]
+            size = rows * dims[i + 1]
             if (
                 dropout_off[i, 0] < 0
                 or dropout_off[i, 0] + size > ws.size
@@ -248,7 +337,7 @@ def _check_layout(
                 raise ValueError(
                     "train_epoch: a dropout layer's output or mask lies outside ws or masks"
                 )
-    n, P = X.shape[0], params.size
+    P = params.size
     if (
         alphas.size != n_layers
         or hyper.size != codes.N_HYPER
@@ -286,7 +375,7 @@ def _check_layout(
     k = dims[n_layers]
     sparse = loss_code == codes.LOSS_SPARSE_CROSS_ENTROPY
     if sparse:
-        if labels.size != n or lb.size < batch_size:
+        if labels.size != n or lb.size < rows:
             raise ValueError("train_epoch: labels or lb too short")
     elif y.shape[0] != n or y.shape[1] != k:
         raise ValueError("train_epoch: y must have shape (n, dims[-1])")
@@ -294,9 +383,8 @@ def _check_layout(
         width = dims[0] if r == 0 else k if r == 1 else dims[(r - 2) // 3 + 1]
         if r == 1 and sparse:
             continue
-        if ws_off[r] < 0 or ws_off[r] + batch_size * width > ws.size:
+        if ws_off[r] < 0 or ws_off[r] + rows * width > ws.size:
             raise ValueError("train_epoch: ws is too small for ws_off")
-    n_batches = (n + batch_size - 1) // batch_size
     if not 0 <= batch_start <= batch_stop <= n_batches or lrs.size < batch_stop:
         raise ValueError("train_epoch: batch range or lrs out of range")
     if segments.shape[1] != 3:
@@ -308,7 +396,8 @@ def _check_layout(
     if (n_states >= 1 and state1.size != P) or (n_states == 2 and state2.size != P):
         raise ValueError("train_epoch: optimizer state does not match params")
     # the rows (and labels) this call reads
-    for i in range(batch_start * batch_size, min(n, batch_stop * batch_size)):
+    last = n if batch_stop == n_batches else min(n, batch_stop * batch_size)
+    for i in range(batch_start * batch_size, last):
         row = order[i]
         if not 0 <= row < n:
             raise ValueError("train_epoch: order holds a row outside X")
@@ -381,6 +470,11 @@ def _make_epoch(loss_kind, used):
         masks,
         dropout_seed,
         dropout_t0,
+        bn,
+        bn_off,
+        buffers,
+        bn_eps,
+        bn_momentum,
         n_threads,
     ):
         _check_types(
@@ -416,6 +510,11 @@ def _make_epoch(loss_kind, used):
             masks,
             dropout_seed,
             dropout_t0,
+            bn,
+            bn_off,
+            buffers,
+            bn_eps,
+            bn_momentum,
         )
         _check_layout(
             X,
@@ -448,6 +547,9 @@ def _make_epoch(loss_kind, used):
             dropout_off,
             masks,
             dropout_t0,
+            bn,
+            bn_off,
+            buffers,
         )
         n = X.shape[0]
         n_layers = acts.size
@@ -470,11 +572,21 @@ def _make_epoch(loss_kind, used):
         _, sums_dt = pairwise_stack(prod)
         nodes2, sums2 = pairwise_stack(e)  # a second thread's, for the norm's halves
         halves = np.empty(2)
+        # batch normalisation's scratch: float64 column statistics and sums, a float64
+        # column, an array-dtype row for the bias sum the step path throws away
+        bn_trains = False
+        for i in range(n_layers):
+            bn_trains = bn_trains or bn[i] == 1
+        n_batches, rows_max = _batch_count(n, batch_size, bn_trains)
+        bmean = np.empty(width)
+        binv = np.empty(width)
+        bcol = np.empty(rows_max)
+        dbs = np.empty(width, params.dtype)
         stats[codes.STAT_STEPS] = 0.0
         stats[codes.STAT_STATUS] = 0.0
         for j in range(batch_start, batch_stop):
             s = j * batch_size
-            m = min(n, s + batch_size) - s
+            m = (n if j == n_batches - 1 else min(n, s + batch_size)) - s
             # 1. the batch: rows order[s:s + m] of X and of the targets, gathered into
             # ws; a run of consecutive rows (an epoch without shuffling) is used in
             # place, as the step path does (same values, so the same results)
@@ -513,6 +625,23 @@ def _make_epoch(loss_kind, used):
                 a = ws[ws_off[3 + 3 * i] : ws_off[3 + 3 * i] + m * no].reshape((m, no))
                 # dense_forward: the GEMM, then the activation's pass
                 gemm_threads(x_in, w, z, False, False, n_threads)
+                if bn[i] != 0:
+                    # batch normalisation: z = gamma x_hat here, + beta (b) in the pass
+                    g0, r0, x0, i0 = bn_off[i, 0], bn_off[i, 1], bn_off[i, 2], bn_off[i, 3]
+                    _bn_forward(
+                        z,
+                        params[g0 : g0 + no],
+                        buffers[r0 : r0 + no],
+                        buffers[r0 + no : r0 + 2 * no],
+                        ws[x0 : x0 + m * no].reshape((m, no)),
+                        ws[i0 : i0 + no],
+                        bn[i],
+                        bn_eps,
+                        bn_momentum,
+                        bmean,
+                        binv,
+                        bcol,
+                    )
                 act, alpha = acts[i], alphas[i]
                 if has_relu and act == _RELU:
                     forward_relu(z, a, b)
@@ -584,7 +713,7 @@ def _make_epoch(loss_kind, used):
                 a = ws[ws_off[3 + 3 * i] : ws_off[3 + 3 * i] + m * no].reshape((m, no))
                 g = ws[ws_off[4 + 3 * i] : ws_off[4 + 3 * i] + m * no].reshape((m, no))
                 dw = grads[w_off[i] : w_off[i] + ni * no].reshape((ni, no))
-                db = grads[b_off[i] : b_off[i] + no]
+                db = grads[b_off[i] : b_off[i] + no] if bn[i] == 0 else dbs[:no]
                 rate = dropout[i]
                 if rate != 0.0:
                     gf = g.reshape(m * no)
@@ -610,6 +739,23 @@ def _make_epoch(loss_kind, used):
                     backward_softmax(a, g, db, prod, nodes, sums_dt)
                 elif has_by_code:
                     backward_by_code(z, g, db, act)
+                if bn[i] != 0:
+                    # batch normalisation: dL/dzn -> dL/dz, dgamma and dbeta into grads
+                    g0, r0, x0, i0 = bn_off[i, 0], bn_off[i, 1], bn_off[i, 2], bn_off[i, 3]
+                    _bn_backward(
+                        g,
+                        ws[x0 : x0 + m * no].reshape((m, no)),
+                        params[g0 : g0 + no],
+                        ws[i0 : i0 + no],
+                        buffers[r0 + no : r0 + 2 * no],
+                        grads[g0 : g0 + no],
+                        grads[b_off[i] : b_off[i] + no],
+                        bn[i],
+                        bn_eps,
+                        bmean,
+                        binv,
+                        bcol,
+                    )
                 backward_finish(x_below, g, dw, db, nodes, sums_dt, n_threads)
                 if i > lowest:
                     w = params[w_off[i] : w_off[i] + ni * no].reshape((ni, no))
@@ -756,6 +902,11 @@ _ARGS = (
     ("masks", "u1+"),
     ("dropout_seed", "n"),
     ("dropout_t0", "n"),
+    ("bn", "i1"),
+    ("bn_off", "i2"),
+    ("buffers", "f1+"),
+    ("bn_eps", "r"),
+    ("bn_momentum", "r"),
 )
 
 
@@ -798,6 +949,11 @@ def _check_types(
     masks,
     dropout_seed,
     dropout_t0,
+    bn,
+    bn_off,
+    buffers,
+    bn_eps,
+    bn_momentum,
 ):
     """ValueError unless every argument has the type, dtype and layout of ``_ARGS``.
 
@@ -813,6 +969,10 @@ def _check_types(
         if kind == "n":
             if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
                 raise ValueError(f"train_epoch: {name} must be an integer")
+            continue
+        if kind == "r":
+            if not isinstance(a, (float, np.floating)):
+                raise ValueError(f"train_epoch: {name} must be a float")
             continue
         want = {"f": dt, "i": _I64, "d": _F64, "u": _U8}[kind[0]]
         if (
@@ -861,6 +1021,11 @@ if not DISABLE_JIT:
         masks,
         dropout_seed,
         dropout_t0,
+        bn,
+        bn_off,
+        buffers,
+        bn_eps,
+        bn_momentum,
     ):
         values = locals()
         dt = params.dtype if isinstance(params, types.Array) else None
@@ -871,6 +1036,10 @@ if not DISABLE_JIT:
             if kind == "n":
                 if not isinstance(ty, types.Integer):
                     raise TypingError(f"train_epoch: {name} must be an integer")
+                continue
+            if kind == "r":
+                if not isinstance(ty, types.Float):
+                    raise TypingError(f"train_epoch: {name} must be a float")
                 continue
             want = {"f": dt, "i": types.int64, "d": types.float64, "u": types.uint8}[kind[0]]
             if (
@@ -915,6 +1084,11 @@ if not DISABLE_JIT:
             masks,
             dropout_seed,
             dropout_t0,
+            bn,
+            bn_off,
+            buffers,
+            bn_eps,
+            bn_momentum,
         ):
             pass
 
@@ -955,10 +1129,15 @@ def train_epoch(
     masks=None,
     dropout_seed=0,
     dropout_t0=0,
+    bn=None,
+    bn_off=None,
+    buffers=None,
+    bn_eps=1e-5,
+    bn_momentum=0.1,
 ):
     """One epoch (batches [batch_start, batch_stop)) of mini-batch training in one
     compiled call; see :mod:`fastnn.reference.training` for the arguments
-    (``dropout=None``: no layer has dropout).
+    (``dropout=None``: no layer has dropout; ``bn=None``: no batch normalisation).
 
     A bad call raises ValueError instead of touching memory outside the arrays: types,
     dtypes and layouts are checked when a signature is compiled (so a call with wrong
@@ -972,6 +1151,13 @@ def train_epoch(
         L = getattr(acts, "size", 0)
         dropout, dropout_off = np.zeros(L), np.zeros((L, 2), np.int64)
         masks = np.zeros(0, np.uint8)
+    if bn is None:
+        L = getattr(acts, "size", 0)
+        bn, bn_off = np.zeros(L, np.int64), np.zeros((L, 4), np.int64)
+        buffers = np.zeros(0, getattr(params, "dtype", _F64))
+    for name, value in (("bn_eps", bn_eps), ("bn_momentum", bn_momentum)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+            raise ValueError(f"train_epoch: {name} must be a real number")
     for name, value, bound in (
         ("dropout_seed", dropout_seed, 2**64),
         ("dropout_t0", dropout_t0, 2**63),
@@ -1016,6 +1202,11 @@ def train_epoch(
         masks,
         np.uint64(int(dropout_seed)),
         np.int64(dropout_t0),
+        bn,
+        bn_off,
+        buffers,
+        float(bn_eps),
+        float(bn_momentum),
     )
     if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, (int, np.integer)):
         raise ValueError("train_epoch: n_threads must be an integer")

@@ -9,8 +9,8 @@ interpreter is left only at epoch boundaries; being the same kernels in the same
 order, every backend's ``train_epoch`` gives bit for bit the weights its own
 step-by-step path gives.
 
-Scope: dense layers with any activation and inverted dropout, no batch normalisation
-(the model falls back to its step-by-step path for that).
+Scope: dense layers with any activation, inverted dropout and batch normalisation
+(batch statistics in training, the running ones for a frozen layer).
 
 Arguments (all arrays C-contiguous; ``dt`` is the model dtype, float32 or float64):
 
@@ -62,19 +62,45 @@ dropout_t0      int >= 0         training forwards the model ran before this cal
                                  batch_start) (``fastnn.reference.masks``). The caller
                                  advances its count by STAT_STEPS, plus one when the call
                                  stopped on a non-finite value (that batch's forward ran)
+bn              (L,) int64       per layer: 0 no batch normalisation, 1 batch statistics
+                | None           (training), 2 running statistics (a frozen layer). None
+                                 (the default): none, and the four arguments below are not
+                                 read. For a layer with bn, b_off is the offset of beta
+bn_off          (L, 4) int64     per layer with bn: offsets of gamma in ``params`` (dgamma
+                                 in ``grads``), of its running mean in ``buffers`` (the
+                                 running variance follows it), of x_hat (rows x width) and
+                                 of inv_std (width) in ``ws``; ignored for the other layers
+buffers         (B,) dt          the running statistics, updated in place
+bn_eps,         float            the model's bn_eps and bn_momentum (docs/spec.md §7)
+bn_momentum
 ==============  ===============  ============================================================
 
-Per batch j (rows s = j batch_size up to e = min(n, s + batch_size), m = e - s):
+Batches. Batch j holds rows s = j batch_size up to e = min(n, s + batch_size); when a
+layer has bn = 1 and the last batch of the epoch would hold a single row, it is merged
+into the one before (as the step path's ``MLP._batches``): the epoch then has
+ceil(n / batch_size) - 1 batches, the last of batch_size + 1 rows, and every region
+sized "batch_size x width" above must hold rows = batch_size + 1 rows. bn = 1 needs
+batch_size >= 2 and n >= 2 (ValueError otherwise).
+
+Per batch j (rows s up to e as above, m = e - s):
 
 1. xb = X[order[s:e]]; targets likewise.
 2. for each layer: dense_forward(x_in, W_l, b_l, acts[l], alphas[l], z_l, a_l); with
-   dropout, mask_l = dropout_mask(dropout_seed, t, l, rate_l) and
+   bn, the step path's sequence instead: dense_forward(x_in, W_l, 0, identity, z_l,
+   z_l), then batch_norm_train (bn = 1; saving x_hat_l, inv_std_l and moving the running
+   statistics) or batch_norm_eval (bn = 2) from z_l into z_l itself, then
+   activation_forward(z_l, acts[l], alphas[l], a_l). With dropout,
+   mask_l = dropout_mask(dropout_seed, t, l, rate_l) and
    o_l = dropout(a_l, mask_l, rate_l) (the layer above reads o_l instead of a_l).
 3. loss = the loss kernel on (out, targets); a non-finite loss stops the epoch with
    STATUS_LOSS_NOT_FINITE before anything is updated. Correct rows are counted.
 4. g_{L-1} = the loss gradient; for l = L-1 .. lowest: with dropout, g_l =
    dropout(g_l, mask_l, rate_l) in place; dense_backward(...) writing dW_l, db_l into
-   ``grads``, and dense_input_gradient into g_{l-1} when l > lowest.
+   ``grads``, and dense_input_gradient into g_{l-1} when l > lowest. With bn:
+   activation_backward(g_l, z_l, a_l) in place, then batch_norm_backward in place
+   writing dgamma_l, dbeta_l into ``grads`` (bn = 1), or g_l *= (gamma_l /
+   sqrt(running_var_l + eps)) rounded to dt (bn = 2, computed in float64), then
+   dense_backward(x_in, z_l, z_l, g_l, identity) for dW_l (its bias sum is not kept).
 5. sq = sum over segments (in order) of squared_norm(grads[start:stop]); norm = sqrt(sq)
    (float64); a non-finite norm stops with STATUS_GRAD_NOT_FINITE, nothing updated.
    If 0 < clip_norm < norm, every segment is scaled by clip_norm / norm.
@@ -89,6 +115,7 @@ import math
 import numpy as np
 
 from .._kernels import codes
+from .activations import activation_backward, activation_forward
 from .dense import dense_backward, dense_forward, dense_input_gradient
 from .losses import (
     binary_cross_entropy,
@@ -101,6 +128,7 @@ from .losses import (
     sparse_cross_entropy_gradient,
 )
 from .masks import dropout_mask
+from .normalization import batch_norm_backward, batch_norm_eval, batch_norm_train
 from .normalization import dropout as dropout_kernel
 from .optimizers import (
     adagrad_step,
@@ -119,6 +147,18 @@ __all__ = ["train_epoch"]
 
 def _region(ws, offset, m, width):
     return ws[offset : offset + m * width].reshape(m, width)
+
+
+def batch_rows(n, batch_size, bn_trains):
+    """(batches, rows): the epoch's number of batches and the rows of its largest one.
+
+    With a batch-normalised layer in training (``bn_trains``) a last batch of a single
+    row is merged into the one before, as ``MLP._batches`` does.
+    """
+    n_batches = -(-n // batch_size)
+    if bn_trains and n_batches > 1 and n - (n_batches - 1) * batch_size == 1:
+        return n_batches - 1, batch_size + 1
+    return n_batches, batch_size
 
 
 def _loss(loss_code, out, t):
@@ -210,10 +250,22 @@ def train_epoch(
     masks=None,
     dropout_seed=0,
     dropout_t0=0,
+    bn=None,
+    bn_off=None,
+    buffers=None,
+    bn_eps=1e-5,
+    bn_momentum=0.1,
 ):
     """One epoch of mini-batch training; see the module docstring for the contract."""
     n, n_layers = X.shape[0], len(acts)
     rates = [0.0] * n_layers if dropout is None else [float(r) for r in dropout]
+    bns = [0] * n_layers if bn is None else [int(c) for c in bn]
+    if 1 in bns and (batch_size < 2 or n < 2):
+        raise ValueError("train_epoch: batch normalisation in training needs batch_size >= 2")
+    n_batches = batch_rows(n, batch_size, 1 in bns)[0]
+    if not 0 <= batch_start <= batch_stop <= n_batches:
+        raise ValueError("train_epoch: batch range out of range")
+    bn_eps, bn_momentum = float(bn_eps), float(bn_momentum)
     # Python floats, as the step path passes them: a NumPy float64 scalar would make
     # NumPy 2 compute leaky_relu's alpha z of a float32 z in float64
     alphas = [float(al) for al in alphas]
@@ -231,9 +283,49 @@ def train_epoch(
         for i in range(n_layers)
     ]
     db = [grads[b_off[i] : b_off[i] + dims[i + 1]] for i in range(n_layers)]
+    # batch normalisation: gamma/dgamma, running statistics, and the bias the step path
+    # adds before normalising (zero) and the bias sum it throws away
+    gamma = [None] * n_layers
+    dgamma = [None] * n_layers
+    r_mean = [None] * n_layers
+    r_var = [None] * n_layers
+    for i in range(n_layers):
+        if bns[i]:
+            k, (go, ro) = dims[i + 1], bn_off[i, :2]
+            gamma[i], dgamma[i] = params[go : go + k], grads[go : go + k]
+            r_mean[i], r_var[i] = buffers[ro : ro + k], buffers[ro + k : ro + 2 * k]
+
+    def _region_k(i, m, what):
+        k = dims[i + 1]
+        if what == "x_hat":
+            return _region(ws, bn_off[i, 2], m, k)
+        return ws[bn_off[i, 3] : bn_off[i, 3] + k]
+
+    def _bn_forward(i, x_in, w, beta, gm, rm, rv, z, a):
+        # the step path's order: z = x W + 0, normalised in place, then g
+        m = x_in.shape[0]
+        dense_forward(x_in, w, np.zeros(w.shape[1], w.dtype), codes.IDENTITY, None, z, z)
+        if bns[i] == 1:
+            x_hat, inv_std = _region_k(i, m, "x_hat"), _region_k(i, m, "inv_std")
+            batch_norm_train(z, gm, beta, bn_eps, bn_momentum, rm, rv, z, x_hat, inv_std)
+        else:
+            batch_norm_eval(z, gm, beta, rm, rv, bn_eps, z)
+        activation_forward(z, acts[i], alphas[i], a)
+
+    def _bn_backward(i, x_below, z, a, g, gm, rv, dw, dgm, dbeta):
+        m = g.shape[0]
+        activation_backward(g, z, a, acts[i], alphas[i], g)
+        if bns[i] == 1:
+            x_hat, inv_std = _region_k(i, m, "x_hat"), _region_k(i, m, "inv_std")
+            batch_norm_backward(g, x_hat, gm, inv_std, g, dgm, dbeta)
+        else:  # frozen: the running statistics are constants
+            inv = 1 / np.sqrt(rv.astype(np.float64) + bn_eps)
+            np.multiply(g, (gm * inv).astype(g.dtype), out=g)
+        dense_backward(x_below, z, z, g, codes.IDENTITY, None, g, dw, np.empty_like(dbeta))
+
     for j in range(batch_start, batch_stop):
         s = j * batch_size
-        e = min(n, s + batch_size)
+        e = n if j == n_batches - 1 else s + batch_size
         m = e - s
         rows = order[s:e]
         xb = _region(ws, ws_off[0], m, dims[0])
@@ -259,7 +351,10 @@ def train_epoch(
 
         x_in = xb
         for i in range(n_layers):
-            dense_forward(x_in, W[i], b[i], acts[i], alphas[i], z[i], a[i])
+            if bns[i]:
+                _bn_forward(i, x_in, W[i], b[i], gamma[i], r_mean[i], r_var[i], z[i], a[i])
+            else:
+                dense_forward(x_in, W[i], b[i], acts[i], alphas[i], z[i], a[i])
             if rates[i]:
                 dropout_mask(dropout_seed, t_drop, i, rates[i], mask[i])
                 dropout_kernel(a[i], mask[i], rates[i], o[i])
@@ -277,7 +372,12 @@ def train_epoch(
             x_below = xb if i == 0 else o[i - 1]
             if rates[i]:
                 dropout_kernel(g[i], mask[i], rates[i], g[i])
-            dense_backward(x_below, z[i], a[i], g[i], acts[i], alphas[i], g[i], dW[i], db[i])
+            if bns[i]:
+                _bn_backward(
+                    i, x_below, z[i], a[i], g[i], gamma[i], r_var[i], dW[i], dgamma[i], db[i]
+                )
+            else:
+                dense_backward(x_below, z[i], a[i], g[i], acts[i], alphas[i], g[i], dW[i], db[i])
             if i > lowest:
                 dense_input_gradient(g[i], W[i], g[i - 1])
 
