@@ -113,15 +113,16 @@ def batch_norm_backward(dout, x_hat, gamma, inv_std, dx, dgamma, dbeta):
     """dbeta = sum dout, dgamma = sum dout x_hat (float64, over the m rows),
     dx = gamma inv_std / m (m dout - dbeta - x_hat dgamma), rounded once."""
     m, k = dout.shape
+    work = np.empty((3, k))
     batch_norm_backward_ws(
-        dout, x_hat, gamma, inv_std, dx, dgamma, dbeta, np.empty(k), np.empty(k), np.empty(m)
+        dout, x_hat, gamma, inv_std, dx, dgamma, dbeta, work[0], work[1], work[2], np.empty(m)
     )
 
 
-# dout, x_hat, dx (m, k), dx may be dout; gamma, inv_std, dgamma, dbeta (k,); db, dg (k,)
-# and col (m,) float64 scratch.
+# dout, x_hat, dx (m, k), dx may be dout; gamma, inv_std, dgamma, dbeta (k,); db, dg,
+# scale (k,) and col (m,) float64 scratch.
 @jit
-def batch_norm_backward_ws(dout, x_hat, gamma, inv_std, dx, dgamma, dbeta, db, dg, col):
+def batch_norm_backward_ws(dout, x_hat, gamma, inv_std, dx, dgamma, dbeta, db, dg, scale, col):
     """``batch_norm_backward`` on caller-given scratch (the whole-epoch kernel's); every
     element of dout is read before dx's element is written, so dx may be dout."""
     m, k = dout.shape
@@ -140,12 +141,14 @@ def batch_norm_backward_ws(dout, x_hat, gamma, inv_std, dx, dgamma, dbeta, db, d
                 d = np.float64(dout[i, j])
                 db[j] += d
                 dg[j] += d * np.float64(x_hat[i, j])
-    for i in range(m):
-        for j in range(k):
-            scale = np.float64(gamma[j]) * np.float64(inv_std[j]) / m
-            dx[i, j] = scale * (
-                (m * np.float64(dout[i, j]) - db[j]) - np.float64(x_hat[i, j]) * dg[j]
-            )
+    rows = np.float64(m)
     for j in range(k):
+        # the factor per column, once (a division per element would dominate the pass)
+        scale[j] = np.float64(gamma[j]) * np.float64(inv_std[j]) / rows
         dgamma[j] = dg[j]
         dbeta[j] = db[j]
+    for i in range(m):
+        for j in range(k):
+            dx[i, j] = scale[j] * (
+                (rows * np.float64(dout[i, j]) - db[j]) - np.float64(x_hat[i, j]) * dg[j]
+            )

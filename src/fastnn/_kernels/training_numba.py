@@ -160,15 +160,15 @@ def _bn_forward(z, gamma, rm, rv, x_hat, inv_std, code, eps, momentum, mean, inv
             z[r, j] = gamma[j] * xh
 
 
-# g, x_hat (m, k), g in place; gamma, inv_std, rv, dgamma, dbeta (k,); db, dg (k,) and
-# col (m,) float64 scratch.
+# g, x_hat (m, k), g in place; gamma, inv_std, rv, dgamma, dbeta (k,); db, dg, scale (k,)
+# and col (m,) float64 scratch.
 @jit
-def _bn_backward(g, x_hat, gamma, inv_std, rv, dgamma, dbeta, code, eps, db, dg, col):
+def _bn_backward(g, x_hat, gamma, inv_std, rv, dgamma, dbeta, code, eps, db, dg, scale, col):
     """g = dL/dz from g = dL/dzn: batch_norm_backward in place (code 1, writing dgamma,
     dbeta), or the frozen layer's g *= gamma / sqrt(running_var + eps) (code 2; the
     factor in float64 rounded to the dtype, as the step path's NumPy expression)."""
     if code == 1:
-        batch_norm_backward_ws(g, x_hat, gamma, inv_std, g, dgamma, dbeta, db, dg, col)
+        batch_norm_backward_ws(g, x_hat, gamma, inv_std, g, dgamma, dbeta, db, dg, scale, col)
         return
     m, k = g.shape
     for j in range(k):
@@ -580,6 +580,7 @@ def _make_epoch(loss_kind, used):
         n_batches, rows_max = _batch_count(n, batch_size, bn_trains)
         bmean = np.empty(width)
         binv = np.empty(width)
+        bscale = np.empty(width)
         bcol = np.empty(rows_max)
         dbs = np.empty(width, params.dtype)
         stats[codes.STAT_STEPS] = 0.0
@@ -754,6 +755,7 @@ def _make_epoch(loss_kind, used):
                         bn_eps,
                         bmean,
                         binv,
+                        bscale,
                         bcol,
                     )
                 backward_finish(x_below, g, dw, db, nodes, sums_dt, n_threads)
