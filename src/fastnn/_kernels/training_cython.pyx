@@ -22,9 +22,7 @@ from fastnn._kernels.blas_cython cimport pw_split
 from fastnn._kernels.dense_cython cimport (
     c_dense_backward, c_dense_forward, c_dense_input_gradient, c_run_tasks,
 )
-from fastnn._kernels.activations_cython cimport (
-    IDENTITY, c_activation_backward, c_activation_forward,
-)
+from fastnn._kernels.activations_cython cimport c_activation_backward, c_activation_forward
 from fastnn._kernels.normalization_cython cimport (
     c_batch_norm_backward, c_batch_norm_eval, c_batch_norm_train, c_dropout,
 )
