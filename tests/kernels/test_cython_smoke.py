@@ -246,6 +246,14 @@ SIMD_FUNCS = {
     "bias_act": "T* z, const T* b, ptrdiff_t m, ptrdiff_t k, int act, T alpha, T* a",
     "act_grad_bias": "const T* da, const T* z, ptrdiff_t m, ptrdiff_t k, int act, T alpha, "
     "T* dz, T* db",
+    "bn_sums": "const T* x, ptrdiff_t m, ptrdiff_t k, const double* center, double* total, "
+    "int squares",
+    "bn_normalise": "const T* x, ptrdiff_t m, ptrdiff_t k, const double* mean, "
+    "const double* inv, const T* gamma, const T* beta, T* x_hat, T* out",
+    "bn_grad_sums": "const T* dout, const T* x_hat, ptrdiff_t m, ptrdiff_t k, double* db, "
+    "double* dg",
+    "bn_dx": "const T* dout, const T* x_hat, ptrdiff_t m, ptrdiff_t k, const double* scale, "
+    "const double* db, const double* dg, T* dx",
 }
 SIMD_RETURNS = {"bias_act": "int", "act_grad_bias": "int", "sq_leaf": "double"}
 # The instruction sets of the header's target_clones, as compiler flags.
@@ -430,6 +438,37 @@ def _simd_cases(dtype):
             shape,
             {},
         )  # dz is da
+    # batch normalisation: column sums in double, the normalisation and the input gradient
+    x, g = _special_values(m * k, dtype, 11), _special_values(m * k, dtype, 12)
+    wide = {name: _special_values(k, np.float64, 13 + i) for i, name in enumerate("abcd")}
+    for squares in (0, 1):
+        yield (
+            "bn_sums",
+            {"x": x, "center": wide["a"], "total": np.zeros(k)},
+            {"m": m, "k": k},
+            {"squares": squares},
+        )
+    norm = {"x": x, "mean": wide["a"], "inv": np.abs(wide["b"])}
+    norm.update(gamma=_special_values(k, dtype, 17), beta=_special_values(k, dtype, 18))
+    yield (
+        "bn_normalise",
+        {**norm, "x_hat": np.zeros_like(x), "out": np.zeros_like(x)},
+        {
+            "m": m,
+            "k": k,
+        },
+        {},
+    )
+    yield "bn_normalise", {**norm, "x_hat": np.zeros_like(x), "out": "x"}, {"m": m, "k": k}, {}
+    yield (
+        "bn_grad_sums",
+        {"dout": g, "x_hat": x, "db": np.zeros(k), "dg": np.zeros(k)},
+        {"m": m, "k": k},
+        {},
+    )
+    back = {"dout": g, "x_hat": x, "scale": wide["b"], "db": wide["c"], "dg": wide["d"]}
+    yield "bn_dx", {**back, "dx": np.zeros_like(g)}, {"m": m, "k": k}, {}
+    yield "bn_dx", {**back, "dx": "dout"}, {"m": m, "k": k}, {}  # dx is dout
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -254,6 +254,74 @@
         return 1;                                                                      \
     }
 
+/* --- batch normalisation (fastnn/reference/normalization.py): x (m, k) row-major ----
+ * Column statistics in double, row after row, the vector lanes across the k columns: each
+ * column's sum keeps the reference's order (NumPy's for an axis-0 sum of k > 1 columns). */
+
+/* total[j] = sum over rows of x[:, j] (squares = 0) or of (x[:, j] - center[j])^2. */
+#define FNN_BN_SUMS(T, S)                                                              \
+    FNN_CLONES FNN_UNUSED static void fnn_bn_sums_##S(                                 \
+        const T *restrict x, ptrdiff_t m, ptrdiff_t k, const double *restrict center,  \
+        double *restrict total, int squares)                                           \
+    {                                                                                  \
+        for (ptrdiff_t j = 0; j < k; j++) total[j] = 0.0;                              \
+        if (squares) {                                                                 \
+            for (ptrdiff_t i = 0; i < m; i++)                                          \
+                for (ptrdiff_t j = 0; j < k; j++) {                                    \
+                    double d = (double)x[i * k + j] - center[j];                       \
+                    total[j] = total[j] + d * d;                                       \
+                }                                                                      \
+        } else {                                                                       \
+            for (ptrdiff_t i = 0; i < m; i++)                                          \
+                for (ptrdiff_t j = 0; j < k; j++)                                      \
+                    total[j] = total[j] + (double)x[i * k + j];                        \
+        }                                                                              \
+    }
+
+/* x_hat = (T)((x - mean) inv) and out = gamma x_hat + beta; out may be x. */
+#define FNN_BN_NORMALISE(T, S)                                                         \
+    FNN_CLONES FNN_UNUSED static void fnn_bn_normalise_##S(                            \
+        const T *x, ptrdiff_t m, ptrdiff_t k, const double *restrict mean,             \
+        const double *restrict inv, const T *restrict gamma, const T *restrict beta,   \
+        T *restrict x_hat, T *out)                                                     \
+    {                                                                                  \
+        for (ptrdiff_t i = 0; i < m; i++)                                              \
+            for (ptrdiff_t j = 0; j < k; j++) {                                        \
+                T xh = (T)(((double)x[i * k + j] - mean[j]) * inv[j]);                 \
+                x_hat[i * k + j] = xh;                                                 \
+                out[i * k + j] = gamma[j] * xh + beta[j];                              \
+            }                                                                          \
+    }
+
+/* db[j] = sum over rows of dout, dg[j] = sum of dout x_hat, in double. */
+#define FNN_BN_GRAD_SUMS(T, S)                                                         \
+    FNN_CLONES FNN_UNUSED static void fnn_bn_grad_sums_##S(                            \
+        const T *restrict dout, const T *restrict x_hat, ptrdiff_t m, ptrdiff_t k,     \
+        double *restrict db, double *restrict dg)                                      \
+    {                                                                                  \
+        for (ptrdiff_t j = 0; j < k; j++) db[j] = dg[j] = 0.0;                         \
+        for (ptrdiff_t i = 0; i < m; i++)                                              \
+            for (ptrdiff_t j = 0; j < k; j++) {                                        \
+                double d = (double)dout[i * k + j];                                    \
+                db[j] = db[j] + d;                                                     \
+                dg[j] = dg[j] + d * (double)x_hat[i * k + j];                          \
+            }                                                                          \
+    }
+
+/* dx = (T)(scale ((m dout - db) - x_hat dg)); dx may be dout. */
+#define FNN_BN_DX(T, S)                                                                \
+    FNN_CLONES FNN_UNUSED static void fnn_bn_dx_##S(                                   \
+        const T *dout, const T *restrict x_hat, ptrdiff_t m, ptrdiff_t k,              \
+        const double *restrict scale, const double *restrict db,                       \
+        const double *restrict dg, T *dx)                                              \
+    {                                                                                  \
+        double rows = (double)m;                                                       \
+        for (ptrdiff_t i = 0; i < m; i++)                                              \
+            for (ptrdiff_t j = 0; j < k; j++)                                          \
+                dx[i * k + j] = (T)(scale[j] * ((rows * (double)dout[i * k + j] - db[j]) \
+                                                - (double)x_hat[i * k + j] * dg[j]));  \
+    }
+
 #define FNN_ALL(T, S, SQRT)                                                            \
     FNN_SGD(T, S)                                                                      \
     FNN_MOMENTUM(T, S)                                                                 \
@@ -262,7 +330,11 @@
     FNN_SCALE(T, S)                                                                    \
     FNN_SQ_LEAF(T, S)                                                                  \
     FNN_BIAS_ACT(T, S)                                                                 \
-    FNN_ACT_GRAD_BIAS(T, S)
+    FNN_ACT_GRAD_BIAS(T, S)                                                            \
+    FNN_BN_SUMS(T, S)                                                                  \
+    FNN_BN_NORMALISE(T, S)                                                             \
+    FNN_BN_GRAD_SUMS(T, S)                                                             \
+    FNN_BN_DX(T, S)
 
 FNN_ALL(float, f32, sqrtf)
 FNN_ALL(double, f64, sqrt)

@@ -41,3 +41,22 @@ cdef extern from "fastnn_simd.h" nogil:
     int fnn_act_grad_bias_f64(const double* da, const double* z, Py_ssize_t m,
                               Py_ssize_t k, int act, double alpha, double* dz,
                               double* db)
+    void fnn_bn_sums_f32(const float* x, Py_ssize_t m, Py_ssize_t k, const double* center,
+                         double* total, int squares)
+    void fnn_bn_sums_f64(const double* x, Py_ssize_t m, Py_ssize_t k,
+                         const double* center, double* total, int squares)
+    void fnn_bn_normalise_f32(const float* x, Py_ssize_t m, Py_ssize_t k,
+                              const double* mean, const double* inv, const float* gamma,
+                              const float* beta, float* x_hat, float* out)
+    void fnn_bn_normalise_f64(const double* x, Py_ssize_t m, Py_ssize_t k,
+                              const double* mean, const double* inv, const double* gamma,
+                              const double* beta, double* x_hat, double* out)
+    void fnn_bn_grad_sums_f32(const float* dout, const float* x_hat, Py_ssize_t m,
+                              Py_ssize_t k, double* db, double* dg)
+    void fnn_bn_grad_sums_f64(const double* dout, const double* x_hat, Py_ssize_t m,
+                              Py_ssize_t k, double* db, double* dg)
+    void fnn_bn_dx_f32(const float* dout, const float* x_hat, Py_ssize_t m, Py_ssize_t k,
+                       const double* scale, const double* db, const double* dg, float* dx)
+    void fnn_bn_dx_f64(const double* dout, const double* x_hat, Py_ssize_t m,
+                       Py_ssize_t k, const double* scale, const double* db,
+                       const double* dg, double* dx)

@@ -12,21 +12,21 @@ cdef void c_dropout(const floating* x, const unsigned char* mask, Py_ssize_t n,
                     double rate, floating* out) noexcept nogil
 
 # Training: normalise with the batch statistics (m >= 2), save x_hat (m, k) and
-# inv_std (k,), move the running statistics. work: scratch for 2 k doubles.
+# inv_std (k,), move the running statistics; out may be x. work: 2 k doubles.
 cdef void c_batch_norm_train(const floating* x, const floating* gamma,
                              const floating* beta, Py_ssize_t m, Py_ssize_t k,
                              double eps, double momentum, floating* running_mean,
                              floating* running_var, floating* out, floating* x_hat,
                              floating* inv_std, double* work) noexcept nogil
 
-# Inference: out = gamma (x - running_mean) / sqrt(running_var + eps) + beta.
-# work: scratch for k doubles.
+# Inference: out = gamma (x - running_mean) / sqrt(running_var + eps) + beta; out may
+# be x. work: scratch for k doubles.
 cdef void c_batch_norm_eval(const floating* x, const floating* gamma,
                             const floating* beta, const floating* running_mean,
                             const floating* running_var, Py_ssize_t m, Py_ssize_t k,
                             double eps, floating* out, double* work) noexcept nogil
 
-# Gradients of the training pass. work: scratch for 3 k doubles.
+# Gradients of the training pass; dx may be dout. work: scratch for 3 k doubles.
 cdef void c_batch_norm_backward(const floating* dout, const floating* x_hat,
                                 const floating* gamma, const floating* inv_std,
                                 Py_ssize_t m, Py_ssize_t k, floating* dx,

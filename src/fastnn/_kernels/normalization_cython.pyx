@@ -12,6 +12,10 @@ from libc.math cimport sqrt
 from libc.stdlib cimport free, malloc
 
 from fastnn._kernels.blas_cython cimport PW_BLOCK, pw_block, pw_split, pw_sum_wide
+from fastnn._kernels.fastnn_simd cimport (
+    fnn_bn_dx_f32, fnn_bn_dx_f64, fnn_bn_grad_sums_f32, fnn_bn_grad_sums_f64,
+    fnn_bn_normalise_f32, fnn_bn_normalise_f64, fnn_bn_sums_f32, fnn_bn_sums_f64,
+)
 
 __all__ = [
     "dropout",
@@ -71,28 +75,24 @@ cdef void c_batch_norm_train(const floating* x, const floating* gamma,
     momentum towards mu and var m / (m - 1). Columns of x (m, k), m >= 2."""
     cdef double* mean = work
     cdef double* var = work + k  # then 1 / sqrt(var + eps)
-    cdef double d, rows = m
+    cdef double rows = m
     cdef double keep = 1.0 - momentum
-    cdef Py_ssize_t i, j, row
-    cdef floating xh
+    cdef Py_ssize_t j
     if k == 1:
         mean[0] = (0.0 + pw_sum_wide(x, m)) / rows
         var[0] = (0.0 + _centered_sq_sum(x, m, mean[0])) / rows
     else:
-        for j in range(k):
-            mean[j] = 0.0
-            var[j] = 0.0
-        for i in range(m):
-            row = i * k
-            for j in range(k):
-                mean[j] = mean[j] + <double>x[row + j]
+        # row after row from 0.0, lanes across columns (fastnn_simd.h, per CPU)
+        if floating is float:
+            fnn_bn_sums_f32(x, m, k, var, mean, 0)
+        else:
+            fnn_bn_sums_f64(x, m, k, var, mean, 0)
         for j in range(k):
             mean[j] = mean[j] / rows
-        for i in range(m):
-            row = i * k
-            for j in range(k):
-                d = <double>x[row + j] - mean[j]
-                var[j] = var[j] + d * d
+        if floating is float:
+            fnn_bn_sums_f32(x, m, k, mean, var, 1)
+        else:
+            fnn_bn_sums_f64(x, m, k, mean, var, 1)
         for j in range(k):
             var[j] = var[j] / rows
     for j in range(k):
@@ -101,12 +101,10 @@ cdef void c_batch_norm_train(const floating* x, const floating* gamma,
                                     + momentum * (var[j] * rows / (rows - 1)))
         var[j] = 1 / sqrt(var[j] + eps)
         inv_std[j] = <floating>var[j]
-    for i in range(m):
-        row = i * k
-        for j in range(k):
-            xh = <floating>((<double>x[row + j] - mean[j]) * var[j])
-            x_hat[row + j] = xh
-            out[row + j] = gamma[j] * xh + beta[j]
+    if floating is float:
+        fnn_bn_normalise_f32(x, m, k, mean, var, gamma, beta, x_hat, out)
+    else:
+        fnn_bn_normalise_f64(x, m, k, mean, var, gamma, beta, x_hat, out)
 
 
 cdef void c_batch_norm_eval(const floating* x, const floating* gamma,
@@ -136,30 +134,24 @@ cdef void c_batch_norm_backward(const floating* dout, const floating* x_hat,
     cdef double* db = work
     cdef double* dg = work + k
     cdef double* scale = work + 2 * k
-    cdef double d, rows = m
-    cdef Py_ssize_t i, j, row
+    cdef double rows = m
+    cdef Py_ssize_t j
     if k == 1:
         db[0] = 0.0 + pw_sum_wide(dout, m)
         dg[0] = 0.0 + _prod_sum(dout, x_hat, m)
+    elif floating is float:  # row after row, lanes across columns (fastnn_simd.h)
+        fnn_bn_grad_sums_f32(dout, x_hat, m, k, db, dg)
     else:
-        for j in range(k):
-            db[j] = 0.0
-            dg[j] = 0.0
-        for i in range(m):
-            row = i * k
-            for j in range(k):
-                d = dout[row + j]
-                db[j] = db[j] + d
-                dg[j] = dg[j] + d * <double>x_hat[row + j]
+        fnn_bn_grad_sums_f64(dout, x_hat, m, k, db, dg)
     for j in range(k):
         scale[j] = <double>gamma[j] * <double>inv_std[j] / rows
         dgamma[j] = <floating>dg[j]
         dbeta[j] = <floating>db[j]
-    for i in range(m):
-        row = i * k
-        for j in range(k):
-            dx[row + j] = <floating>(scale[j] * ((rows * <double>dout[row + j] - db[j])
-                                                 - <double>x_hat[row + j] * dg[j]))
+    # dx may be dout: each element is read before it is written
+    if floating is float:
+        fnn_bn_dx_f32(dout, x_hat, m, k, scale, db, dg, dx)
+    else:
+        fnn_bn_dx_f64(dout, x_hat, m, k, scale, db, dg, dx)
 
 
 # --- Python wrappers (the reference's signatures) ------------------------------------
