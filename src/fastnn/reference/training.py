@@ -161,6 +161,35 @@ def batch_rows(n, batch_size, bn_trains):
     return n_batches, batch_size
 
 
+# z, a (m, k) written, z in place from x W; x_hat (m, k), inv_std (k,) written (code 1).
+def _bn_forward(
+    code, x, w, gamma, beta, r_mean, r_var, eps, momentum, act, alpha, z, a, x_hat, inv
+):
+    """A batch-normalised layer's forward as the step path runs it: z = x W + 0 (the zero
+    bias), normalised in place with the batch statistics (code 1, moving the running
+    ones) or the running ones (code 2, a frozen layer), then a = g(z)."""
+    dense_forward(x, w, np.zeros(w.shape[1], w.dtype), codes.IDENTITY, None, z, z)
+    if code == 1:
+        batch_norm_train(z, gamma, beta, eps, momentum, r_mean, r_var, z, x_hat, inv)
+    else:
+        batch_norm_eval(z, gamma, beta, r_mean, r_var, eps, z)
+    activation_forward(z, act, alpha, a)
+
+
+# g (m, k) in place; dw, dgamma, dbeta written (dgamma, dbeta for code 1 only).
+def _bn_backward(code, x, z, a, g, gamma, r_var, eps, act, alpha, x_hat, inv, dw, dgamma, dbeta):
+    """The step path's backward through a batch-normalised layer: g's activation
+    derivative, the normalisation's backward (code 1) or the frozen layer's constant
+    factor gamma / sqrt(running_var + eps) (code 2), then dW (its bias sum discarded)."""
+    activation_backward(g, z, a, act, alpha, g)
+    if code == 1:
+        batch_norm_backward(g, x_hat, gamma, inv, g, dgamma, dbeta)
+    else:
+        factor = gamma * (1 / np.sqrt(r_var.astype(np.float64) + eps))
+        np.multiply(g, factor.astype(g.dtype), out=g)
+    dense_backward(x, z, z, g, codes.IDENTITY, None, g, dw, np.empty_like(gamma))
+
+
 def _loss(loss_code, out, t):
     """The mean loss of the batch."""
     if loss_code == codes.LOSS_MSE:
@@ -283,8 +312,7 @@ def train_epoch(
         for i in range(n_layers)
     ]
     db = [grads[b_off[i] : b_off[i] + dims[i + 1]] for i in range(n_layers)]
-    # batch normalisation: gamma/dgamma, running statistics, and the bias the step path
-    # adds before normalising (zero) and the bias sum it throws away
+    # batch normalisation: gamma (dgamma) and the running statistics; b is beta
     gamma = [None] * n_layers
     dgamma = [None] * n_layers
     r_mean = [None] * n_layers
@@ -294,34 +322,6 @@ def train_epoch(
             k, (go, ro) = dims[i + 1], bn_off[i, :2]
             gamma[i], dgamma[i] = params[go : go + k], grads[go : go + k]
             r_mean[i], r_var[i] = buffers[ro : ro + k], buffers[ro + k : ro + 2 * k]
-
-    def _region_k(i, m, what):
-        k = dims[i + 1]
-        if what == "x_hat":
-            return _region(ws, bn_off[i, 2], m, k)
-        return ws[bn_off[i, 3] : bn_off[i, 3] + k]
-
-    def _bn_forward(i, x_in, w, beta, gm, rm, rv, z, a):
-        # the step path's order: z = x W + 0, normalised in place, then g
-        m = x_in.shape[0]
-        dense_forward(x_in, w, np.zeros(w.shape[1], w.dtype), codes.IDENTITY, None, z, z)
-        if bns[i] == 1:
-            x_hat, inv_std = _region_k(i, m, "x_hat"), _region_k(i, m, "inv_std")
-            batch_norm_train(z, gm, beta, bn_eps, bn_momentum, rm, rv, z, x_hat, inv_std)
-        else:
-            batch_norm_eval(z, gm, beta, rm, rv, bn_eps, z)
-        activation_forward(z, acts[i], alphas[i], a)
-
-    def _bn_backward(i, x_below, z, a, g, gm, rv, dw, dgm, dbeta):
-        m = g.shape[0]
-        activation_backward(g, z, a, acts[i], alphas[i], g)
-        if bns[i] == 1:
-            x_hat, inv_std = _region_k(i, m, "x_hat"), _region_k(i, m, "inv_std")
-            batch_norm_backward(g, x_hat, gm, inv_std, g, dgm, dbeta)
-        else:  # frozen: the running statistics are constants
-            inv = 1 / np.sqrt(rv.astype(np.float64) + bn_eps)
-            np.multiply(g, (gm * inv).astype(g.dtype), out=g)
-        dense_backward(x_below, z, z, g, codes.IDENTITY, None, g, dw, np.empty_like(dbeta))
 
     for j in range(batch_start, batch_stop):
         s = j * batch_size
@@ -340,6 +340,14 @@ def train_epoch(
         a = [_region(ws, ws_off[3 + 3 * i], m, dims[i + 1]) for i in range(n_layers)]
         g = [_region(ws, ws_off[4 + 3 * i], m, dims[i + 1]) for i in range(n_layers)]
 
+        # a batch-normalised layer's saved x_hat (m x width) and inv_std (width)
+        x_hat = [
+            _region(ws, bn_off[i, 2], m, dims[i + 1]) if bns[i] else None for i in range(n_layers)
+        ]
+        inv_std = [
+            ws[bn_off[i, 3] : bn_off[i, 3] + dims[i + 1]] if bns[i] else None
+            for i in range(n_layers)
+        ]
         o = list(a)
         mask: list[np.ndarray | None] = [None] * n_layers
         t_drop = int(dropout_t0) + (j - batch_start)
@@ -352,7 +360,10 @@ def train_epoch(
         x_in = xb
         for i in range(n_layers):
             if bns[i]:
-                _bn_forward(i, x_in, W[i], b[i], gamma[i], r_mean[i], r_var[i], z[i], a[i])
+                _bn_forward(
+                    bns[i], x_in, W[i], gamma[i], b[i], r_mean[i], r_var[i], bn_eps, bn_momentum,
+                    acts[i], alphas[i], z[i], a[i], x_hat[i], inv_std[i],
+                )  # fmt: skip
             else:
                 dense_forward(x_in, W[i], b[i], acts[i], alphas[i], z[i], a[i])
             if rates[i]:
@@ -374,8 +385,9 @@ def train_epoch(
                 dropout_kernel(g[i], mask[i], rates[i], g[i])
             if bns[i]:
                 _bn_backward(
-                    i, x_below, z[i], a[i], g[i], gamma[i], r_var[i], dW[i], dgamma[i], db[i]
-                )
+                    bns[i], x_below, z[i], a[i], g[i], gamma[i], r_var[i], bn_eps, acts[i],
+                    alphas[i], x_hat[i], inv_std[i], dW[i], dgamma[i], db[i],
+                )  # fmt: skip
             else:
                 dense_backward(x_below, z[i], a[i], g[i], acts[i], alphas[i], g[i], dW[i], db[i])
             if i > lowest:
