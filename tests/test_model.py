@@ -296,8 +296,11 @@ def test_batch_norm_training_normalises_and_updates_running_statistics():
 
 def test_batch_norm_needs_two_samples_and_merges_a_final_single_sample():
     net = MLP([2, 3, 1], batch_norm=True, backend="numpy", random_state=0)
-    with pytest.raises(ValueError, match="at least 2 samples"):
+    with pytest.raises(ValueError, match="X has a single row: .* at least 2 samples"):
         net.forward(np.ones((1, 2)), training=True)
+    xb, yb = net.check_data(np.ones((1, 2)), np.ones((1, 1)))
+    with pytest.raises(ValueError, match="xb has a single row: .* at least 2 samples"):
+        net.train_step(xb, yb, fastnn.SGD(0.1))
     assert net._batches(9, 4) == [(0, 4), (4, 9)]
     plain = MLP([2, 3, 1], backend="numpy", random_state=0)
     assert plain._batches(9, 4) == [(0, 4), (4, 8), (8, 9)]

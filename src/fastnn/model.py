@@ -865,7 +865,7 @@ class MLP:
     def _forward_training(self, X):
         X = check_X(X, self.dtype, self.n_features_in)
         ws = self._space(self._train_spaces, _TrainSpace, X.shape[0])
-        self._check_bn_batch(X.shape[0])
+        self._check_bn_batch(X.shape[0], "X")
         return self._forward_train(X, ws).copy()
 
     @uses
@@ -895,10 +895,12 @@ class MLP:
         return X, self.check_targets(y, X.shape[0])
 
     # --- training ------------------------------------------------------------------------------
-    def _check_bn_batch(self, m):
+    def _check_bn_batch(self, m, name):
         if m < 2 and any(layer.batch_norm and not layer.frozen for layer in self.layers):
+            rows = "a single row" if m == 1 else f"{m} rows"
             raise ValueError(
-                f"batch normalisation in training needs batches of at least 2 samples, got {m}"
+                f"{name} has {rows}: batch normalisation in training needs batches of at "
+                f"least 2 samples"
             )
 
     def _backward(self, x, y, ws, out):
@@ -967,7 +969,7 @@ class MLP:
             )
         if labels and (yb.min() < 0 or yb.max() >= k):
             raise ValueError(f"yb must hold class indices in [0, {k})")
-        self._check_bn_batch(m)
+        self._check_bn_batch(m, "xb")
         return m
 
     def _loss_and_gradient(self, xb, yb) -> float:
