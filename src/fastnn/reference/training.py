@@ -98,9 +98,10 @@ Per batch j (rows s up to e as above, m = e - s):
    dropout(g_l, mask_l, rate_l) in place; dense_backward(...) writing dW_l, db_l into
    ``grads``, and dense_input_gradient into g_{l-1} when l > lowest. With bn:
    activation_backward(g_l, z_l, a_l) in place, then batch_norm_backward in place
-   writing dgamma_l, dbeta_l into ``grads`` (bn = 1), or g_l *= (gamma_l /
-   sqrt(running_var_l + eps)) rounded to dt (bn = 2, computed in float64), then
-   dense_backward(x_in, z_l, z_l, g_l, identity) for dW_l (its bias sum is not kept).
+   writing dgamma_l, dbeta_l into ``grads`` (bn = 1), or
+   ``g_l *= gamma_l / sqrt(running_var_l + eps)``, the factor in float64 rounded to dt
+   (bn = 2), then dense_backward(x_in, z_l, z_l, g_l, identity) for dW_l (its bias sum
+   is not kept).
 5. sq = sum over segments (in order) of squared_norm(grads[start:stop]); norm = sqrt(sq)
    (float64); a non-finite norm stops with STATUS_GRAD_NOT_FINITE, nothing updated.
    If 0 < clip_norm < norm, every segment is scaled by clip_norm / norm.
