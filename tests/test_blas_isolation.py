@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 import fastnn
 from _reliability_record import record
-from fastnn import _blas, _fused
+from fastnn import _blas, _epoch
 from fastnn.reference.blas import gemm
 
 BACKENDS = fastnn.available_backends()
@@ -82,7 +82,7 @@ def test_a_worker_thread_trains_the_main_threads_bits(backend, dropout, monkeypa
     """A worker thread, with another thread flipping the shared BLAS pool between 1 and
     2 threads all along, trains the very weights the main thread trains."""
     if dropout:  # the step-by-step path (dropout and batch norm also run compiled)
-        monkeypatch.setattr(_fused, "supports", lambda model, optimizer: False)
+        monkeypatch.setattr(_epoch, "supports", lambda model, optimizer: False)
     main = []
     _train(backend, dropout, main)
     stop = threading.Event()
