@@ -7,7 +7,7 @@ Cython backend's own ``def`` wrapper calls, with the same arguments in the same 
 so the epoch gives bit for bit the weights of the Cython step-by-step path. Nothing is
 allocated per step: the one scratch buffer (softmax rows) is allocated once per call.
 
-The arguments come from fastnn._fused, already consistent; since the C code trusts
+The arguments come from fastnn._epoch, already consistent; since the C code trusts
 them (no bounds checks), the wrapper still checks every length and offset once at entry
 and raises ValueError rather than touch memory outside the arrays.
 """
