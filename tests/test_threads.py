@@ -1,11 +1,11 @@
 """One thread policy: the bits of training never depend on the thread count.
 
-Every product is cut into blocks by a rule on its shape alone
-(``fastnn.reference.blas.gemm_partition``), each block one single-threaded BLAS call;
-the whole-epoch kernels run the blocks on ``n_threads`` threads while BLAS's own pool
-is held at one. The shapes below are large enough to be cut (into 2 blocks, with a
-shorter last block, and into 4), so these tests see the threaded code run. No timing here:
-speed is benchmarks/compare.py's job.
+Every product's output is cut into tiles by a rule on its shape alone
+(``fastnn.reference.blas.gemm_blocks``), each tile one single-threaded BLAS call over the
+whole inner dimension; the whole-epoch kernels run the tiles on ``n_threads`` threads
+while BLAS's own pool is held at one. The shapes below are large enough to be cut (into
+2 tiles, with a shorter last one, and into 8 to 32), so these tests see the threaded
+code run. No timing here: speed is benchmarks/compare.py's and benchmarks/scaling.py's job.
 """
 
 import contextlib
@@ -15,6 +15,8 @@ import warnings
 import numba
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import fastnn
@@ -44,14 +46,146 @@ def _scipy_blas_threads():
     )
 
 
-def test_partition_depends_on_the_shape_only():
-    assert blas.gemm_partition(64, 128, 2) == (True, 128)  # small: one block
-    assert blas.gemm_partition(128, 256, 784) == (True, 128)  # 51 Mflop: 2 blocks
-    assert blas.gemm_partition(1024, 256, 784) == (False, 512)  # rows are longer
-    assert blas.gemm_partition(256, 2048, 1024) == (True, 1024)  # 2**30 flop: 2 blocks
-    assert blas.gemm_partition(1024, 2048, 2048) == (True, 512)  # 2**33 flop: 4 blocks
-    assert blas.gemm_partition(130, 600, 300) == (True, 304)  # last block shorter
-    assert blas.gemm_partition(20, 20, 10**6) == (True, 20)  # sides < 2 units: whole
+def test_tiles_depend_on_the_shape_only():
+    assert blas.gemm_blocks(64, 128, 2) == [(0, 64, 0, 128)]  # small: one tile
+    # 51 Mflop: 2 tiles, along the longer side
+    assert blas.gemm_blocks(128, 256, 784) == [(0, 128, 0, 128), (0, 128, 128, 256)]
+    assert blas.gemm_blocks(784, 256, 128) == [(0, 384, 0, 256), (384, 784, 0, 256)]
+    assert blas.gemm_grid(1024, 256, 784) == (2, 1)  # 411 Mflop: still 2
+    assert blas.gemm_grid(256, 2048, 1024) == (1, 16)  # 2**30 flop: 16 tiles
+    assert blas.gemm_grid(2048, 2048, 256) == (4, 8)  # 2**31 flop: 32
+    assert blas.gemm_grid(256, 2048, 2048) == (1, 16)  # 2**31, but parts >= 128 columns
+    assert blas.gemm_grid(20, 20, 10**9) == (1, 1)  # sides too short to cut
+    # the units of a side are shared out evenly; the last part ends at the side's end
+    assert [blas.gemm_edge(600, 2, i) for i in range(3)] == [0, 304, 600]
+    assert [blas.gemm_edge(784, 4, i) for i in range(5)] == [0, 192, 384, 576, 784]
+
+
+SIDES = st.integers(0, 5000)
+
+
+def _count(m, n, k):
+    return len(blas.gemm_blocks(m, n, k))
+
+
+@settings(max_examples=300, deadline=None)
+@given(m=SIDES, n=SIDES, k=st.integers(0, 10**5))
+def test_tiles_cover_the_output_once_on_unit_edges(m, n, k):
+    tiles = blas.gemm_blocks(m, n, k)
+    hit = np.zeros((m, n), np.int8)
+    for r0, r1, c0, c1 in tiles:
+        assert 0 <= r0 < r1 <= m or (m == 0 and r0 == r1 == 0)
+        assert 0 <= c0 < c1 <= n or (n == 0 and c0 == c1 == 0)
+        # edges on GEMM_UNIT multiples, except the output's own end
+        for edge, side in ((r0, m), (r1, m), (c0, n), (c1, n)):
+            assert edge % blas.GEMM_UNIT == 0 or edge == side
+        hit[r0:r1, c0:c1] += 1
+    assert (hit == 1).all()
+    rows, cols = blas.gemm_grid(m, n, k)
+    assert len(tiles) == rows * cols
+    if 2 * m * n * k < blas.GEMM_SPLIT_FLOPS:
+        assert tiles == [(0, m, 0, n)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    m=SIDES,
+    n=SIDES,
+    k=st.integers(0, 10**5),
+    dm=st.integers(0, 3000),
+    dn=st.integers(0, 3000),
+    dk=st.integers(0, 10**5),
+)
+def test_tile_count_never_falls_as_a_product_grows(m, n, k, dm, dn, dk):
+    count = _count(m, n, k)
+    assert _count(m + dm, n, k) >= count
+    assert _count(m, n + dn, k) >= count
+    assert _count(m, n, k + dk) >= count
+    assert _count(m + dm, n + dn, k + dk) >= count
+
+
+def test_large_products_have_tiles_for_16_threads():
+    """From 2**30 flops a product with sides long enough has 16 tiles or more."""
+    for m, n, k in [(256, 2048, 1024), (1024, 2048, 256), (4096, 4096, 4096), (512, 2048, 512)]:
+        assert _count(m, n, k) >= 16, (m, n, k)
+
+
+def test_reference_makes_one_call_per_tile_over_the_whole_k(monkeypatch):
+    """The inner dimension is never split: each tile is one BLAS call with k whole."""
+    calls = []
+    real = blas.gemm_call
+
+    def spy(trans_a, trans_b, m, n, k, *rest):
+        calls.append((m, n, k))
+        return real(trans_a, trans_b, m, n, k, *rest)
+
+    monkeypatch.setattr(blas, "gemm_call", spy)
+    a, b = np.ones((256, 1024), np.float32), np.ones((1024, 2048), np.float32)
+    out = blas.gemm(a, b, np.empty((256, 2048), np.float32))
+    tiles = blas.gemm_blocks(256, 2048, 1024)
+    assert calls == [(r1 - r0, c1 - c0, 1024) for r0, r1, c0, c1 in tiles]
+    assert (out == 1024).all()
+
+
+def test_cython_carries_the_same_rule():
+    from fastnn._kernels import dense_cython
+
+    sides = [0, 1, 100, 255, 256, 257, 511, 600, 1024, 1100, 2049, 4100, 70000]
+    for m in sides:
+        for n in sides:
+            for k in (1, 300, 784, 5000, 10**6):
+                assert dense_cython._gemm_grid(m, n, k) == blas.gemm_grid(m, n, k), (m, n, k)
+
+
+THREAD_COUNTS = [1, 2, 3, 16, 64]
+
+
+def _product_by(backend, a, b, out, trans_a, trans_b, n_threads):
+    """out = op(a) @ op(b) through one backend's gemm on n_threads threads."""
+    if backend == "numpy":
+        blas.gemm(a, b, out, trans_a, trans_b)  # the reference has no threads
+    elif backend == "cython":
+        from fastnn._kernels import dense_cython
+
+        dense_cython._gemm_threads(a, b, out, trans_a, trans_b, n_threads)
+    else:
+        from fastnn._kernels._numba_common import gemm_threads
+
+        before = numba.get_num_threads()
+        numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
+        chunk = numba.set_parallel_chunksize(1)
+        try:
+            gemm_threads(a, b, out, trans_a, trans_b, n_threads)
+        finally:
+            numba.set_parallel_chunksize(chunk)
+            numba.set_num_threads(before)
+
+
+# The transposes the kernels use: forward x @ w, dW = x.T @ dz, dx = dz @ w.T. Each
+# shape has 8 to 16 tiles, shorter last ones (sides not multiples of the tiles).
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "m, n, k, trans_a, trans_b",
+    [
+        (256, 2050, 1030, False, False),
+        (1100, 700, 400, True, False),
+        (300, 1800, 1000, False, True),
+    ],
+)
+def test_many_tiles_give_the_same_bits_on_any_thread_count(m, n, k, trans_a, trans_b, dtype):
+    assert _count(m, n, k) >= 8
+    rng = np.random.default_rng(m + n)
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    want = blas.gemm(a, b, np.empty((m, n), dtype), trans_a, trans_b)
+    np.testing.assert_allclose(
+        want, (a.T if trans_a else a) @ (b.T if trans_b else b), rtol=1e-3, atol=1e-3
+    )
+    for backend in BACKENDS:
+        for n_threads in THREAD_COUNTS:
+            out = np.full((m, n), np.nan, dtype)
+            _product_by(backend, a, b, out, trans_a, trans_b, n_threads)
+            np.testing.assert_array_equal(out, want, err_msg=f"{backend} {n_threads}")
 
 
 @pytest.mark.parametrize("backend", ["numba", "cython"])
@@ -61,11 +195,11 @@ def test_partition_depends_on_the_shape_only():
     [(130, 300, 600), (512, 80, 600), (16, 20, 1), (256, 700, 100), (1024, 2048, 2048)],
 )
 def test_dense_kernels_make_the_reference_blocks(backend, dtype, m, n_in, n_out):
-    """The backends' products are the reference's blocks, bit for bit (float32 products
-    computed whole differ from the blocks, so this sees a wrong partition). The last
-    shape's forward product (2**33 flop) is cut in 4."""
+    """The backends' products are the reference's tiles, bit for bit (float32 products
+    computed whole differ from the tiles, so this sees a wrong tiling). The last
+    shape's forward product (2**33 flop) is cut in 32."""
     if m * n_in * n_out > 2**30 and dtype == "float64":
-        pytest.skip("the 4-block shape once is enough (float32: the partition is shared)")
+        pytest.skip("the 32-tile shape once is enough (float32: the tiling is shared)")
     raw = fastnn.backend(backend)._raw
     rng = np.random.default_rng(m + n_out)
     x = rng.standard_normal((m, n_in)).astype(dtype)
@@ -127,7 +261,7 @@ def _fit(
 
 
 # Products cut along the columns (batch 128: 2 * 128 * 520 * 600 flop, a shorter last
-# block; the output layer's products are single blocks), and along the rows (batch 512
+# tile; the output layer's products are single tiles), and along the rows (batch 512
 # of 400 inputs to 100 units: the forward product and dW, transposed operand).
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -153,9 +287,29 @@ def test_epoch_is_the_same_on_one_and_two_threads(backend, dtype, sizes, batch, 
     assert after == [2]
 
 
+# Batch 256 of 1030 inputs to 1100 units: the forward product (256 x 1100, k 1030) and
+# dW (1030 x 1100, k 256) have 8 tiles each, with shorter last ones.
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_epoch_is_the_same_on_any_thread_count(backend, dtype, monkeypatch):
+    assert _count(256, 1100, 1030) == 8 and _count(1030, 1100, 256) == 8
+    runs = [
+        _fit(
+            backend, dtype, [1030, 1100, 7], t, batch=256, n=512, epochs=1, monkeypatch=monkeypatch
+        )
+        for t in THREAD_COUNTS
+    ]
+    first, opt1, _ = runs[0]
+    for (net, opt, seen), t in zip(runs[1:], THREAD_COUNTS[1:]):
+        np.testing.assert_array_equal(net.params, first.params, err_msg=f"{t} threads")
+        np.testing.assert_array_equal(opt.state["v"], opt1.state["v"])
+        assert opt.last_grad_norm == opt1.last_grad_norm
+        assert {s[0] for s in seen} == {t}
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_epoch_equals_the_step_path_with_one_blas_thread(backend, monkeypatch):
-    """The step-by-step path (BLAS on one thread) makes the same blocks."""
+    """The step-by-step path (BLAS on one thread) makes the same tiles."""
     sizes = [520, 600, 300, 7]
     with threadpool_limits(1, user_api="blas"):
         step, _, _ = _fit(
@@ -166,18 +320,22 @@ def test_epoch_equals_the_step_path_with_one_blas_thread(backend, monkeypatch):
 
 
 @contextlib.contextmanager
-def _thread_settings(*, cpus, blas, omp=None, numba_pool=64):
+def _thread_settings(*, cpus, blas, omp=None, numba_pool=64, cgroup=None, env=None):
     """Every input of ``_threads.resolve(None, ...)`` set, whatever the host's
     environment and what earlier tests left behind: the CPUs this process may use
-    (affinity), the BLAS pool's size, OMP_NUM_THREADS (unset when None) and Numba's
-    pool size. Everything is restored on exit."""
+    (affinity), its cgroup quota, the BLAS pool's size, OMP_NUM_THREADS (unset when
+    None) and the other thread limits of the environment (``env``; all others unset),
+    and Numba's pool size. Everything is restored on exit."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_threads, "available_cpus", lambda: cpus)
+        mp.setattr(_threads, "cgroup_cpus", lambda: cgroup)
         mp.setattr(_threads, "blas_threads", lambda: blas)
-        if omp is None:
-            mp.delenv("OMP_NUM_THREADS", raising=False)
-        else:
+        for name in _threads.ENV_LIMITS:
+            mp.delenv(name, raising=False)
+        if omp is not None:
             mp.setenv("OMP_NUM_THREADS", omp)
+        for name, value in (env or {}).items():
+            mp.setenv(name, value)
         mp.setattr(numba.config, "NUMBA_NUM_THREADS", numba_pool)
         yield
 
@@ -205,6 +363,84 @@ def test_default_thread_count_is_the_smallest_limit(settings, expected):
     with _thread_settings(cpus=cpus, blas=blas, omp=omp, numba_pool=pool):
         assert _threads.resolve(None, backend) == expected
         assert _threads.resolve(3, backend) == 3  # a count given is used as it is
+
+
+def test_default_is_every_core_when_nothing_limits_it():
+    with _thread_settings(cpus=64, blas=64):
+        assert _threads.resolve(None, "cython") == 64
+
+
+@pytest.mark.parametrize("name", _threads.ENV_LIMITS)
+def test_each_environment_limit_caps_the_default(name):
+    with _thread_settings(cpus=8, blas=8, env={name: "3"}):
+        assert _threads.resolve(None, "cython") == 3
+    with _thread_settings(cpus=8, blas=8, env={name: "5", "OMP_THREAD_LIMIT": "4"}):
+        assert _threads.resolve(None, "cython") == 4  # the smallest wins
+
+
+def test_cgroup_quota_caps_the_default():
+    with _thread_settings(cpus=8, blas=8, cgroup=3):
+        assert _threads.resolve(None, "cython") == 3
+    with _thread_settings(cpus=2, blas=8, cgroup=3):
+        assert _threads.resolve(None, "cython") == 2
+
+
+def test_affinity_is_read_from_the_os(monkeypatch):
+    monkeypatch.setattr(_threads.os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert _threads.available_cpus() == 3
+
+    def no_affinity(pid):
+        raise OSError("not here")
+
+    monkeypatch.setattr(_threads.os, "sched_getaffinity", no_affinity, raising=False)
+    monkeypatch.setattr(_threads.os, "cpu_count", lambda: 6)
+    assert _threads.available_cpus() == 6
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+@pytest.mark.parametrize(
+    "own, parent, expected",
+    [
+        ("250000 100000\n", None, 3),  # 2.5 CPUs: rounded up
+        ("max 100000\n", None, None),  # no quota
+        ("max 100000\n", "100000 100000\n", 1),  # a parent's quota applies
+        ("400000 100000\n", "200000 50000\n", 4),  # the smallest
+        ("20000 100000\n", None, 1),  # a fifth of a CPU: still one thread
+        ("garbage\n", None, None),
+    ],
+)
+def test_cgroup_v2_quota(tmp_path, own, parent, expected):
+    proc = tmp_path / "proc-cgroup"
+    proc.write_text("0::/user.slice/job\n")
+    _write(tmp_path / "cg" / "user.slice" / "job" / "cpu.max", own)
+    if parent is not None:
+        _write(tmp_path / "cg" / "user.slice" / "cpu.max", parent)
+    assert _threads.cgroup_cpus(str(tmp_path / "cg"), str(proc)) == expected
+
+
+@pytest.mark.parametrize(
+    "quota, period, expected",
+    [("-1", "100000", None), ("150000", "100000", 2), ("100000", "100000", 1)],
+)
+@pytest.mark.parametrize("mount", ["cpu", "cpu,cpuacct"])
+def test_cgroup_v1_quota(tmp_path, mount, quota, period, expected):
+    proc = tmp_path / "proc-cgroup"
+    proc.write_text("4:memory:/x\n3:cpu,cpuacct:/docker/abc\n0::/\n")
+    base = tmp_path / "cg" / mount / "docker" / "abc"
+    _write(base / "cpu.cfs_quota_us", quota + "\n")
+    _write(base / "cpu.cfs_period_us", period + "\n")
+    assert _threads.cgroup_cpus(str(tmp_path / "cg"), str(proc)) == expected
+
+
+def test_no_cgroup_information_means_no_cap(tmp_path):
+    assert _threads.cgroup_cpus(str(tmp_path), str(tmp_path / "missing")) is None
+    proc = tmp_path / "proc-cgroup"
+    proc.write_text("0::/\n")
+    assert _threads.cgroup_cpus(str(tmp_path), str(proc)) is None
 
 
 def test_default_respects_the_blas_limit_and_the_affinity(monkeypatch):

@@ -220,7 +220,7 @@ def gemm_call(
     ``ld*`` elements. A row-major matrix is its own transpose in column-major order, so
     BLAS computes c^T = op(b)^T op(a)^T: b goes first and nothing is copied. The
     Cython and Numba kernels make exactly this call (blas_cython.pxd's gemm_call,
-    _numba_common.py's _gemm_part). Shapes are not checked: callers pass consistent ones.
+    _numba_common.py's _gemm_tile). Shapes are not checked: callers pass consistent ones.
     """
     if m == 0 or n == 0:
         return

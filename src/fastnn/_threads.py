@@ -1,25 +1,30 @@
 """fastnn's thread policy: one pool of threads, fastnn's own, runs the training loop.
 
-Every matrix product is cut into blocks by a rule that looks at its shape only
-(:func:`fastnn.reference.blas.gemm_partition`); each block is one single-threaded BLAS
-call, and the whole-epoch kernels run the blocks of one product side by side on their
-own threads (Cython: ``fastnn_pool.h``, where the caller never waits for a helper that
-has not started a block; Numba: its ``prange`` pool). Small products are one block, so
-small models run serially whatever the thread count. The bits never depend on the
+Every matrix product's output is cut into tiles by a rule that looks at its shape only
+(:func:`fastnn.reference.blas.gemm_blocks`); each tile is one single-threaded BLAS
+call, and the whole-epoch kernels run the tiles of one product side by side on their
+own threads, each thread claiming the next tile when it is free (Cython:
+``fastnn_pool.h``, where the caller never waits for a helper that has not started a
+tile; Numba: its ``prange`` pool, chunk size 1). Small products are one tile, so small
+models run serially whatever the thread count. The bits never depend on the
 number of threads. BLAS itself always runs on one thread: fastnn calls its own private
 instance of SciPy's OpenBLAS, held at one thread (:mod:`fastnn._blas`), so the two pools
 never compete and no thread or library can change the products' bits.
 
-``n_threads=None`` means: as many threads as this process may use without
-oversubscribing, the smallest of the CPUs it may run on (``os.sched_getaffinity``), the
-BLAS pool's current size (``OPENBLAS_NUM_THREADS``, threadpoolctl's limits: joblib's loky
-and Dask workers set these to share the machine between workers), ``OMP_NUM_THREADS``
-when set, and for Numba its pool size (``NUMBA_NUM_THREADS``).
+``n_threads=None`` means: every core this process may use without oversubscribing,
+the smallest of the CPUs it may run on (``os.sched_getaffinity``), its cgroup's CPU
+quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``, rounded up: a container limited to
+2.5 CPUs gets 3 threads), the BLAS pool's current size (threadpoolctl's limits: joblib's
+loky and Dask workers set these to share the machine between workers), the thread
+limits in the environment when set (``OMP_NUM_THREADS``'s first entry,
+``OMP_THREAD_LIMIT``, ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``,
+``BLIS_NUM_THREADS``), and for Numba its pool size (``NUMBA_NUM_THREADS``).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 
@@ -54,10 +59,82 @@ def blas_threads() -> int:
     return max(1, min(counts)) if counts else 1
 
 
+# Environment variables that cap a process's threads (OpenMP, the BLAS libraries); for
+# OMP_NUM_THREADS, a list for nested levels, the first entry.
+ENV_LIMITS = (
+    "OMP_NUM_THREADS",
+    "OMP_THREAD_LIMIT",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+)
+
+
 def _env_threads() -> int | None:
-    """OMP_NUM_THREADS as a cap (its first entry), when set to a positive int."""
-    value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    return int(value) if value.isdigit() and int(value) > 0 else None
+    """The smallest of the ENV_LIMITS set to a positive int (None when none is)."""
+    limits = []
+    for name in ENV_LIMITS:
+        value = os.environ.get(name, "").split(",")[0].strip()
+        if value.isdigit() and int(value) > 0:
+            limits.append(int(value))
+    return min(limits) if limits else None
+
+
+def _quota(text: str) -> float | None:
+    """CPUs allowed by a cgroup quota: v2 ``"<quota> <period>"`` (``max``: none), or
+    v1's two files joined by a space (a quota of -1: none)."""
+    try:
+        quota, period = text.split()[:2]
+        if quota == "max" or float(quota) <= 0 or float(period) <= 0:
+            return None
+        return float(quota) / float(period)
+    except ValueError:
+        return None
+
+
+def cgroup_cpus(root: str = "/sys/fs/cgroup", proc: str = "/proc/self/cgroup") -> int | None:
+    """CPUs this process's cgroup quota allows, rounded up (None when there is none).
+
+    cgroup v2: ``cpu.max`` of the process's cgroup and of every cgroup above it (the
+    smallest quota applies); cgroup v1: ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``
+    of the ``cpu`` controller's cgroup. ``root`` and ``proc`` are where the cgroup
+    file system and the process's cgroup list are (the tests fake both).
+    """
+    try:
+        with open(proc) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    found = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        rel = path.strip("/")
+        if controllers == "":  # v2: the unified hierarchy
+            while True:
+                try:
+                    with open(os.path.join(root, rel, "cpu.max")) as f:
+                        found.append(_quota(f.read()))
+                except OSError:
+                    pass
+                if not rel:
+                    break
+                rel = os.path.dirname(rel)
+        elif "cpu" in controllers.split(","):  # v1
+            for mount in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
+                base = os.path.join(root, mount, rel)
+                try:
+                    with open(os.path.join(base, "cpu.cfs_quota_us")) as f:
+                        quota = f.read().strip()
+                    with open(os.path.join(base, "cpu.cfs_period_us")) as f:
+                        found.append(_quota(f"{quota} {f.read().strip()}"))
+                    break
+                except OSError:
+                    continue
+    quotas = [q for q in found if q is not None]
+    return max(1, math.ceil(min(quotas) - 1e-9)) if quotas else None
 
 
 def resolve(n_threads, backend_name: str) -> int:
@@ -66,9 +143,9 @@ def resolve(n_threads, backend_name: str) -> int:
     if n_threads is not None:
         return int(n_threads)
     limit = min(available_cpus(), blas_threads())
-    env = _env_threads()
-    if env is not None:
-        limit = min(limit, env)
+    for cap in (cgroup_cpus(), _env_threads()):
+        if cap is not None:
+            limit = min(limit, cap)
     if backend_name == "numba":
         import numba
 

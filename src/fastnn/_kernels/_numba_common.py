@@ -7,7 +7,7 @@
 - ``pairwise_sum`` and the pieces of its walk: NumPy's pairwise summation, so sums and
   means come out as the reference's ``np.sum``/``np.mean`` bit for bit.
 - ``gemm``, ``gemm_threads``: the very BLAS calls ``fastnn.reference.blas.gemm`` makes
-  (its shape-determined blocks, through :mod:`fastnn._blas`), on one thread or on
+  (its shape-determined tiles, through :mod:`fastnn._blas`), on one thread or on
   Numba's threads.
 - ``tanh_f64``: NumPy's own float64 tanh loop (see its docstring for why).
 - ``erfc_f64``: SciPy's scalar erfc (gelu's; scipy_special.py says why).
@@ -27,7 +27,7 @@ from numba.core import config
 from numba.extending import intrinsic, overload
 
 from .. import _blas as _fastnn_blas
-from ..reference.blas import gemm_partition
+from ..reference.blas import gemm_edge, gemm_grid
 from .scipy_special import erfc_address
 
 DISABLE_JIT = bool(config.DISABLE_JIT)
@@ -212,8 +212,9 @@ _GEMM_SYMBOLS = {
 }
 _NOTRANS, _TRANS = ord("N"), ord("T")
 
-# fastnn.reference.blas.gemm_partition itself, compiled: one rule for every backend.
-gemm_block = jit_inline(gemm_partition)
+# fastnn.reference.blas's tiling rule itself, compiled: one rule for every backend.
+gemm_tile_grid = jit_inline(gemm_grid)
+gemm_tile_edge = jit_inline(gemm_edge)
 
 
 if not DISABLE_JIT:
@@ -294,72 +295,75 @@ if not DISABLE_JIT:
         return sig, codegen
 
     @jit_inline
-    def _gemm_part(a, b, out, trans_a, trans_b, by_columns, lo, hi):
-        """Block [lo, hi) of out's columns (by_columns) or rows: one BLAS call of
-        ``fastnn.reference.blas.gemm``, out.T = op(b).T op(a).T, b first, no copies."""
+    def _gemm_tile(a, b, out, trans_a, trans_b, r0, r1, c0, c1):
+        """out[r0:r1, c0:c1] = op(a)[r0:r1] @ op(b)[:, c0:c1], one BLAS call of
+        ``fastnn.reference.blas.gemm``: out.T = op(b).T op(a).T, b first, no copies."""
         br, bc = b.shape
         ar, ac = a.shape
-        m = br if trans_b else bc  # out's columns
         k = bc if trans_b else br
-        n = ac if trans_a else ar  # out's rows
-        a_off = b_off = c_off = np.int64(0)
-        if by_columns:
-            b_off = np.int64(lo * bc if trans_b else lo)
-            c_off = np.int64(lo)
-            m = hi - lo
-        else:
-            a_off = np.int64(lo if trans_a else lo * ac)
-            c_off = np.int64(lo * out.shape[1])
-            n = hi - lo
         _xgemm(
             np.int64(_TRANS if trans_b else _NOTRANS),
             np.int64(_TRANS if trans_a else _NOTRANS),
-            m,
-            n,
+            c1 - c0,
+            r1 - r0,
             k,
             b,
-            b_off,
+            np.int64(c0 * bc if trans_b else c0),
             bc,
             a,
-            a_off,
+            np.int64(r0 if trans_a else r0 * ac),
             ac,
             out,
-            c_off,
+            np.int64(r0 * out.shape[1] + c0),
             out.shape[1],
         )
 
+    @jit_inline
+    def _gemm_tile_i(a, b, out, trans_a, trans_b, rows, cols, t):
+        """Tile t of the (rows, cols) grid (row by row of tiles): one BLAS call."""
+        m, n = out.shape
+        i, j = t // cols, t % cols
+        _gemm_tile(
+            a,
+            b,
+            out,
+            trans_a,
+            trans_b,
+            gemm_tile_edge(m, rows, i),
+            gemm_tile_edge(m, rows, i + 1),
+            gemm_tile_edge(n, cols, j),
+            gemm_tile_edge(n, cols, j + 1),
+        )
+
     @njit(parallel=True, **_OPTIONS)
-    def _gemm_parallel(a, b, out, trans_a, trans_b, by_columns, block, side):
-        """The blocks of one product side by side on Numba's threads (as many as
+    def _gemm_parallel(a, b, out, trans_a, trans_b, rows, cols):
+        """The tiles of one product on Numba's threads (as many as
         ``numba.get_num_threads()``: the caller sets it, outside compiled code, where
-        setting it does not prevent caching)."""
-        n_blocks = (side + block - 1) // block
-        for i in _prange(n_blocks):
-            _gemm_part(
-                a, b, out, trans_a, trans_b, by_columns, i * block, min(side, i * block + block)
-            )
+        setting it does not prevent caching), and so does the chunk size: 1, so that a
+        thread that finishes early claims the next tile."""
+        for t in _prange(rows * cols):
+            _gemm_tile_i(a, b, out, trans_a, trans_b, rows, cols, t)
 
     @jit
     def gemm_threads(a, b, out, trans_a, trans_b, n_threads):
         """out = op(a) @ op(b) for C-contiguous row-major a, b, out (beta = 0).
 
-        Exactly the calls ``fastnn.reference.blas.gemm`` makes through f2py (its
-        blocks, each a column-major product out.T = op(b).T op(a).T, b first, nothing
-        copied); the blocks run one after the other, or side by side on Numba's
-        threads when ``n_threads`` > 1 (the caller sets their number with
+        Exactly the calls ``fastnn.reference.blas.gemm`` makes through ctypes (its
+        tiles, each a column-major product out.T = op(b).T op(a).T, b first, nothing
+        copied); the tiles run one after the other, or side by side on Numba's threads
+        when ``n_threads`` > 1 (the caller sets their number with
         ``numba.set_num_threads``); the same bits either way.
         """
-        rows, cols = out.shape
+        m, n = out.shape
         k = a.shape[0] if trans_a else a.shape[1]
-        by_columns, block = gemm_block(rows, cols, k)
-        side = cols if by_columns else rows
-        if block <= 0 or block >= side:
-            _gemm_part(a, b, out, trans_a, trans_b, by_columns, 0, side)
+        rows, cols = gemm_tile_grid(m, n, k)
+        if rows * cols == 1:
+            _gemm_tile(a, b, out, trans_a, trans_b, 0, m, 0, n)
         elif n_threads <= 1:
-            for lo in range(0, side, block):
-                _gemm_part(a, b, out, trans_a, trans_b, by_columns, lo, min(side, lo + block))
+            for t in range(rows * cols):
+                _gemm_tile_i(a, b, out, trans_a, trans_b, rows, cols, t)
         else:
-            _gemm_parallel(a, b, out, trans_a, trans_b, by_columns, block, side)
+            _gemm_parallel(a, b, out, trans_a, trans_b, rows, cols)
 
     @jit
     def gemm(a, b, out, trans_a, trans_b):

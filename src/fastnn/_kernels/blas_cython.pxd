@@ -1,6 +1,6 @@
 # Header-only helpers shared by the Cython kernels: a row-major GEMM over fastnn's BLAS
 # (fastnn/_blas.py: a private single-threaded instance of SciPy's OpenBLAS; cut into
-# shape-determined blocks, run on one thread or on fastnn_pool.h's) and sums taken in
+# shape-determined tiles, run on one thread or on fastnn_pool.h's) and sums taken in
 # exactly NumPy's order. Everything is ``cdef inline``, so modules that cimport this
 # file compile their own copy and no extension module stands behind it. A module that
 # calls gemm sets its BLAS pointers when it is imported:
@@ -20,25 +20,48 @@ cdef extern from "fastnn_blas.h" nogil:
     void fnn_set_gemm(size_t s, size_t d)
 
 
-# The partition rule of fastnn.reference.blas.gemm_partition (kept equal to it; a test
-# compares them on many shapes through the products' bits).
+# The tiling rule of fastnn.reference.blas (gemm_grid, gemm_edge; the reasons for its
+# numbers are there), kept equal to it: a test compares the grids on many shapes.
 cdef enum:
     GEMM_UNIT = 16
+    GEMM_MIN_ROWS = 256
+    GEMM_MIN_COLS = 128
 
 
-cdef inline int gemm_block(int m, int n, int k, bint* by_columns) noexcept nogil:
-    """fastnn.reference.blas.gemm_partition: sets by_columns, returns the block size."""
+cdef inline void gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int* rows,
+                           int* cols) noexcept nogil:
+    """fastnn.reference.blas.gemm_grid: the parts each side of the output is cut in."""
     cdef double flops = 2.0 * m * n * k
-    cdef int parts = 4 if flops >= 8589934592.0 else 2 if flops >= 33554432.0 else 1
-    cdef int side, per
-    by_columns[0] = n >= m
-    side = n if by_columns[0] else m
-    while parts > 1 and side < parts * GEMM_UNIT:
-        parts = parts // 2
-    if parts == 1:
+    cdef double many = 536870912.0  # GEMM_MANY_FLOPS, 2**29
+    cdef double tile = 67108864.0  # GEMM_TILE_FLOPS, 2**26
+    cdef long long want = 1
+    cdef bint cut_rows, cut_cols
+    if flops >= many:
+        want = <long long>(many / tile)
+        while 2.0 * want * tile <= flops:
+            want = want * 2
+    elif flops >= 33554432.0:  # GEMM_SPLIT_FLOPS, 2**25
+        want = 2
+    rows[0] = 1
+    cols[0] = 1
+    while <long long>rows[0] * cols[0] < want:
+        cut_cols = n >= 2 * <Py_ssize_t>cols[0] * GEMM_MIN_COLS
+        cut_rows = m >= 2 * <Py_ssize_t>rows[0] * GEMM_MIN_ROWS
+        if cut_cols and (n * rows[0] >= m * cols[0] or not cut_rows):
+            cols[0] = cols[0] * 2
+        elif cut_rows:
+            rows[0] = rows[0] * 2
+        else:
+            break
+
+
+cdef inline Py_ssize_t gemm_edge(Py_ssize_t side, int parts, int i) noexcept nogil:
+    """fastnn.reference.blas.gemm_edge: where part i of a side cut in parts starts."""
+    cdef Py_ssize_t units
+    if i >= parts:
         return side
-    per = (side + parts - 1) // parts
-    return (per + GEMM_UNIT - 1) // GEMM_UNIT * GEMM_UNIT
+    units = (side + GEMM_UNIT - 1) // GEMM_UNIT
+    return i * units // parts * GEMM_UNIT
 
 
 cdef inline void gemm_call(bint trans_a, bint trans_b, int m, int n, int k,
@@ -62,17 +85,12 @@ cdef inline void gemm_call(bint trans_a, bint trans_b, int m, int n, int k,
                   &zero, c, &ldc)
 
 
-cdef inline void gemm_part(bint trans_a, bint trans_b, int m, int n, int k,
-                           const floating* a, int lda, const floating* b, int ldb,
-                           floating* c, int ldc, bint by_columns, int lo,
-                           int hi) noexcept nogil:
-    """Block [lo, hi) of c's columns (by_columns) or rows: one BLAS call."""
-    if by_columns:  # c[:, lo:hi] = op(a) @ op(b)[:, lo:hi]
-        gemm_call(trans_a, trans_b, m, hi - lo, k, a, lda,
-                  b + lo * ldb if trans_b else b + lo, ldb, c + lo, ldc)
-    else:  # c[lo:hi] = op(a)[lo:hi] @ op(b)
-        gemm_call(trans_a, trans_b, hi - lo, n, k, a + lo if trans_a else a + lo * lda,
-                  lda, b, ldb, c + lo * ldc, ldc)
+cdef inline void gemm_tile(bint trans_a, bint trans_b, int k, const floating* a, int lda,
+                           const floating* b, int ldb, floating* c, int ldc, int r0,
+                           int r1, int c0, int c1) noexcept nogil:
+    """c[r0:r1, c0:c1] = op(a)[r0:r1] @ op(b)[:, c0:c1]: one BLAS call, the whole k."""
+    gemm_call(trans_a, trans_b, r1 - r0, c1 - c0, k, a + r0 if trans_a else a + r0 * lda,
+              lda, b + c0 * ldb if trans_b else b + c0, ldb, c + r0 * ldc + c0, ldc)
 
 
 cdef extern from "fastnn_pool.h" nogil:
@@ -80,29 +98,34 @@ cdef extern from "fastnn_pool.h" nogil:
     void fnn_pool_run(fnn_task_fn fn, void* ctx, int n_tasks, int n_threads)
 
 
-# One product's blocks as a job of fastnn_pool.h (float or double behind the void*).
+# One product's tiles as a job of fastnn_pool.h (float or double behind the void*).
 cdef struct GemmJob:
     bint trans_a
     bint trans_b
-    bint by_columns
-    int m, n, k, lda, ldb, ldc, block, side
+    int m, n, k, lda, ldb, ldc, rows, cols
     const void* a
     const void* b
     void* c
 
 
-cdef inline void gemm_task_f32(void* job, int i) noexcept nogil:
-    cdef GemmJob* g = <GemmJob*>job
-    gemm_part(g.trans_a, g.trans_b, g.m, g.n, g.k, <const float*>g.a, g.lda,
-              <const float*>g.b, g.ldb, <float*>g.c, g.ldc, g.by_columns, i * g.block,
-              min(g.side, i * g.block + g.block))
+cdef inline void gemm_tile_i(const GemmJob* g, int t, const floating* a, const floating* b,
+                             floating* c) noexcept nogil:
+    """Tile t of the job's (rows, cols) grid, row by row of tiles: one BLAS call."""
+    cdef int i = t // g.cols
+    cdef int j = t % g.cols
+    gemm_tile(g.trans_a, g.trans_b, g.k, a, g.lda, b, g.ldb, c, g.ldc,
+              gemm_edge(g.m, g.rows, i), gemm_edge(g.m, g.rows, i + 1),
+              gemm_edge(g.n, g.cols, j), gemm_edge(g.n, g.cols, j + 1))
 
 
-cdef inline void gemm_task_f64(void* job, int i) noexcept nogil:
+cdef inline void gemm_task_f32(void* job, int t) noexcept nogil:
     cdef GemmJob* g = <GemmJob*>job
-    gemm_part(g.trans_a, g.trans_b, g.m, g.n, g.k, <const double*>g.a, g.lda,
-              <const double*>g.b, g.ldb, <double*>g.c, g.ldc, g.by_columns, i * g.block,
-              min(g.side, i * g.block + g.block))
+    gemm_tile_i(g, t, <const float*>g.a, <const float*>g.b, <float*>g.c)
+
+
+cdef inline void gemm_task_f64(void* job, int t) noexcept nogil:
+    cdef GemmJob* g = <GemmJob*>job
+    gemm_tile_i(g, t, <const double*>g.a, <const double*>g.b, <double*>g.c)
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
@@ -110,24 +133,16 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                       floating* c, int ldc, int n_threads) noexcept nogil:
     """c (m, n) = op(a) @ op(b), all row-major; op(a) is (m, k), op(b) is (k, n).
 
-    The blocks of gemm_block, each one BLAS call (gemm_call), run one after the other,
-    or as one job of fastnn_pool.h on the caller and up to n_threads - 1 helper
-    threads: the same calls either way, so the same bits as the reference's gemm.
-    BLAS itself should run on one thread (the caller's job).
+    The tiles of gemm_grid, each one BLAS call (gemm_tile), run one after the other,
+    or as one job of fastnn_pool.h whose threads (the caller and up to n_threads - 1
+    helpers) claim them one at a time: the same calls either way, so the same bits as
+    the reference's gemm. BLAS itself should run on one thread (the caller's job).
     """
     cdef GemmJob job
-    cdef int n_blocks, i, lo
-    job.block = gemm_block(m, n, k, &job.by_columns)
-    job.side = n if job.by_columns else m
-    if job.block <= 0 or job.block >= job.side:
+    cdef int t
+    gemm_grid(m, n, k, &job.rows, &job.cols)
+    if job.rows * job.cols == 1:
         gemm_call(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
-        return
-    n_blocks = (job.side + job.block - 1) // job.block
-    if n_threads <= 1:
-        for i in range(n_blocks):
-            lo = i * job.block
-            gemm_part(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, job.by_columns,
-                      lo, min(job.side, lo + job.block))
         return
     job.trans_a = trans_a
     job.trans_b = trans_b
@@ -140,10 +155,13 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     job.a = a
     job.b = b
     job.c = c
-    if floating is float:
-        fnn_pool_run(gemm_task_f32, &job, n_blocks, n_threads)
+    if n_threads <= 1:
+        for t in range(job.rows * job.cols):
+            gemm_tile_i(&job, t, a, b, c)
+    elif floating is float:
+        fnn_pool_run(gemm_task_f32, &job, job.rows * job.cols, n_threads)
     else:
-        fnn_pool_run(gemm_task_f64, &job, n_blocks, n_threads)
+        fnn_pool_run(gemm_task_f64, &job, job.rows * job.cols, n_threads)
 
 
 # --- sums in NumPy's order ---------------------------------------------------------

@@ -15,7 +15,7 @@ from fastnn._kernels.activations_cython cimport (
     elu_d1, sigmoid_1, step_1, step_d1, tanh_1,
 )
 from fastnn._kernels.blas_cython cimport (
-    fnn_pool_run, fnn_set_gemm, fnn_task_fn, gemm, pw_sum,
+    fnn_pool_run, fnn_set_gemm, fnn_task_fn, gemm, gemm_grid, pw_sum,
 )
 from fastnn._kernels.fastnn_simd cimport (
     fnn_act_grad_bias_f32, fnn_act_grad_bias_f64, fnn_bias_act_f32, fnn_bias_act_f64,
@@ -231,3 +231,24 @@ def dense_input_gradient(const floating[:, ::1] dz, const floating[:, ::1] w,
         return
     with nogil:
         c_dense_input_gradient(&dz[0, 0], &w[0, 0], m, n_in, n_out, &dx[0, 0], 1)
+
+
+# --- for the tests: the tiling rule and a threaded product, as the kernels run them ---
+
+def _gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k):
+    """blas_cython.pxd's gemm_grid (to compare with fastnn.reference.blas.gemm_grid)."""
+    cdef int rows, cols
+    gemm_grid(m, n, k, &rows, &cols)
+    return rows, cols
+
+
+def _gemm_threads(const floating[:, ::1] a, const floating[:, ::1] b,
+                  floating[:, ::1] out, bint trans_a, bint trans_b, int n_threads):
+    """out = op(a) @ op(b) through the kernels' gemm, its tiles on n_threads threads."""
+    cdef int m = out.shape[0], n = out.shape[1]
+    cdef int k = a.shape[0] if trans_a else a.shape[1]
+    if m == 0 or n == 0:
+        return
+    with nogil:
+        gemm(trans_a, trans_b, m, n, k, &a[0, 0], <int>a.shape[1], &b[0, 0],
+             <int>b.shape[1], &out[0, 0], n, n_threads)

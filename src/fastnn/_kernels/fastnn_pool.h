@@ -1,4 +1,4 @@
-/* fastnn's thread pool: runs the n tasks of a job (the blocks of one GEMM) on the calling
+/* fastnn's thread pool: runs the n tasks of a job (the tiles of one GEMM) on the calling
  * thread and up to n_threads - 1 helper threads, each task exactly once.
  *
  * Why not an OpenMP parallel region: its closing barrier waits for every thread of the

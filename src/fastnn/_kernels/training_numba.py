@@ -1223,14 +1223,19 @@ def train_epoch(
         kernel = _epoch_kernel(loss_code, acts)
     # Numba's thread count is per calling thread and read when a parallel loop starts;
     # set here, not in compiled code (where it would keep the kernel out of the cache).
+    # Likewise the chunk size of the parallel loops: 1, so that a thread claims the next
+    # tile or piece when it is free (gemm_threads).
     before = numba.get_num_threads() if n_threads > 1 else n_threads
     if before != n_threads:
         numba.set_num_threads(n_threads)
+    chunk = numba.set_parallel_chunksize(1) if n_threads > 1 else None
     try:
         kernel(*args, n_threads)
     except (TypingError, TypeError):
         _check_types(*args)
         raise
     finally:
+        if chunk is not None:
+            numba.set_parallel_chunksize(chunk)
         if before != n_threads:
             numba.set_num_threads(before)

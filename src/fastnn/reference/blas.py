@@ -6,53 +6,117 @@ reference run the very GEMM calls the Numba and Cython kernels run, so products 
 between backends bit for bit (docs/spec.md §10, rule 2 of §11), whatever thread calls
 them and whatever BLAS thread limits are set.
 
-Every product is cut into blocks by :func:`gemm_partition`, a rule that looks at the
-shape only, and each block is one BLAS call. The compiled kernels make the same calls,
-one after the other on one thread or side by side on several, so the bits never depend
-on the thread count (OpenBLAS's own threading, and even computing a product whole
-instead of in blocks, changes float32 results).
+Every product's output is cut into tiles by :func:`gemm_blocks`, a rule that looks at
+the shape only, and each tile is one BLAS call with the whole inner dimension. The
+compiled kernels make the same calls, one after the other on one thread or claimed by
+the threads of fastnn's pool on several, so the bits never depend on the thread count
+(OpenBLAS's own threading, and even computing a product whole instead of in tiles,
+changes float32 results).
 """
 
 import numpy as np
 
 from .._blas import gemm_call
 
-# The partition rule: Numba compiles gemm_partition itself, the Cython kernels carry a
-# copy (blas_cython.pxd's gemm_block) that must stay equal to it (tests/test_threads.py).
-# Products of 2 m n k >= 2**25 flops (a few hundred microseconds) are cut in 2 blocks,
-# from 2**33 (~0.1 s) in 4; a block spans a multiple of GEMM_UNIT rows or columns (the
-# BLAS micro-kernels' tile sizes divide it), so each stays one efficient call. On one
-# thread 2 blocks cost 0-8% of a product's time (OpenBLAS, Zen 3), 4 blocks up to 20%:
-# hence 4 only where a product is long enough for more than two cores to pay.
+# The tiling rule. Numba compiles gemm_grid and gemm_edge themselves, the Cython kernels
+# carry a copy (blas_cython.pxd) that must stay equal to them (tests/test_threads.py).
+#
+# Why these numbers (docs/benchmarks/2026-12-02-tiles-scaling.md has the measurements,
+# OpenBLAS 0.3 SkylakeX kernel, one core): each tile is one BLAS call that packs its
+# rows of op(a) and its columns of op(b) again, so cutting costs one-thread time. Cut
+# into 2 the products of configs B and D cost 0-4% more than one call; into 16 tiles of
+# 256 x 128, 18-22%; 128 x 128 tiles, 30-50%; 64 x 64 tiles, 1.5-2.8x. Hence three
+# regimes, by the product's 2 m n k flops:
+#   below GEMM_SPLIT_FLOPS (2**25, ~0.3 ms): one call, as small models always ran;
+#   below GEMM_MANY_FLOPS (2**29, ~4 ms): 2 tiles, for 2 threads at a few % of one;
+#   from GEMM_MANY_FLOPS: one tile per GEMM_TILE_FLOPS (2**26, ~0.5 ms; a power of two,
+#   8 at 2**29, 16 at 2**30), enough for 16 threads and more, paying the cut's cost
+#   on one thread only where a product is long enough for many cores to repay it.
+# The longer side of the tile is halved first (columns on a tie), into parts of at
+# least GEMM_MIN_ROWS rows or GEMM_MIN_COLS columns: tall tiles pack cheaper here (256 x
+# 128 tiles cost 18-22% on one thread where 128 x 256 cost 31-43%), and a part's edges
+# lie on multiples of GEMM_UNIT, which the BLAS micro-kernels' tile sizes divide.
 GEMM_UNIT = 16
+GEMM_MIN_ROWS = 256
+GEMM_MIN_COLS = 128
 GEMM_SPLIT_FLOPS = 2**25
-GEMM_SPLIT4_FLOPS = 2**33
+GEMM_MANY_FLOPS = 2**29
+GEMM_TILE_FLOPS = 2**26
 
 
-def gemm_partition(m, n, k):
-    """(by_columns, block) for a row-major product out (m, n) = op(a) (m, k) @ op(b).
+def gemm_grid(m, n, k):
+    """(rows, cols): how many parts each side of a product's (m, n) output is cut in.
 
-    The output is cut along its longer side (columns on a tie) into pieces of
-    ``block`` rows or columns, the last one shorter; ``block`` equals that side when
-    the product is not cut. Depends on the shape only, never on a thread count.
+    Both are powers of two; ``rows * cols`` is the number of tiles of
+    :func:`gemm_blocks`. Depends on the shape only, never on a thread count.
     """
-    flops = 2 * m * n * k
-    parts = 4 if flops >= GEMM_SPLIT4_FLOPS else 2 if flops >= GEMM_SPLIT_FLOPS else 1
-    by_columns = n >= m
-    side = n if by_columns else m
-    while parts > 1 and side < parts * GEMM_UNIT:
-        parts //= 2
-    if parts == 1:
-        return by_columns, side
-    per = -(-side // parts)
-    return by_columns, -(-per // GEMM_UNIT) * GEMM_UNIT
+    flops = 2.0 * m * n * k
+    want = 1
+    if flops >= GEMM_MANY_FLOPS:
+        want = GEMM_MANY_FLOPS // GEMM_TILE_FLOPS
+        while 2.0 * want * GEMM_TILE_FLOPS <= flops:
+            want *= 2
+    elif flops >= GEMM_SPLIT_FLOPS:
+        want = 2
+    rows = cols = 1
+    while rows * cols < want:
+        cut_cols = n >= 2 * cols * GEMM_MIN_COLS
+        cut_rows = m >= 2 * rows * GEMM_MIN_ROWS
+        if cut_cols and (n * rows >= m * cols or not cut_rows):  # tile's longer side
+            cols *= 2
+        elif cut_rows:
+            rows *= 2
+        else:
+            break
+    return rows, cols
+
+
+def gemm_edge(side, parts, i):
+    """Where part ``i`` of a side of length ``side`` cut in ``parts`` starts (``i ==
+    parts``: the side's end). The side's GEMM_UNIT-wide units are shared out evenly, so
+    the parts differ by at most one unit, the last one ending at ``side``."""
+    if i >= parts:
+        return side
+    units = (side + GEMM_UNIT - 1) // GEMM_UNIT
+    return i * units // parts * GEMM_UNIT
+
+
+def gemm_blocks(m, n, k):
+    """The tiles of a product's output, in the order the threads claim them.
+
+    Parameters
+    ----------
+    m, n : int
+        The output's shape: ``out (m, n) = op(a) (m, k) @ op(b) (k, n)``.
+    k : int
+        The inner dimension; it is never split, so every output element is computed by
+        one BLAS call over the whole of ``k`` whatever thread makes it.
+
+    Returns
+    -------
+    list of tuple of int
+        ``(row0, row1, col0, col1)`` for each tile ``out[row0:row1, col0:col1]``, row
+        by row of tiles. They cover the output exactly once; one tile (the whole
+        output) for products under ``2**25`` flops. Depends on the shape only.
+    """
+    rows, cols = gemm_grid(m, n, k)
+    return [
+        (
+            gemm_edge(m, rows, i),
+            gemm_edge(m, rows, i + 1),
+            gemm_edge(n, cols, j),
+            gemm_edge(n, cols, j + 1),
+        )
+        for i in range(rows)
+        for j in range(cols)
+    ]
 
 
 def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
     """out = op(a) @ op(b) + beta * out, row-major; op transposes when asked.
 
     ``a`` (m, k) or (k, m) and ``b`` (k, n) or (n, k), ``out`` (m, n), all 2-D of one
-    dtype. Each block of :func:`gemm_partition` is one call of fastnn's single-threaded
+    dtype. Each tile of :func:`gemm_blocks` is one call of fastnn's single-threaded
     BLAS (:func:`fastnn._blas.gemm_call`) on the arrays' own buffers, as the compiled
     kernels make it; operands that are not C-contiguous are copied first (the values
     are the same: BLAS packs its operands anyway).
@@ -64,46 +128,25 @@ def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
     lda, ldb, ldc = max(1, a.shape[1]), max(1, b.shape[1]), max(1, n)
-    by_columns, block = gemm_partition(m, n, k)
-    side = n if by_columns else m
-    for lo in range(0, side, block or 1):
-        hi = min(side, lo + block)
-        if by_columns:  # out[:, lo:hi] = op(a) @ op(b)[:, lo:hi]
-            gemm_call(
-                trans_a,
-                trans_b,
-                m,
-                hi - lo,
-                k,
-                a,
-                0,
-                lda,
-                b,
-                lo * ldb if trans_b else lo,
-                ldb,
-                out,
-                lo,
-                ldc,
-                beta,
-            )
-        else:  # out[lo:hi] = op(a)[lo:hi] @ op(b)
-            gemm_call(
-                trans_a,
-                trans_b,
-                hi - lo,
-                n,
-                k,
-                a,
-                lo if trans_a else lo * lda,
-                lda,
-                b,
-                0,
-                ldb,
-                out,
-                lo * ldc,
-                ldc,
-                beta,
-            )
+    for r0, r1, c0, c1 in gemm_blocks(m, n, k):
+        # out[r0:r1, c0:c1] = op(a)[r0:r1] @ op(b)[:, c0:c1]
+        gemm_call(
+            trans_a,
+            trans_b,
+            r1 - r0,
+            c1 - c0,
+            k,
+            a,
+            r0 if trans_a else r0 * lda,
+            lda,
+            b,
+            c0 * ldb if trans_b else c0,
+            ldb,
+            out,
+            r0 * ldc + c0,
+            ldc,
+            beta,
+        )
     if out is not target:
         target[...] = out
     return target

@@ -45,8 +45,8 @@ segments        (S, 3) int64     [start, stop, decayed] pieces of ``params`` to 
 stats           (N_STATS,) f64   see codes.STAT_*: LOSS_SUM and CORRECT accumulate across
                                  calls (the caller zeroes them at the start of an epoch);
                                  the others are set by each call
-n_threads       int (default 1)  threads the compiled kernels may run the blocks of each
-                                 GEMM on (``fastnn.reference.blas.gemm_partition``); the
+n_threads       int (default 1)  threads the compiled kernels may run the tiles of each
+                                 GEMM on (``fastnn.reference.blas.gemm_blocks``); the
                                  results never depend on it, so the reference ignores it
 dropout         (L,) f64 | None  drop rate of each layer, in [0, 1) (0: no dropout). None
                                  (the default): no layer has dropout, and the four
