@@ -319,12 +319,13 @@ class MLP:
         masks (four independent streams).
     n_threads : int or None, default None
         Threads of the whole-epoch training kernel (``train_epoch``, ``fit``): the
-        blocks of its large matrix products run side by side, BLAS's own pool held at
+        tiles of its large matrix products run side by side, BLAS's own pool held at
         one thread meanwhile; products too small to be cut run on one thread. The
-        results are the same for every count. None: as many as the process may use
-        without oversubscribing (CPU affinity, the BLAS and OpenMP limits set by
-        ``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS`` or threadpoolctl, as joblib and
-        Dask workers do). A setting of this process: neither saved nor pickled.
+        results are the same for every count. None: every core the process may use
+        without oversubscribing (CPU affinity, the cgroup CPU quota, the BLAS and
+        OpenMP limits set by ``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS`` or
+        threadpoolctl, as joblib and Dask workers do). A setting of this process:
+        neither saved nor pickled.
 
     Examples
     --------
