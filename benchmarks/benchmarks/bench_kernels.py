@@ -236,3 +236,40 @@ class OtherOptimizers(_Family):
 
     def time_scale_inplace(self, *_):
         self.bk.scale_inplace(self.grad, 1.0)
+
+
+class GemmTiles:
+    """One product cut into fastnn's output tiles (``fastnn.reference.blas.gemm``, one
+    BLAS call per tile of ``gemm_blocks``) against the same product as one unsplit call:
+    the one-thread cost of the tiling (docs/benchmarks/2026-12-02-tiles-scaling.md).
+    Shapes are m x n x k: config B's first product (2 tiles) and config C's second
+    layer input product (16 tiles)."""
+
+    param_names = ["dtype", "shape"]
+    params = [list(DTYPES), ["128x256x784", "256x2048x1024"]]
+    timeout = 300
+
+    def setup(self, dtype, shape):
+        from fastnn.reference import blas
+
+        m, n, k = _shape(shape)
+        rng = np.random.default_rng(0)
+        self.a = rng.standard_normal((m, k)).astype(dtype)
+        self.b = rng.standard_normal((k, n)).astype(dtype)
+        self.out = np.zeros((m, n), dtype)
+        self.gemm = blas.gemm
+        self.shape = m, n, k
+
+    def time_tiles(self, dtype, shape):
+        self.gemm(self.a, self.b, self.out)
+
+    def time_one_call(self, dtype, shape):
+        from fastnn._blas import gemm_call
+
+        m, n, k = self.shape
+        gemm_call(False, False, m, n, k, self.a, 0, k, self.b, 0, n, self.out, 0, n)
+
+    def track_tiles(self, dtype, shape):
+        from fastnn.reference import blas
+
+        return len(blas.gemm_blocks(*self.shape))

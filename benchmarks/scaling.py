@@ -1,0 +1,246 @@
+"""Scaling model of fastnn's tiled matrix products, for machines with more cores than this.
+
+Every product of a training step is cut into the output tiles of
+``fastnn.reference.blas.gemm_blocks`` (docs/spec.md §10); the whole-epoch kernels run a
+product's tiles on ``n_threads`` threads, each thread claiming the next tile (in the
+list's order) when it is free, and start the next product when all are done. So, given
+each tile's cost on one thread, the time of a step on ``p`` threads follows from list
+scheduling. This script:
+
+1. measures, for each product of a step of each config (benchmarks/common.py's
+   CONFIGS), every tile's time on one thread (the very BLAS call the kernels make,
+   through fastnn._blas, best of ``--repeats``), and the product as one unsplit call;
+2. simulates the schedule of each product's tiles on 1, 2, 4, ... 64 threads (a tile
+   goes to the thread that is free first, in claim order) and prints the predicted
+   speed-up of the products, and of the step with everything else taken as serial;
+3. measures the step itself (``MLP.train_epoch`` per step, the ``--backend`` kernel) on
+   every thread count this process may use: 1 and 2 threads on a 2-core machine, and
+   all of them on a larger one, where the script measures instead of simulating.
+
+The model's limits (docs/benchmarks/2026-12-02-tiles-scaling.md): threads are assumed
+independent (no shared memory bandwidth or cache, no turbo changes), claiming a tile
+and waking a helper cost nothing, and the step's non-product work (elementwise passes,
+loss, optimizer update) is serial. Run it with the BLAS pinned as compare.py explains::
+
+    OPENBLAS_CORETYPE= OPENBLAS_L2_SIZE= python benchmarks/scaling.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))
+
+import numpy as np  # noqa: E402
+
+from benchmarks.common import CONFIGS, make_batches  # noqa: E402
+
+THREADS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def step_products(cfg):
+    """The products of one training step: (what, m, n, k, trans_a, trans_b) with the
+    output (m, n): x @ W per layer, dW = x.T @ dz per layer, dx = dz @ W.T for every
+    layer above the first (the kernels' own transposes)."""
+    b = cfg.batch
+    out = []
+    for i, (n_in, n_out) in enumerate(zip(cfg.sizes[:-1], cfg.sizes[1:])):
+        out.append((f"x@W{i + 1}", b, n_out, n_in, False, False))
+        out.append((f"dW{i + 1}", n_in, n_out, b, True, False))
+        if i > 0:
+            out.append((f"dx{i + 1}", b, n_in, n_out, False, True))
+    return out
+
+
+def tile_costs(m, n, k, trans_a, trans_b, dtype, repeats):
+    """(tiles, seconds of each tile's call on one thread, seconds of the unsplit call):
+    best of ``repeats`` passes over the tiles, each pass followed by the unsplit call,
+    after one pass of warm-up. The calls go through ctypes (a few microseconds each,
+    which the kernels' direct calls do not pay: it matters only for the smallest)."""
+    from fastnn._blas import gemm_call
+    from fastnn.reference.blas import gemm_blocks
+
+    rng = np.random.default_rng(m + 7 * n + 13 * k)
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    c = np.empty((m, n), dtype)
+    lda, ldb = a.shape[1], b.shape[1]
+    tiles = gemm_blocks(m, n, k)
+    costs = [float("inf")] * len(tiles)
+    whole = float("inf")
+    for rep in range(repeats + 1):
+        for i, (r0, r1, c0, c1) in enumerate(tiles):
+            t0 = time.perf_counter()
+            gemm_call(trans_a, trans_b, r1 - r0, c1 - c0, k, a, r0 if trans_a else r0 * lda,
+                      lda, b, c0 * ldb if trans_b else c0, ldb, c, r0 * n + c0, n)
+            if rep:
+                costs[i] = min(costs[i], time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        gemm_call(trans_a, trans_b, m, n, k, a, 0, lda, b, 0, ldb, c, 0, n)
+        if rep:
+            whole = min(whole, time.perf_counter() - t0)
+    return tiles, costs, whole
+
+
+def makespan(costs, p: int) -> float:
+    """List scheduling in claim order: each tile goes to the thread free first."""
+    free = [0.0] * min(p, len(costs))
+    for cost in costs:
+        i = min(range(len(free)), key=free.__getitem__)
+        free[i] += cost
+    return max(free)
+
+
+def measure_step(cfg, dtype, backend, n_threads, repeats, n_batches=8) -> float:
+    """Median seconds per step of ``MLP.train_epoch`` (no shuffle) on ``n_threads``."""
+    import fastnn
+
+    batches = make_batches(cfg, dtype, n_batches)
+    net = fastnn.MLP(list(cfg.sizes), "relu", loss="cross_entropy", dtype=dtype,
+                     backend=backend, random_state=0, n_threads=n_threads)
+    opt = fastnn.Adam(lr=1e-3)
+    X = np.concatenate([x for x, _ in batches])
+    y = np.concatenate([t for _, t in batches])
+    X, y = net.check_data(X, y)
+    net.train_epoch(X, y, opt, cfg.batch, shuffle=False)  # warm-up (and compilation)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        net.train_epoch(X, y, opt, cfg.batch, shuffle=False)
+        times.append((time.perf_counter() - t0) / n_batches)
+    return statistics.median(times)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def run(opts) -> str:
+    import fastnn
+    from fastnn import _blas, _threads
+
+    cpus = _threads.available_cpus()
+    lines = [
+        "# Scaling of the tiled products",
+        "",
+        f"CPU: {cpu_model()}, {cpus} usable; BLAS: {_blas.info()['source'].rsplit('/', 1)[-1]}"
+        f" (kernel {_blas.info()['kernel']}, private instance: {_blas.info()['private']});"
+        f" fastnn {fastnn.__version__} from {Path(fastnn.__file__).parent};"
+        f" OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')};"
+        f" load average at start {os.getloadavg()[0]:.2f}",
+        f"backend for the measured steps: {opts.backend}; tile costs: best of "
+        f"{opts.repeats} calls each; steps: median of {opts.repeats} epochs of 8 steps.",
+        "",
+    ]
+    summary = []
+    for dtype in opts.dtypes:
+        for name in opts.configs:
+            cfg = CONFIGS[name]
+            print(f"[scaling] {cfg.label} {dtype}: tiles", file=sys.stderr, flush=True)
+            rows, all_costs, whole_sum = [], [], 0.0
+            for what, m, n, k, ta, tb in step_products(cfg):
+                tiles, costs, whole = tile_costs(m, n, k, ta, tb, dtype, opts.repeats)
+                all_costs.append(costs)
+                whole_sum += whole
+                rows.append(f"| {what} | {m} x {n}, k {k} | {len(tiles)} | "
+                            f"{whole * 1e3:.3f} | {sum(costs) * 1e3:.3f} | "
+                            f"{sum(costs) / whole:.3f} |")
+            tiled = sum(sum(c) for c in all_costs)
+            measured = {}
+            for p in opts.threads:
+                if p <= cpus and p <= opts.measure_up_to:
+                    print(f"[scaling] {cfg.label} {dtype}: step on {p} thread(s)",
+                          file=sys.stderr, flush=True)
+                    measured[p] = measure_step(cfg, dtype, opts.backend, p, opts.repeats)
+            step1 = measured.get(1)
+            rest = max(step1 - tiled, 0.0) if step1 is not None else 0.0
+            lines += [
+                f"## {cfg.label}, {dtype}",
+                "",
+                "| product | output, inner | tiles | unsplit (ms) | tiles on 1 thread (ms) "
+                "| ratio |",
+                "|---|---|---|---|---|---|",
+                *rows,
+                f"| all | | {sum(map(len, all_costs))} | {whole_sum * 1e3:.3f} | "
+                f"{tiled * 1e3:.3f} | {tiled / whole_sum:.3f} |",
+                "",
+            ]
+            if step1 is not None:
+                lines += [f"Measured step on 1 thread: {step1 * 1e3:.3f} ms, of which the "
+                          f"tiled products {tiled * 1e3:.3f} ms (the rest, {rest * 1e3:.3f} "
+                          f"ms, is taken as serial); the tiling's one-thread cost against "
+                          f"unsplit calls: {(tiled - whole_sum) / step1 * 100:+.1f}% of the "
+                          f"step.", ""]
+            lines += [
+                "| threads | products: simulated speed-up | products vs unsplit calls "
+                "| step: simulated speed-up | step: measured (ms) | step: measured "
+                "speed-up |",
+                "|---|---|---|---|---|---|",
+            ]
+            for p in opts.threads:
+                span = sum(makespan(c, p) for c in all_costs)
+                sim_step = step1 / (rest + span) if step1 is not None else float("nan")
+                got = measured.get(p)
+                lines.append(
+                    f"| {p} | {tiled / span:.2f}x | {whole_sum / span:.2f}x | "
+                    f"{sim_step:.2f}x | {'' if got is None else f'{got * 1e3:.3f}'} | "
+                    f"{'' if got is None or step1 is None else f'{step1 / got:.2f}x'} |")
+                summary.append((name, dtype, p, tiled / span, whole_sum / span, sim_step,
+                                None if got is None or step1 is None else step1 / got))
+            lines.append("")
+    lines += ["## Summary: simulated speed-up of the products (measured step speed-up)", "",
+              "| config | dtype | " + " | ".join(f"{p} thr" for p in opts.threads) + " |",
+              "|---|---|" + "---|" * len(opts.threads)]
+    for name in opts.configs:
+        for dtype in opts.dtypes:
+            cells = []
+            for c, d, p, prod, _, _, meas in summary:
+                if c == name and d == dtype:
+                    cells.append(f"{prod:.2f}x" + ("" if meas is None else f" ({meas:.2f}x)"))
+            lines.append(f"| {name} | {dtype} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _csv(kind):
+    return lambda s: [kind(v) for v in s.split(",") if v]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--configs", type=_csv(str), default=list(CONFIGS))
+    p.add_argument("--dtypes", type=_csv(str), default=["float32"])
+    p.add_argument("--threads", type=_csv(int), default=list(THREADS))
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--backend", default="cython", choices=["cython", "numba"])
+    p.add_argument("--measure-up-to", type=int, default=64,
+                   help="measure steps on at most this many threads (default: all usable)")
+    p.add_argument("--out-md", type=Path, help="also write the report here")
+    opts = p.parse_args(argv)
+    bad = [c for c in opts.configs if c not in CONFIGS]
+    if bad:
+        p.error(f"unknown configs {bad}; choose from {list(CONFIGS)}")
+    report = run(opts)
+    print(report)
+    if opts.out_md:
+        opts.out_md.parent.mkdir(parents=True, exist_ok=True)
+        opts.out_md.write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
