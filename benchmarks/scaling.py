@@ -40,7 +40,6 @@ if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
 import numpy as np  # noqa: E402
-
 from benchmarks.common import CONFIGS, make_batches  # noqa: E402
 
 THREADS = (1, 2, 4, 8, 16, 32, 64)
@@ -209,7 +208,7 @@ def run(opts) -> str:
     for name in opts.configs:
         for dtype in opts.dtypes:
             cells = []
-            for c, d, p, prod, _, _, meas in summary:
+            for c, d, _p, prod, _, _, meas in summary:
                 if c == name and d == dtype:
                     cells.append(f"{prod:.2f}x" + ("" if meas is None else f" ({meas:.2f}x)"))
             lines.append(f"| {name} | {dtype} | " + " | ".join(cells) + " |")
