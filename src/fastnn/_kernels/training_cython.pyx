@@ -169,9 +169,11 @@ cdef void _update(const EpochOpt* opt, floating* p, const floating* g, floating*
 
 
 # The optimizer update is elementwise, so any cut gives the same bits: segments of at
-# least UPDATE_SPLIT parameters are updated in n_threads pieces (multiples of 64).
+# least UPDATE_SPLIT parameters are updated in pieces of UPDATE_PIECE, a count that
+# follows from the size alone, as the GEMM tiles do (pieces for every thread).
 cdef enum:
     UPDATE_SPLIT = 131072
+    UPDATE_PIECE = 65536
 
 
 cdef struct UpdateJob:
@@ -221,14 +223,16 @@ cdef void _update_threads(const EpochOpt* opt, floating* p, const floating* g,
     job.s1 = s1
     job.s2 = s2
     job.n = n
-    job.chunk = ((n + n_threads - 1) // n_threads + 63) // 64 * 64
+    job.chunk = UPDATE_PIECE
     job.t = t
     job.lr = lr
     job.wd = weight_decay
     if floating is float:
-        c_run_tasks(_update_piece_f32, &job, n_threads, n_threads)
+        c_run_tasks(_update_piece_f32, &job, (n + UPDATE_PIECE - 1) // UPDATE_PIECE,
+                    n_threads)
     else:
-        c_run_tasks(_update_piece_f64, &job, n_threads, n_threads)
+        c_run_tasks(_update_piece_f64, &job, (n + UPDATE_PIECE - 1) // UPDATE_PIECE,
+                    n_threads)
 
 
 # The squared norm is NumPy's pairwise sum: x's two halves (split where the tree splits)

@@ -185,11 +185,13 @@ def _bias_correction(beta, t):
     return 1.0 - math.pow(beta, np.float64(t))
 
 
-# Segments of at least UPDATE_SPLIT parameters are updated in n_threads pieces (the
-# update is elementwise) and their squared norm taken as its pairwise tree's two halves
-# side by side (the tree adds the halves anyway): the same bits on any number of
-# threads, as in the Cython kernel.
+# Segments of at least UPDATE_SPLIT parameters are updated in pieces of UPDATE_PIECE
+# (the update is elementwise; the count follows from the size alone, as the GEMM tiles
+# do, so there are pieces for every thread), and their squared norm taken as its
+# pairwise tree's two halves side by side (the tree adds the halves anyway): the same
+# bits on any number of threads, as in the Cython kernel.
 UPDATE_SPLIT = 131072
+UPDATE_PIECE = 65536
 
 
 @jit
@@ -210,12 +212,12 @@ def _update(opt_code, p, g, s1, s2, lr, h0, h1, c1, c2, eps, inside, wd, adamw):
 
 
 @jit_parallel
-def _update_pieces(opt_code, p, g, s1, s2, lr, h0, h1, c1, c2, eps, inside, wd, adamw, n_pieces):
-    """_update on n_pieces consecutive pieces (multiples of 64) side by side; s1 and s2
-    are cut alike when the optimizer has them."""
+def _update_pieces(opt_code, p, g, s1, s2, lr, h0, h1, c1, c2, eps, inside, wd, adamw):
+    """_update on consecutive pieces of UPDATE_PIECE side by side; s1 and s2 are cut
+    alike when the optimizer has them."""
     n = p.size
-    chunk = ((n + n_pieces - 1) // n_pieces + 63) // 64 * 64
-    for i in prange(n_pieces):
+    chunk = UPDATE_PIECE
+    for i in prange((n + chunk - 1) // chunk):
         lo = i * chunk
         hi = min(n, lo + chunk)
         if hi > lo:
@@ -814,7 +816,6 @@ def _make_epoch(loss_kind, used):
                         inside,
                         wd,
                         adamw,
-                        n_threads,
                     )
                 else:
                     _update(
