@@ -89,6 +89,50 @@ def tile_costs(m, n, k, trans_a, trans_b, dtype, repeats):
     return tiles, costs, whole
 
 
+# Products of configs B-D and tile sizes (rows x columns) for the efficiency table:
+# the one-thread time of a product cut into tiles of that size, relative to one call.
+EFFICIENCY_SHAPES = ((128, 256, 784), (784, 256, 128), (1024, 256, 784), (256, 256, 1024),
+                     (256, 2048, 1024), (256, 2048, 2048), (1024, 2048, 256),
+                     (2048, 2048, 256))
+EFFICIENCY_TILES = ((64, 64), (128, 128), (128, 256), (256, 128), (256, 256), (512, 128),
+                    (512, 256), (256, 512), (512, 512))
+
+
+def efficiency_table(dtype, repeats) -> list[str]:
+    """Markdown rows: for each shape, the time of the product cut into a grid of tiles of
+    each size (the last ones shorter), as a multiple of the unsplit call's time (best
+    of ``repeats``, the cuts and the unsplit call interleaved)."""
+    from fastnn._blas import gemm_call
+
+    rows = ["| output, inner | unsplit (ms) | " + " | ".join(
+        f"{r} x {c}" for r, c in EFFICIENCY_TILES) + " |",
+        "|---|---|" + "---|" * len(EFFICIENCY_TILES)]
+    for m, n, k in EFFICIENCY_SHAPES:
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((m, k)).astype(dtype)
+        b = rng.standard_normal((k, n)).astype(dtype)
+        c = np.empty((m, n), dtype)
+        cuts = {(m, n): [(0, m, 0, n)]}
+        for tr, tc in EFFICIENCY_TILES:
+            if tr <= m and tc <= n and (tr, tc) != (m, n):
+                cuts[(tr, tc)] = [(r, min(m, r + tr), q, min(n, q + tc))
+                                  for r in range(0, m, tr) for q in range(0, n, tc)]
+        best = dict.fromkeys(cuts, float("inf"))
+        for rep in range(repeats + 1):
+            for key, tiles in cuts.items():
+                t0 = time.perf_counter()
+                for r0, r1, c0, c1 in tiles:
+                    gemm_call(False, False, r1 - r0, c1 - c0, k, a, r0 * k, k, b, c0, n, c,
+                              r0 * n + c0, n)
+                if rep:
+                    best[key] = min(best[key], time.perf_counter() - t0)
+        whole = best[(m, n)]
+        cells = [f"{best[t] / whole:.2f} ({len(cuts[t])})" if t in cuts and t != (m, n)
+                 else "" for t in EFFICIENCY_TILES]
+        rows.append(f"| {m} x {n}, k {k} | {whole * 1e3:.2f} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def makespan(costs, p: int) -> float:
     """List scheduling in claim order: each tile goes to the thread free first."""
     free = [0.0] * min(p, len(costs))
@@ -146,6 +190,12 @@ def run(opts) -> str:
         f"{opts.repeats} calls each; steps: median of {opts.repeats} epochs of 8 steps.",
         "",
     ]
+    if opts.efficiency:
+        for dtype in opts.dtypes:
+            print(f"[scaling] tile efficiency, {dtype}", file=sys.stderr, flush=True)
+            lines += [f"## One-thread time of a product cut into tiles, {dtype}", "",
+                      "Multiple of the unsplit call's time (number of tiles).", "",
+                      *efficiency_table(dtype, opts.repeats), ""]
     summary = []
     for dtype in opts.dtypes:
         for name in opts.configs:
@@ -219,7 +269,24 @@ def _csv(kind):
     return lambda s: [kind(v) for v in s.split(",") if v]
 
 
+OPENBLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def _unpinned_openblas() -> None:
+    """Re-execute without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, as compare.py does
+    (OpenBLAS reads them when it is loaded: a pin measures another kernel)."""
+    if not any(k in os.environ for k in OPENBLAS_PINS):
+        return
+    env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_PINS}
+    print(f"[scaling] re-running without {', '.join(OPENBLAS_PINS)}", file=sys.stderr)
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]],
+              env)
+
+
 def main(argv=None) -> int:
+    if argv is None:
+        _unpinned_openblas()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", type=_csv(str), default=list(CONFIGS))
     p.add_argument("--dtypes", type=_csv(str), default=["float32"])
@@ -228,6 +295,8 @@ def main(argv=None) -> int:
     p.add_argument("--backend", default="cython", choices=["cython", "numba"])
     p.add_argument("--measure-up-to", type=int, default=64,
                    help="measure steps on at most this many threads (default: all usable)")
+    p.add_argument("--efficiency", action="store_true",
+                   help="also time products of B-D cut into tiles of fixed sizes")
     p.add_argument("--out-md", type=Path, help="also write the report here")
     opts = p.parse_args(argv)
     bad = [c for c in opts.configs if c not in CONFIGS]

@@ -4,8 +4,8 @@ Every product's output is cut into tiles by a rule on its shape alone
 (``fastnn.reference.blas.gemm_blocks``), each tile one single-threaded BLAS call over the
 whole inner dimension; the whole-epoch kernels run the tiles on ``n_threads`` threads
 while BLAS's own pool is held at one. The shapes below are large enough to be cut (into
-2 tiles, with a shorter last one, and into 8 to 32), so these tests see the threaded
-code run. No timing here: speed is benchmarks/compare.py's and benchmarks/scaling.py's job.
+4 to 32 tiles, with shorter last ones), so these tests see the threaded code run. No
+timing here: speed is benchmarks/compare.py's and benchmarks/scaling.py's job.
 """
 
 import contextlib
@@ -48,10 +48,10 @@ def _scipy_blas_threads():
 
 def test_tiles_depend_on_the_shape_only():
     assert blas.gemm_blocks(64, 128, 2) == [(0, 64, 0, 128)]  # small: one tile
-    # 51 Mflop: 2 tiles, along the longer side
-    assert blas.gemm_blocks(128, 256, 784) == [(0, 128, 0, 128), (0, 128, 128, 256)]
-    assert blas.gemm_blocks(784, 256, 128) == [(0, 384, 0, 256), (384, 784, 0, 256)]
-    assert blas.gemm_grid(1024, 256, 784) == (2, 1)  # 411 Mflop: still 2
+    assert blas.gemm_grid(1024, 256, 784) == (1, 1)  # 411 Mflop (config D): one call
+    # 2**29 flop: 8 tiles, the longer side halved first (columns on a tie)
+    assert blas.gemm_grid(512, 512, 1024) == (2, 4)
+    assert blas.gemm_blocks(256, 1100, 1030)[:2] == [(0, 256, 0, 128), (0, 256, 128, 272)]
     assert blas.gemm_grid(256, 2048, 1024) == (1, 16)  # 2**30 flop: 16 tiles
     assert blas.gemm_grid(2048, 2048, 256) == (4, 8)  # 2**31 flop: 32
     assert blas.gemm_grid(256, 2048, 2048) == (1, 16)  # 2**31, but parts >= 128 columns
@@ -197,9 +197,9 @@ def test_many_tiles_give_the_same_bits_on_any_thread_count(m, n, k, trans_a, tra
 def test_dense_kernels_make_the_reference_blocks(backend, dtype, m, n_in, n_out):
     """The backends' products are the reference's tiles, bit for bit (float32 products
     computed whole differ from the tiles, so this sees a wrong tiling). The last
-    shape's forward product (2**33 flop) is cut in 32."""
+    shape's forward product (2**33 flop) is cut in 64."""
     if m * n_in * n_out > 2**30 and dtype == "float64":
-        pytest.skip("the 32-tile shape once is enough (float32: the tiling is shared)")
+        pytest.skip("the 64-tile shape once is enough (float32: the tiling is shared)")
     raw = fastnn.backend(backend)._raw
     rng = np.random.default_rng(m + n_out)
     x = rng.standard_normal((m, n_in)).astype(dtype)
@@ -260,12 +260,13 @@ def _fit(
     return net, opt, seen
 
 
-# Products cut along the columns (batch 128: 2 * 128 * 520 * 600 flop, a shorter last
-# tile; the output layer's products are single tiles), and along the rows (batch 512
-# of 400 inputs to 100 units: the forward product and dW, transposed operand).
+# Products cut along the columns (batch 256 of 1030 inputs to 1100 units: 8 tiles, a
+# shorter last one; the output layer's products are single tiles), and along both sides
+# (batch 1024 of 400 inputs to 700 units: the forward product 4 x 2 tiles, dW 1 x 4,
+# transposed operand).
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("sizes, batch", [([520, 600, 300, 7], 128), ([400, 100, 7], 512)])
+@pytest.mark.parametrize("sizes, batch", [([1030, 1100, 300, 7], 256), ([400, 700, 7], 1024)])
 def test_epoch_is_the_same_on_one_and_two_threads(backend, dtype, sizes, batch, monkeypatch):
     with threadpool_limits(2, user_api="blas"):
         one, opt1, seen1 = _fit(
@@ -309,13 +310,12 @@ def test_epoch_is_the_same_on_any_thread_count(backend, dtype, monkeypatch):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_epoch_equals_the_step_path_with_one_blas_thread(backend, monkeypatch):
-    """The step-by-step path (BLAS on one thread) makes the same tiles."""
-    sizes = [520, 600, 300, 7]
+    """The step-by-step path (BLAS on one thread) makes the same tiles (8 per product
+    of the first layer)."""
+    sizes, kw = [1030, 1100, 7], {"batch": 256, "n": 512, "epochs": 1, "monkeypatch": monkeypatch}
     with threadpool_limits(1, user_api="blas"):
-        step, _, _ = _fit(
-            backend, "float32", sizes, 1, epoch_kernel=False, epochs=1, monkeypatch=monkeypatch
-        )
-    epoch, _, _ = _fit(backend, "float32", sizes, 2, epochs=1, monkeypatch=monkeypatch)
+        step, _, _ = _fit(backend, "float32", sizes, 1, epoch_kernel=False, **kw)
+    epoch, _, _ = _fit(backend, "float32", sizes, 2, **kw)
     np.testing.assert_array_equal(step.params, epoch.params)
 
 

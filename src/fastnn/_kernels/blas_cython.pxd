@@ -32,16 +32,14 @@ cdef inline void gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int* rows,
                            int* cols) noexcept nogil:
     """fastnn.reference.blas.gemm_grid: the parts each side of the output is cut in."""
     cdef double flops = 2.0 * m * n * k
-    cdef double many = 536870912.0  # GEMM_MANY_FLOPS, 2**29
+    cdef double split = 536870912.0  # GEMM_SPLIT_FLOPS, 2**29
     cdef double tile = 67108864.0  # GEMM_TILE_FLOPS, 2**26
     cdef long long want = 1
     cdef bint cut_rows, cut_cols
-    if flops >= many:
-        want = <long long>(many / tile)
+    if flops >= split:
+        want = <long long>(split / tile)
         while 2.0 * want * tile <= flops:
             want = want * 2
-    elif flops >= 33554432.0:  # GEMM_SPLIT_FLOPS, 2**25
-        want = 2
     rows[0] = 1
     cols[0] = 1
     while <long long>rows[0] * cols[0] < want:

@@ -22,16 +22,16 @@ from .._blas import gemm_call
 # carry a copy (blas_cython.pxd) that must stay equal to them (tests/test_threads.py).
 #
 # Why these numbers (docs/benchmarks/2026-12-02-tiles-scaling.md has the measurements,
-# OpenBLAS 0.3 SkylakeX kernel, one core): each tile is one BLAS call that packs its
-# rows of op(a) and its columns of op(b) again, so cutting costs one-thread time. Cut
-# into 2 the products of configs B and D cost 0-4% more than one call; into 16 tiles of
-# 256 x 128, 18-22%; 128 x 128 tiles, 30-50%; 64 x 64 tiles, 1.5-2.8x. Hence three
-# regimes, by the product's 2 m n k flops:
-#   below GEMM_SPLIT_FLOPS (2**25, ~0.3 ms): one call, as small models always ran;
-#   below GEMM_MANY_FLOPS (2**29, ~4 ms): 2 tiles, for 2 threads at a few % of one;
-#   from GEMM_MANY_FLOPS: one tile per GEMM_TILE_FLOPS (2**26, ~0.5 ms; a power of two,
-#   8 at 2**29, 16 at 2**30), enough for 16 threads and more, paying the cut's cost
-#   on one thread only where a product is long enough for many cores to repay it.
+# benchmarks/scaling.py --efficiency makes them; OpenBLAS 0.3, SkylakeX kernel, one
+# core): each tile is one BLAS call that packs its rows of op(a) and its columns of
+# op(b) again, so cutting costs one-thread time. Cut into 2, the products of configs B
+# and D cost 0-9% more than one call each, 3.5% and 4.5% of their step; 16 tiles of
+# 256 x 128 cost 14-20%, 128 x 128 tiles 23-37%, 64 x 64 tiles 1.5-2.7x. Hence:
+#   below GEMM_SPLIT_FLOPS (2**29, ~4 ms on one core) a product is one call, so models
+#   of that size pay nothing on one thread (their threads share the optimizer update);
+#   from there, one tile per GEMM_TILE_FLOPS (2**26, ~0.5 ms) rounded down to a power of
+#   two, 8 at 2**29, 16 at 2**30: enough for 16 threads and more, the cut's cost paid
+#   where a product is long enough for many cores to repay it.
 # The longer side of the tile is halved first (columns on a tie), into parts of at
 # least GEMM_MIN_ROWS rows or GEMM_MIN_COLS columns: tall tiles pack cheaper here (256 x
 # 128 tiles cost 18-22% on one thread where 128 x 256 cost 31-43%), and a part's edges
@@ -39,8 +39,7 @@ from .._blas import gemm_call
 GEMM_UNIT = 16
 GEMM_MIN_ROWS = 256
 GEMM_MIN_COLS = 128
-GEMM_SPLIT_FLOPS = 2**25
-GEMM_MANY_FLOPS = 2**29
+GEMM_SPLIT_FLOPS = 2**29
 GEMM_TILE_FLOPS = 2**26
 
 
@@ -52,12 +51,10 @@ def gemm_grid(m, n, k):
     """
     flops = 2.0 * m * n * k
     want = 1
-    if flops >= GEMM_MANY_FLOPS:
-        want = GEMM_MANY_FLOPS // GEMM_TILE_FLOPS
+    if flops >= GEMM_SPLIT_FLOPS:
+        want = GEMM_SPLIT_FLOPS // GEMM_TILE_FLOPS
         while 2.0 * want * GEMM_TILE_FLOPS <= flops:
             want *= 2
-    elif flops >= GEMM_SPLIT_FLOPS:
-        want = 2
     rows = cols = 1
     while rows * cols < want:
         cut_cols = n >= 2 * cols * GEMM_MIN_COLS
@@ -97,7 +94,7 @@ def gemm_blocks(m, n, k):
     list of tuple of int
         ``(row0, row1, col0, col1)`` for each tile ``out[row0:row1, col0:col1]``, row
         by row of tiles. They cover the output exactly once; one tile (the whole
-        output) for products under ``2**25`` flops. Depends on the shape only.
+        output) for products under ``2**29`` flops. Depends on the shape only.
     """
     rows, cols = gemm_grid(m, n, k)
     return [
