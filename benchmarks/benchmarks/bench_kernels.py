@@ -242,11 +242,11 @@ class GemmTiles:
     """One product cut into fastnn's output tiles (``fastnn.reference.blas.gemm``, one
     BLAS call per tile of ``gemm_blocks``) against the same product as one unsplit call:
     the one-thread cost of the tiling (docs/benchmarks/2026-12-02-tiles-scaling.md).
-    Shapes are m x n x k: config B's first product (2 tiles) and config C's second
-    layer input product (16 tiles)."""
+    Shapes are m x n x k: config C's first forward product (16 tiles) and second (16
+    tiles, twice the inner dimension); smaller products are one tile, one call."""
 
     param_names = ["dtype", "shape"]
-    params = [list(DTYPES), ["128x256x784", "256x2048x1024"]]
+    params = [list(DTYPES), ["256x2048x1024", "256x2048x2048"]]
     timeout = 300
 
     def setup(self, dtype, shape):
