@@ -104,3 +104,46 @@ def test_profile_step_runs_a_config_in_steady_state():
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "steady state after" in proc.stdout
     assert "2 thread(s)" in proc.stdout and "ms per step over 1024 steps" in proc.stdout
+
+
+def test_scaling_simulates_the_tile_schedule_and_measures_the_step():
+    sys.path.insert(0, BENCH)
+    try:
+        import scaling
+    finally:
+        sys.path.remove(BENCH)
+    # list scheduling in claim order: each tile to the thread free first
+    assert scaling.makespan([3.0, 1.0, 1.0, 1.0], 2) == 3.0
+    assert scaling.makespan([1.0, 1.0, 1.0, 2.0], 2) == 3.0
+    assert scaling.makespan([1.0] * 16, 16) == 1.0
+    assert scaling.makespan([1.0] * 16, 64) == 1.0
+    # a step's products: x @ W and dW per layer, dx above the first
+    from benchmarks.common import CONFIGS
+
+    assert [p[0] for p in scaling.step_products(CONFIGS["A"])] == [
+        "x@W1",
+        "dW1",
+        "x@W2",
+        "dW2",
+        "dx2",
+    ]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(BENCH, "scaling.py"),
+            "--configs",
+            "A",
+            "--repeats",
+            "1",
+            "--threads",
+            "1,4",
+            "--measure-up-to",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| A | float32 | 1.00x (1.00x) | 1.00x |" in proc.stdout
