@@ -28,13 +28,13 @@ from .._blas import gemm_call
 # and D cost 0-9% more than one call each, 3.5% and 4.5% of their step; 16 tiles of
 # 256 x 128 cost 14-20%, 128 x 128 tiles 23-37%, 64 x 64 tiles 1.5-2.7x. Hence:
 #   below GEMM_SPLIT_FLOPS (2**29, ~4 ms on one core) a product is one call, so models
-#   of that size pay nothing on one thread (their threads share the optimizer update);
+#   of that size pay nothing on one thread (and gain nothing from more);
 #   from there, one tile per GEMM_TILE_FLOPS (2**26, ~0.5 ms) rounded down to a power of
 #   two, 8 at 2**29, 16 at 2**30: enough for 16 threads and more, the cut's cost paid
 #   where a product is long enough for many cores to repay it.
 # The longer side of the tile is halved first (columns on a tie), into parts of at
 # least GEMM_MIN_ROWS rows or GEMM_MIN_COLS columns: tall tiles pack cheaper here (256 x
-# 128 tiles cost 18-22% on one thread where 128 x 256 cost 31-43%), and a part's edges
+# 128 tiles cost 14-20% on one thread where 128 x 256 cost 28-31%), and a part's edges
 # lie on multiples of GEMM_UNIT, which the BLAS micro-kernels' tile sizes divide.
 GEMM_UNIT = 16
 GEMM_MIN_ROWS = 256
