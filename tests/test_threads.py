@@ -10,6 +10,9 @@ timing here: speed is benchmarks/compare.py's and benchmarks/scaling.py's job.
 
 import contextlib
 import inspect
+import os
+import subprocess
+import sys
 import warnings
 
 import numba
@@ -497,3 +500,36 @@ def test_estimator_passes_n_threads_to_the_kernel(monkeypatch):
     # the process's BLAS pools are left as they were (the fallback holds them at one)
     during = _scipy_blas_threads() if _blas.info()["private"] else [1]
     assert seen and {s[0] for s in seen} == {2} and all(s[1] == during for s in seen)
+
+
+_NUMBA_64 = """
+import numba, numpy as np
+from fastnn.reference import blas
+from fastnn._kernels._numba_common import gemm_threads
+assert numba.config.NUMBA_NUM_THREADS == 64
+rng = np.random.default_rng(0)
+for dtype in ("float32", "float64"):
+    a = rng.standard_normal((1030, 256)).astype(dtype)  # dW = x.T @ dz: 16 tiles
+    b = rng.standard_normal((1030, 2050)).astype(dtype)
+    want = blas.gemm(a, b, np.empty((256, 2050), dtype), True, False)
+    assert len(blas.gemm_blocks(256, 2050, 1030)) == 16
+    numba.set_parallel_chunksize(1)
+    for t in (3, 16, 64):
+        numba.set_num_threads(t)
+        out = np.full((256, 2050), np.nan, dtype)
+        gemm_threads(a, b, out, True, False, t)
+        assert np.array_equal(out, want), (dtype, t)
+print("same bits")
+"""
+
+
+def test_numba_tiles_on_16_and_64_real_threads():
+    """Numba's pool is as large as NUMBA_NUM_THREADS (2 on a 2-core machine, which caps
+    the counts above): a child with a pool of 64 runs the tiles on 16 and 64 threads."""
+    src = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
+    env = dict(os.environ, NUMBA_NUM_THREADS="64", PYTHONPATH=src)
+    proc = subprocess.run(
+        [sys.executable, "-c", _NUMBA_64], capture_output=True, text=True, timeout=600, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "same bits" in proc.stdout
