@@ -35,6 +35,7 @@ def _data(loss, n=150, seed=0):
         "cross_entropy_onehot": np.eye(3)[y3],
         "binary_cross_entropy": np.eye(3)[y3],
         "mse": X[:, :2] * 2,
+        "poisson": np.random.default_rng(seed + 1).poisson(np.exp(0.5 * X[:, :2])),
     }[loss]
     return X, y
 
@@ -44,7 +45,7 @@ def _train(
 ):
     X, y = _data(loss)
     net = fastnn.MLP(
-        [5, 12, 7, 3 if loss != "mse" else 2],
+        [5, 12, 7, 2 if loss in ("mse", "poisson") else 3],
         ["tanh", "elu"],
         loss=loss.replace("_onehot", ""),
         dtype=dtype,
@@ -71,7 +72,7 @@ def _train(
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize(
-    "loss", ["cross_entropy", "cross_entropy_onehot", "binary_cross_entropy", "mse"]
+    "loss", ["cross_entropy", "cross_entropy_onehot", "binary_cross_entropy", "mse", "poisson"]
 )
 def test_epoch_kernel_equals_step_path_for_every_loss(backend, dtype, loss, monkeypatch):
     a, oa, ha = _train(

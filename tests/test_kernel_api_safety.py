@@ -138,6 +138,12 @@ CALLS = {
         ("out",),
         (),
     ),
+    "poisson": lambda: ({"z": _vals((2, 3), 1), "y": _vals((2, 3), 2, 0.0, 4.0)}, (), ()),
+    "poisson_gradient": lambda: (
+        {"z": _vals((2, 3), 1), "y": _vals((2, 3), 2, 0.0, 4.0), "out": np.zeros((2, 3))},
+        ("out",),
+        (),
+    ),
     "binary_cross_entropy": lambda: (
         {"z": _vals((2, 3), 1), "y": _vals((2, 3), 2, 0.0, 1.0)},
         (),

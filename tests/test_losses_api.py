@@ -10,7 +10,7 @@ K = fastnn.backend("numpy")
 
 
 def test_registry_and_unknown_names():
-    assert set(LOSSES) == {"mse", "binary_cross_entropy", "cross_entropy"}
+    assert set(LOSSES) == {"mse", "binary_cross_entropy", "cross_entropy", "poisson"}
     assert isinstance(get_loss("mse"), MSE)
     loss = CrossEntropy()
     assert get_loss(loss) is loss
@@ -18,6 +18,25 @@ def test_registry_and_unknown_names():
         get_loss("log_loss")
     assert get_loss("cross_entropy").fused and get_loss("binary_cross_entropy").fused
     assert not get_loss("mse").fused
+    assert get_loss("poisson").fused and get_loss("poisson").link == "exp"
+
+
+def test_poisson_model_predicts_the_mean_and_refuses_negative_targets():
+    """loss="poisson": the output layer computes z = log of the mean, predict e^z; the
+    loss is mean(e^z - y z) with gradient (e^z - y) / size (docs/spec.md §4)."""
+    net = fastnn.MLP([2, 3, 1], "tanh", loss="poisson", backend="numpy", random_state=0)
+    assert net.layers[-1].activation == "identity"
+    X = np.array([[0.5, -1.0], [1.0, 2.0], [0.0, 0.0]])
+    z = net.decision_function(X)
+    np.testing.assert_array_equal(net.predict(X), np.exp(z))
+    y = np.array([0.0, 2.0, 5.0])
+    zf = z.astype(np.float64).ravel()
+    want = float(np.mean(np.exp(zf) - y * zf))
+    assert net.evaluate(X, y)["loss"] == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match="non-negative"):
+        net.check_targets(np.array([1.0, -1.0, 0.0]))
+    with pytest.raises(ValueError, match="output_activation must be None or 'exp'"):
+        fastnn.MLP([2, 3, 1], loss="poisson", output_activation="relu")
 
 
 def test_fused_losses_make_the_output_layer_linear():

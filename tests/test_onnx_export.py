@@ -578,3 +578,24 @@ def test_without_skl2onnx_or_onnx():
         '    assert "fastnn-mlp[onnx]" in str(e), e\nelse:\n    raise AssertionError\n'
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_poisson_models_export_their_predicted_mean(dtype):
+    """loss="poisson": the MLP graph adds "prediction" = e^output; the regressor's
+    "variable" (its own and inside a skl2onnx pipeline) is predict's e^z."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(60, 4))
+    y = rng.poisson(np.exp(0.4 * X[:, 0]))
+    model = fastnn.MLP([4, 6, 1], "gelu", loss="poisson", dtype=dtype, backend="numpy")
+    fastnn.fit(model, X, y, epochs=3, batch_size=16)
+    Xd = X.astype(dtype)
+    out = _run(to_onnx(model), Xd)
+    np.testing.assert_allclose(out["output"], model.decision_function(Xd), **TOL_F32_INSIDE)
+    np.testing.assert_allclose(out["prediction"], model.predict(Xd), **TOL_F32_INSIDE)
+    reg = fastnn.MLPRegressor(
+        hidden_layer_sizes=(5,), loss="poisson", max_iter=5, random_state=0, dtype=dtype
+    )
+    reg.fit(X, y)
+    got = _run(to_onnx(reg), Xd)["variable"]
+    np.testing.assert_allclose(got.ravel(), reg.predict(Xd), rtol=1e-5, atol=1e-6)

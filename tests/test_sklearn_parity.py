@@ -498,3 +498,54 @@ def test_too_small_class_for_the_stratified_split_is_named():
     y3 = np.array([7] * 20 + [3] + [5] * 19)
     with pytest.raises(ValueError, match=r"too few members are: \[3\]"):
         MLPClassifier(**kw).fit(X, y3)
+
+
+def _counts(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    return X, rng.poisson(np.exp(0.6 * X[:, 0] - 0.4 * X[:, 1])).astype(float)
+
+
+@pytest.mark.parametrize(
+    "solver, batch_size, rtol, loss_rtol",
+    [
+        ("sgd", 300, 1e-10, 1e-10),  # one batch per epoch: the same numbers to rounding
+        # five equal batches (a partial one's L2 term differs); the curve's L2 term is
+        # interpolated over the epoch's steps (the estimators' docstring)
+        ("sgd", 60, 1e-9, 1e-5),
+        ("lbfgs", "auto", 1e-7, 1e-7),
+    ],
+)
+def test_poisson_regressor_fits_as_scikit_learn_fits_it(solver, batch_size, rtol, loss_rtol):
+    """loss="poisson": log link (out_activation_ "exp"), half the Poisson deviance as
+    loss_curve_ / loss_ (with its y log y - y terms), predict = e^z, score = r2 of it."""
+    X, y = _counts()
+    kw = dict(
+        hidden_layer_sizes=(8,),
+        loss="poisson",
+        solver=solver,
+        batch_size=batch_size,
+        alpha=1e-3,
+        learning_rate_init=0.02,
+        max_iter=8,
+        random_state=3,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPRegressor(dtype="float64", **kw).fit(X, y)
+        theirs = sknn.MLPRegressor(**kw).fit(X, y)
+    assert ours.out_activation_ == theirs.out_activation_ == "exp"
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol)
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=loss_rtol)
+    if solver == "sgd":
+        np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=loss_rtol)
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=rtol)
+    assert ours.score(X, y) == pytest.approx(theirs.score(X, y), rel=rtol)
+
+
+def test_poisson_regressor_refuses_negative_targets():
+    X, y = _counts(40)
+    y[3] = -1.0
+    with pytest.raises(ValueError, match="non-negative"):
+        MLPRegressor(hidden_layer_sizes=(4,), loss="poisson", max_iter=2).fit(X, y)

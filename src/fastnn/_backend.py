@@ -371,6 +371,19 @@ class Backend:
         self._raw.mse_gradient(_flat(p), _flat(t), _flat(o.work))
         return o.done()
 
+    def poisson(self, z, y) -> float:
+        """L = mean(e^z - y z) over all elements; z the log of the predicted mean."""
+        p, t = self._pair(z, y, "z")
+        return self._raw.poisson(_flat(p), _flat(t))
+
+    def poisson_gradient(self, z, y, out=None):
+        """dL/dz = (e^z - y) / size."""
+        _no_overlap({"out": out}, {"z": z, "y": y})
+        p, t = self._pair(z, y, "z")
+        o = _Output(out, "out", p.shape, p.dtype)
+        self._raw.poisson_gradient(_flat(p), _flat(t), _flat(o.work))
+        return o.done()
+
     @staticmethod
     def _as_rows(a):
         return a.reshape(a.shape[0], -1)

@@ -72,8 +72,7 @@ Differences from scikit-learn, on purpose
   alone). ``fit`` and ``partial_fit`` run alone: while one runs, the others and every
   prediction from another thread raise RuntimeError (see :mod:`fastnn.model`,
   "Threads"); a fit waits for the predictions already under way.
-- Sparse input and ``sample_weight`` are not supported; ``loss="poisson"`` of the
-  regressor is not available.
+- Sparse input and ``sample_weight`` are not supported.
 - Adam's ``epsilon`` is added to ``sqrt(v_hat)`` (Kingma & Ba; docs/spec.md §5) where
   scikit-learn adds it to ``sqrt(v)``; the two agree up to the size of epsilon.
 """
@@ -98,7 +97,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
         "fastnn.MLPClassifier and fastnn.MLPRegressor need scikit-learn; "
         "install it with `pip install 'fastnn-mlp[sklearn]'`"
     ) from exc
-from scipy.special import expit
+from scipy.special import expit, xlogy
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
@@ -599,10 +598,9 @@ class _BaseMLP(BaseEstimator):
     def _stratify(self) -> bool:
         return False
 
-    def _check_loaded_outputs(self, model) -> None:
-        """Refuse a loaded network whose loss does not fit the estimator (hook)."""
-        if model.loss.name != "mse":
-            raise ValueError(f"a regressor needs an mse network, got {model.loss.name!r}")
+    def _loss_offset(self, Y) -> float:
+        """What scikit-learn's loss adds to fastnn's on targets Y (hook)."""
+        return 0.0
 
     def _fit_stochastic(self, X, Y, incremental):
         model = self._model
@@ -630,6 +628,7 @@ class _BaseMLP(BaseEstimator):
         self._set_batch_decay(opt, batch_size)
         n_batches = -(-n // batch_size)
         _, loss_scale = self._sklearn_scale()
+        loss_offset = self._loss_offset(Y)
         alpha = self._penalty_weight()
         own_lr = self.schedule is None
         lr_scale = self._lr_scale()
@@ -658,7 +657,7 @@ class _BaseMLP(BaseEstimator):
             return rows_order
 
         def after_epoch(epoch, logs) -> bool:
-            loss = logs["loss"] * loss_scale
+            loss = logs["loss"] * loss_scale + loss_offset
             if alpha:
                 # scikit-learn adds alpha/2 ||W||^2 / m to every batch's loss, at the
                 # weights that batch saw (before its update). The epoch runs in one
@@ -882,7 +881,7 @@ class _BaseMLP(BaseEstimator):
         )
         params[...] = res.x
         self.n_iter_ = min(int(res.nit), self.max_iter)
-        self.loss_ = float(res.fun)
+        self.loss_ = float(res.fun) + self._loss_offset(Y)
         if res.status != 0:
             msg = res.message.decode() if isinstance(res.message, bytes) else res.message
             warnings.warn(
@@ -1491,8 +1490,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # noqa: D101
 
     Parameters
     ----------
-    loss : {"squared_error"}, default="squared_error"
-        scikit-learn's "poisson" is not available.
+    loss : {"squared_error", "poisson"}, default="squared_error"
+        "poisson": half the Poisson deviance with a log link, as scikit-learn's
+        (``out_activation_`` is "exp"; targets must be non-negative).
     hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
     learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose,
     warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction,
@@ -1521,7 +1521,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # noqa: D101
     _KIND = "mlp_regressor"
     _parameter_constraints = {
         **_BaseMLP._parameter_constraints,
-        "loss": [StrOptions({"squared_error"})],
+        "loss": [StrOptions({"squared_error", "poisson"})],
     }
 
     def __init__(
@@ -1598,7 +1598,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # noqa: D101
         )
 
     def _loss_name(self):
-        return "mse"
+        return "poisson" if self.loss == "poisson" else "mse"
 
     def _score_name(self):
         return "r2"
@@ -1606,14 +1606,35 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # noqa: D101
     def _validation_score(self, Xv, Yv):
         with np.errstate(over="ignore", invalid="ignore"):
             out = self._model._decision_checked(Xv)
-        if not np.isfinite(out).all():
+            pred = self._model.loss.predict(None, out)  # e^z for poisson
+        if not np.isfinite(pred).all():
             return math.nan  # scikit-learn's score of non-finite predictions
-        return _r2(Yv, out)
+        return _r2(Yv, pred)
 
     def _sklearn_scale(self):
+        if self.loss == "poisson":
+            # fastnn: mean over m k elements of e^z - y z, gradient (e^z - y) / (m k);
+            # scikit-learn: the same mean plus y log y - y, gradient (e^z - y) / m.
+            return 1.0 / self.n_outputs_, 1.0
         # fastnn's mse: mean over m k elements, gradient 2 (p - y) / (m k);
         # scikit-learn: half the mean, gradient (p - y) / m.
         return 2.0 / self.n_outputs_, 0.5
+
+    def _loss_offset(self, Y) -> float:
+        """What scikit-learn's loss adds to fastnn's on targets Y: Poisson's terms
+        constant in the prediction, mean(y log y - y)."""
+        if self.loss != "poisson":
+            return 0.0
+        y = np.asarray(Y, np.float64)
+        return float(np.mean(xlogy(y, y) - y))
+
+    def _check_loaded_outputs(self, model) -> None:
+        """Refuse a loaded network whose loss does not fit the estimator (hook)."""
+        if model.loss.name != self._loss_name():
+            raise ValueError(
+                f"this regressor (loss={self.loss!r}) needs a {self._loss_name()} network, "
+                f"got {model.loss.name!r}"
+            )
 
     def _validate_input(self, X, y, incremental, reset, dtype):
         with _naming_the_argument(lambda: _culprit(X, dtype)):
@@ -1622,7 +1643,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # noqa: D101
             )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        self.out_activation_ = "identity"
+        self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
         return X, (y.reshape(-1, 1) if y.ndim == 1 else y)
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -1642,7 +1663,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # noqa: D101
     @uses
     def predict(self, X) -> np.ndarray:
         """Predictions (n_samples,) for one output, else (n_samples, n_outputs)."""
-        out = self._decision(X)
+        out = self._model.loss.predict(None, self._decision(X))  # e^z for poisson
         return out.ravel() if out.shape[1] == 1 else out
 
     def __sklearn_tags__(self):

@@ -8,6 +8,7 @@ loss                      ``out`` is       probabilities (``predict_proba``)
 ``mse``                   the prediction   none (regression)
 ``binary_cross_entropy``  logits z         sigmoid(z), one independent label per column
 ``cross_entropy``         logits z         softmax(z) over the columns
+``poisson``               log of the mean  none (regression; ``predict`` is e^z)
 ========================  ===============  ==========================================
 
 The two cross-entropies take logits and use the stable formulas of the kernels;
@@ -30,7 +31,15 @@ import numpy as np
 
 from . import _validation as v
 
-__all__ = ["Loss", "MSE", "BinaryCrossEntropy", "CrossEntropy", "LOSSES", "get_loss"]
+__all__ = [
+    "Loss",
+    "MSE",
+    "BinaryCrossEntropy",
+    "CrossEntropy",
+    "Poisson",
+    "LOSSES",
+    "get_loss",
+]
 
 
 def _real_array(y, name: str) -> np.ndarray:
@@ -68,6 +77,7 @@ class Loss:
 
     name = ""
     fused = False
+    link = ""  # the output activation a fused loss applies itself
     is_classifier = False
     min_outputs = 1
 
@@ -159,6 +169,7 @@ class BinaryCrossEntropy(Loss):
 
     name = "binary_cross_entropy"
     fused = True
+    link = "sigmoid"
     is_classifier = True
 
     def value(self, k, out, y):
@@ -194,6 +205,7 @@ class CrossEntropy(Loss):
 
     name = "cross_entropy"
     fused = True
+    link = "softmax"
     is_classifier = True
     min_outputs = 2
 
@@ -244,11 +256,49 @@ class CrossEntropy(Loss):
         return int(np.count_nonzero(np.argmax(out, axis=1) == truth))
 
 
-LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (MSE, BinaryCrossEntropy, CrossEntropy)}
+class Poisson(Loss):
+    """Log link fused in: L = mean(e^z - y z) over all elements, dL/dz = (e^z - y) / size.
+
+    The output layer computes z, the log of the predicted mean, so that the mean e^z is
+    positive whatever the weights (scikit-learn's ``MLPRegressor(loss="poisson")``);
+    the loss is half the Poisson deviance without its terms constant in z. Targets are
+    non-negative counts or rates.
+    """
+
+    name = "poisson"
+    fused = True
+    link = "exp"
+
+    def value(self, k, out, y):
+        return k.poisson(out.reshape(-1), y.reshape(-1))
+
+    def gradient(self, k, out, y, grad):
+        k.poisson_gradient(out.reshape(-1), y.reshape(-1), grad.reshape(-1))
+        return grad
+
+    def prepare_targets(self, y, n_outputs, dtype, name="y"):
+        arr = _real_array(y, name)
+        _check_finite(arr, name)
+        if arr.size and arr.min() < 0:
+            raise ValueError(
+                f"{name} must be non-negative for the poisson loss (counts or rates), "
+                f"got a minimum of {arr.min()}"
+            )
+        return _as_2d_float(arr, n_outputs, dtype, name)
+
+    def predict(self, k, out):
+        with np.errstate(over="ignore"):
+            return np.exp(out)
+
+
+LOSSES: dict[str, type[Loss]] = {
+    cls.name: cls for cls in (MSE, BinaryCrossEntropy, CrossEntropy, Poisson)
+}
 
 
 def get_loss(loss: str | Loss) -> Loss:
-    """The Loss named ``loss`` ("mse", "binary_cross_entropy" or "cross_entropy")."""
+    """The Loss named ``loss`` ("mse", "binary_cross_entropy", "cross_entropy" or
+    "poisson")."""
     if isinstance(loss, Loss):
         return loss
     v.choice(loss, "loss", LOSSES)

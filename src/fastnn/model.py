@@ -291,13 +291,15 @@ class MLP:
     activation : str or list of str, default "relu"
         Hidden-layer activation, one for all or one per hidden layer: a name of
         :data:`fastnn.registry.ACTIVATIONS` ("relu", "gelu", "tanh"...; docs/spec.md §3).
-    loss : {"mse", "binary_cross_entropy", "cross_entropy"}, default "mse"
+    loss : {"mse", "binary_cross_entropy", "cross_entropy", "poisson"}, default "mse"
         The cross-entropies are fused with the output activation (sigmoid / softmax):
-        the output layer computes logits (see :mod:`fastnn.losses`).
+        the output layer computes logits; "poisson" with its log link: the output
+        layer computes the log of the mean, ``predict`` returns e^z (see
+        :mod:`fastnn.losses`).
     output_activation : str or None
-        For "mse", the output layer's activation (default "identity"). For the
-        cross-entropies only None or the fused activation ("sigmoid" /
-        "softmax") is accepted.
+        For "mse", the output layer's activation (default "identity"). For the fused
+        losses only None or the fused activation ("sigmoid" / "softmax" / "exp") is
+        accepted.
     dropout : float or list of float, default 0
         Drop rate of inverted dropout after each hidden layer, in [0, 1).
     batch_norm : bool or list of bool, default False
@@ -456,11 +458,10 @@ class MLP:
                 f"outputs, got layer_sizes[-1] = {n_out}"
             )
         if loss.fused:
-            fused = "softmax" if loss.name == "cross_entropy" else "sigmoid"
-            if output_activation not in (None, fused):
+            if output_activation not in (None, loss.link):
                 raise ValueError(
-                    f"output_activation must be None or {fused!r} with loss "
-                    f"{loss.name!r} (the loss applies it to the logits), got "
+                    f"output_activation must be None or {loss.link!r} with loss "
+                    f"{loss.name!r} (the loss applies it to the output layer's z), got "
                     f"{output_activation!r}"
                 )
             return "identity"
@@ -1188,7 +1189,7 @@ class MLP:
         if self.loss.is_classifier:
             logs["accuracy"] = self.loss.n_correct(out, y) / n
         else:
-            logs["r2"] = _r2(y, out)
+            logs["r2"] = _r2(y, self.loss.predict(self.kernels, out))
         return logs
 
     def _decision_checked(self, X):

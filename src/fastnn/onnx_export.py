@@ -54,15 +54,17 @@ Outputs
   ``"probabilities"`` (sigmoid, (N, n_outputs)) and ``"label"`` (int64 0/1,
   (N, n_outputs), 1 where the logit is > 0); cross_entropy adds ``"probabilities"``
   (softmax, (N, n_classes)) and ``"label"`` (int64 class index (N,), ``ArgMax``:
-  the first of tied maxima, as NumPy).
+  the first of tied maxima, as NumPy); poisson adds ``"prediction"`` (e^output, the
+  predicted mean, as :meth:`~fastnn.MLP.predict`).
 - :class:`fastnn.MLPClassifier`: as skl2onnx's classifiers with ``zipmap=False``:
   ``"label"`` (N,) holding the user's class labels -- int64 for integer, boolean or
   whole-number float labels, string for text labels (``Gather`` on a constant) --
   and ``"probabilities"`` (N, n_classes) as ``predict_proba`` (two columns
   ``[1 - p, p]`` for binary targets). Multilabel: ``"label"`` is the int64 indicator
   matrix (N, n_labels) and ``"probabilities"`` the sigmoid per label.
-- :class:`fastnn.MLPRegressor`: ``"variable"`` (N, n_outputs), also for one output
-  (``predict`` returns (N,) then; skl2onnx's regressors also give (N, 1)).
+- :class:`fastnn.MLPRegressor`: ``"variable"`` (N, n_outputs), ``predict``'s values
+  (e^z for ``loss="poisson"``), also for one output (``predict`` returns (N,) then;
+  skl2onnx's regressors also give (N, 1)).
 - the command line's tabular model (``fastnn train --output``): input ``"X"`` float64
   holding the raw feature columns in the order of ``features`` (recorded in the
   model's ``metadata_props``), standardised inside the graph; ``"label"`` (string)
@@ -275,19 +277,19 @@ def _emit_activation(g: _Graph, layer, z: str, dtype, where: str, out=None) -> s
 def _emit_modern(g: _Graph, act: str, z: str, dtype, out) -> str:
     """gelu, silu, selu and mish from operators every opset >= 13 has, in the model's
     dtype (gelu's Erf excepted: onnxruntime has none for float64; docs/format.md)."""
-    one = g.const("one", _scalar(1, dtype))
     if act == "silu":
         return g.op("Mul", [z, g.op("Sigmoid", [z], "sigmoid")], "silu", out=out)
     if act == "selu":
         zero = g.const("zero", _scalar(0, dtype))
         e = g.op("Exp", [g.op("Min", [z, zero], "negative_part")], "exp")
-        em1 = g.op("Sub", [e, one], "expm1")
+        em1 = g.op("Sub", [e, g.const("one", _scalar(1, dtype))], "expm1")
         neg = g.op("Mul", [em1, g.const("scale_alpha", _scalar(_SELU_SCALE_ALPHA, dtype))])
         pos = g.op("Mul", [z, g.const("scale", _scalar(registry.SELU_SCALE, dtype))], "scaled")
         positive = g.op("Greater", [z, zero], "positive")
         return g.op("Where", [positive, pos, neg], "selu", out=out)
     if act == "mish":  # softplus = max(z, 0) + log(1 + e^-|z|), without Softplus
         e = g.op("Exp", [g.op("Neg", [g.op("Abs", [z], "abs")], "neg_abs")], "exp_neg_abs")
+        one = g.const("one", _scalar(1, dtype))
         log1p = g.op("Log", [g.op("Add", [e, one], "one_plus_e")], "log1p")
         zero = g.const("zero", _scalar(0, dtype))
         softplus = g.op("Add", [g.op("Max", [z, zero], "positive_part"), log1p], "softplus")
@@ -676,6 +678,9 @@ def _build(g: _Graph, kind: str, obj, model: MLP):
                 _tensor("probabilities", proto_t, ["N", n_out]),
                 _tensor("label", TensorProto.INT64, ["N", n_out]),
             ]
+        elif loss == "poisson":
+            g.op("Exp", [z], out=g.reserve("prediction"))
+            outputs.append(_tensor("prediction", proto_t, ["N", n_out]))
         elif loss == "cross_entropy":
             g.op("Softmax", [z], out=g.reserve("probabilities"), axis=1)
             g.op("ArgMax", [z], out=g.reserve("label"), axis=1, keepdims=0)
@@ -685,7 +690,10 @@ def _build(g: _Graph, kind: str, obj, model: MLP):
             ]
         return graph_input, outputs, meta
     if kind == "regressor":
-        _emit_network(g, model, x, out=g.reserve("variable"))
+        if model.loss.name == "poisson":  # predict is e^z
+            g.op("Exp", [_emit_network(g, model, x)], out=g.reserve("variable"))
+        else:
+            _emit_network(g, model, x, out=g.reserve("variable"))
         return graph_input, [_tensor("variable", proto_t, ["N", n_out])], meta
     # classifier
     z = _emit_network(g, model, x)
@@ -830,6 +838,8 @@ def _skl_convert_regressor(scope, operator, container):
     est, model, g, x, out_proto = _skl_prepare(scope, operator, container)
     with model._guard.use("exporting to ONNX"):
         z = _emit_network(g, model, x)
+        if model.loss.name == "poisson":  # predict is e^z
+            z = g.op("Exp", [z], "mean")
         _emit_cast(g, z, model.dtype, out_proto, operator.outputs[0].full_name)
 
 

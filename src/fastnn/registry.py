@@ -206,6 +206,7 @@ LOSSES: tuple[Loss, ...] = (
     Loss("binary_cross_entropy", 1),
     Loss("cross_entropy", 2),  # float targets: one-hot or probability rows (m, k)
     Loss("sparse_cross_entropy", 3, sparse=True),  # int64 class indices (m,)
+    Loss("poisson", 4),  # log link: out = log of the predicted mean
 )
 
 

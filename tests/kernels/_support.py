@@ -446,6 +446,27 @@ def check_mse(actual, expected, y_pred, y, err):
     assert_within(actual, expected, _loss_bound(expected, 0.0, t, t.size), err)
 
 
+def check_poisson(actual, expected, z, y, err):
+    """L = mean(e^z - y z), terms in float64: each term differs by e^z's 2 ULP (two
+    libraries' exp), then the float64 sum's order and the division."""
+    with np.errstate(all="ignore"):
+        x, t = np.asarray(z, np.float64).reshape(-1), np.asarray(y, np.float64).reshape(-1)
+        e = np.exp(x)
+        per_term = 2 * ulp(e, np.float64)
+        terms = np.abs(e) + np.abs(t * x)
+    assert_within(actual, expected, _loss_bound(expected, per_term, terms, x.size), err)
+
+
+def check_poisson_gradient(actual, expected, z, err):
+    """(e^z - y) / size in float64, rounded once: e^z's 2 ULP (absolute, before the
+    cancellation with y) and the final rounding, 2 ULP of the result."""
+    e = np.asarray(expected)
+    with np.errstate(all="ignore"):
+        ez = np.exp(np.asarray(z, np.float64))
+        bound = 2 * ulp(ez, np.float64) / e.size + 2 * ulp(e, e.dtype)
+    assert_within(actual, expected, bound, err)
+
+
 def _bce_parts(z, y):
     z, y = np.asarray(z, np.float64), np.asarray(y, np.float64)
     with np.errstate(all="ignore"):

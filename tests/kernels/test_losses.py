@@ -29,6 +29,8 @@ from kernels._support import (
     check_ce,
     check_ce_gradient,
     check_mse,
+    check_poisson,
+    check_poisson_gradient,
     check_sparse_ce,
     finite_floats,
     reduction_floats,
@@ -66,6 +68,18 @@ def run_loss_family(name, dtype, kind, z, y, in_layout, out_layout, err):
             out_layout=out_layout,
         )
         assert_exact(actual["out"], expected["out"], "mse_gradient " + err)
+    elif kind == "poisson":
+        actual, expected = run_pair(name, "poisson", {"z": z, "y": y}, in_layout=in_layout)
+        check_poisson(actual["result"], expected["result"], z, y, "poisson " + err)
+        actual, expected = run_pair(
+            name,
+            "poisson_gradient",
+            {"z": z, "y": y},
+            outputs=("out",),
+            in_layout=in_layout,
+            out_layout=out_layout,
+        )
+        check_poisson_gradient(actual["out"], expected["out"], z, "poisson_gradient " + err)
     elif kind == "bce":
         actual, expected = run_pair(
             name, "binary_cross_entropy", {"z": z, "y": y}, in_layout=in_layout
@@ -121,7 +135,7 @@ def run_loss_family(name, dtype, kind, z, y, in_layout, out_layout, err):
         raise ValueError(kind)
 
 
-KINDS = ["mse", "bce", "bce_rows", "ce_onehot", "ce_soft", "ce_labels", "sparse"]
+KINDS = ["mse", "poisson", "bce", "bce_rows", "ce_onehot", "ce_soft", "ce_labels", "sparse"]
 
 
 def layout_inputs(kind, dtype, rng, m=6, k=5):
@@ -129,6 +143,8 @@ def layout_inputs(kind, dtype, rng, m=6, k=5):
     labels = rng.integers(0, k, size=m)
     if kind == "mse":
         return "mse", z, rng_array(rng, (m, k), dtype)
+    if kind == "poisson":  # log-means and counts
+        return "poisson", z, rng.poisson(3.0, size=(m, k)).astype(dtype)
     if kind == "bce":  # one logit per sample, (m,)
         return "bce", z[:, 0].copy(), rng.random(m).astype(dtype)
     if kind == "bce_rows":  # (m, k) independent binary outputs
@@ -186,6 +202,37 @@ def test_mse_property(name, dtype):
             dtype,
             "mse",
             p,
+            y,
+            in_layout,
+            out_layout,
+            case_id(name, dtype, shape, in_layout, out_layout),
+        )
+
+    prop()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", COMPILED)
+def test_poisson_property(name, dtype):
+    """Any shape and layout; log-means in [-30, 30] (e^z finite in float32 too) and
+    non-negative targets, zeros included."""
+    logits = st.floats(-30, 30, width=np.finfo(dtype).bits)
+    counts = st.floats(0, 1e4, width=np.finfo(dtype).bits)
+
+    @given(
+        data=st.data(),
+        in_layout=st.sampled_from(IN_LAYOUTS),
+        out_layout=st.sampled_from(OUT_LAYOUTS),
+    )
+    def prop(data, in_layout, out_layout):
+        shape = data.draw(shapes_any().filter(lambda s: int(np.prod(s)) > 0))
+        z = data.draw(arrays(dtype, shape, logits))
+        y = data.draw(arrays(dtype, shape, counts))
+        run_loss_family(
+            name,
+            dtype,
+            "poisson",
+            z,
             y,
             in_layout,
             out_layout,

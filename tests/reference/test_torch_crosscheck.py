@@ -162,6 +162,29 @@ def test_mse(name, dtype):
     )
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+def test_poisson(name, dtype):
+    """PyTorch's poisson_nll_loss(log_input=True, full=False) is mean(e^z - y z), its
+    gradient (e^z - y) / size: the same formulas, in the dtype there."""
+    k = backend(name)
+    z = sample(dtype, (8, 3), 65, scale=1.5)
+    y = np.random.default_rng(66).poisson(2.0, size=(8, 3)).astype(dtype)
+    tz = t(z).clone().requires_grad_(True)
+    loss = F.poisson_nll_loss(tz, t(y), log_input=True, full=False, reduction="mean")
+    loss.backward()
+    zf = z.astype(np.float64)
+    magnitude = np.sum(np.exp(zf) + np.abs(y * zf))
+    assert abs(k.poisson(z, y) - loss.item()) <= _loss_bound(z.size, magnitude, dtype), name
+    assert_ulp_close(
+        k.poisson_gradient(z, y),
+        tz.grad.numpy(),
+        TORCH_ULP,
+        f"{name} poisson'",
+        atol=4 * np.finfo(dtype).eps * np.exp(zf).max() / z.size,
+    )
+
+
 def _bce_magnitude(z, y):
     z, y = z.astype(np.float64), y.astype(np.float64)
     return np.sum(np.maximum(z, 0) + np.abs(z * y) + np.log1p(np.exp(-np.abs(z))))

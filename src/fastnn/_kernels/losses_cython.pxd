@@ -12,6 +12,12 @@ cdef double c_mse(const floating* y_pred, const floating* y, Py_ssize_t n) noexc
 cdef void c_mse_gradient(const floating* y_pred, const floating* y, Py_ssize_t n,
                          floating* out) noexcept nogil
 
+# Poisson with a log link on flat arrays of n values: mean(e^z - y z) and
+# out = (e^z - y) / n.
+cdef double c_poisson(const floating* z, const floating* y, Py_ssize_t n) noexcept nogil
+cdef void c_poisson_gradient(const floating* z, const floating* y, Py_ssize_t n,
+                             floating* out) noexcept nogil
+
 # Logits z (m, k), targets y (m, k) in [0, 1]: each sample sums its k terms, the loss
 # averages the m samples and the gradient divides by m.
 cdef double c_binary_cross_entropy(const floating* z, const floating* y, Py_ssize_t m,

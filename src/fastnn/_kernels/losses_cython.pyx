@@ -23,6 +23,8 @@ __all__ = [
     "cross_entropy_gradient",
     "sparse_cross_entropy",
     "sparse_cross_entropy_gradient",
+    "poisson",
+    "poisson_gradient",
 ]
 
 # NumPy's default ufunc buffer (np.getbufsize()). A float32 array averaged with
@@ -61,6 +63,21 @@ cdef double _bce_sum(const floating* z, const floating* y, Py_ssize_t n) noexcep
         return pw_block(buf, n)
     n2 = pw_split(n)
     return _bce_sum(z, y, n2) + _bce_sum(z + n2, y + n2, n - n2)
+
+
+cdef double _poisson_sum(const floating* z, const floating* y,
+                         Py_ssize_t n) noexcept nogil:
+    """Pairwise float64 sum of e^z - y z."""
+    cdef double buf[PW_BLOCK]
+    cdef double x
+    cdef Py_ssize_t i, n2
+    if n <= PW_BLOCK:
+        for i in range(n):
+            x = z[i]
+            buf[i] = exp(x) - <double>y[i] * x
+        return pw_block(buf, n)
+    n2 = pw_split(n)
+    return _poisson_sum(z, y, n2) + _poisson_sum(z + n2, y + n2, n - n2)
 
 
 cdef double _bce_rows(const floating* z, const floating* y, Py_ssize_t m,
@@ -162,6 +179,20 @@ cdef void c_mse_gradient(const floating* y_pred, const floating* y, Py_ssize_t n
     cdef Py_ssize_t i
     for i in range(n):
         out[i] = (two * (y_pred[i] - y[i])) / size
+
+
+cdef double c_poisson(const floating* z, const floating* y, Py_ssize_t n) noexcept nogil:
+    """mean(e^z - y z) over n values, the terms in float64."""
+    return (0.0 + _poisson_sum(z, y, n)) / n
+
+
+cdef void c_poisson_gradient(const floating* z, const floating* y, Py_ssize_t n,
+                             floating* out) noexcept nogil:
+    """out = (e^z - y) / n, in float64, rounded once."""
+    cdef Py_ssize_t i
+    cdef double size = n
+    for i in range(n):
+        out[i] = <floating>((exp(<double>z[i]) - <double>y[i]) / size)
 
 
 cdef double c_binary_cross_entropy(const floating* z, const floating* y, Py_ssize_t m,
@@ -318,3 +349,20 @@ def sparse_cross_entropy_gradient(const floating[:, ::1] z, const int64_t[::1] l
     with nogil:
         c_sparse_cross_entropy_gradient(&z[0, 0], &labels[0], m, k, &out[0, 0], work)
     free(work)
+
+
+def poisson(const floating[::1] z, const floating[::1] y):
+    """mean(e^z - y z); z, y 1-D. Returns a Python float."""
+    cdef double res
+    if z.shape[0] == 0:
+        return NAN
+    with nogil:
+        res = c_poisson(&z[0], &y[0], z.shape[0])
+    return res
+
+
+def poisson_gradient(const floating[::1] z, const floating[::1] y, floating[::1] out):
+    """out = (e^z - y) / size; all 1-D."""
+    if z.shape[0]:
+        with nogil:
+            c_poisson_gradient(&z[0], &y[0], z.shape[0], &out[0])

@@ -29,6 +29,8 @@ __all__ = [
     "cross_entropy_gradient",
     "sparse_cross_entropy",
     "sparse_cross_entropy_gradient",
+    "poisson",
+    "poisson_gradient",
 ]
 
 # NumPy's default ufunc buffer (np.getbufsize()): a float32 array averaged with
@@ -36,26 +38,34 @@ __all__ = [
 _NUMPY_BUFSIZE = 8192
 
 
+_SQUARED_ERROR, _POISSON = 0, 1  # the terms _pairwise_terms adds
+
+
 @jit_inline
-def _block_squared_errors(u, v, lo, n, buf):
-    """Sum of (u[i] - v[i])^2 (in the array dtype, then widened) over one block."""
-    for j in range(n):
-        d = u[lo + j] - v[lo + j]
-        buf[j] = d * d
+def _block_terms(u, v, lo, n, buf, kind):
+    """Sum of one block of terms: (u[i] - v[i])^2 (in the array dtype, then widened) or
+    e^u - v u (in float64)."""
+    if kind == _SQUARED_ERROR:
+        for j in range(n):
+            d = u[lo + j] - v[lo + j]
+            buf[j] = d * d
+    else:
+        for j in range(n):
+            x = np.float64(u[lo + j])
+            buf[j] = np.exp(x) - np.float64(v[lo + j]) * x
     return block_sum(buf, np.intp(0), n)
 
 
 @jit
-def _pairwise_squared_errors(u, v, lo, n, buf, nodes, sums):
-    """Float64 sum of (u[i] - v[i])^2, i in [lo, lo + n), n >= 1, in NumPy's pairwise
-    order; buf a float64 block (PW_BLOCK), (nodes, sums) a float64 ``pairwise_stack``."""
+def _pairwise_terms(u, v, lo, n, buf, nodes, sums, kind):
+    """Float64 sum of the terms of ``kind`` for i in [lo, lo + n), n >= 1, in NumPy's
+    pairwise order; buf a float64 block (PW_BLOCK), (nodes, sums) a float64
+    ``pairwise_stack``."""
     if n <= PW_BLOCK:
-        return _block_squared_errors(u, v, lo, n, buf)
+        return _block_terms(u, v, lo, n, buf, kind)
     sp, cnt = pairwise_descend(nodes, 0, lo, n)
     while True:
-        sp, total, lo, n = pairwise_combine(
-            nodes, sums, sp, _block_squared_errors(u, v, lo, cnt, buf)
-        )
+        sp, total, lo, n = pairwise_combine(nodes, sums, sp, _block_terms(u, v, lo, cnt, buf, kind))
         if n == 0:
             return total
         sp, cnt = pairwise_descend(nodes, sp, lo, n)
@@ -78,7 +88,9 @@ def mse_ws(y_pred, y, buf, nodes, sums):
     chunk = n if y_pred.itemsize == 8 else _NUMPY_BUFSIZE
     total = 0.0
     for lo in range(0, n, chunk):
-        total += _pairwise_squared_errors(y_pred, y, lo, min(chunk, n - lo), buf, nodes, sums)
+        total += _pairwise_terms(
+            y_pred, y, lo, min(chunk, n - lo), buf, nodes, sums, _SQUARED_ERROR
+        )
     return total / n
 
 
@@ -321,3 +333,28 @@ def sparse_cross_entropy_and_gradient(z, labels, out, e, rows, nodes, sums):
         _sparse_grad_row(out, i, e, s, label, m)
         correct += at == label
     return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m, correct
+
+
+# --- Poisson (log link): terms in float64 ---------------------------------------------
+
+
+@jit
+def poisson(z, y):
+    """L = mean(e^z - y z) over flat arrays, the terms in float64, one pairwise sum."""
+    buf = np.empty(PW_BLOCK)
+    nodes, sums = pairwise_stack(buf)
+    return poisson_ws(z, y, buf, nodes, sums)
+
+
+@jit
+def poisson_ws(z, y, buf, nodes, sums):
+    """poisson with the scratch of ``mse_ws``."""
+    return _pairwise_terms(z, y, 0, z.size, buf, nodes, sums, _POISSON) / z.size
+
+
+@jit
+def poisson_gradient(z, y, out):
+    """out = (e^z - y) / size over flat arrays, in float64, rounded once."""
+    size = np.float64(z.size)
+    for i in range(z.size):
+        out[i] = (np.exp(np.float64(z[i])) - np.float64(y[i])) / size

@@ -28,8 +28,8 @@ from fastnn._kernels.normalization_cython cimport (
 )
 from fastnn._kernels.losses_cython cimport (
     c_binary_cross_entropy, c_binary_cross_entropy_gradient, c_cross_entropy,
-    c_cross_entropy_gradient, c_mse, c_mse_gradient, c_sparse_cross_entropy,
-    c_sparse_cross_entropy_gradient,
+    c_cross_entropy_gradient, c_mse, c_mse_gradient, c_poisson, c_poisson_gradient,
+    c_sparse_cross_entropy, c_sparse_cross_entropy_gradient,
 )
 from fastnn._kernels.optimizers_cython cimport (
     c_adagrad_step, c_adam_step, c_adamw_step, c_momentum_step, c_nesterov_step,
@@ -129,6 +129,8 @@ cdef double _loss(int loss_code, const floating* out, const floating* t,
         return c_binary_cross_entropy(out, t, m, k)
     if loss_code == LOSS_CROSS_ENTROPY:
         return c_cross_entropy(out, t, m, k, work)
+    if loss_code == LOSS_POISSON:
+        return c_poisson(out, t, m * k)
     return c_sparse_cross_entropy(out, lb, m, k, work)
 
 
@@ -142,6 +144,8 @@ cdef void _loss_gradient(int loss_code, const floating* out, const floating* t,
         c_binary_cross_entropy_gradient(out, t, m, k, g)
     elif loss_code == LOSS_CROSS_ENTROPY:
         c_cross_entropy_gradient(out, t, m, k, g, work)
+    elif loss_code == LOSS_POISSON:
+        c_poisson_gradient(out, t, m * k, g)
     else:
         c_sparse_cross_entropy_gradient(out, lb, m, k, g, work)
 

@@ -56,6 +56,8 @@ from .losses_numba import (
     cross_entropy_and_gradient,
     mse_gradient,
     mse_ws,
+    poisson_gradient,
+    poisson_ws,
     sparse_cross_entropy_and_gradient,
 )
 from .normalization_numba import batch_norm_backward_ws, batch_norm_statistics
@@ -410,7 +412,7 @@ def _check_layout(
 
 # The codes as plain globals: a condition on them and on a closure's constant is
 # resolved by Numba before typing, so the branches a variant cannot take are dropped.
-_MSE, _BCE = codes.LOSS_MSE, codes.LOSS_BINARY_CROSS_ENTROPY
+_MSE, _BCE, _POISSON = codes.LOSS_MSE, codes.LOSS_BINARY_CROSS_ENTROPY, codes.LOSS_POISSON
 _CE, _SPARSE = codes.LOSS_CROSS_ENTROPY, codes.LOSS_SPARSE_CROSS_ENTROPY
 _SGD, _MOMENTUM, _NESTEROV = codes.OPT_SGD, codes.OPT_MOMENTUM, codes.OPT_NESTEROV
 _ADAGRAD, _RMSPROP, _ADAM, _ADAMW = (
@@ -684,6 +686,8 @@ def _make_epoch(loss_kind, used):
             correct = 0
             if loss_kind == _MSE:
                 loss = mse_ws(out.reshape(m * k), yb.reshape(m * k), e, nodes, sums)
+            elif loss_kind == _POISSON:
+                loss = poisson_ws(out.reshape(m * k), yb.reshape(m * k), e, nodes, sums)
             elif loss_kind == _BCE:
                 loss, correct = binary_cross_entropy_and_gradient(
                     out, yb, g_out, terms, rows, nodes, sums
@@ -704,6 +708,8 @@ def _make_epoch(loss_kind, used):
             # 4. loss gradient, backward down to the lowest trainable layer
             if loss_kind == _MSE:
                 mse_gradient(out.reshape(m * k), yb.reshape(m * k), g_out.reshape(m * k))
+            elif loss_kind == _POISSON:
+                poisson_gradient(out.reshape(m * k), yb.reshape(m * k), g_out.reshape(m * k))
             for i in range(n_layers - 1, lowest - 1, -1):
                 ni, no = dims[i], dims[i + 1]
                 if i == 0:

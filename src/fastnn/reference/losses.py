@@ -8,7 +8,8 @@ Contract shared by every backend:
 - A gradient is written into ``out`` (the shape and dtype of the prediction) and
   already holds the 1/m (or 1/size) factor. Gradients with exp or log are evaluated in
   float64 and rounded once; ``mse_gradient`` stays in the array dtype.
-- ``mse`` works on 1-D arrays (the checked layer flattens); the cross-entropies on
+- ``mse`` and ``poisson`` work on 1-D arrays (the checked layer flattens); the
+  cross-entropies on
   2-D (m, k) logits, one row per sample. ``y`` has the prediction's shape and dtype;
   ``labels`` are int64 class indices of shape (m,), each in [0, k).
 """
@@ -24,6 +25,8 @@ __all__ = [
     "cross_entropy_gradient",
     "sparse_cross_entropy",
     "sparse_cross_entropy_gradient",
+    "poisson",
+    "poisson_gradient",
 ]
 
 
@@ -103,4 +106,20 @@ def sparse_cross_entropy_gradient(z, labels, out):
     g = e / s
     g[np.arange(z.shape[0]), labels] -= 1
     out[...] = g / z.shape[0]
+    return out
+
+
+def poisson(z, y):
+    """``L = mean(e^z - y z)`` over all elements: the Poisson deviance with a log link,
+    halved and without its constant terms; z is the log of the predicted mean."""
+    x = _wide(z)
+    with np.errstate(over="ignore"):
+        terms = np.exp(x) - _wide(y) * x
+    return float(np.mean(terms))
+
+
+def poisson_gradient(z, y, out):
+    """dL/dz = (e^z - y) / size, in float64, rounded once."""
+    with np.errstate(over="ignore"):
+        out[...] = (np.exp(_wide(z)) - _wide(y)) / z.size
     return out

@@ -125,6 +125,8 @@ from .losses import (
     cross_entropy_gradient,
     mse,
     mse_gradient,
+    poisson,
+    poisson_gradient,
     sparse_cross_entropy,
     sparse_cross_entropy_gradient,
 )
@@ -199,6 +201,8 @@ def _loss(loss_code, out, t):
         return binary_cross_entropy(out, t)
     if loss_code == codes.LOSS_CROSS_ENTROPY:
         return cross_entropy(out, t)
+    if loss_code == codes.LOSS_POISSON:
+        return poisson(out.reshape(-1), t.reshape(-1))
     return sparse_cross_entropy(out, t)
 
 
@@ -210,6 +214,8 @@ def _loss_gradient(loss_code, out, t, g):
         binary_cross_entropy_gradient(out, t, g)
     elif loss_code == codes.LOSS_CROSS_ENTROPY:
         cross_entropy_gradient(out, t, g)
+    elif loss_code == codes.LOSS_POISSON:
+        poisson_gradient(out.reshape(-1), t.reshape(-1), g.reshape(-1))
     else:
         sparse_cross_entropy_gradient(out, t, g)
 
