@@ -1663,7 +1663,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # noqa: D101
     @uses
     def predict(self, X) -> np.ndarray:
         """Predictions (n_samples,) for one output, else (n_samples, n_outputs)."""
-        out = self._model.loss.predict(None, self._decision(X))  # e^z for poisson
+        z = self._decision(X)  # checks that the estimator is fitted
+        out = self._model.loss.predict(None, z)  # e^z for poisson
         return out.ravel() if out.shape[1] == 1 else out
 
     def __sklearn_tags__(self):
