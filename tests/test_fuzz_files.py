@@ -16,6 +16,7 @@ import io
 import json
 import os
 import pickle
+import resource
 import struct
 import subprocess
 import sys
@@ -722,6 +723,10 @@ def test_atheris_loader_fuzzer_bounded_run(saved, tmp_path):
     # the fastnn this process imported (the source tree, or site-packages when installed)
     src = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    # libFuzzer's RSS limit reads the process's peak RSS, which Linux carries over an
+    # exec from the process that started it: a child of this pytest process starts at
+    # pytest's own peak. The fuzzer gets 2 GB above that.
+    rss_limit = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024 + 2048
     proc = subprocess.run(
         [
             sys.executable,
@@ -730,7 +735,7 @@ def test_atheris_loader_fuzzer_bounded_run(saved, tmp_path):
             f"-runs={ATHERIS_RUNS}",
             "-max_total_time=60",
             "-timeout=10",
-            "-rss_limit_mb=2048",
+            f"-rss_limit_mb={rss_limit}",
             f"-artifact_prefix={tmp_path}/",
             "-print_final_stats=1",
         ],
