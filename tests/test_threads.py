@@ -51,13 +51,17 @@ def _scipy_blas_threads():
 
 def test_tiles_depend_on_the_shape_only():
     assert blas.gemm_blocks(64, 128, 2) == [(0, 64, 0, 128)]  # small: one tile
-    assert blas.gemm_grid(1024, 256, 784) == (1, 1)  # 411 Mflop (config D): one call
-    # 2**29 flop: 8 tiles, the longer side halved first (columns on a tie)
-    assert blas.gemm_grid(512, 512, 1024) == (2, 4)
-    assert blas.gemm_blocks(256, 1100, 1030)[:2] == [(0, 256, 0, 128), (0, 256, 128, 272)]
-    assert blas.gemm_grid(256, 2048, 1024) == (1, 16)  # 2**30 flop: 16 tiles
-    assert blas.gemm_grid(2048, 2048, 256) == (4, 8)  # 2**31 flop: 32
-    assert blas.gemm_grid(256, 2048, 2048) == (1, 16)  # 2**31, but parts >= 128 columns
+    assert blas.gemm_grid(128, 256, 256) == (1, 1)  # 2**24 flop: one call
+    # from 2**25 flop in 2, the longer side halved first (columns on a tie)
+    assert blas.gemm_grid(128, 256, 784) == (1, 2)  # config B's first product
+    assert blas.gemm_grid(784, 256, 128) == (2, 1)  # and its dW
+    assert blas.gemm_grid(1024, 256, 784) == (2, 1)  # config D
+    assert blas.gemm_blocks(256, 1100, 1030) == [(0, 256, 0, 544), (0, 256, 544, 1100)]
+    assert blas.gemm_grid(256, 2048, 2048) == (1, 2)  # 2**31 flop (config C): still 2
+    assert blas.gemm_grid(2048, 2048, 1024) == (2, 2)  # 2**33 flop: 4
+    assert blas.gemm_grid(4096, 2048, 1024) == (4, 2)  # 2**34 flop: 8
+    assert blas.gemm_grid(4096, 4096, 1024) == (4, 4)  # 2**35 flop: 16
+    assert blas.gemm_grid(256, 8192, 8192) == (1, 16)  # 2**35, cut along the columns
     assert blas.gemm_grid(20, 20, 10**9) == (1, 1)  # sides too short to cut
     # the units of a side are shared out evenly; the last part ends at the side's end
     assert [blas.gemm_edge(600, 2, i) for i in range(3)] == [0, 304, 600]
@@ -108,9 +112,12 @@ def test_tile_count_never_falls_as_a_product_grows(m, n, k, dm, dn, dk):
 
 
 def test_large_products_have_tiles_for_16_threads():
-    """From 2**30 flops a product with sides long enough has 16 tiles or more."""
-    for m, n, k in [(256, 2048, 1024), (1024, 2048, 256), (4096, 4096, 4096), (512, 2048, 512)]:
+    """From 2**35 flops a product with sides long enough has 16 tiles or more; from
+    2**25, 2 (every product that a second core repays)."""
+    for m, n, k in [(4096, 4096, 1024), (8192, 4096, 512), (4096, 4096, 4096), (256, 8192, 8192)]:
         assert _count(m, n, k) >= 16, (m, n, k)
+    for m, n, k in [(128, 256, 784), (256, 2048, 1024), (1024, 2048, 256)]:
+        assert _count(m, n, k) >= 2, (m, n, k)
 
 
 def test_reference_makes_one_call_per_tile_over_the_whole_k(monkeypatch):
@@ -176,7 +183,9 @@ def _product_by(backend, a, b, out, trans_a, trans_b, n_threads):
     ],
 )
 def test_many_tiles_give_the_same_bits_on_any_thread_count(m, n, k, trans_a, trans_b, dtype):
-    assert _count(m, n, k) >= 8
+    # (products of this size are cut in 2; 16 tiles start at 2**35 flops, too long for
+    # a unit test: the claiming code is the same for 2 tiles and for 16)
+    assert _count(m, n, k) >= 2
     rng = np.random.default_rng(m + n)
     a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
@@ -292,11 +301,11 @@ def test_epoch_is_the_same_on_one_and_two_threads(backend, dtype, sizes, batch, 
 
 
 # Batch 256 of 1030 inputs to 1100 units: the forward product (256 x 1100, k 1030) and
-# dW (1030 x 1100, k 256) have 8 tiles each, with shorter last ones.
+# dW (1030 x 1100, k 256) have 2 tiles each, the second one shorter.
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_epoch_is_the_same_on_any_thread_count(backend, dtype, monkeypatch):
-    assert _count(256, 1100, 1030) == 8 and _count(1030, 1100, 256) == 8
+    assert _count(256, 1100, 1030) == 2 and _count(1030, 1100, 256) == 2
     runs = [
         _fit(
             backend, dtype, [1030, 1100, 7], t, batch=256, n=512, epochs=1, monkeypatch=monkeypatch
@@ -509,10 +518,10 @@ from fastnn._kernels._numba_common import gemm_threads
 assert numba.config.NUMBA_NUM_THREADS == 64
 rng = np.random.default_rng(0)
 for dtype in ("float32", "float64"):
-    a = rng.standard_normal((1030, 256)).astype(dtype)  # dW = x.T @ dz: 16 tiles
+    a = rng.standard_normal((1030, 256)).astype(dtype)  # dW = x.T @ dz: 2 tiles
     b = rng.standard_normal((1030, 2050)).astype(dtype)
     want = blas.gemm(a, b, np.empty((256, 2050), dtype), True, False)
-    assert len(blas.gemm_blocks(256, 2050, 1030)) == 16
+    assert len(blas.gemm_blocks(256, 2050, 1030)) == 2
     numba.set_parallel_chunksize(1)
     for t in (3, 16, 64):
         numba.set_num_threads(t)

@@ -32,12 +32,12 @@ cdef inline void gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int* rows,
                            int* cols) noexcept nogil:
     """fastnn.reference.blas.gemm_grid: the parts each side of the output is cut in."""
     cdef double flops = 2.0 * m * n * k
-    cdef double split = 536870912.0  # GEMM_SPLIT_FLOPS, 2**29
-    cdef double tile = 67108864.0  # GEMM_TILE_FLOPS, 2**26
+    cdef double split = 33554432.0  # GEMM_SPLIT_FLOPS, 2**25
+    cdef double tile = 2147483648.0  # GEMM_TILE_FLOPS, 2**31
     cdef long long want = 1
     cdef bint cut_rows, cut_cols
     if flops >= split:
-        want = <long long>(split / tile)
+        want = 2
         while 2.0 * want * tile <= flops:
             want = want * 2
     rows[0] = 1

@@ -191,9 +191,9 @@ def _bias_correction(beta, t):
 # (the update is elementwise; the count follows from the size alone, as the GEMM tiles
 # do, so there are pieces for every thread), and their squared norm taken as its
 # pairwise tree's two halves side by side (the tree adds the halves anyway): the same
-# bits on any number of threads, as in the Cython kernel. Shorter segments (an update
-# under ~1 ms) stay on one thread, as in the Cython kernel (which says why).
-UPDATE_SPLIT = 1048576
+# bits on any number of threads, as in the Cython kernel. Shorter segments stay on one
+# thread, as in the Cython kernel (which says why).
+UPDATE_SPLIT = 131072
 UPDATE_PIECE = 65536
 
 

@@ -22,16 +22,17 @@ from .._blas import gemm_call
 # carry a copy (blas_cython.pxd) that must stay equal to them (tests/test_threads.py).
 #
 # Why these numbers (docs/benchmarks/2026-12-02-tiles-scaling.md has the measurements,
-# benchmarks/scaling.py --efficiency makes them; OpenBLAS 0.3, SkylakeX kernel, one
-# core): each tile is one BLAS call that packs its rows of op(a) and its columns of
-# op(b) again, so cutting costs one-thread time. Cut into 2, the products of configs B
-# and D cost 0-9% more than one call each, 3.5% and 4.5% of their step; 16 tiles of
-# 256 x 128 cost 14-20%, 128 x 128 tiles 23-37%, 64 x 64 tiles 1.5-2.7x. Hence:
-#   below GEMM_SPLIT_FLOPS (2**29, ~4 ms on one core) a product is one call, so models
-#   of that size pay nothing on one thread (and gain nothing from more);
-#   from there, one tile per GEMM_TILE_FLOPS (2**26, ~0.5 ms) rounded down to a power of
-#   two, 8 at 2**29, 16 at 2**30: enough for 16 threads and more, the cut's cost paid
-#   where a product is long enough for many cores to repay it.
+# benchmarks/scaling.py --efficiency makes them; OpenBLAS 0.3, SkylakeX kernel): each
+# tile is one BLAS call that packs its rows of op(a) and its columns of op(b) again, so
+# cutting costs one-thread time: cut into 2, the products of configs B and D cost 0-9%
+# more than one call each (3.5% and 4.5% of their step); 16 tiles of 256 x 128 cost
+# 14-20%, 128 x 128 tiles 23-37%, 64 x 64 tiles 1.5-2.7x. A second core repays a cut in
+# 2 many times over (on an idle 2-core machine B's step ran 1.36x faster on 2 threads
+# with it, and 38% slower than that without), so:
+#   from GEMM_SPLIT_FLOPS (2**25) a product is cut in 2, as fastnn's partition always
+#   did; the count doubles each time the product doubles past 2 * GEMM_TILE_FLOPS
+#   (2**31: 4 tiles from 2**33, 8 from 2**34, 16 from 2**35), so only products long
+#   enough for many cores to repay the one-thread cost are cut finer.
 # The longer side of the tile is halved first (columns on a tie), into parts of at
 # least GEMM_MIN_ROWS rows or GEMM_MIN_COLS columns: tall tiles pack cheaper here (256 x
 # 128 tiles cost 14-20% on one thread where 128 x 256 cost 28-31%), and a part's edges
@@ -39,8 +40,8 @@ from .._blas import gemm_call
 GEMM_UNIT = 16
 GEMM_MIN_ROWS = 256
 GEMM_MIN_COLS = 128
-GEMM_SPLIT_FLOPS = 2**29
-GEMM_TILE_FLOPS = 2**26
+GEMM_SPLIT_FLOPS = 2**25
+GEMM_TILE_FLOPS = 2**31
 
 
 def gemm_grid(m, n, k):
@@ -52,7 +53,7 @@ def gemm_grid(m, n, k):
     flops = 2.0 * m * n * k
     want = 1
     if flops >= GEMM_SPLIT_FLOPS:
-        want = GEMM_SPLIT_FLOPS // GEMM_TILE_FLOPS
+        want = 2
         while 2.0 * want * GEMM_TILE_FLOPS <= flops:
             want *= 2
     rows = cols = 1
@@ -94,7 +95,7 @@ def gemm_blocks(m, n, k):
     list of tuple of int
         ``(row0, row1, col0, col1)`` for each tile ``out[row0:row1, col0:col1]``, row
         by row of tiles. They cover the output exactly once; one tile (the whole
-        output) for products under ``2**29`` flops. Depends on the shape only.
+        output) for products under ``2**25`` flops. Depends on the shape only.
     """
     rows, cols = gemm_grid(m, n, k)
     return [
