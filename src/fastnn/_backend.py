@@ -802,14 +802,13 @@ def _checked_as_raw(k: Backend) -> SimpleNamespace:
     reference's parameter names; activation codes turned back into names). Kernels
     without a checked method (train_epoch, which checks its own arguments) are kept."""
     names = {a.code: a.name for a in registry.ACTIVATIONS}
+    reference = backend("numpy")._raw  # the contract's signatures, same names
     out = {}
     for fname, raw in vars(k._raw).items():
-        method = getattr(k, fname, None)
-        family = next((f for f in FAMILIES if fname in _reference_all(f)), None)
-        if method is None or family is None:
+        if not callable(getattr(Backend, fname, None)):
             out[fname] = raw
             continue
-        params = list(inspect.signature(getattr(_reference(family), fname)).parameters)
+        params = list(inspect.signature(getattr(reference, fname)).parameters)
 
         def call(*args, _name=fname, _params=params):
             kwargs = dict(zip(_params, args))
@@ -819,11 +818,3 @@ def _checked_as_raw(k: Backend) -> SimpleNamespace:
 
         out[fname] = call
     return SimpleNamespace(**out)
-
-
-def _reference(family: str):
-    return importlib.import_module(f"fastnn.reference.{family}")
-
-
-def _reference_all(family: str) -> list[str]:
-    return list(_reference(family).__all__)
