@@ -253,18 +253,22 @@ def test_dropout_masks_of_every_backend_are_the_reference_masks(backend):
         net = _dropout_net(backend, n_threads=n_threads)
         net.train_epoch(*net.check_data(X, y), Adam(), 32, shuffle=False)
         plan = net._epoch_plans[32]
-        for i, layer in enumerate(net.layers[:2]):
+        drops = [layer for layer in net.layers if isinstance(layer, fastnn.Dropout)]
+        for i, layer in enumerate(drops):
             lo = plan.dropout_off[i, 1]
             got = plan.masks[lo : lo + 32 * layer.n_out].reshape(32, layer.n_out)
             want = dropout_mask(
-                net._dropout_seed, 0, i, layer.dropout, np.empty((32, layer.n_out), np.uint8)
+                net._dropout_seed, 0, i, layer.rate, np.empty((32, layer.n_out), np.uint8)
             )
             np.testing.assert_array_equal(got, want)
     step = _dropout_net(backend)
     step.train_epoch(
         *step.check_data(X, y), Adam(), 32, shuffle=False, on_step=lambda j, loss: None
     )
-    np.testing.assert_array_equal(step._train_spaces[32].mask[1], want)
+    last_dropout = max(
+        i for i, layer in enumerate(step.layers) if isinstance(layer, fastnn.Dropout)
+    )
+    np.testing.assert_array_equal(step._train_spaces[32].layers[last_dropout]["mask"], want)
 
 
 def test_dropout_mask_keep_rate_is_within_a_binomial_bound():
@@ -492,8 +496,16 @@ def _bn_net(backend, dtype="float32", *, dropout=0.0, frozen=None, n_threads=1, 
         n_threads=n_threads,
     )
     if frozen is not None:
-        net.freeze(frozen)
+        net.freeze(_unit_layers(net, [frozen] if isinstance(frozen, int) else frozen))
     return net
+
+
+def _unit_layers(net, units):
+    """The indices in net.layers of hidden units ``units`` (a Dense and the layers
+    after it up to the next Dense)."""
+    starts = [i for i, layer in enumerate(net.layers) if isinstance(layer, fastnn.Dense)]
+    starts.append(len(net.layers))
+    return [j for u in units for j in range(starts[u], starts[u + 1])]
 
 
 def _bn_fit(net, path, batch_size, monkeypatch, n=148, make_opt=OPTIMIZERS[5]):

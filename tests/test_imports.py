@@ -112,7 +112,7 @@ def test_the_graph_sees_real_imports():
     assert "fastnn.model" in graph["fastnn"]
     assert "fastnn._validation" in graph["fastnn.training"]
     assert "fastnn.dask.search" in graph["fastnn.dask.optuna"]
-    assert "fastnn.reference.masks" in graph["fastnn.model"]
+    assert "fastnn.reference.masks" in graph["fastnn.layers"]
 
 
 def test_find_cycle_finds_a_planted_cycle():

@@ -111,8 +111,8 @@ def test_model_init_options_and_batch_norm_defaults():
     )
     bound = math.sqrt(6 / 110)
     assert np.abs(net.weights[0]).max() <= bound
-    layer = net.layers[0]
-    assert layer.b is None
+    assert net.layers[0].b is None  # the BatchNorm's beta is the shift
+    layer = net.layers[1]
     np.testing.assert_array_equal(layer.gamma, 1)
     np.testing.assert_array_equal(layer.beta, 0)
     np.testing.assert_array_equal(layer.running_mean, 0)

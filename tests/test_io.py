@@ -316,17 +316,28 @@ def _edit(path, fn):
         (lambda h: h["__metadata__"].update(format_version="one"), "not an integer"),
         (lambda h: h["__metadata__"].update(model="{"), "not valid JSON"),
         (
-            lambda h: h["__metadata__"].update(model=_model_edit(h, 0, n_out=9)),
+            lambda h: h["__metadata__"].update(model=_model_edit(h, -1, n_out=9)),
             "model.params must be float32 of shape",
         ),
         (
-            lambda h: h["__metadata__"].update(model=_model_edit(h, 0, n_out=10**12)),
+            lambda h: h["__metadata__"].update(model=_model_edit(h, -1, n_out=10**12)),
             "must be float32 of shape",
         ),
-        (lambda h: h["__metadata__"].update(model=_model_edit(h, 0, n_out="8")), "invalid sizes"),
+        (
+            lambda h: h["__metadata__"].update(model=_model_edit(h, 0, n_out=9)),
+            r"layers\[1\] \(BatchNorm\) takes 8 inputs but layers\[0\] outputs 9",
+        ),
+        (
+            lambda h: h["__metadata__"].update(model=_model_edit(h, 0, n_out="8")),
+            "layer 0 n_out must be an integer",
+        ),
+        (
+            lambda h: h["__metadata__"].update(model=_model_edit(h, 1, type="conv")),
+            "layer 1 has unknown type 'conv'",
+        ),
         (
             lambda h: h["__metadata__"].update(model=_model_edit(h, 0, activation="swish")),
-            "invalid model metadata",
+            "invalid layers in the model metadata: .*activation must be one of",
         ),
         (
             lambda h: h["__metadata__"].update(optimizer='{"name": "adamax"}'),

@@ -26,18 +26,26 @@ def test_parameters_live_in_one_buffer_weights_first():
     assert net.n_weights == sum(sizes)
     # biases: 5 (layer 0) + gamma, beta 4 + 4 (layer 1, no bias) + 2 (output)
     assert net.n_params == sum(sizes) + 5 + 8 + 2
+    assert [type(layer).__name__ for layer in net.layers] == [
+        "Dense",
+        "Dense",
+        "BatchNorm",
+        "Dense",
+    ]
     offset = 0
-    for layer, size in zip(net.layers, sizes):
+    for layer, size in zip(net.dense_layers, sizes):
         assert np.shares_memory(layer.W, net.params)
         assert _address(layer.W) == _address(net.params[offset:])
         offset += size
     tail = net.params[net.n_weights :]
-    for arr in (net.layers[0].b, net.layers[1].gamma, net.layers[1].beta, net.layers[2].b):
+    bn = net.layers[2]
+    for arr in (net.layers[0].b, bn.gamma, bn.beta, net.layers[3].b):
         assert np.shares_memory(arr, tail)
+    assert _address(bn.gamma) == _address(tail[5:])  # layer order: b0, gamma, beta, b2
     assert net.layers[1].b is None
     assert net.buffers.size == 8  # running mean and variance of the batch-norm layer
     # the gradient buffer has the same layout
-    assert np.shares_memory(net.layers[2].dW, net.grads)
+    assert np.shares_memory(net.layers[3].dW, net.grads)
     assert net.grads.shape == net.params.shape
 
 
@@ -49,7 +57,8 @@ def test_writing_a_layer_view_changes_the_flat_buffer():
 
 def test_repr_and_config_round_trip():
     net = MLP([4, 8, 3], "tanh", loss="cross_entropy", dropout=0.2, backend="numpy", random_state=0)
-    assert "MLP([4, 8, 3]" in repr(net) and "cross_entropy" in repr(net)
+    assert "MLP([Dense(4, 8, 'tanh'), Dropout(0.2), Dense(8, 3)]" in repr(net)
+    assert "cross_entropy" in repr(net)
     clone = MLP.from_config(net.get_config(), backend="numpy")
     assert clone.get_config() == net.get_config()
     copy = net.copy()
@@ -225,11 +234,11 @@ def test_gradient_through_a_frozen_batch_norm_layer():
         backend="numpy",
         random_state=5,
     )
-    layer = net.layers[1]
+    layer = net.layers[2]
     layer.running_mean[...] = 0.1
     layer.running_var[...] = 2.0
     layer.gamma[...] = 1.5
-    net.freeze(1)
+    net.freeze([1, 2])  # the second hidden layer's Dense and BatchNorm
     _grad_check(net, X, y)  # frozen BN uses running statistics; still differentiable
     # the running statistics of a frozen layer do not move
     np.testing.assert_array_equal(layer.running_mean, 0.1)
@@ -253,8 +262,8 @@ def test_dropout_is_inverted_in_training_and_off_at_inference():
     net = MLP(
         [1, 50, 1], "identity", dropout=0.25, dtype="float64", backend="numpy", random_state=0
     )
-    net.layers[0].W[...] = 1.0
-    net.layers[1].W[...] = 1.0 / 50
+    net.dense_layers[0].W[...] = 1.0
+    net.dense_layers[1].W[...] = 1.0 / 50
     assert np.all(net.predict(X) == pytest.approx(1.0))
     out = net.forward(X, training=True)[:, 0]
     # each output averages 50 units kept with probability 0.75 and scaled by 1/0.75:
@@ -267,7 +276,7 @@ def test_dropout_masks_drop_the_requested_fraction():
     X = _data(500, 3)
     net = MLP([3, 100, 1], "relu", dropout=0.4, backend="numpy", random_state=0)
     net.forward(X, training=True)
-    mask = net._train_spaces[500].mask[0]
+    mask = net._train_spaces[500].layers[1]["mask"]  # the Dropout after Dense 0
     assert set(np.unique(mask)) <= {0, 1}
     # 50000 Bernoulli(0.6) keeps: standard error 0.0022
     assert mask.mean() == pytest.approx(0.6, abs=0.01)
@@ -280,17 +289,17 @@ def test_batch_norm_training_normalises_and_updates_running_statistics():
     )
     net.forward(X, training=True)
     ws = net._train_spaces[256]
-    zn = ws.zn[0]
+    zn = ws.layers[1]["zn"]
     np.testing.assert_allclose(zn.mean(0), 0, atol=1e-12)
     np.testing.assert_allclose(zn.std(0), 1, rtol=1e-4)  # eps 1e-5 in the denominator
-    z = ws.z[0]
-    layer = net.layers[0]
+    z = ws.layers[0]["z"]
+    dense, layer = net.layers[0], net.layers[1]
     np.testing.assert_allclose(layer.running_mean, 0.1 * z.mean(0), rtol=1e-12)
     np.testing.assert_allclose(layer.running_var, 0.9 + 0.1 * z.var(0, ddof=1), rtol=1e-12)
     # inference uses the running statistics
-    inv = 1 / np.sqrt(layer.running_var + net.bn_eps)
-    hidden = (X @ layer.W - layer.running_mean) * inv * layer.gamma + layer.beta
-    out = hidden @ net.layers[1].W + net.layers[1].b
+    inv = 1 / np.sqrt(layer.running_var + layer.eps)
+    hidden = (X @ dense.W - layer.running_mean) * inv * layer.gamma + layer.beta
+    out = hidden @ net.layers[2].W + net.layers[2].b
     np.testing.assert_allclose(net.predict(X), out, rtol=1e-10, atol=1e-12)
 
 
@@ -425,12 +434,14 @@ def test_training_reuses_its_workspaces(monkeypatch):
     net.fit(X, y, epochs=1, batch_size=32)
     spaces = dict(net._train_spaces)
     assert sorted(spaces) == [4, 32]  # the full batches and the last partial one
-    ids = {m: [id(a) for a in ws.z + ws.g] + [id(ws.xb)] for m, ws in spaces.items()}
+
+    def arrays(ws):
+        return [id(a) for lws in ws.layers for a in lws.values()] + [id(ws.g), id(ws.xb)]
+
+    ids = {m: arrays(ws) for m, ws in spaces.items()}
     params_id = id(net.params)
     net.fit(X, y, epochs=3, batch_size=32)
-    assert {
-        m: [id(a) for a in ws.z + ws.g] + [id(ws.xb)] for m, ws in net._train_spaces.items()
-    } == ids
+    assert {m: arrays(ws) for m, ws in net._train_spaces.items()} == ids
     assert id(net.params) == params_id
 
 
@@ -488,15 +499,15 @@ def test_replace_output_keeps_hidden_layers_and_drops_the_optimizer():
         random_state=0,
     )
     net.fit(X, np.arange(60) % 3, epochs=2)
-    hidden = [layer.W.copy() for layer in net.layers[:-1]]
-    stats = net.layers[0].running_mean.copy()
+    hidden = [layer.W.copy() for layer in net.dense_layers[:-1]]
+    stats = net.layers[1].running_mean.copy()
     assert net.optimizer is not None
     net.replace_output(1, loss="mse")
     assert net.layer_sizes == [3, 6, 5, 1] and net.loss.name == "mse"
     assert net.optimizer is None
-    for layer, w in zip(net.layers[:-1], hidden):
+    for layer, w in zip(net.dense_layers[:-1], hidden):
         np.testing.assert_array_equal(layer.W, w)
-    np.testing.assert_array_equal(net.layers[0].running_mean, stats)
+    np.testing.assert_array_equal(net.layers[1].running_mean, stats)
     assert not net.layers[-1].b.any()
     net.fit(X, X[:, 0], epochs=1)  # trains on the new task
 

@@ -37,13 +37,50 @@ def _run(proto, X):
 
 def _randomise_batch_norm(model, rng):
     """Running statistics and affine parameters away from their initial 0/1."""
-    for layer in model.layers:
-        if layer.batch_norm:
+    for i, layer in enumerate(model.layers):
+        if isinstance(layer, fastnn.BatchNorm):
             layer.running_mean[...] = rng.normal(size=layer.n_out)
             layer.running_var[...] = rng.uniform(0.3, 3.0, layer.n_out)
             layer.gamma[...] = rng.normal(size=layer.n_out)
             layer.beta[...] = rng.normal(size=layer.n_out)
-            layer.W[...] *= 3  # z well away from the running mean
+            if i > 0:
+                model.layers[i - 1].W[...] *= 3  # z well away from the running mean
+
+
+def test_a_layer_list_exports_every_layer_in_its_order():
+    """Batch normalisation on the inputs, a dense layer with bias before another one,
+    dropout (the identity at inference): each layer is written as it runs."""
+    rng = np.random.default_rng(3)
+    for dtype in ("float32", "float64"):
+        model = fastnn.MLP(
+            [
+                fastnn.BatchNorm(5),
+                fastnn.Dense(5, 7, "tanh"),
+                fastnn.Dropout(0.3),
+                fastnn.Dense(7, 6),
+                fastnn.BatchNorm(activation="relu", eps=1e-3),
+                fastnn.Dense(6, 3),
+            ],
+            loss="cross_entropy",
+            dtype=dtype,
+            backend="numpy",
+            random_state=0,
+        )
+        _randomise_batch_norm(model, rng)
+        X, _ = _data()
+        _check_mlp(model, X)
+
+
+def test_a_layer_type_without_an_emitter_is_refused_naming_it(monkeypatch):
+    from fastnn.layers import LAYER_TYPES, Dropout
+
+    class Noise(Dropout):  # a layer type of one's own (the identity at inference)
+        type = "test_noise"
+
+    monkeypatch.setitem(LAYER_TYPES, Noise.type, Noise)
+    model = fastnn.MLP([fastnn.Dense(3, 4), Noise(0.1), fastnn.Dense(4, 2)], backend="numpy")
+    with pytest.raises(ValueError, match=r"layer 1 \(hidden layer, Noise\): .* cannot express"):
+        to_onnx(model)
 
 
 def _check_mlp(model, X):
@@ -51,7 +88,7 @@ def _check_mlp(model, X):
     X = X.astype(model.dtype)
     out = _run(proto, X)
     tol = TOL[model.dtype.name]
-    if any(layer.activation == "gelu" for layer in model.layers):
+    if any(getattr(layer, "activation", "") == "gelu" for layer in model.layers):
         tol = TOL_F32_INSIDE
     assert out["output"].dtype == model.dtype
     np.testing.assert_allclose(out["output"], model.decision_function(X), **tol)
@@ -402,7 +439,7 @@ def test_refusals():
     with pytest.raises(TypeError, match="opset must be an int"):
         to_onnx(model, opset="17")
     model.layers[1].activation = "swish"  # an activation fastnn.to_onnx does not know
-    with pytest.raises(ValueError, match=r"layer 1 \(output layer\) has activation 'swish'"):
+    with pytest.raises(ValueError, match=r"layer 1 \(output layer, Dense\) has activation 'swish'"):
         to_onnx(model)
     model = fastnn.MLP([3, 4, 2], backend="numpy", random_state=0)
     model.layers[0].W[0, 0] = np.nan

@@ -507,8 +507,8 @@ def test_a_network_larger_than_its_arrays_is_refused_before_allocation(tmp_path)
 
     def grow(schema):
         mlp = next(_nodes(schema, "ObjectNode", "fastnn.model.MLP"))
-        layer = mlp["content"]["content"]["config"]["content"]["layers"]["content"][0]
-        layer["content"]["n_out"] = _json_node(10**9)
+        layer = mlp["content"]["content"]["config"]["content"]["layers"]["content"][-1]
+        layer["content"]["n_out"] = _json_node(10**9)  # the output layer: it still chains
 
     _write_pipeline_file(tmp_path / "big", _rezip(sio.dumps(pipe), grow))
     with pytest.raises(ModelFileError, match=r"damaged pipeline data .*params must have"):

@@ -119,9 +119,10 @@ def _model(backend, arch, seed=0):
     kw = dict(ARCHITECTURES[arch])
     net = MLP(kw.pop("layer_sizes"), loss="cross_entropy", backend=backend, random_state=seed, **kw)
     if kw.get("batch_norm"):  # running statistics away from their initial 0 and 1
-        for layer in net.layers[:-1]:
-            layer.running_mean[...] = np.linspace(-0.5, 0.5, layer.n_out)
-            layer.running_var[...] = np.linspace(0.5, 2.0, layer.n_out)
+        for layer in net.layers:
+            if isinstance(layer, fastnn.BatchNorm):
+                layer.running_mean[...] = np.linspace(-0.5, 0.5, layer.n_out)
+                layer.running_var[...] = np.linspace(0.5, 2.0, layer.n_out)
     return net
 
 

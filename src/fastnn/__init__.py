@@ -24,6 +24,7 @@ from ._backend import (
 from ._backend import warn_if_unbuilt as _warn_if_unbuilt
 from .io import ModelFileError, load, save
 from .io import register_kind as _register_kind
+from .layers import BatchNorm, Dense, Dropout
 from .model import MLP
 from .optim import (
     SGD,
@@ -49,6 +50,9 @@ from .training import Callback, EarlyStopping, History, ModelCheckpoint, fit
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchNorm",
+    "Dense",
+    "Dropout",
     "BACKENDS",
     "Backend",
     "BuildWarning",

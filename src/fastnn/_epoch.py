@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _blas, _threads, registry
 from ._kernels import codes
+from .layers import BatchNorm, Dense, Dropout
 from .optim import OPTIMIZERS, DivergenceError
 from .reference.training import batch_rows
 from .schedules import checked_rate
@@ -34,21 +35,62 @@ _FLOPS_PER_CALL = 5e9
 _EMPTY_I = np.zeros(0, np.int64)
 
 
+class Unit:
+    """One step of the epoch kernels' network: a dense layer, optionally followed by a
+    batch normalisation (the dense layer then without bias and activation), optionally
+    by a dropout; indices into ``model.layers``."""
+
+    __slots__ = ("dense", "bn", "dropout")
+
+    def __init__(self, dense: int, bn: int | None, dropout: int | None):
+        self.dense, self.bn, self.dropout = dense, bn, dropout
+
+
+def units(model) -> list[Unit] | None:
+    """``model.layers`` as the epoch kernels' units, or None when the list has another
+    shape (or batch normalisations with different settings: the kernels take one
+    momentum and eps), which the step path trains. Exact types only: a subclass may
+    override a pass."""
+    layers = model.layers
+    out: list[Unit] = []
+    i = 0
+    while i < len(layers):
+        dense = layers[i]
+        if type(dense) is not Dense:
+            return None
+        j, bn, drop = i + 1, None, None
+        if j < len(layers) and type(layers[j]) is BatchNorm:
+            if dense.bias or dense.activation != "identity":
+                return None
+            bn, j = j, j + 1
+        if j < len(layers) and type(layers[j]) is Dropout:
+            drop, j = j, j + 1
+        out.append(Unit(i, bn, drop))
+        i = j
+    settings = {(layers[u.bn].momentum, layers[u.bn].eps) for u in out if u.bn is not None}
+    return out if len(settings) <= 1 else None
+
+
 def supports(model, optimizer) -> bool:
     """True when ``model`` with ``optimizer`` can train through the whole-epoch kernel.
 
     Optimizers other than fastnn's own seven (subclasses included: they may override
-    the update) use the step-by-step path. Dropout and batch normalisation run in the
-    kernel (the masks and the statistics are the step path's: docs/spec.md §7).
+    the update) use the step-by-step path, as do layer lists the kernels do not know
+    (:func:`units`). Dropout and batch normalisation run in the kernel (the masks and
+    the statistics are the step path's: docs/spec.md §7).
     """
-    return type(optimizer) in _OPT_CODES and hasattr(model.kernels._raw, "train_epoch")
+    return (
+        type(optimizer) in _OPT_CODES
+        and hasattr(model.kernels._raw, "train_epoch")
+        and units(model) is not None
+    )
 
 
-def bn_codes(model) -> np.ndarray:
-    """Per layer: 0 no batch normalisation, 1 batch statistics, 2 running statistics
+def bn_codes(model, plan_units: list[Unit]) -> np.ndarray:
+    """Per unit: 0 no batch normalisation, 1 batch statistics, 2 running statistics
     (a frozen layer), as ``train_epoch``'s ``bn`` argument."""
     return np.array(
-        [(2 if layer.frozen else 1) if layer.batch_norm else 0 for layer in model.layers],
+        [0 if u.bn is None else (2 if model.layers[u.bn].frozen else 1) for u in plan_units],
         np.int64,
     )
 
@@ -65,72 +107,75 @@ def _hyper(opt) -> np.ndarray:
 
 
 class EpochPlan:
-    """The layout arrays and the workspace of the whole-epoch kernel for one batch size."""
+    """The layout arrays and the workspace of the whole-epoch kernel for one batch size
+    (offsets from the model's :class:`fastnn.layers.Layout`)."""
 
     def __init__(self, model, batch_size: int):
         layers = model.layers
+        plan_units = units(model)
+        assert plan_units is not None  # supports() said so
+        self.units: list[Unit] = plan_units
+        dense = [layers[u.dense] for u in plan_units]
+        bns = [None if u.bn is None else layers[u.bn] for u in plan_units]
+        # a unit's activation: its batch normalisation's when it has one
+        act_of = [bn if bn is not None else d for d, bn in zip(dense, bns)]
+        where = model.layout.params
         dt = model.dtype
         self.batch_size = batch_size
-        self.dims = np.array([layers[0].n_in] + [layer.n_out for layer in layers], np.int64)
-        self.acts = np.array(
-            [codes.ACTIVATION_CODES[layer.activation] for layer in layers], np.int64
-        )
-        self.alphas = np.array([layer.alpha for layer in layers], np.float64)
-        base = model.params.__array_interface__["data"][0]
-        item = model.params.itemsize
-        self.w_off = np.array(
-            [(layer.W.__array_interface__["data"][0] - base) // item for layer in layers], np.int64
-        )
+        self.dims = np.array([dense[0].n_in] + [d.n_out for d in dense], np.int64)
+        self.acts = np.array([codes.ACTIVATION_CODES[a.activation] for a in act_of], np.int64)
+        self.alphas = np.array([a.alpha for a in act_of], np.float64)
+        self.w_off = np.array([where[u.dense]["W"][0] for u in plan_units], np.int64)
         # a batch-normalised layer's beta takes the place of its bias (docs/spec.md §1)
         self.b_off = np.array(
             [
-                (
-                    (layer.beta if layer.batch_norm else layer.b).__array_interface__["data"][0]
-                    - base
-                )
-                // item
-                for layer in layers
+                where[u.dense]["b"][0] if u.bn is None else where[u.bn]["beta"][0]
+                for u in plan_units
             ],
             np.int64,
         )
+        bn_layers = [bn for bn in bns if bn is not None]
+        self.bn_eps = bn_layers[0].eps if bn_layers else 1e-5
+        self.bn_momentum = bn_layers[0].momentum if bn_layers else 0.1
         # With batch normalisation a last single row joins the batch before it, so the
         # regions hold one row more (fastnn.reference.training.batch_rows).
-        rows = batch_size + 1 if any(layer.batch_norm for layer in layers) else batch_size
+        rows = batch_size + 1 if bn_layers else batch_size
         widths = [int(self.dims[0]), int(self.dims[-1])]
         offsets, total = [], 0
         for w in widths:
             offsets.append(total)
             total += rows * w
-        for i, layer in enumerate(layers):
+        for i, d in enumerate(dense):
             z = total
-            total += rows * layer.n_out
-            if i == len(layers) - 1 and model.loss.fused:
+            total += rows * d.n_out
+            if i == len(dense) - 1 and model.loss.fused:
                 a = z  # logits: the output "activation" is the identity
             else:
                 a = total
-                total += rows * layer.n_out
+                total += rows * d.n_out
             g = total
-            total += rows * layer.n_out
+            total += rows * d.n_out
             offsets += [z, a, g]
-        # Dropout: each such layer's output o_l (in ws) and keep mask (in masks).
-        self.dropout = np.array([layer.dropout for layer in layers], np.float64)
-        self.dropout_off = np.zeros((len(layers), 2), np.int64)
+        # Dropout: each such unit's output o_l (in ws) and keep mask (in masks).
+        self.dropout = np.array(
+            [0.0 if u.dropout is None else layers[u.dropout].rate for u in plan_units], np.float64
+        )
+        self.dropout_off = np.zeros((len(plan_units), 2), np.int64)
         n_mask = 0
-        for i, layer in enumerate(layers):
-            if layer.dropout:
+        for i, u in enumerate(plan_units):
+            if u.dropout is not None and layers[u.dropout].rate:
                 self.dropout_off[i] = (total, n_mask)
-                total += rows * layer.n_out
-                n_mask += rows * layer.n_out
+                total += rows * dense[i].n_out
+                n_mask += rows * dense[i].n_out
         # Batch normalisation: gamma (params), running statistics (buffers), x_hat and
-        # inv_std (ws) of every such layer, frozen or not (freezing changes only bn).
-        self.bn_off = np.zeros((len(layers), 4), np.int64)
-        bbase = model.buffers.__array_interface__["data"][0]
-        for i, layer in enumerate(layers):
-            if layer.batch_norm:
-                g_at = (layer.gamma.__array_interface__["data"][0] - base) // item
-                r_at = (layer.running_mean.__array_interface__["data"][0] - bbase) // item
-                self.bn_off[i] = (g_at, r_at, total, total + rows * layer.n_out)
-                total += (rows + 1) * layer.n_out
+        # inv_std (ws) of every such unit, frozen or not (freezing changes only bn).
+        self.bn_off = np.zeros((len(plan_units), 4), np.int64)
+        for i, u in enumerate(plan_units):
+            if u.bn is not None:
+                g_at = where[u.bn]["gamma"][0]
+                r_at = model.layout.buffers[u.bn]["running_mean"][0]
+                self.bn_off[i] = (g_at, r_at, total, total + rows * dense[i].n_out)
+                total += (rows + 1) * dense[i].n_out
         self.masks = np.zeros(n_mask, np.uint8)
         self.ws_off = np.array(offsets, np.int64)
         self.ws = np.empty(total, dt)
@@ -138,6 +183,16 @@ class EpochPlan:
         self.stats = np.zeros(codes.N_STATS, np.float64)
         flops = 6.0 * batch_size * max(1, model.n_params)
         self.batches_per_call = max(1, int(_FLOPS_PER_CALL // flops))
+
+    def lowest(self, model) -> int:
+        """The lowest unit with a trainable layer (the backward stops there)."""
+        for i, u in enumerate(self.units):
+            if any(
+                j is not None and model.layers[j].has_params and not model.layers[j].frozen
+                for j in (u.dense, u.bn)
+            ):
+                return i
+        raise ValueError("every layer of the model is frozen: nothing to train")
 
 
 def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray, poll=None) -> dict:
@@ -149,12 +204,12 @@ def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray, poll
     runs = optimizer._update_runs(model)
     if not runs:
         raise ValueError("every layer of the model is frozen: nothing to train")
-    lowest = next(i for i, layer in enumerate(model.layers) if not layer.frozen)
     plan = model._epoch_plans.get(batch_size)
     if plan is None:
         plan = model._epoch_plans[batch_size] = EpochPlan(model, batch_size)
+    lowest = plan.lowest(model)
     n = X.shape[0]
-    bn = bn_codes(model)
+    bn = bn_codes(model, plan.units)
     n_batches = batch_rows(n, batch_size, bool((bn == 1).any()))[0]
     loss_code = _LOSS_CODES[model.loss.name]
     if loss_code == codes.LOSS_CROSS_ENTROPY and y.ndim == 1:
@@ -217,8 +272,8 @@ def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray, poll
                 bn,
                 plan.bn_off,
                 model.buffers,
-                model.bn_eps,
-                model.bn_momentum,
+                plan.bn_eps,
+                plan.bn_momentum,
             )
             steps = int(stats[codes.STAT_STEPS])
             status = stats[codes.STAT_STATUS]

@@ -439,7 +439,7 @@ class _BaseMLP(BaseEstimator):
             random_state=seed,
         )
         if self.init == "sklearn":
-            for layer, (W, b) in zip(model.layers, drawn):
+            for layer, (W, b) in zip(model.dense_layers, drawn):
                 layer.W[...] = W
                 if layer.b is not None:
                     layer.b[...] = b

@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 FORMAT_NAME = "fastnn"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: typed layer lists (fastnn.layers); 1 is read and migrated
 
 # Limits that no genuine file reaches; they bound what a hostile header can make us do.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -622,29 +622,20 @@ def _parse_json(path, meta, key):
         ) from None
 
 
-def _expected_sizes(path, layers):
-    """(n_params, n_buffers) that the declared layers need, before allocating anything."""
-    if not isinstance(layers, list) or not 1 <= len(layers) <= MAX_LAYERS:
+def _expected_sizes(path, config):
+    """(n_params, n_buffers) that the declared layers need, before allocating anything
+    (the layers are described, chained and laid out; no array is made)."""
+    from .layers import chain, layout
+    from .model import _config_layers
+
+    specs = config.get("layers") if isinstance(config, dict) else None
+    if not isinstance(specs, list) or not 1 <= len(specs) <= MAX_LAYERS:
         raise ModelFileError(f"{path}: model metadata must list 1 to {MAX_LAYERS} layers")
-    n_params = n_buf = 0
-    for i, spec in enumerate(layers):
-        if not isinstance(spec, dict):
-            raise ModelFileError(f"{path}: layer {i} is not a JSON object")
-        n_in, n_out, bn = spec.get("n_in"), spec.get("n_out"), spec.get("batch_norm")
-        if (
-            type(n_in) is not int
-            or type(n_out) is not int
-            or not 1 <= n_in <= MAX_INT
-            or not 1 <= n_out <= MAX_INT
-        ):
-            raise ModelFileError(
-                f"{path}: layer {i} has invalid sizes n_in={_brief(n_in)}, n_out={_brief(n_out)}"
-            )
-        if type(bn) is not bool:
-            raise ModelFileError(f"{path}: layer {i} has invalid batch_norm {bn!r}")
-        n_params += n_in * n_out + (2 * n_out if bn else n_out)
-        n_buf += 2 * n_out if bn else 0
-    return n_params, n_buf
+    try:
+        plan = layout(chain(_config_layers(config), "layers"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ModelFileError(f"{path}: invalid layers in the model metadata: {exc}") from None
+    return plan.n_params, plan.n_buffers
 
 
 # What building objects from metadata raises on bad values. The checks raise
@@ -668,7 +659,7 @@ def _payload_from(path, meta, arrays, backend) -> Payload:
     cfg = _parse_json(path, meta, "model")
     if not isinstance(cfg, dict):
         raise ModelFileError(f"{path}: model metadata is not a JSON object")
-    n_params, n_buf = _expected_sizes(path, cfg.get("layers"))
+    n_params, n_buf = _expected_sizes(path, cfg)
     name = cfg.get("dtype")
     dtypes: dict[str, np.dtype] = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
     dtype = dtypes.get(name) if isinstance(name, str) else None

@@ -1,17 +1,22 @@
-"""The sequential multi-layer perceptron: layers, flat parameter buffers, forward and backward.
+"""The sequential multi-layer perceptron: a layer list over flat parameter buffers.
 
-Layer ``i`` computes ``z = x @ W + b``, then optionally batch normalisation, then its
-activation ``g``, then optionally inverted dropout (hidden layers only)::
+The model is its layers (:mod:`fastnn.layers`: each owns its forward and backward),
+the flat buffers they live in, the loss, and the loops that chain the layers. The
+``layer_sizes`` form builds, per hidden layer::
 
-    x --(W, b)--> z --[batch norm: gamma, beta]--> g(.) = a --[dropout]--> next layer
+    x --Dense(W, b)--> g(z) = a [--Dropout-->] next layer
+    x --Dense(W, no bias)--> z --BatchNorm(gamma, beta)--> g(.) = a [--Dropout-->] ...
 
-Memory layout. All trainable numbers of a model live in ONE contiguous buffer
-``model.params``; layers hold views into it. The order is every layer's weight matrix
-``W`` (row-major, (n_in, n_out)) first, then per layer its bias ``b`` -- or, for a
-batch-normalised layer, ``gamma`` and ``beta`` (the bias is then dropped: ``beta``
-plays its role). L2 decay of weights only is therefore the slice
-``params[:n_weights]``. ``model.grads`` has the same layout; ``model.buffers`` holds
-the batch-norm running statistics (not trained, saved with the model).
+and a Dense output layer.
+
+Memory layout (:func:`fastnn.layers.layout`, the one rule): all trainable numbers of
+a model live in ONE contiguous buffer ``model.params``; layers hold views into it.
+The order is every dense layer's weight matrix ``W`` (row-major, (n_in, n_out))
+first, then every layer's other parameters in layer order (a dense layer's bias
+``b``, a batch normalisation's ``gamma`` and ``beta``). L2 decay of weights only is
+therefore the slice ``params[:n_weights]``. ``model.grads`` has the same layout;
+``model.buffers`` holds the batch-norm running statistics (not trained, saved with
+the model).
 
 Workspaces (activations and their gradients) are allocated once per batch size and
 reused, so a training step allocates no array in steady state.
@@ -55,16 +60,25 @@ from ._kernels.codes import ACTIVATION_CODES, DEFAULT_ALPHA
 from ._metrics import regression_scores
 from ._validation import all_finite as _all_finite
 from ._validation import check_dtype, check_random_state, check_X
-from .initializers import DISTRIBUTIONS, INITIALIZERS, default_init, initialize
+from .initializers import DISTRIBUTIONS, INITIALIZERS, default_init
+from .layers import (
+    BatchNorm,
+    Context,
+    Dense,
+    Dropout,
+    Layer,
+    chain,
+    layer_from_config,
+    layout,
+    legacy_configs,
+)
 from .losses import Loss, get_loss
 from .optim import DivergenceError, Optimizer
-from .reference.masks import dropout_mask, dropout_ramp
 from .training import fit as _training_fit
 
 __all__ = ["MLP", "Dense", "check_X", "check_random_state"]
 
 ACTIVATIONS = tuple(ACTIVATION_CODES)
-_IDENTITY = ACTIVATION_CODES["identity"]
 
 
 # --- argument helpers ------------------------------------------------------------------
@@ -103,127 +117,21 @@ def _rate(value, name):
     return v.scalar(value, name, low=0, high=1, high_open=True)
 
 
-# --- layers -----------------------------------------------------------------------------
-
-
-class Dense:
-    """One layer of an :class:`MLP`; its arrays are views into the model's buffers.
-
-    Attributes
-    ----------
-    n_in, n_out : int
-    activation : str
-        Name of g (the output layer of a cross-entropy model computes logits: "identity").
-    alpha : float
-        The slope (leaky_relu) or scale (elu) of g; ignored by other activations.
-    dropout : float
-        Drop probability of inverted dropout after g (0: none).
-    batch_norm : bool
-        Batch normalisation between z and g.
-    W : ndarray (n_in, n_out)
-    b : ndarray (n_out,) or None
-        None for batch-normalised layers (``beta`` is their shift).
-    gamma, beta, running_mean, running_var : ndarray (n_out,) or None
-        Batch-normalisation scale and shift, and the inference statistics.
-    frozen : bool
-        A frozen layer's parameters are not updated (and its batch normalisation uses
-        the running statistics, as in inference).
-    """
-
-    # Views into the model's buffers, set when the model is built (None until then, and
-    # b for batch-normalised layers); zero_bias: zeros for batch-normalised layers.
-    W: Any
-    b: Any
-    gamma: Any
-    beta: Any
-    running_mean: Any
-    running_var: Any
-    dW: Any
-    db: Any
-    dgamma: Any
-    dbeta: Any
-    zero_bias: Any
-
-    def __init__(self, index, n_in, n_out, activation, alpha, dropout, batch_norm):
-        self.index = index
-        self.n_in, self.n_out = n_in, n_out
-        self.activation, self.alpha = activation, float(alpha)
-        self.dropout, self.batch_norm = dropout, batch_norm
-        self.frozen = False
-        self.W = self.b = self.gamma = self.beta = None
-        self.running_mean = self.running_var = None
-        self.dW = self.db = self.dgamma = self.dbeta = None
-
-    @property
-    def code(self) -> int:
-        """The kernels' code of the activation (fastnn.registry)."""
-        return ACTIVATION_CODES[self.activation]
-
-    def spec(self) -> dict:
-        """The layer's configuration as plain JSON-able values."""
-        return {
-            "n_in": self.n_in,
-            "n_out": self.n_out,
-            "activation": self.activation,
-            "alpha": self.alpha,
-            "dropout": self.dropout,
-            "batch_norm": self.batch_norm,
-            "frozen": self.frozen,
-        }
-
-    def __repr__(self):
-        extra = ""
-        if self.batch_norm:
-            extra += ", batch_norm=True"
-        if self.dropout:
-            extra += f", dropout={self.dropout}"
-        if self.frozen:
-            extra += ", frozen=True"
-        return f"Dense({self.n_in} -> {self.n_out}, {self.activation!r}{extra})"
+# --- workspaces --------------------------------------------------------------------------
 
 
 class _TrainSpace:
-    """Buffers of one training step for batch size m (allocated once, reused)."""
-
-    # Per layer; None where the layer has no such buffer (dropout, batch norm).
-    mask: list[np.ndarray | None]
-    u: list[np.ndarray | None]
+    """Buffers of one training step for batch size m (allocated once, reused): each
+    layer's own (``Layer.train_space``), the gathered batch and dL/d(output)."""
 
     def __init__(self, model, m):
         dt = model.dtype
         self.m = m
         self.xb = np.empty((m, model.n_features_in), dt)
         self.yb = {}
-        self.z, self.zn, self.a, self.out, self.g, self.h = [], [], [], [], [], []
-        self.x_hat, self.inv_std, self.mask, self.u, self.db = [], [], [], [], []
-        n_layers = len(model.layers)
-        for i, layer in enumerate(model.layers):
-            shape = (m, layer.n_out)
-            z = np.empty(shape, dt)
-            fused_out = i == n_layers - 1 and model.loss.fused
-            bn = layer.batch_norm
-            zn = np.empty(shape, dt) if bn else None
-            a = z if (fused_out and not bn) else np.empty(shape, dt)
-            self.z.append(z)
-            self.zn.append(zn)
-            self.a.append(a)
-            self.x_hat.append(np.empty(shape, dt) if bn else None)
-            self.inv_std.append(np.empty(layer.n_out, dt) if bn else None)
-            self.h.append(np.empty(shape, dt) if bn else None)
-            self.db.append(np.empty(layer.n_out, dt) if bn else None)
-            if layer.dropout:
-                self.mask.append(np.empty(shape, np.uint8))
-                self.u.append(np.empty(shape, np.uint64))
-                self.out.append(np.empty(shape, dt))
-            else:
-                self.mask.append(None)
-                self.u.append(None)
-                self.out.append(a)
-            self.g.append(np.empty(shape, dt))
-        # the dropout masks' shared uint64 scratch (fastnn.reference.masks)
-        n_mask = max([m * layer.n_out for layer in model.layers if layer.dropout] or [0])
-        self.mask_tmp = np.empty(n_mask, np.uint64)
-        self.mask_ramp = dropout_ramp(n_mask)
+        self.layers = [layer.train_space(m, dt) for layer in model.layers]
+        self.inputs: list[Any] = [None] * len(model.layers)  # each layer's input, by forward
+        self.g = np.empty((m, model.n_outputs), dt)
 
     def target_buffer(self, y):
         key = (y.shape[1:], y.dtype)
@@ -234,15 +142,11 @@ class _TrainSpace:
 
 
 class _EvalSpace:
-    """Buffers of one inference pass over m rows (one or two per layer)."""
+    """Buffers of one inference pass over m rows (each layer's ``eval_space``)."""
 
     def __init__(self, model, m):
-        dt = model.dtype
         self.m = m
-        self.z = [np.empty((m, layer.n_out), dt) for layer in model.layers]
-        self.zn = [
-            np.empty((m, layer.n_out), dt) if layer.batch_norm else None for layer in model.layers
-        ]
+        self.layers = [layer.eval_space(m, model.dtype) for layer in model.layers]
 
 
 class _EvalPool:
@@ -284,10 +188,15 @@ class MLP:
 
     Parameters
     ----------
-    layer_sizes : sequence of int
-        ``(n_features, hidden_1, ..., hidden_k, n_outputs)``, at least two entries.
-        The parameters and their gradients must fit in the machine's physical memory
-        (checked before anything is allocated).
+    layer_sizes : sequence of int, or list of layers
+        ``(n_features, hidden_1, ..., hidden_k, n_outputs)``, at least two entries:
+        dense layers with the activations, dropout and batch normalisation given by
+        the next arguments. Or a list of :mod:`fastnn.layers` layers
+        (``[Dense(4, 16, "relu"), Dropout(0.2), Dense(16, 3)]``; the last one a
+        :class:`~fastnn.layers.Dense`), which then carry their own settings: the
+        model builds its own copies (``model.layers``). The parameters and their
+        gradients must fit in the machine's physical memory (checked before
+        anything is allocated).
     activation : str or list of str, default "relu"
         Hidden-layer activation, one for all or one per hidden layer: a name of
         :data:`fastnn.registry.ACTIVATIONS` ("relu", "gelu", "tanh"...; docs/spec.md §3).
@@ -340,7 +249,7 @@ class MLP:
 
     def __init__(
         self,
-        layer_sizes: Sequence[int],
+        layer_sizes: Sequence[int] | Sequence[Layer],
         activation="relu",
         *,
         loss="mse",
@@ -358,8 +267,67 @@ class MLP:
         n_threads: int | None = None,
     ):
         self._guard = TrainingGuard("this MLP")
-        sizes = self._check_sizes(layer_sizes)
         self.n_threads = n_threads
+        self.loss: Loss = get_loss(loss)
+        self.init = v.choice(init, "init", ("auto",) + INITIALIZERS)
+        self.init_distribution = v.choice(init_distribution, "init_distribution", DISTRIBUTIONS)
+        self.dtype = check_dtype(dtype)
+        if _is_layer_list(layer_sizes):
+            given = dict(
+                activation=activation != "relu",
+                dropout=_given(dropout),
+                batch_norm=_given(batch_norm),
+                activation_alpha=activation_alpha is not None,
+                output_activation=output_activation is not None,
+                bn_momentum=bn_momentum != 0.1,
+                bn_eps=bn_eps != 1e-5,
+            )
+            if any(given.values()):
+                names = ", ".join(k for k, g in given.items() if g)
+                raise TypeError(
+                    f"with a list of layers, {names} must be set on the layers "
+                    f"themselves (e.g. Dense(16, 8, 'gelu'), Dropout(0.2), BatchNorm())"
+                )
+            layers = chain(list(layer_sizes), "layer_sizes")
+            self._check_output_layer(self.loss, layers[-1])
+        else:
+            layers = self._layers_from_sizes(
+                layer_sizes,
+                activation,
+                output_activation,
+                dropout,
+                batch_norm,
+                activation_alpha,
+                bn_momentum,
+                bn_eps,
+            )
+        self._check_memory(layers, self.dtype)
+        self.set_backend(backend)
+        seeds = check_random_state(random_state).spawn(4)
+        self.rngs = {
+            name: np.random.default_rng(s)
+            for name, s in zip(("init", "shuffle", "split", "dropout"), seeds)
+        }
+        self._draw_dropout_key()
+        self.optimizer: Optimizer | None = None
+        self.history = None
+        self._build(layers)
+        self.reset_parameters()
+
+    def _layers_from_sizes(
+        self,
+        layer_sizes,
+        activation,
+        output_activation,
+        dropout,
+        batch_norm,
+        activation_alpha,
+        bn_momentum,
+        bn_eps,
+    ) -> list[Layer]:
+        """The layers of the ``layer_sizes`` form: per hidden layer a Dense (without bias
+        and activation when batch-normalised), a BatchNorm, a Dropout; a Dense output."""
+        sizes = self._check_sizes(layer_sizes)
         n_hidden = len(sizes) - 2
         acts = _per_layer(activation, "activation", n_hidden, _activation)
         rates = _per_layer(dropout, "dropout", n_hidden, _rate)
@@ -368,39 +336,21 @@ class MLP:
             alphas = [DEFAULT_ALPHA.get(a, 0.0) for a in acts]
         else:
             alphas = _per_layer(activation_alpha, "activation_alpha", n_hidden, v.scalar)
-        self.loss: Loss = get_loss(loss)
         out_act = self._check_output_activation(self.loss, output_activation, sizes[-1])
-        self.init = v.choice(init, "init", ("auto",) + INITIALIZERS)
-        self.init_distribution = v.choice(init_distribution, "init_distribution", DISTRIBUTIONS)
-        self.bn_momentum = v.scalar(bn_momentum, "bn_momentum", low=0, high=1)
-        self.bn_eps = v.scalar(bn_eps, "bn_eps", low=0, low_open=True)
-        self.dtype = check_dtype(dtype)
-        self._check_memory(sizes, bns, self.dtype)
-        self.set_backend(backend)
-        seeds = check_random_state(random_state).spawn(4)
-        self.rngs = {
-            name: np.random.default_rng(s)
-            for name, s in zip(("init", "shuffle", "split", "dropout"), seeds)
-        }
-        self._draw_dropout_key()
-        specs = [
-            dict(activation=acts[i], alpha=alphas[i], dropout=rates[i], batch_norm=bns[i])
-            for i in range(n_hidden)
-        ]
-        specs.append(
-            dict(
-                activation=out_act,
-                alpha=DEFAULT_ALPHA.get(out_act, 0.0),
-                dropout=0.0,
-                batch_norm=False,
-            )
-        )
-        for i, spec in enumerate(specs):
-            spec.update(n_in=sizes[i], n_out=sizes[i + 1])
-        self.optimizer: Optimizer | None = None
-        self.history = None
-        self._build(specs)
-        self.reset_parameters()
+        momentum = v.scalar(bn_momentum, "bn_momentum", low=0, high=1)
+        eps = v.scalar(bn_eps, "bn_eps", low=0, low_open=True)
+        layers: list[Layer] = []
+        for i in range(n_hidden):
+            n_in, n = sizes[i], sizes[i + 1]
+            if bns[i]:
+                layers.append(Dense(n_in, n, bias=False))
+                layers.append(BatchNorm(n, acts[i], alpha=alphas[i], momentum=momentum, eps=eps))
+            else:
+                layers.append(Dense(n_in, n, acts[i], alpha=alphas[i]))
+            if rates[i]:
+                layers.append(Dropout(rates[i], n))
+        layers.append(Dense(sizes[-2], sizes[-1], out_act))
+        return chain(layers)
 
     def _draw_dropout_key(self):
         """The dropout masks' 64-bit seed, drawn once from the dropout stream, and the
@@ -433,21 +383,39 @@ class MLP:
         return [v.integer(s, f"layer_sizes[{i}]", low=1) for i, s in enumerate(layer_sizes)]
 
     @staticmethod
-    def _check_memory(sizes, batch_norm, dtype):
+    def _check_memory(layers, dtype):
         """Refuse, before allocating, a network whose parameters and gradients alone
         need more than the machine's physical memory (or 2**62 bytes where that is
         unknown): NumPy would fail with a message that names no argument, or the
         system would start swapping or kill the process during training."""
-        n = sum(a * b + b for a, b in zip(sizes, sizes[1:]))  # weights and biases
-        n += sum(sizes[i + 1] for i, bn in enumerate(batch_norm) if bn)  # gamma, buffers
+        plan = layout(layers)
+        n = plan.n_params + plan.n_buffers
         needed = 2 * n * np.dtype(dtype).itemsize  # params and grads
         limit = _physical_memory() or 2**62
         if needed > limit:
+            sizes = [layers[0].n_in] + [layer.n_out for layer in layers if layer.has_params]
             raise ValueError(
                 f"layer_sizes {_short_sizes(sizes)} make {n:.3g} parameters: "
                 f"{needed / 2**30:,.3g} GiB for them and their gradients, more than "
                 f"{'this machine has' if limit < 2**62 else 'any machine has'} "
                 f"({limit / 2**30:,.3g} GiB); use smaller layers"
+            )
+
+    @staticmethod
+    def _check_output_layer(loss, layer):
+        if not isinstance(layer, Dense):
+            raise ValueError(
+                f"the last layer must be a Dense layer (the output), got {type(layer).__name__}"
+            )
+        if layer.n_out < loss.min_outputs:
+            raise ValueError(
+                f"loss {loss.name!r} needs at least {loss.min_outputs} outputs, got a last "
+                f"layer of {layer.n_out}"
+            )
+        if loss.fused and layer.activation != "identity":
+            raise ValueError(
+                f"the last layer must have activation 'identity' with loss {loss.name!r} (the "
+                f"loss applies {loss.link!r} to its output), got {layer.activation!r}"
             )
 
     @staticmethod
@@ -469,90 +437,69 @@ class MLP:
             return "identity"
         return _activation(output_activation, "output_activation")
 
-    def _build(self, specs, old_layers=None):
-        """Allocate the flat buffers for ``specs`` and point the layers into them.
+    def _build(self, layers, old_layers=None):
+        """Allocate the flat buffers for ``layers`` (unbound, chained) and bind them.
 
         ``old_layers[i]``, when given, is a layer whose values layer i takes over.
         """
-        layers = [
-            Dense(
-                i, s["n_in"], s["n_out"], s["activation"], s["alpha"], s["dropout"], s["batch_norm"]
-            )
-            for i, s in enumerate(specs)
-        ]
-        for layer, s in zip(layers, specs):
-            layer.frozen = bool(s.get("frozen", False))
-        n_w = sum(layer.n_in * layer.n_out for layer in layers)
-        n_rest = sum(layer.n_out * (2 if layer.batch_norm else 1) for layer in layers)
-        n_buf = sum(2 * layer.n_out for layer in layers if layer.batch_norm)
-        params = np.zeros(n_w + n_rest, self.dtype)
-        grads = np.zeros(n_w + n_rest, self.dtype)
-        buffers = np.zeros(n_buf, self.dtype)
-        w_off, r_off, b_off = 0, n_w, 0
-        segments = []  # (start, stop, is_weight, layer index)
-        for layer in layers:
-            size = layer.n_in * layer.n_out
-            shape = (layer.n_in, layer.n_out)
-            layer.W = params[w_off : w_off + size].reshape(shape)
-            layer.dW = grads[w_off : w_off + size].reshape(shape)
-            segments.append((w_off, w_off + size, True, layer.index))
-            w_off += size
-            k = layer.n_out
-            if layer.batch_norm:
-                layer.gamma, layer.dgamma = params[r_off : r_off + k], grads[r_off : r_off + k]
-                layer.beta = params[r_off + k : r_off + 2 * k]
-                layer.dbeta = grads[r_off + k : r_off + 2 * k]
-                segments.append((r_off, r_off + 2 * k, False, layer.index))
-                r_off += 2 * k
-                layer.running_mean = buffers[b_off : b_off + k]
-                layer.running_var = buffers[b_off + k : b_off + 2 * k]
-                b_off += 2 * k
-                layer.gamma[...] = 1
-                layer.running_var[...] = 1
-                layer.zero_bias = np.zeros(k, self.dtype)
-            else:
-                layer.b, layer.db = params[r_off : r_off + k], grads[r_off : r_off + k]
-                segments.append((r_off, r_off + k, False, layer.index))
-                r_off += k
+        plan = layout(layers)
+        params = np.zeros(plan.n_params, self.dtype)
+        grads = np.zeros(plan.n_params, self.dtype)
+        buffers = np.zeros(plan.n_buffers, self.dtype)
+        for i, layer in enumerate(layers):
+            for slot in layer.param_slots():
+                off, shape = plan.params[i][slot.name]
+                setattr(layer, slot.name, params[off : off + slot.size].reshape(shape))
+                setattr(layer, "d" + slot.name, grads[off : off + slot.size].reshape(shape))
+                getattr(layer, slot.name)[...] = slot.fill
+            for slot in layer.buffer_slots():
+                off, shape = plan.buffers[i][slot.name]
+                setattr(layer, slot.name, buffers[off : off + slot.size].reshape(shape))
+                getattr(layer, slot.name)[...] = slot.fill
         if old_layers is not None:
             for layer, old in zip(layers, old_layers):
-                if old is None:
-                    continue
-                for name in ("W", "b", "gamma", "beta", "running_mean", "running_var"):
-                    if getattr(layer, name) is not None:
-                        getattr(layer, name)[...] = getattr(old, name)
+                if old is not None:
+                    for slot in layer.param_slots() + layer.buffer_slots():
+                        getattr(layer, slot.name)[...] = getattr(old, slot.name)
         self.layers = layers
+        self.layout = plan
         self.params, self.grads, self.buffers = params, grads, buffers
-        self.n_weights = n_w
-        segments.sort()
-        self._segments = segments
+        self.n_weights = plan.n_weights
         self._layout_token = object()  # optimizer state is tied to this layout
         self._frozen_version = 0
         self._train_spaces: OrderedDict[int, _TrainSpace] = OrderedDict()
         self._eval_pool = _EvalPool(self._MAX_EVAL_SPACES)
         self._epoch_plans: dict[int, _epoch.EpochPlan] = {}
 
-    def _init_layer(self, layer):
-        name = default_init(layer.activation) if self.init == "auto" else self.init
-        initialize(layer.W, name, self.init_distribution, self.rngs["init"])
-        if layer.b is not None:
-            layer.b[...] = 0
-        if layer.batch_norm:
-            layer.gamma[...] = 1
-            layer.beta[...] = 0
-            layer.running_mean[...] = 0
-            layer.running_var[...] = 1
+    def _init_name(self, i) -> str:
+        """The initialiser of layer i: with init="auto", that of the activation its
+        output goes through (its own, or that of a normalisation right after it)."""
+        if self.init != "auto":
+            return self.init
+        layers = self.layers
+        act = getattr(layers[i], "activation", "identity")
+        if act == "identity" and i + 1 < len(layers):
+            after = layers[i + 1]  # a normalisation (no weight matrix) passes on its own
+            if not any(slot.weight for slot in after.param_slots()):
+                act = getattr(after, "activation", "identity")
+        return default_init(act)
 
     @trains
     def reset_parameters(self) -> None:
         """Draw fresh initial weights (docs/spec.md §8; biases zero, gamma one)."""
-        for layer in self.layers:
-            self._init_layer(layer)
+        for i, layer in enumerate(self.layers):
+            layer.reset(self.rngs["init"], self._init_name(i), self.init_distribution)
 
     # --- description ---------------------------------------------------------------------
     @property
     def layer_sizes(self) -> list[int]:
-        return [self.layers[0].n_in] + [layer.n_out for layer in self.layers]
+        """``[n_features, widths of the dense layers...]`` (as the ``layer_sizes`` form)."""
+        return [self.layers[0].n_in] + [layer.n_out for layer in self.dense_layers]
+
+    @property
+    def dense_layers(self) -> list[Dense]:
+        """The :class:`~fastnn.layers.Dense` layers, in order."""
+        return [layer for layer in self.layers if isinstance(layer, Dense)]
 
     @property
     def n_features_in(self) -> int:
@@ -568,73 +515,47 @@ class MLP:
 
     @property
     def weights(self) -> list[np.ndarray]:
-        """The weight matrices W (n_in, n_out), views into ``params``."""
-        return [layer.W for layer in self.layers]
+        """The dense layers' weight matrices W (n_in, n_out), views into ``params``."""
+        return [layer.W for layer in self.dense_layers]
 
     @property
     def biases(self) -> list[np.ndarray | None]:
-        """The biases b (n_out,), views into ``params`` (None for batch-normalised layers)."""
-        return [layer.b for layer in self.layers]
+        """The dense layers' biases b (n_out,), views into ``params`` (None for a dense
+        layer without bias, as before a batch normalisation)."""
+        return [layer.b for layer in self.dense_layers]
 
     def get_config(self) -> dict:
         """The architecture and settings as plain JSON-able values (no weights)."""
         return {
-            "layers": [layer.spec() for layer in self.layers],
+            "layers": [layer.config() for layer in self.layers],
             "loss": self.loss.name,
             "init": self.init,
             "init_distribution": self.init_distribution,
-            "bn_momentum": self.bn_momentum,
-            "bn_eps": self.bn_eps,
             "dtype": self.dtype.name,
             "backend": self.backend_name,
         }
 
     @classmethod
     def from_config(cls, config: dict, *, backend: str | None = None, random_state=None) -> MLP:
-        """A freshly initialised model with the architecture of ``get_config()``."""
-        layers = config["layers"]
-        if not isinstance(layers, list) or not layers:
-            raise ValueError("config['layers'] must be a non-empty list")
-        sizes = [layers[0]["n_in"]] + [s["n_out"] for s in layers]
-        for i in range(1, len(layers)):
-            if layers[i]["n_in"] != layers[i - 1]["n_out"]:
-                raise ValueError(
-                    f"config layer {i} has n_in {layers[i]['n_in']} but "
-                    f"layer {i - 1} has n_out {layers[i - 1]['n_out']}"
-                )
-        hidden = layers[:-1]
-        out = layers[-1]
-        loss = get_loss(config["loss"])
-        model = cls(
-            sizes,
-            [s["activation"] for s in hidden],
-            loss=loss.name,
-            output_activation=None if loss.fused else out["activation"],
-            dropout=[s["dropout"] for s in hidden],
-            batch_norm=[s["batch_norm"] for s in hidden],
-            activation_alpha=[s["alpha"] for s in hidden],
+        """A freshly initialised model with the architecture of ``get_config()``.
+
+        Also reads the configuration of fastnn's first file format (one entry per
+        dense layer with ``dropout`` and ``batch_norm`` flags, ``bn_momentum`` and
+        ``bn_eps`` beside the layers).
+        """
+        return cls(
+            _config_layers(config),
+            loss=config["loss"],
             init=config.get("init", "auto"),
             init_distribution=config.get("init_distribution", "normal"),
-            bn_momentum=config.get("bn_momentum", 0.1),
-            bn_eps=config.get("bn_eps", 1e-5),
             dtype=config["dtype"],
             backend=backend,
             random_state=random_state,
         )
-        if out.get("dropout", 0.0) or out.get("batch_norm", False):
-            raise ValueError("the output layer cannot have dropout or batch normalisation")
-        alpha = v.scalar(out.get("alpha", 0.0), "alpha")  # checked even when unused
-        if not loss.fused:
-            model.layers[-1].alpha = alpha
-        for layer, s in zip(model.layers, layers):
-            layer.frozen = v.boolean(s.get("frozen", False), "frozen")
-        model._frozen_version += 1
-        return model
 
     def __repr__(self):
-        acts = [layer.activation for layer in self.layers[:-1]]
         return (
-            f"MLP({self.layer_sizes}, activation={acts}, loss={self.loss.name!r}, "
+            f"MLP({self.layers}, loss={self.loss.name!r}, "
             f"dtype={self.dtype.name}, backend={self.backend_name!r}, "
             f"n_params={self.n_params})"
         )
@@ -668,10 +589,13 @@ class MLP:
 
     @trains
     def freeze(self, layers=None) -> MLP:
-        """Freeze layers (an index, a list of indices, a slice; None: all). Returns self.
+        """Freeze layers (an index into ``model.layers``, a list of them, a slice;
+        None: all). Returns self.
 
-        A frozen layer's parameters are not updated by any optimizer (nor decayed) and
-        its batch normalisation, if any, uses the running statistics.
+        A frozen layer's parameters are not updated by any optimizer (nor decayed); a
+        frozen ``BatchNorm`` normalises with its running statistics. (In the
+        ``layer_sizes`` form a batch-normalised hidden layer is a ``Dense`` and a
+        ``BatchNorm``: freeze both to freeze the whole hidden layer.)
         """
         for i in self._layer_indices(layers):
             self.layers[i].frozen = True
@@ -688,7 +612,7 @@ class MLP:
 
     def param_segments(self) -> list[tuple[int, int, bool]]:
         """(start, stop, is_weight) slices of ``params`` of the trainable layers, in order."""
-        return [(s, e, w) for s, e, w, i in self._segments if not self.layers[i].frozen]
+        return [(s, e, w) for s, e, w, i in self.layout.segments if not self.layers[i].frozen]
 
     @trains
     def replace_output(
@@ -703,20 +627,14 @@ class MLP:
         n_outputs = v.integer(n_outputs, "n_outputs", low=1)
         new_loss = get_loss(loss if loss is not None else self.loss.name)
         out_act = self._check_output_activation(new_loss, output_activation, n_outputs)
-        specs = [layer.spec() for layer in self.layers]
-        specs[-1] = dict(
-            n_in=self.layers[-1].n_in,
-            n_out=n_outputs,
-            activation=out_act,
-            alpha=DEFAULT_ALPHA.get(out_act, 0.0),
-            dropout=0.0,
-            batch_norm=False,
-            frozen=False,
-        )
-        old = self.layers[:-1] + [None]
+        old = self.layers[:-1]
+        new_out = Dense(self.layers[-1].n_in, n_outputs, out_act)
+        layers = chain([layer.copy() for layer in old] + [new_out])
+        self._check_output_layer(new_loss, layers[-1])
         self.loss = new_loss
-        self._build(specs, old_layers=old)
-        self._init_layer(self.layers[-1])
+        self._build(layers, old_layers=old + [None])
+        last = len(layers) - 1
+        layers[-1].reset(self.rngs["init"], self._init_name(last), self.init_distribution)
         self.optimizer = None
         return self
 
@@ -747,74 +665,17 @@ class MLP:
         into params), which the checked tier would verify again on every call.
         """
         k = self.kernels._internal
+        ctx = Context(self._dropout_seed, self._dropout_step)
         for i, layer in enumerate(self.layers):
-            z, a = ws.z[i], ws.a[i]
-            if layer.batch_norm:
-                k.dense_forward(x, layer.W, layer.zero_bias, _IDENTITY, 0.0, z, z)
-                zn = ws.zn[i]
-                if layer.frozen:
-                    k.batch_norm_eval(
-                        z,
-                        layer.gamma,
-                        layer.beta,
-                        layer.running_mean,
-                        layer.running_var,
-                        self.bn_eps,
-                        zn,
-                    )
-                else:
-                    k.batch_norm_train(
-                        z,
-                        layer.gamma,
-                        layer.beta,
-                        self.bn_eps,
-                        self.bn_momentum,
-                        layer.running_mean,
-                        layer.running_var,
-                        zn,
-                        ws.x_hat[i],
-                        ws.inv_std[i],
-                    )
-                k.activation_forward(zn, layer.code, layer.alpha, a)
-            else:
-                k.dense_forward(x, layer.W, layer.b, layer.code, layer.alpha, z, a)
-            if layer.dropout:
-                dropout_mask(
-                    self._dropout_seed,
-                    self._dropout_step,
-                    i,
-                    layer.dropout,
-                    ws.mask[i],
-                    ws.u[i],
-                    ws.mask_tmp,
-                    ws.mask_ramp,
-                )
-                k.dropout(
-                    a.reshape(-1), ws.mask[i].reshape(-1), layer.dropout, ws.out[i].reshape(-1)
-                )
-            x = ws.out[i]
+            ws.inputs[i] = x
+            x = layer.forward(k, x, ws.layers[i], ctx)
         self._dropout_step += 1
         return x
 
     def _forward_eval(self, x, ws):
         k = self.kernels._internal
-        for i, layer in enumerate(self.layers):
-            z = ws.z[i]
-            if layer.batch_norm:
-                k.dense_forward(x, layer.W, layer.zero_bias, _IDENTITY, 0.0, z, z)
-                k.batch_norm_eval(
-                    z,
-                    layer.gamma,
-                    layer.beta,
-                    layer.running_mean,
-                    layer.running_var,
-                    self.bn_eps,
-                    ws.zn[i],
-                )
-                k.activation_forward(ws.zn[i], layer.code, layer.alpha, z)
-            else:
-                k.dense_forward(x, layer.W, layer.b, layer.code, layer.alpha, z, z)
-            x = z
+        for layer, lws in zip(self.layers, ws.layers):
+            x = layer.forward_eval(k, x, lws)
         return x
 
     @uses
@@ -897,44 +758,34 @@ class MLP:
         return X, self.check_targets(y, X.shape[0])
 
     # --- training ------------------------------------------------------------------------------
+    def _min_batch(self) -> int:
+        """Rows a training batch needs (2 with batch normalisation in training)."""
+        return max(layer.min_batch for layer in self.layers)
+
     def _check_bn_batch(self, m, name):
-        if m < 2 and any(layer.batch_norm and not layer.frozen for layer in self.layers):
+        if m < self._min_batch():
             rows = "a single row" if m == 1 else f"{m} rows"
             raise ValueError(
                 f"{name} has {rows}: batch normalisation in training needs batches of at "
                 f"least 2 samples"
             )
 
-    def _backward(self, x, y, ws, out):
-        k = self.kernels._internal
-        layers = self.layers
-        lowest = next((i for i, layer in enumerate(layers) if not layer.frozen), None)
+    def _lowest_trainable(self) -> int:
+        lowest = next(
+            (i for i, layer in enumerate(self.layers) if layer.has_params and not layer.frozen),
+            None,
+        )
         if lowest is None:
             raise ValueError("every layer of the model is frozen: nothing to train")
-        self.loss.gradient(k, out, y, ws.g[-1])
-        for i in range(len(layers) - 1, lowest - 1, -1):
-            layer, g = layers[i], ws.g[i]
-            x_in = x if i == 0 else ws.out[i - 1]
-            if layer.dropout:
-                gf = g.reshape(-1)
-                k.dropout(gf, ws.mask[i].reshape(-1), layer.dropout, gf)
-            if layer.batch_norm:
-                h = ws.h[i]
-                k.activation_backward(g, ws.zn[i], ws.a[i], layer.code, layer.alpha, h)
-                if layer.frozen:
-                    inv = 1 / np.sqrt(layer.running_var.astype(np.float64) + self.bn_eps)
-                    np.multiply(h, (layer.gamma * inv).astype(self.dtype), out=g)
-                else:
-                    k.batch_norm_backward(
-                        h, ws.x_hat[i], layer.gamma, ws.inv_std[i], g, layer.dgamma, layer.dbeta
-                    )
-                k.dense_backward(x_in, ws.z[i], ws.z[i], g, _IDENTITY, 0.0, g, layer.dW, ws.db[i])
-            else:
-                k.dense_backward(
-                    x_in, ws.z[i], ws.a[i], g, layer.code, layer.alpha, g, layer.dW, layer.db
-                )
-            if i > lowest:
-                k.dense_input_gradient(g, layer.W, ws.g[i - 1])
+        return lowest
+
+    def _backward(self, x, y, ws, out):
+        k = self.kernels._internal
+        lowest = self._lowest_trainable()
+        g = ws.g
+        self.loss.gradient(k, out, y, g)
+        for i in range(len(self.layers) - 1, lowest - 1, -1):
+            g = self.layers[i].backward(k, ws.inputs[i], ws.layers[i], g, i > lowest)
 
     def _check_batch(self, xb, yb):
         """m, after checking (xb, yb) as the raw kernels need them: C-contiguous, the
@@ -1021,11 +872,7 @@ class MLP:
         """Batch bounds over n rows; the last partial batch is kept (merged into the
         previous one when it would be a single sample and batch norm needs >= 2)."""
         bounds = [(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
-        if (
-            len(bounds) > 1
-            and bounds[-1][1] - bounds[-1][0] == 1
-            and any(layer.batch_norm and not layer.frozen for layer in self.layers)
-        ):
+        if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1 and self._min_batch() > 1:
             last = bounds.pop()
             bounds[-1] = (bounds[-1][0], last[1])
         return bounds
@@ -1121,7 +968,7 @@ class MLP:
         """
         X, y, batch_size = self._check_prepared(X, y, batch_size)
         n = X.shape[0]
-        if any(layer.batch_norm and not layer.frozen for layer in self.layers):
+        if self._min_batch() > 1:
             # checked before any step, on both paths: batch statistics need two rows
             if n < 2:
                 raise ValueError(
@@ -1290,7 +1137,7 @@ class MLP:
         # built (as fastnn.load does): a state read from a file (fastnn.save of a
         # pipeline, via skops) cannot make this allocate more than the file holds.
         try:
-            n_params, n_buf = _expected_sizes("MLP state", state["config"]["layers"])
+            n_params, n_buf = _expected_sizes("MLP state", state["config"])
         except ModelFileError as exc:
             raise ValueError(str(exc)) from None
         for name, size in (("params", n_params), ("buffers", n_buf)):
@@ -1318,6 +1165,29 @@ class MLP:
         clone.set_rng_states(self.rng_states())
         clone.n_threads = self.n_threads
         return clone
+
+
+def _is_layer_list(value) -> bool:
+    return isinstance(value, (list, tuple)) and any(isinstance(x, Layer) for x in value)
+
+
+def _given(value) -> bool:
+    """Whether a per-layer setting differs from "none" (0 / False, alone or in a list)."""
+    if isinstance(value, (list, tuple)):
+        return any(_given(x) for x in value)
+    return bool(value) if isinstance(value, (bool, int, float, np.number)) else True
+
+
+def _config_layers(config) -> list[Layer]:
+    """The layers of ``get_config()["layers"]``, or of the first format's list."""
+    specs = config["layers"]
+    if not isinstance(specs, list) or not specs:
+        raise ValueError("config['layers'] must be a non-empty list")
+    if all(isinstance(s, dict) and "type" not in s for s in specs):
+        specs = legacy_configs(specs, config.get("bn_momentum", 0.1), config.get("bn_eps", 1e-5))
+        if any(s["type"] != "dense" for s in specs[-1:]):
+            raise ValueError("the output layer cannot have dropout or batch normalisation")
+    return [layer_from_config(s, f"config layer {i}") for i, s in enumerate(specs)]
 
 
 def _r2(y, out):

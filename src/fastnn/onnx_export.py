@@ -93,6 +93,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without onnx
     ) from exc
 
 from . import registry
+from .layers import BatchNorm, Dense, Dropout
 from .model import MLP
 from .tabular import TabularModel
 
@@ -316,7 +317,7 @@ def _emit_batch_norm(g: _Graph, model: MLP, layer, z: str, i: int) -> str:
     """fastnn's batch_norm_eval: x_hat = (z - mean) * inv_std in float64, rounded once
     to the model's dtype; then gamma x_hat + beta in the model's dtype."""
     dtype = model.dtype
-    inv = 1.0 / np.sqrt(layer.running_var.astype(np.float64) + model.bn_eps)
+    inv = 1.0 / np.sqrt(layer.running_var.astype(np.float64) + layer.eps)
     zw = z if dtype == np.float64 else g.op("Cast", [z], f"z{i}_f64", to=TensorProto.DOUBLE)
     centred = g.op(
         "Sub",
@@ -330,18 +331,36 @@ def _emit_batch_norm(g: _Graph, model: MLP, layer, z: str, i: int) -> str:
     return g.op("Add", [scaled, g.const(f"beta{i}", layer.beta.copy())], f"bn{i}")
 
 
+def _emit_dense(g: _Graph, model: MLP, layer, x: str, i: int) -> str:
+    W = g.const(f"W{i}", layer.W.copy())
+    if layer.b is None:
+        return g.op("MatMul", [x, W], f"z{i}")
+    return g.op("Gemm", [x, W, g.const(f"b{i}", layer.b.copy())], f"z{i}")
+
+
+# How each layer type is written in ONNX (inference form; dropout is the identity):
+# the linear part, then the layer's activation if it has one.
+_EMITTERS = {
+    Dense: _emit_dense,
+    BatchNorm: _emit_batch_norm,
+    Dropout: lambda g, model, layer, x, i: x,
+}
+
+
+def _where(model: MLP, i: int) -> str:
+    last = i == len(model.layers) - 1
+    return f"layer {i} ({'output' if last else 'hidden'} layer, {type(model.layers[i]).__name__})"
+
+
 def _emit_network(g: _Graph, model: MLP, x: str, out: str | None = None) -> str:
     """The model's decision_function of x (already in the model's dtype)."""
     n = len(model.layers)
     for i, layer in enumerate(model.layers):
-        where = f"layer {i} ({'output' if i == n - 1 else 'hidden'} layer)"
-        W = g.const(f"W{i}", layer.W.copy())
-        if layer.batch_norm:
-            z = g.op("MatMul", [x, W], f"z{i}")
-            z = _emit_batch_norm(g, model, layer, z, i)
-        else:
-            z = g.op("Gemm", [x, W, g.const(f"b{i}", layer.b.copy())], f"z{i}")
-        x = _emit_activation(g, layer, z, model.dtype, where, out=out if i == n - 1 else None)
+        x = _EMITTERS[type(layer)](g, model, layer, x, i)
+        if hasattr(layer, "activation") or i == n - 1:
+            x = _emit_activation(
+                g, layer, x, model.dtype, _where(model, i), out=out if i == n - 1 else None
+            )
     return x
 
 
@@ -352,11 +371,15 @@ def _check_model(model: MLP, what: str) -> None:
             f"rollback=False?): nothing sensible to export"
         )
     for i, layer in enumerate(model.layers):
-        if layer.activation not in _ACTIVATIONS:
-            n = len(model.layers)
-            where = f"layer {i} ({'output' if i == n - 1 else 'hidden'} layer)"
+        if type(layer) not in _EMITTERS:
             raise ValueError(
-                f"{where} has activation {layer.activation!r}, which "
+                f"{_where(model, i)}: fastnn.to_onnx cannot express this layer type in "
+                f"ONNX (it knows {', '.join(t.__name__ for t in _EMITTERS)})"
+            )
+        act = getattr(layer, "activation", "identity")
+        if act not in _ACTIVATIONS:
+            raise ValueError(
+                f"{_where(model, i)} has activation {act!r}, which "
                 f"fastnn.to_onnx cannot express in ONNX (it knows "
                 f"{', '.join(_ACTIVATIONS)})"
             )
