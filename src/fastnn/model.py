@@ -463,6 +463,9 @@ class MLP:
                         getattr(layer, slot.name)[...] = getattr(old, slot.name)
         self.layers = layers
         self.layout = plan
+        # layers with parameters (a training step starts its backward at the lowest
+        # trainable one), found once: frozen flags may change, the list does not
+        self._with_params = tuple(i for i, p in enumerate(plan.params) if p)
         self.params, self.grads, self.buffers = params, grads, buffers
         self.n_weights = plan.n_weights
         self._layout_token = object()  # optimizer state is tied to this layout
@@ -771,10 +774,8 @@ class MLP:
             )
 
     def _lowest_trainable(self) -> int:
-        lowest = next(
-            (i for i, layer in enumerate(self.layers) if layer.has_params and not layer.frozen),
-            None,
-        )
+        layers = self.layers
+        lowest = next((i for i in self._with_params if not layers[i].frozen), None)
         if lowest is None:
             raise ValueError("every layer of the model is frozen: nothing to train")
         return lowest
