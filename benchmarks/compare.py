@@ -575,7 +575,8 @@ def scaling(rows) -> list[dict]:
     return out
 
 
-# (what, section, case, peer or special, threshold): BENCHMARKS.md "Targets for fastnn".
+# (what, section, case, peer or special, threshold): BENCHMARKS.md "Targets for fastnn",
+# then the stricter figures of the performance issue (JAX jit as a peer).
 TARGETS = [
     ("A step >= 20x torch eager", "step", "A", "torch", 20.0),
     ("A step >= 4x NumPy textbook", "step", "A", "numpy", 4.0),
@@ -590,6 +591,17 @@ TARGETS = [
     ("D step within 10% of GEMM-only", "step", "D", "gemm", 1.10),
     ("Adam 1e8 >= 1.0x torch fused", "optimizer", "Adam 1e8", "torch_fused", 1.0),
     ("Adam 1e8 >= 9x torch default", "optimizer", "Adam 1e8", "torch", 9.0),
+    # the performance issue's figures (JAX jit beside torch; GEMM-only within 8%)
+    ("A step >= 40x torch eager", "step", "A", "torch", 40.0),
+    ("A step >= 4x JAX jit", "step", "A", "jax", 4.0),
+    ("B step >= 1.2x JAX jit", "step", "B", "jax", 1.2),
+    ("B step within 8% of GEMM-only", "step", "B", "gemm", 1.08),
+    ("C step >= 1.2x JAX jit", "step", "C", "jax", 1.2),
+    ("C step >= 1.25x torch fused", "step", "C", "torch_fused", 1.25),
+    ("C step within 8% of GEMM-only", "step", "C", "gemm", 1.08),
+    ("D step >= 1.2x JAX jit", "step", "D", "jax", 1.2),
+    ("D step >= 1.25x torch fused", "step", "D", "torch_fused", 1.25),
+    ("D step within 8% of GEMM-only", "step", "D", "gemm", 1.08),
 ]
 
 
@@ -623,8 +635,9 @@ def targets(rows, opts) -> list[dict]:
             mine = ("digits", digits_case, dtype, 1, me)
             sk = ("digits", digits_case, dtype, 1, "sklearn")
             if mine in idx and sk in idx:
-                add("digits fit >= 3x faster than sklearn", dtype, bk,
-                    idx[sk]["median_ms"] / idx[mine]["median_ms"], 3.0, True)
+                for times in (3.0, 5.0):  # BENCHMARKS.md's, the performance issue's
+                    add(f"digits fit >= {times:g}x faster than sklearn", dtype, bk,
+                        idx[sk]["median_ms"] / idx[mine]["median_ms"], times, True)
                 seeds_case = f"digits {opts.digits_epochs} epochs, {opts.digits_seeds} seeds"
                 mine_s = by_key.get(("digits_seeds", seeds_case, dtype, 1, me))
                 sk_s = by_key.get(("digits_seeds", seeds_case, dtype, 1, "sklearn"))
@@ -644,16 +657,19 @@ def targets(rows, opts) -> list[dict]:
                 one = idx.get(("step", case, dtype, 1, me))
                 two = idx.get(("step", case, dtype, 2, me))
                 if case == "C":
-                    if one and two:
-                        add("C 2 threads >= 1.7x its 1-thread time", dtype, bk,
-                            one["median_ms"] / two["median_ms"], 1.7, True)
-                    else:
-                        add("C 2 threads >= 1.7x its 1-thread time", dtype, bk, None,
-                            1.7, True, reason_for(("step", case, dtype, 1 if not one else 2,
-                                                   me)))
+                    for times in (1.7, 1.8):  # BENCHMARKS.md's, the performance issue's
+                        what = f"C 2 threads >= {times:g}x its 1-thread time"
+                        if one and two:
+                            add(what, dtype, bk, one["median_ms"] / two["median_ms"], times,
+                                True)
+                        else:
+                            add(what, dtype, bk, None, times, True,
+                                reason_for(("step", case, dtype, 1 if not one else 2, me)))
                 if one and two:
                     add(f"{case}: 2 threads at most 5% slower than 1 (t2/t1)", dtype, bk,
                         two["median_ms"] / one["median_ms"], 1.05, False)
+                    add(f"{case}: 2 threads no slower than 1 (t2/t1)", dtype, bk,
+                        two["median_ms"] / one["median_ms"], 1.0, False)
     for r in rows:
         if r["section"] == "regularised" and r.get("vs_plain") and r["threads"] == 1 \
                 and not r["impl"].endswith(":plain"):
