@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fastnn
+from _gradients import grad_check
 from fastnn import MLP, Adam, BatchNorm, Dense, Dropout, _epoch
 from fastnn.layers import LAYER_TYPES, Layer, Slot, layout
 
@@ -16,28 +17,6 @@ BACKENDS = fastnn.available_backends()
 def _data(n=48, d=5, k=3, seed=0):
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, d)), rng.integers(0, k, n)
-
-
-def _grad_check(net, X, y, n_check=40):
-    """Central differences in float64 against model.grads (see tests/test_model.py)."""
-
-    def loss_at():
-        net._dropout_step = 0  # the same dropout masks at every evaluation
-        return net.loss_and_gradient(X, y)
-
-    loss_at()
-    analytic = net.grads.copy()
-    trainable = np.concatenate([np.arange(s, e) for s, e, _ in net.param_segments()])
-    rng = np.random.default_rng(1)
-    h = 1e-6
-    for i in rng.choice(trainable, size=min(n_check, trainable.size), replace=False):
-        old = net.params[i]
-        net.params[i] = old + h
-        lp = loss_at()
-        net.params[i] = old - h
-        lm = loss_at()
-        net.params[i] = old
-        assert (lp - lm) / (2 * h) == pytest.approx(analytic[i], rel=1e-5, abs=1e-6), i
 
 
 # --- the layer list is the layer_sizes form ---------------------------------------------------
@@ -182,7 +161,7 @@ def test_other_layer_lists_train_on_the_step_path_with_exact_gradients(layers):
     X, y = _data()
     net = MLP(layers, loss="cross_entropy", dtype="float64", backend="numpy", random_state=0)
     assert _epoch.units(net) is None and not _epoch.supports(net, Adam())
-    _grad_check(net, X, y)
+    grad_check(net, X, y, fix_dropout=True)
     before = net.params.copy()
     net.fit(X, y, epochs=2, batch_size=16, verbose=0)
     assert not np.array_equal(before, net.params) and np.isfinite(net.params).all()
@@ -260,7 +239,7 @@ def test_a_new_layer_type_trains_saves_and_loads_without_touching_the_model(tmp_
         random_state=0,
     )
     net.layers[1].s[...] = np.linspace(0.5, 1.5, 6)
-    _grad_check(net, X, y)
+    grad_check(net, X, y, fix_dropout=True)
     net.fit(X, y, epochs=2, batch_size=16, verbose=0)
     fastnn.save(net, tmp_path / "m.fastnn")
     back = fastnn.load(tmp_path / "m.fastnn")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import fastnn
+from _gradients import grad_check
 from fastnn.model import MLP
 
 
@@ -146,32 +147,6 @@ def test_inference_is_chunked_without_changing_results():
 # --- backward: finite differences -------------------------------------------------------------
 
 
-def _grad_check(net, X, y, fix_dropout=False, n_check=40):
-    def loss_at():
-        if fix_dropout:
-            net._dropout_step = 0  # the masks of the model's first training forward
-        return net.loss_and_gradient(X, y)
-
-    loss_at()
-    analytic = net.grads.copy()
-    rng = np.random.default_rng(0)
-    trainable = np.concatenate([np.arange(s, e) for s, e, _ in net.param_segments()])
-    idx = rng.choice(trainable, size=min(n_check, trainable.size), replace=False)
-    h = 1e-6
-    for i in idx:
-        old = net.params[i]
-        net.params[i] = old + h
-        lp = loss_at()
-        net.params[i] = old - h
-        lm = loss_at()
-        net.params[i] = old
-        numeric = (lp - lm) / (2 * h)
-        # central differences in float64: truncation O(h^2) and rounding
-        # O(eps * |L| / h) ~ 1e-10, so 1e-6 absolute plus 1e-5 relative is generous
-        # yet far below any real gradient bug.
-        assert numeric == pytest.approx(analytic[i], rel=1e-5, abs=1e-6), i
-
-
 @pytest.mark.parametrize(
     "act", ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softmax"]
 )
@@ -187,7 +162,7 @@ def test_gradients_match_finite_differences_for_every_activation(act):
         backend="numpy",
         random_state=2,
     )
-    _grad_check(net, X, y)
+    grad_check(net, X, y)
 
 
 @pytest.mark.parametrize(
@@ -203,7 +178,7 @@ def test_gradients_match_finite_differences_for_every_activation(act):
 def test_gradients_match_finite_differences_for_every_loss(loss, y, n_out):
     X = _data(16)
     net = MLP([3, 6, n_out], "tanh", loss=loss, dtype="float64", backend="numpy", random_state=3)
-    _grad_check(net, X, y)
+    grad_check(net, X, y)
 
 
 def test_gradients_with_batch_norm_and_dropout():
@@ -219,7 +194,7 @@ def test_gradients_with_batch_norm_and_dropout():
         backend="numpy",
         random_state=4,
     )
-    _grad_check(net, X, y, fix_dropout=True, n_check=60)
+    grad_check(net, X, y, fix_dropout=True, n_check=60)
 
 
 def test_gradient_through_a_frozen_batch_norm_layer():
@@ -239,7 +214,7 @@ def test_gradient_through_a_frozen_batch_norm_layer():
     layer.running_var[...] = 2.0
     layer.gamma[...] = 1.5
     net.freeze([1, 2])  # the second hidden layer's Dense and BatchNorm
-    _grad_check(net, X, y)  # frozen BN uses running statistics; still differentiable
+    grad_check(net, X, y)  # frozen BN uses running statistics; still differentiable
     # the running statistics of a frozen layer do not move
     np.testing.assert_array_equal(layer.running_mean, 0.1)
 
