@@ -712,3 +712,194 @@ def test_batch_norm_estimators_train_through_the_epoch_kernel(monkeypatch):
     monkeypatch.setattr(_epoch, "train_epoch", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     est.fit(X, y)
     assert calls
+
+
+# --- sample weights -------------------------------------------------------------------
+
+
+def _weights(n=150, seed=7):
+    """Non-negative weights with zeros and a wide range (no batch of 32 all zero)."""
+    w = np.random.default_rng(seed).gamma(0.7, 2.0, n)
+    w[::5] = 0.0
+    return w
+
+
+def _weighted_fit(backend, loss, make_opt, dtype, path, monkeypatch, w, **net_kw):
+    """fit with sample weights on ``path`` ("epoch", "step" or "reference"), checking
+    that the epoch kernel ran exactly when it should."""
+    X, y = _data(loss)
+    net = fastnn.MLP(
+        [5, 12, 7, 2 if loss in ("mse", "poisson") else 3],
+        net_kw.pop("acts", ["tanh", "elu"]),
+        loss=loss.replace("_onehot", ""),
+        dtype=dtype,
+        backend=backend,
+        random_state=4,
+        **net_kw,
+    )
+    opt = make_opt()
+    calls = []
+    kernel = net.kernels._raw.train_epoch
+    if path == "reference":
+        from fastnn.reference import training
+
+        kernel = training.train_epoch
+    monkeypatch.setattr(
+        net.kernels._raw, "train_epoch", lambda *a: (calls.append(1), kernel(*a))[1]
+    )
+    if path == "step":
+        monkeypatch.setattr(_epoch, "supports", lambda model, optimizer: False)
+    hist = fastnn.fit(net, X, y, optimizer=opt, epochs=3, batch_size=32, sample_weight=w)
+    monkeypatch.undo()
+    assert bool(calls) == (path != "step")
+    return net, opt, hist
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    "loss", ["cross_entropy", "cross_entropy_onehot", "binary_cross_entropy", "mse", "poisson"]
+)
+@pytest.mark.parametrize(
+    "make_opt", [OPTIMIZERS[1], OPTIMIZERS[5], OPTIMIZERS[6]], ids=["momentum+L2", "adam", "adamw"]
+)
+def test_weighted_epoch_kernel_equals_step_path(backend, dtype, loss, make_opt, monkeypatch):
+    """With sample weights (zeros included) the epoch kernel gives the step path's
+    weights, optimizer state, losses and gradient norm bit for bit: the weighted loss
+    kernels and the L2 decay scaled by m / S (docs/spec.md §4) on both paths."""
+    w = _weights()
+    a, oa, ha = _weighted_fit(backend, loss, make_opt, dtype, "epoch", monkeypatch, w)
+    b, ob, hb = _weighted_fit(backend, loss, make_opt, dtype, "step", monkeypatch, w)
+    np.testing.assert_array_equal(a.params, b.params)
+    for name in oa.state:
+        np.testing.assert_array_equal(oa.state[name], ob.state[name], err_msg=name)
+    assert oa.t == ob.t == 3 * 5
+    assert ha.history["loss"] == hb.history["loss"]
+    assert ha.history.get("accuracy") == hb.history.get("accuracy")
+    assert oa.last_grad_norm == ob.last_grad_norm
+    # the weights changed the training
+    c, _, _ = _weighted_fit(backend, loss, make_opt, dtype, "epoch", monkeypatch, None)
+    assert not np.array_equal(a.params, c.params)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("path", ["epoch", "step"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "binary_cross_entropy", "mse", "poisson"])
+def test_unit_weights_train_exactly_as_no_weights(backend, dtype, path, loss, monkeypatch):
+    """Weights of 1 change no bit (w * l = l, S = m, the decay scale m / S = 1)."""
+    ones = np.ones(150)
+    a, oa, ha = _weighted_fit(backend, loss, OPTIMIZERS[1], dtype, path, monkeypatch, ones)
+    b, ob, hb = _weighted_fit(backend, loss, OPTIMIZERS[1], dtype, path, monkeypatch, None)
+    np.testing.assert_array_equal(a.params, b.params)
+    assert ha.history["loss"] == hb.history["loss"]
+    assert oa.last_grad_norm == ob.last_grad_norm
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_weighted_epoch_kernel_equals_the_reference_contract(backend, dtype, monkeypatch):
+    """relu with mse and plain SGD with L2 (no transcendental on the path): the
+    compiled epoch kernels give the NumPy reference contract's weights bit for bit."""
+    w = _weights()
+    runs = [
+        _weighted_fit(
+            backend,
+            "mse",
+            lambda: Momentum(lr=0.05, weight_decay=1e-2),
+            dtype,
+            path,
+            monkeypatch,
+            w,
+            acts=["relu", "leaky_relu"],
+        )
+        for path in ("epoch", "reference")
+    ]
+    np.testing.assert_array_equal(runs[0][0].params, runs[1][0].params)
+    assert runs[0][2].history["loss"] == runs[1][2].history["loss"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_weighted_batch_norm_and_dropout_epoch_kernel_equals_step_path(backend, dtype, monkeypatch):
+    w = _weights()
+    kw = dict(batch_norm=True, dropout=[0.3, 0.2])
+    a, oa, _ = _weighted_fit(backend, "mse", OPTIMIZERS[1], dtype, "epoch", monkeypatch, w, **kw)
+    b, ob, _ = _weighted_fit(backend, "mse", OPTIMIZERS[1], dtype, "step", monkeypatch, w, **kw)
+    np.testing.assert_array_equal(a.params, b.params)
+    np.testing.assert_array_equal(a.buffers, b.buffers)
+    assert oa.last_grad_norm == ob.last_grad_norm
+
+
+def test_weighted_epochs_agree_across_backends():
+    """relu mse with weights: the same bits on every backend (docs/spec.md §11)."""
+    X, y = _data("mse")
+    w = _weights()
+    nets = []
+    for backend in BACKENDS:
+        net = fastnn.MLP([5, 12, 2], "relu", backend=backend, random_state=4)
+        fastnn.fit(
+            net, X, y, optimizer=Momentum(lr=0.05, weight_decay=1e-2), epochs=2, sample_weight=w
+        )
+        nets.append(net)
+    for net in nets[1:]:
+        np.testing.assert_array_equal(nets[0].params, net.params)
+
+
+@pytest.mark.parametrize("path", ["epoch", "step"])
+@pytest.mark.parametrize(
+    "weights, error, match",
+    [
+        (np.ones(149), ValueError, r"sample_weight must have one weight per sample"),
+        (np.ones((150, 1)), ValueError, r"sample_weight must be a 1-D array"),
+        (np.r_[-1.0, np.ones(149)], ValueError, r"sample_weight must be non-negative"),
+        (np.r_[np.nan, np.ones(149)], ValueError, r"sample_weight contains NaN or infinity"),
+        (np.r_[np.inf, np.ones(149)], ValueError, r"sample_weight contains NaN or infinity"),
+        (np.zeros(150), ValueError, r"sample_weight must contain at least one non-zero"),
+        (np.r_[np.zeros(32), np.ones(118)], ValueError, r"sample_weight: the weights of batch 0"),
+        (np.array(["a"] * 150), TypeError, r"sample_weight must hold real numbers"),
+        (np.ones(150, bool), TypeError, r"sample_weight must hold real numbers"),
+    ],
+    ids=["short", "2-D", "negative", "nan", "inf", "all zero", "zero batch", "str", "bool"],
+)
+def test_bad_sample_weights_are_refused_before_training(path, weights, error, match, monkeypatch):
+    X, y = _data("mse")
+    net = fastnn.MLP([5, 4, 2], "relu", random_state=0)
+    before = net.params.copy()
+    if path == "step":
+        monkeypatch.setattr(_epoch, "supports", lambda model, optimizer: False)
+    X, y = net.check_data(X, y)
+    with pytest.raises(error, match=match):
+        net.train_epoch(X, y, SGD(lr=0.1), 32, shuffle=False, sample_weight=weights)
+    np.testing.assert_array_equal(net.params, before)
+
+
+def test_a_scalar_sample_weight_weighs_every_row_alike(monkeypatch):
+    """A scalar c: the weighted means are the unweighted ones up to the rounding of c
+    l / (m c); with c = 1 exactly."""
+    a, _, _ = _weighted_fit("numpy", "mse", OPTIMIZERS[5], "float64", "epoch", monkeypatch, 1)
+    b, _, _ = _weighted_fit("numpy", "mse", OPTIMIZERS[5], "float64", "epoch", monkeypatch, None)
+    np.testing.assert_array_equal(a.params, b.params)
+    c, _, _ = _weighted_fit("numpy", "mse", OPTIMIZERS[5], "float64", "epoch", monkeypatch, 3.0)
+    np.testing.assert_allclose(c.params, b.params, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_epoch_kernel_refuses_sample_weights_of_another_length(backend):
+    X, y = _data("mse")
+    net = fastnn.MLP([5, 4, 2], "relu", backend=backend, random_state=0)
+    X, y = net.check_data(X, y)
+    opt = SGD(lr=0.1)
+    calls = []
+    kernel = net.kernels._raw.train_epoch
+
+    def short_weights(*a):
+        calls.append(1)
+        return kernel(*a[:-1], np.ones(X.shape[0] - 1))
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(net.kernels._raw, "train_epoch", short_weights):
+        with pytest.raises(ValueError, match="sample_weight"):
+            net.train_epoch(X, y, opt, 32, sample_weight=np.ones(X.shape[0]))
+    assert calls

@@ -26,6 +26,7 @@ import numpy as np
 from . import _validation as v
 from . import registry
 from ._kernels.codes import ACTIVATION_CODES, DEFAULT_ALPHA
+from .losses import NO_WEIGHTS, check_sample_weight
 
 BACKENDS = ("numpy", "numba", "cython")
 
@@ -350,6 +351,9 @@ class Backend:
         return o.done()
 
     # --- losses ---------------------------------------------------------------------
+    # sample_weight: per-sample weights (m,) (m = the rows of the prediction; a 1-D
+    # prediction has one value per sample) or None; weighted, every value and gradient
+    # is the weighted mean, sum_i w_i l_i / sum_i w_i (docs/spec.md §4, "Sample weights").
     def _pair(self, y_pred, y, pred_name, *, ndim=None):
         p = v.float_array(y_pred, pred_name, ndim=ndim)
         t = v.float_array(y, "y", dtype=p.dtype)
@@ -358,48 +362,61 @@ class Backend:
             raise ValueError(f"{pred_name} is empty: a loss needs at least one sample")
         return p, t
 
-    def mse(self, y_pred, y) -> float:
-        """L = mean((y_pred - y)^2) over all elements."""
-        p, t = self._pair(y_pred, y, "y_pred")
-        return self._raw.mse(_flat(p), _flat(t))
+    @staticmethod
+    def _weights(sample_weight, p):
+        """The kernels' weights: float64 (m,) for the m = len(p) samples, or empty."""
+        if sample_weight is None:
+            return NO_WEIGHTS
+        m = p.shape[0] if p.ndim else 1
+        return check_sample_weight(sample_weight, m)
 
-    def mse_gradient(self, y_pred, y, out=None):
-        """dL/dy_pred = 2 (y_pred - y) / size."""
+    def mse(self, y_pred, y, sample_weight=None) -> float:
+        """L = mean((y_pred - y)^2) over all elements (weighted: sum_i w_i sum_j d_ij^2 /
+        (k sum_i w_i), k values per sample)."""
+        p, t = self._pair(y_pred, y, "y_pred")
+        return self._raw.mse(_flat(p), _flat(t), self._weights(sample_weight, p))
+
+    def mse_gradient(self, y_pred, y, out=None, sample_weight=None):
+        """dL/dy_pred = 2 (y_pred - y) / size (weighted: 2 w_i (y_pred - y) / (k S))."""
         _no_overlap({"out": out}, {"y_pred": y_pred, "y": y})
         p, t = self._pair(y_pred, y, "y_pred")
+        w = self._weights(sample_weight, p)
         o = _Output(out, "out", p.shape, p.dtype)
-        self._raw.mse_gradient(_flat(p), _flat(t), _flat(o.work))
+        self._raw.mse_gradient(_flat(p), _flat(t), _flat(o.work), w)
         return o.done()
 
-    def poisson(self, z, y) -> float:
+    def poisson(self, z, y, sample_weight=None) -> float:
         """L = mean(e^z - y z) over all elements; z the log of the predicted mean."""
         p, t = self._pair(z, y, "z")
-        return self._raw.poisson(_flat(p), _flat(t))
+        return self._raw.poisson(_flat(p), _flat(t), self._weights(sample_weight, p))
 
-    def poisson_gradient(self, z, y, out=None):
-        """dL/dz = (e^z - y) / size."""
+    def poisson_gradient(self, z, y, out=None, sample_weight=None):
+        """dL/dz = (e^z - y) / size (weighted: w_i (e^z - y) / (k S))."""
         _no_overlap({"out": out}, {"z": z, "y": y})
         p, t = self._pair(z, y, "z")
+        w = self._weights(sample_weight, p)
         o = _Output(out, "out", p.shape, p.dtype)
-        self._raw.poisson_gradient(_flat(p), _flat(t), _flat(o.work))
+        self._raw.poisson_gradient(_flat(p), _flat(t), _flat(o.work), w)
         return o.done()
 
     @staticmethod
     def _as_rows(a):
         return a.reshape(a.shape[0], -1)
 
-    def binary_cross_entropy(self, z, y) -> float:
+    def binary_cross_entropy(self, z, y, sample_weight=None) -> float:
         """``L = mean(max(z,0) - z y + log(1 + e^-|z|))`` on logits z (m,) or (m, k)."""
         p, t = self._pair(z, y, "z", ndim=(1, 2))
-        return self._raw.binary_cross_entropy(self._as_rows(p), self._as_rows(t))
+        w = self._weights(sample_weight, p)
+        return self._raw.binary_cross_entropy(self._as_rows(p), self._as_rows(t), w)
 
-    def binary_cross_entropy_gradient(self, z, y, out=None):
+    def binary_cross_entropy_gradient(self, z, y, out=None, sample_weight=None):
         """dL/dz = (sigmoid(z) - y) / m, m the number of samples (rows)."""
         _no_overlap({"out": out}, {"z": z, "y": y})
         p, t = self._pair(z, y, "z", ndim=(1, 2))
+        w = self._weights(sample_weight, p)
         o = _Output(out, "out", p.shape, p.dtype)
         self._raw.binary_cross_entropy_gradient(
-            self._as_rows(p), self._as_rows(t), self._as_rows(o.work)
+            self._as_rows(p), self._as_rows(t), self._as_rows(o.work), w
         )
         return o.done()
 
@@ -420,34 +437,39 @@ class Backend:
         v.check_shape(t, "y", z.shape)
         return z, t, False
 
-    def cross_entropy(self, z, y) -> float:
+    def cross_entropy(self, z, y, sample_weight=None) -> float:
         """L = mean(logsumexp(z) - z[y]); y class indices (m,) or one-hot (m, k)."""
         z, t, sparse = self._logits_targets(z, y)
-        return (self._raw.sparse_cross_entropy if sparse else self._raw.cross_entropy)(z, t)
+        w = self._weights(sample_weight, z)
+        return (self._raw.sparse_cross_entropy if sparse else self._raw.cross_entropy)(z, t, w)
 
-    def cross_entropy_gradient(self, z, y, out=None):
+    def cross_entropy_gradient(self, z, y, out=None, sample_weight=None):
         """dL/dz = (softmax(z) - onehot(y)) / m."""
         _no_overlap({"out": out}, {"z": z, "y": y})
         z, t, sparse = self._logits_targets(z, y)
+        w = self._weights(sample_weight, z)
         o = _Output(out, "out", z.shape, z.dtype)
         fn = self._raw.sparse_cross_entropy_gradient if sparse else self._raw.cross_entropy_gradient
-        fn(z, t, o.work)
+        fn(z, t, o.work, w)
         return o.done()
 
-    def sparse_cross_entropy(self, z, labels) -> float:
+    def sparse_cross_entropy(self, z, labels, sample_weight=None) -> float:
         """cross_entropy with int class indices ``labels`` (m,)."""
         z = self._logits(z)
         return self._raw.sparse_cross_entropy(
-            z, v.label_array(labels, "labels", z.shape[0], z.shape[1])
+            z,
+            v.label_array(labels, "labels", z.shape[0], z.shape[1]),
+            self._weights(sample_weight, z),
         )
 
-    def sparse_cross_entropy_gradient(self, z, labels, out=None):
+    def sparse_cross_entropy_gradient(self, z, labels, out=None, sample_weight=None):
         """cross_entropy_gradient with int class indices ``labels`` (m,)."""
         _no_overlap({"out": out}, {"z": z, "labels": labels})
         z = self._logits(z)
         labels = v.label_array(labels, "labels", z.shape[0], z.shape[1])
+        w = self._weights(sample_weight, z)
         o = _Output(out, "out", z.shape, z.dtype)
-        self._raw.sparse_cross_entropy_gradient(z, labels, o.work)
+        self._raw.sparse_cross_entropy_gradient(z, labels, o.work, w)
         return o.done()
 
     # --- optimizers -----------------------------------------------------------------
@@ -814,6 +836,8 @@ def _checked_as_raw(k: Backend) -> SimpleNamespace:
             kwargs = dict(zip(_params, args))
             if "activation" in kwargs:
                 kwargs["activation"] = names[int(kwargs["activation"])]
+            if "sample_weight" in kwargs and not np.size(kwargs["sample_weight"]):
+                kwargs["sample_weight"] = None  # the raw kernels' "no weights"
             return getattr(k, _name)(**kwargs)
 
         out[fname] = call

@@ -195,10 +195,14 @@ class EpochPlan:
         raise ValueError("every layer of the model is frozen: nothing to train")
 
 
-def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray, poll=None) -> dict:
+def train_epoch(
+    model, X, y, optimizer, batch_size: int, order: np.ndarray, poll=None, sample_weight=None
+) -> dict:
     """One epoch through the backend's ``train_epoch``; the logs of ``MLP.train_epoch``.
 
     ``poll(steps_done)`` is called after each compiled call (see ``MLP.train_epoch``).
+    ``sample_weight``: None, or the rows' weights as ``losses.check_sample_weight``
+    returns them (float64 (n,), C-contiguous), gathered by the kernel like y.
     """
     optimizer._bind(model)
     runs = optimizer._update_runs(model)
@@ -274,6 +278,7 @@ def train_epoch(model, X, y, optimizer, batch_size: int, order: np.ndarray, poll
                 model.buffers,
                 plan.bn_eps,
                 plan.bn_momentum,
+                sample_weight,
             )
             steps = int(stats[codes.STAT_STEPS])
             status = stats[codes.STAT_STATUS]

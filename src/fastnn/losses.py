@@ -23,6 +23,10 @@ Targets (``prepare_targets``):
   (n, n_outputs) (multi-label).
 - ``cross_entropy``: class indices (n,) in [0, n_classes) -- integers, or floats
   holding whole numbers -- or one-hot / probability rows (n, n_classes).
+
+Sample weights (``w``, float64 (m,), empty for none; :func:`check_sample_weight`
+prepares them): every value and gradient becomes the weighted mean, the batch's
+weight sum S in place of its m samples (docs/spec.md §4, "Sample weights").
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import numpy as np
 from . import _validation as v
 
 __all__ = [
+    "NO_WEIGHTS",
+    "check_sample_weight",
     "Loss",
     "MSE",
     "BinaryCrossEntropy",
@@ -40,6 +46,49 @@ __all__ = [
     "LOSSES",
     "get_loss",
 ]
+
+
+# The raw kernels' "no sample weights": an empty float64 array.
+NO_WEIGHTS = np.zeros(0)
+
+
+def check_sample_weight(sample_weight, n_samples: int, name: str = "sample_weight"):
+    """``sample_weight`` as the kernels take it: None (kept), or a C-contiguous float64
+    array of shape (n_samples,); a scalar is repeated for every sample.
+
+    Refused (ValueError / TypeError naming ``name``): non-real values, another shape or
+    length, NaN or infinity, negative weights, and weights that are all zero (the
+    weighted mean would be 0 / 0). Zero weights are allowed otherwise.
+    """
+    if sample_weight is None:
+        return None
+    if isinstance(sample_weight, (bool, np.bool_)):
+        raise TypeError(f"{name} must hold real numbers, got a boolean")
+    arr = _real_array(sample_weight, name)
+    if arr.dtype.kind == "b":
+        raise TypeError(f"{name} must hold real numbers, got booleans")
+    if arr.ndim == 0:
+        arr = np.full(n_samples, arr, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(
+            f"{name} must be a 1-D array of shape ({n_samples},) or a scalar, got an "
+            f"array of shape {arr.shape}"
+        )
+    if arr.shape[0] != n_samples:
+        raise ValueError(
+            f"{name} must have one weight per sample: shape ({n_samples},), got {arr.shape}"
+        )
+    with np.errstate(over="ignore"):
+        w = np.ascontiguousarray(arr, dtype=np.float64)
+    if not np.isfinite(w).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    if w.size and w.min() < 0:
+        raise ValueError(f"{name} must be non-negative, got a minimum of {w.min()}")
+    if w.size and not w.any():
+        raise ValueError(f"{name} must contain at least one non-zero weight")
+    if w is arr and not w.flags.writeable:
+        w = w.copy()
+    return w
 
 
 def _real_array(y, name: str) -> np.ndarray:
@@ -81,17 +130,21 @@ class Loss:
     is_classifier = False
     min_outputs = 1
 
-    def value(self, k, out: np.ndarray, y: np.ndarray) -> float:
-        """The mean loss over the batch, a Python float.
+    def value(self, k, out: np.ndarray, y: np.ndarray, w: np.ndarray = NO_WEIGHTS) -> float:
+        """The mean loss over the batch (weighted by ``w`` unless empty), a Python float.
 
         ``k`` is a backend's raw kernels (``Backend._internal``): ``out``, ``y`` and
         ``grad`` must be C-contiguous, of the model's dtype (int64 class indices for
-        sparse targets), as the model's workspaces and ``prepare_targets`` make them.
+        sparse targets), as the model's workspaces and ``prepare_targets`` make them;
+        ``w`` float64 (m,) or empty.
         """
         raise NotImplementedError
 
-    def gradient(self, k, out: np.ndarray, y: np.ndarray, grad: np.ndarray) -> np.ndarray:
-        """dL/d(out) written into ``grad`` (the shape of ``out``); includes the 1/m."""
+    def gradient(
+        self, k, out: np.ndarray, y: np.ndarray, grad: np.ndarray, w: np.ndarray = NO_WEIGHTS
+    ) -> np.ndarray:
+        """dL/d(out) written into ``grad`` (the shape of ``out``); includes the 1/m (1/S
+        with weights)."""
         raise NotImplementedError
 
     def prepare_targets(self, y, n_outputs: int, dtype, name: str = "y") -> np.ndarray:
@@ -121,11 +174,11 @@ class MSE(Loss):
 
     name = "mse"
 
-    def value(self, k, out, y):
-        return k.mse(out.reshape(-1), y.reshape(-1))
+    def value(self, k, out, y, w=NO_WEIGHTS):
+        return k.mse(out.reshape(-1), y.reshape(-1), w)
 
-    def gradient(self, k, out, y, grad):
-        k.mse_gradient(out.reshape(-1), y.reshape(-1), grad.reshape(-1))
+    def gradient(self, k, out, y, grad, w=NO_WEIGHTS):
+        k.mse_gradient(out.reshape(-1), y.reshape(-1), grad.reshape(-1), w)
         return grad
 
     def prepare_targets(self, y, n_outputs, dtype, name="y"):
@@ -172,11 +225,11 @@ class BinaryCrossEntropy(Loss):
     link = "sigmoid"
     is_classifier = True
 
-    def value(self, k, out, y):
-        return k.binary_cross_entropy(out, y)
+    def value(self, k, out, y, w=NO_WEIGHTS):
+        return k.binary_cross_entropy(out, y, w)
 
-    def gradient(self, k, out, y, grad):
-        k.binary_cross_entropy_gradient(out, y, grad)
+    def gradient(self, k, out, y, grad, w=NO_WEIGHTS):
+        k.binary_cross_entropy_gradient(out, y, grad, w)
         return grad
 
     def prepare_targets(self, y, n_outputs, dtype, name="y"):
@@ -209,12 +262,12 @@ class CrossEntropy(Loss):
     is_classifier = True
     min_outputs = 2
 
-    def value(self, k, out, y):
-        return (k.sparse_cross_entropy if y.ndim == 1 else k.cross_entropy)(out, y)
+    def value(self, k, out, y, w=NO_WEIGHTS):
+        return (k.sparse_cross_entropy if y.ndim == 1 else k.cross_entropy)(out, y, w)
 
-    def gradient(self, k, out, y, grad):
+    def gradient(self, k, out, y, grad, w=NO_WEIGHTS):
         fn = k.sparse_cross_entropy_gradient if y.ndim == 1 else k.cross_entropy_gradient
-        fn(out, y, grad)
+        fn(out, y, grad, w)
         return grad
 
     def prepare_targets(self, y, n_outputs, dtype, name="y"):
@@ -269,11 +322,11 @@ class Poisson(Loss):
     fused = True
     link = "exp"
 
-    def value(self, k, out, y):
-        return k.poisson(out.reshape(-1), y.reshape(-1))
+    def value(self, k, out, y, w=NO_WEIGHTS):
+        return k.poisson(out.reshape(-1), y.reshape(-1), w)
 
-    def gradient(self, k, out, y, grad):
-        k.poisson_gradient(out.reshape(-1), y.reshape(-1), grad.reshape(-1))
+    def gradient(self, k, out, y, grad, w=NO_WEIGHTS):
+        k.poisson_gradient(out.reshape(-1), y.reshape(-1), grad.reshape(-1), w)
         return grad
 
     def prepare_targets(self, y, n_outputs, dtype, name="y"):

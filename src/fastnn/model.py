@@ -72,7 +72,7 @@ from .layers import (
     layout,
     legacy_configs,
 )
-from .losses import Loss, get_loss
+from .losses import NO_WEIGHTS, Loss, check_sample_weight, get_loss
 from .optim import DivergenceError, Optimizer
 from .training import fit as _training_fit
 
@@ -780,11 +780,11 @@ class MLP:
             raise ValueError("every layer of the model is frozen: nothing to train")
         return lowest
 
-    def _backward(self, x, y, ws, out):
+    def _backward(self, x, y, ws, out, w=NO_WEIGHTS):
         k = self.kernels._internal
         lowest = self._lowest_trainable()
         g = ws.g
-        self.loss.gradient(k, out, y, g)
+        self.loss.gradient(k, out, y, g, w)
         for i in range(len(self.layers) - 1, lowest - 1, -1):
             g = self.layers[i].backward(k, ws.inputs[i], ws.layers[i], g, i > lowest)
 
@@ -826,32 +826,37 @@ class MLP:
         self._check_bn_batch(m, "xb")
         return m
 
-    def _loss_and_gradient(self, xb, yb) -> float:
+    def _loss_and_gradient(self, xb, yb, wb=NO_WEIGHTS) -> float:
         ws = self._space(self._train_spaces, _TrainSpace, self._check_batch(xb, yb))
         # Overflow on the way to a divergence is detected below and reported with
         # advice; NumPy's floating-point warnings would only add noise before it.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             out = self._forward_train(xb, ws)
-            loss = self.loss.value(self.kernels._internal, out, yb)
+            loss = self.loss.value(self.kernels._internal, out, yb, wb)
             self._last_output = out
             if not math.isfinite(loss):
                 raise DivergenceError(f"the loss is {loss}", what="loss", value=loss)
-            self._backward(xb, yb, ws, out)
+            self._backward(xb, yb, ws, out, wb)
         return loss
 
     @trains
-    def loss_and_gradient(self, X, y) -> float:
+    def loss_and_gradient(self, X, y, sample_weight=None) -> float:
         """Training-mode loss on (X, y), with its gradient written into ``model.grads``.
 
         Nothing is updated except the batch-norm running statistics (and the dropout
         stream). Gradients of frozen layers (below the lowest trainable one) are not
         computed. Useful for gradient checks and custom optimizers.
+
+        ``sample_weight`` (n,), optional: non-negative per-sample weights, not all zero;
+        the loss and its gradient are then the weighted means, ``sum_i w_i l_i / sum_i
+        w_i`` (docs/spec.md §4, "Sample weights").
         """
         X, y = self.check_data(X, y)
-        return self._loss_and_gradient(X, y)
+        w = check_sample_weight(sample_weight, X.shape[0])
+        return self._loss_and_gradient(X, y, NO_WEIGHTS if w is None else w)
 
     @trains
-    def train_step(self, xb: np.ndarray, yb: np.ndarray, optimizer) -> float:
+    def train_step(self, xb: np.ndarray, yb: np.ndarray, optimizer, sample_weight=None) -> float:
         """One optimizer step on the batch (xb, yb); returns the batch loss.
 
         ``xb`` (m, n_features) in the model's dtype and ``yb`` as returned by
@@ -859,14 +864,27 @@ class MLP:
         is forward (training mode), loss, backward, then ``optimizer.step(self)``; it
         is the unit a compiled whole-step path would replace.
 
+        ``sample_weight`` (m,), optional: the batch's per-sample weights (non-negative,
+        not all zero). The loss and gradient are the weighted means (normalised by the
+        weight sum S instead of m) and the optimizer's L2 ``weight_decay`` (not
+        AdamW's decoupled decay) is scaled by m / S for this step, as scikit-learn
+        normalises its ``alpha`` term (docs/spec.md §4, "Sample weights").
+
         Raises
         ------
         DivergenceError
             When the loss or the gradient is not finite. Parameters are untouched then.
         """
-        loss = self._loss_and_gradient(xb, yb)
-        with np.errstate(over="ignore", invalid="ignore"):
-            optimizer.step(self)
+        if sample_weight is None:
+            loss = self._loss_and_gradient(xb, yb)
+            with np.errstate(over="ignore", invalid="ignore"):
+                optimizer.step(self)
+            return loss
+        wb = check_sample_weight(sample_weight, self._check_batch(xb, yb))
+        loss = self._loss_and_gradient(xb, yb, wb)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            scale = float(np.float64(wb.size) / np.sum(wb))
+            optimizer.step(self, decay_scale=scale)
         return loss
 
     def _batches(self, n, batch_size):
@@ -921,6 +939,22 @@ class MLP:
             raise ValueError(f"y must be C-contiguous{hint}")
         return X, y, batch_size
 
+    def _check_batch_weights(self, w, order, batch_size):
+        """ValueError naming sample_weight when a batch of the epoch has weights summing
+        to 0 (its weighted mean loss would be 0 / 0; scikit-learn raises
+        ZeroDivisionError there)."""
+        bounds = self._batches(w.shape[0], batch_size)
+        rows = w if order is None else w[order]
+        sums = np.add.reduceat(rows, [s for s, _ in bounds])
+        empty = np.flatnonzero(sums == 0)
+        if empty.size:
+            s, e = bounds[int(empty[0])]
+            raise ValueError(
+                f"sample_weight: the weights of batch {int(empty[0])} of this epoch (rows "
+                f"{s}:{e} of its order) are all zero, so its weighted mean loss is undefined; "
+                f"use a larger batch_size or give those rows some weight"
+            )
+
     @trains
     def train_epoch(
         self,
@@ -933,6 +967,7 @@ class MLP:
         order=None,
         on_step=None,
         poll=None,
+        sample_weight=None,
     ) -> dict:
         """One pass over (X, y) in mini-batches; returns ``{"loss", "accuracy"?}``.
 
@@ -959,13 +994,23 @@ class MLP:
             Called between compiled calls (after every step on the step-by-step path)
             with the number of steps completed in this epoch; it may raise (e.g.
             ``KeyboardInterrupt``) to stop at a step boundary.
+        sample_weight : array of float (n,), optional
+            Non-negative weights of the rows of X (a scalar weighs all alike), gathered
+            with the batches. Each batch's loss and gradient are its weighted means
+            (divided by the batch's weight sum S instead of its m rows) and the L2
+            ``weight_decay`` of the step is scaled by m / S (docs/spec.md §4, "Sample
+            weights"); the logged ``loss`` stays the mean of the batch losses weighted
+            by their row counts (as scikit-learn's ``loss_curve_``), accuracy is
+            unweighted. Unit weights train exactly as no weights.
 
         Raises
         ------
         TypeError, ValueError
             For X or y not as :meth:`check_data` returns them (another dtype, shape or
             layout; X empty) and for a batch_size that is not an integer >= 1, or below
-            2 (X of one row) when a batch-normalised layer trains.
+            2 (X of one row) when a batch-normalised layer trains. For a
+            ``sample_weight`` of another length, with a negative, NaN or infinite
+            weight, or with a batch of this epoch whose weights are all zero.
         """
         X, y, batch_size = self._check_prepared(X, y, batch_size)
         n = X.shape[0]
@@ -985,21 +1030,26 @@ class MLP:
             order = v.index_array(order, "order", n, n, "row indices", "one row index per sample")
         elif shuffle:
             order = self.rngs["shuffle"].permutation(n)
+        w = check_sample_weight(sample_weight, n)
+        if w is not None:
+            self._check_batch_weights(w, order, batch_size)
         if on_step is None and _epoch.supports(self, optimizer):
             if order is None:
                 order = np.arange(n, dtype=np.int64)
-            return _epoch.train_epoch(self, X, y, optimizer, batch_size, order, poll)
+            return _epoch.train_epoch(self, X, y, optimizer, batch_size, order, poll, w)
         total, correct = 0.0, 0
         classify = self.loss.is_classifier
         for j, (s, e) in enumerate(self._batches(n, batch_size)):
             if order is None:
                 xb, yb = X[s:e], y[s:e]
+                wb = None if w is None else w[s:e]
             else:
                 ws = self._space(self._train_spaces, _TrainSpace, e - s)
                 idx = order[s:e]
                 xb = np.take(X, idx, axis=0, out=ws.xb, mode="clip")
                 yb = np.take(y, idx, axis=0, out=ws.target_buffer(y), mode="clip")
-            loss = self.train_step(xb, yb, optimizer)
+                wb = None if w is None else w[idx]
+            loss = self.train_step(xb, yb, optimizer, sample_weight=wb)
             total += loss * (e - s)
             if classify:
                 correct += self.loss.n_correct(self._last_output, yb)

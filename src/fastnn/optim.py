@@ -170,8 +170,17 @@ class Optimizer:
             self._runs_key, self._runs = key, tuple(runs)
         return self._runs
 
-    def step(self, model) -> float:
+    # False for a decoupled decay (AdamW): not an L2 term of the loss, so not scaled by a
+    # weighted batch's m / S.
+    _decay_in_loss = True
+
+    def step(self, model, *, decay_scale: float = 1.0) -> float:
         """Update ``model.params`` in place from ``model.grads``; returns the gradient norm.
+
+        ``decay_scale`` multiplies ``weight_decay`` for this step (an L2 term, not
+        AdamW's decoupled decay): a batch with sample weights passes m / S, so that the
+        L2 term is normalised by the batch's weight sum as its loss is
+        (:meth:`fastnn.MLP.train_step`, docs/spec.md §4 "Sample weights").
 
         Raises
         ------
@@ -198,9 +207,12 @@ class Optimizer:
                 k.scale_inplace(g[s:e], factor)
         lr = self.lr
         self.t += 1
+        decay = self.weight_decay
+        if decay_scale != 1.0 and self._decay_in_loss:
+            decay = self.weight_decay * decay_scale
         for s, e, decayed in runs:
             st = {name: arr[s:e] for name, arr in self.state.items()}
-            self._update(k, p[s:e], g[s:e], st, lr, self.weight_decay if decayed else 0.0)
+            self._update(k, p[s:e], g[s:e], st, lr, decay if decayed else 0.0)
         return norm
 
     def _update(self, k, param, grad, state, lr, weight_decay):
@@ -441,6 +453,7 @@ class AdamW(Adam):
     """
 
     name = "adamw"
+    _decay_in_loss = False
 
     def __init__(
         self,

@@ -37,6 +37,7 @@ import numpy as np
 
 from . import _validation as v
 from ._guard import trains_model
+from .losses import check_sample_weight
 from .optim import DivergenceError, Optimizer, get_optimizer
 
 __all__ = ["fit", "History", "Callback", "LambdaCallback", "EarlyStopping", "ModelCheckpoint"]
@@ -367,6 +368,7 @@ def run_epochs(
     order: Callable[[int], np.ndarray | None] | None = None,
     before_epoch: Callable[[int], None] | None = None,
     rollback: bool = True,
+    sample_weight: np.ndarray | None = None,
 ) -> None:
     """The epoch loop under :func:`fit` and the scikit-learn estimators' stochastic
     solvers: what both must do the same way lives here once.
@@ -395,6 +397,8 @@ def run_epochs(
         Runs before the rollback copy (the estimators set the epoch's learning rate).
     rollback : bool
         Keep the copy that undoes an epoch whose update made the weights non-finite.
+    sample_weight : ndarray (n,) or None
+        The rows' weights (``MLP.train_epoch``).
 
     Raises
     ------
@@ -423,7 +427,14 @@ def run_epochs(
                     snapshot = _take_snapshot(model, optimizer, snapshot)
                 rows = order(epoch) if order is not None else None
                 logs = model.train_epoch(
-                    X, y, optimizer, batch_size, shuffle=shuffle, order=rows, poll=poll
+                    X,
+                    y,
+                    optimizer,
+                    batch_size,
+                    shuffle=shuffle,
+                    order=rows,
+                    poll=poll,
+                    sample_weight=sample_weight,
                 )
                 if not _all_finite(model.params, model.buffers):
                     raise DivergenceError("the weights became non-finite", what="weights")
@@ -459,7 +470,7 @@ def _format_logs(logs):
     return " - ".join(parts)
 
 
-def _split(model, X, y, validation_split):
+def _split(model, X, y, validation_split, w=None):
     n = X.shape[0]
     n_val = math.ceil(n * validation_split)
     if n_val < 1 or n - n_val < 1:
@@ -469,7 +480,7 @@ def _split(model, X, y, validation_split):
         )
     order = model.rngs["split"].permutation(n)
     val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
-    return X[train], y[train], X[val], y[val]
+    return X[train], y[train], X[val], y[val], (None if w is None else w[train])
 
 
 def _all_finite(*arrays):
@@ -493,6 +504,7 @@ def fit(
     verbose: int = 0,
     progress: bool = False,
     rollback: bool = True,
+    sample_weight=None,
 ) -> History:
     """Train ``model`` on (X, y) for ``epochs`` epochs of mini-batches.
 
@@ -529,6 +541,13 @@ def fit(
         Keep a copy of the parameters and optimizer state from the start of each epoch,
         so that a divergence that made the weights themselves non-finite can be undone
         (costs one more copy of parameters and optimizer state).
+    sample_weight : array-like (n_samples,) or None
+        Non-negative weights of the training samples (not all zero; a scalar weighs
+        all alike). Each batch's loss and gradient are then weighted means, normalised
+        by the batch's weight sum, and the L2 ``weight_decay`` by the same factor
+        (see :meth:`fastnn.MLP.train_epoch` and docs/spec.md §4, "Sample weights");
+        with ``validation_split`` the held-out rows' weights are dropped. Validation
+        metrics are unweighted. A batch whose weights are all zero raises ValueError.
 
     Returns
     -------
@@ -558,6 +577,7 @@ def fit(
         raise ValueError("give validation_data or validation_split, not both")
 
     X, y = model.check_data(X, y)
+    w = check_sample_weight(sample_weight, X.shape[0])
     Xv = yv = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -565,7 +585,7 @@ def fit(
         Xv = _check_named(model, validation_data[0], "X_val")
         yv = model.check_targets(validation_data[1], Xv.shape[0], name="y_val")
     elif validation_split:
-        X, y, Xv, yv = _split(model, X, y, validation_split)
+        X, y, Xv, yv, w = _split(model, X, y, validation_split, w)
     has_val = Xv is not None
     batch_size = min(batch_size, X.shape[0])
 
@@ -642,6 +662,7 @@ def fit(
             before_epoch=before_epoch,
             after_epoch=after_epoch,
             rollback=rollback,
+            sample_weight=w,
         )
     except Diverged as diverged:
         history.stop_reason = "diverged"

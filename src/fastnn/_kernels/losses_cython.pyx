@@ -4,6 +4,11 @@ Losses return a Python float: per-sample terms in float64 (mse's square in the a
 dtype, as the reference), added in NumPy's pairwise order, divided by the count.
 Gradients with exp are evaluated in float64 and rounded once; mse_gradient stays in the
 array dtype. Arguments come checked from ``fastnn.backend("cython")``.
+
+Sample weights (``fastnn.reference.losses``): w a float64 array of the m samples, NULL
+(an empty array in the wrappers) for none. Weighted, sample i's terms are multiplied by
+w_i and the count m becomes S = sum w (pairwise); the row losses use w_i = 1, S = m
+without weights, which changes no bit.
 """
 
 from cython cimport floating
@@ -36,9 +41,29 @@ cdef enum:
 
 # --- helpers -------------------------------------------------------------------------
 
-cdef double _sq_diff_sum(const floating* p, const floating* y,
-                         Py_ssize_t n) noexcept nogil:
-    """Pairwise float64 sum of (p - y)^2, the square taken in the array dtype."""
+cdef inline double _weight(const double* w, Py_ssize_t i) noexcept nogil:
+    """w[i], or 1.0 without weights (x * 1.0 is x)."""
+    return 1.0 if w == NULL else w[i]
+
+
+cdef inline double _weight_sum(const double* w, Py_ssize_t m) noexcept nogil:
+    """S = pairwise float64 sum of the m weights (np.sum), or m without weights."""
+    return <double>m if w == NULL else 0.0 + pw_sum(w, m)
+
+
+cdef inline void _weigh(double* buf, Py_ssize_t n, const double* w, Py_ssize_t k,
+                        Py_ssize_t lo) noexcept nogil:
+    """buf[i] *= w[(lo + i) // k] (element lo + i belongs to sample (lo + i) // k)."""
+    cdef Py_ssize_t i
+    if w != NULL:
+        for i in range(n):
+            buf[i] = w[(lo + i) // k] * buf[i]
+
+
+cdef double _sq_diff_sum(const floating* p, const floating* y, Py_ssize_t n,
+                         const double* w, Py_ssize_t k, Py_ssize_t lo) noexcept nogil:
+    """Pairwise float64 sum of (p - y)^2, the square taken in the array dtype; each
+    term times its sample's weight (p[0] is element lo) unless w is NULL."""
     cdef double buf[PW_BLOCK]
     cdef floating d
     cdef Py_ssize_t i, n2
@@ -46,9 +71,11 @@ cdef double _sq_diff_sum(const floating* p, const floating* y,
         for i in range(n):
             d = p[i] - y[i]
             buf[i] = d * d
+        _weigh(buf, n, w, k, lo)
         return pw_block(buf, n)
     n2 = pw_split(n)
-    return _sq_diff_sum(p, y, n2) + _sq_diff_sum(p + n2, y + n2, n - n2)
+    return (_sq_diff_sum(p, y, n2, w, k, lo)
+            + _sq_diff_sum(p + n2, y + n2, n - n2, w, k, lo + n2))
 
 
 cdef double _bce_sum(const floating* z, const floating* y, Py_ssize_t n) noexcept nogil:
@@ -65,9 +92,9 @@ cdef double _bce_sum(const floating* z, const floating* y, Py_ssize_t n) noexcep
     return _bce_sum(z, y, n2) + _bce_sum(z + n2, y + n2, n - n2)
 
 
-cdef double _poisson_sum(const floating* z, const floating* y,
-                         Py_ssize_t n) noexcept nogil:
-    """Pairwise float64 sum of e^z - y z."""
+cdef double _poisson_sum(const floating* z, const floating* y, Py_ssize_t n,
+                         const double* w, Py_ssize_t k, Py_ssize_t lo) noexcept nogil:
+    """Pairwise float64 sum of e^z - y z, weighted as _sq_diff_sum."""
     cdef double buf[PW_BLOCK]
     cdef double x
     cdef Py_ssize_t i, n2
@@ -75,22 +102,25 @@ cdef double _poisson_sum(const floating* z, const floating* y,
         for i in range(n):
             x = z[i]
             buf[i] = exp(x) - <double>y[i] * x
+        _weigh(buf, n, w, k, lo)
         return pw_block(buf, n)
     n2 = pw_split(n)
-    return _poisson_sum(z, y, n2) + _poisson_sum(z + n2, y + n2, n - n2)
+    return (_poisson_sum(z, y, n2, w, k, lo)
+            + _poisson_sum(z + n2, y + n2, n - n2, w, k, lo + n2))
 
 
 cdef double _bce_rows(const floating* z, const floating* y, Py_ssize_t m,
-                      Py_ssize_t k) noexcept nogil:
-    """Pairwise sum over rows of each row's own sum of the k binary terms."""
+                      Py_ssize_t k, const double* w) noexcept nogil:
+    """Pairwise sum over rows of each row's own sum of the k binary terms (times w_i)."""
     cdef double buf[PW_BLOCK]
     cdef Py_ssize_t i, m2
     if m <= PW_BLOCK:
         for i in range(m):
-            buf[i] = 0.0 + _bce_sum(z + i * k, y + i * k, k)
+            buf[i] = _weight(w, i) * (0.0 + _bce_sum(z + i * k, y + i * k, k))
         return pw_block(buf, m)
     m2 = pw_split(m)
-    return _bce_rows(z, y, m2, k) + _bce_rows(z + m2 * k, y + m2 * k, m - m2, k)
+    return (_bce_rows(z, y, m2, k, w)
+            + _bce_rows(z + m2 * k, y + m2 * k, m - m2, k, NULL if w == NULL else w + m2))
 
 
 cdef inline double _row_max(const floating* row, Py_ssize_t k) noexcept nogil:
@@ -125,130 +155,160 @@ cdef double _ce_row(const floating* z, const floating* y, Py_ssize_t k,
 
 
 cdef double _ce_rows(const floating* z, const floating* y, Py_ssize_t m, Py_ssize_t k,
-                     double* work) noexcept nogil:
-    """Pairwise sum over rows of _ce_row."""
+                     double* work, const double* w) noexcept nogil:
+    """Pairwise sum over rows of w_i _ce_row."""
     cdef double buf[PW_BLOCK]
     cdef Py_ssize_t i, m2
     if m <= PW_BLOCK:
         for i in range(m):
-            buf[i] = _ce_row(z + i * k, y + i * k, k, work)
+            buf[i] = _weight(w, i) * _ce_row(z + i * k, y + i * k, k, work)
         return pw_block(buf, m)
     m2 = pw_split(m)
-    return (_ce_rows(z, y, m2, k, work)
-            + _ce_rows(z + m2 * k, y + m2 * k, m - m2, k, work))
+    return (_ce_rows(z, y, m2, k, work, w)
+            + _ce_rows(z + m2 * k, y + m2 * k, m - m2, k, work,
+                       NULL if w == NULL else w + m2))
 
 
 cdef double _sparse_ce_rows(const floating* z, const int64_t* labels, Py_ssize_t m,
-                            Py_ssize_t k, double* work) noexcept nogil:
-    """Pairwise sum over rows of log sum e^(z - max z) - (z[label] - max z)."""
+                            Py_ssize_t k, double* work, const double* w) noexcept nogil:
+    """Pairwise sum over rows of w_i (log sum e^(z - max z) - (z[label] - max z))."""
     cdef double buf[PW_BLOCK]
     cdef double mx
     cdef Py_ssize_t i, m2
     if m <= PW_BLOCK:
         for i in range(m):
             mx = _row_max(z + i * k, k)
-            buf[i] = (log(_exp_shifted(z + i * k, k, mx, work))
-                      - (<double>z[i * k + labels[i]] - mx))
+            buf[i] = _weight(w, i) * (log(_exp_shifted(z + i * k, k, mx, work))
+                                      - (<double>z[i * k + labels[i]] - mx))
         return pw_block(buf, m)
     m2 = pw_split(m)
-    return (_sparse_ce_rows(z, labels, m2, k, work)
-            + _sparse_ce_rows(z + m2 * k, labels + m2, m - m2, k, work))
+    return (_sparse_ce_rows(z, labels, m2, k, work, w)
+            + _sparse_ce_rows(z + m2 * k, labels + m2, m - m2, k, work,
+                              NULL if w == NULL else w + m2))
 
 
 # --- C-level kernels -----------------------------------------------------------------
 
-cdef double c_mse(const floating* y_pred, const floating* y, Py_ssize_t n) noexcept nogil:
-    """mean((y_pred - y)^2) over n values."""
+cdef double c_mse(const floating* y_pred, const floating* y, Py_ssize_t n,
+                  const double* w, Py_ssize_t k) noexcept nogil:
+    """mean((y_pred - y)^2) over n values; weighted (w not NULL: n / k samples of k
+    values) sum w_i d^2 / (S k)."""
     cdef double total = 0.0
     cdef Py_ssize_t start = 0, chunk
     if floating is float:
         while start < n:
             chunk = n - start if n - start < CAST_BUFSIZE else CAST_BUFSIZE
-            total = total + _sq_diff_sum(y_pred + start, y + start, chunk)
+            total = total + _sq_diff_sum(y_pred + start, y + start, chunk, w, k, start)
             start = start + chunk
     else:
-        total = total + _sq_diff_sum(y_pred, y, n)
-    return total / n
+        total = total + _sq_diff_sum(y_pred, y, n, w, k, 0)
+    if w == NULL:
+        return total / n
+    return total / (_weight_sum(w, n // k) * k)
 
 
 cdef void c_mse_gradient(const floating* y_pred, const floating* y, Py_ssize_t n,
-                         floating* out) noexcept nogil:
-    """out = 2 (y_pred - y) / n in the array dtype (n rounded to it, as NumPy does)."""
+                         floating* out, const double* w, Py_ssize_t k) noexcept nogil:
+    """out = 2 (y_pred - y) / n in the array dtype (n rounded to it, as NumPy does);
+    weighted ((2 w_i) (y_pred - y)) / (S k) in float64, rounded once."""
     cdef floating two = 2
     cdef floating size = <floating>n
+    cdef floating d
+    cdef double norm
     cdef Py_ssize_t i
+    if w == NULL:
+        for i in range(n):
+            out[i] = (two * (y_pred[i] - y[i])) / size
+        return
+    norm = _weight_sum(w, n // k) * k
     for i in range(n):
-        out[i] = (two * (y_pred[i] - y[i])) / size
+        d = y_pred[i] - y[i]
+        out[i] = <floating>(((2.0 * w[i // k]) * <double>d) / norm)
 
 
-cdef double c_poisson(const floating* z, const floating* y, Py_ssize_t n) noexcept nogil:
-    """mean(e^z - y z) over n values, the terms in float64."""
-    return (0.0 + _poisson_sum(z, y, n)) / n
+cdef double c_poisson(const floating* z, const floating* y, Py_ssize_t n,
+                      const double* w, Py_ssize_t k) noexcept nogil:
+    """mean(e^z - y z) over n values, the terms in float64; weighted as c_mse."""
+    cdef double total = 0.0 + _poisson_sum(z, y, n, w, k, 0)
+    if w == NULL:
+        return total / n
+    return total / (_weight_sum(w, n // k) * k)
 
 
 cdef void c_poisson_gradient(const floating* z, const floating* y, Py_ssize_t n,
-                             floating* out) noexcept nogil:
-    """out = (e^z - y) / n, in float64, rounded once."""
+                             floating* out, const double* w, Py_ssize_t k) noexcept nogil:
+    """out = (w_i (e^z - y)) / (S k) (w_i = 1, S k = n unweighted), in float64, rounded
+    once."""
     cdef Py_ssize_t i
     cdef double size = n
+    if w != NULL:
+        size = _weight_sum(w, n // k) * k
+    else:
+        k = 1
     for i in range(n):
-        out[i] = <floating>((exp(<double>z[i]) - <double>y[i]) / size)
+        out[i] = <floating>((_weight(w, i // k) * (exp(<double>z[i]) - <double>y[i])) / size)
 
 
 cdef double c_binary_cross_entropy(const floating* z, const floating* y, Py_ssize_t m,
-                                   Py_ssize_t k) noexcept nogil:
-    """mean over the m rows of sum_k max(z, 0) - z y + log(1 + e^-|z|)."""
-    return (0.0 + _bce_rows(z, y, m, k)) / m
+                                   Py_ssize_t k, const double* w) noexcept nogil:
+    """mean over the m rows of sum_k max(z, 0) - z y + log(1 + e^-|z|); weighted
+    sum_i w_i row_i / S."""
+    return (0.0 + _bce_rows(z, y, m, k, w)) / _weight_sum(w, m)
 
 
 cdef void c_binary_cross_entropy_gradient(const floating* z, const floating* y,
-                                          Py_ssize_t m, Py_ssize_t k,
-                                          floating* out) noexcept nogil:
-    """out = (sigmoid(z) - y) / m, in float64, rounded once."""
+                                          Py_ssize_t m, Py_ssize_t k, floating* out,
+                                          const double* w) noexcept nogil:
+    """out = (w_i (sigmoid(z) - y)) / S (w_i = 1, S = m unweighted), in float64,
+    rounded once."""
     cdef Py_ssize_t i
-    cdef double rows = m
+    cdef double norm = _weight_sum(w, m)
     for i in range(m * k):
-        out[i] = <floating>((sigmoid_wide(z[i]) - <double>y[i]) / rows)
+        out[i] = <floating>((_weight(w, i // k) * (sigmoid_wide(z[i]) - <double>y[i]))
+                            / norm)
 
 
 cdef double c_cross_entropy(const floating* z, const floating* y, Py_ssize_t m,
-                            Py_ssize_t k, double* work) noexcept nogil:
-    """mean over rows of -sum_j y_j log softmax(z)_j."""
-    return (0.0 + _ce_rows(z, y, m, k, work)) / m
+                            Py_ssize_t k, double* work, const double* w) noexcept nogil:
+    """mean over rows of -sum_j y_j log softmax(z)_j; weighted sum_i w_i l_i / S."""
+    return (0.0 + _ce_rows(z, y, m, k, work, w)) / _weight_sum(w, m)
 
 
 cdef void c_cross_entropy_gradient(const floating* z, const floating* y, Py_ssize_t m,
-                                   Py_ssize_t k, floating* out,
-                                   double* work) noexcept nogil:
-    """out = (softmax(z) - y) / m, in float64, rounded once."""
+                                   Py_ssize_t k, floating* out, double* work,
+                                   const double* w) noexcept nogil:
+    """out = (w_i (softmax(z) - y)) / S (w_i = 1, S = m unweighted), in float64, rounded
+    once."""
     cdef Py_ssize_t i, j
-    cdef double s, rows = m
+    cdef double s, wi, norm = _weight_sum(w, m)
     for i in range(m):
         s = _exp_shifted(z + i * k, k, _row_max(z + i * k, k), work)
+        wi = _weight(w, i)
         for j in range(k):
-            out[i * k + j] = <floating>((work[j] / s - <double>y[i * k + j]) / rows)
+            out[i * k + j] = <floating>((wi * (work[j] / s - <double>y[i * k + j])) / norm)
 
 
 cdef double c_sparse_cross_entropy(const floating* z, const int64_t* labels,
-                                   Py_ssize_t m, Py_ssize_t k,
-                                   double* work) noexcept nogil:
-    """mean over rows of logsumexp(z) - z[label]."""
-    return (0.0 + _sparse_ce_rows(z, labels, m, k, work)) / m
+                                   Py_ssize_t m, Py_ssize_t k, double* work,
+                                   const double* w) noexcept nogil:
+    """mean over rows of logsumexp(z) - z[label]; weighted sum_i w_i l_i / S."""
+    return (0.0 + _sparse_ce_rows(z, labels, m, k, work, w)) / _weight_sum(w, m)
 
 
 cdef void c_sparse_cross_entropy_gradient(const floating* z, const int64_t* labels,
                                           Py_ssize_t m, Py_ssize_t k, floating* out,
-                                          double* work) noexcept nogil:
-    """out = (softmax(z) - onehot(labels)) / m, in float64, rounded once."""
+                                          double* work, const double* w) noexcept nogil:
+    """out = (w_i (softmax(z) - onehot(labels))) / S, in float64, rounded once."""
     cdef Py_ssize_t i, j
-    cdef double s, g, rows = m
+    cdef double s, g, wi, norm = _weight_sum(w, m)
     for i in range(m):
         s = _exp_shifted(z + i * k, k, _row_max(z + i * k, k), work)
+        wi = _weight(w, i)
         for j in range(k):
             g = work[j] / s
             if j == labels[i]:
                 g = g - 1
-            out[i * k + j] = <floating>(g / rows)
+            out[i * k + j] = <floating>((wi * g) / norm)
 
 
 # --- Python wrappers (the reference's signatures) ------------------------------------
@@ -260,44 +320,64 @@ cdef double* _work(Py_ssize_t k) except NULL:
     return work
 
 
-def mse(const floating[::1] y_pred, const floating[::1] y):
-    """mean((y_pred - y)^2); y_pred, y 1-D. Returns a Python float."""
+cdef inline const double* _weights(const double[::1] sample_weight) noexcept nogil:
+    """The weights' data, NULL for an empty array (no weights)."""
+    return NULL if sample_weight.shape[0] == 0 else &sample_weight[0]
+
+
+cdef inline Py_ssize_t _per_sample(Py_ssize_t n, const double[::1] sample_weight) noexcept nogil:
+    """Values per sample of a flat loss: n / m, 1 without weights."""
+    return 1 if sample_weight.shape[0] == 0 else n // sample_weight.shape[0]
+
+
+def mse(const floating[::1] y_pred, const floating[::1] y,
+        const double[::1] sample_weight):
+    """mean((y_pred - y)^2); y_pred, y 1-D; sample_weight (m,) or empty. Returns a
+    Python float."""
     cdef double res
-    if y_pred.shape[0] == 0:
+    cdef Py_ssize_t n = y_pred.shape[0]
+    if n == 0:
         return NAN
     with nogil:
-        res = c_mse(&y_pred[0], &y[0], y_pred.shape[0])
+        res = c_mse(&y_pred[0], &y[0], n, _weights(sample_weight),
+                    _per_sample(n, sample_weight))
     return res
 
 
-def mse_gradient(const floating[::1] y_pred, const floating[::1] y, floating[::1] out):
-    """out = 2 (y_pred - y) / size; all 1-D."""
-    if y_pred.shape[0]:
+def mse_gradient(const floating[::1] y_pred, const floating[::1] y, floating[::1] out,
+                 const double[::1] sample_weight):
+    """out = 2 (y_pred - y) / size (weighted: 2 w_i (y_pred - y) / (S k)); all 1-D."""
+    cdef Py_ssize_t n = y_pred.shape[0]
+    if n:
         with nogil:
-            c_mse_gradient(&y_pred[0], &y[0], y_pred.shape[0], &out[0])
+            c_mse_gradient(&y_pred[0], &y[0], n, &out[0], _weights(sample_weight),
+                           _per_sample(n, sample_weight))
 
 
-def binary_cross_entropy(const floating[:, ::1] z, const floating[:, ::1] y):
+def binary_cross_entropy(const floating[:, ::1] z, const floating[:, ::1] y,
+                         const double[::1] sample_weight):
     """mean over rows of sum_k (max(z, 0) - z y + log(1 + e^-|z|)); z, y (m, k).
     Returns a float."""
     cdef double res
     if z.shape[0] == 0 or z.shape[1] == 0:
         return NAN
     with nogil:
-        res = c_binary_cross_entropy(&z[0, 0], &y[0, 0], z.shape[0], z.shape[1])
+        res = c_binary_cross_entropy(&z[0, 0], &y[0, 0], z.shape[0], z.shape[1],
+                                     _weights(sample_weight))
     return res
 
 
 def binary_cross_entropy_gradient(const floating[:, ::1] z, const floating[:, ::1] y,
-                                  floating[:, ::1] out):
-    """out = (sigmoid(z) - y) / m; z, y, out (m, k)."""
+                                  floating[:, ::1] out, const double[::1] sample_weight):
+    """out = (sigmoid(z) - y) / m (weighted: w_i (...) / S); z, y, out (m, k)."""
     if z.shape[0] and z.shape[1]:
         with nogil:
             c_binary_cross_entropy_gradient(&z[0, 0], &y[0, 0], z.shape[0], z.shape[1],
-                                            &out[0, 0])
+                                            &out[0, 0], _weights(sample_weight))
 
 
-def cross_entropy(const floating[:, ::1] z, const floating[:, ::1] y):
+def cross_entropy(const floating[:, ::1] z, const floating[:, ::1] y,
+                  const double[::1] sample_weight):
     """mean over rows of -sum_k y_k log softmax(z)_k; z, y (m, k). Returns a float."""
     cdef Py_ssize_t m = z.shape[0], k = z.shape[1]
     cdef double res
@@ -306,25 +386,27 @@ def cross_entropy(const floating[:, ::1] z, const floating[:, ::1] y):
         return NAN
     work = _work(k)
     with nogil:
-        res = c_cross_entropy(&z[0, 0], &y[0, 0], m, k, work)
+        res = c_cross_entropy(&z[0, 0], &y[0, 0], m, k, work, _weights(sample_weight))
     free(work)
     return res
 
 
 def cross_entropy_gradient(const floating[:, ::1] z, const floating[:, ::1] y,
-                           floating[:, ::1] out):
-    """out = (softmax(z) - y) / m; z, y, out (m, k)."""
+                           floating[:, ::1] out, const double[::1] sample_weight):
+    """out = (softmax(z) - y) / m (weighted: w_i (...) / S); z, y, out (m, k)."""
     cdef Py_ssize_t m = z.shape[0], k = z.shape[1]
     cdef double* work
     if m == 0 or k == 0:
         return
     work = _work(k)
     with nogil:
-        c_cross_entropy_gradient(&z[0, 0], &y[0, 0], m, k, &out[0, 0], work)
+        c_cross_entropy_gradient(&z[0, 0], &y[0, 0], m, k, &out[0, 0], work,
+                                 _weights(sample_weight))
     free(work)
 
 
-def sparse_cross_entropy(const floating[:, ::1] z, const int64_t[::1] labels):
+def sparse_cross_entropy(const floating[:, ::1] z, const int64_t[::1] labels,
+                         const double[::1] sample_weight):
     """mean over rows of logsumexp(z) - z[label]; z (m, k), labels int64 (m,)."""
     cdef Py_ssize_t m = z.shape[0], k = z.shape[1]
     cdef double res
@@ -333,36 +415,44 @@ def sparse_cross_entropy(const floating[:, ::1] z, const int64_t[::1] labels):
         return NAN
     work = _work(k)
     with nogil:
-        res = c_sparse_cross_entropy(&z[0, 0], &labels[0], m, k, work)
+        res = c_sparse_cross_entropy(&z[0, 0], &labels[0], m, k, work,
+                                     _weights(sample_weight))
     free(work)
     return res
 
 
 def sparse_cross_entropy_gradient(const floating[:, ::1] z, const int64_t[::1] labels,
-                                  floating[:, ::1] out):
-    """out = (softmax(z) - onehot(labels)) / m; z, out (m, k), labels int64 (m,)."""
+                                  floating[:, ::1] out, const double[::1] sample_weight):
+    """out = (softmax(z) - onehot(labels)) / m (weighted: w_i (...) / S); z, out (m, k),
+    labels int64 (m,)."""
     cdef Py_ssize_t m = z.shape[0], k = z.shape[1]
     cdef double* work
     if m == 0 or k == 0:
         return
     work = _work(k)
     with nogil:
-        c_sparse_cross_entropy_gradient(&z[0, 0], &labels[0], m, k, &out[0, 0], work)
+        c_sparse_cross_entropy_gradient(&z[0, 0], &labels[0], m, k, &out[0, 0], work,
+                                        _weights(sample_weight))
     free(work)
 
 
-def poisson(const floating[::1] z, const floating[::1] y):
+def poisson(const floating[::1] z, const floating[::1] y, const double[::1] sample_weight):
     """mean(e^z - y z); z, y 1-D. Returns a Python float."""
     cdef double res
-    if z.shape[0] == 0:
+    cdef Py_ssize_t n = z.shape[0]
+    if n == 0:
         return NAN
     with nogil:
-        res = c_poisson(&z[0], &y[0], z.shape[0])
+        res = c_poisson(&z[0], &y[0], n, _weights(sample_weight),
+                        _per_sample(n, sample_weight))
     return res
 
 
-def poisson_gradient(const floating[::1] z, const floating[::1] y, floating[::1] out):
-    """out = (e^z - y) / size; all 1-D."""
-    if z.shape[0]:
+def poisson_gradient(const floating[::1] z, const floating[::1] y, floating[::1] out,
+                     const double[::1] sample_weight):
+    """out = (e^z - y) / size (weighted: w_i (...) / (S k)); all 1-D."""
+    cdef Py_ssize_t n = z.shape[0]
+    if n:
         with nogil:
-            c_poisson_gradient(&z[0], &y[0], z.shape[0], &out[0])
+            c_poisson_gradient(&z[0], &y[0], n, &out[0], _weights(sample_weight),
+                               _per_sample(n, sample_weight))

@@ -3,7 +3,10 @@
 Loss values are means in float64 summed in NumPy's pairwise order (``pairwise_sum``),
 so they equal the reference's ``np.mean`` bit for bit; gradients with exp or log are
 evaluated in float64 and rounded once. ``mse``/``mse_gradient`` take flat arrays, the
-cross-entropies (m, k) logits, one row per sample.
+cross-entropies (m, k) logits, one row per sample. ``sample_weight`` is a float64 (m,)
+array or empty (no weights): a weighted loss multiplies sample i's terms by w_i and
+divides by S = sum w (pairwise, float64) where the unweighted one divides by m; the
+row losses take w_i = 1.0 and S = m when unweighted, which changes no bit.
 """
 
 import numpy as np
@@ -17,6 +20,7 @@ from ._numba_common import (
     pairwise_combine,
     pairwise_descend,
     pairwise_stack,
+    pairwise_sum,
     pairwise_sum_ws,
 )
 
@@ -42,9 +46,9 @@ _SQUARED_ERROR, _POISSON = 0, 1  # the terms _pairwise_terms adds
 
 
 @jit_inline
-def _block_terms(u, v, lo, n, buf, kind):
+def _block_terms(u, v, w, k, lo, n, buf, kind):
     """Sum of one block of terms: (u[i] - v[i])^2 (in the array dtype, then widened) or
-    e^u - v u (in float64)."""
+    e^u - v u (in float64); times w[i // k] (float64) when w is not empty."""
     if kind == _SQUARED_ERROR:
         for j in range(n):
             d = u[lo + j] - v[lo + j]
@@ -53,54 +57,92 @@ def _block_terms(u, v, lo, n, buf, kind):
         for j in range(n):
             x = np.float64(u[lo + j])
             buf[j] = np.exp(x) - np.float64(v[lo + j]) * x
+    if w.size:
+        for j in range(n):
+            buf[j] = w[(lo + j) // k] * buf[j]
     return block_sum(buf, np.intp(0), n)
 
 
 @jit
-def _pairwise_terms(u, v, lo, n, buf, nodes, sums, kind):
+def _pairwise_terms(u, v, w, k, lo, n, buf, nodes, sums, kind):
     """Float64 sum of the terms of ``kind`` for i in [lo, lo + n), n >= 1, in NumPy's
-    pairwise order; buf a float64 block (PW_BLOCK), (nodes, sums) a float64
-    ``pairwise_stack``."""
+    pairwise order, weighted by w (k elements per sample) unless w is empty; buf a
+    float64 block (PW_BLOCK), (nodes, sums) a float64 ``pairwise_stack``."""
     if n <= PW_BLOCK:
-        return _block_terms(u, v, lo, n, buf, kind)
+        return _block_terms(u, v, w, k, lo, n, buf, kind)
     sp, cnt = pairwise_descend(nodes, 0, lo, n)
     while True:
-        sp, total, lo, n = pairwise_combine(nodes, sums, sp, _block_terms(u, v, lo, cnt, buf, kind))
+        block = _block_terms(u, v, w, k, lo, cnt, buf, kind)
+        sp, total, lo, n = pairwise_combine(nodes, sums, sp, block)
         if n == 0:
             return total
         sp, cnt = pairwise_descend(nodes, sp, lo, n)
 
 
+@jit_inline
+def _weight_sum(w, m, nodes, sums):
+    """S = the float64 pairwise sum of the weights (NumPy's np.sum), or m unweighted."""
+    if w.size == 0:
+        return np.float64(m)
+    return 0.0 + pairwise_sum_ws(w, w.size, nodes, sums)
+
+
+@jit_inline
+def _weight(w, i):
+    """w[i], or 1.0 without weights (x * 1.0 is x: the unweighted bits)."""
+    return w[i] if w.size else 1.0
+
+
+@jit_inline
+def _per_sample(w, size):
+    """Elements per sample of a flat loss: size / m, 1 without weights."""
+    return size // w.size if w.size else 1
+
+
 @jit
-def mse(y_pred, y):
-    """L = mean((y_pred - y)^2) over flat arrays, accumulated in float64."""
+def mse(y_pred, y, sample_weight):
+    """L = mean((y_pred - y)^2) over flat arrays, accumulated in float64; weighted
+    sum_i w_i sum_j d_ij^2 / (S k)."""
     buf = np.empty(PW_BLOCK)
     nodes, sums = pairwise_stack(buf)
-    return mse_ws(y_pred, y, buf, nodes, sums)
+    return mse_ws(y_pred, y, sample_weight, buf, nodes, sums)
 
 
 @jit
-def mse_ws(y_pred, y, buf, nodes, sums):
+def mse_ws(y_pred, y, w, buf, nodes, sums):
     """mse with its scratch given: buf float64 (>= PW_BLOCK), (nodes, sums) a float64
     ``pairwise_stack``."""
     n = y_pred.size
+    k = _per_sample(w, n)
     # NumPy sums float64 in one pairwise run, float32 cast buffer by buffer
     chunk = n if y_pred.itemsize == 8 else _NUMPY_BUFSIZE
     total = 0.0
     for lo in range(0, n, chunk):
         total += _pairwise_terms(
-            y_pred, y, lo, min(chunk, n - lo), buf, nodes, sums, _SQUARED_ERROR
+            y_pred, y, w, k, lo, min(chunk, n - lo), buf, nodes, sums, _SQUARED_ERROR
         )
-    return total / n
+    if w.size == 0:
+        return total / n
+    return total / (_weight_sum(w, 0, nodes, sums) * k)
 
 
 @jit
-def mse_gradient(y_pred, y, out):
-    """out = 2 (y_pred - y) / size over flat arrays, in the array dtype."""
-    two = cast_like(y_pred, 2.0)
-    size = cast_like(y_pred, y_pred.size)
+def mse_gradient(y_pred, y, out, sample_weight):
+    """out = 2 (y_pred - y) / size over flat arrays, in the array dtype; weighted
+    (2 w_i) (y_pred - y) / (S k) in float64 (the difference in the array dtype),
+    rounded once."""
+    w = sample_weight
+    if w.size == 0:
+        two = cast_like(y_pred, 2.0)
+        size = cast_like(y_pred, y_pred.size)
+        for i in range(y_pred.size):
+            out[i] = two * (y_pred[i] - y[i]) / size
+        return
+    k = _per_sample(w, y_pred.size)
+    norm = 0.0 + pairwise_sum(w, w.size)
+    norm = norm * k
     for i in range(y_pred.size):
-        out[i] = two * (y_pred[i] - y[i]) / size
+        out[i] = ((2.0 * w[i // k]) * np.float64(y_pred[i] - y[i])) / norm
 
 
 # --- binary cross-entropy: terms in float64 -------------------------------------------
@@ -113,23 +155,25 @@ def _bce_term(x, y, e):
 
 
 @jit_inline
-def _bce_grad(x, y, e, m):
-    """(sigmoid(x) - y) / m from e = exp(-|x|); the branch on the sign keeps e <= 1."""
+def _bce_grad(x, y, e, wi, norm):
+    """(wi (sigmoid(x) - y)) / norm from e = exp(-|x|); the branch on the sign keeps
+    e <= 1."""
     s = 1.0 / (1.0 + e) if x >= 0 else e / (1.0 + e)
-    return (s - y) / m
+    return (wi * (s - y)) / norm
 
 
 @jit
-def binary_cross_entropy(z, y):
-    """L = mean over the m rows of sum_k (max(z, 0) - z y + log(1 + e^-|z|)); z, y (m, k)."""
+def binary_cross_entropy(z, y, sample_weight):
+    """L = mean over the m rows of sum_k (max(z, 0) - z y + log(1 + e^-|z|)); z, y
+    (m, k); weighted sum_i w_i row_i / S."""
     terms = np.empty(z.shape[1])
     rows = np.empty(z.shape[0])
     nodes, sums = pairwise_stack(rows)
-    return binary_cross_entropy_ws(z, y, terms, rows, nodes, sums)
+    return binary_cross_entropy_ws(z, y, sample_weight, terms, rows, nodes, sums)
 
 
 @jit
-def binary_cross_entropy_ws(z, y, terms, rows, nodes, sums):
+def binary_cross_entropy_ws(z, y, w, terms, rows, nodes, sums):
     """binary_cross_entropy with float64 scratch terms (>= k), rows (>= m) and a float64
     ``pairwise_stack``. Terms in float64; each row's sum and the mean over rows are
     pairwise, as NumPy's."""
@@ -138,41 +182,46 @@ def binary_cross_entropy_ws(z, y, terms, rows, nodes, sums):
         for j in range(k):
             x = np.float64(z[i, j])
             terms[j] = _bce_term(x, np.float64(y[i, j]), np.exp(-np.abs(x)))
-        rows[i] = 0.0 + pairwise_sum_ws(terms, k, nodes, sums)
-    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m
+        rows[i] = _weight(w, i) * (0.0 + pairwise_sum_ws(terms, k, nodes, sums))
+    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / _weight_sum(w, m, nodes, sums)
 
 
 @jit
-def binary_cross_entropy_gradient(z, y, out):
-    """out = (sigmoid(z) - y) / m, z (m, k), float64 inside."""
-    m = z.shape[0]
-    zf = z.reshape(z.size)
-    yf = y.reshape(y.size)
-    of = out.reshape(out.size)
-    for i in range(zf.size):
-        x = np.float64(zf[i])
-        of[i] = _bce_grad(x, np.float64(yf[i]), np.exp(-np.abs(x)), m)
+def binary_cross_entropy_gradient(z, y, out, sample_weight):
+    """out = (w_i (sigmoid(z) - y)) / S (w_i = 1, S = m unweighted), z (m, k), float64
+    inside."""
+    w = sample_weight
+    m, k = z.shape
+    nodes, sums = pairwise_stack(np.empty(0))
+    norm = _weight_sum(w, m, nodes, sums)
+    for i in range(m):
+        wi = _weight(w, i)
+        for j in range(k):
+            x = np.float64(z[i, j])
+            out[i, j] = _bce_grad(x, np.float64(y[i, j]), np.exp(-np.abs(x)), wi, norm)
 
 
 @jit
-def binary_cross_entropy_and_gradient(z, y, out, terms, rows, nodes, sums):
-    """(binary_cross_entropy(z, y), rows right) with its gradient written into out, one
-    exp per element (the two kernels' values exactly). A row is right when every
+def binary_cross_entropy_and_gradient(z, y, w, out, terms, rows, nodes, sums):
+    """(binary_cross_entropy(z, y, w), rows right) with its gradient written into out,
+    one exp per element (the two kernels' values exactly). A row is right when every
     column's (z > 0) equals (y > 0.5)."""
     m, k = z.shape
+    norm = _weight_sum(w, m, nodes, sums)
     correct = 0
     for i in range(m):
         right = True
+        wi = _weight(w, i)
         for j in range(k):
             x = np.float64(z[i, j])
             t = np.float64(y[i, j])
             e = np.exp(-np.abs(x))
             terms[j] = _bce_term(x, t, e)
-            out[i, j] = _bce_grad(x, t, e, m)
+            out[i, j] = _bce_grad(x, t, e, wi, norm)
             right = right and (x > 0) == (t > 0.5)
-        rows[i] = 0.0 + pairwise_sum_ws(terms, k, nodes, sums)
+        rows[i] = wi * (0.0 + pairwise_sum_ws(terms, k, nodes, sums))
         correct += right
-    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m, correct
+    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / norm, correct
 
 
 # --- softmax cross-entropy ------------------------------------------------------------
@@ -231,130 +280,154 @@ def _ce_row(z, y, i, mx, s, terms, nodes, sums):
 
 
 @jit
-def cross_entropy(z, y):
-    """L = mean over rows of -sum_k y_k log softmax(z)_k; z, y (m, k)."""
+def cross_entropy(z, y, sample_weight):
+    """L = mean over rows of -sum_k y_k log softmax(z)_k; z, y (m, k); weighted
+    sum_i w_i l_i / S."""
     e = np.empty(z.shape[1])
     rows = np.empty(z.shape[0])
     nodes, sums = pairwise_stack(rows)
-    return cross_entropy_ws(z, y, e, rows, nodes, sums)
+    return cross_entropy_ws(z, y, sample_weight, e, rows, nodes, sums)
 
 
 @jit
-def cross_entropy_ws(z, y, e, rows, nodes, sums):
+def cross_entropy_ws(z, y, w, e, rows, nodes, sums):
     """cross_entropy with float64 scratch e (>= k), rows (>= m), a float64 stack."""
     m = z.shape[0]
     for i in range(m):
         mx, s, _ = _shifted_exp_row(z, i, e, nodes, sums)
-        rows[i] = _ce_row(z, y, i, mx, s, e, nodes, sums)  # e becomes the terms
-    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m
+        rows[i] = _weight(w, i) * _ce_row(z, y, i, mx, s, e, nodes, sums)  # e: the terms
+    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / _weight_sum(w, m, nodes, sums)
 
 
 @jit
-def cross_entropy_gradient(z, y, out):
-    """out = (softmax(z) - y) / m, z, y, out (m, k), float64 inside."""
+def cross_entropy_gradient(z, y, out, sample_weight):
+    """out = (w_i (softmax(z) - y)) / S (w_i = 1, S = m unweighted), z, y, out (m, k),
+    float64 inside."""
+    w = sample_weight
     e = np.empty(z.shape[1])
     nodes, sums = pairwise_stack(e)
     m, k = z.shape
+    norm = _weight_sum(w, m, nodes, sums)
     for i in range(m):
         _, s, _ = _shifted_exp_row(z, i, e, nodes, sums)
+        wi = _weight(w, i)
         for j in range(k):
-            out[i, j] = (e[j] / s - np.float64(y[i, j])) / m
+            out[i, j] = (wi * (e[j] / s - np.float64(y[i, j]))) / norm
 
 
 @jit
-def cross_entropy_and_gradient(z, y, out, e, terms, rows, nodes, sums):
-    """(cross_entropy(z, y), rows right) with its gradient written into out, the
+def cross_entropy_and_gradient(z, y, w, out, e, terms, rows, nodes, sums):
+    """(cross_entropy(z, y, w), rows right) with its gradient written into out, the
     softmax of each row computed once (the two kernels' values exactly); float64
     scratch e, terms (>= k), rows (>= m) and a float64 stack. A row is right when the
     argmax of z is the argmax of y (first maxima)."""
     m, k = z.shape
+    norm = _weight_sum(w, m, nodes, sums)
     correct = 0
     for i in range(m):
         mx, s, at = _shifted_exp_row(z, i, e, nodes, sums)
-        rows[i] = _ce_row(z, y, i, mx, s, terms, nodes, sums)
+        wi = _weight(w, i)
+        rows[i] = wi * _ce_row(z, y, i, mx, s, terms, nodes, sums)
         for j in range(k):
-            out[i, j] = (e[j] / s - np.float64(y[i, j])) / m
+            out[i, j] = (wi * (e[j] / s - np.float64(y[i, j]))) / norm
         correct += at == _argmax_row(y, i)
-    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m, correct
+    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / norm, correct
 
 
 @jit
-def sparse_cross_entropy(z, labels):
-    """L = mean over rows of logsumexp(z) - z[label]; labels int64 (m,)."""
+def sparse_cross_entropy(z, labels, sample_weight):
+    """L = mean over rows of logsumexp(z) - z[label]; labels int64 (m,); weighted
+    sum_i w_i l_i / S."""
     e = np.empty(z.shape[1])
     rows = np.empty(z.shape[0])
     nodes, sums = pairwise_stack(rows)
-    return sparse_cross_entropy_ws(z, labels, e, rows, nodes, sums)
+    return sparse_cross_entropy_ws(z, labels, sample_weight, e, rows, nodes, sums)
 
 
 @jit
-def sparse_cross_entropy_ws(z, labels, e, rows, nodes, sums):
+def sparse_cross_entropy_ws(z, labels, w, e, rows, nodes, sums):
     """sparse_cross_entropy with float64 scratch e (>= k), rows (>= m), a float64 stack."""
     m = z.shape[0]
     if m == 0:
         return np.nan  # the mean of no sample, as np.mean
     for i in range(m):
         mx, s, _ = _shifted_exp_row(z, i, e, nodes, sums)
-        rows[i] = np.log(s) - (np.float64(z[i, labels[i]]) - mx)
-    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m
+        rows[i] = _weight(w, i) * (np.log(s) - (np.float64(z[i, labels[i]]) - mx))
+    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / _weight_sum(w, m, nodes, sums)
 
 
 @jit
-def sparse_cross_entropy_gradient(z, labels, out):
-    """out = (softmax(z) - onehot(labels)) / m, float64 inside."""
+def sparse_cross_entropy_gradient(z, labels, out, sample_weight):
+    """out = (w_i (softmax(z) - onehot(labels))) / S (w_i = 1, S = m unweighted),
+    float64 inside."""
+    w = sample_weight
     e = np.empty(z.shape[1])
     nodes, sums = pairwise_stack(e)
-    m, k = z.shape
+    m = z.shape[0]
+    norm = _weight_sum(w, m, nodes, sums)
     for i in range(m):
         _, s, _ = _shifted_exp_row(z, i, e, nodes, sums)
-        _sparse_grad_row(out, i, e, s, labels[i], m)
+        _sparse_grad_row(out, i, e, s, labels[i], _weight(w, i), norm)
 
 
 @jit_inline
-def _sparse_grad_row(out, i, e, s, label, m):
+def _sparse_grad_row(out, i, e, s, label, wi, norm):
     for j in range(out.shape[1]):
         g = e[j] / s
         if j == label:
             g -= 1.0
-        out[i, j] = g / m
+        out[i, j] = (wi * g) / norm
 
 
 @jit
-def sparse_cross_entropy_and_gradient(z, labels, out, e, rows, nodes, sums):
-    """(sparse_cross_entropy(z, labels), rows right) with its gradient written into
+def sparse_cross_entropy_and_gradient(z, labels, w, out, e, rows, nodes, sums):
+    """(sparse_cross_entropy(z, labels, w), rows right) with its gradient written into
     out, the softmax of each row computed once (the two kernels' values exactly). A row
     is right when the argmax of z (first maximum) is its label."""
     m = z.shape[0]
+    norm = _weight_sum(w, m, nodes, sums)
     correct = 0
     for i in range(m):
         mx, s, at = _shifted_exp_row(z, i, e, nodes, sums)
         label = labels[i]
-        rows[i] = np.log(s) - (np.float64(z[i, label]) - mx)
-        _sparse_grad_row(out, i, e, s, label, m)
+        wi = _weight(w, i)
+        rows[i] = wi * (np.log(s) - (np.float64(z[i, label]) - mx))
+        _sparse_grad_row(out, i, e, s, label, wi, norm)
         correct += at == label
-    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / m, correct
+    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / norm, correct
 
 
 # --- Poisson (log link): terms in float64 ---------------------------------------------
 
 
 @jit
-def poisson(z, y):
-    """L = mean(e^z - y z) over flat arrays, the terms in float64, one pairwise sum."""
+def poisson(z, y, sample_weight):
+    """L = mean(e^z - y z) over flat arrays, the terms in float64, one pairwise sum;
+    weighted sum_i w_i sum_j (e^z - y z)_ij / (S k)."""
     buf = np.empty(PW_BLOCK)
     nodes, sums = pairwise_stack(buf)
-    return poisson_ws(z, y, buf, nodes, sums)
+    return poisson_ws(z, y, sample_weight, buf, nodes, sums)
 
 
 @jit
-def poisson_ws(z, y, buf, nodes, sums):
+def poisson_ws(z, y, w, buf, nodes, sums):
     """poisson with the scratch of ``mse_ws``."""
-    return _pairwise_terms(z, y, 0, z.size, buf, nodes, sums, _POISSON) / z.size
+    n = z.size
+    k = _per_sample(w, n)
+    total = _pairwise_terms(z, y, w, k, 0, n, buf, nodes, sums, _POISSON)
+    if w.size == 0:
+        return total / n
+    return total / (_weight_sum(w, 0, nodes, sums) * k)
 
 
 @jit
-def poisson_gradient(z, y, out):
-    """out = (e^z - y) / size over flat arrays, in float64, rounded once."""
-    size = np.float64(z.size)
+def poisson_gradient(z, y, out, sample_weight):
+    """out = (w_i (e^z - y)) / (S k) over flat arrays (w_i = 1, S k = size unweighted),
+    in float64, rounded once."""
+    w = sample_weight
+    k = _per_sample(w, z.size)
+    norm = np.float64(z.size)
+    if w.size:
+        norm = (0.0 + pairwise_sum(w, w.size)) * k
     for i in range(z.size):
-        out[i] = (np.exp(np.float64(z[i])) - np.float64(y[i])) / size
+        out[i] = (_weight(w, i // k) * (np.exp(np.float64(z[i])) - np.float64(y[i]))) / norm

@@ -59,7 +59,9 @@ cdef struct EpochOpt:
 # the dtype, the first half zero (the zero bias and the discarded bias sum of a
 # batch-normalised layer). n_batches: the epoch's batches (the last one ends at n). The
 # GEMMs' blocks run on up to n_threads threads of fastnn_pool.h (same bits for any
-# count). Inputs are trusted: the def wrapper checks them.
+# count). sample_weight: the n rows' weights or NULL (unweighted); wb: scratch for the
+# largest batch's weights (NULL without weights). Inputs are trusted: the def wrapper
+# checks them.
 cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* labels,
                         Py_ssize_t n, const int64_t* order, Py_ssize_t batch_size,
                         const EpochNet* net, const EpochOpt* opt, floating* params,
@@ -67,4 +69,5 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
                         floating* state2, const double* lrs, Py_ssize_t batch_start,
                         Py_ssize_t batch_stop, Py_ssize_t n_batches, long long t0,
                         double* stats, double* work, floating* buffers, floating* fwork,
-                        int n_threads) noexcept nogil
+                        int n_threads, const double* sample_weight,
+                        double* wb) noexcept nogil

@@ -18,7 +18,7 @@ from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
-from fastnn._kernels.blas_cython cimport pw_split
+from fastnn._kernels.blas_cython cimport pw_split, pw_sum
 from fastnn._kernels.dense_cython cimport (
     c_dense_backward, c_dense_forward, c_dense_input_gradient, c_run_tasks,
 )
@@ -121,33 +121,34 @@ cdef Py_ssize_t _n_correct(int loss_code, const floating* out, const floating* t
 
 cdef double _loss(int loss_code, const floating* out, const floating* t,
                   const int64_t* lb, Py_ssize_t m, Py_ssize_t k,
-                  double* work) noexcept nogil:
-    """The batch's mean loss: the C function behind the loss's def wrapper."""
+                  double* work, const double* w) noexcept nogil:
+    """The batch's mean loss (weighted by w unless NULL): the C function behind the
+    loss's def wrapper."""
     if loss_code == LOSS_MSE:
-        return c_mse(out, t, m * k)
+        return c_mse(out, t, m * k, w, k)
     if loss_code == LOSS_BINARY_CROSS_ENTROPY:
-        return c_binary_cross_entropy(out, t, m, k)
+        return c_binary_cross_entropy(out, t, m, k, w)
     if loss_code == LOSS_CROSS_ENTROPY:
-        return c_cross_entropy(out, t, m, k, work)
+        return c_cross_entropy(out, t, m, k, work, w)
     if loss_code == LOSS_POISSON:
-        return c_poisson(out, t, m * k)
-    return c_sparse_cross_entropy(out, lb, m, k, work)
+        return c_poisson(out, t, m * k, w, k)
+    return c_sparse_cross_entropy(out, lb, m, k, work, w)
 
 
 cdef void _loss_gradient(int loss_code, const floating* out, const floating* t,
                          const int64_t* lb, Py_ssize_t m, Py_ssize_t k, floating* g,
-                         double* work) noexcept nogil:
+                         double* work, const double* w) noexcept nogil:
     """dL/d(out) into g (m, k)."""
     if loss_code == LOSS_MSE:
-        c_mse_gradient(out, t, m * k, g)
+        c_mse_gradient(out, t, m * k, g, w, k)
     elif loss_code == LOSS_BINARY_CROSS_ENTROPY:
-        c_binary_cross_entropy_gradient(out, t, m, k, g)
+        c_binary_cross_entropy_gradient(out, t, m, k, g, w)
     elif loss_code == LOSS_CROSS_ENTROPY:
-        c_cross_entropy_gradient(out, t, m, k, g, work)
+        c_cross_entropy_gradient(out, t, m, k, g, work, w)
     elif loss_code == LOSS_POISSON:
-        c_poisson_gradient(out, t, m * k, g)
+        c_poisson_gradient(out, t, m * k, g, w, k)
     else:
-        c_sparse_cross_entropy_gradient(out, lb, m, k, g, work)
+        c_sparse_cross_entropy_gradient(out, lb, m, k, g, work, w)
 
 
 cdef void _update(const EpochOpt* opt, floating* p, const floating* g, floating* s1,
@@ -347,7 +348,8 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
                         floating* state2, const double* lrs, Py_ssize_t batch_start,
                         Py_ssize_t batch_stop, Py_ssize_t n_batches, long long t0,
                         double* stats, double* work, floating* buffers, floating* fwork,
-                        int n_threads) noexcept nogil:
+                        int n_threads, const double* sample_weight,
+                        double* wb) noexcept nogil:
     """Batches [batch_start, batch_stop) of the epoch; see fastnn.reference.training."""
     cdef Py_ssize_t L = net.n_layers
     cdef const int64_t* dims = net.dims
@@ -363,6 +365,12 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
     cdef floating* out
     cdef double loss, sq, norm, factor
     cdef long long step
+    # the optimizer as this batch runs it: with sample weights, its L2 decay is scaled
+    # by m / S (set at the loss)
+    cdef EpochOpt batch_opt = opt[0]
+    cdef double opt_decay = opt.weight_decay
+    cdef const double* wt = NULL
+    opt = &batch_opt
     for i in range(1, L + 1):
         widest = max(widest, dims[i])
     stats[STAT_STEPS] = 0.0
@@ -402,8 +410,15 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
                 x_in = ws + net.dropout_off[2 * i]
         out = <floating*>x_in
 
-        # 3. loss; a non-finite one stops before anything is updated
-        loss = _loss(net.loss_code, out, t, lb, m, k, work)
+        # 3. loss (with sample weights: the batch's, and its decay scaled by m / S); a
+        # non-finite one stops before anything is updated
+        if sample_weight != NULL:
+            for r in range(m):
+                wb[r] = sample_weight[order[s + r]]
+            wt = wb
+            if batch_opt.opt_code != OPT_ADAMW:
+                batch_opt.weight_decay = opt_decay * (<double>m / (0.0 + pw_sum(wb, m)))
+        loss = _loss(net.loss_code, out, t, lb, m, k, work, wt)
         if not isfinite(loss):
             stats[STAT_STATUS] = STATUS_LOSS_NOT_FINITE
             stats[STAT_BAD_VALUE] = loss
@@ -411,7 +426,8 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
         correct = _n_correct(net.loss_code, out, t, lb, m, k)
 
         # 4. backward down to the lowest trainable layer
-        _loss_gradient(net.loss_code, out, t, lb, m, k, ws + off[4 + 3 * (L - 1)], work)
+        _loss_gradient(net.loss_code, out, t, lb, m, k, ws + off[4 + 3 * (L - 1)], work,
+                       wt)
         for i in range(L - 1, net.lowest - 1, -1):
             if i == 0:
                 x_in = xb
@@ -521,14 +537,15 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
                 const int64_t[:, ::1] dropout_off=None, unsigned char[::1] masks=None,
                 dropout_seed=0, long long dropout_t0=0, const int64_t[::1] bn=None,
                 const int64_t[:, ::1] bn_off=None, buffers=None, double bn_eps=1e-5,
-                double bn_momentum=0.1):
+                double bn_momentum=0.1, const double[::1] sample_weight=None):
     """One epoch (batches [batch_start, batch_stop)) of mini-batch training in C.
 
     See fastnn.reference.training for the arguments and the steps; the GEMMs' blocks
     run on up to ``n_threads`` threads (fastnn_pool.h; the same bits for any count);
     ``params``, ``grads``, ``ws``, ``lb``, the optimizer state and ``stats`` are updated
     in place (and ``masks``, and ``buffers``, the running statistics; ``dropout=None``:
-    no layer has dropout, ``bn=None``: no batch normalisation).
+    no layer has dropout, ``bn=None``: no batch normalisation, ``sample_weight=None``
+    or empty: unweighted).
     Raises ValueError when the arrays do not fit together (nothing is touched then).
     """
     cdef Py_ssize_t L = acts.shape[0], n = X.shape[0], P = params.shape[0]
@@ -542,6 +559,8 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
     cdef EpochNet net
     cdef EpochOpt opt
     cdef double* work
+    cdef double* wb = NULL
+    cdef const double* weights = NULL
     cdef double* no_rates = NULL
     cdef int64_t* no_off = NULL
     cdef uint64_t seed
@@ -610,6 +629,11 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
                     and _within(bn_off[i, 3], dims[i + 1], W)):
                 raise ValueError(f"train_epoch: layer {i}'s batch normalisation lies "
                                  f"outside params, buffers or ws")
+    if sample_weight is not None and sample_weight.shape[0]:
+        if sample_weight.shape[0] != n:
+            raise ValueError(f"train_epoch: sample_weight must have one weight per row "
+                             f"({n}), got {sample_weight.shape[0]}")
+        weights = &sample_weight[0]
     if sparse and lb.shape[0] < rows:
         raise ValueError("train_epoch: lb is shorter than the largest batch")
     if not 0 <= batch_start <= batch_stop <= n_batches or lrs.shape[0] < batch_stop:
@@ -730,9 +754,12 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
     # a batch-normalised layer discards (2 widest values)
     work = <double*>malloc(3 * widest * sizeof(double))
     fwork = <floating*>calloc(2 * widest, sizeof(floating))
-    if work == NULL or fwork == NULL:
+    if weights != NULL:
+        wb = <double*>malloc(rows * sizeof(double))  # a batch's gathered weights
+    if work == NULL or fwork == NULL or (weights != NULL and wb == NULL):
         free(work)
         free(fwork)
+        free(wb)
         free(no_rates)
         free(no_off)
         free(no_bn)
@@ -745,8 +772,9 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
                       &state2[0] if state2.shape[0] else NULL, &lrs[0], batch_start,
                       batch_stop, n_batches, t0, &stats[0], work,
                       &buf[0] if bn is not None and buf.shape[0] else NULL, fwork,
-                      max(1, n_threads))
+                      max(1, n_threads), weights, wb)
     free(work)
+    free(wb)
     free(fwork)
     free(no_rates)
     free(no_off)

@@ -29,6 +29,7 @@ from ._numba_common import (
     jit_parallel,
     pairwise_split,
     pairwise_stack,
+    pairwise_sum_ws,
 )
 from .dense_numba import (
     backward_by_code,
@@ -96,6 +97,7 @@ def _after_fork_in_child():
 os.register_at_fork(after_in_child=_after_fork_in_child)
 _I64 = np.dtype(np.int64)
 _F64 = np.dtype(np.float64)
+_NO_WEIGHTS = np.zeros(0)
 _U8 = np.dtype(np.uint8)
 
 # SplitMix64 (fastnn.reference.masks): the increment and the finaliser's multipliers.
@@ -481,6 +483,7 @@ def _make_epoch(loss_kind, used):
         bn_eps,
         bn_momentum,
         n_threads,
+        sample_weight,
     ):
         _check_types(
             X,
@@ -588,6 +591,7 @@ def _make_epoch(loss_kind, used):
         bscale = np.empty(width)
         bcol = np.empty(rows_max)
         dbs = np.empty(width, params.dtype)
+        wb = np.empty(rows_max if sample_weight.size else 0)  # a batch's sample weights
         stats[codes.STAT_STEPS] = 0.0
         stats[codes.STAT_STATUS] = 0.0
         for j in range(batch_start, batch_stop):
@@ -682,23 +686,31 @@ def _make_epoch(loss_kind, used):
             g_out = ws[g_off : g_off + m * k].reshape((m, k))
 
             # 3. loss (stop before any update when it is not finite), correct rows; the
-            # cross-entropies write their gradient in the same pass (into workspace)
+            # cross-entropies write their gradient in the same pass (into workspace).
+            # With sample weights: the batch's weights, and its L2 decay scaled by m / S
+            wt = wb[:0]
+            if sample_weight.size:
+                wt = wb[:m]
+                for r in range(m):
+                    wt[r] = sample_weight[order[s + r]]
+                if opt_code != _ADAMW:
+                    weight_decay = hyper[4] * (m / (0.0 + pairwise_sum_ws(wt, m, nodes, sums)))
             correct = 0
             if loss_kind == _MSE:
-                loss = mse_ws(out.reshape(m * k), yb.reshape(m * k), e, nodes, sums)
+                loss = mse_ws(out.reshape(m * k), yb.reshape(m * k), wt, e, nodes, sums)
             elif loss_kind == _POISSON:
-                loss = poisson_ws(out.reshape(m * k), yb.reshape(m * k), e, nodes, sums)
+                loss = poisson_ws(out.reshape(m * k), yb.reshape(m * k), wt, e, nodes, sums)
             elif loss_kind == _BCE:
                 loss, correct = binary_cross_entropy_and_gradient(
-                    out, yb, g_out, terms, rows, nodes, sums
+                    out, yb, wt, g_out, terms, rows, nodes, sums
                 )
             elif loss_kind == _CE:
                 loss, correct = cross_entropy_and_gradient(
-                    out, yb, g_out, e, terms, rows, nodes, sums
+                    out, yb, wt, g_out, e, terms, rows, nodes, sums
                 )
             else:
                 loss, correct = sparse_cross_entropy_and_gradient(
-                    out, t_lab, g_out, e, rows, nodes, sums
+                    out, t_lab, wt, g_out, e, rows, nodes, sums
                 )
             if not math.isfinite(loss):
                 stats[codes.STAT_STATUS] = codes.STATUS_LOSS_NOT_FINITE
@@ -707,9 +719,9 @@ def _make_epoch(loss_kind, used):
 
             # 4. loss gradient, backward down to the lowest trainable layer
             if loss_kind == _MSE:
-                mse_gradient(out.reshape(m * k), yb.reshape(m * k), g_out.reshape(m * k))
+                mse_gradient(out.reshape(m * k), yb.reshape(m * k), g_out.reshape(m * k), wt)
             elif loss_kind == _POISSON:
-                poisson_gradient(out.reshape(m * k), yb.reshape(m * k), g_out.reshape(m * k))
+                poisson_gradient(out.reshape(m * k), yb.reshape(m * k), g_out.reshape(m * k), wt)
             for i in range(n_layers - 1, lowest - 1, -1):
                 ni, no = dims[i], dims[i + 1]
                 if i == 0:
@@ -1144,10 +1156,12 @@ def train_epoch(
     buffers=None,
     bn_eps=1e-5,
     bn_momentum=0.1,
+    sample_weight=None,
 ):
     """One epoch (batches [batch_start, batch_stop)) of mini-batch training in one
     compiled call; see :mod:`fastnn.reference.training` for the arguments
-    (``dropout=None``: no layer has dropout; ``bn=None``: no batch normalisation).
+    (``dropout=None``: no layer has dropout; ``bn=None``: no batch normalisation;
+    ``sample_weight=None``: unweighted).
 
     A bad call raises ValueError instead of touching memory outside the arrays: types,
     dtypes and layouts are checked when a signature is compiled (so a call with wrong
@@ -1218,6 +1232,20 @@ def train_epoch(
         float(bn_eps),
         float(bn_momentum),
     )
+    if sample_weight is None:
+        sample_weight = _NO_WEIGHTS
+    n_rows = getattr(X, "shape", (0,))[0]
+    if (
+        type(sample_weight) is not np.ndarray
+        or sample_weight.dtype != _F64
+        or sample_weight.ndim != 1
+        or not sample_weight.flags.c_contiguous
+        or sample_weight.size not in (0, n_rows)
+    ):
+        raise ValueError(
+            "train_epoch: sample_weight must be None or a C-contiguous 1-D float64 array "
+            "with one weight per row of X"
+        )
     if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, (int, np.integer)):
         raise ValueError("train_epoch: n_threads must be an integer")
     n_threads = max(1, min(int(n_threads), _MAX_THREADS))
@@ -1238,7 +1266,7 @@ def train_epoch(
         numba.set_num_threads(n_threads)
     chunk = numba.set_parallel_chunksize(1) if n_threads > 1 else None
     try:
-        kernel(*args, n_threads)
+        kernel(*args, n_threads, sample_weight)
     except (TypingError, TypeError):
         _check_types(*args)
         raise

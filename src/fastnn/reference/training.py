@@ -73,6 +73,8 @@ bn_off          (L, 4) int64     per layer with bn: offsets of gamma in ``params
 buffers         (B,) dt          the running statistics, updated in place
 bn_eps,         float            the model's bn_eps and bn_momentum (docs/spec.md §7)
 bn_momentum
+sample_weight   (n,) f64 | None  per-sample weights of X's rows (finite, >= 0), gathered by
+                                 ``order`` like y; None or empty (the default): unweighted
 ==============  ===============  ============================================================
 
 Batches. Batch j holds rows s = j batch_size up to e = min(n, s + batch_size); when a
@@ -92,8 +94,13 @@ Per batch j (rows s up to e as above, m = e - s):
    activation_forward(z_l, acts[l], alphas[l], a_l). With dropout,
    mask_l = dropout_mask(dropout_seed, t, l, rate_l) and
    o_l = dropout(a_l, mask_l, rate_l) (the layer above reads o_l instead of a_l).
-3. loss = the loss kernel on (out, targets); a non-finite loss stops the epoch with
-   STATUS_LOSS_NOT_FINITE before anything is updated. Correct rows are counted.
+3. loss = the loss kernel on (out, targets) and, with sample weights, the batch's
+   weights wb = sample_weight[order[s:e]] (docs/spec.md §4, "Sample weights"); a
+   non-finite loss stops the epoch with STATUS_LOSS_NOT_FINITE before anything is
+   updated (a batch whose weights sum to 0 has a NaN loss). Correct rows are counted
+   (unweighted). With sample weights and any optimizer but AdamW, this batch's
+   weight_decay is ``hyper[4] * (m / S)``, S = sum(wb) (float64, pairwise): the L2
+   term is normalised by the weight sum like the loss (scikit-learn's alpha / S).
 4. g_{L-1} = the loss gradient; for l = L-1 .. lowest: with dropout, g_l =
    dropout(g_l, mask_l, rate_l) in place; dense_backward(...) writing dW_l, db_l into
    ``grads``, and dense_input_gradient into g_{l-1} when l > lowest. With bn:
@@ -193,31 +200,31 @@ def _bn_backward(code, x, z, a, g, gamma, r_var, eps, act, alpha, x_hat, inv, dw
     dense_backward(x, z, z, g, codes.IDENTITY, None, g, dw, np.empty_like(gamma))
 
 
-def _loss(loss_code, out, t):
-    """The mean loss of the batch."""
+def _loss(loss_code, out, t, wb):
+    """The mean (or weighted mean, wb not empty) loss of the batch."""
     if loss_code == codes.LOSS_MSE:
-        return mse(out.reshape(-1), t.reshape(-1))
+        return mse(out.reshape(-1), t.reshape(-1), wb)
     if loss_code == codes.LOSS_BINARY_CROSS_ENTROPY:
-        return binary_cross_entropy(out, t)
+        return binary_cross_entropy(out, t, wb)
     if loss_code == codes.LOSS_CROSS_ENTROPY:
-        return cross_entropy(out, t)
+        return cross_entropy(out, t, wb)
     if loss_code == codes.LOSS_POISSON:
-        return poisson(out.reshape(-1), t.reshape(-1))
-    return sparse_cross_entropy(out, t)
+        return poisson(out.reshape(-1), t.reshape(-1), wb)
+    return sparse_cross_entropy(out, t, wb)
 
 
-def _loss_gradient(loss_code, out, t, g):
+def _loss_gradient(loss_code, out, t, g, wb):
     """dL/d(out) written into g."""
     if loss_code == codes.LOSS_MSE:
-        mse_gradient(out.reshape(-1), t.reshape(-1), g.reshape(-1))
+        mse_gradient(out.reshape(-1), t.reshape(-1), g.reshape(-1), wb)
     elif loss_code == codes.LOSS_BINARY_CROSS_ENTROPY:
-        binary_cross_entropy_gradient(out, t, g)
+        binary_cross_entropy_gradient(out, t, g, wb)
     elif loss_code == codes.LOSS_CROSS_ENTROPY:
-        cross_entropy_gradient(out, t, g)
+        cross_entropy_gradient(out, t, g, wb)
     elif loss_code == codes.LOSS_POISSON:
-        poisson_gradient(out.reshape(-1), t.reshape(-1), g.reshape(-1))
+        poisson_gradient(out.reshape(-1), t.reshape(-1), g.reshape(-1), wb)
     else:
-        sparse_cross_entropy_gradient(out, t, g)
+        sparse_cross_entropy_gradient(out, t, g, wb)
 
 
 def _n_correct(loss_code, out, t):
@@ -291,6 +298,7 @@ def train_epoch(
     buffers=None,
     bn_eps=1e-5,
     bn_momentum=0.1,
+    sample_weight=None,
 ):
     """One epoch of mini-batch training; see the module docstring for the contract."""
     n, n_layers = X.shape[0], len(acts)
@@ -307,6 +315,10 @@ def train_epoch(
     alphas = [float(al) for al in alphas]
     sparse = loss_code == codes.LOSS_SPARSE_CROSS_ENTROPY
     stats[codes.STAT_STEPS] = stats[codes.STAT_STATUS] = 0.0
+    if sample_weight is None:
+        sample_weight = np.zeros(0)
+    if sample_weight.size not in (0, n):
+        raise ValueError("train_epoch: sample_weight must have one weight per row of X")
     hyper = [float(h) for h in hyper]
     weight_decay, clip_norm = hyper[4], hyper[5]
     W = [
@@ -378,13 +390,16 @@ def train_epoch(
                 dropout_kernel(a[i], mask[i], rates[i], o[i])
             x_in = o[i]
         out = o[-1]
-        loss = _loss(loss_code, out, t)
+        wb = sample_weight[rows] if sample_weight.size else sample_weight
+        if wb.size and opt_code != codes.OPT_ADAMW:
+            weight_decay = hyper[4] * float(np.float64(m) / np.sum(wb))
+        loss = _loss(loss_code, out, t, wb)
         if not math.isfinite(loss):
             stats[codes.STAT_STATUS] = codes.STATUS_LOSS_NOT_FINITE
             stats[codes.STAT_BAD_VALUE] = loss
             return
         correct = _n_correct(loss_code, out, t)
-        _loss_gradient(loss_code, out, t, g[-1])
+        _loss_gradient(loss_code, out, t, g[-1], wb)
 
         for i in range(n_layers - 1, lowest - 1, -1):
             x_below = xb if i == 0 else o[i - 1]
