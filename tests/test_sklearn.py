@@ -68,8 +68,20 @@ CHECKED = [
 ]
 
 
+def _expected_failures(estimator):
+    """Checks an estimator fails by design (none for scikit-learn's own options)."""
+    if np.any(np.asarray(estimator.batch_norm, dtype=bool)):
+        # batch statistics weigh every row alike: a weight is not a repeated row there
+        return {
+            "check_sample_weight_equivalence_on_dense_data": (
+                "batch normalisation's batch statistics are unweighted"
+            )
+        }
+    return {}
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@parametrize_with_checks(CHECKED)
+@parametrize_with_checks(CHECKED, expected_failed_checks=_expected_failures)
 def test_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
 

@@ -549,3 +549,176 @@ def test_poisson_regressor_refuses_negative_targets():
     y[3] = -1.0
     with pytest.raises(ValueError, match="non-negative"):
         MLPRegressor(hidden_layer_sizes=(4,), loss="poisson", max_iter=2).fit(X, y)
+
+
+# --- sample_weight ------------------------------------------------------------------------
+
+# scikit-learn (1.7+) normalises a batch's loss, its gradient and its L2 term by the
+# batch's weight sum S (sum_i w_i l_i / S + alpha ||W||^2 / (2 S)); fastnn's weighted
+# loss kernels and the m / S scale of the decay do the same (docs/spec.md §4).
+
+
+def _weighted_data(seed=0, n=64):
+    rs = np.random.RandomState(seed)
+    X = rs.randn(n, 4)
+    w = rs.gamma(0.8, 1.5, n)
+    w[::6] = 0.0  # zero weights are allowed
+    targets = {
+        "multiclass": (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.3),
+        "binary": (X[:, 0] + 0.5 * X[:, 1] > 0).astype(int),
+        "regression": X[:, 0] * 2 + X[:, 1],
+        "poisson": rs.poisson(np.exp(0.3 * X[:, 0])),
+    }
+    return X, targets, w
+
+
+def _max_coef_diff(a, b):
+    return max(
+        float(np.abs(x - y).max())
+        for x, y in zip([*a.coefs_, *a.intercepts_], [*b.coefs_, *b.intercepts_])
+    )
+
+
+# (target, solver settings, batch_size, early_stopping, coefficient tolerance). With one
+# batch per epoch, or several full ones, plain SGD reproduces scikit-learn's weights to
+# rounding; Adam differs by where epsilon is added (module docstring of estimators).
+WEIGHTED_CASES = [
+    ("multiclass", dict(solver="sgd", momentum=0.9, learning_rate_init=0.05), 64, False, 1e-13),
+    ("multiclass", dict(solver="sgd", momentum=0.9, learning_rate_init=0.05), 16, False, 1e-13),
+    ("binary", dict(solver="sgd", momentum=0.9, learning_rate_init=0.05), "auto", True, 1e-13),
+    ("regression", dict(solver="sgd", momentum=0.9, learning_rate_init=0.05), 16, False, 1e-13),
+    ("regression", dict(solver="sgd", learning_rate_init=0.05), "auto", True, 1e-13),
+    ("poisson", dict(solver="sgd", learning_rate_init=0.05, loss="poisson"), 16, False, 1e-13),
+    ("multiclass", dict(solver="adam", learning_rate_init=0.01), 64, False, 2e-3),
+    ("multiclass", dict(solver="adam", learning_rate_init=0.01), 16, False, 2e-3),
+    ("binary", dict(solver="adam", learning_rate_init=0.01), "auto", True, 2e-3),
+    ("regression", dict(solver="adam", learning_rate_init=0.01), 16, False, 2e-3),
+    ("multiclass", dict(solver="lbfgs"), "auto", False, 1e-9),
+    ("binary", dict(solver="lbfgs"), "auto", False, 1e-9),
+    ("regression", dict(solver="lbfgs"), "auto", False, 1e-9),
+    ("poisson", dict(solver="lbfgs", loss="poisson"), "auto", False, 1e-9),
+]
+
+
+@pytest.mark.parametrize("target, solver, batch_size, early_stopping, tol", WEIGHTED_CASES)
+def test_weighted_fit_matches_scikit_learn(target, solver, batch_size, early_stopping, tol):
+    X, targets, w = _weighted_data()
+    y = targets[target]
+    kind = "clf" if target in ("multiclass", "binary") else "reg"
+    kw = dict(
+        hidden_layer_sizes=(6,),
+        alpha=1e-2,
+        batch_size=batch_size,
+        max_iter=30,
+        random_state=0,
+        early_stopping=early_stopping,
+        **solver,
+    )
+    ours, theirs = (cls(**kw).fit(X, y, sample_weight=w) for cls in PAIRS[kind])
+    assert _max_coef_diff(ours, theirs) < tol
+    assert ours.n_iter_ == theirs.n_iter_
+    if solver["solver"] == "lbfgs":
+        assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-9)
+    else:
+        # ||W||^2 is interpolated over an epoch's batches (module docstring); Adam's
+        # epsilon is added elsewhere
+        rtol = 5e-3 if batch_size == 16 else 1e-3 if solver["solver"] == "adam" else 1e-12
+        _same_floats(ours.loss_curve_, theirs.loss_curve_, rtol=rtol)
+    if early_stopping:  # the validation rows' weights go to the score, as scikit-learn's
+        _same_floats(ours.validation_scores_, theirs.validation_scores_, rtol=1e-6)
+    # unweighted, the fit is another
+    plain = PAIRS[kind][0](**kw).fit(X, y)
+    assert _max_coef_diff(ours, plain) > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["clf", "reg"])
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+def test_integer_weights_are_repeated_rows(kind, solver):
+    """With one batch per epoch (scikit-learn's semantics make it exact there: the
+    batch's weight sum is the repeated rows' count), weight k == the row k times."""
+    X, targets, _ = _weighted_data(n=20)
+    y = targets["multiclass" if kind == "clf" else "regression"]
+    sw = np.random.RandomState(3).randint(0, 4, size=len(y))
+    kw = dict(hidden_layer_sizes=(5,), solver=solver, alpha=1e-2, max_iter=25, random_state=0)
+    kw["shuffle"] = False
+    cls = PAIRS[kind][0]
+    weighted = cls(**kw).fit(X, y, sample_weight=sw)  # batch_size "auto": one batch
+    repeated = cls(**kw).fit(X.repeat(sw, axis=0), y.repeat(sw))
+    X_test = _X(30, 4, seed=5)
+    np.testing.assert_allclose(weighted.predict(X_test), repeated.predict(X_test), rtol=1e-7)
+    assert _max_coef_diff(weighted, repeated) < 1e-9
+
+
+@pytest.mark.parametrize("kind", ["clf", "reg"])
+def test_unit_weights_fit_exactly_as_no_weights(kind):
+    X, targets, _ = _weighted_data()
+    y = targets["multiclass" if kind == "clf" else "regression"]
+    for solver in ("sgd", "adam", "lbfgs"):
+        kw = dict(hidden_layer_sizes=(6,), solver=solver, alpha=1e-2, batch_size=16)
+        a = PAIRS[kind][0](max_iter=10, random_state=0, **kw).fit(X, y, np.ones(len(y)))
+        b = PAIRS[kind][0](max_iter=10, random_state=0, **kw).fit(X, y)
+        for x, z in zip([*a.coefs_, *a.intercepts_], [*b.coefs_, *b.intercepts_]):
+            np.testing.assert_array_equal(x, z)
+
+
+@pytest.mark.parametrize("kind", ["clf", "reg"])
+def test_weighted_partial_fit_matches_scikit_learn(kind):
+    X, targets, w = _weighted_data()
+    y = targets["multiclass" if kind == "clf" else "regression"]
+    kw = dict(hidden_layer_sizes=(6,), solver="sgd", alpha=1e-2, batch_size=16, random_state=0)
+    ests = [cls(**kw) for cls in PAIRS[kind]]
+    for est in ests:
+        for _ in range(3):
+            if kind == "clf":
+                est.partial_fit(X, y, sample_weight=w, classes=[0, 1, 2])
+            else:
+                est.partial_fit(X, y, sample_weight=w)
+    assert _max_coef_diff(*ests) < 1e-13
+
+
+@pytest.mark.parametrize("kind", ["clf", "reg"])
+def test_weighted_score_is_scikit_learns(kind):
+    X, targets, w = _weighted_data()
+    y = targets["multiclass" if kind == "clf" else "regression"]
+    (ours, theirs), _ = _both(kind, X, y, hidden_layer_sizes=(6,), max_iter=20, random_state=0)
+    assert ours.score(X, y, sample_weight=w) == pytest.approx(
+        theirs.score(X, y, sample_weight=w), rel=1e-6
+    )
+    assert ours.score(X, y, sample_weight=w) != ours.score(X, y)
+
+
+@pytest.mark.parametrize("kind", ["clf", "reg"])
+@pytest.mark.parametrize(
+    "weights, error, match",
+    [
+        (np.ones(63), ValueError, r"sample_weight must have one weight per sample"),
+        (np.ones((64, 2)), ValueError, r"sample_weight must be a 1-D array"),
+        (np.r_[np.nan, np.ones(63)], ValueError, r"sample_weight contains NaN or infinity"),
+        (np.r_[np.inf, np.ones(63)], ValueError, r"sample_weight contains NaN or infinity"),
+        (np.zeros(64), ValueError, r"sample_weight must contain at least one non-zero"),
+        # scikit-learn accepts negative weights (its MLPs do not ask _check_sample_weight
+        # for non-negative ones); fastnn refuses them
+        (np.r_[-1.0, np.ones(63)], ValueError, r"sample_weight must be non-negative"),
+        (["a"] * 64, TypeError, r"sample_weight must hold real numbers"),
+    ],
+    ids=["short", "2-D", "nan", "inf", "all zero", "negative", "strings"],
+)
+def test_bad_sample_weights_are_refused(kind, weights, error, match):
+    X, targets, _ = _weighted_data()
+    y = targets["multiclass" if kind == "clf" else "regression"]
+    for solver in ("sgd", "lbfgs"):
+        est = PAIRS[kind][0](hidden_layer_sizes=(4,), solver=solver, max_iter=3)
+        with pytest.raises(error, match=match):
+            est.fit(X, y, sample_weight=weights)
+        assert not hasattr(est, "coefs_") or est.__sklearn_is_fitted__() is False
+
+
+def test_a_batch_of_zero_weights_is_refused_where_scikit_learn_divides_by_zero():
+    X, targets, _ = _weighted_data()
+    y = targets["regression"]
+    w = np.r_[np.zeros(16), np.ones(48)]
+    kw = dict(hidden_layer_sizes=(4,), solver="sgd", batch_size=16, shuffle=False, max_iter=3)
+    with pytest.raises(ZeroDivisionError):
+        sknn.MLPRegressor(**kw).fit(X, y, sample_weight=w)
+    with pytest.raises(ValueError, match="sample_weight: the weights of batch 0"):
+        MLPRegressor(**kw).fit(X, y, sample_weight=w)

@@ -352,7 +352,7 @@ class Backend:
 
     # --- losses ---------------------------------------------------------------------
     # sample_weight: per-sample weights (m,) (m = the rows of the prediction; a 1-D
-    # prediction has one value per sample) or None; weighted, every value and gradient
+    # prediction has one value per sample), or None (or empty); weighted, every value and gradient
     # is the weighted mean, sum_i w_i l_i / sum_i w_i (docs/spec.md §4, "Sample weights").
     def _pair(self, y_pred, y, pred_name, *, ndim=None):
         p = v.float_array(y_pred, pred_name, ndim=ndim)
@@ -364,8 +364,11 @@ class Backend:
 
     @staticmethod
     def _weights(sample_weight, p):
-        """The kernels' weights: float64 (m,) for the m = len(p) samples, or empty."""
-        if sample_weight is None:
+        """The kernels' weights: float64 (m,) for the m = len(p) samples, or empty for
+        None or an empty array (the raw kernels' "no weights": no loss has 0 samples)."""
+        if sample_weight is None or (
+            isinstance(sample_weight, np.ndarray) and sample_weight.size == 0
+        ):
             return NO_WEIGHTS
         m = p.shape[0] if p.ndim else 1
         return check_sample_weight(sample_weight, m)
@@ -836,8 +839,6 @@ def _checked_as_raw(k: Backend) -> SimpleNamespace:
             kwargs = dict(zip(_params, args))
             if "activation" in kwargs:
                 kwargs["activation"] = names[int(kwargs["activation"])]
-            if "sample_weight" in kwargs and not np.size(kwargs["sample_weight"]):
-                kwargs["sample_weight"] = None  # the raw kernels' "no weights"
             return getattr(k, _name)(**kwargs)
 
         out[fname] = call

@@ -99,6 +99,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
     ) from exc
 from scipy.special import expit, xlogy
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d, shuffle
@@ -125,6 +126,7 @@ from .io import (
     _params_from_json,
     _params_to_json,
 )
+from .losses import check_sample_weight
 from .model import MLP, _r2
 from .optim import OPTIMIZERS, AdamW, DivergenceError
 from .schedules import Constant, Schedule
@@ -493,7 +495,7 @@ class _BaseMLP(BaseEstimator):
         return _blas.dot(self._model.params[: self._model.n_weights])
 
     # --- fit ----------------------------------------------------------------------------------
-    def _fit(self, X, y, incremental=False):
+    def _fit(self, X, y, incremental=False, sample_weight=None):
         first_pass = not self.__sklearn_is_fitted__() or (not self.warm_start and not incremental)
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
@@ -507,6 +509,7 @@ class _BaseMLP(BaseEstimator):
         else:
             dtype = self._model.dtype
         X, Y = self._validate_input(X, y, incremental, reset=first_pass, dtype=dtype)
+        w = check_sample_weight(sample_weight, X.shape[0])
         # Y: class indices (n,) for softmax outputs, else (n, n_outputs).
         n_outputs = len(self.classes_) if Y.ndim == 1 else Y.shape[1]
         if X.shape[0] < 2 and np.any(np.asarray(self.batch_norm, dtype=bool)):
@@ -537,9 +540,9 @@ class _BaseMLP(BaseEstimator):
             self._model.n_threads = self.n_threads
             try:
                 if self.optimizer is None and self.solver == "lbfgs":
-                    self._fit_lbfgs(X, Y)
+                    self._fit_lbfgs(X, Y, w)
                 else:
-                    self._fit_stochastic(X, Y, incremental)
+                    self._fit_stochastic(X, Y, incremental, w)
             finally:
                 self.__dict__.pop("_init_random_state", None)
         return self
@@ -566,7 +569,7 @@ class _BaseMLP(BaseEstimator):
         rs = self.__dict__.pop("_init_random_state", None)
         return rs if rs is not None else check_random_state(self.random_state)
 
-    def _split(self, X, Y, rs):
+    def _split(self, X, Y, rs, w=None):
         """scikit-learn's early-stopping split, stratified except for multilabel/regression."""
         stratify = (Y if Y.ndim == 1 else Y[:, 0]) if self._stratify() else None
         idx = np.arange(X.shape[0])
@@ -593,16 +596,22 @@ class _BaseMLP(BaseEstimator):
                 "The validation set is too small. Increase "
                 "'validation_fraction' or the size of your dataset."
             )
-        return X[train], Y[train], X[val], Y[val]
+        if w is None:
+            return X[train], Y[train], X[val], Y[val], None, None
+        return X[train], Y[train], X[val], Y[val], w[train], w[val]
 
     def _stratify(self) -> bool:
         return False
 
-    def _loss_offset(self, Y) -> float:
-        """What scikit-learn's loss adds to fastnn's on targets Y (hook)."""
+    def _loss_offset(self, Y, w=None) -> float:
+        """What scikit-learn's loss adds to fastnn's on targets Y (weighted by w) (hook)."""
         return 0.0
 
-    def _fit_stochastic(self, X, Y, incremental):
+    def _sample_offsets(self, Y):
+        """Per sample, what scikit-learn's loss adds to fastnn's (hook; None: nothing)."""
+        return None
+
+    def _fit_stochastic(self, X, Y, incremental, w=None):
         model = self._model
         if not incremental or model.optimizer is None:
             # A new optimizer starts again from learning_rate_init, as scikit-learn's.
@@ -610,8 +619,9 @@ class _BaseMLP(BaseEstimator):
             self._learning_rate = float(self.learning_rate_init)
         opt = model.optimizer
         rs = self._fit_random_state()
+        wv = None
         if self.early_stopping:
-            X, Y, Xv, Yv = self._split(X, Y, rs)
+            X, Y, Xv, Yv, w, wv = self._split(X, Y, rs, w)
             Xv, Yv = model.check_data(Xv, Yv)
         X, Y = model.check_data(X, Y)
         n = X.shape[0]
@@ -629,6 +639,7 @@ class _BaseMLP(BaseEstimator):
         n_batches = -(-n // batch_size)
         _, loss_scale = self._sklearn_scale()
         loss_offset = self._loss_offset(Y)
+        offsets = self._sample_offsets(Y) if w is not None else None
         alpha = self._penalty_weight()
         own_lr = self.schedule is None
         lr_scale = self._lr_scale()
@@ -650,6 +661,7 @@ class _BaseMLP(BaseEstimator):
         def order(epoch):
             nonlocal rows_order
             if not self.shuffle:
+                rows_order = np.arange(n)
                 return None
             # scikit-learn's batches: its shuffle of the last epoch's order, drawn
             # from the same RandomState
@@ -657,15 +669,26 @@ class _BaseMLP(BaseEstimator):
             return rows_order
 
         def after_epoch(epoch, logs) -> bool:
-            loss = logs["loss"] * loss_scale + loss_offset
+            if w is None:
+                loss = logs["loss"] * loss_scale + loss_offset
+            else:
+                batch = self._weighted_batches(w, rows_order, batch_size, offsets)
+                loss = logs["loss"] * loss_scale + batch["offset"]
             if alpha:
-                # scikit-learn adds alpha/2 ||W||^2 / m to every batch's loss, at the
-                # weights that batch saw (before its update). The epoch runs in one
-                # compiled call, so ||W||^2 is taken at its start and end and
-                # interpolated linearly over its steps: exact for one batch per epoch,
-                # within the curvature of ||W||^2 otherwise.
+                # scikit-learn adds alpha/2 ||W||^2 / m to every batch's loss (/ S, its
+                # weight sum, with sample weights), at the weights that batch saw
+                # (before its update). The epoch runs in one compiled call, so ||W||^2
+                # is taken at its start and end and interpolated linearly over its
+                # steps: exact for one batch per epoch, within the curvature of
+                # ||W||^2 otherwise.
                 sq1 = self._sq_weights()
-                seen = n_batches * sq0 + 0.5 * (n_batches - 1) * (sq1 - sq0)
+                if w is None:
+                    seen = n_batches * sq0 + 0.5 * (n_batches - 1) * (sq1 - sq0)
+                else:
+                    # batch b (m_b rows, weight sum S_b) adds m_b / S_b of its ||W||^2
+                    f = batch["rows_per_weight"]
+                    at = np.arange(f.size) / f.size
+                    seen = float(np.sum(f * (sq0 + at * (sq1 - sq0))))
                 loss += 0.5 * alpha * seen / n
             self.n_iter_ += 1
             self.loss_ = loss
@@ -675,7 +698,12 @@ class _BaseMLP(BaseEstimator):
             if self.verbose:
                 print(f"Iteration {self.n_iter_:d}, loss = {self.loss_:.8f}")
             if best is not None:
-                self._update_no_improvement_count_val(self._validation_score(Xv, Yv), best)
+                score = (
+                    self._validation_score(Xv, Yv)
+                    if wv is None
+                    else self._weighted_validation_score(Xv, Yv, wv)
+                )
+                self._update_no_improvement_count_val(score, best)
             else:
                 self._update_no_improvement_count_loss()
             if own_lr and self._uses_lr_schedule() and self.learning_rate == "invscaling":
@@ -712,6 +740,7 @@ class _BaseMLP(BaseEstimator):
                 order=order,
                 before_epoch=before_epoch,
                 after_epoch=after_epoch,
+                sample_weight=w,
             )
         except Diverged as diverged:
             if best is None:
@@ -797,6 +826,26 @@ class _BaseMLP(BaseEstimator):
         """scikit-learn's validation score (accuracy or R^2) of the network on (Xv, Yv)."""
         return self._model.evaluate(Xv, Yv, checked=True)[self._score_name()]
 
+    def _weighted_validation_score(self, Xv, Yv, wv) -> float:
+        """scikit-learn's validation score with the validation rows' sample weights
+        (its ``_score(X_val, y_val, sample_weight=sample_weight_val)``) (hook)."""
+        raise NotImplementedError
+
+    def _weighted_batches(self, w, rows, batch_size, offsets) -> dict:
+        """Per batch of an epoch over ``rows`` with weights w: ``rows_per_weight`` m_b /
+        S_b, and ``offset``, scikit-learn's loss minus fastnn's for the epoch (the
+        weighted mean of ``offsets`` in each batch, averaged by rows as loss_curve_)."""
+        n = rows.shape[0]
+        starts = np.array([s for s, _ in self._model._batches(n, batch_size)])
+        wb = w[rows]
+        sums = np.add.reduceat(wb, starts)
+        counts = np.diff(np.append(starts, n))
+        out = {"rows_per_weight": counts / sums, "offset": 0.0}
+        if offsets is not None:
+            per_batch = np.add.reduceat(wb * offsets[rows], starts) / sums
+            out["offset"] = float(np.sum(per_batch * counts) / n)
+        return out
+
     def _update_no_improvement_count_loss(self):
         last = self.loss_curve_[-1]
         if last > self.best_loss_ - self.tol:
@@ -839,12 +888,14 @@ class _BaseMLP(BaseEstimator):
             print(f"{msg} Setting learning rate to {self._learning_rate:f}")
         return False
 
-    def _fit_lbfgs(self, X, Y):
+    def _fit_lbfgs(self, X, Y, sw=None):
         import scipy.optimize
 
         model = self._model
         X, Y = model.check_data(X, Y)
-        n = X.shape[0]
+        # scikit-learn's normaliser of the data and L2 terms: the sample count, or the
+        # weight sum
+        n = X.shape[0] if sw is None else float(np.sum(sw))
         n_w = model.n_weights
         _, s = self._sklearn_scale()
         alpha = float(self.alpha)
@@ -853,7 +904,7 @@ class _BaseMLP(BaseEstimator):
         def fun(x):
             params[...] = x
             try:
-                loss = model.loss_and_gradient(X, Y)
+                loss = model.loss_and_gradient(X, Y, sample_weight=sw)
             except DivergenceError as err:
                 raise ValueError(
                     f"lbfgs: the loss became {err.value}; the input data "
@@ -881,7 +932,7 @@ class _BaseMLP(BaseEstimator):
         )
         params[...] = res.x
         self.n_iter_ = min(int(res.nit), self.max_iter)
-        self.loss_ = float(res.fun) + self._loss_offset(Y)
+        self.loss_ = float(res.fun) + self._loss_offset(Y, sw)
         if res.status != 0:
             msg = res.message.decode() if isinstance(res.message, bytes) else res.message
             warnings.warn(
@@ -1332,6 +1383,19 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # noqa: D101
             return 1.0
         return super()._validation_score(Xv, Yv)
 
+    def _weighted_validation_score(self, Xv, Yv, wv):
+        """scikit-learn's accuracy_score with the validation weights: the weighted
+        fraction of rows predicted right (every label right, multilabel)."""
+        if len(self.classes_) == 1:
+            return 1.0
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = self._model._decision_checked(Xv)
+        if Yv.ndim == 1:
+            right = np.argmax(out, axis=1) == Yv
+        else:
+            right = ((out > 0) == (Yv > 0.5)).all(axis=1)
+        return float(np.average(right, weights=wv))
+
     def _check_loaded_outputs(self, model):
         # predict indexes classes_ with the network's outputs: they must agree.
         lb = getattr(self, "_label_binarizer", None)
@@ -1403,22 +1467,24 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # noqa: D101
 
     @_fit_context(prefer_skip_nested_validation=True)
     @trains
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the network to data X (n_samples, n_features) and labels y.
 
         y : (n_samples,) labels of any type scikit-learn accepts, or a multilabel
-        indicator matrix (n_samples, n_labels). Returns self.
+        indicator matrix (n_samples, n_labels). ``sample_weight`` (n_samples,),
+        optional: non-negative per-sample weights, as scikit-learn's (see the module
+        docstring, "Sample weights"). Returns self.
         """
-        return self._fit(X, y, incremental=False)
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
     @available_if(_check_solver)
     @_fit_context(prefer_skip_nested_validation=True)
     @trains
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y), continuing with the current optimizer state.
 
         ``classes`` (all labels that will ever be seen) is required on the first call,
-        as in scikit-learn. Returns self.
+        as in scikit-learn; ``sample_weight`` as in :meth:`fit`. Returns self.
         """
         if _check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()
@@ -1426,7 +1492,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # noqa: D101
                 self._label_binarizer.fit(y)
             else:
                 self._label_binarizer.fit(classes)
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     @uses
     def predict(self, X) -> np.ndarray:
@@ -1620,13 +1686,30 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # noqa: D101
         # scikit-learn: half the mean, gradient (p - y) / m.
         return 2.0 / self.n_outputs_, 0.5
 
-    def _loss_offset(self, Y) -> float:
+    def _loss_offset(self, Y, w=None) -> float:
         """What scikit-learn's loss adds to fastnn's on targets Y: Poisson's terms
-        constant in the prediction, mean(y log y - y)."""
+        constant in the prediction, mean(y log y - y) (weighted by w over samples)."""
         if self.loss != "poisson":
             return 0.0
+        if w is not None:
+            return float(np.average(self._sample_offsets(Y), weights=w))
         y = np.asarray(Y, np.float64)
         return float(np.mean(xlogy(y, y) - y))
+
+    def _sample_offsets(self, Y):
+        """Poisson: mean over each sample's outputs of y log y - y."""
+        if self.loss != "poisson":
+            return None
+        y = np.asarray(Y, np.float64)
+        return (xlogy(y, y) - y).mean(axis=1)
+
+    def _weighted_validation_score(self, Xv, Yv, wv):
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = self._model._decision_checked(Xv)
+            pred = self._model.loss.predict(None, out)  # e^z for poisson
+        if not np.isfinite(pred).all():
+            return math.nan  # scikit-learn's score of non-finite predictions
+        return float(r2_score(Yv, pred, sample_weight=wv))
 
     def _check_loaded_outputs(self, model) -> None:
         """Refuse a loaded network whose loss does not fit the estimator (hook)."""
@@ -1648,17 +1731,22 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # noqa: D101
 
     @_fit_context(prefer_skip_nested_validation=True)
     @trains
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the network to X (n_samples, n_features) and y (n_samples,) or
-        (n_samples, n_outputs). Returns self."""
-        return self._fit(X, y, incremental=False)
+        (n_samples, n_outputs). Returns self.
+
+        ``sample_weight`` (n_samples,), optional: non-negative per-sample weights, as
+        scikit-learn's (see the module docstring, "Sample weights").
+        """
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
     @available_if(_check_solver)
     @_fit_context(prefer_skip_nested_validation=True)
     @trains
-    def partial_fit(self, X, y):
-        """One epoch over (X, y), continuing with the current optimizer state."""
-        return self._fit(X, y, incremental=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y), continuing with the current optimizer state;
+        ``sample_weight`` as in :meth:`fit`."""
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     @uses
     def predict(self, X) -> np.ndarray:

@@ -20,8 +20,10 @@ from kernels._support import (
     LAYOUT_PAIRS,
     OUT_LAYOUTS,
     SMALL,
+    U64,
     arrays,
     assert_exact,
+    assert_within,
     backend,
     case_id,
     check_bce,
@@ -39,6 +41,7 @@ from kernels._support import (
     shapes_1d,
     shapes_2d,
     shapes_any,
+    ulp,
     unit_floats,
 )
 
@@ -373,3 +376,197 @@ def test_nan_in_logits_propagates(name, dtype):
     np.testing.assert_array_equal(
         np.isnan(k.mse_gradient(z, np.zeros_like(z))), np.isnan(z), err_msg=name
     )
+
+
+# --- sample weights (docs/spec.md §4, "Sample weights") -------------------------------
+
+# (family, value method, gradient method, target name) of each weighted case
+WEIGHTED = {
+    "mse": ("mse", "mse_gradient", "y_pred", "y"),
+    "poisson": ("poisson", "poisson_gradient", "z", "y"),
+    "bce": ("binary_cross_entropy", "binary_cross_entropy_gradient", "z", "y"),
+    "bce_rows": ("binary_cross_entropy", "binary_cross_entropy_gradient", "z", "y"),
+    "ce_onehot": ("cross_entropy", "cross_entropy_gradient", "z", "y"),
+    "ce_soft": ("cross_entropy", "cross_entropy_gradient", "z", "y"),
+    "ce_labels": ("cross_entropy", "cross_entropy_gradient", "z", "y"),
+    "sparse": ("sparse_cross_entropy", "sparse_cross_entropy_gradient", "z", "labels"),
+}
+
+
+def sample_weights(rng, m, zeros=True):
+    """Weights over three decades with zeros among them (zero weights are allowed)."""
+    w = rng.gamma(0.6, 2.0, m) * 10.0 ** rng.integers(-1, 2, m)
+    if zeros and m > 2:
+        w[:: max(2, m // 3)] = 0.0
+        w[1] = max(w[1], 0.5)  # never all zero
+    return w
+
+
+def _row_magnitudes(kind, z, y):
+    """Per sample, a bound on the sum of |terms| of its loss (float64), and the
+    gradient's operand magnitudes |p| + |y| per element (for the ULP bounds)."""
+    z2 = np.asarray(z, np.float64).reshape(np.shape(z)[0], -1)
+    with np.errstate(all="ignore"):
+        if kind in ("mse",):
+            d = z2 - np.asarray(y, np.float64).reshape(z2.shape)
+            return (d * d).sum(axis=1), None
+        if kind == "poisson":
+            t = np.asarray(y, np.float64).reshape(z2.shape)
+            e = np.exp(z2)
+            return (e + np.abs(t * z2)).sum(axis=1), e + np.abs(t)
+        if kind.startswith("bce"):
+            t = np.asarray(y, np.float64).reshape(z2.shape)
+            c = np.log1p(np.exp(-np.abs(z2)))
+            s = 1 / (1 + np.exp(-z2))
+            return (np.abs(z2) * (1 + np.abs(t)) + c).sum(axis=1) + 1, s + np.abs(t)
+        shifted, log_s, p = _ce_parts(z2)
+        if kind in ("ce_labels", "sparse"):
+            t = np.zeros_like(p)
+            t[np.arange(p.shape[0]), np.asarray(y)] = 1
+        else:
+            t = np.asarray(y, np.float64)
+        mag = (np.abs(t) * (np.abs(shifted) + np.abs(log_s))).sum(axis=1) + 1 + np.abs(log_s[:, 0])
+        return mag, p + np.abs(t)
+
+
+def _ce_parts(z):
+    x = np.asarray(z, np.float64)
+    shifted = x - x.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    s = e.sum(axis=1, keepdims=True)
+    return shifted, np.log(s), e / s
+
+
+def check_weighted(kind, actual, expected, z, y, w, what, err):
+    """mse is exact (same squares, same pairwise order, same division); the others
+    carry the unweighted kernels' per-term ULP differences (exp, log, the row sums'
+    order: (2k + 8) u64 of each term's magnitude), weighted by w_i / S, plus the
+    weighted sum's order and the final rounding."""
+    m = np.shape(z)[0]
+    k = int(np.size(z) // m)
+    if kind == "mse":
+        if what == "value":
+            assert actual == expected, f"{err}: {actual!r} != {expected!r}"
+        else:
+            assert_exact(actual, expected, err)
+        return
+    S = np.sum(w)
+    mag, grad_mag = _row_magnitudes(kind, z, y)
+    u = (2 * k + 8) * U64
+    with np.errstate(all="ignore"):
+        if what == "value":
+            bound = (u * np.sum(w * mag) + 2 * m * U64 * np.sum(w * mag)) / S + 4 * np.spacing(
+                abs(expected)
+            )
+        else:
+            e = np.asarray(expected)
+            wi = w.reshape(m, 1)
+            g = u * wi * grad_mag / S
+            bound = g.reshape(e.shape) + 2 * ulp(e, e.dtype)
+    assert_within(actual, expected, bound, err)
+
+
+def run_weighted(name, kind, z, y, w, in_layout, out_layout, err):
+    value, gradient, zname, yname = WEIGHTED[kind]
+    args = {zname: z, yname: y, "sample_weight": w}
+    actual, expected = run_pair(name, value, args, in_layout=in_layout)
+    check_weighted(kind, actual["result"], expected["result"], z, y, w, "value", f"{value} {err}")
+    actual, expected = run_pair(
+        name, gradient, args, outputs=("out",), in_layout=in_layout, out_layout=out_layout
+    )
+    check_weighted(kind, actual["out"], expected["out"], z, y, w, "gradient", f"{gradient} {err}")
+
+
+@pytest.mark.parametrize("in_layout,out_layout", LAYOUT_PAIRS)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", COMPILED)
+def test_weighted_loss_layouts(name, dtype, kind, in_layout, out_layout):
+    rng = np.random.default_rng(30)
+    _, z, y = layout_inputs(kind, dtype, rng)
+    w = sample_weights(rng, z.shape[0])
+    run_weighted(name, kind, z, y, w, in_layout, out_layout, case_id(name, dtype, kind))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", COMPILED)
+def test_weighted_loss_large(name, dtype, kind):
+    """Past one pairwise block and (float32 mse) NumPy's 8192-value cast buffers."""
+    m, k = (20, 7) if SMALL else (4099, 33)
+    rng = np.random.default_rng(31)
+    _, z, y = layout_inputs(kind, dtype, rng, m, k)
+    w = sample_weights(rng, m)
+    run_weighted(name, kind, z, y, w, "C", None, case_id(name, dtype, kind, (m, k)))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+def test_unit_weights_give_the_unweighted_bits(name, dtype, kind):
+    """w = 1: every product w_i l_i is l_i, S = m exactly, so value and gradient are the
+    unweighted kernels' bit for bit (mse's float32 gradient: one division in float64
+    rounded to float32 is the float32 division, sizes below 2**24)."""
+    m, k = (20, 7) if SMALL else (1031, 9)
+    rng = np.random.default_rng(32)
+    _, z, y = layout_inputs(kind, dtype, rng, m, k)
+    value, gradient, zname, yname = WEIGHTED[kind]
+    k_ = backend(name)
+    ones = np.ones(z.shape[0])
+    v1 = getattr(k_, value)(**{zname: z, yname: y, "sample_weight": ones})
+    v0 = getattr(k_, value)(**{zname: z, yname: y})
+    assert v1 == v0 or (np.isnan(v1) and np.isnan(v0))
+    g1 = getattr(k_, gradient)(**{zname: z, yname: y, "sample_weight": ones})
+    g0 = getattr(k_, gradient)(**{zname: z, yname: y})
+    np.testing.assert_array_equal(g1, g0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+def test_weighted_loss_formula(name, dtype):
+    """The contract by hand: sum_i w_i l_i / S and w_i dl_i / S (mse and poisson over
+    S k), against the unweighted kernels applied row by row."""
+    rng = np.random.default_rng(33)
+    m, k = 7, 3
+    z = rng_array(rng, (m, k), dtype, scale=2.0)
+    y = rng_array(rng, (m, k), dtype)
+    w = sample_weights(rng, m)
+    K = backend(name)
+    rows = np.array([K.mse(z[i], y[i]) for i in range(m)])
+    assert K.mse(z, y, sample_weight=w) == pytest.approx(np.sum(w * rows) / np.sum(w), rel=1e-14)
+    g = K.mse_gradient(z, y, sample_weight=w)
+    want = 2 * w[:, None] * (z.astype(np.float64) - y) / (np.sum(w) * k)
+    np.testing.assert_allclose(g, want.astype(dtype), rtol=4 * np.finfo(dtype).eps)
+    labels = rng.integers(0, k, m)
+    rows = np.array([K.cross_entropy(z[i : i + 1], labels[i : i + 1]) for i in range(m)])
+    got = K.cross_entropy(z, labels, sample_weight=w)
+    assert got == pytest.approx(np.sum(w * rows) / np.sum(w), rel=1e-12)
+    # a zero weight: that sample has no gradient
+    g = K.cross_entropy_gradient(z, labels, sample_weight=w)
+    assert not np.any(g[w == 0])
+
+
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+@pytest.mark.parametrize(
+    "weights, error, match",
+    [
+        (np.ones(5), ValueError, r"sample_weight must have one weight per sample: shape \(6,\)"),
+        (np.ones((6, 1)), ValueError, r"sample_weight must be a 1-D array"),
+        (np.r_[-1.0, np.ones(5)], ValueError, r"sample_weight must be non-negative"),
+        (np.r_[np.nan, np.ones(5)], ValueError, r"sample_weight contains NaN or infinity"),
+        (np.zeros(6), ValueError, r"sample_weight must contain at least one non-zero"),
+        (np.array(list("abcdef")), TypeError, r"sample_weight must hold real numbers"),
+    ],
+)
+def test_bad_sample_weights_are_refused_by_the_checked_kernels(name, weights, error, match):
+    z = np.zeros((6, 3))
+    K = backend(name)
+    for call in (
+        lambda: K.mse(z, z, sample_weight=weights),
+        lambda: K.poisson_gradient(z, z, sample_weight=weights),
+        lambda: K.binary_cross_entropy(z, z, sample_weight=weights),
+        lambda: K.cross_entropy_gradient(z, np.zeros(6, np.int64), sample_weight=weights),
+        lambda: K.sparse_cross_entropy(z, np.zeros(6, np.int64), sample_weight=weights),
+    ):
+        with pytest.raises(error, match=match):
+            call()

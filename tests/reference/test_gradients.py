@@ -234,3 +234,29 @@ def test_dense_stack(name, stack):
 
         assert_grad(dws[i], numeric_grad(with_w, ws[i]), f"{name} {stack} dW{i + 1}")
         assert_grad(dbs[i], numeric_grad(with_b, bs[i]), f"{name} {stack} db{i + 1}")
+
+
+@pytest.mark.parametrize(
+    "loss", ["mse", "poisson", "binary_cross_entropy", "cross_entropy", "sparse_cross_entropy"]
+)
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+def test_weighted_loss_gradients(name, loss):
+    """The weighted gradient w_i dl_i / S is the derivative of the weighted loss
+    sum_i w_i l_i / S (docs/spec.md §4, "Sample weights"); zero weights included."""
+    k = backend(name)
+    rng = np.random.default_rng(60)
+    m, c = 6, 3
+    z = rng.standard_normal((m, c))
+    w = rng.gamma(0.7, 2.0, m)
+    w[2] = 0.0
+    y = {
+        "mse": rng.standard_normal((m, c)),
+        "poisson": rng.poisson(2.0, (m, c)).astype(np.float64),
+        "binary_cross_entropy": rng.random((m, c)),
+        "cross_entropy": np.eye(c)[rng.integers(0, c, m)],
+        "sparse_cross_entropy": rng.integers(0, c, m),
+    }[loss]
+    value, gradient = getattr(k, loss), getattr(k, loss + "_gradient")
+    numeric = numeric_grad(lambda x: value(x, y, sample_weight=w), z)
+    assert_grad(gradient(z, y, sample_weight=w), numeric, f"{name} weighted {loss}")
+    assert not np.any(gradient(z, y, sample_weight=w)[2])
