@@ -22,6 +22,24 @@ updates. ``loss_curve_`` and ``loss_`` are scikit-learn's numbers: log-loss, or 
 the mean squared error, plus ``alpha / 2 ||W||^2 / m`` per batch (averaged over the
 epoch's samples; see the note on ``loss_curve_`` below).
 
+Sample weights
+--------------
+``fit`` and ``partial_fit`` take ``sample_weight`` with scikit-learn's meaning (1.7+):
+each batch's loss and gradient are the weighted means ``sum_i w_i l_i / S`` and
+``w_i dl_i / S``, ``S`` the batch's weight sum, and the L2 term is normalised by the same
+``S`` (``alpha W / S``; fastnn's coupled weight decay of a weighted batch is scaled by
+``m / S``, docs/spec.md §4). The loss kernels take the weights, so the whole epoch still
+runs in one compiled call. With ``early_stopping=True`` the split carries the weights
+and the validation score is weighted (accuracy or R^2 with the validation rows'
+weights); ``loss_curve_`` adds the penalty ``alpha/2 ||W||^2 / S`` of every batch
+(interpolated as below). ``solver="lbfgs"`` minimises the weighted loss plus
+``alpha/2 ||W||^2 / S`` over the whole data set, as scikit-learn's. ``score`` takes
+``sample_weight`` as scikit-learn's mixins do. Unit weights train exactly as no weights.
+The L2 scale ``m / S`` is scikit-learn's ``1 / S`` for full batches; for the last,
+partial batch fastnn's decay is ``alpha m / (batch_size S)`` where scikit-learn's is
+``alpha / S`` (as without weights, where the decay is ``alpha / batch_size`` for every
+batch).
+
 Differences from scikit-learn, on purpose
 -----------------------------------------
 - ``init="sklearn"`` (the default) draws scikit-learn's initial weights and
@@ -72,7 +90,14 @@ Differences from scikit-learn, on purpose
   alone). ``fit`` and ``partial_fit`` run alone: while one runs, the others and every
   prediction from another thread raise RuntimeError (see :mod:`fastnn.model`,
   "Threads"); a fit waits for the predictions already under way.
-- Sparse input and ``sample_weight`` are not supported.
+- Sparse input is not supported.
+- ``sample_weight`` must be non-negative: scikit-learn's MLPs accept negative weights
+  (their ``_check_sample_weight`` call does not ask for non-negative ones); fastnn
+  refuses them with a ValueError, as it refuses NaN, infinity, a wrong length or shape
+  and all-zero weights (as scikit-learn does). A mini-batch whose weights are all zero
+  raises ValueError before the epoch runs, where scikit-learn raises
+  ZeroDivisionError in it. With batch normalisation the batch statistics are
+  unweighted, so a weight is not a repeated row there.
 - Adam's ``epsilon`` is added to ``sqrt(v_hat)`` (Kingma & Ba; docs/spec.md §5) where
   scikit-learn adds it to ``sqrt(v)``; the two agree up to the size of epsilon.
 """
