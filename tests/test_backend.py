@@ -96,6 +96,35 @@ def test_debug_switch_routes_internal_calls_through_the_checked_tier(name, batch
     assert raw[2] == checked[2]
 
 
+@pytest.mark.parametrize("loss", ["mse", "poisson", "cross_entropy", "binary_cross_entropy"])
+@pytest.mark.parametrize("name", fastnn.available_backends())
+def test_debug_switch_with_sample_weights(name, loss, monkeypatch):
+    """Weighted losses behind the raw signatures (flat mse and poisson arrays of m
+    samples) give the raw kernels' numbers on the step path."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 3))
+    y = {
+        "mse": X[:, :2],
+        "poisson": rng.poisson(1.0, (40, 2)),
+        "cross_entropy": (X[:, 0] > 0).astype(int) + (X[:, 1] > 0),
+        "binary_cross_entropy": (X[:, :2] > 0).astype(float),
+    }[loss]
+    w = rng.random(40)
+    runs = []
+    for checked in (False, True):
+        monkeypatch.setattr("fastnn._backend.CHECK_INTERNAL_CALLS", checked)
+        fastnn.backend(name)._checked_raw = None
+        net = fastnn.MLP([3, 4, 3 if loss == "cross_entropy" else 2], loss=loss, backend=name)
+        net.set_state({"params": np.linspace(-1, 1, net.n_params), "buffers": net.buffers})
+        losses = [net.loss_and_gradient(X, y, sample_weight=w)]
+        Xc, yc = net.check_data(X, y)
+        opt = fastnn.SGD(0.1, weight_decay=1e-2)
+        losses.append(net.train_step(Xc[:20], yc[:20], opt, sample_weight=w[:20]))
+        runs.append((losses, net.params.copy()))
+    assert runs[0][0] == runs[1][0]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
 def test_checked_tier_behind_raw_signatures_names_the_bad_argument(monkeypatch):
     monkeypatch.setattr("fastnn._backend.CHECK_INTERNAL_CALLS", True)
     k = fastnn.backend("numpy")._internal

@@ -822,6 +822,10 @@ for _row in registry.ACTIVATIONS:
 del _row
 
 
+# Losses whose raw kernels take flat arrays (a weight per sample of k values).
+_FLAT_LOSSES = ("mse", "mse_gradient", "poisson", "poisson_gradient")
+
+
 def _checked_as_raw(k: Backend) -> SimpleNamespace:
     """Backend k's checked methods called with the raw kernels' signatures (the
     reference's parameter names; activation codes turned back into names). Kernels
@@ -839,6 +843,13 @@ def _checked_as_raw(k: Backend) -> SimpleNamespace:
             kwargs = dict(zip(_params, args))
             if "activation" in kwargs:
                 kwargs["activation"] = names[int(kwargs["activation"])]
+            if _name in _FLAT_LOSSES and np.size(kwargs["sample_weight"]):
+                # the raw flat arrays hold m samples of size / m values: the checked
+                # method's rows (views: the gradient is written in place)
+                m = np.size(kwargs["sample_weight"])
+                for key in ("y_pred", "z", "y", "out"):
+                    if key in kwargs:
+                        kwargs[key] = kwargs[key].reshape(m, -1)
             return getattr(k, _name)(**kwargs)
 
         out[fname] = call

@@ -784,7 +784,10 @@ class MLP:
         k = self.kernels._internal
         lowest = self._lowest_trainable()
         g = ws.g
-        self.loss.gradient(k, out, y, g, w)
+        if w.size:
+            self.loss.gradient(k, out, y, g, w)
+        else:  # (a Loss of its own may not take weights)
+            self.loss.gradient(k, out, y, g)
         for i in range(len(self.layers) - 1, lowest - 1, -1):
             g = self.layers[i].backward(k, ws.inputs[i], ws.layers[i], g, i > lowest)
 
@@ -832,7 +835,10 @@ class MLP:
         # advice; NumPy's floating-point warnings would only add noise before it.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             out = self._forward_train(xb, ws)
-            loss = self.loss.value(self.kernels._internal, out, yb, wb)
+            if wb.size:
+                loss = self.loss.value(self.kernels._internal, out, yb, wb)
+            else:
+                loss = self.loss.value(self.kernels._internal, out, yb)
             self._last_output = out
             if not math.isfinite(loss):
                 raise DivergenceError(f"the loss is {loss}", what="loss", value=loss)
@@ -1049,7 +1055,10 @@ class MLP:
                 xb = np.take(X, idx, axis=0, out=ws.xb, mode="clip")
                 yb = np.take(y, idx, axis=0, out=ws.target_buffer(y), mode="clip")
                 wb = None if w is None else w[idx]
-            loss = self.train_step(xb, yb, optimizer, sample_weight=wb)
+            if wb is None:
+                loss = self.train_step(xb, yb, optimizer)
+            else:
+                loss = self.train_step(xb, yb, optimizer, sample_weight=wb)
             total += loss * (e - s)
             if classify:
                 correct += self.loss.n_correct(self._last_output, yb)
