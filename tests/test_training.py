@@ -1,6 +1,7 @@
 """The training loop: batches, validation, history, callbacks, early stopping, determinism,
 divergence, interruption, verbose output and the progress bar."""
 
+import copy
 import os
 import signal
 import sys
@@ -386,3 +387,28 @@ def test_zero_epochs_changes_nothing():
     hist = net.fit(X, y, epochs=0)
     assert len(hist) == 0
     np.testing.assert_array_equal(net.params, before)
+
+
+def test_fit_with_sample_weight_and_validation_split_trains_on_the_kept_rows_weights():
+    """validation_split holds rows out with their weights: the fit equals epochs of
+    MLP.train_epoch on the kept rows and their weights."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 3))
+    y = X[:, :1] * 2
+    w = rng.random(50) * 3
+    a = fastnn.MLP([3, 5, 1], random_state=1)
+    b = fastnn.MLP([3, 5, 1], random_state=1)
+    perm = copy.deepcopy(b.rngs["split"]).permutation(50)
+    fastnn.fit(a, X, y, optimizer=fastnn.SGD(0.05), epochs=3, batch_size=8, shuffle=False,
+               validation_split=0.2, sample_weight=w)  # fmt: skip
+    train = np.sort(perm[10:])
+    Xt, yt = b.check_data(X[train], y[train])
+    opt = fastnn.SGD(0.05)
+    for _ in range(3):
+        b.train_epoch(Xt, yt, opt, 8, shuffle=False, sample_weight=w[train])
+        opt.end_epoch()
+    np.testing.assert_array_equal(a.params, b.params)
+    c = fastnn.MLP([3, 5, 1], random_state=1)
+    fastnn.fit(c, X, y, optimizer=fastnn.SGD(0.05), epochs=3, batch_size=8, shuffle=False,
+               validation_split=0.2)  # fmt: skip
+    assert not np.array_equal(a.params, c.params)
