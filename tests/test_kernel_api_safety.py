@@ -166,13 +166,18 @@ CALLS = {
         ("out",),
         (),
     ),
-    "sgd_step": _optimizer(lr=0.1),
-    "momentum_step": _optimizer("velocity", lr=0.1),
-    "nesterov_step": _optimizer("velocity", lr=0.1),
-    "adagrad_step": _optimizer("sum_sq"),
-    "rmsprop_step": _optimizer("sq_avg"),
-    "adam_step": _optimizer("m", "v", step=2),
-    "adamw_step": _optimizer("m", "v", step=2),
+    **{
+        o.kernel: _optimizer(*o.states, lr=0.1, **({"step": 2} if o.step else {}))
+        for o in fastnn.registry.OPTIMIZERS
+    },
+    "optimizer_step": _optimizer(
+        "state1",
+        "state2",
+        optimizer="adam",
+        step=2,
+        lr=0.1,
+        hyper=np.array([0.9, 0.999, 1e-8, 0.0, 0.0, 0.0]),
+    ),
     "squared_norm": lambda: ({"x": _vals((2, 3), 1)}, (), ()),
     "scale_inplace": lambda: ({"x": _vals((2, 3), 1), "factor": 0.5}, (), ("x",)),
     "clip_grad_norm": lambda: ({"grad": _vals((2, 3), 1), "max_norm": 0.1}, (), ("grad",)),

@@ -9,6 +9,7 @@ NumPy reference (``fastnn.reference``) defines what every kernel computes.
 True
 """
 
+from . import optim as _optim
 from . import registry as registry  # the tables of activations, losses, optimizers
 
 # fastnn.tabular, the command line's saved tabular model, registers its kind with io.
@@ -86,6 +87,13 @@ __all__ = [
     "load",
     "ModelFileError",
 ]
+
+# Every optimizer class, those built from a registry row (optim.py) included.
+for _cls in _optim.OPTIMIZERS.values():
+    if _cls.__name__ not in __all__:
+        globals()[_cls.__name__] = _cls
+        __all__.append(_cls.__name__)
+del _cls
 
 # Saved estimators: their module is imported only when such a file is loaded, so
 # scikit-learn stays an optional dependency. (fastnn.tabular registers its own kind

@@ -493,113 +493,59 @@ class Backend:
         for o in outs:
             o.done()
 
-    def sgd_step(self, param, grad, lr, weight_decay=0.0):
-        """theta -= lr (g + wd theta), in place."""
-        lr = v.scalar(lr, "lr", low=0)
-        wd = v.scalar(weight_decay, "weight_decay", low=0)
-        outs, g = self._buffers(param, grad)
-        self._raw.sgd_step(_flat(outs[0].work), _flat(g), lr, wd)
-        self._finish(outs)
-
-    def _momentum_like(self, fn, param, grad, velocity, lr, momentum, dampening, weight_decay):
-        lr = v.scalar(lr, "lr", low=0)
-        momentum = v.scalar(momentum, "momentum", low=0, high=1, high_open=True)
-        dampening = v.scalar(dampening, "dampening", low=0, high=1)
-        wd = v.scalar(weight_decay, "weight_decay", low=0)
-        outs, g = self._buffers(param, grad, velocity=velocity)
-        fn(_flat(outs[0].work), _flat(g), _flat(outs[1].work), lr, momentum, dampening, wd)
-        self._finish(outs)
-
-    def momentum_step(
-        self, param, grad, velocity, lr, momentum=0.9, dampening=0.0, weight_decay=0.0
+    # The checked ``<name>_step`` of every optimizer is generated from its registry row
+    # (below the class); this is the update by code that the step path calls.
+    def optimizer_step(
+        self, param, grad, state1, state2, optimizer, step, lr, hyper, weight_decay=0.0
     ):
-        """v = beta v + (1 - d) g; theta -= lr v, in place."""
-        self._momentum_like(
-            self._raw.momentum_step, param, grad, velocity, lr, momentum, dampening, weight_decay
-        )
+        """One update of the optimizer named ``optimizer``, in place (docs/spec.md §5).
 
-    def nesterov_step(
-        self, param, grad, velocity, lr, momentum=0.9, dampening=0.0, weight_decay=0.0
-    ):
-        """v = beta v + (1 - d) g; theta -= lr (g + beta v), in place."""
-        self._momentum_like(
-            self._raw.nesterov_step, param, grad, velocity, lr, momentum, dampening, weight_decay
-        )
-
-    def adagrad_step(
-        self, param, grad, sum_sq, lr=0.01, eps=1e-10, eps_inside_sqrt=False, weight_decay=0.0
-    ):
-        """G += g^2; theta -= lr g / (sqrt(G) + eps), in place."""
-        lr = v.scalar(lr, "lr", low=0)
-        eps = v.scalar(eps, "eps", low=0, low_open=True)
-        inside = v.boolean(eps_inside_sqrt, "eps_inside_sqrt")
-        wd = v.scalar(weight_decay, "weight_decay", low=0)
-        outs, g = self._buffers(param, grad, sum_sq=sum_sq)
-        self._raw.adagrad_step(
-            _flat(outs[0].work), _flat(g), _flat(outs[1].work), lr, eps, inside, wd
-        )
-        self._finish(outs)
-
-    def rmsprop_step(
-        self,
-        param,
-        grad,
-        sq_avg,
-        lr=0.01,
-        rho=0.9,
-        eps=1e-8,
-        eps_inside_sqrt=False,
-        weight_decay=0.0,
-    ):
-        """s = rho s + (1 - rho) g^2; theta -= lr g / (sqrt(s) + eps), in place."""
-        lr = v.scalar(lr, "lr", low=0)
-        rho = v.scalar(rho, "rho", low=0, high=1, high_open=True)
-        eps = v.scalar(eps, "eps", low=0, low_open=True)
-        inside = v.boolean(eps_inside_sqrt, "eps_inside_sqrt")
-        wd = v.scalar(weight_decay, "weight_decay", low=0)
-        outs, g = self._buffers(param, grad, sq_avg=sq_avg)
-        self._raw.rmsprop_step(
-            _flat(outs[0].work), _flat(g), _flat(outs[1].work), lr, rho, eps, inside, wd
-        )
-        self._finish(outs)
-
-    def _adam_like(self, fn, param, grad, m, v_, step, lr, beta1, beta2, eps, weight_decay):
+        Parameters
+        ----------
+        param, grad : ndarray of one float dtype and shape
+            The parameters (updated) and their gradient.
+        state1, state2 : ndarray (the shape and dtype of ``param``) or None
+            The optimizer's state buffers in its registry row's order (``states``),
+            updated; None (or an empty array) for those it does not have.
+        optimizer : str
+            A name of ``fastnn.registry.OPTIMIZERS``.
+        step : int
+            The step count t >= 1 (read by the optimizers with bias corrections).
+        lr : float
+            The learning rate, >= 0.
+        hyper : array_like of float, shape (len(registry.HYPER_SLOTS),)
+            The kernels' hyperparameter vector: the slots the optimizer's row fills
+            (h0, h1, eps, eps_inside_sqrt; each checked against its range), the others
+            ignored (its weight_decay slot too: ``weight_decay`` is this call's).
+        weight_decay : float, default 0
+            This call's weight decay, >= 0.
+        """
+        row = registry.optimizer(optimizer)
         step = v.integer(step, "step", low=1)
         lr = v.scalar(lr, "lr", low=0)
-        beta1 = v.scalar(beta1, "beta1", low=0, high=1, high_open=True)
-        beta2 = v.scalar(beta2, "beta2", low=0, high=1, high_open=True)
-        eps = v.scalar(eps, "eps", low=0, low_open=True)
         wd = v.scalar(weight_decay, "weight_decay", low=0)
-        outs, g = self._buffers(param, grad, m=m, v=v_)
-        fn(
-            _flat(outs[0].work),
-            _flat(g),
-            _flat(outs[1].work),
-            _flat(outs[2].work),
-            step,
-            lr,
-            beta1,
-            beta2,
-            eps,
-            wd,
+        h = np.array(v.float_array(hyper, "hyper", ndim=1, dtype=np.float64), np.float64)
+        v.check_shape(h, "hyper", (len(registry.HYPER_SLOTS),))
+        for hp in row.hypers:
+            i = registry.HYPER_SLOTS.index(hp.slot)
+            value = h[i]
+            if isinstance(hp.default, bool):
+                if value not in (0.0, 1.0):
+                    raise ValueError(f"hyper's {hp.slot} ({hp.name}) must be 0 or 1, got {value}")
+            else:
+                check_hyperparameter(hp, value, f"hyper's {hp.slot} ({hp.name})")
+        given = {"state1": state1, "state2": state2}
+        names = dict(zip(("state1", "state2"), row.states))
+        for key, arr in given.items():
+            if key not in names and arr is not None and np.size(arr):
+                raise ValueError(f"{key} must be None or empty: {row.name} has {len(names)} states")
+        outs, g = self._buffers(param, grad, **{key: given[key] for key in names})
+        empty = np.zeros(0, outs[0].work.dtype)
+        states = [_flat(o.work) for o in outs[1:]] + [empty, empty]
+        self._raw.optimizer_step(
+            _flat(outs[0].work), _flat(g), states[0], states[1], row.code, step, lr, h, wd
         )
         self._finish(outs)
-
-    def adam_step(
-        self, param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0
-    ):
-        """One Adam update at step ``step`` >= 1 (bias-corrected), in place."""
-        self._adam_like(
-            self._raw.adam_step, param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay
-        )
-
-    def adamw_step(
-        self, param, grad, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01
-    ):
-        """One AdamW update: theta -= lr wd theta, then Adam; in place."""
-        self._adam_like(
-            self._raw.adamw_step, param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay
-        )
 
     def squared_norm(self, x) -> float:
         """sum x^2, accumulated in float64."""
@@ -822,15 +768,83 @@ for _row in registry.ACTIVATIONS:
 del _row
 
 
+def check_hyperparameter(h: registry.Hyper, value, name: str | None = None):
+    """``value`` of optimizer hyperparameter ``h`` checked against its registry range
+    (a flag: True or False); ValueError / TypeError naming it otherwise."""
+    name = h.name if name is None else name
+    if isinstance(h.default, bool):
+        return v.boolean(value, name)
+    return v.scalar(value, name, low=h.low, high=h.high, low_open=h.low_open, high_open=h.high_open)
+
+
+def _optimizer_method(row: registry.Optimizer):
+    """Backend's checked ``<name>_step`` for one optimizer row: the raw kernel's
+    signature (param, grad, the states, [step], lr, the row's hyperparameters,
+    weight_decay) with the row's defaults."""
+    P = inspect.Parameter
+    names = ["self", "param", "grad", *row.states] + (["step"] if row.step else [])
+    params = [P(n, P.POSITIONAL_OR_KEYWORD) for n in names]
+    params.append(P("lr", P.POSITIONAL_OR_KEYWORD, default=row.lr))
+    params += [P(h.name, P.POSITIONAL_OR_KEYWORD, default=h.default) for h in row.hypers]
+    params.append(P("weight_decay", P.POSITIONAL_OR_KEYWORD, default=row.weight_decay))
+    signature = inspect.Signature(params)
+
+    def method(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        scalars: list = [v.integer(a["step"], "step", low=1)] if row.step else []
+        scalars.append(v.scalar(a["lr"], "lr", low=0))
+        scalars += [check_hyperparameter(h, a[h.name]) for h in row.hypers]
+        scalars.append(v.scalar(a["weight_decay"], "weight_decay", low=0))
+        k = a["self"]
+        outs, g = k._buffers(a["param"], a["grad"], **{s: a[s] for s in row.states})
+        getattr(k._raw, row.kernel)(
+            _flat(outs[0].work), _flat(g), *[_flat(o.work) for o in outs[1:]], *scalars
+        )
+        k._finish(outs)
+
+    method.__signature__ = signature  # type: ignore[attr-defined]
+    method.__name__ = row.kernel
+    method.__qualname__ = f"Backend.{row.kernel}"
+    states = "".join(
+        f"{s} : ndarray\n    Its state buffer, the shape and dtype of ``param``; updated.\n"
+        for s in row.states
+    )
+    step = "step : int\n    The step count t >= 1 (bias corrections).\n" if row.step else ""
+    hypers = "".join(
+        f"{h.name} : {type(h.default).__name__}, default {h.default!r}\n" for h in row.hypers
+    )
+    decay = "decoupled" if row.decoupled else "L2, ``g = grad + weight_decay param``"
+    method.__doc__ = (
+        f"{row.cls}: {row.formula}; in place (docs/spec.md §5).\n\n"
+        "Parameters\n----------\n"
+        "param : ndarray of float32 or float64, any shape\n    Updated in place.\n"
+        "grad : array_like\n    The shape and dtype of ``param``; only read.\n"
+        f"{states}{step}"
+        f"lr : float, default {row.lr!r}\n"
+        f"{hypers}"
+        f"weight_decay : float, default {row.weight_decay!r}\n    Weight decay ({decay}).\n"
+    )
+    return method
+
+
+# One checked method per optimizer of the registry.
+for _opt in registry.OPTIMIZERS:
+    setattr(Backend, _opt.kernel, _optimizer_method(_opt))
+del _opt
+
+
 # Losses whose raw kernels take flat arrays (a weight per sample of k values).
 _FLAT_LOSSES = ("mse", "mse_gradient", "poisson", "poisson_gradient")
 
 
 def _checked_as_raw(k: Backend) -> SimpleNamespace:
     """Backend k's checked methods called with the raw kernels' signatures (the
-    reference's parameter names; activation codes turned back into names). Kernels
+    reference's parameter names; activation and optimizer codes turned back into names). Kernels
     without a checked method (train_epoch, which checks its own arguments) are kept."""
     names = {a.code: a.name for a in registry.ACTIVATIONS}
+    optimizers = {o.code: o.name for o in registry.OPTIMIZERS}
     reference = backend("numpy")._raw  # the contract's signatures, same names
     out = {}
     for fname, raw in vars(k._raw).items():
@@ -843,6 +857,9 @@ def _checked_as_raw(k: Backend) -> SimpleNamespace:
             kwargs = dict(zip(_params, args))
             if "activation" in kwargs:
                 kwargs["activation"] = names[int(kwargs["activation"])]
+            if "optimizer" in kwargs:
+                kwargs["optimizer"] = optimizers[int(kwargs["optimizer"])]
+
             if _name in _FLAT_LOSSES and np.size(kwargs["sample_weight"]):
                 # the raw flat arrays hold m samples of size / m values: the checked
                 # method's rows (views: the gradient is written in place)

@@ -96,14 +96,8 @@ def bn_codes(model, plan_units: list[Unit]) -> np.ndarray:
 
 
 def _hyper(opt) -> np.ndarray:
-    """The kernel's ``hyper`` vector (registry.HYPER_SLOTS), filled as the optimizer's
-    registry row says; slots it does not use are 0."""
-    slots = dict.fromkeys(registry.HYPER_SLOTS, 0.0)
-    for slot, attribute in _OPT_ROWS[opt.name].hyper.items():
-        slots[slot] = float(getattr(opt, attribute))
-    slots["weight_decay"] = opt.weight_decay
-    slots["clip_norm"] = 0.0 if opt.clip_norm is None else opt.clip_norm
-    return np.array([slots[s] for s in registry.HYPER_SLOTS], np.float64)
+    """The kernel's ``hyper`` vector (registry.HYPER_SLOTS): the step path's."""
+    return opt._kernel_hyper()
 
 
 class EpochPlan:

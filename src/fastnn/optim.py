@@ -16,16 +16,26 @@ Each step, before anything is updated, the global L2 norm of the trainable gradi
 is computed (one reduction per piece): a non-finite norm raises
 :class:`DivergenceError` and leaves the parameters untouched, and ``clip_norm``
 rescales the gradient when the norm exceeds it.
+
+Every optimizer is a row of ``fastnn.registry.OPTIMIZERS``: its hyperparameters (order,
+defaults, ranges), states and kernel code come from there, and the update is the
+backend's ``optimizer_step`` by code, so a class only declares its constructor. The
+seven classes below are written out (their signatures are visible to type checkers and
+editors); an optimizer added to the registry without one here gets its class built
+from its row (:data:`OPTIMIZERS`, exported by ``fastnn`` as well).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import cast
 
 import numpy as np
 
 from . import _validation as v
+from . import registry
+from ._backend import check_hyperparameter
 from .schedules import (
     Constant,
     Schedule,
@@ -76,7 +86,9 @@ class DivergenceError(FloatingPointError):
 
 
 class Optimizer:
-    """Base class. Subclasses set ``name``, ``state_names`` and implement ``_update``.
+    """Base class. A subclass whose ``name`` is a registry row takes its states,
+    hyperparameters and update from the row; any other sets ``name``, ``state_names``
+    and implements ``_update``.
 
     Parameters
     ----------
@@ -89,11 +101,24 @@ class Optimizer:
     clip_norm : float or None
         Rescale the gradient by ``clip_norm / ||g||`` when its global L2 norm (over all
         trainable parameters) exceeds ``clip_norm``.
+    **hyperparameters
+        The registry row's hyperparameters (checked against their ranges; a missing
+        one takes its default).
     """
 
     name = ""
     state_names: tuple[str, ...] = ()
     _defaults: dict = {}
+    _row: registry.Optimizer | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__ and cls.name in {o.name for o in registry.OPTIMIZERS}:
+            row = registry.optimizer(cls.name)
+            cls._row = row
+            cls.state_names = row.states
+            cls._defaults = {h.name: h.default for h in row.hypers}
+            cls._decay_in_loss = not row.decoupled
 
     def __init__(
         self,
@@ -102,7 +127,15 @@ class Optimizer:
         weight_decay: float = 0.0,
         decay_biases: bool = False,
         clip_norm: float | None = None,
+        **hyperparameters,
     ):
+        for h in self._row.hypers if self._row is not None else ():
+            value = hyperparameters.pop(h.name, h.default)
+            setattr(self, h.name, check_hyperparameter(h, value))
+        if hyperparameters:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected arguments {sorted(hyperparameters)}"
+            )
         self.schedule: Schedule = as_schedule(lr)
         self.weight_decay = v.scalar(weight_decay, "weight_decay", low=0)
         self.decay_biases = v.boolean(decay_biases, "decay_biases")
@@ -170,8 +203,8 @@ class Optimizer:
             self._runs_key, self._runs = key, tuple(runs)
         return self._runs
 
-    # False for a decoupled decay (AdamW): not an L2 term of the loss, so not scaled by a
-    # weighted batch's m / S.
+    # False for a decoupled decay (AdamW; a registry row's ``decoupled``): not an L2 term
+    # of the loss, so not scaled by a weighted batch's m / S.
     _decay_in_loss = True
 
     def step(self, model, *, decay_scale: float = 1.0) -> float:
@@ -216,7 +249,32 @@ class Optimizer:
         return norm
 
     def _update(self, k, param, grad, state, lr, weight_decay):
-        raise NotImplementedError
+        """One segment's update: the registry optimizer's kernel by code."""
+        if self._row is None:
+            raise NotImplementedError(f"{type(self).__name__} must implement _update")
+        states = [state[name] for name in self.state_names] + [param[:0], param[:0]]
+        k.optimizer_step(
+            param,
+            grad,
+            states[0],
+            states[1],
+            self._row.code,
+            self.t,
+            lr,
+            self._kernel_hyper(),
+            weight_decay,
+        )
+
+    def _kernel_hyper(self) -> np.ndarray:
+        """The kernels' ``hyper`` vector (registry.HYPER_SLOTS), filled as the
+        optimizer's registry row says; slots it does not use are 0. The step path and
+        the whole-epoch kernel take the same one."""
+        slots = dict.fromkeys(registry.HYPER_SLOTS, 0.0)
+        for h in self._row.hypers if self._row is not None else ():
+            slots[h.slot] = float(getattr(self, h.name))
+        slots["weight_decay"] = self.weight_decay
+        slots["clip_norm"] = 0.0 if self.clip_norm is None else self.clip_norm
+        return np.array([slots[s] for s in registry.HYPER_SLOTS], np.float64)
 
     # --- description, saving --------------------------------------------------------------
     def hyperparameters(self) -> dict:
@@ -284,10 +342,6 @@ class Optimizer:
         self.state = {k: np.array(a, copy=True, order="C") for k, a in arrays.items()}
 
 
-def _momentum(value):
-    return v.scalar(value, "momentum", low=0, high=1, high_open=True)
-
-
 class SGD(Optimizer):
     """theta -= lr g (docs/spec.md §5); default lr 0.01."""
 
@@ -298,9 +352,6 @@ class SGD(Optimizer):
             lr, weight_decay=weight_decay, decay_biases=decay_biases, clip_norm=clip_norm
         )
 
-    def _update(self, k, param, grad, state, lr, weight_decay):
-        k.sgd_step(param, grad, lr, weight_decay)
-
 
 class Momentum(Optimizer):
     """v = momentum v + (1 - dampening) g; theta -= lr v.
@@ -310,8 +361,6 @@ class Momentum(Optimizer):
     """
 
     name = "momentum"
-    state_names = ("velocity",)
-    _defaults = {"momentum": 0.9, "dampening": 0.0}
 
     def __init__(
         self,
@@ -323,15 +372,13 @@ class Momentum(Optimizer):
         decay_biases=False,
         clip_norm=None,
     ):
-        self.momentum = _momentum(momentum)
-        self.dampening = v.scalar(dampening, "dampening", low=0, high=1)
         super().__init__(
-            lr, weight_decay=weight_decay, decay_biases=decay_biases, clip_norm=clip_norm
-        )
-
-    def _update(self, k, param, grad, state, lr, weight_decay):
-        k.momentum_step(
-            param, grad, state["velocity"], lr, self.momentum, self.dampening, weight_decay
+            lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            decay_biases=decay_biases,
+            clip_norm=clip_norm,
         )
 
 
@@ -340,18 +387,11 @@ class Nesterov(Momentum):
 
     name = "nesterov"
 
-    def _update(self, k, param, grad, state, lr, weight_decay):
-        k.nesterov_step(
-            param, grad, state["velocity"], lr, self.momentum, self.dampening, weight_decay
-        )
-
 
 class Adagrad(Optimizer):
     """G += g^2; theta -= lr g / (sqrt(G) + eps), or lr g / sqrt(G + eps) with eps_inside_sqrt."""
 
     name = "adagrad"
-    state_names = ("sum_sq",)
-    _defaults = {"eps": 1e-10, "eps_inside_sqrt": False}
 
     def __init__(
         self,
@@ -363,15 +403,13 @@ class Adagrad(Optimizer):
         decay_biases=False,
         clip_norm=None,
     ):
-        self.eps = v.scalar(eps, "eps", low=0, low_open=True)
-        self.eps_inside_sqrt = v.boolean(eps_inside_sqrt, "eps_inside_sqrt")
         super().__init__(
-            lr, weight_decay=weight_decay, decay_biases=decay_biases, clip_norm=clip_norm
-        )
-
-    def _update(self, k, param, grad, state, lr, weight_decay):
-        k.adagrad_step(
-            param, grad, state["sum_sq"], lr, self.eps, self.eps_inside_sqrt, weight_decay
+            lr,
+            eps=eps,
+            eps_inside_sqrt=eps_inside_sqrt,
+            weight_decay=weight_decay,
+            decay_biases=decay_biases,
+            clip_norm=clip_norm,
         )
 
 
@@ -379,8 +417,6 @@ class RMSProp(Optimizer):
     """s = rho s + (1 - rho) g^2; theta -= lr g / (sqrt(s) + eps) (or sqrt(s + eps))."""
 
     name = "rmsprop"
-    state_names = ("sq_avg",)
-    _defaults = {"rho": 0.9, "eps": 1e-8, "eps_inside_sqrt": False}
 
     def __init__(
         self,
@@ -393,16 +429,14 @@ class RMSProp(Optimizer):
         decay_biases=False,
         clip_norm=None,
     ):
-        self.rho = v.scalar(rho, "rho", low=0, high=1, high_open=True)
-        self.eps = v.scalar(eps, "eps", low=0, low_open=True)
-        self.eps_inside_sqrt = v.boolean(eps_inside_sqrt, "eps_inside_sqrt")
         super().__init__(
-            lr, weight_decay=weight_decay, decay_biases=decay_biases, clip_norm=clip_norm
-        )
-
-    def _update(self, k, param, grad, state, lr, weight_decay):
-        k.rmsprop_step(
-            param, grad, state["sq_avg"], lr, self.rho, self.eps, self.eps_inside_sqrt, weight_decay
+            lr,
+            rho=rho,
+            eps=eps,
+            eps_inside_sqrt=eps_inside_sqrt,
+            weight_decay=weight_decay,
+            decay_biases=decay_biases,
+            clip_norm=clip_norm,
         )
 
 
@@ -410,8 +444,6 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba) with bias corrections; L2 ``weight_decay`` added to the gradient."""
 
     name = "adam"
-    state_names = ("m", "v")
-    _defaults = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
 
     def __init__(
         self,
@@ -424,25 +456,14 @@ class Adam(Optimizer):
         decay_biases=False,
         clip_norm=None,
     ):
-        self.beta1 = v.scalar(beta1, "beta1", low=0, high=1, high_open=True)
-        self.beta2 = v.scalar(beta2, "beta2", low=0, high=1, high_open=True)
-        self.eps = v.scalar(eps, "eps", low=0, low_open=True)
         super().__init__(
-            lr, weight_decay=weight_decay, decay_biases=decay_biases, clip_norm=clip_norm
-        )
-
-    def _update(self, k, param, grad, state, lr, weight_decay):
-        k.adam_step(
-            param,
-            grad,
-            state["m"],
-            state["v"],
-            self.t,
             lr,
-            self.beta1,
-            self.beta2,
-            self.eps,
-            weight_decay,
+            beta1=beta1,
+            beta2=beta2,
+            eps=eps,
+            weight_decay=weight_decay,
+            decay_biases=decay_biases,
+            clip_norm=clip_norm,
         )
 
 
@@ -453,7 +474,6 @@ class AdamW(Adam):
     """
 
     name = "adamw"
-    _decay_in_loss = False
 
     def __init__(
         self,
@@ -476,31 +496,63 @@ class AdamW(Adam):
             clip_norm=clip_norm,
         )
 
-    def _update(self, k, param, grad, state, lr, weight_decay):
-        step = k.adamw_step if weight_decay else k.adam_step
-        step(
-            param,
-            grad,
-            state["m"],
-            state["v"],
-            self.t,
-            lr,
-            self.beta1,
-            self.beta2,
-            self.eps,
-            weight_decay,
-        )
+
+def _class_from_row(row: registry.Optimizer) -> type[Optimizer]:
+    """The class of a registry optimizer that has none written out above: the
+    constructor ``(lr, <hyperparameters>..., *, weight_decay, decay_biases,
+    clip_norm)`` with the row's defaults, its docstring from the row's formula."""
+    P = inspect.Parameter
+    params = [P("self", P.POSITIONAL_OR_KEYWORD), P("lr", P.POSITIONAL_OR_KEYWORD, default=row.lr)]
+    params += [P(h.name, P.POSITIONAL_OR_KEYWORD, default=h.default) for h in row.hypers]
+    params += [
+        P("weight_decay", P.KEYWORD_ONLY, default=row.weight_decay),
+        P("decay_biases", P.KEYWORD_ONLY, default=False),
+        P("clip_norm", P.KEYWORD_ONLY, default=None),
+    ]
+    signature = inspect.Signature(params)
+
+    def __init__(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = dict(bound.arguments)
+        Optimizer.__init__(a.pop("self"), a.pop("lr"), **a)
+
+    __init__.__signature__ = signature  # type: ignore[attr-defined]
+    __init__.__qualname__ = f"{row.cls}.__init__"
+    hypers = "".join(
+        f"{h.name} : {type(h.default).__name__}, default {h.default!r}\n" for h in row.hypers
+    )
+    decay = "decoupled: theta -= lr wd theta" if row.decoupled else "L2: g += wd theta"
+    doc = (
+        f"{row.formula} (docs/spec.md §5).\n\n"
+        "Parameters\n----------\n"
+        f"lr : float or Schedule, default {row.lr!r}\n"
+        f"{hypers}"
+        f"weight_decay : float, default {row.weight_decay!r}\n    Weight decay ({decay}).\n"
+        "decay_biases, clip_norm\n    As :class:`Optimizer`'s.\n"
+    )
+    namespace = {"name": row.name, "__init__": __init__, "__doc__": doc, "__module__": __name__}
+    return cast("type[Optimizer]", type(row.cls, (Optimizer,), namespace))
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {
+_WRITTEN: dict[str, type[Optimizer]] = {
     cls.name: cls for cls in (SGD, Momentum, Nesterov, Adagrad, RMSProp, Adam, AdamW)
 }
+# Every registry optimizer's class, by name, in code order.
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    row.name: _WRITTEN.get(row.name) or _class_from_row(row) for row in registry.OPTIMIZERS
+}
+for _cls in OPTIMIZERS.values():
+    if _cls.__name__ not in __all__:
+        globals()[_cls.__name__] = _cls
+        __all__.append(_cls.__name__)
+del _cls
 
 
 def get_optimizer(optimizer: str | Optimizer = "adam", **kwargs) -> Optimizer:
     """An optimizer instance: returned as is, or built from its name and ``kwargs``.
 
-    Names: "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw".
+    Names: those of :data:`OPTIMIZERS` (the registry's: "sgd", "momentum", "adam"...).
     """
     if isinstance(optimizer, Optimizer):
         if kwargs:

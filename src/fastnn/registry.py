@@ -24,11 +24,13 @@ __all__ = [
     "Activation",
     "Loss",
     "Optimizer",
+    "Hyper",
     "ACTIVATIONS",
     "LOSSES",
     "OPTIMIZERS",
     "activation",
     "activation_codes",
+    "optimizer",
     "cython_codes",
     "c_codes",
 ]
@@ -210,6 +212,41 @@ LOSSES: tuple[Loss, ...] = (
 )
 
 
+# The kernels' ``hyper`` vector, one float64 per slot: the optimizer's own
+# hyperparameters (each row says which of its hyperparameters fills h0, h1, eps and
+# eps_inside_sqrt), then the two every optimizer has. The kernels read a slot at its
+# index here (``codes.HYPER_<SLOT>``, ``HYPER_<SLOT>`` in codes.pxi).
+HYPER_SLOTS = ("h0", "h1", "eps", "eps_inside_sqrt", "weight_decay", "clip_norm")
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """One hyperparameter of an optimizer: constructor argument, attribute, kernel
+    argument (in the row's order) and slot of the kernels' ``hyper`` vector.
+
+    Attributes
+    ----------
+    name : str
+        The argument and attribute name (``beta1``).
+    slot : str
+        Its slot in :data:`HYPER_SLOTS` (h0, h1, eps or eps_inside_sqrt).
+    default : float or bool
+        The constructor's default; a bool default makes it a flag (0.0 or 1.0 in
+        ``hyper``).
+    low, high : float or None
+        The valid range (None: unbounded); ``low_open`` / ``high_open`` exclude the
+        bound itself.
+    """
+
+    name: str
+    slot: str
+    default: float | bool
+    low: float | None = 0.0
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+
 @dataclass(frozen=True)
 class Optimizer:
     """One optimizer of the fused update kernels.
@@ -217,12 +254,24 @@ class Optimizer:
     Attributes
     ----------
     name, code : str, int
+        The public name (``get_optimizer``, the estimators' ``optimizer=``) and the
+        kernels' code.
+    cls : str
+        The name of its class in ``fastnn.optim`` (and ``fastnn``).
+    formula : str
+        The update in words (the class's and the checked method's docstrings;
+        docs/spec.md §5 is the contract).
     states : tuple of str
         The per-parameter state buffers, in the order the kernels take them.
-    hyper : dict
-        Which attribute of the Python optimizer fills each slot of the kernels' ``hyper``
-        vector ``[h0, h1, eps, eps_inside_sqrt, weight_decay, clip_norm]`` (the last two
-        are common to every optimizer and not listed).
+    hypers : tuple of Hyper
+        Its own hyperparameters, in the order of the constructor and of the
+        ``<name>_step`` kernels (after ``lr``).
+    lr, weight_decay : float
+        The defaults of the learning rate and of the weight decay.
+    step : bool
+        The kernels take the step count t >= 1 (bias corrections), before ``lr``.
+    decoupled : bool
+        ``weight_decay`` is decoupled (AdamW: theta -= lr wd theta) rather than L2.
     scale_free : bool
         The update is invariant to a scale of the gradient (undone by scaling eps),
         rather than proportional to it (undone by the learning rate).
@@ -234,68 +283,112 @@ class Optimizer:
 
     name: str
     code: int
+    cls: str
+    formula: str
     states: tuple[str, ...] = ()
-    hyper: dict[str, str] = field(default_factory=dict)
+    hypers: tuple[Hyper, ...] = ()
+    lr: float = 0.01
+    weight_decay: float = 0.0
+    step: bool = False
+    decoupled: bool = False
     scale_free: bool = False
     estimator: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def hyper(self) -> dict[str, str]:
+        """Slot -> hyperparameter name, for the slots this optimizer fills."""
+        return {h.slot: h.name for h in self.hypers}
+
+    @property
+    def kernel(self) -> str:
+        """The name of its update kernel in every backend (and of Backend's checked
+        method)."""
+        return f"{self.name}_step"
+
+
+_MOMENTUM = Hyper("momentum", "h0", 0.9, 0.0, 1.0, high_open=True)
+_DAMPENING = Hyper("dampening", "h1", 0.0, 0.0, 1.0)
+_RHO = Hyper("rho", "h0", 0.9, 0.0, 1.0, high_open=True)
+_BETA1 = Hyper("beta1", "h0", 0.9, 0.0, 1.0, high_open=True)
+_BETA2 = Hyper("beta2", "h1", 0.999, 0.0, 1.0, high_open=True)
+_INSIDE = Hyper("eps_inside_sqrt", "eps_inside_sqrt", False)
+
+
+def _eps(default):
+    return Hyper("eps", "eps", default, 0.0, low_open=True)
+
+
+_ADAM_ESTIMATOR = {"beta1": "beta_1", "beta2": "beta_2", "eps": "epsilon*"}
 
 OPTIMIZERS: tuple[Optimizer, ...] = (
-    Optimizer("sgd", 0),
+    Optimizer("sgd", 0, "SGD", "theta -= lr g"),
     Optimizer(
         "momentum",
         1,
+        "Momentum",
+        "v = momentum v + (1 - dampening) g; theta -= lr v",
         ("velocity",),
-        {"h0": "momentum", "h1": "dampening"},
+        (_MOMENTUM, _DAMPENING),
         estimator={"momentum": "momentum"},
     ),
     Optimizer(
         "nesterov",
         2,
+        "Nesterov",
+        "v = momentum v + (1 - dampening) g; theta -= lr (g + momentum v)",
         ("velocity",),
-        {"h0": "momentum", "h1": "dampening"},
+        (_MOMENTUM, _DAMPENING),
         estimator={"momentum": "momentum"},
     ),
     Optimizer(
         "adagrad",
         3,
+        "Adagrad",
+        "G += g^2; theta -= lr g / (sqrt(G) + eps), or lr g / sqrt(G + eps)",
         ("sum_sq",),
-        {"eps": "eps", "eps_inside_sqrt": "eps_inside_sqrt"},
+        (_eps(1e-10), _INSIDE),
         scale_free=True,
         estimator={"eps": "epsilon*"},
     ),
     Optimizer(
         "rmsprop",
         4,
+        "RMSProp",
+        "s = rho s + (1 - rho) g^2; theta -= lr g / (sqrt(s) + eps), or lr g / sqrt(s + eps)",
         ("sq_avg",),
-        {"h0": "rho", "eps": "eps", "eps_inside_sqrt": "eps_inside_sqrt"},
+        (_RHO, _eps(1e-8), _INSIDE),
         scale_free=True,
         estimator={"eps": "epsilon*"},
     ),
     Optimizer(
         "adam",
         5,
+        "Adam",
+        "m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2; "
+        "theta -= lr m_hat / (sqrt(v_hat) + eps), m_hat = m / (1 - beta1^t), "
+        "v_hat = v / (1 - beta2^t)",
         ("m", "v"),
-        {"h0": "beta1", "h1": "beta2", "eps": "eps"},
+        (_BETA1, _BETA2, _eps(1e-8)),
+        lr=1e-3,
+        step=True,
         scale_free=True,
-        estimator={"beta1": "beta_1", "beta2": "beta_2", "eps": "epsilon*"},
+        estimator=_ADAM_ESTIMATOR,
     ),
     Optimizer(
         "adamw",
         6,
+        "AdamW",
+        "theta -= lr weight_decay theta (decoupled decay), then the Adam update",
         ("m", "v"),
-        {"h0": "beta1", "h1": "beta2", "eps": "eps"},
+        (_BETA1, _BETA2, _eps(1e-8)),
+        lr=1e-3,
+        weight_decay=0.01,
+        step=True,
+        decoupled=True,
         scale_free=True,
-        estimator={
-            "beta1": "beta_1",
-            "beta2": "beta_2",
-            "eps": "epsilon*",
-            "weight_decay": "alpha",
-        },
+        estimator={**_ADAM_ESTIMATOR, "weight_decay": "alpha"},
     ),
 )
-
-HYPER_SLOTS = ("h0", "h1", "eps", "eps_inside_sqrt", "weight_decay", "clip_norm")
 
 
 def _by_name(table, what):
@@ -308,7 +401,11 @@ def _by_name(table, what):
 
 _ACTIVATIONS = _by_name(ACTIVATIONS, "activation")
 _by_name(LOSSES, "loss")
-_by_name(OPTIMIZERS, "optimizer")
+_OPTIMIZERS = _by_name(OPTIMIZERS, "optimizer")
+for _row in OPTIMIZERS:
+    if len(_row.states) > 2 or {h.slot for h in _row.hypers} - set(HYPER_SLOTS[:4]):
+        raise AssertionError(f"optimizer {_row.name}: at most 2 states, slots h0..eps_inside_sqrt")
+del _row
 
 
 def activation(name: str) -> Activation:
@@ -316,6 +413,14 @@ def activation(name: str) -> Activation:
     row = _ACTIVATIONS.get(name) if isinstance(name, str) else None
     if row is None:
         raise ValueError(f"activation must be one of {list(_ACTIVATIONS)}, got {name!r}")
+    return row
+
+
+def optimizer(name: str) -> Optimizer:
+    """The row of optimizer ``name``; ValueError naming the known ones otherwise."""
+    row = _OPTIMIZERS.get(name) if isinstance(name, str) else None
+    if row is None:
+        raise ValueError(f"optimizer must be one of {list(_OPTIMIZERS)}, got {name!r}")
     return row
 
 
@@ -344,10 +449,14 @@ def cython_codes() -> str:
         lines.append(f"cdef enum {enum}:")
         lines += [f"    {prefix}{row.name.upper()} = {row.code}" for row in table]
         lines.append("")
+    lines.append("cdef enum:  # the slots of hyper (indices)")
+    lines += [f"    HYPER_{slot.upper()} = {i}" for i, slot in enumerate(HYPER_SLOTS)]
+    lines.append("")
     lines.append("cdef enum:")
     lines.append(f"    N_ACTIVATIONS = {len(ACTIVATIONS)}")
     lines.append(f"    N_LOSSES = {len(LOSSES)}")
     lines.append(f"    N_OPTIMIZERS = {len(OPTIMIZERS)}")
+    lines.append(f"    N_HYPER = {len(HYPER_SLOTS)}")
     return "\n".join(lines) + "\n"
 
 

@@ -188,7 +188,7 @@ def test_bias_correction_is_pythons_pow():
     multiply repeatedly and differ in the last bits."""
     from numba import njit
 
-    from fastnn._kernels.training_numba import _bias_correction
+    from fastnn._kernels.optimizers_numba import _correction as _bias_correction
 
     @njit
     def corrections(beta, n, out):

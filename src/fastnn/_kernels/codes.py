@@ -28,10 +28,15 @@ DEFAULT_ALPHA: dict[str, float] = {
 # the number of state buffers of each optimizer.
 FROM_OUTPUT = tuple(int(a.from_output) for a in _registry.ACTIVATIONS)
 N_STATES = tuple(len(o.states) for o in _registry.OPTIMIZERS)
+# Per optimizer code: 1 when its weight decay is decoupled (AdamW), not an L2 term of the
+# loss (so a weighted batch does not scale it by m / S).
+DECOUPLED = tuple(int(o.decoupled) for o in _registry.OPTIMIZERS)
 
 # ``hyper`` of the whole-epoch kernel: [h0, h1, eps, eps_inside_sqrt, weight_decay,
 # clip_norm] (registry.HYPER_SLOTS); the optimizers' rows say what fills h0 and h1.
 N_HYPER = len(_registry.HYPER_SLOTS)
+# HYPER_H0, HYPER_H1, HYPER_EPS, ...: the index of each slot (Numba constants).
+globals().update({f"HYPER_{s.upper()}": i for i, s in enumerate(_registry.HYPER_SLOTS)})
 
 # ``stats`` written by ``train_epoch``: indices, and the values of STAT_STATUS.
 STAT_LOSS_SUM = 0  # sum over completed steps of batch loss * batch rows

@@ -29,6 +29,15 @@ cdef void c_adamw_step(floating* param, const floating* grad, floating* m, float
                        Py_ssize_t n, long long step, double lr, double beta1,
                        double beta2, double eps, double weight_decay) noexcept nogil
 
+# The update of optimizer code ``optimizer`` (codes.pxi's OPT_*; fastnn.reference's
+# optimizer_step): state1, state2 its states in its registry row's order (NULL when it
+# has fewer), step t >= 1, hyper the N_HYPER slots (h0, h1, eps, eps_inside_sqrt read),
+# weight_decay this call's. Adding an optimizer changes the .pyx only.
+cdef void c_optimizer_step(floating* param, const floating* grad, floating* state1,
+                           floating* state2, Py_ssize_t n, int optimizer, long long step,
+                           double lr, const double* hyper,
+                           double weight_decay) noexcept nogil
+
 # sum of x^2 in float64 (NumPy's pairwise order), and x *= factor.
 cdef double c_squared_norm(const floating* x, Py_ssize_t n) noexcept nogil
 cdef void c_scale_inplace(floating* x, Py_ssize_t n, double factor) noexcept nogil

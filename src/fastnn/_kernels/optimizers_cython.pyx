@@ -6,6 +6,10 @@ arithmetic in the array dtype in the reference's order (no FMA: setup.py builds 
 -ffp-contract=off). The passes are fastnn_simd.h's loops, chosen at load time for the
 CPU (AVX-512F, AVX2 or baseline) with identical results. Arguments come checked from
 ``fastnn.backend("cython")``.
+
+``c_optimizer_step`` is the one entry point by code (the whole-epoch kernel's, and the
+step path's through ``optimizer_step``); adding an optimizer here: its C kernel, its
+branch there, its ``<name>_step`` wrapper.
 """
 
 from cython cimport floating
@@ -18,6 +22,9 @@ from fastnn._kernels.fastnn_simd cimport (
     fnn_sq_leaf_f32, fnn_sq_leaf_f64,
 )
 
+# The optimizer codes and the hyper slots, written by setup.py from fastnn/registry.py.
+include "codes.pxi"
+
 __all__ = [
     "sgd_step",
     "momentum_step",
@@ -26,6 +33,7 @@ __all__ = [
     "rmsprop_step",
     "adam_step",
     "adamw_step",
+    "optimizer_step",
     "squared_norm",
     "scale_inplace",
 ]
@@ -113,7 +121,8 @@ cdef inline void _adam(floating* param, const floating* grad, floating* m, float
                        Py_ssize_t n, long long step, double lr, double beta1,
                        double beta2, double eps, double weight_decay,
                        bint decoupled) noexcept nogil:
-    """Adam with L2 decay (decoupled false) or AdamW's param -= lr wd param first."""
+    """Adam with L2 decay (decoupled false) or AdamW's param -= lr wd param first
+    (skipped when wd = 0: the Adam update exactly)."""
     cdef floating lr_ = <floating>lr
     cdef floating b1 = <floating>beta1
     cdef floating b2 = <floating>beta2
@@ -126,12 +135,13 @@ cdef inline void _adam(floating* param, const floating* grad, floating* m, float
     cdef floating wd = <floating>weight_decay
     cdef floating shrink = <floating>(lr * weight_decay)
     cdef int decay = weight_decay != 0 and not decoupled
+    cdef int shrinks = weight_decay != 0 and decoupled
     if floating is float:
         fnn_adam_f32(param, grad, m, v, n, lr_, b1, b2, rest1, rest2, corr1, corr2, eps_,
-                     wd, shrink, decay, decoupled)
+                     wd, shrink, decay, shrinks)
     else:
         fnn_adam_f64(param, grad, m, v, n, lr_, b1, b2, rest1, rest2, corr1, corr2, eps_,
-                     wd, shrink, decay, decoupled)
+                     wd, shrink, decay, shrinks)
 
 
 cdef void c_adam_step(floating* param, const floating* grad, floating* m, floating* v,
@@ -147,6 +157,33 @@ cdef void c_adamw_step(floating* param, const floating* grad, floating* m, float
                        double beta2, double eps, double weight_decay) noexcept nogil:
     """param -= lr wd param, then the Adam step without L2 decay."""
     _adam(param, grad, m, v, n, step, lr, beta1, beta2, eps, weight_decay, True)
+
+
+cdef void c_optimizer_step(floating* param, const floating* grad, floating* state1,
+                           floating* state2, Py_ssize_t n, int optimizer, long long step,
+                           double lr, const double* hyper,
+                           double weight_decay) noexcept nogil:
+    """The update of optimizer code ``optimizer`` (reference optimizer_step): one branch
+    per call, then that optimizer's loop; an unknown code updates nothing (the callers
+    check codes)."""
+    cdef double h0 = hyper[HYPER_H0]
+    cdef double h1 = hyper[HYPER_H1]
+    cdef double eps = hyper[HYPER_EPS]
+    cdef bint inside = hyper[HYPER_EPS_INSIDE_SQRT] != 0
+    if optimizer == OPT_SGD:
+        c_sgd_step(param, grad, n, lr, weight_decay)
+    elif optimizer == OPT_MOMENTUM:
+        c_momentum_step(param, grad, state1, n, lr, h0, h1, weight_decay)
+    elif optimizer == OPT_NESTEROV:
+        c_nesterov_step(param, grad, state1, n, lr, h0, h1, weight_decay)
+    elif optimizer == OPT_ADAGRAD:
+        c_adagrad_step(param, grad, state1, n, lr, eps, inside, weight_decay)
+    elif optimizer == OPT_RMSPROP:
+        c_rmsprop_step(param, grad, state1, n, lr, h0, eps, inside, weight_decay)
+    elif optimizer == OPT_ADAM:
+        c_adam_step(param, grad, state1, state2, n, step, lr, h0, h1, eps, weight_decay)
+    elif optimizer == OPT_ADAMW:
+        c_adamw_step(param, grad, state1, state2, n, step, lr, h0, h1, eps, weight_decay)
 
 
 cdef double _sq_sum(const floating* x, Py_ssize_t n) noexcept nogil:
@@ -243,6 +280,37 @@ def adamw_step(floating[::1] param, const floating[::1] grad, floating[::1] m,
         with nogil:
             c_adamw_step(&param[0], &grad[0], &m[0], &v[0], param.shape[0], step, lr,
                          beta1, beta2, eps, weight_decay)
+
+
+def optimizer_step(floating[::1] param, const floating[::1] grad, floating[::1] state1,
+                   floating[::1] state2, int optimizer, long long step, double lr,
+                   const double[::1] hyper, double weight_decay):
+    """One update of optimizer code ``optimizer`` in place (reference optimizer_step);
+    unused states may be empty, ``hyper`` holds the registry's N_HYPER slots."""
+    if hyper.shape[0] < N_HYPER:
+        raise ValueError(f"optimizer_step: hyper needs {N_HYPER} values")
+    if param.shape[0]:
+        with nogil:
+            c_optimizer_step(&param[0], &grad[0],
+                             &state1[0] if state1.shape[0] else NULL,
+                             &state2[0] if state2.shape[0] else NULL, param.shape[0],
+                             optimizer, step, lr, &hyper[0], weight_decay)
+
+
+def _check_codes():
+    """The codes this module was built with equal codes.py (called once at import): a
+    table changed since the build would otherwise send the kernels the wrong codes."""
+    from fastnn._kernels import codes
+    mine = {"N_OPTIMIZERS": N_OPTIMIZERS, "N_HYPER": N_HYPER,
+            "HYPER_H0": HYPER_H0, "HYPER_H1": HYPER_H1, "HYPER_EPS": HYPER_EPS,
+            "HYPER_EPS_INSIDE_SQRT": HYPER_EPS_INSIDE_SQRT}
+    for name, value in mine.items():
+        if getattr(codes, name) != value:
+            raise ImportError(f"optimizers_cython was built with {name} = {value}, "
+                              f"codes.py says {getattr(codes, name)}: rebuild")
+
+
+_check_codes()
 
 
 def squared_norm(const floating[::1] x):

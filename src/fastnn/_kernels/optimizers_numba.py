@@ -5,10 +5,16 @@ hyperparameters is computed in float64 and cast once to the array dtype; the arr
 expressions then run in the array dtype in the reference's order, so the results equal
 the reference bit for bit. The L2 term ``g = grad + wd * param`` is a local value (grad
 is never written) and, as in the reference, only exists when wd != 0.
+
+``optimizer_step`` is the one entry point by code, inlined into its callers (the
+whole-epoch kernel); adding an optimizer here: its ``<name>_step`` and its branch there.
 """
+
+import math
 
 import numpy as np
 
+from . import codes
 from ._numba_common import (
     PW_BLOCK,
     cast_like,
@@ -27,6 +33,7 @@ __all__ = [
     "rmsprop_step",
     "adam_step",
     "adamw_step",
+    "optimizer_step",
     "squared_norm",
     "scale_inplace",
 ]
@@ -116,8 +123,8 @@ def _adam(
 ):
     """Adam with bias corrections 1 - beta^t given (Python's pow, not Numba's).
 
-    decoupled (AdamW): theta -= (lr wd) theta first and no L2 term; otherwise L2 when
-    wd != 0.
+    decoupled (AdamW): theta -= (lr wd) theta first when wd != 0 and no L2 term;
+    otherwise L2 when wd != 0.
     """
     lr_ = cast_like(param, lr)
     b1 = cast_like(param, beta1)
@@ -130,9 +137,10 @@ def _adam(
     wd = cast_like(param, weight_decay)
     lr_wd = cast_like(param, lr * weight_decay)
     decay = weight_decay != 0 and not decoupled
+    shrink = weight_decay != 0 and decoupled
     for i in range(param.size):
         p = param[i]
-        if decoupled:
+        if shrink:
             p = p - lr_wd * p
         g = grad[i] + wd * p if decay else grad[i]
         mi = b1 * m[i] + k1 * g
@@ -180,6 +188,41 @@ def adamw_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
         weight_decay,
         True,
     )
+
+
+@jit_inline
+def _correction(beta, step):
+    """1 - beta^t with C pow, as Python's ``beta ** step`` (Numba's float ** int would
+    multiply repeatedly; the float exponent keeps the libm call)."""
+    return 1.0 - math.pow(beta, np.float64(step))
+
+
+# One update by code (reference ``optimizer_step``): state1, state2 the optimizer's
+# states (unused ones may be empty), hyper the float64 ``hyper`` vector (slots h0, h1,
+# eps, eps_inside_sqrt read), weight_decay this call's. The branch runs once per call,
+# outside the element loops. An unknown code updates nothing (the callers check codes;
+# a raise here would keep the prange loop of training_numba from running in parallel).
+@jit_inline
+def optimizer_step(param, grad, state1, state2, optimizer, step, lr, hyper, weight_decay):
+    """One update of optimizer code ``optimizer`` in place; see the reference."""
+    h0 = hyper[codes.HYPER_H0]
+    h1 = hyper[codes.HYPER_H1]
+    eps = hyper[codes.HYPER_EPS]
+    inside = hyper[codes.HYPER_EPS_INSIDE_SQRT] != 0.0
+    if optimizer == codes.OPT_SGD:
+        sgd_step(param, grad, lr, weight_decay)
+    elif optimizer == codes.OPT_MOMENTUM:
+        momentum_step(param, grad, state1, lr, h0, h1, weight_decay)
+    elif optimizer == codes.OPT_NESTEROV:
+        nesterov_step(param, grad, state1, lr, h0, h1, weight_decay)
+    elif optimizer == codes.OPT_ADAGRAD:
+        adagrad_step(param, grad, state1, lr, eps, inside, weight_decay)
+    elif optimizer == codes.OPT_RMSPROP:
+        rmsprop_step(param, grad, state1, lr, h0, eps, inside, weight_decay)
+    elif optimizer == codes.OPT_ADAM or optimizer == codes.OPT_ADAMW:
+        c1, c2 = _correction(h0, step), _correction(h1, step)
+        adamw = optimizer == codes.OPT_ADAMW
+        _adam(param, grad, state1, state2, lr, h0, h1, c1, c2, eps, weight_decay, adamw)
 
 
 @jit_inline

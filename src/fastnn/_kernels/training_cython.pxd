@@ -37,14 +37,13 @@ cdef struct EpochNet:
     double bn_momentum
 
 
-# The optimizer: its code and hyperparameters (codes.py's ``hyper``), and the
+# The optimizer: its code and hyperparameters (codes.py's ``hyper``, N_HYPER values,
+# read by c_optimizer_step), whether its decay is decoupled (codes.DECOUPLED), and the
 # (start, stop, decayed) segments of params it updates, n_segments x 3 values.
 cdef struct EpochOpt:
     int opt_code
-    double h0
-    double h1
-    double eps
-    bint eps_inside_sqrt
+    const double* hyper
+    bint decoupled
     double weight_decay
     double clip_norm
     const int64_t* segments

@@ -32,8 +32,7 @@ from fastnn._kernels.losses_cython cimport (
     c_sparse_cross_entropy, c_sparse_cross_entropy_gradient,
 )
 from fastnn._kernels.optimizers_cython cimport (
-    c_adagrad_step, c_adam_step, c_adamw_step, c_momentum_step, c_nesterov_step,
-    c_rmsprop_step, c_scale_inplace, c_sgd_step, c_squared_norm,
+    c_optimizer_step, c_scale_inplace, c_squared_norm,
 )
 
 __all__ = ["train_epoch"]
@@ -151,26 +150,11 @@ cdef void _loss_gradient(int loss_code, const floating* out, const floating* t,
         c_sparse_cross_entropy_gradient(out, lb, m, k, g, work, w)
 
 
-cdef void _update(const EpochOpt* opt, floating* p, const floating* g, floating* s1,
-                  floating* s2, Py_ssize_t n, long long t, double lr,
-                  double weight_decay) noexcept nogil:
-    """One optimizer kernel on a segment, as the optimizer's _update calls it."""
-    cdef int code = opt.opt_code
-    if code == OPT_SGD:
-        c_sgd_step(p, g, n, lr, weight_decay)
-    elif code == OPT_MOMENTUM:
-        c_momentum_step(p, g, s1, n, lr, opt.h0, opt.h1, weight_decay)
-    elif code == OPT_NESTEROV:
-        c_nesterov_step(p, g, s1, n, lr, opt.h0, opt.h1, weight_decay)
-    elif code == OPT_ADAGRAD:
-        c_adagrad_step(p, g, s1, n, lr, opt.eps, opt.eps_inside_sqrt, weight_decay)
-    elif code == OPT_RMSPROP:
-        c_rmsprop_step(p, g, s1, n, lr, opt.h0, opt.eps, opt.eps_inside_sqrt,
-                       weight_decay)
-    elif code == OPT_ADAMW and weight_decay != 0:
-        c_adamw_step(p, g, s1, s2, n, t, lr, opt.h0, opt.h1, opt.eps, weight_decay)
-    else:  # Adam, and AdamW without decay on this segment (p - 0 p would turn -0.0 to +0.0)
-        c_adam_step(p, g, s1, s2, n, t, lr, opt.h0, opt.h1, opt.eps, weight_decay)
+cdef inline void _update(const EpochOpt* opt, floating* p, const floating* g,
+                         floating* s1, floating* s2, Py_ssize_t n, long long t, double lr,
+                         double weight_decay) noexcept nogil:
+    """The optimizer kernel on a segment, as the step path's optimizer_step calls it."""
+    c_optimizer_step(p, g, s1, s2, n, opt.opt_code, t, lr, opt.hyper, weight_decay)
 
 
 # The optimizer update is elementwise, so any cut gives the same bits: segments of at
@@ -416,7 +400,7 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
             for r in range(m):
                 wb[r] = sample_weight[order[s + r]]
             wt = wb
-            if batch_opt.opt_code != OPT_ADAMW:
+            if not batch_opt.decoupled:
                 batch_opt.weight_decay = opt_decay * (<double>m / (0.0 + pw_sum(wb, m)))
         loss = _loss(net.loss_code, out, t, lb, m, k, work, wt)
         if not isfinite(loss):
@@ -520,7 +504,10 @@ def _check_codes():
 
 _check_codes()
 # Per optimizer code, its number of state buffers; the length of ``hyper``.
-from fastnn._kernels.codes import N_HYPER as _N_HYPER, N_STATES as _N_STATES
+# Whether its decay is decoupled (not scaled by a weighted batch's m / S).
+from fastnn._kernels.codes import (
+    DECOUPLED as _DECOUPLED, N_HYPER as _N_HYPER, N_STATES as _N_STATES,
+)
 
 
 def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
@@ -738,10 +725,8 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
         net.bn = &bn[0]
         net.bn_off = &bn_off[0, 0]
     opt.opt_code = opt_code
-    opt.h0 = hyper[0]
-    opt.h1 = hyper[1]
-    opt.eps = hyper[2]
-    opt.eps_inside_sqrt = hyper[3] != 0
+    opt.hyper = &hyper[0]
+    opt.decoupled = _DECOUPLED[opt_code]
     opt.weight_decay = hyper[4]
     opt.clip_norm = hyper[5]
     opt.segments = &segments[0, 0] if segments.shape[0] else NULL

@@ -63,20 +63,12 @@ from .losses_numba import (
 )
 from .normalization_numba import batch_norm_backward_ws, batch_norm_statistics
 from .normalization_numba import dropout as dropout_kernel
-from .optimizers_numba import (
-    _adam,
-    adagrad_step,
-    momentum_step,
-    nesterov_step,
-    rmsprop_step,
-    scale_inplace,
-    sgd_step,
-    squared_norm_ws,
-)
+from .optimizers_numba import optimizer_step, scale_inplace, squared_norm_ws
 
 __all__ = ["train_epoch"]
 
 _N_STATES = np.array(codes.N_STATES, np.int64)  # state buffers per optimizer code
+_DECOUPLED = np.array(codes.DECOUPLED, np.int64)  # decoupled decay, per optimizer code
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # Numba's pool size: numba.set_num_threads refuses more.
@@ -182,13 +174,6 @@ def _bn_backward(g, x_hat, gamma, inv_std, rv, dgamma, dbeta, code, eps, db, dg,
             g[r, j] = g[r, j] * cast_like(g, db[j])
 
 
-@jit_inline
-def _bias_correction(beta, t):
-    """1 - beta^t with C pow, as Python's ``beta ** t`` (Numba's float ** int would
-    multiply repeatedly; the float exponent keeps the libm call)."""
-    return 1.0 - math.pow(beta, np.float64(t))
-
-
 # Segments of at least UPDATE_SPLIT parameters are updated in pieces of UPDATE_PIECE
 # (the update is elementwise; the count follows from the size alone, as the GEMM tiles
 # do, so there are pieces for every thread), and their squared norm taken as its
@@ -199,48 +184,26 @@ UPDATE_SPLIT = 131072
 UPDATE_PIECE = 65536
 
 
-@jit
-def _update(opt_code, p, g, s1, s2, lr, h0, h1, c1, c2, eps, inside, wd, adamw):
-    """The optimizer kernel of the step path on one segment (reference ``_update``)."""
-    if opt_code == _SGD:
-        sgd_step(p, g, lr, wd)
-    elif opt_code == _MOMENTUM:
-        momentum_step(p, g, s1, lr, h0, h1, wd)
-    elif opt_code == _NESTEROV:
-        nesterov_step(p, g, s1, lr, h0, h1, wd)
-    elif opt_code == _ADAGRAD:
-        adagrad_step(p, g, s1, lr, eps, inside, wd)
-    elif opt_code == _RMSPROP:
-        rmsprop_step(p, g, s1, lr, h0, eps, inside, wd)
-    else:
-        _adam(p, g, s1, s2, lr, h0, h1, c1, c2, eps, wd, adamw)
-
-
 @jit_parallel
-def _update_pieces(opt_code, p, g, s1, s2, lr, h0, h1, c1, c2, eps, inside, wd, adamw):
-    """_update on consecutive pieces of UPDATE_PIECE side by side; s1 and s2 are cut
-    alike when the optimizer has them."""
+def _update_pieces(p, g, s1, s2, opt_code, t, lr, hyper, wd):
+    """optimizer_step on consecutive pieces of UPDATE_PIECE side by side; s1 and s2 are
+    cut alike when the optimizer has them."""
     n = p.size
     chunk = UPDATE_PIECE
     for i in prange((n + chunk - 1) // chunk):
         lo = i * chunk
         hi = min(n, lo + chunk)
         if hi > lo:
-            _update(
-                opt_code,
+            optimizer_step(
                 p[lo:hi],
                 g[lo:hi],
                 s1[lo:hi] if s1.size else s1,
                 s2[lo:hi] if s2.size else s2,
+                opt_code,
+                t,
                 lr,
-                h0,
-                h1,
-                c1,
-                c2,
-                eps,
-                inside,
+                hyper,
                 wd,
-                adamw,
             )
 
 
@@ -416,13 +379,6 @@ def _check_layout(
 # resolved by Numba before typing, so the branches a variant cannot take are dropped.
 _MSE, _BCE, _POISSON = codes.LOSS_MSE, codes.LOSS_BINARY_CROSS_ENTROPY, codes.LOSS_POISSON
 _CE, _SPARSE = codes.LOSS_CROSS_ENTROPY, codes.LOSS_SPARSE_CROSS_ENTROPY
-_SGD, _MOMENTUM, _NESTEROV = codes.OPT_SGD, codes.OPT_MOMENTUM, codes.OPT_NESTEROV
-_ADAGRAD, _RMSPROP, _ADAM, _ADAMW = (
-    codes.OPT_ADAGRAD,
-    codes.OPT_RMSPROP,
-    codes.OPT_ADAM,
-    codes.OPT_ADAMW,
-)
 _IDENTITY, _STEP, _SIGMOID, _TANH = codes.IDENTITY, codes.STEP, codes.SIGMOID, codes.TANH
 _RELU, _LEAKY_RELU, _ELU, _SOFTMAX = codes.RELU, codes.LEAKY_RELU, codes.ELU, codes.SOFTMAX
 
@@ -563,8 +519,6 @@ def _make_epoch(loss_kind, used):
         n_layers = acts.size
         d, k = dims[0], dims[n_layers]
         sparse = loss_kind == _SPARSE
-        h0, h1, eps = hyper[0], hyper[1], hyper[2]
-        inside = hyper[3] != 0.0
         weight_decay, clip_norm = hyper[4], hyper[5]
         # The kernels' scratch, allocated once per call: float64 rows (softmax/tanh
         # rows, exps, loss terms, pairwise blocks), per-sample losses, an array-dtype
@@ -693,7 +647,7 @@ def _make_epoch(loss_kind, used):
                 wt = wb[:m]
                 for r in range(m):
                     wt[r] = sample_weight[order[s + r]]
-                if opt_code != _ADAMW:
+                if _DECOUPLED[opt_code] == 0:
                     weight_decay = hyper[4] * (m / (0.0 + pairwise_sum_ws(wt, m, nodes, sums)))
             correct = 0
             if loss_kind == _MSE:
@@ -807,52 +761,18 @@ def _make_epoch(loss_kind, used):
                     scale_inplace(grads[segments[si, 0] : segments[si, 1]], factor)
 
             # 6. the optimizer kernel of the step path on every segment (reference
-            # ``_update``); Adam's bias corrections 1 - beta^t with t this step's count
+            # ``optimizer_step``) at this step's count t
             t = t0 + (j - batch_start) + 1
             lr = lrs[j]
-            c1, c2 = _bias_correction(h0, t), _bias_correction(h1, t)
             for si in range(segments.shape[0]):
                 lo, hi = segments[si, 0], segments[si, 1]
                 wd = weight_decay if segments[si, 2] != 0 else 0.0
                 s1 = state1[lo:hi] if state1.size else state1
                 s2 = state2[lo:hi] if state2.size else state2
-                # AdamW without decay on a segment is Adam (p - 0 p would turn -0.0
-                # into +0.0)
-                adamw = opt_code == _ADAMW and wd != 0.0
                 if n_threads > 1 and hi - lo >= UPDATE_SPLIT:
-                    _update_pieces(
-                        opt_code,
-                        params[lo:hi],
-                        grads[lo:hi],
-                        s1,
-                        s2,
-                        lr,
-                        h0,
-                        h1,
-                        c1,
-                        c2,
-                        eps,
-                        inside,
-                        wd,
-                        adamw,
-                    )
+                    _update_pieces(params[lo:hi], grads[lo:hi], s1, s2, opt_code, t, lr, hyper, wd)
                 else:
-                    _update(
-                        opt_code,
-                        params[lo:hi],
-                        grads[lo:hi],
-                        s1,
-                        s2,
-                        lr,
-                        h0,
-                        h1,
-                        c1,
-                        c2,
-                        eps,
-                        inside,
-                        wd,
-                        adamw,
-                    )
+                    optimizer_step(params[lo:hi], grads[lo:hi], s1, s2, opt_code, t, lr, hyper, wd)
 
             # 7. statistics
             stats[codes.STAT_LOSS_SUM] += loss * m

@@ -11,9 +11,16 @@ Contract shared by every backend:
   equal this reference bit for bit.
 - ``weight_decay`` is L2 regularisation, ``g = grad + weight_decay * param`` (a local
   value, the gradient buffer is not modified); AdamW's decay is decoupled instead.
+
+``optimizer_step`` is the one entry point by code (the optimizer's registry row): the
+step path (``fastnn.optim``) and the whole-epoch kernel call it, and it calls the
+optimizer's ``<name>_step`` with the hyperparameters the row puts in ``hyper``. Adding
+an optimizer here: its ``<name>_step`` (in ``__all__``) and its branch below.
 """
 
 import numpy as np
+
+from .._kernels import codes
 
 __all__ = [
     "sgd_step",
@@ -23,6 +30,7 @@ __all__ = [
     "rmsprop_step",
     "adam_step",
     "adamw_step",
+    "optimizer_step",
     "squared_norm",
     "scale_inplace",
 ]
@@ -86,9 +94,44 @@ def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
 
 
 def adamw_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
-    """AdamW: theta -= lr wd theta (decoupled decay), then the Adam step without L2."""
-    param -= lr * weight_decay * param
+    """AdamW: theta -= lr wd theta (decoupled decay), then the Adam step without L2.
+
+    With wd = 0 the decay is skipped (theta - 0 theta would turn -0.0 into +0.0): the
+    Adam step exactly.
+    """
+    if weight_decay != 0:
+        param -= lr * weight_decay * param
     adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, 0.0)
+
+
+def optimizer_step(param, grad, state1, state2, optimizer, step, lr, hyper, weight_decay):
+    """One update of the optimizer with code ``optimizer`` (``codes.OPT_*``), in place.
+
+    ``state1``, ``state2``: its state buffers in its row's order (unused ones may be
+    empty); ``step``: t >= 1 (read by the optimizers with bias corrections); ``hyper``:
+    the kernels' vector (registry.HYPER_SLOTS), of which the slots h0, h1, eps and
+    eps_inside_sqrt are read; ``weight_decay``: this call's (0 on a segment that is not
+    decayed), not hyper's.
+    """
+    h0, h1 = float(hyper[codes.HYPER_H0]), float(hyper[codes.HYPER_H1])
+    eps, inside = float(hyper[codes.HYPER_EPS]), bool(hyper[codes.HYPER_EPS_INSIDE_SQRT])
+    lr, wd = float(lr), float(weight_decay)
+    if optimizer == codes.OPT_SGD:
+        sgd_step(param, grad, lr, wd)
+    elif optimizer == codes.OPT_MOMENTUM:
+        momentum_step(param, grad, state1, lr, h0, h1, wd)
+    elif optimizer == codes.OPT_NESTEROV:
+        nesterov_step(param, grad, state1, lr, h0, h1, wd)
+    elif optimizer == codes.OPT_ADAGRAD:
+        adagrad_step(param, grad, state1, lr, eps, inside, wd)
+    elif optimizer == codes.OPT_RMSPROP:
+        rmsprop_step(param, grad, state1, lr, h0, eps, inside, wd)
+    elif optimizer == codes.OPT_ADAM:
+        adam_step(param, grad, state1, state2, step, lr, h0, h1, eps, wd)
+    elif optimizer == codes.OPT_ADAMW:
+        adamw_step(param, grad, state1, state2, step, lr, h0, h1, eps, wd)
+    else:
+        raise ValueError(f"optimizer_step: unknown optimizer code {optimizer}")
 
 
 def squared_norm(x):

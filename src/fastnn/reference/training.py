@@ -113,8 +113,8 @@ Per batch j (rows s up to e as above, m = e - s):
    (float64); a non-finite norm stops with STATUS_GRAD_NOT_FINITE, nothing updated.
    If 0 < clip_norm < norm, every segment is scaled by clip_norm / norm.
 6. t = t0 + (j - batch_start) + 1; every segment is updated by the optimizer kernel
-   with lr = lrs[j] and weight_decay if ``decayed`` else 0 (Adam's bias corrections
-   use t; AdamW with no decay on a segment runs the Adam kernel).
+   (``optimizer_step``) with lr = lrs[j] and weight_decay if ``decayed`` else 0 (Adam's
+   bias corrections use t).
 7. stats: loss_sum += loss m, correct += ..., steps += 1, grad_norm = norm.
 """
 
@@ -140,17 +140,7 @@ from .losses import (
 from .masks import dropout_mask
 from .normalization import batch_norm_backward, batch_norm_eval, batch_norm_train
 from .normalization import dropout as dropout_kernel
-from .optimizers import (
-    adagrad_step,
-    adam_step,
-    adamw_step,
-    momentum_step,
-    nesterov_step,
-    rmsprop_step,
-    scale_inplace,
-    sgd_step,
-    squared_norm,
-)
+from .optimizers import optimizer_step, scale_inplace, squared_norm
 
 __all__ = ["train_epoch"]
 
@@ -237,26 +227,6 @@ def _n_correct(loss_code, out, t):
     if loss_code == codes.LOSS_BINARY_CROSS_ENTROPY:
         return int(np.count_nonzero(((out > 0) == (t > 0.5)).all(axis=1)))
     return 0
-
-
-def _update(opt_code, p, g, s1, s2, t, lr, hyper, weight_decay):
-    h0, h1, eps, inside = hyper[0], hyper[1], hyper[2], bool(hyper[3])
-    if opt_code == codes.OPT_SGD:
-        sgd_step(p, g, lr, weight_decay)
-    elif opt_code == codes.OPT_MOMENTUM:
-        momentum_step(p, g, s1, lr, h0, h1, weight_decay)
-    elif opt_code == codes.OPT_NESTEROV:
-        nesterov_step(p, g, s1, lr, h0, h1, weight_decay)
-    elif opt_code == codes.OPT_ADAGRAD:
-        adagrad_step(p, g, s1, lr, eps, inside, weight_decay)
-    elif opt_code == codes.OPT_RMSPROP:
-        rmsprop_step(p, g, s1, lr, h0, eps, inside, weight_decay)
-    elif opt_code == codes.OPT_ADAM:
-        adam_step(p, g, s1, s2, t, lr, h0, h1, eps, weight_decay)
-    elif weight_decay:
-        adamw_step(p, g, s1, s2, t, lr, h0, h1, eps, weight_decay)
-    else:  # AdamW without decay is Adam (p - 0 p would turn -0.0 into +0.0)
-        adam_step(p, g, s1, s2, t, lr, h0, h1, eps, weight_decay)
 
 
 def train_epoch(
@@ -391,7 +361,7 @@ def train_epoch(
             x_in = o[i]
         out = o[-1]
         wb = sample_weight[rows] if sample_weight.size else sample_weight
-        if wb.size and opt_code != codes.OPT_ADAMW:
+        if wb.size and not codes.DECOUPLED[opt_code]:
             weight_decay = hyper[4] * float(np.float64(m) / np.sum(wb))
         loss = _loss(loss_code, out, t, wb)
         if not math.isfinite(loss):
@@ -430,12 +400,12 @@ def train_epoch(
         for start, stop, decayed in segments:
             s1 = state1[start:stop] if state1.size else state1
             s2 = state2[start:stop] if state2.size else state2
-            _update(
-                opt_code,
+            optimizer_step(
                 params[start:stop],
                 grads[start:stop],
                 s1,
                 s2,
+                opt_code,
                 t_step,
                 float(lrs[j]),
                 hyper,
