@@ -5,6 +5,8 @@ the Python step calls them, so on one backend the two paths must agree exactly: 
 parameters, optimizer state, step count, loss and accuracy history.
 """
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -23,6 +25,13 @@ OPTIMIZERS = [
     lambda: Adam(lr=InverseScaling(0.01)),
     lambda: AdamW(lr=StepDecay(0.01, step_size=1, gamma=0.5), decay_biases=True),
     lambda: AdamW(lr=0.01, weight_decay=0.0),
+]
+# Every other optimizer of the registry (one added to the table is tested here without
+# an edit), with some L2 or decoupled decay.
+OPTIMIZERS += [
+    functools.partial(fastnn.optim.OPTIMIZERS[row.name], lr=0.01, weight_decay=1e-3)
+    for row in fastnn.registry.OPTIMIZERS
+    if row.name not in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 ]
 
 

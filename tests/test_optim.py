@@ -2,12 +2,15 @@
 clipping, frozen layers, one kernel call per step, divergence guard, state
 save/restore."""
 
+import inspect
 import math
 from collections import Counter
 
 import numpy as np
 import pytest
 
+import fastnn
+from fastnn import registry
 from fastnn.model import MLP
 from fastnn.optim import (
     OPTIMIZERS,
@@ -63,7 +66,7 @@ def test_defaults_and_readable_repr():
         (lambda: SGD(weight_decay=-1e-4), "weight_decay must be >= 0"),
         (lambda: SGD(clip_norm=0), "clip_norm must be > 0"),
         (lambda: SGD(lr=math.nan), "lr must be finite"),
-        (lambda: get_optimizer("adamax"), "optimizer must be one of"),
+        (lambda: get_optimizer("no_such_optimizer"), "optimizer must be one of"),
     ],
 )
 def test_invalid_hyperparameters_name_themselves(make, match):
@@ -75,7 +78,7 @@ def test_get_optimizer_by_name():
     assert isinstance(get_optimizer("nesterov", lr=0.1), Nesterov)
     opt = Adam()
     assert get_optimizer(opt) is opt
-    assert set(OPTIMIZERS) == {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"}
+    assert list(OPTIMIZERS) == [row.name for row in registry.OPTIMIZERS]
 
 
 # --- the update formulas, written again in NumPy in the reference's operation order --------
@@ -115,9 +118,14 @@ def _expected(name, hyper, p, g, st, t, lr, wd_vec, decoupled):
     return p
 
 
+# The optimizers whose formula _expected writes out (a newer one is checked against
+# PyTorch's formula in tests/reference/test_torch_crosscheck.py).
+WRITTEN_OUT = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", WRITTEN_OUT)
 def test_updates_follow_spec_exactly_and_skip_biases_when_decaying(name, dtype, backend):
     net = MLP([3, 4, 2], loss="mse", dtype=dtype, backend=backend, random_state=0)
     rng = np.random.default_rng(1)
@@ -319,3 +327,42 @@ def test_gradient_descent_seed_example():
     X, y = np.array([[1.0]]), np.array([3.0])
     net.train_step(*net.check_data(X, y), SGD(0.1))
     assert net.layers[0].W[0, 0] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("row", registry.OPTIMIZERS, ids=lambda r: r.name)
+def test_every_registry_optimizer_has_its_class(row):
+    """Each row's class (written out or built from the row): its name, its exported
+    name, the constructor the row describes, range checks, saving and loading."""
+    cls = OPTIMIZERS[row.name]
+    assert cls.__name__ == row.cls and getattr(fastnn, row.cls) is cls
+    assert row.cls in fastnn.__all__
+    params = inspect.signature(cls).parameters
+    assert list(params) == [
+        "lr",
+        *(h.name for h in row.hypers),
+        "weight_decay",
+        "decay_biases",
+        "clip_norm",
+    ]
+    assert params["lr"].default == row.lr
+    assert params["weight_decay"].default == row.weight_decay
+    assert params["weight_decay"].kind is inspect.Parameter.KEYWORD_ONLY
+    for h in row.hypers:
+        assert params[h.name].default == h.default
+    opt = cls()
+    assert opt.name == row.name and opt.state_names == row.states
+    assert opt.hyperparameters() == {h.name: h.default for h in row.hypers}
+    assert cls.__doc__
+    for h in row.hypers:
+        bad = 2 if isinstance(h.default, bool) else (h.high if h.high is not None else -1.0)
+        if h.high is not None and not h.high_open:
+            bad = h.high + 1
+        with pytest.raises((ValueError, TypeError), match=h.name):
+            cls(**{h.name: bad})
+    net = MLP([3, 4, 2], loss="mse", backend="numpy", random_state=0)
+    net.grads[...] = 0.5
+    opt.step(net)
+    again = optimizer_from_state(opt.state_dict())
+    assert type(again) is cls and again.t == 1 and repr(again) == repr(opt)
+    for s in row.states:
+        np.testing.assert_array_equal(again.state[s], opt.state[s])

@@ -109,6 +109,23 @@ def test_every_activation_is_reachable_everywhere(row):
         assert m.layers[0].activation == row.name
 
 
+@pytest.mark.parametrize("row", registry.OPTIMIZERS, ids=lambda r: r.name)
+def test_every_optimizer_is_reachable_everywhere(row):
+    """Each backend has its kernel and the update by code; the checked tier has its
+    method (the row's signature and formula); the class and the estimators take it."""
+    for name in fastnn.available_backends():
+        raw = fastnn.backend(name)._raw
+        assert callable(getattr(raw, row.kernel)) and callable(raw.optimizer_step)
+    method = getattr(fastnn.Backend, row.kernel)
+    assert method.__doc__.startswith(f"{row.cls}: {row.formula}")
+    names = list(inspect.signature(method).parameters)
+    step = ["step"] if row.step else []
+    hypers = [h.name for h in row.hypers]
+    assert names == ["self", "param", "grad", *row.states, *step, "lr", *hypers, "weight_decay"]
+    assert optim.OPTIMIZERS[row.name].__name__ == row.cls
+    assert registry.optimizer(row.name) is row
+
+
 def test_unknown_names_raise_naming_the_known_ones():
     with pytest.raises(ValueError, match="activation must be one of"):
         registry.activation("swish")
@@ -117,7 +134,7 @@ def test_unknown_names_raise_naming_the_known_ones():
     with pytest.raises(ValueError, match="activation"):
         fastnn.backend("numpy").activation_forward(np.zeros((1, 2)), "swish")
     with pytest.raises(ValueError, match="optimizer"):
-        optim.get_optimizer("adamax")
+        optim.get_optimizer("no_such_optimizer")
     with pytest.raises(ValueError, match="loss"):
         losses.get_loss("hinge")
 
@@ -126,7 +143,7 @@ def test_kernel_sources_hold_no_code_range():
     """No kernel compares a code with a fixed bound: a row added to a table must not
     fall outside a range written by hand."""
     pattern = re.compile(
-        r"(loss_code|opt_code|acts\[i\]|activation)\s*(<=?|>=?)\s*(\d+|codes\.[A-Z_]+|[A-Z_]+)"
+        r"(loss_code|opt_code|optimizer|acts\[i\]|activation)\s*(<=?|>=?)\s*(\d+|codes\.[A-Z_]+|[A-Z_]+)"
     )
     allowed = {"N_ACTIVATIONS", "N_LOSSES", "N_OPTIMIZERS", "codes.N_ACTIVATIONS",
                "codes.N_LOSSES", "codes.N_OPTIMIZERS", "0"}  # fmt: skip

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fastnn import registry
 from kernels._support import (
     ALL_BACKENDS,
     COMPILED,
@@ -36,78 +37,78 @@ from kernels._support import (
     ulp,
 )
 
-# name -> (state buffers, whether a state holds squares (non-negative))
-OPTIMIZERS = {
-    "sgd_step": (),
-    "momentum_step": ("velocity",),
-    "nesterov_step": ("velocity",),
-    "adagrad_step": ("sum_sq",),
-    "rmsprop_step": ("sq_avg",),
-    "adam_step": ("m", "v"),
-    "adamw_step": ("m", "v"),
-}
+# Every optimizer of the registry: kernel name -> its state buffers (a new row is
+# tested here without an edit). States holding squares or maxima of |g| (non-negative):
 SQUARES = {"sum_sq", "sq_avg", "v"}
+ROWS = {o.kernel: o for o in registry.OPTIMIZERS}
+OPTIMIZERS = {kernel: row.states for kernel, row in ROWS.items()}
+STEPS = {kernel for kernel, row in ROWS.items() if row.step}  # take the step count t
 
 unit_open = st.floats(0.0, 1.0, exclude_max=True)
 
 
+def _hyper_values(h):
+    """A hyperparameter's valid values (from its registry range), its default among them."""
+    if isinstance(h.default, bool):
+        return st.booleans()
+    if h.high is None:  # eps-like: small positive numbers
+        values = st.one_of(st.sampled_from([1e-10, 1e-8]), st.floats(1e-12, 0.1))
+    else:
+        values = st.floats(h.low, h.high, exclude_min=h.low_open, exclude_max=h.high_open)
+    return st.one_of(st.just(h.default), values)
+
+
 def hyper_strategy(opt):
     """Hyperparameters in their valid ranges, the defaults of docs/spec.md §5 among them."""
+    row = ROWS[opt]
     lr = st.one_of(st.sampled_from([0.0, 1e-3, 0.01, 0.1, 1.0]), st.floats(0.0, 10.0))
     wd = st.one_of(st.just(0.0), st.sampled_from([1e-4, 0.01, 0.1]), st.floats(0.0, 1.0))
-    eps = st.one_of(st.sampled_from([1e-10, 1e-8]), st.floats(1e-12, 0.1))
-    if opt == "sgd_step":
-        return st.fixed_dictionaries({"lr": lr, "weight_decay": wd})
-    if opt in ("momentum_step", "nesterov_step"):
-        return st.fixed_dictionaries(
-            {
-                "lr": lr,
-                "weight_decay": wd,
-                "momentum": st.one_of(st.just(0.9), unit_open),
-                "dampening": st.one_of(st.just(0.0), st.floats(0.0, 1.0)),
-            }
-        )
-    if opt == "adagrad_step":
-        return st.fixed_dictionaries(
-            {"lr": lr, "weight_decay": wd, "eps": eps, "eps_inside_sqrt": st.booleans()}
-        )
-    if opt == "rmsprop_step":
-        return st.fixed_dictionaries(
-            {
-                "lr": lr,
-                "weight_decay": wd,
-                "eps": eps,
-                "rho": st.one_of(st.just(0.9), unit_open),
-                "eps_inside_sqrt": st.booleans(),
-            }
-        )
-    return st.fixed_dictionaries(
-        {
-            "lr": lr,
-            "eps": eps,
-            "weight_decay": wd,
-            "beta1": st.one_of(st.just(0.9), unit_open),
-            "beta2": st.one_of(st.just(0.999), unit_open),
-            "step": st.one_of(st.integers(1, 20), st.integers(1, 10**7)),
-        }
-    )
+    fields = {"lr": lr, "weight_decay": wd, **{h.name: _hyper_values(h) for h in row.hypers}}
+    if row.step:
+        fields["step"] = st.one_of(st.integers(1, 20), st.integers(1, 10**7))
+    return st.fixed_dictionaries(fields)
 
 
+# The hyperparameters of the fixed-value tests: each row's defaults with some decay,
+# and for the first seven the values chosen when they were written.
 DEFAULTS = {
-    "sgd_step": {"lr": 0.1, "weight_decay": 0.01},
-    "momentum_step": {"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "weight_decay": 0.01},
-    "nesterov_step": {"lr": 0.1, "momentum": 0.9, "dampening": 0.0, "weight_decay": 0.01},
-    "adagrad_step": {"lr": 0.1, "eps": 1e-10, "eps_inside_sqrt": False, "weight_decay": 0.01},
-    "rmsprop_step": {
-        "lr": 0.01,
-        "rho": 0.9,
-        "eps": 1e-8,
-        "eps_inside_sqrt": True,
-        "weight_decay": 0.01,
-    },
-    "adam_step": {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 1e-4},
-    "adamw_step": {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01},
+    kernel: {"lr": row.lr, **{h.name: h.default for h in row.hypers}, "weight_decay": 0.01}
+    for kernel, row in ROWS.items()
 }
+DEFAULTS.update(
+    {
+        "sgd_step": {"lr": 0.1, "weight_decay": 0.01},
+        "momentum_step": {"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "weight_decay": 0.01},
+        "nesterov_step": {"lr": 0.1, "momentum": 0.9, "dampening": 0.0, "weight_decay": 0.01},
+        "adagrad_step": {
+            "lr": 0.1,
+            "eps": 1e-10,
+            "eps_inside_sqrt": False,
+            "weight_decay": 0.01,
+        },
+        "rmsprop_step": {
+            "lr": 0.01,
+            "rho": 0.9,
+            "eps": 1e-8,
+            "eps_inside_sqrt": True,
+            "weight_decay": 0.01,
+        },
+        "adam_step": {
+            "lr": 1e-3,
+            "beta1": 0.9,
+            "beta2": 0.999,
+            "eps": 1e-8,
+            "weight_decay": 1e-4,
+        },
+        "adamw_step": {
+            "lr": 1e-3,
+            "beta1": 0.9,
+            "beta2": 0.999,
+            "eps": 1e-8,
+            "weight_decay": 0.01,
+        },
+    }
+)
 
 
 def run_steps(name, opt, param, grads, state, hyper, layout, err, first_step=1):
@@ -116,7 +117,7 @@ def run_steps(name, opt, param, grads, state, hyper, layout, err, first_step=1):
     inplace = ("param",) + OPTIMIZERS[opt]
     for i, g in enumerate(grads):
         h = dict(hyper)
-        if opt in ("adam_step", "adamw_step"):
+        if opt in STEPS:
             h["step"] = hyper.get("step", first_step) + i
         args = {**cur, "grad": g, **h}
         actual, expected = run_pair(name, opt, args, inplace=inplace, in_layout=layout)
@@ -289,7 +290,64 @@ def test_nan_gradient_poisons_only_its_parameter(name, dtype, opt):
     grad[2] = np.nan
     state = initial_state(opt, rng, 6, dtype)
     hyper = dict(DEFAULTS[opt])
-    if opt in ("adam_step", "adamw_step"):
+    if opt in STEPS:
         hyper["step"] = 1
     getattr(k, opt)(param, grad, **state, **hyper)
     np.testing.assert_array_equal(np.isnan(param), np.isnan(grad), err_msg=f"{name} {opt}")
+
+
+def _kernel_hyper(row, hyper):
+    """The kernels' hyper vector (registry.HYPER_SLOTS) for a row and its values."""
+    slots = dict.fromkeys(registry.HYPER_SLOTS, 0.0)
+    for h in row.hypers:
+        slots[h.slot] = float(hyper[h.name])
+    return np.array([slots[s] for s in registry.HYPER_SLOTS])
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.01])
+@pytest.mark.parametrize("opt", list(OPTIMIZERS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+def test_optimizer_step_by_code_is_the_kernel(name, dtype, opt, decay):
+    """optimizer_step (the update by code the step path and the epoch kernels call),
+    raw and checked, gives the bits of the optimizer's own kernel over 3 steps, signed
+    zeros included (AdamW with wd = 0 keeps -0.0, as Adam)."""
+    k, row = backend(name), ROWS[opt]
+    rng = np.random.default_rng(35)
+    param = rng_array(rng, 37, dtype)
+    param[:3] = -0.0
+    state = initial_state(opt, rng, 37, dtype)
+    hyper = {**DEFAULTS[opt], "weight_decay": decay}
+    vec = _kernel_hyper(row, hyper)
+    mine = [param.copy()] + [state[s].copy() for s in row.states]
+    raw = [param.copy()] + [state[s].copy() for s in row.states]
+    theirs = [param.copy()] + [state[s].copy() for s in row.states]
+    empty = np.zeros(0, dtype)
+    for t in (1, 2, 3):
+        grad = rng_array(rng, 37, dtype)
+        grad[:2] = 0.0
+        states = mine[1:] + [None, None]
+        k.optimizer_step(mine[0], grad, states[0], states[1], row.name, t, hyper["lr"], vec, decay)
+        rs = raw[1:] + [empty, empty]
+        k._raw.optimizer_step(raw[0], grad, rs[0], rs[1], row.code, t, hyper["lr"], vec, decay)
+        args = {"step": t} if row.step else {}
+        getattr(k, opt)(theirs[0], grad, *theirs[1:], **args, **hyper)
+        for a, b, c, what in zip(mine, raw, theirs, ("param",) + row.states):
+            assert_exact(a, c, case_id(name, dtype, opt, decay, t, what))
+            assert_exact(b, c, case_id(name, dtype, opt, decay, t, what, "raw"))
+
+
+def test_optimizer_step_refuses_bad_arguments():
+    k = backend("numpy")
+    p, g = np.zeros(3), np.zeros(3)
+    vec = _kernel_hyper(ROWS["adam_step"], DEFAULTS["adam_step"])
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        k.optimizer_step(p, g, None, None, "adamax_", 1, 0.1, vec)
+    with pytest.raises(ValueError, match="hyper's h0 \\(beta1\\)"):
+        k.optimizer_step(p, g, np.zeros(3), np.zeros(3), "adam", 1, 0.1, np.ones(6))
+    with pytest.raises(ValueError, match="hyper must have shape"):
+        k.optimizer_step(p, g, np.zeros(3), np.zeros(3), "adam", 1, 0.1, vec[:4])
+    with pytest.raises(ValueError, match="state2 must be None or empty"):
+        k.optimizer_step(p, g, np.zeros(3), np.zeros(3), "momentum", 1, 0.1, vec)
+    with pytest.raises(ValueError, match="state2 must have shape"):
+        k.optimizer_step(p, g, np.zeros(3), np.zeros(2), "adam", 1, 0.1, vec)
