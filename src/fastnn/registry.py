@@ -13,7 +13,9 @@ kernels never see a name: only the codes below.
 Adding an activation (CONTRIBUTING.md has the checklist): one :class:`Activation` row
 here, its formula in each backend (``reference/activations.py``,
 ``_kernels/activations_numba.py``, ``_kernels/activations_cython.pyx``), docs/spec.md
-§3, and its edge values in ``tests/kernels/test_activations.py``.
+§3, and its edge values in ``tests/kernels/test_activations.py``. Adding an optimizer:
+one :class:`Optimizer` row, its ``<name>_step`` and its branch of ``optimizer_step`` in
+each backend, docs/spec.md §5, and its PyTorch twin in the tests.
 """
 
 from __future__ import annotations
