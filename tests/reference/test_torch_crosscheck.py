@@ -27,6 +27,7 @@ pins to the reference):
 import numpy as np
 import pytest
 
+from fastnn import registry
 from kernels._support import ALL_BACKENDS, DTYPES, backend, ulp_distance
 
 torch = pytest.importorskip("torch")
@@ -325,6 +326,14 @@ OPTIMIZERS = {
 }
 
 
+TAKE_STEP = {o.kernel for o in registry.OPTIMIZERS if o.step}  # bias corrections
+
+
+def test_every_optimizer_has_its_twin():
+    """A row added to the registry comes with its PyTorch twin above."""
+    assert {o.kernel for o in registry.OPTIMIZERS} <= {m for _, m, _, _ in OPTIMIZERS.values()}
+
+
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ALL_BACKENDS)
@@ -342,7 +351,7 @@ def test_optimizer_trajectory(name, dtype, opt):
     scale = 0.0
     for step, g in enumerate(grads, start=1):
         before = p.copy()
-        extra = {"step": step} if method in ("adam_step", "adamw_step") else {}
+        extra = {"step": step} if method in TAKE_STEP else {}
         getattr(k, method)(p, g, **state, **kwargs, **extra)
         scale = max(scale, float(np.max(np.abs(p)) + np.max(np.abs(p - before))))
     bound = STEPS * 16 * u(dtype) * scale
