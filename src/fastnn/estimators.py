@@ -1223,10 +1223,12 @@ def _check_solver(est) -> bool:
 
 
 _FASTNN_PARAMS_DOC = """
-    optimizer : {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"} or None
-        fastnn's optimizer by name; overrides ``solver``. ``learning_rate_init``,
-        ``momentum`` (momentum, nesterov), ``beta_1``, ``beta_2`` and ``epsilon``
-        (adam, adamw; epsilon also rmsprop and adagrad) are passed on, and
+    optimizer : str or None
+        fastnn's optimizer by name (a key of ``fastnn.optim.OPTIMIZERS``: "sgd",
+        "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"...); overrides
+        ``solver``. ``learning_rate_init`` and the parameters its registry row maps
+        (``momentum`` for momentum and nesterov; ``beta_1``, ``beta_2`` and ``epsilon``
+        for adam and adamw; ``epsilon`` for rmsprop and adagrad) are passed on, and
         ``learning_rate`` applies. For "adamw", ``alpha`` is the decoupled weight
         decay (``W -= lr alpha W`` per step) instead of an L2 term.
     dropout : float or list of float, default=0.0
