@@ -328,7 +328,10 @@ def test_malformed_csv_files(tmp_path, capsys):
         (["--epochs", "0"], "argument --epochs: must be >= 1"),
         (["--lr", "-1"], "argument --lr: must be > 0"),
         (["--validation-split", "1"], r"argument --validation-split: must be in \[0, 1\)"),
-        (["--optimizer", "adamax"], "argument --optimizer: invalid choice: 'adamax'"),
+        (
+            ["--optimizer", "no_such_optimizer"],
+            "argument --optimizer: invalid choice: 'no_such_optimizer'",
+        ),
         (["--activation", "softmax"], "argument --activation: invalid choice"),
     ],
 )

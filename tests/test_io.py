@@ -340,7 +340,7 @@ def _edit(path, fn):
             "invalid layers in the model metadata: .*activation must be one of",
         ),
         (
-            lambda h: h["__metadata__"].update(optimizer='{"name": "adamax"}'),
+            lambda h: h["__metadata__"].update(optimizer='{"name": "no_such_optimizer"}'),
             "invalid optimizer metadata",
         ),
         (lambda h: h["__metadata__"].update(fastnn=1), "metadata values must be strings"),

@@ -855,7 +855,7 @@ def test_continuous_labels_are_refused():
     [
         ("activation", "softplus", "'activation' parameter of MLPClassifier must be a str among"),
         ("solver", "newton", "'solver' parameter"),
-        ("optimizer", "adamax", "'optimizer' parameter"),
+        ("optimizer", "no_such_optimizer", "'optimizer' parameter"),
         ("backend", "cuda", "'backend' parameter"),
         (
             "alpha",
