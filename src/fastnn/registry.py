@@ -390,6 +390,19 @@ OPTIMIZERS: tuple[Optimizer, ...] = (
         scale_free=True,
         estimator={**_ADAM_ESTIMATOR, "weight_decay": "alpha"},
     ),
+    Optimizer(
+        "adamax",
+        7,
+        "Adamax",
+        "m = beta1 m + (1 - beta1) g; u = max(beta2 u, abs(g) + eps); "
+        "theta -= (lr / (1 - beta1^t)) m / u (Adam in the infinity norm)",
+        ("m", "u"),
+        (_BETA1, _BETA2, _eps(1e-8)),
+        lr=2e-3,
+        step=True,
+        scale_free=True,
+        estimator=_ADAM_ESTIMATOR,
+    ),
 )
 
 

@@ -323,6 +323,14 @@ OPTIMIZERS = {
         {"lr": 0.01, "weight_decay": 0.05},
         ("m", "v"),
     ),
+    # torch Adamax: m.lerp_(g, 1 - b1) as Adam's; u = maximum(u * b2, |g| + eps), the same;
+    # p.addcdiv_(m, u, value=-clr), clr = lr / (1 - b1^t): the same order. L2 as SGD's.
+    "adamax": (
+        lambda ps: torch.optim.Adamax(ps, lr=0.01, weight_decay=1e-3, foreach=False),
+        "adamax_step",
+        {"lr": 0.01, "weight_decay": 1e-3},
+        ("m", "u"),
+    ),
 }
 
 

@@ -13,7 +13,7 @@ branch there, its ``<name>_step`` wrapper.
 """
 
 from cython cimport floating
-from libc.math cimport pow
+from libc.math cimport fabs, fabsf, pow
 
 from fastnn._kernels.blas_cython cimport PW_BLOCK, pw_split
 from fastnn._kernels.fastnn_simd cimport (
@@ -33,6 +33,7 @@ __all__ = [
     "rmsprop_step",
     "adam_step",
     "adamw_step",
+    "adamax_step",
     "optimizer_step",
     "squared_norm",
     "scale_inplace",
@@ -159,6 +160,35 @@ cdef void c_adamw_step(floating* param, const floating* grad, floating* m, float
     _adam(param, grad, m, v, n, step, lr, beta1, beta2, eps, weight_decay, True)
 
 
+cdef void c_adamax_step(floating* param, const floating* grad, floating* m, floating* u,
+                        Py_ssize_t n, long long step, double lr, double beta1,
+                        double beta2, double eps, double weight_decay) noexcept nogil:
+    """m = b1 m + (1 - b1) g; u = max(b2 u, |g| + eps); param -= (lr / (1 - b1^t)) m / u,
+    max as np.maximum (NaN wins)."""
+    cdef floating c = <floating>(lr / (1.0 - pow(beta1, <double>step)))
+    cdef floating b1 = <floating>beta1
+    cdef floating k1 = <floating>(1.0 - beta1)
+    cdef floating b2 = <floating>beta2
+    cdef floating eps_ = <floating>eps
+    cdef floating wd = <floating>weight_decay
+    cdef bint decay = weight_decay != 0
+    cdef floating p, g, mi, a, b, ui
+    cdef Py_ssize_t i
+    for i in range(n):
+        p = param[i]
+        g = grad[i] + wd * p if decay else grad[i]
+        mi = b1 * m[i] + k1 * g
+        m[i] = mi
+        a = b2 * u[i]
+        if floating is float:
+            b = fabsf(g) + eps_
+        else:
+            b = fabs(g) + eps_
+        ui = a if (a >= b or a != a) else b
+        u[i] = ui
+        param[i] = p - c * mi / ui
+
+
 cdef void c_optimizer_step(floating* param, const floating* grad, floating* state1,
                            floating* state2, Py_ssize_t n, int optimizer, long long step,
                            double lr, const double* hyper,
@@ -184,6 +214,8 @@ cdef void c_optimizer_step(floating* param, const floating* grad, floating* stat
         c_adam_step(param, grad, state1, state2, n, step, lr, h0, h1, eps, weight_decay)
     elif optimizer == OPT_ADAMW:
         c_adamw_step(param, grad, state1, state2, n, step, lr, h0, h1, eps, weight_decay)
+    elif optimizer == OPT_ADAMAX:
+        c_adamax_step(param, grad, state1, state2, n, step, lr, h0, h1, eps, weight_decay)
 
 
 cdef double _sq_sum(const floating* x, Py_ssize_t n) noexcept nogil:
@@ -280,6 +312,16 @@ def adamw_step(floating[::1] param, const floating[::1] grad, floating[::1] m,
         with nogil:
             c_adamw_step(&param[0], &grad[0], &m[0], &v[0], param.shape[0], step, lr,
                          beta1, beta2, eps, weight_decay)
+
+
+def adamax_step(floating[::1] param, const floating[::1] grad, floating[::1] m,
+                floating[::1] u, long long step, double lr, double beta1, double beta2,
+                double eps, double weight_decay):
+    """One Adamax update at step >= 1, in place; 1-D buffers."""
+    if param.shape[0]:
+        with nogil:
+            c_adamax_step(&param[0], &grad[0], &m[0], &u[0], param.shape[0], step, lr,
+                          beta1, beta2, eps, weight_decay)
 
 
 def optimizer_step(floating[::1] param, const floating[::1] grad, floating[::1] state1,

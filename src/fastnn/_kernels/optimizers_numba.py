@@ -33,6 +33,7 @@ __all__ = [
     "rmsprop_step",
     "adam_step",
     "adamw_step",
+    "adamax_step",
     "optimizer_step",
     "squared_norm",
     "scale_inplace",
@@ -190,6 +191,35 @@ def adamw_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
     )
 
 
+@jit
+def _adamax(param, grad, m, u, step_size, beta1, beta2, eps, weight_decay):
+    """Adamax with its step size lr / (1 - beta1^t) given (Python's pow, not Numba's);
+    max as np.maximum: b2 u unless |g| + eps is larger or b2 u is not NaN."""
+    c = cast_like(param, step_size)
+    b1 = cast_like(param, beta1)
+    k1 = cast_like(param, 1.0 - beta1)
+    b2 = cast_like(param, beta2)
+    eps_ = cast_like(param, eps)
+    wd = cast_like(param, weight_decay)
+    decay = weight_decay != 0
+    for i in range(param.size):
+        p = param[i]
+        g = grad[i] + wd * p if decay else grad[i]
+        mi = b1 * m[i] + k1 * g
+        m[i] = mi
+        a = b2 * u[i]
+        b = abs(g) + eps_
+        ui = a if (a >= b or a != a) else b
+        u[i] = ui
+        param[i] = p - c * mi / ui
+
+
+def adamax_step(param, grad, m, u, step, lr, beta1, beta2, eps, weight_decay):
+    """Adamax at step t >= 1: m = b1 m + (1 - b1) g; u = max(b2 u, |g| + eps);
+    theta -= (lr / (1 - b1^t)) m / u."""
+    _adamax(param, grad, m, u, lr / (1.0 - beta1**step), beta1, beta2, eps, weight_decay)
+
+
 @jit_inline
 def _correction(beta, step):
     """1 - beta^t with C pow, as Python's ``beta ** step`` (Numba's float ** int would
@@ -223,6 +253,9 @@ def optimizer_step(param, grad, state1, state2, optimizer, step, lr, hyper, weig
         c1, c2 = _correction(h0, step), _correction(h1, step)
         adamw = optimizer == codes.OPT_ADAMW
         _adam(param, grad, state1, state2, lr, h0, h1, c1, c2, eps, weight_decay, adamw)
+    elif optimizer == codes.OPT_ADAMAX:
+        c = lr / _correction(h0, step)
+        _adamax(param, grad, state1, state2, c, h0, h1, eps, weight_decay)
 
 
 @jit_inline

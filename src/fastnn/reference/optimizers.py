@@ -30,6 +30,7 @@ __all__ = [
     "rmsprop_step",
     "adam_step",
     "adamw_step",
+    "adamax_step",
     "optimizer_step",
     "squared_norm",
     "scale_inplace",
@@ -104,6 +105,18 @@ def adamw_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
     adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, 0.0)
 
 
+def adamax_step(param, grad, m, u, step, lr, beta1, beta2, eps, weight_decay):
+    """Adamax (Kingma & Ba, section 7.1) at step t = ``step`` >= 1.
+
+    m = b1 m + (1 - b1) g; u = max(b2 u, abs(g) + eps); theta -= (lr / (1 - b1^t)) m / u,
+    max as np.maximum (NaN wins).
+    """
+    g = _decayed(grad, param, weight_decay)
+    m[...] = beta1 * m + (1 - beta1) * g
+    u[...] = np.maximum(beta2 * u, np.abs(g) + eps)
+    param -= lr / (1 - beta1**step) * m / u
+
+
 def optimizer_step(param, grad, state1, state2, optimizer, step, lr, hyper, weight_decay):
     """One update of the optimizer with code ``optimizer`` (``codes.OPT_*``), in place.
 
@@ -130,6 +143,8 @@ def optimizer_step(param, grad, state1, state2, optimizer, step, lr, hyper, weig
         adam_step(param, grad, state1, state2, step, lr, h0, h1, eps, wd)
     elif optimizer == codes.OPT_ADAMW:
         adamw_step(param, grad, state1, state2, step, lr, h0, h1, eps, wd)
+    elif optimizer == codes.OPT_ADAMAX:
+        adamax_step(param, grad, state1, state2, step, lr, h0, h1, eps, wd)
     else:
         raise ValueError(f"optimizer_step: unknown optimizer code {optimizer}")
 
