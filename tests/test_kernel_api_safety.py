@@ -73,6 +73,16 @@ def _softmax_rows(seed):
     return e / e.sum(1, keepdims=True)
 
 
+def _csr():
+    """A 4 x 3 CSR matrix (one empty row) and a batch of two of its rows."""
+    return {
+        "indptr": np.array([0, 2, 2, 3, 5], np.int64),
+        "indices": np.array([2, 0, 1, 0, 2], np.int64),
+        "data": _vals(5, 4),
+        "rows": np.array([3, 1], np.int64),
+    }
+
+
 ELEMENTWISE = tuple(
     kernel
     for row in fastnn.registry.ACTIVATIONS
@@ -121,6 +131,32 @@ CALLS = {
             "da": _vals((4, 2), 3),
             "activation": "relu",
             "dz": np.zeros((4, 2)),
+            "dw": np.zeros((3, 2)),
+            "db": np.zeros(2),
+        },
+        ("dz", "dw", "db"),
+        (),
+    ),
+    "csr_dense_forward": lambda: (
+        {
+            **_csr(),
+            "w": _vals((3, 2), 2),
+            "b": _vals(2, 3),
+            "activation": "relu",
+            "z": np.zeros((2, 2)),
+            "a": np.zeros((2, 2)),
+        },
+        ("z", "a"),
+        (),
+    ),
+    "csr_dense_backward": lambda: (
+        {
+            **_csr(),
+            "z": _vals((2, 2), 2),
+            "a": np.maximum(_vals((2, 2), 2), 0),
+            "da": _vals((2, 2), 3),
+            "activation": "relu",
+            "dz": np.zeros((2, 2)),
             "dw": np.zeros((3, 2)),
             "db": np.zeros(2),
         },

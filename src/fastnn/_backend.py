@@ -35,7 +35,7 @@ BACKENDS = ("numpy", "numba", "cython")
 # FAMILIES hold the kernels behind Backend's checked methods (fastnn.reference.__all__);
 # MODEL_FAMILIES hold whole-model kernels (train_epoch), which only fastnn._epoch calls,
 # with the arguments it prepares itself.
-FAMILIES = ("activations", "dense", "losses", "optimizers", "normalization")
+FAMILIES = ("activations", "dense", "csr", "losses", "optimizers", "normalization")
 MODEL_FAMILIES = ("training",)
 
 _MODULES = {
@@ -349,6 +349,113 @@ class Backend:
         o = _Output(dx, "dx", (m, n_in), dz.dtype)
         self._raw.dense_input_gradient(dz, w, o.work)
         return o.done()
+
+    # --- the first dense layer on CSR rows (docs/spec.md §2.1) ------------------------
+    def _csr_rows(self, indptr, indices, data, rows, n_features, dtype):
+        ip, ind, dat = v.csr_arrays(indptr, indices, data, n_features, dtype)
+        n_rows = ip.shape[0] - 1
+        r = v.plain_array(rows, "rows")
+        if r.ndim != 1:
+            raise ValueError(f"rows must be 1-D (one row id per batch row), got shape {r.shape}")
+        if r.shape[0] == 0:
+            raise ValueError("rows is empty: a batch needs at least one row")
+        r = v.index_array(
+            r, "rows", r.shape[0], n_rows, "row indices of the CSR matrix", "one per batch row"
+        )
+        return ip, ind, dat, r
+
+    def csr_dense_forward(
+        self, indptr, indices, data, rows, w, b, activation="identity", alpha=None, z=None, a=None
+    ):
+        """z = X[rows] @ w + b, a = g(z) for X the CSR matrix (indptr, indices, data).
+
+        indptr (n_rows + 1,) and indices (nnz,) int32 or int64, data (nnz,) of w's dtype,
+        rows (m,) integer row ids in [0, n_rows); w (n_features, n_out), b (n_out,). The
+        sums run in the order of docs/spec.md §2.1 (bit-identical across backends).
+        Returns ``(z, a)`` (m, n_out); ``a`` may be given as the same array as ``z``.
+        """
+        code, alpha = resolve_activation(activation, alpha)
+        _no_overlap(
+            {"z": z, "a": a},
+            {"indptr": indptr, "indices": indices, "data": data, "rows": rows, "w": w, "b": b},
+            allow={("z", "a")},
+        )
+        w = v.float_array(w, "w", ndim=2)
+        b = v.float_array(b, "b", ndim=1, dtype=w.dtype)
+        n_features, n_out = w.shape
+        v.check_shape(b, "b", (n_out,))
+        ip, ind, dat, r = self._csr_rows(indptr, indices, data, rows, n_features, w.dtype)
+        _check_nonempty_product(r.shape[0], n_features, n_out)
+        zo = _Output(z, "z", (r.shape[0], n_out), w.dtype)
+        same = a is not None and a is z
+        ao = zo if same else _Output(a, "a", (r.shape[0], n_out), w.dtype)
+        self._raw.csr_dense_forward(ip, ind, dat, r, w, b, code, alpha, zo.work, ao.work)
+        zr = zo.done()
+        return zr, (zr if same else ao.done())
+
+    def csr_dense_backward(
+        self,
+        indptr,
+        indices,
+        data,
+        rows,
+        z,
+        a,
+        da,
+        activation="identity",
+        alpha=None,
+        dz=None,
+        dw=None,
+        db=None,
+        *,
+        n_features=None,
+    ):
+        """dz = da * g'(z), dw = X[rows].T @ dz, db = sum of dz over rows (§2.1).
+
+        X is the CSR matrix (indptr, indices, data) as in :meth:`csr_dense_forward`;
+        z, a, da, dz (m, n_out); dw (n_features, n_out), overwritten; db (n_out,).
+        ``n_features`` is taken from ``dw`` when it is given, else required. ``dz`` may
+        be ``da``. Returns ``(dz, dw, db)``.
+        """
+        code, alpha = resolve_activation(activation, alpha)
+        _no_overlap(
+            {"dz": dz, "dw": dw, "db": db},
+            {
+                "indptr": indptr,
+                "indices": indices,
+                "data": data,
+                "rows": rows,
+                "z": z,
+                "a": a,
+                "da": da,
+            },
+            allow={("dz", "da")},
+        )
+        z = v.float_array(z, "z", ndim=2)
+        m, n_out = z.shape
+        if dw is not None:
+            n_features = np.shape(dw)[0]
+        elif n_features is None:
+            raise TypeError("csr_dense_backward needs dw or n_features (the number of columns)")
+        n_features = v.integer(n_features, "n_features", low=1)
+        ip, ind, dat, r = self._csr_rows(indptr, indices, data, rows, n_features, z.dtype)
+        if r.shape[0] != m:
+            raise ValueError(f"z must have one row per batch row ({r.shape[0]}), got {z.shape}")
+        _check_nonempty_product(m, n_features, n_out)
+        a = v.float_array(a, "a", dtype=z.dtype)
+        v.check_shape(a, "a", z.shape)
+        in_place = dz is not None and dz is da
+        da_arr = v.float_array(da, "da", dtype=z.dtype)
+        v.check_shape(da_arr, "da", z.shape)
+        dzo = _Output(dz, "dz", z.shape, z.dtype, inplace=in_place)
+        if in_place:
+            da_arr = dzo.work
+        dwo = _Output(dw, "dw", (n_features, n_out), z.dtype)
+        dbo = _Output(db, "db", (n_out,), z.dtype)
+        self._raw.csr_dense_backward(
+            ip, ind, dat, r, z, a, da_arr, code, alpha, dzo.work, dwo.work, dbo.work
+        )
+        return dzo.done(), dwo.done(), dbo.done()
 
     # --- losses ---------------------------------------------------------------------
     # sample_weight: per-sample weights (m,) (m = the rows of the prediction; a 1-D

@@ -115,6 +115,55 @@ def index_array(values, name: str, n: int, bound: int, what: str, each: str) -> 
     return np.asarray(arr, dtype=np.int64, order="C")
 
 
+INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
+
+
+def csr_arrays(indptr, indices, data, n_features: int, dtype=None, name: str = ""):
+    """The three arrays of a CSR matrix with ``n_features`` columns, checked so that no
+    kernel reads out of bounds: (indptr, indices, data) as C-contiguous 1-D arrays,
+    indptr and indices of one index dtype (int32 or int64), indptr starting at 0,
+    non-decreasing and ending at nnz = len(indices) = len(data), every index in
+    [0, n_features) (unsorted and repeated indices are fine: a repeated column adds),
+    data float32/float64 (``dtype`` when given). ``name`` prefixes the argument names
+    in messages (``"X."`` names the arrays of a matrix X)."""
+    arrays = []
+    for label, arr in ((f"{name}indptr", indptr), (f"{name}indices", indices)):
+        arr = plain_array(arr, label)
+        if arr.dtype.newbyteorder("=") not in INDEX_DTYPES:
+            raise TypeError(
+                f"{label} must have an index dtype int32 or int64 (a CSR matrix's), got {arr.dtype}"
+            )
+        if arr.ndim != 1:
+            raise ValueError(f"{label} must be 1-D, got shape {arr.shape}")
+        arrays.append(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("=")))
+    ip, ind = arrays
+    if ip.dtype != ind.dtype:
+        raise TypeError(
+            f"{name}indptr and {name}indices must share one index dtype, got "
+            f"{ip.dtype} and {ind.dtype}"
+        )
+    dat = float_array(data, f"{name}data", ndim=1, dtype=dtype)
+    nnz = ind.shape[0]
+    if dat.shape[0] != nnz:
+        raise ValueError(
+            f"{name}data and {name}indices must have the same length (one value per "
+            f"stored entry), got {dat.shape[0]} and {nnz}"
+        )
+    if ip.shape[0] == 0:
+        raise ValueError(f"{name}indptr must have n_rows + 1 >= 1 entries, got none")
+    if ip[0] != 0 or ip[-1] != nnz or (ip.shape[0] > 1 and bool((np.diff(ip) < 0).any())):
+        raise ValueError(
+            f"{name}indptr is malformed: it must start at 0, never decrease and end at "
+            f"the number of stored entries ({nnz}), got {ip[0]} ... {ip[-1]}"
+        )
+    if nnz and (int(ind.min()) < 0 or int(ind.max()) >= n_features):
+        raise ValueError(
+            f"{name}indices must be column indices in [0, {n_features}), got values in "
+            f"[{ind.min()}, {ind.max()}]"
+        )
+    return ip, ind, dat
+
+
 def label_array(labels, name: str, n_rows: int, n_classes: int) -> np.ndarray:
     """Class indices as C-contiguous int64 of shape (n_rows,), each in [0, n_classes)."""
     return index_array(

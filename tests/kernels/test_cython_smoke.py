@@ -57,11 +57,13 @@ def test_every_kernel_has_a_cimportable_c_level_twin(family):
     The activations without a C loop of their own (gelu, silu...) are reached at C level
     through c_by_code / c_derivative_by_code and the scalar c_g / c_g_d, by code; every
     optimizer through c_optimizer_step, by code (the .pxd need not declare a new one's).
+    The csr kernels are fused over the index dtype too (int32, int64): one twin per pair.
     """
     cy = cython_module(family)
     exported = set(cy.__pyx_capi__)
+    specs = ("0_0", "0_1", "1_0", "1_1") if family == "csr" else ("0", "1")
     for name in cy.__all__:
-        for spec in (0, 1):
+        for spec in specs:
             twin = f"__pyx_fuse_{spec}c_{name}"
             if twin not in exported and family == "activations":
                 by_code = "derivative_by_code" if name.endswith("_derivative") else "by_code"

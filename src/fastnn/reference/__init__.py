@@ -6,13 +6,16 @@ outputs as arguments and do not validate; call them through ``fastnn.backend`` f
 checked arguments and allocated outputs.
 """
 
-from . import activations, dense, losses, normalization, optimizers
+from . import activations, csr, dense, losses, normalization, optimizers
 from .activations import *  # noqa: F403
+from .csr import *  # noqa: F403
 from .dense import *  # noqa: F403
 from .losses import *  # noqa: F403
 from .normalization import *  # noqa: F403
 from .optimizers import *  # noqa: F403
 
 __all__ = [
-    name for mod in (activations, dense, losses, optimizers, normalization) for name in mod.__all__
+    name
+    for mod in (activations, dense, csr, losses, optimizers, normalization)
+    for name in mod.__all__
 ]
