@@ -118,14 +118,17 @@ def index_array(values, name: str, n: int, bound: int, what: str, each: str) -> 
 INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 
 
-def csr_arrays(indptr, indices, data, n_features: int, dtype=None, name: str = ""):
+def csr_arrays(
+    indptr, indices, data, n_features: int, dtype=None, name: str = "", rows: int | None = None
+):
     """The three arrays of a CSR matrix with ``n_features`` columns, checked so that no
     kernel reads out of bounds: (indptr, indices, data) as C-contiguous 1-D arrays,
     indptr and indices of one index dtype (int32 or int64), indptr starting at 0,
     non-decreasing and ending at nnz = len(indices) = len(data), every index in
     [0, n_features) (unsorted and repeated indices are fine: a repeated column adds),
     data float32/float64 (``dtype`` when given). ``name`` prefixes the argument names
-    in messages (``"X."`` names the arrays of a matrix X)."""
+    in messages (``"X."`` names the arrays of a matrix X); ``rows``, when given, is the
+    number of rows indptr must describe (n_rows + 1 entries)."""
     arrays = []
     for label, arr in ((f"{name}indptr", indptr), (f"{name}indices", indices)):
         arr = plain_array(arr, label)
@@ -135,7 +138,9 @@ def csr_arrays(indptr, indices, data, n_features: int, dtype=None, name: str = "
             )
         if arr.ndim != 1:
             raise ValueError(f"{label} must be 1-D, got shape {arr.shape}")
-        arrays.append(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("=")))
+        if not (arr.flags.c_contiguous and arr.dtype.isnative):
+            arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
+        arrays.append(arr)
     ip, ind = arrays
     if ip.dtype != ind.dtype:
         raise TypeError(
@@ -151,6 +156,10 @@ def csr_arrays(indptr, indices, data, n_features: int, dtype=None, name: str = "
         )
     if ip.shape[0] == 0:
         raise ValueError(f"{name}indptr must have n_rows + 1 >= 1 entries, got none")
+    if rows is not None and ip.shape[0] != rows + 1:
+        raise ValueError(
+            f"{name}indptr must have n_rows + 1 = {rows + 1} entries, got {ip.shape[0]}"
+        )
     if ip[0] != 0 or ip[-1] != nnz or (ip.shape[0] > 1 and bool((np.diff(ip) < 0).any())):
         raise ValueError(
             f"{name}indptr is malformed: it must start at 0, never decrease and end at "
@@ -325,9 +334,12 @@ def check_X(X, dtype, n_features: int | None = None, name: str = "X") -> np.ndar
     Raises TypeError for non-numeric data and ValueError for a wrong shape, an empty
     array, a wrong number of features or non-finite values.
     """
+    if is_sparse(X):
+        return check_sparse_X(X, dtype, n_features, name)
     if hasattr(X, "tocsr") or hasattr(X, "toarray"):
         raise TypeError(
-            f"{name} is a sparse matrix; fastnn needs dense data (convert it with {name}.toarray())"
+            f"{name} is a sparse matrix of type {type(X).__name__}, not a scipy.sparse "
+            f"matrix or array; convert it to scipy.sparse.csr_matrix (or {name}.toarray())"
         )
     try:
         arr = np.asarray(X)
@@ -351,6 +363,80 @@ def check_X(X, dtype, n_features: int | None = None, name: str = "X") -> np.ndar
     if not all_finite(out):
         extra = "" if out.dtype == arr.dtype else f" (after conversion to {out.dtype})"
         raise ValueError(f"{name} contains NaN or infinity{extra}")
+    return out
+
+
+def is_sparse(X) -> bool:
+    """True for a scipy.sparse matrix or array (spmatrix or sparray, any format)."""
+    if not (hasattr(X, "tocsr") and hasattr(X, "format")):
+        return False
+    import scipy.sparse
+
+    return bool(scipy.sparse.issparse(X))
+
+
+def check_sparse_X(X, dtype, n_features: int | None = None, name: str = "X"):
+    """A scipy.sparse ``X`` as a checked CSR matrix of ``dtype`` (docs/spec.md §2.1, §9).
+
+    CSR input of the right dtype is returned as given (no copy); CSR of another real
+    dtype gets a converted copy of its values; any other format (CSC, COO, BSR, LIL,
+    DOK, DIA) is converted to CSR, a copy of its non-zeros (never a dense copy), as
+    scikit-learn converts the formats it does not read. The arrays are checked as the
+    kernels need them (:func:`csr_arrays`): a malformed matrix is refused with an error
+    naming ``name``, never read out of bounds.
+    """
+    import scipy.sparse
+
+    if len(X.shape) != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
+    n, p = X.shape
+    if n == 0:
+        raise ValueError(f"{name} is empty: it has 0 samples (shape {X.shape})")
+    if n_features is not None and p != n_features:
+        raise ValueError(f"{name} has {p} features, but this model expects {n_features}")
+    if X.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must hold real numbers (bool, int or float), got a sparse matrix of "
+            f"dtype {X.dtype}"
+        )
+    fmt = X.format
+    if fmt in ("csc", "bsr"):
+        # compressed by columns (or blocks): checked before SciPy's converter reads them
+        n_index = p if fmt == "csc" else n // max(1, X.blocksize[0])
+        width = n if fmt == "csc" else p // max(1, X.blocksize[1])
+        csr_arrays(
+            X.indptr, X.indices, np.zeros(len(X.indices)), width, name=f"{name}.", rows=n_index
+        )
+    elif fmt == "coo":
+        for label, idx, bound in (("row", X.row, n), ("col", X.col, p)):
+            arr = np.asarray(idx)
+            if arr.dtype not in INDEX_DTYPES:
+                raise TypeError(
+                    f"{name}.{label} must have an index dtype int32 or int64, got {arr.dtype}"
+                )
+            if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= bound):
+                raise ValueError(
+                    f"{name}.{label} must hold indices in [0, {bound}), got values in "
+                    f"[{arr.min()}, {arr.max()}]"
+                )
+    csr = X if fmt == "csr" else X.tocsr()
+    data = np.asarray(csr.data)
+    if data.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got stored values of dtype {data.dtype}")
+    with np.errstate(over="ignore"):
+        values = data.astype(dtype, copy=False)
+    indptr, indices, values = csr_arrays(
+        csr.indptr, csr.indices, values, p, dtype, name=f"{name}.", rows=n
+    )
+    if not all_finite(values):
+        extra = "" if values.dtype == data.dtype else f" (after conversion to {values.dtype})"
+        raise ValueError(f"{name} contains NaN or infinity{extra}")
+    if values is csr.data and indptr is csr.indptr and indices is csr.indices:
+        return csr
+    cls = scipy.sparse.csr_array if isinstance(X, scipy.sparse.sparray) else scipy.sparse.csr_matrix
+    out = cls((n, p), dtype=dtype)
+    # the checked arrays themselves (the constructor would re-derive their index dtype)
+    out.data, out.indices, out.indptr = values, indices, indptr
     return out
 
 

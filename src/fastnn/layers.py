@@ -38,6 +38,7 @@ from .reference.masks import dropout_mask, dropout_ramp
 
 __all__ = [
     "BatchNorm",
+    "CSRRows",
     "Context",
     "Dense",
     "Dropout",
@@ -69,6 +70,22 @@ class Slot:
         for d in self.shape:
             n *= d
         return n
+
+
+class CSRRows:
+    """A batch of rows of a checked CSR matrix, as a first :class:`Dense` layer reads
+    it (docs/spec.md §2.1): the matrix's three arrays and the batch's row ids (int64).
+    The model makes them from data checked by ``check_X``; nothing here re-checks."""
+
+    __slots__ = ("indptr", "indices", "data", "rows")
+
+    def __init__(self, X, rows: np.ndarray):
+        self.indptr, self.indices, self.data = X.indptr, X.indices, X.data
+        self.rows = rows
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (self.rows.shape[0],)
 
 
 class Context(NamedTuple):
@@ -268,18 +285,29 @@ class Dense(_Activated):
             ws["zero"] = np.zeros(self.n_out, dtype)
         return ws
 
+    def _forward(self, k, x, b, z, a):
+        """dense_forward, or csr_dense_forward when x is a batch of CSR rows."""
+        if isinstance(x, CSRRows):
+            k.csr_dense_forward(x.indptr, x.indices, x.data, x.rows, self.W, b, self.code,
+                                self.alpha, z, a)  # fmt: skip
+        else:
+            k.dense_forward(x, self.W, b, self.code, self.alpha, z, a)
+
     def forward(self, k, x, ws, ctx):
-        b = self.b if self.bias else ws["zero"]
-        k.dense_forward(x, self.W, b, self.code, self.alpha, ws["z"], ws["a"])
+        self._forward(k, x, self.b if self.bias else ws["zero"], ws["z"], ws["a"])
         return ws["a"]
 
     def forward_eval(self, k, x, ws):
         z = ws["z"]
-        k.dense_forward(x, self.W, self.b if self.bias else ws["zero"], self.code, self.alpha, z, z)
+        self._forward(k, x, self.b if self.bias else ws["zero"], z, z)
         return z
 
     def backward(self, k, x, ws, g, need_input):
         db = self.db if self.bias else ws["db"]
+        if isinstance(x, CSRRows):  # the first layer: no input gradient is ever needed
+            k.csr_dense_backward(x.indptr, x.indices, x.data, x.rows, ws["z"], ws["a"], g,
+                                 self.code, self.alpha, g, self.dW, db)  # fmt: skip
+            return None
         k.dense_backward(x, ws["z"], ws["a"], g, self.code, self.alpha, g, self.dW, db)
         if not need_input:
             return None

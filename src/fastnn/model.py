@@ -37,6 +37,17 @@ call to the model's dtype (float32 or float64) -- a float64 array given to a flo
 model is rounded to float32, an int array is converted. Complex, object and string
 arrays are refused. NaN and infinity are refused (after conversion, so values too
 large for float32 are caught too). Kernels only ever see the model's dtype.
+
+Sparse input. ``X`` may be a SciPy sparse matrix or array (``csr_matrix``,
+``csr_array``, CSC, COO and the other formats) in every method that takes ``X``.
+CSR input of the model's dtype is used as given; other formats are converted to CSR
+(a copy of the non-zeros, never a dense copy), other dtypes copied in the model's.
+The first layer, which must be a :class:`Dense` layer, reads the CSR rows of each
+batch (``csr_dense_forward`` / ``csr_dense_backward``, docs/spec.md §2.1), so a batch
+costs O(nnz(batch) n_out) in that layer; the rest of the network is unchanged.
+Training on CSR input runs the step-by-step path with the backend's compiled csr
+kernels (the whole-epoch kernels read dense X only); inference runs in chunks of rows
+with no dense copy of any chunk.
 """
 
 from __future__ import annotations
@@ -64,6 +75,7 @@ from .initializers import DISTRIBUTIONS, INITIALIZERS, default_init
 from .layers import (
     BatchNorm,
     Context,
+    CSRRows,
     Dense,
     Dropout,
     Layer,
@@ -127,11 +139,18 @@ class _TrainSpace:
     def __init__(self, model, m):
         dt = model.dtype
         self.m = m
-        self.xb = np.empty((m, model.n_features_in), dt)
+        self._xb_shape = ((m, model.n_features_in), dt)
+        self._xb: np.ndarray | None = None  # allocated on first use (never for CSR input)
         self.yb = {}
         self.layers = [layer.train_space(m, dt) for layer in model.layers]
         self.inputs: list[Any] = [None] * len(model.layers)  # each layer's input, by forward
         self.g = np.empty((m, model.n_outputs), dt)
+
+    @property
+    def xb(self) -> np.ndarray:
+        if self._xb is None:
+            self._xb = np.empty(*self._xb_shape)
+        return self._xb
 
     def target_buffer(self, y):
         key = (y.shape[1:], y.dtype)
@@ -655,9 +674,28 @@ class MLP:
             cache.move_to_end(m)
         return ws
 
-    def _inference_rows(self, n):
-        widest = max(self.layer_sizes)
+    def _inference_rows(self, n, sparse=False):
+        # CSR input is never densified: its width does not count
+        widest = max(self.layer_sizes[1:] if sparse else self.layer_sizes)
         return max(1, min(n, (1 << 20) // widest))
+
+    def _csr_rows(self, X, rows) -> CSRRows:
+        """Rows ``rows`` (int64) of a checked CSR X as the first layer's input; a
+        TypeError when the first layer cannot read CSR rows (only Dense can)."""
+        first = self.layers[0]
+        if not isinstance(first, Dense):
+            raise TypeError(
+                f"X is sparse, which only a Dense first layer reads (docs/spec.md §2.1); "
+                f"this model starts with {type(first).__name__}: start it with a Dense "
+                f"layer or pass X.toarray()"
+            )
+        return CSRRows(X, rows)
+
+    def _all_rows(self, X):
+        """X itself, or every row of a checked CSR X as the first layer's input."""
+        if not v.is_sparse(X):
+            return X
+        return self._csr_rows(X, np.arange(X.shape[0], dtype=np.int64))
 
     # --- forward ---------------------------------------------------------------------------
     def _forward_train(self, x, ws):
@@ -685,7 +723,8 @@ class MLP:
     def decision_function(self, X) -> np.ndarray:
         """The model output in inference mode: logits for the cross-entropies, else g(z).
 
-        X (n, n_features) of any real dtype (converted, see the module's input rule);
+        X (n, n_features) of any real dtype (converted, see the module's input rule), or
+        a SciPy sparse matrix (read as CSR, never densified: see "Sparse input");
         returns (n, n_outputs) of the model's dtype. Evaluated in chunks of rows so that
         the workspace stays small; dropout is off and batch normalisation uses the
         running statistics.
@@ -706,8 +745,9 @@ class MLP:
                 "rollback=False?): re-initialise or reload the model"
             )
         bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+        values = X.data if v.is_sparse(X) else X
         with np.errstate(over="ignore"):
-            big = float(np.abs(X).max())
+            big = float(np.abs(values).max(initial=0))
         raise ValueError(
             f"X is too large for this model: its output overflows to "
             f"infinity or NaN in {self.dtype.name} for {bad.size} of "
@@ -732,7 +772,7 @@ class MLP:
         X = check_X(X, self.dtype, self.n_features_in)
         ws = self._space(self._train_spaces, _TrainSpace, X.shape[0])
         self._check_bn_batch(X.shape[0], "X")
-        return self._forward_train(X, ws).copy()
+        return self._forward_train(self._all_rows(X), ws).copy()
 
     @uses
     def predict_proba(self, X) -> np.ndarray:
@@ -791,10 +831,28 @@ class MLP:
         for i in range(len(self.layers) - 1, lowest - 1, -1):
             g = self.layers[i].backward(k, ws.inputs[i], ws.layers[i], g, i > lowest)
 
+    def _prepared_csr(self, X, name):
+        """A CSR X as :meth:`check_data` returns it (the model's dtype and features,
+        arrays checked by ``csr_arrays``), else a TypeError/ValueError naming it."""
+        hint = "; prepare X and y once with model.check_data(X, y)"
+        if X.format != "csr":
+            raise TypeError(f"{name} must be a CSR matrix (format 'csr'), got {X.format!r}{hint}")
+        if X.dtype != self.dtype:
+            raise TypeError(
+                f"{name} must have dtype {self.dtype.name} (the model's), got {X.dtype}{hint}"
+            )
+        if len(X.shape) != 2 or X.shape[1] != self.n_features_in:
+            raise ValueError(f"{name} must have shape (n, {self.n_features_in}), got {X.shape}")
+        v.csr_arrays(X.indptr, X.indices, X.data, X.shape[1], self.dtype, f"{name}.", X.shape[0])
+        return X
+
     def _check_batch(self, xb, yb):
         """m, after checking (xb, yb) as the raw kernels need them: C-contiguous, the
-        model's dtype and shapes, class indices in range (they index rows of memory)."""
-        if not (
+        model's dtype and shapes, class indices in range (they index rows of memory).
+        A batch of CSR rows (CSRRows) comes from a checked matrix and is trusted."""
+        if isinstance(xb, CSRRows):
+            pass
+        elif not (
             isinstance(xb, np.ndarray)
             and xb.dtype == self.dtype
             and xb.ndim == 2
@@ -803,7 +861,7 @@ class MLP:
         ):
             raise ValueError(
                 f"xb must be a C-contiguous (m, {self.n_features_in}) {self.dtype.name} "
-                f"array; prepare data with model.check_data(X, y)"
+                f"array or a CSR matrix; prepare data with model.check_data(X, y)"
             )
         m = xb.shape[0]
         if m == 0:
@@ -830,6 +888,8 @@ class MLP:
         return m
 
     def _loss_and_gradient(self, xb, yb, wb=NO_WEIGHTS) -> float:
+        if v.is_sparse(xb):
+            xb = self._all_rows(self._prepared_csr(xb, "xb"))
         ws = self._space(self._train_spaces, _TrainSpace, self._check_batch(xb, yb))
         # Overflow on the way to a divergence is detected below and reported with
         # advice; NumPy's floating-point warnings would only add noise before it.
@@ -865,7 +925,8 @@ class MLP:
     def train_step(self, xb: np.ndarray, yb: np.ndarray, optimizer, sample_weight=None) -> float:
         """One optimizer step on the batch (xb, yb); returns the batch loss.
 
-        ``xb`` (m, n_features) in the model's dtype and ``yb`` as returned by
+        ``xb`` (m, n_features) in the model's dtype (an array, or a CSR matrix as
+        :meth:`check_data` returns it) and ``yb`` as returned by
         :meth:`check_targets` (the training loop prepares both once per fit). The step
         is forward (training mode), loss, backward, then ``optimizer.step(self)``; it
         is the unit a compiled whole-step path would replace.
@@ -881,6 +942,8 @@ class MLP:
         DivergenceError
             When the loss or the gradient is not finite. Parameters are untouched then.
         """
+        if v.is_sparse(xb):
+            xb = self._all_rows(self._prepared_csr(xb, "xb"))
         if sample_weight is None:
             loss = self._loss_and_gradient(xb, yb)
             with np.errstate(over="ignore", invalid="ignore"):
@@ -909,15 +972,22 @@ class MLP:
         hint = "; prepare X and y once with model.check_data(X, y)"
         batch_size = v.integer(batch_size, "batch_size", low=1)
         dt = self.dtype.name
-        if not isinstance(X, np.ndarray):
-            raise TypeError(f"X must be a NumPy array, got {type(X).__name__}{hint}")
-        X = v.plain_view(X, "X")
-        if X.dtype != self.dtype:
-            raise TypeError(f"X must have dtype {dt} (the model's), got {X.dtype}{hint}")
-        if X.ndim != 2 or X.shape[1] != self.n_features_in:
-            raise ValueError(f"X must have shape (n, {self.n_features_in}), got {X.shape}{hint}")
-        if not X.flags.c_contiguous:
-            raise ValueError(f"X must be C-contiguous{hint}")
+        if v.is_sparse(X):
+            X = self._prepared_csr(X, "X")
+        elif not isinstance(X, np.ndarray):
+            raise TypeError(
+                f"X must be a NumPy array or a SciPy CSR matrix, got {type(X).__name__}{hint}"
+            )
+        else:
+            X = v.plain_view(X, "X")
+            if X.dtype != self.dtype:
+                raise TypeError(f"X must have dtype {dt} (the model's), got {X.dtype}{hint}")
+            if X.ndim != 2 or X.shape[1] != self.n_features_in:
+                raise ValueError(
+                    f"X must have shape (n, {self.n_features_in}), got {X.shape}{hint}"
+                )
+            if not X.flags.c_contiguous:
+                raise ValueError(f"X must be C-contiguous{hint}")
         n = X.shape[0]
         if n == 0:
             raise ValueError("X is empty: an epoch needs at least one sample")
@@ -977,7 +1047,9 @@ class MLP:
     ) -> dict:
         """One pass over (X, y) in mini-batches; returns ``{"loss", "accuracy"?}``.
 
-        X and y must be prepared by :meth:`check_data`. With ``shuffle`` the batches
+        X and y must be prepared by :meth:`check_data` (X a dense array, or a CSR
+        matrix whose batches the first layer reads row by row, docs/spec.md §2.1: a CSR
+        epoch runs on the step-by-step path). With ``shuffle`` the batches
         follow a fresh permutation from the model's shuffle stream; each batch is
         gathered into a reused buffer (the data set is never copied). ``loss`` is the
         mean of the per-sample training losses seen during the epoch (each batch's
@@ -1039,14 +1111,27 @@ class MLP:
         w = check_sample_weight(sample_weight, n)
         if w is not None:
             self._check_batch_weights(w, order, batch_size)
-        if on_step is None and _epoch.supports(self, optimizer):
+        sparse = v.is_sparse(X)
+        if sparse:
+            self._csr_rows(X, order[:0] if order is not None else np.zeros(0, np.int64))
+        # CSR input runs on the step path (the epoch kernels read dense X only)
+        if on_step is None and not sparse and _epoch.supports(self, optimizer):
             if order is None:
                 order = np.arange(n, dtype=np.int64)
             return _epoch.train_epoch(self, X, y, optimizer, batch_size, order, poll, w)
         total, correct = 0.0, 0
         classify = self.loss.is_classifier
         for j, (s, e) in enumerate(self._batches(n, batch_size)):
-            if order is None:
+            xb: np.ndarray | CSRRows
+            if sparse and order is None:
+                xb, yb = self._csr_rows(X, np.arange(s, e, dtype=np.int64)), y[s:e]
+                wb = None if w is None else w[s:e]
+            elif sparse:
+                ws = self._space(self._train_spaces, _TrainSpace, e - s)
+                xb = self._csr_rows(X, order[s:e])
+                yb = np.take(y, order[s:e], axis=0, out=ws.target_buffer(y), mode="clip")
+                wb = None if w is None else w[order[s:e]]
+            elif order is None:
                 xb, yb = X[s:e], y[s:e]
                 wb = None if w is None else w[s:e]
             else:
@@ -1087,7 +1172,7 @@ class MLP:
         if not checked:
             self._check_output(out, X)
         n = X.shape[0]
-        rows = self._inference_rows(n)
+        rows = self._inference_rows(n, v.is_sparse(X))
         total = 0.0
         for s in range(0, n, rows):
             e = min(n, s + rows)
@@ -1100,14 +1185,18 @@ class MLP:
         return logs
 
     def _decision_checked(self, X):
+        """Model outputs of a checked X in chunks of rows; a CSR X is read by the first
+        layer's csr kernel chunk by chunk (docs/spec.md §2.1), never densified."""
         n = X.shape[0]
         result = np.empty((n, self.n_outputs), self.dtype)
-        rows = self._inference_rows(n)
+        sparse = v.is_sparse(X)
+        rows = self._inference_rows(n, sparse)
         for s in range(0, n, rows):
             e = min(n, s + rows)
+            x = self._csr_rows(X, np.arange(s, e, dtype=np.int64)) if sparse else X[s:e]
             ws = self._eval_pool.take(self, e - s)
             try:
-                result[s:e] = self._forward_eval(X[s:e], ws)
+                result[s:e] = self._forward_eval(x, ws)
             finally:
                 self._eval_pool.give_back(ws)
         return result
