@@ -90,7 +90,6 @@ Differences from scikit-learn, on purpose
   alone). ``fit`` and ``partial_fit`` run alone: while one runs, the others and every
   prediction from another thread raise RuntimeError (see :mod:`fastnn.model`,
   "Threads"); a fit waits for the predictions already under way.
-- Sparse input is not supported.
 - ``sample_weight`` must be non-negative: scikit-learn's MLPs accept negative weights
   (their ``_check_sample_weight`` call does not ask for non-negative ones); fastnn
   refuses them with a ValueError, as it refuses NaN, infinity, a wrong length or shape
@@ -98,6 +97,15 @@ Differences from scikit-learn, on purpose
   raises ValueError before the epoch runs, where scikit-learn raises
   ZeroDivisionError in it. With batch normalisation the batch statistics are
   unweighted, so a weight is not a repeated row there.
+- Sparse ``X`` (any SciPy sparse matrix or array) is accepted by ``fit``,
+  ``partial_fit``, ``predict``, ``predict_proba``, ``predict_log_proba`` and ``score``,
+  as scikit-learn accepts it. It is validated as CSR (``validate_data(...,
+  accept_sparse="csr")``: another format is converted to CSR, a copy of its non-zeros,
+  never a dense copy), the first layer reads the CSR rows of each batch (docs/spec.md
+  §2.1) and the early-stopping split and the epoch orders select rows as for dense X.
+  The weights differ from those of a fit on the dense copy of the same data only by
+  the summation order of the first layer (§2.1); a sparse fit runs the step-by-step
+  path, not the whole-epoch kernels.
 - Adam's ``epsilon`` is added to ``sqrt(v_hat)`` (Kingma & Ba; docs/spec.md §5) where
   scikit-learn adds it to ``sqrt(v)``; the two agree up to the size of epsilon.
 """
@@ -978,7 +986,7 @@ class _BaseMLP(BaseEstimator):
         """The network output (logits for classifiers) for validated X."""
         check_is_fitted(self)
         with _naming_the_argument("X"):
-            X = validate_data(self, X, reset=False, dtype=self._model.dtype)
+            X = validate_data(self, X, reset=False, dtype=self._model.dtype, accept_sparse="csr")
         return self._model.decision_function(X)
 
     # --- saving (pickling is fastnn.MLP's: it rebuilds the layer views and backend) ---------
@@ -1184,7 +1192,7 @@ def _culprit(X, dtype) -> str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            check_array(X, dtype=dtype)
+            check_array(X, dtype=dtype, accept_sparse="csr")
     except (ValueError, TypeError):
         return "X"
     return "y"
@@ -1457,7 +1465,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # noqa: D101
 
     def _validate_input(self, X, y, incremental, reset, dtype):
         with _naming_the_argument(lambda: _culprit(X, dtype)):
-            X, y = validate_data(self, X, y, multi_output=True, dtype=dtype, reset=reset)
+            X, y = validate_data(
+                self, X, y, multi_output=True, dtype=dtype, reset=reset, accept_sparse="csr"
+            )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
@@ -1567,7 +1577,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # noqa: D101
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
 
 
@@ -1749,7 +1759,14 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # noqa: D101
     def _validate_input(self, X, y, incremental, reset, dtype):
         with _naming_the_argument(lambda: _culprit(X, dtype)):
             X, y = validate_data(
-                self, X, y, multi_output=True, y_numeric=True, dtype=dtype, reset=reset
+                self,
+                X,
+                y,
+                multi_output=True,
+                y_numeric=True,
+                dtype=dtype,
+                reset=reset,
+                accept_sparse="csr",
             )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -1785,7 +1802,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # noqa: D101
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
 
 
