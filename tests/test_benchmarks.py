@@ -147,3 +147,36 @@ def test_scaling_simulates_the_tile_schedule_and_measures_the_step():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| A | float32 | 1.00x (1.00x) | 1.00x |" in proc.stdout
+
+
+def test_sparse_benchmark_runs_its_three_cases():
+    """benchmarks/sparse.py end to end on few rows (figures printed, none checked)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(BENCH, "sparse.py"),
+            "--rows",
+            "300",
+            "--hidden",
+            "8",
+            "--epochs",
+            "1",
+            "--reps",
+            "2",
+            "--backend",
+            "numba",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[1].startswith("columns | density | nnz/row | s/epoch")
+    assert [line.split(" | ")[:3] for line in lines[2:5]] == [
+        ["100000", "0.001", "100"],
+        ["100000", "0.01", "1000"],
+        ["10000", "0.01", "100"],
+    ]
+    assert "peak RSS" in lines[5]
