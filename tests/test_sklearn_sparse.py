@@ -174,3 +174,31 @@ def test_sample_weight_with_sparse_X():
     a = MLPClassifier(**kw).fit(X, y, sample_weight=w)
     b = MLPClassifier(**kw).fit(X.toarray(), y, sample_weight=w)
     assert_same_fit(a, b)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_sparse_training_equals_scikit_learn_on_sparse_input(shuffle):
+    """scikit-learn's MLPClassifier takes CSR too (safe_sparse_dot): with the same
+    random_state both walk the same batches from the same initial weights, and the
+    weights agree to rounding (as the dense twins in tests/test_sklearn.py)."""
+    import sklearn.neural_network as sknn
+
+    X, y, _ = make_data(n=200)
+    kw = dict(
+        hidden_layer_sizes=(8, 5),
+        solver="sgd",
+        momentum=0.9,
+        learning_rate_init=0.01,
+        batch_size=50,
+        max_iter=8,
+        shuffle=shuffle,
+        random_state=3,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = MLPClassifier(**kw).fit(X, y)
+        b = sknn.MLPClassifier(**kw).fit(X, y)
+    for p, q in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+        np.testing.assert_allclose(p, q, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(a.loss_curve_, b.loss_curve_, rtol=1e-6)
+    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), rtol=1e-9, atol=1e-12)

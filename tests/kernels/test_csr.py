@@ -315,3 +315,41 @@ def test_csr_bad_shapes(name):
         k.csr_dense_backward(
             **args, z=np.zeros((2, 2)), a=np.zeros((2, 2)), da=np.zeros((2, 2)), dw=np.zeros((3, 3))
         )
+
+
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+def test_csr_strided_and_readonly_inputs(name):
+    """Strided (non-contiguous) indptr, indices, data and rows, and read-only arrays,
+    give the contiguous arrays' results."""
+    rng = np.random.default_rng(4)
+    indptr, indices, data = make_csr(rng, 12, 9, 0.3, np.float64, np.int64)
+    rows = np.array([5, 0, 11, 3])
+    w, b = rng_array(rng, (9, 3), np.float64), rng_array(rng, (3,), np.float64)
+
+    def strided(a):
+        s = np.zeros(2 * len(a), a.dtype)
+        s[::2] = a
+        return s[::2]
+
+    def readonly(a):
+        a = a.copy()
+        a.flags.writeable = False
+        return a
+
+    k = backend(name)
+    want_z, want_a = reference().csr_dense_forward(indptr, indices, data, rows, w, b, "tanh")
+    da = rng_array(rng, (4, 3), np.float64)
+    want = reference().csr_dense_backward(
+        indptr, indices, data, rows, want_z, want_a, da, "tanh", n_features=9
+    )
+    for lay in (strided, readonly):
+        args = [lay(indptr), lay(indices), lay(data), lay(rows)]
+        z, a = k.csr_dense_forward(*args, w, b, "tanh")
+        assert_exact(z, want_z, f"{name} {lay.__name__}")
+        got = k.csr_dense_backward(*args, want_z, want_a, da, "tanh", n_features=9)
+        check_activation("tanh", "backward", got[0], want[0], name, a=want_a, da=da)
+        _, dw, db = reference().csr_dense_backward(
+            indptr, indices, data, rows, want_z, want_a, got[0], "identity", n_features=9
+        )
+        assert_exact(got[1], dw, f"{name} {lay.__name__} dw")
+        assert_exact(got[2], db, f"{name} {lay.__name__} db")

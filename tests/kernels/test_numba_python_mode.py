@@ -18,6 +18,7 @@ TESTS = Path(__file__).resolve().parents[1]
 FILES = [
     "test_activations.py",
     "test_dense.py",
+    "test_csr.py",
     "test_losses.py",
     "test_optimizers.py",
     "test_normalization.py",
