@@ -18,8 +18,9 @@ exactly where the reference has NaN, +-inf exactly where it has the same infinit
    identity, step, relu, leaky_relu and their derivatives; mse_gradient; dropout;
    every optimizer update (param and state, step after step); scale_inplace;
    activation_backward for identity/step/relu/leaky_relu and for sigmoid/tanh (from
-   the saved a); the dense bias add; batch_norm_eval (only the correctly rounded
-   -, *, sqrt, / in float64, one rounding); out = gamma x_hat + beta given x_hat.
+   the saved a); the dense bias add; z, dw and db of the csr kernels (§2.1's loops);
+   batch_norm_eval (only the correctly rounded -, *, sqrt, / in float64, one
+   rounding); out = gamma x_hat + beta given x_hat.
    Why: docs/spec.md §5, the same operations in the same order in the array dtype, the
    scalars computed in float64 and cast once, no FMA: nothing is left to differ.
 2. Exact products: z = x @ w (+ b), dw = x.T @ dz, dx = dz @ w.T, each compared with
