@@ -72,10 +72,11 @@ def _expected_failures(estimator):
     """Checks an estimator fails by design (none for scikit-learn's own options)."""
     if np.any(np.asarray(estimator.batch_norm, dtype=bool)):
         # batch statistics weigh every row alike: a weight is not a repeated row there
+        # (for dense and, now that sparse X is accepted, sparse data alike)
+        reason = "batch normalisation's batch statistics are unweighted"
         return {
-            "check_sample_weight_equivalence_on_dense_data": (
-                "batch normalisation's batch statistics are unweighted"
-            )
+            "check_sample_weight_equivalence_on_dense_data": reason,
+            "check_sample_weight_equivalence_on_sparse_data": reason,
         }
     return {}
 
