@@ -389,3 +389,35 @@ def test_epoch_kernel_runs_as_python(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_the_on_disk_cache_never_maps_a_key_to_another_entrys_code(tmp_path):
+    """Two processes compiling different overloads of one kernel at once each read the
+    index before the other wrote it. Numba's numbered data files then both take number
+    1, and the index left by one can point at the other's machine code (a segfault on
+    the next load; seen when the reliability tests' subprocesses compiled the epoch
+    kernel's variants together). fastnn's keyed names keep every entry in its own file."""
+    from numba.core.caching import IndexDataCacheFile
+
+    def race(cls):
+        where = tmp_path / cls.__name__
+        where.mkdir()
+        first, second = (cls(str(where), "kernel-1", "stamp") for _ in "ab")
+        first._load_index = second._load_index = dict  # both saw the empty index
+        first.save("key a", "code a")
+        second.save("key b", "code b")
+        reader = cls(str(where), "kernel-1", "stamp")
+        return {key: reader._load_data(name) for key, name in reader._load_index().items()}
+
+    # Numba's own files: both entries took data file 1 (here the last writer wrote
+    # both its index and its data; had the other's data landed last, "key b" would
+    # load "code a")
+    assert race(IndexDataCacheFile) == {"key b": "code b"}
+    assert len(list((tmp_path / "IndexDataCacheFile").glob("*.nbc"))) == 1
+    # keyed: one data file per key, so no interleaving can cross the entries; the
+    # lost index entry is only a future recompilation
+    assert race(common.KeyedCacheFile) == {"key b": "code b"}
+    assert len(list((tmp_path / "KeyedCacheFile").glob("kernel-1.*.nbc"))) == 2
+    # fastnn's kernels use the keyed files
+    for kernel in (common.pairwise_sum, common.gemm):
+        assert type(kernel._cache._cache_file) is common.KeyedCacheFile

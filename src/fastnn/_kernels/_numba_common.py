@@ -20,10 +20,12 @@ helper has a plain Python body with the same results.
 
 import ctypes
 import functools
+import hashlib
 
 import numpy as np
 from numba import njit, types
 from numba.core import config
+from numba.core.caching import IndexDataCacheFile
 from numba.extending import intrinsic, overload
 
 from .. import _blas as _fastnn_blas
@@ -34,15 +36,53 @@ DISABLE_JIT = bool(config.DISABLE_JIT)
 
 _OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
 
+
+class KeyedCacheFile(IndexDataCacheFile):
+    """Numba's cache index and data files, each data file named after its entry's key
+    (a hash of the signature, target and code) instead of the first free number.
+
+    Processes that compile different overloads of one kernel at the same time (Dask
+    workers, joblib, subprocesses started together) each read the index, add their
+    entry and write it back. With numbered names two of them can both take number N:
+    the index one leaves then points at the machine code the other wrote, and the next
+    process to load that entry runs the wrong code (a segmentation fault). With keyed
+    names a lost race only drops an index entry (a recompilation later), never maps a
+    key to another entry's code.
+    """
+
+    def save(self, key, data):
+        overloads = self._load_index()
+        name = overloads.get(key)
+        if name is None:
+            digest = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
+            name = f"{self._index_name[: -len('.nbi')]}.{digest}.nbc"
+            overloads[key] = name
+            self._save_index(overloads)
+        self._save_data(name, data)
+
+
+def _keyed_cache(decorator):
+    """``decorator`` (an njit with cache=True), its dispatchers' cache made keyed."""
+
+    def apply(func):
+        dispatcher = decorator(func)
+        cache = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+        if type(cache) is IndexDataCacheFile:
+            cache.__class__ = KeyedCacheFile
+        return dispatcher
+
+    return apply
+
+
 if not DISABLE_JIT:
     # The decorator policy of every kernel and helper.
-    jit = njit(**_OPTIONS)
+    jit = _keyed_cache(njit(**_OPTIONS))
     # Small scalar helpers are inlined into their callers at the Numba IR level: the
     # same machine code, without a separate compilation per helper.
-    jit_inline = njit(inline="always", **_OPTIONS)
+    jit_inline = _keyed_cache(njit(inline="always", **_OPTIONS))
     # Loops over a few large independent pieces (numba.prange), run on Numba's threads
     # (as many as numba.get_num_threads(): the caller sets it outside compiled code).
-    jit_parallel = njit(parallel=True, **_OPTIONS)
+    jit_parallel = _keyed_cache(njit(parallel=True, **_OPTIONS))
 else:
 
     def jit(func):
@@ -335,7 +375,7 @@ if not DISABLE_JIT:
             gemm_tile_edge(n, cols, j + 1),
         )
 
-    @njit(parallel=True, **_OPTIONS)
+    @jit_parallel
     def _gemm_parallel(a, b, out, trans_a, trans_b, rows, cols):
         """The tiles of one product on Numba's threads (as many as
         ``numba.get_num_threads()``: the caller sets it, outside compiled code, where
