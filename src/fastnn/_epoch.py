@@ -50,8 +50,14 @@ def units(model) -> list[Unit] | None:
     """``model.layers`` as the epoch kernels' units, or None when the list has another
     shape (or batch normalisations with different settings: the kernels take one
     momentum and eps), which the step path trains. Exact types only: a subclass may
-    override a pass."""
-    layers = model.layers
+    override a pass. Found once per layer list (its layout token)."""
+    cached = model.__dict__.get("_epoch_units")
+    if cached is None or cached[0] is not model._layout_token:
+        cached = model._epoch_units = (model._layout_token, _units(model.layers))
+    return cached[1]
+
+
+def _units(layers) -> list[Unit] | None:
     out: list[Unit] = []
     i = 0
     while i < len(layers):
@@ -109,6 +115,12 @@ class EpochPlan:
         plan_units = units(model)
         assert plan_units is not None  # supports() said so
         self.units: list[Unit] = plan_units
+        # the unit each layer belongs to (units cover the layer list in order)
+        self.unit_of = [
+            i
+            for i, u in enumerate(plan_units)
+            for _ in range(1 + (u.bn is not None) + (u.dropout is not None))
+        ]
         dense = [layers[u.dense] for u in plan_units]
         bns = [None if u.bn is None else layers[u.bn] for u in plan_units]
         # a unit's activation: its batch normalisation's when it has one
@@ -179,14 +191,9 @@ class EpochPlan:
         self.batches_per_call = max(1, int(_FLOPS_PER_CALL // flops))
 
     def lowest(self, model) -> int:
-        """The lowest unit with a trainable layer (the backward stops there)."""
-        for i, u in enumerate(self.units):
-            if any(
-                j is not None and model.layers[j].has_params and not model.layers[j].frozen
-                for j in (u.dense, u.bn)
-            ):
-                return i
-        raise ValueError("every layer of the model is frozen: nothing to train")
+        """The lowest unit with a trainable layer (the backward stops there); ValueError
+        when every layer is frozen."""
+        return self.unit_of[model._lowest_trainable()]
 
 
 def train_epoch(
