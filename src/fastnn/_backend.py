@@ -321,16 +321,7 @@ class Backend:
             raise ValueError(f"z must have {m} rows like x, got shape {z.shape}")
         n_out = z.shape[1]
         _check_nonempty_product(m, n_in, n_out)
-        a = v.float_array(a, "a", dtype=x.dtype)
-        v.check_shape(a, "a", z.shape)
-        in_place = dz is not None and dz is da
-        da_arr = v.float_array(da, "da", dtype=x.dtype)
-        v.check_shape(da_arr, "da", z.shape)
-        dzo = _Output(dz, "dz", z.shape, x.dtype, inplace=in_place)
-        if in_place:
-            da_arr = dzo.work
-        dwo = _Output(dw, "dw", (n_in, n_out), x.dtype)
-        dbo = _Output(db, "db", (n_out,), x.dtype)
+        a, da_arr, dzo, dwo, dbo = _backward_outputs(z, a, da, dz, dw, db, n_in)
         self._raw.dense_backward(x, z, a, da_arr, code, alpha, dzo.work, dwo.work, dbo.work)
         return dzo.done(), dwo.done(), dbo.done()
 
@@ -442,16 +433,7 @@ class Backend:
         if r.shape[0] != m:
             raise ValueError(f"z must have one row per batch row ({r.shape[0]}), got {z.shape}")
         _check_nonempty_product(m, n_features, n_out)
-        a = v.float_array(a, "a", dtype=z.dtype)
-        v.check_shape(a, "a", z.shape)
-        in_place = dz is not None and dz is da
-        da_arr = v.float_array(da, "da", dtype=z.dtype)
-        v.check_shape(da_arr, "da", z.shape)
-        dzo = _Output(dz, "dz", z.shape, z.dtype, inplace=in_place)
-        if in_place:
-            da_arr = dzo.work
-        dwo = _Output(dw, "dw", (n_features, n_out), z.dtype)
-        dbo = _Output(db, "db", (n_out,), z.dtype)
+        a, da_arr, dzo, dwo, dbo = _backward_outputs(z, a, da, dz, dw, db, n_features)
         self._raw.csr_dense_backward(
             ip, ind, dat, r, z, a, da_arr, code, alpha, dzo.work, dwo.work, dbo.work
         )
@@ -819,6 +801,23 @@ def _same_memory(a, b) -> bool:
         and a.shape == b.shape
         and a.strides == b.strides
     )
+
+
+def _backward_outputs(z, a, da, dz, dw, db, n_in):
+    """The checked arguments and outputs of a dense layer's backward (dense or CSR
+    input): a and da shaped like z (m, n_out) in z's dtype, dz written over da when they
+    are the same array, dw (n_in, n_out) and db (n_out,)."""
+    a = v.float_array(a, "a", dtype=z.dtype)
+    v.check_shape(a, "a", z.shape)
+    in_place = dz is not None and dz is da
+    da_arr = v.float_array(da, "da", dtype=z.dtype)
+    v.check_shape(da_arr, "da", z.shape)
+    dzo = _Output(dz, "dz", z.shape, z.dtype, inplace=in_place)
+    if in_place:
+        da_arr = dzo.work
+    dwo = _Output(dw, "dw", (n_in, z.shape[1]), z.dtype)
+    dbo = _Output(db, "db", (z.shape[1],), z.dtype)
+    return a, da_arr, dzo, dwo, dbo
 
 
 def _check_nonempty_product(m, n_in, n_out):
