@@ -180,3 +180,126 @@ def test_sparse_benchmark_runs_its_three_cases():
         ["10000", "0.01", "100"],
     ]
     assert "peak RSS" in lines[5]
+
+
+def _step_row(case, impl, ms, dtype="float32", threads=1, section="step"):
+    return {
+        "section": section,
+        "case": case,
+        "dtype": dtype,
+        "threads": threads,
+        "impl": impl,
+        "status": "ok",
+        "median_ms": ms,
+        "min_ms": ms,
+        "max_ms": ms,
+    }
+
+
+def test_readme_section_is_rewritten_from_a_compare_run(tmp_path):
+    """benchmarks/readme_section.py puts one run's figures between the README's markers
+    and leaves the rest of the file as it was."""
+    sys.path.insert(0, BENCH)
+    try:
+        import readme_section
+    finally:
+        sys.path.remove(BENCH)
+    meta = {
+        "date": "2026-12-02T15:00:00+00:00",
+        "machine": {
+            "cpu_model": "Test CPU",
+            "cpus": 2,
+            "avx2": True,
+            "avx512f": False,
+            "hypervisor": "KVM",
+        },
+        "versions": {"python": "3.11.7", "fastnn": "0.1.0 (/src/fastnn)"},
+        "fastnn_blas": {"private": True, "source": "/x/libopenblas.so", "kernel": "Haswell"},
+        "openblas_env_unset": {"OPENBLAS_CORETYPE": "Haswell"},
+        "env": {},
+        "git": {"commit": "abcdef0123", "dirty": False},
+        "notes": [],
+        "options": {
+            "repeats": 7,
+            "dtypes": ["float32"],
+            "threads": [1],
+            "configs": ["A", "B"],
+            "digits_epochs": 50,
+        },
+    }
+    rows = [
+        _step_row("A", "torch", 0.4),
+        _step_row("A", "jax", 0.07),
+        _step_row("A", "fastnn_epoch:cython", 0.015),
+        _step_row("A", "fastnn_epoch:numba", 0.02),
+        _step_row("B", "torch", 3.0),
+        _step_row("B", "fastnn_epoch:cython", 1.9),
+        _step_row("B", "fastnn_epoch:numba", 1.8),
+    ]
+    targets = [
+        {
+            "target": "A step >= 40x torch eager",
+            "dtype": "float32",
+            "backend": "cython train_epoch",
+            "value": 26.7,
+            "met": False,
+        },
+        {
+            "target": "A step >= 40x torch eager",
+            "dtype": "float32",
+            "backend": "cython",
+            "value": 3.0,
+            "met": False,
+        },  # train_step: not the fit path
+        {
+            "target": "A step >= 20x torch eager",
+            "dtype": "float32",
+            "backend": "numba train_epoch",
+            "value": 20.5,
+            "met": True,
+        },  # superseded
+        {
+            "target": "B step >= 1.2x JAX jit",
+            "dtype": "float32",
+            "backend": "numba train_epoch",
+            "value": None,
+            "met": None,
+        },  # not measured
+        {
+            "target": "import fastnn < 0.5 s (median)",
+            "dtype": "float32",
+            "backend": "cython",
+            "value": 0.2,
+            "met": True,
+        },
+    ]
+    src = tmp_path / "compare.json"
+    src.write_text(__import__("json").dumps({"meta": meta, "rows": rows, "targets": targets}))
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "# x\n\n## Performance\n\n<!-- performance:begin -->\nold figures\n"
+        "<!-- performance:end -->\n\n## More\n\ntail\n"
+    )
+    assert readme_section.main([str(src), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old figures" not in text
+    assert text.startswith("# x\n\n## Performance\n\n<!-- performance:begin -->\n")
+    assert text.endswith("<!-- performance:end -->\n\n## More\n\ntail\n")
+    assert "commit abcdef0 on Test CPU (2 CPUs, AVX2, KVM guest)" in text
+    assert "kernel Haswell" in text and "OPENBLAS_CORETYPE=Haswell" in text
+    # the fastest fastnn figure is bold only where it leads its row
+    assert "| A | float32 | 1 | 0.400 | - | 0.0700 | - | - | - | **0.0150** | 0.0200 |" in text
+    assert "| B | float32 | 1 | 3.00 | - | - | - | - | - | 1.90 | **1.80** |" in text
+    assert "| A step >= 40x torch eager | float32 | 26.700 **missed** | - |" in text
+    assert "| import fastnn < 0.5 s (median) | float32 | 0.200 met | - |" in text
+    assert "A step >= 20x" not in text and "B step >= 1.2x JAX" not in text
+    assert "1 of 2 met" in text
+    with pytest.raises(ValueError, match="performance:begin"):
+        readme_section.replace("no markers here", "x")
+
+
+def test_the_readme_has_one_generated_performance_section():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    assert text.count("<!-- performance:begin -->") == 1
+    assert text.count("<!-- performance:end -->") == 1
