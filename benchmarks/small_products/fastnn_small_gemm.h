@@ -1,17 +1,19 @@
 /*
- * fastnn's own kernel for small matrix products (docs/spec.md §10, "Small products").
+ * A candidate kernel of fastnn's own for small matrix products, measured against
+ * OpenBLAS by benchmarks/small_products.py (issue 14, item 4) and NOT used by fastnn:
+ * docs/benchmarks/2026-12-02-small-products.md says why.
  *
  * c (m, n) = op(a) (m, k) @ op(b) (k, n), all row-major with row lengths lda, ldb, ldc,
- * for the products that fastnn.reference.blas.gemm_is_small accepts. Every output
- * element is summed in one order, the same in every backend (the NumPy reference, the
- * Numba kernels and this header):
+ * k <= FNN_SMALL_MAX_K. Every output element is summed in one order, which the NumPy
+ * reference and the Numba kernels could reproduce bit for bit
+ * (``c = a[:, 0, None] * b[0]; c += a[:, p, None] * b[p]``, p = 1..k-1):
  *
  *     c[i, j] = op(a)[i, 0] op(b)[0, j]
  *     c[i, j] = c[i, j] + op(a)[i, p] op(b)[p, j]      for p = 1, ..., k - 1
  *
- * each product rounded to the dtype, then added (no fused multiply-add: setup.py builds
- * with -ffp-contract=off and never fast-math, and the "avx512f"/"avx2" clones do not
- * even enable FMA instructions); k = 0 gives +0. The vector lanes run across output
+ * each product rounded to the dtype, then added (no fused multiply-add: compiled with
+ * -ffp-contract=off and never fast-math, as setup.py builds fastnn's kernels, and the
+ * "avx512f"/"avx2" clones do not even enable FMA instructions); k = 0 gives +0. The vector lanes run across output
  * elements, never along one sum, so every clone (AVX-512, AVX2, SSE2) and every
  * blocking below gives the same bits; only the speed differs.
  */
@@ -32,8 +34,8 @@
 #  define FNN_CLONES
 #endif
 
-/* The largest k of a small product (fastnn.reference.blas.GEMM_SMALL_MAX_K): bounds
- * each output's chain of additions and the stack panels. */
+/* The largest k accepted: bounds each output's chain of additions and the stack
+ * panels. */
 #define FNN_SMALL_MAX_K 256
 #define FNN_INL static inline __attribute__((always_inline, unused))
 
