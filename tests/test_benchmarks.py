@@ -303,3 +303,30 @@ def test_the_readme_has_one_generated_performance_section():
         text = f.read()
     assert text.count("<!-- performance:begin -->") == 1
     assert text.count("<!-- performance:end -->") == 1
+
+
+@pytest.mark.skipif(
+    shutil.which("gcc") is None and shutil.which("cc") is None, reason="no C compiler"
+)
+def test_small_products_candidate_keeps_the_sequential_order():
+    """benchmarks/small_products.py compiles and runs; every one of config A's ten
+    products (five shapes, two dtypes) of the candidate kernel equals the sequential
+    order along k bit for bit (the harness compares each element; figures not checked)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(BENCH, "small_products.py"),
+            "--repeats",
+            "5",
+            "--rounds",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if " blas/small " in line]
+    assert len(rows) == 10, proc.stdout
+    assert all("order ok" in line for line in rows), proc.stdout
