@@ -293,7 +293,7 @@ def test_readme_section_is_rewritten_from_a_compare_run(tmp_path):
     assert "| A step >= 40x torch eager | float32 | 26.700 **missed** | - |" in text
     assert "| import fastnn < 0.5 s (median) | float32 | 0.200 met | - |" in text
     assert "A step >= 20x" not in text and "B step >= 1.2x JAX" not in text
-    assert "1 of 2 met" in text
+    assert "1 of these 2 figures met" in text
     with pytest.raises(ValueError, match="performance:begin"):
         readme_section.replace("no markers here", "x")
 
