@@ -44,3 +44,12 @@ cdef double c_sparse_cross_entropy(const floating* z, const int64_t* labels,
 cdef void c_sparse_cross_entropy_gradient(const floating* z, const int64_t* labels,
                                           Py_ssize_t m, Py_ssize_t k, floating* out,
                                           double* work, const double* w) noexcept nogil
+# The loss and its gradient in one pass (each row's softmax once; the same values as the
+# two kernels above), for the whole-epoch kernel.
+cdef double c_cross_entropy_and_gradient(const floating* z, const floating* y,
+                                         Py_ssize_t m, Py_ssize_t k, floating* out,
+                                         double* work, const double* w) noexcept nogil
+cdef double c_sparse_cross_entropy_and_gradient(const floating* z, const int64_t* labels,
+                                                Py_ssize_t m, Py_ssize_t k, floating* out,
+                                                double* work,
+                                                const double* w) noexcept nogil

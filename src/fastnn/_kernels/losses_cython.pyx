@@ -143,15 +143,20 @@ cdef inline double _exp_shifted(const floating* row, Py_ssize_t k, double mx,
     return 0.0 + pw_sum(e, k)
 
 
-cdef double _ce_row(const floating* z, const floating* y, Py_ssize_t k,
-                    double* work) noexcept nogil:
-    """-sum_j y_j (z_j - max z - log sum e^(z - max z)) for one row."""
-    cdef double mx = _row_max(z, k)
-    cdef double log_s = log(_exp_shifted(z, k, mx, work))
+cdef inline double _ce_terms(const floating* z, const floating* y, Py_ssize_t k,
+                             double mx, double log_s, double* work) noexcept nogil:
+    """-sum_j y_j (z_j - mx - log_s) for one row, the terms summed in work."""
     cdef Py_ssize_t j
     for j in range(k):
         work[j] = <double>y[j] * ((<double>z[j] - mx) - log_s)
     return -(0.0 + pw_sum(work, k))
+
+
+cdef double _ce_row(const floating* z, const floating* y, Py_ssize_t k,
+                    double* work) noexcept nogil:
+    """-sum_j y_j (z_j - max z - log sum e^(z - max z)) for one row."""
+    cdef double mx = _row_max(z, k)
+    return _ce_terms(z, y, k, mx, log(_exp_shifted(z, k, mx, work)), work)
 
 
 cdef double _ce_rows(const floating* z, const floating* y, Py_ssize_t m, Py_ssize_t k,
@@ -185,6 +190,55 @@ cdef double _sparse_ce_rows(const floating* z, const int64_t* labels, Py_ssize_t
     return (_sparse_ce_rows(z, labels, m2, k, work, w)
             + _sparse_ce_rows(z + m2 * k, labels + m2, m - m2, k, work,
                               NULL if w == NULL else w + m2))
+
+
+cdef double _ce_rows_grad(const floating* z, const floating* y, Py_ssize_t m,
+                          Py_ssize_t k, floating* g, double norm, double* work,
+                          const double* w) noexcept nogil:
+    """_ce_rows, writing each row's gradient (c_cross_entropy_gradient's, over norm) as
+    it goes: one softmax per row for both."""
+    cdef double buf[PW_BLOCK]
+    cdef double mx, s, wi
+    cdef Py_ssize_t i, j, m2
+    if m <= PW_BLOCK:
+        for i in range(m):
+            mx = _row_max(z + i * k, k)
+            s = _exp_shifted(z + i * k, k, mx, work)
+            wi = _weight(w, i)
+            for j in range(k):
+                g[i * k + j] = <floating>((wi * (work[j] / s - <double>y[i * k + j])) / norm)
+            buf[i] = wi * _ce_terms(z + i * k, y + i * k, k, mx, log(s), work)
+        return pw_block(buf, m)
+    m2 = pw_split(m)
+    return (_ce_rows_grad(z, y, m2, k, g, norm, work, w)
+            + _ce_rows_grad(z + m2 * k, y + m2 * k, m - m2, k, g + m2 * k, norm, work,
+                            NULL if w == NULL else w + m2))
+
+
+cdef double _sparse_ce_rows_grad(const floating* z, const int64_t* labels, Py_ssize_t m,
+                                 Py_ssize_t k, floating* g, double norm, double* work,
+                                 const double* w) noexcept nogil:
+    """_sparse_ce_rows, writing each row's gradient (c_sparse_cross_entropy_gradient's,
+    over norm) as it goes: one softmax per row for both."""
+    cdef double buf[PW_BLOCK]
+    cdef double mx, s, wi, d
+    cdef Py_ssize_t i, j, m2
+    if m <= PW_BLOCK:
+        for i in range(m):
+            mx = _row_max(z + i * k, k)
+            s = _exp_shifted(z + i * k, k, mx, work)
+            wi = _weight(w, i)
+            for j in range(k):
+                d = work[j] / s
+                if j == labels[i]:
+                    d = d - 1
+                g[i * k + j] = <floating>((wi * d) / norm)
+            buf[i] = wi * (log(s) - (<double>z[i * k + labels[i]] - mx))
+        return pw_block(buf, m)
+    m2 = pw_split(m)
+    return (_sparse_ce_rows_grad(z, labels, m2, k, g, norm, work, w)
+            + _sparse_ce_rows_grad(z + m2 * k, labels + m2, m - m2, k, g + m2 * k, norm,
+                                   work, NULL if w == NULL else w + m2))
 
 
 # --- C-level kernels -----------------------------------------------------------------
@@ -286,6 +340,25 @@ cdef void c_cross_entropy_gradient(const floating* z, const floating* y, Py_ssiz
         wi = _weight(w, i)
         for j in range(k):
             out[i * k + j] = <floating>((wi * (work[j] / s - <double>y[i * k + j])) / norm)
+
+
+cdef double c_cross_entropy_and_gradient(const floating* z, const floating* y,
+                                         Py_ssize_t m, Py_ssize_t k, floating* out,
+                                         double* work, const double* w) noexcept nogil:
+    """c_cross_entropy(z, y, m, k, work, w), with c_cross_entropy_gradient's out written
+    on the way (the same values: each row's softmax computed once)."""
+    cdef double norm = _weight_sum(w, m)
+    return (0.0 + _ce_rows_grad(z, y, m, k, out, norm, work, w)) / norm
+
+
+cdef double c_sparse_cross_entropy_and_gradient(const floating* z, const int64_t* labels,
+                                                Py_ssize_t m, Py_ssize_t k, floating* out,
+                                                double* work,
+                                                const double* w) noexcept nogil:
+    """c_sparse_cross_entropy and its gradient into out, each row's softmax computed
+    once (the two kernels' values exactly)."""
+    cdef double norm = _weight_sum(w, m)
+    return (0.0 + _sparse_ce_rows_grad(z, labels, m, k, out, norm, work, w)) / norm
 
 
 cdef double c_sparse_cross_entropy(const floating* z, const int64_t* labels,

@@ -28,8 +28,9 @@ from fastnn._kernels.normalization_cython cimport (
 )
 from fastnn._kernels.losses_cython cimport (
     c_binary_cross_entropy, c_binary_cross_entropy_gradient, c_cross_entropy,
-    c_cross_entropy_gradient, c_mse, c_mse_gradient, c_poisson, c_poisson_gradient,
-    c_sparse_cross_entropy, c_sparse_cross_entropy_gradient,
+    c_cross_entropy_and_gradient, c_cross_entropy_gradient, c_mse, c_mse_gradient,
+    c_poisson, c_poisson_gradient, c_sparse_cross_entropy,
+    c_sparse_cross_entropy_and_gradient, c_sparse_cross_entropy_gradient,
 )
 from fastnn._kernels.optimizers_cython cimport (
     c_optimizer_step, c_scale_inplace, c_squared_norm,
@@ -347,6 +348,7 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
     cdef const floating* x_in
     cdef const floating* t
     cdef floating* out
+    cdef floating* g
     cdef double loss, sq, norm, factor
     cdef long long step
     # the optimizer as this batch runs it: with sample weights, its L2 decay is scaled
@@ -402,7 +404,15 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
             wt = wb
             if not batch_opt.decoupled:
                 batch_opt.weight_decay = opt_decay * (<double>m / (0.0 + pw_sum(wb, m)))
-        loss = _loss(net.loss_code, out, t, lb, m, k, work, wt)
+        # (softmax cross-entropy: the loss and its gradient in one pass, one softmax per
+        # row; the same values as the two kernels)
+        g = ws + off[4 + 3 * (L - 1)]
+        if net.loss_code == LOSS_CROSS_ENTROPY:
+            loss = c_cross_entropy_and_gradient(out, t, m, k, g, work, wt)
+        elif net.loss_code == LOSS_SPARSE_CROSS_ENTROPY:
+            loss = c_sparse_cross_entropy_and_gradient(out, lb, m, k, g, work, wt)
+        else:
+            loss = _loss(net.loss_code, out, t, lb, m, k, work, wt)
         if not isfinite(loss):
             stats[STAT_STATUS] = STATUS_LOSS_NOT_FINITE
             stats[STAT_BAD_VALUE] = loss
@@ -410,8 +420,9 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
         correct = _n_correct(net.loss_code, out, t, lb, m, k)
 
         # 4. backward down to the lowest trainable layer
-        _loss_gradient(net.loss_code, out, t, lb, m, k, ws + off[4 + 3 * (L - 1)], work,
-                       wt)
+        if net.loss_code != LOSS_CROSS_ENTROPY and \
+                net.loss_code != LOSS_SPARSE_CROSS_ENTROPY:
+            _loss_gradient(net.loss_code, out, t, lb, m, k, g, work, wt)
         for i in range(L - 1, net.lowest - 1, -1):
             if i == 0:
                 x_in = xb
