@@ -421,3 +421,71 @@ def test_the_on_disk_cache_never_maps_a_key_to_another_entrys_code(tmp_path):
     # fastnn's kernels use the keyed files
     for kernel in (common.pairwise_sum, common.gemm):
         assert type(kernel._cache._cache_file) is common.KeyedCacheFile
+
+
+_CALLER_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from fastnn._kernels import _numba_common as common
+    from fastnn.reference.blas import gemm
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((256, 256)), rng.standard_normal((256, 256))
+    rows, cols = common.gemm_tile_grid(256, 256, 256)
+    assert rows * cols > 1, (rows, cols)  # the tile loop, not a single call
+    out, want = np.empty((256, 256)), np.empty((256, 256))
+    gemm(a, b, want)
+    if sys.argv[1] == "callee":
+        common._gemm_parallel(a, b, out, False, False, rows, cols)
+    else:
+        common.gemm_threads(a, b, out, False, False, 1)  # one thread
+    print(json.dumps({
+        "equal": bool(np.array_equal(out, want)),
+        "hits": {f.__name__: sum(f.stats.cache_hits.values())
+                 for f in (common._gemm_parallel, common.gemm_threads)},
+    }))
+""")
+
+
+def test_a_kernel_compiled_against_a_cached_parallel_callee_loads_in_a_new_process(tmp_path):
+    """A kernel with a parallel loop saves, with its machine code, a function that
+    starts Numba's threading layer when a new process loads it; its callers inherit it.
+    Numba forgot it for a callee that came from the cache, so a process that found
+    ``_gemm_parallel`` cached and compiled ``gemm_threads`` (or the epoch kernel, after
+    the test suite had cached its callees) saved an entry whose next load crashed with
+    a segmentation fault, even on one thread. Three processes sharing one cache:
+    compile the parallel callee alone, compile its caller (finding the callee cached),
+    load the caller."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("NUMBA_DISABLE_JIT", None)
+    src = str(Path(fastnn.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    runs = []
+    for what in ("callee", "caller", "caller"):
+        proc = subprocess.run(
+            [sys.executable, "-W", "ignore::UserWarning", "-c", _CALLER_SCRIPT, what],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        # a negative status is a signal: -11 a segfault
+        assert proc.returncode == 0, f"{what}: status {proc.returncode}\n{proc.stderr[-3000:]}"
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert all(run["equal"] for run in runs), runs
+    # the caller was compiled against the cached callee, then loaded from the cache
+    assert runs[1]["hits"] == {"_gemm_parallel": 1, "gemm_threads": 0}, runs[1]
+    assert runs[2]["hits"]["gemm_threads"] == 1, runs[2]
+
+
+def test_indexes_written_before_the_reload_fix_are_not_trusted(tmp_path):
+    """Caches written by an earlier fastnn can hold entries saved without their reload
+    functions (see the test above): an index without fastnn's format tag is ignored."""
+    from numba.core.caching import IndexDataCacheFile
+
+    old = IndexDataCacheFile(str(tmp_path), "kernel-1", "stamp")
+    old.save("key", "code")
+    assert old._load_index() == {"key": "kernel-1.1.nbc"}
+    assert common.KeyedCacheFile(str(tmp_path), "kernel-1", "stamp")._load_index() == {}
+    for kernel in (common.gemm_threads, common._gemm_parallel):
+        assert type(kernel._cache._impl) is common.ReloadingCacheImpl
+        assert kernel._cache._cache_file._version[1] == common.KeyedCacheFile.FORMAT

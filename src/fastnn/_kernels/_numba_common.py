@@ -25,7 +25,7 @@ import hashlib
 import numpy as np
 from numba import njit, types
 from numba.core import config
-from numba.core.caching import IndexDataCacheFile
+from numba.core.caching import CompileResultCacheImpl, IndexDataCacheFile
 from numba.extending import intrinsic, overload
 
 from .. import _blas as _fastnn_blas
@@ -48,7 +48,23 @@ class KeyedCacheFile(IndexDataCacheFile):
     process to load that entry runs the wrong code (a segmentation fault). With keyed
     names a lost race only drops an index entry (a recompilation later), never maps a
     key to another entry's code.
+
+    The index carries a format tag besides Numba's version (``FORMAT``): indexes written
+    before ``ReloadingCacheImpl`` may list entries without their reload functions
+    (which crash when loaded), and an index with another tag is ignored (recompiled
+    once) rather than trusted.
     """
+
+    FORMAT = "fastnn-keyed-2"  # 2: entries keep the reload functions of their callees
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._version = self.tagged_version(self._version)
+
+    @classmethod
+    def tagged_version(cls, numba_version):
+        """The version written at the head of the index: Numba's and ``FORMAT``."""
+        return (numba_version, cls.FORMAT)
 
     def save(self, key, data):
         overloads = self._load_index()
@@ -61,14 +77,41 @@ class KeyedCacheFile(IndexDataCacheFile):
         self._save_data(name, data)
 
 
+class ReloadingCacheImpl(CompileResultCacheImpl):
+    """Numba's rebuilding of a cached kernel, which also hands the kernel's reload
+    functions on to the kernels compiled against it.
+
+    A kernel with a parallel loop (``jit_parallel``) lists a reload function in its
+    cache entry, which starts Numba's threading layer before the machine code is used
+    in a new process; a kernel calling it inherits the function when the callee was
+    compiled in the same process. When the callee was loaded from the cache, Numba
+    (up to at least 0.68, numba/numba#8578) leaves the loaded library without it, so the
+    caller's entry -- say the epoch kernel compiled by a process that found
+    ``gemm_threads`` already cached -- is saved without it, and the next process that
+    loads it runs code calling an unstarted threading layer: a segmentation fault,
+    even on one thread.
+    """
+
+    def rebuild(self, target_context, payload):
+        cres = super().rebuild(target_context, payload)
+        cres.library._reload_init.update(cres.reload_init)
+        return cres
+
+
 def _keyed_cache(decorator):
-    """``decorator`` (an njit with cache=True), its dispatchers' cache made keyed."""
+    """``decorator`` (an njit with cache=True), its dispatchers' cache made keyed
+    (``KeyedCacheFile``) and reloading (``ReloadingCacheImpl``)."""
 
     def apply(func):
         dispatcher = decorator(func)
-        cache = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
-        if type(cache) is IndexDataCacheFile:
-            cache.__class__ = KeyedCacheFile
+        cache = getattr(dispatcher, "_cache", None)
+        cache_file = getattr(cache, "_cache_file", None)
+        if type(cache_file) is IndexDataCacheFile:
+            cache_file.__class__ = KeyedCacheFile
+            cache_file._version = KeyedCacheFile.tagged_version(cache_file._version)
+        impl = getattr(cache, "_impl", None)
+        if type(impl) is CompileResultCacheImpl:
+            impl.__class__ = ReloadingCacheImpl
         return dispatcher
 
     return apply
