@@ -650,13 +650,12 @@ def test_batch_norm_training_refuses_batches_of_one_row_before_any_kernel(
 )
 def test_the_epoch_kernel_refuses_bad_batch_norm_arguments(backend, key, value, monkeypatch):
     """Codes outside 0-2, offsets outside the buffers, a batch of one row in training:
-    ValueError, with params, buffers and ws untouched."""
+    ValueError from the checked tier (``fastnn.backend(name).train_epoch``), with params,
+    buffers and ws untouched."""
     import inspect
 
     from fastnn.reference.training import train_epoch as contract
 
-    if backend == "numpy" and key != "batch_size":
-        pytest.skip("the reference does not validate its layout (docs/spec.md §1)")
     net = _bn_net(backend)
     X, y = net.check_data(*_data("mse", n=40))
     seen = []
@@ -668,9 +667,46 @@ def test_the_epoch_kernel_refuses_bad_batch_norm_arguments(backend, key, value, 
     args[key] = value(args[key]) if callable(value) else value
     before = [a.copy() for a in (args["params"], args["buffers"], args["ws"])]
     with pytest.raises(ValueError, match="train_epoch"):
-        kernel(*args.values())
+        net.kernels.train_epoch(*args.values())
     for arr, old in zip((args["params"], args["buffers"], args["ws"]), before):
         np.testing.assert_array_equal(arr, old)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_layout_is_checked_once_per_plan_and_calls_go_straight_to_the_kernel(
+    backend, monkeypatch
+):
+    """The plan of a batch size checks its layout once (epoch_args.check_layout); the
+    calls then reach the raw kernel unchecked, and with the debug switch
+    (FASTNN_CHECK_KERNELS) every call goes through the checked tier, same bits."""
+    from fastnn._kernels import epoch_args
+
+    layouts, calls = [], []
+    real_layout, real_call = epoch_args.check_layout, epoch_args.check_call
+    monkeypatch.setattr(
+        epoch_args, "check_layout", lambda *a: (layouts.append(1), real_layout(*a))[1]
+    )
+    monkeypatch.setattr(
+        epoch_args, "check_call", lambda *a, **k: (calls.append(1), real_call(*a, **k))[1]
+    )
+    monkeypatch.setattr(_epoch, "_FLOPS_PER_CALL", 1.0)  # one batch per call
+    X, y = _data("mse", n=40)
+    params = []
+    for checked in (False, True):
+        monkeypatch.setattr("fastnn._backend.CHECK_INTERNAL_CALLS", checked)
+        monkeypatch.setattr(fastnn.backend(backend), "_checked_raw", None)
+        net = _bn_net(backend, dropout=0.2)
+        Xc, yc = net.check_data(X, y)
+        opt = Adam()
+        for _ in range(3):
+            net.train_epoch(Xc, yc, opt, 8)
+        net.train_epoch(Xc, yc, opt, 16)
+        params.append(net.params.copy())
+        if not checked:
+            assert layouts == [1, 1] and calls == []  # one plan per batch size
+            layouts.clear()
+    assert len(calls) == 3 * 5 + 3  # every call checked, the plans' checks included
+    np.testing.assert_array_equal(params[0], params[1])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -900,11 +936,10 @@ def test_the_epoch_kernel_refuses_sample_weights_of_another_length(backend):
     X, y = net.check_data(X, y)
     opt = SGD(lr=0.1)
     calls = []
-    kernel = net.kernels._raw.train_epoch
 
-    def short_weights(*a):
+    def short_weights(*a):  # through the checked tier: the raw kernel checks nothing
         calls.append(1)
-        return kernel(*a[:-1], np.ones(X.shape[0] - 1))
+        return net.kernels.train_epoch(*a[:-1], np.ones(X.shape[0] - 1))
 
     import unittest.mock
 
@@ -912,3 +947,4 @@ def test_the_epoch_kernel_refuses_sample_weights_of_another_length(backend):
         with pytest.raises(ValueError, match="sample_weight"):
             net.train_epoch(X, y, opt, 32, sample_weight=np.ones(X.shape[0]))
     assert calls
+

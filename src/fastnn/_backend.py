@@ -6,9 +6,10 @@ argument checks, output allocation and contiguity handling that kernels never do
 model code calls the same methods whichever backend runs.
 
 The raw functions themselves are kept in ``Backend._raw``: private, unchecked
-internal API used by fastnn's own hot paths (``fastnn._epoch``), which prepare
-their arguments themselves. The compiled kernels do no bounds checks, so an
-inconsistent length there reads or writes out of bounds; call the checked methods.
+internal API used by fastnn's own hot paths (the model, the optimizers,
+``fastnn._epoch``), which prepare their arguments themselves. The compiled kernels
+do no bounds checks, so an inconsistent length there reads or writes out of bounds;
+call the checked methods.
 """
 
 from __future__ import annotations
@@ -25,16 +26,19 @@ import numpy as np
 
 from . import _validation as v
 from . import registry
+from ._kernels import epoch_args
 from ._kernels.codes import ACTIVATION_CODES, DEFAULT_ALPHA
 from .losses import NO_WEIGHTS, check_sample_weight
+from .reference.training import train_epoch as _reference_train_epoch
 
 BACKENDS = ("numpy", "numba", "cython")
 
 # Kernel families; each backend has one module per family with the same names
 # (fastnn.reference.<f>, fastnn._kernels.<f>_numba, fastnn._kernels.<f>_cython).
 # FAMILIES hold the kernels behind Backend's checked methods (fastnn.reference.__all__);
-# MODEL_FAMILIES hold whole-model kernels (train_epoch), which only fastnn._epoch calls,
-# with the arguments it prepares itself.
+# MODEL_FAMILIES hold whole-model kernels (train_epoch), which fastnn._epoch calls with
+# the arguments it prepares and checks itself (once per plan); Backend.train_epoch is
+# their checked tier.
 FAMILIES = ("activations", "dense", "csr", "losses", "optimizers", "normalization")
 MODEL_FAMILIES = ("training",)
 
@@ -54,6 +58,10 @@ BUILD_HINT = (
     "or, in a source checkout, build them in place with "
     "`python setup.py build_ext --inplace`."
 )
+
+
+# The whole-epoch kernel's signature (the contract's), for the checked tier.
+_TRAIN_EPOCH_SIGNATURE = inspect.signature(_reference_train_epoch)
 
 
 class BuildWarning(UserWarning):
@@ -775,6 +783,20 @@ class Backend:
         self._raw.batch_norm_backward(dout, x_hat, gamma, inv_std, dxo.work, dgo.work, dbo.work)
         return dxo.done(), dgo.done(), dbo.done()
 
+    # --- whole epoch -------------------------------------------------------------
+    def train_epoch(self, *args, **kwargs) -> None:
+        """The backend's whole-epoch kernel, its arguments checked first.
+
+        The arguments and their meaning are those of
+        :func:`fastnn.reference.training.train_epoch` (docs/spec.md §9); a call that
+        does not fit together raises ValueError (``train_epoch: ...``) before anything
+        is touched. The raw kernel checks nothing: ``fastnn._epoch`` checks its layout
+        once per plan (``epoch_args.check_layout``) and calls it directly.
+        """
+        bound = _TRAIN_EPOCH_SIGNATURE.bind(*args, **kwargs)
+        epoch_args.check_call(*bound.args, **bound.kwargs)
+        self._raw.train_epoch(*bound.args, **bound.kwargs)
+
 
 def _no_overlap(outputs: dict, inputs: dict, allow=()) -> None:
     """Refuse an output (or in-place buffer) that shares memory with an input or with
@@ -947,8 +969,8 @@ _FLAT_LOSSES = ("mse", "mse_gradient", "poisson", "poisson_gradient")
 
 def _checked_as_raw(k: Backend) -> SimpleNamespace:
     """Backend k's checked methods called with the raw kernels' signatures (the
-    reference's parameter names; activation and optimizer codes turned back into names). Kernels
-    without a checked method (train_epoch, which checks its own arguments) are kept."""
+    reference's parameter names; activation and optimizer codes turned back into names).
+    Kernels without a checked method (none today) are kept."""
     names = {a.code: a.name for a in registry.ACTIVATIONS}
     optimizers = {o.code: o.name for o in registry.OPTIMIZERS}
     reference = backend("numpy")._raw  # the contract's signatures, same names

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _blas, _threads, registry
-from ._kernels import codes
+from ._kernels import codes, epoch_args
 from .layers import BatchNorm, Dense, Dropout
 from .optim import OPTIMIZERS, DivergenceError
 from .reference.training import batch_rows
@@ -189,6 +189,15 @@ class EpochPlan:
         self.stats = np.zeros(codes.N_STATS, np.float64)
         flops = 6.0 * batch_size * max(1, model.n_params)
         self.batches_per_call = max(1, int(_FLOPS_PER_CALL // flops))
+        # Checked once, here: the calls of train_epoch below go straight to the raw
+        # kernel (its other arguments are the model's checked data and buffers).
+        epoch_args.check_layout(
+            self.dims, self.acts, self.alphas, self.w_off, self.b_off, model.params.size,
+            self.ws, self.ws_off, self.lb, self.stats, rows, None, self.dropout,
+            self.dropout_off, self.masks,
+            np.array([u.bn is not None for u in plan_units], np.int64), self.bn_off,
+            model.buffers.size,
+        )  # fmt: skip
 
     def lowest(self, model) -> int:
         """The lowest unit with a trainable layer (the backward stops there); ValueError
@@ -235,12 +244,13 @@ def train_epoch(
     segments = np.array(runs, np.int64).reshape(-1, 3)
     stats = plan.stats
     stats[:] = 0.0
-    raw = model.kernels._raw
+    # the raw kernel, or its checked tier with FASTNN_CHECK_KERNELS=1 (Backend._internal)
+    kernel = model.kernels._internal.train_epoch
     n_threads = _threads.resolve(model.n_threads, model.backend_name)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"), _blas.hold_one_thread():
         for j0 in range(0, n_batches, plan.batches_per_call):
             j1 = min(n_batches, j0 + plan.batches_per_call)
-            raw.train_epoch(
+            kernel(
                 X,
                 y_float,
                 labels,

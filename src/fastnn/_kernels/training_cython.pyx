@@ -484,11 +484,7 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
         stats[STAT_GRAD_NORM] = norm
 
 
-# --- entry checks and the Python wrapper ---------------------------------------------
-
-cdef inline bint _within(int64_t offset, int64_t length, Py_ssize_t size) noexcept:
-    return 0 <= offset and 0 <= length and offset <= size - length
-
+# --- the codes' check and the Python wrapper ---------------------------------------------
 
 def _check_codes():
     """The codes this module was built with equal codes.py (called once at import): a
@@ -514,11 +510,9 @@ def _check_codes():
 
 
 _check_codes()
-# Per optimizer code, its number of state buffers; the length of ``hyper``.
-# Whether its decay is decoupled (not scaled by a weighted batch's m / S).
-from fastnn._kernels.codes import (
-    DECOUPLED as _DECOUPLED, N_HYPER as _N_HYPER, N_STATES as _N_STATES,
-)
+# Per optimizer code, whether its decay is decoupled (not scaled by a weighted batch's
+# m / S).
+from fastnn._kernels.codes import DECOUPLED as _DECOUPLED
 
 
 def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
@@ -544,10 +538,14 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
     in place (and ``masks``, and ``buffers``, the running statistics; ``dropout=None``:
     no layer has dropout, ``bn=None``: no batch normalisation, ``sample_weight=None``
     or empty: unweighted).
-    Raises ValueError when the arrays do not fit together (nothing is touched then).
+
+    The raw kernel: beyond the memoryviews' types, nothing is checked (the checked
+    tier, ``fastnn.backend("cython").train_epoch``, runs
+    ``fastnn._kernels.epoch_args.check_call`` first); a call whose arrays do not fit
+    together reads or writes outside them.
     """
-    cdef Py_ssize_t L = acts.shape[0], n = X.shape[0], P = params.shape[0]
-    cdef Py_ssize_t W = ws.shape[0], i, c, r, row, k, widest, first, last
+    cdef Py_ssize_t L = acts.shape[0], n = X.shape[0]
+    cdef Py_ssize_t i, widest, first, last
     cdef Py_ssize_t n_batches, rows
     cdef bint bn_trains = False
     cdef int64_t* no_bn = NULL
@@ -563,130 +561,22 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
     cdef int64_t* no_off = NULL
     cdef uint64_t seed
 
-    # Layout of the model.
-    if L < 1 or dims.shape[0] != L + 1 or alphas.shape[0] != L or w_off.shape[0] != L \
-            or b_off.shape[0] != L or ws_off.shape[0] != 2 + 3 * L:
-        raise ValueError(f"train_epoch: dims, acts, alphas, w_off, b_off and ws_off do "
-                         f"not describe one model of {L} layers")
-    if not 0 <= lowest < L:
-        raise ValueError(f"train_epoch: lowest = {lowest} is not a layer of {L}")
-    if not 0 <= loss_code < N_LOSSES or not 0 <= opt_code < N_OPTIMIZERS:
-        raise ValueError(f"train_epoch: unknown loss_code {loss_code} or opt_code "
-                         f"{opt_code}")
-    for i in range(L + 1):
-        if dims[i] < 1:
-            raise ValueError(f"train_epoch: layer widths must be >= 1, got dims[{i}] = "
-                             f"{dims[i]}")
-    if grads.shape[0] != P:
-        raise ValueError("train_epoch: params and grads differ in length")
-    for i in range(L):
-        if not 0 <= acts[i] < N_ACTIVATIONS:
-            raise ValueError(f"train_epoch: unknown activation code {acts[i]}")
-        if not (_within(w_off[i], dims[i] * dims[i + 1], P)
-                and _within(b_off[i], dims[i + 1], P)):
-            raise ValueError(f"train_epoch: layer {i}'s parameters lie outside params")
-    k = dims[L]
-
-    # Data, batches and workspace.
-    if X.shape[1] != dims[0] or order.shape[0] != n:
-        raise ValueError("train_epoch: X or order does not match dims / the row count")
-    if sparse:
-        if labels.shape[0] != n or lb.shape[0] < batch_size:
-            raise ValueError("train_epoch: labels must have one entry per row and lb "
-                             "batch_size entries")
-    elif y.shape[0] != n or y.shape[1] != k:
-        raise ValueError(f"train_epoch: y must have shape ({n}, {k})")
-    if batch_size < 1:
-        raise ValueError("train_epoch: batch_size must be >= 1")
-    # Batch normalisation; in training a last single row joins the batch before it.
+    # No checks here: fastnn._epoch checks its layout once per plan and
+    # fastnn.backend("cython").train_epoch checks every call (fastnn._kernels.epoch_args).
     if bn is not None:
-        if bn.shape[0] != L or bn_off is None or bn_off.shape[0] != L \
-                or bn_off.shape[1] != 4 or buffers is None:
-            raise ValueError(f"train_epoch: bn needs {L} codes, bn_off ({L}, 4) offsets "
-                             f"and buffers")
         buf = buffers
         for i in range(L):
-            if not 0 <= bn[i] <= 2:
-                raise ValueError(f"train_epoch: bn code {bn[i]} of layer {i} is not 0, 1 "
-                                 f"or 2")
             bn_trains = bn_trains or bn[i] == 1
-    if bn_trains and (batch_size < 2 or n < 2):
-        raise ValueError("train_epoch: batch normalisation in training needs batch_size "
-                         ">= 2 and n >= 2")
     n_batches = (n + batch_size - 1) // batch_size
     rows = batch_size
     if bn_trains and n_batches > 1 and n - (n_batches - 1) * batch_size == 1:
         n_batches -= 1
         rows = batch_size + 1
-    if bn is not None:
-        for i in range(L):
-            if bn[i] != 0 and not (
-                    _within(bn_off[i, 0], dims[i + 1], P)
-                    and _within(bn_off[i, 1], 2 * dims[i + 1], buf.shape[0])
-                    and _within(bn_off[i, 2], rows * dims[i + 1], W)
-                    and _within(bn_off[i, 3], dims[i + 1], W)):
-                raise ValueError(f"train_epoch: layer {i}'s batch normalisation lies "
-                                 f"outside params, buffers or ws")
     if sample_weight is not None and sample_weight.shape[0]:
-        if sample_weight.shape[0] != n:
-            raise ValueError(f"train_epoch: sample_weight must have one weight per row "
-                             f"({n}), got {sample_weight.shape[0]}")
         weights = &sample_weight[0]
-    if sparse and lb.shape[0] < rows:
-        raise ValueError("train_epoch: lb is shorter than the largest batch")
-    if not 0 <= batch_start <= batch_stop <= n_batches or lrs.shape[0] < batch_stop:
-        raise ValueError("train_epoch: batch_size, batch_start, batch_stop or lrs are "
-                         "inconsistent with the number of rows")
-    if not _within(ws_off[0], rows * dims[0], W) \
-            or not (sparse or _within(ws_off[1], rows * k, W)):
-        raise ValueError("train_epoch: the batch buffers lie outside ws")
-    for i in range(L):
-        for c in range(3):
-            if not _within(ws_off[2 + 3 * i + c], rows * dims[i + 1], W):
-                raise ValueError(f"train_epoch: layer {i}'s workspace lies outside ws")
-
-    # Dropout.
-    if dropout is not None:
-        if dropout.shape[0] != L or dropout_off is None or dropout_off.shape[0] != L \
-                or dropout_off.shape[1] != 2 or masks is None:
-            raise ValueError(f"train_epoch: dropout needs {L} rates, dropout_off "
-                             f"({L}, 2) offsets and masks")
-        for i in range(L):
-            if not 0.0 <= dropout[i] < 1.0:
-                raise ValueError(f"train_epoch: dropout rate {dropout[i]} of layer {i} "
-                                 f"is not in [0, 1)")
-            if dropout[i] != 0 and not (
-                    _within(dropout_off[i, 0], rows * dims[i + 1], W)
-                    and _within(dropout_off[i, 1], rows * dims[i + 1],
-                                masks.shape[0])):
-                raise ValueError(f"train_epoch: layer {i}'s dropout output or mask lies "
-                                 f"outside ws or masks")
-    if not 0 <= dropout_seed < 2**64 or dropout_t0 < 0:
-        raise ValueError("train_epoch: dropout_seed must be in [0, 2**64) and "
-                         "dropout_t0 >= 0")
     seed = dropout_seed
-
-    # Optimizer.
-    if hyper.shape[0] < _N_HYPER or stats.shape[0] < N_STATS or segments.shape[1] != 3:
-        raise ValueError(f"train_epoch: hyper needs {_N_HYPER} values, stats N_STATS, "
-                         f"segments 3 columns")
-    for i in range(segments.shape[0]):
-        if not _within(segments[i, 0], segments[i, 1] - segments[i, 0], P):
-            raise ValueError(f"train_epoch: segment {i} lies outside params")
-    if _N_STATES[opt_code] >= 1 and state1.shape[0] != P \
-            or _N_STATES[opt_code] >= 2 and state2.shape[0] != P:
-        raise ValueError("train_epoch: the optimizer state must have params' length")
-
-    # Rows this call reads (so a bad order or label never reads outside X or z).
     first = batch_start * batch_size
     last = n if batch_stop == n_batches else min(n, batch_stop * batch_size)
-    for r in range(first, last):
-        row = order[r]
-        if not 0 <= row < n:
-            raise ValueError(f"train_epoch: order[{r}] = {row} is not a row index")
-        if sparse and not 0 <= labels[row] < k:
-            raise ValueError(f"train_epoch: label {labels[row]} of row {row} is not in "
-                             f"[0, {k})")
     if first >= last:
         stats[STAT_STEPS] = 0.0
         stats[STAT_STATUS] = 0.0

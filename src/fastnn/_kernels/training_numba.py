@@ -52,6 +52,7 @@ from .dense_numba import (
     forward_step,
     forward_tanh,
 )
+from .epoch_args import ARGS, wanted
 from .losses_numba import (
     binary_cross_entropy_and_gradient,
     cross_entropy_and_gradient,
@@ -67,7 +68,6 @@ from .optimizers_numba import optimizer_step, scale_inplace, squared_norm_ws
 
 __all__ = ["train_epoch"]
 
-_N_STATES = np.array(codes.N_STATES, np.int64)  # state buffers per optimizer code
 _DECOUPLED = np.array(codes.DECOUPLED, np.int64)  # decoupled decay, per optimizer code
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -219,162 +219,6 @@ def _norm_halves(x, nodes, sums, nodes2, sums2, part):
             part[1] = squared_norm_ws(x[half:], nodes2, sums2)
 
 
-@jit
-def _check_layout(
-    X,
-    y,
-    labels,
-    order,
-    batch_size,
-    dims,
-    acts,
-    alphas,
-    w_off,
-    b_off,
-    lowest,
-    loss_code,
-    params,
-    grads,
-    ws,
-    ws_off,
-    lb,
-    opt_code,
-    state1,
-    state2,
-    hyper,
-    lrs,
-    batch_start,
-    batch_stop,
-    segments,
-    stats,
-    dropout,
-    dropout_off,
-    masks,
-    dropout_t0,
-    bn,
-    bn_off,
-    buffers,
-):
-    """Every index the epoch will use stays inside its buffer (ValueError otherwise)."""
-    n_layers = acts.size
-    n = X.shape[0]
-    if bn.size != n_layers or bn_off.shape[0] != n_layers or bn_off.shape[1] != 4:
-        raise ValueError("train_epoch: bn or bn_off do not fit")
-    bn_trains = False
-    for i in range(n_layers):
-        if not 0 <= bn[i] <= 2:
-            raise ValueError("train_epoch: a bn code is outside 0, 1, 2")
-        bn_trains = bn_trains or bn[i] == 1
-    if bn_trains and (batch_size < 2 or n < 2):
-        raise ValueError(
-            "train_epoch: batch normalisation in training needs batch_size >= 2 and n >= 2"
-        )
-    n_batches, rows = _batch_count(n, max(batch_size, 1), bn_trains)
-    for i in range(n_layers):
-        if bn[i] != 0 and i + 1 < dims.size:
-            k = dims[i + 1]
-            if (
-                bn_off[i, 0] < 0
-                or bn_off[i, 0] + k > params.size
-                or bn_off[i, 1] < 0
-                or bn_off[i, 1] + 2 * k > buffers.size
-                or bn_off[i, 2] < 0
-                or bn_off[i, 2] + rows * k > ws.size
-                or bn_off[i, 3] < 0
-                or bn_off[i, 3] + k > ws.size
-            ):
-                raise ValueError(
-                    "train_epoch: a batch-normalised layer lies outside params, buffers or ws"
-                )
-    if (
-        dropout.size != n_layers
-        or dropout_off.shape[0] != n_layers
-        or dropout_off.shape[1] != 2
-        or dropout_t0 < 0
-    ):
-        raise ValueError("train_epoch: dropout, dropout_off or dropout_t0 do not fit")
-    for i in range(n_layers):
-        if not 0.0 <= dropout[i] < 1.0:
-            raise ValueError("train_epoch: a dropout rate is outside [0, 1)")
-        if dropout[i] != 0.0 and i + 1 < dims.size:
-            size = rows * dims[i + 1]
-            if (
-                dropout_off[i, 0] < 0
-                or dropout_off[i, 0] + size > ws.size
-                or dropout_off[i, 1] < 0
-                or dropout_off[i, 1] + size > masks.size
-            ):
-                raise ValueError(
-                    "train_epoch: a dropout layer's output or mask lies outside ws or masks"
-                )
-    P = params.size
-    if (
-        alphas.size != n_layers
-        or hyper.size != codes.N_HYPER
-        or stats.size < codes.N_STATS
-        or grads.size != P
-    ):
-        raise ValueError("train_epoch: alphas, hyper, stats or grads have a wrong size")
-    if (
-        n_layers < 1
-        or dims.size != n_layers + 1
-        or w_off.size != n_layers
-        or b_off.size != n_layers
-        or ws_off.size != 2 + 3 * n_layers
-    ):
-        raise ValueError(
-            "train_epoch: dims, acts, alphas, w_off, b_off, ws_off disagree on the number of layers"
-        )
-    if (
-        not 0 <= lowest < n_layers
-        or not 0 <= loss_code < codes.N_LOSSES
-        or not 0 <= opt_code < codes.N_OPTIMIZERS
-    ):
-        raise ValueError("train_epoch: lowest, loss_code or opt_code out of range")
-    for i in range(n_layers + 1):
-        if dims[i] < 1:
-            raise ValueError("train_epoch: every layer width must be >= 1")
-    for i in range(n_layers):
-        if not 0 <= acts[i] < codes.N_ACTIVATIONS:
-            raise ValueError("train_epoch: unknown activation code")
-        size = dims[i] * dims[i + 1]
-        if w_off[i] < 0 or w_off[i] + size > P or b_off[i] < 0 or b_off[i] + dims[i + 1] > P:
-            raise ValueError("train_epoch: a layer lies outside params")
-    if X.shape[1] != dims[0] or order.size != n or batch_size < 1:
-        raise ValueError("train_epoch: X, order or batch_size do not match dims")
-    k = dims[n_layers]
-    sparse = loss_code == codes.LOSS_SPARSE_CROSS_ENTROPY
-    if sparse:
-        if labels.size != n or lb.size < rows:
-            raise ValueError("train_epoch: labels or lb too short")
-    elif y.shape[0] != n or y.shape[1] != k:
-        raise ValueError("train_epoch: y must have shape (n, dims[-1])")
-    for r in range(2 + 3 * n_layers):
-        width = dims[0] if r == 0 else k if r == 1 else dims[(r - 2) // 3 + 1]
-        if r == 1 and sparse:
-            continue
-        if ws_off[r] < 0 or ws_off[r] + rows * width > ws.size:
-            raise ValueError("train_epoch: ws is too small for ws_off")
-    if not 0 <= batch_start <= batch_stop <= n_batches or lrs.size < batch_stop:
-        raise ValueError("train_epoch: batch range or lrs out of range")
-    if segments.shape[1] != 3:
-        raise ValueError("train_epoch: segments must have shape (S, 3)")
-    for s in range(segments.shape[0]):
-        if not 0 <= segments[s, 0] <= segments[s, 1] <= P:
-            raise ValueError("train_epoch: a segment lies outside params")
-    n_states = _N_STATES[opt_code]
-    if (n_states >= 1 and state1.size != P) or (n_states == 2 and state2.size != P):
-        raise ValueError("train_epoch: optimizer state does not match params")
-    # the rows (and labels) this call reads
-    last = n if batch_stop == n_batches else min(n, batch_stop * batch_size)
-    for i in range(batch_start * batch_size, last):
-        row = order[i]
-        if not 0 <= row < n:
-            raise ValueError("train_epoch: order holds a row outside X")
-        if sparse and not 0 <= labels[row] < k:
-            raise ValueError("train_epoch: a label is outside [0, dims[-1])")
-
-
 # The codes as plain globals: a condition on them and on a closure's constant is
 # resolved by Numba before typing, so the branches a variant cannot take are dropped.
 _MSE, _BCE, _POISSON = codes.LOSS_MSE, codes.LOSS_BINARY_CROSS_ENTROPY, codes.LOSS_POISSON
@@ -479,41 +323,6 @@ def _make_epoch(loss_kind, used):
             buffers,
             bn_eps,
             bn_momentum,
-        )
-        _check_layout(
-            X,
-            y,
-            labels,
-            order,
-            batch_size,
-            dims,
-            acts,
-            alphas,
-            w_off,
-            b_off,
-            lowest,
-            loss_kind,
-            params,
-            grads,
-            ws,
-            ws_off,
-            lb,
-            opt_code,
-            state1,
-            state2,
-            hyper,
-            lrs,
-            batch_start,
-            batch_stop,
-            segments,
-            stats,
-            dropout,
-            dropout_off,
-            masks,
-            dropout_t0,
-            bn,
-            bn_off,
-            buffers,
         )
         n = X.shape[0]
         n_layers = acts.size
@@ -808,54 +617,9 @@ def _epoch_kernel(loss_code, acts):
     return kernel
 
 
-# What each argument must be, in signature order: an array of the model dtype ("f"),
-# of int64 ("i") or of float64 ("d") with its ndim, or an integer ("n"); "+" marks the
-# arrays the kernel writes.
-_ARGS = (
-    ("X", "f2"),
-    ("y", "f2"),
-    ("labels", "i1"),
-    ("order", "i1"),
-    ("batch_size", "n"),
-    ("dims", "i1"),
-    ("acts", "i1"),
-    ("alphas", "d1"),
-    ("w_off", "i1"),
-    ("b_off", "i1"),
-    ("lowest", "n"),
-    ("loss_code", "n"),
-    ("params", "f1+"),
-    ("grads", "f1+"),
-    ("ws", "f1+"),
-    ("ws_off", "i1"),
-    ("lb", "i1+"),
-    ("opt_code", "n"),
-    ("state1", "f1+"),
-    ("state2", "f1+"),
-    ("hyper", "d1"),
-    ("lrs", "d1"),
-    ("batch_start", "n"),
-    ("batch_stop", "n"),
-    ("t0", "n"),
-    ("segments", "i2"),
-    ("stats", "d1+"),
-    ("dropout", "d1"),
-    ("dropout_off", "i2"),
-    ("masks", "u1+"),
-    ("dropout_seed", "n"),
-    ("dropout_t0", "n"),
-    ("bn", "i1"),
-    ("bn_off", "i2"),
-    ("buffers", "f1+"),
-    ("bn_eps", "r"),
-    ("bn_momentum", "r"),
-)
-
-
-def _wanted(name, kind, dt):
-    what = {"f": dt.name, "i": "int64", "d": "float64", "u": "uint8"}[kind[0]]
-    ro = "writeable " if kind.endswith("+") else ""
-    return f"train_epoch: {name} must be a {ro}C-contiguous {kind[1]}-D {what} array"
+# What each argument must be (the checked tier's table, fastnn._kernels.epoch_args).
+_ARGS = ARGS
+_wanted = wanted
 
 
 def _check_types(
@@ -1083,36 +847,25 @@ def train_epoch(
     (``dropout=None``: no layer has dropout; ``bn=None``: no batch normalisation;
     ``sample_weight=None``: unweighted).
 
-    A bad call raises ValueError instead of touching memory outside the arrays: types,
-    dtypes and layouts are checked when a signature is compiled (so a call with wrong
-    types fails to compile, and the Python check below names the argument), sizes and
-    offsets at the top of every call. ``stats`` receives the results (LOSS_SUM and
-    CORRECT accumulate, the caller zeroes them). The GEMMs' blocks run on up to
-    ``n_threads`` Numba threads (at most ``numba.config.NUMBA_NUM_THREADS``; one in a
-    child forked after threaded epochs, see ``_state``); the results never depend on it.
+    The raw kernel: sizes and offsets are not checked here (``fastnn._epoch`` checks
+    its layout once per plan, ``fastnn.backend("numba").train_epoch`` every call, with
+    ``fastnn._kernels.epoch_args``); a call that does not fit together reads or writes
+    outside its arrays. Types, dtypes and layouts are checked when a signature is
+    compiled (a mistyped call fails to compile, and the Python check below names the
+    argument). ``stats`` receives the results (LOSS_SUM and CORRECT accumulate, the
+    caller zeroes them). The GEMMs' blocks run on up to ``n_threads`` Numba threads (at
+    most ``numba.config.NUMBA_NUM_THREADS``; one in a child forked after threaded
+    epochs, see ``_state``); the results never depend on it.
     """
     if dropout is None:
-        L = getattr(acts, "size", 0)
+        L = acts.size
         dropout, dropout_off = np.zeros(L), np.zeros((L, 2), np.int64)
         masks = np.zeros(0, np.uint8)
     if bn is None:
-        L = getattr(acts, "size", 0)
+        L = acts.size
         bn, bn_off = np.zeros(L, np.int64), np.zeros((L, 4), np.int64)
-        buffers = np.zeros(0, getattr(params, "dtype", _F64))
-    for name, value in (("bn_eps", bn_eps), ("bn_momentum", bn_momentum)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-            raise ValueError(f"train_epoch: {name} must be a real number")
-    for name, value, bound in (
-        ("dropout_seed", dropout_seed, 2**64),
-        ("dropout_t0", dropout_t0, 2**63),
-    ):
-        if (
-            isinstance(value, (bool, np.bool_))
-            or not isinstance(value, (int, np.integer))
-            or not 0 <= int(value) < bound
-        ):
-            raise ValueError(f"train_epoch: {name} must be an integer in [0, {bound})")
-    # one signature: the seed as uint64, the count as int64
+        buffers = np.zeros(0, params.dtype)
+    # one signature: the seed as uint64, the count as int64, the floats as float
     args = (
         X,
         y,
@@ -1144,7 +897,7 @@ def train_epoch(
         dropout,
         dropout_off,
         masks,
-        np.uint64(int(dropout_seed)),
+        np.uint64(dropout_seed),
         np.int64(dropout_t0),
         bn,
         bn_off,
@@ -1154,20 +907,6 @@ def train_epoch(
     )
     if sample_weight is None:
         sample_weight = _NO_WEIGHTS
-    n_rows = getattr(X, "shape", (0,))[0]
-    if (
-        type(sample_weight) is not np.ndarray
-        or sample_weight.dtype != _F64
-        or sample_weight.ndim != 1
-        or not sample_weight.flags.c_contiguous
-        or sample_weight.size not in (0, n_rows)
-    ):
-        raise ValueError(
-            "train_epoch: sample_weight must be None or a C-contiguous 1-D float64 array "
-            "with one weight per row of X"
-        )
-    if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, (int, np.integer)):
-        raise ValueError("train_epoch: n_threads must be an integer")
     n_threads = max(1, min(int(n_threads), _MAX_THREADS))
     if _state["forked_after_threads"]:
         n_threads = 1
