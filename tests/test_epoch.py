@@ -948,3 +948,46 @@ def test_the_epoch_kernel_refuses_sample_weights_of_another_length(backend):
             net.train_epoch(X, y, opt, 32, sample_weight=np.ones(X.shape[0]))
     assert calls
 
+
+# --- one step, written once --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "loss, frozen, weighted",
+    [("cross_entropy", None, False), ("mse", 0, True), ("binary_cross_entropy", None, True)],
+)
+def test_the_reference_epoch_driven_through_a_backend_is_its_step_path(
+    backend, dtype, loss, frozen, weighted, monkeypatch
+):
+    """fastnn.reference.training.train_epoch_with(backend kernels), the step path (the
+    layers' passes, the loss and the optimizer, written with the same
+    fastnn.reference.ops functions) and the backend's compiled epoch kernel give the same
+    parameters, running statistics and logs, bit for bit: batch normalisation (batch
+    statistics, or a frozen layer's running ones), dropout, clipping, L2 decay, weights."""
+    from fastnn.reference import training
+
+    X, y = _data(loss, n=70)
+    w = _weights(70) if weighted else None
+    runs = {}
+    for path in ("epoch", "step", "driven"):
+        net = _bn_net(backend, dtype, dropout=[0.2, 0.1], frozen=frozen, loss=loss)
+        Xc, yc = net.check_data(X, y)
+        opt = Adam(lr=0.01, clip_norm=0.5, weight_decay=1e-3)
+        calls = []
+        raw = net.kernels._raw
+        kernel = training.train_epoch_with(raw) if path == "driven" else raw.train_epoch
+        monkeypatch.setattr(
+            raw, "train_epoch", lambda *a, k=kernel, c=calls: (c.append(1), k(*a))[1]
+        )
+        if path == "step":
+            monkeypatch.setattr(_epoch, "supports", lambda model, optimizer: False)
+        logs = [net.train_epoch(Xc, yc, opt, 16, sample_weight=w) for _ in range(2)]
+        monkeypatch.undo()
+        assert bool(calls) == (path != "step")
+        runs[path] = (net.params.copy(), net.buffers.copy(), logs, opt.t)
+    for path in ("step", "driven"):
+        np.testing.assert_array_equal(runs[path][0], runs["epoch"][0], err_msg=path)
+        np.testing.assert_array_equal(runs[path][1], runs["epoch"][1], err_msg=path)
+        assert runs[path][2:] == runs["epoch"][2:], path

@@ -22,6 +22,11 @@ The protocol (scikit-learn's per-layer arrays and micrograd's ops are the models
 
 A new layer type subclasses :class:`Layer` and registers itself in
 :data:`LAYER_TYPES`; the model never names a layer type (docs/spec.md §1).
+
+The passes of ``Dense``, ``BatchNorm`` and ``Dropout`` are the functions of
+:mod:`fastnn.reference.ops` (one kernel sequence per operation), which the reference
+epoch -- the contract of the compiled whole-epoch kernels -- runs too: the step is
+written once (docs/spec.md §9).
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ import numpy as np
 from . import _validation as v
 from ._kernels.codes import ACTIVATION_CODES, DEFAULT_ALPHA
 from .initializers import initialize
-from .reference.masks import dropout_mask, dropout_ramp
+from .reference import ops
+from .reference.masks import dropout_ramp
 
 __all__ = [
     "BatchNorm",
@@ -291,7 +297,7 @@ class Dense(_Activated):
             k.csr_dense_forward(x.indptr, x.indices, x.data, x.rows, self.W, b, self.code,
                                 self.alpha, z, a)  # fmt: skip
         else:
-            k.dense_forward(x, self.W, b, self.code, self.alpha, z, a)
+            ops.dense_forward(k, x, self.W, b, self.code, self.alpha, z, a)
 
     def forward(self, k, x, ws, ctx):
         self._forward(k, x, self.b if self.bias else ws["zero"], ws["z"], ws["a"])
@@ -308,13 +314,14 @@ class Dense(_Activated):
             k.csr_dense_backward(x.indptr, x.indices, x.data, x.rows, ws["z"], ws["a"], g,
                                  self.code, self.alpha, g, self.dW, db)  # fmt: skip
             return None
-        k.dense_backward(x, ws["z"], ws["a"], g, self.code, self.alpha, g, self.dW, db)
-        if not need_input:
-            return None
-        g_in = ws.get("g_in")
-        if g_in is None:
-            g_in = ws["g_in"] = np.empty((g.shape[0], self.n_in), g.dtype)
-        k.dense_input_gradient(g, self.W, g_in)
+        g_in = None
+        if need_input:
+            g_in = ws.get("g_in")
+            if g_in is None:
+                g_in = ws["g_in"] = np.empty((g.shape[0], self.n_in), g.dtype)
+        ops.dense_backward(
+            k, x, self.W, ws["z"], ws["a"], g, self.code, self.alpha, self.dW, db, g_in
+        )
         return g_in
 
     def config(self) -> dict:
@@ -422,44 +429,27 @@ class BatchNorm(_Activated):
         return {"zn": np.empty((m, self.n_out), dtype), "a": np.empty((m, self.n_out), dtype)}
 
     def forward(self, k, x, ws, ctx):
-        zn = ws["zn"]
-        if self.frozen:
-            k.batch_norm_eval(
-                x, self.gamma, self.beta, self.running_mean, self.running_var, self.eps, zn
-            )
-        else:
-            k.batch_norm_train(
-                x,
-                self.gamma,
-                self.beta,
-                self.eps,
-                self.momentum,
-                self.running_mean,
-                self.running_var,
-                zn,
-                ws["x_hat"],
-                ws["inv_std"],
-            )
-        k.activation_forward(zn, self.code, self.alpha, ws["a"])
+        ops.batch_norm_forward(
+            k, self.frozen, x, self.gamma, self.beta, self.running_mean, self.running_var,
+            self.eps, self.momentum, self.code, self.alpha, ws["zn"], ws["a"], ws["x_hat"],
+            ws["inv_std"],
+        )  # fmt: skip
         return ws["a"]
 
     def forward_eval(self, k, x, ws):
-        k.batch_norm_eval(
-            x, self.gamma, self.beta, self.running_mean, self.running_var, self.eps, ws["zn"]
-        )
-        k.activation_forward(ws["zn"], self.code, self.alpha, ws["a"])
+        ops.batch_norm_forward(
+            k, True, x, self.gamma, self.beta, self.running_mean, self.running_var, self.eps,
+            self.momentum, self.code, self.alpha, ws["zn"], ws["a"], None, None,
+        )  # fmt: skip
         return ws["a"]
 
     def backward(self, k, x, ws, g, need_input):
-        h = ws["h"]
-        k.activation_backward(g, ws["zn"], ws["a"], self.code, self.alpha, h)
-        if self.frozen:  # the running statistics are constants: dL/dx = h gamma / std
-            inv = 1 / np.sqrt(self.running_var.astype(np.float64) + self.eps)
-            np.multiply(h, (self.gamma * inv).astype(g.dtype), out=g)
-        else:
-            k.batch_norm_backward(
-                h, ws["x_hat"], self.gamma, ws["inv_std"], g, self.dgamma, self.dbeta
-            )
+        # the frozen layer's running statistics are constants: dL/dx = h gamma / std
+        ops.batch_norm_backward(
+            k, self.frozen, g, ws["zn"], ws["a"], self.gamma, self.running_var, self.eps,
+            self.code, self.alpha, ws["x_hat"], ws["inv_std"], ws["h"], g, self.dgamma,
+            self.dbeta,
+        )  # fmt: skip
         return g
 
     def config(self) -> dict:
@@ -526,26 +516,17 @@ class Dropout(Layer):
         }
 
     def forward(self, k, x, ws, ctx):
-        mask = ws["mask"]
-        dropout_mask(
-            ctx.dropout_seed,
-            ctx.dropout_step,
-            self.stream,
-            self.rate,
-            mask,
-            ws["u"],
-            ws["tmp"],
-            ws["ramp"],
-        )
-        k.dropout(x.reshape(-1), mask.reshape(-1), self.rate, ws["out"].reshape(-1))
+        ops.dropout_forward(
+            k, ctx.dropout_seed, ctx.dropout_step, self.stream, self.rate, x, ws["mask"],
+            ws["out"], ws["u"], ws["tmp"], ws["ramp"],
+        )  # fmt: skip
         return ws["out"]
 
     def forward_eval(self, k, x, ws):
         return x
 
     def backward(self, k, x, ws, g, need_input):
-        gf = g.reshape(-1)
-        k.dropout(gf, ws["mask"].reshape(-1), self.rate, gf)
+        ops.dropout_backward(k, self.rate, ws["mask"], g)
         return g
 
     def config(self) -> dict:

@@ -13,8 +13,9 @@ loss                      ``out`` is       probabilities (``predict_proba``)
 
 The two cross-entropies take logits and use the stable formulas of the kernels;
 probabilities are never formed and then logged. Every value and gradient is computed
-by the model's backend (``fastnn.backend(name)``); this module only chooses the kernel
-and prepares the targets.
+by the model's backend (``fastnn.backend(name)``) through the step functions the
+reference epoch runs too (``fastnn.reference.ops.loss_value`` / ``loss_gradient``, by
+the loss's kernel code); this module only names the code and prepares the targets.
 
 Targets (``prepare_targets``):
 
@@ -34,6 +35,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validation as v
+from ._kernels import codes
+from .reference import ops
 
 __all__ = [
     "NO_WEIGHTS",
@@ -175,10 +178,10 @@ class MSE(Loss):
     name = "mse"
 
     def value(self, k, out, y, w=NO_WEIGHTS):
-        return k.mse(out.reshape(-1), y.reshape(-1), w)
+        return ops.loss_value(k, codes.LOSS_MSE, out, y, w)
 
     def gradient(self, k, out, y, grad, w=NO_WEIGHTS):
-        k.mse_gradient(out.reshape(-1), y.reshape(-1), grad.reshape(-1), w)
+        ops.loss_gradient(k, codes.LOSS_MSE, out, y, grad, w)
         return grad
 
     def prepare_targets(self, y, n_outputs, dtype, name="y"):
@@ -226,10 +229,10 @@ class BinaryCrossEntropy(Loss):
     is_classifier = True
 
     def value(self, k, out, y, w=NO_WEIGHTS):
-        return k.binary_cross_entropy(out, y, w)
+        return ops.loss_value(k, codes.LOSS_BINARY_CROSS_ENTROPY, out, y, w)
 
     def gradient(self, k, out, y, grad, w=NO_WEIGHTS):
-        k.binary_cross_entropy_gradient(out, y, grad, w)
+        ops.loss_gradient(k, codes.LOSS_BINARY_CROSS_ENTROPY, out, y, grad, w)
         return grad
 
     def prepare_targets(self, y, n_outputs, dtype, name="y"):
@@ -250,7 +253,7 @@ class BinaryCrossEntropy(Loss):
         return (out > 0).astype(np.int64)
 
     def n_correct(self, out, y):
-        return int(np.count_nonzero(((out > 0) == (y > 0.5)).all(axis=1)))
+        return ops.n_correct(codes.LOSS_BINARY_CROSS_ENTROPY, out, y)
 
 
 class CrossEntropy(Loss):
@@ -262,12 +265,16 @@ class CrossEntropy(Loss):
     is_classifier = True
     min_outputs = 2
 
+    @staticmethod
+    def _code(y) -> int:
+        """Class indices (m,) or float targets (m, k)."""
+        return codes.LOSS_SPARSE_CROSS_ENTROPY if y.ndim == 1 else codes.LOSS_CROSS_ENTROPY
+
     def value(self, k, out, y, w=NO_WEIGHTS):
-        return (k.sparse_cross_entropy if y.ndim == 1 else k.cross_entropy)(out, y, w)
+        return ops.loss_value(k, self._code(y), out, y, w)
 
     def gradient(self, k, out, y, grad, w=NO_WEIGHTS):
-        fn = k.sparse_cross_entropy_gradient if y.ndim == 1 else k.cross_entropy_gradient
-        fn(out, y, grad, w)
+        ops.loss_gradient(k, self._code(y), out, y, grad, w)
         return grad
 
     def prepare_targets(self, y, n_outputs, dtype, name="y"):
@@ -305,8 +312,7 @@ class CrossEntropy(Loss):
         return np.argmax(out, axis=1)
 
     def n_correct(self, out, y):
-        truth = y if y.ndim == 1 else np.argmax(y, axis=1)
-        return int(np.count_nonzero(np.argmax(out, axis=1) == truth))
+        return ops.n_correct(self._code(y), out, y)
 
 
 class Poisson(Loss):
@@ -323,10 +329,10 @@ class Poisson(Loss):
     link = "exp"
 
     def value(self, k, out, y, w=NO_WEIGHTS):
-        return k.poisson(out.reshape(-1), y.reshape(-1), w)
+        return ops.loss_value(k, codes.LOSS_POISSON, out, y, w)
 
     def gradient(self, k, out, y, grad, w=NO_WEIGHTS):
-        k.poisson_gradient(out.reshape(-1), y.reshape(-1), grad.reshape(-1), w)
+        ops.loss_gradient(k, codes.LOSS_POISSON, out, y, grad, w)
         return grad
 
     def prepare_targets(self, y, n_outputs, dtype, name="y"):

@@ -36,6 +36,7 @@ import numpy as np
 from . import _validation as v
 from . import registry
 from ._backend import check_hyperparameter
+from .reference import ops
 from .schedules import (
     Constant,
     Schedule,
@@ -225,31 +226,35 @@ class Optimizer:
         if not runs:
             raise ValueError("every layer of the model is frozen: nothing to train")
         # The raw kernels (Backend._internal): params, grads and the state are flat,
-        # C-contiguous arrays of the model's dtype, and runs lie inside them.
+        # C-contiguous arrays of the model's dtype, and runs lie inside them. The norm,
+        # the clipping and the update are the reference epoch's (fastnn.reference.ops).
         k, p, g = model.kernels._internal, model.params, model.grads
-        sq = 0.0
-        for s, e, _ in runs:
-            sq += k.squared_norm(g[s:e])
-        norm = math.sqrt(sq)
+        norm = ops.gradient_norm(k, g, runs)
         self.last_grad_norm = norm
         if not math.isfinite(norm):
             raise DivergenceError(f"the gradient norm is {norm}", what="gradient", value=norm)
-        if self.clip_norm is not None and norm > self.clip_norm:
-            factor = self.clip_norm / norm
-            for s, e, _ in runs:
-                k.scale_inplace(g[s:e], factor)
+        ops.clip(k, g, runs, 0.0 if self.clip_norm is None else self.clip_norm, norm)
         lr = self.lr
         self.t += 1
         decay = self.weight_decay
         if decay_scale != 1.0 and self._decay_in_loss:
             decay = self.weight_decay * decay_scale
-        for s, e, decayed in runs:
-            st = {name: arr[s:e] for name, arr in self.state.items()}
-            self._update(k, p[s:e], g[s:e], st, lr, decay if decayed else 0.0)
+        # fastnn's update, unless _update is replaced (a subclass's, or an instance's)
+        if self._row is not None and getattr(self._update, "__func__", None) is Optimizer._update:
+            states = [self.state[name] for name in self.state_names] + [p[:0], p[:0]]
+            ops.update(
+                k, p, g, states[0], states[1], runs, self._row.code, self.t, lr,
+                self._kernel_hyper(), decay,
+            )  # fmt: skip
+        else:  # a subclass's own update, segment by segment
+            for s, e, decayed in runs:
+                st = {name: arr[s:e] for name, arr in self.state.items()}
+                self._update(k, p[s:e], g[s:e], st, lr, decay if decayed else 0.0)
         return norm
 
     def _update(self, k, param, grad, state, lr, weight_decay):
-        """One segment's update: the registry optimizer's kernel by code."""
+        """One segment's update (a subclass's own; fastnn's optimizers update every
+        segment with the registry row's kernel by code, ``fastnn.reference.ops.update``)."""
         if self._row is None:
             raise NotImplementedError(f"{type(self).__name__} must implement _update")
         states = [state[name] for name in self.state_names] + [param[:0], param[:0]]
