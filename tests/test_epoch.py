@@ -650,7 +650,7 @@ def test_batch_norm_training_refuses_batches_of_one_row_before_any_kernel(
 )
 def test_the_epoch_kernel_refuses_bad_batch_norm_arguments(backend, key, value, monkeypatch):
     """Codes outside 0-2, offsets outside the buffers, a batch of one row in training:
-    ValueError from the checked tier (``fastnn.backend(name).train_epoch``), with params,
+    ValueError from the checked tier (``fastnn.backend(name)._train_epoch``), with params,
     buffers and ws untouched."""
     import inspect
 
@@ -667,7 +667,7 @@ def test_the_epoch_kernel_refuses_bad_batch_norm_arguments(backend, key, value, 
     args[key] = value(args[key]) if callable(value) else value
     before = [a.copy() for a in (args["params"], args["buffers"], args["ws"])]
     with pytest.raises(ValueError, match="train_epoch"):
-        net.kernels.train_epoch(*args.values())
+        net.kernels._train_epoch(*args.values())
     for arr, old in zip((args["params"], args["buffers"], args["ws"]), before):
         np.testing.assert_array_equal(arr, old)
 
@@ -939,7 +939,7 @@ def test_the_epoch_kernel_refuses_sample_weights_of_another_length(backend):
 
     def short_weights(*a):  # through the checked tier: the raw kernel checks nothing
         calls.append(1)
-        return net.kernels.train_epoch(*a[:-1], np.ones(X.shape[0] - 1))
+        return net.kernels._train_epoch(*a[:-1], np.ones(X.shape[0] - 1))
 
     import unittest.mock
 

@@ -37,7 +37,7 @@ BACKENDS = ("numpy", "numba", "cython")
 # (fastnn.reference.<f>, fastnn._kernels.<f>_numba, fastnn._kernels.<f>_cython).
 # FAMILIES hold the kernels behind Backend's checked methods (fastnn.reference.__all__);
 # MODEL_FAMILIES hold whole-model kernels (train_epoch), which fastnn._epoch calls with
-# the arguments it prepares and checks itself (once per plan); Backend.train_epoch is
+# the arguments it prepares and checks itself (once per plan); Backend._train_epoch is
 # their checked tier.
 FAMILIES = ("activations", "dense", "csr", "losses", "optimizers", "normalization")
 MODEL_FAMILIES = ("training",)
@@ -784,14 +784,16 @@ class Backend:
         return dxo.done(), dgo.done(), dbo.done()
 
     # --- whole epoch -------------------------------------------------------------
-    def train_epoch(self, *args, **kwargs) -> None:
+    def _train_epoch(self, *args, **kwargs) -> None:
         """The backend's whole-epoch kernel, its arguments checked first.
 
         The arguments and their meaning are those of
         :func:`fastnn.reference.training.train_epoch` (docs/spec.md §9); a call that
         does not fit together raises ValueError (``train_epoch: ...``) before anything
         is touched. The raw kernel checks nothing: ``fastnn._epoch`` checks its layout
-        once per plan (``epoch_args.check_layout``) and calls it directly.
+        once per plan (``epoch_args.check_layout``) and calls it directly. Private, like
+        the kernel: its arguments are the model's flat layout, not a user API (users
+        train with ``MLP.train_epoch``).
         """
         bound = _TRAIN_EPOCH_SIGNATURE.bind(*args, **kwargs)
         epoch_args.check_call(*bound.args, **bound.kwargs)
@@ -970,12 +972,15 @@ _FLAT_LOSSES = ("mse", "mse_gradient", "poisson", "poisson_gradient")
 def _checked_as_raw(k: Backend) -> SimpleNamespace:
     """Backend k's checked methods called with the raw kernels' signatures (the
     reference's parameter names; activation and optimizer codes turned back into names).
-    Kernels without a checked method (none today) are kept."""
+    The whole-epoch kernel's checked tier is ``Backend._train_epoch``; kernels without
+    a checked method (none today) are kept."""
     names = {a.code: a.name for a in registry.ACTIVATIONS}
     optimizers = {o.code: o.name for o in registry.OPTIMIZERS}
     reference = backend("numpy")._raw  # the contract's signatures, same names
-    out = {}
+    out: dict[str, Callable] = {"train_epoch": k._train_epoch}  # the same signature
     for fname, raw in vars(k._raw).items():
+        if fname in out:
+            continue
         if not callable(getattr(Backend, fname, None)):
             out[fname] = raw
             continue

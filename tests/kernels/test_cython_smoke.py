@@ -587,7 +587,7 @@ def test_train_epoch_refuses_inconsistent_arguments_before_touching_memory(case)
     key, value = BAD_CALLS[case]
     before = [args[k].copy() for k in ("params", "grads", "state1", "state2", "ws")]
     with pytest.raises(ValueError):
-        fastnn.backend("cython").train_epoch(**_corrupt(args, key, value))
+        fastnn.backend("cython")._train_epoch(**_corrupt(args, key, value))
     for arr, old in zip([args[k] for k in ("params", "grads", "state1", "state2", "ws")], before):
         np.testing.assert_array_equal(arr, old)
 
@@ -595,7 +595,7 @@ def test_train_epoch_refuses_inconsistent_arguments_before_touching_memory(case)
 def test_train_epoch_refuses_wrong_targets():
     net, args = _epoch_args(sparse=False)
     with pytest.raises(ValueError):
-        fastnn.backend("cython").train_epoch(**_corrupt(args, "y", lambda y: y[:, :3].copy()))
+        fastnn.backend("cython")._train_epoch(**_corrupt(args, "y", lambda y: y[:, :3].copy()))
     fastnn.backend("cython")._raw.train_epoch(**args)  # the valid call runs
     assert args["stats"][codes.STAT_STEPS] == 4
 

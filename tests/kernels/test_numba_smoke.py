@@ -205,7 +205,7 @@ def test_bias_correction_is_pythons_pow():
 
 
 def test_train_epoch_refuses_bad_calls_without_touching_memory(monkeypatch):
-    train_epoch = fastnn.backend("numba").train_epoch  # the checked tier
+    train_epoch = fastnn.backend("numba")._train_epoch  # the checked tier
 
     good, names = _epoch_args(monkeypatch)
     g = dict(zip(names, good))

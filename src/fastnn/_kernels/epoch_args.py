@@ -11,7 +11,7 @@ here, once, for every backend (docs/spec.md §9, "Whole-epoch kernels"):
   for a batch size; the calls it then makes go straight to the compiled kernel.
 - :func:`check_call`: a whole call (types, dtypes, layouts, the layout above, the
   data, the batch range, the rows the call reads, the optimizer state). The checked
-  tier, ``fastnn.backend(name).train_epoch``, runs it before every call (and
+  tier, ``fastnn.backend(name)._train_epoch``, runs it before every call (and
   ``FASTNN_CHECK_KERNELS=1`` routes the model's calls through that tier).
 
 Every refusal is a ValueError starting with ``train_epoch:``; nothing is touched then.

@@ -540,7 +540,7 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
     or empty: unweighted).
 
     The raw kernel: beyond the memoryviews' types, nothing is checked (the checked
-    tier, ``fastnn.backend("cython").train_epoch``, runs
+    tier, ``fastnn.backend("cython")._train_epoch``, runs
     ``fastnn._kernels.epoch_args.check_call`` first); a call whose arrays do not fit
     together reads or writes outside them.
     """
@@ -562,7 +562,7 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
     cdef uint64_t seed
 
     # No checks here: fastnn._epoch checks its layout once per plan and
-    # fastnn.backend("cython").train_epoch checks every call (fastnn._kernels.epoch_args).
+    # fastnn.backend("cython")._train_epoch checks every call (fastnn._kernels.epoch_args).
     if bn is not None:
         buf = buffers
         for i in range(L):

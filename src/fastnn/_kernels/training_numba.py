@@ -848,7 +848,7 @@ def train_epoch(
     ``sample_weight=None``: unweighted).
 
     The raw kernel: sizes and offsets are not checked here (``fastnn._epoch`` checks
-    its layout once per plan, ``fastnn.backend("numba").train_epoch`` every call, with
+    its layout once per plan, ``fastnn.backend("numba")._train_epoch`` every call, with
     ``fastnn._kernels.epoch_args``); a call that does not fit together reads or writes
     outside its arrays. Types, dtypes and layouts are checked when a signature is
     compiled (a mistyped call fails to compile, and the Python check below names the

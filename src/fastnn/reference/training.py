@@ -17,7 +17,7 @@ The compiled backends implement this contract as one call into compiled code (th
 Python interpreter is left only at epoch boundaries), calling their own kernels in the
 same order with the same arguments, so every backend's ``train_epoch`` gives bit for
 bit the weights its own step-by-step path gives. Their ``train_epoch`` is the raw
-kernel and checks nothing; ``fastnn.backend(name).train_epoch`` checks a call first
+kernel and checks nothing; ``fastnn.backend(name)._train_epoch`` checks a call first
 (``fastnn._kernels.epoch_args``, docs/spec.md §9).
 
 Scope: dense layers with any activation, inverted dropout and batch normalisation
