@@ -233,7 +233,8 @@ class Optimizer:
         self.last_grad_norm = norm
         if not math.isfinite(norm):
             raise DivergenceError(f"the gradient norm is {norm}", what="gradient", value=norm)
-        ops.clip(k, g, runs, 0.0 if self.clip_norm is None else self.clip_norm, norm)
+        if self.clip_norm is not None:  # (the reference's clip_norm 0: no clipping)
+            ops.clip(k, g, runs, self.clip_norm, norm)
         lr = self.lr
         self.t += 1
         decay = self.weight_decay
