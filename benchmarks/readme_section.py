@@ -6,8 +6,10 @@ and BLAS kernel that run recorded beside them. It reads compare.py's JSON and re
 what lies between the ``<!-- performance:begin -->`` and ``<!-- performance:end -->``
 markers of README.md, leaving the rest of the file as it is:
 
-    python benchmarks/compare.py --repeats 7 --out-json benchmarks/compare-results/full.json
-    python benchmarks/readme_section.py benchmarks/compare-results/full.json
+    python benchmarks/compare.py --repeats 7 --out-json benchmarks/compare-results/full.json \\
+        --out-md docs/benchmarks/<date>-compare.md
+    python benchmarks/readme_section.py benchmarks/compare-results/full.json \\
+        --report docs/benchmarks/<date>-compare.md
 
 The tables keep to what a reader compares fastnn with: the training step of configs A-D
 (fastnn's ``MLP.train_epoch`` per step, the path ``fit`` takes) beside PyTorch, JAX,
@@ -110,7 +112,7 @@ def _targets(targets: list[dict]) -> dict:
     return out
 
 
-def render(result: dict, source: str) -> str:
+def render(result: dict, source: str, report: str | None = None) -> str:
     """The section's Markdown (between the markers, heading excluded)."""
     meta, rows = result["meta"], result["rows"]
     opts, m = meta["options"], meta["machine"]
@@ -127,7 +129,8 @@ def render(result: dict, source: str) -> str:
         + ", ".join(f"{k} {v.split(' ')[0]}" for k, v in meta["versions"].items()) + ".",
         _fastnn_blas_line(meta).lstrip("- "),
         f"Every peer was measured in the same run, interleaved, threads pinned; medians of "
-        f"{opts['repeats']} samples. Source: `{source}`.",
+        f"{opts['repeats']} samples. Source: `{source}`"
+        + (f"; every table, with min-max ranges and all ratios: `{report}`." if report else "."),
     ]
     if any("busy" in n for n in meta.get("notes", [])):
         out.append("The machine was busy during this run: read the figures as rough.")
@@ -211,13 +214,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("json", type=Path, help="compare.py's --out-json file")
     p.add_argument("--readme", type=Path, default=HERE.parent / "README.md")
+    p.add_argument("--report", help="where the run's full Markdown report (compare.py "
+                   "--out-md) is kept, to cite it")
     opts = p.parse_args(argv)
     result = json.loads(opts.json.read_text())
     try:
         source = opts.json.resolve().relative_to(HERE.parent).as_posix()
     except ValueError:
         source = opts.json.name
-    text = replace(opts.readme.read_text(), render(result, source))
+    text = replace(opts.readme.read_text(), render(result, source, opts.report))
     opts.readme.write_text(text)
     print(f"rewrote the performance section of {opts.readme}")
     return 0
