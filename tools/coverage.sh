@@ -9,8 +9,8 @@
 #   tools/coverage.sh tests/kernels -x        # any pytest arguments
 #   COVERAGE_HTML=1 tools/coverage.sh ...     # and an HTML report in htmlcov/
 #
-# Needs the cov extra (pip install -e ".[test,cov]"). Not part of .ci/run: measured on
-# tests/kernels/test_dense.py, coverage slows the suite by 65-80% (CONTRIBUTING.md).
+# Needs the cov extra (pip install -e ".[test,cov]"). .ci/run runs it on the Numba
+# kernels' no-JIT run only: on the whole suite coverage costs 65-80% (CONTRIBUTING.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export COVERAGE_RCFILE="$PWD/pyproject.toml"
