@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import fastnn
+from _bounds import whole_run_bound
 from fastnn import _epoch
 from fastnn.optim import SGD, Adagrad, Adam, AdamW, DivergenceError, Momentum, Nesterov, RMSProp
 from fastnn.schedules import InverseScaling, StepDecay
@@ -601,13 +602,13 @@ def test_batch_norm_weights_agree_across_backends_and_thread_counts(dtype):
             fastnn.fit(net, X, y, optimizer=Adam(lr=0.01), epochs=3, batch_size=32)
             nets[backend, n_threads] = net
     ref = nets["numpy", 1]
-    n_steps, lr, kappa = ref.optimizer.t, 0.01, 1e4
+    n_steps = ref.optimizer.t
     for (backend, n_threads), net in nets.items():
         where = f"{backend}, {n_threads} threads"
         np.testing.assert_array_equal(net.params, nets[backend, 1].params, err_msg=where)
         np.testing.assert_array_equal(net.buffers, nets[backend, 1].buffers, err_msg=where)
         for mine, want in ((net.params, ref.params), (net.buffers, ref.buffers)):
-            tol = n_steps * lr * kappa * 2 * np.spacing(np.maximum(np.abs(want), 1).astype(dtype))
+            tol = whole_run_bound(n_steps, 0.01, np.maximum(np.abs(want), 1), dtype)
             assert (np.abs(mine - want) <= tol).all(), backend
 
 

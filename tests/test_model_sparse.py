@@ -3,7 +3,7 @@
 A CSR X is read by the first layer's csr kernels, batch by batch, never densified. The
 weights of a sparse fit equal the dense fit's up to the first layer's summation order
 (§2.1), propagated through training: within §11's bound for whole training runs,
-``n lr kappa 2 ulp`` (``parity_bound``). Across backends a sparse fit with relu, mse
+``n lr kappa 2 ulp`` (``whole_run_bound``). Across backends a sparse fit with relu, mse
 and Adam is bit-identical, as a dense one is (§11).
 """
 
@@ -12,6 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 import fastnn._backend as backend_module
+from _bounds import whole_run_bound
 from fastnn import MLP
 from fastnn._validation import check_X
 from fastnn.optim import Adam
@@ -44,11 +45,6 @@ def make_data(n=120, p=60, density=0.1, seed=0, dtype=np.float64):
     return X, y
 
 
-def parity_bound(n_steps, lr, dtype, scale):
-    """§11's bound for whole training runs: n lr kappa 2 ulp, kappa = 1e4."""
-    return n_steps * lr * 1e4 * 2 * float(np.spacing(np.asarray(scale, dtype)))
-
-
 def fit_pair(X, y, backend, dtype, **kw):
     out = []
     for data in (X, X.toarray()):
@@ -71,7 +67,7 @@ def test_sparse_fit_matches_the_dense_fit(backend, dtype):
     X, y = make_data(dtype=dtype)
     sparse, dense = fit_pair(X, y, backend, dtype)
     steps = 3 * -(-X.shape[0] // 32)
-    bound = parity_bound(steps, 1e-3, dtype, np.abs(dense.params).max())
+    bound = whole_run_bound(steps, 1e-3, np.abs(dense.params).max(), dtype)
     np.testing.assert_allclose(sparse.params, dense.params, rtol=0, atol=bound)
     np.testing.assert_allclose(
         sparse.predict_proba(X), dense.predict_proba(X.toarray()), rtol=0, atol=bound * 10
@@ -82,7 +78,7 @@ def test_sparse_fit_matches_the_dense_fit(backend, dtype):
 def test_sparse_fit_with_batch_norm_and_dropout_matches_the_dense_fit(backend):
     X, y = make_data()
     sparse, dense = fit_pair(X, y, backend, np.float64, batch_norm=True, dropout=0.2)
-    bound = parity_bound(12, 1e-3, np.float64, np.abs(dense.params).max())
+    bound = whole_run_bound(12, 1e-3, np.abs(dense.params).max(), np.float64)
     np.testing.assert_allclose(sparse.params, dense.params, rtol=0, atol=bound)
     np.testing.assert_allclose(sparse.buffers, dense.buffers, rtol=0, atol=bound)
 
@@ -283,7 +279,7 @@ def test_layer_list_models_read_csr_in_their_first_dense_layer():
         net = MLP(layers, loss="cross_entropy", dtype=np.float64, random_state=0)
         net.fit(data, y, epochs=2, batch_size=32)
         nets.append(net)
-    bound = parity_bound(8, 1e-3, np.float64, np.abs(nets[1].params).max())
+    bound = whole_run_bound(8, 1e-3, np.abs(nets[1].params).max(), np.float64)
     np.testing.assert_allclose(nets[0].params, nets[1].params, rtol=0, atol=bound)
     net = MLP([BatchNorm(X.shape[1]), Dense(X.shape[1], 2)], loss="cross_entropy")
     for call in (net.predict, lambda X: net.fit(X, y, epochs=1)):
@@ -302,7 +298,7 @@ def test_sparse_fit_with_sample_weight_matches_the_dense_fit(backend):
                   dtype=np.float64, random_state=0)  # fmt: skip
         net.fit(data, y, epochs=2, batch_size=32, sample_weight=w)
         nets.append(net)
-    bound = parity_bound(8, 1e-3, np.float64, np.abs(nets[1].params).max())
+    bound = whole_run_bound(8, 1e-3, np.abs(nets[1].params).max(), np.float64)
     np.testing.assert_allclose(nets[0].params, nets[1].params, rtol=0, atol=bound)
     a, b = nets
     Xc, yc = a.check_data(X, y)
