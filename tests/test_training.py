@@ -279,16 +279,17 @@ def test_non_finite_weights_are_rolled_back_to_the_start_of_the_epoch(monkeypatc
     net.fit(X, y, epochs=1, batch_size=10)
     start = net.params.copy()
     opt = net.optimizer
-    orig = opt._update
+    orig = opt.step
     count = [0]
 
-    def overflow(k, param, grad, state, lr, wd):
-        orig(k, param, grad, state, lr, wd)
+    def overflow(model, **kw):
+        norm = orig(model, **kw)
         count[0] += 1
         if count[0] == 2:
-            param[0] = np.inf  # as if an update overflowed
+            model.params[0] = np.inf  # as if an update overflowed
+        return norm
 
-    opt._update = overflow
+    opt.step = overflow
     with pytest.raises(DivergenceError, match="restored to the start of epoch 1"):
         net.fit(X, y, epochs=2, batch_size=10)
     np.testing.assert_array_equal(net.params, start)

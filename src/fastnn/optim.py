@@ -111,6 +111,9 @@ class Optimizer:
     state_names: tuple[str, ...] = ()
     _defaults: dict = {}
     _row: registry.Optimizer | None = None
+    # True while the update is the registry row's kernel (fastnn.reference.ops.update over
+    # every piece in one call); a subclass that defines _update turns it off.
+    _registry_update = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -120,6 +123,8 @@ class Optimizer:
             cls.state_names = row.states
             cls._defaults = {h.name: h.default for h in row.hypers}
             cls._decay_in_loss = not row.decoupled
+        if "_update" in cls.__dict__:  # a subclass's own update, segment by segment
+            cls._registry_update = False
 
     def __init__(
         self,
@@ -240,14 +245,13 @@ class Optimizer:
         decay = self.weight_decay
         if decay_scale != 1.0 and self._decay_in_loss:
             decay = self.weight_decay * decay_scale
-        # fastnn's update, unless _update is replaced (a subclass's, or an instance's)
-        if self._row is not None and getattr(self._update, "__func__", None) is Optimizer._update:
+        if self._row is not None and self._registry_update:
             states = [self.state[name] for name in self.state_names] + [p[:0], p[:0]]
             ops.update(
                 k, p, g, states[0], states[1], runs, self._row.code, self.t, lr,
                 self._kernel_hyper(), decay,
             )  # fmt: skip
-        else:  # a subclass's own update, segment by segment
+        else:
             for s, e, decayed in runs:
                 st = {name: arr[s:e] for name, arr in self.state.items()}
                 self._update(k, p[s:e], g[s:e], st, lr, decay if decayed else 0.0)

@@ -164,25 +164,15 @@ def check_layout(
                 _fail(f"layer {i}'s batch normalisation lies outside params, buffers or ws")
 
 
-def check_call(
-    X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest, loss_code,
-    params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper, lrs, batch_start,
-    batch_stop, t0, segments, stats, n_threads=1, dropout=None, dropout_off=None,
-    masks=None, dropout_seed=0, dropout_t0=0, bn=None, bn_off=None, buffers=None,
-    bn_eps=1e-5, bn_momentum=0.1, sample_weight=None,
-) -> None:  # fmt: skip
-    """ValueError unless a ``train_epoch`` call with these arguments stays inside its
-    arrays (the contract of :mod:`fastnn.reference.training`). ``dropout=None`` leaves
-    out the dropout arguments, ``bn=None`` the batch normalisation ones."""
-    values = locals()
+def check_types(
+    values: dict, *, skip=(), real=(int, float, np.number), real_name="a real number"
+) -> None:
+    """ValueError unless each argument of :data:`ARGS` in ``values`` (not in ``skip``)
+    has its type, dtype and layout; ``real`` are the types a real number may have."""
+    params = values["params"]
     dt = getattr(params, "dtype", None)
     if type(params) is not np.ndarray or dt not in _FLOATS:
         _fail("params must be a float32 or float64 array")
-    skip = set()
-    if dropout is None:
-        skip |= {"dropout", "dropout_off", "masks"}
-    if bn is None:
-        skip |= {"bn", "bn_off", "buffers"}
     for name, kind in ARGS:
         a = values[name]
         if name in skip:
@@ -192,8 +182,8 @@ def check_call(
                 _fail(f"{name} must be an integer")
             continue
         if kind == "r":
-            if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, float, np.number)):
-                _fail(f"{name} must be a real number")
+            if isinstance(a, (bool, np.bool_)) or not isinstance(a, real):
+                _fail(f"{name} must be {real_name}")
             continue
         want = dt if kind[0] == "f" else _KIND[kind[0]]
         if (
@@ -204,6 +194,24 @@ def check_call(
             or (kind.endswith("+") and not a.flags.writeable)
         ):
             raise ValueError(wanted(name, kind, dt))
+
+
+def check_call(
+    X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off, lowest, loss_code,
+    params, grads, ws, ws_off, lb, opt_code, state1, state2, hyper, lrs, batch_start,
+    batch_stop, t0, segments, stats, n_threads=1, dropout=None, dropout_off=None,
+    masks=None, dropout_seed=0, dropout_t0=0, bn=None, bn_off=None, buffers=None,
+    bn_eps=1e-5, bn_momentum=0.1, sample_weight=None,
+) -> None:  # fmt: skip
+    """ValueError unless a ``train_epoch`` call with these arguments stays inside its
+    arrays (the contract of :mod:`fastnn.reference.training`). ``dropout=None`` leaves
+    out the dropout arguments, ``bn=None`` the batch normalisation ones."""
+    skip = set()
+    if dropout is None:
+        skip |= {"dropout", "dropout_off", "masks"}
+    if bn is None:
+        skip |= {"bn", "bn_off", "buffers"}
+    check_types(locals(), skip=skip)
     if not _is_int(n_threads):
         _fail("n_threads must be an integer")
     for name, value, bound in (

@@ -152,51 +152,11 @@ cdef inline double _ce_terms(const floating* z, const floating* y, Py_ssize_t k,
     return -(0.0 + pw_sum(work, k))
 
 
-cdef double _ce_row(const floating* z, const floating* y, Py_ssize_t k,
-                    double* work) noexcept nogil:
-    """-sum_j y_j (z_j - max z - log sum e^(z - max z)) for one row."""
-    cdef double mx = _row_max(z, k)
-    return _ce_terms(z, y, k, mx, log(_exp_shifted(z, k, mx, work)), work)
-
-
 cdef double _ce_rows(const floating* z, const floating* y, Py_ssize_t m, Py_ssize_t k,
-                     double* work, const double* w) noexcept nogil:
-    """Pairwise sum over rows of w_i _ce_row."""
-    cdef double buf[PW_BLOCK]
-    cdef Py_ssize_t i, m2
-    if m <= PW_BLOCK:
-        for i in range(m):
-            buf[i] = _weight(w, i) * _ce_row(z + i * k, y + i * k, k, work)
-        return pw_block(buf, m)
-    m2 = pw_split(m)
-    return (_ce_rows(z, y, m2, k, work, w)
-            + _ce_rows(z + m2 * k, y + m2 * k, m - m2, k, work,
-                       NULL if w == NULL else w + m2))
-
-
-cdef double _sparse_ce_rows(const floating* z, const int64_t* labels, Py_ssize_t m,
-                            Py_ssize_t k, double* work, const double* w) noexcept nogil:
-    """Pairwise sum over rows of w_i (log sum e^(z - max z) - (z[label] - max z))."""
-    cdef double buf[PW_BLOCK]
-    cdef double mx
-    cdef Py_ssize_t i, m2
-    if m <= PW_BLOCK:
-        for i in range(m):
-            mx = _row_max(z + i * k, k)
-            buf[i] = _weight(w, i) * (log(_exp_shifted(z + i * k, k, mx, work))
-                                      - (<double>z[i * k + labels[i]] - mx))
-        return pw_block(buf, m)
-    m2 = pw_split(m)
-    return (_sparse_ce_rows(z, labels, m2, k, work, w)
-            + _sparse_ce_rows(z + m2 * k, labels + m2, m - m2, k, work,
-                              NULL if w == NULL else w + m2))
-
-
-cdef double _ce_rows_grad(const floating* z, const floating* y, Py_ssize_t m,
-                          Py_ssize_t k, floating* g, double norm, double* work,
-                          const double* w) noexcept nogil:
-    """_ce_rows, writing each row's gradient (c_cross_entropy_gradient's, over norm) as
-    it goes: one softmax per row for both."""
+                     floating* g, double norm, double* work, const double* w) noexcept nogil:
+    """Pairwise sum over rows of w_i (-sum_j y_j log softmax(z)_j); unless g is NULL,
+    each row's gradient (c_cross_entropy_gradient's, over norm) is written as it goes:
+    one softmax per row for both."""
     cdef double buf[PW_BLOCK]
     cdef double mx, s, wi
     cdef Py_ssize_t i, j, m2
@@ -205,21 +165,25 @@ cdef double _ce_rows_grad(const floating* z, const floating* y, Py_ssize_t m,
             mx = _row_max(z + i * k, k)
             s = _exp_shifted(z + i * k, k, mx, work)
             wi = _weight(w, i)
-            for j in range(k):
-                g[i * k + j] = <floating>((wi * (work[j] / s - <double>y[i * k + j])) / norm)
+            if g != NULL:
+                for j in range(k):
+                    g[i * k + j] = <floating>((wi * (work[j] / s - <double>y[i * k + j]))
+                                              / norm)
             buf[i] = wi * _ce_terms(z + i * k, y + i * k, k, mx, log(s), work)
         return pw_block(buf, m)
     m2 = pw_split(m)
-    return (_ce_rows_grad(z, y, m2, k, g, norm, work, w)
-            + _ce_rows_grad(z + m2 * k, y + m2 * k, m - m2, k, g + m2 * k, norm, work,
-                            NULL if w == NULL else w + m2))
+    return (_ce_rows(z, y, m2, k, g, norm, work, w)
+            + _ce_rows(z + m2 * k, y + m2 * k, m - m2, k,
+                       NULL if g == NULL else g + m2 * k, norm, work,
+                       NULL if w == NULL else w + m2))
 
 
-cdef double _sparse_ce_rows_grad(const floating* z, const int64_t* labels, Py_ssize_t m,
-                                 Py_ssize_t k, floating* g, double norm, double* work,
-                                 const double* w) noexcept nogil:
-    """_sparse_ce_rows, writing each row's gradient (c_sparse_cross_entropy_gradient's,
-    over norm) as it goes: one softmax per row for both."""
+cdef double _sparse_ce_rows(const floating* z, const int64_t* labels, Py_ssize_t m,
+                            Py_ssize_t k, floating* g, double norm, double* work,
+                            const double* w) noexcept nogil:
+    """Pairwise sum over rows of w_i (log sum e^(z - max z) - (z[label] - max z));
+    unless g is NULL, each row's gradient (c_sparse_cross_entropy_gradient's, over norm)
+    is written as it goes: one softmax per row for both."""
     cdef double buf[PW_BLOCK]
     cdef double mx, s, wi, d
     cdef Py_ssize_t i, j, m2
@@ -228,17 +192,19 @@ cdef double _sparse_ce_rows_grad(const floating* z, const int64_t* labels, Py_ss
             mx = _row_max(z + i * k, k)
             s = _exp_shifted(z + i * k, k, mx, work)
             wi = _weight(w, i)
-            for j in range(k):
-                d = work[j] / s
-                if j == labels[i]:
-                    d = d - 1
-                g[i * k + j] = <floating>((wi * d) / norm)
+            if g != NULL:
+                for j in range(k):
+                    d = work[j] / s
+                    if j == labels[i]:
+                        d = d - 1
+                    g[i * k + j] = <floating>((wi * d) / norm)
             buf[i] = wi * (log(s) - (<double>z[i * k + labels[i]] - mx))
         return pw_block(buf, m)
     m2 = pw_split(m)
-    return (_sparse_ce_rows_grad(z, labels, m2, k, g, norm, work, w)
-            + _sparse_ce_rows_grad(z + m2 * k, labels + m2, m - m2, k, g + m2 * k, norm,
-                                   work, NULL if w == NULL else w + m2))
+    return (_sparse_ce_rows(z, labels, m2, k, g, norm, work, w)
+            + _sparse_ce_rows(z + m2 * k, labels + m2, m - m2, k,
+                              NULL if g == NULL else g + m2 * k, norm, work,
+                              NULL if w == NULL else w + m2))
 
 
 # --- C-level kernels -----------------------------------------------------------------
@@ -325,7 +291,8 @@ cdef void c_binary_cross_entropy_gradient(const floating* z, const floating* y,
 cdef double c_cross_entropy(const floating* z, const floating* y, Py_ssize_t m,
                             Py_ssize_t k, double* work, const double* w) noexcept nogil:
     """mean over rows of -sum_j y_j log softmax(z)_j; weighted sum_i w_i l_i / S."""
-    return (0.0 + _ce_rows(z, y, m, k, work, w)) / _weight_sum(w, m)
+    cdef double norm = _weight_sum(w, m)
+    return (0.0 + _ce_rows(z, y, m, k, <floating*>NULL, norm, work, w)) / norm
 
 
 cdef void c_cross_entropy_gradient(const floating* z, const floating* y, Py_ssize_t m,
@@ -348,7 +315,7 @@ cdef double c_cross_entropy_and_gradient(const floating* z, const floating* y,
     """c_cross_entropy(z, y, m, k, work, w), with c_cross_entropy_gradient's out written
     on the way (the same values: each row's softmax computed once)."""
     cdef double norm = _weight_sum(w, m)
-    return (0.0 + _ce_rows_grad(z, y, m, k, out, norm, work, w)) / norm
+    return (0.0 + _ce_rows(z, y, m, k, out, norm, work, w)) / norm
 
 
 cdef double c_sparse_cross_entropy_and_gradient(const floating* z, const int64_t* labels,
@@ -358,14 +325,16 @@ cdef double c_sparse_cross_entropy_and_gradient(const floating* z, const int64_t
     """c_sparse_cross_entropy and its gradient into out, each row's softmax computed
     once (the two kernels' values exactly)."""
     cdef double norm = _weight_sum(w, m)
-    return (0.0 + _sparse_ce_rows_grad(z, labels, m, k, out, norm, work, w)) / norm
+    return (0.0 + _sparse_ce_rows(z, labels, m, k, out, norm, work, w)) / norm
 
 
 cdef double c_sparse_cross_entropy(const floating* z, const int64_t* labels,
                                    Py_ssize_t m, Py_ssize_t k, double* work,
                                    const double* w) noexcept nogil:
     """mean over rows of logsumexp(z) - z[label]; weighted sum_i w_i l_i / S."""
-    return (0.0 + _sparse_ce_rows(z, labels, m, k, work, w)) / _weight_sum(w, m)
+    cdef double norm = _weight_sum(w, m)
+    return (0.0 + _sparse_ce_rows(z, labels, m, k, <floating*>NULL, norm, work,
+                                       w)) / norm
 
 
 cdef void c_sparse_cross_entropy_gradient(const floating* z, const int64_t* labels,

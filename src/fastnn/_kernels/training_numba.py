@@ -52,7 +52,7 @@ from .dense_numba import (
     forward_step,
     forward_tanh,
 )
-from .epoch_args import ARGS, wanted
+from .epoch_args import ARGS, check_types, wanted
 from .losses_numba import (
     binary_cross_entropy_and_gradient,
     cross_entropy_and_gradient,
@@ -70,7 +70,6 @@ __all__ = ["train_epoch"]
 
 _DECOUPLED = np.array(codes.DECOUPLED, np.int64)  # decoupled decay, per optimizer code
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # Numba's pool size: numba.set_num_threads refuses more.
 _MAX_THREADS = 1 if DISABLE_JIT else config.NUMBA_NUM_THREADS
 
@@ -90,7 +89,6 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 _I64 = np.dtype(np.int64)
 _F64 = np.dtype(np.float64)
 _NO_WEIGHTS = np.zeros(0)
-_U8 = np.dtype(np.uint8)
 
 # SplitMix64 (fastnn.reference.masks): the increment and the finaliser's multipliers.
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
@@ -661,34 +659,13 @@ def _check_types(
     bn_eps,
     bn_momentum,
 ):
-    """ValueError unless every argument has the type, dtype and layout of ``_ARGS``.
+    """ValueError unless every argument has the type, dtype and layout of ``_ARGS``
+    (a real number must be a float, as Numba types it).
 
     Compiled, the same check runs once per signature at typing time (see the
     overload below), so that the call itself pays nothing for it.
     """
-    values = locals()
-    dt = getattr(params, "dtype", None)
-    if dt not in _FLOATS:
-        raise ValueError("train_epoch: params must be a float32 or float64 array")
-    for name, kind in _ARGS:
-        a = values[name]
-        if kind == "n":
-            if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
-                raise ValueError(f"train_epoch: {name} must be an integer")
-            continue
-        if kind == "r":
-            if not isinstance(a, (float, np.floating)):
-                raise ValueError(f"train_epoch: {name} must be a float")
-            continue
-        want = {"f": dt, "i": _I64, "d": _F64, "u": _U8}[kind[0]]
-        if (
-            type(a) is not np.ndarray
-            or a.dtype != want
-            or a.ndim != int(kind[1])
-            or not a.flags.c_contiguous
-            or (kind.endswith("+") and not a.flags.writeable)
-        ):
-            raise ValueError(_wanted(name, kind, dt))
+    check_types(locals(), real=(float, np.floating), real_name="a float")
 
 
 if not DISABLE_JIT:
