@@ -301,51 +301,6 @@ def test_epoch_kernel_is_cached_and_loads_in_a_new_process(tmp_path):
     assert warm["params"] == cold["params"] and warm["loss"] == cold["loss"]
 
 
-def _epoch_and_step(activations, loss, dtype, monkeypatch):
-    """(params, logs) after two epochs through train_epoch and through the step path."""
-    from fastnn import _epoch
-    from fastnn.optim import Adam
-
-    rng = np.random.default_rng(3)
-    X = rng.standard_normal((70, 4))
-    y = {
-        "mse": X[:, :2] * 2,
-        "cross_entropy": rng.integers(0, 3, 70),
-        "binary_cross_entropy": rng.integers(0, 2, (70, 3)).astype(float),
-    }[loss]
-    n_out = 2 if loss == "mse" else 3
-    runs = []
-    for epoch_kernel in (True, False):
-        net = fastnn.MLP(
-            [4] + [5] * len(activations) + [n_out],
-            activations,
-            loss=loss,
-            dtype=dtype,
-            backend="numba",
-            random_state=2,
-        )
-        X_, y_ = net.check_data(X, y)
-        opt = Adam(lr=0.05, clip_norm=0.5)
-        assert _epoch.supports(net, opt)
-        if not epoch_kernel:
-            monkeypatch.setattr(_epoch, "supports", lambda model, optimizer: False)
-        # shuffled, then in order (the kernel then reads X in place)
-        logs = [net.train_epoch(X_, y_, opt, 16, shuffle=shuffle) for shuffle in (True, False)]
-        monkeypatch.undo()
-        runs.append((net.params, logs, opt.state["m"], opt.t))
-    return runs
-
-
-def test_epoch_kernel_equals_step_path_for_every_activation(monkeypatch):
-    """tests/test_epoch.py covers the losses and optimizers; here every activation code
-    goes through the epoch kernel's own forward and backward dispatch."""
-    acts = ["identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softmax"]
-    epoch, step = _epoch_and_step(acts, "mse", "float64", monkeypatch)
-    np.testing.assert_array_equal(epoch[0], step[0])
-    np.testing.assert_array_equal(epoch[2], step[2])
-    assert epoch[1] == step[1] and epoch[3] == step[3] == 10
-
-
 _PY_MODE_SCRIPT = textwrap.dedent("""
     import numpy as np
     import fastnn
