@@ -466,12 +466,18 @@ def test_every_hidden_activation_trains_alike_in_the_epoch_kernel(backend, dtype
     names = [a.name for a in fastnn.registry.ACTIVATIONS]
     hidden = ["step", *(name for name in names if name != "step")]
     X, y = _data("cross_entropy", n=70)
-    nets = []
-    for epoch_kernel in (True, False):
-        net = fastnn.MLP(
+
+    def make():
+        return fastnn.MLP(
             [5, *[6] * len(hidden), 3], hidden, loss="cross_entropy", dtype=dtype,
             backend=backend, random_state=2,
         )  # fmt: skip
+
+    runs = []
+    for epoch_kernel in (True, False):
+        net = make()
+        X_, y_ = net.check_data(X, y)
+        opt = Adam(lr=0.01, clip_norm=0.5)
         calls = []
         kernel = net.kernels._raw.train_epoch
         monkeypatch.setattr(
@@ -479,18 +485,18 @@ def test_every_hidden_activation_trains_alike_in_the_epoch_kernel(backend, dtype
         )
         if not epoch_kernel:
             monkeypatch.setattr(_epoch, "supports", lambda model, optimizer: False)
-        fastnn.fit(net, X, y, optimizer=Adam(lr=0.01), epochs=2, batch_size=16)
+        # shuffled, then in order (the kernel then reads X in place)
+        logs = [net.train_epoch(X_, y_, opt, 16, shuffle=shuffle) for shuffle in (True, False)]
         monkeypatch.undo()
         assert bool(calls) == epoch_kernel
-        nets.append(net)
-    np.testing.assert_array_equal(nets[0].params, nets[1].params)
-    assert np.isfinite(nets[0].params).all()
+        runs.append((net, logs, opt))
+    (a, logs_a, opt_a), (b, logs_b, opt_b) = runs
+    np.testing.assert_array_equal(a.params, b.params)
+    np.testing.assert_array_equal(opt_a.state["m"], opt_b.state["m"])
+    assert logs_a == logs_b and opt_a.t == opt_b.t == 10
+    assert np.isfinite(a.params).all()
     # the gradient reached every layer above step's through all the others
-    first = fastnn.MLP(
-        [5, *[6] * len(hidden), 3], hidden, loss="cross_entropy", dtype=dtype,
-        backend=backend, random_state=2,
-    )  # fmt: skip
-    changed = [not np.array_equal(a, b) for a, b in zip(first.weights, nets[0].weights)]
+    changed = [not np.array_equal(w0, w1) for w0, w1 in zip(make().weights, a.weights)]
     assert changed == [False] + [True] * len(hidden)
 
 

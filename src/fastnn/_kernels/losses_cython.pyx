@@ -333,8 +333,7 @@ cdef double c_sparse_cross_entropy(const floating* z, const int64_t* labels,
                                    const double* w) noexcept nogil:
     """mean over rows of logsumexp(z) - z[label]; weighted sum_i w_i l_i / S."""
     cdef double norm = _weight_sum(w, m)
-    return (0.0 + _sparse_ce_rows(z, labels, m, k, <floating*>NULL, norm, work,
-                                       w)) / norm
+    return (0.0 + _sparse_ce_rows(z, labels, m, k, <floating*>NULL, norm, work, w)) / norm
 
 
 cdef void c_sparse_cross_entropy_gradient(const floating* z, const int64_t* labels,
