@@ -70,7 +70,12 @@ import numpy as np  # noqa: E402
 import fastnn_adapters as fa  # noqa: E402
 import footprint  # noqa: E402
 import peers  # noqa: E402
-from benchmarks.common import CONFIGS, GemmOnly, available_memory_bytes  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    CONFIGS,
+    GemmOnly,
+    OthersLoad,
+    available_memory_bytes,
+)
 from peers import Unavailable  # noqa: E402
 
 NOTES: list[str] = []
@@ -129,6 +134,9 @@ PEERS = {
 }
 
 
+# compare.py calls the machine busy when other processes took more than this share of
+# its CPUs during the run (benchmarks.common.OthersLoad).
+BUSY_SHARE = 0.1
 SECTIONS = ("step", "regularised", "optimizer", "digits", "startup", "memory")
 
 
@@ -1191,6 +1199,7 @@ def main(argv=None) -> int:
             note(f"{mod.split('.')[0]} is not installed: its rows are skipped.")
     meta = metadata(opts)
     meta["loadavg_start"] = os.getloadavg()
+    others = OthersLoad()
     started = time.perf_counter()
     rows = []
     if "step" in opts.sections:
@@ -1211,13 +1220,19 @@ def main(argv=None) -> int:
         rows += footprint.memory_rows(opts.backends, opts.dtypes)
     meta["elapsed_s"] = time.perf_counter() - started
     meta["loadavg_end"] = os.getloadavg()
-    busy = max(meta["loadavg_start"][0], meta["loadavg_end"][0])
-    if busy > 0.5 * (os.cpu_count() or 1):
-        # Our own run adds up to ~1 (1 thread) or ~2; more means other jobs compete,
-        # and OpenMP/BLAS pools at 2 threads collapse under such competition.
-        note(f"The machine was busy (1-min load average {meta['loadavg_start'][0]:.1f} at "
-             f"start, {meta['loadavg_end'][0]:.1f} at the end, {os.cpu_count()} CPUs): "
-             f"absolute times, the 2-thread ones above all, are unreliable.")
+    meta["others_cpu_share"] = share = others.share()
+    # The load average counts this run's own threads (2 on a 2-CPU machine in its
+    # 2-thread sections) and what ran just before it; the others' share does not.
+    busy = (share > BUSY_SHARE if share is not None
+            else max(meta["loadavg_start"][0], meta["loadavg_end"][0])
+            > 0.5 * (os.cpu_count() or 1))
+    if busy:
+        seen = (f"other processes took {100 * share:.0f}% of the {os.cpu_count()} CPUs "
+                f"during the run" if share is not None else
+                f"1-min load average {meta['loadavg_start'][0]:.1f} at start, "
+                f"{meta['loadavg_end'][0]:.1f} at the end, {os.cpu_count()} CPUs")
+        note(f"The machine was busy ({seen}): absolute times, the 2-thread ones above "
+             f"all, are unreliable.")
     meta["notes"] = NOTES
     result = {"meta": meta, "rows": rows, "ratios": ratios(rows), "scaling": scaling(rows),
               "targets": targets(rows, opts)}

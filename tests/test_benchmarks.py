@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -147,6 +148,28 @@ def test_scaling_simulates_the_tile_schedule_and_measures_the_step():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| A | float32 | 1.00x (1.00x) | 1.00x |" in proc.stdout
+
+
+def test_others_load_sees_another_process_busy():
+    sys.path.insert(0, BENCH)
+    try:
+        from benchmarks.common import OthersLoad
+    finally:
+        sys.path.remove(BENCH)
+    if OthersLoad().share() is None:
+        pytest.skip("no /proc/stat here: compare.py falls back to the load average")
+    load = OthersLoad()
+    burn = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 1.0: pass"
+    child = subprocess.Popen([sys.executable, "-c", burn])
+    try:
+        # read before the child is reaped (no poll): until then its CPU time is not
+        # this process's (os.times counts waited-for children only)
+        time.sleep(1.3)
+        share = load.share()
+    finally:
+        child.wait()
+    # the child alone took about one CPU-second of these 1.3 s
+    assert share is not None and share > 0.3 / (os.cpu_count() or 1)
 
 
 def test_sparse_benchmark_runs_its_three_cases():

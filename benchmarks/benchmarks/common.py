@@ -17,6 +17,7 @@ Environment variables read here:
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,45 @@ def available_memory_bytes() -> int | None:
     except OSError:
         return None
     return None
+
+
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(CPU seconds the whole machine has been busy since boot, steal time of other
+    guests included; CPU seconds of this process and its reaped children), or None
+    where /proc/stat cannot be read."""
+    try:
+        with open("/proc/stat") as fh:
+            ticks = [int(x) for x in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    t = os.times()
+    own = t.user + t.system + t.children_user + t.children_system
+    return busy / os.sysconf("SC_CLK_TCK"), own
+
+
+class OthersLoad:
+    """How much of the machine other processes took while a benchmark ran.
+
+    ``share()`` is the CPU time spent by every process but this one and the children
+    it has waited for (and by other guests of the host, as steal time), since this
+    object was made, divided by the wall time and the number of CPUs: 0 on an idle
+    machine whatever the benchmark's own threads do, where a load average counts them
+    too. None where /proc/stat cannot be read (then only the load average tells).
+    """
+
+    def __init__(self) -> None:
+        self._wall = time.monotonic()
+        self._start = _cpu_seconds()
+
+    def share(self) -> float | None:
+        now = _cpu_seconds()
+        wall = time.monotonic() - self._wall
+        if now is None or self._start is None or wall <= 0:
+            return None
+        others = (now[0] - self._start[0]) - (now[1] - self._start[1])
+        return max(0.0, others) / (wall * (os.cpu_count() or 1))
 
 
 def require_memory(n_bytes: int, what: str) -> None:

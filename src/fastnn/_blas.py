@@ -270,18 +270,25 @@ _holders = 0
 _restore: list = []
 
 
-@contextlib.contextmanager
 def hold_one_thread():
     """SciPy's shared BLAS pool held at one thread inside the block (fallback only).
 
     Nested and concurrent holders share one hold: the first sets one thread, the last
     restores what was there. With the private instance (the normal case) it does
-    nothing: that instance is always on one thread.
+    nothing: that instance is always on one thread (and no generator is made: an
+    epoch call of a small network pays for every microsecond here).
     """
-    global _holders
     if _instance().private:
-        yield
-        return
+        return _NO_HOLD
+    return _hold_shared()
+
+
+_NO_HOLD = contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _hold_shared():
+    global _holders
     from ._threads import _blas_controllers
 
     with _hold_lock:

@@ -971,7 +971,7 @@ class MLP:
         another dtype); returns base-class views of X and y (no copy)."""
         hint = "; prepare X and y once with model.check_data(X, y)"
         batch_size = v.integer(batch_size, "batch_size", low=1)
-        dt = self.dtype.name
+        dt = self.dtype  # its f-string form is its name (read only on the error paths)
         if v.is_sparse(X):
             X = self._prepared_csr(X, "X")
         elif not isinstance(X, np.ndarray):
