@@ -318,11 +318,16 @@ def check_dtype(dtype) -> np.dtype:
 
 
 def all_finite(a: np.ndarray) -> bool:
-    """True when every element is finite; one cheap float64 sum in the common case."""
+    """True when every element is finite; one cheap sum in the common case.
+
+    The sum runs in the array's own dtype (no conversion pass): a NaN or an infinity
+    makes it non-finite, and so may an overflow of finite values, which the exact
+    element-wise check then clears.
+    """
     if a.dtype.kind != "f" or a.size == 0:
         return True
     with np.errstate(over="ignore", invalid="ignore"):
-        s = float(np.sum(a, dtype=np.float64))
+        s = float(np.add.reduce(a, axis=None))
     return math.isfinite(s) or bool(np.isfinite(a).all())
 
 

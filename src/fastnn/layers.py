@@ -423,6 +423,7 @@ class BatchNorm(_Activated):
             "x_hat": np.empty(shape, dtype),
             "inv_std": np.empty(self.n_out, dtype),
             "h": np.empty(shape, dtype),
+            "frozen_scale": np.empty(self.n_out, np.float64),  # when frozen, dL/dx's factor
         }
 
     def eval_space(self, m, dtype) -> dict:
@@ -448,7 +449,7 @@ class BatchNorm(_Activated):
         ops.batch_norm_backward(
             k, self.frozen, g, ws["zn"], ws["a"], self.gamma, self.running_var, self.eps,
             self.code, self.alpha, ws["x_hat"], ws["inv_std"], ws["h"], g, self.dgamma,
-            self.dbeta,
+            self.dbeta, ws["frozen_scale"],
         )  # fmt: skip
         return g
 

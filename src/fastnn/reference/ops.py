@@ -94,16 +94,22 @@ def batch_norm_forward(
 
 def batch_norm_backward(
     k, frozen, g, zn, a, gamma, running_var, eps, act, alpha, x_hat, inv_std, h, g_in, dgamma,
-    dbeta,
+    dbeta, work=None,
 ):  # fmt: skip
     """From g = dL/da: h = dL/dzn (h may be g), then dL/dx into ``g_in`` (may be g)
     with dgamma and dbeta written; a ``frozen`` layer's statistics are constants, so
-    dL/dx = h gamma / sqrt(running_var + eps), the factor in float64 rounded to the
-    dtype (allocates that factor), and dgamma, dbeta are not written."""
+    dL/dx = h gamma / sqrt(running_var + eps), the factor in float64 (in ``work``,
+    float64 (k,), allocated when None) rounded to the dtype, and dgamma, dbeta are not
+    written."""
     k.activation_backward(g, zn, a, act, alpha, h)
     if frozen:
-        inv = 1 / np.sqrt(running_var.astype(np.float64) + eps)
-        np.multiply(h, (gamma * inv).astype(g.dtype), out=g_in)
+        f = np.empty(gamma.shape[0], np.float64) if work is None else work
+        np.add(running_var, eps, out=f, dtype=np.float64)
+        np.sqrt(f, out=f)
+        np.divide(1.0, f, out=f)
+        np.multiply(gamma, f, out=f, dtype=np.float64)
+        # the factor rounded to the dtype once, then one product in the dtype
+        np.multiply(h, f, out=g_in, dtype=g.dtype, casting="same_kind")
     else:
         k.batch_norm_backward(h, x_hat, gamma, inv_std, g_in, dgamma, dbeta)
 
