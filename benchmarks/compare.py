@@ -564,6 +564,8 @@ def ratios(rows) -> list[dict]:
     idx = _index(rows)
     out = []
     for (sec, case, dtype, threads, impl), r in idx.items():
+        if impl.endswith(f":{ONE_THREAD}"):
+            continue  # a 1-thread time: no ratio to the pass's multi-thread peers
         for peer in PEERS.get(sec, []) + (["gemm"] if sec == "step" else []):
             p = idx.get((sec, case, dtype, threads, peer))
             if p is None or peer == impl:
@@ -583,12 +585,12 @@ def scaling(rows) -> list[dict]:
     fastnn epoch's 1-thread time from the 2-thread pass, when it measured it)."""
     idx = _index(rows)
     out = []
-    for (sec, case, dtype, threads, impl), r in idx.items():
-        if sec != "step" or threads != 1:
+    for (sec, case, dtype, threads, impl), r2 in idx.items():
+        if sec != "step" or threads != 2 or impl.endswith(f":{ONE_THREAD}"):
             continue
-        r2 = idx.get((sec, case, dtype, 2, impl))
-        r = idx.get((sec, case, dtype, 2, f"{impl}:{ONE_THREAD}"), r)
-        if r2:
+        r = idx.get((sec, case, dtype, 2, f"{impl}:{ONE_THREAD}"),
+                    idx.get((sec, case, dtype, 1, impl)))
+        if r:
             out.append({"case": case, "dtype": dtype, "impl": impl,
                         "speedup_2_over_1": r["median_ms"] / r2["median_ms"]})
     return out
@@ -679,8 +681,9 @@ def targets(rows, opts) -> list[dict]:
                 two = idx.get(("step", case, dtype, 2, epoch))
                 # the one-thread epoch of the 2-thread pass (same minutes as `two`), or
                 # the 1-thread pass's when that pass did not measure it
-                one = idx.get(("step", case, dtype, 2, f"{epoch}:{ONE_THREAD}"),
-                              idx.get(("step", case, dtype, 1, epoch)))
+                paired = ("step", case, dtype, 2, f"{epoch}:{ONE_THREAD}")
+                one_key = paired if paired in by_key else ("step", case, dtype, 1, epoch)
+                one = idx.get(one_key)
                 if case == "C":
                     for times in (1.7, 1.8):  # BENCHMARKS.md's, the performance issue's
                         what = f"C 2 threads >= {times:g}x its 1-thread time"
@@ -689,7 +692,8 @@ def targets(rows, opts) -> list[dict]:
                                 True)
                         else:
                             add(what, dtype, bk, None, times, True,
-                                reason_for(("step", case, dtype, 1 if not one else 2, epoch)))
+                                reason_for(one_key if not one else ("step", case, dtype, 2,
+                                                                    epoch)))
                 if one and two:
                     add(f"{case}: 2 threads at most 5% slower than 1 (t2/t1)", dtype, bk,
                         two["median_ms"] / one["median_ms"], 1.05, False)
@@ -825,7 +829,8 @@ def render(result: dict) -> str:
                 for c in configs:
                     for impl in impls:
                         r = by.get(("step", c, dtype, t, impl))
-                        if not r or r["status"] != "ok" or impl in ("gemm", "torch_gemm"):
+                        if not r or r["status"] != "ok" or impl in ("gemm", "torch_gemm") \
+                                or impl.endswith(f":{ONE_THREAD}"):
                             continue
                         cells = []
                         for p in peers_here:

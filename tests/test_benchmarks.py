@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 
@@ -148,6 +149,25 @@ def test_scaling_simulates_the_tile_schedule_and_measures_the_step():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| A | float32 | 1.00x (1.00x) | 1.00x |" in proc.stdout
+
+
+def test_others_load_leaves_out_this_process_and_its_reaped_children(monkeypatch):
+    sys.path.insert(0, BENCH)
+    try:
+        from benchmarks import common
+    finally:
+        sys.path.remove(BENCH)
+    # (busy seconds of the usable CPUs, seconds of this process and reaped children)
+    readings = iter([(100.0, 5.0), (103.0, 6.5)])
+    clock = iter([10.0, 12.0])
+    monkeypatch.setattr(common, "_cpu_seconds", lambda: next(readings))
+    monkeypatch.setattr(common, "_usable_cpus", lambda: {0, 1})
+    monkeypatch.setattr(common, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
+    # 3 s busy in all, 1.5 s of them ours: 1.5 s of others over 2 s on 2 CPUs
+    assert common.OthersLoad().share() == 1.5 / 4
+    readings = iter([(100.0, 5.0), (101.0, 7.0)])  # ours exceed the total: clamped
+    clock = iter([0.0, 1.0])
+    assert common.OthersLoad().share() == 0.0
 
 
 def test_others_load_sees_another_process_busy():

@@ -45,17 +45,29 @@ def available_memory_bytes() -> int | None:
     return None
 
 
+def _usable_cpus() -> set[int]:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return set(range(os.cpu_count() or 1))
+
+
 def _cpu_seconds() -> tuple[float, float] | None:
-    """(CPU seconds the whole machine has been busy since boot, steal time of other
-    guests included; CPU seconds of this process and its reaped children), or None
-    where /proc/stat cannot be read."""
+    """(CPU seconds the CPUs this process may run on have been busy since boot, steal
+    time of other guests included; CPU seconds of this process and its reaped
+    children), or None where /proc/stat cannot be read."""
+    cpus = {f"cpu{i}" for i in _usable_cpus()}
+    busy = 0
     try:
         with open("/proc/stat") as fh:
-            ticks = [int(x) for x in fh.readline().split()[1:9]]
+            for line in fh:
+                fields = line.split()
+                if fields and fields[0] in cpus:
+                    # user nice system idle iowait irq softirq steal
+                    ticks = [int(x) for x in fields[1:9]]
+                    busy += sum(ticks) - ticks[3] - ticks[4]
     except (OSError, ValueError):
         return None
-    # user nice system idle iowait irq softirq steal
-    busy = sum(ticks) - ticks[3] - ticks[4]
     t = os.times()
     own = t.user + t.system + t.children_user + t.children_system
     return busy / os.sysconf("SC_CLK_TCK"), own
@@ -64,11 +76,12 @@ def _cpu_seconds() -> tuple[float, float] | None:
 class OthersLoad:
     """How much of the machine other processes took while a benchmark ran.
 
-    ``share()`` is the CPU time spent by every process but this one and the children
-    it has waited for (and by other guests of the host, as steal time), since this
-    object was made, divided by the wall time and the number of CPUs: 0 on an idle
-    machine whatever the benchmark's own threads do, where a load average counts them
-    too. None where /proc/stat cannot be read (then only the load average tells).
+    ``share()`` is the CPU time spent on the CPUs this process may use by every
+    process but this one and the children it has waited for (and by other guests of
+    the host, as steal time), since this object was made, divided by the wall time and
+    the number of those CPUs: 0 on an idle machine whatever the benchmark's own
+    threads do, where a load average counts them too. None where /proc/stat cannot be
+    read (then only the load average tells).
     """
 
     def __init__(self) -> None:
@@ -81,7 +94,7 @@ class OthersLoad:
         if now is None or self._start is None or wall <= 0:
             return None
         others = (now[0] - self._start[0]) - (now[1] - self._start[1])
-        return max(0.0, others) / (wall * (os.cpu_count() or 1))
+        return max(0.0, others) / (wall * len(_usable_cpus()))
 
 
 def require_memory(n_bytes: int, what: str) -> None:
