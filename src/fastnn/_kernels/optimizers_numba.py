@@ -16,10 +16,11 @@ import numpy as np
 
 from . import codes
 from ._numba_common import (
-    PW_BLOCK,
     cast_like,
     jit,
     jit_inline,
+    lane_squares,
+    lanes_total,
     pairwise_combine,
     pairwise_descend,
     pairwise_stack,
@@ -258,45 +259,6 @@ def optimizer_step(param, grad, state1, state2, optimizer, step, lr, hyper, weig
         _adamax(param, grad, state1, state2, c, h0, h1, eps, weight_decay)
 
 
-@jit_inline
-def _sq(x, i):
-    v = np.float64(x[i])
-    return v * v
-
-
-@jit
-def _block_squares(x, lo, n):
-    """Sum of x[i]^2 in float64 over one block [lo, lo + n), 1 <= n <= PW_BLOCK: the
-    terms computed on the fly, added as ``block_sum`` adds a block (NumPy's order)."""
-    if n < 8:
-        res = _sq(x, lo)
-        for i in range(lo + 1, lo + n):
-            res += _sq(x, i)
-        return res
-    r0 = _sq(x, lo)
-    r1 = _sq(x, lo + 1)
-    r2 = _sq(x, lo + 2)
-    r3 = _sq(x, lo + 3)
-    r4 = _sq(x, lo + 4)
-    r5 = _sq(x, lo + 5)
-    r6 = _sq(x, lo + 6)
-    r7 = _sq(x, lo + 7)
-    end8 = lo + n - n % 8
-    for i in range(lo + 8, end8, 8):
-        r0 += _sq(x, i)
-        r1 += _sq(x, i + 1)
-        r2 += _sq(x, i + 2)
-        r3 += _sq(x, i + 3)
-        r4 += _sq(x, i + 4)
-        r5 += _sq(x, i + 5)
-        r6 += _sq(x, i + 6)
-        r7 += _sq(x, i + 7)
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    for i in range(end8, lo + n):
-        res += _sq(x, i)
-    return res
-
-
 @jit
 def squared_norm(x):
     """sum x^2 over the flat buffer, in float64, in NumPy's pairwise order."""
@@ -306,16 +268,26 @@ def squared_norm(x):
 
 @jit
 def squared_norm_ws(x, nodes, sums):
-    """squared_norm with its scratch given: (nodes, sums) a float64 ``pairwise_stack``."""
+    """squared_norm with its scratch given: (nodes, sums) a float64 ``pairwise_stack``.
+
+    Each block's terms x[i]^2 are computed on the fly and added as ``block_sum`` adds a
+    block (written out here, not called: see ``block_sum``)."""
     n = x.size
     if n == 0:
         return 0.0
     lo = np.intp(0)
-    if n <= PW_BLOCK:
-        return 0.0 + _block_squares(x, lo, n)
     sp, cnt = pairwise_descend(nodes, 0, lo, n)
     while True:
-        sp, total, lo, n = pairwise_combine(nodes, sums, sp, _block_squares(x, lo, cnt))
+        if cnt < 8:
+            v = np.float64(x[lo])
+            res, tail = v * v, lo + 1
+        else:
+            tail = lo + cnt - cnt % 8
+            res = lanes_total(lane_squares(x, lo, tail))
+        for i in range(tail, lo + cnt):
+            v = np.float64(x[i])
+            res += v * v
+        sp, total, lo, n = pairwise_combine(nodes, sums, sp, res)
         if n == 0:
             return 0.0 + total
         sp, cnt = pairwise_descend(nodes, sp, lo, n)
