@@ -121,7 +121,10 @@ if not DISABLE_JIT:
     # The decorator policy of every kernel and helper.
     jit = _keyed_cache(njit(**_OPTIONS))
     # Small scalar helpers are inlined into their callers at the Numba IR level: the
-    # same machine code, without a separate compilation per helper.
+    # same machine code, without a separate compilation per helper. Only scalar ones:
+    # an inlined helper's array arguments are new references, each taken and dropped
+    # with an atomic increment (Numba's NRT) at every call. For the same reason a
+    # helper called per row or per block calls nothing with its arrays itself.
     jit_inline = _keyed_cache(njit(inline="always", **_OPTIONS))
     # Loops over a few large independent pieces (numba.prange), run on Numba's threads
     # (as many as numba.get_num_threads(): the caller sets it outside compiled code).
@@ -190,7 +193,7 @@ def pairwise_split(n):
     return half - half % 8
 
 
-@jit_inline
+@jit
 def pairwise_descend(nodes, sp, lo, n):
     """Split [lo, lo + n) down to its first block: push the right halves, return
     (sp, block length)."""
@@ -204,7 +207,7 @@ def pairwise_descend(nodes, sp, lo, n):
     return sp, n
 
 
-@jit_inline
+@jit
 def pairwise_combine(nodes, sums, sp, v):
     """Fold the sum v of a finished block into the pending halves.
 
@@ -349,7 +352,7 @@ def pairwise_sum_ws(a, n, nodes, sums):
     """pairwise_sum with the walk's stack given (``pairwise_stack``; sums of a's dtype),
     so that a kernel running many sums allocates it once."""
     lo = np.intp(0)
-    sp, cnt = pairwise_descend(nodes, 0, lo, n)
+    sp, cnt = (0, n) if n <= PW_BLOCK else pairwise_descend(nodes, 0, lo, n)
     while True:
         if cnt < 8:  # the block [lo, lo + cnt), as block_sum
             res, tail = a[lo], lo + 1
@@ -358,6 +361,8 @@ def pairwise_sum_ws(a, n, nodes, sums):
             res = lanes_total(lane_sums(a, lo, tail))
         for i in range(tail, lo + cnt):
             res += a[i]
+        if sp == 0:  # nothing pending: a run of one block
+            return res
         sp, v, lo, n = pairwise_combine(nodes, sums, sp, res)
         if n == 0:
             return v

@@ -268,10 +268,12 @@ def _tanh_into(z, out, derivative):
                 out[lo + j] = buf[j]
 
 
+# Softmax rows in two helpers, the row's pairwise sum between them in the kernel's own
+# loop: a helper called per row that passed its arrays on to pairwise_sum_ws would take
+# a reference to each with an atomic increment in every row (Numba's NRT).
 @jit
-def _softmax_row(z, i, out, e, nodes, sums):
-    """out[i] = softmax(z[i]), e a float64 scratch row, (nodes, sums) a float64
-    ``pairwise_stack``; out may be z."""
+def _softmax_exp_row(z, i, e):
+    """e[j] = exp(z[i, j] - max) of row i, float64 (e a scratch row)."""
     k = z.shape[1]
     mx = np.float64(z[i, 0])
     for j in range(1, k):
@@ -280,23 +282,26 @@ def _softmax_row(z, i, out, e, nodes, sums):
             mx = x
     for j in range(k):
         e[j] = np.exp(np.float64(z[i, j]) - mx)
-    s = pairwise_sum_ws(e, k, nodes, sums)
-    for j in range(k):
+
+
+@jit
+def _softmax_out_row(out, i, e, s):
+    """out[i] = e / s: the softmax of the row whose shifted exps are e and sum s."""
+    for j in range(out.shape[1]):
         out[i, j] = e[j] / s
 
 
 @jit
-def _softmax_backward_row(a, da, i, out, prod, nodes, sums):
-    """out[i] = a[i] * (da[i] - sum_j da[i, j] a[i, j]) in the array dtype.
-
-    prod is a scratch row and (nodes, sums) a ``pairwise_stack`` of that dtype; out may
-    be da.
-    """
-    k = a.shape[1]
-    for j in range(k):
+def _times_row(a, da, i, prod):
+    """prod[j] = da[i, j] a[i, j] in the array dtype."""
+    for j in range(a.shape[1]):
         prod[j] = da[i, j] * a[i, j]
-    s = pairwise_sum_ws(prod, k, nodes, sums)
-    for j in range(k):
+
+
+@jit
+def _softmax_backward_out_row(a, da, i, out, s):
+    """out[i] = a[i] * (da[i] - s), s = sum_j da[i, j] a[i, j]; out may be da."""
+    for j in range(a.shape[1]):
         out[i, j] = a[i, j] * (da[i, j] - s)
 
 
@@ -357,10 +362,12 @@ def softmax(z, out):
     """out = row-wise softmax of z (m, k): max-shifted, float64 inside."""
     if z.shape[1] == 0:
         return
-    e = np.empty(z.shape[1])
+    k = z.shape[1]
+    e = np.empty(k)
     nodes, sums = pairwise_stack(e)
     for i in range(z.shape[0]):
-        _softmax_row(z, i, out, e, nodes, sums)
+        _softmax_exp_row(z, i, e)
+        _softmax_out_row(out, i, e, pairwise_sum_ws(e, k, nodes, sums))
 
 
 @jit
@@ -482,10 +489,12 @@ def softmax_backward(a, da, out):
     """out = a * (da - sum_j da_j a_j) row-wise, all (m, k), array dtype; out may be da."""
     if a.shape[1] == 0:
         return
+    k = a.shape[1]
     prod = np.empty_like(a[0])
     nodes, sums = pairwise_stack(prod)
     for i in range(a.shape[0]):
-        _softmax_backward_row(a, da, i, out, prod, nodes, sums)
+        _times_row(a, da, i, prod)
+        _softmax_backward_out_row(a, da, i, out, pairwise_sum_ws(prod, k, nodes, sums))
 
 
 # --- by activation code, (m, k) arrays ------------------------------------------------

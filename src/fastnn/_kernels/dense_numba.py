@@ -30,11 +30,13 @@ from .activations_numba import (
     _relu_d,
     _sigmoid,
     _sigmoid_d_from_a,
-    _softmax_backward_row,
-    _softmax_row,
+    _softmax_backward_out_row,
+    _softmax_exp_row,
+    _softmax_out_row,
     _step,
     _step_d,
     _tanh_d_from_a,
+    _times_row,
 )
 
 __all__ = [
@@ -179,7 +181,8 @@ def forward_softmax(z, a, b, e, nodes, sums):
     for i in range(m):
         for j in range(n):
             z[i, j] += b[j]
-        _softmax_row(z, i, a, e, nodes, sums)
+        _softmax_exp_row(z, i, e)
+        _softmax_out_row(a, i, e, pairwise_sum_ws(e, n, nodes, sums))
 
 
 @jit
@@ -339,7 +342,8 @@ def backward_softmax(a, g, db, prod, nodes, sums):
     for j in range(n):
         db[j] = 0
     for i in range(m):
-        _softmax_backward_row(a, g, i, g, prod, nodes, sums)
+        _times_row(a, g, i, prod)
+        _softmax_backward_out_row(a, g, i, g, pairwise_sum_ws(prod, n, nodes, sums))
         for j in range(n):
             db[j] += g[i, j]
 

@@ -45,7 +45,7 @@ _NUMPY_BUFSIZE = 8192
 _SQUARED_ERROR, _POISSON = 0, 1  # the terms _pairwise_terms adds
 
 
-@jit_inline
+@jit
 def _block_terms(u, v, w, k, lo, n, buf, kind):
     """Sum of one block of terms: (u[i] - v[i])^2 (in the array dtype, then widened) or
     e^u - v u (in float64); times w[i // k] (float64) when w is not empty."""
@@ -97,7 +97,7 @@ def _weight(w, i):
     return w[i] if w.size else 1.0
 
 
-@jit_inline
+@jit
 def _per_sample(w, size):
     """Elements per sample of a flat loss: size / m, 1 without weights."""
     return size // w.size if w.size else 1
@@ -231,11 +231,15 @@ def binary_cross_entropy_and_gradient(z, y, w, out, terms, rows, nodes, sums):
 # --- softmax cross-entropy ------------------------------------------------------------
 
 
+# The row helpers take the arrays they index and call nothing: a helper called per row
+# that passes an array on to another call takes a reference to it with an atomic
+# increment in every row (Numba's NRT), so the kernels' row loops call pairwise_sum_ws
+# themselves.
 @jit
-def _shifted_exp_row(z, i, e, nodes, sums):
-    """Row i of z: e[j] = exp(z[i, j] - max); returns (max, pairwise sum of e, index of
-    the first maximum), float64. The index is np.argmax's unless the row holds NaN
-    (then max, and the loss, are NaN)."""
+def _shifted_exp_row(z, i, e):
+    """Row i of z: e[j] = exp(z[i, j] - max) in float64; returns (max, index of the
+    first maximum), float64. The index is np.argmax's unless the row holds NaN (then
+    max, and the loss, are NaN)."""
     k = z.shape[1]
     mx = np.float64(z[i, 0])
     at = 0
@@ -244,21 +248,12 @@ def _shifted_exp_row(z, i, e, nodes, sums):
         if x > mx or x != x:  # NaN wins, as in ndarray.max
             mx = x
             at = j
-    if k >= 8:
-        for j in range(k):
-            e[j] = np.exp(np.float64(z[i, j]) - mx)
-        return mx, pairwise_sum_ws(e, k, nodes, sums), at
-    # fewer than 8 terms: NumPy (block_sum) adds them left to right; done here in the
-    # exp loop, without a call per row
-    s = e[0] = np.exp(np.float64(z[i, 0]) - mx)
-    for j in range(1, k):
-        v = np.exp(np.float64(z[i, j]) - mx)
-        e[j] = v
-        s += v
-    return mx, s, at
+    for j in range(k):
+        e[j] = np.exp(np.float64(z[i, j]) - mx)
+    return mx, at
 
 
-@jit_inline
+@jit
 def _argmax_row(a, i):
     """np.argmax(a[i]): the first NaN, else the first maximum."""
     at = 0
@@ -274,13 +269,12 @@ def _argmax_row(a, i):
 
 
 @jit
-def _ce_row(z, y, i, mx, s, terms, nodes, sums):
-    """-sum_j y_j (z_j - max - log s) of row i, terms a float64 scratch row."""
-    k = z.shape[1]
+def _ce_terms_row(z, y, i, mx, s, terms):
+    """terms[j] = y_j (z_j - max - log s) of row i (float64): the row's loss is minus
+    their pairwise sum."""
     log_s = np.log(s)
-    for j in range(k):
+    for j in range(z.shape[1]):
         terms[j] = np.float64(y[i, j]) * ((np.float64(z[i, j]) - mx) - log_s)
-    return -(0.0 + pairwise_sum_ws(terms, k, nodes, sums))
 
 
 @jit
@@ -296,10 +290,12 @@ def cross_entropy(z, y, sample_weight):
 @jit
 def cross_entropy_ws(z, y, w, e, rows, nodes, sums):
     """cross_entropy with float64 scratch e (>= k), rows (>= m), a float64 stack."""
-    m = z.shape[0]
+    m, k = z.shape
     for i in range(m):
-        mx, s, _ = _shifted_exp_row(z, i, e, nodes, sums)
-        rows[i] = _weight(w, i) * _ce_row(z, y, i, mx, s, e, nodes, sums)  # e: the terms
+        mx, _ = _shifted_exp_row(z, i, e)
+        s = pairwise_sum_ws(e, k, nodes, sums)
+        _ce_terms_row(z, y, i, mx, s, e)  # e: the terms
+        rows[i] = _weight(w, i) * -(0.0 + pairwise_sum_ws(e, k, nodes, sums))
     return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / _weight_sum(w, m, nodes, sums)
 
 
@@ -313,7 +309,8 @@ def cross_entropy_gradient(z, y, out, sample_weight):
     m, k = z.shape
     norm = _weight_sum(w, m, nodes, sums)
     for i in range(m):
-        _, s, _ = _shifted_exp_row(z, i, e, nodes, sums)
+        _shifted_exp_row(z, i, e)
+        s = pairwise_sum_ws(e, k, nodes, sums)
         wi = _weight(w, i)
         for j in range(k):
             out[i, j] = (wi * (e[j] / s - np.float64(y[i, j]))) / norm
@@ -329,9 +326,11 @@ def cross_entropy_and_gradient(z, y, w, out, e, terms, rows, nodes, sums):
     norm = _weight_sum(w, m, nodes, sums)
     correct = 0
     for i in range(m):
-        mx, s, at = _shifted_exp_row(z, i, e, nodes, sums)
+        mx, at = _shifted_exp_row(z, i, e)
+        s = pairwise_sum_ws(e, k, nodes, sums)
         wi = _weight(w, i)
-        rows[i] = wi * _ce_row(z, y, i, mx, s, terms, nodes, sums)
+        _ce_terms_row(z, y, i, mx, s, terms)
+        rows[i] = wi * -(0.0 + pairwise_sum_ws(terms, k, nodes, sums))
         for j in range(k):
             out[i, j] = (wi * (e[j] / s - np.float64(y[i, j]))) / norm
         correct += at == _argmax_row(y, i)
@@ -351,11 +350,12 @@ def sparse_cross_entropy(z, labels, sample_weight):
 @jit
 def sparse_cross_entropy_ws(z, labels, w, e, rows, nodes, sums):
     """sparse_cross_entropy with float64 scratch e (>= k), rows (>= m), a float64 stack."""
-    m = z.shape[0]
+    m, k = z.shape
     if m == 0:
         return np.nan  # the mean of no sample, as np.mean
     for i in range(m):
-        mx, s, _ = _shifted_exp_row(z, i, e, nodes, sums)
+        mx, _ = _shifted_exp_row(z, i, e)
+        s = pairwise_sum_ws(e, k, nodes, sums)
         rows[i] = _weight(w, i) * (np.log(s) - (np.float64(z[i, labels[i]]) - mx))
     return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / _weight_sum(w, m, nodes, sums)
 
@@ -367,10 +367,11 @@ def sparse_cross_entropy_gradient(z, labels, out, sample_weight):
     w = sample_weight
     e = np.empty(z.shape[1])
     nodes, sums = pairwise_stack(e)
-    m = z.shape[0]
+    m, k = z.shape
     norm = _weight_sum(w, m, nodes, sums)
     for i in range(m):
-        _, s, _ = _shifted_exp_row(z, i, e, nodes, sums)
+        _shifted_exp_row(z, i, e)
+        s = pairwise_sum_ws(e, k, nodes, sums)
         _sparse_grad_row(out, i, e, s, labels[i], _weight(w, i), norm)
 
 
@@ -388,11 +389,12 @@ def sparse_cross_entropy_and_gradient(z, labels, w, out, e, rows, nodes, sums):
     """(sparse_cross_entropy(z, labels, w), rows right) with its gradient written into
     out, the softmax of each row computed once (the two kernels' values exactly). A row
     is right when the argmax of z (first maximum) is its label."""
-    m = z.shape[0]
+    m, k = z.shape
     norm = _weight_sum(w, m, nodes, sums)
     correct = 0
     for i in range(m):
-        mx, s, at = _shifted_exp_row(z, i, e, nodes, sums)
+        mx, at = _shifted_exp_row(z, i, e)
+        s = pairwise_sum_ws(e, k, nodes, sums)
         label = labels[i]
         wi = _weight(w, i)
         rows[i] = wi * (np.log(s) - (np.float64(z[i, label]) - mx))

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import codes
 from ._numba_common import (
+    PW_BLOCK,
     cast_like,
     jit,
     jit_inline,
@@ -233,7 +234,7 @@ def _correction(beta, step):
 # eps, eps_inside_sqrt read), weight_decay this call's. The branch runs once per call,
 # outside the element loops. An unknown code updates nothing (the callers check codes;
 # a raise here would keep the prange loop of training_numba from running in parallel).
-@jit_inline
+@jit
 def optimizer_step(param, grad, state1, state2, optimizer, step, lr, hyper, weight_decay):
     """One update of optimizer code ``optimizer`` in place; see the reference."""
     h0 = hyper[codes.HYPER_H0]
@@ -276,7 +277,7 @@ def squared_norm_ws(x, nodes, sums):
     if n == 0:
         return 0.0
     lo = np.intp(0)
-    sp, cnt = pairwise_descend(nodes, 0, lo, n)
+    sp, cnt = (0, n) if n <= PW_BLOCK else pairwise_descend(nodes, 0, lo, n)
     while True:
         if cnt < 8:
             v = np.float64(x[lo])
@@ -287,6 +288,8 @@ def squared_norm_ws(x, nodes, sums):
         for i in range(tail, lo + cnt):
             v = np.float64(x[i])
             res += v * v
+        if sp == 0:  # nothing pending: a run of one block
+            return 0.0 + res
         sp, total, lo, n = pairwise_combine(nodes, sums, sp, res)
         if n == 0:
             return 0.0 + total
