@@ -108,6 +108,24 @@ def test_profile_step_runs_a_config_in_steady_state():
     assert "2 thread(s)" in proc.stdout and "ms per step over 1024 steps" in proc.stdout
 
 
+def test_nrt_refs_counts_the_numba_steps_references_by_function():
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "nrt_refs.py"), "--config", "A", "--steps", "4"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    head, *rows = proc.stdout.strip().splitlines()
+    assert "backend numba:" in head and "references per step" in head, proc.stdout
+    assert float(head.split(": ")[1].split()[0]) > 0, head
+    # every counted reference lies in a function the tool can name: the epoch's own
+    # (the per-step views of its workspace) among them
+    assert rows and all("fastnn._kernels." in r for r in rows), rows
+    assert any("training_numba" in r and "epoch" in r for r in rows), rows
+
+
 def test_scaling_simulates_the_tile_schedule_and_measures_the_step():
     sys.path.insert(0, BENCH)
     try:
