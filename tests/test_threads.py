@@ -171,6 +171,37 @@ def _product_by(backend, a, b, out, trans_a, trans_b, n_threads):
             numba.set_num_threads(before)
 
 
+# Inner dimensions of 1 to GEMM_SMALL_K (docs/spec.md §10): no BLAS call, every backend
+# sums each element in the order p = 0 .. k - 1. Config A's two such products, a k = 1
+# one with a ragged width, and one long enough to be cut in tiles.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "m, n, k, trans_a, trans_b",
+    [
+        (64, 128, 2, False, False),  # z1 = x @ W1 on 2 features
+        (64, 128, 3, False, True),  # da1 = dz2 @ W2^T below 3 outputs
+        (2, 300, 4, True, False),  # a's columns strided
+        (33, 517, 1, True, True),  # wider than the Cython panel (256 columns)
+        (2048, 2304, 4, False, True),  # 2 m n k > 2**25: cut in 2 tiles
+    ],
+)
+def test_short_inner_dimensions_give_the_same_bits_everywhere(m, n, k, trans_a, trans_b, dtype):
+    rng = np.random.default_rng(m * n + k)
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    a.flat[::7] = 0.0  # exact zeros and their signs
+    b.flat[::5] = -0.0
+    a.flat[3], b.flat[2] = np.inf, np.nan
+    want = blas.gemm(a, b, np.empty((m, n), dtype), trans_a, trans_b)
+    for backend in BACKENDS:
+        for n_threads in (1, 2, 3):
+            out = np.full((m, n), 7.0, dtype)
+            _product_by(backend, a, b, out, trans_a, trans_b, n_threads)
+            np.testing.assert_array_equal(
+                out.view(np.uint8), want.view(np.uint8), err_msg=f"{backend} {n_threads}"
+            )
+
+
 # The transposes the kernels use: forward x @ w, dW = x.T @ dz, dx = dz @ w.T. Each
 # shape has 8 to 16 tiles, shorter last ones (sides not multiples of the tiles).
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -259,6 +259,8 @@ SIMD_FUNCS = {
     "double* dg",
     "bn_dx": "const T* dout, const T* x_hat, ptrdiff_t m, ptrdiff_t k, const double* scale, "
     "const double* db, const double* dg, T* dx",
+    "gemm_small_k": "int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, "
+    "const T* a, ptrdiff_t lda, const T* b, ptrdiff_t ldb, T* c, ptrdiff_t ldc",
 }
 SIMD_RETURNS = {"bias_act": "int", "act_grad_bias": "int", "sq_leaf": "double"}
 # The instruction sets of the header's target_clones, as compiler flags.
@@ -474,6 +476,21 @@ def _simd_cases(dtype):
     back = {"dout": g, "x_hat": x, "scale": wide["b"], "db": wide["c"], "dg": wide["d"]}
     yield "bn_dx", {**back, "dx": np.zeros_like(g)}, {"m": m, "k": k}, {}
     yield "bn_dx", {**back, "dx": "dout"}, {"m": m, "k": k}, {}  # dx is dout
+    # products with a short inner dimension: 300 columns, past one 256-column panel
+    rows, cols = 7, 300
+    for k in range(1, 5):
+        for trans_a in (0, 1):
+            for trans_b in (0, 1):
+                a = _special_values(rows * k, dtype, 19 + k)
+                b = _special_values(cols * k, dtype, 23 + k)
+                dims = {"m": rows, "n": cols, "k": k, "ldc": cols}
+                dims.update(lda=rows if trans_a else k, ldb=k if trans_b else cols)
+                yield (
+                    "gemm_small_k",
+                    {"a": a, "b": b, "c": np.zeros(rows * cols, dtype)},
+                    dims,
+                    {"trans_a": trans_a, "trans_b": trans_b},
+                )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastnn.reference.blas import gemm
+from fastnn.reference.blas import GEMM_SMALL_K, gemm
 from kernels._support import DTYPES, arrays, finite_floats, sizes
 
 
@@ -90,3 +90,84 @@ def test_gemm_is_deterministic(dtype):
     first = gemm(a, b, np.empty((129, 31), dtype))
     for _ in range(3):
         np.testing.assert_array_equal(gemm(a, b, np.empty((129, 31), dtype)), first)
+
+
+def _sequential(a, b, trans_a, trans_b):
+    """op(a) @ op(b) element by element in the dtype's scalars, p = 0, 1, ...: the
+    order docs/spec.md §10 sets for inner dimensions of 1 to GEMM_SMALL_K."""
+    opa, opb = (a.T if trans_a else a), (b.T if trans_b else b)
+    m = opa.shape[0]
+    out = np.empty((m, opb.shape[1]), a.dtype)
+    with np.errstate(all="ignore"):
+        _sequential_into(opa, opb, out)
+    return out
+
+
+def _sequential_into(opa, opb, out):
+    k = opa.shape[1]
+    for i in range(out.shape[0]):
+        for j in range(opb.shape[1]):
+            s = opa[i, 0] * opb[0, j]
+            for p in range(1, k):
+                s = s + opa[i, p] * opb[p, j]
+            out[i, j] = s
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_short_inner_dimension_is_summed_in_order(dtype):
+    """k <= GEMM_SMALL_K: no BLAS call, each element summed p = 0 .. k - 1, products
+    and sums rounded to the dtype: the bits of the scalar loop, and within the
+    dot-product bound of the exact product."""
+
+    @given(
+        m=st.integers(1, 9),
+        n=st.integers(1, 40),
+        k=st.integers(1, GEMM_SMALL_K),
+        data=st.data(),
+        trans_a=st.booleans(),
+        trans_b=st.booleans(),
+    )
+    def prop(m, n, k, data, trans_a, trans_b):
+        el = finite_floats(dtype, 2.0**20)
+        a = data.draw(arrays(dtype, (k, m) if trans_a else (m, k), el), "a")
+        b = data.draw(arrays(dtype, (n, k) if trans_b else (k, n), el), "b")
+        out = np.full((m, n), np.nan, dtype)
+        gemm(a, b, out, trans_a=trans_a, trans_b=trans_b)
+        np.testing.assert_array_equal(
+            out.view(np.uint8), _sequential(a, b, trans_a, trans_b).view(np.uint8)
+        )
+        check(a, b, out, trans_a, trans_b, 0.0, np.zeros_like(out))
+
+    prop()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_short_inner_dimension_special_values(dtype):
+    """IEEE rules of the sequential sum: NaN and inf propagate (inf * 0 is NaN), an
+    exact zero keeps the sign of the first product."""
+    a = np.array([[-1.0], [np.inf], [np.nan], [2.0]], dtype)
+    b = np.array([[0.0, 1.0, -3.0]], dtype)
+    out = gemm(a, b, np.empty((4, 3), dtype))
+    np.testing.assert_array_equal(
+        out.view(np.uint8), _sequential(a, b, False, False).view(np.uint8)
+    )
+    assert np.signbit(out[0, 0]) and out[0, 0] == 0  # (-1) * 0 = -0.0
+    assert np.isnan(out[1, 0]) and out[1, 1] == np.inf and out[1, 2] == -np.inf
+    assert np.isnan(out[2]).all()
+    a2 = np.array([[1.0, -1.0]], dtype)  # 1 * 2 + (-1) * 2 = +0.0
+    b2 = np.array([[2.0], [2.0]], dtype)
+    z = gemm(a2, b2, np.empty((1, 1), dtype))
+    assert z[0, 0] == 0 and not np.signbit(z[0, 0])
+
+
+def test_inner_dimension_past_the_threshold_goes_to_blas():
+    """k = GEMM_SMALL_K + 1 is one BLAS call: its float32 bits are BLAS's (FMA, its own
+    order), which differ from the sequential loop's on some element of a random
+    product of this size."""
+    rng = np.random.default_rng(5)
+    k = GEMM_SMALL_K + 1
+    a = rng.standard_normal((64, k)).astype(np.float32)
+    b = rng.standard_normal((k, 64)).astype(np.float32)
+    out = gemm(a, b, np.empty((64, 64), np.float32))
+    check(a, b, out, False, False, 0.0, np.zeros_like(out))
+    assert not np.array_equal(out, _sequential(a, b, False, False))

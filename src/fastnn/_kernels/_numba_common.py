@@ -29,7 +29,7 @@ from numba.core.caching import CompileResultCacheImpl, IndexDataCacheFile
 from numba.extending import intrinsic, overload
 
 from .. import _blas as _fastnn_blas
-from ..reference.blas import gemm_edge, gemm_grid
+from ..reference.blas import GEMM_SMALL_K, gemm_edge, gemm_grid
 from .scipy_special import erfc_address
 
 DISABLE_JIT = bool(config.DISABLE_JIT)
@@ -461,13 +461,90 @@ if not DISABLE_JIT:
 
         return sig, codegen
 
+    _SMALL_PANEL = 256  # columns of op(b) per panel, as fastnn_simd.h's FNN_SMALL_PANEL
+
+    @intrinsic
+    def _stack_panel(typingctx, like):
+        """A C-contiguous (GEMM_SMALL_K, _SMALL_PANEL) array of like's dtype on the
+        calling function's stack (no NRT allocation, no reference counting: it
+        must not outlive that call)."""
+        if not isinstance(like, types.Array):
+            return None
+        panel_type = types.Array(like.dtype, 2, "C")
+
+        def codegen(context, builder, signature, args):
+            from llvmlite import ir
+            from numba.core import cgutils
+            from numba.np.arrayobj import populate_array
+
+            size = GEMM_SMALL_K * _SMALL_PANEL
+            elt = context.get_data_type(like.dtype)
+            data = cgutils.alloca_once(builder, elt, size=size)
+            intp = context.get_value_type(types.intp)
+            itemsize = ir.Constant(intp, context.get_abi_sizeof(elt))
+            panel = context.make_array(panel_type)(context, builder)
+            populate_array(
+                panel,
+                data=data,
+                shape=[ir.Constant(intp, GEMM_SMALL_K), ir.Constant(intp, _SMALL_PANEL)],
+                strides=[ir.Constant(intp, _SMALL_PANEL * context.get_abi_sizeof(elt)), itemsize],
+                itemsize=itemsize,
+                meminfo=None,
+            )
+            return panel._getvalue()
+
+        return panel_type(like), codegen
+
+    @jit
+    def _gemm_small_k(a, b, out, trans_a, trans_b, r0, r1, c0, c1):
+        """``fastnn.reference.blas.gemm_small_k``: each element of the tile summed in
+        the order p = 0 .. k - 1 in the dtype, 1 <= k <= GEMM_SMALL_K; the k rows of
+        op(b) copied into a panel on the stack first, _SMALL_PANEL columns at a time
+        (fastnn_simd.h's loop; nothing allocated, as a training step must not)."""
+        k = a.shape[0] if trans_a else a.shape[1]
+        panel = _stack_panel(out)
+        for j0 in range(c0, c1, _SMALL_PANEL):
+            # Unsigned column indices: with signed ones Numba wraps negative indices
+            # around, a test per element that keeps LLVM from vectorizing (5x slower).
+            # Indices, not row views: a view per row would take array references.
+            u0 = np.uint64(j0)
+            w = np.uint64(min(_SMALL_PANEL, c1 - j0))
+            for p in range(k):
+                for j in range(w):
+                    panel[p, j] = b[u0 + j, p] if trans_b else b[p, u0 + j]
+            for i in range(r0, r1):
+                x0 = a[0, i] if trans_a else a[i, 0]
+                if k == 1:
+                    for j in range(w):
+                        out[i, u0 + j] = x0 * panel[0, j]
+                    continue
+                x1 = a[1, i] if trans_a else a[i, 1]
+                if k == 2:
+                    for j in range(w):
+                        out[i, u0 + j] = x0 * panel[0, j] + x1 * panel[1, j]
+                    continue
+                x2 = a[2, i] if trans_a else a[i, 2]
+                if k == 3:
+                    for j in range(w):
+                        out[i, u0 + j] = x0 * panel[0, j] + x1 * panel[1, j] + x2 * panel[2, j]
+                    continue
+                x3 = a[3, i] if trans_a else a[i, 3]
+                for j in range(w):
+                    out[i, u0 + j] = (
+                        x0 * panel[0, j] + x1 * panel[1, j] + x2 * panel[2, j] + x3 * panel[3, j]
+                    )
+
     @jit_inline
     def _gemm_tile(a, b, out, trans_a, trans_b, r0, r1, c0, c1):
         """out[r0:r1, c0:c1] = op(a)[r0:r1] @ op(b)[:, c0:c1], one BLAS call of
-        ``fastnn.reference.blas.gemm``: out.T = op(b).T op(a).T, b first, no copies."""
+        ``fastnn.reference.blas.gemm``: out.T = op(b).T op(a).T, b first, no copies (or,
+        for an inner dimension 1 <= k <= GEMM_SMALL_K, ``_gemm_small_k``)."""
         br, bc = b.shape
         ar, ac = a.shape
         k = bc if trans_b else br
+        if k >= 1 and k <= GEMM_SMALL_K:
+            _gemm_small_k(a, b, out, trans_a, trans_b, r0, r1, c0, c1)
+            return
         _xgemm(
             np.int64(_TRANS if trans_b else _NOTRANS),
             np.int64(_TRANS if trans_a else _NOTRANS),

@@ -8,6 +8,12 @@
 
 from cython cimport floating
 
+from fastnn._kernels.fastnn_simd cimport (
+    FNN_SMALL_K,
+    fnn_gemm_small_k_f32,
+    fnn_gemm_small_k_f64,
+)
+
 
 cdef extern from "fastnn_blas.h" nogil:
     ctypedef void (*fnn_sgemm_fn)(char*, char*, int*, int*, int*, float*, float*, int*,
@@ -70,11 +76,19 @@ cdef inline void gemm_call(bint trans_a, bint trans_b, int m, int n, int k,
     lda, ldb, ldc are the stored row lengths of a, b and c. A row-major matrix is its
     own transpose in column-major order, so BLAS computes c^T = op(b)^T op(a)^T: b goes
     first and no transposed copy is made. alpha = 1, beta = 0, the reference's call.
+    An inner dimension 1 <= k <= FNN_SMALL_K is summed by fastnn itself, in the order
+    p = 0 .. k - 1 (fastnn_simd.h), as the reference does.
     """
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
     cdef floating one = 1
     cdef floating zero = 0
+    if 1 <= k <= FNN_SMALL_K:
+        if floating is float:
+            fnn_gemm_small_k_f32(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
+        else:
+            fnn_gemm_small_k_f64(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
+        return
     if floating is float:
         fnn_sgemm(&tb, &ta, &n, &m, &k, &one, <float*>b, &ldb, <float*>a, &lda,
                   &zero, c, &ldc)

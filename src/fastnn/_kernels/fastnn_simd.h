@@ -322,6 +322,57 @@
                                                 - (double)x_hat[i * k + j] * dg[j]));  \
     }
 
+/* --- products with a short inner dimension ------------------------------------------
+ * c (m, n) = op(a) op(b), row-major, for 1 <= k <= FNN_SMALL_K: every element summed in
+ * the order p = 0, 1, ..., k - 1, c_ij = ((a_i0 b_0j + a_i1 b_1j) + a_i2 b_2j) + ...,
+ * each product and sum rounded to T (fastnn.reference.blas.gemm_small_k, the same
+ * bits; a BLAS call packs both operands for a handful of products per output). The
+ * lanes run across the columns j; the k rows of op(b) are copied into a panel,
+ * FNN_SMALL_PANEL columns at a time. c must not overlap a or b. */
+#define FNN_SMALL_K 4
+#define FNN_SMALL_PANEL 256
+
+#define FNN_SMALL_K_ROW(EXPR)                                                          \
+    for (ptrdiff_t j = 0; j < w; j++) ci[j] = EXPR;
+
+#define FNN_GEMM_SMALL_K(T, S)                                                         \
+    FNN_CLONES FNN_UNUSED static void fnn_gemm_small_k_##S(                            \
+        int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *a,   \
+        ptrdiff_t lda, const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc)                 \
+    {                                                                                  \
+        T panel[FNN_SMALL_K * FNN_SMALL_PANEL];                                        \
+        for (ptrdiff_t j0 = 0; j0 < n; j0 += FNN_SMALL_PANEL) {                        \
+            ptrdiff_t w = n - j0 < FNN_SMALL_PANEL ? n - j0 : FNN_SMALL_PANEL;         \
+            /* the panel: rows p of op(b), columns j0 .. j0 + w (the copy costs less   \
+             * than reading b in place, even where its rows are contiguous) */         \
+            for (ptrdiff_t p = 0; p < k; p++)                                          \
+                for (ptrdiff_t j = 0; j < w; j++)                                      \
+                    panel[p * FNN_SMALL_PANEL + j] =                                   \
+                        trans_b ? b[(j0 + j) * ldb + p] : b[p * ldb + j0 + j];         \
+            const T *b0 = panel, *b1 = panel + FNN_SMALL_PANEL;                        \
+            const T *b2 = panel + 2 * FNN_SMALL_PANEL;                                 \
+            const T *b3 = panel + 3 * FNN_SMALL_PANEL;                                 \
+            for (ptrdiff_t i = 0; i < m; i++) {                                        \
+                /* op(a)[i, p]: a[p, i] when a is transposed */                        \
+                ptrdiff_t at = trans_a ? i : i * lda, step = trans_a ? lda : 1;        \
+                T x0 = a[at], x1 = 0, x2 = 0, x3 = 0;                                  \
+                if (k > 1) x1 = a[at + step];                                          \
+                if (k > 2) x2 = a[at + 2 * step];                                      \
+                if (k > 3) x3 = a[at + 3 * step];                                      \
+                T *restrict ci = c + i * ldc + j0;                                     \
+                if (k == 1) {                                                          \
+                    FNN_SMALL_K_ROW(x0 * b0[j])                                        \
+                } else if (k == 2) {                                                   \
+                    FNN_SMALL_K_ROW(x0 * b0[j] + x1 * b1[j])                           \
+                } else if (k == 3) {                                                   \
+                    FNN_SMALL_K_ROW(x0 * b0[j] + x1 * b1[j] + x2 * b2[j])              \
+                } else {                                                               \
+                    FNN_SMALL_K_ROW(x0 * b0[j] + x1 * b1[j] + x2 * b2[j] + x3 * b3[j]) \
+                }                                                                      \
+            }                                                                          \
+        }                                                                              \
+    }
+
 #define FNN_ALL(T, S, SQRT)                                                            \
     FNN_SGD(T, S)                                                                      \
     FNN_MOMENTUM(T, S)                                                                 \
@@ -334,7 +385,8 @@
     FNN_BN_SUMS(T, S)                                                                  \
     FNN_BN_NORMALISE(T, S)                                                             \
     FNN_BN_GRAD_SUMS(T, S)                                                             \
-    FNN_BN_DX(T, S)
+    FNN_BN_DX(T, S)                                                                    \
+    FNN_GEMM_SMALL_K(T, S)
 
 FNN_ALL(float, f32, sqrtf)
 FNN_ALL(double, f64, sqrt)

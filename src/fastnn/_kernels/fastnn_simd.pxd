@@ -60,3 +60,11 @@ cdef extern from "fastnn_simd.h" nogil:
     void fnn_bn_dx_f64(const double* dout, const double* x_hat, Py_ssize_t m,
                        Py_ssize_t k, const double* scale, const double* db,
                        const double* dg, double* dx)
+    # products with an inner dimension 1 <= k <= FNN_SMALL_K (blas_cython.pxd's gemm_call)
+    enum: FNN_SMALL_K
+    void fnn_gemm_small_k_f32(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n,
+                              Py_ssize_t k, const float* a, Py_ssize_t lda, const float* b,
+                              Py_ssize_t ldb, float* c, Py_ssize_t ldc)
+    void fnn_gemm_small_k_f64(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n,
+                              Py_ssize_t k, const double* a, Py_ssize_t lda,
+                              const double* b, Py_ssize_t ldb, double* c, Py_ssize_t ldc)

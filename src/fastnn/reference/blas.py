@@ -7,7 +7,9 @@ between backends bit for bit (docs/spec.md §10, rule 2 of §11), whatever threa
 them and whatever BLAS thread limits are set.
 
 Every product's output is cut into tiles by :func:`gemm_blocks`, a rule that looks at
-the shape only, and each tile is one BLAS call with the whole inner dimension. The
+the shape only, and each tile is one BLAS call with the whole inner dimension (or, for
+an inner dimension of at most GEMM_SMALL_K, a sum in a fixed order that every backend
+runs itself). The
 compiled kernels make the same calls, one after the other on one thread or claimed by
 the threads of fastnn's pool on several, so the bits never depend on the thread count
 (OpenBLAS's own threading, and even computing a product whole instead of in tiles,
@@ -42,6 +44,13 @@ GEMM_MIN_ROWS = 256
 GEMM_MIN_COLS = 128
 GEMM_SPLIT_FLOPS = 2**25
 GEMM_TILE_FLOPS = 2**31
+
+# Products whose inner dimension k is this short are not BLAS calls (docs/spec.md §10):
+# each element is summed in the order p = 0 .. k - 1 by every backend (gemm_small_k;
+# fastnn_simd.h for the Cython kernels, _numba_common.py for Numba's). BLAS packs both
+# operands for these few products per output and took 1.1-3x longer (A's products z1 =
+# x W1, k = 2, and da1 = dz2 W2^T, k = 3, on Zen 5; benchmarks/small_products.py).
+GEMM_SMALL_K = 4
 
 
 def gemm_grid(m, n, k):
@@ -116,8 +125,10 @@ def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
     ``a`` (m, k) or (k, m) and ``b`` (k, n) or (n, k), ``out`` (m, n), all 2-D of one
     dtype. Each tile of :func:`gemm_blocks` is one call of fastnn's single-threaded
     BLAS (:func:`fastnn._blas.gemm_call`) on the arrays' own buffers, as the compiled
-    kernels make it; operands that are not C-contiguous are copied first (the values
-    are the same: BLAS packs its operands anyway).
+    kernels make it, or, for an inner dimension 1 <= k <= GEMM_SMALL_K and beta = 0,
+    :func:`gemm_small_k`'s sequential sum (docs/spec.md §10); operands that are not
+    C-contiguous are copied first (the values are the same: BLAS packs its operands
+    anyway).
     """
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     target = out
@@ -127,6 +138,9 @@ def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
     k = a.shape[0] if trans_a else a.shape[1]
     lda, ldb, ldc = max(1, a.shape[1]), max(1, b.shape[1]), max(1, n)
     for r0, r1, c0, c1 in gemm_blocks(m, n, k):
+        if 1 <= k <= GEMM_SMALL_K and beta == 0:
+            gemm_small_k(a, b, out, trans_a, trans_b, r0, r1, c0, c1)
+            continue
         # out[r0:r1, c0:c1] = op(a)[r0:r1] @ op(b)[:, c0:c1]
         gemm_call(
             trans_a,
@@ -148,3 +162,19 @@ def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
     if out is not target:
         target[...] = out
     return target
+
+
+def gemm_small_k(a, b, out, trans_a, trans_b, r0, r1, c0, c1):
+    """out[r0:r1, c0:c1] = op(a)[r0:r1] @ op(b)[:, c0:c1] for 1 <= k <= GEMM_SMALL_K.
+
+    Every element is summed in the order p = 0 .. k - 1, ``((a_i0 b_0j + a_i1 b_1j) +
+    a_i2 b_2j) + ...``, each product and sum rounded to the dtype (NumPy's multiply and
+    add, no fused multiply-add): the compiled kernels' loops give the same bits.
+    """
+    opa = a.T if trans_a else a
+    opb = b.T if trans_b else b
+    tile = out[r0:r1, c0:c1]
+    with np.errstate(all="ignore"):  # silent as a BLAS call: inf * 0 is NaN, no warning
+        np.multiply(opa[r0:r1, 0:1], opb[0:1, c0:c1], out=tile)
+        for p in range(1, opa.shape[1]):
+            tile += opa[r0:r1, p : p + 1] * opb[p : p + 1, c0:c1]
