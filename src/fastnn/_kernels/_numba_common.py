@@ -315,9 +315,10 @@ def lanes_total(r):
     return ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
 
 
-# The block's code is written out in each walk below rather than called: a call per
-# block (inlined or not) takes and drops a reference to the array with atomic
-# increments (Numba's NRT), which cost as much as the block's additions.
+# The block's code is written out in each walk below rather than called: IR-inlined, a
+# block call took and dropped a reference to the array with atomic increments (Numba's
+# NRT) in every block; as a plain call it costs no reference but still ~2 ns a block
+# (a 300,000-value float32 sum 26.9 us instead of 22.3).
 @jit
 def block_sum(a, lo, n):
     """a[lo] + ... + a[lo + n - 1], 1 <= n <= PW_BLOCK, as NumPy adds one block.
