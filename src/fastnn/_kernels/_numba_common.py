@@ -315,10 +315,11 @@ def lanes_total(r):
     return ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
 
 
-# The block's code is written out in each walk below rather than called: IR-inlined, a
-# block call took and dropped a reference to the array with atomic increments (Numba's
-# NRT) in every block; as a plain call it costs no reference but still ~2 ns a block
-# (a 300,000-value float32 sum 26.9 us instead of 22.3).
+# A plain call, not IR-inlined: inlined, it took and dropped a reference to the array
+# (atomic increments, Numba's NRT) in every block. The call costs ~2 ns a block (a
+# 300,000-value float32 sum 26.9 us instead of 22.3), nothing for the sums a step runs
+# here (a batch long at most); the one long sum, the gradient norm, writes its block of
+# squares out (optimizers_numba.squared_norm_ws).
 @jit
 def block_sum(a, lo, n):
     """a[lo] + ... + a[lo + n - 1], 1 <= n <= PW_BLOCK, as NumPy adds one block.
@@ -355,13 +356,7 @@ def pairwise_sum_ws(a, n, nodes, sums):
     lo = np.intp(0)
     sp, cnt = (0, n) if n <= PW_BLOCK else pairwise_descend(nodes, 0, lo, n)
     while True:
-        if cnt < 8:  # the block [lo, lo + cnt), as block_sum
-            res, tail = a[lo], lo + 1
-        else:
-            tail = lo + cnt - cnt % 8
-            res = lanes_total(lane_sums(a, lo, tail))
-        for i in range(tail, lo + cnt):
-            res += a[i]
+        res = block_sum(a, lo, cnt)
         if sp == 0:  # nothing pending: a run of one block
             return res
         sp, v, lo, n = pairwise_combine(nodes, sums, sp, res)
