@@ -19,7 +19,8 @@ trap 'rm -rf "$data_dir"' EXIT
 # Every process (children in other working directories too) writes here.
 export COVERAGE_FILE="$data_dir/.coverage"
 status=0
-python -m coverage run -m pytest "$@" || status=$?
+# -n 0: in this process (the suite's default spreads it over xdist workers)
+python -m coverage run -m pytest -n 0 "$@" || status=$?
 python -m coverage combine --quiet "$data_dir"
 python -m coverage report --skip-covered --sort=cover
 if [[ -n "${COVERAGE_HTML:-}" ]]; then

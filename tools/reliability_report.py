@@ -166,8 +166,9 @@ def run_tests(out: pathlib.Path) -> int:
                PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH",
                                                                              "")]))
     out.write_text("")
+    # -n 0, one process: the tests append their records to one file
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           *TESTS], cwd=ROOT, env=env).returncode
+                           "-n", "0", *TESTS], cwd=ROOT, env=env).returncode
 
 
 def measure_threads(repeats: int = 3) -> list[dict]:

@@ -48,6 +48,8 @@ def test_numba_kernels_as_python(tmp_path):
         "-q",
         "-p",
         "no:cacheprovider",
+        "-n",  # in this process: the suite's run already has its workers
+        "0",
         "-W",
         "ignore::RuntimeWarning",
         "--rootdir",
