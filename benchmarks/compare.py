@@ -104,7 +104,10 @@ LABELS = {
     "jax": "JAX jit",
     "gemm": "GEMM-only (SciPy BLAS)",
     "torch_gemm": "GEMM-only (torch.mm)",
+    "jax_gemm": "GEMM-only (XLA dot, one jit)",
 }
+# The rows that time the step's products alone: GFLOP/s shown, no speed-ups taken.
+GEMM_ONLY = ("gemm", "torch_gemm", "jax_gemm")
 
 
 SECTION_LABELS = {
@@ -374,10 +377,11 @@ def jax_rows(opts) -> list[dict]:
     import, from the CPUs the process may run on, so it cannot be re-pinned in-process
     like the others (and its samples are not interleaved with theirs)."""
     if importlib.util.find_spec("jax") is None:
-        return [{"section": "step", "case": n, "impl": "jax", "label": label("jax"),
+        return [{"section": "step", "case": n, "impl": i, "label": label(i),
                  "dtype": d, "threads": t, "status": "skipped",
                  "note": "jax is not installed"}
-                for d in opts.dtypes for n in opts.configs for t in opts.threads]
+                for d in opts.dtypes for n in opts.configs for t in opts.threads
+                for i in ("jax", "jax_gemm")]
     out = []
     for t in opts.threads:
         log(f"step JAX jit, {t} thread(s), in a subprocess")
@@ -393,10 +397,10 @@ def jax_rows(opts) -> list[dict]:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             msg = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-            out += [{"section": "step", "case": n, "impl": "jax", "label": label("jax"),
+            out += [{"section": "step", "case": n, "impl": i, "label": label(i),
                      "dtype": d, "threads": t, "status": "error",
                      "note": f"worker failed: {msg[0]}"}
-                    for d in opts.dtypes for n in opts.configs]
+                    for d in opts.dtypes for n in opts.configs for i in ("jax", "jax_gemm")]
             continue
         out += json.loads(proc.stdout)
     return out
@@ -412,7 +416,9 @@ def jax_worker(opts) -> None:
         for name in opts.configs:
             cfg = CONFIGS[name]
             batches = make_batches(cfg, dtype, opts.n_batches)
-            cands = [Candidate("jax", lambda: peers.jax_step(cfg, dtype, batches))]
+            gemm = GemmOnly(cfg, dtype)
+            cands = [Candidate("jax", lambda: peers.jax_step(cfg, dtype, batches)),
+                     Candidate("jax_gemm", lambda gemm=gemm: peers.jax_gemm(gemm))]
             measure(cands, opts, opts.repeats)
             rows += rows_from(cands, "step", name, dtype, t,
                               lambda c, row, cfg=cfg: {
@@ -817,7 +823,7 @@ def render(result: dict) -> str:
                     for c in configs:
                         r = by.get(("step", c, dtype, t, impl))
                         extra = ""
-                        if r and r["status"] == "ok" and impl in ("gemm", "torch_gemm"):
+                        if r and r["status"] == "ok" and impl in GEMM_ONLY:
                             extra = f" ({r['gflops']:.0f} GFLOP/s)"
                         cells.append(cell(r, extra))
                     body.append([label(impl)] + cells)
@@ -829,7 +835,7 @@ def render(result: dict) -> str:
                 for c in configs:
                     for impl in impls:
                         r = by.get(("step", c, dtype, t, impl))
-                        if not r or r["status"] != "ok" or impl in ("gemm", "torch_gemm") \
+                        if not r or r["status"] != "ok" or impl in GEMM_ONLY \
                                 or impl.endswith(f":{ONE_THREAD}"):
                             continue
                         cells = []

@@ -212,6 +212,33 @@ def jax_step(cfg, dtype, batches, seed: int = 0):
     return step
 
 
+def jax_gemm(gemm):
+    """The products of :class:`benchmarks.common.GemmOnly` ``gemm``, on the same arrays,
+    through XLA's dot under one ``jax.jit`` returning every product: how fast JAX's own
+    kernels run the step's shapes, beside SciPy's (JAX's step is built on these)."""
+    jax = require("jax")
+    jnp = importlib.import_module("jax.numpy")
+    acts, weights, _, dzs, _ = gemm.arrays
+    if acts[0].dtype == np.float64:
+        jax.config.update("jax_enable_x64", True)
+    acts, weights, dzs = ([jnp.asarray(a) for a in group] for group in (acts, weights, dzs))
+    L = len(weights)
+
+    def products(acts, weights, dzs):
+        out = [acts[k] @ weights[k] for k in range(L)]
+        for k in reversed(range(L)):
+            out.append(acts[k].T @ dzs[k])
+            if k > 0:
+                out.append(dzs[k] @ weights[k].T)
+        return out
+
+    jitted = jax.jit(products)
+
+    def run():
+        jax.block_until_ready(jitted(acts, weights, dzs))
+    return run
+
+
 # --- optimizer step alone ----------------------------------------------------------------
 
 def torch_optimizer(kind: str, param, grad, fused: bool):
