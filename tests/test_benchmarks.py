@@ -165,6 +165,32 @@ def test_nrt_refs_counts_references_and_names_the_function_that_takes_them():
     assert names10 == names30 == ["__main__.row_dots"], proc.stdout
 
 
+def test_gemm_products_times_each_product_of_a_step():
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(BENCH, "gemm_products.py"),
+            *("--configs", "A,B", "--repeats", "1", "--min-time", "0.001"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("CPU: ") and "kernel" in lines[0], lines[0]
+    # per config: the products in GemmOnly's order, then their sum
+    for layers in (2, 3):
+        names = [f"z{i} = x @ W{i}" for i in range(layers)]
+        for i in reversed(range(layers)):
+            names += [f"dW{i} = x^T @ dz{i}"] + ([f"dx{i} = dz{i} @ W{i}^T"] if i else [])
+        rows = [line for line in lines if line.split("  ")[0] in names + ["sum"]][: len(names) + 1]
+        lines = lines[lines.index(rows[-1]) + 1 :]
+        assert [r.split("  ")[0] for r in rows] == names + ["sum"], proc.stdout
+        assert all(float(r[24:].split()[0]) > 0 for r in rows), rows
+
+
 def test_scaling_simulates_the_tile_schedule_and_measures_the_step():
     sys.path.insert(0, BENCH)
     try:

@@ -1,0 +1,169 @@
+#!/usr/bin/env python
+"""Each matrix product of a training step, through SciPy's BLAS, torch.mm and XLA's dot.
+
+compare.py's GEMM-only rows time a step's products together; this times them one by
+one, on one thread, to say which product a peer's kernels run faster. For each product
+of a config (benchmarks/common.py's GemmOnly: ``x @ W`` per layer, ``x^T @ dz`` per
+layer, ``dz @ W^T`` for all but the first) it prints the median time of the very call
+GemmOnly makes (fastnn's BLAS, SciPy's OpenBLAS file), of ``torch.mm`` and of a
+``jax.jit`` of the product alone, each where installed, with the ratios to SciPy's::
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
+        python benchmarks/gemm_products.py --configs C,D [--dtype float64]
+
+Run it with OpenBLAS's environment unset, as compare.py (benchmarks/README.md says
+why); the host and BLAS kernel are printed first. One product jitted alone is not how
+XLA runs a step: it may lay out or fuse the step's products differently (compare.py's
+"GEMM-only (XLA dot, one jit)" row times them in one jit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+for p in (HERE, HERE.parent):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+
+def product_names(sizes) -> list[str]:
+    """The products of a step in GemmOnly's order."""
+    layers = len(sizes) - 1
+    names = [f"z{i} = x @ W{i}" for i in range(layers)]
+    for i in reversed(range(layers)):
+        names.append(f"dW{i} = x^T @ dz{i}")
+        if i > 0:
+            names.append(f"dx{i} = dz{i} @ W{i}^T")
+    return names
+
+
+def operands(gemm) -> list[tuple]:
+    """(a, b, transpose) of each product of GemmOnly ``gemm``, in its order."""
+    acts, weights, _, dzs, _ = gemm.arrays
+    out = [(acts[i], weights[i], "") for i in range(len(weights))]
+    for i in reversed(range(len(weights))):
+        out.append((acts[i], dzs[i], "a"))
+        if i > 0:
+            out.append((dzs[i], weights[i], "b"))
+    return out
+
+
+def median_time(fn, repeats: int, min_time: float) -> float:
+    """Median seconds per call over ``repeats`` samples of at least ``min_time`` each."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    inner = max(1, int(min_time / max(time.perf_counter() - t0, 1e-7)))
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - t0) / inner)
+    return statistics.median(samples)
+
+
+def torch_calls(ops):
+    import torch
+
+    torch.set_num_threads(1)
+    calls = []
+    for a, b, tr in ops:
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        ta = ta.t() if tr == "a" else ta
+        tb = tb.t() if tr == "b" else tb
+        out = torch.empty((ta.shape[0], tb.shape[1]), dtype=ta.dtype)
+        calls.append(lambda ta=ta, tb=tb, out=out: torch.mm(ta, tb, out=out))
+    return calls
+
+
+def xla_calls(ops):
+    import jax
+    import jax.numpy as jnp
+
+    if ops[0][0].dtype.itemsize == 8:
+        jax.config.update("jax_enable_x64", True)
+    calls = []
+    for a, b, tr in ops:
+        fn = {"": lambda a, b: a @ b, "a": lambda a, b: a.T @ b, "b": lambda a, b: a @ b.T}
+        jitted = jax.jit(fn[tr])
+        ja, jb = jnp.asarray(a), jnp.asarray(b)
+        calls.append(lambda f=jitted, ja=ja, jb=jb: f(ja, jb).block_until_ready())
+    return calls
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--configs", default="C,D")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--repeats", type=int, default=7, help="samples per product")
+    p.add_argument("--min-time", type=float, default=0.05, help="seconds per sample")
+    p.add_argument("--peers", default="torch,jax", help="of torch, jax; where installed")
+    opts = p.parse_args(argv)
+
+    # one core: XLA sizes its pool at import, torch and BLAS are told below
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+    ).strip()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:1])
+    import importlib.util
+
+    import scipy.linalg.blas  # noqa: F401  (loaded, so threadpoolctl lists it)
+    from benchmarks.common import CONFIGS, GemmOnly
+    from scaling import cpu_model
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    blas = [
+        f"{i['internal_api']} {i.get('version')} kernel {i.get('architecture')}"
+        for i in threadpool_info()
+        if "scipy" in i["filepath"]
+    ]
+    print(
+        f"CPU: {cpu_model()}; SciPy's BLAS: {', '.join(blas) or 'not found'}; "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
+    )
+    peers = [
+        name
+        for name in opts.peers.split(",")
+        if name and importlib.util.find_spec(name) is not None
+    ]
+    makers = {"torch": torch_calls, "jax": xla_calls}
+    with threadpool_limits(1):
+        for name in opts.configs.split(","):
+            cfg = CONFIGS[name]
+            gemm = GemmOnly(cfg, opts.dtype)
+            ops = operands(gemm)
+            columns = {"scipy": gemm.calls} | {peer: makers[peer](ops) for peer in peers}
+            print(
+                f"\nconfig {name} {cfg.sizes} batch {cfg.batch}, {opts.dtype}, one thread "
+                f"(us; peer / SciPy)"
+            )
+            print(f"{'product':24s}" + "".join(f"{c:>20s}" for c in columns))
+            totals = dict.fromkeys(columns, 0.0)
+            for i, label in enumerate(product_names(cfg.sizes)):
+                times = {
+                    c: median_time(calls[i], opts.repeats, opts.min_time)
+                    for c, calls in columns.items()
+                }
+                for c, t in times.items():
+                    totals[c] += t
+                cells = [f"{times['scipy'] * 1e6:20.1f}"] + [
+                    f"{times[c] * 1e6:12.1f} ({times[c] / times['scipy']:4.2f})" for c in peers
+                ]
+                print(f"{label:24s}" + "".join(cells))
+            cells = [f"{totals['scipy'] * 1e6:20.1f}"] + [
+                f"{totals[c] * 1e6:12.1f} ({totals[c] / totals['scipy']:4.2f})" for c in peers
+            ]
+            print(f"{'sum':24s}" + "".join(cells))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
