@@ -4,8 +4,9 @@
 Numba keeps arrays alive with reference counts (its runtime, NRT): each NRT_incref is
 an atomic increment, undone by an atomic NRT_decref, a few nanoseconds the pair. Code
 that takes references per row or per block shows in small configs' steps: config A's
-Numba step took 362 a step, 256 of them in one per-row loss helper (issue 14). A
-sampling profiler cannot name the functions Numba compiled; this counts instead.
+Numba step took 362 a step, 256 of them in one per-row loss helper (issue 14). perf
+shows the time NRT_incref takes (``profile_step.py --perf-map``), not who calls it:
+this counts the calls per caller.
 Before anything is compiled, NRT_incref is redefined to report its return address;
 the kernels are compiled afresh (a temporary Numba cache: cached code keeps the
 uninstrumented NRT_incref), one epoch of ``--steps`` steps runs counted, and each

@@ -12,7 +12,8 @@ time per step. Profile it from outside, skipping the set-up:
     perf report -i step.data --no-children --sort sym
 
 (``-D`` delays recording by that many ms; choose it past the "steady state" line.
-``py-spy record --native`` works too.) Threads: ``--threads`` for fastnn's pool, BLAS
+``py-spy record --native`` works too.) With ``--perf-map``, perf names the functions
+Numba compiled (benchmarks/numba_perf_map.py). Threads: ``--threads`` for fastnn's pool, BLAS
 held at one thread as in fit.
 """
 
@@ -43,10 +44,17 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--backend", default=None, help="numpy, numba or cython (default: "
                    "fastnn's default)")
+    p.add_argument("--perf-map", action="store_true", help="name Numba's functions for "
+                   "perf in /tmp/perf-<pid>.map (numba_perf_map.py)")
     opts = p.parse_args(argv)
+    if opts.perf_map:
+        import numba_perf_map
+
+        numba_perf_map.install()
+
+    from threadpoolctl import threadpool_limits
 
     import fastnn
-    from threadpoolctl import threadpool_limits
 
     cfg = CONFIGS[opts.config]
     # steps per train_epoch call: an epoch of up to 1024 batches or 16 MB of data, so
@@ -63,6 +71,9 @@ def main(argv=None) -> int:
     with threadpool_limits(1, user_api="blas"):
         net.train_epoch(X, y, opt, cfg.batch, shuffle=False)
         net.train_epoch(X, y, opt, cfg.batch, shuffle=False)
+        if opts.perf_map:
+            path, count = numba_perf_map.write()
+            print(f"{count} Numba functions named in {path}", flush=True)
         print(f"steady state after {time.perf_counter() - T_START:.1f} s", flush=True)
         t0 = time.perf_counter()
         for _ in range(calls):

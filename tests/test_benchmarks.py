@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import types
+from pathlib import Path
 
 import pytest
 
@@ -163,6 +164,61 @@ def test_nrt_refs_counts_references_and_names_the_function_that_takes_them():
     assert int(n10) > 0 and (int(n30) - int(n10)) % 20 == 0 and int(n30) > int(n10), proc.stdout
     # every one mapped to the compiled function holding the call
     assert names10 == names30 == ["__main__.row_dots"], proc.stdout
+
+
+_PERF_MAP_SCRIPT = """
+import os, sys
+import numba_perf_map
+numba_perf_map.install()
+import numba
+import numpy as np
+
+@numba.njit
+def total(a):
+    s = 0.0
+    for v in a:
+        s += v
+    return s
+
+@numba.njit(cache=True)
+def twice(a):
+    return 2.0 * total(a)
+
+twice(np.ones(3))
+path, count = numba_perf_map.write(os.path.join(sys.argv[1], "perf.map"))
+cres = twice.overloads[twice.signatures[0]]
+entry = cres.library.get_pointer_to_function(cres.fndesc.mangled_name)
+print(path, count, entry)
+"""
+
+
+def test_numba_perf_map_names_the_compiled_functions(tmp_path):
+    """The map perf reads: every function Numba compiled (a fresh compile and, in a
+    second process, the same kernel loaded from the on-disk cache), with its size."""
+    env = dict(ENV, PYTHONPATH=os.pathsep.join([BENCH, SRC]), NUMBA_CACHE_DIR=str(tmp_path))
+    script = tmp_path / "probe.py"  # a file: Numba caches nothing compiled from -c
+    script.write_text(_PERF_MAP_SCRIPT)
+    for run in ("compiled", "loaded from the cache"):
+        proc = subprocess.run(
+            [sys.executable, str(script), str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
+        assert proc.returncode == 0, (run, proc.stderr[-3000:])
+        path, count, entry = proc.stdout.split()
+        rows = [line.split(" ", 2) for line in Path(path).read_text().splitlines()]
+        assert int(count) == len(rows) > 0, (run, rows)
+        names = {name for _, _, name in rows}
+        assert "__main__.twice" in names, (run, names)
+        if run == "compiled":  # its own library then (loaded, twice's copy is inlined)
+            assert "__main__.total" in names, names
+        # the entry point lies in the range listed for it
+        start, size = next(
+            (int(a, 16), int(n, 16)) for a, n, name in rows if name == "__main__.twice"
+        )
+        assert size > 0 and start <= int(entry) < start + size, (run, start, size, entry)
 
 
 def test_gemm_products_times_each_product_of_a_step():
