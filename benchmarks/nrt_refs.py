@@ -100,7 +100,10 @@ def compiled_functions() -> tuple[list[int], list[str]]:
 
     starts = {}
     for obj in gc.get_objects():
-        if not isinstance(obj, Dispatcher):
+        try:
+            if not isinstance(obj, Dispatcher):
+                continue
+        except ReferenceError:  # a weak proxy whose object is gone
             continue
         for cres in obj.overloads.values():
             lib = cres.library
