@@ -3,10 +3,11 @@
 
 compare.py's GEMM-only rows time a step's products together; this times them one by
 one, on one thread, to say which product a peer's kernels run faster. For each product
-of a config (benchmarks/common.py's GemmOnly: ``x @ W`` per layer, ``x^T @ dz`` per
-layer, ``dz @ W^T`` for all but the first) it prints the median time of the very call
-GemmOnly makes (fastnn's BLAS, SciPy's OpenBLAS file), of ``torch.mm`` and of a
-``jax.jit`` of the product alone, each where installed, with the ratios to SciPy's::
+of a config (benchmarks/common.py's ``GemmOnly.products``: ``x @ W`` per layer,
+``x^T @ dz`` per layer, ``dz @ W^T`` for all but the first) it prints the median time
+of the very call GemmOnly makes (SciPy's BLAS, the OpenBLAS file fastnn's own instance
+is loaded from), of ``torch.mm`` and of a ``jax.jit`` of the product alone, each where
+installed, with the ratios to SciPy's::
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
         python benchmarks/gemm_products.py --configs C,D [--dtype float64]
@@ -32,28 +33,6 @@ for p in (HERE, HERE.parent):
         sys.path.insert(0, str(p))
 
 
-def product_names(sizes) -> list[str]:
-    """The products of a step in GemmOnly's order."""
-    layers = len(sizes) - 1
-    names = [f"z{i} = x @ W{i}" for i in range(layers)]
-    for i in reversed(range(layers)):
-        names.append(f"dW{i} = x^T @ dz{i}")
-        if i > 0:
-            names.append(f"dx{i} = dz{i} @ W{i}^T")
-    return names
-
-
-def operands(gemm) -> list[tuple]:
-    """(a, b, transpose) of each product of GemmOnly ``gemm``, in its order."""
-    acts, weights, _, dzs, _ = gemm.arrays
-    out = [(acts[i], weights[i], "") for i in range(len(weights))]
-    for i in reversed(range(len(weights))):
-        out.append((acts[i], dzs[i], "a"))
-        if i > 0:
-            out.append((dzs[i], weights[i], "b"))
-    return out
-
-
 def median_time(fn, repeats: int, min_time: float) -> float:
     """Median seconds per call over ``repeats`` samples of at least ``min_time`` each."""
     fn()
@@ -69,30 +48,30 @@ def median_time(fn, repeats: int, min_time: float) -> float:
     return statistics.median(samples)
 
 
-def torch_calls(ops):
+def torch_calls(products):
     import torch
 
     torch.set_num_threads(1)
     calls = []
-    for a, b, tr in ops:
-        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        ta = ta.t() if tr == "a" else ta
-        tb = tb.t() if tr == "b" else tb
-        out = torch.empty((ta.shape[0], tb.shape[1]), dtype=ta.dtype)
-        calls.append(lambda ta=ta, tb=tb, out=out: torch.mm(ta, tb, out=out))
+    for _, a, b, out, trans_a, trans_b in products:
+        ta, tb, to = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out)
+        ta = ta.t() if trans_a else ta
+        tb = tb.t() if trans_b else tb
+        calls.append(lambda ta=ta, tb=tb, to=to: torch.mm(ta, tb, out=to))
     return calls
 
 
-def xla_calls(ops):
+def xla_calls(products):
     import jax
     import jax.numpy as jnp
 
-    if ops[0][0].dtype.itemsize == 8:
+    if products[0][1].dtype.itemsize == 8:
         jax.config.update("jax_enable_x64", True)
     calls = []
-    for a, b, tr in ops:
-        fn = {"": lambda a, b: a @ b, "a": lambda a, b: a.T @ b, "b": lambda a, b: a @ b.T}
-        jitted = jax.jit(fn[tr])
+    for _, a, b, _, trans_a, trans_b in products:
+        jitted = jax.jit(
+            lambda a, b, ta=trans_a, tb=trans_b: (a.T if ta else a) @ (b.T if tb else b)
+        )
         ja, jb = jnp.asarray(a), jnp.asarray(b)
         calls.append(lambda f=jitted, ja=ja, jb=jb: f(ja, jb).block_until_ready())
     return calls
@@ -139,15 +118,14 @@ def main(argv=None) -> int:
         for name in opts.configs.split(","):
             cfg = CONFIGS[name]
             gemm = GemmOnly(cfg, opts.dtype)
-            ops = operands(gemm)
-            columns = {"scipy": gemm.calls} | {peer: makers[peer](ops) for peer in peers}
+            columns = {"scipy": gemm.calls} | {peer: makers[peer](gemm.products) for peer in peers}
             print(
                 f"\nconfig {name} {cfg.sizes} batch {cfg.batch}, {opts.dtype}, one thread "
                 f"(us; peer / SciPy)"
             )
             print(f"{'product':24s}" + "".join(f"{c:>20s}" for c in columns))
             totals = dict.fromkeys(columns, 0.0)
-            for i, label in enumerate(product_names(cfg.sizes)):
+            for i, (label, *_) in enumerate(gemm.products):
                 times = {
                     c: median_time(calls[i], opts.repeats, opts.min_time)
                     for c, calls in columns.items()

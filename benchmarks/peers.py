@@ -91,17 +91,15 @@ def torch_gemm(gemm):
     through ``torch.mm(..., out=...)``: how fast torch's own BLAS runs the step's
     shapes, beside SciPy's (torch's step is built on these)."""
     torch = require("torch")
-    acts, weights, dws, dzs, das = ([torch.from_numpy(a) for a in group]
-                                    for group in gemm.arrays)
-    L = len(weights)
+    calls = []
+    for _, a, b, out, trans_a, trans_b in gemm.products:
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        calls.append((ta.t() if trans_a else ta, tb.t() if trans_b else tb,
+                      torch.from_numpy(out)))
 
     def products():
-        for k in range(L):
-            torch.mm(acts[k], weights[k], out=acts[k + 1])
-        for k in reversed(range(L)):
-            torch.mm(acts[k].t(), dzs[k], out=dws[k])
-            if k > 0:
-                torch.mm(dzs[k], weights[k].t(), out=das[k])
+        for ta, tb, out in calls:
+            torch.mm(ta, tb, out=out)
     return products
 
 
@@ -218,24 +216,19 @@ def jax_gemm(gemm):
     kernels run the step's shapes, beside SciPy's (JAX's step is built on these)."""
     jax = require("jax")
     jnp = importlib.import_module("jax.numpy")
-    acts, weights, _, dzs, _ = gemm.arrays
-    if acts[0].dtype == np.float64:
+    if gemm.products[0][1].dtype == np.float64:
         jax.config.update("jax_enable_x64", True)
-    acts, weights, dzs = ([jnp.asarray(a) for a in group] for group in (acts, weights, dzs))
-    L = len(weights)
+    operands = [(jnp.asarray(a), jnp.asarray(b)) for _, a, b, _, _, _ in gemm.products]
+    flags = [(trans_a, trans_b) for *_, trans_a, trans_b in gemm.products]
 
-    def products(acts, weights, dzs):
-        out = [acts[k] @ weights[k] for k in range(L)]
-        for k in reversed(range(L)):
-            out.append(acts[k].T @ dzs[k])
-            if k > 0:
-                out.append(dzs[k] @ weights[k].T)
-        return out
+    def products(operands):
+        return [(a.T if ta else a) @ (b.T if tb else b)
+                for (a, b), (ta, tb) in zip(operands, flags)]
 
     jitted = jax.jit(products)
 
     def run():
-        jax.block_until_ready(jitted(acts, weights, dzs))
+        jax.block_until_ready(jitted(operands))
     return run
 
 

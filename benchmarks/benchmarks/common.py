@@ -242,15 +242,18 @@ class GemmOnly:
         dws = [np.empty((i, o), dtype) for i, o in layers]
         dzs = [rand(m, o) for _, o in layers]
         das = [np.empty((m, i), dtype) for i, _ in layers]
-        calls = [_gemm_call(acts[k], weights[k], acts[k + 1]) for k in range(len(layers))]
+        # (name, a, b, out, trans_a, trans_b) of each product, in the step's order: the
+        # one list every GEMM-only timing (SciPy, torch, XLA, gemm_products.py) runs
+        products = [(f"z{k} = x @ W{k}", acts[k], weights[k], acts[k + 1], False, False)
+                    for k in range(len(layers))]
         for k in reversed(range(len(layers))):
-            calls.append(_gemm_call(acts[k], dzs[k], dws[k], trans_a=True))
+            products.append((f"dW{k} = x^T @ dz{k}", acts[k], dzs[k], dws[k], True, False))
             if k > 0:
-                calls.append(_gemm_call(dzs[k], weights[k], das[k], trans_b=True))
-        self.calls = calls
+                products.append((f"dx{k} = dz{k} @ W{k}^T", dzs[k], weights[k], das[k],
+                                 False, True))
+        self.products = products
+        self.calls = [_gemm_call(a, b, out, ta, tb) for _, a, b, out, ta, tb in products]
         self.flops = cfg.step_flops
-        # the operands, layer by layer: inputs/outputs, W, dW, dZ, dA
-        self.arrays = (acts, weights, dws, dzs, das)
 
     def __call__(self):
         for call in self.calls:
