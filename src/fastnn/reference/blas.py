@@ -137,8 +137,9 @@ def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
     lda, ldb, ldc = max(1, a.shape[1]), max(1, b.shape[1]), max(1, n)
+    small = 1 <= k <= GEMM_SMALL_K and beta == 0
     for r0, r1, c0, c1 in gemm_blocks(m, n, k):
-        if 1 <= k <= GEMM_SMALL_K and beta == 0:
+        if small:
             gemm_small_k(a, b, out, trans_a, trans_b, r0, r1, c0, c1)
             continue
         # out[r0:r1, c0:c1] = op(a)[r0:r1] @ op(b)[:, c0:c1]
