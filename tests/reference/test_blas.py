@@ -96,21 +96,15 @@ def _sequential(a, b, trans_a, trans_b):
     """op(a) @ op(b) element by element in the dtype's scalars, p = 0, 1, ...: the
     order docs/spec.md §10 sets for inner dimensions of 1 to GEMM_SMALL_K."""
     opa, opb = (a.T if trans_a else a), (b.T if trans_b else b)
-    m = opa.shape[0]
-    out = np.empty((m, opb.shape[1]), a.dtype)
+    out = np.empty((opa.shape[0], opb.shape[1]), a.dtype)
     with np.errstate(all="ignore"):
-        _sequential_into(opa, opb, out)
+        for i in range(out.shape[0]):
+            for j in range(out.shape[1]):
+                s = opa[i, 0] * opb[0, j]
+                for p in range(1, opa.shape[1]):
+                    s = s + opa[i, p] * opb[p, j]
+                out[i, j] = s
     return out
-
-
-def _sequential_into(opa, opb, out):
-    k = opa.shape[1]
-    for i in range(out.shape[0]):
-        for j in range(opb.shape[1]):
-            s = opa[i, 0] * opb[0, j]
-            for p in range(1, k):
-                s = s + opa[i, p] * opb[p, j]
-            out[i, j] = s
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
