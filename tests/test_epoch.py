@@ -1004,3 +1004,43 @@ def test_the_reference_epoch_driven_through_a_backend_is_its_step_path(
         np.testing.assert_array_equal(runs[path][0], runs["epoch"][0], err_msg=path)
         np.testing.assert_array_equal(runs[path][1], runs["epoch"][1], err_msg=path)
         assert runs[path][2:] == runs["epoch"][2:], path
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hyperparameters_changed_between_epochs_reach_the_kernel(backend):
+    """The kernels' hyper vector is rebuilt when a hyperparameter changes: an epoch
+    after ``opt.beta1 = 0.5`` (and a new weight decay and clipping) trains exactly as
+    the same epoch of a twin whose optimizer never built the vector before the change."""
+    X, y = _data("cross_entropy")
+
+    def run(forget_cached_vector):
+        net = fastnn.MLP([5, 12, 3], "relu", loss="cross_entropy", backend=backend, random_state=0)
+        opt = Adam(lr=1e-2)
+        data = net.check_data(X, y)
+        net.train_epoch(*data, opt, 16, shuffle=False)
+        if forget_cached_vector:
+            opt.__dict__.pop("_hyper_cache", None)
+        opt.beta1, opt.weight_decay, opt.clip_norm = 0.5, 1e-3, 0.25
+        net.train_epoch(*data, opt, 16, shuffle=False)
+        return net.params
+
+    np.testing.assert_array_equal(run(False), run(True))
+
+
+def test_train_epoch_refuses_labels_changed_after_check_data():
+    """Labels are checked on every call (one pass over y): a label outside [0, k) put
+    in after check_data is refused before any step, never read by a kernel."""
+    X, y = _data("cross_entropy")
+    net = fastnn.MLP([5, 12, 3], "relu", loss="cross_entropy", backend="cython", random_state=0)
+    Xc, yc = net.check_data(X, y)
+    before = net.params.copy()
+    for bad in (-1, 3, np.iinfo(np.int64).min):
+        yb = yc.copy()
+        yb[7] = bad
+        with pytest.raises(
+            ValueError, match=rf"class indices in \[0, 3\), got values in \[{min(bad, 0)}, "
+        ):
+            net.train_epoch(Xc, yb, Adam(), 16)
+    with pytest.raises(ValueError, match=r"different numbers of samples \(150 and 0\)"):
+        net.train_epoch(Xc, yc[:0], Adam(), 16)
+    np.testing.assert_array_equal(net.params, before)

@@ -92,15 +92,6 @@ def supports(model, optimizer) -> bool:
     )
 
 
-def bn_codes(model, plan_units: list[Unit]) -> np.ndarray:
-    """Per unit: 0 no batch normalisation, 1 batch statistics, 2 running statistics
-    (a frozen layer), as ``train_epoch``'s ``bn`` argument."""
-    return np.array(
-        [0 if u.bn is None else (2 if model.layers[u.bn].frozen else 1) for u in plan_units],
-        np.int64,
-    )
-
-
 def _hyper(opt) -> np.ndarray:
     """The kernel's ``hyper`` vector (registry.HYPER_SLOTS): the step path's."""
     return opt._kernel_hyper()
@@ -141,6 +132,9 @@ class EpochPlan:
             np.int64,
         )
         bn_layers = [bn for bn in bns if bn is not None]
+        self.has_bn = bool(bn_layers)
+        self._no_bn = np.zeros(len(plan_units), np.int64)
+        self._runs, self._segments = None, np.zeros((0, 3), np.int64)
         self.bn_eps = bn_layers[0].eps if bn_layers else 1e-5
         self.bn_momentum = bn_layers[0].momentum if bn_layers else 0.1
         # With batch normalisation a last single row joins the batch before it, so the
@@ -199,6 +193,25 @@ class EpochPlan:
             model.buffers.size,
         )  # fmt: skip
 
+    def bn_codes(self, model) -> np.ndarray:
+        """Per unit: 0 no batch normalisation, 1 batch statistics, 2 running statistics
+        (a frozen layer), as ``train_epoch``'s ``bn`` argument."""
+        if not self.has_bn:
+            return self._no_bn
+        layers = model.layers
+        return np.array(
+            [0 if u.bn is None else (2 if layers[u.bn].frozen else 1) for u in self.units],
+            np.int64,
+        )
+
+    def segments(self, runs) -> np.ndarray:
+        """The optimizer's update runs ``(start, stop, decayed)`` as ``train_epoch``'s
+        (n, 3) ``segments``; kept while the optimizer hands back the same tuple."""
+        if runs is not self._runs:
+            self._segments = np.array(runs, np.int64).reshape(-1, 3)
+            self._runs = runs
+        return self._segments
+
     def lowest(self, model) -> int:
         """The lowest unit with a trainable layer (the backward stops there); ValueError
         when every layer is frozen."""
@@ -223,8 +236,8 @@ def train_epoch(
         plan = model._epoch_plans[batch_size] = EpochPlan(model, batch_size)
     lowest = plan.lowest(model)
     n = X.shape[0]
-    bn = bn_codes(model, plan.units)
-    n_batches = batch_rows(n, batch_size, bool((bn == 1).any()))[0]
+    bn = plan.bn_codes(model)
+    n_batches = batch_rows(n, batch_size, plan.has_bn and bool((bn == 1).any()))[0]
     loss_code = _LOSS_CODES[model.loss.name]
     if loss_code == codes.LOSS_CROSS_ENTROPY and y.ndim == 1:
         loss_code = codes.LOSS_SPARSE_CROSS_ENTROPY
@@ -239,15 +252,15 @@ def train_epoch(
         )
     else:
         lrs = np.full(n_batches, optimizer.lr, np.float64)
-    empty = np.zeros(0, model.dtype)
+    empty = model.params[:0]
     states = [optimizer.state[name] for name in optimizer.state_names] + [empty, empty]
-    segments = np.array(runs, np.int64).reshape(-1, 3)
+    segments = plan.segments(runs)
     stats = plan.stats
     stats[:] = 0.0
     # the raw kernel, or its checked tier with FASTNN_CHECK_KERNELS=1 (Backend._internal)
     kernel = model.kernels._internal.train_epoch
     n_threads = _threads.resolve(model.n_threads, model.backend_name)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), _blas.hold_one_thread():
+    with _blas.hold_one_thread():
         for j0 in range(0, n_batches, plan.batches_per_call):
             j1 = min(n_batches, j0 + plan.batches_per_call)
             kernel(

@@ -258,9 +258,12 @@ def scalar(
 def integer(value, name: str, *, low: int | None = None, high: int | None = MAX_INT) -> int:
     """An integer setting, size or counter in [low, high] (high: 2**63 - 1 unless
     given, so that no absurd value reaches an int64 kernel or an allocation)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if type(value) is int:  # the common case, without the ABC check (bool is not int)
+        v = value
+    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
-    v = int(value)
+    else:
+        v = int(value)
     if low is not None and v < low:
         raise ValueError(f"{name} must be >= {low}, got {show_number(v)}")
     if high is not None and v > high:
@@ -373,7 +376,7 @@ def check_X(X, dtype, n_features: int | None = None, name: str = "X") -> np.ndar
 
 def is_sparse(X) -> bool:
     """True for a scipy.sparse matrix or array (spmatrix or sparray, any format)."""
-    if not (hasattr(X, "tocsr") and hasattr(X, "format")):
+    if isinstance(X, np.ndarray) or not (hasattr(X, "tocsr") and hasattr(X, "format")):
         return False
     import scipy.sparse
 

@@ -1000,7 +1000,8 @@ class MLP:
                 raise TypeError(
                     f"y must hold class indices as int64 or targets as {dt}, got {y.dtype}{hint}"
                 )
-            if y.min() < 0 or y.max() >= k:
+            # one pass: a negative label viewed as uint64 is >= 2**63 > k
+            if y.size and y.view(np.uint64).max() >= k:
                 raise ValueError(
                     f"y must be class indices in [0, {k}), got values in "
                     f"[{y.min()}, {y.max()}]{hint}"

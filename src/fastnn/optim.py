@@ -278,13 +278,25 @@ class Optimizer:
     def _kernel_hyper(self) -> np.ndarray:
         """The kernels' ``hyper`` vector (registry.HYPER_SLOTS), filled as the
         optimizer's registry row says; slots it does not use are 0. The step path and
-        the whole-epoch kernel take the same one."""
+        the whole-epoch kernel take the same one. Rebuilt only when a hyperparameter
+        changed (the kernels read it, never write it)."""
+        hypers = self._row.hypers if self._row is not None else ()
+        key = (
+            tuple(float(getattr(self, h.name)) for h in hypers),
+            self.weight_decay,
+            self.clip_norm,
+        )
+        cached = self.__dict__.get("_hyper_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
         slots = dict.fromkeys(registry.HYPER_SLOTS, 0.0)
-        for h in self._row.hypers if self._row is not None else ():
-            slots[h.slot] = float(getattr(self, h.name))
+        for h, value in zip(hypers, key[0]):
+            slots[h.slot] = value
         slots["weight_decay"] = self.weight_decay
         slots["clip_norm"] = 0.0 if self.clip_norm is None else self.clip_norm
-        return np.array([slots[s] for s in registry.HYPER_SLOTS], np.float64)
+        vector = np.array([slots[s] for s in registry.HYPER_SLOTS], np.float64)
+        self._hyper_cache = (key, vector)
+        return vector
 
     # --- description, saving --------------------------------------------------------------
     def hyperparameters(self) -> dict:

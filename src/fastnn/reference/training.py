@@ -160,6 +160,9 @@ def batch_rows(n, batch_size, bn_trains):
     return n_batches, batch_size
 
 
+# Silent as the compiled kernels are: a diverging step's overflow is reported through
+# the status, not as NumPy warnings.
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")
 def _train_epoch(
     k,
     X,
