@@ -9,7 +9,8 @@
 - ``gemm``, ``gemm_threads``: the very BLAS calls ``fastnn.reference.blas.gemm`` makes
   (its shape-determined tiles, through :mod:`fastnn._blas`), on one thread or on
   Numba's threads.
-- ``tanh_f64``: NumPy's own float64 tanh loop (see its docstring for why).
+- ``tanh_f64``, ``exp_f64``, ``log_f64``: NumPy's own float64 loops, in place on a
+  buffer (the comment above them says why).
 - ``erfc_f64``: SciPy's scalar erfc (gelu's; scipy_special.py says why).
 
 The foreign functions are reached through named symbols registered with LLVM at
@@ -30,6 +31,7 @@ from numba.extending import intrinsic, overload
 
 from .. import _blas as _fastnn_blas
 from ..reference.blas import GEMM_SMALL_K, gemm_edge, gemm_grid
+from .numpy_loops import loop_addresses
 from .scipy_special import erfc_address
 
 DISABLE_JIT = bool(config.DISABLE_JIT)
@@ -622,90 +624,95 @@ else:
         gemm_threads(a, b, out, trans_a, trans_b, 1)
 
 
-# --- tanh: NumPy's float64 loop -------------------------------------------------------
+# --- NumPy's own float64 loops: tanh, exp, log ---------------------------------------
 
 # NumPy's float64 tanh (a SIMD polynomial, within 1 ULP) and glibc's (up to 2 ULP) differ
 # by up to 3 ULP, and the reference's derivative 1 - tanh^2 z magnifies any such
 # difference by 2 tanh^2 / (1 - tanh^2) (thousands of ULP for |z| > 4). Only NumPy's own
 # loop reproduces the reference, so the kernels call it, through the ufunc loop access
-# NumPy provides for JIT compilers (``ufunc._get_strided_loop``).
-_TANH_LOOP = "fastnn_numpy_tanh_f64_loop"
-_TANH_ARGS = "fastnn_numpy_tanh_f64_args"
-
-
-class _UfuncCallInfo(ctypes.Structure):
-    """NumPy's ``ufunc_call_info`` (capsule "numpy_1.24_ufunc_call_info")."""
-
-    _fields_ = [
-        ("strided_loop", ctypes.c_void_p),
-        ("context", ctypes.c_void_p),
-        ("auxdata", ctypes.c_void_p),
-        ("requires_pyapi", ctypes.c_ubyte),
-        ("no_floatingpoint_errors", ctypes.c_ubyte),
-    ]
-
-
-def _numpy_strided_loop(ufunc, dtype):
-    """(capsule, call info) of ufunc's strided loop for dtype -> dtype."""
-    _, capsule = ufunc._resolve_dtypes_and_context((np.dtype(dtype), np.dtype(dtype)))
-    ufunc._get_strided_loop(capsule)
-    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-    get_pointer.restype = ctypes.c_void_p
-    get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-    info = _UfuncCallInfo.from_address(get_pointer(capsule, b"numpy_1.24_ufunc_call_info"))
-    if info.requires_pyapi:
-        raise RuntimeError(f"NumPy's {ufunc.__name__} loop needs the GIL")
-    return capsule, info
+# NumPy provides for JIT compilers (numpy_loops.py). exp and log of the softmax rows of
+# the cross-entropies go through NumPy's loops too: the reference's bits, and a vector
+# loop over a batch's rows at once instead of a libm call per value.
+_LOOP_NAMES = ("tanh", "exp", "log")
 
 
 if not DISABLE_JIT:
-    # The capsule owns the loop's context and auxdata: keep both alive with the module.
-    _tanh_capsule, _tanh_info = _numpy_strided_loop(np.tanh, np.float64)
-    _tanh_args = (ctypes.c_void_p * 2)(_tanh_info.context, _tanh_info.auxdata)
-    _llvm.add_symbol(_TANH_LOOP, _tanh_info.strided_loop)
-    _llvm.add_symbol(_TANH_ARGS, ctypes.addressof(_tanh_args))
+    _loop_args = {}
 
-    @intrinsic
-    def _numpy_tanh_loop(typingctx, buf, n):
-        """buf[:n] = tanh(buf[:n]) in place by NumPy's strided loop (float64 buf)."""
-        sig = types.void(buf, n)
+    def _numpy_loop_intrinsic(name):
+        """An intrinsic (buf, lo, n): buf[lo:lo + n] = np.<name>(buf[lo:lo + n]) in place
+        by NumPy's float64 loop (buf a C-contiguous float64 1-D array)."""
+        # Named symbols, registered at import (the loop and its context/auxdata pair):
+        # tanh's names are those of earlier versions, so their cached kernels still link.
+        loop_sym, args_sym = f"fastnn_numpy_{name}_f64_loop", f"fastnn_numpy_{name}_f64_args"
+        fn, ctx, aux = loop_addresses(name)
+        _loop_args[name] = (ctypes.c_void_p * 2)(ctx, aux)
+        _llvm.add_symbol(loop_sym, fn)
+        _llvm.add_symbol(args_sym, ctypes.addressof(_loop_args[name]))
 
-        def codegen(context, builder, signature, args):
-            i8p = _ir.IntType(8).as_pointer()
-            i32, i64 = _ir.IntType(32), _ir.IntType(64)
-            module = builder.module
-            fnty = _ir.FunctionType(
-                i32, [i8p, i8p.as_pointer(), i64.as_pointer(), i64.as_pointer(), i8p]
-            )
-            fn = _cgutils.get_or_insert_function(module, fnty, _TANH_LOOP)
-            gv = module.globals.get(_TANH_ARGS)
-            if gv is None:  # declared here, defined by the symbol registered at import
-                gv = _ir.GlobalVariable(module, _ir.ArrayType(i8p, 2), _TANH_ARGS)
-            zero = i32(0)
-            ctx = builder.load(builder.gep(gv, [zero, zero]))
-            aux = builder.load(builder.gep(gv, [zero, i32(1)]))
-            arr = context.make_array(buf)(context, builder, args[0])
-            ptr = builder.bitcast(arr.data, i8p)
-            data = _cgutils.alloca_once(builder, i8p, size=2)
-            builder.store(ptr, data)
-            builder.store(ptr, builder.gep(data, [i32(1)]))
-            strides = _cgutils.alloca_once(builder, i64, size=2)
-            builder.store(i64(8), strides)
-            builder.store(i64(8), builder.gep(strides, [i32(1)]))
-            builder.call(fn, [ctx, data, _slot(builder, args[1]), strides, aux])
-            return context.get_dummy_value()
+        @intrinsic
+        def loop(typingctx, buf, lo, n):
+            sig = types.void(buf, lo, n)
 
-        return sig, codegen
+            def codegen(context, builder, signature, args):
+                i8p = _ir.IntType(8).as_pointer()
+                i32, i64 = _ir.IntType(32), _ir.IntType(64)
+                module = builder.module
+                fnty = _ir.FunctionType(
+                    i32, [i8p, i8p.as_pointer(), i64.as_pointer(), i64.as_pointer(), i8p]
+                )
+                f = _cgutils.get_or_insert_function(module, fnty, loop_sym)
+                gv = module.globals.get(args_sym)
+                if gv is None:  # declared here, defined by the symbol registered at import
+                    gv = _ir.GlobalVariable(module, _ir.ArrayType(i8p, 2), args_sym)
+                zero = i32(0)
+                ctx_v = builder.load(builder.gep(gv, [zero, zero]))
+                aux_v = builder.load(builder.gep(gv, [zero, i32(1)]))
+                arr = context.make_array(buf)(context, builder, args[0])
+                start = builder.sext(args[1], i64) if args[1].type.width < 64 else args[1]
+                ptr = builder.bitcast(builder.gep(arr.data, [start]), i8p)
+                data = _cgutils.alloca_once(builder, i8p, size=2)
+                builder.store(ptr, data)
+                builder.store(ptr, builder.gep(data, [i32(1)]))
+                strides = _cgutils.alloca_once(builder, i64, size=2)
+                builder.store(i64(8), strides)
+                builder.store(i64(8), builder.gep(strides, [i32(1)]))
+                builder.call(f, [ctx_v, data, _slot(builder, args[2]), strides, aux_v])
+                return context.get_dummy_value()
+
+            return sig, codegen
+
+        return loop
+
+    _numpy_tanh_loop, _numpy_exp_loop, _numpy_log_loop = map(_numpy_loop_intrinsic, _LOOP_NAMES)
 
     @jit
     def tanh_f64(buf, n):
         """buf[:n] = np.tanh(buf[:n]) in place; buf is a C-contiguous float64 1-D array."""
-        _numpy_tanh_loop(buf, np.int64(n))
+        _numpy_tanh_loop(buf, np.int64(0), np.int64(n))
+
+    @jit_inline
+    def exp_f64(buf, lo, n):
+        """buf[lo:lo + n] = np.exp(buf[lo:lo + n]) in place (C-contiguous float64 buf)."""
+        _numpy_exp_loop(buf, np.int64(lo), np.int64(n))
+
+    @jit_inline
+    def log_f64(buf, lo, n):
+        """buf[lo:lo + n] = np.log(buf[lo:lo + n]) in place (C-contiguous float64 buf)."""
+        _numpy_log_loop(buf, np.int64(lo), np.int64(n))
 else:
 
     def tanh_f64(buf, n):
         """buf[:n] = np.tanh(buf[:n]) in place (pure-Python mode)."""
         np.tanh(buf[:n], out=buf[:n])
+
+    def exp_f64(buf, lo, n):
+        """buf[lo:lo + n] = np.exp(buf[lo:lo + n]) in place (pure-Python mode)."""
+        np.exp(buf[lo : lo + n], out=buf[lo : lo + n])
+
+    def log_f64(buf, lo, n):
+        """buf[lo:lo + n] = np.log(buf[lo:lo + n]) in place (pure-Python mode)."""
+        np.log(buf[lo : lo + n], out=buf[lo : lo + n])
 
 
 # --- SciPy's erfc (scipy_special.py says why) ------------------------------------------

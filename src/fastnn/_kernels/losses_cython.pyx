@@ -12,7 +12,7 @@ without weights, which changes no bit.
 """
 
 from cython cimport floating
-from libc.math cimport NAN, exp, fabs, log, log1p
+from libc.math cimport NAN, exp, fabs, log1p
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
@@ -134,13 +134,70 @@ cdef inline double _row_max(const floating* row, Py_ssize_t k) noexcept nogil:
     return mx
 
 
+# NumPy's own float64 exp and log loops, the reference's (numpy_loops.py says why): set
+# once at import. Handed a batch of rows' values at once, the loop runs as a vector loop.
+ctypedef int (*ufunc_loop)(void* context, char** data, const Py_ssize_t* n,
+                           const Py_ssize_t* strides, void* auxdata) noexcept nogil
+
+cdef struct NumpyLoop:
+    ufunc_loop fn
+    void* context
+    void* auxdata
+
+cdef NumpyLoop NUMPY_EXP, NUMPY_LOG
+from fastnn._kernels.numpy_loops import loop_addresses as _loop_addresses
+
+for _name in ("exp", "log"):
+    _fn, _ctx, _aux = _loop_addresses(_name)
+    if _name == "exp":
+        NUMPY_EXP = NumpyLoop(<ufunc_loop><size_t>_fn, <void*><size_t>_ctx, <void*><size_t>_aux)
+    else:
+        NUMPY_LOG = NumpyLoop(<ufunc_loop><size_t>_fn, <void*><size_t>_ctx, <void*><size_t>_aux)
+
+
+cdef inline void numpy_loop(NumpyLoop* f, double* x, Py_ssize_t n) noexcept nogil:
+    """x[:n] = f(x[:n]) in place through NumPy's float64 loop f."""
+    cdef char* data[2]
+    cdef Py_ssize_t strides[2]
+    data[0] = <char*>x
+    data[1] = <char*>x
+    strides[0] = sizeof(double)
+    strides[1] = sizeof(double)
+    f.fn(f.context, data, &n, strides, f.auxdata)
+
+
 cdef inline double _exp_shifted(const floating* row, Py_ssize_t k, double mx,
                                 double* e) noexcept nogil:
-    """e = e^(row - mx); returns their sum in NumPy's pairwise order."""
+    """e = e^(row - mx) (NumPy's exp); returns their sum in NumPy's pairwise order."""
     cdef Py_ssize_t j
     for j in range(k):
-        e[j] = exp(<double>row[j] - mx)
+        e[j] = <double>row[j] - mx
+    numpy_loop(&NUMPY_EXP, e, k)
     return 0.0 + pw_sum(e, k)
+
+
+cdef enum:
+    # shifted logits exponentiated per call in the row loops below: the rows of small
+    # softmaxes (k of a few classes) go through NumPy's vector loop together
+    EXP_BATCH = 256
+
+
+cdef inline Py_ssize_t _exp_rows(const floating* z, Py_ssize_t m, Py_ssize_t k,
+                                 double* mxs, double* e) noexcept nogil:
+    """e[i k + j] = e^(z[i, j] - mxs[i]) (NumPy's exp), mxs[i] = max z[i] (a NaN wins),
+    for the first r = min(m, max(1, EXP_BATCH / k)) rows of z; returns r. e holds
+    EXP_BATCH values, or k when k > EXP_BATCH (one row)."""
+    cdef Py_ssize_t i, j, r = EXP_BATCH // k
+    if r < 1:
+        r = 1
+    if r > m:
+        r = m
+    for i in range(r):
+        mxs[i] = _row_max(z + i * k, k)
+        for j in range(k):
+            e[i * k + j] = <double>z[i * k + j] - mxs[i]
+    numpy_loop(&NUMPY_EXP, e, r * k)
+    return r
 
 
 cdef inline double _ce_terms(const floating* z, const floating* y, Py_ssize_t k,
@@ -158,18 +215,30 @@ cdef double _ce_rows(const floating* z, const floating* y, Py_ssize_t m, Py_ssiz
     each row's gradient (c_cross_entropy_gradient's, over norm) is written as it goes:
     one softmax per row for both."""
     cdef double buf[PW_BLOCK]
-    cdef double mx, s, wi
-    cdef Py_ssize_t i, j, m2
+    cdef double mxs[PW_BLOCK]
+    cdef double logs[PW_BLOCK]
+    cdef double batch[EXP_BATCH]
+    cdef double* e = work if k > EXP_BATCH else &batch[0]
+    cdef double* ei
+    cdef double s, wi
+    cdef Py_ssize_t i, j, m2, i0 = 0, r
     if m <= PW_BLOCK:
-        for i in range(m):
-            mx = _row_max(z + i * k, k)
-            s = _exp_shifted(z + i * k, k, mx, work)
-            wi = _weight(w, i)
-            if g != NULL:
-                for j in range(k):
-                    g[i * k + j] = <floating>((wi * (work[j] / s - <double>y[i * k + j]))
-                                              / norm)
-            buf[i] = wi * _ce_terms(z + i * k, y + i * k, k, mx, log(s), work)
+        while i0 < m:
+            r = _exp_rows(z + i0 * k, m - i0, k, mxs + i0, e)
+            for i in range(i0, i0 + r):
+                ei = e + (i - i0) * k
+                s = 0.0 + pw_sum(ei, k)
+                if g != NULL:
+                    wi = _weight(w, i)
+                    for j in range(k):
+                        g[i * k + j] = <floating>((wi * (ei[j] / s - <double>y[i * k + j]))
+                                                  / norm)
+                logs[i] = s
+            numpy_loop(&NUMPY_LOG, logs + i0, r)
+            for i in range(i0, i0 + r):
+                buf[i] = _weight(w, i) * _ce_terms(z + i * k, y + i * k, k, mxs[i], logs[i],
+                                                   work)
+            i0 = i0 + r
         return pw_block(buf, m)
     m2 = pw_split(m)
     return (_ce_rows(z, y, m2, k, g, norm, work, w)
@@ -185,20 +254,31 @@ cdef double _sparse_ce_rows(const floating* z, const int64_t* labels, Py_ssize_t
     unless g is NULL, each row's gradient (c_sparse_cross_entropy_gradient's, over norm)
     is written as it goes: one softmax per row for both."""
     cdef double buf[PW_BLOCK]
-    cdef double mx, s, wi, d
-    cdef Py_ssize_t i, j, m2
+    cdef double mxs[PW_BLOCK]
+    cdef double logs[PW_BLOCK]
+    cdef double batch[EXP_BATCH]
+    cdef double* e = work if k > EXP_BATCH else &batch[0]
+    cdef double* ei
+    cdef double s, wi, d
+    cdef Py_ssize_t i, j, m2, i0 = 0, r
     if m <= PW_BLOCK:
-        for i in range(m):
-            mx = _row_max(z + i * k, k)
-            s = _exp_shifted(z + i * k, k, mx, work)
-            wi = _weight(w, i)
-            if g != NULL:
-                for j in range(k):
-                    d = work[j] / s
-                    if j == labels[i]:
-                        d = d - 1
-                    g[i * k + j] = <floating>((wi * d) / norm)
-            buf[i] = wi * (log(s) - (<double>z[i * k + labels[i]] - mx))
+        while i0 < m:
+            r = _exp_rows(z + i0 * k, m - i0, k, mxs + i0, e)
+            for i in range(i0, i0 + r):
+                ei = e + (i - i0) * k
+                s = 0.0 + pw_sum(ei, k)
+                if g != NULL:
+                    wi = _weight(w, i)
+                    for j in range(k):
+                        d = ei[j] / s
+                        if j == labels[i]:
+                            d = d - 1
+                        g[i * k + j] = <floating>((wi * d) / norm)
+                logs[i] = s
+            numpy_loop(&NUMPY_LOG, logs + i0, r)
+            for i in range(i0, i0 + r):
+                buf[i] = _weight(w, i) * (logs[i] - (<double>z[i * k + labels[i]] - mxs[i]))
+            i0 = i0 + r
         return pw_block(buf, m)
     m2 = pw_split(m)
     return (_sparse_ce_rows(z, labels, m2, k, g, norm, work, w)

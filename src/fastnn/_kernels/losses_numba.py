@@ -15,8 +15,10 @@ from ._numba_common import (
     PW_BLOCK,
     block_sum,
     cast_like,
+    exp_f64,
     jit,
     jit_inline,
+    log_f64,
     pairwise_combine,
     pairwise_descend,
     pairwise_stack,
@@ -236,21 +238,41 @@ def binary_cross_entropy_and_gradient(z, y, w, out, terms, rows, nodes, sums):
 # increment in every row (Numba's NRT), so the kernels' row loops call pairwise_sum_ws
 # themselves.
 @jit
-def _shifted_exp_row(z, i, e):
-    """Row i of z: e[j] = exp(z[i, j] - max) in float64; returns (max, index of the
-    first maximum), float64. The index is np.argmax's unless the row holds NaN (then
-    max, and the loss, are NaN)."""
-    k = z.shape[1]
+def _row_max_at(z, i):
+    """(max of row i of z in float64, index of its first maximum): np.max's value (a
+    NaN wins) and np.argmax's index unless the row holds NaN (then the loss is NaN)."""
     mx = np.float64(z[i, 0])
     at = 0
-    for j in range(1, k):
+    for j in range(1, z.shape[1]):
         x = np.float64(z[i, j])
         if x > mx or x != x:  # NaN wins, as in ndarray.max
             mx = x
             at = j
-    for j in range(k):
-        e[j] = np.exp(np.float64(z[i, j]) - mx)
     return mx, at
+
+
+@jit
+def _shifted_exp_row(z, i, e):
+    """Row i of z: e[j] = exp(z[i, j] - max) in float64 (NumPy's exp)."""
+    mx, _ = _row_max_at(z, i)
+    for j in range(z.shape[1]):
+        e[j] = np.float64(z[i, j]) - mx
+    exp_f64(e, 0, z.shape[1])
+
+
+@jit
+def _softmax_block(z, i0, m, e):
+    """The rows i0 .. i0 + r - 1 of z that fit in e (r >= 1, at most m - i0; one row when
+    k > PW_BLOCK): e[q k + j] = exp(z[i0 + q, j] - max) in float64, through NumPy's exp
+    loop once for all of them (a vector loop over a batch of small softmaxes). Returns r."""
+    k = z.shape[1]
+    r = 1 if k > PW_BLOCK else min(m - i0, max(1, e.size // k))
+    for q in range(r):
+        mx, _ = _row_max_at(z, i0 + q)
+        for j in range(k):
+            e[q * k + j] = np.float64(z[i0 + q, j]) - mx
+    exp_f64(e, 0, r * k)
+    return r
 
 
 @jit
@@ -269,10 +291,9 @@ def _argmax_row(a, i):
 
 
 @jit
-def _ce_terms_row(z, y, i, mx, s, terms):
+def _ce_terms_row(z, y, i, mx, log_s, terms):
     """terms[j] = y_j (z_j - max - log s) of row i (float64): the row's loss is minus
     their pairwise sum."""
-    log_s = np.log(s)
     for j in range(z.shape[1]):
         terms[j] = np.float64(y[i, j]) * ((np.float64(z[i, j]) - mx) - log_s)
 
@@ -281,22 +302,13 @@ def _ce_terms_row(z, y, i, mx, s, terms):
 def cross_entropy(z, y, sample_weight):
     """L = mean over rows of -sum_k y_k log softmax(z)_k; z, y (m, k); weighted
     sum_i w_i l_i / S."""
-    e = np.empty(z.shape[1])
-    rows = np.empty(z.shape[0])
-    nodes, sums = pairwise_stack(rows)
-    return cross_entropy_ws(z, y, sample_weight, e, rows, nodes, sums)
-
-
-@jit
-def cross_entropy_ws(z, y, w, e, rows, nodes, sums):
-    """cross_entropy with float64 scratch e (>= k), rows (>= m), a float64 stack."""
     m, k = z.shape
-    for i in range(m):
-        mx, _ = _shifted_exp_row(z, i, e)
-        s = pairwise_sum_ws(e, k, nodes, sums)
-        _ce_terms_row(z, y, i, mx, s, e)  # e: the terms
-        rows[i] = _weight(w, i) * -(0.0 + pairwise_sum_ws(e, k, nodes, sums))
-    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / _weight_sum(w, m, nodes, sums)
+    e = np.empty(k)
+    terms = np.empty(k)
+    rows = np.empty(m)
+    nodes, sums = pairwise_stack(rows)
+    no_grad = np.empty((0, k), z.dtype)
+    return cross_entropy_and_gradient(z, y, sample_weight, no_grad, e, terms, rows, nodes, sums)[0]
 
 
 @jit
@@ -318,22 +330,33 @@ def cross_entropy_gradient(z, y, out, sample_weight):
 
 @jit
 def cross_entropy_and_gradient(z, y, w, out, e, terms, rows, nodes, sums):
-    """(cross_entropy(z, y, w), rows right) with its gradient written into out, the
-    softmax of each row computed once (the two kernels' values exactly); float64
-    scratch e, terms (>= k), rows (>= m) and a float64 stack. A row is right when the
-    argmax of z is the argmax of y (first maxima)."""
+    """(cross_entropy(z, y, w), rows right) with its gradient written into out (unless
+    out has no rows), the softmax of each row computed once (the two kernels' values
+    exactly); float64 scratch e, terms (>= k), rows (>= m) and a float64 stack. A row
+    is right when the argmax of z is the argmax of y (first maxima)."""
     m, k = z.shape
     norm = _weight_sum(w, m, nodes, sums)
+    grad = out.shape[0] > 0
     correct = 0
-    for i in range(m):
-        mx, at = _shifted_exp_row(z, i, e)
-        s = pairwise_sum_ws(e, k, nodes, sums)
-        wi = _weight(w, i)
-        _ce_terms_row(z, y, i, mx, s, terms)
-        rows[i] = wi * -(0.0 + pairwise_sum_ws(terms, k, nodes, sums))
-        for j in range(k):
-            out[i, j] = (wi * (e[j] / s - np.float64(y[i, j]))) / norm
-        correct += at == _argmax_row(y, i)
+    i0 = 0
+    while i0 < m:
+        r = _softmax_block(z, i0, m, e)
+        for q in range(r):
+            i = i0 + q
+            # pairwise, as np.sum (when k > PW_BLOCK, q = 0: one row a block)
+            s = block_sum(e, q * k, k) if k <= PW_BLOCK else pairwise_sum_ws(e, k, nodes, sums)
+            if grad:
+                wi = _weight(w, i)
+                for j in range(k):
+                    out[i, j] = (wi * (e[q * k + j] / s - np.float64(y[i, j]))) / norm
+            rows[i] = s
+        log_f64(rows, i0, r)  # NumPy's log, once for the block's sums
+        for i in range(i0, i0 + r):
+            mx, at = _row_max_at(z, i)
+            _ce_terms_row(z, y, i, mx, rows[i], terms)
+            rows[i] = _weight(w, i) * -(0.0 + pairwise_sum_ws(terms, k, nodes, sums))
+            correct += at == _argmax_row(y, i)
+        i0 += r
     return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / norm, correct
 
 
@@ -341,23 +364,16 @@ def cross_entropy_and_gradient(z, y, w, out, e, terms, rows, nodes, sums):
 def sparse_cross_entropy(z, labels, sample_weight):
     """L = mean over rows of logsumexp(z) - z[label]; labels int64 (m,); weighted
     sum_i w_i l_i / S."""
-    e = np.empty(z.shape[1])
-    rows = np.empty(z.shape[0])
-    nodes, sums = pairwise_stack(rows)
-    return sparse_cross_entropy_ws(z, labels, sample_weight, e, rows, nodes, sums)
-
-
-@jit
-def sparse_cross_entropy_ws(z, labels, w, e, rows, nodes, sums):
-    """sparse_cross_entropy with float64 scratch e (>= k), rows (>= m), a float64 stack."""
     m, k = z.shape
     if m == 0:
         return np.nan  # the mean of no sample, as np.mean
-    for i in range(m):
-        mx, _ = _shifted_exp_row(z, i, e)
-        s = pairwise_sum_ws(e, k, nodes, sums)
-        rows[i] = _weight(w, i) * (np.log(s) - (np.float64(z[i, labels[i]]) - mx))
-    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / _weight_sum(w, m, nodes, sums)
+    e = np.empty(k)
+    rows = np.empty(m)
+    nodes, sums = pairwise_stack(rows)
+    no_grad = np.empty((0, k), z.dtype)
+    return sparse_cross_entropy_and_gradient(
+        z, labels, sample_weight, no_grad, e, rows, nodes, sums
+    )[0]
 
 
 @jit
@@ -372,13 +388,13 @@ def sparse_cross_entropy_gradient(z, labels, out, sample_weight):
     for i in range(m):
         _shifted_exp_row(z, i, e)
         s = pairwise_sum_ws(e, k, nodes, sums)
-        _sparse_grad_row(out, i, e, s, labels[i], _weight(w, i), norm)
+        _sparse_grad_row(out, i, e, 0, s, labels[i], _weight(w, i), norm)
 
 
 @jit
-def _sparse_grad_row(out, i, e, s, label, wi, norm):
+def _sparse_grad_row(out, i, e, off, s, label, wi, norm):
     for j in range(out.shape[1]):
-        g = e[j] / s
+        g = e[off + j] / s
         if j == label:
             g -= 1.0
         out[i, j] = (wi * g) / norm
@@ -387,19 +403,30 @@ def _sparse_grad_row(out, i, e, s, label, wi, norm):
 @jit
 def sparse_cross_entropy_and_gradient(z, labels, w, out, e, rows, nodes, sums):
     """(sparse_cross_entropy(z, labels, w), rows right) with its gradient written into
-    out, the softmax of each row computed once (the two kernels' values exactly). A row
-    is right when the argmax of z (first maximum) is its label."""
+    out (unless out has no rows), the softmax of each row computed once (the two
+    kernels' values exactly). A row is right when the argmax of z (first maximum) is
+    its label."""
     m, k = z.shape
     norm = _weight_sum(w, m, nodes, sums)
+    grad = out.shape[0] > 0
     correct = 0
-    for i in range(m):
-        mx, at = _shifted_exp_row(z, i, e)
-        s = pairwise_sum_ws(e, k, nodes, sums)
-        label = labels[i]
-        wi = _weight(w, i)
-        rows[i] = wi * (np.log(s) - (np.float64(z[i, label]) - mx))
-        _sparse_grad_row(out, i, e, s, label, wi, norm)
-        correct += at == label
+    i0 = 0
+    while i0 < m:
+        r = _softmax_block(z, i0, m, e)
+        for q in range(r):
+            i = i0 + q
+            # pairwise, as np.sum (when k > PW_BLOCK, q = 0: one row a block)
+            s = block_sum(e, q * k, k) if k <= PW_BLOCK else pairwise_sum_ws(e, k, nodes, sums)
+            if grad:
+                _sparse_grad_row(out, i, e, q * k, s, labels[i], _weight(w, i), norm)
+            rows[i] = s
+        log_f64(rows, i0, r)  # NumPy's log, once for the block's sums
+        for i in range(i0, i0 + r):
+            mx, at = _row_max_at(z, i)
+            label = labels[i]
+            rows[i] = _weight(w, i) * (rows[i] - (np.float64(z[i, label]) - mx))
+            correct += at == label
+        i0 += r
     return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / norm, correct
 
 
