@@ -209,50 +209,14 @@ cdef inline double _ce_terms(const floating* z, const floating* y, Py_ssize_t k,
     return -(0.0 + pw_sum(work, k))
 
 
-cdef double _ce_rows(const floating* z, const floating* y, Py_ssize_t m, Py_ssize_t k,
-                     floating* g, double norm, double* work, const double* w) noexcept nogil:
-    """Pairwise sum over rows of w_i (-sum_j y_j log softmax(z)_j); unless g is NULL,
-    each row's gradient (c_cross_entropy_gradient's, over norm) is written as it goes:
-    one softmax per row for both."""
-    cdef double buf[PW_BLOCK]
-    cdef double mxs[PW_BLOCK]
-    cdef double logs[PW_BLOCK]
-    cdef double batch[EXP_BATCH]
-    cdef double* e = work if k > EXP_BATCH else &batch[0]
-    cdef double* ei
-    cdef double s, wi
-    cdef Py_ssize_t i, j, m2, i0 = 0, r
-    if m <= PW_BLOCK:
-        while i0 < m:
-            r = _exp_rows(z + i0 * k, m - i0, k, mxs + i0, e)
-            for i in range(i0, i0 + r):
-                ei = e + (i - i0) * k
-                s = 0.0 + pw_sum(ei, k)
-                if g != NULL:
-                    wi = _weight(w, i)
-                    for j in range(k):
-                        g[i * k + j] = <floating>((wi * (ei[j] / s - <double>y[i * k + j]))
-                                                  / norm)
-                logs[i] = s
-            numpy_loop(&NUMPY_LOG, logs + i0, r)
-            for i in range(i0, i0 + r):
-                buf[i] = _weight(w, i) * _ce_terms(z + i * k, y + i * k, k, mxs[i], logs[i],
-                                                   work)
-            i0 = i0 + r
-        return pw_block(buf, m)
-    m2 = pw_split(m)
-    return (_ce_rows(z, y, m2, k, g, norm, work, w)
-            + _ce_rows(z + m2 * k, y + m2 * k, m - m2, k,
-                       NULL if g == NULL else g + m2 * k, norm, work,
-                       NULL if w == NULL else w + m2))
-
-
-cdef double _sparse_ce_rows(const floating* z, const int64_t* labels, Py_ssize_t m,
-                            Py_ssize_t k, floating* g, double norm, double* work,
-                            const double* w) noexcept nogil:
-    """Pairwise sum over rows of w_i (log sum e^(z - max z) - (z[label] - max z));
-    unless g is NULL, each row's gradient (c_sparse_cross_entropy_gradient's, over norm)
-    is written as it goes: one softmax per row for both."""
+cdef double _ce_rows(const floating* z, const floating* y, const int64_t* labels,
+                     Py_ssize_t m, Py_ssize_t k, floating* g, double norm, double* work,
+                     const double* w) noexcept nogil:
+    """Pairwise sum over rows of w_i l_i, l_i the row's softmax cross-entropy: with
+    targets y (labels NULL) -sum_j y_j log softmax(z)_j, with class indices labels (y
+    NULL) log sum e^(z - max z) - (z[label] - max z). Unless g is NULL, each row's
+    gradient (c_cross_entropy_gradient's or c_sparse_cross_entropy_gradient's, over
+    norm) is written as it goes: one softmax per row for both."""
     cdef double buf[PW_BLOCK]
     cdef double mxs[PW_BLOCK]
     cdef double logs[PW_BLOCK]
@@ -271,20 +235,27 @@ cdef double _sparse_ce_rows(const floating* z, const int64_t* labels, Py_ssize_t
                     wi = _weight(w, i)
                     for j in range(k):
                         d = ei[j] / s
-                        if j == labels[i]:
+                        if y != NULL:
+                            d = d - <double>y[i * k + j]
+                        elif j == labels[i]:
                             d = d - 1
                         g[i * k + j] = <floating>((wi * d) / norm)
                 logs[i] = s
             numpy_loop(&NUMPY_LOG, logs + i0, r)
             for i in range(i0, i0 + r):
-                buf[i] = _weight(w, i) * (logs[i] - (<double>z[i * k + labels[i]] - mxs[i]))
+                if y != NULL:
+                    d = _ce_terms(z + i * k, y + i * k, k, mxs[i], logs[i], work)
+                else:
+                    d = logs[i] - (<double>z[i * k + labels[i]] - mxs[i])
+                buf[i] = _weight(w, i) * d
             i0 = i0 + r
         return pw_block(buf, m)
     m2 = pw_split(m)
-    return (_sparse_ce_rows(z, labels, m2, k, g, norm, work, w)
-            + _sparse_ce_rows(z + m2 * k, labels + m2, m - m2, k,
-                              NULL if g == NULL else g + m2 * k, norm, work,
-                              NULL if w == NULL else w + m2))
+    return (_ce_rows(z, y, labels, m2, k, g, norm, work, w)
+            + _ce_rows(z + m2 * k, NULL if y == NULL else y + m2 * k,
+                       NULL if labels == NULL else labels + m2, m - m2, k,
+                       NULL if g == NULL else g + m2 * k, norm, work,
+                       NULL if w == NULL else w + m2))
 
 
 # --- C-level kernels -----------------------------------------------------------------
@@ -372,7 +343,7 @@ cdef double c_cross_entropy(const floating* z, const floating* y, Py_ssize_t m,
                             Py_ssize_t k, double* work, const double* w) noexcept nogil:
     """mean over rows of -sum_j y_j log softmax(z)_j; weighted sum_i w_i l_i / S."""
     cdef double norm = _weight_sum(w, m)
-    return (0.0 + _ce_rows(z, y, m, k, <floating*>NULL, norm, work, w)) / norm
+    return (0.0 + _ce_rows(z, y, <int64_t*>NULL, m, k, <floating*>NULL, norm, work, w)) / norm
 
 
 cdef void c_cross_entropy_gradient(const floating* z, const floating* y, Py_ssize_t m,
@@ -395,7 +366,7 @@ cdef double c_cross_entropy_and_gradient(const floating* z, const floating* y,
     """c_cross_entropy(z, y, m, k, work, w), with c_cross_entropy_gradient's out written
     on the way (the same values: each row's softmax computed once)."""
     cdef double norm = _weight_sum(w, m)
-    return (0.0 + _ce_rows(z, y, m, k, out, norm, work, w)) / norm
+    return (0.0 + _ce_rows(z, y, <int64_t*>NULL, m, k, out, norm, work, w)) / norm
 
 
 cdef double c_sparse_cross_entropy_and_gradient(const floating* z, const int64_t* labels,
@@ -405,7 +376,7 @@ cdef double c_sparse_cross_entropy_and_gradient(const floating* z, const int64_t
     """c_sparse_cross_entropy and its gradient into out, each row's softmax computed
     once (the two kernels' values exactly)."""
     cdef double norm = _weight_sum(w, m)
-    return (0.0 + _sparse_ce_rows(z, labels, m, k, out, norm, work, w)) / norm
+    return (0.0 + _ce_rows(z, <floating*>NULL, labels, m, k, out, norm, work, w)) / norm
 
 
 cdef double c_sparse_cross_entropy(const floating* z, const int64_t* labels,
@@ -413,7 +384,8 @@ cdef double c_sparse_cross_entropy(const floating* z, const int64_t* labels,
                                    const double* w) noexcept nogil:
     """mean over rows of logsumexp(z) - z[label]; weighted sum_i w_i l_i / S."""
     cdef double norm = _weight_sum(w, m)
-    return (0.0 + _sparse_ce_rows(z, labels, m, k, <floating*>NULL, norm, work, w)) / norm
+    return (0.0 + _ce_rows(z, <floating*>NULL, labels, m, k, <floating*>NULL, norm, work,
+                           w)) / norm
 
 
 cdef void c_sparse_cross_entropy_gradient(const floating* z, const int64_t* labels,

@@ -307,8 +307,10 @@ def cross_entropy(z, y, sample_weight):
     terms = np.empty(k)
     rows = np.empty(m)
     nodes, sums = pairwise_stack(rows)
-    no_grad = np.empty((0, k), z.dtype)
-    return cross_entropy_and_gradient(z, y, sample_weight, no_grad, e, terms, rows, nodes, sums)[0]
+    no_grad, no_labels = np.empty((0, k), z.dtype), np.empty(0, np.int64)
+    return softmax_cross_entropy_and_gradient(
+        z, y, no_labels, sample_weight, no_grad, e, terms, rows, nodes, sums
+    )[0]
 
 
 @jit
@@ -329,38 +331,6 @@ def cross_entropy_gradient(z, y, out, sample_weight):
 
 
 @jit
-def cross_entropy_and_gradient(z, y, w, out, e, terms, rows, nodes, sums):
-    """(cross_entropy(z, y, w), rows right) with its gradient written into out (unless
-    out has no rows), the softmax of each row computed once (the two kernels' values
-    exactly); float64 scratch e, terms (>= k), rows (>= m) and a float64 stack. A row
-    is right when the argmax of z is the argmax of y (first maxima)."""
-    m, k = z.shape
-    norm = _weight_sum(w, m, nodes, sums)
-    grad = out.shape[0] > 0
-    correct = 0
-    i0 = 0
-    while i0 < m:
-        r = _softmax_block(z, i0, m, e)
-        for q in range(r):
-            i = i0 + q
-            # pairwise, as np.sum (when k > PW_BLOCK, q = 0: one row a block)
-            s = block_sum(e, q * k, k) if k <= PW_BLOCK else pairwise_sum_ws(e, k, nodes, sums)
-            if grad:
-                wi = _weight(w, i)
-                for j in range(k):
-                    out[i, j] = (wi * (e[q * k + j] / s - np.float64(y[i, j]))) / norm
-            rows[i] = s
-        log_f64(rows, i0, r)  # NumPy's log, once for the block's sums
-        for i in range(i0, i0 + r):
-            mx, at = _row_max_at(z, i)
-            _ce_terms_row(z, y, i, mx, rows[i], terms)
-            rows[i] = _weight(w, i) * -(0.0 + pairwise_sum_ws(terms, k, nodes, sums))
-            correct += at == _argmax_row(y, i)
-        i0 += r
-    return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / norm, correct
-
-
-@jit
 def sparse_cross_entropy(z, labels, sample_weight):
     """L = mean over rows of logsumexp(z) - z[label]; labels int64 (m,); weighted
     sum_i w_i l_i / S."""
@@ -371,8 +341,8 @@ def sparse_cross_entropy(z, labels, sample_weight):
     rows = np.empty(m)
     nodes, sums = pairwise_stack(rows)
     no_grad = np.empty((0, k), z.dtype)
-    return sparse_cross_entropy_and_gradient(
-        z, labels, sample_weight, no_grad, e, rows, nodes, sums
+    return softmax_cross_entropy_and_gradient(
+        z, z[:, :0], labels, sample_weight, no_grad, e, e, rows, nodes, sums
     )[0]
 
 
@@ -388,25 +358,28 @@ def sparse_cross_entropy_gradient(z, labels, out, sample_weight):
     for i in range(m):
         _shifted_exp_row(z, i, e)
         s = pairwise_sum_ws(e, k, nodes, sums)
-        _sparse_grad_row(out, i, e, 0, s, labels[i], _weight(w, i), norm)
+        wi = _weight(w, i)
+        for j in range(k):
+            g = e[j] / s
+            if j == labels[i]:
+                g -= 1.0
+            out[i, j] = (wi * g) / norm
 
 
 @jit
-def _sparse_grad_row(out, i, e, off, s, label, wi, norm):
-    for j in range(out.shape[1]):
-        g = e[off + j] / s
-        if j == label:
-            g -= 1.0
-        out[i, j] = (wi * g) / norm
+def softmax_cross_entropy_and_gradient(z, y, labels, w, out, e, terms, rows, nodes, sums):
+    """(cross_entropy(z, y, w) or sparse_cross_entropy(z, labels, w), rows right) with
+    the gradient written into out (unless out has no rows), each row's softmax computed
+    once (the two kernels' values exactly): targets y (m, k), or class indices labels
+    (m,) when y has no columns. float64 scratch e, terms (>= k), rows (>= m) and a float64
+    stack. A row is right when the first maximum of z is at its label, or at the first
+    maximum of y.
 
-
-@jit
-def sparse_cross_entropy_and_gradient(z, labels, w, out, e, rows, nodes, sums):
-    """(sparse_cross_entropy(z, labels, w), rows right) with its gradient written into
-    out (unless out has no rows), the softmax of each row computed once (the two
-    kernels' values exactly). A row is right when the argmax of z (first maximum) is
-    its label."""
+    The rows go by blocks (_softmax_block): their exps, each row's sum (pairwise, as
+    np.sum), the gradient rows, NumPy's log of the block's sums at once, then each
+    row's loss term (rows[i] holds the sum, then its log, then the term)."""
     m, k = z.shape
+    sparse = y.shape[1] == 0
     norm = _weight_sum(w, m, nodes, sums)
     grad = out.shape[0] > 0
     correct = 0
@@ -415,17 +388,29 @@ def sparse_cross_entropy_and_gradient(z, labels, w, out, e, rows, nodes, sums):
         r = _softmax_block(z, i0, m, e)
         for q in range(r):
             i = i0 + q
-            # pairwise, as np.sum (when k > PW_BLOCK, q = 0: one row a block)
+            # (when k > PW_BLOCK, q = 0: one row a block)
             s = block_sum(e, q * k, k) if k <= PW_BLOCK else pairwise_sum_ws(e, k, nodes, sums)
             if grad:
-                _sparse_grad_row(out, i, e, q * k, s, labels[i], _weight(w, i), norm)
+                wi = _weight(w, i)
+                for j in range(k):
+                    g = e[q * k + j] / s
+                    if not sparse:
+                        g = g - np.float64(y[i, j])
+                    elif j == labels[i]:
+                        g -= 1.0
+                    out[i, j] = (wi * g) / norm
             rows[i] = s
-        log_f64(rows, i0, r)  # NumPy's log, once for the block's sums
+        log_f64(rows, i0, r)
         for i in range(i0, i0 + r):
             mx, at = _row_max_at(z, i)
-            label = labels[i]
-            rows[i] = _weight(w, i) * (rows[i] - (np.float64(z[i, label]) - mx))
-            correct += at == label
+            if sparse:
+                label = labels[i]
+                rows[i] = _weight(w, i) * (rows[i] - (np.float64(z[i, label]) - mx))
+                correct += at == label
+            else:
+                _ce_terms_row(z, y, i, mx, rows[i], terms)
+                rows[i] = _weight(w, i) * -(0.0 + pairwise_sum_ws(terms, k, nodes, sums))
+                correct += at == _argmax_row(y, i)
         i0 += r
     return (0.0 + pairwise_sum_ws(rows, m, nodes, sums)) / norm, correct
 

@@ -55,12 +55,11 @@ from .dense_numba import (
 from .epoch_args import ARGS, check_types, wanted
 from .losses_numba import (
     binary_cross_entropy_and_gradient,
-    cross_entropy_and_gradient,
     mse_gradient,
     mse_ws,
     poisson_gradient,
     poisson_ws,
-    sparse_cross_entropy_and_gradient,
+    softmax_cross_entropy_and_gradient,
 )
 from .normalization_numba import batch_norm_backward_ws, batch_norm_statistics
 from .normalization_numba import dropout as dropout_kernel
@@ -465,13 +464,9 @@ def _make_epoch(loss_kind, used):
                 loss, correct = binary_cross_entropy_and_gradient(
                     out, yb, wt, g_out, terms, rows, nodes, sums
                 )
-            elif loss_kind == _CE:
-                loss, correct = cross_entropy_and_gradient(
-                    out, yb, wt, g_out, e, terms, rows, nodes, sums
-                )
-            else:
-                loss, correct = sparse_cross_entropy_and_gradient(
-                    out, t_lab, wt, g_out, e, rows, nodes, sums
+            else:  # softmax cross-entropy: targets yb, or class indices t_lab (yb: no columns)
+                loss, correct = softmax_cross_entropy_and_gradient(
+                    out, yb, t_lab, wt, g_out, e, terms, rows, nodes, sums
                 )
             if not math.isfinite(loss):
                 stats[codes.STAT_STATUS] = codes.STATUS_LOSS_NOT_FINITE
