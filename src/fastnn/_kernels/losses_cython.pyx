@@ -144,15 +144,16 @@ cdef struct NumpyLoop:
     void* context
     void* auxdata
 
-cdef NumpyLoop NUMPY_EXP, NUMPY_LOG
 from fastnn._kernels.numpy_loops import loop_addresses as _loop_addresses
 
-for _name in ("exp", "log"):
-    _fn, _ctx, _aux = _loop_addresses(_name)
-    if _name == "exp":
-        NUMPY_EXP = NumpyLoop(<ufunc_loop><size_t>_fn, <void*><size_t>_ctx, <void*><size_t>_aux)
-    else:
-        NUMPY_LOG = NumpyLoop(<ufunc_loop><size_t>_fn, <void*><size_t>_ctx, <void*><size_t>_aux)
+
+cdef NumpyLoop _numpy_loop_of(str name):
+    fn, context, auxdata = _loop_addresses(name)
+    return NumpyLoop(<ufunc_loop><size_t>fn, <void*><size_t>context, <void*><size_t>auxdata)
+
+
+cdef NumpyLoop NUMPY_EXP = _numpy_loop_of("exp")
+cdef NumpyLoop NUMPY_LOG = _numpy_loop_of("log")
 
 
 cdef inline void numpy_loop(NumpyLoop* f, double* x, Py_ssize_t n) noexcept nogil:
