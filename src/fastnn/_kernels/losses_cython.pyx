@@ -167,16 +167,6 @@ cdef inline void numpy_loop(NumpyLoop* f, double* x, Py_ssize_t n) noexcept nogi
     f.fn(f.context, data, &n, strides, f.auxdata)
 
 
-cdef inline double _exp_shifted(const floating* row, Py_ssize_t k, double mx,
-                                double* e) noexcept nogil:
-    """e = e^(row - mx) (NumPy's exp); returns their sum in NumPy's pairwise order."""
-    cdef Py_ssize_t j
-    for j in range(k):
-        e[j] = <double>row[j] - mx
-    numpy_loop(&NUMPY_EXP, e, k)
-    return 0.0 + pw_sum(e, k)
-
-
 cdef enum:
     # shifted logits exponentiated per call in the row loops below: the rows of small
     # softmaxes (k of a few classes) go through NumPy's vector loop together
@@ -216,8 +206,8 @@ cdef double _ce_rows(const floating* z, const floating* y, const int64_t* labels
     """Pairwise sum over rows of w_i l_i, l_i the row's softmax cross-entropy: with
     targets y (labels NULL) -sum_j y_j log softmax(z)_j, with class indices labels (y
     NULL) log sum e^(z - max z) - (z[label] - max z). Unless g is NULL, each row's
-    gradient (c_cross_entropy_gradient's or c_sparse_cross_entropy_gradient's, over
-    norm) is written as it goes: one softmax per row for both."""
+    gradient (w_i (softmax(z) - y or onehot(label)), over norm) is written as it goes:
+    one softmax per row for both."""
     cdef double buf[PW_BLOCK]
     cdef double mxs[PW_BLOCK]
     cdef double logs[PW_BLOCK]
@@ -351,14 +341,9 @@ cdef void c_cross_entropy_gradient(const floating* z, const floating* y, Py_ssiz
                                    Py_ssize_t k, floating* out, double* work,
                                    const double* w) noexcept nogil:
     """out = (w_i (softmax(z) - y)) / S (w_i = 1, S = m unweighted), in float64, rounded
-    once."""
-    cdef Py_ssize_t i, j
-    cdef double s, wi, norm = _weight_sum(w, m)
-    for i in range(m):
-        s = _exp_shifted(z + i * k, k, _row_max(z + i * k, k), work)
-        wi = _weight(w, i)
-        for j in range(k):
-            out[i * k + j] = <floating>((wi * (work[j] / s - <double>y[i * k + j])) / norm)
+    once: c_cross_entropy_and_gradient's, the loss it computes on the way dropped (its
+    rows' exps go through NumPy's loop by blocks, not a call per row)."""
+    c_cross_entropy_and_gradient(z, y, m, k, out, work, w)
 
 
 cdef double c_cross_entropy_and_gradient(const floating* z, const floating* y,
@@ -392,17 +377,9 @@ cdef double c_sparse_cross_entropy(const floating* z, const int64_t* labels,
 cdef void c_sparse_cross_entropy_gradient(const floating* z, const int64_t* labels,
                                           Py_ssize_t m, Py_ssize_t k, floating* out,
                                           double* work, const double* w) noexcept nogil:
-    """out = (w_i (softmax(z) - onehot(labels))) / S, in float64, rounded once."""
-    cdef Py_ssize_t i, j
-    cdef double s, g, wi, norm = _weight_sum(w, m)
-    for i in range(m):
-        s = _exp_shifted(z + i * k, k, _row_max(z + i * k, k), work)
-        wi = _weight(w, i)
-        for j in range(k):
-            g = work[j] / s
-            if j == labels[i]:
-                g = g - 1
-            out[i * k + j] = <floating>((wi * g) / norm)
+    """out = (w_i (softmax(z) - onehot(labels))) / S, in float64, rounded once:
+    c_sparse_cross_entropy_and_gradient's, the loss it computes on the way dropped."""
+    c_sparse_cross_entropy_and_gradient(z, labels, m, k, out, work, w)
 
 
 # --- Python wrappers (the reference's signatures) ------------------------------------

@@ -252,15 +252,6 @@ def _row_max_at(z, i):
 
 
 @jit
-def _shifted_exp_row(z, i, e):
-    """Row i of z: e[j] = exp(z[i, j] - max) in float64 (NumPy's exp)."""
-    mx, _ = _row_max_at(z, i)
-    for j in range(z.shape[1]):
-        e[j] = np.float64(z[i, j]) - mx
-    exp_f64(e, 0, z.shape[1])
-
-
-@jit
 def _softmax_block(z, i0, m, e):
     """The rows i0 .. i0 + r - 1 of z that fit in e (r >= 1, at most m - i0; one row when
     k > PW_BLOCK): e[q k + j] = exp(z[i0 + q, j] - max) in float64, through NumPy's exp
@@ -302,68 +293,42 @@ def _ce_terms_row(z, y, i, mx, log_s, terms):
 def cross_entropy(z, y, sample_weight):
     """L = mean over rows of -sum_k y_k log softmax(z)_k; z, y (m, k); weighted
     sum_i w_i l_i / S."""
-    m, k = z.shape
-    e = np.empty(k)
-    terms = np.empty(k)
-    rows = np.empty(m)
-    nodes, sums = pairwise_stack(rows)
-    no_grad, no_labels = np.empty((0, k), z.dtype), np.empty(0, np.int64)
-    return softmax_cross_entropy_and_gradient(
-        z, y, no_labels, sample_weight, no_grad, e, terms, rows, nodes, sums
-    )[0]
+    no_labels, no_grad = np.empty(0, np.int64), np.empty((0, z.shape[1]), z.dtype)
+    return _softmax_cross_entropy_alone(z, y, no_labels, sample_weight, no_grad)[0]
 
 
 @jit
 def cross_entropy_gradient(z, y, out, sample_weight):
     """out = (w_i (softmax(z) - y)) / S (w_i = 1, S = m unweighted), z, y, out (m, k),
-    float64 inside."""
-    w = sample_weight
-    e = np.empty(z.shape[1])
-    nodes, sums = pairwise_stack(e)
-    m, k = z.shape
-    norm = _weight_sum(w, m, nodes, sums)
-    for i in range(m):
-        _shifted_exp_row(z, i, e)
-        s = pairwise_sum_ws(e, k, nodes, sums)
-        wi = _weight(w, i)
-        for j in range(k):
-            out[i, j] = (wi * (e[j] / s - np.float64(y[i, j]))) / norm
+    float64 inside (the fused kernel's, its loss dropped)."""
+    _softmax_cross_entropy_alone(z, y, np.empty(0, np.int64), sample_weight, out)
 
 
 @jit
 def sparse_cross_entropy(z, labels, sample_weight):
     """L = mean over rows of logsumexp(z) - z[label]; labels int64 (m,); weighted
     sum_i w_i l_i / S."""
-    m, k = z.shape
-    if m == 0:
+    if z.shape[0] == 0:
         return np.nan  # the mean of no sample, as np.mean
-    e = np.empty(k)
-    rows = np.empty(m)
-    nodes, sums = pairwise_stack(rows)
-    no_grad = np.empty((0, k), z.dtype)
-    return softmax_cross_entropy_and_gradient(
-        z, z[:, :0], labels, sample_weight, no_grad, e, e, rows, nodes, sums
-    )[0]
+    no_grad = np.empty((0, z.shape[1]), z.dtype)
+    return _softmax_cross_entropy_alone(z, z[:, :0], labels, sample_weight, no_grad)[0]
 
 
 @jit
 def sparse_cross_entropy_gradient(z, labels, out, sample_weight):
     """out = (w_i (softmax(z) - onehot(labels))) / S (w_i = 1, S = m unweighted),
-    float64 inside."""
-    w = sample_weight
-    e = np.empty(z.shape[1])
-    nodes, sums = pairwise_stack(e)
+    float64 inside (the fused kernel's, its loss dropped)."""
+    _softmax_cross_entropy_alone(z, z[:, :0], labels, sample_weight, out)
+
+
+@jit
+def _softmax_cross_entropy_alone(z, y, labels, w, out):
+    """softmax_cross_entropy_and_gradient with its scratch allocated here (the epoch
+    kernel keeps its own): the four kernels above."""
     m, k = z.shape
-    norm = _weight_sum(w, m, nodes, sums)
-    for i in range(m):
-        _shifted_exp_row(z, i, e)
-        s = pairwise_sum_ws(e, k, nodes, sums)
-        wi = _weight(w, i)
-        for j in range(k):
-            g = e[j] / s
-            if j == labels[i]:
-                g -= 1.0
-            out[i, j] = (wi * g) / norm
+    e, terms, rows = np.empty(max(k, PW_BLOCK)), np.empty(k), np.empty(m)
+    nodes, sums = pairwise_stack(rows)
+    return softmax_cross_entropy_and_gradient(z, y, labels, w, out, e, terms, rows, nodes, sums)
 
 
 @jit
