@@ -248,8 +248,9 @@ def test_train_epoch_refuses_bad_calls_without_touching_memory(monkeypatch):
 
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_train_epoch_allocates_nothing_per_step(monkeypatch, batch_norm):
-    """The scratch is allocated once per call: a call running 1 batch and one running
-    13 allocate the same number of NRT blocks (batch normalisation's included)."""
+    """The epoch kernel is compiled without Numba's runtime: its scratch comes from the
+    caller (allocated once per call, in Python), so no call allocates an NRT block, for
+    1 batch or 13 (batch normalisation's scratch included)."""
     from numba.core.runtime import _nrt_python as nrt
 
     from fastnn._kernels.training_numba import train_epoch
@@ -268,7 +269,7 @@ def test_train_epoch_allocates_nothing_per_step(monkeypatch, batch_norm):
     finally:
         if not enabled:
             nrt.memsys_disable_stats()
-    assert counts[0] == counts[1] == counts[2] > 0, counts
+    assert counts == [0, 0, 0], counts
 
 
 _EPOCH_SCRIPT = textwrap.dedent("""

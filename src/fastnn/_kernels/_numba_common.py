@@ -130,7 +130,14 @@ if not DISABLE_JIT:
     jit_inline = _keyed_cache(njit(inline="always", **_OPTIONS))
     # Loops over a few large independent pieces (numba.prange), run on Numba's threads
     # (as many as numba.get_num_threads(): the caller sets it outside compiled code).
-    jit_parallel = _keyed_cache(njit(parallel=True, **_OPTIONS))
+    # Their parallel loops need Numba's runtime (NRT), so they keep it even when called
+    # from a kernel compiled without it (jit_borrowing, below).
+    jit_parallel = _keyed_cache(njit(parallel=True, _nrt=True, **_OPTIONS))
+    # A kernel that allocates nothing and whose arrays its caller keeps alive (the
+    # whole-epoch kernels, given their scratch): compiled without Numba's runtime
+    # (NRT), so neither it nor the helpers compiled for it take an atomic reference on
+    # every array view and every call (about a hundred pairs a step on config A).
+    jit_borrowing = _keyed_cache(njit(_nrt=False, **_OPTIONS))
 else:
 
     def jit(func):
@@ -148,6 +155,7 @@ else:
         return func
 
     jit_parallel = jit
+    jit_borrowing = jit
 
 
 # --- dtype-exact constants ------------------------------------------------------------
@@ -182,10 +190,56 @@ PW_BLOCK = 128
 PW_DEPTH = 64  # each split halves n: 64 pending halves cover any length
 
 
-@jit_inline
 def pairwise_stack(dtype_like):
-    """The walk's stack: pending right halves (lo, n, left done) and left sums."""
+    """The walk's stack: pending right halves (lo, n, left done) and left sums (zeros,
+    of ``dtype_like``'s dtype)."""
     return np.empty((PW_DEPTH, 3), np.int64), np.zeros(PW_DEPTH, dtype_like.dtype)
+
+
+if not DISABLE_JIT:
+
+    @intrinsic
+    def _pairwise_stack_frame(typingctx, dtype_like):
+        """pairwise_stack in the calling function's stack frame: no heap allocation and
+        no reference count (so kernels compiled without Numba's runtime may sum too).
+        The arrays live as long as that frame, like its local variables; the intrinsic
+        is expanded in place, so the frame is the caller's, never a helper's."""
+        dt = dtype_like.dtype
+        nodes_t = types.Array(types.int64, 2, "C")
+        sums_t = types.Array(dt, 1, "C")
+
+        def codegen(context, builder, sig, args):
+            from numba.core import cgutils
+            from numba.np.arrayobj import make_array, populate_array
+
+            def frame_array(arrty, n_items, shape, strides):
+                item = context.get_data_type(arrty.dtype)
+                data = cgutils.alloca_once(builder, item, size=n_items)
+                ary = make_array(arrty)(context, builder)
+                intp = context.get_value_type(types.intp)
+                populate_array(
+                    ary,
+                    data=data,
+                    shape=[intp(v) for v in shape],
+                    strides=[intp(v) for v in strides],
+                    itemsize=intp(context.get_abi_sizeof(item)),
+                    meminfo=None,
+                )
+                return ary, data, item
+
+            nodes, _, _ = frame_array(nodes_t, PW_DEPTH * 3, (PW_DEPTH, 3), (24, 8))
+            size = context.get_abi_sizeof(context.get_data_type(dt))
+            sums, data, item = frame_array(sums_t, PW_DEPTH, (PW_DEPTH,), (size,))
+            cgutils.memset(builder, data, context.get_constant(types.intp, PW_DEPTH * size), 0)
+            return context.make_tuple(
+                builder, sig.return_type, (nodes._getvalue(), sums._getvalue())
+            )
+
+        return types.Tuple((nodes_t, sums_t))(dtype_like), codegen
+
+    @overload(pairwise_stack, inline="always")
+    def _pairwise_stack_overload(dtype_like):
+        return lambda dtype_like: _pairwise_stack_frame(dtype_like)
 
 
 @jit_inline

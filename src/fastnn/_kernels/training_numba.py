@@ -10,6 +10,7 @@ weights equal the Numba step-by-step path bit for bit.
 
 import math
 import os
+import threading
 
 import numba
 import numpy as np
@@ -25,6 +26,7 @@ from ._numba_common import (
     cast_like,
     gemm_threads,
     jit,
+    jit_borrowing,
     jit_inline,
     jit_parallel,
     pairwise_split,
@@ -126,6 +128,30 @@ def batch_count(n, batch_size, bn_trains):
 
 
 _batch_count = jit(batch_count)
+
+
+# Each thread's last scratch (the epoch kernels' float64 and array-dtype buffers), kept
+# for its next call: reusing them spares a call two allocations and the sizing.
+_scratch = threading.local()
+
+
+def scratch(dims, batch_size, weighted, dtype):
+    """The epoch kernel's scratch for layer widths ``dims`` and batches of up to
+    ``batch_size + 1`` rows (with a sample weight per row when ``weighted``): float64
+    and ``dtype`` arrays, this thread's own (the kernel allocates nothing itself; their
+    contents never carry from one call to the next)."""
+    key = (dims.tobytes(), batch_size, weighted, dtype)
+    if getattr(_scratch, "key", None) != key:
+        width = max(PW_BLOCK, int(dims.max()))
+        rows = batch_size + 1
+        # float64: 5 rows of width; per-sample losses, a column, 2 halves of the norm;
+        # the batch's weights (the epoch kernel cuts them in this order)
+        _scratch.buffers = (
+            np.empty(5 * width + 2 * rows + 2 + rows * weighted),
+            np.empty(2 * width, dtype),
+        )
+        _scratch.key = key
+    return _scratch.buffers
 
 
 # z, x_hat (m, k): z is overwritten in place; gamma, inv_std (k,); the running statistics
@@ -240,7 +266,7 @@ def _make_epoch(loss_kind, used):
     has_relu, has_leaky_relu, has_elu, has_softmax = used[4:8]
     has_by_code = any(used[8:])
 
-    @jit
+    @jit_borrowing
     def epoch(
         X,
         y,
@@ -281,6 +307,8 @@ def _make_epoch(loss_kind, used):
         bn_momentum,
         n_threads,
         sample_weight,
+        f64s,
+        dts,
     ):
         _check_types(
             X,
@@ -326,32 +354,33 @@ def _make_epoch(loss_kind, used):
         d, k = dims[0], dims[n_layers]
         sparse = loss_kind == _SPARSE
         weight_decay, clip_norm = hyper[4], hyper[5]
-        # The kernels' scratch, allocated once per call: float64 rows (softmax/tanh
-        # rows, exps, loss terms, pairwise blocks), per-sample losses, an array-dtype
-        # row (softmax backward) and the pairwise walk's stacks.
+        # The kernels' scratch, cut from the caller's (``scratch``): float64 rows
+        # (softmax/tanh rows, exps, loss terms, pairwise blocks), per-sample losses, an
+        # array-dtype row (softmax backward); batch normalisation's float64 column
+        # statistics and sums, a float64 column, an array-dtype row for the bias sum the
+        # step path throws away; a batch's sample weights. The pairwise walk's stacks
+        # live in this call's frame.
         width = PW_BLOCK
         for i in range(n_layers + 1):
             width = max(width, dims[i])
-        e = np.empty(width)
-        terms = np.empty(width)
-        rows = np.empty(batch_size)
-        prod = np.empty(width, params.dtype)
+        e, terms = f64s[:width], f64s[width : 2 * width]
+        bmean, binv = f64s[2 * width : 3 * width], f64s[3 * width : 4 * width]
+        bscale = f64s[4 * width : 5 * width]
+        at = 5 * width + batch_size + 1  # batches of up to batch_size + 1 rows
+        rows, bcol = f64s[5 * width : at], f64s[at : at + batch_size + 1]
+        halves = f64s[at + batch_size + 1 : at + batch_size + 3]
+        prod, dbs = dts[:width], dts[width : 2 * width]
         nodes, sums = pairwise_stack(e)
         _, sums_dt = pairwise_stack(prod)
         nodes2, sums2 = pairwise_stack(e)  # a second thread's, for the norm's halves
-        halves = np.empty(2)
-        # batch normalisation's scratch: float64 column statistics and sums, a float64
-        # column, an array-dtype row for the bias sum the step path throws away
         bn_trains = False
         for i in range(n_layers):
             bn_trains = bn_trains or bn[i] == 1
         n_batches, rows_max = _batch_count(n, batch_size, bn_trains)
-        bmean = np.empty(width)
-        binv = np.empty(width)
-        bscale = np.empty(width)
-        bcol = np.empty(rows_max)
-        dbs = np.empty(width, params.dtype)
-        wb = np.empty(rows_max if sample_weight.size else 0)  # a batch's sample weights
+        n_wb = rows_max if sample_weight.size else 0
+        if f64s.size < at + batch_size + 3 + n_wb or dts.size < 2 * width:
+            raise ValueError("train_epoch: the scratch is too small")  # never: see scratch
+        wb = f64s[f64s.size - n_wb :]
         stats[codes.STAT_STEPS] = 0.0
         stats[codes.STAT_STATUS] = 0.0
         for j in range(batch_start, batch_stop):
@@ -897,8 +926,9 @@ def train_epoch(
         numba.set_num_threads(n_threads)
     chunk = numba.set_parallel_chunksize(1) if n_threads > 1 else None
     try:
-        kernel(*args, n_threads, sample_weight)
-    except (TypingError, TypeError):
+        f64s, dts = scratch(dims, batch_size, sample_weight.size > 0, params.dtype)
+        kernel(*args, n_threads, sample_weight, f64s, dts)
+    except (TypingError, TypeError, AttributeError):
         _check_types(*args)
         raise
     finally:
