@@ -38,10 +38,12 @@ def plain_view(x, name: str) -> np.ndarray:
     2-D through ``reshape(-1)``). np.memmap, np.matrix and other subclasses are
     written through this view; masked arrays are refused (the mask would be ignored).
     """
+    if type(x) is np.ndarray:  # the common case
+        return x
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(x).__name__}")
     _refuse_masked(x, name)
-    return x if type(x) is np.ndarray else np.ndarray.view(x, np.ndarray)
+    return np.ndarray.view(x, np.ndarray)
 
 
 def plain_array(x, name: str) -> np.ndarray:

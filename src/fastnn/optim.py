@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import operator
 from typing import cast
 
 import numpy as np
@@ -111,6 +112,9 @@ class Optimizer:
     state_names: tuple[str, ...] = ()
     _defaults: dict = {}
     _row: registry.Optimizer | None = None
+    # the values _kernel_hyper's vector is made of: the row's hyperparameters, then
+    # weight_decay and clip_norm
+    _hyper_values = operator.attrgetter("weight_decay", "clip_norm")
     # True while the update is the registry row's kernel (fastnn.reference.ops.update over
     # every piece in one call); a subclass that defines _update turns it off.
     _registry_update = True
@@ -123,6 +127,9 @@ class Optimizer:
             cls.state_names = row.states
             cls._defaults = {h.name: h.default for h in row.hypers}
             cls._decay_in_loss = not row.decoupled
+            cls._hyper_values = operator.attrgetter(
+                *(h.name for h in row.hypers), "weight_decay", "clip_norm"
+            )
         if "_update" in cls.__dict__:  # a subclass's own update, segment by segment
             cls._registry_update = False
 
@@ -280,18 +287,14 @@ class Optimizer:
         optimizer's registry row says; slots it does not use are 0. The step path and
         the whole-epoch kernel take the same one. Rebuilt only when a hyperparameter
         changed (the kernels read it, never write it)."""
-        hypers = self._row.hypers if self._row is not None else ()
-        key = (
-            tuple(float(getattr(self, h.name)) for h in hypers),
-            self.weight_decay,
-            self.clip_norm,
-        )
+        key = self._hyper_values(self)
         cached = self.__dict__.get("_hyper_cache")
         if cached is not None and cached[0] == key:
             return cached[1]
+        hypers = self._row.hypers if self._row is not None else ()
         slots = dict.fromkeys(registry.HYPER_SLOTS, 0.0)
-        for h, value in zip(hypers, key[0]):
-            slots[h.slot] = value
+        for h in hypers:
+            slots[h.slot] = float(getattr(self, h.name))
         slots["weight_decay"] = self.weight_decay
         slots["clip_norm"] = 0.0 if self.clip_norm is None else self.clip_norm
         vector = np.array([slots[s] for s in registry.HYPER_SLOTS], np.float64)

@@ -110,6 +110,10 @@ def checked_rate(schedule, t: int) -> float:
         If it is negative, nan or infinite.
     """
     value = schedule(t)
+    # fastnn's schedules return Python floats: checked without the ABC test (an epoch
+    # with a per-step schedule checks every step's rate)
+    if type(value) is float and 0 <= value < math.inf:
+        return value
     where = (
         f"schedule {type(schedule).__name__} returned lr={value!r} at "
         f"{getattr(schedule, 'per', 'epoch')} {t}"
