@@ -10,6 +10,7 @@ import os
 import runpy
 from pathlib import Path
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -68,7 +69,7 @@ extensions = [
     Extension(
         f"fastnn._kernels.{pyx.stem}",
         [str(pyx)],
-        include_dirs=[str(KERNEL_DIR)],
+        include_dirs=[str(KERNEL_DIR), numpy.get_include()],
         depends=HEADERS,
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=LINK_ARGS,

@@ -24,7 +24,7 @@ import pytest
 import fastnn
 from fastnn import _epoch
 from fastnn._backend import FAMILIES, MODEL_FAMILIES
-from fastnn._kernels import codes
+from fastnn._kernels import codes, epoch_args
 from fastnn.optim import Adam, AdamW, Momentum, RMSProp
 from kernels._support import check_bce, check_ce, check_sparse_ce
 
@@ -615,6 +615,49 @@ def test_train_epoch_refuses_wrong_targets():
         fastnn.backend("cython")._train_epoch(**_corrupt(args, "y", lambda y: y[:, :3].copy()))
     fastnn.backend("cython")._raw.train_epoch(**args)  # the valid call runs
     assert args["stats"][codes.STAT_STEPS] == 4
+
+
+def _mistyped(a: np.ndarray, how: str):
+    """``a`` made unacceptable to a kernel one way: another dtype, one dimension more,
+    not C-contiguous, byte-swapped, read-only, or not an ndarray."""
+    if how == "dtype":
+        return np.zeros(a.shape, np.float64 if a.dtype == np.float32 else np.float32)
+    if how == "ndim":
+        return a[np.newaxis]
+    if how == "strided":
+        return np.repeat(a, 2, axis=-1)[..., ::2] if a.size else a.reshape(a.shape + (1,))
+    if how == "swapped":
+        return a.astype(a.dtype.newbyteorder())
+    if how == "read-only":
+        a = a.copy()
+        a.flags.writeable = False
+        return a
+    return a.tolist()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("how", ["dtype", "ndim", "strided", "swapped", "read-only", "list"])
+def test_raw_train_epoch_refuses_mistyped_arrays_by_name(dtype, how):
+    """The raw kernel checks each array's type as ARGS states it (dtype, dimensions, C
+    order, native byte order, writeable where it writes) and names the argument, before
+    anything is touched."""
+    raw = fastnn.backend("cython")._raw
+    for name, kind in epoch_args.ARGS:
+        if kind in ("n", "r"):
+            continue
+        net, args = _epoch_args(dtype, sparse=name != "y")
+        if name not in args or (how == "read-only" and not kind.endswith("+")):
+            continue
+        before = {k: args[k].copy() for k in ("params", "grads", "state1", "state2", "stats")}
+        bad = dict(args, **{name: _mistyped(args[name], how)})
+        if how == "strided" and bad[name].flags.c_contiguous:
+            continue  # an empty array is contiguous whatever its strides
+        # a float64 params with float32 arrays (or the reverse) is refused at X
+        who = "X" if (name, how) == ("params", "dtype") else name
+        with pytest.raises(ValueError, match=rf"^train_epoch: {who} must be a "):
+            raw.train_epoch(**bad)
+        for k, old in before.items():
+            np.testing.assert_array_equal(args[k], old, err_msg=f"{name} {how}: {k} changed")
 
 
 def test_train_epoch_counts_and_accumulates_stats_across_calls():

@@ -12,6 +12,7 @@ them (no bounds checks), the wrapper still checks every length and offset once a
 and raises ValueError rather than touch memory outside the arrays.
 """
 
+cimport numpy as cnp
 from cython cimport floating
 from libc.math cimport ceil, isfinite, sqrt
 from libc.stdint cimport int64_t, uint64_t
@@ -513,23 +514,45 @@ _check_codes()
 # Per optimizer code, whether its decay is decoupled (not scaled by a weighted batch's
 # m / S).
 from fastnn._kernels.codes import DECOUPLED as _DECOUPLED
+from fastnn._kernels.epoch_args import wanted as _wanted
+
+import numpy as np
+
+cnp.import_array()
 
 
-def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
-                const int64_t[::1] labels, const int64_t[::1] order,
-                Py_ssize_t batch_size, const int64_t[::1] dims, const int64_t[::1] acts,
-                const double[::1] alphas, const int64_t[::1] w_off,
-                const int64_t[::1] b_off, Py_ssize_t lowest, int loss_code,
-                floating[::1] params, floating[::1] grads, floating[::1] ws,
-                const int64_t[::1] ws_off, int64_t[::1] lb, int opt_code,
-                floating[::1] state1, floating[::1] state2, const double[::1] hyper,
-                const double[::1] lrs, Py_ssize_t batch_start, Py_ssize_t batch_stop,
-                long long t0, const int64_t[:, ::1] segments, double[::1] stats,
-                int n_threads=1, const double[::1] dropout=None,
-                const int64_t[:, ::1] dropout_off=None, unsigned char[::1] masks=None,
-                dropout_seed=0, long long dropout_t0=0, const int64_t[::1] bn=None,
-                const int64_t[:, ::1] bn_off=None, buffers=None, double bn_eps=1e-5,
-                double bn_momentum=0.1, const double[::1] sample_weight=None):
+cdef int _array(object a, str name, str kind, int typenum, int ndim,
+                bint write) except -1:
+    """Refuse ``a`` unless it is an aligned, native-order, C-contiguous ndarray of
+    ``typenum`` with ``ndim`` dimensions, writeable when ``write`` (the checks typed
+    memoryviews make, at a fraction of their cost: an epoch call passes 27 arrays)."""
+    cdef cnp.ndarray arr
+    if cnp.PyArray_Check(a):
+        arr = <cnp.ndarray>a
+        if (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_NDIM(arr) == ndim
+                and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)
+                and cnp.PyArray_ISNOTSWAPPED(arr)
+                and (not write or cnp.PyArray_ISWRITEABLE(arr))):
+            return 0
+    raise ValueError(_wanted(name, kind, np.float32 if typenum == cnp.NPY_FLOAT32
+                             else np.float64))
+
+
+cdef inline void* _data(object a) noexcept:
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef inline Py_ssize_t _dim(object a, int i) noexcept:
+    return cnp.PyArray_DIM(<cnp.ndarray>a, i)
+
+
+def train_epoch(X, y, labels, order, Py_ssize_t batch_size, dims, acts, alphas, w_off,
+                b_off, Py_ssize_t lowest, int loss_code, params, grads, ws, ws_off, lb,
+                int opt_code, state1, state2, hyper, lrs, Py_ssize_t batch_start,
+                Py_ssize_t batch_stop, long long t0, segments, stats, int n_threads=1,
+                dropout=None, dropout_off=None, masks=None, dropout_seed=0,
+                long long dropout_t0=0, bn=None, bn_off=None, buffers=None,
+                double bn_eps=1e-5, double bn_momentum=0.1, sample_weight=None):
     """One epoch (batches [batch_start, batch_stop)) of mini-batch training in C.
 
     See fastnn.reference.training for the arguments and the steps; the GEMMs' blocks
@@ -539,18 +562,31 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
     no layer has dropout, ``bn=None``: no batch normalisation, ``sample_weight=None``
     or empty: unweighted).
 
-    The raw kernel: beyond the memoryviews' types, nothing is checked (the checked
-    tier, ``fastnn.backend("cython")._train_epoch``, runs
+    The raw kernel: beyond the arrays' types (fastnn._kernels.epoch_args.ARGS: dtype,
+    dimensions, C order, writeable), nothing is checked (the checked tier,
+    ``fastnn.backend("cython")._train_epoch``, runs
     ``fastnn._kernels.epoch_args.check_call`` first); a call whose arrays do not fit
     together reads or writes outside them.
     """
-    cdef Py_ssize_t L = acts.shape[0], n = X.shape[0]
-    cdef Py_ssize_t i, widest, first, last
-    cdef Py_ssize_t n_batches, rows
+    cdef Py_ssize_t L, n, i, widest, first, last
+    cdef Py_ssize_t n_batches, rows, itemsize
     cdef bint bn_trains = False
-    cdef int64_t* no_bn = NULL
-    cdef floating[::1] buf
-    cdef floating* fwork
+    cdef bint single
+    cdef int ft
+    cdef void* fwork
+    cdef void* px
+    cdef void* py
+    cdef void* pp
+    cdef void* pg
+    cdef void* pws
+    cdef const int64_t* plab
+    cdef int64_t* plb
+    cdef const int64_t* porder
+    cdef const double* plrs
+    cdef double* pstats
+    cdef void* buf = NULL
+    cdef void* s1 = NULL
+    cdef void* s2 = NULL
     cdef bint sparse = loss_code == LOSS_SPARSE_CROSS_ENTROPY
     cdef EpochNet net
     cdef EpochOpt opt
@@ -559,38 +595,82 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
     cdef const double* weights = NULL
     cdef double* no_rates = NULL
     cdef int64_t* no_off = NULL
+    cdef int64_t* no_bn = NULL
+    cdef const int64_t* bn_p = NULL
     cdef uint64_t seed
 
-    # No checks here: fastnn._epoch checks its layout once per plan and
+    # The arrays' types, in ARGS's order; nothing else is checked here:
+    # fastnn._epoch checks its layout once per plan and
     # fastnn.backend("cython")._train_epoch checks every call (fastnn._kernels.epoch_args).
+    if not cnp.PyArray_Check(params) or cnp.PyArray_TYPE(<cnp.ndarray>params) not in (
+            cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
+        raise ValueError("train_epoch: params must be a float32 or float64 array")
+    ft = cnp.PyArray_TYPE(<cnp.ndarray>params)
+    single = ft == cnp.NPY_FLOAT32
+    _array(X, "X", "f2", ft, 2, False)
+    _array(y, "y", "f2", ft, 2, False)
+    _array(labels, "labels", "i1", cnp.NPY_INT64, 1, False)
+    _array(order, "order", "i1", cnp.NPY_INT64, 1, False)
+    _array(dims, "dims", "i1", cnp.NPY_INT64, 1, False)
+    _array(acts, "acts", "i1", cnp.NPY_INT64, 1, False)
+    _array(alphas, "alphas", "d1", cnp.NPY_FLOAT64, 1, False)
+    _array(w_off, "w_off", "i1", cnp.NPY_INT64, 1, False)
+    _array(b_off, "b_off", "i1", cnp.NPY_INT64, 1, False)
+    _array(params, "params", "f1+", ft, 1, True)
+    _array(grads, "grads", "f1+", ft, 1, True)
+    _array(ws, "ws", "f1+", ft, 1, True)
+    _array(ws_off, "ws_off", "i1", cnp.NPY_INT64, 1, False)
+    _array(lb, "lb", "i1+", cnp.NPY_INT64, 1, True)
+    _array(state1, "state1", "f1+", ft, 1, True)
+    _array(state2, "state2", "f1+", ft, 1, True)
+    _array(hyper, "hyper", "d1", cnp.NPY_FLOAT64, 1, False)
+    _array(lrs, "lrs", "d1", cnp.NPY_FLOAT64, 1, False)
+    _array(segments, "segments", "i2", cnp.NPY_INT64, 2, False)
+    _array(stats, "stats", "d1+", cnp.NPY_FLOAT64, 1, True)
+    if dropout is not None:
+        _array(dropout, "dropout", "d1", cnp.NPY_FLOAT64, 1, False)
+        _array(dropout_off, "dropout_off", "i2", cnp.NPY_INT64, 2, False)
+        _array(masks, "masks", "u1+", cnp.NPY_UINT8, 1, True)
     if bn is not None:
-        buf = buffers
+        _array(bn, "bn", "i1", cnp.NPY_INT64, 1, False)
+        _array(bn_off, "bn_off", "i2", cnp.NPY_INT64, 2, False)
+        _array(buffers, "buffers", "f1+", ft, 1, True)
+    if sample_weight is not None:
+        _array(sample_weight, "sample_weight", "d1", cnp.NPY_FLOAT64, 1, False)
+    seed = dropout_seed
+    itemsize = 4 if single else 8
+    L = _dim(acts, 0)
+    n = _dim(X, 0)
+
+    if bn is not None:
+        bn_p = <const int64_t*>_data(bn)
+        if _dim(buffers, 0):
+            buf = _data(buffers)
         for i in range(L):
-            bn_trains = bn_trains or bn[i] == 1
+            bn_trains = bn_trains or bn_p[i] == 1
     n_batches = (n + batch_size - 1) // batch_size
     rows = batch_size
     if bn_trains and n_batches > 1 and n - (n_batches - 1) * batch_size == 1:
         n_batches -= 1
         rows = batch_size + 1
-    if sample_weight is not None and sample_weight.shape[0]:
-        weights = &sample_weight[0]
-    seed = dropout_seed
+    if sample_weight is not None and _dim(sample_weight, 0):
+        weights = <const double*>_data(sample_weight)
     first = batch_start * batch_size
     last = n if batch_stop == n_batches else min(n, batch_stop * batch_size)
     if first >= last:
-        stats[STAT_STEPS] = 0.0
-        stats[STAT_STATUS] = 0.0
+        (<double*>_data(stats))[STAT_STEPS] = 0.0
+        (<double*>_data(stats))[STAT_STATUS] = 0.0
         return
 
     net.n_layers = L
     net.lowest = lowest
     net.loss_code = loss_code
-    net.dims = &dims[0]
-    net.acts = &acts[0]
-    net.alphas = &alphas[0]
-    net.w_off = &w_off[0]
-    net.b_off = &b_off[0]
-    net.ws_off = &ws_off[0]
+    net.dims = <const int64_t*>_data(dims)
+    net.acts = <const int64_t*>_data(acts)
+    net.alphas = <const double*>_data(alphas)
+    net.w_off = <const int64_t*>_data(w_off)
+    net.b_off = <const int64_t*>_data(b_off)
+    net.ws_off = <const int64_t*>_data(ws_off)
     net.dropout_seed = seed
     net.dropout_t0 = dropout_t0
     if dropout is None:
@@ -607,9 +687,9 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
         net.dropout_off = no_off
         net.masks = NULL
     else:
-        net.dropout = &dropout[0]
-        net.dropout_off = &dropout_off[0, 0]
-        net.masks = &masks[0] if masks.shape[0] else NULL
+        net.dropout = <const double*>_data(dropout)
+        net.dropout_off = <const int64_t*>_data(dropout_off)
+        net.masks = <unsigned char*>_data(masks) if _dim(masks, 0) else NULL
     net.bn_eps = bn_eps
     net.bn_momentum = bn_momentum
     if bn is None:
@@ -623,23 +703,27 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
         net.bn = no_bn
         net.bn_off = NULL
     else:
-        net.bn = &bn[0]
-        net.bn_off = &bn_off[0, 0]
+        net.bn = bn_p
+        net.bn_off = <const int64_t*>_data(bn_off)
     opt.opt_code = opt_code
-    opt.hyper = &hyper[0]
+    opt.hyper = <const double*>_data(hyper)
     opt.decoupled = _DECOUPLED[opt_code]
-    opt.weight_decay = hyper[4]
-    opt.clip_norm = hyper[5]
-    opt.segments = &segments[0, 0] if segments.shape[0] else NULL
-    opt.n_segments = segments.shape[0]
+    opt.weight_decay = opt.hyper[4]
+    opt.clip_norm = opt.hyper[5]
+    opt.segments = <const int64_t*>_data(segments) if _dim(segments, 0) else NULL
+    opt.n_segments = _dim(segments, 0)
+    if _dim(state1, 0):
+        s1 = _data(state1)
+    if _dim(state2, 0):
+        s2 = _data(state2)
 
     widest = 1
     for i in range(1, L + 1):
-        widest = max(widest, dims[i])
+        widest = max(widest, net.dims[i])
     # softmax rows and batch-norm sums (3 widest doubles); the zero bias and the bias sum
     # a batch-normalised layer discards (2 widest values)
     work = <double*>malloc(3 * widest * sizeof(double))
-    fwork = <floating*>calloc(2 * widest, sizeof(floating))
+    fwork = calloc(2 * widest, itemsize)
     if weights != NULL:
         wb = <double*>malloc(rows * sizeof(double))  # a batch's gathered weights
     if work == NULL or fwork == NULL or (weights != NULL and wb == NULL):
@@ -650,15 +734,27 @@ def train_epoch(const floating[:, ::1] X, const floating[:, ::1] y,
         free(no_off)
         free(no_bn)
         raise MemoryError()
+    px, pp, pg, pws = _data(X), _data(params), _data(grads), _data(ws)
+    py = _data(y) if not sparse else NULL
+    plab = <const int64_t*>_data(labels) if sparse else NULL
+    plb = <int64_t*>_data(lb) if sparse else NULL
+    porder = <const int64_t*>_data(order)
+    plrs = <const double*>_data(lrs)
+    pstats = <double*>_data(stats)
+    n_threads = max(1, n_threads)
     with nogil:
-        c_train_epoch(&X[0, 0], &y[0, 0] if not sparse else NULL,
-                      &labels[0] if sparse else NULL, n, &order[0], batch_size, &net,
-                      &opt, &params[0], &grads[0], &ws[0], &lb[0] if sparse else NULL,
-                      &state1[0] if state1.shape[0] else NULL,
-                      &state2[0] if state2.shape[0] else NULL, &lrs[0], batch_start,
-                      batch_stop, n_batches, t0, &stats[0], work,
-                      &buf[0] if bn is not None and buf.shape[0] else NULL, fwork,
-                      max(1, n_threads), weights, wb)
+        if single:
+            c_train_epoch(<const float*>px, <const float*>py, plab, n, porder, batch_size,
+                          &net, &opt, <float*>pp, <float*>pg, <float*>pws, plb,
+                          <float*>s1, <float*>s2, plrs, batch_start, batch_stop,
+                          n_batches, t0, pstats, work, <float*>buf, <float*>fwork,
+                          n_threads, weights, wb)
+        else:
+            c_train_epoch(<const double*>px, <const double*>py, plab, n, porder,
+                          batch_size, &net, &opt, <double*>pp, <double*>pg, <double*>pws,
+                          plb, <double*>s1, <double*>s2, plrs, batch_start, batch_stop,
+                          n_batches, t0, pstats, work, <double*>buf, <double*>fwork,
+                          n_threads, weights, wb)
     free(work)
     free(wb)
     free(fwork)
