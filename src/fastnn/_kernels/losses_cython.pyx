@@ -129,7 +129,8 @@ cdef inline double _row_max(const floating* row, Py_ssize_t k) noexcept nogil:
     cdef Py_ssize_t j
     for j in range(1, k):
         v = row[j]
-        if v > mx or v != v:
+        # both tests, without short-circuit: a select, not an unpredictable branch
+        if (v > mx) | (v != v):
             mx = v
     return mx
 
@@ -222,7 +223,7 @@ cdef double _ce_rows(const floating* z, const floating* y, const int64_t* labels
             for i in range(i0, i0 + r):
                 ei = e + (i - i0) * k
                 s = 0.0 + pw_sum(ei, k)
-                if g != NULL:
+                if g != NULL:  # w_i (softmax - target) in place of the exps
                     wi = _weight(w, i)
                     for j in range(k):
                         d = ei[j] / s
@@ -230,8 +231,11 @@ cdef double _ce_rows(const floating* z, const floating* y, const int64_t* labels
                             d = d - <double>y[i * k + j]
                         elif j == labels[i]:
                             d = d - 1
-                        g[i * k + j] = <floating>((wi * d) / norm)
+                        ei[j] = wi * d
                 logs[i] = s
+            if g != NULL:  # over norm, the block at once (a vector loop of divisions)
+                for j in range(r * k):
+                    g[i0 * k + j] = <floating>(e[j] / norm)
             numpy_loop(&NUMPY_LOG, logs + i0, r)
             for i in range(i0, i0 + r):
                 if y != NULL:

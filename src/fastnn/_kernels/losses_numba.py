@@ -245,7 +245,9 @@ def _row_max_at(z, i):
     at = 0
     for j in range(1, z.shape[1]):
         x = np.float64(z[i, j])
-        if x > mx or x != x:  # NaN wins, as in ndarray.max
+        # NaN wins, as in ndarray.max; both tests, without short-circuit: a select,
+        # not an unpredictable branch
+        if (x > mx) | (x != x):
             mx = x
             at = j
     return mx, at
@@ -355,7 +357,7 @@ def softmax_cross_entropy_and_gradient(z, y, labels, w, out, e, terms, rows, nod
             i = i0 + q
             # (when k > PW_BLOCK, q = 0: one row a block)
             s = block_sum(e, q * k, k) if k <= PW_BLOCK else pairwise_sum_ws(e, k, nodes, sums)
-            if grad:
+            if grad:  # w_i (softmax - target) in place of the exps
                 wi = _weight(w, i)
                 for j in range(k):
                     g = e[q * k + j] / s
@@ -363,8 +365,12 @@ def softmax_cross_entropy_and_gradient(z, y, labels, w, out, e, terms, rows, nod
                         g = g - np.float64(y[i, j])
                     elif j == labels[i]:
                         g -= 1.0
-                    out[i, j] = (wi * g) / norm
+                    e[q * k + j] = wi * g
             rows[i] = s
+        if grad:  # over norm, the block's rows after their sums (independent divisions)
+            for q in range(r):
+                for j in range(k):
+                    out[i0 + q, j] = e[q * k + j] / norm
         log_f64(rows, i0, r)
         for i in range(i0, i0 + r):
             mx, at = _row_max_at(z, i)
