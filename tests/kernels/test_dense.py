@@ -236,3 +236,33 @@ def test_dense_nan_propagates(name, dtype):
     # dz[2, 1] is NaN; dw[:, 1] = x.T @ dz[:, 1] and db[1] = sum dz[:, 1] pick it up.
     assert np.isnan(dz[2, 1]) and np.all(np.isnan(dw[:, 1])) and np.isnan(db[1]), name
     assert np.all(np.isfinite(dw[:, 0])) and np.isfinite(db[0]), name
+
+
+@pytest.mark.parametrize("n_in", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("activation", ["identity", "relu", "leaky_relu", "tanh"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", COMPILED)
+def test_dense_forward_short_inner_dimension_is_exact(name, dtype, activation, n_in):
+    """An inner dimension of at most 4 is summed by fastnn itself, product, bias and
+    activation in one pass where the activation allows: z and a equal the reference's
+    bit for bit, with zeros of both signs, infinities and NaN among the values, a
+    separate from z or the same buffer."""
+    rng = np.random.default_rng(n_in)
+    m, n_out = 37, 70
+    x = rng_array(rng, (m, n_in), dtype)
+    w = rng_array(rng, (n_in, n_out), dtype)
+    b = rng_array(rng, (n_out,), dtype)
+    x[0, 0], x[1, -1], x[2, 0] = np.nan, np.inf, -0.0
+    w[0, 3], w[-1, 4] = -np.inf, -0.0
+    b[5], b[6] = -0.0, np.nan
+    fwd = {"x": x, "w": w, "b": b, "activation": activation, "alpha": 0.1}
+    with quiet_reference():
+        z_ref, a_ref = reference().dense_forward(**fwd)
+    k = backend(name)
+    z, a = k.dense_forward(**fwd)
+    err = case_id(name, dtype, activation, n_in)
+    assert_exact(z, z_ref, "z " + err)
+    check_activation(activation, "forward", a, a_ref, "a " + err)
+    buf = np.empty((m, n_out), dtype)
+    k.dense_forward(**fwd, z=buf, a=buf)
+    check_activation(activation, "forward", buf, a_ref, "a = z " + err)

@@ -18,7 +18,8 @@ from fastnn._kernels.blas_cython cimport (
     fnn_pool_run, fnn_set_gemm, fnn_task_fn, gemm, gemm_grid, pw_sum,
 )
 from fastnn._kernels.fastnn_simd cimport (
-    fnn_act_grad_bias_f32, fnn_act_grad_bias_f64, fnn_bias_act_f32, fnn_bias_act_f64,
+    FNN_SMALL_K, fnn_act_grad_bias_f32, fnn_act_grad_bias_f64, fnn_bias_act_f32,
+    fnn_bias_act_f64, fnn_small_k_bias_act_f32, fnn_small_k_bias_act_f64,
 )
 
 __all__ = [
@@ -47,6 +48,21 @@ cdef void c_dense_forward(const floating* x, const floating* w, const floating* 
     cdef Py_ssize_t i, j, row
     cdef floating t
     cdef floating alpha_ = <floating>alpha
+    cdef int rows, cols
+    if 1 <= n_in <= FNN_SMALL_K:
+        # A short inner dimension (fastnn's own product): product, bias and identity,
+        # relu or leaky_relu in one pass, the same bits; on one tile, or one thread
+        # (more threads share a product of several tiles).
+        gemm_grid(m, n_out, n_in, &rows, &cols)
+        if n_threads <= 1 or rows * cols == 1:
+            if floating is float:
+                if fnn_small_k_bias_act_f32(x, w, b, m, n_in, n_out, activation, alpha_,
+                                            z, a):
+                    return
+            else:
+                if fnn_small_k_bias_act_f64(x, w, b, m, n_in, n_out, activation, alpha_,
+                                            z, a):
+                    return
     gemm(False, False, <int>m, <int>n_out, <int>n_in, x, <int>n_in, w, <int>n_out,
          z, <int>n_out, n_threads)
     # Identity, relu and leaky_relu: fastnn_simd.h's pass, multiversioned for the CPU.

@@ -373,6 +373,63 @@
         }                                                                              \
     }
 
+/* A dense layer's forward with a short inner dimension in one pass over z:
+ * z = x w + b, a = g(z) for x (m, kin), w (kin, n) row-major and 1 <= kin <= FNN_SMALL_K;
+ * each element the sum of fnn_gemm_small_k (order p = 0 .. kin - 1, rounded to T), then
+ * + b and g as fnn_bias_act: the bits of the two passes, without writing z and reading
+ * it back. a may be z (then z ends as g(z + b)). Returns 0, doing nothing, for another
+ * kin or an activation code not handled here. */
+#define FNN_SMALL_FWD_ROWS(T, G, EXPR)                                                 \
+    for (ptrdiff_t i = 0; i < m; i++) {                                                \
+        const T *xi = x + i * kin;                                                     \
+        T x0 = xi[0], x1 = kin > 1 ? xi[1] : 0, x2 = kin > 2 ? xi[2] : 0;              \
+        T x3 = kin > 3 ? xi[3] : 0;                                                    \
+        if (a == z) {                                                                  \
+            T *restrict zi = z + i * n;                                                \
+            for (ptrdiff_t j = 0; j < n; j++) {                                        \
+                T t = (EXPR) + b[j];                                                   \
+                zi[j] = G(t, alpha);                                                   \
+            }                                                                          \
+        } else {                                                                       \
+            T *restrict zi = z + i * n, *restrict ai = a + i * n;                      \
+            for (ptrdiff_t j = 0; j < n; j++) {                                        \
+                T t = (EXPR) + b[j];                                                   \
+                zi[j] = t;                                                             \
+                ai[j] = G(t, alpha);                                                   \
+            }                                                                          \
+        }                                                                              \
+    }
+
+#define FNN_SMALL_FWD_K(T, G)                                                          \
+    if (kin == 1) {                                                                    \
+        FNN_SMALL_FWD_ROWS(T, G, x0 * w0[j])                                           \
+    } else if (kin == 2) {                                                             \
+        FNN_SMALL_FWD_ROWS(T, G, x0 * w0[j] + x1 * w1[j])                              \
+    } else if (kin == 3) {                                                             \
+        FNN_SMALL_FWD_ROWS(T, G, x0 * w0[j] + x1 * w1[j] + x2 * w2[j])                 \
+    } else {                                                                           \
+        FNN_SMALL_FWD_ROWS(T, G, x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j])    \
+    }
+
+#define FNN_SMALL_K_BIAS_ACT(T, S)                                                     \
+    FNN_CLONES FNN_UNUSED static int fnn_small_k_bias_act_##S(                         \
+        const T *restrict x, const T *restrict w, const T *restrict b, ptrdiff_t m,    \
+        ptrdiff_t kin, ptrdiff_t n, int act, T alpha, T *z, T *a)                      \
+    {                                                                                  \
+        if (kin < 1 || kin > FNN_SMALL_K) return 0;                                    \
+        const T *w0 = w, *w1 = w + n, *w2 = w + 2 * n, *w3 = w + 3 * n;                \
+        if (act == FNN_IDENTITY) {                                                     \
+            FNN_SMALL_FWD_K(T, FNN_G_IDENTITY)                                         \
+        } else if (act == FNN_RELU) {                                                  \
+            FNN_SMALL_FWD_K(T, FNN_G_RELU)                                             \
+        } else if (act == FNN_LEAKY_RELU) {                                            \
+            FNN_SMALL_FWD_K(T, FNN_G_LEAKY_RELU)                                       \
+        } else {                                                                       \
+            return 0;                                                                  \
+        }                                                                              \
+        return 1;                                                                      \
+    }
+
 #define FNN_ALL(T, S, SQRT)                                                            \
     FNN_SGD(T, S)                                                                      \
     FNN_MOMENTUM(T, S)                                                                 \
@@ -386,7 +443,8 @@
     FNN_BN_NORMALISE(T, S)                                                             \
     FNN_BN_GRAD_SUMS(T, S)                                                             \
     FNN_BN_DX(T, S)                                                                    \
-    FNN_GEMM_SMALL_K(T, S)
+    FNN_GEMM_SMALL_K(T, S)                                                             \
+    FNN_SMALL_K_BIAS_ACT(T, S)
 
 FNN_ALL(float, f32, sqrtf)
 FNN_ALL(double, f64, sqrt)

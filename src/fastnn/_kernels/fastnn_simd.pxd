@@ -68,3 +68,10 @@ cdef extern from "fastnn_simd.h" nogil:
     void fnn_gemm_small_k_f64(int trans_a, int trans_b, Py_ssize_t m, Py_ssize_t n,
                               Py_ssize_t k, const double* a, Py_ssize_t lda,
                               const double* b, Py_ssize_t ldb, double* c, Py_ssize_t ldc)
+    # a dense forward with such an inner dimension, bias and activation in one pass
+    bint fnn_small_k_bias_act_f32(const float* x, const float* w, const float* b,
+                                  Py_ssize_t m, Py_ssize_t kin, Py_ssize_t n, int act,
+                                  float alpha, float* z, float* a)
+    bint fnn_small_k_bias_act_f64(const double* x, const double* w, const double* b,
+                                  Py_ssize_t m, Py_ssize_t kin, Py_ssize_t n, int act,
+                                  double alpha, double* z, double* a)
