@@ -27,6 +27,9 @@ cdef void c_dense_backward(const floating* x, const floating* z, const floating*
 cdef void c_dense_input_gradient(const floating* dz, const floating* w, Py_ssize_t m,
                                  Py_ssize_t n_in, Py_ssize_t n_out,
                                  floating* dx, int n_threads) noexcept nogil
+cdef void c_dense_weight_gradient(const floating* x, const floating* dz, Py_ssize_t m,
+                                  Py_ssize_t n_in, Py_ssize_t n_out,
+                                  floating* dw, int n_threads) noexcept nogil
 
 # fn(ctx, 0 .. n_tasks - 1) on the caller and up to n_threads - 1 helpers: the thread
 # pool of fastnn_pool.h that this module's GEMMs run on, shared so that one set of

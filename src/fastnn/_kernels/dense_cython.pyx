@@ -188,6 +188,14 @@ cdef void c_dense_backward(const floating* x, const floating* z, const floating*
                 db[j] = db[j] + t
     if n_out == 1:
         db[0] = zero + pw_sum(dz, m)
+    c_dense_weight_gradient(x, dz, m, n_in, n_out, dw, n_threads)
+
+
+cdef void c_dense_weight_gradient(const floating* x, const floating* dz, Py_ssize_t m,
+                                  Py_ssize_t n_in, Py_ssize_t n_out,
+                                  floating* dw, int n_threads) noexcept nogil:
+    """dw = x^T dz: one GEMM, x read transposed in place (c_dense_backward's last part;
+    the epoch kernel calls it alone when another pass made dz and db)."""
     gemm(True, False, <int>n_in, <int>n_out, <int>m, x, <int>n_in, dz, <int>n_out,
          dw, <int>n_out, n_threads)
 

@@ -430,6 +430,66 @@
         return 1;                                                                      \
     }
 
+/* A layer's backward through the product of the layer above it, for that product's
+ * short inner dimension: da = g w^T for g (m, kin) (the layer above's dz) and its w
+ * (n, kin), row-major, 1 <= kin <= FNN_SMALL_K (fnn_gemm_small_k's order: the panel of
+ * w^T, then each element summed p = 0 .. kin - 1 in T), and at once fnn_act_grad_bias's
+ * dz = da g'(z), db[j] += dz row after row: the bits of the two passes, da never
+ * written. db must hold the sums to add to (zeros). dz must not overlap g, z or db.
+ * Returns 0, doing nothing, for another kin or an activation code not handled here. */
+#define FNN_SMALL_BWD_ROWS(T, D, EXPR)                                                 \
+    for (ptrdiff_t i = 0; i < m; i++) {                                                \
+        const T *gi = g + i * kin;                                                     \
+        T x0 = gi[0], x1 = kin > 1 ? gi[1] : 0, x2 = kin > 2 ? gi[2] : 0;              \
+        T x3 = kin > 3 ? gi[3] : 0;                                                    \
+        const T *restrict zi = z + i * n + j0;                                         \
+        T *restrict dzi = dz + i * n + j0;                                             \
+        T *restrict dbj = db + j0;                                                     \
+        for (ptrdiff_t j = 0; j < w; j++) {                                            \
+            T t = EXPR, d = D(zi[j], alpha);                                           \
+            T u = t * d;                                                               \
+            dzi[j] = u;                                                                \
+            dbj[j] = dbj[j] + u;                                                       \
+        }                                                                              \
+    }
+
+#define FNN_SMALL_BWD_K(T, D)                                                          \
+    if (kin == 1) {                                                                    \
+        FNN_SMALL_BWD_ROWS(T, D, x0 * b0[j])                                           \
+    } else if (kin == 2) {                                                             \
+        FNN_SMALL_BWD_ROWS(T, D, x0 * b0[j] + x1 * b1[j])                              \
+    } else if (kin == 3) {                                                             \
+        FNN_SMALL_BWD_ROWS(T, D, x0 * b0[j] + x1 * b1[j] + x2 * b2[j])                 \
+    } else {                                                                           \
+        FNN_SMALL_BWD_ROWS(T, D, x0 * b0[j] + x1 * b1[j] + x2 * b2[j] + x3 * b3[j])    \
+    }
+
+#define FNN_SMALL_K_ACT_GRAD_BIAS(T, S)                                                \
+    FNN_CLONES FNN_UNUSED static int fnn_small_k_act_grad_bias_##S(                    \
+        const T *restrict g, const T *restrict wt, const T *restrict z, ptrdiff_t m,   \
+        ptrdiff_t kin, ptrdiff_t n, int act, T alpha, T *restrict dz, T *restrict db)  \
+    {                                                                                  \
+        if (kin < 1 || kin > FNN_SMALL_K) return 0;                                    \
+        if (act != FNN_IDENTITY && act != FNN_RELU && act != FNN_LEAKY_RELU) return 0; \
+        T panel[FNN_SMALL_K * FNN_SMALL_PANEL];                                        \
+        const T *b0 = panel, *b1 = panel + FNN_SMALL_PANEL;                            \
+        const T *b2 = panel + 2 * FNN_SMALL_PANEL, *b3 = panel + 3 * FNN_SMALL_PANEL;  \
+        for (ptrdiff_t j0 = 0; j0 < n; j0 += FNN_SMALL_PANEL) {                        \
+            ptrdiff_t w = n - j0 < FNN_SMALL_PANEL ? n - j0 : FNN_SMALL_PANEL;         \
+            for (ptrdiff_t p = 0; p < kin; p++)                                        \
+                for (ptrdiff_t j = 0; j < w; j++)                                      \
+                    panel[p * FNN_SMALL_PANEL + j] = wt[(j0 + j) * kin + p];           \
+            if (act == FNN_IDENTITY) {                                                 \
+                FNN_SMALL_BWD_K(T, FNN_D_IDENTITY)                                     \
+            } else if (act == FNN_RELU) {                                              \
+                FNN_SMALL_BWD_K(T, FNN_D_RELU)                                         \
+            } else {                                                                   \
+                FNN_SMALL_BWD_K(T, FNN_D_LEAKY_RELU)                                   \
+            }                                                                          \
+        }                                                                              \
+        return 1;                                                                      \
+    }
+
 #define FNN_ALL(T, S, SQRT)                                                            \
     FNN_SGD(T, S)                                                                      \
     FNN_MOMENTUM(T, S)                                                                 \
@@ -444,7 +504,8 @@
     FNN_BN_GRAD_SUMS(T, S)                                                             \
     FNN_BN_DX(T, S)                                                                    \
     FNN_GEMM_SMALL_K(T, S)                                                             \
-    FNN_SMALL_K_BIAS_ACT(T, S)
+    FNN_SMALL_K_BIAS_ACT(T, S)                                                         \
+    FNN_SMALL_K_ACT_GRAD_BIAS(T, S)
 
 FNN_ALL(float, f32, sqrtf)
 FNN_ALL(double, f64, sqrt)

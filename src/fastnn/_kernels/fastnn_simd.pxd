@@ -75,3 +75,12 @@ cdef extern from "fastnn_simd.h" nogil:
     bint fnn_small_k_bias_act_f64(const double* x, const double* w, const double* b,
                                   Py_ssize_t m, Py_ssize_t kin, Py_ssize_t n, int act,
                                   double alpha, double* z, double* a)
+    # the input gradient through such a product with the layer below's activation
+    # gradient and bias sum in one pass
+    bint fnn_small_k_act_grad_bias_f32(const float* g, const float* wt, const float* z,
+                                       Py_ssize_t m, Py_ssize_t kin, Py_ssize_t n,
+                                       int act, float alpha, float* dz, float* db)
+    bint fnn_small_k_act_grad_bias_f64(const double* g, const double* wt,
+                                       const double* z, Py_ssize_t m, Py_ssize_t kin,
+                                       Py_ssize_t n, int act, double alpha, double* dz,
+                                       double* db)

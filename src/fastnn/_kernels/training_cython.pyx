@@ -19,9 +19,13 @@ from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
-from fastnn._kernels.blas_cython cimport pw_split, pw_sum
+from fastnn._kernels.blas_cython cimport gemm_grid, pw_split, pw_sum
+from fastnn._kernels.fastnn_simd cimport (
+    FNN_SMALL_K, fnn_small_k_act_grad_bias_f32, fnn_small_k_act_grad_bias_f64,
+)
 from fastnn._kernels.dense_cython cimport (
-    c_dense_backward, c_dense_forward, c_dense_input_gradient, c_run_tasks,
+    c_dense_backward, c_dense_forward, c_dense_input_gradient, c_dense_weight_gradient,
+    c_run_tasks,
 )
 from fastnn._kernels.activations_cython cimport c_activation_backward, c_activation_forward
 from fastnn._kernels.normalization_cython cimport (
@@ -325,6 +329,40 @@ cdef void _bn_backward(const EpochNet* net, Py_ssize_t i, const floating* x_in,
                      grads + net.w_off[i], db_scratch, n_threads)
 
 
+cdef bint _input_gradient_and_below(const EpochNet* net, Py_ssize_t i,
+                                    const floating* params, floating* grads,
+                                    floating* ws, Py_ssize_t m,
+                                    int n_threads) noexcept nogil:
+    """Layer i's input gradient g_i W_i^T and layer i - 1's activation gradient and
+    bias sum in one pass (fnn_small_k_act_grad_bias: the bits of c_dense_input_gradient
+    then c_dense_backward's pass), leaving g_(i-1) = dz_(i-1) and db_(i-1) done; False,
+    touching nothing, unless W_i's output width is 1-4 and layer i - 1 is a plain
+    identity, relu or leaky_relu layer of more than one unit (one unit's db is summed
+    pairwise), on one tile or one thread."""
+    cdef const int64_t* off = net.ws_off
+    cdef Py_ssize_t n = net.dims[i], kin = net.dims[i + 1], j
+    cdef int act = <int>net.acts[i - 1], rows, cols
+    cdef floating* db = grads + net.b_off[i - 1]
+    if (net.bn[i - 1] != 0 or net.dropout[i - 1] != 0 or n == 1 or kin > FNN_SMALL_K
+            or not (act == IDENTITY or act == RELU or act == LEAKY_RELU)):
+        return False
+    gemm_grid(m, n, kin, &rows, &cols)
+    if n_threads > 1 and rows * cols > 1:
+        return False
+    for j in range(n):
+        db[j] = 0
+    if floating is float:
+        fnn_small_k_act_grad_bias_f32(ws + off[4 + 3 * i], params + net.w_off[i],
+                                      ws + off[2 + 3 * (i - 1)], m, kin, n, act,
+                                      <float>net.alphas[i - 1], ws + off[4 + 3 * (i - 1)],
+                                      db)
+    else:
+        fnn_small_k_act_grad_bias_f64(ws + off[4 + 3 * i], params + net.w_off[i],
+                                      ws + off[2 + 3 * (i - 1)], m, kin, n, act,
+                                      net.alphas[i - 1], ws + off[4 + 3 * (i - 1)], db)
+    return True
+
+
 # --- the epoch -----------------------------------------------------------------------
 
 cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* labels,
@@ -352,6 +390,7 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
     cdef floating* g
     cdef double loss, sq, norm, factor
     cdef long long step
+    cdef bint below_done
     # the optimizer as this batch runs it: with sample weights, its L2 decay is scaled
     # by m / S (set at the loss)
     cdef EpochOpt batch_opt = opt[0]
@@ -424,6 +463,7 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
         if net.loss_code != LOSS_CROSS_ENTROPY and \
                 net.loss_code != LOSS_SPARSE_CROSS_ENTROPY:
             _loss_gradient(net.loss_code, out, t, lb, m, k, g, work, wt)
+        below_done = False
         for i in range(L - 1, net.lowest - 1, -1):
             if i == 0:
                 x_in = xb
@@ -431,10 +471,15 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
                 x_in = ws + net.dropout_off[2 * (i - 1)]
             else:
                 x_in = ws + off[3 + 3 * (i - 1)]
-            if net.dropout[i] != 0:
+            if below_done:  # g_i is dz_i and db_i is summed: dW_i is left
+                c_dense_weight_gradient(x_in, ws + off[4 + 3 * i], m, dims[i], dims[i + 1],
+                                        grads + net.w_off[i], n_threads)
+            elif net.dropout[i] != 0:
                 c_dropout(ws + off[4 + 3 * i], net.masks + net.dropout_off[2 * i + 1],
                           m * dims[i + 1], net.dropout[i], ws + off[4 + 3 * i])
-            if net.bn[i] != 0:
+            if below_done:
+                pass
+            elif net.bn[i] != 0:
                 _bn_backward(net, i, x_in, params, grads, buffers, ws, m, fwork + widest,
                              work, n_threads)
             else:
@@ -442,7 +487,9 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
                                  ws + off[4 + 3 * i], m, dims[i], dims[i + 1],
                                  <int>net.acts[i], net.alphas[i], ws + off[4 + 3 * i],
                                  grads + net.w_off[i], grads + net.b_off[i], n_threads)
-            if i > net.lowest:
+            below_done = i > net.lowest and _input_gradient_and_below(
+                net, i, params, grads, ws, m, n_threads)
+            if i > net.lowest and not below_done:
                 c_dense_input_gradient(ws + off[4 + 3 * i], params + net.w_off[i], m,
                                        dims[i], dims[i + 1], ws + off[4 + 3 * (i - 1)],
                                        n_threads)
