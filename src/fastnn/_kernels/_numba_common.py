@@ -1,11 +1,14 @@
 """Shared pieces of the Numba kernels.
 
 - ``jit``: the one decorator policy of every kernel (cached, GIL released, NumPy's
-  error model so division loops vectorise; never fast-math, so no FMA contraction).
+  error model so division loops vectorise; never fast-math, so no FMA contraction);
+  ``jit_borrowing``, the same without Numba's reference counts, for the whole-epoch
+  kernels (their caller owns every array, scratch included).
 - ``cast_like``: a constant in the dtype of an array or scalar (Numba promotes
   ``float32 * 2.0`` to float64; NumPy 2 casts the Python float to float32 first).
 - ``pairwise_sum`` and the pieces of its walk: NumPy's pairwise summation, so sums and
-  means come out as the reference's ``np.sum``/``np.mean`` bit for bit.
+  means come out as the reference's ``np.sum``/``np.mean`` bit for bit (the walk's
+  stack in the calling function's frame).
 - ``gemm``, ``gemm_threads``: the very BLAS calls ``fastnn.reference.blas.gemm`` makes
   (its shape-determined tiles, through :mod:`fastnn._blas`), on one thread or on
   Numba's threads.

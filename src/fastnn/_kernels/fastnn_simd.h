@@ -374,7 +374,7 @@
     }
 
 /* A dense layer's forward with a short inner dimension in one pass over z:
- * z = x w + b, a = g(z) for x (m, kin), w (kin, n) row-major and 1 <= kin <= FNN_SMALL_K;
+ * z = x w + b, a = g(z) for x (m, kin), w (kin, n) row-major, 1 <= kin <= FNN_SMALL_K;
  * each element the sum of fnn_gemm_small_k (order p = 0 .. kin - 1, rounded to T), then
  * + b and g as fnn_bias_act: the bits of the two passes, without writing z and reading
  * it back. a may be z (then z ends as g(z + b)). Returns 0, doing nothing, for another
@@ -400,15 +400,17 @@
         }                                                                              \
     }
 
-#define FNN_SMALL_FWD_K(T, G)                                                          \
+/* ROWS(T, F, sum) for the sum of kin = 1 .. 4 terms x_p b_p[j] (fnn_gemm_small_k's
+ * order), F the activation's g or g'. */
+#define FNN_SMALL_K_SUMS(ROWS, T, F)                                                   \
     if (kin == 1) {                                                                    \
-        FNN_SMALL_FWD_ROWS(T, G, x0 * w0[j])                                           \
+        ROWS(T, F, x0 * b0[j])                                                         \
     } else if (kin == 2) {                                                             \
-        FNN_SMALL_FWD_ROWS(T, G, x0 * w0[j] + x1 * w1[j])                              \
+        ROWS(T, F, x0 * b0[j] + x1 * b1[j])                                            \
     } else if (kin == 3) {                                                             \
-        FNN_SMALL_FWD_ROWS(T, G, x0 * w0[j] + x1 * w1[j] + x2 * w2[j])                 \
+        ROWS(T, F, x0 * b0[j] + x1 * b1[j] + x2 * b2[j])                               \
     } else {                                                                           \
-        FNN_SMALL_FWD_ROWS(T, G, x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j])    \
+        ROWS(T, F, x0 * b0[j] + x1 * b1[j] + x2 * b2[j] + x3 * b3[j])                  \
     }
 
 #define FNN_SMALL_K_BIAS_ACT(T, S)                                                     \
@@ -417,13 +419,13 @@
         ptrdiff_t kin, ptrdiff_t n, int act, T alpha, T *z, T *a)                      \
     {                                                                                  \
         if (kin < 1 || kin > FNN_SMALL_K) return 0;                                    \
-        const T *w0 = w, *w1 = w + n, *w2 = w + 2 * n, *w3 = w + 3 * n;                \
+        const T *b0 = w, *b1 = w + n, *b2 = w + 2 * n, *b3 = w + 3 * n;                \
         if (act == FNN_IDENTITY) {                                                     \
-            FNN_SMALL_FWD_K(T, FNN_G_IDENTITY)                                         \
+            FNN_SMALL_K_SUMS(FNN_SMALL_FWD_ROWS, T, FNN_G_IDENTITY)                    \
         } else if (act == FNN_RELU) {                                                  \
-            FNN_SMALL_FWD_K(T, FNN_G_RELU)                                             \
+            FNN_SMALL_K_SUMS(FNN_SMALL_FWD_ROWS, T, FNN_G_RELU)                        \
         } else if (act == FNN_LEAKY_RELU) {                                            \
-            FNN_SMALL_FWD_K(T, FNN_G_LEAKY_RELU)                                       \
+            FNN_SMALL_K_SUMS(FNN_SMALL_FWD_ROWS, T, FNN_G_LEAKY_RELU)                  \
         } else {                                                                       \
             return 0;                                                                  \
         }                                                                              \
@@ -453,17 +455,6 @@
         }                                                                              \
     }
 
-#define FNN_SMALL_BWD_K(T, D)                                                          \
-    if (kin == 1) {                                                                    \
-        FNN_SMALL_BWD_ROWS(T, D, x0 * b0[j])                                           \
-    } else if (kin == 2) {                                                             \
-        FNN_SMALL_BWD_ROWS(T, D, x0 * b0[j] + x1 * b1[j])                              \
-    } else if (kin == 3) {                                                             \
-        FNN_SMALL_BWD_ROWS(T, D, x0 * b0[j] + x1 * b1[j] + x2 * b2[j])                 \
-    } else {                                                                           \
-        FNN_SMALL_BWD_ROWS(T, D, x0 * b0[j] + x1 * b1[j] + x2 * b2[j] + x3 * b3[j])    \
-    }
-
 #define FNN_SMALL_K_ACT_GRAD_BIAS(T, S)                                                \
     FNN_CLONES FNN_UNUSED static int fnn_small_k_act_grad_bias_##S(                    \
         const T *restrict g, const T *restrict wt, const T *restrict z, ptrdiff_t m,   \
@@ -480,11 +471,11 @@
                 for (ptrdiff_t j = 0; j < w; j++)                                      \
                     panel[p * FNN_SMALL_PANEL + j] = wt[(j0 + j) * kin + p];           \
             if (act == FNN_IDENTITY) {                                                 \
-                FNN_SMALL_BWD_K(T, FNN_D_IDENTITY)                                     \
+                FNN_SMALL_K_SUMS(FNN_SMALL_BWD_ROWS, T, FNN_D_IDENTITY)                \
             } else if (act == FNN_RELU) {                                              \
-                FNN_SMALL_BWD_K(T, FNN_D_RELU)                                         \
+                FNN_SMALL_K_SUMS(FNN_SMALL_BWD_ROWS, T, FNN_D_RELU)                    \
             } else {                                                                   \
-                FNN_SMALL_BWD_K(T, FNN_D_LEAKY_RELU)                                   \
+                FNN_SMALL_K_SUMS(FNN_SMALL_BWD_ROWS, T, FNN_D_LEAKY_RELU)              \
             }                                                                          \
         }                                                                              \
         return 1;                                                                      \

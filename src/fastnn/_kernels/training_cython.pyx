@@ -4,12 +4,15 @@
 released: gather the rows, dense forward, loss, loss gradient, dense backward, global
 gradient norm, clipping, optimizer update. Each of these is the C-level kernel the
 Cython backend's own ``def`` wrapper calls, with the same arguments in the same order,
-so the epoch gives bit for bit the weights of the Cython step-by-step path. Nothing is
-allocated per step: the one scratch buffer (softmax rows) is allocated once per call.
+so the epoch gives bit for bit the weights of the Cython step-by-step path; the one
+exception computes the same values in one pass instead of two (a layer's input
+gradient through a product of inner dimension 1-4 with the activation gradient and
+bias sum of the layer below: _input_gradient_and_below). Nothing is allocated per
+step: the scratch (softmax rows, bias sums) is allocated once per call.
 
-The arguments come from fastnn._epoch, already consistent; since the C code trusts
-them (no bounds checks), the wrapper still checks every length and offset once at entry
-and raises ValueError rather than touch memory outside the arrays.
+The arguments come from fastnn._epoch, already consistent; the C code trusts them (no
+bounds checks): the wrapper checks the arrays' types, fastnn._kernels.epoch_args their
+lengths and offsets (once per plan, or every call in the checked tier).
 """
 
 cimport numpy as cnp
@@ -561,6 +564,7 @@ _check_codes()
 # Per optimizer code, whether its decay is decoupled (not scaled by a weighted batch's
 # m / S).
 from fastnn._kernels.codes import DECOUPLED as _DECOUPLED
+from fastnn._kernels.epoch_args import ARGS as _ARGS
 from fastnn._kernels.epoch_args import wanted as _wanted
 
 import numpy as np
@@ -568,21 +572,72 @@ import numpy as np
 cnp.import_array()
 
 
-cdef int _array(object a, str name, str kind, int typenum, int ndim,
-                bint write) except -1:
-    """Refuse ``a`` unless it is an aligned, native-order, C-contiguous ndarray of
-    ``typenum`` with ``ndim`` dimensions, writeable when ``write`` (the checks typed
-    memoryviews make, at a fraction of their cost: an epoch call passes 27 arrays)."""
+# ARGS's table (fastnn._kernels.epoch_args) as the checks below read it, set at import:
+# per argument, the array's type number (-1: a number, -2: the model's float dtype), its
+# dimensions and whether the kernel writes it.
+cdef enum:
+    MAX_ARGS = 48
+    MODEL_FLOAT = -2
+    NOT_ARRAY = -1
+cdef int _ARG_TYPE[MAX_ARGS]
+cdef int _ARG_NDIM[MAX_ARGS]
+cdef bint _ARG_WRITE[MAX_ARGS]
+_ARG_NAMES = tuple(name for name, _ in _ARGS)
+_ARG_KINDS = tuple(kind for _, kind in _ARGS)
+# the arguments a call may leave out (None): dropout's and batch normalisation's
+_OPTIONAL = frozenset(("dropout", "dropout_off", "masks", "bn", "bn_off", "buffers"))
+
+
+def _set_arg_table():
+    numbers = {"f": MODEL_FLOAT, "i": cnp.NPY_INT64, "d": cnp.NPY_FLOAT64,
+               "u": cnp.NPY_UINT8}
+    if len(_ARGS) > MAX_ARGS:
+        raise ImportError("training_cython: ARGS has more entries than MAX_ARGS")
+    for i, (name, kind) in enumerate(_ARGS):
+        if kind in ("n", "r"):
+            _ARG_TYPE[i], _ARG_NDIM[i], _ARG_WRITE[i] = NOT_ARRAY, 0, False
+        else:
+            _ARG_TYPE[i] = numbers[kind[0]]
+            _ARG_NDIM[i] = int(kind[1])
+            _ARG_WRITE[i] = kind.endswith("+")
+
+
+_set_arg_table()
+
+
+cdef int _check_arrays(tuple values, int ft) except -1:
+    """Refuse (ValueError naming it, epoch_args.wanted's message) any array of
+    ``values`` (train_epoch's arguments in ARGS's order) that is not an aligned,
+    native-order, C-contiguous ndarray of its dtype (``ft``: the model's) and
+    dimensions, writeable where the kernel writes: the checks typed memoryviews make,
+    at a fraction of their cost (an epoch call passes 27 arrays)."""
+    cdef Py_ssize_t i
+    cdef int typenum
+    for i in range(len(values)):
+        typenum = _ARG_TYPE[i]
+        if typenum == NOT_ARRAY:
+            continue
+        a = values[i]
+        if a is None and _ARG_NAMES[i] in _OPTIONAL:
+            continue
+        if not _fits(a, ft if typenum == MODEL_FLOAT else typenum, _ARG_NDIM[i],
+                     _ARG_WRITE[i]):
+            raise ValueError(_wanted(_ARG_NAMES[i], _ARG_KINDS[i],
+                                     np.float32 if ft == cnp.NPY_FLOAT32 else np.float64))
+    return 0
+
+
+cdef inline bint _fits(object a, int typenum, int ndim, bint write):
+    """a is an aligned, native-order, C-contiguous ndarray of typenum and ndim
+    dimensions, writeable if write."""
     cdef cnp.ndarray arr
-    if cnp.PyArray_Check(a):
-        arr = <cnp.ndarray>a
-        if (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_NDIM(arr) == ndim
-                and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)
-                and cnp.PyArray_ISNOTSWAPPED(arr)
-                and (not write or cnp.PyArray_ISWRITEABLE(arr))):
-            return 0
-    raise ValueError(_wanted(name, kind, np.float32 if typenum == cnp.NPY_FLOAT32
-                             else np.float64))
+    if not cnp.PyArray_Check(a):
+        return False
+    arr = <cnp.ndarray>a
+    return (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_NDIM(arr) == ndim
+            and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)
+            and cnp.PyArray_ISNOTSWAPPED(arr)
+            and (not write or cnp.PyArray_ISWRITEABLE(arr)))
 
 
 cdef inline void* _data(object a) noexcept:
@@ -654,36 +709,14 @@ def train_epoch(X, y, labels, order, Py_ssize_t batch_size, dims, acts, alphas, 
         raise ValueError("train_epoch: params must be a float32 or float64 array")
     ft = cnp.PyArray_TYPE(<cnp.ndarray>params)
     single = ft == cnp.NPY_FLOAT32
-    _array(X, "X", "f2", ft, 2, False)
-    _array(y, "y", "f2", ft, 2, False)
-    _array(labels, "labels", "i1", cnp.NPY_INT64, 1, False)
-    _array(order, "order", "i1", cnp.NPY_INT64, 1, False)
-    _array(dims, "dims", "i1", cnp.NPY_INT64, 1, False)
-    _array(acts, "acts", "i1", cnp.NPY_INT64, 1, False)
-    _array(alphas, "alphas", "d1", cnp.NPY_FLOAT64, 1, False)
-    _array(w_off, "w_off", "i1", cnp.NPY_INT64, 1, False)
-    _array(b_off, "b_off", "i1", cnp.NPY_INT64, 1, False)
-    _array(params, "params", "f1+", ft, 1, True)
-    _array(grads, "grads", "f1+", ft, 1, True)
-    _array(ws, "ws", "f1+", ft, 1, True)
-    _array(ws_off, "ws_off", "i1", cnp.NPY_INT64, 1, False)
-    _array(lb, "lb", "i1+", cnp.NPY_INT64, 1, True)
-    _array(state1, "state1", "f1+", ft, 1, True)
-    _array(state2, "state2", "f1+", ft, 1, True)
-    _array(hyper, "hyper", "d1", cnp.NPY_FLOAT64, 1, False)
-    _array(lrs, "lrs", "d1", cnp.NPY_FLOAT64, 1, False)
-    _array(segments, "segments", "i2", cnp.NPY_INT64, 2, False)
-    _array(stats, "stats", "d1+", cnp.NPY_FLOAT64, 1, True)
-    if dropout is not None:
-        _array(dropout, "dropout", "d1", cnp.NPY_FLOAT64, 1, False)
-        _array(dropout_off, "dropout_off", "i2", cnp.NPY_INT64, 2, False)
-        _array(masks, "masks", "u1+", cnp.NPY_UINT8, 1, True)
-    if bn is not None:
-        _array(bn, "bn", "i1", cnp.NPY_INT64, 1, False)
-        _array(bn_off, "bn_off", "i2", cnp.NPY_INT64, 2, False)
-        _array(buffers, "buffers", "f1+", ft, 1, True)
-    if sample_weight is not None:
-        _array(sample_weight, "sample_weight", "d1", cnp.NPY_FLOAT64, 1, False)
+    _check_arrays((X, y, labels, order, batch_size, dims, acts, alphas, w_off, b_off,
+                   lowest, loss_code, params, grads, ws, ws_off, lb, opt_code, state1,
+                   state2, hyper, lrs, batch_start, batch_stop, t0, segments, stats,
+                   dropout, dropout_off, masks, dropout_seed, dropout_t0, bn, bn_off,
+                   buffers, bn_eps, bn_momentum), ft)
+    if sample_weight is not None and not _fits(sample_weight, cnp.NPY_FLOAT64, 1, False):
+        raise ValueError("train_epoch: sample_weight must be None or a C-contiguous 1-D "
+                         "float64 array")
     seed = dropout_seed
     itemsize = 4 if single else 8
     L = _dim(acts, 0)
