@@ -33,6 +33,24 @@ for p in (HERE, HERE.parent):
         sys.path.insert(0, str(p))
 
 
+def host_line() -> str:
+    """The CPU, SciPy's BLAS (its kernel, as threadpoolctl reads it) and OpenBLAS's
+    core type variable: what every figure below ran on."""
+    import scipy.linalg.blas  # noqa: F401  (loaded, so threadpoolctl lists it)
+    from scaling import cpu_model
+    from threadpoolctl import threadpool_info
+
+    blas = [
+        f"{i['internal_api']} {i.get('version')} kernel {i.get('architecture')}"
+        for i in threadpool_info()
+        if "scipy" in i["filepath"]
+    ]
+    return (
+        f"CPU: {cpu_model()}; SciPy's BLAS: {', '.join(blas) or 'not found'}; "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
+    )
+
+
 def median_time(fn, repeats: int, min_time: float) -> float:
     """Median seconds per call over ``repeats`` samples of at least ``min_time`` each."""
     fn()
@@ -96,18 +114,9 @@ def main(argv=None) -> int:
 
     import scipy.linalg.blas  # noqa: F401  (loaded, so threadpoolctl lists it)
     from benchmarks.common import CONFIGS, GemmOnly
-    from scaling import cpu_model
-    from threadpoolctl import threadpool_info, threadpool_limits
+    from threadpoolctl import threadpool_limits
 
-    blas = [
-        f"{i['internal_api']} {i.get('version')} kernel {i.get('architecture')}"
-        for i in threadpool_info()
-        if "scipy" in i["filepath"]
-    ]
-    print(
-        f"CPU: {cpu_model()}; SciPy's BLAS: {', '.join(blas) or 'not found'}; "
-        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
-    )
+    print(host_line())
     peers = [
         name
         for name in opts.peers.split(",")

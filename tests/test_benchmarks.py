@@ -247,6 +247,23 @@ def test_gemm_products_times_each_product_of_a_step():
         assert all(float(r[24:].split()[0]) > 0 for r in rows), rows
 
 
+def test_epoch_call_prints_a_calls_fixed_costs():
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "epoch_call.py"), "--backends", "cython"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("CPU: ") and "kernel" in lines[0], lines[0]
+    batches = [int(line.split(",")[1].split()[0]) for line in lines[1:5]]
+    assert batches == [0, 1, 8, 128], proc.stdout
+    assert all(float(line.split(":")[1].split()[0]) > 0 for line in lines[1:6]), proc.stdout
+    assert "MLP.train_epoch's Python" in lines[5], proc.stdout
+
+
 def test_scaling_simulates_the_tile_schedule_and_measures_the_step():
     sys.path.insert(0, BENCH)
     try:
