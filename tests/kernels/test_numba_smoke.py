@@ -445,3 +445,33 @@ def test_indexes_written_before_the_reload_fix_are_not_trusted(tmp_path):
     for kernel in (common.gemm_threads, common._gemm_parallel):
         assert type(kernel._cache._impl) is common.ReloadingCacheImpl
         assert kernel._cache._cache_file._version[1] == common.KeyedCacheFile.FORMAT
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+def test_small_k_forward_is_the_product_then_the_pass(k, dtype):
+    """The epoch kernel's fused forward (a short inner dimension, relu) gives the
+    reference's dense_forward bits, zeros of both signs, infinities and NaN included,
+    and declines (touching nothing) other inner dimensions and activations."""
+    from fastnn._kernels import codes
+    from fastnn._kernels.dense_numba import small_k_forward
+    from fastnn.reference.dense import dense_forward
+
+    rng = np.random.default_rng(k)
+    x = rng.standard_normal((21, k)).astype(dtype)
+    w = rng.standard_normal((k, 67)).astype(dtype)
+    b = rng.standard_normal(67).astype(dtype)
+    x[0, 0], x[1, -1], w[0, 2], b[3], b[4] = np.nan, np.inf, -np.inf, -0.0, np.nan
+    z_ref, a_ref = np.empty((21, 67), dtype), np.empty((21, 67), dtype)
+    with np.errstate(all="ignore"):
+        dense_forward(x, w, b, codes.RELU, 0.0, z_ref, a_ref)
+    z, a = np.full((21, 67), 7, dtype), np.full((21, 67), 7, dtype)
+    done = small_k_forward(x, w, b, z, a, codes.RELU, 0.0)
+    assert done == (k <= 4)
+    if done:
+        np.testing.assert_array_equal(z, z_ref)
+        np.testing.assert_array_equal(a, a_ref)
+        assert (np.signbit(z) == np.signbit(z_ref)).all()
+    else:
+        assert (z == 7).all() and (a == 7).all()
+    assert not small_k_forward(x, w, b, z, a, codes.TANH, 0.0) or k > 4

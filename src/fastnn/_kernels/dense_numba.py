@@ -8,6 +8,7 @@ the activation code switched on once per call.
 
 import numpy as np
 
+from ..reference.blas import GEMM_SMALL_K
 from . import codes
 from ._numba_common import (
     cast_like,
@@ -38,6 +39,8 @@ from .activations_numba import (
     _tanh_d_from_a,
     _times_row,
 )
+
+_RELU = codes.RELU
 
 __all__ = [
     "dense_forward",
@@ -356,6 +359,54 @@ def backward_finish(x, dz, dw, db, nodes, sums, n_threads):
     if n == 1:
         db[0] = cast_like(db, 0.0) + pairwise_sum_ws(dz.reshape(m), m, nodes, sums)
     gemm_threads(x, dz, dw, True, False, n_threads)
+
+
+# --- a product of a short inner dimension fused with the pass after it ----------------
+# (fastnn_simd.h's fnn_small_k_bias_act, for the epoch kernel): each value computed by
+# the same operations in the same order as the product (_gemm_small_k: p = 0 .. k - 1
+# in the dtype) and the pass, so the same bits, in one pass over (m, n) instead of two.
+# Unsigned column indices: Numba tests signed ones for wrap-around, which keeps LLVM
+# from vectorizing.
+
+
+@jit
+def small_k_forward(x, w, b, z, a, act, alpha):
+    """z = x @ w + b and a = relu(z) in one pass for x (m, k) with 1 <= k <= 4
+    (GEMM_SMALL_K); False, doing nothing, for another k or activation. a may be z."""
+    m, k = x.shape
+    n = np.uint64(z.shape[1])
+    if act != _RELU or k < 1 or k > GEMM_SMALL_K:
+        return False
+    # one loop per k: a branch inside the inner loop keeps LLVM from vectorizing it
+    if k == 1:
+        for i in range(m):
+            x0 = x[i, 0]
+            for j in range(n):
+                t = x0 * w[0, j] + b[j]
+                z[i, j] = t
+                a[i, j] = _relu(t)
+    elif k == 2:
+        for i in range(m):
+            x0, x1 = x[i, 0], x[i, 1]
+            for j in range(n):
+                t = (x0 * w[0, j] + x1 * w[1, j]) + b[j]
+                z[i, j] = t
+                a[i, j] = _relu(t)
+    elif k == 3:
+        for i in range(m):
+            x0, x1, x2 = x[i, 0], x[i, 1], x[i, 2]
+            for j in range(n):
+                t = (x0 * w[0, j] + x1 * w[1, j] + x2 * w[2, j]) + b[j]
+                z[i, j] = t
+                a[i, j] = _relu(t)
+    else:
+        for i in range(m):
+            x0, x1, x2, x3 = x[i, 0], x[i, 1], x[i, 2], x[i, 3]
+            for j in range(n):
+                t = (x0 * w[0, j] + x1 * w[1, j] + x2 * w[2, j] + x3 * w[3, j]) + b[j]
+                z[i, j] = t
+                a[i, j] = _relu(t)
+    return True
 
 
 @jit

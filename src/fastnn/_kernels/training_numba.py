@@ -19,12 +19,14 @@ from numba.core import config
 from numba.core.errors import TypingError
 from numba.extending import overload
 
+from ..reference.blas import GEMM_SMALL_K
 from . import codes
 from ._numba_common import (
     DISABLE_JIT,
     PW_BLOCK,
     cast_like,
     gemm_threads,
+    gemm_tile_grid,
     jit,
     jit_borrowing,
     jit_inline,
@@ -53,6 +55,7 @@ from .dense_numba import (
     forward_softmax,
     forward_step,
     forward_tanh,
+    small_k_forward,
 )
 from .epoch_args import ARGS, check_types, wanted
 from .losses_numba import (
@@ -96,6 +99,13 @@ _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S40 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(40)
+
+
+@jit_inline
+def _one_tile(m, n, k):
+    """The product's output is one tile of fastnn.reference.blas.gemm_blocks."""
+    rows, cols = gemm_tile_grid(m, n, k)
+    return rows * cols == 1
 
 
 @jit_inline
@@ -422,8 +432,14 @@ def _make_epoch(loss_kind, used):
                 b = params[b_off[i] : b_off[i] + no]
                 z = ws[ws_off[2 + 3 * i] : ws_off[2 + 3 * i] + m * no].reshape((m, no))
                 a = ws[ws_off[3 + 3 * i] : ws_off[3 + 3 * i] + m * no].reshape((m, no))
-                # dense_forward: the GEMM, then the activation's pass
-                gemm_threads(x_in, w, z, False, False, n_threads)
+                # dense_forward: the GEMM, then the activation's pass (in one pass for
+                # a short inner dimension on one tile or one thread: the same bits)
+                act, alpha = acts[i], alphas[i]
+                fused = False
+                if bn[i] == 0 and ni <= GEMM_SMALL_K and (n_threads <= 1 or _one_tile(m, no, ni)):
+                    fused = small_k_forward(x_in, w, b, z, a, act, alpha)
+                if not fused:
+                    gemm_threads(x_in, w, z, False, False, n_threads)
                 if bn[i] != 0:
                     # batch normalisation: z = gamma x_hat here, + beta (b) in the pass
                     g0, r0, x0, i0 = bn_off[i, 0], bn_off[i, 1], bn_off[i, 2], bn_off[i, 3]
@@ -441,8 +457,9 @@ def _make_epoch(loss_kind, used):
                         binv,
                         bcol,
                     )
-                act, alpha = acts[i], alphas[i]
-                if has_relu and act == _RELU:
+                if fused:
+                    pass
+                elif has_relu and act == _RELU:
                     forward_relu(z, a, b)
                 elif has_identity and act == _IDENTITY:
                     forward_identity(z, a, b)
