@@ -221,13 +221,11 @@ def test_numba_perf_map_names_the_compiled_functions(tmp_path):
         assert size > 0 and start <= int(entry) < start + size, (run, start, size, entry)
 
 
-def test_gemm_products_times_each_product_of_a_step():
+def _host_and_lines(script, *args):
+    """The lines a benchmark script prints, after checking it ran and named the host
+    and BLAS kernel first."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(BENCH, "gemm_products.py"),
-            *("--configs", "A,B", "--repeats", "1", "--min-time", "0.001"),
-        ],
+        [sys.executable, os.path.join(BENCH, script), *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -236,6 +234,13 @@ def test_gemm_products_times_each_product_of_a_step():
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("CPU: ") and "kernel" in lines[0], lines[0]
+    return proc, lines
+
+
+def test_gemm_products_times_each_product_of_a_step():
+    proc, lines = _host_and_lines(
+        "gemm_products.py", "--configs", "A,B", "--repeats", "1", "--min-time", "0.001"
+    )
     # per config: the products in GemmOnly's order, then their sum
     for layers in (2, 3):
         names = [f"z{i} = x @ W{i}" for i in range(layers)]
@@ -248,16 +253,7 @@ def test_gemm_products_times_each_product_of_a_step():
 
 
 def test_epoch_call_prints_a_calls_fixed_costs():
-    proc = subprocess.run(
-        [sys.executable, os.path.join(BENCH, "epoch_call.py"), "--backends", "cython"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=ENV,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.splitlines()
-    assert lines[0].startswith("CPU: ") and "kernel" in lines[0], lines[0]
+    proc, lines = _host_and_lines("epoch_call.py", "--backends", "cython")
     batches = [int(line.split(",")[1].split()[0]) for line in lines[1:5]]
     assert batches == [0, 1, 8, 128], proc.stdout
     assert all(float(line.split(":")[1].split()[0]) > 0 for line in lines[1:6]), proc.stdout
