@@ -660,6 +660,57 @@ def test_raw_train_epoch_refuses_mistyped_arrays_by_name(dtype, how):
             np.testing.assert_array_equal(args[k], old, err_msg=f"{name} {how}: {k} changed")
 
 
+def test_raw_train_epoch_accepts_unaligned_arrays():
+    """Arrays that start at an odd byte (unpickled from a buffer, as Dask's workers
+    receive them) train as their aligned copies do."""
+    raw = fastnn.backend("cython")._raw
+    net, args = _epoch_args(np.float64)
+    start = net.params.copy()
+    raw.train_epoch(**args)
+    want = net.params.copy()
+    net.params[:] = start
+    net2, args2 = _epoch_args(np.float64)
+    X = args2["X"]
+    raw_bytes = bytearray(X.nbytes + 1)
+    unaligned = np.frombuffer(raw_bytes, np.float64, X.size, offset=1).reshape(X.shape)
+    unaligned[...] = X
+    assert not unaligned.flags.aligned
+    raw.train_epoch(**dict(args2, X=unaligned))
+    np.testing.assert_array_equal(net2.params, want)
+
+
+def test_raw_train_epoch_refuses_incomplete_dropout_and_batch_norm_arguments():
+    """dropout without its offsets or masks, bn without its offsets or buffers, and a
+    mistyped one of them are refused by name, before anything is touched."""
+    raw = fastnn.backend("cython")._raw
+    net, args = _epoch_args()
+    L = args["acts"].size
+    dropout = {
+        "dropout": np.zeros(L),
+        "dropout_off": np.zeros((L, 2), np.int64),
+        "masks": np.zeros(0, np.uint8),
+    }
+    bn = {
+        "bn": np.zeros(L, np.int64),
+        "bn_off": np.zeros((L, 4), np.int64),
+        "buffers": np.zeros(0, np.float32),
+    }
+    params = net.params.copy()
+    for group, leader in ((dropout, "dropout"), (bn, "bn")):
+        for missing in group:
+            if missing == leader:
+                continue
+            call = {**args, **group, missing: None}
+            with pytest.raises(ValueError, match=rf"^train_epoch: {leader} needs "):
+                raw.train_epoch(**call)
+        for name in group:
+            wrong = np.zeros(group[name].shape, np.int32)
+            with pytest.raises(ValueError, match=rf"^train_epoch: {name} must be a "):
+                raw.train_epoch(**{**args, **group, name: wrong})
+        raw.train_epoch(**dict(args, **group, batch_stop=0))  # complete: accepted
+    np.testing.assert_array_equal(net.params, params)
+
+
 def test_train_epoch_counts_and_accumulates_stats_across_calls():
     """LOSS_SUM and CORRECT accumulate; STEPS, STATUS and GRAD_NORM belong to the call;
     an empty range of batches does nothing but reset STEPS and STATUS."""

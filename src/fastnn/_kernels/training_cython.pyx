@@ -607,8 +607,8 @@ _set_arg_table()
 
 cdef int _check_arrays(tuple values, int ft) except -1:
     """Refuse (ValueError naming it, epoch_args.wanted's message) any array of
-    ``values`` (train_epoch's arguments in ARGS's order) that is not an aligned,
-    native-order, C-contiguous ndarray of its dtype (``ft``: the model's) and
+    ``values`` (train_epoch's arguments in ARGS's order) that is not a native-order,
+    C-contiguous ndarray of its dtype (``ft``: the model's) and
     dimensions, writeable where the kernel writes: the checks typed memoryviews make,
     at a fraction of their cost (an epoch call passes 27 arrays)."""
     cdef Py_ssize_t i
@@ -628,15 +628,16 @@ cdef int _check_arrays(tuple values, int ft) except -1:
 
 
 cdef inline bint _fits(object a, int typenum, int ndim, bint write):
-    """a is an aligned, native-order, C-contiguous ndarray of typenum and ndim
-    dimensions, writeable if write."""
+    """a is a native-order, C-contiguous ndarray of typenum and ndim dimensions,
+    writeable if write (alignment is not required, as typed memoryviews do not require
+    it: arrays unpickled from a buffer, as Dask's workers receive them, may start at
+    any byte, and x86-64 loads them all the same)."""
     cdef cnp.ndarray arr
     if not cnp.PyArray_Check(a):
         return False
     arr = <cnp.ndarray>a
     return (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_NDIM(arr) == ndim
-            and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)
-            and cnp.PyArray_ISNOTSWAPPED(arr)
+            and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISNOTSWAPPED(arr)
             and (not write or cnp.PyArray_ISWRITEABLE(arr)))
 
 
@@ -714,6 +715,10 @@ def train_epoch(X, y, labels, order, Py_ssize_t batch_size, dims, acts, alphas, 
                    state2, hyper, lrs, batch_start, batch_stop, t0, segments, stats,
                    dropout, dropout_off, masks, dropout_seed, dropout_t0, bn, bn_off,
                    buffers, bn_eps, bn_momentum), ft)
+    if dropout is not None and (dropout_off is None or masks is None):
+        raise ValueError("train_epoch: dropout needs dropout_off and masks")
+    if bn is not None and (bn_off is None or buffers is None):
+        raise ValueError("train_epoch: bn needs bn_off and buffers")
     if sample_weight is not None and not _fits(sample_weight, cnp.NPY_FLOAT64, 1, False):
         raise ValueError("train_epoch: sample_weight must be None or a C-contiguous 1-D "
                          "float64 array")
