@@ -5,7 +5,10 @@ top of the compiled call (sizes and offsets against the buffers), then runs ever
 of [batch_start, batch_stop) inside one compiled call that never leaves native code. Each
 step calls this backend's own kernels (``dense_numba``, ``losses_numba``,
 ``optimizers_numba``) in the reference's order with the reference's arguments, so the
-weights equal the Numba step-by-step path bit for bit.
+weights equal the Numba step-by-step path bit for bit (a relu layer of 1-4 inputs runs
+its product, bias and relu in one pass, ``dense_numba.small_k_forward``: the same
+values). The kernel is compiled without Numba's runtime (no reference counts): its
+scratch comes from the wrapper (``scratch``, kept per thread).
 """
 
 import math
