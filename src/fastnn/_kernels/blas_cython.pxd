@@ -59,6 +59,13 @@ cdef inline void gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int* rows,
             break
 
 
+cdef inline bint gemm_one_tile(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """The (m, n) output of a product with inner dimension k is one tile of gemm_grid."""
+    cdef int rows, cols
+    gemm_grid(m, n, k, &rows, &cols)
+    return rows * cols == 1
+
+
 cdef inline Py_ssize_t gemm_edge(Py_ssize_t side, int parts, int i) noexcept nogil:
     """fastnn.reference.blas.gemm_edge: where part i of a side cut in parts starts."""
     cdef Py_ssize_t units

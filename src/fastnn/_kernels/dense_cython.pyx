@@ -15,7 +15,7 @@ from fastnn._kernels.activations_cython cimport (
     elu_d1, sigmoid_1, step_1, step_d1, tanh_1,
 )
 from fastnn._kernels.blas_cython cimport (
-    fnn_pool_run, fnn_set_gemm, fnn_task_fn, gemm, gemm_grid, pw_sum,
+    fnn_pool_run, fnn_set_gemm, fnn_task_fn, gemm, gemm_grid, gemm_one_tile, pw_sum,
 )
 from fastnn._kernels.fastnn_simd cimport (
     FNN_SMALL_K, fnn_act_grad_bias_f32, fnn_act_grad_bias_f64, fnn_bias_act_f32,
@@ -48,13 +48,11 @@ cdef void c_dense_forward(const floating* x, const floating* w, const floating* 
     cdef Py_ssize_t i, j, row
     cdef floating t
     cdef floating alpha_ = <floating>alpha
-    cdef int rows, cols
     if 1 <= n_in <= FNN_SMALL_K:
         # A short inner dimension (fastnn's own product): product, bias and identity,
         # relu or leaky_relu in one pass, the same bits; on one tile, or one thread
         # (more threads share a product of several tiles).
-        gemm_grid(m, n_out, n_in, &rows, &cols)
-        if n_threads <= 1 or rows * cols == 1:
+        if n_threads <= 1 or gemm_one_tile(m, n_out, n_in):
             if floating is float:
                 if fnn_small_k_bias_act_f32(x, w, b, m, n_in, n_out, activation, alpha_,
                                             z, a):

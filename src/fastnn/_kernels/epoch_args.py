@@ -24,7 +24,7 @@ import numpy as np
 from ..reference.training import batch_rows
 from . import codes
 
-__all__ = ["ARGS", "batch_rows", "check_call", "check_layout"]
+__all__ = ["ARGS", "OPTIONAL_GROUPS", "batch_rows", "check_call", "check_groups", "check_layout"]
 
 # What each argument must be, in signature order: an array of the model dtype ("f"),
 # of int64 ("i"), float64 ("d") or uint8 ("u") with its ndim, an integer ("n") or a
@@ -68,6 +68,10 @@ ARGS = (
     ("bn_eps", "r"),
     ("bn_momentum", "r"),
 )
+
+# The arguments a call may leave out (None), a group at a time, its first named first:
+# without dropout or without batch normalisation.
+OPTIONAL_GROUPS = (("dropout", "dropout_off", "masks"), ("bn", "bn_off", "buffers"))
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _KIND = {"i": np.dtype(np.int64), "d": np.dtype(np.float64), "u": np.dtype(np.uint8)}
@@ -164,6 +168,14 @@ def check_layout(
                 _fail(f"layer {i}'s batch normalisation lies outside params, buffers or ws")
 
 
+def check_groups(values: dict) -> None:
+    """ValueError unless each of :data:`OPTIONAL_GROUPS` in ``values`` is left out
+    whole or given whole (its first argument given, the others too)."""
+    for leader, *rest in OPTIONAL_GROUPS:
+        if values[leader] is not None and any(values[name] is None for name in rest):
+            _fail(f"{leader} needs {' and '.join(rest)}")
+
+
 def check_types(
     values: dict, *, skip=(), real=(int, float, np.number), real_name="a real number"
 ) -> None:
@@ -206,12 +218,9 @@ def check_call(
     """ValueError unless a ``train_epoch`` call with these arguments stays inside its
     arrays (the contract of :mod:`fastnn.reference.training`). ``dropout=None`` leaves
     out the dropout arguments, ``bn=None`` the batch normalisation ones."""
-    skip = set()
-    if dropout is None:
-        skip |= {"dropout", "dropout_off", "masks"}
-    if bn is None:
-        skip |= {"bn", "bn_off", "buffers"}
-    check_types(locals(), skip=skip)
+    values = locals()
+    skip = {name for group in OPTIONAL_GROUPS if values[group[0]] is None for name in group}
+    check_types(values, skip=skip)
     if not _is_int(n_threads):
         _fail("n_threads must be an integer")
     for name, value, bound in (

@@ -22,7 +22,7 @@ from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
-from fastnn._kernels.blas_cython cimport gemm_grid, pw_split, pw_sum
+from fastnn._kernels.blas_cython cimport gemm_one_tile, pw_split, pw_sum
 from fastnn._kernels.fastnn_simd cimport (
     FNN_SMALL_K, fnn_small_k_act_grad_bias_f32, fnn_small_k_act_grad_bias_f64,
 )
@@ -344,13 +344,11 @@ cdef bint _input_gradient_and_below(const EpochNet* net, Py_ssize_t i,
     pairwise), on one tile or one thread."""
     cdef const int64_t* off = net.ws_off
     cdef Py_ssize_t n = net.dims[i], kin = net.dims[i + 1], j
-    cdef int act = <int>net.acts[i - 1], rows, cols
+    cdef int act = <int>net.acts[i - 1]
     cdef floating* db = grads + net.b_off[i - 1]
     if (net.bn[i - 1] != 0 or net.dropout[i - 1] != 0 or n == 1 or kin > FNN_SMALL_K
-            or not (act == IDENTITY or act == RELU or act == LEAKY_RELU)):
-        return False
-    gemm_grid(m, n, kin, &rows, &cols)
-    if n_threads > 1 and rows * cols > 1:
+            or not (act == IDENTITY or act == RELU or act == LEAKY_RELU)
+            or (n_threads > 1 and not gemm_one_tile(m, n, kin))):
         return False
     for j in range(n):
         db[j] = 0
@@ -565,6 +563,8 @@ _check_codes()
 # m / S).
 from fastnn._kernels.codes import DECOUPLED as _DECOUPLED
 from fastnn._kernels.epoch_args import ARGS as _ARGS
+from fastnn._kernels.epoch_args import OPTIONAL_GROUPS as _GROUPS
+from fastnn._kernels.epoch_args import check_groups as _check_groups
 from fastnn._kernels.epoch_args import wanted as _wanted
 
 import numpy as np
@@ -584,8 +584,10 @@ cdef int _ARG_NDIM[MAX_ARGS]
 cdef bint _ARG_WRITE[MAX_ARGS]
 _ARG_NAMES = tuple(name for name, _ in _ARGS)
 _ARG_KINDS = tuple(kind for _, kind in _ARGS)
-# the arguments a call may leave out (None): dropout's and batch normalisation's
-_OPTIONAL = frozenset(("dropout", "dropout_off", "masks", "bn", "bn_off", "buffers"))
+# the arguments a call may leave out (None), a group at a time: dropout's and batch
+# normalisation's, as positions in ARGS
+_OPTIONAL = frozenset(name for group in _GROUPS for name in group)
+_GROUP_AT = tuple(tuple(_ARG_NAMES.index(name) for name in group) for group in _GROUPS)
 
 
 def _set_arg_table():
@@ -608,9 +610,10 @@ _set_arg_table()
 cdef int _check_arrays(tuple values, int ft) except -1:
     """Refuse (ValueError naming it, epoch_args.wanted's message) any array of
     ``values`` (train_epoch's arguments in ARGS's order) that is not a native-order,
-    C-contiguous ndarray of its dtype (``ft``: the model's) and
-    dimensions, writeable where the kernel writes: the checks typed memoryviews make,
-    at a fraction of their cost (an epoch call passes 27 arrays)."""
+    C-contiguous ndarray of its dtype (``ft``: the model's) and dimensions, writeable
+    where the kernel writes (the checks typed memoryviews make, at a fraction of their
+    cost: an epoch call passes 27 arrays), and a group of OPTIONAL_GROUPS given in
+    part."""
     cdef Py_ssize_t i
     cdef int typenum
     for i in range(len(values)):
@@ -624,6 +627,9 @@ cdef int _check_arrays(tuple values, int ft) except -1:
                      _ARG_WRITE[i]):
             raise ValueError(_wanted(_ARG_NAMES[i], _ARG_KINDS[i],
                                      np.float32 if ft == cnp.NPY_FLOAT32 else np.float64))
+    for at in _GROUP_AT:
+        if values[at[0]] is not None and any(values[i] is None for i in at[1:]):
+            _check_groups(dict(zip(_ARG_NAMES, values)))  # raises, naming the group
     return 0
 
 
@@ -715,10 +721,6 @@ def train_epoch(X, y, labels, order, Py_ssize_t batch_size, dims, acts, alphas, 
                    state2, hyper, lrs, batch_start, batch_stop, t0, segments, stats,
                    dropout, dropout_off, masks, dropout_seed, dropout_t0, bn, bn_off,
                    buffers, bn_eps, bn_momentum), ft)
-    if dropout is not None and (dropout_off is None or masks is None):
-        raise ValueError("train_epoch: dropout needs dropout_off and masks")
-    if bn is not None and (bn_off is None or buffers is None):
-        raise ValueError("train_epoch: bn needs bn_off and buffers")
     if sample_weight is not None and not _fits(sample_weight, cnp.NPY_FLOAT64, 1, False):
         raise ValueError("train_epoch: sample_weight must be None or a C-contiguous 1-D "
                          "float64 array")
