@@ -366,6 +366,17 @@ cdef bint _input_gradient_and_below(const EpochNet* net, Py_ssize_t i,
 
 # --- the epoch -----------------------------------------------------------------------
 
+cdef inline void _copy_row(floating* dst, const floating* src,
+                           Py_ssize_t n) noexcept nogil:
+    """dst[:n] = src[:n] (rows of a few values inline, longer ones by memcpy)."""
+    cdef Py_ssize_t c
+    if n <= 16:
+        for c in range(n):
+            dst[c] = src[c]
+    else:
+        memcpy(dst, src, n * sizeof(floating))
+
+
 cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* labels,
                         Py_ssize_t n, const int64_t* order, Py_ssize_t batch_size,
                         const EpochNet* net, const EpochOpt* opt, floating* params,
@@ -383,8 +394,12 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
     cdef Py_ssize_t d = dims[0], k = dims[L], widest = 1
     cdef Py_ssize_t i, j, r, s, e, m, start, stop, correct
     cdef bint sparse = net.loss_code == LOSS_SPARSE_CROSS_ENTROPY
-    cdef floating* xb = ws + off[0]
-    cdef floating* yb = ws + off[1]
+    cdef floating* xbuf = ws + off[0]
+    cdef floating* ybuf = ws + off[1]
+    cdef const floating* xb
+    cdef const int64_t* lab
+    cdef int64_t row0
+    cdef bint run
     cdef const floating* x_in
     cdef const floating* t
     cdef floating* out
@@ -406,16 +421,36 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
         s = j * batch_size
         e = s + batch_size if s + batch_size < n and j < n_batches - 1 else n
         m = e - s
-        # 1. gather the rows of this batch (row-major: one copy per row)
-        for r in range(m):
-            memcpy(xb + r * d, X + order[s + r] * d, d * sizeof(floating))
-        if sparse:
-            for r in range(m):
-                lb[r] = labels[order[s + r]]
+        # 1. the rows order[s:s + m] of X and of the targets: a run of consecutive
+        # rows (an epoch without shuffling) is read in place, as the Numba kernel and
+        # the step path do (the same values), others are gathered into ws (a row of a
+        # few values by a loop: a memcpy call per row cost more than the copy)
+        row0 = order[s]
+        run = True
+        for r in range(1, m):
+            if order[s + r] != row0 + r:
+                run = False
+                break
+        if run:
+            xb = X + row0 * d
+            t = y
+            lab = labels
+            if sparse:
+                lab = labels + row0
+            else:
+                t = y + row0 * k
         else:
             for r in range(m):
-                memcpy(yb + r * k, y + order[s + r] * k, k * sizeof(floating))
-        t = yb
+                _copy_row(xbuf + r * d, X + order[s + r] * d, d)
+            if sparse:
+                for r in range(m):
+                    lb[r] = labels[order[s + r]]
+            else:
+                for r in range(m):
+                    _copy_row(ybuf + r * k, y + order[s + r] * k, k)
+            xb = xbuf
+            t = ybuf
+            lab = lb
 
         # 2. forward; z_i, a_i, g_i are ws + off[2 + 3 i + 0/1/2]; with dropout, the
         # step path's mask and its dropout kernel into o_i, which the layer above reads
@@ -451,19 +486,19 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
         if net.loss_code == LOSS_CROSS_ENTROPY:
             loss = c_cross_entropy_and_gradient(out, t, m, k, g, work, wt)
         elif net.loss_code == LOSS_SPARSE_CROSS_ENTROPY:
-            loss = c_sparse_cross_entropy_and_gradient(out, lb, m, k, g, work, wt)
+            loss = c_sparse_cross_entropy_and_gradient(out, lab, m, k, g, work, wt)
         else:
-            loss = _loss(net.loss_code, out, t, lb, m, k, work, wt)
+            loss = _loss(net.loss_code, out, t, lab, m, k, work, wt)
         if not isfinite(loss):
             stats[STAT_STATUS] = STATUS_LOSS_NOT_FINITE
             stats[STAT_BAD_VALUE] = loss
             return
-        correct = _n_correct(net.loss_code, out, t, lb, m, k)
+        correct = _n_correct(net.loss_code, out, t, lab, m, k)
 
         # 4. backward down to the lowest trainable layer
         if net.loss_code != LOSS_CROSS_ENTROPY and \
                 net.loss_code != LOSS_SPARSE_CROSS_ENTROPY:
-            _loss_gradient(net.loss_code, out, t, lb, m, k, g, work, wt)
+            _loss_gradient(net.loss_code, out, t, lab, m, k, g, work, wt)
         below_done = False
         for i in range(L - 1, net.lowest - 1, -1):
             if i == 0:
