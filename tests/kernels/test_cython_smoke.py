@@ -660,11 +660,15 @@ def test_raw_train_epoch_refuses_mistyped_arrays_by_name(dtype, how):
             np.testing.assert_array_equal(args[k], old, err_msg=f"{name} {how}: {k} changed")
 
 
-def test_raw_train_epoch_accepts_unaligned_arrays():
+@pytest.mark.parametrize("shuffled", [True, False])
+def test_raw_train_epoch_accepts_unaligned_arrays(shuffled):
     """Arrays that start at an odd byte (unpickled from a buffer, as Dask's workers
-    receive them) train as their aligned copies do."""
+    receive them) train as their aligned copies do, gathered (shuffled rows) or read
+    in place (consecutive rows)."""
     raw = fastnn.backend("cython")._raw
     net, args = _epoch_args(np.float64)
+    if not shuffled:
+        args["order"] = np.arange(args["order"].size, dtype=np.int64)
     start = net.params.copy()
     raw.train_epoch(**args)
     want = net.params.copy()
@@ -675,7 +679,7 @@ def test_raw_train_epoch_accepts_unaligned_arrays():
     unaligned = np.frombuffer(raw_bytes, np.float64, X.size, offset=1).reshape(X.shape)
     unaligned[...] = X
     assert not unaligned.flags.aligned
-    raw.train_epoch(**dict(args2, X=unaligned))
+    raw.train_epoch(**dict(args2, X=unaligned, order=args["order"]))
     np.testing.assert_array_equal(net2.params, want)
 
 
