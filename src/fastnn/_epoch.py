@@ -181,6 +181,7 @@ class EpochPlan:
         self.ws = np.empty(total, dt)
         self.lb = np.empty(rows, np.int64)
         self.stats = np.zeros(codes.N_STATS, np.float64)
+        self.no_targets = np.zeros((0, 0), dt)  # y of an epoch on class indices
         flops = 6.0 * batch_size * max(1, model.n_params)
         self.batches_per_call = max(1, int(_FLOPS_PER_CALL // flops))
         # Checked once, here: the calls of train_epoch below go straight to the raw
@@ -241,7 +242,7 @@ def train_epoch(
     loss_code = _LOSS_CODES[model.loss.name]
     if loss_code == codes.LOSS_CROSS_ENTROPY and y.ndim == 1:
         loss_code = codes.LOSS_SPARSE_CROSS_ENTROPY
-        y_float, labels = np.zeros((0, 0), model.dtype), y
+        y_float, labels = plan.no_targets, y
     else:
         y_float, labels = y, _EMPTY_I
     schedule = optimizer.schedule
@@ -257,7 +258,7 @@ def train_epoch(
     states = [optimizer.state[name] for name in optimizer.state_names] + [empty, empty]
     segments = plan.segments(runs)
     stats = plan.stats
-    stats[:] = 0.0
+    stats.fill(0.0)
     # the raw kernel, or its checked tier with FASTNN_CHECK_KERNELS=1 (Backend._internal)
     kernel = model.kernels._internal.train_epoch
     n_threads = _threads.resolve(model.n_threads, model.backend_name)
@@ -305,16 +306,17 @@ def train_epoch(
                 plan.bn_momentum,
                 sample_weight,
             )
-            steps = int(stats[codes.STAT_STEPS])
-            status = stats[codes.STAT_STATUS]
+            got = stats.tolist()  # (Python floats: cheaper to read than the array)
+            steps = int(got[codes.STAT_STEPS])
+            status = got[codes.STAT_STATUS]
             # every batch run made a training forward (the failed one included)
             model._dropout_step += steps + int(status != codes.STATUS_OK)
             optimizer.t += steps
             if steps:
-                optimizer.last_grad_norm = float(stats[codes.STAT_GRAD_NORM])
+                optimizer.last_grad_norm = got[codes.STAT_GRAD_NORM]
             done = j0 + steps
             if status != codes.STATUS_OK:
-                bad = float(stats[codes.STAT_BAD_VALUE])
+                bad = got[codes.STAT_BAD_VALUE]
                 if status == codes.STATUS_LOSS_NOT_FINITE:
                     err = DivergenceError(f"the loss is {bad}", what="loss", value=bad)
                 else:
@@ -324,7 +326,8 @@ def train_epoch(
                 raise err
             if poll is not None:
                 poll(done)
-    logs = {"loss": float(stats[codes.STAT_LOSS_SUM]) / n}
+    got = stats.tolist()
+    logs = {"loss": got[codes.STAT_LOSS_SUM] / n}
     if model.loss.is_classifier:
-        logs["accuracy"] = int(stats[codes.STAT_CORRECT]) / n
+        logs["accuracy"] = int(got[codes.STAT_CORRECT]) / n
     return logs

@@ -128,20 +128,33 @@ class _Section:
         return False
 
 
+# The guard methods that open and close each kind of section.
+_SECTIONS = {
+    "use": (TrainingGuard.begin_use, TrainingGuard.end_use),
+    "train": (TrainingGuard.begin_training, TrainingGuard.end_training),
+}
+
+
 def _guarded(section: str, doc: str):
     """A decorator factory: ``function(obj, ...)`` runs inside ``obj._guard.<section>()``
     (objects without a guard, duck-typed models, are passed through)."""
+    begin, end = _SECTIONS[section]
 
     def decorator(function):
         what = f"{function.__name__}()"
 
+        # begin/end called directly (no _Section made): an epoch call of a small
+        # network pays for every microsecond of its wrapper
         @functools.wraps(function)
         def wrapper(obj, *args, **kwargs):
             guard = getattr(obj, "_guard", None)
             if guard is None:
                 return function(obj, *args, **kwargs)
-            with getattr(guard, section)(what):
+            begin(guard, what)
+            try:
                 return function(obj, *args, **kwargs)
+            finally:
+                end(guard)
 
         return wrapper
 
