@@ -492,6 +492,7 @@ class MLP:
         self._train_spaces: OrderedDict[int, _TrainSpace] = OrderedDict()
         self._eval_pool = _EvalPool(self._MAX_EVAL_SPACES)
         self._epoch_plans: dict[int, _epoch.EpochPlan] = {}
+        self._rows = np.zeros(0, np.int64)  # 0 .. n - 1: an unshuffled epoch's order
 
     def _init_name(self, i) -> str:
         """The initialiser of layer i: with init="auto", that of the activation its
@@ -1118,7 +1119,10 @@ class MLP:
         # CSR input runs on the step path (the epoch kernels read dense X only)
         if on_step is None and not sparse and _epoch.supports(self, optimizer):
             if order is None:
-                order = np.arange(n, dtype=np.int64)
+                # kept between calls (the kernels only read it)
+                if self._rows.size != n:
+                    self._rows = np.arange(n, dtype=np.int64)
+                order = self._rows
             return _epoch.train_epoch(self, X, y, optimizer, batch_size, order, poll, w)
         total, correct = 0.0, 0
         classify = self.loss.is_classifier
