@@ -475,3 +475,44 @@ def test_small_k_forward_is_the_product_then_the_pass(k, dtype):
     else:
         assert (z == 7).all() and (a == 7).all()
     assert not small_k_forward(x, w, b, z, a, codes.TANH, 0.0) or k > 4
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+def test_small_k_backward_is_the_product_then_the_pass(k, dtype):
+    """The epoch kernel's fused backward (the input gradient through a short product,
+    then the relu layer's pass and db) gives the reference's dense_input_gradient and
+    activation pass bits, over more than one panel of columns, zeros of both signs,
+    infinities and NaN included; it declines other inner dimensions and activations."""
+    from fastnn._kernels import codes
+    from fastnn._kernels.dense_numba import small_k_backward
+    from fastnn.reference.dense import dense_backward, dense_input_gradient
+
+    rng = np.random.default_rng(k)
+    m, n = 21, 300  # 300 columns: two panels of the stack (256 columns each)
+    g = rng.standard_normal((m, k)).astype(dtype)
+    w = rng.standard_normal((n, k)).astype(dtype)
+    z = rng.standard_normal((m, n)).astype(dtype)
+    g[0, 0], g[1, -1], w[2, 0], z[3, 3], z[4, 4], z[5, 5] = (
+        np.nan,
+        np.inf,
+        -np.inf,
+        -0.0,
+        0.0,
+        np.nan,
+    )
+    da = np.empty((m, n), dtype)
+    dz_ref, dw_ref, db_ref = np.empty((m, n), dtype), np.empty((1, n), dtype), np.empty(n, dtype)
+    with np.errstate(all="ignore"):
+        dense_input_gradient(g, w, da)
+        dense_backward(np.ones((m, 1), dtype), z, z, da, codes.RELU, 0.0, dz_ref, dw_ref, db_ref)
+    dz, db = np.full((m, n), 7, dtype), np.zeros(n, dtype)
+    done = small_k_backward(g, w, z, dz, db, codes.RELU)
+    assert done == (k <= 4)
+    if done:
+        np.testing.assert_array_equal(dz, dz_ref)
+        np.testing.assert_array_equal(db, db_ref)
+        assert (np.signbit(dz) == np.signbit(dz_ref)).all()
+    else:
+        assert (dz == 7).all() and (db == 0).all()
+    assert not small_k_backward(g, w, z, dz, db, codes.TANH) or k > 4

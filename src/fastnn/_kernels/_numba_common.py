@@ -550,6 +550,8 @@ if not DISABLE_JIT:
 
         return panel_type(like), codegen
 
+    stack_panel = _stack_panel
+
     @jit
     def _gemm_small_k(a, b, out, trans_a, trans_b, r0, r1, c0, c1):
         """``fastnn.reference.blas.gemm_small_k``: each element of the tile summed in
@@ -669,6 +671,11 @@ if not DISABLE_JIT:
         """out = op(a) @ op(b) on one thread (``gemm_threads`` with one thread)."""
         gemm_threads(a, b, out, trans_a, trans_b, 1)
 else:
+    _SMALL_PANEL = 256
+
+    def stack_panel(like):
+        """A (GEMM_SMALL_K, _SMALL_PANEL) array of like's dtype (pure-Python mode)."""
+        return np.empty((GEMM_SMALL_K, _SMALL_PANEL), like.dtype)
 
     def gemm_threads(a, b, out, trans_a, trans_b, n_threads):
         """out = op(a) @ op(b) (pure-Python mode: the reference's call itself)."""

@@ -17,6 +17,7 @@ from ._numba_common import (
     jit,
     pairwise_stack,
     pairwise_sum_ws,
+    stack_panel,
     tanh_f64,
 )
 from .activations_numba import (
@@ -406,6 +407,61 @@ def small_k_forward(x, w, b, z, a, act, alpha):
                 t = (x0 * w[0, j] + x1 * w[1, j] + x2 * w[2, j] + x3 * w[3, j]) + b[j]
                 z[i, j] = t
                 a[i, j] = _relu(t)
+    return True
+
+
+@jit
+def small_k_backward(g, w, z, dz, db, act):
+    """dz = (g @ w.T) * relu'(z) and db += dz's rows, row after row, in one pass, for g
+    (m, k) with 1 <= k <= 4 (GEMM_SMALL_K), w (n, k), z and dz (m, n): the layer
+    above's input gradient (_gemm_small_k's sums: w^T copied into a panel on the stack)
+    and this relu layer's pass (backward_relu), the same bits, the product never
+    written. db must hold zeros; dz must not overlap g, z or db. False, doing nothing,
+    for another k or activation (fastnn_simd.h's fnn_small_k_act_grad_bias)."""
+    m, k = g.shape
+    n = w.shape[0]
+    if act != _RELU or k < 1 or k > GEMM_SMALL_K:
+        return False
+    panel = stack_panel(dz)
+    width = panel.shape[1]
+    for j0 in range(0, n, width):
+        u0 = np.uint64(j0)
+        cols = np.uint64(min(width, n - j0))
+        for p in range(k):
+            for j in range(cols):
+                panel[p, j] = w[u0 + j, p]
+        # one loop per k: a branch inside the inner loop keeps LLVM from vectorizing it
+        if k == 1:
+            for i in range(m):
+                x0 = g[i, 0]
+                for j in range(cols):
+                    v = (x0 * panel[0, j]) * _relu_d(z[i, u0 + j])
+                    dz[i, u0 + j] = v
+                    db[u0 + j] += v
+        elif k == 2:
+            for i in range(m):
+                x0, x1 = g[i, 0], g[i, 1]
+                for j in range(cols):
+                    t = x0 * panel[0, j] + x1 * panel[1, j]
+                    v = t * _relu_d(z[i, u0 + j])
+                    dz[i, u0 + j] = v
+                    db[u0 + j] += v
+        elif k == 3:
+            for i in range(m):
+                x0, x1, x2 = g[i, 0], g[i, 1], g[i, 2]
+                for j in range(cols):
+                    t = x0 * panel[0, j] + x1 * panel[1, j] + x2 * panel[2, j]
+                    v = t * _relu_d(z[i, u0 + j])
+                    dz[i, u0 + j] = v
+                    db[u0 + j] += v
+        else:
+            for i in range(m):
+                x0, x1, x2, x3 = g[i, 0], g[i, 1], g[i, 2], g[i, 3]
+                for j in range(cols):
+                    t = x0 * panel[0, j] + x1 * panel[1, j] + x2 * panel[2, j] + x3 * panel[3, j]
+                    v = t * _relu_d(z[i, u0 + j])
+                    dz[i, u0 + j] = v
+                    db[u0 + j] += v
     return True
 
 

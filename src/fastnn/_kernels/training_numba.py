@@ -6,8 +6,9 @@ of [batch_start, batch_stop) inside one compiled call that never leaves native c
 step calls this backend's own kernels (``dense_numba``, ``losses_numba``,
 ``optimizers_numba``) in the reference's order with the reference's arguments, so the
 weights equal the Numba step-by-step path bit for bit (a relu layer of 1-4 inputs runs
-its product, bias and relu in one pass, ``dense_numba.small_k_forward``: the same
-values). The kernel is compiled without Numba's runtime (no reference counts): its
+its product, bias and relu in one pass, ``dense_numba.small_k_forward``, and the
+gradient passed down through 1-4 outputs to a relu layer joins that layer's pass,
+``dense_numba.small_k_backward``: the same values). The kernel is compiled without Numba's runtime (no reference counts): its
 scratch comes from the wrapper (``scratch``, kept per thread).
 """
 
@@ -58,6 +59,7 @@ from .dense_numba import (
     forward_softmax,
     forward_step,
     forward_tanh,
+    small_k_backward,
     small_k_forward,
 )
 from .epoch_args import ARGS, check_types, wanted
@@ -527,6 +529,7 @@ def _make_epoch(loss_kind, used):
                 mse_gradient(out.reshape(m * k), yb.reshape(m * k), g_out.reshape(m * k), wt)
             elif loss_kind == _POISSON:
                 poisson_gradient(out.reshape(m * k), yb.reshape(m * k), g_out.reshape(m * k), wt)
+            below_done = False  # g_i is dz_i and db_i summed (small_k_backward)
             for i in range(n_layers - 1, lowest - 1, -1):
                 ni, no = dims[i], dims[i + 1]
                 if i == 0:
@@ -541,14 +544,16 @@ def _make_epoch(loss_kind, used):
                 g = ws[ws_off[4 + 3 * i] : ws_off[4 + 3 * i] + m * no].reshape((m, no))
                 dw = grads[w_off[i] : w_off[i] + ni * no].reshape((ni, no))
                 db = grads[b_off[i] : b_off[i] + no] if bn[i] == 0 else dbs[:no]
-                rate = dropout[i]
+                rate = dropout[i]  # (0 when below_done: see the condition below)
                 if rate != 0.0:
                     gf = g.reshape(m * no)
                     k0 = dropout_off[i, 1]
                     dropout_kernel(gf, masks[k0 : k0 + m * no], rate, gf)
                 # dense_backward in place on g: the activation's pass, db, dw
                 act, alpha = acts[i], alphas[i]
-                if has_relu and act == _RELU:
+                if below_done:
+                    pass
+                elif has_relu and act == _RELU:
                     backward_relu(z, g, db)
                 elif has_identity and act == _IDENTITY:
                     backward_identity(z, g, db)
@@ -585,12 +590,31 @@ def _make_epoch(loss_kind, used):
                         bcol,
                     )
                 backward_finish(x_below, g, dw, db, nodes, sums_dt, n_threads)
+                below_done = False
                 if i > lowest:
                     w = params[w_off[i] : w_off[i] + ni * no].reshape((ni, no))
                     off = ws_off[4 + 3 * (i - 1)]
-                    gemm_threads(
-                        g, w, ws[off : off + m * ni].reshape((m, ni)), False, True, n_threads
-                    )
+                    g_below = ws[off : off + m * ni].reshape((m, ni))
+                    # the input gradient through a short product and the relu layer
+                    # below's pass (and its db) in one: the same bits as the two passes
+                    # (a single unit's db is summed pairwise: not here)
+                    if (
+                        has_relu
+                        and acts[i - 1] == _RELU
+                        and no <= GEMM_SMALL_K
+                        and ni > 1
+                        and bn[i - 1] == 0
+                        and dropout[i - 1] == 0.0
+                        and (n_threads <= 1 or _one_tile(m, ni, no))
+                    ):
+                        zo = ws_off[2 + 3 * (i - 1)]
+                        db_below = grads[b_off[i - 1] : b_off[i - 1] + ni]
+                        db_below[:] = 0
+                        below_done = small_k_backward(
+                            g, w, ws[zo : zo + m * ni].reshape((m, ni)), g_below, db_below, _RELU
+                        )
+                    if not below_done:
+                        gemm_threads(g, w, g_below, False, True, n_threads)
 
             # 5. global norm over the segments, in order; clipping
             sq = 0.0
