@@ -511,6 +511,28 @@ def test_numba_thread_count_is_given_back(monkeypatch):
     assert numba.get_num_threads() == before
 
 
+def test_numba_small_shapes_run_on_one_thread(monkeypatch):
+    """An epoch without a product of GEMM_SPLIT_FLOPS or an update segment of
+    UPDATE_SPLIT values has no parallel loop: with n_threads=2 it runs on one thread,
+    Numba's thread count and chunk size never set (config A's setting them cost ~5 us a
+    call), the bits those of one thread."""
+    from fastnn._kernels import training_numba
+
+    calls = []
+    monkeypatch.setattr(numba, "set_num_threads", lambda n: calls.append(n))
+    monkeypatch.setattr(numba, "set_parallel_chunksize", lambda n: calls.append(n) or 0)
+    two, _, seen = _fit("numba", "float32", [2, 128, 3], 2, epochs=1, monkeypatch=monkeypatch)
+    assert calls == [] and {s[0] for s in seen} == {2}
+    one, _, _ = _fit("numba", "float32", [2, 128, 3], 1, epochs=1, monkeypatch=monkeypatch)
+    np.testing.assert_array_equal(one.params, two.params)
+    seg = np.array([[0, 10, 1]], np.int64)
+    small, wide = np.array([2, 128, 3], np.int64), np.array([1030, 1100, 7], np.int64)
+    assert not training_numba._parallel_work(small, 64, seg)
+    assert training_numba._parallel_work(wide, 256, seg)  # 2 tiles (the test above)
+    big_segment = np.array([[0, training_numba.UPDATE_SPLIT, 1]], np.int64)
+    assert training_numba._parallel_work(small, 64, big_segment)
+
+
 @pytest.mark.parametrize("bad, error", [(0, ValueError), (True, TypeError), (1.5, TypeError)])
 def test_n_threads_is_checked(bad, error):
     with pytest.raises(error, match="n_threads"):
