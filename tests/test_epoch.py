@@ -172,6 +172,29 @@ def test_models_with_batch_norm_and_dropout_use_the_kernel():
     assert not _epoch.supports(fastnn.MLP([3, 4, 2], backend="numpy"), MyAdam())
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_dense_layer_without_bias_trains_on_the_step_path(backend):
+    """A Dense layer without bias and without a BatchNorm after it is not an epoch-kernel
+    unit (its units all carry a bias): train_epoch takes the step path (it used to stop
+    on a KeyError while planning the kernel's layout) and gives the step path's bits."""
+    from fastnn.layers import Dense
+
+    def net():
+        layers = [Dense(3, 8, activation="relu", bias=False), Dense(8, 2)]
+        return fastnn.MLP(layers, loss="cross_entropy", backend=backend, random_state=0)
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((50, 3)).astype(np.float32), rng.integers(0, 2, 50)
+    assert _epoch.units(net()) is None
+    a, b = net(), net()
+    opt_a, opt_b = Adam(), Adam()
+    for _ in range(2):
+        logs = a.train_epoch(X, y, opt_a, 16)
+        b.train_epoch(X, y, opt_b, 16, on_step=lambda j, loss: None)
+    np.testing.assert_array_equal(a.params, b.params)
+    assert np.isfinite(logs["loss"])
+
+
 # --- dropout in the whole-epoch contract (docs/spec.md §7) -----------------------------
 
 

@@ -69,6 +69,8 @@ def _units(layers) -> list[Unit] | None:
             if dense.bias or dense.activation != "identity":
                 return None
             bn, j = j, j + 1
+        elif not dense.bias:
+            return None  # the kernels' dense units all have a bias (or a BatchNorm's beta)
         if j < len(layers) and type(layers[j]) is Dropout:
             drop, j = j, j + 1
         out.append(Unit(i, bn, drop))
@@ -182,7 +184,6 @@ class EpochPlan:
         self.lb = np.empty(rows, np.int64)
         self.stats = np.zeros(codes.N_STATS, np.float64)
         self.no_targets = np.zeros((0, 0), dt)  # y of an epoch on class indices
-        self._rates = np.empty(0)
         flops = 6.0 * batch_size * max(1, model.n_params)
         self.batches_per_call = max(1, int(_FLOPS_PER_CALL // flops))
         # Checked once, here: the calls of train_epoch below go straight to the raw
@@ -213,13 +214,6 @@ class EpochPlan:
             self._segments = np.array(runs, np.int64).reshape(-1, 3)
             self._runs = runs
         return self._segments
-
-    def rates(self, n_batches: int) -> np.ndarray:
-        """A float64 buffer of ``n_batches`` learning rates, kept between calls (the
-        kernel only reads it; the caller fills it)."""
-        if self._rates.size != n_batches:
-            self._rates = np.empty(n_batches)
-        return self._rates
 
     def lowest(self, model) -> int:
         """The lowest unit with a trainable layer (the backward stops there); ValueError
@@ -260,7 +254,7 @@ def train_epoch(
             [checked_rate(schedule, optimizer.t + j) for j in range(n_batches)], np.float64
         )
     else:
-        lrs = plan.rates(n_batches)
+        lrs = np.empty(n_batches)  # (not kept: a poll callback may train this model again)
         lrs.fill(optimizer.lr)  # (np.full takes three times as long on an epoch's few rates)
     empty = model.params[:0]
     states = [optimizer.state[name] for name in optimizer.state_names] + [empty, empty]
