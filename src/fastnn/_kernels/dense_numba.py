@@ -412,16 +412,18 @@ def small_k_forward(x, w, b, z, a, act, alpha):
 
 @jit
 def small_k_backward(g, w, z, dz, db, act):
-    """dz = (g @ w.T) * relu'(z) and db += dz's rows, row after row, in one pass, for g
-    (m, k) with 1 <= k <= 4 (GEMM_SMALL_K), w (n, k), z and dz (m, n): the layer
+    """dz = (g @ w.T) * relu'(z) and db = dz's rows summed row after row, in one pass,
+    for g (m, k) with 1 <= k <= 4 (GEMM_SMALL_K), w (n, k), z and dz (m, n): the layer
     above's input gradient (_gemm_small_k's sums: w^T copied into a panel on the stack)
     and this relu layer's pass (backward_relu), the same bits, the product never
-    written. db must hold zeros; dz must not overlap g, z or db. False, doing nothing,
-    for another k or activation (fastnn_simd.h's fnn_small_k_act_grad_bias)."""
+    written. dz must not overlap g, z or db. False, doing nothing, for another k or
+    activation (fastnn_simd.h's fnn_small_k_act_grad_bias)."""
     m, k = g.shape
     n = w.shape[0]
     if act != _RELU or k < 1 or k > GEMM_SMALL_K:
         return False
+    for j in range(n):
+        db[j] = 0
     panel = stack_panel(dz)
     width = panel.shape[1]
     for j0 in range(0, n, width):

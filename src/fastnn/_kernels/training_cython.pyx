@@ -510,19 +510,18 @@ cdef void c_train_epoch(const floating* X, const floating* y, const int64_t* lab
             if below_done:  # g_i is dz_i and db_i is summed: dW_i is left
                 c_dense_weight_gradient(x_in, ws + off[4 + 3 * i], m, dims[i], dims[i + 1],
                                         grads + net.w_off[i], n_threads)
-            elif net.dropout[i] != 0:
-                c_dropout(ws + off[4 + 3 * i], net.masks + net.dropout_off[2 * i + 1],
-                          m * dims[i + 1], net.dropout[i], ws + off[4 + 3 * i])
-            if below_done:
-                pass
-            elif net.bn[i] != 0:
-                _bn_backward(net, i, x_in, params, grads, buffers, ws, m, fwork + widest,
-                             work, n_threads)
             else:
-                c_dense_backward(x_in, ws + off[2 + 3 * i], ws + off[3 + 3 * i],
-                                 ws + off[4 + 3 * i], m, dims[i], dims[i + 1],
-                                 <int>net.acts[i], net.alphas[i], ws + off[4 + 3 * i],
-                                 grads + net.w_off[i], grads + net.b_off[i], n_threads)
+                if net.dropout[i] != 0:
+                    c_dropout(ws + off[4 + 3 * i], net.masks + net.dropout_off[2 * i + 1],
+                              m * dims[i + 1], net.dropout[i], ws + off[4 + 3 * i])
+                if net.bn[i] != 0:
+                    _bn_backward(net, i, x_in, params, grads, buffers, ws, m,
+                                 fwork + widest, work, n_threads)
+                else:
+                    c_dense_backward(x_in, ws + off[2 + 3 * i], ws + off[3 + 3 * i],
+                                     ws + off[4 + 3 * i], m, dims[i], dims[i + 1],
+                                     <int>net.acts[i], net.alphas[i], ws + off[4 + 3 * i],
+                                     grads + net.w_off[i], grads + net.b_off[i], n_threads)
             below_done = i > net.lowest and _input_gradient_and_below(
                 net, i, params, grads, ws, m, n_threads)
             if i > net.lowest and not below_done:

@@ -598,21 +598,23 @@ def _make_epoch(loss_kind, used):
                     g_below = ws[off : off + m * ni].reshape((m, ni))
                     # the input gradient through a short product and the relu layer
                     # below's pass (and its db) in one: the same bits as the two passes
-                    # (a single unit's db is summed pairwise: not here)
+                    # (a single unit's db is summed pairwise: not here); small_k_backward
+                    # declines other inner dimensions and activations
                     if (
                         has_relu
-                        and acts[i - 1] == _RELU
-                        and no <= GEMM_SMALL_K
                         and ni > 1
                         and bn[i - 1] == 0
                         and dropout[i - 1] == 0.0
                         and (n_threads <= 1 or _one_tile(m, ni, no))
                     ):
                         zo = ws_off[2 + 3 * (i - 1)]
-                        db_below = grads[b_off[i - 1] : b_off[i - 1] + ni]
-                        db_below[:] = 0
                         below_done = small_k_backward(
-                            g, w, ws[zo : zo + m * ni].reshape((m, ni)), g_below, db_below, _RELU
+                            g,
+                            w,
+                            ws[zo : zo + m * ni].reshape((m, ni)),
+                            g_below,
+                            grads[b_off[i - 1] : b_off[i - 1] + ni],
+                            acts[i - 1],
                         )
                     if not below_done:
                         gemm_threads(g, w, g_below, False, True, n_threads)
