@@ -380,6 +380,33 @@ def test_the_plan_is_allocated_once_per_batch_size(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_poll_callback_training_the_model_again_leaves_the_outer_logs_alone(backend):
+    """A poll callback may train the same model with the same batch size; the outer
+    epoch's logs stay the sums of its own batches (the inner epoch gets its own plan)."""
+    X, y = _data("cross_entropy", n=100)
+
+    def run(nested):
+        net = fastnn.MLP([5, 8, 3], loss="cross_entropy", backend=backend, random_state=0)
+        Xc, yc = net.check_data(X, y)
+        still = SGD(lr=0.0)  # the inner epoch trains without moving a weight
+        inner = []
+
+        def poll(done):
+            if nested:
+                inner.append(net.train_epoch(Xc[:40], yc[:40], still, 32, shuffle=False))
+
+        logs = net.train_epoch(Xc, yc, Adam(lr=0.01), 32, shuffle=False, poll=poll)
+        return logs, inner, net
+
+    alone, _, net_alone = run(False)
+    logs, inner, net = run(True)
+    assert inner and inner[0] != alone
+    assert logs == alone
+    np.testing.assert_array_equal(net.params, net_alone.params)
+    assert list(net._epoch_plans) == [32] and not net._epoch_plans[32].busy
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_ctrl_c_stops_between_compiled_calls_at_a_step_boundary(backend, monkeypatch, tmp_path):
     """A Ctrl-C that arrives during a compiled call is acted on when the call returns:
     the model holds the weights of its last completed step and can be saved."""

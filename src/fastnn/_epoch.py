@@ -184,6 +184,7 @@ class EpochPlan:
         self.lb = np.empty(rows, np.int64)
         self.stats = np.zeros(codes.N_STATS, np.float64)
         self.no_targets = np.zeros((0, 0), dt)  # y of an epoch on class indices
+        self.busy = False  # an epoch runs on this plan's buffers
         flops = 6.0 * batch_size * max(1, model.n_params)
         self.batches_per_call = max(1, int(_FLOPS_PER_CALL // flops))
         # Checked once, here: the calls of train_epoch below go straight to the raw
@@ -237,6 +238,19 @@ def train_epoch(
     plan = model._epoch_plans.get(batch_size)
     if plan is None:
         plan = model._epoch_plans[batch_size] = EpochPlan(model, batch_size)
+    elif plan.busy:
+        # A poll callback training this model again: its epoch gets a workspace and
+        # sums of its own, so the outer epoch's logs stay its own.
+        plan = EpochPlan(model, batch_size)
+    plan.busy = True
+    try:
+        return _run(model, X, y, optimizer, batch_size, order, poll, sample_weight, plan, runs)
+    finally:
+        plan.busy = False
+
+
+def _run(model, X, y, optimizer, batch_size, order, poll, sample_weight, plan, runs) -> dict:
+    """``train_epoch``'s body, on ``plan``'s workspace and sums."""
     lowest = plan.lowest(model)
     n = X.shape[0]
     bn = plan.bn_codes(model)
