@@ -24,6 +24,8 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 /* Multiversioning needs ifunc support: ELF on x86-64 with GCC or Clang. Defining
  * FNN_CLONES (empty) before including this header builds a single version for the
@@ -94,24 +96,114 @@
         }                                                                              \
     }
 
+/* Subnormal moments. A gradient that stays exactly 0 (a unit that no longer fires)
+ * decays m by b1 and v by b2 each step into the subnormal range, where rounding to
+ * nearest keeps the smallest values for good (fl(0.9 * 4 * 2^-149) = 4 * 2^-149). On
+ * Intel cores every vector instruction that reads or makes a subnormal takes a microcode
+ * assist of a hundred cycles or more: such lanes made Adam most of config A's step and
+ * doubled a digits epoch. A block of values with subnormal moments therefore runs a
+ * second loop in which those "still" lanes (g == 0, m zero or subnormal, v >= 0, |p|
+ * large enough that the step cannot move it) keep subnormals out of the arithmetic and
+ * get the same bits by integer means: m = +-k 2^emin, so fl(b1 m) = +-rint(b1 k) 2^emin
+ * (round half to even; b1 k < 2^MANT stays on the subnormal grid). The product b1 k is
+ * exact in double for float; for double, Dekker's two-product error breaks a tie that
+ * rounding the product made. The update of a still lane is at most
+ * 2 lr 2^emin_normal / (corr1 eps) in size, below half the spacing of the floats
+ * around p when |p| > pmin, so p - update == p. */
+#define FNN_STILL_BLOCK 64
+#define FNN_SUB_ROUND(prod) (((prod) + 4503599627370496.0) - 4503599627370496.0) /* 2^52 */
+
+FNN_UNUSED static inline double fnn_two_product_err(double a, double b, double prod)
+{
+    double c = 134217729.0 * a, ah = c - (c - a), al = a - ah;  /* 2^27 + 1 */
+    double d = 134217729.0 * b, bh = d - (d - b), bl = b - bh;
+    return ((ah * bh - prod) + ah * bl + al * bh) + al * bl;
+}
+
+/* rint(b k) for 0 <= k < 2^52 and 0 <= b <= 1, half to even, exactly. */
+FNN_UNUSED static inline double fnn_scaled_count_f32(double k, double b)
+{
+    return FNN_SUB_ROUND(b * k); /* b k exact: 24 + 23 bits */
+}
+FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
+{
+    double prod = b * k, r = FNN_SUB_ROUND(prod), err = fnn_two_product_err(b, k, prod);
+    double tie = fabs(prod - r) == 0.5 ? (err > 0.0 ? prod + 0.5 : err < 0.0 ? prod - 0.5 : r) : r;
+    return tie;
+}
+
 /* Adam: m = b1 m + rest1 g; v = b2 v + rest2 g^2;
  * param -= lr (m / corr1) / (sqrt(v / corr2) + eps). decay adds wd param to g (L2);
- * decoupled (AdamW) first takes p = param - shrink param and uses p from then on. */
-#define FNN_ADAM(T, S, SQRT)                                                           \
+ * decoupled (AdamW) first takes p = param - shrink param and uses p from then on.
+ * U: the unsigned integer of T's bits, MANT: T's fraction bits, TINY: its smallest
+ * normal. */
+#define FNN_ADAM(T, S, SQRT, U, MANT, TINY)                                            \
     FNN_CLONES FNN_UNUSED static void fnn_adam_##S(                                    \
         T *param, const T *grad, T *m, T *v, ptrdiff_t n, T lr, T b1, T b2, T rest1,   \
         T rest2, T corr1, T corr2, T eps, T wd, T shrink, int decay, int decoupled)    \
     {                                                                                  \
-        for (ptrdiff_t i = 0; i < n; i++) {                                            \
-            T p = param[i];                                                            \
-            if (decoupled) p = p - shrink * p;                                         \
-            T g = grad[i];                                                             \
-            if (decay) g = g + wd * p;                                                 \
-            T mi = b1 * m[i] + rest1 * g;                                              \
-            T vi = b2 * v[i] + rest2 * (g * g);                                        \
-            m[i] = mi;                                                                 \
-            v[i] = vi;                                                                 \
-            param[i] = p - lr * (mi / corr1) / (SQRT(vi / corr2) + eps);               \
+        const U mag = ~((U)1 << (sizeof(U) * 8 - 1)), normal = (U)1 << MANT;          \
+        const U sign = ~mag, frac = normal - 1;                                        \
+        double big = 2.0 * fabs((double)lr) * TINY / ((double)corr1 * (double)eps)     \
+                     * ldexp(1.0, MANT + 3);                                           \
+        T pmin = INFINITY;                                                             \
+        if (eps > 0 && corr1 > 0 && b1 >= 0 && b1 <= 1 && b2 >= 0 && b2 <= 1          \
+            && big < 1e300)                                                            \
+            pmin = (T)fmax(big, TINY);                                                 \
+        for (ptrdiff_t i0 = 0; i0 < n; i0 += FNN_STILL_BLOCK) {                        \
+            ptrdiff_t i1 = n - i0 < FNN_STILL_BLOCK ? n : i0 + FNN_STILL_BLOCK;        \
+            int any = 0;                                                               \
+            for (ptrdiff_t i = i0; i < i1; i++) {                                      \
+                U mb, vb;                                                              \
+                memcpy(&mb, &m[i], sizeof(U));                                         \
+                memcpy(&vb, &v[i], sizeof(U));                                         \
+                any |= ((mb & mag) - 1 < frac) | ((vb & mag) - 1 < frac);              \
+            }                                                                          \
+            if (!any) {                                                                \
+                for (ptrdiff_t i = i0; i < i1; i++) {                                  \
+                    T p = param[i];                                                    \
+                    if (decoupled) p = p - shrink * p;                                 \
+                    T g = grad[i];                                                     \
+                    if (decay) g = g + wd * p;                                         \
+                    T mi = b1 * m[i] + rest1 * g;                                      \
+                    T vi = b2 * v[i] + rest2 * (g * g);                                \
+                    m[i] = mi;                                                         \
+                    v[i] = vi;                                                         \
+                    param[i] = p - lr * (mi / corr1) / (SQRT(vi / corr2) + eps);       \
+                }                                                                      \
+                continue;                                                              \
+            }                                                                          \
+            for (ptrdiff_t i = i0; i < i1; i++) {                                      \
+                T p = param[i];                                                        \
+                if (decoupled) p = p - shrink * p;                                     \
+                T g = grad[i];                                                         \
+                if (decay) g = g + wd * p;                                             \
+                U mb, vb, gb, mo, vo;                                                  \
+                T mt, vt;                                                              \
+                memcpy(&mb, &m[i], sizeof(U));                                         \
+                memcpy(&vb, &v[i], sizeof(U));                                         \
+                memcpy(&gb, &g, sizeof(U));                                            \
+                int v_sub = (vb & mag) - 1 < frac;                                     \
+                int still = g == 0 && (mb & mag) < normal && v[i] >= 0                 \
+                            && (p > pmin || p < -pmin);                                \
+                /* the arithmetic never sees a still lane's subnormals (selects and    \
+                 * integer operations only: no branch, so the loop vectorises) */      \
+                T m_in = still ? (T)0 : m[i];                                          \
+                T v_in = still && v_sub ? (T)0 : v[i];                                 \
+                T mi = b1 * m_in + rest1 * g;                                          \
+                T vi = b2 * v_in + rest2 * (g * g);                                    \
+                T upd = p - lr * (mi / corr1) / (SQRT(vi / corr2) + eps);              \
+                /* fl(b1 m) + (+-0), with the zero's sign rule when it rounds to 0 */  \
+                mo = (U)fnn_scaled_count_##S((double)(mb & frac), (double)b1);         \
+                mo = mo ? mo | (mb & sign) : (mb & gb & sign);                         \
+                vo = (U)fnn_scaled_count_##S((double)(vb & frac), (double)b2);         \
+                vo = vo ? vo | (vb & sign) : 0;                                        \
+                memcpy(&mt, &mo, sizeof(U));                                           \
+                memcpy(&vt, &vo, sizeof(U));                                           \
+                m[i] = still ? mt : mi;                                                \
+                v[i] = still && v_sub ? vt : vi;                                       \
+                param[i] = still ? p : upd;                                            \
+            }                                                                          \
         }                                                                              \
     }
 
@@ -481,11 +573,11 @@
         return 1;                                                                      \
     }
 
-#define FNN_ALL(T, S, SQRT)                                                            \
+#define FNN_ALL(T, S, SQRT, U, MANT, TINY)                                                          \
     FNN_SGD(T, S)                                                                      \
     FNN_MOMENTUM(T, S)                                                                 \
     FNN_ADAPTIVE(T, S, SQRT)                                                           \
-    FNN_ADAM(T, S, SQRT)                                                               \
+    FNN_ADAM(T, S, SQRT, U, MANT, TINY)                                                \
     FNN_SCALE(T, S)                                                                    \
     FNN_SQ_LEAF(T, S)                                                                  \
     FNN_BIAS_ACT(T, S)                                                                 \
@@ -498,7 +590,7 @@
     FNN_SMALL_K_BIAS_ACT(T, S)                                                         \
     FNN_SMALL_K_ACT_GRAD_BIAS(T, S)
 
-FNN_ALL(float, f32, sqrtf)
-FNN_ALL(double, f64, sqrt)
+FNN_ALL(float, f32, sqrtf, uint32_t, 23, 0x1p-126)
+FNN_ALL(double, f64, sqrt, uint64_t, 52, 0x1p-1022)
 
 #endif /* FASTNN_SIMD_H */
