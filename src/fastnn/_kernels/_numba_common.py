@@ -169,6 +169,63 @@ def cast_like(x, v):
     return x.dtype.type(v)
 
 
+def float_fields(x):
+    """The IEEE fields of array ``x``'s dtype, as unsigned integers of its width: ``(mag,
+    normal, frac, sign)`` masks and the smallest normal ``2**-126`` (or ``2**-1022``,
+    a Python float). Subnormal optimizer states: docs/spec.md §5."""
+    ut = np.uint32 if x.dtype == np.float32 else np.uint64
+    mant = 23 if x.dtype == np.float32 else 52
+    normal, sign = ut(1 << mant), ut(1 << (8 * x.itemsize - 1))
+    return ut(~sign), normal, ut(normal - ut(1)), sign, float(np.finfo(x.dtype).tiny)
+
+
+@overload(float_fields, inline="always")
+def _float_fields_overload(x):
+    f32 = x.dtype == types.float32
+    ut = np.uint32 if f32 else np.uint64
+    mant = 23 if f32 else 52
+    normal, sign = ut(1 << mant), ut(1 << ((32 if f32 else 64) - 1))
+    mag, frac = ut(~sign), ut(normal - ut(1))
+    tiny = float(np.finfo(np.float32 if f32 else np.float64).tiny)
+    return lambda x: (mag, normal, frac, sign, tiny)
+
+
+def as_bits(x):
+    """A float32 or float64 scalar's bits, as the unsigned integer of its width."""
+    return x.view(np.uint32 if x.dtype == np.float32 else np.uint64)
+
+
+def of_bits(b):
+    """The float32 or float64 scalar whose bits are the unsigned integer ``b``."""
+    return b.view(np.float32 if b.dtype == np.uint32 else np.float64)
+
+
+if not DISABLE_JIT:
+
+    def _bitcast(to):
+        @intrinsic
+        def cast(typingctx, x):
+            target = to(x)
+
+            def codegen(context, builder, signature, args):
+                return builder.bitcast(args[0], context.get_value_type(target))
+
+            return target(x), codegen
+
+        return cast
+
+    _as_bits = _bitcast(lambda x: types.uint32 if x == types.float32 else types.uint64)
+    _of_bits = _bitcast(lambda b: types.float32 if b == types.uint32 else types.float64)
+
+    @overload(as_bits, inline="always")
+    def _as_bits_overload(x):
+        return lambda x: _as_bits(x)
+
+    @overload(of_bits, inline="always")
+    def _of_bits_overload(b):
+        return lambda b: _of_bits(b)
+
+
 @overload(cast_like, inline="always")
 def _cast_like_overload(x, v):
     dt = x.dtype if isinstance(x, types.Array) else x

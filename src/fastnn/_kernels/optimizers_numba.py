@@ -17,11 +17,14 @@ import numpy as np
 from . import codes
 from ._numba_common import (
     PW_BLOCK,
+    as_bits,
     cast_like,
+    float_fields,
     jit,
     jit_inline,
     lane_squares,
     lanes_total,
+    of_bits,
     pairwise_combine,
     pairwise_descend,
     pairwise_stack,
@@ -120,6 +123,12 @@ def rmsprop_step(param, grad, sq_avg, lr, rho, eps, eps_inside_sqrt, weight_deca
         param[i] = p - lr_ * g / denom
 
 
+# Values a block, whose subnormal moments are looked for first (fastnn_simd.h's
+# FNN_STILL_BLOCK). The blocks' loops index with unsigned integers: a signed start
+# makes Numba test every index for wraparound, which stops the loops vectorising.
+STILL_BLOCK = 256
+
+
 @jit
 def _adam(
     param, grad, m, v, lr, beta1, beta2, correction1, correction2, eps, weight_decay, decoupled
@@ -127,7 +136,8 @@ def _adam(
     """Adam with bias corrections 1 - beta^t given (Python's pow, not Numba's).
 
     decoupled (AdamW): theta -= (lr wd) theta first when wd != 0 and no L2 term;
-    otherwise L2 when wd != 0.
+    otherwise L2 when wd != 0. A block holding subnormal moments runs ``_adam_still``
+    (docs/spec.md §5, "Subnormal moments"), the others ``_adam_block``.
     """
     lr_ = cast_like(param, lr)
     b1 = cast_like(param, beta1)
@@ -141,7 +151,43 @@ def _adam(
     lr_wd = cast_like(param, lr * weight_decay)
     decay = weight_decay != 0 and not decoupled
     shrink = weight_decay != 0 and decoupled
-    for i in range(param.size):
+    hyper = (lr_, b1, k1, b2, k2, c1, c2, eps_, wd, lr_wd)
+    mag, normal, frac, sign, tiny = float_fields(param)
+    # |update| of a still lane <= 2 lr tiny / (c1 eps), below half the spacing of the
+    # floats next to p (>= |p| 2^-(MANT + 2)) when |p| > pmin: p - update == p
+    big = 2.0 * abs(float(lr_)) * tiny / (float(c1) * float(eps_)) * 8.0 * (float(frac) + 1.0)
+    pmin = cast_like(param, np.inf)
+    if eps_ > 0 and c1 > 0 and 0 <= b1 <= 1 and 0 <= b2 <= 1 and big < 1e300:
+        pmin = cast_like(param, max(big, tiny))
+    tiny_ = cast_like(param, tiny)
+    n = param.size
+    for i0 in range(0, n, STILL_BLOCK):
+        i1 = min(n, i0 + STILL_BLOCK)
+        if _subnormal_count(m, tiny_, i0, i1) == 0:
+            _adam_block(param, grad, m, v, hyper, decay, shrink, i0, i1)
+        else:
+            _adam_still(param, grad, m, v, hyper, decay, shrink, i0, i1, pmin, tiny_, frac, sign)
+
+
+@jit
+def _subnormal_count(m, tiny, i0, i1):
+    """Subnormal values of m in [i0, i1) (comparisons: no assist). v is not looked at:
+    it decays 100 times slower than m, so a subnormal v comes after a subnormal m
+    (either loop gives the same bits; only the time differs)."""
+    count = 0
+    for j in range(i1 - i0):
+        i = np.uint64(i0) + np.uint64(j)
+        mi = m[i]
+        count += (mi != 0) & (abs(mi) < tiny)
+    return count
+
+
+@jit
+def _adam_block(param, grad, m, v, hyper, decay, shrink, i0, i1):
+    """Adam on [i0, i1)."""
+    lr_, b1, k1, b2, k2, c1, c2, eps_, wd, lr_wd = hyper
+    for j in range(i1 - i0):
+        i = np.uint64(i0) + np.uint64(j)
         p = param[i]
         if shrink:
             p = p - lr_wd * p
@@ -151,6 +197,58 @@ def _adam(
         vi = b2 * v[i] + k2 * (g * g)
         v[i] = vi
         param[i] = p - lr_ * (mi / c1) / (np.sqrt(vi / c2) + eps_)
+
+
+@jit
+def _adam_still(param, grad, m, v, hyper, decay, shrink, i0, i1, pmin, tiny, frac, sign):
+    """Adam on [i0, i1) where the still lanes (g == 0, m zero or subnormal, v >= 0,
+    |p| > pmin) never enter the arithmetic: their m (and a subnormal v) by integer
+    rounding, fl(b1 m) = +-rint(b1 k) 2^emin for m = +-k 2^emin; the +-0 that rest1 g
+    adds decides a zero's sign; p stays. Selects, no branch: the loop vectorises."""
+    lr_, b1, k1, b2, k2, c1, c2, eps_, wd, lr_wd = hyper
+    zero = cast_like(param, 0.0)
+    b1d, b2d = float(b1), float(b2)
+    for j in range(i1 - i0):
+        i = np.uint64(i0) + np.uint64(j)
+        p = param[i]
+        if shrink:
+            p = p - lr_wd * p
+        g = grad[i] + wd * p if decay else grad[i]
+        mv, vv = m[i], v[i]
+        v_sub = (vv != 0) & (vv < tiny)
+        still = (g == 0) & (mv < tiny) & (mv > -tiny) & (vv >= 0) & ((p > pmin) | (p < -pmin))
+        m_in = zero if still else mv
+        v_in = zero if still & v_sub else vv
+        mi = b1 * m_in + k1 * g
+        vi = b2 * v_in + k2 * (g * g)
+        upd = p - lr_ * (mi / c1) / (np.sqrt(vi / c2) + eps_)
+        mb, vb = as_bits(mv), as_bits(vv)
+        mo = cast_like(frac, _scaled_count(float(mb & frac), b1d))
+        neg_zero = ((mb & sign) != 0) & (math.copysign(1.0, g) < 0)
+        mo = mo | (mb & sign) if mo != 0 else (sign if neg_zero else mo)
+        vo = cast_like(frac, _scaled_count(float(vb & frac), b2d))
+        vo = vo | (vb & sign) if vo != 0 else vo
+        # (Numba widens integer operations to 64 bits: back to the dtype's width)
+        m[i] = of_bits(cast_like(frac, mo)) if still else mi
+        v[i] = of_bits(cast_like(frac, vo)) if still & v_sub else vi
+        param[i] = p if still else upd
+
+
+@jit_inline
+def _scaled_count(k, b):
+    """rint(b k), half to even, exactly, for 0 <= k < 2^52 and 0 <= b <= 1: a tie that
+    rounding the product made is broken by Dekker's exact error of the product."""
+    prod = b * k
+    r = (prod + 4503599627370496.0) - 4503599627370496.0  # to an integer, half to even
+    c = 134217729.0 * b  # 2^27 + 1
+    bh = c - (c - b)
+    bl = b - bh
+    d = 134217729.0 * k
+    kh = d - (d - k)
+    kl = k - kh
+    err = ((bh * kh - prod) + bh * kl + bl * kh) + bl * kl
+    tie = abs(prod - r) == 0.5
+    return (prod + 0.5 if err > 0.0 else (prod - 0.5 if err < 0.0 else r)) if tie else r
 
 
 def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
