@@ -123,7 +123,7 @@ def rmsprop_step(param, grad, sq_avg, lr, rho, eps, eps_inside_sqrt, weight_deca
         param[i] = p - lr_ * g / denom
 
 
-# Values a block, whose subnormal moments are looked for first (fastnn_simd.h's
+# Values a block, whose m is looked over for a subnormal first (fastnn_simd.h's
 # FNN_STILL_BLOCK). The blocks' loops index with unsigned integers: a signed start
 # makes Numba test every index for wraparound, which stops the loops vectorising.
 STILL_BLOCK = 256
@@ -163,23 +163,23 @@ def _adam(
     n = param.size
     for i0 in range(0, n, STILL_BLOCK):
         i1 = min(n, i0 + STILL_BLOCK)
-        if _subnormal_count(m, tiny_, i0, i1) == 0:
+        if not _has_subnormal(m, tiny_, i0, i1):
             _adam_block(param, grad, m, v, hyper, decay, shrink, i0, i1)
         else:
             _adam_still(param, grad, m, v, hyper, decay, shrink, i0, i1, pmin, tiny_, frac, sign)
 
 
 @jit
-def _subnormal_count(m, tiny, i0, i1):
-    """Subnormal values of m in [i0, i1) (comparisons: no assist). v is not looked at:
+def _has_subnormal(m, tiny, i0, i1):
+    """Whether m has a subnormal value in [i0, i1) (comparisons: no assist). v is not looked at:
     it decays 100 times slower than m, so a subnormal v comes after a subnormal m
     (either loop gives the same bits; only the time differs)."""
-    count = 0
+    found = False
     for j in range(i1 - i0):
         i = np.uint64(i0) + np.uint64(j)
         mi = m[i]
-        count += (mi != 0) & (abs(mi) < tiny)
-    return count
+        found |= (mi != 0) & (abs(mi) < tiny)
+    return found
 
 
 @jit
