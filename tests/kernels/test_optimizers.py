@@ -157,9 +157,10 @@ def test_optimizer_layouts(name, dtype, opt, layout):
     )
 
 
-def _subnormal_case(rng, dtype, n=640):
-    """Adam moments decayed into the subnormal range by gradients that stay 0, among
-    every neighbour a lane can have (docs/spec.md §5, "Subnormal moments")."""
+def _subnormal_case(opt, rng, dtype, n=640):
+    """State decayed into the subnormal range by gradients that stay 0 (Adam's m and v,
+    a velocity), among every neighbour a lane can have (docs/spec.md §5, "Subnormal
+    moments")."""
     fi = np.finfo(dtype)
     sub, tiny = float(fi.smallest_subnormal), float(fi.tiny)
     ks = [1, 2, 3, 4, 5, 7, 9, 499, 500, 501, 1000, 2**20 + 3]
@@ -186,22 +187,31 @@ def _subnormal_case(rng, dtype, n=640):
     param[-64:] = np.repeat(np.array([0.5, -1.5, 1e-30, -1e-20], dtype), 16)
     for g in grads:
         g[-64:] = np.resize(np.repeat(np.array([-0.0, 0.0], dtype), 8), 64)
-    return param, grads, {"m": m, "v": v}
+    return param, grads, dict(zip(OPTIMIZERS[opt], (m, v)))
 
 
-@pytest.mark.parametrize(
-    "hyper",
-    [{}, {"weight_decay": 0.0}, {"lr": 0.5, "eps": 1e-30}, {"lr": 0.0}, {"eps": 1e-38}],
-    ids=["defaults", "no_decay", "big_step", "lr0", "tiny_eps"],
-)
-@pytest.mark.parametrize("opt", ["adam_step", "adamw_step"])
+_ADAM_HYPER = [{}, {"weight_decay": 0.0}, {"lr": 0.5, "eps": 1e-30}, {"lr": 0.0}, {"eps": 1e-38}]
+_MOMENTUM_HYPER = [{}, {"weight_decay": 0.0}, {"lr": 1e30}, {"lr": 0.0}, {"momentum": 0.5}]
+STILL_CASES = [
+    (opt, hyper)
+    for opt, hypers in [
+        ("adam_step", _ADAM_HYPER),
+        ("adamw_step", _ADAM_HYPER),
+        ("momentum_step", _MOMENTUM_HYPER),
+        ("nesterov_step", _MOMENTUM_HYPER),
+    ]
+    for hyper in hypers
+]
+
+
+@pytest.mark.parametrize("opt, hyper", STILL_CASES, ids=[f"{o}-{h}" for o, h in STILL_CASES])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", COMPILED)
-def test_adam_with_subnormal_moments(name, dtype, opt, hyper):
-    """The compiled kernels keep subnormal moments out of their arithmetic (a microcode
+def test_subnormal_state(name, dtype, opt, hyper):
+    """The compiled kernels keep subnormal states out of their arithmetic (a microcode
     assist per instruction on Intel cores) and still give the reference's bits."""
     rng = np.random.default_rng(7)
-    param, grads, state = _subnormal_case(rng, np.dtype(dtype).type)
+    param, grads, state = _subnormal_case(opt, rng, np.dtype(dtype).type)
     with quiet_reference():  # NaN and infinite parameters among the lanes
         run_steps(
             name,

@@ -853,3 +853,57 @@ else:
     def erfc_f64(x):
         """SciPy's erfc(x) (pure-Python mode)."""
         return float(_special.erfc(x))
+
+
+@jit_inline
+def scaled_count(k, b):
+    """rint(b k), half to even, exactly, for 0 <= k < 2^52 and 0 <= b <= 1: a tie that
+    rounding the product made is broken by Dekker's exact error of the product."""
+    prod = b * k
+    r = (prod + 4503599627370496.0) - 4503599627370496.0  # to an integer, half to even
+    c = 134217729.0 * b  # 2^27 + 1
+    bh = c - (c - b)
+    bl = b - bh
+    d = 134217729.0 * k
+    kh = d - (d - k)
+    kl = k - kh
+    err = ((bh * kh - prod) + bh * kl + bl * kh) + bl * kl
+    tie = abs(prod - r) == 0.5
+    return (prod + 0.5 if err > 0.0 else (prod - 0.5 if err < 0.0 else r)) if tie else r
+
+
+def still_decay(x, b, z):
+    """``fl(b x) + z`` for a float32/float64 scalar ``x`` zero or subnormal, ``0 <= b <=
+    1`` and ``z`` = +-0 (what a zero gradient adds), with no subnormal arithmetic:
+    ``x = +-k 2^emin``, so ``fl(b x) = +-rint(b k) 2^emin``, and a result of 0 takes
+    IEEE's sign of ``+-0 + z`` (docs/spec.md §5, "Subnormal moments")."""
+    f32 = x.dtype == np.float32
+    ut = np.uint32 if f32 else np.uint64
+    sign, frac = ut(1 << (31 if f32 else 63)), ut((1 << (23 if f32 else 52)) - 1)
+    xb, zb = as_bits(x), as_bits(z)
+    r = ut(scaled_count(float(xb & frac), float(b)))
+    return of_bits(ut(r | (xb & sign)) if r != 0 else ut(xb & zb & sign))
+
+
+@overload(still_decay)
+def _still_decay_overload(x, b, z):
+    f32 = x == types.float32
+    ut = np.uint32 if f32 else np.uint64
+    sign, frac = ut(1 << (31 if f32 else 63)), ut((1 << (23 if f32 else 52)) - 1)
+
+    def impl(x, b, z):
+        xb, zb = as_bits(x), as_bits(z)
+        r = ut(scaled_count(float(xb & frac), float(b)))
+        return of_bits(ut(r | (xb & sign)) if r != 0 else ut(xb & zb & sign))
+
+    return impl
+
+
+@jit_inline
+def still_pmin(x, bound):
+    """The smallest |p| that a step of at most ``bound`` cannot move, in ``x``'s dtype:
+    ``p - d == p`` when ``|d| <= bound`` is below half the spacing of the floats next to
+    ``p`` (``>= |p| 2^-(MANT + 2)``); infinity when no such bound is known."""
+    frac, tiny = float_fields(x)[2], float_fields(x)[4]
+    big = bound * 8.0 * (float(frac) + 1.0)
+    return cast_like(x, max(big, tiny)) if big < 1e300 else cast_like(x, np.inf)

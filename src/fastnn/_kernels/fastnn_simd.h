@@ -57,21 +57,51 @@
         }                                                                              \
     }
 
-/* v = beta v + keep g; param -= lr v (momentum) or lr (g + beta v) (nesterov). */
-#define FNN_MOMENTUM(T, S)                                                             \
+/* v = beta v + keep g; param -= lr v (momentum) or lr (g + beta v) (nesterov).
+ * Blocks whose velocity holds a subnormal: still lanes (g == 0, v zero or subnormal,
+ * |p| above the bound of a step of lr 2^emin_normal) as in Adam below. */
+#define FNN_MOMENTUM(T, S, U, MANT, TINY)                                              \
     FNN_CLONES FNN_UNUSED static void fnn_momentum_##S(                                \
         T *param, const T *grad, T *velocity, ptrdiff_t n, T lr, T beta, T keep, T wd, \
         int decay, int nesterov)                                                       \
     {                                                                                  \
-        for (ptrdiff_t i = 0; i < n; i++) {                                            \
-            T g = grad[i];                                                             \
-            if (decay) g = g + wd * param[i];                                          \
-            T v = beta * velocity[i] + keep * g;                                       \
-            velocity[i] = v;                                                           \
-            if (nesterov)                                                              \
-                param[i] = param[i] - lr * (g + beta * v);                             \
-            else                                                                       \
-                param[i] = param[i] - lr * v;                                          \
+        const U mag = ~((U)1 << (sizeof(U) * 8 - 1)), normal = (U)1 << MANT;          \
+        const U frac = normal - 1;                                                     \
+        T pmin = INFINITY;                                                             \
+        if (beta >= 0 && beta <= 1 && keep >= 0)                                       \
+            pmin = fnn_still_pmin_##S(2.0 * fabs((double)lr) * TINY);                  \
+        for (ptrdiff_t i0 = 0; i0 < n; i0 += FNN_STILL_BLOCK) {                        \
+            ptrdiff_t i1 = n - i0 < FNN_STILL_BLOCK ? n : i0 + FNN_STILL_BLOCK;        \
+            int any = 0;                                                               \
+            for (ptrdiff_t i = i0; i < i1; i++) {                                      \
+                U vb;                                                                  \
+                memcpy(&vb, &velocity[i], sizeof(U));                                  \
+                any |= (vb & mag) - 1 < frac;                                          \
+            }                                                                          \
+            for (ptrdiff_t i = i0; i < i1 && !any; i++) {                              \
+                T g = grad[i];                                                         \
+                if (decay) g = g + wd * param[i];                                      \
+                T v = beta * velocity[i] + keep * g;                                   \
+                velocity[i] = v;                                                       \
+                if (nesterov)                                                          \
+                    param[i] = param[i] - lr * (g + beta * v);                         \
+                else                                                                   \
+                    param[i] = param[i] - lr * v;                                      \
+            }                                                                          \
+            for (ptrdiff_t i = i0; i < i1 && any; i++) {                               \
+                T p = param[i];                                                        \
+                T g = grad[i];                                                         \
+                if (decay) g = g + wd * p;                                             \
+                U vb;                                                                  \
+                memcpy(&vb, &velocity[i], sizeof(U));                                  \
+                int still = g == 0 && (vb & mag) < normal && (p > pmin || p < -pmin);  \
+                T v_in = still ? (T)0 : velocity[i];                                   \
+                T v = beta * v_in + keep * g;                                          \
+                T upd = nesterov ? p - lr * (g + beta * v) : p - lr * v;               \
+                T vt = fnn_still_decay_##S(velocity[i], beta, g); /* keep g: g's 0 */  \
+                velocity[i] = still ? vt : v;                                          \
+                param[i] = still ? p : upd;                                            \
+            }                                                                          \
         }                                                                              \
     }
 
@@ -135,6 +165,32 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
     return tie;
 }
 
+/* fl(b x) + z for x zero or subnormal, 0 <= b <= 1 and z = +-0 (the term a zero
+ * gradient adds), by integer rounding: never a subnormal operation. */
+#define FNN_STILL_DECAY(T, S, U, MANT)                                                 \
+    FNN_UNUSED static inline T fnn_still_decay_##S(T x, T b, T z)                      \
+    {                                                                                  \
+        const U sign = (U)1 << (sizeof(U) * 8 - 1), frac = ((U)1 << MANT) - 1;         \
+        U xb, zb, r;                                                                   \
+        T out;                                                                         \
+        memcpy(&xb, &x, sizeof(U));                                                    \
+        memcpy(&zb, &z, sizeof(U));                                                    \
+        r = (U)fnn_scaled_count_##S((double)(xb & frac), (double)b);                   \
+        r = r ? r | (xb & sign) : (xb & zb & sign);                                    \
+        memcpy(&out, &r, sizeof(U));                                                   \
+        return out;                                                                    \
+    }
+
+/* The smallest |p| that a step of at most `bound` cannot move (p - d == p for
+ * |d| <= bound, below half the spacing of the floats next to p, >= |p| 2^-(MANT + 2));
+ * infinity when no such bound is known. */
+#define FNN_STILL_PMIN(T, S, MANT, TINY)                                               \
+    FNN_UNUSED static inline T fnn_still_pmin_##S(double bound)                        \
+    {                                                                                  \
+        double big = bound * ldexp(1.0, MANT + 3);                                     \
+        return big < 1e300 ? (T)fmax(big, TINY) : (T)INFINITY;                         \
+    }
+
 /* Adam: m = b1 m + rest1 g; v = b2 v + rest2 g^2;
  * param -= lr (m / corr1) / (sqrt(v / corr2) + eps). decay adds wd param to g (L2);
  * decoupled (AdamW) first takes p = param - shrink param and uses p from then on.
@@ -146,13 +202,11 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
         T rest2, T corr1, T corr2, T eps, T wd, T shrink, int decay, int decoupled)    \
     {                                                                                  \
         const U mag = ~((U)1 << (sizeof(U) * 8 - 1)), normal = (U)1 << MANT;          \
-        const U sign = ~mag, frac = normal - 1;                                        \
-        double big = 2.0 * fabs((double)lr) * TINY / ((double)corr1 * (double)eps)     \
-                     * ldexp(1.0, MANT + 3);                                           \
-        T pmin = INFINITY;                                                             \
-        if (eps > 0 && corr1 > 0 && b1 >= 0 && b1 <= 1 && b2 >= 0 && b2 <= 1          \
-            && big < 1e300)                                                            \
-            pmin = (T)fmax(big, TINY);                                                 \
+        const U frac = normal - 1;                                                     \
+        T pmin = INFINITY; /* |update| <= 2 lr TINY / (corr1 eps) in a still lane */   \
+        if (eps > 0 && corr1 > 0 && b1 >= 0 && b1 <= 1 && b2 >= 0 && b2 <= 1)         \
+            pmin = fnn_still_pmin_##S(2.0 * fabs((double)lr) * TINY                    \
+                                      / ((double)corr1 * (double)eps));                \
         for (ptrdiff_t i0 = 0; i0 < n; i0 += FNN_STILL_BLOCK) {                        \
             ptrdiff_t i1 = n - i0 < FNN_STILL_BLOCK ? n : i0 + FNN_STILL_BLOCK;        \
             int any = 0;                                                               \
@@ -180,11 +234,9 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
                 if (decoupled) p = p - shrink * p;                                     \
                 T g = grad[i];                                                         \
                 if (decay) g = g + wd * p;                                             \
-                U mb, vb, gb, mo, vo;                                                  \
-                T mt, vt;                                                              \
+                U mb, vb;                                                              \
                 memcpy(&mb, &m[i], sizeof(U));                                         \
                 memcpy(&vb, &v[i], sizeof(U));                                         \
-                memcpy(&gb, &g, sizeof(U));                                            \
                 int v_sub = (vb & mag) - 1 < frac;                                     \
                 int still = g == 0 && (mb & mag) < normal && v[i] >= 0                 \
                             && (p > pmin || p < -pmin);                                \
@@ -195,13 +247,9 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
                 T mi = b1 * m_in + rest1 * g;                                          \
                 T vi = b2 * v_in + rest2 * (g * g);                                    \
                 T upd = p - lr * (mi / corr1) / (SQRT(vi / corr2) + eps);              \
-                /* fl(b1 m) + (+-0), with the zero's sign rule when it rounds to 0 */  \
-                mo = (U)fnn_scaled_count_##S((double)(mb & frac), (double)b1);         \
-                mo = mo ? mo | (mb & sign) : (mb & gb & sign);                         \
-                vo = (U)fnn_scaled_count_##S((double)(vb & frac), (double)b2);         \
-                vo = vo ? vo | (vb & sign) : 0;                                        \
-                memcpy(&mt, &mo, sizeof(U));                                           \
-                memcpy(&vt, &vo, sizeof(U));                                           \
+                /* rest1 g is g's zero; rest2 g^2 is +0 */                             \
+                T mt = fnn_still_decay_##S(m[i], b1, g);                               \
+                T vt = fnn_still_decay_##S(v[i], b2, (T)0);                            \
                 m[i] = still ? mt : mi;                                                \
                 v[i] = still && v_sub ? vt : vi;                                       \
                 param[i] = still ? p : upd;                                            \
@@ -577,7 +625,9 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
 
 #define FNN_ALL(T, S, SQRT, U, MANT, TINY)                                                          \
     FNN_SGD(T, S)                                                                      \
-    FNN_MOMENTUM(T, S)                                                                 \
+    FNN_STILL_DECAY(T, S, U, MANT)                                                     \
+    FNN_STILL_PMIN(T, S, MANT, TINY)                                                   \
+    FNN_MOMENTUM(T, S, U, MANT, TINY)                                                  \
     FNN_ADAPTIVE(T, S, SQRT)                                                           \
     FNN_ADAM(T, S, SQRT, U, MANT, TINY)                                                \
     FNN_SCALE(T, S)                                                                    \

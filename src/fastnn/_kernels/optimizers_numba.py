@@ -17,17 +17,17 @@ import numpy as np
 from . import codes
 from ._numba_common import (
     PW_BLOCK,
-    as_bits,
     cast_like,
     float_fields,
     jit,
     jit_inline,
     lane_squares,
     lanes_total,
-    of_bits,
     pairwise_combine,
     pairwise_descend,
     pairwise_stack,
+    still_decay,
+    still_pmin,
 )
 
 __all__ = [
@@ -60,33 +60,71 @@ def sgd_step(param, grad, lr, weight_decay):
 @jit
 def momentum_step(param, grad, velocity, lr, momentum, dampening, weight_decay):
     """v = beta v + (1 - d) g; theta -= lr v."""
-    lr_ = cast_like(param, lr)
-    beta = cast_like(param, momentum)
-    keep = cast_like(param, 1.0 - dampening)
-    wd = cast_like(param, weight_decay)
-    decay = weight_decay != 0
-    for i in range(param.size):
-        p = param[i]
-        g = grad[i] + wd * p if decay else grad[i]
-        v = beta * velocity[i] + keep * g
-        velocity[i] = v
-        param[i] = p - lr_ * v
+    _momentum(param, grad, velocity, lr, momentum, dampening, weight_decay, False)
 
 
 @jit
 def nesterov_step(param, grad, velocity, lr, momentum, dampening, weight_decay):
     """v = beta v + (1 - d) g; theta -= lr (g + beta v)."""
+    _momentum(param, grad, velocity, lr, momentum, dampening, weight_decay, True)
+
+
+@jit
+def _momentum(param, grad, velocity, lr, momentum, dampening, weight_decay, nesterov):
+    """Momentum or Nesterov; blocks whose velocity holds a subnormal run
+    ``_momentum_still`` (the same bits, as ``_adam_still``)."""
     lr_ = cast_like(param, lr)
     beta = cast_like(param, momentum)
     keep = cast_like(param, 1.0 - dampening)
     wd = cast_like(param, weight_decay)
     decay = weight_decay != 0
-    for i in range(param.size):
+    hyper = (lr_, beta, keep, wd)
+    mag, normal, frac, sign, tiny = float_fields(param)
+    pmin = cast_like(param, np.inf)
+    if 0 <= beta <= 1 and keep >= 0:  # |update| <= 2 lr tiny in a still lane
+        pmin = still_pmin(param, 2.0 * abs(float(lr_)) * tiny)
+    tiny_ = cast_like(param, tiny)
+    n = param.size
+    for i0 in range(0, n, STILL_BLOCK):
+        i1 = min(n, i0 + STILL_BLOCK)
+        if not _has_subnormal(velocity, tiny_, i0, i1):
+            _momentum_block(param, grad, velocity, hyper, decay, nesterov, i0, i1)
+        else:
+            _momentum_still(param, grad, velocity, hyper, decay, nesterov, i0, i1, pmin, tiny_)
+
+
+@jit
+def _momentum_block(param, grad, velocity, hyper, decay, nesterov, i0, i1):
+    """Momentum or Nesterov on [i0, i1)."""
+    lr_, beta, keep, wd = hyper
+    for j in range(i1 - i0):
+        i = np.uint64(i0) + np.uint64(j)
         p = param[i]
         g = grad[i] + wd * p if decay else grad[i]
         v = beta * velocity[i] + keep * g
         velocity[i] = v
-        param[i] = p - lr_ * (g + beta * v)
+        if nesterov:
+            param[i] = p - lr_ * (g + beta * v)
+        else:
+            param[i] = p - lr_ * v
+
+
+@jit
+def _momentum_still(param, grad, velocity, hyper, decay, nesterov, i0, i1, pmin, tiny):
+    """Momentum or Nesterov on [i0, i1), the still lanes (g == 0, v zero or subnormal,
+    |p| > pmin) without subnormal arithmetic (selects only)."""
+    lr_, beta, keep, wd = hyper
+    zero = cast_like(param, 0.0)
+    for j in range(i1 - i0):
+        i = np.uint64(i0) + np.uint64(j)
+        p = param[i]
+        g = grad[i] + wd * p if decay else grad[i]
+        vv = velocity[i]
+        still = (g == 0) & (abs(vv) < tiny) & ((p > pmin) | (p < -pmin))
+        v = beta * (zero if still else vv) + keep * g
+        upd = p - lr_ * (g + beta * v) if nesterov else p - lr_ * v
+        velocity[i] = still_decay(vv, beta, g) if still else v  # keep g: g's zero
+        param[i] = p if still else upd
 
 
 @jit
@@ -153,12 +191,10 @@ def _adam(
     shrink = weight_decay != 0 and decoupled
     hyper = (lr_, b1, k1, b2, k2, c1, c2, eps_, wd, lr_wd)
     mag, normal, frac, sign, tiny = float_fields(param)
-    # |update| of a still lane <= 2 lr tiny / (c1 eps), below half the spacing of the
-    # floats next to p (>= |p| 2^-(MANT + 2)) when |p| > pmin: p - update == p
-    big = 2.0 * abs(float(lr_)) * tiny / (float(c1) * float(eps_)) * 8.0 * (float(frac) + 1.0)
     pmin = cast_like(param, np.inf)
-    if eps_ > 0 and c1 > 0 and 0 <= b1 <= 1 and 0 <= b2 <= 1 and big < 1e300:
-        pmin = cast_like(param, max(big, tiny))
+    if eps_ > 0 and c1 > 0 and 0 <= b1 <= 1 and 0 <= b2 <= 1:
+        # |update| <= 2 lr tiny / (c1 eps) in a still lane
+        pmin = still_pmin(param, 2.0 * abs(float(lr_)) * tiny / (float(c1) * float(eps_)))
     tiny_ = cast_like(param, tiny)
     n = param.size
     for i0 in range(0, n, STILL_BLOCK):
@@ -166,7 +202,7 @@ def _adam(
         if not _has_subnormal(m, tiny_, i0, i1):
             _adam_block(param, grad, m, v, hyper, decay, shrink, i0, i1)
         else:
-            _adam_still(param, grad, m, v, hyper, decay, shrink, i0, i1, pmin, tiny_, frac, sign)
+            _adam_still(param, grad, m, v, hyper, decay, shrink, i0, i1, pmin, tiny_)
 
 
 @jit
@@ -200,14 +236,12 @@ def _adam_block(param, grad, m, v, hyper, decay, shrink, i0, i1):
 
 
 @jit
-def _adam_still(param, grad, m, v, hyper, decay, shrink, i0, i1, pmin, tiny, frac, sign):
+def _adam_still(param, grad, m, v, hyper, decay, shrink, i0, i1, pmin, tiny):
     """Adam on [i0, i1) where the still lanes (g == 0, m zero or subnormal, v >= 0,
-    |p| > pmin) never enter the arithmetic: their m (and a subnormal v) by integer
-    rounding, fl(b1 m) = +-rint(b1 k) 2^emin for m = +-k 2^emin; the +-0 that rest1 g
-    adds decides a zero's sign; p stays. Selects, no branch: the loop vectorises."""
+    |p| > pmin) never enter the arithmetic: their m (and a subnormal v) by
+    ``still_decay``, p kept. Selects, no branch: the loop vectorises."""
     lr_, b1, k1, b2, k2, c1, c2, eps_, wd, lr_wd = hyper
     zero = cast_like(param, 0.0)
-    b1d, b2d = float(b1), float(b2)
     for j in range(i1 - i0):
         i = np.uint64(i0) + np.uint64(j)
         p = param[i]
@@ -216,39 +250,14 @@ def _adam_still(param, grad, m, v, hyper, decay, shrink, i0, i1, pmin, tiny, fra
         g = grad[i] + wd * p if decay else grad[i]
         mv, vv = m[i], v[i]
         v_sub = (vv != 0) & (vv < tiny)
-        still = (g == 0) & (mv < tiny) & (mv > -tiny) & (vv >= 0) & ((p > pmin) | (p < -pmin))
-        m_in = zero if still else mv
-        v_in = zero if still & v_sub else vv
-        mi = b1 * m_in + k1 * g
-        vi = b2 * v_in + k2 * (g * g)
+        still = (g == 0) & (abs(mv) < tiny) & (vv >= 0) & ((p > pmin) | (p < -pmin))
+        mi = b1 * (zero if still else mv) + k1 * g
+        vi = b2 * (zero if still & v_sub else vv) + k2 * (g * g)
         upd = p - lr_ * (mi / c1) / (np.sqrt(vi / c2) + eps_)
-        mb, vb = as_bits(mv), as_bits(vv)
-        mo = cast_like(frac, _scaled_count(float(mb & frac), b1d))
-        neg_zero = ((mb & sign) != 0) & (math.copysign(1.0, g) < 0)
-        mo = mo | (mb & sign) if mo != 0 else (sign if neg_zero else mo)
-        vo = cast_like(frac, _scaled_count(float(vb & frac), b2d))
-        vo = vo | (vb & sign) if vo != 0 else vo
-        # (Numba widens integer operations to 64 bits: back to the dtype's width)
-        m[i] = of_bits(cast_like(frac, mo)) if still else mi
-        v[i] = of_bits(cast_like(frac, vo)) if still & v_sub else vi
+        # rest1 g adds g's zero, rest2 g^2 +0
+        m[i] = still_decay(mv, b1, g) if still else mi
+        v[i] = still_decay(vv, b2, zero) if still & v_sub else vi
         param[i] = p if still else upd
-
-
-@jit_inline
-def _scaled_count(k, b):
-    """rint(b k), half to even, exactly, for 0 <= k < 2^52 and 0 <= b <= 1: a tie that
-    rounding the product made is broken by Dekker's exact error of the product."""
-    prod = b * k
-    r = (prod + 4503599627370496.0) - 4503599627370496.0  # to an integer, half to even
-    c = 134217729.0 * b  # 2^27 + 1
-    bh = c - (c - b)
-    bl = b - bh
-    d = 134217729.0 * k
-    kh = d - (d - k)
-    kl = k - kh
-    err = ((bh * kh - prod) + bh * kl + bl * kh) + bl * kl
-    tie = abs(prod - r) == 0.5
-    return (prod + 0.5 if err > 0.0 else (prod - 0.5 if err < 0.0 else r)) if tie else r
 
 
 def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
