@@ -157,7 +157,7 @@ def test_optimizer_layouts(name, dtype, opt, layout):
     )
 
 
-def _subnormal_case(opt, rng, dtype, n=640):
+def _subnormal_case(opt, rng, dtype, n=1024):
     """State decayed into the subnormal range by gradients that stay 0 (Adam's m and v,
     a velocity), among every neighbour a lane can have (docs/spec.md §5, "Subnormal
     moments")."""
@@ -166,19 +166,20 @@ def _subnormal_case(opt, rng, dtype, n=640):
     ks = [1, 2, 3, 4, 5, 7, 9, 499, 500, 501, 1000, 2**20 + 3]
     ms = [0.0, -0.0, tiny - sub, -(tiny - sub), tiny, 1e-3, -2e-4]
     ms += [k * sub for k in ks] + [-k * sub for k in ks]
-    vs = [0.0, -0.0, -sub, tiny - sub, tiny, 1e-8, 1e-20, 1.0] + [k * sub for k in ks]
+    vs = [0.0, -0.0, -sub, tiny - sub, tiny, 1e-8, 1e-20, 1.0, np.inf, np.nan]
+    vs += [k * sub for k in ks]
     ps = [0.5, -1.5, 3.0, 1e-20, -1e-20, 1e-30, 1e-36, tiny, sub, 0.0, -0.0]
     ps += [np.inf, -np.inf, np.nan]
     gs = [0.0] * 12 + [-0.0] * 4 + [sub, -sub, 1e-3, -1e-3]
 
     def draw(values, size=n):
         out = rng.choice(np.array(values, np.float64), size).astype(dtype)
-        out[: n // 4] = 0.25  # a block with nothing subnormal
+        out[:256] = 0.25  # a block (of 256, both kernels') with nothing subnormal
         return out
 
     m, v = draw(ms), draw(vs)
     stuck = rng.random(n) < 0.5  # the smallest subnormals, which 0.9 m keeps for good
-    stuck[: n // 4] = False
+    stuck[:256] = False
     m[stuck] = (rng.integers(1, 9, stuck.sum()) * sub).astype(dtype)
     param, grads = draw(ps), [draw(gs) for _ in range(4)]
     # the last block: every small m with gradients +-0 (the zeros' sign rule), beside
@@ -190,8 +191,12 @@ def _subnormal_case(opt, rng, dtype, n=640):
     return param, grads, dict(zip(OPTIMIZERS[opt], (m, v)))
 
 
-_ADAM_HYPER = [{}, {"weight_decay": 0.0}, {"lr": 0.5, "eps": 1e-30}, {"lr": 0.0}, {"eps": 1e-38}]
-_MOMENTUM_HYPER = [{}, {"weight_decay": 0.0}, {"lr": 1e30}, {"lr": 0.0}, {"momentum": 0.5}]
+# (weight decay 0 in all but the first: an L2 term leaves no gradient exactly 0)
+_ADAM_HYPER = [{}, {}, {"lr": 0.5, "eps": 1e-30}, {"lr": 0.0}, {"eps": 1e-38}]
+_ADAM_HYPER += [{"beta1": 0.0}, {"beta1": -0.0}, {"beta2": 0.0}, {"beta2": -0.0}]
+_MOMENTUM_HYPER = [{}, {}, {"lr": 1e30}, {"lr": 0.0}, {"momentum": 0.5}, {"momentum": -0.0}]
+_ADAM_HYPER[1:] = [{"weight_decay": 0.0, **h} for h in _ADAM_HYPER[1:]]
+_MOMENTUM_HYPER[1:] = [{"weight_decay": 0.0, **h} for h in _MOMENTUM_HYPER[1:]]
 STILL_CASES = [
     (opt, hyper)
     for opt, hypers in [

@@ -68,7 +68,8 @@
         const U mag = ~((U)1 << (sizeof(U) * 8 - 1)), normal = (U)1 << MANT;          \
         const U frac = normal - 1;                                                     \
         T pmin = INFINITY;                                                             \
-        if (beta >= 0 && beta <= 1 && keep >= 0)                                       \
+        /* +0 <= beta <= 1 and keep >= +0: fl(beta v) + keep g has v's and g's signs */ \
+        if (!signbit(beta) && beta <= 1 && !signbit(keep) && keep >= 0)                \
             pmin = fnn_still_pmin_##S(2.0 * fabs((double)lr) * TINY);                  \
         for (ptrdiff_t i0 = 0; i0 < n; i0 += FNN_STILL_BLOCK) {                        \
             ptrdiff_t i1 = n - i0 < FNN_STILL_BLOCK ? n : i0 + FNN_STILL_BLOCK;        \
@@ -204,7 +205,8 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
         const U mag = ~((U)1 << (sizeof(U) * 8 - 1)), normal = (U)1 << MANT;          \
         const U frac = normal - 1;                                                     \
         T pmin = INFINITY; /* |update| <= 2 lr TINY / (corr1 eps) in a still lane */   \
-        if (eps > 0 && corr1 > 0 && b1 >= 0 && b1 <= 1 && b2 >= 0 && b2 <= 1)         \
+        if (eps > 0 && corr1 > 0 && corr2 > 0 && !signbit(b1) && b1 <= 1              \
+            && !signbit(b2) && b2 <= 1)                                                \
             pmin = fnn_still_pmin_##S(2.0 * fabs((double)lr) * TINY                    \
                                       / ((double)corr1 * (double)eps));                \
         for (ptrdiff_t i0 = 0; i0 < n; i0 += FNN_STILL_BLOCK) {                        \
@@ -239,6 +241,7 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
                 memcpy(&vb, &v[i], sizeof(U));                                         \
                 int v_sub = (vb & mag) - 1 < frac;                                     \
                 int still = g == 0 && (mb & mag) < normal && v[i] >= 0                 \
+                            && v[i] < (T)INFINITY /* b2 inf is NaN */                  \
                             && (p > pmin || p < -pmin);                                \
                 /* the arithmetic never sees a still lane's subnormals (selects and    \
                  * integer operations only: no branch, so the loop vectorises) */      \

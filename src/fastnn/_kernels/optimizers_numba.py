@@ -81,7 +81,9 @@ def _momentum(param, grad, velocity, lr, momentum, dampening, weight_decay, nest
     hyper = (lr_, beta, keep, wd)
     mag, normal, frac, sign, tiny = float_fields(param)
     pmin = cast_like(param, np.inf)
-    if 0 <= beta <= 1 and keep >= 0:  # |update| <= 2 lr tiny in a still lane
+    # +0 <= beta <= 1 and keep >= +0 (fl(beta v) + keep g has v's and g's signs);
+    # |update| <= 2 lr tiny in a still lane
+    if math.copysign(1.0, beta) > 0 and beta <= 1 and math.copysign(1.0, keep) > 0:
         pmin = still_pmin(param, 2.0 * abs(float(lr_)) * tiny)
     tiny_ = cast_like(param, tiny)
     n = param.size
@@ -192,9 +194,11 @@ def _adam(
     hyper = (lr_, b1, k1, b2, k2, c1, c2, eps_, wd, lr_wd)
     mag, normal, frac, sign, tiny = float_fields(param)
     pmin = cast_like(param, np.inf)
-    if eps_ > 0 and c1 > 0 and 0 <= b1 <= 1 and 0 <= b2 <= 1:
+    den = float(c1) * float(eps_)  # (may underflow to 0: no bound then)
+    signs = math.copysign(1.0, b1) > 0 and math.copysign(1.0, b2) > 0
+    if den > 0 and c2 > 0 and signs and b1 <= 1 and b2 <= 1:
         # |update| <= 2 lr tiny / (c1 eps) in a still lane
-        pmin = still_pmin(param, 2.0 * abs(float(lr_)) * tiny / (float(c1) * float(eps_)))
+        pmin = still_pmin(param, 2.0 * abs(float(lr_)) * tiny / den)
     tiny_ = cast_like(param, tiny)
     n = param.size
     for i0 in range(0, n, STILL_BLOCK):
@@ -250,7 +254,8 @@ def _adam_still(param, grad, m, v, hyper, decay, shrink, i0, i1, pmin, tiny):
         g = grad[i] + wd * p if decay else grad[i]
         mv, vv = m[i], v[i]
         v_sub = (vv != 0) & (vv < tiny)
-        still = (g == 0) & (abs(mv) < tiny) & (vv >= 0) & ((p > pmin) | (p < -pmin))
+        still = (g == 0) & (abs(mv) < tiny) & (vv >= 0) & (vv < np.inf)  # b2 inf: NaN
+        still &= (p > pmin) | (p < -pmin)
         mi = b1 * (zero if still else mv) + k1 * g
         vi = b2 * (zero if still & v_sub else vv) + k2 * (g * g)
         upd = p - lr_ * (mi / c1) / (np.sqrt(vi / c2) + eps_)
