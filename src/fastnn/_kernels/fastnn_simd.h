@@ -66,19 +66,13 @@
         int decay, int nesterov)                                                       \
     {                                                                                  \
         const U mag = ~((U)1 << (sizeof(U) * 8 - 1)), normal = (U)1 << MANT;          \
-        const U frac = normal - 1;                                                     \
         T pmin = INFINITY;                                                             \
         /* +0 <= beta <= 1 and keep >= +0: fl(beta v) + keep g has v's and g's signs */ \
         if (!signbit(beta) && beta <= 1 && !signbit(keep) && keep >= 0)                \
             pmin = fnn_still_pmin_##S(2.0 * fabs((double)lr) * TINY);                  \
         for (ptrdiff_t i0 = 0; i0 < n; i0 += FNN_STILL_BLOCK) {                        \
             ptrdiff_t i1 = n - i0 < FNN_STILL_BLOCK ? n : i0 + FNN_STILL_BLOCK;        \
-            int any = 0;                                                               \
-            for (ptrdiff_t i = i0; i < i1; i++) {                                      \
-                U vb;                                                                  \
-                memcpy(&vb, &velocity[i], sizeof(U));                                  \
-                any |= (vb & mag) - 1 < frac;                                          \
-            }                                                                          \
+            int any = fnn_any_subnormal_##S(velocity, i0, i1);                        \
             for (ptrdiff_t i = i0; i < i1 && !any; i++) {                              \
                 T g = grad[i];                                                         \
                 if (decay) g = g + wd * param[i];                                      \
@@ -182,6 +176,21 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
         return out;                                                                    \
     }
 
+/* Whether x[i0 .. i1) holds a subnormal (integer tests on the bits: no assist). */
+#define FNN_ANY_SUBNORMAL(T, S, U, MANT)                                               \
+    FNN_UNUSED static inline int fnn_any_subnormal_##S(const T *x, ptrdiff_t i0,       \
+                                                       ptrdiff_t i1)                   \
+    {                                                                                  \
+        const U mag = ~((U)1 << (sizeof(U) * 8 - 1)), frac = ((U)1 << MANT) - 1;      \
+        int any = 0;                                                                   \
+        for (ptrdiff_t i = i0; i < i1; i++) {                                          \
+            U b;                                                                       \
+            memcpy(&b, &x[i], sizeof(U));                                              \
+            any |= (b & mag) - 1 < frac;                                               \
+        }                                                                              \
+        return any;                                                                    \
+    }
+
 /* The smallest |p| that a step of at most `bound` cannot move (p - d == p for
  * |d| <= bound, below half the spacing of the floats next to p, >= |p| 2^-(MANT + 2));
  * infinity when no such bound is known. */
@@ -211,12 +220,7 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
                                       / ((double)corr1 * (double)eps));                \
         for (ptrdiff_t i0 = 0; i0 < n; i0 += FNN_STILL_BLOCK) {                        \
             ptrdiff_t i1 = n - i0 < FNN_STILL_BLOCK ? n : i0 + FNN_STILL_BLOCK;        \
-            int any = 0;                                                               \
-            for (ptrdiff_t i = i0; i < i1; i++) {                                      \
-                U mb;                                                                  \
-                memcpy(&mb, &m[i], sizeof(U));                                         \
-                any |= (mb & mag) - 1 < frac;                                          \
-            }                                                                          \
+            int any = fnn_any_subnormal_##S(m, i0, i1);                               \
             if (!any) {                                                                \
                 for (ptrdiff_t i = i0; i < i1; i++) {                                  \
                     T p = param[i];                                                    \
@@ -630,6 +634,7 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
     FNN_SGD(T, S)                                                                      \
     FNN_STILL_DECAY(T, S, U, MANT)                                                     \
     FNN_STILL_PMIN(T, S, MANT, TINY)                                                   \
+    FNN_ANY_SUBNORMAL(T, S, U, MANT)                                                   \
     FNN_MOMENTUM(T, S, U, MANT, TINY)                                                  \
     FNN_ADAPTIVE(T, S, SQRT)                                                           \
     FNN_ADAM(T, S, SQRT, U, MANT, TINY)                                                \
