@@ -169,25 +169,19 @@ def cast_like(x, v):
     return x.dtype.type(v)
 
 
-def float_fields(x):
-    """The IEEE fields of array ``x``'s dtype, as unsigned integers of its width: ``(mag,
-    normal, frac, sign)`` masks and the smallest normal ``2**-126`` (or ``2**-1022``,
-    a Python float). Subnormal optimizer states: docs/spec.md §5."""
-    ut = np.uint32 if x.dtype == np.float32 else np.uint64
-    mant = 23 if x.dtype == np.float32 else 52
-    normal, sign = ut(1 << mant), ut(1 << (8 * x.itemsize - 1))
-    return ut(~sign), normal, ut(normal - ut(1)), sign, float(np.finfo(x.dtype).tiny)
+def float_limits(x):
+    """Array ``x``'s dtype's smallest normal (``2**-126`` or ``2**-1022``) and its
+    machine epsilon (``2**-23`` or ``2**-52``), Python floats. Subnormal optimizer
+    states: docs/spec.md §5."""
+    fi = np.finfo(x.dtype)
+    return float(fi.tiny), float(fi.eps)
 
 
-@overload(float_fields, inline="always")
-def _float_fields_overload(x):
-    f32 = x.dtype == types.float32
-    ut = np.uint32 if f32 else np.uint64
-    mant = 23 if f32 else 52
-    normal, sign = ut(1 << mant), ut(1 << ((32 if f32 else 64) - 1))
-    mag, frac = ut(~sign), ut(normal - ut(1))
-    tiny = float(np.finfo(np.float32 if f32 else np.float64).tiny)
-    return lambda x: (mag, normal, frac, sign, tiny)
+@overload(float_limits, inline="always")
+def _float_limits_overload(x):
+    fi = np.finfo(np.float32 if x.dtype == types.float32 else np.float64)
+    tiny, eps = float(fi.tiny), float(fi.eps)
+    return lambda x: (tiny, eps)
 
 
 def as_bits(x):
@@ -904,6 +898,6 @@ def still_pmin(x, bound):
     """The smallest |p| that a step of at most ``bound`` cannot move, in ``x``'s dtype:
     ``p - d == p`` when ``|d| <= bound`` is below half the spacing of the floats next to
     ``p`` (``>= |p| 2^-(MANT + 2)``); infinity when no such bound is known."""
-    frac, tiny = float_fields(x)[2], float_fields(x)[4]
-    big = bound * 8.0 * (float(frac) + 1.0)
+    tiny, eps = float_limits(x)
+    big = bound * 8.0 / eps  # bound 2^(MANT + 3)
     return cast_like(x, max(big, tiny)) if big < 1e300 else cast_like(x, np.inf)

@@ -72,18 +72,20 @@
             pmin = fnn_still_pmin_##S(2.0 * fabs((double)lr) * TINY);                  \
         for (ptrdiff_t i0 = 0; i0 < n; i0 += FNN_STILL_BLOCK) {                        \
             ptrdiff_t i1 = n - i0 < FNN_STILL_BLOCK ? n : i0 + FNN_STILL_BLOCK;        \
-            int any = fnn_any_subnormal_##S(velocity, i0, i1);                        \
-            for (ptrdiff_t i = i0; i < i1 && !any; i++) {                              \
-                T g = grad[i];                                                         \
-                if (decay) g = g + wd * param[i];                                      \
-                T v = beta * velocity[i] + keep * g;                                   \
-                velocity[i] = v;                                                       \
-                if (nesterov)                                                          \
-                    param[i] = param[i] - lr * (g + beta * v);                         \
-                else                                                                   \
-                    param[i] = param[i] - lr * v;                                      \
+            if (!fnn_any_subnormal_##S(velocity, i0, i1)) {                            \
+                for (ptrdiff_t i = i0; i < i1; i++) {                                  \
+                    T g = grad[i];                                                     \
+                    if (decay) g = g + wd * param[i];                                  \
+                    T v = beta * velocity[i] + keep * g;                               \
+                    velocity[i] = v;                                                   \
+                    if (nesterov)                                                      \
+                        param[i] = param[i] - lr * (g + beta * v);                     \
+                    else                                                               \
+                        param[i] = param[i] - lr * v;                                  \
+                }                                                                      \
+                continue;                                                              \
             }                                                                          \
-            for (ptrdiff_t i = i0; i < i1 && any; i++) {                               \
+            for (ptrdiff_t i = i0; i < i1; i++) {                                      \
                 T p = param[i];                                                        \
                 T g = grad[i];                                                         \
                 if (decay) g = g + wd * p;                                             \
@@ -156,8 +158,8 @@ FNN_UNUSED static inline double fnn_scaled_count_f32(double k, double b)
 FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
 {
     double prod = b * k, r = FNN_SUB_ROUND(prod), err = fnn_two_product_err(b, k, prod);
-    double tie = fabs(prod - r) == 0.5 ? (err > 0.0 ? prod + 0.5 : err < 0.0 ? prod - 0.5 : r) : r;
-    return tie;
+    if (fabs(prod - r) != 0.5) return r;
+    return err > 0.0 ? prod + 0.5 : err < 0.0 ? prod - 0.5 : r; /* the exact side of a tie */
 }
 
 /* fl(b x) + z for x zero or subnormal, 0 <= b <= 1 and z = +-0 (the term a zero
@@ -220,8 +222,7 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
                                       / ((double)corr1 * (double)eps));                \
         for (ptrdiff_t i0 = 0; i0 < n; i0 += FNN_STILL_BLOCK) {                        \
             ptrdiff_t i1 = n - i0 < FNN_STILL_BLOCK ? n : i0 + FNN_STILL_BLOCK;        \
-            int any = fnn_any_subnormal_##S(m, i0, i1);                               \
-            if (!any) {                                                                \
+            if (!fnn_any_subnormal_##S(m, i0, i1)) {                                   \
                 for (ptrdiff_t i = i0; i < i1; i++) {                                  \
                     T p = param[i];                                                    \
                     if (decoupled) p = p - shrink * p;                                 \
@@ -630,7 +631,7 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
         return 1;                                                                      \
     }
 
-#define FNN_ALL(T, S, SQRT, U, MANT, TINY)                                                          \
+#define FNN_ALL(T, S, SQRT, U, MANT, TINY)                                             \
     FNN_SGD(T, S)                                                                      \
     FNN_STILL_DECAY(T, S, U, MANT)                                                     \
     FNN_STILL_PMIN(T, S, MANT, TINY)                                                   \

@@ -18,7 +18,7 @@ from . import codes
 from ._numba_common import (
     PW_BLOCK,
     cast_like,
-    float_fields,
+    float_limits,
     jit,
     jit_inline,
     lane_squares,
@@ -79,7 +79,7 @@ def _momentum(param, grad, velocity, lr, momentum, dampening, weight_decay, nest
     wd = cast_like(param, weight_decay)
     decay = weight_decay != 0
     hyper = (lr_, beta, keep, wd)
-    mag, normal, frac, sign, tiny = float_fields(param)
+    tiny = float_limits(param)[0]
     pmin = cast_like(param, np.inf)
     # +0 <= beta <= 1 and keep >= +0 (fl(beta v) + keep g has v's and g's signs);
     # |update| <= 2 lr tiny in a still lane
@@ -192,7 +192,7 @@ def _adam(
     decay = weight_decay != 0 and not decoupled
     shrink = weight_decay != 0 and decoupled
     hyper = (lr_, b1, k1, b2, k2, c1, c2, eps_, wd, lr_wd)
-    mag, normal, frac, sign, tiny = float_fields(param)
+    tiny = float_limits(param)[0]
     pmin = cast_like(param, np.inf)
     den = float(c1) * float(eps_)  # (may underflow to 0: no bound then)
     signs = math.copysign(1.0, b1) > 0 and math.copysign(1.0, b2) > 0
