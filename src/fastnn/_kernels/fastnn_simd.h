@@ -103,23 +103,49 @@
     }
 
 /* s = rho s + rest g^2 (rmsprop) or s + g^2 (adagrad, rmsprop = 0);
- * param -= lr g / (sqrt(s) + eps), or lr g / sqrt(s + eps) when inside. */
-#define FNN_ADAPTIVE(T, S, SQRT)                                                       \
+ * param -= lr g / (sqrt(s) + eps), or lr g / sqrt(s + eps) when inside.
+ * RMSProp's blocks whose s holds a subnormal: in the still lanes (g == 0, s >= 0 zero or
+ * subnormal) the arithmetic sees s = 0 and s becomes fl(rho s) by integer rounding; p
+ * takes the plain formula's value, whose step lr g / denom is g's zero for any
+ * denom >= eps > 0 and finite lr. Adagrad's sum never decays: the plain loop. */
+#define FNN_ADAPTIVE(T, S, SQRT, U, MANT)                                              \
     FNN_CLONES FNN_UNUSED static void fnn_adaptive_##S(                                \
         T *param, const T *grad, T *sq, ptrdiff_t n, T lr, T rho, T rest, T eps, T wd, \
         int decay, int inside, int rmsprop)                                            \
     {                                                                                  \
-        for (ptrdiff_t i = 0; i < n; i++) {                                            \
-            T g = grad[i];                                                             \
-            if (decay) g = g + wd * param[i];                                          \
-            T s;                                                                       \
-            if (rmsprop)                                                               \
-                s = rho * sq[i] + rest * (g * g);                                      \
-            else                                                                       \
-                s = sq[i] + g * g;                                                     \
-            sq[i] = s;                                                                 \
-            T denom = inside ? SQRT(s + eps) : SQRT(s) + eps;                          \
-            param[i] = param[i] - lr * g / denom;                                      \
+        const U mag = ~((U)1 << (sizeof(U) * 8 - 1)), normal = (U)1 << MANT;          \
+        /* +0 <= rho <= 1 and rest >= +0: fl(rho s) + rest g^2 is fl(rho s) + +0 */     \
+        int stills = rmsprop && !signbit(rho) && rho <= 1 && !signbit(rest)            \
+                     && rest >= 0 && isfinite(lr) && eps > 0;                          \
+        for (ptrdiff_t i0 = 0; i0 < n; i0 += FNN_STILL_BLOCK) {                        \
+            ptrdiff_t i1 = n - i0 < FNN_STILL_BLOCK ? n : i0 + FNN_STILL_BLOCK;        \
+            if (!stills || !fnn_any_subnormal_##S(sq, i0, i1)) {                       \
+                for (ptrdiff_t i = i0; i < i1; i++) {                                  \
+                    T g = grad[i];                                                     \
+                    if (decay) g = g + wd * param[i];                                  \
+                    T s;                                                               \
+                    if (rmsprop)                                                       \
+                        s = rho * sq[i] + rest * (g * g);                              \
+                    else                                                               \
+                        s = sq[i] + g * g;                                             \
+                    sq[i] = s;                                                         \
+                    T denom = inside ? SQRT(s + eps) : SQRT(s) + eps;                  \
+                    param[i] = param[i] - lr * g / denom;                              \
+                }                                                                      \
+                continue;                                                              \
+            }                                                                          \
+            for (ptrdiff_t i = i0; i < i1; i++) {                                      \
+                T g = grad[i];                                                         \
+                if (decay) g = g + wd * param[i];                                      \
+                U sb;                                                                  \
+                memcpy(&sb, &sq[i], sizeof(U));                                        \
+                int still = g == 0 && (sb & mag) < normal && sq[i] >= 0;               \
+                T s = rho * (still ? (T)0 : sq[i]) + rest * (g * g);                   \
+                T denom = inside ? SQRT(s + eps) : SQRT(s) + eps;                      \
+                param[i] = param[i] - lr * g / denom;                                  \
+                T st = fnn_still_decay_##S(sq[i], rho, (T)0); /* rest g^2: +0 */       \
+                sq[i] = still ? st : s;                                                \
+            }                                                                          \
         }                                                                              \
     }
 
@@ -637,7 +663,7 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
     FNN_STILL_PMIN(T, S, MANT, TINY)                                                   \
     FNN_ANY_SUBNORMAL(T, S, U, MANT)                                                   \
     FNN_MOMENTUM(T, S, U, MANT, TINY)                                                  \
-    FNN_ADAPTIVE(T, S, SQRT)                                                           \
+    FNN_ADAPTIVE(T, S, SQRT, U, MANT)                                                  \
     FNN_ADAM(T, S, SQRT, U, MANT, TINY)                                                \
     FNN_SCALE(T, S)                                                                    \
     FNN_SQ_LEAF(T, S)                                                                  \

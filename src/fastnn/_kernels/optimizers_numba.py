@@ -17,6 +17,7 @@ import numpy as np
 from . import codes
 from ._numba_common import (
     PW_BLOCK,
+    as_bits,
     cast_like,
     float_limits,
     jit,
@@ -147,20 +148,67 @@ def adagrad_step(param, grad, sum_sq, lr, eps, eps_inside_sqrt, weight_decay):
 
 @jit
 def rmsprop_step(param, grad, sq_avg, lr, rho, eps, eps_inside_sqrt, weight_decay):
-    """s = rho s + (1 - rho) g^2; theta -= lr g / (sqrt(s) + eps), or lr g / sqrt(s + eps)."""
+    """s = rho s + (1 - rho) g^2; theta -= lr g / (sqrt(s) + eps), or lr g / sqrt(s + eps).
+
+    A block whose s holds a subnormal runs ``_rmsprop_still`` (docs/spec.md §5,
+    "Subnormal moments"), the others ``_rmsprop_block``.
+    """
     lr_ = cast_like(param, lr)
     rho_ = cast_like(param, rho)
-    keep = cast_like(param, 1.0 - rho)
+    keep_ = cast_like(param, 1.0 - rho)
     eps_ = cast_like(param, eps)
     wd = cast_like(param, weight_decay)
     decay = weight_decay != 0
-    for i in range(param.size):
+    hyper = (lr_, rho_, keep_, eps_, wd)
+    tiny = cast_like(param, float_limits(param)[0])
+    # +0 <= rho <= 1 and keep >= +0 (keep g^2 is +0), lr finite, eps > 0 (the step a zero)
+    signs = math.copysign(1.0, rho_) > 0 and math.copysign(1.0, keep_) > 0
+    stills = signs and rho_ <= 1 and keep_ >= 0 and math.isfinite(lr_) and eps_ > 0
+    n = param.size
+    for i0 in range(0, n, STILL_BLOCK):
+        i1 = min(n, i0 + STILL_BLOCK)
+        if stills and _has_subnormal(sq_avg, tiny, i0, i1):
+            _rmsprop_still(param, grad, sq_avg, hyper, decay, eps_inside_sqrt, i0, i1, tiny)
+        else:
+            _rmsprop_block(param, grad, sq_avg, hyper, decay, eps_inside_sqrt, i0, i1)
+
+
+@jit
+def _rmsprop_block(param, grad, sq_avg, hyper, decay, inside, i0, i1):
+    """RMSProp on [i0, i1)."""
+    lr_, rho_, keep, eps_, wd = hyper
+    for j in range(i1 - i0):
+        i = np.uint64(i0) + np.uint64(j)
         p = param[i]
         g = grad[i] + wd * p if decay else grad[i]
         s = rho_ * sq_avg[i] + keep * (g * g)
         sq_avg[i] = s
-        denom = np.sqrt(s + eps_) if eps_inside_sqrt else np.sqrt(s) + eps_
+        denom = np.sqrt(s + eps_) if inside else np.sqrt(s) + eps_
         param[i] = p - lr_ * g / denom
+
+
+@jit
+def _rmsprop_still(param, grad, sq_avg, hyper, decay, inside, i0, i1, tiny):
+    """RMSProp on [i0, i1), whose still lanes (g == 0, s >= 0 zero or subnormal) compute
+    with s = 0 and take s = fl(rho s) from ``still_decay``; p takes the plain formula's
+    value (the step lr g / denom is g's zero for any denom >= eps > 0)."""
+    lr_, rho_, keep, eps_, wd = hyper
+    zero = cast_like(param, 0.0)
+    normal = as_bits(tiny)
+    for j in range(i1 - i0):
+        i = np.uint64(i0) + np.uint64(j)
+        p = param[i]
+        g = grad[i] + wd * p if decay else grad[i]
+        ss = sq_avg[i]
+        # The same lanes as `still` but for -0 (which no arithmetic minds), tested on the
+        # bits: as one condition, LLVM folded the zeroing select away (then rho s ran on
+        # the subnormals anyway, with their microcode assists).
+        zeroed = (g == 0) & (as_bits(ss) < normal)
+        still = (g == 0) & (ss >= 0) & (ss < tiny)
+        s = rho_ * (zero if zeroed else ss) + keep * (g * g)
+        denom = np.sqrt(s + eps_) if inside else np.sqrt(s) + eps_
+        param[i] = p - lr_ * g / denom
+        sq_avg[i] = still_decay(ss, rho_, zero) if still else s  # keep g^2: +0
 
 
 # Values a block, whose m is looked over for a subnormal first (fastnn_simd.h's
@@ -211,9 +259,9 @@ def _adam(
 
 @jit
 def _has_subnormal(m, tiny, i0, i1):
-    """Whether m has a subnormal value in [i0, i1) (comparisons: no assist). v is not looked at:
-    it decays 100 times slower than m, so a subnormal v comes after a subnormal m
-    (either loop gives the same bits; only the time differs)."""
+    """Whether m has a subnormal value in [i0, i1) (comparisons: no assist). Adam's v is
+    not looked at: it decays 100 times slower than m, so a subnormal v comes after a
+    subnormal m (either loop gives the same bits; only the time differs)."""
     found = False
     for j in range(i1 - i0):
         i = np.uint64(i0) + np.uint64(j)
