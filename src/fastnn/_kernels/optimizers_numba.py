@@ -8,6 +8,13 @@ is never written) and, as in the reference, only exists when wd != 0.
 
 ``optimizer_step`` is the one entry point by code, inlined into its callers (the
 whole-epoch kernel); adding an optimizer here: its ``<name>_step`` and its branch there.
+
+The ``*_still`` loops keep subnormal states out of the arithmetic of their still lanes
+(docs/spec.md §5, "Subnormal moments") by computing there with the lane's gradient, a
+zero, in place of the state. Not with the constant 0: LLVM moves ``b * (0 if still else
+x)`` into the branches as ``b * 0`` and ``b * x``, and the vector loop then computes
+``b * x`` in every lane, still or not, with a microcode assist per subnormal ``x``
+(measured: Adam's still loop 9 against 2.3 ns a value when all lanes are still).
 """
 
 import math
@@ -17,7 +24,6 @@ import numpy as np
 from . import codes
 from ._numba_common import (
     PW_BLOCK,
-    as_bits,
     cast_like,
     float_limits,
     jit,
@@ -117,14 +123,13 @@ def _momentum_still(param, grad, velocity, hyper, decay, nesterov, i0, i1, pmin,
     """Momentum or Nesterov on [i0, i1), the still lanes (g == 0, v zero or subnormal,
     |p| > pmin) without subnormal arithmetic (selects only)."""
     lr_, beta, keep, wd = hyper
-    zero = cast_like(param, 0.0)
     for j in range(i1 - i0):
         i = np.uint64(i0) + np.uint64(j)
         p = param[i]
         g = grad[i] + wd * p if decay else grad[i]
         vv = velocity[i]
         still = (g == 0) & (abs(vv) < tiny) & ((p > pmin) | (p < -pmin))
-        v = beta * (zero if still else vv) + keep * g
+        v = beta * (g if still else vv) + keep * g  # g: a zero (module docstring)
         upd = p - lr_ * (g + beta * v) if nesterov else p - lr_ * v
         velocity[i] = still_decay(vv, beta, g) if still else v  # keep g: g's zero
         param[i] = p if still else upd
@@ -194,18 +199,13 @@ def _rmsprop_still(param, grad, sq_avg, hyper, decay, inside, i0, i1, tiny):
     value (the step lr g / denom is g's zero for any denom >= eps > 0)."""
     lr_, rho_, keep, eps_, wd = hyper
     zero = cast_like(param, 0.0)
-    normal = as_bits(tiny)
     for j in range(i1 - i0):
         i = np.uint64(i0) + np.uint64(j)
         p = param[i]
         g = grad[i] + wd * p if decay else grad[i]
         ss = sq_avg[i]
-        # The same lanes as `still` but for -0 (which no arithmetic minds), tested on the
-        # bits: as one condition, LLVM folded the zeroing select away (then rho s ran on
-        # the subnormals anyway, with their microcode assists).
-        zeroed = (g == 0) & (as_bits(ss) < normal)
         still = (g == 0) & (ss >= 0) & (ss < tiny)
-        s = rho_ * (zero if zeroed else ss) + keep * (g * g)
+        s = rho_ * (g if still else ss) + keep * (g * g)  # g: a zero (module docstring)
         denom = np.sqrt(s + eps_) if inside else np.sqrt(s) + eps_
         param[i] = p - lr_ * g / denom
         sq_avg[i] = still_decay(ss, rho_, zero) if still else s  # keep g^2: +0
@@ -304,8 +304,8 @@ def _adam_still(param, grad, m, v, hyper, decay, shrink, i0, i1, pmin, tiny):
         v_sub = (vv != 0) & (vv < tiny)
         still = (g == 0) & (abs(mv) < tiny) & (vv >= 0) & (vv < np.inf)  # b2 inf: NaN
         still &= (p > pmin) | (p < -pmin)
-        mi = b1 * (zero if still else mv) + k1 * g
-        vi = b2 * (zero if still & v_sub else vv) + k2 * (g * g)
+        mi = b1 * (g if still else mv) + k1 * g  # g: a zero (module docstring)
+        vi = b2 * (g if still & v_sub else vv) + k2 * (g * g)
         upd = p - lr_ * (mi / c1) / (np.sqrt(vi / c2) + eps_)
         # rest1 g adds g's zero, rest2 g^2 +0
         m[i] = still_decay(mv, b1, g) if still else mi
