@@ -246,6 +246,8 @@ SIMD_FUNCS = {
     "T wd, int decay, int inside, int rmsprop",
     "adam": "T* param, const T* grad, T* m, T* v, ptrdiff_t n, T lr, T b1, T b2, T rest1, "
     "T rest2, T corr1, T corr2, T eps, T wd, T shrink, int decay, int decoupled",
+    "adamax": "T* param, const T* grad, T* m, T* u, ptrdiff_t n, T c, T b1, T rest1, T b2, "
+    "T eps, T wd, int decay",
     "scale": "T* x, ptrdiff_t n, T f",
     "sq_leaf": "const T* x, ptrdiff_t n",
     "bias_act": "T* z, const T* b, ptrdiff_t m, ptrdiff_t k, int act, T alpha, T* a",
@@ -394,6 +396,7 @@ def _simd_cases(dtype):
         "corr1": 0.19,
         "corr2": 0.002,
         "shrink": 1e-5,
+        "c": 5e-3,
         "f": 0.37,
         "n": n,
     }
@@ -422,6 +425,12 @@ def _simd_cases(dtype):
                 hyper,
                 {"decay": decay and not decoupled, "decoupled": decoupled},
             )
+        yield (
+            "adamax",
+            {**opt, "m": _special_values(n, dtype, 5), "u": pos(6)},
+            hyper,
+            {"decay": decay},
+        )
     yield "scale", {"x": _special_values(n, dtype, 7)}, hyper, {}
     for size in (3, 8, 37, 128):  # one leaf of the pairwise sum holds up to 128 values
         yield "sq_leaf", {"x": _values(size, dtype, size)}, {"n": size}, {}

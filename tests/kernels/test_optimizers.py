@@ -158,9 +158,9 @@ def test_optimizer_layouts(name, dtype, opt, layout):
 
 
 def _subnormal_case(opt, rng, dtype, n=1024):
-    """State decayed into the subnormal range by gradients that stay 0 (Adam's m and v,
-    a velocity, RMSProp's average), among every neighbour a lane can have (docs/spec.md
-    §5, "Subnormal moments")."""
+    """State decayed into the subnormal range by gradients that stay 0 (Adam's and
+    Adamax's m, Adam's v, a velocity, RMSProp's average), among every neighbour a lane
+    can have (docs/spec.md §5, "Subnormal moments")."""
     fi = np.finfo(dtype)
     sub, tiny = float(fi.smallest_subnormal), float(fi.tiny)
     ks = [1, 2, 3, 4, 5, 7, 9, 499, 500, 501, 1000, 2**20 + 3]
@@ -198,9 +198,12 @@ _MOMENTUM_HYPER = [{}, {}, {"lr": 1e30}, {"lr": 0.0}, {"momentum": 0.5}, {"momen
 _RMSPROP_HYPER = [{}, {}, {"eps_inside_sqrt": False}, {"lr": 0.5, "eps": 1e-30}, {"lr": 0.0}]
 _RMSPROP_HYPER += [{"eps": 1e-38}, {"eps": 1e-38, "eps_inside_sqrt": False}, {"rho": 0.0}]
 _RMSPROP_HYPER += [{"rho": -0.0}]
+_ADAMAX_HYPER = [{}, {}, {"lr": 0.5, "eps": 1e-30}, {"lr": 0.0}, {"eps": 1e-38}]
+_ADAMAX_HYPER += [{"beta1": 0.0}, {"beta1": -0.0}, {"beta2": 0.0}, {"beta2": -0.0}]
 _ADAM_HYPER[1:] = [{"weight_decay": 0.0, **h} for h in _ADAM_HYPER[1:]]
 _MOMENTUM_HYPER[1:] = [{"weight_decay": 0.0, **h} for h in _MOMENTUM_HYPER[1:]]
 _RMSPROP_HYPER[1:] = [{"weight_decay": 0.0, **h} for h in _RMSPROP_HYPER[1:]]
+_ADAMAX_HYPER[1:] = [{"weight_decay": 0.0, **h} for h in _ADAMAX_HYPER[1:]]
 STILL_CASES = [
     (opt, hyper)
     for opt, hypers in [
@@ -209,6 +212,7 @@ STILL_CASES = [
         ("momentum_step", _MOMENTUM_HYPER),
         ("nesterov_step", _MOMENTUM_HYPER),
         ("rmsprop_step", _RMSPROP_HYPER),
+        ("adamax_step", _ADAMAX_HYPER),
     ]
     for hyper in hypers
 ]

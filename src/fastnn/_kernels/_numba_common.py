@@ -893,6 +893,26 @@ def _still_decay_overload(x, b, z):
     return impl
 
 
+def zeroed_where(c, x):
+    """+0.0 where ``c``, else the float32/float64 scalar ``x``: the still lanes' state
+    as their arithmetic sees it (docs/spec.md §5, "Subnormal moments")."""
+    return x.dtype.type(0.0) if c else x
+
+
+@overload(zeroed_where)
+def _zeroed_where_overload(c, x):
+    ut = np.uint32 if x == types.float32 else np.uint64
+
+    # A bit mask, not ``0.0 if c else x``: Numba compiles that to a branch whose phi
+    # LLVM may turn into ``b * 0.0`` and ``b * x`` for the product ``b * (...)`` that
+    # follows, and the vector loop then multiplies every lane's x, subnormals included
+    # (a microcode assist each on Intel cores).
+    def impl(c, x):
+        return of_bits(ut(as_bits(x) & (ut(c) - ut(1))))
+
+    return impl
+
+
 @jit_inline
 def still_pmin(x, bound):
     """The smallest |p| that a step of at most ``bound`` cannot move, in ``x``'s dtype:

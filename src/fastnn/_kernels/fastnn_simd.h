@@ -97,7 +97,7 @@
                 T upd = nesterov ? p - lr * (g + beta * v) : p - lr * v;               \
                 T vt = fnn_still_decay_##S(velocity[i], beta, g); /* keep g: g's 0 */  \
                 velocity[i] = still ? vt : v;                                          \
-                param[i] = still ? p : upd;                                            \
+                param[i] = upd; /* p in a still lane: its step is a zero */           \
             }                                                                          \
         }                                                                              \
     }
@@ -286,7 +286,59 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
                 T vt = fnn_still_decay_##S(v[i], b2, (T)0);                            \
                 m[i] = still ? mt : mi;                                                \
                 v[i] = still && v_sub ? vt : vi;                                       \
-                param[i] = still ? p : upd;                                            \
+                param[i] = upd; /* p in a still lane: its step is a zero */           \
+            }                                                                          \
+        }                                                                              \
+    }
+
+/* Adamax: m = b1 m + rest1 g; u = max(b2 u, |g| + eps), NaN winning (np.maximum);
+ * param -= c m / u with c = lr / corr1. Blocks whose m holds a subnormal: still lanes
+ * (g == 0, m zero or subnormal, u finite >= 0, so that u >= eps > 0 after the step, and
+ * |p| above the bound under which a step of at most 2 |c| TINY / eps cannot move it)
+ * take m = fl(b1 m) by integer rounding and keep p, as in Adam; u takes the plain
+ * formula. */
+#define FNN_ADAMAX(T, S, FABS, U, MANT, TINY)                                          \
+    FNN_CLONES FNN_UNUSED static void fnn_adamax_##S(                                  \
+        T *param, const T *grad, T *m, T *u, ptrdiff_t n, T c, T b1, T rest1, T b2,    \
+        T eps, T wd, int decay)                                                        \
+    {                                                                                  \
+        const U mag = ~((U)1 << (sizeof(U) * 8 - 1)), normal = (U)1 << MANT;          \
+        T pmin = INFINITY;                                                             \
+        if (eps > 0 && isfinite(c) && !signbit(b1) && b1 <= 1 && !signbit(rest1)       \
+            && rest1 >= 0)                                                             \
+            pmin = fnn_still_pmin_##S(2.0 * fabs((double)c) * TINY / (double)eps);    \
+        for (ptrdiff_t i0 = 0; i0 < n; i0 += FNN_STILL_BLOCK) {                        \
+            ptrdiff_t i1 = n - i0 < FNN_STILL_BLOCK ? n : i0 + FNN_STILL_BLOCK;        \
+            if (!fnn_any_subnormal_##S(m, i0, i1)) {                                   \
+                for (ptrdiff_t i = i0; i < i1; i++) {                                  \
+                    T p = param[i];                                                    \
+                    T g = grad[i];                                                     \
+                    if (decay) g = g + wd * p;                                         \
+                    T mi = b1 * m[i] + rest1 * g;                                      \
+                    T a = b2 * u[i], b = FABS(g) + eps;                                \
+                    T ui = (a >= b || a != a) ? a : b;                                 \
+                    m[i] = mi;                                                         \
+                    u[i] = ui;                                                         \
+                    param[i] = p - c * mi / ui;                                        \
+                }                                                                      \
+                continue;                                                              \
+            }                                                                          \
+            for (ptrdiff_t i = i0; i < i1; i++) {                                      \
+                T p = param[i];                                                        \
+                T g = grad[i];                                                         \
+                if (decay) g = g + wd * p;                                             \
+                U mb;                                                                  \
+                memcpy(&mb, &m[i], sizeof(U));                                         \
+                int still = g == 0 && (mb & mag) < normal && u[i] >= 0                 \
+                            && u[i] < (T)INFINITY && (p > pmin || p < -pmin);          \
+                T mi = b1 * (still ? (T)0 : m[i]) + rest1 * g;                         \
+                T a = b2 * u[i], b = FABS(g) + eps;                                    \
+                T ui = (a >= b || a != a) ? a : b;                                     \
+                T upd = p - c * mi / ui;                                               \
+                T mt = fnn_still_decay_##S(m[i], b1, g); /* rest1 g: g's zero */       \
+                m[i] = still ? mt : mi;                                                \
+                u[i] = ui;                                                             \
+                param[i] = upd; /* p in a still lane: its step is a zero */           \
             }                                                                          \
         }                                                                              \
     }
@@ -657,7 +709,7 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
         return 1;                                                                      \
     }
 
-#define FNN_ALL(T, S, SQRT, U, MANT, TINY)                                             \
+#define FNN_ALL(T, S, SQRT, FABS, U, MANT, TINY)                                       \
     FNN_SGD(T, S)                                                                      \
     FNN_STILL_DECAY(T, S, U, MANT)                                                     \
     FNN_STILL_PMIN(T, S, MANT, TINY)                                                   \
@@ -665,6 +717,7 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
     FNN_MOMENTUM(T, S, U, MANT, TINY)                                                  \
     FNN_ADAPTIVE(T, S, SQRT, U, MANT)                                                  \
     FNN_ADAM(T, S, SQRT, U, MANT, TINY)                                                \
+    FNN_ADAMAX(T, S, FABS, U, MANT, TINY)                                              \
     FNN_SCALE(T, S)                                                                    \
     FNN_SQ_LEAF(T, S)                                                                  \
     FNN_BIAS_ACT(T, S)                                                                 \
@@ -677,7 +730,7 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
     FNN_SMALL_K_BIAS_ACT(T, S)                                                         \
     FNN_SMALL_K_ACT_GRAD_BIAS(T, S)
 
-FNN_ALL(float, f32, sqrtf, uint32_t, 23, 0x1p-126)
-FNN_ALL(double, f64, sqrt, uint64_t, 52, 0x1p-1022)
+FNN_ALL(float, f32, sqrtf, fabsf, uint32_t, 23, 0x1p-126)
+FNN_ALL(double, f64, sqrt, fabs, uint64_t, 52, 0x1p-1022)
 
 #endif /* FASTNN_SIMD_H */

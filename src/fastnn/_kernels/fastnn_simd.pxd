@@ -28,6 +28,12 @@ cdef extern from "fastnn_simd.h" nogil:
                       Py_ssize_t n, double lr, double b1, double b2, double rest1,
                       double rest2, double corr1, double corr2, double eps, double wd,
                       double shrink, int decay, int decoupled)
+    void fnn_adamax_f32(float* param, const float* grad, float* m, float* u, Py_ssize_t n,
+                        float c, float b1, float rest1, float b2, float eps, float wd,
+                        int decay)
+    void fnn_adamax_f64(double* param, const double* grad, double* m, double* u,
+                        Py_ssize_t n, double c, double b1, double rest1, double b2,
+                        double eps, double wd, int decay)
     void fnn_scale_f32(float* x, Py_ssize_t n, float f)
     void fnn_scale_f64(double* x, Py_ssize_t n, double f)
     double fnn_sq_leaf_f32(const float* x, Py_ssize_t n)

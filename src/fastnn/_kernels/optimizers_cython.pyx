@@ -13,13 +13,13 @@ branch there, its ``<name>_step`` wrapper.
 """
 
 from cython cimport floating
-from libc.math cimport fabs, fabsf, pow
+from libc.math cimport pow
 
 from fastnn._kernels.blas_cython cimport PW_BLOCK, pw_split
 from fastnn._kernels.fastnn_simd cimport (
-    fnn_adam_f32, fnn_adam_f64, fnn_adaptive_f32, fnn_adaptive_f64, fnn_momentum_f32,
-    fnn_momentum_f64, fnn_scale_f32, fnn_scale_f64, fnn_sgd_f32, fnn_sgd_f64,
-    fnn_sq_leaf_f32, fnn_sq_leaf_f64,
+    fnn_adam_f32, fnn_adam_f64, fnn_adamax_f32, fnn_adamax_f64, fnn_adaptive_f32,
+    fnn_adaptive_f64, fnn_momentum_f32, fnn_momentum_f64, fnn_scale_f32, fnn_scale_f64,
+    fnn_sgd_f32, fnn_sgd_f64, fnn_sq_leaf_f32, fnn_sq_leaf_f64,
 )
 
 # The optimizer codes and the hyper slots, written by setup.py from fastnn/registry.py.
@@ -171,22 +171,11 @@ cdef void c_adamax_step(floating* param, const floating* grad, floating* m, floa
     cdef floating b2 = <floating>beta2
     cdef floating eps_ = <floating>eps
     cdef floating wd = <floating>weight_decay
-    cdef bint decay = weight_decay != 0
-    cdef floating p, g, mi, a, b, ui
-    cdef Py_ssize_t i
-    for i in range(n):
-        p = param[i]
-        g = grad[i] + wd * p if decay else grad[i]
-        mi = b1 * m[i] + k1 * g
-        m[i] = mi
-        a = b2 * u[i]
-        if floating is float:
-            b = fabsf(g) + eps_
-        else:
-            b = fabs(g) + eps_
-        ui = a if (a >= b or a != a) else b
-        u[i] = ui
-        param[i] = p - c * mi / ui
+    cdef int decay = weight_decay != 0
+    if floating is float:
+        fnn_adamax_f32(param, grad, m, u, n, c, b1, k1, b2, eps_, wd, decay)
+    else:
+        fnn_adamax_f64(param, grad, m, u, n, c, b1, k1, b2, eps_, wd, decay)
 
 
 cdef void c_optimizer_step(floating* param, const floating* grad, floating* state1,
