@@ -191,15 +191,17 @@ def _subnormal_case(opt, rng, dtype, n=1024):
     return param, grads, dict(zip(OPTIMIZERS[opt], (m, v)))
 
 
-# (weight decay 0 in all but the first: an L2 term leaves no gradient exactly 0)
+# (weight decay 0 in all but the first, where test_subnormal_state makes L2 gradients
+# g = grad + wd p exactly 0 in a third of the lanes)
 _ADAM_HYPER = [{}, {}, {"lr": 0.5, "eps": 1e-30}, {"lr": 0.0}, {"eps": 1e-38}]
 _ADAM_HYPER += [{"beta1": 0.0}, {"beta1": -0.0}, {"beta2": 0.0}, {"beta2": -0.0}]
 _MOMENTUM_HYPER = [{}, {}, {"lr": 1e30}, {"lr": 0.0}, {"momentum": 0.5}, {"momentum": -0.0}]
 _RMSPROP_HYPER = [{}, {}, {"eps_inside_sqrt": False}, {"lr": 0.5, "eps": 1e-30}, {"lr": 0.0}]
 _RMSPROP_HYPER += [{"eps": 1e-38}, {"eps": 1e-38, "eps_inside_sqrt": False}, {"rho": 0.0}]
-_RMSPROP_HYPER += [{"rho": -0.0}]
+_RMSPROP_HYPER += [{"rho": -0.0}, {"eps": 1e-46}]  # 1e-46: 0 in float32 (no still lane)
 _ADAMAX_HYPER = [{}, {}, {"lr": 0.5, "eps": 1e-30}, {"lr": 0.0}, {"eps": 1e-38}]
 _ADAMAX_HYPER += [{"beta1": 0.0}, {"beta1": -0.0}, {"beta2": 0.0}, {"beta2": -0.0}]
+_ADAMAX_HYPER += [{"eps": 1e-46, "beta2": -0.0}]  # float32 u = max(-0, +0): +0
 _ADAM_HYPER[1:] = [{"weight_decay": 0.0, **h} for h in _ADAM_HYPER[1:]]
 _MOMENTUM_HYPER[1:] = [{"weight_decay": 0.0, **h} for h in _MOMENTUM_HYPER[1:]]
 _RMSPROP_HYPER[1:] = [{"weight_decay": 0.0, **h} for h in _RMSPROP_HYPER[1:]]
@@ -225,7 +227,14 @@ def test_subnormal_state(name, dtype, opt, hyper):
     """The compiled kernels keep subnormal states out of their arithmetic (a microcode
     assist per instruction on Intel cores) and still give the reference's bits."""
     rng = np.random.default_rng(7)
-    param, grads, state = _subnormal_case(opt, rng, np.dtype(dtype).type)
+    dt = np.dtype(dtype).type
+    param, grads, state = _subnormal_case(opt, rng, dt)
+    hyper = {**DEFAULTS[opt], **hyper}
+    if hyper["weight_decay"] != 0 and opt != "adamw_step":
+        # grad = -fl(wd p): the L2 gradient grad + fl(wd p) is +0, a still lane's
+        with np.errstate(invalid="ignore", over="ignore"):
+            for g in grads:
+                g[256::3] = -(dt(hyper["weight_decay"]) * param[256::3])
     with quiet_reference():  # NaN and infinite parameters among the lanes
         run_steps(
             name,
@@ -233,7 +242,7 @@ def test_subnormal_state(name, dtype, opt, hyper):
             param,
             grads,
             state,
-            {**DEFAULTS[opt], **hyper},
+            hyper,
             "C",
             case_id(name, dtype, opt, str(hyper)),
         )

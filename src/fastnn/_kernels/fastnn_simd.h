@@ -68,7 +68,8 @@
         const U mag = ~((U)1 << (sizeof(U) * 8 - 1)), normal = (U)1 << MANT;          \
         T pmin = INFINITY;                                                             \
         /* +0 <= beta <= 1 and keep >= +0: fl(beta v) + keep g has v's and g's signs */ \
-        if (!signbit(beta) && beta <= 1 && !signbit(keep) && keep >= 0)                \
+        if (!signbit(beta) && beta <= 1 && !signbit(keep) && keep >= 0                \
+            && isfinite(keep))                                                         \
             pmin = fnn_still_pmin_##S(2.0 * fabs((double)lr) * TINY);                  \
         for (ptrdiff_t i0 = 0; i0 < n; i0 += FNN_STILL_BLOCK) {                        \
             ptrdiff_t i1 = n - i0 < FNN_STILL_BLOCK ? n : i0 + FNN_STILL_BLOCK;        \
@@ -106,8 +107,8 @@
  * param -= lr g / (sqrt(s) + eps), or lr g / sqrt(s + eps) when inside.
  * RMSProp's blocks whose s holds a subnormal: in the still lanes (g == 0, s >= 0 zero or
  * subnormal) the arithmetic sees s = 0 and s becomes fl(rho s) by integer rounding; p
- * takes the plain formula's value, whose step lr g / denom is g's zero for any
- * denom >= eps > 0 and finite lr. Adagrad's sum never decays: the plain loop. */
+ * takes the plain formula's value, whose step lr g / denom is a zero for finite lr and
+ * any denom > 0 (eps > 0 makes it so). Adagrad's sum never decays: the plain loop. */
 #define FNN_ADAPTIVE(T, S, SQRT, U, MANT)                                              \
     FNN_CLONES FNN_UNUSED static void fnn_adaptive_##S(                                \
         T *param, const T *grad, T *sq, ptrdiff_t n, T lr, T rho, T rest, T eps, T wd, \
@@ -291,7 +292,8 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
         }                                                                              \
     }
 
-/* Adamax: m = b1 m + rest1 g; u = max(b2 u, |g| + eps), NaN winning (np.maximum);
+/* Adamax: m = b1 m + rest1 g; u = max(b2 u, |g| + eps) as np.maximum (a NaN wins, a tie
+ * takes the second: max(-0, +0) is +0);
  * param -= c m / u with c = lr / corr1. Blocks whose m holds a subnormal: still lanes
  * (g == 0, m zero or subnormal, u finite >= 0, so that u >= eps > 0 after the step, and
  * |p| above the bound under which a step of at most 2 |c| TINY / eps cannot move it)
@@ -316,7 +318,7 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
                     if (decay) g = g + wd * p;                                         \
                     T mi = b1 * m[i] + rest1 * g;                                      \
                     T a = b2 * u[i], b = FABS(g) + eps;                                \
-                    T ui = (a >= b || a != a) ? a : b;                                 \
+                    T ui = (a > b || a != a) ? a : b;                                  \
                     m[i] = mi;                                                         \
                     u[i] = ui;                                                         \
                     param[i] = p - c * mi / ui;                                        \
@@ -333,7 +335,7 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
                             && u[i] < (T)INFINITY && (p > pmin || p < -pmin);          \
                 T mi = b1 * (still ? (T)0 : m[i]) + rest1 * g;                         \
                 T a = b2 * u[i], b = FABS(g) + eps;                                    \
-                T ui = (a >= b || a != a) ? a : b;                                     \
+                T ui = (a > b || a != a) ? a : b;                                      \
                 T upd = p - c * mi / ui;                                               \
                 T mt = fnn_still_decay_##S(m[i], b1, g); /* rest1 g: g's zero */       \
                 m[i] = still ? mt : mi;                                                \

@@ -94,7 +94,8 @@ def _momentum(param, grad, velocity, lr, momentum, dampening, weight_decay, nest
     pmin = cast_like(param, np.inf)
     # +0 <= beta <= 1 and keep >= +0 (fl(beta v) + keep g has v's and g's signs);
     # |update| <= 2 lr tiny in a still lane
-    if math.copysign(1.0, beta) > 0 and beta <= 1 and math.copysign(1.0, keep) > 0:
+    signs = math.copysign(1.0, beta) > 0 and math.copysign(1.0, keep) > 0
+    if signs and beta <= 1 and keep >= 0 and math.isfinite(keep):
         pmin = still_pmin(param, 2.0 * abs(float(lr_)) * tiny)
     tiny_ = cast_like(param, tiny)
     n = param.size
@@ -388,8 +389,8 @@ def _adamax(param, grad, m, u, step_size, beta1, beta2, eps, weight_decay):
 
 @jit
 def _adamax_block(param, grad, m, u, hyper, decay, i0, i1):
-    """Adamax on [i0, i1); max as np.maximum: b2 u unless |g| + eps is larger or b2 u is
-    not NaN."""
+    """Adamax on [i0, i1); max as np.maximum: b2 u where it is larger or NaN, else
+    |g| + eps (a tie of zeros takes |g| + eps's)."""
     c, b1, k1, b2, eps_, wd = hyper
     for j in range(i1 - i0):
         i = np.uint64(i0) + np.uint64(j)
@@ -399,7 +400,7 @@ def _adamax_block(param, grad, m, u, hyper, decay, i0, i1):
         m[i] = mi
         a = b2 * u[i]
         b = abs(g) + eps_
-        ui = a if (a >= b or a != a) else b
+        ui = a if (a > b or a != a) else b
         u[i] = ui
         param[i] = p - c * mi / ui
 
@@ -419,7 +420,7 @@ def _adamax_still(param, grad, m, u, hyper, decay, i0, i1, pmin, tiny):
         mi = b1 * zeroed_where(still, mv) + k1 * g
         a = b2 * uv
         b = abs(g) + eps_
-        ui = a if (a >= b or a != a) else b
+        ui = a if (a > b or a != a) else b
         upd = p - c * mi / ui
         m[i] = still_decay(mv, b1, g) if still else mi  # k1 g: g's zero
         u[i] = ui

@@ -109,7 +109,7 @@ def adamax_step(param, grad, m, u, step, lr, beta1, beta2, eps, weight_decay):
     """Adamax (Kingma & Ba, section 7.1) at step t = ``step`` >= 1.
 
     m = b1 m + (1 - b1) g; u = max(b2 u, abs(g) + eps); theta -= (lr / (1 - b1^t)) m / u,
-    max as np.maximum (NaN wins).
+    max as np.maximum (a NaN wins; a tie takes the second argument: max(-0, +0) is +0).
     """
     g = _decayed(grad, param, weight_decay)
     m[...] = beta1 * m + (1 - beta1) * g
