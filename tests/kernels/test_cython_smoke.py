@@ -350,6 +350,14 @@ def _special_values(n, dtype, seed):
     return x
 
 
+def _still_state(n, dtype, seed):
+    """A state decayed into the smallest subnormals (both signs, some zeros), the values
+    that gradients of exactly 0 leave for good: most lanes of the loops' "still" path."""
+    rng = np.random.default_rng(seed)
+    k = rng.integers(-9, 10, n).astype(dtype)
+    return k * np.finfo(dtype).smallest_subnormal
+
+
 def _same_bits(a, b):
     """Equal bit for bit, except that any NaN equals any NaN (x86 may pick either NaN
     operand's payload when both are NaN)."""
@@ -431,6 +439,32 @@ def _simd_cases(dtype):
             hyper,
             {"decay": decay},
         )
+    # the still loops: gradients +-0 in most lanes, states at the smallest subnormals
+    still = {"param": _special_values(n, dtype, 21), "grad": _special_values(n, dtype, 22)}
+    still["grad"][np.random.default_rng(23).random(n) < 0.8] = 0.0
+    still["grad"][::7] = -0.0
+    for nesterov in (0, 1):
+        yield (
+            "momentum",
+            {**still, "velocity": _still_state(n, dtype, 24)},
+            hyper,
+            {"nesterov": nesterov},
+        )
+    for inside in (0, 1):
+        yield (
+            "adaptive",
+            {**still, "sq": np.abs(_still_state(n, dtype, 25))},
+            hyper,
+            {"inside": inside, "rmsprop": 1},
+        )
+    yield "adam", {**still, "m": _still_state(n, dtype, 26), "v": pos(27)}, hyper, {}
+    yield (
+        "adam",
+        {**still, "m": _still_state(n, dtype, 28), "v": _still_state(n, dtype, 29)},
+        hyper,
+        {},
+    )
+    yield "adamax", {**still, "m": _still_state(n, dtype, 30), "u": pos(31)}, hyper, {}
     yield "scale", {"x": _special_values(n, dtype, 7)}, hyper, {}
     for size in (3, 8, 37, 128):  # one leaf of the pairwise sum holds up to 128 values
         yield "sq_leaf", {"x": _values(size, dtype, size)}, {"n": size}, {}
