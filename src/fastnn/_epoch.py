@@ -33,6 +33,24 @@ _LOSS_CODES = {row.name: row.code for row in registry.LOSSES}
 _FLOPS_PER_CALL = 5e9
 
 _EMPTY_I = np.zeros(0, np.int64)
+# The workspace and each of its regions start on a cache line: the kernels' vector stores
+# into a region that does not straddle two lines with every store (config A's first layer,
+# 64 x 128 outputs: 2.6 against 1.2 us a pass with the regions 16 bytes off a line).
+_LINE = 64
+
+
+def _line_up(n: int, itemsize: int) -> int:
+    """n values rounded up to a whole number of cache lines."""
+    per_line = _LINE // itemsize
+    return -(-n // per_line) * per_line
+
+
+def aligned_empty(n: int, dtype) -> np.ndarray:
+    """An uninitialised 1-D array of n values whose data starts on a cache line."""
+    dt = np.dtype(dtype)
+    raw = np.empty(n * dt.itemsize + _LINE, np.uint8)
+    start = -raw.ctypes.data % _LINE
+    return raw[start : start + n * dt.itemsize].view(dt)
 
 
 class Unit:
@@ -143,20 +161,22 @@ class EpochPlan:
         # regions hold one row more (fastnn.reference.training.batch_rows).
         rows = batch_size + 1 if bn_layers else batch_size
         widths = [int(self.dims[0]), int(self.dims[-1])]
+        size = dt.itemsize
         offsets, total = [], 0
         for w in widths:
             offsets.append(total)
-            total += rows * w
+            total += _line_up(rows * w, size)
         for i, d in enumerate(dense):
+            region = _line_up(rows * d.n_out, size)
             z = total
-            total += rows * d.n_out
+            total += region
             if i == len(dense) - 1 and model.loss.fused:
                 a = z  # logits: the output "activation" is the identity
             else:
                 a = total
-                total += rows * d.n_out
+                total += region
             g = total
-            total += rows * d.n_out
+            total += region
             offsets += [z, a, g]
         # Dropout: each such unit's output o_l (in ws) and keep mask (in masks).
         self.dropout = np.array(
@@ -167,7 +187,7 @@ class EpochPlan:
         for i, u in enumerate(plan_units):
             if u.dropout is not None and layers[u.dropout].rate:
                 self.dropout_off[i] = (total, n_mask)
-                total += rows * dense[i].n_out
+                total += _line_up(rows * dense[i].n_out, size)
                 n_mask += rows * dense[i].n_out
         # Batch normalisation: gamma (params), running statistics (buffers), x_hat and
         # inv_std (ws) of every such unit, frozen or not (freezing changes only bn).
@@ -176,11 +196,12 @@ class EpochPlan:
             if u.bn is not None:
                 g_at = where[u.bn]["gamma"][0]
                 r_at = model.layout.buffers[u.bn]["running_mean"][0]
-                self.bn_off[i] = (g_at, r_at, total, total + rows * dense[i].n_out)
-                total += (rows + 1) * dense[i].n_out
+                x_hat = _line_up(rows * dense[i].n_out, size)
+                self.bn_off[i] = (g_at, r_at, total, total + x_hat)
+                total += x_hat + _line_up(dense[i].n_out, size)
         self.masks = np.zeros(n_mask, np.uint8)
         self.ws_off = np.array(offsets, np.int64)
-        self.ws = np.empty(total, dt)
+        self.ws = aligned_empty(total, dt)
         self.lb = np.empty(rows, np.int64)
         self.stats = np.zeros(codes.N_STATS, np.float64)
         self.no_targets = np.zeros((0, 0), dt)  # y of an epoch on class indices
