@@ -893,6 +893,13 @@ def _still_decay_overload(x, b, z):
     return impl
 
 
+@jit_inline
+def np_maximum(a, b):
+    """np.maximum of two scalars: a where it is larger or NaN, else b (a tie, -0 against
+    +0, gives b)."""
+    return a if (a > b or a != a) else b
+
+
 def zeroed_where(c, x):
     """+0.0 where ``c``, else the float32/float64 scalar ``x``: the still lanes' state
     as their arithmetic sees it (docs/spec.md §5, "Subnormal moments")."""

@@ -292,12 +292,16 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
         }                                                                              \
     }
 
+/* np.maximum(a, b): a where it is larger or NaN, else b (a tie, -0 against +0, gives b). */
+#define FNN_NP_MAX(a, b) (((a) > (b) || (a) != (a)) ? (a) : (b))
+
 /* Adamax: m = b1 m + rest1 g; u = max(b2 u, |g| + eps) as np.maximum (a NaN wins, a tie
  * takes the second: max(-0, +0) is +0);
  * param -= c m / u with c = lr / corr1. Blocks whose m holds a subnormal: still lanes
  * (g == 0, m zero or subnormal, u finite >= 0, so that u >= eps > 0 after the step, and
  * |p| above the bound under which a step of at most 2 |c| TINY / eps cannot move it)
- * take m = fl(b1 m) by integer rounding and keep p, as in Adam; u takes the plain
+ * take m = fl(b1 m) by integer rounding, as in Adam (p is the plain formula's: its step
+ * is a zero there); u takes the plain
  * formula. */
 #define FNN_ADAMAX(T, S, FABS, U, MANT, TINY)                                          \
     FNN_CLONES FNN_UNUSED static void fnn_adamax_##S(                                  \
@@ -317,8 +321,7 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
                     T g = grad[i];                                                     \
                     if (decay) g = g + wd * p;                                         \
                     T mi = b1 * m[i] + rest1 * g;                                      \
-                    T a = b2 * u[i], b = FABS(g) + eps;                                \
-                    T ui = (a > b || a != a) ? a : b;                                  \
+                    T ui = FNN_NP_MAX(b2 * u[i], FABS(g) + eps);                       \
                     m[i] = mi;                                                         \
                     u[i] = ui;                                                         \
                     param[i] = p - c * mi / ui;                                        \
@@ -334,8 +337,7 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
                 int still = g == 0 && (mb & mag) < normal && u[i] >= 0                 \
                             && u[i] < (T)INFINITY && (p > pmin || p < -pmin);          \
                 T mi = b1 * (still ? (T)0 : m[i]) + rest1 * g;                         \
-                T a = b2 * u[i], b = FABS(g) + eps;                                    \
-                T ui = (a > b || a != a) ? a : b;                                      \
+                T ui = FNN_NP_MAX(b2 * u[i], FABS(g) + eps);                           \
                 T upd = p - c * mi / ui;                                               \
                 T mt = fnn_still_decay_##S(m[i], b1, g); /* rest1 g: g's zero */       \
                 m[i] = still ? mt : mi;                                                \

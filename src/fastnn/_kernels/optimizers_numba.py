@@ -33,6 +33,7 @@ from ._numba_common import (
     jit_inline,
     lane_squares,
     lanes_total,
+    np_maximum,
     pairwise_combine,
     pairwise_descend,
     pairwise_stack,
@@ -201,7 +202,7 @@ def _rmsprop_block(param, grad, sq_avg, hyper, decay, inside, i0, i1):
 def _rmsprop_still(param, grad, sq_avg, hyper, decay, inside, i0, i1, tiny):
     """RMSProp on [i0, i1), whose still lanes (g == 0, s >= 0 zero or subnormal) compute
     with s = 0 and take s = fl(rho s) from ``still_decay``; p takes the plain formula's
-    value (the step lr g / denom is g's zero for any denom >= eps > 0)."""
+    value (the step lr g / denom is a zero for any denom > 0)."""
     lr_, rho_, keep, eps_, wd = hyper
     zero = cast_like(param, 0.0)
     for j in range(i1 - i0):
@@ -216,7 +217,7 @@ def _rmsprop_still(param, grad, sq_avg, hyper, decay, inside, i0, i1, tiny):
         sq_avg[i] = still_decay(ss, rho_, zero) if still else s  # keep g^2: +0
 
 
-# Values a block, whose m is looked over for a subnormal first (fastnn_simd.h's
+# Values a block, whose state is looked over for a subnormal first (fastnn_simd.h's
 # FNN_STILL_BLOCK). The blocks' loops index with unsigned integers: a signed start
 # makes Numba test every index for wraparound, which stops the loops vectorising.
 STILL_BLOCK = 256
@@ -296,7 +297,7 @@ def _adam_block(param, grad, m, v, hyper, decay, shrink, i0, i1):
 def _adam_still(param, grad, m, v, hyper, decay, shrink, i0, i1, pmin, tiny):
     """Adam on [i0, i1) where the still lanes (g == 0, m zero or subnormal, v >= 0,
     |p| > pmin) never enter the arithmetic: their m (and a subnormal v) by
-    ``still_decay``, p kept. Selects, no branch: the loop vectorises."""
+    ``still_decay``, p the plain formula's (its step is a zero there)."""
     lr_, b1, k1, b2, k2, c1, c2, eps_, wd, lr_wd = hyper
     zero = cast_like(param, 0.0)
     for j in range(i1 - i0):
@@ -389,8 +390,7 @@ def _adamax(param, grad, m, u, step_size, beta1, beta2, eps, weight_decay):
 
 @jit
 def _adamax_block(param, grad, m, u, hyper, decay, i0, i1):
-    """Adamax on [i0, i1); max as np.maximum: b2 u where it is larger or NaN, else
-    |g| + eps (a tie of zeros takes |g| + eps's)."""
+    """Adamax on [i0, i1)."""
     c, b1, k1, b2, eps_, wd = hyper
     for j in range(i1 - i0):
         i = np.uint64(i0) + np.uint64(j)
@@ -398,9 +398,7 @@ def _adamax_block(param, grad, m, u, hyper, decay, i0, i1):
         g = grad[i] + wd * p if decay else grad[i]
         mi = b1 * m[i] + k1 * g
         m[i] = mi
-        a = b2 * u[i]
-        b = abs(g) + eps_
-        ui = a if (a > b or a != a) else b
+        ui = np_maximum(b2 * u[i], abs(g) + eps_)
         u[i] = ui
         param[i] = p - c * mi / ui
 
@@ -408,7 +406,7 @@ def _adamax_block(param, grad, m, u, hyper, decay, i0, i1):
 @jit
 def _adamax_still(param, grad, m, u, hyper, decay, i0, i1, pmin, tiny):
     """Adamax on [i0, i1), the still lanes (g == 0, m zero or subnormal, u finite >= 0,
-    |p| > pmin) without subnormal arithmetic: m by ``still_decay``, p kept, u plain."""
+    |p| > pmin) without subnormal arithmetic: m by ``still_decay``, p and u plain."""
     c, b1, k1, b2, eps_, wd = hyper
     for j in range(i1 - i0):
         i = np.uint64(i0) + np.uint64(j)
@@ -418,9 +416,7 @@ def _adamax_still(param, grad, m, u, hyper, decay, i0, i1, pmin, tiny):
         still = (g == 0) & (abs(mv) < tiny) & (uv >= 0) & (uv < np.inf)
         still &= (p > pmin) | (p < -pmin)
         mi = b1 * zeroed_where(still, mv) + k1 * g
-        a = b2 * uv
-        b = abs(g) + eps_
-        ui = a if (a > b or a != a) else b
+        ui = np_maximum(b2 * uv, abs(g) + eps_)
         upd = p - c * mi / ui
         m[i] = still_decay(mv, b1, g) if still else mi  # k1 g: g's zero
         u[i] = ui
