@@ -185,8 +185,27 @@ FNN_UNUSED static inline double fnn_scaled_count_f32(double k, double b)
 FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
 {
     double prod = b * k, r = FNN_SUB_ROUND(prod), err = fnn_two_product_err(b, k, prod);
-    if (fabs(prod - r) != 0.5) return r;
-    return err > 0.0 ? prod + 0.5 : err < 0.0 ? prod - 0.5 : r; /* the exact side of a tie */
+    /* the exact side of a tie; selects, not branches, so that the still loops vectorise */
+    double tie = err > 0.0 ? prod + 0.5 : err < 0.0 ? prod - 0.5 : r;
+    return fabs(prod - r) != 0.5 ? r : tie;
+}
+
+/* A count 0 <= k < 2^52 as a double and back, through the bits of 2^52 + k: vector
+ * units before AVX-512DQ have no conversion between 64-bit integers and doubles, and
+ * one such conversion kept the float64 still loops scalar. */
+FNN_UNUSED static inline double fnn_count_to_double(uint64_t k)
+{
+    double d;
+    k |= 0x4330000000000000ULL; /* the bits of 2^52 */
+    memcpy(&d, &k, sizeof d);
+    return d - 4503599627370496.0;
+}
+FNN_UNUSED static inline uint64_t fnn_double_to_count(double r)
+{
+    uint64_t k;
+    r += 4503599627370496.0;
+    memcpy(&k, &r, sizeof k);
+    return k & 0x000FFFFFFFFFFFFFULL;
 }
 
 /* fl(b x) + z for x zero or subnormal, 0 <= b <= 1 and z = +-0 (the term a zero
@@ -199,7 +218,8 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
         T out;                                                                         \
         memcpy(&xb, &x, sizeof(U));                                                    \
         memcpy(&zb, &z, sizeof(U));                                                    \
-        r = (U)fnn_scaled_count_##S((double)(xb & frac), (double)b);                   \
+        r = (U)fnn_double_to_count(                                                    \
+            fnn_scaled_count_##S(fnn_count_to_double(xb & frac), (double)b));          \
         r = r ? r | (xb & sign) : (xb & zb & sign);                                    \
         memcpy(&out, &r, sizeof(U));                                                   \
         return out;                                                                    \
