@@ -1094,3 +1094,44 @@ def test_train_epoch_refuses_labels_changed_after_check_data():
     with pytest.raises(ValueError, match=r"different numbers of samples \(150 and 0\)"):
         net.train_epoch(Xc, yc[:0], Adam(), 16)
     np.testing.assert_array_equal(net.params, before)
+
+
+# --- activations written over z (one workspace region less) ------------------------------
+
+_OVER_Z = [
+    ("relu", None, True),
+    ("identity", None, True),
+    ("leaky_relu", 0.1, True),
+    ("leaky_relu", 0.0, False),  # 0 * -inf is NaN, where g'(-inf) is alpha
+    ("leaky_relu", -0.5, False),  # g(z) > 0 for z < 0: g' read at g(z) would be 1
+    ("tanh", None, False),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("act, alpha, over_z", _OVER_Z)
+def test_activation_over_z_keeps_the_step_paths_bits(backend, act, alpha, over_z, monkeypatch):
+    """A hidden layer whose g' reads the same at g(z) as at z (identity, relu, leaky_relu
+    with 0 < alpha < inf) has its activation written over z in the epoch's workspace,
+    and the epoch still gives the step path's weights bit for bit; the others keep a
+    region of their own (a negative alpha over z would give these weights wrong)."""
+    from fastnn.layers import Dense
+
+    def net():
+        kw = {} if alpha is None else {"alpha": alpha}
+        layers = [Dense(2, 16, activation=act, **kw), Dense(16, 8, activation=act, **kw)]
+        layers.append(Dense(8, 2))
+        return fastnn.MLP(layers, loss="mse", backend=backend, random_state=3)
+
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((96, 2)).astype(np.float32)
+    y = np.stack([X[:, 0] * X[:, 1], X[:, 0] - X[:, 1]], axis=1).astype(np.float32)
+    a, b = net(), net()
+    opt_a, opt_b = Adam(lr=0.01), Adam(lr=0.01)
+    for _ in range(3):
+        a.train_epoch(X, y, opt_a, 32)
+        b.train_epoch(X, y, opt_b, 32, on_step=lambda j, loss: None)
+    np.testing.assert_array_equal(a.params, b.params)
+    off = a._epoch_plans[32].ws_off
+    for i in range(2):  # z_i and a_i of the hidden layers
+        assert (off[2 + 3 * i] == off[3 + 3 * i]) == over_z

@@ -53,6 +53,16 @@ def aligned_empty(n: int, dtype) -> np.ndarray:
     return raw[start : start + n * dt.itemsize].view(dt)
 
 
+def _derivative_reads_output(layer) -> bool:
+    """True when the layer's g'(z), evaluated at a = g(z) instead of z, gives the same
+    value for every z (NaN and infinities included), so that its activation may be
+    written over z and the backward read z's region: the identity, relu, and
+    leaky_relu with 0 < alpha < inf (g keeps the sign, and never makes a NaN:
+    0 * -inf would)."""
+    act = layer.activation
+    return act in ("identity", "relu") or (act == "leaky_relu" and 0 < layer.alpha < np.inf)
+
+
 class Unit:
     """One step of the epoch kernels' network: a dense layer, optionally followed by a
     batch normalisation (the dense layer then without bias and activation), optionally
@@ -170,8 +180,12 @@ class EpochPlan:
             region = _line_up(rows * d.n_out, size)
             z = total
             total += region
-            if i == len(dense) - 1 and model.loss.fused:
-                a = z  # logits: the output "activation" is the identity
+            if (i == len(dense) - 1 and model.loss.fused) or (
+                plan_units[i].bn is None
+                and plan_units[i].dropout is None
+                and _derivative_reads_output(dense[i])
+            ):
+                a = z  # the logits, or an activation written over z: one region less
             else:
                 a = total
                 total += region

@@ -15,6 +15,7 @@ from ._numba_common import (
     gemm,
     gemm_threads,
     jit,
+    jit_inline,
     pairwise_stack,
     pairwise_sum_ws,
     stack_panel,
@@ -126,6 +127,11 @@ def forward_sigmoid(z, a, b):
 @jit
 def forward_relu(z, a, b):
     m, n = z.shape
+    if a.ctypes.data == z.ctypes.data:  # written over z: one store (as forward_identity)
+        for i in range(m):
+            for j in range(n):
+                z[i, j] = _relu(z[i, j] + b[j])
+        return
     for i in range(m):
         for j in range(n):
             t = z[i, j] + b[j]
@@ -137,6 +143,11 @@ def forward_relu(z, a, b):
 def forward_leaky_relu(z, a, b, alpha):
     m, n = z.shape
     alpha_ = cast_like(z, alpha)
+    if a.ctypes.data == z.ctypes.data:
+        for i in range(m):
+            for j in range(n):
+                z[i, j] = _leaky_relu(z[i, j] + b[j], alpha_)
+        return
     for i in range(m):
         for j in range(n):
             t = z[i, j] + b[j]
@@ -373,41 +384,46 @@ def backward_finish(x, dz, dw, db, nodes, sums, n_threads):
 @jit
 def small_k_forward(x, w, b, z, a, act, alpha):
     """z = x @ w + b and a = relu(z) in one pass for x (m, k) with 1 <= k <= 4
-    (GEMM_SMALL_K); False, doing nothing, for another k or activation. a may be z."""
+    (GEMM_SMALL_K); False, doing nothing, for another k or activation. a may be z (then
+    only a is stored)."""
     m, k = x.shape
     n = np.uint64(z.shape[1])
     if act != _RELU or k < 1 or k > GEMM_SMALL_K:
         return False
-    # one loop per k: a branch inside the inner loop keeps LLVM from vectorizing it
-    if k == 1:
-        for i in range(m):
-            x0 = x[i, 0]
+    both = a.ctypes.data != z.ctypes.data
+    # one loop per k (a branch inside the inner loop keeps LLVM from vectorizing it), the
+    # terms of the absent inputs never computed
+    for i in range(m):
+        x0 = x[i, 0]
+        x1 = x[i, 1] if k > 1 else x0
+        x2 = x[i, 2] if k > 2 else x0
+        x3 = x[i, 3] if k > 3 else x0
+        if k == 1:
             for j in range(n):
                 t = x0 * w[0, j] + b[j]
-                z[i, j] = t
-                a[i, j] = _relu(t)
-    elif k == 2:
-        for i in range(m):
-            x0, x1 = x[i, 0], x[i, 1]
+                _store_relu(z, a, i, j, t, both)
+        elif k == 2:
             for j in range(n):
                 t = (x0 * w[0, j] + x1 * w[1, j]) + b[j]
-                z[i, j] = t
-                a[i, j] = _relu(t)
-    elif k == 3:
-        for i in range(m):
-            x0, x1, x2 = x[i, 0], x[i, 1], x[i, 2]
+                _store_relu(z, a, i, j, t, both)
+        elif k == 3:
             for j in range(n):
                 t = (x0 * w[0, j] + x1 * w[1, j] + x2 * w[2, j]) + b[j]
-                z[i, j] = t
-                a[i, j] = _relu(t)
-    else:
-        for i in range(m):
-            x0, x1, x2, x3 = x[i, 0], x[i, 1], x[i, 2], x[i, 3]
+                _store_relu(z, a, i, j, t, both)
+        else:
             for j in range(n):
                 t = (x0 * w[0, j] + x1 * w[1, j] + x2 * w[2, j] + x3 * w[3, j]) + b[j]
-                z[i, j] = t
-                a[i, j] = _relu(t)
+                _store_relu(z, a, i, j, t, both)
     return True
+
+
+@jit_inline
+def _store_relu(z, a, i, j, t, both):
+    """z[i, j] = t and a[i, j] = relu(t), or the relu alone when a is z (a branch on a
+    loop invariant: LLVM takes it out of the loop)."""
+    if both:
+        z[i, j] = t
+    a[i, j] = _relu(t)
 
 
 @jit

@@ -41,7 +41,11 @@ params, grads   (P,) dt          flat parameter and gradient buffers
 ws              (W,) dt          workspace; ``ws_off`` gives its regions (element offsets),
 ws_off          (2+3L,) int64    [xb, yb, z_0, a_0, g_0, z_1, ...], each region sized
                                  batch_size x width; a batch of m rows uses the first m rows.
-                                 a_l may be z_l (same offset) for the output layer.
+                                 a_l may be z_l (same offset): for the output layer,
+                                 and for a layer without batch normalisation or
+                                 dropout whose g' reads the same at g(z) as at z
+                                 (identity, relu, leaky_relu with 0 < alpha < inf;
+                                 the backward then reads z_l's region as z).
 lb              (bs,) int64      gathered labels (sparse cross-entropy), else (0,);
                                  bs = batch_size
 opt_code        int              codes.OPT_*
