@@ -213,26 +213,48 @@ cdef double _ce_rows(const floating* z, const floating* y, const int64_t* labels
     cdef double mxs[PW_BLOCK]
     cdef double logs[PW_BLOCK]
     cdef double batch[EXP_BATCH]
+    cdef double sums[EXP_BATCH]
     cdef double* e = work if k > EXP_BATCH else &batch[0]
     cdef double* ei
-    cdef double s, wi, d
-    cdef Py_ssize_t i, j, m2, i0 = 0, r
+    cdef double s, wi
+    cdef Py_ssize_t i, j, m2, i0 = 0, r, lab
     if m <= PW_BLOCK:
         while i0 < m:
             r = _exp_rows(z + i0 * k, m - i0, k, mxs + i0, e)
             for i in range(i0, i0 + r):
-                ei = e + (i - i0) * k
-                s = 0.0 + pw_sum(ei, k)
-                if g != NULL:  # w_i (softmax - target) in place of the exps
-                    wi = _weight(w, i)
+                logs[i] = 0.0 + pw_sum(e + (i - i0) * k, k)
+            if g != NULL and k <= EXP_BATCH:
+                # w_i (softmax - target) in place of the exps, by passes over the block
+                # (vector loops; the same operations on each value as row by row)
+                for i in range(r):
                     for j in range(k):
-                        d = ei[j] / s
-                        if y != NULL:
-                            d = d - <double>y[i * k + j]
-                        elif j == labels[i]:
-                            d = d - 1
-                        ei[j] = wi * d
-                logs[i] = s
+                        sums[i * k + j] = logs[i0 + i]
+                for j in range(r * k):
+                    e[j] = e[j] / sums[j]
+                if y != NULL:
+                    for j in range(r * k):
+                        e[j] = e[j] - <double>y[i0 * k + j]
+                else:
+                    for i in range(r):
+                        lab = labels[i0 + i]
+                        if 0 <= lab < k:
+                            e[i * k + lab] = e[i * k + lab] - 1
+                if w != NULL:  # (x * 1.0 is x: nothing to do without weights)
+                    for i in range(r):
+                        wi = w[i0 + i]
+                        for j in range(k):
+                            e[i * k + j] = wi * e[i * k + j]
+            elif g != NULL:  # one row of more than EXP_BATCH classes
+                ei = e
+                s = logs[i0]
+                wi = _weight(w, i0)
+                for j in range(k):
+                    ei[j] = ei[j] / s
+                    if y != NULL:
+                        ei[j] = ei[j] - <double>y[i0 * k + j]
+                    elif j == labels[i0]:
+                        ei[j] = ei[j] - 1
+                    ei[j] = wi * ei[j]
             if g != NULL:  # over norm, the block at once (a vector loop of divisions)
                 for j in range(r * k):
                     g[i0 * k + j] = <floating>(e[j] / norm)
