@@ -91,3 +91,50 @@ class Sgd(_FlatStep):
 
     def peakmem_sgd_step(self, backend, dtype, n):
         self.step()
+
+
+class StillLanes:
+    """The optimizers whose moments a zero gradient decays into the subnormal range
+    (docs/spec.md §5, "Subnormal moments"), on a state where half the lanes are still:
+    gradient 0 and the smallest subnormal moments, which rounding keeps for good (as
+    after a long run with dead relu units). On Intel cores an update that computed on
+    them would take a microcode assist per instruction; compare with the same sizes in
+    ``Adam``/``Momentum``. n: digits' 64-128-128-10 network, and 1e6."""
+
+    params = [list(BACKENDS), list(DTYPES), ["adam", "momentum", "rmsprop", "adamax"],
+              [26122, 10 ** 6]]
+    param_names = ["backend", "dtype", "optimizer", "n"]
+    timeout = 600
+
+    def setup(self, backend, dtype, optimizer, n):
+        self.bk = get_backend(backend)
+        rng = np.random.default_rng(0)
+        dt = np.dtype(dtype).type
+        sub = np.finfo(dtype).smallest_subnormal
+        still = rng.random(n) < 0.5
+        self.param = rng.random(n, dtype=dtype) + dt(0.5)
+        self.grad = np.where(still, dt(0), rng.standard_normal(n, dtype=dtype) * dt(1e-2))
+        small = (rng.integers(1, 4, n) * sub).astype(dtype)  # k 2^emin, k < 4: kept
+        n_state = 1 if optimizer in ("momentum", "rmsprop") else 2
+        self.state = []
+        for _ in range(n_state):
+            s = np.where(still, small, (rng.random(n, dtype=dtype) * dt(1e-3)).astype(dtype))
+            self.state.append(s.astype(dtype))
+        self.optimizer = optimizer
+        self.t = 100
+        self.step()  # compile (Numba)
+
+    def step(self):
+        bk, p, g, s, opt = self.bk, self.param, self.grad, self.state, self.optimizer
+        self.t += 1
+        if opt == "adam":
+            bk.adam_step(p, g, s[0], s[1], self.t, lr=LR)
+        elif opt == "momentum":
+            bk.momentum_step(p, g, s[0], LR, momentum=0.9)
+        elif opt == "rmsprop":
+            bk.rmsprop_step(p, g, s[0], LR)
+        else:
+            bk.adamax_step(p, g, s[0], s[1], self.t, lr=LR)
+
+    def time_still_step(self, backend, dtype, optimizer, n):
+        self.step()

@@ -190,17 +190,20 @@ FNN_UNUSED static inline double fnn_scaled_count_f64(double k, double b)
     return fabs(prod - r) != 0.5 ? r : tie;
 }
 
-/* A count 0 <= k < 2^52 as a double and back, through the bits of 2^52 + k: vector
- * units before AVX-512DQ have no conversion between 64-bit integers and doubles, and
- * one such conversion kept the float64 still loops scalar. */
-FNN_UNUSED static inline double fnn_count_to_double(uint64_t k)
+/* A count k (a float's fraction bits) as a double and back. float32's: plain
+ * conversions. float64's (0 <= k < 2^52) through the bits of 2^52 + k: vector units
+ * before AVX-512DQ have no conversion between 64-bit integers and doubles, and one such
+ * conversion kept the float64 still loops scalar. */
+FNN_UNUSED static inline double fnn_count_to_double_f32(uint32_t k) { return (double)k; }
+FNN_UNUSED static inline uint32_t fnn_double_to_count_f32(double r) { return (uint32_t)r; }
+FNN_UNUSED static inline double fnn_count_to_double_f64(uint64_t k)
 {
     double d;
     k |= 0x4330000000000000ULL; /* the bits of 2^52 */
     memcpy(&d, &k, sizeof d);
     return d - 4503599627370496.0;
 }
-FNN_UNUSED static inline uint64_t fnn_double_to_count(double r)
+FNN_UNUSED static inline uint64_t fnn_double_to_count_f64(double r)
 {
     uint64_t k;
     r += 4503599627370496.0;
@@ -218,8 +221,8 @@ FNN_UNUSED static inline uint64_t fnn_double_to_count(double r)
         T out;                                                                         \
         memcpy(&xb, &x, sizeof(U));                                                    \
         memcpy(&zb, &z, sizeof(U));                                                    \
-        r = (U)fnn_double_to_count(                                                    \
-            fnn_scaled_count_##S(fnn_count_to_double(xb & frac), (double)b));          \
+        r = fnn_double_to_count_##S(                                                   \
+            fnn_scaled_count_##S(fnn_count_to_double_##S(xb & frac), (double)b));      \
         r = r ? r | (xb & sign) : (xb & zb & sign);                                    \
         memcpy(&out, &r, sizeof(U));                                                   \
         return out;                                                                    \
