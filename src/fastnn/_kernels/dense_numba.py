@@ -15,7 +15,6 @@ from ._numba_common import (
     gemm,
     gemm_threads,
     jit,
-    jit_inline,
     pairwise_stack,
     pairwise_sum_ws,
     stack_panel,
@@ -391,8 +390,8 @@ def small_k_forward(x, w, b, z, a, act, alpha):
     if act != _RELU or k < 1 or k > GEMM_SMALL_K:
         return False
     both = a.ctypes.data != z.ctypes.data
-    # one loop per k (a branch inside the inner loop keeps LLVM from vectorizing it), the
-    # terms of the absent inputs never computed
+    # one loop per k (a branch inside the inner loop keeps LLVM from vectorizing it, but
+    # for ``both``, a loop invariant that it takes out of the loop)
     for i in range(m):
         x0 = x[i, 0]
         x1 = x[i, 1] if k > 1 else x0
@@ -401,29 +400,28 @@ def small_k_forward(x, w, b, z, a, act, alpha):
         if k == 1:
             for j in range(n):
                 t = x0 * w[0, j] + b[j]
-                _store_relu(z, a, i, j, t, both)
+                if both:
+                    z[i, j] = t
+                a[i, j] = _relu(t)
         elif k == 2:
             for j in range(n):
                 t = (x0 * w[0, j] + x1 * w[1, j]) + b[j]
-                _store_relu(z, a, i, j, t, both)
+                if both:
+                    z[i, j] = t
+                a[i, j] = _relu(t)
         elif k == 3:
             for j in range(n):
                 t = (x0 * w[0, j] + x1 * w[1, j] + x2 * w[2, j]) + b[j]
-                _store_relu(z, a, i, j, t, both)
+                if both:
+                    z[i, j] = t
+                a[i, j] = _relu(t)
         else:
             for j in range(n):
                 t = (x0 * w[0, j] + x1 * w[1, j] + x2 * w[2, j] + x3 * w[3, j]) + b[j]
-                _store_relu(z, a, i, j, t, both)
+                if both:
+                    z[i, j] = t
+                a[i, j] = _relu(t)
     return True
-
-
-@jit_inline
-def _store_relu(z, a, i, j, t, both):
-    """z[i, j] = t and a[i, j] = relu(t), or the relu alone when a is z (a branch on a
-    loop invariant: LLVM takes it out of the loop)."""
-    if both:
-        z[i, j] = t
-    a[i, j] = _relu(t)
 
 
 @jit
@@ -448,38 +446,97 @@ def small_k_backward(g, w, z, dz, db, act):
         for p in range(k):
             for j in range(cols):
                 panel[p, j] = w[u0 + j, p]
-        # one loop per k: a branch inside the inner loop keeps LLVM from vectorizing it
+        # one loop per k (a branch inside the inner loop keeps LLVM from vectorizing it),
+        # four rows a pass: each column's weights and db loaded once for four rows, db
+        # still summed row after row (the same bits)
+        i = 0
         if k == 1:
-            for i in range(m):
-                x0 = g[i, 0]
+            while i + 4 <= m:
+                a0, b0, c0, e0 = g[i, 0], g[i + 1, 0], g[i + 2, 0], g[i + 3, 0]
                 for j in range(cols):
-                    v = (x0 * panel[0, j]) * _relu_d(z[i, u0 + j])
-                    dz[i, u0 + j] = v
-                    db[u0 + j] += v
+                    q = u0 + j
+                    w0 = panel[0, j]
+                    v0 = (a0 * w0) * _relu_d(z[i, q])
+                    v1 = (b0 * w0) * _relu_d(z[i + 1, q])
+                    v2 = (c0 * w0) * _relu_d(z[i + 2, q])
+                    v3 = (e0 * w0) * _relu_d(z[i + 3, q])
+                    dz[i, q] = v0
+                    dz[i + 1, q] = v1
+                    dz[i + 2, q] = v2
+                    dz[i + 3, q] = v3
+                    db[q] = (((db[q] + v0) + v1) + v2) + v3
+                i += 4
         elif k == 2:
-            for i in range(m):
-                x0, x1 = g[i, 0], g[i, 1]
+            while i + 4 <= m:
+                a0, a1, b0, b1 = g[i, 0], g[i, 1], g[i + 1, 0], g[i + 1, 1]
+                c0, c1, e0, e1 = g[i + 2, 0], g[i + 2, 1], g[i + 3, 0], g[i + 3, 1]
                 for j in range(cols):
-                    t = x0 * panel[0, j] + x1 * panel[1, j]
-                    v = t * _relu_d(z[i, u0 + j])
-                    dz[i, u0 + j] = v
-                    db[u0 + j] += v
+                    q = u0 + j
+                    w0, w1 = panel[0, j], panel[1, j]
+                    v0 = (a0 * w0 + a1 * w1) * _relu_d(z[i, q])
+                    v1 = (b0 * w0 + b1 * w1) * _relu_d(z[i + 1, q])
+                    v2 = (c0 * w0 + c1 * w1) * _relu_d(z[i + 2, q])
+                    v3 = (e0 * w0 + e1 * w1) * _relu_d(z[i + 3, q])
+                    dz[i, q] = v0
+                    dz[i + 1, q] = v1
+                    dz[i + 2, q] = v2
+                    dz[i + 3, q] = v3
+                    db[q] = (((db[q] + v0) + v1) + v2) + v3
+                i += 4
         elif k == 3:
-            for i in range(m):
-                x0, x1, x2 = g[i, 0], g[i, 1], g[i, 2]
+            while i + 4 <= m:
+                a0, a1, a2 = g[i, 0], g[i, 1], g[i, 2]
+                b0, b1, b2 = g[i + 1, 0], g[i + 1, 1], g[i + 1, 2]
+                c0, c1, c2 = g[i + 2, 0], g[i + 2, 1], g[i + 2, 2]
+                e0, e1, e2 = g[i + 3, 0], g[i + 3, 1], g[i + 3, 2]
                 for j in range(cols):
-                    t = x0 * panel[0, j] + x1 * panel[1, j] + x2 * panel[2, j]
-                    v = t * _relu_d(z[i, u0 + j])
-                    dz[i, u0 + j] = v
-                    db[u0 + j] += v
+                    q = u0 + j
+                    w0, w1, w2 = panel[0, j], panel[1, j], panel[2, j]
+                    v0 = (a0 * w0 + a1 * w1 + a2 * w2) * _relu_d(z[i, q])
+                    v1 = (b0 * w0 + b1 * w1 + b2 * w2) * _relu_d(z[i + 1, q])
+                    v2 = (c0 * w0 + c1 * w1 + c2 * w2) * _relu_d(z[i + 2, q])
+                    v3 = (e0 * w0 + e1 * w1 + e2 * w2) * _relu_d(z[i + 3, q])
+                    dz[i, q] = v0
+                    dz[i + 1, q] = v1
+                    dz[i + 2, q] = v2
+                    dz[i + 3, q] = v3
+                    db[q] = (((db[q] + v0) + v1) + v2) + v3
+                i += 4
         else:
-            for i in range(m):
-                x0, x1, x2, x3 = g[i, 0], g[i, 1], g[i, 2], g[i, 3]
+            while i + 4 <= m:
+                a0, a1, a2, a3 = g[i, 0], g[i, 1], g[i, 2], g[i, 3]
+                b0, b1, b2, b3 = g[i + 1, 0], g[i + 1, 1], g[i + 1, 2], g[i + 1, 3]
+                c0, c1, c2, c3 = g[i + 2, 0], g[i + 2, 1], g[i + 2, 2], g[i + 2, 3]
+                e0, e1, e2, e3 = g[i + 3, 0], g[i + 3, 1], g[i + 3, 2], g[i + 3, 3]
                 for j in range(cols):
-                    t = x0 * panel[0, j] + x1 * panel[1, j] + x2 * panel[2, j] + x3 * panel[3, j]
-                    v = t * _relu_d(z[i, u0 + j])
-                    dz[i, u0 + j] = v
-                    db[u0 + j] += v
+                    q = u0 + j
+                    w0, w1, w2, w3 = panel[0, j], panel[1, j], panel[2, j], panel[3, j]
+                    v0 = (a0 * w0 + a1 * w1 + a2 * w2 + a3 * w3) * _relu_d(z[i, q])
+                    v1 = (b0 * w0 + b1 * w1 + b2 * w2 + b3 * w3) * _relu_d(z[i + 1, q])
+                    v2 = (c0 * w0 + c1 * w1 + c2 * w2 + c3 * w3) * _relu_d(z[i + 2, q])
+                    v3 = (e0 * w0 + e1 * w1 + e2 * w2 + e3 * w3) * _relu_d(z[i + 3, q])
+                    dz[i, q] = v0
+                    dz[i + 1, q] = v1
+                    dz[i + 2, q] = v2
+                    dz[i + 3, q] = v3
+                    db[q] = (((db[q] + v0) + v1) + v2) + v3
+                i += 4
+        for r in range(i, m):  # the last rows, one at a time
+            x0 = g[r, 0]
+            x1 = g[r, 1] if k > 1 else x0
+            x2 = g[r, 2] if k > 2 else x0
+            x3 = g[r, 3] if k > 3 else x0
+            for j in range(cols):
+                t = x0 * panel[0, j]
+                if k > 1:
+                    t = t + x1 * panel[1, j]
+                if k > 2:
+                    t = t + x2 * panel[2, j]
+                if k > 3:
+                    t = t + x3 * panel[3, j]
+                v = t * _relu_d(z[r, u0 + j])
+                dz[r, u0 + j] = v
+                db[u0 + j] += v
     return True
 
 
