@@ -447,6 +447,29 @@ def test_indexes_written_before_the_reload_fix_are_not_trusted(tmp_path):
         assert kernel._cache._cache_file._version[1] == common.KeyedCacheFile.FORMAT
 
 
+def test_cache_tag_follows_every_kernel_source(tmp_path):
+    """A change to any kernel source (not only the cached function's own file, the one
+    Numba checks) gives the cache index another tag, and an index written under
+    another tag is not trusted: a kernel cached before a fix to a helper it inlines
+    never runs the old helper."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("x = 1\n")
+    (src / "b.py").write_text("y = 2\n")
+    before = common.sources_digest(src)
+    (src / "b.py").write_text("y = 3\n")
+    assert common.sources_digest(src) != before
+    here = Path(common.__file__).resolve().parent
+    top = here.parent
+    digest = common.sources_digest(here, top / "reference", top / "registry.py", top / "_blas.py")
+    assert common.KeyedCacheFile.FORMAT.endswith(digest)
+    stale = common.KeyedCacheFile(str(tmp_path), "kernel-1", "stamp")
+    stale._version = (stale._version[0], "fastnn-keyed-2-" + before)
+    stale.save("key", "code")
+    assert "key" in stale._load_index()  # read back under its own tag
+    assert common.KeyedCacheFile(str(tmp_path), "kernel-1", "stamp")._load_index() == {}
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
 def test_small_k_forward_is_the_product_then_the_pass(k, dtype):
@@ -472,6 +495,11 @@ def test_small_k_forward_is_the_product_then_the_pass(k, dtype):
         np.testing.assert_array_equal(z, z_ref)
         np.testing.assert_array_equal(a, a_ref)
         assert (np.signbit(z) == np.signbit(z_ref)).all()
+        # the activation written over z (the epoch workspace's alias): a's bits
+        za = np.full((21, 67), 7, dtype)
+        assert small_k_forward(x, w, b, za, za, codes.RELU, 0.0)
+        np.testing.assert_array_equal(za, a_ref)
+        assert (np.signbit(za) == np.signbit(a_ref)).all()
     else:
         assert (z == 7).all() and (a == 7).all()
     assert not small_k_forward(x, w, b, z, a, codes.TANH, 0.0) or k > 4

@@ -25,6 +25,7 @@ helper has a plain Python body with the same results.
 import ctypes
 import functools
 import hashlib
+from pathlib import Path
 
 import numpy as np
 from numba import njit, types
@@ -42,6 +43,33 @@ DISABLE_JIT = bool(config.DISABLE_JIT)
 _OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 
+def sources_digest(*paths: Path) -> str:
+    """A digest of the ``.py`` files among ``paths`` and in its folders (names and
+    contents, in order).
+
+    Numba invalidates a cached function when the file that defines it changes, not
+    when a helper it calls, compiled into its machine code, changes in another file: a
+    whole-epoch kernel cached before a fix to ``optimizers_numba.py`` would keep the old
+    update. The cache index carries this digest of the kernels' sources and of the
+    modules whose values they read at compile time, so any change to them recompiles
+    everything once."""
+    h = hashlib.sha256()
+    for path in paths:
+        for file in sorted(path.glob("*.py")) if path.is_dir() else [path]:
+            h.update(file.name.encode())
+            h.update(file.read_bytes())
+    return h.hexdigest()[:16]
+
+
+_HERE = Path(__file__).resolve().parent
+try:
+    _SOURCES = sources_digest(
+        _HERE, _HERE.parent / "reference", _HERE.parent / "registry.py", _HERE.parent / "_blas.py"
+    )
+except OSError:  # sources not readable as files (a zip import): Numba's own check only
+    _SOURCES = "unread"
+
+
 class KeyedCacheFile(IndexDataCacheFile):
     """Numba's cache index and data files, each data file named after its entry's key
     (a hash of the signature, target and code) instead of the first free number.
@@ -57,10 +85,12 @@ class KeyedCacheFile(IndexDataCacheFile):
     The index carries a format tag besides Numba's version (``FORMAT``): indexes written
     before ``ReloadingCacheImpl`` may list entries without their reload functions
     (which crash when loaded), and an index with another tag is ignored (recompiled
-    once) rather than trusted.
+    once) rather than trusted. The tag ends with :func:`sources_digest` of the kernels'
+    sources, so an index written by other kernel sources is ignored the same way.
     """
 
-    FORMAT = "fastnn-keyed-2"  # 2: entries keep the reload functions of their callees
+    # 2: entries keep the reload functions of their callees
+    FORMAT = f"fastnn-keyed-2-{_SOURCES}"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
