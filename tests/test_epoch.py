@@ -1135,3 +1135,35 @@ def test_activation_over_z_keeps_the_step_paths_bits(backend, act, alpha, over_z
     off = a._epoch_plans[32].ws_off
     for i in range(2):  # z_i and a_i of the hidden layers
         assert (off[2 + 3 * i] == off[3 + 3 * i]) == over_z
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_layer_settings_changed_between_epochs_reach_the_epoch_kernel(backend):
+    """A layer's activation, alpha or dropout rate changed between epochs is what the
+    next epoch trains with, as on the step path (the plan of the batch size is made
+    again, with the workspace alias that fits the new setting)."""
+    from fastnn.layers import Dense, Dropout
+
+    def net():
+        layers = [Dense(2, 16, activation="leaky_relu", alpha=0.1), Dropout(0.2)]
+        layers += [Dense(16, 2)]
+        return fastnn.MLP(layers, loss="mse", backend=backend, random_state=3)
+
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((96, 2)).astype(np.float32)
+    y = rng.standard_normal((96, 2)).astype(np.float32)
+    a, b = net(), net()
+    opt_a, opt_b = Adam(lr=0.01), Adam(lr=0.01)
+    changes = [
+        lambda m: None,
+        lambda m: setattr(m.layers[0], "alpha", -0.5),
+        lambda m: setattr(m.layers[1], "rate", 0.5),
+        lambda m: setattr(m.layers[0], "activation", "tanh"),
+    ]
+    for change in changes:
+        for model in (a, b):
+            change(model)
+        a.train_epoch(X, y, opt_a, 32)
+        b.train_epoch(X, y, opt_b, 32, on_step=lambda j, loss: None)
+        np.testing.assert_array_equal(a.params, b.params)
+    assert a._epoch_plans[32].alphas[0] == -0.5

@@ -107,6 +107,22 @@ def _units(layers) -> list[Unit] | None:
     return out if len(settings) <= 1 else None
 
 
+def settings(model, plan_units: list[Unit]) -> tuple:
+    """The layer settings an :class:`EpochPlan` is built from, which may change between
+    epochs (``layer.alpha = ...``): each unit's activation and alpha (its batch
+    normalisation's when it has one, with its momentum and eps) and dropout rate."""
+    layers = model.layers
+    out: list = []
+    for u in plan_units:
+        act = layers[u.dense] if u.bn is None else layers[u.bn]
+        out += (act.activation, act.alpha)
+        if u.bn is not None:
+            out += (act.momentum, act.eps)
+        if u.dropout is not None:
+            out.append(layers[u.dropout].rate)
+    return tuple(out)
+
+
 def supports(model, optimizer) -> bool:
     """True when ``model`` with ``optimizer`` can train through the whole-epoch kernel.
 
@@ -136,6 +152,7 @@ class EpochPlan:
         plan_units = units(model)
         assert plan_units is not None  # supports() said so
         self.units: list[Unit] = plan_units
+        self.settings = settings(model, plan_units)
         # the unit each layer belongs to (units cover the layer list in order)
         self.unit_of = [
             i
@@ -271,7 +288,8 @@ def train_epoch(
     if not runs:
         raise ValueError("every layer of the model is frozen: nothing to train")
     plan = model._epoch_plans.get(batch_size)
-    if plan is None:
+    if plan is None or plan.settings != settings(model, plan.units):
+        # (a layer setting changed since the plan was made: its codes and layout follow)
         plan = model._epoch_plans[batch_size] = EpochPlan(model, batch_size)
     elif plan.busy:
         # A poll callback training this model again: its epoch gets a workspace and
