@@ -215,7 +215,6 @@ cdef double _ce_rows(const floating* z, const floating* y, const int64_t* labels
     cdef double batch[EXP_BATCH]
     cdef double sums[EXP_BATCH]
     cdef double* e = work if k > EXP_BATCH else &batch[0]
-    cdef double* ei
     cdef double s, wi
     cdef Py_ssize_t i, j, m2, i0 = 0, r, lab
     if m <= PW_BLOCK:
@@ -223,14 +222,21 @@ cdef double _ce_rows(const floating* z, const floating* y, const int64_t* labels
             r = _exp_rows(z + i0 * k, m - i0, k, mxs + i0, e)
             for i in range(i0, i0 + r):
                 logs[i] = 0.0 + pw_sum(e + (i - i0) * k, k)
-            if g != NULL and k <= EXP_BATCH:
+            if g != NULL:
                 # w_i (softmax - target) in place of the exps, by passes over the block
-                # (vector loops; the same operations on each value as row by row)
-                for i in range(r):
+                # (vector loops; the same operations on each value as row by row): the
+                # divisions by the row sums, spread over their values (one row of more
+                # than EXP_BATCH classes: by its sum)
+                if k <= EXP_BATCH:
+                    for i in range(r):
+                        for j in range(k):
+                            sums[i * k + j] = logs[i0 + i]
+                    for j in range(r * k):
+                        e[j] = e[j] / sums[j]
+                else:
+                    s = logs[i0]
                     for j in range(k):
-                        sums[i * k + j] = logs[i0 + i]
-                for j in range(r * k):
-                    e[j] = e[j] / sums[j]
+                        e[j] = e[j] / s
                 if y != NULL:
                     for j in range(r * k):
                         e[j] = e[j] - <double>y[i0 * k + j]
@@ -244,17 +250,6 @@ cdef double _ce_rows(const floating* z, const floating* y, const int64_t* labels
                         wi = w[i0 + i]
                         for j in range(k):
                             e[i * k + j] = wi * e[i * k + j]
-            elif g != NULL:  # one row of more than EXP_BATCH classes
-                ei = e
-                s = logs[i0]
-                wi = _weight(w, i0)
-                for j in range(k):
-                    ei[j] = ei[j] / s
-                    if y != NULL:
-                        ei[j] = ei[j] - <double>y[i0 * k + j]
-                    elif j == labels[i0]:
-                        ei[j] = ei[j] - 1
-                    ei[j] = wi * ei[j]
             if g != NULL:  # over norm, the block at once (a vector loop of divisions)
                 for j in range(r * k):
                     g[i0 * k + j] = <floating>(e[j] / norm)
