@@ -62,10 +62,16 @@ def sources_digest(*paths: Path) -> str:
 
 
 _HERE = Path(__file__).resolve().parent
+# what the compiled kernels are made of: their own files, and the modules whose values
+# they read at compile time
+SOURCE_PATHS = (
+    _HERE,
+    _HERE.parent / "reference",
+    _HERE.parent / "registry.py",
+    _HERE.parent / "_blas.py",
+)
 try:
-    _SOURCES = sources_digest(
-        _HERE, _HERE.parent / "reference", _HERE.parent / "registry.py", _HERE.parent / "_blas.py"
-    )
+    _SOURCES = sources_digest(*SOURCE_PATHS)
 except OSError:  # sources not readable as files (a zip import): Numba's own check only
     _SOURCES = "unread"
 
