@@ -76,7 +76,7 @@ def tile_costs(m, n, k, trans_a, trans_b, dtype, repeats):
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
     c = np.empty((m, n), dtype)
     lda, ldb = a.shape[1], b.shape[1]
-    tiles = gemm_blocks(m, n, k)
+    tiles = gemm_blocks(m, n, k, trans_a, trans_b)
     costs = [float("inf")] * len(tiles)
     whole = best_pass = float("inf")
     for rep in range(repeats + 1):

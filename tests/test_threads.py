@@ -52,7 +52,7 @@ def _scipy_blas_threads():
 
 def test_tiles_depend_on_the_shape_only():
     assert blas.gemm_blocks(64, 128, 2) == [(0, 64, 0, 128)]  # small: one tile
-    assert blas.gemm_grid(128, 256, 256) == (1, 1)  # 2**24 flop: one call
+    assert blas.gemm_grid(128, 256, 256, small_mnk=0) == (1, 1)  # 2**24 flop: one call
     # from 2**25 flop in 2, the longer side halved first (columns on a tie)
     assert blas.gemm_grid(128, 256, 784) == (1, 2)  # config B's first product
     assert blas.gemm_grid(784, 256, 128) == (2, 1)  # and its dW
@@ -69,11 +69,60 @@ def test_tiles_depend_on_the_shape_only():
     assert [blas.gemm_edge(784, 4, i) for i in range(5)] == [0, 192, 384, 576, 784]
 
 
+SMALL = 1_000_000  # OpenBLAS's small-matrix limit (100^3) on its SkylakeX core
+
+
+def test_small_matrix_cut():
+    """Below 2**25 flops, a product is cut into the fewest tiles of at most small_mnk
+    (m n k) for OpenBLAS's small-matrix kernels, the longer side of the largest tile
+    halved first (columns on a tie); never for out = a @ b^T, an inner dimension of at
+    most GEMM_SMALL_K or above GEMM_SMALL_MAX_K, nor without such kernels."""
+    grid = blas.gemm_grid
+    assert grid(64, 128, 128, small_mnk=SMALL) == (1, 2)  # digits' second layer
+    assert grid(128, 128, 64, True, False, SMALL) == (1, 2)  # and its dW
+    assert grid(64, 128, 128, False, True, SMALL) == (1, 1)  # its dx = dz W^T: never
+    assert grid(64, 128, 128, True, True, SMALL) == (1, 2)
+    assert grid(64, 64, 128, small_mnk=SMALL) == (1, 1)  # 2**19 m n k: fits whole
+    assert grid(128, 256, 256, small_mnk=SMALL) == (2, 8)  # 64 x 32 x 256 tiles
+    assert grid(256, 256, 128, True, False, SMALL) == (4, 4)  # 64 x 64 x 128
+    assert grid(64, 128, 128, small_mnk=0) == (1, 1)  # no small-matrix kernels
+    assert grid(1000, 1000, 4, small_mnk=SMALL) == (1, 1)  # fastnn's own short sums
+    assert grid(64, 128, blas.GEMM_SMALL_MAX_K + 1, small_mnk=SMALL) == (1, 1)
+    assert grid(16, 16, 200, small_mnk=50_000) == (1, 1)  # no tile fits: one call
+    assert grid(128, 256, 784, small_mnk=SMALL) == (1, 2)  # from 2**25 flops: threads'
+    # uneven sides: the largest tile counts (100 = 7 units of 16: parts of 64 and 36)
+    assert grid(100, 64, 200, small_mnk=SMALL) == (2, 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    m=st.integers(1, 600),
+    n=st.integers(1, 600),
+    k=st.integers(1, 300),
+    trans=st.sampled_from([(False, False), (True, False), (False, True), (True, True)]),
+    small=st.sampled_from([0, 50_000, SMALL]),
+)
+def test_small_matrix_tiles_fit(m, n, k, trans, small):
+    rows, cols = blas.gemm_grid(m, n, k, *trans, small)
+    tiles = blas.gemm_blocks(m, n, k, *trans) if small == blas.GEMM_SMALL_MNK else None
+    if tiles is not None:
+        assert len(tiles) == rows * cols
+    if rows * cols > 1 and 2 * m * n * k < blas.GEMM_SPLIT_FLOPS:
+        assert blas.GEMM_SMALL_K < k <= blas.GEMM_SMALL_MAX_K and trans != (False, True)
+        for i in range(rows):
+            for j in range(cols):
+                tm = blas.gemm_edge(m, rows, i + 1) - blas.gemm_edge(m, rows, i)
+                tn = blas.gemm_edge(n, cols, j + 1) - blas.gemm_edge(n, cols, j)
+                assert 0 < tm * tn * k <= small
+
+
 SIDES = st.integers(0, 5000)
 
 
 def _count(m, n, k):
-    return len(blas.gemm_blocks(m, n, k))
+    """Tiles of the threads' rule (the small-matrix cut, below it, follows call costs)."""
+    rows, cols = blas.gemm_grid(m, n, k, small_mnk=0)
+    return rows * cols
 
 
 @settings(max_examples=300, deadline=None)
@@ -91,8 +140,8 @@ def test_tiles_cover_the_output_once_on_unit_edges(m, n, k):
     assert (hit == 1).all()
     rows, cols = blas.gemm_grid(m, n, k)
     assert len(tiles) == rows * cols
-    if 2 * m * n * k < blas.GEMM_SPLIT_FLOPS:
-        assert tiles == [(0, m, 0, n)]
+    if 2 * m * n * k < blas.GEMM_SPLIT_FLOPS:  # one call, or tiles of the small kernels
+        assert rows * cols == 1 or m * n * k > blas.GEMM_SMALL_MNK > 0
 
 
 @settings(max_examples=300, deadline=None)
@@ -146,6 +195,26 @@ def test_cython_carries_the_same_rule():
         for n in sides:
             for k in (1, 300, 784, 5000, 10**6):
                 assert dense_cython._gemm_grid(m, n, k) == blas.gemm_grid(m, n, k), (m, n, k)
+    # the small-matrix cut, whatever this host's BLAS
+    sides = [1, 16, 17, 64, 100, 128, 256, 300, 1000]
+    for small in (0, 50_000, SMALL):
+        for trans in [(False, False), (True, False), (False, True), (True, True)]:
+            for m in sides:
+                for n in sides:
+                    for k in (4, 5, 64, 128, 200, 256, 257):
+                        want = blas.gemm_grid(m, n, k, *trans, small)
+                        got = dense_cython._gemm_grid(m, n, k, *trans, small)
+                        assert got == want, (m, n, k, trans, small)
+    assert dense_cython._gemm_grid(64, 128, 128) == blas.gemm_grid(64, 128, 128)  # restored
+
+
+def test_numba_compiles_the_same_rule():
+    common = pytest.importorskip("fastnn._kernels._numba_common")
+    for small in (0, SMALL):
+        for trans in [(False, False), (True, False), (False, True)]:
+            for m, n, k in [(64, 128, 128), (128, 256, 256), (100, 64, 200), (300, 17, 64)]:
+                want = blas.gemm_grid(m, n, k, *trans, small)
+                assert common.gemm_tile_grid(m, n, k, *trans, small) == want, (m, n, k)
 
 
 THREAD_COUNTS = [1, 2, 3, 16, 64]

@@ -280,10 +280,12 @@ class GemmTiles:
     BLAS call per tile of ``gemm_blocks``) against the same product as one unsplit call:
     the one-thread cost of the tiling (docs/benchmarks/2026-12-02-tiles-scaling.md).
     Shapes are m x n x k: config C's first forward product (16 tiles) and second (16
-    tiles, twice the inner dimension); smaller products are one tile, one call."""
+    tiles, twice the inner dimension); smaller products are one tile, one call, except
+    where OpenBLAS's small-matrix kernels take tiles of them (a digits layer, 64 x 128
+    x 128, two tiles on its SkylakeX core: there the tiles are the faster)."""
 
     param_names = ["dtype", "shape"]
-    params = [list(DTYPES), ["256x2048x1024", "256x2048x2048"]]
+    params = [list(DTYPES), ["256x2048x1024", "256x2048x2048", "64x128x128"]]
     timeout = 300
 
     def setup(self, dtype, shape):

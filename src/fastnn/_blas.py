@@ -188,6 +188,21 @@ def info() -> dict:
     return {"private": b.private, "source": b.source, "kernel": b.kernel}
 
 
+# OpenBLAS's cores with small-matrix GEMM kernels on x86-64 (its KERNEL.SKYLAKEX, which
+# KERNEL.COOPERLAKE includes; KERNEL.SAPPHIRERAPIDS), as openblas_get_corename names them.
+_SMALL_MATRIX_KERNELS = frozenset({"SkylakeX", "Cooperlake", "SapphireRapids"})
+
+
+def small_gemm_mnk() -> int:
+    """The largest ``m n k`` of a GEMM call that fastnn's BLAS runs on its small-matrix
+    kernels (no packing), 0 when it has none or its core is unknown.
+
+    ``fastnn.reference.blas.gemm_grid`` cuts products into tiles of at most this size
+    (docs/spec.md §10); every backend reads this one value.
+    """
+    return 1_000_000 if _instance().kernel in _SMALL_MATRIX_KERNELS else 0
+
+
 def gemm_addresses() -> tuple[int, int]:
     """The addresses of the Fortran ``sgemm_`` and ``dgemm_`` the kernels call."""
     b = _instance()

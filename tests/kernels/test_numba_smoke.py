@@ -449,7 +449,8 @@ def test_indexes_written_before_the_reload_fix_are_not_trusted(tmp_path):
 
 def test_cache_tag_follows_every_kernel_source(tmp_path):
     """A change to any kernel source (not only the cached function's own file, the one
-    Numba checks) gives the cache index another tag, and an index written under
+    Numba checks) or to the BLAS's small-matrix limit (the tiling rule's
+    GEMM_SMALL_MNK) gives the cache index another tag, and an index written under
     another tag is not trusted: a kernel cached before a fix to a helper it inlines
     never runs the old helper."""
     src = tmp_path / "src"
@@ -459,7 +460,9 @@ def test_cache_tag_follows_every_kernel_source(tmp_path):
     before = common.sources_digest(src)
     (src / "b.py").write_text("y = 3\n")
     assert common.sources_digest(src) != before
-    assert common.KeyedCacheFile.FORMAT.endswith(common.sources_digest(*common.SOURCE_PATHS))
+    # the sources' digest, then the tiling rule's small-matrix limit (compiled in too)
+    digest = common.sources_digest(*common.SOURCE_PATHS)
+    assert common.KeyedCacheFile.FORMAT.endswith(f"-{digest}-{common.GEMM_SMALL_MNK}")
     here = Path(common.__file__).resolve().parent
     assert here in common.SOURCE_PATHS and here.parent / "reference" in common.SOURCE_PATHS
     stale = common.KeyedCacheFile(str(tmp_path), "kernel-1", "stamp")

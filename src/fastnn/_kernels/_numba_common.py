@@ -34,7 +34,7 @@ from numba.core.caching import CompileResultCacheImpl, IndexDataCacheFile
 from numba.extending import intrinsic, overload
 
 from .. import _blas as _fastnn_blas
-from ..reference.blas import GEMM_SMALL_K, gemm_edge, gemm_grid
+from ..reference.blas import GEMM_SMALL_K, GEMM_SMALL_MNK, gemm_edge, gemm_grid
 from .numpy_loops import loop_addresses
 from .scipy_special import erfc_address
 
@@ -95,8 +95,9 @@ class KeyedCacheFile(IndexDataCacheFile):
     sources, so an index written by other kernel sources is ignored the same way.
     """
 
-    # 2: entries keep the reload functions of their callees
-    FORMAT = f"fastnn-keyed-2-{_SOURCES}"
+    # 2: entries keep the reload functions of their callees; the tiling rule's
+    # GEMM_SMALL_MNK (fastnn's BLAS core's) is compiled in too
+    FORMAT = f"fastnn-keyed-2-{_SOURCES}-{GEMM_SMALL_MNK}"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -744,7 +745,7 @@ if not DISABLE_JIT:
         """
         m, n = out.shape
         k = a.shape[0] if trans_a else a.shape[1]
-        rows, cols = gemm_tile_grid(m, n, k)
+        rows, cols = gemm_tile_grid(m, n, k, trans_a, trans_b, GEMM_SMALL_MNK)
         if rows * cols == 1:
             _gemm_tile(a, b, out, trans_a, trans_b, 0, m, 0, n)
         elif n_threads <= 1:

@@ -4,7 +4,7 @@
 # exactly NumPy's order. Everything is ``cdef inline``, so modules that cimport this
 # file compile their own copy and no extension module stands behind it. A module that
 # calls gemm sets its BLAS pointers when it is imported:
-#     fnn_set_gemm(*fastnn._blas.gemm_addresses())
+#     fnn_set_gemm(*fastnn._blas.gemm_addresses(), fastnn._blas.small_gemm_mnk())
 
 from cython cimport floating
 
@@ -23,7 +23,8 @@ cdef extern from "fastnn_blas.h" nogil:
                                   int*) noexcept nogil
     fnn_sgemm_fn fnn_sgemm
     fnn_dgemm_fn fnn_dgemm
-    void fnn_set_gemm(size_t s, size_t d)
+    double fnn_small_gemm_mnk
+    void fnn_set_gemm(size_t s, size_t d, double small_mnk)
 
 
 # The tiling rule of fastnn.reference.blas (gemm_grid, gemm_edge; the reasons for its
@@ -32,22 +33,24 @@ cdef enum:
     GEMM_UNIT = 16
     GEMM_MIN_ROWS = 256
     GEMM_MIN_COLS = 128
+    GEMM_SMALL_MAX_K = 256
 
 
-cdef inline void gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int* rows,
-                           int* cols) noexcept nogil:
+cdef inline void gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a,
+                           bint trans_b, int* rows, int* cols) noexcept nogil:
     """fastnn.reference.blas.gemm_grid: the parts each side of the output is cut in."""
     cdef double flops = 2.0 * m * n * k
     cdef double split = 33554432.0  # GEMM_SPLIT_FLOPS, 2**25
     cdef double tile = 2147483648.0  # GEMM_TILE_FLOPS, 2**31
-    cdef long long want = 1
+    cdef long long want = 2
     cdef bint cut_rows, cut_cols
-    if flops >= split:
-        want = 2
-        while 2.0 * want * tile <= flops:
-            want = want * 2
     rows[0] = 1
     cols[0] = 1
+    if flops < split:
+        gemm_small_grid(m, n, k, trans_a, trans_b, rows, cols)
+        return
+    while 2.0 * want * tile <= flops:
+        want = want * 2
     while <long long>rows[0] * cols[0] < want:
         cut_cols = n >= 2 * <Py_ssize_t>cols[0] * GEMM_MIN_COLS
         cut_rows = m >= 2 * <Py_ssize_t>rows[0] * GEMM_MIN_ROWS
@@ -59,10 +62,40 @@ cdef inline void gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int* rows,
             break
 
 
+cdef inline void gemm_small_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a,
+                                 bint trans_b, int* rows, int* cols) noexcept nogil:
+    """fastnn.reference.blas.gemm_small_grid with fnn_small_gemm_mnk (rows, cols: 1)."""
+    cdef double small = fnn_small_gemm_mnk
+    cdef Py_ssize_t units_m = (m + GEMM_UNIT - 1) // GEMM_UNIT
+    cdef Py_ssize_t units_n = (n + GEMM_UNIT - 1) // GEMM_UNIT
+    cdef Py_ssize_t tile_m, tile_n
+    cdef bint cut_rows, cut_cols
+    if (small <= 0 or k <= FNN_SMALL_K or k > GEMM_SMALL_MAX_K or (trans_b and not trans_a)
+            or <double>m * n * k <= small):
+        return
+    while True:
+        tile_m = min(m, (units_m + rows[0] - 1) // rows[0] * GEMM_UNIT)
+        tile_n = min(n, (units_n + cols[0] - 1) // cols[0] * GEMM_UNIT)
+        if <double>tile_m * tile_n * k <= small:
+            return
+        cut_cols = units_n >= 2 * <Py_ssize_t>cols[0]
+        cut_rows = units_m >= 2 * <Py_ssize_t>rows[0]
+        if cut_cols and (tile_n >= tile_m or not cut_rows):
+            cols[0] = cols[0] * 2
+        elif cut_rows:
+            rows[0] = rows[0] * 2
+        else:
+            rows[0] = 1
+            cols[0] = 1
+            return
+
+
 cdef inline bint gemm_one_tile(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
-    """The (m, n) output of a product with inner dimension k is one tile of gemm_grid."""
+    """The (m, n) output of a product a @ b with inner dimension k is one tile of
+    gemm_grid. (Only modules that set fnn_set_gemm see the small-matrix cut, which
+    never applies to k <= FNN_SMALL_K, the one use of this outside dense_cython.)"""
     cdef int rows, cols
-    gemm_grid(m, n, k, &rows, &cols)
+    gemm_grid(m, n, k, False, False, &rows, &cols)
     return rows * cols == 1
 
 
@@ -159,7 +192,7 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     """
     cdef GemmJob job
     cdef int t
-    gemm_grid(m, n, k, &job.rows, &job.cols)
+    gemm_grid(m, n, k, trans_a, trans_b, &job.rows, &job.cols)
     if job.rows * job.cols == 1:
         gemm_call(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
         return

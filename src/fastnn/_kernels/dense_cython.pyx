@@ -15,7 +15,8 @@ from fastnn._kernels.activations_cython cimport (
     elu_d1, sigmoid_1, step_1, step_d1, tanh_1,
 )
 from fastnn._kernels.blas_cython cimport (
-    fnn_pool_run, fnn_set_gemm, fnn_task_fn, gemm, gemm_grid, gemm_one_tile, pw_sum,
+    fnn_pool_run, fnn_set_gemm, fnn_small_gemm_mnk, fnn_task_fn, gemm, gemm_grid,
+    gemm_one_tile, pw_sum,
 )
 from fastnn._kernels.fastnn_simd cimport (
     FNN_SMALL_K, fnn_act_grad_bias_f32, fnn_act_grad_bias_f64, fnn_bias_act_f32,
@@ -31,9 +32,10 @@ __all__ = [
 # Every product of the Cython kernels (the epoch kernel's too) is made in this module:
 # point its GEMM at fastnn's single-threaded BLAS instance before anything runs.
 from fastnn._blas import gemm_addresses as _gemm_addresses
+from fastnn._blas import small_gemm_mnk as _small_gemm_mnk
 
 _sgemm, _dgemm = _gemm_addresses()
-fnn_set_gemm(_sgemm, _dgemm)
+fnn_set_gemm(_sgemm, _dgemm, _small_gemm_mnk())
 
 
 # --- C-level kernels -----------------------------------------------------------------
@@ -257,10 +259,19 @@ def dense_input_gradient(const floating[:, ::1] dz, const floating[:, ::1] w,
 
 # --- for the tests: the tiling rule and a threaded product, as the kernels run them ---
 
-def _gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k):
-    """blas_cython.pxd's gemm_grid (to compare with fastnn.reference.blas.gemm_grid)."""
+def _gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a=False,
+               bint trans_b=False, small_mnk=None):
+    """blas_cython.pxd's gemm_grid (to compare with fastnn.reference.blas.gemm_grid),
+    with fnn_small_gemm_mnk set to ``small_mnk`` for the call when given (no kernel
+    may run meanwhile)."""
     cdef int rows, cols
-    gemm_grid(m, n, k, &rows, &cols)
+    cdef double kept = fnn_small_gemm_mnk
+    if small_mnk is not None:
+        fnn_set_gemm(_sgemm, _dgemm, small_mnk)
+    try:
+        gemm_grid(m, n, k, trans_a, trans_b, &rows, &cols)
+    finally:
+        fnn_set_gemm(_sgemm, _dgemm, kept)
     return rows, cols
 
 

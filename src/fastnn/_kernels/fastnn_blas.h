@@ -1,7 +1,7 @@
 /* The Fortran GEMM entry points the Cython kernels call: fastnn's own single-threaded
  * BLAS instance (fastnn/_blas.py). Each extension module that includes this header has
  * its own copy of the two pointers; a module that makes products sets them when it is
- * imported (fnn_set_gemm with fastnn._blas.gemm_addresses()). */
+ * imported (fnn_set_gemm with fastnn._blas.gemm_addresses() and small_gemm_mnk()). */
 #ifndef FASTNN_BLAS_H
 #define FASTNN_BLAS_H
 
@@ -17,9 +17,13 @@ typedef void (*fnn_dgemm_fn)(char *transa, char *transb, int *m, int *n, int *k,
 static fnn_sgemm_fn fnn_sgemm __attribute__((unused)) = NULL;
 static fnn_dgemm_fn fnn_dgemm __attribute__((unused)) = NULL;
 
-static inline __attribute__((unused)) void fnn_set_gemm(size_t s, size_t d) {
+/* fastnn._blas.small_gemm_mnk(): the tiling rule's GEMM_SMALL_MNK (0 until set) */
+static double fnn_small_gemm_mnk __attribute__((unused)) = 0.0;
+
+static inline __attribute__((unused)) void fnn_set_gemm(size_t s, size_t d, double small_mnk) {
     fnn_sgemm = (fnn_sgemm_fn)s;
     fnn_dgemm = (fnn_dgemm_fn)d;
+    fnn_small_gemm_mnk = small_mnk;
 }
 
 #endif

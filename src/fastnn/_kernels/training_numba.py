@@ -24,7 +24,7 @@ from numba.core import config
 from numba.core.errors import TypingError
 from numba.extending import overload
 
-from ..reference.blas import GEMM_SMALL_K, GEMM_SPLIT_FLOPS
+from ..reference.blas import GEMM_SMALL_K, GEMM_SMALL_MNK, GEMM_SPLIT_FLOPS
 from . import codes
 from ._numba_common import (
     DISABLE_JIT,
@@ -109,8 +109,8 @@ _S30, _S27, _S31, _S40 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(
 
 @jit_inline
 def _one_tile(m, n, k):
-    """The product's output is one tile of fastnn.reference.blas.gemm_blocks."""
-    rows, cols = gemm_tile_grid(m, n, k)
+    """The output of the product a @ b is one tile of fastnn.reference.blas.gemm_blocks."""
+    rows, cols = gemm_tile_grid(m, n, k, False, False, GEMM_SMALL_MNK)
     return rows * cols == 1
 
 
@@ -672,8 +672,10 @@ _PARALLEL: dict = {}
 
 def _parallel_work(dims, batch_size, segments) -> bool:
     """Whether a call of these shapes may run a parallel loop: a product of
-    GEMM_SPLIT_FLOPS or more (the first that gemm_grid may cut into tiles; a batch
-    holds at most batch_size + 1 rows) or an update segment of UPDATE_SPLIT values.
+    GEMM_SPLIT_FLOPS or more (the first that gemm_grid cuts for threads; below it only
+    the cut for OpenBLAS's small-matrix kernels, whose few tiles of a few microseconds
+    each are not worth sharing; a batch holds at most batch_size + 1 rows) or an update
+    segment of UPDATE_SPLIT values.
     Without any, the call runs on one thread: the same bits, without setting Numba's
     thread count and chunk size around it (~5 us a call, config A's steps took 9%
     longer on 2 threads than on 1). Kept per shape; True for arguments it cannot read

@@ -7,18 +7,18 @@ between backends bit for bit (docs/spec.md §10, rule 2 of §11), whatever threa
 them and whatever BLAS thread limits are set.
 
 Every product's output is cut into tiles by :func:`gemm_blocks`, a rule that looks at
-the shape only, and each tile is one BLAS call with the whole inner dimension (or, for
-an inner dimension of at most GEMM_SMALL_K, a sum in a fixed order that every backend
-runs itself). The
-compiled kernels make the same calls, one after the other on one thread or claimed by
-the threads of fastnn's pool on several, so the bits never depend on the thread count
-(OpenBLAS's own threading, and even computing a product whole instead of in tiles,
-changes float32 results).
+the shape (and, for small products, the transposition and the BLAS's small-matrix
+kernels), never at threads, and each tile is one BLAS call with the whole inner
+dimension (or, for an inner dimension of at most GEMM_SMALL_K, a sum in a fixed order
+that every backend runs itself). The compiled kernels make the same calls, one after
+the other on one thread or claimed by the threads of fastnn's pool on several, so the
+bits never depend on the thread count (OpenBLAS's own threading, and even computing a
+product whole instead of in tiles, changes float32 results).
 """
 
 import numpy as np
 
-from .._blas import gemm_call
+from .._blas import gemm_call, small_gemm_mnk
 
 # The tiling rule. Numba compiles gemm_grid and gemm_edge themselves, the Cython kernels
 # carry a copy (blas_cython.pxd) that must stay equal to them (tests/test_threads.py).
@@ -52,20 +52,63 @@ GEMM_TILE_FLOPS = 2**31
 # x W1, k = 2, and da1 = dz2 W2^T, k = 3, on Zen 5; benchmarks/small_products.py).
 GEMM_SMALL_K = 4
 
+# Cut for OpenBLAS's small-matrix kernels. OpenBLAS's SkylakeX, Cooperlake and
+# SapphireRapids cores run a call whose M N K is at most GEMM_SMALL_MNK (100^3) on kernels
+# that read the operands in place instead of packing them (kernel/x86_64/
+# ?gemm_small_kernel_permit_skylakex.c), and a product just past that size took a third
+# longer whole than as two such calls (a digits layer, 64 x 128 x 128: 20.3 against 13.5
+# us in float32, 43 against 28 in float64; docs/benchmarks/2026-12-05-small-tiles.md). So
+# a product below GEMM_SPLIT_FLOPS whose calls the small kernels take (not
+# out = a @ b^T, which OpenBLAS sends to them only for outputs of 1200 values) is cut
+# into the fewest tiles of at most GEMM_SMALL_MNK, for inner dimensions up to
+# GEMM_SMALL_MAX_K (past it the unpacked reads of float64 tiles ran slower than one
+# packed call). 0 when fastnn's BLAS has no such kernels (other cores, another BLAS):
+# there a cut only repacks (0-23% slower with OpenBLAS's Haswell core). The value is
+# the host's BLAS's, the same for every backend in a process, so the bits still depend
+# on the shape and that BLAS only, as every product's do (§11).
+GEMM_SMALL_MNK = small_gemm_mnk()
+GEMM_SMALL_MAX_K = 256
 
-def gemm_grid(m, n, k):
+
+def gemm_grid(m, n, k, trans_a=False, trans_b=False, small_mnk=GEMM_SMALL_MNK):
     """(rows, cols): how many parts each side of a product's (m, n) output is cut in.
 
     Both are powers of two; ``rows * cols`` is the number of tiles of
-    :func:`gemm_blocks`. Depends on the shape only, never on a thread count.
+    :func:`gemm_blocks`. Depends on the shape (and, below GEMM_SPLIT_FLOPS, on the
+    operands' transposition and the BLAS's ``small_mnk``), never on a thread count.
     """
     flops = 2.0 * m * n * k
-    want = 1
-    if flops >= GEMM_SPLIT_FLOPS:
-        want = 2
-        while 2.0 * want * GEMM_TILE_FLOPS <= flops:
-            want *= 2
     rows = cols = 1
+    if flops < GEMM_SPLIT_FLOPS:
+        # one call, or the fewest calls of at most small_mnk (m n k) that OpenBLAS's
+        # small-matrix kernels take, halving the longer side of the largest tile
+        if (
+            small_mnk <= 0
+            or k <= GEMM_SMALL_K
+            or k > GEMM_SMALL_MAX_K
+            or (trans_b and not trans_a)
+            or 1.0 * m * n * k <= small_mnk
+        ):
+            return rows, cols
+        units_m = (m + GEMM_UNIT - 1) // GEMM_UNIT
+        units_n = (n + GEMM_UNIT - 1) // GEMM_UNIT
+        while True:
+            # the largest part of each side (gemm_edge's parts differ by one unit at most)
+            tile_m = min(m, (units_m + rows - 1) // rows * GEMM_UNIT)
+            tile_n = min(n, (units_n + cols - 1) // cols * GEMM_UNIT)
+            if 1.0 * tile_m * tile_n * k <= small_mnk:
+                return rows, cols
+            cut_cols = units_n >= 2 * cols
+            cut_rows = units_m >= 2 * rows
+            if cut_cols and (tile_n >= tile_m or not cut_rows):
+                cols *= 2
+            elif cut_rows:
+                rows *= 2
+            else:
+                return 1, 1  # k too long for any tile to fit: one call
+    want = 2
+    while 2.0 * want * GEMM_TILE_FLOPS <= flops:
+        want *= 2
     while rows * cols < want:
         cut_cols = n >= 2 * cols * GEMM_MIN_COLS
         cut_rows = m >= 2 * rows * GEMM_MIN_ROWS
@@ -88,7 +131,7 @@ def gemm_edge(side, parts, i):
     return i * units // parts * GEMM_UNIT
 
 
-def gemm_blocks(m, n, k):
+def gemm_blocks(m, n, k, trans_a=False, trans_b=False):
     """The tiles of a product's output, in the order the threads claim them.
 
     Parameters
@@ -98,15 +141,20 @@ def gemm_blocks(m, n, k):
     k : int
         The inner dimension; it is never split, so every output element is computed by
         one BLAS call over the whole of ``k`` whatever thread makes it.
+    trans_a, trans_b : bool
+        Whether the product reads ``a`` or ``b`` transposed (``out = a @ b^T`` is never
+        cut for OpenBLAS's small-matrix kernels, which decline it).
 
     Returns
     -------
     list of tuple of int
         ``(row0, row1, col0, col1)`` for each tile ``out[row0:row1, col0:col1]``, row
         by row of tiles. They cover the output exactly once; one tile (the whole
-        output) for products under ``2**25`` flops. Depends on the shape only.
+        output) for products under ``2**25`` flops, unless the BLAS's small-matrix
+        kernels take tiles of it (``GEMM_SMALL_MNK``). Depends on the shape, the
+        transposition and the BLAS only.
     """
-    rows, cols = gemm_grid(m, n, k)
+    rows, cols = gemm_grid(m, n, k, trans_a, trans_b)
     return [
         (
             gemm_edge(m, rows, i),
@@ -138,7 +186,7 @@ def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
     k = a.shape[0] if trans_a else a.shape[1]
     lda, ldb, ldc = max(1, a.shape[1]), max(1, b.shape[1]), max(1, n)
     small = 1 <= k <= GEMM_SMALL_K and beta == 0
-    for r0, r1, c0, c1 in gemm_blocks(m, n, k):
+    for r0, r1, c0, c1 in gemm_blocks(m, n, k, trans_a, trans_b):
         if small:
             gemm_small_k(a, b, out, trans_a, trans_b, r0, r1, c0, c1)
             continue
