@@ -51,19 +51,24 @@ def _scipy_blas_threads():
 
 
 def test_tiles_depend_on_the_shape_only():
+    """The threads' rule (without OpenBLAS's small-matrix cut, test_small_matrix_cut)."""
+
+    def grid(m, n, k):
+        return blas.gemm_grid(m, n, k, small_mnk=0)
+
     assert blas.gemm_blocks(64, 128, 2) == [(0, 64, 0, 128)]  # small: one tile
-    assert blas.gemm_grid(128, 256, 256, small_mnk=0) == (1, 1)  # 2**24 flop: one call
+    assert grid(128, 256, 256) == (1, 1)  # 2**24 flop: one call
     # from 2**25 flop in 2, the longer side halved first (columns on a tie)
-    assert blas.gemm_grid(128, 256, 784) == (1, 2)  # config B's first product
-    assert blas.gemm_grid(784, 256, 128) == (2, 1)  # and its dW
-    assert blas.gemm_grid(1024, 256, 784) == (2, 1)  # config D
+    assert grid(128, 256, 784) == (1, 2)  # config B's first product
+    assert grid(784, 256, 128) == (2, 1)  # and its dW
+    assert grid(1024, 256, 784) == (2, 1)  # config D
     assert blas.gemm_blocks(256, 1100, 1030) == [(0, 256, 0, 544), (0, 256, 544, 1100)]
-    assert blas.gemm_grid(256, 2048, 2048) == (1, 2)  # 2**31 flop (config C): still 2
-    assert blas.gemm_grid(2048, 2048, 1024) == (2, 2)  # 2**33 flop: 4
-    assert blas.gemm_grid(4096, 2048, 1024) == (4, 2)  # 2**34 flop: 8
-    assert blas.gemm_grid(4096, 4096, 1024) == (4, 4)  # 2**35 flop: 16
-    assert blas.gemm_grid(256, 8192, 8192) == (1, 16)  # 2**35, cut along the columns
-    assert blas.gemm_grid(20, 20, 10**9) == (1, 1)  # sides too short to cut
+    assert grid(256, 2048, 2048) == (1, 2)  # 2**31 flop (config C): still 2
+    assert grid(2048, 2048, 1024) == (2, 2)  # 2**33 flop: 4
+    assert grid(4096, 2048, 1024) == (4, 2)  # 2**34 flop: 8
+    assert grid(4096, 4096, 1024) == (4, 4)  # 2**35 flop: 16
+    assert grid(256, 8192, 8192) == (1, 16)  # 2**35, cut along the columns
+    assert grid(20, 20, 10**9) == (1, 1)  # sides too short to cut
     # the units of a side are shared out evenly; the last part ends at the side's end
     assert [blas.gemm_edge(600, 2, i) for i in range(3)] == [0, 304, 600]
     assert [blas.gemm_edge(784, 4, i) for i in range(5)] == [0, 192, 384, 576, 784]
@@ -73,10 +78,10 @@ SMALL = 1_000_000  # OpenBLAS's small-matrix limit (100^3) on its SkylakeX core
 
 
 def test_small_matrix_cut():
-    """Below 2**25 flops, a product is cut into the fewest tiles of at most small_mnk
-    (m n k) for OpenBLAS's small-matrix kernels, the longer side of the largest tile
-    halved first (columns on a tie); never for out = a @ b^T, an inner dimension of at
-    most GEMM_SMALL_K or above GEMM_SMALL_MAX_K, nor without such kernels."""
+    """A product with GEMM_SMALL_K < k <= GEMM_SMALL_MAX_K and small_mnk < m n k <=
+    GEMM_SMALL_MAX_MNK is cut into the fewest tiles of at most small_mnk (m n k) for
+    OpenBLAS's small-matrix kernels, the longer side of the largest tile halved first
+    (columns on a tie); never for out = a @ b^T, nor without such kernels."""
     grid = blas.gemm_grid
     assert grid(64, 128, 128, small_mnk=SMALL) == (1, 2)  # digits' second layer
     assert grid(128, 128, 64, True, False, SMALL) == (1, 2)  # and its dW
@@ -85,11 +90,15 @@ def test_small_matrix_cut():
     assert grid(64, 64, 128, small_mnk=SMALL) == (1, 1)  # 2**19 m n k: fits whole
     assert grid(128, 256, 256, small_mnk=SMALL) == (2, 8)  # 64 x 32 x 256 tiles
     assert grid(256, 256, 128, True, False, SMALL) == (4, 4)  # 64 x 64 x 128
+    assert grid(784, 256, 128, True, False, SMALL) == (8, 4)  # config B's dW1 (2**25 flop)
+    assert grid(1024, 256, 256, small_mnk=SMALL) == (16, 8)  # config D's, 2**26 m n k
     assert grid(64, 128, 128, small_mnk=0) == (1, 1)  # no small-matrix kernels
     assert grid(1000, 1000, 4, small_mnk=SMALL) == (1, 1)  # fastnn's own short sums
     assert grid(64, 128, blas.GEMM_SMALL_MAX_K + 1, small_mnk=SMALL) == (1, 1)
-    assert grid(16, 16, 200, small_mnk=50_000) == (1, 1)  # no tile fits: one call
-    assert grid(128, 256, 784, small_mnk=SMALL) == (1, 2)  # from 2**25 flops: threads'
+    # past the limits, or no tile fitting: the threads' rule
+    assert grid(128, 256, 784, small_mnk=SMALL) == grid(128, 256, 784, small_mnk=0) == (1, 2)
+    assert grid(2048, 1024, 256, small_mnk=SMALL) == grid(2048, 1024, 256, small_mnk=0)
+    assert grid(784, 256, 128, True, False, 50_000) == (2, 1)  # 49 row units: 32 parts
     # uneven sides: the largest tile counts (100 = 7 units of 16: parts of 64 and 36)
     assert grid(100, 64, 200, small_mnk=SMALL) == (2, 1)
 
@@ -104,11 +113,12 @@ def test_small_matrix_cut():
 )
 def test_small_matrix_tiles_fit(m, n, k, trans, small):
     rows, cols = blas.gemm_grid(m, n, k, *trans, small)
-    tiles = blas.gemm_blocks(m, n, k, *trans) if small == blas.GEMM_SMALL_MNK else None
-    if tiles is not None:
-        assert len(tiles) == rows * cols
-    if rows * cols > 1 and 2 * m * n * k < blas.GEMM_SPLIT_FLOPS:
-        assert blas.GEMM_SMALL_K < k <= blas.GEMM_SMALL_MAX_K and trans != (False, True)
+    if small == blas.GEMM_SMALL_MNK:
+        assert len(blas.gemm_blocks(m, n, k, *trans)) == rows * cols
+    if (rows, cols) != blas.gemm_grid(m, n, k, small_mnk=0):  # not the threads' grid
+        assert small > 0 and trans != (False, True)
+        assert blas.GEMM_SMALL_K < k <= blas.GEMM_SMALL_MAX_K
+        assert small < m * n * k <= blas.GEMM_SMALL_MAX_MNK
         for i in range(rows):
             for j in range(cols):
                 tm = blas.gemm_edge(m, rows, i + 1) - blas.gemm_edge(m, rows, i)
@@ -212,7 +222,7 @@ def test_numba_compiles_the_same_rule():
     common = pytest.importorskip("fastnn._kernels._numba_common")
     for small in (0, SMALL):
         for trans in [(False, False), (True, False), (False, True)]:
-            for m, n, k in [(64, 128, 128), (128, 256, 256), (100, 64, 200), (300, 17, 64)]:
+            for m, n, k in [(64, 128, 128), (128, 256, 256), (100, 64, 200), (784, 256, 128)]:
                 want = blas.gemm_grid(m, n, k, *trans, small)
                 assert common.gemm_tile_grid(m, n, k, *trans, small) == want, (m, n, k)
 

@@ -38,16 +38,39 @@ cdef enum:
 
 cdef inline void gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a,
                            bint trans_b, int* rows, int* cols) noexcept nogil:
-    """fastnn.reference.blas.gemm_grid: the parts each side of the output is cut in."""
-    cdef double flops = 2.0 * m * n * k
+    """fastnn.reference.blas.gemm_grid with its small_mnk = fnn_small_gemm_mnk: the
+    parts each side of the output is cut in."""
+    cdef double mnk = <double>m * n * k
+    cdef double flops = 2.0 * mnk
     cdef double split = 33554432.0  # GEMM_SPLIT_FLOPS, 2**25
     cdef double tile = 2147483648.0  # GEMM_TILE_FLOPS, 2**31
+    cdef double small = fnn_small_gemm_mnk
+    cdef double small_max = 67108864.0  # GEMM_SMALL_MAX_MNK, 2**26
+    cdef Py_ssize_t units_m = (m + GEMM_UNIT - 1) // GEMM_UNIT
+    cdef Py_ssize_t units_n = (n + GEMM_UNIT - 1) // GEMM_UNIT
+    cdef Py_ssize_t tile_m, tile_n
     cdef long long want = 2
     cdef bint cut_rows, cut_cols
     rows[0] = 1
     cols[0] = 1
+    if (small > 0 and FNN_SMALL_K < k <= GEMM_SMALL_MAX_K and not (trans_b and not trans_a)
+            and small < mnk <= small_max):
+        while True:
+            tile_m = min(m, (units_m + rows[0] - 1) // rows[0] * GEMM_UNIT)
+            tile_n = min(n, (units_n + cols[0] - 1) // cols[0] * GEMM_UNIT)
+            if <double>tile_m * tile_n * k <= small:
+                return
+            cut_cols = units_n >= 2 * <Py_ssize_t>cols[0]
+            cut_rows = units_m >= 2 * <Py_ssize_t>rows[0]
+            if cut_cols and (tile_n >= tile_m or not cut_rows):
+                cols[0] = cols[0] * 2
+            elif cut_rows:
+                rows[0] = rows[0] * 2
+            else:
+                rows[0] = 1
+                cols[0] = 1
+                break
     if flops < split:
-        gemm_small_grid(m, n, k, trans_a, trans_b, rows, cols)
         return
     while 2.0 * want * tile <= flops:
         want = want * 2
@@ -60,34 +83,6 @@ cdef inline void gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_
             rows[0] = rows[0] * 2
         else:
             break
-
-
-cdef inline void gemm_small_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a,
-                                 bint trans_b, int* rows, int* cols) noexcept nogil:
-    """fastnn.reference.blas.gemm_small_grid with fnn_small_gemm_mnk (rows, cols: 1)."""
-    cdef double small = fnn_small_gemm_mnk
-    cdef Py_ssize_t units_m = (m + GEMM_UNIT - 1) // GEMM_UNIT
-    cdef Py_ssize_t units_n = (n + GEMM_UNIT - 1) // GEMM_UNIT
-    cdef Py_ssize_t tile_m, tile_n
-    cdef bint cut_rows, cut_cols
-    if (small <= 0 or k <= FNN_SMALL_K or k > GEMM_SMALL_MAX_K or (trans_b and not trans_a)
-            or <double>m * n * k <= small):
-        return
-    while True:
-        tile_m = min(m, (units_m + rows[0] - 1) // rows[0] * GEMM_UNIT)
-        tile_n = min(n, (units_n + cols[0] - 1) // cols[0] * GEMM_UNIT)
-        if <double>tile_m * tile_n * k <= small:
-            return
-        cut_cols = units_n >= 2 * <Py_ssize_t>cols[0]
-        cut_rows = units_m >= 2 * <Py_ssize_t>rows[0]
-        if cut_cols and (tile_n >= tile_m or not cut_rows):
-            cols[0] = cols[0] * 2
-        elif cut_rows:
-            rows[0] = rows[0] * 2
-        else:
-            rows[0] = 1
-            cols[0] = 1
-            return
 
 
 cdef inline bint gemm_one_tile(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:

@@ -57,39 +57,41 @@ GEMM_SMALL_K = 4
 # that read the operands in place instead of packing them (kernel/x86_64/
 # ?gemm_small_kernel_permit_skylakex.c), and a product just past that size took a third
 # longer whole than as two such calls (a digits layer, 64 x 128 x 128: 20.3 against 13.5
-# us in float32, 43 against 28 in float64; docs/benchmarks/2026-12-05-small-tiles.md). So
-# a product below GEMM_SPLIT_FLOPS whose calls the small kernels take (not
-# out = a @ b^T, which OpenBLAS sends to them only for outputs of 1200 values) is cut
-# into the fewest tiles of at most GEMM_SMALL_MNK, for inner dimensions up to
-# GEMM_SMALL_MAX_K (past it the unpacked reads of float64 tiles ran slower than one
-# packed call). 0 when fastnn's BLAS has no such kernels (other cores, another BLAS):
-# there a cut only repacks (0-23% slower with OpenBLAS's Haswell core). The value is
-# the host's BLAS's, the same for every backend in a process, so the bits still depend
-# on the shape and that BLAS only, as every product's do (§11).
+# us in float32, 43 against 28 in float64), config B's dW of 784 x 256 x 128 14-17%
+# longer in 2 packed calls than in 32 small ones (docs/benchmarks/
+# 2026-12-05-small-tiles.md). So a product whose calls the small kernels take (not
+# out = a @ b^T, which OpenBLAS sends to them only for outputs of 1200 values), with an
+# inner dimension of GEMM_SMALL_K < k <= GEMM_SMALL_MAX_K and GEMM_SMALL_MNK < m n k <=
+# GEMM_SMALL_MAX_MNK, is cut into the fewest tiles of at most GEMM_SMALL_MNK. Past
+# GEMM_SMALL_MAX_K the unpacked reads of float64 tiles ran slower than packed calls;
+# GEMM_SMALL_MAX_MNK is the largest size measured (config D's 1024 x 256 x 256, 2-4%
+# faster in 128 tiles): above it the threads' rule below applies. GEMM_SMALL_MNK is 0
+# when fastnn's BLAS has no such kernels (other cores, another BLAS): there a cut only
+# repacks (0-23% slower with OpenBLAS's Haswell core). The value is the host's BLAS's,
+# the same for every backend in a process, so the bits still depend on the shape and
+# that BLAS only, as every product's do (docs/spec.md §11).
 GEMM_SMALL_MNK = small_gemm_mnk()
 GEMM_SMALL_MAX_K = 256
+GEMM_SMALL_MAX_MNK = 2**26
 
 
 def gemm_grid(m, n, k, trans_a=False, trans_b=False, small_mnk=GEMM_SMALL_MNK):
     """(rows, cols): how many parts each side of a product's (m, n) output is cut in.
 
     Both are powers of two; ``rows * cols`` is the number of tiles of
-    :func:`gemm_blocks`. Depends on the shape (and, below GEMM_SPLIT_FLOPS, on the
-    operands' transposition and the BLAS's ``small_mnk``), never on a thread count.
+    :func:`gemm_blocks`. Depends on the shape, the operands' transposition and the
+    BLAS's ``small_mnk``, never on a thread count.
     """
-    flops = 2.0 * m * n * k
+    mnk = 1.0 * m * n * k
     rows = cols = 1
-    if flops < GEMM_SPLIT_FLOPS:
-        # one call, or the fewest calls of at most small_mnk (m n k) that OpenBLAS's
-        # small-matrix kernels take, halving the longer side of the largest tile
-        if (
-            small_mnk <= 0
-            or k <= GEMM_SMALL_K
-            or k > GEMM_SMALL_MAX_K
-            or (trans_b and not trans_a)
-            or 1.0 * m * n * k <= small_mnk
-        ):
-            return rows, cols
+    if (
+        small_mnk > 0
+        and GEMM_SMALL_K < k <= GEMM_SMALL_MAX_K
+        and not (trans_b and not trans_a)
+        and small_mnk < mnk <= GEMM_SMALL_MAX_MNK
+    ):
+        # the fewest calls of at most small_mnk (m n k) that OpenBLAS's small-matrix
+        # kernels take, halving the longer side of the largest tile (columns on a tie)
         units_m = (m + GEMM_UNIT - 1) // GEMM_UNIT
         units_n = (n + GEMM_UNIT - 1) // GEMM_UNIT
         while True:
@@ -104,8 +106,12 @@ def gemm_grid(m, n, k, trans_a=False, trans_b=False, small_mnk=GEMM_SMALL_MNK):
                 cols *= 2
             elif cut_rows:
                 rows *= 2
-            else:
-                return 1, 1  # k too long for any tile to fit: one call
+            else:  # no tile fits (a short side): the threads' rule
+                rows = cols = 1
+                break
+    flops = 2.0 * mnk
+    if flops < GEMM_SPLIT_FLOPS:
+        return rows, cols
     want = 2
     while 2.0 * want * GEMM_TILE_FLOPS <= flops:
         want *= 2
@@ -152,7 +158,7 @@ def gemm_blocks(m, n, k, trans_a=False, trans_b=False):
         by row of tiles. They cover the output exactly once; one tile (the whole
         output) for products under ``2**25`` flops, unless the BLAS's small-matrix
         kernels take tiles of it (``GEMM_SMALL_MNK``). Depends on the shape, the
-        transposition and the BLAS only.
+        transposition and the BLAS only, never on a thread count.
     """
     rows, cols = gemm_grid(m, n, k, trans_a, trans_b)
     return [
