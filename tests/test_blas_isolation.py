@@ -110,7 +110,8 @@ def test_a_worker_thread_trains_the_main_threads_bits(backend, dropout, monkeypa
 
 def test_the_shared_fallback_gives_the_same_bits():
     """FASTNN_SHARED_BLAS=1 calls SciPy's own BLAS (held at one thread while an epoch
-    kernel runs): the same products as the private instance."""
+    kernel runs): the same products as the private instance, and the same tiling (the
+    same core, so the same small-matrix limit)."""
     code = (
         "import numpy as np, fastnn\n"
         "from fastnn import _blas\n"
@@ -121,7 +122,8 @@ def test_the_shared_fallback_gives_the_same_bits():
         "with threadpool_limits(limits=1, user_api='blas'):\n"
         "    net = fastnn.MLP([784, 256, 10], loss='cross_entropy', random_state=0)\n"
         "    net.fit(X, y, epochs=1, batch_size=64, verbose=0)\n"
-        "print(_blas.info()['private'], net.params.astype(np.float64).sum().hex())\n"
+        "print(_blas.info()['private'], net.params.astype(np.float64).sum().hex(),\n"
+        "      _blas.info()['kernel'], _blas.small_gemm_mnk())\n"
     )
     outs = []
     for shared in ("1", "0"):
@@ -133,6 +135,7 @@ def test_the_shared_fallback_gives_the_same_bits():
         outs.append(run.stdout.split())
     assert outs[0][0] == "False"
     assert outs[0][1] == outs[1][1]
+    assert outs[0][2:] == outs[1][2:]  # kernel name and small-matrix limit
 
 
 def test_blas_isolation_recorded():

@@ -79,7 +79,7 @@ SMALL = 1_000_000  # OpenBLAS's small-matrix limit (100^3) on its SkylakeX core
 
 def test_small_matrix_cut():
     """A product with GEMM_SMALL_K < k <= GEMM_SMALL_MAX_K and small_mnk < m n k <=
-    GEMM_SMALL_MAX_MNK is cut into the fewest tiles of at most small_mnk (m n k) for
+    GEMM_SMALL_MAX_MNK is cut into tiles of at most small_mnk (m n k) for
     OpenBLAS's small-matrix kernels, the longer side of the largest tile halved first
     (columns on a tie); never for out = a @ b^T, nor without such kernels."""
     grid = blas.gemm_grid
@@ -99,7 +99,8 @@ def test_small_matrix_cut():
     assert grid(128, 256, 784, small_mnk=SMALL) == grid(128, 256, 784, small_mnk=0) == (1, 2)
     assert grid(2048, 1024, 256, small_mnk=SMALL) == grid(2048, 1024, 256, small_mnk=0)
     assert grid(784, 256, 128, True, False, 50_000) == (2, 1)  # 49 row units: 32 parts
-    # uneven sides: the largest tile counts (100 = 7 units of 16: parts of 64 and 36)
+    # uneven sides: a part counts as ceil(units / parts) units (100 rows = 7 units: parts
+    # of 48 and 52 rows, counted as 64)
     assert grid(100, 64, 200, small_mnk=SMALL) == (2, 1)
 
 
@@ -298,6 +299,36 @@ def test_many_tiles_give_the_same_bits_on_any_thread_count(m, n, k, trans_a, tra
     # a unit test: the claiming code is the same for 2 tiles and for 16)
     assert _count(m, n, k) >= 2
     rng = np.random.default_rng(m + n)
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    want = blas.gemm(a, b, np.empty((m, n), dtype), trans_a, trans_b)
+    np.testing.assert_allclose(
+        want, (a.T if trans_a else a) @ (b.T if trans_b else b), rtol=1e-3, atol=1e-3
+    )
+    for backend in BACKENDS:
+        for n_threads in THREAD_COUNTS:
+            out = np.full((m, n), np.nan, dtype)
+            _product_by(backend, a, b, out, trans_a, trans_b, n_threads)
+            np.testing.assert_array_equal(out, want, err_msg=f"{backend} {n_threads}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "m, n, k, trans_a, trans_b",
+    [
+        (64, 128, 128, False, False),  # digits' layer 2: 2 tiles for small kernels
+        (784, 256, 128, True, False),  # config B's dW1: 32
+        (128, 128, 64, True, True),
+        (64, 128, 128, False, True),  # a @ b^T: one call
+    ],
+)
+def test_small_matrix_tiles_give_the_same_bits_on_any_thread_count(
+    m, n, k, trans_a, trans_b, dtype
+):
+    """Products that OpenBLAS's small-matrix kernels take in tiles (on a host whose
+    BLAS has them; one call or the threads' tiles elsewhere): every backend, every
+    thread count, the reference's bits."""
+    rng = np.random.default_rng(m + 3 * n + k)
     a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
     want = blas.gemm(a, b, np.empty((m, n), dtype), trans_a, trans_b)

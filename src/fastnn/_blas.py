@@ -155,7 +155,22 @@ def _load_shared() -> _Blas:
         False,
         cb.__file__,
         None,
+        _shared_kernel(),
     )
+
+
+def _shared_kernel() -> str | None:
+    """The CPU kernel of SciPy's shared OpenBLAS (None for another BLAS): the same one
+    a private copy would report, so that the tiling rule (small_gemm_mnk) does not
+    change with FASTNN_SHARED_BLAS."""
+    for path in _openblas_candidates():
+        shared = ctypes.CDLL(path)  # already loaded: only a handle to look symbols up
+        corename = _symbol(shared, ["openblas_get_corename"])
+        if _symbol(shared, ["sgemm_"]) is None or corename is None:
+            continue  # ILP64 (not SciPy's LP64 BLAS), or no core name
+        corename.argtypes, corename.restype = [], ctypes.c_char_p
+        return corename().decode("ascii", "replace")
+    return None
 
 
 def _instance() -> _Blas:

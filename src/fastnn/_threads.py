@@ -5,8 +5,9 @@ Every matrix product's output is cut into tiles by a rule that looks at its shap
 call, and the whole-epoch kernels run the tiles of one product side by side on their
 own threads, each thread claiming the next tile when it is free (Cython:
 ``fastnn_pool.h``, where the caller never waits for a helper that has not started a
-tile; Numba: its ``prange`` pool, chunk size 1). Small products are one tile, so small
-models run serially whatever the thread count. The bits never depend on the
+tile; Numba: its ``prange`` pool, chunk size 1). Products below 2**25 flops run on the
+caller's thread (one tile, or the few tiles of OpenBLAS's small-matrix kernels), so
+small models run serially whatever the thread count. The bits never depend on the
 number of threads. BLAS itself always runs on one thread: fastnn calls its own private
 instance of SciPy's OpenBLAS, held at one thread (:mod:`fastnn._blas`), so the two pools
 never compete and no thread or library can change the products' bits.

@@ -471,6 +471,19 @@ def test_cache_tag_follows_every_kernel_source(tmp_path):
     assert "key" in stale._load_index()  # read back under its own tag
     assert common.KeyedCacheFile(str(tmp_path), "kernel-1", "stamp")._load_index() == {}
 
+    # a key's data file is named after the tag too: a process under another tag (the
+    # small-matrix limit of another BLAS core) never writes code under a listed name
+    class OtherTag(common.KeyedCacheFile):
+        FORMAT = common.KeyedCacheFile.FORMAT + "-other"
+
+    names = []
+    for cls, where in ((common.KeyedCacheFile, "one"), (OtherTag, "two")):
+        (tmp_path / where).mkdir()
+        cache = cls(str(tmp_path / where), "kernel-2", "stamp")
+        cache.save("key", "code")
+        names.append(cache._load_index()["key"])
+    assert names[0] != names[1]
+
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])

@@ -34,7 +34,13 @@ from numba.core.caching import CompileResultCacheImpl, IndexDataCacheFile
 from numba.extending import intrinsic, overload
 
 from .. import _blas as _fastnn_blas
-from ..reference.blas import GEMM_SMALL_K, GEMM_SMALL_MNK, gemm_edge, gemm_grid
+from ..reference.blas import (
+    GEMM_SMALL_K,
+    GEMM_SMALL_MNK,
+    GEMM_SPLIT_FLOPS,
+    gemm_edge,
+    gemm_grid,
+)
 from .numpy_loops import loop_addresses
 from .scipy_special import erfc_address
 
@@ -112,7 +118,9 @@ class KeyedCacheFile(IndexDataCacheFile):
         overloads = self._load_index()
         name = overloads.get(key)
         if name is None:
-            digest = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
+            # the tag too: processes with other tags (another BLAS core's tiling
+            # limit) never write their code under a name this index lists
+            digest = hashlib.sha256(repr((key, self.FORMAT)).encode()).hexdigest()[:24]
             name = f"{self._index_name[: -len('.nbi')]}.{digest}.nbc"
             overloads[key] = name
             self._save_index(overloads)
@@ -741,14 +749,16 @@ if not DISABLE_JIT:
         tiles, each a column-major product out.T = op(b).T op(a).T, b first, nothing
         copied); the tiles run one after the other, or side by side on Numba's threads
         when ``n_threads`` > 1 (the caller sets their number with
-        ``numba.set_num_threads``); the same bits either way.
+        ``numba.set_num_threads``) and the product has GEMM_SPLIT_FLOPS or more (the
+        small-matrix cut's tiles of a smaller one take a few microseconds each); the
+        same bits either way.
         """
         m, n = out.shape
         k = a.shape[0] if trans_a else a.shape[1]
         rows, cols = gemm_tile_grid(m, n, k, trans_a, trans_b, GEMM_SMALL_MNK)
         if rows * cols == 1:
             _gemm_tile(a, b, out, trans_a, trans_b, 0, m, 0, n)
-        elif n_threads <= 1:
+        elif n_threads <= 1 or 2.0 * m * n * k < GEMM_SPLIT_FLOPS:
             for t in range(rows * cols):
                 _gemm_tile_i(a, b, out, trans_a, trans_b, rows, cols, t)
         else:

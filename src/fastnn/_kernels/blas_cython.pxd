@@ -183,7 +183,9 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     The tiles of gemm_grid, each one BLAS call (gemm_tile), run one after the other,
     or as one job of fastnn_pool.h whose threads (the caller and up to n_threads - 1
     helpers) claim them one at a time: the same calls either way, so the same bits as
-    the reference's gemm. BLAS itself should run on one thread (the caller's job).
+    the reference's gemm. A product below GEMM_SPLIT_FLOPS runs its tiles (the
+    small-matrix cut's, a few microseconds each) on the caller's thread, as the Numba
+    kernels do. BLAS itself should run on one thread (the caller's job).
     """
     cdef GemmJob job
     cdef int t
@@ -202,7 +204,7 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     job.a = a
     job.b = b
     job.c = c
-    if n_threads <= 1:
+    if n_threads <= 1 or 2.0 * m * n * k < 33554432.0:  # GEMM_SPLIT_FLOPS, 2**25
         for t in range(job.rows * job.cols):
             gemm_tile_i(&job, t, a, b, c)
     elif floating is float:

@@ -109,7 +109,9 @@ _S30, _S27, _S31, _S40 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(
 
 @jit_inline
 def _one_tile(m, n, k):
-    """The output of the product a @ b is one tile of fastnn.reference.blas.gemm_blocks."""
+    """The product's output is one tile of fastnn.reference.blas.gemm_blocks (asked for
+    k <= GEMM_SMALL_K, which the small-matrix cut never takes: the transposition does
+    not matter)."""
     rows, cols = gemm_tile_grid(m, n, k, False, False, GEMM_SMALL_MNK)
     return rows * cols == 1
 

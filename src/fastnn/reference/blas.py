@@ -62,7 +62,7 @@ GEMM_SMALL_K = 4
 # 2026-12-05-small-tiles.md). So a product whose calls the small kernels take (not
 # out = a @ b^T, which OpenBLAS sends to them only for outputs of 1200 values), with an
 # inner dimension of GEMM_SMALL_K < k <= GEMM_SMALL_MAX_K and GEMM_SMALL_MNK < m n k <=
-# GEMM_SMALL_MAX_MNK, is cut into the fewest tiles of at most GEMM_SMALL_MNK. Past
+# GEMM_SMALL_MAX_MNK, is cut into tiles of at most GEMM_SMALL_MNK (few: halving). Past
 # GEMM_SMALL_MAX_K the unpacked reads of float64 tiles ran slower than packed calls;
 # GEMM_SMALL_MAX_MNK is the largest size measured (config D's 1024 x 256 x 256, 2-4%
 # faster in 128 tiles): above it the threads' rule below applies. GEMM_SMALL_MNK is 0
@@ -90,8 +90,8 @@ def gemm_grid(m, n, k, trans_a=False, trans_b=False, small_mnk=GEMM_SMALL_MNK):
         and not (trans_b and not trans_a)
         and small_mnk < mnk <= GEMM_SMALL_MAX_MNK
     ):
-        # the fewest calls of at most small_mnk (m n k) that OpenBLAS's small-matrix
-        # kernels take, halving the longer side of the largest tile (columns on a tie)
+        # calls of at most small_mnk (m n k) that OpenBLAS's small-matrix kernels
+        # take: halve the longer side of the largest tile (columns on a tie) until it fits
         units_m = (m + GEMM_UNIT - 1) // GEMM_UNIT
         units_n = (n + GEMM_UNIT - 1) // GEMM_UNIT
         while True:
