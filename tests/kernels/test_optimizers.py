@@ -248,6 +248,64 @@ def test_subnormal_state(name, dtype, opt, hyper):
         )
 
 
+def _quotient_edges(rng, dtype, n=1280):
+    """Moments whose quotients by Adam's bias corrections sit where rounding is most
+    delicate: moments turning subnormal in this step (from normal ones, so off the still
+    path; subnormal quotients once the corrections near 1), quotients overflowing,
+    moments of every binade, and any bit pattern. One kind per block of 256 values."""
+    fi = np.finfo(dtype)
+    tiny, big = float(fi.tiny), float(fi.max)
+    block = 256
+    spread = rng.random(block)
+    m = np.zeros(n)
+    v = np.zeros(n)
+    g = np.zeros(n, np.float64)
+    m[:block] = tiny * (1 + spread * 0.12)  # fl(0.9 m) subnormal for most
+    m[:block] *= rng.choice([-1.0, 1.0], block)
+    v[:block] = 1e-8
+    m[block : 2 * block] = 1e-3
+    v[block : 2 * block] = tiny * (1 + spread * 0.002)  # fl(0.999 v) subnormal for some
+    m[2 * block : 3 * block] = big * (0.05 + 0.95 * spread)  # m / 0.1 overflows for most
+    v[2 * block : 3 * block] = big * spread
+    g[2 * block : 3 * block] = big * (rng.random(block) - 0.5) * 1e-2
+    m[3 * block : 4 * block] = rng.choice([-1.0, 1.0], block) * np.exp2(
+        rng.uniform(-126, 127, block)
+    )
+    v[3 * block : 4 * block] = np.exp2(rng.uniform(-126, 127, block))
+    g[3 * block : 4 * block] = rng.normal(0, 1, block) * np.exp2(rng.uniform(-60, 60, block))
+    param = rng.normal(0, 1, n)
+    with np.errstate(over="ignore"):
+        out = [a.astype(dtype) for a in (param, g, m, v)]
+    bits = np.dtype(f"u{np.dtype(dtype).itemsize}")
+    for a in out[1:]:  # the last block: random bits (NaN, infinities, subnormals)
+        a[4 * block :] = rng.integers(0, np.iinfo(bits).max, n - 4 * block, bits).view(dtype)
+    return tuple(out)
+
+
+@pytest.mark.parametrize("first_step", [1, 2, 37, 3000, 10**6])
+@pytest.mark.parametrize("opt", ["adam_step", "adamw_step"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", COMPILED)
+def test_adam_quotient_edges(name, dtype, opt, first_step):
+    """The compiled float32 Adam takes its quotients by the bias corrections as double
+    products (docs/spec.md §5): the reference's divisions' bits, edge cases included."""
+    rng = np.random.default_rng(41)
+    param, g, m, v = _quotient_edges(rng, dtype)
+    hyper = {**DEFAULTS[opt], "weight_decay": 0.0}
+    with quiet_reference():  # overflowing quotients
+        run_steps(
+            name,
+            opt,
+            param,
+            [g, g * dtype(0.5)],
+            {"m": m, "v": v},
+            hyper,
+            "C",
+            case_id(name, dtype, opt, first_step),
+            first_step=first_step,
+        )
+
+
 @pytest.mark.parametrize("variant", ["eps_outside", "eps_inside", "no_decay"])
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
 @pytest.mark.parametrize("dtype", DTYPES)

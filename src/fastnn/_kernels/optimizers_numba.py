@@ -28,6 +28,7 @@ from . import codes
 from ._numba_common import (
     PW_BLOCK,
     cast_like,
+    div_by,
     float_limits,
     jit,
     jit_inline,
@@ -245,7 +246,7 @@ def _adam(
     lr_wd = cast_like(param, lr * weight_decay)
     decay = weight_decay != 0 and not decoupled
     shrink = weight_decay != 0 and decoupled
-    hyper = (lr_, b1, k1, b2, k2, c1, c2, eps_, wd, lr_wd)
+    hyper = (lr_, b1, k1, b2, k2, c1, c2, eps_, wd, lr_wd, 1.0 / float(c1), 1.0 / float(c2))
     tiny = float_limits(param)[0]
     pmin = cast_like(param, np.inf)
     den = float(c1) * float(eps_)  # (may underflow to 0: no bound then)
@@ -279,7 +280,7 @@ def _has_subnormal(m, tiny, i0, i1):
 @jit
 def _adam_block(param, grad, m, v, hyper, decay, shrink, i0, i1):
     """Adam on [i0, i1)."""
-    lr_, b1, k1, b2, k2, c1, c2, eps_, wd, lr_wd = hyper
+    lr_, b1, k1, b2, k2, c1, c2, eps_, wd, lr_wd, inv1, inv2 = hyper
     for j in range(i1 - i0):
         i = np.uint64(i0) + np.uint64(j)
         p = param[i]
@@ -290,7 +291,7 @@ def _adam_block(param, grad, m, v, hyper, decay, shrink, i0, i1):
         m[i] = mi
         vi = b2 * v[i] + k2 * (g * g)
         v[i] = vi
-        param[i] = p - lr_ * (mi / c1) / (np.sqrt(vi / c2) + eps_)
+        param[i] = p - lr_ * div_by(mi, c1, inv1) / (np.sqrt(div_by(vi, c2, inv2)) + eps_)
 
 
 @jit
@@ -298,7 +299,7 @@ def _adam_still(param, grad, m, v, hyper, decay, shrink, i0, i1, pmin, tiny):
     """Adam on [i0, i1) where the still lanes (g == 0, m zero or subnormal, v >= 0,
     |p| > pmin) never enter the arithmetic: their m (and a subnormal v) by
     ``still_decay``, p the plain formula's (its step is a zero there)."""
-    lr_, b1, k1, b2, k2, c1, c2, eps_, wd, lr_wd = hyper
+    lr_, b1, k1, b2, k2, c1, c2, eps_, wd, lr_wd, inv1, inv2 = hyper
     zero = cast_like(param, 0.0)
     for j in range(i1 - i0):
         i = np.uint64(i0) + np.uint64(j)
@@ -312,7 +313,7 @@ def _adam_still(param, grad, m, v, hyper, decay, shrink, i0, i1, pmin, tiny):
         still &= (p > pmin) | (p < -pmin)
         mi = b1 * zeroed_where(still, mv) + k1 * g
         vi = b2 * zeroed_where(still & v_sub, vv) + k2 * (g * g)
-        upd = p - lr_ * (mi / c1) / (np.sqrt(vi / c2) + eps_)
+        upd = p - lr_ * div_by(mi, c1, inv1) / (np.sqrt(div_by(vi, c2, inv2)) + eps_)
         # rest1 g adds g's zero, rest2 g^2 +0
         m[i] = still_decay(mv, b1, g) if still else mi
         v[i] = still_decay(vv, b2, zero) if still & v_sub else vi
