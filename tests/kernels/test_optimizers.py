@@ -248,6 +248,32 @@ def test_subnormal_state(name, dtype, opt, hyper):
         )
 
 
+# Positions of lone subnormal states: a run's first and last value, both sides of the
+# 32-value steps in which a block of 256 is looked over, neighbouring steps, the tail.
+_LONE = [0, 31, 32, 95, 200, 255, 256, 257, 511, 700, 701, 733, 998, 999]
+
+
+@pytest.mark.parametrize("opt", sorted({opt for opt, _ in STILL_CASES}))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", COMPILED)
+def test_subnormal_runs(name, dtype, opt):
+    """Lone subnormal states among normal ones (n = 1000, not a multiple of the runs):
+    the compiled loops cut a block holding one into plain runs and a still run of 32
+    values around it (docs/spec.md §5, "Subnormal moments"); every value is updated
+    once, with the reference's bits."""
+    rng = np.random.default_rng(43)
+    n = 1000
+    fi = np.finfo(dtype)
+    param = rng_array(rng, n, dtype)
+    grads = [rng_array(rng, n, dtype) for _ in range(3)]
+    state = initial_state(opt, rng, n, dtype)
+    first = state[OPTIMIZERS[opt][0]]
+    first[_LONE] = np.array([3, -5, 1, 7, -2, 9, 4, -4, 6, 2, 8, -1, 5, 3]) * fi.smallest_subnormal
+    for g in grads:
+        g[_LONE[::2]] = 0  # still lanes beside lanes whose gradient moves the state
+    run_steps(name, opt, param, grads, state, DEFAULTS[opt], "C", case_id(name, dtype, opt))
+
+
 def _quotient_edges(rng, dtype, n=1280):
     """Moments whose quotients by Adam's bias corrections sit where rounding is most
     delicate: moments turning subnormal in this step (from normal ones, so off the still

@@ -101,12 +101,14 @@ def _momentum(param, grad, velocity, lr, momentum, dampening, weight_decay, nest
         pmin = still_pmin(param, 2.0 * abs(float(lr_)) * tiny)
     tiny_ = cast_like(param, tiny)
     n = param.size
-    for i0 in range(0, n, STILL_BLOCK):
-        i1 = min(n, i0 + STILL_BLOCK)
-        if not _has_subnormal(velocity, tiny_, i0, i1):
+    i0 = 0
+    while i0 < n:
+        i1, still = _still_run(velocity, tiny_, i0, n, True)
+        if not still:
             _momentum_block(param, grad, velocity, hyper, decay, nesterov, i0, i1)
         else:
             _momentum_still(param, grad, velocity, hyper, decay, nesterov, i0, i1, pmin, tiny_)
+        i0 = i1
 
 
 @jit
@@ -177,12 +179,14 @@ def rmsprop_step(param, grad, sq_avg, lr, rho, eps, eps_inside_sqrt, weight_deca
     signs = math.copysign(1.0, rho_) > 0 and math.copysign(1.0, keep_) > 0
     stills = signs and rho_ <= 1 and keep_ >= 0 and math.isfinite(lr_) and eps_ > 0
     n = param.size
-    for i0 in range(0, n, STILL_BLOCK):
-        i1 = min(n, i0 + STILL_BLOCK)
-        if stills and _has_subnormal(sq_avg, tiny, i0, i1):
+    i0 = 0
+    while i0 < n:
+        i1, still = _still_run(sq_avg, tiny, i0, n, stills)
+        if still:
             _rmsprop_still(param, grad, sq_avg, hyper, decay, eps_inside_sqrt, i0, i1, tiny)
         else:
             _rmsprop_block(param, grad, sq_avg, hyper, decay, eps_inside_sqrt, i0, i1)
+        i0 = i1
 
 
 @jit
@@ -219,9 +223,28 @@ def _rmsprop_still(param, grad, sq_avg, hyper, decay, inside, i0, i1, tiny):
 
 
 # Values a block, whose state is looked over for a subnormal first (fastnn_simd.h's
-# FNN_STILL_BLOCK). The blocks' loops index with unsigned integers: a signed start
-# makes Numba test every index for wraparound, which stops the loops vectorising.
+# FNN_STILL_BLOCK), then in steps of STILL_SUB values when it holds one (FNN_STILL_SUB).
+# The blocks' loops index with unsigned integers: a signed start makes Numba test every
+# index for wraparound, which stops the loops vectorising.
 STILL_BLOCK = 256
+STILL_SUB = 32
+
+
+@jit
+def _still_run(x, tiny, i0, n, look):
+    """The next run from i0 (before n), as fastnn_simd.h's fnn_still_run: ``(i1,
+    False)`` when x holds no subnormal in [i0, i1) (up to STILL_BLOCK values), else
+    ``(i1, True)`` for the STILL_SUB values from i0, which hold one. look False: plain
+    runs only."""
+    end = min(n, i0 + STILL_BLOCK)
+    if not look or not _has_subnormal(x, tiny, i0, end):
+        return end, False
+    j = i0
+    while j < end and not _has_subnormal(x, tiny, j, min(end, j + STILL_SUB)):
+        j += STILL_SUB
+    if j > i0:
+        return j, False
+    return min(end, i0 + STILL_SUB), True
 
 
 @jit
@@ -256,12 +279,14 @@ def _adam(
         pmin = still_pmin(param, 2.0 * abs(float(lr_)) * tiny / den)
     tiny_ = cast_like(param, tiny)
     n = param.size
-    for i0 in range(0, n, STILL_BLOCK):
-        i1 = min(n, i0 + STILL_BLOCK)
-        if not _has_subnormal(m, tiny_, i0, i1):
+    i0 = 0
+    while i0 < n:
+        i1, still = _still_run(m, tiny_, i0, n, True)
+        if not still:
             _adam_block(param, grad, m, v, hyper, decay, shrink, i0, i1)
         else:
             _adam_still(param, grad, m, v, hyper, decay, shrink, i0, i1, pmin, tiny_)
+        i0 = i1
 
 
 @jit
@@ -381,12 +406,14 @@ def _adamax(param, grad, m, u, step_size, beta1, beta2, eps, weight_decay):
         pmin = still_pmin(param, 2.0 * abs(float(c)) * tiny / float(eps_))
     tiny_ = cast_like(param, tiny)
     n = param.size
-    for i0 in range(0, n, STILL_BLOCK):
-        i1 = min(n, i0 + STILL_BLOCK)
-        if not _has_subnormal(m, tiny_, i0, i1):
+    i0 = 0
+    while i0 < n:
+        i1, still = _still_run(m, tiny_, i0, n, True)
+        if not still:
             _adamax_block(param, grad, m, u, hyper, decay, i0, i1)
         else:
             _adamax_still(param, grad, m, u, hyper, decay, i0, i1, pmin, tiny_)
+        i0 = i1
 
 
 @jit
