@@ -254,7 +254,7 @@ def render(records: list[dict], threads: list[dict] | None, meta: dict) -> str:
         "",
         f"Generated {meta['date']} on {meta['machine']} (Python {meta['python']}, "
         f"backends: {meta['backends']}); the tests "
-        f"{'passed' if meta['status'] == 0 else 'FAILED (status %s)' % meta['status']}.",
+        f"{'passed' if meta['status'] == 0 else 'FAILED (status {})'.format(meta['status'])}.",
         "",
         "| Test | Area | What was tried | Cases | Outcome | Breakdown (last run) |",
         "|---|---|---|---|---|---|",

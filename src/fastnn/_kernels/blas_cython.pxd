@@ -34,6 +34,8 @@ cdef enum:
     GEMM_MIN_ROWS = 256
     GEMM_MIN_COLS = 128
     GEMM_SMALL_MAX_K = 256
+    GEMM_SPLIT_FLOPS = 33554432  # 2**25
+    GEMM_SMALL_MAX_MNK = 67108864  # 2**26
 
 
 cdef inline void gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a,
@@ -42,10 +44,10 @@ cdef inline void gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_
     parts each side of the output is cut in."""
     cdef double mnk = <double>m * n * k
     cdef double flops = 2.0 * mnk
-    cdef double split = 33554432.0  # GEMM_SPLIT_FLOPS, 2**25
-    cdef double tile = 2147483648.0  # GEMM_TILE_FLOPS, 2**31
+    cdef double split = GEMM_SPLIT_FLOPS
+    cdef double tile = 2147483648.0  # GEMM_TILE_FLOPS, 2**31 (past a C int: not an enum)
     cdef double small = fnn_small_gemm_mnk
-    cdef double small_max = 67108864.0  # GEMM_SMALL_MAX_MNK, 2**26
+    cdef double small_max = GEMM_SMALL_MAX_MNK
     cdef Py_ssize_t units_m = (m + GEMM_UNIT - 1) // GEMM_UNIT
     cdef Py_ssize_t units_n = (n + GEMM_UNIT - 1) // GEMM_UNIT
     cdef Py_ssize_t tile_m, tile_n
@@ -204,7 +206,7 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     job.a = a
     job.b = b
     job.c = c
-    if n_threads <= 1 or 2.0 * m * n * k < 33554432.0:  # GEMM_SPLIT_FLOPS, 2**25
+    if n_threads <= 1 or 2.0 * m * n * k < GEMM_SPLIT_FLOPS:
         for t in range(job.rows * job.cols):
             gemm_tile_i(&job, t, a, b, c)
     elif floating is float:
