@@ -223,10 +223,11 @@ def float_limits(x):
 
 
 def div_by(x, c, inv):
-    """``x / c`` for a divisor fixed over a loop, ``inv = 1.0 / float(c)``: a float32
-    ``x`` takes the double product ``x inv`` rounded once to float32, which has the
-    division's bits for every x and c (docs/spec.md §5, "Quotients by the bias
-    corrections") at a fraction of a float divider's time; a float64 ``x`` divides."""
+    """``x / c`` for a divisor ``0 < c <= 1`` fixed over a loop (Adam's bias
+    corrections), ``inv = 1.0 / float(c)``: a float32 ``x`` takes the double product
+    ``x inv`` rounded once to float32, which has the division's bits for every x and
+    such c (docs/spec.md §5, "Quotients by the bias corrections") at a fraction of a
+    float divider's time; a float64 ``x`` divides."""
     return x / c
 
 

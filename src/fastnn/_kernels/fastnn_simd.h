@@ -242,29 +242,34 @@ FNN_UNUSED static inline uint64_t fnn_double_to_count_f64(double r)
         return any;                                                                    \
     }
 
-/* The optimizer loops' next run from i0 (before n): the values [i0, *i1) when x holds
- * no subnormal there (up to FNN_STILL_BLOCK of them; returns 0, the plain loop's run),
- * else the FNN_STILL_SUB values from i0, which hold one (returns 1, the still loop's
- * run). x is looked at FNN_STILL_SUB values at a time, so that a lone subnormal sends
- * only its own FNN_STILL_SUB values to the slower still loop. look = 0: plain runs. */
+/* The optimizer loops' next run from i0 (before n), at most FNN_STILL_BLOCK values
+ * long, in steps of FNN_STILL_SUB: the steps holding a subnormal in x from i0 on
+ * (returns 1, the still loop's run), else the values up to the next step holding one
+ * (returns 0, the plain loop's run). So a lone subnormal sends only its own
+ * FNN_STILL_SUB values to the slower still loop, a block full of them runs it whole,
+ * and each value is looked at once or twice. look = 0: plain runs of FNN_STILL_BLOCK. */
 #define FNN_STILL_RUN(T, S)                                                            \
     FNN_UNUSED static inline int fnn_still_run_##S(const T *x, ptrdiff_t i0, ptrdiff_t n, \
                                                    ptrdiff_t *i1, int look)            \
     {                                                                                  \
         ptrdiff_t end = n - i0 < FNN_STILL_BLOCK ? n : i0 + FNN_STILL_BLOCK, j;        \
-        if (!look || !fnn_any_subnormal_##S(x, i0, end)) {                             \
+        ptrdiff_t first = end - i0 < FNN_STILL_SUB ? end : i0 + FNN_STILL_SUB;         \
+        if (look && fnn_any_subnormal_##S(x, i0, first)) {                             \
+            for (j = first; j < end; j += FNN_STILL_SUB)                               \
+                if (!fnn_any_subnormal_##S(x, j, end - j < FNN_STILL_SUB ? end : j + FNN_STILL_SUB)) \
+                    break;                                                             \
+            *i1 = j < end ? j : end;                                                   \
+            return 1;                                                                  \
+        }                                                                              \
+        if (!look || !fnn_any_subnormal_##S(x, first, end)) {                          \
             *i1 = end;                                                                 \
             return 0;                                                                  \
         }                                                                              \
-        for (j = i0; j < end; j += FNN_STILL_SUB)                                      \
+        for (j = first; j < end; j += FNN_STILL_SUB)                                   \
             if (fnn_any_subnormal_##S(x, j, end - j < FNN_STILL_SUB ? end : j + FNN_STILL_SUB)) \
                 break;                                                                 \
-        if (j > i0) {                                                                  \
-            *i1 = j;                                                                   \
-            return 0;                                                                  \
-        }                                                                              \
-        *i1 = end - i0 < FNN_STILL_SUB ? end : i0 + FNN_STILL_SUB;                     \
-        return 1;                                                                      \
+        *i1 = j;                                                                       \
+        return 0;                                                                      \
     }
 
 /* The smallest |p| that a step of at most `bound` cannot move (p - d == p for
@@ -277,12 +282,13 @@ FNN_UNUSED static inline uint64_t fnn_double_to_count_f64(double r)
         return big < 1e300 ? (T)fmax(big, TINY) : (T)INFINITY;                         \
     }
 
-/* x / c for a divisor c fixed over a loop, inv = 1.0 / (double)c: the same bits as the
- * division (docs/spec.md §5, "Quotients by the bias corrections"). For float, the
+/* x / c for a divisor 0 < c <= 1 fixed over a loop (Adam's bias corrections), inv =
+ * 1.0 / (double)c: the same bits as the division (docs/spec.md §5, "Quotients by the
+ * bias corrections"; above 1, an exact tie between subnormals may not). For float, the
  * double product x inv rounded once to float: it lies within 2^-52 |x / c| of the
- * quotient, while a quotient of two floats that is not itself a float lies at least
- * 2^-49 |x / c| from every rounding boundary of float (midpoints between floats, the
- * subnormal ones and the overflow threshold included) and never on one, so both round
+ * quotient, while x / c, when not itself a float, lies at least 2^-49 |x / c| from
+ * every rounding boundary of float (midpoints between floats, the subnormal ones and
+ * the overflow threshold included) and, for c <= 1, never on one, so both round
  * alike; a float divider takes several times as long as the product on x86 cores.
  * For double, the division itself. */
 FNN_UNUSED static inline float fnn_div_by_f32(float x, float c, double inv)
@@ -348,8 +354,9 @@ FNN_UNUSED static inline double fnn_div_by_f64(double x, double c, double inv)
                 T v_in = still && v_sub ? (T)0 : v[i];                                 \
                 T mi = b1 * m_in + rest1 * g;                                          \
                 T vi = b2 * v_in + rest2 * (g * g);                                    \
-                T upd = p - lr * fnn_div_by_##S(mi, corr1, inv1)                       \
-                        / (SQRT(fnn_div_by_##S(vi, corr2, inv2)) + eps);               \
+                /* divisions, not fnn_div_by: this loop is bound by its selects and    \
+                 * integer work, where the conversions cost more than the divider */   \
+                T upd = p - lr * (mi / corr1) / (SQRT(vi / corr2) + eps);              \
                 /* rest1 g is g's zero; rest2 g^2 is +0 */                             \
                 T mt = fnn_still_decay_##S(m[i], b1, g);                               \
                 T vt = fnn_still_decay_##S(v[i], b2, (T)0);                            \

@@ -232,19 +232,23 @@ STILL_SUB = 32
 
 @jit
 def _still_run(x, tiny, i0, n, look):
-    """The next run from i0 (before n), as fastnn_simd.h's fnn_still_run: ``(i1,
-    False)`` when x holds no subnormal in [i0, i1) (up to STILL_BLOCK values), else
-    ``(i1, True)`` for the STILL_SUB values from i0, which hold one. look False: plain
-    runs only."""
+    """The next run from i0 (before n), as fastnn_simd.h's fnn_still_run: at most
+    STILL_BLOCK values in steps of STILL_SUB, ``(i1, True)`` for the steps holding a
+    subnormal from i0 on, else ``(i1, False)`` up to the next step holding one. look
+    False: plain runs of STILL_BLOCK."""
     end = min(n, i0 + STILL_BLOCK)
-    if not look or not _has_subnormal(x, tiny, i0, end):
+    first = min(end, i0 + STILL_SUB)
+    if look and _has_subnormal(x, tiny, i0, first):
+        j = first
+        while j < end and _has_subnormal(x, tiny, j, min(end, j + STILL_SUB)):
+            j += STILL_SUB
+        return min(j, end), True
+    if not look or not _has_subnormal(x, tiny, first, end):
         return end, False
-    j = i0
-    while j < end and not _has_subnormal(x, tiny, j, min(end, j + STILL_SUB)):
+    j = first
+    while not _has_subnormal(x, tiny, j, min(end, j + STILL_SUB)):
         j += STILL_SUB
-    if j > i0:
-        return j, False
-    return min(end, i0 + STILL_SUB), True
+    return j, False
 
 
 @jit
@@ -324,7 +328,7 @@ def _adam_still(param, grad, m, v, hyper, decay, shrink, i0, i1, pmin, tiny):
     """Adam on [i0, i1) where the still lanes (g == 0, m zero or subnormal, v >= 0,
     |p| > pmin) never enter the arithmetic: their m (and a subnormal v) by
     ``still_decay``, p the plain formula's (its step is a zero there)."""
-    lr_, b1, k1, b2, k2, c1, c2, eps_, wd, lr_wd, inv1, inv2 = hyper
+    lr_, b1, k1, b2, k2, c1, c2, eps_, wd, lr_wd, _, _ = hyper  # (divides: below)
     zero = cast_like(param, 0.0)
     for j in range(i1 - i0):
         i = np.uint64(i0) + np.uint64(j)
@@ -338,7 +342,9 @@ def _adam_still(param, grad, m, v, hyper, decay, shrink, i0, i1, pmin, tiny):
         still &= (p > pmin) | (p < -pmin)
         mi = b1 * zeroed_where(still, mv) + k1 * g
         vi = b2 * zeroed_where(still & v_sub, vv) + k2 * (g * g)
-        upd = p - lr_ * div_by(mi, c1, inv1) / (np.sqrt(div_by(vi, c2, inv2)) + eps_)
+        # divisions, not div_by: this loop is bound by its selects and integer work,
+        # where div_by's conversions cost more than the divider (docs/spec.md §5)
+        upd = p - lr_ * (mi / c1) / (np.sqrt(vi / c2) + eps_)
         # rest1 g adds g's zero, rest2 g^2 +0
         m[i] = still_decay(mv, b1, g) if still else mi
         v[i] = still_decay(vv, b2, zero) if still & v_sub else vi
