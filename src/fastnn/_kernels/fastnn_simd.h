@@ -254,22 +254,18 @@ FNN_UNUSED static inline uint64_t fnn_double_to_count_f64(double r)
     {                                                                                  \
         ptrdiff_t end = n - i0 < FNN_STILL_BLOCK ? n : i0 + FNN_STILL_BLOCK, j;        \
         ptrdiff_t first = end - i0 < FNN_STILL_SUB ? end : i0 + FNN_STILL_SUB;         \
-        if (look && fnn_any_subnormal_##S(x, i0, first)) {                             \
-            for (j = first; j < end; j += FNN_STILL_SUB)                               \
-                if (!fnn_any_subnormal_##S(x, j, end - j < FNN_STILL_SUB ? end : j + FNN_STILL_SUB)) \
-                    break;                                                             \
-            *i1 = j < end ? j : end;                                                   \
-            return 1;                                                                  \
-        }                                                                              \
-        if (!look || !fnn_any_subnormal_##S(x, first, end)) {                          \
-            *i1 = end;                                                                 \
+        int still = look && fnn_any_subnormal_##S(x, i0, first);                       \
+        if (!look || (!still && !fnn_any_subnormal_##S(x, first, end))) {              \
+            *i1 = end; /* a plain block: one look over it */                           \
             return 0;                                                                  \
         }                                                                              \
+        /* the run goes on while the steps are of the first one's kind */              \
         for (j = first; j < end; j += FNN_STILL_SUB)                                   \
-            if (fnn_any_subnormal_##S(x, j, end - j < FNN_STILL_SUB ? end : j + FNN_STILL_SUB)) \
+            if (fnn_any_subnormal_##S(x, j, end - j < FNN_STILL_SUB ? end : j + FNN_STILL_SUB) \
+                != still)                                                              \
                 break;                                                                 \
-        *i1 = j;                                                                       \
-        return 0;                                                                      \
+        *i1 = j < end ? j : end;                                                       \
+        return still;                                                                  \
     }
 
 /* The smallest |p| that a step of at most `bound` cannot move (p - d == p for

@@ -238,17 +238,14 @@ def _still_run(x, tiny, i0, n, look):
     False: plain runs of STILL_BLOCK."""
     end = min(n, i0 + STILL_BLOCK)
     first = min(end, i0 + STILL_SUB)
-    if look and _has_subnormal(x, tiny, i0, first):
-        j = first
-        while j < end and _has_subnormal(x, tiny, j, min(end, j + STILL_SUB)):
-            j += STILL_SUB
-        return min(j, end), True
-    if not look or not _has_subnormal(x, tiny, first, end):
-        return end, False
+    still = look and _has_subnormal(x, tiny, i0, first)
+    if not look or (not still and not _has_subnormal(x, tiny, first, end)):
+        return end, False  # a plain block: one look over it
+    # the run goes on while the steps are of the first one's kind
     j = first
-    while not _has_subnormal(x, tiny, j, min(end, j + STILL_SUB)):
+    while j < end and _has_subnormal(x, tiny, j, min(end, j + STILL_SUB)) == still:
         j += STILL_SUB
-    return j, False
+    return min(j, end), still
 
 
 @jit
