@@ -81,11 +81,11 @@ def test_small_matrix_cut():
     """A product with GEMM_SMALL_K < k <= GEMM_SMALL_MAX_K and small_mnk < m n k <=
     GEMM_SMALL_MAX_MNK is cut into tiles of at most small_mnk (m n k) for
     OpenBLAS's small-matrix kernels, the longer side of the largest tile halved first
-    (columns on a tie); never for out = a @ b^T, nor without such kernels."""
+    (columns on a tie); out = a @ b^T by its own rule (test_tn_cut); never without
+    such kernels."""
     grid = blas.gemm_grid
     assert grid(64, 128, 128, small_mnk=SMALL) == (1, 2)  # digits' second layer
     assert grid(128, 128, 64, True, False, SMALL) == (1, 2)  # and its dW
-    assert grid(64, 128, 128, False, True, SMALL) == (1, 1)  # its dx = dz W^T: never
     assert grid(64, 128, 128, True, True, SMALL) == (1, 2)
     assert grid(64, 64, 128, small_mnk=SMALL) == (1, 1)  # 2**19 m n k: fits whole
     assert grid(128, 256, 256, small_mnk=SMALL) == (2, 8)  # 64 x 32 x 256 tiles
@@ -104,6 +104,30 @@ def test_small_matrix_cut():
     assert grid(100, 64, 200, small_mnk=SMALL) == (2, 1)
 
 
+def test_tn_cut():
+    """out = a @ b^T (OpenBLAS's transposed-A call) in float64: tiles of at most
+    GEMM_TN_MAX_OUT outputs (and small_mnk m n k) for GEMM_TN_MIN_K <= k <=
+    GEMM_SMALL_MAX_K and m n k <= GEMM_SMALL_MAX_MNK; never in float32."""
+    grid = blas.gemm_grid
+    assert grid(64, 128, 128, False, True, SMALL) == (2, 4)  # digits' dx2: 32 x 32 tiles
+    assert grid(32, 128, 128, False, True, SMALL) == (1, 4)
+    assert grid(64, 64, 64, False, True, SMALL) == (2, 2)  # whole fits 10^6, not 1200
+    assert grid(1024, 256, 256, False, True, SMALL) == (32, 8)  # config D's dx2, 2**26
+    assert grid(2048, 256, 256, False, True, SMALL) == grid(2048, 256, 256, small_mnk=0)
+    assert grid(64, 128, 128, False, True, 0) == (1, 1)  # no small kernels
+    assert grid(30, 40, 128, False, True, SMALL) == (1, 1)  # 1200 outputs: taken whole
+    assert grid(64, 128, 31, False, True, SMALL) == (1, 1)  # k < 32: packed either way
+    assert grid(64, 128, 257, False, True, SMALL) == (1, 1)
+    for m, n, k in [(64, 128, 128), (64, 64, 64), (1024, 256, 256)]:
+        # float32: the threads' rule alone
+        assert grid(m, n, k, False, True, SMALL, True) == grid(m, n, k, small_mnk=0)
+        # the dtype matters for a @ b^T alone
+        assert grid(m, n, k, False, False, SMALL, True) == grid(m, n, k, small_mnk=SMALL)
+    n64 = len(blas.gemm_blocks(64, 128, 128, False, True, np.float64))
+    assert n64 == (8 if blas.GEMM_SMALL_MNK else 1)
+    assert len(blas.gemm_blocks(64, 128, 128, False, True, np.float32)) == 1
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     m=st.integers(1, 600),
@@ -111,20 +135,29 @@ def test_small_matrix_cut():
     k=st.integers(1, 300),
     trans=st.sampled_from([(False, False), (True, False), (False, True), (True, True)]),
     small=st.sampled_from([0, 50_000, SMALL]),
+    single=st.booleans(),
 )
-def test_small_matrix_tiles_fit(m, n, k, trans, small):
-    rows, cols = blas.gemm_grid(m, n, k, *trans, small)
+def test_small_matrix_tiles_fit(m, n, k, trans, small, single):
+    rows, cols = blas.gemm_grid(m, n, k, *trans, small, single)
     if small == blas.GEMM_SMALL_MNK:
-        assert len(blas.gemm_blocks(m, n, k, *trans)) == rows * cols
+        dtype = np.float32 if single else np.float64
+        assert len(blas.gemm_blocks(m, n, k, *trans, dtype)) == rows * cols
     if (rows, cols) != blas.gemm_grid(m, n, k, small_mnk=0):  # not the threads' grid
-        assert small > 0 and trans != (False, True)
-        assert blas.GEMM_SMALL_K < k <= blas.GEMM_SMALL_MAX_K
-        assert small < m * n * k <= blas.GEMM_SMALL_MAX_MNK
+        tn = trans == (False, True)
+        assert small > 0
+        if tn:
+            assert blas.GEMM_TN_MIN_K <= k <= blas.GEMM_SMALL_MAX_K
+            assert m * n > blas.GEMM_TN_MAX_OUT and m * n * k <= blas.GEMM_SMALL_MAX_MNK
+            assert not single
+        else:
+            assert blas.GEMM_SMALL_K < k <= blas.GEMM_SMALL_MAX_K
+            assert small < m * n * k <= blas.GEMM_SMALL_MAX_MNK
         for i in range(rows):
             for j in range(cols):
-                tm = blas.gemm_edge(m, rows, i + 1) - blas.gemm_edge(m, rows, i)
-                tn = blas.gemm_edge(n, cols, j + 1) - blas.gemm_edge(n, cols, j)
-                assert 0 < tm * tn * k <= small
+                tile_m = blas.gemm_edge(m, rows, i + 1) - blas.gemm_edge(m, rows, i)
+                tile_n = blas.gemm_edge(n, cols, j + 1) - blas.gemm_edge(n, cols, j)
+                assert 0 < tile_m * tile_n * k <= small
+                assert not tn or tile_m * tile_n <= blas.GEMM_TN_MAX_OUT
 
 
 SIDES = st.integers(0, 5000)
@@ -212,10 +245,11 @@ def test_cython_carries_the_same_rule():
         for trans in [(False, False), (True, False), (False, True), (True, True)]:
             for m in sides:
                 for n in sides:
-                    for k in (4, 5, 64, 128, 200, 256, 257):
-                        want = blas.gemm_grid(m, n, k, *trans, small)
-                        got = dense_cython._gemm_grid(m, n, k, *trans, small)
-                        assert got == want, (m, n, k, trans, small)
+                    for k in (4, 5, 31, 32, 64, 128, 200, 256, 257):
+                        for single in (False, True):
+                            want = blas.gemm_grid(m, n, k, *trans, small, single)
+                            got = dense_cython._gemm_grid(m, n, k, *trans, small, single)
+                            assert got == want, (m, n, k, trans, small, single)
     assert dense_cython._gemm_grid(64, 128, 128) == blas.gemm_grid(64, 128, 128)  # restored
 
 
@@ -223,9 +257,18 @@ def test_numba_compiles_the_same_rule():
     common = pytest.importorskip("fastnn._kernels._numba_common")
     for small in (0, SMALL):
         for trans in [(False, False), (True, False), (False, True)]:
-            for m, n, k in [(64, 128, 128), (128, 256, 256), (100, 64, 200), (784, 256, 128)]:
-                want = blas.gemm_grid(m, n, k, *trans, small)
-                assert common.gemm_tile_grid(m, n, k, *trans, small) == want, (m, n, k)
+            for m, n, k in [
+                (64, 128, 128),
+                (128, 256, 256),
+                (100, 64, 200),
+                (784, 256, 128),
+                (64, 128, 256),
+                (64, 64, 64),
+            ]:
+                for single in (False, True):
+                    want = blas.gemm_grid(m, n, k, *trans, small, single)
+                    got = common.gemm_tile_grid(m, n, k, *trans, small, single)
+                    assert got == want, (m, n, k, single)
 
 
 THREAD_COUNTS = [1, 2, 3, 16, 64]
@@ -296,7 +339,7 @@ def test_short_inner_dimensions_give_the_same_bits_everywhere(m, n, k, trans_a, 
         (64, 128, 128, False, False),  # digits' layer 2: 2 tiles
         (784, 256, 128, True, False),  # config B's dW1: 32
         (128, 128, 64, True, True),
-        (64, 128, 128, False, True),  # a @ b^T: one call
+        (64, 128, 128, False, True),  # digits' dx2 = dz W2^T: 8 tiles in float64
     ],
 )
 def test_many_tiles_give_the_same_bits_on_any_thread_count(m, n, k, trans_a, trans_b, dtype):
@@ -322,14 +365,21 @@ def test_many_tiles_give_the_same_bits_on_any_thread_count(m, n, k, trans_a, tra
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "m, n_in, n_out",
-    [(130, 300, 600), (512, 80, 600), (16, 20, 1), (256, 700, 100), (1024, 2048, 2048)],
+    [
+        (130, 300, 600),
+        (512, 80, 600),
+        (16, 20, 1),
+        (256, 700, 100),
+        (64, 128, 128),  # dx = dz W^T in tiles for the small-matrix kernels
+        (1024, 2048, 2048),
+    ],
 )
 def test_dense_kernels_make_the_reference_blocks(backend, dtype, m, n_in, n_out):
     """The backends' products are the reference's tiles, bit for bit (float32 products
     computed whole differ from the tiles, so this sees a wrong tiling). The last
     shape's forward product (2**33 flop) is cut in 64."""
     if m * n_in * n_out > 2**30 and dtype == "float64":
-        pytest.skip("the 64-tile shape once is enough (float32: the tiling is shared)")
+        pytest.skip("the 64-tile shape once is enough (its tiling is the same in float32)")
     raw = fastnn.backend(backend)._raw
     rng = np.random.default_rng(m + n_out)
     x = rng.standard_normal((m, n_in)).astype(dtype)

@@ -771,7 +771,7 @@ if not DISABLE_JIT:
         """
         m, n = out.shape
         k = a.shape[0] if trans_a else a.shape[1]
-        rows, cols = gemm_tile_grid(m, n, k, trans_a, trans_b, GEMM_SMALL_MNK)
+        rows, cols = gemm_tile_grid(m, n, k, trans_a, trans_b, GEMM_SMALL_MNK, out.itemsize == 4)
         if rows * cols == 1:
             _gemm_tile(a, b, out, trans_a, trans_b, 0, m, 0, n)
         elif n_threads <= 1 or 2.0 * m * n * k < GEMM_SPLIT_FLOPS:

@@ -34,14 +34,16 @@ cdef enum:
     GEMM_MIN_ROWS = 256
     GEMM_MIN_COLS = 128
     GEMM_SMALL_MAX_K = 256
+    GEMM_TN_MAX_OUT = 1200
+    GEMM_TN_MIN_K = 32
     GEMM_SPLIT_FLOPS = 33554432  # 2**25
     GEMM_SMALL_MAX_MNK = 67108864  # 2**26
 
 
 cdef inline void gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a,
-                           bint trans_b, int* rows, int* cols) noexcept nogil:
+                           bint trans_b, bint single, int* rows, int* cols) noexcept nogil:
     """fastnn.reference.blas.gemm_grid with its small_mnk = fnn_small_gemm_mnk: the
-    parts each side of the output is cut in."""
+    parts each side of the output is cut in (single: float32)."""
     cdef double mnk = <double>m * n * k
     cdef double flops = 2.0 * mnk
     cdef double split = GEMM_SPLIT_FLOPS
@@ -52,15 +54,22 @@ cdef inline void gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_
     cdef Py_ssize_t units_n = (n + GEMM_UNIT - 1) // GEMM_UNIT
     cdef Py_ssize_t tile_m, tile_n
     cdef long long want = 2
-    cdef bint cut_rows, cut_cols
+    cdef bint cut_rows, cut_cols, cut
+    cdef bint tn = trans_b and not trans_a  # out = a @ b^T
     rows[0] = 1
     cols[0] = 1
-    if (small > 0 and FNN_SMALL_K < k <= GEMM_SMALL_MAX_K and not (trans_b and not trans_a)
-            and small < mnk <= small_max):
+    if tn:
+        cut = (not single and small > 0 and GEMM_TN_MIN_K <= k <= GEMM_SMALL_MAX_K
+               and m * n > GEMM_TN_MAX_OUT and mnk <= small_max)
+    else:
+        cut = (small > 0 and FNN_SMALL_K < k <= GEMM_SMALL_MAX_K
+               and small < mnk <= small_max)
+    if cut:
         while True:
             tile_m = min(m, (units_m + rows[0] - 1) // rows[0] * GEMM_UNIT)
             tile_n = min(n, (units_n + cols[0] - 1) // cols[0] * GEMM_UNIT)
-            if <double>tile_m * tile_n * k <= small:
+            if (<double>tile_m * tile_n * k <= small
+                    and (not tn or tile_m * tile_n <= GEMM_TN_MAX_OUT)):
                 return
             cut_cols = units_n >= 2 * <Py_ssize_t>cols[0]
             cut_rows = units_m >= 2 * <Py_ssize_t>rows[0]
@@ -92,7 +101,7 @@ cdef inline bint gemm_one_tile(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcep
     gemm_grid. (Only modules that set fnn_set_gemm see the small-matrix cut, which
     never applies to k <= FNN_SMALL_K, the one use of this outside dense_cython.)"""
     cdef int rows, cols
-    gemm_grid(m, n, k, False, False, &rows, &cols)
+    gemm_grid(m, n, k, False, False, False, &rows, &cols)
     return rows * cols == 1
 
 
@@ -191,7 +200,7 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     """
     cdef GemmJob job
     cdef int t
-    gemm_grid(m, n, k, trans_a, trans_b, &job.rows, &job.cols)
+    gemm_grid(m, n, k, trans_a, trans_b, floating is float, &job.rows, &job.cols)
     if job.rows * job.cols == 1:
         gemm_call(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
         return

@@ -260,7 +260,7 @@ def dense_input_gradient(const floating[:, ::1] dz, const floating[:, ::1] w,
 # --- for the tests: the tiling rule and a threaded product, as the kernels run them ---
 
 def _gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a=False,
-               bint trans_b=False, small_mnk=None):
+               bint trans_b=False, small_mnk=None, bint single=False):
     """blas_cython.pxd's gemm_grid (to compare with fastnn.reference.blas.gemm_grid),
     with fnn_small_gemm_mnk set to ``small_mnk`` for the call when given (no kernel
     may run meanwhile)."""
@@ -269,7 +269,7 @@ def _gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a=False,
     if small_mnk is not None:
         fnn_set_gemm(_sgemm, _dgemm, small_mnk)
     try:
-        gemm_grid(m, n, k, trans_a, trans_b, &rows, &cols)
+        gemm_grid(m, n, k, trans_a, trans_b, single, &rows, &cols)
     finally:
         fnn_set_gemm(_sgemm, _dgemm, kept)
     return rows, cols

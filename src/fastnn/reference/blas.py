@@ -59,8 +59,8 @@ GEMM_SMALL_K = 4
 # longer whole than as two such calls (a digits layer, 64 x 128 x 128: 20.3 against 13.5
 # us in float32, 43 against 28 in float64), config B's dW of 784 x 256 x 128 14-17%
 # longer in 2 packed calls than in 32 small ones (docs/benchmarks/
-# 2026-12-05-small-tiles.md). So a product whose calls the small kernels take (not
-# out = a @ b^T, which OpenBLAS sends to them only for outputs of 1200 values), with an
+# 2026-12-05-small-tiles.md). So a product whose calls the small kernels take (out =
+# a @ b^T has its own rule, below), with an
 # inner dimension of GEMM_SMALL_K < k <= GEMM_SMALL_MAX_K and GEMM_SMALL_MNK < m n k <=
 # GEMM_SMALL_MAX_MNK, is cut into tiles of at most GEMM_SMALL_MNK (few: halving). Past
 # GEMM_SMALL_MAX_K the unpacked reads of float64 tiles ran slower than packed calls;
@@ -74,31 +74,55 @@ GEMM_SMALL_MNK = small_gemm_mnk()
 GEMM_SMALL_MAX_K = 256
 GEMM_SMALL_MAX_MNK = 2**26
 
+# out = a @ b^T: OpenBLAS's SkylakeX small kernels take such a call (transposed-A in
+# Fortran's terms) only when its output has at most GEMM_TN_MAX_OUT values and its
+# inner dimension at least GEMM_TN_MIN_K (sgemm_small_kernel_permit_skylakex.c); larger
+# ones are packed. Cut into such tiles, float64 input gradients dx = dz W^T ran 4-37%
+# faster on every shape measured (config D's 1024 x 256 x 256 in 256 tiles included; a
+# float64 digits step 253 -> 239 us). float32 ones ran 0.70x-1.65x the whole call's
+# time by shape, and a float32 digits step no faster: they are not cut, so the dtype
+# enters this one rule (docs/benchmarks/2026-12-05-tn-tiles.md).
+GEMM_TN_MAX_OUT = 1200
+GEMM_TN_MIN_K = 32
 
-def gemm_grid(m, n, k, trans_a=False, trans_b=False, small_mnk=GEMM_SMALL_MNK):
+
+def gemm_grid(m, n, k, trans_a=False, trans_b=False, small_mnk=GEMM_SMALL_MNK, single=False):
     """(rows, cols): how many parts each side of a product's (m, n) output is cut in.
 
     Both are powers of two; ``rows * cols`` is the number of tiles of
-    :func:`gemm_blocks`. Depends on the shape, the operands' transposition and the
-    BLAS's ``small_mnk``, never on a thread count.
+    :func:`gemm_blocks`. Depends on the shape, the operands' transposition, the dtype
+    (``single``: float32) and the BLAS's ``small_mnk``, never on a thread count.
     """
     mnk = 1.0 * m * n * k
     rows = cols = 1
-    if (
-        small_mnk > 0
-        and GEMM_SMALL_K < k <= GEMM_SMALL_MAX_K
-        and not (trans_b and not trans_a)
-        and small_mnk < mnk <= GEMM_SMALL_MAX_MNK
-    ):
-        # calls of at most small_mnk (m n k) that OpenBLAS's small-matrix kernels
-        # take: halve the longer side of the largest tile (columns on a tie) until it fits
+    tn = trans_b and not trans_a  # out = a @ b^T
+    if tn:
+        small = (
+            not single
+            and small_mnk > 0
+            and GEMM_TN_MIN_K <= k <= GEMM_SMALL_MAX_K
+            and m * n > GEMM_TN_MAX_OUT
+            and mnk <= GEMM_SMALL_MAX_MNK
+        )
+    else:
+        small = (
+            small_mnk > 0
+            and GEMM_SMALL_K < k <= GEMM_SMALL_MAX_K
+            and small_mnk < mnk <= GEMM_SMALL_MAX_MNK
+        )
+    if small:
+        # calls that OpenBLAS's small-matrix kernels take (at most small_mnk, and for
+        # a @ b^T at most GEMM_TN_MAX_OUT outputs): halve the longer side of the largest
+        # tile (columns on a tie) until it fits
         units_m = (m + GEMM_UNIT - 1) // GEMM_UNIT
         units_n = (n + GEMM_UNIT - 1) // GEMM_UNIT
         while True:
             # the largest part of each side (gemm_edge's parts differ by one unit at most)
             tile_m = min(m, (units_m + rows - 1) // rows * GEMM_UNIT)
             tile_n = min(n, (units_n + cols - 1) // cols * GEMM_UNIT)
-            if 1.0 * tile_m * tile_n * k <= small_mnk:
+            if 1.0 * tile_m * tile_n * k <= small_mnk and (
+                not tn or tile_m * tile_n <= GEMM_TN_MAX_OUT
+            ):
                 return rows, cols
             cut_cols = units_n >= 2 * cols
             cut_rows = units_m >= 2 * rows
@@ -137,7 +161,7 @@ def gemm_edge(side, parts, i):
     return i * units // parts * GEMM_UNIT
 
 
-def gemm_blocks(m, n, k, trans_a=False, trans_b=False):
+def gemm_blocks(m, n, k, trans_a=False, trans_b=False, dtype=np.float64):
     """The tiles of a product's output, in the order the threads claim them.
 
     Parameters
@@ -148,8 +172,11 @@ def gemm_blocks(m, n, k, trans_a=False, trans_b=False):
         The inner dimension; it is never split, so every output element is computed by
         one BLAS call over the whole of ``k`` whatever thread makes it.
     trans_a, trans_b : bool
-        Whether the product reads ``a`` or ``b`` transposed (``out = a @ b^T`` is never
-        cut for OpenBLAS's small-matrix kernels, which decline it).
+        Whether the product reads ``a`` or ``b`` transposed (OpenBLAS's small-matrix
+        kernels take ``out = a @ b^T`` only with at most 1200 outputs: float64 ones are
+        cut into such tiles).
+    dtype : float32 or float64
+        The operands' dtype (the cut for ``out = a @ b^T`` depends on it).
 
     Returns
     -------
@@ -158,9 +185,10 @@ def gemm_blocks(m, n, k, trans_a=False, trans_b=False):
         by row of tiles. They cover the output exactly once; one tile (the whole
         output) for products under ``2**25`` flops, unless the BLAS's small-matrix
         kernels take tiles of it (``GEMM_SMALL_MNK``). Depends on the shape, the
-        transposition and the BLAS only, never on a thread count.
+        transposition, the dtype and the BLAS only, never on a thread count.
     """
-    rows, cols = gemm_grid(m, n, k, trans_a, trans_b)
+    single = np.dtype(dtype) == np.float32
+    rows, cols = gemm_grid(m, n, k, trans_a, trans_b, GEMM_SMALL_MNK, single)
     return [
         (
             gemm_edge(m, rows, i),
@@ -192,7 +220,7 @@ def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
     k = a.shape[0] if trans_a else a.shape[1]
     lda, ldb, ldc = max(1, a.shape[1]), max(1, b.shape[1]), max(1, n)
     small = 1 <= k <= GEMM_SMALL_K and beta == 0
-    for r0, r1, c0, c1 in gemm_blocks(m, n, k, trans_a, trans_b):
+    for r0, r1, c0, c1 in gemm_blocks(m, n, k, trans_a, trans_b, out.dtype):
         if small:
             gemm_small_k(a, b, out, trans_a, trans_b, r0, r1, c0, c1)
             continue
