@@ -125,7 +125,38 @@ def test_tn_cut():
         assert grid(m, n, k, False, False, SMALL, True) == grid(m, n, k, small_mnk=SMALL)
     n64 = len(blas.gemm_blocks(64, 128, 128, False, True, np.float64))
     assert n64 == (8 if blas.GEMM_SMALL_MNK else 1)
-    assert len(blas.gemm_blocks(64, 128, 128, False, True, np.float32)) == 1
+
+
+def test_small_float32_a_bt_copies_b():
+    """A float32 out = a @ b^T with GEMM_SMALL_K < k, n k <= GEMM_COPY_MAX and m n k <=
+    GEMM_SMALL_MAX_MNK is a @ bt on a transposed copy bt of b, with that product's
+    tiles (on a BLAS with small-matrix kernels); float64, other transpositions and
+    larger b keep their own calls."""
+    copies = blas.gemm_copies_b
+    assert copies(64, 128, 128, False, True, SMALL, True)  # digits' dx2: b 128 x 128
+    assert copies(128, 256, 10, False, True, SMALL, True)  # config B's dx3
+    assert copies(1, 16384, 5, False, True, SMALL, True) is False  # n k past the buffer
+    assert copies(1, 4096, 4, False, True, SMALL, True) is False  # fastnn's own short sums
+    assert copies(4096, 16, 1024, False, True, SMALL, True)  # m n k = 2**26
+    assert not copies(4097, 16, 1024, False, True, SMALL, True)
+    assert not copies(64, 128, 128, False, True, SMALL, False)  # float64
+    assert not copies(64, 128, 128, False, True, 0, True)  # no small-matrix kernels
+    for trans in [(False, False), (True, False), (True, True)]:
+        assert not copies(64, 128, 128, *trans, SMALL, True)
+    tiles = blas.gemm_blocks(64, 128, 128, False, True, np.float32)
+    if blas.GEMM_SMALL_MNK:
+        assert tiles == blas.gemm_blocks(64, 128, 128, dtype=np.float32)  # a @ bt's: 2
+    else:
+        assert tiles == [(0, 64, 0, 128)]
+    # the product's bits are those of a @ bt through BLAS, whatever bt's memory
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((64, 128)).astype(np.float32)
+    b = rng.standard_normal((128, 128)).astype(np.float32)
+    got = blas.gemm(a, b, np.empty((64, 128), np.float32), False, True)
+    bt = np.ascontiguousarray(b.T)
+    if blas.GEMM_SMALL_MNK:
+        assert_exact(got, blas.gemm(a, bt, np.empty((64, 128), np.float32)))
+    np.testing.assert_allclose(got, a @ b.T, rtol=1e-4, atol=1e-4)
 
 
 @settings(max_examples=300, deadline=None)
@@ -141,7 +172,11 @@ def test_small_matrix_tiles_fit(m, n, k, trans, small, single):
     rows, cols = blas.gemm_grid(m, n, k, *trans, small, single)
     if small == blas.GEMM_SMALL_MNK:
         dtype = np.float32 if single else np.float64
-        assert len(blas.gemm_blocks(m, n, k, *trans, dtype)) == rows * cols
+        made = trans
+        if blas.gemm_copies_b(m, n, k, *trans, small, single):
+            made = (False, False)  # a @ bt on b's transposed copy
+        want = blas.gemm_grid(m, n, k, *made, small, single)
+        assert len(blas.gemm_blocks(m, n, k, *trans, dtype)) == want[0] * want[1]
     if (rows, cols) != blas.gemm_grid(m, n, k, small_mnk=0):  # not the threads' grid
         tn = trans == (False, True)
         assert small > 0
@@ -340,6 +375,8 @@ def test_short_inner_dimensions_give_the_same_bits_everywhere(m, n, k, trans_a, 
         (784, 256, 128, True, False),  # config B's dW1: 32
         (128, 128, 64, True, True),
         (64, 128, 128, False, True),  # digits' dx2 = dz W2^T: 8 tiles in float64
+        (128, 256, 10, False, True),  # config B's dx3: on b's transposed copy in float32
+        (48, 100, 30, False, True),  # the copy's edges (sides not multiples of 16)
     ],
 )
 def test_many_tiles_give_the_same_bits_on_any_thread_count(m, n, k, trans_a, trans_b, dtype):

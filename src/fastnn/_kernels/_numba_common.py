@@ -35,9 +35,11 @@ from numba.extending import intrinsic, overload
 
 from .. import _blas as _fastnn_blas
 from ..reference.blas import (
+    GEMM_COPY_MAX,
     GEMM_SMALL_K,
     GEMM_SMALL_MNK,
     GEMM_SPLIT_FLOPS,
+    gemm_copies_b,
     gemm_edge,
     gemm_grid,
 )
@@ -549,6 +551,7 @@ _NOTRANS, _TRANS = ord("N"), ord("T")
 # fastnn.reference.blas's tiling rule itself, compiled: one rule for every backend.
 gemm_tile_grid = jit_inline(gemm_grid)
 gemm_tile_edge = jit_inline(gemm_edge)
+gemm_copy_rule = jit_inline(gemm_copies_b)
 
 
 if not DISABLE_JIT:
@@ -664,6 +667,59 @@ if not DISABLE_JIT:
 
     stack_panel = _stack_panel
 
+    @intrinsic
+    def _stack_copy(typingctx, like):
+        """A C-contiguous 1-D array of GEMM_COPY_MAX float32 values' bytes (as many of
+        like's dtype) on the calling function's stack, for gemm_threads' transposed copy
+        (no NRT allocation: it must not outlive that call)."""
+        if not isinstance(like, types.Array):
+            return None
+        copy_type = types.Array(like.dtype, 1, "C")
+
+        def codegen(context, builder, signature, args):
+            from llvmlite import ir
+            from numba.core import cgutils
+            from numba.np.arrayobj import populate_array
+
+            elt = context.get_data_type(like.dtype)
+            itemsize = context.get_abi_sizeof(elt)
+            size = GEMM_COPY_MAX * 4 // itemsize
+            # 64-byte aligned, as the Cython kernels' buffer (BLAS's small kernels read
+            # an unaligned b half again slower)
+            raw = cgutils.alloca_once(builder, elt, size=size + 64 // itemsize)
+            intp = context.get_value_type(types.intp)
+            addr = builder.add(builder.ptrtoint(raw, intp), ir.Constant(intp, 63))
+            data = builder.inttoptr(builder.and_(addr, ir.Constant(intp, -64)), raw.type)
+            copy = context.make_array(copy_type)(context, builder)
+            populate_array(
+                copy,
+                data=data,
+                shape=[ir.Constant(intp, size)],
+                strides=[ir.Constant(intp, itemsize)],
+                itemsize=ir.Constant(intp, itemsize),
+                meminfo=None,
+            )
+            return copy._getvalue()
+
+        return copy_type(like), codegen
+
+    @jit
+    def _transpose(b, bt):
+        """bt (k, n) = b (n, k) transposed, in 16 x 16 blocks (a copy: fastnn_blas.h's
+        fnn_transposed_f32 gives the same values)."""
+        n, k = b.shape
+        n16, k16 = n - n % 16, k - k % 16
+        for j0 in range(0, n16, 16):
+            for p0 in range(0, k16, 16):
+                block = b[j0 : j0 + 16, p0 : p0 + 16]  # constant trip counts: unrolled
+                for p in range(16):
+                    for j in range(16):
+                        bt[p0 + p, j0 + j] = block[j, p]
+        # the edges: columns p >= k16 of every row, rows j >= n16 of the others
+        for j in range(n):
+            for p in range(k16 if j < n16 else 0, k):
+                bt[p, j] = b[j, p]
+
     @jit
     def _gemm_small_k(a, b, out, trans_a, trans_b, r0, r1, c0, c1):
         """``fastnn.reference.blas.gemm_small_k``: each element of the tile summed in
@@ -762,13 +818,25 @@ if not DISABLE_JIT:
         """out = op(a) @ op(b) for C-contiguous row-major a, b, out (beta = 0).
 
         Exactly the calls ``fastnn.reference.blas.gemm`` makes through ctypes (its
-        tiles, each a column-major product out.T = op(b).T op(a).T, b first, nothing
-        copied); the tiles run one after the other, or side by side on Numba's threads
-        when ``n_threads`` > 1 (the caller sets their number with
-        ``numba.set_num_threads``) and the product has GEMM_SPLIT_FLOPS or more (the
-        small-matrix cut's tiles of a smaller one take a few microseconds each); the
-        same bits either way.
+        tiles, each a column-major product out.T = op(b).T op(a).T, b first; a small
+        float32 a @ b^T on a transposed copy of b, on this function's stack); the tiles
+        run one after the other, or side by side on Numba's threads when ``n_threads``
+        > 1 (the caller sets their number with ``numba.set_num_threads``) and the
+        product has GEMM_SPLIT_FLOPS or more (the small-matrix cut's tiles of a smaller
+        one take a few microseconds each); the same bits either way.
         """
+        m, n = out.shape
+        k = a.shape[0] if trans_a else a.shape[1]
+        if gemm_copy_rule(m, n, k, trans_a, trans_b, GEMM_SMALL_MNK, out.itemsize == 4):
+            bt = _stack_copy(out)[: k * n].reshape((k, n))
+            _transpose(b, bt)
+            _gemm_run(a, bt, out, trans_a, False, n_threads)
+        else:
+            _gemm_run(a, b, out, trans_a, trans_b, n_threads)
+
+    @jit
+    def _gemm_run(a, b, out, trans_a, trans_b, n_threads):
+        """gemm_threads' tiles, b as given."""
         m, n = out.shape
         k = a.shape[0] if trans_a else a.shape[1]
         rows, cols = gemm_tile_grid(m, n, k, trans_a, trans_b, GEMM_SMALL_MNK, out.itemsize == 4)

@@ -25,6 +25,8 @@ cdef extern from "fastnn_blas.h" nogil:
     fnn_dgemm_fn fnn_dgemm
     double fnn_small_gemm_mnk
     void fnn_set_gemm(size_t s, size_t d, double small_mnk)
+    const float* fnn_transposed_f32(const float* b, Py_ssize_t n, Py_ssize_t k,
+                                    Py_ssize_t ldb)
 
 
 # The tiling rule of fastnn.reference.blas (gemm_grid, gemm_edge; the reasons for its
@@ -36,8 +38,17 @@ cdef enum:
     GEMM_SMALL_MAX_K = 256
     GEMM_TN_MAX_OUT = 1200
     GEMM_TN_MIN_K = 32
+    GEMM_COPY_MAX = 16384  # fastnn_blas.h's FNN_GEMM_COPY_MAX
     GEMM_SPLIT_FLOPS = 33554432  # 2**25
     GEMM_SMALL_MAX_MNK = 67108864  # 2**26
+
+
+cdef inline bint gemm_copies_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a,
+                               bint trans_b, bint single) noexcept nogil:
+    """fastnn.reference.blas.gemm_copies_b with its small_mnk = fnn_small_gemm_mnk."""
+    return (single and trans_b and not trans_a and fnn_small_gemm_mnk > 0
+            and k > FNN_SMALL_K and n * k <= GEMM_COPY_MAX
+            and <double>m * n * k <= GEMM_SMALL_MAX_MNK)
 
 
 cdef inline void gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a,
@@ -191,7 +202,8 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                       floating* c, int ldc, int n_threads) noexcept nogil:
     """c (m, n) = op(a) @ op(b), all row-major; op(a) is (m, k), op(b) is (k, n).
 
-    The tiles of gemm_grid, each one BLAS call (gemm_tile), run one after the other,
+    A small float32 a @ b^T is a @ bt on a transposed copy of b (gemm_copies_b). The
+    tiles of gemm_grid, each one BLAS call (gemm_tile), run one after the other,
     or as one job of fastnn_pool.h whose threads (the caller and up to n_threads - 1
     helpers) claim them one at a time: the same calls either way, so the same bits as
     the reference's gemm. A product below GEMM_SPLIT_FLOPS runs its tiles (the
@@ -200,6 +212,12 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     """
     cdef GemmJob job
     cdef int t
+    if floating is float:
+        if gemm_copies_b(m, n, k, trans_a, trans_b, True):
+            # a @ bt on the thread's transposed copy of b (fastnn_blas.h)
+            b = fnn_transposed_f32(b, n, k, ldb)
+            trans_b = False
+            ldb = n
     gemm_grid(m, n, k, trans_a, trans_b, floating is float, &job.rows, &job.cols)
     if job.rows * job.cols == 1:
         gemm_call(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)

@@ -85,6 +85,33 @@ GEMM_SMALL_MAX_MNK = 2**26
 GEMM_TN_MAX_OUT = 1200
 GEMM_TN_MIN_K = 32
 
+# A float32 out = a @ b^T whose b (n, k) has at most GEMM_COPY_MAX values is computed
+# as a @ bt on a transposed copy bt (k, n) of b, with that product's own tiles: the
+# small-matrix kernels take it (an untransposed call), and the copy costs less than the
+# packing of the transposed-A call it replaces. A float32 digits input gradient dz W2^T
+# (64 x 128 x 128) took 20.5 us whole, 16.8 copied and cut in 2, and a digits step went
+# from 103.6 to 99.8 us on average; config B's dz W3^T (128 x 256 x 10) 9.9 -> 5.7 us
+# (docs/benchmarks/2026-12-05-tn-tiles.md). The copy is a few values per output of the
+# product, so it only pays for such small ones; float64 keeps its transposed-A tiles,
+# which the copy did not beat. GEMM_COPY_MAX is also the size of the kernels' copy
+# buffer (a thread's own, or the stack: nothing is allocated).
+GEMM_COPY_MAX = 16384
+
+
+def gemm_copies_b(m, n, k, trans_a=False, trans_b=False, small_mnk=GEMM_SMALL_MNK, single=False):
+    """Whether the product out (m, n) = op(a) @ op(b) is computed on a transposed copy of
+    b (see GEMM_COPY_MAX): float32 (``single``), out = a @ b^T, GEMM_SMALL_K < k, n k <=
+    GEMM_COPY_MAX, m n k <= GEMM_SMALL_MAX_MNK and a BLAS with small-matrix kernels."""
+    return (
+        single
+        and trans_b
+        and not trans_a
+        and small_mnk > 0
+        and k > GEMM_SMALL_K
+        and n * k <= GEMM_COPY_MAX
+        and 1.0 * m * n * k <= GEMM_SMALL_MAX_MNK
+    )
+
 
 def gemm_grid(m, n, k, trans_a=False, trans_b=False, small_mnk=GEMM_SMALL_MNK, single=False):
     """(rows, cols): how many parts each side of a product's (m, n) output is cut in.
@@ -188,6 +215,8 @@ def gemm_blocks(m, n, k, trans_a=False, trans_b=False, dtype=np.float64):
         transposition, the dtype and the BLAS only, never on a thread count.
     """
     single = np.dtype(dtype) == np.float32
+    if gemm_copies_b(m, n, k, trans_a, trans_b, GEMM_SMALL_MNK, single):
+        trans_b = False  # the tiles of a @ bt, bt the transposed copy of b
     rows, cols = gemm_grid(m, n, k, trans_a, trans_b, GEMM_SMALL_MNK, single)
     return [
         (
@@ -208,7 +237,9 @@ def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
     dtype. Each tile of :func:`gemm_blocks` is one call of fastnn's single-threaded
     BLAS (:func:`fastnn._blas.gemm_call`) on the arrays' own buffers, as the compiled
     kernels make it, or, for an inner dimension 1 <= k <= GEMM_SMALL_K and beta = 0,
-    :func:`gemm_small_k`'s sequential sum (docs/spec.md §10); operands that are not
+    :func:`gemm_small_k`'s sequential sum (docs/spec.md §10); a small float32
+    ``a @ b^T`` is ``a @ bt`` on a transposed copy of b (:func:`gemm_copies_b`, the
+    kernels' copy); operands that are not
     C-contiguous are copied first (the values are the same: BLAS packs its operands
     anyway).
     """
@@ -220,7 +251,11 @@ def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
     k = a.shape[0] if trans_a else a.shape[1]
     lda, ldb, ldc = max(1, a.shape[1]), max(1, b.shape[1]), max(1, n)
     small = 1 <= k <= GEMM_SMALL_K and beta == 0
-    for r0, r1, c0, c1 in gemm_blocks(m, n, k, trans_a, trans_b, out.dtype):
+    tiles = gemm_blocks(m, n, k, trans_a, trans_b, out.dtype)
+    if gemm_copies_b(m, n, k, trans_a, trans_b, single=out.dtype == np.float32):
+        b, trans_b = np.ascontiguousarray(b.T), False
+        ldb = max(1, b.shape[1])
+    for r0, r1, c0, c1 in tiles:
         if small:
             gemm_small_k(a, b, out, trans_a, trans_b, r0, r1, c0, c1)
             continue
