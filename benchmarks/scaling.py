@@ -67,16 +67,20 @@ def tile_costs(m, n, k, trans_a, trans_b, dtype, repeats):
     (a short call escapes a busy machine's interruptions more often than a long one:
     unscaled, the sum of the tiles' best times would flatter the tiling). The calls go
     through ctypes (a few microseconds each, which the kernels' direct calls do not
-    pay: it matters only for the smallest products)."""
+    pay: it matters only for the smallest products). A product the kernels make on a
+    transposed copy of b (``gemm_copies_b``) is timed so, the copy (once per product,
+    by the calling thread) not counted."""
     from fastnn._blas import gemm_call
-    from fastnn.reference.blas import gemm_blocks
+    from fastnn.reference.blas import gemm_blocks, gemm_copies_b
 
     rng = np.random.default_rng(m + 7 * n + 13 * k)
     a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
     c = np.empty((m, n), dtype)
+    tiles = gemm_blocks(m, n, k, trans_a, trans_b, dtype)
+    if gemm_copies_b(m, n, k, trans_a, trans_b, single=np.dtype(dtype) == np.float32):
+        b, trans_b = np.ascontiguousarray(b.T), False
     lda, ldb = a.shape[1], b.shape[1]
-    tiles = gemm_blocks(m, n, k, trans_a, trans_b)
     costs = [float("inf")] * len(tiles)
     whole = best_pass = float("inf")
     for rep in range(repeats + 1):

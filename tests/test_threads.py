@@ -137,8 +137,9 @@ def test_small_float32_a_bt_copies_b():
     assert copies(128, 256, 10, False, True, SMALL, True)  # config B's dx3
     assert copies(1, 16384, 5, False, True, SMALL, True) is False  # n k past the buffer
     assert copies(1, 4096, 4, False, True, SMALL, True) is False  # fastnn's own short sums
-    assert copies(4096, 16, 1024, False, True, SMALL, True)  # m n k = 2**26
-    assert not copies(4097, 16, 1024, False, True, SMALL, True)
+    assert copies(16384, 16, 256, False, True, SMALL, True)  # m n k = 2**26
+    assert not copies(16385, 16, 256, False, True, SMALL, True)
+    assert not copies(64, 16, 257, False, True, SMALL, True)  # past GEMM_SMALL_MAX_K
     assert not copies(64, 128, 128, False, True, SMALL, False)  # float64
     assert not copies(64, 128, 128, False, True, 0, True)  # no small-matrix kernels
     for trans in [(False, False), (True, False), (True, True)]:
@@ -285,6 +286,9 @@ def test_cython_carries_the_same_rule():
                             want = blas.gemm_grid(m, n, k, *trans, small, single)
                             got = dense_cython._gemm_grid(m, n, k, *trans, small, single)
                             assert got == want, (m, n, k, trans, small, single)
+                            want = blas.gemm_copies_b(m, n, k, *trans, small, single)
+                            got = dense_cython._gemm_copies_b(m, n, k, *trans, small, single)
+                            assert got == want, (m, n, k, trans, small, single)
     assert dense_cython._gemm_grid(64, 128, 128) == blas.gemm_grid(64, 128, 128)  # restored
 
 
@@ -303,6 +307,9 @@ def test_numba_compiles_the_same_rule():
                 for single in (False, True):
                     want = blas.gemm_grid(m, n, k, *trans, small, single)
                     got = common.gemm_tile_grid(m, n, k, *trans, small, single)
+                    assert got == want, (m, n, k, single)
+                    want = blas.gemm_copies_b(m, n, k, *trans, small, single)
+                    got = common.gemm_copy_rule(m, n, k, *trans, small, single)
                     assert got == want, (m, n, k, single)
 
 
@@ -377,6 +384,9 @@ def test_short_inner_dimensions_give_the_same_bits_everywhere(m, n, k, trans_a, 
         (64, 128, 128, False, True),  # digits' dx2 = dz W2^T: 8 tiles in float64
         (128, 256, 10, False, True),  # config B's dx3: on b's transposed copy in float32
         (48, 100, 30, False, True),  # the copy's edges (sides not multiples of 16)
+        # 2**26 flops: the copy's tiles (float32) and the 1200-output tiles (float64)
+        # claimed by several threads
+        (2048, 64, 256, False, True),
     ],
 )
 def test_many_tiles_give_the_same_bits_on_any_thread_count(m, n, k, trans_a, trans_b, dtype):

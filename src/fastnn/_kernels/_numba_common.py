@@ -828,11 +828,18 @@ if not DISABLE_JIT:
         m, n = out.shape
         k = a.shape[0] if trans_a else a.shape[1]
         if gemm_copy_rule(m, n, k, trans_a, trans_b, GEMM_SMALL_MNK, out.itemsize == 4):
-            bt = _stack_copy(out)[: k * n].reshape((k, n))
-            _transpose(b, bt)
-            _gemm_run(a, bt, out, trans_a, False, n_threads)
+            _gemm_copied(a, b, out, n_threads)
         else:
             _gemm_run(a, b, out, trans_a, trans_b, n_threads)
+
+    @jit
+    def _gemm_copied(a, b, out, n_threads):
+        """out = a @ b.T as a @ bt, bt the transposed copy of b on this function's stack
+        (the buffer reserved only where the copy is made)."""
+        k, n = a.shape[1], out.shape[1]
+        bt = _stack_copy(out)[: k * n].reshape((k, n))
+        _transpose(b, bt)
+        _gemm_run(a, bt, out, False, False, n_threads)
 
     @jit
     def _gemm_run(a, b, out, trans_a, trans_b, n_threads):

@@ -47,7 +47,7 @@ cdef inline bint gemm_copies_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint tr
                                bint trans_b, bint single) noexcept nogil:
     """fastnn.reference.blas.gemm_copies_b with its small_mnk = fnn_small_gemm_mnk."""
     return (single and trans_b and not trans_a and fnn_small_gemm_mnk > 0
-            and k > FNN_SMALL_K and n * k <= GEMM_COPY_MAX
+            and FNN_SMALL_K < k <= GEMM_SMALL_MAX_K and n * k <= GEMM_COPY_MAX
             and <double>m * n * k <= GEMM_SMALL_MAX_MNK)
 
 
@@ -217,7 +217,7 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
             # a @ bt on the thread's transposed copy of b (fastnn_blas.h)
             b = fnn_transposed_f32(b, n, k, ldb)
             trans_b = False
-            ldb = n
+            ldb = n if n > 0 else 1
     gemm_grid(m, n, k, trans_a, trans_b, floating is float, &job.rows, &job.cols)
     if job.rows * job.cols == 1:
         gemm_call(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)

@@ -15,7 +15,8 @@ from fastnn._kernels.activations_cython cimport (
     elu_d1, sigmoid_1, step_1, step_d1, tanh_1,
 )
 from fastnn._kernels.blas_cython cimport (
-    fnn_pool_run, fnn_set_gemm, fnn_small_gemm_mnk, fnn_task_fn, gemm, gemm_grid,
+    fnn_pool_run, fnn_set_gemm, fnn_small_gemm_mnk, fnn_task_fn, gemm, gemm_copies_b,
+    gemm_grid,
     gemm_one_tile, pw_sum,
 )
 from fastnn._kernels.fastnn_simd cimport (
@@ -273,6 +274,20 @@ def _gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a=False,
     finally:
         fnn_set_gemm(_sgemm, _dgemm, kept)
     return rows, cols
+
+
+def _gemm_copies_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a, bint trans_b,
+                   small_mnk, bint single):
+    """blas_cython.pxd's gemm_copies_b (to compare with the reference's), with
+    fnn_small_gemm_mnk set to ``small_mnk`` for the call (no kernel may run meanwhile)."""
+    cdef double kept = fnn_small_gemm_mnk
+    cdef bint res
+    fnn_set_gemm(_sgemm, _dgemm, small_mnk)
+    try:
+        res = gemm_copies_b(m, n, k, trans_a, trans_b, single)
+    finally:
+        fnn_set_gemm(_sgemm, _dgemm, kept)
+    return res
 
 
 def _gemm_threads(const floating[:, ::1] a, const floating[:, ::1] b,

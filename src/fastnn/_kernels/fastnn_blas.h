@@ -31,7 +31,10 @@ static inline __attribute__((unused)) void fnn_set_gemm(size_t s, size_t d, doub
  * thread that makes the product, into that thread's buffer (the tiles' helpers read it
  * while it waits), so nothing is allocated. */
 #define FNN_GEMM_COPY_MAX 16384
-static __thread float fnn_copy_f32[FNN_GEMM_COPY_MAX] __attribute__((aligned(64), unused));
+/* 16 floats more, and the start rounded up to 64 bytes at run time: a dlopen'ed module's
+ * thread-local block need not keep a declared alignment, and OpenBLAS's small kernels
+ * read an unaligned b half again slower */
+static __thread float fnn_copy_f32[FNN_GEMM_COPY_MAX + 16] __attribute__((unused));
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -72,12 +75,13 @@ __attribute__((target("avx512f"), unused)) static void fnn_t16_f32(const float *
 #endif
 
 /* The thread's copy bt (k, n) of b (n, k) transposed, b's rows ldb apart; n k <=
- * FNN_GEMM_COPY_MAX. 16 x 16 blocks (in registers where the CPU has AVX-512), the
- * edges value by value: a copy, the same values whichever way. */
+ * FNN_GEMM_COPY_MAX. 16 x 16 blocks (in registers where the CPU has AVX-512: every core
+ * with OpenBLAS's small kernels has, so the loops are a fallback), the edges value by
+ * value: a copy, the same values whichever way. */
 static inline __attribute__((unused)) float *fnn_transposed_f32(const float *b,
         ptrdiff_t n, ptrdiff_t k, ptrdiff_t ldb)
 {
-    float *bt = fnn_copy_f32;
+    float *bt = (float *)(((size_t)fnn_copy_f32 + 63) & ~(size_t)63);
     ptrdiff_t n16 = n - n % 16, k16 = k - k % 16;
 #ifdef FNN_HAVE_T16
     if (__builtin_cpu_supports("avx512f")) {

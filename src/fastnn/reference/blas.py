@@ -7,8 +7,8 @@ between backends bit for bit (docs/spec.md §10, rule 2 of §11), whatever threa
 them and whatever BLAS thread limits are set.
 
 Every product's output is cut into tiles by :func:`gemm_blocks`, a rule that looks at
-the shape (and, for small products, the transposition and the BLAS's small-matrix
-kernels), never at threads, and each tile is one BLAS call with the whole inner
+the shape (and, for small products, the transposition, the dtype and the BLAS's
+small-matrix kernels), never at threads, and each tile is one BLAS call with the whole inner
 dimension (or, for an inner dimension of at most GEMM_SMALL_K, a sum in a fixed order
 that every backend runs itself). The compiled kernels make the same calls, one after
 the other on one thread or claimed by the threads of fastnn's pool on several, so the
@@ -77,11 +77,11 @@ GEMM_SMALL_MAX_MNK = 2**26
 # out = a @ b^T: OpenBLAS's SkylakeX small kernels take such a call (transposed-A in
 # Fortran's terms) only when its output has at most GEMM_TN_MAX_OUT values and its
 # inner dimension at least GEMM_TN_MIN_K (sgemm_small_kernel_permit_skylakex.c); larger
-# ones are packed. Cut into such tiles, float64 input gradients dx = dz W^T ran 4-37%
-# faster on every shape measured (config D's 1024 x 256 x 256 in 256 tiles included; a
-# float64 digits step 253 -> 239 us). float32 ones ran 0.70x-1.65x the whole call's
-# time by shape, and a float32 digits step no faster: they are not cut, so the dtype
-# enters this one rule (docs/benchmarks/2026-12-05-tn-tiles.md).
+# ones are packed. Cut into such tiles, float64 input gradients dx = dz W^T ran up to
+# 37% faster, on every shape measured but one at k = 32 (even; config D's 1024 x 256 x
+# 256 in 256 tiles 4% faster; a float64 digits step 253 -> 239 us). float32 ones ran
+# 0.70x-1.65x the whole call's time by shape, and a float32 digits step no faster: they
+# are not cut (docs/benchmarks/2026-12-05-tn-tiles.md).
 GEMM_TN_MAX_OUT = 1200
 GEMM_TN_MIN_K = 32
 
@@ -89,8 +89,8 @@ GEMM_TN_MIN_K = 32
 # as a @ bt on a transposed copy bt (k, n) of b, with that product's own tiles: the
 # small-matrix kernels take it (an untransposed call), and the copy costs less than the
 # packing of the transposed-A call it replaces. A float32 digits input gradient dz W2^T
-# (64 x 128 x 128) took 20.5 us whole, 16.8 copied and cut in 2, and a digits step went
-# from 103.6 to 99.8 us on average; config B's dz W3^T (128 x 256 x 10) 9.9 -> 5.7 us
+# (64 x 128 x 128) took 20.5 us whole, 16.8 copied and cut in 2, and a float32 digits
+# fit 3.4% less (Cython); config B's dz W3^T (128 x 256 x 10) 9.9 -> 5.7 us
 # (docs/benchmarks/2026-12-05-tn-tiles.md). The copy is a few values per output of the
 # product, so it only pays for such small ones; float64 keeps its transposed-A tiles,
 # which the copy did not beat. GEMM_COPY_MAX is also the size of the kernels' copy
@@ -100,14 +100,15 @@ GEMM_COPY_MAX = 16384
 
 def gemm_copies_b(m, n, k, trans_a=False, trans_b=False, small_mnk=GEMM_SMALL_MNK, single=False):
     """Whether the product out (m, n) = op(a) @ op(b) is computed on a transposed copy of
-    b (see GEMM_COPY_MAX): float32 (``single``), out = a @ b^T, GEMM_SMALL_K < k, n k <=
-    GEMM_COPY_MAX, m n k <= GEMM_SMALL_MAX_MNK and a BLAS with small-matrix kernels."""
+    b (see GEMM_COPY_MAX): float32 (``single``), out = a @ b^T, GEMM_SMALL_K < k <=
+    GEMM_SMALL_MAX_K, n k <= GEMM_COPY_MAX, m n k <= GEMM_SMALL_MAX_MNK and a BLAS with
+    small-matrix kernels (the untransposed product's tiles are theirs)."""
     return (
         single
         and trans_b
         and not trans_a
         and small_mnk > 0
-        and k > GEMM_SMALL_K
+        and GEMM_SMALL_K < k <= GEMM_SMALL_MAX_K
         and n * k <= GEMM_COPY_MAX
         and 1.0 * m * n * k <= GEMM_SMALL_MAX_MNK
     )
@@ -211,7 +212,8 @@ def gemm_blocks(m, n, k, trans_a=False, trans_b=False, dtype=np.float64):
         ``(row0, row1, col0, col1)`` for each tile ``out[row0:row1, col0:col1]``, row
         by row of tiles. They cover the output exactly once; one tile (the whole
         output) for products under ``2**25`` flops, unless the BLAS's small-matrix
-        kernels take tiles of it (``GEMM_SMALL_MNK``). Depends on the shape, the
+        kernels take tiles of it (``GEMM_SMALL_MNK``). A product made on a transposed
+        copy of b (:func:`gemm_copies_b`) has the tiles of ``a @ bt``. Depends on the shape, the
         transposition, the dtype and the BLAS only, never on a thread count.
     """
     single = np.dtype(dtype) == np.float32
