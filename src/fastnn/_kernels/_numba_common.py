@@ -670,7 +670,7 @@ if not DISABLE_JIT:
     @intrinsic
     def _stack_copy(typingctx, like):
         """A C-contiguous 1-D array of GEMM_COPY_MAX float32 values' bytes (as many of
-        like's dtype) on the calling function's stack, for gemm_threads' transposed copy
+        like's dtype) on the calling function's stack, for _gemm_copied's transposed copy
         (no NRT allocation: it must not outlive that call)."""
         if not isinstance(like, types.Array):
             return None
@@ -715,7 +715,7 @@ if not DISABLE_JIT:
                 for p in range(16):
                     for j in range(16):
                         bt[p0 + p, j0 + j] = block[j, p]
-        # the edges: columns p >= k16 of every row, rows j >= n16 of the others
+        # the edges: columns p >= k16 of the rows j < n16, every column of the others
         for j in range(n):
             for p in range(k16 if j < n16 else 0, k):
                 bt[p, j] = b[j, p]

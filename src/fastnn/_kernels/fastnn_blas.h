@@ -96,7 +96,7 @@ static inline __attribute__((unused)) float *fnn_transposed_f32(const float *b,
                 for (ptrdiff_t p = p0; p < p0 + 16; p++)
                     for (ptrdiff_t j = j0; j < j0 + 16; j++) bt[p * n + j] = b[j * ldb + p];
     }
-    /* the edges: columns p >= k16 of every row, rows j >= n16 of the first k16 columns */
+    /* the edges: columns p >= k16 of the rows j < n16, every column of the rows j >= n16 */
     for (ptrdiff_t j = 0; j < n; j++)
         for (ptrdiff_t p = (j < n16 ? k16 : 0); p < k; p++) bt[p * n + j] = b[j * ldb + p];
     return bt;

@@ -8,9 +8,10 @@ them and whatever BLAS thread limits are set.
 
 Every product's output is cut into tiles by :func:`gemm_blocks`, a rule that looks at
 the shape (and, for small products, the transposition, the dtype and the BLAS's
-small-matrix kernels), never at threads, and each tile is one BLAS call with the whole inner
-dimension (or, for an inner dimension of at most GEMM_SMALL_K, a sum in a fixed order
-that every backend runs itself). The compiled kernels make the same calls, one after
+small-matrix kernels), never at threads, and each tile is one BLAS call with the whole
+inner dimension (or, for an inner dimension of at most GEMM_SMALL_K, a sum in a fixed
+order that every backend runs itself; a small float32 a @ b^T is made on a transposed
+copy of b, :func:`gemm_copies_b`). The compiled kernels make the same calls, one after
 the other on one thread or claimed by the threads of fastnn's pool on several, so the
 bits never depend on the thread count (OpenBLAS's own threading, and even computing a
 product whole instead of in tiles, changes float32 results).
@@ -213,8 +214,8 @@ def gemm_blocks(m, n, k, trans_a=False, trans_b=False, dtype=np.float64):
         by row of tiles. They cover the output exactly once; one tile (the whole
         output) for products under ``2**25`` flops, unless the BLAS's small-matrix
         kernels take tiles of it (``GEMM_SMALL_MNK``). A product made on a transposed
-        copy of b (:func:`gemm_copies_b`) has the tiles of ``a @ bt``. Depends on the shape, the
-        transposition, the dtype and the BLAS only, never on a thread count.
+        copy of b (:func:`gemm_copies_b`) has the tiles of ``a @ bt``. Depends on the
+        shape, the transposition, the dtype and the BLAS only, never on a thread count.
     """
     single = np.dtype(dtype) == np.float32
     if gemm_copies_b(m, n, k, trans_a, trans_b, GEMM_SMALL_MNK, single):
@@ -241,9 +242,8 @@ def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
     kernels make it, or, for an inner dimension 1 <= k <= GEMM_SMALL_K and beta = 0,
     :func:`gemm_small_k`'s sequential sum (docs/spec.md §10); a small float32
     ``a @ b^T`` is ``a @ bt`` on a transposed copy of b (:func:`gemm_copies_b`, the
-    kernels' copy); operands that are not
-    C-contiguous are copied first (the values are the same: BLAS packs its operands
-    anyway).
+    kernels' copy); operands that are not C-contiguous are copied first (the values are
+    the same: BLAS packs its operands anyway).
     """
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     target = out
