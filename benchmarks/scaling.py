@@ -77,10 +77,10 @@ def tile_costs(m, n, k, trans_a, trans_b, dtype, repeats):
     a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
     c = np.empty((m, n), dtype)
-    tiles = gemm_blocks(m, n, k, trans_a, trans_b, dtype)
     if gemm_copies_b(m, n, k, trans_a, trans_b, single=np.dtype(dtype) == np.float32):
-        b, trans_b = np.ascontiguousarray(b.T), False
+        b, trans_b = np.ascontiguousarray(b.T), False  # then a @ bt's tiles
     lda, ldb = a.shape[1], b.shape[1]
+    tiles = gemm_blocks(m, n, k, trans_a, trans_b, dtype)
     costs = [float("inf")] * len(tiles)
     whole = best_pass = float("inf")
     for rep in range(repeats + 1):

@@ -16,8 +16,7 @@ from fastnn._kernels.activations_cython cimport (
 )
 from fastnn._kernels.blas_cython cimport (
     fnn_pool_run, fnn_set_gemm, fnn_small_gemm_mnk, fnn_task_fn, gemm, gemm_copies_b,
-    gemm_grid,
-    gemm_one_tile, pw_sum,
+    gemm_grid, gemm_one_tile, pw_sum,
 )
 from fastnn._kernels.fastnn_simd cimport (
     FNN_SMALL_K, fnn_act_grad_bias_f32, fnn_act_grad_bias_f64, fnn_bias_act_f32,

@@ -251,13 +251,11 @@ def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
         out = np.ascontiguousarray(out)
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
+    if gemm_copies_b(m, n, k, trans_a, trans_b, single=out.dtype == np.float32):
+        b, trans_b = np.ascontiguousarray(b.T), False  # then a @ bt's tiles
     lda, ldb, ldc = max(1, a.shape[1]), max(1, b.shape[1]), max(1, n)
     small = 1 <= k <= GEMM_SMALL_K and beta == 0
-    tiles = gemm_blocks(m, n, k, trans_a, trans_b, out.dtype)
-    if gemm_copies_b(m, n, k, trans_a, trans_b, single=out.dtype == np.float32):
-        b, trans_b = np.ascontiguousarray(b.T), False
-        ldb = max(1, b.shape[1])
-    for r0, r1, c0, c1 in tiles:
+    for r0, r1, c0, c1 in gemm_blocks(m, n, k, trans_a, trans_b, out.dtype):
         if small:
             gemm_small_k(a, b, out, trans_a, trans_b, r0, r1, c0, c1)
             continue
