@@ -160,6 +160,26 @@ def test_small_float32_a_bt_copies_b():
     np.testing.assert_allclose(got, a @ b.T, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, k", [(1, 1), (16, 16), (128, 128), (128, 10), (48, 100), (33, 17)])
+def test_numba_transposed_copy_is_exact(n, k, dtype):
+    """Numba's copy (16 x 16 blocks transposed in registers, then the edges) holds b^T's
+    bits, NaN payloads and zero signs included, and writes nothing past k x n."""
+    common = pytest.importorskip("fastnn._kernels._numba_common")
+    rng = np.random.default_rng(n * k)
+    b = rng.standard_normal((n, k)).astype(dtype)
+    b.flat[::7] = -0.0
+    b.flat[1::9] = np.inf
+    single = np.dtype(dtype) == np.float32
+    bits = b.view(np.uint32 if single else np.uint64)
+    bits.flat[2::11] |= 0x7F800001 if single else 0x7FF0000000000001  # NaNs
+    raw = np.full(k * n + 16, 7.0, dtype)
+    bt = raw[: k * n].reshape(k, n)
+    common._transpose(b, bt)
+    np.testing.assert_array_equal(bt.view(bits.dtype), bits.T)
+    assert (raw[k * n :] == 7.0).all()
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     m=st.integers(1, 600),

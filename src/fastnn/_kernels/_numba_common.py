@@ -703,18 +703,73 @@ if not DISABLE_JIT:
 
         return copy_type(like), codegen
 
+    def _swap_masks(bit):
+        """The two shufflevector masks of one stage of a 16 x 16 register transpose.
+
+        A transpose swaps the 4 bits of an element's row with the 4 of its column; the
+        stage for ``bit`` swaps that one pair. Rows r0 (the bit clear) and r1 = r0 | s,
+        s = 1 << bit, become, column c by column: new r0 = r0[c] where c's bit is clear,
+        r1[c - s] where it is set; new r1 = r0[c + s] where clear, r1[c] where set (mask
+        entries 16 + c pick the second vector's c)."""
+        s = 1 << bit
+        lo = [c if not c & s else 16 + c - s for c in range(16)]
+        hi = [c + s if not c & s else 16 + c for c in range(16)]
+        return lo, hi
+
+    @intrinsic
+    def _transpose16(typingctx, b, b_off, ldb, bt, bt_off, ldbt):
+        """bt's 16 x 16 block at element bt_off (rows ldbt apart) = the transpose of b's
+        at b_off (rows ldb apart): 16 vector loads, 4 stages of 16 two-vector shuffles
+        (LLVM picks the host's permutes), 16 stores; a copy, so any order gives the same
+        values as fastnn_blas.h's fnn_t16_f32."""
+        sig = types.void(b, b_off, ldb, bt, bt_off, ldbt)
+
+        def codegen(context, builder, signature, args):
+            from llvmlite import ir
+
+            src, so, ls, dst, do, ld = args
+            src_data = context.make_array(b)(context, builder, src).data
+            dst_data = context.make_array(bt)(context, builder, dst).data
+            elt = context.get_data_type(b.dtype)
+            row_ptr = ir.VectorType(elt, 16).as_pointer()
+            align = context.get_abi_sizeof(elt)  # the rows need not be aligned
+
+            def row(data, off, stride, r):
+                at = builder.add(off, builder.mul(stride, ir.Constant(stride.type, r)))
+                return builder.bitcast(builder.gep(data, [at]), row_ptr)
+
+            rows = []
+            for r in range(16):
+                load = builder.load(row(src_data, so, ls, r))
+                load.align = align
+                rows.append(load)
+            mask = ir.VectorType(ir.IntType(32), 16)
+            for bit in range(4):
+                lo, hi = _swap_masks(bit)
+                s = 1 << bit
+                swapped = list(rows)
+                for r0 in (r for r in range(16) if not r & s):
+                    x, y = rows[r0], rows[r0 | s]
+                    swapped[r0] = builder.shuffle_vector(x, y, ir.Constant(mask, lo))
+                    swapped[r0 | s] = builder.shuffle_vector(x, y, ir.Constant(mask, hi))
+                rows = swapped
+            for r in range(16):
+                store = builder.store(rows[r], row(dst_data, do, ld, r))
+                store.align = align
+            return context.get_dummy_value()
+
+        return sig, codegen
+
     @jit
     def _transpose(b, bt):
-        """bt (k, n) = b (n, k) transposed, in 16 x 16 blocks (a copy: fastnn_blas.h's
-        fnn_transposed_f32 gives the same values)."""
+        """bt (k, n) = b (n, k) transposed, both C-contiguous, in 16 x 16 blocks
+        transposed in registers (a copy: fastnn_blas.h's fnn_transposed_f32 gives the
+        same values)."""
         n, k = b.shape
         n16, k16 = n - n % 16, k - k % 16
         for j0 in range(0, n16, 16):
             for p0 in range(0, k16, 16):
-                block = b[j0 : j0 + 16, p0 : p0 + 16]  # constant trip counts: unrolled
-                for p in range(16):
-                    for j in range(16):
-                        bt[p0 + p, j0 + j] = block[j, p]
+                _transpose16(b, j0 * k + p0, k, bt, p0 * n + j0, n)
         # the edges: columns p >= k16 of the rows j < n16, every column of the others
         for j in range(n):
             for p in range(k16 if j < n16 else 0, k):
