@@ -298,6 +298,32 @@ FNN_UNUSED static inline double fnn_div_by_f64(double x, double c, double inv)
     return x / c;
 }
 
+/* Adam's plain loop on [i0, i1). unit1, unit2: corr1, corr2 equal 1, so that m / corr1
+ * is m and v / corr2 is v exactly (1 - beta^t rounds to 1 once beta^t is below half an
+ * ulp of 1: after ~165 steps for beta1 = 0.9 in float): constants where it is inlined,
+ * so each case gets its own loop, without the quotient's conversions (a float Adam's
+ * loop is bound as much by them as by its divider). */
+#define FNN_ADAM_PLAIN(T, S, SQRT)                                                     \
+    FNN_UNUSED static inline __attribute__((always_inline)) void fnn_adam_plain_##S(   \
+        T *param, const T *grad, T *m, T *v, ptrdiff_t i0, ptrdiff_t i1, T lr, T b1,   \
+        T b2, T rest1, T rest2, T corr1, T corr2, double inv1, double inv2, T eps,     \
+        T wd, T shrink, int decay, int decoupled, int unit1, int unit2)               \
+    {                                                                                  \
+        for (ptrdiff_t i = i0; i < i1; i++) {                                          \
+            T p = param[i];                                                            \
+            if (decoupled) p = p - shrink * p;                                         \
+            T g = grad[i];                                                             \
+            if (decay) g = g + wd * p;                                                 \
+            T mi = b1 * m[i] + rest1 * g;                                              \
+            T vi = b2 * v[i] + rest2 * (g * g);                                        \
+            m[i] = mi;                                                                 \
+            v[i] = vi;                                                                 \
+            T mh = unit1 ? mi : fnn_div_by_##S(mi, corr1, inv1);                       \
+            T vh = unit2 ? vi : fnn_div_by_##S(vi, corr2, inv2);                       \
+            param[i] = p - lr * mh / (SQRT(vh) + eps);                                 \
+        }                                                                              \
+    }
+
 /* Adam: m = b1 m + rest1 g; v = b2 v + rest2 g^2;
  * param -= lr (m / corr1) / (sqrt(v / corr2) + eps). decay adds wd param to g (L2);
  * decoupled (AdamW) first takes p = param - shrink param and uses p from then on.
@@ -316,20 +342,21 @@ FNN_UNUSED static inline double fnn_div_by_f64(double x, double c, double inv)
             pmin = fnn_still_pmin_##S(2.0 * fabs((double)lr) * TINY                    \
                                       / ((double)corr1 * (double)eps));                \
         const double inv1 = 1.0 / (double)corr1, inv2 = 1.0 / (double)corr2;           \
+        const int unit1 = corr1 == 1, unit2 = corr2 == 1;                              \
         for (ptrdiff_t i0 = 0, i1; i0 < n; i0 = i1) {                                  \
             if (!fnn_still_run_##S(m, i0, n, &i1, 1)) {                                \
-                for (ptrdiff_t i = i0; i < i1; i++) {                                  \
-                    T p = param[i];                                                    \
-                    if (decoupled) p = p - shrink * p;                                 \
-                    T g = grad[i];                                                     \
-                    if (decay) g = g + wd * p;                                         \
-                    T mi = b1 * m[i] + rest1 * g;                                      \
-                    T vi = b2 * v[i] + rest2 * (g * g);                                \
-                    m[i] = mi;                                                         \
-                    v[i] = vi;                                                         \
-                    param[i] = p - lr * fnn_div_by_##S(mi, corr1, inv1)                \
-                                   / (SQRT(fnn_div_by_##S(vi, corr2, inv2)) + eps);    \
-                }                                                                      \
+                if (unit1 && unit2)                                                    \
+                    fnn_adam_plain_##S(param, grad, m, v, i0, i1, lr, b1, b2, rest1,   \
+                                       rest2, corr1, corr2, inv1, inv2, eps, wd,       \
+                                       shrink, decay, decoupled, 1, 1);                \
+                else if (unit1)                                                        \
+                    fnn_adam_plain_##S(param, grad, m, v, i0, i1, lr, b1, b2, rest1,   \
+                                       rest2, corr1, corr2, inv1, inv2, eps, wd,       \
+                                       shrink, decay, decoupled, 1, 0);                \
+                else                                                                   \
+                    fnn_adam_plain_##S(param, grad, m, v, i0, i1, lr, b1, b2, rest1,   \
+                                       rest2, corr1, corr2, inv1, inv2, eps, wd,       \
+                                       shrink, decay, decoupled, 0, 0);                \
                 continue;                                                              \
             }                                                                          \
             for (ptrdiff_t i = i0; i < i1; i++) {                                      \
@@ -791,6 +818,7 @@ FNN_UNUSED static inline double fnn_div_by_f64(double x, double c, double inv)
     FNN_STILL_RUN(T, S)                                                                \
     FNN_MOMENTUM(T, S, U, MANT, TINY)                                                  \
     FNN_ADAPTIVE(T, S, SQRT, U, MANT)                                                  \
+    FNN_ADAM_PLAIN(T, S, SQRT)                                                         \
     FNN_ADAM(T, S, SQRT, U, MANT, TINY)                                                \
     FNN_ADAMAX(T, S, FABS, U, MANT, TINY)                                              \
     FNN_SCALE(T, S)                                                                    \
