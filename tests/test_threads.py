@@ -160,12 +160,16 @@ def test_small_float32_a_bt_copies_b():
     np.testing.assert_allclose(got, a @ b.T, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "how, dtype",
+    [("numba", "float32"), ("numba", "float64"), ("cython", "float32"), ("loops", "float32")],
+)
 @pytest.mark.parametrize("n, k", [(1, 1), (16, 16), (128, 128), (128, 10), (48, 100), (33, 17)])
-def test_numba_transposed_copy_is_exact(n, k, dtype):
-    """Numba's copy (16 x 16 blocks transposed in registers, then the edges) holds b^T's
-    bits, NaN payloads and zero signs included, and writes nothing past k x n."""
-    common = pytest.importorskip("fastnn._kernels._numba_common")
+def test_transposed_copy_is_exact(n, k, how, dtype):
+    """The kernels' transposed copy of b (16 x 16 blocks in registers, then the edges:
+    Numba's, Cython's, and Cython's fallback loops, which run only on a core without
+    AVX-512) holds b^T's bits, NaN payloads and zero signs included; Numba's writes
+    nothing past k x n of its buffer."""
     rng = np.random.default_rng(n * k)
     b = rng.standard_normal((n, k)).astype(dtype)
     b.flat[::7] = -0.0
@@ -173,11 +177,17 @@ def test_numba_transposed_copy_is_exact(n, k, dtype):
     single = np.dtype(dtype) == np.float32
     bits = b.view(np.uint32 if single else np.uint64)
     bits.flat[2::11] |= 0x7F800001 if single else 0x7FF0000000000001  # NaNs
-    raw = np.full(k * n + 16, 7.0, dtype)
-    bt = raw[: k * n].reshape(k, n)
-    common._transpose(b, bt)
+    if how == "numba":
+        common = pytest.importorskip("fastnn._kernels._numba_common")
+        raw = np.full(k * n + 16, 7.0, dtype)
+        bt = raw[: k * n].reshape(k, n)
+        common._transpose(b, bt)
+        assert (raw[k * n :] == 7.0).all()
+    else:
+        from fastnn._kernels import dense_cython
+
+        bt = dense_cython._transposed_copy(b, how == "cython")
     np.testing.assert_array_equal(bt.view(bits.dtype), bits.T)
-    assert (raw[k * n :] == 7.0).all()
 
 
 @settings(max_examples=300, deadline=None)

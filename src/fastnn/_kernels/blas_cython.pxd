@@ -26,7 +26,7 @@ cdef extern from "fastnn_blas.h" nogil:
     double fnn_small_gemm_mnk
     void fnn_set_gemm(size_t s, size_t d, double small_mnk)
     const float* fnn_transposed_f32(const float* b, Py_ssize_t n, Py_ssize_t k,
-                                    Py_ssize_t ldb)
+                                    Py_ssize_t ldb, int registers)
 
 
 # The tiling rule of fastnn.reference.blas (gemm_grid, gemm_edge; the reasons for its
@@ -215,7 +215,7 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     if floating is float:
         if gemm_copies_b(m, n, k, trans_a, trans_b, True):
             # a @ bt on the thread's transposed copy of b (fastnn_blas.h)
-            b = fnn_transposed_f32(b, n, k, ldb)
+            b = fnn_transposed_f32(b, n, k, ldb, 1)
             trans_b = False
             ldb = n if n > 0 else 1
     gemm_grid(m, n, k, trans_a, trans_b, floating is float, &job.rows, &job.cols)

@@ -7,16 +7,19 @@ row by row, then one GEMM for dw. Arguments come checked from
 preallocated.
 """
 
+import numpy as np
+
 from cython cimport floating
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 from fastnn._kernels.activations_cython cimport (
     ELU, SIGMOID, SOFTMAX, STEP, TANH, c_g, c_g_d, c_softmax, c_softmax_backward, elu_1,
     elu_d1, sigmoid_1, step_1, step_d1, tanh_1,
 )
 from fastnn._kernels.blas_cython cimport (
-    fnn_pool_run, fnn_set_gemm, fnn_small_gemm_mnk, fnn_task_fn, gemm, gemm_copies_b,
-    gemm_grid, gemm_one_tile, pw_sum,
+    fnn_pool_run, fnn_set_gemm, fnn_small_gemm_mnk, fnn_task_fn, fnn_transposed_f32, gemm,
+    gemm_copies_b, gemm_grid, gemm_one_tile, pw_sum,
 )
 from fastnn._kernels.fastnn_simd cimport (
     FNN_SMALL_K, fnn_act_grad_bias_f32, fnn_act_grad_bias_f64, fnn_bias_act_f32,
@@ -287,6 +290,22 @@ def _gemm_copies_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a, bint 
     finally:
         fnn_set_gemm(_sgemm, _dgemm, kept)
     return res
+
+
+def _transposed_copy(const float[:, ::1] b, bint registers):
+    """fastnn_blas.h's transposed copy of b (n, k), n k <= 16384, as a new array; in
+    registers (AVX-512, where the CPU has it) or, registers False, by its fallback
+    loops."""
+    cdef Py_ssize_t n = b.shape[0], k = b.shape[1]
+    cdef const float* bt
+    if n * k > 16384:
+        raise ValueError(f"b has {n * k} values, more than the copy's 16384")
+    out = np.empty((k, n), np.float32)
+    cdef float[:, ::1] o = out
+    if n and k:
+        bt = fnn_transposed_f32(&b[0, 0], n, k, k, registers)
+        memcpy(&o[0, 0], bt, n * k * sizeof(float))
+    return out
 
 
 def _gemm_threads(const floating[:, ::1] a, const floating[:, ::1] b,

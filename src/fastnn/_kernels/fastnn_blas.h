@@ -75,16 +75,17 @@ __attribute__((target("avx512f"), unused)) static void fnn_t16_f32(const float *
 #endif
 
 /* The thread's copy bt (k, n) of b (n, k) transposed, b's rows ldb apart; n k <=
- * FNN_GEMM_COPY_MAX. 16 x 16 blocks (in registers where the CPU has AVX-512: every core
- * with OpenBLAS's small kernels has, so the loops are a fallback), the edges value by
+ * FNN_GEMM_COPY_MAX. 16 x 16 blocks (in registers where the CPU has AVX-512 and
+ * `registers` is set: every core with OpenBLAS's small kernels has AVX-512, so the
+ * loops are a fallback, which the tests run with registers = 0), the edges value by
  * value: a copy, the same values whichever way. */
 static inline __attribute__((unused)) float *fnn_transposed_f32(const float *b,
-        ptrdiff_t n, ptrdiff_t k, ptrdiff_t ldb)
+        ptrdiff_t n, ptrdiff_t k, ptrdiff_t ldb, int registers)
 {
     float *bt = (float *)(((size_t)fnn_copy_f32 + 63) & ~(size_t)63);
     ptrdiff_t n16 = n - n % 16, k16 = k - k % 16;
 #ifdef FNN_HAVE_T16
-    if (__builtin_cpu_supports("avx512f")) {
+    if (registers && __builtin_cpu_supports("avx512f")) {
         for (ptrdiff_t j0 = 0; j0 < n16; j0 += 16)
             for (ptrdiff_t p0 = 0; p0 < k16; p0 += 16)
                 fnn_t16_f32(b + j0 * ldb + p0, ldb, bt + p0 * n + j0, n);
