@@ -284,15 +284,9 @@ def _adam(
     while i0 < n:
         i1, still = _still_run(m, tiny_, i0, n, True)
         if not still:
-            # A correction of 1 (after ~165 steps for beta1 = 0.9 in float32) divides
-            # nothing: each case its own loop (constants inlined), without the
-            # quotient's conversions (fastnn_simd.h's fnn_adam_plain)
-            if c1 == 1 and c2 == 1:
-                _adam_block(param, grad, m, v, hyper, True, True, decay, shrink, i0, i1)
-            elif c1 == 1:
-                _adam_block(param, grad, m, v, hyper, True, False, decay, shrink, i0, i1)
-            else:
-                _adam_block(param, grad, m, v, hyper, False, False, decay, shrink, i0, i1)
+            # a correction of 1 (after ~165 steps for beta1 = 0.9 in float32) divides
+            # nothing (fastnn_simd.h's fnn_adam_plain)
+            _adam_block(param, grad, m, v, hyper, c1 == 1, c2 == 1, decay, shrink, i0, i1)
         else:
             _adam_still(param, grad, m, v, hyper, decay, shrink, i0, i1, pmin, tiny_)
         i0 = i1
@@ -311,7 +305,7 @@ def _has_subnormal(m, tiny, i0, i1):
     return found
 
 
-@jit_inline
+@jit
 def _adam_block(param, grad, m, v, hyper, unit1, unit2, decay, shrink, i0, i1):
     """Adam on [i0, i1); unit1, unit2: the corrections are 1 (m / 1 is m exactly)."""
     lr_, b1, k1, b2, k2, c1, c2, eps_, wd, lr_wd, inv1, inv2 = hyper
