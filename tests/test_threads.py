@@ -174,6 +174,7 @@ def test_transposed_copy_is_exact(n, k, how, dtype):
     b = rng.standard_normal((n, k)).astype(dtype)
     b.flat[::7] = -0.0
     b.flat[1::9] = np.inf
+    b.flat[4::13] = -np.inf
     single = np.dtype(dtype) == np.float32
     bits = b.view(np.uint32 if single else np.uint64)
     bits.flat[2::11] |= 0x7F800001 if single else 0x7FF0000000000001  # NaNs

@@ -299,12 +299,13 @@ FNN_UNUSED static inline double fnn_div_by_f64(double x, double c, double inv)
 }
 
 /* Adam's plain loop on [i0, i1). unit1, unit2: corr1, corr2 equal 1, so that m / corr1
- * is m and v / corr2 is v exactly (1 - beta^t rounds to 1 once beta^t is below half an
- * ulp of 1: after ~165 steps for beta1 = 0.9 in float): constants where it is inlined,
- * so each case gets its own loop, without the quotient's conversions (a float Adam's
- * loop is bound as much by them as by its divider). fnn_adam makes the loops for
- * corr1 = 1, alone or with corr2 = 1 (corr2 reaches 1 after corr1 when beta2 >= beta1);
- * corr2 = 1 alone takes the general one, with the same values. */
+ * is m and v / corr2 is v exactly (1 - beta^t rounds to 1 once beta^t is at most half
+ * the spacing of the floats just below 1: from step 165 for beta1 = 0.9 in float, 356
+ * in double). They are constants where it is inlined, so each case gets its own loop,
+ * without the quotient's conversions (a float Adam's loop is bound as much by them as
+ * by its divider). fnn_adam makes the loops for corr1 = 1, alone or with corr2 = 1
+ * (corr2 reaches 1 after corr1 when beta2 >= beta1); corr2 = 1 alone takes the general
+ * one, with the same values. */
 #define FNN_ADAM_PLAIN(T, S, SQRT)                                                     \
     FNN_UNUSED static inline __attribute__((always_inline)) void fnn_adam_plain_##S(   \
         T *param, const T *grad, T *m, T *v, ptrdiff_t i0, ptrdiff_t i1, T lr, T b1,   \
