@@ -18,8 +18,8 @@ from fastnn._kernels.activations_cython cimport (
     elu_d1, sigmoid_1, step_1, step_d1, tanh_1,
 )
 from fastnn._kernels.blas_cython cimport (
-    fnn_pool_run, fnn_set_gemm, fnn_small_gemm_mnk, fnn_task_fn, fnn_transposed_f32, gemm,
-    gemm_copies_b, gemm_grid, gemm_one_tile, pw_sum,
+    GEMM_COPY_MAX, fnn_pool_run, fnn_set_gemm, fnn_small_gemm_mnk, fnn_task_fn,
+    fnn_transposed_f32, gemm, gemm_copies_b, gemm_grid, gemm_one_tile, pw_sum,
 )
 from fastnn._kernels.fastnn_simd cimport (
     FNN_SMALL_K, fnn_act_grad_bias_f32, fnn_act_grad_bias_f64, fnn_bias_act_f32,
@@ -293,13 +293,13 @@ def _gemm_copies_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a, bint 
 
 
 def _transposed_copy(const float[:, ::1] b, bint registers):
-    """fastnn_blas.h's transposed copy of b (n, k), n k <= 16384, as a new array; in
-    registers (AVX-512, where the CPU has it) or, registers False, by its fallback
+    """fastnn_blas.h's transposed copy of b (n, k), n k <= GEMM_COPY_MAX, as a new array;
+    in registers (AVX-512, where the CPU has it) or, registers False, by its fallback
     loops."""
     cdef Py_ssize_t n = b.shape[0], k = b.shape[1]
     cdef const float* bt
-    if n * k > 16384:
-        raise ValueError(f"b has {n * k} values, more than the copy's 16384")
+    if n * k > GEMM_COPY_MAX:
+        raise ValueError(f"b has {n * k} values, more than the copy's {GEMM_COPY_MAX}")
     out = np.empty((k, n), np.float32)
     cdef float[:, ::1] o = out
     if n and k:

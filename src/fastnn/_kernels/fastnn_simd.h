@@ -327,6 +327,11 @@ FNN_UNUSED static inline double fnn_div_by_f64(double x, double c, double inv)
         }                                                                              \
     }
 
+/* fnn_adam's arguments to fnn_adam_plain, but for the two flags */
+#define FNN_ADAM_PLAIN_ARGS                                                            \
+    param, grad, m, v, i0, i1, lr, b1, b2, rest1, rest2, corr1, corr2, inv1, inv2, eps, \
+        wd, shrink, decay, decoupled
+
 /* Adam: m = b1 m + rest1 g; v = b2 v + rest2 g^2;
  * param -= lr (m / corr1) / (sqrt(v / corr2) + eps). decay adds wd param to g (L2);
  * decoupled (AdamW) first takes p = param - shrink param and uses p from then on.
@@ -349,17 +354,11 @@ FNN_UNUSED static inline double fnn_div_by_f64(double x, double c, double inv)
         for (ptrdiff_t i0 = 0, i1; i0 < n; i0 = i1) {                                  \
             if (!fnn_still_run_##S(m, i0, n, &i1, 1)) {                                \
                 if (unit1 && unit2)                                                    \
-                    fnn_adam_plain_##S(param, grad, m, v, i0, i1, lr, b1, b2, rest1,   \
-                                       rest2, corr1, corr2, inv1, inv2, eps, wd,       \
-                                       shrink, decay, decoupled, 1, 1);                \
+                    fnn_adam_plain_##S(FNN_ADAM_PLAIN_ARGS, 1, 1);                     \
                 else if (unit1)                                                        \
-                    fnn_adam_plain_##S(param, grad, m, v, i0, i1, lr, b1, b2, rest1,   \
-                                       rest2, corr1, corr2, inv1, inv2, eps, wd,       \
-                                       shrink, decay, decoupled, 1, 0);                \
+                    fnn_adam_plain_##S(FNN_ADAM_PLAIN_ARGS, 1, 0);                     \
                 else                                                                   \
-                    fnn_adam_plain_##S(param, grad, m, v, i0, i1, lr, b1, b2, rest1,   \
-                                       rest2, corr1, corr2, inv1, inv2, eps, wd,       \
-                                       shrink, decay, decoupled, 0, 0);                \
+                    fnn_adam_plain_##S(FNN_ADAM_PLAIN_ARGS, 0, 0);                     \
                 continue;                                                              \
             }                                                                          \
             for (ptrdiff_t i = i0; i < i1; i++) {                                      \
