@@ -191,6 +191,26 @@ def test_transposed_copy_is_exact(n, k, how, dtype):
     np.testing.assert_array_equal(bt.view(bits.dtype), bits.T)
 
 
+@pytest.mark.parametrize("what", ["dtype", "layout", "readonly"])
+def test_transpose16_refuses_other_arrays_when_compiled(what):
+    """Numba's 16 x 16 register transpose loads and stores whole rows of b and bt as
+    vectors of b's dtype: a bt of another dtype, not C-contiguous or read-only is
+    refused when the calling function compiles, never transposed into wrong memory."""
+    common = pytest.importorskip("fastnn._kernels._numba_common")
+    from numba.core.errors import TypingError
+
+    b = np.ones((16, 16), np.float32)
+    bt = {
+        "dtype": np.zeros((16, 16), np.float64),
+        "layout": np.zeros((16, 16), np.float32).T[:, :],  # Fortran order
+        "readonly": np.zeros((16, 16), np.float32),
+    }[what]
+    if what == "readonly":
+        bt.flags.writeable = False
+    with pytest.raises(TypingError, match="_transpose16"):
+        common._transpose(b, bt)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     m=st.integers(1, 600),

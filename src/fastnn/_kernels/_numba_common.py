@@ -722,6 +722,20 @@ if not DISABLE_JIT:
         at b_off (rows ldb apart): 16 vector loads, 4 stages of 16 two-vector shuffles
         (LLVM picks the host's permutes), 16 stores; a copy, so any order gives the same
         values as fastnn_blas.h's fnn_t16_f32."""
+        # The loads and stores assume what _gemm_copied passes: two C-contiguous float
+        # arrays of one dtype, bt writeable, offsets and row strides in elements. Any
+        # other call is refused here, when it is compiled (a TypingError).
+        floats = (types.float32, types.float64)
+        if not (
+            isinstance(b, types.Array)
+            and isinstance(bt, types.Array)
+            and b.dtype in floats
+            and bt.dtype == b.dtype
+            and b.layout == bt.layout == "C"
+            and bt.mutable
+            and all(isinstance(x, types.Integer) for x in (b_off, ldb, bt_off, ldbt))
+        ):
+            return None
         sig = types.void(b, b_off, ldb, bt, bt_off, ldbt)
 
         def codegen(context, builder, signature, args):
