@@ -462,6 +462,9 @@ def test_cache_tag_follows_every_kernel_source(tmp_path):
     assert common.sources_digest(src) != before
     # the sources' digest, then the tiling rule's small-matrix limit (compiled in too)
     digest = common.sources_digest(*common.SOURCE_PATHS)
+    assert common.sources_tag(*common.SOURCE_PATHS) == digest
+    # a source that cannot be read as a file (a zip import) gives the fixed tag
+    assert common.sources_tag(src, tmp_path / "missing.py") == "unread"
     assert common.KeyedCacheFile.FORMAT.endswith(f"-{digest}-{common.GEMM_SMALL_MNK}")
     here = Path(common.__file__).resolve().parent
     assert here in common.SOURCE_PATHS and here.parent / "reference" in common.SOURCE_PATHS

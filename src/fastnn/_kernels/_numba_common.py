@@ -69,6 +69,15 @@ def sources_digest(*paths: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def sources_tag(*paths: Path) -> str:
+    """:func:`sources_digest` of ``paths``, or ``"unread"`` when a source cannot be read
+    as a file (a zip import): the cache index then keeps Numba's own check alone."""
+    try:
+        return sources_digest(*paths)
+    except OSError:
+        return "unread"
+
+
 _HERE = Path(__file__).resolve().parent
 # what the compiled kernels are made of: their own files, and the modules whose values
 # they read at compile time
@@ -78,10 +87,7 @@ SOURCE_PATHS = (
     _HERE.parent / "registry.py",
     _HERE.parent / "_blas.py",
 )
-try:
-    _SOURCES = sources_digest(*SOURCE_PATHS)
-except OSError:  # sources not readable as files (a zip import): Numba's own check only
-    _SOURCES = "unread"
+_SOURCES = sources_tag(*SOURCE_PATHS)
 
 
 class KeyedCacheFile(IndexDataCacheFile):
