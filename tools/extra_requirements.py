@@ -12,8 +12,9 @@ import sys
 import tomllib
 from pathlib import Path
 
-project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml")
-                        .read_text())["project"]
+project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())[
+    "project"
+]
 SELF = re.compile(rf"^{re.escape(project['name'])}\[([^\]]+)\]\s*$")
 extras = project["optional-dependencies"]
 

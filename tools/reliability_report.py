@@ -32,13 +32,30 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "reliability.md"
 RECORDS = ROOT / "docs" / "reliability.json"
-TESTS = ["tests/test_fuzz_files.py", "tests/test_fuzz_api.py", "tests/test_reliability.py",
-         "tests/test_bad_numbers.py", "tests/test_kernel_api_safety.py",
-         "tests/test_cli_files.py", "tests/test_special_files.py",
-         "tests/test_thread_safety.py", "tests/test_blas_isolation.py",
-         "tests/test_fork_safety.py"]
-AREAS = ["public API", "model files", "special files", "concurrent save/load",
-         "training faults", "concurrency", "threads", "forks", "determinism", "resources"]
+TESTS = [
+    "tests/test_fuzz_files.py",
+    "tests/test_fuzz_api.py",
+    "tests/test_reliability.py",
+    "tests/test_bad_numbers.py",
+    "tests/test_kernel_api_safety.py",
+    "tests/test_cli_files.py",
+    "tests/test_special_files.py",
+    "tests/test_thread_safety.py",
+    "tests/test_blas_isolation.py",
+    "tests/test_fork_safety.py",
+]
+AREAS = [
+    "public API",
+    "model files",
+    "special files",
+    "concurrent save/load",
+    "training faults",
+    "concurrency",
+    "threads",
+    "forks",
+    "determinism",
+    "resources",
+]
 
 LONGER = """\
 CI runs bounded numbers of cases. Run by hand for longer while they were written, with
@@ -162,13 +179,18 @@ Found and left as they are (decisions for the maintainers):
 
 
 def run_tests(out: pathlib.Path) -> int:
-    env = dict(os.environ, FASTNN_RELIABILITY_JSON=str(out),
-               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH",
-                                                                             "")]))
+    env = dict(
+        os.environ,
+        FASTNN_RELIABILITY_JSON=str(out),
+        PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    )
     out.write_text("")
     # -n 0, one process: the tests append their records to one file
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "-n", "0", *TESTS], cwd=ROOT, env=env).returncode
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", *TESTS],
+        cwd=ROOT,
+        env=env,
+    ).returncode
 
 
 def measure_threads(repeats: int = 3) -> list[dict]:
@@ -177,6 +199,7 @@ def measure_threads(repeats: int = 3) -> list[dict]:
     from threadpoolctl import threadpool_limits
 
     import fastnn
+
     rng = np.random.default_rng(0)
     X = rng.standard_normal((60000, 32)).astype(np.float32)
     y = rng.integers(0, 4, 60000)
@@ -187,21 +210,24 @@ def measure_threads(repeats: int = 3) -> list[dict]:
     def gemms(_=None):
         for _ in range(12):
             A @ A
+
     with threadpool_limits(1, user_api="blas"):
         seq, par = _sequential_and_threaded(gemms, [None, None], repeats)
-    rows.append({"backend": "baseline: NumPy 1200 x 1200 GEMMs", "sequential": seq,
-                 "threads": par})
+    rows.append({"backend": "baseline: NumPy 1200 x 1200 GEMMs", "sequential": seq, "threads": par})
     for backend in fastnn.available_backends():
         if backend == "numpy":
             continue
-        nets = [fastnn.MLP([32, 128, 128, 4], loss="cross_entropy", backend=backend,
-                           random_state=s) for s in (1, 2)]
+        nets = [
+            fastnn.MLP([32, 128, 128, 4], loss="cross_entropy", backend=backend, random_state=s)
+            for s in (1, 2)
+        ]
         with threadpool_limits(1, user_api="blas"):
             for net in nets:  # compile, plans
                 net.fit(X[:256], y[:256], epochs=1, batch_size=32)
 
             def train(net):
                 net.fit(X, y, epochs=1, batch_size=32)
+
             seq, par = _sequential_and_threaded(train, nets, repeats)
         rows.append({"backend": f"fastnn {backend}", "sequential": seq, "threads": par})
     return rows
@@ -235,8 +261,10 @@ def _load_average():
 
 def render(records: list[dict], threads: list[dict] | None, meta: dict) -> str:
     rows = {r["key"]: r for r in records}
-    ordered = sorted(rows.values(), key=lambda r: (AREAS.index(r["area"])
-                                                   if r["area"] in AREAS else 99, r["key"]))
+    ordered = sorted(
+        rows.values(),
+        key=lambda r: (AREAS.index(r["area"]) if r["area"] in AREAS else 99, r["key"]),
+    )
     lines = [
         "# Reliability: what was tried, how often, and what came out",
         "",
@@ -260,44 +288,73 @@ def render(records: list[dict], threads: list[dict] | None, meta: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in ordered:
-        lines.append(f"| `{r['key']}` | {r['area']} | {r['what']} | {r['cases']} | "
-                     f"{r['outcome']} | {r['breakdown']} |")
+        lines.append(
+            f"| `{r['key']}` | {r['area']} | {r['what']} | {r['cases']} | "
+            f"{r['outcome']} | {r['breakdown']} |"
+        )
     total = sum(r["cases"] for r in ordered)
-    lines += ["", f"{len(ordered)} tests, {total:,} cases in all. None crashed, hung, "
-              f"executed or imported anything from a file, or gave a wrong answer "
-              f"presented as right.", ""]
+    lines += [
+        "",
+        f"{len(ordered)} tests, {total:,} cases in all. None crashed, hung, "
+        f"executed or imported anything from a file, or gave a wrong answer "
+        f"presented as right.",
+        "",
+    ]
     if threads:
-        lines += ["## Two models in two threads", "",
-                  "The concurrency tests assert that the compiled epochs release the GIL "
-                  "and that two threads give the sequential results bit for bit; how much "
-                  "faster they are depends on the machine and its load, so it is "
-                  "measured here instead: two models ([32, 128, 128, 4], one epoch of "
-                  "60000 rows, batch 32, one BLAS thread each), best of 3, on "
-                  f"{os.cpu_count()} cores (load average {meta['load']:.1f} at the start).",
-                  "", "| what | one after the other | two threads | ratio |",
-                  "|---|---|---|---|"]
+        lines += [
+            "## Two models in two threads",
+            "",
+            "The concurrency tests assert that the compiled epochs release the GIL "
+            "and that two threads give the sequential results bit for bit; how much "
+            "faster they are depends on the machine and its load, so it is "
+            "measured here instead: two models ([32, 128, 128, 4], one epoch of "
+            "60000 rows, batch 32, one BLAS thread each), best of 3, on "
+            f"{os.cpu_count()} cores (load average {meta['load']:.1f} at the start).",
+            "",
+            "| what | one after the other | two threads | ratio |",
+            "|---|---|---|---|",
+        ]
         for t in threads:
-            lines.append(f"| {t['backend']} | {t['sequential']:.2f} s | {t['threads']:.2f} s"
-                         f" | {t['threads'] / t['sequential']:.2f} |")
-        lines += ["", "A ratio of 0.5 is perfect parallelism on two free cores; 1.0 would "
-                  "mean the threads take turns. The baseline row (NumPy's own large "
-                  "GEMMs, which release the GIL, in the same two threads) says what this "
-                  "machine allowed at the time: on a machine shared with other jobs it "
-                  "is well above 0.5, and fastnn's rows should be read against it, not "
-                  "against 0.5.", ""]
-    lines += ["## Longer runs", "", LONGER, "## Found and fixed", "", FIXED,
-              "## Found and left", "", LEFT, "## The tests", "",
-              "The rows come from these files: "
-              + ", ".join(f"`{t}`" for t in TESTS) + ".", ""]
+            lines.append(
+                f"| {t['backend']} | {t['sequential']:.2f} s | {t['threads']:.2f} s"
+                f" | {t['threads'] / t['sequential']:.2f} |"
+            )
+        lines += [
+            "",
+            "A ratio of 0.5 is perfect parallelism on two free cores; 1.0 would "
+            "mean the threads take turns. The baseline row (NumPy's own large "
+            "GEMMs, which release the GIL, in the same two threads) says what this "
+            "machine allowed at the time: on a machine shared with other jobs it "
+            "is well above 0.5, and fastnn's rows should be read against it, not "
+            "against 0.5.",
+            "",
+        ]
+    lines += [
+        "## Longer runs",
+        "",
+        LONGER,
+        "## Found and fixed",
+        "",
+        FIXED,
+        "## Found and left",
+        "",
+        LEFT,
+        "## The tests",
+        "",
+        "The rows come from these files: " + ", ".join(f"`{t}`" for t in TESTS) + ".",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--no-run", action="store_true",
-                        help="render from docs/reliability.json without running the tests")
-    parser.add_argument("--no-timing", action="store_true",
-                        help="skip the two-thread timing")
+    parser.add_argument(
+        "--no-run",
+        action="store_true",
+        help="render from docs/reliability.json without running the tests",
+    )
+    parser.add_argument("--no-timing", action="store_true", help="skip the two-thread timing")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
     load = _load_average()
@@ -312,17 +369,24 @@ def main(argv=None) -> int:
         if threads is None:
             threads = previous.get("threads")
         import fastnn
-        meta = {"date": datetime.date.today().isoformat(),
-                "machine": f"{platform.machine()} {platform.system()}",
-                "python": platform.python_version(),
-                "backends": ", ".join(fastnn.available_backends()), "status": status,
-                "load": load}
-        RECORDS.write_text(json.dumps({"meta": meta, "records": records,
-                                       "threads": threads}, indent=1) + "\n")
+
+        meta = {
+            "date": datetime.date.today().isoformat(),
+            "machine": f"{platform.machine()} {platform.system()}",
+            "python": platform.python_version(),
+            "backends": ", ".join(fastnn.available_backends()),
+            "status": status,
+            "load": load,
+        }
+        RECORDS.write_text(
+            json.dumps({"meta": meta, "records": records, "threads": threads}, indent=1) + "\n"
+        )
     data = json.loads(RECORDS.read_text())
     DOC.write_text(render(data["records"], data["threads"], data["meta"]))
-    print(f"wrote {DOC.relative_to(ROOT)} ({len(data['records'])} rows)"
-          + ("" if status == 0 else f"; the tests FAILED (status {status})"))
+    print(
+        f"wrote {DOC.relative_to(ROOT)} ({len(data['records'])} rows)"
+        + ("" if status == 0 else f"; the tests FAILED (status {status})")
+    )
     return status
 
 
