@@ -1134,10 +1134,13 @@ def _zeroed_where_overload(c, x):
 
 
 @jit_inline
-def still_pmin(x, bound):
-    """The smallest |p| that a step of at most ``bound`` cannot move, in ``x``'s dtype:
-    ``p - d == p`` when ``|d| <= bound`` is below half the spacing of the floats next to
-    ``p`` (``>= |p| 2^-(MANT + 2)``); infinity when no such bound is known."""
+def still_pmin(x, step, den):
+    """The smallest |p| that a step of at most ``bound = step tiny / den`` cannot move,
+    in ``x``'s dtype (tiny: its smallest normal): ``p - d == p`` when ``|d| <= bound`` is
+    below half the spacing of the floats next to ``p`` (``>= |p| 2^-(MANT + 2)``);
+    infinity when no such bound is known. ``step tiny`` alone is subnormal in float64
+    (a slow microcode assist): step is scaled by the power of two ``tiny 2^(MANT + 3)``
+    first (fastnn_simd.h's fnn_still_pmin)."""
     tiny, eps = float_limits(x)
-    big = bound * 8.0 / eps  # bound 2^(MANT + 3)
+    big = step * (tiny * 8.0 / eps) / den  # bound 2^(MANT + 3)
     return cast_like(x, max(big, tiny)) if big < 1e300 else cast_like(x, np.inf)

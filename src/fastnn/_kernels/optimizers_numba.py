@@ -98,7 +98,7 @@ def _momentum(param, grad, velocity, lr, momentum, dampening, weight_decay, nest
     # |update| <= 2 lr tiny in a still lane
     signs = math.copysign(1.0, beta) > 0 and math.copysign(1.0, keep) > 0
     if signs and beta <= 1 and keep >= 0 and math.isfinite(keep):
-        pmin = still_pmin(param, 2.0 * abs(float(lr_)) * tiny)
+        pmin = still_pmin(param, 2.0 * abs(float(lr_)), 1.0)
     tiny_ = cast_like(param, tiny)
     n = param.size
     i0 = 0
@@ -277,7 +277,7 @@ def _adam(
     signs = math.copysign(1.0, b1) > 0 and math.copysign(1.0, b2) > 0
     if den > 0 and c2 > 0 and signs and b1 <= 1 and b2 <= 1:
         # |update| <= 2 lr tiny / (c1 eps) in a still lane
-        pmin = still_pmin(param, 2.0 * abs(float(lr_)) * tiny / den)
+        pmin = still_pmin(param, 2.0 * abs(float(lr_)), den)
     tiny_ = cast_like(param, tiny)
     n = param.size
     i0 = 0
@@ -410,7 +410,7 @@ def _adamax(param, grad, m, u, step_size, beta1, beta2, eps, weight_decay):
     signs = math.copysign(1.0, b1) > 0 and math.copysign(1.0, k1) > 0
     if eps_ > 0 and math.isfinite(c) and signs and b1 <= 1 and k1 >= 0:
         # |step| <= 2 |c| tiny / eps in a still lane (u >= eps after the step)
-        pmin = still_pmin(param, 2.0 * abs(float(c)) * tiny / float(eps_))
+        pmin = still_pmin(param, 2.0 * abs(float(c)), float(eps_))
     tiny_ = cast_like(param, tiny)
     n = param.size
     i0 = 0
