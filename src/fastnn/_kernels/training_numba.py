@@ -153,19 +153,26 @@ _batch_count = jit(batch_count)
 _scratch = threading.local()
 
 
+@jit
+def _f64_scratch(width, batch_size, n_weights):
+    """The float64 scratch's size: 5 rows of ``width`` (the widest layer, at least
+    PW_BLOCK), per-sample losses and a column of ``batch_size + 1`` rows each, the two
+    halves of the gradient norm, ``n_weights`` sample weights; the epoch kernel cuts it
+    in this order (the ``dtype`` scratch is 2 rows of width)."""
+    return 5 * width + 2 * (batch_size + 1) + 2 + n_weights
+
+
 def scratch(dims, batch_size, weighted, dtype):
     """The epoch kernel's scratch for layer widths ``dims`` and batches of up to
     ``batch_size + 1`` rows (with a sample weight per row when ``weighted``): float64
-    and ``dtype`` arrays, this thread's own (the kernel allocates nothing itself; their
-    contents never carry from one call to the next)."""
+    and ``dtype`` arrays (sizes: ``_f64_scratch``), this thread's own (the kernel
+    allocates nothing itself; their contents never carry from one call to the next)."""
     key = (dims.tobytes(), batch_size, weighted, dtype)
     if getattr(_scratch, "key", None) != key:
         width = max(PW_BLOCK, int(dims.max()))
-        rows = batch_size + 1
-        # float64: 5 rows of width; per-sample losses, a column, 2 halves of the norm;
-        # the batch's weights (the epoch kernel cuts them in this order)
+        n_weights = batch_size + 1 if weighted else 0
         _scratch.buffers = (
-            np.empty(5 * width + 2 * rows + 2 + rows * weighted),
+            np.empty(_f64_scratch(width, batch_size, n_weights)),
             np.empty(2 * width, dtype),
         )
         _scratch.key = key
@@ -396,7 +403,7 @@ def _make_epoch(loss_kind, used):
             bn_trains = bn_trains or bn[i] == 1
         n_batches, rows_max = _batch_count(n, batch_size, bn_trains)
         n_wb = rows_max if sample_weight.size else 0
-        if f64s.size < at + batch_size + 3 + n_wb or dts.size < 2 * width:
+        if f64s.size < _f64_scratch(width, batch_size, n_wb) or dts.size < 2 * width:
             raise ValueError("train_epoch: the scratch is too small")  # never: see scratch
         wb = f64s[f64s.size - n_wb :]
         stats[codes.STAT_STEPS] = 0.0
