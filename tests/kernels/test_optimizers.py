@@ -275,6 +275,30 @@ def test_subnormal_runs(name, dtype, opt):
     run_steps(name, opt, param, grads, state, hyper, "C", case_id(name, dtype, opt))
 
 
+@pytest.mark.parametrize("lr", [3e-17, 1e-40])
+@pytest.mark.parametrize("opt", ["adam_step", "adamw_step", "adamax_step"])
+@pytest.mark.parametrize("name", COMPILED)
+def test_still_bound_with_tiny_rates(name, opt, lr):
+    """float64 steps of a tiny rate over a tiny eps (1e-30), zero gradients, subnormal
+    first moments. With lr 3e-17 the product lr m / c1 is a subnormal of a few bits, and
+    its quotient by eps (~1e-293) moves parameters below ~1e-278; with 1e-40 it is 0.
+    The compiled kernels' bound for their still lanes (docs/spec.md §5, "Subnormal
+    moments") must not underflow: as 2 lr 2^-1022 / (c1 eps) it was 0 at lr 3e-17, which
+    left those parameters unmoved on the still path."""
+    fi = np.finfo(np.float64)
+    n = 512
+    rng = np.random.default_rng(5)
+    values = [1e-305, -3e-306, 1e-300, 5e-290, -1e-280, 1e-270, 0.5, fi.tiny, -2 * fi.tiny]
+    param = np.resize(np.array(values), n)
+    state = {s: np.zeros(n) for s in OPTIMIZERS[opt]}
+    first = state[OPTIMIZERS[opt][0]]
+    first[:] = rng.integers(1, 2**51, n) * fi.smallest_subnormal  # subnormal moments
+    first[::4] *= -1
+    grads = [np.zeros(n) for _ in range(3)]
+    hyper = {**DEFAULTS[opt], "lr": lr, "eps": 1e-30, "weight_decay": 0.0}
+    run_steps(name, opt, param, grads, state, hyper, "C", case_id(name, "float64", opt, lr))
+
+
 def _quotient_edges(rng, dtype, n=1280):
     """Moments whose quotients by Adam's bias corrections sit where rounding is most
     delicate: moments turning subnormal in this step (from normal ones, so off the still

@@ -1138,9 +1138,10 @@ def still_pmin(x, step, den):
     """The smallest |p| that a step of at most ``bound = step tiny / den`` cannot move,
     in ``x``'s dtype (tiny: its smallest normal): ``p - d == p`` when ``|d| <= bound`` is
     below half the spacing of the floats next to ``p`` (``>= |p| 2^-(MANT + 2)``);
-    infinity when no such bound is known. ``step tiny`` alone is subnormal in float64
-    (a slow microcode assist): step is scaled by the power of two ``tiny 2^(MANT + 3)``
-    first (fastnn_simd.h's fnn_still_pmin)."""
+    infinity when no such bound is known. ``step / den`` first, then the power of two
+    ``tiny 2^(MANT + 3)``: no intermediate underflows while the bound matters (``step
+    tiny`` is subnormal in float64, a slow microcode assist, and 0 for tiny rates), as
+    fastnn_simd.h's fnn_still_pmin."""
     tiny, eps = float_limits(x)
-    big = step * (tiny * 8.0 / eps) / den  # bound 2^(MANT + 3)
+    big = step / den * (tiny * 8.0 / eps)  # bound 2^(MANT + 3)
     return cast_like(x, max(big, tiny)) if big < 1e300 else cast_like(x, np.inf)

@@ -270,15 +270,17 @@ FNN_UNUSED static inline uint64_t fnn_double_to_count_f64(double r)
 
 /* The smallest |p| that a step of at most bound = step TINY / den cannot move (p - d == p
  * for |d| <= bound, below half the spacing of the floats next to p, >= |p| 2^-(MANT + 2));
- * infinity when no such bound is known. step times the power of two TINY 2^(MANT + 3)
- * comes first: step TINY alone is subnormal in double (a microcode assist of ~70 ns a
- * call). The larger of big and TINY is a select, not libm's fmax: its legacy SSE code,
- * called from an AVX-512 clone with the vector registers' upper halves in use, took
- * ~120 ns a call on an AVX-512 host (7% of an Adam update over 771 values). */
+ * infinity when no such bound is known. step / den first, then the power of two TINY
+ * 2^(MANT + 3): no intermediate underflows while the bound matters (step TINY alone is
+ * subnormal in double for ordinary rates, a microcode assist, and 0 for tiny ones, which
+ * made the bound too small), and an overflow gives infinity (no still lanes). The larger
+ * of big and TINY is a select, not libm's fmax: its legacy SSE code, called from an
+ * AVX-512 clone with the vector registers' upper halves in use, took ~120 ns a call on an
+ * AVX-512 host (7% of an Adam update over 771 values). */
 #define FNN_STILL_PMIN(T, S, MANT, TINY)                                               \
     FNN_UNUSED static inline T fnn_still_pmin_##S(double step, double den)             \
     {                                                                                  \
-        double big = step * ldexp((double)TINY, MANT + 3) / den;                       \
+        double big = step / den * ldexp((double)TINY, MANT + 3);                       \
         return big < 1e300 ? (T)(big > TINY ? big : TINY) : (T)INFINITY;               \
     }
 
