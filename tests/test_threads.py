@@ -191,24 +191,36 @@ def test_transposed_copy_is_exact(n, k, how, dtype):
     np.testing.assert_array_equal(bt.view(bits.dtype), bits.T)
 
 
-@pytest.mark.parametrize("what", ["dtype", "layout", "readonly"])
+@pytest.mark.parametrize("what", ["dtype", "layout", "readonly", "b layout", "b ints"])
 def test_transpose16_refuses_other_arrays_when_compiled(what):
     """Numba's 16 x 16 register transpose loads and stores whole rows of b and bt as
-    vectors of b's dtype: a bt of another dtype, not C-contiguous or read-only is
-    refused when the calling function compiles, never transposed into wrong memory."""
+    vectors of b's dtype: a bt of another dtype, not C-contiguous or read-only, or a b
+    not C-contiguous or not float, is refused when the calling function compiles, never
+    transposed into wrong memory."""
     common = pytest.importorskip("fastnn._kernels._numba_common")
+    import numba
     from numba.core.errors import TypingError
 
+    @numba.njit
+    def call(b, bt):
+        common._transpose16(b, 0, 16, bt, 0, 16)
+
     b = np.ones((16, 16), np.float32)
-    bt = {
-        "dtype": np.zeros((16, 16), np.float64),
-        "layout": np.zeros((16, 16), np.float32).T[:, :],  # Fortran order
-        "readonly": np.zeros((16, 16), np.float32),
-    }[what]
-    if what == "readonly":
+    bt = np.zeros((16, 16), np.float32)
+    call(b, bt)  # the arrays the kernels pass
+    assert (bt == 1).all()
+    if what == "dtype":
+        bt = np.zeros((16, 16), np.float64)
+    elif what == "layout":
+        bt = np.asfortranarray(bt)
+    elif what == "readonly":
         bt.flags.writeable = False
+    elif what == "b layout":
+        b = np.asfortranarray(b)
+    else:
+        b, bt = np.ones((16, 16), np.int32), np.zeros((16, 16), np.int32)
     with pytest.raises(TypingError, match="_transpose16"):
-        common._transpose(b, bt)
+        call(b, bt)
 
 
 @settings(max_examples=300, deadline=None)
