@@ -8,8 +8,8 @@ each tile's cost on one thread, the time of a step on ``p`` threads follows from
 scheduling. This script:
 
 1. measures, for each product of a step of each config (benchmarks/common.py's
-   CONFIGS), every tile's time on one thread (the very BLAS call the kernels make,
-   through fastnn._blas, best of ``--repeats``), and the product as one unsplit call;
+   CONFIGS), every tile's time on one thread (the very call the Numba kernels make for
+   it, in a compiled loop, best of ``--repeats``), and the product as one unsplit call;
 2. simulates the schedule of each product's tiles on 1, 2, 4, ... 64 threads (a tile
    goes to the thread that is free first, in claim order) and prints the predicted
    speed-up of the products, and of the step with everything else taken as serial;
@@ -59,18 +59,41 @@ def step_products(cfg):
     return out
 
 
-def tile_costs(m, n, k, trans_a, trans_b, dtype, repeats):
+_RUN_TILES = None
+
+
+def _tile_runner():
+    """A jitted loop: ``reps`` passes over ``tiles`` ((T, 4) int64 rows r0, r1, c0, c1),
+    each tile through the Numba kernels' one-tile call (``_gemm_tile``: the BLAS call, or
+    the short-inner-dimension loop, that the kernels make for it), so that no Python or
+    ctypes call (a few microseconds each) is timed with a tile of a few microseconds."""
+    global _RUN_TILES
+    if _RUN_TILES is None:
+        import numba
+
+        from fastnn._kernels._numba_common import _gemm_tile
+
+        @numba.njit
+        def run(a, b, out, trans_a, trans_b, tiles, reps):
+            for _ in range(reps):
+                for t in range(tiles.shape[0]):
+                    r0, r1, c0, c1 = tiles[t, 0], tiles[t, 1], tiles[t, 2], tiles[t, 3]
+                    _gemm_tile(a, b, out, trans_a, trans_b, r0, r1, c0, c1)
+
+        _RUN_TILES = run
+    return _RUN_TILES
+
+
+def tile_costs(m, n, k, trans_a, trans_b, dtype, repeats, min_time=2e-3):
     """(tiles, seconds of each tile's call on one thread, seconds of the unsplit call),
-    from ``repeats`` passes over the tiles, each followed by the unsplit call, after
-    one pass of warm-up. The unsplit call and the pass over all tiles count their best
-    time; each tile's best time is scaled so that the tiles add up to the best pass
-    (a short call escapes a busy machine's interruptions more often than a long one:
-    unscaled, the sum of the tiles' best times would flatter the tiling). The calls go
-    through ctypes (a few microseconds each, which the kernels' direct calls do not
-    pay: it matters only for the smallest products). A product the kernels make on a
-    transposed copy of b (``gemm_copies_b``) is timed so, the copy (once per product,
-    by the calling thread) not counted."""
-    from fastnn._blas import gemm_call
+    from ``repeats`` rounds, each timing a pass over all the tiles, every tile alone and
+    the unsplit call, after one call of each to size them. Each timing runs its calls
+    back to back in compiled code (:func:`_tile_runner`) for at least ``min_time``
+    seconds. The unsplit call and the pass over all tiles count their best time; each
+    tile's best time is scaled so that the tiles add up to the best pass (a tile
+    repeated alone keeps its operands in cache, which the pass, as the kernels, does
+    not). A product the kernels make on a transposed copy of b (``gemm_copies_b``) is
+    timed so, the copy (once per product, by the calling thread) not counted."""
     from fastnn.reference.blas import gemm_blocks, gemm_copies_b
 
     rng = np.random.default_rng(m + 7 * n + 13 * k)
@@ -79,26 +102,25 @@ def tile_costs(m, n, k, trans_a, trans_b, dtype, repeats):
     c = np.empty((m, n), dtype)
     if gemm_copies_b(m, n, k, trans_a, trans_b, single=np.dtype(dtype) == np.float32):
         b, trans_b = np.ascontiguousarray(b.T), False  # then a @ bt's tiles
-    lda, ldb = a.shape[1], b.shape[1]
     tiles = gemm_blocks(m, n, k, trans_a, trans_b, dtype)
-    costs = [float("inf")] * len(tiles)
-    whole = best_pass = float("inf")
-    for rep in range(repeats + 1):
-        start = time.perf_counter()
-        for i, (r0, r1, c0, c1) in enumerate(tiles):
-            t0 = time.perf_counter()
-            gemm_call(trans_a, trans_b, r1 - r0, c1 - c0, k, a, r0 if trans_a else r0 * lda,
-                      lda, b, c0 * ldb if trans_b else c0, ldb, c, r0 * n + c0, n)
-            if rep:
-                costs[i] = min(costs[i], time.perf_counter() - t0)
-        if rep:
-            best_pass = min(best_pass, time.perf_counter() - start)
+    run = _tile_runner()
+    groups = [np.array(tiles, np.int64)] + [np.array([t], np.int64) for t in tiles]
+    groups.append(np.array([(0, m, 0, n)], np.int64))
+    run(a, b, c, trans_a, trans_b, groups[-1], 1)  # compiled for these types, warm
+    reps = []
+    for tiles_g in groups:  # sized by one call each
         t0 = time.perf_counter()
-        gemm_call(trans_a, trans_b, m, n, k, a, 0, lda, b, 0, ldb, c, 0, n)
-        if rep:
-            whole = min(whole, time.perf_counter() - t0)
+        run(a, b, c, trans_a, trans_b, tiles_g, 1)
+        reps.append(max(1, int(min_time / max(time.perf_counter() - t0, 1e-7))))
+    best = [float("inf")] * len(groups)
+    for _ in range(repeats):
+        for g, tiles_g in enumerate(groups):
+            t0 = time.perf_counter()
+            run(a, b, c, trans_a, trans_b, tiles_g, reps[g])
+            best[g] = min(best[g], (time.perf_counter() - t0) / reps[g])
+    best_pass, costs, whole = best[0], best[1:-1], best[-1]
     scale = best_pass / sum(costs)
-    return tiles, [c * scale for c in costs], whole
+    return tiles, [t * scale for t in costs], whole
 
 
 # Products of configs B-D and tile sizes (rows x columns) for the efficiency table:
@@ -113,9 +135,9 @@ EFFICIENCY_TILES = ((64, 64), (128, 128), (128, 256), (256, 128), (256, 256), (5
 def efficiency_table(dtype, repeats) -> list[str]:
     """Markdown rows: for each shape, the time of the product cut into a grid of tiles of
     each size (the last ones shorter), as a multiple of the unsplit call's time (best
-    of ``repeats``, the cuts and the unsplit call interleaved)."""
-    from fastnn._blas import gemm_call
-
+    of ``repeats``, the cuts and the unsplit call interleaved; each pass one compiled
+    call, :func:`_tile_runner`)."""
+    run = _tile_runner()
     rows = ["| output, inner | unsplit (ms) | " + " | ".join(
         f"{r} x {c}" for r, c in EFFICIENCY_TILES) + " |",
         "|---|---|" + "---|" * len(EFFICIENCY_TILES)]
@@ -130,12 +152,11 @@ def efficiency_table(dtype, repeats) -> list[str]:
                 cuts[(tr, tc)] = [(r, min(m, r + tr), q, min(n, q + tc))
                                   for r in range(0, m, tr) for q in range(0, n, tc)]
         best = dict.fromkeys(cuts, float("inf"))
+        arrays = {key: np.array(tiles, np.int64) for key, tiles in cuts.items()}
         for rep in range(repeats + 1):
-            for key, tiles in cuts.items():
+            for key, tiles in arrays.items():
                 t0 = time.perf_counter()
-                for r0, r1, c0, c1 in tiles:
-                    gemm_call(False, False, r1 - r0, c1 - c0, k, a, r0 * k, k, b, c0, n, c,
-                              r0 * n + c0, n)
+                run(a, b, c, False, False, tiles, 1)
                 if rep:
                     best[key] = min(best[key], time.perf_counter() - t0)
         whole = best[(m, n)]
