@@ -12,7 +12,10 @@ time per step. Profile it from outside, skipping the set-up:
     perf report -i step.data --no-children --sort sym
 
 (``-D`` delays recording by that many ms; choose it past the "steady state" line.
-``py-spy record --native`` works too.) With ``--perf-map``, perf names the functions
+``py-spy record --native`` works too.) ``--batches 8`` trains on compare.py's 8 batches
+a call, which config A needs to run as it does there (on the default 1024 random
+batches a third of its Adam moments decay into subnormals, and the update's slower
+loops for them show in the profile). With ``--perf-map``, perf names the functions
 Numba compiled (benchmarks/numba_perf_map.py). Threads: ``--threads`` for fastnn's pool, BLAS
 held at one thread as in fit.
 """
@@ -25,7 +28,7 @@ T_START = time.perf_counter()
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -44,6 +47,10 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--backend", default=None, help="numpy, numba or cython (default: "
                    "fastnn's default)")
+    p.add_argument("--batches", type=int, default=None, help="distinct batches, one "
+                   "train_epoch call over them (default: up to 1024 or 16 MB; compare.py "
+                   "uses 8, which A needs to train as it does there: on 1024 random "
+                   "batches a third of A's Adam moments decay into subnormals)")
     p.add_argument("--perf-map", action="store_true", help="name Numba's functions for "
                    "perf in /tmp/perf-<pid>.map (numba_perf_map.py)")
     opts = p.parse_args(argv)
@@ -59,7 +66,7 @@ def main(argv=None) -> int:
     cfg = CONFIGS[opts.config]
     # steps per train_epoch call: an epoch of up to 1024 batches or 16 MB of data, so
     # the Python around each call weighs on small configs no more than in fit
-    batches = max(1, min(1024, 2**24 // (cfg.batch * cfg.sizes[0] * np.dtype(
+    batches = opts.batches or max(1, min(1024, 2**24 // (cfg.batch * cfg.sizes[0] * np.dtype(
         opts.dtype).itemsize)))
     rng = np.random.default_rng(0)
     X = rng.standard_normal((cfg.batch * batches, cfg.sizes[0])).astype(opts.dtype)

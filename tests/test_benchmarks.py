@@ -107,6 +107,17 @@ def test_profile_step_runs_a_config_in_steady_state():
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "steady state after" in proc.stdout
     assert "2 thread(s)" in proc.stdout and "ms per step over 1024 steps" in proc.stdout
+    # compare.py's 8 batches a call: 16 steps are 2 calls
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "profile_step.py"), "--config", "A", "--steps",
+         "16", "--batches", "8"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ms per step over 16 steps" in proc.stdout
 
 
 _NRT_SCRIPT = """
