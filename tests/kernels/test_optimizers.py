@@ -299,6 +299,30 @@ def test_still_bound_with_tiny_rates(name, opt, lr):
     run_steps(name, opt, param, grads, state, hyper, "C", case_id(name, "float64", opt, lr))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_still_pmin_is_the_scaled_bound(dtype):
+    """The Numba kernels' smallest |p| that a still lane's step cannot move (the C
+    kernels' fnn_still_pmin has the same formula): max((step / den) 2^(emin + MANT + 3),
+    2^emin) in float64, the division first, cast to the dtype; infinity (no still lanes)
+    when it is not below 1e300, NaN or infinite (docs/spec.md §5)."""
+    from fastnn._kernels._numba_common import still_pmin
+
+    fi = np.finfo(dtype)
+    tiny, x = float(fi.tiny), np.zeros(1, dtype)
+    scale = tiny * 2.0 ** (fi.nmant + 3)  # a power of two: exact in float64
+
+    def want(step, den):
+        return np.dtype(dtype).type(max(step / den * scale, tiny))
+
+    for step, den in [(2e-3, 1e-9), (2e-3, 1e-8), (6e-17, 1e-31), (2e-40, 1e-31), (1.0, 1.0)]:
+        assert still_pmin(x, step, den) == want(step, den), (step, den)
+    assert still_pmin(x, 0.0, 1.0) == np.dtype(dtype).type(tiny)
+    # float64 at lr 3e-17: well above the smallest normal (2 lr 2^-1022 underflowed)
+    assert np.dtype(dtype) != np.float64 or still_pmin(x, 6e-17, 1e-31) > 1e-280
+    for step, den in [(1.0, 0.0), (np.nan, 1.0), (np.inf, 1.0), (1e300, 1e-300), (1.0, 1e-320)]:
+        assert np.isinf(still_pmin(x, step, den)), (step, den)
+
+
 def _quotient_edges(rng, dtype, n=1280):
     """Moments whose quotients by Adam's bias corrections sit where rounding is most
     delicate: moments turning subnormal in this step (from normal ones, so off the still

@@ -70,7 +70,7 @@
         /* +0 <= beta <= 1 and keep >= +0: fl(beta v) + keep g has v's and g's signs */ \
         if (!signbit(beta) && beta <= 1 && !signbit(keep) && keep >= 0                \
             && isfinite(keep))                                                         \
-            pmin = fnn_still_pmin_##S(2.0 * fabs((double)lr), 1.0);                     \
+            pmin = fnn_still_pmin_##S(2.0 * fabs((double)lr), 1.0);                    \
         for (ptrdiff_t i0 = 0, i1; i0 < n; i0 = i1) {                                  \
             if (!fnn_still_run_##S(velocity, i0, n, &i1, 1)) {                         \
                 for (ptrdiff_t i = i0; i < i1; i++) {                                  \
