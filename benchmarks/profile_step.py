@@ -54,6 +54,8 @@ def main(argv=None) -> int:
     p.add_argument("--perf-map", action="store_true", help="name Numba's functions for "
                    "perf in /tmp/perf-<pid>.map (numba_perf_map.py)")
     opts = p.parse_args(argv)
+    if opts.batches is not None and opts.batches < 1:
+        p.error(f"--batches must be at least 1, got {opts.batches}")
     if opts.perf_map:
         import numba_perf_map
 
@@ -64,10 +66,12 @@ def main(argv=None) -> int:
     import fastnn
 
     cfg = CONFIGS[opts.config]
-    # steps per train_epoch call: an epoch of up to 1024 batches or 16 MB of data, so
-    # the Python around each call weighs on small configs no more than in fit
-    batches = opts.batches or max(1, min(1024, 2**24 // (cfg.batch * cfg.sizes[0] * np.dtype(
-        opts.dtype).itemsize)))
+    # steps per train_epoch call: by default an epoch of up to 1024 batches or 16 MB of
+    # data, so the Python around each call weighs on small configs no more than in fit
+    batches = opts.batches
+    if batches is None:
+        batches = max(1, min(1024, 2**24 // (cfg.batch * cfg.sizes[0] * np.dtype(
+            opts.dtype).itemsize)))
     rng = np.random.default_rng(0)
     X = rng.standard_normal((cfg.batch * batches, cfg.sizes[0])).astype(opts.dtype)
     y = rng.integers(0, cfg.sizes[-1], X.shape[0])

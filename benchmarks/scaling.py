@@ -28,6 +28,7 @@ loss, optimizer update) is serial. Run it with the BLAS pinned as compare.py exp
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -59,29 +60,24 @@ def step_products(cfg):
     return out
 
 
-_RUN_TILES = None
-
-
+@functools.cache
 def _tile_runner():
     """A jitted loop: ``reps`` passes over ``tiles`` ((T, 4) int64 rows r0, r1, c0, c1),
     each tile through the Numba kernels' one-tile call (``_gemm_tile``: the BLAS call, or
     the short-inner-dimension loop, that the kernels make for it), so that no Python or
     ctypes call (a few microseconds each) is timed with a tile of a few microseconds."""
-    global _RUN_TILES
-    if _RUN_TILES is None:
-        import numba
+    import numba
 
-        from fastnn._kernels._numba_common import _gemm_tile
+    from fastnn._kernels._numba_common import _gemm_tile
 
-        @numba.njit
-        def run(a, b, out, trans_a, trans_b, tiles, reps):
-            for _ in range(reps):
-                for t in range(tiles.shape[0]):
-                    r0, r1, c0, c1 = tiles[t, 0], tiles[t, 1], tiles[t, 2], tiles[t, 3]
-                    _gemm_tile(a, b, out, trans_a, trans_b, r0, r1, c0, c1)
+    @numba.njit
+    def run(a, b, out, trans_a, trans_b, tiles, reps):
+        for _ in range(reps):
+            for t in range(tiles.shape[0]):
+                r0, r1, c0, c1 = tiles[t, 0], tiles[t, 1], tiles[t, 2], tiles[t, 3]
+                _gemm_tile(a, b, out, trans_a, trans_b, r0, r1, c0, c1)
 
-        _RUN_TILES = run
-    return _RUN_TILES
+    return run
 
 
 def tile_costs(m, n, k, trans_a, trans_b, dtype, repeats, min_time=2e-3):

@@ -87,37 +87,24 @@ def test_compare_measures_startup_and_fit_memory_in_new_processes(tmp_path):
     assert "## Start-up" in md and "## Peak memory of fit" in md
 
 
-def test_profile_step_runs_a_config_in_steady_state():
+def _profile_step(*args):
     proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(BENCH, "profile_step.py"),
-            "--config",
-            "A",
-            "--steps",
-            "16",
-            "--threads",
-            "2",
-        ],
+        [sys.executable, os.path.join(BENCH, "profile_step.py"), "--config", "A", *args],
         capture_output=True,
         text=True,
         timeout=600,
         env=ENV,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "steady state after" in proc.stdout
-    assert "2 thread(s)" in proc.stdout and "ms per step over 1024 steps" in proc.stdout
+    return proc.stdout
+
+
+def test_profile_step_runs_a_config_in_steady_state():
+    out = _profile_step("--steps", "16", "--threads", "2")
+    assert "steady state after" in out
+    assert "2 thread(s)" in out and "ms per step over 1024 steps" in out
     # compare.py's 8 batches a call: 16 steps are 2 calls
-    proc = subprocess.run(
-        [sys.executable, os.path.join(BENCH, "profile_step.py"), "--config", "A", "--steps",
-         "16", "--batches", "8"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=ENV,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "ms per step over 16 steps" in proc.stdout
+    assert "ms per step over 16 steps" in _profile_step("--steps", "16", "--batches", "8")
 
 
 _NRT_SCRIPT = """
