@@ -7,8 +7,8 @@ Sections (``--sections``):
   lr 1e-3), each step on the next of a few pre-made batches: PyTorch eager (default
   Adam, ``fused=True``), scikit-learn's MLPClassifier via ``partial_fit``, a
   hand-written NumPy step, JAX jit when installed, the GEMM-only time of the step's
-  shapes through SciPy BLAS (and through ``torch.mm``), and fastnn per backend (``MLP.train_step``,
-  ``MLP.train_epoch`` per step, and its kernels composed in Python).
+  shapes on fastnn's BLAS (and through ``torch.mm``), and fastnn per backend
+  (``MLP.train_step``, ``MLP.train_epoch`` per step, and its kernels composed in Python).
 - ``regularised``: fastnn's ``MLP.train_epoch`` per step of the plain model, with
   dropout 0.2 and with batch normalisation, same configs, interleaved; the ratio to the
   plain model (target: at most 1.2x).
@@ -102,7 +102,7 @@ LABELS = {
     "sklearn_amortized": "sklearn partial_fit, all batches/call",
     "numpy": "NumPy textbook",
     "jax": "JAX jit",
-    "gemm": "GEMM-only (SciPy BLAS)",
+    "gemm": "GEMM-only (fastnn's BLAS)",
     "torch_gemm": "GEMM-only (torch.mm)",
     "jax_gemm": "GEMM-only (XLA dot, one jit)",
 }
@@ -776,9 +776,11 @@ def _fastnn_blas_line(meta) -> str:
     fb = meta.get("fastnn_blas") or {}
     unset = meta.get("openblas_env_unset") or {}
     kept = {k: v for k, v in meta.get("env", {}).items() if k in OPENBLAS_PINS}
+    version = f"OpenBLAS {fb['version']}, " if fb.get("version") else ""
     own = (f"fastnn's own single-threaded copy of {Path(fb['source']).name} "
-           f"(kernel {fb.get('kernel')})" if fb.get("private") else
-           f"SciPy's shared BLAS ({fb.get('source')})" if fb else "not loaded")
+           f"({version}kernel {fb.get('kernel')})" if fb.get("private") else
+           f"SciPy's shared BLAS ({fb.get('source')}; {version}kernel {fb.get('kernel')})"
+           if fb else "not loaded")
     env = ("OpenBLAS pins unset for this run: "
            + ", ".join(f"{k}={v}" for k, v in unset.items()) if unset else
            "OpenBLAS pins KEPT: " + ", ".join(f"{k}={v}" for k, v in kept.items())
@@ -1034,7 +1036,8 @@ def _version(dist: str) -> str | None:
 
 def _fastnn_blas() -> dict | None:
     """The BLAS fastnn's products run on (its private instance, which threadpoolctl does
-    not list): the file it was copied from and the CPU kernel that instance chose."""
+    not list): the file it was copied from, its OpenBLAS version and build, and the CPU
+    kernel that instance chose."""
     fastnn = sys.modules.get("fastnn")
     if fastnn is None:
         return None

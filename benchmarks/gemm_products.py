@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""Each matrix product of a training step, through SciPy's BLAS, torch.mm and XLA's dot.
+"""Each matrix product of a training step, on fastnn's BLAS, torch.mm and XLA's dot.
 
 compare.py's GEMM-only rows time a step's products together; this times them one by
 one, on one thread, to say which product a peer's kernels run faster. For each product
 of a config (benchmarks/common.py's ``GemmOnly.products``: ``x @ W`` per layer,
 ``x^T @ dz`` per layer, ``dz @ W^T`` for all but the first) it prints the median time
-of the very call GemmOnly makes (SciPy's BLAS, the OpenBLAS file fastnn's own instance
-is loaded from), of ``torch.mm`` and of a ``jax.jit`` of the product alone, each where
-installed, with the ratios to SciPy's::
+of the very call GemmOnly makes (on the OpenBLAS instance fastnn's products run on,
+``fastnn._blas.info()``), of ``torch.mm`` and of a ``jax.jit`` of the product alone,
+each where installed, with the ratios to fastnn's BLAS::
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
         python benchmarks/gemm_products.py --configs C,D [--dtype float64]
@@ -34,19 +34,15 @@ for p in (HERE, HERE.parent):
 
 
 def host_line() -> str:
-    """The CPU, SciPy's BLAS (its kernel, as threadpoolctl reads it) and OpenBLAS's
-    core type variable: what every figure below ran on."""
-    import scipy.linalg.blas  # noqa: F401  (loaded, so threadpoolctl lists it)
+    """The CPU, the BLAS fastnn's products run on (its OpenBLAS instance: file, version,
+    kernel) and OpenBLAS's core type variable: what every figure below ran on."""
+    from fastnn import _blas
     from scaling import cpu_model
-    from threadpoolctl import threadpool_info
 
-    blas = [
-        f"{i['internal_api']} {i.get('version')} kernel {i.get('architecture')}"
-        for i in threadpool_info()
-        if "scipy" in i["filepath"]
-    ]
+    b = _blas.info()
     return (
-        f"CPU: {cpu_model()}; SciPy's BLAS: {', '.join(blas) or 'not found'}; "
+        f"CPU: {cpu_model()}; fastnn's BLAS: {os.path.basename(b['source'])} "
+        f"(OpenBLAS {b['version']}, kernel {b['kernel']}, private instance: {b['private']}); "
         f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
     )
 
@@ -112,7 +108,6 @@ def main(argv=None) -> int:
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:1])
     import importlib.util
 
-    import scipy.linalg.blas  # noqa: F401  (loaded, so threadpoolctl lists it)
     from benchmarks.common import CONFIGS, GemmOnly
     from threadpoolctl import threadpool_limits
 
@@ -127,10 +122,10 @@ def main(argv=None) -> int:
         for name in opts.configs.split(","):
             cfg = CONFIGS[name]
             gemm = GemmOnly(cfg, opts.dtype)
-            columns = {"scipy": gemm.calls} | {peer: makers[peer](gemm.products) for peer in peers}
+            columns = {"fastnn": gemm.calls} | {peer: makers[peer](gemm.products) for peer in peers}
             print(
                 f"\nconfig {name} {cfg.sizes} batch {cfg.batch}, {opts.dtype}, one thread "
-                f"(us; peer / SciPy)"
+                f"(us; peer / fastnn's BLAS)"
             )
             print(f"{'product':24s}" + "".join(f"{c:>20s}" for c in columns))
             totals = dict.fromkeys(columns, 0.0)
@@ -141,12 +136,12 @@ def main(argv=None) -> int:
                 }
                 for c, t in times.items():
                     totals[c] += t
-                cells = [f"{times['scipy'] * 1e6:20.1f}"] + [
-                    f"{times[c] * 1e6:12.1f} ({times[c] / times['scipy']:4.2f})" for c in peers
+                cells = [f"{times['fastnn'] * 1e6:20.1f}"] + [
+                    f"{times[c] * 1e6:12.1f} ({times[c] / times['fastnn']:4.2f})" for c in peers
                 ]
                 print(f"{label:24s}" + "".join(cells))
-            cells = [f"{totals['scipy'] * 1e6:20.1f}"] + [
-                f"{totals[c] * 1e6:12.1f} ({totals[c] / totals['scipy']:4.2f})" for c in peers
+            cells = [f"{totals['fastnn'] * 1e6:20.1f}"] + [
+                f"{totals[c] * 1e6:12.1f} ({totals[c] / totals['fastnn']:4.2f})" for c in peers
             ]
             print(f"{'sum':24s}" + "".join(cells))
     return 0

@@ -211,7 +211,8 @@ def run(opts) -> str:
         "# Scaling of the tiled products",
         "",
         f"CPU: {cpu_model()}, {cpus} usable; BLAS: {_blas.info()['source'].rsplit('/', 1)[-1]}"
-        f" (kernel {_blas.info()['kernel']}, private instance: {_blas.info()['private']});"
+        f" (OpenBLAS {_blas.info()['version']}, kernel {_blas.info()['kernel']},"
+        f" private instance: {_blas.info()['private']});"
         f" fastnn {fastnn.__version__} from {Path(fastnn.__file__).parent};"
         f" OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')};"
         f" load average at start {os.getloadavg()[0]:.2f}",

@@ -6,9 +6,11 @@ user's threadpool_limits, joblib or another library would), train in worker thre
 check that fastnn's results never move.
 """
 
+import os
 import subprocess
 import sys
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -127,7 +129,8 @@ def test_the_shared_fallback_gives_the_same_bits():
     )
     outs = []
     for shared in ("1", "0"):
-        env = {**__import__("os").environ, "FASTNN_SHARED_BLAS": shared}
+        # The fallback is SciPy's own library: the private instance copies the same file.
+        env = {**os.environ, "FASTNN_SHARED_BLAS": shared, "FASTNN_BLAS": "scipy"}
         run = subprocess.run(
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
         )
@@ -136,6 +139,126 @@ def test_the_shared_fallback_gives_the_same_bits():
     assert outs[0][0] == "False"
     assert outs[0][1] == outs[1][1]
     assert outs[0][2:] == outs[1][2:]  # kernel name and small-matrix limit
+
+
+def test_openblas_versions_are_read_from_their_strings():
+    assert _blas._version("0.3.34.481.3") == (0, 3, 34)
+    assert _blas._version("0.3.30") == (0, 3, 30)
+    assert _blas._version("0.3.31.dev") == (0, 3, 31)
+    assert _blas._version(None) == ()
+    assert _blas._version("unknown") == ()
+
+
+def _candidates(monkeypatch, tmp_path, scipy, numpy, wheel, choice=None):
+    """_openblas_candidates() on fake libraries: SciPy's LP64 and NumPy's ILP64 loaded
+    (threadpoolctl's controllers), the wheel's (version or None: not installed)."""
+    from fastnn import _threads
+
+    def lib(name):
+        path = tmp_path / name
+        path.write_bytes(b"")
+        return str(path)
+
+    loaded = (
+        SimpleNamespace(
+            filepath=lib("scipy.libs-libscipy_openblas.so"), version=scipy, internal_api="openblas"
+        ),
+        SimpleNamespace(
+            filepath=lib("numpy.libs-libscipy_openblas64_.so"),
+            version=numpy,
+            internal_api="openblas",
+        ),
+    )
+    monkeypatch.setattr(_threads, "_blas_controllers", lambda: loaded)
+    found = None if wheel is None else (lib("wheel-libscipy_openblas.so"), _blas._version(wheel))
+    monkeypatch.setattr(_blas, "_wheel_library", lambda: found)
+    if choice is None:
+        monkeypatch.delenv("FASTNN_BLAS", raising=False)
+    else:
+        monkeypatch.setenv("FASTNN_BLAS", choice)
+    return [
+        (os.path.basename(p).split("-")[0], loaded_) for p, loaded_ in _blas._openblas_candidates()
+    ]
+
+
+def test_the_newest_openblas_is_copied_first(monkeypatch, tmp_path):
+    # NumPy's ILP64 library stays in the list: _load_private skips it by its symbols.
+    got = _candidates(monkeypatch, tmp_path, "0.3.30", "0.3.31", "0.3.34.481.3")
+    assert got == [("wheel", False), ("numpy.libs", True), ("scipy.libs", True)]
+    got = _candidates(monkeypatch, tmp_path, "0.3.30", "0.3.31", "0.3.29.0")
+    assert got == [("numpy.libs", True), ("scipy.libs", True), ("wheel", False)]
+    # a tie: SciPy's own, which is loaded already
+    got = _candidates(monkeypatch, tmp_path, "0.3.30", "0.3.30", "0.3.30.0.1")
+    assert got == [("scipy.libs", True), ("numpy.libs", True), ("wheel", False)]
+    got = _candidates(monkeypatch, tmp_path, "0.3.30", "0.3.31", None)
+    assert got == [("numpy.libs", True), ("scipy.libs", True)]
+
+
+def test_fastnn_blas_scipy_keeps_scipys_library(monkeypatch, tmp_path):
+    got = _candidates(monkeypatch, tmp_path, "0.3.30", "0.3.31", "0.3.34", choice="scipy")
+    assert got == [("numpy.libs", True), ("scipy.libs", True)]
+    got = _candidates(monkeypatch, tmp_path, "0.3.30", "0.3.31", "0.3.34", choice="auto")
+    assert got[0] == ("wheel", False)
+
+
+def test_an_unknown_fastnn_blas_is_refused(monkeypatch, tmp_path):
+    with pytest.raises(ValueError, match="FASTNN_BLAS must be 'auto' or 'scipy', got 'mkl'"):
+        _candidates(monkeypatch, tmp_path, "0.3.30", "0.3.31", "0.3.34", choice="mkl")
+
+
+def test_the_wheels_openblas_runs_the_products_when_newer():
+    """With the ``openblas`` extra installed (scipy-openblas32), fastnn copies the
+    newer of its library and SciPy's; FASTNN_BLAS=scipy keeps SciPy's. Either way every
+    backend makes the same calls on it: their trained weights are bit-identical."""
+    wheel = _blas._wheel_library()
+    if wheel is None or not _scipy_is_openblas():
+        pytest.skip("needs scipy-openblas32 (the openblas extra) and SciPy on OpenBLAS")
+    code = (
+        "import numpy as np, fastnn\n"
+        "from fastnn import _blas\n"
+        "rng = np.random.default_rng(0)\n"
+        "X = rng.standard_normal((256, 300)).astype(np.float32)\n"
+        "y = rng.integers(0, 10, 256)\n"
+        "params = set()\n"
+        "for backend in fastnn.available_backends():\n"
+        "    net = fastnn.MLP([300, 256, 10], loss='cross_entropy', random_state=0,\n"
+        "                     backend=backend, dtype=np.float32)\n"
+        "    net.fit(X, y, epochs=1, batch_size=64, verbose=0)\n"
+        "    params.add(net.params.astype(np.float64).sum().hex())\n"
+        "i = _blas.info()\n"
+        "print(i['private'], i['source'], i['version'], len(params))\n"
+    )
+    scipy_version = max(
+        _blas._version(p.get("version"))
+        for p in threadpool_info()
+        if p["internal_api"] == "openblas" and "scipy.libs" in p["filepath"]
+    )
+    outs = {}
+    for choice in ("auto", "scipy"):
+        env = {**os.environ, "FASTNN_BLAS": choice}
+        env.pop("FASTNN_SHARED_BLAS", None)
+        run = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert run.returncode == 0, run.stderr
+        outs[choice] = run.stdout.split()
+    private, source, version, distinct = outs["auto"]
+    assert private == "True" and distinct == "1"
+    if wheel[1] >= scipy_version:
+        assert source == wheel[0] and _blas._version(version) == wheel[1]
+    else:
+        assert "scipy.libs" in source
+    private, source, version, distinct = outs["scipy"]
+    assert private == "True" and distinct == "1" and "scipy.libs" in source
+    assert _blas._version(version) == scipy_version
+
+
+def test_info_names_the_library_and_its_release():
+    i = _blas.info()
+    assert set(i) == {"private", "source", "kernel", "version", "config"}
+    if _scipy_is_openblas():
+        assert i["config"].startswith("OpenBLAS ")
+        assert _blas._version(i["version"]) == _blas._version(i["config"].split()[1])
 
 
 def test_blas_isolation_recorded():

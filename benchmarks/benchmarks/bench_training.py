@@ -1,7 +1,7 @@
 """Training configs A-D (BENCHMARKS.md) and digits end to end.
 
-- ``GemmOnly``: just the matrix products of one step through SciPy BLAS, the floor a
-  GEMM-bound step is compared with.
+- ``GemmOnly``: just the matrix products of one step on fastnn's BLAS (its private
+  OpenBLAS instance), the floor a GEMM-bound step is compared with.
 - ``KernelStep``: one step written as Python calls to fastnn's kernels per backend
   (common.KernelStep).
 - ``TrainStep``: ``fastnn.MLP.train_step`` with ``fastnn.Adam`` per backend, and

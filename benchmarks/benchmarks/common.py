@@ -1,8 +1,9 @@
 """Shared inputs for the asv suite and for ``benchmarks/compare.py``.
 
-Everything here is cheap to import (NumPy and SciPy only): asv imports every module of
-the suite during discovery, and compare.py imports this one for the training
-configurations, the GEMM-only floor and the step composed from fastnn's kernels.
+Everything here is cheap to import (NumPy only; fastnn when a GEMM-only floor is
+built): asv imports every module of the suite during discovery, and compare.py imports
+this one for the training configurations, the GEMM-only floor and the step composed from
+fastnn's kernels.
 
 Environment variables read here:
 
@@ -21,7 +22,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import blas as scipy_blas
 
 BACKENDS = tuple(b.strip() for b in os.environ.get(
     "FASTNN_BENCH_BACKENDS", "numpy,numba,cython").split(",") if b.strip())
@@ -196,32 +196,42 @@ def make_batches(cfg: Config, dtype, n_batches: int = 8, seed: int = 0):
 
 # --- GEMM-only floor -----------------------------------------------------------------
 
-_GEMM = {np.dtype(np.float32): scipy_blas.sgemm, np.dtype(np.float64): scipy_blas.dgemm}
-
-
 def _gemm_call(a, b, out, trans_a=False, trans_b=False):
-    """A zero-argument call computing out = op(a) @ op(b) (row-major) through SciPy BLAS.
+    """A zero-argument call computing out = op(a) @ op(b) (row-major, C-contiguous
+    operands) on the BLAS fastnn's products run on (its private single-threaded
+    OpenBLAS instance, ``fastnn._blas.info()``), with every ctypes argument built once.
 
     Row-major C = A B is column-major C^T = B^T A^T, so B goes first and no transposed
-    copy is made (the same call fastnn.reference.blas.gemm makes). The views are built
-    here once so the timed call is the f2py call alone.
+    copy is made: the call ``fastnn._blas.gemm_call`` (and every backend) makes.
     """
-    fn = _GEMM[out.dtype]
-    at, bt, ct = a.T, b.T, out.T
-    res = fn(1.0, bt, at, beta=0.0, c=ct, trans_a=trans_b, trans_b=trans_a,
-             overwrite_c=True)
-    if not np.shares_memory(res, out):
-        raise RuntimeError("SciPy BLAS copied the output: the GEMM-only floor would "
-                           "include a copy")
+    import ctypes
+
+    from fastnn import _blas  # lazily: asv's discovery imports this module
+
+    scalar = ctypes.c_float if out.dtype == np.float32 else ctypes.c_double
+    address = _blas.gemm_addresses()[out.dtype != np.float32]
+    fn = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p,
+                          *[ctypes.c_void_p] * 11)(address)
+    m, n = out.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    for x in (a, b, out):
+        if not x.flags.c_contiguous:
+            raise ValueError("GEMM-only operands must be C-contiguous")
+    ints = [ctypes.c_int(v) for v in (n, m, k, b.shape[1], a.shape[1], n)]
+    one, zero = scalar(1.0), scalar(0.0)
+    args = (b"T" if trans_b else b"N", b"T" if trans_a else b"N",
+            *[ctypes.byref(v) for v in ints[:3]], ctypes.byref(one),
+            b.ctypes.data, ctypes.byref(ints[3]), a.ctypes.data, ctypes.byref(ints[4]),
+            ctypes.byref(zero), out.ctypes.data, ctypes.byref(ints[5]))
+    keep = (fn, ints, one, zero, a, b, out)  # alive as long as the call
 
     def call():
-        fn(1.0, bt, at, beta=0.0, c=ct, trans_a=trans_b, trans_b=trans_a,
-           overwrite_c=True)
+        keep[0](*args)
     return call
 
 
 class GemmOnly:
-    """Just the matrix products of one training step of ``cfg``, through SciPy BLAS.
+    """Just the matrix products of one training step of ``cfg``, on fastnn's BLAS.
 
     Forward ``z = a @ W`` per layer; backward ``dW = a.T @ dz`` per layer and
     ``da = dz @ W.T`` for every layer but the first, at the step's shapes. This is the

@@ -1,4 +1,4 @@
-"""The BLAS that every fastnn matrix product calls: SciPy's OpenBLAS, in a private copy.
+"""The BLAS that every fastnn matrix product calls: OpenBLAS, in a private copy.
 
 fastnn's products must run on one BLAS thread whatever thread calls them (docs/spec.md
 §10): OpenBLAS cuts a product differently on several threads, which changes
@@ -8,14 +8,16 @@ OpenBLAS's thread count is one number for the whole process, which any thread or
 can change at any moment (threadpoolctl, joblib, another model's kernels), so setting it
 around a call guarantees nothing.
 
-So fastnn loads the very file SciPy's BLAS comes from a second time, as a private
-instance (an in-memory copy of the file, opened ``RTLD_LOCAL | RTLD_DEEPBIND``, so
-neither its symbols nor its thread count are shared), sets that instance to one thread
-once, and makes every GEMM through it: the reference through ctypes, the Numba kernels
-through a linked symbol, the Cython kernels through a function pointer set when their
-module loads. threadpoolctl finds BLAS libraries by file name and does not see it. It is
-the same code on the same CPU kernel, so its products are SciPy's single-threaded ones,
-bit for bit.
+So fastnn loads an OpenBLAS library file as a private instance (an in-memory copy of
+the file, opened ``RTLD_LOCAL | RTLD_DEEPBIND``, so neither its symbols nor its thread
+count are shared), sets that instance to one thread once, and makes every GEMM through
+it: the reference through ctypes, the Numba kernels through a linked symbol, the Cython
+kernels through a function pointer set when their module loads. threadpoolctl finds
+BLAS libraries by file name and does not see it. The file is the newest of SciPy's own
+OpenBLAS and the one of the ``scipy-openblas32`` wheel (the OpenBLAS project's build
+for Python packages, the ``openblas`` extra), which is often a few releases ahead of the
+one SciPy bundles and has faster single-precision kernels (``FASTNN_BLAS=scipy`` keeps
+SciPy's).
 
 Where that cannot be done (SciPy built against a BLAS other than OpenBLAS, no
 ``memfd_create``), fastnn calls SciPy's own BLAS and holds its pool at one thread while
@@ -50,6 +52,7 @@ class _Blas:
     source: str
     threads: int | None  # the private instance's thread count when loaded
     kernel: str | None = None  # OpenBLAS's CPU kernel ("Haswell", "SkylakeX", ...)
+    config: str | None = None  # OpenBLAS's build string: version, options, kernel
 
 
 _lock = threading.Lock()
@@ -58,17 +61,54 @@ _GEMM_ARGTYPES = [ctypes.c_char_p, ctypes.c_char_p] + [ctypes.c_void_p] * 11
 _DOT_ARGTYPES = [ctypes.c_void_p] * 5
 
 
-def _openblas_candidates() -> list[str]:
-    """Files of the OpenBLAS libraries loaded, SciPy's first (NumPy's is ILP64: its
-    symbols have other names, and it is only a fallback source)."""
+def _version(text: str | None) -> tuple[int, ...]:
+    """(0, 3, 34) from "0.3.34.481.3"; () when there is no leading number."""
+    parts = []
+    for part in (text or "").split(".")[:3]:
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
+
+
+def _openblas_candidates() -> list[tuple[str, bool]]:
+    """(file, loaded) of the LP64 OpenBLAS libraries fastnn may copy, best first.
+
+    SciPy's, already loaded (NumPy's is ILP64: its symbols have other names, and it is
+    only a fallback source), and the ``scipy-openblas32`` wheel's when it is installed,
+    not loaded: the newest version first, SciPy's at a tie (``FASTNN_BLAS=scipy``:
+    SciPy's only).
+    """
     from ._threads import _blas_controllers
 
-    paths = [
-        c.filepath
+    choice = os.environ.get("FASTNN_BLAS", "") or "auto"
+    if choice not in ("auto", "scipy"):
+        raise ValueError(f"FASTNN_BLAS must be 'auto' or 'scipy', got {choice!r}")
+    found = [
+        (c.filepath, True, _version(c.version), "scipy.libs" in c.filepath)
         for c in _blas_controllers()
         if c.internal_api == "openblas" and os.path.isfile(c.filepath)
     ]
-    return sorted(paths, key=lambda p: "scipy.libs" not in p)
+    wheel = _wheel_library() if choice == "auto" else None
+    if wheel is not None:
+        found.append((wheel[0], False, wheel[1], False))
+    found.sort(key=lambda f: (f[2], f[3]), reverse=True)
+    return [(path, loaded) for path, loaded, _, _ in found]
+
+
+def _wheel_library() -> tuple[str, tuple[int, ...]] | None:
+    """The library file of the ``scipy-openblas32`` wheel and its version, if installed
+    (its module only names the file: importing it loads nothing)."""
+    import importlib
+    import importlib.metadata
+
+    try:
+        wheel = importlib.import_module("scipy_openblas32")
+        path = os.path.join(wheel.get_lib_dir(), wheel.get_library(fullname=True))
+        version = _version(importlib.metadata.version("scipy-openblas32"))
+    except (ImportError, OSError, IndexError, importlib.metadata.PackageNotFoundError):
+        return None
+    return (path, version) if os.path.isfile(path) else None
 
 
 def _symbol(lib, names):
@@ -101,10 +141,12 @@ def _private_copy(path: str):
 def _load_private() -> _Blas | None:
     if not hasattr(os, "memfd_create"):
         return None
-    for path in _openblas_candidates():
-        shared = ctypes.CDLL(path)  # already loaded: only a handle to look symbols up
-        if _symbol(shared, ["sgemm_"]) is None:
-            continue  # ILP64 (64-bit integers): not the interface the kernels call
+    for path, loaded in _openblas_candidates():
+        # ILP64 builds (64-bit integers) are not the interface the kernels call; a file
+        # already loaded is checked on its handle, the wheel's on the copy (a shared
+        # load would start a thread pool of its own).
+        if loaded and _symbol(ctypes.CDLL(path), ["sgemm_"]) is None:
+            continue
         try:
             lib = _private_copy(path)
         except OSError:
@@ -114,19 +156,30 @@ def _load_private() -> _Blas | None:
         set_threads = _symbol(lib, ["openblas_set_num_threads"])
         get_threads = _symbol(lib, ["openblas_get_num_threads"])
         if None in (sgemm, dgemm, sdot, ddot, set_threads, get_threads):
-            return None
+            if loaded:
+                return None
+            continue
         set_threads.argtypes, set_threads.restype = [ctypes.c_int], None
         get_threads.argtypes, get_threads.restype = [], ctypes.c_int
         set_threads(1)
         if get_threads() != 1:
             return None
-        corename = _symbol(lib, ["openblas_get_corename"])
-        kernel = None
-        if corename is not None:
-            corename.argtypes, corename.restype = [], ctypes.c_char_p
-            kernel = corename().decode("ascii", "replace")
-        return _Blas(sgemm, dgemm, sdot, ddot, True, path, get_threads(), kernel)
+        return _Blas(sgemm, dgemm, sdot, ddot, True, path, get_threads(), *_describe(lib))
     return None
+
+
+def _describe(lib) -> tuple[str | None, str | None]:
+    """(CPU kernel, build string) an OpenBLAS library reports, None where it does not:
+    ("SkylakeX", "OpenBLAS 0.3.34.481.3 DYNAMIC_ARCH NO_AFFINITY SkylakeX ...")."""
+    out: list[str | None] = []
+    for name in ("openblas_get_corename", "openblas_get_config"):
+        fn = _symbol(lib, [name])
+        if fn is None:
+            out.append(None)
+            continue
+        fn.argtypes, fn.restype = [], ctypes.c_char_p
+        out.append(fn().decode("ascii", "replace").strip())
+    return out[0], out[1]
 
 
 def _load_shared() -> _Blas:
@@ -155,22 +208,22 @@ def _load_shared() -> _Blas:
         False,
         cb.__file__,
         None,
-        _shared_kernel(),
+        *_shared_description(),
     )
 
 
-def _shared_kernel() -> str | None:
-    """The CPU kernel of SciPy's shared OpenBLAS (None for another BLAS): the same one
-    a private copy would report, so that the tiling rule (small_gemm_mnk) does not
-    change with FASTNN_SHARED_BLAS."""
-    for path in _openblas_candidates():
+def _shared_description() -> tuple[str | None, str | None]:
+    """(CPU kernel, build string) of SciPy's shared OpenBLAS ((None, None) for another
+    BLAS): the kernel a private copy would report, so that the tiling rule
+    (small_gemm_mnk) does not change with FASTNN_SHARED_BLAS."""
+    for path, loaded in _openblas_candidates():
+        if not loaded:
+            continue  # the wheel: not what SciPy calls
         shared = ctypes.CDLL(path)  # already loaded: only a handle to look symbols up
-        corename = _symbol(shared, ["openblas_get_corename"])
-        if _symbol(shared, ["sgemm_"]) is None or corename is None:
-            continue  # ILP64 (not SciPy's LP64 BLAS), or no core name
-        corename.argtypes, corename.restype = [], ctypes.c_char_p
-        return corename().decode("ascii", "replace")
-    return None
+        if _symbol(shared, ["sgemm_"]) is None:
+            continue  # ILP64: not SciPy's LP64 BLAS
+        return _describe(shared)
+    return None, None
 
 
 def _instance() -> _Blas:
@@ -192,15 +245,24 @@ def _instance() -> _Blas:
 
 
 def info() -> dict:
-    """Which BLAS fastnn's products run on: ``{"private", "source", "kernel"}``.
+    """Which BLAS fastnn's products run on: ``{"private", "source", "kernel", "version",
+    "config"}``.
 
-    ``private`` is True when fastnn runs its own single-threaded instance of SciPy's
-    OpenBLAS (the normal case); False when it falls back to SciPy's shared BLAS
-    (``FASTNN_SHARED_BLAS=1``, or a SciPy built on another BLAS). ``kernel`` is the
-    CPU kernel the private OpenBLAS instance chose (None when unknown).
+    ``private`` is True when fastnn runs its own single-threaded OpenBLAS instance (the
+    normal case); False when it falls back to SciPy's shared BLAS
+    (``FASTNN_SHARED_BLAS=1``, or a SciPy built on another BLAS). ``source`` is the
+    library file, ``kernel`` the CPU kernel OpenBLAS chose ("SkylakeX"), ``version`` its
+    release ("0.3.34") and ``config`` its build string (None where unknown).
     """
     b = _instance()
-    return {"private": b.private, "source": b.source, "kernel": b.kernel}
+    version = ".".join(map(str, _version((b.config or "").partition(" ")[2].split(" ")[0])))
+    return {
+        "private": b.private,
+        "source": b.source,
+        "kernel": b.kernel,
+        "version": version or None,
+        "config": b.config,
+    }
 
 
 # OpenBLAS's cores with small-matrix GEMM kernels on x86-64 (its KERNEL.SKYLAKEX, which

@@ -9,7 +9,7 @@ tile; Numba: its ``prange`` pool, chunk size 1). Products below 2**25 flops run 
 caller's thread (one tile, or the few tiles of OpenBLAS's small-matrix kernels), so
 small models run serially whatever the thread count. The bits never depend on the
 number of threads. BLAS itself always runs on one thread: fastnn calls its own private
-instance of SciPy's OpenBLAS, held at one thread (:mod:`fastnn._blas`), so the two pools
+OpenBLAS instance, held at one thread (:mod:`fastnn._blas`), so the two pools
 never compete and no thread or library can change the products' bits.
 
 ``n_threads=None`` means: every core this process may use without oversubscribing,

@@ -1,7 +1,7 @@
 """Row-major matrix products through fastnn's BLAS, the library the compiled kernels call.
 
 NumPy's ``@`` links its own OpenBLAS build, threaded as its user set it; going through
-:mod:`fastnn._blas` (a private, single-threaded instance of SciPy's OpenBLAS) makes the
+:mod:`fastnn._blas` (a private, single-threaded OpenBLAS instance) makes the
 reference run the very GEMM calls the Numba and Cython kernels run, so products agree
 between backends bit for bit (docs/spec.md §10, rule 2 of §11), whatever thread calls
 them and whatever BLAS thread limits are set.
