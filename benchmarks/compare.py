@@ -102,7 +102,7 @@ LABELS = {
     "sklearn_amortized": "sklearn partial_fit, all batches/call",
     "numpy": "NumPy textbook",
     "jax": "JAX jit",
-    "gemm": "GEMM-only (fastnn's BLAS)",
+    "gemm": "GEMM-only (fastnn's BLAS; SciPy's above 1 thread)",
     "torch_gemm": "GEMM-only (torch.mm)",
     "jax_gemm": "GEMM-only (XLA dot, one jit)",
 }
@@ -300,7 +300,7 @@ def step_section(opts) -> list[dict]:
             batches = make_batches(cfg, dtype, opts.n_batches)
             for threads in opts.threads:
                 log(f"step {cfg.label} {dtype} {threads} thread(s)")
-                gemm = GemmOnly(cfg, dtype)
+                gemm = GemmOnly(cfg, dtype, n_batches=opts.n_batches, threaded=threads > 1)
                 cands = [
                     Candidate("torch", lambda: peers.torch_step(cfg, dtype, batches, False)),
                     Candidate("torch_fused",
@@ -416,7 +416,7 @@ def jax_worker(opts) -> None:
         for name in opts.configs:
             cfg = CONFIGS[name]
             batches = make_batches(cfg, dtype, opts.n_batches)
-            gemm = GemmOnly(cfg, dtype)
+            gemm = GemmOnly(cfg, dtype, n_batches=opts.n_batches)
             cands = [Candidate("jax", lambda: peers.jax_step(cfg, dtype, batches)),
                      Candidate("jax_gemm", lambda gemm=gemm: peers.jax_gemm(gemm))]
             measure(cands, opts, opts.repeats)

@@ -122,7 +122,9 @@ def main(argv=None) -> int:
         for name in opts.configs.split(","):
             cfg = CONFIGS[name]
             gemm = GemmOnly(cfg, opts.dtype)
-            columns = {"fastnn": gemm.calls} | {peer: makers[peer](gemm.products) for peer in peers}
+            columns = {"fastnn": gemm.calls[0]} | {
+                peer: makers[peer](gemm.products) for peer in peers
+            }
             print(
                 f"\nconfig {name} {cfg.sizes} batch {cfg.batch}, {opts.dtype}, one thread "
                 f"(us; peer / fastnn's BLAS)"

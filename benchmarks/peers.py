@@ -88,17 +88,22 @@ def torch_step(cfg, dtype, batches, fused: bool, seed: int = 0):
 
 def torch_gemm(gemm):
     """The products of :class:`benchmarks.common.GemmOnly` ``gemm``, on the same arrays,
-    through ``torch.mm(..., out=...)``: how fast torch's own BLAS runs the step's
-    shapes, beside SciPy's (torch's step is built on these)."""
+    through ``torch.mm(..., out=...)``, each call the next batch's as ``gemm``'s: how
+    fast torch's own BLAS runs the step's shapes, beside fastnn's (torch's step is built
+    on these)."""
     torch = require("torch")
-    calls = []
-    for _, a, b, out, trans_a, trans_b in gemm.products:
-        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        calls.append((ta.t() if trans_a else ta, tb.t() if trans_b else tb,
-                      torch.from_numpy(out)))
+    batches = []
+    for products in gemm.batches:
+        calls = []
+        for _, a, b, out, trans_a, trans_b in products:
+            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+            calls.append((ta.t() if trans_a else ta, tb.t() if trans_b else tb,
+                          torch.from_numpy(out)))
+        batches.append(calls)
+    nxt = _cycle(batches)
 
     def products():
-        for ta, tb, out in calls:
+        for ta, tb, out in nxt():
             torch.mm(ta, tb, out=out)
     return products
 
@@ -212,13 +217,22 @@ def jax_step(cfg, dtype, batches, seed: int = 0):
 
 def jax_gemm(gemm):
     """The products of :class:`benchmarks.common.GemmOnly` ``gemm``, on the same arrays,
-    through XLA's dot under one ``jax.jit`` returning every product: how fast JAX's own
-    kernels run the step's shapes, beside SciPy's (JAX's step is built on these)."""
+    through XLA's dot under one ``jax.jit`` returning every product, each call the next
+    batch's as ``gemm``'s: how fast JAX's own kernels run the step's shapes, beside
+    fastnn's (JAX's step is built on these)."""
     jax = require("jax")
     jnp = importlib.import_module("jax.numpy")
     if gemm.products[0][1].dtype == np.float64:
         jax.config.update("jax_enable_x64", True)
-    operands = [(jnp.asarray(a), jnp.asarray(b)) for _, a, b, _, _, _ in gemm.products]
+    on_device: dict = {}  # one device array per NumPy array (the batches share all but x)
+
+    def device(a):
+        if id(a) not in on_device:
+            on_device[id(a)] = (a, jnp.asarray(a))
+        return on_device[id(a)][1]
+
+    nxt = _cycle([[(device(a), device(b)) for _, a, b, _, _, _ in products]
+                  for products in gemm.batches])
     flags = [(trans_a, trans_b) for *_, trans_a, trans_b in gemm.products]
 
     def products(operands):
@@ -228,7 +242,7 @@ def jax_gemm(gemm):
     jitted = jax.jit(products)
 
     def run():
-        jax.block_until_ready(jitted(operands))
+        jax.block_until_ready(jitted(nxt()))
     return run
 
 

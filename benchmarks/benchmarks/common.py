@@ -230,15 +230,43 @@ def _gemm_call(a, b, out, trans_a=False, trans_b=False):
     return call
 
 
+def _scipy_gemm_call(a, b, out, trans_a=False, trans_b=False):
+    """The same call through SciPy's BLAS (f2py), threaded as its pool is set: the
+    GEMM-only floor above one thread, where fastnn's own instance (always one thread)
+    is no floor."""
+    from scipy.linalg import blas as scipy_blas
+
+    fn = scipy_blas.sgemm if out.dtype == np.float32 else scipy_blas.dgemm
+    at, bt, ct = a.T, b.T, out.T
+    res = fn(1.0, bt, at, beta=0.0, c=ct, trans_a=trans_b, trans_b=trans_a,
+             overwrite_c=True)
+    if not np.shares_memory(res, out):
+        raise RuntimeError("SciPy BLAS copied the output: the GEMM-only floor would "
+                           "include a copy")
+
+    def call():
+        fn(1.0, bt, at, beta=0.0, c=ct, trans_a=trans_b, trans_b=trans_a,
+           overwrite_c=True)
+    return call
+
+
 class GemmOnly:
     """Just the matrix products of one training step of ``cfg``, on fastnn's BLAS.
 
     Forward ``z = a @ W`` per layer; backward ``dW = a.T @ dz`` per layer and
     ``da = dz @ W.T`` for every layer but the first, at the step's shapes. This is the
-    floor a GEMM-bound step is compared with ("within 10% of the GEMM-only time").
+    floor a GEMM-bound step is compared with ("within 8% of the GEMM-only time"). Each
+    call is the next of ``n_batches`` steps, as the timed steps are: the input ``x`` is
+    the next batch of one stacked array (as fastnn's epoch reads its batches from X),
+    every other operand one array reused (as the steps' workspaces are).
+
+    ``threaded``: the calls go through SciPy's BLAS, on as many threads as its pool is
+    set to (the floor of a multi-threaded step); by default through fastnn's own BLAS
+    instance, which always runs on one thread.
     """
 
-    def __init__(self, cfg: Config, dtype, seed: int = 0):
+    def __init__(self, cfg: Config, dtype, seed: int = 0, n_batches: int = 8,
+                 threaded: bool = False):
         rng = np.random.default_rng(seed)
         dtype = np.dtype(dtype)
         m = cfg.batch
@@ -247,26 +275,45 @@ class GemmOnly:
             return rng.standard_normal(shape).astype(dtype)
 
         layers = list(zip(cfg.sizes[:-1], cfg.sizes[1:]))
-        acts = [rand(m, cfg.sizes[0])] + [rand(m, o) for _, o in layers]
+        x_all = rand(n_batches * m, cfg.sizes[0])
+        acts = [None] + [rand(m, o) for _, o in layers]
         weights = [rand(i, o) for i, o in layers]
         dws = [np.empty((i, o), dtype) for i, o in layers]
         dzs = [rand(m, o) for _, o in layers]
         das = [np.empty((m, i), dtype) for i, _ in layers]
-        # (name, a, b, out, trans_a, trans_b) of each product, in the step's order: the
-        # one list every GEMM-only timing (SciPy, torch, XLA, gemm_products.py) runs
-        products = [(f"z{k} = x @ W{k}", acts[k], weights[k], acts[k + 1], False, False)
-                    for k in range(len(layers))]
-        for k in reversed(range(len(layers))):
-            products.append((f"dW{k} = x^T @ dz{k}", acts[k], dzs[k], dws[k], True, False))
-            if k > 0:
-                products.append((f"dx{k} = dz{k} @ W{k}^T", dzs[k], weights[k], das[k],
-                                 False, True))
-        self.products = products
-        self.calls = [_gemm_call(a, b, out, ta, tb) for _, a, b, out, ta, tb in products]
+        # per batch, (name, a, b, out, trans_a, trans_b) of each product in the step's
+        # order: the lists every GEMM-only timing (fastnn's BLAS, torch, XLA) runs
+        self.batches = []
+        for j in range(n_batches):
+            acts[0] = x_all[j * m:(j + 1) * m]
+            products = [(f"z{k} = x @ W{k}", acts[k], weights[k], acts[k + 1], False, False)
+                        for k in range(len(layers))]
+            for k in reversed(range(len(layers))):
+                products.append((f"dW{k} = x^T @ dz{k}", acts[k], dzs[k], dws[k], True,
+                                 False))
+                if k > 0:
+                    products.append((f"dx{k} = dz{k} @ W{k}^T", dzs[k], weights[k], das[k],
+                                     False, True))
+            self.batches.append(products)
+        self.products = self.batches[0]  # one step's (gemm_products.py times these)
         self.flops = cfg.step_flops
+        self._calls = None
+        self._call = _scipy_gemm_call if threaded else _gemm_call
+        self._next = 0
+
+    @property
+    def calls(self):
+        """Per batch, a call per product on fastnn's BLAS (made when first asked for:
+        the peers' timings of the same products do not load fastnn)."""
+        if self._calls is None:
+            self._calls = [[self._call(a, b, out, ta, tb) for _, a, b, out, ta, tb in products]
+                           for products in self.batches]
+        return self._calls
 
     def __call__(self):
-        for call in self.calls:
+        calls = self.calls[self._next]
+        self._next = (self._next + 1) % len(self.calls)
+        for call in calls:
             call()
 
 
