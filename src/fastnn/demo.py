@@ -118,6 +118,14 @@ def _blas_threads() -> str:
     return "/".join(str(c) for c in sorted(counts)) or "?"
 
 
+def _blas_name() -> str:
+    """The BLAS fastnn's products run on: "OpenBLAS 0.3.34 (SkylakeX)"."""
+    from . import _blas
+
+    i = _blas.info()
+    return f"OpenBLAS {i['version'] or '?'} ({i['kernel'] or '?'})"
+
+
 def _timed(fn):
     t0 = time.perf_counter()
     out = fn()
@@ -291,7 +299,10 @@ def _run_demo(backend, quick, plot, compare, out) -> DemoResult:
     kernels = _get_backend(backend)
     have_sklearn = _have_sklearn()
     result = DemoResult(kernels.name)
-    out(f"fastnn {__version__} demo: backend {kernels.name!r}, BLAS threads {_blas_threads()}")
+    out(
+        f"fastnn {__version__} demo: backend {kernels.name!r}, BLAS threads {_blas_threads()}, "
+        f"products on {_blas_name()}"
+    )
     out("")
     if have_sklearn:
         _digits(kernels.name, 10 if quick else 50, out, result, compare)
