@@ -1,13 +1,14 @@
 #!/usr/bin/env python
-"""Each matrix product of a training step, on fastnn's BLAS, torch.mm and XLA's dot.
+"""Each matrix product of a training step on fastnn's BLAS, SciPy's, torch.mm, XLA's dot.
 
 compare.py's GEMM-only rows time a step's products together; this times them one by
 one, on one thread, to say which product a peer's kernels run faster. For each product
 of a config (benchmarks/common.py's ``GemmOnly.products``: ``x @ W`` per layer,
 ``x^T @ dz`` per layer, ``dz @ W^T`` for all but the first) it prints the median time
 of the very call GemmOnly makes (on the OpenBLAS instance fastnn's products run on,
-``fastnn._blas.info()``), of ``torch.mm`` and of a ``jax.jit`` of the product alone,
-each where installed, with the ratios to fastnn's BLAS::
+``fastnn._blas.info()``), of the same call on SciPy's own BLAS, of ``torch.mm`` and of
+a ``jax.jit`` of the product alone, each where installed, with the ratios to fastnn's
+BLAS::
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
         python benchmarks/gemm_products.py --configs C,D [--dtype float64]
@@ -35,14 +36,23 @@ for p in (HERE, HERE.parent):
 
 def host_line() -> str:
     """The CPU, the BLAS fastnn's products run on (its OpenBLAS instance: file, version,
-    kernel) and OpenBLAS's core type variable: what every figure below ran on."""
-    from fastnn import _blas
+    kernel), SciPy's and OpenBLAS's core type variable: what every figure below ran on."""
+    import scipy.linalg.blas  # noqa: F401  (loaded, so threadpoolctl lists it)
     from scaling import cpu_model
+    from threadpoolctl import threadpool_info
+
+    from fastnn import _blas
 
     b = _blas.info()
+    scipy_blas = [
+        f"{i['internal_api']} {i.get('version')}"
+        for i in threadpool_info()
+        if "scipy.libs" in i["filepath"]
+    ]
     return (
         f"CPU: {cpu_model()}; fastnn's BLAS: {os.path.basename(b['source'])} "
         f"(OpenBLAS {b['version']}, kernel {b['kernel']}, private instance: {b['private']}); "
+        f"SciPy's BLAS: {', '.join(scipy_blas) or 'not found'}; "
         f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
     )
 
@@ -60,6 +70,15 @@ def median_time(fn, repeats: int, min_time: float) -> float:
             fn()
         samples.append((time.perf_counter() - t0) / inner)
     return statistics.median(samples)
+
+
+def scipy_calls(products):
+    """The same calls through SciPy's own BLAS (f2py; one thread under the limit set in
+    main): beside fastnn's column, the difference between SciPy's OpenBLAS release and
+    the one fastnn's instance was copied from (the ``openblas`` extra's, when newer)."""
+    from benchmarks.common import _scipy_gemm_call
+
+    return [_scipy_gemm_call(a, b, out, ta, tb) for _, a, b, out, ta, tb in products]
 
 
 def torch_calls(products):
@@ -97,7 +116,9 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--repeats", type=int, default=7, help="samples per product")
     p.add_argument("--min-time", type=float, default=0.05, help="seconds per sample")
-    p.add_argument("--peers", default="torch,jax", help="of torch, jax; where installed")
+    p.add_argument(
+        "--peers", default="scipy,torch,jax", help="of scipy, torch, jax; where installed"
+    )
     opts = p.parse_args(argv)
 
     # one core: XLA sizes its pool at import, torch and BLAS are told below
@@ -117,7 +138,7 @@ def main(argv=None) -> int:
         for name in opts.peers.split(",")
         if name and importlib.util.find_spec(name) is not None
     ]
-    makers = {"torch": torch_calls, "jax": xla_calls}
+    makers = {"scipy": scipy_calls, "torch": torch_calls, "jax": xla_calls}
     with threadpool_limits(1):
         for name in opts.configs.split(","):
             cfg = CONFIGS[name]

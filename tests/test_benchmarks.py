@@ -237,6 +237,9 @@ def test_gemm_products_times_each_product_of_a_step():
     proc, lines = _host_and_lines(
         "gemm_products.py", "--configs", "A,B", "--repeats", "1", "--min-time", "0.001"
     )
+    # fastnn's BLAS first, then SciPy's own (always installed) beside it
+    heads = [line.split() for line in lines if line.startswith("product ")]
+    assert len(heads) == 2 and all(h[1:3] == ["fastnn", "scipy"] for h in heads), heads
     # per config: the products in GemmOnly's order, then their sum
     for layers in (2, 3):
         names = [f"z{i} = x @ W{i}" for i in range(layers)]
