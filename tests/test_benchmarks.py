@@ -535,3 +535,40 @@ def test_small_products_candidate_keeps_the_sequential_order():
     rows = [line for line in proc.stdout.splitlines() if " blas/small " in line]
     assert len(rows) == 10, proc.stdout
     assert all("order ok" in line for line in rows), proc.stdout
+
+
+def test_packed_gemm_candidate_computes_each_product_as_a_blas_does():
+    """benchmarks/packed_gemm.py builds the candidate GEMM and runs config B's eight
+    products through it and through fastnn's BLAS: every product is there, with both
+    errors against a float64 product of a float32 BLAS's order (figures not checked).
+    Without AVX-512 it says so and stops."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(BENCH, "packed_gemm.py"),
+            "--configs",
+            "B",
+            "--repeats",
+            "1",
+            "--min-time",
+            "0.001",
+            "--compute-only",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    if len(lines) == 1:
+        assert "no AVX-512" in lines[0], lines
+        pytest.skip("no AVX-512 on this CPU")
+    assert lines[0].startswith("CPU: ") and "kernel" in lines[0], lines[0]
+    rows = [line for line in lines if " @ " in line]
+    assert [r.split()[0] for r in rows] == ["z0", "z1", "z2", "dW2", "dx2", "dW1", "dx1", "dW0"]
+    for row in rows:
+        blas_error, own_error = (float(v) for v in row.split()[-2:])
+        # each output is a float32 sum of k <= 784 terms: both well within k u
+        assert 0 <= blas_error < 1e-5 and 0 <= own_error < 1e-5, row
+    assert lines[-1].startswith("sum (ms)"), lines[-1]
