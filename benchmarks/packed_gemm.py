@@ -73,7 +73,12 @@ def own_call(own, a, b, out, trans_a, trans_b):
     k = a.shape[0] if trans_a else a.shape[1]
     args = (b"T" if trans_b else b"N", b"T" if trans_a else b"N", n, m, k,
             b.ctypes.data, b.shape[1], a.ctypes.data, a.shape[1], out.ctypes.data, n)
-    return lambda: own.packed_sgemm(*args)
+    keep = (a, b, out)  # the arrays behind the addresses, alive as long as the call
+
+    def call():
+        own.packed_sgemm(*args)
+    call.keep = keep
+    return call
 
 
 def calls_per_sample(fn, min_time):

@@ -211,7 +211,7 @@ def run(opts) -> str:
         "# Scaling of the tiled products",
         "",
         f"CPU: {cpu_model()}, {cpus} usable; BLAS: {_blas.info()['source'].rsplit('/', 1)[-1]}"
-        f" (OpenBLAS {_blas.info()['version']}, kernel {_blas.info()['kernel']},"
+        f" (OpenBLAS {_blas.info()['version'] or '?'}, kernel {_blas.info()['kernel']},"
         f" private instance: {_blas.info()['private']});"
         f" fastnn {fastnn.__version__} from {Path(fastnn.__file__).parent};"
         f" OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')};"

@@ -217,9 +217,8 @@ def test_numba_perf_map_names_the_compiled_functions(tmp_path):
         assert size > 0 and start <= int(entry) < start + size, (run, start, size, entry)
 
 
-def _host_and_lines(script, *args):
-    """The lines a benchmark script prints, after checking it ran and named the host
-    and BLAS kernel first."""
+def _run_script(script, *args):
+    """A benchmark script's run, after checking that it succeeded."""
     proc = subprocess.run(
         [sys.executable, os.path.join(BENCH, script), *args],
         capture_output=True,
@@ -227,7 +226,14 @@ def _host_and_lines(script, *args):
         timeout=600,
         env=ENV,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _host_and_lines(script, *args):
+    """The lines a benchmark script prints, after checking it ran and named the host
+    and BLAS kernel first."""
+    proc = _run_script(script, *args)
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("CPU: ") and "kernel" in lines[0], lines[0]
     return proc, lines
@@ -517,56 +523,38 @@ def test_small_products_candidate_keeps_the_sequential_order():
     """benchmarks/small_products.py compiles and runs; every one of config A's ten
     products (five shapes, two dtypes) of the candidate kernel equals the sequential
     order along k bit for bit (the harness compares each element; figures not checked)."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(BENCH, "small_products.py"),
-            "--repeats",
-            "5",
-            "--rounds",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=ENV,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = _run_script("small_products.py", "--repeats", "5", "--rounds", "1")
     rows = [line for line in proc.stdout.splitlines() if " blas/small " in line]
     assert len(rows) == 10, proc.stdout
     assert all("order ok" in line for line in rows), proc.stdout
 
 
+@pytest.mark.skipif(
+    shutil.which("gcc") is None and shutil.which("cc") is None, reason="no C compiler"
+)
 def test_packed_gemm_candidate_computes_each_product_as_a_blas_does():
     """benchmarks/packed_gemm.py builds the candidate GEMM and runs config B's eight
     products through it and through fastnn's BLAS: every product is there, with both
     errors against a float64 product of a float32 BLAS's order (figures not checked).
     Without AVX-512 it says so and stops."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(BENCH, "packed_gemm.py"),
-            "--configs",
-            "B",
-            "--repeats",
-            "1",
-            "--min-time",
-            "0.001",
-            "--compute-only",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=ENV,
+    proc = _run_script(
+        "packed_gemm.py",
+        "--configs",
+        "B",
+        "--repeats",
+        "1",
+        "--min-time",
+        "0.001",
+        "--compute-only",
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     if len(lines) == 1:
         assert "no AVX-512" in lines[0], lines
         pytest.skip("no AVX-512 on this CPU")
     assert lines[0].startswith("CPU: ") and "kernel" in lines[0], lines[0]
-    rows = [line for line in lines if " @ " in line]
-    assert [r.split()[0] for r in rows] == ["z0", "z1", "z2", "dW2", "dx2", "dW1", "dx1", "dW0"]
+    names = ["z0", "z1", "z2", "dW2", "dx2", "dW1", "dx1", "dW0"]
+    rows = [line for line in lines[1:] if line.split()[:1] and line.split()[0] in names]
+    assert [r.split()[0] for r in rows] == names, proc.stdout
     for row in rows:
         blas_error, own_error = (float(v) for v in row.split()[-2:])
         # each output is a float32 sum of k <= 784 terms: both well within k u

@@ -81,7 +81,7 @@ What these tests found, each fixed in its own commit (see `git log`):
   the epoch kernel; two threads raced on it, so a worker thread trained other bits than
   the main thread (1.8e-05 after one epoch) and a fork taken while another thread
   trained hung (OpenBLAS's level-3 lock and thread pool copied mid-product). Every
-  product now runs on a private, single-threaded instance of SciPy's OpenBLAS
+  product now runs on a private, single-threaded OpenBLAS instance
   (`fastnn._blas`) that no thread or library can reconfigure; the estimators no longer
   change the process's BLAS pools, and their L2 sum is a single-threaded BLAS dot
   (NumPy's is threaded above 10,000 values). A Numba epoch in a child forked after

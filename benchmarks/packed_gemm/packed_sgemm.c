@@ -53,8 +53,9 @@ static size_t Acap = 0, Bcap = 0;
 static float *grow(float *p, size_t *cap, size_t need) {
   if (need <= *cap) return p;
   free(p);
-  *cap = need;
-  return (float *)aligned_alloc(64, ((need * 4 + 63) / 64) * 64);
+  p = (float *)aligned_alloc(64, ((need * 4 + 63) / 64) * 64);
+  *cap = p ? need : 0;
+  return p;
 }
 
 static inline void tr16(__m512 r[16]) {
@@ -217,8 +218,15 @@ void packed_sgemm(char ta, char tb, int m, int n, int k, const float *A, int lda
   int kcmax = k < KC ? k : KC;
   int mcmax = m < MC ? m : MC;
   int ncmax = n < NCb ? n : NCb;
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) { /* beta 0: C = 0 */
+    for (int j = 0; j < n; j++)
+      for (int i = 0; i < m; i++) C[i + (size_t)j * ldc] = 0.f;
+    return;
+  }
   Abuf = grow(Abuf, &Acap, (size_t)((mcmax + MR - 1) / MR) * MR * kcmax);
   Bbuf = grow(Bbuf, &Bcap, (size_t)((ncmax + NR - 1) / NR) * NR * kcmax);
+  if (!Abuf || !Bbuf) abort(); /* a benchmark: no silent wrong product */
   int pack = !reuse_packing;
   for (int jc = 0; jc < n; jc += NCb) {
     int nc = n - jc < NCb ? n - jc : NCb;

@@ -19,10 +19,11 @@ for Python packages, the ``openblas`` extra), which is often a few releases ahea
 one SciPy bundles and has faster single-precision kernels (``FASTNN_BLAS=scipy`` keeps
 SciPy's).
 
-Where that cannot be done (SciPy built against a BLAS other than OpenBLAS, no
-``memfd_create``), fastnn calls SciPy's own BLAS and holds its pool at one thread while
-a whole-epoch kernel runs (:func:`hold_one_thread`), a process-wide setting that others
-can change: :func:`info` says which of the two is in use.
+Where that cannot be done (no OpenBLAS to copy: SciPy built against another BLAS and
+no wheel; no ``memfd_create``; or ``FASTNN_SHARED_BLAS=1``), fastnn calls SciPy's own
+BLAS and holds its pool at one thread while a whole-epoch kernel runs
+(:func:`hold_one_thread`), a process-wide setting that others can change: :func:`info`
+says which of the two is in use.
 """
 
 from __future__ import annotations
@@ -97,18 +98,26 @@ def _openblas_candidates() -> list[tuple[str, bool]]:
 
 
 def _wheel_library() -> tuple[str, tuple[int, ...]] | None:
-    """The library file of the ``scipy-openblas32`` wheel and its version, if installed
-    (its module only names the file: importing it loads nothing)."""
-    import importlib
+    """The library file of the ``scipy-openblas32`` wheel and its version, if installed.
+
+    Found without importing the package: its ``__init__`` loads the library into the
+    process's global symbol scope, where SciPy modules imported later would bind to it.
+    A wheel that cannot be read is not a candidate.
+    """
+    import glob
     import importlib.metadata
+    import importlib.util
 
     try:
-        wheel = importlib.import_module("scipy_openblas32")
-        path = os.path.join(wheel.get_lib_dir(), wheel.get_library(fullname=True))
+        spec = importlib.util.find_spec("scipy_openblas32")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        lib_dir = os.path.join(list(spec.submodule_search_locations)[0], "lib")
+        files = sorted(glob.glob(os.path.join(lib_dir, "libscipy_openblas*.so*")))
         version = _version(importlib.metadata.version("scipy-openblas32"))
-    except (ImportError, OSError, IndexError, importlib.metadata.PackageNotFoundError):
+    except Exception:  # a broken or foreign install: SciPy's library only
         return None
-    return (path, version) if os.path.isfile(path) else None
+    return (files[0], version) if files and os.path.isfile(files[0]) else None
 
 
 def _symbol(lib, names):
@@ -144,13 +153,17 @@ def _load_private() -> _Blas | None:
     for path, loaded in _openblas_candidates():
         # ILP64 builds (64-bit integers) are not the interface the kernels call; a file
         # already loaded is checked on its handle, the wheel's on the copy (a shared
-        # load would start a thread pool of its own).
+        # load would start a thread pool of its own and share its symbols).
         if loaded and _symbol(ctypes.CDLL(path), ["sgemm_"]) is None:
             continue
+        # A copy of SciPy's library that fails means no private instance (the shared
+        # fallback); one of the wheel's, that the next candidate (SciPy's) is tried.
         try:
             lib = _private_copy(path)
         except OSError:
-            return None
+            if loaded:
+                return None
+            continue
         sgemm, dgemm = _symbol(lib, ["sgemm_"]), _symbol(lib, ["dgemm_"])
         sdot, ddot = _symbol(lib, ["sdot_"]), _symbol(lib, ["ddot_"])
         set_threads = _symbol(lib, ["openblas_set_num_threads"])
@@ -163,7 +176,9 @@ def _load_private() -> _Blas | None:
         get_threads.argtypes, get_threads.restype = [], ctypes.c_int
         set_threads(1)
         if get_threads() != 1:
-            return None
+            if loaded:
+                return None
+            continue
         return _Blas(sgemm, dgemm, sdot, ddot, True, path, get_threads(), *_describe(lib))
     return None
 
@@ -214,8 +229,10 @@ def _load_shared() -> _Blas:
 
 def _shared_description() -> tuple[str | None, str | None]:
     """(CPU kernel, build string) of SciPy's shared OpenBLAS ((None, None) for another
-    BLAS): the kernel a private copy would report, so that the tiling rule
-    (small_gemm_mnk) does not change with FASTNN_SHARED_BLAS."""
+    BLAS): the kernel a private copy of the same file reports, so that the tiling rule
+    (small_gemm_mnk) follows the library that runs. FASTNN_SHARED_BLAS=1 runs SciPy's
+    library: where the private copy would be the wheel's, another release, the bits
+    (and the kernel) may differ from those of a run without it."""
     for path, loaded in _openblas_candidates():
         if not loaded:
             continue  # the wheel: not what SciPy calls

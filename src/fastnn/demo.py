@@ -21,6 +21,7 @@ needs scikit-learn for its data; without scikit-learn only the spiral runs.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -119,11 +120,14 @@ def _blas_threads() -> str:
 
 
 def _blas_name() -> str:
-    """The BLAS fastnn's products run on: "OpenBLAS 0.3.34 (SkylakeX)"."""
+    """The BLAS fastnn's products run on: "OpenBLAS 0.3.34 (SkylakeX)", or its file's
+    name when it is not an OpenBLAS that reports its release."""
     from . import _blas
 
     i = _blas.info()
-    return f"OpenBLAS {i['version'] or '?'} ({i['kernel'] or '?'})"
+    if i["version"] is None:
+        return os.path.basename(i["source"])
+    return f"OpenBLAS {i['version']} ({i['kernel'] or '?'})"
 
 
 def _timed(fn):

@@ -1,4 +1,4 @@
-"""fastnn.reference.blas.gemm: row-major products through SciPy's BLAS.
+"""fastnn.reference.blas.gemm: row-major products through fastnn's BLAS instance.
 
 gemm is compared with NumPy's ``@`` (a different BLAS build, possibly another blocking
 order), so not bit for bit but within the standard forward-error bound of a length-k

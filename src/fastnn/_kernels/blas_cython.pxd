@@ -1,5 +1,5 @@
 # Header-only helpers shared by the Cython kernels: a row-major GEMM over fastnn's BLAS
-# (fastnn/_blas.py: a private single-threaded instance of SciPy's OpenBLAS; cut into
+# (fastnn/_blas.py: a private single-threaded OpenBLAS instance; cut into
 # shape-determined tiles, run on one thread or on fastnn_pool.h's) and sums taken in
 # exactly NumPy's order. Everything is ``cdef inline``, so modules that cimport this
 # file compile their own copy and no extension module stands behind it. A module that
