@@ -11,8 +11,10 @@ pinned CPU, the two calls alternated, medians of ``--repeats`` samples::
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/packed_gemm.py \\
         [--configs B,C,D] [--repeats 9] [--min-time 0.2] [--compute-only]
 
-Per product: both GFLOP/s, the ratio (BLAS time / own time) and both errors against a
-float64 product (largest error over the largest output); per config, the sums.
+First it checks that products cut into output tiles give the whole call's bits (four
+shapes, 3 x 3 uneven tiles). Per product: both GFLOP/s, the ratio (BLAS time / own
+time) and both errors against a float64 product (largest error over the largest
+output); per config, the sums.
 ``--compute-only`` adds the own GEMM's time with its packing skipped (the kernels
 alone, on stale panels: timing only). Needs gcc or cc and an AVX-512 CPU (it says so
 and stops otherwise). docs/benchmarks/2026-12-05-packed-gemm.md records a run.
@@ -81,6 +83,41 @@ def own_call(own, a, b, out, trans_a, trans_b):
     return call
 
 
+def tile_call(own, a, b, out, trans_a, trans_b, r0, r1, c0, c1):
+    """out[r0:r1, c0:c1] = op(a)[r0:r1] @ op(b)[:, c0:c1] in one call, on offsets into
+    the whole arrays (as fastnn's tiles are made)."""
+    size = out.itemsize
+    k = a.shape[0] if trans_a else a.shape[1]
+    lda, ldb, ldc = a.shape[1], b.shape[1], out.shape[1]
+    a_off = r0 if trans_a else r0 * lda
+    b_off = c0 * ldb if trans_b else c0
+    own.packed_sgemm(b"T" if trans_b else b"N", b"T" if trans_a else b"N", c1 - c0, r1 - r0,
+                     k, b.ctypes.data + b_off * size, ldb, a.ctypes.data + a_off * size, lda,
+                     out.ctypes.data + (r0 * ldc + c0) * size, ldc)
+
+
+def tiles_agree(own) -> str:
+    """Whether products cut into output tiles give the whole call's bits: an element's
+    sum runs over the inner dimension in KC blocks, in order, whatever its position, so
+    it must (odd edges, k across several KC blocks, the three transpositions)."""
+    rng = np.random.default_rng(1)
+    shapes = [(200, 300, 1100, False, False), (97, 61, 530, True, False),
+              (130, 77, 64, False, True), (64, 256, 1024, True, False)]
+    for m, n, k, ta, tb in shapes:
+        a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+        b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+        whole = np.full((m, n), np.nan, np.float32)
+        tiled = np.full((m, n), np.nan, np.float32)
+        tile_call(own, a, b, whole, ta, tb, 0, m, 0, n)
+        rows, cols = [0, m // 3, m // 3 + 17, m], [0, 45, n // 2 + 3, n]
+        for r0, r1 in zip(rows[:-1], rows[1:]):
+            for c0, c1 in zip(cols[:-1], cols[1:]):
+                tile_call(own, a, b, tiled, ta, tb, r0, r1, c0, c1)
+        if not np.array_equal(whole.view(np.uint32), tiled.view(np.uint32)):
+            return f"tiles DIFFER from the whole call ({m} x {n}, k {k}, ta {ta}, tb {tb})"
+    return f"tiles: the whole call's bits on {len(shapes)} shapes cut in 3 x 3 tiles"
+
+
 def calls_per_sample(fn, min_time):
     """How many calls of ``fn`` last about ``min_time`` seconds (after a warm-up call)."""
     fn()
@@ -113,6 +150,7 @@ def main(argv=None) -> int:
           "/ max |exact|")
     with tempfile.TemporaryDirectory() as tmp:
         own = build(tmp)
+        print(tiles_agree(own))
         for name in opts.configs.split(","):
             cfg = CONFIGS[name]
             gemm = GemmOnly(cfg, np.float32, n_batches=1)

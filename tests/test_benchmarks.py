@@ -552,6 +552,7 @@ def test_packed_gemm_candidate_computes_each_product_as_a_blas_does():
         assert "no AVX-512" in lines[0], lines
         pytest.skip("no AVX-512 on this CPU")
     assert lines[0].startswith("CPU: ") and "kernel" in lines[0], lines[0]
+    assert any(line.startswith("tiles: the whole call's bits") for line in lines), proc.stdout
     names = ["z0", "z1", "z2", "dW2", "dx2", "dW1", "dx1", "dW0"]
     rows = [line for line in lines[1:] if line.split()[:1] and line.split()[0] in names]
     assert [r.split()[0] for r in rows] == names, proc.stdout
