@@ -26,7 +26,8 @@ import warnings
 
 import numpy as np
 
-from peers import LR, MOMENTUM, Unavailable, _cycle
+from benchmarks.common import cycle
+from peers import LR, MOMENTUM, Unavailable
 
 NOT_YET = "not available yet"
 
@@ -97,7 +98,7 @@ def fastnn_train_step(backend: str, cfg, dtype, batches, n_threads: int, seed: i
     """One ``train_step`` of fastnn's model per call, cycling over ``batches``."""
     fastnn_backend(backend)
     model = make_fastnn_model(backend, cfg.sizes, dtype, cfg.batch, n_threads, seed)
-    nxt = _cycle(_prepared(model, batches))
+    nxt = cycle(_prepared(model, batches))
 
     def step():
         xb, yb = nxt()

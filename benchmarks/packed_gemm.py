@@ -68,32 +68,32 @@ def build(tmp: str) -> ctypes.CDLL:
     return own
 
 
-def own_call(own, a, b, out, trans_a, trans_b):
-    """out (m, n) = op(a) @ op(b), row-major, through packed_sgemm: the column-major
-    out^T = op(b)^T op(a)^T, b first, as fastnn._blas.gemm_call."""
-    m, n = out.shape
-    k = a.shape[0] if trans_a else a.shape[1]
-    args = (b"T" if trans_b else b"N", b"T" if trans_a else b"N", n, m, k,
-            b.ctypes.data, b.shape[1], a.ctypes.data, a.shape[1], out.ctypes.data, n)
-    keep = (a, b, out)  # the arrays behind the addresses, alive as long as the call
-
-    def call():
-        own.packed_sgemm(*args)
-    call.keep = keep
-    return call
-
-
-def tile_call(own, a, b, out, trans_a, trans_b, r0, r1, c0, c1):
-    """out[r0:r1, c0:c1] = op(a)[r0:r1] @ op(b)[:, c0:c1] in one call, on offsets into
-    the whole arrays (as fastnn's tiles are made)."""
+def own_arguments(a, b, out, trans_a, trans_b, r0=0, r1=None, c0=0, c1=None):
+    """packed_sgemm's arguments for out[r0:r1, c0:c1] = op(a)[r0:r1] @ op(b)[:, c0:c1]
+    (row-major; the whole product by default), on offsets into the whole arrays as
+    fastnn's tiles are made: the column-major out^T = op(b)^T op(a)^T, b first, as
+    fastnn._blas.gemm_call."""
+    r1 = out.shape[0] if r1 is None else r1
+    c1 = out.shape[1] if c1 is None else c1
     size = out.itemsize
     k = a.shape[0] if trans_a else a.shape[1]
     lda, ldb, ldc = a.shape[1], b.shape[1], out.shape[1]
     a_off = r0 if trans_a else r0 * lda
     b_off = c0 * ldb if trans_b else c0
-    own.packed_sgemm(b"T" if trans_b else b"N", b"T" if trans_a else b"N", c1 - c0, r1 - r0,
-                     k, b.ctypes.data + b_off * size, ldb, a.ctypes.data + a_off * size, lda,
-                     out.ctypes.data + (r0 * ldc + c0) * size, ldc)
+    return (b"T" if trans_b else b"N", b"T" if trans_a else b"N", c1 - c0, r1 - r0, k,
+            b.ctypes.data + b_off * size, ldb, a.ctypes.data + a_off * size, lda,
+            out.ctypes.data + (r0 * ldc + c0) * size, ldc)
+
+
+def own_call(own, a, b, out, trans_a, trans_b):
+    """A zero-argument call of the whole product through packed_sgemm, its arguments
+    built once."""
+    args = own_arguments(a, b, out, trans_a, trans_b)
+
+    def call():
+        own.packed_sgemm(*args)
+    call.operands = (a, b, out)  # alive as long as the call (args holds addresses)
+    return call
 
 
 def tiles_agree(own) -> str:
@@ -108,11 +108,11 @@ def tiles_agree(own) -> str:
         b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
         whole = np.full((m, n), np.nan, np.float32)
         tiled = np.full((m, n), np.nan, np.float32)
-        tile_call(own, a, b, whole, ta, tb, 0, m, 0, n)
+        own.packed_sgemm(*own_arguments(a, b, whole, ta, tb))
         rows, cols = [0, m // 3, m // 3 + 17, m], [0, 45, n // 2 + 3, n]
         for r0, r1 in zip(rows[:-1], rows[1:]):
             for c0, c1 in zip(cols[:-1], cols[1:]):
-                tile_call(own, a, b, tiled, ta, tb, r0, r1, c0, c1)
+                own.packed_sgemm(*own_arguments(a, b, tiled, ta, tb, r0, r1, c0, c1))
         if not np.array_equal(whole.view(np.uint32), tiled.view(np.uint32)):
             return f"tiles DIFFER from the whole call ({m} x {n}, k {k}, ta {ta}, tb {tb})"
     return f"tiles: the whole call's bits on {len(shapes)} shapes cut in 3 x 3 tiles"

@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 
+from benchmarks.common import cycle
 from numpy_mlp import TextbookAdam, TextbookMLP, TextbookMomentum
 
 LR = 1e-3
@@ -35,18 +36,6 @@ def require(module: str):
         return importlib.import_module(module)
     except ImportError as exc:
         raise Unavailable("skipped", f"{module} is not installed ({exc})") from None
-
-
-def _cycle(items):
-    """A function returning the items one after another, forever."""
-    state = {"i": 0}
-    n = len(items)
-
-    def nxt():
-        i = state["i"]
-        state["i"] = i + 1
-        return items[i % n]
-    return nxt
 
 
 # --- training step ---------------------------------------------------------------------
@@ -75,7 +64,7 @@ def torch_step(cfg, dtype, batches, fused: bool, seed: int = 0):
     kwargs = {"fused": True} if fused else {}
     opt = torch.optim.Adam(model.parameters(), lr=LR, **kwargs)
     loss_fn = torch.nn.functional.cross_entropy
-    nxt = _cycle([(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches])
+    nxt = cycle([(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches])
 
     def step():
         xb, yb = nxt()
@@ -100,7 +89,7 @@ def torch_gemm(gemm):
             calls.append((ta.t() if trans_a else ta, tb.t() if trans_b else tb,
                           torch.from_numpy(out)))
         batches.append(calls)
-    nxt = _cycle(batches)
+    nxt = cycle(batches)
 
     def products():
         for ta, tb, out in nxt():
@@ -128,7 +117,7 @@ def sklearn_step(cfg, dtype, batches, per_call: str, seed: int = 0):
     clf = _sklearn_mlp(cfg.sizes, cfg.batch, seed, shuffle=False)
     classes = np.arange(cfg.sizes[-1])
     if per_call == "one":
-        nxt = _cycle(batches)
+        nxt = cycle(batches)
         x0, y0 = batches[0]
         clf.partial_fit(x0, y0, classes=classes)
 
@@ -155,7 +144,7 @@ def numpy_step(cfg, dtype, batches, seed: int = 0):
     net = TextbookMLP(cfg.sizes, dtype, lr=LR, seed=seed)
     k = cfg.sizes[-1]
     onehot = [(x, np.eye(k, dtype=dtype)[y]) for x, y in batches]
-    nxt = _cycle(onehot)
+    nxt = cycle(onehot)
 
     def step():
         xb, yb = nxt()
@@ -204,7 +193,7 @@ def jax_step(cfg, dtype, batches, seed: int = 0):
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
     state = [params, zeros, jax.tree_util.tree_map(jnp.zeros_like, params),
              jnp.asarray(0, dtype)]
-    nxt = _cycle([(jnp.asarray(x), jnp.asarray(y.astype(np.int32))) for x, y in batches])
+    nxt = cycle([(jnp.asarray(x), jnp.asarray(y.astype(np.int32))) for x, y in batches])
 
     def step():
         xb, yb = nxt()
@@ -231,7 +220,7 @@ def jax_gemm(gemm):
             on_device[id(a)] = (a, jnp.asarray(a))
         return on_device[id(a)][1]
 
-    nxt = _cycle([[(device(a), device(b)) for _, a, b, _, _, _ in products]
+    nxt = cycle([[(device(a), device(b)) for _, a, b, _, _, _ in products]
                   for products in gemm.batches])
     flags = [(trans_a, trans_b) for *_, trans_a, trans_b in gemm.products]
 

@@ -194,39 +194,38 @@ def make_batches(cfg: Config, dtype, n_batches: int = 8, seed: int = 0):
     return out
 
 
+def cycle(items):
+    """A function returning the items one after another, forever."""
+    state = {"i": 0}
+    n = len(items)
+
+    def nxt():
+        i = state["i"]
+        state["i"] = i + 1
+        return items[i % n]
+    return nxt
+
+
 # --- GEMM-only floor -----------------------------------------------------------------
 
 def _gemm_call(a, b, out, trans_a=False, trans_b=False):
     """A zero-argument call computing out = op(a) @ op(b) (row-major, C-contiguous
     operands) on the BLAS fastnn's products run on (its private single-threaded
-    OpenBLAS instance, ``fastnn._blas.info()``), with every ctypes argument built once.
+    OpenBLAS instance, ``fastnn._blas.info()``): the call ``fastnn._blas.gemm_call``
+    (and every backend) makes, its ctypes arguments built once."""
+    from fastnn._blas import gemm_arguments  # lazily: asv's discovery imports this module
 
-    Row-major C = A B is column-major C^T = B^T A^T, so B goes first and no transposed
-    copy is made: the call ``fastnn._blas.gemm_call`` (and every backend) makes.
-    """
-    import ctypes
-
-    from fastnn import _blas  # lazily: asv's discovery imports this module
-
-    scalar = ctypes.c_float if out.dtype == np.float32 else ctypes.c_double
-    address = _blas.gemm_addresses()[out.dtype != np.float32]
-    fn = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p,
-                          *[ctypes.c_void_p] * 11)(address)
-    m, n = out.shape
-    k = a.shape[0] if trans_a else a.shape[1]
     for x in (a, b, out):
         if not x.flags.c_contiguous:
             raise ValueError("GEMM-only operands must be C-contiguous")
-    ints = [ctypes.c_int(v) for v in (n, m, k, b.shape[1], a.shape[1], n)]
-    one, zero = scalar(1.0), scalar(0.0)
-    args = (b"T" if trans_b else b"N", b"T" if trans_a else b"N",
-            *[ctypes.byref(v) for v in ints[:3]], ctypes.byref(one),
-            b.ctypes.data, ctypes.byref(ints[3]), a.ctypes.data, ctypes.byref(ints[4]),
-            ctypes.byref(zero), out.ctypes.data, ctypes.byref(ints[5]))
-    keep = (fn, ints, one, zero, a, b, out)  # alive as long as the call
+    m, n = out.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    fn, args = gemm_arguments(trans_a, trans_b, m, n, k, a, 0, a.shape[1], b, 0, b.shape[1],
+                              out, 0, n)
 
     def call():
-        keep[0](*args)
+        fn(*args)
+    call.operands = (a, b, out)  # alive as long as the call (args holds addresses)
     return call
 
 
@@ -299,7 +298,7 @@ class GemmOnly:
         self.flops = cfg.step_flops
         self._calls = None
         self._call = _scipy_gemm_call if threaded else _gemm_call
-        self._next = 0
+        self._next_calls = None
 
     @property
     def calls(self):
@@ -311,9 +310,9 @@ class GemmOnly:
         return self._calls
 
     def __call__(self):
-        calls = self.calls[self._next]
-        self._next = (self._next + 1) % len(self.calls)
-        for call in calls:
+        if self._next_calls is None:
+            self._next_calls = cycle(self.calls)
+        for call in self._next_calls():
             call()
 
 

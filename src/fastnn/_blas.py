@@ -333,12 +333,38 @@ def gemm_call(
     """
     if m == 0 or n == 0:
         return
+    fn, args = gemm_arguments(
+        trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off, ldc, beta
+    )
+    fn(*args)
+
+
+def gemm_arguments(
+    trans_a: bool,
+    trans_b: bool,
+    m: int,
+    n: int,
+    k: int,
+    a: np.ndarray,
+    a_off: int,
+    lda: int,
+    b: np.ndarray,
+    b_off: int,
+    ldb: int,
+    c: np.ndarray,
+    c_off: int,
+    ldc: int,
+    beta: float = 0.0,
+) -> tuple:
+    """``(fn, args)``: the BLAS function :func:`gemm_call` calls and its arguments, to
+    call at once or, built once, many times (the GEMM-only floor of the benchmarks).
+    The ctypes scalars live as long as ``args``; the arrays must outlive it."""
     ctype = np.ctypeslib.as_ctypes_type(c.dtype)
     fn = _instance().sgemm if c.dtype == np.float32 else _instance().dgemm
     size = c.itemsize
     ints = [ctypes.c_int(v) for v in (n, m, k, ldb, lda, ldc)]
     alpha, beta_ = ctype(1.0), ctype(beta)
-    fn(
+    return fn, (
         b"T" if trans_b else b"N",
         b"T" if trans_a else b"N",
         ctypes.byref(ints[0]),
