@@ -212,7 +212,8 @@ def run(opts) -> str:
         "",
         f"CPU: {cpu_model()}, {cpus} usable; BLAS: {_blas.info()['source'].rsplit('/', 1)[-1]}"
         f" (OpenBLAS {_blas.info()['version'] or '?'}, kernel {_blas.info()['kernel']},"
-        f" private instance: {_blas.info()['private']});"
+        f" private instance: {_blas.info()['private']},"
+        f" float32 GEMM: {_blas.info()['sgemm']});"
         f" fastnn {fastnn.__version__} from {Path(fastnn.__file__).parent};"
         f" OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')};"
         f" load average at start {os.getloadavg()[0]:.2f}",

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 import threading
 from dataclasses import dataclass
@@ -54,6 +55,10 @@ class _Blas:
     threads: int | None  # the private instance's thread count when loaded
     kernel: str | None = None  # OpenBLAS's CPU kernel ("Haswell", "SkylakeX", ...)
     config: str | None = None  # OpenBLAS's build string: version, options, kernel
+    # sgemm is fastnn's own float32 GEMM (_kernels/fastnn_sgemm.h), which hands the
+    # calls it does not take to blas_sgemm, the BLAS's own
+    own_sgemm: bool = False
+    blas_sgemm: _ctypes.CFuncPtr | None = None
 
 
 _lock = threading.Lock()
@@ -257,19 +262,49 @@ def _instance() -> _Blas:
                     fn.argtypes, fn.restype = _GEMM_ARGTYPES, None
                 loaded.sdot.argtypes, loaded.sdot.restype = _DOT_ARGTYPES, ctypes.c_float
                 loaded.ddot.argtypes, loaded.ddot.restype = _DOT_ARGTYPES, ctypes.c_double
-                _loaded = loaded
+                _loaded = _with_own_sgemm(loaded)
     return _loaded
+
+
+def _with_own_sgemm(b: _Blas) -> _Blas:
+    """``b`` with fastnn's own float32 GEMM as its sgemm where it can run: the Cython
+    kernels are built, the CPU has AVX-512 and ``FASTNN_GEMM`` is not ``blas``.
+
+    It takes the float32 products that the BLAS would pack (at least 32 output rows of
+    the column-major call, more than :func:`small_gemm_mnk` multiply-adds) and hands
+    the others to ``b``'s own sgemm, so every backend still makes one call per tile
+    and gets the same bits (docs/spec.md §10).
+    """
+    choice = os.environ.get("FASTNN_GEMM", "") or "auto"
+    if choice not in ("auto", "blas"):
+        raise ValueError(f"FASTNN_GEMM must be 'auto' or 'blas', got {choice!r}")
+    if choice == "blas":
+        return b
+    try:
+        from ._kernels import gemm_cython  # type: ignore[attr-defined]
+    except ImportError:  # not built: the Numba kernels run, on the BLAS alone
+        return b
+    fallback = cast(int, ctypes.cast(b.sgemm, ctypes.c_void_p).value)
+    address = gemm_cython.sgemm_address(fallback, _small_mnk(b.kernel))
+    if not address:
+        return b
+    own = ctypes.CFUNCTYPE(None, *_GEMM_ARGTYPES)(address)
+    own.argtypes, own.restype = _GEMM_ARGTYPES, None
+    return dataclasses.replace(b, sgemm=own, own_sgemm=True, blas_sgemm=b.sgemm)
 
 
 def info() -> dict:
     """Which BLAS fastnn's products run on: ``{"private", "source", "kernel", "version",
-    "config"}``.
+    "config", "sgemm"}``.
 
     ``private`` is True when fastnn runs its own single-threaded OpenBLAS instance (the
     normal case); False when it falls back to SciPy's shared BLAS
     (``FASTNN_SHARED_BLAS=1``, or a SciPy built on another BLAS). ``source`` is the
     library file, ``kernel`` the CPU kernel OpenBLAS chose ("SkylakeX"), ``version`` its
-    release ("0.3.34") and ``config`` its build string (None where unknown).
+    release ("0.3.34") and ``config`` its build string (None where unknown). ``sgemm``
+    is ``"fastnn"`` where float32 products run on fastnn's own GEMM (AVX-512, the BLAS
+    behind it for the calls it does not take; ``FASTNN_GEMM=blas`` turns it off),
+    ``"blas"`` where they run on the BLAS.
     """
     b = _instance()
     version = ".".join(map(str, _version((b.config or "").partition(" ")[2].split(" ")[0])))
@@ -279,6 +314,7 @@ def info() -> dict:
         "kernel": b.kernel,
         "version": version or None,
         "config": b.config,
+        "sgemm": "fastnn" if b.own_sgemm else "blas",
     }
 
 
@@ -294,7 +330,11 @@ def small_gemm_mnk() -> int:
     ``fastnn.reference.blas.gemm_grid`` cuts products into tiles of at most this size
     (docs/spec.md §10); every backend reads this one value.
     """
-    return 1_000_000 if _instance().kernel in _SMALL_MATRIX_KERNELS else 0
+    return _small_mnk(_instance().kernel)
+
+
+def _small_mnk(kernel: str | None) -> int:
+    return 1_000_000 if kernel in _SMALL_MATRIX_KERNELS else 0
 
 
 def gemm_addresses() -> tuple[int, int]:

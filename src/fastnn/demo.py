@@ -121,13 +121,17 @@ def _blas_threads() -> str:
 
 def _blas_name() -> str:
     """The BLAS fastnn's products run on: "OpenBLAS 0.3.34 (SkylakeX)", or its file's
-    name when it is not an OpenBLAS that reports its release."""
+    name when it is not an OpenBLAS that reports its release; "and fastnn's float32
+    GEMM" where that takes the float32 products OpenBLAS would pack."""
     from . import _blas
 
     i = _blas.info()
-    if i["version"] is None:
-        return os.path.basename(i["source"])
-    return f"OpenBLAS {i['version']} ({i['kernel'] or '?'})"
+    name = (
+        os.path.basename(i["source"])
+        if i["version"] is None
+        else f"OpenBLAS {i['version']} ({i['kernel'] or '?'})"
+    )
+    return name + (" and fastnn's float32 GEMM" if i["sgemm"] == "fastnn" else "")
 
 
 def _timed(fn):

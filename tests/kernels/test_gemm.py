@@ -1,0 +1,234 @@
+"""fastnn's own float32 GEMM (_kernels/fastnn_sgemm.h, reached through fastnn._blas).
+
+Where the CPU has AVX-512 and the Cython kernels are built, every float32 product of
+every backend calls it in place of the BLAS's ``sgemm_``; it takes the calls the BLAS
+would pack and hands the others to the BLAS. These tests check its results against an
+exact product (the dot-product bound of any BLAS), that output tiles give the whole
+call's bits, that what it does not take is the BLAS's own result, and that threads
+calling it at once get the bits of one thread (docs/spec.md §10).
+"""
+
+import ctypes
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastnn import _blas
+
+OWN = _blas.info()["sgemm"] == "fastnn"
+needs_own = pytest.mark.skipif(
+    not OWN, reason="fastnn's own GEMM needs AVX-512 and the built Cython kernels"
+)
+U32 = float(np.finfo(np.float32).eps) / 2
+
+
+def _operands(rng, m, n, k, ta, tb, pad=0):
+    """a, b for out (m, n) = op(a) @ op(b), as views with ``pad`` more columns (rows of
+    ``ld`` > their width: a non-contiguous layout)."""
+    shape_a = (k, m) if ta else (m, k)
+    shape_b = (n, k) if tb else (k, n)
+    a = rng.standard_normal((shape_a[0], shape_a[1] + pad)).astype(np.float32)
+    b = rng.standard_normal((shape_b[0], shape_b[1] + pad)).astype(np.float32)
+    return a[:, : shape_a[1]], b[:, : shape_b[1]]
+
+
+def _call(fn, ta, tb, a, b, out, r0=0, r1=None, c0=0, c1=None, beta=0.0):
+    """out[r0:r1, c0:c1] = op(a)[r0:r1] @ op(b)[:, c0:c1] + beta out[...] through ``fn``
+    (an sgemm_), row-major through column-major as fastnn._blas.gemm_call makes it."""
+    r1 = out.shape[0] if r1 is None else r1
+    c1 = out.shape[1] if c1 is None else c1
+    k = a.shape[0] if ta else a.shape[1]
+    lda, ldb, ldc = a.strides[0] // 4, b.strides[0] // 4, out.strides[0] // 4
+    a_off = r0 if ta else r0 * lda
+    b_off = c0 * ldb if tb else c0
+    ints = [ctypes.c_int(v) for v in (c1 - c0, r1 - r0, k, ldb, lda, ldc)]
+    one, beta_ = ctypes.c_float(1.0), ctypes.c_float(beta)
+    fn(
+        b"T" if tb else b"N",
+        b"T" if ta else b"N",
+        ctypes.byref(ints[0]),
+        ctypes.byref(ints[1]),
+        ctypes.byref(ints[2]),
+        ctypes.byref(one),
+        b.ctypes.data + b_off * 4,
+        ctypes.byref(ints[3]),
+        a.ctypes.data + a_off * 4,
+        ctypes.byref(ints[4]),
+        ctypes.byref(beta_),
+        out.ctypes.data + (r0 * ldc + c0) * 4,
+        ctypes.byref(ints[5]),
+    )
+
+
+def _exact(a, b, ta, tb):
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    return (a64.T if ta else a64) @ (b64.T if tb else b64)
+
+
+def _assert_within_dot_bound(out, a, b, ta, tb):
+    """|out - exact| <= (k + 1) u (|op(a)| @ |op(b)|): a sum of k products in float32,
+    whatever its order, with or without FMA."""
+    k = a.shape[0] if ta else a.shape[1]
+    bound = (k + 1) * U32 * _exact(np.abs(a), np.abs(b), ta, tb)
+    err = np.abs(out.astype(np.float64) - _exact(a, b, ta, tb))
+    assert np.all(err <= bound), float((err - bound).max())
+
+
+@needs_own
+@settings(max_examples=40, deadline=None)
+@given(
+    m=st.integers(1, 300),
+    n=st.integers(1, 300),
+    k=st.integers(1, 1100),
+    ta=st.booleans(),
+    tb=st.booleans(),
+    pad=st.sampled_from([0, 3]),
+)
+def test_products_are_within_the_dot_product_bound(m, n, k, ta, tb, pad):
+    a, b = _operands(np.random.default_rng(m * n + k), m, n, k, ta, tb, pad)
+    out = np.full((m, n), np.nan, np.float32)
+    _blas.gemm_call(ta, tb, m, n, k, a, 0, a.strides[0] // 4, b, 0, b.strides[0] // 4, out, 0, n)
+    _assert_within_dot_bound(out, a, b, ta, tb)
+
+
+@needs_own
+@pytest.mark.parametrize(
+    "m, n, k, ta, tb",
+    [
+        (200, 300, 1100, False, False),  # k over three KC blocks of 512
+        (97, 90, 700, True, False),
+        (130, 77, 640, False, True),
+        (64, 256, 1024, True, True),
+        (5000, 300, 10, False, True),  # k of 10: 2 x 2 tiles of 2500 x 150
+    ],
+)
+def test_output_tiles_give_the_whole_calls_bits(m, n, k, ta, tb):
+    """An element is one FMA chain over k, whatever the tile it lies in: tiles at
+    uneven edges (partial row and column panels) give the whole call's bits, as long
+    as the GEMM takes each tile (at least 32 output columns, over 10^6 m n k)."""
+    a, b = _operands(np.random.default_rng(1), m, n, k, ta, tb, pad=5)
+    sgemm = _blas._instance().sgemm
+    whole = np.full((m, n), np.nan, np.float32)
+    tiled = np.full((m, n), np.nan, np.float32)
+    _call(sgemm, ta, tb, a, b, whole)
+    rows = [0, m // 2 + 3, m]
+    cols = [0, n // 2 + 5, n]
+    assert all(
+        (r1 - r0) * (c1 - c0) * k > _blas.small_gemm_mnk() and c1 - c0 >= 32
+        for r0, r1 in zip(rows[:-1], rows[1:])
+        for c0, c1 in zip(cols[:-1], cols[1:])
+    )
+    for r0, r1 in zip(rows[:-1], rows[1:]):
+        for c0, c1 in zip(cols[:-1], cols[1:]):
+            _call(sgemm, ta, tb, a, b, tiled, r0, r1, c0, c1)
+    np.testing.assert_array_equal(whole.view(np.uint32), tiled.view(np.uint32))
+    _assert_within_dot_bound(whole, a, b, ta, tb)
+
+
+@needs_own
+@pytest.mark.parametrize(
+    "m, n, k",
+    [
+        (128, 10, 256),  # 10 output columns: 10 rows of the column-major call
+        (64, 128, 64),  # at most 10^6 m n k: the BLAS's small-matrix kernels
+        (1, 1, 1),
+    ],
+)
+def test_calls_it_does_not_take_are_the_blas_calls(m, n, k):
+    b_ = _blas._instance()
+    for ta in (False, True):
+        for tb in (False, True):
+            a, b = _operands(np.random.default_rng(2), m, n, k, ta, tb)
+            own, blas = (np.full((m, n), np.nan, np.float32) for _ in range(2))
+            _call(b_.sgemm, ta, tb, a, b, own)
+            _call(b_.blas_sgemm, ta, tb, a, b, blas)
+            np.testing.assert_array_equal(own.view(np.uint32), blas.view(np.uint32))
+
+
+@needs_own
+def test_beta_other_than_zero_goes_to_the_blas():
+    """fastnn passes beta = 0 only; another beta is still a correct sgemm_ call."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((256, 300)).astype(np.float32)
+    b = rng.standard_normal((300, 256)).astype(np.float32)
+    c0 = rng.standard_normal((256, 256)).astype(np.float32)
+    outs = []
+    for fn in (_blas._instance().sgemm, _blas._instance().blas_sgemm):
+        c = c0.copy()
+        _call(fn, False, False, a, b, c, beta=0.5)
+        outs.append(c)
+    np.testing.assert_array_equal(outs[0].view(np.uint32), outs[1].view(np.uint32))
+    _assert_within_dot_bound(outs[0] - np.float32(0.5) * c0, a, b, False, False)
+
+
+@needs_own
+def test_nan_and_inf_reach_the_outputs_they_touch():
+    """No operand is skipped: a NaN or an infinity in a row of a reaches that output row
+    as in the exact product (padding lanes of partial panels are never stored)."""
+    rng = np.random.default_rng(4)
+    m, n, k = 70, 45, 600
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    a[3, 17] = np.nan
+    a[66, 5] = np.inf
+    b[9, 44] = -np.inf
+    out = np.empty((m, n), np.float32)
+    _blas.gemm_call(False, False, m, n, k, a, 0, k, b, 0, n, out, 0, n)
+    with np.errstate(invalid="ignore", over="ignore"):
+        exact = _exact(a, b, False, False)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(exact))
+    np.testing.assert_array_equal(np.isposinf(out), np.isposinf(exact))
+    np.testing.assert_array_equal(np.isneginf(out), np.isneginf(exact))
+
+
+@needs_own
+def test_threads_calling_at_once_get_one_threads_bits():
+    """Each thread packs into buffers of its own: products made by 4 threads at once,
+    each its own shape (so its buffers grow while the others run), are those of one
+    thread."""
+    shapes = [(256, 300, 700), (64, 2048, 300), (500, 40, 1500), (128, 256, 784)]
+    rng = np.random.default_rng(5)
+    cases = []
+    for m, n, k in shapes:
+        a, b = _operands(rng, m, n, k, False, True)
+        want = np.empty((m, n), np.float32)
+        _call(_blas._instance().sgemm, False, True, a, b, want)
+        cases.append((a, b, want))
+    failures = []
+
+    def run(case):
+        a, b, want = case
+        out = np.empty_like(want)
+        for _ in range(20):
+            _call(_blas._instance().sgemm, False, True, a, b, out)
+            if not np.array_equal(out.view(np.uint32), want.view(np.uint32)):
+                failures.append(want.shape)
+                return
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in cases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def test_fastnn_gemm_blas_turns_it_off_and_others_are_refused():
+    code = "from fastnn import _blas; print(_blas.info()['sgemm'])"
+    got = {}
+    for choice in ("blas", "auto", "mkl"):
+        env = {**os.environ, "FASTNN_GEMM": choice}
+        run = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+        )
+        got[choice] = (run.returncode, run.stdout.strip(), run.stderr)
+    assert got["blas"][:2] == (0, "blas")
+    assert got["auto"][:2] == (0, "fastnn" if OWN else "blas")
+    assert got["mkl"][0] != 0
+    assert "FASTNN_GEMM must be 'auto' or 'blas', got 'mkl'" in got["mkl"][2]
