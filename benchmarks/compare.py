@@ -786,7 +786,7 @@ def _fastnn_blas_line(meta) -> str:
            "OpenBLAS pins KEPT: " + ", ".join(f"{k}={v}" for k, v in kept.items())
            if kept else "no OpenBLAS pin in the environment")
     if fb.get("sgemm") == "fastnn":
-        own += (", float32 products it would pack on fastnn's own AVX-512 GEMM "
+        own += (", its larger float32 products on fastnn's own AVX-512 GEMM "
                 "(src/fastnn/_kernels/fastnn_sgemm.h)")
     return f"- fastnn's products: {own}; {env}."
 

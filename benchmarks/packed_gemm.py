@@ -24,7 +24,6 @@ stops otherwise). docs/benchmarks/2026-12-05-packed-gemm.md records runs.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import statistics
 import sys
@@ -43,17 +42,16 @@ def sgemm_call(fn, a, b, out, trans_a, trans_b):
     """A zero-argument call of ``fn`` (an ``sgemm_``) computing the whole row-major
     out = op(a) @ op(b): the column-major out^T = op(b)^T op(a)^T, b first, as
     fastnn._blas.gemm_call makes it; its ctypes arguments built once."""
+    from fastnn._blas import gemm_arguments
+
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
-    ints = [ctypes.c_int(v) for v in (n, m, k, b.shape[1], a.shape[1], n)]
-    one, zero = ctypes.c_float(1.0), ctypes.c_float(0.0)
-    args = (b"T" if trans_b else b"N", b"T" if trans_a else b"N", *map(ctypes.byref, ints[:3]),
-            ctypes.byref(one), b.ctypes.data, ctypes.byref(ints[3]), a.ctypes.data,
-            ctypes.byref(ints[4]), ctypes.byref(zero), out.ctypes.data, ctypes.byref(ints[5]))
+    _, args = gemm_arguments(trans_a, trans_b, m, n, k, a, 0, a.shape[1], b, 0, b.shape[1],
+                             out, 0, n)
 
     def call():
         fn(*args)
-    call.keep = (a, b, out, ints, one, zero)  # alive as long as the call
+    call.keep = (a, b, out)  # alive as long as the call (args holds addresses)
     return call
 
 

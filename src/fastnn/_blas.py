@@ -270,7 +270,7 @@ def _with_own_sgemm(b: _Blas) -> _Blas:
     """``b`` with fastnn's own float32 GEMM as its sgemm where it can run: the Cython
     kernels are built, the CPU has AVX-512 and ``FASTNN_GEMM`` is not ``blas``.
 
-    It takes the float32 products that the BLAS would pack (at least 32 output rows of
+    It takes the larger float32 calls, which OpenBLAS packs (at least 32 output rows of
     the column-major call, more than :func:`small_gemm_mnk` multiply-adds) and hands
     the others to ``b``'s own sgemm, so every backend still makes one call per tile
     and gets the same bits (docs/spec.md §10).

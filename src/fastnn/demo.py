@@ -122,7 +122,7 @@ def _blas_threads() -> str:
 def _blas_name() -> str:
     """The BLAS fastnn's products run on: "OpenBLAS 0.3.34 (SkylakeX)", or its file's
     name when it is not an OpenBLAS that reports its release; "and fastnn's float32
-    GEMM" where that takes the float32 products OpenBLAS would pack."""
+    GEMM" where that takes the larger float32 products."""
     from . import _blas
 
     i = _blas.info()

@@ -1,8 +1,9 @@
 /* fastnn's own float32 GEMM (docs/spec.md §10): a packed, single-threaded AVX-512 GEMM
  * behind BLAS's Fortran sgemm_ signature, so that the three backends call it exactly as
  * they call BLAS (fastnn/_blas.py hands out its address in place of OpenBLAS's sgemm_).
- * Compiled into gemm_cython only; built for AVX-512 by target attributes whatever the
- * build flags, and handed out only where the CPU has it.
+ * Compiled into gemm_cython only; built for AVX-512 by target attributes on each
+ * function (GCC and clang), whatever the build flags, and handed out only where the CPU
+ * has it.
  *
  * fnn_own_sgemm: column-major C (m x n) = op(A) (m x k) op(B) (k x n) for alpha 1,
  * beta 0, transa and transb 'N' or 'T', at least FNN_OWN_MIN_M rows and more than
@@ -105,11 +106,10 @@ static struct fnn_own_buffers *fnn_own_buffers_for(size_t a_need, size_t b_need)
     return buf->a && buf->b ? buf : NULL;
 }
 
-#pragma GCC push_options
-#pragma GCC target("avx512f,prfchw")
+#define FNN_OWN_TARGET __attribute__((target("avx512f,prfchw")))
 
 /* 16 x 16 transpose in registers: r[i] holds row i on entry, column i on exit. */
-static inline void fnn_own_t16(__m512 r[16])
+FNN_OWN_TARGET static inline void fnn_own_t16(__m512 r[16])
 {
     __m512 t[16], u[16];
     for (int i = 0; i < 8; i++) {
@@ -136,11 +136,11 @@ static inline void fnn_own_t16(__m512 r[16])
     }
 }
 
-static inline __mmask16 fnn_own_mask(int n) { return n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1); }
+FNN_OWN_TARGET static inline __mmask16 fnn_own_mask(int n) { return n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1); }
 
 /* op(A)[i0:i0+mc, p0:p0+kc] -> MR-row micro-panels dst[panel * kc * MR + p * MR + r],
  * rows past mc zero. */
-static void fnn_own_pack_a(char ta, int mc, int kc, const float *A, int lda, int i0, int p0, float *dst)
+FNN_OWN_TARGET static void fnn_own_pack_a(char ta, int mc, int kc, const float *A, int lda, int i0, int p0, float *dst)
 {
     for (int ir = 0; ir < mc; ir += FNN_MR) {
         float *d = dst + (size_t)ir * kc;
@@ -176,7 +176,7 @@ static void fnn_own_pack_a(char ta, int mc, int kc, const float *A, int lda, int
 
 /* The untransposed A's whole MC x KC block, column by column (mc contiguous floats a
  * column): full micro-panels here, a partial last one by fnn_own_pack_a. */
-static void fnn_own_pack_a_block(int mc, int kc, const float *A, int lda, int i0, int p0, float *dst)
+FNN_OWN_TARGET static void fnn_own_pack_a_block(int mc, int kc, const float *A, int lda, int i0, int p0, float *dst)
 {
     int full = mc / FNN_MR;
     for (int p = 0; p < kc; p++) {
@@ -192,7 +192,7 @@ static void fnn_own_pack_a_block(int mc, int kc, const float *A, int lda, int i0
 
 /* op(B)[p0:p0+kc, j0:j0+nr] -> one NR-column micro-panel dst[p * NR + c], columns past
  * nr zero. */
-static void fnn_own_pack_b(char tb, int kc, int nr, const float *B, int ldb, int p0, int j0, float *dst)
+FNN_OWN_TARGET static void fnn_own_pack_b(char tb, int kc, int nr, const float *B, int ldb, int p0, int j0, float *dst)
 {
     __mmask16 mk_nr = fnn_own_mask(nr), mk_NR = fnn_own_mask(FNN_NR);
     if (tb == 'T') {
@@ -215,7 +215,7 @@ static void fnn_own_pack_b(char tb, int kc, int nr, const float *B, int ldb, int
 
 /* C[0:MR, 0:nr] = (accum ? C : 0) + Ap (MR x kc) Bp (kc x nr); nr a constant once
  * inlined. */
-static inline __attribute__((always_inline)) void fnn_own_kernel(int kc, const float *restrict a,
+FNN_OWN_TARGET static inline __attribute__((always_inline)) void fnn_own_kernel(int kc, const float *restrict a,
         const float *restrict b, float *c, int ldc, int accum, const int nr)
 {
     __m512 acc[FNN_MV][FNN_NR];
@@ -257,8 +257,8 @@ static inline __attribute__((always_inline)) void fnn_own_kernel(int kc, const f
 
 typedef void (*fnn_own_kernel_fn)(int, const float *, const float *, float *, int, int);
 #define FNN_OWN_KERNEL(N)                                                                    \
-    __attribute__((noinline)) static void fnn_own_kernel_##N(int kc, const float *a,        \
-            const float *b, float *c, int ldc, int accum)                                    \
+    FNN_OWN_TARGET __attribute__((noinline)) static void fnn_own_kernel_##N(int kc,         \
+            const float *a, const float *b, float *c, int ldc, int accum)                    \
     {                                                                                        \
         if (accum)                                                                           \
             fnn_own_kernel(kc, a, b, c, ldc, 1, N);                                          \
@@ -276,8 +276,10 @@ static const fnn_own_kernel_fn fnn_own_kernels[FNN_NR + 1] = {
     fnn_own_kernel_13, fnn_own_kernel_14};
 
 /* A partial row panel (mr < MR): the full kernel into a temporary tile, its mr x nr
- * corner added or stored (the same FMA chains, so the same bits as a full panel's). */
-static void fnn_own_kernel_edge(int kc, const float *a, const float *b, float *c, int ldc,
+ * corner added or stored by the full kernel's instructions (the same FMA chains and
+ * the same final add, this block's sum first: the same bits as a full panel's, NaN
+ * payloads included). */
+FNN_OWN_TARGET static void fnn_own_kernel_edge(int kc, const float *a, const float *b, float *c, int ldc,
         int accum, int mr, int nr)
 {
     if (mr == FNN_MR) {
@@ -287,12 +289,16 @@ static void fnn_own_kernel_edge(int kc, const float *a, const float *b, float *c
     float tmp[FNN_MR * FNN_NR] __attribute__((aligned(64)));
     fnn_own_kernels[FNN_NR](kc, a, b, tmp, FNN_MR, 0);
     for (int j = 0; j < nr; j++)
-        for (int i = 0; i < mr; i++)
-            c[i + (size_t)j * ldc] = accum ? c[i + (size_t)j * ldc] + tmp[i + j * FNN_MR] : tmp[i + j * FNN_MR];
+        for (int v = 0; v < FNN_MV && 16 * v < mr; v++) {
+            __mmask16 mk = fnn_own_mask(mr - 16 * v);
+            float *cj = c + (size_t)j * ldc + 16 * v;
+            __m512 t = _mm512_load_ps(tmp + j * FNN_MR + 16 * v);
+            _mm512_mask_storeu_ps(cj, mk, accum ? _mm512_add_ps(t, _mm512_maskz_loadu_ps(mk, cj)) : t);
+        }
 }
 
 /* C = op(A) op(B), column-major, m, n, k >= 1, on the given buffers. */
-static void fnn_own_gemm(char ta, char tb, int m, int n, int k, const float *A, int lda,
+FNN_OWN_TARGET static void fnn_own_gemm(char ta, char tb, int m, int n, int k, const float *A, int lda,
         const float *B, int ldb, float *C, int ldc, struct fnn_own_buffers *buf)
 {
     const int ncb = (FNN_NC / FNN_NR) * FNN_NR;
@@ -322,8 +328,6 @@ static void fnn_own_gemm(char ta, char tb, int m, int n, int k, const float *A, 
         }
     }
 }
-
-#pragma GCC pop_options
 
 static inline char fnn_own_trans(const char *t)
 {
