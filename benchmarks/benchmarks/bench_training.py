@@ -1,7 +1,9 @@
 """Training configs A-D (BENCHMARKS.md) and digits end to end.
 
 - ``GemmOnly``: just the matrix products of one step on fastnn's BLAS (its private
-  OpenBLAS instance), the floor a GEMM-bound step is compared with.
+  OpenBLAS instance, and fastnn's own float32 GEMM where it runs), the floor a
+  GEMM-bound step is compared with; ``OwnGemm``: the float32 products on fastnn's own
+  GEMM against OpenBLAS alone (where the own GEMM runs).
 - ``KernelStep``: one step written as Python calls to fastnn's kernels per backend
   (common.KernelStep).
 - ``TrainStep``: ``fastnn.MLP.train_step`` with ``fastnn.Adam`` per backend, and
@@ -35,6 +37,32 @@ class GemmOnly:
 
     def time_gemm_only(self, dtype, config):
         self.gemm()
+
+
+class OwnGemm:
+    """A float32 step's products on fastnn's own GEMM (the calls it takes; OpenBLAS's
+    for the others) and on OpenBLAS alone: the own GEMM's lead, tracked (skipped where
+    it does not run: no AVX-512, or the Cython kernels not built)."""
+
+    params = [list(CONFIGS)]
+    param_names = ["config"]
+    timeout = 300
+
+    def setup(self, config):
+        from fastnn import _blas
+
+        if _blas.info()["sgemm"] != "fastnn":
+            raise NotImplementedError("fastnn's own GEMM does not run here")
+        self.own = common.GemmOnly(CONFIGS[config], "float32")
+        self.blas = common.GemmOnly(CONFIGS[config], "float32", blas_only=True)
+        self.own()
+        self.blas()
+
+    def time_fastnn_gemm(self, config):
+        self.own()
+
+    def time_openblas(self, config):
+        self.blas()
 
 
 class KernelStep:

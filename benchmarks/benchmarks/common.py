@@ -17,6 +17,7 @@ Environment variables read here:
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -208,12 +209,14 @@ def cycle(items):
 
 # --- GEMM-only floor -----------------------------------------------------------------
 
-def _gemm_call(a, b, out, trans_a=False, trans_b=False):
+def _gemm_call(a, b, out, trans_a=False, trans_b=False, blas_only=False):
     """A zero-argument call computing out = op(a) @ op(b) (row-major, C-contiguous
     operands) on the BLAS fastnn's products run on (its private single-threaded
-    OpenBLAS instance, ``fastnn._blas.info()``): the call ``fastnn._blas.gemm_call``
-    (and every backend) makes, its ctypes arguments built once."""
-    from fastnn._blas import gemm_arguments  # lazily: asv's discovery imports this module
+    OpenBLAS instance and, in float32, fastnn's own GEMM where it runs:
+    ``fastnn._blas.info()``): the call ``fastnn._blas.gemm_call`` (and every backend)
+    makes, its ctypes arguments built once. ``blas_only``: OpenBLAS's own sgemm_ even
+    where fastnn's own GEMM runs."""
+    from fastnn._blas import _instance, gemm_arguments  # lazily: asv's discovery imports
 
     for x in (a, b, out):
         if not x.flags.c_contiguous:
@@ -222,6 +225,8 @@ def _gemm_call(a, b, out, trans_a=False, trans_b=False):
     k = a.shape[0] if trans_a else a.shape[1]
     fn, args = gemm_arguments(trans_a, trans_b, m, n, k, a, 0, a.shape[1], b, 0, b.shape[1],
                               out, 0, n)
+    if blas_only and out.dtype == np.float32 and _instance().blas_sgemm is not None:
+        fn = _instance().blas_sgemm
 
     def call():
         fn(*args)
@@ -261,11 +266,13 @@ class GemmOnly:
 
     ``threaded``: the calls go through SciPy's BLAS, on as many threads as its pool is
     set to (the floor of a multi-threaded step); by default through fastnn's own BLAS
-    instance, which always runs on one thread.
+    instance, which always runs on one thread. ``blas_only``: on that instance's
+    OpenBLAS alone, even where fastnn's own float32 GEMM runs (what it is measured
+    against).
     """
 
     def __init__(self, cfg: Config, dtype, seed: int = 0, n_batches: int = 8,
-                 threaded: bool = False):
+                 threaded: bool = False, blas_only: bool = False):
         rng = np.random.default_rng(seed)
         dtype = np.dtype(dtype)
         m = cfg.batch
@@ -297,7 +304,8 @@ class GemmOnly:
         self.products = self.batches[0]  # one step's (gemm_products.py times these)
         self.flops = cfg.step_flops
         self._calls = None
-        self._call = _scipy_gemm_call if threaded else _gemm_call
+        self._call = (_scipy_gemm_call if threaded else
+                      functools.partial(_gemm_call, blas_only=blas_only))
         self._next_calls = None
 
     @property
