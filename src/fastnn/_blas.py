@@ -19,7 +19,12 @@ for Python packages, the ``openblas`` extra), which is often a few releases ahea
 one SciPy bundles and has faster single-precision kernels (``FASTNN_BLAS=scipy`` keeps
 SciPy's).
 
-Where that cannot be done (no OpenBLAS to copy: SciPy built against another BLAS and
+Where the CPU has AVX-512 and the Cython kernels are built, the ``sgemm_`` handed out is
+fastnn's own float32 GEMM (``_kernels/fastnn_sgemm.h``, in ``gemm_cython``), which
+takes the larger calls and passes the others to that OpenBLAS instance
+(``FASTNN_GEMM=blas`` keeps OpenBLAS for every call; :func:`info` says which runs).
+
+Where a private copy cannot be made (no OpenBLAS to copy: SciPy built against another BLAS and
 no wheel; no ``memfd_create``; or ``FASTNN_SHARED_BLAS=1``), fastnn calls SciPy's own
 BLAS and holds its pool at one thread while a whole-epoch kernel runs
 (:func:`hold_one_thread`), a process-wide setting that others can change: :func:`info`
