@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     from benchmarks.common import CONFIGS, GemmOnly
     from gemm_products import host_line
 
-    from fastnn._kernels import dense_cython  # type: ignore[attr-defined]
+    from fastnn._kernels import dense_cython, gemm_cython  # type: ignore[attr-defined]
 
     print(host_line())
     print("own: fastnn_sgemm.h, MR x NR = 32 x 14, MC 256, KC 512, NC 4096; GFLOP/s per "
@@ -110,8 +110,7 @@ def main(argv=None) -> int:
                 out[...] = np.nan
                 calls[key]()
                 errors[key] = float(np.abs(out - exact).max()) / scale
-            # fastnn_sgemm.h's rule: 32 rows of the column-major call, past the small size
-            taken = "own" if n >= 32 and m * n * k > _blas.small_gemm_mnk() else "BLAS"
+            taken = "own" if gemm_cython.takes(m, n, k) else "BLAS"
             inner = {key: calls_per_sample(call, opts.min_time) for key, call in calls.items()}
             samples: dict[str, list[float]] = {key: [] for key in calls}
             for _ in range(opts.repeats):

@@ -60,9 +60,8 @@ class _Blas:
     threads: int | None  # the private instance's thread count when loaded
     kernel: str | None = None  # OpenBLAS's CPU kernel ("Haswell", "SkylakeX", ...)
     config: str | None = None  # OpenBLAS's build string: version, options, kernel
-    # sgemm is fastnn's own float32 GEMM (_kernels/fastnn_sgemm.h), which hands the
-    # calls it does not take to blas_sgemm, the BLAS's own
-    own_sgemm: bool = False
+    # set when sgemm is fastnn's own float32 GEMM (_kernels/fastnn_sgemm.h): the BLAS's
+    # own sgemm, to which it hands the calls it does not take
     blas_sgemm: _ctypes.CFuncPtr | None = None
 
 
@@ -294,8 +293,7 @@ def _with_own_sgemm(b: _Blas) -> _Blas:
     if not address:
         return b
     own = ctypes.CFUNCTYPE(None, *_GEMM_ARGTYPES)(address)
-    own.argtypes, own.restype = _GEMM_ARGTYPES, None
-    return dataclasses.replace(b, sgemm=own, own_sgemm=True, blas_sgemm=b.sgemm)
+    return dataclasses.replace(b, sgemm=own, blas_sgemm=b.sgemm)
 
 
 def info() -> dict:
@@ -319,7 +317,7 @@ def info() -> dict:
         "kernel": b.kernel,
         "version": version or None,
         "config": b.config,
-        "sgemm": "fastnn" if b.own_sgemm else "blas",
+        "sgemm": "blas" if b.blas_sgemm is None else "fastnn",
     }
 
 

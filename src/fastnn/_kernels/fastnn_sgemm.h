@@ -334,14 +334,20 @@ static inline char fnn_own_trans(const char *t)
     return (*t == 'N' || *t == 'n') ? 'N' : (*t == 'T' || *t == 't') ? 'T' : 0;
 }
 
+/* Whether the shape of a column-major call (M rows, N columns, inner K; alpha 1, beta
+ * 0) is one this GEMM takes: the rule at the top of this file, in one place. */
+static int fnn_own_takes(int M, int N, int K)
+{
+    return M >= FNN_OWN_MIN_M && N >= 1 && K >= 1 && (double)M * N * K > fnn_own_small_mnk;
+}
+
 /* BLAS's sgemm_, column-major (see the top of this file). */
 static void fnn_own_sgemm(char *transa, char *transb, int *m, int *n, int *k, float *alpha,
         float *a, int *lda, float *b, int *ldb, float *beta, float *c, int *ldc)
 {
     char ta = fnn_own_trans(transa), tb = fnn_own_trans(transb);
     int M = *m, N = *n, K = *k;
-    if (ta && tb && *alpha == 1.0f && *beta == 0.0f && M >= FNN_OWN_MIN_M && N >= 1 && K >= 1
-        && (double)M * N * K > fnn_own_small_mnk && *lda >= (ta == 'N' ? M : K)
+    if (ta && tb && *alpha == 1.0f && *beta == 0.0f && fnn_own_takes(M, N, K) && *lda >= (ta == 'N' ? M : K)
         && *ldb >= (tb == 'N' ? K : N) && *ldc >= M) {
         int kc = K < FNN_KC ? K : FNN_KC, mc = M < FNN_MC ? M : FNN_MC;
         int ncb = (FNN_NC / FNN_NR) * FNN_NR, nc = N < ncb ? N : ncb;
@@ -369,6 +375,14 @@ static size_t fnn_own_sgemm_address(size_t fallback, double small_mnk)
 }
 
 #else /* not x86-64 GCC: BLAS only */
+static int fnn_own_takes(int M, int N, int K)
+{
+    (void)M;
+    (void)N;
+    (void)K;
+    return 0;
+}
+
 static size_t fnn_own_sgemm_address(size_t fallback, double small_mnk)
 {
     (void)fallback;

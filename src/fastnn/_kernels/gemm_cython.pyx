@@ -3,6 +3,7 @@
 
 cdef extern from "fastnn_sgemm.h" nogil:
     size_t fnn_own_sgemm_address(size_t fallback, double small_mnk)
+    int fnn_own_takes(int M, int N, int K)
 
 
 def sgemm_address(size_t fallback, double small_mnk):
@@ -14,3 +15,10 @@ def sgemm_address(size_t fallback, double small_mnk):
     ``fallback``. Set once, when fastnn._blas loads its BLAS.
     """
     return fnn_own_sgemm_address(fallback, small_mnk)
+
+
+def takes(int m, int n, int k):
+    """Whether the own GEMM takes the product out (m, n) = op(a) (m, k) @ op(b) (k, n)
+    (alpha 1, beta 0) that fastnn._blas.gemm_call makes as one column-major call of n
+    rows and m columns, once its address is handed out; False where it never runs."""
+    return bool(fnn_own_takes(n, m, k))
