@@ -2,8 +2,8 @@
 
 Every product of a training step is cut into the output tiles of
 ``fastnn.reference.blas.gemm_blocks`` (docs/spec.md §10); the whole-epoch kernels run a
-product's tiles on ``n_threads`` threads, each thread claiming the next tile (in the
-list's order) when it is free, and start the next product when all are done. So, given
+product's tiles on ``n_threads`` threads, each thread claiming the next tile (in
+``gemm_claim``'s order) when it is free, and start the next product when all are done. So, given
 each tile's cost on one thread, the time of a step on ``p`` threads follows from list
 scheduling. This script:
 
@@ -11,8 +11,10 @@ scheduling. This script:
    CONFIGS), every tile's time on one thread (the very call the Numba kernels make for
    it, in a compiled loop, best of ``--repeats``), and the product as one unsplit call;
 2. simulates the schedule of each product's tiles on 1, 2, 4, ... 64 threads (a tile
-   goes to the thread that is free first, in claim order) and prints the predicted
-   speed-up of the products, and of the step with everything else taken as serial;
+   goes to the thread that is free first, in claim order; where the kernels pack op(a)
+   once for a product's float32 column tiles, that packing, made by the calling thread
+   before the helpers start, comes first and alone) and prints the predicted speed-up
+   of the products, and of the step with everything else taken as serial;
 3. measures the step itself (``MLP.train_epoch`` per step, the ``--backend`` kernel) on
    every thread count this process may use: 1 and 2 threads on a 2-core machine, and
    all of them on a larger one, where the script measures instead of simulating.
@@ -68,28 +70,57 @@ def _tile_runner():
     ctypes call (a few microseconds each) is timed with a tile of a few microseconds."""
     import numba
 
-    from fastnn._kernels._numba_common import _gemm_tile
+    from fastnn._kernels._numba_common import _gemm_tile, _share, _unshare
 
     @numba.njit
-    def run(a, b, out, trans_a, trans_b, tiles, reps):
+    def run(a, b, out, trans_a, trans_b, tiles, reps, narrowest=0, share_each=True):
+        # narrowest > 0: op(a) packed once for the tiles first, as the kernels do for a
+        # product cut in one row of float32 tiles (fastnn_sgemm.h's shared packing):
+        # before each pass (share_each), or once around all of them
+        m, n, k = out.shape[0], out.shape[1], a.shape[0] if trans_a else a.shape[1]
+        held = 0
+        if narrowest > 0 and not share_each:
+            held = _share(trans_a, m, n, k, a, a.shape[1], out, n, narrowest)
         for _ in range(reps):
+            shared = 0
+            if narrowest > 0 and share_each:
+                shared = _share(trans_a, m, n, k, a, a.shape[1], out, n, narrowest)
             for t in range(tiles.shape[0]):
                 r0, r1, c0, c1 = tiles[t, 0], tiles[t, 1], tiles[t, 2], tiles[t, 3]
                 _gemm_tile(a, b, out, trans_a, trans_b, r0, r1, c0, c1)
+            if shared:
+                _unshare()
+        if held:
+            _unshare()
 
     return run
 
 
+def _shares(m, n, k, tiles, dtype) -> int:
+    """The narrowest tile's width when the kernels pack op(a) once for this product's
+    tiles (float32, one row of several tiles, k past the short sums), else 0."""
+    from fastnn.reference.blas import GEMM_SMALL_K
+
+    one_row = len(tiles) > 1 and all(r0 == 0 and r1 == m for r0, r1, _, _ in tiles)
+    if np.dtype(dtype) != np.float32 or not one_row or k <= GEMM_SMALL_K:
+        return 0
+    return min(c1 - c0 for _, _, c0, c1 in tiles)
+
+
 def tile_costs(m, n, k, trans_a, trans_b, dtype, repeats, min_time=2e-3):
-    """(tiles, seconds of each tile's call on one thread, seconds of the unsplit call),
-    from ``repeats`` rounds, each timing a pass over all the tiles, every tile alone and
-    the unsplit call, after one call of each to size them. Each timing runs its calls
-    back to back in compiled code (:func:`_tile_runner`) for at least ``min_time``
-    seconds. The unsplit call and the pass over all tiles count their best time; each
-    tile's best time is scaled so that the tiles add up to the best pass (a tile
-    repeated alone keeps its operands in cache, which the pass, as the kernels, does
-    not). A product the kernels make on a transposed copy of b (``gemm_copies_b``) is
-    timed so, the copy (once per product, by the calling thread) not counted."""
+    """(tiles, seconds of each tile's call on one thread, seconds of the unsplit call,
+    seconds of the serial packing before the tiles), from ``repeats`` rounds, each
+    timing a pass over all the tiles, every tile alone and the unsplit call, after one
+    call of each to size them. Each timing runs its calls back to back in compiled code
+    (:func:`_tile_runner`) for at least ``min_time`` seconds. The unsplit call and the
+    pass over all tiles count their best time; each tile's best time is scaled so that
+    the tiles (and the packing) add up to the best pass (a tile repeated alone keeps its
+    operands in cache, which the pass, as the kernels, does not). A product the kernels
+    make on a transposed copy of b (``gemm_copies_b``) is timed so, the copy (once per
+    product, by the calling thread) not counted. Where the kernels pack op(a) once for
+    the tiles (:func:`_shares`), the pass does too, each tile alone reads that pack, and
+    the packing, which the calling thread does before the helpers start, is timed alone
+    and returned as the serial part."""
     from fastnn.reference.blas import gemm_blocks, gemm_copies_b
 
     rng = np.random.default_rng(m + 7 * n + 13 * k)
@@ -99,24 +130,30 @@ def tile_costs(m, n, k, trans_a, trans_b, dtype, repeats, min_time=2e-3):
     if gemm_copies_b(m, n, k, trans_a, trans_b, single=np.dtype(dtype) == np.float32):
         b, trans_b = np.ascontiguousarray(b.T), False  # then a @ bt's tiles
     tiles = gemm_blocks(m, n, k, trans_a, trans_b, dtype)
+    narrowest = _shares(m, n, k, tiles, dtype)
     run = _tile_runner()
-    groups = [np.array(tiles, np.int64)] + [np.array([t], np.int64) for t in tiles]
-    groups.append(np.array([(0, m, 0, n)], np.int64))
-    run(a, b, c, trans_a, trans_b, groups[-1], 1)  # compiled for these types, warm
+    # (tiles, op(a) packed before each pass, or once around them all)
+    groups = [(np.array(tiles, np.int64), True)]
+    groups += [(np.array([t], np.int64), False) for t in tiles]
+    groups.append((np.zeros((0, 4), np.int64), True))  # the packing alone
+    groups.append((np.array([(0, m, 0, n)], np.int64), True))  # the unsplit call
+    narrow = [narrowest] * (len(groups) - 1) + [0]
+    run(a, b, c, trans_a, trans_b, groups[-1][0], 1, 0, True)  # compiled, warm
     reps = []
-    for tiles_g in groups:  # sized by one call each
+    for (tiles_g, each), nw in zip(groups, narrow):  # sized by one call each
         t0 = time.perf_counter()
-        run(a, b, c, trans_a, trans_b, tiles_g, 1)
+        run(a, b, c, trans_a, trans_b, tiles_g, 1, nw, each)
         reps.append(max(1, int(min_time / max(time.perf_counter() - t0, 1e-7))))
     best = [float("inf")] * len(groups)
     for _ in range(repeats):
-        for g, tiles_g in enumerate(groups):
+        for g, ((tiles_g, each), nw) in enumerate(zip(groups, narrow)):
             t0 = time.perf_counter()
-            run(a, b, c, trans_a, trans_b, tiles_g, reps[g])
+            run(a, b, c, trans_a, trans_b, tiles_g, reps[g], nw, each)
             best[g] = min(best[g], (time.perf_counter() - t0) / reps[g])
-    best_pass, costs, whole = best[0], best[1:-1], best[-1]
-    scale = best_pass / sum(costs)
-    return tiles, [t * scale for t in costs], whole
+    best_pass, costs, whole = best[0], best[1:-2], best[-1]
+    packing = best[-2] if narrowest else 0.0
+    scale = max(best_pass - packing, 0.0) / sum(costs)
+    return tiles, [t * scale for t in costs], whole, packing
 
 
 # Products of configs B-D and tile sizes (rows x columns) for the efficiency table:
@@ -162,12 +199,55 @@ def efficiency_table(dtype, repeats) -> list[str]:
     return rows
 
 
+SHARED_COLUMN_TILES = (2, 4, 8, 16, 32)
+
+
+def shared_packing_table(repeats) -> list[str]:
+    """Markdown rows, float32 on fastnn's own GEMM: for each shape, the time of the
+    product cut into 2 to 32 column tiles (gemm_edge's), each tile packing op(a)
+    itself / op(a) packed once for them all, as a multiple of the unsplit call's time
+    (best of ``repeats``, interleaved; each pass one compiled call)."""
+    from fastnn.reference.blas import gemm_edge, gemm_narrowest
+
+    run = _tile_runner()
+    rows = ["| output, inner | unsplit (ms) | " + " | ".join(
+        f"{c} tiles" for c in SHARED_COLUMN_TILES) + " |",
+        "|---|---|" + "---|" * len(SHARED_COLUMN_TILES)]
+    for m, n, k in EFFICIENCY_SHAPES:
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        c = np.empty((m, n), np.float32)
+        cuts = {1: (np.array([(0, m, 0, n)], np.int64), 0)}
+        for cols in SHARED_COLUMN_TILES:
+            if n // cols >= 64:
+                tiles = [(0, m, gemm_edge(n, cols, j), gemm_edge(n, cols, j + 1))
+                         for j in range(cols)]
+                cuts[cols] = (np.array(tiles, np.int64), gemm_narrowest(n, cols))
+        best = {(cols, share): float("inf") for cols in cuts for share in (False, True)}
+        for rep in range(repeats + 1):
+            for (cols, share) in best:
+                tiles, narrowest = cuts[cols]
+                t0 = time.perf_counter()
+                run(a, b, c, False, False, tiles, 1, narrowest if share else 0, True)
+                if rep:
+                    best[(cols, share)] = min(best[(cols, share)], time.perf_counter() - t0)
+        whole = best[(1, False)]
+        cells = [f"{best[(cols, False)] / whole:.3f} / {best[(cols, True)] / whole:.3f}"
+                 if cols in cuts else "" for cols in SHARED_COLUMN_TILES]
+        rows.append(f"| {m} x {n}, k {k} | {whole * 1e3:.2f} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def makespan(costs, p: int) -> float:
-    """List scheduling in claim order: each tile goes to the thread free first."""
+    """List scheduling in claim order (``gemm_claim``'s, over the tiles in
+    ``gemm_blocks``' order): each tile goes to the thread free first."""
+    from fastnn.reference.blas import gemm_claim
+
     free = [0.0] * min(p, len(costs))
-    for cost in costs:
+    for t in range(len(costs)):
         i = min(range(len(free)), key=free.__getitem__)
-        free[i] += cost
+        free[i] += costs[gemm_claim(t, len(costs))]
     return max(free)
 
 
@@ -227,6 +307,13 @@ def run(opts) -> str:
             lines += [f"## One-thread time of a product cut into tiles, {dtype}", "",
                       "Multiple of the unsplit call's time (number of tiles).", "",
                       *efficiency_table(dtype, opts.repeats), ""]
+        if _blas.info()["sgemm"] == "fastnn" and "float32" in opts.dtypes:
+            print("[scaling] shared packing, float32", file=sys.stderr, flush=True)
+            lines += ["## One-thread time of a product cut into column tiles, float32 on "
+                      "fastnn's own GEMM", "",
+                      "Multiple of the unsplit call's time: each tile packing op(a) itself "
+                      "/ op(a) packed once for all the tiles.", "",
+                      *shared_packing_table(opts.repeats), ""]
     summary = []
     for dtype in opts.dtypes:
         for name in opts.configs:
@@ -234,13 +321,14 @@ def run(opts) -> str:
             print(f"[scaling] {cfg.label} {dtype}: tiles", file=sys.stderr, flush=True)
             rows, all_costs, whole_sum = [], [], 0.0
             for what, m, n, k, ta, tb in step_products(cfg):
-                tiles, costs, whole = tile_costs(m, n, k, ta, tb, dtype, opts.repeats)
-                all_costs.append(costs)
+                tiles, costs, whole, packing = tile_costs(m, n, k, ta, tb, dtype, opts.repeats)
+                all_costs.append((packing, costs))
                 whole_sum += whole
+                one = packing + sum(costs)
                 rows.append(f"| {what} | {m} x {n}, k {k} | {len(tiles)} | "
-                            f"{whole * 1e3:.3f} | {sum(costs) * 1e3:.3f} | "
-                            f"{sum(costs) / whole:.3f} |")
-            tiled = sum(sum(c) for c in all_costs)
+                            f"{whole * 1e3:.3f} | {one * 1e3:.3f} | "
+                            f"{packing * 1e3:.3f} | {one / whole:.3f} |")
+            tiled = sum(p + sum(c) for p, c in all_costs)
             measured = {}
             for p in opts.threads:
                 if p <= cpus and p <= opts.measure_up_to:
@@ -253,14 +341,15 @@ def run(opts) -> str:
                 f"## {cfg.label}, {dtype}",
                 "",
                 "| product | output, inner | tiles | unsplit (ms) | tiles on 1 thread (ms) "
-                "| ratio |",
-                "|---|---|---|---|---|---|",
+                "| of which op(a) packed once, serial (ms) | ratio |",
+                "|---|---|---|---|---|---|---|",
                 *rows,
-                f"| all | | {sum(map(len, all_costs))} | {whole_sum * 1e3:.3f} | "
-                f"{tiled * 1e3:.3f} | {tiled / whole_sum:.3f} |",
+                f"| all | | {sum(len(c) for _, c in all_costs)} | {whole_sum * 1e3:.3f} | "
+                f"{tiled * 1e3:.3f} | {sum(p for p, _ in all_costs) * 1e3:.3f} | "
+                f"{tiled / whole_sum:.3f} |",
                 "",
             ]
-            cut = any(len(c) > 1 for c in all_costs)
+            cut = any(len(c) > 1 for _, c in all_costs)
             if step1 is not None:
                 cost = (f"the tiling's one-thread cost against unsplit calls: "
                         f"{(tiled - whole_sum) / step1 * 100:+.1f}% of the step" if cut else
@@ -275,7 +364,7 @@ def run(opts) -> str:
                 "|---|---|---|---|---|---|",
             ]
             for p in opts.threads:
-                span = sum(makespan(c, p) for c in all_costs)
+                span = sum(pack + makespan(c, p) for pack, c in all_costs)
                 sim_step = (rest + tiled) / (rest + span)
                 got = measured.get(p)
                 lines.append(

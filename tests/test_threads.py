@@ -120,9 +120,10 @@ def test_tn_cut():
     assert grid(64, 128, 257, False, True, SMALL) == (1, 1)
     for m, n, k in [(64, 128, 128), (64, 64, 64), (1024, 256, 256)]:
         # float32: the threads' rule alone
-        assert grid(m, n, k, False, True, SMALL, True) == grid(m, n, k, small_mnk=0)
-        # the dtype matters for a @ b^T alone
-        assert grid(m, n, k, False, False, SMALL, True) == grid(m, n, k, small_mnk=SMALL)
+        assert grid(m, n, k, False, True, SMALL, True, False) == grid(m, n, k, small_mnk=0)
+        # the dtype matters for a @ b^T alone (without the own GEMM's rule)
+        want = grid(m, n, k, small_mnk=SMALL)
+        assert grid(m, n, k, False, False, SMALL, True, False) == want
     n64 = len(blas.gemm_blocks(64, 128, 128, False, True, np.float64))
     assert n64 == (8 if blas.GEMM_SMALL_MNK else 1)
 
@@ -241,7 +242,8 @@ def test_small_matrix_tiles_fit(m, n, k, trans, small, single):
             made = (False, False)  # a @ bt on b's transposed copy
         want = blas.gemm_grid(m, n, k, *made, small, single)
         assert len(blas.gemm_blocks(m, n, k, *trans, dtype)) == want[0] * want[1]
-    if (rows, cols) != blas.gemm_grid(m, n, k, small_mnk=0):  # not the threads' grid
+    threads = blas.gemm_grid(m, n, k, *trans, 0, single)  # the threads' rule (no small cut)
+    if (rows, cols) != threads:
         tn = trans == (False, True)
         assert small > 0
         if tn:
@@ -313,6 +315,59 @@ def test_large_products_have_tiles_for_16_threads():
         assert _count(m, n, k) >= 2, (m, n, k)
 
 
+def test_own_gemm_tiles_are_columns_for_16_threads():
+    """Where fastnn's own float32 GEMM runs, a product with k > GEMM_SMALL_K is cut in
+    columns of at least GEMM_OWN_MIN_COLS (one row of tiles, whose op(a) is packed once
+    for all of them), into a count that doubles with the product past 2**27 flops, at
+    most GEMM_OWN_MAX_TILES; rows only once the columns are used up. float64, short k
+    and a host without the own GEMM keep the threads' rule."""
+
+    def grid(m, n, k, single=True, own=True):
+        return blas.gemm_grid(m, n, k, small_mnk=SMALL, single=single, own=own)
+
+    assert grid(128, 256, 784) == (1, 2)  # config B's first product, 2**25.6 flops
+    assert grid(1024, 256, 784) == (1, 4)  # config D's
+    assert grid(256, 2048, 1024) == (1, 16)  # config C's: 2**30 flops
+    assert grid(256, 2048, 2048) == (1, 32)
+    assert grid(1024, 2048, 256) == (1, 16)
+    assert grid(2048, 2048, 256) == (1, 32)
+    assert grid(256, 2**16, 4096) == (1, 64)  # at most 64
+    assert grid(8192, 128, 4096) == (32, 2)  # 128 columns: 2 parts, then rows
+    assert grid(256, 2048, 1024, single=False) == grid(256, 2048, 1024, own=False) == (1, 2)
+    assert grid(2048, 2304, 4) == grid(2048, 2304, 4, own=False)  # fastnn's own sums
+
+
+@settings(max_examples=300, deadline=None)
+@given(m=SIDES, n=SIDES, k=st.integers(5, 10**5), dm=st.integers(0, 3000), dn=st.integers(0, 3000))
+def test_own_gemm_tiles_grow_with_the_product(m, n, k, dm, dn):
+    def count(m, n, k):
+        rows, cols = blas.gemm_grid(m, n, k, small_mnk=0, single=True, own=True)
+        return rows, cols, rows * cols
+
+    rows, cols, tiles = count(m, n, k)
+    assert tiles <= blas.GEMM_OWN_MAX_TILES
+    assert rows == 1 or n < 2 * cols * blas.GEMM_OWN_MIN_COLS  # columns used up first
+    # never fewer than the threads' rule's (up to the cap)
+    assert tiles >= min(_count(m, n, k), blas.GEMM_OWN_MAX_TILES)
+    assert count(m + dm, n, k)[2] >= tiles and count(m, n + dn, k)[2] >= tiles
+
+
+@pytest.mark.parametrize("tiles", [1, 2, 4, 8, 16, 32, 64, 1024])
+def test_claims_take_every_tile_once_and_not_neighbours_in_a_row(tiles):
+    """On several threads the t-th claim takes tile gemm_claim(t): every tile once, and
+    from 8 tiles two successive claims (tiles running side by side) never neighbours, whose shared
+    edge would put both threads on the same cache lines of an unaligned output. The
+    Cython kernels and Numba's carry the same order."""
+    order = [blas.gemm_claim(t, tiles) for t in range(tiles)]
+    assert sorted(order) == list(range(tiles))
+    assert all(abs(x - y) > 1 for x, y in zip(order, order[1:])) or tiles <= 4
+    from fastnn._kernels import dense_cython
+
+    assert [dense_cython._gemm_claim(t, tiles) for t in range(tiles)] == order
+    common = pytest.importorskip("fastnn._kernels._numba_common")
+    assert [common.gemm_tile_claim(t, tiles) for t in range(tiles)] == order
+
+
 def test_reference_makes_one_call_per_tile_over_the_whole_k(monkeypatch):
     """The inner dimension is never split: each tile is one BLAS call with k whole."""
     calls = []
@@ -325,7 +380,7 @@ def test_reference_makes_one_call_per_tile_over_the_whole_k(monkeypatch):
     monkeypatch.setattr(blas, "gemm_call", spy)
     a, b = np.ones((256, 1024), np.float32), np.ones((1024, 2048), np.float32)
     out = blas.gemm(a, b, np.empty((256, 2048), np.float32))
-    tiles = blas.gemm_blocks(256, 2048, 1024)
+    tiles = blas.gemm_blocks(256, 2048, 1024, dtype=np.float32)
     assert calls == [(r1 - r0, c1 - c0, 1024) for r0, r1, c0, c1 in tiles]
     assert (out == 1024).all()
 
@@ -336,8 +391,12 @@ def test_cython_carries_the_same_rule():
     sides = [0, 1, 100, 255, 256, 257, 511, 600, 1024, 1100, 2049, 4100, 70000]
     for m in sides:
         for n in sides:
-            for k in (1, 300, 784, 5000, 10**6):
+            for k in (1, 4, 5, 300, 784, 5000, 10**6):
                 assert dense_cython._gemm_grid(m, n, k) == blas.gemm_grid(m, n, k), (m, n, k)
+                for own in (False, True):  # float32, with and without the own GEMM
+                    want = blas.gemm_grid(m, n, k, single=True, own=own)
+                    got = dense_cython._gemm_grid(m, n, k, single=True, own=own)
+                    assert got == want, (m, n, k, own)
     # the small-matrix cut, whatever this host's BLAS
     sides = [1, 16, 17, 64, 100, 128, 256, 300, 1000]
     for small in (0, 50_000, SMALL):
@@ -374,6 +433,10 @@ def test_numba_compiles_the_same_rule():
                     want = blas.gemm_copies_b(m, n, k, *trans, small, single)
                     got = common.gemm_copy_rule(m, n, k, *trans, small, single)
                     assert got == want, (m, n, k, single)
+    for m, n, k in [(128, 256, 784), (256, 2048, 2048), (8192, 128, 4096), (64, 10**5, 8)]:
+        for own in (False, True):  # the own GEMM's float32 rule
+            want = blas.gemm_grid(m, n, k, small_mnk=0, single=True, own=own)
+            assert common.gemm_tile_grid(m, n, k, False, False, 0, True, own) == want
 
 
 THREAD_COUNTS = [1, 2, 3, 16, 64]

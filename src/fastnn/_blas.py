@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import os
 import threading
 from dataclasses import dataclass
@@ -317,13 +318,19 @@ def info() -> dict:
         "kernel": b.kernel,
         "version": version or None,
         "config": b.config,
-        "sgemm": "blas" if b.blas_sgemm is None else "fastnn",
+        "sgemm": "fastnn" if own_sgemm() else "blas",
     }
 
 
 # OpenBLAS's cores with small-matrix GEMM kernels on x86-64 (its KERNEL.SKYLAKEX, which
 # KERNEL.COOPERLAKE includes; KERNEL.SAPPHIRERAPIDS), as openblas_get_corename names them.
 _SMALL_MATRIX_KERNELS = frozenset({"SkylakeX", "Cooperlake", "SapphireRapids"})
+
+
+def own_sgemm() -> bool:
+    """Whether float32 products run on fastnn's own GEMM (``info()["sgemm"]``): the
+    tiling rule cuts them finer (``fastnn.reference.blas.gemm_grid``)."""
+    return _instance().blas_sgemm is not None
 
 
 def small_gemm_mnk() -> int:
@@ -347,6 +354,60 @@ def gemm_addresses() -> tuple[int, int]:
         cast(int, ctypes.cast(b.sgemm, ctypes.c_void_p).value),
         cast(int, ctypes.cast(b.dgemm, ctypes.c_void_p).value),
     )
+
+
+_SHARE_ARGTYPES = [ctypes.c_int] * 4 + [ctypes.c_void_p, ctypes.c_int] * 2 + [ctypes.c_int]
+_share_type = ctypes.CFUNCTYPE(ctypes.c_int, *_SHARE_ARGTYPES)
+_unshare_type = ctypes.CFUNCTYPE(None)
+# where the Cython kernels are not built: functions that never share, for Numba's
+# kernels to link to (the calls happen once per product cut into column tiles)
+_NO_SHARE = (_share_type(lambda *args: 0), _unshare_type(lambda: None))
+
+
+@functools.cache
+def _share_functions() -> tuple[_ctypes.CFuncPtr, _ctypes.CFuncPtr]:
+    try:
+        from ._kernels import gemm_cython  # type: ignore[attr-defined]
+    except ImportError:
+        return _NO_SHARE
+    share, unshare = gemm_cython.share_addresses()
+    return _share_type(share), _unshare_type(unshare)
+
+
+def share_addresses() -> tuple[int, int]:
+    """The addresses of ``share`` and ``unshare`` (``_kernels/fastnn_sgemm.h``): a
+    float32 product cut into one row of column tiles packs its ``op(a)`` once for them
+    all. ``share`` returns 0, and the tiles pack for themselves, where fastnn's own
+    GEMM does not run; the bits are the same either way."""
+    return cast(
+        tuple[int, int],
+        tuple(ctypes.cast(f, ctypes.c_void_p).value for f in _share_functions()),
+    )
+
+
+def gemm_share(
+    trans_a: bool,
+    m: int,
+    n: int,
+    k: int,
+    a: np.ndarray,
+    lda: int,
+    out: np.ndarray,
+    ldc: int,
+    narrowest: int,
+) -> bool:
+    """Packs ``op(a)`` of the float32 product ``out (m, n) = op(a) @ op(b)`` (row-major,
+    C-contiguous buffers) once for its column tiles, the narrowest ``narrowest`` wide,
+    as the compiled kernels do; True when it did: then :func:`gemm_unshare` once every
+    tile is made."""
+    _instance()  # the own GEMM is set up with the BLAS
+    share = _share_functions()[0]
+    return bool(share(int(trans_a), m, n, k, a.ctypes.data, lda, out.ctypes.data, ldc, narrowest))
+
+
+def gemm_unshare() -> None:
+    """Releases what :func:`gemm_share` packed (after the product's tiles)."""
+    _share_functions()[1]()
 
 
 def gemm_call(

@@ -217,6 +217,114 @@ def test_threads_calling_at_once_get_one_threads_bits():
     assert failures == []
 
 
+def _column_tiles(a, b, out, ta, tb, cols, share):
+    """out = op(a) @ op(b) in ``cols`` column tiles (fastnn.reference.blas.gemm_edge's),
+    op(a) packed once for them all first when ``share``; whether it was."""
+    from fastnn.reference.blas import gemm_edge, gemm_narrowest
+
+    m, n = out.shape
+    k = a.shape[0] if ta else a.shape[1]
+    lda, ldc = a.strides[0] // 4, out.strides[0] // 4
+    shared = share and _blas.gemm_share(ta, m, n, k, a, lda, out, ldc, gemm_narrowest(n, cols))
+    try:
+        for j in range(cols):
+            c0, c1 = gemm_edge(n, cols, j), gemm_edge(n, cols, j + 1)
+            _call(_blas._instance().sgemm, ta, tb, a, b, out, 0, m, c0, c1)
+    finally:
+        if shared:
+            _blas.gemm_unshare()
+    return shared
+
+
+@needs_own
+@pytest.mark.parametrize(
+    "m, n, k, ta, tb, cols",
+    [
+        (256, 2050, 1030, False, False, 16),  # k over three KC blocks, a last wider tile
+        (300, 1800, 700, False, True, 8),  # 300 rows: a partial 14-column micro-panel
+        (1100, 700, 400, True, False, 8),  # op(a) transposed
+        (97, 640, 600, True, True, 4),
+    ],
+)
+def test_shared_packing_gives_the_whole_calls_bits(m, n, k, ta, tb, cols):
+    """A product's column tiles reading its op(a) packed once (fnn_own_share) give the
+    whole call's bits, as tiles packing it themselves do."""
+    a, b = _operands(np.random.default_rng(m + n), m, n, k, ta, tb, pad=3)
+    whole = np.full((m, n), np.nan, np.float32)
+    _call(_blas._instance().sgemm, ta, tb, a, b, whole)
+    for share in (False, True):
+        tiled = np.full((m, n), np.nan, np.float32)
+        assert _column_tiles(a, b, tiled, ta, tb, cols, share) == share
+        np.testing.assert_array_equal(whole.view(np.uint32), tiled.view(np.uint32))
+
+
+@needs_own
+def test_only_the_holders_tiles_read_the_shared_pack():
+    """A call reads the shared op(a) only when it is a tile of the product that packed
+    it: the same operand, and an output inside that product's. Shown by changing a
+    after packing: the holder's tiles still see the packed values, any other call sees
+    a as it is; one product holds the pack at a time."""
+    m, n, k = 256, 1024, 600
+    rng = np.random.default_rng(8)
+    a, b = _operands(rng, m, n, k, False, False)
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    new_a = rng.standard_normal(a.shape).astype(np.float32)
+    sgemm = _blas._instance().sgemm
+    old_out, new_out = np.empty((m, n), np.float32), np.empty((m, n), np.float32)
+    _call(sgemm, False, False, a, b, old_out)
+    _call(sgemm, False, False, new_a, b, new_out)
+    out = np.full((m, n), np.nan, np.float32)
+    elsewhere = np.full((m, n), np.nan, np.float32)
+    assert _blas.gemm_share(False, m, n, k, a, k, out, n, 256)
+    try:
+        assert not _blas.gemm_share(False, m, n, k, a, k, out, n, 256)  # held
+        a[...] = new_a
+        _call(sgemm, False, False, a, b, out, 0, m, 256, 512)  # a tile of the holder's
+        _call(sgemm, False, False, a, b, elsewhere, 0, m, 256, 512)  # another output
+        _call(sgemm, False, False, a[: m - 32], b, out, 0, m - 32, 0, 256)  # fewer rows
+    finally:
+        _blas.gemm_unshare()
+    _call(sgemm, False, False, a, b, out, 0, m, 512, 768)  # after the release
+    bits = [x.view(np.uint32) for x in (out, elsewhere, old_out, new_out)]
+    np.testing.assert_array_equal(bits[0][:, 256:512], bits[2][:, 256:512])
+    np.testing.assert_array_equal(bits[1][:, 256:512], bits[3][:, 256:512])
+    np.testing.assert_array_equal(bits[0][: m - 32, :256], bits[3][: m - 32, :256])
+    np.testing.assert_array_equal(bits[0][:, 512:768], bits[3][:, 512:768])
+    assert _blas.gemm_share(False, m, n, k, a, k, out, n, 256)  # free again
+    _blas.gemm_unshare()
+
+
+@needs_own
+def test_products_sharing_at_once_from_threads_get_one_threads_bits():
+    """Products cut in column tiles from 4 threads at once: one holds the shared pack,
+    the others' tiles pack for themselves, every result is the one-thread result."""
+    from fastnn.reference import blas
+
+    rng = np.random.default_rng(9)
+    cases = []
+    for m, n, k in [(256, 2048, 520), (128, 4096, 300), (300, 1024, 1100), (64, 8192, 256)]:
+        a, b = _operands(rng, m, n, k, False, False)
+        a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+        assert len(blas.gemm_blocks(m, n, k, dtype=np.float32)) > 1
+        cases.append((a, b, blas.gemm(a, b, np.empty((m, n), np.float32))))
+    failures = []
+
+    def run(case):
+        a, b, want = case
+        for _ in range(10):
+            out = blas.gemm(a, b, np.full_like(want, np.nan))
+            if not np.array_equal(out.view(np.uint32), want.view(np.uint32)):
+                failures.append(want.shape)
+                return
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in cases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
 def _can_run_own() -> bool:
     """AVX-512 and the built module: where ``FASTNN_GEMM=auto`` runs the own GEMM
     (whatever this process's own FASTNN_GEMM)."""

@@ -452,7 +452,8 @@ def test_cache_tag_follows_every_kernel_source(tmp_path):
     Numba checks) or to the BLAS's small-matrix limit (the tiling rule's
     GEMM_SMALL_MNK) gives the cache index another tag, and an index written under
     another tag is not trusted: a kernel cached before a fix to a helper it inlines
-    never runs the old helper."""
+    never runs the old helper. So does whether the own float32 GEMM runs (GEMM_OWN,
+    which FASTNN_GEMM sets: its tiling rule is compiled in)."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.py").write_text("x = 1\n")
@@ -460,12 +461,13 @@ def test_cache_tag_follows_every_kernel_source(tmp_path):
     before = common.sources_digest(src)
     (src / "b.py").write_text("y = 3\n")
     assert common.sources_digest(src) != before
-    # the sources' digest, then the tiling rule's small-matrix limit (compiled in too)
+    # the sources' digest, then the tiling rule's small-matrix limit and own GEMM
     digest = common.sources_digest(*common.SOURCE_PATHS)
     assert common.sources_tag(*common.SOURCE_PATHS) == digest
     # a source that cannot be read as a file (a zip import) gives the fixed tag
     assert common.sources_tag(src, tmp_path / "missing.py") == "unread"
-    assert common.KeyedCacheFile.FORMAT.endswith(f"-{digest}-{common.GEMM_SMALL_MNK}")
+    tail = f"-{digest}-{common.GEMM_SMALL_MNK}-{int(common.GEMM_OWN)}"
+    assert common.KeyedCacheFile.FORMAT.endswith(tail)
     here = Path(common.__file__).resolve().parent
     assert here in common.SOURCE_PATHS and here.parent / "reference" in common.SOURCE_PATHS
     stale = common.KeyedCacheFile(str(tmp_path), "kernel-1", "stamp")

@@ -36,12 +36,15 @@ from numba.extending import intrinsic, overload
 from .. import _blas as _fastnn_blas
 from ..reference.blas import (
     GEMM_COPY_MAX,
+    GEMM_OWN,
     GEMM_SMALL_K,
     GEMM_SMALL_MNK,
     GEMM_SPLIT_FLOPS,
+    gemm_claim,
     gemm_copies_b,
     gemm_edge,
     gemm_grid,
+    gemm_narrowest,
 )
 from .numpy_loops import loop_addresses
 from .scipy_special import erfc_address
@@ -110,8 +113,8 @@ class KeyedCacheFile(IndexDataCacheFile):
     """
 
     # 2: entries keep the reload functions of their callees; the tiling rule's
-    # GEMM_SMALL_MNK (fastnn's BLAS core's) is compiled in too
-    FORMAT = f"fastnn-keyed-2-{_SOURCES}-{GEMM_SMALL_MNK}"
+    # GEMM_SMALL_MNK (fastnn's BLAS core's) and GEMM_OWN (FASTNN_GEMM's) are compiled in
+    FORMAT = f"fastnn-keyed-2-{_SOURCES}-{GEMM_SMALL_MNK}-{int(GEMM_OWN)}"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -558,6 +561,9 @@ _NOTRANS, _TRANS = ord("N"), ord("T")
 gemm_tile_grid = jit_inline(gemm_grid)
 gemm_tile_edge = jit_inline(gemm_edge)
 gemm_copy_rule = jit_inline(gemm_copies_b)
+gemm_tile_narrowest = jit_inline(gemm_narrowest)
+gemm_tile_claim = jit_inline(gemm_claim)
+_SHARE_SYMBOLS = ("fastnn_sgemm_share", "fastnn_sgemm_unshare")
 
 
 if not DISABLE_JIT:
@@ -568,6 +574,8 @@ if not DISABLE_JIT:
 
     # fastnn's own single-threaded BLAS instance (fastnn._blas), as every backend calls.
     for _sym, _address in zip(_GEMM_SYMBOLS.values(), _fastnn_blas.gemm_addresses()):
+        _llvm.add_symbol(_sym, _address)
+    for _sym, _address in zip(_SHARE_SYMBOLS, _fastnn_blas.share_addresses()):
         _llvm.add_symbol(_sym, _address)
 
     def _slot(builder, value):
@@ -636,6 +644,55 @@ if not DISABLE_JIT:
             return context.get_dummy_value()
 
         return sig, codegen
+
+    @intrinsic
+    def _share(typingctx, trans_a, m, n, k, a, lda, out, ldc, narrowest):
+        """fastnn._blas.gemm_share through its linked symbol: op(a) of the float32
+        product out = op(a) @ op(b) packed once for its column tiles; 1 when it was
+        (then _unshare after the tiles)."""
+        sig = types.int32(trans_a, m, n, k, a, lda, out, ldc, narrowest)
+
+        def codegen(context, builder, signature, args):
+            i8p, i32 = _ir.IntType(8).as_pointer(), _ir.IntType(32)
+            fnty = _ir.FunctionType(i32, [i32, i32, i32, i32, i8p, i32, i8p, i32, i32])
+            fn = _cgutils.get_or_insert_function(builder.module, fnty, _SHARE_SYMBOLS[0])
+            ta, m_, n_, k_, a_, lda_, out_, ldc_, nw = args
+
+            def ptr(ty, val):
+                data = context.make_array(ty)(context, builder, val).data
+                return builder.bitcast(data, i8p)
+
+            def int32(ty, v):
+                return context.cast(builder, v, ty, types.int32)
+
+            return builder.call(
+                fn,
+                [
+                    int32(trans_a, ta),
+                    int32(m, m_),
+                    int32(n, n_),
+                    int32(k, k_),
+                    ptr(a, a_),
+                    int32(lda, lda_),
+                    ptr(out, out_),
+                    int32(ldc, ldc_),
+                    int32(narrowest, nw),
+                ],
+            )
+
+        return sig, codegen
+
+    @intrinsic
+    def _unshare(typingctx):
+        """fastnn._blas.gemm_unshare through its linked symbol."""
+
+        def codegen(context, builder, signature, args):
+            fnty = _ir.FunctionType(_ir.VoidType(), [])
+            fn = _cgutils.get_or_insert_function(builder.module, fnty, _SHARE_SYMBOLS[1])
+            builder.call(fn, [])
+            return context.get_dummy_value()
+
+        return types.void(), codegen
 
     _SMALL_PANEL = 256  # columns of op(b) per panel, as fastnn_simd.h's FNN_SMALL_PANEL
 
@@ -884,9 +941,9 @@ if not DISABLE_JIT:
         """The tiles of one product on Numba's threads (as many as
         ``numba.get_num_threads()``: the caller sets it, outside compiled code, where
         setting it does not prevent caching), and so does the chunk size: 1, so that a
-        thread that finishes early claims the next tile."""
+        thread that finishes early claims the next tile (``gemm_claim``'s order)."""
         for t in _prange(rows * cols):
-            _gemm_tile_i(a, b, out, trans_a, trans_b, rows, cols, t)
+            _gemm_tile_i(a, b, out, trans_a, trans_b, rows, cols, gemm_tile_claim(t, rows * cols))
 
     @jit
     def gemm_threads(a, b, out, trans_a, trans_b, n_threads):
@@ -921,14 +978,23 @@ if not DISABLE_JIT:
         """gemm_threads' tiles, b as given."""
         m, n = out.shape
         k = a.shape[0] if trans_a else a.shape[1]
-        rows, cols = gemm_tile_grid(m, n, k, trans_a, trans_b, GEMM_SMALL_MNK, out.itemsize == 4)
+        rows, cols = gemm_tile_grid(
+            m, n, k, trans_a, trans_b, GEMM_SMALL_MNK, out.itemsize == 4, GEMM_OWN
+        )
         if rows * cols == 1:
             _gemm_tile(a, b, out, trans_a, trans_b, 0, m, 0, n)
-        elif n_threads <= 1 or 2.0 * m * n * k < GEMM_SPLIT_FLOPS:
+            return
+        shared = 0
+        if out.itemsize == 4 and rows == 1 and k > GEMM_SMALL_K:
+            # one row of tiles: op(a) packed once for them all (fastnn_sgemm.h)
+            shared = _share(trans_a, m, n, k, a, a.shape[1], out, n, gemm_tile_narrowest(n, cols))
+        if n_threads <= 1 or 2.0 * m * n * k < GEMM_SPLIT_FLOPS:
             for t in range(rows * cols):
                 _gemm_tile_i(a, b, out, trans_a, trans_b, rows, cols, t)
         else:
             _gemm_parallel(a, b, out, trans_a, trans_b, rows, cols)
+        if shared:
+            _unshare()
 
     @jit
     def gemm(a, b, out, trans_a, trans_b):

@@ -4,7 +4,8 @@
 # exactly NumPy's order. Everything is ``cdef inline``, so modules that cimport this
 # file compile their own copy and no extension module stands behind it. A module that
 # calls gemm sets its BLAS pointers when it is imported:
-#     fnn_set_gemm(*fastnn._blas.gemm_addresses(), fastnn._blas.small_gemm_mnk())
+#     fnn_set_gemm(*fastnn._blas.gemm_addresses(), small_gemm_mnk(), own_sgemm(),
+#                  *share_addresses())
 
 from cython cimport floating
 
@@ -24,7 +25,14 @@ cdef extern from "fastnn_blas.h" nogil:
     fnn_sgemm_fn fnn_sgemm
     fnn_dgemm_fn fnn_dgemm
     double fnn_small_gemm_mnk
-    void fnn_set_gemm(size_t s, size_t d, double small_mnk)
+    int fnn_gemm_own
+    ctypedef int (*fnn_share_fn)(int trans_a, int m, int n, int k, const float* a, int lda,
+                                 const float* out, int ldc, int narrowest) noexcept nogil
+    ctypedef void (*fnn_unshare_fn)() noexcept nogil
+    fnn_share_fn fnn_sgemm_share
+    fnn_unshare_fn fnn_sgemm_unshare
+    void fnn_set_gemm(size_t s, size_t d, double small_mnk, int own, size_t share,
+                      size_t unshare)
     const float* fnn_transposed_f32(const float* b, Py_ssize_t n, Py_ssize_t k,
                                     Py_ssize_t ldb, int registers)
 
@@ -41,6 +49,9 @@ cdef enum:
     GEMM_COPY_MAX = 16384  # fastnn_blas.h's FNN_GEMM_COPY_MAX
     GEMM_SPLIT_FLOPS = 33554432  # 2**25
     GEMM_SMALL_MAX_MNK = 67108864  # 2**26
+    GEMM_OWN_TILE_FLOPS = 67108864  # 2**26
+    GEMM_OWN_MIN_COLS = 64
+    GEMM_OWN_MAX_TILES = 64
 
 
 cdef inline bint gemm_copies_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a,
@@ -53,8 +64,8 @@ cdef inline bint gemm_copies_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint tr
 
 cdef inline void gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a,
                            bint trans_b, bint single, int* rows, int* cols) noexcept nogil:
-    """fastnn.reference.blas.gemm_grid with its small_mnk = fnn_small_gemm_mnk: the
-    parts each side of the output is cut in (single: float32)."""
+    """fastnn.reference.blas.gemm_grid with its small_mnk = fnn_small_gemm_mnk and own =
+    fnn_gemm_own: the parts each side of the output is cut in (single: float32)."""
     cdef double mnk = <double>m * n * k
     cdef double flops = 2.0 * mnk
     cdef double split = GEMM_SPLIT_FLOPS
@@ -66,6 +77,8 @@ cdef inline void gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_
     cdef Py_ssize_t tile_m, tile_n
     cdef long long want = 2
     cdef bint cut_rows, cut_cols, cut
+    cdef bint owned = fnn_gemm_own and single and k > FNN_SMALL_K
+    cdef Py_ssize_t min_cols = GEMM_OWN_MIN_COLS if owned else GEMM_MIN_COLS
     cdef bint tn = trans_b and not trans_a  # out = a @ b^T
     rows[0] = 1
     cols[0] = 1
@@ -94,12 +107,14 @@ cdef inline void gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_
                 break
     if flops < split:
         return
-    while 2.0 * want * tile <= flops:
+    if owned:
+        tile = GEMM_OWN_TILE_FLOPS
+    while 2.0 * want * tile <= flops and not (owned and want >= GEMM_OWN_MAX_TILES):
         want = want * 2
     while <long long>rows[0] * cols[0] < want:
-        cut_cols = n >= 2 * <Py_ssize_t>cols[0] * GEMM_MIN_COLS
+        cut_cols = n >= 2 * <Py_ssize_t>cols[0] * min_cols
         cut_rows = m >= 2 * <Py_ssize_t>rows[0] * GEMM_MIN_ROWS
-        if cut_cols and (n * rows[0] >= m * cols[0] or not cut_rows):
+        if cut_cols and (owned or n * rows[0] >= m * cols[0] or not cut_rows):
             cols[0] = cols[0] * 2
         elif cut_rows:
             rows[0] = rows[0] * 2
@@ -123,6 +138,11 @@ cdef inline Py_ssize_t gemm_edge(Py_ssize_t side, int parts, int i) noexcept nog
         return side
     units = (side + GEMM_UNIT - 1) // GEMM_UNIT
     return i * units // parts * GEMM_UNIT
+
+
+cdef inline int gemm_narrowest(Py_ssize_t side, int parts) noexcept nogil:
+    """fastnn.reference.blas.gemm_narrowest: the shortest of gemm_edge's parts."""
+    return min(gemm_edge(side, parts, 1), side - gemm_edge(side, parts, parts - 1))
 
 
 cdef inline void gemm_call(bint trans_a, bint trans_b, int m, int n, int k,
@@ -187,14 +207,28 @@ cdef inline void gemm_tile_i(const GemmJob* g, int t, const floating* a, const f
               gemm_edge(g.n, g.cols, j), gemm_edge(g.n, g.cols, j + 1))
 
 
+cdef inline int gemm_claim(int t, int tiles) noexcept nogil:
+    """fastnn.reference.blas.gemm_claim: the tile of the t-th claim (t's bits reversed:
+    tiles running side by side are not neighbours sharing the output's cache lines)."""
+    cdef int r = 0
+    cdef int s = 1
+    while s < tiles:
+        r = 2 * r + t % 2
+        t = t // 2
+        s = s * 2
+    return r
+
+
 cdef inline void gemm_task_f32(void* job, int t) noexcept nogil:
     cdef GemmJob* g = <GemmJob*>job
-    gemm_tile_i(g, t, <const float*>g.a, <const float*>g.b, <float*>g.c)
+    gemm_tile_i(g, gemm_claim(t, g.rows * g.cols), <const float*>g.a, <const float*>g.b,
+                <float*>g.c)
 
 
 cdef inline void gemm_task_f64(void* job, int t) noexcept nogil:
     cdef GemmJob* g = <GemmJob*>job
-    gemm_tile_i(g, t, <const double*>g.a, <const double*>g.b, <double*>g.c)
+    gemm_tile_i(g, gemm_claim(t, g.rows * g.cols), <const double*>g.a, <const double*>g.b,
+                <double*>g.c)
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
@@ -212,6 +246,7 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     """
     cdef GemmJob job
     cdef int t
+    cdef int shared = 0
     if floating is float:
         if gemm_copies_b(m, n, k, trans_a, trans_b, True):
             # a @ bt on the thread's transposed copy of b (fastnn_blas.h)
@@ -233,6 +268,11 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     job.a = a
     job.b = b
     job.c = c
+    if floating is float:
+        if job.rows == 1 and k > FNN_SMALL_K and fnn_sgemm_share != NULL:
+            # one row of tiles: op(a) packed once for them all (fastnn_sgemm.h)
+            shared = fnn_sgemm_share(trans_a, m, n, k, a, lda, c, ldc,
+                                     gemm_narrowest(n, job.cols))
     if n_threads <= 1 or 2.0 * m * n * k < GEMM_SPLIT_FLOPS:
         for t in range(job.rows * job.cols):
             gemm_tile_i(&job, t, a, b, c)
@@ -240,6 +280,8 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
         fnn_pool_run(gemm_task_f32, &job, job.rows * job.cols, n_threads)
     else:
         fnn_pool_run(gemm_task_f64, &job, job.rows * job.cols, n_threads)
+    if shared:
+        fnn_sgemm_unshare()
 
 
 # --- sums in NumPy's order ---------------------------------------------------------

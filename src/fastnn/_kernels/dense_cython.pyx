@@ -19,7 +19,7 @@ from fastnn._kernels.activations_cython cimport (
 )
 from fastnn._kernels.blas_cython cimport (
     GEMM_COPY_MAX, fnn_pool_run, fnn_set_gemm, fnn_small_gemm_mnk, fnn_task_fn,
-    fnn_transposed_f32, gemm, gemm_copies_b, gemm_grid, gemm_one_tile, pw_sum,
+    fnn_transposed_f32, gemm, gemm_claim, gemm_copies_b, gemm_grid, gemm_one_tile, pw_sum,
 )
 from fastnn._kernels.fastnn_simd cimport (
     FNN_SMALL_K, fnn_act_grad_bias_f32, fnn_act_grad_bias_f64, fnn_bias_act_f32,
@@ -35,10 +35,14 @@ __all__ = [
 # Every product of the Cython kernels (the epoch kernel's too) is made in this module:
 # point its GEMM at fastnn's single-threaded BLAS instance before anything runs.
 from fastnn._blas import gemm_addresses as _gemm_addresses
+from fastnn._blas import own_sgemm as _own_sgemm
+from fastnn._blas import share_addresses as _share_addresses
 from fastnn._blas import small_gemm_mnk as _small_gemm_mnk
 
 _sgemm, _dgemm = _gemm_addresses()
-fnn_set_gemm(_sgemm, _dgemm, _small_gemm_mnk())
+_share, _unshare = _share_addresses()
+_own = _own_sgemm()
+fnn_set_gemm(_sgemm, _dgemm, _small_gemm_mnk(), _own, _share, _unshare)
 
 
 # --- C-level kernels -----------------------------------------------------------------
@@ -263,19 +267,24 @@ def dense_input_gradient(const floating[:, ::1] dz, const floating[:, ::1] w,
 # --- for the tests: the tiling rule and a threaded product, as the kernels run them ---
 
 def _gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a=False,
-               bint trans_b=False, small_mnk=None, bint single=False):
+               bint trans_b=False, small_mnk=None, bint single=False, own=None):
     """blas_cython.pxd's gemm_grid (to compare with fastnn.reference.blas.gemm_grid),
-    with fnn_small_gemm_mnk set to ``small_mnk`` for the call when given (no kernel
-    may run meanwhile)."""
+    with fnn_small_gemm_mnk and fnn_gemm_own set to ``small_mnk`` and ``own`` for the
+    call when given (no kernel may run meanwhile)."""
     cdef int rows, cols
     cdef double kept = fnn_small_gemm_mnk
-    if small_mnk is not None:
-        fnn_set_gemm(_sgemm, _dgemm, small_mnk)
+    fnn_set_gemm(_sgemm, _dgemm, kept if small_mnk is None else small_mnk,
+                 _own if own is None else own, _share, _unshare)
     try:
         gemm_grid(m, n, k, trans_a, trans_b, single, &rows, &cols)
     finally:
-        fnn_set_gemm(_sgemm, _dgemm, kept)
+        fnn_set_gemm(_sgemm, _dgemm, kept, _own, _share, _unshare)
     return rows, cols
+
+
+def _gemm_claim(int t, int tiles):
+    """blas_cython.pxd's gemm_claim (to compare with fastnn.reference.blas.gemm_claim)."""
+    return gemm_claim(t, tiles)
 
 
 def _gemm_copies_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a, bint trans_b,
@@ -284,11 +293,11 @@ def _gemm_copies_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a, bint 
     fnn_small_gemm_mnk set to ``small_mnk`` for the call (no kernel may run meanwhile)."""
     cdef double kept = fnn_small_gemm_mnk
     cdef bint res
-    fnn_set_gemm(_sgemm, _dgemm, small_mnk)
+    fnn_set_gemm(_sgemm, _dgemm, small_mnk, _own, _share, _unshare)
     try:
         res = gemm_copies_b(m, n, k, trans_a, trans_b, single)
     finally:
-        fnn_set_gemm(_sgemm, _dgemm, kept)
+        fnn_set_gemm(_sgemm, _dgemm, kept, _own, _share, _unshare)
     return res
 
 

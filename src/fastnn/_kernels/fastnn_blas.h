@@ -1,7 +1,8 @@
 /* The Fortran GEMM entry points the Cython kernels call: fastnn's own single-threaded
  * BLAS instance (fastnn/_blas.py). Each extension module that includes this header has
- * its own copy of the two pointers; a module that makes products sets them when it is
- * imported (fnn_set_gemm with fastnn._blas.gemm_addresses() and small_gemm_mnk()). */
+ * its own copy of the pointers; a module that makes products sets them when it is
+ * imported (fnn_set_gemm with fastnn._blas.gemm_addresses(), small_gemm_mnk(),
+ * own_sgemm() and share_addresses()). */
 #ifndef FASTNN_BLAS_H
 #define FASTNN_BLAS_H
 
@@ -20,10 +21,26 @@ static fnn_dgemm_fn fnn_dgemm __attribute__((unused)) = NULL;
 /* fastnn._blas.small_gemm_mnk(): the tiling rule's GEMM_SMALL_MNK (0 until set) */
 static double fnn_small_gemm_mnk __attribute__((unused)) = 0.0;
 
-static inline __attribute__((unused)) void fnn_set_gemm(size_t s, size_t d, double small_mnk) {
+/* fastnn_sgemm.h's fnn_own_share and fnn_own_unshare (NULL where the own GEMM is not
+ * built): a float32 product cut into column tiles packs its op(a) once for them all */
+typedef int (*fnn_share_fn)(int trans_a, int m, int n, int k, const float *a, int lda,
+                            const float *out, int ldc, int narrowest);
+typedef void (*fnn_unshare_fn)(void);
+static fnn_share_fn fnn_sgemm_share __attribute__((unused)) = NULL;
+static fnn_unshare_fn fnn_sgemm_unshare __attribute__((unused)) = NULL;
+
+/* fastnn._blas.own_sgemm(): float32 products run on fastnn's own GEMM, whose tiles the
+ * tiling rule cuts finer (0 until set) */
+static int fnn_gemm_own __attribute__((unused)) = 0;
+
+static inline __attribute__((unused)) void fnn_set_gemm(size_t s, size_t d, double small_mnk,
+                                                        int own, size_t share, size_t unshare) {
     fnn_sgemm = (fnn_sgemm_fn)s;
     fnn_dgemm = (fnn_dgemm_fn)d;
     fnn_small_gemm_mnk = small_mnk;
+    fnn_gemm_own = own;
+    fnn_sgemm_share = (fnn_share_fn)share;
+    fnn_sgemm_unshare = (fnn_unshare_fn)unshare;
 }
 
 /* A small float32 product out = a @ b^T is a @ bt on a transposed copy bt of b

@@ -34,6 +34,7 @@
 #define FASTNN_SGEMM_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 
@@ -103,7 +104,7 @@ static struct fnn_own_buffers *fnn_own_buffers_for(size_t a_need, size_t b_need)
         buf->b = (float *)aligned_alloc(64, (b_need * sizeof(float) + 63) / 64 * 64);
         buf->b_cap = buf->b ? b_need : 0;
     }
-    return buf->a && buf->b ? buf : NULL;
+    return buf->a && (buf->b || b_need == 0) ? buf : NULL;
 }
 
 #define FNN_OWN_TARGET __attribute__((target("avx512f,prfchw")))
@@ -297,10 +298,12 @@ FNN_OWN_TARGET static void fnn_own_kernel_edge(int kc, const float *a, const flo
         }
 }
 
-/* C = op(A) op(B), column-major, m, n, k >= 1, on the given buffers. */
+/* C = op(A) op(B), column-major, m, n, k >= 1, on the given buffers; op(B) packed
+ * here, or already packed whole in `shared` (fnn_own_share's layout). */
 FNN_OWN_TARGET static void fnn_own_gemm(char ta, char tb, int m, int n, int k, const float *A, int lda,
-        const float *B, int ldb, float *C, int ldc, struct fnn_own_buffers *buf)
+        const float *B, int ldb, float *C, int ldc, struct fnn_own_buffers *buf, const float *shared)
 {
+    const size_t npad = (size_t)(n + FNN_NR - 1) / FNN_NR * FNN_NR;
     const int ncb = (FNN_NC / FNN_NR) * FNN_NR;
     for (int jc = 0; jc < n; jc += ncb) {
         int nc = n - jc < ncb ? n - jc : ncb;
@@ -312,9 +315,14 @@ FNN_OWN_TARGET static void fnn_own_gemm(char ta, char tb, int m, int n, int k, c
                     fnn_own_pack_a_block(mc, kc, A, lda, ic, pc, buf->a);
                 for (int jr = 0; jr < nc; jr += FNN_NR) {
                     int nr = nc - jr < FNN_NR ? nc - jr : FNN_NR;
-                    float *bp = buf->b + (size_t)jr * kc;
-                    if (ic == 0)
-                        fnn_own_pack_b(tb, kc, nr, B, ldb, pc, jc + jr, bp);
+                    const float *bp;
+                    if (shared != NULL) {
+                        bp = shared + (size_t)pc * npad + (size_t)(jc + jr) * kc;
+                    } else {
+                        bp = buf->b + (size_t)jr * kc;
+                        if (ic == 0)
+                            fnn_own_pack_b(tb, kc, nr, B, ldb, pc, jc + jr, buf->b + (size_t)jr * kc);
+                    }
                     for (int ir = 0; ir < mc; ir += FNN_MR) {
                         int mr = mc - ir < FNN_MR ? mc - ir : FNN_MR;
                         float *ap = buf->a + (size_t)ir * kc;
@@ -341,6 +349,107 @@ static int fnn_own_takes(int M, int N, int K)
     return M >= FNN_OWN_MIN_M && N >= 1 && K >= 1 && (double)M * N * K > fnn_own_small_mnk;
 }
 
+/* One product's op(B) packed once for all of its tiles. A product cut into column
+ * tiles of the row-major output (fastnn.reference.blas.gemm_blocks with one row of
+ * tiles) makes calls that all read the same op(B), the row-major op(a); each call
+ * would pack all of it again, which costs 3-11% per call at 16 tiles and kept the
+ * tiles few. The product's caller packs it here once (fnn_own_share), its tiles find
+ * it (fnn_own_shared_for: same operand, same shape, an output inside the product's)
+ * and read it instead, and the caller releases it when every tile is done
+ * (fnn_own_unshare). Packing is a copy: a tile gives the same bits either way.
+ *
+ * One product at a time holds the slot; another one (another Python thread's) finds
+ * it taken and its tiles pack for themselves. The fields are published seqlock-wise
+ * (seq odd while the holder writes them), so a tile of another product can never match
+ * half-written fields; a tile matches only within its holder's output, so no other
+ * product's tile can still read the buffer after the holder's tiles are done. */
+static struct {
+    _Atomic unsigned seq;
+    _Atomic int busy;
+    char tb;
+    int m, n, k, ldb, ldc; /* the column-major call's: C is m x n */
+    const float *b, *c;
+    float *packed; /* KC blocks one after the other, each npad x kc in NR micro-panels */
+    size_t cap;
+} fnn_own_slot;
+
+static void fnn_own_publish(const float *b)
+{
+    unsigned s = atomic_load_explicit(&fnn_own_slot.seq, memory_order_relaxed);
+    atomic_store_explicit(&fnn_own_slot.seq, s + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    fnn_own_slot.b = b;
+    atomic_store_explicit(&fnn_own_slot.seq, s + 2, memory_order_release);
+}
+
+/* The product out (m, n) = op(a) (m, k) @ op(b) (k, n), row-major (a's rows lda apart,
+ * out's ldc), cut into column tiles of which the narrowest has `narrowest` columns:
+ * packs op(a), the column-major calls' op(B), for its tiles. 1 when done (then
+ * fnn_own_unshare once every tile is made), 0 when not (this GEMM does not take the
+ * tiles, another product holds the slot, memory ran out): the tiles then pack it
+ * themselves. */
+static int fnn_own_share(int trans_a, int m, int n, int k, const float *a, int lda, const float *out, int ldc,
+        int narrowest)
+{
+    int expected = 0;
+    if (fnn_own_fallback == NULL || n < 1 || !fnn_own_takes(narrowest, m, k))
+        return 0;
+    if (!atomic_compare_exchange_strong(&fnn_own_slot.busy, &expected, 1))
+        return 0;
+    size_t npad = (size_t)(m + FNN_NR - 1) / FNN_NR * FNN_NR;
+    if (npad * k > fnn_own_slot.cap) {
+        free(fnn_own_slot.packed);
+        fnn_own_slot.packed = (float *)aligned_alloc(64, (npad * k * sizeof(float) + 63) / 64 * 64);
+        fnn_own_slot.cap = fnn_own_slot.packed ? npad * k : 0;
+        if (fnn_own_slot.packed == NULL) {
+            atomic_store(&fnn_own_slot.busy, 0);
+            return 0;
+        }
+    }
+    char tb = trans_a ? 'T' : 'N';
+    for (int pc = 0; pc < k; pc += FNN_KC) {
+        int kc = k - pc < FNN_KC ? k - pc : FNN_KC;
+        for (int jr = 0; jr < m; jr += FNN_NR)
+            fnn_own_pack_b(tb, kc, m - jr < FNN_NR ? m - jr : FNN_NR, a, lda, pc, jr,
+                           fnn_own_slot.packed + (size_t)pc * npad + (size_t)jr * kc);
+    }
+    fnn_own_slot.tb = tb;
+    fnn_own_slot.m = n;
+    fnn_own_slot.n = m;
+    fnn_own_slot.k = k;
+    fnn_own_slot.ldb = lda;
+    fnn_own_slot.ldc = ldc;
+    fnn_own_slot.c = out;
+    fnn_own_publish(a);
+    return 1;
+}
+
+/* Releases the slot fnn_own_share took (its holder only, after the tiles). */
+static void fnn_own_unshare(void)
+{
+    fnn_own_publish(NULL);
+    atomic_store(&fnn_own_slot.busy, 0);
+}
+
+/* The shared op(B) for this column-major call, when it is a tile of the holder's
+ * product; NULL otherwise. */
+static const float *fnn_own_shared_for(char tb, int M, int N, int K, const float *b, int ldb, const float *c,
+        int ldc)
+{
+    unsigned s = atomic_load_explicit(&fnn_own_slot.seq, memory_order_acquire);
+    if (s & 1u)
+        return NULL;
+    int match = fnn_own_slot.b == b && b != NULL && fnn_own_slot.tb == tb && fnn_own_slot.n == N
+                && fnn_own_slot.k == K && fnn_own_slot.ldb == ldb && fnn_own_slot.ldc == ldc
+                && (size_t)c >= (size_t)fnn_own_slot.c
+                && (size_t)(c + M) <= (size_t)(fnn_own_slot.c + fnn_own_slot.m);
+    const float *packed = fnn_own_slot.packed;
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&fnn_own_slot.seq, memory_order_relaxed) != s)
+        return NULL;
+    return match ? packed : NULL;
+}
+
 /* BLAS's sgemm_, column-major (see the top of this file). */
 static void fnn_own_sgemm(char *transa, char *transb, int *m, int *n, int *k, float *alpha,
         float *a, int *lda, float *b, int *ldb, float *beta, float *c, int *ldc)
@@ -351,11 +460,12 @@ static void fnn_own_sgemm(char *transa, char *transb, int *m, int *n, int *k, fl
         && *ldb >= (tb == 'N' ? K : N) && *ldc >= M) {
         int kc = K < FNN_KC ? K : FNN_KC, mc = M < FNN_MC ? M : FNN_MC;
         int ncb = (FNN_NC / FNN_NR) * FNN_NR, nc = N < ncb ? N : ncb;
+        const float *shared = fnn_own_shared_for(tb, M, N, K, b, *ldb, c, *ldc);
         struct fnn_own_buffers *buf = fnn_own_buffers_for(
             (size_t)(mc + FNN_MR - 1) / FNN_MR * FNN_MR * kc,
-            (size_t)(nc + FNN_NR - 1) / FNN_NR * FNN_NR * kc);
+            shared ? 0 : (size_t)(nc + FNN_NR - 1) / FNN_NR * FNN_NR * kc);
         if (buf != NULL) {
-            fnn_own_gemm(ta, tb, M, N, K, a, *lda, b, *ldb, c, *ldc, buf);
+            fnn_own_gemm(ta, tb, M, N, K, a, *lda, b, *ldb, c, *ldc, buf, shared);
             return;
         }
     }
@@ -375,6 +485,15 @@ static size_t fnn_own_sgemm_address(size_t fallback, double small_mnk)
 }
 
 #else /* not x86-64 GCC: BLAS only */
+static int fnn_own_share(int trans_a, int m, int n, int k, const float *a, int lda, const float *out, int ldc,
+        int narrowest)
+{
+    (void)trans_a, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)out, (void)ldc, (void)narrowest;
+    return 0;
+}
+
+static void fnn_own_unshare(void) {}
+
 static int fnn_own_takes(int M, int N, int K)
 {
     (void)M;

@@ -4,6 +4,9 @@
 cdef extern from "fastnn_sgemm.h" nogil:
     size_t fnn_own_sgemm_address(size_t fallback, double small_mnk)
     int fnn_own_takes(int M, int N, int K)
+    int fnn_own_share(int trans_a, int m, int n, int k, const float* a, int lda,
+                      const float* out, int ldc, int narrowest)
+    void fnn_own_unshare()
 
 
 def sgemm_address(size_t fallback, double small_mnk):
@@ -22,3 +25,16 @@ def takes(int m, int n, int k):
     (alpha 1, beta 0) that fastnn._blas.gemm_call makes as one column-major call of n
     rows and m columns, once its address is handed out; False where it never runs."""
     return bool(fnn_own_takes(n, m, k))
+
+
+def share_addresses():
+    """The addresses of ``fnn_own_share`` and ``fnn_own_unshare`` (fastnn_sgemm.h): a
+    float32 product cut into column tiles packs its ``op(a)`` once for them all.
+
+    ``int share(int trans_a, int m, int n, int k, const float* a, int lda, const float*
+    out, int ldc, int narrowest)`` for the row-major product ``out (m, n) = op(a) @
+    op(b)`` whose narrowest tile has ``narrowest`` columns: 1 when it packed (call
+    ``void unshare()`` once every tile is made), 0 when the tiles pack for themselves.
+    Either way the tiles give the same bits.
+    """
+    return <size_t>&fnn_own_share, <size_t>&fnn_own_unshare

@@ -19,7 +19,7 @@ product whole instead of in tiles, changes float32 results).
 
 import numpy as np
 
-from .._blas import gemm_call, small_gemm_mnk
+from .._blas import gemm_call, gemm_share, gemm_unshare, own_sgemm, small_gemm_mnk
 
 # The tiling rule. Numba compiles gemm_grid and gemm_edge themselves, the Cython kernels
 # carry a copy (blas_cython.pxd) that must stay equal to them (tests/test_threads.py).
@@ -45,6 +45,21 @@ GEMM_MIN_ROWS = 256
 GEMM_MIN_COLS = 128
 GEMM_SPLIT_FLOPS = 2**25
 GEMM_TILE_FLOPS = 2**31
+
+# Where fastnn's own float32 GEMM runs (fastnn._blas.own_sgemm, _kernels/fastnn_sgemm.h),
+# a product cut into one row of column tiles packs its op(a) once for them all: the tiles
+# then pack only their own columns of op(b), which no other tile reads. Cut that way,
+# config C's products cost 1.00-1.04x their whole call in 16 tiles, against 1.05-1.17x
+# when each tile packs op(a) again (docs/benchmarks/2026-12-06-shared-packing.md), so a
+# float32 product with k > GEMM_SMALL_K is cut much finer there: its columns first, in
+# parts of at least GEMM_OWN_MIN_COLS (two of the GEMM's 32-row micro-panels), into a
+# count that doubles each time the product doubles past 2 * GEMM_OWN_TILE_FLOPS (2**26:
+# 16 tiles from 2**30, config C's first product), at most GEMM_OWN_MAX_TILES (fastnn's
+# pool runs 64 threads at most); rows only once the columns are used up.
+GEMM_OWN = own_sgemm()
+GEMM_OWN_TILE_FLOPS = 2**26
+GEMM_OWN_MIN_COLS = 64
+GEMM_OWN_MAX_TILES = 64
 
 # Products whose inner dimension k is this short are not BLAS calls (docs/spec.md §10):
 # each element is summed in the order p = 0 .. k - 1 by every backend (gemm_small_k;
@@ -115,12 +130,15 @@ def gemm_copies_b(m, n, k, trans_a=False, trans_b=False, small_mnk=GEMM_SMALL_MN
     )
 
 
-def gemm_grid(m, n, k, trans_a=False, trans_b=False, small_mnk=GEMM_SMALL_MNK, single=False):
+def gemm_grid(
+    m, n, k, trans_a=False, trans_b=False, small_mnk=GEMM_SMALL_MNK, single=False, own=GEMM_OWN
+):
     """(rows, cols): how many parts each side of a product's (m, n) output is cut in.
 
     Both are powers of two; ``rows * cols`` is the number of tiles of
     :func:`gemm_blocks`. Depends on the shape, the operands' transposition, the dtype
-    (``single``: float32) and the BLAS's ``small_mnk``, never on a thread count.
+    (``single``: float32), the BLAS's ``small_mnk`` and whether fastnn's own float32
+    GEMM runs (``own``), never on a thread count.
     """
     mnk = 1.0 * m * n * k
     rows = cols = 1
@@ -165,13 +183,17 @@ def gemm_grid(m, n, k, trans_a=False, trans_b=False, small_mnk=GEMM_SMALL_MNK, s
     flops = 2.0 * mnk
     if flops < GEMM_SPLIT_FLOPS:
         return rows, cols
+    owned = own and single and k > GEMM_SMALL_K  # tiles of fastnn's own GEMM, shared
+    tile_flops = GEMM_OWN_TILE_FLOPS if owned else GEMM_TILE_FLOPS
+    min_cols = GEMM_OWN_MIN_COLS if owned else GEMM_MIN_COLS
     want = 2
-    while 2.0 * want * GEMM_TILE_FLOPS <= flops:
+    while 2.0 * want * tile_flops <= flops and not (owned and want >= GEMM_OWN_MAX_TILES):
         want *= 2
     while rows * cols < want:
-        cut_cols = n >= 2 * cols * GEMM_MIN_COLS
+        cut_cols = n >= 2 * cols * min_cols
         cut_rows = m >= 2 * rows * GEMM_MIN_ROWS
-        if cut_cols and (n * rows >= m * cols or not cut_rows):  # tile's longer side
+        # the tile's longer side; the columns first for the own GEMM's shared packing
+        if cut_cols and (owned or n * rows >= m * cols or not cut_rows):
             cols *= 2
         elif cut_rows:
             rows *= 2
@@ -190,8 +212,39 @@ def gemm_edge(side, parts, i):
     return i * units // parts * GEMM_UNIT
 
 
+def gemm_claim(t, tiles):
+    """The tile (an index into :func:`gemm_blocks`) that the t-th claim of a product's
+    ``tiles`` (a power of two) takes on several threads: t's bits reversed.
+
+    Tiles claimed one after the other run side by side; in the list's order they would
+    be neighbours, whose edge shares cache lines of the output wherever the output does
+    not start on a cache line (an unaligned array): the threads then write the same
+    lines, and a product of C in 32 column tiles ran 1.50-1.82x faster on 2 threads
+    instead of 1.86-1.92x (docs/benchmarks/2026-12-06-shared-packing.md). Reversed, the
+    tiles of successive claims are far apart. The order never changes a tile's bits."""
+    r, s, bit = 0, 1, 1  # (t is never assigned: Numba's parallel loop index)
+    while s < tiles:
+        r = 2 * r + (1 if t & bit else 0)
+        bit *= 2
+        s *= 2
+    return r
+
+
+def gemm_narrowest(side, parts):
+    """The shortest of the ``parts`` parts :func:`gemm_edge` cuts a side in.
+
+    That is the first (the parts hold the floor or the ceiling of the units' share) or
+    the last, which may end in a partial unit. Written out, not through gemm_edge, for
+    Numba compiles it alone.
+    """
+    units = (side + GEMM_UNIT - 1) // GEMM_UNIT
+    first = units // parts * GEMM_UNIT if parts > 1 else side
+    return min(first, side - (parts - 1) * units // parts * GEMM_UNIT)
+
+
 def gemm_blocks(m, n, k, trans_a=False, trans_b=False, dtype=np.float64):
-    """The tiles of a product's output, in the order the threads claim them.
+    """The tiles of a product's output, row by row of tiles (on several threads, the
+    t-th claim takes tile :func:`gemm_claim` (t)).
 
     Parameters
     ----------
@@ -220,7 +273,7 @@ def gemm_blocks(m, n, k, trans_a=False, trans_b=False, dtype=np.float64):
     single = np.dtype(dtype) == np.float32
     if gemm_copies_b(m, n, k, trans_a, trans_b, GEMM_SMALL_MNK, single):
         trans_b = False  # the tiles of a @ bt, bt the transposed copy of b
-    rows, cols = gemm_grid(m, n, k, trans_a, trans_b, GEMM_SMALL_MNK, single)
+    rows, cols = gemm_grid(m, n, k, trans_a, trans_b, GEMM_SMALL_MNK, single, GEMM_OWN)
     return [
         (
             gemm_edge(m, rows, i),
@@ -255,7 +308,30 @@ def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
         b, trans_b = np.ascontiguousarray(b.T), False  # then a @ bt's tiles
     lda, ldb, ldc = max(1, a.shape[1]), max(1, b.shape[1]), max(1, n)
     small = 1 <= k <= GEMM_SMALL_K and beta == 0
-    for r0, r1, c0, c1 in gemm_blocks(m, n, k, trans_a, trans_b, out.dtype):
+    blocks = gemm_blocks(m, n, k, trans_a, trans_b, out.dtype)
+    # one row of float32 tiles: op(a) packed once for them all where fastnn's own GEMM
+    # runs, as the kernels do (the same bits either way)
+    shared = (
+        out.dtype == np.float32
+        and len(blocks) > 1
+        and blocks[-1][0] == 0
+        and beta == 0
+        and not small
+        and gemm_share(trans_a, m, n, k, a, lda, out, ldc, gemm_narrowest(n, len(blocks)))
+    )
+    try:
+        _gemm_tiles(a, b, out, trans_a, trans_b, k, lda, ldb, ldc, beta, small, blocks)
+    finally:
+        if shared:
+            gemm_unshare()
+    if out is not target:
+        target[...] = out
+    return target
+
+
+def _gemm_tiles(a, b, out, trans_a, trans_b, k, lda, ldb, ldc, beta, small, blocks):
+    """gemm's tiles, one after the other."""
+    for r0, r1, c0, c1 in blocks:
         if small:
             gemm_small_k(a, b, out, trans_a, trans_b, r0, r1, c0, c1)
             continue
@@ -277,9 +353,6 @@ def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
             ldc,
             beta,
         )
-    if out is not target:
-        target[...] = out
-    return target
 
 
 def gemm_small_k(a, b, out, trans_a, trans_b, r0, r1, c0, c1):
