@@ -12,8 +12,8 @@ scheduling. This script:
    it, in a compiled loop, best of ``--repeats``), and the product as one unsplit call;
 2. simulates the schedule of each product's tiles on 1, 2, 4, ... 64 threads (a tile
    goes to the thread that is free first, in claim order; where the kernels pack op(a)
-   once for a product's float32 column tiles, that packing, made by the calling thread
-   before the helpers start, comes first and alone) and prints the predicted speed-up
+   once for a product's float32 column tiles, the chunks of that packing are scheduled
+   the same way before the tiles) and prints the predicted speed-up
    of the products, and of the step with everything else taken as serial;
 3. measures the step itself (``MLP.train_epoch`` per step, the ``--backend`` kernel) on
    every thread count this process may use: 1 and 2 threads on a 2-core machine, and
@@ -70,28 +70,38 @@ def _tile_runner():
     ctypes call (a few microseconds each) is timed with a tile of a few microseconds."""
     import numba
 
-    from fastnn._kernels._numba_common import _gemm_tile, _share, _unshare
+    from fastnn._kernels._numba_common import _gemm_tile, _share, _share_pack, _unshare
+
+    @numba.njit
+    def share(a, out, trans_a, narrowest):
+        m, n, k = out.shape[0], out.shape[1], a.shape[0] if trans_a else a.shape[1]
+        chunks = _share(trans_a, m, n, k, a, a.shape[1], out, n, narrowest)
+        for t in range(chunks):
+            _share_pack(t)
+        return chunks
 
     @numba.njit
     def run(a, b, out, trans_a, trans_b, tiles, reps, narrowest=0, share_each=True):
         # narrowest > 0: op(a) packed once for the tiles first, as the kernels do for a
         # product cut in one row of float32 tiles (fastnn_sgemm.h's shared packing):
-        # before each pass (share_each), or once around all of them
-        m, n, k = out.shape[0], out.shape[1], a.shape[0] if trans_a else a.shape[1]
+        # before each pass (share_each), or once around all of them; the number of
+        # packing chunks is returned
         held = 0
         if narrowest > 0 and not share_each:
-            held = _share(trans_a, m, n, k, a, a.shape[1], out, n, narrowest)
+            held = share(a, out, trans_a, narrowest)
         for _ in range(reps):
             shared = 0
             if narrowest > 0 and share_each:
-                shared = _share(trans_a, m, n, k, a, a.shape[1], out, n, narrowest)
+                shared = share(a, out, trans_a, narrowest)
             for t in range(tiles.shape[0]):
                 r0, r1, c0, c1 = tiles[t, 0], tiles[t, 1], tiles[t, 2], tiles[t, 3]
                 _gemm_tile(a, b, out, trans_a, trans_b, r0, r1, c0, c1)
             if shared:
                 _unshare()
-        if held:
+                held = -shared
+        if held > 0:
             _unshare()
+        return abs(held)
 
     return run
 
@@ -109,7 +119,7 @@ def _shares(m, n, k, tiles, dtype) -> int:
 
 def tile_costs(m, n, k, trans_a, trans_b, dtype, repeats, min_time=2e-3):
     """(tiles, seconds of each tile's call on one thread, seconds of the unsplit call,
-    seconds of the serial packing before the tiles), from ``repeats`` rounds, each
+    seconds of each chunk of the packing before the tiles), from ``repeats`` rounds, each
     timing a pass over all the tiles, every tile alone and the unsplit call, after one
     call of each to size them. Each timing runs its calls back to back in compiled code
     (:func:`_tile_runner`) for at least ``min_time`` seconds. The unsplit call and the
@@ -119,8 +129,8 @@ def tile_costs(m, n, k, trans_a, trans_b, dtype, repeats, min_time=2e-3):
     make on a transposed copy of b (``gemm_copies_b``) is timed so, the copy (once per
     product, by the calling thread) not counted. Where the kernels pack op(a) once for
     the tiles (:func:`_shares`), the pass does too, each tile alone reads that pack, and
-    the packing, which the calling thread does before the helpers start, is timed alone
-    and returned as the serial part."""
+    the packing, whose chunks the threads share out before the tiles, is timed alone
+    and returned as its chunks' (equal) costs."""
     from fastnn.reference.blas import gemm_blocks, gemm_copies_b
 
     rng = np.random.default_rng(m + 7 * n + 13 * k)
@@ -145,15 +155,16 @@ def tile_costs(m, n, k, trans_a, trans_b, dtype, repeats, min_time=2e-3):
         run(a, b, c, trans_a, trans_b, tiles_g, 1, nw, each)
         reps.append(max(1, int(min_time / max(time.perf_counter() - t0, 1e-7))))
     best = [float("inf")] * len(groups)
+    chunks = 0
     for _ in range(repeats):
         for g, ((tiles_g, each), nw) in enumerate(zip(groups, narrow)):
             t0 = time.perf_counter()
-            run(a, b, c, trans_a, trans_b, tiles_g, reps[g], nw, each)
+            chunks = max(chunks, run(a, b, c, trans_a, trans_b, tiles_g, reps[g], nw, each))
             best[g] = min(best[g], (time.perf_counter() - t0) / reps[g])
     best_pass, costs, whole = best[0], best[1:-2], best[-1]
-    packing = best[-2] if narrowest else 0.0
+    packing = best[-2] if chunks else 0.0
     scale = max(best_pass - packing, 0.0) / sum(costs)
-    return tiles, [t * scale for t in costs], whole, packing
+    return tiles, [t * scale for t in costs], whole, [packing / max(chunks, 1)] * chunks
 
 
 # Products of configs B-D and tile sizes (rows x columns) for the efficiency table:
@@ -239,16 +250,16 @@ def shared_packing_table(repeats) -> list[str]:
     return rows
 
 
-def makespan(costs, p: int) -> float:
-    """List scheduling in claim order (``gemm_claim``'s, over the tiles in
-    ``gemm_blocks``' order): each tile goes to the thread free first."""
+def makespan(costs, p: int, tiles: bool = True) -> float:
+    """List scheduling in claim order (for ``tiles``, ``gemm_claim``'s over the tiles in
+    ``gemm_blocks``' order; else the list's): each task goes to the thread free first."""
     from fastnn.reference.blas import gemm_claim
 
     free = [0.0] * min(p, len(costs))
     for t in range(len(costs)):
         i = min(range(len(free)), key=free.__getitem__)
-        free[i] += costs[gemm_claim(t, len(costs))]
-    return max(free)
+        free[i] += costs[gemm_claim(t, len(costs)) if tiles else t]
+    return max(free, default=0.0)
 
 
 def measure_step(cfg, dtype, backend, n_threads, repeats, n_batches=8) -> float:
@@ -321,14 +332,15 @@ def run(opts) -> str:
             print(f"[scaling] {cfg.label} {dtype}: tiles", file=sys.stderr, flush=True)
             rows, all_costs, whole_sum = [], [], 0.0
             for what, m, n, k, ta, tb in step_products(cfg):
-                tiles, costs, whole, packing = tile_costs(m, n, k, ta, tb, dtype, opts.repeats)
-                all_costs.append((packing, costs))
+                tiles, costs, whole, chunks = tile_costs(m, n, k, ta, tb, dtype, opts.repeats)
+                all_costs.append((chunks, costs))
+                packing = sum(chunks)
                 whole_sum += whole
                 one = packing + sum(costs)
                 rows.append(f"| {what} | {m} x {n}, k {k} | {len(tiles)} | "
                             f"{whole * 1e3:.3f} | {one * 1e3:.3f} | "
                             f"{packing * 1e3:.3f} | {one / whole:.3f} |")
-            tiled = sum(p + sum(c) for p, c in all_costs)
+            tiled = sum(sum(p) + sum(c) for p, c in all_costs)
             measured = {}
             for p in opts.threads:
                 if p <= cpus and p <= opts.measure_up_to:
@@ -341,11 +353,11 @@ def run(opts) -> str:
                 f"## {cfg.label}, {dtype}",
                 "",
                 "| product | output, inner | tiles | unsplit (ms) | tiles on 1 thread (ms) "
-                "| of which op(a) packed once, serial (ms) | ratio |",
+                "| of which op(a) packed once (ms) | ratio |",
                 "|---|---|---|---|---|---|---|",
                 *rows,
                 f"| all | | {sum(len(c) for _, c in all_costs)} | {whole_sum * 1e3:.3f} | "
-                f"{tiled * 1e3:.3f} | {sum(p for p, _ in all_costs) * 1e3:.3f} | "
+                f"{tiled * 1e3:.3f} | {sum(sum(p) for p, _ in all_costs) * 1e3:.3f} | "
                 f"{tiled / whole_sum:.3f} |",
                 "",
             ]
@@ -364,7 +376,7 @@ def run(opts) -> str:
                 "|---|---|---|---|---|---|",
             ]
             for p in opts.threads:
-                span = sum(pack + makespan(c, p) for pack, c in all_costs)
+                span = sum(makespan(pack, p, False) + makespan(c, p) for pack, c in all_costs)
                 sim_step = (rest + tiled) / (rest + span)
                 got = measured.get(p)
                 lines.append(

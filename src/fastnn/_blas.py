@@ -357,30 +357,37 @@ def gemm_addresses() -> tuple[int, int]:
 
 
 _SHARE_ARGTYPES = [ctypes.c_int] * 4 + [ctypes.c_void_p, ctypes.c_int] * 2 + [ctypes.c_int]
-_share_type = ctypes.CFUNCTYPE(ctypes.c_int, *_SHARE_ARGTYPES)
-_unshare_type = ctypes.CFUNCTYPE(None)
+_share_types = (
+    ctypes.CFUNCTYPE(ctypes.c_int, *_SHARE_ARGTYPES),
+    ctypes.CFUNCTYPE(None, ctypes.c_int),
+    ctypes.CFUNCTYPE(None),
+)
 # where the Cython kernels are not built: functions that never share, for Numba's
 # kernels to link to (the calls happen once per product cut into column tiles)
-_NO_SHARE = (_share_type(lambda *args: 0), _unshare_type(lambda: None))
+_NO_SHARE = (
+    _share_types[0](lambda *args: 0),
+    _share_types[1](lambda chunk: None),
+    _share_types[2](lambda: None),
+)
 
 
 @functools.cache
-def _share_functions() -> tuple[_ctypes.CFuncPtr, _ctypes.CFuncPtr]:
+def _share_functions() -> tuple[_ctypes.CFuncPtr, ...]:
     try:
         from ._kernels import gemm_cython  # type: ignore[attr-defined]
     except ImportError:
         return _NO_SHARE
-    share, unshare = gemm_cython.share_addresses()
-    return _share_type(share), _unshare_type(unshare)
+    return tuple(t(a) for t, a in zip(_share_types, gemm_cython.share_addresses()))
 
 
-def share_addresses() -> tuple[int, int]:
-    """The addresses of ``share`` and ``unshare`` (``_kernels/fastnn_sgemm.h``): a
-    float32 product cut into one row of column tiles packs its ``op(a)`` once for them
-    all. ``share`` returns 0, and the tiles pack for themselves, where fastnn's own
-    GEMM does not run; the bits are the same either way."""
+def share_addresses() -> tuple[int, int, int]:
+    """The addresses of ``share``, ``pack`` and ``unshare``
+    (``_kernels/fastnn_sgemm.h``): a float32 product cut into one row of column tiles
+    packs its ``op(a)`` once for them all. ``share`` returns 0, and the tiles pack for
+    themselves, where fastnn's own GEMM does not run; the bits are the same either
+    way."""
     return cast(
-        tuple[int, int],
+        tuple[int, int, int],
         tuple(ctypes.cast(f, ctypes.c_void_p).value for f in _share_functions()),
     )
 
@@ -398,16 +405,19 @@ def gemm_share(
 ) -> bool:
     """Packs ``op(a)`` of the float32 product ``out (m, n) = op(a) @ op(b)`` (row-major,
     C-contiguous buffers) once for its column tiles, the narrowest ``narrowest`` wide,
-    as the compiled kernels do; True when it did: then :func:`gemm_unshare` once every
-    tile is made."""
+    as the compiled kernels do, chunk by chunk on this thread; True when it did: then
+    :func:`gemm_unshare` once every tile is made."""
     _instance()  # the own GEMM is set up with the BLAS
-    share = _share_functions()[0]
-    return bool(share(int(trans_a), m, n, k, a.ctypes.data, lda, out.ctypes.data, ldc, narrowest))
+    share, pack, _ = _share_functions()
+    chunks = share(int(trans_a), m, n, k, a.ctypes.data, lda, out.ctypes.data, ldc, narrowest)
+    for chunk in range(chunks):
+        pack(chunk)
+    return chunks > 0
 
 
 def gemm_unshare() -> None:
     """Releases what :func:`gemm_share` packed (after the product's tiles)."""
-    _share_functions()[1]()
+    _share_functions()[2]()
 
 
 def gemm_call(

@@ -563,7 +563,7 @@ gemm_tile_edge = jit_inline(gemm_edge)
 gemm_copy_rule = jit_inline(gemm_copies_b)
 gemm_tile_narrowest = jit_inline(gemm_narrowest)
 gemm_tile_claim = jit_inline(gemm_claim)
-_SHARE_SYMBOLS = ("fastnn_sgemm_share", "fastnn_sgemm_unshare")
+_SHARE_SYMBOLS = ("fastnn_sgemm_share", "fastnn_sgemm_share_pack", "fastnn_sgemm_unshare")
 
 
 if not DISABLE_JIT:
@@ -647,9 +647,10 @@ if not DISABLE_JIT:
 
     @intrinsic
     def _share(typingctx, trans_a, m, n, k, a, lda, out, ldc, narrowest):
-        """fastnn._blas.gemm_share through its linked symbol: op(a) of the float32
-        product out = op(a) @ op(b) packed once for its column tiles; 1 when it was
-        (then _unshare after the tiles)."""
+        """fastnn_sgemm.h's fnn_own_share through its linked symbol: the slot taken to
+        pack op(a) of the float32 product out = op(a) @ op(b) once for its column
+        tiles; the number of chunks to pack (_share_pack, then _unshare after the
+        tiles), or 0."""
         sig = types.int32(trans_a, m, n, k, a, lda, out, ldc, narrowest)
 
         def codegen(context, builder, signature, args):
@@ -683,12 +684,25 @@ if not DISABLE_JIT:
         return sig, codegen
 
     @intrinsic
+    def _share_pack(typingctx, chunk):
+        """fastnn_sgemm.h's fnn_own_share_pack through its linked symbol."""
+
+        def codegen(context, builder, signature, args):
+            i32 = _ir.IntType(32)
+            fnty = _ir.FunctionType(_ir.VoidType(), [i32])
+            fn = _cgutils.get_or_insert_function(builder.module, fnty, _SHARE_SYMBOLS[1])
+            builder.call(fn, [context.cast(builder, args[0], chunk, types.int32)])
+            return context.get_dummy_value()
+
+        return types.void(chunk), codegen
+
+    @intrinsic
     def _unshare(typingctx):
-        """fastnn._blas.gemm_unshare through its linked symbol."""
+        """fastnn_sgemm.h's fnn_own_unshare through its linked symbol."""
 
         def codegen(context, builder, signature, args):
             fnty = _ir.FunctionType(_ir.VoidType(), [])
-            fn = _cgutils.get_or_insert_function(builder.module, fnty, _SHARE_SYMBOLS[1])
+            fn = _cgutils.get_or_insert_function(builder.module, fnty, _SHARE_SYMBOLS[2])
             builder.call(fn, [])
             return context.get_dummy_value()
 
@@ -945,6 +959,12 @@ if not DISABLE_JIT:
         for t in _prange(rows * cols):
             _gemm_tile_i(a, b, out, trans_a, trans_b, rows, cols, gemm_tile_claim(t, rows * cols))
 
+    @jit_parallel
+    def _share_parallel(chunks):
+        """The packing chunks of a shared op(a) (_share) on Numba's threads."""
+        for t in _prange(chunks):
+            _share_pack(t)
+
     @jit
     def gemm_threads(a, b, out, trans_a, trans_b, n_threads):
         """out = op(a) @ op(b) for C-contiguous row-major a, b, out (beta = 0).
@@ -984,16 +1004,21 @@ if not DISABLE_JIT:
         if rows * cols == 1:
             _gemm_tile(a, b, out, trans_a, trans_b, 0, m, 0, n)
             return
-        shared = 0
+        chunks = 0
         if out.itemsize == 4 and rows == 1 and k > GEMM_SMALL_K:
-            # one row of tiles: op(a) packed once for them all (fastnn_sgemm.h)
-            shared = _share(trans_a, m, n, k, a, a.shape[1], out, n, gemm_tile_narrowest(n, cols))
+            # one row of tiles: op(a) packed once for them all (fastnn_sgemm.h), in
+            # chunks that the threads share out as they do the tiles
+            chunks = _share(trans_a, m, n, k, a, a.shape[1], out, n, gemm_tile_narrowest(n, cols))
         if n_threads <= 1 or 2.0 * m * n * k < GEMM_SPLIT_FLOPS:
+            for t in range(chunks):
+                _share_pack(t)
             for t in range(rows * cols):
                 _gemm_tile_i(a, b, out, trans_a, trans_b, rows, cols, t)
         else:
+            if chunks > 0:
+                _share_parallel(chunks)
             _gemm_parallel(a, b, out, trans_a, trans_b, rows, cols)
-        if shared:
+        if chunks > 0:
             _unshare()
 
     @jit

@@ -28,11 +28,13 @@ cdef extern from "fastnn_blas.h" nogil:
     int fnn_gemm_own
     ctypedef int (*fnn_share_fn)(int trans_a, int m, int n, int k, const float* a, int lda,
                                  const float* out, int ldc, int narrowest) noexcept nogil
+    ctypedef void (*fnn_share_pack_fn)(int chunk) noexcept nogil
     ctypedef void (*fnn_unshare_fn)() noexcept nogil
     fnn_share_fn fnn_sgemm_share
+    fnn_share_pack_fn fnn_sgemm_share_pack
     fnn_unshare_fn fnn_sgemm_unshare
     void fnn_set_gemm(size_t s, size_t d, double small_mnk, int own, size_t share,
-                      size_t unshare)
+                      size_t pack, size_t unshare)
     const float* fnn_transposed_f32(const float* b, Py_ssize_t n, Py_ssize_t k,
                                     Py_ssize_t ldb, int registers)
 
@@ -219,6 +221,10 @@ cdef inline int gemm_claim(int t, int tiles) noexcept nogil:
     return r
 
 
+cdef inline void gemm_share_task(void* job, int t) noexcept nogil:
+    fnn_sgemm_share_pack(t)
+
+
 cdef inline void gemm_task_f32(void* job, int t) noexcept nogil:
     cdef GemmJob* g = <GemmJob*>job
     gemm_tile_i(g, gemm_claim(t, g.rows * g.cols), <const float*>g.a, <const float*>g.b,
@@ -246,7 +252,7 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     """
     cdef GemmJob job
     cdef int t
-    cdef int shared = 0
+    cdef int chunks = 0
     if floating is float:
         if gemm_copies_b(m, n, k, trans_a, trans_b, True):
             # a @ bt on the thread's transposed copy of b (fastnn_blas.h)
@@ -270,17 +276,22 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     job.c = c
     if floating is float:
         if job.rows == 1 and k > FNN_SMALL_K and fnn_sgemm_share != NULL:
-            # one row of tiles: op(a) packed once for them all (fastnn_sgemm.h)
-            shared = fnn_sgemm_share(trans_a, m, n, k, a, lda, c, ldc,
+            # one row of tiles: op(a) packed once for them all (fastnn_sgemm.h), in
+            # chunks that the threads share out as they do the tiles
+            chunks = fnn_sgemm_share(trans_a, m, n, k, a, lda, c, ldc,
                                      gemm_narrowest(n, job.cols))
     if n_threads <= 1 or 2.0 * m * n * k < GEMM_SPLIT_FLOPS:
+        for t in range(chunks):
+            fnn_sgemm_share_pack(t)
         for t in range(job.rows * job.cols):
             gemm_tile_i(&job, t, a, b, c)
     elif floating is float:
+        if chunks:
+            fnn_pool_run(gemm_share_task, NULL, chunks, n_threads)
         fnn_pool_run(gemm_task_f32, &job, job.rows * job.cols, n_threads)
     else:
         fnn_pool_run(gemm_task_f64, &job, job.rows * job.cols, n_threads)
-    if shared:
+    if chunks:
         fnn_sgemm_unshare()
 
 

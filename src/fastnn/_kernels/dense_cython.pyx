@@ -40,9 +40,9 @@ from fastnn._blas import share_addresses as _share_addresses
 from fastnn._blas import small_gemm_mnk as _small_gemm_mnk
 
 _sgemm, _dgemm = _gemm_addresses()
-_share, _unshare = _share_addresses()
+_share, _share_pack, _unshare = _share_addresses()
 _own = _own_sgemm()
-fnn_set_gemm(_sgemm, _dgemm, _small_gemm_mnk(), _own, _share, _unshare)
+fnn_set_gemm(_sgemm, _dgemm, _small_gemm_mnk(), _own, _share, _share_pack, _unshare)
 
 
 # --- C-level kernels -----------------------------------------------------------------
@@ -274,11 +274,11 @@ def _gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a=False,
     cdef int rows, cols
     cdef double kept = fnn_small_gemm_mnk
     fnn_set_gemm(_sgemm, _dgemm, kept if small_mnk is None else small_mnk,
-                 _own if own is None else own, _share, _unshare)
+                 _own if own is None else own, _share, _share_pack, _unshare)
     try:
         gemm_grid(m, n, k, trans_a, trans_b, single, &rows, &cols)
     finally:
-        fnn_set_gemm(_sgemm, _dgemm, kept, _own, _share, _unshare)
+        fnn_set_gemm(_sgemm, _dgemm, kept, _own, _share, _share_pack, _unshare)
     return rows, cols
 
 
@@ -293,11 +293,11 @@ def _gemm_copies_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a, bint 
     fnn_small_gemm_mnk set to ``small_mnk`` for the call (no kernel may run meanwhile)."""
     cdef double kept = fnn_small_gemm_mnk
     cdef bint res
-    fnn_set_gemm(_sgemm, _dgemm, small_mnk, _own, _share, _unshare)
+    fnn_set_gemm(_sgemm, _dgemm, small_mnk, _own, _share, _share_pack, _unshare)
     try:
         res = gemm_copies_b(m, n, k, trans_a, trans_b, single)
     finally:
-        fnn_set_gemm(_sgemm, _dgemm, kept, _own, _share, _unshare)
+        fnn_set_gemm(_sgemm, _dgemm, kept, _own, _share, _share_pack, _unshare)
     return res
 
 

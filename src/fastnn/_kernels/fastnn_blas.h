@@ -21,12 +21,15 @@ static fnn_dgemm_fn fnn_dgemm __attribute__((unused)) = NULL;
 /* fastnn._blas.small_gemm_mnk(): the tiling rule's GEMM_SMALL_MNK (0 until set) */
 static double fnn_small_gemm_mnk __attribute__((unused)) = 0.0;
 
-/* fastnn_sgemm.h's fnn_own_share and fnn_own_unshare (NULL where the own GEMM is not
- * built): a float32 product cut into column tiles packs its op(a) once for them all */
+/* fastnn_sgemm.h's fnn_own_share, fnn_own_share_pack and fnn_own_unshare (NULL where
+ * the own GEMM is not built): a float32 product cut into column tiles packs its op(a)
+ * once for them all */
 typedef int (*fnn_share_fn)(int trans_a, int m, int n, int k, const float *a, int lda,
                             const float *out, int ldc, int narrowest);
+typedef void (*fnn_share_pack_fn)(int chunk);
 typedef void (*fnn_unshare_fn)(void);
 static fnn_share_fn fnn_sgemm_share __attribute__((unused)) = NULL;
+static fnn_share_pack_fn fnn_sgemm_share_pack __attribute__((unused)) = NULL;
 static fnn_unshare_fn fnn_sgemm_unshare __attribute__((unused)) = NULL;
 
 /* fastnn._blas.own_sgemm(): float32 products run on fastnn's own GEMM, whose tiles the
@@ -34,12 +37,14 @@ static fnn_unshare_fn fnn_sgemm_unshare __attribute__((unused)) = NULL;
 static int fnn_gemm_own __attribute__((unused)) = 0;
 
 static inline __attribute__((unused)) void fnn_set_gemm(size_t s, size_t d, double small_mnk,
-                                                        int own, size_t share, size_t unshare) {
+                                                        int own, size_t share, size_t pack,
+                                                        size_t unshare) {
     fnn_sgemm = (fnn_sgemm_fn)s;
     fnn_dgemm = (fnn_dgemm_fn)d;
     fnn_small_gemm_mnk = small_mnk;
     fnn_gemm_own = own;
     fnn_sgemm_share = (fnn_share_fn)share;
+    fnn_sgemm_share_pack = (fnn_share_pack_fn)pack;
     fnn_sgemm_unshare = (fnn_unshare_fn)unshare;
 }
 

@@ -353,22 +353,29 @@ static int fnn_own_takes(int M, int N, int K)
  * tiles of the row-major output (fastnn.reference.blas.gemm_blocks with one row of
  * tiles) makes calls that all read the same op(B), the row-major op(a); each call
  * would pack all of it again, which costs 3-11% per call at 16 tiles and kept the
- * tiles few. The product's caller packs it here once (fnn_own_share), its tiles find
- * it (fnn_own_shared_for: same operand, same shape, an output inside the product's)
- * and read it instead, and the caller releases it when every tile is done
- * (fnn_own_unshare). Packing is a copy: a tile gives the same bits either way.
+ * tiles few. The product's caller takes the slot (fnn_own_share), which tells in how
+ * many chunks op(a) is packed; the chunks are packed (fnn_own_share_pack: by the
+ * caller, or by the threads of the product as tasks, each chunk once) and the last one
+ * packed publishes the pack; the tiles then find it (fnn_own_shared_for: same operand,
+ * same shape, an output inside the product's) and read it instead of packing, and the
+ * caller releases it when every tile is done (fnn_own_unshare). Packing is a copy: a
+ * tile gives the same bits either way.
  *
  * One product at a time holds the slot; another one (another Python thread's) finds
  * it taken and its tiles pack for themselves. The fields are published seqlock-wise
- * (seq odd while the holder writes them), so a tile of another product can never match
+ * (seq odd while they are written), so a tile of another product can never match
  * half-written fields; a tile matches only within its holder's output, so no other
  * product's tile can still read the buffer after the holder's tiles are done. */
+#define FNN_SHARE_PANELS 8 /* NR-column micro-panels of op(B) a packing chunk, per KC block */
 static struct {
     _Atomic unsigned seq;
     _Atomic int busy;
+    _Atomic int chunks_done;
+    int chunks, groups; /* chunks: KC blocks x groups of FNN_SHARE_PANELS micro-panels */
     char tb;
     int m, n, k, ldb, ldc; /* the column-major call's: C is m x n */
-    const float *b, *c;
+    const float *src;      /* op(B)'s operand, while it is being packed */
+    const float *b, *c;    /* published: the operand the tiles read, and C */
     float *packed; /* KC blocks one after the other, each npad x kc in NR micro-panels */
     size_t cap;
 } fnn_own_slot;
@@ -384,10 +391,10 @@ static void fnn_own_publish(const float *b)
 
 /* The product out (m, n) = op(a) (m, k) @ op(b) (k, n), row-major (a's rows lda apart,
  * out's ldc), cut into column tiles of which the narrowest has `narrowest` columns:
- * packs op(a), the column-major calls' op(B), for its tiles. 1 when done (then
- * fnn_own_unshare once every tile is made), 0 when not (this GEMM does not take the
- * tiles, another product holds the slot, memory ran out): the tiles then pack it
- * themselves. */
+ * takes the slot to pack op(a), the column-major calls' op(B), for its tiles. Returns
+ * the number of chunks to pack (fnn_own_share_pack, each once, before the tiles; then
+ * fnn_own_unshare once every tile is made), or 0 (this GEMM does not take the tiles,
+ * another product holds the slot, memory ran out): the tiles then pack it themselves. */
 static int fnn_own_share(int trans_a, int m, int n, int k, const float *a, int lda, const float *out, int ldc,
         int narrowest)
 {
@@ -406,28 +413,45 @@ static int fnn_own_share(int trans_a, int m, int n, int k, const float *a, int l
             return 0;
         }
     }
-    char tb = trans_a ? 'T' : 'N';
-    for (int pc = 0; pc < k; pc += FNN_KC) {
-        int kc = k - pc < FNN_KC ? k - pc : FNN_KC;
-        for (int jr = 0; jr < m; jr += FNN_NR)
-            fnn_own_pack_b(tb, kc, m - jr < FNN_NR ? m - jr : FNN_NR, a, lda, pc, jr,
-                           fnn_own_slot.packed + (size_t)pc * npad + (size_t)jr * kc);
-    }
-    fnn_own_slot.tb = tb;
+    int panels = (m + FNN_NR - 1) / FNN_NR;
+    fnn_own_slot.groups = (panels + FNN_SHARE_PANELS - 1) / FNN_SHARE_PANELS;
+    fnn_own_slot.chunks = (k + FNN_KC - 1) / FNN_KC * fnn_own_slot.groups;
+    atomic_store(&fnn_own_slot.chunks_done, 0);
+    fnn_own_slot.tb = trans_a ? 'T' : 'N';
     fnn_own_slot.m = n;
     fnn_own_slot.n = m;
     fnn_own_slot.k = k;
     fnn_own_slot.ldb = lda;
     fnn_own_slot.ldc = ldc;
     fnn_own_slot.c = out;
-    fnn_own_publish(a);
-    return 1;
+    fnn_own_slot.src = a;
+    return fnn_own_slot.chunks;
+}
+
+/* Packs chunk `chunk` of the slot's op(B) (any thread, each chunk once, after
+ * fnn_own_share and before the tiles); the last chunk packed publishes the pack. */
+static void fnn_own_share_pack(int chunk)
+{
+    if (chunk < 0 || chunk >= fnn_own_slot.chunks)
+        return;
+    int N = fnn_own_slot.n, K = fnn_own_slot.k;
+    size_t npad = (size_t)(N + FNN_NR - 1) / FNN_NR * FNN_NR;
+    int pc = chunk / fnn_own_slot.groups * FNN_KC;
+    int kc = K - pc < FNN_KC ? K - pc : FNN_KC;
+    int j0 = chunk % fnn_own_slot.groups * FNN_SHARE_PANELS * FNN_NR;
+    int j1 = j0 + FNN_SHARE_PANELS * FNN_NR < N ? j0 + FNN_SHARE_PANELS * FNN_NR : N;
+    for (int jr = j0; jr < j1; jr += FNN_NR)
+        fnn_own_pack_b(fnn_own_slot.tb, kc, N - jr < FNN_NR ? N - jr : FNN_NR, fnn_own_slot.src,
+                       fnn_own_slot.ldb, pc, jr, fnn_own_slot.packed + (size_t)pc * npad + (size_t)jr * kc);
+    if (atomic_fetch_add(&fnn_own_slot.chunks_done, 1) + 1 == fnn_own_slot.chunks)
+        fnn_own_publish(fnn_own_slot.src);
 }
 
 /* Releases the slot fnn_own_share took (its holder only, after the tiles). */
 static void fnn_own_unshare(void)
 {
     fnn_own_publish(NULL);
+    fnn_own_slot.chunks = 0;
     atomic_store(&fnn_own_slot.busy, 0);
 }
 
@@ -491,6 +515,8 @@ static int fnn_own_share(int trans_a, int m, int n, int k, const float *a, int l
     (void)trans_a, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)out, (void)ldc, (void)narrowest;
     return 0;
 }
+
+static void fnn_own_share_pack(int chunk) { (void)chunk; }
 
 static void fnn_own_unshare(void) {}
 

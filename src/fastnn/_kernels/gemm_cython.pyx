@@ -6,6 +6,7 @@ cdef extern from "fastnn_sgemm.h" nogil:
     int fnn_own_takes(int M, int N, int K)
     int fnn_own_share(int trans_a, int m, int n, int k, const float* a, int lda,
                       const float* out, int ldc, int narrowest)
+    void fnn_own_share_pack(int chunk)
     void fnn_own_unshare()
 
 
@@ -28,13 +29,15 @@ def takes(int m, int n, int k):
 
 
 def share_addresses():
-    """The addresses of ``fnn_own_share`` and ``fnn_own_unshare`` (fastnn_sgemm.h): a
-    float32 product cut into column tiles packs its ``op(a)`` once for them all.
+    """The addresses of ``fnn_own_share``, ``fnn_own_share_pack`` and
+    ``fnn_own_unshare`` (fastnn_sgemm.h): a float32 product cut into column tiles packs
+    its ``op(a)`` once for them all.
 
     ``int share(int trans_a, int m, int n, int k, const float* a, int lda, const float*
     out, int ldc, int narrowest)`` for the row-major product ``out (m, n) = op(a) @
-    op(b)`` whose narrowest tile has ``narrowest`` columns: 1 when it packed (call
-    ``void unshare()`` once every tile is made), 0 when the tiles pack for themselves.
-    Either way the tiles give the same bits.
+    op(b)`` whose narrowest tile has ``narrowest`` columns returns the number of chunks
+    to pack, each once (``void pack(int chunk)``, on any thread) before the tiles, and
+    ``void unshare()`` once every tile is made; or 0, and the tiles pack for
+    themselves. Either way the tiles give the same bits.
     """
-    return <size_t>&fnn_own_share, <size_t>&fnn_own_unshare
+    return <size_t>&fnn_own_share, <size_t>&fnn_own_share_pack, <size_t>&fnn_own_unshare

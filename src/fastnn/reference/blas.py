@@ -49,8 +49,9 @@ GEMM_TILE_FLOPS = 2**31
 # Where fastnn's own float32 GEMM runs (fastnn._blas.own_sgemm, _kernels/fastnn_sgemm.h),
 # a product cut into one row of column tiles packs its op(a) once for them all: the tiles
 # then pack only their own columns of op(b), which no other tile reads. Cut that way,
-# config C's products cost 1.00-1.04x their whole call in 16 tiles, against 1.05-1.17x
-# when each tile packs op(a) again (docs/benchmarks/2026-12-06-shared-packing.md), so a
+# config C's products cost 0.99-1.03x their whole call in 16-32 tiles, against
+# 1.05-1.19x when each tile packs op(a) again (docs/benchmarks/
+# 2026-12-06-shared-packing.md), so a
 # float32 product with k > GEMM_SMALL_K is cut much finer there: its columns first, in
 # parts of at least GEMM_OWN_MIN_COLS (two of the GEMM's 32-row micro-panels), into a
 # count that doubles each time the product doubles past 2 * GEMM_OWN_TILE_FLOPS (2**26:
@@ -219,9 +220,9 @@ def gemm_claim(t, tiles):
     Tiles claimed one after the other run side by side; in the list's order they would
     be neighbours, whose edge shares cache lines of the output wherever the output does
     not start on a cache line (an unaligned array): the threads then write the same
-    lines, and a product of C in 32 column tiles ran 1.50-1.82x faster on 2 threads
-    instead of 1.86-1.92x (docs/benchmarks/2026-12-06-shared-packing.md). Reversed, the
-    tiles of successive claims are far apart. The order never changes a tile's bits."""
+    lines, and config C's dW2 in 32 column tiles ran 1.50x faster on 2 threads instead
+    of 1.90x (docs/benchmarks/2026-12-06-shared-packing.md). Reversed, the tiles of
+    successive claims are far apart. The order never changes a tile's bits."""
     r, s, bit = 0, 1, 1  # (t is never assigned: Numba's parallel loop index)
     while s < tiles:
         r = 2 * r + (1 if t & bit else 0)
