@@ -516,8 +516,8 @@ def test_short_inner_dimensions_give_the_same_bits_everywhere(m, n, k, trans_a, 
     ],
 )
 def test_many_tiles_give_the_same_bits_on_any_thread_count(m, n, k, trans_a, trans_b, dtype):
-    # (the first three are cut in 2 by the threads' rule; 16 tiles start at 2**35 flops,
-    # too long for a unit test: the claiming code is the same for 2 tiles and for 16)
+    # (the first three are cut in 2 by the threads' rule, whose 16 tiles start at 2**35
+    # flops, too long for a unit test; in float32 on fastnn's own GEMM in 4 to 16)
     if 2 * m * n * k >= blas.GEMM_SPLIT_FLOPS:
         assert _count(m, n, k) >= 2
     rng = np.random.default_rng(m + n)

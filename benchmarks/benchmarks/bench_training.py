@@ -3,7 +3,9 @@
 - ``GemmOnly``: just the matrix products of one step on fastnn's BLAS (its private
   OpenBLAS instance, and fastnn's own float32 GEMM where it runs), the floor a
   GEMM-bound step is compared with; ``OwnGemm``: the float32 products on fastnn's own
-  GEMM against OpenBLAS alone (where the own GEMM runs).
+  GEMM against OpenBLAS alone (where the own GEMM runs); ``SharedPacking``: config C's
+  float32 products in their tiles with op(a) packed once for them all, against tiles
+  each packing it and one unsplit call.
 - ``KernelStep``: one step written as Python calls to fastnn's kernels per backend
   (common.KernelStep).
 - ``TrainStep``: ``fastnn.MLP.train_step`` with ``fastnn.Adam`` per backend, and
@@ -63,6 +65,56 @@ class OwnGemm:
 
     def time_openblas(self, config):
         self.blas()
+
+
+class SharedPacking:
+    """Config C's float32 products in their tiles on fastnn's own GEMM, made as the
+    Cython kernels make them (op(a) packed once for a row of tiles, one thread), against
+    the same tiles each packing op(a) itself and against one unsplit call (skipped where
+    the own GEMM does not run)."""
+
+    params = [["z2 = a1 @ W2", "dW2 = a1.T @ dz2", "da1 = dz2 @ W2.T"]]
+    param_names = ["product"]
+    timeout = 300
+    SHAPES = {  # (m, n, k, trans_a, trans_b) of the row-major out (m, n)
+        "z2 = a1 @ W2": (256, 2048, 2048, False, False),
+        "dW2 = a1.T @ dz2": (2048, 2048, 256, True, False),
+        "da1 = dz2 @ W2.T": (256, 2048, 2048, False, True),
+    }
+
+    def setup(self, product):
+        from fastnn import _blas
+        from fastnn.reference.blas import gemm_blocks
+
+        if _blas.info()["sgemm"] != "fastnn":
+            raise NotImplementedError("fastnn's own GEMM does not run here")
+        from fastnn._kernels import dense_cython
+
+        m, n, k, ta, tb = self.SHAPES[product]
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+        b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+        out = np.empty((m, n), np.float32)
+        self.made = lambda: dense_cython._gemm_threads(a, b, out, ta, tb, 1)
+        self.whole = common._gemm_call(a, b, out, ta, tb)
+        lda, ldb = a.shape[1], b.shape[1]
+        self.tiles = [
+            _blas.gemm_arguments(ta, tb, r1 - r0, c1 - c0, k, a, r0 if ta else r0 * lda,
+                                 lda, b, c0 * ldb if tb else c0, ldb, out, r0 * n + c0, n)
+            for r0, r1, c0, c1 in gemm_blocks(m, n, k, ta, tb, np.float32)
+        ]
+        self.operands = (a, b, out)
+        self.made()
+
+    def time_tiles_shared_pack(self, product):
+        self.made()
+
+    def time_tiles_each_packing(self, product):
+        for fn, args in self.tiles:
+            fn(*args)
+
+    def time_unsplit_call(self, product):
+        self.whole()
 
 
 class KernelStep:

@@ -408,10 +408,14 @@ def gemm_share(
     as the compiled kernels do, chunk by chunk on this thread; True when it did: then
     :func:`gemm_unshare` once every tile is made."""
     _instance()  # the own GEMM is set up with the BLAS
-    share, pack, _ = _share_functions()
+    share, pack, unshare = _share_functions()
     chunks = share(int(trans_a), m, n, k, a.ctypes.data, lda, out.ctypes.data, ldc, narrowest)
-    for chunk in range(chunks):
-        pack(chunk)
+    try:
+        for chunk in range(chunks):
+            pack(chunk)
+    except BaseException:  # an interrupt between two chunks: never leave the slot held
+        unshare()
+        raise
     return chunks > 0
 
 

@@ -217,15 +217,18 @@ def test_threads_calling_at_once_get_one_threads_bits():
     assert failures == []
 
 
-def _column_tiles(a, b, out, ta, tb, cols, share):
+def _column_tiles(a, b, out, ta, tb, cols, share, then=None):
     """out = op(a) @ op(b) in ``cols`` column tiles (fastnn.reference.blas.gemm_edge's),
-    op(a) packed once for them all first when ``share``; whether it was."""
+    op(a) packed once for them all first when ``share`` (and ``then()`` called after
+    the packing); whether it was."""
     from fastnn.reference.blas import gemm_edge, gemm_narrowest
 
     m, n = out.shape
     k = a.shape[0] if ta else a.shape[1]
     lda, ldc = a.strides[0] // 4, out.strides[0] // 4
     shared = share and _blas.gemm_share(ta, m, n, k, a, lda, out, ldc, gemm_narrowest(n, cols))
+    if then is not None:
+        then()
     try:
         for j in range(cols):
             c0, c1 = gemm_edge(n, cols, j), gemm_edge(n, cols, j + 1)
@@ -244,18 +247,28 @@ def _column_tiles(a, b, out, ta, tb, cols, share):
         (300, 1800, 700, False, True, 8),  # 300 rows: a partial 14-column micro-panel
         (1100, 700, 400, True, False, 8),  # op(a) transposed
         (97, 640, 600, True, True, 4),
+        (4200, 200, 300, False, False, 2),  # more rows than one NC block of the call
     ],
 )
 def test_shared_packing_gives_the_whole_calls_bits(m, n, k, ta, tb, cols):
     """A product's column tiles reading its op(a) packed once (fnn_own_share) give the
-    whole call's bits, as tiles packing it themselves do."""
+    whole call's bits, as tiles packing it themselves do. That they read the pack is
+    shown by changing a once it is packed: they still give the bits of a as packed."""
     a, b = _operands(np.random.default_rng(m + n), m, n, k, ta, tb, pad=3)
     whole = np.full((m, n), np.nan, np.float32)
     _call(_blas._instance().sgemm, ta, tb, a, b, whole)
-    for share in (False, True):
-        tiled = np.full((m, n), np.nan, np.float32)
-        assert _column_tiles(a, b, tiled, ta, tb, cols, share) == share
-        np.testing.assert_array_equal(whole.view(np.uint32), tiled.view(np.uint32))
+    tiled = np.full((m, n), np.nan, np.float32)
+    assert not _column_tiles(a, b, tiled, ta, tb, cols, False)
+    np.testing.assert_array_equal(whole.view(np.uint32), tiled.view(np.uint32))
+    tiled = np.full((m, n), np.nan, np.float32)
+    kept = a.copy()
+
+    def change_a():
+        a[...] = 1.0
+
+    assert _column_tiles(a, b, tiled, ta, tb, cols, True, change_a)
+    np.testing.assert_array_equal(whole.view(np.uint32), tiled.view(np.uint32))
+    a[...] = kept
 
 
 @needs_own
@@ -292,6 +305,51 @@ def test_only_the_holders_tiles_read_the_shared_pack():
     np.testing.assert_array_equal(bits[0][:, 512:768], bits[3][:, 512:768])
     assert _blas.gemm_share(False, m, n, k, a, k, out, n, 256)  # free again
     _blas.gemm_unshare()
+
+
+FORK_SCENARIO = """
+import os, sys
+import numpy as np
+from fastnn import _blas
+
+m, n, k = 256, 1024, 600
+rng = np.random.default_rng(1)
+a = rng.standard_normal((m, k)).astype(np.float32)
+b = rng.standard_normal((k, n)).astype(np.float32)
+out = np.zeros((m, n), np.float32)
+elsewhere = np.zeros((m, n), np.float32)
+
+
+def tile(dst):  # the first 256 columns, a tile of the product that holds the pack
+    _, args = _blas.gemm_arguments(False, False, m, 256, k, a, 0, k, b, 0, n, dst, 0, n)
+    _blas._instance().sgemm(*args)
+
+
+assert _blas.gemm_share(False, m, n, k, a, k, out, n, 256)  # held across the fork
+a[...] = rng.standard_normal((m, k)).astype(np.float32)
+pid = os.fork()
+if pid == 0:
+    tile(out)  # the child's product at the same addresses: a as it is now
+    tile(elsewhere)
+    fresh = np.array_equal(out[:, :256].view(np.uint32), elsewhere[:, :256].view(np.uint32))
+    free = _blas.gemm_share(False, m, n, k, a, k, out, n, 256)
+    _blas.gemm_unshare()
+    os._exit(0 if fresh and free else 3)
+_, status = os.waitpid(pid, 0)
+_blas.gemm_unshare()
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@needs_own
+def test_a_forked_child_starts_with_no_shared_pack():
+    """A child forked while a product holds the shared pack (its holder, a parent's
+    thread, is not in the child to release it) finds the slot free and nothing
+    published: its own products at the same addresses read their operands as they are."""
+    run = subprocess.run(
+        [sys.executable, "-c", FORK_SCENARIO], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, (run.stdout, run.stderr)
 
 
 @needs_own

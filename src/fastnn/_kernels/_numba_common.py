@@ -1005,7 +1005,7 @@ if not DISABLE_JIT:
             _gemm_tile(a, b, out, trans_a, trans_b, 0, m, 0, n)
             return
         chunks = 0
-        if out.itemsize == 4 and rows == 1 and k > GEMM_SMALL_K:
+        if GEMM_OWN and out.itemsize == 4 and rows == 1 and k > GEMM_SMALL_K:
             # one row of tiles: op(a) packed once for them all (fastnn_sgemm.h), in
             # chunks that the threads share out as they do the tiles
             chunks = _share(trans_a, m, n, k, a, a.shape[1], out, n, gemm_tile_narrowest(n, cols))

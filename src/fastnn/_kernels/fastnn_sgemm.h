@@ -365,7 +365,10 @@ static int fnn_own_takes(int M, int N, int K)
  * it taken and its tiles pack for themselves. The fields are published seqlock-wise
  * (seq odd while they are written), so a tile of another product can never match
  * half-written fields; a tile matches only within its holder's output, so no other
- * product's tile can still read the buffer after the holder's tiles are done. */
+ * product's tile can still read the buffer after the holder's tiles are done. A forked
+ * child starts with the slot free and empty (fnn_own_slot_after_fork): its holder, a
+ * thread of the parent, did not survive the fork to release it, and the workspaces at
+ * the same addresses will hold other values. */
 #define FNN_SHARE_PANELS 8 /* NR-column micro-panels of op(B) a packing chunk, per KC block */
 static struct {
     _Atomic unsigned seq;
@@ -379,6 +382,20 @@ static struct {
     float *packed; /* KC blocks one after the other, each npad x kc in NR micro-panels */
     size_t cap;
 } fnn_own_slot;
+
+/* In a forked child: the slot free, nothing published (its pack stays allocated). */
+static void fnn_own_slot_after_fork(void)
+{
+    unsigned s = atomic_load_explicit(&fnn_own_slot.seq, memory_order_relaxed);
+    fnn_own_slot.b = NULL;
+    fnn_own_slot.chunks = 0;
+    atomic_store(&fnn_own_slot.chunks_done, 0);
+    atomic_store(&fnn_own_slot.seq, (s + 1u) & ~1u);
+    atomic_store(&fnn_own_slot.busy, 0);
+}
+
+static pthread_once_t fnn_own_fork_once = PTHREAD_ONCE_INIT;
+static void fnn_own_register_fork(void) { pthread_atfork(NULL, NULL, fnn_own_slot_after_fork); }
 
 static void fnn_own_publish(const float *b)
 {
@@ -505,6 +522,7 @@ static size_t fnn_own_sgemm_address(size_t fallback, double small_mnk)
         return 0;
     fnn_own_fallback = (fnn_sgemm_fn)fallback;
     fnn_own_small_mnk = small_mnk;
+    pthread_once(&fnn_own_fork_once, fnn_own_register_fork);
     return (size_t)&fnn_own_sgemm;
 }
 

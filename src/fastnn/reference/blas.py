@@ -312,15 +312,17 @@ def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
     blocks = gemm_blocks(m, n, k, trans_a, trans_b, out.dtype)
     # one row of float32 tiles: op(a) packed once for them all where fastnn's own GEMM
     # runs, as the kernels do (the same bits either way)
-    shared = (
-        out.dtype == np.float32
-        and len(blocks) > 1
-        and blocks[-1][0] == 0
-        and beta == 0
-        and not small
-        and gemm_share(trans_a, m, n, k, a, lda, out, ldc, gemm_narrowest(n, len(blocks)))
-    )
+    shared = False
     try:
+        shared = (
+            GEMM_OWN
+            and out.dtype == np.float32
+            and len(blocks) > 1
+            and blocks[-1][0] == 0
+            and beta == 0
+            and not small
+            and gemm_share(trans_a, m, n, k, a, lda, out, ldc, gemm_narrowest(n, len(blocks)))
+        )
         _gemm_tiles(a, b, out, trans_a, trans_b, k, lda, ldb, ldc, beta, small, blocks)
     finally:
         if shared:
