@@ -198,14 +198,25 @@ def test_threads_calling_at_once_get_one_threads_bits():
         want = np.empty((m, n), np.float32)
         _call(_blas._instance().sgemm, False, True, a, b, want)
         cases.append((a, b, want))
+
+    def product(a, b, want):
+        out = np.empty_like(want)
+        _call(_blas._instance().sgemm, False, True, a, b, out)
+        return out
+
+    assert _each_in_a_thread(cases, product, 20) == []
+
+
+def _each_in_a_thread(cases, product, rounds):
+    """Runs ``product(a, b)`` ``rounds`` times for each (a, b, want) of ``cases``, each
+    case in a thread of its own, all at once; the shapes whose result was ever not
+    ``want``'s bits."""
     failures = []
 
     def run(case):
         a, b, want = case
-        out = np.empty_like(want)
-        for _ in range(20):
-            _call(_blas._instance().sgemm, False, True, a, b, out)
-            if not np.array_equal(out.view(np.uint32), want.view(np.uint32)):
+        for _ in range(rounds):
+            if not np.array_equal(product(a, b, want).view(np.uint32), want.view(np.uint32)):
                 failures.append(want.shape)
                 return
 
@@ -214,7 +225,7 @@ def test_threads_calling_at_once_get_one_threads_bits():
         t.start()
     for t in threads:
         t.join()
-    assert failures == []
+    return failures
 
 
 def _column_tiles(a, b, out, ta, tb, cols, share, then=None):
@@ -365,22 +376,11 @@ def test_products_sharing_at_once_from_threads_get_one_threads_bits():
         a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
         assert len(blas.gemm_blocks(m, n, k, dtype=np.float32)) > 1
         cases.append((a, b, blas.gemm(a, b, np.empty((m, n), np.float32))))
-    failures = []
 
-    def run(case):
-        a, b, want = case
-        for _ in range(10):
-            out = blas.gemm(a, b, np.full_like(want, np.nan))
-            if not np.array_equal(out.view(np.uint32), want.view(np.uint32)):
-                failures.append(want.shape)
-                return
+    def product(a, b, want):
+        return blas.gemm(a, b, np.full_like(want, np.nan))
 
-    threads = [threading.Thread(target=run, args=(c,)) for c in cases]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert failures == []
+    assert _each_in_a_thread(cases, product, 10) == []
 
 
 def _can_run_own() -> bool:
