@@ -319,9 +319,10 @@ FNN_OWN_TARGET static void fnn_own_gemm(char ta, char tb, int m, int n, int k, c
                     if (shared != NULL) {
                         bp = shared + (size_t)pc * npad + (size_t)(jc + jr) * kc;
                     } else {
-                        bp = buf->b + (size_t)jr * kc;
+                        float *own = buf->b + (size_t)jr * kc;
                         if (ic == 0)
-                            fnn_own_pack_b(tb, kc, nr, B, ldb, pc, jc + jr, buf->b + (size_t)jr * kc);
+                            fnn_own_pack_b(tb, kc, nr, B, ldb, pc, jc + jr, own);
+                        bp = own;
                     }
                     for (int ir = 0; ir < mc; ir += FNN_MR) {
                         int mr = mc - ir < FNN_MR ? mc - ir : FNN_MR;
@@ -352,8 +353,8 @@ static int fnn_own_takes(int M, int N, int K)
 /* One product's op(B) packed once for all of its tiles. A product cut into column
  * tiles of the row-major output (fastnn.reference.blas.gemm_blocks with one row of
  * tiles) makes calls that all read the same op(B), the row-major op(a); each call
- * would pack all of it again, which costs 3-11% per call at 16 tiles and kept the
- * tiles few. The product's caller takes the slot (fnn_own_share), which tells in how
+ * would pack all of it again, which made config C's products 5-9% slower in 16 tiles,
+ * 10-19% in 32, and kept the tiles few (docs/benchmarks/2026-12-06-shared-packing.md). The product's caller takes the slot (fnn_own_share), which tells in how
  * many chunks op(a) is packed; the chunks are packed (fnn_own_share_pack: by the
  * caller, or by the threads of the product as tasks, each chunk once) and the last one
  * packed publishes the pack; the tiles then find it (fnn_own_shared_for: same operand,
