@@ -3,9 +3,9 @@
 Every product of a training step is cut into the output tiles of
 ``fastnn.reference.blas.gemm_blocks`` (docs/spec.md §10); the whole-epoch kernels run a
 product's tiles on ``n_threads`` threads, each thread claiming the next tile (in
-``gemm_claim``'s order) when it is free, and start the next product when all are done. So, given
-each tile's cost on one thread, the time of a step on ``p`` threads follows from list
-scheduling. This script:
+``gemm_claim``'s order) when it is free, and start the next product when all are done.
+So, given each tile's cost on one thread, the time of a step on ``p`` threads follows
+from list scheduling. This script:
 
 1. measures, for each product of a step of each config (benchmarks/common.py's
    CONFIGS), every tile's time on one thread (the very call the Numba kernels make for
@@ -13,8 +13,8 @@ scheduling. This script:
 2. simulates the schedule of each product's tiles on 1, 2, 4, ... 64 threads (a tile
    goes to the thread that is free first, in claim order; where the kernels pack op(a)
    once for a product's float32 column tiles, the chunks of that packing are scheduled
-   the same way before the tiles) and prints the predicted speed-up
-   of the products, and of the step with everything else taken as serial;
+   the same way before the tiles) and prints the predicted speed-up of the products,
+   and of the step with everything else taken as serial;
 3. measures the step itself (``MLP.train_epoch`` per step, the ``--backend`` kernel) on
    every thread count this process may use: 1 and 2 threads on a 2-core machine, and
    all of them on a larger one, where the script measures instead of simulating.
@@ -85,23 +85,22 @@ def _tile_runner():
         # narrowest > 0: op(a) packed once for the tiles first, as the kernels do for a
         # product cut in one row of float32 tiles (fastnn_sgemm.h's shared packing):
         # before each pass (share_each), or once around all of them; the number of
-        # packing chunks is returned
-        held = 0
+        # packing chunks is returned (0: no pack)
+        held = chunks = 0
         if narrowest > 0 and not share_each:
-            held = share(a, out, trans_a, narrowest)
+            held = chunks = share(a, out, trans_a, narrowest)
         for _ in range(reps):
             shared = 0
             if narrowest > 0 and share_each:
-                shared = share(a, out, trans_a, narrowest)
+                shared = chunks = share(a, out, trans_a, narrowest)
             for t in range(tiles.shape[0]):
                 r0, r1, c0, c1 = tiles[t, 0], tiles[t, 1], tiles[t, 2], tiles[t, 3]
                 _gemm_tile(a, b, out, trans_a, trans_b, r0, r1, c0, c1)
             if shared:
                 _unshare()
-                held = -shared
-        if held > 0:
+        if held:
             _unshare()
-        return abs(held)
+        return chunks
 
     return run
 

@@ -42,7 +42,15 @@ from fastnn._blas import small_gemm_mnk as _small_gemm_mnk
 _sgemm, _dgemm = _gemm_addresses()
 _share, _share_pack, _unshare = _share_addresses()
 _own = _own_sgemm()
-fnn_set_gemm(_sgemm, _dgemm, _small_gemm_mnk(), _own, _share, _share_pack, _unshare)
+
+
+def _point_gemm(double small_mnk, int own):
+    """fnn_set_gemm with this process's GEMM and share addresses, and the tiling rule's
+    ``small_mnk`` and ``own`` (the process's own values but in the tests' helpers)."""
+    fnn_set_gemm(_sgemm, _dgemm, small_mnk, own, _share, _share_pack, _unshare)
+
+
+_point_gemm(_small_gemm_mnk(), _own)
 
 
 # --- C-level kernels -----------------------------------------------------------------
@@ -273,12 +281,11 @@ def _gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a=False,
     call when given (no kernel may run meanwhile)."""
     cdef int rows, cols
     cdef double kept = fnn_small_gemm_mnk
-    fnn_set_gemm(_sgemm, _dgemm, kept if small_mnk is None else small_mnk,
-                 _own if own is None else own, _share, _share_pack, _unshare)
+    _point_gemm(kept if small_mnk is None else small_mnk, _own if own is None else own)
     try:
         gemm_grid(m, n, k, trans_a, trans_b, single, &rows, &cols)
     finally:
-        fnn_set_gemm(_sgemm, _dgemm, kept, _own, _share, _share_pack, _unshare)
+        _point_gemm(kept, _own)
     return rows, cols
 
 
@@ -293,11 +300,11 @@ def _gemm_copies_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_a, bint 
     fnn_small_gemm_mnk set to ``small_mnk`` for the call (no kernel may run meanwhile)."""
     cdef double kept = fnn_small_gemm_mnk
     cdef bint res
-    fnn_set_gemm(_sgemm, _dgemm, small_mnk, _own, _share, _share_pack, _unshare)
+    _point_gemm(small_mnk, _own)
     try:
         res = gemm_copies_b(m, n, k, trans_a, trans_b, single)
     finally:
-        fnn_set_gemm(_sgemm, _dgemm, kept, _own, _share, _share_pack, _unshare)
+        _point_gemm(kept, _own)
     return res
 
 
