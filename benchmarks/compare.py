@@ -785,9 +785,9 @@ def _fastnn_blas_line(meta) -> str:
            + ", ".join(f"{k}={v}" for k, v in unset.items()) if unset else
            "OpenBLAS pins KEPT: " + ", ".join(f"{k}={v}" for k, v in kept.items())
            if kept else "no OpenBLAS pin in the environment")
-    if fb.get("sgemm") == "fastnn":
-        own += (", its larger float32 products on fastnn's own AVX-512 GEMM "
-                "(src/fastnn/_kernels/fastnn_sgemm.h)")
+    if fb.get("gemm") == "fastnn":
+        own += (", its larger products on fastnn's own AVX-512 GEMM "
+                "(src/fastnn/_kernels/fastnn_gemm.h)")
     return f"- fastnn's products: {own}; {env}."
 
 

@@ -52,7 +52,7 @@ def host_line() -> str:
     return (
         f"CPU: {cpu_model()}; fastnn's BLAS: {os.path.basename(b['source'])} "
         f"(OpenBLAS {b['version'] or '?'}, kernel {b['kernel']}, private instance: "
-        f"{b['private']}; float32 GEMM: {b['sgemm']}); "
+        f"{b['private']}; own GEMM: {b['gemm']}); "
         f"SciPy's BLAS: {', '.join(scipy_blas) or 'not found'}; "
         f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
     )

@@ -1,23 +1,25 @@
 #!/usr/bin/env python
-"""fastnn's own float32 GEMM against OpenBLAS on the training steps' products (issue 14).
+"""fastnn's own GEMM against OpenBLAS on the training steps' products (issue 14).
 
-Times, on each float32 product of a step of configs B, C and D (benchmarks/common.py's
-``GemmOnly.products``, as fastnn calls BLAS: row-major through column-major), in one
-process pinned to one CPU, the calls alternated, medians of ``--repeats`` samples:
+Times, on each product of a step of configs B, C and D (benchmarks/common.py's
+``GemmOnly.products``, as fastnn calls BLAS: row-major through column-major), float32
+and float64, in one process pinned to one CPU, the calls alternated, medians of
+``--repeats`` samples:
 
-- ``BLAS``: one whole call of OpenBLAS's ``sgemm_`` (fastnn's private instance);
-- ``own``: one whole call of the ``sgemm_`` fastnn's kernels call, fastnn's own GEMM
-  (src/fastnn/_kernels/fastnn_sgemm.h), which hands the calls it does not take (fewer
+- ``BLAS``: one whole call of OpenBLAS's ``sgemm_`` or ``dgemm_`` (fastnn's private
+  instance);
+- ``own``: one whole call of the ``?gemm_`` fastnn's kernels call, fastnn's own GEMM
+  (src/fastnn/_kernels/fastnn_gemm.h), which hands the calls it does not take (fewer
   than 32 output columns, at most the BLAS's small-matrix size) to OpenBLAS;
 - ``kernels``: the product as a training step makes it on one thread (its shape-only
   tiles, the transposed copy of small ``a @ b^T``; dense_cython._gemm_threads)::
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/packed_gemm.py \\
-        [--configs B,C,D] [--repeats 9] [--min-time 0.2]
+        [--configs B,C,D] [--dtypes float32,float64] [--repeats 9] [--min-time 0.2]
 
 Per product: GFLOP/s of each, the ratio BLAS / own, which GEMM took the whole call, and
-both errors against a float64 product (largest error over the largest output); per
-config, the sums. Needs the Cython kernels built and an AVX-512 CPU (it says so and
+both errors against a wider product (float64 for float32 operands, long double for
+float64 ones; largest error over the largest output); per config, the sums. Needs the Cython kernels built and an AVX-512 CPU (it says so and
 stops otherwise). docs/benchmarks/2026-12-05-packed-gemm.md records runs.
 """
 
@@ -55,6 +57,13 @@ def sgemm_call(fn, a, b, out, trans_a, trans_b):
     return call
 
 
+def _exact(a, b):
+    """a @ b in a wider precision than the operands': float64 for float32 ones, x87's
+    80-bit long double (64-bit significand, NumPy's own loops) for float64 ones."""
+    wide = np.float64 if a.dtype == np.float32 else np.longdouble
+    return a.astype(wide) @ b.astype(wide)
+
+
 def calls_per_sample(fn, min_time):
     """How many calls of ``fn`` last about ``min_time`` seconds (after a warm-up call)."""
     fn()
@@ -66,12 +75,13 @@ def calls_per_sample(fn, min_time):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", default="B,C,D")
+    p.add_argument("--dtypes", default="float32,float64")
     p.add_argument("--repeats", type=int, default=9, help="samples per call")
     p.add_argument("--min-time", type=float, default=0.2, help="seconds per sample")
     opts = p.parse_args(argv)
     from fastnn import _blas
 
-    if _blas.info()["sgemm"] != "fastnn":
+    if _blas.info()["gemm"] != "fastnn":
         print("packed_gemm.py: fastnn's own GEMM is not in use here (it needs an AVX-512 "
               "CPU, the built Cython kernels and FASTNN_GEMM unset or 'auto')")
         return 0
@@ -84,24 +94,26 @@ def main(argv=None) -> int:
     from fastnn._kernels import dense_cython, gemm_cython  # type: ignore[attr-defined]
 
     print(host_line())
-    print("own: fastnn_sgemm.h, MR x NR = 32 x 14, MC 256, KC 512, NC 4096; GFLOP/s per "
-          "product, ratio = BLAS time / own time, error = max |out - exact| / max |exact|")
+    print("own: fastnn_gemm.h, MR x NR = 32 x 14 (float32) or 16 x 14 (float64), MC 256, "
+          "KC 512 (float32) or 256 (float64), NC 4096; GFLOP/s per product, ratio = BLAS "
+          "time / own time, error = max |out - exact| / max |exact|")
     blas = _blas._instance()
-    for name in opts.configs.split(","):
+    for dtype, name in ((d, c) for d in opts.dtypes.split(",") for c in opts.configs.split(",")):
         cfg = CONFIGS[name]
-        gemm = GemmOnly(cfg, np.float32, n_batches=1)
-        print(f"\nconfig {name} {cfg.sizes} batch {cfg.batch}, float32, one thread")
+        gemm = GemmOnly(cfg, np.dtype(dtype), n_batches=1)
+        fns = (blas.blas_sgemm, blas.sgemm) if dtype == "float32" else (blas.blas_dgemm, blas.dgemm)
+        print(f"\nconfig {name} {cfg.sizes} batch {cfg.batch}, {dtype}, one thread")
         print(f"{'product':22s}{'m x n, k':>20s}{'BLAS':>9s}{'own':>9s}{'ratio':>7s}"
               f"{'taken by':>10s}{'kernels':>9s}{'error BLAS':>12s}{'error own':>11s}")
         totals = {"blas": 0.0, "own": 0.0, "kernels": 0.0}
         for label, a, b, out, ta, tb in gemm.products:
             m, n = out.shape
             k = a.shape[0] if ta else a.shape[1]
-            exact = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64)
+            exact = _exact(a.T if ta else a, b.T if tb else b)
             scale = float(np.abs(exact).max()) or 1.0
             calls = {
-                "blas": sgemm_call(blas.blas_sgemm, a, b, out, ta, tb),
-                "own": sgemm_call(blas.sgemm, a, b, out, ta, tb),
+                "blas": sgemm_call(fns[0], a, b, out, ta, tb),
+                "own": sgemm_call(fns[1], a, b, out, ta, tb),
                 "kernels": lambda a=a, b=b, out=out, ta=ta, tb=tb: dense_cython._gemm_threads(
                     a, b, out, ta, tb, 1),
             }

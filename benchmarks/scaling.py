@@ -12,7 +12,7 @@ from list scheduling. This script:
    it, in a compiled loop, best of ``--repeats``), and the product as one unsplit call;
 2. simulates the schedule of each product's tiles on 1, 2, 4, ... 64 threads (a tile
    goes to the thread that is free first, in claim order; where the kernels pack op(a)
-   once for a product's float32 column tiles, the chunks of that packing are scheduled
+   once for a product's column tiles, the chunks of that packing are scheduled
    the same way before the tiles) and prints the predicted speed-up of the products,
    and of the step with everything else taken as serial;
 3. measures the step itself (``MLP.train_epoch`` per step, the ``--backend`` kernel) on
@@ -77,13 +77,13 @@ def _tile_runner():
         m, n, k = out.shape[0], out.shape[1], a.shape[0] if trans_a else a.shape[1]
         chunks = _share(trans_a, m, n, k, a, a.shape[1], out, n, narrowest)
         for t in range(chunks):
-            _share_pack(t)
+            _share_pack(out, t)
         return chunks
 
     @numba.njit
     def run(a, b, out, trans_a, trans_b, tiles, reps, narrowest=0, share_each=True):
         # narrowest > 0: op(a) packed once for the tiles first, as the kernels do for a
-        # product cut in one row of float32 tiles (fastnn_sgemm.h's shared packing):
+        # product cut in one row of tiles (fastnn_gemm.h's shared packing):
         # before each pass (share_each), or once around all of them; the number of
         # packing chunks is returned (0: no pack)
         held = chunks = 0
@@ -97,9 +97,9 @@ def _tile_runner():
                 r0, r1, c0, c1 = tiles[t, 0], tiles[t, 1], tiles[t, 2], tiles[t, 3]
                 _gemm_tile(a, b, out, trans_a, trans_b, r0, r1, c0, c1)
             if shared:
-                _unshare()
+                _unshare(out)
         if held:
-            _unshare()
+            _unshare(out)
         return chunks
 
     return run
@@ -107,11 +107,11 @@ def _tile_runner():
 
 def _shares(m, n, k, tiles, dtype) -> int:
     """The narrowest tile's width when the kernels pack op(a) once for this product's
-    tiles (float32, one row of several tiles, k past the short sums), else 0."""
-    from fastnn.reference.blas import GEMM_SMALL_K
+    tiles (the own GEMM runs, one row of several tiles, k past the short sums), else 0."""
+    from fastnn.reference.blas import GEMM_OWN, GEMM_SMALL_K
 
     one_row = len(tiles) > 1 and all(r0 == 0 and r1 == m for r0, r1, _, _ in tiles)
-    if np.dtype(dtype) != np.float32 or not one_row or k <= GEMM_SMALL_K:
+    if not GEMM_OWN or not one_row or k <= GEMM_SMALL_K:
         return 0
     return min(c1 - c0 for _, _, c0, c1 in tiles)
 
@@ -215,8 +215,8 @@ def efficiency_table(dtype, repeats) -> list[str]:
 SHARED_COLUMN_TILES = (2, 4, 8, 16, 32)
 
 
-def shared_packing_table(repeats) -> list[str]:
-    """Markdown rows, float32 on fastnn's own GEMM: for each shape, the time of the
+def shared_packing_table(dtype, repeats) -> list[str]:
+    """Markdown rows, ``dtype`` on fastnn's own GEMM: for each shape, the time of the
     product cut into 2 to 32 column tiles (gemm_edge's), each tile packing op(a)
     itself / op(a) packed once for them all, as a multiple of the unsplit call's time
     (best of ``repeats``, interleaved; each pass one compiled call)."""
@@ -228,9 +228,9 @@ def shared_packing_table(repeats) -> list[str]:
         "|---|---|" + "---|" * len(SHARED_COLUMN_TILES)]
     for m, n, k in EFFICIENCY_SHAPES:
         rng = np.random.default_rng(0)
-        a = rng.standard_normal((m, k)).astype(np.float32)
-        b = rng.standard_normal((k, n)).astype(np.float32)
-        c = np.empty((m, n), np.float32)
+        a = rng.standard_normal((m, k)).astype(dtype)
+        b = rng.standard_normal((k, n)).astype(dtype)
+        c = np.empty((m, n), dtype)
         cuts = {1: (np.array([(0, m, 0, n)], np.int64), 0)}
         for cols in SHARED_COLUMN_TILES:
             if n // cols >= 64:
@@ -310,7 +310,7 @@ def run(opts) -> str:
         f"CPU: {cpu_model()}, {cpus} usable; BLAS: {_blas.info()['source'].rsplit('/', 1)[-1]}"
         f" (OpenBLAS {_blas.info()['version'] or '?'}, kernel {_blas.info()['kernel']},"
         f" private instance: {_blas.info()['private']},"
-        f" float32 GEMM: {_blas.info()['sgemm']});"
+        f" own GEMM: {_blas.info()['gemm']});"
         f" fastnn {fastnn.__version__} from {Path(fastnn.__file__).parent};"
         f" OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')};"
         f" load average at start {os.getloadavg()[0]:.2f}",
@@ -324,13 +324,13 @@ def run(opts) -> str:
             lines += [f"## One-thread time of a product cut into tiles, {dtype}", "",
                       "Multiple of the unsplit call's time (number of tiles).", "",
                       *efficiency_table(dtype, opts.repeats), ""]
-        if _blas.info()["sgemm"] == "fastnn" and "float32" in opts.dtypes:
-            print("[scaling] shared packing, float32", file=sys.stderr, flush=True)
-            lines += ["## One-thread time of a product cut into column tiles, float32 on "
+        for dtype in opts.dtypes if _blas.info()["gemm"] == "fastnn" else ():
+            print(f"[scaling] shared packing, {dtype}", file=sys.stderr, flush=True)
+            lines += [f"## One-thread time of a product cut into column tiles, {dtype} on "
                       "fastnn's own GEMM", "",
                       "Multiple of the unsplit call's time: each tile packing op(a) itself "
                       "/ op(a) packed once for all the tiles.", "",
-                      *shared_packing_table(opts.repeats), ""]
+                      *shared_packing_table(dtype, opts.repeats), ""]
     summary = []
     for dtype in opts.dtypes:
         for name in opts.configs:

@@ -531,24 +531,28 @@ def test_small_products_candidate_keeps_the_sequential_order():
 
 def test_packed_gemm_times_each_product_on_both_gemms():
     """benchmarks/packed_gemm.py runs config B's eight products through OpenBLAS, through
-    fastnn's own GEMM and as the kernels make them: every product is there, with both
-    errors against a float64 product of a float32 BLAS's order and the GEMM that took
-    it by fastnn_sgemm.h's rule (figures not checked). Where the own GEMM is not in use
+    fastnn's own GEMM and as the kernels make them, float32 and float64: every product
+    is there, with both errors against a wider product, of a BLAS's order, and the GEMM
+    that took it by fastnn_gemm.h's rule (figures not checked). Where the own GEMM is not in use
     it says so and stops."""
     proc = _run_script("packed_gemm.py", "--configs", "B", "--repeats", "1", "--min-time", "0.001")
     lines = proc.stdout.splitlines()
     if len(lines) == 1:
         assert "own GEMM is not in use" in lines[0], lines
         pytest.skip("fastnn's own GEMM is not in use on this host")
-    assert lines[0].startswith("CPU: ") and "float32 GEMM: fastnn" in lines[0], lines[0]
+    assert lines[0].startswith("CPU: ") and "own GEMM: fastnn" in lines[0], lines[0]
     names = ["z0", "z1", "z2", "dW2", "dx2", "dW1", "dx1", "dW0"]
     rows = [line for line in lines[1:] if line.split()[:1] and line.split()[0] in names]
-    assert [r.split()[0] for r in rows] == names, proc.stdout
-    taken = {r.split()[0]: r.split()[-4] for r in rows}
-    # ten output columns (z2, dW2) stay on OpenBLAS; z0 (128 x 256, k 784) is packed
-    assert taken["z2"] == taken["dW2"] == "BLAS" and taken["z0"] == "own", proc.stdout
-    for row in rows:
-        blas_error, own_error = (float(v) for v in row.split()[-2:])
-        # each output is a float32 sum of k <= 784 terms: both well within k u
-        assert 0 <= blas_error < 1e-5 and 0 <= own_error < 1e-5, row
+    assert [r.split()[0] for r in rows] == names * 2, proc.stdout  # float32, float64
+    assert [line for line in lines if line.startswith("config B")] == [
+        f"config B (784, 256, 256, 10) batch 128, {d}, one thread" for d in ("float32", "float64")
+    ]
+    for dtype_rows, tol in ((rows[:8], 1e-5), (rows[8:], 1e-13)):
+        taken = {r.split()[0]: r.split()[-4] for r in dtype_rows}
+        # ten output columns (z2, dW2) stay on OpenBLAS; z0 (128 x 256, k 784) is packed
+        assert taken["z2"] == taken["dW2"] == "BLAS" and taken["z0"] == "own", proc.stdout
+        for row in dtype_rows:
+            blas_error, own_error = (float(v) for v in row.split()[-2:])
+            # each output is a sum of k <= 784 terms: both well within k u
+            assert 0 <= blas_error < tol and 0 <= own_error < tol, row
     assert lines[-1].startswith("sum (ms)"), lines[-1]

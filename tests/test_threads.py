@@ -51,10 +51,11 @@ def _scipy_blas_threads():
 
 
 def test_tiles_depend_on_the_shape_only():
-    """The threads' rule (without OpenBLAS's small-matrix cut, test_small_matrix_cut)."""
+    """The threads' rule (without OpenBLAS's small-matrix cut, test_small_matrix_cut,
+    and without the own GEMM's, test_own_gemm_tiles_are_columns_for_16_threads)."""
 
     def grid(m, n, k):
-        return blas.gemm_grid(m, n, k, small_mnk=0)
+        return blas.gemm_grid(m, n, k, small_mnk=0, own=False)
 
     assert blas.gemm_blocks(64, 128, 2) == [(0, 64, 0, 128)]  # small: one tile
     assert grid(128, 256, 256) == (1, 1)  # 2**24 flop: one call
@@ -62,7 +63,7 @@ def test_tiles_depend_on_the_shape_only():
     assert grid(128, 256, 784) == (1, 2)  # config B's first product
     assert grid(784, 256, 128) == (2, 1)  # and its dW
     assert grid(1024, 256, 784) == (2, 1)  # config D
-    assert blas.gemm_blocks(256, 1100, 1030) == [(0, 256, 0, 544), (0, 256, 544, 1100)]
+    assert grid(256, 1100, 1030) == (1, 2)
     assert grid(256, 2048, 2048) == (1, 2)  # 2**31 flop (config C): still 2
     assert grid(2048, 2048, 1024) == (2, 2)  # 2**33 flop: 4
     assert grid(4096, 2048, 1024) == (4, 2)  # 2**34 flop: 8
@@ -71,6 +72,7 @@ def test_tiles_depend_on_the_shape_only():
     assert grid(20, 20, 10**9) == (1, 1)  # sides too short to cut
     # the units of a side are shared out evenly; the last part ends at the side's end
     assert [blas.gemm_edge(600, 2, i) for i in range(3)] == [0, 304, 600]
+    assert [blas.gemm_edge(1100, 2, i) for i in range(3)] == [0, 544, 1100]
     assert [blas.gemm_edge(784, 4, i) for i in range(5)] == [0, 192, 384, 576, 784]
 
 
@@ -95,10 +97,11 @@ def test_small_matrix_cut():
     assert grid(64, 128, 128, small_mnk=0) == (1, 1)  # no small-matrix kernels
     assert grid(1000, 1000, 4, small_mnk=SMALL) == (1, 1)  # fastnn's own short sums
     assert grid(64, 128, blas.GEMM_SMALL_MAX_K + 1, small_mnk=SMALL) == (1, 1)
-    # past the limits, or no tile fitting: the threads' rule
-    assert grid(128, 256, 784, small_mnk=SMALL) == grid(128, 256, 784, small_mnk=0) == (1, 2)
-    assert grid(2048, 1024, 256, small_mnk=SMALL) == grid(2048, 1024, 256, small_mnk=0)
-    assert grid(784, 256, 128, True, False, 50_000) == (2, 1)  # 49 row units: 32 parts
+    # past the limits, or no tile fitting: the threads' rule (the own GEMM's, where it
+    # runs; here without)
+    assert grid(128, 256, 784, small_mnk=SMALL, own=False) == _grid0(128, 256, 784) == (1, 2)
+    assert grid(2048, 1024, 256, small_mnk=SMALL, own=False) == _grid0(2048, 1024, 256)
+    assert grid(784, 256, 128, True, False, 50_000, own=False) == (2, 1)  # 49 row units
     # uneven sides: a part counts as ceil(units / parts) units (100 rows = 7 units: parts
     # of 48 and 52 rows, counted as 64)
     assert grid(100, 64, 200, small_mnk=SMALL) == (2, 1)
@@ -113,16 +116,16 @@ def test_tn_cut():
     assert grid(32, 128, 128, False, True, SMALL) == (1, 4)
     assert grid(64, 64, 64, False, True, SMALL) == (2, 2)  # whole fits 10^6, not 1200
     assert grid(1024, 256, 256, False, True, SMALL) == (32, 8)  # config D's dx2, 2**26
-    assert grid(2048, 256, 256, False, True, SMALL) == grid(2048, 256, 256, small_mnk=0)
+    assert grid(2048, 256, 256, False, True, SMALL, own=False) == _grid0(2048, 256, 256)
     assert grid(64, 128, 128, False, True, 0) == (1, 1)  # no small kernels
     assert grid(30, 40, 128, False, True, SMALL) == (1, 1)  # 1200 outputs: taken whole
     assert grid(64, 128, 31, False, True, SMALL) == (1, 1)  # k < 32: packed either way
     assert grid(64, 128, 257, False, True, SMALL) == (1, 1)
     for m, n, k in [(64, 128, 128), (64, 64, 64), (1024, 256, 256)]:
         # float32: the threads' rule alone
-        assert grid(m, n, k, False, True, SMALL, True, False) == grid(m, n, k, small_mnk=0)
+        assert grid(m, n, k, False, True, SMALL, True, False) == _grid0(m, n, k)
         # the dtype matters for a @ b^T alone (without the own GEMM's rule)
-        want = grid(m, n, k, small_mnk=SMALL)
+        want = grid(m, n, k, small_mnk=SMALL, own=False)
         assert grid(m, n, k, False, False, SMALL, True, False) == want
     n64 = len(blas.gemm_blocks(64, 128, 128, False, True, np.float64))
     assert n64 == (8 if blas.GEMM_SMALL_MNK else 1)
@@ -264,9 +267,14 @@ def test_small_matrix_tiles_fit(m, n, k, trans, small, single):
 SIDES = st.integers(0, 5000)
 
 
+def _grid0(m, n, k):
+    """The threads' rule alone: no small-matrix cut, no own GEMM."""
+    return blas.gemm_grid(m, n, k, small_mnk=0, own=False)
+
+
 def _count(m, n, k):
     """Tiles of the threads' rule (the small-matrix cut, below it, follows call costs)."""
-    rows, cols = blas.gemm_grid(m, n, k, small_mnk=0)
+    rows, cols = _grid0(m, n, k)
     return rows * cols
 
 
@@ -316,11 +324,11 @@ def test_large_products_have_tiles_for_16_threads():
 
 
 def test_own_gemm_tiles_are_columns_for_16_threads():
-    """Where fastnn's own float32 GEMM runs, a product with k > GEMM_SMALL_K is cut in
-    columns of at least GEMM_OWN_MIN_COLS (one row of tiles, whose op(a) is packed once
-    for all of them), into a count that doubles with the product past 2**27 flops, at
-    most GEMM_OWN_MAX_TILES; rows only once the columns are used up. float64, short k
-    and a host without the own GEMM keep the threads' rule."""
+    """Where fastnn's own GEMM runs, a product with k > GEMM_SMALL_K is cut in columns
+    of at least GEMM_OWN_MIN_COLS (one row of tiles, whose op(a) is packed once for all
+    of them), into a count that doubles with the product past 2**27 flops, at most
+    GEMM_OWN_MAX_TILES; rows only once the columns are used up; float32 and float64
+    alike. Short k and a host without the own GEMM keep the threads' rule."""
 
     def grid(m, n, k, single=True, own=True):
         return blas.gemm_grid(m, n, k, small_mnk=SMALL, single=single, own=own)
@@ -333,15 +341,23 @@ def test_own_gemm_tiles_are_columns_for_16_threads():
     assert grid(2048, 2048, 256) == (1, 32)
     assert grid(256, 2**16, 4096) == (1, 64)  # at most 64
     assert grid(8192, 128, 4096) == (32, 2)  # 128 columns: 2 parts, then rows
-    assert grid(256, 2048, 1024, single=False) == grid(256, 2048, 1024, own=False) == (1, 2)
+    assert grid(256, 2048, 1024, single=False) == (1, 16)
+    assert grid(256, 2048, 1024, own=False) == grid(256, 2048, 1024, False, False) == (1, 2)
     assert grid(2048, 2304, 4) == grid(2048, 2304, 4, own=False)  # fastnn's own sums
 
 
 @settings(max_examples=300, deadline=None)
-@given(m=SIDES, n=SIDES, k=st.integers(5, 10**5), dm=st.integers(0, 3000), dn=st.integers(0, 3000))
-def test_own_gemm_tiles_grow_with_the_product(m, n, k, dm, dn):
+@given(
+    m=SIDES,
+    n=SIDES,
+    k=st.integers(5, 10**5),
+    dm=st.integers(0, 3000),
+    dn=st.integers(0, 3000),
+    single=st.booleans(),
+)
+def test_own_gemm_tiles_grow_with_the_product(m, n, k, dm, dn, single):
     def count(m, n, k):
-        rows, cols = blas.gemm_grid(m, n, k, small_mnk=0, single=True, own=True)
+        rows, cols = blas.gemm_grid(m, n, k, small_mnk=0, single=single, own=True)
         return rows, cols, rows * cols
 
     rows, cols, tiles = count(m, n, k)
@@ -393,10 +409,11 @@ def test_cython_carries_the_same_rule():
         for n in sides:
             for k in (1, 4, 5, 300, 784, 5000, 10**6):
                 assert dense_cython._gemm_grid(m, n, k) == blas.gemm_grid(m, n, k), (m, n, k)
-                for own in (False, True):  # float32, with and without the own GEMM
-                    want = blas.gemm_grid(m, n, k, single=True, own=own)
-                    got = dense_cython._gemm_grid(m, n, k, single=True, own=own)
-                    assert got == want, (m, n, k, own)
+                for own in (False, True):  # with and without the own GEMM
+                    for single in (False, True):
+                        want = blas.gemm_grid(m, n, k, single=single, own=own)
+                        got = dense_cython._gemm_grid(m, n, k, single=single, own=own)
+                        assert got == want, (m, n, k, own, single)
     # the small-matrix cut, whatever this host's BLAS
     sides = [1, 16, 17, 64, 100, 128, 256, 300, 1000]
     for small in (0, 50_000, SMALL):
@@ -434,9 +451,11 @@ def test_numba_compiles_the_same_rule():
                     got = common.gemm_copy_rule(m, n, k, *trans, small, single)
                     assert got == want, (m, n, k, single)
     for m, n, k in [(128, 256, 784), (256, 2048, 2048), (8192, 128, 4096), (64, 10**5, 8)]:
-        for own in (False, True):  # the own GEMM's float32 rule
-            want = blas.gemm_grid(m, n, k, small_mnk=0, single=True, own=own)
-            assert common.gemm_tile_grid(m, n, k, False, False, 0, True, own) == want
+        for own in (False, True):  # the own GEMM's rule
+            for single in (False, True):
+                want = blas.gemm_grid(m, n, k, small_mnk=0, single=single, own=own)
+                got = common.gemm_tile_grid(m, n, k, False, False, 0, single, own)
+                assert got == want, (m, n, k, own, single)
 
 
 THREAD_COUNTS = [1, 2, 3, 16, 64]
@@ -517,7 +536,7 @@ def test_short_inner_dimensions_give_the_same_bits_everywhere(m, n, k, trans_a, 
 )
 def test_many_tiles_give_the_same_bits_on_any_thread_count(m, n, k, trans_a, trans_b, dtype):
     # (the first three are cut in 2 by the threads' rule, whose 16 tiles start at 2**35
-    # flops, too long for a unit test; in float32 on fastnn's own GEMM in 4 to 16)
+    # flops, too long for a unit test; on fastnn's own GEMM in 4 to 16)
     if 2 * m * n * k >= blas.GEMM_SPLIT_FLOPS:
         assert _count(m, n, k) >= 2
     rng = np.random.default_rng(m + n)
@@ -881,10 +900,10 @@ from fastnn._kernels._numba_common import gemm_threads
 assert numba.config.NUMBA_NUM_THREADS == 64
 rng = np.random.default_rng(0)
 for dtype in ("float32", "float64"):
-    a = rng.standard_normal((1030, 256)).astype(dtype)  # dW = x.T @ dz: 2 tiles
-    b = rng.standard_normal((1030, 2050)).astype(dtype)
+    a = rng.standard_normal((1030, 256)).astype(dtype)  # dW = x.T @ dz: 2 tiles, 16 on
+    b = rng.standard_normal((1030, 2050)).astype(dtype)  # the own GEMM
     want = blas.gemm(a, b, np.empty((256, 2050), dtype), True, False)
-    assert len(blas.gemm_blocks(256, 2050, 1030)) == 2
+    assert len(blas.gemm_blocks(256, 2050, 1030, True, False, dtype)) >= 2
     numba.set_parallel_chunksize(1)
     for t in (3, 16, 64):
         numba.set_num_threads(t)

@@ -1,11 +1,11 @@
 """Training configs A-D (BENCHMARKS.md) and digits end to end.
 
 - ``GemmOnly``: just the matrix products of one step on fastnn's BLAS (its private
-  OpenBLAS instance, and fastnn's own float32 GEMM where it runs), the floor a
-  GEMM-bound step is compared with; ``OwnGemm``: the float32 products on fastnn's own
-  GEMM against OpenBLAS alone (where the own GEMM runs); ``SharedPacking``: config C's
-  float32 products in their tiles with op(a) packed once for them all, against tiles
-  each packing it and one unsplit call.
+  OpenBLAS instance, and fastnn's own GEMM where it runs), the floor a GEMM-bound step
+  is compared with; ``OwnGemm``: the products on fastnn's own GEMM against OpenBLAS
+  alone (where the own GEMM runs); ``SharedPacking``: config C's products in their
+  tiles with op(a) packed once for them all, against tiles each packing it and one
+  unsplit call.
 - ``KernelStep``: one step written as Python calls to fastnn's kernels per backend
   (common.KernelStep).
 - ``TrainStep``: ``fastnn.MLP.train_step`` with ``fastnn.Adam`` per backend, and
@@ -42,39 +42,39 @@ class GemmOnly:
 
 
 class OwnGemm:
-    """A float32 step's products on fastnn's own GEMM (the calls it takes; OpenBLAS's
-    for the others) and on OpenBLAS alone: the own GEMM's lead, tracked (skipped where
-    it does not run: no AVX-512, or the Cython kernels not built)."""
+    """A step's products on fastnn's own GEMM (the calls it takes; OpenBLAS's for the
+    others) and on OpenBLAS alone: the own GEMM's lead, tracked (skipped where it does
+    not run: no AVX-512, or the Cython kernels not built)."""
 
-    params = [list(CONFIGS)]
-    param_names = ["config"]
+    params = [list(DTYPES), list(CONFIGS)]
+    param_names = ["dtype", "config"]
     timeout = 300
 
-    def setup(self, config):
+    def setup(self, dtype, config):
         from fastnn import _blas
 
-        if _blas.info()["sgemm"] != "fastnn":
+        if _blas.info()["gemm"] != "fastnn":
             raise NotImplementedError("fastnn's own GEMM does not run here")
-        self.own = common.GemmOnly(CONFIGS[config], "float32")
-        self.blas = common.GemmOnly(CONFIGS[config], "float32", blas_only=True)
+        self.own = common.GemmOnly(CONFIGS[config], dtype)
+        self.blas = common.GemmOnly(CONFIGS[config], dtype, blas_only=True)
         self.own()
         self.blas()
 
-    def time_fastnn_gemm(self, config):
+    def time_fastnn_gemm(self, dtype, config):
         self.own()
 
-    def time_openblas(self, config):
+    def time_openblas(self, dtype, config):
         self.blas()
 
 
 class SharedPacking:
-    """Config C's float32 products in their tiles on fastnn's own GEMM, made as the
-    Cython kernels make them (op(a) packed once for a row of tiles, one thread), against
-    the same tiles each packing op(a) itself and against one unsplit call (skipped where
-    the own GEMM does not run)."""
+    """Config C's products in their tiles on fastnn's own GEMM, made as the Cython
+    kernels make them (op(a) packed once for a row of tiles, one thread), against the
+    same tiles each packing op(a) itself and against one unsplit call (skipped where the
+    own GEMM does not run)."""
 
-    params = [["z2 = a1 @ W2", "dW2 = a1.T @ dz2", "da1 = dz2 @ W2.T"]]
-    param_names = ["product"]
+    params = [list(DTYPES), ["z2 = a1 @ W2", "dW2 = a1.T @ dz2", "da1 = dz2 @ W2.T"]]
+    param_names = ["dtype", "product"]
     timeout = 300
     SHAPES = {  # (m, n, k, trans_a, trans_b) of the row-major out (m, n)
         "z2 = a1 @ W2": (256, 2048, 2048, False, False),
@@ -82,38 +82,38 @@ class SharedPacking:
         "da1 = dz2 @ W2.T": (256, 2048, 2048, False, True),
     }
 
-    def setup(self, product):
+    def setup(self, dtype, product):
         from fastnn import _blas
         from fastnn.reference.blas import gemm_blocks
 
-        if _blas.info()["sgemm"] != "fastnn":
+        if _blas.info()["gemm"] != "fastnn":
             raise NotImplementedError("fastnn's own GEMM does not run here")
         from fastnn._kernels import dense_cython
 
         m, n, k, ta, tb = self.SHAPES[product]
         rng = np.random.default_rng(0)
-        a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
-        b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
-        out = np.empty((m, n), np.float32)
+        a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+        b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+        out = np.empty((m, n), dtype)
         self.made = lambda: dense_cython._gemm_threads(a, b, out, ta, tb, 1)
         self.whole = common._gemm_call(a, b, out, ta, tb)
         lda, ldb = a.shape[1], b.shape[1]
         self.tiles = [
             _blas.gemm_arguments(ta, tb, r1 - r0, c1 - c0, k, a, r0 if ta else r0 * lda,
                                  lda, b, c0 * ldb if tb else c0, ldb, out, r0 * n + c0, n)
-            for r0, r1, c0, c1 in gemm_blocks(m, n, k, ta, tb, np.float32)
+            for r0, r1, c0, c1 in gemm_blocks(m, n, k, ta, tb, dtype)
         ]
         self.operands = (a, b, out)
         self.made()
 
-    def time_tiles_shared_pack(self, product):
+    def time_tiles_shared_pack(self, dtype, product):
         self.made()
 
-    def time_tiles_each_packing(self, product):
+    def time_tiles_each_packing(self, dtype, product):
         for fn, args in self.tiles:
             fn(*args)
 
-    def time_unsplit_call(self, product):
+    def time_unsplit_call(self, dtype, product):
         self.whole()
 
 

@@ -19,9 +19,9 @@ for Python packages, the ``openblas`` extra), which is often a few releases ahea
 one SciPy bundles and has faster single-precision kernels (``FASTNN_BLAS=scipy`` keeps
 SciPy's).
 
-Where the CPU has AVX-512 and the Cython kernels are built, the ``sgemm_`` handed out is
-fastnn's own float32 GEMM (``_kernels/fastnn_sgemm.h``, in ``gemm_cython``), which
-takes the larger calls and passes the others to that OpenBLAS instance
+Where the CPU has AVX-512 and the Cython kernels are built, the ``sgemm_`` and ``dgemm_``
+handed out are fastnn's own GEMM (``_kernels/fastnn_gemm.h``, in ``gemm_cython``),
+which takes the larger calls and passes the others to that OpenBLAS instance
 (``FASTNN_GEMM=blas`` keeps OpenBLAS for every call; :func:`info` says which runs).
 
 Where a private copy cannot be made (no OpenBLAS to copy: SciPy built against another BLAS and
@@ -61,9 +61,10 @@ class _Blas:
     threads: int | None  # the private instance's thread count when loaded
     kernel: str | None = None  # OpenBLAS's CPU kernel ("Haswell", "SkylakeX", ...)
     config: str | None = None  # OpenBLAS's build string: version, options, kernel
-    # set when sgemm is fastnn's own float32 GEMM (_kernels/fastnn_sgemm.h): the BLAS's
-    # own sgemm, to which it hands the calls it does not take
+    # set when sgemm and dgemm are fastnn's own GEMM (_kernels/fastnn_gemm.h): the
+    # BLAS's own, to which it hands the calls it does not take
     blas_sgemm: _ctypes.CFuncPtr | None = None
+    blas_dgemm: _ctypes.CFuncPtr | None = None
 
 
 _lock = threading.Lock()
@@ -267,18 +268,18 @@ def _instance() -> _Blas:
                     fn.argtypes, fn.restype = _GEMM_ARGTYPES, None
                 loaded.sdot.argtypes, loaded.sdot.restype = _DOT_ARGTYPES, ctypes.c_float
                 loaded.ddot.argtypes, loaded.ddot.restype = _DOT_ARGTYPES, ctypes.c_double
-                _loaded = _with_own_sgemm(loaded)
+                _loaded = _with_own_gemm(loaded)
     return _loaded
 
 
-def _with_own_sgemm(b: _Blas) -> _Blas:
-    """``b`` with fastnn's own float32 GEMM as its sgemm where it can run: the Cython
+def _with_own_gemm(b: _Blas) -> _Blas:
+    """``b`` with fastnn's own GEMM as its sgemm and dgemm where it can run: the Cython
     kernels are built, the CPU has AVX-512 and ``FASTNN_GEMM`` is not ``blas``.
 
-    It takes the larger float32 calls, which OpenBLAS packs (at least 32 output rows of
-    the column-major call, more than :func:`small_gemm_mnk` multiply-adds) and hands
-    the others to ``b``'s own sgemm, so every backend still makes one call per tile
-    and gets the same bits (docs/spec.md §10).
+    It takes the larger calls, which OpenBLAS packs (at least 32 output rows of the
+    column-major call, more than :func:`small_gemm_mnk` multiply-adds) and hands the
+    others to ``b``'s own sgemm and dgemm, so every backend still makes one call per
+    tile and gets the same bits (docs/spec.md §10).
     """
     choice = os.environ.get("FASTNN_GEMM", "") or "auto"
     if choice not in ("auto", "blas"):
@@ -289,26 +290,28 @@ def _with_own_sgemm(b: _Blas) -> _Blas:
         from ._kernels import gemm_cython  # type: ignore[attr-defined]
     except ImportError:  # not built: the Numba kernels run, on the BLAS alone
         return b
-    fallback = cast(int, ctypes.cast(b.sgemm, ctypes.c_void_p).value)
-    address = gemm_cython.sgemm_address(fallback, _small_mnk(b.kernel))
-    if not address:
+    s, d = (cast(int, ctypes.cast(f, ctypes.c_void_p).value) for f in (b.sgemm, b.dgemm))
+    own_s, own_d = gemm_cython.gemm_addresses(s, d, _small_mnk(b.kernel))
+    if not (own_s and own_d):
         return b
-    own = ctypes.CFUNCTYPE(None, *_GEMM_ARGTYPES)(address)
-    return dataclasses.replace(b, sgemm=own, blas_sgemm=b.sgemm)
+    gemm_type = ctypes.CFUNCTYPE(None, *_GEMM_ARGTYPES)
+    return dataclasses.replace(
+        b, sgemm=gemm_type(own_s), dgemm=gemm_type(own_d), blas_sgemm=b.sgemm, blas_dgemm=b.dgemm
+    )
 
 
 def info() -> dict:
     """Which BLAS fastnn's products run on: ``{"private", "source", "kernel", "version",
-    "config", "sgemm"}``.
+    "config", "gemm"}``.
 
     ``private`` is True when fastnn runs its own single-threaded OpenBLAS instance (the
     normal case); False when it falls back to SciPy's shared BLAS
     (``FASTNN_SHARED_BLAS=1``, or a SciPy built on another BLAS). ``source`` is the
     library file, ``kernel`` the CPU kernel OpenBLAS chose ("SkylakeX"), ``version`` its
-    release ("0.3.34") and ``config`` its build string (None where unknown). ``sgemm``
-    is ``"fastnn"`` where float32 products run on fastnn's own GEMM (AVX-512, the BLAS
-    behind it for the calls it does not take; ``FASTNN_GEMM=blas`` turns it off),
-    ``"blas"`` where they run on the BLAS.
+    release ("0.3.34") and ``config`` its build string (None where unknown). ``gemm``
+    is ``"fastnn"`` where products run on fastnn's own GEMM (AVX-512, float32 and
+    float64, the BLAS behind it for the calls it does not take; ``FASTNN_GEMM=blas``
+    turns it off), ``"blas"`` where they run on the BLAS.
     """
     b = _instance()
     version = ".".join(map(str, _version((b.config or "").partition(" ")[2].split(" ")[0])))
@@ -318,7 +321,7 @@ def info() -> dict:
         "kernel": b.kernel,
         "version": version or None,
         "config": b.config,
-        "sgemm": "fastnn" if own_sgemm() else "blas",
+        "gemm": "fastnn" if own_gemm() else "blas",
     }
 
 
@@ -327,9 +330,9 @@ def info() -> dict:
 _SMALL_MATRIX_KERNELS = frozenset({"SkylakeX", "Cooperlake", "SapphireRapids"})
 
 
-def own_sgemm() -> bool:
-    """Whether float32 products run on fastnn's own GEMM (``info()["sgemm"]``): the
-    tiling rule cuts them finer (``fastnn.reference.blas.gemm_grid``)."""
+def own_gemm() -> bool:
+    """Whether products run on fastnn's own GEMM (``info()["gemm"]``): the tiling rule
+    cuts them finer (``fastnn.reference.blas.gemm_grid``)."""
     return _instance().blas_sgemm is not None
 
 
@@ -356,18 +359,18 @@ def gemm_addresses() -> tuple[int, int]:
     )
 
 
-_SHARE_ARGTYPES = [ctypes.c_int] * 4 + [ctypes.c_void_p, ctypes.c_int] * 2 + [ctypes.c_int]
+_SHARE_ARGTYPES = [ctypes.c_int] * 5 + [ctypes.c_void_p, ctypes.c_int] * 2 + [ctypes.c_int]
 _share_types = (
     ctypes.CFUNCTYPE(ctypes.c_int, *_SHARE_ARGTYPES),
+    ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_int),
     ctypes.CFUNCTYPE(None, ctypes.c_int),
-    ctypes.CFUNCTYPE(None),
 )
 # where the Cython kernels are not built: functions that never share, for Numba's
 # kernels to link to (the calls happen once per product cut into column tiles)
 _NO_SHARE = (
     _share_types[0](lambda *args: 0),
-    _share_types[1](lambda chunk: None),
-    _share_types[2](lambda: None),
+    _share_types[1](lambda itemsize, chunk: None),
+    _share_types[2](lambda itemsize: None),
 )
 
 
@@ -382,10 +385,10 @@ def _share_functions() -> tuple[_ctypes.CFuncPtr, ...]:
 
 def share_addresses() -> tuple[int, int, int]:
     """The addresses of ``share``, ``pack`` and ``unshare``
-    (``_kernels/fastnn_sgemm.h``): a float32 product cut into one row of column tiles
-    packs its ``op(a)`` once for them all. ``share`` returns 0, and the tiles pack for
-    themselves, where fastnn's own GEMM does not run; the bits are the same either
-    way."""
+    (``_kernels/fastnn_gemm.h``, each taking the itemsize first, 4 or 8): a product
+    cut into one row of column tiles packs its ``op(a)`` once for them all. ``share``
+    returns 0, and the tiles pack for themselves, where fastnn's own GEMM does not run;
+    the bits are the same either way."""
     return cast(
         tuple[int, int, int],
         tuple(ctypes.cast(f, ctypes.c_void_p).value for f in _share_functions()),
@@ -403,25 +406,27 @@ def gemm_share(
     ldc: int,
     narrowest: int,
 ) -> bool:
-    """Packs ``op(a)`` of the float32 product ``out (m, n) = op(a) @ op(b)`` (row-major,
-    C-contiguous buffers) once for its column tiles, the narrowest ``narrowest`` wide,
-    as the compiled kernels do, chunk by chunk on this thread; True when it did: then
-    :func:`gemm_unshare` once every tile is made."""
+    """Packs ``op(a)`` of the product ``out (m, n) = op(a) @ op(b)`` (row-major,
+    C-contiguous buffers of one dtype, float32 or float64) once for its column tiles,
+    the narrowest ``narrowest`` wide, as the compiled kernels do, chunk by chunk on this
+    thread; True when it did: then :func:`gemm_unshare` once every tile is made."""
     _instance()  # the own GEMM is set up with the BLAS
     share, pack, unshare = _share_functions()
-    chunks = share(int(trans_a), m, n, k, a.ctypes.data, lda, out.ctypes.data, ldc, narrowest)
+    size = out.dtype.itemsize
+    chunks = share(size, int(trans_a), m, n, k, a.ctypes.data, lda, out.ctypes.data, ldc, narrowest)
     try:
         for chunk in range(chunks):
-            pack(chunk)
+            pack(size, chunk)
     except BaseException:  # an interrupt between two chunks: never leave the slot held
-        unshare()
+        unshare(size)
         raise
     return chunks > 0
 
 
-def gemm_unshare() -> None:
-    """Releases what :func:`gemm_share` packed (after the product's tiles)."""
-    _share_functions()[2]()
+def gemm_unshare(dtype) -> None:
+    """Releases what :func:`gemm_share` packed for a product of this dtype (after its
+    tiles)."""
+    _share_functions()[2](np.dtype(dtype).itemsize)
 
 
 def gemm_call(

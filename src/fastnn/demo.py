@@ -121,8 +121,8 @@ def _blas_threads() -> str:
 
 def _blas_name() -> str:
     """The BLAS fastnn's products run on: "OpenBLAS 0.3.34 (SkylakeX)", or its file's
-    name when it is not an OpenBLAS that reports its release; "and fastnn's float32
-    GEMM" where that takes the larger float32 products."""
+    name when it is not an OpenBLAS that reports its release; "and fastnn's GEMM"
+    where that takes the larger products."""
     from . import _blas
 
     i = _blas.info()
@@ -131,7 +131,7 @@ def _blas_name() -> str:
         if i["version"] is None
         else f"OpenBLAS {i['version']} ({i['kernel'] or '?'})"
     )
-    return name + (" and fastnn's float32 GEMM" if i["sgemm"] == "fastnn" else "")
+    return name + (" and fastnn's GEMM" if i["gemm"] == "fastnn" else "")
 
 
 def _timed(fn):

@@ -1,7 +1,8 @@
-"""fastnn's own float32 GEMM (_kernels/fastnn_sgemm.h, reached through fastnn._blas).
+"""fastnn's own GEMM (_kernels/fastnn_gemm.h, reached through fastnn._blas), float32
+and float64.
 
-Where the CPU has AVX-512 and the Cython kernels are built, every float32 product of
-every backend calls it in place of the BLAS's ``sgemm_``; it takes the larger calls
+Where the CPU has AVX-512 and the Cython kernels are built, every product of every
+backend calls it in place of the BLAS's ``sgemm_`` and ``dgemm_``; it takes the larger calls
 (which the BLAS packs) and hands the others to the BLAS. These tests check its results
 against an exact product (the dot-product bound of any BLAS) and, output by output,
 against an exact model of its FMA chains; that output tiles give the whole call's bits,
@@ -23,30 +24,48 @@ from hypothesis import strategies as st
 
 from fastnn import _blas
 
-OWN = _blas.info()["sgemm"] == "fastnn"
+OWN = _blas.info()["gemm"] == "fastnn"
 needs_own = pytest.mark.skipif(
     not OWN, reason="fastnn's own GEMM needs AVX-512 and the built Cython kernels"
 )
-U32 = float(np.finfo(np.float32).eps) / 2
+DTYPES = [np.float32, np.float64]
+KC = {np.float32: 512, np.float64: 256}  # fastnn_gemm.h's KC blocks of k
 
 
-def _operands(rng, m, n, k, ta, tb, pad=0):
+def _operands(rng, m, n, k, ta, tb, pad=0, dtype=np.float32):
     """a, b for out (m, n) = op(a) @ op(b), as views with ``pad`` more columns (rows of
     ``ld`` > their width: a non-contiguous layout)."""
     shape_a = (k, m) if ta else (m, k)
     shape_b = (n, k) if tb else (k, n)
-    a = rng.standard_normal((shape_a[0], shape_a[1] + pad)).astype(np.float32)
-    b = rng.standard_normal((shape_b[0], shape_b[1] + pad)).astype(np.float32)
+    a = rng.standard_normal((shape_a[0], shape_a[1] + pad)).astype(dtype)
+    b = rng.standard_normal((shape_b[0], shape_b[1] + pad)).astype(dtype)
     return a[:, : shape_a[1]], b[:, : shape_b[1]]
+
+
+def _own(dtype):
+    """The ?gemm_ fastnn's kernels call for this dtype (the own GEMM here)."""
+    b = _blas._instance()
+    return b.sgemm if np.dtype(dtype) == np.float32 else b.dgemm
+
+
+def _blas_only(dtype):
+    """The BLAS's own ?gemm_ behind it."""
+    b = _blas._instance()
+    return b.blas_sgemm if np.dtype(dtype) == np.float32 else b.blas_dgemm
+
+
+def _bits(x):
+    return x.view(np.uint32 if x.dtype == np.float32 else np.uint64)
 
 
 def _call(fn, ta, tb, a, b, out, r0=0, r1=None, c0=0, c1=None, beta=0.0):
     """out[r0:r1, c0:c1] = op(a)[r0:r1] @ op(b)[:, c0:c1] + beta out[...] through ``fn``
-    (an sgemm_), row-major through column-major as fastnn._blas.gemm_call makes it."""
+    (a ?gemm_), row-major through column-major as fastnn._blas.gemm_call makes it."""
     r1 = out.shape[0] if r1 is None else r1
     c1 = out.shape[1] if c1 is None else c1
     k = a.shape[0] if ta else a.shape[1]
-    lda, ldb, ldc = a.strides[0] // 4, b.strides[0] // 4, out.strides[0] // 4
+    size = out.itemsize
+    lda, ldb, ldc = a.strides[0] // size, b.strides[0] // size, out.strides[0] // size
     a_off = r0 if ta else r0 * lda
     b_off = c0 * ldb if tb else c0
     _, args = _blas.gemm_arguments(
@@ -68,10 +87,14 @@ def _exact(a, b, ta, tb):
 
 
 def _assert_within_dot_bound(out, a, b, ta, tb):
-    """|out - exact| <= (k + 1) u (|op(a)| @ |op(b)|): a sum of k products in float32,
-    whatever its order, with or without FMA."""
+    """|out - exact| <= (k + 1) u (|op(a)| @ |op(b)|): a sum of k products in the
+    operands' precision, whatever its order, with or without FMA (exact: float64 on
+    float32 operands, the exact products' float64 sum plus its own bound on float64)."""
     k = a.shape[0] if ta else a.shape[1]
-    bound = (k + 1) * U32 * _exact(np.abs(a), np.abs(b), ta, tb)
+    u = float(np.finfo(a.dtype).eps) / 2
+    scale = _exact(np.abs(a), np.abs(b), ta, tb)
+    exact_err = 0.0 if a.dtype == np.float32 else (k + 1) * 2.0**-53 * scale
+    bound = (k + 1) * u * scale + exact_err
     err = np.abs(out.astype(np.float64) - _exact(a, b, ta, tb))
     assert np.all(err <= bound), float((err - bound).max())
 
@@ -85,33 +108,38 @@ def _assert_within_dot_bound(out, a, b, ta, tb):
     ta=st.booleans(),
     tb=st.booleans(),
     pad=st.sampled_from([0, 3]),
+    dtype=st.sampled_from(DTYPES),
 )
-def test_products_are_within_the_dot_product_bound(m, n, k, ta, tb, pad):
-    a, b = _operands(np.random.default_rng(m * n + k), m, n, k, ta, tb, pad)
-    out = np.full((m, n), np.nan, np.float32)
-    _blas.gemm_call(ta, tb, m, n, k, a, 0, a.strides[0] // 4, b, 0, b.strides[0] // 4, out, 0, n)
+def test_products_are_within_the_dot_product_bound(m, n, k, ta, tb, pad, dtype):
+    a, b = _operands(np.random.default_rng(m * n + k), m, n, k, ta, tb, pad, dtype)
+    out = np.full((m, n), np.nan, dtype)
+    size = out.itemsize
+    _blas.gemm_call(
+        ta, tb, m, n, k, a, 0, a.strides[0] // size, b, 0, b.strides[0] // size, out, 0, n
+    )
     _assert_within_dot_bound(out, a, b, ta, tb)
 
 
 @needs_own
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "m, n, k, ta, tb",
     [
-        (200, 300, 1100, False, False),  # k over three KC blocks of 512
+        (200, 300, 1100, False, False),  # k over three KC blocks of 512 (five of 256)
         (97, 90, 700, True, False),
         (130, 77, 640, False, True),
         (64, 256, 1024, True, True),
         (5000, 300, 10, False, True),  # k of 10: 2 x 2 tiles of 2500 x 150
     ],
 )
-def test_output_tiles_give_the_whole_calls_bits(m, n, k, ta, tb):
+def test_output_tiles_give_the_whole_calls_bits(m, n, k, ta, tb, dtype):
     """An element is one FMA chain over k, whatever the tile it lies in: tiles at
     uneven edges (partial row and column panels) give the whole call's bits, as long
     as the GEMM takes each tile (at least 32 output columns, over 10^6 m n k)."""
-    a, b = _operands(np.random.default_rng(1), m, n, k, ta, tb, pad=5)
-    sgemm = _blas._instance().sgemm
-    whole = np.full((m, n), np.nan, np.float32)
-    tiled = np.full((m, n), np.nan, np.float32)
+    a, b = _operands(np.random.default_rng(1), m, n, k, ta, tb, 5, dtype)
+    sgemm = _own(dtype)
+    whole = np.full((m, n), np.nan, dtype)
+    tiled = np.full((m, n), np.nan, dtype)
     _call(sgemm, ta, tb, a, b, whole)
     rows = [0, m // 2 + 3, m]
     cols = [0, n // 2 + 5, n]
@@ -123,11 +151,12 @@ def test_output_tiles_give_the_whole_calls_bits(m, n, k, ta, tb):
     for r0, r1 in zip(rows[:-1], rows[1:]):
         for c0, c1 in zip(cols[:-1], cols[1:]):
             _call(sgemm, ta, tb, a, b, tiled, r0, r1, c0, c1)
-    np.testing.assert_array_equal(whole.view(np.uint32), tiled.view(np.uint32))
+    np.testing.assert_array_equal(_bits(whole), _bits(tiled))
     _assert_within_dot_bound(whole, a, b, ta, tb)
 
 
 @needs_own
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "m, n, k",
     [
@@ -136,47 +165,53 @@ def test_output_tiles_give_the_whole_calls_bits(m, n, k, ta, tb):
         (1, 1, 1),
     ],
 )
-def test_calls_it_does_not_take_are_the_blas_calls(m, n, k):
+def test_calls_it_does_not_take_are_the_blas_calls(m, n, k, dtype):
     if _takes(m, n, k):
         pytest.skip("this BLAS has no small-matrix kernels: the own GEMM takes the call")
-    b_ = _blas._instance()
     for ta in (False, True):
         for tb in (False, True):
-            a, b = _operands(np.random.default_rng(2), m, n, k, ta, tb)
-            own, blas = (np.full((m, n), np.nan, np.float32) for _ in range(2))
-            _call(b_.sgemm, ta, tb, a, b, own)
-            _call(b_.blas_sgemm, ta, tb, a, b, blas)
-            np.testing.assert_array_equal(own.view(np.uint32), blas.view(np.uint32))
+            a, b = _operands(np.random.default_rng(2), m, n, k, ta, tb, dtype=dtype)
+            own, blas = (np.full((m, n), np.nan, dtype) for _ in range(2))
+            _call(_own(dtype), ta, tb, a, b, own)
+            _call(_blas_only(dtype), ta, tb, a, b, blas)
+            np.testing.assert_array_equal(_bits(own), _bits(blas))
 
 
 @needs_own
-def test_beta_other_than_zero_goes_to_the_blas():
-    """fastnn passes beta = 0 only; another beta is still a correct sgemm_ call."""
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_beta_other_than_zero_goes_to_the_blas(dtype):
+    """fastnn passes beta = 0 only; another beta is still a correct ?gemm_ call."""
     rng = np.random.default_rng(3)
-    a = rng.standard_normal((256, 300)).astype(np.float32)
-    b = rng.standard_normal((300, 256)).astype(np.float32)
-    c0 = rng.standard_normal((256, 256)).astype(np.float32)
+    a = rng.standard_normal((256, 300)).astype(dtype)
+    b = rng.standard_normal((300, 256)).astype(dtype)
+    c0 = rng.standard_normal((256, 256)).astype(dtype)
     outs = []
-    for fn in (_blas._instance().sgemm, _blas._instance().blas_sgemm):
+    for fn in (_own(dtype), _blas_only(dtype)):
         c = c0.copy()
         _call(fn, False, False, a, b, c, beta=0.5)
         outs.append(c)
-    np.testing.assert_array_equal(outs[0].view(np.uint32), outs[1].view(np.uint32))
-    _assert_within_dot_bound(outs[0] - np.float32(0.5) * c0, a, b, False, False)
+    np.testing.assert_array_equal(_bits(outs[0]), _bits(outs[1]))
+    # the bound on op(a) op(b) + 0.5 c0 (0.5 c0 exact, one more rounding; float64's
+    # exact value in float64 has a bound of its own as large)
+    err = np.abs(outs[0].astype(np.float64) - (_exact(a, b, False, False) + 0.5 * c0))
+    u = float(np.finfo(dtype).eps) / 2
+    scale = _exact(np.abs(a), np.abs(b), False, False) + 0.5 * np.abs(c0)
+    assert np.all(err <= (1 if dtype == np.float32 else 2) * 302 * u * scale)
 
 
 @needs_own
-def test_nan_and_inf_reach_the_outputs_they_touch():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_and_inf_reach_the_outputs_they_touch(dtype):
     """No operand is skipped: a NaN or an infinity reaches exactly the outputs it
     touches in the exact product, on full and partial row and column panels."""
     rng = np.random.default_rng(4)
     m, n, k = 70, 45, 600
-    a = rng.standard_normal((m, k)).astype(np.float32)
-    b = rng.standard_normal((k, n)).astype(np.float32)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
     a[3, 17] = np.nan
     a[66, 5] = np.inf
     b[9, 44] = -np.inf
-    out = np.empty((m, n), np.float32)
+    out = np.empty((m, n), dtype)
     _blas.gemm_call(False, False, m, n, k, a, 0, k, b, 0, n, out, 0, n)
     with np.errstate(invalid="ignore", over="ignore"):
         exact = _exact(a, b, False, False)
@@ -188,20 +223,20 @@ def test_nan_and_inf_reach_the_outputs_they_touch():
 @needs_own
 def test_threads_calling_at_once_get_one_threads_bits():
     """Each thread packs into buffers of its own: products made by 4 threads at once,
-    each its own shape (so its buffers grow while the others run), are those of one
-    thread."""
+    each its own shape and dtype (so its buffers grow while the others run), are those
+    of one thread."""
     shapes = [(256, 300, 700), (64, 2048, 300), (500, 40, 1500), (128, 256, 784)]
     rng = np.random.default_rng(5)
     cases = []
-    for m, n, k in shapes:
-        a, b = _operands(rng, m, n, k, False, True)
-        want = np.empty((m, n), np.float32)
-        _call(_blas._instance().sgemm, False, True, a, b, want)
+    for i, (m, n, k) in enumerate(shapes):
+        a, b = _operands(rng, m, n, k, False, True, dtype=DTYPES[i % 2])
+        want = np.empty((m, n), a.dtype)
+        _call(_own(a.dtype), False, True, a, b, want)
         cases.append((a, b, want))
 
     def product(a, b, want):
         out = np.empty_like(want)
-        _call(_blas._instance().sgemm, False, True, a, b, out)
+        _call(_own(a.dtype), False, True, a, b, out)
         return out
 
     assert _each_in_a_thread(cases, product, 20) == []
@@ -216,7 +251,7 @@ def _each_in_a_thread(cases, product, rounds):
     def run(case):
         a, b, want = case
         for _ in range(rounds):
-            if not np.array_equal(product(a, b, want).view(np.uint32), want.view(np.uint32)):
+            if not np.array_equal(_bits(product(a, b, want)), _bits(want)):
                 failures.append(want.shape)
                 return
 
@@ -236,84 +271,90 @@ def _column_tiles(a, b, out, ta, tb, cols, share, then=None):
 
     m, n = out.shape
     k = a.shape[0] if ta else a.shape[1]
-    lda, ldc = a.strides[0] // 4, out.strides[0] // 4
+    lda, ldc = a.strides[0] // out.itemsize, out.strides[0] // out.itemsize
     shared = share and _blas.gemm_share(ta, m, n, k, a, lda, out, ldc, gemm_narrowest(n, cols))
     if then is not None:
         then()
     try:
         for j in range(cols):
             c0, c1 = gemm_edge(n, cols, j), gemm_edge(n, cols, j + 1)
-            _call(_blas._instance().sgemm, ta, tb, a, b, out, 0, m, c0, c1)
+            _call(_own(out.dtype), ta, tb, a, b, out, 0, m, c0, c1)
     finally:
         if shared:
-            _blas.gemm_unshare()
+            _blas.gemm_unshare(out.dtype)
     return shared
 
 
 @needs_own
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "m, n, k, ta, tb, cols",
     [
-        (256, 2050, 1030, False, False, 16),  # k over three KC blocks, a last wider tile
+        (256, 2050, 1030, False, False, 16),  # k over 3 (5) KC blocks, a last wider tile
         (300, 1800, 700, False, True, 8),  # 300 rows: a partial 14-column micro-panel
         (1100, 700, 400, True, False, 8),  # op(a) transposed
         (97, 640, 600, True, True, 4),
         (4200, 200, 300, False, False, 2),  # more rows than one NC block of the call
     ],
 )
-def test_shared_packing_gives_the_whole_calls_bits(m, n, k, ta, tb, cols):
+def test_shared_packing_gives_the_whole_calls_bits(m, n, k, ta, tb, cols, dtype):
     """A product's column tiles reading its op(a) packed once (fnn_own_share) give the
     whole call's bits, as tiles packing it themselves do. That they read the pack is
     shown by changing a once it is packed: they still give the bits of a as packed."""
-    a, b = _operands(np.random.default_rng(m + n), m, n, k, ta, tb, pad=3)
-    whole = np.full((m, n), np.nan, np.float32)
-    _call(_blas._instance().sgemm, ta, tb, a, b, whole)
-    tiled = np.full((m, n), np.nan, np.float32)
+    a, b = _operands(np.random.default_rng(m + n), m, n, k, ta, tb, 3, dtype)
+    whole = np.full((m, n), np.nan, dtype)
+    _call(_own(dtype), ta, tb, a, b, whole)
+    tiled = np.full((m, n), np.nan, dtype)
     assert not _column_tiles(a, b, tiled, ta, tb, cols, False)
-    np.testing.assert_array_equal(whole.view(np.uint32), tiled.view(np.uint32))
-    tiled = np.full((m, n), np.nan, np.float32)
+    np.testing.assert_array_equal(_bits(whole), _bits(tiled))
+    tiled = np.full((m, n), np.nan, dtype)
 
     def change_a():
         a[...] = 1.0
 
     assert _column_tiles(a, b, tiled, ta, tb, cols, True, change_a)
-    np.testing.assert_array_equal(whole.view(np.uint32), tiled.view(np.uint32))
+    np.testing.assert_array_equal(_bits(whole), _bits(tiled))
 
 
 @needs_own
-def test_only_the_holders_tiles_read_the_shared_pack():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_only_the_holders_tiles_read_the_shared_pack(dtype):
     """A call reads the shared op(a) only when it is a tile of the product that packed
     it: the same operand, and an output inside that product's. Shown by changing a
     after packing: the holder's tiles still see the packed values, any other call sees
-    a as it is; one product holds the pack at a time."""
+    a as it is; one product holds a dtype's pack at a time, the other dtype's is free."""
     m, n, k = 256, 1024, 600
     rng = np.random.default_rng(8)
-    a, b = _operands(rng, m, n, k, False, False)
+    a, b = _operands(rng, m, n, k, False, False, dtype=dtype)
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-    new_a = rng.standard_normal(a.shape).astype(np.float32)
-    sgemm = _blas._instance().sgemm
-    old_out, new_out = np.empty((m, n), np.float32), np.empty((m, n), np.float32)
+    new_a = rng.standard_normal(a.shape).astype(dtype)
+    sgemm = _own(dtype)
+    old_out, new_out = np.empty((m, n), dtype), np.empty((m, n), dtype)
     _call(sgemm, False, False, a, b, old_out)
     _call(sgemm, False, False, new_a, b, new_out)
-    out = np.full((m, n), np.nan, np.float32)
-    elsewhere = np.full((m, n), np.nan, np.float32)
+    out = np.full((m, n), np.nan, dtype)
+    elsewhere = np.full((m, n), np.nan, dtype)
+    other = np.float64 if dtype == np.float32 else np.float32
+    a_other, out_other = a.astype(other), out.astype(other)
     assert _blas.gemm_share(False, m, n, k, a, k, out, n, 256)
     try:
         assert not _blas.gemm_share(False, m, n, k, a, k, out, n, 256)  # held
+        assert _blas.gemm_share(False, m, n, k, a_other, k, out_other, n, 256)
+        _blas.gemm_unshare(other)  # the other dtype's slot is its own
         a[...] = new_a
         _call(sgemm, False, False, a, b, out, 0, m, 256, 512)  # a tile of the holder's
         _call(sgemm, False, False, a, b, elsewhere, 0, m, 256, 512)  # another output
         _call(sgemm, False, False, a[: m - 32], b, out, 0, m - 32, 0, 256)  # fewer rows
     finally:
-        _blas.gemm_unshare()
+        _blas.gemm_unshare(dtype)
     _call(sgemm, False, False, a, b, out, 0, m, 512, 768)  # after the release
-    bits = [x.view(np.uint32) for x in (out, elsewhere, old_out, new_out)]
+    bits = [_bits(x) for x in (out, elsewhere, old_out, new_out)]
     np.testing.assert_array_equal(bits[0][:, 256:512], bits[2][:, 256:512])
     np.testing.assert_array_equal(bits[1][:, 256:512], bits[3][:, 256:512])
     np.testing.assert_array_equal(bits[0][: m - 32, :256], bits[3][: m - 32, :256])
     np.testing.assert_array_equal(bits[0][:, 512:768], bits[3][:, 512:768])
     assert _blas.gemm_share(False, m, n, k, a, k, out, n, 256)  # free again
-    _blas.gemm_unshare()
+    _blas.gemm_unshare(dtype)
 
 
 FORK_SCENARIO = """
@@ -323,38 +364,44 @@ from fastnn import _blas
 
 m, n, k = 256, 1024, 600
 rng = np.random.default_rng(1)
-a = rng.standard_normal((m, k)).astype(np.float32)
-b = rng.standard_normal((k, n)).astype(np.float32)
-out = np.zeros((m, n), np.float32)
-elsewhere = np.zeros((m, n), np.float32)
+dtypes = (np.float32, np.float64)
+a = {d: rng.standard_normal((m, k)).astype(d) for d in dtypes}
+b = {d: rng.standard_normal((k, n)).astype(d) for d in dtypes}
+out = {d: np.zeros((m, n), d) for d in dtypes}
+elsewhere = {d: np.zeros((m, n), d) for d in dtypes}
 
 
-def tile(dst):  # the first 256 columns, a tile of the product that holds the pack
-    _, args = _blas.gemm_arguments(False, False, m, 256, k, a, 0, k, b, 0, n, dst, 0, n)
-    _blas._instance().sgemm(*args)
+def tile(d, dst):  # the first 256 columns, a tile of the product that holds the pack
+    _, args = _blas.gemm_arguments(False, False, m, 256, k, a[d], 0, k, b[d], 0, n, dst, 0, n)
+    (_blas._instance().sgemm if d == np.float32 else _blas._instance().dgemm)(*args)
 
 
-assert _blas.gemm_share(False, m, n, k, a, k, out, n, 256)  # held across the fork
-a[...] = rng.standard_normal((m, k)).astype(np.float32)
+for d in dtypes:  # both slots held across the fork
+    assert _blas.gemm_share(False, m, n, k, a[d], k, out[d], n, 256)
+    a[d][...] = rng.standard_normal((m, k)).astype(d)
 pid = os.fork()
 if pid == 0:
-    tile(out)  # the child's product at the same addresses: a as it is now
-    tile(elsewhere)
-    fresh = np.array_equal(out[:, :256].view(np.uint32), elsewhere[:, :256].view(np.uint32))
-    free = _blas.gemm_share(False, m, n, k, a, k, out, n, 256)
-    _blas.gemm_unshare()
-    os._exit(0 if fresh and free else 3)
+    ok = True
+    for d in dtypes:
+        tile(d, out[d])  # the child's product at the same addresses: a as it is now
+        tile(d, elsewhere[d])
+        ok = ok and np.array_equal(out[d][:, :256], elsewhere[d][:, :256])
+        ok = ok and _blas.gemm_share(False, m, n, k, a[d], k, out[d], n, 256)  # free
+        _blas.gemm_unshare(d)
+    os._exit(0 if ok else 3)
 _, status = os.waitpid(pid, 0)
-_blas.gemm_unshare()
+for d in dtypes:
+    _blas.gemm_unshare(d)
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
 @needs_own
 def test_a_forked_child_starts_with_no_shared_pack():
-    """A child forked while a product holds the shared pack (its holder, a parent's
-    thread, is not in the child to release it) finds the slot free and nothing
-    published: its own products at the same addresses read their operands as they are."""
+    """A child forked while products hold the shared packs (their holder, a parent's
+    thread, is not in the child to release them) finds both dtypes' slots free and
+    nothing published: its own products at the same addresses read their operands as
+    they are."""
     run = subprocess.run(
         [sys.executable, "-c", FORK_SCENARIO], capture_output=True, text=True, timeout=120
     )
@@ -362,7 +409,8 @@ def test_a_forked_child_starts_with_no_shared_pack():
 
 
 @needs_own
-def test_products_sharing_at_once_from_threads_get_one_threads_bits():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_products_sharing_at_once_from_threads_get_one_threads_bits(dtype):
     """Products cut in column tiles from 4 threads at once: one holds the shared pack,
     the others' tiles pack for themselves, every result is the one-thread result."""
     from fastnn.reference import blas
@@ -370,10 +418,10 @@ def test_products_sharing_at_once_from_threads_get_one_threads_bits():
     rng = np.random.default_rng(9)
     cases = []
     for m, n, k in [(256, 2048, 520), (128, 4096, 300), (300, 1024, 1100), (64, 8192, 256)]:
-        a, b = _operands(rng, m, n, k, False, False)
+        a, b = _operands(rng, m, n, k, False, False, dtype=dtype)
         a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-        assert len(blas.gemm_blocks(m, n, k, dtype=np.float32)) > 1
-        cases.append((a, b, blas.gemm(a, b, np.empty((m, n), np.float32))))
+        assert len(blas.gemm_blocks(m, n, k, dtype=dtype)) > 1
+        cases.append((a, b, blas.gemm(a, b, np.empty((m, n), dtype))))
 
     def product(a, b, want):
         return blas.gemm(a, b, np.full_like(want, np.nan))
@@ -393,7 +441,7 @@ def _can_run_own() -> bool:
 
 
 def test_fastnn_gemm_blas_turns_it_off_and_others_are_refused():
-    code = "from fastnn import _blas; print(_blas.info()['sgemm'])"
+    code = "from fastnn import _blas; print(_blas.info()['gemm'])"
     got = {}
     for choice in ("blas", "auto", "mkl"):
         env = {**os.environ, "FASTNN_GEMM": choice}
@@ -418,31 +466,40 @@ def _round_f32(x: Fraction) -> np.float32:
     return min(cands, key=key)
 
 
-def _fma_chain_model(a_row, b_col, kc=512):
-    """fastnn_sgemm.h's value of one output: per block of kc terms, starting from 0, the
-    float32 fused multiply-adds acc = round(a_p b_p + acc) in p order; the blocks' sums
-    added in order, each addition rounded."""
+def _fma_chain_model(a_row, b_col, kc):
+    """fastnn_gemm.h's value of one output: per block of kc terms, starting from 0, the
+    fused multiply-adds acc = round(a_p b_p + acc) in p order in the operands'
+    precision; the blocks' sums added in order, each addition rounded."""
+    single = a_row.dtype == np.float32
+
+    def fma(x, y, acc):
+        exact = Fraction(float(x)) * Fraction(float(y)) + Fraction(float(acc))
+        return _round_f32(exact) if single else np.float64(float(exact))  # correctly rounded
+
     out = None
     for p0 in range(0, len(a_row), kc):
-        acc = np.float32(0.0)
+        acc = a_row.dtype.type(0.0)
         for x, y in zip(a_row[p0 : p0 + kc], b_col[p0 : p0 + kc]):
-            acc = _round_f32(Fraction(float(x)) * Fraction(float(y)) + Fraction(float(acc)))
-        out = acc if out is None else np.float32(out + acc)
+            acc = fma(x, y, acc)
+        out = acc if out is None else out + acc
     return out
 
 
 @needs_own
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ta, tb", [(False, False), (True, True)])
-def test_each_output_is_the_documented_fma_chain(ta, tb):
+def test_each_output_is_the_documented_fma_chain(ta, tb, dtype):
     """The own GEMM ran, and summed as docs/spec.md §10 says: outputs of a full and a
-    partial row panel, of full and narrower column panels, across two KC blocks, equal
-    bit for bit an exact model of one FMA chain per block of 512 (OpenBLAS blocks k
-    otherwise and gives other bits on most of them)."""
-    m, n, k = 70, 33, 530  # column-major rows 33 (a full panel of 32, then 1); 70 columns
-    a, b = _operands(np.random.default_rng(6), m, n, k, ta, tb)
-    out = np.empty((m, n), np.float32)
-    _call(_blas._instance().sgemm, ta, tb, a, b, out)
+    partial row panel, of full and narrower column panels, across three KC blocks, equal
+    bit for bit an exact model of one FMA chain per KC block (512 terms for float32, 256
+    for float64; OpenBLAS blocks k otherwise and gives other bits on most of them)."""
+    # column-major rows 33 (float32: a full panel of 32 then 1; float64: 2 of 16 then
+    # 1); 70 columns
+    m, n, k = 70, 33, 1030
+    a, b = _operands(np.random.default_rng(6), m, n, k, ta, tb, dtype=dtype)
+    out = np.empty((m, n), dtype)
+    _call(_own(dtype), ta, tb, a, b, out)
     A = a.T if ta else a
     B = b.T if tb else b
     for i, j in [(0, 0), (1, 31), (69, 32), (13, 14), (42, 27), (56, 5), (27, 32)]:
-        assert out[i, j] == _fma_chain_model(A[i], B[:, j]), (i, j)
+        assert out[i, j] == _fma_chain_model(A[i], B[:, j], KC[dtype]), (i, j)

@@ -563,7 +563,7 @@ gemm_tile_edge = jit_inline(gemm_edge)
 gemm_copy_rule = jit_inline(gemm_copies_b)
 gemm_tile_narrowest = jit_inline(gemm_narrowest)
 gemm_tile_claim = jit_inline(gemm_claim)
-_SHARE_SYMBOLS = ("fastnn_sgemm_share", "fastnn_sgemm_share_pack", "fastnn_sgemm_unshare")
+_SHARE_SYMBOLS = ("fastnn_gemm_share", "fastnn_gemm_share_pack", "fastnn_gemm_unshare")
 
 
 if not DISABLE_JIT:
@@ -647,15 +647,15 @@ if not DISABLE_JIT:
 
     @intrinsic
     def _share(typingctx, trans_a, m, n, k, a, lda, out, ldc, narrowest):
-        """fastnn_sgemm.h's fnn_own_share through its linked symbol: the slot taken to
-        pack op(a) of the float32 product out = op(a) @ op(b) once for its column
-        tiles; the number of chunks to pack (_share_pack, then _unshare after the
-        tiles), or 0."""
+        """fastnn_gemm.h's fnn_own_share through its linked symbol: the slot of out's
+        dtype taken to pack op(a) of the product out = op(a) @ op(b) once for its
+        column tiles; the number of chunks to pack (_share_pack, then _unshare after
+        the tiles), or 0."""
         sig = types.int32(trans_a, m, n, k, a, lda, out, ldc, narrowest)
 
         def codegen(context, builder, signature, args):
             i8p, i32 = _ir.IntType(8).as_pointer(), _ir.IntType(32)
-            fnty = _ir.FunctionType(i32, [i32, i32, i32, i32, i8p, i32, i8p, i32, i32])
+            fnty = _ir.FunctionType(i32, [i32, i32, i32, i32, i32, i8p, i32, i8p, i32, i32])
             fn = _cgutils.get_or_insert_function(builder.module, fnty, _SHARE_SYMBOLS[0])
             ta, m_, n_, k_, a_, lda_, out_, ldc_, nw = args
 
@@ -669,6 +669,7 @@ if not DISABLE_JIT:
             return builder.call(
                 fn,
                 [
+                    i32(out.dtype.bitwidth // 8),
                     int32(trans_a, ta),
                     int32(m, m_),
                     int32(n, n_),
@@ -684,29 +685,33 @@ if not DISABLE_JIT:
         return sig, codegen
 
     @intrinsic
-    def _share_pack(typingctx, chunk):
-        """fastnn_sgemm.h's fnn_own_share_pack through its linked symbol."""
+    def _share_pack(typingctx, like, chunk):
+        """fastnn_gemm.h's fnn_own_share_pack through its linked symbol, for the slot
+        of like's dtype."""
+
+        def codegen(context, builder, signature, args):
+            i32 = _ir.IntType(32)
+            fnty = _ir.FunctionType(_ir.VoidType(), [i32, i32])
+            fn = _cgutils.get_or_insert_function(builder.module, fnty, _SHARE_SYMBOLS[1])
+            size = i32(like.dtype.bitwidth // 8)
+            builder.call(fn, [size, context.cast(builder, args[1], chunk, types.int32)])
+            return context.get_dummy_value()
+
+        return types.void(like, chunk), codegen
+
+    @intrinsic
+    def _unshare(typingctx, like):
+        """fastnn_gemm.h's fnn_own_unshare through its linked symbol, for the slot of
+        like's dtype."""
 
         def codegen(context, builder, signature, args):
             i32 = _ir.IntType(32)
             fnty = _ir.FunctionType(_ir.VoidType(), [i32])
-            fn = _cgutils.get_or_insert_function(builder.module, fnty, _SHARE_SYMBOLS[1])
-            builder.call(fn, [context.cast(builder, args[0], chunk, types.int32)])
-            return context.get_dummy_value()
-
-        return types.void(chunk), codegen
-
-    @intrinsic
-    def _unshare(typingctx):
-        """fastnn_sgemm.h's fnn_own_unshare through its linked symbol."""
-
-        def codegen(context, builder, signature, args):
-            fnty = _ir.FunctionType(_ir.VoidType(), [])
             fn = _cgutils.get_or_insert_function(builder.module, fnty, _SHARE_SYMBOLS[2])
-            builder.call(fn, [])
+            builder.call(fn, [i32(like.dtype.bitwidth // 8)])
             return context.get_dummy_value()
 
-        return types.void(), codegen
+        return types.void(like), codegen
 
     _SMALL_PANEL = 256  # columns of op(b) per panel, as fastnn_simd.h's FNN_SMALL_PANEL
 
@@ -960,10 +965,11 @@ if not DISABLE_JIT:
             _gemm_tile_i(a, b, out, trans_a, trans_b, rows, cols, gemm_tile_claim(t, rows * cols))
 
     @jit_parallel
-    def _share_parallel(chunks):
-        """The packing chunks of a shared op(a) (_share) on Numba's threads."""
+    def _share_parallel(out, chunks):
+        """The packing chunks of a shared op(a) (_share, out's dtype) on Numba's
+        threads."""
         for t in _prange(chunks):
-            _share_pack(t)
+            _share_pack(out, t)
 
     @jit
     def gemm_threads(a, b, out, trans_a, trans_b, n_threads):
@@ -1005,21 +1011,21 @@ if not DISABLE_JIT:
             _gemm_tile(a, b, out, trans_a, trans_b, 0, m, 0, n)
             return
         chunks = 0
-        if GEMM_OWN and out.itemsize == 4 and rows == 1 and k > GEMM_SMALL_K:
-            # one row of tiles: op(a) packed once for them all (fastnn_sgemm.h), in
+        if GEMM_OWN and rows == 1 and k > GEMM_SMALL_K:
+            # one row of tiles: op(a) packed once for them all (fastnn_gemm.h), in
             # chunks that the threads share out as they do the tiles
             chunks = _share(trans_a, m, n, k, a, a.shape[1], out, n, gemm_tile_narrowest(n, cols))
         if n_threads <= 1 or 2.0 * m * n * k < GEMM_SPLIT_FLOPS:
             for t in range(chunks):
-                _share_pack(t)
+                _share_pack(out, t)
             for t in range(rows * cols):
                 _gemm_tile_i(a, b, out, trans_a, trans_b, rows, cols, t)
         else:
             if chunks > 0:
-                _share_parallel(chunks)
+                _share_parallel(out, chunks)
             _gemm_parallel(a, b, out, trans_a, trans_b, rows, cols)
         if chunks > 0:
-            _unshare()
+            _unshare(out)
 
     @jit
     def gemm(a, b, out, trans_a, trans_b):

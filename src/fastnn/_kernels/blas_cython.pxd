@@ -4,7 +4,7 @@
 # exactly NumPy's order. Everything is ``cdef inline``, so modules that cimport this
 # file compile their own copy and no extension module stands behind it. A module that
 # calls gemm sets its BLAS pointers when it is imported:
-#     fnn_set_gemm(*fastnn._blas.gemm_addresses(), small_gemm_mnk(), own_sgemm(),
+#     fnn_set_gemm(*fastnn._blas.gemm_addresses(), small_gemm_mnk(), own_gemm(),
 #                  *share_addresses())
 
 from cython cimport floating
@@ -26,13 +26,14 @@ cdef extern from "fastnn_blas.h" nogil:
     fnn_dgemm_fn fnn_dgemm
     double fnn_small_gemm_mnk
     int fnn_gemm_own
-    ctypedef int (*fnn_share_fn)(int trans_a, int m, int n, int k, const float* a, int lda,
-                                 const float* out, int ldc, int narrowest) noexcept nogil
-    ctypedef void (*fnn_share_pack_fn)(int chunk) noexcept nogil
-    ctypedef void (*fnn_unshare_fn)() noexcept nogil
-    fnn_share_fn fnn_sgemm_share
-    fnn_share_pack_fn fnn_sgemm_share_pack
-    fnn_unshare_fn fnn_sgemm_unshare
+    ctypedef int (*fnn_share_fn)(int itemsize, int trans_a, int m, int n, int k,
+                                 const void* a, int lda, const void* out, int ldc,
+                                 int narrowest) noexcept nogil
+    ctypedef void (*fnn_share_pack_fn)(int itemsize, int chunk) noexcept nogil
+    ctypedef void (*fnn_unshare_fn)(int itemsize) noexcept nogil
+    fnn_share_fn fnn_gemm_share
+    fnn_share_pack_fn fnn_gemm_share_pack
+    fnn_unshare_fn fnn_gemm_unshare
     void fnn_set_gemm(size_t s, size_t d, double small_mnk, int own, size_t share,
                       size_t pack, size_t unshare)
     const float* fnn_transposed_f32(const float* b, Py_ssize_t n, Py_ssize_t k,
@@ -79,7 +80,7 @@ cdef inline void gemm_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint trans_
     cdef Py_ssize_t tile_m, tile_n
     cdef long long want = 2
     cdef bint cut_rows, cut_cols, cut
-    cdef bint owned = fnn_gemm_own and single and k > FNN_SMALL_K
+    cdef bint owned = fnn_gemm_own and k > FNN_SMALL_K
     cdef Py_ssize_t min_cols = GEMM_OWN_MIN_COLS if owned else GEMM_MIN_COLS
     cdef bint tn = trans_b and not trans_a  # out = a @ b^T
     rows[0] = 1
@@ -221,8 +222,12 @@ cdef inline int gemm_claim(int t, int tiles) noexcept nogil:
     return r
 
 
-cdef inline void gemm_share_task(void* job, int t) noexcept nogil:
-    fnn_sgemm_share_pack(t)
+cdef inline void gemm_share_task_f32(void* job, int t) noexcept nogil:
+    fnn_gemm_share_pack(4, t)
+
+
+cdef inline void gemm_share_task_f64(void* job, int t) noexcept nogil:
+    fnn_gemm_share_pack(8, t)
 
 
 cdef inline void gemm_task_f32(void* job, int t) noexcept nogil:
@@ -274,25 +279,26 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     job.a = a
     job.b = b
     job.c = c
-    if floating is float:
-        if job.rows == 1 and k > FNN_SMALL_K and fnn_sgemm_share != NULL:
-            # one row of tiles: op(a) packed once for them all (fastnn_sgemm.h), in
-            # chunks that the threads share out as they do the tiles
-            chunks = fnn_sgemm_share(trans_a, m, n, k, a, lda, c, ldc,
-                                     gemm_narrowest(n, job.cols))
+    if job.rows == 1 and k > FNN_SMALL_K and fnn_gemm_share != NULL:
+        # one row of tiles: op(a) packed once for them all (fastnn_gemm.h), in chunks
+        # that the threads share out as they do the tiles
+        chunks = fnn_gemm_share(sizeof(floating), trans_a, m, n, k, a, lda, c, ldc,
+                                gemm_narrowest(n, job.cols))
     if n_threads <= 1 or 2.0 * m * n * k < GEMM_SPLIT_FLOPS:
         for t in range(chunks):
-            fnn_sgemm_share_pack(t)
+            fnn_gemm_share_pack(sizeof(floating), t)
         for t in range(job.rows * job.cols):
             gemm_tile_i(&job, t, a, b, c)
     elif floating is float:
         if chunks:
-            fnn_pool_run(gemm_share_task, NULL, chunks, n_threads)
+            fnn_pool_run(gemm_share_task_f32, NULL, chunks, n_threads)
         fnn_pool_run(gemm_task_f32, &job, job.rows * job.cols, n_threads)
     else:
+        if chunks:
+            fnn_pool_run(gemm_share_task_f64, NULL, chunks, n_threads)
         fnn_pool_run(gemm_task_f64, &job, job.rows * job.cols, n_threads)
     if chunks:
-        fnn_sgemm_unshare()
+        fnn_gemm_unshare(sizeof(floating))
 
 
 # --- sums in NumPy's order ---------------------------------------------------------

@@ -35,13 +35,13 @@ __all__ = [
 # Every product of the Cython kernels (the epoch kernel's too) is made in this module:
 # point its GEMM at fastnn's single-threaded BLAS instance before anything runs.
 from fastnn._blas import gemm_addresses as _gemm_addresses
-from fastnn._blas import own_sgemm as _own_sgemm
+from fastnn._blas import own_gemm as _own_gemm
 from fastnn._blas import share_addresses as _share_addresses
 from fastnn._blas import small_gemm_mnk as _small_gemm_mnk
 
 _sgemm, _dgemm = _gemm_addresses()
 _share, _share_pack, _unshare = _share_addresses()
-_own = _own_sgemm()
+_own = _own_gemm()
 
 
 def _point_gemm(double small_mnk, int own):

@@ -2,7 +2,7 @@
  * BLAS instance (fastnn/_blas.py). Each extension module that includes this header has
  * its own copy of the pointers; a module that makes products sets them when it is
  * imported (fnn_set_gemm with fastnn._blas.gemm_addresses(), small_gemm_mnk(),
- * own_sgemm() and share_addresses()). */
+ * own_gemm() and share_addresses()). */
 #ifndef FASTNN_BLAS_H
 #define FASTNN_BLAS_H
 
@@ -21,19 +21,19 @@ static fnn_dgemm_fn fnn_dgemm __attribute__((unused)) = NULL;
 /* fastnn._blas.small_gemm_mnk(): the tiling rule's GEMM_SMALL_MNK (0 until set) */
 static double fnn_small_gemm_mnk __attribute__((unused)) = 0.0;
 
-/* fastnn_sgemm.h's fnn_own_share, fnn_own_share_pack and fnn_own_unshare (NULL where
- * the own GEMM is not built): a float32 product cut into column tiles packs its op(a)
- * once for them all */
-typedef int (*fnn_share_fn)(int trans_a, int m, int n, int k, const float *a, int lda,
-                            const float *out, int ldc, int narrowest);
-typedef void (*fnn_share_pack_fn)(int chunk);
-typedef void (*fnn_unshare_fn)(void);
-static fnn_share_fn fnn_sgemm_share __attribute__((unused)) = NULL;
-static fnn_share_pack_fn fnn_sgemm_share_pack __attribute__((unused)) = NULL;
-static fnn_unshare_fn fnn_sgemm_unshare __attribute__((unused)) = NULL;
+/* fastnn_gemm.h's fnn_own_share, fnn_own_share_pack and fnn_own_unshare (NULL where
+ * the own GEMM is not built), for itemsize 4 (float32) or 8 (float64): a product cut
+ * into column tiles packs its op(a) once for them all */
+typedef int (*fnn_share_fn)(int itemsize, int trans_a, int m, int n, int k, const void *a,
+                            int lda, const void *out, int ldc, int narrowest);
+typedef void (*fnn_share_pack_fn)(int itemsize, int chunk);
+typedef void (*fnn_unshare_fn)(int itemsize);
+static fnn_share_fn fnn_gemm_share __attribute__((unused)) = NULL;
+static fnn_share_pack_fn fnn_gemm_share_pack __attribute__((unused)) = NULL;
+static fnn_unshare_fn fnn_gemm_unshare __attribute__((unused)) = NULL;
 
-/* fastnn._blas.own_sgemm(): float32 products run on fastnn's own GEMM, whose tiles the
- * tiling rule cuts finer (0 until set) */
+/* fastnn._blas.own_gemm(): products run on fastnn's own GEMM, whose tiles the tiling
+ * rule cuts finer (0 until set) */
 static int fnn_gemm_own __attribute__((unused)) = 0;
 
 static inline __attribute__((unused)) void fnn_set_gemm(size_t s, size_t d, double small_mnk,
@@ -43,9 +43,9 @@ static inline __attribute__((unused)) void fnn_set_gemm(size_t s, size_t d, doub
     fnn_dgemm = (fnn_dgemm_fn)d;
     fnn_small_gemm_mnk = small_mnk;
     fnn_gemm_own = own;
-    fnn_sgemm_share = (fnn_share_fn)share;
-    fnn_sgemm_share_pack = (fnn_share_pack_fn)pack;
-    fnn_sgemm_unshare = (fnn_unshare_fn)unshare;
+    fnn_gemm_share = (fnn_share_fn)share;
+    fnn_gemm_share_pack = (fnn_share_pack_fn)pack;
+    fnn_gemm_unshare = (fnn_unshare_fn)unshare;
 }
 
 /* A small float32 product out = a @ b^T is a @ bt on a transposed copy bt of b

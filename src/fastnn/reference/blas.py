@@ -19,7 +19,7 @@ product whole instead of in tiles, changes float32 results).
 
 import numpy as np
 
-from .._blas import gemm_call, gemm_share, gemm_unshare, own_sgemm, small_gemm_mnk
+from .._blas import gemm_call, gemm_share, gemm_unshare, own_gemm, small_gemm_mnk
 
 # The tiling rule. Numba compiles gemm_grid and gemm_edge themselves, the Cython kernels
 # carry a copy (blas_cython.pxd) that must stay equal to them (tests/test_threads.py).
@@ -46,18 +46,18 @@ GEMM_MIN_COLS = 128
 GEMM_SPLIT_FLOPS = 2**25
 GEMM_TILE_FLOPS = 2**31
 
-# Where fastnn's own float32 GEMM runs (fastnn._blas.own_sgemm, _kernels/fastnn_sgemm.h),
-# a product cut into one row of column tiles packs its op(a) once for them all: the tiles
+# Where fastnn's own GEMM runs (fastnn._blas.own_gemm, _kernels/fastnn_gemm.h), a
+# product cut into one row of column tiles packs its op(a) once for them all: the tiles
 # then pack only their own columns of op(b), which no other tile reads. Cut that way,
 # config C's products cost 0.99-1.03x their whole call in 16-32 tiles, against
 # 1.05-1.19x when each tile packs op(a) again (docs/benchmarks/2026-12-06-shared-
-# packing.md), so a float32 product with k > GEMM_SMALL_K is cut much finer there: its
+# packing.md; float64 likewise), so a product with k > GEMM_SMALL_K is cut much finer there: its
 # columns first, in parts of at least GEMM_OWN_MIN_COLS (two of the GEMM's 32-row
 # micro-panels), into a count that doubles each time the product doubles past
 # 2 * GEMM_OWN_TILE_FLOPS (2**26: 16 tiles from 2**30, config C's first product), at
 # most GEMM_OWN_MAX_TILES (fastnn's pool runs 64 threads at most); rows only once the
 # columns are used up.
-GEMM_OWN = own_sgemm()
+GEMM_OWN = own_gemm()
 GEMM_OWN_TILE_FLOPS = 2**26
 GEMM_OWN_MIN_COLS = 64
 GEMM_OWN_MAX_TILES = 64
@@ -138,8 +138,8 @@ def gemm_grid(
 
     Both are powers of two; ``rows * cols`` is the number of tiles of
     :func:`gemm_blocks`. Depends on the shape, the operands' transposition, the dtype
-    (``single``: float32), the BLAS's ``small_mnk`` and whether fastnn's own float32
-    GEMM runs (``own``), never on a thread count.
+    (``single``: float32), the BLAS's ``small_mnk`` and whether fastnn's own GEMM runs
+    (``own``), never on a thread count.
     """
     mnk = 1.0 * m * n * k
     rows = cols = 1
@@ -184,7 +184,7 @@ def gemm_grid(
     flops = 2.0 * mnk
     if flops < GEMM_SPLIT_FLOPS:
         return rows, cols
-    owned = own and single and k > GEMM_SMALL_K  # tiles of fastnn's own GEMM, shared
+    owned = own and k > GEMM_SMALL_K  # tiles of fastnn's own GEMM, shared
     tile_flops = GEMM_OWN_TILE_FLOPS if owned else GEMM_TILE_FLOPS
     min_cols = GEMM_OWN_MIN_COLS if owned else GEMM_MIN_COLS
     want = 2
@@ -310,13 +310,12 @@ def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
     lda, ldb, ldc = max(1, a.shape[1]), max(1, b.shape[1]), max(1, n)
     small = 1 <= k <= GEMM_SMALL_K and beta == 0
     blocks = gemm_blocks(m, n, k, trans_a, trans_b, out.dtype)
-    # one row of float32 tiles: op(a) packed once for them all where fastnn's own GEMM
-    # runs, as the kernels do (the same bits either way)
+    # one row of tiles: op(a) packed once for them all where fastnn's own GEMM runs, as
+    # the kernels do (the same bits either way)
     shared = False
     try:
         shared = (
             GEMM_OWN
-            and out.dtype == np.float32
             and len(blocks) > 1
             and blocks[-1][0] == 0
             and beta == 0
@@ -326,7 +325,7 @@ def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
         _gemm_tiles(a, b, out, trans_a, trans_b, k, lda, ldb, ldc, beta, small, blocks)
     finally:
         if shared:
-            gemm_unshare()
+            gemm_unshare(out.dtype)
     if out is not target:
         target[...] = out
     return target
