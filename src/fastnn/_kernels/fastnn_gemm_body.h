@@ -95,9 +95,11 @@ FNN_OWN_TARGET static void FNN_N(fnn_own_pack_b)(char tb, int kc, int nr, const 
 }
 
 /* C[0:MR, 0:nr] = (accum ? C : 0) + Ap (MR x kc) Bp (kc x nr); nr a constant once
- * inlined. */
+ * inlined. With pf, the next micro-panel of B (kc x NR at pf) is fetched into L2 as
+ * this one is read, step by step. */
 FNN_OWN_TARGET static inline __attribute__((always_inline)) void FNN_N(fnn_own_kernel)(int kc,
-        const FNN_T *restrict a, const FNN_T *restrict b, FNN_T *c, int ldc, int accum, const int nr)
+        const FNN_T *restrict a, const FNN_T *restrict b, FNN_T *c, int ldc, int accum, const int nr,
+        const FNN_T *pf)
 {
     FNN_V acc[FNN_MV][FNN_NR];
 #pragma GCC unroll 64
@@ -124,6 +126,12 @@ FNN_OWN_TARGET static inline __attribute__((always_inline)) void FNN_N(fnn_own_k
             for (int v = 0; v < FNN_MV; v++)
                 acc[v][j] = FNN_FMADD(av[v], bj, acc[v][j]);
         }
+        if (pf != NULL) {
+#pragma GCC unroll 4
+            for (size_t q = 0; q < FNN_NR * sizeof(FNN_T); q += 64)
+                _mm_prefetch((const char *)pf + q, _MM_HINT_T1);
+            pf += FNN_NR;
+        }
         a += FNN_MR;
         b += FNN_NR;
     }
@@ -138,19 +146,22 @@ FNN_OWN_TARGET static inline __attribute__((always_inline)) void FNN_N(fnn_own_k
 
 #define FNN_OWN_KERNEL(N)                                                                    \
     FNN_OWN_TARGET __attribute__((noinline)) static void FNN_N(fnn_own_kernel_##N)(int kc,  \
-            const FNN_T *a, const FNN_T *b, FNN_T *c, int ldc, int accum)                    \
+            const FNN_T *a, const FNN_T *b, FNN_T *c, int ldc, int accum, const FNN_T *pf)   \
     {                                                                                        \
-        if (accum)                                                                           \
-            FNN_N(fnn_own_kernel)(kc, a, b, c, ldc, 1, N);                                   \
+        if (pf != NULL)                                                                      \
+            FNN_N(fnn_own_kernel)(kc, a, b, c, ldc, accum, N, pf);                           \
+        else if (accum)                                                                      \
+            FNN_N(fnn_own_kernel)(kc, a, b, c, ldc, 1, N, NULL);                             \
         else                                                                                 \
-            FNN_N(fnn_own_kernel)(kc, a, b, c, ldc, 0, N);                                   \
+            FNN_N(fnn_own_kernel)(kc, a, b, c, ldc, 0, N, NULL);                             \
     }
 FNN_OWN_KERNEL(1) FNN_OWN_KERNEL(2) FNN_OWN_KERNEL(3) FNN_OWN_KERNEL(4) FNN_OWN_KERNEL(5)
 FNN_OWN_KERNEL(6) FNN_OWN_KERNEL(7) FNN_OWN_KERNEL(8) FNN_OWN_KERNEL(9) FNN_OWN_KERNEL(10)
 FNN_OWN_KERNEL(11) FNN_OWN_KERNEL(12) FNN_OWN_KERNEL(13) FNN_OWN_KERNEL(14)
 #undef FNN_OWN_KERNEL
 /* kernels by the width of their column panel (FNN_NR: the full one) */
-static void (*const FNN_N(fnn_own_kernels)[FNN_NR + 1])(int, const FNN_T *, const FNN_T *, FNN_T *, int, int) = {
+static void (*const FNN_N(fnn_own_kernels)[FNN_NR + 1])(int, const FNN_T *, const FNN_T *, FNN_T *, int, int,
+        const FNN_T *) = {
     NULL, FNN_N(fnn_own_kernel_1), FNN_N(fnn_own_kernel_2), FNN_N(fnn_own_kernel_3),
     FNN_N(fnn_own_kernel_4), FNN_N(fnn_own_kernel_5), FNN_N(fnn_own_kernel_6),
     FNN_N(fnn_own_kernel_7), FNN_N(fnn_own_kernel_8), FNN_N(fnn_own_kernel_9),
@@ -162,14 +173,14 @@ static void (*const FNN_N(fnn_own_kernels)[FNN_NR + 1])(int, const FNN_T *, cons
  * the same final add, this block's sum first: the same bits as a full panel's, NaN
  * payloads included). */
 FNN_OWN_TARGET static void FNN_N(fnn_own_kernel_edge)(int kc, const FNN_T *a, const FNN_T *b, FNN_T *c, int ldc,
-        int accum, int mr, int nr)
+        int accum, int mr, int nr, const FNN_T *pf)
 {
     if (mr == FNN_MR) {
-        FNN_N(fnn_own_kernels)[nr](kc, a, b, c, ldc, accum);
+        FNN_N(fnn_own_kernels)[nr](kc, a, b, c, ldc, accum, pf);
         return;
     }
     FNN_T tmp[FNN_MR * FNN_NR] __attribute__((aligned(64)));
-    FNN_N(fnn_own_kernels)[FNN_NR](kc, a, b, tmp, FNN_MR, 0);
+    FNN_N(fnn_own_kernels)[FNN_NR](kc, a, b, tmp, FNN_MR, 0, pf);
     for (int j = 0; j < nr; j++)
         for (int v = 0; v < FNN_MV && FNN_L * v < mr; v++) {
             FNN_MASK mk = FNN_N(fnn_own_mask)(mr - FNN_L * v);
@@ -196,9 +207,13 @@ FNN_OWN_TARGET static void FNN_N(fnn_own_gemm)(char ta, char tb, int m, int n, i
                     FNN_N(fnn_own_pack_a_block)(mc, kc, A, lda, ic, pc, abuf);
                 for (int jr = 0; jr < nc; jr += FNN_NR) {
                     int nr = nc - jr < FNN_NR ? nc - jr : FNN_NR;
-                    const FNN_T *bp;
+                    const FNN_T *bp, *next = NULL;
                     if (shared != NULL) {
+                        /* read from the shared pack, beyond L2: the first row panel
+                         * fetches the next column panel meanwhile */
                         bp = shared + (size_t)pc * npad + (size_t)(jc + jr) * kc;
+                        if (jr + FNN_NR < nc)
+                            next = bp + (size_t)FNN_NR * kc;
                     } else {
                         FNN_T *own = bbuf + (size_t)jr * kc;
                         if (ic == 0)
@@ -211,7 +226,7 @@ FNN_OWN_TARGET static void FNN_N(fnn_own_gemm)(char ta, char tb, int m, int n, i
                         if (jr == 0 && ta != 'N')
                             FNN_N(fnn_own_pack_a)(ta, mr, kc, A, lda, ic + ir, pc, ap);
                         FNN_T *cp = C + (ic + ir) + (size_t)(jc + jr) * ldc;
-                        FNN_N(fnn_own_kernel_edge)(kc, ap, bp, cp, ldc, pc > 0, mr, nr);
+                        FNN_N(fnn_own_kernel_edge)(kc, ap, bp, cp, ldc, pc > 0, mr, nr, ir == 0 ? next : NULL);
                     }
                 }
             }
