@@ -155,7 +155,7 @@ def render(result: dict, source: str, report: str | None = None) -> str:
         out += ["Configs: A 2-128-3 batch 64; B 784-256-256-10 batch 128; "
                 "C 1024-2048-2048-10 batch 256; D 784-256-256-10 batch 1024. scikit-learn is "
                 "`partial_fit`, one batch per call; GEMM-only is the step's matrix products "
-                "alone on fastnn's BLAS (its OpenBLAS instance, and fastnn's own float32 GEMM "
+                "alone on fastnn's BLAS (its OpenBLAS instance, and fastnn's own GEMM "
                 "where the line above says it ran) at one thread, on SciPy's BLAS at two.", ""]
 
     opt_rows = [r for r in rows if r["section"] == "optimizer"]

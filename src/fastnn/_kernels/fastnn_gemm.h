@@ -216,26 +216,6 @@ FNN_OWN_TARGET static inline void fnn_own_t8(__m512d r[8])
 #define FNN_ADD _mm512_add_ps
 #define FNN_TRANSPOSE fnn_own_t16
 #include "fastnn_gemm_body.h"
-#undef FNN_T
-#undef FNN_V
-#undef FNN_L
-#undef FNN_MASK
-#undef FNN_MR
-#undef FNN_MC
-#undef FNN_KC
-#undef FNN_N
-#undef FNN_GEMM_FN
-#undef FNN_SETZERO
-#undef FNN_LOAD
-#undef FNN_LOADU
-#undef FNN_MASKZ_LOADU
-#undef FNN_STORE
-#undef FNN_STOREU
-#undef FNN_MASK_STOREU
-#undef FNN_SET1
-#undef FNN_FMADD
-#undef FNN_ADD
-#undef FNN_TRANSPOSE
 
 /* float64: MR 16, KC 256 (the float32 block's bytes; KC 384, MC 128 or 192 measured
  * the same within 2%) */
@@ -260,26 +240,6 @@ FNN_OWN_TARGET static inline void fnn_own_t8(__m512d r[8])
 #define FNN_ADD _mm512_add_pd
 #define FNN_TRANSPOSE fnn_own_t8
 #include "fastnn_gemm_body.h"
-#undef FNN_T
-#undef FNN_V
-#undef FNN_L
-#undef FNN_MASK
-#undef FNN_MR
-#undef FNN_MC
-#undef FNN_KC
-#undef FNN_N
-#undef FNN_GEMM_FN
-#undef FNN_SETZERO
-#undef FNN_LOAD
-#undef FNN_LOADU
-#undef FNN_MASKZ_LOADU
-#undef FNN_STORE
-#undef FNN_STOREU
-#undef FNN_MASK_STOREU
-#undef FNN_SET1
-#undef FNN_FMADD
-#undef FNN_ADD
-#undef FNN_TRANSPOSE
 
 static void fnn_own_slots_after_fork(void)
 {

@@ -2,7 +2,8 @@
  * and once for float64, with the type's macros defined (see there): FNN_T, FNN_V (its
  * zmm vector), FNN_L (lanes), FNN_MASK, FNN_MR, FNN_KC, the intrinsics FNN_* and
  * FNN_TRANSPOSE (an FNN_L x FNN_L transpose in registers), FNN_N (name suffix) and
- * FNN_GEMM_FN (the BLAS ?gemm_ type). No include guard: one copy per type. */
+ * FNN_GEMM_FN (the BLAS ?gemm_ type), all undefined again at the end. No include guard:
+ * one copy per type. */
 
 #define FNN_MV (FNN_MR / FNN_L) /* zmm vectors a micro-panel row block */
 #define FNN_NG ((FNN_NR + FNN_L - 1) / FNN_L) /* zmm vectors an NR-column row */
@@ -372,5 +373,26 @@ static void FNN_N(fnn_own_xgemm)(char *transa, char *transb, int *m, int *n, int
     FNN_N(fnn_own_fallback)(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+/* this type's macros, fastnn_gemm.h's and this file's: the next type defines its own */
 #undef FNN_MV
 #undef FNN_NG
+#undef FNN_T
+#undef FNN_V
+#undef FNN_L
+#undef FNN_MASK
+#undef FNN_MR
+#undef FNN_MC
+#undef FNN_KC
+#undef FNN_N
+#undef FNN_GEMM_FN
+#undef FNN_SETZERO
+#undef FNN_LOAD
+#undef FNN_LOADU
+#undef FNN_MASKZ_LOADU
+#undef FNN_STORE
+#undef FNN_STOREU
+#undef FNN_MASK_STOREU
+#undef FNN_SET1
+#undef FNN_FMADD
+#undef FNN_ADD
+#undef FNN_TRANSPOSE
