@@ -785,7 +785,7 @@ def _fastnn_blas_line(meta) -> str:
            + ", ".join(f"{k}={v}" for k, v in unset.items()) if unset else
            "OpenBLAS pins KEPT: " + ", ".join(f"{k}={v}" for k, v in kept.items())
            if kept else "no OpenBLAS pin in the environment")
-    if fb.get("gemm") == "fastnn":
+    if (fb.get("gemm") or fb.get("sgemm")) == "fastnn":  # "sgemm": reports before float64's
         own += (", its larger products on fastnn's own AVX-512 GEMM "
                 "(src/fastnn/_kernels/fastnn_gemm.h)")
     return f"- fastnn's products: {own}; {env}."

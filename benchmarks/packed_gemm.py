@@ -40,8 +40,8 @@ for p in (HERE, HERE.parent):
         sys.path.insert(0, str(p))
 
 
-def sgemm_call(fn, a, b, out, trans_a, trans_b):
-    """A zero-argument call of ``fn`` (an ``sgemm_``) computing the whole row-major
+def gemm_call(fn, a, b, out, trans_a, trans_b):
+    """A zero-argument call of ``fn`` (an ``sgemm_`` or ``dgemm_``) computing the whole row-major
     out = op(a) @ op(b): the column-major out^T = op(b)^T op(a)^T, b first, as
     fastnn._blas.gemm_call makes it; its ctypes arguments built once."""
     from fastnn._blas import gemm_arguments
@@ -112,8 +112,8 @@ def main(argv=None) -> int:
             exact = _exact(a.T if ta else a, b.T if tb else b)
             scale = float(np.abs(exact).max()) or 1.0
             calls = {
-                "blas": sgemm_call(fns[0], a, b, out, ta, tb),
-                "own": sgemm_call(fns[1], a, b, out, ta, tb),
+                "blas": gemm_call(fns[0], a, b, out, ta, tb),
+                "own": gemm_call(fns[1], a, b, out, ta, tb),
                 "kernels": lambda a=a, b=b, out=out, ta=ta, tb=tb: dense_cython._gemm_threads(
                     a, b, out, ta, tb, 1),
             }

@@ -105,7 +105,7 @@ def _tile_runner():
     return run
 
 
-def _shares(m, n, k, tiles, dtype) -> int:
+def _shares(m, n, k, tiles) -> int:
     """The narrowest tile's width when the kernels pack op(a) once for this product's
     tiles (the own GEMM runs, one row of several tiles, k past the short sums), else 0."""
     from fastnn.reference.blas import GEMM_OWN, GEMM_SMALL_K
@@ -139,7 +139,7 @@ def tile_costs(m, n, k, trans_a, trans_b, dtype, repeats, min_time=2e-3):
     if gemm_copies_b(m, n, k, trans_a, trans_b, single=np.dtype(dtype) == np.float32):
         b, trans_b = np.ascontiguousarray(b.T), False  # then a @ bt's tiles
     tiles = gemm_blocks(m, n, k, trans_a, trans_b, dtype)
-    narrowest = _shares(m, n, k, tiles, dtype)
+    narrowest = _shares(m, n, k, tiles)
     run = _tile_runner()
     # (tiles, op(a) packed before each pass, or once around them all)
     groups = [(np.array(tiles, np.int64), True)]

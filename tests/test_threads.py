@@ -661,11 +661,15 @@ def test_epoch_is_the_same_on_one_and_two_threads(backend, dtype, sizes, batch, 
 
 
 # Batch 256 of 1030 inputs to 1100 units: the forward product (256 x 1100, k 1030) and
-# dW (1030 x 1100, k 256) have 2 tiles each, the second one shorter.
+# dW (1030 x 1100, k 256) have 2 tiles each by the threads' rule, the second one
+# shorter, and 8 column tiles where fastnn's own GEMM runs.
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_epoch_is_the_same_on_any_thread_count(backend, dtype, monkeypatch):
     assert _count(256, 1100, 1030) == 2 and _count(1030, 1100, 256) == 2
+    tiles = 8 if blas.GEMM_OWN else 2
+    assert len(blas.gemm_blocks(256, 1100, 1030, dtype=dtype)) == tiles
+    assert len(blas.gemm_blocks(1030, 1100, 256, True, False, dtype)) == tiles
     runs = [
         _fit(
             backend, dtype, [1030, 1100, 7], t, batch=256, n=512, epochs=1, monkeypatch=monkeypatch

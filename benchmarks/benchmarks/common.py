@@ -212,10 +212,10 @@ def cycle(items):
 def _gemm_call(a, b, out, trans_a=False, trans_b=False, blas_only=False):
     """A zero-argument call computing out = op(a) @ op(b) (row-major, C-contiguous
     operands) on the BLAS fastnn's products run on (its private single-threaded
-    OpenBLAS instance and, in float32, fastnn's own GEMM where it runs:
-    ``fastnn._blas.info()``): the call ``fastnn._blas.gemm_call`` (and every backend)
-    makes, its ctypes arguments built once. ``blas_only``: OpenBLAS's own sgemm_ even
-    where fastnn's own GEMM runs."""
+    OpenBLAS instance and fastnn's own GEMM where it runs: ``fastnn._blas.info()``):
+    the call ``fastnn._blas.gemm_call`` (and every backend) makes, its ctypes arguments
+    built once. ``blas_only``: OpenBLAS's own sgemm_ or dgemm_ even where fastnn's own
+    GEMM runs."""
     from fastnn._blas import _instance, gemm_arguments  # lazily: asv's discovery imports
 
     for x in (a, b, out):
@@ -268,7 +268,7 @@ class GemmOnly:
     ``threaded``: the calls go through SciPy's BLAS, on as many threads as its pool is
     set to (the floor of a multi-threaded step); by default through fastnn's own BLAS
     instance, which always runs on one thread. ``blas_only``: on that instance's
-    OpenBLAS alone, even where fastnn's own float32 GEMM runs (what it is measured
+    OpenBLAS alone, even where fastnn's own GEMM runs (what it is measured
     against).
     """
 

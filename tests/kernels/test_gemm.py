@@ -137,10 +137,10 @@ def test_output_tiles_give_the_whole_calls_bits(m, n, k, ta, tb, dtype):
     uneven edges (partial row and column panels) give the whole call's bits, as long
     as the GEMM takes each tile (at least 32 output columns, over 10^6 m n k)."""
     a, b = _operands(np.random.default_rng(1), m, n, k, ta, tb, 5, dtype)
-    sgemm = _own(dtype)
+    gemm = _own(dtype)
     whole = np.full((m, n), np.nan, dtype)
     tiled = np.full((m, n), np.nan, dtype)
-    _call(sgemm, ta, tb, a, b, whole)
+    _call(gemm, ta, tb, a, b, whole)
     rows = [0, m // 2 + 3, m]
     cols = [0, n // 2 + 5, n]
     assert all(
@@ -150,7 +150,7 @@ def test_output_tiles_give_the_whole_calls_bits(m, n, k, ta, tb, dtype):
     )
     for r0, r1 in zip(rows[:-1], rows[1:]):
         for c0, c1 in zip(cols[:-1], cols[1:]):
-            _call(sgemm, ta, tb, a, b, tiled, r0, r1, c0, c1)
+            _call(gemm, ta, tb, a, b, tiled, r0, r1, c0, c1)
     np.testing.assert_array_equal(_bits(whole), _bits(tiled))
     _assert_within_dot_bound(whole, a, b, ta, tb)
 
@@ -328,10 +328,10 @@ def test_only_the_holders_tiles_read_the_shared_pack(dtype):
     a, b = _operands(rng, m, n, k, False, False, dtype=dtype)
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     new_a = rng.standard_normal(a.shape).astype(dtype)
-    sgemm = _own(dtype)
+    gemm = _own(dtype)
     old_out, new_out = np.empty((m, n), dtype), np.empty((m, n), dtype)
-    _call(sgemm, False, False, a, b, old_out)
-    _call(sgemm, False, False, new_a, b, new_out)
+    _call(gemm, False, False, a, b, old_out)
+    _call(gemm, False, False, new_a, b, new_out)
     out = np.full((m, n), np.nan, dtype)
     elsewhere = np.full((m, n), np.nan, dtype)
     other = np.float64 if dtype == np.float32 else np.float32
@@ -342,12 +342,12 @@ def test_only_the_holders_tiles_read_the_shared_pack(dtype):
         assert _blas.gemm_share(False, m, n, k, a_other, k, out_other, n, 256)
         _blas.gemm_unshare(other)  # the other dtype's slot is its own
         a[...] = new_a
-        _call(sgemm, False, False, a, b, out, 0, m, 256, 512)  # a tile of the holder's
-        _call(sgemm, False, False, a, b, elsewhere, 0, m, 256, 512)  # another output
-        _call(sgemm, False, False, a[: m - 32], b, out, 0, m - 32, 0, 256)  # fewer rows
+        _call(gemm, False, False, a, b, out, 0, m, 256, 512)  # a tile of the holder's
+        _call(gemm, False, False, a, b, elsewhere, 0, m, 256, 512)  # another output
+        _call(gemm, False, False, a[: m - 32], b, out, 0, m - 32, 0, 256)  # fewer rows
     finally:
         _blas.gemm_unshare(dtype)
-    _call(sgemm, False, False, a, b, out, 0, m, 512, 768)  # after the release
+    _call(gemm, False, False, a, b, out, 0, m, 512, 768)  # after the release
     bits = [_bits(x) for x in (out, elsewhere, old_out, new_out)]
     np.testing.assert_array_equal(bits[0][:, 256:512], bits[2][:, 256:512])
     np.testing.assert_array_equal(bits[1][:, 256:512], bits[3][:, 256:512])
@@ -490,16 +490,18 @@ def _fma_chain_model(a_row, b_col, kc):
 @pytest.mark.parametrize("ta, tb", [(False, False), (True, True)])
 def test_each_output_is_the_documented_fma_chain(ta, tb, dtype):
     """The own GEMM ran, and summed as docs/spec.md §10 says: outputs of a full and a
-    partial row panel, of full and narrower column panels, across three KC blocks, equal
-    bit for bit an exact model of one FMA chain per KC block (512 terms for float32, 256
-    for float64; OpenBLAS blocks k otherwise and gives other bits on most of them)."""
+    partial row panel, of full and narrower column panels, across three (float32) or five
+    (float64) KC blocks, equal bit for bit an exact model of one FMA chain per KC block
+    (512 terms for float32, 256 for float64; OpenBLAS blocks k otherwise and gives other
+    bits on most of them)."""
     # column-major rows 33 (float32: a full panel of 32 then 1; float64: 2 of 16 then
-    # 1); 70 columns
-    m, n, k = 70, 33, 1030
+    # 1); 75 columns (5 panels of 14, then one of 5)
+    m, n, k = 75, 33, 1030
     a, b = _operands(np.random.default_rng(6), m, n, k, ta, tb, dtype=dtype)
     out = np.empty((m, n), dtype)
     _call(_own(dtype), ta, tb, a, b, out)
     A = a.T if ta else a
     B = b.T if tb else b
-    for i, j in [(0, 0), (1, 31), (69, 32), (13, 14), (42, 27), (56, 5), (27, 32)]:
+    for i, j in [(0, 0), (1, 31), (69, 32), (13, 14), (42, 27), (56, 5), (27, 32), (74, 32)]:
+        # (row-major rows 70-74: the narrower column panel of the column-major call)
         assert out[i, j] == _fma_chain_model(A[i], B[:, j], KC[dtype]), (i, j)

@@ -452,7 +452,7 @@ def test_cache_tag_follows_every_kernel_source(tmp_path):
     Numba checks) or to the BLAS's small-matrix limit (the tiling rule's
     GEMM_SMALL_MNK) gives the cache index another tag, and an index written under
     another tag is not trusted: a kernel cached before a fix to a helper it inlines
-    never runs the old helper. So does whether the own float32 GEMM runs (GEMM_OWN,
+    never runs the old helper. So does whether the own GEMM runs (GEMM_OWN,
     which FASTNN_GEMM sets: its tiling rule is compiled in)."""
     src = tmp_path / "src"
     src.mkdir()

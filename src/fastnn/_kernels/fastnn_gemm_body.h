@@ -1,6 +1,6 @@
 /* fastnn's own GEMM for one element type: included by fastnn_gemm.h once for float32
  * and once for float64, with the type's macros defined (see there): FNN_T, FNN_V (its
- * zmm vector), FNN_L (lanes), FNN_MASK, FNN_MR, FNN_KC, the intrinsics FNN_* and
+ * zmm vector), FNN_L (lanes), FNN_MASK, FNN_MR, FNN_MC, FNN_KC, the intrinsics FNN_* and
  * FNN_TRANSPOSE (an FNN_L x FNN_L transpose in registers), FNN_N (name suffix) and
  * FNN_GEMM_FN (the BLAS ?gemm_ type), all undefined again at the end. No include guard:
  * one copy per type. */

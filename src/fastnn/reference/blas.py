@@ -51,12 +51,12 @@ GEMM_TILE_FLOPS = 2**31
 # then pack only their own columns of op(b), which no other tile reads. Cut that way,
 # config C's products cost 0.99-1.03x their whole call in 16-32 tiles, against
 # 1.05-1.19x when each tile packs op(a) again (docs/benchmarks/2026-12-06-shared-
-# packing.md; float64 likewise), so a product with k > GEMM_SMALL_K is cut much finer there: its
-# columns first, in parts of at least GEMM_OWN_MIN_COLS (two of the GEMM's 32-row
-# micro-panels), into a count that doubles each time the product doubles past
-# 2 * GEMM_OWN_TILE_FLOPS (2**26: 16 tiles from 2**30, config C's first product), at
-# most GEMM_OWN_MAX_TILES (fastnn's pool runs 64 threads at most); rows only once the
-# columns are used up.
+# packing.md; float64 alike, 2026-12-06-float64-gemm.md), so a product with k >
+# GEMM_SMALL_K is cut much finer there: its columns first, in parts of at least
+# GEMM_OWN_MIN_COLS (two float32 or four float64 micro-panels of the GEMM), into a count
+# that doubles each time the product doubles past 2 * GEMM_OWN_TILE_FLOPS (2**26: 16
+# tiles from 2**30, config C's first product), at most GEMM_OWN_MAX_TILES (fastnn's pool
+# runs 64 threads at most); rows only once the columns are used up.
 GEMM_OWN = own_gemm()
 GEMM_OWN_TILE_FLOPS = 2**26
 GEMM_OWN_MIN_COLS = 64
