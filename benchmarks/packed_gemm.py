@@ -19,8 +19,9 @@ and float64, in one process pinned to one CPU, the calls alternated, medians of
 
 Per product: GFLOP/s of each, the ratio BLAS / own, which GEMM took the whole call, and
 both errors against a wider product (float64 for float32 operands, long double for
-float64 ones; largest error over the largest output); per config, the sums. Needs the Cython kernels built and an AVX-512 CPU (it says so and
-stops otherwise). docs/benchmarks/2026-12-05-packed-gemm.md records runs.
+float64 ones; largest error over the largest output); per config, the sums. Needs the
+Cython kernels built and an AVX-512 CPU (it says so and stops otherwise).
+docs/benchmarks/2026-12-05-packed-gemm.md and 2026-12-06-float64-gemm.md record runs.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
     for dtype, name in ((d, c) for d in opts.dtypes.split(",") for c in opts.configs.split(",")):
         cfg = CONFIGS[name]
         gemm = GemmOnly(cfg, np.dtype(dtype), n_batches=1)
-        fns = (blas.blas_sgemm, blas.sgemm) if dtype == "float32" else (blas.blas_dgemm, blas.dgemm)
+        fns = (blas.gemm_for(dtype, blas_only=True), blas.gemm_for(dtype))
         print(f"\nconfig {name} {cfg.sizes} batch {cfg.batch}, {dtype}, one thread")
         print(f"{'product':22s}{'m x n, k':>20s}{'BLAS':>9s}{'own':>9s}{'ratio':>7s}"
               f"{'taken by':>10s}{'kernels':>9s}{'error BLAS':>12s}{'error own':>11s}")

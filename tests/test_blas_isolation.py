@@ -48,10 +48,8 @@ def test_the_private_instance_is_used_and_invisible_to_threadpoolctl():
 def _openblas_product(a, b):
     """a @ b in one call of the private OpenBLAS instance's own ?gemm_ (the one behind
     fastnn's own GEMM where that runs, which would take these shapes itself)."""
-    inst = _blas._instance()
     out = np.empty((a.shape[0], b.shape[1]), a.dtype)
-    single = a.dtype == np.float32
-    fn = (inst.blas_sgemm if single else inst.blas_dgemm) or (inst.sgemm if single else inst.dgemm)
+    fn = _blas._instance().gemm_for(a.dtype, blas_only=True)
     m, k = a.shape
     n = b.shape[1]
     fn(*_blas.gemm_arguments(False, False, m, n, k, a, 0, k, b, 0, n, out, 0, n)[1])

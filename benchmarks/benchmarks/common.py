@@ -225,9 +225,8 @@ def _gemm_call(a, b, out, trans_a=False, trans_b=False, blas_only=False):
     k = a.shape[0] if trans_a else a.shape[1]
     fn, args = gemm_arguments(trans_a, trans_b, m, n, k, a, 0, a.shape[1], b, 0, b.shape[1],
                               out, 0, n)
-    blas = _instance()
-    if blas_only and blas.blas_sgemm is not None:
-        fn = blas.blas_sgemm if out.dtype == np.float32 else blas.blas_dgemm
+    if blas_only:
+        fn = _instance().gemm_for(out.dtype, blas_only=True)
 
     def call():
         fn(*args)

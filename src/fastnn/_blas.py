@@ -66,6 +66,16 @@ class _Blas:
     blas_sgemm: _ctypes.CFuncPtr | None = None
     blas_dgemm: _ctypes.CFuncPtr | None = None
 
+    def gemm_for(self, dtype, blas_only: bool = False) -> _ctypes.CFuncPtr:
+        """The ``?gemm_`` for ``dtype`` (float32: sgemm, else dgemm) that fastnn's
+        products call; with ``blas_only``, the BLAS's own even where fastnn's own GEMM
+        stands in front of it."""
+        single = np.dtype(dtype) == np.float32
+        own = self.blas_sgemm if single else self.blas_dgemm
+        if blas_only and own is not None:
+            return own
+        return self.sgemm if single else self.dgemm
+
 
 _lock = threading.Lock()
 _loaded: _Blas | None = None
@@ -483,7 +493,7 @@ def gemm_arguments(
     call at once or, built once, many times (the GEMM-only floor of the benchmarks).
     The ctypes scalars live as long as ``args``; the arrays must outlive it."""
     ctype = np.ctypeslib.as_ctypes_type(c.dtype)
-    fn = _instance().sgemm if c.dtype == np.float32 else _instance().dgemm
+    fn = _instance().gemm_for(c.dtype)
     size = c.itemsize
     ints = [ctypes.c_int(v) for v in (n, m, k, ldb, lda, ldc)]
     alpha, beta_ = ctype(1.0), ctype(beta)

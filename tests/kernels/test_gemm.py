@@ -44,14 +44,12 @@ def _operands(rng, m, n, k, ta, tb, pad=0, dtype=np.float32):
 
 def _own(dtype):
     """The ?gemm_ fastnn's kernels call for this dtype (the own GEMM here)."""
-    b = _blas._instance()
-    return b.sgemm if np.dtype(dtype) == np.float32 else b.dgemm
+    return _blas._instance().gemm_for(dtype)
 
 
 def _blas_only(dtype):
     """The BLAS's own ?gemm_ behind it."""
-    b = _blas._instance()
-    return b.blas_sgemm if np.dtype(dtype) == np.float32 else b.blas_dgemm
+    return _blas._instance().gemm_for(dtype, blas_only=True)
 
 
 def _bits(x):
@@ -373,7 +371,7 @@ elsewhere = {d: np.zeros((m, n), d) for d in dtypes}
 
 def tile(d, dst):  # the first 256 columns, a tile of the product that holds the pack
     _, args = _blas.gemm_arguments(False, False, m, 256, k, a[d], 0, k, b[d], 0, n, dst, 0, n)
-    (_blas._instance().sgemm if d == np.float32 else _blas._instance().dgemm)(*args)
+    _blas._instance().gemm_for(d)(*args)
 
 
 for d in dtypes:  # both slots held across the fork
