@@ -178,20 +178,30 @@ EFFICIENCY_TILES = ((64, 64), (128, 128), (128, 256), (256, 128), (256, 256), (5
                     (512, 256), (256, 512), (512, 512))
 
 
+def _table_head(columns) -> list[str]:
+    """The header rows of a table of EFFICIENCY_SHAPES, one column per cut."""
+    return ["| output, inner | unsplit (ms) | " + " | ".join(columns) + " |",
+            "|---|---|" + "---|" * len(columns)]
+
+
+def _shape_operands(m, n, k, dtype):
+    """a (m, k), b (k, n) and an output (m, n) of ``dtype`` for one of the tables' shapes
+    (seed 0, the same values in both tables)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    return a, b, np.empty((m, n), dtype)
+
+
 def efficiency_table(dtype, repeats) -> list[str]:
     """Markdown rows: for each shape, the time of the product cut into a grid of tiles of
     each size (the last ones shorter), as a multiple of the unsplit call's time (best
     of ``repeats``, the cuts and the unsplit call interleaved; each pass one compiled
     call, :func:`_tile_runner`)."""
     run = _tile_runner()
-    rows = ["| output, inner | unsplit (ms) | " + " | ".join(
-        f"{r} x {c}" for r, c in EFFICIENCY_TILES) + " |",
-        "|---|---|" + "---|" * len(EFFICIENCY_TILES)]
+    rows = _table_head([f"{r} x {c}" for r, c in EFFICIENCY_TILES])
     for m, n, k in EFFICIENCY_SHAPES:
-        rng = np.random.default_rng(0)
-        a = rng.standard_normal((m, k)).astype(dtype)
-        b = rng.standard_normal((k, n)).astype(dtype)
-        c = np.empty((m, n), dtype)
+        a, b, c = _shape_operands(m, n, k, dtype)
         cuts = {(m, n): [(0, m, 0, n)]}
         for tr, tc in EFFICIENCY_TILES:
             if tr <= m and tc <= n and (tr, tc) != (m, n):
@@ -223,14 +233,9 @@ def shared_packing_table(dtype, repeats) -> list[str]:
     from fastnn.reference.blas import gemm_edge, gemm_narrowest
 
     run = _tile_runner()
-    rows = ["| output, inner | unsplit (ms) | " + " | ".join(
-        f"{c} tiles" for c in SHARED_COLUMN_TILES) + " |",
-        "|---|---|" + "---|" * len(SHARED_COLUMN_TILES)]
+    rows = _table_head([f"{c} tiles" for c in SHARED_COLUMN_TILES])
     for m, n, k in EFFICIENCY_SHAPES:
-        rng = np.random.default_rng(0)
-        a = rng.standard_normal((m, k)).astype(dtype)
-        b = rng.standard_normal((k, n)).astype(dtype)
-        c = np.empty((m, n), dtype)
+        a, b, c = _shape_operands(m, n, k, dtype)
         cuts = {1: (np.array([(0, m, 0, n)], np.int64), 0)}
         for cols in SHARED_COLUMN_TILES:
             if n // cols >= 64:
