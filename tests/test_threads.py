@@ -553,6 +553,38 @@ def test_many_tiles_give_the_same_bits_on_any_thread_count(m, n, k, trans_a, tra
             np.testing.assert_array_equal(out, want, err_msg=f"{backend} {n_threads}")
 
 
+def _shared_calls(dtype):
+    """How many calls of fastnn's own GEMM on ``dtype`` have read a shared op(a) so far
+    in this process (None where the own GEMM does not run)."""
+    if not blas.GEMM_OWN:
+        return None
+    from fastnn._kernels import gemm_cython
+
+    return gemm_cython.shared_calls(np.dtype(dtype).itemsize)
+
+
+@pytest.mark.skipif(not blas.GEMM_OWN, reason="fastnn's own GEMM does not run here")
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_column_tiles_read_one_shared_pack(backend, dtype, trans_a):
+    """Every backend packs op(a) once for a product cut into one row of column tiles,
+    and every tile reads that pack, on one thread or several: the bits are the same
+    either way, so only this count sees a backend that stopped sharing."""
+    m, n, k = 128, 2048, 2048  # 2**30 flops: 16 column tiles of 128
+    assert blas.gemm_grid(m, n, k, trans_a, single=dtype == "float32") == (1, 16)
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    want = blas.gemm(a, b, np.empty((m, n), dtype), trans_a, False)
+    for n_threads in (1, 2):
+        out = np.full((m, n), np.nan, dtype)
+        before = _shared_calls(dtype)
+        _product_by(backend, a, b, out, trans_a, False, n_threads)
+        assert _shared_calls(dtype) - before == 16, f"{n_threads} threads"
+        np.testing.assert_array_equal(out, want)
+
+
 @pytest.mark.parametrize("backend", ["numba", "cython"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
@@ -670,12 +702,24 @@ def test_epoch_is_the_same_on_any_thread_count(backend, dtype, monkeypatch):
     tiles = 8 if blas.GEMM_OWN else 2
     assert len(blas.gemm_blocks(256, 1100, 1030, dtype=dtype)) == tiles
     assert len(blas.gemm_blocks(1030, 1100, 256, True, False, dtype)) == tiles
-    runs = [
-        _fit(
-            backend, dtype, [1030, 1100, 7], t, batch=256, n=512, epochs=1, monkeypatch=monkeypatch
+    runs, shared = [], []
+    for t in THREAD_COUNTS:
+        before = _shared_calls(dtype)
+        runs.append(
+            _fit(
+                backend,
+                dtype,
+                [1030, 1100, 7],
+                t,
+                batch=256,
+                n=512,
+                epochs=1,
+                monkeypatch=monkeypatch,
+            )
         )
-        for t in THREAD_COUNTS
-    ]
+        shared.append(None if before is None else _shared_calls(dtype) - before)
+    # each of the 2 steps' two products of the first layer: its 8 tiles read one pack
+    assert shared == [None if before is None else 2 * 16] * len(THREAD_COUNTS)
     first, opt1, _ = runs[0]
     for (net, opt, seen), t in zip(runs[1:], THREAD_COUNTS[1:]):
         np.testing.assert_array_equal(net.params, first.params, err_msg=f"{t} threads")

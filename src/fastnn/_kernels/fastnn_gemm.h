@@ -286,6 +286,16 @@ static void fnn_own_unshare(int itemsize)
         fnn_own_unshare_f64();
 }
 
+/* How many calls of the type with this itemsize (4 or 8) have read a shared pack. */
+static unsigned long fnn_own_shared_calls(int itemsize)
+{
+    if (itemsize == 4)
+        return atomic_load(&fnn_own_shared_calls_f32);
+    if (itemsize == 8)
+        return atomic_load(&fnn_own_shared_calls_f64);
+    return 0;
+}
+
 /* The addresses of fnn_own_xgemm_f32 (BLAS's sgemm_) and fnn_own_xgemm_f64 (dgemm_)
  * with the BLAS's behind them (calls they do not take go there) and that BLAS's
  * small-matrix size; 0 where the CPU has no AVX-512 (or a fallback is missing). */
@@ -316,6 +326,12 @@ static int fnn_own_share(int itemsize, int trans_a, int m, int n, int k, const v
 static void fnn_own_share_pack(int itemsize, int chunk) { (void)itemsize, (void)chunk; }
 
 static void fnn_own_unshare(int itemsize) { (void)itemsize; }
+
+static unsigned long fnn_own_shared_calls(int itemsize)
+{
+    (void)itemsize;
+    return 0;
+}
 
 static void fnn_own_gemm_addresses(size_t sgemm, size_t dgemm, double small_mnk, size_t *own_s, size_t *own_d)
 {

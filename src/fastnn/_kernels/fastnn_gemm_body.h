@@ -350,6 +350,10 @@ static const FNN_T *FNN_N(fnn_own_shared_for)(char tb, int M, int N, int K, cons
     return match ? packed : NULL;
 }
 
+/* How many calls of this type read a shared pack since the module loaded: the tests'
+ * view of whether the backends share (the bits are the same either way). */
+static _Atomic unsigned long FNN_N(fnn_own_shared_calls);
+
 /* BLAS's ?gemm_, column-major (see the top of fnn_gemm.h). */
 static void FNN_N(fnn_own_xgemm)(char *transa, char *transb, int *m, int *n, int *k, FNN_T *alpha, FNN_T *a,
         int *lda, FNN_T *b, int *ldb, FNN_T *beta, FNN_T *c, int *ldc)
@@ -365,6 +369,8 @@ static void FNN_N(fnn_own_xgemm)(char *transa, char *transb, int *m, int *n, int
             (size_t)(mc + FNN_MR - 1) / FNN_MR * FNN_MR * kc * sizeof(FNN_T),
             shared ? 0 : (size_t)(nc + FNN_NR - 1) / FNN_NR * FNN_NR * kc * sizeof(FNN_T));
         if (buf != NULL) {
+            if (shared != NULL)
+                atomic_fetch_add_explicit(&FNN_N(fnn_own_shared_calls), 1, memory_order_relaxed);
             FNN_N(fnn_own_gemm)(ta, tb, M, N, K, a, *lda, b, *ldb, c, *ldc, (FNN_T *)buf->a, (FNN_T *)buf->b,
                                 shared);
             return;

@@ -10,6 +10,7 @@ cdef extern from "fastnn_gemm.h" nogil:
                       int lda, const void* out, int ldc, int narrowest)
     void fnn_own_share_pack(int itemsize, int chunk)
     void fnn_own_unshare(int itemsize)
+    unsigned long fnn_own_shared_calls(int itemsize)
 
 
 def gemm_addresses(size_t sgemm, size_t dgemm, double small_mnk):
@@ -46,3 +47,11 @@ def share_addresses():
     themselves. Either way the tiles give the same bits.
     """
     return <size_t>&fnn_own_share, <size_t>&fnn_own_share_pack, <size_t>&fnn_own_unshare
+
+
+def shared_calls(int itemsize):
+    """How many calls of the own GEMM on ``itemsize``-byte values (4: float32, 8:
+    float64) have read an ``op(a)`` packed once for its product's column tiles, since
+    this module loaded: how the tests see that a backend shares (its bits are the same
+    either way)."""
+    return fnn_own_shared_calls(itemsize)
