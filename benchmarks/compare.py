@@ -72,6 +72,7 @@ import footprint  # noqa: E402
 import peers  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     CONFIGS,
+    DIGITS,
     GemmOnly,
     OthersLoad,
     available_memory_bytes,
@@ -481,7 +482,7 @@ def optimizer_section(opts) -> list[dict]:
 
 
 def digits_section(opts) -> list[dict]:
-    sizes = (64, 128, 128, 10)
+    sizes = DIGITS.sizes
     out = []
     for dtype in opts.dtypes:
         try:

@@ -2,7 +2,8 @@
 """fastnn's own GEMM against OpenBLAS on the training steps' products (issue 14).
 
 Times, on each product of a step of configs B, C and D (benchmarks/common.py's
-``GemmOnly.products``, as fastnn calls BLAS: row-major through column-major), float32
+``GemmOnly.products``, as fastnn calls BLAS: row-major through column-major; or
+``digits``, compare.py's digits fit, ``DIGITS``), float32
 and float64, in one process pinned to one CPU, the calls alternated, medians of
 ``--repeats`` samples:
 
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[-1:])
 
-    from benchmarks.common import CONFIGS, GemmOnly
+    from benchmarks.common import CONFIGS, DIGITS, GemmOnly
     from gemm_products import host_line
 
     from fastnn._kernels import dense_cython, gemm_cython  # type: ignore[attr-defined]
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
           "time / own time, error = max |out - exact| / max |exact|")
     blas = _blas._instance()
     for dtype, name in ((d, c) for d in opts.dtypes.split(",") for c in opts.configs.split(",")):
-        cfg = CONFIGS[name]
+        cfg = DIGITS if name == "digits" else CONFIGS[name]
         gemm = GemmOnly(cfg, np.dtype(dtype), n_batches=1)
         fns = (blas.gemm_for(dtype, blas_only=True), blas.gemm_for(dtype))
         print(f"\nconfig {name} {cfg.sizes} batch {cfg.batch}, {dtype}, one thread")

@@ -2,7 +2,8 @@
 """Run one training configuration's steps in steady state, for a sampling profiler.
 
 compare.py says how long a step takes; this says where the time goes. It builds the
-config's network (benchmarks/common.py: A-D), warms it up (workspaces, BLAS buffers,
+config's network (benchmarks/common.py: A-D, or ``digits``: compare.py's digits
+network and batch on random data), warms it up (workspaces, BLAS buffers,
 the optimizer state's first touch), prints when the steady state starts, runs
 ``--steps`` steps through ``MLP.train_epoch`` (the path ``fit`` takes) and prints the
 time per step. Profile it from outside, skipping the set-up:
@@ -36,12 +37,12 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from benchmarks.common import CONFIGS  # noqa: E402
+from benchmarks.common import CONFIGS, DIGITS  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", choices=sorted(CONFIGS), default="C")
+    p.add_argument("--config", choices=[*sorted(CONFIGS), "digits"], default="C")
     p.add_argument("--steps", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
 
     import fastnn
 
-    cfg = CONFIGS[opts.config]
+    cfg = DIGITS if opts.config == "digits" else CONFIGS[opts.config]
     # steps per train_epoch call: by default an epoch of up to 1024 batches or 16 MB of
     # data, so the Python around each call weighs on small configs no more than in fit
     batches = opts.batches

@@ -105,6 +105,9 @@ def test_profile_step_runs_a_config_in_steady_state():
     assert "2 thread(s)" in out and "ms per step over 1024 steps" in out
     # compare.py's 8 batches a call: 16 steps are 2 calls
     assert "ms per step over 16 steps" in _profile_step("--steps", "16", "--batches", "8")
+    # compare.py's digits network and batch
+    out = _profile_step("--config", "digits", "--steps", "16", "--batches", "8")
+    assert "config digits (64, 128, 128, 10) batch 64, float32" in out, out
 
 
 _NRT_SCRIPT = """

@@ -181,6 +181,9 @@ CONFIGS = {
     "C": Config("C", (1024, 2048, 2048, 10), 256),
     "D": Config("D", (784, 256, 256, 10), 1024),
 }
+# compare.py's digits fit (sklearn's 8x8 digits, 10 classes): its network and batch, for
+# the scripts that look at one step's parts (packed_gemm.py, profile_step.py)
+DIGITS = Config("digits", (64, 128, 128, 10), 64)
 
 
 def make_batches(cfg: Config, dtype, n_batches: int = 8, seed: int = 0):
